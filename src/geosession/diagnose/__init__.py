@@ -1,0 +1,1 @@
+"""Server-side diagnostics: activity, locks, EXPLAIN analysis."""

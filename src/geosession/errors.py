@@ -1,0 +1,366 @@
+"""One exception hierarchy for everything a geosession user can run into.
+
+Every class says whether retrying the whole unit of work is safe (``transient``), keeps
+the driver's error as ``__cause__`` and carries a message that says what happened,
+where, and what to do. Errors from psycopg, psycopg2 and asyncpg are classified by
+SQLSTATE in one table (``_BY_SQLSTATE``), by PostGIS's message where PostGIS reuses a
+generic code, and by the driver's disconnect signal where there is no code at all.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import ExceptionContext
+
+
+class GeoSessionError(Exception):
+    """Root of every error geosession raises."""
+
+    transient: bool = False
+    """True when rerunning the whole unit of work on a fresh connection may succeed."""
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.sqlstate = sqlstate
+
+
+class ConfigurationError(GeoSessionError):
+    """A setting is missing or invalid, or the environment lacks something required."""
+
+
+class PostGISNotInstalled(ConfigurationError):
+    """The database has no ``postgis`` extension."""
+
+
+class DatabaseError(GeoSessionError):
+    """The server rejected a statement for a reason no narrower class describes."""
+
+
+class IntegrityViolation(DatabaseError):
+    """A constraint (primary key, unique, foreign key, not-null, check) was violated."""
+
+
+class ConnectionFailed(DatabaseError):
+    """The server could not be reached, or the connection was lost."""
+
+    transient = True
+
+
+class AccessDenied(ConnectionFailed):
+    """The server refused the login (bad password, unknown role or database)."""
+
+    transient = False
+
+
+class CommitOutcomeUnknown(ConnectionFailed):
+    """The connection was lost while COMMIT was in flight: it may or may not have applied."""
+
+    transient = False
+
+
+class PoolExhausted(GeoSessionError):
+    """No pooled connection became free within ``pool_timeout``."""
+
+    transient = True
+
+
+class QueryTimeout(DatabaseError):
+    """A statement ran longer than ``statement_timeout`` (or was cancelled)."""
+
+
+class LockTimeout(DatabaseError):
+    """A lock could not be acquired within ``lock_timeout`` (or NOWAIT)."""
+
+    transient = True
+
+
+class SerializationConflict(DatabaseError):
+    """A SERIALIZABLE or REPEATABLE READ transaction conflicted with a concurrent one."""
+
+    transient = True
+
+
+class DeadlockDetected(DatabaseError):
+    """The server broke a deadlock by aborting this transaction."""
+
+    transient = True
+
+
+class IdleInTransactionTimeout(ConnectionFailed):
+    """The server ended a session left idle inside a transaction for too long."""
+
+
+class InvalidGeometry(DatabaseError):
+    """A geometry is unparsable, empty, of the wrong type or dimension, or invalid."""
+
+
+class SRIDMismatch(InvalidGeometry):
+    """A geometry's SRID differs from the SRID of the column it is written to."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sqlstate: str | None = None,
+        column: str | None = None,
+        geometry_srid: int | None = None,
+        column_srid: int | None = None,
+    ) -> None:
+        super().__init__(message, sqlstate=sqlstate)
+        self.column = column
+        self.geometry_srid = geometry_srid
+        self.column_srid = column_srid
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """What the server said about an error, read the same way from every driver."""
+
+    sqlstate: str | None
+    message: str
+    detail: str | None = None
+    hint: str | None = None
+    table: str | None = None
+    column: str | None = None
+    constraint: str | None = None
+
+
+_ADVICE_RETRY = "retrying the whole transaction is safe; db.run_transaction does it for you"
+
+_BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
+    "40001": (SerializationConflict, _ADVICE_RETRY),
+    "40P01": (DeadlockDetected, _ADVICE_RETRY + "; taking locks in a consistent order avoids it"),
+    "57014": (
+        QueryTimeout,
+        "raise statement_timeout for this work (db.transaction(statement_timeout=...)) or make "
+        "the statement cheaper (db.explain shows whether the spatial index is used)",
+    ),
+    "55P03": (
+        LockTimeout,
+        "another transaction holds the lock; retry later, or find it with db.activity()",
+    ),
+    "25P03": (
+        IdleInTransactionTimeout,
+        "the transaction was left open while the program did other work; commit or roll back "
+        "promptly, and keep slow work (HTTP calls, file I/O) outside transactions",
+    ),
+    "53300": (
+        ConnectionFailed,
+        "the server has no connection slots left: lower pool_size + max_overflow across your "
+        "processes, or raise max_connections, or put PgBouncer in front",
+    ),
+    "28P01": (AccessDenied, "check the user name and the password (or password_file)"),
+    "28000": (AccessDenied, "check pg_hba.conf and the user name"),
+    "3D000": (AccessDenied, "create the database, or fix the database name in the settings"),
+    "42501": (DatabaseError, "grant the privilege to this role, or connect as another"),
+}
+_BY_SQLSTATE_CLASS: dict[str, tuple[type[GeoSessionError], str]] = {
+    "08": (ConnectionFailed, "the connection was lost; " + _ADVICE_RETRY),
+    "57": (ConnectionFailed, "the server ended the connection; " + _ADVICE_RETRY),
+    "23": (IntegrityViolation, "fix the data, or choose on_conflict= where the API offers it"),
+}
+
+_SRID_MISMATCH = re.compile(r"Geometry SRID \((-?\d+)\) does not match column SRID \((-?\d+)\)")
+_INVALID_GEOMETRY = re.compile(
+    r"does not match column type|has Z dimension|has M dimension|parse error|invalid geometry"
+    r"|Invalid endian|Unknown WKB type|requires more points|must have at least|Invalid hex"
+    r"|TopologyException|not closed|GEOS\w+\(\)|lwgeom",
+    re.IGNORECASE,
+)
+_POSTGIS_MISSING = re.compile(
+    r'type "(geometry|geography|box2d|raster)" does not exist|function st_\w+\(.*\) does not exist',
+    re.IGNORECASE,
+)
+_INSERT_TABLE = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|COPY)\s+([\w.\"]+)", re.IGNORECASE)
+
+
+def diagnostics(error: BaseException) -> Diagnostics | None:
+    """Reads SQLSTATE and fields from a psycopg, psycopg2 or asyncpg error (or None)."""
+    if isinstance(error, sa_exc.DBAPIError):
+        error = error.orig if error.orig is not None else error
+    native = error.__cause__ if type(error).__module__.startswith("sqlalchemy") else error
+    native = native if native is not None else error
+    diag = getattr(native, "diag", None)
+    if diag is not None:  # psycopg 3 and psycopg2
+        sqlstate = getattr(native, "sqlstate", None) or getattr(native, "pgcode", None)
+        return Diagnostics(
+            sqlstate=sqlstate,
+            message=diag.message_primary or _first_line(native),
+            detail=diag.message_detail,
+            hint=diag.message_hint,
+            table=diag.table_name,
+            column=diag.column_name,
+            constraint=diag.constraint_name,
+        )
+    sqlstate = getattr(native, "sqlstate", None)
+    return Diagnostics(
+        sqlstate=sqlstate,
+        message=getattr(native, "message", None) or _first_line(native),
+        detail=getattr(native, "detail", None),
+        hint=getattr(native, "hint", None),
+        table=getattr(native, "table_name", None),
+        column=getattr(native, "column_name", None),
+        constraint=getattr(native, "constraint_name", None),
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def classify(diag: Diagnostics, *, is_disconnect: bool) -> tuple[type[GeoSessionError], str]:
+    """The error class and the advice for what the server (or the driver) reported."""
+    state = diag.sqlstate or ""
+    if _SRID_MISMATCH.search(diag.message):
+        return SRIDMismatch, "transform the geometry (ST_Transform / shapely) or fix its SRID"
+    if state in ("22023", "XX000", "22P02", "22000") and _INVALID_GEOMETRY.search(diag.message):
+        return InvalidGeometry, "fix or drop the geometry; shapely.make_valid repairs many"
+    if state in ("42704", "42883") and _POSTGIS_MISSING.search(diag.message):
+        return PostGISNotInstalled, (
+            "PostGIS is not installed in this database: connect as its owner or a superuser "
+            "and run CREATE EXTENSION postgis;"
+        )
+    if state in _BY_SQLSTATE:
+        return _BY_SQLSTATE[state]
+    if state[:2] in _BY_SQLSTATE_CLASS:
+        return _BY_SQLSTATE_CLASS[state[:2]]
+    if is_disconnect:
+        return ConnectionFailed, "the connection was lost; " + _ADVICE_RETRY
+    return DatabaseError, "see the server's message above"
+
+
+def translate(
+    error: BaseException,
+    *,
+    endpoint: str,
+    is_disconnect: bool = False,
+    connecting: bool = False,
+    statement: Any = None,
+) -> GeoSessionError:
+    """The geosession error for a driver error; the caller chains the original."""
+    diag = diagnostics(error) or Diagnostics(sqlstate=None, message=_first_line(error))
+    if connecting and (diag.sqlstate is None or diag.sqlstate.startswith("08")):
+        return ConnectionFailed(
+            f"Could not connect to PostgreSQL at {endpoint}: {diag.message}. Check that the "
+            "server is running and reachable, and host, port and connect_timeout in the settings",
+            sqlstate=diag.sqlstate,
+        )
+    cls, advice = classify(diag, is_disconnect=is_disconnect)
+    if cls is SRIDMismatch:
+        return _srid_mismatch(diag, endpoint, statement, advice)
+    where = _where(diag, endpoint, statement)
+    return cls(
+        f"{diag.message}{_detail(diag)} ({where}). {advice[:1].upper()}{advice[1:]}",
+        sqlstate=diag.sqlstate,
+    )
+
+
+def _detail(diag: Diagnostics) -> str:
+    parts = [
+        f"{label}: {value}"
+        for label, value in (("detail", diag.detail), ("hint", diag.hint))
+        if value
+    ]
+    return f" [{'; '.join(parts)}]" if parts else ""
+
+
+def _where(diag: Diagnostics, endpoint: str, statement: Any) -> str:
+    table = diag.table or _statement_table(statement)
+    parts = [f"on {endpoint}"]
+    if table:
+        parts.append(f"table {table}")
+    if diag.column:
+        parts.append(f"column {diag.column}")
+    if diag.constraint:
+        parts.append(f"constraint {diag.constraint}")
+    return ", ".join(parts)
+
+
+def _statement_table(statement: Any) -> str | None:
+    table = getattr(statement, "table", None)
+    if table is not None and hasattr(table, "fullname"):
+        return str(table.fullname)
+    match = _INSERT_TABLE.match(statement) if isinstance(statement, str) else None
+    return match.group(1) if match else None
+
+
+def _srid_mismatch(diag: Diagnostics, endpoint: str, statement: Any, advice: str) -> SRIDMismatch:
+    match = _SRID_MISMATCH.search(diag.message)
+    assert match is not None
+    geometry_srid, column_srid = int(match.group(1)), int(match.group(2))
+    table = _statement_table(statement)
+    column = _geometry_column_with_srid(statement, column_srid)
+    column_name = f"{table}.{column}" if table and column else column or "the geometry column"
+    if not column and table:
+        column_name = f"a geometry column of {table}"
+    return SRIDMismatch(
+        f"Geometry SRID {geometry_srid} does not match SRID {column_srid} of {column_name} "
+        f"(on {endpoint}). {advice[:1].upper()}{advice[1:]}",
+        sqlstate=diag.sqlstate,
+        column=column,
+        geometry_srid=geometry_srid,
+        column_srid=column_srid,
+    )
+
+
+def _geometry_column_with_srid(statement: Any, srid: int) -> str | None:
+    """Names the target column when the statement's table has one geometry column of that SRID."""
+    table = getattr(statement, "table", None)
+    columns = getattr(table, "columns", ())
+    matches = [c.name for c in columns if getattr(c.type, "srid", None) == srid]
+    return matches[0] if len(matches) == 1 else None
+
+
+def endpoint_of(engine: Engine | None) -> str:
+    """``host:port`` of an engine's server, for messages (never the password)."""
+    if engine is None:
+        return "the database server"
+    url = engine.url
+    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}".rstrip("/")
+
+
+def install_error_translation(engine: Engine) -> None:
+    """Makes every driver error raised through ``engine`` a geosession error."""
+    event.listen(engine, "handle_error", _on_handle_error)
+
+
+def _on_handle_error(context: ExceptionContext) -> GeoSessionError | None:
+    if context.is_pre_ping or not isinstance(context.sqlalchemy_exception, sa_exc.DBAPIError):
+        return (
+            None  # pre-ping decides about reconnecting itself; non-driver errors stay as they are
+        )
+    compiled = getattr(context.execution_context, "compiled", None)
+    return translate(
+        context.original_exception,
+        endpoint=endpoint_of(context.engine),
+        is_disconnect=context.is_disconnect,
+        connecting=context.connection is None and context.statement is None,
+        statement=getattr(compiled, "statement", None) or context.statement,
+    )
+
+
+__all__ = [
+    "AccessDenied",
+    "CommitOutcomeUnknown",
+    "ConfigurationError",
+    "ConnectionFailed",
+    "DatabaseError",
+    "DeadlockDetected",
+    "GeoSessionError",
+    "IdleInTransactionTimeout",
+    "IntegrityViolation",
+    "InvalidGeometry",
+    "LockTimeout",
+    "PoolExhausted",
+    "PostGISNotInstalled",
+    "QueryTimeout",
+    "SRIDMismatch",
+    "SerializationConflict",
+]

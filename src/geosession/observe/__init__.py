@@ -1,0 +1,1 @@
+"""Pool metrics and leak detection, collected with pool events."""

@@ -1,0 +1,256 @@
+"""DatabaseSettings: where the database is and how sessions on it behave.
+
+One validated object feeds every driver, so psycopg, psycopg2 and asyncpg connections
+end up in the same server state. Values come from keyword arguments, ``GEOSESSION_*``
+environment variables and secrets files, in that order of precedence. Durations and
+sizes use PostgreSQL's own spelling ("30s", "5min", "256MB") and are checked here, at
+construction, instead of failing later on the server.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+
+from geosession.errors import ConfigurationError
+
+SyncDriver = Literal["psycopg", "psycopg2"]
+AsyncDriver = Literal["asyncpg", "psycopg"]
+SSLMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+_DURATION_UNITS_MS = {
+    "us": 0.001,
+    "ms": 1,
+    "s": 1000,
+    "min": 60_000,
+    "h": 3_600_000,
+    "d": 86_400_000,
+}
+_SIZE_UNITS_KB = {"B": 1 / 1024, "kB": 1, "MB": 1024, "GB": 1024**2, "TB": 1024**3}
+_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_MAX_INT = 2_147_483_647
+_SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
+
+
+def _parse_quantity(value: object, units: dict[str, float], default_unit: str) -> float:
+    text = str(value)
+    match = _QUANTITY.match(text)
+    if match is None or match.group(2) not in ("", *units):
+        raise ValueError(
+            f"{text!r} is not a valid quantity; use a number with one of {list(units)}"
+        )
+    return float(match.group(1)) * units[match.group(2) or default_unit]
+
+
+def duration_ms(value: object) -> float:
+    """Milliseconds in a PostgreSQL duration ("30s", "5min", 1500 meaning ms)."""
+    return _parse_quantity(value, _DURATION_UNITS_MS, "ms")
+
+
+def _check_duration(value: object) -> str:
+    ms = duration_ms(value)
+    if ms > _MAX_INT:
+        raise ValueError(f"{value!r} is longer than PostgreSQL allows (about 24 days)")
+    return str(value).replace(" ", "") if not isinstance(value, int) else f"{value}ms"
+
+
+def _check_size(value: object) -> str:
+    kb = _parse_quantity(value, _SIZE_UNITS_KB, "kB")
+    if not 64 <= kb <= _MAX_INT:
+        raise ValueError(f"{value!r} is outside PostgreSQL's range 64kB to 2TB")
+    return str(value).replace(" ", "") if not isinstance(value, int) else f"{value}kB"
+
+
+def check_duration(name: str, value: object) -> str:
+    """Validates a duration given outside the settings object, naming the argument."""
+    try:
+        return _check_duration(value)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name}: {exc}") from None
+
+
+Duration = Annotated[str, BeforeValidator(_check_duration)]
+"""A PostgreSQL duration: "250ms", "30s", "5min", "2h"; a bare number means milliseconds;
+"0" disables the timeout."""
+
+Size = Annotated[str, BeforeValidator(_check_size)]
+"""A PostgreSQL memory size: "64kB", "256MB", "1GB"; a bare number means kilobytes."""
+
+
+def _check_server_settings(value: dict[str, str]) -> dict[str, str]:
+    for name in value:
+        if not _SETTING_NAME.match(name):
+            raise ValueError(f"{name!r} is not a PostgreSQL setting name")
+    return {name: str(setting) for name, setting in value.items()}
+
+
+class DatabaseSettings(BaseSettings):
+    """Connection, pool and server settings for one PostGIS database."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GEOSESSION_",
+        extra="forbid",
+        validate_default=True,
+        hide_input_in_errors=True,
+        env_nested_delimiter="__",
+    )
+
+    database_url: SecretStr | None = None
+    """Full SQLAlchemy or libpq URL; parts below fill in what it leaves out."""
+    host: str | None = None
+    """Server host name or address (default: localhost)."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Server port (default: 5432)."""
+    user: str | None = None
+    """Role to log in as."""
+    password: SecretStr | None = None
+    """Password; never printed. Prefer password_file or a secrets directory."""
+    password_file: Path | None = None
+    """File whose first line is the password (Docker/Kubernetes secrets)."""
+    database: str | None = None
+    """Database name."""
+
+    driver: SyncDriver = "psycopg"
+    """Sync driver: psycopg (3, default: COPY and server-side cursors) or psycopg2."""
+    async_driver: AsyncDriver = "asyncpg"
+    """Async driver for db.async_engine: asyncpg (default) or psycopg."""
+
+    pool_size: int = Field(default=10, ge=1, le=1000)
+    """Connections kept open in the pool."""
+    max_overflow: int = Field(default=5, ge=0, le=1000)
+    """Extra connections allowed above pool_size under load, closed when returned."""
+    pool_timeout: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds to wait for a free connection before PoolExhausted."""
+    pool_recycle: int = Field(default=1800, ge=-1)
+    """Seconds after which a connection is replaced (-1: never)."""
+    pool_pre_ping: bool = True
+    """Test each connection on checkout so a restarted server is recovered silently."""
+    connect_timeout: int = Field(default=10, ge=1, le=3600)
+    """Seconds to wait for the server to accept a connection."""
+
+    statement_timeout: Duration | None = "30s"
+    """Longest a single statement may run ("0" disables)."""
+    work_mem: Size | None = "256MB"
+    """Memory per sort or hash step; spatial joins and clustering like more."""
+    lock_timeout: Duration | None = None
+    """Longest a statement waits for a lock (default: wait as long as statement_timeout)."""
+    idle_in_transaction_session_timeout: Duration | None = "5min"
+    """Server ends sessions left idle inside a transaction this long, releasing locks."""
+    application_name: str = Field(default="geosession", max_length=63)
+    """Name shown in pg_stat_activity for this application's connections."""
+    server_settings: Annotated[dict[str, str], AfterValidator(_check_server_settings)] = Field(
+        default_factory=dict
+    )
+    """Any other server settings applied to every connection, e.g. {"search_path": "gis"}."""
+
+    sslmode: SSLMode | None = None
+    """libpq sslmode (asyncpg: ssl); certificates via sslrootcert/sslcert/sslkey."""
+    sslrootcert: Path | None = None
+    """CA certificate file for verify-ca / verify-full."""
+    sslcert: Path | None = None
+    """Client certificate file."""
+    sslkey: Path | None = None
+    """Client private key file."""
+
+    echo: bool = False
+    """Log every SQL statement (parameters are never logged)."""
+
+    @model_validator(mode="after")
+    def _check_url(self) -> DatabaseSettings:
+        if self.database_url is not None:
+            try:
+                make_url(self.database_url.get_secret_value())
+            except Exception:
+                raise ValueError(
+                    "database_url is not a valid URL; expected "
+                    "postgresql://user@host:5432/dbname (the password is not shown)"
+                ) from None
+        return self
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigurationError(_describe_validation_error(exc)) from None
+
+    @property
+    def configured(self) -> bool:
+        """Whether anything says where the database is (URL, host or database)."""
+        return any(v is not None for v in (self.database_url, self.host, self.database))
+
+    def url(self, driver: str | None = None) -> URL:
+        """The SQLAlchemy URL for ``driver`` (password included: never print it)."""
+        url = (
+            make_url(self.database_url.get_secret_value())
+            if self.database_url
+            else URL.create("postgresql")
+        )
+        password, query = _split_password(url)
+        return url.set(
+            drivername=f"postgresql+{driver or self.driver}",
+            host=self.host or url.host or "localhost",
+            port=self.port or url.port,
+            username=self.user or url.username,
+            password=self._password() or password,
+            database=self.database or url.database,
+            query=query,
+        )
+
+    def safe_url(self) -> str:
+        """The URL with any password masked, for messages and logs."""
+        return self.url().render_as_string(hide_password=True)
+
+    def _password(self) -> str | None:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text().splitlines()[0]
+            except (OSError, IndexError) as exc:
+                raise ConfigurationError(
+                    f"password_file {self.password_file} cannot be read ({type(exc).__name__}); "
+                    "check that it exists, is readable and holds the password on its first line"
+                ) from None
+        return None
+
+    def server_options(self) -> dict[str, str]:
+        """Every server setting to apply on each new connection, by name."""
+        named = {
+            "statement_timeout": self.statement_timeout,
+            "work_mem": self.work_mem,
+            "lock_timeout": self.lock_timeout,
+            "idle_in_transaction_session_timeout": self.idle_in_transaction_session_timeout,
+        }
+        return {**{k: v for k, v in named.items() if v is not None}, **self.server_settings}
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, (self.safe_url() if name == "database_url" and value else value)
+
+
+def _split_password(url: URL) -> tuple[str | None, dict[str, Any]]:
+    """Moves a password given as a ``?password=`` query parameter into the URL proper."""
+    query = dict(url.query)
+    from_query = query.pop("password", None)
+    password = url.password if url.password is not None else from_query
+    return (str(password) if password is not None else None), query
+
+
+def _describe_validation_error(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        field = ".".join(str(part) for part in error["loc"]) or "settings"
+        problems.append(f"{field}: {error['msg']}")
+    return "Invalid geosession settings: " + "; ".join(problems)

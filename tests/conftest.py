@@ -1,0 +1,105 @@
+"""Test fixtures: a real PostGIS, a fresh database per run, and leak checks after every test.
+
+The server is GEOSESSION_TEST_SERVER_URL when set, else the embedded cluster (started if
+needed). Without either the tests fail: they never skip for want of a database.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from geosession import SpatialDatabase
+
+TEST_DATABASE = "geosession_test"
+
+
+def _server_url() -> str:
+    url = os.environ.get("GEOSESSION_TEST_SERVER_URL")
+    if url:
+        return url
+    from geosession.local import LocalCluster
+
+    return LocalCluster().start()
+
+
+def _libpq(url: str, database: str | None = None) -> str:
+    """A psycopg conninfo for a SQLAlchemy URL (optionally for another database)."""
+    parsed = make_url(url)
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    """SQLAlchemy URL of the server's maintenance database (superuser)."""
+    return _server_url()
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """A fresh database with PostGIS, dropped at the end of the run."""
+    with psycopg.connect(_libpq(server_url), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {TEST_DATABASE}")
+    with psycopg.connect(_libpq(server_url, TEST_DATABASE), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+    yield make_url(server_url).set(database=TEST_DATABASE).render_as_string(hide_password=False)
+    with psycopg.connect(_libpq(server_url), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def admin(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit psycopg connection to the test database, for checks and faults."""
+    with psycopg.connect(_libpq(database_url), autocommit=True) as conn:
+        yield conn
+
+
+_created: list[SpatialDatabase] = []
+
+
+@pytest.fixture
+def make_db(database_url: str) -> Iterator[Callable[..., SpatialDatabase]]:
+    """Factory for SpatialDatabase objects on the test database; disposed after the test."""
+
+    def make(url: str | None = None, **settings: Any) -> SpatialDatabase:
+        db = SpatialDatabase(url or database_url, **settings)
+        _created.append(db)
+        return db
+
+    yield make
+
+
+@pytest.fixture
+def db(make_db: Callable[..., SpatialDatabase]) -> SpatialDatabase:
+    """A SpatialDatabase on the test database with small pools, so leaks show quickly."""
+    return make_db(pool_size=3, max_overflow=1, pool_timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After every test: no connection checked out, no backend idle in transaction."""
+    uses_database = "database_url" in request.fixturenames
+    admin = request.getfixturevalue("admin") if uses_database else None
+    yield
+    try:
+        leaked = [db for db in _created if db.pool_stats().checked_out]
+        assert not leaked, f"connections left checked out: {[db.pool_stats() for db in leaked]}"
+        if admin is not None:
+            idle = admin.execute(
+                "SELECT pid, application_name, query FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND state LIKE 'idle in transaction%'"
+            ).fetchall()
+            assert not idle, f"backends left idle in transaction: {idle}"
+    finally:
+        for db in _created:
+            db.dispose()
+        _created.clear()

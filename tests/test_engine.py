@@ -1,0 +1,81 @@
+"""One settings object, the same server state on psycopg 3, psycopg2 and asyncpg."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from geosession import SpatialDatabase
+
+SETTINGS: dict[str, Any] = {
+    "statement_timeout": "42s",
+    "work_mem": "96MB",
+    "lock_timeout": "3s",
+    "idle_in_transaction_session_timeout": "7min",
+    "application_name": "geosession-engine-test",
+    "server_settings": {"search_path": "public", "random_page_cost": "1.1"},
+}
+SHOW = [
+    "statement_timeout",
+    "work_mem",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "application_name",
+    "search_path",
+    "random_page_cost",
+]
+EXPECTED = ["42s", "96MB", "3s", "7min", "geosession-engine-test", "public", "1.1"]
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_sync_drivers_configure_the_server(
+    make_db: Callable[..., SpatialDatabase], driver: str
+) -> None:
+    db = make_db(driver=driver, **SETTINGS)
+    assert db.engine.dialect.driver == driver
+    with db.session() as s:
+        assert [s.execute(text(f"SHOW {name}")).scalar() for name in SHOW] == EXPECTED
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+def test_async_drivers_configure_the_server(
+    make_db: Callable[..., SpatialDatabase], driver: str
+) -> None:
+    db = make_db(async_driver=driver, **SETTINGS)
+
+    async def show() -> list[Any]:
+        try:
+            async with db.async_session() as s:
+                return [(await s.execute(text(f"SHOW {name}"))).scalar() for name in SHOW]
+        finally:
+            await db.adispose()
+
+    assert db.async_engine.dialect.driver == driver
+    assert asyncio.run(show()) == EXPECTED
+
+
+def test_values_with_spaces_reach_the_server(make_db: Callable[..., SpatialDatabase]) -> None:
+    db = make_db(server_settings={"search_path": "public, pg_catalog"})
+    with db.session() as s:
+        assert s.execute(text("SHOW search_path")).scalar() == "public, pg_catalog"
+
+
+def test_async_engine_is_created_lazily_once(make_db: Callable[..., SpatialDatabase]) -> None:
+    db = make_db()
+    assert db._async_engine is None
+    assert db.async_engine is db.async_engine
+
+
+def test_parameters_are_hidden_from_logs(
+    make_db: Callable[..., SpatialDatabase], caplog: pytest.LogCaptureFixture
+) -> None:
+    db = make_db(echo=True)
+    with caplog.at_level(logging.INFO, logger="sqlalchemy.engine"), db.session() as s:
+        s.execute(text("SELECT :secret"), {"secret": "top-secret-value"})
+    assert "SELECT" in caplog.text
+    assert "top-secret-value" not in caplog.text

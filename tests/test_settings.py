@@ -1,0 +1,105 @@
+"""DatabaseSettings: validation at construction, PostgreSQL units, secrets never shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from geosession import ConfigurationError, DatabaseSettings, SpatialDatabase
+from geosession.settings import duration_ms
+
+URL = "postgresql://alice:s3cret-pw@db.example:6543/gis"
+
+
+def test_defaults_match_the_guide() -> None:
+    s = DatabaseSettings(database_url=URL)
+    assert (s.pool_size, s.max_overflow, s.pool_timeout, s.pool_recycle) == (10, 5, 30.0, 1800)
+    assert s.pool_pre_ping is True
+    assert (s.statement_timeout, s.work_mem) == ("30s", "256MB")
+
+
+@pytest.mark.parametrize(
+    ("value", "ms"), [("30s", 30_000), ("5min", 300_000), ("250ms", 250), (1500, 1500), ("2h", 7.2e6)]
+)
+def test_durations_use_postgres_units(value: object, ms: float) -> None:
+    assert duration_ms(DatabaseSettings(statement_timeout=value).statement_timeout) == ms
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("pool_size", 0, "greater than or equal to 1"),
+        ("max_overflow", -1, "greater than or equal to 0"),
+        ("pool_timeout", 0, "greater than 0"),
+        ("port", 70000, "less than or equal to 65535"),
+        ("statement_timeout", "30 parsecs", "valid quantity"),
+        ("statement_timeout", "90d", "longer than PostgreSQL allows"),
+        ("work_mem", "1kB", "64kB to 2TB"),
+        ("work_mem", "lots", "valid quantity"),
+        ("driver", "mysqlclient", "psycopg"),
+        ("server_settings", {"bad name; drop": "1"}, "not a PostgreSQL setting name"),
+    ],
+)
+def test_invalid_values_name_the_field_and_range(field: str, value: object, needle: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        DatabaseSettings(**{field: value})
+    assert field in str(info.value)
+    assert needle in str(info.value)
+
+
+def test_unknown_setting_is_rejected() -> None:
+    with pytest.raises(ConfigurationError, match="pool_sise"):
+        DatabaseSettings(pool_sise=3)
+
+
+def test_parts_fill_in_the_url() -> None:
+    s = DatabaseSettings(host="h", port=5433, user="u", password="pw", database="d")
+    assert s.url().render_as_string(hide_password=False) == "postgresql+psycopg://u:pw@h:5433/d"
+    assert s.url("asyncpg").drivername == "postgresql+asyncpg"
+    s = DatabaseSettings(database_url=URL, database="other")
+    assert s.url().database == "other" and s.url().port == 6543
+
+
+def test_environment_and_explicit_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", URL)
+    monkeypatch.setenv("GEOSESSION_POOL_SIZE", "7")
+    monkeypatch.setenv("GEOSESSION_SERVER_SETTINGS", '{"search_path": "gis,public"}')
+    s = DatabaseSettings(pool_size=4)
+    assert s.pool_size == 4  # explicit beats the environment
+    assert s.url().host == "db.example"
+    assert s.server_settings == {"search_path": "gis,public"}
+
+
+def test_password_file_and_secrets_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pw").write_text("from-file\n")
+    s = DatabaseSettings(host="h", user="u", password_file=tmp_path / "pw")
+    assert s.url().password == "from-file"
+    (tmp_path / "GEOSESSION_PASSWORD").write_text("from-secret")
+    s = DatabaseSettings(_secrets_dir=tmp_path, host="h", user="u")
+    assert s.url().password == "from-secret"
+    with pytest.raises(ConfigurationError, match="password_file"):
+        DatabaseSettings(host="h", password_file=tmp_path / "missing").url()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [URL, "postgresql://alice@db.example/gis?password=s3cret-pw", "postgresql://alice:s3cret-pw@/gis"],
+)
+def test_password_never_appears_in_reprs(url: str) -> None:
+    s = DatabaseSettings(database_url=url)
+    db = SpatialDatabase(settings=s)
+    try:
+        for shown in (repr(s), str(s), repr(db), s.safe_url(), repr(db.engine), str(db.engine.url)):
+            assert "s3cret-pw" not in shown
+        assert s.url().password == "s3cret-pw"
+        assert "password" not in dict(s.url().query)
+    finally:
+        db.dispose()
+
+
+def test_invalid_url_error_hides_the_password() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        DatabaseSettings(database_url="not a url at all :s3cret-pw@")
+    assert "database_url" in str(info.value)
+    assert "s3cret-pw" not in str(info.value)
