@@ -20,7 +20,8 @@ def test_defaults_match_the_guide() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "ms"), [("30s", 30_000), ("5min", 300_000), ("250ms", 250), (1500, 1500), ("2h", 7.2e6)]
+    ("value", "ms"),
+    [("30s", 30_000), ("5min", 300_000), ("250ms", 250), (1500, 1500), ("2h", 7.2e6)],
 )
 def test_durations_use_postgres_units(value: object, ms: float) -> None:
     assert duration_ms(DatabaseSettings(statement_timeout=value).statement_timeout) == ms
@@ -84,7 +85,11 @@ def test_password_file_and_secrets_dir(tmp_path: Path, monkeypatch: pytest.Monke
 
 @pytest.mark.parametrize(
     "url",
-    [URL, "postgresql://alice@db.example/gis?password=s3cret-pw", "postgresql://alice:s3cret-pw@/gis"],
+    [
+        URL,
+        "postgresql://alice@db.example/gis?password=s3cret-pw",
+        "postgresql://alice:s3cret-pw@/gis",
+    ],
 )
 def test_password_never_appears_in_reprs(url: str) -> None:
     s = DatabaseSettings(database_url=url)

@@ -10,7 +10,7 @@ generic code, and by the driver's disconnect signal where there is no code at al
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -180,6 +180,21 @@ _POSTGIS_MISSING = re.compile(
 _INSERT_TABLE = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|COPY)\s+([\w.\"]+)", re.IGNORECASE)
 
 
+_LIBPQ_CONNECT_FAILURES = (  # libpq reports login failures without a SQLSTATE
+    (re.compile(r'database "[^"]*" does not exist'), "3D000"),
+    (re.compile(r"password authentication failed|role \"[^\"]*\" does not exist"), "28P01"),
+    (re.compile(r"no pg_hba\.conf entry"), "28000"),
+    (re.compile(r"too many (clients|connections)|remaining connection slots"), "53300"),
+    (re.compile(r"the database system is (starting up|shutting down|in recovery)"), "57P03"),
+)
+
+
+def _inferred_sqlstate(message: str) -> str | None:
+    return next(
+        (code for pattern, code in _LIBPQ_CONNECT_FAILURES if pattern.search(message)), None
+    )
+
+
 def diagnostics(error: BaseException) -> Diagnostics | None:
     """Reads SQLSTATE and fields from a psycopg, psycopg2 or asyncpg error (or None)."""
     if isinstance(error, sa_exc.DBAPIError):
@@ -246,6 +261,8 @@ def translate(
 ) -> GeoSessionError:
     """The geosession error for a driver error; the caller chains the original."""
     diag = diagnostics(error) or Diagnostics(sqlstate=None, message=_first_line(error))
+    if connecting and diag.sqlstate is None:
+        diag = replace(diag, sqlstate=_inferred_sqlstate(str(error)))
     if connecting and (diag.sqlstate is None or diag.sqlstate.startswith("08")):
         return ConnectionFailed(
             f"Could not connect to PostgreSQL at {endpoint}: {diag.message}. Check that the "
@@ -329,6 +346,22 @@ def endpoint_of(engine: Engine | None) -> str:
 def install_error_translation(engine: Engine) -> None:
     """Makes every driver error raised through ``engine`` a geosession error."""
     event.listen(engine, "handle_error", _on_handle_error)
+    event.listen(engine, "do_connect", _connect_translated(engine))
+
+
+def _connect_translated(engine: Engine) -> Any:
+    """asyncpg raises plain OSError / TimeoutError when it cannot connect; name the server."""
+
+    def do_connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except (OSError, TimeoutError) as error:
+            reason = _first_line(error) if str(error) else "no answer within connect_timeout"
+            raise translate(
+                ConnectionError(reason), endpoint=endpoint_of(engine), connecting=True
+            ) from error
+
+    return do_connect
 
 
 def _on_handle_error(context: ExceptionContext) -> GeoSessionError | None:
@@ -337,12 +370,15 @@ def _on_handle_error(context: ExceptionContext) -> GeoSessionError | None:
             None  # pre-ping decides about reconnecting itself; non-driver errors stay as they are
         )
     compiled = getattr(context.execution_context, "compiled", None)
+    statement = getattr(compiled, "statement", None)  # Insert/Update know their table
+    if getattr(statement, "table", None) is None:
+        statement = None
     return translate(
         context.original_exception,
         endpoint=endpoint_of(context.engine),
         is_disconnect=context.is_disconnect,
         connecting=context.connection is None and context.statement is None,
-        statement=getattr(compiled, "statement", None) or context.statement,
+        statement=context.statement if statement is None else statement,
     )
 
 

@@ -54,13 +54,7 @@ def _compile(connection: Connection, statement: Any) -> tuple[str, Any]:
         statement = text(statement)
     if isinstance(statement, TextClause | ClauseElement):
         compiled = statement.compile(dialect=connection.dialect)
-        positional = compiled.positiontup is not None
-        params = (
-            tuple(compiled.params[name] for name in compiled.positiontup or ())
-            if positional
-            else compiled.params
-        )
-        return str(compiled), (params or None)
+        return str(compiled), (compiled.params or None)
     raise TypeError(f"cannot EXPLAIN {type(statement).__name__}; pass a select() or SQL text")
 
 

@@ -1,0 +1,257 @@
+"""Driver errors become geosession errors with the same class on every driver."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from geoalchemy2 import Geometry
+from sqlalchemy import Column, Integer, MetaData, Table, insert, text
+from sqlalchemy.engine import make_url
+
+from geosession import (
+    AccessDenied,
+    ConnectionFailed,
+    IntegrityViolation,
+    InvalidGeometry,
+    LockTimeout,
+    PoolExhausted,
+    PostGISNotInstalled,
+    QueryTimeout,
+    SerializationConflict,
+    SpatialDatabase,
+    SRIDMismatch,
+)
+from geosession.errors import GeoSessionError
+
+DRIVERS = ["psycopg", "psycopg2", "asyncpg"]
+
+
+def run(db: SpatialDatabase, driver: str, sql: str, params: dict[str, Any] | None = None) -> Any:
+    """Runs one statement in a committed transaction on the given driver."""
+    if driver != "asyncpg":
+        with db.transaction() as s:
+            result = s.execute(text(sql), params or {})
+            return result.all() if result.returns_rows else None
+
+    async def go() -> Any:
+        try:
+            async with db.async_transaction() as s:
+                result = await s.execute(text(sql), params or {})
+                return result.all() if result.returns_rows else None
+        finally:
+            await db.adispose()
+
+    return asyncio.run(go())
+
+
+def database_for(
+    make_db: Callable[..., SpatialDatabase], driver: str, **kw: Any
+) -> SpatialDatabase:
+    if driver == "asyncpg":
+        return make_db(async_driver="asyncpg", **kw)
+    return make_db(driver=driver, **kw)
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A local port that accepts TCP connections and never answers, like a hung server."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_unreachable_server_fails_within_connect_timeout(
+    make_db: Callable[..., SpatialDatabase], silent_port: int, driver: str
+) -> None:
+    url = f"postgresql://someone:s3cret-pw@127.0.0.1:{silent_port}/gis"
+    db = database_for(make_db, driver, url=url, connect_timeout=2)
+    started = time.monotonic()
+    with pytest.raises(ConnectionFailed) as info:
+        run(db, driver, "SELECT 1")
+    assert time.monotonic() - started < 4
+    assert f"127.0.0.1:{silent_port}" in str(info.value)
+    assert "s3cret-pw" not in str(info.value)
+    assert info.value.transient and info.value.__cause__ is not None
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_refused_connection_names_host_and_port(
+    make_db: Callable[..., SpatialDatabase], driver: str
+) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    db = database_for(make_db, driver, url=f"postgresql://u@127.0.0.1:{port}/gis")
+    with pytest.raises(ConnectionFailed, match=f"127.0.0.1:{port}"):
+        run(db, driver, "SELECT 1")
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_missing_database_is_access_denied(
+    make_db: Callable[..., SpatialDatabase], database_url: str, driver: str
+) -> None:
+    url = make_url(database_url).set(database="no_such_db").render_as_string(hide_password=False)
+    db = database_for(make_db, driver, url=url)
+    with pytest.raises(AccessDenied, match="(?i)create the database") as info:
+        run(db, driver, "SELECT 1")
+    assert not info.value.transient
+
+
+def test_pool_exhaustion_fails_within_pool_timeout(make_db: Callable[..., SpatialDatabase]) -> None:
+    db = make_db(pool_size=2, max_overflow=1, pool_timeout=0.5)
+    holders = [db.session() for _ in range(3)]
+    sessions = [h.__enter__() for h in holders]
+    try:
+        for s in sessions:
+            s.execute(text("SELECT 1"))
+        started = time.monotonic()
+        with pytest.raises(PoolExhausted) as info, db.session() as s:
+            s.execute(text("SELECT 1"))
+        assert 0.4 < time.monotonic() - started < 3
+        assert "pool_size=2" in str(info.value) and "max_overflow=1" in str(info.value)
+        assert info.value.transient
+    finally:
+        for h in holders:
+            h.__exit__(None, None, None)
+
+
+@pytest.fixture
+def srid_table(db: SpatialDatabase) -> Iterator[Table]:
+    table = Table(
+        "srid_points",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("geom", Geometry("POINT", srid=3857, spatial_index=False)),
+    )
+    table.create(db.engine)
+    yield table
+    table.drop(db.engine)
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_wrong_srid_names_column_and_both_srids(
+    make_db: Callable[..., SpatialDatabase], srid_table: Table, driver: str
+) -> None:
+    db = make_db(driver=driver)
+    with pytest.raises(SRIDMismatch) as info, db.transaction() as s:
+        s.execute(insert(srid_table), [{"id": 1, "geom": "SRID=4326;POINT(1 2)"}])
+    error = info.value
+    assert (error.column, error.geometry_srid, error.column_srid) == ("geom", 4326, 3857)
+    assert "srid_points.geom" in str(error) and "4326" in str(error) and "3857" in str(error)
+
+
+def test_wrong_srid_in_text_sql_on_asyncpg(db: SpatialDatabase, srid_table: Table) -> None:
+    with pytest.raises(SRIDMismatch, match="4326.*3857.*srid_points"):
+        run(db, "asyncpg", "INSERT INTO srid_points (id, geom) VALUES (1, 'SRID=4326;POINT(1 2)')")
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_invalid_geometry_text(make_db: Callable[..., SpatialDatabase], driver: str) -> None:
+    db = database_for(make_db, driver)
+    with pytest.raises(InvalidGeometry, match="parse error"):
+        run(db, driver, "SELECT 'POLYGON((0 0, 1 1'::geometry")
+
+
+@pytest.fixture
+def plain_database(server_url: str) -> Iterator[str]:
+    """A database without the postgis extension."""
+    admin_url = make_url(server_url).set(drivername="postgresql")
+    with psycopg.connect(admin_url.render_as_string(hide_password=False), autocommit=True) as c:
+        c.execute("DROP DATABASE IF EXISTS geosession_no_postgis WITH (FORCE)")
+        c.execute("CREATE DATABASE geosession_no_postgis")
+        yield (
+            make_url(server_url)
+            .set(database="geosession_no_postgis")
+            .render_as_string(hide_password=False)
+        )
+        c.execute("DROP DATABASE geosession_no_postgis WITH (FORCE)")
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_missing_postgis_says_how_to_install_it(
+    make_db: Callable[..., SpatialDatabase], plain_database: str, driver: str
+) -> None:
+    db = database_for(make_db, driver, url=plain_database)
+    for sql in ("SELECT 'POINT(1 1)'::geometry", "SELECT ST_MakePoint(1, 2)"):
+        with pytest.raises(PostGISNotInstalled, match="CREATE EXTENSION postgis"):
+            run(db, driver, sql)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_statement_timeout_is_query_timeout(
+    make_db: Callable[..., SpatialDatabase], driver: str
+) -> None:
+    db = database_for(make_db, driver, statement_timeout="200ms")
+    with pytest.raises(QueryTimeout, match="statement_timeout") as info:
+        run(db, driver, "SELECT pg_sleep(5)")
+    assert not info.value.transient
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_terminated_backend_is_connection_failed(
+    make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any], driver: str
+) -> None:
+    db = database_for(make_db, driver, application_name=f"victim-{driver}")
+
+    def terminate_soon() -> None:
+        time.sleep(0.5)
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (f"victim-{driver}",),
+        )
+
+    killer = threading.Thread(target=terminate_soon)
+    killer.start()
+    try:
+        with pytest.raises(ConnectionFailed) as info:
+            run(db, driver, "SELECT pg_sleep(10)")
+    finally:
+        killer.join()
+    assert info.value.transient
+    assert run(db, driver, "SELECT 1") == [(1,)]  # the pool recovers by itself
+
+
+def test_lock_timeout_and_integrity(db: SpatialDatabase) -> None:
+    run(db, "psycopg", "CREATE TABLE locked (id int PRIMARY KEY)")
+    try:
+        run(db, "psycopg", "INSERT INTO locked VALUES (1)")
+        with pytest.raises(IntegrityViolation, match="locked_pkey"):
+            run(db, "psycopg", "INSERT INTO locked VALUES (1)")
+        with db.transaction() as holder:
+            holder.execute(text("SELECT * FROM locked FOR UPDATE"))
+            with pytest.raises(LockTimeout) as info, db.transaction(lock_timeout="100ms") as s:
+                s.execute(text("SELECT * FROM locked FOR UPDATE"))
+            assert info.value.transient
+    finally:
+        run(db, "psycopg", "DROP TABLE locked")
+
+
+def test_serialization_conflict_is_transient(db: SpatialDatabase) -> None:
+    run(db, "psycopg", "CREATE TABLE counters (id int PRIMARY KEY, n int)")
+    try:
+        run(db, "psycopg", "INSERT INTO counters VALUES (1, 0)")
+        conflicting = db.transaction(isolation="SERIALIZABLE")
+        with pytest.raises(SerializationConflict) as info, conflicting as first:
+            first.execute(text("SELECT n FROM counters WHERE id = 1")).scalar()
+            with db.transaction(isolation="SERIALIZABLE") as second:
+                second.execute(text("UPDATE counters SET n = n + 1 WHERE id = 1"))
+            first.execute(text("UPDATE counters SET n = n + 1 WHERE id = 1"))
+        assert info.value.transient and info.value.sqlstate == "40001"
+    finally:
+        run(db, "psycopg", "DROP TABLE counters")
+
+
+def test_every_error_is_a_geosession_error() -> None:
+    for cls in (AccessDenied, PoolExhausted, SRIDMismatch, QueryTimeout, PostGISNotInstalled):
+        assert issubclass(cls, GeoSessionError)
