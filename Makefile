@@ -1,0 +1,39 @@
+# geosession: `make demo` runs the demo, `make test` runs every check; both set up
+# what is missing first (OS packages as root, the Python environment in .venv).
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+LINT_PATHS := $(wildcard src tests benchmarks examples)
+
+.PHONY: demo test setup system lint typecheck pytest clean
+
+demo: setup
+	$(BIN)/geosession local start
+	$(BIN)/geosession demo
+
+test: setup lint typecheck pytest
+
+setup: system $(VENV)/.installed
+
+system:
+	@bash scripts/setup-system.sh
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
+	  echo "geosession setup: Python's venv module is missing: install python3-venv (apt-get install python3-venv)." >&2; exit 1; }
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $@
+
+lint:
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+
+typecheck:
+	$(BIN)/mypy src
+
+pytest:
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
