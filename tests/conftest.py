@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from geosession import SpatialDatabase
 
-TEST_DATABASE = "geosession_test"
+TEST_DATABASE = f"geosession_test_{os.getpid()}"  # concurrent runs never collide
 
 
 def _server_url() -> str:
