@@ -1,0 +1,259 @@
+"""Geometry conversion and SRID checks: pure functions, no database.
+
+Everything a user may hand geosession (shapely objects, WKB/EWKB, hex, WKT/EWKT, GeoJSON,
+GeoAlchemy2 elements) goes in through :func:`to_shape`. Everything geosession sends to
+PostGIS goes out as EWKB (:func:`to_ewkb`, :func:`encode_ewkb`, :func:`to_element`): binary
+is exact and compact, carries the SRID, and the server decodes it without parsing text.
+
+A geometry's SRID travels on the shapely object (``shapely.get_srid``); 0 or a negative
+value means "unknown". When two sources state different SRIDs the functions raise
+:class:`~geosession.errors.SRIDMismatch` rather than silently relabel coordinates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
+
+import numpy as np
+import shapely
+import shapely.errors
+import shapely.geometry
+from geoalchemy2.elements import WKBElement, WKTElement
+
+from geosession.errors import ConfigurationError, InvalidGeometry, SRIDMismatch
+
+GeometryLike: TypeAlias = Any
+"""Anything :func:`to_shape` reads (shapely is untyped, so this cannot be narrower)."""
+
+_REPR_LIMIT = 80
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+# GEOS writes WKT with a fixed number of decimals; 20 keeps every double exact
+# (shapely's default of 6, and even -1 = "full", lose the last bits).
+_WKT_DECIMALS = 20
+# Little-endian EWKB: what PostGIS itself emits, so bytes compare equal to ST_AsEWKB.
+_LITTLE_ENDIAN = 1
+
+
+def to_shape(value: GeometryLike, *, srid: int | None = None) -> shapely.Geometry:
+    """Read any supported geometry value into shapely, keeping or applying its SRID.
+
+    ``srid`` is applied when the value carries none; when it carries a different one,
+    :class:`SRIDMismatch` is raised. Unreadable values raise :class:`InvalidGeometry`.
+    """
+    if isinstance(value, shapely.Geometry):
+        return _apply_srid(value, srid, value)
+    if isinstance(value, WKBElement | WKTElement):
+        geom = _parse(value.data, value)
+        geom = _apply_srid(geom, _known(value.srid), value)
+        return _apply_srid(geom, srid, value)
+    return _apply_srid(_parse(value, value), srid, value)
+
+
+def from_geojson(obj: Mapping[str, Any] | str, *, srid: int | None = None) -> shapely.Geometry:
+    """Read a GeoJSON geometry (or Feature) given as a dict or a JSON string.
+
+    GeoJSON has no SRID member, so pass ``srid`` to attach one.
+    """
+    return _apply_srid(_parse_geojson(obj, obj), srid, obj)
+
+
+def to_ewkb(geom: GeometryLike, srid: int) -> bytes:
+    """Encode one geometry as EWKB with ``srid`` (checked against any SRID it carries)."""
+    shape = to_shape(geom, srid=_check_srid_arg(srid))
+    data: bytes = shapely.to_wkb(shape, include_srid=True, byte_order=_LITTLE_ENDIAN)
+    return data
+
+
+def encode_ewkb(geoms: Sequence[Any], srid: int) -> list[bytes | None]:
+    """Encode many shapely geometries as EWKB in one vectorized call.
+
+    This is the bulk-ingest hot path: besides building the array there is no per-row
+    Python work. ``None`` entries stay ``None`` (SQL NULL). Items must already be shapely
+    geometries (use :func:`to_shape` first); an item with another SRID raises
+    :class:`SRIDMismatch` naming its index.
+    """
+    srid = _check_srid_arg(srid)
+    arr = np.fromiter(geoms, dtype=object, count=len(geoms))
+    try:
+        current = shapely.get_srid(arr)
+    except TypeError:
+        index = next(i for i, g in enumerate(arr) if not _is_geometry_or_none(g))
+        raise InvalidGeometry(
+            f"item {index} is {_describe(arr[index])}: encode_ewkb needs shapely geometries "
+            "or None; convert other values with geosession.geometry.to_shape"
+        ) from None
+    conflicts = np.flatnonzero((current > 0) & (current != srid))
+    if conflicts.size:
+        index = int(conflicts[0])
+        raise _mismatch(int(current[index]), srid, f"item {index}")
+    encoded = shapely.to_wkb(
+        shapely.set_srid(arr, srid), include_srid=True, byte_order=_LITTLE_ENDIAN
+    )
+    result: list[bytes | None] = encoded.tolist()
+    return result
+
+
+def to_element(geom: GeometryLike, srid: int) -> WKBElement:
+    """Wrap a geometry as an extended (EWKB) GeoAlchemy2 element for binding.
+
+    GeoAlchemy2's ``from_shape`` defaults to ``extended=False``; binding such an element
+    makes GeoAlchemy2 parse the WKB again and send EWKT text, which costs a parse and a
+    format per value and is larger on the wire. An extended element is sent as hex EWKB,
+    which PostGIS decodes exactly and directly.
+    """
+    return WKBElement(to_ewkb(geom, srid), srid=srid, extended=True)
+
+
+def to_wkt(geom: GeometryLike) -> str:
+    """Return WKT with every double written exactly (no SRID; see :func:`srid_of`)."""
+    text: str = shapely.to_wkt(to_shape(geom), rounding_precision=_WKT_DECIMALS, trim=True)
+    return text
+
+
+def to_geojson(geom: GeometryLike) -> dict[str, Any]:
+    """Return a GeoJSON geometry dict (plain lists, full precision; M values dropped)."""
+    data: dict[str, Any] = json.loads(shapely.to_geojson(to_shape(geom)))
+    return data
+
+
+def srid_of(value: GeometryLike) -> int | None:
+    """Return the SRID a value carries, or None when it carries none (0 or -1)."""
+    if isinstance(value, shapely.Geometry):
+        return _known(int(shapely.get_srid(value)))
+    if isinstance(value, WKBElement | WKTElement) and _known(value.srid) is not None:
+        return int(value.srid)
+    return _known(int(shapely.get_srid(to_shape(value))))
+
+
+# --- parsing --------------------------------------------------------------------------
+
+
+def _parse(data: Any, original: Any) -> shapely.Geometry:
+    """Dispatch on the raw value's type; ``original`` is what the user passed."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return _load(shapely.from_wkb, bytes(data), original)
+    if isinstance(data, str):
+        return _parse_text(data, original)
+    if isinstance(data, Mapping):
+        return _parse_geojson(data, original)
+    raise InvalidGeometry(
+        f"cannot read a geometry from {_describe(original)}: unsupported type "
+        f"{type(original).__name__} (expected shapely geometry, WKB/EWKB bytes or hex, "
+        "WKT/EWKT, GeoJSON, or a GeoAlchemy2 element)"
+    )
+
+
+def _parse_text(text: str, original: Any) -> shapely.Geometry:
+    stripped = text.strip()
+    if not stripped:
+        raise InvalidGeometry(f"cannot read a geometry from {_describe(original)}: it is empty")
+    if stripped.startswith("{"):
+        return _parse_geojson(stripped, original)
+    if stripped[:2] in ("00", "01") and _HEX_DIGITS.issuperset(stripped):
+        return _load(shapely.from_wkb, stripped, original)
+    if stripped[:5].upper() == "SRID=":
+        header, _, wkt = stripped.partition(";")
+        try:
+            srid = int(header[5:])
+        except ValueError:
+            raise _unreadable(original, f"bad EWKT SRID prefix {header!r}") from None
+        return _apply_srid(_load(shapely.from_wkt, wkt, original), _known(srid), original)
+    return _load(shapely.from_wkt, stripped, original)
+
+
+def _parse_geojson(obj: Mapping[str, Any] | str, original: Any) -> shapely.Geometry:
+    try:
+        data = json.loads(obj) if isinstance(obj, str) else obj
+        if not isinstance(data, Mapping):
+            raise ValueError(f"JSON value is a {type(data).__name__}, not an object")
+        if data.get("type") == "Feature":
+            data = data.get("geometry")
+            if data is None:
+                raise ValueError("the Feature has no geometry")
+        return shapely.geometry.shape(data)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise _unreadable(original, f"invalid GeoJSON ({exc})") from exc
+    except shapely.errors.ShapelyError as exc:
+        raise _unreadable(original, f"invalid GeoJSON ({exc})") from exc
+
+
+def _load(loader: Any, data: Any, original: Any) -> shapely.Geometry:
+    """Run a shapely reader, turning its errors into InvalidGeometry."""
+    try:
+        return loader(data)
+    except (shapely.errors.ShapelyError, ValueError, TypeError) as exc:
+        raise _unreadable(original, str(exc)) from exc
+
+
+# --- SRIDs ------------------------------------------------------------------------------
+
+
+def _apply_srid(geom: shapely.Geometry, srid: int | None, original: Any) -> shapely.Geometry:
+    """Give ``geom`` the SRID ``srid`` unless it already has it; refuse a different one."""
+    wanted = _known(srid)
+    if wanted is None:
+        return geom
+    current = _known(int(shapely.get_srid(geom)))
+    if current is None:
+        return shapely.set_srid(geom, wanted)
+    if current != wanted:
+        raise _mismatch(current, wanted, _describe(original))
+    return geom
+
+
+def _known(srid: int | None) -> int | None:
+    """Normalise "unknown" SRIDs (None, 0, -1) to None."""
+    return srid if srid is not None and srid > 0 else None
+
+
+def _check_srid_arg(srid: int) -> int:
+    if isinstance(srid, bool) or not isinstance(srid, int) or srid < 0:
+        raise ConfigurationError(f"srid must be an integer >= 0, got {srid!r}")
+    return srid
+
+
+def _mismatch(current: int, wanted: int, what: str) -> SRIDMismatch:
+    return SRIDMismatch(
+        f"{what} has SRID {current} but SRID {wanted} was expected; "
+        "transform it (ST_Transform or pyproj) instead of relabelling it",
+        geometry_srid=current,
+        column_srid=wanted,
+    )
+
+
+# --- messages ---------------------------------------------------------------------------
+
+
+def _describe(value: Any) -> str:
+    """A repr short enough for an error message."""
+    return _shorten(repr(value), _REPR_LIMIT)
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unreadable(original: Any, reason: str) -> InvalidGeometry:
+    # Parser messages may quote the input back: shorten them too.
+    return InvalidGeometry(
+        f"cannot read a geometry from {_describe(original)}: {_shorten(reason, 2 * _REPR_LIMIT)}"
+    )
+
+
+def _is_geometry_or_none(value: Any) -> bool:
+    return value is None or isinstance(value, shapely.Geometry)
+
+
+__all__ = [
+    "GeometryLike",
+    "encode_ewkb",
+    "from_geojson",
+    "srid_of",
+    "to_element",
+    "to_ewkb",
+    "to_geojson",
+    "to_shape",
+    "to_wkt",
+]

@@ -1,0 +1,266 @@
+"""Declarative helpers: a checked geometry column and hybrid properties for geometry.
+
+The hybrid properties let derived values (area, centroid, bounding box ...) be computed
+where it is cheapest: on a loaded row in Python (shapely), or inside a query in PostGIS so
+that only the small result crosses the wire instead of whole geometries. Both sides follow
+PostGIS's planar (``geometry``) semantics, in the column's units, so they agree.
+
+Example::
+
+    class Parcel(SpatialMixin, Base):
+        __tablename__ = "parcel"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        geom: Mapped[WKBElement] = geometry_column("POLYGON", 4326)
+
+    session.scalars(select(Parcel.area).where(Parcel.num_points > 100))
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import shapely
+from geoalchemy2 import Geometry
+from sqlalchemy import ColumnElement, Float, case, func, type_coerce
+from sqlalchemy.dialects.postgresql import ARRAY, array
+from sqlalchemy.ext.hybrid import hybrid_property
+from sqlalchemy.orm import MappedColumn, QueryableAttribute, mapped_column
+from sqlalchemy.sql.expression import Grouping
+
+from geosession.errors import ConfigurationError
+from geosession.geometry import to_shape
+
+_BASE_TYPES = (
+    "GEOMETRY",
+    "POINT",
+    "LINESTRING",
+    "POLYGON",
+    "MULTIPOINT",
+    "MULTILINESTRING",
+    "MULTIPOLYGON",
+    "GEOMETRYCOLLECTION",
+)
+_SUFFIX_DIMENSION = {"": 2, "Z": 3, "M": 3, "ZM": 4}
+_DIMENSION_SUFFIX = {2: "", 3: "Z", 4: "ZM"}  # PostGIS's reading of a bare dimension
+GEOMETRY_TYPES: frozenset[str] = frozenset(
+    base + suffix for base in _BASE_TYPES for suffix in _SUFFIX_DIMENSION
+)
+"""The PostGIS geometry type names :func:`geometry_column` accepts."""
+
+_MAX_SRID = 999_999  # PostGIS's SRID_MAXIMUM
+# float8[] indexed from 0 in SQLAlchemy expressions, like the Python tuple.
+_BOUNDS_TYPE = ARRAY(Float(precision=53), dimensions=1, zero_indexes=True)
+
+
+def geometry_column(
+    geometry_type: str = "GEOMETRY",
+    srid: int = 4326,
+    *,
+    nullable: bool = True,
+    spatial_index: bool = True,
+    dimension: int | None = None,
+) -> MappedColumn[Any]:
+    """A ``mapped_column`` of PostGIS type ``geometry(<geometry_type>, <srid>)``.
+
+    Use as ``geom: Mapped[WKBElement] = geometry_column("POLYGON", 4326)``.
+
+    ``spatial_index`` makes ``create_all`` build one GiST index (GeoAlchemy2 does it). There
+    is deliberately no ``index`` argument: ``index=True`` would add a second, B-tree index
+    that spatial operators cannot use and every write must maintain. ``dimension``
+    defaults to what the type name says (``POINTZ`` is 3); on a plain name, 3 means ``Z``
+    and 4 ``ZM``, as in PostGIS's ``AddGeometryColumn``. ``srid=0`` (unknown) is accepted
+    but discouraged: the server then cannot catch geometries in the wrong reference system.
+    """
+    type_name, dimension = _check_type(geometry_type, dimension)
+    srid = _check_srid(srid)
+    spatial_type = Geometry(
+        geometry_type=type_name,
+        srid=srid,
+        dimension=dimension,
+        spatial_index=spatial_index,
+        nullable=nullable,
+    )
+    return mapped_column(spatial_type, nullable=nullable)
+
+
+def _check_type(geometry_type: str, dimension: int | None) -> tuple[str, int]:
+    """Return the PostGIS type name and dimension, or raise ConfigurationError."""
+    name = geometry_type.upper().replace(" ", "") if isinstance(geometry_type, str) else ""
+    if name not in GEOMETRY_TYPES:
+        raise ConfigurationError(
+            f"geometry_type must be one of {', '.join(_BASE_TYPES)} "
+            f"(optionally suffixed Z, M or ZM), got {geometry_type!r}"
+        )
+    base, suffix = _split_suffix(name)
+    implied = _SUFFIX_DIMENSION[suffix]
+    if dimension is None:
+        return name, implied
+    if isinstance(dimension, bool) or dimension not in (2, 3, 4):
+        raise ConfigurationError(f"dimension must be 2, 3 or 4, got {dimension!r}")
+    if not suffix:
+        return base + _DIMENSION_SUFFIX[dimension], dimension
+    if dimension != implied:
+        raise ConfigurationError(
+            f"dimension={dimension} contradicts geometry_type {name!r}, "
+            f"which has dimension {implied}"
+        )
+    return name, dimension
+
+
+def _split_suffix(name: str) -> tuple[str, str]:
+    """``"POINTZM"`` -> ``("POINT", "ZM")``."""
+    for suffix in ("ZM", "Z", "M"):
+        if name.endswith(suffix) and name[: -len(suffix)] in _BASE_TYPES:
+            return name[: -len(suffix)], suffix
+    return name, ""
+
+
+def _check_srid(srid: int) -> int:
+    if isinstance(srid, bool) or not isinstance(srid, int) or not 0 <= srid <= _MAX_SRID:
+        raise ConfigurationError(
+            f"srid must be an integer from 0 to {_MAX_SRID} (an EPSG code such as 4326; "
+            f"0 means unknown and is discouraged), got {srid!r}"
+        )
+    return srid
+
+
+class SpatialMixin:
+    """Hybrid properties over one geometry column, named by ``__geometry_column__``.
+
+    On an instance each property parses the column value with shapely (parsing again on
+    every access: read what you need once). In a query each is a PostGIS expression.
+    A NULL geometry gives None on both sides.
+    """
+
+    __geometry_column__: ClassVar[str] = "geom"
+
+    def _shape(self) -> shapely.Geometry | None:
+        value = getattr(self, self.__geometry_column__)
+        return None if value is None else to_shape(value)
+
+    @classmethod
+    def _geometry_sql(cls) -> QueryableAttribute[Any]:
+        attribute: QueryableAttribute[Any] = getattr(cls, cls.__geometry_column__)
+        return attribute
+
+    @hybrid_property
+    def area(self) -> float | None:
+        """Planar area (ST_Area); 0 for points and lines."""
+        shape = self._shape()
+        return None if shape is None else float(shape.area)
+
+    @area.inplace.expression
+    @classmethod
+    def _area_expression(cls) -> ColumnElement[float | None]:
+        return func.ST_Area(cls._geometry_sql())
+
+    @hybrid_property
+    def length(self) -> float | None:
+        """Length of the linear parts (ST_Length): 0 for polygons, see ``perimeter``."""
+        shape = self._shape()
+        return None if shape is None else _length_of_dimension(shape, 1)
+
+    @length.inplace.expression
+    @classmethod
+    def _length_expression(cls) -> ColumnElement[float | None]:
+        return func.ST_Length(cls._geometry_sql())
+
+    @hybrid_property
+    def perimeter(self) -> float | None:
+        """Boundary length of the polygonal parts (ST_Perimeter); 0 for points and lines."""
+        shape = self._shape()
+        return None if shape is None else _length_of_dimension(shape, 2)
+
+    @perimeter.inplace.expression
+    @classmethod
+    def _perimeter_expression(cls) -> ColumnElement[float | None]:
+        return func.ST_Perimeter(cls._geometry_sql())
+
+    @hybrid_property
+    def centroid(self) -> shapely.Geometry | None:
+        """Centroid as a shapely Point (ST_Centroid; a WKBElement when selected)."""
+        shape = self._shape()
+        return None if shape is None else _same_srid(shapely.centroid(shape), shape)
+
+    @centroid.inplace.expression
+    @classmethod
+    def _centroid_expression(cls) -> ColumnElement[Any]:
+        return func.ST_Centroid(cls._geometry_sql())
+
+    @hybrid_property
+    def envelope(self) -> shapely.Geometry | None:
+        """Bounding box geometry (ST_Envelope), a Point or LineString when degenerate."""
+        shape = self._shape()
+        return None if shape is None else _same_srid(_envelope(shape), shape)
+
+    @envelope.inplace.expression
+    @classmethod
+    def _envelope_expression(cls) -> ColumnElement[Any]:
+        return func.ST_Envelope(cls._geometry_sql())
+
+    @hybrid_property
+    def bounds(self) -> tuple[float, float, float, float] | None:
+        """``(minx, miny, maxx, maxy)``; in SQL a float8[] indexed from 0 the same way.
+
+        None (NULL) for an empty geometry, which has no bounding box.
+        """
+        shape = self._shape()
+        if shape is None or shape.is_empty:
+            return None
+        minx, miny, maxx, maxy = (float(v) for v in shape.bounds)
+        return minx, miny, maxx, maxy
+
+    @bounds.inplace.expression
+    @classmethod
+    def _bounds_expression(cls) -> ColumnElement[Any]:
+        geom = cls._geometry_sql()
+        corners = array(
+            [func.ST_XMin(geom), func.ST_YMin(geom), func.ST_XMax(geom), func.ST_YMax(geom)]
+        )
+        # IS FALSE: NULL for both a NULL and an empty geometry. The parentheses let a
+        # query index the result (PostgreSQL rejects "CASE ... END[1]").
+        nonempty = case((func.ST_IsEmpty(geom).is_(False), corners))
+        return type_coerce(Grouping(nonempty), _BOUNDS_TYPE)
+
+    @hybrid_property
+    def num_points(self) -> int | None:
+        """Number of vertices, ring closing points included (ST_NPoints)."""
+        shape = self._shape()
+        return None if shape is None else int(shapely.get_num_coordinates(shape))
+
+    @num_points.inplace.expression
+    @classmethod
+    def _num_points_expression(cls) -> ColumnElement[int | None]:
+        return func.ST_NPoints(cls._geometry_sql())
+
+
+def _length_of_dimension(shape: shapely.Geometry, dimension: int) -> float:
+    """Total length of the parts of one topological dimension (1 lines, 2 polygons).
+
+    Shapely's ``length`` counts polygon boundaries; PostGIS splits that into ST_Length
+    (lines only) and ST_Perimeter (polygons only), collections summed part by part.
+    """
+    if shapely.get_type_id(shape) == shapely.GeometryType.GEOMETRYCOLLECTION:
+        return sum((_length_of_dimension(part, dimension) for part in shape.geoms), 0.0)
+    return float(shape.length) if shapely.get_dimensions(shape) == dimension else 0.0
+
+
+def _envelope(shape: shapely.Geometry) -> shapely.Geometry:
+    """The bounding box built the way PostGIS's ST_Envelope builds it."""
+    if shape.is_empty:
+        return shape
+    minx, miny, maxx, maxy = shape.bounds
+    if minx == maxx and miny == maxy:
+        return shapely.Point(minx, miny)
+    if minx == maxx or miny == maxy:
+        return shapely.LineString([(minx, miny), (maxx, maxy)])
+    ring = [(minx, miny), (minx, maxy), (maxx, maxy), (maxx, miny), (minx, miny)]
+    return shapely.Polygon(ring)
+
+
+def _same_srid(result: shapely.Geometry, source: shapely.Geometry) -> shapely.Geometry:
+    srid = shapely.get_srid(source)
+    return shapely.set_srid(result, srid) if srid > 0 else result
+
+
+__all__ = ["GEOMETRY_TYPES", "SpatialMixin", "geometry_column"]

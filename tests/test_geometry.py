@@ -1,0 +1,306 @@
+"""geosession.geometry: every input kind, SRID handling, error messages, EWKB on PostGIS."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import shapely
+from geoalchemy2 import Geometry
+from geoalchemy2.elements import WKBElement, WKTElement
+from geoalchemy2.shape import from_shape
+from sqlalchemy import LargeBinary, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from geosession import SpatialDatabase
+from geosession.errors import ConfigurationError, InvalidGeometry, SRIDMismatch
+from geosession.geometry import (
+    encode_ewkb,
+    from_geojson,
+    srid_of,
+    to_element,
+    to_ewkb,
+    to_geojson,
+    to_shape,
+    to_wkt,
+)
+
+SAMPLES = {
+    "point": "POINT (1.5 -2.25)",
+    "point_z": "POINT Z (1 2 3)",
+    "point_m": "POINT M (1 2 7)",
+    "point_zm": "POINT ZM (1 2 3 4)",
+    "line": "LINESTRING (0 0, 0.1 0.2, 10.000000000000002 3)",
+    "polygon_hole": "POLYGON ((0 0, 10 0, 10 10, 0 10, 0 0), (2 2, 2 3, 3 3, 2 2))",
+    "multipoint": "MULTIPOINT ((0 0), (1 1))",
+    "multiline": "MULTILINESTRING ((0 0, 1 1), (2 2, 3 1))",
+    "multipolygon": "MULTIPOLYGON (((0 0, 1 0, 1 1, 0 0)), ((5 5, 6 5, 6 6, 5 5)))",
+    "collection": "GEOMETRYCOLLECTION (POINT (1 1), LINESTRING (0 0, 1 2))",
+    "empty_polygon": "POLYGON EMPTY",
+}
+
+# Each kind turns (geometry, srid) into an input value; the bool says whether the value
+# itself carries the SRID.
+KINDS: dict[str, tuple[Callable[[Any, int], Any], bool]] = {
+    "shapely": (lambda g, s: g, False),
+    "shapely_srid": (lambda g, s: shapely.set_srid(g, s), True),
+    "wkb": (lambda g, s: shapely.to_wkb(g), False),
+    "ewkb": (lambda g, s: shapely.to_wkb(shapely.set_srid(g, s), include_srid=True), True),
+    "ewkb_bytearray": (
+        lambda g, s: bytearray(shapely.to_wkb(shapely.set_srid(g, s), include_srid=True)),
+        True,
+    ),
+    "ewkb_memoryview": (
+        lambda g, s: memoryview(shapely.to_wkb(shapely.set_srid(g, s), include_srid=True)),
+        True,
+    ),
+    "hex_wkb": (lambda g, s: shapely.to_wkb(g, hex=True), False),
+    "hex_ewkb_lower": (
+        lambda g, s: shapely.to_wkb(shapely.set_srid(g, s), hex=True, include_srid=True).lower(),
+        True,
+    ),
+    "wkt": (lambda g, s: to_wkt(g), False),
+    "ewkt": (lambda g, s: f"SRID={s};{to_wkt(g)}", True),
+    "ewkt_padded": (lambda g, s: f"  srid={s};{to_wkt(g)}\n", True),
+    "geojson_dict": (lambda g, s: to_geojson(g), False),
+    "geojson_str": (lambda g, s: json.dumps(to_geojson(g)), False),
+    "geojson_feature": (
+        lambda g, s: {"type": "Feature", "properties": {}, "geometry": to_geojson(g)},
+        False,
+    ),
+    "wkb_element": (lambda g, s: from_shape(g, srid=s), True),
+    "ewkb_element": (lambda g, s: from_shape(g, srid=s, extended=True), True),
+    "hex_ewkb_element": (lambda g, s: WKBElement(to_element(g, s).desc, extended=True), True),
+    "wkt_element": (lambda g, s: WKTElement(to_wkt(g), srid=s), True),
+    "ewkt_element": (lambda g, s: WKTElement(f"SRID={s};{to_wkt(g)}"), True),
+    "our_element": (lambda g, s: to_element(g, s), True),
+}
+GEOJSON_KINDS = {"geojson_dict", "geojson_str", "geojson_feature"}
+
+
+def same(a: Any, b: Any) -> bool:
+    """Identical coordinates (all of Z and M) and type, SRID aside."""
+    return bool(shapely.to_wkb(a, include_srid=False) == shapely.to_wkb(b, include_srid=False))
+
+
+@pytest.mark.parametrize(
+    ("kind", "sample"),
+    [
+        (kind, sample)
+        for kind in sorted(KINDS)
+        for sample in sorted(SAMPLES)
+        if not (kind in GEOJSON_KINDS and sample.endswith(("_m", "_zm")))  # GeoJSON has no M
+    ],
+)
+def test_every_input_kind_round_trips(kind: str, sample: str) -> None:
+    geom = shapely.from_wkt(SAMPLES[sample])
+    make, carries_srid = KINDS[kind]
+    value = make(geom, 3857)
+
+    result = to_shape(value)
+
+    assert same(result, geom), (kind, sample, result)
+    assert shapely.get_srid(result) == (3857 if carries_srid else 0)
+    assert srid_of(value) == (3857 if carries_srid else None)
+    assert shapely.get_srid(to_shape(value, srid=3857)) == 3857
+
+
+def test_to_wkt_is_exact_for_doubles_of_every_magnitude() -> None:
+    rng = random.Random(7)
+    for _ in range(5000):
+        point = shapely.Point(
+            rng.uniform(-1, 1) * 10 ** rng.randint(-12, 9),
+            rng.uniform(-1, 1) * 10 ** rng.randint(-300, 300),
+        )
+        assert same(to_shape(to_wkt(point)), point), to_wkt(point)
+
+
+def test_to_geojson_is_plain_json_at_full_precision() -> None:
+    point = shapely.Point(0.1 + 0.2, 1 / 3, 7)
+    data = to_geojson(point)
+    assert data == {"type": "Point", "coordinates": [0.1 + 0.2, 1 / 3, 7.0]}
+    assert json.loads(json.dumps(data)) == data
+    assert same(from_geojson(data), point)
+    assert shapely.get_srid(from_geojson(json.dumps(data), srid=4326)) == 4326
+
+
+def test_geojson_drops_m() -> None:
+    assert to_geojson("POINT ZM (1 2 3 4)") == {"type": "Point", "coordinates": [1.0, 2.0, 3.0]}
+
+
+def test_srid_argument_applies_and_embedded_srid_is_kept() -> None:
+    point = shapely.Point(1, 2)
+    assert shapely.get_srid(to_shape(point, srid=4326)) == 4326
+    assert shapely.get_srid(point) == 0, "the caller's object is not modified"
+    assert shapely.get_srid(to_shape("SRID=4326;POINT (1 2)", srid=4326)) == 4326
+    assert shapely.get_srid(to_shape("SRID=4326;POINT (1 2)", srid=None)) == 4326
+    for unknown in (0, -1):
+        assert shapely.get_srid(to_shape("SRID=4326;POINT (1 2)", srid=unknown)) == 4326
+        assert srid_of(WKBElement(shapely.to_wkb(point), srid=unknown)) is None
+    assert srid_of("SRID=0;POINT (1 2)") is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "SRID=3857;POINT (1 2)",
+        shapely.set_srid(shapely.Point(1, 2), 3857),
+        WKTElement("POINT (1 2)", srid=3857),
+        to_ewkb(shapely.Point(1, 2), 3857),
+    ],
+)
+def test_conflicting_srid_raises_mismatch(value: Any) -> None:
+    with pytest.raises(SRIDMismatch, match="SRID 3857 but SRID 4326") as info:
+        to_shape(value, srid=4326)
+    assert (info.value.geometry_srid, info.value.column_srid) == (3857, 4326)
+    with pytest.raises(SRIDMismatch):
+        to_ewkb(value, 4326)
+
+
+def test_element_whose_srid_contradicts_its_ewkb_raises() -> None:
+    element = WKBElement(to_ewkb(shapely.Point(1, 2), 3857), srid=4326, extended=True)
+    with pytest.raises(SRIDMismatch):
+        to_shape(element)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "unsupported type NoneType"),
+        (42, "unsupported type int"),
+        ("", "it is empty"),
+        ("   ", "it is empty"),
+        ("POINT (1", "ParseException"),
+        ("POLYGON ((0 0, 1 1))", "do not form a closed linestring"),
+        ("not a geometry", "ParseException"),
+        (b"\x01\x02", "ParseException"),
+        ("0101000000", "ParseException"),
+        ("SRID=abc;POINT (1 2)", "bad EWKT SRID prefix"),
+        ("SRID=4326;", "ParseException"),
+        ({"type": "Pointless", "coordinates": [1, 2]}, "invalid GeoJSON"),
+        ({"type": "Point"}, "invalid GeoJSON"),
+        ({"type": "Feature", "geometry": None}, "the Feature has no geometry"),
+        ('{"type": "Point", "coordinates": [1, 2]', "invalid GeoJSON"),
+        ("[1, 2]", "ParseException"),
+        (WKTElement("POINT (1"), "ParseException"),
+        (WKBElement(b"\x00"), "ParseException"),
+    ],
+)
+def test_unreadable_input_names_the_value_and_the_reason(value: Any, reason: str) -> None:
+    with pytest.raises(InvalidGeometry) as info:
+        to_shape(value)
+    message = str(info.value)
+    assert message.startswith(f"cannot read a geometry from {repr(value)[:40]}")
+    assert reason in message
+
+
+def test_error_message_truncates_huge_inputs() -> None:
+    huge = "POINT (" + "1" * 100_000
+    with pytest.raises(InvalidGeometry) as info:
+        to_shape(huge)
+    message = str(info.value)
+    assert len(message) < 300
+    assert "'POINT (111" in message
+    assert "..." in message
+    with pytest.raises(InvalidGeometry) as info:
+        to_shape(b"\x01" * 100_000)
+    assert len(str(info.value)) < 300
+
+
+def test_to_ewkb_writes_little_endian_ewkb_with_the_srid() -> None:
+    data = to_ewkb("POINT (1 2)", 4326)
+    assert data[0] == 1, "little-endian, as PostGIS writes it"
+    assert int.from_bytes(data[1:5], "little") & 0x20000000, "SRID flag set"
+    assert int.from_bytes(data[5:9], "little") == 4326
+    assert srid_of(data) == 4326
+    assert same(to_shape(data), shapely.Point(1, 2))
+
+
+def test_to_element_is_extended_ewkb() -> None:
+    element = to_element(shapely.Point(1, 2), 4326)
+    assert isinstance(element, WKBElement)
+    assert element.extended is True
+    assert element.srid == 4326
+    assert element.desc == to_ewkb(shapely.Point(1, 2), 4326).hex()
+    assert shapely.get_srid(to_shape(element)) == 4326
+
+
+@pytest.mark.parametrize("srid", [-1, 1.5, "4326", True])
+def test_bad_srid_argument_is_a_configuration_error(srid: Any) -> None:
+    with pytest.raises(ConfigurationError, match="srid"):
+        to_ewkb(shapely.Point(1, 2), srid)
+    with pytest.raises(ConfigurationError, match="srid"):
+        encode_ewkb([shapely.Point(1, 2)], srid)
+
+
+def random_geometries(count: int, seed: int) -> list[Any]:
+    rng = random.Random(seed)
+    geoms: list[Any] = []
+    for i in range(count):
+        x, y = rng.uniform(-180, 180), rng.uniform(-90, 90)
+        match i % 4:
+            case 0:
+                geoms.append(shapely.Point(x, y))
+            case 1:
+                geoms.append(shapely.Point(x, y, rng.uniform(-1e3, 1e3)))
+            case 2:
+                steps = [(x + rng.random(), y + rng.random()) for _ in range(rng.randint(2, 20))]
+                geoms.append(shapely.LineString(steps))
+            case _:
+                geoms.append(shapely.box(x, y, x + rng.random(), y + rng.random()))
+    return geoms
+
+
+def test_encode_ewkb_equals_per_geometry_ewkb() -> None:
+    geoms = random_geometries(2000, seed=1)
+    geoms[5] = shapely.set_srid(geoms[5], 4326)  # the same SRID is fine
+    assert encode_ewkb(geoms, 4326) == [to_ewkb(g, 4326) for g in geoms]
+    assert encode_ewkb(tuple(geoms[:3]), 4326) == [to_ewkb(g, 4326) for g in geoms[:3]]
+    assert encode_ewkb([], 4326) == []
+
+
+def test_encode_ewkb_keeps_none_and_names_bad_items() -> None:
+    point = shapely.Point(1, 2)
+    assert encode_ewkb([None, point, None], 3857) == [None, to_ewkb(point, 3857), None]
+    with pytest.raises(InvalidGeometry, match=r"item 2 is 'POINT \(1 2\)'.*to_shape"):
+        encode_ewkb([point, point, "POINT (1 2)"], 3857)
+    with pytest.raises(SRIDMismatch, match="item 1 has SRID 4326 but SRID 3857") as info:
+        encode_ewkb([point, shapely.set_srid(point, 4326)], 3857)
+    assert info.value.geometry_srid == 4326
+
+
+# --- PostGIS reads what we write --------------------------------------------------------
+
+
+def test_postgis_parses_encoded_ewkb(db: SpatialDatabase) -> None:
+    geoms = random_geometries(1000, seed=2) + [shapely.from_wkt(w) for w in SAMPLES.values()]
+    blobs = encode_ewkb(geoms, 3857)
+    query = text(
+        "SELECT ST_SRID(g), ST_AsEWKB(g), ST_AsText(g) "
+        "FROM unnest(:blobs) WITH ORDINALITY AS t(b, n), ST_GeomFromEWKB(b) AS g ORDER BY n"
+    ).bindparams(bindparam("blobs", type_=ARRAY(LargeBinary)))
+    with db.session() as session:
+        rows = session.execute(query, {"blobs": blobs}).all()
+        single = session.execute(
+            text("SELECT ST_AsText(ST_GeomFromEWKB(:b)), ST_SRID(ST_GeomFromEWKB(:b))"),
+            {"b": to_ewkb("POLYGON ((0 0, 1 0, 1 1, 0 0))", 4326)},
+        ).one()
+    assert len(rows) == len(geoms)
+    for geom, blob, (srid, echoed, wkt) in zip(geoms, blobs, rows, strict=True):
+        assert srid == 3857
+        assert bytes(echoed) == blob, "PostGIS writes back exactly the bytes we sent"
+        assert shapely.get_type_id(shapely.from_wkt(wkt)) == shapely.get_type_id(geom)
+    assert tuple(single) == ("POLYGON((0 0,1 0,1 1,0 0))", 4326)
+
+
+def test_geoalchemy2_binds_our_element_as_exact_ewkb(db: SpatialDatabase) -> None:
+    geom = shapely.Point(0.1 + 0.2, 1 / 3)
+    element = to_element(geom, 4326)
+    stmt = select(func.ST_AsEWKB(bindparam("g", element, type_=Geometry(srid=4326))))
+    with db.session() as session:
+        echoed = session.scalar(stmt)
+    assert echoed is not None
+    assert bytes(echoed) == to_ewkb(geom, 4326)

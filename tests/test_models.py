@@ -1,0 +1,326 @@
+"""geosession.models: the geometry column's DDL and the hybrid properties on PostGIS."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import shapely
+from geoalchemy2 import WKBElement
+from sqlalchemy import insert, select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from geosession import SpatialDatabase
+from geosession.errors import ConfigurationError
+from geosession.geometry import to_element, to_shape
+from geosession.models import GEOMETRY_TYPES, SpatialMixin, geometry_column
+
+SRID = 3857
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Shape(SpatialMixin, Base):
+    __tablename__ = "gs_models_shape"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    geom: Mapped[WKBElement | None] = geometry_column("GEOMETRY", SRID)
+
+
+class Parcel(SpatialMixin, Base):
+    __tablename__ = "gs_models_parcel"
+    __geometry_column__ = "boundary"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    boundary: Mapped[WKBElement] = geometry_column("polygon", 4326, nullable=False)
+
+
+class Sensor(Base):
+    __tablename__ = "gs_models_sensor"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    location: Mapped[WKBElement] = geometry_column("POINT", 4326, dimension=3)
+    track: Mapped[WKBElement] = geometry_column("LINESTRINGM", 4326, spatial_index=False)
+
+
+class HasLocation:
+    """A geometry column declared once on a plain mixin, copied into each table."""
+
+    location: Mapped[WKBElement] = geometry_column("POINT", 4326)
+
+
+class Depot(HasLocation, Base):
+    __tablename__ = "gs_models_depot"
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+class Store(HasLocation, Base):
+    __tablename__ = "gs_models_store"
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+@pytest.fixture
+def tables(db: SpatialDatabase) -> Iterator[SpatialDatabase]:
+    Base.metadata.drop_all(db.engine)
+    Base.metadata.create_all(db.engine)
+    try:
+        yield db
+    finally:
+        Base.metadata.drop_all(db.engine)
+
+
+# --- DDL ------------------------------------------------------------------------------
+
+
+def test_create_all_makes_exactly_one_gist_index_per_indexed_column(
+    tables: SpatialDatabase,
+) -> None:
+    query = text(
+        "SELECT tablename, indexdef FROM pg_indexes "
+        "WHERE tablename LIKE 'gs_models_%' AND indexname NOT LIKE '%_pkey' ORDER BY 1"
+    )
+    with tables.session() as session:
+        indexes = session.execute(query).all()
+    assert [(table, "USING gist" in definition) for table, definition in indexes] == [
+        ("gs_models_depot", True),
+        ("gs_models_parcel", True),
+        ("gs_models_sensor", True),
+        ("gs_models_shape", True),
+        ("gs_models_store", True),
+    ]
+    assert "(location)" in indexes[2][1], "the unindexed track column has none"
+
+
+def test_columns_have_the_declared_type_srid_and_dimension(tables: SpatialDatabase) -> None:
+    query = text(
+        "SELECT f_table_name, f_geometry_column, type, coord_dimension, srid "
+        "FROM geometry_columns WHERE f_table_name LIKE 'gs_models_%' ORDER BY 1, 2"
+    )
+    with tables.session() as session:
+        columns = [tuple(row) for row in session.execute(query)]
+        not_null = session.scalar(
+            text(
+                "SELECT attnotnull FROM pg_attribute "
+                "WHERE attrelid = 'gs_models_parcel'::regclass AND attname = 'boundary'"
+            )
+        )
+    assert columns == [
+        ("gs_models_depot", "location", "POINT", 2, 4326),
+        ("gs_models_parcel", "boundary", "POLYGON", 2, 4326),
+        ("gs_models_sensor", "location", "POINT", 3, 4326),
+        ("gs_models_sensor", "track", "LINESTRINGM", 3, 4326),
+        ("gs_models_shape", "geom", "GEOMETRY", 2, SRID),
+        ("gs_models_store", "location", "POINT", 2, 4326),
+    ]
+    assert not_null is True
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "expected"),
+    [
+        (("point z",), {}, ("POINTZ", 3)),
+        (("MultiPolygonZM",), {}, ("MULTIPOLYGONZM", 4)),
+        (("POINT",), {"dimension": 3}, ("POINTZ", 3)),
+        (("POINT",), {"dimension": 4}, ("POINTZM", 4)),
+        (("POINTM",), {"dimension": 3}, ("POINTM", 3)),
+        (("GEOMETRYCOLLECTION",), {}, ("GEOMETRYCOLLECTION", 2)),
+        ((), {}, ("GEOMETRY", 2)),
+    ],
+)
+def test_geometry_type_and_dimension_are_normalised(
+    args: tuple[Any, ...], kwargs: dict[str, Any], expected: tuple[str, int]
+) -> None:
+    spatial_type: Any = geometry_column(*args, **kwargs).column.type
+    assert (spatial_type.geometry_type, spatial_type.dimension) == expected
+    assert spatial_type.srid == 4326
+
+
+def test_every_accepted_type_name_is_a_postgis_typmod() -> None:
+    assert len(GEOMETRY_TYPES) == 32
+    assert {"POINT", "MULTIPOLYGONZ", "GEOMETRYM", "GEOMETRYCOLLECTIONZM"} <= GEOMETRY_TYPES
+
+
+def test_srid_zero_is_allowed() -> None:
+    spatial_type: Any = geometry_column("POINT", 0).column.type
+    assert spatial_type.srid == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "names"),
+    [
+        (("CIRCLE",), {}, ["geometry_type", "POINT", "MULTIPOLYGON", "ZM", "'CIRCLE'"]),
+        (("POINTQ",), {}, ["geometry_type"]),
+        ((42,), {}, ["geometry_type", "42"]),
+        (("POINT", -1), {}, ["srid", "0 to 999999", "-1"]),
+        (("POINT", 1_000_000), {}, ["srid"]),
+        (("POINT", "4326"), {}, ["srid", "'4326'"]),
+        (("POINT", True), {}, ["srid"]),
+        (("POINT",), {"dimension": 1}, ["dimension", "2, 3 or 4", "1"]),
+        (("POINT",), {"dimension": 5}, ["dimension"]),
+        (("POINTZ",), {"dimension": 2}, ["dimension=2", "'POINTZ'", "3"]),
+        (("POINTZM",), {"dimension": 3}, ["dimension=3", "'POINTZM'"]),
+    ],
+)
+def test_invalid_arguments_raise_configuration_error(
+    args: tuple[Any, ...], kwargs: dict[str, Any], names: list[str]
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        geometry_column(*args, **kwargs)
+    for name in names:
+        assert name in str(info.value)
+
+
+# --- hybrid properties: Python agrees with PostGIS ----------------------------------------
+
+
+def star_polygon(rng: random.Random, cx: float, cy: float, radius: float) -> Any:
+    """A simple (valid) polygon: vertices at sorted angles around the centre."""
+    count = rng.randint(3, 40)
+    angles = sorted(rng.uniform(0, 2 * math.pi) for _ in range(count))
+    if len(set(angles)) < 3:
+        angles = [0.0, 2.0, 4.0]
+    ring = [
+        (cx + r * math.cos(a), cy + r * math.sin(a))
+        for a in angles
+        for r in [rng.uniform(0.2 * radius, radius)]
+    ]
+    return shapely.Polygon(ring)
+
+
+def random_geometry(rng: random.Random) -> Any:
+    cx, cy = rng.uniform(-2e6, 2e6), rng.uniform(-2e6, 2e6)
+    radius = 10 ** rng.uniform(0, 4)
+    kind = rng.random()
+    if kind < 0.35:
+        return star_polygon(rng, cx, cy, radius)
+    if kind < 0.6:
+        steps = [(cx, cy)]
+        for _ in range(rng.randint(1, 50)):
+            steps.append((steps[-1][0] + rng.gauss(0, radius), steps[-1][1] + rng.gauss(0, radius)))
+        return shapely.LineString(steps)
+    if kind < 0.75:
+        return shapely.Point(cx, cy)
+    if kind < 0.95:
+        count = rng.randint(1, 4)
+        parts = [star_polygon(rng, cx + 3 * radius * i, cy, radius) for i in range(count)]
+        return shapely.MultiPolygon(parts)
+    return shapely.GeometryCollection(
+        [
+            shapely.Point(cx, cy),
+            shapely.LineString([(cx, cy), (cx + radius, cy - radius)]),
+            star_polygon(rng, cx, cy + 3 * radius, radius),
+        ]
+    )
+
+
+SPECIAL = [
+    shapely.LineString([(0, 5), (7, 5)]),  # horizontal: envelope is a LineString
+    shapely.LineString([(3, 0), (3, 4), (3, 1)]),  # vertical
+    shapely.MultiPoint([(1, 1), (1, 1)]),  # envelope is a Point
+    shapely.from_wkt("POLYGON ((0 0, 10 0, 10 10, 0 10, 0 0), (2 2, 2 3, 3 3, 2 2))"),
+    shapely.from_wkt("MULTILINESTRING ((0 0, 1 1), (2 2, 3 1))"),
+]
+
+
+def close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def close_geometry(python: Any, sql: WKBElement) -> bool:
+    from_sql = to_shape(sql)
+    if shapely.get_type_id(python) != shapely.get_type_id(from_sql):
+        return False
+    if shapely.get_srid(python) != shapely.get_srid(from_sql):
+        return False
+    ours, theirs = shapely.get_coordinates(python), shapely.get_coordinates(from_sql)
+    return ours.shape == theirs.shape and all(
+        close(float(a), float(b)) for a, b in zip(ours.flat, theirs.flat, strict=True)
+    )
+
+
+def test_hybrid_properties_agree_between_python_and_postgis(tables: SpatialDatabase) -> None:
+    rng = random.Random(20240611)
+    geoms: list[Any] = [random_geometry(rng) for _ in range(3000)] + SPECIAL + [None]
+    rows = [
+        {"id": i, "geom": None if g is None else to_element(g, SRID)} for i, g in enumerate(geoms)
+    ]
+    query = select(
+        Shape,
+        Shape.area,
+        Shape.length,
+        Shape.perimeter,
+        Shape.num_points,
+        Shape.bounds,
+        Shape.centroid,
+        Shape.envelope,
+    ).order_by(Shape.id)
+    with tables.session() as session:
+        session.execute(insert(Shape), rows)
+        session.commit()
+        results = session.execute(query).all()
+
+    assert len(results) == len(geoms)
+    kinds = {shapely.get_type_id(g) for g in geoms if g is not None}
+    assert {0, 1, 3, 6, 7} <= kinds, "points, lines, polygons, multipolygons, collections"
+    for shape, area, length, perimeter, num_points, bounds, centroid, envelope in results:
+        where = f"row {shape.id}: {shape.geom}"
+        assert close(shape.area, area), where
+        assert close(shape.length, length), where
+        assert close(shape.perimeter, perimeter), where
+        assert shape.num_points == num_points, where
+        if shape.geom is None:
+            assert (bounds, centroid, envelope) == (None, None, None)
+            assert (shape.bounds, shape.centroid, shape.envelope) == (None, None, None)
+            continue
+        assert isinstance(shape.bounds, tuple)
+        assert all(close(a, b) for a, b in zip(shape.bounds, bounds, strict=True)), where
+        assert close_geometry(shape.centroid, centroid), where
+        assert close_geometry(shape.envelope, envelope), where
+
+
+def test_polygon_length_is_zero_and_perimeter_is_separate() -> None:
+    square = Shape(id=1, geom=to_element("POLYGON ((0 0, 4 0, 4 4, 0 4, 0 0))", SRID))
+    assert (square.area, square.length, square.perimeter) == (16.0, 0.0, 16.0)
+    assert square.num_points == 5
+    assert square.bounds == (0.0, 0.0, 4.0, 4.0)
+    assert square.centroid is not None and square.centroid.equals(shapely.Point(2, 2))
+    assert shapely.get_srid(square.centroid) == SRID
+    line = Shape(id=2, geom=to_element("LINESTRING (0 0, 3 4)", SRID))
+    assert (line.area, line.length, line.perimeter) == (0.0, 5.0, 0.0)
+    empty = Shape(id=3, geom=None)
+    assert (empty.area, empty.length, empty.centroid, empty.bounds) == (None, None, None, None)
+
+
+def test_properties_read_unflushed_values_of_any_kind() -> None:
+    parcel = Parcel(id=1, boundary="SRID=4326;POLYGON ((0 0, 2 0, 2 1, 0 0))")
+    assert parcel.area == 1.0
+    parcel.boundary = shapely.box(0, 0, 3, 3)
+    assert parcel.area == 9.0
+
+
+def test_hybrid_properties_filter_and_order_in_sql(tables: SpatialDatabase) -> None:
+    geoms = [shapely.box(i, 0, 2 * i + 1, i + 1) for i in range(50)]
+    rows = [{"id": i, "boundary": to_element(g, 4326)} for i, g in enumerate(geoms)]
+    with tables.session() as session:
+        session.execute(insert(Parcel), rows)
+        session.commit()
+        big = session.scalars(
+            select(Parcel.id).where(Parcel.area > 100).order_by(Parcel.perimeter.desc())
+        ).all()
+        right = session.scalars(
+            select(Parcel.id).where(Parcel.bounds[0] >= 10, Parcel.bounds[3] < 20)
+        ).all()
+        parcels = session.scalars(select(Parcel).order_by(Parcel.id)).all()
+    assert big == sorted(
+        (p.id for p in parcels if p.area is not None and p.area > 100),
+        key=lambda i: -(parcels[i].perimeter or 0),
+    )
+    assert big and len(big) < len(parcels)
+    assert sorted(right) == [
+        p.id for p in parcels if p.bounds is not None and p.bounds[0] >= 10 and p.bounds[3] < 20
+    ]
+    assert right
