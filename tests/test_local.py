@@ -200,6 +200,7 @@ def test_taken_port_moves_the_cluster(spare: LocalCluster) -> None:
     old_port = _port(spare.start())
     spare.stop()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # port may be in TIME_WAIT
         squatter.bind(("127.0.0.1", old_port))
         squatter.listen()
         new_url = spare.start()
