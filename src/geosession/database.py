@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from geosession.diagnose.explain import PlanReport, explain_statement
 from geosession.engine import build_async_engine, build_engine
 from geosession.errors import ConfigurationError, PoolExhausted, endpoint_of
+from geosession.ingest.report import IngestReport
 from geosession.observe.pool import PoolStats, pool_stats
 from geosession.settings import DatabaseSettings, check_duration
 
@@ -142,6 +143,41 @@ class SpatialDatabase:
             if settings:
                 await session.execute(*_set_local(settings))
             yield session
+
+    def ingest(
+        self,
+        target: Any,
+        source: Any,
+        *,
+        chunk_size: int | str = "auto",
+        on_invalid: str = "quarantine",
+        on_conflict: str = "error",
+        ingest_id: str | None = None,
+        srid: int | None = None,
+        workers: int = 1,
+        defer_indexes: str | bool = "auto",
+        progress: bool = False,
+    ) -> IngestReport:
+        """Loads rows by binary COPY in chunks that each commit with a ledger entry.
+
+        Rerunning with the same ``ingest_id`` resumes after the committed chunks; bad
+        geometries go to ``<table>_rejected`` (``on_invalid="quarantine"``), are raised,
+        repaired or skipped. See the README section "Bulk ingest".
+        """
+        from geosession.ingest.pipeline import Ingest, IngestOptions
+
+        options = IngestOptions(
+            chunk_size=chunk_size,
+            on_invalid=on_invalid,  # type: ignore[arg-type]
+            on_conflict=on_conflict,  # type: ignore[arg-type]
+            ingest_id=ingest_id,
+            srid=srid,
+            workers=workers,
+            defer_indexes=defer_indexes,  # type: ignore[arg-type]
+            progress=progress,
+        )
+        with self._translated():
+            return Ingest(self._engine, target, source, options, self.settings.statement_timeout).run()
 
     def pool_stats(self) -> PoolStats:
         """How many connections the sync pool holds, lends and has lent beyond its size."""

@@ -1,0 +1,230 @@
+"""Writing one chunk: binary COPY, bisection of rows the server rejects, the ledger entry.
+
+A chunk is one transaction: its rows, its rejects and its ledger entry commit together
+or not at all. Rows the server refuses (a constraint, a type) are found by bisecting the
+chunk under savepoints, so only they are set aside and nothing else in the chunk is lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+
+from geosession.errors import IntegrityViolation
+from geosession.ingest.ledger import record_chunk
+from geosession.ingest.target import Target
+from geosession.ingest.validate import Reject
+
+OnConflict = Literal["error", "ignore", "update"]
+
+_ROW_LEVEL = ("22", "23", "XX", "P0", "42804")
+"""SQLSTATEs caused by a row's data (data exceptions, constraints, PostGIS, triggers)."""
+_UNIQUE_VIOLATION = "23505"
+
+
+@dataclass(frozen=True)
+class WritePlan:
+    """How every chunk of one ingest is written."""
+
+    target: Target
+    columns: tuple[str, ...]
+    copy_types: tuple[str, ...]
+    ingest_id: str
+    on_conflict: OnConflict
+    quarantine: bool
+
+
+@dataclass
+class Chunk:
+    """Rows ready for COPY, with the span of source rows they stand for."""
+
+    first_row: int
+    last_row: int
+    rows: list[tuple[Any, ...]]
+    row_numbers: list[int]
+    rejects: list[Reject] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    inserted: int
+    rejects: list[Reject]
+
+
+def write_chunk(conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk) -> ChunkResult:
+    """Commits the chunk's rows, rejects and ledger entry in one transaction."""
+    with conn.transaction(), conn.cursor() as cursor:
+        if plan.on_conflict != "error":
+            _create_stage(cursor, plan)
+        inserted, server_rejects = _write_bisecting(conn, plan, chunk.rows, chunk.row_numbers)
+        rejects = chunk.rejects + server_rejects
+        if plan.quarantine and rejects:
+            _quarantine(cursor, plan, rejects)
+        checksum = _checksum(chunk.rows, plan)
+        counts = (inserted, len(rejects))
+        record_chunk(
+            cursor, plan.ingest_id, plan.target, (chunk.first_row, chunk.last_row), counts, checksum
+        )
+    return ChunkResult(inserted, rejects)
+
+
+def _write_bisecting(
+    conn: psycopg.Connection[Any], plan: WritePlan, rows: list[tuple[Any, ...]], numbers: list[int]
+) -> tuple[int, list[Reject]]:
+    """Writes rows under a savepoint; on a row-level error, halves and tries each half."""
+    if not rows:
+        return 0, []
+    try:
+        with conn.transaction():
+            return _write(conn, plan, rows), []
+    except psycopg.Error as error:
+        if not (error.sqlstate or "").startswith(_ROW_LEVEL):
+            raise
+        if len(rows) > 1:
+            middle = len(rows) // 2
+            first = _write_bisecting(conn, plan, rows[:middle], numbers[:middle])
+            second = _write_bisecting(conn, plan, rows[middle:], numbers[middle:])
+            return first[0] + second[0], first[1] + second[1]
+        return 0, [_server_reject(plan, error, numbers[0], rows[0])]
+
+
+def _server_reject(
+    plan: WritePlan, error: psycopg.Error, row: int, values: tuple[Any, ...]
+) -> Reject:
+    diag = error.diag
+    message = diag.message_primary or str(error)
+    detail = f" ({diag.message_detail})" if diag.message_detail else ""
+    if error.sqlstate == _UNIQUE_VIOLATION and plan.on_conflict == "error":
+        raise IntegrityViolation(
+            f"Row {row} duplicates a key already in {plan.target.quoted}: {message}{detail}. "
+            "Pass on_conflict='ignore' to keep the existing rows or 'update' to overwrite them",
+            sqlstate=error.sqlstate,
+        ) from error
+    column = diag.column_name
+    value = dict(zip(plan.columns, values, strict=True)).get(column) if column else None
+    shown = value.hex() if isinstance(value, bytes) else (None if value is None else str(value))
+    return Reject(row, column, "server", f"{message}{detail}", shown)
+
+
+def _write(conn: psycopg.Connection[Any], plan: WritePlan, rows: list[tuple[Any, ...]]) -> int:
+    table = _STAGE if plan.on_conflict != "error" else sql.SQL(plan.target.quoted)
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in plan.columns)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(table, columns)
+    with conn.cursor() as cursor:
+        with cursor.copy(statement) as copy:
+            copy.set_types(list(plan.copy_types))
+            for row in rows:
+                copy.write_row(row)
+        if plan.on_conflict == "error":
+            return len(rows)
+        cursor.execute(_upsert(plan))
+        inserted = cursor.rowcount
+        cursor.execute(sql.SQL("TRUNCATE {}").format(_STAGE))
+        return inserted
+
+
+_STAGE = sql.Identifier("geosession_ingest_stage")
+
+
+def _create_stage(cursor: psycopg.Cursor[Any], plan: WritePlan) -> None:
+    """A temporary staging table that lives only as long as this chunk's transaction."""
+    cursor.execute(
+        sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
+            _STAGE, sql.SQL(plan.target.quoted)
+        )
+    )
+
+
+def _upsert(plan: WritePlan) -> sql.Composed:
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in plan.columns)
+    keys = plan.target.primary_key
+    if not keys:
+        raise IntegrityViolation(
+            f"on_conflict={plan.on_conflict!r} needs a primary key on {plan.target.quoted}, "
+            "and it has none: add one, or use on_conflict='error'"
+        )
+    key_list = sql.SQL(", ").join(sql.Identifier(k) for k in keys)
+    updates = [c for c in plan.columns if c not in keys]
+    action: sql.Composable = sql.SQL("DO NOTHING")
+    if plan.on_conflict == "update" and updates:
+        action = sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updates
+        )
+    return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
+        sql.SQL(plan.target.quoted), columns, columns, _STAGE, key_list, action
+    )
+
+
+def ensure_quarantine(cursor: psycopg.Cursor[Any], target: Target) -> str:
+    """Creates ``<table>_rejected`` if missing; returns its quoted name."""
+    name = target.sibling("_rejected")
+    cursor.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, ingest_id text NOT NULL, "
+            "source_row bigint NOT NULL, column_name text, kind text NOT NULL, "
+            "reason text NOT NULL, "
+            "original_value text, rejected_at timestamptz NOT NULL DEFAULT now())"
+        ).format(sql.SQL(name))
+    )
+    return name
+
+
+def _quarantine(cursor: psycopg.Cursor[Any], plan: WritePlan, rejects: list[Reject]) -> None:
+    statement = sql.SQL(
+        "INSERT INTO {} (ingest_id, source_row, column_name, kind, reason, original_value) "
+        "VALUES (%s, %s, %s, %s, %s, %s)"
+    ).format(sql.SQL(plan.target.sibling("_rejected")))
+    cursor.executemany(
+        statement, [(plan.ingest_id, r.row, r.column, r.kind, r.reason, r.value) for r in rejects]
+    )
+
+
+def _checksum(rows: list[tuple[Any, ...]], plan: WritePlan) -> str:
+    """blake2b of the chunk's geometry values, to compare a table with its source."""
+    digest = hashlib.blake2b(digest_size=16)
+    positions = [i for i, t in enumerate(plan.copy_types) if t == "bytea"]
+    for position in positions:
+        digest.update(b"".join(row[position] or b"" for row in rows))
+    return digest.hexdigest()
+
+
+def copy_type(type_name: str) -> str:
+    """The type psycopg dumps a column as in binary COPY: geometry travels as EWKB bytes."""
+    if type_name in ("geometry", "geography"):
+        return "bytea"
+    return type_name if psycopg.adapters.types.get(type_name) is not None else "text"
+
+
+def _parse_bool(text: str) -> bool:
+    return text.strip().lower() in ("t", "true", "1", "yes", "y", "on")
+
+
+_FROM_TEXT: dict[str, Callable[[str], Any]] = {
+    "int2": int,
+    "int4": int,
+    "int8": int,
+    "float4": float,
+    "float8": float,
+    "numeric": decimal.Decimal,
+    "bool": _parse_bool,
+    "date": dt.date.fromisoformat,
+    "timestamp": dt.datetime.fromisoformat,
+    "timestamptz": dt.datetime.fromisoformat,
+    "uuid": uuid.UUID,
+}
+
+
+def from_text(values: list[Any], copy_type_name: str) -> list[Any]:
+    """Converts text values (CSV) to what the column's binary dumper expects."""
+    parse = _FROM_TEXT.get(copy_type_name)
+    if parse is None:
+        return values
+    return [parse(v) if isinstance(v, str) else v for v in values]

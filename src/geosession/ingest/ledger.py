@@ -1,0 +1,154 @@
+"""The ingest ledger: which source rows are committed, and which indexes are deferred.
+
+Each chunk's rows are committed in the same transaction as a ledger entry naming the
+source rows it covered (first and last row number) and a checksum of its geometries. So
+whether a chunk landed is never a guess: after a lost connection, a crash or Ctrl-C, the
+ledger says which rows are in the table, and a rerun with the same ingest id skips
+exactly those. Index definitions dropped for a fast load are recorded too, so whatever
+fails, a later run puts them back.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Any
+
+from geosession.ingest.target import Target
+
+LEDGER = "geosession_ingest_ledger"
+DEFERRED = "geosession_ingest_deferred_index"
+
+_CREATE = f"""
+CREATE TABLE IF NOT EXISTS {LEDGER} (
+    ingest_id text NOT NULL,
+    target text NOT NULL,
+    first_row bigint NOT NULL,
+    last_row bigint NOT NULL,
+    rows_inserted integer NOT NULL,
+    rows_rejected integer NOT NULL,
+    checksum text NOT NULL,
+    committed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (ingest_id, first_row)
+);
+CREATE TABLE IF NOT EXISTS {DEFERRED} (
+    target text NOT NULL,
+    index_name text NOT NULL,
+    definition text NOT NULL,
+    ingest_id text NOT NULL,
+    PRIMARY KEY (target, index_name)
+);
+"""
+
+
+def ensure_ledger(cursor: Any) -> None:
+    """Creates the ledger tables once; concurrent creators are serialized by a lock."""
+    cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LEDGER,))
+    cursor.execute(_CREATE)
+
+
+@dataclass
+class CommittedRows:
+    """Sorted, merged ranges of source rows already committed for one ingest id."""
+
+    starts: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+
+    def add(self, first: int, last: int) -> None:
+        ranges = sorted([*zip(self.starts, self.ends, strict=True), (first, last)])
+        merged: list[tuple[int, int]] = []
+        for start, end in ranges:
+            if merged and start <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((start, end))
+        self.starts = [s for s, _ in merged]
+        self.ends = [e for _, e in merged]
+
+    def contains(self, row: int) -> bool:
+        at = bisect.bisect_right(self.starts, row) - 1
+        return at >= 0 and row <= self.ends[at]
+
+    def covers(self, first: int, last: int) -> bool:
+        at = bisect.bisect_right(self.starts, first) - 1
+        return at >= 0 and last <= self.ends[at]
+
+    def overlaps(self, first: int, last: int) -> bool:
+        at = bisect.bisect_right(self.starts, last) - 1
+        return at >= 0 and self.ends[at] >= first
+
+    def __len__(self) -> int:
+        return sum(e - s + 1 for s, e in zip(self.starts, self.ends, strict=True))
+
+
+def committed_rows(cursor: Any, ingest_id: str) -> CommittedRows:
+    cursor.execute(f"SELECT first_row, last_row FROM {LEDGER} WHERE ingest_id = %s", (ingest_id,))
+    rows = CommittedRows()
+    for first, last in cursor.fetchall():
+        rows.add(first, last)
+    return rows
+
+
+def chunk_inserted(cursor: Any, ingest_id: str, first_row: int) -> int | None:
+    """Rows a chunk inserted if it committed, else None: asked after an unknown outcome."""
+    cursor.execute(
+        f"SELECT rows_inserted FROM {LEDGER} WHERE ingest_id = %s AND first_row = %s",
+        (ingest_id, first_row),
+    )
+    found = cursor.fetchone()
+    return None if found is None else int(found[0])
+
+
+def record_chunk(
+    cursor: Any,
+    ingest_id: str,
+    target: Target,
+    span: tuple[int, int],
+    counts: tuple[int, int],
+    checksum: str,
+) -> None:
+    cursor.execute(
+        f"INSERT INTO {LEDGER} (ingest_id, target, first_row, last_row, rows_inserted, "
+        "rows_rejected, checksum) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (ingest_id, target.quoted, *span, *counts, checksum),
+    )
+
+
+def defer_indexes(cursor: Any, target: Target, ingest_id: str) -> list[str]:
+    """Records and drops the table's secondary indexes (not those behind constraints)."""
+    cursor.execute(
+        "SELECT i.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x "
+        "JOIN pg_class i ON i.oid = x.indexrelid "
+        "WHERE x.indrelid = CAST(%s AS regclass) "
+        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)",
+        (target.quoted,),
+    )
+    indexes = cursor.fetchall()
+    for name, definition in indexes:
+        cursor.execute(
+            f"INSERT INTO {DEFERRED} (target, index_name, definition, ingest_id) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (target.quoted, name, definition, ingest_id),
+        )
+        cursor.execute(f"DROP INDEX {target.quote(target.schema)}.{target.quote(name)}")
+    return [name for name, _ in indexes]
+
+
+def restore_indexes(cursor: Any, target: Target) -> list[str]:
+    """Recreates every index recorded as deferred for the table, then forgets them."""
+    cursor.execute(
+        f"SELECT index_name, definition FROM {DEFERRED} WHERE target = %s ORDER BY index_name",
+        (target.quoted,),
+    )
+    restored = []
+    for name, definition in cursor.fetchall():
+        cursor.execute(
+            "SELECT to_regclass(%s)", (f"{target.quote(target.schema)}.{target.quote(name)}",)
+        )
+        if cursor.fetchone()[0] is None:
+            cursor.execute(definition)
+        cursor.execute(
+            f"DELETE FROM {DEFERRED} WHERE target = %s AND index_name = %s", (target.quoted, name)
+        )
+        restored.append(name)
+    return restored

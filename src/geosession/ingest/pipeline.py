@@ -1,0 +1,490 @@
+"""The ingest pipeline: read, validate and encode in one thread, COPY in others.
+
+A bounded queue between the two keeps memory flat (the reader waits when writers fall
+behind) while encoding overlaps with the server's work. Each chunk is written with
+retries on a fresh connection; before a retry the ledger says whether the chunk already
+committed, so a lost connection never duplicates or loses a row.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import heapq
+import itertools
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+import psycopg
+from sqlalchemy import Engine
+
+from geosession.errors import (
+    ConfigurationError,
+    ConnectionFailed,
+    GeoSessionError,
+    endpoint_of,
+    translate,
+)
+from geosession.ingest import ledger
+from geosession.ingest.chunking import ChunkSizer, make_sizer
+from geosession.ingest.copy import (
+    Chunk,
+    OnConflict,
+    WritePlan,
+    copy_type,
+    ensure_quarantine,
+    from_text,
+    write_chunk,
+)
+from geosession.ingest.progress import Progress
+from geosession.ingest.report import IngestReport
+from geosession.ingest.sources import Batch, iter_batches, source_length
+from geosession.ingest.target import Target, resolve_target
+from geosession.ingest.validate import (
+    OnInvalid,
+    Reject,
+    check_geometries,
+    invalid_geometry_error,
+)
+
+DeferIndexes = Literal["auto"] | bool
+T = TypeVar("T")
+_CONNECTION_LOST = ("08", "57P01", "57P02", "57P03")
+_TIMEOUT = "57014"
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    chunk_size: int | str = "auto"
+    on_invalid: OnInvalid = "quarantine"
+    on_conflict: OnConflict = "error"
+    ingest_id: str | None = None
+    srid: int | None = None
+    workers: int = 1
+    defer_indexes: DeferIndexes = "auto"
+    max_retries: int = 10
+    progress: bool = True
+
+
+class _Stop:
+    """Queue sentinel: no more chunks (with the reader's error, if it failed)."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+class Ingest:
+    """One run of an ingest; :meth:`run` returns its report."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        target: Any,
+        source: Any,
+        options: IngestOptions,
+        statement_timeout: str | None,
+    ) -> None:
+        _check_options(options)
+        self.engine, self.source, self.options = engine, source, options
+        self.ingest_id = options.ingest_id or uuid.uuid4().hex
+        self.sizer: ChunkSizer = make_sizer(options.chunk_size, statement_timeout)
+        self.report = IngestReport(self.ingest_id, str(target))
+        self.target: Target = self._retrying(lambda conn: resolve_target(conn.cursor(), target))
+        self.report.target = self.target.quoted
+        self.queue: queue.Queue[Chunk | _Stop] = queue.Queue(maxsize=max(2, 2 * options.workers))
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.committed = ledger.CommittedRows()
+        self.plan: WritePlan | None = None
+        self.failure: BaseException | None = None
+
+    def run(self) -> IngestReport:
+        """Loads the source; restores deferred indexes whatever happens."""
+        started = time.perf_counter()
+        try:
+            deferred = self._prepare()
+            with Progress(self.options.progress, source_length(self.source), self.report) as bar:
+                self._load(bar)
+            self.report.completed = True
+        except BaseException as error:
+            error.ingest_report = self.report  # type: ignore[attr-defined]  # how far it got
+            with contextlib.suppress(Exception):  # the server may be gone: a rerun restores them
+                self._finish_indexes(analyze=False)
+            raise
+        else:
+            self._finish_indexes(analyze=deferred)
+        finally:
+            self.report.duration = time.perf_counter() - started
+            self.report.chunk_size_min = self.sizer.smallest
+            self.report.chunk_size_max = self.sizer.largest
+        return self.report
+
+    def _prepare(self) -> bool:
+        """Ledger and quarantine tables, resume state, and index deferral (one transaction)."""
+
+        def prepare(conn: psycopg.Connection[Any]) -> bool:
+            with conn.transaction(), conn.cursor() as cursor:
+                ledger.ensure_ledger(cursor)
+                if self.options.on_invalid == "quarantine":
+                    ensure_quarantine(cursor, self.target)
+                self.committed = ledger.committed_rows(cursor, self.ingest_id)
+                self.report.already_committed = len(self.committed)
+                return self._maybe_defer(cursor)
+
+        return self._retrying(prepare)
+
+    def _plan_for(self, batch: Batch) -> WritePlan:
+        """COPY names the columns the source has, so absent ones get their defaults."""
+        if self.plan is None:
+            columns = tuple(c.name for c in self.target.columns if c.name in batch.columns)
+            types = tuple(copy_type(self.target.column(c).type_name) for c in columns)
+            quarantine = self.options.on_invalid == "quarantine"
+            self.plan = WritePlan(
+                self.target, columns, types, self.ingest_id, self.options.on_conflict, quarantine
+            )
+        return self.plan
+
+    def _maybe_defer(self, cursor: Any) -> bool:
+        wanted = self.options.defer_indexes
+        if wanted == "auto":
+            cursor.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {self.target.quoted})")  # noqa: S608
+            wanted = bool(cursor.fetchone()[0]) and not self.committed
+        if wanted:
+            self.report.deferred_indexes = ledger.defer_indexes(cursor, self.target, self.ingest_id)
+        return bool(wanted)
+
+    def _finish_indexes(self, *, analyze: bool) -> None:
+        def finish(conn: psycopg.Connection[Any]) -> None:
+            with conn.transaction(), conn.cursor() as cursor:
+                ledger.restore_indexes(cursor, self.target)
+                if analyze:
+                    cursor.execute(f"ANALYZE {self.target.quoted}")
+
+        self._retrying(finish)
+
+    def _load(self, bar: Progress) -> None:
+        reader = threading.Thread(target=self._read, name="geosession-ingest-reader", daemon=True)
+        writers = [
+            threading.Thread(
+                target=self._write_all,
+                args=(bar,),
+                daemon=True,
+                name=f"geosession-ingest-writer-{n}",
+            )
+            for n in range(self.options.workers - 1)
+        ]
+        reader.start()
+        for writer in writers:
+            writer.start()
+        try:
+            error = self._write_all(bar)
+        except BaseException:
+            self.stop.set()  # Ctrl-C: writers finish the chunk in flight, then stop
+            raise
+        finally:
+            self.stop.set()
+            self._drain()
+            reader.join()
+            for writer in writers:
+                writer.join()
+        if error is not None:
+            raise error
+        if self.failure is not None:
+            raise self.failure
+
+    def _drain(self) -> None:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.queue.get_nowait()
+
+    # -- reading ----------------------------------------------------------------------
+
+    def _read(self) -> None:
+        try:
+            for chunk in self._chunks():
+                if not self._put(chunk):
+                    return
+            error = None
+        except BaseException as exc:  # handed to the writers, raised in the caller's thread
+            error = exc
+        for _ in range(self.options.workers):
+            self._put(_Stop(error))
+
+    def _put(self, item: Chunk | _Stop) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _chunks(self) -> Iterator[Chunk]:
+        pending = _Pending()
+        geometry = self.target.geometry_columns
+        batches = iter_batches(
+            self.source,
+            columns=[c.name for c in self.target.columns],
+            geometry_column=geometry[0].name if len(geometry) == 1 else None,
+            batch_size=min(10_000, self.sizer.size),
+        )
+        for batch in batches:
+            rows, numbers, rejects = self._encode(batch)
+            first_bad = rejects[0] if rejects and self.options.on_invalid == "raise" else None
+            if first_bad is not None:  # load what came before the bad row, then stop
+                cut = bisect.bisect_left(numbers, first_bad.row)
+                rows, numbers, rejects = rows[:cut], numbers[:cut], []
+            pending.add(rows, numbers, rejects)
+            while len(pending) >= self.sizer.size or (first_bad and len(pending)):
+                yield pending.take(min(self.sizer.size, len(pending)))
+            if first_bad is not None:
+                raise invalid_geometry_error(first_bad)
+        if len(pending):
+            yield pending.take(len(pending))
+
+    def _encode(self, batch: Batch) -> tuple[list[tuple[Any, ...]], list[int], list[Reject]]:
+        """Validated, encoded rows of one source batch (rows committed earlier are skipped)."""
+        plan = self._plan_for(batch)
+        extra = set(batch.columns) - set(plan.columns)
+        if extra:
+            raise ConfigurationError(
+                f"Rows from source row {batch.first_row} on have columns {sorted(extra)} that "
+                "earlier rows lacked: give every row the same keys (None for missing values)"
+            )
+        numbers = np.arange(batch.first_row, batch.first_row + len(batch))
+        keep = np.array([not self.committed.contains(int(n)) for n in numbers], dtype=bool)
+        fresh = keep.copy()
+        absent = [None] * len(batch)  # a column the first batch had and this one lacks
+        columns = {name: batch.columns.get(name, absent) for name in plan.columns}
+        rejects: list[Reject] = []
+        for column in self.target.geometry_columns:
+            if column.name not in columns:
+                continue
+            checked = check_geometries(
+                columns[column.name],
+                column,
+                first_row=batch.first_row,
+                on_invalid=self.options.on_invalid,
+                default_srid=self.options.srid,
+            )
+            columns[column.name] = checked.encoded[column.name]
+            rejects += [
+                r
+                for r in checked.rejects
+                if fresh[r.row - batch.first_row] and keep[r.row - batch.first_row]
+            ]
+            self.report.repaired.extend(checked.repaired)
+            keep &= checked.keep
+        for name, type_name in zip(plan.columns, plan.copy_types, strict=True):
+            columns[name] = from_text(columns[name], type_name)
+        with self.lock:
+            self.report.rows_read += int(fresh.sum())
+        rows = list(zip(*(_object_array(columns[n])[keep] for n in plan.columns), strict=True))
+        return rows, numbers[keep].tolist(), sorted(rejects, key=lambda r: r.row)
+
+    # -- writing ----------------------------------------------------------------------
+
+    def _write_all(self, bar: Progress) -> BaseException | None:
+        """Writes chunks until the reader is done or something failed."""
+        while True:
+            try:
+                item = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                if self.stop.is_set():
+                    return None
+                continue
+            if isinstance(item, _Stop):
+                return item.error
+            try:
+                self._write_with_retries(item)
+                bar.advance(item.last_row - item.first_row + 1)
+            except BaseException as error:
+                self.failure = self.failure or error
+                self.stop.set()
+                return None
+
+    def _write_with_retries(self, chunk: Chunk) -> None:
+        assert self.plan is not None
+        for attempt in range(self.options.max_retries + 1):
+            started = time.perf_counter()
+            try:
+                with self._connection() as conn:
+                    result = write_chunk(conn, self.plan, chunk)
+            except psycopg.Error as error:
+                state = error.sqlstate or ""
+                if state == _TIMEOUT and len(chunk.rows) > 1:
+                    self.sizer.shrink()
+                    for half in _halves(chunk):
+                        self._write_with_retries(half)
+                    return
+                if not _connection_lost(error) or attempt == self.options.max_retries:
+                    raise self._translated(error, chunk) from error
+                self._count_retry()
+                if self._landed(chunk):
+                    return
+                time.sleep(_backoff(attempt))
+                continue
+            self.sizer.observe(len(chunk.rows), time.perf_counter() - started)
+            self._record(chunk, result.inserted, result.rejects)
+            return
+
+    def _landed(self, chunk: Chunk) -> bool:
+        """After a lost connection: did the chunk commit anyway? The ledger knows."""
+
+        def ask(conn: psycopg.Connection[Any]) -> int | None:
+            with conn.cursor() as cursor:
+                return ledger.chunk_inserted(cursor, self.ingest_id, chunk.first_row)
+
+        inserted = self._retrying(ask)
+        if inserted is None:
+            return False
+        self._record(chunk, inserted, chunk.rejects)
+        return True
+
+    def _retrying(self, step: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """Runs ``step`` on a pooled connection, again on a fresh one if the connection is lost."""
+        for attempt in range(self.options.max_retries + 1):
+            try:
+                with self._connection() as conn:
+                    return step(conn)
+            except psycopg.Error as error:
+                if not _connection_lost(error) or attempt == self.options.max_retries:
+                    raise translate(error, endpoint=endpoint_of(self.engine)) from error
+                self._count_retry()
+                time.sleep(_backoff(attempt))
+        raise AssertionError("unreachable")
+
+    def _record(self, chunk: Chunk, inserted: int, rejects: list[Reject]) -> None:
+        with self.lock:
+            self.report.inserted += inserted
+            self.report.rejected.extend(rejects)
+            self.report.chunks += 1
+            if self.options.on_conflict == "ignore":
+                self.report.conflicts += (
+                    len(chunk.rows) - inserted - (len(rejects) - len(chunk.rejects))
+                )
+
+    def _count_retry(self) -> None:
+        with self.lock:
+            self.report.retries += 1
+
+    def _translated(self, error: psycopg.Error, chunk: Chunk) -> GeoSessionError:
+        translated = translate(error, endpoint=endpoint_of(self.engine), statement=None)
+        translated.message = (
+            f"{translated.message}. Ingest {self.ingest_id} stopped at source rows "
+            f"{chunk.first_row}-{chunk.last_row}; committed chunks stay, and "
+            "rerunning with the same ingest_id resumes after them"
+        )
+        translated.args = (translated.message,)
+        return translated
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled psycopg connection; invalidated when it broke, else returned."""
+        try:
+            proxy = self.engine.raw_connection()
+        except ConnectionFailed as error:
+            raise psycopg.OperationalError(str(error)) from error
+        try:
+            driver = proxy.driver_connection
+            if not isinstance(driver, psycopg.Connection):
+                raise ConfigurationError("ingest needs the psycopg (3) driver: driver='psycopg'")
+            yield driver
+        except psycopg.Error:
+            if proxy.driver_connection is None or proxy.driver_connection.broken:
+                proxy.invalidate()
+            raise
+        finally:
+            proxy.close()
+
+
+class _Pending:
+    """Rows waiting to fill a chunk: kept rows and rejects, each list in source order."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+        self.numbers: list[int] = []
+        self.rejects: list[Reject] = []
+
+    def __len__(self) -> int:
+        return len(self.numbers) + len(self.rejects)
+
+    def add(self, rows: list[tuple[Any, ...]], numbers: list[int], rejects: list[Reject]) -> None:
+        self.rows += rows
+        self.numbers += numbers
+        self.rejects += rejects
+
+    def take(self, size: int) -> Chunk:
+        """The first ``size`` source rows (kept or rejected) as one chunk."""
+        merged = heapq.merge(self.numbers, (r.row for r in self.rejects))
+        last = next(itertools.islice(merged, size - 1, None))
+        rows_end = bisect.bisect_right(self.numbers, last)
+        rejects_end = bisect.bisect_right([r.row for r in self.rejects], last)
+        first = min(self.numbers[:1] + [r.row for r in self.rejects[:1]])
+        chunk = Chunk(
+            first, last, self.rows[:rows_end], self.numbers[:rows_end], self.rejects[:rejects_end]
+        )
+        del self.rows[:rows_end], self.numbers[:rows_end], self.rejects[:rejects_end]
+        return chunk
+
+
+def _object_array(values: list[Any]) -> np.ndarray[Any, Any]:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+def _halves(chunk: Chunk) -> tuple[Chunk, Chunk]:
+    middle = len(chunk.rows) // 2
+    split_row = chunk.row_numbers[middle]
+    return (
+        Chunk(
+            chunk.first_row,
+            split_row - 1,
+            chunk.rows[:middle],
+            chunk.row_numbers[:middle],
+            [r for r in chunk.rejects if r.row < split_row],
+        ),
+        Chunk(
+            split_row,
+            chunk.last_row,
+            chunk.rows[middle:],
+            chunk.row_numbers[middle:],
+            [r for r in chunk.rejects if r.row >= split_row],
+        ),
+    )
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds before retry ``attempt``: 0.1 doubling to 5, enough to outlast a restart."""
+    return float(min(5.0, 0.1 * 2**attempt))
+
+
+def _connection_lost(error: psycopg.Error) -> bool:
+    state = error.sqlstate or ""
+    return state.startswith(_CONNECTION_LOST) or (
+        state == "" and isinstance(error, psycopg.OperationalError)
+    )
+
+
+def _check_options(options: IngestOptions) -> None:
+    choices = {
+        "on_invalid": ("quarantine", "raise", "repair", "skip"),
+        "on_conflict": ("error", "ignore", "update"),
+        "defer_indexes": ("auto", True, False),
+    }
+    for name, allowed in choices.items():
+        if getattr(options, name) not in allowed:
+            raise ConfigurationError(
+                f"{name}={getattr(options, name)!r} is not valid: use one of {allowed}"
+            )
+    if not 1 <= options.workers <= 32:
+        raise ConfigurationError(
+            f"workers={options.workers} is not valid: use 1 to 32 COPY connections"
+        )

@@ -1,0 +1,99 @@
+"""IngestReport: what an ingest read, loaded and set aside, readable by people and code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.table import Table
+
+from geosession.ingest.validate import Reject
+
+
+@dataclass
+class IngestReport:
+    """Counts, rejects and timings of one ingest (also of a partial one, on error)."""
+
+    ingest_id: str
+    target: str
+    rows_read: int = 0
+    """Source rows read in this run (rows already committed by an earlier run excluded)."""
+    inserted: int = 0
+    rejected: list[Reject] = field(default_factory=list)
+    """Rows not loaded, each with its source row number, column and reason."""
+    repaired: list[Reject] = field(default_factory=list)
+    """Rows loaded after shapely.make_valid (on_invalid='repair')."""
+    already_committed: int = 0
+    """Rows skipped because an earlier run with this ingest_id committed them."""
+    conflicts: int = 0
+    """Rows not inserted because their key existed (on_conflict='ignore')."""
+    chunks: int = 0
+    retries: int = 0
+    chunk_size_min: int = 0
+    chunk_size_max: int = 0
+    deferred_indexes: list[str] = field(default_factory=list)
+    duration: float = 0.0
+    completed: bool = False
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_read / self.duration if self.duration > 0 else 0.0
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        state = "complete" if self.completed else "INCOMPLETE"
+        table = Table(
+            title=f"Ingest {self.ingest_id} into {self.target}: {state}",
+            show_header=False,
+            title_justify="left",
+        )
+        table.add_column(style="bold")
+        table.add_column(justify="right")
+        for name, value in self._rows():
+            table.add_row(name, value)
+        yield table
+        if self.rejected:
+            yield _rejects_table(self.rejected)
+
+    def _rows(self) -> list[tuple[str, str]]:
+        rows = [
+            ("rows read", f"{self.rows_read:,}"),
+            ("inserted", f"{self.inserted:,}"),
+            ("rejected", f"{len(self.rejected):,}"),
+        ]
+        rows += [
+            (n, f"{v:,}")
+            for n, v in (
+                ("repaired", len(self.repaired)),
+                ("already committed (resumed)", self.already_committed),
+                ("key conflicts ignored", self.conflicts),
+            )
+            if v
+        ]
+        rows += [
+            ("chunks", f"{self.chunks:,}"),
+            ("retries", f"{self.retries:,}"),
+            ("chunk size", f"{self.chunk_size_min:,} – {self.chunk_size_max:,} rows"),
+            ("duration", f"{self.duration:.2f} s"),
+            ("rows/s", f"{self.rows_per_second:,.0f}"),
+        ]
+        if self.deferred_indexes:
+            rows.append(("indexes built after the load", ", ".join(self.deferred_indexes)))
+        return rows
+
+    def __str__(self) -> str:
+        console = Console(width=100, record=True, color_system=None)
+        with console.capture() as capture:
+            console.print(self)
+        return capture.get()
+
+
+def _rejects_table(rejects: list[Reject], limit: int = 20) -> Table:
+    table = Table(
+        title=f"Rejected rows (first {min(limit, len(rejects))} of {len(rejects):,})",
+        title_justify="left",
+    )
+    for name in ("row", "column", "kind", "reason"):
+        table.add_column(name, overflow="fold")
+    for reject in rejects[:limit]:
+        table.add_row(str(reject.row), reject.column or "", reject.kind, reject.reason)
+    return table

@@ -1,0 +1,338 @@
+"""Ingest sources: whatever the user passes, as column-wise batches of bounded size.
+
+A source is never read whole: iterables are pulled ``batch_size`` rows at a time, a
+GeoDataFrame is sliced, and files are streamed, so memory stays flat whatever the size.
+
+- Geometries from GeoDataFrames and vector files arrive as shapely objects carrying the
+  layer's EPSG SRID (``shapely.get_srid``; 0 when the CRS has no EPSG code), ready for
+  vectorized validation and EWKB encoding without another parse. Iterables pass their
+  values through untouched; CSV geometry stays WKT text.
+- Vector files stream through ``pyogrio.open_arrow(batch_size=...)``: one open, one
+  sequential pass. Measured (batch 10,000, polygons with two fields), peak RSS above the
+  import baseline: GeoPackage +45 MB for 200,000 and for 1,000,000 features; FlatGeobuf
+  +18 MB; GeoJSON +29 MB at 200,000, +69 MB at 1,000,000 (GDAL's reader keeps ~60 B per
+  feature). The baseline itself is heavy: ``import pyogrio`` imports pandas and geopandas
+  when installed, about 220 MB with geosession and pyarrow. ``read_dataframe`` with
+  ``skip_features`` was rejected: it reopens the file per batch and is quadratic on
+  GeoJSON (20 s against 1.8 s for 200,000 features). Hence pyarrow in the ``geo`` extra.
+- CSV values are ``str``, or None when empty: the writer uses binary COPY, so it must
+  cast each value by its column's type.
+- Batch columns follow the target's column order and hold only the columns the source
+  has, so columns it lacks keep their server defaults; a dict lacking a key that other
+  rows in its batch have gets None. Unset attributes of new mapped instances are lacking.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import shapely
+from sqlalchemy import Column, inspect
+from sqlalchemy.orm import InstanceState
+
+from geosession.errors import ConfigurationError
+
+VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb")
+WKT_NAMES = ("wkt", "geometry", "geom", "WKT")
+_SUPPORTED = (
+    "GeoPackage, Shapefile, GeoJSON, FlatGeobuf (" + ", ".join(VECTOR_SUFFIXES) + ") or .csv"
+)
+_CSV_FIELD_LIMIT = 2**31 - 1  # WKT of a large polygon exceeds csv's default 128 KiB
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Consecutive source rows, column-wise: target column name -> values."""
+
+    first_row: int
+    columns: dict[str, list[Any]]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()), ()))
+
+    def slice(self, start: int, stop: int) -> Batch:
+        """Rows ``[start, stop)`` of this batch, keeping their source row numbers."""
+        return Batch(self.first_row + start, {k: v[start:stop] for k, v in self.columns.items()})
+
+
+def iter_batches(
+    source: Any,
+    *,
+    columns: Sequence[str],
+    geometry_column: str | None,
+    batch_size: int = 10_000,
+    wkt_column: str | None = None,
+) -> Iterator[Batch]:
+    """Batches of at most ``batch_size`` rows from ``source``, in source order.
+
+    Cheap checks (file present and supported, DataFrame or CSV header fields) raise here;
+    a vector file's fields are checked when it is opened, before its first batch.
+    """
+    if batch_size < 1 or not columns:
+        raise ConfigurationError("iter_batches needs batch_size >= 1 and the target's columns")
+    if isinstance(source, str | os.PathLike):
+        return _file_batches(Path(source), columns, geometry_column, batch_size, wkt_column)
+    if _is_dataframe(source):
+        return _dataframe_batches(source, columns, geometry_column, batch_size)
+    if isinstance(source, bytes | bytearray | Mapping) or not isinstance(source, Iterable):
+        raise ConfigurationError(
+            f"cannot ingest a {type(source).__name__}: pass an iterable of rows "
+            f"(dicts, tuples or mapped instances), a GeoDataFrame or a path to a {_SUPPORTED} file"
+        )
+    return _iterable_batches(source, columns, batch_size)
+
+
+def source_length(source: Any) -> int | None:
+    """How many rows ``source`` has, when that is known without reading it; else None."""
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        if path.suffix.lower() not in VECTOR_SUFFIXES or not path.is_file():
+            return None  # CSV rows are unknown without a full pass (quoted newlines)
+        try:
+            import pyogrio
+
+            count = int(pyogrio.read_info(path)["features"])
+        except Exception:
+            return None
+        return count if count >= 0 else None
+    if isinstance(source, Sequence) or _is_dataframe(source):
+        return len(source)
+    return None
+
+
+# -- iterables -------------------------------------------------------------------------
+
+
+def _iterable_batches(rows: Iterable[Any], columns: Sequence[str], size: int) -> Iterator[Batch]:
+    """Pull rows lazily: a generator is never consumed past the batch being built."""
+    allowed = frozenset(columns)
+    pending: list[Mapping[str, Any]] = []
+    first = 1
+    for number, row in enumerate(rows, start=1):
+        pending.append(_row_values(row, number, columns, allowed))
+        if len(pending) == size:
+            yield _columnar(pending, first, columns)
+            pending, first = [], number + 1
+    if pending:
+        yield _columnar(pending, first, columns)
+
+
+def _row_values(
+    row: Any, number: int, columns: Sequence[str], allowed: frozenset[str]
+) -> Mapping[str, Any]:
+    if isinstance(row, Mapping):
+        values: Mapping[str, Any] = row
+    elif isinstance(row, tuple | list):
+        if len(row) != len(columns):
+            raise ConfigurationError(
+                f"row {number} has {len(row)} values; the target has {len(columns)} columns: "
+                f"{', '.join(columns)}"
+            )
+        return dict(zip(columns, row, strict=True))
+    else:
+        values = _instance_values(row, number)
+    if not values.keys() <= allowed:
+        _check_fields(list(values), columns, f"row {number}")
+    if not values:
+        raise ConfigurationError(f"row {number} has no value for any column of the target")
+    return values
+
+
+def _instance_values(obj: Any, number: int) -> dict[str, Any]:
+    """Column values of a mapped instance; attributes a new instance never set are left out."""
+    state = inspect(obj, raiseerr=False)
+    if not isinstance(state, InstanceState):
+        raise ConfigurationError(
+            f"row {number} is a {type(obj).__name__}: rows must be dicts, tuples, lists "
+            "or mapped instances"
+        )
+    new = state.key is None  # transient or pending: unset means "use the default"
+    values: dict[str, Any] = {}
+    for attr in state.mapper.column_attrs:
+        column = attr.columns[0]
+        if isinstance(column, Column) and (not new or attr.key in state.dict):
+            values[column.name] = state.dict[attr.key] if new else getattr(obj, attr.key)
+    return values
+
+
+def _columnar(rows: list[Mapping[str, Any]], first: int, columns: Sequence[str]) -> Batch:
+    present = set().union(*(row.keys() for row in rows))
+    names = [name for name in columns if name in present]
+    return Batch(first, {name: [row.get(name) for row in rows] for name in names})
+
+
+# -- DataFrames ------------------------------------------------------------------------
+
+
+def _is_dataframe(source: Any) -> bool:
+    module = type(source).__module__
+    return module.startswith(("geopandas", "pandas")) and hasattr(source, "iloc")
+
+
+def _dataframe_batches(
+    frame: Any, columns: Sequence[str], geometry_column: str | None, size: int
+) -> Iterator[Batch]:
+    active = getattr(getattr(frame, "geometry", None), "name", None)
+    names = {label: _target_name(str(label), active, columns, geometry_column) for label in frame}
+    _check_fields(list(names.values()), columns, "the DataFrame")
+    converters = {label: _series_converter(frame[label]) for label in names}
+
+    def batches() -> Iterator[Batch]:
+        for start in range(0, len(frame), size):
+            part = frame.iloc[start : start + size]
+            values = {names[label]: converters[label](part[label]) for label in names}
+            yield Batch(start + 1, {c: values[c] for c in columns if c in values})
+
+    return batches()
+
+
+def _series_converter(series: Any) -> Callable[[Any], list[Any]]:
+    """Geometry columns: shapely objects with their CRS's EPSG SRID; others: pandas NA -> None."""
+    if str(series.dtype) == "geometry":
+        srid = series.crs.to_epsg() if series.crs is not None else None
+        return lambda part: _with_srid(part.to_numpy(), srid)
+    return lambda part: part.astype(object).where(part.notna(), None).tolist()
+
+
+# -- files -----------------------------------------------------------------------------
+
+
+def _file_batches(
+    path: Path,
+    columns: Sequence[str],
+    geometry_column: str | None,
+    size: int,
+    wkt_column: str | None,
+) -> Iterator[Batch]:
+    suffix = path.suffix.lower()
+    if suffix != ".csv" and suffix not in VECTOR_SUFFIXES:
+        raise ConfigurationError(f"cannot ingest {path}: unsupported file type; use {_SUPPORTED}")
+    if not path.is_file():
+        raise ConfigurationError(f"cannot ingest {path}: no such file")
+    if suffix == ".csv":
+        return _csv_batches(path, columns, geometry_column, size, wkt_column)
+    try:
+        import pyarrow  # noqa: F401  (open_arrow needs it)
+        import pyogrio
+    except ImportError as error:
+        raise ConfigurationError(
+            f"reading {path} needs pyogrio and pyarrow: pip install 'geosession[geo]'"
+        ) from error
+    return _vector_batches(pyogrio, path, columns, geometry_column, size)
+
+
+def _vector_batches(
+    pyogrio: Any, path: Path, columns: Sequence[str], geometry_column: str | None, size: int
+) -> Iterator[Batch]:
+    unreadable = (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError)
+    try:
+        with pyogrio.open_arrow(path, batch_size=size, use_pyarrow=True) as (meta, reader):
+            geometry = meta["geometry_name"] or "wkb_geometry"  # pyogrio's name for no name
+            fields = [str(name) for name in reader.schema.names]
+            names = {f: _target_name(f, geometry, columns, geometry_column) for f in fields}
+            _check_fields(list(names.values()), columns, str(path))
+            srid, first = _crs_code(meta["crs"]), 1
+            for part in reader:
+                values = {
+                    names[f]: _arrow_values(part.column(f), f == geometry, srid) for f in names
+                }
+                yield Batch(first, {c: values[c] for c in columns if c in values})
+                first += part.num_rows
+    except unreadable as error:
+        raise ConfigurationError(f"cannot read {path} as {_SUPPORTED}: {error}") from error
+
+
+def _arrow_values(array: Any, is_geometry: bool, srid: int | None) -> list[Any]:
+    if is_geometry:
+        return _with_srid(shapely.from_wkb(array.to_numpy(zero_copy_only=False)), srid)
+    return list(array.to_pylist())
+
+
+def _csv_batches(
+    path: Path,
+    columns: Sequence[str],
+    geometry_column: str | None,
+    size: int,
+    wkt_column: str | None,
+) -> Iterator[Batch]:
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        header = next(csv.reader(handle), [])
+    wkt = _wkt_column(header, geometry_column, wkt_column, path)
+    names = [_target_name(h, wkt, columns, geometry_column) for h in header]
+    _check_fields(names, columns, str(path))
+    order = sorted(range(len(names)), key=lambda i: columns.index(names[i]))
+
+    def batches() -> Iterator[Batch]:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            next(reader, None)
+            rows = (row for row in reader if row)  # blank lines are not rows
+            first = 1
+            while chunk := list(islice(rows, size)):
+                _check_widths(chunk, len(names), first, path)
+                yield Batch(first, {names[i]: [row[i] or None for row in chunk] for i in order})
+                first += len(chunk)
+
+    return batches()
+
+
+def _check_widths(chunk: list[list[str]], width: int, first: int, path: Path) -> None:
+    for offset, row in enumerate(chunk):
+        if len(row) != width:
+            raise ConfigurationError(
+                f"{path}: row {first + offset} has {len(row)} fields; the header has {width}"
+            )
+
+
+def _wkt_column(
+    header: list[str], geometry_column: str | None, wkt_column: str | None, path: Path
+) -> str | None:
+    if wkt_column is not None:
+        if wkt_column not in header:
+            raise ConfigurationError(f"{path} has no column {wkt_column!r}: {', '.join(header)}")
+        return wkt_column
+    candidates = ((geometry_column,) if geometry_column else ()) + WKT_NAMES
+    return next((name for name in candidates if name in header), None)
+
+
+# -- shared ----------------------------------------------------------------------------
+
+
+def _target_name(
+    name: str, geometry: str | None, columns: Sequence[str], geometry_column: str | None
+) -> str:
+    """The source's geometry field lands in the geometry column unless it names a column."""
+    if name == geometry and name not in columns and geometry_column is not None:
+        return geometry_column
+    return name
+
+
+def _check_fields(names: list[str], columns: Sequence[str], where: str) -> None:
+    unknown = [name for name in names if name not in columns]
+    if unknown:
+        raise ConfigurationError(
+            f"{where} has fields that are not columns of the target: "
+            f"{', '.join(map(repr, unknown))}; the target's columns: {', '.join(columns)}"
+        )
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise ConfigurationError(f"{where}: several fields map to {', '.join(duplicated)}")
+
+
+def _crs_code(crs: str | None) -> int | None:
+    match = re.fullmatch(r"EPSG:(\d+)", crs or "")
+    return int(match.group(1)) if match else None
+
+
+def _with_srid(geometries: Any, srid: int | None) -> list[Any]:
+    if srid is not None:
+        geometries = shapely.set_srid(geometries, srid)
+    return list(geometries.tolist())

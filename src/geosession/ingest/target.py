@@ -1,0 +1,124 @@
+"""What an ingest writes to: the table, its columns and their geometry constraints.
+
+Read from the server's catalog (``pg_attribute`` and PostGIS's ``geometry_columns``)
+whatever the user passed (a mapped class, a Table or a name), so that validation checks
+what the server would check and COPY names only columns that exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Table
+
+from geosession.errors import ConfigurationError
+
+_COLUMNS_SQL = """
+    SELECT a.attname, t.typname, a.attnotnull, gc.srid, gc.type, gc.coord_dimension,
+           ic.idx IS NOT NULL AS in_primary_key
+    FROM pg_attribute a
+    JOIN pg_type t ON t.oid = a.atttypid
+    JOIN pg_class c ON c.oid = a.attrelid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN geometry_columns gc ON gc.f_table_schema = n.nspname
+         AND gc.f_table_name = c.relname AND gc.f_geometry_column = a.attname
+    LEFT JOIN LATERAL (
+        SELECT 1 AS idx FROM pg_index i
+        WHERE i.indrelid = c.oid AND i.indisprimary AND a.attnum = ANY(i.indkey)
+    ) ic ON true
+    WHERE a.attrelid = CAST(%s AS regclass) AND a.attnum > 0 AND NOT a.attisdropped
+    ORDER BY a.attnum
+"""
+
+
+@dataclass(frozen=True)
+class GeometrySpec:
+    """The constraints PostGIS puts on one geometry column."""
+
+    srid: int
+    geometry_type: str
+    """Upper-case PostGIS name (POLYGON, MULTIPOLYGON, GEOMETRY ...), without Z/M."""
+    dimension: int
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type_name: str
+    """The server's type name (int4, text, geometry ...)."""
+    not_null: bool
+    in_primary_key: bool
+    geometry: GeometrySpec | None
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved target table: its quoted name and columns in table order."""
+
+    schema: str
+    name: str
+    quoted: str
+    columns: tuple[Column, ...]
+
+    @property
+    def geometry_columns(self) -> tuple[Column, ...]:
+        return tuple(c for c in self.columns if c.geometry is not None)
+
+    @property
+    def primary_key(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.in_primary_key)
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+    def quote(self, identifier: str) -> str:
+        return '"' + identifier.replace('"', '""') + '"'
+
+    def sibling(self, suffix: str) -> str:
+        """The quoted name of a table beside this one, e.g. ``parcels_rejected``."""
+        return f"{self.quote(self.schema)}.{self.quote(self.name + suffix)}"
+
+
+def resolve_target(cursor: Any, target: Any) -> Target:
+    """Resolves a mapped class, a Table or a (schema-qualified) table name."""
+    schema, name = _schema_and_name(target)
+    quoted_name = '"' + name.replace('"', '""') + '"'
+    relation = f'"{schema}".{quoted_name}' if schema else quoted_name
+    cursor.execute(
+        "SELECT n.nspname, current_database() FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)",
+        (relation,),
+    )
+    found = cursor.fetchone()
+    if found is None:
+        raise ConfigurationError(
+            f"Table {relation} does not exist: create it first "
+            "(Base.metadata.create_all(db.engine), or `geosession ingest --create`)"
+        )
+    cursor.execute(_COLUMNS_SQL, (relation,))
+    columns = tuple(_column(row) for row in cursor.fetchall())
+    quoted = f'"{found[0]}".{quoted_name}'
+    return Target(schema=str(found[0]), name=name, quoted=quoted, columns=columns)
+
+
+def _schema_and_name(target: Any) -> tuple[str | None, str]:
+    table = getattr(target, "__table__", target)
+    if isinstance(table, Table):
+        return table.schema, table.name
+    if isinstance(table, str) and table.strip():
+        schema, _, name = table.strip().rpartition(".")
+        return (schema or None), name
+    raise ConfigurationError(
+        "ingest target must be a mapped class, a Table or a table name, "
+        f"not {type(target).__name__}"
+    )
+
+
+def _column(row: Any) -> Column:
+    name, type_name, not_null, srid, geometry_type, dimension, in_pk = row
+    spec = None
+    if type_name in ("geometry", "geography"):
+        base = (geometry_type or "GEOMETRY").upper().rstrip("M").rstrip("Z") or "GEOMETRY"
+        spec = GeometrySpec(srid=int(srid or 0), geometry_type=base, dimension=int(dimension or 2))
+    return Column(name, type_name, bool(not_null), bool(in_pk), spec)

@@ -1,0 +1,299 @@
+"""Geometry validation before the server sees a row, vectorized with shapely.
+
+PostGIS accepts some bad input silently (unclosed rings in hex EWKB, bow-ties, NaN
+coordinates, a missing SRID taken as the column's), so every geometry is checked here
+against the column it is written to. Each bad value becomes a :class:`Reject` naming the
+source row, the column and the reason; the rest of the chunk goes on.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+import shapely
+
+from geosession.errors import InvalidGeometry
+from geosession.geometry import to_shape
+from geosession.ingest.target import Column, GeometrySpec
+
+OnInvalid = Literal["quarantine", "raise", "repair", "skip"]
+
+_TYPE_IDS = {
+    "POINT": {0},
+    "LINESTRING": {1},
+    "POLYGON": {3},
+    "MULTIPOINT": {4},
+    "MULTILINESTRING": {5},
+    "MULTIPOLYGON": {6},
+    "GEOMETRYCOLLECTION": {7},
+}
+_PROMOTE = {
+    "MULTIPOINT": (0, shapely.multipoints),
+    "MULTILINESTRING": (1, shapely.multilinestrings),
+    "MULTIPOLYGON": (3, shapely.multipolygons),
+}
+_TYPE_NAMES = (
+    "Point",
+    "LineString",
+    "LinearRing",
+    "Polygon",
+    "MultiPoint",
+    "MultiLineString",
+    "MultiPolygon",
+    "GeometryCollection",
+)
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A source row that was not loaded, and why."""
+
+    row: int
+    column: str | None
+    kind: str
+    """null, unparsable, empty, type, srid, dimension, non_finite, too_few_points,
+    unclosed_ring, invalid, or server (rejected by the server itself)."""
+    reason: str
+    value: str | None = None
+    """The original value as text (WKT, hex or JSON), truncated to 2,000 characters."""
+
+
+@dataclass
+class Checked:
+    """One batch after validation: which rows to keep and their encoded geometries."""
+
+    keep: np.ndarray[Any, np.dtype[np.bool_]]
+    encoded: dict[str, list[bytes | None]] = field(default_factory=dict)
+    rejects: list[Reject] = field(default_factory=list)
+    repaired: list[Reject] = field(default_factory=list)
+
+
+def check_geometries(
+    values: list[Any],
+    column: Column,
+    *,
+    first_row: int,
+    on_invalid: OnInvalid,
+    default_srid: int | None,
+) -> Checked:
+    """Parses, checks (and maybe repairs) one geometry column of a batch; encodes EWKB."""
+    spec = column.geometry
+    assert spec is not None
+    geoms, problems = _parse(values)
+    srid = default_srid if default_srid is not None else spec.srid
+    geoms = _apply_default_srid(geoms, srid)
+    geoms = _promote_to_multi(geoms, spec)
+    problems.update(_problems(geoms, values, column, spec, skip=problems))
+    checked = Checked(keep=np.ones(len(values), dtype=bool))
+    if on_invalid == "repair":
+        geoms = _repair(geoms, problems, spec, first_row, column.name, checked.repaired)
+    for index, (kind, reason) in sorted(problems.items()):
+        checked.keep[index] = False
+        checked.rejects.append(
+            Reject(first_row + index, column.name, kind, reason, _as_text(values[index]))
+        )
+    keep_geoms = geoms.copy()
+    keep_geoms[~checked.keep] = None
+    if spec.srid != 0:
+        keep_geoms = shapely.set_srid(keep_geoms, spec.srid)
+    checked.encoded[column.name] = list(
+        shapely.to_wkb(keep_geoms, include_srid=True, flavor="extended")
+    )
+    return checked
+
+
+def invalid_geometry_error(reject: Reject) -> InvalidGeometry:
+    """The error for on_invalid="raise": names the row, the column and the reason."""
+    return InvalidGeometry(
+        f"Row {reject.row}, column {reject.column}: {reject.reason}. Fix the source, or pass "
+        "on_invalid='quarantine' to load the other rows and keep this one aside"
+    )
+
+
+def _parse(values: list[Any]) -> tuple[np.ndarray[Any, Any], dict[int, tuple[str, str]]]:
+    """shapely geometries (None for NULL) and the rows that could not be parsed."""
+    if all(v is None or isinstance(v, shapely.Geometry) for v in values):
+        return _object_array(values), {}
+    geoms = np.empty(len(values), dtype=object)
+    problems: dict[int, tuple[str, str]] = {}
+    binary = [i for i, v in enumerate(values) if isinstance(v, bytes | bytearray | memoryview)]
+    if binary:
+        raw = _object_array([bytes(values[i]) for i in binary])
+        geoms[binary] = shapely.from_wkb(raw, on_invalid="ignore")
+    for index, value in enumerate(values):
+        if value is None or (geoms[index] is not None):
+            continue
+        try:
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                geoms[index] = to_shape(value)
+        except InvalidGeometry as error:
+            problems[index] = _parse_problem(str(error))
+    return geoms, problems
+
+
+def _object_array(items: list[Any]) -> np.ndarray[Any, Any]:
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
+
+
+def _parse_problem(message: str) -> tuple[str, str]:
+    lowered = message.lower()
+    if "closed linestring" in lowered or "not closed" in lowered:
+        return "unclosed_ring", f"unclosed ring: {message}"
+    if "must be 0 or >" in lowered or "at least" in lowered or "0 or >1" in lowered:
+        return "too_few_points", f"too few points: {message}"
+    return "unparsable", message
+
+
+def _apply_default_srid(geoms: np.ndarray[Any, Any], srid: int) -> np.ndarray[Any, Any]:
+    """Geometries without an SRID (plain WKB, WKT, shapely) take the column's (or ``srid``)."""
+    present = geoms != None  # noqa: E711 - elementwise on an object array
+    unset = present & (shapely.get_srid(geoms) == 0)
+    if unset.any():
+        geoms = geoms.copy()
+        geoms[unset] = shapely.set_srid(geoms[unset], srid)
+    return geoms
+
+
+def _promote_to_multi(geoms: np.ndarray[Any, Any], spec: GeometrySpec) -> np.ndarray[Any, Any]:
+    """A Polygon written to a MULTIPOLYGON column becomes a one-part MultiPolygon."""
+    if spec.geometry_type not in _PROMOTE:
+        return geoms
+    single_id, make_multi = _PROMOTE[spec.geometry_type]
+    single = shapely.get_type_id(geoms) == single_id
+    single &= ~shapely.is_empty(geoms)
+    if single.any():
+        geoms = geoms.copy()
+        promoted = [make_multi([g]) for g in geoms[single]]
+        geoms[single] = shapely.set_srid(_object_array(promoted), shapely.get_srid(geoms[single]))
+    return geoms
+
+
+def _problems(
+    geoms: np.ndarray[Any, Any],
+    values: list[Any],
+    column: Column,
+    spec: GeometrySpec,
+    skip: dict[int, tuple[str, str]],
+) -> dict[int, tuple[str, str]]:
+    """Every check in order; the first failing one names the row's problem."""
+    found: dict[int, tuple[str, str]] = {}
+
+    def mark(mask: Any, kind: str, reason: Any) -> None:
+        for index in np.flatnonzero(mask):
+            if index not in skip and index not in found:
+                found[int(index)] = (kind, reason(int(index)) if callable(reason) else reason)
+
+    missing = np.array([v is None for v in values], dtype=bool)
+    if column.not_null:
+        mark(missing, "null", f"NULL in NOT NULL column {column.name}")
+    present = ~missing & (geoms != None)  # noqa: E711
+    mark(present & shapely.is_empty(geoms), "empty", "empty geometry")
+    type_ids = shapely.get_type_id(geoms)
+    allowed = _TYPE_IDS.get(spec.geometry_type)
+    if allowed is not None:
+        wrong = present & ~np.isin(type_ids, list(allowed))
+        mark(
+            wrong,
+            "type",
+            lambda i: (
+                f"{_TYPE_NAMES[type_ids[i]]} where column {column.name} takes {spec.geometry_type}"
+            ),
+        )
+    if spec.srid == 0 and spec.geometry_type == "GEOMETRY":
+        pass  # an unconstrained geometry column takes any SRID and dimension
+    else:
+        _check_srid_and_dimension(geoms, present, column, spec, mark)
+    mark(present & ~_finite(geoms), "non_finite", "non-finite coordinate (NaN or infinity)")
+    checkable = present & ~np.isin(np.arange(len(values)), list(found) + list(skip))
+    for index in np.flatnonzero(checkable & ~shapely.is_valid(geoms)):
+        found[int(index)] = _invalid_problem(shapely.is_valid_reason(geoms[index]))
+    return found
+
+
+def _invalid_problem(reason: str) -> tuple[str, str]:
+    """GEOS's validity reason, with the too-few-points case named as its own kind."""
+    if reason.lower().startswith("too few points"):
+        return "too_few_points", f"too few points: {reason}"
+    return "invalid", f"invalid geometry: {reason}"
+
+
+def _check_srid_and_dimension(
+    geoms: np.ndarray[Any, Any], present: Any, column: Column, spec: GeometrySpec, mark: Any
+) -> None:
+    srids = shapely.get_srid(geoms)
+    if spec.srid != 0:
+        mark(
+            present & (srids != spec.srid),
+            "srid",
+            lambda i: f"SRID {srids[i]} where column {column.name} has SRID {spec.srid}",
+        )
+    has_z = shapely.has_z(geoms)
+    mark(
+        present & (has_z != (spec.dimension >= 3)),
+        "dimension",
+        lambda i: (
+            f"{'3D' if has_z[i] else '2D'} geometry where column {column.name} is {spec.dimension}D"
+        ),
+    )
+
+
+def _finite(geoms: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    finite = np.ones(len(geoms), dtype=bool)
+    coords, owners = shapely.get_coordinates(geoms, include_z=True, return_index=True)
+    bad = ~np.isfinite(coords).all(axis=1) if len(coords) else np.zeros(0, dtype=bool)
+    # a 2D geometry reports z as NaN: only x and y (and z where the geometry has z) count
+    has_z = shapely.has_z(geoms)[owners] if len(owners) else bad
+    bad_xy = ~np.isfinite(coords[:, :2]).all(axis=1) if len(coords) else bad
+    bad = np.where(has_z, bad, bad_xy)
+    finite[np.unique(owners[bad])] = False
+    return finite
+
+
+def _repair(
+    geoms: np.ndarray[Any, Any],
+    problems: dict[int, tuple[str, str]],
+    spec: GeometrySpec,
+    first_row: int,
+    column: str,
+    repaired: list[Reject],
+) -> np.ndarray[Any, Any]:
+    """make_valid for invalid geometries whose repaired form still fits the column."""
+    geoms = geoms.copy()
+    allowed = _TYPE_IDS.get(spec.geometry_type)
+    for index, (kind, reason) in list(problems.items()):
+        if kind != "invalid":
+            continue
+        fixed = _promote_to_multi(_object_array([shapely.make_valid(geoms[index])]), spec)[0]
+        if allowed is None or shapely.get_type_id(fixed) in allowed:
+            geoms[index] = shapely.set_srid(fixed, shapely.get_srid(geoms[index]))
+            repaired.append(Reject(first_row + index, column, "repaired", reason))
+            del problems[index]
+        else:
+            problems[index] = (
+                kind,
+                f"{reason}; make_valid gives a {fixed.geom_type}, which "
+                f"column {column} ({spec.geometry_type}) cannot hold",
+            )
+    return geoms
+
+
+def _as_text(value: Any) -> str | None:
+    """The original value as text for the rejects table."""
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray | memoryview):
+        text = bytes(value).hex()
+    elif isinstance(value, shapely.Geometry):
+        text = shapely.to_wkt(value, rounding_precision=-1)
+    elif isinstance(value, dict):
+        text = orjson.dumps(value, default=str).decode()
+    else:
+        text = str(value)
+    return text[:2000]

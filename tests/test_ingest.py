@@ -1,0 +1,285 @@
+"""db.ingest on the real server: exactly once, bad rows set aside, conflicts, indexes."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import shapely
+from sqlalchemy import text
+
+from geosession import ConfigurationError, IntegrityViolation, InvalidGeometry, SpatialDatabase
+from geosession.demo import synthetic_polygons
+
+TABLE = "ingest_parcels"
+
+
+def create_table(db: SpatialDatabase, geometry: str = "POLYGON", extra: str = "") -> None:
+    with db.transaction() as s:
+        s.execute(text(f"DROP TABLE IF EXISTS {TABLE}, {TABLE}_rejected"))
+        s.execute(text("DROP TABLE IF EXISTS geosession_ingest_ledger"))
+        s.execute(
+            text(
+                f"CREATE TABLE {TABLE} (id integer PRIMARY KEY, name text, value float8 {extra}, "
+                f"geom geometry({geometry}, 4326) NOT NULL)"
+            )
+        )
+        s.execute(text(f"CREATE INDEX {TABLE}_geom_idx ON {TABLE} USING gist (geom)"))
+
+
+@pytest.fixture
+def table(db: SpatialDatabase) -> Iterator[str]:
+    create_table(db)
+    yield TABLE
+    with db.transaction() as s:
+        s.execute(text(f"DROP TABLE IF EXISTS {TABLE}, {TABLE}_rejected"))
+
+
+def rows(count: int, *, start: int = 1, seed: int = 0) -> Iterator[dict[str, Any]]:
+    """A generator of unknown length, as a user's would be."""
+    for offset, polygon in enumerate(synthetic_polygons(count, seed=seed)):
+        number = start + offset
+        yield {"id": number, "name": f"p{number}", "value": float(number), "geom": polygon}
+
+
+def source_checksum(count: int, *, seed: int = 0) -> str:
+    ewkb = shapely.to_wkb(
+        shapely.set_srid(synthetic_polygons(count, seed=seed), 4326),
+        hex=True,
+        include_srid=True,
+        flavor="extended",
+    )
+    return hashlib.md5("".join(h.lower() for h in ewkb).encode()).hexdigest()
+
+
+def table_state(db: SpatialDatabase) -> tuple[int, int, str]:
+    """Row count, distinct ids, and the md5 of every geometry's EWKB in id order."""
+    with db.session() as s:
+        return tuple(  # type: ignore[return-value]
+            s.execute(
+                text(
+                    f"SELECT count(*), count(DISTINCT id), "
+                    "md5(coalesce(string_agg(encode(ST_AsEWKB(geom, 'NDR'), 'hex'), '' "
+                    "ORDER BY id), '')) "
+                    f"FROM {TABLE}"
+                )
+            ).one()
+        )
+
+
+def unclosed_ring_ewkb() -> bytes:
+    """EWKB of a polygon whose ring is not closed: PostGIS would store it as it is."""
+    points = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)]
+    header = struct.pack("<BIIII", 1, 0x20000003, 4326, 1, len(points))
+    return header + b"".join(struct.pack("<dd", *p) for p in points)
+
+
+BAD_VALUES: dict[str, Any] = {
+    "null": None,
+    "unparsable": "definitely not a geometry",
+    "empty": "POLYGON EMPTY",
+    "type": "SRID=4326;LINESTRING(0 0, 1 1)",
+    "srid": "SRID=3857;POLYGON((0 0, 1 0, 1 1, 0 0))",
+    "dimension": "SRID=4326;POLYGON Z((0 0 1, 1 0 1, 1 1 1, 0 0 1))",
+    "non_finite": shapely.Polygon([(0, 0), (1, float("nan")), (1, 1), (0, 0)]),
+    "too_few_points": "SRID=4326;POLYGON((0 0, 1 1, 0 0))",
+    "unclosed_ring": unclosed_ring_ewkb().hex(),
+    "invalid": "SRID=4326;POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))",
+}
+
+
+def test_generator_loads_every_row_exactly_once(db: SpatialDatabase, table: str) -> None:
+    report = db.ingest(table, rows(30_000), chunk_size=4_000)
+    assert (report.rows_read, report.inserted, report.rejected) == (30_000, 30_000, [])
+    assert report.chunks == 8 and report.completed
+    assert table_state(db) == (30_000, 30_000, source_checksum(30_000))
+    assert "30,000" in str(report)
+
+
+def test_every_bad_input_kind_is_quarantined_with_its_reason(
+    db: SpatialDatabase, table: str
+) -> None:
+    source = list(rows(5_000))
+    positions = {}
+    for offset, (kind, value) in enumerate(BAD_VALUES.items()):
+        position = 137 + offset * 433
+        source[position] = {**source[position], "geom": value}
+        positions[position + 1] = kind
+    report = db.ingest(table, iter(source), chunk_size=1_000)
+    assert {r.row: r.kind for r in report.rejected} == positions
+    assert report.inserted == 5_000 - len(BAD_VALUES)
+    with db.session() as s:
+        stored = s.execute(
+            text(
+                "SELECT source_row, kind, column_name, reason, original_value "
+                f"FROM {TABLE}_rejected"
+            )
+        ).all()
+        count = s.execute(text(f"SELECT count(*) FROM {TABLE}")).scalar()
+    assert {row[0]: row[1] for row in stored} == positions
+    assert all(row[2] == "geom" and row[3] for row in stored)
+    assert count == 5_000 - len(BAD_VALUES)
+    reasons = {r.kind: r.reason for r in report.rejected}
+    assert "SRID 3857" in reasons["srid"] and "Self-intersection" in reasons["invalid"]
+
+
+def test_raise_names_the_row_and_keeps_committed_chunks(db: SpatialDatabase, table: str) -> None:
+    source = list(rows(3_000))
+    source[2_500] = {**source[2_500], "geom": BAD_VALUES["invalid"]}
+    with pytest.raises(InvalidGeometry, match="Row 2501, column geom: invalid geometry") as info:
+        db.ingest(table, iter(source), chunk_size=1_000, on_invalid="raise")
+    report = info.value.ingest_report  # type: ignore[attr-defined]
+    assert report.inserted == table_state(db)[0] >= 2_000
+    assert not report.completed
+
+
+def test_repair_keeps_the_column_type(db: SpatialDatabase) -> None:
+    create_table(db, geometry="MULTIPOLYGON")
+    source = [
+        {"id": 1, "geom": BAD_VALUES["invalid"]},  # a bow-tie: make_valid gives two triangles
+        {"id": 2, "geom": "SRID=4326;POLYGON((0 0, 1 0, 1 1, 0 0))"},  # promoted to multi
+        {"id": 3, "geom": BAD_VALUES["empty"]},  # not repairable
+    ]
+    report = db.ingest(TABLE, source, on_invalid="repair")
+    assert [r.row for r in report.repaired] == [1]
+    assert [(r.row, r.kind) for r in report.rejected] == [(3, "empty")]
+    with db.session() as s:
+        assert s.execute(text(f"SELECT bool_and(ST_IsValid(geom)) FROM {TABLE}")).scalar()
+        assert s.execute(text(f"SELECT count(*) FROM {TABLE}")).scalar() == 2
+
+
+def test_repair_refuses_results_the_column_cannot_hold(db: SpatialDatabase, table: str) -> None:
+    report = db.ingest(table, [{"id": 1, "geom": BAD_VALUES["invalid"]}], on_invalid="repair")
+    assert report.rejected[0].kind == "invalid" and "MultiPolygon" in report.rejected[0].reason
+
+
+def test_skip_reports_without_quarantine(db: SpatialDatabase, table: str) -> None:
+    source = [
+        {"id": 1, "geom": BAD_VALUES["empty"]},
+        {"id": 2, "geom": "POLYGON((0 0,1 0,1 1,0 0))"},
+    ]
+    report = db.ingest(table, source, on_invalid="skip")
+    assert report.inserted == 1 and [r.row for r in report.rejected] == [1]
+    with db.session() as s:
+        assert s.execute(text(f"SELECT to_regclass('{TABLE}_rejected')")).scalar() is None
+
+
+def test_rows_the_server_rejects_are_bisected_out(db: SpatialDatabase) -> None:
+    create_table(db, extra="CHECK (value >= 0)")
+    source = list(rows(8_000))
+    for position in (10, 4_321, 7_999):
+        source[position] = {**source[position], "value": -1.0}
+    report = db.ingest(TABLE, iter(source), chunk_size=8_000)
+    assert [(r.row, r.kind) for r in report.rejected] == [
+        (11, "server"),
+        (4_322, "server"),
+        (8_000, "server"),
+    ]
+    assert "check constraint" in report.rejected[0].reason
+    assert table_state(db)[0] == 7_997
+
+
+def test_on_conflict_error_ignore_update(db: SpatialDatabase, table: str) -> None:
+    db.ingest(table, rows(100))
+    changed = [
+        {"id": 50, "name": "changed", "value": -5.0, "geom": "POLYGON((0 0,1 0,1 1,0 0))"},
+        {"id": 101, "name": "new", "value": 1.0, "geom": "POLYGON((0 0,1 0,1 1,0 0))"},
+    ]
+    with pytest.raises(IntegrityViolation, match="Row 1 duplicates a key"):
+        db.ingest(table, changed)
+    ignored = db.ingest(table, changed, on_conflict="ignore")
+    assert (ignored.inserted, ignored.conflicts) == (1, 1)
+    with db.session() as s:
+        assert s.execute(text(f"SELECT name FROM {TABLE} WHERE id = 50")).scalar() == "p50"
+    updated = db.ingest(table, changed, on_conflict="update")
+    assert updated.inserted == 2
+    with db.session() as s:
+        assert s.execute(text(f"SELECT name FROM {TABLE} WHERE id = 50")).scalar() == "changed"
+        assert s.execute(text(f"SELECT count(*) FROM {TABLE}")).scalar() == 101
+
+
+def test_resume_with_the_same_ingest_id_after_a_crash(db: SpatialDatabase, table: str) -> None:
+    def crashing() -> Iterator[dict[str, Any]]:
+        for number, row in enumerate(rows(10_000), start=1):
+            if number == 6_543:
+                raise RuntimeError("source died")
+            yield row
+
+    with pytest.raises(RuntimeError, match="source died"):
+        db.ingest(table, crashing(), chunk_size=1_000, ingest_id="resume-me")
+    assert table_state(db)[0] == 6_000
+    report = db.ingest(table, rows(10_000), chunk_size=1_000, ingest_id="resume-me")
+    assert (report.already_committed, report.inserted) == (6_000, 4_000)
+    assert table_state(db) == (10_000, 10_000, source_checksum(10_000))
+
+
+def test_indexes_are_deferred_on_an_empty_table_and_always_restored(
+    db: SpatialDatabase, table: str
+) -> None:
+    report = db.ingest(table, rows(2_000))
+    assert report.deferred_indexes == [f"{TABLE}_geom_idx"]
+    assert index_names(db) == {f"{TABLE}_pkey", f"{TABLE}_geom_idx"}
+    again = db.ingest(table, rows(10, start=5_000))
+    assert again.deferred_indexes == []  # never on a table that has rows
+    with db.transaction() as s:
+        s.execute(text(f"TRUNCATE {TABLE}"))
+    with pytest.raises(InvalidGeometry):
+        db.ingest(table, [{"id": 1, "geom": "POLYGON EMPTY"}], on_invalid="raise")
+    assert index_names(db) == {f"{TABLE}_pkey", f"{TABLE}_geom_idx"}
+
+
+def index_names(db: SpatialDatabase) -> set[str]:
+    with db.session() as s:
+        result = s.execute(
+            text("SELECT indexname FROM pg_indexes WHERE tablename = :t"), {"t": TABLE}
+        )
+        return set(result.scalars())
+
+
+def test_parallel_workers_load_exactly_once(db: SpatialDatabase, table: str) -> None:
+    report = db.ingest(table, rows(20_000), chunk_size=2_000, workers=2, defer_indexes=False)
+    assert report.inserted == 20_000
+    assert table_state(db) == (20_000, 20_000, source_checksum(20_000))
+
+
+def test_mapped_class_and_table_targets(make_db: Callable[..., SpatialDatabase]) -> None:
+    from geosession.demo import Base, Parcel
+
+    db = make_db()
+    Base.metadata.drop_all(db.engine)
+    Base.metadata.create_all(db.engine)
+    try:
+        parcels = [
+            Parcel(id=i, name="n", land_use="park", value=1.0, geom=p)
+            for i, p in enumerate(synthetic_polygons(50), start=1)
+        ]
+        assert db.ingest(Parcel, parcels).inserted == 50
+        more = ({**row, "land_use": "civic"} for row in rows(5, start=100))
+        assert db.ingest(Parcel.__table__, more).inserted == 5
+    finally:
+        Base.metadata.drop_all(db.engine)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"chunk_size": 0}, "chunk_size"),
+        ({"on_invalid": "ignore"}, "on_invalid"),
+        ({"on_conflict": "merge"}, "on_conflict"),
+        ({"workers": 0}, "workers"),
+    ],
+)
+def test_invalid_options_fail_before_any_row(
+    db: SpatialDatabase, table: str, kwargs: dict[str, Any], needle: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=needle):
+        db.ingest(table, rows(10), **kwargs)
+    assert table_state(db)[0] == 0
+
+
+def test_missing_table_is_a_clear_error(db: SpatialDatabase) -> None:
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        db.ingest("no_such_table", [])

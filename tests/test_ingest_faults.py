@@ -1,0 +1,160 @@
+"""Ingest under real faults: terminated backends, timeouts, a restarted server, a killed process.
+
+Each test checks the exact row count and a checksum of the stored geometries against the
+source, and (through the autouse fixture) that no connection or transaction is left over.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from geosession import SpatialDatabase
+from geosession.local import LocalCluster
+from tests.test_ingest import TABLE, create_table, rows, source_checksum, table_state
+
+
+@pytest.fixture
+def table(db: SpatialDatabase) -> Iterator[str]:
+    create_table(db)
+    yield TABLE
+    with db.transaction() as s:
+        s.execute(text(f"DROP TABLE IF EXISTS {TABLE}, {TABLE}_rejected"))
+
+
+def terminate(admin: psycopg.Connection[Any], application: str) -> int:
+    found = admin.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE application_name = %s AND state = 'active'",
+        (application,),
+    ).fetchone()
+    return int(found[0]) if found else 0
+
+
+def test_backends_terminated_during_one_ingest(
+    make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any], table: str
+) -> None:
+    db = make_db(application_name="ingest-victim")
+    kills: list[int] = []
+    done = threading.Event()
+
+    def killer() -> None:
+        while not done.is_set() and len(kills) < 3:
+            if terminate(admin, "ingest-victim"):
+                kills.append(1)
+                time.sleep(0.3)
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        report = db.ingest(table, rows(150_000), chunk_size=5_000, defer_indexes=False)
+    finally:
+        done.set()
+        thread.join()
+    assert len(kills) >= 2, "the test must terminate backends mid-ingest"
+    assert report.retries >= 1 and report.inserted == 150_000
+    assert table_state(db) == (150_000, 150_000, source_checksum(150_000))
+
+
+def test_oversized_chunk_hits_statement_timeout_and_shrinks(
+    make_db: Callable[..., SpatialDatabase], table: str
+) -> None:
+    db = make_db(statement_timeout="250ms")
+    report = db.ingest(table, rows(60_000), chunk_size=60_000, defer_indexes=False)
+    assert report.chunk_size_min < 60_000
+    assert report.chunks > 1 and report.inserted == 60_000
+    assert table_state(db) == (60_000, 60_000, source_checksum(60_000))
+
+
+@pytest.fixture(scope="module")
+def own_cluster() -> Iterator[LocalCluster]:
+    """A private server this module may restart without disturbing other tests."""
+    home = Path(
+        tempfile.mkdtemp(prefix="geosession-faults-", dir="/var/lib" if os.geteuid() == 0 else None)
+    )
+    cluster = LocalCluster(home)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def test_server_restarted_mid_ingest(
+    own_cluster: LocalCluster, make_db: Callable[..., SpatialDatabase]
+) -> None:
+    db = make_db(own_cluster.url(), application_name="ingest-restart")
+    create_table(db)
+    restarted = threading.Event()
+
+    def restart_when_loading() -> None:
+        with db.session() as s:
+            while s.execute(text(f"SELECT count(*) FROM {TABLE}")).scalar_one() < 20_000:
+                s.rollback()
+                time.sleep(0.05)
+        own_cluster.restart("immediate")
+        restarted.set()
+
+    thread = threading.Thread(target=restart_when_loading)
+    thread.start()
+    try:
+        report = db.ingest(TABLE, rows(120_000), chunk_size=5_000, defer_indexes=False)
+    finally:
+        thread.join()
+    assert restarted.is_set() and report.retries >= 1
+    assert table_state(db) == (120_000, 120_000, source_checksum(120_000))
+
+
+KILLABLE = textwrap.dedent(
+    """
+    import sys
+    from geosession import SpatialDatabase
+    from tests.test_ingest import rows
+    db = SpatialDatabase(sys.argv[1])
+    def slow():
+        for n, row in enumerate(rows(40_000), 1):
+            if n % 2_000 == 0:
+                print(n, flush=True)
+            yield row
+    db.ingest("ingest_parcels", slow(), chunk_size=2_000, ingest_id="killed", defer_indexes=False)
+    print("finished", flush=True)
+    """
+)
+
+
+def test_killed_process_resumes_with_the_same_ingest_id(
+    db: SpatialDatabase, database_url: str, table: str
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLABLE, database_url],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if int(line.split()[0]) >= 16_000:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    committed = table_state(db)[0]
+    assert 0 < committed < 40_000
+    report = db.ingest(table, rows(40_000), chunk_size=2_000, ingest_id="killed")
+    assert report.already_committed == committed
+    assert report.inserted == 40_000 - committed
+    assert table_state(db) == (40_000, 40_000, source_checksum(40_000))

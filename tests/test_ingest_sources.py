@@ -1,0 +1,333 @@
+"""geosession.ingest.sources: every source kind as column-wise batches; no database needed."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import pytest
+import shapely
+from geoalchemy2 import Geometry
+from sqlalchemy.orm import DeclarativeBase, Mapped, make_transient_to_detached, mapped_column
+
+from geosession.errors import ConfigurationError
+from geosession.ingest.sources import Batch, iter_batches, source_length
+
+COLUMNS = ["id", "name", "val", "geom"]
+
+
+def batches(source: Any, size: int = 10, **options: Any) -> list[Batch]:
+    options.setdefault("columns", COLUMNS)
+    options.setdefault("geometry_column", "geom")
+    return list(iter_batches(source, batch_size=size, **options))
+
+
+def column(found: list[Batch], name: str) -> list[Any]:
+    return [value for batch in found for value in batch.columns[name]]
+
+
+def frame(n: int = 25, crs: int | None = 3857) -> gpd.GeoDataFrame:
+    x = np.arange(n, dtype=float)
+    return gpd.GeoDataFrame(
+        {"name": [f"p{i}" for i in range(n)], "val": np.arange(n)},
+        geometry=shapely.box(x, x, x + 1, x + 1),
+        crs=crs,
+    )
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Parcel(Base):
+    __tablename__ = "parcel"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    label: Mapped[str | None] = mapped_column("name")
+    val: Mapped[int | None]
+    geom: Mapped[Any] = mapped_column(Geometry("POLYGON", srid=3857))
+
+
+class Other(Base):
+    __tablename__ = "other"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    colour: Mapped[str | None]
+
+
+# -- Batch -----------------------------------------------------------------------------
+
+
+def test_batch_len_and_slice_keep_row_numbers() -> None:
+    batch = Batch(11, {"a": [1, 2, 3, 4], "b": ["w", "x", "y", "z"]})
+    assert len(batch) == 4
+    part = batch.slice(1, 3)
+    assert part == Batch(12, {"a": [2, 3], "b": ["x", "y"]})
+    assert len(part) == 2 and len(batch.slice(4, 4)) == 0
+
+
+# -- iterables -------------------------------------------------------------------------
+
+
+def test_dicts_in_batches_with_row_numbers_and_table_order() -> None:
+    rows = [{"geom": f"POINT({i} 0)", "name": f"n{i}"} for i in range(25)]
+    found = batches(rows)
+    assert [(b.first_row, len(b)) for b in found] == [(1, 10), (11, 10), (21, 5)]
+    assert list(found[0].columns) == ["name", "geom"]  # table order; absent columns left out
+    assert column(found, "name") == [f"n{i}" for i in range(25)]
+    assert found[2].columns["geom"][-1] == "POINT(24 0)"
+
+
+def test_missing_dict_keys_become_none_and_geometries_pass_untouched() -> None:
+    shape = shapely.Point(1, 2)
+    geojson = {"type": "Point", "coordinates": [1, 2]}
+    rows = [{"name": "a", "geom": shape}, {"val": 3, "geom": geojson}, {"name": "c"}]
+    (batch,) = batches(rows)
+    assert batch.columns == {
+        "name": ["a", None, "c"],
+        "val": [None, 3, None],
+        "geom": [shape, geojson, None],
+    }
+    assert batch.columns["geom"][0] is shape
+
+
+def test_tuples_and_lists_are_positional() -> None:
+    rows: list[Any] = [(1, "a", 10, b"\x01"), [2, "b", None, "POINT(0 0)"]]
+    (batch,) = batches(rows)
+    assert batch.columns == {
+        "id": [1, 2],
+        "name": ["a", "b"],
+        "val": [10, None],
+        "geom": [b"\x01", "POINT(0 0)"],
+    }
+
+
+def test_tuple_of_wrong_length_names_its_row() -> None:
+    rows = [(1, "a", 1, None)] * 12 + [(1, "a")]
+    produced = iter_batches(rows, columns=COLUMNS, geometry_column="geom", batch_size=10)
+    assert len(next(produced)) == 10
+    with pytest.raises(ConfigurationError, match=r"row 13 has 2 values.*4 columns: id, name"):
+        next(produced)
+
+
+def test_mapped_instances_use_column_names_and_omit_unset_attributes() -> None:
+    shape = shapely.Point(0, 0)
+    rows = [Parcel(label=f"p{i}", val=i, geom=shape) for i in range(12)]
+    found = batches(rows)
+    assert [(b.first_row, len(b)) for b in found] == [(1, 10), (11, 2)]
+    assert list(found[0].columns) == ["name", "val", "geom"]  # id unset: its default applies
+    assert column(found, "name") == [f"p{i}" for i in range(12)]
+    assert column(found, "geom")[0] is shape
+
+
+def test_loaded_mapped_instances_give_every_column() -> None:
+    parcel = Parcel(id=7, label="x", val=None, geom=None)
+    make_transient_to_detached(parcel)  # as if loaded from a database
+    (batch,) = batches([parcel])
+    assert batch.columns == {"id": [7], "name": ["x"], "val": [None], "geom": [None]}
+
+
+def test_unknown_fields_in_a_row_name_the_row_and_the_target_columns() -> None:
+    rows: list[Any] = [{"name": "a"}] * 14 + [{"name": "b", "colour": "red"}]
+    produced = iter_batches(rows, columns=COLUMNS, geometry_column="geom", batch_size=10)
+    assert len(next(produced)) == 10  # rows before the bad one still come out
+    with pytest.raises(ConfigurationError) as caught:
+        next(produced)
+    assert "row 15" in str(caught.value) and "'colour'" in str(caught.value)
+    assert "id, name, val, geom" in str(caught.value)
+    with pytest.raises(ConfigurationError, match=r"row 1 .*'colour'"):
+        batches([Other(colour="red")])
+
+
+def test_generators_are_consumed_lazily() -> None:
+    pulled: list[int] = []
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for i in range(25):
+            pulled.append(i)
+            yield {"val": i}
+        raise RuntimeError("source broke")
+
+    produced = iter_batches(rows(), columns=COLUMNS, geometry_column="geom", batch_size=10)
+    assert pulled == []
+    first = next(produced)
+    assert len(pulled) == 10 and first.columns["val"] == list(range(10))
+    second = next(produced)
+    assert second.first_row == 11 and len(pulled) == 20
+    with pytest.raises(RuntimeError, match="source broke"):
+        next(produced)  # the last 5 rows never reach a batch: the source failed first
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [(42, r"row 1 is a int"), ({}, r"row 1 has no value"), ("text", r"row 1 is a str")],
+)
+def test_bad_rows_are_errors(row: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        batches([row])
+
+
+@pytest.mark.parametrize("source", [b"bytes", {"name": "a"}, 42, None])
+def test_unsupported_sources_are_errors(source: Any) -> None:
+    with pytest.raises(ConfigurationError, match="cannot ingest a"):
+        iter_batches(source, columns=COLUMNS, geometry_column="geom")
+
+
+def test_bad_arguments_are_errors() -> None:
+    with pytest.raises(ConfigurationError, match="batch_size"):
+        iter_batches([], columns=COLUMNS, geometry_column="geom", batch_size=0)
+    with pytest.raises(ConfigurationError, match="columns"):
+        iter_batches([], columns=[], geometry_column=None)
+
+
+# -- DataFrames ------------------------------------------------------------------------
+
+
+def test_geodataframe_in_slices_with_srid_from_crs() -> None:
+    gdf = frame(25)
+    found = batches(gdf)
+    assert [(b.first_row, len(b)) for b in found] == [(1, 10), (11, 10), (21, 5)]
+    assert list(found[0].columns) == ["name", "val", "geom"]  # "geometry" lands in geom
+    assert column(found, "val") == list(range(25)) and type(column(found, "val")[0]) is int
+    geoms = column(found, "geom")
+    assert all(shapely.get_srid(g) == 3857 for g in geoms)
+    assert shapely.equals(geoms[24], shapely.box(24, 24, 25, 25))
+
+
+def test_geodataframe_without_epsg_keeps_srid_zero_and_missing_values_become_none() -> None:
+    gdf = frame(3, crs=None)
+    gdf["val"] = [1.5, np.nan, 3.0]
+    gdf.loc[1, "geometry"] = None
+    gdf = gdf.rename_geometry("geom")  # a target column: kept as it is
+    (batch,) = batches(gdf)
+    assert batch.columns["val"] == [1.5, None, 3.0]
+    assert batch.columns["geom"][1] is None
+    assert shapely.get_srid(batch.columns["geom"][0]) == 0
+
+
+def test_plain_dataframe() -> None:
+    df = pd.DataFrame({"name": ["a", None], "geom": ["POINT(0 0)", "POINT(1 1)"]})
+    (batch,) = batches(df)
+    assert batch.columns == {"name": ["a", None], "geom": ["POINT(0 0)", "POINT(1 1)"]}
+
+
+def test_dataframe_fields_are_checked_before_iteration() -> None:
+    gdf = frame(3)
+    gdf["colour"] = "red"
+    with pytest.raises(ConfigurationError, match=r"DataFrame .*'colour'.*id, name, val, geom"):
+        iter_batches(gdf, columns=COLUMNS, geometry_column="geom")
+    with pytest.raises(ConfigurationError, match=r"'geometry'"):
+        iter_batches(frame(3), columns=["name", "val", "geom"], geometry_column=None)
+
+
+# -- vector files ----------------------------------------------------------------------
+
+FORMATS = {"gpkg": {}, "shp": {}, "geojson": {}, "fgb": {"SPATIAL_INDEX": "NO"}}
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+def test_vector_file_round_trip(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"parcels.{suffix}"
+    gdf = frame(25)
+    pyogrio.write_dataframe(gdf, path, **FORMATS[suffix])
+    found = batches(path)
+    assert [(b.first_row, len(b)) for b in found] == [(1, 10), (11, 10), (21, 5)]
+    assert list(found[0].columns) == ["name", "val", "geom"]
+    assert column(found, "name") == list(gdf["name"])
+    assert column(found, "val") == list(range(25))
+    geoms = column(found, "geom")
+    assert all(isinstance(g, shapely.Polygon) and shapely.get_srid(g) == 3857 for g in geoms)
+    assert all(shapely.equals(geoms, list(gdf.geometry)))
+    assert source_length(path) == 25 and source_length(str(path)) == 25
+
+
+def test_file_geometry_named_as_a_target_column_and_nulls(tmp_path: Path) -> None:
+    path = tmp_path / "parcels.gpkg"
+    gdf = frame(2, crs=4326)
+    gdf.loc[1, "name"] = None
+    pyogrio.write_dataframe(gdf, path, geometry_name="shape")
+    (batch,) = batches(str(path), columns=["name", "val", "shape"], geometry_column=None)
+    assert batch.columns["name"] == ["p0", None]
+    assert [shapely.get_srid(g) for g in batch.columns["shape"]] == [4326, 4326]
+
+
+def test_file_fields_are_checked_before_the_first_batch(tmp_path: Path) -> None:
+    path = tmp_path / "parcels.gpkg"
+    pyogrio.write_dataframe(frame(3), path)
+    produced = iter_batches(path, columns=["id", "geom"], geometry_column="geom")
+    with pytest.raises(ConfigurationError, match=r"parcels.gpkg has fields .*'name', 'val'"):
+        next(produced)
+
+
+def test_missing_unsupported_and_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"missing.gpkg: no such file"):
+        iter_batches(tmp_path / "missing.gpkg", columns=COLUMNS, geometry_column="geom")
+    (tmp_path / "data.xlsx").write_bytes(b"")
+    with pytest.raises(ConfigurationError, match=r"data.xlsx: unsupported.*GeoPackage.*\.csv"):
+        iter_batches(tmp_path / "data.xlsx", columns=COLUMNS, geometry_column="geom")
+    garbage = tmp_path / "garbage.gpkg"
+    garbage.write_bytes(b"not a geopackage")
+    with pytest.raises(ConfigurationError, match=r"cannot read .*garbage.gpkg"):
+        batches(garbage)
+    assert source_length(garbage) is None and source_length(tmp_path / "missing.fgb") is None
+
+
+# -- CSV -------------------------------------------------------------------------------
+
+
+def write_csv(path: Path, rows: list[list[str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(rows)
+    return path
+
+
+def test_csv_with_wkt_in_batches(tmp_path: Path) -> None:
+    rows = [["name", "val", "WKT"]] + [[f"n{i}", str(i), f"POINT ({i} 1)"] for i in range(25)]
+    path = write_csv(tmp_path / "points.csv", rows)
+    found = batches(path)
+    assert [(b.first_row, len(b)) for b in found] == [(1, 10), (11, 10), (21, 5)]
+    assert list(found[0].columns) == ["name", "val", "geom"]
+    assert column(found, "val")[:2] == ["0", "1"]  # strings: the writer casts by column type
+    assert column(found, "geom")[24] == "POINT (24 1)"
+    assert source_length(path) is None
+
+
+def test_csv_empty_values_blank_lines_quoted_newlines(tmp_path: Path) -> None:
+    path = tmp_path / "points.csv"
+    path.write_text('geom,name,val\nPOINT (0 0),"two\nlines",\n\n,c,3\n', encoding="utf-8")
+    (batch,) = batches(path)
+    assert batch.columns == {
+        "name": ["two\nlines", "c"],
+        "val": [None, "3"],
+        "geom": ["POINT (0 0)", None],
+    }
+
+
+def test_csv_explicit_wkt_column_and_its_errors(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "p.csv", [["name", "shape"], ["a", "POINT (0 0)"]])
+    (batch,) = batches(path, wkt_column="shape")
+    assert batch.columns == {"name": ["a"], "geom": ["POINT (0 0)"]}
+    with pytest.raises(ConfigurationError, match=r"p.csv has no column 'wkt_text'"):
+        batches(path, wkt_column="wkt_text")
+    with pytest.raises(ConfigurationError, match=r"p.csv has fields .*'shape'"):
+        iter_batches(path, columns=COLUMNS, geometry_column="geom")  # no known WKT name
+
+
+def test_csv_row_of_wrong_width_names_its_row(tmp_path: Path) -> None:
+    rows = [["name", "wkt"]] + [["a", "POINT (0 0)"]] * 11 + [["b"]]
+    produced = iter_batches(
+        write_csv(tmp_path / "p.csv", rows), columns=COLUMNS, geometry_column="geom", batch_size=10
+    )
+    assert len(next(produced)) == 10
+    with pytest.raises(ConfigurationError, match=r"row 12 has 1 fields; the header has 2"):
+        next(produced)
+
+
+def test_sequences_have_a_length_generators_do_not() -> None:
+    assert source_length([{"name": "a"}] * 3) == 3
+    assert source_length({"name": "a"} for _ in range(3)) is None
+    assert source_length(frame(4)) == 4
