@@ -283,3 +283,29 @@ def test_invalid_options_fail_before_any_row(
 def test_missing_table_is_a_clear_error(db: SpatialDatabase) -> None:
     with pytest.raises(ConfigurationError, match="does not exist"):
         db.ingest("no_such_table", [])
+
+
+def test_cli_ingest_of_a_geopackage_resumes_by_default(
+    db: SpatialDatabase, database_url: str, table: str, tmp_path: Any, monkeypatch: Any
+) -> None:
+    import geopandas
+    from typer.testing import CliRunner
+
+    from geosession.cli import app
+
+    frame = geopandas.GeoDataFrame(
+        {"id": range(1, 2_001), "name": [f"f{i}" for i in range(1, 2_001)]},
+        geometry=list(synthetic_polygons(2_000, seed=3)),
+        crs="EPSG:4326",
+    )
+    frame.loc[99, "geometry"] = shapely.from_wkt("POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))")
+    path = tmp_path / "parcels.gpkg"
+    frame.to_file(path, layer="parcels", driver="GPKG")
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    first = CliRunner().invoke(app, ["ingest", str(path), table])
+    assert first.exit_code == 0, first.output
+    assert "1,999" in first.output and "Self-intersection" in first.output
+    again = CliRunner().invoke(app, ["ingest", str(path), table])
+    assert again.exit_code == 0, again.output
+    assert "already committed (resumed)" in again.output
+    assert table_state(db)[:2] == (1_999, 1_999)

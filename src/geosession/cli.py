@@ -139,6 +139,79 @@ def demo(
     run(rows=rows)
 
 
+# -- geosession ingest --------------------------------------------------------------------
+
+
+@app.command("ingest")
+def ingest(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A vector file (GeoPackage, Shapefile, GeoJSON, FlatGeobuf) or a CSV with a "
+            "WKT column.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    table: Annotated[str, typer.Argument(help="Target table, optionally schema.table.")],
+    srid: Annotated[
+        int | None,
+        typer.Option(help="SRID of geometries that carry none (default: the column's)."),
+    ] = None,
+    ingest_id: Annotated[
+        str | None,
+        typer.Option(
+            help="Name of this load in the ledger. Default: derived from the file and table, "
+            "so running the same command again resumes where it stopped."
+        ),
+    ] = None,
+    on_invalid: Annotated[
+        str, typer.Option(help="Bad geometries: quarantine, raise, repair or skip.")
+    ] = "quarantine",
+    on_conflict: Annotated[
+        str, typer.Option(help="Existing primary keys: error, ignore or update.")
+    ] = "error",
+    chunk_size: Annotated[
+        str, typer.Option(help="Rows per transaction, or 'auto' to adapt to the server.")
+    ] = "auto",
+    workers: Annotated[int, typer.Option(min=1, max=32, help="Parallel COPY connections.")] = 1,
+) -> None:
+    """Load a file into an existing table by binary COPY, exactly once.
+
+    Every chunk commits with a ledger entry, so a load interrupted by Ctrl-C, a crash or
+    a lost server resumes when you run the same command again, without duplicates. Bad
+    geometries go to TABLE_rejected with the source row and the reason (see
+    --on-invalid). Example: geosession ingest parcels.gpkg parcels --workers 2
+    """
+    from rich.console import Console
+
+    from geosession.database import SpatialDatabase
+
+    size: int | str = int(chunk_size) if chunk_size.isdigit() else chunk_size
+    with SpatialDatabase.from_env() as db:
+        report = db.ingest(
+            table,
+            source,
+            chunk_size=size,
+            on_invalid=on_invalid,
+            on_conflict=on_conflict,
+            ingest_id=ingest_id or _ingest_id_for(source, table),
+            srid=srid,
+            workers=workers,
+            progress=True,
+        )
+    Console().print(report)
+
+
+def _ingest_id_for(source: Path, table: str) -> str:
+    """Same file (path, size, modification time) into the same table: the same load."""
+    import hashlib
+
+    stat = source.stat()
+    key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{table}"
+    return "cli-" + hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
 # -- entry point --------------------------------------------------------------------------
 
 

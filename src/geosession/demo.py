@@ -16,14 +16,13 @@ import numpy as np
 import shapely
 from geoalchemy2 import WKBElement
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from geosession.database import SpatialDatabase
 from geosession.errors import SRIDMismatch
-from geosession.geometry import encode_ewkb
+from geosession.ingest import IngestReport
 from geosession.models import SpatialMixin, geometry_column
 
 EXTENT = (-74.05, 40.60, -73.85, 40.85)
@@ -64,37 +63,17 @@ def synthetic_polygons(
     return shapely.polygons(closed)
 
 
-def synthetic_rows(
-    count: int, *, seed: int = 0, batch: int = 10_000
-) -> Iterator[list[tuple[Any, ...]]]:
-    """Batches of (id, name, land_use, value, EWKB) rows for ``count`` parcels."""
+def synthetic_rows(count: int, *, seed: int = 0, batch: int = 10_000) -> Iterator[tuple[Any, ...]]:
+    """(id, name, land_use, value, polygon) rows for ``count`` parcels, made a batch at a time."""
     rng = np.random.default_rng(seed + 1)
     for start in range(0, count, batch):
         size = min(batch, count - start)
-        geoms = encode_ewkb(synthetic_polygons(size, seed=seed + start), 4326)
+        polygons = synthetic_polygons(size, seed=seed + start)
         uses = rng.integers(0, len(LAND_USES), size)
         values = rng.uniform(50_000, 5_000_000, size).round(2)
-        yield [
-            (
-                start + i + 1,
-                f"parcel-{start + i + 1}",
-                LAND_USES[uses[i]],
-                float(values[i]),
-                geoms[i],
-            )
-            for i in range(size)
-        ]
-
-
-def copy_rows(engine: Engine, rows: list[tuple[Any, ...]]) -> None:
-    """Binary COPY of one batch in its own transaction (psycopg 3)."""
-    with engine.begin() as connection:
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        sql = "COPY demo_parcels (id, name, land_use, value, geom) FROM STDIN (FORMAT BINARY)"
-        with cursor.copy(sql) as copy:
-            copy.set_types(["int4", "text", "text", "float8", "bytea"])
-            for row in rows:
-                copy.write_row(row)
+        for i in range(size):
+            number = start + i + 1
+            yield number, f"parcel-{number}", LAND_USES[uses[i]], float(values[i]), polygons[i]
 
 
 @dataclass
@@ -122,8 +101,8 @@ def run_demo(
         Base.metadata.create_all(db.engine)
         note.append("demo_parcels with a GiST index on geom")
     with report.step("load parcels") as note:
-        _load(db, rows, console)
-        note.append(f"{rows:,} polygons by binary COPY")
+        loaded = _load(db, rows, console)
+        note.append(f"{loaded.inserted:,} polygons by db.ingest in {loaded.chunks} chunks")
     with report.step("analyze"), db.session() as s:
         s.execute(text("ANALYZE demo_parcels"))
     _query(db, report)
@@ -132,13 +111,10 @@ def run_demo(
     return report
 
 
-def _load(db: SpatialDatabase, rows: int, console: Console) -> None:
-    columns = [*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn()]
-    with Progress(*columns, TimeRemainingColumn(), console=console, transient=True) as bar:
-        task = bar.add_task("loading parcels", total=rows)
-        for batch in synthetic_rows(rows):
-            copy_rows(db.engine, batch)
-            bar.advance(task, len(batch))
+def _load(db: SpatialDatabase, rows: int, console: Console) -> IngestReport:
+    report = db.ingest(Parcel, synthetic_rows(rows), progress=console.is_terminal)
+    console.print(report)
+    return report
 
 
 def _bbox() -> Any:

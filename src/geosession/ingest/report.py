@@ -42,6 +42,7 @@ class IngestReport:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         state = "complete" if self.completed else "INCOMPLETE"
         table = Table(
+            min_width=72,
             title=f"Ingest {self.ingest_id} into {self.target}: {state}",
             show_header=False,
             title_justify="left",

@@ -94,7 +94,7 @@ def resolve_target(cursor: Any, target: Any) -> Target:
     if found is None:
         raise ConfigurationError(
             f"Table {relation} does not exist: create it first "
-            "(Base.metadata.create_all(db.engine), or `geosession ingest --create`)"
+            "(for a mapped class: Base.metadata.create_all(db.engine))"
         )
     cursor.execute(_COLUMNS_SQL, (relation,))
     columns = tuple(_column(row) for row in cursor.fetchall())
