@@ -309,3 +309,56 @@ def test_cli_ingest_of_a_geopackage_resumes_by_default(
     assert again.exit_code == 0, again.output
     assert "already committed (resumed)" in again.output
     assert table_state(db)[:2] == (1_999, 1_999)
+
+
+def test_every_column_type_round_trips_with_nulls(db: SpatialDatabase) -> None:
+    import datetime as dt
+    import uuid
+
+    with db.transaction() as s:
+        s.execute(text("DROP TABLE IF EXISTS typed"))
+        s.execute(
+            text(
+                "CREATE TABLE typed (a int2, b int4, c int8, d float4, e float8, f bool, g text, "
+                "h varchar(20), i bytea, j numeric, k date, l uuid, m timestamptz, "
+                "geom geometry(POINT, 4326))"
+            )
+        )
+    source = [
+        (1, 2, 3, 1.5, 2.25, True, "é ü", "v", b"\x00\x01", None, None, None, None, "POINT(1 2)"),
+        (None, None, None, None, None, None, None, None, None, None, None, None, None, None),
+        (-1, -2, 2**40, -0.5, 1e300, False, "", "x" * 20, b"", 1, None, None, None, "POINT(3 4)"),
+    ]
+    fancy = (
+        7,
+        7,
+        7,
+        7.0,
+        7.0,
+        True,
+        "t",
+        "t",
+        b"t",
+        12.5,
+        dt.date(2024, 2, 29),
+        uuid.UUID(int=7),
+        dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+        "POINT(5 6)",
+    )
+    try:
+        assert db.ingest("typed", [*source, fancy]).inserted == 4
+        with db.session() as s:
+            stored = s.execute(
+                text("SELECT *, ST_AsText(geom) FROM typed ORDER BY b NULLS FIRST")
+            ).all()
+        assert [row[:9] for row in stored] == [
+            (None, None, None, None, None, None, None, None, None),
+            (-1, -2, 2**40, -0.5, 1e300, False, "", "x" * 20, b""),
+            (1, 2, 3, 1.5, 2.25, True, "é ü", "v", b"\x00\x01"),
+            (7, 7, 7, 7.0, 7.0, True, "t", "t", b"t"),
+        ]
+        assert stored[3][9:13] == fancy[9:13]
+        assert [row[-1] for row in stored] == [None, "POINT(3 4)", "POINT(1 2)", "POINT(5 6)"]
+    finally:
+        with db.transaction() as s:
+            s.execute(text("DROP TABLE IF EXISTS typed, typed_rejected"))

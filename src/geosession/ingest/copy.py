@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from geosession.errors import IntegrityViolation
+from geosession.ingest.binary import SIGNATURE, TRAILER, Encoded
 from geosession.ingest.ledger import record_chunk
 from geosession.ingest.target import Target
 from geosession.ingest.validate import Reject
@@ -44,13 +45,31 @@ class WritePlan:
 
 @dataclass
 class Chunk:
-    """Rows ready for COPY, with the span of source rows they stand for."""
+    """Rows ready for COPY (column-wise, in the plan's order) and the source rows they cover."""
 
     first_row: int
     last_row: int
-    rows: list[tuple[Any, ...]]
+    columns: list[list[Any]]
     row_numbers: list[int]
     rejects: list[Reject] = field(default_factory=list)
+    encoded: Encoded | None = None
+    """The rows as binary COPY data, when every column type has a vectorized encoder."""
+
+    def __len__(self) -> int:
+        return len(self.row_numbers)
+
+    def split(self, middle: int) -> tuple[Chunk, Chunk]:
+        """Two chunks of rows [0, middle) and [middle, len): each re-encoded on demand."""
+        cut = self.row_numbers[middle]
+        halves = []
+        for lo, hi, first, last in (
+            (0, middle, self.first_row, cut - 1),
+            (middle, len(self), cut, self.last_row),
+        ):
+            rejects = [r for r in self.rejects if first <= r.row <= last]
+            columns = [values[lo:hi] for values in self.columns]
+            halves.append(Chunk(first, last, columns, self.row_numbers[lo:hi], rejects))
+        return halves[0], halves[1]
 
 
 @dataclass(frozen=True)
@@ -64,11 +83,11 @@ def write_chunk(conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk) ->
     with conn.transaction(), conn.cursor() as cursor:
         if plan.on_conflict != "error":
             _create_stage(cursor, plan)
-        inserted, server_rejects = _write_bisecting(conn, plan, chunk.rows, chunk.row_numbers)
+        inserted, server_rejects = _write_bisecting(conn, plan, chunk, 0, len(chunk))
         rejects = chunk.rejects + server_rejects
         if plan.quarantine and rejects:
             _quarantine(cursor, plan, rejects)
-        checksum = _checksum(chunk.rows, plan)
+        checksum = _checksum(chunk, plan)
         counts = (inserted, len(rejects))
         record_chunk(
             cursor, plan.ingest_id, plan.target, (chunk.first_row, chunk.last_row), counts, checksum
@@ -77,28 +96,36 @@ def write_chunk(conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk) ->
 
 
 def _write_bisecting(
-    conn: psycopg.Connection[Any], plan: WritePlan, rows: list[tuple[Any, ...]], numbers: list[int]
+    conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk, start: int, stop: int
 ) -> tuple[int, list[Reject]]:
-    """Writes rows under a savepoint; on a row-level error, halves and tries each half."""
-    if not rows:
+    """Writes rows [start, stop) under a savepoint; on a row-level error, tries each half."""
+    if start == stop:
         return 0, []
     try:
         with conn.transaction():
-            return _write(conn, plan, rows), []
-    except psycopg.Error as error:
-        if not (error.sqlstate or "").startswith(_ROW_LEVEL):
+            return _write(conn, plan, chunk, start, stop), []
+    except (psycopg.Error, TypeError, ValueError) as error:
+        if not _row_level(error):
             raise
-        if len(rows) > 1:
-            middle = len(rows) // 2
-            first = _write_bisecting(conn, plan, rows[:middle], numbers[:middle])
-            second = _write_bisecting(conn, plan, rows[middle:], numbers[middle:])
+        if stop - start > 1:
+            middle = (start + stop) // 2
+            first = _write_bisecting(conn, plan, chunk, start, middle)
+            second = _write_bisecting(conn, plan, chunk, middle, stop)
             return first[0] + second[0], first[1] + second[1]
-        return 0, [_server_reject(plan, error, numbers[0], rows[0])]
+        row = tuple(values[start] for values in chunk.columns)
+        return 0, [_server_reject(plan, error, chunk.row_numbers[start], row)]
 
 
-def _server_reject(
-    plan: WritePlan, error: psycopg.Error, row: int, values: tuple[Any, ...]
-) -> Reject:
+def _row_level(error: Exception) -> bool:
+    """Caused by one row's data: the server's data errors, or a value the client cannot send."""
+    if isinstance(error, psycopg.Error) and error.sqlstate:
+        return error.sqlstate.startswith(_ROW_LEVEL)
+    return isinstance(error, TypeError | ValueError | psycopg.DataError)
+
+
+def _server_reject(plan: WritePlan, error: Exception, row: int, values: tuple[Any, ...]) -> Reject:
+    if not isinstance(error, psycopg.Error) or not error.sqlstate:
+        return Reject(row, None, "value", f"cannot be sent as the column's type: {error}")
     diag = error.diag
     message = diag.message_primary or str(error)
     detail = f" ({diag.message_detail})" if diag.message_detail else ""
@@ -114,17 +141,24 @@ def _server_reject(
     return Reject(row, column, "server", f"{message}{detail}", shown)
 
 
-def _write(conn: psycopg.Connection[Any], plan: WritePlan, rows: list[tuple[Any, ...]]) -> int:
+def _write(
+    conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk, start: int, stop: int
+) -> int:
     table = _STAGE if plan.on_conflict != "error" else sql.SQL(plan.target.quoted)
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in plan.columns)
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(table, columns)
     with conn.cursor() as cursor:
         with cursor.copy(statement) as copy:
-            copy.set_types(list(plan.copy_types))
-            for row in rows:
-                copy.write_row(row)
+            if chunk.encoded is not None:
+                copy.write(SIGNATURE)
+                copy.write(chunk.encoded.rows(start, stop))
+                copy.write(TRAILER)
+            else:
+                copy.set_types(list(plan.copy_types))
+                for row in zip(*(values[start:stop] for values in chunk.columns), strict=True):
+                    copy.write_row(row)
         if plan.on_conflict == "error":
-            return len(rows)
+            return stop - start
         cursor.execute(_upsert(plan))
         inserted = cursor.rowcount
         cursor.execute(sql.SQL("TRUNCATE {}").format(_STAGE))
@@ -187,12 +221,12 @@ def _quarantine(cursor: psycopg.Cursor[Any], plan: WritePlan, rejects: list[Reje
     )
 
 
-def _checksum(rows: list[tuple[Any, ...]], plan: WritePlan) -> str:
+def _checksum(chunk: Chunk, plan: WritePlan) -> str:
     """blake2b of the chunk's geometry values, to compare a table with its source."""
     digest = hashlib.blake2b(digest_size=16)
-    positions = [i for i, t in enumerate(plan.copy_types) if t == "bytea"]
-    for position in positions:
-        digest.update(b"".join(row[position] or b"" for row in rows))
+    for values, copy_type_name in zip(chunk.columns, plan.copy_types, strict=True):
+        if copy_type_name == "bytea":
+            digest.update(b"".join(v or b"" for v in values))
     return digest.hexdigest()
 
 
@@ -222,9 +256,29 @@ _FROM_TEXT: dict[str, Callable[[str], Any]] = {
 }
 
 
-def from_text(values: list[Any], copy_type_name: str) -> list[Any]:
-    """Converts text values (CSV) to what the column's binary dumper expects."""
+def coerce_values(values: list[Any], copy_type_name: str) -> list[Any]:
+    """Converts text (CSV) and floats for numeric to what the column's binary dumper takes.
+
+    A value that does not convert is left as it is; the writer then sets its row aside.
+    """
     parse = _FROM_TEXT.get(copy_type_name)
     if parse is None:
         return values
-    return [parse(v) if isinstance(v, str) else v for v in values]
+    if copy_type_name == "numeric":
+        parse = _to_decimal
+    elif not any(isinstance(v, str) for v in values):
+        return values
+    return [_try(parse, v) for v in values]
+
+
+def _to_decimal(value: Any) -> Any:
+    return decimal.Decimal(str(value)) if isinstance(value, float | int | str) else value
+
+
+def _try(parse: Callable[[Any], Any], value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        return parse(value) if isinstance(value, str) or parse is _to_decimal else value
+    except (ValueError, ArithmeticError):
+        return value

@@ -31,15 +31,15 @@ from geosession.errors import (
     endpoint_of,
     translate,
 )
-from geosession.ingest import ledger
+from geosession.ingest import binary, ledger
 from geosession.ingest.chunking import ChunkSizer, make_sizer
 from geosession.ingest.copy import (
     Chunk,
     OnConflict,
     WritePlan,
+    coerce_values,
     copy_type,
     ensure_quarantine,
-    from_text,
     write_chunk,
 )
 from geosession.ingest.progress import Progress
@@ -95,13 +95,13 @@ class Ingest:
         self.ingest_id = options.ingest_id or uuid.uuid4().hex
         self.sizer: ChunkSizer = make_sizer(options.chunk_size, statement_timeout)
         self.report = IngestReport(self.ingest_id, str(target))
-        self.target: Target = self._retrying(lambda conn: resolve_target(conn.cursor(), target))
-        self.report.target = self.target.quoted
         self.queue: queue.Queue[Chunk | _Stop] = queue.Queue(maxsize=max(2, 2 * options.workers))
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.committed = ledger.CommittedRows()
         self.plan: WritePlan | None = None
+        self.target: Target = self._retrying(lambda conn: resolve_target(conn.cursor(), target))
+        self.report.target = self.target.quoted
         self.failure: BaseException | None = None
 
     def run(self) -> IngestReport:
@@ -226,7 +226,7 @@ class Ingest:
         return False
 
     def _chunks(self) -> Iterator[Chunk]:
-        pending = _Pending()
+        pending: _Pending | None = None
         geometry = self.target.geometry_columns
         batches = iter_batches(
             self.source,
@@ -235,20 +235,21 @@ class Ingest:
             batch_size=min(10_000, self.sizer.size),
         )
         for batch in batches:
-            rows, numbers, rejects = self._encode(batch)
+            columns, numbers, rejects = self._encode(batch)
+            pending = pending or _Pending(self._plan_for(batch))
             first_bad = rejects[0] if rejects and self.options.on_invalid == "raise" else None
             if first_bad is not None:  # load what came before the bad row, then stop
                 cut = bisect.bisect_left(numbers, first_bad.row)
-                rows, numbers, rejects = rows[:cut], numbers[:cut], []
-            pending.add(rows, numbers, rejects)
+                columns, numbers, rejects = [c[:cut] for c in columns], numbers[:cut], []
+            pending.add(columns, numbers, rejects)
             while len(pending) >= self.sizer.size or (first_bad and len(pending)):
                 yield pending.take(min(self.sizer.size, len(pending)))
             if first_bad is not None:
                 raise invalid_geometry_error(first_bad)
-        if len(pending):
+        if pending is not None and len(pending):
             yield pending.take(len(pending))
 
-    def _encode(self, batch: Batch) -> tuple[list[tuple[Any, ...]], list[int], list[Reject]]:
+    def _encode(self, batch: Batch) -> tuple[list[list[Any]], list[int], list[Reject]]:
         """Validated, encoded rows of one source batch (rows committed earlier are skipped)."""
         plan = self._plan_for(batch)
         extra = set(batch.columns) - set(plan.columns)
@@ -258,7 +259,11 @@ class Ingest:
                 "earlier rows lacked: give every row the same keys (None for missing values)"
             )
         numbers = np.arange(batch.first_row, batch.first_row + len(batch))
-        keep = np.array([not self.committed.contains(int(n)) for n in numbers], dtype=bool)
+        keep = (
+            np.array([not self.committed.contains(int(n)) for n in numbers], dtype=bool)
+            if self.committed
+            else np.ones(len(batch), dtype=bool)
+        )
         fresh = keep.copy()
         absent = [None] * len(batch)  # a column the first batch had and this one lacks
         columns = {name: batch.columns.get(name, absent) for name in plan.columns}
@@ -282,11 +287,11 @@ class Ingest:
             self.report.repaired.extend(checked.repaired)
             keep &= checked.keep
         for name, type_name in zip(plan.columns, plan.copy_types, strict=True):
-            columns[name] = from_text(columns[name], type_name)
+            columns[name] = coerce_values(columns[name], type_name)
         with self.lock:
             self.report.rows_read += int(fresh.sum())
-        rows = list(zip(*(_object_array(columns[n])[keep] for n in plan.columns), strict=True))
-        return rows, numbers[keep].tolist(), sorted(rejects, key=lambda r: r.row)
+        kept = [_kept(columns[n], keep) for n in plan.columns]
+        return kept, numbers[keep].tolist(), sorted(rejects, key=lambda r: r.row)
 
     # -- writing ----------------------------------------------------------------------
 
@@ -318,9 +323,9 @@ class Ingest:
                     result = write_chunk(conn, self.plan, chunk)
             except psycopg.Error as error:
                 state = error.sqlstate or ""
-                if state == _TIMEOUT and len(chunk.rows) > 1:
+                if state == _TIMEOUT and len(chunk) > 1:
                     self.sizer.shrink()
-                    for half in _halves(chunk):
+                    for half in chunk.split(len(chunk) // 2):
                         self._write_with_retries(half)
                     return
                 if not _connection_lost(error) or attempt == self.options.max_retries:
@@ -330,7 +335,7 @@ class Ingest:
                     return
                 time.sleep(_backoff(attempt))
                 continue
-            self.sizer.observe(len(chunk.rows), time.perf_counter() - started)
+            self.sizer.observe(len(chunk), time.perf_counter() - started)
             self._record(chunk, result.inserted, result.rejects)
             return
 
@@ -366,9 +371,7 @@ class Ingest:
             self.report.rejected.extend(rejects)
             self.report.chunks += 1
             if self.options.on_conflict == "ignore":
-                self.report.conflicts += (
-                    len(chunk.rows) - inserted - (len(rejects) - len(chunk.rejects))
-                )
+                self.report.conflicts += len(chunk) - inserted - (len(rejects) - len(chunk.rejects))
 
     def _count_retry(self) -> None:
         with self.lock:
@@ -405,60 +408,47 @@ class Ingest:
 
 
 class _Pending:
-    """Rows waiting to fill a chunk: kept rows and rejects, each list in source order."""
+    """Rows waiting to fill a chunk (column-wise) and rejects, each in source order."""
 
-    def __init__(self) -> None:
-        self.rows: list[tuple[Any, ...]] = []
+    def __init__(self, plan: WritePlan) -> None:
+        self.plan = plan
+        self.columns: list[list[Any]] = [[] for _ in plan.columns]
         self.numbers: list[int] = []
         self.rejects: list[Reject] = []
 
     def __len__(self) -> int:
         return len(self.numbers) + len(self.rejects)
 
-    def add(self, rows: list[tuple[Any, ...]], numbers: list[int], rejects: list[Reject]) -> None:
-        self.rows += rows
+    def add(self, columns: list[list[Any]], numbers: list[int], rejects: list[Reject]) -> None:
+        for pending, values in zip(self.columns, columns, strict=True):
+            pending += values
         self.numbers += numbers
         self.rejects += rejects
 
     def take(self, size: int) -> Chunk:
-        """The first ``size`` source rows (kept or rejected) as one chunk."""
+        """The first ``size`` source rows (kept or rejected) as one encoded chunk."""
         merged = heapq.merge(self.numbers, (r.row for r in self.rejects))
         last = next(itertools.islice(merged, size - 1, None))
         rows_end = bisect.bisect_right(self.numbers, last)
         rejects_end = bisect.bisect_right([r.row for r in self.rejects], last)
         first = min(self.numbers[:1] + [r.row for r in self.rejects[:1]])
-        chunk = Chunk(
-            first, last, self.rows[:rows_end], self.numbers[:rows_end], self.rejects[:rejects_end]
-        )
-        del self.rows[:rows_end], self.numbers[:rows_end], self.rejects[:rejects_end]
+        columns = [values[:rows_end] for values in self.columns]
+        chunk = Chunk(first, last, columns, self.numbers[:rows_end], self.rejects[:rejects_end])
+        if rows_end and binary.supports(self.plan.copy_types):
+            chunk.encoded = binary.encode_rows(columns, self.plan.copy_types)
+        for values in self.columns:
+            del values[:rows_end]
+        del self.numbers[:rows_end], self.rejects[:rejects_end]
         return chunk
 
 
-def _object_array(values: list[Any]) -> np.ndarray[Any, Any]:
+def _kept(values: list[Any], keep: np.ndarray[Any, np.dtype[np.bool_]]) -> list[Any]:
+    """The values of the rows to load (a plain copy when every row stays)."""
+    if keep.all():
+        return list(values)
     array = np.empty(len(values), dtype=object)
     array[:] = values
-    return array
-
-
-def _halves(chunk: Chunk) -> tuple[Chunk, Chunk]:
-    middle = len(chunk.rows) // 2
-    split_row = chunk.row_numbers[middle]
-    return (
-        Chunk(
-            chunk.first_row,
-            split_row - 1,
-            chunk.rows[:middle],
-            chunk.row_numbers[:middle],
-            [r for r in chunk.rejects if r.row < split_row],
-        ),
-        Chunk(
-            split_row,
-            chunk.last_row,
-            chunk.rows[middle:],
-            chunk.row_numbers[middle:],
-            [r for r in chunk.rejects if r.row >= split_row],
-        ),
-    )
+    return list(array[keep])
 
 
 def _backoff(attempt: int) -> float:

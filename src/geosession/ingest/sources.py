@@ -127,7 +127,7 @@ def _iterable_batches(rows: Iterable[Any], columns: Sequence[str], size: int) ->
 def _row_values(
     row: Any, number: int, columns: Sequence[str], allowed: frozenset[str]
 ) -> Mapping[str, Any]:
-    if isinstance(row, Mapping):
+    if type(row) is dict or isinstance(row, Mapping):  # the exact-type test is the fast path
         values: Mapping[str, Any] = row
     elif isinstance(row, tuple | list):
         if len(row) != len(columns):

@@ -96,10 +96,8 @@ def check_geometries(
         checked.rejects.append(
             Reject(first_row + index, column.name, kind, reason, _as_text(values[index]))
         )
-    keep_geoms = geoms.copy()
+    keep_geoms = geoms.copy()  # every kept geometry has the column's SRID by now
     keep_geoms[~checked.keep] = None
-    if spec.srid != 0:
-        keep_geoms = shapely.set_srid(keep_geoms, spec.srid)
     checked.encoded[column.name] = list(
         shapely.to_wkb(keep_geoms, include_srid=True, flavor="extended")
     )
