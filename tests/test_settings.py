@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from geosession import ConfigurationError, DatabaseSettings, SpatialDatabase
 from geosession.settings import duration_ms
@@ -108,3 +109,29 @@ def test_invalid_url_error_hides_the_password() -> None:
         DatabaseSettings(database_url="not a url at all :s3cret-pw@")
     assert "database_url" in str(info.value)
     assert "s3cret-pw" not in str(info.value)
+
+
+def test_from_env_falls_back_to_the_running_embedded_cluster(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sqlalchemy import text
+
+    from geosession.local import LocalCluster
+
+    url = LocalCluster().start()
+    for name in ("GEOSESSION_DATABASE_URL", "GEOSESSION_HOST", "GEOSESSION_DATABASE"):
+        monkeypatch.delenv(name, raising=False)
+    with SpatialDatabase.from_env(pool_size=2) as db:
+        assert db.settings.url().port == make_url(url).port
+        with db.session() as s:
+            assert s.execute(text("SELECT postgis_lib_version()")).scalar()
+
+
+def test_from_env_without_any_database_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("GEOSESSION_DATABASE_URL", "GEOSESSION_HOST", "GEOSESSION_DATABASE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GEOSESSION_HOME", str(tmp_path))
+    with pytest.raises(ConfigurationError, match="GEOSESSION_DATABASE_URL.*geosession local start"):
+        SpatialDatabase.from_env()
