@@ -1,16 +1,24 @@
-"""Adaptive chunk size: grow while chunks finish fast, shrink when one nears the timeout.
+"""Chunks: their adaptive size, and the rows waiting to fill the next one.
 
-Pure policy, no I/O: the writer reports how long each chunk took and asks for the next
-size. The aim is chunks that each take about ``target_seconds``, far below
-``statement_timeout``, so a slow moment on the server never kills a chunk.
+The size grows while chunks finish fast and shrinks when one nears the timeout: the
+writer reports how long each chunk took and asks for the next size. The aim is chunks
+that each take about ``target_seconds``, far below ``statement_timeout``, so a slow
+moment on the server never kills a chunk.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
+import itertools
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from geosession.errors import ConfigurationError
+from geosession.ingest import binary
+from geosession.ingest.copy import Chunk, WritePlan
+from geosession.ingest.validate import Reject
 from geosession.settings import duration_ms
 
 AUTO_START = 5_000
@@ -64,3 +72,38 @@ def make_sizer(chunk_size: int | str, statement_timeout: str | None) -> ChunkSiz
         f"chunk_size={chunk_size!r} is not valid: use 'auto' or a number of rows "
         f"from 1 to {MAXIMUM:,}"
     )
+
+
+class PendingRows:
+    """Rows waiting to fill a chunk (column-wise) and rejects, each in source order."""
+
+    def __init__(self, plan: WritePlan) -> None:
+        self.plan = plan
+        self.columns: list[list[Any]] = [[] for _ in plan.columns]
+        self.numbers: list[int] = []
+        self.rejects: list[Reject] = []
+
+    def __len__(self) -> int:
+        return len(self.numbers) + len(self.rejects)
+
+    def add(self, columns: list[list[Any]], numbers: list[int], rejects: list[Reject]) -> None:
+        for pending, values in zip(self.columns, columns, strict=True):
+            pending += values
+        self.numbers += numbers
+        self.rejects += rejects
+
+    def take(self, size: int) -> Chunk:
+        """The first ``size`` source rows (kept or rejected) as one encoded chunk."""
+        merged = heapq.merge(self.numbers, (r.row for r in self.rejects))
+        last = next(itertools.islice(merged, size - 1, None))
+        rows_end = bisect.bisect_right(self.numbers, last)
+        rejects_end = bisect.bisect_right([r.row for r in self.rejects], last)
+        first = min(self.numbers[:1] + [r.row for r in self.rejects[:1]])
+        columns = [values[:rows_end] for values in self.columns]
+        chunk = Chunk(first, last, columns, self.numbers[:rows_end], self.rejects[:rejects_end])
+        if rows_end and binary.supports(self.plan.copy_types):
+            chunk.encoded = binary.encode_rows(columns, self.plan.copy_types)
+        for values in self.columns:
+            del values[:rows_end]
+        del self.numbers[:rows_end], self.rejects[:rejects_end]
+        return chunk

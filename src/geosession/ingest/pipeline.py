@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import heapq
-import itertools
 import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import psycopg
@@ -26,13 +24,13 @@ from sqlalchemy import Engine
 
 from geosession.errors import (
     ConfigurationError,
-    ConnectionFailed,
     GeoSessionError,
     endpoint_of,
     translate,
 )
-from geosession.ingest import binary, ledger
-from geosession.ingest.chunking import ChunkSizer, make_sizer
+from geosession.ingest import ledger
+from geosession.ingest.chunking import ChunkSizer, PendingRows, make_sizer
+from geosession.ingest.connections import Connections, backoff, connection_lost
 from geosession.ingest.copy import (
     Chunk,
     OnConflict,
@@ -54,8 +52,6 @@ from geosession.ingest.validate import (
 )
 
 DeferIndexes = Literal["auto"] | bool
-T = TypeVar("T")
-_CONNECTION_LOST = ("08", "57P01", "57P02", "57P03")
 _TIMEOUT = "57014"
 
 
@@ -100,7 +96,10 @@ class Ingest:
         self.lock = threading.Lock()
         self.committed = ledger.CommittedRows()
         self.plan: WritePlan | None = None
-        self.target: Target = self._retrying(lambda conn: resolve_target(conn.cursor(), target))
+        self.connections = Connections(engine, options.max_retries, on_retry=self._count_retry)
+        self.target: Target = self.connections.retrying(
+            lambda conn: resolve_target(conn.cursor(), target)
+        )
         self.report.target = self.target.quoted
         self.failure: BaseException | None = None
 
@@ -137,7 +136,7 @@ class Ingest:
                 self.report.already_committed = len(self.committed)
                 return self._maybe_defer(cursor)
 
-        return self._retrying(prepare)
+        return self.connections.retrying(prepare)
 
     def _plan_for(self, batch: Batch) -> WritePlan:
         """COPY names the columns the source has, so absent ones get their defaults."""
@@ -166,7 +165,7 @@ class Ingest:
                 if analyze:
                     cursor.execute(f"ANALYZE {self.target.quoted}")
 
-        self._retrying(finish)
+        self.connections.retrying(finish)
 
     def _load(self, bar: Progress) -> None:
         reader = threading.Thread(target=self._read, name="geosession-ingest-reader", daemon=True)
@@ -226,7 +225,7 @@ class Ingest:
         return False
 
     def _chunks(self) -> Iterator[Chunk]:
-        pending: _Pending | None = None
+        pending: PendingRows | None = None
         geometry = self.target.geometry_columns
         batches = iter_batches(
             self.source,
@@ -236,7 +235,7 @@ class Ingest:
         )
         for batch in batches:
             columns, numbers, rejects = self._encode(batch)
-            pending = pending or _Pending(self._plan_for(batch))
+            pending = pending or PendingRows(self._plan_for(batch))
             first_bad = rejects[0] if rejects and self.options.on_invalid == "raise" else None
             if first_bad is not None:  # load what came before the bad row, then stop
                 cut = bisect.bisect_left(numbers, first_bad.row)
@@ -319,7 +318,7 @@ class Ingest:
         for attempt in range(self.options.max_retries + 1):
             started = time.perf_counter()
             try:
-                with self._connection() as conn:
+                with self.connections.connection() as conn:
                     result = write_chunk(conn, self.plan, chunk)
             except psycopg.Error as error:
                 state = error.sqlstate or ""
@@ -328,12 +327,12 @@ class Ingest:
                     for half in chunk.split(len(chunk) // 2):
                         self._write_with_retries(half)
                     return
-                if not _connection_lost(error) or attempt == self.options.max_retries:
+                if not connection_lost(error) or attempt == self.options.max_retries:
                     raise self._translated(error, chunk) from error
                 self._count_retry()
                 if self._landed(chunk):
                     return
-                time.sleep(_backoff(attempt))
+                time.sleep(backoff(attempt))
                 continue
             self.sizer.observe(len(chunk), time.perf_counter() - started)
             self._record(chunk, result.inserted, result.rejects)
@@ -346,24 +345,11 @@ class Ingest:
             with conn.cursor() as cursor:
                 return ledger.chunk_inserted(cursor, self.ingest_id, chunk.first_row)
 
-        inserted = self._retrying(ask)
+        inserted = self.connections.retrying(ask)
         if inserted is None:
             return False
         self._record(chunk, inserted, chunk.rejects)
         return True
-
-    def _retrying(self, step: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """Runs ``step`` on a pooled connection, again on a fresh one if the connection is lost."""
-        for attempt in range(self.options.max_retries + 1):
-            try:
-                with self._connection() as conn:
-                    return step(conn)
-            except psycopg.Error as error:
-                if not _connection_lost(error) or attempt == self.options.max_retries:
-                    raise translate(error, endpoint=endpoint_of(self.engine)) from error
-                self._count_retry()
-                time.sleep(_backoff(attempt))
-        raise AssertionError("unreachable")
 
     def _record(self, chunk: Chunk, inserted: int, rejects: list[Reject]) -> None:
         with self.lock:
@@ -387,60 +373,6 @@ class Ingest:
         translated.args = (translated.message,)
         return translated
 
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled psycopg connection; invalidated when it broke, else returned."""
-        try:
-            proxy = self.engine.raw_connection()
-        except ConnectionFailed as error:
-            raise psycopg.OperationalError(str(error)) from error
-        try:
-            driver = proxy.driver_connection
-            if not isinstance(driver, psycopg.Connection):
-                raise ConfigurationError("ingest needs the psycopg (3) driver: driver='psycopg'")
-            yield driver
-        except psycopg.Error:
-            if proxy.driver_connection is None or proxy.driver_connection.broken:
-                proxy.invalidate()
-            raise
-        finally:
-            proxy.close()
-
-
-class _Pending:
-    """Rows waiting to fill a chunk (column-wise) and rejects, each in source order."""
-
-    def __init__(self, plan: WritePlan) -> None:
-        self.plan = plan
-        self.columns: list[list[Any]] = [[] for _ in plan.columns]
-        self.numbers: list[int] = []
-        self.rejects: list[Reject] = []
-
-    def __len__(self) -> int:
-        return len(self.numbers) + len(self.rejects)
-
-    def add(self, columns: list[list[Any]], numbers: list[int], rejects: list[Reject]) -> None:
-        for pending, values in zip(self.columns, columns, strict=True):
-            pending += values
-        self.numbers += numbers
-        self.rejects += rejects
-
-    def take(self, size: int) -> Chunk:
-        """The first ``size`` source rows (kept or rejected) as one encoded chunk."""
-        merged = heapq.merge(self.numbers, (r.row for r in self.rejects))
-        last = next(itertools.islice(merged, size - 1, None))
-        rows_end = bisect.bisect_right(self.numbers, last)
-        rejects_end = bisect.bisect_right([r.row for r in self.rejects], last)
-        first = min(self.numbers[:1] + [r.row for r in self.rejects[:1]])
-        columns = [values[:rows_end] for values in self.columns]
-        chunk = Chunk(first, last, columns, self.numbers[:rows_end], self.rejects[:rejects_end])
-        if rows_end and binary.supports(self.plan.copy_types):
-            chunk.encoded = binary.encode_rows(columns, self.plan.copy_types)
-        for values in self.columns:
-            del values[:rows_end]
-        del self.numbers[:rows_end], self.rejects[:rejects_end]
-        return chunk
-
 
 def _kept(values: list[Any], keep: np.ndarray[Any, np.dtype[np.bool_]]) -> list[Any]:
     """The values of the rows to load (a plain copy when every row stays)."""
@@ -449,18 +381,6 @@ def _kept(values: list[Any], keep: np.ndarray[Any, np.dtype[np.bool_]]) -> list[
     array = np.empty(len(values), dtype=object)
     array[:] = values
     return list(array[keep])
-
-
-def _backoff(attempt: int) -> float:
-    """Seconds before retry ``attempt``: 0.1 doubling to 5, enough to outlast a restart."""
-    return float(min(5.0, 0.1 * 2**attempt))
-
-
-def _connection_lost(error: psycopg.Error) -> bool:
-    state = error.sqlstate or ""
-    return state.startswith(_CONNECTION_LOST) or (
-        state == "" and isinstance(error, psycopg.OperationalError)
-    )
 
 
 def _check_options(options: IngestOptions) -> None:

@@ -1,0 +1,70 @@
+"""Pooled psycopg connections for the ingest, and retrying a step when one is lost."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import psycopg
+from sqlalchemy import Engine
+
+from geosession.errors import ConfigurationError, ConnectionFailed, endpoint_of, translate
+
+T = TypeVar("T")
+_CONNECTION_LOST = ("08", "57P01", "57P02", "57P03")
+
+
+class Connections:
+    """Borrows driver connections from the engine's pool, and gives them back."""
+
+    def __init__(self, engine: Engine, max_retries: int, on_retry: Callable[[], None]) -> None:
+        self.engine = engine
+        self.max_retries = max_retries
+        self.on_retry = on_retry
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled psycopg connection; invalidated when it broke, else returned."""
+        try:
+            proxy = self.engine.raw_connection()
+        except ConnectionFailed as error:
+            raise psycopg.OperationalError(str(error)) from error
+        try:
+            driver = proxy.driver_connection
+            if not isinstance(driver, psycopg.Connection):
+                raise ConfigurationError("ingest needs the psycopg (3) driver: driver='psycopg'")
+            yield driver
+        except psycopg.Error:
+            if proxy.driver_connection is None or proxy.driver_connection.broken:
+                proxy.invalidate()
+            raise
+        finally:
+            proxy.close()
+
+    def retrying(self, step: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """Runs ``step`` on a connection, again on a fresh one if the connection is lost."""
+        for attempt in range(self.max_retries + 1):
+            try:
+                with self.connection() as conn:
+                    return step(conn)
+            except psycopg.Error as error:
+                if not connection_lost(error) or attempt == self.max_retries:
+                    raise translate(error, endpoint=endpoint_of(self.engine)) from error
+                self.on_retry()
+                time.sleep(backoff(attempt))
+        raise AssertionError("unreachable")
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before retry ``attempt``: 0.1 doubling to 5, enough to outlast a restart."""
+    return float(min(5.0, 0.1 * 2**attempt))
+
+
+def connection_lost(error: psycopg.Error) -> bool:
+    """The connection (not the statement) failed: the work may be retried elsewhere."""
+    state = error.sqlstate or ""
+    return state.startswith(_CONNECTION_LOST) or (
+        state == "" and isinstance(error, psycopg.OperationalError)
+    )
