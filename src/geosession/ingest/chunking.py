@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from geosession.errors import ConfigurationError
-from geosession.ingest import binary
 from geosession.ingest.copy import Chunk, WritePlan
 from geosession.ingest.validate import Reject
 from geosession.settings import duration_ms
 
 AUTO_START = 5_000
 MINIMUM = 1
-MAXIMUM = 200_000
+MAXIMUM = 50_000  # enough to amortize a transaction; keeps several in flight small
 
 
 @dataclass
@@ -101,8 +100,7 @@ class PendingRows:
         first = min(self.numbers[:1] + [r.row for r in self.rejects[:1]])
         columns = [values[:rows_end] for values in self.columns]
         chunk = Chunk(first, last, columns, self.numbers[:rows_end], self.rejects[:rejects_end])
-        if rows_end and binary.supports(self.plan.copy_types):
-            chunk.encoded = binary.encode_rows(columns, self.plan.copy_types)
+        chunk.seal(self.plan.copy_types)
         for values in self.columns:
             del values[:rows_end]
         del self.numbers[:rows_end], self.rejects[:rejects_end]

@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from geosession.errors import IntegrityViolation
+from geosession.ingest import binary
 from geosession.ingest.binary import SIGNATURE, TRAILER, Encoded
 from geosession.ingest.ledger import record_chunk
 from geosession.ingest.target import Target
@@ -54,12 +55,31 @@ class Chunk:
     rejects: list[Reject] = field(default_factory=list)
     encoded: Encoded | None = None
     """The rows as binary COPY data, when every column type has a vectorized encoder."""
+    checksum: str = ""
+    """Recorded in the ledger, to compare what was sent with what is stored."""
 
     def __len__(self) -> int:
         return len(self.row_numbers)
 
-    def split(self, middle: int) -> tuple[Chunk, Chunk]:
-        """Two chunks of rows [0, middle) and [middle, len): each re-encoded on demand."""
+    def seal(self, copy_types: tuple[str, ...]) -> Chunk:
+        """Encodes the rows for COPY (where every type allows) and checksums what is sent.
+
+        Done on the reader thread, so the writer's transaction never waits for it.
+        """
+        if self.row_numbers and binary.supports(copy_types):
+            self.encoded = binary.encode_rows(self.columns, copy_types)
+        digest = hashlib.blake2b(digest_size=16)
+        if self.encoded is not None:
+            digest.update(self.encoded.data)
+        else:
+            for values, copy_type in zip(self.columns, copy_types, strict=True):
+                if copy_type == "bytea":
+                    digest.update(b"".join(v or b"" for v in values))
+        self.checksum = digest.hexdigest()
+        return self
+
+    def split(self, middle: int, copy_types: tuple[str, ...]) -> tuple[Chunk, Chunk]:
+        """Two sealed chunks of rows [0, middle) and [middle, len)."""
         cut = self.row_numbers[middle]
         halves = []
         for lo, hi, first, last in (
@@ -68,7 +88,8 @@ class Chunk:
         ):
             rejects = [r for r in self.rejects if first <= r.row <= last]
             columns = [values[lo:hi] for values in self.columns]
-            halves.append(Chunk(first, last, columns, self.row_numbers[lo:hi], rejects))
+            half = Chunk(first, last, columns, self.row_numbers[lo:hi], rejects)
+            halves.append(half.seal(copy_types))
         return halves[0], halves[1]
 
 
@@ -87,10 +108,14 @@ def write_chunk(conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk) ->
         rejects = chunk.rejects + server_rejects
         if plan.quarantine and rejects:
             _quarantine(cursor, plan, rejects)
-        checksum = _checksum(chunk, plan)
         counts = (inserted, len(rejects))
         record_chunk(
-            cursor, plan.ingest_id, plan.target, (chunk.first_row, chunk.last_row), counts, checksum
+            cursor,
+            plan.ingest_id,
+            plan.target,
+            (chunk.first_row, chunk.last_row),
+            counts,
+            chunk.checksum,
         )
     return ChunkResult(inserted, rejects)
 
@@ -219,15 +244,6 @@ def _quarantine(cursor: psycopg.Cursor[Any], plan: WritePlan, rejects: list[Reje
     cursor.executemany(
         statement, [(plan.ingest_id, r.row, r.column, r.kind, r.reason, r.value) for r in rejects]
     )
-
-
-def _checksum(chunk: Chunk, plan: WritePlan) -> str:
-    """blake2b of the chunk's geometry values, to compare a table with its source."""
-    digest = hashlib.blake2b(digest_size=16)
-    for values, copy_type_name in zip(chunk.columns, plan.copy_types, strict=True):
-        if copy_type_name == "bytea":
-            digest.update(b"".join(v or b"" for v in values))
-    return digest.hexdigest()
 
 
 def copy_type(type_name: str) -> str:

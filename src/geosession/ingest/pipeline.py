@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import gc
 import queue
 import threading
 import time
@@ -106,6 +107,8 @@ class Ingest:
     def run(self) -> IngestReport:
         """Loads the source; restores deferred indexes whatever happens."""
         started = time.perf_counter()
+        collecting = gc.isenabled()
+        gc.disable()  # millions of short-lived geometries would set off full collections
         try:
             deferred = self._prepare()
             with Progress(self.options.progress, source_length(self.source), self.report) as bar:
@@ -119,6 +122,8 @@ class Ingest:
         else:
             self._finish_indexes(analyze=deferred)
         finally:
+            if collecting:
+                gc.enable()
             self.report.duration = time.perf_counter() - started
             self.report.chunk_size_min = self.sizer.smallest
             self.report.chunk_size_max = self.sizer.largest
@@ -324,7 +329,7 @@ class Ingest:
                 state = error.sqlstate or ""
                 if state == _TIMEOUT and len(chunk) > 1:
                     self.sizer.shrink()
-                    for half in chunk.split(len(chunk) // 2):
+                    for half in chunk.split(len(chunk) // 2, self.plan.copy_types):
                         self._write_with_retries(half)
                     return
                 if not connection_lost(error) or attempt == self.options.max_retries:

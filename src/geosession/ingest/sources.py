@@ -25,6 +25,7 @@ GeoDataFrame is sliced, and files are streamed, so memory stays flat whatever th
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -113,15 +114,33 @@ def source_length(source: Any) -> int | None:
 def _iterable_batches(rows: Iterable[Any], columns: Sequence[str], size: int) -> Iterator[Batch]:
     """Pull rows lazily: a generator is never consumed past the batch being built."""
     allowed = frozenset(columns)
-    pending: list[Mapping[str, Any]] = []
+    iterator = iter(rows)
     first = 1
-    for number, row in enumerate(rows, start=1):
-        pending.append(_row_values(row, number, columns, allowed))
-        if len(pending) == size:
-            yield _columnar(pending, first, columns)
-            pending, first = [], number + 1
-    if pending:
-        yield _columnar(pending, first, columns)
+    while raw := list(itertools.islice(iterator, size)):
+        yield _fast_batch(raw, first, columns, allowed) or _columnar(
+            [_row_values(row, first + i, columns, allowed) for i, row in enumerate(raw)],
+            first,
+            columns,
+        )
+        first += len(raw)
+
+
+def _fast_batch(
+    raw: list[Any], first: int, columns: Sequence[str], allowed: frozenset[str]
+) -> Batch | None:
+    """A batch of plain dicts or full-width tuples, checked once per batch instead of per row.
+
+    None when the batch needs the row-by-row path (which also names a faulty row).
+    """
+    if all(type(row) is tuple and len(row) == len(columns) for row in raw):
+        return Batch(first, dict(zip(columns, map(list, zip(*raw, strict=True)), strict=True)))
+    if not all(type(row) is dict and row for row in raw):
+        return None
+    present: set[str] = set().union(*raw)
+    if not present <= allowed:
+        return None
+    names = [name for name in columns if name in present]
+    return Batch(first, {name: [row.get(name) for row in raw] for name in names})
 
 
 def _row_values(

@@ -84,10 +84,10 @@ def check_geometries(
     spec = column.geometry
     assert spec is not None
     geoms, problems = _parse(values)
-    srid = default_srid if default_srid is not None else spec.srid
-    geoms = _apply_default_srid(geoms, srid)
+    if spec.srid == 0 and default_srid:  # an unconstrained column keeps each geometry's SRID
+        geoms = _apply_default_srid(geoms, default_srid)
     geoms = _promote_to_multi(geoms, spec)
-    problems.update(_problems(geoms, values, column, spec, skip=problems))
+    problems.update(_problems(geoms, values, column, spec, problems, default_srid))
     checked = Checked(keep=np.ones(len(values), dtype=bool))
     if on_invalid == "repair":
         geoms = _repair(geoms, problems, spec, first_row, column.name, checked.repaired)
@@ -96,11 +96,13 @@ def check_geometries(
         checked.rejects.append(
             Reject(first_row + index, column.name, kind, reason, _as_text(values[index]))
         )
-    keep_geoms = geoms.copy()  # every kept geometry has the column's SRID by now
+    keep_geoms = geoms.copy()
     keep_geoms[~checked.keep] = None
-    checked.encoded[column.name] = list(
-        shapely.to_wkb(keep_geoms, include_srid=True, flavor="extended")
-    )
+    # A column with an SRID stamps it on geometries that have none (PostGIS's typmod
+    # check), so plain WKB saves copying every geometry just to set its SRID.
+    include_srid = spec.srid == 0
+    encoded = shapely.to_wkb(keep_geoms, include_srid=include_srid, flavor="extended")
+    checked.encoded[column.name] = encoded.tolist()
     return checked
 
 
@@ -179,6 +181,7 @@ def _problems(
     column: Column,
     spec: GeometrySpec,
     skip: dict[int, tuple[str, str]],
+    default_srid: int | None,
 ) -> dict[int, tuple[str, str]]:
     """Every check in order; the first failing one names the row's problem."""
     found: dict[int, tuple[str, str]] = {}
@@ -207,8 +210,7 @@ def _problems(
     if spec.srid == 0 and spec.geometry_type == "GEOMETRY":
         pass  # an unconstrained geometry column takes any SRID and dimension
     else:
-        _check_srid_and_dimension(geoms, present, column, spec, mark)
-    mark(present & ~_finite(geoms), "non_finite", "non-finite coordinate (NaN or infinity)")
+        _check_srid_and_dimension(geoms, present, column, spec, mark, default_srid)
     checkable = present & ~np.isin(np.arange(len(values)), list(found) + list(skip))
     for index in np.flatnonzero(checkable & ~shapely.is_valid(geoms)):
         found[int(index)] = _invalid_problem(shapely.is_valid_reason(geoms[index]))
@@ -219,13 +221,24 @@ def _invalid_problem(reason: str) -> tuple[str, str]:
     """GEOS's validity reason, with the too-few-points case named as its own kind."""
     if reason.lower().startswith("too few points"):
         return "too_few_points", f"too few points: {reason}"
+    if reason.lower().startswith("invalid coordinate"):  # GEOS: NaN or infinite x or y
+        return "non_finite", f"non-finite coordinate (NaN or infinity): {reason}"
     return "invalid", f"invalid geometry: {reason}"
 
 
 def _check_srid_and_dimension(
-    geoms: np.ndarray[Any, Any], present: Any, column: Column, spec: GeometrySpec, mark: Any
+    geoms: np.ndarray[Any, Any],
+    present: Any,
+    column: Column,
+    spec: GeometrySpec,
+    mark: Any,
+    default_srid: int | None,
 ) -> None:
     srids = shapely.get_srid(geoms)
+    if default_srid is not None:  # geometries without an SRID are said to have this one
+        srids = np.where(srids == 0, default_srid, srids)
+    else:
+        srids = np.where(srids == 0, spec.srid, srids)
     if spec.srid != 0:
         mark(
             present & (srids != spec.srid),
@@ -240,18 +253,6 @@ def _check_srid_and_dimension(
             f"{'3D' if has_z[i] else '2D'} geometry where column {column.name} is {spec.dimension}D"
         ),
     )
-
-
-def _finite(geoms: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.bool_]]:
-    finite = np.ones(len(geoms), dtype=bool)
-    coords, owners = shapely.get_coordinates(geoms, include_z=True, return_index=True)
-    bad = ~np.isfinite(coords).all(axis=1) if len(coords) else np.zeros(0, dtype=bool)
-    # a 2D geometry reports z as NaN: only x and y (and z where the geometry has z) count
-    has_z = shapely.has_z(geoms)[owners] if len(owners) else bad
-    bad_xy = ~np.isfinite(coords[:, :2]).all(axis=1) if len(coords) else bad
-    bad = np.where(has_z, bad, bad_xy)
-    finite[np.unique(owners[bad])] = False
-    return finite
 
 
 def _repair(
