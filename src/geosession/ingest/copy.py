@@ -282,8 +282,8 @@ def coerce_values(values: list[Any], copy_type_name: str) -> list[Any]:
         return values
     if copy_type_name == "numeric":
         parse = _to_decimal
-    elif not any(isinstance(v, str) for v in values):
-        return values
+    elif not any(issubclass(kind, str) for kind in set(map(type, values))):
+        return values  # one pass in C over the column, then a check per distinct type
     return [_try(parse, v) for v in values]
 
 

@@ -116,7 +116,8 @@ def invalid_geometry_error(reject: Reject) -> InvalidGeometry:
 
 def _parse(values: list[Any]) -> tuple[np.ndarray[Any, Any], dict[int, tuple[str, str]]]:
     """shapely geometries (None for NULL) and the rows that could not be parsed."""
-    if all(v is None or isinstance(v, shapely.Geometry) for v in values):
+    kinds = set(map(type, values))  # one pass in C, then a check per distinct type
+    if all(kind is type(None) or issubclass(kind, shapely.Geometry) for kind in kinds):
         return _object_array(values), {}
     geoms = np.empty(len(values), dtype=object)
     problems: dict[int, tuple[str, str]] = {}
