@@ -1,4 +1,12 @@
-"""EXPLAIN a statement and tell whether the planner uses a spatial index."""
+"""EXPLAIN a statement and tell whether the planner uses a spatial index, and what to fix.
+
+The statement is wrapped in an ``EXPLAIN (...)`` construct and executed through SQLAlchemy
+like any other statement, so its bind parameters go through their types' bind processing
+(GeoAlchemy2 geometry elements, shapely shapes via ``from_shape``, IN lists, JSON ...)
+exactly as when the statement itself runs. The plan comes back as JSON (``FORMAT JSON,
+VERBOSE``: VERBOSE adds the schema of each scanned table and qualifies every column with
+its table alias, which :mod:`geosession.diagnose.advice` uses to tie predicates to tables).
+"""
 
 from __future__ import annotations
 
@@ -6,56 +14,134 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, TextClause, text
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy import Connection, text
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.sql.compiler import SQLCompiler
 
-_INDEX_NODES = ("Index Scan", "Index Only Scan", "Bitmap Index Scan")
-_SPATIAL_METHODS = ("gist", "spgist", "brin")
+from geosession.diagnose.advice import PlanFacts, analyse
+from geosession.diagnose.nodes import PlanNode, parse_plan
+
+_BUFFER_KEYS = {
+    "shared_hit": "Shared Hit Blocks",
+    "shared_read": "Shared Read Blocks",
+    "shared_dirtied": "Shared Dirtied Blocks",
+    "shared_written": "Shared Written Blocks",
+    "temp_read": "Temp Read Blocks",
+    "temp_written": "Temp Written Blocks",
+}
 
 
 @dataclass(frozen=True)
 class PlanReport:
-    """A parsed plan: its tree, the indexes it scans, and which of those are spatial."""
+    """A parsed plan: its tree, the indexes it scans, which are spatial, and advice."""
 
     plan: dict[str, Any]
+    """The plan's root node as PostgreSQL returned it (JSON format, parsed)."""
     indexes: tuple[str, ...] = ()
+    """Every index scanned, in plan order."""
     spatial_indexes: tuple[str, ...] = ()
+    """Those of a GiST, SP-GiST or BRIN operator class on geometry or geography."""
     sequential_scans: tuple[str, ...] = ()
+    """Tables read by a sequential scan."""
     lines: tuple[str, ...] = field(default=(), repr=False)
+    """The tree as indented text lines."""
+    root: PlanNode | None = field(default=None, repr=False)
+    """The tree as :class:`PlanNode` objects."""
+    spatial_seq_scans: tuple[str, ...] = ()
+    """Tables read sequentially although a spatial predicate filters them."""
+    advice: tuple[str, ...] = ()
+    """What to do, in plain language, with the exact SQL where there is one."""
+    analyzed: bool = False
+    """Whether the statement was executed (EXPLAIN ANALYZE): actual rows and times are real."""
+    planning_ms: float | None = None
+    execution_ms: float | None = None
+    buffers: dict[str, int] = field(default_factory=dict)
+    """Block counts of the whole statement (with analyze and buffers): shared_hit ..."""
 
     @property
     def uses_spatial_index(self) -> bool:
-        """True when a GiST, SP-GiST or BRIN index is scanned somewhere in the plan."""
+        """True when a GiST/SP-GiST/BRIN index on geometry or geography is scanned."""
         return bool(self.spatial_indexes)
 
+    def as_dict(self) -> dict[str, Any]:
+        """Everything but the text lines, for JSON output."""
+        return {
+            "uses_spatial_index": self.uses_spatial_index,
+            "indexes": list(self.indexes),
+            "spatial_indexes": list(self.spatial_indexes),
+            "sequential_scans": list(self.sequential_scans),
+            "spatial_seq_scans": list(self.spatial_seq_scans),
+            "advice": list(self.advice),
+            "analyzed": self.analyzed,
+            "planning_ms": self.planning_ms,
+            "execution_ms": self.execution_ms,
+            "buffers": self.buffers,
+            "plan": self.plan,
+        }
+
     def __str__(self) -> str:
-        return "\n".join(self.lines)
+        verdict = "uses a spatial index" if self.uses_spatial_index else "no spatial index used"
+        if self.spatial_indexes:
+            verdict += f" ({', '.join(self.spatial_indexes)})"
+        advice = [f"- {line}" for line in self.advice]
+        return "\n".join([*self.lines, verdict, *advice])
 
 
-def explain_statement(connection: Connection, statement: Any, *, analyze: bool) -> PlanReport:
+class _Explain(Executable, ClauseElement):
+    """``EXPLAIN (options) <statement>``, compiled and executed like the statement itself."""
+
+    inherit_cache = False  # the options differ per call; nothing worth caching
+
+    def __init__(self, statement: Any, explain_options: str) -> None:
+        self.statement = statement
+        self.explain_options = explain_options
+
+
+@compiles(_Explain)
+def _compile_explain(element: _Explain, compiler: SQLCompiler, **kw: Any) -> str:
+    sql = compiler.process(element.statement, **kw)
+    # the result is the plan, not the rows of an INSERT/UPDATE/DELETE: no DML result handling
+    compiler.isinsert = compiler.isupdate = compiler.isdelete = False
+    return f"EXPLAIN ({element.explain_options}) {sql}"
+
+
+def explain_statement(
+    connection: Connection, statement: Any, *, analyze: bool, buffers: bool = True
+) -> PlanReport:
     """Runs EXPLAIN (FORMAT JSON) on ``connection``; the caller owns the transaction."""
-    sql, params = _compile(connection, statement)
-    options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
-    raw = connection.exec_driver_sql(f"EXPLAIN ({options}) {sql}", params).scalar_one()
-    plan = (raw if isinstance(raw, list) else _loads(raw))[0]["Plan"]
-    nodes = list(_walk(plan))
-    indexes = tuple(n["Index Name"] for n in nodes if n["Node Type"] in _INDEX_NODES)
-    return PlanReport(
-        plan=plan,
-        indexes=indexes,
-        spatial_indexes=_spatial(connection, indexes),
-        sequential_scans=tuple(n["Relation Name"] for n in nodes if n["Node Type"] == "Seq Scan"),
-        lines=tuple(_describe(plan)),
-    )
-
-
-def _compile(connection: Connection, statement: Any) -> tuple[str, Any]:
     if isinstance(statement, str):
         statement = text(statement)
-    if isinstance(statement, TextClause | ClauseElement):
-        compiled = statement.compile(dialect=connection.dialect)
-        return str(compiled), (compiled.params or None)
-    raise TypeError(f"cannot EXPLAIN {type(statement).__name__}; pass a select() or SQL text")
+    if not isinstance(statement, ClauseElement):
+        raise TypeError(f"cannot EXPLAIN {type(statement).__name__}; pass a select() or SQL text")
+    options = ["VERBOSE", "FORMAT JSON"]
+    if analyze:
+        options[:0] = ["ANALYZE", "BUFFERS"] if buffers else ["ANALYZE"]
+    raw = connection.execute(_Explain(statement, ", ".join(options))).scalar_one()
+    output = (raw if isinstance(raw, list) else _loads(raw))[0]
+    return _report(connection, output, analyze=analyze)
+
+
+def _report(connection: Connection, output: dict[str, Any], *, analyze: bool) -> PlanReport:
+    plan = output["Plan"]
+    root = parse_plan(plan)
+    nodes = list(root.walk())
+    facts = PlanFacts.load(connection, root)
+    spatial_seq_scans, advice = analyse(root, facts, analyzed=analyze)
+    return PlanReport(
+        plan=plan,
+        indexes=tuple(n.index for n in nodes if n.index is not None),
+        spatial_indexes=tuple(n.index for n in nodes if n.index in facts.spatial_indexes),
+        sequential_scans=tuple(n.table for n in nodes if n.is_seq_scan and n.table),
+        lines=tuple(_describe(root)),
+        root=root,
+        spatial_seq_scans=spatial_seq_scans,
+        advice=advice,
+        analyzed=analyze,
+        planning_ms=output.get("Planning Time"),
+        execution_ms=output.get("Execution Time"),
+        buffers={name: plan[key] for name, key in _BUFFER_KEYS.items() if key in plan},
+    )
 
 
 def _loads(raw: Any) -> Any:
@@ -64,32 +150,7 @@ def _loads(raw: Any) -> Any:
     return orjson.loads(raw)
 
 
-def _walk(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield node
-    for child in node.get("Plans", ()):
-        yield from _walk(child)
-
-
-def _spatial(connection: Connection, indexes: tuple[str, ...]) -> tuple[str, ...]:
-    if not indexes:
-        return ()
-    rows = connection.execute(
-        text(
-            "SELECT c.relname FROM pg_class c JOIN pg_am am ON am.oid = c.relam "
-            "WHERE c.relname = ANY(:names) AND am.amname = ANY(:methods)"
-        ),
-        {"names": list(indexes), "methods": list(_SPATIAL_METHODS)},
-    )
-    spatial = {row[0] for row in rows}
-    return tuple(name for name in indexes if name in spatial)
-
-
-def _describe(node: dict[str, Any], depth: int = 0) -> Iterator[str]:
-    target = node.get("Index Name") or node.get("Relation Name") or ""
-    actual = f", actual rows {node['Actual Rows']}" if "Actual Rows" in node else ""
-    yield (
-        f"{'  ' * depth}{node['Node Type']}{' on ' + target if target else ''} "
-        f"(estimated rows {node.get('Plan Rows', '?')}{actual})"
-    )
-    for child in node.get("Plans", ()):
+def _describe(node: PlanNode, depth: int = 0) -> Iterator[str]:
+    yield "  " * depth + node.summary()
+    for child in node.children:
         yield from _describe(child, depth + 1)

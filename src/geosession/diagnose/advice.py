@@ -1,0 +1,243 @@
+"""What a plan says about spatial indexes and statistics, in plain language.
+
+Spatial predicates are found in the plan's condition texts (Filter, Join Filter, Index
+Cond, ...): a PostGIS predicate function (ST_Intersects, ST_DWithin, ...) or a bounding-box
+operator (&&, ~, @, <->) next to a geometry/geography column of a scanned table. With
+VERBOSE every column is written ``alias.column``; the scan nodes map aliases to tables.
+The catalog then tells which of those columns have a spatial index and which tables were
+never analyzed. All catalog queries take names as bind parameters; the SQL in the advice
+quotes identifiers the way PostgreSQL does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, text
+from sqlalchemy.dialects import postgresql
+
+from geosession.diagnose.nodes import PlanNode
+
+_PREPARER = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
+_PREDICATES = (
+    r"_?st_(?:3d)?(?:intersects|dwithin|dfullywithin|contains|containsproperly|within|covers"
+    r"|coveredby|crosses|overlaps|touches|equals|orderingequals)"
+)
+_PREDICATE_NAME = re.compile(_PREDICATES, re.IGNORECASE)
+_SPATIAL_CONDITION = re.compile(rf"\b{_PREDICATES}\s*\(|&&|~=|\s[~@]\s|<->|<#>", re.IGNORECASE)
+_IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+_COLUMN_REF = re.compile(rf"(?<![\w\"$.])({_IDENT})\.({_IDENT})(?![\w\"$(])")
+_CALL_BEFORE = re.compile(r"(\w+)\(\s*$")
+_CAST_AFTER = re.compile(r"^\)::(\w+)")
+_MISESTIMATE = 10.0
+_MISESTIMATE_MIN_ROWS = 100
+
+_SPATIAL_INDEX_NAMES = text(
+    "SELECT DISTINCT ic.relname FROM pg_index i "
+    "JOIN pg_class ic ON ic.oid = i.indexrelid "
+    "JOIN pg_am am ON am.oid = ic.relam "
+    "JOIN pg_opclass oc ON oc.oid = ANY (i.indclass::oid[]) "
+    "JOIN pg_type t ON t.oid = oc.opcintype "
+    "WHERE ic.relname = ANY (:names) AND am.amname IN ('gist', 'spgist', 'brin') "
+    "AND t.typname IN ('geometry', 'geography')"
+)
+_TABLE_FACTS = text(
+    "SELECT r.schema_name, r.table_name, a.attname, "
+    "EXISTS (SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+    "  JOIN pg_am am ON am.oid = ic.relam WHERE i.indrelid = c.oid "
+    "  AND a.attnum = ANY (i.indkey::int2[]) AND am.amname IN ('gist', 'spgist', 'brin')) "
+    "  AS indexed, "
+    "(s.last_analyze IS NOT NULL OR s.last_autoanalyze IS NOT NULL) AS analyzed "
+    "FROM unnest(CAST(:schemas AS text[]), CAST(:tables AS text[])) AS r(schema_name, table_name) "
+    "JOIN pg_namespace n ON n.nspname = r.schema_name "
+    "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = r.table_name "
+    "LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid "
+    "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+    "  AND a.atttypid IN (SELECT oid FROM pg_type WHERE typname IN ('geometry', 'geography'))"
+)
+
+
+def quote(name: str) -> str:
+    """``name`` as an SQL identifier, quoted only where PostgreSQL needs it."""
+    return _PREPARER.quote(name)
+
+
+def qualified(schema: str | None, table: str) -> str:
+    """``schema.table`` as SQL, each part quoted where needed."""
+    return f"{quote(schema)}.{quote(table)}" if schema else quote(table)
+
+
+@dataclass
+class TableFacts:
+    """A scanned table's geometry/geography columns (indexed or not) and its statistics."""
+
+    analyzed: bool = True
+    geo_columns: dict[str, bool] = field(default_factory=dict)
+    """Column name -> whether a GiST/SP-GiST/BRIN index covers it."""
+
+
+@dataclass
+class PlanFacts:
+    """What the catalog says about the indexes and tables of one plan."""
+
+    spatial_indexes: set[str] = field(default_factory=set)
+    tables: dict[tuple[str, str], TableFacts] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, connection: Connection, root: PlanNode) -> PlanFacts:
+        nodes = list(root.walk())
+        indexes = sorted({n.index for n in nodes if n.index})
+        tables = sorted({(n.schema, n.table) for n in nodes if n.schema and n.table})
+        facts = cls()
+        if indexes:
+            rows = connection.execute(_SPATIAL_INDEX_NAMES, {"names": indexes})
+            facts.spatial_indexes = {row[0] for row in rows}
+        if tables:
+            params = {"schemas": [s for s, _ in tables], "tables": [t for _, t in tables]}
+            for schema, table, column, indexed, analyzed in connection.execute(
+                _TABLE_FACTS, params
+            ):
+                entry = facts.tables.setdefault((schema, table), TableFacts(analyzed=analyzed))
+                if column is not None:
+                    entry.geo_columns[column] = indexed
+        return facts
+
+
+@dataclass(frozen=True)
+class _Ref:
+    """A geometry column used by a spatial predicate, and what wraps it, if anything."""
+
+    alias: str
+    column: str
+    wrapper: str | None
+    """``st_transform()`` or ``a cast to geography``."""
+    expression: str | None
+    """The wrapping expression as SQL on the bare column, e.g. ``st_transform(geom, 3857)``."""
+
+
+def analyse(
+    root: PlanNode, facts: PlanFacts, *, analyzed: bool
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Tables scanned sequentially despite a spatial predicate, and the advice."""
+    nodes = list(root.walk())
+    scans = {n.alias: n for n in nodes if n.alias and n.table and n.schema}
+    refs_by_alias: dict[str, list[_Ref]] = defaultdict(list)
+    for ref in _spatial_refs(nodes, scans, facts):
+        refs_by_alias[ref.alias].append(ref)
+    seq_scans: list[str] = []
+    advice: list[str] = []
+    for node in nodes:
+        if node.is_seq_scan and node.alias in refs_by_alias and node.table:
+            seq_scans.append(node.table)
+            advice.extend(_scan_advice(node, refs_by_alias[node.alias], facts))
+    advice.extend(_stats_advice(nodes, facts, analyzed=analyzed))
+    return tuple(dict.fromkeys(seq_scans)), tuple(dict.fromkeys(advice))
+
+
+def _unquote(identifier: str) -> str:
+    if identifier.startswith('"'):
+        return identifier[1:-1].replace('""', '"')
+    return identifier
+
+
+def _spatial_refs(
+    nodes: list[PlanNode], scans: dict[str, PlanNode], facts: PlanFacts
+) -> list[_Ref]:
+    refs = []
+    for condition in (c for n in nodes for c in n.conditions):
+        if not _SPATIAL_CONDITION.search(condition):
+            continue
+        for match in _COLUMN_REF.finditer(condition):
+            alias, column = _unquote(match.group(1)), _unquote(match.group(2))
+            scan = scans.get(alias)
+            table = facts.tables.get((scan.schema or "", scan.table or "")) if scan else None
+            if table is not None and column in table.geo_columns:
+                wrapper, expression = _wrapper(condition, match.start(), match.end())
+                if expression is not None:
+                    expression = expression.replace(match.group(1) + ".", "")
+                refs.append(_Ref(alias, column, wrapper, expression))
+    return refs
+
+
+def _wrapper(condition: str, start: int, end: int) -> tuple[str | None, str | None]:
+    """The function or cast applied to the column reference at ``start:end``, and its text."""
+    window_start = max(0, start - 80)
+    call = _CALL_BEFORE.search(condition[window_start:start])
+    if call is not None and not _PREDICATE_NAME.fullmatch(call.group(1)):
+        call_start = window_start + call.start()
+        close = _closing_paren(condition, window_start + call.end() - 1)
+        return f"{call.group(1)}()", condition[call_start : close + 1] if close else None
+    cast = _CAST_AFTER.match(condition[end:])
+    if cast is not None and condition[:start].endswith("("):
+        return f"a cast to {cast.group(1)}", condition[start - 1 : end + cast.end()]
+    return None, None
+
+
+def _closing_paren(text: str, opening: int) -> int | None:
+    """Index of the parenthesis closing the one at ``opening`` (skipping string literals)."""
+    depth, quoted = 0, False
+    for index in range(opening, len(text)):
+        char = text[index]
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and char in "()":
+            depth += 1 if char == "(" else -1
+            if depth == 0:
+                return index
+    return None
+
+
+def _scan_advice(node: PlanNode, refs: list[_Ref], facts: PlanFacts) -> list[str]:
+    schema, table = node.schema or "", node.table or ""
+    name, sql_name = f"{schema}.{table}", qualified(schema, table)
+    geo_columns = facts.tables[(schema, table)].geo_columns
+    advice = []
+    for column in dict.fromkeys(ref.column for ref in refs):
+        wrapped = [ref for ref in refs if ref.column == column and ref.wrapper]
+        if wrapped:
+            labels = ", ".join(sorted({str(ref.wrapper) for ref in wrapped}))
+            indexed = "indexed " if geo_columns.get(column, False) else ""
+            expression = wrapped[0].expression or "<the same expression>"
+            advice.append(
+                f"the predicate wraps the {indexed}column {name}.{column} in a function "
+                f"({labels}): an index on {column} cannot serve it. Apply the function to the "
+                "other operand instead (e.g. ST_Transform the search geometry to the column's "
+                f"SRID), or index that expression: CREATE INDEX ON {sql_name} USING gist "
+                f"(({expression}));"
+            )
+        elif not geo_columns.get(column, False):
+            advice.append(
+                f"table {name} has no spatial index on {column}: "
+                f"CREATE INDEX ON {sql_name} USING gist ({quote(column)});"
+            )
+        elif facts.tables[(schema, table)].analyzed:
+            advice.append(
+                f"{name}.{column} has a spatial index but {name} was read sequentially: "
+                "normal for small tables or predicates matching most rows; if the table is "
+                f"large, refresh its statistics (ANALYZE {sql_name};) and compare again"
+            )
+    return advice
+
+
+def _stats_advice(nodes: list[PlanNode], facts: PlanFacts, *, analyzed: bool) -> list[str]:
+    advice = []
+    for (schema, table), entry in facts.tables.items():
+        if not entry.analyzed:
+            advice.append(
+                f"stats are missing for {schema}.{table} (never analyzed), so row estimates "
+                f"are guesses: ANALYZE {qualified(schema, table)};"
+            )
+    for node in nodes if analyzed else ():
+        scanned = facts.tables.get((node.schema or "", node.table or ""))
+        rows = max(node.estimated_rows, node.actual_rows or 0.0)
+        if scanned is None or not scanned.analyzed or rows < _MISESTIMATE_MIN_ROWS:
+            continue
+        if node.misestimate >= _MISESTIMATE:
+            advice.append(
+                f"{node.node_type} on {node.relation}: estimated {node.estimated_rows:g} rows, "
+                f"found {node.actual_rows:g} ({node.misestimate:.0f}x off); the statistics "
+                f"may be stale: ANALYZE {qualified(node.schema, node.table or '')};"
+            )
+    return advice

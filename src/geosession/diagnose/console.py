@@ -1,0 +1,181 @@
+"""What ``geosession activity``, ``explain`` and ``doctor`` print: rich tables and trees.
+
+Every value that comes from the server (queries, names) is shown as plain text, never
+parsed as rich markup.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+import orjson
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from geosession.database import SpatialDatabase
+from geosession.diagnose.activity import LockWait, SessionActivity
+from geosession.diagnose.doctor import DoctorReport
+from geosession.diagnose.explain import PlanReport
+from geosession.diagnose.nodes import PlanNode
+
+_STATUS = {
+    "ok": ("✔", "green"),
+    "warn": ("!", "yellow"),
+    "fail": ("✘", "bold red"),
+    "skip": ("-", "dim"),
+}
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
+
+
+def _state_style(session: SessionActivity) -> str:
+    if session.idle_in_transaction:
+        return "bold red"
+    if session.blocked_by or session.long_running:
+        return "yellow"
+    return "green" if session.state == "active" else ""
+
+
+def activity_table(sessions: list[SessionActivity], *, all_databases: bool = False) -> Table:
+    """Sessions as a table; idle in transaction in red, waiting or long-running in yellow."""
+    table = Table(title=f"Server sessions ({len(sessions)})", title_justify="left")
+    columns = ["pid", "database", "application", "user", "state", "xact age", "query age"]
+    for name in [*columns, "wait", "blocked by", "query"]:
+        if name != "database" or all_databases:
+            table.add_column(name, overflow="fold", no_wrap=name in ("pid", "state"))
+    for s in sessions:
+        flags = " (long)" if s.long_running else ""
+        cells = [
+            Text(str(s.pid)),
+            Text(s.database or ""),
+            Text(s.application),
+            Text(s.user or ""),
+            Text((s.state or "") + flags, style=_state_style(s)),
+            Text(_age(s.transaction_age)),
+            Text(_age(s.query_age)),
+            Text(s.wait_event or ""),
+            Text(", ".join(map(str, s.blocked_by)), style="yellow"),
+            Text(" ".join(s.query.split())[:120]),
+        ]
+        table.add_row(*(cells if all_databases else cells[:1] + cells[2:]))
+    return table
+
+
+def locks_table(waits: list[LockWait]) -> Table:
+    """Lock waits: who waits, for what, and who holds it."""
+    table = Table(title=f"Lock waits ({len(waits)})", title_justify="left")
+    for name in ("pid", "application", "lock", "relation", "waiting", "blocked by", "query"):
+        table.add_column(name, overflow="fold")
+    for w in waits:
+        blockers = "; ".join(f"{b.pid} {b.application} ({b.state})" for b in w.blockers)
+        table.add_row(
+            Text(str(w.pid)),
+            Text(w.application),
+            Text(f"{w.mode} ({w.lock_type})"),
+            Text(w.relation or ""),
+            Text(_age(w.waiting)),
+            Text(blockers or ", ".join(map(str, w.blocked_by)), style="yellow"),
+            Text(" ".join(w.query.split())[:120]),
+        )
+    return table
+
+
+def activity_view(db: SpatialDatabase, *, all_databases: bool, long_running: float) -> Group:
+    """One snapshot: the sessions table, and the lock waits table when there are any."""
+    sessions = db.activity(all_databases=all_databases, long_running=long_running)
+    waits = db.locks(all_databases=all_databases)
+    parts: list[RenderableType] = [activity_table(sessions, all_databases=all_databases)]
+    if waits:
+        parts.append(locks_table(waits))
+    return Group(*parts)
+
+
+def watch(
+    view: Callable[[], RenderableType],
+    *,
+    interval: float,
+    count: int | None,
+    console: Console,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Shows ``view()`` live, refreshed every ``interval`` s, ``count`` times or until Ctrl-C."""
+    shown = 0
+    with Live(view(), console=console, auto_refresh=False) as live:
+        shown = 1
+        try:
+            while count is None or shown < count:
+                sleep(interval)
+                live.update(view(), refresh=True)
+                shown += 1
+        except KeyboardInterrupt:
+            pass
+    return shown
+
+
+def plan_tree(report: PlanReport) -> RenderableType:
+    """The plan as a tree, the verdict on spatial indexes, and the advice."""
+    assert report.root is not None
+    tree = Tree(Text(report.root.summary(), style=_node_style(report, report.root)))
+    _add_children(tree, report.root, report)
+    verdict = (
+        Text(f"Uses a spatial index: {', '.join(report.spatial_indexes)}", style="green")
+        if report.uses_spatial_index
+        else Text("No spatial index is used.", style="yellow")
+    )
+    parts: list[RenderableType] = [tree, verdict]
+    if report.execution_ms is not None:
+        parts.append(
+            Text(
+                f"Planning {report.planning_ms:.1f} ms, execution "
+                f"{report.execution_ms:.1f} ms (the transaction was rolled back)"
+            )
+        )
+    parts.extend(Text(f"• {line}", style="bold") for line in report.advice)
+    return Group(*parts)
+
+
+def _node_style(report: PlanReport, node: PlanNode) -> str:
+    if node.index and node.index in report.spatial_indexes:
+        return "green"
+    if node.is_seq_scan and node.table in report.spatial_seq_scans:
+        return "bold red"
+    return ""
+
+
+def _add_children(tree: Tree, node: PlanNode, report: PlanReport) -> None:
+    for child in node.children:
+        branch = tree.add(Text(child.summary(), style=_node_style(report, child)))
+        _add_children(branch, child, report)
+
+
+def doctor_table(report: DoctorReport) -> Table:
+    """The checklist: a mark, the check, what was found, and the fix."""
+    verdict = "all checks pass" if report.ok else f"{len(report.failed)} check(s) failed"
+    table = Table(title=f"geosession doctor: {verdict}", title_justify="left")
+    for name in ("", "check", "result", "fix"):
+        table.add_column(name, overflow="fold")
+    for check in report.checks:
+        mark, style = _STATUS[check.status]
+        table.add_row(
+            Text(mark, style=style), Text(check.name), Text(check.detail), Text(check.fix)
+        )
+    return table
+
+
+def print_json(value: object) -> None:
+    """``value`` as indented JSON on stdout."""
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.flush()

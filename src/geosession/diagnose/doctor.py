@@ -1,0 +1,304 @@
+"""``geosession doctor``: a checklist of what makes spatial sessions slow or unsafe, with fixes.
+
+Each check runs in its own short connection from the pool (so one that fails, e.g. for
+want of a privilege, does not hide the others) and returns one :class:`Check`: ``ok``,
+``warn`` (worth a look, may be intended), ``fail`` (fix it) or ``skip``. The report fails
+when any check fails. Table checks look at every schema except the system ones and
+extension-owned tables (PostGIS's own), or only at ``schemas`` when given.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Engine, text
+
+from geosession.diagnose.advice import qualified, quote
+from geosession.errors import GeoSessionError
+from geosession.settings import DatabaseSettings
+
+Status = Literal["ok", "warn", "fail", "skip"]
+
+_UNINDEXED = text(
+    "SELECT n.nspname, c.relname, a.attname, t.typname FROM pg_attribute a "
+    "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "JOIN pg_type t ON t.oid = a.atttypid "
+    "WHERE t.typname IN ('geometry', 'geography') AND a.attnum > 0 AND NOT a.attisdropped "
+    "AND c.relkind IN ('r', 'p', 'm') AND NOT c.relispartition AND "
+    "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
+    "AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%' "
+    "AND (CAST(:schemas AS text[]) IS NULL OR n.nspname = ANY (CAST(:schemas AS text[]))) "
+    "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
+    "AND d.objid = c.oid AND d.deptype = 'e') "
+    "AND NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+    "JOIN pg_am am ON am.oid = ic.relam WHERE i.indrelid = c.oid "
+    "AND a.attnum = ANY (i.indkey::int2[]) AND am.amname IN ('gist', 'spgist', 'brin')) "
+    "ORDER BY 1, 2, 3"
+)
+_NEVER_ANALYZED = text(
+    "SELECT n.nspname, c.relname FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid "
+    "WHERE c.relkind IN ('r', 'm') AND "
+    "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
+    "AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%' "
+    "AND (CAST(:schemas AS text[]) IS NULL OR n.nspname = ANY (CAST(:schemas AS text[]))) "
+    "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
+    "AND d.objid = c.oid AND d.deptype = 'e') "
+    "AND s.last_analyze IS NULL AND s.last_autoanalyze IS NULL "
+    "AND (c.reltuples > 0 OR coalesce(s.n_live_tup, 0) > 0) ORDER BY 1, 2"
+)
+_SRID_ZERO = text(
+    "SELECT g.f_table_schema, g.f_table_name, g.f_geometry_column FROM geometry_columns g "
+    "WHERE g.srid = 0 AND (CAST(:schemas AS text[]) IS NULL "
+    "OR g.f_table_schema = ANY (CAST(:schemas AS text[]))) ORDER BY 1, 2, 3"
+)
+_IDLE_IN_TRANSACTION = text(
+    "SELECT pid, application_name, extract(epoch FROM clock_timestamp() - state_change)::float8 "
+    "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+    "AND backend_type = 'client backend' AND state LIKE 'idle in transaction%' "
+    "AND clock_timestamp() - state_change > make_interval(secs => :seconds) ORDER BY 3 DESC"
+)
+_LONG_RUNNING = text(
+    "SELECT pid, application_name, extract(epoch FROM clock_timestamp() - query_start)::float8 "
+    "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+    "AND backend_type = 'client backend' AND state = 'active' "
+    "AND clock_timestamp() - query_start > make_interval(secs => :seconds) ORDER BY 3 DESC"
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the checklist."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    """The checklist; ``ok`` unless a check failed."""
+
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(check.status != "fail" for check in self.checks)
+
+    @property
+    def failed(self) -> tuple[Check, ...]:
+        return tuple(check for check in self.checks if check.status == "fail")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checks": [asdict(check) for check in self.checks]}
+
+    def __str__(self) -> str:
+        lines = [
+            f"[{c.status}] {c.name}: {c.detail}" + (f"\n  fix: {c.fix}" if c.fix else "")
+            for c in self.checks
+        ]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _Context:
+    settings: DatabaseSettings
+    schemas: list[str] | None
+    long_running: float
+    idle_after: float
+
+
+CheckFunction = Callable[[Connection, _Context], Check]
+
+
+def run_doctor(
+    engine: Engine,
+    settings: DatabaseSettings,
+    *,
+    schemas: Sequence[str] | None = None,
+    long_running: float = 60.0,
+    idle_after: float = 1.0,
+) -> DoctorReport:
+    """Runs every check on ``engine``'s database; the connection check first."""
+    context = _Context(settings, list(schemas) if schemas else None, long_running, idle_after)
+    try:
+        with engine.connect() as connection:
+            checks = [_connection(connection)]
+    except GeoSessionError as error:
+        failed = Check("connection", "fail", error.message, "fix the settings or start the server")
+        skipped = [Check(name, "skip", "not checked: no connection") for name, _ in _CHECKS]
+        return DoctorReport((failed, *skipped))
+    for name, check in _CHECKS:
+        checks.append(_run(engine, name, check, context))
+    return DoctorReport(tuple(checks))
+
+
+def _run(engine: Engine, name: str, check: CheckFunction, context: _Context) -> Check:
+    try:
+        with engine.connect() as connection:
+            return check(connection, context)
+    except GeoSessionError as error:
+        return Check(name, "fail", f"could not check: {error.message}")
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _connection(connection: Connection) -> Check:
+    started = time.perf_counter()
+    user, database = connection.execute(text("SELECT current_user, current_database()")).one()
+    ms = (time.perf_counter() - started) * 1000
+    return Check("connection", "ok", f"connected to {database} as {user} ({ms:.1f} ms)")
+
+
+def _postgresql_version(connection: Connection, context: _Context) -> Check:
+    number = int(connection.execute(text("SHOW server_version_num")).scalar_one())
+    version = connection.execute(text("SHOW server_version")).scalar_one()
+    if number < 120000:
+        return Check("postgresql version", "fail", f"{version} is unsupported", "upgrade to 15+")
+    status: Status = "ok" if number >= 130000 else "warn"
+    return Check("postgresql version", status, str(version), "" if status == "ok" else "upgrade")
+
+
+def _postgis_version(connection: Connection, context: _Context) -> Check:
+    version = connection.execute(
+        text("SELECT extversion FROM pg_extension WHERE extname = 'postgis'")
+    ).scalar()
+    if version is None:
+        return Check(
+            "postgis version",
+            "fail",
+            "PostGIS is not installed in this database",
+            "as the database owner or a superuser: CREATE EXTENSION postgis;",
+        )
+    status: Status = "ok" if int(str(version).split(".")[0]) >= 3 else "warn"
+    return Check("postgis version", status, str(version), "" if status == "ok" else "upgrade")
+
+
+def _pool_size(connection: Connection, context: _Context) -> Check:
+    max_connections, reserved, in_use = connection.execute(
+        text(
+            "SELECT current_setting('max_connections')::int, "
+            "current_setting('superuser_reserved_connections')::int, "
+            "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+        )
+    ).one()
+    available = max_connections - reserved
+    s = context.settings
+    per_process = s.pool_size + s.max_overflow
+    detail = (
+        f"pool_size + max_overflow = {per_process} per process; the server allows "
+        f"{available} ({max_connections} max_connections - {reserved} reserved), {in_use} in use"
+    )
+    fix = "lower pool_size/max_overflow, raise max_connections, or put PgBouncer in front"
+    if per_process > available:
+        return Check("pool size", "fail", detail, fix)
+    if per_process * 2 > available:
+        return Check("pool size", "warn", f"{detail}; two processes exhaust it", fix)
+    return Check("pool size", "ok", f"{detail}; {available // per_process} processes fit")
+
+
+def _timeout(connection: Connection, context: _Context, name: str, example: str) -> Check:
+    value = connection.execute(text("SELECT current_setting(:name)"), {"name": name}).scalar()
+    if value not in (None, "0"):
+        return Check(name, "ok", f"{value}")
+    database = connection.execute(text("SELECT current_database()")).scalar_one()
+    return Check(
+        name,
+        "fail",
+        "not set (0: unlimited)",
+        f"set it for geosession (GEOSESSION_{name.upper()}={example}) or on the server: "
+        f"ALTER DATABASE {quote(database)} SET {name} = '{example}';",
+    )
+
+
+def _statement_timeout(connection: Connection, context: _Context) -> Check:
+    return _timeout(connection, context, "statement_timeout", "30s")
+
+
+def _idle_in_transaction_session_timeout(connection: Connection, context: _Context) -> Check:
+    return _timeout(connection, context, "idle_in_transaction_session_timeout", "5min")
+
+
+def _spatial_indexes(connection: Connection, context: _Context) -> Check:
+    rows = connection.execute(_UNINDEXED, {"schemas": context.schemas}).all()
+    if not rows:
+        return Check("spatial indexes", "ok", "every geometry/geography column has one")
+    names = ", ".join(f"{schema}.{table}.{column}" for schema, table, column, _ in rows)
+    fixes = " ".join(
+        f"CREATE INDEX ON {qualified(schema, table)} USING gist ({quote(column)});"
+        for schema, table, column, _ in rows
+    )
+    return Check("spatial indexes", "fail", f"no spatial index on {names}", fixes)
+
+
+def _statistics(connection: Connection, context: _Context) -> Check:
+    rows = connection.execute(_NEVER_ANALYZED, {"schemas": context.schemas}).all()
+    if not rows:
+        return Check("statistics", "ok", "every table with rows has been analyzed")
+    names = ", ".join(f"{schema}.{table}" for schema, table in rows)
+    fixes = " ".join(f"ANALYZE {qualified(schema, table)};" for schema, table in rows)
+    return Check("statistics", "fail", f"never analyzed: {names}", fixes)
+
+
+def _srid(connection: Connection, context: _Context) -> Check:
+    if connection.execute(text("SELECT to_regclass('geometry_columns')")).scalar() is None:
+        return Check("srid", "skip", "PostGIS is not installed")
+    rows = connection.execute(_SRID_ZERO, {"schemas": context.schemas}).all()
+    if not rows:
+        return Check("srid", "ok", "no geometry column has SRID 0")
+    names = ", ".join(f"{schema}.{table}.{column}" for schema, table, column in rows)
+    fixes = " ".join(
+        f"SELECT UpdateGeometrySRID({_literal(schema)}, {_literal(table)}, {_literal(column)}, "
+        "<srid>);"
+        for schema, table, column in rows
+    )
+    return Check("srid", "warn", f"SRID 0 (unknown) on {names}", fixes)
+
+
+def _idle_in_transaction(connection: Connection, context: _Context) -> Check:
+    rows = connection.execute(_IDLE_IN_TRANSACTION, {"seconds": context.idle_after}).all()
+    if not rows:
+        return Check("idle in transaction", "ok", "no session is idle in a transaction")
+    named = ", ".join(f"pid {pid} ({app or '?'}) for {age:.0f}s" for pid, app, age in rows)
+    return Check(
+        "idle in transaction",
+        "fail",
+        f"idle in transaction: {named}",
+        "commit or roll back promptly in those applications; to release their locks now: "
+        + " ".join(f"SELECT pg_terminate_backend({pid});" for pid, _, _ in rows),
+    )
+
+
+def _long_running(connection: Connection, context: _Context) -> Check:
+    rows = connection.execute(_LONG_RUNNING, {"seconds": context.long_running}).all()
+    if not rows:
+        return Check("long-running queries", "ok", f"none over {context.long_running:g}s")
+    named = ", ".join(f"pid {pid} ({app or '?'}) for {age:.0f}s" for pid, app, age in rows)
+    return Check(
+        "long-running queries",
+        "warn",
+        f"running: {named}",
+        "check their plans (geosession explain) or cancel: "
+        + " ".join(f"SELECT pg_cancel_backend({pid});" for pid, _, _ in rows),
+    )
+
+
+_CHECKS: tuple[tuple[str, CheckFunction], ...] = (
+    ("postgresql version", _postgresql_version),
+    ("postgis version", _postgis_version),
+    ("pool size", _pool_size),
+    ("statement_timeout", _statement_timeout),
+    ("idle_in_transaction_session_timeout", _idle_in_transaction_session_timeout),
+    ("spatial indexes", _spatial_indexes),
+    ("statistics", _statistics),
+    ("srid", _srid),
+    ("idle in transaction", _idle_in_transaction),
+    ("long-running queries", _long_running),
+)

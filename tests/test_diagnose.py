@@ -1,0 +1,307 @@
+"""Server activity, lock waits and EXPLAIN analysis, on the real server."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import shapely
+from geoalchemy2 import Geometry, WKTElement
+from geoalchemy2.shape import from_shape
+from rich.console import Console
+from rich.text import Text
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from geosession import SpatialDatabase
+from geosession.cli import app
+from geosession.diagnose.console import watch
+
+SUFFIX = os.getpid()
+
+
+def _libpq(database_url: str) -> str:
+    return make_url(database_url).set(drivername="postgresql").render_as_string(False)
+
+
+def _wait_for(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+    return result
+
+
+@pytest.fixture
+def points(admin: psycopg.Connection[Any]) -> Iterator[Table]:
+    """A table of 20,000 analyzed points in [0, 1]², without a spatial index."""
+    name = f"diag_points_{SUFFIX}"
+    admin.execute(f"DROP TABLE IF EXISTS {name}")
+    admin.execute(
+        f"CREATE TABLE {name} (id int PRIMARY KEY, name text, geom geometry(Point, 4326))"
+    )
+    admin.execute(
+        f"INSERT INTO {name} SELECT i, 'p' || i, ST_SetSRID(ST_MakePoint("
+        "(i % 200) / 200.0, (i / 200) / 100.0), 4326) FROM generate_series(1, 20000) i"
+    )
+    admin.execute(f"ANALYZE {name}")
+    yield Table(
+        name,
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("name", String),
+        Column("geom", Geometry("POINT", 4326, spatial_index=False)),
+    )
+    admin.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def _bbox() -> Any:
+    return func.ST_MakeEnvelope(0.1, 0.1, 0.12, 0.12, 4326)
+
+
+# -- activity and locks -------------------------------------------------------------------
+
+
+def test_an_idle_in_transaction_session_of_another_client_is_reported(
+    db: SpatialDatabase, database_url: str
+) -> None:
+    with psycopg.connect(_libpq(database_url), application_name="other-client") as other:
+        other.execute("SELECT 1")  # opens a transaction and leaves it open
+        pid = other.info.backend_pid
+        try:
+            sessions = {s.pid: s for s in db.activity()}
+            assert pid in sessions
+            found = sessions[pid]
+            assert found.application == "other-client"
+            assert found.idle_in_transaction and found.state == "idle in transaction"
+            assert found.transaction_age is not None and found.transaction_age >= 0
+            assert found.query == "SELECT 1" and not found.long_running
+            assert found.blocked_by == ()
+            assert all(s.database == found.database for s in sessions.values())
+        finally:
+            other.rollback()
+
+
+def test_lock_waits_name_the_blocking_pid(
+    db: SpatialDatabase, points: Table, database_url: str
+) -> None:
+    update_row = f"UPDATE {points.name} SET name = 'x' WHERE id = 1"
+    with (
+        psycopg.connect(_libpq(database_url), application_name="holder") as holder,
+        psycopg.connect(_libpq(database_url), application_name="waiter") as waiter,
+    ):
+        holder.execute(update_row)
+        waiter.execute("SET lock_timeout = '20s'")
+        thread = threading.Thread(target=lambda: waiter.execute(update_row))
+        thread.start()
+        try:
+            waits = _wait_for(db.locks)
+            assert waits[0].pid == waiter.info.backend_pid
+            assert waits[0].blocked_by == (holder.info.backend_pid,)
+            assert waits[0].blockers[0].application == "holder"
+            assert waits[0].blockers[0].state == "idle in transaction"
+            assert waits[0].application == "waiter" and "UPDATE" in waits[0].query
+            waiting = next(s for s in db.activity() if s.pid == waiter.info.backend_pid)
+            assert waiting.blocked_by == (holder.info.backend_pid,)
+            assert waiting.wait_event is not None and waiting.wait_event.startswith("Lock:")
+        finally:
+            holder.rollback()
+            thread.join()
+            waiter.rollback()
+
+
+def test_activity_command_prints_a_table_and_watches(database_url: str) -> None:
+    runner = CliRunner()
+    env = {"GEOSESSION_DATABASE_URL": database_url, "COLUMNS": "250"}
+    with psycopg.connect(_libpq(database_url), application_name="cli-visible") as other:
+        other.execute("SELECT 1")
+        try:
+            result = runner.invoke(app, ["activity"], env=env)
+            assert result.exit_code == 0, result.output
+            assert "Server sessions" in result.output and "cli-visible" in result.output
+            watched = runner.invoke(
+                app, ["activity", "--watch", "--count", "2", "--interval", "0.1", "--all"], env=env
+            )
+            assert watched.exit_code == 0, watched.output
+            assert "cli-visible" in watched.output and "database" in watched.output
+        finally:
+            other.rollback()
+    assert "--watch" in runner.invoke(app, ["activity", "--help"]).output
+
+
+# -- explain ------------------------------------------------------------------------------
+
+
+def test_explain_reports_the_spatial_index_only_once_it_exists(
+    db: SpatialDatabase, points: Table, admin: psycopg.Connection[Any]
+) -> None:
+    query = select(points.c.id).where(func.ST_Intersects(points.c.geom, _bbox()))
+    before = db.explain(query)
+    assert not before.uses_spatial_index
+    assert before.spatial_seq_scans == (points.name,)
+    assert (
+        f"table public.{points.name} has no spatial index on geom: "
+        f"CREATE INDEX ON public.{points.name} USING gist (geom);"
+    ) in before.advice
+    assert "no spatial index used" in str(before)
+
+    admin.execute(f"CREATE INDEX {points.name}_gix ON {points.name} USING gist (geom)")
+    after = db.explain(query)
+    assert after.uses_spatial_index
+    assert after.spatial_indexes == (f"{points.name}_gix",)
+    assert after.spatial_seq_scans == () and after.advice == ()
+
+
+def test_explain_compiles_geometry_binds_and_in_lists(db: SpatialDatabase, points: Table) -> None:
+    area = from_shape(shapely.box(0.1, 0.1, 0.12, 0.12), srid=4326)
+    query = select(points.c.id).where(
+        points.c.geom.ST_Intersects(area),
+        points.c.geom.ST_DWithin(WKTElement("POINT(0.11 0.11)", srid=4326), 0.05),
+        points.c.id.in_([1, 2, 3]),
+    )
+    report = db.explain(query, analyze=True)
+    assert report.analyzed and report.root is not None
+    with db.session() as s:
+        found = len(s.execute(query).all())
+    assert report.root.actual_rows == found
+
+
+def test_explain_analyze_reports_rows_and_buffers(db: SpatialDatabase, points: Table) -> None:
+    report = db.explain(select(points.c.id).where(points.c.id <= 100), analyze=True)
+    assert report.root is not None
+    assert report.root.actual_rows == 100 and report.root.estimated_rows > 0
+    assert report.buffers["shared_hit"] + report.buffers["shared_read"] > 0
+    assert report.execution_ms is not None and report.planning_ms is not None
+    assert "actual rows 100" in str(report)
+    no_buffers = db.explain(select(points.c.id), analyze=True, buffers=False)
+    assert no_buffers.buffers == {}
+
+
+@pytest.mark.parametrize("kind", ["update", "delete", "insert", "text"])
+def test_explain_analyze_of_a_data_changing_statement_changes_nothing(
+    db: SpatialDatabase, points: Table, kind: str
+) -> None:
+    statement: Any = {
+        "update": update(points).values(name="changed"),
+        "delete": delete(points).where(points.c.id <= 10_000),
+        "insert": insert(points).values(id=0, name="new", geom=WKTElement("POINT(0 0)", 4326)),
+        "text": f"UPDATE {points.name} SET name = 'changed'",
+    }[kind]
+    report = db.explain(statement, analyze=True)
+    assert report.analyzed and report.root is not None and report.root.node_type == "ModifyTable"
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(points)) == 20_000
+        assert s.scalar(select(func.count()).where(points.c.name == "changed")) == 0
+        assert s.scalar(select(func.count()).where(points.c.id == 0)) == 0
+
+
+def test_explain_says_when_the_predicate_wraps_the_indexed_column(
+    db: SpatialDatabase, points: Table, admin: psycopg.Connection[Any]
+) -> None:
+    admin.execute(f"CREATE INDEX ON {points.name} USING gist (geom)")
+    projected = func.ST_Transform(_bbox(), 3857)
+    report = db.explain(
+        select(points.c.id).where(
+            func.ST_Intersects(func.ST_Transform(points.c.geom, 3857), projected)
+        )
+    )
+    assert not report.uses_spatial_index
+    (advice,) = report.advice
+    assert (
+        f"wraps the indexed column public.{points.name}.geom in a function (st_transform())"
+        in advice
+    )
+    assert advice.endswith(
+        f"CREATE INDEX ON public.{points.name} USING gist ((st_transform(geom, 3857)));"
+    )
+    admin.execute(advice.split("index that expression: ")[1])  # the advice's SQL works
+    admin.execute(f"ANALYZE {points.name}")
+    assert db.explain(
+        select(points.c.id).where(
+            func.ST_Intersects(func.ST_Transform(points.c.geom, 3857), projected)
+        )
+    ).uses_spatial_index
+    cast = db.explain(
+        f"SELECT id FROM {points.name} WHERE ST_DWithin(geom::geography, "
+        "'SRID=4326;POINT(0 0)'::geography, 1000)"
+    )
+    (advice,) = cast.advice
+    assert "(a cast to geography)" in advice
+    assert advice.endswith("USING gist (((geom)::geography));")
+
+
+def test_explain_says_when_statistics_are_missing(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    name = f"diag_unanalyzed_{SUFFIX}"
+    admin.execute(f"CREATE TABLE {name} (id int, geom geometry(Point, 4326))")
+    try:
+        admin.execute(
+            f"INSERT INTO {name} SELECT i, ST_MakePoint(i, i) FROM generate_series(1, 500) i"
+        )
+        admin.execute(f"CREATE INDEX ON {name} USING gist (geom)")
+        report = db.explain(
+            f"SELECT id FROM {name} WHERE geom && ST_MakeEnvelope(0, 0, 5, 5, 4326)"
+        )
+        assert (
+            f"stats are missing for public.{name} (never analyzed), so row estimates are "
+            f"guesses: ANALYZE public.{name};"
+        ) in report.advice
+    finally:
+        admin.execute(f"DROP TABLE {name}")
+
+
+def test_explain_command_prints_the_plan_and_advice(database_url: str, points: Table) -> None:
+    runner = CliRunner()
+    env = {"GEOSESSION_DATABASE_URL": database_url, "COLUMNS": "250"}
+    sql = (
+        f"SELECT id FROM {points.name} "
+        "WHERE ST_Intersects(geom, ST_MakeEnvelope(0.1, 0.1, 0.12, 0.12, 4326))"
+    )
+    result = runner.invoke(app, ["explain", sql], env=env)
+    assert result.exit_code == 0, result.output
+    assert "Seq Scan" in result.output and "No spatial index is used" in result.output
+    assert "USING gist (geom)" in result.output
+    as_json = runner.invoke(app, ["explain", "--analyze", "--json", sql], env=env)
+    assert as_json.exit_code == 0, as_json.output
+    parsed = json.loads(as_json.output)
+    assert parsed["uses_spatial_index"] is False and parsed["analyzed"] is True
+    assert parsed["plan"]["Node Type"] == "Seq Scan" and parsed["buffers"]["shared_hit"] >= 0
+    from_stdin = runner.invoke(app, ["explain", "-"], input=sql, env=env)
+    assert from_stdin.exit_code == 0 and "Seq Scan" in from_stdin.output
+
+
+def test_watch_refreshes_count_times_and_stops_cleanly_on_ctrl_c() -> None:
+    console = Console(file=io.StringIO(), width=100)
+    views: list[int] = []
+
+    def view() -> Text:
+        views.append(len(views))
+        return Text(f"snapshot {len(views)}")
+
+    assert watch(view, interval=0, count=3, console=console, sleep=lambda _: None) == 3
+    assert views == [0, 1, 2]
+
+    def interrupted(_: float) -> None:
+        raise KeyboardInterrupt
+
+    assert watch(view, interval=1, count=None, console=console, sleep=interrupted) == 1

@@ -1,0 +1,137 @@
+"""`geosession doctor` and db.doctor() on the real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from geosession import SpatialDatabase
+from geosession.cli import app
+
+MakeDb = Callable[..., SpatialDatabase]
+
+
+@pytest.fixture
+def schema(admin: psycopg.Connection[Any]) -> Iterator[str]:
+    """A schema of its own, so the checks see only this test's tables."""
+    name = f"doctor_{os.getpid()}"
+    admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+    admin.execute(f"CREATE SCHEMA {name}")
+    yield name
+    admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+def _places(admin: psycopg.Connection[Any], schema: str) -> None:
+    admin.execute(f"CREATE TABLE {schema}.places (id int PRIMARY KEY, geom geometry(Point, 4326))")
+    admin.execute(
+        f"INSERT INTO {schema}.places SELECT i, ST_SetSRID(ST_MakePoint(i, i), 4326) "
+        "FROM generate_series(1, 100) i"
+    )
+    admin.execute(f"ANALYZE {schema}.places")
+
+
+def _statuses(report: Any) -> dict[str, str]:
+    return {check.name: check.status for check in report.checks}
+
+
+def test_doctor_fails_naming_an_unindexed_geometry_table_and_passes_once_indexed(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], schema: str
+) -> None:
+    _places(admin, schema)
+    report = db.doctor(schemas=[schema])
+    assert not report.ok
+    assert [check.name for check in report.failed] == ["spatial indexes"]
+    failed = report.failed[0]
+    assert failed.detail == f"no spatial index on {schema}.places.geom"
+    assert failed.fix == f"CREATE INDEX ON {schema}.places USING gist (geom);"
+
+    admin.execute(failed.fix)
+    fixed = db.doctor(schemas=[schema])
+    assert fixed.ok, str(fixed)
+    assert _statuses(fixed)["spatial indexes"] == "ok"
+    assert {"connection", "postgresql version", "postgis version", "pool size"} <= {
+        name for name, status in _statuses(fixed).items() if status == "ok"
+    }
+
+
+def test_doctor_command_exits_non_zero_until_the_index_exists(
+    database_url: str, admin: psycopg.Connection[Any], schema: str
+) -> None:
+    _places(admin, schema)
+    runner = CliRunner()
+    env = {"GEOSESSION_DATABASE_URL": database_url, "COLUMNS": "250"}
+    failing = runner.invoke(app, ["doctor", "--json", "--schema", schema], env=env)
+    assert failing.exit_code == 1, failing.output
+    parsed = json.loads(failing.output)
+    assert parsed["ok"] is False
+    check = next(c for c in parsed["checks"] if c["name"] == "spatial indexes")
+    assert check["status"] == "fail" and f"{schema}.places.geom" in check["detail"]
+
+    admin.execute(f"CREATE INDEX ON {schema}.places USING gist (geom)")
+    passing = runner.invoke(app, ["doctor", "--schema", schema], env=env)
+    assert passing.exit_code == 0, passing.output
+    assert "all checks pass" in passing.output and "spatial indexes" in passing.output
+    help_text = runner.invoke(app, ["doctor", "--help"], env=env).output
+    assert "exit 1 if any fails" in help_text and "--json" in help_text
+
+
+def test_doctor_flags_missing_timeouts_statistics_and_srid_zero(
+    make_db: MakeDb, admin: psycopg.Connection[Any], schema: str
+) -> None:
+    db = make_db(statement_timeout="0", idle_in_transaction_session_timeout="0")
+    admin.execute(f'CREATE TABLE {schema}."Raw Shapes" (id int, shape geometry)')
+    admin.execute(f'CREATE INDEX ON {schema}."Raw Shapes" USING gist (shape)')
+    admin.execute(f"INSERT INTO {schema}.\"Raw Shapes\" VALUES (1, 'POINT(1 1)')")
+    _wait_for_live_rows(admin, schema, "Raw Shapes")
+    report = db.doctor(schemas=[schema])
+    checks = {check.name: check for check in report.checks}
+    assert checks["statement_timeout"].status == "fail"
+    assert "statement_timeout = '30s'" in checks["statement_timeout"].fix
+    assert checks["idle_in_transaction_session_timeout"].status == "fail"
+    assert checks["statistics"].status == "fail"
+    assert checks["statistics"].fix == f'ANALYZE {schema}."Raw Shapes";'
+    assert checks["srid"].status == "warn"
+    assert f"{schema}.Raw Shapes.shape" in checks["srid"].detail
+    assert checks["spatial indexes"].status == "ok"
+
+
+def _wait_for_live_rows(admin: psycopg.Connection[Any], schema: str, table: str) -> None:
+    """Table statistics reach the shared stats a moment after the insert commits."""
+    deadline = time.monotonic() + 10
+    while not admin.execute(
+        "SELECT n_live_tup > 0 FROM pg_stat_user_tables WHERE schemaname = %s AND relname = %s",
+        (schema, table),
+    ).fetchone()[0]:  # type: ignore[index]
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_doctor_names_sessions_idle_in_transaction(db: SpatialDatabase, database_url: str) -> None:
+    conninfo = make_url(database_url).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(conninfo, application_name="forgetful-worker") as other:
+        other.execute("SELECT 1")
+        try:
+            time.sleep(1.2)
+            check = next(c for c in db.doctor().checks if c.name == "idle in transaction")
+            assert check.status == "fail"
+            assert f"pid {other.info.backend_pid} (forgetful-worker)" in check.detail
+            assert f"pg_terminate_backend({other.info.backend_pid})" in check.fix
+        finally:
+            other.rollback()
+
+
+def test_doctor_reports_an_unreachable_server_and_skips_the_rest(make_db: MakeDb) -> None:
+    db = make_db("postgresql+psycopg://nobody@127.0.0.1:1/nowhere", connect_timeout=2)
+    report = db.doctor()
+    assert not report.ok
+    assert report.checks[0].name == "connection" and report.checks[0].status == "fail"
+    assert "127.0.0.1:1" in report.checks[0].detail
+    assert {check.status for check in report.checks[1:]} == {"skip"}

@@ -1,0 +1,227 @@
+"""Pool metrics, leak detection, slow statements and the Prometheus exporter, on the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from sqlalchemy import text
+
+from geosession import PoolExhausted, SpatialDatabase
+from geosession.observe.leaks import capture_stack
+from geosession.observe.prometheus import register
+
+MakeDb = Callable[..., SpatialDatabase]
+
+
+def _line_above() -> int:
+    """The line number just above the caller's line."""
+    frame = inspect.currentframe()
+    assert frame is not None and frame.f_back is not None
+    return frame.f_back.f_lineno - 1
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_pool_stats_during_and_after_a_session(db: SpatialDatabase) -> None:
+    before = db.pool_stats()
+    assert before.checked_out == 0 and before.long_holders == ()
+    with db.session() as s:
+        s.execute(text("SELECT 1"))
+        time.sleep(0.05)
+        during = db.pool_stats()
+        assert during.checked_out == 1
+        assert during.checkouts == before.checkouts + 1
+        assert during.longest_hold_s >= 0.05
+        assert "1 checked out" in str(during)
+    after = db.pool_stats()
+    assert after.checked_out == 0 and after.checked_in >= 1
+    assert after.longest_hold_s == 0.0
+    assert after.connects >= 1 and after.waits == 0 and after.timeouts == 0
+    values = after.as_dict()
+    assert values["checkouts"] == during.checkouts and values["long_holders"] == 0
+    assert all(isinstance(v, int | float) for v in values.values())
+    assert {"size", "checked_out", "checked_in", "overflow", "wait_p95_ms"} <= values.keys()
+
+
+def test_a_connection_held_past_the_threshold_is_reported_with_this_file_and_line(
+    make_db: MakeDb, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = make_db(leak_threshold=0.2, pool_size=2)
+    caplog.set_level(logging.WARNING, logger="geosession.pool")
+    with db.session() as s:
+        s.execute(text("SELECT 1"))  # the checkout happens here
+        line = _line_above()
+        # nothing calls into geosession while we wait: the watchdog thread must notice
+        _wait_for(lambda: "not returned yet" in caplog.text)
+        assert f'File "{__file__}", line {line}, in test_a_connection_held' in caplog.text
+        assert "sqlalchemy" not in caplog.text.split("checked out (most recent call last)")[1]
+        holders = db.pool_stats().long_holders
+        assert len(holders) == 1 and holders[0].age > 0.2
+        name = "test_a_connection_held_past_the_threshold_is_reported_with_this_file_and_line"
+        assert holders[0].where == f"{__file__}:{line} in {name}"
+        assert f'File "{__file__}", line {line}' in holders[0].format_stack()
+    assert "was returned after" in caplog.text
+    assert db.pool_stats().long_holders == ()
+
+
+def test_pool_exhausted_names_the_longest_holders(make_db: MakeDb) -> None:
+    db = make_db(pool_size=1, max_overflow=0, pool_timeout=0.3, leak_threshold=60)
+    with db.session() as holder:
+        holder.execute(text("SELECT 1"))
+        line = _line_above()
+        with pytest.raises(PoolExhausted) as caught, db.session() as s:
+            s.execute(text("SELECT 2"))
+    assert "Held longest: " in str(caught.value)
+    assert f"{__file__}:{line} in test_pool_exhausted_names_the_longest_holders" in str(
+        caught.value
+    )
+    stats = db.pool_stats()
+    assert stats.timeouts == 1 and stats.waits == 1 and stats.wait_max_ms >= 250
+
+
+def test_waits_are_counted_and_timed(make_db: MakeDb) -> None:
+    db = make_db(pool_size=1, max_overflow=0, pool_timeout=5)
+    taken = threading.Event()
+
+    def hold() -> None:
+        with db.session() as s:
+            s.execute(text("SELECT 1"))
+            taken.set()
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert taken.wait(5)
+    with db.session() as s:
+        s.execute(text("SELECT 1"))
+    thread.join()
+    stats = db.pool_stats()
+    assert stats.waits == 1 and stats.timeouts == 0
+    assert 150 <= stats.wait_p50_ms == stats.wait_p95_ms == stats.wait_max_ms < 5000
+    assert "1 waited" in str(stats)
+
+
+def test_invalidations_and_new_connections_are_counted(db: SpatialDatabase) -> None:
+    with db.engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+        connection.invalidate()
+    with db.session() as s:
+        s.execute(text("SELECT 1"))
+    stats = db.pool_stats()
+    assert stats.invalidations == 1 and stats.connects == 2 and stats.checkouts == 2
+
+
+def test_async_pool_holders_have_the_awaiting_coroutine_in_their_stack(make_db: MakeDb) -> None:
+    db = make_db(leak_threshold=0.05)
+
+    async def main() -> str:
+        try:
+            async with db.async_session() as s:
+                await s.execute(text("SELECT 1"))
+                line = _line_above()
+                await asyncio.sleep(0.1)
+                holders = db.pool_stats(async_pool=True).long_holders
+                assert len(holders) == 1
+                assert holders[0].where == f"{__file__}:{line} in main"
+                return str(db.pool_stats(async_pool=True))
+        finally:
+            await db.async_engine.dispose()
+
+    assert "1 checked out" in asyncio.run(main())
+    assert db.pool_stats(async_pool=True).checked_out == 0
+
+
+def test_stack_capture_skips_library_frames() -> None:
+    frames = capture_stack()
+    assert frames[-1][0] == __file__ and frames[-1][2] == "test_stack_capture_skips_library_frames"
+    assert not any("/sqlalchemy/" in f or "/geosession/" in f for f, _, _ in frames)
+
+
+def test_slow_statements_are_logged_without_parameters(
+    make_db: MakeDb, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = make_db(slow_query_threshold=0.05)
+    caplog.set_level(logging.WARNING, logger="geosession.slow")
+    with db.session() as s:
+        s.execute(text("SELECT pg_sleep(0.1), :secret"), {"secret": "hunter2"})
+        s.execute(text("SELECT 1"))
+    assert db.metrics.slow_queries.count == 1
+    assert "Slow statement" in caplog.text and "pg_sleep" in caplog.text
+    assert "hunter2" not in caplog.text
+
+
+def test_prometheus_exporter_output(make_db: MakeDb) -> None:
+    db = make_db(pool_size=3, max_overflow=1)
+    registry = CollectorRegistry()
+    register(db, registry, database="testdb")
+    with db.session() as s:
+        s.execute(text("SELECT 1"))
+    db.metrics.ingest.add(rows=5, batches=1, seconds=0.5)
+    output = generate_latest(registry).decode()
+    labels = 'database="testdb",pool="sync"'
+    assert f"geosession_pool_size{{{labels}}} 3.0" in output
+    assert f"geosession_pool_checked_out{{{labels}}} 0.0" in output
+    assert f"geosession_pool_checkouts_total{{{labels}}} 1.0" in output
+    assert f"geosession_pool_waits_total{{{labels}}} 0.0" in output
+    assert "# TYPE geosession_pool_checkout_wait_seconds histogram" in output
+    assert (
+        'geosession_pool_checkout_wait_seconds_bucket{database="testdb",le="+Inf",pool="sync"} 1.0'
+        in output
+    )
+    assert f"geosession_pool_checkout_wait_seconds_count{{{labels}}} 1.0" in output
+    assert 'geosession_ingest_rows_total{database="testdb"} 5.0' in output
+    assert 'geosession_slow_queries_total{database="testdb"} 0.0' in output
+    assert 'pool="async"' not in output
+    db.async_engine  # noqa: B018 - the async pool appears once the async engine exists
+    assert 'geosession_pool_size{database="testdb",pool="async"} 3.0' in (
+        generate_latest(registry).decode()
+    )
+
+
+def test_dispose_stops_the_leak_watchdog(make_db: MakeDb) -> None:
+    db = make_db(leak_threshold=0.1)
+    with db.session() as s:
+        s.execute(text("SELECT 1"))
+
+    def watchdogs() -> int:
+        return sum(t.name == "geosession-leak-watchdog" for t in threading.enumerate())
+
+    assert watchdogs() >= 1
+    before = watchdogs()
+    db.dispose()
+    _wait_for(lambda: watchdogs() == before - 1)
+
+
+def test_ingest_totals_reach_the_exporter(make_db: MakeDb, admin: psycopg.Connection[Any]) -> None:
+    table = f"observe_ingest_{os.getpid()}"
+    admin.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, geom geometry(Point, 4326))")
+    try:
+        db = make_db()
+        registry = CollectorRegistry()
+        register(db, registry, database="testdb")
+        source = [{"id": i, "geom": f"SRID=4326;POINT({i} {i})"} for i in range(1, 101)]
+        source.append({"id": 101, "geom": "not a geometry"})
+        report = db.ingest(table, source, chunk_size=50)
+        assert report.inserted == 100 and len(report.rejected) == 1
+        output = generate_latest(registry).decode()
+        assert 'geosession_ingest_rows_total{database="testdb"} 100.0' in output
+        assert 'geosession_ingest_quarantined_total{database="testdb"} 1.0' in output
+        assert f'geosession_ingest_batches_total{{database="testdb"}} {report.chunks}.0' in output
+    finally:
+        admin.execute(f"DROP TABLE IF EXISTS {table}, {table}_rejected")
+        admin.execute("DROP TABLE IF EXISTS geosession_ingest_ledger")
