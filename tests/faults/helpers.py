@@ -1,0 +1,133 @@
+"""Run the same work on psycopg, psycopg2 and asyncpg; wait for and cause faults."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from geosession import SpatialDatabase
+
+DRIVERS = ["psycopg", "psycopg2", "asyncpg"]
+T = TypeVar("T")
+
+
+def database_for(
+    make_db: Callable[..., SpatialDatabase], driver: str, **settings: Any
+) -> SpatialDatabase:
+    """A SpatialDatabase whose sessions (sync or async, as the test uses) run on ``driver``."""
+    if driver == "asyncpg":
+        return make_db(async_driver="asyncpg", **settings)
+    return make_db(driver=driver, **settings)
+
+
+def run_tx(db: SpatialDatabase, driver: str, fn: Callable[[Session], T], **options: Any) -> T:
+    """``db.run_transaction(fn)``; on asyncpg ``async_run_transaction`` running ``fn`` there.
+
+    ``AsyncSession.run_sync`` hands ``fn`` the sync Session whose statements go through
+    asyncpg, so one test body serves all three drivers.
+    """
+    if driver != "asyncpg":
+        return db.run_transaction(fn, **options)
+
+    async def run() -> T:
+        try:
+            return await db.async_run_transaction(lambda s: s.run_sync(fn), **options)
+        finally:
+            await db.adispose()
+
+    return asyncio.run(run())
+
+
+def run_sql(db: SpatialDatabase, driver: str, sql: str) -> Any:
+    """One statement in a session of its own on ``driver``; its first value."""
+    if driver != "asyncpg":
+        with db.session() as s:
+            return s.execute(text(sql)).scalar()
+
+    async def run() -> Any:
+        try:
+            async with db.async_session() as s:
+                return (await s.execute(text(sql))).scalar()
+        finally:
+            await db.adispose()
+
+    return asyncio.run(run())
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Polls ``predicate`` until it returns something true; fails after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"gave up waiting after {timeout}s")
+
+
+def terminate(admin: psycopg.Connection[Any], application_name: str) -> int:
+    """Terminates every backend of ``application_name``; how many there were."""
+    rows = admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s "
+        "AND datname = current_database()",
+        (application_name,),
+    ).fetchall()
+    return len(rows)
+
+
+class Terminator(threading.Thread):
+    """Terminates the backend of ``application_name`` once ``condition`` holds for it.
+
+    ``condition`` is SQL over pg_stat_activity, e.g. ``wait_event = 'PgSleep'``. ``join()``
+    re-raises what went wrong in the thread, such as never finding the backend.
+    """
+
+    def __init__(self, admin_url: str, application_name: str, condition: str) -> None:
+        super().__init__(daemon=True)
+        self.admin_url, self.application_name, self.condition = (
+            admin_url,
+            application_name,
+            condition,
+        )
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with psycopg.connect(self.admin_url, autocommit=True) as conn:
+                query = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                query += "AND application_name = %s AND "
+                pid = wait_until(
+                    lambda: conn.execute(
+                        query + self.condition, (self.application_name,)
+                    ).fetchone()
+                )[0]
+                conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        except BaseException as error:  # handed to join()
+            self.error = error
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
+        if self.error is not None:
+            raise self.error
+
+
+def terminate_when(admin_url: str, application_name: str, condition: str) -> Terminator:
+    """A started :class:`Terminator`."""
+    terminator = Terminator(admin_url, application_name, condition)
+    terminator.start()
+    return terminator
+
+
+def libpq_url(url: str, database: str | None = None) -> str:
+    parsed = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)

@@ -1,0 +1,103 @@
+"""Two transactions that collide: a deadlock and a serialization failure, each rerun once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from geosession import SpatialDatabase
+from tests.faults.helpers import DRIVERS, database_for, run_tx
+
+
+@pytest.fixture
+def accounts(admin: psycopg.Connection[Any]) -> Iterator[str]:
+    admin.execute("CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL)")
+    admin.execute("INSERT INTO accounts VALUES (1, 100), (2, 100)")
+    yield "accounts"
+    admin.execute("DROP TABLE accounts")
+
+
+def balances(admin: psycopg.Connection[Any]) -> list[int]:
+    return [r[0] for r in admin.execute("SELECT balance FROM accounts ORDER BY id").fetchall()]
+
+
+def collide(
+    make_db: Callable[..., SpatialDatabase],
+    driver: str,
+    work: Callable[[Session, int, int], None],
+    **options: Any,
+) -> list[int]:
+    """Runs ``work(session, first, second)`` as (1, 2) and (2, 1) at once; attempts of each.
+
+    Both first attempts meet at a barrier after their first statement, so they collide;
+    every database is made with a short deadlock_timeout so the server notices quickly.
+    """
+    barrier = threading.Barrier(2, timeout=10)
+    attempts = [0, 0]
+
+    def worker(index: int) -> None:
+        db = database_for(make_db, driver, server_settings={"deadlock_timeout": "50ms"})
+        first, second = (1, 2) if index == 0 else (2, 1)
+
+        def attempt(s: Session) -> None:
+            attempts[index] += 1
+            work(s, first, second)
+            if attempts[index] == 1:
+                barrier.wait()
+            work(s, second, first)
+
+        run_tx(db, driver, attempt, backoff=(0.01, 0.05), **options)
+
+    with ThreadPoolExecutor(2) as pool:
+        for future in [pool.submit(worker, 0), pool.submit(worker, 1)]:
+            future.result()
+    return attempts
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_deadlock_is_rerun(
+    make_db: Callable[..., SpatialDatabase],
+    admin: psycopg.Connection[Any],
+    accounts: str,
+    driver: str,
+) -> None:
+    def take_ten(s: Session, account: int, _: int) -> None:
+        s.execute(
+            text("UPDATE accounts SET balance = balance - 10 WHERE id = :id"), {"id": account}
+        )
+
+    attempts = collide(make_db, driver, take_ten)
+    assert sorted(attempts) == [1, 2]  # the server aborted one of the two, which ran again
+    assert balances(admin) == [80, 80]  # every update applied exactly once
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_serialization_failure_is_rerun(
+    make_db: Callable[..., SpatialDatabase],
+    admin: psycopg.Connection[Any],
+    accounts: str,
+    driver: str,
+) -> None:
+    """Write skew: each reads both balances, then moves the total into its own account."""
+
+    def read_or_write(s: Session, account: int, other: int) -> None:
+        if s.info.get("read"):
+            s.execute(
+                text("UPDATE accounts SET balance = :total WHERE id = :id"),
+                {"total": s.info.pop("read"), "id": account},
+            )
+            s.execute(text("UPDATE accounts SET balance = 0 WHERE id = :id"), {"id": other})
+        else:
+            total = s.execute(text("SELECT sum(balance) FROM accounts")).scalar_one()
+            s.info["read"] = int(total)
+
+    attempts = collide(make_db, driver, read_or_write, isolation="SERIALIZABLE")
+    assert min(attempts) == 1 and max(attempts) >= 2  # the loser may collide once more
+    assert sorted(balances(admin)) == [0, 200]  # as if one ran after the other

@@ -1,0 +1,234 @@
+"""Backends terminated mid-query and mid-COMMIT, and a COMMIT whose answer never arrives."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from geosession import CommitOutcomeUnknown, ConnectionFailed, IntegrityViolation, SpatialDatabase
+from tests.faults.helpers import (
+    DRIVERS,
+    database_for,
+    run_sql,
+    run_tx,
+    terminate,
+    terminate_when,
+)
+from tests.faults.proxy import tcp_proxy
+
+COMMIT_MARKERS = {"psycopg": b"COMMIT\x00", "psycopg2": b"COMMIT\x00", "asyncpg": b"COMMIT;\x00"}
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_backend_terminated_mid_query_reruns_the_function(
+    make_db: Callable[..., SpatialDatabase], admin_url: str, driver: str
+) -> None:
+    name = f"mid-query-{driver}"
+    db = database_for(make_db, driver, application_name=name)
+    calls: list[int] = []
+
+    def work(s: Session) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            killer = terminate_when(admin_url, name, "wait_event = 'PgSleep'")
+            try:
+                s.execute(text("SELECT pg_sleep(10)"))
+            finally:
+                killer.join()
+        return s.execute(text("SELECT 42")).scalar()
+
+    assert run_tx(db, driver, work) == 42
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_pool_recovers_silently_when_every_backend_is_terminated(
+    make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any], driver: str
+) -> None:
+    name = f"terminated-pool-{driver}"
+    db = database_for(make_db, driver, application_name=name, pool_size=3)
+
+    def sync_round() -> list[Any]:
+        sessions = [db.session() for _ in range(3)]
+        try:
+            return [h.__enter__().execute(text("SELECT 1")).scalar() for h in sessions]
+        finally:
+            for h in sessions:
+                h.__exit__(None, None, None)
+
+    if driver != "asyncpg":
+        assert sync_round() == [1, 1, 1]  # three pooled connections
+        assert terminate(admin, name) == 3
+        assert sync_round() == [1, 1, 1]  # pre-ping replaced every one of them
+        return
+
+    async def one() -> Any:
+        async with db.async_session() as s:
+            return (await s.execute(text("SELECT 1"))).scalar()
+
+    async def scenario() -> None:
+        try:
+            assert list(await asyncio.gather(one(), one(), one())) == [1, 1, 1]
+            assert await asyncio.to_thread(terminate, admin, name) == 3
+            assert list(await asyncio.gather(one(), one(), one())) == [1, 1, 1]
+        finally:
+            await db.adispose()
+
+    asyncio.run(scenario())
+
+
+@pytest.fixture
+def slow_commit(admin: psycopg.Connection[Any]) -> Iterator[str]:
+    """A table whose rows with ``sleepy`` make COMMIT sleep (a deferred constraint trigger)."""
+    admin.execute(
+        """
+        CREATE TABLE slow_commit (id int PRIMARY KEY, sleepy boolean NOT NULL);
+        CREATE FUNCTION slow_commit_sleep() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.sleepy THEN PERFORM pg_sleep(10); END IF;
+            RETURN NULL;
+        END $$;
+        CREATE CONSTRAINT TRIGGER slow_commit_at_commit AFTER INSERT ON slow_commit
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit_sleep();
+        """
+    )
+    yield "slow_commit"
+    admin.execute("DROP TABLE slow_commit; DROP FUNCTION slow_commit_sleep()")
+
+
+def ids_in(admin: psycopg.Connection[Any], table: str) -> list[int]:
+    return [row[0] for row in admin.execute(f"SELECT id FROM {table} ORDER BY id").fetchall()]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_backend_terminated_during_commit_is_commit_outcome_unknown(
+    make_db: Callable[..., SpatialDatabase],
+    admin: psycopg.Connection[Any],
+    admin_url: str,
+    slow_commit: str,
+    driver: str,
+) -> None:
+    name = f"mid-commit-{driver}"
+    db = database_for(make_db, driver, application_name=name)
+    calls: list[int] = []
+
+    def insert(s: Session) -> None:
+        calls.append(1)
+        s.execute(text("INSERT INTO slow_commit VALUES (1, true)"))
+
+    killer = terminate_when(admin_url, name, "left(query, 6) = 'COMMIT' AND wait_event = 'PgSleep'")
+    with pytest.raises(CommitOutcomeUnknown) as info:
+        run_tx(db, driver, insert)
+    killer.join()
+    assert len(calls) == 1  # never rerun: the work may have been committed
+    message = str(info.value)
+    assert "may or may not" in message and "idempotent=True" in message
+    assert not info.value.transient and isinstance(info.value, ConnectionFailed)
+    assert ids_in(admin, slow_commit) == []  # this time the server died before committing
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_idempotent_work_is_rerun_after_a_lost_commit(
+    make_db: Callable[..., SpatialDatabase],
+    admin: psycopg.Connection[Any],
+    admin_url: str,
+    slow_commit: str,
+    driver: str,
+) -> None:
+    name = f"mid-commit-idempotent-{driver}"
+    db = database_for(make_db, driver, application_name=name)
+    calls: list[int] = []
+
+    def upsert(s: Session) -> None:
+        calls.append(1)
+        s.execute(
+            text("INSERT INTO slow_commit VALUES (1, :sleepy) ON CONFLICT (id) DO NOTHING"),
+            {"sleepy": len(calls) == 1},
+        )
+
+    killer = terminate_when(admin_url, name, "left(query, 6) = 'COMMIT' AND wait_event = 'PgSleep'")
+    run_tx(db, driver, upsert, idempotent=True)
+    killer.join()
+    assert len(calls) == 2
+    assert ids_in(admin, slow_commit) == [1]
+
+
+@pytest.fixture
+def committed(admin: psycopg.Connection[Any]) -> Iterator[str]:
+    admin.execute("CREATE TABLE committed_rows (id int PRIMARY KEY)")
+    yield "committed_rows"
+    admin.execute("DROP TABLE committed_rows")
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_commit_that_applied_but_whose_answer_was_lost(
+    make_db: Callable[..., SpatialDatabase],
+    admin: psycopg.Connection[Any],
+    database_url: str,
+    committed: str,
+    driver: str,
+) -> None:
+    """Why CommitOutcomeUnknown exists: the row is there although the caller got an error."""
+    url = make_url(database_url)
+    with tcp_proxy((url.host or "127.0.0.1", url.port or 5432)) as proxy:
+        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
+        db = database_for(make_db, driver, url=proxied)
+        assert run_sql(db, driver, "SELECT 1") == 1
+        calls: list[int] = []
+
+        def insert(s: Session) -> None:
+            calls.append(1)
+            s.execute(text("INSERT INTO committed_rows VALUES (7)"))
+
+        proxy.cut_after(COMMIT_MARKERS[driver], delay=0.3)
+        with pytest.raises(CommitOutcomeUnknown, match="may or may not have been committed"):
+            run_tx(db, driver, insert)
+        assert proxy.cuts == 1 and len(calls) == 1
+        assert ids_in(admin, committed) == [7]  # it was committed: a rerun would duplicate it
+        assert run_sql(db, driver, "SELECT 2") == 2  # and the pool carries on
+
+
+def test_a_plain_session_commit_is_watched_too(
+    make_db: Callable[..., SpatialDatabase],
+    admin: psycopg.Connection[Any],
+    database_url: str,
+    committed: str,
+) -> None:
+    url = make_url(database_url)
+    with tcp_proxy((url.host or "127.0.0.1", url.port or 5432)) as proxy:
+        db = make_db(url=url.set(host="127.0.0.1", port=proxy.port).render_as_string(False))
+        proxy.cut_after(COMMIT_MARKERS["psycopg"])
+        with pytest.raises(CommitOutcomeUnknown), db.session() as s:
+            s.execute(text("INSERT INTO committed_rows VALUES (8)"))
+            s.commit()
+    assert ids_in(admin, committed) == [8]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_an_error_the_server_answers_to_commit_keeps_its_class(
+    make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any], driver: str
+) -> None:
+    admin.execute(
+        "CREATE TABLE deferred_unique (id int, CONSTRAINT deferred_unique_id "
+        "UNIQUE (id) DEFERRABLE INITIALLY DEFERRED)"
+    )
+    try:
+        db = database_for(make_db, driver)
+        calls: list[int] = []
+
+        def duplicate(s: Session) -> None:
+            calls.append(1)
+            s.execute(text("INSERT INTO deferred_unique VALUES (1), (1)"))  # checked at COMMIT
+
+        with pytest.raises(IntegrityViolation, match="deferred_unique_id"):
+            run_tx(db, driver, duplicate)
+        assert len(calls) == 1
+    finally:
+        admin.execute("DROP TABLE deferred_unique")

@@ -1,0 +1,324 @@
+"""run_transaction: the pure policy, what runs once, and many writers under SERIALIZABLE."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from geosession import (
+    CommitOutcomeUnknown,
+    ConfigurationError,
+    ConnectionFailed,
+    DatabaseError,
+    DeadlockDetected,
+    IdleInTransactionTimeout,
+    IntegrityViolation,
+    InvalidGeometry,
+    LockTimeout,
+    PoolExhausted,
+    QueryTimeout,
+    RetryPolicy,
+    SerializationConflict,
+    SpatialDatabase,
+)
+from tests.faults.helpers import DRIVERS, database_for, run_tx
+
+# -- the policy: pure, so tested without a database ------------------------------------
+
+
+def test_delay_is_full_jitter_under_a_doubling_cap() -> None:
+    policy = RetryPolicy(attempts=10, base=0.1, cap=1.0)
+    rng = random.Random(7)
+    for attempt, bound in [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.8), (5, 1.0), (9, 1.0)]:
+        delays = [policy.delay(attempt, rng) for _ in range(2000)]
+        assert 0 <= min(delays) < bound * 0.05  # spread from zero ...
+        assert bound * 0.95 < max(delays) <= bound  # ... to the bound
+    assert policy.delay(3, random.Random(1)) == policy.delay(3, random.Random(1))
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (SerializationConflict("x", sqlstate="40001"), True),
+        (DeadlockDetected("x", sqlstate="40P01"), True),
+        (ConnectionFailed("x"), True),
+        (ConnectionFailed("too many clients", sqlstate="53300"), True),
+        (LockTimeout("x"), False),
+        (CommitOutcomeUnknown("x"), False),
+        (PoolExhausted("x"), False),
+        (IdleInTransactionTimeout("x"), False),
+        (QueryTimeout("x"), False),
+        (IntegrityViolation("x"), False),
+        (InvalidGeometry("x"), False),
+        (DatabaseError("x"), False),
+        (ValueError("x"), False),
+    ],
+)
+def test_what_is_retried(error: BaseException, retried: bool) -> None:
+    policy = RetryPolicy(attempts=3)
+    assert policy.should_retry(error, 1) is retried
+    assert policy.should_retry(error, 3) is False  # the last attempt is the last
+
+
+def test_lock_timeouts_and_lost_commits_are_retried_only_when_asked() -> None:
+    assert RetryPolicy(retry_lock_timeout=True).should_retry(LockTimeout("x"), 1)
+    assert RetryPolicy(idempotent=True).should_retry(CommitOutcomeUnknown("x"), 1)
+    assert not RetryPolicy(idempotent=True).should_retry(LockTimeout("x"), 1)
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"attempts": 0}, "attempts=0"),
+        ({"backoff": (2.0, 1.0)}, "backoff=(2.0, 1.0)"),
+        ({"backoff": (-1.0, 1.0)}, "backoff=(-1.0, 1.0)"),
+        ({"atempts": 3}, "atempts"),
+    ],
+)
+def test_invalid_options_are_named(db: SpatialDatabase, options: Any, named: str) -> None:
+    with pytest.raises(ConfigurationError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        db.run_transaction(lambda s: None, **options)
+    with pytest.raises(ConfigurationError):
+        db.transactional(**options)
+
+
+# -- on the server ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def points(admin: psycopg.Connection[Any]) -> Iterator[str]:
+    admin.execute("CREATE TABLE points (id int PRIMARY KEY, geom geometry(Point, 4326))")
+    yield "points"
+    admin.execute("DROP TABLE points")
+
+
+NON_TRANSIENT: list[tuple[str, type[Exception], str]] = [
+    ("INSERT INTO points VALUES (1, NULL), (1, NULL)", IntegrityViolation, "points_pkey"),
+    ("SELECT 'POLYGON((0 0, 1 1'::geometry", InvalidGeometry, "parse error"),
+    ("SELECT ST_GeomFromText('POLYGON((0 0,1 1,1 0))')", InvalidGeometry, "more points"),
+    ("SELECT ST_Transform('SRID=4326;POINT(0 0)'::geometry, 999999)", DatabaseError, "SRID"),
+    ("SELEC 1", DatabaseError, "syntax error"),
+]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_errors_that_are_not_transient_run_once(
+    make_db: Callable[..., SpatialDatabase], points: str, driver: str
+) -> None:
+    db = database_for(make_db, driver)
+    calls: list[str] = []
+
+    def once(s: Session, sql: str) -> None:
+        calls.append(sql)
+        s.execute(text(sql))
+
+    for sql, error, message in NON_TRANSIENT:
+        with pytest.raises(error, match=message) as info:
+            run_tx(db, driver, functools.partial(once, sql=sql), isolation="SERIALIZABLE")
+        assert "run_transaction" not in str(info.value)
+
+    def python_error(s: Session) -> None:
+        calls.append("python")
+        raise ValueError("not a database error")
+
+    with pytest.raises(ValueError):
+        run_tx(db, driver, python_error)
+    assert calls == [sql for sql, _, _ in NON_TRANSIENT] + ["python"]  # each ran once
+
+
+def test_attempts_that_run_out_raise_the_last_error_with_the_count(
+    db: SpatialDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[int] = []
+
+    def always_conflicts(s: Session) -> None:
+        calls.append(1)
+        s.execute(text("SELECT 1"))
+        raise SerializationConflict(f"conflict {len(calls)}", sqlstate="40001")
+
+    with (
+        caplog.at_level(logging.INFO, logger="geosession.retry"),
+        pytest.raises(SerializationConflict) as info,
+    ):
+        db.run_transaction(always_conflicts, attempts=3, backoff=(0.001, 0.002))
+    assert len(calls) == 3
+    assert (
+        str(info.value) == "conflict 3 [run_transaction gave up after 3 attempts: raise attempts=]"
+    )
+    retries = [r.getMessage() for r in caplog.records if "rerunning in" in r.getMessage()]
+    assert len(retries) == 2
+    assert (
+        "always_conflicts: attempt 1 of 3 failed with SerializationConflict (40001)" in (retries[0])
+    )
+
+
+def test_run_transaction_commits_and_returns(db: SpatialDatabase, points: str) -> None:
+    def insert(s: Session) -> int:
+        s.execute(text("INSERT INTO points VALUES (1, 'SRID=4326;POINT(1 2)')"))
+        return 1
+
+    assert db.run_transaction(insert, isolation="SERIALIZABLE", read_only=False) == 1
+    with db.session() as s:
+        assert s.execute(text("SELECT count(*) FROM points")).scalar() == 1
+    with pytest.raises(DatabaseError, match="read-only"):
+        db.run_transaction(insert, read_only=True)
+
+
+def test_transactional_decorator(db: SpatialDatabase, points: str) -> None:
+    calls: list[int] = []
+
+    @db.transactional(isolation="SERIALIZABLE", attempts=3, backoff=(0.001, 0.002))
+    def add_point(session: Session, point_id: int, *, x: float) -> int:
+        """Adds one point."""
+        calls.append(1)
+        session.execute(
+            text("INSERT INTO points VALUES (:id, ST_SetSRID(ST_MakePoint(:x, 0), 4326))"),
+            {"id": point_id, "x": x},
+        )
+        if len(calls) == 1:
+            raise DeadlockDetected("first attempt loses", sqlstate="40P01")
+        return point_id
+
+    assert add_point(5, x=1.5) == 5 and len(calls) == 2
+    assert add_point.__name__ == "add_point" and add_point.__doc__ == "Adds one point."
+
+    @db.transactional()
+    async def count_points(session: AsyncSession, minimum_id: int) -> int:
+        result = await session.execute(
+            text("SELECT count(*) FROM points WHERE id >= :id"), {"id": minimum_id}
+        )
+        return int(result.scalar_one())
+
+    async def run() -> int:
+        try:
+            return await count_points(1)
+        finally:
+            await db.adispose()
+
+    assert asyncio.run(run()) == 1
+
+
+# -- the conflict test: many writers, overlapping boxes, SERIALIZABLE -----------------
+
+GRID = 4  # GRID x GRID cells of CELL x CELL units
+CELL = 10.0
+BOX = 14.0
+
+
+@pytest.fixture
+def cells(admin: psycopg.Connection[Any]) -> Iterator[str]:
+    admin.execute(
+        "CREATE TABLE cells (id int PRIMARY KEY, geom geometry(Polygon, 3857) NOT NULL, "
+        "n int NOT NULL DEFAULT 0)"
+    )
+    admin.execute("CREATE INDEX ON cells USING gist (geom)")
+    admin.execute(
+        "INSERT INTO cells (id, geom) SELECT i * %s + j, "
+        "ST_MakeEnvelope(i * %s, j * %s, (i + 1) * %s, (j + 1) * %s, 3857) "
+        "FROM generate_series(0, %s) i, generate_series(0, %s) j",
+        (GRID, CELL, CELL, CELL, CELL, GRID - 1, GRID - 1),
+    )
+    yield "cells"
+    admin.execute("DROP TABLE cells")
+
+
+def boxes(seed: int, count: int) -> list[tuple[float, float, float, float]]:
+    rng = random.Random(seed)
+    span = GRID * CELL - BOX
+    corners = [(rng.uniform(0, span), rng.uniform(0, span)) for _ in range(count)]
+    return [(x, y, x + BOX, y + BOX) for x, y in corners]
+
+
+def serial_result(all_boxes: list[tuple[float, float, float, float]]) -> dict[int, int]:
+    """What running every increment one after the other gives: hits per cell."""
+    counts = {}
+    for i in range(GRID):
+        for j in range(GRID):
+            x0, y0, x1, y1 = i * CELL, j * CELL, (i + 1) * CELL, (j + 1) * CELL
+            counts[i * GRID + j] = sum(
+                1 for a, b, c, d in all_boxes if a <= x1 and c >= x0 and b <= y1 and d >= y0
+            )
+    return counts
+
+
+SELECT_HITS = text(
+    "SELECT id, n FROM cells WHERE geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 3857) ORDER BY id"
+)
+UPDATE_CELL = text("UPDATE cells SET n = :n WHERE id = :id")
+
+
+def increment(s: Session, box: tuple[float, float, float, float]) -> int:
+    """Read, then write each hit cell's counter plus one: lost updates unless serializable."""
+    hits = s.execute(SELECT_HITS, dict(zip(("x0", "y0", "x1", "y1"), box, strict=True))).all()
+    for cell_id, n in hits:
+        s.execute(UPDATE_CELL, {"id": cell_id, "n": n + 1})
+    return len(hits)
+
+
+def stored(admin: psycopg.Connection[Any]) -> dict[int, int]:
+    return dict(admin.execute("SELECT id, n FROM cells").fetchall())
+
+
+def test_many_writers_under_serializable_end_with_the_serial_result(
+    make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any], cells: str
+) -> None:
+    workers, per_worker = 8, 15
+    db = make_db(pool_size=workers, max_overflow=0)
+    attempts = [0] * workers
+    work = {w: boxes(seed=w, count=per_worker) for w in range(workers)}
+
+    def worker(w: int) -> None:
+        def counted(s: Session, box: tuple[float, float, float, float]) -> int:
+            attempts[w] += 1
+            return increment(s, box)
+
+        for box in work[w]:
+            db.run_transaction(
+                lambda s, box=box: counted(s, box),  # type: ignore[misc]
+                isolation="SERIALIZABLE",
+                attempts=50,
+                backoff=(0.005, 0.2),
+            )
+
+    with ThreadPoolExecutor(workers) as pool:
+        for future in [pool.submit(worker, w) for w in range(workers)]:
+            future.result()  # no failure in any worker
+    assert stored(admin) == serial_result([b for w in work.values() for b in w])
+    assert sum(attempts) > workers * per_worker  # there were conflicts, and they were rerun
+
+
+def test_many_async_writers_under_serializable_on_asyncpg(
+    make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any], cells: str
+) -> None:
+    workers, per_worker = 6, 10
+    db = make_db(pool_size=workers, max_overflow=0)
+    work = {w: boxes(seed=100 + w, count=per_worker) for w in range(workers)}
+
+    async def worker(w: int) -> None:
+        for box in work[w]:
+            await db.async_run_transaction(
+                lambda s, box=box: s.run_sync(increment, box),  # type: ignore[misc]
+                isolation="SERIALIZABLE",
+                attempts=50,
+                backoff=(0.005, 0.2),
+            )
+
+    async def run() -> None:
+        try:
+            await asyncio.gather(*(worker(w) for w in range(workers)))
+        finally:
+            await db.adispose()
+
+    asyncio.run(run())
+    assert stored(admin) == serial_result([b for w in work.values() for b in w])
