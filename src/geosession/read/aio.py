@@ -1,0 +1,139 @@
+"""The async twin of :mod:`geosession.read.stream`: the same plan and loop, awaited.
+
+Only the I/O differs: statements are awaited on an ``AsyncConnection`` and geometries
+always travel as ``ST_AsEWKB`` bytea (asyncpg has no binary codec for PostGIS types).
+Use ``async with`` (or ``contextlib.aclosing``) for release at the exact point a loop is
+left; an abandoned async iterator is closed by the event loop on its next turn.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
+from typing import Any, Self, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from geosession.read.decode import Rows
+from geosession.read.loop import ReadLoop, check_srid_exists, make_plan
+from geosession.read.plan import ReadOptions
+from geosession.read.query import SPATIAL_TYPES_SQL, SRID_EXISTS_SQL, ReadPlan
+from geosession.read.source import as_subquery, describe_statement
+
+AsyncConnect = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
+_T = TypeVar("_T")
+
+
+class AsyncGeometryStream:
+    """``async for row in db.async_stream(...)``; ``batches()`` for lists of rows."""
+
+    def __init__(
+        self,
+        connect: AsyncConnect,
+        statement: Any,
+        options: ReadOptions,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._connect = connect
+        self._source = as_subquery(statement, params)
+        self.options = options
+        self.plan: ReadPlan | None = None
+        self.rows_read = 0
+        self._open: weakref.WeakSet[AsyncGenerator[Any, None]] = weakref.WeakSet()
+        # Inside ``async with``, iterations are also held strongly: an async generator left
+        # by ``break`` is otherwise finalized on a later turn of the event loop, and would
+        # already be gone from the weak set when the block ends.
+        self._held: list[AsyncGenerator[Any, None]] | None = None
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._track(self._rows())
+
+    def batches(self) -> AsyncIterator[list[Any]]:
+        """Lists of rows as fetched (one FETCH or one page each)."""
+        return self._track(self._batches())
+
+    async def aclose(self) -> None:
+        """Ends every iteration still open: cursor closed, transaction rolled back."""
+        for generator in {*self._open, *(self._held or ())}:
+            await generator.aclose()
+
+    async def __aenter__(self) -> Self:
+        self._held = []
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self.aclose()
+        finally:
+            self._held = None
+
+    def _track(self, generator: AsyncGenerator[_T, None]) -> AsyncGenerator[_T, None]:
+        self._open.add(generator)
+        if self._held is not None:
+            self._held.append(generator)
+        return generator
+
+    async def _rows(self) -> AsyncGenerator[Any, None]:
+        async with aclosing(self._batches()) as batches:  # closed with this generator
+            async for batch in batches:
+                for row in batch:
+                    yield row
+
+    async def _batches(self) -> AsyncGenerator[list[Any], None]:
+        async with read_transaction(self._connect) as connection:
+            loop = ReadLoop(await self._describe(connection), self._source)
+            if not loop.paged:
+                await connection.execute(loop.declare())
+                while not loop.done:
+                    batch = loop.receive(await fetch(connection, loop.request()))
+                    self.rows_read += len(batch)
+                    if batch:
+                        yield batch
+                return
+        while not loop.done:
+            async with read_transaction(self._connect) as connection:
+                rows = await fetch(connection, loop.request())
+            batch = loop.receive(rows)
+            self.rows_read += len(batch)
+            if batch:
+                yield batch
+
+    async def _describe(self, connection: AsyncConnection) -> ReadPlan:
+        result = await connection.execute(describe_statement(self._source))
+        try:
+            description = result.cursor.description
+        finally:
+            result.close()
+        plan = make_plan(self.options, description, await fetch(connection, SPATIAL_TYPES_SQL))
+        projection = self.options.projection
+        if projection.kind == "transform":
+            exists = await fetch(connection, SRID_EXISTS_SQL.bindparams(srid=projection.value))
+            check_srid_exists(projection.value, exists)
+        self.plan = plan
+        return plan
+
+
+@asynccontextmanager
+async def read_transaction(connect: AsyncConnect) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection in a READ ONLY transaction, rolled back and returned at exit."""
+    async with connect() as connection:
+        await connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+        try:
+            yield connection
+        finally:
+            if connection.in_transaction() and not connection.invalidated:
+                await connection.rollback()
+
+
+async def fetch(connection: AsyncConnection, statement: Any) -> Rows:
+    """All rows of ``statement`` as the driver adapter returns them."""
+    if isinstance(statement, str):
+        result = await connection.exec_driver_sql(statement)
+    else:
+        result = await connection.execute(statement)
+    try:
+        rows: Rows = result.cursor.fetchall()
+        return rows
+    finally:
+        result.close()

@@ -1,0 +1,233 @@
+"""The statements a streaming read runs: pure SQL building, shared by sync and async.
+
+``ReadPlan.statement`` wraps the caller's subquery ``q`` in the select that runs: the
+geometry column projected (and, for GeoJSON, transformed to EPSG:4326 and turned into a
+Feature by PostGIS's ``ST_AsGeoJSON(record)``), an optional bounding-box filter on the
+raw column (so the GiST index is used), and, in keyset mode, one page after a key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from geoalchemy2 import Geography
+from sqlalchemy import (
+    ClauseElement,
+    ColumnElement,
+    Executable,
+    Float,
+    Integer,
+    Select,
+    Subquery,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from geosession.errors import ConfigurationError
+from geosession.read.plan import (
+    FEATURE_TEXT,
+    GEOJSON_SRID,
+    Column,
+    ReadOptions,
+    choose_geometry,
+    column_index,
+    quote_identifier,
+)
+
+CURSOR_NAME = "geosession_stream"
+"""One stream per connection and transaction, so one fixed name (cached statements)."""
+
+SPATIAL_TYPES_SQL = text(
+    "SELECT t.oid::int, t.typname::text FROM pg_type t "
+    "WHERE t.oid IN (to_regtype('geometry'), to_regtype('geography'))"
+)
+"""The OIDs of PostGIS's types in this database (they differ between databases)."""
+
+SRID_EXISTS_SQL = text("SELECT EXISTS (SELECT 1 FROM spatial_ref_sys WHERE srid = :srid)")
+
+
+def fetch_sql(size: int) -> str:
+    """The FETCH for the next ``size`` rows of the stream's cursor."""
+    return f"FETCH FORWARD {int(size)} FROM {CURSOR_NAME}"
+
+
+class DeclareCursor(Executable, ClauseElement):
+    """``DECLARE geosession_stream NO SCROLL CURSOR FOR <select>``, binds processed by
+    SQLAlchemy; rows are then read with :func:`fetch_sql` in the same transaction."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+
+
+@compiles(DeclareCursor)
+def _compile_declare(element: DeclareCursor, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"DECLARE {CURSOR_NAME} NO SCROLL CURSOR FOR {compiler.process(element.statement, **kw)}"
+
+
+_START: Any = object()  # keyset mode: before the first page
+_NULL_GEOMETRY = r'^\{"type": "Feature", "geometry": \{"type": null\}'
+_NULL_FIXED = '{"type": "Feature", "geometry": null'
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """One read, planned: the options, the described columns and the choices made."""
+
+    options: ReadOptions
+    columns: tuple[Column, ...]
+    geometry_index: int
+    key_index: int | None
+    geometry_bytea: bool  # True: send ST_AsEWKB (text-protocol drivers); False: binary geometry
+
+    START = _START
+
+    @classmethod
+    def make(
+        cls, options: ReadOptions, columns: Sequence[Column], *, geometry_bytea: bool
+    ) -> ReadPlan:
+        """Chooses the geometry and key columns; refuses contradictory options."""
+        columns = tuple(columns)
+        geometry_index = choose_geometry(columns, options.geometry_column)
+        key_index = None
+        if options.pages_by is not None:
+            key_index = column_index(columns, options.pages_by, "pages_by")
+            if columns[key_index].spatial:
+                raise ConfigurationError(
+                    f"pages_by={options.pages_by!r} is a geometry column; page by a unique "
+                    "key such as the primary key"
+                )
+        if options.output in ("geojson", FEATURE_TEXT) and options.projection.kind == "transform":
+            raise ConfigurationError(
+                f"geometry='transform:{options.projection.value}' does not apply to GeoJSON: "
+                "RFC 7946 coordinates are always EPSG:4326, which geosession transforms to"
+            )
+        return cls(options, columns, geometry_index, key_index, geometry_bytea)
+
+    @property
+    def features(self) -> bool:
+        """Whether rows are GeoJSON Features built by PostGIS."""
+        return self.options.output in ("geojson", FEATURE_TEXT)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.columns)
+
+    @property
+    def geometry(self) -> Column:
+        return self.columns[self.geometry_index]
+
+    @property
+    def key_position(self) -> int:
+        """Where the page key sits in a fetched row."""
+        assert self.key_index is not None
+        return 1 if self.features else self.key_index
+
+    def statement(
+        self, source: Subquery, *, after: Any = _START, limit: int | None = None
+    ) -> Select[Any]:
+        """The select to run on ``source`` (the caller's statement as subquery ``q``)."""
+        rows = select(*self._columns()).select_from(source)
+        if self.options.bbox is not None:
+            rows = rows.where(self._bbox_filter())
+        if self.key_index is not None:
+            key = _ref(self.columns[self.key_index].name)
+            if after is not _START:
+                rows = rows.where(key > bindparam("geosession_after", after))
+            rows = rows.order_by(key).limit(limit)
+        if not self.features:
+            return rows
+        feature = rows.subquery("f")
+        outer = select(self._feature()).select_from(feature)
+        if self.key_index is not None:
+            key = literal_column(f"f.{quote_identifier(self.columns[self.key_index].name)}")
+            outer = outer.add_columns(key).order_by(key)
+        return outer
+
+    def _feature(self) -> ColumnElement[Any]:
+        """``ST_AsGeoJSON(f, ...)``: the Feature text of row ``f``.
+
+        PostGIS 3.3 writes a NULL geometry as ``{"type": null}``; RFC 7946 wants ``null``.
+        The fix is anchored at the start of the text, so property values are never touched.
+        """
+        name = self.geometry.name
+        digits = cast(literal(self.options.precision), Integer)
+        feature = func.ST_AsGeoJSON(literal_column("f"), literal(name), digits)
+        fixed = func.regexp_replace(feature, literal(_NULL_GEOMETRY), literal(_NULL_FIXED))
+        is_null = literal_column(f"f.{quote_identifier(name)}").is_(None)
+        return case((is_null, fixed), else_=feature)
+
+    def _columns(self) -> list[ColumnElement[Any]]:
+        selected: list[ColumnElement[Any]] = []
+        for index, column in enumerate(self.columns):
+            if index == self.geometry_index:
+                value = self._geometry_value()
+            elif column.spatial:
+                value = self._other_geometry(column)
+            elif column.as_text and not self.features:
+                value = literal_column(f"q.{quote_identifier(column.name)}::text")
+            else:
+                value = _ref(column.name)
+            selected.append(value.label(column.name))
+        return selected
+
+    def _geometry_value(self) -> ColumnElement[Any]:
+        column = self.geometry
+        geom = _ref(column.name)
+        if column.spatial == "geography":
+            geom = literal_column(f"q.{quote_identifier(column.name)}::geometry")
+        geom = self.options.projection.apply(geom)
+        if self.features:
+            return geom if column.srid == GEOJSON_SRID else _to_wgs84(geom, _ref(column.name))
+        return func.ST_AsEWKB(geom) if self.geometry_bytea else geom
+
+    def _other_geometry(self, column: Column) -> ColumnElement[Any]:
+        """Geometry columns besides the chosen one: EWKT in Features, EWKB in rows."""
+        if self.features:
+            return func.ST_AsEWKT(_ref(column.name))
+        return func.ST_AsEWKB(_ref(column.name)) if self.geometry_bytea else _ref(column.name)
+
+    def _bbox_filter(self) -> ColumnElement[bool]:
+        """``geom && box``, on the raw column so that its GiST index serves the filter."""
+        assert self.options.bbox is not None
+        column, bbox_srid = self.geometry, self.options.bbox_srid
+        geom = _ref(column.name)
+        corners = [cast(literal(value), Float) for value in self.options.bbox]
+        box = func.ST_MakeEnvelope(*corners, cast(literal(bbox_srid), Integer))
+        if column.spatial == "geography":
+            return geom.op("&&")(cast(func.ST_Transform(box, GEOJSON_SRID), Geography))
+        if column.srid == bbox_srid:
+            return geom.op("&&")(box)
+        if column.srid is not None:
+            return geom.op("&&")(func.ST_Transform(box, cast(literal(column.srid), Integer)))
+        srid = func.ST_SRID(geom)  # unknown column SRID: per row (no index)
+        per_row = case(
+            (srid.in_([0, bbox_srid]), func.ST_SetSRID(box, srid)),
+            else_=func.ST_Transform(box, srid),
+        )
+        return geom.op("&&")(per_row)
+
+
+def _ref(name: str) -> ColumnElement[Any]:
+    return literal_column(f"q.{quote_identifier(name)}")
+
+
+def _to_wgs84(geom: ColumnElement[Any], raw: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``geom`` in EPSG:4326 unless it already is, or has no SRID to transform from.
+
+    The SRID is read from the raw column (projections keep it), so that the projection
+    is computed once per row whichever branch is taken.
+    """
+    srid = func.ST_SRID(raw)
+    return case((srid.in_([0, GEOJSON_SRID]), geom), else_=func.ST_Transform(geom, GEOJSON_SRID))

@@ -1,0 +1,93 @@
+"""What to read: the caller's statement as the subquery ``q``, or a table name or SQL
+that a person typed.
+
+A table name (``parcels`` or ``gis.parcels``) becomes ``SELECT * FROM "schema"."table"``
+with both parts quoted; anything else is taken as SQL. ``where`` is SQL too, run as given
+by the user's own choice, inside the read-only transaction every read uses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import (
+    FromClause,
+    Select,
+    Subquery,
+    TextClause,
+    inspect,
+    literal_column,
+    select,
+    table,
+    text,
+)
+from sqlalchemy.sql.selectable import CompoundSelect, TextualSelect
+
+from geosession.errors import ConfigurationError
+
+
+def as_subquery(statement: Any, params: Mapping[str, Any] | None = None) -> Subquery:
+    """The caller's statement as the subquery ``q``: a select (Core or ORM), a text
+    query, SQL as a string, a Table or a mapped class."""
+    if isinstance(statement, str):
+        statement = text(statement)
+    if isinstance(statement, TextClause):
+        if params:
+            statement = statement.bindparams(**params)
+        subquery: Subquery = statement.columns().subquery("q")
+        return subquery
+    if params:
+        raise ConfigurationError("params= applies to SQL given as text; bind values in the select")
+    if isinstance(statement, Select | CompoundSelect | TextualSelect):
+        return statement.subquery("q")
+    if isinstance(statement, FromClause):
+        return select(statement).subquery("q")
+    mapper = inspect(statement, raiseerr=False)
+    if mapper is not None and getattr(mapper, "is_mapper", False):
+        return select(statement).subquery("q")
+    raise ConfigurationError(
+        f"cannot read from {type(statement).__name__}: give a select (Core or ORM), a text() "
+        "query, SQL as a string, a Table or a mapped class"
+    )
+
+
+def raw_sql(sql: str) -> TextClause:
+    """User-typed SQL taken literally: colons are not bind parameters (``'12:30'``)."""
+    return text(re.sub(r"(?<!\\):", r"\:", sql))
+
+
+def describe_statement(source: Subquery) -> Select[Any]:
+    """``SELECT * FROM (...) q LIMIT 0``: the result's columns and types, no rows."""
+    return select(literal_column("*")).select_from(source).limit(0)
+
+
+_TABLE_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_$]*)(?:\.([A-Za-z_][A-Za-z0-9_$]*))?$")
+
+
+def table_name(source: str) -> tuple[str | None, str] | None:
+    """``(schema, table)`` when ``source`` is a plain table name, else None (SQL)."""
+    match = _TABLE_NAME.match(source.strip())
+    if match is None:
+        return None
+    first, second = match.groups()
+    return (first, second) if second else (None, first)
+
+
+def source_query(source: str, *, where: str | None = None) -> Any:
+    """The select for a table name or an SQL query, filtered by ``where`` (raw SQL)."""
+    name = table_name(source)
+    statement: Any
+    if name is not None:
+        schema, relation = name
+        statement = select(literal_column("*")).select_from(table(relation, schema=schema))
+    elif where is None:
+        return raw_sql(source)
+    else:
+        statement = select(literal_column("*")).select_from(
+            raw_sql(source).columns().subquery("source")
+        )
+    if where is not None:
+        statement = statement.where(raw_sql(where))
+    return statement

@@ -1,0 +1,176 @@
+"""Streaming reads on the sync engine: a server-side cursor, or keyset pages.
+
+Cursor mode (the default) holds one pooled connection and one read-only transaction for
+as long as the caller iterates: the program itself is the consumer, so it decides how
+long that is. Keyset mode (``pages_by=``) reads one page per short transaction and holds
+no connection between pages: use it when the consumer is slow or remote (an HTTP client).
+
+Either way the connection goes back to the pool, rolled back, the moment iteration ends:
+normally, by ``break``, by an exception in the loop, by ``close()`` or the ``with``
+block's end, or when the abandoned iterator is garbage collected.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Generator, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from itertools import chain
+from typing import Any, Self, TypeVar
+
+from psycopg.pq import Format
+from sqlalchemy import Connection, event
+
+from geosession.read.decode import Rows
+from geosession.read.loop import ReadLoop, check_srid_exists, make_plan
+from geosession.read.plan import ReadOptions
+from geosession.read.query import SPATIAL_TYPES_SQL, SRID_EXISTS_SQL, ReadPlan
+from geosession.read.source import as_subquery, describe_statement
+
+Connect = Callable[[], AbstractContextManager[Connection]]
+_T = TypeVar("_T")
+
+
+class GeometryStream:
+    """An iterable over the rows of one query, read in bounded memory.
+
+    Iterate it (rows), or call :meth:`batches` (lists of rows, for vectorized work).
+    Each iteration runs the query anew. ``with`` closes every iteration still open.
+    """
+
+    def __init__(
+        self,
+        connect: Connect,
+        statement: Any,
+        options: ReadOptions,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._connect = connect
+        self._source = as_subquery(statement, params)
+        self.options = options
+        self.plan: ReadPlan | None = None
+        """Columns and choices of the latest iteration (set before its first row)."""
+        self.rows_read = 0
+        """Rows fetched so far, over every iteration."""
+        self._open: weakref.WeakSet[Generator[Any, None, None]] = weakref.WeakSet()
+
+    def __iter__(self) -> Iterator[Any]:
+        # chain (C) rather than a generator: no Python frame per row; dropping the chain
+        # drops the batches generator, which closes it at once
+        return chain.from_iterable(self.batches())
+
+    def batches(self) -> Iterator[list[Any]]:
+        """Lists of rows as fetched (one FETCH or one page each)."""
+        return self._track(self._batches())
+
+    def close(self) -> None:
+        """Ends every iteration still open: cursor closed, transaction rolled back."""
+        for generator in list(self._open):
+            generator.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _track(self, generator: Generator[_T, None, None]) -> Generator[_T, None, None]:
+        self._open.add(generator)
+        return generator
+
+    def _batches(self) -> Generator[list[Any], None, None]:
+        with read_transaction(self._connect) as connection:
+            loop = ReadLoop(self._describe(connection), self._source)
+            if not loop.paged:
+                yield from self._cursor_batches(connection, loop)
+                return
+        yield from self._page_batches(loop)  # the first page opens its own transaction
+
+    def _cursor_batches(self, connection: Connection, loop: ReadLoop) -> Iterator[list[Any]]:
+        connection.execute(loop.declare())
+        while not loop.done:
+            batch = loop.receive(fetch(connection, loop.request()))
+            self.rows_read += len(batch)
+            if batch:
+                yield batch
+
+    def _page_batches(self, loop: ReadLoop) -> Iterator[list[Any]]:
+        while not loop.done:
+            with read_transaction(self._connect) as connection:
+                rows = fetch(connection, loop.request())
+            # the connection is back in the pool while the caller works on the page
+            batch = loop.receive(rows)
+            self.rows_read += len(batch)
+            if batch:
+                yield batch
+
+    def _describe(self, connection: Connection) -> ReadPlan:
+        result = connection.execute(describe_statement(self._source))
+        try:
+            cursor = result.cursor
+            plan = make_plan(
+                self.options,
+                cursor.description,
+                fetch(connection, SPATIAL_TYPES_SQL),
+                typmods=_typmods(cursor),
+                binary_check=_binary_check(connection),
+            )
+        finally:
+            result.close()
+        projection = self.options.projection
+        if projection.kind == "transform":
+            exists = fetch(connection, SRID_EXISTS_SQL.bindparams(srid=projection.value))
+            check_srid_exists(projection.value, exists)
+        self.plan = plan
+        return plan
+
+
+@contextmanager
+def read_transaction(connect: Connect) -> Iterator[Connection]:
+    """A pooled connection in a READ ONLY transaction, rolled back and returned at exit.
+
+    With psycopg 3, results come in binary: geometries arrive as EWKB bytes with no
+    text encoding on the server nor decoding here.
+    """
+    with connect() as connection:
+        if connection.dialect.driver == "psycopg":
+            event.listen(connection, "before_cursor_execute", _binary_results)
+        connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+        try:
+            yield connection
+        finally:
+            if connection.in_transaction() and not connection.invalidated:
+                connection.rollback()
+
+
+def fetch(connection: Connection, statement: Any) -> Rows:
+    """All rows of ``statement`` as the driver returns them (no SQLAlchemy Row objects)."""
+    if isinstance(statement, str):
+        result = connection.exec_driver_sql(statement)
+    else:
+        result = connection.execute(statement)
+    try:
+        rows: Rows = result.cursor.fetchall()
+        return rows
+    finally:
+        result.close()
+
+
+def _binary_results(connection: Any, cursor: Any, *args: Any) -> None:
+    cursor.format = Format.BINARY
+
+
+def _typmods(cursor: Any) -> list[int | None] | None:
+    """Type modifiers of the result columns (psycopg 3 only): they carry the SRID."""
+    result = getattr(cursor, "pgresult", None)
+    if result is None:
+        return None
+    return [result.fmod(index) for index in range(result.nfields)]
+
+
+def _binary_check(connection: Connection) -> Callable[[int], bool] | None:
+    """Whether psycopg 3 loads a type OID in binary (None: text-protocol driver)."""
+    if connection.dialect.driver != "psycopg":
+        return None
+    adapters = connection.connection.driver_connection.adapters  # type: ignore[union-attr]
+    return lambda oid: adapters.get_loader(oid, Format.BINARY) is not None

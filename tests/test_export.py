@@ -1,0 +1,222 @@
+"""db.export_geojson / db.export / geosession export: valid files, complete or absent."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+import pyogrio
+import pytest
+import shapely
+from geojson_pydantic import Feature, FeatureCollection
+from typer.testing import CliRunner
+
+from geosession import ConfigurationError, DatabaseError, SpatialDatabase
+from geosession.cli import app
+from tests.test_stream import ROWS, create_read_tables
+
+pytestmark = pytest.mark.usefixtures("tables")
+
+
+@pytest.fixture(scope="module")
+def tables(admin: psycopg.Connection[Any]) -> Iterator[None]:
+    create_read_tables(admin)
+    yield
+    admin.execute("DROP TABLE IF EXISTS rd_parcels, rd_metric, rd_geog, rd_two, rd_plain")
+
+
+def load(path: Path) -> Any:
+    return orjson.loads(path.read_bytes())
+
+
+def test_feature_collection_is_valid_rfc7946(db: SpatialDatabase, tmp_path: Path) -> None:
+    out = tmp_path / "parcels.geojson"
+    result = db.export_geojson("SELECT * FROM rd_parcels ORDER BY id", out)
+    assert result.features == ROWS and result.path == str(out)
+    document = load(out)
+    collection = FeatureCollection.model_validate(document)  # RFC 7946 structure
+    assert len(collection.features) == ROWS and "crs" not in document
+    first = document["features"][0]
+    assert first["properties"] == {
+        "id": 1,
+        "name": "parcel 1",
+        "value": 0.25,  # numeric as a JSON number
+        "seen": "2024-01-02",  # dates as ISO 8601
+        "uid": "00000000-0000-0000-0000-000000000001",
+        "meta": {"n": 1},
+    }
+    assert document["features"][16]["geometry"] is None  # id 17: NULL geometry
+    assert [p.name for p in tmp_path.iterdir()] == ["parcels.geojson"]  # no temporary left
+
+
+def test_geojson_lines_and_file_objects(db: SpatialDatabase, tmp_path: Path) -> None:
+    out = tmp_path / "parcels.geojsonl"
+    db.export_geojson("SELECT id, geom FROM rd_parcels", out, newline_delimited=True)
+    lines = out.read_bytes().splitlines()
+    assert len(lines) == ROWS
+    assert all(Feature.model_validate(orjson.loads(line)) for line in lines[:50])
+    sink = io.BytesIO()
+    db.export_geojson("SELECT id, geom FROM rd_parcels WHERE id <= 3", sink, precision=3)
+    document = orjson.loads(sink.getvalue())
+    ring = document["features"][0]["geometry"]["coordinates"][0]
+    assert all(len(repr(x).split(".")[-1]) <= 3 for point in ring for x in point)
+
+
+def test_coordinates_are_transformed_to_wgs84(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "metric.geojson"
+    db.export_geojson("SELECT * FROM rd_metric WHERE id <= 100", out)
+    features = load(out)["features"]
+    rows = admin.execute(
+        "SELECT id, ST_AsBinary(ST_Transform(geom, 4326)) FROM rd_metric WHERE id <= 100 "
+        "ORDER BY id"
+    ).fetchall()
+    by_id = {f["properties"]["id"]: f["geometry"] for f in features}
+    for key, wkb in rows:
+        if wkb is None:
+            assert by_id[key] is None
+            continue
+        exported = shapely.geometry.shape(by_id[key])
+        assert exported.equals_exact(shapely.from_wkb(wkb), 1e-12)
+
+
+def test_empty_result_is_an_empty_collection(db: SpatialDatabase, tmp_path: Path) -> None:
+    out = tmp_path / "none.geojson"
+    assert db.export_geojson("SELECT * FROM rd_parcels WHERE id < 0", out).features == 0
+    assert load(out) == {"type": "FeatureCollection", "features": []}
+
+
+def test_round_trip_through_ingest(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "trip.geojson"
+    db.export_geojson("SELECT id, name, geom FROM rd_parcels WHERE geom IS NOT NULL", out)
+    admin.execute(
+        "DROP TABLE IF EXISTS rd_trip; "
+        "CREATE TABLE rd_trip (id int PRIMARY KEY, name text, geom geometry(Polygon, 4326))"
+    )
+    report = db.ingest("rd_trip", out)
+    assert report.inserted == ROWS - 1 and not report.rejected
+    same = admin.execute(
+        "SELECT count(*) FROM rd_trip t JOIN rd_parcels p USING (id) "
+        "WHERE t.name = p.name AND ST_Equals(t.geom, p.geom) AND t.geom ~= p.geom"
+    ).fetchone()
+    assert same is not None and same[0] == ROWS - 1
+    admin.execute("DROP TABLE rd_trip")
+
+
+def test_bad_destination_fails_before_the_query(db: SpatialDatabase, tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        db.export_geojson("SELECT * FROM rd_parcels", tmp_path / "missing" / "x.geojson")
+    with pytest.raises(ConfigurationError, match="is a directory"):
+        db.export_geojson("SELECT * FROM rd_parcels", tmp_path)
+    with pytest.raises(ConfigurationError, match="format='shp'"):
+        db.export("SELECT * FROM rd_parcels", tmp_path / "x.shp", format="shp")
+    with pytest.raises(ConfigurationError, match="no geometry column"):
+        db.export_geojson("SELECT * FROM rd_plain", tmp_path / "plain.geojson")
+    with pytest.raises(ConfigurationError, match="RFC 7946"):
+        db.export_geojson(
+            "SELECT * FROM rd_parcels", tmp_path / "t.geojson", geometry="transform:3857"
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failure_mid_export_leaves_no_partial_file(db: SpatialDatabase, tmp_path: Path) -> None:
+    out = tmp_path / "boom.geojson"
+    out.write_text("previous complete export")
+    with pytest.raises(DatabaseError, match="division by zero"):
+        db.export_geojson(
+            "SELECT id, geom, 1 / (id - 2900) AS boom FROM rd_parcels ORDER BY id",
+            out,
+            batch_size=500,
+        )
+    assert out.read_text() == "previous complete export"
+    assert [p.name for p in tmp_path.iterdir()] == ["boom.geojson"]
+    assert db.pool_stats().checked_out == 0
+
+
+def test_geopackage_and_flatgeobuf(db: SpatialDatabase, tmp_path: Path) -> None:
+    for suffix, kind in ((".gpkg", "gpkg"), (".fgb", "fgb")):
+        out = tmp_path / f"parcels{suffix}"
+        result = db.export("SELECT * FROM rd_metric", out, format=kind, batch_size=1000)
+        assert result.features == ROWS
+        info = pyogrio.read_info(out)
+        assert info["features"] == ROWS and info["crs"] == "EPSG:3857"
+        frame = pyogrio.read_dataframe(out)
+        assert sorted(frame["id"]) == list(range(1, ROWS + 1))
+    typed = tmp_path / "typed.gpkg"
+    db.export("SELECT * FROM rd_parcels WHERE id <= 10", typed, format="gpkg")
+    frame = pyogrio.read_dataframe(typed)
+    assert frame.loc[0, "uid"] == "00000000-0000-0000-0000-000000000001"
+    assert frame.loc[0, "value"] == 0.25
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "parcels.fgb",
+        "parcels.gpkg",
+        "typed.gpkg",
+    ]
+
+
+def test_iter_geojson_pages_release_between_chunks(db: SpatialDatabase) -> None:
+    chunks = []
+    for chunk in db.iter_geojson("SELECT id, geom FROM rd_parcels", pages_by="id", batch_size=500):
+        assert db.pool_stats().checked_out == 0
+        chunks.append(chunk)
+    document = orjson.loads(b"".join(chunks))
+    assert [f["properties"]["id"] for f in document["features"]] == list(range(1, ROWS + 1))
+
+
+# --- the command line ------------------------------------------------------------------
+
+
+@pytest.fixture
+def runner(database_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    return CliRunner()
+
+
+def test_cli_exports_a_table_with_bbox_and_where(
+    runner: CliRunner, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "box.geojson"
+    result = runner.invoke(
+        app,
+        ["export", "rd_metric", str(out), "--bbox", "-74,40.7,-73.9,40.8", "--where", "id > 100"],
+    )
+    assert result.exit_code == 0, result.output
+    expected = admin.execute(
+        "SELECT count(*) FROM rd_metric WHERE id > 100 AND geom && "
+        "ST_Transform(ST_MakeEnvelope(-74, 40.7, -73.9, 40.8, 4326), 3857)"
+    ).fetchone()
+    assert expected is not None
+    assert len(load(out)["features"]) == expected[0]
+    assert f"Exported {expected[0]:,} features" in result.output
+
+
+def test_cli_query_to_stdout_and_formats(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["export", "SELECT id, geom FROM rd_parcels WHERE id <= 4", "-"])
+    assert result.exit_code == 0, result.output
+    body = result.stdout[: result.stdout.rindex("}") + 1]
+    assert len(orjson.loads(body)["features"]) == 4
+    out = tmp_path / "lines.txt"
+    result = runner.invoke(
+        app, ["export", "rd_parcels", str(out), "--format", "geojsonl", "--geometry", "centroid"]
+    )
+    assert result.exit_code == 0, result.output
+    first = orjson.loads(out.read_bytes().splitlines()[0])
+    assert first["geometry"]["type"] == "Point"
+
+
+def test_cli_quotes_identifiers_and_reports_errors(
+    runner: CliRunner, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    result = runner.invoke(app, ["export", "rd_parcels", str(tmp_path / "x.unknown")])
+    assert result.exit_code != 0
+    hostile = 'rd_parcels"; DROP TABLE rd_plain; --'
+    result = runner.invoke(app, ["export", hostile, str(tmp_path / "x.geojson")])
+    assert result.exit_code != 0  # taken as SQL text, which fails to parse; nothing dropped
+    assert admin.execute("SELECT count(*) FROM rd_plain").fetchone() == (1,)

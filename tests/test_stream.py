@@ -1,0 +1,399 @@
+"""db.stream / async_stream / stream_frames against PostGIS: counts, checksums,
+projections, bad input, and the connection released however iteration ends."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hashlib
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+import shapely
+from geoalchemy2 import WKBElement
+from sqlalchemy import Column, Integer, MetaData, Table, select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from geosession import ConfigurationError, SpatialDatabase
+from geosession.demo import synthetic_polygons
+from geosession.geometry import encode_ewkb
+from geosession.models import geometry_column
+
+ROWS = 3_000
+TABLES_SQL = """
+DROP TABLE IF EXISTS rd_parcels, rd_metric, rd_geog, rd_two, rd_plain;
+CREATE TABLE rd_parcels (
+    id int PRIMARY KEY, name text, value numeric(12, 2), seen date, uid uuid, meta jsonb,
+    geom geometry(Polygon, 4326)
+);
+CREATE INDEX ON rd_parcels USING gist (geom);
+CREATE TABLE rd_metric (id int PRIMARY KEY, geom geometry(Polygon, 3857));
+CREATE TABLE rd_geog (id int PRIMARY KEY, geog geography(Polygon, 4326));
+CREATE TABLE rd_two (id int PRIMARY KEY, a geometry(Point, 4326), b geometry(Polygon, 4326));
+CREATE TABLE rd_plain (id int PRIMARY KEY, name text);
+"""
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ReadParcel(Base):
+    __tablename__ = "rd_parcels"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    geom: Mapped[WKBElement] = geometry_column("POLYGON", 4326, spatial_index=False)
+
+
+def create_read_tables(admin: psycopg.Connection[Any]) -> None:
+    """rd_parcels (3,000 polygons, one NULL geometry, typed properties) and friends."""
+    admin.execute(TABLES_SQL)
+    hexes = [g.hex() for g in encode_ewkb(list(synthetic_polygons(ROWS, seed=7)), 4326)]
+    with admin.cursor().copy("COPY rd_parcels FROM STDIN") as copy:
+        for i, geom in enumerate(hexes, start=1):
+            meta = f'{{"n": {i}}}'
+            seen = date(2024, 1, 1 + i % 28)
+            copy.write_row((i, f"parcel {i}", Decimal(i) / 4, seen, uuid.UUID(int=i), meta, geom))
+    admin.execute("UPDATE rd_parcels SET geom = NULL WHERE id = 17")
+    admin.execute("INSERT INTO rd_metric SELECT id, ST_Transform(geom, 3857) FROM rd_parcels")
+    admin.execute("INSERT INTO rd_geog SELECT id, geom::geography FROM rd_parcels")
+    admin.execute(
+        "INSERT INTO rd_two SELECT id, ST_Centroid(geom), geom FROM rd_parcels WHERE id <= 10"
+    )
+    admin.execute("INSERT INTO rd_plain VALUES (1, 'one')")
+    admin.execute("ANALYZE rd_parcels")
+
+
+@pytest.fixture(scope="module")
+def tables(admin: psycopg.Connection[Any]) -> Iterator[None]:
+    create_read_tables(admin)
+    yield
+    admin.execute("DROP TABLE IF EXISTS rd_parcels, rd_metric, rd_geog, rd_two, rd_plain")
+
+
+def server_checksum(admin: psycopg.Connection[Any], expression: str, table: str) -> str:
+    row = admin.execute(
+        f"SELECT md5(string_agg(coalesce(encode(ST_AsEWKB({expression}), 'hex'), 'null'), ',' "
+        f"ORDER BY id)) FROM {table}"
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def client_checksum(hexes: list[str | None]) -> str:
+    return hashlib.md5(",".join(h or "null" for h in hexes).encode()).hexdigest()
+
+
+def released(db: SpatialDatabase, admin: psycopg.Connection[Any]) -> bool:
+    idle = admin.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
+    ).fetchone()
+    return db.pool_stats().checked_out == 0 and idle is not None and idle[0] == 0
+
+
+# --- what comes out -------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("tables")
+def test_stream_shapely_counts_and_checksum(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    stream = db.stream(select(ReadParcel).order_by(ReadParcel.id), batch_size=700)
+    rows = list(stream)
+    assert len(rows) == ROWS == stream.rows_read
+    assert rows[0]._fields == ("id", "name", "geom")
+    assert rows[16].geom is None  # id 17
+    assert all(shapely.get_srid(r.geom) == 4326 for r in rows if r.geom is not None)
+    hexes = [
+        None if r.geom is None else shapely.to_wkb(r.geom, hex=True, include_srid=True)
+        for r in rows
+    ]
+    assert client_checksum([h.lower() if h else None for h in hexes]) == server_checksum(
+        admin, "geom", "rd_parcels"
+    )
+
+
+@pytest.mark.usefixtures("tables")
+def test_stream_wkb_and_row_outputs_are_exact_ewkb(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    expected = server_checksum(admin, "geom", "rd_parcels")
+    wkb = [r.geom for r in db.stream("SELECT id, geom FROM rd_parcels ORDER BY id", output="wkb")]
+    assert client_checksum([g.hex() if g else None for g in wkb]) == expected
+    raw = list(db.stream("SELECT id, geom FROM rd_parcels ORDER BY id", output="row"))
+    assert type(raw[0]) is tuple
+    assert client_checksum([g.hex() if g else None for _, g in raw]) == expected
+
+
+@pytest.mark.usefixtures("tables")
+def test_properties_keep_their_types(db: SpatialDatabase) -> None:
+    row = next(iter(db.stream("SELECT * FROM rd_parcels WHERE id = 8")))
+    assert row.value == Decimal("2.00") and row.seen == date(2024, 1, 9)
+    assert row.uid == uuid.UUID(int=8) and row.meta == {"n": 8}
+
+
+@pytest.mark.parametrize(
+    ("projection", "sql"),
+    [
+        ("full", "geom"),
+        ("envelope", "ST_Envelope(geom)"),
+        ("centroid", "ST_Centroid(geom)"),
+        ("simplify:0.0001", "ST_SimplifyPreserveTopology(geom, 0.0001)"),
+        ("transform:3857", "ST_Transform(geom, 3857)"),
+    ],
+)
+@pytest.mark.usefixtures("tables")
+def test_each_projection_matches_postgis(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], projection: str, sql: str
+) -> None:
+    rows = db.stream("SELECT * FROM rd_parcels ORDER BY id", geometry=projection, output="wkb")
+    hexes = [r.geom.hex() if r.geom is not None else None for r in rows]
+    assert client_checksum(hexes) == server_checksum(admin, sql, "rd_parcels")
+
+
+@pytest.mark.usefixtures("tables")
+def test_geography_column_and_geojson_output_in_wgs84(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    geog = list(db.stream("SELECT id, geog FROM rd_geog WHERE id <= 20 ORDER BY id"))
+    assert shapely.get_srid(geog[0].geog) == 4326 and geog[16].geog is None
+    features = list(
+        db.stream("SELECT id, geom FROM rd_metric WHERE id <= 5 ORDER BY id", output="geojson")
+    )
+    assert [f["properties"] for f in features] == [{"id": i} for i in range(1, 6)]
+    expected = admin.execute(
+        "SELECT ST_AsGeoJSON(ST_Transform(geom, 4326), 15) FROM rd_metric WHERE id = 1"
+    ).fetchone()
+    assert expected is not None
+    ours = shapely.geometry.shape(features[0]["geometry"])
+    assert ours.equals_exact(shapely.from_geojson(expected[0]), 1e-12)
+
+
+@pytest.mark.usefixtures("tables")
+def test_every_kind_of_statement(db: SpatialDatabase) -> None:
+    table = Table("rd_parcels", MetaData(), Column("id", Integer, primary_key=True))
+    counts = [
+        sum(1 for _ in db.stream(ReadParcel)),
+        sum(1 for _ in db.stream(select(ReadParcel.id, ReadParcel.geom))),
+        sum(
+            1 for _ in db.stream(text("SELECT * FROM rd_parcels WHERE id <= :n"), params={"n": 10})
+        ),
+        sum(1 for _ in db.stream("SELECT * FROM rd_parcels WHERE id <= :n", params={"n": 5})),
+    ]
+    assert counts == [ROWS, ROWS, 10, 5]
+    with pytest.raises(ConfigurationError, match="no geometry column"):
+        list(db.stream(table))
+
+
+@pytest.mark.usefixtures("tables")
+def test_bbox_filter_uses_the_column_srid(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    bbox = (-74.0, 40.7, -73.9, 40.8)
+    expected = admin.execute(
+        "SELECT count(*) FROM rd_metric WHERE geom && "
+        "ST_Transform(ST_MakeEnvelope(-74.0, 40.7, -73.9, 40.8, 4326), 3857)"
+    ).fetchone()
+    assert expected is not None and 0 < expected[0] < ROWS
+    assert sum(1 for _ in db.stream("SELECT * FROM rd_metric", bbox=bbox)) == expected[0]
+    computed = "SELECT id, ST_Transform(geom, 3857) AS geom FROM rd_parcels"  # no typmod SRID
+    assert sum(1 for _ in db.stream(computed, bbox=bbox)) == expected[0]
+
+
+@pytest.mark.usefixtures("tables")
+def test_two_geometry_columns_need_a_choice(db: SpatialDatabase) -> None:
+    with pytest.raises(ConfigurationError, match=r"2 geometry columns \('a', 'b'\)"):
+        list(db.stream("SELECT * FROM rd_two"))
+    rows = list(db.stream("SELECT * FROM rd_two ORDER BY id", geometry_column="b"))
+    assert rows[0].b.geom_type == "Polygon" and isinstance(rows[0].a, bytes)
+
+
+@pytest.mark.usefixtures("tables")
+def test_bad_input_is_refused_before_any_row(db: SpatialDatabase) -> None:
+    with pytest.raises(ConfigurationError, match="'simplify:<tolerance>'"):
+        db.stream("SELECT * FROM rd_parcels", geometry="buffer:3")
+    with pytest.raises(ConfigurationError, match="output="):
+        db.stream("SELECT * FROM rd_parcels", output="arrow")
+    bad = [
+        ({"geometry_column": "nope"}, "geometry_column='nope' is not a column"),
+        ({"geometry_column": "name"}, "not a geometry or geography column"),
+        ({"pages_by": "nope"}, "pages_by='nope' is not a column"),
+        ({"geometry": "transform:999998"}, "SRID 999998 is not in spatial_ref_sys"),
+    ]
+    for options, message in bad:
+        with pytest.raises(ConfigurationError, match=message):
+            list(db.stream("SELECT * FROM rd_parcels", **options))
+    with pytest.raises(ConfigurationError, match="no geometry column"):
+        list(db.stream("SELECT * FROM rd_plain"))
+    with pytest.raises(ConfigurationError, match="two columns named 'id'"):
+        list(db.stream("SELECT p.id, t.id, p.geom FROM rd_parcels p JOIN rd_two t USING (id)"))
+    assert db.pool_stats().checked_out == 0
+
+
+# --- release, however iteration ends --------------------------------------------------
+
+
+@pytest.mark.usefixtures("tables")
+def test_early_break_releases_at_once(db: SpatialDatabase, admin: psycopg.Connection[Any]) -> None:
+    for _ in db.stream("SELECT * FROM rd_parcels", batch_size=100):
+        assert db.pool_stats().checked_out == 1  # the cursor's connection, while iterating
+        break
+    assert released(db, admin)
+    stream = db.stream("SELECT * FROM rd_parcels", batch_size=100)
+    for _ in stream:  # the stream object outlives the loop: release must not wait for it
+        break
+    assert released(db, admin)
+
+
+@pytest.mark.usefixtures("tables")
+def test_exception_in_the_loop_releases(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    with pytest.raises(RuntimeError):
+        for _ in db.stream("SELECT * FROM rd_parcels", batch_size=100):
+            raise RuntimeError("consumer failed")
+    assert released(db, admin)
+
+
+@pytest.mark.usefixtures("tables")
+def test_dropped_iterator_is_released_by_gc(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    iterator = iter(db.stream("SELECT * FROM rd_parcels", batch_size=100))
+    next(iterator)
+    assert db.pool_stats().checked_out == 1
+    del iterator
+    gc.collect()
+    assert released(db, admin)
+
+
+@pytest.mark.usefixtures("tables")
+def test_with_block_and_close_release(db: SpatialDatabase, admin: psycopg.Connection[Any]) -> None:
+    with db.stream("SELECT * FROM rd_parcels", batch_size=100) as stream:
+        iterator = iter(stream)
+        next(iterator)
+        batches = stream.batches()
+        next(batches)
+        assert db.pool_stats().checked_out == 2
+    assert released(db, admin)
+    stream = db.stream("SELECT * FROM rd_parcels", batch_size=100)
+    iterator = iter(stream)
+    next(iterator)
+    stream.close()
+    assert released(db, admin)
+
+
+@pytest.mark.usefixtures("tables")
+def test_server_error_mid_stream_releases(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    from geosession import DatabaseError
+
+    seen = 0
+    with pytest.raises(DatabaseError, match="division by zero"):
+        for _ in db.stream("SELECT id, geom, 1 / (id - 2500) AS boom FROM rd_parcels ORDER BY id"):
+            seen += 1
+    assert 0 < seen < 2500 and released(db, admin)
+
+
+@pytest.mark.usefixtures("tables")
+def test_keyset_pages_hold_no_connection_between_pages(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    ids = []
+    for batch in db.stream("SELECT * FROM rd_parcels", pages_by="id", batch_size=256).batches():
+        assert db.pool_stats().checked_out == 0  # between pages, nothing is held
+        ids.extend(row.id for row in batch)
+    assert ids == list(range(1, ROWS + 1))
+    pages = db.stream(
+        "SELECT id, geom FROM rd_parcels", pages_by="id", output="geojson", batch_size=1000
+    )
+    assert [f["properties"]["id"] for f in pages] == list(range(1, ROWS + 1))
+    assert released(db, admin)
+
+
+@pytest.mark.usefixtures("tables")
+def test_psycopg2_driver_streams_the_same(
+    make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any]
+) -> None:
+    db = make_db(driver="psycopg2")
+    rows = db.stream("SELECT id, geom FROM rd_parcels ORDER BY id", output="wkb")
+    assert client_checksum([r.geom.hex() if r.geom else None for r in rows]) == server_checksum(
+        admin, "geom", "rd_parcels"
+    )
+    assert sum(1 for _ in db.stream("SELECT * FROM rd_parcels", pages_by="id")) == ROWS
+    assert released(db, admin)
+
+
+@pytest.mark.usefixtures("tables")
+def test_async_stream(db: SpatialDatabase, admin: psycopg.Connection[Any]) -> None:
+    async def work() -> tuple[list[Any], int]:
+        try:
+            stream = db.async_stream("SELECT id, geom FROM rd_parcels ORDER BY id", output="wkb")
+            rows = [row async for row in stream]
+            async with db.async_stream("SELECT * FROM rd_parcels", batch_size=50) as early:
+                async for _ in early:
+                    break
+            pool = db.async_engine.sync_engine.pool.checkedout()  # type: ignore[attr-defined]
+            features = [
+                f
+                async for f in db.async_stream(
+                    "SELECT id, geom FROM rd_metric", output="geojson", pages_by="id"
+                )
+            ]
+            assert len(features) == ROWS and features[0]["properties"] == {"id": 1}
+            return rows, pool
+        finally:
+            await db.adispose()
+
+    rows, checked_out = asyncio.run(work())
+    assert checked_out == 0
+    expected = server_checksum(admin, "geom", "rd_parcels")
+    assert client_checksum([r.geom.hex() if r.geom else None for r in rows]) == expected
+    assert released(db, admin)
+
+
+@pytest.mark.usefixtures("tables")
+def test_stream_frames(db: SpatialDatabase, admin: psycopg.Connection[Any]) -> None:
+    frames = list(db.stream_frames("SELECT id, geom FROM rd_metric", batch_size=1000))
+    assert [len(f) for f in frames] == [1000, 1000, 1000]
+    assert frames[0].crs.to_epsg() == 3857 and frames[0].geometry.name == "geom"
+    total = sum(float(f.geometry.area.sum()) for f in frames)
+    expected = admin.execute("SELECT sum(ST_Area(geom)) FROM rd_metric").fetchone()
+    assert expected is not None and total == pytest.approx(expected[0], rel=1e-9)
+    assert released(db, admin)
+
+
+# --- memory ------------------------------------------------------------------------------
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+def test_million_rows_in_bounded_memory(db: SpatialDatabase) -> None:
+    """1,000,000 polygons generated on the server; RSS growth stays far under 100 MB."""
+    sql = (
+        "SELECT i AS id, ST_MakeEnvelope(i % 1000, i / 1000, i % 1000 + 1, i / 1000 + 1, 3857) "
+        "AS geom FROM generate_series(1, 1000000) AS i"
+    )
+    count = total = 0
+    baseline = peak = 0
+    for row in db.stream(sql):
+        count += 1
+        total += row.id
+        if count == 20_000:
+            gc.collect()
+            baseline = _rss_bytes()
+        elif count % 50_000 == 0:
+            peak = max(peak, _rss_bytes())
+    assert count == 1_000_000 and total == 1_000_000 * 1_000_001 // 2
+    growth = peak - baseline
+    assert growth < 100 * 1024 * 1024, f"RSS grew by {growth / 2**20:.0f} MB"
