@@ -1,6 +1,8 @@
 """geosession: safe, fast PostgreSQL/PostGIS sessions for SQLAlchemy 2 and GeoAlchemy2."""
 
 from geosession.database import SpatialDatabase
+from geosession.diagnose.activity import LockWait, SessionActivity
+from geosession.diagnose.doctor import DoctorReport
 from geosession.diagnose.explain import PlanReport
 from geosession.errors import (
     AccessDenied,
@@ -20,31 +22,42 @@ from geosession.errors import (
     SerializationConflict,
     SRIDMismatch,
 )
+from geosession.observe.leaks import Holder
 from geosession.observe.pool import PoolStats
+from geosession.read import AsyncGeometryStream, ExportResult, GeometryStream
+from geosession.retry import RetryPolicy
 from geosession.settings import DatabaseSettings
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AccessDenied",
+    "AsyncGeometryStream",
     "CommitOutcomeUnknown",
     "ConfigurationError",
     "ConnectionFailed",
     "DatabaseError",
     "DatabaseSettings",
     "DeadlockDetected",
+    "DoctorReport",
+    "ExportResult",
     "GeoSessionError",
+    "GeometryStream",
+    "Holder",
     "IdleInTransactionTimeout",
     "IntegrityViolation",
     "InvalidGeometry",
     "LockTimeout",
+    "LockWait",
     "PlanReport",
     "PoolExhausted",
     "PoolStats",
     "PostGISNotInstalled",
     "QueryTimeout",
+    "RetryPolicy",
     "SRIDMismatch",
     "SerializationConflict",
+    "SessionActivity",
     "SpatialDatabase",
     "__version__",
 ]

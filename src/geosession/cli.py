@@ -7,7 +7,7 @@ are printed in red on stderr by :func:`main`, with exit status 1 and no tracebac
 """
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -210,6 +210,187 @@ def _ingest_id_for(source: Path, table: str) -> str:
     stat = source.stat()
     key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{table}"
     return "cli-" + hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+# -- geosession export --------------------------------------------------------------------
+
+
+@app.command("export")
+def export(
+    source: Annotated[
+        str, typer.Argument(help="A table (optionally schema.table) or a SELECT query.")
+    ],
+    output: Annotated[str, typer.Argument(help="The file to write, or - for stdout.")],
+    format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="geojson, geojsonl, gpkg or fgb (default: from OUTPUT's suffix)."
+        ),
+    ] = None,
+    where: Annotated[
+        str | None,
+        typer.Option(help="SQL condition, run as given inside a read-only transaction."),
+    ] = None,
+    bbox: Annotated[
+        str | None,
+        typer.Option(help="minx,miny,maxx,maxy in lon/lat (EPSG:4326; see --bbox-srid)."),
+    ] = None,
+    bbox_srid: Annotated[int, typer.Option(help="SRID of the --bbox numbers.")] = 4326,
+    geometry_column: Annotated[
+        str | None, typer.Option(help="The geometry column, when there are several.")
+    ] = None,
+    geometry: Annotated[
+        str,
+        typer.Option(help="full, envelope, centroid, simplify:<tolerance> or transform:<srid>."),
+    ] = "full",
+    precision: Annotated[
+        int | None, typer.Option(min=0, max=15, help="GeoJSON decimals (default: all, 15).")
+    ] = None,
+    pages_by: Annotated[
+        str | None,
+        typer.Option(help="Read in keyset pages by this unique column (for slow consumers)."),
+    ] = None,
+) -> None:
+    """Export a table or a query to GeoJSON, GeoJSON Lines, GeoPackage or FlatGeobuf.
+
+    Streams in bounded memory through a server-side cursor; the file appears only once
+    complete. GeoJSON coordinates are EPSG:4326 (RFC 7946). Examples:
+    geosession export parcels parcels.geojson --bbox -74,40.7,-73.9,40.8;
+    geosession export "SELECT id, geom FROM parcels WHERE value > 1e6" - | jq .
+    """
+    from geosession.read.command import parse_bbox, run_export
+
+    options = {
+        "geometry_column": geometry_column,
+        "geometry": geometry,
+        "pages_by": pages_by,
+        "bbox_srid": bbox_srid,
+        "precision": precision,
+    }
+    box = parse_bbox(bbox)
+    run_export(source, output, format=format, where=where, bbox=box, options=options)
+
+
+# -- geosession activity ------------------------------------------------------------------
+
+
+@app.command("activity")
+def activity(
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Refresh the tables live until Ctrl-C.")
+    ] = False,
+    all_databases: Annotated[
+        bool, typer.Option("--all", help="Sessions of every database, not only this one.")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between refreshes with --watch.")
+    ] = 2.0,
+    count: Annotated[
+        int | None,
+        typer.Option(min=1, help="With --watch: stop after this many refreshes."),
+    ] = None,
+    long_running: Annotated[
+        float, typer.Option(min=0, help="Mark active queries running longer (seconds).")
+    ] = 60.0,
+) -> None:
+    """Show the server sessions of this database (pg_stat_activity) and who blocks whom.
+
+    Each row is one backend: pid, application_name, user, state, how long its
+    transaction and its query have been running, the event it waits on, the pids that
+    block it (pg_blocking_pids) and its query. "idle in transaction" (red) means a
+    program opened a transaction and went away to do something else: it pins locks and
+    vacuum until it commits; find the code by its application name. A second table lists
+    lock waits with the holder's pid and query. Example: geosession activity --watch
+    """
+    from geosession.database import SpatialDatabase
+    from geosession.diagnose.console import activity_view
+    from geosession.diagnose.console import watch as watch_live
+
+    with SpatialDatabase.from_env() as db:
+
+        def view() -> Any:
+            return activity_view(db, all_databases=all_databases, long_running=long_running)
+
+        if watch:
+            watch_live(view, interval=interval, count=count, console=Console())
+        else:
+            Console().print(view())
+
+
+# -- geosession explain -------------------------------------------------------------------
+
+
+@app.command("explain")
+def explain(
+    sql: Annotated[str, typer.Argument(help='The statement, e.g. "SELECT ..."; - reads stdin.')],
+    analyze: Annotated[
+        bool,
+        typer.Option(
+            "--analyze",
+            help="Run it for actual rows, times and buffers, in a transaction rolled back.",
+        ),
+    ] = False,
+    buffers: Annotated[
+        bool, typer.Option(help="With --analyze: count shared and temp blocks.")
+    ] = True,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report and the raw plan as JSON.")
+    ] = False,
+) -> None:
+    """Show a statement's plan, whether it uses a spatial index, and what to fix.
+
+    Flags sequential scans of tables filtered by a spatial predicate and says why, with
+    the SQL to run: "no spatial index on geom: CREATE INDEX ... USING gist (geom)",
+    "stats are missing: ANALYZE ...", or "the predicate wraps the indexed column in a
+    function" (e.g. ST_Transform(geom, ...): transform the other side instead). With
+    --analyze even INSERT/UPDATE/DELETE leave no trace: their transaction is rolled back.
+    Example: geosession explain "SELECT id FROM parcels WHERE ST_Intersects(geom,
+    ST_MakeEnvelope(0, 0, 1, 1, 4326))"
+    """
+    import sys
+
+    from geosession.database import SpatialDatabase
+    from geosession.diagnose.console import plan_tree, print_json
+
+    statement = sys.stdin.read() if sql == "-" else sql
+    with SpatialDatabase.from_env() as db:
+        report = db.explain(statement, analyze=analyze, buffers=buffers)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        Console().print(plan_tree(report))
+
+
+# -- geosession doctor --------------------------------------------------------------------
+
+
+@app.command("doctor")
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checklist as JSON.")] = False,
+    schema: Annotated[
+        list[str] | None,
+        typer.Option(help="Check only the tables of this schema (repeatable). Default: all."),
+    ] = None,
+) -> None:
+    """Check the database for what makes spatial sessions slow or unsafe; exit 1 if any fails.
+
+    Checks: the connection, PostgreSQL and PostGIS versions, pool_size + max_overflow
+    against max_connections, statement_timeout and idle_in_transaction_session_timeout
+    set, a spatial index on every geometry/geography column (named schema.table.column),
+    tables never analyzed, SRID 0 columns, sessions idle in transaction now, long-running
+    queries. Each problem comes with its fix (the SQL to run). Warnings (!) do not fail.
+    """
+    from geosession.database import SpatialDatabase
+    from geosession.diagnose.console import doctor_table, print_json
+
+    with SpatialDatabase.from_env() as db:
+        report = db.doctor(schemas=schema)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        Console().print(doctor_table(report))
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 # -- entry point --------------------------------------------------------------------------

@@ -8,24 +8,38 @@ transaction and no connection is left checked out, whatever the caller's code ra
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar, Unpack
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
+from geosession.diagnose.activity import LockWait, SessionActivity, lock_waits, session_activity
+from geosession.diagnose.doctor import DoctorReport, run_doctor
 from geosession.diagnose.explain import PlanReport, explain_statement
 from geosession.engine import build_async_engine, build_engine
 from geosession.errors import ConfigurationError, PoolExhausted, endpoint_of
 from geosession.ingest.report import IngestReport
-from geosession.observe.pool import PoolStats, pool_stats
+from geosession.observe.metrics import DatabaseMetrics
+from geosession.observe.pool import PoolStats
+from geosession.read import (
+    AsyncGeometryStream,
+    ExportResult,
+    GeometryStream,
+    ReadOptions,
+    export,
+    geojson_chunks,
+)
+from geosession.retry import RetryOptions, Transactional, arun_transaction, run_transaction
+from geosession.retry import watch_long_transactions as _watch_long_transactions
 from geosession.settings import DatabaseSettings, check_duration
 
 ISOLATION_LEVELS = ("READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE")
+T = TypeVar("T")
 
 
 class SpatialDatabase:
@@ -40,7 +54,15 @@ class SpatialDatabase:
     ) -> None:
         self.settings = _merge_settings(url, settings, overrides)
         self._engine = build_engine(self.settings)
+        self.metrics = DatabaseMetrics.attach(
+            self._engine,
+            max_overflow=self.settings.max_overflow,
+            leak_threshold=self.settings.leak_threshold,
+            slow_query_threshold=self.settings.slow_query_threshold,
+        )
+        """Pool counters and holders, slow statements, ingest totals (pool event listeners)."""
         self._sessions = sessionmaker(bind=self._engine, autoflush=False, expire_on_commit=False)
+        _watch_long_transactions(self._sessions, self.settings.long_transaction_warning)
         self.scoped = scoped_session(self._sessions)
         """Thread-local session registry; call ``db.scoped.remove()`` when a request ends."""
         self._async_engine: AsyncEngine | None = None
@@ -74,8 +96,12 @@ class SpatialDatabase:
         with self._async_lock:
             if self._async_engine is None:
                 self._async_engine = build_async_engine(self.settings)
+                self.metrics.attach_async(self._async_engine.sync_engine)
                 self._async_sessions = async_sessionmaker(
-                    self._async_engine, autoflush=False, expire_on_commit=False
+                    self._async_engine,
+                    autoflush=False,
+                    expire_on_commit=False,
+                    sync_session_class=self._sessions.class_,  # shares the session guards
                 )
             return self._async_engine
 
@@ -144,6 +170,40 @@ class SpatialDatabase:
                 await session.execute(*_set_local(settings))
             yield session
 
+    def run_transaction(self, fn: Callable[[Session], T], **options: Unpack[RetryOptions]) -> T:
+        """Runs ``fn(session)`` in a transaction, rerun on transient failures; its result.
+
+        Each attempt is a :meth:`transaction` (``isolation``, ``read_only``,
+        ``statement_timeout``, ``lock_timeout``) committed when ``fn`` returns. After a
+        serialization failure, a deadlock, or a connection lost before COMMIT was sent, the
+        attempt is rolled back and the whole of ``fn`` reruns on a fresh connection after a
+        random wait (exponential backoff with full jitter, ``backoff=(first, largest)``
+        seconds), up to ``attempts`` (default 5) in all; after ``LockTimeout`` too with
+        ``retry_lock_timeout=True``. Other errors are raised at once; when attempts run out
+        the last error is raised with the count in its message. ``fn`` may run more than
+        once: keep effects outside the database (HTTP calls, messages) out of it.
+
+        A connection lost while COMMIT is in flight raises ``CommitOutcomeUnknown``: the
+        server may have committed just before the answer was lost, and a rerun would then
+        apply the work twice. Pass ``idempotent=True`` when a rerun is harmless (upserts,
+        writes keyed by unique values) to rerun in that case as well.
+        """
+        return run_transaction(self, fn, options)
+
+    async def async_run_transaction(
+        self, fn: Callable[[AsyncSession], Awaitable[T]], **options: Unpack[RetryOptions]
+    ) -> T:
+        """The async twin of :meth:`run_transaction`: ``await fn(session)`` per attempt."""
+        return await arun_transaction(self, fn, options)
+
+    def transactional(self, **options: Unpack[RetryOptions]) -> Transactional:
+        """Decorator: ``@db.transactional(isolation="SERIALIZABLE") def f(session, ...)``.
+
+        Calling ``f(...)`` runs it in :meth:`run_transaction` (an ``async def`` in
+        :meth:`async_run_transaction`) with a session as its first argument.
+        """
+        return Transactional(self, options)
+
     def ingest(
         self,
         target: Any,
@@ -177,26 +237,147 @@ class SpatialDatabase:
             progress=progress,
         )
         with self._translated():
-            return Ingest(self._engine, target, source, options, self.settings.statement_timeout).run()
+            report = Ingest(
+                self._engine, target, source, options, self.settings.statement_timeout
+            ).run()
+        self.metrics.ingest.record(report)  # totals for the Prometheus exporter
+        return report
 
-    def pool_stats(self) -> PoolStats:
-        """How many connections the sync pool holds, lends and has lent beyond its size."""
-        return pool_stats(self._engine)
+    def pool_stats(self, *, async_pool: bool = False) -> PoolStats:
+        """The sync (or async) pool: connections lent and idle, waits, longest holders."""
+        monitor = self.metrics.async_pool if async_pool else self.metrics.pool
+        if monitor is None:  # the async engine is made on first use
+            return PoolStats(size=0, checked_out=0, checked_in=0, overflow=0)
+        return monitor.stats()
 
-    def explain(self, statement: Any, *, analyze: bool = False) -> PlanReport:
-        """The server's plan for ``statement`` and whether it uses a spatial index."""
+    def explain(self, statement: Any, *, analyze: bool = False, buffers: bool = True) -> PlanReport:
+        """The server's plan for ``statement``, whether it uses a spatial index, and advice.
+
+        ``analyze=True`` executes the statement (actual rows, times, buffers) inside a
+        transaction that is always rolled back, so INSERT/UPDATE/DELETE change nothing.
+        """
         with self.session() as session:
             connection = session.connection(
                 execution_options=_transaction_options(None, not analyze)
             )
             try:
-                return explain_statement(connection, statement, analyze=analyze)
+                return explain_statement(connection, statement, analyze=analyze, buffers=buffers)
             finally:
                 session.rollback()  # ANALYZE executes the statement: never keep its effects
+
+    def activity(
+        self, *, all_databases: bool = False, long_running: float = 60.0
+    ) -> list[SessionActivity]:
+        """This database's server sessions (pg_stat_activity), except the one asking."""
+        with self.session() as session:
+            connection = session.connection(execution_options={"postgresql_readonly": True})
+            return session_activity(
+                connection, all_databases=all_databases, long_running=long_running
+            )
+
+    def locks(self, *, all_databases: bool = False) -> list[LockWait]:
+        """Sessions waiting for a lock, with the pids (and queries) blocking them."""
+        with self.session() as session:
+            connection = session.connection(execution_options={"postgresql_readonly": True})
+            return lock_waits(connection, all_databases=all_databases)
+
+    def doctor(self, *, schemas: list[str] | None = None) -> DoctorReport:
+        """Checks the server, settings, spatial indexes and sessions; see ``geosession doctor``."""
+        return run_doctor(self._engine, self.settings, schemas=schemas)
+
+    # -- streaming reads and exports (geosession.read) -------------------------------
+
+    def stream(
+        self, statement: Any, *, params: Mapping[str, Any] | None = None, **options: Any
+    ) -> GeometryStream:
+        """Iterate ``statement``'s rows in bounded memory: a server-side cursor, or keyset
+        pages with ``pages_by=``. Options: geometry, output, batch_size, geometry_column,
+        pages_by, bbox, bbox_srid (README: "Streaming reads and GeoJSON export")."""
+        return GeometryStream(self._checkout, statement, ReadOptions.build(**options), params)
+
+    def stream_frames(
+        self, statement: Any, *, params: Mapping[str, Any] | None = None, **options: Any
+    ) -> Iterator[Any]:
+        """GeoDataFrame chunks of ``statement``'s rows (needs the ``geo`` extra)."""
+        from geosession.read.frames import frames
+
+        read = ReadOptions.build(**{**options, "output": "row"})
+        return frames(GeometryStream(self._checkout, statement, read, params))
+
+    def export_geojson(
+        self,
+        statement: Any,
+        dest: Any,
+        *,
+        newline_delimited: bool = False,
+        precision: int | None = None,
+        **options: Any,
+    ) -> ExportResult:
+        """Write an RFC 7946 FeatureCollection (or GeoJSON Lines) to a path or binary file."""
+        kind = "geojsonl" if newline_delimited else "geojson"
+        return self.export(statement, dest, format=kind, precision=precision, **options)
+
+    def export(
+        self,
+        statement: Any,
+        dest: Any,
+        *,
+        format: str = "geojson",
+        params: Mapping[str, Any] | None = None,
+        progress: Callable[[int], None] | None = None,
+        **options: Any,
+    ) -> ExportResult:
+        """Write ``statement``'s rows as geojson, geojsonl, gpkg or fgb: complete, or no file."""
+        read = ReadOptions.build(**options)
+        return export(
+            self._checkout,
+            statement,
+            dest,
+            format=format,
+            options=read,
+            params=params,
+            progress=progress,
+        )
+
+    def iter_geojson(
+        self,
+        statement: Any,
+        *,
+        newline_delimited: bool = False,
+        params: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Iterator[bytes]:
+        """GeoJSON bytes chunk by chunk, for streaming HTTP responses (with ``pages_by=``)."""
+        read = ReadOptions.build(**options).for_features()
+        stream = GeometryStream(self._checkout, statement, read, params)
+        return geojson_chunks(stream.batches(), newline_delimited=newline_delimited)
+
+    def async_stream(
+        self, statement: Any, *, params: Mapping[str, Any] | None = None, **options: Any
+    ) -> AsyncGeometryStream:
+        """The async twin of :meth:`stream`, on :attr:`async_engine`."""
+        read = ReadOptions.build(**options)
+        return AsyncGeometryStream(self._async_checkout, statement, read, params)
+
+    @contextmanager
+    def _checkout(self) -> Iterator[Connection]:
+        """A pooled connection; pool exhaustion becomes PoolExhausted."""
+        with self._translated(), self._engine.connect() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def _async_checkout(self) -> AsyncIterator[AsyncConnection]:
+        engine = self.async_engine
+        try:
+            async with engine.connect() as connection:
+                yield connection
+        except sa_exc.TimeoutError as error:
+            raise self._pool_exhausted(engine.sync_engine) from error
 
     def dispose(self) -> None:
         """Closes every pooled connection of the sync engine (call at shutdown)."""
         self.scoped.remove()
+        self.metrics.close()
         self._engine.dispose()
         if self._async_engine is not None:
             self._async_engine.sync_engine.dispose(close=False)
@@ -236,12 +417,15 @@ class SpatialDatabase:
 
     def _pool_exhausted(self, engine: Engine) -> PoolExhausted:
         s = self.settings
+        monitor = self.metrics.monitor_of(engine)
+        holders = monitor.holders_note() if monitor is not None else ""
         return PoolExhausted(
             f"No pooled connection became free within pool_timeout={s.pool_timeout:g}s: all "
             f"{s.pool_size} connections of the pool (pool_size={s.pool_size}) and "
             f"{s.max_overflow} overflow (max_overflow={s.max_overflow}) are checked out "
             f"(on {endpoint_of(engine)}). Close sessions promptly (`with db.session()`), keep "
             "slow work outside them, or raise pool_size / max_overflow"
+            + (f". {holders}" if holders else "")
         )
 
 

@@ -15,7 +15,9 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from geosession.errors import install_error_translation
-from geosession.settings import DatabaseSettings
+from geosession.settings import DatabaseSettings, duration_ms
+
+_COMMAND_TIMEOUT_MARGIN_S = 30
 
 
 def build_engine(settings: DatabaseSettings) -> Engine:
@@ -25,7 +27,7 @@ def build_engine(settings: DatabaseSettings) -> Engine:
         connect_args=libpq_connect_args(settings),
         **_pool_arguments(settings),
     )
-    install_error_translation(engine)
+    install_error_translation(engine, idle_in_transaction_timeout=_idle_timeout_s(settings))
     return engine
 
 
@@ -38,7 +40,9 @@ def build_async_engine(settings: DatabaseSettings) -> AsyncEngine:
     engine = create_async_engine(
         settings.url(driver), connect_args=connect_args, **_pool_arguments(settings)
     )
-    install_error_translation(engine.sync_engine)
+    install_error_translation(
+        engine.sync_engine, idle_in_transaction_timeout=_idle_timeout_s(settings)
+    )
     return engine
 
 
@@ -61,6 +65,11 @@ def libpq_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
     args: dict[str, Any] = {
         "application_name": settings.application_name,
         "connect_timeout": settings.connect_timeout,
+        "keepalives": 1,  # a peer that vanished is detected instead of awaited forever
+        "keepalives_idle": settings.keepalives_idle,
+        "keepalives_interval": settings.keepalives_interval,
+        "keepalives_count": settings.keepalives_count,
+        "tcp_user_timeout": round(settings.tcp_user_timeout * 1000),
         "options": " ".join(
             f"-c {name}={_escape_option(value)}"
             for name, value in settings.server_options().items()
@@ -87,6 +96,9 @@ def asyncpg_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
         },
         "timeout": settings.connect_timeout,
     }
+    command_timeout = asyncpg_command_timeout(settings)
+    if command_timeout is not None:
+        args["command_timeout"] = command_timeout
     tls = _asyncpg_ssl(settings)
     if tls is not None:
         args["ssl"] = tls
@@ -108,3 +120,21 @@ def _asyncpg_ssl(settings: DatabaseSettings) -> ssl.SSLContext | str | None:
             str(settings.sslcert), str(settings.sslkey) if settings.sslkey else None
         )
     return context
+
+
+def asyncpg_command_timeout(settings: DatabaseSettings) -> float | None:
+    """Seconds asyncpg waits for any answer: the setting, else statement_timeout + 30 s.
+
+    asyncpg has no TCP keepalives; this client-side deadline is what bounds a hung
+    network or server. It stays above statement_timeout so a slow statement still ends
+    with the server's QueryTimeout, not with a dropped connection.
+    """
+    if settings.command_timeout is not None:
+        return settings.command_timeout or None
+    statement_ms = duration_ms(settings.server_options().get("statement_timeout", "0"))
+    return statement_ms / 1000 + _COMMAND_TIMEOUT_MARGIN_S if statement_ms else None
+
+
+def _idle_timeout_s(settings: DatabaseSettings) -> float | None:
+    idle = settings.server_options().get("idle_in_transaction_session_timeout", "0")
+    return duration_ms(idle) / 1000 or None

@@ -139,6 +139,19 @@ class DatabaseSettings(BaseSettings):
     """Test each connection on checkout so a restarted server is recovered silently."""
     connect_timeout: int = Field(default=10, ge=1, le=3600)
     """Seconds to wait for the server to accept a connection."""
+    keepalives_idle: int = Field(default=30, ge=1, le=7200)
+    """Seconds of silence before TCP keepalive probes start (psycopg, psycopg2)."""
+    keepalives_interval: int = Field(default=10, ge=1, le=600)
+    """Seconds between TCP keepalive probes."""
+    keepalives_count: int = Field(default=3, ge=1, le=100)
+    """Unanswered keepalive probes after which the connection is dropped."""
+    tcp_user_timeout: float = Field(default=60, ge=0, le=3600)
+    """Seconds sent data may stay unacknowledged before the connection is dropped
+    (psycopg, psycopg2; 0: the operating system's default, about 15 minutes)."""
+    command_timeout: float | None = Field(default=None, ge=0, le=86400)
+    """asyncpg: seconds to wait for the server's answer to any command before the
+    connection is dropped (ConnectionFailed). Default: statement_timeout + 30 s, so the
+    server's own timeout fires first; 0 disables."""
 
     statement_timeout: Duration | None = "30s"
     """Longest a single statement may run ("0" disables)."""
@@ -148,6 +161,9 @@ class DatabaseSettings(BaseSettings):
     """Longest a statement waits for a lock (default: wait as long as statement_timeout)."""
     idle_in_transaction_session_timeout: Duration | None = "5min"
     """Server ends sessions left idle inside a transaction this long, releasing locks."""
+    long_transaction_warning: Duration | None = "1min"
+    """Log a WARNING naming the file:line that opened any transaction held open longer
+    ("0" or None disables)."""
     application_name: str = Field(default="geosession", max_length=63)
     """Name shown in pg_stat_activity for this application's connections."""
     server_settings: Annotated[dict[str, str], AfterValidator(_check_server_settings)] = Field(
@@ -166,6 +182,13 @@ class DatabaseSettings(BaseSettings):
 
     echo: bool = False
     """Log every SQL statement (parameters are never logged)."""
+
+    leak_threshold: float | None = Field(default=None, gt=0, le=86_400)
+    """Seconds a session may hold a pooled connection before a WARNING names the code that
+    took it (its stack) and pool_stats() lists it; None: off (holds are still timed)."""
+    slow_query_threshold: float | None = Field(default=None, gt=0, le=86_400)
+    """Seconds after which a statement is logged as slow (SQL only, never parameters);
+    None: off."""
 
     @model_validator(mode="after")
     def _check_url(self) -> DatabaseSettings:
