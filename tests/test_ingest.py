@@ -167,6 +167,50 @@ def test_skip_reports_without_quarantine(db: SpatialDatabase, table: str) -> Non
         assert s.execute(text(f"SELECT to_regclass('{TABLE}_rejected')")).scalar() is None
 
 
+def test_wkb_is_sent_as_it_came_only_where_nothing_changed_it(db: SpatialDatabase) -> None:
+    create_table(db, geometry="MULTIPOLYGON")
+    square = shapely.Polygon([(0, 0), (1, 0), (1, 1), (0, 1)])
+    multi = shapely.MultiPolygon([square])
+    bowtie = shapely.MultiPolygon([shapely.Polygon([(0, 0), (1, 1), (1, 0), (0, 1)])])
+    source = [
+        {"id": 1, "geom": shapely.to_wkb(square)},  # plain WKB, promoted to multi
+        {"id": 2, "geom": shapely.to_wkb(shapely.set_srid(multi, 4326), include_srid=True)},
+        {"id": 3, "geom": memoryview(shapely.to_wkb(multi, byte_order=0))},  # big-endian
+        {"id": 4, "geom": shapely.to_wkb(bowtie)},  # repaired
+        {"id": 5, "geom": shapely.to_wkb(shapely.set_srid(multi, 3857), include_srid=True)},
+        {"id": 6, "geom": unclosed_ring_ewkb()},
+    ]
+    report = db.ingest(TABLE, source, on_invalid="repair")
+    assert [r.row for r in report.repaired] == [4]
+    assert [(r.row, r.kind) for r in report.rejected] == [(5, "srid"), (6, "unclosed_ring")]
+    with db.session() as s:
+        stored = s.execute(
+            text(f"SELECT id, ST_SRID(geom), ST_AsText(geom), ST_NumGeometries(geom) FROM {TABLE}")
+        ).all()
+    square_text = "MULTIPOLYGON(((0 0,1 0,1 1,0 1,0 0)))"
+    assert sorted(stored)[:3] == [(n, 4326, square_text, 1) for n in (1, 2, 3)]
+    assert sorted(stored)[3][::3] == (4, 2)  # make_valid: the bow-tie's two triangles
+
+
+def test_geodataframe_crs_is_checked_against_the_column(db: SpatialDatabase, table: str) -> None:
+    import geopandas
+
+    polygons = synthetic_polygons(20)
+    frame = geopandas.GeoDataFrame({"id": range(1, 21)}, geometry=polygons, crs=3857)
+    report = db.ingest(table, frame.rename_geometry("geom"))
+    assert report.inserted == 0 and {r.kind for r in report.rejected} == {"srid"}
+    assert "SRID 3857 where column geom has SRID 4326" in report.rejected[0].reason
+    with db.transaction() as s:
+        s.execute(text(f"DROP TABLE {TABLE}_rejected"))
+        s.execute(text(f"ALTER TABLE {TABLE} ALTER geom TYPE geometry(GEOMETRY)"))
+    again = db.ingest(table, frame.rename_geometry("geom"), ingest_id="into-srid-0")
+    assert again.inserted == 20
+    with db.session() as s:  # a column without an SRID keeps the frame's
+        assert s.execute(
+            text(f"SELECT array_agg(DISTINCT ST_SRID(geom)) FROM {TABLE}")
+        ).scalar() == [3857]
+
+
 def test_rows_the_server_rejects_are_bisected_out(db: SpatialDatabase) -> None:
     create_table(db, extra="CHECK (value >= 0)")
     source = list(rows(8_000))

@@ -280,7 +280,7 @@ class Ingest:
                 column,
                 first_row=batch.first_row,
                 on_invalid=self.options.on_invalid,
-                default_srid=self.options.srid,
+                default_srid=batch.srids.get(column.name, self.options.srid),
             )
             columns[column.name] = checked.encoded[column.name]
             rejects += [

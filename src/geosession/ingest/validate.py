@@ -83,27 +83,48 @@ def check_geometries(
     """Parses, checks (and maybe repairs) one geometry column of a batch; encodes EWKB."""
     spec = column.geometry
     assert spec is not None
-    geoms, problems = _parse(values)
+    geoms, problems, wkb = _parse(values)
     if spec.srid == 0 and default_srid:  # an unconstrained column keeps each geometry's SRID
         geoms = _apply_default_srid(geoms, default_srid)
-    geoms = _promote_to_multi(geoms, spec)
+    geoms, changed = _promote_to_multi(geoms, spec)
     problems.update(_problems(geoms, values, column, spec, problems, default_srid))
     checked = Checked(keep=np.ones(len(values), dtype=bool))
     if on_invalid == "repair":
-        geoms = _repair(geoms, problems, spec, first_row, column.name, checked.repaired)
+        geoms = _repair(geoms, problems, spec, first_row, column.name, checked.repaired, changed)
     for index, (kind, reason) in sorted(problems.items()):
         checked.keep[index] = False
         checked.rejects.append(
             Reject(first_row + index, column.name, kind, reason, _as_text(values[index]))
         )
-    keep_geoms = geoms.copy()
-    keep_geoms[~checked.keep] = None
-    # A column with an SRID stamps it on geometries that have none (PostGIS's typmod
-    # check), so plain WKB saves copying every geometry just to set its SRID.
-    include_srid = spec.srid == 0
-    encoded = shapely.to_wkb(keep_geoms, include_srid=include_srid, flavor="extended")
-    checked.encoded[column.name] = encoded.tolist()
+    checked.encoded[column.name] = _encode(geoms, wkb, checked.keep, changed, spec)
     return checked
+
+
+def _encode(
+    geoms: np.ndarray[Any, Any],
+    wkb: np.ndarray[Any, Any],
+    keep: np.ndarray[Any, np.dtype[np.bool_]],
+    changed: np.ndarray[Any, np.dtype[np.bool_]],
+    spec: GeometrySpec,
+) -> list[bytes | None]:
+    """EWKB of the kept geometries (None elsewhere), reusing the source's WKB where it can.
+
+    A column with an SRID stamps it on geometries that have none (PostGIS's typmod check),
+    so plain WKB is enough there: WKB that came in and passed every check is sent as it
+    came, and the rest is written without an SRID, which saves copying every geometry just
+    to set it. Geometries with M values are always rewritten, as before they were checked.
+    """
+    if spec.srid != 0:
+        reuse = keep & ~changed & (wkb != None) & ~shapely.has_m(geoms)  # noqa: E711
+    else:
+        reuse = np.zeros(len(geoms), dtype=bool)
+    write = keep & ~reuse
+    encoded = np.full(len(geoms), None, dtype=object)
+    encoded[reuse] = wkb[reuse]
+    if write.any():
+        include_srid = spec.srid == 0
+        encoded[write] = shapely.to_wkb(geoms[write], include_srid=include_srid, flavor="extended")
+    return list(encoded.tolist())
 
 
 def invalid_geometry_error(reject: Reject) -> InvalidGeometry:
@@ -114,27 +135,32 @@ def invalid_geometry_error(reject: Reject) -> InvalidGeometry:
     )
 
 
-def _parse(values: list[Any]) -> tuple[np.ndarray[Any, Any], dict[int, tuple[str, str]]]:
-    """shapely geometries (None for NULL) and the rows that could not be parsed."""
+def _parse(
+    values: list[Any],
+) -> tuple[np.ndarray[Any, Any], dict[int, tuple[str, str]], np.ndarray[Any, Any]]:
+    """shapely geometries (None for NULL), the rows that could not be parsed, and the WKB
+    of the rows that came as WKB (None elsewhere)."""
     kinds = set(map(type, values))  # one pass in C, then a check per distinct type
+    wkb = np.full(len(values), None, dtype=object)
     if all(kind is type(None) or issubclass(kind, shapely.Geometry) for kind in kinds):
-        return _object_array(values), {}
-    geoms = np.empty(len(values), dtype=object)
+        return _object_array(values), {}, wkb
+    if kinds <= {bytes, type(None)}:  # a vector file's WKB: no per-value dispatch
+        wkb = _object_array(values)
+    else:
+        binary = [i for i, v in enumerate(values) if isinstance(v, bytes | bytearray | memoryview)]
+        wkb[binary] = [bytes(values[i]) for i in binary]
+    geoms = shapely.from_wkb(wkb, on_invalid="ignore")
     problems: dict[int, tuple[str, str]] = {}
-    binary = [i for i, v in enumerate(values) if isinstance(v, bytes | bytearray | memoryview)]
-    if binary:
-        raw = _object_array([bytes(values[i]) for i in binary])
-        geoms[binary] = shapely.from_wkb(raw, on_invalid="ignore")
-    for index, value in enumerate(values):
-        if value is None or (geoms[index] is not None):
-            continue
+    pending = (geoms == None) & np.array([v is not None for v in values])  # noqa: E711
+    for index in np.flatnonzero(pending):
         try:
             with np.errstate(invalid="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                geoms[index] = to_shape(value)
+                geoms[index] = to_shape(values[index])
         except InvalidGeometry as error:
-            problems[index] = _parse_problem(str(error))
-    return geoms, problems
+            problems[int(index)] = _parse_problem(str(error))
+    wkb[pending] = None  # unparsable WKB is rejected, and other values are not WKB
+    return geoms, problems, wkb
 
 
 def _object_array(items: list[Any]) -> np.ndarray[Any, Any]:
@@ -162,18 +188,23 @@ def _apply_default_srid(geoms: np.ndarray[Any, Any], srid: int) -> np.ndarray[An
     return geoms
 
 
-def _promote_to_multi(geoms: np.ndarray[Any, Any], spec: GeometrySpec) -> np.ndarray[Any, Any]:
-    """A Polygon written to a MULTIPOLYGON column becomes a one-part MultiPolygon."""
+def _promote_to_multi(
+    geoms: np.ndarray[Any, Any], spec: GeometrySpec
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, np.dtype[np.bool_]]]:
+    """A Polygon written to a MULTIPOLYGON column becomes a one-part MultiPolygon.
+
+    Also returns which geometries were replaced, so their source WKB is not reused.
+    """
+    single = np.zeros(len(geoms), dtype=bool)
     if spec.geometry_type not in _PROMOTE:
-        return geoms
+        return geoms, single
     single_id, make_multi = _PROMOTE[spec.geometry_type]
-    single = shapely.get_type_id(geoms) == single_id
-    single &= ~shapely.is_empty(geoms)
+    single = (shapely.get_type_id(geoms) == single_id) & ~shapely.is_empty(geoms)
     if single.any():
         geoms = geoms.copy()
         promoted = [make_multi([g]) for g in geoms[single]]
         geoms[single] = shapely.set_srid(_object_array(promoted), shapely.get_srid(geoms[single]))
-    return geoms
+    return geoms, single
 
 
 def _problems(
@@ -263,6 +294,7 @@ def _repair(
     first_row: int,
     column: str,
     repaired: list[Reject],
+    changed: np.ndarray[Any, np.dtype[np.bool_]],
 ) -> np.ndarray[Any, Any]:
     """make_valid for invalid geometries whose repaired form still fits the column."""
     geoms = geoms.copy()
@@ -270,9 +302,10 @@ def _repair(
     for index, (kind, reason) in list(problems.items()):
         if kind != "invalid":
             continue
-        fixed = _promote_to_multi(_object_array([shapely.make_valid(geoms[index])]), spec)[0]
+        fixed = _promote_to_multi(_object_array([shapely.make_valid(geoms[index])]), spec)[0][0]
         if allowed is None or shapely.get_type_id(fixed) in allowed:
             geoms[index] = shapely.set_srid(fixed, shapely.get_srid(geoms[index]))
+            changed[index] = True
             repaired.append(Reject(first_row + index, column, "repaired", reason))
             del problems[index]
         else:
