@@ -270,6 +270,39 @@ def test_explain_says_when_statistics_are_missing(
         admin.execute(f"DROP TABLE {name}")
 
 
+def test_explain_analyze_says_when_estimates_are_ten_times_off(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    name = f"diag_stale_{SUFFIX}"
+    admin.execute(
+        f"CREATE TABLE {name} (id int, geom geometry(Point, 4326)) "
+        "WITH (autovacuum_enabled = false)"  # the statistics stay as old as the test makes them
+    )
+    try:
+        admin.execute(
+            f"INSERT INTO {name} SELECT i, ST_MakePoint(5, 5) FROM generate_series(1, 10) i"
+        )
+        admin.execute(f"ANALYZE {name}")
+        admin.execute(
+            f"INSERT INTO {name} SELECT i, ST_MakePoint(0.5, 0.5) FROM generate_series(1, 5000) i"
+        )
+        report = db.explain(
+            f"SELECT id FROM {name} WHERE geom && ST_MakeEnvelope(0, 0, 1, 1, 4326)",
+            analyze=True,
+        )
+        stale = [line for line in report.advice if "the statistics may be stale" in line]
+        assert len(stale) == 1, report.advice
+        assert "found 5000" in stale[0] and f"ANALYZE public.{name};" in stale[0]
+        admin.execute(f"ANALYZE {name}")
+        fresh = db.explain(
+            f"SELECT id FROM {name} WHERE geom && ST_MakeEnvelope(0, 0, 1, 1, 4326)",
+            analyze=True,
+        )
+        assert not [line for line in fresh.advice if "may be stale" in line], fresh.advice
+    finally:
+        admin.execute(f"DROP TABLE {name}")
+
+
 def test_explain_command_prints_the_plan_and_advice(database_url: str, points: Table) -> None:
     runner = CliRunner()
     env = {"GEOSESSION_DATABASE_URL": database_url, "COLUMNS": "250"}

@@ -406,3 +406,18 @@ def test_every_column_type_round_trips_with_nulls(db: SpatialDatabase) -> None:
     finally:
         with db.transaction() as s:
             s.execute(text("DROP TABLE IF EXISTS typed, typed_rejected"))
+
+
+def test_automatic_chunks_are_capped_by_their_encoded_size() -> None:
+    from geosession.ingest.chunking import MAX_CHUNK_BYTES, make_sizer
+
+    sizer = make_sizer("auto", "30s")
+    sizer.observe(sizer.size, 0.01)  # fast: the next chunk may double
+    assert sizer.size == 10_000
+    sizer.observe_bytes(10_000, 10_000 * 1_000)  # 1 kB per row: 4 MB hold 4,194 rows
+    assert sizer.size == sizer.row_limit == MAX_CHUNK_BYTES // 1_000
+    sizer.observe(sizer.size, 0.001)
+    assert sizer.size == MAX_CHUNK_BYTES // 1_000  # growing stops at the cap
+    fixed = make_sizer(20_000, "30s")
+    fixed.observe_bytes(20_000, 20_000 * 1_000)
+    assert fixed.size == 20_000  # a size the caller chose is kept

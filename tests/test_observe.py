@@ -146,6 +146,27 @@ def test_async_pool_holders_have_the_awaiting_coroutine_in_their_stack(make_db: 
     assert db.pool_stats(async_pool=True).checked_out == 0
 
 
+def test_async_pool_exhausted_names_the_pool_size_and_the_holder(make_db: MakeDb) -> None:
+    db = make_db(pool_size=1, max_overflow=0, pool_timeout=0.3, leak_threshold=60)
+
+    async def main() -> tuple[str, int]:
+        try:
+            async with db.async_session() as holder:
+                await holder.execute(text("SELECT 1"))
+                line = _line_above()
+                with pytest.raises(PoolExhausted) as caught:
+                    async with db.async_session() as s:
+                        await s.execute(text("SELECT 2"))
+            return str(caught.value), line
+        finally:
+            await db.async_engine.dispose()
+
+    message, line = asyncio.run(main())
+    assert "pool_size=1" in message and "Held longest: " in message
+    assert f"{__file__}:{line} in main" in message
+    assert db.pool_stats(async_pool=True).timeouts == 1
+
+
 def test_stack_capture_skips_library_frames() -> None:
     frames = capture_stack()
     assert frames[-1][0] == __file__ and frames[-1][2] == "test_stack_capture_skips_library_frames"

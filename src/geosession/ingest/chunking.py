@@ -23,6 +23,11 @@ from geosession.settings import duration_ms
 AUTO_START = 5_000
 MINIMUM = 1
 MAXIMUM = 50_000  # enough to amortize a transaction; keeps several in flight small
+MAX_CHUNK_BYTES = 4 * 1024 * 1024
+"""COPY data per chunk when sized automatically. The rows behind it take about ten times
+that in Python objects, and up to four chunks are alive at once (being built, queued,
+being written): measured at 1M polygons of ~250 bytes, peak RSS grew by 55 MB with
+10,000-row chunks against 190 MB with 50,000, at the same speed."""
 
 
 @dataclass
@@ -34,6 +39,8 @@ class ChunkSizer:
     target_seconds: float = 2.0
     smallest: int = field(init=False)
     largest: int = field(init=False)
+    row_limit: int = MAXIMUM
+    """Rows that keep an automatic chunk under MAX_CHUNK_BYTES, from the rows seen."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -47,6 +54,14 @@ class ChunkSizer:
         ideal = int(rate * self.target_seconds)
         self._set(max(self.size // 2, min(ideal, self.size * 2)))
 
+    def observe_bytes(self, rows: int, nbytes: int) -> None:
+        """After a chunk of ``rows`` encoded to ``nbytes``: cap automatic sizes by memory."""
+        if not self.adaptive or not rows or not nbytes:
+            return
+        self.row_limit = max(MINIMUM, MAX_CHUNK_BYTES * rows // nbytes)
+        if self.size > self.row_limit:
+            self._set(self.size)
+
     def shrink(self) -> int:
         """Halves the size after a chunk timed out; returns the new size."""
         self._set(max(MINIMUM, self.size // 2))
@@ -54,7 +69,8 @@ class ChunkSizer:
 
     def _set(self, size: int) -> None:
         with self._lock:
-            self.size = max(MINIMUM, min(MAXIMUM, size))
+            limit = min(MAXIMUM, self.row_limit) if self.adaptive else MAXIMUM
+            self.size = max(MINIMUM, min(limit, size))
             self.smallest = min(self.smallest, self.size)
             self.largest = max(self.largest, self.size)
 

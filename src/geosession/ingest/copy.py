@@ -61,6 +61,11 @@ class Chunk:
     def __len__(self) -> int:
         return len(self.row_numbers)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of COPY data, when encoded (0 when the rows go through write_row)."""
+        return len(self.encoded.data) if self.encoded is not None else 0
+
     def seal(self, copy_types: tuple[str, ...]) -> Chunk:
         """Encodes the rows for COPY (where every type allows) and checksums what is sent.
 

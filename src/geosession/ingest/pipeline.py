@@ -92,7 +92,7 @@ class Ingest:
         self.ingest_id = options.ingest_id or uuid.uuid4().hex
         self.sizer: ChunkSizer = make_sizer(options.chunk_size, statement_timeout)
         self.report = IngestReport(self.ingest_id, str(target))
-        self.queue: queue.Queue[Chunk | _Stop] = queue.Queue(maxsize=max(2, 2 * options.workers))
+        self.queue: queue.Queue[Chunk | _Stop] = queue.Queue(maxsize=options.workers)
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.committed = ledger.CommittedRows()
@@ -247,7 +247,9 @@ class Ingest:
                 columns, numbers, rejects = [c[:cut] for c in columns], numbers[:cut], []
             pending.add(columns, numbers, rejects)
             while len(pending) >= self.sizer.size or (first_bad and len(pending)):
-                yield pending.take(min(self.sizer.size, len(pending)))
+                chunk = pending.take(min(self.sizer.size, len(pending)))
+                self.sizer.observe_bytes(len(chunk), chunk.nbytes)
+                yield chunk
             if first_bad is not None:
                 raise invalid_geometry_error(first_bad)
         if pending is not None and len(pending):
