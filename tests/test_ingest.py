@@ -285,8 +285,17 @@ def index_names(db: SpatialDatabase) -> set[str]:
 
 def test_parallel_workers_load_exactly_once(db: SpatialDatabase, table: str) -> None:
     report = db.ingest(table, rows(20_000), chunk_size=2_000, workers=2, defer_indexes=False)
-    assert report.inserted == 20_000
+    assert report.inserted == 20_000 and report.workers == 2
     assert table_state(db) == (20_000, 20_000, source_checksum(20_000))
+
+
+def test_auto_workers_follow_the_index_upkeep(db: SpatialDatabase, table: str) -> None:
+    assert db.ingest(table, rows(100)).workers == 1  # empty: the GiST index is deferred
+    assert db.ingest(table, rows(100, start=101)).workers == 2  # kept up during the load
+    assert "over 2 connection(s)" in str(db.ingest(table, rows(10, start=201)))
+    with db.transaction() as s:
+        s.execute(text(f"DROP INDEX {TABLE}_geom_idx"))
+    assert db.ingest(table, rows(100, start=301)).workers == 1  # only the primary key
 
 
 def test_mapped_class_and_table_targets(make_db: Callable[..., SpatialDatabase]) -> None:

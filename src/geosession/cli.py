@@ -174,7 +174,13 @@ def ingest(
     chunk_size: Annotated[
         str, typer.Option(help="Rows per transaction, or 'auto' to adapt to the server.")
     ] = "auto",
-    workers: Annotated[int, typer.Option(min=1, max=32, help="Parallel COPY connections.")] = 1,
+    workers: Annotated[
+        str,
+        typer.Option(
+            help="Parallel COPY connections (1-32), or 'auto': 2 while the table's indexes "
+            "are maintained during the load, else 1."
+        ),
+    ] = "auto",
 ) -> None:
     """Load a file into an existing table by binary COPY, exactly once.
 
@@ -188,6 +194,7 @@ def ingest(
     from geosession.database import SpatialDatabase
 
     size: int | str = int(chunk_size) if chunk_size.isdigit() else chunk_size
+    connections: int | str = int(workers) if workers.isdigit() else workers
     with SpatialDatabase.from_env() as db:
         report = db.ingest(
             table,
@@ -197,7 +204,7 @@ def ingest(
             on_conflict=on_conflict,
             ingest_id=ingest_id or _ingest_id_for(source, table),
             srid=srid,
-            workers=workers,
+            workers=connections,
             progress=True,
         )
     Console().print(report)

@@ -214,7 +214,7 @@ class SpatialDatabase:
         on_conflict: str = "error",
         ingest_id: str | None = None,
         srid: int | None = None,
-        workers: int = 1,
+        workers: int | str = "auto",
         defer_indexes: str | bool = "auto",
         progress: bool = False,
     ) -> IngestReport:
@@ -232,7 +232,7 @@ class SpatialDatabase:
             on_conflict=on_conflict,  # type: ignore[arg-type]
             ingest_id=ingest_id,
             srid=srid,
-            workers=workers,
+            workers=workers,  # type: ignore[arg-type]
             defer_indexes=defer_indexes,  # type: ignore[arg-type]
             progress=progress,
         )

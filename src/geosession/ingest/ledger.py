@@ -114,8 +114,8 @@ def record_chunk(
     )
 
 
-def defer_indexes(cursor: Any, target: Target, ingest_id: str) -> list[str]:
-    """Records and drops the table's secondary indexes (not those behind constraints)."""
+def secondary_indexes(cursor: Any, target: Target) -> list[tuple[str, str]]:
+    """Names and definitions of the table's indexes that no constraint stands behind."""
     cursor.execute(
         "SELECT i.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x "
         "JOIN pg_class i ON i.oid = x.indexrelid "
@@ -123,7 +123,12 @@ def defer_indexes(cursor: Any, target: Target, ingest_id: str) -> list[str]:
         "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)",
         (target.quoted,),
     )
-    indexes = cursor.fetchall()
+    return [(str(name), str(definition)) for name, definition in cursor.fetchall()]
+
+
+def defer_indexes(cursor: Any, target: Target, ingest_id: str) -> list[str]:
+    """Records and drops the table's secondary indexes (not those behind constraints)."""
+    indexes = secondary_indexes(cursor, target)
     for name, definition in indexes:
         cursor.execute(
             f"INSERT INTO {DEFERRED} (target, index_name, definition, ingest_id) "

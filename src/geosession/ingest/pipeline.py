@@ -63,7 +63,7 @@ class IngestOptions:
     on_conflict: OnConflict = "error"
     ingest_id: str | None = None
     srid: int | None = None
-    workers: int = 1
+    workers: int | Literal["auto"] = "auto"
     defer_indexes: DeferIndexes = "auto"
     max_retries: int = 10
     progress: bool = True
@@ -92,7 +92,8 @@ class Ingest:
         self.ingest_id = options.ingest_id or uuid.uuid4().hex
         self.sizer: ChunkSizer = make_sizer(options.chunk_size, statement_timeout)
         self.report = IngestReport(self.ingest_id, str(target))
-        self.queue: queue.Queue[Chunk | _Stop] = queue.Queue(maxsize=options.workers)
+        self.workers = options.workers if isinstance(options.workers, int) else 1
+        self.queue: queue.Queue[Chunk | _Stop] = queue.Queue()
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.committed = ledger.CommittedRows()
@@ -139,7 +140,10 @@ class Ingest:
                     ensure_quarantine(cursor, self.target)
                 self.committed = ledger.committed_rows(cursor, self.ingest_id)
                 self.report.already_committed = len(self.committed)
-                return self._maybe_defer(cursor)
+                deferred = self._maybe_defer(cursor)
+                if self.options.workers == "auto":
+                    self.workers = 1 if deferred else self._auto_workers(cursor)
+                return deferred
 
         return self.connections.retrying(prepare)
 
@@ -163,6 +167,11 @@ class Ingest:
             self.report.deferred_indexes = ledger.defer_indexes(cursor, self.target, self.ingest_id)
         return bool(wanted)
 
+    def _auto_workers(self, cursor: Any) -> int:
+        """Two COPY connections while the server maintains secondary (GiST) indexes: then
+        it, not the client, is the bottleneck, and a second backend adds about a tenth."""
+        return 2 if ledger.secondary_indexes(cursor, self.target) else 1
+
     def _finish_indexes(self, *, analyze: bool) -> None:
         def finish(conn: psycopg.Connection[Any]) -> None:
             with conn.transaction(), conn.cursor() as cursor:
@@ -173,6 +182,8 @@ class Ingest:
         self.connections.retrying(finish)
 
     def _load(self, bar: Progress) -> None:
+        self.queue = queue.Queue(maxsize=self.workers)  # one chunk waits for each writer
+        self.report.workers = self.workers
         reader = threading.Thread(target=self._read, name="geosession-ingest-reader", daemon=True)
         writers = [
             threading.Thread(
@@ -181,7 +192,7 @@ class Ingest:
                 daemon=True,
                 name=f"geosession-ingest-writer-{n}",
             )
-            for n in range(self.options.workers - 1)
+            for n in range(self.workers - 1)
         ]
         reader.start()
         for writer in writers:
@@ -217,7 +228,7 @@ class Ingest:
             error = None
         except BaseException as exc:  # handed to the writers, raised in the caller's thread
             error = exc
-        for _ in range(self.options.workers):
+        for _ in range(self.workers):
             self._put(_Stop(error))
 
     def _put(self, item: Chunk | _Stop) -> bool:
@@ -401,7 +412,8 @@ def _check_options(options: IngestOptions) -> None:
             raise ConfigurationError(
                 f"{name}={getattr(options, name)!r} is not valid: use one of {allowed}"
             )
-    if not 1 <= options.workers <= 32:
+    workers = options.workers
+    if workers != "auto" and (type(workers) is not int or not 1 <= workers <= 32):
         raise ConfigurationError(
-            f"workers={options.workers} is not valid: use 1 to 32 COPY connections"
+            f"workers={workers!r} is not valid: use 'auto' or 1 to 32 COPY connections"
         )

@@ -28,6 +28,8 @@ class IngestReport:
     conflicts: int = 0
     """Rows not inserted because their key existed (on_conflict='ignore')."""
     chunks: int = 0
+    workers: int = 1
+    """COPY connections used (``workers="auto"``: 2 when indexes are maintained, else 1)."""
     retries: int = 0
     chunk_size_min: int = 0
     chunk_size_max: int = 0
@@ -71,7 +73,7 @@ class IngestReport:
             if v
         ]
         rows += [
-            ("chunks", f"{self.chunks:,}"),
+            ("chunks", f"{self.chunks:,} over {self.workers} connection(s)"),
             ("retries", f"{self.retries:,}"),
             ("chunk size", f"{self.chunk_size_min:,} – {self.chunk_size_max:,} rows"),
             ("duration", f"{self.duration:.2f} s"),
