@@ -2,12 +2,12 @@
 
 Compares, on the same server and in the same run (machines are noisy: compare ratios),
 ``db.stream`` (server-side cursor, and keyset pages), ``db.stream_frames`` and
-``db.export_geojson`` with the anchors of issue 4: a raw psycopg 3 named cursor fetching
+``db.export_geojson`` with these anchors: a raw psycopg 3 named cursor fetching
 the geometry in binary (EWKB) with ``shapely.from_wkb`` per batch, the same with
 ``ST_AsBinary`` as text, the ORM's ``.scalars().all()`` and ``yield_per`` with
 ``to_shape``, geopandas ``read_postgis`` (plain and ``chunksize``), and, for GeoJSON export,
 ``ogr2ogr`` and a hand-written psycopg stream of server-side ``ST_AsGeoJSON(t.*)``. Then
-checks the targets of issue 4 and prints PASS/FAIL.
+checks geosession's read targets against them and prints PASS/FAIL.
 
 Run (about 5 minutes at 1,000,000 rows on 2 cores; ogr2ogr and the ORM's .all() take most)::
 
@@ -367,7 +367,7 @@ def report(results: dict[str, Any], rows: int) -> list[str]:
     for key, (seconds, rss_mb, runs) in results.items():
         rss_text = f"{rss_mb:7.0f}" + ("*" if key == "ogr2ogr" else " ")
         lines.append(f"{labels[key]:<72} {runs:>4} {rows / seconds:>10,.0f} {rss_text}")
-    lines += ["", "* ogr2ogr: peak RSS of the ogr2ogr process", "", "targets (issue 4):"]
+    lines += ["", "* ogr2ogr: peak RSS of the ogr2ogr process", "", "targets:"]
     speed = {key: rows / value[0] for key, value in results.items()}
     checks = [
         ("db.stream / binary raw cursor", "stream", "anchor", 0.9),

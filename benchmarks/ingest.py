@@ -1,0 +1,686 @@
+"""Ingest benchmark: rows/s of loading polygons into a table with a GiST index, in one run.
+
+Compares, on the same server and in the same run (machines are noisy: compare ratios),
+the naive limit (server-side ``COPY ... FROM '/file' (FORMAT BINARY)``), ``db.ingest``
+appending (the default, ``workers="auto"``, which takes 2 connections here, and
+workers=1) and into an empty table (index deferred and rebuilt, from a
+generator and from a GeoPackage), the guide's ORM ``add_all``, SQLAlchemy Core
+executemany, geopandas ``to_postgis`` and ``ogr2ogr``; then checks geosession's ratio
+targets against them and prints PASS/FAIL.
+
+Run (1,000,000 rows on 2 cores: about 2 minutes, plus 80 s per extra repeat)::
+
+    .venv/bin/python benchmarks/ingest.py                      # 1,000,000 rows, once
+    .venv/bin/python benchmarks/ingest.py --rows 200000 --repeat 3 --markdown
+
+The server is GEOSESSION_DATABASE_URL, else the running embedded cluster (``geosession
+local url``); it must run on this machine (it reads and writes the COPY file) and the role
+must be a superuser. Everything happens in a database of its own (``geosession_bench``,
+created with PostGIS, dropped at the end unless ``--keep-database``). Every client-side
+method runs in a child process, which reports its time and its peak RSS growth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.engine import URL, make_url
+
+TABLE = "bench_parcels"
+STAGE = "bench_stage"
+LAYER = "parcels"
+BATCH = 10_000
+PRELOAD = 1_000
+SRID = 4326
+console = Console(stderr=True)
+
+# -- the rows: the same for every method -----------------------------------------------
+
+
+def make_batch(first_id: int, size: int, seed: int) -> tuple[list[int], list[str], Any, Any]:
+    """ids, names, values and polygons (no SRID) of one batch, a function of its arguments."""
+    from geosession.demo import synthetic_polygons
+
+    ids = list(range(first_id, first_id + size))
+    values = np.random.default_rng(seed + 1).uniform(5e4, 5e6, size).round(2)
+    return ids, [f"parcel-{i}" for i in ids], values, synthetic_polygons(size, seed=seed)
+
+
+def batches(count: int, first_id: int = 1, seed: int = 0) -> Iterator[tuple[Any, ...]]:
+    for start in range(0, count, BATCH):
+        yield make_batch(first_id + start, min(BATCH, count - start), seed + start)
+
+
+def source_rows(count: int, first_id: int = 1, seed: int = 0) -> Iterator[dict[str, Any]]:
+    """What a user's generator looks like: dicts made a batch at a time."""
+    for ids, names, values, polygons in batches(count, first_id, seed):
+        for i, id_ in enumerate(ids):
+            yield {"id": id_, "name": names[i], "value": float(values[i]), "geom": polygons[i]}
+
+
+def ewkb_rows(count: int, first_id: int = 1, seed: int = 0) -> Iterator[tuple[Any, ...]]:
+    import shapely
+
+    for ids, names, values, polygons in batches(count, first_id, seed):
+        wkb = shapely.to_wkb(shapely.set_srid(polygons, SRID), include_srid=True)
+        yield from zip(ids, names, values.tolist(), wkb.tolist(), strict=True)
+
+
+# -- the server side ---------------------------------------------------------------------
+
+
+def resolve_url(given: str | None) -> URL:
+    from geosession.local import running_url
+
+    url = given or os.environ.get("GEOSESSION_DATABASE_URL") or running_url()
+    if not url:
+        sys.exit("No database: set GEOSESSION_DATABASE_URL or run `geosession local start`")
+    return make_url(url).set(drivername="postgresql+psycopg")
+
+
+def conninfo(url: URL) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def connect(url: URL) -> psycopg.Connection[Any]:
+    return psycopg.connect(conninfo(url), autocommit=True)
+
+
+def create_database(url: URL, name: str) -> URL:
+    with connect(url) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    bench = url.set(database=name)
+    with connect(bench) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+    return bench
+
+
+def drop_database(url: URL, name: str) -> None:
+    with connect(url) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def create_table(conn: psycopg.Connection[Any], name: str, *, index: bool = True) -> None:
+    table = sql.Identifier(name)
+    conn.execute(
+        sql.SQL("DROP TABLE IF EXISTS {}, {}").format(table, sql.Identifier(name + "_rejected"))
+    )
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE {} (id integer PRIMARY KEY, name text NOT NULL, "
+            "value double precision NOT NULL, geom geometry(POLYGON, 4326) NOT NULL)"
+        ).format(table)
+    )
+    if index:
+        conn.execute(
+            sql.SQL("CREATE INDEX {} ON {} USING gist (geom)").format(
+                sql.Identifier(name + "_geom_idx"), table
+            )
+        )
+
+
+def drop_table(conn: psycopg.Connection[Any], name: str) -> None:
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def copy_rows(conn: psycopg.Connection[Any], name: str, rows: Iterator[tuple[Any, ...]]) -> None:
+    statement = sql.SQL("COPY {} (id, name, value, geom) FROM STDIN (FORMAT BINARY)")
+    with conn.cursor() as cursor, cursor.copy(statement.format(sql.Identifier(name))) as copy:
+        copy.set_types(["int4", "text", "float8", "bytea"])
+        for row in rows:
+            copy.write_row(row)
+
+
+def checkpoint(conn: psycopg.Connection[Any]) -> None:
+    """Starts each measurement with no dirty buffers from the one before (needs superuser)."""
+    with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+        conn.execute("CHECKPOINT")
+
+
+def count_rows(conn: psycopg.Connection[Any], name: str, *, mismatched: bool) -> int:
+    """All rows, or those whose name does not follow from their id (a misloaded row)."""
+    where = sql.SQL(" WHERE name <> 'parcel-' || id" if mismatched else "")
+    statement = sql.SQL("SELECT count(*) FROM {}{}").format(sql.Identifier(name), where)
+    row = conn.execute(statement).fetchone()
+    return int(row[0]) if row else 0
+
+
+def drop_bench_tables(conn: psycopg.Connection[Any]) -> None:
+    names = [TABLE, TABLE + "_rejected", STAGE]
+    names += ["geosession_ingest_ledger", "geosession_ingest_deferred_index"]
+    conn.execute(
+        sql.SQL("DROP TABLE IF EXISTS {}").format(sql.SQL(", ").join(map(sql.Identifier, names)))
+    )
+
+
+# -- the input files, made once ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Files:
+    directory: Path
+    binary: Path
+    geopackage: Path
+
+
+def make_files(conn: psycopg.Connection[Any], rows: int) -> Files:
+    """The binary COPY file (written by the server) and the GeoPackage (by pyogrio)."""
+    directory = Path(tempfile.mkdtemp(prefix="geosession-bench-"))
+    directory.chmod(0o777)  # the server's OS user writes the COPY file here
+    files = Files(directory, directory / "parcels.bin", directory / "parcels.gpkg")
+    create_table(conn, STAGE, index=False)
+    copy_rows(conn, STAGE, ewkb_rows(rows))
+    conn.execute(
+        sql.SQL(
+            "COPY (SELECT id, name, value, geom FROM {} ORDER BY id) TO {} (FORMAT BINARY)"
+        ).format(sql.Identifier(STAGE), sql.Literal(str(files.binary)))
+    )
+    drop_table(conn, STAGE)
+    write_geopackage(files.geopackage, rows)
+    return files
+
+
+def write_geopackage(path: Path, rows: int) -> None:
+    import geopandas
+    import pyogrio
+
+    for number, (ids, names, values, polygons) in enumerate(batches(rows)):
+        frame = geopandas.GeoDataFrame(
+            {"id": ids, "name": names, "value": values}, geometry=polygons, crs=SRID
+        ).rename_geometry("geom")
+        pyogrio.write_dataframe(frame, path, layer=LAYER, append=number > 0)
+
+
+# -- measurements ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Method:
+    key: str
+    label: str
+    small: str = ""
+    """"" for the full row count, else the option giving a smaller one (orm, small)."""
+    preload: bool = True
+    """Pre-load 1,000 rows first, so the table is not empty (an append)."""
+    rss: bool = False
+
+
+METHODS = (
+    Method("naive", "server COPY FROM file, binary (naive limit)"),
+    Method("append", "geosession append (default: workers=auto, 2)", rss=True),
+    Method("append1", "geosession append, workers=1", rss=True),
+    Method("empty", "geosession empty table (index rebuilt)", preload=False, rss=True),
+    Method("empty_gpkg", "geosession empty table, GeoPackage", preload=False, rss=True),
+    Method("ogr2ogr", "ogr2ogr PG_USE_COPY from GeoPackage"),
+    Method("orm", "ORM add_all, 10k chunks, from_shape", small="orm"),
+    Method("core", "Core executemany, hex EWKB", small="small"),
+    Method("to_postgis", "geopandas to_postgis, chunksize=10k", small="small"),
+)
+
+
+@dataclass
+class Outcome:
+    rows: int
+    seconds: list[float] = field(default_factory=list)
+    rss_mb: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.median
+
+
+def rows_for(method: Method, args: argparse.Namespace) -> int:
+    return min(args.rows, getattr(args, method.small + "_rows")) if method.small else args.rows
+
+
+def measure(method: Method, rows: int, bench: URL, files: Files) -> tuple[float, float | None]:
+    """(seconds, peak RSS growth in MB or None) of one load of ``rows`` rows."""
+    with connect(bench) as conn:
+        create_table(conn, TABLE)
+        if method.preload:
+            copy_rows(conn, TABLE, ewkb_rows(PRELOAD, first_id=rows + 1, seed=10**7))
+        checkpoint(conn)
+        if method.key == "naive":
+            seconds, rss = time_server_copy(conn, files.binary), None
+        elif method.key == "ogr2ogr":
+            seconds, rss = time_ogr2ogr(bench, files.geopackage), None
+        else:
+            seconds, rss = run_child(method.key, bench, rows, files.geopackage)
+        check_loaded(conn, method, rows)
+        drop_table(conn, TABLE)  # frees the space before the next method
+    return seconds, rss
+
+
+def check_loaded(conn: psycopg.Connection[Any], method: Method, rows: int) -> None:
+    loaded = count_rows(conn, TABLE, mismatched=False) - (PRELOAD if method.preload else 0)
+    if loaded != rows:
+        raise RuntimeError(f"{method.key}: {loaded:,} rows loaded, expected {rows:,}")
+    if count_rows(conn, TABLE, mismatched=True):
+        raise RuntimeError(f"{method.key}: some rows have a name that does not match their id")
+
+
+def time_server_copy(conn: psycopg.Connection[Any], path: Path) -> float:
+    started = time.perf_counter()
+    conn.execute(
+        sql.SQL("COPY {} (id, name, value, geom) FROM {} (FORMAT BINARY)").format(
+            sql.Identifier(TABLE), sql.Literal(str(path))
+        )
+    )
+    return time.perf_counter() - started
+
+
+def time_ogr2ogr(bench: URL, geopackage: Path) -> float:
+    """ogr2ogr takes the integer primary key as the FID column, so the GeoPackage's FIDs
+    (1..N, the same as its id field) are kept with -preserve_fid."""
+    target = f"PG:host={bench.host} port={bench.port or 5432} dbname={bench.database} "
+    target += f"user={bench.username}"
+    env = {**os.environ, "PG_USE_COPY": "YES", "PGPASSWORD": bench.password or ""}
+    command = ["ogr2ogr", "-f", "PostgreSQL", target, str(geopackage), LAYER, "-nln", TABLE]
+    command += ["-append", "-preserve_fid", "-gt", "65536"]
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"ogr2ogr failed: {done.stderr}")
+    return seconds
+
+
+def run_child(key: str, bench: URL, rows: int, geopackage: Path) -> tuple[float, float]:
+    spec = {"key": key, "url": conninfo(bench), "rows": rows, "geopackage": str(geopackage)}
+    command = [sys.executable, __file__, "--child", json.dumps(spec)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{key} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    console.log(f"{key}: the child's imports and setup took {result['setup_mb']:.0f} MB")
+    return float(result["seconds"]), float(result["rss_mb"])
+
+
+# -- in the child process ----------------------------------------------------------------
+
+
+def child(spec: dict[str, Any]) -> None:
+    """Runs one measurement; prints its seconds and peak RSS growth as JSON.
+
+    Imports and setup happen before the clock starts and before the RSS baseline, so the
+    growth is what the load itself holds at its peak.
+    """
+    url = make_url(spec["url"]).set(drivername="postgresql+psycopg")
+    started_with = rss_kib("VmRSS")
+    load = CHILD_LOADS[spec["key"]](url, spec)
+    reset_peak_rss()
+    baseline = rss_kib("VmRSS")
+    started = time.perf_counter()
+    load()
+    seconds = time.perf_counter() - started
+    growth = (rss_kib("VmHWM") - baseline) / 1024
+    setup = (baseline - started_with) / 1024
+    print(json.dumps({"seconds": seconds, "rss_mb": growth, "setup_mb": setup}))
+
+
+def rss_kib(field_name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field_name} in /proc/self/status")
+
+
+def reset_peak_rss() -> None:
+    """Writing 5 to clear_refs resets VmHWM to the current RSS (Linux 4.0+)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def geosession_load(
+    workers: int | str = "auto", *, from_file: bool = False, empty: bool = False
+) -> Any:
+    """db.ingest from a generator of dicts (or the GeoPackage), with default options."""
+
+    def prepare(url: URL, spec: dict[str, Any]) -> Any:
+        from geosession import SpatialDatabase
+
+        db = SpatialDatabase(url.render_as_string(hide_password=False))
+        source = spec["geopackage"] if from_file else source_rows(spec["rows"])
+        if from_file:  # ingest imports them on first use: ~200 MB, counted as setup
+            import pyarrow  # noqa: F401
+            import pyogrio  # noqa: F401
+
+        def load() -> None:
+            report = db.ingest(TABLE, source, workers=workers, progress=False)
+            assert report.inserted == spec["rows"] and not report.rejected, report
+            assert bool(report.deferred_indexes) == empty, report.deferred_indexes
+
+        return load
+
+    return prepare
+
+
+def bench_table() -> Any:
+    from geoalchemy2 import Geometry
+    from sqlalchemy import Column, Float, Integer, MetaData, Text
+    from sqlalchemy import Table as SATable
+
+    return SATable(
+        TABLE,
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("name", Text, nullable=False),
+        Column("value", Float, nullable=False),
+        Column("geom", Geometry("POLYGON", SRID, spatial_index=False), nullable=False),
+    )
+
+
+def orm_load(url: URL, spec: dict[str, Any]) -> Any:
+    """The guide: mapped objects, from_shape (extended=False), add_all and commit per 10k."""
+    from geoalchemy2.shape import from_shape
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import DeclarativeBase, Session
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Parcel(Base):
+        __table__ = bench_table()
+
+    engine = create_engine(url)
+
+    def load() -> None:
+        for ids, names, values, polygons in batches(spec["rows"]):
+            parcels = [
+                Parcel(id=i, name=n, value=v, geom=from_shape(p, srid=SRID))
+                for i, n, v, p in zip(ids, names, values.tolist(), polygons, strict=True)
+            ]
+            with Session(engine) as session, session.begin():
+                session.add_all(parcels)
+
+    return load
+
+
+def core_load(url: URL, spec: dict[str, Any]) -> Any:
+    """session.execute(insert(t), dicts) per 10k chunk, geometry as hex EWKB."""
+    import shapely
+    from sqlalchemy import create_engine, insert
+    from sqlalchemy.orm import Session
+
+    table, engine = bench_table(), create_engine(url)
+
+    def load() -> None:
+        for ids, names, values, polygons in batches(spec["rows"]):
+            hexes = shapely.to_wkb(shapely.set_srid(polygons, SRID), hex=True, include_srid=True)
+            rows = [
+                {"id": i, "name": n, "value": v, "geom": h}
+                for i, n, v, h in zip(ids, names, values.tolist(), hexes, strict=True)
+            ]
+            with Session(engine) as session, session.begin():
+                session.execute(insert(table), rows)
+
+    return load
+
+
+def to_postgis_load(url: URL, spec: dict[str, Any]) -> Any:
+    """The user already has the GeoDataFrame: only to_postgis is timed."""
+    import geopandas
+    import pandas
+    from sqlalchemy import create_engine
+
+    frames = [
+        geopandas.GeoDataFrame({"id": i, "name": n, "value": v}, geometry=p, crs=SRID)
+        for i, n, v, p in batches(spec["rows"])
+    ]
+    frame = pandas.concat(frames, ignore_index=True).rename_geometry("geom")
+    engine = create_engine(url)
+
+    def load() -> None:
+        frame.to_postgis(TABLE, engine, if_exists="append", index=False, chunksize=BATCH)
+
+    return load
+
+
+CHILD_LOADS = {
+    "append": geosession_load(),
+    "append1": geosession_load(1),
+    "empty": geosession_load(empty=True),
+    "empty_gpkg": geosession_load(from_file=True, empty=True),
+    "orm": orm_load,
+    "core": core_load,
+    "to_postgis": to_postgis_load,
+}
+
+# -- targets and the table -----------------------------------------------------------------
+
+RSS_LIMIT_MB = 200.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    target: str
+    passed: bool | None  # None: no target, or a method it needs was not run
+    detail: str = ""
+
+
+def verdicts(outcomes: dict[str, Outcome]) -> dict[str, Verdict]:
+    """geosession's ingest targets, each checked against this run's medians."""
+
+    def rate(key: str) -> float | None:
+        return outcomes[key].rate if key in outcomes else None
+
+    def at_least(key: str, base: str, factor: float, target: str) -> Verdict:
+        value, reference = rate(key), rate(base)
+        if value is None or reference is None:
+            return Verdict(target, None)
+        return Verdict(target, value >= factor * reference, f"{value / reference:.2f}×")
+
+    found = {
+        "append": at_least("append", "naive", 1.0, "≥ 1.00× naive"),
+        "append1": at_least("append1", "naive", 1.0, "≥ 1.00× naive"),
+        "empty": at_least("empty", "naive", 1.4, "≥ 1.40× naive"),
+        "empty_gpkg": at_least("empty_gpkg", "naive", 1.4, "≥ 1.40× naive"),
+        "orm": at_least("append", "orm", 15, "append ≥ 15× this"),
+        "to_postgis": at_least("append", "to_postgis", 4, "append ≥ 4× this"),
+    }
+    append, empty = (
+        at_least(k, "ogr2ogr", 1.0, "append and empty faster") for k in ("append", "empty")
+    )
+    if append.passed is not None and empty.passed is not None:
+        found["ogr2ogr"] = Verdict(
+            append.target,
+            append.passed and empty.passed,
+            f"append {append.detail}, empty {empty.detail}",
+        )
+    return found
+
+
+def table_rows(outcomes: dict[str, Outcome]) -> list[list[str]]:
+    naive = outcomes["naive"].rate if "naive" in outcomes else None
+    checks = verdicts(outcomes)
+    rows = []
+    for method in METHODS:
+        if method.key not in outcomes:
+            continue
+        outcome = outcomes[method.key]
+        verdict = checks.get(method.key, Verdict("", None))
+        rows.append(
+            [
+                method.label,
+                f"{outcome.rows:,}",
+                f"{outcome.median:.1f}",
+                f"{outcome.rate:,.0f}",
+                f"{outcome.rate / naive:.2f}" if naive else "",
+                verdict.target,
+                _result(verdict.passed, verdict.detail),
+                _rss(outcome) if method.rss else "",
+            ]
+        )
+    return rows
+
+
+def _result(passed: bool | None, detail: str) -> str:
+    if passed is None:
+        return ""
+    return f"{'PASS' if passed else 'FAIL'} ({detail})"
+
+
+def _rss(outcome: Outcome) -> str:
+    peak = max(outcome.rss_mb)
+    return f"{'PASS' if peak < RSS_LIMIT_MB else 'FAIL'} ({peak:.0f} MB)"
+
+
+HEADERS = [
+    "method",
+    "rows",
+    "seconds",
+    "rows/s",
+    "× naive",
+    "target",
+    "result",
+    f"peak RSS growth (< {RSS_LIMIT_MB:.0f} MB)",
+]
+
+
+def print_table(outcomes: dict[str, Outcome], title: str, markdown: bool) -> None:
+    table = Table(title=title)
+    for number, header in enumerate(HEADERS):
+        table.add_column(header, justify="right" if 0 < number < 5 else "left")
+    rows = table_rows(outcomes)
+    for row in rows:
+        style = "red" if "FAIL" in row[6] + row[7] else None
+        table.add_row(*row, style=style)
+    Console(width=160).print(table)
+    if markdown:
+        print("| " + " | ".join(HEADERS) + " |")
+        print("|---|" + "---:|" * 4 + "---|---|---|")
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+
+
+# -- main --------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows per load")
+    parser.add_argument("--repeat", type=int, default=1, help="median of this many runs")
+    parser.add_argument("--orm-rows", type=int, default=50_000, help="rows for ORM add_all")
+    parser.add_argument(
+        "--small-rows", type=int, default=200_000, help="rows for Core and to_postgis"
+    )
+    parser.add_argument("--methods", help="comma-separated subset of: " + ", ".join(KEYS))
+    parser.add_argument("--url", help="server URL (default: GEOSESSION_DATABASE_URL, local)")
+    parser.add_argument("--database", default="geosession_bench", help="database to use")
+    parser.add_argument("--keep-database", action="store_true", help="do not drop it")
+    parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+KEYS = [m.key for m in METHODS]
+
+
+def selected(args: argparse.Namespace) -> list[Method]:
+    wanted = args.methods.split(",") if args.methods else KEYS
+    unknown = set(wanted) - set(KEYS)
+    if unknown:
+        sys.exit(f"unknown methods {sorted(unknown)}; choose from {', '.join(KEYS)}")
+    if "ogr2ogr" in wanted and shutil.which("ogr2ogr") is None:
+        sys.exit("ogr2ogr not found: apt-get install gdal-bin, or leave it out with --methods")
+    return [m for m in METHODS if m.key in wanted]
+
+
+def run_all(args: argparse.Namespace, bench: URL, files: Files) -> dict[str, Outcome]:
+    """Each repeat runs every method once, in order, so drift spreads over all of them."""
+    methods = selected(args)
+    outcomes = {m.key: Outcome(rows_for(m, args)) for m in methods}
+    for repeat in range(1, args.repeat + 1):
+        for method in methods:
+            outcome = outcomes[method.key]
+            seconds, rss = measure(method, outcome.rows, bench, files)
+            outcome.seconds.append(seconds)
+            if rss is not None:
+                outcome.rss_mb.append(rss)
+            console.log(
+                f"[{repeat}/{args.repeat}] {method.label}: {outcome.rows:,} rows in "
+                f"{seconds:.1f} s, {outcome.rows / seconds:,.0f} rows/s"
+                + (f", peak RSS +{rss:.0f} MB" if rss is not None else "")
+            )
+    return outcomes
+
+
+def machine(conn: psycopg.Connection[Any]) -> str:
+    """Cores, server versions, the geosession commit, and the load (other users are noise)."""
+    server = conn.execute("SHOW server_version").fetchone()
+    postgis = conn.execute("SELECT postgis_lib_version()").fetchone()
+    return (
+        f"{os.cpu_count()} cores, PostgreSQL {server[0] if server else '?'}, "
+        f"PostGIS {postgis[0] if postgis else '?'}, geosession {code_version()}, "
+        f"load average {os.getloadavg()[0]:.1f} at the start"
+    )
+
+
+def code_version() -> str:
+    """The commit of the working tree, with '+changes' when it has uncommitted edits."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*arguments: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *arguments], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--", "src") else "")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child:
+        child(json.loads(args.child))
+        return
+    selected(args)  # an unknown method or a missing ogr2ogr fails before the input files
+    url = resolve_url(args.url)
+    bench = create_database(url, args.database)
+    files = None
+    try:
+        with connect(bench) as conn:
+            title = f"Ingest, {args.rows:,} rows, median of {args.repeat}: {machine(conn)}"
+            console.log(f"making the input files ({args.rows:,} rows)")
+            files = make_files(conn, args.rows)
+        outcomes = run_all(args, bench, files)
+    finally:
+        cleanup(url, bench, files, args)
+    print_table(outcomes, title, args.markdown)
+
+
+def cleanup(url: URL, bench: URL, files: Files | None, args: argparse.Namespace) -> None:
+    if files is not None:
+        shutil.rmtree(files.directory, ignore_errors=True)
+    if args.keep_database:
+        with connect(bench) as conn:
+            drop_bench_tables(conn)
+    else:
+        drop_database(url, args.database)
+
+
+if __name__ == "__main__":
+    main()
