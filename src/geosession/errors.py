@@ -149,8 +149,9 @@ _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
     ),
     "25P03": (
         IdleInTransactionTimeout,
-        "the transaction was left open while the program did other work; commit or roll back "
-        "promptly, and keep slow work (HTTP calls, file I/O) outside transactions",
+        "the transaction was left open longer than idle_in_transaction_session_timeout while "
+        "the program did other work; commit or roll back promptly, and keep slow work (HTTP "
+        "calls, file I/O) outside transactions (a slow consumer of db.stream: pages_by=)",
     ),
     "53300": (
         ConnectionFailed,
