@@ -45,8 +45,12 @@ def terminate(admin: psycopg.Connection[Any], application: str) -> int:
     return int(found[0]) if found else 0
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_backends_terminated_during_one_ingest(
-    make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any], table: str
+    make_db: Callable[..., SpatialDatabase],
+    admin: psycopg.Connection[Any],
+    table: str,
+    workers: int,
 ) -> None:
     db = make_db(application_name="ingest-victim")
     kills: list[int] = []
@@ -62,12 +66,14 @@ def test_backends_terminated_during_one_ingest(
     thread = threading.Thread(target=killer)
     thread.start()
     try:
-        report = db.ingest(table, rows(150_000), chunk_size=5_000, defer_indexes=False)
+        report = db.ingest(
+            table, rows(150_000), chunk_size=5_000, defer_indexes=False, workers=workers
+        )
     finally:
         done.set()
         thread.join()
     assert len(kills) >= 2, "the test must terminate backends mid-ingest"
-    assert report.retries >= 1 and report.inserted == 150_000
+    assert report.retries >= 1 and report.inserted == 150_000 and report.workers == workers
     assert table_state(db) == (150_000, 150_000, source_checksum(150_000))
 
 
