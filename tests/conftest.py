@@ -7,6 +7,7 @@ needed). Without either the tests fail: they never skip for want of a database.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -93,13 +94,28 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
         leaked = [db for db in _created if db.pool_stats().checked_out]
         assert not leaked, f"connections left checked out: {[db.pool_stats() for db in leaked]}"
         if admin is not None:
-            idle = admin.execute(
-                "SELECT pid, application_name, query FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND state LIKE 'idle in transaction%'"
-            ).fetchall()
+            idle = _idle_in_transaction(admin)
             assert not idle, f"backends left idle in transaction: {idle}"
     finally:
         for db in _created:
             db.dispose()
         _created.clear()
+
+
+def _idle_in_transaction(admin: psycopg.Connection[Any], grace: float = 2.0) -> list[Any]:
+    """Backends of the test database idle in a transaction, after ``grace`` seconds.
+
+    A connection the test invalidated or closed mid-transaction is gone on the client at
+    once, but its backend shows as idle in transaction until the server reads the
+    disconnect; a leaked one stays.
+    """
+    deadline = time.monotonic() + grace
+    while True:
+        idle = admin.execute(
+            "SELECT pid, application_name, query FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND state LIKE 'idle in transaction%'"
+        ).fetchall()
+        if not idle or time.monotonic() > deadline:
+            return idle
+        time.sleep(0.05)
