@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from bench_server import connect, conninfo, drop_database, ensure_database, resolve_url
 from psycopg import sql
 from rich.console import Console
 from rich.table import Table
@@ -85,40 +86,6 @@ def ewkb_rows(count: int, first_id: int = 1, seed: int = 0) -> Iterator[tuple[An
 
 
 # -- the server side ---------------------------------------------------------------------
-
-
-def resolve_url(given: str | None) -> URL:
-    from geosession.local import running_url
-
-    url = given or os.environ.get("GEOSESSION_DATABASE_URL") or running_url()
-    if not url:
-        sys.exit("No database: set GEOSESSION_DATABASE_URL or run `geosession local start`")
-    return make_url(url).set(drivername="postgresql+psycopg")
-
-
-def conninfo(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def connect(url: URL) -> psycopg.Connection[Any]:
-    return psycopg.connect(conninfo(url), autocommit=True)
-
-
-def create_database(url: URL, name: str) -> URL:
-    with connect(url) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    bench = url.set(database=name)
-    with connect(bench) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
-    return bench
-
-
-def drop_database(url: URL, name: str) -> None:
-    with connect(url) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 def create_table(conn: psycopg.Connection[Any], name: str, *, index: bool = True) -> None:
@@ -659,7 +626,7 @@ def main() -> None:
         return
     selected(args)  # an unknown method or a missing ogr2ogr fails before the input files
     url = resolve_url(args.url)
-    bench = create_database(url, args.database)
+    bench = ensure_database(url, args.database)
     files = None
     try:
         with connect(bench) as conn:

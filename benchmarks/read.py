@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from bench_server import connect, conninfo, drop_database, ensure_database, resolve_url
 from geoalchemy2 import Geometry, WKBElement
 from psycopg import sql
 from sqlalchemy.engine import URL, make_url
@@ -71,28 +72,10 @@ REPEATED = ("anchor", "stream", "export_hand", "export", "export_p9")
 # -- set-up -------------------------------------------------------------------------------
 
 
-def resolve_url(given: str | None) -> URL:
-    from geosession.local import running_url
-
-    url = given or os.environ.get("GEOSESSION_DATABASE_URL") or running_url()
-    if not url:
-        sys.exit("No database: set GEOSESSION_DATABASE_URL or run `geosession local start`")
-    return make_url(url).set(drivername="postgresql+psycopg")
-
-
-def conninfo(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def prepare_database(url: URL, rows: int) -> URL:
     """The benchmark database with TABLE holding ``rows`` star polygons (reused if so)."""
-    with psycopg.connect(conninfo(url), autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
-        if not exists.fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
-    bench = url.set(database=DATABASE)
-    with psycopg.connect(conninfo(bench), autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+    bench = ensure_database(url, DATABASE)
+    with connect(bench) as conn:
         found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (TABLE,)).fetchone()
         if found and found[0]:
             have = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(TABLE)))
@@ -412,9 +395,7 @@ def main() -> None:
         results = measure_all(bench, args.rows, args.repeat, methods)
     finally:
         if not args.keep_database:
-            with psycopg.connect(conninfo(url), autocommit=True) as conn:
-                drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                conn.execute(drop.format(sql.Identifier(DATABASE)))
+            drop_database(url, DATABASE)
     print("\n".join(report(results, args.rows)))
 
 
