@@ -37,8 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bench_child
 import numpy as np
 import psycopg
+from bench_child import rss_kib
 from bench_server import connect, conninfo, drop_database, ensure_database, resolve_url
 from psycopg import sql
 from rich.console import Console
@@ -279,11 +281,7 @@ def time_ogr2ogr(bench: URL, geopackage: Path) -> float:
 
 def run_child(key: str, bench: URL, rows: int, geopackage: Path) -> tuple[float, float]:
     spec = {"key": key, "url": conninfo(bench), "rows": rows, "geopackage": str(geopackage)}
-    command = [sys.executable, __file__, "--child", json.dumps(spec)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{key} failed:\n{done.stderr[-3000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = bench_child.run_child(__file__, spec)
     console.log(f"{key}: the child's imports and setup took {result['setup_mb']:.0f} MB")
     return float(result["seconds"]), float(result["rss_mb"])
 
@@ -308,13 +306,6 @@ def child(spec: dict[str, Any]) -> None:
     growth = (rss_kib("VmHWM") - baseline) / 1024
     setup = (baseline - started_with) / 1024
     print(json.dumps({"seconds": seconds, "rss_mb": growth, "setup_mb": setup}))
-
-
-def rss_kib(field_name: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field_name} in /proc/self/status")
 
 
 def reset_peak_rss() -> None:

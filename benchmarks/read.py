@@ -37,7 +37,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import bench_child
 import psycopg
+from bench_child import rss_kib
 from bench_server import connect, conninfo, drop_database, ensure_database, resolve_url
 from geoalchemy2 import Geometry, WKBElement
 from psycopg import sql
@@ -126,12 +128,7 @@ def make_rows(start: int, size: int) -> list[tuple[Any, ...]]:
 
 def run_child(key: str, bench: URL, rows: int, workdir: Path) -> dict[str, float]:
     spec = {"key": key, "url": conninfo(bench), "rows": rows, "workdir": str(workdir)}
-    command = [sys.executable, __file__, "--child", json.dumps(spec)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{key} failed:\n{done.stderr[-3000:]}")
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return bench_child.run_child(__file__, spec)
 
 
 def child(spec: dict[str, Any]) -> None:
@@ -148,13 +145,6 @@ def child(spec: dict[str, Any]) -> None:
         growth = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     assert count == spec["rows"], f"{spec['key']} read {count} rows, not {spec['rows']}"
     print(json.dumps({"seconds": seconds, "rss_mb": growth}))
-
-
-def rss_kib(name: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(name + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {name} in /proc/self/status")
 
 
 Run = Callable[[], int]

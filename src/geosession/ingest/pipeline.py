@@ -93,7 +93,7 @@ class Ingest:
         self.sizer: ChunkSizer = make_sizer(options.chunk_size, statement_timeout)
         self.report = IngestReport(self.ingest_id, str(target))
         self.workers = options.workers if isinstance(options.workers, int) else 1
-        self.queue: queue.Queue[Chunk | _Stop] = queue.Queue()
+        self.queue: queue.Queue[Chunk | _Stop]  # made by _load, once workers is known
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.committed = ledger.CommittedRows()

@@ -90,7 +90,8 @@ def check_geometries(
     problems.update(_problems(geoms, values, column, spec, problems, default_srid))
     checked = Checked(keep=np.ones(len(values), dtype=bool))
     if on_invalid == "repair":
-        geoms = _repair(geoms, problems, spec, first_row, column.name, checked.repaired, changed)
+        geoms = _repair(geoms, problems, spec, first_row, column.name, checked.repaired)
+        changed[[r.row - first_row for r in checked.repaired]] = True
     for index, (kind, reason) in sorted(problems.items()):
         checked.keep[index] = False
         checked.rejects.append(
@@ -294,7 +295,6 @@ def _repair(
     first_row: int,
     column: str,
     repaired: list[Reject],
-    changed: np.ndarray[Any, np.dtype[np.bool_]],
 ) -> np.ndarray[Any, Any]:
     """make_valid for invalid geometries whose repaired form still fits the column."""
     geoms = geoms.copy()
@@ -305,7 +305,6 @@ def _repair(
         fixed = _promote_to_multi(_object_array([shapely.make_valid(geoms[index])]), spec)[0][0]
         if allowed is None or shapely.get_type_id(fixed) in allowed:
             geoms[index] = shapely.set_srid(fixed, shapely.get_srid(geoms[index]))
-            changed[index] = True
             repaired.append(Reject(first_row + index, column, "repaired", reason))
             del problems[index]
         else:
