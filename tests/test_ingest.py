@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -37,6 +38,12 @@ def table(db: SpatialDatabase) -> Iterator[str]:
     yield TABLE
     with db.transaction() as s:
         s.execute(text(f"DROP TABLE IF EXISTS {TABLE}, {TABLE}_rejected"))
+    assert not ingest_threads(), "an ingest left threads running"
+
+
+def ingest_threads() -> list[str]:
+    """Threads of the ingest pipeline still alive: every ingest joins its own."""
+    return [t.name for t in threading.enumerate() if t.name.startswith("geosession-ingest")]
 
 
 def rows(count: int, *, start: int = 1, seed: int = 0) -> Iterator[dict[str, Any]]:

@@ -1,9 +1,9 @@
-"""The ingest pipeline: read, validate and encode in one thread, COPY in others.
+"""The ingest pipeline: read, validate and encode on threads of their own, COPY in others.
 
-A bounded queue between the two keeps memory flat (the reader waits when writers fall
-behind) while encoding overlaps with the server's work. Each chunk is written with
-retries on a fresh connection; before a retry the ledger says whether the chunk already
-committed, so a lost connection never duplicates or loses a row.
+Bounded queues between the stages keep memory flat (each waits when the next falls
+behind) while reading, validation, encoding and the server's work overlap. Each chunk
+is written with retries on a fresh connection; before a retry the ledger says whether
+the chunk already committed, so a lost connection never duplicates or loses a row.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import psycopg
@@ -53,6 +53,7 @@ from geosession.ingest.validate import (
 )
 
 DeferIndexes = Literal["auto"] | bool
+_T = TypeVar("_T")
 _TIMEOUT = "57014"
 
 
@@ -222,9 +223,10 @@ class Ingest:
 
     def _read(self) -> None:
         try:
-            for chunk in self._chunks():
-                if not self._put(chunk):
-                    return
+            with contextlib.closing(self._chunks()) as chunks:  # joins its threads at once
+                for chunk in chunks:
+                    if not self._put(chunk):
+                        return
             error = None
         except BaseException as exc:  # handed to the writers, raised in the caller's thread
             error = exc
@@ -232,16 +234,9 @@ class Ingest:
             self._put(_Stop(error))
 
     def _put(self, item: Chunk | _Stop) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return _put_until(self.queue, item, self.stop.is_set)
 
-    def _chunks(self) -> Iterator[Chunk]:
-        pending: PendingRows | None = None
+    def _chunks(self) -> Generator[Chunk]:
         geometry = self.target.geometry_columns
         batches = iter_batches(
             self.source,
@@ -249,9 +244,30 @@ class Ingest:
             geometry_column=geometry[0].name if len(geometry) == 1 else None,
             batch_size=min(10_000, self.sizer.size),
         )
-        for batch in batches:
-            columns, numbers, rejects = self._encode(batch)
-            pending = pending or PendingRows(self._plan_for(batch))
+        # reading, validating and COPY-encoding each on a thread: the GEOS work of one
+        # overlaps the Python work of the others
+        finished = threading.Event()
+
+        def stopped() -> bool:
+            return finished.is_set() or self.stop.is_set()
+
+        read = _ahead(batches, "read", stopped)
+        validated = _ahead(map(self._encode, read), "validate", stopped)
+        try:
+            yield from self._sealed(validated)
+        finally:
+            finished.set()
+            validated.close()
+            read.close()
+
+    def _sealed(
+        self, validated: Iterator[tuple[list[list[Any]], list[int], list[Reject]]]
+    ) -> Iterator[Chunk]:
+        """Chunks of the sizer's size from validated batches (sealed by PendingRows.take)."""
+        pending: PendingRows | None = None
+        for columns, numbers, rejects in validated:
+            assert self.plan is not None  # made by _encode
+            pending = pending or PendingRows(self.plan)
             first_bad = rejects[0] if rejects and self.options.on_invalid == "raise" else None
             if first_bad is not None:  # load what came before the bad row, then stop
                 cut = bisect.bisect_left(numbers, first_bad.row)
@@ -390,6 +406,57 @@ class Ingest:
         )
         translated.args = (translated.message,)
         return translated
+
+
+def _ahead(items: Iterator[_T], stage: str, stopped: Callable[[], bool]) -> Generator[_T]:
+    """``items``, computed one ahead on a thread of their own until ``stopped()``.
+
+    The thread is stopped and joined when the consumer stops early; an error it meets
+    is raised in the consumer's thread.
+    """
+    closed = threading.Event()
+    handoff: queue.Queue[_T | _Stop] = queue.Queue(maxsize=1)
+
+    def halted() -> bool:
+        return closed.is_set() or stopped()
+
+    def produce() -> None:
+        error = None
+        try:
+            for item in items:
+                if not _put_until(handoff, item, halted):
+                    return
+        except BaseException as exc:
+            error = exc
+        _put_until(handoff, _Stop(error), halted)
+
+    thread = threading.Thread(target=produce, name=f"geosession-ingest-{stage}", daemon=True)
+    thread.start()
+    try:
+        while not stopped():
+            try:
+                item = handoff.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if isinstance(item, _Stop):
+                if item.error is not None:
+                    raise item.error
+                return
+            yield item
+    finally:
+        closed.set()
+        thread.join()
+
+
+def _put_until(target: queue.Queue[Any], item: Any, stopped: Callable[[], bool]) -> bool:
+    """Puts ``item``, waiting for room until ``stopped()``; whether it was put."""
+    while not stopped():
+        try:
+            target.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 def _kept(values: list[Any], keep: np.ndarray[Any, np.dtype[np.bool_]]) -> list[Any]:
