@@ -303,6 +303,34 @@ def test_parallel_workers_load_exactly_once(db: SpatialDatabase, table: str) -> 
     assert table_state(db) == (20_000, 20_000, source_checksum(20_000))
 
 
+def test_attribute_values_arrive_as_sent(db: SpatialDatabase, table: str) -> None:
+    """NULLs, non-str text and ints for floats take the slow encoding paths, mixed in
+    with fast columns, in one chunk."""
+    polygons = list(synthetic_polygons(6))
+    source = [
+        {"id": 1, "name": "plain", "value": 1.5, "geom": polygons[0]},
+        {"id": 2, "name": None, "value": None, "geom": polygons[1]},
+        {"id": 3, "name": 42, "value": 7, "geom": polygons[2]},
+        {"id": 4, "name": "", "value": -0.0, "geom": polygons[3]},
+        {"id": 5, "name": "ünïcödé ✓", "value": 1e300, "geom": memoryview(polygons[4].wkb)},
+        {"id": 6, "name": "x" * 5_000, "value": 2.25, "geom": polygons[5].wkb},
+    ]
+    assert db.ingest(table, source).inserted == 6
+    with db.session() as s:
+        stored = s.execute(
+            text(f"SELECT id, name, value, ST_AsBinary(geom) FROM {TABLE} ORDER BY id")
+        ).all()
+    assert [(i, n, v) for i, n, v, _ in stored] == [
+        (1, "plain", 1.5),
+        (2, None, None),
+        (3, "42", 7.0),
+        (4, "", -0.0),
+        (5, "ünïcödé ✓", 1e300),
+        (6, "x" * 5_000, 2.25),
+    ]
+    assert [bytes(g) for *_, g in stored] == [p.wkb for p in polygons]
+
+
 def test_auto_workers_follow_the_index_upkeep(db: SpatialDatabase, table: str) -> None:
     assert db.ingest(table, rows(100)).workers == 1  # empty: the GiST index is deferred
     assert db.ingest(table, rows(100, start=101)).workers == 2  # kept up during the load

@@ -93,17 +93,32 @@ def _segments(
 
 
 def _variable(values: list[Any], copy_type: str) -> tuple[list[bytes], np.ndarray[Any, Any]]:
-    """Bytes of each value (b"" for NULL) and its length (-1 for NULL)."""
+    """Bytes of each value (b"" for NULL) and its length (-1 for NULL).
+
+    A column of only str (or only bytes) takes a pass in C; the rest goes value by value.
+    """
+    nulls = values.count(None)
+    kinds = set(map(type, values))
+    payload: list[Any]
     if copy_type in _TEXT:
-        payload = [b"" if v is None else (v if type(v) is str else str(v)).encode() for v in values]
+        if not nulls and kinds == {str}:
+            payload = list(map(str.encode, values))
+        else:
+            payload = [
+                b"" if v is None else (v if type(v) is str else str(v)).encode() for v in values
+            ]
     elif copy_type in _BYTES:
-        payload = [b"" if v is None else bytes(v) for v in values]
+        payload = (
+            values
+            if not nulls and kinds == {bytes}
+            else [b"" if v is None else bytes(v) for v in values]
+        )
     else:  # a fixed-width column with NULLs
         dtype = np.dtype(_FIXED[copy_type])
         payload = [b"" if v is None else np.asarray(v, dtype).tobytes() for v in values]
     sizes = np.fromiter(map(len, payload), dtype=np.int64, count=len(payload))
-    nulls = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-    sizes[nulls] = -1
+    if nulls:
+        sizes[np.fromiter((v is None for v in values), dtype=bool, count=len(values))] = -1
     return payload, sizes
 
 
@@ -115,7 +130,5 @@ def _record_array(fields: list[tuple[str, str, Any]], count: int) -> np.ndarray[
 
 
 def _records(segment: np.ndarray[Any, Any]) -> list[bytes]:
-    """Each record of a structured array as its own bytes object."""
-    raw = segment.tobytes()
-    size = segment.dtype.itemsize
-    return [raw[start : start + size] for start in range(0, len(raw), size)]
+    """Each record of a structured array as its own bytes object (opaque records do it in C)."""
+    return list(segment.view(np.dtype((np.void, segment.dtype.itemsize))).tolist())

@@ -1,7 +1,7 @@
 """The ingest ledger: which source rows are committed, and which indexes are deferred.
 
 Each chunk's rows are committed in the same transaction as a ledger entry naming the
-source rows it covered (first and last row number) and a checksum of its geometries. So
+source rows it covered (first and last row number) and a CRC-32 of the COPY data sent. So
 whether a chunk landed is never a guess: after a lost connection, a crash or Ctrl-C, the
 ledger says which rows are in the table, and a rerun with the same ingest id skips
 exactly those. Index definitions dropped for a fast load are recorded too, so whatever
