@@ -25,6 +25,7 @@ from sqlalchemy import text
 
 from geosession import SpatialDatabase
 from geosession.local import LocalCluster
+from tests.faults.helpers import wait_until
 from tests.test_ingest import TABLE, create_table, rows, source_checksum, table_state
 
 
@@ -128,6 +129,7 @@ def test_server_restarted_mid_ingest(
 KILLABLE = textwrap.dedent(
     """
     import sys
+    import time
     from geosession import SpatialDatabase
     from tests.test_ingest import rows
     db = SpatialDatabase(sys.argv[1])
@@ -135,11 +137,17 @@ KILLABLE = textwrap.dedent(
         for n, row in enumerate(rows(40_000), 1):
             if n % 2_000 == 0:
                 print(n, flush=True)
+                time.sleep(0.05)  # so that a kill lands mid-ingest
             yield row
     db.ingest("ingest_parcels", slow(), chunk_size=2_000, ingest_id="killed", defer_indexes=False)
     print("finished", flush=True)
     """
 )
+
+
+def committed_rows(db: SpatialDatabase) -> int:
+    with db.session() as s:
+        return int(s.execute(text(f"SELECT count(*) FROM {TABLE}")).scalar_one())
 
 
 def test_killed_process_resumes_with_the_same_ingest_id(
@@ -154,8 +162,9 @@ def test_killed_process_resumes_with_the_same_ingest_id(
     assert process.stdout is not None
     for line in process.stdout:
         if int(line.split()[0]) >= 16_000:
-            process.send_signal(signal.SIGKILL)
             break
+    wait_until(lambda: committed_rows(db) > 0)  # the source runs a few batches ahead
+    process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL
     committed = table_state(db)[0]

@@ -9,6 +9,7 @@ the chunk already committed, so a lost connection never duplicates or loses a ro
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import gc
 import queue
@@ -16,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -54,6 +56,9 @@ from geosession.ingest.validate import (
 
 DeferIndexes = Literal["auto"] | bool
 _T = TypeVar("_T")
+_R = TypeVar("_R")
+_VALIDATORS = 2
+"""Threads validating batches at once: GEOS releases the GIL, so two keep two cores busy."""
 _TIMEOUT = "57014"
 
 
@@ -150,14 +155,20 @@ class Ingest:
 
     def _plan_for(self, batch: Batch) -> WritePlan:
         """COPY names the columns the source has, so absent ones get their defaults."""
-        if self.plan is None:
-            columns = tuple(c.name for c in self.target.columns if c.name in batch.columns)
-            types = tuple(copy_type(self.target.column(c).type_name) for c in columns)
-            quarantine = self.options.on_invalid == "quarantine"
-            self.plan = WritePlan(
-                self.target, columns, types, self.ingest_id, self.options.on_conflict, quarantine
-            )
-        return self.plan
+        with self.lock:  # the first batches are validated at once
+            if self.plan is None:
+                columns = tuple(c.name for c in self.target.columns if c.name in batch.columns)
+                types = tuple(copy_type(self.target.column(c).type_name) for c in columns)
+                quarantine = self.options.on_invalid == "quarantine"
+                self.plan = WritePlan(
+                    self.target,
+                    columns,
+                    types,
+                    self.ingest_id,
+                    self.options.on_conflict,
+                    quarantine,
+                )
+            return self.plan
 
     def _maybe_defer(self, cursor: Any) -> bool:
         wanted = self.options.defer_indexes
@@ -252,7 +263,7 @@ class Ingest:
             return finished.is_set() or self.stop.is_set()
 
         read = _ahead(batches, "read", stopped)
-        validated = _ahead(map(self._encode, read), "validate", stopped)
+        validated = _in_order(self._encode, read, "validate", _VALIDATORS)
         try:
             yield from self._sealed(validated)
         finally:
@@ -301,6 +312,7 @@ class Ingest:
         absent = [None] * len(batch)  # a column the first batch had and this one lacks
         columns = {name: batch.columns.get(name, absent) for name in plan.columns}
         rejects: list[Reject] = []
+        repaired: list[Reject] = []
         for column in self.target.geometry_columns:
             if column.name not in columns:
                 continue
@@ -317,12 +329,13 @@ class Ingest:
                 for r in checked.rejects
                 if fresh[r.row - batch.first_row] and keep[r.row - batch.first_row]
             ]
-            self.report.repaired.extend(checked.repaired)
+            repaired += checked.repaired
             keep &= checked.keep
         for name, type_name in zip(plan.columns, plan.copy_types, strict=True):
             columns[name] = coerce_values(columns[name], type_name)
-        with self.lock:
+        with self.lock:  # batches are validated on several threads
             self.report.rows_read += int(fresh.sum())
+            self.report.repaired.extend(repaired)
         kept = [_kept(columns[n], keep) for n in plan.columns]
         return kept, numbers[keep].tolist(), sorted(rejects, key=lambda r: r.row)
 
@@ -446,6 +459,39 @@ def _ahead(items: Iterator[_T], stage: str, stopped: Callable[[], bool]) -> Gene
     finally:
         closed.set()
         thread.join()
+
+
+def _in_order(
+    function: Callable[[_T], _R], items: Iterator[_T], stage: str, workers: int
+) -> Generator[_R]:
+    """``function`` over ``items`` on ``workers`` threads at once, results in order.
+
+    At most one item per worker waits beyond the one being consumed, so memory stays
+    bounded; closing the generator waits only for the items in flight. When ``items``
+    fails, the results of the items before the failure come first, then its error.
+    """
+    with ThreadPoolExecutor(workers, thread_name_prefix=f"geosession-ingest-{stage}") as pool:
+        in_flight: collections.deque[Future[_R]] = collections.deque()
+        failure: BaseException | None = None
+        try:
+            while True:
+                try:
+                    item = next(items)
+                except StopIteration:
+                    break
+                except BaseException as error:
+                    failure = error
+                    break
+                in_flight.append(pool.submit(function, item))
+                if len(in_flight) > workers:
+                    yield in_flight.popleft().result()
+            while in_flight:
+                yield in_flight.popleft().result()
+            if failure is not None:
+                raise failure
+        finally:
+            for future in in_flight:
+                future.cancel()
 
 
 def _put_until(target: queue.Queue[Any], item: Any, stopped: Callable[[], bool]) -> bool:
