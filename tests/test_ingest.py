@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import struct
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 import shapely
 from sqlalchemy import text
 
-from geosession import ConfigurationError, IntegrityViolation, InvalidGeometry, SpatialDatabase
+from geosession import (
+    ConfigurationError,
+    IngestReport,
+    IntegrityViolation,
+    InvalidGeometry,
+    SpatialDatabase,
+)
 from geosession.demo import synthetic_polygons
 
 TABLE = "ingest_parcels"
@@ -272,6 +279,91 @@ def test_resume_with_the_same_ingest_id_after_a_crash(db: SpatialDatabase, table
     report = db.ingest(table, rows(10_000), chunk_size=1_000, ingest_id="resume-me")
     assert (report.already_committed, report.inserted) == (6_000, 4_000)
     assert table_state(db) == (10_000, 10_000, source_checksum(10_000))
+
+
+async def async_rows(
+    count: int, *, fail_at: int | None = None, pause_every: int = 0
+) -> AsyncIterator[dict[str, Any]]:
+    """rows(count) as an async generator, as an async client's would be."""
+    for number, row in enumerate(rows(count), start=1):
+        if number == fail_at:
+            raise RuntimeError("async source died")
+        if pause_every and number % pause_every == 0:
+            await asyncio.sleep(0.02)
+        yield row
+
+
+def test_async_ingest_loads_an_async_generator_without_blocking_the_loop(
+    db: SpatialDatabase, table: str
+) -> None:
+    async def main() -> tuple[IngestReport, int]:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.005)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        report = await db.async_ingest(table, async_rows(30_000), chunk_size=3_000)
+        ticker.cancel()
+        return report, ticks
+
+    report, ticks = asyncio.run(main())
+    assert (report.rows_read, report.inserted, report.chunks) == (30_000, 30_000, 10)
+    assert table_state(db) == (30_000, 30_000, source_checksum(30_000))
+    assert ticks >= 5, "the event loop was blocked during the ingest"
+    assert asyncio.run(db.async_ingest(table, rows(10, start=40_001))).inserted == 10
+
+
+def test_async_ingest_source_failure_keeps_what_came_before_and_resumes(
+    db: SpatialDatabase, table: str
+) -> None:
+    with pytest.raises(RuntimeError, match="async source died"):
+        asyncio.run(
+            db.async_ingest(
+                table, async_rows(10_000, fail_at=6_543), chunk_size=1_000, ingest_id="async-1"
+            )
+        )
+    assert table_state(db)[0] == 6_000
+    resumed = asyncio.run(
+        db.async_ingest(table, async_rows(10_000), chunk_size=1_000, ingest_id="async-1")
+    )
+    assert (resumed.already_committed, resumed.inserted) == (6_000, 4_000)
+    assert table_state(db) == (10_000, 10_000, source_checksum(10_000))
+
+
+def test_cancelled_async_ingest_stops_and_the_same_id_resumes(
+    db: SpatialDatabase, table: str
+) -> None:
+    async def cancel_mid_load() -> IngestReport:
+        task = asyncio.create_task(
+            db.async_ingest(
+                table, async_rows(40_000, pause_every=1_000), chunk_size=1_000, ingest_id="async-2"
+            )
+        )
+        while await asyncio.to_thread(lambda: table_state(db)[0]) == 0:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError) as cancelled:
+            await task
+        assert not ingest_threads(), "the pipeline still runs after the task was cancelled"
+        return cancelled.value.ingest_report  # type: ignore[attr-defined, no-any-return]
+
+    stopped = asyncio.run(cancel_mid_load())
+    committed = table_state(db)[0]
+    assert 0 < committed < 40_000 and stopped.inserted == committed and not stopped.completed
+    resumed = db.ingest(table, rows(40_000), chunk_size=1_000, ingest_id="async-2")
+    assert (resumed.already_committed, resumed.inserted) == (committed, 40_000 - committed)
+    assert table_state(db) == (40_000, 40_000, source_checksum(40_000))
+
+
+def test_an_async_source_needs_async_ingest(db: SpatialDatabase, table: str) -> None:
+    source = async_rows(10)
+    with pytest.raises(ConfigurationError, match=r"await db\.async_ingest"):
+        db.ingest(table, source)
+    asyncio.run(source.aclose())
 
 
 def test_indexes_are_deferred_on_an_empty_table_and_always_restored(

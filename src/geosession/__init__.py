@@ -22,6 +22,7 @@ from geosession.errors import (
     SerializationConflict,
     SRIDMismatch,
 )
+from geosession.ingest.report import IngestReport
 from geosession.observe.leaks import Holder
 from geosession.observe.pool import PoolStats
 from geosession.read import AsyncGeometryStream, ExportResult, GeometryStream
@@ -45,6 +46,7 @@ __all__ = [
     "GeometryStream",
     "Holder",
     "IdleInTransactionTimeout",
+    "IngestReport",
     "IntegrityViolation",
     "InvalidGeometry",
     "LockTimeout",

@@ -7,11 +7,12 @@ transaction and no connection is left checked out, whatever the caller's code ra
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
-from typing import Any, Self, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy import exc as sa_exc
@@ -24,6 +25,9 @@ from geosession.diagnose.explain import PlanReport, explain_statement
 from geosession.engine import build_async_engine, build_engine
 from geosession.errors import ConfigurationError, PoolExhausted, endpoint_of
 from geosession.ingest.report import IngestReport
+
+if TYPE_CHECKING:
+    from geosession.ingest.pipeline import Ingest, IngestArguments
 from geosession.observe.metrics import DatabaseMetrics
 from geosession.observe.pool import PoolStats
 from geosession.read import (
@@ -224,24 +228,51 @@ class SpatialDatabase:
         geometries go to ``<table>_rejected`` (``on_invalid="quarantine"``), are raised,
         repaired or skipped. See the README section "Bulk ingest".
         """
-        from geosession.ingest.pipeline import Ingest, IngestOptions
-
-        options = IngestOptions(
-            chunk_size=chunk_size,
-            on_invalid=on_invalid,  # type: ignore[arg-type]
-            on_conflict=on_conflict,  # type: ignore[arg-type]
-            ingest_id=ingest_id,
-            srid=srid,
-            workers=workers,  # type: ignore[arg-type]
-            defer_indexes=defer_indexes,  # type: ignore[arg-type]
-            progress=progress,
-        )
+        options: IngestArguments = {
+            "chunk_size": chunk_size,
+            "on_invalid": on_invalid,
+            "on_conflict": on_conflict,
+            "ingest_id": ingest_id,
+            "srid": srid,
+            "workers": workers,
+            "defer_indexes": defer_indexes,
+            "progress": progress,
+        }
         with self._translated():
-            report = Ingest(
-                self._engine, target, source, options, self.settings.statement_timeout
-            ).run()
+            report = self._ingest_job(target, source, options).run()
         self.metrics.ingest.record(report)  # totals for the Prometheus exporter
         return report
+
+    async def async_ingest(
+        self, target: Any, source: Any, **options: Unpack[IngestArguments]
+    ) -> IngestReport:
+        """The async twin of :meth:`ingest`, with the same options; ``source`` may also be
+        an async iterable (an async generator of dicts, tuples or mapped instances).
+
+        The pipeline runs on a worker thread with the sync engine's psycopg connections,
+        so the event loop never blocks. Cancelling the task stops the ingest as Ctrl-C
+        does: committed chunks stay, the same ``ingest_id`` resumes, and the
+        CancelledError carries ``ingest_report``.
+        """
+        from geosession.ingest.aio import AsyncRows, run_awaited
+
+        rows = AsyncRows.of(source, asyncio.get_running_loop())
+        try:
+            with self._translated():
+                job = await asyncio.to_thread(self._ingest_job, target, rows, options)
+                report = await run_awaited(job)
+        finally:
+            if isinstance(rows, AsyncRows):
+                await rows.aclose()
+        self.metrics.ingest.record(report)
+        return report
+
+    def _ingest_job(self, target: Any, source: Any, options: IngestArguments) -> Ingest:
+        """An ingest ready to run (its target resolved: this queries the server)."""
+        from geosession.ingest.pipeline import Ingest, IngestOptions
+
+        settings = IngestOptions(**options)  # type: ignore[arg-type]  # checked by Ingest
+        return Ingest(self._engine, target, source, settings, self.settings.statement_timeout)
 
     def pool_stats(self, *, async_pool: bool = False) -> PoolStats:
         """The sync (or async) pool: connections lent and idle, waits, longest holders."""

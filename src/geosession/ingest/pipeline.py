@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar
 
 import numpy as np
 import psycopg
@@ -72,7 +72,25 @@ class IngestOptions:
     workers: int | Literal["auto"] = "auto"
     defer_indexes: DeferIndexes = "auto"
     max_retries: int = 10
-    progress: bool = True
+    progress: bool = False
+
+
+class IngestArguments(TypedDict, total=False):
+    """The keyword options of ``db.ingest`` and ``db.async_ingest`` (checked when used)."""
+
+    chunk_size: int | str
+    on_invalid: str
+    on_conflict: str
+    ingest_id: str | None
+    srid: int | None
+    workers: int | str
+    defer_indexes: str | bool
+    progress: bool
+
+
+class Cancelled(Exception):
+    """Raised by :meth:`Ingest.run` after :meth:`Ingest.cancel`; async_ingest turns it
+    back into the task's CancelledError, so it never reaches users."""
 
 
 class _Stop:
@@ -110,6 +128,13 @@ class Ingest:
         )
         self.report.target = self.target.quoted
         self.failure: BaseException | None = None
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Stops the ingest from another thread, as Ctrl-C does: the chunks being written
+        commit or roll back, no other starts, and :meth:`run` raises :class:`Cancelled`."""
+        self.cancelled = True
+        self.stop.set()
 
     def run(self) -> IngestReport:
         """Loads the source; restores deferred indexes whatever happens."""
@@ -224,6 +249,8 @@ class Ingest:
             raise error
         if self.failure is not None:
             raise self.failure
+        if self.cancelled:
+            raise Cancelled(f"ingest {self.ingest_id} was cancelled")
 
     def _drain(self) -> None:
         with contextlib.suppress(queue.Empty):
@@ -342,8 +369,8 @@ class Ingest:
     # -- writing ----------------------------------------------------------------------
 
     def _write_all(self, bar: Progress) -> BaseException | None:
-        """Writes chunks until the reader is done or something failed."""
-        while True:
+        """Writes chunks until the reader is done, something failed or it was cancelled."""
+        while not self.cancelled:
             try:
                 item = self.queue.get(timeout=0.1)
             except queue.Empty:
@@ -359,6 +386,7 @@ class Ingest:
                 self.failure = self.failure or error
                 self.stop.set()
                 return None
+        return None
 
     def _write_with_retries(self, chunk: Chunk) -> None:
         assert self.plan is not None
@@ -379,6 +407,8 @@ class Ingest:
                 self._count_retry()
                 if self._landed(chunk):
                     return
+                if self.cancelled:  # not committed: a rerun with the same ingest_id writes it
+                    raise
                 time.sleep(backoff(attempt))
                 continue
             self.sizer.observe(len(chunk), time.perf_counter() - started)

@@ -84,6 +84,11 @@ def iter_batches(
         return _file_batches(Path(source), columns, geometry_column, batch_size, wkt_column)
     if _is_dataframe(source):
         return _dataframe_batches(source, columns, geometry_column, batch_size)
+    if hasattr(source, "__aiter__") and not isinstance(source, Iterable):
+        raise ConfigurationError(
+            f"cannot ingest a {type(source).__name__} with db.ingest: it is an async "
+            "iterable, so load it with `await db.async_ingest(...)`"
+        )
     if isinstance(source, bytes | bytearray | Mapping) or not isinstance(source, Iterable):
         raise ConfigurationError(
             f"cannot ingest a {type(source).__name__}: pass an iterable of rows "

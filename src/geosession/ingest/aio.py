@@ -1,0 +1,80 @@
+"""db.async_ingest: the same ingest pipeline, awaited from an event loop.
+
+The pipeline's COPY connections and GEOS work block, and run on threads anyway; so the
+async version runs the same pipeline on a worker thread and awaits it, and every
+guarantee (ledger, retries, quarantine, resume) is the same code. An async iterable
+source is pulled from the loop a batch of rows at a time. Cancelling the awaiting task
+stops the ingest as Ctrl-C does: the chunks being written commit or roll back, committed
+chunks stay, a rerun with the same ingest_id resumes, and the task's CancelledError is
+raised only once the pipeline has stopped and its connections are back in the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from typing import Any
+
+from geosession.ingest.pipeline import Ingest
+from geosession.ingest.report import IngestReport
+
+PULL = 10_000
+"""Rows taken from an async source per trip to the event loop."""
+
+
+class AsyncRows:
+    """An async iterable's rows, for the pipeline's reading thread."""
+
+    def __init__(self, source: AsyncIterable[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.rows: AsyncIterator[Any] = aiter(source)
+        self.loop = loop
+
+    @classmethod
+    def of(cls, source: Any, loop: asyncio.AbstractEventLoop) -> Any:
+        """``source`` wrapped when it is an async iterable; any other source as it is."""
+        return cls(source, loop) if hasattr(source, "__aiter__") else source
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            taken, more, error = asyncio.run_coroutine_threadsafe(self._take(), self.loop).result()
+            yield from taken
+            if error is not None:
+                raise error
+            if not more:
+                return
+
+    async def _take(self) -> tuple[list[Any], bool, Exception | None]:
+        """Up to PULL rows; whether more may follow; the source's error, after its rows."""
+        taken: list[Any] = []
+        try:
+            while len(taken) < PULL:
+                taken.append(await anext(self.rows))
+        except StopAsyncIteration:
+            return taken, False, None
+        except Exception as error:  # the rows before it still load, as with a generator
+            return taken, False, error
+        return taken, True, None
+
+    async def aclose(self) -> None:
+        """Closes an async generator that the ingest stopped reading early."""
+        close = getattr(self.rows, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def run_awaited(ingest: Ingest) -> IngestReport:
+    """Runs the ingest on a worker thread; when the await is cancelled, stops the ingest,
+    waits for it to stop, then raises the CancelledError (with ``ingest_report``)."""
+    running = asyncio.get_running_loop().run_in_executor(None, ingest.run)
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError as cancelled:
+        ingest.cancel()
+        while not running.done():  # a second cancel does not leave the pipeline running
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({running})
+        if not running.cancelled():
+            running.exception()  # retrieved: the Cancelled it raised is expected
+        cancelled.ingest_report = ingest.report  # type: ignore[attr-defined]  # how far it got
+        raise
