@@ -539,9 +539,7 @@ def _kept(values: list[Any], keep: np.ndarray[Any, np.dtype[np.bool_]]) -> list[
     """The values of the rows to load (a plain copy when every row stays)."""
     if keep.all():
         return list(values)
-    array = np.empty(len(values), dtype=object)
-    array[:] = values
-    return list(array[keep])
+    return list(np.fromiter(values, dtype=object, count=len(values))[keep])
 
 
 def _check_options(options: IngestOptions) -> None:

