@@ -142,6 +142,8 @@ class Ingest:
         collecting = gc.isenabled()
         gc.disable()  # millions of short-lived geometries would set off full collections
         try:
+            if self.cancelled:  # before it started: nothing to prepare or undo
+                raise Cancelled(f"ingest {self.ingest_id} was cancelled before it started")
             deferred = self._prepare()
             with Progress(self.options.progress, source_length(self.source), self.report) as bar:
                 self._load(bar)
