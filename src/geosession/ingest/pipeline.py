@@ -291,8 +291,8 @@ class Ingest:
         def stopped() -> bool:
             return finished.is_set() or self.stop.is_set()
 
-        read = _ahead(batches, "read", stopped)
-        validated = _in_order(self._encode, read, "validate", _VALIDATORS)
+        read = read_ahead(batches, "read", stopped)
+        validated = map_in_order(self._encode, read, "validate", _VALIDATORS)
         try:
             yield from self._sealed(validated)
         finally:
@@ -453,7 +453,7 @@ class Ingest:
         return translated
 
 
-def _ahead(items: Iterator[_T], stage: str, stopped: Callable[[], bool]) -> Generator[_T]:
+def read_ahead(items: Iterator[_T], stage: str, stopped: Callable[[], bool]) -> Generator[_T]:
     """``items``, computed one ahead on a thread of their own until ``stopped()``.
 
     The thread is stopped and joined when the consumer stops early; an error it meets
@@ -493,7 +493,7 @@ def _ahead(items: Iterator[_T], stage: str, stopped: Callable[[], bool]) -> Gene
         thread.join()
 
 
-def _in_order(
+def map_in_order(
     function: Callable[[_T], _R], items: Iterator[_T], stage: str, workers: int
 ) -> Generator[_R]:
     """``function`` over ``items`` on ``workers`` threads at once, results in order.
