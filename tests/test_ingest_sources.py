@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from geosession.ingest.sources import Batch, iter_batches, source_length
 COLUMNS = ["id", "name", "val", "geom"]
 
 
-def batches(source: Any, size: int = 10, **options: Any) -> list[Batch]:
+def batches(source: Any, size: int | Callable[[], int] = 10, **options: Any) -> list[Batch]:
     options.setdefault("columns", COLUMNS)
     options.setdefault("geometry_column", "geom")
     return list(iter_batches(source, batch_size=size, **options))
@@ -276,6 +276,26 @@ def test_missing_unsupported_and_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"cannot read .*garbage.gpkg"):
         batches(garbage)
     assert source_length(garbage) is None and source_length(tmp_path / "missing.fgb") is None
+
+
+def sources_of_25_rows(tmp_path: Path) -> dict[str, Any]:
+    gpkg = tmp_path / "parcels.gpkg"
+    pyogrio.write_dataframe(frame(25), gpkg)
+    lines = [["name", "val", "WKT"]] + [[f"n{i}", str(i), f"POINT ({i} 1)"] for i in range(25)]
+    return {
+        "generator": ({"val": i} for i in range(25)),
+        "dataframe": frame(25),
+        "gpkg": gpkg,
+        "csv": write_csv(tmp_path / "points.csv", lines),
+    }
+
+
+@pytest.mark.parametrize("kind", ["generator", "dataframe", "gpkg", "csv"])
+def test_batch_size_may_change_between_batches(tmp_path: Path, kind: str) -> None:
+    """The pipeline shrinks batches once it knows how large the rows are."""
+    sizes = iter([3, 5])
+    found = batches(sources_of_25_rows(tmp_path)[kind], size=lambda: next(sizes, 100))
+    assert [(b.first_row, len(b)) for b in found] == [(1, 3), (4, 5), (9, 17)]
 
 
 # -- CSV -------------------------------------------------------------------------------

@@ -57,6 +57,10 @@ from geosession.ingest.validate import (
 DeferIndexes = Literal["auto"] | bool
 _T = TypeVar("_T")
 _R = TypeVar("_R")
+_BATCH = 10_000
+_FIRST_BATCH = 500
+"""Rows per source batch until their size is known: 500 rows of large polygons (tens of
+kB each) still fit in memory several times over."""
 _VALIDATORS = 2
 """Threads validating batches at once: GEOS releases the GIL, so two keep two cores busy."""
 _TIMEOUT = "57014"
@@ -282,7 +286,7 @@ class Ingest:
             self.source,
             columns=[c.name for c in self.target.columns],
             geometry_column=geometry[0].name if len(geometry) == 1 else None,
-            batch_size=min(10_000, self.sizer.size),
+            batch_size=self._batch_rows,
         )
         # reading, validating and COPY-encoding each on a thread: the GEOS work of one
         # overlaps the Python work of the others
@@ -299,6 +303,13 @@ class Ingest:
             finished.set()
             validated.close()
             read.close()
+
+    def _batch_rows(self) -> int:
+        """Rows per source batch: few until the rows' size is known, then at most what
+        fits an automatic chunk, so the batches in flight hold a few chunks' worth."""
+        if self.sizer.adaptive and not self.sizer.measured:
+            return min(_FIRST_BATCH, self.sizer.size)
+        return min(_BATCH, self.sizer.size, self.sizer.row_limit)
 
     def _sealed(
         self, validated: Iterator[tuple[list[list[Any]], list[int], list[Reject]]]
@@ -353,6 +364,9 @@ class Ingest:
                 default_srid=batch.srids.get(column.name, self.options.srid),
             )
             columns[column.name] = checked.encoded[column.name]
+            if not self.sizer.measured:  # a first estimate; sealed chunks give the real size
+                geometry_bytes = sum(map(len, filter(None, columns[column.name])))
+                self.sizer.observe_bytes(len(batch), geometry_bytes)
             rejects += [
                 r
                 for r in checked.rejects

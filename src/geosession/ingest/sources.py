@@ -45,6 +45,8 @@ _SUPPORTED = (
     "GeoPackage, Shapefile, GeoJSON, FlatGeobuf (" + ", ".join(VECTOR_SUFFIXES) + ") or .csv"
 )
 _CSV_FIELD_LIMIT = 2**31 - 1  # WKT of a large polygon exceeds csv's default 128 KiB
+_FILE_BATCH = 10_000
+"""Features per record batch read from a vector file; cut to the batch size asked for."""
 
 
 @dataclass(frozen=True)
@@ -70,20 +72,23 @@ def iter_batches(
     *,
     columns: Sequence[str],
     geometry_column: str | None,
-    batch_size: int = 10_000,
+    batch_size: int | Callable[[], int] = 10_000,
     wkt_column: str | None = None,
 ) -> Iterator[Batch]:
     """Batches of at most ``batch_size`` rows from ``source``, in source order.
 
-    Cheap checks (file present and supported, DataFrame or CSV header fields) raise here;
-    a vector file's fields are checked when it is opened, before its first batch.
+    ``batch_size`` may be a function, asked before each batch, so that a caller can
+    shrink batches once it knows how large the rows are. Cheap checks (file present and
+    supported, DataFrame or CSV header fields) raise here; a vector file's fields are
+    checked when it is opened, before its first batch.
     """
-    if batch_size < 1 or not columns:
+    if (isinstance(batch_size, int) and batch_size < 1) or not columns:
         raise ConfigurationError("iter_batches needs batch_size >= 1 and the target's columns")
+    size = batch_size if callable(batch_size) else (lambda: batch_size)
     if isinstance(source, str | os.PathLike):
-        return _file_batches(Path(source), columns, geometry_column, batch_size, wkt_column)
+        return _file_batches(Path(source), columns, geometry_column, size, wkt_column)
     if _is_dataframe(source):
-        return _dataframe_batches(source, columns, geometry_column, batch_size)
+        return _dataframe_batches(source, columns, geometry_column, size)
     if hasattr(source, "__aiter__") and not isinstance(source, Iterable):
         raise ConfigurationError(
             f"cannot ingest a {type(source).__name__} with db.ingest: it is an async "
@@ -94,7 +99,7 @@ def iter_batches(
             f"cannot ingest a {type(source).__name__}: pass an iterable of rows "
             f"(dicts, tuples or mapped instances), a GeoDataFrame or a path to a {_SUPPORTED} file"
         )
-    return _iterable_batches(source, columns, batch_size)
+    return _iterable_batches(source, columns, size)
 
 
 def source_length(source: Any) -> int | None:
@@ -118,12 +123,14 @@ def source_length(source: Any) -> int | None:
 # -- iterables -------------------------------------------------------------------------
 
 
-def _iterable_batches(rows: Iterable[Any], columns: Sequence[str], size: int) -> Iterator[Batch]:
+def _iterable_batches(
+    rows: Iterable[Any], columns: Sequence[str], size: Callable[[], int]
+) -> Iterator[Batch]:
     """Pull rows lazily: a generator is never consumed past the batch being built."""
     allowed = frozenset(columns)
     iterator = iter(rows)
     first = 1
-    while raw := list(itertools.islice(iterator, size)):
+    while raw := list(itertools.islice(iterator, size())):
         yield _fast_batch(raw, first, columns, allowed) or _columnar(
             [_row_values(row, first + i, columns, allowed) for i, row in enumerate(raw)],
             first,
@@ -203,7 +210,7 @@ def _is_dataframe(source: Any) -> bool:
 
 
 def _dataframe_batches(
-    frame: Any, columns: Sequence[str], geometry_column: str | None, size: int
+    frame: Any, columns: Sequence[str], geometry_column: str | None, size: Callable[[], int]
 ) -> Iterator[Batch]:
     active = getattr(getattr(frame, "geometry", None), "name", None)
     names = {label: _target_name(str(label), active, columns, geometry_column) for label in frame}
@@ -213,10 +220,12 @@ def _dataframe_batches(
     srids = {name: srid for name, srid in epsg.items() if srid is not None}
 
     def batches() -> Iterator[Batch]:
-        for start in range(0, len(frame), size):
-            part = frame.iloc[start : start + size]
+        start = 0
+        while start < len(frame):
+            part = frame.iloc[start : start + size()]
             values = {names[label]: converters[label](part[label]) for label in names}
             yield Batch(start + 1, {c: values[c] for c in columns if c in values}, srids)
+            start += len(part)
 
     return batches()
 
@@ -242,7 +251,7 @@ def _file_batches(
     path: Path,
     columns: Sequence[str],
     geometry_column: str | None,
-    size: int,
+    size: Callable[[], int],
     wkt_column: str | None,
 ) -> Iterator[Batch]:
     suffix = path.suffix.lower()
@@ -263,21 +272,30 @@ def _file_batches(
 
 
 def _vector_batches(
-    pyogrio: Any, path: Path, columns: Sequence[str], geometry_column: str | None, size: int
+    pyogrio: Any,
+    path: Path,
+    columns: Sequence[str],
+    geometry_column: str | None,
+    size: Callable[[], int],
 ) -> Iterator[Batch]:
+    """The layer's record batches, cut into batches of ``size()`` rows without copying."""
     unreadable = (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError)
     try:
-        with pyogrio.open_arrow(path, batch_size=size, use_pyarrow=True) as (meta, reader):
+        with pyogrio.open_arrow(path, batch_size=_FILE_BATCH, use_pyarrow=True) as (meta, reader):
             geometry = meta["geometry_name"] or "wkb_geometry"  # pyogrio's name for no name
             fields = [str(name) for name in reader.schema.names]
             names = {f: _target_name(f, geometry, columns, geometry_column) for f in fields}
             _check_fields(list(names.values()), columns, str(path))
             srid, first = _crs_code(meta["crs"]), 1
             srids = {names[geometry]: srid} if srid is not None and geometry in names else {}
-            for part in reader:
-                values = {names[f]: part.column(f).to_pylist() for f in names}  # WKB bytes
-                yield Batch(first, {c: values[c] for c in columns if c in values}, srids)
-                first += part.num_rows
+            for record_batch in reader:
+                offset = 0
+                while offset < record_batch.num_rows:
+                    part = record_batch.slice(offset, size())
+                    values = {names[f]: part.column(f).to_pylist() for f in names}  # WKB
+                    yield Batch(first, {c: values[c] for c in columns if c in values}, srids)
+                    first += part.num_rows
+                    offset += part.num_rows
     except unreadable as error:
         raise ConfigurationError(f"cannot read {path} as {_SUPPORTED}: {error}") from error
 
@@ -286,7 +304,7 @@ def _csv_batches(
     path: Path,
     columns: Sequence[str],
     geometry_column: str | None,
-    size: int,
+    size: Callable[[], int],
     wkt_column: str | None,
 ) -> Iterator[Batch]:
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
@@ -303,7 +321,7 @@ def _csv_batches(
             next(reader, None)
             rows = (row for row in reader if row)  # blank lines are not rows
             first = 1
-            while chunk := list(islice(rows, size)):
+            while chunk := list(islice(rows, size())):
                 _check_widths(chunk, len(names), first, path)
                 yield Batch(first, {names[i]: [row[i] or None for row in chunk] for i in order})
                 first += len(chunk)
