@@ -555,7 +555,7 @@ def test_source_batches_stay_small_until_the_rows_size_is_known(
     db: SpatialDatabase, table: str
 ) -> None:
     """Several batches are in flight at once (read ahead, validated two at a time), so for
-    large geometries they must hold a few chunks' worth, not 10,000 rows each."""
+    large geometries they must hold a few chunks' worth, not 5,000 rows each."""
     from geosession.ingest.chunking import MAX_CHUNK_BYTES
     from geosession.ingest.pipeline import Ingest, IngestOptions
 
@@ -565,7 +565,7 @@ def test_source_batches_stay_small_until_the_rows_size_is_known(
     assert ingest._batch_rows() == MAX_CHUNK_BYTES // 32_000 == 131
     small = Ingest(db.engine, table, [], IngestOptions(), None)
     small.sizer.observe_bytes(500, 500 * 200)  # 200-byte polygons
-    assert small._batch_rows() == 5_000  # the chunk size, which grows to 10,000 at most
+    assert small._batch_rows() == 5_000  # at most
     fixed = Ingest(db.engine, table, [], IngestOptions(chunk_size=2_000), None)
     assert fixed._batch_rows() == 2_000  # a size the caller chose
 
