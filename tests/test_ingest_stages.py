@@ -1,4 +1,4 @@
-"""The ingest pipeline's stage helpers: order, bounded read-ahead, errors, early close."""
+"""geosession.ingest.stages: order, bounded read-ahead, errors, early close."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from geosession.ingest.pipeline import map_in_order, read_ahead
+from geosession.ingest.stages import map_in_order, read_ahead
 
 
 def stage_threads() -> list[str]:

@@ -9,17 +9,15 @@ the chunk already committed, so a lost connection never duplicates or loses a ro
 from __future__ import annotations
 
 import bisect
-import collections
 import contextlib
 import gc
 import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict, TypeVar
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 import psycopg
@@ -46,6 +44,7 @@ from geosession.ingest.copy import (
 from geosession.ingest.progress import Progress
 from geosession.ingest.report import IngestReport
 from geosession.ingest.sources import Batch, iter_batches, source_length
+from geosession.ingest.stages import map_in_order, put_until, read_ahead
 from geosession.ingest.target import Target, resolve_target
 from geosession.ingest.validate import (
     OnInvalid,
@@ -55,8 +54,6 @@ from geosession.ingest.validate import (
 )
 
 DeferIndexes = Literal["auto"] | bool
-_T = TypeVar("_T")
-_R = TypeVar("_R")
 _BATCH = 5_000
 """Rows per source batch at most. About six are in flight (read ahead, validated two at
 a time); 10,000 measured no faster and grew peak RSS by up to 40 MB more."""
@@ -280,7 +277,7 @@ class Ingest:
             self._put(_Stop(error))
 
     def _put(self, item: Chunk | _Stop) -> bool:
-        return _put_until(self.queue, item, self.stop.is_set)
+        return put_until(self.queue, item, self.stop.is_set)
 
     def _chunks(self) -> Generator[Chunk]:
         geometry = self.target.geometry_columns
@@ -467,90 +464,6 @@ class Ingest:
         )
         translated.args = (translated.message,)
         return translated
-
-
-def read_ahead(items: Iterator[_T], stage: str, stopped: Callable[[], bool]) -> Generator[_T]:
-    """``items``, computed one ahead on a thread of their own until ``stopped()``.
-
-    The thread is stopped and joined when the consumer stops early; an error it meets
-    is raised in the consumer's thread.
-    """
-    closed = threading.Event()
-    handoff: queue.Queue[_T | _Stop] = queue.Queue(maxsize=1)
-
-    def halted() -> bool:
-        return closed.is_set() or stopped()
-
-    def produce() -> None:
-        error = None
-        try:
-            for item in items:
-                if not _put_until(handoff, item, halted):
-                    return
-        except BaseException as exc:
-            error = exc
-        _put_until(handoff, _Stop(error), halted)
-
-    thread = threading.Thread(target=produce, name=f"geosession-ingest-{stage}", daemon=True)
-    thread.start()
-    try:
-        while not stopped():
-            try:
-                item = handoff.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if isinstance(item, _Stop):
-                if item.error is not None:
-                    raise item.error
-                return
-            yield item
-    finally:
-        closed.set()
-        thread.join()
-
-
-def map_in_order(
-    function: Callable[[_T], _R], items: Iterator[_T], stage: str, workers: int
-) -> Generator[_R]:
-    """``function`` over ``items`` on ``workers`` threads at once, results in order.
-
-    At most one item per worker waits beyond the one being consumed, so memory stays
-    bounded; closing the generator waits only for the items in flight. When ``items``
-    fails, the results of the items before the failure come first, then its error.
-    """
-    with ThreadPoolExecutor(workers, thread_name_prefix=f"geosession-ingest-{stage}") as pool:
-        in_flight: collections.deque[Future[_R]] = collections.deque()
-        failure: BaseException | None = None
-        try:
-            while True:
-                try:
-                    item = next(items)
-                except StopIteration:
-                    break
-                except BaseException as error:
-                    failure = error
-                    break
-                in_flight.append(pool.submit(function, item))
-                if len(in_flight) > workers:
-                    yield in_flight.popleft().result()
-            while in_flight:
-                yield in_flight.popleft().result()
-            if failure is not None:
-                raise failure
-        finally:
-            for future in in_flight:
-                future.cancel()
-
-
-def _put_until(target: queue.Queue[Any], item: Any, stopped: Callable[[], bool]) -> bool:
-    """Puts ``item``, waiting for room until ``stopped()``; whether it was put."""
-    while not stopped():
-        try:
-            target.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
 
 
 def _kept(values: list[Any], keep: np.ndarray[Any, np.dtype[np.bool_]]) -> list[Any]:
