@@ -359,6 +359,15 @@ def test_cancelled_async_ingest_stops_and_the_same_id_resumes(
     assert table_state(db) == (40_000, 40_000, source_checksum(40_000))
 
 
+def test_async_ingest_raises_what_the_ingest_raises(db: SpatialDatabase, table: str) -> None:
+    source = list(rows(3_000))
+    source[2_500] = {**source[2_500], "geom": BAD_VALUES["invalid"]}
+    with pytest.raises(InvalidGeometry, match="Row 2501") as info:
+        asyncio.run(db.async_ingest(table, source, chunk_size=1_000, on_invalid="raise"))
+    assert info.value.ingest_report.inserted == table_state(db)[0] >= 2_000  # type: ignore[attr-defined]
+    assert not ingest_threads()
+
+
 def test_an_async_source_needs_async_ingest(db: SpatialDatabase, table: str) -> None:
     source = async_rows(10)
     with pytest.raises(ConfigurationError, match=r"await db\.async_ingest"):

@@ -249,7 +249,7 @@ class SpatialDatabase:
         """The async twin of :meth:`ingest`, with the same options; ``source`` may also be
         an async iterable (an async generator of dicts, tuples or mapped instances).
 
-        The pipeline runs on a worker thread with the sync engine's psycopg connections,
+        The pipeline runs on a thread of its own with the sync engine's psycopg connections,
         so the event loop never blocks. Cancelling the task stops the ingest as Ctrl-C
         does: committed chunks stay, the same ``ingest_id`` resumes, and the
         CancelledError carries ``ingest_report``.

@@ -1,7 +1,7 @@
 """db.async_ingest: the same ingest pipeline, awaited from an event loop.
 
 The pipeline's COPY connections and GEOS work block, and run on threads anyway; so the
-async version runs the same pipeline on a worker thread and awaits it, and every
+async version runs the same pipeline on a thread of its own and awaits it, and every
 guarantee (ledger, retries, quarantine, resume) is the same code. An async iterable
 source is pulled from the loop a batch of rows at a time. Cancelling the awaiting task
 stops the ingest as Ctrl-C does: the chunks being written commit or roll back, committed
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from typing import Any
 
@@ -64,17 +65,44 @@ class AsyncRows:
 
 
 async def run_awaited(ingest: Ingest) -> IngestReport:
-    """Runs the ingest on a worker thread; when the await is cancelled, stops the ingest,
-    waits for it to stop, then raises the CancelledError (with ``ingest_report``)."""
-    running = asyncio.get_running_loop().run_in_executor(None, ingest.run)
+    """Runs the ingest on a thread of its own (not the loop's executor: a load can take
+    hours); when the await is cancelled, stops the ingest, waits for it to stop, then
+    raises the CancelledError (with ``ingest_report``)."""
+    loop = asyncio.get_running_loop()
+    outcome: asyncio.Future[IngestReport] = loop.create_future()
+
+    def run() -> None:
+        try:
+            report = ingest.run()
+        except BaseException as error:  # Cancelled after a cancel; anything else is raised
+            loop.call_soon_threadsafe(_settle, outcome, None, error)
+        else:
+            loop.call_soon_threadsafe(_settle, outcome, report, None)
+
+    thread = threading.Thread(target=run, name="geosession-ingest", daemon=True)
+    thread.start()
     try:
-        return await asyncio.shield(running)
+        return await asyncio.shield(outcome)
     except asyncio.CancelledError as cancelled:
         ingest.cancel()
-        while not running.done():  # a second cancel does not leave the pipeline running
+        while not outcome.done():  # a second cancel does not leave the pipeline running
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({running})
-        if not running.cancelled():
-            running.exception()  # retrieved: the Cancelled it raised is expected
+                await asyncio.wait({outcome})
+        if not outcome.cancelled():
+            outcome.exception()  # retrieved: the Cancelled it raised is expected
         cancelled.ingest_report = ingest.report  # type: ignore[attr-defined]  # how far it got
         raise
+    finally:
+        thread.join()  # it has settled the outcome: nothing is left for it to do
+
+
+def _settle(
+    outcome: asyncio.Future[IngestReport], report: IngestReport | None, error: BaseException | None
+) -> None:
+    if outcome.done():
+        return
+    if error is not None:
+        outcome.set_exception(error)
+    else:
+        assert report is not None
+        outcome.set_result(report)
