@@ -368,6 +368,28 @@ def test_async_ingest_raises_what_the_ingest_raises(db: SpatialDatabase, table: 
     assert not ingest_threads()
 
 
+def test_cancel_does_not_wait_for_a_quiet_async_source(db: SpatialDatabase, table: str) -> None:
+    async def cancel_while_quiet() -> None:
+        release = asyncio.Event()
+
+        async def stalls_after(count: int) -> AsyncIterator[dict[str, Any]]:
+            for row in rows(count):
+                yield row
+            await release.wait()  # a stream whose next row does not come
+
+        task = asyncio.create_task(db.async_ingest(table, stalls_after(2_500)))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=10)
+        release.set()  # a stuck ingest can then end, so that the test fails, not hangs
+        assert done, "cancelling waited for the source's next row"
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_while_quiet())
+    assert not ingest_threads()
+
+
 def test_an_async_source_needs_async_ingest(db: SpatialDatabase, table: str) -> None:
     source = async_rows(10)
     with pytest.raises(ConfigurationError, match=r"await db\.async_ingest"):

@@ -260,7 +260,7 @@ class SpatialDatabase:
         try:
             with self._translated():
                 job = await asyncio.to_thread(self._ingest_job, target, rows, options)
-                report = await run_awaited(job)
+                report = await run_awaited(job, rows)
         finally:
             if isinstance(rows, AsyncRows):
                 await rows.aclose()

@@ -12,6 +12,7 @@ raised only once the pipeline has stopped and its connections are back in the po
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
@@ -30,6 +31,8 @@ class AsyncRows:
     def __init__(self, source: AsyncIterable[Any], loop: asyncio.AbstractEventLoop) -> None:
         self.rows: AsyncIterator[Any] = aiter(source)
         self.loop = loop
+        self.stopped = False
+        self.pending: concurrent.futures.Future[Any] | None = None
 
     @classmethod
     def of(cls, source: Any, loop: asyncio.AbstractEventLoop) -> Any:
@@ -37,8 +40,14 @@ class AsyncRows:
         return cls(source, loop) if hasattr(source, "__aiter__") else source
 
     def __iter__(self) -> Iterator[Any]:
-        while True:
-            taken, more, error = asyncio.run_coroutine_threadsafe(self._take(), self.loop).result()
+        while not self.stopped:
+            self.pending = asyncio.run_coroutine_threadsafe(self._take(), self.loop)
+            if self.stopped:  # stop() came between the check and the trip
+                self.pending.cancel()
+            try:
+                taken, more, error = self.pending.result()
+            except concurrent.futures.CancelledError:
+                return  # stopped while the source was quiet
             yield from taken
             if error is not None:
                 raise error
@@ -57,6 +66,12 @@ class AsyncRows:
             return taken, False, error
         return taken, True, None
 
+    def stop(self) -> None:
+        """Stops pulling rows, also from a source that is waiting for its next row."""
+        self.stopped = True
+        if self.pending is not None:
+            self.pending.cancel()
+
     async def aclose(self) -> None:
         """Closes an async generator that the ingest stopped reading early."""
         close = getattr(self.rows, "aclose", None)
@@ -64,10 +79,10 @@ class AsyncRows:
             await close()
 
 
-async def run_awaited(ingest: Ingest) -> IngestReport:
+async def run_awaited(ingest: Ingest, rows: Any) -> IngestReport:
     """Runs the ingest on a thread of its own (not the loop's executor: a load can take
-    hours); when the await is cancelled, stops the ingest, waits for it to stop, then
-    raises the CancelledError (with ``ingest_report``)."""
+    hours); when the await is cancelled, stops the ingest and its async source, waits
+    for it to stop, then raises the CancelledError (with ``ingest_report``)."""
     loop = asyncio.get_running_loop()
     outcome: asyncio.Future[IngestReport] = loop.create_future()
 
@@ -85,6 +100,8 @@ async def run_awaited(ingest: Ingest) -> IngestReport:
         return await asyncio.shield(outcome)
     except asyncio.CancelledError as cancelled:
         ingest.cancel()
+        if isinstance(rows, AsyncRows):
+            rows.stop()
         while not outcome.done():  # a second cancel does not leave the pipeline running
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait({outcome})
