@@ -489,12 +489,13 @@ def _refine_loss(context: ExceptionContext, *, idle_timeout: float | None) -> An
 
 
 def _connection_info(conn: Connection) -> dict[Any, Any]:
-    """The pooled connection's info dict; a throwaway one once the connection is gone."""
+    """The pooled connection's info dict; a throwaway one once the connection is gone, or
+    during the engine's first connect (its ad-hoc connection has no info)."""
     if conn.invalidated or conn.closed:
         return {}
     try:
         return conn.info
-    except sa_exc.SQLAlchemyError:
+    except (sa_exc.SQLAlchemyError, NotImplementedError):
         return {}
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -232,3 +233,26 @@ def test_an_error_the_server_answers_to_commit_keeps_its_class(
         assert len(calls) == 1
     finally:
         admin.execute("DROP TABLE deferred_unique")
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_backend_lost_during_the_engines_first_connect_is_connection_failed(
+    make_db: Callable[..., SpatialDatabase], driver: str
+) -> None:
+    """SQLAlchemy's first connection of an engine runs the dialect's set-up queries; a
+    backend terminated then is a ConnectionFailed, and the next connection works."""
+    db = make_db(driver=driver)
+    terminated: list[bool] = []
+
+    def terminate_first(dbapi_connection: Any, _record: Any) -> None:
+        if not terminated:
+            terminated.append(True)
+            cursor = dbapi_connection.cursor()
+            with contextlib.suppress(Exception):  # the backend goes away while answering
+                cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    event.listen(db.engine.pool, "first_connect", terminate_first, insert=True)
+    with pytest.raises(ConnectionFailed), db.session() as s:
+        s.execute(text("SELECT 1"))
+    with db.session() as s:
+        assert s.execute(text("SELECT 1")).scalar() == 1
