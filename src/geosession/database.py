@@ -25,9 +25,6 @@ from geosession.diagnose.explain import PlanReport, explain_statement
 from geosession.engine import build_async_engine, build_engine
 from geosession.errors import ConfigurationError, PoolExhausted, endpoint_of
 from geosession.ingest.report import IngestReport
-
-if TYPE_CHECKING:
-    from geosession.ingest.pipeline import Ingest, IngestArguments
 from geosession.observe.metrics import DatabaseMetrics
 from geosession.observe.pool import PoolStats
 from geosession.read import (
@@ -41,6 +38,9 @@ from geosession.read import (
 from geosession.retry import RetryOptions, Transactional, arun_transaction, run_transaction
 from geosession.retry import watch_long_transactions as _watch_long_transactions
 from geosession.settings import DatabaseSettings, check_duration
+
+if TYPE_CHECKING:
+    from geosession.ingest.pipeline import Ingest, IngestArguments
 
 ISOLATION_LEVELS = ("READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE")
 T = TypeVar("T")
