@@ -113,8 +113,11 @@ class PendingRows:
 
     def take(self, size: int) -> Chunk:
         """The first ``size`` source rows (kept or rejected) as one encoded chunk."""
-        merged = heapq.merge(self.numbers, (r.row for r in self.rejects))
-        last = next(itertools.islice(merged, size - 1, None))
+        if self.rejects:
+            merged = heapq.merge(self.numbers, (r.row for r in self.rejects))
+            last = next(itertools.islice(merged, size - 1, None))
+        else:  # the common case, without a pass over the rows in Python
+            last = self.numbers[size - 1]
         rows_end = bisect.bisect_right(self.numbers, last)
         rejects_end = bisect.bisect_right([r.row for r in self.rejects], last)
         first = min(self.numbers[:1] + [r.row for r in self.rejects[:1]])
