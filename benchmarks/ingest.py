@@ -2,11 +2,16 @@
 
 Compares, on the same server and in the same run (machines are noisy: compare ratios),
 the naive limit (server-side ``COPY ... FROM '/file' (FORMAT BINARY)``), ``db.ingest``
-appending (from a generator: the default, ``workers="auto"``, which takes 2 connections
-here, and workers=1; and from the GeoPackage ogr2ogr reads) and into an empty table
-(index deferred and rebuilt, from a generator and from the GeoPackage), the guide's ORM
+appending and loading into an empty table (index deferred and rebuilt), the guide's ORM
 ``add_all``, SQLAlchemy Core executemany, geopandas ``to_postgis`` and ``ogr2ogr``; then
-checks geosession's ratio targets against them and prints PASS/FAIL.
+checks geosession's ratio targets against them and prints PASS/FAIL, with the CPU seconds
+the client and the server spent (the server's from /proc, so it must run here).
+
+Each comparison starts from the same input: ORM, Core and geosession's default rows from
+the same rows in memory (polygons built before the clock; each turns them into its own
+input, objects or dicts, on the clock), to_postgis and geosession from one GeoDataFrame,
+ogr2ogr and geosession from one GeoPackage. A generator that builds the polygons while
+loading (2.3 s per 1M rows by itself) shows the peak RSS of a source that is never whole.
 
 Run (1,000,000 rows on 2 cores: about 2 minutes, plus 90 s per extra repeat)::
 
@@ -26,13 +31,14 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,9 +78,9 @@ def batches(count: int, first_id: int = 1, seed: int = 0) -> Iterator[tuple[Any,
         yield make_batch(first_id + start, min(BATCH, count - start), seed + start)
 
 
-def source_rows(count: int, first_id: int = 1, seed: int = 0) -> Iterator[dict[str, Any]]:
-    """What a user's generator looks like: dicts made a batch at a time."""
-    for ids, names, values, polygons in batches(count, first_id, seed):
+def source_rows(parts: Iterable[tuple[Any, ...]]) -> Iterator[dict[str, Any]]:
+    """What a user's generator looks like: a dict per row, from batches of columns."""
+    for ids, names, values, polygons in parts:
         for i, id_ in enumerate(ids):
             yield {"id": id_, "name": names[i], "value": float(values[i]), "geom": polygons[i]}
 
@@ -199,7 +205,9 @@ METHODS = (
     Method("naive", "server COPY FROM file, binary (naive limit)"),
     Method("append", "geosession append (default: workers=auto, 2)", rss=True),
     Method("append1", "geosession append, workers=1", rss=True),
+    Method("append_gen", "geosession append, generator building the polygons", rss=True),
     Method("append_gpkg", "geosession append, GeoPackage", rss=True),
+    Method("append_gdf", "geosession append, GeoDataFrame", rss=True),
     Method("empty", "geosession empty table (index rebuilt)", preload=False, rss=True),
     Method("empty_gpkg", "geosession empty table, GeoPackage", preload=False, rss=True),
     Method("ogr2ogr", "ogr2ogr PG_USE_COPY from GeoPackage"),
@@ -212,12 +220,20 @@ METHODS = (
 @dataclass
 class Outcome:
     rows: int
-    seconds: list[float] = field(default_factory=list)
-    rss_mb: list[float] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
 
     @property
     def median(self) -> float:
-        return statistics.median(self.seconds)
+        return statistics.median(sample.seconds for sample in self.samples)
+
+    @property
+    def cpu(self) -> str:
+        """Median CPU seconds, client + server (server "?" when it is not on this machine)."""
+        client = statistics.median(sample.client_cpu for sample in self.samples)
+        servers = [sample.server_cpu for sample in self.samples]
+        if any(server is None for server in servers):
+            return f"{client:.1f} + ?"
+        return f"{client:.1f} + {statistics.median(s for s in servers if s is not None):.1f}"
 
     @property
     def rate(self) -> float:
@@ -225,25 +241,83 @@ class Outcome:
 
 
 def rows_for(method: Method, args: argparse.Namespace) -> int:
-    return min(args.rows, getattr(args, method.small + "_rows")) if method.small else args.rows
+    rows: int = args.rows
+    return min(rows, getattr(args, method.small + "_rows")) if method.small else rows
 
 
-def measure(method: Method, rows: int, bench: URL, files: Files) -> tuple[float, float | None]:
-    """(seconds, peak RSS growth in MB or None) of one load of ``rows`` rows."""
+@dataclass(frozen=True)
+class Sample:
+    """One load: wall seconds, CPU seconds of the client and of the server, peak RSS."""
+
+    seconds: float
+    client_cpu: float
+    server_cpu: float | None
+    rss_mb: float | None
+
+
+def measure(method: Method, rows: int, bench: URL, files: Files) -> Sample:
+    """One load of ``rows`` rows by ``method`` into a fresh table."""
     with connect(bench) as conn:
         create_table(conn, TABLE)
         if method.preload:
             copy_rows(conn, TABLE, ewkb_rows(PRELOAD, first_id=rows + 1, seed=10**7))
         checkpoint(conn)
+        server = ServerCpu(conn)
         if method.key == "naive":
-            seconds, rss = time_server_copy(conn, files.binary), None
+            seconds, client, rss = time_server_copy(conn, files.binary), 0.0, None
         elif method.key == "ogr2ogr":
-            seconds, rss = time_ogr2ogr(bench, files.geopackage), None
+            seconds, client, rss = *time_ogr2ogr(bench, files.geopackage), None
         else:
-            seconds, rss = run_child(method.key, bench, rows, files.geopackage)
+            seconds, client, rss = run_child(method.key, bench, rows, files.geopackage)
+        sample = Sample(seconds, client, server.used(), rss)
         check_loaded(conn, method, rows)
         drop_table(conn, TABLE)  # frees the space before the next method
-    return seconds, rss
+    return sample
+
+
+class ServerCpu:
+    """CPU seconds the server's processes use from now on, read from /proc.
+
+    The postmaster's own times include the backends that exited (it reaps them); the
+    live ones are added. None when the server is not on this machine.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        self.postmaster = _parent_pid(row[0]) if row else None
+        self.start = self._total()
+
+    def used(self) -> float | None:
+        total = self._total()
+        return None if total is None or self.start is None else total - self.start
+
+    def _total(self) -> float | None:
+        if self.postmaster is None:
+            return None
+        try:
+            own = _proc_times(self.postmaster, children=True)
+            children = Path(f"/proc/{self.postmaster}/task/{self.postmaster}/children")
+            pids = children.read_text().split()
+        except OSError:
+            return None
+        return own + sum(_proc_times(int(pid)) for pid in pids)
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+
+
+def _proc_times(pid: int, *, children: bool = False) -> float:
+    """utime + stime (+ cutime + cstime) of ``pid`` in seconds; 0 if it just exited."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = sum(int(value) for value in fields[11 : 15 if children else 13])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def check_loaded(conn: psycopg.Connection[Any], method: Method, rows: int) -> None:
@@ -264,7 +338,7 @@ def time_server_copy(conn: psycopg.Connection[Any], path: Path) -> float:
     return time.perf_counter() - started
 
 
-def time_ogr2ogr(bench: URL, geopackage: Path) -> float:
+def time_ogr2ogr(bench: URL, geopackage: Path) -> tuple[float, float]:
     """ogr2ogr takes the integer primary key as the FID column, so the GeoPackage's FIDs
     (1..N, the same as its id field) are kept with -preserve_fid."""
     target = f"PG:host={bench.host} port={bench.port or 5432} dbname={bench.database} "
@@ -272,19 +346,24 @@ def time_ogr2ogr(bench: URL, geopackage: Path) -> float:
     env = {**os.environ, "PG_USE_COPY": "YES", "PGPASSWORD": bench.password or ""}
     command = ["ogr2ogr", "-f", "PostgreSQL", target, str(geopackage), LAYER, "-nln", TABLE]
     command += ["-append", "-preserve_fid", "-gt", "65536"]
-    started = time.perf_counter()
+    cpu, started = _children_cpu(), time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, _children_cpu() - cpu
     if done.returncode != 0:
         raise RuntimeError(f"ogr2ogr failed: {done.stderr}")
-    return seconds
+    return seconds, cpu
 
 
-def run_child(key: str, bench: URL, rows: int, geopackage: Path) -> tuple[float, float]:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_child(key: str, bench: URL, rows: int, geopackage: Path) -> tuple[float, float, float]:
     spec = {"key": key, "url": conninfo(bench), "rows": rows, "geopackage": str(geopackage)}
     result = bench_child.run_child(__file__, spec)
     console.log(f"{key}: the child's imports and setup took {result['setup_mb']:.0f} MB")
-    return float(result["seconds"]), float(result["rss_mb"])
+    return float(result["seconds"]), float(result["cpu"]), float(result["rss_mb"])
 
 
 # -- in the child process ----------------------------------------------------------------
@@ -301,12 +380,12 @@ def child(spec: dict[str, Any]) -> None:
     load = CHILD_LOADS[spec["key"]](url, spec)
     reset_peak_rss()
     baseline = rss_kib("VmRSS")
-    started = time.perf_counter()
+    cpu, started = time.process_time(), time.perf_counter()
     load()
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     growth = (rss_kib("VmHWM") - baseline) / 1024
     setup = (baseline - started_with) / 1024
-    print(json.dumps({"seconds": seconds, "rss_mb": growth, "setup_mb": setup}))
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "rss_mb": growth, "setup_mb": setup}))
 
 
 def reset_peak_rss() -> None:
@@ -315,21 +394,29 @@ def reset_peak_rss() -> None:
 
 
 def geosession_load(
-    workers: int | str = "auto", *, from_file: bool = False, empty: bool = False
+    workers: int | str = "auto", *, source: str = "memory", empty: bool = False
 ) -> Any:
-    """db.ingest from a generator of dicts (or the GeoPackage), with default options."""
+    """db.ingest with default options from a generator of dicts over the rows in memory
+    (the polygons built before the clock, as for ORM and Core), a generator that builds
+    them while loading, the GeoPackage, or a GeoDataFrame (what to_postgis is given)."""
 
     def prepare(url: URL, spec: dict[str, Any]) -> Any:
         from geosession import SpatialDatabase
 
         db = SpatialDatabase(url.render_as_string(hide_password=False))
-        source = spec["geopackage"] if from_file else source_rows(spec["rows"])
-        if from_file:  # ingest imports them on first use: ~200 MB, counted as setup
+        if source == "geopackage":  # ingest imports them on first use: ~200 MB, counted as setup
             import pyarrow  # noqa: F401
             import pyogrio  # noqa: F401
+        sources: dict[str, Callable[[], Any]] = {
+            "memory": lambda: source_rows(list(batches(spec["rows"]))),
+            "generator": lambda: source_rows(batches(spec["rows"])),
+            "geopackage": lambda: spec["geopackage"],
+            "geodataframe": lambda: geodataframe(spec["rows"]),
+        }
+        rows = sources[source]()
 
         def load() -> None:
-            report = db.ingest(TABLE, source, workers=workers, progress=False)
+            report = db.ingest(TABLE, rows, workers=workers, progress=False)
             assert report.inserted == spec["rows"] and not report.rejected, report
             assert bool(report.deferred_indexes) == empty, report.deferred_indexes
 
@@ -354,7 +441,8 @@ def bench_table() -> Any:
 
 
 def orm_load(url: URL, spec: dict[str, Any]) -> Any:
-    """The guide: mapped objects, from_shape (extended=False), add_all and commit per 10k."""
+    """The guide: mapped objects, from_shape (extended=False), add_all and commit per 10k,
+    from the rows in memory."""
     from geoalchemy2.shape import from_shape
     from sqlalchemy import create_engine
     from sqlalchemy.orm import DeclarativeBase, Session
@@ -365,10 +453,10 @@ def orm_load(url: URL, spec: dict[str, Any]) -> Any:
     class Parcel(Base):
         __table__ = bench_table()
 
-    engine = create_engine(url)
+    engine, parts = create_engine(url), list(batches(spec["rows"]))
 
     def load() -> None:
-        for ids, names, values, polygons in batches(spec["rows"]):
+        for ids, names, values, polygons in parts:
             parcels = [
                 Parcel(id=i, name=n, value=v, geom=from_shape(p, srid=SRID))
                 for i, n, v, p in zip(ids, names, values.tolist(), polygons, strict=True)
@@ -380,15 +468,16 @@ def orm_load(url: URL, spec: dict[str, Any]) -> Any:
 
 
 def core_load(url: URL, spec: dict[str, Any]) -> Any:
-    """session.execute(insert(t), dicts) per 10k chunk, geometry as hex EWKB."""
+    """session.execute(insert(t), dicts) per 10k chunk, geometry as hex EWKB, from the
+    rows in memory."""
     import shapely
     from sqlalchemy import create_engine, insert
     from sqlalchemy.orm import Session
 
-    table, engine = bench_table(), create_engine(url)
+    table, engine, parts = bench_table(), create_engine(url), list(batches(spec["rows"]))
 
     def load() -> None:
-        for ids, names, values, polygons in batches(spec["rows"]):
+        for ids, names, values, polygons in parts:
             hexes = shapely.to_wkb(shapely.set_srid(polygons, SRID), hex=True, include_srid=True)
             rows = [
                 {"id": i, "name": n, "value": v, "geom": h}
@@ -400,18 +489,23 @@ def core_load(url: URL, spec: dict[str, Any]) -> Any:
     return load
 
 
-def to_postgis_load(url: URL, spec: dict[str, Any]) -> Any:
-    """The user already has the GeoDataFrame: only to_postgis is timed."""
+def geodataframe(rows: int) -> Any:
+    """The rows as one GeoDataFrame in memory, as a geopandas user has them."""
     import geopandas
     import pandas
-    from sqlalchemy import create_engine
 
     frames = [
         geopandas.GeoDataFrame({"id": i, "name": n, "value": v}, geometry=p, crs=SRID)
-        for i, n, v, p in batches(spec["rows"])
+        for i, n, v, p in batches(rows)
     ]
-    frame = pandas.concat(frames, ignore_index=True).rename_geometry("geom")
-    engine = create_engine(url)
+    return pandas.concat(frames, ignore_index=True).rename_geometry("geom")
+
+
+def to_postgis_load(url: URL, spec: dict[str, Any]) -> Any:
+    """The user already has the GeoDataFrame: only to_postgis is timed."""
+    from sqlalchemy import create_engine
+
+    frame, engine = geodataframe(spec["rows"]), create_engine(url)
 
     def load() -> None:
         frame.to_postgis(TABLE, engine, if_exists="append", index=False, chunksize=BATCH)
@@ -422,9 +516,11 @@ def to_postgis_load(url: URL, spec: dict[str, Any]) -> Any:
 CHILD_LOADS = {
     "append": geosession_load(),
     "append1": geosession_load(1),
+    "append_gen": geosession_load(source="generator"),
     "empty": geosession_load(empty=True),
-    "append_gpkg": geosession_load(from_file=True),
-    "empty_gpkg": geosession_load(from_file=True, empty=True),
+    "append_gpkg": geosession_load(source="geopackage"),
+    "append_gdf": geosession_load(source="geodataframe"),
+    "empty_gpkg": geosession_load(source="geopackage", empty=True),
     "orm": orm_load,
     "core": core_load,
     "to_postgis": to_postgis_load,
@@ -457,14 +553,16 @@ def verdicts(outcomes: dict[str, Outcome]) -> dict[str, Verdict]:
     found = {
         "append": at_least("append", "naive", 1.0, "≥ 1.00× naive"),
         "append1": at_least("append1", "naive", 1.0, "≥ 1.00× naive"),
+        "append_gen": at_least("append_gen", "naive", 1.0, "≥ 1.00× naive"),
         "append_gpkg": at_least("append_gpkg", "naive", 1.0, "≥ 1.00× naive"),
+        "append_gdf": at_least("append_gdf", "naive", 1.0, "≥ 1.00× naive"),
         "empty": at_least("empty", "naive", 1.4, "≥ 1.40× naive"),
         "empty_gpkg": at_least("empty_gpkg", "naive", 1.4, "≥ 1.40× naive"),
         "orm": at_least("append", "orm", 15, "append ≥ 15× this"),
-        "to_postgis": at_least("append", "to_postgis", 4, "append ≥ 4× this"),
+        "to_postgis": at_least("append_gdf", "to_postgis", 4, "GeoDataFrame ≥ 4× this"),
     }
     append, empty = (
-        at_least(k, "ogr2ogr", 1.0, "append and empty faster") for k in ("append", "empty")
+        at_least(k, "ogr2ogr", 1.0, "GeoPackage faster") for k in ("append_gpkg", "empty_gpkg")
     )
     if append.passed is not None and empty.passed is not None:
         found["ogr2ogr"] = Verdict(
@@ -491,6 +589,7 @@ def table_rows(outcomes: dict[str, Outcome]) -> list[list[str]]:
                 f"{outcome.median:.1f}",
                 f"{outcome.rate:,.0f}",
                 f"{outcome.rate / naive:.2f}" if naive else "",
+                outcome.cpu,
                 verdict.target,
                 _result(verdict.passed, verdict.detail),
                 _rss(outcome) if method.rss else "",
@@ -506,7 +605,7 @@ def _result(passed: bool | None, detail: str) -> str:
 
 
 def _rss(outcome: Outcome) -> str:
-    peak = max(outcome.rss_mb)
+    peak = max(sample.rss_mb or 0.0 for sample in outcome.samples)
     return f"{'PASS' if peak < RSS_LIMIT_MB else 'FAIL'} ({peak:.0f} MB)"
 
 
@@ -516,6 +615,7 @@ HEADERS = [
     "seconds",
     "rows/s",
     "× naive",
+    "CPU s (client + server)",
     "target",
     "result",
     f"peak RSS growth (< {RSS_LIMIT_MB:.0f} MB)",
@@ -525,15 +625,15 @@ HEADERS = [
 def print_table(outcomes: dict[str, Outcome], title: str, markdown: bool) -> None:
     table = Table(title=title)
     for number, header in enumerate(HEADERS):
-        table.add_column(header, justify="right" if 0 < number < 5 else "left")
+        table.add_column(header, justify="right" if 0 < number < 6 else "left")
     rows = table_rows(outcomes)
     for row in rows:
-        style = "red" if "FAIL" in row[6] + row[7] else None
+        style = "red" if "FAIL" in row[7] + row[8] else None
         table.add_row(*row, style=style)
     Console(width=160).print(table)
     if markdown:
         print("| " + " | ".join(HEADERS) + " |")
-        print("|---|" + "---:|" * 4 + "---|---|---|")
+        print("|---|" + "---:|" * 5 + "---|---|---|")
         for row in rows:
             print("| " + " | ".join(row) + " |")
 
@@ -578,14 +678,13 @@ def run_all(args: argparse.Namespace, bench: URL, files: Files) -> dict[str, Out
     for repeat in range(1, args.repeat + 1):
         for method in methods:
             outcome = outcomes[method.key]
-            seconds, rss = measure(method, outcome.rows, bench, files)
-            outcome.seconds.append(seconds)
-            if rss is not None:
-                outcome.rss_mb.append(rss)
+            sample = measure(method, outcome.rows, bench, files)
+            outcome.samples.append(sample)
             console.log(
                 f"[{repeat}/{args.repeat}] {method.label}: {outcome.rows:,} rows in "
-                f"{seconds:.1f} s, {outcome.rows / seconds:,.0f} rows/s"
-                + (f", peak RSS +{rss:.0f} MB" if rss is not None else "")
+                f"{sample.seconds:.1f} s, {outcome.rows / sample.seconds:,.0f} rows/s, "
+                f"CPU {sample.client_cpu:.1f} s client, {sample.server_cpu or 0:.1f} s server"
+                + (f", peak RSS +{sample.rss_mb:.0f} MB" if sample.rss_mb is not None else "")
             )
     return outcomes
 
