@@ -215,6 +215,19 @@ def test_plain_dataframe() -> None:
     assert batch.columns == {"name": ["a", None], "geom": ["POINT(0 0)", "POINT(1 1)"]}
 
 
+def test_dataframe_values_are_python_values_with_or_without_missing_ones() -> None:
+    df = pd.DataFrame(
+        {
+            "name": pd.array(["a", pd.NA], dtype="string"),
+            "val": pd.array([7, pd.NA], dtype="Int64"),
+            "geom": [1.5, 2.5],  # any column: only the values' types matter here
+        }
+    )
+    (batch,) = batches(df)
+    assert batch.columns == {"name": ["a", None], "val": [7, None], "geom": [1.5, 2.5]}
+    assert type(batch.columns["val"][0]) is int and type(batch.columns["geom"][0]) is float
+
+
 def test_dataframe_fields_are_checked_before_iteration() -> None:
     gdf = frame(3)
     gdf["colour"] = "red"

@@ -215,26 +215,28 @@ def _dataframe_batches(
     active = getattr(getattr(frame, "geometry", None), "name", None)
     names = {label: _target_name(str(label), active, columns, geometry_column) for label in frame}
     _check_fields(list(names.values()), columns, "the DataFrame")
-    converters = {label: _series_converter(frame[label]) for label in names}
-    epsg = {names[label]: _epsg(frame[label]) for label in names}
+    series = {label: frame[label] for label in names}
+    epsg = {names[label]: _epsg(column) for label, column in series.items()}
     srids = {name: srid for name, srid in epsg.items() if srid is not None}
 
     def batches() -> Iterator[Batch]:
         start = 0
         while start < len(frame):
-            part = frame.iloc[start : start + size()]
-            values = {names[label]: converters[label](part[label]) for label in names}
+            stop = start + size()
+            values = {names[label]: _values(s.iloc[start:stop]) for label, s in series.items()}
             yield Batch(start + 1, {c: values[c] for c in columns if c in values}, srids)
-            start += len(part)
+            start = min(stop, len(frame))
 
     return batches()
 
 
-def _series_converter(series: Any) -> Callable[[Any], list[Any]]:
-    """Geometry columns: shapely objects; others: pandas NA -> None."""
-    if str(series.dtype) == "geometry":
-        return lambda part: list(part.to_numpy().tolist())
-    return lambda part: part.astype(object).where(part.notna(), None).tolist()
+def _values(part: Any) -> list[Any]:
+    """Geometry columns: shapely objects; others: Python values, pandas NA -> None."""
+    if str(part.dtype) == "geometry":
+        return list(part.to_numpy().tolist())
+    if not part.hasnans:  # the common case: no second pass over the values
+        return list(part.tolist())
+    return list(part.astype(object).where(part.notna(), None).tolist())
 
 
 def _epsg(series: Any) -> int | None:
