@@ -173,6 +173,7 @@ def make_files(conn: psycopg.Connection[Any], rows: int) -> Files:
     )
     drop_table(conn, STAGE)
     write_geopackage(files.geopackage, rows)
+    os.sync()  # else the kernel writes the new files back during the first measurement
     return files
 
 
