@@ -251,7 +251,8 @@ def _problems(
         pass  # an unconstrained geometry column takes any SRID and dimension
     else:
         _check_srid_and_dimension(geoms, present, column, spec, mark, default_srid)
-    checkable = present & ~np.isin(np.arange(len(values)), list(found) + list(skip))
+    checkable = present.copy()
+    checkable[list(found) + list(skip)] = False
     for index in np.flatnonzero(checkable & ~shapely.is_valid(geoms)):
         found[int(index)] = _invalid_problem(shapely.is_valid_reason(geoms[index]))
     return found
