@@ -23,6 +23,7 @@ app = typer.Typer(
         "private PostGIS on this machine: see `geosession local --help`."
     ),
     no_args_is_help=True,
+    rich_markup_mode="markdown",  # help paragraphs reflow to the terminal's width
 )
 
 _stderr = Console(stderr=True, soft_wrap=True)
@@ -46,6 +47,7 @@ local_app = typer.Typer(
         'with: export GEOSESSION_DATABASE_URL="$(geosession local url)".'
     ),
     no_args_is_help=True,
+    rich_markup_mode="markdown",  # help paragraphs reflow to the terminal's width
 )
 app.add_typer(local_app, name="local")
 
@@ -248,7 +250,9 @@ def export(
     ] = None,
     geometry: Annotated[
         str,
-        typer.Option(help="full, envelope, centroid, simplify:<tolerance> or transform:<srid>."),
+        typer.Option(
+            help="`full`, `envelope`, `centroid`, `simplify:<tolerance>` or `transform:<srid>`."
+        ),
     ] = "full",
     precision: Annotated[
         int | None, typer.Option(min=0, max=15, help="GeoJSON decimals (default: all, 15).")

@@ -1,0 +1,55 @@
+"""`--help` of every command reads as prose: paragraphs reflow to the terminal's width."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from geosession.cli import app
+
+COMMANDS = [
+    [],
+    ["demo"],
+    ["ingest"],
+    ["export"],
+    ["activity"],
+    ["explain"],
+    ["doctor"],
+    ["local"],
+    ["local", "start"],
+    ["local", "stop"],
+    ["local", "status"],
+    ["local", "url"],
+]
+SHORTEST_FULL_LINE = 40
+"""Lines that do not end a paragraph are filled at least this far at 80 columns (a
+docstring's own line breaks kept as they are would leave stubs like 'crash or')."""
+
+
+def description(command: list[str]) -> list[list[str]]:
+    """The paragraphs of a command's help text (after Usage, before the first panel)."""
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    text = result.output.split("Usage:", 1)[1].split("╭", 1)[0]
+    paragraphs: list[list[str]] = [[]]
+    for line in text.splitlines()[1:]:
+        if line.strip():
+            paragraphs[-1].append(line.strip())
+        elif paragraphs[-1]:
+            paragraphs.append([])
+    return [p for p in paragraphs if p]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "geosession")
+def test_help_paragraphs_reflow_to_the_terminal(command: list[str]) -> None:
+    paragraphs = description(command)
+    assert paragraphs, "no help text"
+    for paragraph in paragraphs:
+        for line in paragraph[:-1]:
+            assert len(line) >= SHORTEST_FULL_LINE, f"stub line {line!r} in {paragraph}"
+
+
+def test_placeholders_in_option_help_are_shown() -> None:
+    """Markdown help must not swallow <tolerance> and <srid> as HTML tags."""
+    result = CliRunner().invoke(app, ["export", "--help"], env={"COLUMNS": "80"})
+    assert "simplify:<tolerance>" in result.output and "transform:<srid>" in result.output
