@@ -6,7 +6,7 @@ import io
 
 import shapely
 from rich.console import Console
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from geosession import SpatialDatabase
 from geosession.demo import Base, Parcel, run_demo, synthetic_polygons
@@ -27,6 +27,10 @@ def test_demo_loads_queries_with_the_index_and_reports(db: SpatialDatabase) -> N
             assert s.scalar(select(func.count()).select_from(Parcel)) == 12_000
             assert s.scalar(select(func.count()).where(~func.ST_IsValid(Parcel.geom))) == 0
         notes = {name: note for name, _, note in report.timings}
+        assert "table analyzed" in notes["load parcels"]  # by the ingest, not again
+        with db.session() as s:
+            analyzed = "SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'demo_parcels'"
+            assert s.scalar(text(analyzed)) is not None
         assert "spatial index used: True" in notes["EXPLAIN"]
         assert "SRIDMismatch (3857 into 4326)" in notes["wrong-SRID insert"]
         assert "rows/s" in out.getvalue() and "load parcels" in out.getvalue()
