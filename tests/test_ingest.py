@@ -116,8 +116,16 @@ def test_generator_loads_every_row_exactly_once(db: SpatialDatabase, table: str)
     report = db.ingest(table, rows(30_000), chunk_size=4_000)
     assert (report.rows_read, report.inserted, report.rejected) == (30_000, 30_000, [])
     assert report.chunks == 8 and report.completed
+    assert (report.chunk_size_min, report.chunk_size_max) == (2_000, 4_000)  # as committed
     assert table_state(db) == (30_000, 30_000, source_checksum(30_000))
-    assert "30,000" in str(report)
+    assert "30,000" in str(report) and "2,000 – 4,000 rows" in str(report)
+
+
+def test_a_source_smaller_than_a_chunk_reports_its_own_size(
+    db: SpatialDatabase, table: str
+) -> None:
+    report = db.ingest(table, rows(700))
+    assert (report.chunks, report.chunk_size_min, report.chunk_size_max) == (1, 700, 700)
 
 
 def test_every_bad_input_kind_is_quarantined_with_its_reason(

@@ -38,16 +38,11 @@ class ChunkSizer:
     size: int
     adaptive: bool = True
     target_seconds: float = 2.0
-    smallest: int = field(init=False)
-    largest: int = field(init=False)
     row_limit: int = MAXIMUM
     """Rows that keep an automatic chunk under MAX_CHUNK_BYTES, from the rows seen."""
     measured: bool = False
     """Whether row_limit comes from rows seen yet."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def __post_init__(self) -> None:
-        self.smallest = self.largest = self.size
 
     def observe(self, rows: int, seconds: float) -> None:
         """After a chunk of ``rows`` took ``seconds``: aim the next at target_seconds."""
@@ -75,8 +70,6 @@ class ChunkSizer:
         with self._lock:
             limit = min(MAXIMUM, self.row_limit) if self.adaptive else MAXIMUM
             self.size = max(MINIMUM, min(limit, size))
-            self.smallest = min(self.smallest, self.size)
-            self.largest = max(self.largest, self.size)
 
 
 def make_sizer(chunk_size: int | str, statement_timeout: str | None) -> ChunkSizer:

@@ -162,8 +162,6 @@ class Ingest:
             if collecting:
                 gc.enable()
             self.report.duration = time.perf_counter() - started
-            self.report.chunk_size_min = self.sizer.smallest
-            self.report.chunk_size_max = self.sizer.largest
         return self.report
 
     def _prepare(self) -> bool:
@@ -448,6 +446,7 @@ class Ingest:
             self.report.inserted += inserted
             self.report.rejected.extend(rejects)
             self.report.chunks += 1
+            self.report.count_chunk_size(len(chunk) + len(chunk.rejects))
             if self.options.on_conflict == "ignore":
                 self.report.conflicts += len(chunk) - inserted - (len(rejects) - len(chunk.rejects))
 

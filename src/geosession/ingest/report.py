@@ -32,10 +32,16 @@ class IngestReport:
     """COPY connections used (``workers="auto"``: 2 when indexes are maintained, else 1)."""
     retries: int = 0
     chunk_size_min: int = 0
+    """Source rows (loaded or rejected) in the smallest committed chunk; 0 before any."""
     chunk_size_max: int = 0
     deferred_indexes: list[str] = field(default_factory=list)
     duration: float = 0.0
     completed: bool = False
+
+    def count_chunk_size(self, rows: int) -> None:
+        """Widens the chunk size range by a committed chunk of ``rows`` source rows."""
+        self.chunk_size_min = min(self.chunk_size_min or rows, rows)
+        self.chunk_size_max = max(self.chunk_size_max, rows)
 
     @property
     def rows_per_second(self) -> float:
