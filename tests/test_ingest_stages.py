@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from geosession.ingest.stages import map_in_order, read_ahead
+from geosession.ingest.stages import map_in_order, read_ahead, timed_batches
 
 
 def stage_threads() -> list[str]:
@@ -88,3 +88,80 @@ def test_stopping_ends_the_read_ahead_without_waiting_for_the_source() -> None:
     stop.set()
     assert len(list(ahead)) <= 2  # what was already handed over, then the end
     assert not stage_threads()
+
+
+def pull_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name == "geosession-ingest-pull"]
+
+
+def test_timed_batches_of_a_fast_source_are_cut_by_size_only() -> None:
+    batches = list(timed_batches(iter(range(10_005)), lambda: 1_000, interval=60))
+    assert [len(items) for items, _ in batches] == [1_000] * 10 + [5]
+    assert not any(cut for _, cut in batches)  # the last is short because the source ended
+    assert [n for items, _ in batches for n in items] == list(range(10_005))
+    assert not pull_threads()
+
+
+def test_timed_batches_pass_on_what_a_quiet_source_gave_after_the_interval() -> None:
+    release = threading.Event()
+
+    def trickle() -> Iterator[int]:
+        yield from (1, 2, 3)
+        assert release.wait(30), "never released"
+        yield from (4, 5)
+
+    batches = timed_batches(trickle(), lambda: 100, interval=0.3)
+    started = time.monotonic()
+    assert next(batches) == ([1, 2, 3], True)  # while the source waits for its next row
+    assert 0.25 < time.monotonic() - started < 3
+    release.set()
+    assert list(batches) == [([4, 5], False)]
+    assert not pull_threads()
+
+
+def test_timed_batches_give_the_items_before_a_failure_then_raise_it() -> None:
+    def failing() -> Iterator[int]:
+        yield from range(250)
+        raise RuntimeError("source died")
+
+    batches = timed_batches(failing(), lambda: 100, interval=60)
+    assert [len(items) for items, _ in (next(batches), next(batches), next(batches))] == [
+        100,
+        100,
+        50,
+    ]
+    with pytest.raises(RuntimeError, match="source died"):
+        next(batches)
+
+
+def test_closing_timed_batches_early_stops_the_pulling_thread_after_its_next_item() -> None:
+    pulled: list[int] = []
+
+    def endless() -> Iterator[int]:
+        n = 0
+        while True:
+            n += 1
+            pulled.append(n)
+            yield n
+
+    batches = timed_batches(endless(), lambda: 10, interval=60)
+    assert len(next(batches)[0]) == 10
+    batches.close()
+    deadline = time.monotonic() + 5
+    while pull_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not pull_threads() and len(pulled) <= 31  # at most two batches ahead, plus one
+
+
+def test_after_an_urgent_item_its_result_comes_before_the_next_item_is_awaited() -> None:
+    release = threading.Event()
+
+    def quiet_after_three() -> Iterator[int]:
+        yield from (1, 2, 3)
+        assert release.wait(30), "never released"
+        yield 4
+
+    results = map_in_order(slow_square, quiet_after_three(), "t-urgent", 2, urgent=lambda n: n == 3)
+    assert [next(results), next(results), next(results)] == [1, 4, 9]  # source still quiet
+    release.set()
+    assert list(results) == [16]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import queue
 import threading
+import time
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -67,13 +68,19 @@ def read_ahead(items: Iterator[_T], stage: str, stopped: Callable[[], bool]) -> 
 
 
 def map_in_order(
-    function: Callable[[_T], _R], items: Iterator[_T], stage: str, workers: int
+    function: Callable[[_T], _R],
+    items: Iterator[_T],
+    stage: str,
+    workers: int,
+    urgent: Callable[[_T], bool] = lambda item: False,
 ) -> Generator[_R]:
     """``function`` over ``items`` on ``workers`` threads at once, results in order.
 
     At most one item per worker waits beyond the one being consumed, so memory stays
-    bounded; closing the generator waits only for the items in flight. When ``items``
-    fails, the results of the items before the failure come first, then its error.
+    bounded; closing the generator waits only for the items in flight. After an
+    ``urgent`` item, every result in flight is passed on before the next item is awaited.
+    When ``items`` fails, the results of the items before the failure come first, then
+    its error.
     """
     with ThreadPoolExecutor(workers, thread_name_prefix=f"geosession-ingest-{stage}") as pool:
         in_flight: collections.deque[Future[_R]] = collections.deque()
@@ -88,7 +95,7 @@ def map_in_order(
                     failure = error
                     break
                 in_flight.append(pool.submit(function, item))
-                if len(in_flight) > workers:
+                while len(in_flight) > (0 if urgent(item) else workers):
                     yield in_flight.popleft().result()
             while in_flight:
                 yield in_flight.popleft().result()
@@ -97,6 +104,90 @@ def map_in_order(
         finally:
             for future in in_flight:
                 future.cancel()
+
+
+def timed_batches(
+    items: Iterator[_T], size: Callable[[], int], interval: float
+) -> Generator[tuple[list[_T], bool]]:
+    """Lists of ``size()`` items, or fewer once the first of them has waited ``interval``
+    seconds (then with True): a source that trickles is passed on as it comes.
+
+    The items are pulled on a thread of their own (at most two lists ahead), so a source
+    waiting for its next item does not hold back the ones it already gave. That thread
+    is not joined: it may be waiting inside the source, and it ends after its next item.
+    """
+    pull = _Pull(items)
+    thread = threading.Thread(target=pull.run, name="geosession-ingest-pull", daemon=True)
+    thread.start()
+    try:
+        while batch := pull.take(size(), interval):
+            yield batch
+    finally:
+        pull.close()
+        if pull.ended:  # the source is done: nothing can keep the thread
+            thread.join()
+
+
+class _Pull:
+    """Items of an iterator gathered by a pulling thread, taken by size or by age."""
+
+    def __init__(self, items: Iterator[Any]) -> None:
+        self.items = items
+        self.waiting: collections.deque[Any] = collections.deque()
+        self.first_at = 0.0  # when the oldest waiting item came (about: see take)
+        self.wanted = 1
+        self.ended = self.closed = False
+        self.error: BaseException | None = None
+        self.changed = threading.Condition()
+
+    def run(self) -> None:
+        try:
+            for item in self.items:
+                with self.changed:
+                    while len(self.waiting) >= 2 * self.wanted and not self.closed:
+                        self.changed.wait()
+                    if self.closed:
+                        return
+                    if not self.waiting:
+                        self.first_at = time.monotonic()
+                    self.waiting.append(item)
+                    if len(self.waiting) in (1, self.wanted):  # not per item: a wakeup costs
+                        self.changed.notify_all()
+        except BaseException as error:
+            self.error = error
+        finally:
+            with self.changed:
+                self.ended = True
+                self.changed.notify_all()
+
+    def take(self, size: int, interval: float) -> tuple[list[Any], bool] | None:
+        """Up to ``size`` items, whether cut by time; None at the end (after the source's
+        error, raised here)."""
+        with self.changed:
+            if size != self.wanted:  # the pulling thread may be waiting for room
+                self.wanted = size
+                self.changed.notify_all()
+            while not self.waiting and not self.ended:
+                self.changed.wait()
+            while len(self.waiting) < size and not self.ended:
+                left = self.first_at + interval - time.monotonic()
+                if left <= 0:
+                    break
+                self.changed.wait(left)
+            if not self.waiting:
+                if self.error is not None:
+                    raise self.error
+                return None
+            cut = len(self.waiting) < size and not self.ended
+            taken = [self.waiting.popleft() for _ in range(min(size, len(self.waiting)))]
+            self.first_at = time.monotonic()  # the rest came later than the taken ones
+            self.changed.notify_all()  # room for the pulling thread
+            return taken, cut
+
+    def close(self) -> None:
+        with self.changed:
+            self.closed = True
+            self.changed.notify_all()
 
 
 def put_until(target: queue.Queue[Any], item: Any, stopped: Callable[[], bool]) -> bool:
