@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import struct
 import threading
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -622,3 +624,88 @@ def test_automatic_chunks_are_capped_by_their_encoded_size() -> None:
     fixed = make_sizer(20_000, "30s")
     fixed.observe_bytes(20_000, 20_000 * 1_000)
     assert fixed.size == 20_000  # a size the caller chose is kept
+
+
+def watch_for_rows(db: SpatialDatabase, count: int, seconds: float = 15) -> int:
+    """Rows in the table once ``count`` are there (or the deadline passed)."""
+    deadline = time.monotonic() + seconds
+    while (found := table_state(db)[0]) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+def test_flush_interval_commits_what_a_quiet_source_gave(db: SpatialDatabase, table: str) -> None:
+    release = threading.Event()
+    committed_while_quiet: list[int] = []
+
+    def trickle() -> Iterator[dict[str, Any]]:
+        source = rows(5)
+        yield from itertools.islice(source, 3)
+        assert release.wait(30), "never released"
+        yield from source
+
+    def watch() -> None:
+        committed_while_quiet.append(watch_for_rows(db, 3))
+        release.set()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    report = db.ingest(table, trickle(), flush_interval=0.2)
+    watcher.join()
+    assert committed_while_quiet == [3]  # committed while the source was waiting
+    assert (report.inserted, report.chunks) == (5, 2)
+    assert table_state(db) == (5, 5, source_checksum(5))
+
+
+def test_async_flush_interval_commits_what_a_quiet_async_source_gave(
+    db: SpatialDatabase, table: str
+) -> None:
+    async def main() -> tuple[int, IngestReport]:
+        release = asyncio.Event()
+
+        async def trickle() -> AsyncIterator[dict[str, Any]]:
+            source = rows(5)
+            for row in itertools.islice(source, 3):
+                yield row
+            await asyncio.wait_for(release.wait(), 30)
+            for row in source:
+                yield row
+
+        task = asyncio.create_task(db.async_ingest(table, trickle(), flush_interval=0.2))
+        quiet = await asyncio.to_thread(watch_for_rows, db, 3)
+        release.set()
+        return quiet, await task
+
+    committed_while_quiet, report = asyncio.run(main())
+    assert committed_while_quiet == 3
+    assert (report.inserted, report.chunks) == (5, 2)
+    assert table_state(db) == (5, 5, source_checksum(5))
+
+
+@pytest.mark.parametrize("interval", [0, -1.0, float("nan"), "5", True])
+def test_flush_interval_must_be_positive_seconds(
+    db: SpatialDatabase, table: str, interval: Any
+) -> None:
+    with pytest.raises(ConfigurationError, match=r"flush_interval=.* is not valid"):
+        db.ingest(table, rows(1), flush_interval=interval)
+
+
+def test_flush_interval_hands_over_every_row_exactly_once(db: SpatialDatabase, table: str) -> None:
+    """Many hand-overs in the middle of trips to the loop and of batches: none lost or doubled."""
+    sync = db.ingest(table, trickling_rows(6_000), flush_interval=0.02, chunk_size=1_000)
+    assert sync.inserted == 6_000 and sync.chunks > 6  # some cut by time
+    assert table_state(db) == (6_000, 6_000, source_checksum(6_000))
+    create_table(db)
+    report = asyncio.run(
+        db.async_ingest(table, async_rows(6_000, pause_every=150), flush_interval=0.02)
+    )
+    assert report.inserted == 6_000 and report.chunks > 6
+    assert table_state(db) == (6_000, 6_000, source_checksum(6_000))
+
+
+def trickling_rows(count: int) -> Iterator[dict[str, Any]]:
+    """rows(count), pausing now and then as a live feed does."""
+    for row in rows(count):
+        if row["id"] % 150 == 0:
+            time.sleep(0.02)
+        yield row

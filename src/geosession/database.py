@@ -221,12 +221,15 @@ class SpatialDatabase:
         workers: int | str = "auto",
         defer_indexes: str | bool = "auto",
         progress: bool = False,
+        flush_interval: float | None = None,
     ) -> IngestReport:
         """Loads rows by binary COPY in chunks that each commit with a ledger entry.
 
         Rerunning with the same ``ingest_id`` resumes after the committed chunks; bad
         geometries go to ``<table>_rejected`` (``on_invalid="quarantine"``), are raised,
-        repaired or skipped. See the README section "Bulk ingest".
+        repaired or skipped. ``flush_interval`` (seconds) writes the rows of a source that
+        trickles once they have waited that long, instead of when a chunk is full. See
+        the README section "Bulk ingest".
         """
         options: IngestArguments = {
             "chunk_size": chunk_size,
@@ -237,6 +240,7 @@ class SpatialDatabase:
             "workers": workers,
             "defer_indexes": defer_indexes,
             "progress": progress,
+            "flush_interval": flush_interval,
         }
         with self._translated():
             report = self._ingest_job(target, source, options).run()
@@ -256,7 +260,7 @@ class SpatialDatabase:
         """
         from geosession.ingest.aio import AsyncRows, run_awaited
 
-        rows = AsyncRows.of(source, asyncio.get_running_loop())
+        rows = AsyncRows.of(source, asyncio.get_running_loop(), options.get("flush_interval"))
         try:
             with self._translated():
                 job = await asyncio.to_thread(self._ingest_job, target, rows, options)

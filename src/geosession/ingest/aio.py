@@ -26,28 +26,46 @@ PULL = 10_000
 
 
 class AsyncRows:
-    """An async iterable's rows, for the pipeline's reading thread."""
+    """An async iterable's rows, for the pipeline's reading thread.
 
-    def __init__(self, source: AsyncIterable[Any], loop: asyncio.AbstractEventLoop) -> None:
+    With a flush interval, the rows of a trip still under way are also handed over every
+    half interval, so a source that trickles is not held until PULL rows have come.
+    """
+
+    def __init__(
+        self,
+        source: AsyncIterable[Any],
+        loop: asyncio.AbstractEventLoop,
+        flush_interval: float | None = None,
+    ) -> None:
         self.rows: AsyncIterator[Any] = aiter(source)
         self.loop = loop
+        self.handover = flush_interval / 2 if flush_interval else None
+        self.taken: list[Any] = []  # rows of the trip under way (touched on the loop only)
         self.stopped = False
         self.pending: concurrent.futures.Future[Any] | None = None
 
     @classmethod
-    def of(cls, source: Any, loop: asyncio.AbstractEventLoop) -> Any:
+    def of(
+        cls, source: Any, loop: asyncio.AbstractEventLoop, flush_interval: float | None = None
+    ) -> Any:
         """``source`` wrapped when it is an async iterable; any other source as it is."""
-        return cls(source, loop) if hasattr(source, "__aiter__") else source
+        return cls(source, loop, flush_interval) if hasattr(source, "__aiter__") else source
 
     def __iter__(self) -> Iterator[Any]:
         while not self.stopped:
-            self.pending = asyncio.run_coroutine_threadsafe(self._take(), self.loop)
-            if self.stopped:  # stop() came between the check and the trip
-                self.pending.cancel()
+            if self.pending is None:
+                self.pending = asyncio.run_coroutine_threadsafe(self._take(), self.loop)
+                if self.stopped:  # stop() came between the check and the trip
+                    self.pending.cancel()
             try:
-                taken, more, error = self.pending.result()
+                taken, more, error = self.pending.result(timeout=self.handover)
             except concurrent.futures.CancelledError:
                 return  # stopped while the source was quiet
+            except TimeoutError:  # the trip goes on: pass on what it has so far
+                yield from asyncio.run_coroutine_threadsafe(self._handed(), self.loop).result()
+                continue
+            self.pending = None
             yield from taken
             if error is not None:
                 raise error
@@ -56,15 +74,21 @@ class AsyncRows:
 
     async def _take(self) -> tuple[list[Any], bool, Exception | None]:
         """Up to PULL rows; whether more may follow; the source's error, after its rows."""
-        taken: list[Any] = []
+        more, error = True, None
         try:
-            while len(taken) < PULL:
-                taken.append(await anext(self.rows))
+            while len(self.taken) < PULL:
+                row = await anext(self.rows)  # before naming the list: a handover swaps it
+                self.taken.append(row)
         except StopAsyncIteration:
-            return taken, False, None
-        except Exception as error:  # the rows before it still load, as with a generator
-            return taken, False, error
-        return taken, True, None
+            more = False
+        except Exception as exc:  # the rows before it still load, as with a generator
+            more, error = False, exc
+        return await self._handed(), more, error
+
+    async def _handed(self) -> list[Any]:
+        """The rows taken and not yet handed over (on the loop, so never twice)."""
+        taken, self.taken = self.taken, []
+        return taken
 
     def stop(self) -> None:
         """Stops pulling rows, also from a source that is waiting for its next row."""

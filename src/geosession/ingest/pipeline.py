@@ -76,6 +76,7 @@ class IngestOptions:
     defer_indexes: DeferIndexes = "auto"
     max_retries: int = 10
     progress: bool = False
+    flush_interval: float | None = None
 
 
 class IngestArguments(TypedDict, total=False):
@@ -89,6 +90,12 @@ class IngestArguments(TypedDict, total=False):
     workers: int | str
     defer_indexes: str | bool
     progress: bool
+    flush_interval: float | None
+
+
+Validated = tuple[list[list[Any]], list[int], list[Reject], bool]
+"""A validated batch: its kept rows column-wise, their source row numbers, its rejects,
+and whether it was cut by the flush interval."""
 
 
 class Cancelled(Exception):
@@ -284,6 +291,7 @@ class Ingest:
             columns=[c.name for c in self.target.columns],
             geometry_column=geometry[0].name if len(geometry) == 1 else None,
             batch_size=self._batch_rows,
+            flush_interval=self.options.flush_interval,
         )
         # reading, validating and COPY-encoding each on a thread: the GEOS work of one
         # overlaps the Python work of the others
@@ -293,7 +301,9 @@ class Ingest:
             return finished.is_set() or self.stop.is_set()
 
         read = read_ahead(batches, "read", stopped)
-        validated = map_in_order(self._encode, read, "validate", _VALIDATORS)
+        validated = map_in_order(
+            self._encode, read, "validate", _VALIDATORS, urgent=lambda batch: batch.flush
+        )
         try:
             yield from self._sealed(validated)
         finally:
@@ -308,12 +318,11 @@ class Ingest:
             return min(_FIRST_BATCH, self.sizer.size)
         return min(_BATCH, self.sizer.size, self.sizer.row_limit)
 
-    def _sealed(
-        self, validated: Iterator[tuple[list[list[Any]], list[int], list[Reject]]]
-    ) -> Iterator[Chunk]:
-        """Chunks of the sizer's size from validated batches (sealed by PendingRows.take)."""
+    def _sealed(self, validated: Iterator[Validated]) -> Iterator[Chunk]:
+        """Chunks of the sizer's size from validated batches (sealed by PendingRows.take);
+        a batch cut by the flush interval sends what is pending at once."""
         pending: PendingRows | None = None
-        for columns, numbers, rejects in validated:
+        for columns, numbers, rejects, flush in validated:
             assert self.plan is not None  # made by _encode
             pending = pending or PendingRows(self.plan)
             first_bad = rejects[0] if rejects and self.options.on_invalid == "raise" else None
@@ -321,7 +330,7 @@ class Ingest:
                 cut = bisect.bisect_left(numbers, first_bad.row)
                 columns, numbers, rejects = [c[:cut] for c in columns], numbers[:cut], []
             pending.add(columns, numbers, rejects)
-            while len(pending) >= self.sizer.size or (first_bad and len(pending)):
+            while len(pending) >= self.sizer.size or ((first_bad or flush) and len(pending)):
                 chunk = pending.take(min(self.sizer.size, len(pending)))
                 self.sizer.observe_bytes(len(chunk), chunk.nbytes)
                 yield chunk
@@ -330,7 +339,7 @@ class Ingest:
         if pending is not None and len(pending):
             yield pending.take(len(pending))
 
-    def _encode(self, batch: Batch) -> tuple[list[list[Any]], list[int], list[Reject]]:
+    def _encode(self, batch: Batch) -> Validated:
         """Validated, encoded rows of one source batch (rows committed earlier are skipped)."""
         plan = self._plan_for(batch)
         extra = set(batch.columns) - set(plan.columns)
@@ -377,7 +386,7 @@ class Ingest:
             self.report.rows_read += int(fresh.sum())
             self.report.repaired.extend(repaired)
         kept = [_kept(columns[n], keep) for n in plan.columns]
-        return kept, numbers[keep].tolist(), sorted(rejects, key=lambda r: r.row)
+        return kept, numbers[keep].tolist(), sorted(rejects, key=lambda r: r.row), batch.flush
 
     # -- writing ----------------------------------------------------------------------
 
@@ -483,6 +492,14 @@ def _check_options(options: IngestOptions) -> None:
             raise ConfigurationError(
                 f"{name}={getattr(options, name)!r} is not valid: use one of {allowed}"
             )
+    interval = options.flush_interval
+    if interval is not None and (
+        isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0
+    ):
+        raise ConfigurationError(
+            f"flush_interval={interval!r} is not valid: use None (batches cut by size only) "
+            "or the seconds a row may wait for its batch to fill, e.g. 5.0"
+        )
     workers = options.workers
     if workers != "auto" and (type(workers) is not int or not 1 <= workers <= 32):
         raise ConfigurationError(

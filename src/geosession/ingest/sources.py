@@ -25,6 +25,7 @@ GeoDataFrame is sliced, and files are streamed, so memory stays flat whatever th
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import os
 import re
@@ -38,6 +39,7 @@ from sqlalchemy import Column, inspect
 from sqlalchemy.orm import InstanceState
 
 from geosession.errors import ConfigurationError
+from geosession.ingest.stages import timed_batches
 
 VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb")
 WKT_NAMES = ("wkt", "geometry", "geom", "WKT")
@@ -57,6 +59,8 @@ class Batch:
     columns: dict[str, list[Any]]
     srids: dict[str, int] = field(default_factory=dict)
     """Column -> the SRID of its geometries that carry none (the layer's CRS), if known."""
+    flush: bool = False
+    """Cut short by ``flush_interval``: its rows, and any waiting with them, go out now."""
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()), ()))
@@ -64,7 +68,7 @@ class Batch:
     def slice(self, start: int, stop: int) -> Batch:
         """Rows ``[start, stop)`` of this batch, keeping their source row numbers."""
         columns = {k: v[start:stop] for k, v in self.columns.items()}
-        return Batch(self.first_row + start, columns, self.srids)
+        return Batch(self.first_row + start, columns, self.srids, self.flush)
 
 
 def iter_batches(
@@ -74,13 +78,16 @@ def iter_batches(
     geometry_column: str | None,
     batch_size: int | Callable[[], int] = 10_000,
     wkt_column: str | None = None,
+    flush_interval: float | None = None,
 ) -> Iterator[Batch]:
     """Batches of at most ``batch_size`` rows from ``source``, in source order.
 
     ``batch_size`` may be a function, asked before each batch, so that a caller can
-    shrink batches once it knows how large the rows are. Cheap checks (file present and
-    supported, DataFrame or CSV header fields) raise here; a vector file's fields are
-    checked when it is opened, before its first batch.
+    shrink batches once it knows how large the rows are. With ``flush_interval``, a batch
+    of an iterable is cut short (and marked ``flush``) once its first row has waited that
+    many seconds, also while the source waits for its next row. Cheap checks (file
+    present and supported, DataFrame or CSV header fields) raise here; a vector file's
+    fields are checked when it is opened, before its first batch.
     """
     if (isinstance(batch_size, int) and batch_size < 1) or not columns:
         raise ConfigurationError("iter_batches needs batch_size >= 1 and the target's columns")
@@ -99,7 +106,7 @@ def iter_batches(
             f"cannot ingest a {type(source).__name__}: pass an iterable of rows "
             f"(dicts, tuples or mapped instances), a GeoDataFrame or a path to a {_SUPPORTED} file"
         )
-    return _iterable_batches(source, columns, size)
+    return _iterable_batches(source, columns, size, flush_interval)
 
 
 def source_length(source: Any) -> int | None:
@@ -124,19 +131,34 @@ def source_length(source: Any) -> int | None:
 
 
 def _iterable_batches(
-    rows: Iterable[Any], columns: Sequence[str], size: Callable[[], int]
+    rows: Iterable[Any],
+    columns: Sequence[str],
+    size: Callable[[], int],
+    flush_interval: float | None,
 ) -> Iterator[Batch]:
-    """Pull rows lazily: a generator is never consumed past the batch being built."""
+    """Pull rows lazily: a generator is never consumed past the batch being built (nor,
+    with a flush interval, past the two batches its pulling thread gathers ahead)."""
     allowed = frozenset(columns)
-    iterator = iter(rows)
     first = 1
-    while raw := list(itertools.islice(iterator, size())):
-        yield _fast_batch(raw, first, columns, allowed) or _columnar(
+    for raw, cut in _pulled(iter(rows), size, flush_interval):
+        batch = _fast_batch(raw, first, columns, allowed) or _columnar(
             [_row_values(row, first + i, columns, allowed) for i, row in enumerate(raw)],
             first,
             columns,
         )
+        yield dataclasses.replace(batch, flush=True) if cut else batch
         first += len(raw)
+
+
+def _pulled(
+    iterator: Iterator[Any], size: Callable[[], int], flush_interval: float | None
+) -> Iterator[tuple[list[Any], bool]]:
+    """Lists of rows, and whether each was cut short by the flush interval."""
+    if flush_interval is not None:
+        yield from timed_batches(iterator, size, flush_interval)
+        return
+    while raw := list(itertools.islice(iterator, size())):
+        yield raw, False
 
 
 def _fast_batch(
