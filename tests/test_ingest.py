@@ -378,7 +378,10 @@ def test_async_ingest_raises_what_the_ingest_raises(db: SpatialDatabase, table: 
     assert not ingest_threads()
 
 
-def test_cancel_does_not_wait_for_a_quiet_async_source(db: SpatialDatabase, table: str) -> None:
+@pytest.mark.parametrize("flush_interval", [None, 0.2])
+def test_cancel_does_not_wait_for_a_quiet_async_source(
+    db: SpatialDatabase, table: str, flush_interval: float | None
+) -> None:
     async def cancel_while_quiet() -> None:
         release = asyncio.Event()
 
@@ -387,7 +390,11 @@ def test_cancel_does_not_wait_for_a_quiet_async_source(db: SpatialDatabase, tabl
                 yield row
             await release.wait()  # a stream whose next row does not come
 
-        task = asyncio.create_task(db.async_ingest(table, stalls_after(2_500)))
+        task = asyncio.create_task(
+            db.async_ingest(table, stalls_after(2_500), flush_interval=flush_interval)
+        )
+        if flush_interval:  # what came is committed while the source is quiet
+            assert await asyncio.to_thread(watch_for_rows, db, 2_500) == 2_500
         await asyncio.sleep(0.5)
         task.cancel()
         done, _ = await asyncio.wait({task}, timeout=10)
@@ -634,27 +641,30 @@ def watch_for_rows(db: SpatialDatabase, count: int, seconds: float = 15) -> int:
     return found
 
 
-def test_flush_interval_commits_what_a_quiet_source_gave(db: SpatialDatabase, table: str) -> None:
+@pytest.mark.parametrize("quiet_after", [3, 500])  # 500: just after a full first batch
+def test_flush_interval_commits_what_a_quiet_source_gave(
+    db: SpatialDatabase, table: str, quiet_after: int
+) -> None:
     release = threading.Event()
     committed_while_quiet: list[int] = []
 
     def trickle() -> Iterator[dict[str, Any]]:
-        source = rows(5)
-        yield from itertools.islice(source, 3)
+        source = rows(quiet_after + 2)
+        yield from itertools.islice(source, quiet_after)
         assert release.wait(30), "never released"
         yield from source
 
     def watch() -> None:
-        committed_while_quiet.append(watch_for_rows(db, 3))
+        committed_while_quiet.append(watch_for_rows(db, quiet_after))
         release.set()
 
     watcher = threading.Thread(target=watch)
     watcher.start()
     report = db.ingest(table, trickle(), flush_interval=0.2)
     watcher.join()
-    assert committed_while_quiet == [3]  # committed while the source was waiting
-    assert (report.inserted, report.chunks) == (5, 2)
-    assert table_state(db) == (5, 5, source_checksum(5))
+    assert committed_while_quiet == [quiet_after]  # committed while the source was waiting
+    assert (report.inserted, report.chunks) == (quiet_after + 2, 2)
+    assert table_state(db) == (quiet_after + 2, quiet_after + 2, source_checksum(quiet_after + 2))
 
 
 def test_async_flush_interval_commits_what_a_quiet_async_source_gave(
@@ -709,3 +719,33 @@ def trickling_rows(count: int) -> Iterator[dict[str, Any]]:
         if row["id"] % 150 == 0:
             time.sleep(0.02)
         yield row
+
+
+def test_async_ingest_failing_while_its_source_is_quiet_raises_its_own_error(
+    db: SpatialDatabase, table: str
+) -> None:
+    """The source's trip in flight is ended before the generator is closed, so the
+    ingest's error comes out, not 'aclose(): asynchronous generator is already running'."""
+
+    async def main() -> None:
+        release = asyncio.Event()
+
+        async def bad_then_quiet() -> AsyncIterator[dict[str, Any]]:
+            for row in rows(10):
+                yield {**row, "geom": BAD_VALUES["invalid"]} if row["id"] == 5 else row
+            await release.wait()  # a feed with nothing more for now
+
+        try:
+            with pytest.raises(InvalidGeometry, match="Row 5"):
+                await asyncio.wait_for(
+                    db.async_ingest(
+                        table, bad_then_quiet(), on_invalid="raise", flush_interval=0.2
+                    ),
+                    timeout=20,
+                )
+        finally:
+            release.set()
+
+    asyncio.run(main())
+    assert table_state(db)[0] == 4  # the rows before the bad one
+    assert not ingest_threads()

@@ -119,6 +119,24 @@ def test_timed_batches_pass_on_what_a_quiet_source_gave_after_the_interval() -> 
     assert not pull_threads()
 
 
+def test_a_source_quiet_after_a_full_batch_gets_an_empty_cut_batch() -> None:
+    """The full batch went on uncut; the empty cut one says not to hold it any longer."""
+    release = threading.Event()
+
+    def quiet_after(count: int) -> Iterator[int]:
+        yield from range(count)
+        assert release.wait(30), "never released"
+        yield count
+
+    batches = timed_batches(quiet_after(100), lambda: 100, interval=0.3)
+    assert next(batches) == (list(range(100)), False)
+    started = time.monotonic()
+    assert next(batches) == ([], True)
+    assert 0.25 < time.monotonic() - started < 3
+    release.set()
+    assert list(batches) == [([100], False)]
+
+
 def test_timed_batches_give_the_items_before_a_failure_then_raise_it() -> None:
     def failing() -> Iterator[int]:
         yield from range(250)

@@ -263,7 +263,8 @@ class SpatialDatabase:
         rows = AsyncRows.of(source, asyncio.get_running_loop(), options.get("flush_interval"))
         try:
             with self._translated():
-                job = await asyncio.to_thread(self._ingest_job, target, rows, options)
+                stop = rows.stop if isinstance(rows, AsyncRows) else None
+                job = await asyncio.to_thread(self._ingest_job, target, rows, options, stop)
                 report = await run_awaited(job, rows)
         finally:
             if isinstance(rows, AsyncRows):
@@ -271,12 +272,19 @@ class SpatialDatabase:
         self.metrics.ingest.record(report)
         return report
 
-    def _ingest_job(self, target: Any, source: Any, options: IngestArguments) -> Ingest:
+    def _ingest_job(
+        self,
+        target: Any,
+        source: Any,
+        options: IngestArguments,
+        stop_source: Callable[[], None] | None = None,
+    ) -> Ingest:
         """An ingest ready to run (its target resolved: this queries the server)."""
         from geosession.ingest.pipeline import Ingest, IngestOptions
 
         settings = IngestOptions(**options)  # type: ignore[arg-type]  # checked by Ingest
-        return Ingest(self._engine, target, source, settings, self.settings.statement_timeout)
+        timeout = self.settings.statement_timeout
+        return Ingest(self._engine, target, source, settings, timeout, stop_source)
 
     def pool_stats(self, *, async_pool: bool = False) -> PoolStats:
         """The sync (or async) pool: connections lent and idle, waits, longest holders."""

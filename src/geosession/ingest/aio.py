@@ -44,6 +44,7 @@ class AsyncRows:
         self.taken: list[Any] = []  # rows of the trip under way (touched on the loop only)
         self.stopped = False
         self.pending: concurrent.futures.Future[Any] | None = None
+        self.trip: asyncio.Task[Any] | None = None  # the loop's side of pending
 
     @classmethod
     def of(
@@ -74,6 +75,7 @@ class AsyncRows:
 
     async def _take(self) -> tuple[list[Any], bool, Exception | None]:
         """Up to PULL rows; whether more may follow; the source's error, after its rows."""
+        self.trip = asyncio.current_task()
         more, error = True, None
         try:
             while len(self.taken) < PULL:
@@ -97,7 +99,12 @@ class AsyncRows:
             self.pending.cancel()
 
     async def aclose(self) -> None:
-        """Closes an async generator that the ingest stopped reading early."""
+        """Closes an async generator that the ingest stopped reading early (after the trip
+        still waiting for its next row: a running generator cannot be closed)."""
+        self.stop()
+        if self.trip is not None and not self.trip.done():
+            self.trip.cancel()
+            await asyncio.wait({self.trip})
         close = getattr(self.rows, "aclose", None)
         if close is not None:
             await close()

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
@@ -120,9 +120,13 @@ class Ingest:
         source: Any,
         options: IngestOptions,
         statement_timeout: str | None,
+        stop_source: Callable[[], None] | None = None,
     ) -> None:
+        """``stop_source`` ends a source that may be waiting for its next row (an async
+        one) when reading stops early, so that the reading threads can end."""
         _check_options(options)
         self.engine, self.source, self.options = engine, source, options
+        self.stop_source = stop_source
         self.ingest_id = options.ingest_id or uuid.uuid4().hex
         self.sizer: ChunkSizer = make_sizer(options.chunk_size, statement_timeout)
         self.report = IngestReport(self.ingest_id, str(target))
@@ -309,6 +313,8 @@ class Ingest:
         finally:
             finished.set()
             validated.close()
+            if self.stop_source is not None:
+                self.stop_source()
             read.close()
 
     def _batch_rows(self) -> int:
@@ -329,7 +335,8 @@ class Ingest:
             if first_bad is not None:  # load what came before the bad row, then stop
                 cut = bisect.bisect_left(numbers, first_bad.row)
                 columns, numbers, rejects = [c[:cut] for c in columns], numbers[:cut], []
-            pending.add(columns, numbers, rejects)
+            if columns:  # none in a quiet source's flush
+                pending.add(columns, numbers, rejects)
             while len(pending) >= self.sizer.size or ((first_bad or flush) and len(pending)):
                 chunk = pending.take(min(self.sizer.size, len(pending)))
                 self.sizer.observe_bytes(len(chunk), chunk.nbytes)
@@ -341,6 +348,8 @@ class Ingest:
 
     def _encode(self, batch: Batch) -> Validated:
         """Validated, encoded rows of one source batch (rows committed earlier are skipped)."""
+        if not len(batch):  # a quiet source's flush: nothing to check
+            return [], [], [], batch.flush
         plan = self._plan_for(batch)
         extra = set(batch.columns) - set(plan.columns)
         if extra:

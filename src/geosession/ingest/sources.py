@@ -141,6 +141,9 @@ def _iterable_batches(
     allowed = frozenset(columns)
     first = 1
     for raw, cut in _pulled(iter(rows), size, flush_interval):
+        if not raw:  # a quiet source: send on what came before
+            yield Batch(first, {}, flush=True)
+            continue
         batch = _fast_batch(raw, first, columns, allowed) or _columnar(
             [_row_values(row, first + i, columns, allowed) for i, row in enumerate(raw)],
             first,

@@ -110,7 +110,9 @@ def timed_batches(
     items: Iterator[_T], size: Callable[[], int], interval: float
 ) -> Generator[tuple[list[_T], bool]]:
     """Lists of ``size()`` items, or fewer once the first of them has waited ``interval``
-    seconds (then with True): a source that trickles is passed on as it comes.
+    seconds (then with True): a source that trickles is passed on as it comes. When the
+    source goes quiet just after a full list, an empty list with True follows once it has
+    been quiet for ``interval``, so that the items handed on before are not held either.
 
     The items are pulled on a thread of their own (at most two lists ahead), so a source
     waiting for its next item does not hold back the ones it already gave. That thread
@@ -136,6 +138,7 @@ class _Pull:
         self.waiting: collections.deque[Any] = collections.deque()
         self.first_at = 0.0  # when the oldest waiting item came (about: see take)
         self.wanted = 1
+        self.unflushed = False  # a full list went out and no cut since
         self.ended = self.closed = False
         self.error: BaseException | None = None
         self.changed = threading.Condition()
@@ -167,8 +170,15 @@ class _Pull:
             if size != self.wanted:  # the pulling thread may be waiting for room
                 self.wanted = size
                 self.changed.notify_all()
+            quiet_until = time.monotonic() + interval if self.unflushed else None
             while not self.waiting and not self.ended:
-                self.changed.wait()
+                if quiet_until is None:
+                    self.changed.wait()
+                elif (left := quiet_until - time.monotonic()) > 0:
+                    self.changed.wait(left)
+                else:
+                    self.unflushed = False
+                    return [], True
             while len(self.waiting) < size and not self.ended:
                 left = self.first_at + interval - time.monotonic()
                 if left <= 0:
@@ -179,6 +189,7 @@ class _Pull:
                     raise self.error
                 return None
             cut = len(self.waiting) < size and not self.ended
+            self.unflushed = not cut
             taken = [self.waiting.popleft() for _ in range(min(size, len(self.waiting)))]
             self.first_at = time.monotonic()  # the rest came later than the taken ones
             self.changed.notify_all()  # room for the pulling thread
