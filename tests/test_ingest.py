@@ -749,3 +749,26 @@ def test_async_ingest_failing_while_its_source_is_quiet_raises_its_own_error(
     asyncio.run(main())
     assert table_state(db)[0] == 4  # the rows before the bad one
     assert not ingest_threads()
+
+
+def test_ingest_failing_while_its_source_is_quiet_does_not_wait_for_the_next_row(
+    db: SpatialDatabase, table: str
+) -> None:
+    release = threading.Event()
+
+    def bad_then_quiet() -> Iterator[dict[str, Any]]:
+        for row in rows(10):
+            yield {**row, "geom": BAD_VALUES["invalid"]} if row["id"] == 5 else row
+        release.wait(30)  # a feed with nothing more for now
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(InvalidGeometry, match="Row 5"):
+            db.ingest(table, bad_then_quiet(), on_invalid="raise", flush_interval=0.2)
+        assert time.monotonic() - started < 10, "the ingest waited for the source's next row"
+    finally:
+        release.set()  # the pulling thread, waiting in the source, can now end
+    assert table_state(db)[0] == 4  # the rows before the bad one
+    deadline = time.monotonic() + 5
+    while ingest_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)

@@ -183,3 +183,19 @@ def test_after_an_urgent_item_its_result_comes_before_the_next_item_is_awaited()
     assert [next(results), next(results), next(results)] == [1, 4, 9]  # source still quiet
     release.set()
     assert list(results) == [16]
+
+
+def test_timed_batches_end_soon_after_stop_while_the_source_is_quiet() -> None:
+    release, stop = threading.Event(), threading.Event()
+
+    def quiet_after_one() -> Iterator[int]:
+        yield 1
+        release.wait(30)
+
+    batches = timed_batches(quiet_after_one(), lambda: 10, interval=0.2, stopped=stop.is_set)
+    assert next(batches) == ([1], True)
+    stop.set()
+    started = time.monotonic()
+    assert list(batches) == []
+    assert time.monotonic() - started < 1
+    release.set()

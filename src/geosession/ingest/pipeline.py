@@ -289,6 +289,11 @@ class Ingest:
         return put_until(self.queue, item, self.stop.is_set)
 
     def _chunks(self) -> Generator[Chunk]:
+        finished = threading.Event()
+
+        def stopped() -> bool:
+            return finished.is_set() or self.stop.is_set()
+
         geometry = self.target.geometry_columns
         batches = iter_batches(
             self.source,
@@ -296,14 +301,10 @@ class Ingest:
             geometry_column=geometry[0].name if len(geometry) == 1 else None,
             batch_size=self._batch_rows,
             flush_interval=self.options.flush_interval,
+            stopped=stopped,
         )
         # reading, validating and COPY-encoding each on a thread: the GEOS work of one
         # overlaps the Python work of the others
-        finished = threading.Event()
-
-        def stopped() -> bool:
-            return finished.is_set() or self.stop.is_set()
-
         read = read_ahead(batches, "read", stopped)
         validated = map_in_order(
             self._encode, read, "validate", _VALIDATORS, urgent=lambda batch: batch.flush

@@ -79,13 +79,15 @@ def iter_batches(
     batch_size: int | Callable[[], int] = 10_000,
     wkt_column: str | None = None,
     flush_interval: float | None = None,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> Iterator[Batch]:
     """Batches of at most ``batch_size`` rows from ``source``, in source order.
 
     ``batch_size`` may be a function, asked before each batch, so that a caller can
     shrink batches once it knows how large the rows are. With ``flush_interval``, a batch
     of an iterable is cut short (and marked ``flush``) once its first row has waited that
-    many seconds, also while the source waits for its next row. Cheap checks (file
+    many seconds, also while the source waits for its next row (and ``stopped()`` then
+    ends the batches without waiting for it). Cheap checks (file
     present and supported, DataFrame or CSV header fields) raise here; a vector file's
     fields are checked when it is opened, before its first batch.
     """
@@ -106,7 +108,7 @@ def iter_batches(
             f"cannot ingest a {type(source).__name__}: pass an iterable of rows "
             f"(dicts, tuples or mapped instances), a GeoDataFrame or a path to a {_SUPPORTED} file"
         )
-    return _iterable_batches(source, columns, size, flush_interval)
+    return _iterable_batches(source, columns, size, flush_interval, stopped)
 
 
 def source_length(source: Any) -> int | None:
@@ -135,12 +137,13 @@ def _iterable_batches(
     columns: Sequence[str],
     size: Callable[[], int],
     flush_interval: float | None,
+    stopped: Callable[[], bool],
 ) -> Iterator[Batch]:
     """Pull rows lazily: a generator is never consumed past the batch being built (nor,
     with a flush interval, past the two batches its pulling thread gathers ahead)."""
     allowed = frozenset(columns)
     first = 1
-    for raw, cut in _pulled(iter(rows), size, flush_interval):
+    for raw, cut in _pulled(iter(rows), size, flush_interval, stopped):
         if not raw:  # a quiet source: send on what came before
             yield Batch(first, {}, flush=True)
             continue
@@ -154,11 +157,14 @@ def _iterable_batches(
 
 
 def _pulled(
-    iterator: Iterator[Any], size: Callable[[], int], flush_interval: float | None
+    iterator: Iterator[Any],
+    size: Callable[[], int],
+    flush_interval: float | None,
+    stopped: Callable[[], bool],
 ) -> Iterator[tuple[list[Any], bool]]:
     """Lists of rows, and whether each was cut short by the flush interval."""
     if flush_interval is not None:
-        yield from timed_batches(iterator, size, flush_interval)
+        yield from timed_batches(iterator, size, flush_interval, stopped)
         return
     while raw := list(itertools.islice(iterator, size())):
         yield raw, False

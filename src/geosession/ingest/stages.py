@@ -17,6 +17,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
+_POLL = 0.1
+"""Seconds between looks at whether a stage was asked to stop, while it waits."""
 _R = TypeVar("_R")
 
 
@@ -107,12 +109,16 @@ def map_in_order(
 
 
 def timed_batches(
-    items: Iterator[_T], size: Callable[[], int], interval: float
+    items: Iterator[_T],
+    size: Callable[[], int],
+    interval: float,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> Generator[tuple[list[_T], bool]]:
     """Lists of ``size()`` items, or fewer once the first of them has waited ``interval``
     seconds (then with True): a source that trickles is passed on as it comes. When the
     source goes quiet just after a full list, an empty list with True follows once it has
     been quiet for ``interval``, so that the items handed on before are not held either.
+    It ends within 0.1 s of ``stopped()``, also while the source is quiet.
 
     The items are pulled on a thread of their own (at most two lists ahead), so a source
     waiting for its next item does not hold back the ones it already gave. That thread
@@ -122,7 +128,7 @@ def timed_batches(
     thread = threading.Thread(target=pull.run, name="geosession-ingest-pull", daemon=True)
     thread.start()
     try:
-        while batch := pull.take(size(), interval):
+        while batch := pull.take(size(), interval, stopped):
             yield batch
     finally:
         pull.close()
@@ -163,27 +169,31 @@ class _Pull:
                 self.ended = True
                 self.changed.notify_all()
 
-    def take(self, size: int, interval: float) -> tuple[list[Any], bool] | None:
+    def take(
+        self, size: int, interval: float, stopped: Callable[[], bool]
+    ) -> tuple[list[Any], bool] | None:
         """Up to ``size`` items, whether cut by time; None at the end (after the source's
-        error, raised here)."""
+        error, raised here) or once ``stopped()``."""
         with self.changed:
             if size != self.wanted:  # the pulling thread may be waiting for room
                 self.wanted = size
                 self.changed.notify_all()
             quiet_until = time.monotonic() + interval if self.unflushed else None
             while not self.waiting and not self.ended:
-                if quiet_until is None:
-                    self.changed.wait()
-                elif (left := quiet_until - time.monotonic()) > 0:
-                    self.changed.wait(left)
-                else:
+                if stopped():
+                    return None
+                left = _POLL if quiet_until is None else quiet_until - time.monotonic()
+                if left <= 0:
                     self.unflushed = False
                     return [], True
+                self.changed.wait(min(left, _POLL))
             while len(self.waiting) < size and not self.ended:
                 left = self.first_at + interval - time.monotonic()
                 if left <= 0:
                     break
-                self.changed.wait(left)
+                if stopped():
+                    return None
+                self.changed.wait(min(left, _POLL))
             if not self.waiting:
                 if self.error is not None:
                     raise self.error
