@@ -17,9 +17,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 _POLL = 0.1
 """Seconds between looks at whether a stage was asked to stop, while it waits."""
-_R = TypeVar("_R")
 
 
 class _End:
