@@ -87,9 +87,9 @@ def iter_batches(
     shrink batches once it knows how large the rows are. With ``flush_interval``, a batch
     of an iterable is cut short (and marked ``flush``) once its first row has waited that
     many seconds, also while the source waits for its next row (and ``stopped()`` then
-    ends the batches without waiting for it). Cheap checks (file
-    present and supported, DataFrame or CSV header fields) raise here; a vector file's
-    fields are checked when it is opened, before its first batch.
+    ends the batches without waiting for it). Cheap checks (file present and supported,
+    DataFrame or CSV header fields) raise here; a vector file's fields are checked when
+    it is opened, before its first batch.
     """
     if (isinstance(batch_size, int) and batch_size < 1) or not columns:
         raise ConfigurationError("iter_batches needs batch_size >= 1 and the target's columns")
