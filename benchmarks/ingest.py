@@ -305,20 +305,23 @@ class ServerCpu:
 
 
 def _parent_pid(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except OSError:
-        return None
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else None
 
 
 def _proc_times(pid: int, *, children: bool = False) -> float:
     """utime + stime (+ cutime + cstime) of ``pid`` in seconds; 0 if it just exited."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
+    fields = _stat_fields(pid)
     ticks = sum(int(value) for value in fields[11 : 15 if children else 13])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name (state, ppid, ...); [] when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
 
 
 def check_loaded(conn: psycopg.Connection[Any], method: Method, rows: int) -> None:

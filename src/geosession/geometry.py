@@ -66,6 +66,12 @@ def to_ewkb(geom: GeometryLike, srid: int) -> bytes:
     return data
 
 
+def object_array(items: Sequence[Any]) -> np.ndarray[Any, Any]:
+    """An object array of ``items`` as they are (10x faster than slice assignment, which
+    asks each shapely geometry whether it is a sequence)."""
+    return np.fromiter(items, dtype=object, count=len(items))
+
+
 def encode_ewkb(geoms: Sequence[Any], srid: int) -> list[bytes | None]:
     """Encode many shapely geometries as EWKB in one vectorized call.
 
@@ -75,7 +81,7 @@ def encode_ewkb(geoms: Sequence[Any], srid: int) -> list[bytes | None]:
     :class:`SRIDMismatch` naming its index.
     """
     srid = _check_srid_arg(srid)
-    arr = np.fromiter(geoms, dtype=object, count=len(geoms))
+    arr = object_array(geoms)
     try:
         current = shapely.get_srid(arr)
     except TypeError:

@@ -29,6 +29,7 @@ from geosession.errors import (
     endpoint_of,
     translate,
 )
+from geosession.geometry import object_array
 from geosession.ingest import ledger
 from geosession.ingest.chunking import ChunkSizer, PendingRows, make_sizer
 from geosession.ingest.connections import Connections, backoff, connection_lost
@@ -488,7 +489,7 @@ def _kept(values: list[Any], keep: np.ndarray[Any, np.dtype[np.bool_]]) -> list[
     """The values of the rows to load (a plain copy when every row stays)."""
     if keep.all():
         return list(values)
-    return list(np.fromiter(values, dtype=object, count=len(values))[keep])
+    return list(object_array(values)[keep])
 
 
 def _check_options(options: IngestOptions) -> None:

@@ -17,7 +17,7 @@ import orjson
 import shapely
 
 from geosession.errors import InvalidGeometry
-from geosession.geometry import to_shape
+from geosession.geometry import object_array, to_shape
 from geosession.ingest.target import Column, GeometrySpec
 
 OnInvalid = Literal["quarantine", "raise", "repair", "skip"]
@@ -144,9 +144,9 @@ def _parse(
     kinds = set(map(type, values))  # one pass in C, then a check per distinct type
     wkb = np.full(len(values), None, dtype=object)
     if all(kind is type(None) or issubclass(kind, shapely.Geometry) for kind in kinds):
-        return _object_array(values), {}, wkb
+        return object_array(values), {}, wkb
     if kinds <= {bytes, type(None)}:  # a vector file's WKB: no per-value dispatch
-        wkb = _object_array(values)
+        wkb = object_array(values)
     else:
         binary = [i for i, v in enumerate(values) if isinstance(v, bytes | bytearray | memoryview)]
         wkb[binary] = [bytes(values[i]) for i in binary]
@@ -162,12 +162,6 @@ def _parse(
             problems[int(index)] = _parse_problem(str(error))
     wkb[pending] = None  # unparsable WKB is rejected, and other values are not WKB
     return geoms, problems, wkb
-
-
-def _object_array(items: list[Any]) -> np.ndarray[Any, Any]:
-    """An object array of ``items`` as they are (10x faster than slice assignment, which
-    asks each shapely geometry whether it is a sequence)."""
-    return np.fromiter(items, dtype=object, count=len(items))
 
 
 def _nulls(values: list[Any]) -> np.ndarray[Any, np.dtype[np.bool_]]:
@@ -211,7 +205,7 @@ def _promote_to_multi(
     if single.any():
         geoms = geoms.copy()
         promoted = [make_multi([g]) for g in geoms[single]]
-        geoms[single] = shapely.set_srid(_object_array(promoted), shapely.get_srid(geoms[single]))
+        geoms[single] = shapely.set_srid(object_array(promoted), shapely.get_srid(geoms[single]))
     return geoms, single
 
 
@@ -310,7 +304,7 @@ def _repair(
     for index, (kind, reason) in list(problems.items()):
         if kind != "invalid":
             continue
-        fixed = _promote_to_multi(_object_array([shapely.make_valid(geoms[index])]), spec)[0][0]
+        fixed = _promote_to_multi(object_array([shapely.make_valid(geoms[index])]), spec)[0][0]
         if allowed is None or shapely.get_type_id(fixed) in allowed:
             geoms[index] = shapely.set_srid(fixed, shapely.get_srid(geoms[index]))
             repaired.append(Reject(first_row + index, column, "repaired", reason))
