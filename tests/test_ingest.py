@@ -87,6 +87,14 @@ def table_state(db: SpatialDatabase) -> tuple[int, int, str]:
         )
 
 
+def watch_for_rows(db: SpatialDatabase, count: int, seconds: float = 15) -> int:
+    """Rows in the table once ``count`` are there (or the deadline passed)."""
+    deadline = time.monotonic() + seconds
+    while (found := table_state(db)[0]) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
 def unclosed_ring_ewkb() -> bytes:
     """EWKB of a polygon whose ring is not closed: PostGIS would store it as it is."""
     points = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)]
@@ -631,14 +639,6 @@ def test_automatic_chunks_are_capped_by_their_encoded_size() -> None:
     fixed = make_sizer(20_000, "30s")
     fixed.observe_bytes(20_000, 20_000 * 1_000)
     assert fixed.size == 20_000  # a size the caller chose is kept
-
-
-def watch_for_rows(db: SpatialDatabase, count: int, seconds: float = 15) -> int:
-    """Rows in the table once ``count`` are there (or the deadline passed)."""
-    deadline = time.monotonic() + seconds
-    while (found := table_state(db)[0]) < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return found
 
 
 @pytest.mark.parametrize("quiet_after", [3, 500])  # 500: just after a full first batch
