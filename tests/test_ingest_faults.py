@@ -173,3 +173,48 @@ def test_killed_process_resumes_with_the_same_ingest_id(
     assert report.already_committed == committed
     assert report.inserted == 40_000 - committed
     assert table_state(db) == (40_000, 40_000, source_checksum(40_000))
+
+
+QUIET_FEED = textwrap.dedent(
+    """
+    import sys
+    import threading
+    from geosession import SpatialDatabase
+    from tests.test_ingest import rows
+    db = SpatialDatabase(sys.argv[1])
+    def quiet_after_3000():
+        yield from rows(1_000)  # the chunk committed before Ctrl-C
+        yield from rows(2_000, start=1_001, seed=1)
+        print("quiet", flush=True)
+        threading.Event().wait()  # a feed whose next row does not come
+    try:
+        db.ingest("ingest_parcels", quiet_after_3000(), chunk_size=1_000, progress=False)
+    except KeyboardInterrupt as interrupt:
+        print("interrupted", interrupt.ingest_report.inserted, flush=True)
+    """
+)
+
+
+def test_ctrl_c_stops_an_ingest_whose_source_is_quiet(
+    db: SpatialDatabase, database_url: str, table: str
+) -> None:
+    """Without flush_interval the reading thread waits inside the source; Ctrl-C must
+    not wait for the source's next row (it used to hang until that row came)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", QUIET_FEED, database_url],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "quiet"
+        wait_until(lambda: committed_rows(db) == 1_000)  # the first full chunk
+        process.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        output, _ = process.communicate(timeout=20)
+        assert time.monotonic() - started < 10, "Ctrl-C waited for the source's next row"
+    finally:
+        process.kill()
+    assert output.split() == ["interrupted", "1000"]
+    assert table_state(db) == (1_000, 1_000, source_checksum(1_000))

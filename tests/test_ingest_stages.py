@@ -90,6 +90,27 @@ def test_stopping_ends_the_read_ahead_without_waiting_for_the_source() -> None:
     assert not stage_threads()
 
 
+def test_stopping_does_not_wait_for_a_quiet_source() -> None:
+    stop, release = threading.Event(), threading.Event()
+
+    def quiet_after_two() -> Iterator[int]:
+        yield from (1, 2)
+        release.wait(30)  # a feed whose next item does not come
+        yield 3
+
+    ahead = read_ahead(quiet_after_two(), "t-quiet", stop.is_set)
+    assert [next(ahead), next(ahead)] == [1, 2]
+    stop.set()
+    started = time.monotonic()
+    assert list(ahead) == []
+    assert time.monotonic() - started < 5, "stopping waited for the source's next item"
+    release.set()  # the thread waiting in the source ends after that item
+    deadline = time.monotonic() + 5
+    while stage_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not stage_threads()
+
+
 def pull_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name == "geosession-ingest-pull"]
 

@@ -3,7 +3,8 @@
 The ingest's reading (mostly Python, holding the GIL) and validation (mostly GEOS, which
 releases it) overlap when each runs on a thread, while one-slot handoffs keep only a few
 items in flight. Every stage stops when asked, joins its threads when its consumer stops
-early, and raises a producer's error in the consumer's thread.
+early (except a thread waiting inside a source that has gone quiet), and raises a
+producer's error in the consumer's thread.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 _POLL = 0.1
 """Seconds between looks at whether a stage was asked to stop, while it waits."""
+_GIVE_UP = 1.0
+"""Seconds a stopped read-ahead waits for its thread to finish the item it is computing;
+one still busy after that is waiting inside the source and is left to end after it."""
 
 
 class _End:
@@ -32,8 +36,10 @@ class _End:
 def read_ahead(items: Iterator[_T], stage: str, stopped: Callable[[], bool]) -> Generator[_T]:
     """``items``, computed one ahead on a thread of their own until ``stopped()``.
 
-    The thread is stopped and joined when the consumer stops early; an error it meets
-    is raised in the consumer's thread.
+    The thread is stopped and joined when the consumer stops early, unless it is still
+    busy after a second: then it is waiting inside a source whose next item has not come
+    (a feed gone quiet), and it ends after that item instead of holding up the stop. An
+    error it meets is raised in the consumer's thread.
     """
     closed = threading.Event()
     handoff: queue.Queue[_T | _End] = queue.Queue(maxsize=1)
@@ -66,7 +72,7 @@ def read_ahead(items: Iterator[_T], stage: str, stopped: Callable[[], bool]) -> 
             yield item
     finally:
         closed.set()
-        thread.join()
+        thread.join(_GIVE_UP)
 
 
 def map_in_order(
