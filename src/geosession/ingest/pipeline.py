@@ -63,6 +63,8 @@ _FIRST_BATCH = 500
 kB each) still fit in memory several times over."""
 _VALIDATORS = 2
 """Threads validating batches at once: GEOS releases the GIL, so two keep two cores busy."""
+_WATCH_INTERVAL = 0.25
+"""Seconds between looks at the server's progress of index builds after a load."""
 _TIMEOUT = "57014"
 
 
@@ -161,15 +163,15 @@ class Ingest:
                 raise Cancelled(f"ingest {self.ingest_id} was cancelled before it started")
             deferred = self._prepare()
             with Progress(self.options.progress, source_length(self.source), self.report) as bar:
-                self._load(bar)
-            self.report.completed = True
-        except BaseException as error:
-            error.ingest_report = self.report  # type: ignore[attr-defined]  # how far it got
-            with contextlib.suppress(Exception):  # the server may be gone: a rerun restores them
-                self._finish_indexes(analyze=False)
-            raise
-        else:
-            self._finish_indexes(analyze=deferred)
+                try:
+                    self._load(bar)
+                except BaseException as error:
+                    error.ingest_report = self.report  # type: ignore[attr-defined]  # how far
+                    with contextlib.suppress(Exception):  # the server may be gone: a rerun
+                        self._finish_indexes(bar, analyze=False)  # restores them
+                    raise
+                self.report.completed = True
+                self._finish_indexes(bar, analyze=deferred)
         finally:
             if collecting:
                 gc.enable()
@@ -224,14 +226,17 @@ class Ingest:
         it, not the client, is the bottleneck, and a second backend adds about a tenth."""
         return 2 if ledger.secondary_indexes(cursor, self.target) else 1
 
-    def _finish_indexes(self, *, analyze: bool) -> None:
-        def finish(conn: psycopg.Connection[Any]) -> None:
-            with conn.transaction(), conn.cursor() as cursor:
-                ledger.restore_indexes(cursor, self.target)
-                if analyze:
-                    cursor.execute(f"ANALYZE {self.target.quoted}")
+    def _finish_indexes(self, bar: Progress, *, analyze: bool) -> None:
+        watched = bar.enabled and bool(self.report.deferred_indexes or analyze)
+        with _BuildWatch(self.connections, self.target, bar, enabled=watched) as watch:
 
-        self.connections.retrying(finish)
+            def finish(conn: psycopg.Connection[Any]) -> None:
+                with conn.transaction(), conn.cursor() as cursor:
+                    ledger.restore_indexes(cursor, self.target, watch.building)
+                    if analyze:
+                        cursor.execute(f"ANALYZE {self.target.quoted}")
+
+            self.connections.retrying(finish)
 
     def _load(self, bar: Progress) -> None:
         self.queue = queue.Queue(maxsize=self.workers)  # one chunk waits for each writer
@@ -483,6 +488,54 @@ class Ingest:
         )
         translated.args = (translated.message,)
         return translated
+
+
+class _BuildWatch:
+    """Shows the server's progress of the index builds and ANALYZE after a load.
+
+    It borrows its connection only after the builds have theirs, so with a pool of one
+    it waits for them instead of holding them up; being cosmetic, it ends quietly on any
+    error. Non-concurrent builds do not name their index to the progress view, so the
+    restore says which one it is building.
+    """
+
+    def __init__(
+        self, connections: Connections, target: Target, bar: Progress, *, enabled: bool
+    ) -> None:
+        self.connections, self.target, self.bar, self.enabled = connections, target, bar, enabled
+        self.index = "…"
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="geosession-ingest-watch")
+
+    def building(self, index: str) -> None:
+        self.index = index
+
+    def __enter__(self) -> _BuildWatch:
+        if self.enabled:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.done.set()
+            self.thread.join()
+            self.bar.builds_done()
+
+    def _watch(self) -> None:
+        if self.done.wait(_WATCH_INTERVAL):
+            return
+        with contextlib.suppress(Exception), self.connections.connection() as conn:
+            with conn.transaction():
+                found = conn.execute("SELECT CAST(%s AS regclass)::oid", (self.target.quoted,))
+                oid = int(found.fetchone()[0])  # type: ignore[index]
+            while not self.done.is_set():
+                with conn.transaction(), conn.cursor() as cursor:
+                    builds = ledger.build_progress(cursor, oid)
+                self.bar.show_builds([(self._label(k), p, d, t) for k, p, d, t in builds])
+                self.done.wait(_WATCH_INTERVAL)
+
+    def _label(self, kind: str) -> str:
+        return f"index {self.index}" if kind == "index" else f"analyze {self.target.name}"
 
 
 def _kept(values: list[Any], keep: np.ndarray[Any, np.dtype[np.bool_]]) -> list[Any]:

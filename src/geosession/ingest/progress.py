@@ -1,4 +1,9 @@
-"""A progress bar on stderr for long ingests (off for small or non-interactive runs)."""
+"""A progress bar on stderr for long ingests (off for small or non-interactive runs).
+
+Rows written advance the first line; after a load into an empty table, each deferred
+index build and the ANALYZE get a line of their own, in table blocks as the server
+reports them, so the minutes a large GiST build takes are not a silent wait at 100 %.
+"""
 
 from __future__ import annotations
 
@@ -17,25 +22,38 @@ from rich.progress import Progress as RichProgress
 
 from geosession.ingest.report import IngestReport
 
+Build = tuple[str, str, int, int]
+"""Server work after a load as a line of the bar: what (``index <name>``, ``analyze``),
+the server's phase, table blocks done and in all."""
+
 
 class Progress:
     """Advances by source rows written; shows rows/s and rejects as it goes."""
 
-    def __init__(self, enabled: bool, total: int | None, report: IngestReport) -> None:
+    def __init__(
+        self, enabled: bool, total: int | None, report: IngestReport, console: Console | None = None
+    ) -> None:
         self.report = report
         self._bar: RichProgress | None = None
         self._task: TaskID | None = None
+        self._builds: dict[str, TaskID] = {}
         if enabled:
             self._bar = RichProgress(
-                TextColumn("[bold]ingest[/bold] {task.fields[target]}"),
+                TextColumn("{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[rejected]} rejected"),
+                TextColumn("{task.fields[note]}"),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
-                console=Console(stderr=True),
+                console=console or Console(stderr=True),
             )
-            self._task = self._bar.add_task("", total=total, target=report.target, rejected=0)
+            self._task = self._bar.add_task(
+                f"[bold]ingest[/bold] {report.target}", total=total, note="0 rejected"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return self._bar is not None
 
     def __enter__(self) -> Progress:
         if self._bar is not None:
@@ -44,7 +62,29 @@ class Progress:
 
     def advance(self, rows: int) -> None:
         if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, advance=rows, rejected=len(self.report.rejected))
+            self._bar.update(self._task, advance=rows, note=f"{len(self.report.rejected)} rejected")
+
+    def show_builds(self, builds: list[Build]) -> None:
+        """One line per index build or ANALYZE the server reports; those it no longer
+        reports are done."""
+        if self._bar is None:
+            return
+        for what, phase, done, total in builds:
+            if what not in self._builds:
+                self._builds[what] = self._bar.add_task(f"[bold]{what}[/bold]", total=None, note="")
+            self._bar.update(self._builds[what], completed=done, total=total or None, note=phase)
+        for what, task in self._builds.items():
+            if what not in {build[0] for build in builds}:
+                self._finish(task)
+
+    def builds_done(self) -> None:
+        for task in self._builds.values():
+            self._finish(task)
+
+    def _finish(self, task: TaskID) -> None:
+        assert self._bar is not None
+        total = next(t.total for t in self._bar.tasks if t.id == task) or 1
+        self._bar.update(task, total=total, completed=total, note="done")
 
     def __exit__(
         self,
