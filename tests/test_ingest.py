@@ -437,6 +437,21 @@ def test_indexes_are_deferred_on_an_empty_table_and_always_restored(
     assert index_names(db) == {f"{TABLE}_pkey", f"{TABLE}_geom_idx"}
 
 
+def test_a_unique_index_is_never_deferred(db: SpatialDatabase, table: str) -> None:
+    """It enforces keys during the load (and ON CONFLICT needs it): a duplicate must be
+    refused as with a constraint, not loaded and then break the rebuild."""
+    with db.transaction() as s:
+        s.execute(text(f"CREATE UNIQUE INDEX {TABLE}_name_key ON {TABLE} (name)"))
+    source = [{**row, "name": "same"} if row["id"] in (3, 7) else row for row in rows(10)]
+    with pytest.raises(IntegrityViolation, match="Row 7"):
+        db.ingest(table, source, chunk_size=5)
+    assert index_names(db) == {f"{TABLE}_pkey", f"{TABLE}_geom_idx", f"{TABLE}_name_key"}
+    assert table_state(db)[0] == 5  # the chunk before the duplicate
+    report = db.ingest(table, source, on_conflict="ignore")  # ids 1-5 are in; 7's name too
+    assert (report.inserted, report.conflicts) == (4, 5)
+    assert [(r.row, r.kind) for r in report.rejected] == [(7, "server")]
+
+
 def index_names(db: SpatialDatabase) -> set[str]:
     with db.session() as s:
         result = s.execute(

@@ -116,11 +116,15 @@ def record_chunk(
 
 
 def secondary_indexes(cursor: Any, target: Target) -> list[tuple[str, str]]:
-    """Names and definitions of the table's indexes that no constraint stands behind."""
+    """Names and definitions of the table's indexes that a load may drop and rebuild: none
+    that a constraint stands behind, none that is unique (without a constraint it still
+    refuses duplicate keys during the load, and ON CONFLICT needs it), and not the index
+    the table is CLUSTERed on (a rebuilt one would lose the mark)."""
     cursor.execute(
         "SELECT i.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x "
         "JOIN pg_class i ON i.oid = x.indexrelid "
-        "WHERE x.indrelid = CAST(%s AS regclass) "
+        "WHERE x.indrelid = CAST(%s AS regclass) AND NOT x.indisunique "
+        "AND NOT x.indisclustered "
         "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)",
         (target.quoted,),
     )
