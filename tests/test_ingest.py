@@ -18,6 +18,7 @@ from sqlalchemy import text
 
 from geosession import (
     ConfigurationError,
+    GeoSessionError,
     IngestReport,
     IntegrityViolation,
     InvalidGeometry,
@@ -437,6 +438,18 @@ def test_indexes_are_deferred_on_an_empty_table_and_always_restored(
     assert index_names(db) == {f"{TABLE}_pkey", f"{TABLE}_geom_idx"}
 
 
+def test_several_deferred_indexes_are_all_rebuilt(db: SpatialDatabase, table: str) -> None:
+    with db.transaction() as s:
+        s.execute(text(f"CREATE INDEX {TABLE}_name_idx ON {TABLE} (name)"))
+        s.execute(text(f"CREATE INDEX {TABLE}_value_idx ON {TABLE} (value)"))
+    report = db.ingest(table, rows(2_000))
+    deferred = {f"{TABLE}_geom_idx", f"{TABLE}_name_idx", f"{TABLE}_value_idx"}
+    assert set(report.deferred_indexes) == deferred
+    assert index_names(db) == deferred | {f"{TABLE}_pkey"}
+    assert not deferred_records(db)
+    assert table_state(db) == (2_000, 2_000, source_checksum(2_000))
+
+
 def test_a_unique_index_is_never_deferred(db: SpatialDatabase, table: str) -> None:
     """It enforces keys during the load (and ON CONFLICT needs it): a duplicate must be
     refused as with a constraint, not loaded and then break the rebuild."""
@@ -450,6 +463,31 @@ def test_a_unique_index_is_never_deferred(db: SpatialDatabase, table: str) -> No
     report = db.ingest(table, source, on_conflict="ignore")  # ids 1-5 are in; 7's name too
     assert (report.inserted, report.conflicts) == (4, 5)
     assert [(r.row, r.kind) for r in report.rejected] == [(7, "server")]
+
+
+def test_an_index_that_cannot_be_rebuilt_stays_recorded_and_undoes_no_other(
+    db: SpatialDatabase, table: str
+) -> None:
+    """Row 3 (value 3) breaks the expression index, which was not there to refuse it."""
+    with db.transaction() as s:
+        s.execute(text(f"CREATE INDEX {TABLE}_inverse_idx ON {TABLE} ((1 / (value - 3)))"))
+    with pytest.raises(GeoSessionError, match=f"Rebuilding index {TABLE}_inverse_idx") as info:
+        db.ingest(table, rows(10))
+    assert "division by zero" in str(info.value) and "stays recorded" in str(info.value)
+    assert index_names(db) == {f"{TABLE}_pkey", f"{TABLE}_geom_idx"}  # the other is back
+    assert deferred_records(db) == [f"{TABLE}_inverse_idx"]
+    assert table_state(db)[0] == 10  # the load itself committed
+    with db.transaction() as s:
+        s.execute(text(f"DELETE FROM {TABLE} WHERE id = 3"))  # the data fixed
+    assert db.ingest(table, rows(1, start=20)).inserted == 1  # the next ingest rebuilds it
+    assert f"{TABLE}_inverse_idx" in index_names(db) and not deferred_records(db)
+
+
+def deferred_records(db: SpatialDatabase) -> list[str]:
+    with db.session() as s:
+        return list(
+            s.execute(text("SELECT index_name FROM geosession_ingest_deferred_index")).scalars()
+        )
 
 
 def index_names(db: SpatialDatabase) -> set[str]:

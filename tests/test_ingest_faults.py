@@ -218,3 +218,63 @@ def test_ctrl_c_stops_an_ingest_whose_source_is_quiet(
         process.kill()
     assert output.split() == ["interrupted", "1000"]
     assert table_state(db) == (1_000, 1_000, source_checksum(1_000))
+
+
+REBUILD = textwrap.dedent(
+    """
+    import sys
+    from geosession import SpatialDatabase
+    db = SpatialDatabase(sys.argv[1])
+    try:
+        db.ingest("ingest_parcels", [], progress=False)  # rebuilds the recorded index
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    """
+)
+
+
+def test_ctrl_c_cancels_index_rebuilds_which_stay_recorded(
+    db: SpatialDatabase, database_url: str, table: str, admin: psycopg.Connection[Any]
+) -> None:
+    """The rebuild is held on a lock, so only cancelling it on the server can end it."""
+    db.ingest(table, rows(100))
+    with db.transaction() as s:
+        s.execute(text(f"DROP INDEX {TABLE}_geom_idx"))
+        s.execute(
+            text(
+                "INSERT INTO geosession_ingest_deferred_index VALUES "
+                f"('\"public\".\"{TABLE}\"', '{TABLE}_geom_idx', "
+                f"'CREATE INDEX {TABLE}_geom_idx ON public.{TABLE} USING gist (geom)', 'test')"
+            )
+        )
+    conninfo = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo) as holder:
+        holder.execute(f"LOCK TABLE {TABLE} IN ROW EXCLUSIVE MODE")  # CREATE INDEX waits
+        process = subprocess.Popen(
+            [sys.executable, "-c", REBUILD, database_url],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).parent.parent,
+        )
+        try:
+            wait_until(lambda: waiting_builds(admin), timeout=20)
+            process.send_signal(signal.SIGINT)
+            output, _ = process.communicate(timeout=20)
+        finally:
+            process.kill()
+        assert not waiting_builds(admin)  # cancelled while the lock was still held
+    assert output.split() == ["interrupted"]
+    with db.session() as s:
+        recorded = s.execute(text("SELECT index_name FROM geosession_ingest_deferred_index"))
+        assert recorded.scalars().all() == [f"{TABLE}_geom_idx"]
+    db.ingest(table, [])  # the next run rebuilds it
+    with db.session() as s:
+        assert s.execute(text(f"SELECT to_regclass('{TABLE}_geom_idx')")).scalar_one()
+
+
+def waiting_builds(admin: psycopg.Connection[Any]) -> int:
+    row = admin.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND query LIKE 'CREATE INDEX%%'"
+    ).fetchone()
+    return int(row[0]) if row else 0

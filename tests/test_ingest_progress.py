@@ -90,14 +90,16 @@ def test_build_progress_reports_a_running_build(
         psycopg.connect(conninfo, autocommit=True) as builder,
         psycopg.connect(conninfo, autocommit=True) as watcher,
     ):
+        pid = builder.info.backend_pid
         build = threading.Thread(target=builder.execute, args=(statement,))
-        seen: list[tuple[str, str, int, int]] = []
+        seen: list[tuple[int, str, str, int, int]] = []
         build.start()
         while build.is_alive() and not seen:  # past its first phase: the work is known
-            seen = [b for b in ledger.build_progress(watcher.cursor(), big_table) if b[3]]
+            seen = [b for b in ledger.build_progress(watcher.cursor(), big_table) if b[4]]
         build.join()
     assert seen, "the build ended before the progress view showed its work"
-    assert seen[0][0] == kind and 0 <= seen[0][2] <= seen[0][3]
+    backend, what, _, done, total = seen[0]
+    assert (backend, what) == (pid, kind) and 0 <= done <= total
 
 
 @pytest.mark.usefixtures("table")

@@ -11,7 +11,6 @@ fails, a later run puts them back.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,41 +143,39 @@ def defer_indexes(cursor: Any, target: Target, ingest_id: str) -> list[str]:
     return [name for name, _ in indexes]
 
 
-def restore_indexes(
-    cursor: Any, target: Target, building: Callable[[str], None] = lambda name: None
-) -> list[str]:
-    """Recreates every index recorded as deferred for the table, then forgets them;
-    ``building`` hears the name of each index before it is built."""
+def deferred_indexes(cursor: Any, target: Target) -> list[tuple[str, str]]:
+    """Names and definitions of the table's indexes recorded as deferred (by any run)."""
     cursor.execute(
-        f"SELECT index_name, definition FROM {DEFERRED} WHERE target = %s ORDER BY index_name",
+        f"SELECT index_name, definition FROM {DEFERRED} WHERE target = %s "
+        "ORDER BY strpos(definition, ' USING btree ') > 0, index_name",  # slow GiST first
         (target.quoted,),
     )
-    restored = []
-    for name, definition in cursor.fetchall():
-        cursor.execute(
-            "SELECT to_regclass(%s)", (f"{target.quote(target.schema)}.{target.quote(name)}",)
-        )
-        if cursor.fetchone()[0] is None:
-            building(name)
-            cursor.execute(definition)
-        cursor.execute(
-            f"DELETE FROM {DEFERRED} WHERE target = %s AND index_name = %s", (target.quoted, name)
-        )
-        restored.append(name)
-    return restored
+    return [(str(name), str(definition)) for name, definition in cursor.fetchall()]
 
 
-def build_progress(cursor: Any, table_oid: int) -> list[tuple[str, str, int, int]]:
-    """The table's index builds and ANALYZE in progress, from the server's progress views:
-    ("index" or "analyze", the server's phase, work done and in all: tuples in the phases
-    that count them (a B-tree's load), else table blocks)."""
+def restore_index(cursor: Any, target: Target, name: str, definition: str) -> None:
+    """Recreates one deferred index (unless it is there already), then forgets it."""
     cursor.execute(
-        "SELECT 'index', phase, "
+        "SELECT to_regclass(%s)", (f"{target.quote(target.schema)}.{target.quote(name)}",)
+    )
+    if cursor.fetchone()[0] is None:
+        cursor.execute(definition)
+    cursor.execute(
+        f"DELETE FROM {DEFERRED} WHERE target = %s AND index_name = %s", (target.quoted, name)
+    )
+
+
+def build_progress(cursor: Any, table_oid: int) -> list[tuple[int, str, str, int, int]]:
+    """The table's index builds and ANALYZE in progress, from the server's progress views:
+    (backend pid, "index" or "analyze", the server's phase, work done and in all: tuples
+    in the phases that count them (a B-tree's load), else table blocks)."""
+    cursor.execute(
+        "SELECT pid, 'index', phase, "
         "CASE WHEN tuples_total > 0 THEN tuples_done ELSE blocks_done END, "
         "CASE WHEN tuples_total > 0 THEN tuples_total ELSE blocks_total END "
         "FROM pg_stat_progress_create_index WHERE relid = %(table)s UNION ALL "
-        "SELECT 'analyze', phase, sample_blks_scanned, sample_blks_total "
+        "SELECT pid, 'analyze', phase, sample_blks_scanned, sample_blks_total "
         "FROM pg_stat_progress_analyze WHERE relid = %(table)s",
         {"table": table_oid},
     )
-    return [(str(k), str(p), int(d), int(t)) for k, p, d, t in cursor.fetchall()]
+    return [(int(i), str(k), str(p), int(d), int(t)) for i, k, p, d, t in cursor.fetchall()]
