@@ -607,6 +607,32 @@ def test_cli_ingest_of_a_geopackage_resumes_by_default(
     assert table_state(db)[:2] == (1_999, 1_999)
 
 
+def test_cli_defer_indexes_option(
+    db: SpatialDatabase, database_url: str, table: str, tmp_path: Any, monkeypatch: Any
+) -> None:
+    import geopandas
+    from typer.testing import CliRunner
+
+    from geosession.cli import app
+
+    frame = geopandas.GeoDataFrame(
+        {"id": range(1, 101)}, geometry=list(synthetic_polygons(100, seed=4)), crs="EPSG:4326"
+    )
+    path = tmp_path / "parcels.gpkg"
+    frame.to_file(path, layer="parcels", driver="GPKG")
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    kept = CliRunner().invoke(app, ["ingest", str(path), table, "--defer-indexes", "no"])
+    assert kept.exit_code == 0, kept.output
+    assert "indexes built after the load" not in kept.output
+    with db.transaction() as s:
+        s.execute(text(f"TRUNCATE {TABLE}"))
+    rebuilt = CliRunner().invoke(app, ["ingest", str(path), table, "--ingest-id", "again"])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert f"{TABLE}_geom_idx" in rebuilt.output and "rebuilding indexes, ANALYZE" in rebuilt.output
+    wrong = CliRunner().invoke(app, ["ingest", str(path), table, "--defer-indexes", "maybe"])
+    assert wrong.exit_code == 2 and "use auto, yes or no" in wrong.output
+
+
 def test_every_column_type_round_trips_with_nulls(db: SpatialDatabase) -> None:
     import datetime as dt
     import uuid

@@ -183,6 +183,13 @@ def ingest(
             "are maintained during the load, else 1."
         ),
     ] = "auto",
+    defer_indexes: Annotated[
+        str,
+        typer.Option(
+            help="Drop secondary indexes for the load and rebuild them after: 'auto' (only "
+            "into an empty table), 'yes' (also a table that has rows) or 'no'."
+        ),
+    ] = "auto",
 ) -> None:
     """Load a file into an existing table by binary COPY, exactly once.
 
@@ -197,6 +204,10 @@ def ingest(
 
     size: int | str = int(chunk_size) if chunk_size.isdigit() else chunk_size
     connections: int | str = int(workers) if workers.isdigit() else workers
+    deferrals: dict[str, str | bool] = {"auto": "auto", "yes": True, "no": False}
+    deferral = deferrals.get(defer_indexes)
+    if deferral is None:
+        raise typer.BadParameter("use auto, yes or no", param_hint="--defer-indexes")
     with SpatialDatabase.from_env() as db:
         report = db.ingest(
             table,
@@ -207,6 +218,7 @@ def ingest(
             ingest_id=ingest_id or _ingest_id_for(source, table),
             srid=srid,
             workers=connections,
+            defer_indexes=deferral,
             progress=True,
         )
     Console().print(report)

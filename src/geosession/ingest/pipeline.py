@@ -233,12 +233,17 @@ class Ingest:
     def _finish_indexes(self, bar: Progress, *, analyze: bool) -> None:
         """Rebuilds the deferred indexes, then runs ANALYZE (the server's progress of both
         shown on the bar)."""
+        started = time.perf_counter()
         indexes = self.connections.retrying(self._deferred)
         watched = bar.enabled and bool(indexes or analyze)
-        with _BuildWatch(self.connections, self.target, bar, enabled=watched) as watch:
-            self._rebuild_all(indexes, watch)
-            if analyze:
-                self.connections.retrying(self._analyze)
+        try:
+            with _BuildWatch(self.connections, self.target, bar, enabled=watched) as watch:
+                self._rebuild_all(indexes, watch)
+                if analyze:
+                    self.connections.retrying(self._analyze)
+        finally:
+            if indexes or analyze:
+                self.report.rebuild_seconds = time.perf_counter() - started
 
     def _deferred(self, conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
         with conn.transaction(), conn.cursor() as cursor:

@@ -35,6 +35,9 @@ class IngestReport:
     """Source rows (loaded or rejected) in the smallest committed chunk; 0 before any."""
     chunk_size_max: int = 0
     deferred_indexes: list[str] = field(default_factory=list)
+    rebuild_seconds: float = 0.0
+    """Of ``duration``: rebuilding indexes (deferred by this run or an earlier one) and
+    the ANALYZE after a load into an empty table."""
     duration: float = 0.0
     completed: bool = False
 
@@ -86,7 +89,10 @@ class IngestReport:
             ("rows/s", f"{self.rows_per_second:,.0f}"),
         ]
         if self.deferred_indexes:
-            rows.append(("indexes built after the load", ", ".join(self.deferred_indexes)))
+            built = ", ".join(self.deferred_indexes)
+            rows.append(("indexes built after the load", built))
+        if self.rebuild_seconds:
+            rows.append(("rebuilding indexes, ANALYZE", f"{self.rebuild_seconds:.2f} s"))
         return rows
 
     def __str__(self) -> str:
