@@ -474,6 +474,7 @@ def test_an_index_that_cannot_be_rebuilt_stays_recorded_and_undoes_no_other(
     with pytest.raises(GeoSessionError, match=f"Rebuilding index {TABLE}_inverse_idx") as info:
         db.ingest(table, rows(10))
     assert "division by zero" in str(info.value) and "stays recorded" in str(info.value)
+    assert info.value.ingest_report.inserted == 10  # type: ignore[attr-defined]
     assert index_names(db) == {f"{TABLE}_pkey", f"{TABLE}_geom_idx"}  # the other is back
     assert deferred_records(db) == [f"{TABLE}_inverse_idx"]
     assert table_state(db)[0] == 10  # the load itself committed

@@ -169,13 +169,15 @@ class Ingest:
             with Progress(self.options.progress, source_length(self.source), self.report) as bar:
                 try:
                     self._load(bar)
-                except BaseException as error:
-                    error.ingest_report = self.report  # type: ignore[attr-defined]  # how far
+                except BaseException:
                     with contextlib.suppress(Exception):  # the server may be gone: a rerun
                         self._finish_indexes(bar, analyze=False)  # restores them
                     raise
                 self.report.completed = True
                 self._finish_indexes(bar, analyze=deferred)
+        except BaseException as error:
+            error.ingest_report = self.report  # type: ignore[attr-defined]  # how far it got
+            raise
         finally:
             if collecting:
                 gc.enable()

@@ -1,8 +1,8 @@
 """A progress bar on stderr for long ingests (off for small or non-interactive runs).
 
 Rows written advance the first line; after a load into an empty table, each deferred
-index build and the ANALYZE get a line of their own, in table blocks as the server
-reports them, so the minutes a large GiST build takes are not a silent wait at 100 %.
+index build and the ANALYZE get a line of their own, in table blocks (or tuples) as the
+server reports them, so the minutes a large GiST build takes are not a silent wait at 100 %.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from geosession.ingest.report import IngestReport
 
 Build = tuple[str, str, int, int]
 """Server work after a load as a line of the bar: what (``index <name>``, ``analyze``),
-the server's phase, table blocks done and in all."""
+the server's phase, and the work done and in all (table blocks, or tuples)."""
 
 
 class Progress:
