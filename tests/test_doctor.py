@@ -135,3 +135,28 @@ def test_doctor_reports_an_unreachable_server_and_skips_the_rest(make_db: MakeDb
     assert report.checks[0].name == "connection" and report.checks[0].status == "fail"
     assert "127.0.0.1:1" in report.checks[0].detail
     assert {check.status for check in report.checks[1:]} == {"skip"}
+
+
+def test_doctor_warns_of_indexes_a_killed_ingest_left_deferred(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], schema: str
+) -> None:
+    """What a load into an empty table leaves when it is killed before the rebuild."""
+    from geosession.ingest import ledger
+    from geosession.ingest.target import resolve_target
+
+    _places(admin, schema)
+    admin.execute(f"CREATE INDEX places_geom_idx ON {schema}.places USING gist (geom)")
+    assert _statuses(db.doctor(schemas=[schema]))["deferred indexes"] == "ok"
+    with admin.transaction(), admin.cursor() as cursor:
+        ledger.ensure_ledger(cursor)
+        target = resolve_target(cursor, f"{schema}.places")
+        assert ledger.defer_indexes(cursor, target, "killed") == ["places_geom_idx"]
+    try:
+        check = next(c for c in db.doctor(schemas=[schema]).checks if c.name == "deferred indexes")
+        assert check.status == "warn"
+        assert f"places_geom_idx on {schema}.places" in check.detail
+        admin.execute(check.fix.split("or: ", 1)[1])  # the recorded definition, then forget it
+        fixed = db.doctor(schemas=[schema])
+        assert _statuses(fixed)["deferred indexes"] == "ok" and fixed.ok, str(fixed)
+    finally:
+        admin.execute(f"DELETE FROM {ledger.DEFERRED} WHERE ingest_id = 'killed'")

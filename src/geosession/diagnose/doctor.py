@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, text
 
 from geosession.diagnose.advice import qualified, quote
 from geosession.errors import GeoSessionError
+from geosession.ingest.ledger import DEFERRED
 from geosession.settings import DatabaseSettings
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -55,6 +56,15 @@ _SRID_ZERO = text(
     "SELECT g.f_table_schema, g.f_table_name, g.f_geometry_column FROM geometry_columns g "
     "WHERE g.srid = 0 AND (CAST(:schemas AS text[]) IS NULL "
     "OR g.f_table_schema = ANY (CAST(:schemas AS text[]))) ORDER BY 1, 2, 3"
+)
+# DEFERRED is the ledger's constant table name, never user input
+_DEFERRED = text(
+    "SELECT n.nspname, c.relname, d.index_name, d.definition "  # noqa: S608
+    f"FROM {DEFERRED} d JOIN pg_class c ON c.oid = to_regclass(d.target) "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE (CAST(:schemas AS text[]) IS NULL OR n.nspname = ANY (CAST(:schemas AS text[]))) "
+    "AND to_regclass(quote_ident(n.nspname) || '.' || quote_ident(d.index_name)) IS NULL "
+    "ORDER BY 1, 2, 3"
 )
 _IDLE_IN_TRANSACTION = text(
     "SELECT pid, application_name, extract(epoch FROM clock_timestamp() - state_change)::float8 "
@@ -238,6 +248,29 @@ def _spatial_indexes(connection: Connection, context: _Context) -> Check:
     return Check("spatial indexes", "fail", f"no spatial index on {names}", fixes)
 
 
+def _deferred_indexes(connection: Connection, context: _Context) -> Check:
+    """Indexes an ingest dropped for a load into an empty table and has not rebuilt: it is
+    loading now, or it was killed and not run again."""
+    if connection.execute(text(f"SELECT to_regclass('{DEFERRED}')")).scalar() is None:
+        return Check("deferred indexes", "ok", "no ingest has deferred indexes here")
+    rows = connection.execute(_DEFERRED, {"schemas": context.schemas}).all()
+    if not rows:
+        return Check("deferred indexes", "ok", "every index an ingest dropped is rebuilt")
+    names = ", ".join(f"{index} on {schema}.{table}" for schema, table, index, _ in rows)
+    fixes = " ".join(
+        f"{definition}; DELETE FROM {DEFERRED} WHERE index_name = {_literal(index)} "  # noqa: S608
+        f"AND to_regclass(target) = to_regclass({_literal(qualified(schema, table))});"
+        for schema, table, index, definition in rows
+    )
+    return Check(
+        "deferred indexes",
+        "warn",
+        f"dropped for a load and not rebuilt yet (a load in progress, or one that was killed): "
+        f"{names}",
+        "run the ingest again (any ingest into the table rebuilds them), or: " + fixes,
+    )
+
+
 def _statistics(connection: Connection, context: _Context) -> Check:
     rows = connection.execute(_NEVER_ANALYZED, {"schemas": context.schemas}).all()
     if not rows:
@@ -297,6 +330,7 @@ _CHECKS: tuple[tuple[str, CheckFunction], ...] = (
     ("statement_timeout", _statement_timeout),
     ("idle_in_transaction_session_timeout", _idle_in_transaction_session_timeout),
     ("spatial indexes", _spatial_indexes),
+    ("deferred indexes", _deferred_indexes),
     ("statistics", _statistics),
     ("srid", _srid),
     ("idle in transaction", _idle_in_transaction),
