@@ -237,16 +237,7 @@ def test_ctrl_c_cancels_index_rebuilds_which_stay_recorded(
     db: SpatialDatabase, database_url: str, table: str, admin: psycopg.Connection[Any]
 ) -> None:
     """The rebuild is held on a lock, so only cancelling it on the server can end it."""
-    db.ingest(table, rows(100))
-    with db.transaction() as s:
-        s.execute(text(f"DROP INDEX {TABLE}_geom_idx"))
-        s.execute(
-            text(
-                "INSERT INTO geosession_ingest_deferred_index VALUES "
-                f"('\"public\".\"{TABLE}\"', '{TABLE}_geom_idx', "
-                f"'CREATE INDEX {TABLE}_geom_idx ON public.{TABLE} USING gist (geom)', 'test')"
-            )
-        )
+    leave_index_deferred(db, table)
     conninfo = database_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(conninfo) as holder:
         holder.execute(f"LOCK TABLE {TABLE} IN ROW EXCLUSIVE MODE")  # CREATE INDEX waits
@@ -272,9 +263,47 @@ def test_ctrl_c_cancels_index_rebuilds_which_stay_recorded(
         assert s.execute(text(f"SELECT to_regclass('{TABLE}_geom_idx')")).scalar_one()
 
 
-def waiting_builds(admin: psycopg.Connection[Any]) -> int:
-    row = admin.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+def test_an_index_rebuild_whose_backend_is_terminated_is_retried(
+    db: SpatialDatabase, database_url: str, table: str, admin: psycopg.Connection[Any]
+) -> None:
+    """The rebuild waits on a lock; its backend is killed, and the retry builds it."""
+    leave_index_deferred(db, table)
+    conninfo = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo) as holder:
+        holder.execute(f"LOCK TABLE {TABLE} IN ROW EXCLUSIVE MODE")  # CREATE INDEX waits
+        reports: list[Any] = []
+        rebuild = threading.Thread(target=lambda: reports.append(db.ingest(table, [])))
+        rebuild.start()
+        first = wait_until(lambda: waiting_builds(admin), timeout=20)
+        admin.execute("SELECT pg_terminate_backend(%s)", (first[0],))
+        wait_until(lambda: waiting_builds(admin) not in ([], first), timeout=20)  # the retry
+        holder.rollback()  # the lock goes: the rebuild runs
+        rebuild.join(timeout=30)
+    assert reports and reports[0].retries == 1
+    with db.session() as s:
+        assert s.execute(text(f"SELECT to_regclass('{TABLE}_geom_idx')")).scalar_one()
+        recorded = s.execute(text("SELECT count(*) FROM geosession_ingest_deferred_index"))
+        assert recorded.scalar_one() == 0
+
+
+def leave_index_deferred(db: SpatialDatabase, table: str) -> None:
+    """100 rows, and the GiST index dropped and recorded, as a killed load leaves them."""
+    db.ingest(table, rows(100))
+    with db.transaction() as s:
+        s.execute(text(f"DROP INDEX {TABLE}_geom_idx"))
+        s.execute(
+            text(
+                "INSERT INTO geosession_ingest_deferred_index VALUES "
+                f"('\"public\".\"{TABLE}\"', '{TABLE}_geom_idx', "
+                f"'CREATE INDEX {TABLE}_geom_idx ON public.{TABLE} USING gist (geom)', 'test')"
+            )
+        )
+
+
+def waiting_builds(admin: psycopg.Connection[Any]) -> list[int]:
+    """Backends whose CREATE INDEX waits for a lock."""
+    found = admin.execute(
+        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
         "AND query LIKE 'CREATE INDEX%%'"
-    ).fetchone()
-    return int(row[0]) if row else 0
+    )
+    return [int(pid) for (pid,) in found.fetchall()]
