@@ -89,8 +89,7 @@ class IngestReport:
             ("rows/s", f"{self.rows_per_second:,.0f}"),
         ]
         if self.deferred_indexes:
-            built = ", ".join(self.deferred_indexes)
-            rows.append(("indexes built after the load", built))
+            rows.append(("indexes built after the load", ", ".join(self.deferred_indexes)))
         if self.rebuild_seconds:
             rows.append(("rebuilding indexes, ANALYZE", f"{self.rebuild_seconds:.2f} s"))
         return rows
