@@ -6,6 +6,7 @@ source, and (through the autouse fixture) that no connection or transaction is l
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -145,6 +146,16 @@ KILLABLE = textwrap.dedent(
 )
 
 
+def run_script(script: str, database_url: str) -> subprocess.Popen[str]:
+    """A Python process running ``script`` against the test database; its stdout piped."""
+    return subprocess.Popen(
+        [sys.executable, "-c", script, database_url],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+
+
 def committed_rows(db: SpatialDatabase) -> int:
     with db.session() as s:
         return int(s.execute(text(f"SELECT count(*) FROM {TABLE}")).scalar_one())
@@ -153,12 +164,7 @@ def committed_rows(db: SpatialDatabase) -> int:
 def test_killed_process_resumes_with_the_same_ingest_id(
     db: SpatialDatabase, database_url: str, table: str
 ) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-c", KILLABLE, database_url],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).parent.parent,
-    )
+    process = run_script(KILLABLE, database_url)
     assert process.stdout is not None
     for line in process.stdout:
         if int(line.split()[0]) >= 16_000:
@@ -200,12 +206,7 @@ def test_ctrl_c_stops_an_ingest_whose_source_is_quiet(
 ) -> None:
     """Without flush_interval the reading thread waits inside the source; Ctrl-C must
     not wait for the source's next row (it used to hang until that row came)."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", QUIET_FEED, database_url],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).parent.parent,
-    )
+    process = run_script(QUIET_FEED, database_url)
     try:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "quiet"
@@ -237,16 +238,8 @@ def test_ctrl_c_cancels_index_rebuilds_which_stay_recorded(
     db: SpatialDatabase, database_url: str, table: str, admin: psycopg.Connection[Any]
 ) -> None:
     """The rebuild is held on a lock, so only cancelling it on the server can end it."""
-    leave_index_deferred(db, table)
-    conninfo = database_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(conninfo) as holder:
-        holder.execute(f"LOCK TABLE {TABLE} IN ROW EXCLUSIVE MODE")  # CREATE INDEX waits
-        process = subprocess.Popen(
-            [sys.executable, "-c", REBUILD, database_url],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=Path(__file__).parent.parent,
-        )
+    with rebuild_held_on_a_lock(db, database_url, table):
+        process = run_script(REBUILD, database_url)
         try:
             wait_until(lambda: waiting_builds(admin), timeout=20)
             process.send_signal(signal.SIGINT)
@@ -255,22 +248,16 @@ def test_ctrl_c_cancels_index_rebuilds_which_stay_recorded(
             process.kill()
         assert not waiting_builds(admin)  # cancelled while the lock was still held
     assert output.split() == ["interrupted"]
-    with db.session() as s:
-        recorded = s.execute(text("SELECT index_name FROM geosession_ingest_deferred_index"))
-        assert recorded.scalars().all() == [f"{TABLE}_geom_idx"]
+    assert index_state(db) == (False, [f"{TABLE}_geom_idx"])
     db.ingest(table, [])  # the next run rebuilds it
-    with db.session() as s:
-        assert s.execute(text(f"SELECT to_regclass('{TABLE}_geom_idx')")).scalar_one()
+    assert index_state(db) == (True, [])
 
 
 def test_an_index_rebuild_whose_backend_is_terminated_is_retried(
     db: SpatialDatabase, database_url: str, table: str, admin: psycopg.Connection[Any]
 ) -> None:
     """The rebuild waits on a lock; its backend is killed, and the retry builds it."""
-    leave_index_deferred(db, table)
-    conninfo = database_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(conninfo) as holder:
-        holder.execute(f"LOCK TABLE {TABLE} IN ROW EXCLUSIVE MODE")  # CREATE INDEX waits
+    with rebuild_held_on_a_lock(db, database_url, table) as holder:
         reports: list[Any] = []
         rebuild = threading.Thread(target=lambda: reports.append(db.ingest(table, [])))
         rebuild.start()
@@ -280,14 +267,15 @@ def test_an_index_rebuild_whose_backend_is_terminated_is_retried(
         holder.rollback()  # the lock goes: the rebuild runs
         rebuild.join(timeout=30)
     assert reports and reports[0].retries == 1
-    with db.session() as s:
-        assert s.execute(text(f"SELECT to_regclass('{TABLE}_geom_idx')")).scalar_one()
-        recorded = s.execute(text("SELECT count(*) FROM geosession_ingest_deferred_index"))
-        assert recorded.scalar_one() == 0
+    assert index_state(db) == (True, [])
 
 
-def leave_index_deferred(db: SpatialDatabase, table: str) -> None:
-    """100 rows, and the GiST index dropped and recorded, as a killed load leaves them."""
+@contextlib.contextmanager
+def rebuild_held_on_a_lock(
+    db: SpatialDatabase, database_url: str, table: str
+) -> Iterator[psycopg.Connection[Any]]:
+    """100 rows with the GiST index dropped and recorded, as a killed load leaves them, and
+    a lock that makes its CREATE INDEX wait until the block ends or the holder rolls back."""
     db.ingest(table, rows(100))
     with db.transaction() as s:
         s.execute(text(f"DROP INDEX {TABLE}_geom_idx"))
@@ -298,6 +286,18 @@ def leave_index_deferred(db: SpatialDatabase, table: str) -> None:
                 f"'CREATE INDEX {TABLE}_geom_idx ON public.{TABLE} USING gist (geom)', 'test')"
             )
         )
+    conninfo = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo) as holder:
+        holder.execute(f"LOCK TABLE {TABLE} IN ROW EXCLUSIVE MODE")
+        yield holder
+
+
+def index_state(db: SpatialDatabase) -> tuple[bool, list[str]]:
+    """Whether the GiST index is there, and the indexes recorded as deferred."""
+    with db.session() as s:
+        built = s.execute(text(f"SELECT to_regclass('{TABLE}_geom_idx')")).scalar_one()
+        recorded = s.execute(text("SELECT index_name FROM geosession_ingest_deferred_index"))
+        return built is not None, list(recorded.scalars())
 
 
 def waiting_builds(admin: psycopg.Connection[Any]) -> list[int]:
