@@ -6,6 +6,7 @@ source, and (through the autouse fixture) that no connection or transaction is l
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -268,6 +269,24 @@ def test_an_index_rebuild_whose_backend_is_terminated_is_retried(
         rebuild.join(timeout=30)
     assert reports and reports[0].retries == 1
     assert index_state(db) == (True, [])
+
+
+def test_cancelling_an_async_ingest_cancels_its_index_rebuilds(
+    db: SpatialDatabase, database_url: str, table: str, admin: psycopg.Connection[Any]
+) -> None:
+    async def cancel_while_rebuilding() -> None:
+        task = asyncio.create_task(db.async_ingest(table, []))
+        await asyncio.to_thread(wait_until, lambda: waiting_builds(admin), 20)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=10)
+        assert done, "cancelling waited for the rebuild"
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with rebuild_held_on_a_lock(db, database_url, table):
+        asyncio.run(cancel_while_rebuilding())
+        assert not waiting_builds(admin)  # cancelled on the server, the lock still held
+    assert index_state(db) == (False, [f"{TABLE}_geom_idx"])
 
 
 @contextlib.contextmanager

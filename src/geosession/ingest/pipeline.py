@@ -66,6 +66,8 @@ _VALIDATORS = 2
 """Threads validating batches at once: GEOS releases the GIL, so two keep two cores busy."""
 _WATCH_INTERVAL = 0.25
 """Seconds between looks at the server's progress of index builds after a load."""
+_POLL = 0.1
+"""Seconds between looks at whether the ingest was cancelled, while it waits."""
 _REBUILDERS = 2
 """Deferred indexes rebuilt at once: a GiST build runs on one core (PostgreSQL 15), so a
 second build alongside it uses the other (GiST and two B-trees on 1M rows: 2.5 -> 1.9 s)."""
@@ -171,7 +173,7 @@ class Ingest:
                     self._load(bar)
                 except BaseException:
                     with contextlib.suppress(Exception):  # the server may be gone: a rerun
-                        self._finish_indexes(bar, analyze=False)  # restores them
+                        self._finish_indexes(bar, analyze=False, stoppable=False)  # restores
                     raise
                 self.report.completed = True
                 self._finish_indexes(bar, analyze=deferred)
@@ -232,15 +234,16 @@ class Ingest:
         it, not the client, is the bottleneck, and a second backend adds about a tenth."""
         return 2 if ledger.secondary_indexes(cursor, self.target) else 1
 
-    def _finish_indexes(self, bar: Progress, *, analyze: bool) -> None:
+    def _finish_indexes(self, bar: Progress, *, analyze: bool, stoppable: bool = True) -> None:
         """Rebuilds the deferred indexes, then runs ANALYZE (the server's progress of both
-        shown on the bar)."""
+        shown on the bar). After a failed or stopped load the rebuild is not ``stoppable``
+        by cancel(): the table gets its indexes back before the error is raised."""
         started = time.perf_counter()
         indexes = self.connections.retrying(self._deferred)
         watched = bar.enabled and bool(indexes or analyze)
         try:
             with _BuildWatch(self.connections, self.target, bar, enabled=watched) as watch:
-                self._rebuild_all(indexes, watch)
+                self._rebuild_all(indexes, watch, stoppable=stoppable)
                 if analyze:
                     self.connections.retrying(self._analyze)
         finally:
@@ -251,9 +254,12 @@ class Ingest:
         with conn.transaction(), conn.cursor() as cursor:
             return ledger.deferred_indexes(cursor, self.target)
 
-    def _rebuild_all(self, indexes: list[tuple[str, str]], watch: _BuildWatch) -> None:
+    def _rebuild_all(
+        self, indexes: list[tuple[str, str]], watch: _BuildWatch, *, stoppable: bool
+    ) -> None:
         """Two at a time, each in a transaction of its own: one that fails stays recorded
-        for the next run and undoes no other. Ctrl-C cancels the builds in progress."""
+        for the next run and undoes no other. Ctrl-C, or cancelling an async ingest,
+        cancels the builds in progress on the server."""
         building: dict[str, psycopg.Connection[Any]] = {}
 
         def rebuild(name: str, definition: str) -> None:
@@ -279,8 +285,13 @@ class Ingest:
         pool = ThreadPoolExecutor(_REBUILDERS, "geosession-ingest-index")
         builds = [pool.submit(rebuild, name, definition) for name, definition in indexes]
         try:
-            wait(builds)
-        except BaseException:  # Ctrl-C: the server stops building; the next run restores
+            while wait(builds, timeout=_POLL).not_done:
+                if stoppable and self.cancelled:
+                    raise Cancelled(
+                        f"ingest {self.ingest_id} was cancelled while rebuilding indexes: "
+                        "they stay recorded, and the next ingest into the table rebuilds them"
+                    )
+        except BaseException:  # the server stops building; the next run restores
             for conn in list(building.values()):
                 conn.cancel_safe()
             raise
