@@ -270,7 +270,7 @@ def measure(method: Method, rows: int, bench: URL, files: Files) -> Sample:
             seconds, client, rss = *time_ogr2ogr(bench, files.geopackage), None
         else:
             seconds, client, rss = run_child(method.key, bench, rows, files.geopackage)
-        sample = Sample(seconds, client, server.used(), rss)
+        sample = Sample(seconds, client, server.used(conn), rss)
         check_loaded(conn, method, rows)
         drop_table(conn, TABLE)  # frees the space before the next method
     return sample
@@ -288,7 +288,13 @@ class ServerCpu:
         self.postmaster = _parent_pid(row[0]) if row else None
         self.start = self._total()
 
-    def used(self) -> float | None:
+    def used(self, conn: psycopg.Connection[Any]) -> float | None:
+        """After the method's backends are gone and reaped: a backend that just exited is
+        in neither the live list nor the postmaster's children times until it is."""
+        deadline = time.monotonic() + 5
+        while _other_backends(conn) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)
         total = self._total()
         return None if total is None or self.start is None else total - self.start
 
@@ -302,6 +308,14 @@ class ServerCpu:
         except OSError:
             return None
         return own + sum(_proc_times(int(pid)) for pid in pids)
+
+
+def _other_backends(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid()"
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _parent_pid(pid: int) -> int | None:
