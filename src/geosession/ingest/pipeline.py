@@ -16,7 +16,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
@@ -43,6 +42,7 @@ from geosession.ingest.copy import (
     ensure_quarantine,
     write_chunk,
 )
+from geosession.ingest.indexes import rebuild_deferred
 from geosession.ingest.progress import Progress
 from geosession.ingest.report import IngestReport
 from geosession.ingest.sources import Batch, iter_batches, source_length
@@ -64,13 +64,6 @@ _FIRST_BATCH = 500
 kB each) still fit in memory several times over."""
 _VALIDATORS = 2
 """Threads validating batches at once: GEOS releases the GIL, so two keep two cores busy."""
-_WATCH_INTERVAL = 0.25
-"""Seconds between looks at the server's progress of index builds after a load."""
-_POLL = 0.1
-"""Seconds between looks at whether the ingest was cancelled, while it waits."""
-_REBUILDERS = 2
-"""Deferred indexes rebuilt at once: a GiST build runs on one core (PostgreSQL 15), so a
-second build alongside it uses the other (GiST and two B-trees on 1M rows: 2.5 -> 1.9 s)."""
 _TIMEOUT = "57014"
 
 
@@ -235,74 +228,21 @@ class Ingest:
         return 2 if ledger.secondary_indexes(cursor, self.target) else 1
 
     def _finish_indexes(self, bar: Progress, *, analyze: bool, stoppable: bool = True) -> None:
-        """Rebuilds the deferred indexes, then runs ANALYZE (the server's progress of both
-        shown on the bar). After a failed or stopped load the rebuild is not ``stoppable``
-        by cancel(): the table gets its indexes back before the error is raised."""
-        started = time.perf_counter()
-        indexes = self.connections.retrying(self._deferred)
-        watched = bar.enabled and bool(indexes or analyze)
-        try:
-            with _BuildWatch(self.connections, self.target, bar, enabled=watched) as watch:
-                self._rebuild_all(indexes, watch, stoppable=stoppable)
-                if analyze:
-                    self.connections.retrying(self._analyze)
-        finally:
-            if indexes or analyze:
-                self.report.rebuild_seconds = time.perf_counter() - started
+        """Rebuilds the deferred indexes, then runs ANALYZE. After a failed or stopped load
+        the rebuild is not ``stoppable`` by cancel(): the table gets its indexes back
+        before the error is raised."""
 
-    def _deferred(self, conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
-        with conn.transaction(), conn.cursor() as cursor:
-            return ledger.deferred_indexes(cursor, self.target)
+        def stopped() -> Cancelled | None:
+            if not (stoppable and self.cancelled):
+                return None
+            return Cancelled(
+                f"ingest {self.ingest_id} was cancelled while rebuilding indexes: they stay "
+                "recorded, and the next ingest into the table rebuilds them"
+            )
 
-    def _rebuild_all(
-        self, indexes: list[tuple[str, str]], watch: _BuildWatch, *, stoppable: bool
-    ) -> None:
-        """Two at a time, each in a transaction of its own: one that fails stays recorded
-        for the next run and undoes no other. Ctrl-C, or cancelling an async ingest,
-        cancels the builds in progress on the server."""
-        building: dict[str, psycopg.Connection[Any]] = {}
-
-        def rebuild(name: str, definition: str) -> None:
-            def step(conn: psycopg.Connection[Any]) -> None:
-                building[name] = conn
-                watch.building(conn.info.backend_pid, name)
-                with conn.transaction(), conn.cursor() as cursor:
-                    ledger.restore_index(cursor, self.target, name, definition)
-
-            try:
-                self.connections.retrying(step)
-            except GeoSessionError as error:
-                raise type(error)(
-                    f"Rebuilding index {name} of {self.target.quoted} after the load failed: "
-                    f"{error.message} The index stays recorded in {ledger.DEFERRED}: once the "
-                    f"data is fixed, the next ingest into the table rebuilds it (or run: "
-                    f"{definition})",
-                    sqlstate=error.sqlstate,
-                ) from error
-            finally:
-                building.pop(name, None)
-
-        pool = ThreadPoolExecutor(_REBUILDERS, "geosession-ingest-index")
-        builds = [pool.submit(rebuild, name, definition) for name, definition in indexes]
-        try:
-            while wait(builds, timeout=_POLL).not_done:
-                if stoppable and self.cancelled:
-                    raise Cancelled(
-                        f"ingest {self.ingest_id} was cancelled while rebuilding indexes: "
-                        "they stay recorded, and the next ingest into the table rebuilds them"
-                    )
-        except BaseException:  # the server stops building; the next run restores
-            for conn in list(building.values()):
-                conn.cancel_safe()
-            raise
-        finally:
-            pool.shutdown(cancel_futures=True)
-        for build in builds:
-            build.result()  # the first failure, once every build has ended
-
-    def _analyze(self, conn: psycopg.Connection[Any]) -> None:
-        with conn.transaction(), conn.cursor() as cursor:
-            cursor.execute(f"ANALYZE {self.target.quoted}")
+        rebuild_deferred(
+            self.connections, self.target, bar, self.report, analyze=analyze, stopped=stopped
+        )
 
     def _load(self, bar: Progress) -> None:
         self.queue = queue.Queue(maxsize=self.workers)  # one chunk waits for each writer
@@ -554,56 +494,6 @@ class Ingest:
         )
         translated.args = (translated.message,)
         return translated
-
-
-class _BuildWatch:
-    """Shows the server's progress of the index builds and ANALYZE after a load.
-
-    It borrows its connection only after the builds have theirs, so with a pool of one
-    it waits for them instead of holding them up; being cosmetic, it ends quietly on any
-    error. Non-concurrent builds do not name their index to the progress view, so each
-    rebuild says which backend builds which index.
-    """
-
-    def __init__(
-        self, connections: Connections, target: Target, bar: Progress, *, enabled: bool
-    ) -> None:
-        self.connections, self.target, self.bar, self.enabled = connections, target, bar, enabled
-        self.indexes: dict[int, str] = {}
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._watch, name="geosession-ingest-watch")
-
-    def building(self, backend: int, index: str) -> None:
-        self.indexes[backend] = index
-
-    def __enter__(self) -> _BuildWatch:
-        if self.enabled:
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.done.set()
-            self.thread.join()
-            self.bar.builds_done()
-
-    def _watch(self) -> None:
-        if self.done.wait(_WATCH_INTERVAL):
-            return
-        with contextlib.suppress(Exception), self.connections.connection() as conn:
-            with conn.transaction():
-                found = conn.execute("SELECT CAST(%s AS regclass)::oid", (self.target.quoted,))
-                oid = int(found.fetchone()[0])  # type: ignore[index]
-            while not self.done.is_set():
-                with conn.transaction(), conn.cursor() as cursor:
-                    builds = ledger.build_progress(cursor, oid)
-                self.bar.show_builds([(self._label(i, k), p, d, t) for i, k, p, d, t in builds])
-                self.done.wait(_WATCH_INTERVAL)
-
-    def _label(self, backend: int, kind: str) -> str:
-        if kind == "index":
-            return f"index {self.indexes.get(backend, '…')}"
-        return f"analyze {self.target.name}"
 
 
 def _kept(values: list[Any], keep: np.ndarray[Any, np.dtype[np.bool_]]) -> list[Any]:
