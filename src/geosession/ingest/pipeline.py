@@ -228,9 +228,9 @@ class Ingest:
         return 2 if ledger.secondary_indexes(cursor, self.target) else 1
 
     def _finish_indexes(self, bar: Progress, *, analyze: bool, stoppable: bool = True) -> None:
-        """Rebuilds the deferred indexes, then runs ANALYZE. After a failed or stopped load
-        the rebuild is not ``stoppable`` by cancel(): the table gets its indexes back
-        before the error is raised."""
+        """Rebuilds the deferred indexes (then ANALYZE when ``analyze``). After a failed or
+        stopped load the rebuild is not ``stoppable`` by cancel(): the table gets its
+        indexes back before the error is raised."""
 
         def stopped() -> Cancelled | None:
             if not (stoppable and self.cancelled):
