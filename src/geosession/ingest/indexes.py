@@ -76,6 +76,8 @@ def _rebuild_all(
     watch: _BuildWatch,
     stopped: Stopped,
 ) -> None:
+    if not indexes:  # the common case: nothing was deferred
+        return
     building: dict[str, psycopg.Connection[Any]] = {}
 
     def rebuild(name: str, definition: str) -> None:

@@ -62,7 +62,7 @@ def read_ahead(items: Iterator[_T], stage: str, stopped: Callable[[], bool]) -> 
     try:
         while not stopped():
             try:
-                item = handoff.get(timeout=0.1)
+                item = handoff.get(timeout=_POLL)
             except queue.Empty:
                 continue
             if isinstance(item, _End):
@@ -221,7 +221,7 @@ def put_until(target: queue.Queue[Any], item: Any, stopped: Callable[[], bool]) 
     """Puts ``item``, waiting for room until ``stopped()``; whether it was put."""
     while not stopped():
         try:
-            target.put(item, timeout=0.1)
+            target.put(item, timeout=_POLL)
             return True
         except queue.Full:
             continue
