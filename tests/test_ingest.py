@@ -164,6 +164,9 @@ def test_every_bad_input_kind_is_quarantined_with_its_reason(
     assert count == 5_000 - len(BAD_VALUES)
     reasons = {r.kind: r.reason for r in report.rejected}
     assert "SRID 3857" in reasons["srid"] and "Self-intersection" in reasons["invalid"]
+    # the parser's words, not the value again (it is stored beside the reason)
+    assert reasons["unclosed_ring"].endswith("do not form a closed linestring")
+    assert "cannot read" not in reasons["unclosed_ring"]
 
 
 def test_raise_names_the_row_and_keeps_committed_chunks(db: SpatialDatabase, table: str) -> None:

@@ -36,6 +36,7 @@ _PROMOTE = {
     "MULTILINESTRING": (1, shapely.multilinestrings),
     "MULTIPOLYGON": (3, shapely.multipolygons),
 }
+_REASON_LIMIT = 500
 _TYPE_NAMES = (
     "Point",
     "LineString",
@@ -158,8 +159,8 @@ def _parse(
             with np.errstate(invalid="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 geoms[index] = to_shape(values[index])
-        except InvalidGeometry as error:
-            problems[int(index)] = _parse_problem(str(error))
+        except InvalidGeometry as error:  # the parser's own words: the value is stored beside
+            problems[int(index)] = _parse_problem(str(error.__cause__ or error)[:_REASON_LIMIT])
     wkb[pending] = None  # unparsable WKB is rejected, and other values are not WKB
     return geoms, problems, wkb
 
