@@ -303,6 +303,28 @@ def test_resume_with_the_same_ingest_id_after_a_crash(db: SpatialDatabase, table
     assert table_state(db) == (10_000, 10_000, source_checksum(10_000))
 
 
+
+def test_a_failing_source_still_loads_the_rows_read_before_it(
+    db: SpatialDatabase, table: str
+) -> None:
+    def crashing() -> Iterator[dict[str, Any]]:
+        for number, row in enumerate(rows(16_000), start=1):
+            if number == 12_001:
+                raise RuntimeError("feed dropped")
+            yield row
+
+    # source batches of 5,000 rows under chunks of 20,000: when the third batch fails,
+    # the first two wait for a chunk to fill; they load, the failing batch does not
+    with pytest.raises(RuntimeError, match="feed dropped") as failed:
+        db.ingest(table, crashing(), chunk_size=20_000, ingest_id="dropped")
+    report = failed.value.ingest_report  # type: ignore[attr-defined]
+    assert (report.inserted, report.chunks, report.completed) == (10_000, 1, False)
+    assert table_state(db)[0] == 10_000
+    resumed = db.ingest(table, rows(16_000), chunk_size=20_000, ingest_id="dropped")
+    assert (resumed.already_committed, resumed.inserted) == (10_000, 6_000)
+    assert table_state(db) == (16_000, 16_000, source_checksum(16_000))
+
+
 async def async_rows(
     count: int, *, fail_at: int | None = None, pause_every: int = 0
 ) -> AsyncIterator[dict[str, Any]]:

@@ -339,23 +339,29 @@ class Ingest:
 
     def _sealed(self, validated: Iterator[Validated]) -> Iterator[Chunk]:
         """Chunks of the sizer's size from validated batches (sealed by PendingRows.take);
-        a batch cut by the flush interval sends what is pending at once."""
+        a batch cut by the flush interval sends what is pending at once, and so does a
+        failing source: the rows read before its error still load, then it is raised."""
         pending: PendingRows | None = None
-        for columns, numbers, rejects, flush in validated:
-            assert self.plan is not None  # made by _encode
-            pending = pending or PendingRows(self.plan)
-            first_bad = rejects[0] if rejects and self.options.on_invalid == "raise" else None
-            if first_bad is not None:  # load what came before the bad row, then stop
-                cut = bisect.bisect_left(numbers, first_bad.row)
-                columns, numbers, rejects = [c[:cut] for c in columns], numbers[:cut], []
-            if columns:  # none in a quiet source's flush
-                pending.add(columns, numbers, rejects)
-            while len(pending) >= self.sizer.size or ((first_bad or flush) and len(pending)):
-                chunk = pending.take(min(self.sizer.size, len(pending)))
-                self.sizer.observe_bytes(len(chunk), chunk.nbytes)
-                yield chunk
-            if first_bad is not None:
-                raise invalid_geometry_error(first_bad)
+        try:
+            for columns, numbers, rejects, flush in validated:
+                assert self.plan is not None  # made by _encode
+                pending = pending or PendingRows(self.plan)
+                first_bad = rejects[0] if rejects and self.options.on_invalid == "raise" else None
+                if first_bad is not None:  # load what came before the bad row, then stop
+                    cut = bisect.bisect_left(numbers, first_bad.row)
+                    columns, numbers, rejects = [c[:cut] for c in columns], numbers[:cut], []
+                if columns:  # none in a quiet source's flush
+                    pending.add(columns, numbers, rejects)
+                while len(pending) >= self.sizer.size or ((first_bad or flush) and len(pending)):
+                    chunk = pending.take(min(self.sizer.size, len(pending)))
+                    self.sizer.observe_bytes(len(chunk), chunk.nbytes)
+                    yield chunk
+                if first_bad is not None:
+                    raise invalid_geometry_error(first_bad)
+        except Exception:
+            if pending is not None and len(pending) and not self.stop.is_set():
+                yield pending.take(len(pending))
+            raise
         if pending is not None and len(pending):
             yield pending.take(len(pending))
 
