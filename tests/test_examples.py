@@ -1,0 +1,42 @@
+"""The examples run as users run them, against the test database, and say what they show."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name: str, database_url: str, *arguments: str) -> str:
+    environment = {**os.environ, "GEOSESSION_DATABASE_URL": database_url, "COLUMNS": "100"}
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *arguments],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_load_and_resume_quarantines_resumes_and_loads_nothing_twice(database_url: str) -> None:
+    out = run_example("load_and_resume.py", database_url, "--rows", "12000")
+    assert "FeedDropped: upstream closed the connection before row 7,200" in out
+    committed = int(out.split("committed before it: ")[1].split()[0].replace(",", ""))
+    assert 0 < committed < 7_200  # the batches read before the drop, less the rejects
+    for kind in ("invalid", "unclosed_ring", "srid", "null", "non_finite"):
+        assert f" {kind} " in out
+    assert "loaded now: 0, skipped as committed: 12,000" in out
+    assert "stored: 11,995 rows, 11,995 distinct ids" in out
+
+
+def test_live_feed_commits_while_the_feed_runs(database_url: str) -> None:
+    out = run_example("live_feed.py", database_url, "--seconds", "2.5")
+    lines = [line for line in out.splitlines() if line.endswith("positions stored")]
+    counts = [int(line.split()[2].replace(",", "")) for line in lines]
+    assert any(0 < count < counts[-1] for count in counts), out  # stored before the feed ended
+    assert "feed ended:" in out
