@@ -303,7 +303,6 @@ def test_resume_with_the_same_ingest_id_after_a_crash(db: SpatialDatabase, table
     assert table_state(db) == (10_000, 10_000, source_checksum(10_000))
 
 
-
 def test_a_failing_source_still_loads_the_rows_read_before_it(
     db: SpatialDatabase, table: str
 ) -> None:
