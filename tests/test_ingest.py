@@ -137,6 +137,10 @@ def test_a_source_smaller_than_a_chunk_reports_its_own_size(
 ) -> None:
     report = db.ingest(table, rows(700))
     assert (report.chunks, report.chunk_size_min, report.chunk_size_max) == (1, 700, 700)
+    again = db.ingest(table, rows(700), ingest_id=report.ingest_id)  # nothing left to load
+    assert (again.already_committed, again.chunks) == (700, 0)
+    chunk_size_line = next(line for line in str(again).splitlines() if "chunk size" in line)
+    assert "–" in chunk_size_line and "0 rows" not in chunk_size_line
 
 
 def test_every_bad_input_kind_is_quarantined_with_its_reason(

@@ -84,7 +84,7 @@ class IngestReport:
         rows += [
             ("chunks", f"{self.chunks:,} over {self.workers} connection(s)"),
             ("retries", f"{self.retries:,}"),
-            ("chunk size", f"{self.chunk_size_min:,} – {self.chunk_size_max:,} rows"),
+            ("chunk size", self._chunk_sizes()),
             ("duration", f"{self.duration:.2f} s"),
             ("rows/s", f"{self.rows_per_second:,.0f}"),
         ]
@@ -93,6 +93,11 @@ class IngestReport:
         if self.rebuild_seconds:
             rows.append(("rebuilding indexes, ANALYZE", f"{self.rebuild_seconds:.2f} s"))
         return rows
+
+    def _chunk_sizes(self) -> str:
+        if not self.chunks:
+            return "–"  # nothing committed in this run (e.g. all of it resumed)
+        return f"{self.chunk_size_min:,} – {self.chunk_size_max:,} rows"
 
     def __str__(self) -> str:
         console = Console(width=100, record=True, color_system=None)
