@@ -398,7 +398,8 @@ def _check_fields(names: list[str], columns: Sequence[str], where: str) -> None:
     if unknown:
         raise ConfigurationError(
             f"{where} has fields that are not columns of the target: "
-            f"{', '.join(map(repr, unknown))}; the target's columns: {', '.join(columns)}"
+            f"{', '.join(map(repr, unknown))}; the target's columns: {', '.join(columns)}. "
+            "Add those columns to the table, or leave the fields out of the source"
         )
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
