@@ -279,7 +279,7 @@ def test_on_conflict_error_ignore_update(db: SpatialDatabase, table: str) -> Non
         {"id": 50, "name": "changed", "value": -5.0, "geom": "POLYGON((0 0,1 0,1 1,0 0))"},
         {"id": 101, "name": "new", "value": 1.0, "geom": "POLYGON((0 0,1 0,1 1,0 0))"},
     ]
-    with pytest.raises(IntegrityViolation, match="Row 1 duplicates a key"):
+    with pytest.raises(IntegrityViolation, match="Row 1 duplicates a key.*--on-conflict ignore"):
         db.ingest(table, changed)
     ignored = db.ingest(table, changed, on_conflict="ignore")
     assert (ignored.inserted, ignored.conflicts) == (1, 1)

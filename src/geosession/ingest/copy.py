@@ -163,7 +163,8 @@ def _server_reject(plan: WritePlan, error: Exception, row: int, values: tuple[An
     if error.sqlstate == _UNIQUE_VIOLATION and plan.on_conflict == "error":
         raise IntegrityViolation(
             f"Row {row} duplicates a key already in {plan.target.quoted}: {message}{detail}. "
-            "Pass on_conflict='ignore' to keep the existing rows or 'update' to overwrite them",
+            "Pass on_conflict='ignore' (CLI: --on-conflict ignore) to keep the existing rows, "
+            "or 'update' to overwrite them",
             sqlstate=error.sqlstate,
         ) from error
     column = diag.column_name

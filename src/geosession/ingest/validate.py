@@ -133,7 +133,8 @@ def invalid_geometry_error(reject: Reject) -> InvalidGeometry:
     """The error for on_invalid="raise": names the row, the column and the reason."""
     return InvalidGeometry(
         f"Row {reject.row}, column {reject.column}: {reject.reason}. Fix the source, or pass "
-        "on_invalid='quarantine' to load the other rows and keep this one aside"
+        "on_invalid='quarantine' (CLI: --on-invalid quarantine) to load the other rows and "
+        "keep this one aside"
     )
 
 
