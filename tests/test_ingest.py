@@ -307,8 +307,9 @@ def test_resume_with_the_same_ingest_id_after_a_crash(db: SpatialDatabase, table
     assert table_state(db) == (10_000, 10_000, source_checksum(10_000))
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_failing_source_still_loads_the_rows_read_before_it(
-    db: SpatialDatabase, table: str
+    db: SpatialDatabase, table: str, workers: int
 ) -> None:
     def crashing() -> Iterator[dict[str, Any]]:
         for number, row in enumerate(rows(16_000), start=1):
@@ -319,9 +320,10 @@ def test_a_failing_source_still_loads_the_rows_read_before_it(
     # source batches of 5,000 rows under chunks of 20,000: when the third batch fails,
     # the first two wait for a chunk to fill; they load, the failing batch does not
     with pytest.raises(RuntimeError, match="feed dropped") as failed:
-        db.ingest(table, crashing(), chunk_size=20_000, ingest_id="dropped")
+        db.ingest(table, crashing(), chunk_size=20_000, ingest_id="dropped", workers=workers)
     report = failed.value.ingest_report  # type: ignore[attr-defined]
     assert (report.inserted, report.chunks, report.completed) == (10_000, 1, False)
+    assert report.workers == workers
     assert table_state(db)[0] == 10_000
     resumed = db.ingest(table, rows(16_000), chunk_size=20_000, ingest_id="dropped")
     assert (resumed.already_committed, resumed.inserted) == (10_000, 6_000)
