@@ -10,6 +10,7 @@ import threading
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -605,6 +606,37 @@ def test_invalid_options_fail_before_any_row(
     with pytest.raises(ConfigurationError, match=needle):
         db.ingest(table, rows(10), **kwargs)
     assert table_state(db)[0] == 0
+
+
+def test_generated_columns_are_computed_by_the_server_and_refused_from_the_source(
+    db: SpatialDatabase, tmp_path: Path
+) -> None:
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE ingest_generated (id integer PRIMARY KEY, "
+                "geom geometry(POLYGON, 4326) NOT NULL, "
+                "area double precision GENERATED ALWAYS AS (ST_Area(geom)) STORED, "
+                "label text)"
+            )
+        )
+    try:
+        square = "SRID=4326;POLYGON((0 0,2 0,2 2,0 2,0 0))"
+        assert db.ingest("ingest_generated", [{"id": 1, "geom": square}]).inserted == 1
+        assert db.ingest("ingest_generated", [(2, square, "tuple")]).inserted == 1  # no area
+        refused = r"has values for 'area': generated column\(s\) .*Leave them out"
+        with pytest.raises(ConfigurationError, match="row 1 " + refused):
+            db.ingest("ingest_generated", [{"id": 3, "geom": square, "area": 4.0}])
+        csv_file = tmp_path / "squares.csv"
+        csv_file.write_text(f'id,wkt,area\n4,"{square}",4.0\n')
+        with pytest.raises(ConfigurationError, match="squares.csv " + refused):
+            db.ingest("ingest_generated", csv_file)
+        with db.session() as s:
+            stored = s.execute(text("SELECT id, area, label FROM ingest_generated ORDER BY id"))
+            assert stored.all() == [(1, 4.0, None), (2, 4.0, "tuple")]
+    finally:
+        with db.transaction() as s:
+            s.execute(text("DROP TABLE IF EXISTS ingest_generated, ingest_generated_rejected"))
 
 
 def test_missing_table_is_a_clear_error(db: SpatialDatabase) -> None:

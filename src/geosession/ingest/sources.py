@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import itertools
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Column, inspect
 from sqlalchemy.orm import InstanceState
@@ -43,12 +44,20 @@ from geosession.ingest.stages import timed_batches
 
 VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb")
 WKT_NAMES = ("wkt", "geometry", "geom", "WKT")
+
+
 _SUPPORTED = (
     "GeoPackage, Shapefile, GeoJSON, FlatGeobuf (" + ", ".join(VECTOR_SUFFIXES) + ") or .csv"
 )
 _CSV_FIELD_LIMIT = 2**31 - 1  # WKT of a large polygon exceeds csv's default 128 KiB
 _FILE_BATCH = 10_000
 """Features per record batch read from a vector file; cut to the batch size asked for."""
+
+
+class CheckFields(Protocol):
+    """Checks a source's field names against the target (``_check_fields``, bound)."""
+
+    def __call__(self, names: list[str], *, where: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,7 @@ def iter_batches(
     wkt_column: str | None = None,
     flush_interval: float | None = None,
     stopped: Callable[[], bool] = lambda: False,
+    computed: Collection[str] = (),
 ) -> Iterator[Batch]:
     """Batches of at most ``batch_size`` rows from ``source``, in source order.
 
@@ -89,15 +99,17 @@ def iter_batches(
     many seconds, also while the source waits for its next row (and ``stopped()`` then
     ends the batches without waiting for it). Cheap checks (file present and supported,
     DataFrame or CSV header fields) raise here; a vector file's fields are checked when
-    it is opened, before its first batch.
+    it is opened, before its first batch. ``columns`` are those a source may fill;
+    ``computed`` names the target's generated columns, for the error when a source has them.
     """
     if (isinstance(batch_size, int) and batch_size < 1) or not columns:
         raise ConfigurationError("iter_batches needs batch_size >= 1 and the target's columns")
     size = batch_size if callable(batch_size) else (lambda: batch_size)
+    check = functools.partial(_check_fields, columns=columns, computed=frozenset(computed))
     if isinstance(source, str | os.PathLike):
-        return _file_batches(Path(source), columns, geometry_column, size, wkt_column)
+        return _file_batches(Path(source), columns, geometry_column, size, wkt_column, check)
     if _is_dataframe(source):
-        return _dataframe_batches(source, columns, geometry_column, size)
+        return _dataframe_batches(source, columns, geometry_column, size, check)
     if hasattr(source, "__aiter__") and not isinstance(source, Iterable):
         raise ConfigurationError(
             f"cannot ingest a {type(source).__name__} with db.ingest: it is an async "
@@ -108,7 +120,7 @@ def iter_batches(
             f"cannot ingest a {type(source).__name__}: pass an iterable of rows "
             f"(dicts, tuples or mapped instances), a GeoDataFrame or a path to a {_SUPPORTED} file"
         )
-    return _iterable_batches(source, columns, size, flush_interval, stopped)
+    return _iterable_batches(source, columns, size, flush_interval, stopped, check)
 
 
 def source_length(source: Any) -> int | None:
@@ -138,6 +150,7 @@ def _iterable_batches(
     size: Callable[[], int],
     flush_interval: float | None,
     stopped: Callable[[], bool],
+    check: CheckFields,
 ) -> Iterator[Batch]:
     """Pull rows lazily: a generator is never consumed past the batch being built (nor,
     with a flush interval, past the two batches its pulling thread gathers ahead)."""
@@ -148,7 +161,7 @@ def _iterable_batches(
             yield Batch(first, {}, flush=True)
             continue
         batch = _fast_batch(raw, first, columns, allowed) or _columnar(
-            [_row_values(row, first + i, columns, allowed) for i, row in enumerate(raw)],
+            [_row_values(row, first + i, columns, allowed, check) for i, row in enumerate(raw)],
             first,
             columns,
         )
@@ -189,7 +202,7 @@ def _fast_batch(
 
 
 def _row_values(
-    row: Any, number: int, columns: Sequence[str], allowed: frozenset[str]
+    row: Any, number: int, columns: Sequence[str], allowed: frozenset[str], check: CheckFields
 ) -> Mapping[str, Any]:
     if type(row) is dict or isinstance(row, Mapping):  # the exact-type test is the fast path
         values: Mapping[str, Any] = row
@@ -203,7 +216,7 @@ def _row_values(
     else:
         values = _instance_values(row, number)
     if not values.keys() <= allowed:
-        _check_fields(list(values), columns, f"row {number}")
+        check(list(values), where=f"row {number}")
     if not values:
         raise ConfigurationError(f"row {number} has no value for any column of the target")
     return values
@@ -241,11 +254,15 @@ def _is_dataframe(source: Any) -> bool:
 
 
 def _dataframe_batches(
-    frame: Any, columns: Sequence[str], geometry_column: str | None, size: Callable[[], int]
+    frame: Any,
+    columns: Sequence[str],
+    geometry_column: str | None,
+    size: Callable[[], int],
+    check: CheckFields,
 ) -> Iterator[Batch]:
     active = getattr(getattr(frame, "geometry", None), "name", None)
     names = {label: _target_name(str(label), active, columns, geometry_column) for label in frame}
-    _check_fields(list(names.values()), columns, "the DataFrame")
+    check(list(names.values()), where="the DataFrame")
     series = {label: frame[label] for label in names}
     epsg = {names[label]: _epsg(column) for label, column in series.items()}
     srids = {name: srid for name, srid in epsg.items() if srid is not None}
@@ -286,6 +303,7 @@ def _file_batches(
     geometry_column: str | None,
     size: Callable[[], int],
     wkt_column: str | None,
+    check: CheckFields,
 ) -> Iterator[Batch]:
     suffix = path.suffix.lower()
     if suffix != ".csv" and suffix not in VECTOR_SUFFIXES:
@@ -293,7 +311,7 @@ def _file_batches(
     if not path.is_file():
         raise ConfigurationError(f"cannot ingest {path}: no such file")
     if suffix == ".csv":
-        return _csv_batches(path, columns, geometry_column, size, wkt_column)
+        return _csv_batches(path, columns, geometry_column, size, wkt_column, check)
     try:
         import pyarrow  # noqa: F401  (open_arrow needs it)
         import pyogrio
@@ -301,7 +319,7 @@ def _file_batches(
         raise ConfigurationError(
             f"reading {path} needs pyogrio and pyarrow: pip install 'geosession[geo]'"
         ) from error
-    return _vector_batches(pyogrio, path, columns, geometry_column, size)
+    return _vector_batches(pyogrio, path, columns, geometry_column, size, check)
 
 
 def _vector_batches(
@@ -310,6 +328,7 @@ def _vector_batches(
     columns: Sequence[str],
     geometry_column: str | None,
     size: Callable[[], int],
+    check: CheckFields,
 ) -> Iterator[Batch]:
     """The layer's record batches, cut into batches of ``size()`` rows without copying."""
     unreadable = (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError)
@@ -318,7 +337,7 @@ def _vector_batches(
             geometry = meta["geometry_name"] or "wkb_geometry"  # pyogrio's name for no name
             fields = [str(name) for name in reader.schema.names]
             names = {f: _target_name(f, geometry, columns, geometry_column) for f in fields}
-            _check_fields(list(names.values()), columns, str(path))
+            check(list(names.values()), where=str(path))
             srid, first = _crs_code(meta["crs"]), 1
             srids = {names[geometry]: srid} if srid is not None and geometry in names else {}
             for record_batch in reader:
@@ -339,13 +358,14 @@ def _csv_batches(
     geometry_column: str | None,
     size: Callable[[], int],
     wkt_column: str | None,
+    check: CheckFields,
 ) -> Iterator[Batch]:
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
     with path.open(newline="", encoding="utf-8-sig") as handle:
         header = next(csv.reader(handle), [])
     wkt = _wkt_column(header, geometry_column, wkt_column, path)
     names = [_target_name(h, wkt, columns, geometry_column) for h in header]
-    _check_fields(names, columns, str(path))
+    check(names, where=str(path))
     order = sorted(range(len(names)), key=lambda i: columns.index(names[i]))
 
     def batches() -> Iterator[Batch]:
@@ -393,7 +413,15 @@ def _target_name(
     return name
 
 
-def _check_fields(names: list[str], columns: Sequence[str], where: str) -> None:
+def _check_fields(
+    names: list[str], *, where: str, columns: Sequence[str], computed: frozenset[str]
+) -> None:
+    generated = [name for name in names if name in computed]
+    if generated:
+        raise ConfigurationError(
+            f"{where} has values for {', '.join(map(repr, generated))}: generated column(s) "
+            "of the target, which the server computes. Leave them out of the source"
+        )
     unknown = [name for name in names if name not in columns]
     if unknown:
         raise ConfigurationError(

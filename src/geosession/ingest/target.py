@@ -16,7 +16,7 @@ from geosession.errors import ConfigurationError
 
 _COLUMNS_SQL = """
     SELECT a.attname, t.typname, a.attnotnull, gc.srid, gc.type, gc.coord_dimension,
-           ic.idx IS NOT NULL AS in_primary_key
+           ic.idx IS NOT NULL AS in_primary_key, a.attgenerated <> '' AS generated
     FROM pg_attribute a
     JOIN pg_type t ON t.oid = a.atttypid
     JOIN pg_class c ON c.oid = a.attrelid
@@ -50,6 +50,8 @@ class Column:
     not_null: bool
     in_primary_key: bool
     geometry: GeometrySpec | None
+    generated: bool = False
+    """GENERATED ALWAYS AS (...) STORED: the server computes it, COPY cannot write it."""
 
 
 @dataclass(frozen=True)
@@ -116,9 +118,9 @@ def _schema_and_name(target: Any) -> tuple[str | None, str]:
 
 
 def _column(row: Any) -> Column:
-    name, type_name, not_null, srid, geometry_type, dimension, in_pk = row
+    name, type_name, not_null, srid, geometry_type, dimension, in_pk, generated = row
     spec = None
     if type_name in ("geometry", "geography"):
         base = (geometry_type or "GEOMETRY").upper().rstrip("M").rstrip("Z") or "GEOMETRY"
         spec = GeometrySpec(srid=int(srid or 0), geometry_type=base, dimension=int(dimension or 2))
-    return Column(name, type_name, bool(not_null), bool(in_pk), spec)
+    return Column(name, type_name, bool(not_null), bool(in_pk), spec, bool(generated))
