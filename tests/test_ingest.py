@@ -496,6 +496,45 @@ def test_a_unique_index_is_never_deferred(db: SpatialDatabase, table: str) -> No
     assert [(r.row, r.kind) for r in report.rejected] == [(7, "server")]
 
 
+def test_a_partitioned_tables_index_is_rebuilt_on_every_partition(db: SpatialDatabase) -> None:
+    """The server defines a partitioned index ON ONLY the parent: rebuilt as written it
+    would stay invalid, with no index on any partition. A partition's own part of it
+    cannot be dropped, so a load into one partition keeps it up instead."""
+    partition = "CREATE TABLE ingest_parted_{} PARTITION OF ingest_parted FOR VALUES FROM {}"
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE ingest_parted (id integer PRIMARY KEY, name text, value float8, "
+                "geom geometry(POLYGON, 4326) NOT NULL) PARTITION BY RANGE (id)"
+            )
+        )
+        s.execute(text(partition.format("a", "(0) TO (5001)")))
+        s.execute(text(partition.format("b", "(5001) TO (MAXVALUE)")))
+        s.execute(text("CREATE INDEX ingest_parted_geom_idx ON ingest_parted USING gist (geom)"))
+    spatial = (
+        "SELECT c.relname, x.indisvalid FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid "
+        "JOIN pg_am a ON a.oid = c.relam AND a.amname = 'gist' WHERE c.relname LIKE 'ingest_p%' "
+        "ORDER BY 1"
+    )
+    try:
+        report = db.ingest("ingest_parted", rows(5_000))  # all of it into partition a
+        assert report.deferred_indexes == ["ingest_parted_geom_idx"]
+        with db.session() as s:
+            assert s.execute(text(spatial)).all() == [
+                ("ingest_parted_a_geom_idx", True),
+                ("ingest_parted_b_geom_idx", True),
+                ("ingest_parted_geom_idx", True),
+            ]
+        into_partition = db.ingest("ingest_parted_b", rows(100, start=5_001))  # empty
+        assert (into_partition.deferred_indexes, into_partition.workers) == ([], 2)
+        with db.session() as s:
+            assert s.execute(text("SELECT count(*) FROM ingest_parted")).scalar() == 5_100
+    finally:
+        with db.transaction() as s:
+            s.execute(text("DROP TABLE IF EXISTS ingest_parted, ingest_parted_rejected"))
+            s.execute(text("DROP TABLE IF EXISTS ingest_parted_b_rejected"))
+
+
 def test_an_index_that_cannot_be_rebuilt_stays_recorded_and_undoes_no_other(
     db: SpatialDatabase, table: str
 ) -> None:

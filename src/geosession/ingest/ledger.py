@@ -117,17 +117,41 @@ def record_chunk(
 def secondary_indexes(cursor: Any, target: Target) -> list[tuple[str, str]]:
     """Names and definitions of the table's indexes that a load may drop and rebuild: none
     that a constraint stands behind, none that is unique (without a constraint it still
-    refuses duplicate keys during the load, and ON CONFLICT needs it), and not the index
-    the table is CLUSTERed on (a rebuilt one would lose the mark)."""
+    refuses duplicate keys during the load, and ON CONFLICT needs it), not the index the
+    table is CLUSTERed on (a rebuilt one would lose the mark), and none that is a
+    partition's part of its parent table's index (only the parent's can be dropped)."""
     cursor.execute(
-        "SELECT i.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x "
+        "SELECT i.relname, pg_get_indexdef(x.indexrelid), i.relkind = 'I', "
+        "quote_ident(i.relname) FROM pg_index x "
         "JOIN pg_class i ON i.oid = x.indexrelid "
         "WHERE x.indrelid = CAST(%s AS regclass) AND NOT x.indisunique "
         "AND NOT x.indisclustered "
-        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)",
+        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid) "
+        "AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = x.indexrelid)",
         (target.quoted,),
     )
-    return [(str(name), str(definition)) for name, definition in cursor.fetchall()]
+    return [
+        (str(name), _cascading(str(definition), quoted) if partitioned else str(definition))
+        for name, definition, partitioned, quoted in cursor.fetchall()
+    ]
+
+
+def maintains_secondary_indexes(cursor: Any, target: Target) -> bool:
+    """Whether the server updates any index besides those of constraints while rows load
+    (droppable or not: a partition's part of its parent's index, a CLUSTER index)."""
+    cursor.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_index x WHERE x.indrelid = CAST(%s AS regclass) "
+        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid))",
+        (target.quoted,),
+    )
+    return bool(cursor.fetchone()[0])
+
+
+def _cascading(definition: str, quoted_name: str) -> str:
+    """A partitioned table's index as one that is built on every partition too: the
+    server writes it ``ON ONLY`` the parent, which would rebuild it invalid and empty."""
+    only = f"INDEX {quoted_name} ON ONLY "
+    return definition.replace(only, f"INDEX {quoted_name} ON ", 1)
 
 
 def defer_indexes(cursor: Any, target: Target, ingest_id: str) -> list[str]:

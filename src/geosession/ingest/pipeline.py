@@ -191,7 +191,7 @@ class Ingest:
                 self.report.already_committed = len(self.committed)
                 deferred = self._maybe_defer(cursor)
                 if self.options.workers == "auto":
-                    self.workers = 1 if deferred else self._auto_workers(cursor)
+                    self.workers = self._auto_workers(cursor)  # after the deferred are gone
                 return deferred
 
         return self.connections.retrying(prepare)
@@ -223,9 +223,10 @@ class Ingest:
         return bool(wanted)
 
     def _auto_workers(self, cursor: Any) -> int:
-        """Two COPY connections while the server maintains secondary (GiST) indexes: then
-        it, not the client, is the bottleneck, and a second backend adds about a tenth."""
-        return 2 if ledger.secondary_indexes(cursor, self.target) else 1
+        """Two COPY connections while the server maintains secondary (GiST) indexes during
+        the load: then it, not the client, is the bottleneck, and a second backend adds
+        about a tenth. One when there are none, or none left after deferring them."""
+        return 2 if ledger.maintains_secondary_indexes(cursor, self.target) else 1
 
     def _finish_indexes(self, bar: Progress, *, analyze: bool, stoppable: bool = True) -> None:
         """Rebuilds the deferred indexes (then ANALYZE when ``analyze``). After a failed or
