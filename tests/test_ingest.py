@@ -174,6 +174,36 @@ def test_every_bad_input_kind_is_quarantined_with_its_reason(
     assert "cannot read" not in reasons["unclosed_ring"]
 
 
+def test_geography_columns_are_checked_like_geometry_and_for_their_range(
+    db: SpatialDatabase,
+) -> None:
+    """Their SRID and type come from geography_columns; out-of-range coordinates (metres
+    in a lon/lat column) would be wrapped onto the globe by PostGIS without an error."""
+    with db.transaction() as s:
+        s.execute(
+            text("CREATE TABLE ingest_geog (id integer PRIMARY KEY, g geography(POINT, 4326))")
+        )
+    source = [
+        {"id": 1, "g": "POINT(13.4 52.5)"},
+        {"id": 2, "g": "SRID=4326;POINT(-180 -90)"},  # on the edge: fine
+        {"id": 3, "g": "POINT(1489600 6891800)"},  # Berlin in EPSG:3857 metres
+        {"id": 4, "g": "POINT(13.4 95)"},
+        {"id": 5, "g": "SRID=3857;POINT(1 2)"},
+        {"id": 6, "g": "LINESTRING(0 0,1 1)"},
+    ]
+    try:
+        report = db.ingest("ingest_geog", source)
+        kinds = {r.row: r.kind for r in report.rejected}
+        assert kinds == {3: "out_of_range", 4: "out_of_range", 5: "srid", 6: "type"}
+        assert "are they projected?" in report.rejected[0].reason
+        with db.session() as s:
+            stored = s.execute(text("SELECT id, ST_AsText(g) FROM ingest_geog ORDER BY id"))
+            assert stored.all() == [(1, "POINT(13.4 52.5)"), (2, "POINT(-180 -90)")]
+    finally:
+        with db.transaction() as s:
+            s.execute(text("DROP TABLE IF EXISTS ingest_geog, ingest_geog_rejected"))
+
+
 def test_raise_names_the_row_and_keeps_committed_chunks(db: SpatialDatabase, table: str) -> None:
     source = list(rows(3_000))
     source[2_500] = {**source[2_500], "geom": BAD_VALUES["invalid"]}

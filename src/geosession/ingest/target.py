@@ -1,8 +1,8 @@
 """What an ingest writes to: the table, its columns and their geometry constraints.
 
-Read from the server's catalog (``pg_attribute`` and PostGIS's ``geometry_columns``)
-whatever the user passed (a mapped class, a Table or a name), so that validation checks
-what the server would check and COPY names only columns that exist.
+Read from the server's catalog (``pg_attribute``, PostGIS's ``geometry_columns`` and
+``geography_columns``) whatever the user passed (a mapped class, a Table or a name), so
+that validation checks what the server would check and COPY names only columns that exist.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from sqlalchemy import Table
 from geosession.errors import ConfigurationError
 
 _COLUMNS_SQL = """
-    SELECT a.attname, t.typname, a.attnotnull, gc.srid, gc.type, gc.coord_dimension,
+    SELECT a.attname, t.typname, a.attnotnull, coalesce(gc.srid, gg.srid),
+           coalesce(gc.type, gg.type), coalesce(gc.coord_dimension, gg.coord_dimension),
            ic.idx IS NOT NULL AS in_primary_key, a.attgenerated <> '' AS generated
     FROM pg_attribute a
     JOIN pg_type t ON t.oid = a.atttypid
@@ -23,6 +24,8 @@ _COLUMNS_SQL = """
     JOIN pg_namespace n ON n.oid = c.relnamespace
     LEFT JOIN geometry_columns gc ON gc.f_table_schema = n.nspname
          AND gc.f_table_name = c.relname AND gc.f_geometry_column = a.attname
+    LEFT JOIN geography_columns gg ON gg.f_table_schema = n.nspname
+         AND gg.f_table_name = c.relname AND gg.f_geography_column = a.attname
     LEFT JOIN LATERAL (
         SELECT 1 AS idx FROM pg_index i
         WHERE i.indrelid = c.oid AND i.indisprimary AND a.attnum = ANY(i.indkey)

@@ -56,8 +56,9 @@ class Reject:
     row: int
     column: str | None
     kind: str
-    """null, unparsable, empty, type, srid, dimension, non_finite, too_few_points,
-    unclosed_ring, invalid, or server (rejected by the server itself)."""
+    """null, unparsable, empty, type, srid, dimension, out_of_range (geography),
+    non_finite, too_few_points, unclosed_ring, invalid, or server (rejected by the server
+    itself)."""
     reason: str
     value: str | None = None
     """The original value as text (WKT, hex or JSON), truncated to 2,000 characters."""
@@ -247,6 +248,8 @@ def _problems(
         pass  # an unconstrained geometry column takes any SRID and dimension
     else:
         _check_srid_and_dimension(geoms, present, column, spec, mark, default_srid)
+    if column.type_name == "geography":
+        _check_geographic_range(geoms, present, column, mark)
     checkable = present.copy()
     checkable[list(found) + list(skip)] = False
     for index in np.flatnonzero(checkable & ~shapely.is_valid(geoms)):
@@ -288,6 +291,28 @@ def _check_srid_and_dimension(
         "dimension",
         lambda i: (
             f"{'3D' if has_z[i] else '2D'} geometry where column {column.name} is {spec.dimension}D"
+        ),
+    )
+
+
+def _check_geographic_range(
+    geoms: np.ndarray[Any, Any], present: Any, column: Column, mark: Any
+) -> None:
+    """PostGIS wraps geography coordinates beyond longitude ±180 or latitude ±90 without
+    an error: projected coordinates (metres) end up as points somewhere on the globe."""
+    with np.errstate(invalid="ignore"):
+        bounds = shapely.bounds(geoms)
+        finite = np.isfinite(bounds).all(axis=1)  # NaN and infinity are reported by kind
+        outside = (np.abs(bounds[:, [0, 2]]) > 180).any(axis=1) | (
+            np.abs(bounds[:, [1, 3]]) > 90
+        ).any(axis=1)
+    mark(
+        present & finite & outside,
+        "out_of_range",
+        lambda i: (
+            f"coordinates outside longitude -180..180 or latitude -90..90 (bounds "
+            f"{', '.join(f'{v:g}' for v in bounds[i])}) for geography column {column.name}: "
+            "are they projected? Transform them to longitude/latitude first"
         ),
     )
 
