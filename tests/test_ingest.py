@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import decimal
 import hashlib
 import itertools
 import struct
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -631,6 +633,52 @@ def test_attribute_values_arrive_as_sent(db: SpatialDatabase, table: str) -> Non
         (6, "x" * 5_000, 2.25),
     ]
     assert [bytes(g) for *_, g in stored] == [p.wkb for p in polygons]
+
+
+def test_other_column_types_go_through_psycopgs_dumpers(db: SpatialDatabase) -> None:
+    """Arrays, jsonb, uuid, numeric, enums: a value that fits is stored as sent (text for
+    a JSON column is JSON, as in an INSERT), and one that cannot be dumped for its column
+    is set aside as that row's reject, not the end of the load."""
+    with db.transaction() as s:
+        s.execute(text("DROP TYPE IF EXISTS ingest_mood"))
+        s.execute(text("CREATE TYPE ingest_mood AS ENUM ('calm', 'busy')"))
+        s.execute(
+            text(
+                "CREATE TABLE ingest_typed (id uuid PRIMARY KEY, tags text[], counts int4[], "
+                "meta jsonb, price numeric(8, 2), mood ingest_mood, geom geometry(POINT, 4326))"
+            )
+        )
+    first, second = uuid.uuid4(), uuid.uuid4()
+    point = "SRID=4326;POINT(1 2)"
+    source = [
+        {"id": first, "tags": ["a", None], "counts": [1, 2], "meta": {"k": [1]}, "geom": point},
+        {"id": str(second), "price": "12.50", "mood": "busy", "meta": '{"s": 1}', "geom": point},
+        {"id": uuid.uuid4(), "tags": "{a,b}", "geom": point},  # a str for an array column
+        {"id": uuid.uuid4(), "meta": object(), "geom": point},  # not JSON
+        {"id": uuid.uuid4(), "meta": "{oops", "geom": point},  # text that is not JSON
+    ]
+    try:
+        report = db.ingest("ingest_typed", source)
+        assert report.inserted == 2
+        kinds = [(r.row, r.kind) for r in report.rejected]
+        assert kinds == [(3, "value"), (4, "value"), (5, "server")]
+        assert "invalid input syntax for type json" in report.rejected[2].reason
+        assert (report.rejected[2].column, report.rejected[2].value) == ("meta", "{oops")
+        with db.session() as s:
+            stored = s.execute(
+                text("SELECT id, tags, counts, meta, price, mood FROM ingest_typed ORDER BY meta")
+            ).all()
+        assert sorted(stored, key=str) == sorted(
+            [
+                (first, ["a", None], [1, 2], {"k": [1]}, None, None),
+                (second, None, None, {"s": 1}, decimal.Decimal("12.50"), "busy"),
+            ],
+            key=str,
+        )
+    finally:
+        with db.transaction() as s:
+            s.execute(text("DROP TABLE IF EXISTS ingest_typed, ingest_typed_rejected"))
+            s.execute(text("DROP TYPE IF EXISTS ingest_mood"))
 
 
 def test_auto_workers_follow_the_index_upkeep(db: SpatialDatabase, table: str) -> None:

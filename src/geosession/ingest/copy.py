@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import re
 import uuid
 import zlib
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Json, Jsonb
 
 from geosession.errors import IntegrityViolation
 from geosession.ingest import binary
@@ -30,6 +32,8 @@ OnConflict = Literal["error", "ignore", "update"]
 _ROW_LEVEL = ("22", "23", "XX", "P0", "42804")
 """SQLSTATEs caused by a row's data (data exceptions, constraints, PostGIS, triggers)."""
 _UNIQUE_VIOLATION = "23505"
+_UNSENDABLE = (TypeError, ValueError, LookupError, ArithmeticError, AttributeError)
+"""What dumping a value of the wrong shape raises in the client, before the server sees it."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,7 @@ def _write_bisecting(
     try:
         with conn.transaction():
             return _write(conn, plan, chunk, start, stop), []
-    except (psycopg.Error, TypeError, ValueError) as error:
+    except (psycopg.Error, *_UNSENDABLE) as error:
         if not _row_level(error):
             raise
         if stop - start > 1:
@@ -148,10 +152,12 @@ def _write_bisecting(
 
 
 def _row_level(error: Exception) -> bool:
-    """Caused by one row's data: the server's data errors, or a value the client cannot send."""
+    """Caused by one row's data: the server's data errors, or a value the client cannot send
+    (psycopg's dumpers raise these for a value of the wrong shape, e.g. a str for an array
+    column; a lost connection is an OperationalError, never one of them)."""
     if isinstance(error, psycopg.Error) and error.sqlstate:
         return error.sqlstate.startswith(_ROW_LEVEL)
-    return isinstance(error, TypeError | ValueError | psycopg.DataError)
+    return isinstance(error, (*_UNSENDABLE, psycopg.DataError, psycopg.ProgrammingError))
 
 
 def _server_reject(plan: WritePlan, error: Exception, row: int, values: tuple[Any, ...]) -> Reject:
@@ -167,10 +173,24 @@ def _server_reject(plan: WritePlan, error: Exception, row: int, values: tuple[An
             "or 'update' to overwrite them",
             sqlstate=error.sqlstate,
         ) from error
-    column = diag.column_name
+    column = diag.column_name or _copy_column(diag.context, plan.columns)
     value = dict(zip(plan.columns, values, strict=True)).get(column) if column else None
-    shown = value.hex() if isinstance(value, bytes) else (None if value is None else str(value))
-    return Reject(row, column, "server", f"{message}{detail}", shown)
+    return Reject(row, column, "server", f"{message}{detail}", _shown(value))
+
+
+def _copy_column(context: str | None, columns: tuple[str, ...]) -> str | None:
+    """The column a COPY error names in its context ("COPY t, line 1, column c")."""
+    named = (re.search(rf", column {re.escape(c)}(:|$)", context or "", re.M) for c in columns)
+    return next((c for c, match in zip(columns, named, strict=True) if match), None)
+
+
+def _shown(value: Any) -> str | None:
+    """A sent value as text for the rejects table (JSON text unwrapped, bytes as hex)."""
+    if isinstance(value, Json | Jsonb):
+        value = value.obj
+    if value is None:
+        return None
+    return value.hex() if isinstance(value, bytes) else str(value)
 
 
 def _write(
@@ -276,11 +296,20 @@ _FROM_TEXT: dict[str, Callable[[str], Any]] = {
     "timestamp": dt.datetime.fromisoformat,
     "timestamptz": dt.datetime.fromisoformat,
     "uuid": uuid.UUID,
+    # text for a JSON column is JSON already (as in an INSERT): sent as it is, and checked
+    # by the server, instead of being dumped again as one JSON string
+    "json": lambda text: Json(text, dumps=_as_is),
+    "jsonb": lambda text: Jsonb(text, dumps=_as_is),
 }
 
 
+def _as_is(text: str) -> str:
+    return text
+
+
 def coerce_values(values: list[Any], copy_type_name: str) -> list[Any]:
-    """Converts text (CSV) and floats for numeric to what the column's binary dumper takes.
+    """Converts text (CSV, or JSON for a JSON column) and floats for numeric to what the
+    column's binary dumper takes.
 
     A value that does not convert is left as it is; the writer then sets its row aside.
     """

@@ -15,11 +15,13 @@ from sqlalchemy import Table
 from geosession.errors import ConfigurationError
 
 _COLUMNS_SQL = """
-    SELECT a.attname, t.typname, a.attnotnull, coalesce(gc.srid, gg.srid),
+    SELECT a.attname, CASE WHEN t.typcategory = 'A' THEN e.typname || '[]' ELSE t.typname END,
+           a.attnotnull, coalesce(gc.srid, gg.srid),
            coalesce(gc.type, gg.type), coalesce(gc.coord_dimension, gg.coord_dimension),
            ic.idx IS NOT NULL AS in_primary_key, a.attgenerated <> '' AS generated
     FROM pg_attribute a
     JOIN pg_type t ON t.oid = a.atttypid
+    LEFT JOIN pg_type e ON e.oid = t.typelem
     JOIN pg_class c ON c.oid = a.attrelid
     JOIN pg_namespace n ON n.oid = c.relnamespace
     LEFT JOIN geometry_columns gc ON gc.f_table_schema = n.nspname
@@ -49,7 +51,7 @@ class GeometrySpec:
 class Column:
     name: str
     type_name: str
-    """The server's type name (int4, text, geometry ...)."""
+    """The server's type name (int4, text, geometry ...; text[] for an array of text)."""
     not_null: bool
     in_primary_key: bool
     geometry: GeometrySpec | None
