@@ -272,14 +272,25 @@ def test_wkb_is_sent_as_it_came_only_where_nothing_changed_it(db: SpatialDatabas
     assert sorted(stored)[3][::3] == (4, 2)  # make_valid: the bow-tie's two triangles
 
 
-def test_geodataframe_crs_is_checked_against_the_column(db: SpatialDatabase, table: str) -> None:
+def test_a_sources_crs_is_checked_against_the_column(
+    db: SpatialDatabase, table: str, tmp_path: Path
+) -> None:
+    """A mismatch is the whole source's: refused before any row, not 20 quarantined."""
     import geopandas
 
     polygons = synthetic_polygons(20)
     frame = geopandas.GeoDataFrame({"id": range(1, 21)}, geometry=polygons, crs=3857)
-    report = db.ingest(table, frame.rename_geometry("geom"))
-    assert report.inserted == 0 and {r.kind for r in report.rejected} == {"srid"}
-    assert "SRID 3857 where column geom has SRID 4326" in report.rejected[0].reason
+    wrong = r"source's CRS is EPSG:3857, but column geom of .* has SRID 4326: reproject"
+    with pytest.raises(ConfigurationError, match=wrong + r".*to_crs\(4326\)") as refused:
+        db.ingest(table, frame.rename_geometry("geom"))
+    assert refused.value.ingest_report.rows_read == 0  # type: ignore[attr-defined]
+    geopackage = tmp_path / "webmercator.gpkg"
+    frame.rename_geometry("geom").to_file(geopackage)
+    with pytest.raises(ConfigurationError, match=wrong + r".*ogr2ogr -t_srs EPSG:4326"):
+        db.ingest(table, geopackage)
+    with db.session() as s:
+        rejected = s.execute(text(f"SELECT count(*) FROM {TABLE}_rejected")).scalar()
+    assert table_state(db)[0] == 0 and rejected == 0
     with db.transaction() as s:
         s.execute(text(f"DROP TABLE {TABLE}_rejected"))
         s.execute(text(f"ALTER TABLE {TABLE} ALTER geom TYPE geometry(GEOMETRY)"))

@@ -52,6 +52,7 @@ from geosession.ingest.validate import (
     OnInvalid,
     Reject,
     check_geometries,
+    check_source_crs,
     invalid_geometry_error,
 )
 
@@ -392,6 +393,7 @@ class Ingest:
         for column in self.target.geometry_columns:
             if column.name not in columns:
                 continue
+            check_source_crs(column, batch.srids.get(column.name), self.target.quoted)
             checked = check_geometries(
                 columns[column.name],
                 column,

@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 import shapely
 
-from geosession.errors import InvalidGeometry
+from geosession.errors import ConfigurationError, InvalidGeometry
 from geosession.geometry import object_array, to_shape
 from geosession.ingest.target import Column, GeometrySpec
 
@@ -101,6 +101,20 @@ def check_geometries(
         )
     checked.encoded[column.name] = _encode(geoms, wkb, checked.keep, changed, spec)
     return checked
+
+
+def check_source_crs(column: Column, source_srid: int | None, table: str) -> None:
+    """A file's or GeoDataFrame's CRS against the column's SRID: a mismatch is the whole
+    source's, so it is refused before any row instead of quarantining every one."""
+    spec = column.geometry
+    if spec is None or source_srid is None or spec.srid in (0, source_srid):
+        return
+    raise ConfigurationError(
+        f"The source's CRS is EPSG:{source_srid}, but column {column.name} of {table} has "
+        f"SRID {spec.srid}: reproject the source first (GeoDataFrame.to_crs({spec.srid}); "
+        f"for a file, ogr2ogr -t_srs EPSG:{spec.srid}), or load it into a column of SRID "
+        f"{source_srid}"
+    )
 
 
 def _encode(
