@@ -44,8 +44,6 @@ from geosession.ingest.stages import timed_batches
 
 VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb")
 WKT_NAMES = ("wkt", "geometry", "geom", "WKT")
-
-
 _SUPPORTED = (
     "GeoPackage, Shapefile, GeoJSON, FlatGeobuf (" + ", ".join(VECTOR_SUFFIXES) + ") or .csv"
 )

@@ -175,10 +175,18 @@ def _parse(
             with np.errstate(invalid="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 geoms[index] = to_shape(values[index])
-        except InvalidGeometry as error:  # the parser's own words: the value is stored beside
-            problems[int(index)] = _parse_problem(str(error.__cause__ or error)[:_REASON_LIMIT])
+        except InvalidGeometry as error:
+            problems[int(index)] = _parse_problem(_parser_words(error))
     wkb[pending] = None  # unparsable WKB is rejected, and other values are not WKB
     return geoms, problems, wkb
+
+
+def _parser_words(error: InvalidGeometry) -> str:
+    """GEOS's own message for WKB or WKT it could not read (the value is stored beside
+    the reason, so it is not repeated); else geosession's, which says what was expected."""
+    cause = error.__cause__
+    text = str(cause) if isinstance(cause, shapely.errors.GEOSException) else str(error)
+    return text[:_REASON_LIMIT]
 
 
 def _nulls(values: list[Any]) -> np.ndarray[Any, np.dtype[np.bool_]]:
