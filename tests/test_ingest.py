@@ -767,6 +767,51 @@ def test_generated_columns_are_computed_by_the_server_and_refused_from_the_sourc
             s.execute(text("DROP TABLE IF EXISTS ingest_generated, ingest_generated_rejected"))
 
 
+def test_a_required_column_the_source_lacks_is_refused_before_any_row(
+    db: SpatialDatabase,
+) -> None:
+    """Every row would fail NOT NULL: refused at once, not bisected down to 20,000 server
+    rejects. A DEFAULT, or a BEFORE INSERT trigger that may fill it, lets the load go on."""
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE ingest_owned (id integer PRIMARY KEY, owner text NOT NULL, "
+                "geom geometry(POINT, 4326))"
+            )
+        )
+    source = [{"id": i, "geom": f"SRID=4326;POINT({i} 1)"} for i in range(1, 20_001)]
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConfigurationError, match=r"no values for owner: NOT NULL col"):
+            db.ingest("ingest_owned", source)
+        assert time.monotonic() - started < 5
+        with db.transaction() as s:
+            s.execute(
+                text(
+                    "CREATE FUNCTION ingest_owned_fill() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$BEGIN NEW.owner := coalesce(NEW.owner, 'trigger'); RETURN NEW; END$$"
+                )
+            )
+            s.execute(
+                text(
+                    "CREATE TRIGGER fill BEFORE INSERT ON ingest_owned "
+                    "FOR EACH ROW EXECUTE FUNCTION ingest_owned_fill()"
+                )
+            )
+        assert db.ingest("ingest_owned", source[:10]).inserted == 10
+        with db.transaction() as s:
+            s.execute(text("DROP TRIGGER fill ON ingest_owned"))
+            s.execute(text("ALTER TABLE ingest_owned ALTER owner SET DEFAULT 'default'"))
+        assert db.ingest("ingest_owned", source[10:20]).inserted == 10
+        with db.session() as s:
+            owners = s.execute(text("SELECT owner, count(*) FROM ingest_owned GROUP BY 1"))
+            assert sorted(owners.all()) == [("default", 10), ("trigger", 10)]
+    finally:
+        with db.transaction() as s:
+            s.execute(text("DROP TABLE IF EXISTS ingest_owned, ingest_owned_rejected"))
+            s.execute(text("DROP FUNCTION IF EXISTS ingest_owned_fill()"))
+
+
 def test_missing_table_is_a_clear_error(db: SpatialDatabase) -> None:
     with pytest.raises(ConfigurationError, match="does not exist"):
         db.ingest("no_such_table", [])

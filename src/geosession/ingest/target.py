@@ -18,7 +18,8 @@ _COLUMNS_SQL = """
     SELECT a.attname, CASE WHEN t.typcategory = 'A' THEN e.typname || '[]' ELSE t.typname END,
            a.attnotnull, coalesce(gc.srid, gg.srid),
            coalesce(gc.type, gg.type), coalesce(gc.coord_dimension, gg.coord_dimension),
-           ic.idx IS NOT NULL AS in_primary_key, a.attgenerated <> '' AS generated
+           ic.idx IS NOT NULL AS in_primary_key, a.attgenerated <> '' AS generated,
+           a.atthasdef OR a.attidentity <> '' AS has_default
     FROM pg_attribute a
     JOIN pg_type t ON t.oid = a.atttypid
     LEFT JOIN pg_type e ON e.oid = t.typelem
@@ -34,6 +35,11 @@ _COLUMNS_SQL = """
     ) ic ON true
     WHERE a.attrelid = CAST(%s AS regclass) AND a.attnum > 0 AND NOT a.attisdropped
     ORDER BY a.attnum
+"""
+
+_TRIGGERS_SQL = """
+    SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = CAST(%s AS regclass)
+                   AND NOT tgisinternal AND tgtype & 7 = 7)  -- ROW, BEFORE, INSERT
 """
 
 
@@ -57,6 +63,8 @@ class Column:
     geometry: GeometrySpec | None
     generated: bool = False
     """GENERATED ALWAYS AS (...) STORED: the server computes it, COPY cannot write it."""
+    has_default: bool = False
+    """A DEFAULT or an identity: a source may leave it out."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,8 @@ class Target:
     name: str
     quoted: str
     columns: tuple[Column, ...]
+    insert_triggers: bool = False
+    """BEFORE INSERT row triggers, which may fill columns the source leaves out."""
 
     @property
     def geometry_columns(self) -> tuple[Column, ...]:
@@ -105,8 +115,15 @@ def resolve_target(cursor: Any, target: Any) -> Target:
         )
     cursor.execute(_COLUMNS_SQL, (relation,))
     columns = tuple(_column(row) for row in cursor.fetchall())
+    cursor.execute(_TRIGGERS_SQL, (relation,))
     quoted = f'"{found[0]}".{quoted_name}'
-    return Target(schema=str(found[0]), name=name, quoted=quoted, columns=columns)
+    return Target(
+        schema=str(found[0]),
+        name=name,
+        quoted=quoted,
+        columns=columns,
+        insert_triggers=bool(cursor.fetchone()[0]),
+    )
 
 
 def _schema_and_name(target: Any) -> tuple[str | None, str]:
@@ -123,9 +140,11 @@ def _schema_and_name(target: Any) -> tuple[str | None, str]:
 
 
 def _column(row: Any) -> Column:
-    name, type_name, not_null, srid, geometry_type, dimension, in_pk, generated = row
+    name, type_name, not_null, srid, geometry_type, dimension, in_pk, generated, default = row
     spec = None
     if type_name in ("geometry", "geography"):
         base = (geometry_type or "GEOMETRY").upper().rstrip("M").rstrip("Z") or "GEOMETRY"
         spec = GeometrySpec(srid=int(srid or 0), geometry_type=base, dimension=int(dimension or 2))
-    return Column(name, type_name, bool(not_null), bool(in_pk), spec, bool(generated))
+    return Column(
+        name, type_name, bool(not_null), bool(in_pk), spec, bool(generated), bool(default)
+    )
