@@ -374,6 +374,59 @@ def test_a_failing_source_still_loads_the_rows_read_before_it(
     assert table_state(db) == (16_000, 16_000, source_checksum(16_000))
 
 
+def test_an_ingest_id_belongs_to_one_table(db: SpatialDatabase, table: str) -> None:
+    """Rerun after the table was dropped and made again: its rows went with it, so all of
+    them load again (they were skipped as committed). Reused for another table: refused."""
+    assert db.ingest(table, rows(3_000), ingest_id="parcels-v1").inserted == 3_000
+    with db.transaction() as s:
+        s.execute(text(f"DROP TABLE {TABLE}"))
+        s.execute(
+            text(
+                f"CREATE TABLE {TABLE} (id integer PRIMARY KEY, name text, value float8, "
+                "geom geometry(POLYGON, 4326) NOT NULL)"
+            )
+        )
+    again = db.ingest(table, rows(3_000), ingest_id="parcels-v1")
+    assert (again.already_committed, again.inserted) == (0, 3_000)
+    assert table_state(db) == (3_000, 3_000, source_checksum(3_000))
+    resumed = db.ingest(table, rows(3_000), ingest_id="parcels-v1")  # the same table: skipped
+    assert (resumed.already_committed, resumed.inserted) == (3_000, 0)
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE ingest_other (LIKE ingest_parcels INCLUDING ALL)"))
+    try:
+        with pytest.raises(ConfigurationError, match=r"'parcels-v1' already loaded rows into"):
+            db.ingest("ingest_other", rows(10), ingest_id="parcels-v1")
+    finally:
+        with db.transaction() as s:
+            s.execute(text("DROP TABLE IF EXISTS ingest_other, ingest_other_rejected"))
+
+
+def test_a_ledger_from_an_earlier_version_gains_the_table_oid(
+    db: SpatialDatabase, table: str
+) -> None:
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE geosession_ingest_ledger (ingest_id text NOT NULL, "
+                "target text NOT NULL, first_row bigint NOT NULL, last_row bigint NOT NULL, "
+                "rows_inserted integer NOT NULL, rows_rejected integer NOT NULL, "
+                "checksum text NOT NULL, committed_at timestamptz NOT NULL DEFAULT now(), "
+                "PRIMARY KEY (ingest_id, first_row))"
+            )
+        )
+        s.execute(  # an old entry, without an OID: trusted as this table's
+            text(
+                "INSERT INTO geosession_ingest_ledger VALUES "
+                "('old', '\"public\".\"ingest_parcels\"', 1, 100, 100, 0, 'crc32:0', now())"
+            )
+        )
+    report = db.ingest(table, rows(150), ingest_id="old")
+    assert (report.already_committed, report.inserted) == (100, 50)
+    with db.session() as s:
+        oids = s.execute(text("SELECT target_oid FROM geosession_ingest_ledger ORDER BY first_row"))
+        assert [oid is not None for oid in oids.scalars()] == [False, True]  # the new entry
+
+
 async def async_rows(
     count: int, *, fail_at: int | None = None, pause_every: int = 0
 ) -> AsyncIterator[dict[str, Any]]:

@@ -14,6 +14,7 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
+from geosession.errors import ConfigurationError
 from geosession.ingest.target import Target
 
 LEDGER = "geosession_ingest_ledger"
@@ -29,6 +30,7 @@ CREATE TABLE IF NOT EXISTS {LEDGER} (
     rows_rejected integer NOT NULL,
     checksum text NOT NULL,
     committed_at timestamptz NOT NULL DEFAULT now(),
+    target_oid oid,
     PRIMARY KEY (ingest_id, first_row)
 );
 CREATE TABLE IF NOT EXISTS {DEFERRED} (
@@ -42,9 +44,19 @@ CREATE TABLE IF NOT EXISTS {DEFERRED} (
 
 
 def ensure_ledger(cursor: Any) -> None:
-    """Creates the ledger tables once; concurrent creators are serialized by a lock."""
+    """Creates the ledger tables once; concurrent creators are serialized by a lock.
+
+    A ledger made by an earlier geosession lacks ``target_oid``: it is added once (the
+    catalog is asked first, so a running load's commits never queue behind an ALTER)."""
     cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LEDGER,))
     cursor.execute(_CREATE)
+    cursor.execute(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = CAST(%s AS regclass) "
+        "AND attname = 'target_oid' AND NOT attisdropped",
+        (LEDGER,),
+    )
+    if cursor.fetchone() is None:
+        cursor.execute(f"ALTER TABLE {LEDGER} ADD COLUMN IF NOT EXISTS target_oid oid")
 
 
 @dataclass
@@ -81,7 +93,26 @@ class CommittedRows:
         return sum(e - s + 1 for s, e in zip(self.starts, self.ends, strict=True))
 
 
-def committed_rows(cursor: Any, ingest_id: str) -> CommittedRows:
+def committed_rows(cursor: Any, ingest_id: str, target: Target) -> CommittedRows:
+    """The source rows an earlier run with this id committed into this table.
+
+    Entries for an earlier table of the same name (dropped and made again: another OID)
+    are deleted, since their rows went with it; an id used for another table is an error.
+    """
+    cursor.execute(
+        f"SELECT DISTINCT target FROM {LEDGER} WHERE ingest_id = %s AND target <> %s",
+        (ingest_id, target.quoted),
+    )
+    elsewhere = [str(name) for (name,) in cursor.fetchall()]
+    if elsewhere:
+        raise ConfigurationError(
+            f"ingest_id {ingest_id!r} already loaded rows into {', '.join(elsewhere)}: an id "
+            f"names one load into one table, so give the load into {target.quoted} another"
+        )
+    cursor.execute(
+        f"DELETE FROM {LEDGER} WHERE ingest_id = %s AND target_oid <> %s",
+        (ingest_id, target.oid),
+    )
     cursor.execute(f"SELECT first_row, last_row FROM {LEDGER} WHERE ingest_id = %s", (ingest_id,))
     rows = CommittedRows()
     for first, last in cursor.fetchall():
@@ -108,9 +139,9 @@ def record_chunk(
     checksum: str,
 ) -> None:
     cursor.execute(
-        f"INSERT INTO {LEDGER} (ingest_id, target, first_row, last_row, rows_inserted, "
-        "rows_rejected, checksum) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        (ingest_id, target.quoted, *span, *counts, checksum),
+        f"INSERT INTO {LEDGER} (ingest_id, target, target_oid, first_row, last_row, "
+        "rows_inserted, rows_rejected, checksum) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (ingest_id, target.quoted, target.oid, *span, *counts, checksum),
     )
 
 

@@ -188,7 +188,7 @@ class Ingest:
                 ledger.ensure_ledger(cursor)
                 if self.options.on_invalid == "quarantine":
                     ensure_quarantine(cursor, self.target)
-                self.committed = ledger.committed_rows(cursor, self.ingest_id)
+                self.committed = ledger.committed_rows(cursor, self.ingest_id, self.target)
                 self.report.already_committed = len(self.committed)
                 deferred = self._maybe_defer(cursor)
                 if self.options.workers == "auto":

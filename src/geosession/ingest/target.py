@@ -75,6 +75,8 @@ class Target:
     name: str
     quoted: str
     columns: tuple[Column, ...]
+    oid: int = 0
+    """The table's OID: a table dropped and made again under the same name has another."""
     insert_triggers: bool = False
     """BEFORE INSERT row triggers, which may fill columns the source leaves out."""
 
@@ -103,7 +105,7 @@ def resolve_target(cursor: Any, target: Any) -> Target:
     quoted_name = '"' + name.replace('"', '""') + '"'
     relation = f'"{schema}".{quoted_name}' if schema else quoted_name
     cursor.execute(
-        "SELECT n.nspname, current_database() FROM pg_class c "
+        "SELECT n.nspname, c.oid FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)",
         (relation,),
     )
@@ -122,6 +124,7 @@ def resolve_target(cursor: Any, target: Any) -> Target:
         name=name,
         quoted=quoted,
         columns=columns,
+        oid=int(found[1]),
         insert_triggers=bool(cursor.fetchone()[0]),
     )
 
