@@ -745,6 +745,57 @@ def test_other_column_types_go_through_psycopgs_dumpers(db: SpatialDatabase) -> 
             s.execute(text("DROP TYPE IF EXISTS ingest_mood"))
 
 
+def test_csv_text_is_read_as_each_columns_type(db: SpatialDatabase, tmp_path: Path) -> None:
+    """Text that is not its column's type sets its row aside before the COPY, naming the
+    column (no bisecting on the server), whatever on_invalid says; 'maybe' is no boolean."""
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE ingest_csv (id integer PRIMARY KEY, n int8, ok boolean, "
+                "day date, at timestamptz, price numeric(8, 2), meta jsonb, "
+                "geom geometry(POINT, 4326) NOT NULL)"
+            )
+        )
+    csv_file = tmp_path / "typed.csv"
+    csv_file.write_text(
+        "id,n,ok,day,at,price,meta,wkt\n"
+        '1,7,true,2026-01-02,2026-01-02T03:04:05+00:00,1.25,"{""a"": 1}",POINT(1 1)\n'
+        "2,N/A,false,2026-01-02,,2.50,,POINT(2 2)\n"
+        "3,8,maybe,,,,,POINT(3 3)\n"
+        "4,9,,2026-13-01,,,,POINT(4 4)\n"
+        "5,10,off,,,abc,,POINT(5 5)\n"
+        "6,11,on,,,,,POINT(6 6)\n"
+    )
+    try:
+        report = db.ingest("ingest_csv", csv_file)
+        assert [(r.row, r.column, r.kind) for r in report.rejected] == [
+            (2, "n", "value"),
+            (3, "ok", "value"),
+            (4, "day", "value"),
+            (5, "price", "value"),
+        ]
+        assert report.rejected[0].reason == "cannot read 'N/A' as int8"
+        assert report.rejected[0].value == "N/A"
+        with db.session() as s:
+            stored = s.execute(text("SELECT id, n, ok, price, meta FROM ingest_csv ORDER BY id"))
+            assert stored.all() == [
+                (1, 7, True, decimal.Decimal("1.25"), {"a": 1}),
+                (6, 11, True, None, None),
+            ]
+        with db.transaction() as s:
+            s.execute(text("TRUNCATE ingest_csv, ingest_csv_rejected"))
+        bad_geometry = csv_file.read_text().replace("POINT(4 4)", "POINT(4)")
+        csv_file.write_text(bad_geometry)
+        with pytest.raises(InvalidGeometry, match="Row 4, column geom") as raised:
+            db.ingest("ingest_csv", csv_file, on_invalid="raise", ingest_id="raise")
+        partial = raised.value.ingest_report  # type: ignore[attr-defined]
+        assert [(r.row, r.column) for r in partial.rejected] == [(2, "n"), (3, "ok")]
+        assert partial.inserted == 1
+    finally:
+        with db.transaction() as s:
+            s.execute(text("DROP TABLE IF EXISTS ingest_csv, ingest_csv_rejected"))
+
+
 def test_auto_workers_follow_the_index_upkeep(db: SpatialDatabase, table: str) -> None:
     assert db.ingest(table, rows(100)).workers == 1  # empty: the GiST index is deferred
     assert db.ingest(table, rows(100, start=101)).workers == 2  # kept up during the load

@@ -280,8 +280,18 @@ def copy_type(type_name: str) -> str:
     return type_name if psycopg.adapters.types.get(type_name) is not None else "text"
 
 
+_BOOLEANS = {
+    **dict.fromkeys(("t", "true", "1", "yes", "y", "on"), True),
+    **dict.fromkeys(("f", "false", "0", "no", "n", "off"), False),
+}
+
+
 def _parse_bool(text: str) -> bool:
-    return text.strip().lower() in ("t", "true", "1", "yes", "y", "on")
+    """PostgreSQL's spellings of a boolean; anything else is not one (not False)."""
+    try:
+        return _BOOLEANS[text.strip().lower()]
+    except KeyError:
+        raise ValueError(text) from None
 
 
 _FROM_TEXT: dict[str, Callable[[str], Any]] = {
@@ -307,30 +317,37 @@ def _as_is(text: str) -> str:
     return text
 
 
-def coerce_values(values: list[Any], copy_type_name: str) -> list[Any]:
+def coerce_values(values: list[Any], copy_type_name: str) -> tuple[list[Any], dict[int, str]]:
     """Converts text (CSV, or JSON for a JSON column) and floats for numeric to what the
     column's binary dumper takes.
 
-    A value that does not convert is left as it is; the writer then sets its row aside.
+    Also returns, by position, why a text could not be read as the column's type: those
+    rows are set aside before the COPY, naming the column, instead of being found by
+    bisecting chunks on the server. Other values that do not fit are left as they are.
     """
     parse = _FROM_TEXT.get(copy_type_name)
     if parse is None:
-        return values
+        return values, {}
     if copy_type_name == "numeric":
         parse = _to_decimal
     elif not any(issubclass(kind, str) for kind in set(map(type, values))):
-        return values  # one pass in C over the column, then a check per distinct type
-    return [_try(parse, v) for v in values]
+        return values, {}  # one pass in C over the column, then a check per distinct type
+    converted: list[Any] = []
+    unreadable: dict[int, str] = {}
+    for index, value in enumerate(values):
+        try:
+            converted.append(_convert(parse, value))
+        except (ValueError, ArithmeticError):
+            converted.append(value)
+            unreadable[index] = f"cannot read {str(value)[:200]!r} as {copy_type_name}"
+    return converted, unreadable
 
 
 def _to_decimal(value: Any) -> Any:
     return decimal.Decimal(str(value)) if isinstance(value, float | int | str) else value
 
 
-def _try(parse: Callable[[Any], Any], value: Any) -> Any:
+def _convert(parse: Callable[[Any], Any], value: Any) -> Any:
     if value is None:
         return None
-    try:
-        return parse(value) if isinstance(value, str) or parse is _to_decimal else value
-    except (ValueError, ArithmeticError):
-        return value
+    return parse(value) if isinstance(value, str) or parse is _to_decimal else value

@@ -350,10 +350,11 @@ class Ingest:
             for columns, numbers, rejects, flush in validated:
                 assert self.plan is not None  # made by _encode
                 pending = pending or PendingRows(self.plan)
-                first_bad = rejects[0] if rejects and self.options.on_invalid == "raise" else None
+                first_bad = self._first_invalid(rejects)
                 if first_bad is not None:  # load what came before the bad row, then stop
                     cut = bisect.bisect_left(numbers, first_bad.row)
-                    columns, numbers, rejects = [c[:cut] for c in columns], numbers[:cut], []
+                    columns, numbers = [c[:cut] for c in columns], numbers[:cut]
+                    rejects = [r for r in rejects if r.row < first_bad.row]  # values only
                 if columns:  # none in a quiet source's flush
                     pending.add(columns, numbers, rejects)
                 while len(pending) >= self.sizer.size or ((first_bad or flush) and len(pending)):
@@ -368,6 +369,13 @@ class Ingest:
             raise
         if pending is not None and len(pending):
             yield pending.take(len(pending))
+
+    def _first_invalid(self, rejects: list[Reject]) -> Reject | None:
+        """With on_invalid="raise", the first bad geometry (values that cannot be sent
+        are set aside whatever on_invalid says, as when the server refuses them)."""
+        if self.options.on_invalid != "raise":
+            return None
+        return next((r for r in rejects if r.kind != "value"), None)
 
     def _encode(self, batch: Batch) -> Validated:
         """Validated, encoded rows of one source batch (rows committed earlier are skipped)."""
@@ -414,7 +422,12 @@ class Ingest:
             repaired += checked.repaired
             keep &= checked.keep
         for name, type_name in zip(plan.columns, plan.copy_types, strict=True):
-            columns[name] = coerce_values(columns[name], type_name)
+            columns[name], unreadable = coerce_values(columns[name], type_name)
+            for index, reason in unreadable.items():
+                if keep[index]:
+                    keep[index] = False
+                    value = str(columns[name][index])[:2000]
+                    rejects.append(Reject(batch.first_row + index, name, "value", reason, value))
         with self.lock:  # batches are validated on several threads
             self.report.rows_read += int(fresh.sum())
             self.report.repaired.extend(repaired)
