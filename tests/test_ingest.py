@@ -396,9 +396,17 @@ def test_an_ingest_id_belongs_to_one_table(db: SpatialDatabase, table: str) -> N
     try:
         with pytest.raises(ConfigurationError, match=r"'parcels-v1' already loaded rows into"):
             db.ingest("ingest_other", rows(10), ingest_id="parcels-v1")
+        with db.transaction() as s:  # renamed, it is still the table those rows are in
+            s.execute(text(f"ALTER TABLE {TABLE} RENAME TO ingest_renamed"))
+        renamed = db.ingest("ingest_renamed", rows(3_000), ingest_id="parcels-v1")
+        assert (renamed.already_committed, renamed.inserted) == (3_000, 0)
+        with db.transaction() as s:  # once that table is gone, the id is free again
+            s.execute(text("DROP TABLE ingest_renamed"))
+        assert db.ingest("ingest_other", rows(10), ingest_id="parcels-v1").inserted == 10
     finally:
         with db.transaction() as s:
             s.execute(text("DROP TABLE IF EXISTS ingest_other, ingest_other_rejected"))
+            s.execute(text("DROP TABLE IF EXISTS ingest_renamed"))
 
 
 def test_a_ledger_from_an_earlier_version_gains_the_table_oid(

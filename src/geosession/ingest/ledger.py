@@ -96,12 +96,19 @@ class CommittedRows:
 def committed_rows(cursor: Any, ingest_id: str, target: Target) -> CommittedRows:
     """The source rows an earlier run with this id committed into this table.
 
-    Entries for an earlier table of the same name (dropped and made again: another OID)
-    are deleted, since their rows went with it; an id used for another table is an error.
+    Entries for a table that is gone (dropped, maybe made again under the same name: its
+    OID differs) are deleted, since their rows went with it. An id that loaded rows into
+    another table that still exists is an error. A renamed table is still the same one.
     """
     cursor.execute(
-        f"SELECT DISTINCT target FROM {LEDGER} WHERE ingest_id = %s AND target <> %s",
-        (ingest_id, target.quoted),
+        f"DELETE FROM {LEDGER} l WHERE ingest_id = %s AND target_oid IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = l.target_oid)",
+        (ingest_id,),
+    )
+    cursor.execute(
+        f"SELECT DISTINCT target FROM {LEDGER} WHERE ingest_id = %s AND CASE "
+        "WHEN target_oid IS NULL THEN target <> %s ELSE target_oid <> %s END",
+        (ingest_id, target.quoted, target.oid),
     )
     elsewhere = [str(name) for (name,) in cursor.fetchall()]
     if elsewhere:
@@ -109,10 +116,6 @@ def committed_rows(cursor: Any, ingest_id: str, target: Target) -> CommittedRows
             f"ingest_id {ingest_id!r} already loaded rows into {', '.join(elsewhere)}: an id "
             f"names one load into one table, so give the load into {target.quoted} another"
         )
-    cursor.execute(
-        f"DELETE FROM {LEDGER} WHERE ingest_id = %s AND target_oid <> %s",
-        (ingest_id, target.oid),
-    )
     cursor.execute(f"SELECT first_row, last_row FROM {LEDGER} WHERE ingest_id = %s", (ingest_id,))
     rows = CommittedRows()
     for first, last in cursor.fetchall():
