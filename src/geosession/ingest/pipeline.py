@@ -47,7 +47,7 @@ from geosession.ingest.progress import Progress
 from geosession.ingest.report import IngestReport
 from geosession.ingest.sources import Batch, iter_batches, source_length
 from geosession.ingest.stages import map_in_order, put_until, read_ahead
-from geosession.ingest.target import Target, resolve_target
+from geosession.ingest.target import Target, check_required_columns, resolve_target
 from geosession.ingest.validate import (
     OnInvalid,
     Reject,
@@ -201,7 +201,7 @@ class Ingest:
         """COPY names the columns the source has, so absent ones get their defaults."""
         with self.lock:  # the first batches are validated at once
             if self.plan is None:
-                _check_required_columns(self.target, batch)
+                check_required_columns(self.target, batch.columns)
                 columns = tuple(c.name for c in self.target.columns if c.name in batch.columns)
                 types = tuple(copy_type(self.target.column(c).type_name) for c in columns)
                 quarantine = self.options.on_invalid == "quarantine"
@@ -518,23 +518,6 @@ class Ingest:
         )
         translated.args = (translated.message,)
         return translated
-
-
-def _check_required_columns(target: Target, batch: Batch) -> None:
-    """A NOT NULL column without a default that the source lacks fails every row: refused
-    before the first one (unless a BEFORE INSERT trigger may fill it) instead of bisecting
-    every chunk down to single rows to quarantine them all."""
-    missing = [
-        c.name
-        for c in target.columns
-        if c.not_null and not (c.has_default or c.generated) and c.name not in batch.columns
-    ]
-    if missing and not target.insert_triggers:
-        raise ConfigurationError(
-            f"The source has no values for {', '.join(missing)}: NOT NULL column(s) of "
-            f"{target.quoted} without a default. Add them to the source, or give the "
-            "column(s) a DEFAULT"
-        )
 
 
 def _kept(values: list[Any], keep: np.ndarray[Any, np.dtype[np.bool_]]) -> list[Any]:

@@ -7,6 +7,7 @@ that validation checks what the server would check and COPY names only columns t
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,6 +128,23 @@ def resolve_target(cursor: Any, target: Any) -> Target:
         oid=int(found[1]),
         insert_triggers=bool(cursor.fetchone()[0]),
     )
+
+
+def check_required_columns(target: Target, present: Collection[str]) -> None:
+    """A NOT NULL column without a default that the source lacks fails every row: refused
+    before the first one (unless a BEFORE INSERT trigger may fill it) instead of bisecting
+    every chunk down to single rows to quarantine them all."""
+    missing = [
+        c.name
+        for c in target.columns
+        if c.not_null and not (c.has_default or c.generated) and c.name not in present
+    ]
+    if missing and not target.insert_triggers:
+        raise ConfigurationError(
+            f"The source has no values for {', '.join(missing)}: NOT NULL column(s) of "
+            f"{target.quoted} without a default. Add them to the source, or give the "
+            "column(s) a DEFAULT"
+        )
 
 
 def _schema_and_name(target: Any) -> tuple[str | None, str]:
