@@ -54,6 +54,17 @@ def table(db: SpatialDatabase) -> Iterator[str]:
     assert not ingest_threads(), "an ingest left threads running"
 
 
+@pytest.fixture
+def scratch(db: SpatialDatabase) -> Iterator[Callable[..., None]]:
+    """Tables a test makes for itself: ``scratch(name, ...)`` drops them, and their
+    rejects tables, after the test."""
+    names: list[str] = []
+    yield lambda *made: names.extend(made)
+    with db.transaction() as s:
+        for name in names:
+            s.execute(text(f"DROP TABLE IF EXISTS {name}, {name}_rejected CASCADE"))
+
+
 def ingest_threads() -> list[str]:
     """Threads of the ingest pipeline still alive: every ingest joins its own."""
     return [t.name for t in threading.enumerate() if t.name.startswith("geosession-ingest")]
@@ -178,9 +189,11 @@ def test_every_bad_input_kind_is_quarantined_with_its_reason(
 
 def test_geography_columns_are_checked_like_geometry_and_for_their_range(
     db: SpatialDatabase,
+    scratch: Callable[..., None],
 ) -> None:
     """Their SRID and type come from geography_columns; out-of-range coordinates (metres
     in a lon/lat column) would be wrapped onto the globe by PostGIS without an error."""
+    scratch("ingest_geog")
     with db.transaction() as s:
         s.execute(
             text("CREATE TABLE ingest_geog (id integer PRIMARY KEY, g geography(POINT, 4326))")
@@ -193,17 +206,13 @@ def test_geography_columns_are_checked_like_geometry_and_for_their_range(
         {"id": 5, "g": "SRID=3857;POINT(1 2)"},
         {"id": 6, "g": "LINESTRING(0 0,1 1)"},
     ]
-    try:
-        report = db.ingest("ingest_geog", source)
-        kinds = {r.row: r.kind for r in report.rejected}
-        assert kinds == {3: "out_of_range", 4: "out_of_range", 5: "srid", 6: "type"}
-        assert "are they projected?" in report.rejected[0].reason
-        with db.session() as s:
-            stored = s.execute(text("SELECT id, ST_AsText(g) FROM ingest_geog ORDER BY id"))
-            assert stored.all() == [(1, "POINT(13.4 52.5)"), (2, "POINT(-180 -90)")]
-    finally:
-        with db.transaction() as s:
-            s.execute(text("DROP TABLE IF EXISTS ingest_geog, ingest_geog_rejected"))
+    report = db.ingest("ingest_geog", source)
+    kinds = {r.row: r.kind for r in report.rejected}
+    assert kinds == {3: "out_of_range", 4: "out_of_range", 5: "srid", 6: "type"}
+    assert "are they projected?" in report.rejected[0].reason
+    with db.session() as s:
+        stored = s.execute(text("SELECT id, ST_AsText(g) FROM ingest_geog ORDER BY id"))
+        assert stored.all() == [(1, "POINT(13.4 52.5)"), (2, "POINT(-180 -90)")]
 
 
 def test_raise_names_the_row_and_keeps_committed_chunks(db: SpatialDatabase, table: str) -> None:
@@ -374,9 +383,12 @@ def test_a_failing_source_still_loads_the_rows_read_before_it(
     assert table_state(db) == (16_000, 16_000, source_checksum(16_000))
 
 
-def test_an_ingest_id_belongs_to_one_table(db: SpatialDatabase, table: str) -> None:
+def test_an_ingest_id_belongs_to_one_table(
+    db: SpatialDatabase, table: str, scratch: Callable[..., None]
+) -> None:
     """Rerun after the table was dropped and made again: its rows went with it, so all of
     them load again (they were skipped as committed). Reused for another table: refused."""
+    scratch("ingest_other", "ingest_renamed")
     assert db.ingest(table, rows(3_000), ingest_id="parcels-v1").inserted == 3_000
     with db.transaction() as s:
         s.execute(text(f"DROP TABLE {TABLE}"))
@@ -393,20 +405,15 @@ def test_an_ingest_id_belongs_to_one_table(db: SpatialDatabase, table: str) -> N
     assert (resumed.already_committed, resumed.inserted) == (3_000, 0)
     with db.transaction() as s:
         s.execute(text("CREATE TABLE ingest_other (LIKE ingest_parcels INCLUDING ALL)"))
-    try:
-        with pytest.raises(ConfigurationError, match=r"'parcels-v1' already loaded rows into"):
-            db.ingest("ingest_other", rows(10), ingest_id="parcels-v1")
-        with db.transaction() as s:  # renamed, it is still the table those rows are in
-            s.execute(text(f"ALTER TABLE {TABLE} RENAME TO ingest_renamed"))
-        renamed = db.ingest("ingest_renamed", rows(3_000), ingest_id="parcels-v1")
-        assert (renamed.already_committed, renamed.inserted) == (3_000, 0)
-        with db.transaction() as s:  # once that table is gone, the id is free again
-            s.execute(text("DROP TABLE ingest_renamed"))
-        assert db.ingest("ingest_other", rows(10), ingest_id="parcels-v1").inserted == 10
-    finally:
-        with db.transaction() as s:
-            s.execute(text("DROP TABLE IF EXISTS ingest_other, ingest_other_rejected"))
-            s.execute(text("DROP TABLE IF EXISTS ingest_renamed"))
+    with pytest.raises(ConfigurationError, match=r"'parcels-v1' already loaded rows into"):
+        db.ingest("ingest_other", rows(10), ingest_id="parcels-v1")
+    with db.transaction() as s:  # renamed, it is still the table those rows are in
+        s.execute(text(f"ALTER TABLE {TABLE} RENAME TO ingest_renamed"))
+    renamed = db.ingest("ingest_renamed", rows(3_000), ingest_id="parcels-v1")
+    assert (renamed.already_committed, renamed.inserted) == (3_000, 0)
+    with db.transaction() as s:  # once that table is gone, the id is free again
+        s.execute(text("DROP TABLE ingest_renamed"))
+    assert db.ingest("ingest_other", rows(10), ingest_id="parcels-v1").inserted == 10
 
 
 def test_a_ledger_from_an_earlier_version_gains_the_table_oid(
@@ -600,10 +607,13 @@ def test_a_unique_index_is_never_deferred(db: SpatialDatabase, table: str) -> No
     assert [(r.row, r.kind) for r in report.rejected] == [(7, "server")]
 
 
-def test_a_partitioned_tables_index_is_rebuilt_on_every_partition(db: SpatialDatabase) -> None:
+def test_a_partitioned_tables_index_is_rebuilt_on_every_partition(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
     """The server defines a partitioned index ON ONLY the parent: rebuilt as written it
     would stay invalid, with no index on any partition. A partition's own part of it
     cannot be dropped, so a load into one partition keeps it up instead."""
+    scratch("ingest_parted", "ingest_parted_b")
     partition = "CREATE TABLE ingest_parted_{} PARTITION OF ingest_parted FOR VALUES FROM {}"
     with db.transaction() as s:
         s.execute(
@@ -620,23 +630,18 @@ def test_a_partitioned_tables_index_is_rebuilt_on_every_partition(db: SpatialDat
         "JOIN pg_am a ON a.oid = c.relam AND a.amname = 'gist' WHERE c.relname LIKE 'ingest_p%' "
         "ORDER BY 1"
     )
-    try:
-        report = db.ingest("ingest_parted", rows(5_000))  # all of it into partition a
-        assert report.deferred_indexes == ["ingest_parted_geom_idx"]
-        with db.session() as s:
-            assert s.execute(text(spatial)).all() == [
-                ("ingest_parted_a_geom_idx", True),
-                ("ingest_parted_b_geom_idx", True),
-                ("ingest_parted_geom_idx", True),
-            ]
-        into_partition = db.ingest("ingest_parted_b", rows(100, start=5_001))  # empty
-        assert (into_partition.deferred_indexes, into_partition.workers) == ([], 2)
-        with db.session() as s:
-            assert s.execute(text("SELECT count(*) FROM ingest_parted")).scalar() == 5_100
-    finally:
-        with db.transaction() as s:
-            s.execute(text("DROP TABLE IF EXISTS ingest_parted, ingest_parted_rejected"))
-            s.execute(text("DROP TABLE IF EXISTS ingest_parted_b_rejected"))
+    report = db.ingest("ingest_parted", rows(5_000))  # all of it into partition a
+    assert report.deferred_indexes == ["ingest_parted_geom_idx"]
+    with db.session() as s:
+        assert s.execute(text(spatial)).all() == [
+            ("ingest_parted_a_geom_idx", True),
+            ("ingest_parted_b_geom_idx", True),
+            ("ingest_parted_geom_idx", True),
+        ]
+    into_partition = db.ingest("ingest_parted_b", rows(100, start=5_001))  # empty
+    assert (into_partition.deferred_indexes, into_partition.workers) == ([], 2)
+    with db.session() as s:
+        assert s.execute(text("SELECT count(*) FROM ingest_parted")).scalar() == 5_100
 
 
 def test_an_index_that_cannot_be_rebuilt_stays_recorded_and_undoes_no_other(
@@ -753,9 +758,12 @@ def test_other_column_types_go_through_psycopgs_dumpers(db: SpatialDatabase) -> 
             s.execute(text("DROP TYPE IF EXISTS ingest_mood"))
 
 
-def test_csv_text_is_read_as_each_columns_type(db: SpatialDatabase, tmp_path: Path) -> None:
+def test_csv_text_is_read_as_each_columns_type(
+    db: SpatialDatabase, tmp_path: Path, scratch: Callable[..., None]
+) -> None:
     """Text that is not its column's type sets its row aside before the COPY, naming the
     column (no bisecting on the server), whatever on_invalid says; 'maybe' is no boolean."""
+    scratch("ingest_csv")
     with db.transaction() as s:
         s.execute(
             text(
@@ -774,34 +782,30 @@ def test_csv_text_is_read_as_each_columns_type(db: SpatialDatabase, tmp_path: Pa
         "5,10,off,,,abc,,POINT(5 5)\n"
         "6,11,on,,,,,POINT(6 6)\n"
     )
-    try:
-        report = db.ingest("ingest_csv", csv_file)
-        assert [(r.row, r.column, r.kind) for r in report.rejected] == [
-            (2, "n", "value"),
-            (3, "ok", "value"),
-            (4, "day", "value"),
-            (5, "price", "value"),
+    report = db.ingest("ingest_csv", csv_file)
+    assert [(r.row, r.column, r.kind) for r in report.rejected] == [
+        (2, "n", "value"),
+        (3, "ok", "value"),
+        (4, "day", "value"),
+        (5, "price", "value"),
+    ]
+    assert report.rejected[0].reason == "cannot read 'N/A' as int8"
+    assert report.rejected[0].value == "N/A"
+    with db.session() as s:
+        stored = s.execute(text("SELECT id, n, ok, price, meta FROM ingest_csv ORDER BY id"))
+        assert stored.all() == [
+            (1, 7, True, decimal.Decimal("1.25"), {"a": 1}),
+            (6, 11, True, None, None),
         ]
-        assert report.rejected[0].reason == "cannot read 'N/A' as int8"
-        assert report.rejected[0].value == "N/A"
-        with db.session() as s:
-            stored = s.execute(text("SELECT id, n, ok, price, meta FROM ingest_csv ORDER BY id"))
-            assert stored.all() == [
-                (1, 7, True, decimal.Decimal("1.25"), {"a": 1}),
-                (6, 11, True, None, None),
-            ]
-        with db.transaction() as s:
-            s.execute(text("TRUNCATE ingest_csv, ingest_csv_rejected"))
-        bad_geometry = csv_file.read_text().replace("POINT(4 4)", "POINT(4)")
-        csv_file.write_text(bad_geometry)
-        with pytest.raises(InvalidGeometry, match="Row 4, column geom") as raised:
-            db.ingest("ingest_csv", csv_file, on_invalid="raise", ingest_id="raise")
-        partial = raised.value.ingest_report  # type: ignore[attr-defined]
-        assert [(r.row, r.column) for r in partial.rejected] == [(2, "n"), (3, "ok")]
-        assert partial.inserted == 1
-    finally:
-        with db.transaction() as s:
-            s.execute(text("DROP TABLE IF EXISTS ingest_csv, ingest_csv_rejected"))
+    with db.transaction() as s:
+        s.execute(text("TRUNCATE ingest_csv, ingest_csv_rejected"))
+    bad_geometry = csv_file.read_text().replace("POINT(4 4)", "POINT(4)")
+    csv_file.write_text(bad_geometry)
+    with pytest.raises(InvalidGeometry, match="Row 4, column geom") as raised:
+        db.ingest("ingest_csv", csv_file, on_invalid="raise", ingest_id="raise")
+    partial = raised.value.ingest_report  # type: ignore[attr-defined]
+    assert [(r.row, r.column) for r in partial.rejected] == [(2, "n"), (3, "ok")]
+    assert partial.inserted == 1
 
 
 def test_auto_workers_follow_the_index_upkeep(db: SpatialDatabase, table: str) -> None:
@@ -849,8 +853,9 @@ def test_invalid_options_fail_before_any_row(
 
 
 def test_generated_columns_are_computed_by_the_server_and_refused_from_the_source(
-    db: SpatialDatabase, tmp_path: Path
+    db: SpatialDatabase, tmp_path: Path, scratch: Callable[..., None]
 ) -> None:
+    scratch("ingest_generated")
     with db.transaction() as s:
         s.execute(
             text(
@@ -860,23 +865,19 @@ def test_generated_columns_are_computed_by_the_server_and_refused_from_the_sourc
                 "label text)"
             )
         )
-    try:
-        square = "SRID=4326;POLYGON((0 0,2 0,2 2,0 2,0 0))"
-        assert db.ingest("ingest_generated", [{"id": 1, "geom": square}]).inserted == 1
-        assert db.ingest("ingest_generated", [(2, square, "tuple")]).inserted == 1  # no area
-        refused = r"has values for 'area': generated column\(s\) .*Leave them out"
-        with pytest.raises(ConfigurationError, match="row 1 " + refused):
-            db.ingest("ingest_generated", [{"id": 3, "geom": square, "area": 4.0}])
-        csv_file = tmp_path / "squares.csv"
-        csv_file.write_text(f'id,wkt,area\n4,"{square}",4.0\n')
-        with pytest.raises(ConfigurationError, match="squares.csv " + refused):
-            db.ingest("ingest_generated", csv_file)
-        with db.session() as s:
-            stored = s.execute(text("SELECT id, area, label FROM ingest_generated ORDER BY id"))
-            assert stored.all() == [(1, 4.0, None), (2, 4.0, "tuple")]
-    finally:
-        with db.transaction() as s:
-            s.execute(text("DROP TABLE IF EXISTS ingest_generated, ingest_generated_rejected"))
+    square = "SRID=4326;POLYGON((0 0,2 0,2 2,0 2,0 0))"
+    assert db.ingest("ingest_generated", [{"id": 1, "geom": square}]).inserted == 1
+    assert db.ingest("ingest_generated", [(2, square, "tuple")]).inserted == 1  # no area
+    refused = r"has values for 'area': generated column\(s\) .*Leave them out"
+    with pytest.raises(ConfigurationError, match="row 1 " + refused):
+        db.ingest("ingest_generated", [{"id": 3, "geom": square, "area": 4.0}])
+    csv_file = tmp_path / "squares.csv"
+    csv_file.write_text(f'id,wkt,area\n4,"{square}",4.0\n')
+    with pytest.raises(ConfigurationError, match="squares.csv " + refused):
+        db.ingest("ingest_generated", csv_file)
+    with db.session() as s:
+        stored = s.execute(text("SELECT id, area, label FROM ingest_generated ORDER BY id"))
+        assert stored.all() == [(1, 4.0, None), (2, 4.0, "tuple")]
 
 
 def test_a_required_column_the_source_lacks_is_refused_before_any_row(
