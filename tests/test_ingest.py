@@ -925,6 +925,42 @@ def test_a_required_column_the_source_lacks_is_refused_before_any_row(
             s.execute(text("DROP FUNCTION IF EXISTS ingest_owned_fill()"))
 
 
+def test_a_view_is_loaded_only_through_an_instead_of_insert_trigger(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    scratch("ingest_viewed", "ingest_view")  # the views go with the table (CASCADE)
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE ingest_viewed (id integer PRIMARY KEY, geom geometry)"))
+        s.execute(text("CREATE VIEW ingest_view AS SELECT id, geom FROM ingest_viewed"))
+        s.execute(text("CREATE MATERIALIZED VIEW ingest_matview AS SELECT * FROM ingest_viewed"))
+    source = [{"id": 1, "geom": "SRID=4326;POINT(1 2)"}]
+    for relation, kind in (("ingest_view", "view"), ("ingest_matview", "materialized view")):
+        with pytest.raises(ConfigurationError, match=f"is a {kind}, which COPY cannot load"):
+            db.ingest(relation, source)
+    try:
+        with db.transaction() as s:
+            s.execute(
+                text(
+                    "CREATE FUNCTION ingest_view_insert() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$BEGIN INSERT INTO ingest_viewed VALUES (NEW.id, NEW.geom); "
+                    "RETURN NEW; END$$"
+                )
+            )
+            s.execute(
+                text(
+                    "CREATE TRIGGER through INSTEAD OF INSERT ON ingest_view "
+                    "FOR EACH ROW EXECUTE FUNCTION ingest_view_insert()"
+                )
+            )
+        assert db.ingest("ingest_view", source).inserted == 1
+        with db.session() as s:
+            assert s.execute(text("SELECT count(*) FROM ingest_viewed")).scalar() == 1
+    finally:
+        with db.transaction() as s:
+            s.execute(text("DROP VIEW IF EXISTS ingest_view"))
+            s.execute(text("DROP FUNCTION IF EXISTS ingest_view_insert()"))
+
+
 def test_missing_table_is_a_clear_error(db: SpatialDatabase) -> None:
     with pytest.raises(ConfigurationError, match="does not exist"):
         db.ingest("no_such_table", [])

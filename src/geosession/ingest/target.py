@@ -39,9 +39,13 @@ _COLUMNS_SQL = """
 """
 
 _TRIGGERS_SQL = """
-    SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = CAST(%s AS regclass)
-                   AND NOT tgisinternal AND tgtype & 7 = 7)  -- ROW, BEFORE, INSERT
+    SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = CAST(%(r)s AS regclass)
+                   AND NOT tgisinternal AND tgtype & 7 = 7),  -- ROW, BEFORE, INSERT
+           EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = CAST(%(r)s AS regclass)
+                   AND tgtype & 68 = 68)  -- INSTEAD OF, INSERT
 """
+_KINDS = {"v": "view", "m": "materialized view", "S": "sequence", "i": "index", "c": "type"}
+"""Relations COPY FROM cannot load (a view only with an INSTEAD OF INSERT trigger)."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ def resolve_target(cursor: Any, target: Any) -> Target:
     quoted_name = '"' + name.replace('"', '""') + '"'
     relation = f'"{schema}".{quoted_name}' if schema else quoted_name
     cursor.execute(
-        "SELECT n.nspname, c.oid FROM pg_class c "
+        "SELECT n.nspname, c.oid, c.relkind FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)",
         (relation,),
     )
@@ -116,9 +120,16 @@ def resolve_target(cursor: Any, target: Any) -> Target:
             f"Table {relation} does not exist: create it first "
             "(for a mapped class: Base.metadata.create_all(db.engine))"
         )
+    cursor.execute(_TRIGGERS_SQL, {"r": relation})
+    before_insert, instead_of_insert = cursor.fetchone()
+    kind = _KINDS.get(str(found[2]))
+    if kind is not None and not (kind == "view" and instead_of_insert):
+        raise ConfigurationError(
+            f"{relation} is a {kind}, which COPY cannot load: ingest into a table (a view "
+            "takes rows only through an INSTEAD OF INSERT trigger)"
+        )
     cursor.execute(_COLUMNS_SQL, (relation,))
     columns = tuple(_column(row) for row in cursor.fetchall())
-    cursor.execute(_TRIGGERS_SQL, (relation,))
     quoted = f'"{found[0]}".{quoted_name}'
     return Target(
         schema=str(found[0]),
@@ -126,7 +137,7 @@ def resolve_target(cursor: Any, target: Any) -> Target:
         quoted=quoted,
         columns=columns,
         oid=int(found[1]),
-        insert_triggers=bool(cursor.fetchone()[0]),
+        insert_triggers=bool(before_insert),
     )
 
 
