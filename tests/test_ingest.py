@@ -737,8 +737,10 @@ def test_other_column_types_go_through_psycopgs_dumpers(db: SpatialDatabase) -> 
     try:
         report = db.ingest("ingest_typed", source)
         assert report.inserted == 2
-        kinds = [(r.row, r.kind) for r in report.rejected]
-        assert kinds == [(3, "value"), (4, "value"), (5, "server")]
+        kinds = [(r.row, r.column, r.kind) for r in report.rejected]
+        assert kinds == [(3, "tags", "value"), (4, "meta", "value"), (5, "meta", "server")]
+        assert report.rejected[0].reason.startswith("cannot be sent as text[]: IndexError")
+        assert report.rejected[0].value == "{a,b}"
         assert "invalid input syntax for type json" in report.rejected[2].reason
         assert (report.rejected[2].column, report.rejected[2].value) == ("meta", "{oops")
         with db.session() as s:

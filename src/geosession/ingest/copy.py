@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
+from psycopg.adapt import PyFormat, Transformer
 from psycopg.types.json import Json, Jsonb
 
 from geosession.errors import IntegrityViolation
@@ -162,7 +163,7 @@ def _row_level(error: Exception) -> bool:
 
 def _server_reject(plan: WritePlan, error: Exception, row: int, values: tuple[Any, ...]) -> Reject:
     if not isinstance(error, psycopg.Error) or not error.sqlstate:
-        return Reject(row, None, "value", f"cannot be sent as the column's type: {error}")
+        return _unsendable(plan, error, row, values)
     diag = error.diag
     message = diag.message_primary or str(error)
     detail = f" ({diag.message_detail})" if diag.message_detail else ""
@@ -176,6 +177,27 @@ def _server_reject(plan: WritePlan, error: Exception, row: int, values: tuple[An
     column = diag.column_name or _copy_column(diag.context, plan.columns)
     value = dict(zip(plan.columns, values, strict=True)).get(column) if column else None
     return Reject(row, column, "server", f"{message}{detail}", _shown(value))
+
+
+def _unsendable(plan: WritePlan, error: Exception, row: int, values: tuple[Any, ...]) -> Reject:
+    """The reject for a row the client could not dump, naming the column whose value
+    psycopg's dumper for the column's type refuses (tried alone, as COPY dumps it)."""
+    for column, copy_type_name, value in zip(plan.columns, plan.copy_types, values, strict=True):
+        if value is None:
+            continue
+        transformer = Transformer()
+        transformer.set_dumper_types([_type_oid(copy_type_name)], pq.Format.BINARY)
+        try:
+            transformer.dump_sequence([value], [PyFormat.BINARY])
+        except Exception as refused:  # any dumper error is this value's
+            reason = f"cannot be sent as {copy_type_name}: {type(refused).__name__}: {refused}"
+            return Reject(row, column, "value", reason, _shown(value))
+    return Reject(row, None, "value", f"cannot be sent as the column's type: {error}")
+
+
+def _type_oid(copy_type_name: str) -> int:
+    info = psycopg.adapters.types[copy_type_name]  # "text[]" gives text's, with its array's
+    return int(info.array_oid if copy_type_name.endswith("[]") else info.oid)
 
 
 def _copy_column(context: str | None, columns: tuple[str, ...]) -> str | None:
