@@ -26,7 +26,7 @@ from geosession.ingest import binary
 from geosession.ingest.binary import SIGNATURE, TRAILER, Encoded
 from geosession.ingest.ledger import record_chunk
 from geosession.ingest.target import Target
-from geosession.ingest.validate import Reject
+from geosession.ingest.validate import Reject, as_text
 
 OnConflict = Literal["error", "ignore", "update"]
 
@@ -207,12 +207,8 @@ def _copy_column(context: str | None, columns: tuple[str, ...]) -> str | None:
 
 
 def _shown(value: Any) -> str | None:
-    """A sent value as text for the rejects table (JSON text unwrapped, bytes as hex)."""
-    if isinstance(value, Json | Jsonb):
-        value = value.obj
-    if value is None:
-        return None
-    return value.hex() if isinstance(value, bytes) else str(value)
+    """A sent value as text for the rejects table (JSON text as it came)."""
+    return as_text(value.obj if isinstance(value, Json | Jsonb) else value)
 
 
 def _write(

@@ -51,6 +51,7 @@ from geosession.ingest.target import Target, check_required_columns, resolve_tar
 from geosession.ingest.validate import (
     OnInvalid,
     Reject,
+    as_text,
     check_geometries,
     check_source_crs,
     invalid_geometry_error,
@@ -426,7 +427,7 @@ class Ingest:
             for index, reason in unreadable.items():
                 if keep[index]:
                     keep[index] = False
-                    value = str(columns[name][index])[:2000]
+                    value = as_text(columns[name][index])
                     rejects.append(Reject(batch.first_row + index, name, "value", reason, value))
         with self.lock:  # batches are validated on several threads
             self.report.rows_read += int(fresh.sum())

@@ -39,9 +39,9 @@ _COLUMNS_SQL = """
 """
 
 _TRIGGERS_SQL = """
-    SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = CAST(%(r)s AS regclass)
+    SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %(oid)s
                    AND NOT tgisinternal AND tgtype & 7 = 7),  -- ROW, BEFORE, INSERT
-           EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = CAST(%(r)s AS regclass)
+           EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %(oid)s
                    AND tgtype & 68 = 68)  -- INSTEAD OF, INSERT
 """
 _KINDS = {"v": "view", "m": "materialized view", "S": "sequence", "i": "index", "c": "type"}
@@ -120,7 +120,7 @@ def resolve_target(cursor: Any, target: Any) -> Target:
             f"Table {relation} does not exist: create it first "
             "(for a mapped class: Base.metadata.create_all(db.engine))"
         )
-    cursor.execute(_TRIGGERS_SQL, {"r": relation})
+    cursor.execute(_TRIGGERS_SQL, {"oid": found[1]})
     before_insert, instead_of_insert = cursor.fetchone()
     kind = _KINDS.get(str(found[2]))
     if kind is not None and not (kind == "view" and instead_of_insert):

@@ -97,7 +97,7 @@ def check_geometries(
     for index, (kind, reason) in sorted(problems.items()):
         checked.keep[index] = False
         checked.rejects.append(
-            Reject(first_row + index, column.name, kind, reason, _as_text(values[index]))
+            Reject(first_row + index, column.name, kind, reason, as_text(values[index]))
         )
     checked.encoded[column.name] = _encode(geoms, wkb, checked.keep, changed, spec)
     return checked
@@ -367,7 +367,7 @@ def _repair(
     return geoms
 
 
-def _as_text(value: Any) -> str | None:
+def as_text(value: Any) -> str | None:
     """The original value as text for the rejects table."""
     if value is None:
         return None
