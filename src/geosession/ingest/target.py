@@ -19,7 +19,8 @@ _COLUMNS_SQL = """
     SELECT a.attname, CASE WHEN t.typcategory = 'A' THEN e.typname || '[]' ELSE t.typname END,
            a.attnotnull, coalesce(gc.srid, gg.srid),
            coalesce(gc.type, gg.type), coalesce(gc.coord_dimension, gg.coord_dimension),
-           ic.idx IS NOT NULL AS in_primary_key, a.attgenerated <> '' AS generated,
+           ic.idx IS NOT NULL AS in_primary_key,
+           a.attgenerated <> '' OR a.attidentity = 'a' AS generated,
            a.atthasdef OR a.attidentity <> '' AS has_default
     FROM pg_attribute a
     JOIN pg_type t ON t.oid = a.atttypid
@@ -67,7 +68,11 @@ class Column:
     in_primary_key: bool
     geometry: GeometrySpec | None
     generated: bool = False
-    """GENERATED ALWAYS AS (...) STORED: the server computes it, COPY cannot write it."""
+    """GENERATED ALWAYS, AS (...) STORED or AS IDENTITY: the server computes or numbers it.
+
+    COPY cannot write the first and, unlike INSERT, writes the second without OVERRIDING
+    SYSTEM VALUE and without advancing its sequence, so that later INSERTs collide with
+    the loaded values: both are left to the server."""
     has_default: bool = False
     """A DEFAULT or an identity: a source may leave it out."""
 
