@@ -810,6 +810,40 @@ def test_csv_text_is_read_as_each_columns_type(
     assert partial.inserted == 1
 
 
+@pytest.mark.parametrize("with_nulls", [False, True], ids=["no-nulls", "nulls"])
+def test_integer_columns_take_whole_numbers_of_any_type_and_never_cut_a_fraction(
+    db: SpatialDatabase, scratch: Callable[..., None], with_nulls: bool
+) -> None:
+    """3.0 (a pandas integer column with NaNs) loads as 3; 1.5 was stored as 1 by the
+    column-wise encoder without a word, and is now a reject naming the column."""
+    import numpy as np
+
+    scratch("ingest_whole")
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE ingest_whole (id integer PRIMARY KEY, n int4, "
+                "geom geometry(POINT, 4326) NOT NULL)"
+            )
+        )
+    values: list[Any] = [3.0, 1.5, decimal.Decimal("7.9"), np.float32(2), float("nan"), 12]
+    values += [None] if with_nulls else [np.int64(5)]
+    point = "SRID=4326;POINT(1 1)"
+    source = [{"id": i, "n": n, "geom": point} for i, n in enumerate(values, start=1)]
+    report = db.ingest("ingest_whole", source)
+    assert [(r.row, r.column, r.kind, r.value) for r in report.rejected] == [
+        (2, "n", "value", "1.5"),
+        (3, "n", "value", "7.9"),
+        (5, "n", "value", "nan"),
+    ]
+    assert report.rejected[0].reason == "cannot read '1.5' as int4: not a whole number; " + (
+        "round it in the source if that is meant"
+    )
+    with db.session() as s:
+        stored = s.execute(text("SELECT id, n FROM ingest_whole ORDER BY id")).all()
+    assert stored == [(1, 3), (4, 2), (6, 12), (7, None if with_nulls else 5)]
+
+
 def test_auto_workers_follow_the_index_upkeep(db: SpatialDatabase, table: str) -> None:
     assert db.ingest(table, rows(100)).workers == 1  # empty: the GiST index is deferred
     assert db.ingest(table, rows(100, start=101)).workers == 2  # kept up during the load

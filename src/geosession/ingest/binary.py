@@ -27,6 +27,12 @@ _FIXED = {
     "float8": ">f8",
     "bool": "?",
 }
+_EXACT = {
+    **dict.fromkeys(("int2", "int4", "int8"), frozenset({int})),
+    **dict.fromkeys(("float4", "float8"), frozenset({float, int})),
+    "bool": frozenset({bool}),
+}
+"""Python types whose values a fixed-width column takes as they are."""
 _TEXT = frozenset({"text", "varchar", "bpchar", "name"})
 _BYTES = frozenset({"bytea"})
 SUPPORTED = frozenset(_FIXED) | _TEXT | _BYTES
@@ -78,7 +84,7 @@ def _segments(
     payloads: list[tuple[list[bytes], np.ndarray[Any, Any]]] = []
     for index, (values, copy_type) in enumerate(zip(columns, copy_types, strict=True)):
         fixed = _FIXED.get(copy_type)
-        if fixed is not None and values.count(None) == 0:
+        if fixed is not None and _fits(set(map(type, values)), copy_type):
             width = np.dtype(fixed).itemsize
             fields += [(f"l{index}", ">i4", width), (f"v{index}", fixed, np.asarray(values, fixed))]
             continue
@@ -114,12 +120,20 @@ def _variable(values: list[Any], copy_type: str) -> tuple[list[bytes], np.ndarra
             else [b"" if v is None else bytes(v) for v in values]
         )
     else:  # a fixed-width column with NULLs
+        if not _fits(kinds - {type(None)}, copy_type):
+            raise TypeError(f"values of types {kinds} for a {copy_type} column")
         dtype = np.dtype(_FIXED[copy_type])
         payload = [b"" if v is None else np.asarray(v, dtype).tobytes() for v in values]
     sizes = np.fromiter(map(len, payload), dtype=np.int64, count=len(payload))
     if nulls:
         sizes[np.fromiter((v is None for v in values), dtype=bool, count=len(values))] = -1
     return payload, sizes
+
+
+def _fits(kinds: set[type], copy_type: str) -> bool:
+    """Whether numpy converts values of these types to the column's without changing
+    them (it would cut 1.5 to 1 for an integer, and read any string as True)."""
+    return kinds <= _EXACT[copy_type]
 
 
 def _record_array(fields: list[tuple[str, str, Any]], count: int) -> np.ndarray[Any, Any]:

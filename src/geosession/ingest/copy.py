@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import numbers
 import re
 import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from types import NoneType
+from typing import Any, Literal, SupportsInt, cast
 
 import psycopg
 from psycopg import pq, sql
@@ -312,10 +314,23 @@ def _parse_bool(text: str) -> bool:
         raise ValueError(text) from None
 
 
-_FROM_TEXT: dict[str, Callable[[str], Any]] = {
-    "int2": int,
-    "int4": int,
-    "int8": int,
+def _to_integer(value: Any) -> Any:
+    """A whole number of any numeric type as an int (3.0 from a pandas column that has
+    NaNs); a fraction is refused, where encoding it as an integer would cut it silently."""
+    if isinstance(value, str):
+        return int(value)
+    if isinstance(value, int) or not isinstance(value, numbers.Real | decimal.Decimal):
+        return value  # anything else is left to the dumper, which names what it refuses
+    whole = int(cast(SupportsInt, value))  # NaN and infinities raise here
+    if whole != value:
+        raise ValueError("not a whole number; round it in the source if that is meant")
+    return whole
+
+
+_FROM_TEXT: dict[str, Callable[[Any], Any]] = {
+    "int2": _to_integer,
+    "int4": _to_integer,
+    "int8": _to_integer,
     "float4": float,
     "float8": float,
     "numeric": decimal.Decimal,
@@ -336,8 +351,8 @@ def _as_is(text: str) -> str:
 
 
 def coerce_values(values: list[Any], copy_type_name: str) -> tuple[list[Any], dict[int, str]]:
-    """Converts text (CSV, or JSON for a JSON column) and floats for numeric to what the
-    column's binary dumper takes.
+    """Converts text (CSV, or JSON for a JSON column), whole numbers for integers and
+    floats for numeric to what the column's binary dumper takes.
 
     Also returns, by position, why a text could not be read as the column's type: those
     rows are set aside before the COPY, naming the column, instead of being found by
@@ -346,18 +361,23 @@ def coerce_values(values: list[Any], copy_type_name: str) -> tuple[list[Any], di
     parse = _FROM_TEXT.get(copy_type_name)
     if parse is None:
         return values, {}
+    kinds = set(map(type, values))  # one pass in C over the column, then a check per type
     if copy_type_name == "numeric":
         parse = _to_decimal
-    elif not any(issubclass(kind, str) for kind in set(map(type, values))):
-        return values, {}  # one pass in C over the column, then a check per distinct type
+    elif copy_type_name in _INTEGERS:
+        if all(issubclass(kind, int | NoneType) for kind in kinds):
+            return values, {}
+    elif not any(issubclass(kind, str) for kind in kinds):
+        return values, {}
     converted: list[Any] = []
     unreadable: dict[int, str] = {}
     for index, value in enumerate(values):
         try:
             converted.append(_convert(parse, value))
-        except (ValueError, ArithmeticError):
+        except (ValueError, ArithmeticError) as error:
             converted.append(value)
-            unreadable[index] = f"cannot read {str(value)[:200]!r} as {copy_type_name}"
+            why = "" if isinstance(value, str) else f": {error}"
+            unreadable[index] = f"cannot read {str(value)[:200]!r} as {copy_type_name}{why}"
     return converted, unreadable
 
 
@@ -365,7 +385,12 @@ def _to_decimal(value: Any) -> Any:
     return decimal.Decimal(str(value)) if isinstance(value, float | int | str) else value
 
 
+_INTEGERS = frozenset({"int2", "int4", "int8"})
+_ANY_VALUE = (_to_decimal, _to_integer)
+"""Conversions for values of every type, not only for text."""
+
+
 def _convert(parse: Callable[[Any], Any], value: Any) -> Any:
     if value is None:
         return None
-    return parse(value) if isinstance(value, str) or parse is _to_decimal else value
+    return parse(value) if isinstance(value, str) or parse in _ANY_VALUE else value
