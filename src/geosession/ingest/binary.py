@@ -29,7 +29,7 @@ _FIXED = {
 }
 _EXACT = {
     **dict.fromkeys(("int2", "int4", "int8"), frozenset({int})),
-    **dict.fromkeys(("float4", "float8"), frozenset({float, int})),
+    **dict.fromkeys(("float4", "float8"), frozenset({float, int, np.float64, np.float32})),
     "bool": frozenset({bool}),
 }
 """Python types whose values a fixed-width column takes as they are."""
