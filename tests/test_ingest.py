@@ -760,6 +760,52 @@ def test_other_column_types_go_through_psycopgs_dumpers(db: SpatialDatabase) -> 
             s.execute(text("DROP TYPE IF EXISTS ingest_mood"))
 
 
+def test_values_that_cannot_be_sent_are_set_aside_before_the_server_sees_the_chunk(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """They were found by bisecting the chunk with COPY attempts; now each column is dumped
+    before the COPY. A trigger counts, with a sequence (which no rollback undoes), every
+    row the server was sent: only the good ones."""
+    source: list[dict[str, Any]]
+    scratch("ingest_sendable")
+    with db.transaction() as s:
+        s.execute(text("DROP SEQUENCE IF EXISTS ingest_sendable_seen"))
+        s.execute(text("CREATE SEQUENCE ingest_sendable_seen"))
+        s.execute(
+            text(
+                "CREATE TABLE ingest_sendable (id int PRIMARY KEY, tags text[], at date, note text)"
+            )
+        )
+        s.execute(
+            text(
+                "CREATE OR REPLACE FUNCTION ingest_sendable_count() RETURNS trigger "
+                "LANGUAGE plpgsql AS $$ BEGIN PERFORM nextval('ingest_sendable_seen'); "
+                "RETURN NEW; END $$; "
+                "CREATE TRIGGER counted BEFORE INSERT ON ingest_sendable "
+                "FOR EACH ROW EXECUTE FUNCTION ingest_sendable_count()"
+            )
+        )
+    note = "n" * 1000  # so that COPY data reaches the server before a bad row
+    source = [{"id": i, "tags": ["x"], "at": None, "note": note} for i in range(1, 1001)]
+    source[499]["tags"] = "{a,b}"  # a str for an array column
+    source[999]["at"] = 20260101  # an int for a date
+    try:
+        report = db.ingest("ingest_sendable", source, chunk_size=1000)
+        assert report.inserted == 998
+        assert [(r.row, r.column, r.kind) for r in report.rejected] == [
+            (500, "tags", "value"),
+            (1000, "at", "value"),
+        ]
+        assert report.rejected[1].reason.startswith("cannot be sent as date: ")
+        with db.session() as s:
+            seen = s.execute(text("SELECT last_value FROM ingest_sendable_seen")).scalar()
+        assert seen == 998
+    finally:
+        with db.transaction() as s:
+            s.execute(text("DROP FUNCTION IF EXISTS ingest_sendable_count() CASCADE"))
+            s.execute(text("DROP SEQUENCE IF EXISTS ingest_sendable_seen"))
+
+
 def test_csv_text_is_read_as_each_columns_type(
     db: SpatialDatabase, tmp_path: Path, scratch: Callable[..., None]
 ) -> None:

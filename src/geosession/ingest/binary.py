@@ -7,6 +7,10 @@ is only slicing those records and joining them with the variable payloads (text 
 EWKB). That is several times cheaper than formatting each field of each row, and it
 leaves one buffer (with row offsets, so a chunk can still be bisected) that the writer
 sends with ``Copy.write``, releasing the GIL while the server works.
+
+Columns of other types (numeric, dates, uuid, json, arrays ...) are dumped a column at a
+time by psycopg's binary dumpers, the ones ``Copy.write_row`` would use, so a value they
+refuse is found here, named with its column, before the server sees the chunk.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import psycopg
+from psycopg import pq
+from psycopg.adapt import PyFormat, Transformer
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
@@ -35,7 +42,7 @@ _EXACT = {
 """Python types whose values a fixed-width column takes as they are."""
 _TEXT = frozenset({"text", "varchar", "bpchar", "name"})
 _BYTES = frozenset({"bytea"})
-SUPPORTED = frozenset(_FIXED) | _TEXT | _BYTES
+_BUFFERS = frozenset({bytes, bytearray, memoryview})
 
 
 @dataclass(frozen=True)
@@ -49,18 +56,28 @@ class Encoded:
         return memoryview(self.data)[int(self.offsets[start]) : int(self.offsets[stop])]
 
 
-def supports(copy_types: tuple[str, ...]) -> bool:
-    """Whether every column has a vectorized encoder (else rows go through write_row)."""
-    return all(t in SUPPORTED for t in copy_types)
+NO_ROWS = Encoded(b"", np.zeros(1, dtype=np.int64))
 
 
-def encode_rows(columns: list[list[Any]], copy_types: tuple[str, ...]) -> Encoded | None:
-    """Binary COPY rows for column-wise values; None when a value does not fit its type."""
+@dataclass(frozen=True)
+class Refused:
+    """Values the column's dumper refuses, by row: the column's position and the error."""
+
+    values: dict[int, tuple[int, Exception]]
+
+
+class _Refused(Exception):
+    def __init__(self, positions: dict[int, Exception]) -> None:
+        super().__init__(f"{len(positions)} value(s) refused")
+        self.positions = positions
+
+
+def encode_rows(columns: list[list[Any]], copy_types: tuple[str, ...]) -> Encoded | Refused:
+    """Binary COPY rows for column-wise values, or the values that cannot be sent."""
     count = len(columns[0]) if columns else 0
-    try:
-        segments, payloads = _segments(columns, copy_types, count)
-    except (TypeError, ValueError, OverflowError, AttributeError):
-        return None  # e.g. a str in an integer column: let write_row report it
+    segments, payloads, refused = _segments(columns, copy_types, count)
+    if refused:
+        return Refused(refused)
     pieces: list[Any] = [None] * (count * (len(segments) + len(payloads)))
     stride = len(segments) + len(payloads)
     lengths = np.zeros(count, dtype=np.int64)
@@ -77,25 +94,41 @@ def encode_rows(columns: list[list[Any]], copy_types: tuple[str, ...]) -> Encode
 
 def _segments(
     columns: list[list[Any]], copy_types: tuple[str, ...], count: int
-) -> tuple[list[np.ndarray[Any, Any]], list[tuple[list[bytes], np.ndarray[Any, Any]]]]:
-    """Fixed-width record arrays, alternating with variable payloads (and their sizes)."""
+) -> tuple[
+    list[np.ndarray[Any, Any]],
+    list[tuple[list[bytes], np.ndarray[Any, Any]]],
+    dict[int, tuple[int, Exception]],
+]:
+    """Fixed-width record arrays, alternating with variable payloads (and their sizes), and
+    the values refused (the first column's by row)."""
     fields: list[tuple[str, str, Any]] = [("n", ">i2", len(columns))]
     segments: list[np.ndarray[Any, Any]] = []
     payloads: list[tuple[list[bytes], np.ndarray[Any, Any]]] = []
+    refused: dict[int, tuple[int, Exception]] = {}
     for index, (values, copy_type) in enumerate(zip(columns, copy_types, strict=True)):
         fixed = _FIXED.get(copy_type)
         if fixed is not None and _fits(set(map(type, values)), copy_type):
-            width = np.dtype(fixed).itemsize
-            fields += [(f"l{index}", ">i4", width), (f"v{index}", fixed, np.asarray(values, fixed))]
-            continue
-        payload, sizes = _variable(values, copy_type)
+            try:
+                array = np.asarray(values, fixed)
+            except OverflowError:  # e.g. 2**40 for an int4: the dumper names the value
+                pass
+            else:
+                width = np.dtype(fixed).itemsize
+                fields += [(f"l{index}", ">i4", width), (f"v{index}", fixed, array)]
+                continue
+        try:
+            payload, sizes = _variable(values, copy_type)
+        except _Refused as error:
+            for row, cause in error.positions.items():
+                refused.setdefault(row, (index, cause))
+            payload, sizes = [b""] * count, np.zeros(count, dtype=np.int64)
         fields.append((f"l{index}", ">i4", sizes))
         segments.append(_record_array(fields, count))
         payloads.append((payload, np.maximum(sizes, 0)))
         fields = []
     if fields:
         segments.append(_record_array(fields, count))
-    return segments, payloads
+    return segments, payloads, refused
 
 
 def _variable(values: list[Any], copy_type: str) -> tuple[list[bytes], np.ndarray[Any, Any]]:
@@ -103,27 +136,26 @@ def _variable(values: list[Any], copy_type: str) -> tuple[list[bytes], np.ndarra
 
     A column of only str (or only bytes) takes a pass in C; the rest goes value by value.
     """
-    nulls = values.count(None)
     kinds = set(map(type, values))
+    nulls = values.count(None) if type(None) in kinds else 0
     payload: list[Any]
     if copy_type in _TEXT:
-        if not nulls and kinds == {str}:
+        if kinds == {str}:
             payload = list(map(str.encode, values))
         else:
             payload = [
                 b"" if v is None else (v if type(v) is str else str(v)).encode() for v in values
             ]
-    elif copy_type in _BYTES:
-        payload = (
-            values
-            if not nulls and kinds == {bytes}
-            else [b"" if v is None else bytes(v) for v in values]
-        )
-    else:  # a fixed-width column with NULLs
-        if not _fits(kinds - {type(None)}, copy_type):
-            raise TypeError(f"values of types {kinds} for a {copy_type} column")
+    elif copy_type in _BYTES and kinds <= _BUFFERS | {type(None)}:
+        payload = values if kinds == {bytes} else [b"" if v is None else v for v in values]
+    elif copy_type in _FIXED and _fits(kinds - {type(None)}, copy_type):
         dtype = np.dtype(_FIXED[copy_type])
-        payload = [b"" if v is None else np.asarray(v, dtype).tobytes() for v in values]
+        try:
+            payload = [b"" if v is None else np.asarray(v, dtype).tobytes() for v in values]
+        except OverflowError:
+            payload = _dumped(values, copy_type)
+    else:
+        payload = _dumped(values, copy_type)
     sizes = np.fromiter(map(len, payload), dtype=np.int64, count=len(payload))
     if nulls:
         sizes[np.fromiter((v is None for v in values), dtype=bool, count=len(values))] = -1
@@ -134,6 +166,36 @@ def _fits(kinds: set[type], copy_type: str) -> bool:
     """Whether numpy converts values of these types to the column's without changing
     them (it would cut 1.5 to 1 for an integer, and read any string as True)."""
     return kinds <= _EXACT[copy_type]
+
+
+def _dumped(values: list[Any], copy_type: str) -> list[Any]:
+    """The column dumped by psycopg's binary dumper for its type (b"" for NULL); raises
+    _Refused naming each value the dumper refuses."""
+    transformer = Transformer()
+    transformer.set_dumper_types([type_oid(copy_type)] * len(values), pq.Format.BINARY)
+    try:
+        dumped = transformer.dump_sequence(values, [PyFormat.BINARY] * len(values))
+    except Exception:  # any dumper error is a value's: find each one
+        raise _Refused(_refusals(values, copy_type)) from None
+    return [b"" if d is None else d for d in dumped]
+
+
+def _refusals(values: list[Any], copy_type: str) -> dict[int, Exception]:
+    transformer = Transformer()
+    transformer.set_dumper_types([type_oid(copy_type)], pq.Format.BINARY)
+    refusals: dict[int, Exception] = {}
+    for row, value in enumerate(values):
+        try:
+            transformer.dump_sequence([value], [PyFormat.BINARY])
+        except Exception as error:
+            refusals[row] = error
+    return refusals
+
+
+def type_oid(copy_type: str) -> int:
+    """The OID psycopg dumps a COPY type as ("text[]": text's array type)."""
+    info = psycopg.adapters.types[copy_type]
+    return int(info.array_oid if copy_type.endswith("[]") else info.oid)
 
 
 def _record_array(fields: list[tuple[str, str, Any]], count: int) -> np.ndarray[Any, Any]:

@@ -116,7 +116,7 @@ class PendingRows:
         first = min(self.numbers[:1] + [r.row for r in self.rejects[:1]])
         columns = [values[:rows_end] for values in self.columns]
         chunk = Chunk(first, last, columns, self.numbers[:rows_end], self.rejects[:rejects_end])
-        chunk.seal(self.plan.copy_types)
+        chunk.seal(self.plan)
         for values in self.columns:
             del values[:rows_end]
         del self.numbers[:rows_end], self.rejects[:rejects_end]

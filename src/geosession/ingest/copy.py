@@ -19,13 +19,12 @@ from types import NoneType
 from typing import Any, Literal, SupportsInt, cast
 
 import psycopg
-from psycopg import pq, sql
-from psycopg.adapt import PyFormat, Transformer
+from psycopg import sql
 from psycopg.types.json import Json, Jsonb
 
 from geosession.errors import IntegrityViolation
 from geosession.ingest import binary
-from geosession.ingest.binary import SIGNATURE, TRAILER, Encoded
+from geosession.ingest.binary import SIGNATURE, TRAILER, Encoded, Refused
 from geosession.ingest.ledger import record_chunk
 from geosession.ingest.target import Target
 from geosession.ingest.validate import Reject, as_text
@@ -35,8 +34,6 @@ OnConflict = Literal["error", "ignore", "update"]
 _ROW_LEVEL = ("22", "23", "XX", "P0", "42804")
 """SQLSTATEs caused by a row's data (data exceptions, constraints, PostGIS, triggers)."""
 _UNIQUE_VIOLATION = "23505"
-_UNSENDABLE = (TypeError, ValueError, LookupError, ArithmeticError, AttributeError)
-"""What dumping a value of the wrong shape raises in the client, before the server sees it."""
 
 
 @dataclass(frozen=True)
@@ -60,8 +57,8 @@ class Chunk:
     columns: list[list[Any]]
     row_numbers: list[int]
     rejects: list[Reject] = field(default_factory=list)
-    encoded: Encoded | None = None
-    """The rows as binary COPY data, when every column type has a vectorized encoder."""
+    encoded: Encoded = field(default_factory=lambda: binary.NO_ROWS)
+    """The rows as binary COPY data (set by :meth:`seal`)."""
     checksum: str = ""
     """Recorded in the ledger: a CRC-32 of what was sent (a fingerprint, not a signature;
     CRC-32 runs at several GB/s where a cryptographic hash would cost a tenth of a load)."""
@@ -71,27 +68,33 @@ class Chunk:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of COPY data, when encoded (0 when the rows go through write_row)."""
-        return len(self.encoded.data) if self.encoded is not None else 0
+        """Bytes of COPY data."""
+        return len(self.encoded.data)
 
-    def seal(self, copy_types: tuple[str, ...]) -> Chunk:
-        """Encodes the rows for COPY (where every type allows) and checksums what is sent.
+    def seal(self, plan: WritePlan) -> Chunk:
+        """Encodes the rows for COPY and checksums what is sent; a row with a value that
+        cannot be sent as its column's type becomes a reject naming that column.
 
         Done on the reader thread, so the writer's transaction never waits for it.
         """
-        if self.row_numbers and binary.supports(copy_types):
-            self.encoded = binary.encode_rows(self.columns, copy_types)
-        crc = 0
-        if self.encoded is not None:
-            crc = zlib.crc32(self.encoded.data)
-        else:
-            for values, copy_type in zip(self.columns, copy_types, strict=True):
-                if copy_type == "bytea":
-                    crc = zlib.crc32(b"".join(v or b"" for v in values), crc)
-        self.checksum = f"crc32:{crc:08x}"
+        while isinstance(result := binary.encode_rows(self.columns, plan.copy_types), Refused):
+            self._set_aside(plan, result)
+        self.encoded = result
+        self.checksum = f"crc32:{zlib.crc32(result.data):08x}"
         return self
 
-    def split(self, middle: int, copy_types: tuple[str, ...]) -> tuple[Chunk, Chunk]:
+    def _set_aside(self, plan: WritePlan, refused: Refused) -> None:
+        for index, (column, error) in refused.values.items():
+            value = self.columns[column][index]
+            reason = f"cannot be sent as {plan.copy_types[column]}: {type(error).__name__}: {error}"
+            row = self.row_numbers[index]
+            self.rejects.append(Reject(row, plan.columns[column], "value", reason, _shown(value)))
+        self.rejects.sort(key=lambda r: r.row)
+        kept = [i for i in range(len(self.row_numbers)) if i not in refused.values]
+        self.columns = [[values[i] for i in kept] for values in self.columns]
+        self.row_numbers = [self.row_numbers[i] for i in kept]
+
+    def split(self, middle: int, plan: WritePlan) -> tuple[Chunk, Chunk]:
         """Two sealed chunks of rows [0, middle) and [middle, len)."""
         cut = self.row_numbers[middle]
         halves = []
@@ -102,7 +105,7 @@ class Chunk:
             rejects = [r for r in self.rejects if first <= r.row <= last]
             columns = [values[lo:hi] for values in self.columns]
             half = Chunk(first, last, columns, self.row_numbers[lo:hi], rejects)
-            halves.append(half.seal(copy_types))
+            halves.append(half.seal(plan))
         return halves[0], halves[1]
 
 
@@ -142,7 +145,7 @@ def _write_bisecting(
     try:
         with conn.transaction():
             return _write(conn, plan, chunk, start, stop), []
-    except (psycopg.Error, *_UNSENDABLE) as error:
+    except psycopg.Error as error:
         if not _row_level(error):
             raise
         if stop - start > 1:
@@ -154,18 +157,15 @@ def _write_bisecting(
         return 0, [_server_reject(plan, error, chunk.row_numbers[start], row)]
 
 
-def _row_level(error: Exception) -> bool:
-    """Caused by one row's data: the server's data errors, or a value the client cannot send
-    (psycopg's dumpers raise these for a value of the wrong shape, e.g. a str for an array
-    column; a lost connection is an OperationalError, never one of them)."""
-    if isinstance(error, psycopg.Error) and error.sqlstate:
-        return error.sqlstate.startswith(_ROW_LEVEL)
-    return isinstance(error, (*_UNSENDABLE, psycopg.DataError, psycopg.ProgrammingError))
+def _row_level(error: psycopg.Error) -> bool:
+    """Caused by one row's data: the server's data errors (a lost connection has another
+    SQLSTATE or none)."""
+    return bool(error.sqlstate) and str(error.sqlstate).startswith(_ROW_LEVEL)
 
 
-def _server_reject(plan: WritePlan, error: Exception, row: int, values: tuple[Any, ...]) -> Reject:
-    if not isinstance(error, psycopg.Error) or not error.sqlstate:
-        return _unsendable(plan, error, row, values)
+def _server_reject(
+    plan: WritePlan, error: psycopg.Error, row: int, values: tuple[Any, ...]
+) -> Reject:
     diag = error.diag
     message = diag.message_primary or str(error)
     detail = f" ({diag.message_detail})" if diag.message_detail else ""
@@ -179,27 +179,6 @@ def _server_reject(plan: WritePlan, error: Exception, row: int, values: tuple[An
     column = diag.column_name or _copy_column(diag.context, plan.columns)
     value = dict(zip(plan.columns, values, strict=True)).get(column) if column else None
     return Reject(row, column, "server", f"{message}{detail}", _shown(value))
-
-
-def _unsendable(plan: WritePlan, error: Exception, row: int, values: tuple[Any, ...]) -> Reject:
-    """The reject for a row the client could not dump, naming the column whose value
-    psycopg's dumper for the column's type refuses (tried alone, as COPY dumps it)."""
-    for column, copy_type_name, value in zip(plan.columns, plan.copy_types, values, strict=True):
-        if value is None:
-            continue
-        transformer = Transformer()
-        transformer.set_dumper_types([_type_oid(copy_type_name)], pq.Format.BINARY)
-        try:
-            transformer.dump_sequence([value], [PyFormat.BINARY])
-        except Exception as refused:  # any dumper error is this value's
-            reason = f"cannot be sent as {copy_type_name}: {type(refused).__name__}: {refused}"
-            return Reject(row, column, "value", reason, _shown(value))
-    return Reject(row, None, "value", f"cannot be sent as the column's type: {error}")
-
-
-def _type_oid(copy_type_name: str) -> int:
-    info = psycopg.adapters.types[copy_type_name]  # "text[]" gives text's, with its array's
-    return int(info.array_oid if copy_type_name.endswith("[]") else info.oid)
 
 
 def _copy_column(context: str | None, columns: tuple[str, ...]) -> str | None:
@@ -221,14 +200,9 @@ def _write(
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(table, columns)
     with conn.cursor() as cursor:
         with cursor.copy(statement) as copy:
-            if chunk.encoded is not None:
-                copy.write(SIGNATURE)
-                copy.write(chunk.encoded.rows(start, stop))
-                copy.write(TRAILER)
-            else:
-                copy.set_types(list(plan.copy_types))
-                for row in zip(*(values[start:stop] for values in chunk.columns), strict=True):
-                    copy.write_row(row)
+            copy.write(SIGNATURE)
+            copy.write(chunk.encoded.rows(start, stop))
+            copy.write(TRAILER)
         if plan.on_conflict == "error":
             return stop - start
         cursor.execute(_upsert(plan))

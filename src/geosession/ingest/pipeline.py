@@ -468,7 +468,7 @@ class Ingest:
                 state = error.sqlstate or ""
                 if state == _TIMEOUT and len(chunk) > 1:
                     self.sizer.shrink()
-                    for half in chunk.split(len(chunk) // 2, self.plan.copy_types):
+                    for half in chunk.split(len(chunk) // 2, self.plan):
                         self._write_with_retries(half)
                     return
                 if not connection_lost(error) or attempt == self.options.max_retries:
