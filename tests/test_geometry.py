@@ -20,6 +20,7 @@ from geosession.errors import ConfigurationError, InvalidGeometry, SRIDMismatch
 from geosession.geometry import (
     encode_ewkb,
     from_geojson,
+    shapes_from_text,
     srid_of,
     to_element,
     to_ewkb,
@@ -270,6 +271,25 @@ def test_encode_ewkb_keeps_none_and_names_bad_items() -> None:
     with pytest.raises(SRIDMismatch, match="item 1 has SRID 4326 but SRID 3857") as info:
         encode_ewkb([point, shapely.set_srid(point, 4326)], 3857)
     assert info.value.geometry_srid == 4326
+
+
+def test_shapes_from_text_reads_many_texts_as_to_shape_reads_each() -> None:
+    """WKT, EWKT and hex (E)WKB in one call per form; None for what to_shape alone reads
+    (GeoJSON) or refuses (it says why)."""
+    geoms = random_geometries(300, seed=2)
+    texts = [shapely.to_wkt(g, rounding_precision=-1) for g in geoms[:100]]
+    texts += [f" SRID=4326;{shapely.to_wkt(g, rounding_precision=-1)} " for g in geoms[100:200]]
+    texts += [to_ewkb(g, 3857).hex() for g in geoms[200:250]]
+    texts += [shapely.to_wkb(g, hex=True) for g in geoms[250:]]
+    readable = [*texts, "srid=0;POINT (1 2)", "SRID=-1;POINT (1 2)"]
+    shapes = shapes_from_text(readable)
+    expected = [to_shape(t) for t in readable]
+    assert all(shapely.equals_exact(shapes, expected, tolerance=0) | shapely.is_empty(shapes))
+    assert shapely.get_srid(shapes).tolist() == [int(shapely.get_srid(e)) for e in expected]
+    assert shapely.get_srid(shapes[[0, 100, 200, 250]]).tolist() == [0, 4326, 3857, 0]
+    others = ['{"type": "Point", "coordinates": [1, 2]}', "", "POINT (1", "SRID=x;POINT (1 2)"]
+    assert shapes_from_text(others).tolist() == [None] * 4
+    assert shapes_from_text([]).tolist() == []
 
 
 # --- PostGIS reads what we write --------------------------------------------------------

@@ -151,22 +151,69 @@ def _parse(data: Any, original: Any) -> shapely.Geometry:
     )
 
 
+def shapes_from_text(texts: Sequence[str]) -> np.ndarray[Any, Any]:
+    """Many WKT, EWKT and hex (E)WKB texts read with one shapely call per form.
+
+    None where a text is in another form (GeoJSON) or does not parse: :func:`to_shape`,
+    one value at a time, reads those or says why not. A CSV's WKT column is read this way,
+    without the cost of a shapely call per value.
+    """
+    shapes = np.full(len(texts), None, dtype=object)
+    wkt: dict[int, tuple[str, int]] = {}  # by position: the WKT and its SRID (0: none)
+    hexes: dict[int, str] = {}
+    for index, text in enumerate(texts):
+        stripped = text.strip()
+        form = _text_form(stripped)
+        if form == "hex":
+            hexes[index] = stripped
+        elif form == "wkt":
+            wkt[index] = (stripped, 0)
+        elif form == "ewkt" and (srid := _ewkt_srid(stripped)) is not None:
+            wkt[index] = (stripped.partition(";")[2], _known(srid) or 0)
+    if wkt:
+        texts_and_srids = list(zip(*wkt.values(), strict=True))
+        parsed = shapely.from_wkt(list(texts_and_srids[0]), on_invalid="ignore")
+        shapes[list(wkt)] = shapely.set_srid(parsed, list(texts_and_srids[1]))
+    if hexes:
+        shapes[list(hexes)] = shapely.from_wkb(list(hexes.values()), on_invalid="ignore")
+    return shapes
+
+
 def _parse_text(text: str, original: Any) -> shapely.Geometry:
     stripped = text.strip()
-    if not stripped:
+    form = _text_form(stripped)
+    if form == "empty":
         raise InvalidGeometry(f"cannot read a geometry from {_describe(original)}: it is empty")
-    if stripped.startswith("{"):
+    if form == "geojson":
         return _parse_geojson(stripped, original)
-    if stripped[:2] in ("00", "01") and _HEX_DIGITS.issuperset(stripped):
+    if form == "hex":
         return _load(shapely.from_wkb, stripped, original)
-    if stripped[:5].upper() == "SRID=":
+    if form == "ewkt":
         header, _, wkt = stripped.partition(";")
-        try:
-            srid = int(header[5:])
-        except ValueError:
-            raise _unreadable(original, f"bad EWKT SRID prefix {header!r}") from None
+        srid = _ewkt_srid(header)
+        if srid is None:
+            raise _unreadable(original, f"bad EWKT SRID prefix {header!r}")
         return _apply_srid(_load(shapely.from_wkt, wkt, original), _known(srid), original)
     return _load(shapely.from_wkt, stripped, original)
+
+
+def _text_form(stripped: str) -> str:
+    """empty, geojson, hex ((E)WKB), ewkt (SRID=...;WKT) or wkt."""
+    if not stripped:
+        return "empty"
+    if stripped.startswith("{"):
+        return "geojson"
+    if stripped[:2] in ("00", "01") and _HEX_DIGITS.issuperset(stripped):
+        return "hex"
+    return "ewkt" if stripped[:5].upper() == "SRID=" else "wkt"
+
+
+def _ewkt_srid(text: str) -> int | None:
+    """The SRID of an EWKT prefix ("SRID=4326" or the whole "SRID=4326;POINT(...)")."""
+    try:
+        return int(text.partition(";")[0][5:])
+    except ValueError:
+        return None
 
 
 def _parse_geojson(obj: Mapping[str, Any] | str, original: Any) -> shapely.Geometry:
@@ -256,6 +303,7 @@ __all__ = [
     "GeometryLike",
     "encode_ewkb",
     "from_geojson",
+    "shapes_from_text",
     "srid_of",
     "to_element",
     "to_ewkb",

@@ -17,7 +17,7 @@ import orjson
 import shapely
 
 from geosession.errors import ConfigurationError, InvalidGeometry
-from geosession.geometry import object_array, to_shape
+from geosession.geometry import object_array, shapes_from_text, to_shape
 from geosession.ingest.target import Column, GeometrySpec
 
 OnInvalid = Literal["quarantine", "raise", "repair", "skip"]
@@ -168,6 +168,9 @@ def _parse(
         binary = [i for i, v in enumerate(values) if isinstance(v, bytes | bytearray | memoryview)]
         wkb[binary] = [bytes(values[i]) for i in binary]
     geoms = shapely.from_wkb(wkb, on_invalid="ignore")
+    if str in kinds:
+        texts = [i for i, v in enumerate(values) if type(v) is str]
+        geoms[texts] = shapes_from_text([values[i] for i in texts])
     problems: dict[int, tuple[str, str]] = {}
     pending = (geoms == None) & ~_nulls(values)  # noqa: E711
     for index in np.flatnonzero(pending):
