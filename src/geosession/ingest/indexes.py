@@ -152,12 +152,9 @@ class _BuildWatch:
         if self.done.wait(_WATCH_INTERVAL):
             return
         with contextlib.suppress(Exception), self.connections.connection() as conn:
-            with conn.transaction():
-                found = conn.execute("SELECT CAST(%s AS regclass)::oid", (self.target.quoted,))
-                oid = int(found.fetchone()[0])  # type: ignore[index]
             while not self.done.is_set():
                 with conn.transaction(), conn.cursor() as cursor:
-                    builds = ledger.build_progress(cursor, oid)
+                    builds = ledger.build_progress(cursor, self.target.oid)
                 self.bar.show_builds([(self._label(i, k), p, d, t) for i, k, p, d, t in builds])
                 self.done.wait(_WATCH_INTERVAL)
 

@@ -158,11 +158,11 @@ def secondary_indexes(cursor: Any, target: Target) -> list[tuple[str, str]]:
         "SELECT i.relname, pg_get_indexdef(x.indexrelid), i.relkind = 'I', "
         "quote_ident(i.relname) FROM pg_index x "
         "JOIN pg_class i ON i.oid = x.indexrelid "
-        "WHERE x.indrelid = CAST(%s AS regclass) AND NOT x.indisunique "
+        "WHERE x.indrelid = %s AND NOT x.indisunique "
         "AND NOT x.indisclustered "
         "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid) "
         "AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = x.indexrelid)",
-        (target.quoted,),
+        (target.oid,),
     )
     return [
         (str(name), _cascading(str(definition), quoted) if partitioned else str(definition))
@@ -174,9 +174,9 @@ def maintains_secondary_indexes(cursor: Any, target: Target) -> bool:
     """Whether the server updates any index besides those of constraints while rows load
     (droppable or not: a partition's part of its parent's index, a CLUSTER index)."""
     cursor.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_index x WHERE x.indrelid = CAST(%s AS regclass) "
+        "SELECT EXISTS (SELECT 1 FROM pg_index x WHERE x.indrelid = %s "
         "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid))",
-        (target.quoted,),
+        (target.oid,),
     )
     return bool(cursor.fetchone()[0])
 

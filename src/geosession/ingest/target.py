@@ -35,7 +35,7 @@ _COLUMNS_SQL = """
         SELECT 1 AS idx FROM pg_index i
         WHERE i.indrelid = c.oid AND i.indisprimary AND a.attnum = ANY(i.indkey)
     ) ic ON true
-    WHERE a.attrelid = CAST(%s AS regclass) AND a.attnum > 0 AND NOT a.attisdropped
+    WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
     ORDER BY a.attnum
 """
 
@@ -133,7 +133,7 @@ def resolve_target(cursor: Any, target: Any) -> Target:
             f"{relation} is a {kind}, which COPY cannot load: ingest into a table (a view "
             "takes rows only through an INSTEAD OF INSERT trigger)"
         )
-    cursor.execute(_COLUMNS_SQL, (relation,))
+    cursor.execute(_COLUMNS_SQL, (found[1],))
     columns = tuple(_column(row) for row in cursor.fetchall())
     quoted = f'"{found[0]}".{quoted_name}'
     return Target(
