@@ -37,7 +37,6 @@ from geosession.ingest.copy import (
     Chunk,
     OnConflict,
     WritePlan,
-    coerce_values,
     copy_type,
     ensure_quarantine,
     write_chunk,
@@ -56,6 +55,7 @@ from geosession.ingest.validate import (
     check_source_crs,
     invalid_geometry_error,
 )
+from geosession.ingest.values import coerce_values
 
 DeferIndexes = Literal["auto"] | bool
 _BATCH = 5_000
