@@ -73,6 +73,15 @@ def test_environment_and_explicit_arguments(monkeypatch: pytest.MonkeyPatch) -> 
     assert s.server_settings == {"search_path": "gis,public"}
 
 
+def test_setting_names_are_case_insensitive_as_on_the_server() -> None:
+    settings = {
+        "TimeZone": "Asia/Kolkata",
+        "DateStyle": "ISO, DMY",
+        "pg_trgm.similarity_threshold": "0.4",
+    }
+    assert DatabaseSettings(server_settings=settings).server_options().items() >= settings.items()
+
+
 def test_password_file_and_secrets_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "pw").write_text("from-file\n")
     s = DatabaseSettings(host="h", user="u", password_file=tmp_path / "pw")

@@ -41,7 +41,8 @@ _DURATION_UNITS_MS = {
 _SIZE_UNITS_KB = {"B": 1 / 1024, "kB": 1, "MB": 1024, "GB": 1024**2, "TB": 1024**3}
 _QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _MAX_INT = 2_147_483_647
-_SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
+_SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$", re.IGNORECASE)
+"""PostgreSQL setting names are case-insensitive: TimeZone and DateStyle are spelled so."""
 
 
 def _parse_quantity(value: object, units: dict[str, float], default_unit: str) -> float:
