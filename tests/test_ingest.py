@@ -890,6 +890,66 @@ def test_integer_columns_take_whole_numbers_of_any_type_and_never_cut_a_fraction
     assert stored == [(1, 3), (4, 2), (6, 12), (7, None if with_nulls else 5)]
 
 
+def test_values_are_read_as_the_server_reads_them_in_an_insert(
+    db: SpatialDatabase, make_db: Callable[..., SpatialDatabase], scratch: Callable[..., None]
+) -> None:
+    """Times without a zone are the session's local time for timestamptz (binary COPY
+    refused every one, CSV text included) and times with one become its local time for
+    timestamp; booleans are true, false, 1 and 0 (the dumper took 2 and 0.5 as True); a
+    float4 beyond its range is refused (it was stored as infinity)."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    import numpy as np
+
+    scratch("ingest_read")
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE ingest_read (id integer PRIMARY KEY, at timestamptz, "
+                "local timestamp, ok boolean, ratio float4, geom geometry(POINT, 4326))"
+            )
+        )
+    india = make_db(server_settings={"TimeZone": "Asia/Kolkata"}, pool_size=2)
+    naive, utc = dt.datetime(2026, 1, 2, 3, 4, 5), dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    source: list[dict[str, Any]] = [
+        {"id": 1, "at": naive, "local": utc, "ok": 1, "ratio": 1e38},
+        {"id": 2, "at": "2026-01-02 03:04:05", "local": "2026-01-02T03:04:05Z", "ok": 0},
+        {"id": 3, "at": np.datetime64("2026-01-02T03:04:05"), "ok": np.bool_(True)},
+        {"id": 4, "at": dt.date(2026, 1, 2), "ok": "off", "ratio": np.float32(0.5)},
+        {"id": 5, "ok": 2},
+        {"id": 6, "ok": 0.5},
+        {"id": 7, "ok": "false", "ratio": 1e39},
+        {"id": 8, "ratio": -1e-50},
+    ]
+    for row in source:
+        row["geom"] = "SRID=4326;POINT(1 1)"
+    report = india.ingest("ingest_read", source)
+    assert [(r.row, r.column, r.value) for r in report.rejected] == [
+        (5, "ok", "2"),
+        (6, "ok", "0.5"),
+        (7, "ratio", "1e+39"),
+        (8, "ratio", "-1e-50"),
+    ]
+    assert report.rejected[0].reason == (
+        "cannot read '2' as bool: only true, false, 1 and 0 (and their spellings in text) "
+        "are booleans"
+    )
+    assert report.rejected[2].reason == (
+        "cannot read '1e+39' as float4: out of range (magnitudes up to 3.4e38, down to "
+        "1.4e-45): use a float8 column"
+    )
+    with db.session() as s:
+        stored = s.execute(text("SELECT id, at, local, ok, ratio FROM ingest_read ORDER BY id"))
+        rows = stored.all()
+    in_india = naive.replace(tzinfo=ZoneInfo("Asia/Kolkata"))
+    midnight = dt.datetime(2026, 1, 2, tzinfo=ZoneInfo("Asia/Kolkata"))
+    assert [row[1] for row in rows] == [in_india, in_india, in_india, midnight]
+    assert [row[2] for row in rows] == [naive + dt.timedelta(hours=5.5)] * 2 + [None] * 2
+    assert [row[3] for row in rows] == [True, False, True, False]
+    assert rows[0][4] == pytest.approx(1e38, rel=1e-6) and rows[3][4] == 0.5
+
+
 def test_auto_workers_follow_the_index_upkeep(db: SpatialDatabase, table: str) -> None:
     assert db.ingest(table, rows(100)).workers == 1  # empty: the GiST index is deferred
     assert db.ingest(table, rows(100, start=101)).workers == 2  # kept up during the load

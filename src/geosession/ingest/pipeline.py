@@ -423,7 +423,9 @@ class Ingest:
             repaired += checked.repaired
             keep &= checked.keep
         for name, type_name in zip(plan.columns, plan.copy_types, strict=True):
-            columns[name], unreadable = coerce_values(columns[name], type_name)
+            columns[name], unreadable = coerce_values(
+                columns[name], type_name, self.target.timezone
+            )
             for index, reason in unreadable.items():
                 if keep[index]:
                     keep[index] = False

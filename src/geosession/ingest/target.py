@@ -7,6 +7,7 @@ that validation checks what the server would check and COPY names only columns t
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +90,10 @@ class Target:
     """The table's OID: a table dropped and made again under the same name has another."""
     insert_triggers: bool = False
     """BEFORE INSERT row triggers, which may fill columns the source leaves out."""
+    timezone: dt.tzinfo = dt.UTC
+    """The session's TimeZone: the server reads a timestamp without a zone in it for a
+    timestamptz column, and gives a timestamp column the local time there of one with a
+    zone. COPY's binary format does neither, so the ingest converts as the server would."""
 
     @property
     def geometry_columns(self) -> tuple[Column, ...]:
@@ -143,6 +148,7 @@ def resolve_target(cursor: Any, target: Any) -> Target:
         columns=columns,
         oid=int(found[1]),
         insert_triggers=bool(before_insert),
+        timezone=cursor.connection.info.timezone,
     )
 
 

@@ -10,26 +10,41 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
+import math
 import numbers
 import uuid
 from collections.abc import Callable
 from types import NoneType
 from typing import Any, SupportsInt, cast
 
+import numpy as np
 from psycopg.types.json import Json, Jsonb
 
 _BOOLEANS = {
     **dict.fromkeys(("t", "true", "1", "yes", "y", "on"), True),
     **dict.fromkeys(("f", "false", "0", "no", "n", "off"), False),
 }
+_FLOAT4 = "out of range (magnitudes up to 3.4e38, down to 1.4e-45): use a float8 column"
 
 
-def _parse_bool(text: str) -> bool:
-    """PostgreSQL's spellings of a boolean; anything else is not one (not False)."""
-    try:
-        return _BOOLEANS[text.strip().lower()]
-    except KeyError:
-        raise ValueError(text) from None
+class _Unreadable(ValueError):
+    """Why a value cannot be read, in words worth showing (a parser's own are not)."""
+
+
+def _to_bool(value: Any) -> Any:
+    """PostgreSQL's spellings of a boolean, and 0 and 1; anything else is not one (its
+    dumper would take any value's truthiness: 2, 0.5 and "false" as True)."""
+    if isinstance(value, bool | np.bool_):
+        return value
+    if isinstance(value, str):
+        try:
+            return _BOOLEANS[value.strip().lower()]
+        except KeyError:
+            raise ValueError(value) from None
+    if isinstance(value, numbers.Real | decimal.Decimal) and value in (0, 1):
+        return value == 1
+    raise _Unreadable("only true, false, 1 and 0 (and their spellings in text) are booleans")
 
 
 def _to_integer(value: Any) -> Any:
@@ -41,74 +56,151 @@ def _to_integer(value: Any) -> Any:
         return value  # anything else is left to the dumper, which names what it refuses
     whole = int(cast(SupportsInt, value))  # NaN and infinities raise here
     if whole != value:
-        raise ValueError("not a whole number; round it in the source if that is meant")
+        raise _Unreadable("not a whole number; round it in the source if that is meant")
     return whole
 
 
-_FROM_TEXT: dict[str, Callable[[Any], Any]] = {
-    "int2": _to_integer,
-    "int4": _to_integer,
-    "int8": _to_integer,
-    "float4": float,
-    "float8": float,
-    "numeric": decimal.Decimal,
-    "bool": _parse_bool,
-    "date": dt.date.fromisoformat,
-    "timestamp": dt.datetime.fromisoformat,
-    "timestamptz": dt.datetime.fromisoformat,
-    "uuid": uuid.UUID,
-    # text for a JSON column is JSON already (as in an INSERT): sent as it is, and checked
-    # by the server, instead of being dumped again as one JSON string
-    "json": lambda text: Json(text, dumps=_as_is),
-    "jsonb": lambda text: Jsonb(text, dumps=_as_is),
-}
-
-
-def _as_is(text: str) -> str:
-    return text
-
-
-def coerce_values(values: list[Any], copy_type_name: str) -> tuple[list[Any], dict[int, str]]:
-    """Converts text (CSV, or JSON for a JSON column), whole numbers for integers and
-    floats for numeric to what the column's binary dumper takes.
-
-    Also returns, by position, why a text could not be read as the column's type: those
-    rows are set aside before the COPY, naming the column, instead of being found by
-    bisecting chunks on the server. Other values that do not fit are left as they are.
-    """
-    parse = _FROM_TEXT.get(copy_type_name)
-    if parse is None:
-        return values, {}
-    kinds = set(map(type, values))  # one pass in C over the column, then a check per type
-    if copy_type_name == "numeric":
-        parse = _to_decimal
-    elif copy_type_name in _INTEGERS:
-        if all(issubclass(kind, int | NoneType) for kind in kinds):
-            return values, {}
-    elif not any(issubclass(kind, str) for kind in kinds):
-        return values, {}
-    converted: list[Any] = []
-    unreadable: dict[int, str] = {}
-    for index, value in enumerate(values):
-        try:
-            converted.append(_convert(parse, value))
-        except (ValueError, ArithmeticError) as error:
-            converted.append(value)
-            why = "" if isinstance(value, str) else f": {error}"
-            unreadable[index] = f"cannot read {str(value)[:200]!r} as {copy_type_name}{why}"
-    return converted, unreadable
+def _to_float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number) and "inf" not in text.lower():
+        raise _Unreadable("out of range for float8")
+    return number
 
 
 def _to_decimal(value: Any) -> Any:
     return decimal.Decimal(str(value)) if isinstance(value, float | int | str) else value
 
 
-_INTEGERS = frozenset({"int2", "int4", "int8"})
-_ANY_VALUE = (_to_decimal, _to_integer)
-"""Conversions for values of every type, not only for text."""
+def _moment(value: Any) -> Any:
+    """Text and numpy datetimes as datetime (NaT as None); anything else as it is."""
+    if isinstance(value, str):
+        return dt.datetime.fromisoformat(value)
+    if isinstance(value, np.datetime64):
+        return value.astype("datetime64[us]").item()
+    return value
 
 
-def _convert(parse: Callable[[Any], Any], value: Any) -> Any:
-    if value is None:
-        return None
-    return parse(value) if isinstance(value, str) or parse in _ANY_VALUE else value
+def _to_timestamptz(timezone: dt.tzinfo, value: Any) -> Any:
+    """A time without a zone is one in the session's TimeZone, as the server reads it."""
+    moment = _moment(value)
+    if isinstance(moment, dt.datetime):
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone)
+    if isinstance(moment, dt.date):
+        return dt.datetime.combine(moment, dt.time(), timezone)
+    return moment
+
+
+def _to_timestamp(timezone: dt.tzinfo, value: Any) -> Any:
+    """A time with a zone becomes the local time in the session's TimeZone, as the server
+    stores it."""
+    moment = _moment(value)
+    if isinstance(moment, dt.datetime) and moment.tzinfo is not None:
+        return moment.astimezone(timezone).replace(tzinfo=None)
+    if type(moment) is dt.date:
+        return dt.datetime.combine(moment, dt.time())
+    return moment
+
+
+def _as_is(text: str) -> str:
+    return text
+
+
+_FROM_TEXT: dict[str, Callable[[Any], Any]] = {
+    "float4": _to_float,
+    "float8": _to_float,
+    "date": dt.date.fromisoformat,
+    "uuid": uuid.UUID,
+    # text for a JSON column is JSON already (as in an INSERT): sent as it is, and checked
+    # by the server, instead of being dumped again as one JSON string
+    "json": lambda text: Json(text, dumps=_as_is),
+    "jsonb": lambda text: Jsonb(text, dumps=_as_is),
+}
+"""Columns whose dumper takes any value but text as it is."""
+_FROM_ANY: dict[str, tuple[Callable[[Any], Any], tuple[type, ...]]] = {
+    **dict.fromkeys(("int2", "int4", "int8"), (_to_integer, (int, NoneType))),
+    "numeric": (_to_decimal, (decimal.Decimal, NoneType)),
+    "bool": (_to_bool, (bool, np.bool_, NoneType)),
+}
+"""Columns whose values of every type are converted, and the types that need no pass."""
+
+
+def coerce_values(
+    values: list[Any], copy_type_name: str, timezone: dt.tzinfo = dt.UTC
+) -> tuple[list[Any], dict[int, str]]:
+    """Converts values to what the column's binary dumper takes, as the server would read
+    them in an INSERT: text (CSV, or JSON for a JSON column), whole numbers for integers,
+    0 and 1 for booleans, floats for numeric, times for a column with or without a zone
+    (``timezone``: the session's TimeZone).
+
+    Also returns, by position, why a value could not be read as the column's type: those
+    rows are set aside before the COPY, naming the column, instead of being found by
+    bisecting chunks on the server or stored changed (a float4 beyond its range as
+    infinity). Other values that do not fit are left for the dumper, which names them.
+    """
+    convert, settled = _conversion(copy_type_name, timezone)
+    kinds = set(map(type, values))  # one pass in C over the column, then a check per type
+    unreadable: dict[int, str] = {}
+    if convert is not None and _needs_pass(kinds, settled):
+        converted: list[Any] = []
+        for index, value in enumerate(values):
+            try:
+                converted.append(None if value is None else convert(value))
+            except (ValueError, ArithmeticError) as error:
+                converted.append(value)
+                unreadable[index] = _unreadable(value, copy_type_name, error)
+        values = converted
+    if copy_type_name == "float4":
+        for index in _beyond_float4(values):
+            unreadable[index] = f"cannot read {_shown(values[index])} as float4: {_FLOAT4}"
+    return values, unreadable
+
+
+def _conversion(
+    copy_type_name: str, timezone: dt.tzinfo
+) -> tuple[Callable[[Any], Any] | None, tuple[type, ...] | None]:
+    """How each value of a column is converted, and the types that need no pass."""
+    if copy_type_name == "timestamptz":
+        return functools.partial(_to_timestamptz, timezone), (NoneType,)
+    if copy_type_name == "timestamp":
+        return functools.partial(_to_timestamp, timezone), (NoneType,)
+    if copy_type_name in _FROM_ANY:
+        return _FROM_ANY[copy_type_name]
+    parse = _FROM_TEXT.get(copy_type_name)
+    if parse is None:
+        return None, None
+    return functools.partial(_if_text, parse), None
+
+
+def _needs_pass(kinds: set[type], settled: tuple[type, ...] | None) -> bool:
+    """Whether a column of values of these types has any to convert (``settled`` None:
+    only text)."""
+    if settled is None:
+        return any(issubclass(kind, str) for kind in kinds)
+    return not all(issubclass(kind, settled) for kind in kinds)
+
+
+def _if_text(parse: Callable[[str], Any], value: Any) -> Any:
+    return parse(value) if isinstance(value, str) else value
+
+
+def _unreadable(value: Any, copy_type_name: str, error: Exception) -> str:
+    """ "cannot read 'x' as int4", with the reason when it says more than the parser's."""
+    worded = isinstance(error, _Unreadable) or not isinstance(value, str)
+    return f"cannot read {_shown(value)} as {copy_type_name}" + (f": {error}" if worded else "")
+
+
+def _shown(value: Any) -> str:
+    return repr(str(value)[:200])
+
+
+def _beyond_float4(values: list[Any]) -> list[int]:
+    """Positions of finite numbers that float4 holds only as infinity or zero (numpy and
+    psycopg send them so; the server refuses them in an INSERT)."""
+    try:
+        wide = np.asarray(values, dtype=np.float64)  # None as NaN
+    except (TypeError, ValueError, OverflowError):  # values the dumper refuses and names
+        return []
+    with np.errstate(over="ignore", under="ignore"):
+        narrow = wide.astype(np.float32)
+    lost = (np.isinf(narrow) & np.isfinite(wide)) | ((narrow == 0) & (wide != 0))
+    return [int(i) for i in np.flatnonzero(lost)]
