@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from geosession import SpatialDatabase
 
@@ -63,6 +63,23 @@ def test_values_with_spaces_reach_the_server(make_db: Callable[..., SpatialDatab
     db = make_db(server_settings={"search_path": "public, pg_catalog"})
     with db.session() as s:
         assert s.execute(text("SHOW search_path")).scalar() == "public, pg_catalog"
+
+
+def test_libpq_parameters_in_the_url_are_kept(
+    make_db: Callable[..., SpatialDatabase], database_url: str
+) -> None:
+    """connect_args used to replace the URL's ?options= and ?application_name= silently;
+    the URL's own options now follow geosession's, so a setting named in both is the URL's."""
+    url = make_url(database_url).update_query_dict(
+        {"options": "-c search_path=pg_catalog -c work_mem=8MB", "application_name": "nightly"}
+    )
+    db = make_db(url.render_as_string(hide_password=False))
+    with db.session() as s:
+        shown = [
+            s.execute(text(f"SHOW {name}")).scalar()
+            for name in ("search_path", "work_mem", "application_name", "statement_timeout")
+        ]
+    assert shown == ["pg_catalog", "8MB", "nightly", "30s"]
 
 
 def test_async_engine_is_created_lazily_once(make_db: Callable[..., SpatialDatabase]) -> None:

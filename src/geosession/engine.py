@@ -9,6 +9,7 @@ with no extra round trip. Parameters are hidden from logs and error messages.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Engine, create_engine
@@ -79,7 +80,17 @@ def libpq_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
         value = getattr(settings, name)
         if value is not None:
             args[name] = str(value)
-    return args
+    return _with_url_parameters(args, settings.url().query)
+
+
+def _with_url_parameters(args: dict[str, Any], query: Mapping[str, Any]) -> dict[str, Any]:
+    """connect_args replace the URL's query parameters of the same name: a parameter the
+    URL names is left to the URL, and its ``options`` follow geosession's (the later
+    ``-c`` of a setting wins), so a URL's ``?options=-c search_path=gis`` is not lost."""
+    merged = {name: value for name, value in args.items() if name not in query}
+    if "options" in query:
+        merged["options"] = f"{args['options']} {query['options']}".strip()
+    return merged
 
 
 def _escape_option(value: str) -> str:
