@@ -950,6 +950,54 @@ def test_values_are_read_as_the_server_reads_them_in_an_insert(
     assert rows[0][4] == pytest.approx(1e38, rel=1e-6) and rows[3][4] == 0.5
 
 
+def test_domains_and_enums_are_sent_and_unsendable_types_refused_up_front(
+    db: SpatialDatabase,
+) -> None:
+    """A domain is sent as its base type and its CHECK is the server's (a domain over an
+    array crashed the plan; one over int4 was sent as text and every row failed); an enum
+    as its label; a type nobody can send (tsvector, enum[]) is refused before any row."""
+    with db.transaction() as s:
+        s.execute(text("DROP TYPE IF EXISTS ingest_mood CASCADE"))
+        s.execute(text("DROP DOMAIN IF EXISTS ingest_positive, ingest_codes CASCADE"))
+        s.execute(text("CREATE TYPE ingest_mood AS ENUM ('sad', 'ok', 'happy')"))
+        s.execute(text("CREATE DOMAIN ingest_positive AS int4 CHECK (VALUE > 0)"))
+        s.execute(text("CREATE DOMAIN ingest_codes AS int4[]"))
+        s.execute(
+            text(
+                "CREATE TABLE ingest_domains (id integer PRIMARY KEY, n ingest_positive, "
+                "codes ingest_codes, mood ingest_mood, moods ingest_mood[], words tsvector, "
+                "geom geometry(POINT, 4326))"
+            )
+        )
+    point = "SRID=4326;POINT(1 1)"
+    try:
+        source = [
+            {"id": 1, "n": 5, "codes": [1, 2], "mood": "ok", "geom": point},
+            {"id": 2, "n": -5, "codes": None, "mood": "happy", "geom": point},
+            {"id": 3, "n": 7, "codes": [], "mood": "meh", "geom": point},
+        ]
+        report = db.ingest("ingest_domains", source)
+        assert [(r.row, r.column, r.kind) for r in report.rejected] == [
+            (2, "n", "server"),
+            (3, "mood", "server"),
+        ]
+        assert "violates check constraint" in report.rejected[0].reason
+        with db.session() as s:
+            stored = s.execute(text("SELECT id, n, codes, mood FROM ingest_domains")).all()
+        assert stored == [(1, 5, [1, 2], "ok")]
+        for column, type_name in (("moods", "ingest_mood[]"), ("words", "tsvector")):
+            unsendable = [{"id": 9, column: None, "geom": point}]
+            with pytest.raises(ConfigurationError) as refused:
+                db.ingest("ingest_domains", unsendable)
+            assert f"Column(s) {column} ({type_name}) of " in str(refused.value)
+            assert "Leave them out of the source" in str(refused.value)
+    finally:
+        with db.transaction() as s:
+            s.execute(text("DROP TABLE IF EXISTS ingest_domains, ingest_domains_rejected"))
+            s.execute(text("DROP TYPE IF EXISTS ingest_mood CASCADE"))
+            s.execute(text("DROP DOMAIN IF EXISTS ingest_positive, ingest_codes CASCADE"))
+
+
 def test_auto_workers_follow_the_index_upkeep(db: SpatialDatabase, table: str) -> None:
     assert db.ingest(table, rows(100)).workers == 1  # empty: the GiST index is deferred
     assert db.ingest(table, rows(100, start=101)).workers == 2  # kept up during the load

@@ -192,6 +192,19 @@ def _refusals(values: list[Any], copy_type: str) -> dict[int, Exception]:
     return refusals
 
 
+def can_send(copy_type: str) -> bool:
+    """Whether the column-wise encoders or psycopg's binary dumpers can send the type."""
+    if copy_type in _FIXED or copy_type in _TEXT or copy_type in _BYTES:
+        return True
+    if psycopg.adapters.types.get(copy_type.removesuffix("[]")) is None:
+        return False
+    try:
+        psycopg.adapters.get_dumper_by_oid(type_oid(copy_type), pq.Format.BINARY)
+    except psycopg.ProgrammingError:  # known to psycopg, but not dumped (point, money)
+        return False
+    return True
+
+
 def type_oid(copy_type: str) -> int:
     """The OID psycopg dumps a COPY type as ("text[]": text's array type)."""
     info = psycopg.adapters.types[copy_type]

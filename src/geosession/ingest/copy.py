@@ -16,11 +16,11 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Json, Jsonb
 
-from geosession.errors import IntegrityViolation
+from geosession.errors import ConfigurationError, IntegrityViolation
 from geosession.ingest import binary
 from geosession.ingest.binary import SIGNATURE, TRAILER, Encoded, Refused
 from geosession.ingest.ledger import record_chunk
-from geosession.ingest.target import Target
+from geosession.ingest.target import Column, Target
 from geosession.ingest.validate import Reject, as_text
 
 OnConflict = Literal["error", "ignore", "update"]
@@ -261,8 +261,28 @@ def _quarantine(cursor: psycopg.Cursor[Any], plan: WritePlan, rejects: list[Reje
     )
 
 
-def copy_type(type_name: str) -> str:
-    """The type psycopg dumps a column as in binary COPY: geometry travels as EWKB bytes."""
-    if type_name in ("geometry", "geography"):
+def copy_types(target: Target, columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The type each column is sent as in binary COPY; a column none can be sent as is
+    refused before the first row, instead of every row failing on the server."""
+    types = {name: _copy_type(target.column(name)) for name in columns}
+    unsendable = [name for name, sent in types.items() if sent is None]
+    if unsendable:
+        described = ", ".join(f"{n} ({target.column(n).type_name})" for n in unsendable)
+        raise ConfigurationError(
+            f"Column(s) {described} of {target.quoted} cannot be sent by binary COPY: psycopg "
+            "has no binary dumper for the type and the server does not read it as text. "
+            "Leave them out of the source (they get their default), or load them into a text "
+            "column and convert them with SQL after the load"
+        )
+    return tuple(sent for sent in types.values() if sent is not None)
+
+
+def _copy_type(column: Column) -> str | None:
+    """Geometry travels as EWKB bytes; a type psycopg cannot dump whose binary input reads
+    text (an enum, xml, citext) as text; None when neither works (tsvector, enum[], a
+    domain's array)."""
+    if column.type_name in ("geometry", "geography"):
         return "bytea"
-    return type_name if psycopg.adapters.types.get(type_name) is not None else "text"
+    if binary.can_send(column.type_name):
+        return column.type_name
+    return "text" if column.text_input else None

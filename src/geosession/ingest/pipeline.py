@@ -37,7 +37,7 @@ from geosession.ingest.copy import (
     Chunk,
     OnConflict,
     WritePlan,
-    copy_type,
+    copy_types,
     ensure_quarantine,
     write_chunk,
 )
@@ -204,7 +204,7 @@ class Ingest:
             if self.plan is None:
                 check_required_columns(self.target, batch.columns)
                 columns = tuple(c.name for c in self.target.columns if c.name in batch.columns)
-                types = tuple(copy_type(self.target.column(c).type_name) for c in columns)
+                types = copy_types(self.target, columns)
                 quarantine = self.options.on_invalid == "quarantine"
                 self.plan = WritePlan(
                     self.target,

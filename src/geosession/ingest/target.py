@@ -22,10 +22,23 @@ _COLUMNS_SQL = """
            coalesce(gc.type, gg.type), coalesce(gc.coord_dimension, gg.coord_dimension),
            ic.idx IS NOT NULL AS in_primary_key,
            a.attgenerated <> '' OR a.attidentity = 'a' AS generated,
-           a.atthasdef OR a.attidentity <> '' AS has_default
+           a.atthasdef OR a.attidentity <> '' AS has_default,
+           t.typcategory <> 'A' AND r.proname IN (
+               'textrecv', 'varcharrecv', 'bpcharrecv', 'namerecv', 'enum_recv', 'xml_recv',
+               'citextrecv') AS text_input
     FROM pg_attribute a
-    JOIN pg_type t ON t.oid = a.atttypid
-    LEFT JOIN pg_type e ON e.oid = t.typelem
+    CROSS JOIN LATERAL (  -- a domain is sent as the type it is based on
+        WITH RECURSIVE chain(oid, depth) AS (
+            SELECT a.atttypid, 0
+            UNION ALL
+            SELECT d.typbasetype, chain.depth + 1 FROM chain JOIN pg_type d ON d.oid = chain.oid
+            WHERE d.typtype = 'd'
+        )
+        SELECT oid FROM chain ORDER BY depth DESC LIMIT 1
+    ) base
+    JOIN pg_type t ON t.oid = base.oid
+    LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+    JOIN pg_proc r ON r.oid = t.typreceive
     JOIN pg_class c ON c.oid = a.attrelid
     JOIN pg_namespace n ON n.oid = c.relnamespace
     LEFT JOIN geometry_columns gc ON gc.f_table_schema = n.nspname
@@ -64,7 +77,8 @@ class GeometrySpec:
 class Column:
     name: str
     type_name: str
-    """The server's type name (int4, text, geometry ...; text[] for an array of text)."""
+    """The server's type name (int4, text, geometry ...; text[] for an array of text; for a
+    domain, the type it is based on)."""
     not_null: bool
     in_primary_key: bool
     geometry: GeometrySpec | None
@@ -76,6 +90,9 @@ class Column:
     the loaded values: both are left to the server."""
     has_default: bool = False
     """A DEFAULT or an identity: a source may leave it out."""
+    text_input: bool = False
+    """Its binary input reads text (varchar, enums, xml, citext): a type psycopg has no
+    binary dumper for can still be sent as its text."""
 
 
 @dataclass(frozen=True)
@@ -183,11 +200,12 @@ def _schema_and_name(target: Any) -> tuple[str | None, str]:
 
 
 def _column(row: Any) -> Column:
-    name, type_name, not_null, srid, geometry_type, dimension, in_pk, generated, default = row
+    name, type_name, not_null, srid, geometry_type, dimension, *flags = row
+    in_primary_key, generated, has_default, text_input = map(bool, flags)
     spec = None
     if type_name in ("geometry", "geography"):
         base = (geometry_type or "GEOMETRY").upper().rstrip("M").rstrip("Z") or "GEOMETRY"
         spec = GeometrySpec(srid=int(srid or 0), geometry_type=base, dimension=int(dimension or 2))
     return Column(
-        name, type_name, bool(not_null), bool(in_pk), spec, bool(generated), bool(default)
+        name, type_name, bool(not_null), in_primary_key, spec, generated, has_default, text_input
     )
