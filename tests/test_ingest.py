@@ -860,8 +860,9 @@ def test_csv_text_is_read_as_each_columns_type(
 def test_integer_columns_take_whole_numbers_of_any_type_and_never_cut_a_fraction(
     db: SpatialDatabase, scratch: Callable[..., None], with_nulls: bool
 ) -> None:
-    """3.0 (a pandas integer column with NaNs) loads as 3; 1.5 was stored as 1 by the
-    column-wise encoder without a word, and is now a reject naming the column."""
+    """3.0 (a pandas integer column with NaNs) loads as 3 and NaN (its missing value) as
+    NULL; 1.5 was stored as 1 by the column-wise encoder without a word, and is now a
+    reject naming the column."""
     import numpy as np
 
     scratch("ingest_whole")
@@ -880,14 +881,13 @@ def test_integer_columns_take_whole_numbers_of_any_type_and_never_cut_a_fraction
     assert [(r.row, r.column, r.kind, r.value) for r in report.rejected] == [
         (2, "n", "value", "1.5"),
         (3, "n", "value", "7.9"),
-        (5, "n", "value", "nan"),
     ]
     assert report.rejected[0].reason == "cannot read '1.5' as int4: not a whole number; " + (
         "round it in the source if that is meant"
     )
     with db.session() as s:
         stored = s.execute(text("SELECT id, n FROM ingest_whole ORDER BY id")).all()
-    assert stored == [(1, 3), (4, 2), (6, 12), (7, None if with_nulls else 5)]
+    assert stored == [(1, 3), (4, 2), (5, None), (6, 12), (7, None if with_nulls else 5)]
 
 
 def test_values_are_read_as_the_server_reads_them_in_an_insert(
@@ -896,18 +896,21 @@ def test_values_are_read_as_the_server_reads_them_in_an_insert(
     """Times without a zone are the session's local time for timestamptz (binary COPY
     refused every one, CSV text included) and times with one become its local time for
     timestamp; booleans are true, false, 1 and 0 (the dumper took 2 and 0.5 as True); a
-    float4 beyond its range is refused (it was stored as infinity)."""
+    float4 beyond its range is refused (it was stored as infinity); pandas' missing
+    values are NULL, as in a GeoDataFrame."""
     import datetime as dt
     from zoneinfo import ZoneInfo
 
     import numpy as np
+    import pandas as pd
 
     scratch("ingest_read")
     with db.transaction() as s:
         s.execute(
             text(
                 "CREATE TABLE ingest_read (id integer PRIMARY KEY, at timestamptz, "
-                "local timestamp, ok boolean, ratio float4, geom geometry(POINT, 4326))"
+                "local timestamp, ok boolean, ratio float4, note text, "
+                "geom geometry(POINT, 4326))"
             )
         )
     india = make_db(server_settings={"TimeZone": "Asia/Kolkata"}, pool_size=2)
@@ -921,6 +924,8 @@ def test_values_are_read_as_the_server_reads_them_in_an_insert(
         {"id": 6, "ok": 0.5},
         {"id": 7, "ok": "false", "ratio": 1e39},
         {"id": 8, "ratio": -1e-50},
+        {"id": 9, "at": pd.NaT, "local": np.datetime64("NaT"), "ok": pd.NA, "ratio": np.nan},
+        {"id": 10, "note": float("nan")},  # a missing string in pandas: stored as 'nan'
     ]
     for row in source:
         row["geom"] = "SRID=4326;POINT(1 1)"
@@ -940,14 +945,17 @@ def test_values_are_read_as_the_server_reads_them_in_an_insert(
         "1.4e-45): use a float8 column"
     )
     with db.session() as s:
-        stored = s.execute(text("SELECT id, at, local, ok, ratio FROM ingest_read ORDER BY id"))
+        stored = s.execute(
+            text("SELECT id, at, local, ok, ratio, note FROM ingest_read ORDER BY id")
+        )
         rows = stored.all()
     in_india = naive.replace(tzinfo=ZoneInfo("Asia/Kolkata"))
     midnight = dt.datetime(2026, 1, 2, tzinfo=ZoneInfo("Asia/Kolkata"))
-    assert [row[1] for row in rows] == [in_india, in_india, in_india, midnight]
-    assert [row[2] for row in rows] == [naive + dt.timedelta(hours=5.5)] * 2 + [None] * 2
-    assert [row[3] for row in rows] == [True, False, True, False]
+    assert [row[1] for row in rows] == [in_india, in_india, in_india, midnight, None, None]
+    assert [row[2] for row in rows] == [naive + dt.timedelta(hours=5.5)] * 2 + [None] * 4
+    assert [row[3] for row in rows] == [True, False, True, False, None, None]
     assert rows[0][4] == pytest.approx(1e38, rel=1e-6) and rows[3][4] == 0.5
+    assert rows[4:] == [(9, None, None, None, None, None), (10, None, None, None, None, None)]
 
 
 def test_domains_and_enums_are_sent_and_unsendable_types_refused_up_front(

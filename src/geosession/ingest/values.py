@@ -128,7 +128,9 @@ def coerce_values(
     values: list[Any], copy_type_name: str, timezone: dt.tzinfo = dt.UTC
 ) -> tuple[list[Any], dict[int, str]]:
     """Converts values to what the column's binary dumper takes, as the server would read
-    them in an INSERT: text (CSV, or JSON for a JSON column), whole numbers for integers,
+    them in an INSERT, pandas' missing values (NaN, NA, NaT) to NULL as a GeoDataFrame's
+    are read (a row from ``to_dict`` stored "nan" as text, and refused NaN for an
+    integer): text (CSV, or JSON for a JSON column), whole numbers for integers,
     0 and 1 for booleans, floats for numeric, times for a column with or without a zone
     (``timezone``: the session's TimeZone).
 
@@ -139,6 +141,9 @@ def coerce_values(
     """
     convert, settled = _conversion(copy_type_name, timezone)
     kinds = set(map(type, values))  # one pass in C over the column, then a check per type
+    if kinds & _MAYBE_MISSING or any(kind.__name__ in _PANDAS_MISSING for kind in kinds):
+        values = _missing_as_null(values, kinds)
+        kinds = set(map(type, values))
     unreadable: dict[int, str] = {}
     if convert is not None and _needs_pass(kinds, settled):
         converted: list[Any] = []
@@ -153,6 +158,29 @@ def coerce_values(
         for index in _beyond_float4(values):
             unreadable[index] = f"cannot read {_shown(values[index])} as float4: {_FLOAT4}"
     return values, unreadable
+
+
+_MAYBE_MISSING = frozenset({float, np.float64, np.float32, np.datetime64})
+_PANDAS_MISSING = frozenset({"NAType", "NaTType"})
+
+
+def _missing_as_null(values: list[Any], kinds: set[type]) -> list[Any]:
+    """NaN, NA and NaT as None (a column of floats and None is checked by numpy)."""
+    if kinds <= {float, NoneType}:
+        nan = np.flatnonzero(np.isnan(np.asarray(values, dtype=np.float64)))  # None too
+        if not len(nan):
+            return values
+        values = list(values)
+        for index in nan.tolist():
+            values[index] = None
+        return values
+    return [None if _missing(value) else value for value in values]
+
+
+def _missing(value: Any) -> bool:
+    if type(value).__name__ in _PANDAS_MISSING:
+        return True
+    return isinstance(value, float | np.floating | np.datetime64) and value != value
 
 
 def _conversion(
