@@ -925,7 +925,7 @@ def test_values_are_read_as_the_server_reads_them_in_an_insert(
         {"id": 7, "ok": "false", "ratio": 1e39},
         {"id": 8, "ratio": -1e-50},
         {"id": 9, "at": pd.NaT, "local": np.datetime64("NaT"), "ok": pd.NA, "ratio": np.nan},
-        {"id": 10, "note": float("nan")},  # a missing string in pandas: stored as 'nan'
+        {"id": 10, "note": float("nan")},  # how pandas marks a missing string
     ]
     for row in source:
         row["geom"] = "SRID=4326;POINT(1 1)"
