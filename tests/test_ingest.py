@@ -856,6 +856,34 @@ def test_csv_text_is_read_as_each_columns_type(
     assert partial.inserted == 1
 
 
+def test_a_spreadsheets_csv_loads_as_it_is(
+    db: SpatialDatabase, tmp_path: Path, scratch: Callable[..., None]
+) -> None:
+    """Semicolons, upper-case headers and a time without a zone, as a spreadsheet in a
+    comma-decimal locale saves them, load without editing the file."""
+    scratch("ingest_sheet")
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE ingest_sheet (id integer PRIMARY KEY, name text, "
+                "seen timestamptz, geom geometry(POLYGON, 4326))"
+            )
+        )
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text(
+        "ID;Name;Seen;WKT\n"
+        "1;Zürich;2026-03-01 08:00;POLYGON ((0 0, 1 0, 1 1, 0 0))\n"
+        "2;Genève;;POLYGON ((0 0, 2 0, 2 2, 0 0))\n",
+        encoding="utf-8",
+    )
+    assert db.ingest("ingest_sheet", sheet).inserted == 2
+    with db.session() as s:
+        stored = s.execute(
+            text("SELECT id, name, seen IS NOT NULL, ST_Area(geom) FROM ingest_sheet ORDER BY id")
+        ).all()
+    assert stored == [(1, "Zürich", True, 0.5), (2, "Genève", False, 2.0)]
+
+
 @pytest.mark.parametrize("with_nulls", [False, True], ids=["no-nulls", "nulls"])
 def test_integer_columns_take_whole_numbers_of_any_type_and_never_cut_a_fraction(
     db: SpatialDatabase, scratch: Callable[..., None], with_nulls: bool

@@ -363,6 +363,49 @@ def test_csv_row_of_wrong_width_names_its_row(tmp_path: Path) -> None:
         next(produced)
 
 
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_csv_separator_is_read_from_the_header(tmp_path: Path, delimiter: str) -> None:
+    """A spreadsheet's semicolons (WKT has commas of its own) and tabs are separators."""
+    polygon = "POLYGON ((0 0, 1 0, 1 1, 0 0))"
+    path = tmp_path / "p.csv"
+    path.write_text(
+        delimiter.join(["name", "val", "wkt"]) + "\n" + f"a{delimiter}1{delimiter}{polygon}\n"
+    )
+    (batch,) = batches(path)
+    assert batch.columns == {"name": ["a"], "val": ["1"], "geom": [polygon]}
+
+
+def test_csv_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin.csv"
+    path.write_bytes(b"name,wkt\na,POINT (0 0)\nZ\xfcrich,POINT (1 1)\n")
+    with pytest.raises(
+        ConfigurationError, match=r"latin.csv is not UTF-8 text: byte 0xfc on line 3"
+    ):
+        batches(path)
+    path.write_bytes(b"n\xe4me,wkt\n")
+    with pytest.raises(ConfigurationError, match=r"byte 0xe4 on line 1 .*iconv -f latin1"):
+        batches(path)
+
+
+def test_fields_match_columns_in_any_case_when_only_one_column_has_the_name(
+    tmp_path: Path,
+) -> None:
+    """A Shapefile's upper-case NAME and VAL land in name and val (ogr2ogr lowercases them
+    too); a field whose name two columns share in different cases is not guessed."""
+    path = tmp_path / "upper.shp"
+    pyogrio.write_dataframe(frame(2).rename(columns={"name": "NAME", "val": "Val"}), path)
+    (batch,) = batches(path)
+    assert batch.columns["name"] == ["p0", "p1"] and batch.columns["val"] == [0, 1]
+    csv_path = write_csv(tmp_path / "upper.csv", [["ID", "Name", "WKT"], ["1", "a", "POINT (0 0)"]])
+    assert batches(csv_path)[0].columns == {"id": ["1"], "name": ["a"], "geom": ["POINT (0 0)"]}
+    with pytest.raises(ConfigurationError, match=r"fields that are not columns .*'NAME'"):
+        iter_batches(
+            frame(1).rename(columns={"name": "NAME"}),
+            columns=["name", "Name", "val", "geom"],
+            geometry_column="geom",
+        )
+
+
 def test_sequences_have_a_length_generators_do_not() -> None:
     assert source_length([{"name": "a"}] * 3) == 3
     assert source_length({"name": "a"} for _ in range(3)) is None

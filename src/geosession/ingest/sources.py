@@ -24,6 +24,7 @@ GeoDataFrame is sliced, and files are streamed, so memory stays flat whatever th
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -47,6 +48,8 @@ WKT_NAMES = ("wkt", "geometry", "geom", "WKT")
 _SUPPORTED = (
     "GeoPackage, Shapefile, GeoJSON, FlatGeobuf (" + ", ".join(VECTOR_SUFFIXES) + ") or .csv"
 )
+_CSV_DELIMITERS = ",;\t|"
+"""In order of preference when a header has as many of one as of another (or none)."""
 _CSV_FIELD_LIMIT = 2**31 - 1  # WKT of a large polygon exceeds csv's default 128 KiB
 _FILE_BATCH = 10_000
 """Features per record batch read from a vector file; cut to the batch size asked for."""
@@ -359,8 +362,10 @@ def _csv_batches(
     check: CheckFields,
 ) -> Iterator[Batch]:
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        header = next(csv.reader(handle), [])
+    with _utf8(path), path.open(newline="", encoding="utf-8-sig") as handle:
+        delimiter = _delimiter(handle.readline())
+        handle.seek(0)
+        header = next(csv.reader(handle, delimiter=delimiter), [])
     wkt = _wkt_column(header, geometry_column, wkt_column, path)
     names = [_target_name(h, wkt, columns, geometry_column) for h in header]
     check(names, where=str(path))
@@ -368,16 +373,49 @@ def _csv_batches(
 
     def batches() -> Iterator[Batch]:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            next(reader, None)
-            rows = (row for row in reader if row)  # blank lines are not rows
-            first = 1
-            while chunk := list(islice(rows, size())):
-                _check_widths(chunk, len(names), first, path)
-                yield Batch(first, {names[i]: [row[i] or None for row in chunk] for i in order})
-                first += len(chunk)
+            reader = csv.reader(handle, delimiter=delimiter)
+            with _utf8(path):
+                next(reader, None)
+                rows = (row for row in reader if row)  # blank lines are not rows
+                first = 1
+                while chunk := list(islice(rows, size())):
+                    _check_widths(chunk, len(names), first, path)
+                    values = {names[i]: [row[i] or None for row in chunk] for i in order}
+                    yield Batch(first, values)
+                    first += len(chunk)
 
     return batches()
+
+
+def _delimiter(header: str) -> str:
+    """The separator the header line uses most (outside quotes): a comma unless it has
+    none, then a semicolon (spreadsheets in comma-decimal locales), tab or bar."""
+    return max(_CSV_DELIMITERS, key=re.sub(r'"[^"]*"', "", header).count)
+
+
+@contextlib.contextmanager
+def _utf8(path: Path) -> Iterator[None]:
+    """A file that is not UTF-8 is refused naming the line, instead of a decoding traceback."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        line, byte = _first_undecodable(path)
+        raise ConfigurationError(
+            f"{path} is not UTF-8 text: byte 0x{byte:02x} on line {line} cannot be decoded. "
+            f"Convert the file, e.g. iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}"
+        ) from None
+
+
+def _first_undecodable(path: Path) -> tuple[int, int]:
+    """The line and byte where UTF-8 decoding first fails (a newline never splits a
+    character, so lines decode on their own)."""
+    with path.open("rb") as raw:
+        for number, line in enumerate(raw, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                return number, line[error.start]
+    return 0, 0
 
 
 def _check_widths(chunk: list[list[str]], width: int, first: int, path: Path) -> None:
@@ -405,10 +443,15 @@ def _wkt_column(
 def _target_name(
     name: str, geometry: str | None, columns: Sequence[str], geometry_column: str | None
 ) -> str:
-    """The source's geometry field lands in the geometry column unless it names a column."""
-    if name == geometry and name not in columns and geometry_column is not None:
+    """The source's geometry field lands in the geometry column unless it names a column;
+    another field lands in the column of its name, or of its name in any case when only one
+    column has it (a Shapefile's NAME in name, as ogr2ogr's laundering does)."""
+    if name in columns:
+        return name
+    if name == geometry and geometry_column is not None:
         return geometry_column
-    return name
+    folded = [column for column in columns if column.casefold() == name.casefold()]
+    return folded[0] if len(folded) == 1 else name
 
 
 def _check_fields(
