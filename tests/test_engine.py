@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import make_url, text
 
 from geosession import SpatialDatabase
+from geosession.errors import ConfigurationError
 
 SETTINGS: dict[str, Any] = {
     "statement_timeout": "42s",
@@ -65,21 +66,53 @@ def test_values_with_spaces_reach_the_server(make_db: Callable[..., SpatialDatab
         assert s.execute(text("SHOW search_path")).scalar() == "public, pg_catalog"
 
 
+URL_PARAMETERS = {
+    "options": r"-c search_path=pg_catalog -c work_mem=8MB --lock-timeout=2s",
+    "application_name": "nightly",
+}
+URL_SHOWS = [
+    text(f"SHOW {name}")
+    for name in ("search_path", "work_mem", "lock_timeout", "application_name", "statement_timeout")
+]
+URL_SHOWN = ["pg_catalog", "8MB", "2s", "nightly", "30s"]
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
 def test_libpq_parameters_in_the_url_are_kept(
-    make_db: Callable[..., SpatialDatabase], database_url: str
+    make_db: Callable[..., SpatialDatabase], database_url: str, driver: str
 ) -> None:
     """connect_args used to replace the URL's ?options= and ?application_name= silently;
     the URL's own options now follow geosession's, so a setting named in both is the URL's."""
-    url = make_url(database_url).update_query_dict(
-        {"options": "-c search_path=pg_catalog -c work_mem=8MB", "application_name": "nightly"}
-    )
-    db = make_db(url.render_as_string(hide_password=False))
+    url = make_url(database_url).update_query_dict(URL_PARAMETERS)
+    db = make_db(url.render_as_string(hide_password=False), driver=driver)
     with db.session() as s:
-        shown = [
-            s.execute(text(f"SHOW {name}")).scalar()
-            for name in ("search_path", "work_mem", "application_name", "statement_timeout")
-        ]
-    assert shown == ["pg_catalog", "8MB", "nightly", "30s"]
+        assert [s.execute(show).scalar() for show in URL_SHOWS] == URL_SHOWN
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+def test_async_drivers_take_the_urls_libpq_parameters(
+    make_db: Callable[..., SpatialDatabase], database_url: str, driver: str
+) -> None:
+    """asyncpg.connect() has no options parameter (a URL with one failed with a TypeError):
+    they become server_settings."""
+    url = make_url(database_url).update_query_dict(URL_PARAMETERS)
+    db = make_db(url.render_as_string(hide_password=False), async_driver=driver)
+
+    async def show() -> list[Any]:
+        try:
+            async with db.async_session() as s:
+                return [(await s.execute(show)).scalar() for show in URL_SHOWS]
+        finally:
+            await db.adispose()
+
+    assert asyncio.run(show()) == URL_SHOWN
+
+
+def test_url_options_that_are_not_settings_are_refused(database_url: str) -> None:
+    url = make_url(database_url).update_query_dict({"options": "-c search_path=x --verbose"})
+    db = SpatialDatabase(url.render_as_string(hide_password=False), async_driver="asyncpg")
+    with pytest.raises(ConfigurationError, match=r"has '--verbose', which is not -c name="):
+        _ = db.async_engine
 
 
 def test_async_engine_is_created_lazily_once(make_db: Callable[..., SpatialDatabase]) -> None:

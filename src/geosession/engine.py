@@ -8,6 +8,7 @@ with no extra round trip. Parameters are hidden from logs and error messages.
 
 from __future__ import annotations
 
+import shlex
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from geosession.errors import install_error_translation
+from geosession.errors import ConfigurationError, install_error_translation
 from geosession.settings import DatabaseSettings, duration_ms
 
 _COMMAND_TIMEOUT_MARGIN_S = 30
@@ -38,9 +39,10 @@ def build_async_engine(settings: DatabaseSettings) -> AsyncEngine:
     connect_args = (
         asyncpg_connect_args(settings) if driver == "asyncpg" else libpq_connect_args(settings)
     )
-    engine = create_async_engine(
-        settings.url(driver), connect_args=connect_args, **_pool_arguments(settings)
-    )
+    url = settings.url(driver)
+    if driver == "asyncpg":  # asyncpg.connect() takes no libpq options: they are moved
+        url = url.difference_update_query(_LIBPQ_SESSION_PARAMETERS)
+    engine = create_async_engine(url, connect_args=connect_args, **_pool_arguments(settings))
     install_error_translation(
         engine.sync_engine, idle_in_transaction_timeout=_idle_timeout_s(settings)
     )
@@ -100,10 +102,12 @@ def _escape_option(value: str) -> str:
 
 def asyncpg_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
     """Keyword arguments for asyncpg.connect(): server_settings, timeout and TLS."""
+    query = settings.url().query
     args: dict[str, Any] = {
         "server_settings": {
             **settings.server_options(),
-            "application_name": settings.application_name,
+            "application_name": query.get("application_name", settings.application_name),
+            **_option_settings(str(query.get("options", ""))),
         },
         "timeout": settings.connect_timeout,
     }
@@ -114,6 +118,29 @@ def asyncpg_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
     if tls is not None:
         args["ssl"] = tls
     return args
+
+
+_LIBPQ_SESSION_PARAMETERS = ("options", "application_name")
+"""URL query parameters libpq reads and asyncpg does not: given as server_settings."""
+
+
+def _option_settings(options: str) -> dict[str, str]:
+    """libpq's ``options`` (``-c name=value``, ``--name=value``, a backslash before a space
+    in a value) as server settings by name."""
+    words = shlex.split(options)
+    settings: dict[str, str] = {}
+    for position, word in enumerate(words):
+        if word == "-c":
+            continue
+        assignment = word[2:] if word.startswith(("-c", "--")) else word
+        name, equals, value = assignment.partition("=")
+        if not equals or (word == assignment and words[position - 1 : position] != ["-c"]):
+            raise ConfigurationError(
+                f"the URL's options parameter has {word!r}, which is not -c name=value: "
+                "write each server setting as -c name=value"
+            )
+        settings[name.replace("-", "_")] = value
+    return settings
 
 
 def _asyncpg_ssl(settings: DatabaseSettings) -> ssl.SSLContext | str | None:
