@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import shapely
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from geosession import (
     ConfigurationError,
@@ -440,6 +440,67 @@ def test_a_ledger_from_an_earlier_version_gains_the_table_oid(
     with db.session() as s:
         oids = s.execute(text("SELECT target_oid FROM geosession_ingest_ledger ORDER BY first_row"))
         assert [oid is not None for oid in oids.scalars()] == [False, True]  # the new entry
+
+
+def test_a_resumed_ingest_after_a_dump_is_restored_skips_what_the_dump_holds(
+    db: SpatialDatabase,
+    table: str,
+    make_db: Callable[..., SpatialDatabase],
+    database_url: str,
+    server_url: str,
+) -> None:
+    """pg_dump and pg_restore into another database give every table another OID: the
+    ledger's entries were taken as a dropped table's, deleted, and the same command
+    loaded every row again. Entries from another database now name their table by name."""
+    import subprocess
+
+    import psycopg
+
+    from geosession.local import _find_binaries
+
+    first_part = itertools.islice(rows(5_000), 3_000)  # as if stopped after 3,000 rows
+    assert db.ingest(table, first_part, chunk_size=1_000, ingest_id="migrated").chunks == 3
+    restored = make_url(database_url).database + "_restored"
+    libpq = make_url(server_url).set(drivername="postgresql")
+    with psycopg.connect(libpq.render_as_string(hide_password=False), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {restored} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {restored}")
+        try:
+            restored_url = make_url(database_url).set(database=restored)
+            binaries = _find_binaries()
+            dump = subprocess.run(
+                [
+                    binaries.tool("pg_dump"),
+                    "--format=custom",
+                    "--dbname",
+                    libpq.set(database=make_url(database_url).database).render_as_string(
+                        hide_password=False
+                    ),
+                ],
+                check=True,
+                capture_output=True,
+            ).stdout
+            subprocess.run(
+                [
+                    binaries.tool("pg_restore"),
+                    "--no-owner",
+                    "--dbname",
+                    restored_url.set(drivername="postgresql").render_as_string(hide_password=False),
+                ],
+                input=dump,
+                check=True,
+                capture_output=True,
+            )
+            moved = make_db(restored_url.render_as_string(hide_password=False), pool_size=2)
+            resumed = moved.ingest(table, rows(5_000), chunk_size=1_000, ingest_id="migrated")
+            assert (resumed.already_committed, resumed.inserted) == (3_000, 2_000)
+            assert table_state(moved) == (5_000, 5_000, source_checksum(5_000))
+            again = moved.ingest(table, rows(5_000), ingest_id="migrated")  # OIDs adopted
+            assert (again.already_committed, again.inserted) == (5_000, 0)
+            moved.dispose()
+        finally:
+            admin.execute(f"DROP DATABASE IF EXISTS {restored} WITH (FORCE)")
+    assert table_state(db)[0] == 3_000  # the original is untouched
 
 
 async def async_rows(

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS {LEDGER} (
     checksum text NOT NULL,
     committed_at timestamptz NOT NULL DEFAULT now(),
     target_oid oid,
+    target_database text,
     PRIMARY KEY (ingest_id, first_row)
 );
 CREATE TABLE IF NOT EXISTS {DEFERRED} (
@@ -46,17 +47,21 @@ CREATE TABLE IF NOT EXISTS {DEFERRED} (
 def ensure_ledger(cursor: Any) -> None:
     """Creates the ledger tables once; concurrent creators are serialized by a lock.
 
-    A ledger made by an earlier geosession lacks ``target_oid``: it is added once (the
-    catalog is asked first, so a running load's commits never queue behind an ALTER)."""
+    A ledger made by an earlier geosession lacks ``target_oid`` or ``target_database``:
+    they are added once (the catalog is asked first, so a running load's commits never
+    queue behind an ALTER)."""
     cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LEDGER,))
     cursor.execute(_CREATE)
     cursor.execute(
-        "SELECT 1 FROM pg_attribute WHERE attrelid = CAST(%s AS regclass) "
-        "AND attname = 'target_oid' AND NOT attisdropped",
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = CAST(%s AS regclass) "
+        "AND attname IN ('target_oid', 'target_database') AND NOT attisdropped",
         (LEDGER,),
     )
-    if cursor.fetchone() is None:
-        cursor.execute(f"ALTER TABLE {LEDGER} ADD COLUMN IF NOT EXISTS target_oid oid")
+    if cursor.fetchone()[0] < 2:
+        cursor.execute(
+            f"ALTER TABLE {LEDGER} ADD COLUMN IF NOT EXISTS target_oid oid, "
+            "ADD COLUMN IF NOT EXISTS target_database text"
+        )
 
 
 @dataclass
@@ -99,16 +104,26 @@ def committed_rows(cursor: Any, ingest_id: str, target: Target) -> CommittedRows
     Entries for a table that is gone (dropped, maybe made again under the same name: its
     OID differs) are deleted, since their rows went with it. An id that loaded rows into
     another table that still exists is an error. A renamed table is still the same one.
+    Entries written in another database (a restored dump, where every OID differs) name
+    their table by name: those naming this table are adopted as its own, with its OID.
     """
+    here = {"id": ingest_id, "name": target.quoted, "oid": target.oid, "db": target.database}
+    if target.database is not None:
+        cursor.execute(
+            f"UPDATE {LEDGER} SET target_oid = %(oid)s, target_database = %(db)s "
+            "WHERE ingest_id = %(id)s AND target = %(name)s AND target_database <> %(db)s",
+            here,
+        )
     cursor.execute(
-        f"DELETE FROM {LEDGER} l WHERE ingest_id = %s AND target_oid IS NOT NULL "
-        "AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = l.target_oid)",
-        (ingest_id,),
+        f"DELETE FROM {LEDGER} l WHERE ingest_id = %(id)s AND target_oid IS NOT NULL "
+        f"AND {_READ_HERE} AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = l.target_oid)",
+        here,
     )
     cursor.execute(
-        f"SELECT DISTINCT target FROM {LEDGER} WHERE ingest_id = %s AND CASE "
-        "WHEN target_oid IS NULL THEN target <> %s ELSE target_oid <> %s END",
-        (ingest_id, target.quoted, target.oid),
+        f"SELECT DISTINCT target FROM {LEDGER} WHERE ingest_id = %(id)s AND CASE "
+        f"WHEN target_oid IS NOT NULL AND {_READ_HERE} THEN target_oid <> %(oid)s "
+        "ELSE target <> %(name)s END",
+        here,
     )
     elsewhere = [str(name) for (name,) in cursor.fetchall()]
     if elsewhere:
@@ -121,6 +136,10 @@ def committed_rows(cursor: Any, ingest_id: str, target: Target) -> CommittedRows
     for first, last in cursor.fetchall():
         rows.add(first, last)
     return rows
+
+
+_READ_HERE = "coalesce(target_database = %(db)s, true)"
+"""The entry's OID was read in this database (or it is not known where: trusted)."""
 
 
 def chunk_inserted(cursor: Any, ingest_id: str, first_row: int) -> int | None:
@@ -142,9 +161,10 @@ def record_chunk(
     checksum: str,
 ) -> None:
     cursor.execute(
-        f"INSERT INTO {LEDGER} (ingest_id, target, target_oid, first_row, last_row, "
-        "rows_inserted, rows_rejected, checksum) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        (ingest_id, target.quoted, target.oid, *span, *counts, checksum),
+        f"INSERT INTO {LEDGER} (ingest_id, target, target_oid, target_database, first_row, "
+        "last_row, rows_inserted, rows_rejected, checksum) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (ingest_id, target.quoted, target.oid, target.database, *span, *counts, checksum),
     )
 
 

@@ -53,6 +53,11 @@ _COLUMNS_SQL = """
     ORDER BY a.attnum
 """
 
+_DATABASE_SQL = """
+    SELECT CASE WHEN has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')
+           THEN (SELECT system_identifier::text FROM pg_control_system()) || '/' || d.oid END
+    FROM pg_database d WHERE d.datname = current_database()
+"""
 _TRIGGERS_SQL = """
     SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %(oid)s
                    AND NOT tgisinternal AND tgtype & 7 = 7),  -- ROW, BEFORE, INSERT
@@ -107,6 +112,9 @@ class Target:
     """The table's OID: a table dropped and made again under the same name has another."""
     insert_triggers: bool = False
     """BEFORE INSERT row triggers, which may fill columns the source leaves out."""
+    database: str | None = None
+    """Where ``oid`` is the table's: the cluster's system identifier and the database's
+    OID (None when the server does not say). A restored dump has other OIDs."""
     timezone: dt.tzinfo = dt.UTC
     """The session's TimeZone: the server reads a timestamp without a zone in it for a
     timestamptz column, and gives a timestamp column the local time there of one with a
@@ -155,6 +163,8 @@ def resolve_target(cursor: Any, target: Any) -> Target:
             f"{relation} is a {kind}, which COPY cannot load: ingest into a table (a view "
             "takes rows only through an INSTEAD OF INSERT trigger)"
         )
+    cursor.execute(_DATABASE_SQL)
+    (database,) = cursor.fetchone()
     cursor.execute(_COLUMNS_SQL, (found[1],))
     columns = tuple(_column(row) for row in cursor.fetchall())
     quoted = f'"{found[0]}".{quoted_name}'
@@ -165,6 +175,7 @@ def resolve_target(cursor: Any, target: Any) -> Target:
         columns=columns,
         oid=int(found[1]),
         insert_triggers=bool(before_insert),
+        database=database,
         timezone=cursor.connection.info.timezone,
     )
 
