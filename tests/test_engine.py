@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import make_url, text
 
-from geosession import SpatialDatabase
+from geosession import DatabaseSettings, SpatialDatabase
 from geosession.errors import ConfigurationError
 
 SETTINGS: dict[str, Any] = {
@@ -108,11 +108,17 @@ def test_async_drivers_take_the_urls_libpq_parameters(
     assert asyncio.run(show()) == URL_SHOWN
 
 
-def test_url_options_that_are_not_settings_are_refused(database_url: str) -> None:
+def test_url_options_are_server_settings_and_what_is_not_one_is_refused(
+    database_url: str,
+) -> None:
+    """The URL's options count as settings everywhere: statement_timeout among them is
+    the one the ingest sizes its chunks by."""
+    url = make_url(database_url).update_query_dict({"options": r"-cstatement_timeout=9s"})
+    settings = DatabaseSettings(database_url=url.render_as_string(hide_password=False))
+    assert settings.server_options()["statement_timeout"] == "9s"
     url = make_url(database_url).update_query_dict({"options": "-c search_path=x --verbose"})
-    db = SpatialDatabase(url.render_as_string(hide_password=False), async_driver="asyncpg")
     with pytest.raises(ConfigurationError, match=r"has '--verbose', which is not -c name="):
-        _ = db.async_engine
+        _ = SpatialDatabase(url.render_as_string(hide_password=False)).engine
 
 
 def test_async_engine_is_created_lazily_once(make_db: Callable[..., SpatialDatabase]) -> None:

@@ -283,7 +283,7 @@ class SpatialDatabase:
         from geosession.ingest.pipeline import Ingest, IngestOptions
 
         settings = IngestOptions(**options)  # type: ignore[arg-type]  # checked by Ingest
-        timeout = self.settings.statement_timeout
+        timeout = self.settings.server_options().get("statement_timeout")  # as the server has it
         return Ingest(self._engine, target, source, settings, timeout, stop_source)
 
     def pool_stats(self, *, async_pool: bool = False) -> PoolStats:

@@ -8,7 +8,6 @@ with no extra round trip. Parameters are hidden from logs and error messages.
 
 from __future__ import annotations
 
-import shlex
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from geosession.errors import ConfigurationError, install_error_translation
+from geosession.errors import install_error_translation
 from geosession.settings import DatabaseSettings, duration_ms
 
 _COMMAND_TIMEOUT_MARGIN_S = 30
@@ -87,12 +86,9 @@ def libpq_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
 
 def _with_url_parameters(args: dict[str, Any], query: Mapping[str, Any]) -> dict[str, Any]:
     """connect_args replace the URL's query parameters of the same name: a parameter the
-    URL names is left to the URL, and its ``options`` follow geosession's (the later
-    ``-c`` of a setting wins), so a URL's ``?options=-c search_path=gis`` is not lost."""
-    merged = {name: value for name, value in args.items() if name not in query}
-    if "options" in query:
-        merged["options"] = f"{args['options']} {query['options']}".strip()
-    return merged
+    URL names is left to the URL, except ``options``, which ``server_options()`` already
+    holds after geosession's own."""
+    return {name: value for name, value in args.items() if name == "options" or name not in query}
 
 
 def _escape_option(value: str) -> str:
@@ -107,7 +103,6 @@ def asyncpg_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
         "server_settings": {
             **settings.server_options(),
             "application_name": query.get("application_name", settings.application_name),
-            **_option_settings(str(query.get("options", ""))),
         },
         "timeout": settings.connect_timeout,
     }
@@ -122,25 +117,6 @@ def asyncpg_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
 
 _LIBPQ_SESSION_PARAMETERS = ("options", "application_name")
 """URL query parameters libpq reads and asyncpg does not: given as server_settings."""
-
-
-def _option_settings(options: str) -> dict[str, str]:
-    """libpq's ``options`` (``-c name=value``, ``--name=value``, a backslash before a space
-    in a value) as server settings by name."""
-    words = shlex.split(options)
-    settings: dict[str, str] = {}
-    for position, word in enumerate(words):
-        if word == "-c":
-            continue
-        assignment = word[2:] if word.startswith(("-c", "--")) else word
-        name, equals, value = assignment.partition("=")
-        if not equals or (word == assignment and words[position - 1 : position] != ["-c"]):
-            raise ConfigurationError(
-                f"the URL's options parameter has {word!r}, which is not -c name=value: "
-                "write each server setting as -c name=value"
-            )
-        settings[name.replace("-", "_")] = value
-    return settings
 
 
 def _asyncpg_ssl(settings: DatabaseSettings) -> ssl.SSLContext | str | None:

@@ -10,6 +10,7 @@ construction, instead of failing later on the server.
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -250,18 +251,42 @@ class DatabaseSettings(BaseSettings):
         return None
 
     def server_options(self) -> dict[str, str]:
-        """Every server setting to apply on each new connection, by name."""
+        """Every server setting to apply on each new connection, by name; the URL's libpq
+        ``options`` (``?options=-c search_path=gis``) come last, so theirs win."""
         named = {
             "statement_timeout": self.statement_timeout,
             "work_mem": self.work_mem,
             "lock_timeout": self.lock_timeout,
             "idle_in_transaction_session_timeout": self.idle_in_transaction_session_timeout,
         }
-        return {**{k: v for k, v in named.items() if v is not None}, **self.server_settings}
+        return {
+            **{k: v for k, v in named.items() if v is not None},
+            **self.server_settings,
+            **_option_settings(str(self.url().query.get("options", ""))),
+        }
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
             yield name, (self.safe_url() if name == "database_url" and value else value)
+
+
+def _option_settings(options: str) -> dict[str, str]:
+    """libpq's ``options`` (``-c name=value``, ``--name=value``, a backslash before a space
+    in a value) as server settings by name."""
+    words = shlex.split(options)
+    settings: dict[str, str] = {}
+    for position, word in enumerate(words):
+        if word == "-c":
+            continue
+        assignment = word[2:] if word.startswith(("-c", "--")) else word
+        name, equals, value = assignment.partition("=")
+        if not equals or (word == assignment and words[position - 1 : position] != ["-c"]):
+            raise ConfigurationError(
+                f"the database URL's options parameter has {word!r}, which is not "
+                "-c name=value: write each server setting as -c name=value"
+            )
+        settings[name.replace("-", "_")] = value
+    return settings
 
 
 def _split_password(url: URL) -> tuple[str | None, dict[str, Any]]:
