@@ -66,12 +66,6 @@ class Refused:
     values: dict[int, tuple[int, Exception]]
 
 
-class _Refused(Exception):
-    def __init__(self, positions: dict[int, Exception]) -> None:
-        super().__init__(f"{len(positions)} value(s) refused")
-        self.positions = positions
-
-
 def encode_rows(columns: list[list[Any]], copy_types: tuple[str, ...]) -> Encoded | Refused:
     """Binary COPY rows for column-wise values, or the values that cannot be sent."""
     count = len(columns[0]) if columns else 0
@@ -116,12 +110,9 @@ def _segments(
                 width = np.dtype(fixed).itemsize
                 fields += [(f"l{index}", ">i4", width), (f"v{index}", fixed, array)]
                 continue
-        try:
-            payload, sizes = _variable(values, copy_type)
-        except _Refused as error:
-            for row, cause in error.positions.items():
-                refused.setdefault(row, (index, cause))
-            payload, sizes = [b""] * count, np.zeros(count, dtype=np.int64)
+        payload, sizes, refusals = _variable(values, copy_type)
+        for row, cause in refusals.items():
+            refused.setdefault(row, (index, cause))
         fields.append((f"l{index}", ">i4", sizes))
         segments.append(_record_array(fields, count))
         payloads.append((payload, np.maximum(sizes, 0)))
@@ -131,13 +122,17 @@ def _segments(
     return segments, payloads, refused
 
 
-def _variable(values: list[Any], copy_type: str) -> tuple[list[bytes], np.ndarray[Any, Any]]:
-    """Bytes of each value (b"" for NULL) and its length (-1 for NULL).
+def _variable(
+    values: list[Any], copy_type: str
+) -> tuple[list[bytes], np.ndarray[Any, Any], dict[int, Exception]]:
+    """Bytes of each value (b"" for NULL) and its length (-1 for NULL), and the values
+    the column's dumper refuses, by row.
 
     A column of only str (or only bytes) takes a pass in C; the rest goes value by value.
     """
     kinds = set(map(type, values))
     nulls = values.count(None) if type(None) in kinds else 0
+    refusals: dict[int, Exception] = {}
     payload: list[Any]
     if copy_type in _TEXT:
         if kinds == {str}:
@@ -153,13 +148,13 @@ def _variable(values: list[Any], copy_type: str) -> tuple[list[bytes], np.ndarra
         try:
             payload = [b"" if v is None else np.asarray(v, dtype).tobytes() for v in values]
         except OverflowError:
-            payload = _dumped(values, copy_type)
+            payload, refusals = _dumped(values, copy_type)
     else:
-        payload = _dumped(values, copy_type)
+        payload, refusals = _dumped(values, copy_type)
     sizes = np.fromiter(map(len, payload), dtype=np.int64, count=len(payload))
     if nulls:
         sizes[np.fromiter((v is None for v in values), dtype=bool, count=len(values))] = -1
-    return payload, sizes
+    return payload, sizes, refusals
 
 
 def _fits(kinds: set[type], copy_type: str) -> bool:
@@ -168,16 +163,16 @@ def _fits(kinds: set[type], copy_type: str) -> bool:
     return kinds <= _EXACT[copy_type]
 
 
-def _dumped(values: list[Any], copy_type: str) -> list[Any]:
-    """The column dumped by psycopg's binary dumper for its type (b"" for NULL); raises
-    _Refused naming each value the dumper refuses."""
+def _dumped(values: list[Any], copy_type: str) -> tuple[list[Any], dict[int, Exception]]:
+    """The column dumped by psycopg's binary dumper for its type (b"" for NULL), and each
+    value the dumper refuses, by row (when there are any, the chunk is not sent)."""
     transformer = Transformer()
     transformer.set_dumper_types([type_oid(copy_type)] * len(values), pq.Format.BINARY)
     try:
         dumped = transformer.dump_sequence(values, [PyFormat.BINARY] * len(values))
     except Exception:  # any dumper error is a value's: find each one
-        raise _Refused(_refusals(values, copy_type)) from None
-    return [b"" if d is None else d for d in dumped]
+        return [b""] * len(values), _refusals(values, copy_type)
+    return [b"" if d is None else d for d in dumped], {}
 
 
 def _refusals(values: list[Any], copy_type: str) -> dict[int, Exception]:
