@@ -161,6 +161,41 @@ def test_geopackage_and_flatgeobuf(db: SpatialDatabase, tmp_path: Path) -> None:
     ]
 
 
+def test_field_types_follow_the_columns_not_the_first_chunks_values(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """Integers with a NULL were written as Real fields and booleans as String fields
+    ("True"), and a chunk of NULLs made a String field of any column: the GeoPackage's
+    fields now come from the column types, and every GeoDataFrame chunk has the same dtypes."""
+    admin.execute("DROP TABLE IF EXISTS ex_typed")
+    admin.execute(
+        "CREATE TABLE ex_typed AS SELECT g AS id, "
+        "CASE WHEN g > 2 THEN g % 2 = 0 END AS ok, CASE WHEN g > 2 THEN g * 10 END AS n, "
+        "CASE WHEN g > 2 THEN 2 ^ 40 + g END::int8 AS big, "
+        "CASE WHEN g > 2 THEN g / 4.0 END::float8 AS ratio, "
+        "ST_SetSRID(ST_MakePoint(g, g), 4326) AS geom FROM generate_series(1, 6) g"
+    )
+    try:
+        out = tmp_path / "typed.gpkg"
+        db.export("SELECT * FROM ex_typed ORDER BY id", out, format="gpkg", batch_size=2)
+        info = pyogrio.read_info(out)
+        assert dict(zip(info["fields"], info["dtypes"], strict=True)) == {
+            "id": "int32",
+            "ok": "bool",
+            "n": "int32",
+            "big": "int64",
+            "ratio": "float64",
+        }
+        frame = pyogrio.read_dataframe(out, use_arrow=True)
+        assert frame["big"].tolist()[2:] == [2**40 + g for g in range(3, 7)]
+        chunks = list(db.stream_frames("SELECT * FROM ex_typed ORDER BY id", batch_size=2))
+        dtypes = {str(dict(chunk.dtypes)) for chunk in chunks}
+        assert len(chunks) == 3 and len(dtypes) == 1
+        assert chunks[0]["ok"].isna().all() and chunks[1]["ok"].tolist() == [False, True]
+    finally:
+        admin.execute("DROP TABLE IF EXISTS ex_typed")
+
+
 def test_iter_geojson_pages_release_between_chunks(db: SpatialDatabase) -> None:
     chunks = []
     for chunk in db.iter_geojson("SELECT id, geom FROM rd_parcels", pages_by="id", batch_size=500):

@@ -22,6 +22,7 @@ import shapely
 from geosession.errors import ConfigurationError
 from geosession.read.decode import decode_geometries
 from geosession.read.geojson import Progress, temporary_path
+from geosession.read.plan import Column
 from geosession.read.query import ReadPlan
 from geosession.read.stream import GeometryStream
 
@@ -57,8 +58,21 @@ def to_frame(geopandas: Any, plan: ReadPlan, rows: list[Any]) -> Any:
         elif column.spatial:
             data[column.name] = geopandas.GeoSeries(decode_geometries(columns[index]))
         else:
-            data[column.name] = list(columns[index])
+            data[column.name] = _series(column, columns[index])
     return geopandas.GeoDataFrame(data, geometry=plan.geometry.name, crs=crs)
+
+
+_DTYPES = {16: "boolean", 21: "Int16", 23: "Int32", 20: "Int64", 700: "float32", 701: "float64"}
+"""pandas dtypes by type OID for the columns whose inferred dtype would depend on the
+chunk's values (integers with a NULL as floats, booleans with one as objects, a chunk of
+NULLs as objects): every chunk of a column gets the same, and files the field type."""
+
+
+def _series(column: Column, values: tuple[Any, ...]) -> Any:
+    import pandas  # geopandas's own dependency
+
+    dtype = None if column.as_text else _DTYPES.get(column.type_oid)
+    return list(values) if dtype is None else pandas.Series(values, dtype=dtype)
 
 
 def _crs(plan: ReadPlan, geometries: Any) -> str | None:
@@ -153,7 +167,7 @@ def _package_to_flatgeobuf(package: Path, flat: Path, *, spatial_index: bool) ->
 
 def _for_ogr(frame: Any) -> Any:
     """Values GDAL has no field type for, as the nearest it has: Decimal as float,
-    UUID as text, dates as datetimes, JSON as text."""
+    UUID as text, dates as ISO text, JSON as text."""
     for name in frame.columns:
         if name == frame.geometry.name or frame[name].dtype != object:
             continue
