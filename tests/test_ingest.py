@@ -1052,7 +1052,8 @@ def test_domains_and_enums_are_sent_and_unsendable_types_refused_up_front(
 ) -> None:
     """A domain is sent as its base type and its CHECK is the server's (a domain over an
     array crashed the plan; one over int4 was sent as text and every row failed); an enum
-    as its label; a type nobody can send (tsvector, enum[]) is refused before any row."""
+    as its label, an enum[] as text[] naming the enum; a type nobody can send (tsvector)
+    is refused before any row."""
     with db.transaction() as s:
         s.execute(text("DROP TYPE IF EXISTS ingest_mood CASCADE"))
         s.execute(text("DROP DOMAIN IF EXISTS ingest_positive, ingest_codes CASCADE"))
@@ -1069,25 +1070,32 @@ def test_domains_and_enums_are_sent_and_unsendable_types_refused_up_front(
     point = "SRID=4326;POINT(1 1)"
     try:
         source = [
-            {"id": 1, "n": 5, "codes": [1, 2], "mood": "ok", "geom": point},
-            {"id": 2, "n": -5, "codes": None, "mood": "happy", "geom": point},
-            {"id": 3, "n": 7, "codes": [], "mood": "meh", "geom": point},
+            {"id": 1, "n": 5, "codes": [1, 2], "mood": "ok", "moods": ["sad", "ok"]},
+            {"id": 2, "n": -5, "codes": None, "mood": "happy", "moods": None},
+            {"id": 3, "n": 7, "codes": [], "mood": "meh", "moods": []},
+            {"id": 4, "n": 8, "mood": "sad", "moods": [["sad"], ["happy"]]},
+            {"id": 5, "n": 9, "moods": ["sad", "glum"]},
         ]
-        report = db.ingest("ingest_domains", source)
+        report = db.ingest("ingest_domains", [{**row, "geom": point} for row in source])
         assert [(r.row, r.column, r.kind) for r in report.rejected] == [
             (2, "n", "server"),
             (3, "mood", "server"),
+            (5, "moods", "server"),
         ]
         assert "violates check constraint" in report.rejected[0].reason
+        assert report.rejected[2].reason == 'invalid input value for enum ingest_mood: "glum"'
         with db.session() as s:
-            stored = s.execute(text("SELECT id, n, codes, mood FROM ingest_domains")).all()
-        assert stored == [(1, 5, [1, 2], "ok")]
-        for column, type_name in (("moods", "ingest_mood[]"), ("words", "tsvector")):
-            unsendable = [{"id": 9, column: None, "geom": point}]
-            with pytest.raises(ConfigurationError) as refused:
-                db.ingest("ingest_domains", unsendable)
-            assert f"Column(s) {column} ({type_name}) of " in str(refused.value)
-            assert "Leave them out of the source" in str(refused.value)
+            stored = s.execute(
+                text("SELECT id, n, codes, mood, moods::text FROM ingest_domains ORDER BY id")
+            ).all()
+        assert stored == [
+            (1, 5, [1, 2], "ok", "{sad,ok}"),
+            (4, 8, None, "sad", "{{sad},{happy}}"),
+        ]
+        with pytest.raises(ConfigurationError) as refused:
+            db.ingest("ingest_domains", [{"id": 9, "words": None, "geom": point}])
+        assert "Column(s) words (tsvector) of " in str(refused.value)
+        assert "Leave them out of the source" in str(refused.value)
     finally:
         with db.transaction() as s:
             s.execute(text("DROP TABLE IF EXISTS ingest_domains, ingest_domains_rejected"))

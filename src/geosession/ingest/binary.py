@@ -149,6 +149,10 @@ def _variable(
             payload = [b"" if v is None else np.asarray(v, dtype).tobytes() for v in values]
         except OverflowError:
             payload, refusals = _dumped(values, copy_type)
+    elif copy_type.startswith(_NAMED_ELEMENTS):
+        payload, refusals = _dumped(values, "text[]")
+        element = int(copy_type.removeprefix(_NAMED_ELEMENTS)).to_bytes(4, "big")
+        payload = [v[:8] + element + v[12:] if v else v for v in payload]  # header: 3 ints
     else:
         payload, refusals = _dumped(values, copy_type)
     sizes = np.fromiter(map(len, payload), dtype=np.int64, count=len(payload))
@@ -185,6 +189,15 @@ def _refusals(values: list[Any], copy_type: str) -> dict[int, Exception]:
         except Exception as error:
             refusals[row] = error
     return refusals
+
+
+_NAMED_ELEMENTS = "text[] of "
+
+
+def text_array_of(element_oid: int) -> str:
+    """The copy type of an array sent as text[] whose header names another element type:
+    an enum[] (the server reads each element's text, but checks the array's element OID)."""
+    return f"{_NAMED_ELEMENTS}{element_oid}"
 
 
 def can_send(copy_type: str) -> bool:

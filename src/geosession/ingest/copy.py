@@ -279,10 +279,12 @@ def copy_types(target: Target, columns: tuple[str, ...]) -> tuple[str, ...]:
 
 def _copy_type(column: Column) -> str | None:
     """Geometry travels as EWKB bytes; a type psycopg cannot dump whose binary input reads
-    text (an enum, xml, citext) as text; None when neither works (tsvector, enum[], a
-    domain's array)."""
+    text (an enum, xml, citext) as text, and an array of one as text[] naming its element
+    type; None when neither works (tsvector, point, an array of a domain)."""
     if column.type_name in ("geometry", "geography"):
         return "bytea"
     if binary.can_send(column.type_name):
         return column.type_name
+    if column.text_elements:
+        return binary.text_array_of(column.text_elements)
     return "text" if column.text_input else None

@@ -16,6 +16,16 @@ from sqlalchemy import Table
 
 from geosession.errors import ConfigurationError
 
+_TEXT_RECEIVERS = [
+    "textrecv",
+    "varcharrecv",
+    "bpcharrecv",
+    "namerecv",
+    "enum_recv",
+    "xml_recv",
+    "citextrecv",
+]
+"""Binary input functions that read the value's text (psycopg can send any type so)."""
 _COLUMNS_SQL = """
     SELECT a.attname, CASE WHEN t.typcategory = 'A' THEN e.typname || '[]' ELSE t.typname END,
            a.attnotnull, coalesce(gc.srid, gg.srid),
@@ -23,9 +33,8 @@ _COLUMNS_SQL = """
            ic.idx IS NOT NULL AS in_primary_key,
            a.attgenerated <> '' OR a.attidentity = 'a' AS generated,
            a.atthasdef OR a.attidentity <> '' AS has_default,
-           t.typcategory <> 'A' AND r.proname IN (
-               'textrecv', 'varcharrecv', 'bpcharrecv', 'namerecv', 'enum_recv', 'xml_recv',
-               'citextrecv') AS text_input
+           t.typcategory <> 'A' AND r.proname = ANY(%(receivers)s) AS text_input,
+           CASE WHEN er.proname = ANY(%(receivers)s) THEN e.oid END AS text_elements
     FROM pg_attribute a
     CROSS JOIN LATERAL (  -- a domain is sent as the type it is based on
         WITH RECURSIVE chain(oid, depth) AS (
@@ -39,6 +48,7 @@ _COLUMNS_SQL = """
     JOIN pg_type t ON t.oid = base.oid
     LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
     JOIN pg_proc r ON r.oid = t.typreceive
+    LEFT JOIN pg_proc er ON er.oid = e.typreceive
     JOIN pg_class c ON c.oid = a.attrelid
     JOIN pg_namespace n ON n.oid = c.relnamespace
     LEFT JOIN geometry_columns gc ON gc.f_table_schema = n.nspname
@@ -49,7 +59,7 @@ _COLUMNS_SQL = """
         SELECT 1 AS idx FROM pg_index i
         WHERE i.indrelid = c.oid AND i.indisprimary AND a.attnum = ANY(i.indkey)
     ) ic ON true
-    WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+    WHERE a.attrelid = %(table)s AND a.attnum > 0 AND NOT a.attisdropped
     ORDER BY a.attnum
 """
 
@@ -98,6 +108,9 @@ class Column:
     text_input: bool = False
     """Its binary input reads text (varchar, enums, xml, citext): a type psycopg has no
     binary dumper for can still be sent as its text."""
+    text_elements: int = 0
+    """For an array of such a type (an enum's): the element type's OID, which a text[]
+    sent for it must name."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +178,7 @@ def resolve_target(cursor: Any, target: Any) -> Target:
         )
     cursor.execute(_DATABASE_SQL)
     (database,) = cursor.fetchone()
-    cursor.execute(_COLUMNS_SQL, (found[1],))
+    cursor.execute(_COLUMNS_SQL, {"table": found[1], "receivers": _TEXT_RECEIVERS})
     columns = tuple(_column(row) for row in cursor.fetchall())
     quoted = f'"{found[0]}".{quoted_name}'
     return Target(
@@ -211,12 +224,20 @@ def _schema_and_name(target: Any) -> tuple[str | None, str]:
 
 
 def _column(row: Any) -> Column:
-    name, type_name, not_null, srid, geometry_type, dimension, *flags = row
+    name, type_name, not_null, srid, geometry_type, dimension, *flags, text_elements = row
     in_primary_key, generated, has_default, text_input = map(bool, flags)
     spec = None
     if type_name in ("geometry", "geography"):
         base = (geometry_type or "GEOMETRY").upper().rstrip("M").rstrip("Z") or "GEOMETRY"
         spec = GeometrySpec(srid=int(srid or 0), geometry_type=base, dimension=int(dimension or 2))
     return Column(
-        name, type_name, bool(not_null), in_primary_key, spec, generated, has_default, text_input
+        name,
+        type_name,
+        bool(not_null),
+        in_primary_key,
+        spec,
+        generated,
+        has_default,
+        text_input,
+        int(text_elements or 0),
     )
