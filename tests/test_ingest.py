@@ -1312,6 +1312,34 @@ def test_cli_ingest_of_a_geopackage_resumes_by_default(
     assert table_state(db)[:2] == (1_999, 1_999)
 
 
+def test_csv_geometry_column_by_name_or_by_option(
+    db: SpatialDatabase, database_url: str, table: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A CSV from QGIS or PostGIS names its geometry column the_geom (found in any case);
+    any other name is given with wkt_column / --wkt-column."""
+    from typer.testing import CliRunner
+
+    from geosession.cli import app
+
+    polygons = list(synthetic_polygons(4, seed=5))
+    lines = [f'{i},"{p.wkt}"' for i, p in enumerate(polygons, start=1)]
+    found = tmp_path / "found.csv"
+    found.write_text("id,The_Geom\n" + "\n".join(lines[:2]) + "\n")
+    assert db.ingest(table, found).inserted == 2
+    named = tmp_path / "named.csv"
+    named.write_text("id,outline\n" + "\n".join(lines[2:]) + "\n")
+    with pytest.raises(ConfigurationError, match=r"fields that are not columns .*'outline'"):
+        db.ingest(table, named)
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    loaded = CliRunner().invoke(app, ["ingest", str(named), table, "--wkt-column", "outline"])
+    assert loaded.exit_code == 0, loaded.output
+    with db.session() as s:
+        stored = s.execute(text(f"SELECT id, ST_AsText(geom) FROM {TABLE} ORDER BY id")).all()
+    assert [(i, shapely.from_wkt(w)) for i, w in stored] == list(enumerate(polygons, start=1))
+    with pytest.raises(ConfigurationError, match=r"wkt_column='outline' names a column of a CSV"):
+        db.ingest(table, rows(3), wkt_column="outline")
+
+
 def test_cli_defer_indexes_option(
     db: SpatialDatabase, database_url: str, table: str, tmp_path: Any, monkeypatch: Any
 ) -> None:

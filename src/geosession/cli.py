@@ -190,6 +190,14 @@ def ingest(
             "into an empty table), 'yes' (also a table that has rows) or 'no'."
         ),
     ] = "auto",
+    wkt_column: Annotated[
+        str | None,
+        typer.Option(
+            help="A CSV's geometry column (WKT, EWKT or hex EWKB). Default: the column named "
+            "as the table's geometry column, or wkt, geometry, geom, the_geom or wkt_geom, "
+            "in any case."
+        ),
+    ] = None,
 ) -> None:
     """Load a file into an existing table by binary COPY, exactly once.
 
@@ -220,6 +228,7 @@ def ingest(
             workers=connections,
             defer_indexes=deferral,
             progress=True,
+            wkt_column=wkt_column,
         )
     Console().print(report)
 

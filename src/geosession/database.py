@@ -222,14 +222,17 @@ class SpatialDatabase:
         defer_indexes: str | bool = "auto",
         progress: bool = False,
         flush_interval: float | None = None,
+        wkt_column: str | None = None,
     ) -> IngestReport:
         """Loads rows by binary COPY in chunks that each commit with a ledger entry.
 
         Rerunning with the same ``ingest_id`` resumes after the committed chunks; bad
         geometries go to ``<table>_rejected`` (``on_invalid="quarantine"``), are raised,
         repaired or skipped. ``flush_interval`` (seconds) writes the rows of a source that
-        trickles once they have waited that long, instead of when a chunk is full. See
-        the README section "Bulk ingest".
+        trickles once they have waited that long, instead of when a chunk is full.
+        ``wkt_column`` names a CSV's geometry column when its header does not say wkt,
+        geometry, geom, the_geom or the target's geometry column. See the README section
+        "Bulk ingest".
         """
         options: IngestArguments = {
             "chunk_size": chunk_size,
@@ -241,6 +244,7 @@ class SpatialDatabase:
             "defer_indexes": defer_indexes,
             "progress": progress,
             "flush_interval": flush_interval,
+            "wkt_column": wkt_column,
         }
         with self._translated():
             report = self._ingest_job(target, source, options).run()

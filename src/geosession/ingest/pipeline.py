@@ -81,6 +81,7 @@ class IngestOptions:
     max_retries: int = 10
     progress: bool = False
     flush_interval: float | None = None
+    wkt_column: str | None = None
 
 
 class IngestArguments(TypedDict, total=False):
@@ -95,6 +96,7 @@ class IngestArguments(TypedDict, total=False):
     defer_indexes: str | bool
     progress: bool
     flush_interval: float | None
+    wkt_column: str | None
 
 
 Validated = tuple[list[list[Any]], list[int], list[Reject], bool]
@@ -319,6 +321,7 @@ class Ingest:
             batch_size=self._batch_rows,
             flush_interval=self.options.flush_interval,
             stopped=stopped,
+            wkt_column=self.options.wkt_column,
         )
         # reading, validating and COPY-encoding each on a thread: the GEOS work of one
         # overlaps the Python work of the others

@@ -44,7 +44,8 @@ from geosession.errors import ConfigurationError
 from geosession.ingest.stages import timed_batches
 
 VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb")
-WKT_NAMES = ("wkt", "geometry", "geom", "WKT")
+WKT_NAMES = ("wkt", "geometry", "geom", "the_geom", "wkt_geom")
+"""A CSV's geometry column, when the header has one of these names in any case."""
 _SUPPORTED = (
     "GeoPackage, Shapefile, GeoJSON, FlatGeobuf (" + ", ".join(VECTOR_SUFFIXES) + ") or .csv"
 )
@@ -107,6 +108,12 @@ def iter_batches(
         raise ConfigurationError("iter_batches needs batch_size >= 1 and the target's columns")
     size = batch_size if callable(batch_size) else (lambda: batch_size)
     check = functools.partial(_check_fields, columns=columns, computed=frozenset(computed))
+    csv_file = isinstance(source, str | os.PathLike) and Path(source).suffix.lower() == ".csv"
+    if wkt_column is not None and not csv_file:
+        raise ConfigurationError(
+            f"wkt_column={wkt_column!r} names a column of a CSV file, and the source is not "
+            "one: leave it out (other sources' geometry columns are known by their type)"
+        )
     if isinstance(source, str | os.PathLike):
         return _file_batches(Path(source), columns, geometry_column, size, wkt_column, check)
     if _is_dataframe(source):
@@ -434,7 +441,8 @@ def _wkt_column(
             raise ConfigurationError(f"{path} has no column {wkt_column!r}: {', '.join(header)}")
         return wkt_column
     candidates = ((geometry_column,) if geometry_column else ()) + WKT_NAMES
-    return next((name for name in candidates if name in header), None)
+    folded = {name.casefold(): name for name in reversed(header)}  # the first of a case
+    return next((folded[c.casefold()] for c in candidates if c.casefold() in folded), None)
 
 
 # -- shared ----------------------------------------------------------------------------
