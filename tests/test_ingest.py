@@ -245,6 +245,33 @@ def test_repair_refuses_results_the_column_cannot_hold(db: SpatialDatabase, tabl
     assert report.rejected[0].kind == "invalid" and "MultiPolygon" in report.rejected[0].reason
 
 
+def test_repair_drops_the_z_a_2d_column_cannot_hold(db: SpatialDatabase, table: str) -> None:
+    """A 3D source (a PolygonZ Shapefile) into a 2D column: every row was a 'dimension'
+    reject; repair drops the Z (and makes the result valid if it is not), and says so."""
+    z_square = "SRID=4326;POLYGON Z((0 0 5, 1 0 5, 1 1 6, 0 1 6, 0 0 5))"
+    z_bowtie = "SRID=4326;POLYGON Z((0 0 1, 1 1 1, 1 0 1, 0 1 1, 0 0 1))"
+    source = [{"id": 1, "geom": z_square}, {"id": 2, "geom": z_bowtie}]
+    quarantined = db.ingest(table, source, ingest_id="z-quarantine")
+    assert [r.kind for r in quarantined.rejected] == ["dimension", "dimension"]
+    assert quarantined.rejected[0].reason == (
+        "3D geometry where column geom is 2D (on_invalid='repair' drops the Z)"
+    )
+    report = db.ingest(table, source, on_invalid="repair", ingest_id="z-repair")
+    assert [(r.row, r.reason) for r in report.repaired] == [
+        (1, "3D geometry where column geom is 2D (on_invalid='repair' drops the Z): Z dropped")
+    ]
+    assert [(r.row, r.kind) for r in report.rejected] == [(2, "invalid")]  # flat, a bow-tie
+    assert "make_valid gives a MultiPolygon" in report.rejected[0].reason
+    with db.session() as s:
+        stored = s.execute(text(f"SELECT ST_AsText(geom) FROM {TABLE}")).scalar()
+    assert stored == "POLYGON((0 0,1 0,1 1,0 1,0 0))"
+    create_table(db, geometry="MULTIPOLYGON")  # where the bow-tie's repair fits
+    multi = db.ingest(TABLE, [{"id": 2, "geom": z_bowtie}], on_invalid="repair")
+    assert multi.inserted == 1 and multi.repaired[0].reason.endswith(
+        "Z dropped; invalid geometry: Self-intersection[0.5 0.5]"
+    )
+
+
 def test_skip_reports_without_quarantine(db: SpatialDatabase, table: str) -> None:
     source = [
         {"id": 1, "geom": BAD_VALUES["empty"]},

@@ -316,6 +316,7 @@ def _check_srid_and_dimension(
         "dimension",
         lambda i: (
             f"{'3D' if has_z[i] else '2D'} geometry where column {column.name} is {spec.dimension}D"
+            + (" (on_invalid='repair' drops the Z)" if has_z[i] and spec.dimension == 2 else "")
         ),
     )
 
@@ -350,16 +351,28 @@ def _repair(
     column: str,
     repaired: list[Reject],
 ) -> np.ndarray[Any, Any]:
-    """make_valid for invalid geometries whose repaired form still fits the column."""
+    """make_valid for invalid geometries whose repaired form still fits the column, and
+    the Z dropped from 3D geometries bound for a 2D column (then made valid if need be)."""
     geoms = geoms.copy()
     allowed = _TYPE_IDS.get(spec.geometry_type)
     for index, (kind, reason) in list(problems.items()):
+        done = ""
+        if kind == "dimension" and spec.dimension == 2:
+            srid = shapely.get_srid(geoms[index])
+            geoms[index] = shapely.set_srid(shapely.force_2d(geoms[index]), srid)
+            done = f"{reason}: Z dropped"
+            if shapely.is_valid(geoms[index]):
+                repaired.append(Reject(first_row + index, column, "repaired", done))
+                del problems[index]
+                continue
+            kind, reason = problems[index] = _invalid_problem(shapely.is_valid_reason(geoms[index]))
         if kind != "invalid":
             continue
         fixed = _promote_to_multi(object_array([shapely.make_valid(geoms[index])]), spec)[0][0]
         if allowed is None or shapely.get_type_id(fixed) in allowed:
             geoms[index] = shapely.set_srid(fixed, shapely.get_srid(geoms[index]))
-            repaired.append(Reject(first_row + index, column, "repaired", reason))
+            why = f"{done}; {reason}" if done else reason
+            repaired.append(Reject(first_row + index, column, "repaired", why))
             del problems[index]
         else:
             problems[index] = (
