@@ -17,7 +17,8 @@ from geoalchemy2 import Geometry
 from sqlalchemy.orm import DeclarativeBase, Mapped, make_transient_to_detached, mapped_column
 
 from geosession.errors import ConfigurationError
-from geosession.ingest.sources import Batch, iter_batches, source_length
+from geosession.ingest.batches import Batch
+from geosession.ingest.sources import iter_batches, source_length
 
 COLUMNS = ["id", "name", "val", "geom"]
 

@@ -31,6 +31,7 @@ from geosession.errors import (
 )
 from geosession.geometry import object_array
 from geosession.ingest import ledger
+from geosession.ingest.batches import Batch
 from geosession.ingest.chunking import ChunkSizer, PendingRows, make_sizer
 from geosession.ingest.connections import Connections, backoff, connection_lost
 from geosession.ingest.copy import (
@@ -44,7 +45,7 @@ from geosession.ingest.copy import (
 from geosession.ingest.indexes import rebuild_deferred
 from geosession.ingest.progress import Progress
 from geosession.ingest.report import IngestReport
-from geosession.ingest.sources import Batch, iter_batches, source_length
+from geosession.ingest.sources import iter_batches, source_length
 from geosession.ingest.stages import map_in_order, put_until, read_ahead
 from geosession.ingest.target import Target, check_required_columns, resolve_target
 from geosession.ingest.validate import (
