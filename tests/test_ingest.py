@@ -1367,6 +1367,32 @@ def test_csv_geometry_column_by_name_or_by_option(
         db.ingest(table, rows(3), wkt_column="outline")
 
 
+def test_geoparquet_loads_exactly_and_resumes_from_the_cli(
+    db: SpatialDatabase, database_url: str, table: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    import geopandas
+    from typer.testing import CliRunner
+
+    from geosession.cli import app
+
+    frame = geopandas.GeoDataFrame(
+        {"id": range(1, 3_001), "name": [f"p{i}" for i in range(1, 3_001)]},
+        geometry=list(synthetic_polygons(3_000)),
+        crs="EPSG:4326",
+    )
+    path = tmp_path / "parcels.parquet"
+    frame.to_parquet(path)
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    first = CliRunner().invoke(app, ["ingest", str(path), table])
+    assert first.exit_code == 0, first.output
+    assert table_state(db) == (3_000, 3_000, source_checksum(3_000))
+    again = CliRunner().invoke(app, ["ingest", str(path), table])
+    assert again.exit_code == 0 and "already committed (resumed)" in again.output
+    frame.to_crs(3857).to_parquet(path)
+    with pytest.raises(ConfigurationError, match=r"CRS is EPSG:3857, but column geom"):
+        db.ingest(table, path)
+
+
 def test_cli_defer_indexes_option(
     db: SpatialDatabase, database_url: str, table: str, tmp_path: Any, monkeypatch: Any
 ) -> None:

@@ -293,6 +293,37 @@ def test_missing_unsupported_and_unreadable_files(tmp_path: Path) -> None:
     assert source_length(garbage) is None and source_length(tmp_path / "missing.fgb") is None
 
 
+def test_geoparquet_is_read_in_batches_with_its_crs(tmp_path: Path) -> None:
+    path = tmp_path / "parcels.parquet"
+    gdf = frame(25).set_index(pd.Index(range(100, 125)))  # an index pandas stores as a column
+    gdf.to_parquet(path)
+    found = batches(path)
+    assert [(b.first_row, len(b)) for b in found] == [(1, 10), (11, 10), (21, 5)]
+    assert list(found[0].columns) == ["name", "val", "geom"]
+    assert column(found, "val") == list(range(25))
+    assert all(b.srids == {"geom": 3857} for b in found)
+    assert all(shapely.equals(shapely.from_wkb(column(found, "geom")), list(gdf.geometry)))
+    assert source_length(path) == 25
+    frame(3, crs=None).to_parquet(tmp_path / "unknown.parquet")  # a null CRS: unknown
+    assert batches(tmp_path / "unknown.parquet")[0].srids == {}
+
+
+def test_geoparquet_other_encodings_plain_parquet_and_garbage(tmp_path: Path) -> None:
+    native = tmp_path / "native.parquet"
+    frame(3).to_parquet(native, geometry_encoding="geoarrow")
+    with pytest.raises(ConfigurationError, match=r"GeoParquet's polygon encoding; .* reads WKB"):
+        batches(native)
+    plain = tmp_path / "plain.parquet"
+    pd.DataFrame({"name": ["a"], "geom": [shapely.Point(1, 2).wkb]}).to_parquet(plain)
+    (batch,) = batches(plain)
+    assert batch.columns == {"name": ["a"], "geom": [shapely.Point(1, 2).wkb]}
+    assert batch.srids == {}
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"PAR1 not really")
+    with pytest.raises(ConfigurationError, match=r"cannot read .*garbage.parquet as Parquet"):
+        batches(garbage)
+
+
 def sources_of_25_rows(tmp_path: Path) -> dict[str, Any]:
     gpkg = tmp_path / "parcels.gpkg"
     pyogrio.write_dataframe(frame(25), gpkg)

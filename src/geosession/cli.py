@@ -149,8 +149,8 @@ def ingest(
     source: Annotated[
         Path,
         typer.Argument(
-            help="A vector file (GeoPackage, Shapefile, GeoJSON, FlatGeobuf) or a CSV with a "
-            "WKT column.",
+            help="A vector file (GeoPackage, Shapefile, GeoJSON, FlatGeobuf), GeoParquet or a "
+            "CSV with a WKT column.",
             exists=True,
             dir_okay=False,
         ),
