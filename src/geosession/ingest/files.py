@@ -8,8 +8,11 @@
   when installed, about 220 MB with geosession and pyarrow. ``read_dataframe`` with
   ``skip_features`` was rejected: it reopens the file per batch and is quadratic on
   GeoJSON (20 s against 1.8 s for 200,000 features). Hence pyarrow in the ``geo`` extra.
-- GeoParquet is read with pyarrow (the GDAL in pyogrio's wheels has no Parquet driver),
-  row group by row group in record batches; its WKB is read as it was stored.
+- GeoParquet is read with pyarrow (the GDAL in pyogrio's wheels has no Parquet driver)
+  in record batches, a megabyte of a column chunk at a time; its WKB is read as it was
+  stored. Measured: 1,000,000 polygons in one row group, read in batches of 20,000 in
+  0.6 s with the peak RSS 137 MB above the baseline; loaded into an empty indexed table
+  in 6.1 s (2.1 s of it the index rebuild).
 - Geometries arrive as the WKB the driver read, and the batch carries the layer's EPSG
   SRID (None when the CRS has no EPSG code) for geometries without one.
 - CSV values are ``str``, or None when empty: the writer uses binary COPY, so it must
@@ -39,6 +42,9 @@ SUPPORTED = (
     + ", ".join(VECTOR_SUFFIXES)
     + "), GeoParquet (.parquet) or .csv"
 )
+_PARQUET_BUFFER = 1 << 20
+"""Bytes pyarrow reads of a column chunk at a time: without it (and with pre-buffering) a
+1M-row row group of polygons raised the peak RSS by ~290 MB, with it by ~105 MB."""
 _PANDAS_INDEX = re.compile(r"__index_level_\d+__")
 """A column pandas stores for a DataFrame's index: not the data's."""
 _CSV_DELIMITERS = ",;\t|"
@@ -133,7 +139,7 @@ def _parquet_batches(
 ) -> Iterator[Batch]:
     """A (Geo)Parquet file's record batches, cut into batches of ``size()`` rows."""
     try:
-        handle = parquet.ParquetFile(path)
+        handle = parquet.ParquetFile(path, pre_buffer=False, buffer_size=_PARQUET_BUFFER)
         schema = handle.schema_arrow
         primary, crs = _geoparquet_columns(schema.metadata, path)
         fields = [name for name in schema.names if not _PANDAS_INDEX.fullmatch(name)]
