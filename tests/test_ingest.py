@@ -1130,6 +1130,30 @@ def test_domains_and_enums_are_sent_and_unsendable_types_refused_up_front(
             s.execute(text("DROP DOMAIN IF EXISTS ingest_positive, ingest_codes CASCADE"))
 
 
+def test_a_domain_over_geometry_is_validated_as_geometry(db: SpatialDatabase) -> None:
+    """PostGIS does not list a domain's column in geometry_columns: its values are parsed
+    and checked for validity here, and its type and SRID by the server."""
+    with db.transaction() as s:
+        s.execute(text("DROP DOMAIN IF EXISTS ingest_area CASCADE"))
+        s.execute(text("CREATE DOMAIN ingest_area AS geometry(POLYGON, 4326)"))
+        s.execute(text("CREATE TABLE ingest_areas (id integer PRIMARY KEY, area ingest_area)"))
+    try:
+        source = [
+            {"id": 1, "area": shapely.box(0, 0, 1, 1)},
+            {"id": 2, "area": "POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))"},
+            {"id": 3, "area": "POINT(1 1)"},
+        ]
+        report = db.ingest("ingest_areas", source)
+        assert [(r.row, r.kind) for r in report.rejected] == [(2, "invalid"), (3, "server")]
+        with db.session() as s:
+            stored = s.execute(text("SELECT id, ST_SRID(area) FROM ingest_areas")).all()
+        assert stored == [(1, 4326)]
+    finally:
+        with db.transaction() as s:
+            s.execute(text("DROP TABLE IF EXISTS ingest_areas, ingest_areas_rejected"))
+            s.execute(text("DROP DOMAIN IF EXISTS ingest_area"))
+
+
 def test_auto_workers_follow_the_index_upkeep(db: SpatialDatabase, table: str) -> None:
     assert db.ingest(table, rows(100)).workers == 1  # empty: the GiST index is deferred
     assert db.ingest(table, rows(100, start=101)).workers == 2  # kept up during the load
