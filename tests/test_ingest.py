@@ -1131,8 +1131,9 @@ def test_domains_and_enums_are_sent_and_unsendable_types_refused_up_front(
 
 
 def test_a_domain_over_geometry_is_validated_as_geometry(db: SpatialDatabase) -> None:
-    """PostGIS does not list a domain's column in geometry_columns: its values are parsed
-    and checked for validity here, and its type and SRID by the server."""
+    """PostGIS does not list a domain's column in geometry_columns: its geometry type,
+    SRID and dimension are read from the domain's typmod, so its values are checked before
+    the COPY as any geometry column's are."""
     with db.transaction() as s:
         s.execute(text("DROP DOMAIN IF EXISTS ingest_area CASCADE"))
         s.execute(text("CREATE DOMAIN ingest_area AS geometry(POLYGON, 4326)"))
@@ -1144,7 +1145,7 @@ def test_a_domain_over_geometry_is_validated_as_geometry(db: SpatialDatabase) ->
             {"id": 3, "area": "POINT(1 1)"},
         ]
         report = db.ingest("ingest_areas", source)
-        assert [(r.row, r.kind) for r in report.rejected] == [(2, "invalid"), (3, "server")]
+        assert [(r.row, r.kind) for r in report.rejected] == [(2, "invalid"), (3, "type")]
         with db.session() as s:
             stored = s.execute(text("SELECT id, ST_SRID(area) FROM ingest_areas")).all()
         assert stored == [(1, 4326)]

@@ -28,24 +28,29 @@ _TEXT_RECEIVERS = [
 """Binary input functions that read the value's text (psycopg can send any type so)."""
 _COLUMNS_SQL = """
     SELECT a.attname, CASE WHEN t.typcategory = 'A' THEN e.typname || '[]' ELSE t.typname END,
-           a.attnotnull, coalesce(gc.srid, gg.srid),
-           coalesce(gc.type, gg.type), coalesce(gc.coord_dimension, gg.coord_dimension),
+           a.attnotnull, coalesce(gc.srid, gg.srid, postgis_typmod_srid(spatial.typmod)),
+           coalesce(gc.type, gg.type, postgis_typmod_type(spatial.typmod)),
+           coalesce(gc.coord_dimension, gg.coord_dimension, postgis_typmod_dims(spatial.typmod)),
            ic.idx IS NOT NULL AS in_primary_key,
            a.attgenerated <> '' OR a.attidentity = 'a' AS generated,
            a.atthasdef OR a.attidentity <> '' AS has_default,
            t.typcategory <> 'A' AND r.proname = ANY(%(receivers)s) AS text_input,
            CASE WHEN er.proname = ANY(%(receivers)s) THEN e.oid END AS text_elements
     FROM pg_attribute a
-    CROSS JOIN LATERAL (  -- a domain is sent as the type it is based on
-        WITH RECURSIVE chain(oid, depth) AS (
-            SELECT a.atttypid, 0
+    CROSS JOIN LATERAL (  -- a domain is sent as the type it is based on, with its typmod
+        WITH RECURSIVE chain(oid, typmod, depth) AS (
+            SELECT a.atttypid, a.atttypmod, 0
             UNION ALL
-            SELECT d.typbasetype, chain.depth + 1 FROM chain JOIN pg_type d ON d.oid = chain.oid
-            WHERE d.typtype = 'd'
+            SELECT d.typbasetype, CASE WHEN chain.typmod >= 0 THEN chain.typmod
+                                       ELSE d.typtypmod END, chain.depth + 1
+            FROM chain JOIN pg_type d ON d.oid = chain.oid WHERE d.typtype = 'd'
         )
-        SELECT oid FROM chain ORDER BY depth DESC LIMIT 1
+        SELECT oid, typmod FROM chain ORDER BY depth DESC LIMIT 1
     ) base
     JOIN pg_type t ON t.oid = base.oid
+    LEFT JOIN LATERAL (  -- a domain's geometry(type, srid), which geometry_columns omits
+        SELECT base.typmod WHERE t.typname IN ('geometry', 'geography') AND base.typmod >= 0
+    ) spatial ON true
     LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
     JOIN pg_proc r ON r.oid = t.typreceive
     LEFT JOIN pg_proc er ON er.oid = e.typreceive
