@@ -306,6 +306,8 @@ def test_geoparquet_is_read_in_batches_with_its_crs(tmp_path: Path) -> None:
     assert source_length(path) == 25
     frame(3, crs=None).to_parquet(tmp_path / "unknown.parquet")  # a null CRS: unknown
     assert batches(tmp_path / "unknown.parquet")[0].srids == {}
+    frame(3).to_parquet(tmp_path / "covered.parquet", write_covering_bbox=True)
+    assert list(batches(tmp_path / "covered.parquet")[0].columns) == ["name", "val", "geom"]
 
 
 def test_geoparquet_other_encodings_plain_parquet_and_garbage(tmp_path: Path) -> None:

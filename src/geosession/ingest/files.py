@@ -141,8 +141,8 @@ def _parquet_batches(
     try:
         handle = parquet.ParquetFile(path, pre_buffer=False, buffer_size=_PARQUET_BUFFER)
         schema = handle.schema_arrow
-        primary, crs = _geoparquet_columns(schema.metadata, path)
-        fields = [name for name in schema.names if not _PANDAS_INDEX.fullmatch(name)]
+        primary, crs, derived = _geoparquet_columns(schema.metadata, path)
+        fields = [n for n in schema.names if n not in derived and not _PANDAS_INDEX.fullmatch(n)]
         names = {f: target_name(f, primary, columns, geometry_column) for f in fields}
         check(list(names.values()), where=str(path))
         srids = {names[c]: srid for c, srid in crs.items() if srid is not None and c in names}
@@ -154,14 +154,18 @@ def _parquet_batches(
 
 def _geoparquet_columns(
     metadata: dict[bytes, bytes] | None, path: Path
-) -> tuple[str | None, dict[str, int | None]]:
-    """GeoParquet's primary geometry column, and each geometry column's EPSG SRID (a
-    plain Parquet file has neither: a column named as the geometry column is read)."""
+) -> tuple[str | None, dict[str, int | None], set[str]]:
+    """GeoParquet's primary geometry column, each geometry column's EPSG SRID, and the
+    columns derived from them (a covering bbox: not data); a plain Parquet file has none
+    of these, and a column named as the geometry column is read."""
     if not metadata or b"geo" not in metadata:
-        return None, {}
+        return None, {}, set()
     geo = json.loads(metadata[b"geo"])
     srids: dict[str, int | None] = {}
+    derived: set[str] = set()
     for name, column in geo.get("columns", {}).items():
+        for paths in column.get("covering", {}).values():
+            derived.update(str(steps[0]) for steps in paths.values() if steps)
         encoding = str(column.get("encoding", "WKB"))
         if encoding.upper() != "WKB":
             raise ConfigurationError(
@@ -170,7 +174,7 @@ def _geoparquet_columns(
                 "GeoDataFrame.to_parquet(..., geometry_encoding='WKB')"
             )
         srids[name] = _projjson_epsg(column["crs"]) if "crs" in column else 4326  # CRS84
-    return geo.get("primary_column"), srids
+    return geo.get("primary_column"), srids, derived
 
 
 def _projjson_epsg(crs: Any) -> int | None:
