@@ -170,25 +170,27 @@ def _fits(kinds: set[type], copy_type: str) -> bool:
 def _dumped(values: list[Any], copy_type: str) -> tuple[list[Any], dict[int, Exception]]:
     """The column dumped by psycopg's binary dumper for its type (b"" for NULL), and each
     value the dumper refuses, by row (when there are any, the chunk is not sent)."""
-    transformer = Transformer()
-    transformer.set_dumper_types([type_oid(copy_type)] * len(values), pq.Format.BINARY)
     try:
-        dumped = transformer.dump_sequence(values, [PyFormat.BINARY] * len(values))
+        dumped = _dump(values, copy_type)
     except Exception:  # any dumper error is a value's: find each one
         return [b""] * len(values), _refusals(values, copy_type)
     return [b"" if d is None else d for d in dumped], {}
 
 
 def _refusals(values: list[Any], copy_type: str) -> dict[int, Exception]:
-    transformer = Transformer()
-    transformer.set_dumper_types([type_oid(copy_type)], pq.Format.BINARY)
     refusals: dict[int, Exception] = {}
     for row, value in enumerate(values):
         try:
-            transformer.dump_sequence([value], [PyFormat.BINARY])
+            _dump([value], copy_type)
         except Exception as error:
             refusals[row] = error
     return refusals
+
+
+def _dump(values: list[Any], copy_type: str) -> list[Any]:
+    transformer = Transformer()
+    transformer.set_dumper_types([type_oid(copy_type)] * len(values), pq.Format.BINARY)
+    return list(transformer.dump_sequence(values, [PyFormat.BINARY] * len(values)))
 
 
 _NAMED_ELEMENTS = "text[] of "
