@@ -196,6 +196,42 @@ def test_field_types_follow_the_columns_not_the_first_chunks_values(
         admin.execute("DROP TABLE IF EXISTS ex_typed")
 
 
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_timestamps_keep_their_type_and_zone_in_every_chunk(
+    make_db: Any, admin: psycopg.Connection[Any], tmp_path: Path, driver: str
+) -> None:
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    admin.execute("DROP TABLE IF EXISTS ex_times")
+    admin.execute(
+        "CREATE TABLE ex_times AS SELECT g AS id, "
+        "CASE WHEN g > 2 THEN timestamptz '2026-07-01 12:00:00.123456+00' + g * interval '1 d' "
+        "END AS at, CASE WHEN g > 2 THEN timestamp '3000-01-02 03:04:05' END AS far, "
+        "ST_SetSRID(ST_MakePoint(g, g), 4326) AS geom FROM generate_series(1, 4) g"
+    )
+    berlin = make_db(driver=driver, server_settings={"TimeZone": "Europe/Berlin"}, pool_size=1)
+    try:
+        chunks = list(berlin.stream_frames("SELECT * FROM ex_times ORDER BY id", batch_size=2))
+        assert [str(chunk["at"].dtype) for chunk in chunks] == ["datetime64[us, Europe/Berlin]"] * 2
+        assert [str(chunk["far"].dtype) for chunk in chunks] == ["datetime64[us]"] * 2
+        assert chunks[0]["at"].isna().all() and chunks[0]["far"].isna().all()
+        first = chunks[1]["at"].iloc[0]
+        assert first == dt.datetime(2026, 7, 4, 12, 0, 0, 123456, tzinfo=dt.UTC)
+        assert first.tzinfo is not None and first.utcoffset() == dt.timedelta(hours=2)
+        assert chunks[1]["far"].iloc[0] == dt.datetime(3000, 1, 2, 3, 4, 5)
+        out = tmp_path / "times.gpkg"
+        berlin.export("SELECT id, at, geom FROM ex_times ORDER BY id", out, batch_size=2)
+        info = pyogrio.read_info(out)
+        assert dict(zip(info["fields"], info["dtypes"], strict=True))["at"].startswith("datetime")
+        stored = pyogrio.read_dataframe(out)["at"]
+        assert stored.iloc[3] == dt.datetime(
+            2026, 7, 5, 14, 0, 0, 123000, tzinfo=ZoneInfo("Europe/Berlin")
+        )
+    finally:
+        admin.execute("DROP TABLE IF EXISTS ex_times")
+
+
 def test_iter_geojson_pages_release_between_chunks(db: SpatialDatabase) -> None:
     chunks = []
     for chunk in db.iter_geojson("SELECT id, geom FROM rd_parcels", pages_by="id", batch_size=500):

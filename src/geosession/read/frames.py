@@ -58,20 +58,34 @@ def to_frame(geopandas: Any, plan: ReadPlan, rows: list[Any]) -> Any:
         elif column.spatial:
             data[column.name] = geopandas.GeoSeries(decode_geometries(columns[index]))
         else:
-            data[column.name] = _series(column, columns[index])
+            data[column.name] = _series(plan, column, columns[index])
     return geopandas.GeoDataFrame(data, geometry=plan.geometry.name, crs=crs)
 
 
-_DTYPES = {16: "boolean", 21: "Int16", 23: "Int32", 20: "Int64", 700: "float32", 701: "float64"}
+_DTYPES = {
+    16: "boolean",
+    21: "Int16",
+    23: "Int32",
+    20: "Int64",
+    700: "float32",
+    701: "float64",
+    1114: "datetime64[us]",
+}
 """pandas dtypes by type OID for the columns whose inferred dtype would depend on the
 chunk's values (integers with a NULL as floats, booleans with one as objects, a chunk of
-NULLs as objects): every chunk of a column gets the same, and files the field type."""
+NULLs as objects): every chunk of a column gets the same, and files the field type.
+Timestamps keep PostgreSQL's microseconds (and its range, which nanoseconds lack)."""
+_TIMESTAMPTZ = 1184
 
 
-def _series(column: Column, values: tuple[Any, ...]) -> Any:
+def _series(plan: ReadPlan, column: Column, values: tuple[Any, ...]) -> Any:
     import pandas  # geopandas's own dependency
 
-    dtype = None if column.as_text else _DTYPES.get(column.type_oid)
+    if column.as_text:
+        return list(values)
+    if column.type_oid == _TIMESTAMPTZ:  # in the session's TimeZone, as the driver gave them
+        return pandas.Series(values, dtype=pandas.DatetimeTZDtype("us", plan.timezone))
+    dtype = _DTYPES.get(column.type_oid)
     return list(values) if dtype is None else pandas.Series(values, dtype=dtype)
 
 

@@ -8,6 +8,7 @@ after the last key seen, and both stop at the first short batch.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,10 +38,11 @@ def make_plan(
     *,
     typmods: Sequence[int | None] | None = None,
     binary_check: Callable[[int], bool] | None = None,
+    timezone: dt.tzinfo = dt.UTC,
 ) -> ReadPlan:
     """The plan from the describe step: binary geometry only where the driver loads it."""
     columns = describe_columns(description, spatial_types(spatial_rows), typmods, binary_check)
-    return ReadPlan.make(options, columns, geometry_bytea=binary_check is None)
+    return ReadPlan.make(options, columns, geometry_bytea=binary_check is None, timezone=timezone)
 
 
 def check_srid_exists(srid: Any, rows: Rows) -> None:

@@ -8,6 +8,7 @@ raw column (so the GiST index is used), and, in keyset mode, one page after a ke
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -90,12 +91,18 @@ class ReadPlan:
     geometry_index: int
     key_index: int | None
     geometry_bytea: bool  # True: send ST_AsEWKB (text-protocol drivers); False: binary geometry
+    timezone: dt.tzinfo = dt.UTC  # the session's TimeZone, which timestamptz values are in
 
     START = _START
 
     @classmethod
     def make(
-        cls, options: ReadOptions, columns: Sequence[Column], *, geometry_bytea: bool
+        cls,
+        options: ReadOptions,
+        columns: Sequence[Column],
+        *,
+        geometry_bytea: bool,
+        timezone: dt.tzinfo = dt.UTC,
     ) -> ReadPlan:
         """Chooses the geometry and key columns; refuses contradictory options."""
         columns = tuple(columns)
@@ -113,7 +120,7 @@ class ReadPlan:
                 f"geometry='transform:{options.projection.value}' does not apply to GeoJSON: "
                 "RFC 7946 coordinates are always EPSG:4326, which geosession transforms to"
             )
-        return cls(options, columns, geometry_index, key_index, geometry_bytea)
+        return cls(options, columns, geometry_index, key_index, geometry_bytea, timezone)
 
     @property
     def features(self) -> bool:

@@ -12,11 +12,13 @@ block's end, or when the abandoned iterator is garbage collected.
 
 from __future__ import annotations
 
+import datetime as dt
 import weakref
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from itertools import chain
 from typing import Any, Self, TypeVar
+from zoneinfo import ZoneInfo
 
 from psycopg.pq import Format
 from sqlalchemy import Connection, event
@@ -114,6 +116,7 @@ class GeometryStream:
                 fetch(connection, SPATIAL_TYPES_SQL),
                 typmods=_typmods(cursor),
                 binary_check=_binary_check(connection),
+                timezone=session_timezone(connection),
             )
         finally:
             result.close()
@@ -174,3 +177,14 @@ def _binary_check(connection: Connection) -> Callable[[int], bool] | None:
         return None
     adapters = connection.connection.driver_connection.adapters  # type: ignore[union-attr]
     return lambda oid: adapters.get_loader(oid, Format.BINARY) is not None
+
+
+def session_timezone(connection: Connection) -> dt.tzinfo:
+    """The session's TimeZone, which the driver gives timestamptz values in (else UTC)."""
+    driver = connection.connection.driver_connection
+    if connection.dialect.driver == "psycopg":
+        return driver.info.timezone  # type: ignore[union-attr,no-any-return]
+    try:  # psycopg2 reports it too, as a name
+        return ZoneInfo(driver.get_parameter_status("TimeZone"))  # type: ignore[union-attr]
+    except (AttributeError, TypeError, ValueError):  # unknown to Python, or no such report
+        return dt.UTC
