@@ -149,9 +149,9 @@ def _variable(
             payload = [b"" if v is None else np.asarray(v, dtype).tobytes() for v in values]
         except OverflowError:
             payload, refusals = _dumped(values, copy_type)
-    elif copy_type.startswith(_NAMED_ELEMENTS):
-        payload, refusals = _dumped(values, "text[]")
-        element = int(copy_type.removeprefix(_NAMED_ELEMENTS)).to_bytes(4, "big")
+    elif isinstance(copy_type, TextArrayOf):
+        payload, refusals = _dumped(values, copy_type)
+        element = copy_type.element_oid.to_bytes(4, "big")
         payload = [v[:8] + element + v[12:] if v else v for v in payload]  # header: 3 ints
     else:
         payload, refusals = _dumped(values, copy_type)
@@ -193,13 +193,17 @@ def _dump(values: list[Any], copy_type: str) -> list[Any]:
     return list(transformer.dump_sequence(values, [PyFormat.BINARY] * len(values)))
 
 
-_NAMED_ELEMENTS = "text[] of "
+class TextArrayOf(str):
+    """The copy type of an array sent as ``text[]`` whose header names another element
+    type: an enum[] (the server reads each element's text, but checks the array's element
+    OID). It is the string "text[]" for everything else that reads copy types."""
 
+    element_oid: int
 
-def text_array_of(element_oid: int) -> str:
-    """The copy type of an array sent as text[] whose header names another element type:
-    an enum[] (the server reads each element's text, but checks the array's element OID)."""
-    return f"{_NAMED_ELEMENTS}{element_oid}"
+    def __new__(cls, element_oid: int) -> TextArrayOf:
+        copy_type = super().__new__(cls, "text[]")
+        copy_type.element_oid = element_oid
+        return copy_type
 
 
 def can_send(copy_type: str) -> bool:

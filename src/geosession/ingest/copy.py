@@ -286,5 +286,5 @@ def _copy_type(column: Column) -> str | None:
     if binary.can_send(column.type_name):
         return column.type_name
     if column.text_elements:
-        return binary.text_array_of(column.text_elements)
+        return binary.TextArrayOf(column.text_elements)
     return "text" if column.text_input else None
