@@ -1503,7 +1503,8 @@ def test_source_batches_stay_small_until_the_rows_size_is_known(
     """Several batches are in flight at once (read ahead, validated two at a time), so for
     large geometries they must hold a few chunks' worth, not 5,000 rows each."""
     from geosession.ingest.chunking import MAX_CHUNK_BYTES
-    from geosession.ingest.pipeline import Ingest, IngestOptions
+    from geosession.ingest.options import IngestOptions
+    from geosession.ingest.pipeline import Ingest
 
     ingest = Ingest(db.engine, table, [], IngestOptions(), None)
     assert ingest._batch_rows() == 500

@@ -40,7 +40,8 @@ from geosession.retry import watch_long_transactions as _watch_long_transactions
 from geosession.settings import DatabaseSettings, check_duration
 
 if TYPE_CHECKING:
-    from geosession.ingest.pipeline import Ingest, IngestArguments
+    from geosession.ingest.options import IngestArguments
+    from geosession.ingest.pipeline import Ingest
 
 ISOLATION_LEVELS = ("READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE")
 T = TypeVar("T")
@@ -284,7 +285,8 @@ class SpatialDatabase:
         stop_source: Callable[[], None] | None = None,
     ) -> Ingest:
         """An ingest ready to run (its target resolved: this queries the server)."""
-        from geosession.ingest.pipeline import Ingest, IngestOptions
+        from geosession.ingest.options import IngestOptions
+        from geosession.ingest.pipeline import Ingest
 
         settings = IngestOptions(**options)  # type: ignore[arg-type]  # checked by Ingest
         timeout = self.settings.server_options().get("statement_timeout")  # as the server has it

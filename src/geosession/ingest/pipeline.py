@@ -16,8 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -36,20 +35,19 @@ from geosession.ingest.chunking import ChunkSizer, PendingRows, make_sizer
 from geosession.ingest.connections import Connections, backoff, connection_lost
 from geosession.ingest.copy import (
     Chunk,
-    OnConflict,
     WritePlan,
     copy_types,
     ensure_quarantine,
     write_chunk,
 )
 from geosession.ingest.indexes import rebuild_deferred
+from geosession.ingest.options import IngestOptions
 from geosession.ingest.progress import Progress
 from geosession.ingest.report import IngestReport
 from geosession.ingest.sources import iter_batches, source_length
 from geosession.ingest.stages import map_in_order, put_until, read_ahead
 from geosession.ingest.target import Target, check_required_columns, resolve_target
 from geosession.ingest.validate import (
-    OnInvalid,
     Reject,
     as_text,
     check_geometries,
@@ -58,7 +56,6 @@ from geosession.ingest.validate import (
 )
 from geosession.ingest.values import coerce_values
 
-DeferIndexes = Literal["auto"] | bool
 _BATCH = 5_000
 """Rows per source batch at most. About six are in flight (read ahead, validated two at
 a time); 10,000 measured no faster and grew peak RSS by up to 40 MB more."""
@@ -68,36 +65,6 @@ kB each) still fit in memory several times over."""
 _VALIDATORS = 2
 """Threads validating batches at once: GEOS releases the GIL, so two keep two cores busy."""
 _TIMEOUT = "57014"
-
-
-@dataclass(frozen=True)
-class IngestOptions:
-    chunk_size: int | str = "auto"
-    on_invalid: OnInvalid = "quarantine"
-    on_conflict: OnConflict = "error"
-    ingest_id: str | None = None
-    srid: int | None = None
-    workers: int | Literal["auto"] = "auto"
-    defer_indexes: DeferIndexes = "auto"
-    max_retries: int = 10
-    progress: bool = False
-    flush_interval: float | None = None
-    wkt_column: str | None = None
-
-
-class IngestArguments(TypedDict, total=False):
-    """The keyword options of ``db.ingest`` and ``db.async_ingest`` (checked when used)."""
-
-    chunk_size: int | str
-    on_invalid: str
-    on_conflict: str
-    ingest_id: str | None
-    srid: int | None
-    workers: int | str
-    defer_indexes: str | bool
-    progress: bool
-    flush_interval: float | None
-    wkt_column: str | None
 
 
 Validated = tuple[list[list[Any]], list[int], list[Reject], bool]
@@ -131,7 +98,7 @@ class Ingest:
     ) -> None:
         """``stop_source`` ends a source that may be waiting for its next row (an async
         one) when reading stops early, so that the reading threads can end."""
-        _check_options(options)
+        options.check()
         self.engine, self.source, self.options = engine, source, options
         self.stop_source = stop_source
         self.ingest_id = options.ingest_id or uuid.uuid4().hex
@@ -532,29 +499,3 @@ def _kept(values: list[Any], keep: np.ndarray[Any, np.dtype[np.bool_]]) -> list[
     if keep.all():
         return list(values)
     return list(object_array(values)[keep])
-
-
-def _check_options(options: IngestOptions) -> None:
-    choices = {
-        "on_invalid": ("quarantine", "raise", "repair", "skip"),
-        "on_conflict": ("error", "ignore", "update"),
-        "defer_indexes": ("auto", True, False),
-    }
-    for name, allowed in choices.items():
-        if getattr(options, name) not in allowed:
-            raise ConfigurationError(
-                f"{name}={getattr(options, name)!r} is not valid: use one of {allowed}"
-            )
-    interval = options.flush_interval
-    if interval is not None and (
-        isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0
-    ):
-        raise ConfigurationError(
-            f"flush_interval={interval!r} is not valid: use None (batches cut by size only) "
-            "or the seconds a row may wait for its batch to fill, e.g. 5.0"
-        )
-    workers = options.workers
-    if workers != "auto" and (type(workers) is not int or not 1 <= workers <= 32):
-        raise ConfigurationError(
-            f"workers={workers!r} is not valid: use 'auto' or 1 to 32 COPY connections"
-        )

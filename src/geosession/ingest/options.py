@@ -1,0 +1,70 @@
+"""The options of one ingest: what ``db.ingest`` and the CLI accept, checked up front."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, TypedDict
+
+from geosession.errors import ConfigurationError
+from geosession.ingest.copy import OnConflict
+from geosession.ingest.validate import OnInvalid
+
+DeferIndexes = Literal["auto"] | bool
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """How one ingest runs; ``db.ingest`` documents each option."""
+
+    chunk_size: int | str = "auto"
+    on_invalid: OnInvalid = "quarantine"
+    on_conflict: OnConflict = "error"
+    ingest_id: str | None = None
+    srid: int | None = None
+    workers: int | Literal["auto"] = "auto"
+    defer_indexes: DeferIndexes = "auto"
+    max_retries: int = 10
+    progress: bool = False
+    flush_interval: float | None = None
+    wkt_column: str | None = None
+
+    def check(self) -> None:
+        """Refuses option values no ingest can run with, naming the valid ones."""
+        choices = {
+            "on_invalid": ("quarantine", "raise", "repair", "skip"),
+            "on_conflict": ("error", "ignore", "update"),
+            "defer_indexes": ("auto", True, False),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigurationError(
+                    f"{name}={getattr(self, name)!r} is not valid: use one of {allowed}"
+                )
+        interval = self.flush_interval
+        if interval is not None and (
+            isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0
+        ):
+            raise ConfigurationError(
+                f"flush_interval={interval!r} is not valid: use None (batches cut by size only) "
+                "or the seconds a row may wait for its batch to fill, e.g. 5.0"
+            )
+        workers = self.workers
+        if workers != "auto" and (type(workers) is not int or not 1 <= workers <= 32):
+            raise ConfigurationError(
+                f"workers={workers!r} is not valid: use 'auto' or 1 to 32 COPY connections"
+            )
+
+
+class IngestArguments(TypedDict, total=False):
+    """The keyword options of ``db.ingest`` and ``db.async_ingest`` (checked when used)."""
+
+    chunk_size: int | str
+    on_invalid: str
+    on_conflict: str
+    ingest_id: str | None
+    srid: int | None
+    workers: int | str
+    defer_indexes: str | bool
+    progress: bool
+    flush_interval: float | None
+    wkt_column: str | None
