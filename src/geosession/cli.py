@@ -198,13 +198,21 @@ def ingest(
             "in any case."
         ),
     ] = None,
+    create: Annotated[
+        bool,
+        typer.Option(
+            "--create",
+            help="Create the table if it does not exist, from the file's fields: their "
+            "types, the geometry type and SRID, a GiST index and an fid primary key.",
+        ),
+    ] = False,
 ) -> None:
-    """Load a file into an existing table by binary COPY, exactly once.
+    """Load a file into a table by binary COPY, exactly once.
 
     Every chunk commits with a ledger entry, so a load interrupted by Ctrl-C, a crash or
     a lost server resumes when you run the same command again, without duplicates. Bad
     geometries go to TABLE_rejected with the source row and the reason (see
-    --on-invalid). Example: geosession ingest parcels.gpkg parcels --workers 2
+    --on-invalid). Example: geosession ingest parcels.gpkg parcels --create
     """
     from rich.console import Console
 
@@ -229,6 +237,7 @@ def ingest(
             defer_indexes=deferral,
             progress=True,
             wkt_column=wkt_column,
+            create=create,
         )
     Console().print(report)
 

@@ -224,6 +224,7 @@ class SpatialDatabase:
         progress: bool = False,
         flush_interval: float | None = None,
         wkt_column: str | None = None,
+        create: bool = False,
     ) -> IngestReport:
         """Loads rows by binary COPY in chunks that each commit with a ledger entry.
 
@@ -232,8 +233,9 @@ class SpatialDatabase:
         repaired or skipped. ``flush_interval`` (seconds) writes the rows of a source that
         trickles once they have waited that long, instead of when a chunk is full.
         ``wkt_column`` names a CSV's geometry column when its header does not say wkt,
-        geometry, geom, the_geom or the target's geometry column. See the README section
-        "Bulk ingest".
+        geometry, geom, the_geom or the target's geometry column. ``create=True`` creates
+        a table that does not exist: from its definition for a mapped class or Table, else
+        from a file's or DataFrame's fields. See the README section "Bulk ingest".
         """
         options: IngestArguments = {
             "chunk_size": chunk_size,
@@ -246,6 +248,7 @@ class SpatialDatabase:
             "progress": progress,
             "flush_interval": flush_interval,
             "wkt_column": wkt_column,
+            "create": create,
         }
         with self._translated():
             report = self._ingest_job(target, source, options).run()

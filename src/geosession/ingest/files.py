@@ -122,7 +122,7 @@ def _vector_batches(
             fields = [str(name) for name in reader.schema.names]
             names = {f: target_name(f, geometry, columns, geometry_column) for f in fields}
             check(list(names.values()), where=str(path))
-            srid = _crs_code(meta["crs"])
+            srid = crs_code(meta["crs"])
             srids = {names[geometry]: srid} if srid is not None and geometry in names else {}
             yield from _arrow_batches(reader, names, columns, size, srids)
     except unreadable as error:
@@ -141,7 +141,7 @@ def _parquet_batches(
     try:
         handle = parquet.ParquetFile(path, pre_buffer=False, buffer_size=_PARQUET_BUFFER)
         schema = handle.schema_arrow
-        primary, crs, derived = _geoparquet_columns(schema.metadata, path)
+        primary, crs, derived = geoparquet_columns(schema.metadata, path)
         fields = [n for n in schema.names if n not in derived and not _PANDAS_INDEX.fullmatch(n)]
         names = {f: target_name(f, primary, columns, geometry_column) for f in fields}
         check(list(names.values()), where=str(path))
@@ -152,7 +152,7 @@ def _parquet_batches(
         raise ConfigurationError(f"cannot read {path} as Parquet: {error}") from error
 
 
-def _geoparquet_columns(
+def geoparquet_columns(
     metadata: dict[bytes, bytes] | None, path: Path
 ) -> tuple[str | None, dict[str, int | None], set[str]]:
     """GeoParquet's primary geometry column, each geometry column's EPSG SRID, and the
@@ -181,7 +181,7 @@ def _projjson_epsg(crs: Any) -> int | None:
     """The EPSG code of a GeoParquet CRS (PROJJSON; OGC:CRS84 is 4326's axis order as
     PostGIS has it); None when it has none or is null (unknown)."""
     if isinstance(crs, str):
-        return _crs_code(crs)
+        return crs_code(crs)
     ident = crs.get("id", {}) if isinstance(crs, dict) else {}
     authority, code = str(ident.get("authority", "")).upper(), str(ident.get("code", ""))
     if authority == "EPSG" and code.isdigit():
@@ -216,12 +216,8 @@ def _csv_batches(
     wkt_column: str | None,
     check: CheckFields,
 ) -> Iterator[Batch]:
-    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
-    with _utf8(path), path.open(newline="", encoding="utf-8-sig") as handle:
-        delimiter = _delimiter(handle.readline())
-        handle.seek(0)
-        header = next(csv.reader(handle, delimiter=delimiter), [])
-    wkt = _wkt_column(header, geometry_column, wkt_column, path)
+    header, delimiter = csv_header(path)
+    wkt = wkt_column_of(header, geometry_column, wkt_column, path)
     names = [target_name(h, wkt, columns, geometry_column) for h in header]
     check(names, where=str(path))
     order = sorted(range(len(names)), key=lambda i: columns.index(names[i]))
@@ -240,6 +236,15 @@ def _csv_batches(
                     first += len(chunk)
 
     return batches()
+
+
+def csv_header(path: Path) -> tuple[list[str], str]:
+    """A CSV file's field names and the separator its header uses."""
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+    with _utf8(path), path.open(newline="", encoding="utf-8-sig") as handle:
+        delimiter = _delimiter(handle.readline())
+        handle.seek(0)
+        return next(csv.reader(handle, delimiter=delimiter), []), delimiter
 
 
 def _delimiter(header: str) -> str:
@@ -281,7 +286,7 @@ def _check_widths(chunk: list[list[str]], width: int, first: int, path: Path) ->
             )
 
 
-def _wkt_column(
+def wkt_column_of(
     header: list[str], geometry_column: str | None, wkt_column: str | None, path: Path
 ) -> str | None:
     if wkt_column is not None:
@@ -293,6 +298,6 @@ def _wkt_column(
     return next((folded[c.casefold()] for c in candidates if c.casefold() in folded), None)
 
 
-def _crs_code(crs: str | None) -> int | None:
+def crs_code(crs: str | None) -> int | None:
     match = re.fullmatch(r"EPSG:(\d+)", crs or "")
     return int(match.group(1)) if match else None

@@ -27,6 +27,7 @@ class IngestOptions:
     progress: bool = False
     flush_interval: float | None = None
     wkt_column: str | None = None
+    create: bool = False
 
     def check(self) -> None:
         """Refuses option values no ingest can run with, naming the valid ones."""
@@ -68,3 +69,4 @@ class IngestArguments(TypedDict, total=False):
     progress: bool
     flush_interval: float | None
     wkt_column: str | None
+    create: bool

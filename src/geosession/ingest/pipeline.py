@@ -40,6 +40,7 @@ from geosession.ingest.copy import (
     ensure_quarantine,
     write_chunk,
 )
+from geosession.ingest.create import create_target
 from geosession.ingest.indexes import rebuild_deferred
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.progress import Progress
@@ -111,6 +112,10 @@ class Ingest:
         self.committed = ledger.CommittedRows()
         self.plan: WritePlan | None = None
         self.connections = Connections(engine, options.max_retries, on_retry=self._count_retry)
+        if options.create:
+            self.report.created = create_target(
+                engine, target, source, srid=options.srid, wkt_column=options.wkt_column
+            )
         self.target: Target = self.connections.retrying(
             lambda conn: resolve_target(conn.cursor(), target)
         )

@@ -34,6 +34,8 @@ class IngestReport:
     chunk_size_min: int = 0
     """Source rows (loaded or rejected) in the smallest committed chunk; 0 before any."""
     chunk_size_max: int = 0
+    created: bool = False
+    """Whether this run created the table (``create=True``)."""
     deferred_indexes: list[str] = field(default_factory=list)
     rebuild_seconds: float = 0.0
     """Of ``duration``: rebuilding indexes (deferred by this run or an earlier one) and
@@ -67,7 +69,8 @@ class IngestReport:
             yield _rejects_table(self.rejected)
 
     def _rows(self) -> list[tuple[str, str]]:
-        rows = [
+        rows = [("table", "created by this run")] if self.created else []
+        rows += [
             ("rows read", f"{self.rows_read:,}"),
             ("inserted", f"{self.inserted:,}"),
             ("rejected", f"{len(self.rejected):,}"),

@@ -65,7 +65,7 @@ def iter_batches(
         )
     if isinstance(source, str | os.PathLike):
         return file_batches(Path(source), columns, geometry_column, size, wkt_column, check)
-    if _is_dataframe(source):
+    if is_dataframe(source):
         return _dataframe_batches(source, columns, geometry_column, size, check)
     if hasattr(source, "__aiter__") and not isinstance(source, Iterable):
         raise ConfigurationError(
@@ -84,7 +84,7 @@ def source_length(source: Any) -> int | None:
     """How many rows ``source`` has, when that is known without reading it; else None."""
     if isinstance(source, str | os.PathLike):
         return file_length(Path(source))
-    if isinstance(source, Sequence) or _is_dataframe(source):
+    if isinstance(source, Sequence) or is_dataframe(source):
         return len(source)
     return None
 
@@ -196,7 +196,7 @@ def _columnar(rows: list[Mapping[str, Any]], first: int, columns: Sequence[str])
 # -- DataFrames ------------------------------------------------------------------------
 
 
-def _is_dataframe(source: Any) -> bool:
+def is_dataframe(source: Any) -> bool:
     module = type(source).__module__
     return module.startswith(("geopandas", "pandas")) and hasattr(source, "iloc")
 
@@ -212,7 +212,7 @@ def _dataframe_batches(
     names = {label: target_name(str(label), active, columns, geometry_column) for label in frame}
     check(list(names.values()), where="the DataFrame")
     series = {label: frame[label] for label in names}
-    epsg = {names[label]: _epsg(column) for label, column in series.items()}
+    epsg = {names[label]: epsg_of(column) for label, column in series.items()}
     srids = {name: srid for name, srid in epsg.items() if srid is not None}
 
     def batches() -> Iterator[Batch]:
@@ -235,7 +235,7 @@ def _values(part: Any) -> list[Any]:
     return list(part.astype(object).where(part.notna(), None).tolist())
 
 
-def _epsg(series: Any) -> int | None:
+def epsg_of(series: Any) -> int | None:
     if str(series.dtype) != "geometry" or series.crs is None:
         return None
     code = series.crs.to_epsg()

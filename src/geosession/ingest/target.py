@@ -159,7 +159,7 @@ class Target:
 
 def resolve_target(cursor: Any, target: Any) -> Target:
     """Resolves a mapped class, a Table or a (schema-qualified) table name."""
-    schema, name = _schema_and_name(target)
+    schema, name = schema_and_name(target)
     quoted_name = '"' + name.replace('"', '""') + '"'
     relation = f'"{schema}".{quoted_name}' if schema else quoted_name
     cursor.execute(
@@ -170,8 +170,9 @@ def resolve_target(cursor: Any, target: Any) -> Target:
     found = cursor.fetchone()
     if found is None:
         raise ConfigurationError(
-            f"Table {relation} does not exist: create it first "
-            "(for a mapped class: Base.metadata.create_all(db.engine))"
+            f"Table {relation} does not exist: create it first (for a mapped class: "
+            "Base.metadata.create_all(db.engine)), or let the ingest create it with "
+            "create=True (on the command line: --create)"
         )
     cursor.execute(_TRIGGERS_SQL, {"oid": found[1]})
     before_insert, instead_of_insert = cursor.fetchone()
@@ -215,7 +216,7 @@ def check_required_columns(target: Target, present: Collection[str]) -> None:
         )
 
 
-def _schema_and_name(target: Any) -> tuple[str | None, str]:
+def schema_and_name(target: Any) -> tuple[str | None, str]:
     table = getattr(target, "__table__", target)
     if isinstance(table, Table):
         return table.schema, table.name

@@ -1,0 +1,224 @@
+"""db.ingest(..., create=True) and `geosession ingest --create` against PostGIS: tables made
+from files' and DataFrames' schemas, or from a mapped class, then loaded exactly once."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import pandas as pd
+import psycopg
+import pytest
+import shapely
+from geoalchemy2 import Geometry
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from typer.testing import CliRunner
+
+from geosession import ConfigurationError, SpatialDatabase
+from geosession.cli import app
+from geosession.demo import synthetic_polygons
+from geosession.ingest.create import geometry_type
+
+TABLES = ("made_gpkg", "made_shp", "Made_Frame", "made_parquet", "made_csv", "made_mapped")
+
+
+@pytest.fixture(autouse=True)
+def dropped(admin: psycopg.Connection[Any]) -> Iterator[None]:
+    yield
+    for name in TABLES:
+        admin.execute(f'DROP TABLE IF EXISTS "{name}", "{name}_rejected" CASCADE')
+
+
+def columns(admin: psycopg.Connection[Any], table: str) -> dict[str, str]:
+    rows = admin.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        (table,),
+    ).fetchall()
+    return dict(rows)
+
+
+def indexes(admin: psycopg.Connection[Any], table: str) -> list[str]:
+    rows = admin.execute(
+        "SELECT indexdef FROM pg_indexes WHERE tablename = %s ORDER BY indexname", (table,)
+    ).fetchall()
+    return [row[0].split(" USING ", 1)[1] for row in rows]
+
+
+def stored_geometries(admin: psycopg.Connection[Any], table: str) -> list[Any]:
+    rows = admin.execute(f"SELECT ST_AsBinary(geom) FROM {table} ORDER BY id").fetchall()
+    return [shapely.from_wkb(row[0]) for row in rows]
+
+
+def parcels(n: int, crs: str = "EPSG:4326") -> gpd.GeoDataFrame:
+    polygons = list(synthetic_polygons(n, seed=11))
+    polygons[1] = shapely.MultiPolygon([polygons[1], shapely.affinity.translate(polygons[2], 5)])
+    return gpd.GeoDataFrame(
+        {
+            "id": pd.array(range(1, n + 1), dtype="int32"),
+            "Big": pd.array([2**40 + i for i in range(n)], dtype="int64"),
+            "ratio": [i / 7 for i in range(n)],
+            "ok": [i % 2 == 0 for i in range(n)],
+            "Name": [f"parcel {i}" for i in range(n)],
+            "seen": pd.to_datetime([dt.datetime(2026, 1, 1, tzinfo=dt.UTC)] * n),
+        },
+        geometry=polygons,
+        crs=crs,
+    )
+
+
+def test_geopackage_table_is_made_from_its_fields_and_loaded_once(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "parcels.gpkg"
+    source = parcels(300)
+    source.to_file(path, layer="parcels", driver="GPKG")
+    report = db.ingest("made_gpkg", path, create=True, ingest_id="made")
+    assert report.created and report.inserted == 300 and not report.rejected
+    assert columns(admin, "made_gpkg") == {
+        "fid": "bigint",
+        "id": "integer",
+        "big": "bigint",
+        "ratio": "double precision",
+        "ok": "boolean",
+        "name": "text",
+        "seen": "timestamp with time zone",
+        "geom": "geometry(MultiPolygon,4326)",
+    }
+    assert indexes(admin, "made_gpkg") == ["gist (geom)", "btree (fid)"]
+    again = db.ingest("made_gpkg", path, create=True, ingest_id="made")
+    assert not again.created and again.already_committed == 300 and again.inserted == 0
+    expected = [
+        g if g.geom_type == "MultiPolygon" else shapely.MultiPolygon([g]) for g in source.geometry
+    ]
+    assert stored_geometries(admin, "made_gpkg") == expected
+    checked = "SELECT bool_and(ok = (id % 2 = 1)), min(big), max(seen), count(*) FROM made_gpkg"
+    assert admin.execute(checked).fetchone() == (
+        True,
+        2**40,
+        dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        300,
+    )
+
+
+def test_shapefile_polygons_become_multipolygons_and_names_lower_case(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "parcels.shp"
+    parcels(50, crs="EPSG:3857")[["id", "Name", "geometry"]].to_file(path)
+    report = db.ingest("made_shp", path, create=True)
+    assert report.created and report.inserted == 50 and not report.rejected
+    assert columns(admin, "made_shp") == {
+        "fid": "bigint",
+        "id": "integer",  # a Shapefile's N(9) is read as an integer
+        "name": "text",
+        "geom": "geometry(MultiPolygon,3857)",
+    }
+
+
+def test_geodataframe_keeps_its_names_and_types_z_and_srid(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    frame = gpd.GeoDataFrame(
+        {
+            "fid": pd.array([1, 2, None], dtype="Int64"),
+            "name": ["a", "b", None],
+            "Level": pd.array([1, 2, 3], dtype="int16"),
+            "local": pd.to_datetime([dt.datetime(2026, 1, 1, 10), None, dt.datetime(2026, 1, 2)]),
+        },
+        geometry=[shapely.Point(1, 2, 3), None, shapely.Point(4, 5, 6)],
+        crs="EPSG:2056",
+    )
+    report = db.ingest("Made_Frame", frame, create=True)
+    assert report.created and report.inserted == 3
+    assert columns(admin, '"Made_Frame"') == {
+        "fid": "bigint",  # the frame's own fid: no identity key added
+        "name": "text",
+        "level": "smallint",
+        "local": "timestamp without time zone",
+        "geometry": "geometry(PointZ,2056)",
+    }
+    stored = admin.execute('SELECT ST_AsText(geometry), local FROM "Made_Frame" ORDER BY level')
+    assert stored.fetchall() == [
+        ("POINT Z (1 2 3)", dt.datetime(2026, 1, 1, 10)),
+        (None, None),
+        ("POINT Z (4 5 6)", dt.datetime(2026, 1, 2)),
+    ]
+
+
+def test_geoparquet_types_from_its_metadata_without_the_bbox_columns(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "parcels.parquet"
+    parcels(40).to_parquet(path, write_covering_bbox=True)
+    report = db.ingest("made_parquet", path, create=True)
+    assert report.created and report.inserted == 40 and not report.rejected
+    made = columns(admin, "made_parquet")
+    assert "bbox" not in made and made["geometry"] == "geometry(MultiPolygon,4326)"
+    assert made["seen"] == "timestamp with time zone" and made["ratio"] == "double precision"
+
+
+def test_cli_creates_a_table_for_a_csv(
+    admin: psycopg.Connection[Any], database_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    path = tmp_path / "places.csv"
+    path.write_text("Name;WKT\nhere;POINT(1 2)\nthere;LINESTRING(0 0,1 1)\n")
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    runner = CliRunner()
+    result = runner.invoke(app, ["ingest", str(path), "made_csv", "--create", "--srid", "4326"])
+    assert result.exit_code == 0, result.output
+    assert "created by this run" in result.output
+    assert columns(admin, "made_csv") == {
+        "fid": "bigint",
+        "name": "text",
+        "geom": "geometry(Geometry,4326)",
+    }
+    missing = runner.invoke(app, ["ingest", str(path), "made_nothing"])
+    assert missing.exit_code != 0 and "--create" in str(missing.exception)
+
+
+def test_mapped_class_is_created_from_its_definition(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    class Base(DeclarativeBase):
+        pass
+
+    class Made(Base):
+        __tablename__ = "made_mapped"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        geom = mapped_column(Geometry("POINT", 4326), nullable=False)
+
+    rows = [{"id": i, "geom": f"POINT({i} {i})"} for i in range(1, 11)]
+    assert db.ingest(Made, rows, create=True).created
+    assert columns(admin, "made_mapped") == {"id": "integer", "geom": "geometry(Point,4326)"}
+    assert "gist (geom)" in indexes(admin, "made_mapped")
+    later = db.ingest(Made, [{"id": 11, "geom": "POINT(0 0)"}], create=True)
+    assert not later.created and later.inserted == 1
+
+
+def test_rows_without_a_schema_cannot_make_a_table(db: SpatialDatabase) -> None:
+    with pytest.raises(ConfigurationError, match="made_rows does not exist, and create=True"):
+        db.ingest("made_rows", iter([{"id": 1}]), create=True)
+
+
+@pytest.mark.parametrize(
+    ("types", "srid", "multi", "expected"),
+    [
+        (["Polygon"], 4326, False, "geometry(POLYGON, 4326)"),
+        (["Polygon"], 4326, True, "geometry(MULTIPOLYGON, 4326)"),
+        (["Point"], None, True, "geometry(POINT)"),
+        (["Polygon", "MultiPolygon"], 3857, False, "geometry(MULTIPOLYGON, 3857)"),
+        (["Point", "LineString"], 0, False, "geometry(GEOMETRY)"),
+        (["LineString Z"], 2056, False, "geometry(LINESTRINGZ, 2056)"),
+        (["Point ZM"], 4326, False, "geometry(POINTZM, 4326)"),
+        (["Unknown"], 4326, False, "geometry(GEOMETRY, 4326)"),
+        ([], 4326, False, "geometry(GEOMETRY, 4326)"),
+    ],
+)
+def test_geometry_type_for_the_declared_types(
+    types: list[str], srid: int | None, multi: bool, expected: str
+) -> None:
+    assert geometry_type(types, srid, multi=multi) == expected
