@@ -4,6 +4,8 @@ from files' and DataFrames' schemas, or from a mapped class, then loaded exactly
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -197,6 +199,35 @@ def test_mapped_class_is_created_from_its_definition(
     assert "gist (geom)" in indexes(admin, "made_mapped")
     later = db.ingest(Made, [{"id": 11, "geom": "POINT(0 0)"}], create=True)
     assert not later.created and later.inserted == 1
+
+
+def test_a_table_created_meanwhile_by_another_load_is_loaded(
+    db: SpatialDatabase, database_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "parcels.gpkg"
+    parcels(20).to_file(path, layer="parcels", driver="GPKG")
+    other = psycopg.connect(database_url.replace("+psycopg", ""))
+    try:
+        other.execute(
+            "CREATE TABLE made_gpkg (id integer, geom geometry(MULTIPOLYGON, 4326), "
+            "big bigint, ratio float8, ok boolean, name text, seen timestamptz)"
+        )  # not committed: the ingest's CREATE TABLE waits for this transaction
+        outcome: list[Any] = []
+        loader = threading.Thread(
+            target=lambda: outcome.append(db.ingest("made_gpkg", path, create=True))
+        )
+        loader.start()
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as watch:
+            deadline = time.monotonic() + 10
+            while watch.execute(waiting).fetchone() == (0,) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert watch.execute(waiting).fetchone() == (1,)  # its CREATE TABLE waits
+        other.commit()
+        loader.join(timeout=30)
+    finally:
+        other.close()
+    assert not outcome[0].created and outcome[0].inserted == 20
 
 
 def test_rows_without_a_schema_cannot_make_a_table(db: SpatialDatabase) -> None:

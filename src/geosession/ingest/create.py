@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, inspect, text
 
-from geosession.errors import ConfigurationError
+from geosession.errors import ConfigurationError, DatabaseError
 from geosession.ingest.files import (
     PARQUET_SUFFIXES,
     VECTOR_SUFFIXES,
@@ -61,6 +61,9 @@ _DTYPES = {
 """numpy, pandas (lowercased: Int64 is int64) and Arrow type names; datetimes are
 timestamp, or timestamptz with a time zone; any other is text."""
 _MULTI = {"POLYGON": "MULTIPOLYGON", "LINESTRING": "MULTILINESTRING"}
+_CREATED_MEANWHILE = ("42P07", "23505")
+"""duplicate_table, or the unique violation on the table's row type when a concurrent
+CREATE TABLE committed while this one waited for it."""
 
 
 @dataclass
@@ -97,7 +100,13 @@ def create_target(
         ).scalar():
             return False
         columns = source_schema(source, srid=srid, wkt_column=wkt_column, table=qualified)
-        _create(conn, qualified, name, columns)
+        try:
+            with conn.begin_nested():
+                _create(conn, qualified, name, columns)
+        except DatabaseError as error:  # the engine's errors arrive translated
+            if error.sqlstate not in _CREATED_MEANWHILE:
+                raise
+            return False  # another load made it while this one read the source
     return True
 
 
