@@ -151,6 +151,23 @@ def test_geodataframe_keeps_its_names_and_types_z_and_srid(
     ]
 
 
+def test_geojson_of_mixed_types_with_a_field_named_geom(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "mixed.geojson"
+    shapes = [shapely.box(0, 0, 1, 1), shapely.LineString([(0, 0), (2, 2)])]
+    gpd.GeoDataFrame({"geom": ["box", "line"]}, geometry=shapes, crs=4326).to_file(path)
+    report = db.ingest("made_gpkg", path, create=True)
+    assert report.created and report.inserted == 2
+    assert columns(admin, "made_gpkg") == {
+        "fid": "bigint",
+        "geom": "text",
+        "wkb_geometry": "geometry(Geometry,4326)",
+    }
+    stored = admin.execute("SELECT geom, ST_GeometryType(wkb_geometry) FROM made_gpkg ORDER BY fid")
+    assert stored.fetchall() == [("box", "ST_Polygon"), ("line", "ST_LineString")]
+
+
 def test_geoparquet_types_from_its_metadata_without_the_bbox_columns(
     db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
 ) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from itertools import chain, count
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,12 @@ class SourceSchema:
 
     def add(self, name: str, sql_type: str) -> None:
         self.columns.append((name, sql_type))
+
+    def free_name(self) -> str:
+        """A name for a geometry the source does not name, that no field has."""
+        taken = {name.casefold() for name, _ in self.columns}
+        names = chain(("geom", "wkb_geometry", "geometry"), (f"geom_{n}" for n in count(2)))
+        return next(name for name in names if name not in taken)
 
     def add_geometry(self, name: str, types: list[str], srid: int | None, *, multi: bool) -> None:
         self.geometries.append(name)
@@ -187,7 +194,10 @@ def _vector_schema(path: Path, srid: int | None) -> SourceSchema:
         shapefile = info["driver"] == "ESRI Shapefile"
         epsg = crs_code(info["crs"]) or srid
         schema.add_geometry(
-            info["geometry_name"] or "geom", [info["geometry_type"]], epsg, multi=shapefile
+            info["geometry_name"] or schema.free_name(),
+            [info["geometry_type"]],
+            epsg,
+            multi=shapefile,
         )
     return schema
 
@@ -252,10 +262,10 @@ def _csv_schema(path: Path, srid: int | None, wkt_column: str | None) -> SourceS
     wkt = wkt_column_of(header, None, wkt_column, path)
     schema = SourceSchema()
     for name in header:
-        if name == wkt:
-            schema.add_geometry("geom", ["Geometry"], srid, multi=False)
-        else:
+        if name != wkt:
             schema.add(name, "text")
+    if wkt is not None:
+        schema.add_geometry(schema.free_name(), ["Geometry"], srid, multi=False)
     return schema
 
 
