@@ -18,19 +18,17 @@ import uuid
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
-import numpy as np
 import psycopg
 from sqlalchemy import Engine
 
 from geosession.errors import (
-    ConfigurationError,
     GeoSessionError,
     endpoint_of,
     translate,
 )
-from geosession.geometry import object_array
 from geosession.ingest import ledger
 from geosession.ingest.batches import Batch
+from geosession.ingest.checking import check_batch
 from geosession.ingest.chunking import ChunkSizer, PendingRows, make_sizer
 from geosession.ingest.connections import Connections, backoff, connection_lost
 from geosession.ingest.copy import (
@@ -50,12 +48,8 @@ from geosession.ingest.stages import map_in_order, put_until, read_ahead
 from geosession.ingest.target import Target, check_required_columns, resolve_target
 from geosession.ingest.validate import (
     Reject,
-    as_text,
-    check_geometries,
-    check_source_crs,
     invalid_geometry_error,
 )
-from geosession.ingest.values import coerce_values
 
 _BATCH = 5_000
 """Rows per source batch at most. About six are in flight (read ahead, validated two at
@@ -358,60 +352,18 @@ class Ingest:
         """Validated, encoded rows of one source batch (rows committed earlier are skipped)."""
         if not len(batch):  # a quiet source's flush: nothing to check
             return [], [], [], batch.flush
-        plan = self._plan_for(batch)
-        extra = set(batch.columns) - set(plan.columns)
-        if extra:
-            raise ConfigurationError(
-                f"Rows from source row {batch.first_row} on have columns {sorted(extra)} that "
-                "earlier rows lacked: give every row the same keys (None for missing values)"
-            )
-        numbers = np.arange(batch.first_row, batch.first_row + len(batch))
-        keep = (
-            np.array([not self.committed.contains(int(n)) for n in numbers], dtype=bool)
-            if self.committed
-            else np.ones(len(batch), dtype=bool)
+        checked = check_batch(
+            batch,
+            self._plan_for(batch),
+            self.options.on_invalid,
+            self.options.srid,
+            self.committed,
+            self.sizer,
         )
-        fresh = keep.copy()
-        absent = [None] * len(batch)  # a column the first batch had and this one lacks
-        columns = {name: batch.columns.get(name, absent) for name in plan.columns}
-        rejects: list[Reject] = []
-        repaired: list[Reject] = []
-        for column in self.target.geometry_columns:
-            if column.name not in columns:
-                continue
-            check_source_crs(column, batch.srids.get(column.name), self.target.quoted)
-            checked = check_geometries(
-                columns[column.name],
-                column,
-                first_row=batch.first_row,
-                on_invalid=self.options.on_invalid,
-                default_srid=batch.srids.get(column.name, self.options.srid),
-            )
-            columns[column.name] = checked.encoded[column.name]
-            if not self.sizer.measured:  # a first estimate; sealed chunks give the real size
-                geometry_bytes = sum(map(len, filter(None, columns[column.name])))
-                self.sizer.observe_bytes(len(batch), geometry_bytes)
-            rejects += [
-                r
-                for r in checked.rejects
-                if fresh[r.row - batch.first_row] and keep[r.row - batch.first_row]
-            ]
-            repaired += checked.repaired
-            keep &= checked.keep
-        for name, type_name in zip(plan.columns, plan.copy_types, strict=True):
-            columns[name], unreadable = coerce_values(
-                columns[name], type_name, self.target.timezone
-            )
-            for index, reason in unreadable.items():
-                if keep[index]:
-                    keep[index] = False
-                    value = as_text(columns[name][index])
-                    rejects.append(Reject(batch.first_row + index, name, "value", reason, value))
         with self.lock:  # batches are validated on several threads
-            self.report.rows_read += int(fresh.sum())
-            self.report.repaired.extend(repaired)
-        kept = [_kept(columns[n], keep) for n in plan.columns]
-        return kept, numbers[keep].tolist(), sorted(rejects, key=lambda r: r.row), batch.flush
+            self.report.rows_read += checked.fresh
+            self.report.repaired.extend(checked.repaired)
+        return checked.columns, checked.numbers, checked.rejects, batch.flush
 
     # -- writing ----------------------------------------------------------------------
 
@@ -497,10 +449,3 @@ class Ingest:
         )
         translated.args = (translated.message,)
         return translated
-
-
-def _kept(values: list[Any], keep: np.ndarray[Any, np.dtype[np.bool_]]) -> list[Any]:
-    """The values of the rows to load (a plain copy when every row stays)."""
-    if keep.all():
-        return list(values)
-    return list(object_array(values)[keep])

@@ -1,0 +1,132 @@
+"""One source batch made ready for COPY: geometries checked and encoded, values read as
+their columns' types, and the rows that cannot load set aside with their reasons.
+
+Rows an earlier run with the same ingest id committed are skipped here, before any work.
+Batches are checked on several threads at once; nothing here holds shared state but the
+chunk sizer's first size estimate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from geosession.errors import ConfigurationError
+from geosession.geometry import object_array
+from geosession.ingest.batches import Batch
+from geosession.ingest.chunking import ChunkSizer
+from geosession.ingest.copy import WritePlan
+from geosession.ingest.ledger import CommittedRows
+from geosession.ingest.validate import (
+    OnInvalid,
+    Reject,
+    as_text,
+    check_geometries,
+    check_source_crs,
+)
+from geosession.ingest.values import coerce_values
+
+Keep = np.ndarray[Any, np.dtype[np.bool_]]
+
+
+@dataclass
+class CheckedBatch:
+    """The rows of a batch to load, column-wise in the plan's order, with their source
+    row numbers; the rows set aside (by row), and those repaired."""
+
+    columns: list[list[Any]]
+    numbers: list[int]
+    rejects: list[Reject]
+    fresh: int  # rows not committed by an earlier run: those read in this one
+    repaired: list[Reject] = field(default_factory=list)
+
+
+def check_batch(
+    batch: Batch,
+    plan: WritePlan,
+    on_invalid: OnInvalid,
+    srid: int | None,
+    committed: CommittedRows,
+    sizer: ChunkSizer,
+) -> CheckedBatch:
+    """Checks and encodes ``batch`` for ``plan``; ``srid`` is for geometries with none."""
+    extra = set(batch.columns) - set(plan.columns)
+    if extra:
+        raise ConfigurationError(
+            f"Rows from source row {batch.first_row} on have columns {sorted(extra)} that "
+            "earlier rows lacked: give every row the same keys (None for missing values)"
+        )
+    numbers = np.arange(batch.first_row, batch.first_row + len(batch))
+    keep = (
+        np.array([not committed.contains(int(n)) for n in numbers], dtype=bool)
+        if committed
+        else np.ones(len(batch), dtype=bool)
+    )
+    fresh = int(keep.sum())
+    absent = [None] * len(batch)  # a column the first batch had and this one lacks
+    columns = {name: batch.columns.get(name, absent) for name in plan.columns}
+    rejects, repaired = _check_geometries(batch, plan, columns, keep, on_invalid, srid, sizer)
+    rejects += _read_values(batch.first_row, plan, columns, keep)
+    kept = [_kept(columns[name], keep) for name in plan.columns]
+    rejects.sort(key=lambda reject: reject.row)
+    return CheckedBatch(kept, numbers[keep].tolist(), rejects, fresh, repaired)
+
+
+def _check_geometries(
+    batch: Batch,
+    plan: WritePlan,
+    columns: dict[str, list[Any]],
+    keep: Keep,
+    on_invalid: OnInvalid,
+    srid: int | None,
+    sizer: ChunkSizer,
+) -> tuple[list[Reject], list[Reject]]:
+    """Encodes each geometry column in place and clears ``keep`` for the rows set aside;
+    a row's reject is reported once, for its first bad geometry, and not for a row that
+    is skipped as committed."""
+    rejects: list[Reject] = []
+    repaired: list[Reject] = []
+    for column in plan.target.geometry_columns:
+        if column.name not in columns:
+            continue
+        check_source_crs(column, batch.srids.get(column.name), plan.target.quoted)
+        checked = check_geometries(
+            columns[column.name],
+            column,
+            first_row=batch.first_row,
+            on_invalid=on_invalid,
+            default_srid=batch.srids.get(column.name, srid),
+        )
+        columns[column.name] = checked.encoded[column.name]
+        if not sizer.measured:  # a first estimate; sealed chunks give the real size
+            geometry_bytes = sum(map(len, filter(None, columns[column.name])))
+            sizer.observe_bytes(len(batch), geometry_bytes)
+        rejects += [r for r in checked.rejects if keep[r.row - batch.first_row]]
+        repaired += checked.repaired
+        keep &= checked.keep
+    return rejects, repaired
+
+
+def _read_values(
+    first_row: int, plan: WritePlan, columns: dict[str, list[Any]], keep: Keep
+) -> list[Reject]:
+    """Reads each column's values as its type in place; a value that cannot be read sets
+    its row aside (kind "value") unless the row is already set aside or skipped."""
+    rejects = []
+    for name, copy_type in zip(plan.columns, plan.copy_types, strict=True):
+        columns[name], unreadable = coerce_values(columns[name], copy_type, plan.target.timezone)
+        for index, reason in unreadable.items():
+            if keep[index]:
+                keep[index] = False
+                value = as_text(columns[name][index])
+                rejects.append(Reject(first_row + index, name, "value", reason, value))
+    return rejects
+
+
+def _kept(values: list[Any], keep: Keep) -> list[Any]:
+    """The values of the rows to load (a plain copy when every row stays)."""
+    if keep.all():
+        return list(values)
+    return list(object_array(values)[keep])
