@@ -199,6 +199,25 @@ def test_cli_creates_a_table_for_a_csv(
     assert missing.exit_code != 0 and "--create" in str(missing.exception)
 
 
+def test_cli_loads_the_layers_of_one_file_as_separate_loads(
+    admin: psycopg.Connection[Any], database_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    path = tmp_path / "two.gpkg"
+    parcels(30).to_file(path, layer="north", driver="GPKG")
+    parcels(20).to_file(path, layer="south", driver="GPKG")
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    runner = CliRunner()
+    unasked = runner.invoke(app, ["ingest", str(path), "made_gpkg", "--create"])
+    assert "has 2 layers (north, south)" in str(unasked.exception)
+    for layer in ("north", "south", "north"):  # the second north resumes: nothing new
+        loaded = runner.invoke(
+            app, ["ingest", str(path), "made_gpkg", "--create", "--layer", layer]
+        )
+        assert loaded.exit_code == 0, loaded.output
+    assert "already committed (resumed)" in loaded.output
+    assert admin.execute("SELECT count(*) FROM made_gpkg").fetchone() == (50,)
+
+
 def test_mapped_class_is_created_from_its_definition(
     db: SpatialDatabase, admin: psycopg.Connection[Any]
 ) -> None:

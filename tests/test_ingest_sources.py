@@ -280,6 +280,23 @@ def test_file_fields_are_checked_before_the_first_batch(tmp_path: Path) -> None:
         next(produced)
 
 
+def test_a_file_of_several_layers_is_read_by_the_layer_asked_for(tmp_path: Path) -> None:
+    path = tmp_path / "two.gpkg"
+    pyogrio.write_dataframe(frame(3), path, layer="first")
+    pyogrio.write_dataframe(frame(5), path, layer="second")
+    with pytest.raises(ConfigurationError, match=r"has 2 layers \(first, second\).*--layer"):
+        batches(path)
+    assert [len(b) for b in batches(path, layer="second")] == [5]
+    assert source_length(path, "second") == 5 and source_length(path) is None
+    with pytest.raises(ConfigurationError, match=r"no layer 'third'; its layers: first, second"):
+        batches(path, layer="third")
+    csv_path = write_csv(tmp_path / "rows.csv", [["name", "wkt"], ["a", "POINT(1 1)"]])
+    with pytest.raises(ConfigurationError, match=r"layer='first' names a layer .* not one"):
+        batches(csv_path, layer="first")
+    with pytest.raises(ConfigurationError, match=r"layer='first' .* the source is a list"):
+        batches([{"name": "a"}], layer="first")
+
+
 def test_missing_unsupported_and_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"missing.gpkg: no such file"):
         iter_batches(tmp_path / "missing.gpkg", columns=COLUMNS, geometry_column="geom")

@@ -198,6 +198,13 @@ def ingest(
             "in any case."
         ),
     ] = None,
+    layer: Annotated[
+        str | None,
+        typer.Option(
+            help="The layer to load, for a file that has several (a GeoPackage); "
+            "ogrinfo FILE lists them."
+        ),
+    ] = None,
     create: Annotated[
         bool,
         typer.Option(
@@ -231,23 +238,26 @@ def ingest(
             chunk_size=size,
             on_invalid=on_invalid,
             on_conflict=on_conflict,
-            ingest_id=ingest_id or _ingest_id_for(source, table),
+            ingest_id=ingest_id or _ingest_id_for(source, table, layer),
             srid=srid,
             workers=connections,
             defer_indexes=deferral,
             progress=True,
             wkt_column=wkt_column,
+            layer=layer,
             create=create,
         )
     Console().print(report)
 
 
-def _ingest_id_for(source: Path, table: str) -> str:
-    """Same file (path, size, modification time) into the same table: the same load."""
+def _ingest_id_for(source: Path, table: str, layer: str | None) -> str:
+    """Same file (path, size, modification time) and layer into the same table: the same
+    load."""
     import hashlib
 
     stat = source.stat()
     key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{table}"
+    key += f"|{layer}" if layer is not None else ""  # ids of loads without one stay as they were
     return "cli-" + hashlib.sha1(key.encode()).hexdigest()[:16]
 
 

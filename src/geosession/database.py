@@ -224,6 +224,7 @@ class SpatialDatabase:
         progress: bool = False,
         flush_interval: float | None = None,
         wkt_column: str | None = None,
+        layer: str | None = None,
         create: bool = False,
     ) -> IngestReport:
         """Loads rows by binary COPY in chunks that each commit with a ledger entry.
@@ -233,7 +234,8 @@ class SpatialDatabase:
         repaired or skipped. ``flush_interval`` (seconds) writes the rows of a source that
         trickles once they have waited that long, instead of when a chunk is full.
         ``wkt_column`` names a CSV's geometry column when its header does not say wkt,
-        geometry, geom, the_geom or the target's geometry column. ``create=True`` creates
+        geometry, geom, the_geom or the target's geometry column; ``layer`` the layer of a
+        file that has several (a GeoPackage). ``create=True`` creates
         a table that does not exist: from its definition for a mapped class or Table, else
         from a file's or DataFrame's fields. See the README section "Bulk ingest".
         """
@@ -248,6 +250,7 @@ class SpatialDatabase:
             "progress": progress,
             "flush_interval": flush_interval,
             "wkt_column": wkt_column,
+            "layer": layer,
             "create": create,
         }
         with self._translated():

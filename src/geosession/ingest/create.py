@@ -26,8 +26,10 @@ from geosession.ingest.files import (
     crs_code,
     csv_header,
     geoparquet_columns,
+    vector_layer,
     wkt_column_of,
 )
+from geosession.ingest.options import IngestOptions
 from geosession.ingest.sources import epsg_of, is_dataframe
 from geosession.ingest.target import schema_and_name
 from geosession.read.plan import quote_identifier
@@ -89,9 +91,7 @@ class SourceSchema:
         self.columns.append((name, geometry_type(types, srid, multi=multi)))
 
 
-def create_target(
-    engine: Engine, target: Any, source: Any, *, srid: int | None, wkt_column: str | None
-) -> bool:
+def create_target(engine: Engine, target: Any, source: Any, options: IngestOptions) -> bool:
     """Creates ``target`` unless it exists (True when this call created it)."""
     table = getattr(target, "__table__", target)
     with engine.begin() as conn:
@@ -106,7 +106,7 @@ def create_target(
             text("SELECT to_regclass(:name) IS NOT NULL"), {"name": qualified}
         ).scalar():
             return False
-        columns = source_schema(source, srid=srid, wkt_column=wkt_column, table=qualified)
+        columns = source_schema(source, options, table=qualified)
         try:
             with conn.begin_nested():
                 _create(conn, qualified, name, columns)
@@ -130,9 +130,7 @@ def _create(conn: Connection, qualified: str, name: str, schema: SourceSchema) -
         )
 
 
-def source_schema(
-    source: Any, *, srid: int | None, wkt_column: str | None, table: str
-) -> SourceSchema:
+def source_schema(source: Any, options: IngestOptions, *, table: str) -> SourceSchema:
     """The columns for ``source``'s fields; refused for sources that do not declare them."""
     if isinstance(source, str | os.PathLike):
         path = Path(source)
@@ -140,15 +138,15 @@ def source_schema(
         if not path.is_file():
             raise ConfigurationError(f"cannot ingest {path}: no such file")
         if suffix == ".csv":
-            schema = _csv_schema(path, srid, wkt_column)
+            schema = _csv_schema(path, options.srid, options.wkt_column)
         elif suffix in PARQUET_SUFFIXES:
-            schema = _parquet_schema(path, srid)
+            schema = _parquet_schema(path, options.srid)
         elif suffix in VECTOR_SUFFIXES:
-            schema = _vector_schema(path, srid)
+            schema = _vector_schema(path, options.srid, options.layer)
         else:
             return SourceSchema()  # the ingest refuses the file type, naming those it reads
     elif is_dataframe(source):
-        schema = _frame_schema(source, srid)
+        schema = _frame_schema(source, options.srid)
     else:
         raise ConfigurationError(
             f"Table {table} does not exist, and create=True cannot make it from a "
@@ -180,10 +178,10 @@ def _dimensions(geometry_type: str) -> str:
     return words[-1] if len(words) > 1 and words[-1] in ("Z", "M", "ZM") else ""
 
 
-def _vector_schema(path: Path, srid: int | None) -> SourceSchema:
+def _vector_schema(path: Path, srid: int | None, layer: str | None) -> SourceSchema:
     import pyogrio
 
-    info = pyogrio.read_info(path)
+    info = pyogrio.read_info(path, layer=vector_layer(pyogrio, path, layer))
     schema = SourceSchema()
     kinds = zip(info["fields"], info["ogr_types"], info["ogr_subtypes"], strict=True)
     for name, kind, subtype in kinds:

@@ -54,7 +54,7 @@ _FILE_BATCH = 10_000
 """Features per record batch read from a vector file; cut to the batch size asked for."""
 
 
-def file_length(path: Path) -> int | None:
+def file_length(path: Path, layer: str | None = None) -> int | None:
     """A vector or Parquet file's row count, read from its header; None for a CSV (its
     rows are unknown without a full pass: quoted newlines) or a file that cannot say."""
     suffix = path.suffix.lower()
@@ -67,7 +67,7 @@ def file_length(path: Path) -> int | None:
             return int(pyarrow.parquet.ParquetFile(path).metadata.num_rows)
         import pyogrio
 
-        count = int(pyogrio.read_info(path)["features"])
+        count = int(pyogrio.read_info(path, layer=vector_layer(pyogrio, path, layer))["features"])
     except Exception:
         return None
     return count if count >= 0 else None
@@ -78,16 +78,23 @@ def file_batches(
     columns: Sequence[str],
     geometry_column: str | None,
     size: Callable[[], int],
-    wkt_column: str | None,
     check: CheckFields,
+    *,
+    wkt_column: str | None = None,
+    layer: str | None = None,
 ) -> Iterator[Batch]:
     suffix = path.suffix.lower()
     if suffix != ".csv" and suffix not in VECTOR_SUFFIXES + PARQUET_SUFFIXES:
         raise ConfigurationError(f"cannot ingest {path}: unsupported file type; use {SUPPORTED}")
     if not path.is_file():
         raise ConfigurationError(f"cannot ingest {path}: no such file")
+    if layer is not None and suffix not in VECTOR_SUFFIXES:
+        raise ConfigurationError(
+            f"layer={layer!r} names a layer of a vector file (GeoPackage, ...), and {path} "
+            "is not one: leave it out"
+        )
     if suffix == ".csv":
-        return _csv_batches(path, columns, geometry_column, size, wkt_column, check)
+        return _csv_batches(path, columns, geometry_column, size, check, wkt_column)
     if suffix in PARQUET_SUFFIXES:
         try:
             import pyarrow.parquet
@@ -103,7 +110,7 @@ def file_batches(
         raise ConfigurationError(
             f"reading {path} needs pyogrio and pyarrow: pip install 'geosession[geo]'"
         ) from error
-    return _vector_batches(pyogrio, path, columns, geometry_column, size, check)
+    return _vector_batches(pyogrio, path, columns, geometry_column, size, check, layer)
 
 
 def _vector_batches(
@@ -113,11 +120,14 @@ def _vector_batches(
     geometry_column: str | None,
     size: Callable[[], int],
     check: CheckFields,
+    layer: str | None,
 ) -> Iterator[Batch]:
     """The layer's record batches, cut into batches of ``size()`` rows without copying."""
     unreadable = (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError)
     try:
-        with pyogrio.open_arrow(path, batch_size=_FILE_BATCH, use_pyarrow=True) as (meta, reader):
+        layer = vector_layer(pyogrio, path, layer)
+        opened = pyogrio.open_arrow(path, layer=layer, batch_size=_FILE_BATCH, use_pyarrow=True)
+        with opened as (meta, reader):
             geometry = meta["geometry_name"] or "wkb_geometry"  # pyogrio's name for no name
             fields = [str(name) for name in reader.schema.names]
             names = {f: target_name(f, geometry, columns, geometry_column) for f in fields}
@@ -127,6 +137,26 @@ def _vector_batches(
             yield from _arrow_batches(reader, names, columns, size, srids)
     except unreadable as error:
         raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
+
+
+def vector_layer(pyogrio: Any, path: Path, layer: str | None) -> str:
+    """The layer to read: the one asked for, or the file's only one (a GeoPackage may
+    hold several, and loading the first of them unasked would load the wrong data)."""
+    try:
+        names = [str(name) for name, _ in pyogrio.list_layers(path)]
+    except pyogrio.errors.DataSourceError as error:
+        raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
+    if layer is None and len(names) == 1:
+        return names[0]
+    listed = ", ".join(names) or "none"
+    if layer is None:
+        raise ConfigurationError(
+            f"{path} has {len(names)} layers ({listed}): choose one with layer= "
+            "(on the command line: --layer)"
+        )
+    if layer not in names:
+        raise ConfigurationError(f"{path} has no layer {layer!r}; its layers: {listed}")
+    return layer
 
 
 def _parquet_batches(
@@ -213,8 +243,8 @@ def _csv_batches(
     columns: Sequence[str],
     geometry_column: str | None,
     size: Callable[[], int],
-    wkt_column: str | None,
     check: CheckFields,
+    wkt_column: str | None,
 ) -> Iterator[Batch]:
     header, delimiter = csv_header(path)
     wkt = wkt_column_of(header, geometry_column, wkt_column, path)

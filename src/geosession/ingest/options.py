@@ -27,6 +27,7 @@ class IngestOptions:
     progress: bool = False
     flush_interval: float | None = None
     wkt_column: str | None = None
+    layer: str | None = None
     create: bool = False
 
     def check(self) -> None:
@@ -69,4 +70,5 @@ class IngestArguments(TypedDict, total=False):
     progress: bool
     flush_interval: float | None
     wkt_column: str | None
+    layer: str | None
     create: bool

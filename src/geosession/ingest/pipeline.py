@@ -107,9 +107,7 @@ class Ingest:
         self.plan: WritePlan | None = None
         self.connections = Connections(engine, options.max_retries, on_retry=self._count_retry)
         if options.create:
-            self.report.created = create_target(
-                engine, target, source, srid=options.srid, wkt_column=options.wkt_column
-            )
+            self.report.created = create_target(engine, target, source, options)
         self.target: Target = self.connections.retrying(
             lambda conn: resolve_target(conn.cursor(), target)
         )
@@ -132,7 +130,9 @@ class Ingest:
             if self.cancelled:  # before it started: nothing to prepare or undo
                 raise Cancelled(f"ingest {self.ingest_id} was cancelled before it started")
             deferred = self._prepare()
-            with Progress(self.options.progress, source_length(self.source), self.report) as bar:
+            with Progress(
+                self.options.progress, source_length(self.source, self.options.layer), self.report
+            ) as bar:
                 try:
                     self._load(bar)
                 except BaseException:
@@ -289,6 +289,7 @@ class Ingest:
             flush_interval=self.options.flush_interval,
             stopped=stopped,
             wkt_column=self.options.wkt_column,
+            layer=self.options.layer,
         )
         # reading, validating and COPY-encoding each on a thread: the GEOS work of one
         # overlaps the Python work of the others

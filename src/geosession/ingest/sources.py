@@ -38,6 +38,7 @@ def iter_batches(
     geometry_column: str | None,
     batch_size: int | Callable[[], int] = 10_000,
     wkt_column: str | None = None,
+    layer: str | None = None,
     flush_interval: float | None = None,
     stopped: Callable[[], bool] = lambda: False,
     computed: Collection[str] = (),
@@ -64,7 +65,14 @@ def iter_batches(
             "one: leave it out (other sources' geometry columns are known by their type)"
         )
     if isinstance(source, str | os.PathLike):
-        return file_batches(Path(source), columns, geometry_column, size, wkt_column, check)
+        return file_batches(
+            Path(source), columns, geometry_column, size, check, wkt_column=wkt_column, layer=layer
+        )
+    if layer is not None:
+        raise ConfigurationError(
+            f"layer={layer!r} names a layer of a vector file, and the source is a "
+            f"{type(source).__name__}: leave it out"
+        )
     if is_dataframe(source):
         return _dataframe_batches(source, columns, geometry_column, size, check)
     if hasattr(source, "__aiter__") and not isinstance(source, Iterable):
@@ -80,10 +88,10 @@ def iter_batches(
     return _iterable_batches(source, columns, size, flush_interval, stopped, check)
 
 
-def source_length(source: Any) -> int | None:
+def source_length(source: Any, layer: str | None = None) -> int | None:
     """How many rows ``source`` has, when that is known without reading it; else None."""
     if isinstance(source, str | os.PathLike):
-        return file_length(Path(source))
+        return file_length(Path(source), layer)
     if isinstance(source, Sequence) or is_dataframe(source):
         return len(source)
     return None
