@@ -297,6 +297,13 @@ def test_a_file_of_several_layers_is_read_by_the_layer_asked_for(tmp_path: Path)
         batches([{"name": "a"}], layer="first")
 
 
+def test_a_table_without_geometries_beside_the_layer_does_not_count(tmp_path: Path) -> None:
+    path = tmp_path / "styled.gpkg"
+    pyogrio.write_dataframe(frame(4), path, layer="parcels")
+    pyogrio.write_dataframe(pd.DataFrame({"stylename": ["qgis"]}), path, layer="layer_styles")
+    assert [len(b) for b in batches(path)] == [4] and source_length(path) == 4
+
+
 def test_missing_unsupported_and_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"missing.gpkg: no such file"):
         iter_batches(tmp_path / "missing.gpkg", columns=COLUMNS, geometry_column="geom")

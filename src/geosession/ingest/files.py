@@ -140,19 +140,22 @@ def _vector_batches(
 
 
 def vector_layer(pyogrio: Any, path: Path, layer: str | None) -> str:
-    """The layer to read: the one asked for, or the file's only one (a GeoPackage may
-    hold several, and loading the first of them unasked would load the wrong data)."""
+    """The layer to read: the one asked for, or the file's only one with geometries (a
+    GeoPackage may hold several, and loading the first of them unasked would load the
+    wrong data; tables without geometries, such as QGIS's layer_styles, do not count)."""
     try:
-        names = [str(name) for name, _ in pyogrio.list_layers(path)]
+        layers = [(str(name), kind) for name, kind in pyogrio.list_layers(path)]
     except pyogrio.errors.DataSourceError as error:
         raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
-    if layer is None and len(names) == 1:
-        return names[0]
+    names = [name for name, _ in layers]
+    spatial = [name for name, kind in layers if kind is not None] or names
+    if layer is None and len(spatial) == 1:
+        return spatial[0]
     listed = ", ".join(names) or "none"
     if layer is None:
         raise ConfigurationError(
-            f"{path} has {len(names)} layers ({listed}): choose one with layer= "
-            "(on the command line: --layer)"
+            f"{path} has {len(spatial)} layers ({', '.join(spatial) or 'none'}): choose one "
+            "with layer= (on the command line: --layer)"
         )
     if layer not in names:
         raise ConfigurationError(f"{path} has no layer {layer!r}; its layers: {listed}")
