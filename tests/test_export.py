@@ -161,6 +161,112 @@ def test_geopackage_and_flatgeobuf(db: SpatialDatabase, tmp_path: Path) -> None:
     ]
 
 
+def test_geoparquet_schema_metadata_and_round_trip(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "parcels.parquet"
+    statement = (  # the first chunk's names and geometries are NULL
+        "SELECT id, CASE WHEN id > 2 THEN name END AS name, value, seen, uid, meta, "
+        "CASE WHEN id > 2 THEN geom END AS geom FROM rd_parcels ORDER BY id"
+    )
+    assert db.export(statement, out, batch_size=2).format == "parquet"
+    handle = pq.ParquetFile(out)
+    assert handle.metadata.num_rows == ROWS and handle.metadata.num_row_groups == 1
+    schema = handle.schema_arrow
+    assert [(f.name, f.type) for f in schema] == [
+        ("id", pa.int32()),
+        ("name", pa.string()),
+        ("value", pa.float64()),
+        ("seen", pa.date32()),
+        ("uid", pa.string()),
+        ("meta", pa.string()),
+        ("geom", pa.binary()),
+    ]
+    geo = orjson.loads(schema.metadata[b"geo"])
+    column = geo["columns"]["geom"]
+    assert geo["version"] == "1.1.0" and geo["primary_column"] == "geom"
+    assert column["encoding"] == "WKB" and column["geometry_types"] == ["Polygon"]
+    assert column["crs"]["id"] == {"authority": "EPSG", "code": 4326}
+    bounds = admin.execute(
+        "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
+        "FROM (SELECT ST_Extent(geom)::geometry AS e FROM rd_parcels WHERE id > 2) q"
+    ).fetchone()
+    assert column["bbox"] == pytest.approx(list(bounds))
+    table = pq.read_table(out)
+    assert table.column("meta")[2].as_py() == '{"n":3}'
+    assert table.column("uid")[0].as_py() == "00000000-0000-0000-0000-000000000001"
+    admin.execute(
+        "DROP TABLE IF EXISTS rd_trip; "
+        "CREATE TABLE rd_trip (id int PRIMARY KEY, name text, geom geometry(Polygon, 4326))"
+    )
+    try:
+        report = db.ingest("rd_trip", pq_subset(out, tmp_path, ["id", "name", "geom"]))
+        assert report.inserted == ROWS and not report.rejected
+        same = admin.execute(
+            "SELECT count(*) FROM rd_trip t JOIN rd_parcels p USING (id) WHERE id > 2 "
+            "AND t.name = p.name AND t.geom ~= p.geom AND ST_Equals(t.geom, p.geom)"
+        ).fetchone()
+        assert same == (ROWS - 3,)  # row 17's geometry is NULL in both
+    finally:
+        admin.execute("DROP TABLE IF EXISTS rd_trip")
+
+
+def pq_subset(path: Path, tmp_path: Path, columns: list[str]) -> Path:
+    """The file with only ``columns``, its geo metadata kept."""
+    import pyarrow.parquet as pq
+
+    subset = tmp_path / "subset.parquet"
+    pq.write_table(pq.read_table(path, columns=columns), subset)
+    return subset
+
+
+def test_geoparquet_of_an_empty_result_and_of_timestamps(
+    db: SpatialDatabase, tmp_path: Path
+) -> None:
+    import geopandas as gpd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    empty = tmp_path / "none.geoparquet"
+    db.export("SELECT * FROM rd_metric WHERE id < 0", empty)
+    schema = pq.read_schema(empty)
+    geo = orjson.loads(schema.metadata[b"geo"])
+    assert pq.ParquetFile(empty).metadata.num_rows == 0
+    assert geo["columns"]["geom"]["geometry_types"] == []
+    assert geo["columns"]["geom"]["crs"]["id"]["code"] == 3857  # from the column's type
+    times = tmp_path / "times.parquet"
+    db.export(
+        "SELECT id, CASE WHEN id > 1 THEN timestamptz '2026-01-01 12:00+02' END AS at, "
+        "ST_Centroid(geom) AS geom FROM rd_parcels WHERE id <= 4 ORDER BY id",
+        times,
+        batch_size=1,
+    )
+    frame = gpd.read_parquet(times)
+    assert pq.read_schema(times).field("at").type == pa.timestamp("us", tz="UTC")
+    assert frame["at"].isna().tolist() == [True, False, False, False]
+    assert frame["at"].iloc[1] == pd_timestamp("2026-01-01 10:00Z")
+    assert frame.crs.to_epsg() == 4326 and len(frame) == 4
+
+
+def pd_timestamp(text: str) -> Any:
+    import pandas as pd
+
+    return pd.Timestamp(text)
+
+
+def test_the_format_follows_the_suffix(db: SpatialDatabase, tmp_path: Path) -> None:
+    out = tmp_path / "parcels.gpkg"
+    assert db.export("SELECT * FROM rd_metric WHERE id <= 3", out).format == "gpkg"
+    assert pyogrio.read_info(out)["driver"] == "GPKG"
+    with pytest.raises(ConfigurationError, match=r"cannot tell the format of .*x.txt.*format="):
+        db.export("SELECT * FROM rd_metric", tmp_path / "x.txt")
+    stream = io.BytesIO()
+    assert db.export("SELECT * FROM rd_metric WHERE id = 1", stream).format == "geojson"
+
+
 def test_field_types_follow_the_columns_not_the_first_chunks_values(
     db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
@@ -223,6 +329,7 @@ def test_timestamps_keep_their_type_and_zone_in_every_chunk(
         out = tmp_path / "times.gpkg"
         berlin.export("SELECT id, at, geom FROM ex_times ORDER BY id", out, batch_size=2)
         info = pyogrio.read_info(out)
+        assert info["driver"] == "GPKG"
         assert dict(zip(info["fields"], info["dtypes"], strict=True))["at"].startswith("datetime")
         stored = pyogrio.read_dataframe(out)["at"]
         assert stored.iloc[3] == dt.datetime(

@@ -273,7 +273,9 @@ def export(
     format: Annotated[
         str | None,
         typer.Option(
-            "--format", help="geojson, geojsonl, gpkg or fgb (default: from OUTPUT's suffix)."
+            "--format",
+            help="geojson, geojsonl, gpkg, fgb or parquet (GeoParquet) (default: from "
+            "OUTPUT's suffix).",
         ),
     ] = None,
     where: Annotated[
@@ -302,7 +304,8 @@ def export(
         typer.Option(help="Read in keyset pages by this unique column (for slow consumers)."),
     ] = None,
 ) -> None:
-    """Export a table or a query to GeoJSON, GeoJSON Lines, GeoPackage or FlatGeobuf.
+    """Export a table or a query to GeoJSON, GeoJSON Lines, GeoPackage, FlatGeobuf or
+    GeoParquet.
 
     Streams in bounded memory through a server-side cursor; the file appears only once
     complete. GeoJSON coordinates are EPSG:4326 (RFC 7946). Examples:

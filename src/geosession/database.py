@@ -377,12 +377,13 @@ class SpatialDatabase:
         statement: Any,
         dest: Any,
         *,
-        format: str = "geojson",
+        format: str | None = None,
         params: Mapping[str, Any] | None = None,
         progress: Callable[[int], None] | None = None,
         **options: Any,
     ) -> ExportResult:
-        """Write ``statement``'s rows as geojson, geojsonl, gpkg or fgb: complete, or no file."""
+        """Write ``statement``'s rows as geojson, geojsonl, gpkg, fgb or parquet (GeoParquet),
+        by default the format ``dest``'s suffix names: complete, or no file."""
         read = ReadOptions.build(**options)
         return export(
             self._checkout,

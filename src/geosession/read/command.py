@@ -25,22 +25,11 @@ from sqlalchemy import text
 
 from geosession.database import SpatialDatabase
 from geosession.errors import ConfigurationError
-from geosession.read.export import FORMATS
+from geosession.read.export import BY_SUFFIX, FORMATS
 from geosession.read.geojson import ExportResult
 from geosession.read.plan import quote_identifier
 from geosession.read.source import source_query, table_name
 
-_BY_SUFFIX = {
-    ".geojson": "geojson",
-    ".json": "geojson",
-    ".geojsonl": "geojsonl",
-    ".geojsons": "geojsonl",
-    ".geojsonseq": "geojsonl",
-    ".ndjson": "geojsonl",
-    ".jsonl": "geojsonl",
-    ".gpkg": "gpkg",
-    ".fgb": "fgb",
-}
 _ESTIMATE_SQL = text("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(:name)")
 
 
@@ -54,7 +43,7 @@ def choose_format(output: str, format: str | None) -> str:
         return format
     if output == "-":
         return "geojson"
-    chosen = _BY_SUFFIX.get(Path(output).suffix.lower())
+    chosen = BY_SUFFIX.get(Path(output).suffix.lower())
     if chosen is None:
         raise ConfigurationError(
             f"cannot tell the format of {output!r} from its suffix; give --format "

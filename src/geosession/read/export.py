@@ -1,4 +1,5 @@
-"""Exports to files: GeoJSON and GeoJSON Lines here, GeoPackage and FlatGeobuf via pyogrio.
+"""Exports to files: GeoJSON and GeoJSON Lines here, GeoPackage and FlatGeobuf via pyogrio,
+GeoParquet via pyarrow.
 
 Everything is checked before the query runs (format, options, destination), and a file
 appears at the destination only once it is complete.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import IO, Any
 
 from geosession.errors import ConfigurationError
@@ -22,10 +24,46 @@ from geosession.read.geojson import (
 from geosession.read.plan import ReadOptions
 from geosession.read.stream import Connect, GeometryStream
 
-FORMATS = ("geojson", "geojsonl", "gpkg", "fgb")
-"""Export formats: GeoJSON FeatureCollection, GeoJSON Lines, GeoPackage, FlatGeobuf."""
+FORMATS = ("geojson", "geojsonl", "gpkg", "fgb", "parquet")
+"""Export formats: GeoJSON FeatureCollection, GeoJSON Lines, GeoPackage, FlatGeobuf,
+GeoParquet."""
+
+BY_SUFFIX = {
+    ".geojson": "geojson",
+    ".json": "geojson",
+    ".geojsonl": "geojsonl",
+    ".geojsons": "geojsonl",
+    ".geojsonseq": "geojsonl",
+    ".ndjson": "geojsonl",
+    ".jsonl": "geojsonl",
+    ".gpkg": "gpkg",
+    ".fgb": "fgb",
+    ".parquet": "parquet",
+    ".geoparquet": "parquet",
+}
+"""The format a destination's suffix names."""
 
 Destination = str | os.PathLike[str] | IO[bytes]
+
+
+def format_for(dest: Destination, format: str | None) -> str:
+    """``format``, or the one a path's suffix names (GeoJSON for a file object)."""
+    if format is not None:
+        if format not in FORMATS:
+            raise ConfigurationError(
+                f"format={format!r} is not an export format; use one of "
+                + ", ".join(repr(name) for name in FORMATS)
+            )
+        return format
+    if hasattr(dest, "write"):
+        return "geojson"
+    chosen = BY_SUFFIX.get(Path(os.fspath(dest)).suffix.lower())
+    if chosen is None:
+        raise ConfigurationError(
+            f"cannot tell the format of {os.fspath(dest)!r} from its suffix; give format= "
+            f"({', '.join(FORMATS)}) or a suffix such as .geojson, .gpkg or .parquet"
+        )
+    return chosen
 
 
 def export(
@@ -33,18 +71,23 @@ def export(
     statement: Any,
     dest: Destination,
     *,
-    format: str = "geojson",
+    format: str | None = None,
     options: ReadOptions,
     params: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> ExportResult:
-    """Streams the rows of ``statement`` into ``dest`` in ``format``."""
-    if format not in FORMATS:
-        raise ConfigurationError(
-            f"format={format!r} is not an export format; use one of "
-            + ", ".join(repr(name) for name in FORMATS)
-        )
+    """Streams the rows of ``statement`` into ``dest`` in ``format`` (by default the one
+    its suffix names)."""
+    format = format_for(dest, format)
     path = None if hasattr(dest, "write") else os.fspath(dest)
+    if format == "parquet":
+        from geosession.read.parquet import write_parquet
+
+        if path is None:
+            raise ConfigurationError("format='parquet' needs a file path, not a file object")
+        stream = GeometryStream(connect, statement, replace(options, output="row"), params)
+        count = write_parquet(stream, path, progress=progress)
+        return ExportResult(count, path, format)
     if format in ("gpkg", "fgb"):
         from geosession.read.frames import write_ogr
 

@@ -181,8 +181,11 @@ def _package_to_flatgeobuf(package: Path, flat: Path, *, spatial_index: bool) ->
 
 def _for_ogr(frame: Any) -> Any:
     """Values GDAL has no field type for, as the nearest it has: Decimal as float,
-    UUID as text, dates as ISO text, JSON as text."""
+    UUID as text, dates as ISO text, JSON as text; times with a zone in UTC, as GeoPackage
+    stores them."""
     for name in frame.columns:
+        if getattr(frame[name].dtype, "tz", None) is not None:
+            frame[name] = frame[name].dt.tz_convert("UTC")
         if name == frame.geometry.name or frame[name].dtype != object:
             continue
         sample = next((v for v in frame[name] if v is not None), None)
