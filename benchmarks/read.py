@@ -6,8 +6,9 @@ Compares, on the same server and in the same run (machines are noisy: compare ra
 the geometry in binary (EWKB) with ``shapely.from_wkb`` per batch, the same with
 ``ST_AsBinary`` as text, the ORM's ``.scalars().all()`` and ``yield_per`` with
 ``to_shape``, geopandas ``read_postgis`` (plain and ``chunksize``), and, for GeoJSON export,
-``ogr2ogr`` and a hand-written psycopg stream of server-side ``ST_AsGeoJSON(t.*)``. Then
-checks geosession's read targets against them and prints PASS/FAIL.
+``ogr2ogr`` and a hand-written psycopg stream of server-side ``ST_AsGeoJSON(t.*)``; for
+GeoPackage export ``ogr2ogr -f GPKG``, for GeoParquet geopandas ``read_postgis`` then
+``to_parquet``. Then checks geosession's read targets against them and prints PASS/FAIL.
 
 Run (about 5 minutes at 1,000,000 rows on 2 cores; ogr2ogr and the ORM's .all() take most)::
 
@@ -67,6 +68,10 @@ EXPORTS = {
     "export": "db.export_geojson (default: 15 decimals, exact)",
     "export_p9": "db.export_geojson(precision=9) (as the hand-written)",
     "ogr2ogr": "ogr2ogr -f GeoJSON",
+    "export_gpkg": "db.export to GeoPackage",
+    "ogr2ogr_gpkg": "ogr2ogr -f GPKG",
+    "export_parquet": "db.export to GeoParquet",
+    "to_parquet": "geopandas read_postgis + to_parquet",
 }
 REPEATED = ("anchor", "stream", "export_hand", "export", "export_p9")
 
@@ -141,7 +146,7 @@ def child(spec: dict[str, Any]) -> None:
     count = run()
     seconds = time.perf_counter() - started
     growth = (rss_kib("VmHWM") - baseline) / 1024
-    if spec["key"] == "ogr2ogr":  # the work happens in the ogr2ogr process
+    if spec["key"].startswith("ogr2ogr"):  # the work happens in the ogr2ogr process
         growth = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     assert count == spec["rows"], f"{spec['key']} read {count} rows, not {spec['rows']}"
     print(json.dumps({"seconds": seconds, "rss_mb": growth}))
@@ -267,30 +272,52 @@ def export_hand(url: URL, spec: dict[str, Any]) -> Run:
     return run
 
 
-def geosession_export(url: URL, spec: dict[str, Any], **options: Any) -> Run:
+def geosession_export(
+    url: URL, spec: dict[str, Any], suffix: str = ".geojson", **options: Any
+) -> Run:
     from geosession import SpatialDatabase
 
     db = SpatialDatabase(url.render_as_string(hide_password=False))
-    out = Path(spec["workdir"]) / "geosession.geojson"
-    return lambda: db.export_geojson(SELECT, out, **options).features
+    out = Path(spec["workdir"]) / f"geosession{suffix}"
+    return lambda: db.export(SELECT, out, **options).features
 
 
-def ogr2ogr(url: URL, spec: dict[str, Any]) -> Run:
+def ogr2ogr(url: URL, spec: dict[str, Any], driver: str = "GeoJSON") -> Run:
     if shutil.which("ogr2ogr") is None:
         sys.exit("ogr2ogr not found: apt-get install gdal-bin")
     source = f"PG:host={url.host} port={url.port or 5432} dbname={url.database} "
     source += f"user={url.username}"
-    out = Path(spec["workdir"]) / "ogr2ogr.geojson"
+    out = Path(spec["workdir"]) / ("ogr2ogr.geojson" if driver == "GeoJSON" else "ogr2ogr.gpkg")
     env = {**os.environ, "PGPASSWORD": url.password or ""}
 
     def run() -> int:
         out.unlink(missing_ok=True)
-        command = ["ogr2ogr", "-f", "GeoJSON", str(out), source, TABLE]
+        command = ["ogr2ogr", "-f", driver, str(out), source, TABLE]
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"ogr2ogr failed: {done.stderr}")
+        if driver != "GeoJSON":
+            import pyogrio
+
+            return int(pyogrio.read_info(out)["features"])
         with out.open("rb") as sink:
             return sum(1 for line in sink if line.startswith(b'{ "type": "Feature"'))
+
+    return run
+
+
+def to_parquet(url: URL, spec: dict[str, Any]) -> Run:
+    """What a geopandas user writes: the whole table as one GeoDataFrame, then the file."""
+    import geopandas
+    from sqlalchemy import create_engine
+
+    engine, out = create_engine(url), Path(spec["workdir"]) / "geopandas.parquet"
+
+    def run() -> int:
+        with engine.connect() as conn:
+            frame = geopandas.read_postgis(SELECT, conn, geom_col="geom")
+        frame.to_parquet(out)
+        return len(frame)
 
     return run
 
@@ -309,6 +336,10 @@ PREPARE: dict[str, Callable[[URL, dict[str, Any]], Run]] = {
     "export": geosession_export,
     "export_p9": lambda url, spec: geosession_export(url, spec, precision=9),
     "ogr2ogr": ogr2ogr,
+    "export_gpkg": lambda url, spec: geosession_export(url, spec, ".gpkg"),
+    "ogr2ogr_gpkg": lambda url, spec: ogr2ogr(url, spec, "GPKG"),
+    "export_parquet": lambda url, spec: geosession_export(url, spec, ".parquet"),
+    "to_parquet": to_parquet,
 }
 
 
@@ -338,7 +369,7 @@ def report(results: dict[str, Any], rows: int) -> list[str]:
     lines.append(f"{'method':<72} {'runs':>4} {'rows/s':>10} {'RSS MB':>7}")
     labels = {**READS, **EXPORTS}
     for key, (seconds, rss_mb, runs) in results.items():
-        rss_text = f"{rss_mb:7.0f}" + ("*" if key == "ogr2ogr" else " ")
+        rss_text = f"{rss_mb:7.0f}" + ("*" if key.startswith("ogr2ogr") else " ")
         lines.append(f"{labels[key]:<72} {runs:>4} {rows / seconds:>10,.0f} {rss_text}")
     lines += ["", "* ogr2ogr: peak RSS of the ogr2ogr process", "", "targets:"]
     speed = {key: rows / value[0] for key, value in results.items()}
@@ -350,6 +381,8 @@ def report(results: dict[str, Any], rows: int) -> list[str]:
         ("export_geojson / hand-written ST_AsGeoJSON", "export", "export_hand", 1.0),
         ("export_geojson(precision=9) / hand-written", "export_p9", "export_hand", 1.0),
         ("export_geojson / ogr2ogr", "export", "ogr2ogr", 1.0),
+        ("export to GeoPackage / ogr2ogr -f GPKG", "export_gpkg", "ogr2ogr_gpkg", 1.0),
+        ("export to GeoParquet / read_postgis+to_parquet", "export_parquet", "to_parquet", 1.0),
     ]
     for label, ours, theirs, target in checks:
         if ours in speed and theirs in speed:

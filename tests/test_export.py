@@ -150,10 +150,26 @@ def test_geopackage_and_flatgeobuf(db: SpatialDatabase, tmp_path: Path) -> None:
         frame = pyogrio.read_dataframe(out)
         assert sorted(frame["id"]) == list(range(1, ROWS + 1))
     typed = tmp_path / "typed.gpkg"
-    db.export("SELECT * FROM rd_parcels WHERE id <= 10", typed, format="gpkg")
+    db.export("SELECT *, '\\x0102'::bytea AS blob FROM rd_parcels WHERE id <= 10", typed)
+    info = pyogrio.read_info(typed)
+    assert dict(zip(info["fields"], info["ogr_types"], strict=True)) == {
+        "id": "OFTInteger",
+        "name": "OFTString",
+        "value": "OFTReal",
+        "seen": "OFTDate",
+        "uid": "OFTString",
+        "meta": "OFTString",
+        "blob": "OFTBinary",
+    }
+    assert (info["geometry_name"], info["geometry_type"], info["crs"]) == (
+        "geom",
+        "Polygon",
+        "EPSG:4326",
+    )
     frame = pyogrio.read_dataframe(typed)
     assert frame.loc[0, "uid"] == "00000000-0000-0000-0000-000000000001"
-    assert frame.loc[0, "value"] == 0.25
+    assert frame.loc[0, "value"] == 0.25 and frame.loc[0, "meta"] == '{"n":1}'
+    assert frame.loc[0, "blob"] == b"\x01\x02"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "parcels.fgb",
         "parcels.gpkg",
@@ -265,6 +281,23 @@ def test_the_format_follows_the_suffix(db: SpatialDatabase, tmp_path: Path) -> N
         db.export("SELECT * FROM rd_metric", tmp_path / "x.txt")
     stream = io.BytesIO()
     assert db.export("SELECT * FROM rd_metric WHERE id = 1", stream).format == "geojson"
+
+
+def test_geopackage_of_two_geometry_columns_and_of_no_rows(
+    db: SpatialDatabase, tmp_path: Path
+) -> None:
+    two = tmp_path / "two.gpkg"
+    db.export("SELECT * FROM rd_two ORDER BY id", two, geometry_column="b")
+    info = pyogrio.read_info(two)
+    assert info["geometry_name"] == "b" and info["features"] == 10
+    assert dict(zip(info["fields"], info["ogr_types"], strict=True))["a"] == "OFTBinary"
+    point = shapely.from_wkb(pyogrio.read_dataframe(two)["a"][0])  # the other one, as WKB
+    assert point.geom_type == "Point"
+    empty = tmp_path / "none.gpkg"
+    assert db.export("SELECT * FROM rd_metric WHERE id < 0", empty).features == 0
+    info = pyogrio.read_info(empty)
+    assert info["features"] == 0 and list(info["fields"]) == ["id"]
+    assert info["crs"] == "EPSG:3857"
 
 
 def test_field_types_follow_the_columns_not_the_first_chunks_values(

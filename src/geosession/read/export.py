@@ -89,7 +89,7 @@ def export(
         count = write_parquet(stream, path, progress=progress)
         return ExportResult(count, path, format)
     if format in ("gpkg", "fgb"):
-        from geosession.read.frames import write_ogr
+        from geosession.read.ogr import write_ogr
 
         if path is None:
             raise ConfigurationError(f"format={format!r} needs a file path, not a file object")

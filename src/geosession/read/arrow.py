@@ -1,0 +1,108 @@
+"""A stream as Arrow record batches, for the file writers (GeoParquet, GDAL's formats).
+
+Each column's Arrow type comes from its PostgreSQL type, never from a chunk's values, so
+every batch has one schema even where a chunk holds only NULLs, and an empty result
+still has it. Geometries are ISO WKB (what GeoParquet and GDAL read). Types Arrow has no
+equivalent for are text: JSON and arrays as JSON, the rest (uuid, interval...) as Python
+prints them; numeric is float64, as GeoPackage has no decimal type either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from itertools import chain
+from typing import Any
+
+import orjson
+import shapely
+
+from geosession.errors import ConfigurationError
+from geosession.read.frames import frames
+from geosession.read.plan import Column
+from geosession.read.query import ReadPlan
+from geosession.read.stream import GeometryStream
+
+OnFrame = Callable[[Any], None]
+"""Called with each GeoDataFrame before it becomes a record batch (counts, metadata)."""
+
+
+def pyarrow() -> Any:
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise ConfigurationError(
+            "GeoParquet, GeoPackage and FlatGeobuf export need pyarrow: "
+            "pip install 'geosession[geo]'"
+        ) from None
+    return pyarrow
+
+
+def record_batches(
+    pa: Any, stream: GeometryStream, on_frame: OnFrame
+) -> tuple[Any, Any, Iterator[Any]]:
+    """The plan, the schema and the record batches of ``stream``; the query runs (and
+    its first batch is read) here, since the schema comes from its columns."""
+    chunks = frames(stream)
+    first = next(chunks, None)
+    plan = stream.plan
+    assert plan is not None  # set before the first batch, or by an empty result
+    schema = pa.schema([arrow_field(pa, column) for column in plan.columns])
+
+    def batches() -> Iterator[Any]:
+        for frame in chain([first] if first is not None else [], chunks):
+            on_frame(frame)
+            yield record_batch(pa, schema, plan, frame)
+
+    return plan, schema, batches()
+
+
+def arrow_field(pa: Any, column: Column) -> Any:
+    """The Arrow field of a column, by its type OID; geometries are WKB binary."""
+    if column.spatial:
+        return pa.field(column.name, pa.binary())
+    if column.as_text:
+        return pa.field(column.name, pa.string())
+    types: dict[int, Callable[[], Any]] = {
+        16: pa.bool_,
+        21: pa.int16,
+        23: pa.int32,
+        20: pa.int64,
+        700: pa.float32,
+        701: pa.float64,
+        1700: pa.float64,  # numeric
+        17: pa.binary,
+        1082: pa.date32,
+        1083: lambda: pa.time64("us"),
+        1114: lambda: pa.timestamp("us"),
+        1184: lambda: pa.timestamp("us", tz="UTC"),
+    }
+    make = types.get(column.type_oid, pa.string)
+    return pa.field(column.name, make())
+
+
+def record_batch(pa: Any, schema: Any, plan: ReadPlan, frame: Any) -> Any:
+    """One frame as a record batch of ``schema``."""
+    arrays = []
+    for column, field in zip(plan.columns, schema, strict=True):
+        series = frame[column.name]
+        if column.spatial:
+            values: Any = shapely.to_wkb(series.to_numpy(), flavor="iso")
+        elif field.type == pa.string() and series.dtype == object:  # not pandas' str
+            values = [_text(v) for v in series]
+        elif pa.types.is_floating(field.type) and series.dtype == object:  # Decimals
+            values = [None if v is None else float(v) for v in series]
+        elif pa.types.is_binary(field.type):
+            values = [None if v is None else bytes(v) for v in series]
+        else:
+            values = series
+        arrays.append(pa.array(values, type=field.type, from_pandas=True))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return str(value)
