@@ -34,6 +34,18 @@ _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _WKT_DECIMALS = 20
 # Little-endian EWKB: what PostGIS itself emits, so bytes compare equal to ST_AsEWKB.
 _LITTLE_ENDIAN = 1
+TYPE_NAMES = (
+    "Point",
+    "LineString",
+    "LinearRing",
+    "Polygon",
+    "MultiPoint",
+    "MultiLineString",
+    "MultiPolygon",
+    "GeometryCollection",
+)
+"""Geometry type names by shapely's type id (``shapely.get_type_id``), as OGC and
+GeoParquet spell them."""
 
 
 def to_shape(value: GeometryLike, *, srid: int | None = None) -> shapely.Geometry:

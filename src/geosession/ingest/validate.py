@@ -17,7 +17,7 @@ import orjson
 import shapely
 
 from geosession.errors import ConfigurationError, InvalidGeometry
-from geosession.geometry import object_array, shapes_from_text, to_shape
+from geosession.geometry import TYPE_NAMES, object_array, shapes_from_text, to_shape
 from geosession.ingest.target import Column, GeometrySpec
 
 OnInvalid = Literal["quarantine", "raise", "repair", "skip"]
@@ -37,16 +37,6 @@ _PROMOTE = {
     "MULTIPOLYGON": (3, shapely.multipolygons),
 }
 _REASON_LIMIT = 500
-_TYPE_NAMES = (
-    "Point",
-    "LineString",
-    "LinearRing",
-    "Polygon",
-    "MultiPoint",
-    "MultiLineString",
-    "MultiPolygon",
-    "GeometryCollection",
-)
 
 
 @dataclass(frozen=True)
@@ -266,7 +256,7 @@ def _problems(
             wrong,
             "type",
             lambda i: (
-                f"{_TYPE_NAMES[type_ids[i]]} where column {column.name} takes {spec.geometry_type}"
+                f"{TYPE_NAMES[type_ids[i]]} where column {column.name} takes {spec.geometry_type}"
             ),
         )
     if spec.srid == 0 and spec.geometry_type == "GEOMETRY":

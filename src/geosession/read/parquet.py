@@ -15,22 +15,12 @@ from typing import Any
 
 import shapely
 
+from geosession.geometry import TYPE_NAMES
 from geosession.read.arrow import pyarrow, record_batches
 from geosession.read.geojson import Progress, temporary_path
 from geosession.read.query import ReadPlan
 from geosession.read.stream import GeometryStream
 
-_TYPE_NAMES = (
-    "Point",
-    "LineString",
-    "LinearRing",
-    "Polygon",
-    "MultiPoint",
-    "MultiLineString",
-    "MultiPolygon",
-    "GeometryCollection",
-)
-"""GeoParquet's names of shapely's type ids."""
 _ROW_GROUP = 65_536
 """Rows gathered into one row group: a fetched batch alone makes groups too small for
 readers to skip by statistics, and this many rows of polygons is tens of megabytes."""
@@ -94,7 +84,7 @@ class _GeoMetadata:
         if not len(present):
             return
         kinds = zip(shapely.get_type_id(present), shapely.has_z(present), strict=True)
-        entry["types"] |= {_TYPE_NAMES[kind] + (" Z" if z else "") for kind, z in kinds}
+        entry["types"] |= {TYPE_NAMES[kind] + (" Z" if z else "") for kind, z in kinds}
         low_x, low_y, high_x, high_y = shapely.total_bounds(present)
         box = entry["bbox"]
         entry["bbox"] = [
