@@ -420,6 +420,10 @@ def test_cli_query_to_stdout_and_formats(runner: CliRunner, tmp_path: Path) -> N
     assert result.exit_code == 0, result.output
     first = orjson.loads(out.read_bytes().splitlines()[0])
     assert first["geometry"]["type"] == "Point"
+    parquet = tmp_path / "parcels.parquet"
+    result = runner.invoke(app, ["export", "rd_parcels", str(parquet)])
+    assert result.exit_code == 0, result.output
+    assert f"Exported {ROWS:,} features" in result.output and "(parquet)" in result.output
 
 
 def test_cli_quotes_identifiers_and_reports_errors(
