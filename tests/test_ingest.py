@@ -387,6 +387,39 @@ def test_resume_with_the_same_ingest_id_after_a_crash(db: SpatialDatabase, table
     assert table_state(db) == (10_000, 10_000, source_checksum(10_000))
 
 
+def test_an_emptied_table_is_loaded_again_a_thinned_one_resumes(
+    db: SpatialDatabase, table: str
+) -> None:
+    def source() -> Iterator[dict[str, Any]]:
+        yield from rows(3_000)
+        yield {"id": 3_001, "name": "bad", "value": 0.0, "geom": "POLYGON((0 0,1 1,1 0,0 1,0 0))"}
+
+    def rejects() -> int:
+        with db.session() as s:
+            return int(s.execute(text(f"SELECT count(*) FROM {table}_rejected")).scalar_one())
+
+    assert db.ingest(table, source(), ingest_id="again").inserted == 3_000
+    with db.transaction() as s:
+        s.execute(text(f"DELETE FROM {table} WHERE id > 2000"))
+    resumed = db.ingest(table, source(), ingest_id="again")
+    assert (resumed.already_committed, resumed.inserted, resumed.reloaded) == (3_001, 0, 0)
+    with db.transaction() as s:
+        s.execute(text(f"TRUNCATE {table}"))
+    again = db.ingest(table, source(), ingest_id="again")
+    assert (again.already_committed, again.inserted, again.reloaded) == (0, 3_000, 3_000)
+    assert "loaded again (deleted since the last run)" in str(again)
+    assert table_state(db) == (3_000, 3_000, source_checksum(3_000)) and rejects() == 1
+
+
+def test_a_load_that_inserted_nothing_resumes_into_its_empty_table(
+    db: SpatialDatabase, table: str
+) -> None:
+    bad = [{"id": 1, "name": "x", "value": 1.0, "geom": "POINT(1 1)"}]
+    assert db.ingest(table, bad, ingest_id="nothing").inserted == 0
+    report = db.ingest(table, bad, ingest_id="nothing")
+    assert (report.already_committed, report.reloaded, len(report.rejected)) == (1, 0, 0)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_failing_source_still_loads_the_rows_read_before_it(
     db: SpatialDatabase, table: str, workers: int

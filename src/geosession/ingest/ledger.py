@@ -139,6 +139,41 @@ def committed_rows(cursor: Any, ingest_id: str, target: Target) -> CommittedRows
 
 
 _READ_HERE = "coalesce(target_database = %(db)s, true)"
+
+
+def forget_if_emptied(cursor: Any, ingest_id: str, target: Target) -> int:
+    """The rows this id inserted, when its table is now empty: they were deleted since
+    (TRUNCATE, DELETE), so resuming would leave the table empty, and loading again cannot
+    duplicate a row. The id's ledger entries and rejects are then dropped; 0 otherwise.
+
+    Only a table the ingest can see whole is judged empty: not a view, nor one under row
+    level security, nor one it may not SELECT from.
+    """
+    cursor.execute(
+        f"SELECT coalesce(sum(rows_inserted), 0) FROM {LEDGER} WHERE ingest_id = %s",
+        (ingest_id,),
+    )
+    inserted = int(cursor.fetchone()[0])
+    if not inserted:
+        return 0
+    cursor.execute(
+        "SELECT relkind IN ('r', 'p') AND NOT relrowsecurity "
+        "AND has_table_privilege(oid, 'SELECT') FROM pg_class WHERE oid = %s",
+        (target.oid,),
+    )
+    if not cursor.fetchone()[0]:
+        return 0
+    cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {target.quoted})")
+    if cursor.fetchone()[0]:
+        return 0
+    cursor.execute(f"DELETE FROM {LEDGER} WHERE ingest_id = %s", (ingest_id,))
+    rejects = target.sibling("_rejected")
+    cursor.execute("SELECT to_regclass(%s) IS NOT NULL", (rejects,))
+    if cursor.fetchone()[0]:
+        cursor.execute(f"DELETE FROM {rejects} WHERE ingest_id = %s", (ingest_id,))
+    return inserted
+
+
 """The entry's OID was read in this database (or it is not known where: trusted)."""
 
 

@@ -159,6 +159,11 @@ class Ingest:
                 if self.options.on_invalid == "quarantine":
                     ensure_quarantine(cursor, self.target)
                 self.committed = ledger.committed_rows(cursor, self.ingest_id, self.target)
+                if self.committed:
+                    forgotten = ledger.forget_if_emptied(cursor, self.ingest_id, self.target)
+                    if forgotten:
+                        self.report.reloaded = forgotten
+                        self.committed = ledger.CommittedRows()
                 self.report.already_committed = len(self.committed)
                 deferred = self._maybe_defer(cursor)
                 if self.options.workers == "auto":

@@ -25,6 +25,9 @@ class IngestReport:
     """Rows loaded after shapely.make_valid (on_invalid='repair')."""
     already_committed: int = 0
     """Rows skipped because an earlier run with this ingest_id committed them."""
+    reloaded: int = 0
+    """Rows an earlier run with this ingest_id inserted into the table, which was empty
+    when this run began (they were deleted since): loaded again rather than skipped."""
     conflicts: int = 0
     """Rows not inserted because their key existed (on_conflict='ignore')."""
     chunks: int = 0
@@ -80,6 +83,7 @@ class IngestReport:
             for n, v in (
                 ("repaired", len(self.repaired)),
                 ("already committed (resumed)", self.already_committed),
+                ("loaded again (deleted since the last run)", self.reloaded),
                 ("key conflicts ignored", self.conflicts),
             )
             if v
