@@ -266,9 +266,16 @@ def test_a_table_created_meanwhile_by_another_load_is_loaded(
     assert not outcome[0].created and outcome[0].inserted == 20
 
 
-def test_rows_without_a_schema_cannot_make_a_table(db: SpatialDatabase) -> None:
+def test_rows_without_a_schema_cannot_make_a_table(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
     with pytest.raises(ConfigurationError, match="made_rows does not exist, and create=True"):
         db.ingest("made_rows", iter([{"id": 1}]), create=True)
+    sheet = tmp_path / "rows.xlsx"
+    sheet.write_bytes(b"")
+    with pytest.raises(ConfigurationError, match="rows.xlsx: unsupported file type"):
+        db.ingest("made_rows", sheet, create=True)
+    assert admin.execute("SELECT to_regclass('made_rows')").fetchone() == (None,)
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, Table, inspect, text
 from geosession.errors import ConfigurationError, DatabaseError
 from geosession.ingest.files import (
     PARQUET_SUFFIXES,
+    SUPPORTED,
     VECTOR_SUFFIXES,
     crs_code,
     csv_header,
@@ -144,7 +145,9 @@ def source_schema(source: Any, options: IngestOptions, *, table: str) -> SourceS
         elif suffix in VECTOR_SUFFIXES:
             schema = _vector_schema(path, options.srid, options.layer)
         else:
-            return SourceSchema()  # the ingest refuses the file type, naming those it reads
+            raise ConfigurationError(
+                f"cannot ingest {path}: unsupported file type; use {SUPPORTED}"
+            )
     elif is_dataframe(source):
         schema = _frame_schema(source, options.srid)
     else:
