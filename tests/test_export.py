@@ -298,6 +298,15 @@ def test_geopackage_of_two_geometry_columns_and_of_no_rows(
     info = pyogrio.read_info(empty)
     assert info["features"] == 0 and list(info["fields"]) == ["id"]
     assert info["crs"] == "EPSG:3857"
+    for suffix in (".gpkg", ".fgb"):
+        solid = tmp_path / f"z{suffix}"
+        db.export(
+            "SELECT g AS id, ST_SetSRID(ST_MakePoint(g, g, g), 2056) AS geom "
+            "FROM generate_series(1, 3) g",
+            solid,
+        )
+        info = pyogrio.read_info(solid)
+        assert (info["geometry_type"], info["crs"], info["features"]) == ("Point Z", "EPSG:2056", 3)
 
 
 def test_field_types_follow_the_columns_not_the_first_chunks_values(
