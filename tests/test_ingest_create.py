@@ -218,6 +218,34 @@ def test_cli_loads_the_layers_of_one_file_as_separate_loads(
     assert admin.execute("SELECT count(*) FROM made_gpkg").fetchone() == (50,)
 
 
+def test_cli_loads_several_files_each_as_its_own_load(
+    admin: psycopg.Connection[Any], database_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    tiles = []
+    for number in range(3):
+        tile = tmp_path / f"tile{number}.geojson"
+        frame = parcels(10 + number)
+        frame["id"] += 100 * number
+        frame.to_file(tile)
+        tiles.append(str(tile))
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    runner = CliRunner()
+    loaded = runner.invoke(app, ["ingest", *tiles, "made_gpkg", "--create"])
+    assert loaded.exit_code == 0, loaded.output
+    assert "tile2.geojson (3 of 3)" in loaded.output and "3 files" in loaded.output
+    assert admin.execute("SELECT count(*), count(DISTINCT id) FROM made_gpkg").fetchone() == (
+        33,
+        33,
+    )
+    again = runner.invoke(app, ["ingest", *tiles, "made_gpkg"])
+    assert again.exit_code == 0, again.output
+    assert admin.execute("SELECT count(*) FROM made_gpkg").fetchone() == (33,)
+    totals = next(line for line in again.output.splitlines() if "│ all" in line)
+    assert [cell.strip() for cell in totals.split("│")[2:6]] == ["0", "0", "0", "33"]
+    named = runner.invoke(app, ["ingest", *tiles, "made_gpkg", "--ingest-id", "one"])
+    assert named.exit_code != 0 and "(each gets its own, from the file)" in named.output
+
+
 def test_mapped_class_is_created_from_its_definition(
     db: SpatialDatabase, admin: psycopg.Connection[Any]
 ) -> None:

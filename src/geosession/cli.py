@@ -146,11 +146,11 @@ def demo(
 
 @app.command("ingest")
 def ingest(
-    source: Annotated[
-        Path,
+    sources: Annotated[
+        list[Path],
         typer.Argument(
-            help="A vector file (GeoPackage, Shapefile, GeoJSON, FlatGeobuf), GeoParquet or a "
-            "CSV with a WKT column.",
+            help="Vector files (GeoPackage, Shapefile, GeoJSON, FlatGeobuf), GeoParquet or "
+            "CSV with a WKT column: one, or several loaded one after the other.",
             exists=True,
             dir_okay=False,
         ),
@@ -214,12 +214,14 @@ def ingest(
         ),
     ] = False,
 ) -> None:
-    """Load a file into a table by binary COPY, exactly once.
+    """Load files into a table by binary COPY, exactly once.
 
     Every chunk commits with a ledger entry, so a load interrupted by Ctrl-C, a crash or
     a lost server resumes when you run the same command again, without duplicates. Bad
     geometries go to TABLE_rejected with the source row and the reason (see
-    --on-invalid). Example: geosession ingest parcels.gpkg parcels --create
+    --on-invalid). Several files are loaded one after the other, each its own load.
+    Examples: geosession ingest parcels.gpkg parcels --create;
+    geosession ingest tiles/*.fgb parcels
     """
     from rich.console import Console
 
@@ -231,23 +233,59 @@ def ingest(
     deferral = deferrals.get(defer_indexes)
     if deferral is None:
         raise typer.BadParameter("use auto, yes or no", param_hint="--defer-indexes")
-    with SpatialDatabase.from_env() as db:
-        report = db.ingest(
-            table,
-            source,
-            chunk_size=size,
-            on_invalid=on_invalid,
-            on_conflict=on_conflict,
-            ingest_id=ingest_id or _ingest_id_for(source, table, layer),
-            srid=srid,
-            workers=connections,
-            defer_indexes=deferral,
-            progress=True,
-            wkt_column=wkt_column,
-            layer=layer,
-            create=create,
+    if ingest_id is not None and len(sources) > 1:
+        raise typer.BadParameter(
+            "an id names one load; with several files leave it out (each gets its own, "
+            "from the file)",
+            param_hint="--ingest-id",
         )
-    Console().print(report)
+    console = Console()
+    reports = []
+    with SpatialDatabase.from_env() as db:
+        for number, source in enumerate(sources, start=1):
+            if len(sources) > 1:
+                heading = f"[bold]{source}[/] ({number} of {len(sources)})"
+                console.print(heading, highlight=False, soft_wrap=True)
+            report = db.ingest(
+                table,
+                source,
+                chunk_size=size,
+                on_invalid=on_invalid,
+                on_conflict=on_conflict,
+                ingest_id=ingest_id or _ingest_id_for(source, table, layer),
+                srid=srid,
+                workers=connections,
+                defer_indexes=deferral,
+                progress=True,
+                wkt_column=wkt_column,
+                layer=layer,
+                create=create,
+            )
+            console.print(report)
+            reports.append((source, report))
+    if len(reports) > 1:
+        console.print(_files_table(reports))
+
+
+def _files_table(reports: list[tuple[Path, Any]]) -> Any:
+    """One line per file loaded, and their totals."""
+    from rich.table import Table
+
+    table = Table(title=f"{len(reports)} files", title_justify="left")
+    for name in ("file", "rows read", "inserted", "rejected", "already committed"):
+        table.add_column(name, justify="left" if name == "file" else "right")
+    totals = [0, 0, 0, 0]
+    for source, report in reports:
+        counts = [
+            report.rows_read,
+            report.inserted,
+            len(report.rejected),
+            report.already_committed,
+        ]
+        totals = [total + count for total, count in zip(totals, counts, strict=True)]
+        table.add_row(str(source), *(f"{count:,}" for count in counts))
+    table.add_row("all", *(f"{total:,}" for total in totals), style="bold")
+    return table
 
 
 def _ingest_id_for(source: Path, table: str, layer: str | None) -> str:
