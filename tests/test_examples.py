@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -40,3 +41,21 @@ def test_live_feed_commits_while_the_feed_runs(database_url: str) -> None:
     counts = [int(line.split()[2].replace(",", "")) for line in lines]
     assert any(0 < count < counts[-1] for count in counts), out  # stored before the feed ended
     assert "feed ended:" in out
+
+
+def test_parcels_api_serves_requests_and_returns_every_connection(
+    database_url: str, admin: Any
+) -> None:
+    out = run_example("parcels_api.py", database_url)
+    assert "GET /parcels/42: parcel 42" in out
+    assert "GET /parcels/999999: 404" in out
+    assert "POST a bow-tie: 422 need a valid Polygon, got Polygon Self-intersection" in out
+    assert "POST a square: 201" in out
+    assert "GET /parcels.geojson: 5,001 features" in out
+    inside = admin.execute(
+        "SELECT count(*) FROM example_parcels "
+        "WHERE geom && ST_MakeEnvelope(-74, 40.7, -73.99, 40.71, 4326)"
+    ).fetchone()[0]
+    assert f"GET /parcels.geojson?bbox=...: {inside} features" in out
+    assert "GET /health: {'checked_out': 0" in out
+    admin.execute("DROP TABLE example_parcels")
