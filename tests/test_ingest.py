@@ -28,6 +28,7 @@ from geosession import (
     SpatialDatabase,
 )
 from geosession.demo import synthetic_polygons
+from geosession.geometry import to_ewkb
 
 TABLE = "ingest_parcels"
 
@@ -494,6 +495,10 @@ def test_a_ledger_from_an_earlier_version_gains_the_table_oid(
                 "INSERT INTO geosession_ingest_ledger VALUES "
                 "('old', '\"public\".\"ingest_parcels\"', 1, 100, 100, 0, 'crc32:0', now())"
             )
+        )
+        s.execute(  # and the rows that entry loaded
+            text(f"INSERT INTO {table} VALUES (:id, :name, :value, ST_GeomFromEWKB(:geom))"),
+            [{**row, "geom": to_ewkb(row["geom"], 4326)} for row in rows(100)],
         )
     report = db.ingest(table, rows(150), ingest_id="old")
     assert (report.already_committed, report.inserted) == (100, 50)
