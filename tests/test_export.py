@@ -298,6 +298,24 @@ def test_geopackage_of_two_geometry_columns_and_of_no_rows(
     info = pyogrio.read_info(empty)
     assert info["features"] == 0 and list(info["fields"]) == ["id"]
     assert info["crs"] == "EPSG:3857"
+    mixed = tmp_path / "mixed.gpkg"  # the first chunk has only polygons, the column says Multi
+    db.export(
+        "SELECT id, CASE WHEN id > 2 THEN ST_Multi(geom) ELSE geom END::geometry(Geometry, 4326) "
+        "AS geom FROM rd_parcels WHERE id <= 4 ORDER BY id",
+        mixed,
+        batch_size=2,
+    )
+    assert pyogrio.read_info(mixed)["geometry_type"] == "Unknown"
+    declared = tmp_path / "declared.gpkg"
+    db.export(
+        "SELECT id, ST_Multi(geom)::geometry(MultiPolygon, 4326) AS geom FROM rd_parcels "
+        "WHERE id <= 4",
+        declared,
+    )
+    assert pyogrio.read_info(declared)["geometry_type"] == "MultiPolygon"
+    centroids = tmp_path / "centroids.gpkg"
+    db.export("SELECT * FROM rd_metric WHERE id <= 4", centroids, geometry="centroid")
+    assert pyogrio.read_info(centroids)["geometry_type"] == "Point"
     for suffix in (".gpkg", ".fgb"):
         solid = tmp_path / f"z{suffix}"
         db.export(

@@ -45,19 +45,26 @@ def write_ogr(stream: GeometryStream, path: str, *, format: str, progress: Progr
     return count
 
 
+_KEEPS_TYPE = ("full", "simplify", "transform")
+"""Projections after which the column's declared type still holds (not an envelope, which
+may be a point or a line, nor a centroid)."""
+
+
 class _Layer:
     """What the layer's declaration needs from the rows: the first chunk's geometry type
-    and CRS (GDAL takes them before the first row), the count, the NULL geometries."""
+    (unless the column declares one) and CRS, which GDAL takes before the first row; the
+    count, the NULL geometries."""
 
     def __init__(self, progress: Progress | None) -> None:
         self.progress = progress
         self.count = self.nulls = 0
-        self.type: str = "Unknown"
+        self.type: str | None = None
         self.crs: Any = None
 
     def see(self, frame: Any) -> None:
         if not self.count:
-            self.type, self.crs = _geometry_type(frame.geometry), frame.crs
+            self.type = self.type or _geometry_type(frame.geometry)
+            self.crs = frame.crs
         self.count += len(frame)
         self.nulls += int(frame.geometry.isna().sum())
         if self.progress is not None:
@@ -73,6 +80,8 @@ def _write_package(
     _check_writable(package)
     seen = _Layer(progress)
     plan, schema, batches = record_batches(pa, stream, seen.see)
+    if plan.options.projection.kind in _KEEPS_TYPE:
+        seen.type = plan.geometry.geometry_type
     first = next(batches, None)  # the layer is declared from it
     if first is None and plan.geometry.srid:
         seen.crs = f"EPSG:{plan.geometry.srid}"
@@ -83,7 +92,7 @@ def _write_package(
         layer=layer,
         driver="GPKG",
         geometry_name=plan.geometry.name,
-        geometry_type=seen.type,
+        geometry_type=seen.type or "Unknown",
         crs=_wkt(seen.crs),
         layer_options={"SPATIAL_INDEX": "YES", "GEOMETRY_NAME": plan.geometry.name},
     )

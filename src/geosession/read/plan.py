@@ -203,6 +203,7 @@ class Column:
     spatial: Literal["geometry", "geography"] | None = None
     srid: int | None = None  # from the column's type modifier, when the driver reports it
     as_text: bool = False  # the driver cannot load it in binary: cast to text
+    geometry_type: str | None = None  # likewise, e.g. "Polygon" or "Point Z"; None: any
 
 
 def typmod_srid(typmod: int | None) -> int | None:
@@ -211,6 +212,30 @@ def typmod_srid(typmod: int | None) -> int | None:
         return None
     srid = ((typmod & 0x0FFFFF00) - (typmod & 0x08000000)) >> 8
     return srid if srid > 0 else None
+
+
+_TYPMOD_TYPES = (
+    "Unknown",
+    "Point",
+    "LineString",
+    "Polygon",
+    "MultiPoint",
+    "MultiLineString",
+    "MultiPolygon",
+    "GeometryCollection",
+)
+"""PostGIS's geometry type codes in a type modifier, as GDAL names them (0: any type)."""
+
+
+def typmod_geometry_type(typmod: int | None) -> str | None:
+    """The type a ``geometry(type, srid)`` modifier declares ("Point Z"; "Unknown" for
+    ``geometry(Geometry, srid)``); None without a modifier."""
+    if typmod is None or typmod < 0:
+        return None
+    code = (typmod & 0xFC) >> 2
+    if not 0 < code < len(_TYPMOD_TYPES):
+        return "Unknown"
+    return _TYPMOD_TYPES[code] + {0: "", 1: " M", 2: " Z", 3: " ZM"}[typmod & 0x03]
 
 
 def describe_columns(
@@ -231,9 +256,10 @@ def describe_columns(
             )
         seen.add(name)
         spatial = spatial_oids.get(oid)
-        srid = typmod_srid(typmods[index]) if typmods is not None and spatial else None
+        typmod = typmods[index] if typmods is not None and spatial else None
         as_text = spatial is None and binary_loadable is not None and not binary_loadable(oid)
-        columns.append(Column(name, oid, spatial, srid, as_text))
+        kind = typmod_geometry_type(typmod)
+        columns.append(Column(name, oid, spatial, typmod_srid(typmod), as_text, kind))
     return tuple(columns)
 
 
