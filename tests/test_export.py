@@ -327,6 +327,35 @@ def test_geopackage_of_two_geometry_columns_and_of_no_rows(
         assert (info["geometry_type"], info["crs"], info["features"]) == ("Point Z", "EPSG:2056", 3)
 
 
+def test_layers_are_added_to_a_geopackage_and_replaced_by_name(
+    db: SpatialDatabase, runner: CliRunner, tmp_path: Path
+) -> None:
+    city = tmp_path / "city.gpkg"
+    db.export("SELECT * FROM rd_metric WHERE id <= 30", city, layer="metric")
+    db.export("SELECT id, name, geom FROM rd_parcels WHERE id <= 10", city, layer="parcels")
+    result = runner.invoke(
+        app, ["export", "SELECT * FROM rd_metric WHERE id <= 5", str(city), "--layer", "metric"]
+    )
+    assert result.exit_code == 0, result.output
+    layers = {
+        str(name): pyogrio.read_info(city, layer=name)["features"]
+        for name, _ in pyogrio.list_layers(city)
+    }
+    assert layers == {"metric": 5, "parcels": 10}
+    assert pyogrio.read_info(city, layer="metric")["crs"] == "EPSG:3857"
+    flat = tmp_path / "flat.fgb"
+    db.export("SELECT * FROM rd_metric WHERE id <= 3", flat, layer="metric")
+    assert [str(name) for name, _ in pyogrio.list_layers(flat)] == ["metric"]
+    with pytest.raises(ConfigurationError, match="layer='x' names a layer of a GeoPackage"):
+        db.export("SELECT * FROM rd_metric", tmp_path / "x.parquet", layer="x")
+    garbage = tmp_path / "garbage.gpkg"
+    garbage.write_bytes(b"not a geopackage")
+    with pytest.raises(ConfigurationError, match="cannot add layer 'metric'"):
+        db.export("SELECT * FROM rd_metric WHERE id <= 3", garbage, layer="metric")
+    assert garbage.read_bytes() == b"not a geopackage"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["city.gpkg", "flat.fgb", "garbage.gpkg"]
+
+
 def test_field_types_follow_the_columns_not_the_first_chunks_values(
     db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
 ) -> None:

@@ -337,6 +337,13 @@ def export(
     precision: Annotated[
         int | None, typer.Option(min=0, max=15, help="GeoJSON decimals (default: all, 15).")
     ] = None,
+    layer: Annotated[
+        str | None,
+        typer.Option(
+            help="The GeoPackage layer to write (default: named after OUTPUT). An existing "
+            "GeoPackage keeps its other layers; a layer of that name is replaced."
+        ),
+    ] = None,
     pages_by: Annotated[
         str | None,
         typer.Option(help="Read in keyset pages by this unique column (for slow consumers)."),
@@ -360,7 +367,7 @@ def export(
         "precision": precision,
     }
     box = parse_bbox(bbox)
-    run_export(source, output, format=format, where=where, bbox=box, options=options)
+    run_export(source, output, format=format, where=where, bbox=box, layer=layer, options=options)
 
 
 # -- geosession activity ------------------------------------------------------------------

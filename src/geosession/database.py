@@ -378,12 +378,14 @@ class SpatialDatabase:
         dest: Any,
         *,
         format: str | None = None,
+        layer: str | None = None,
         params: Mapping[str, Any] | None = None,
         progress: Callable[[int], None] | None = None,
         **options: Any,
     ) -> ExportResult:
         """Write ``statement``'s rows as geojson, geojsonl, gpkg, fgb or parquet (GeoParquet),
-        by default the format ``dest``'s suffix names: complete, or no file."""
+        by default the format ``dest``'s suffix names: complete, or no file. ``layer`` names
+        a GeoPackage layer: added to an existing file, whose other layers stay."""
         read = ReadOptions.build(**options)
         return export(
             self._checkout,
@@ -393,6 +395,7 @@ class SpatialDatabase:
             options=read,
             params=params,
             progress=progress,
+            layer=layer,
         )
 
     def iter_geojson(

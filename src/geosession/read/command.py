@@ -72,6 +72,7 @@ def run_export(
     format: str | None,
     where: str | None,
     bbox: Sequence[float] | None,
+    layer: str | None = None,
     options: dict[str, Any],
 ) -> ExportResult:
     """Exports ``source`` (a table or a query) to ``output`` with a progress bar on stderr."""
@@ -86,6 +87,7 @@ def run_export(
                 source_query(source, where=where),
                 dest,
                 format=kind,
+                layer=layer,
                 bbox=bbox,
                 progress=advance,
                 **options,

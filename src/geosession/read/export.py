@@ -75,11 +75,17 @@ def export(
     options: ReadOptions,
     params: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
+    layer: str | None = None,
 ) -> ExportResult:
     """Streams the rows of ``statement`` into ``dest`` in ``format`` (by default the one
-    its suffix names)."""
+    its suffix names); ``layer`` names a GeoPackage's layer (others in the file stay)."""
     format = format_for(dest, format)
     path = None if hasattr(dest, "write") else os.fspath(dest)
+    if layer is not None and format not in ("gpkg", "fgb"):
+        raise ConfigurationError(
+            f"layer={layer!r} names a layer of a GeoPackage or FlatGeobuf file; a {format} "
+            "file has none: leave it out"
+        )
     if format == "parquet":
         from geosession.read.parquet import write_parquet
 
@@ -94,7 +100,7 @@ def export(
         if path is None:
             raise ConfigurationError(f"format={format!r} needs a file path, not a file object")
         stream = GeometryStream(connect, statement, replace(options, output="row"), params)
-        count = write_ogr(stream, path, format=format, progress=progress)
+        count = write_ogr(stream, path, format=format, progress=progress, layer=layer)
         return ExportResult(count, path, format)
     stream = GeometryStream(connect, statement, options.for_features(), params)
     with stream, atomic_output(dest) as sink:

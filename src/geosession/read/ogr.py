@@ -11,6 +11,7 @@ known only at the end, so it is written from a temporary GeoPackage, again throu
 from __future__ import annotations
 
 import os
+import shutil
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -23,17 +24,34 @@ from geosession.read.geojson import Progress, temporary_path
 from geosession.read.stream import GeometryStream
 
 
-def write_ogr(stream: GeometryStream, path: str, *, format: str, progress: Progress | None) -> int:
-    """Writes ``stream`` as a GeoPackage or FlatGeobuf file at ``path``; returns the count."""
+def write_ogr(
+    stream: GeometryStream,
+    path: str,
+    *,
+    format: str,
+    progress: Progress | None,
+    layer: str | None = None,
+) -> int:
+    """Writes ``stream`` as a GeoPackage or FlatGeobuf file at ``path``; returns the count.
+
+    A named ``layer`` is added to an existing GeoPackage, or replaces the layer of that
+    name, and its other layers stay: the file is copied, written and renamed back, so a
+    failed export leaves it as it was. Without one, the layer is named after the file.
+    """
     pa = pyarrow()
     target = Path(path)
     package = temporary_path(target, ".gpkg")
+    _check_writable(package)
     try:
-        count, nulls = _write_package(pa, stream, package, target.stem or "features", progress)
+        if format == "gpkg" and layer is not None and target.is_file():
+            _check_geopackage(target, layer)
+            shutil.copyfile(target, package)
+        name = layer or target.stem or "features"
+        count, nulls = _write_package(pa, stream, package, name, progress)
         if format == "fgb":
             flat = temporary_path(target, ".fgb")
             try:
-                _package_to_flatgeobuf(package, flat, spatial_index=not nulls)
+                _package_to_flatgeobuf(package, flat, name, spatial_index=not nulls)
                 os.replace(flat, target)
             finally:
                 flat.unlink(missing_ok=True)
@@ -74,10 +92,9 @@ class _Layer:
 def _write_package(
     pa: Any, stream: GeometryStream, package: Path, layer: str, progress: Progress | None
 ) -> tuple[int, int]:
-    """Writes the GeoPackage in one Arrow stream; returns the rows and NULL geometries."""
+    """Writes the layer in one Arrow stream; returns the rows and NULL geometries."""
     from pyogrio.raw import write_arrow
 
-    _check_writable(package)
     seen = _Layer(progress)
     plan, schema, batches = record_batches(pa, stream, seen.see)
     if plan.options.projection.kind in _KEEPS_TYPE:
@@ -118,6 +135,18 @@ def _wkt(crs: Any) -> str | None:
     return str(CRS.from_user_input(crs).to_wkt())
 
 
+def _check_geopackage(path: Path, layer: str) -> None:
+    """A file a layer is added to must be a GeoPackage (GDAL would replace anything else):
+    an SQLite database whose application id says GPKG (GP10, GP11 in older ones)."""
+    with path.open("rb") as handle:
+        header = handle.read(72)
+    if header[:16] != b"SQLite format 3\x00" or header[68:72] not in (b"GPKG", b"GP10", b"GP11"):
+        raise ConfigurationError(
+            f"cannot add layer {layer!r} to {path}: it is not a GeoPackage; choose another "
+            "file name, or remove the file"
+        )
+
+
 def _check_writable(package: Path) -> None:
     try:
         package.touch(exist_ok=False)
@@ -128,7 +157,7 @@ def _check_writable(package: Path) -> None:
         ) from None
 
 
-def _package_to_flatgeobuf(package: Path, flat: Path, *, spatial_index: bool) -> None:
+def _package_to_flatgeobuf(package: Path, flat: Path, layer: str, *, spatial_index: bool) -> None:
     """Streams the GeoPackage layer into FlatGeobuf in Arrow batches (GDAL >= 3.8).
 
     FlatGeobuf's spatial index cannot hold NULL geometries: with any, it is left out.
@@ -139,6 +168,7 @@ def _package_to_flatgeobuf(package: Path, flat: Path, *, spatial_index: bool) ->
         write_arrow(
             reader,
             flat,
+            layer=layer,
             driver="FlatGeobuf",
             geometry_name=meta["geometry_name"] or "geometry",
             geometry_type=meta["geometry_type"],
