@@ -437,6 +437,36 @@ def test_iter_geojson_pages_release_between_chunks(db: SpatialDatabase) -> None:
     assert [f["properties"]["id"] for f in document["features"]] == list(range(1, ROWS + 1))
 
 
+def test_async_iter_geojson_matches_the_sync_bytes(db: SpatialDatabase) -> None:
+    import asyncio
+
+    query = "SELECT id, name, geom FROM rd_parcels WHERE id <= 1200 ORDER BY id"
+    empty = "SELECT id, geom FROM rd_parcels WHERE id < 0"
+
+    async def collect(statement: str, **options: Any) -> tuple[bytes, int]:
+        chunks = [c async for c in db.async_iter_geojson(statement, **options)]
+        return b"".join(chunks), db.async_engine.sync_engine.pool.checkedout()  # type: ignore[attr-defined]
+
+    async def work() -> list[tuple[bytes, int]]:
+        try:
+            return [
+                await collect(query, batch_size=500),
+                await collect(query, pages_by="id", batch_size=500, newline_delimited=True),
+                await collect(empty),
+            ]
+        finally:
+            await db.adispose()
+
+    (whole, held), (lines, held_pages), (nothing, _) = asyncio.run(work())
+    assert held == held_pages == 0
+    assert whole == b"".join(db.iter_geojson(query, batch_size=500))
+    assert lines == b"".join(
+        db.iter_geojson(query, pages_by="id", batch_size=500, newline_delimited=True)
+    )
+    assert len(orjson.loads(whole)["features"]) == 1200 and len(lines.splitlines()) == 1200
+    assert orjson.loads(nothing) == {"type": "FeatureCollection", "features": []}
+
+
 # --- the command line ------------------------------------------------------------------
 
 

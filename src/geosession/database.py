@@ -32,6 +32,7 @@ from geosession.read import (
     ExportResult,
     GeometryStream,
     ReadOptions,
+    async_geojson_chunks,
     export,
     geojson_chunks,
 )
@@ -410,6 +411,20 @@ class SpatialDatabase:
         read = ReadOptions.build(**options).for_features()
         stream = GeometryStream(self._checkout, statement, read, params)
         return geojson_chunks(stream.batches(), newline_delimited=newline_delimited)
+
+    def async_iter_geojson(
+        self,
+        statement: Any,
+        *,
+        newline_delimited: bool = False,
+        params: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncIterator[bytes]:
+        """The async twin of :meth:`iter_geojson`, on :attr:`async_engine`, for async
+        endpoints (``StreamingResponse(db.async_iter_geojson(...))``)."""
+        read = ReadOptions.build(**options).for_features()
+        stream = AsyncGeometryStream(self._async_checkout, statement, read, params)
+        return async_geojson_chunks(stream.batches(), newline_delimited=newline_delimited)
 
     def async_stream(
         self, statement: Any, *, params: Mapping[str, Any] | None = None, **options: Any

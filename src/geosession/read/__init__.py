@@ -3,12 +3,13 @@
 ``db.stream`` / ``db.async_stream`` iterate any select through a server-side cursor (or
 keyset pages), with the geometry projection pushed into SQL; ``db.stream_frames`` yields
 GeoDataFrames; ``db.export_geojson`` and ``db.export`` write GeoJSON, GeoJSON Lines,
-GeoPackage and FlatGeobuf files that appear only once complete.
+GeoPackage, FlatGeobuf and GeoParquet files that appear only once complete;
+``db.iter_geojson`` / ``db.async_iter_geojson`` stream GeoJSON bytes to HTTP responses.
 """
 
 from geosession.read.aio import AsyncGeometryStream
 from geosession.read.export import FORMATS, export
-from geosession.read.geojson import ExportResult, geojson_chunks
+from geosession.read.geojson import ExportResult, async_geojson_chunks, geojson_chunks
 from geosession.read.plan import OUTPUTS, PROJECTIONS, Projection, ReadOptions
 from geosession.read.source import raw_sql, source_query
 from geosession.read.stream import GeometryStream
@@ -22,6 +23,7 @@ __all__ = [
     "GeometryStream",
     "Projection",
     "ReadOptions",
+    "async_geojson_chunks",
     "export",
     "geojson_chunks",
     "raw_sql",

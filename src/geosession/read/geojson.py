@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,25 +42,52 @@ class ExportResult:
     format: str
 
 
+class Framing:
+    """The bytes around and between batches of Features: a FeatureCollection's header,
+    separators and footer, or GeoJSON Lines' newlines. The sync and async chunk streams
+    share it, so the document is built in one place."""
+
+    def __init__(self, *, newline_delimited: bool) -> None:
+        self.newline_delimited = newline_delimited
+        self.started = False
+
+    def chunk(self, batch: list[str]) -> bytes:
+        """One batch's bytes; the first carries the collection's header."""
+        if self.newline_delimited:
+            return "\n".join(batch).encode() + b"\n"
+        opening = b",\n" if self.started else _HEADER
+        self.started = True
+        return opening + ",\n".join(batch).encode()
+
+    def end(self) -> bytes:
+        """What closes the document (an empty collection when no batch came)."""
+        if self.newline_delimited:
+            return b""
+        return _FOOTER if self.started else _EMPTY
+
+
 def geojson_chunks(batches: Iterator[list[str]], *, newline_delimited: bool) -> Iterator[bytes]:
     """The bytes of a FeatureCollection (or GeoJSON Lines), one chunk per batch.
 
     Nothing is produced before the first batch is fetched, so a bad query raises before
     any output (an HTTP response can still report a proper error).
     """
-    if newline_delimited:
-        for batch in batches:
-            batch.append("")
-            yield "\n".join(batch).encode()
-        return
-    first = next(batches, None)
-    if first is None:
-        yield _EMPTY
-        return
-    yield _HEADER + ",\n".join(first).encode()
+    framing = Framing(newline_delimited=newline_delimited)
     for batch in batches:
-        yield b",\n" + ",\n".join(batch).encode()
-    yield _FOOTER
+        yield framing.chunk(batch)
+    if last := framing.end():
+        yield last
+
+
+async def async_geojson_chunks(
+    batches: AsyncIterator[list[str]], *, newline_delimited: bool
+) -> AsyncIterator[bytes]:
+    """The async twin of :func:`geojson_chunks`, over an async stream's batches."""
+    framing = Framing(newline_delimited=newline_delimited)
+    async for batch in batches:
+        yield framing.chunk(batch)
+    if last := framing.end():
+        yield last
 
 
 def write_chunks(
