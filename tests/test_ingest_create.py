@@ -168,6 +168,22 @@ def test_geojson_of_mixed_types_with_a_field_named_geom(
     assert stored.fetchall() == [("box", "ST_Polygon"), ("line", "ST_LineString")]
 
 
+def test_async_ingest_creates_the_table_too(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    import asyncio
+
+    async def load() -> Any:
+        try:
+            return await db.async_ingest("made_parquet", parcels(25), create=True)
+        finally:
+            await db.adispose()
+
+    report = asyncio.run(load())
+    assert report.created and report.inserted == 25
+    assert columns(admin, "made_parquet")["geometry"] == "geometry(MultiPolygon,4326)"
+
+
 def test_geoparquet_types_from_its_metadata_without_the_bbox_columns(
     db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
