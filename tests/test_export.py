@@ -273,6 +273,39 @@ def pd_timestamp(text: str) -> Any:
     return pd.Timestamp(text)
 
 
+def test_csv_with_wkt_round_trips_through_ingest(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "parcels.csv"
+    statement = (
+        "SELECT id, name, value, seen, uid, meta, '\\x00ff'::bytea AS blob, "
+        "interval '1 day' * id AS span, geom FROM rd_parcels ORDER BY id"
+    )
+    assert db.export(statement, out, batch_size=700).format == "csv"
+    lines = out.read_text().splitlines()
+    assert lines[0] == '"id","name","value","seen","uid","meta","blob","span","geom"'
+    assert lines[1].startswith(
+        '1,"parcel 1",0.25,2024-01-02,"00000000-0000-0000-0000-000000000001"'
+    )
+    assert '"\\x00ff"' in lines[1] and ',"POLYGON ((' in lines[1] and len(lines) == ROWS + 1
+    admin.execute(
+        "DROP TABLE IF EXISTS rd_trip; CREATE TABLE rd_trip (id int PRIMARY KEY, name text, "
+        "value numeric(12, 2), seen date, uid uuid, meta jsonb, blob bytea, span text, "
+        "geom geometry(Polygon, 4326))"
+    )
+    try:
+        report = db.ingest("rd_trip", out, srid=4326)
+        assert report.inserted == ROWS and not report.rejected
+        same = admin.execute(
+            "SELECT count(*) FROM rd_trip t JOIN rd_parcels p USING (id) WHERE t.name = p.name "
+            "AND t.value = p.value AND t.seen = p.seen AND t.uid = p.uid AND t.meta = p.meta "
+            "AND t.blob = '\\x00ff' AND t.geom ~= p.geom AND ST_Equals(t.geom, p.geom)"
+        ).fetchone()
+        assert same == (ROWS - 1,)  # row 17's geometry is NULL in both
+    finally:
+        admin.execute("DROP TABLE IF EXISTS rd_trip")
+
+
 def test_the_format_follows_the_suffix(db: SpatialDatabase, tmp_path: Path) -> None:
     out = tmp_path / "parcels.gpkg"
     assert db.export("SELECT * FROM rd_metric WHERE id <= 3", out).format == "gpkg"

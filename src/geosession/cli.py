@@ -312,8 +312,8 @@ def export(
         str | None,
         typer.Option(
             "--format",
-            help="geojson, geojsonl, gpkg, fgb or parquet (GeoParquet) (default: from "
-            "OUTPUT's suffix).",
+            help="geojson, geojsonl, gpkg, fgb, parquet (GeoParquet) or csv (geometry as WKT) "
+            "(default: from OUTPUT's suffix).",
         ),
     ] = None,
     where: Annotated[
@@ -349,8 +349,8 @@ def export(
         typer.Option(help="Read in keyset pages by this unique column (for slow consumers)."),
     ] = None,
 ) -> None:
-    """Export a table or a query to GeoJSON, GeoJSON Lines, GeoPackage, FlatGeobuf or
-    GeoParquet.
+    """Export a table or a query to GeoJSON, GeoJSON Lines, GeoPackage, FlatGeobuf,
+    GeoParquet or CSV.
 
     Streams in bounded memory through a server-side cursor; the file appears only once
     complete. GeoJSON coordinates are EPSG:4326 (RFC 7946). Examples:

@@ -384,7 +384,8 @@ class SpatialDatabase:
         progress: Callable[[int], None] | None = None,
         **options: Any,
     ) -> ExportResult:
-        """Write ``statement``'s rows as geojson, geojsonl, gpkg, fgb or parquet (GeoParquet),
+        """Write ``statement``'s rows as geojson, geojsonl, gpkg, fgb, parquet (GeoParquet) or
+        csv (WKT),
         by default the format ``dest``'s suffix names: complete, or no file. ``layer`` names
         a GeoPackage layer: added to an existing file, whose other layers stay."""
         read = ReadOptions.build(**options)

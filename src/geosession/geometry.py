@@ -130,6 +130,11 @@ def to_wkt(geom: GeometryLike) -> str:
     return text
 
 
+def wkt_array(geoms: Any) -> Any:
+    """WKT of an array of shapely geometries (None for None), every double exact."""
+    return shapely.to_wkt(geoms, rounding_precision=_WKT_DECIMALS, trim=True)
+
+
 def to_geojson(geom: GeometryLike) -> dict[str, Any]:
     """Return a GeoJSON geometry dict (plain lists, full precision; M values dropped)."""
     data: dict[str, Any] = json.loads(shapely.to_geojson(to_shape(geom)))

@@ -105,11 +105,22 @@ def _as_is(text: str) -> str:
     return text
 
 
+def _to_bytes(text: str) -> bytes:
+    """bytea text as the server reads its hex form (``\\x0102``); text without a
+    backslash is its UTF-8 bytes, and the old escape form is refused."""
+    if text.startswith("\\x"):
+        return bytes.fromhex(text[2:])
+    if "\\" in text:
+        raise _Unreadable("only bytea's hex form is read: \\x followed by hex digits")
+    return text.encode()
+
+
 _FROM_TEXT: dict[str, Callable[[Any], Any]] = {
     "float4": _to_float,
     "float8": _to_float,
     "date": dt.date.fromisoformat,
     "uuid": uuid.UUID,
+    "bytea": _to_bytes,
     # text for a JSON column is JSON already (as in an INSERT): sent as it is, and checked
     # by the server, instead of being dumped again as one JSON string
     "json": lambda text: Json(text, dumps=_as_is),

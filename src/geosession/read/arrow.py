@@ -17,6 +17,7 @@ import orjson
 import shapely
 
 from geosession.errors import ConfigurationError
+from geosession.geometry import wkt_array
 from geosession.read.frames import frames
 from geosession.read.plan import Column
 from geosession.read.query import ReadPlan
@@ -39,15 +40,16 @@ def pyarrow() -> Any:
 
 
 def record_batches(
-    pa: Any, stream: GeometryStream, on_frame: OnFrame
+    pa: Any, stream: GeometryStream, on_frame: OnFrame, *, geometry: str = "wkb"
 ) -> tuple[Any, Any, Iterator[Any]]:
-    """The plan, the schema and the record batches of ``stream``; the query runs (and
-    its first batch is read) here, since the schema comes from its columns."""
+    """The plan, the schema and the record batches of ``stream``, geometries as ISO WKB
+    (or ``geometry="wkt"``); the query runs (and its first batch is read) here, since the
+    schema comes from its columns."""
     chunks = frames(stream)
     first = next(chunks, None)
     plan = stream.plan
     assert plan is not None  # set before the first batch, or by an empty result
-    schema = pa.schema([arrow_field(pa, column) for column in plan.columns])
+    schema = pa.schema([arrow_field(pa, column, geometry) for column in plan.columns])
 
     def batches() -> Iterator[Any]:
         for frame in chain([first] if first is not None else [], chunks):
@@ -57,10 +59,10 @@ def record_batches(
     return plan, schema, batches()
 
 
-def arrow_field(pa: Any, column: Column) -> Any:
-    """The Arrow field of a column, by its type OID; geometries are WKB binary."""
+def arrow_field(pa: Any, column: Column, geometry: str = "wkb") -> Any:
+    """The Arrow field of a column, by its type OID; geometries are WKB binary (or WKT)."""
     if column.spatial:
-        return pa.field(column.name, pa.binary())
+        return pa.field(column.name, pa.string() if geometry == "wkt" else pa.binary())
     if column.as_text:
         return pa.field(column.name, pa.string())
     types: dict[int, Callable[[], Any]] = {
@@ -86,9 +88,11 @@ def record_batch(pa: Any, schema: Any, plan: ReadPlan, frame: Any) -> Any:
     arrays = []
     for column, field in zip(plan.columns, schema, strict=True):
         series = frame[column.name]
-        if column.spatial:
-            values: Any = shapely.to_wkb(series.to_numpy(), flavor="iso")
-        elif field.type == pa.string() and series.dtype == object:  # not pandas' str
+        if column.spatial and field.type == pa.string():
+            values: Any = wkt_array(series.to_numpy())
+        elif column.spatial:
+            values = shapely.to_wkb(series.to_numpy(), flavor="iso")
+        elif field.type == pa.string() and str(series.dtype) not in ("str", "string"):
             values = [_text(v) for v in series]
         elif pa.types.is_floating(field.type) and series.dtype == object:  # Decimals
             values = [None if v is None else float(v) for v in series]

@@ -1,5 +1,5 @@
 """Exports to files: GeoJSON and GeoJSON Lines here, GeoPackage and FlatGeobuf via pyogrio,
-GeoParquet via pyarrow.
+GeoParquet and CSV via pyarrow.
 
 Everything is checked before the query runs (format, options, destination), and a file
 appears at the destination only once it is complete.
@@ -24,9 +24,9 @@ from geosession.read.geojson import (
 from geosession.read.plan import ReadOptions
 from geosession.read.stream import Connect, GeometryStream
 
-FORMATS = ("geojson", "geojsonl", "gpkg", "fgb", "parquet")
+FORMATS = ("geojson", "geojsonl", "gpkg", "fgb", "parquet", "csv")
 """Export formats: GeoJSON FeatureCollection, GeoJSON Lines, GeoPackage, FlatGeobuf,
-GeoParquet."""
+GeoParquet, CSV with WKT."""
 
 BY_SUFFIX = {
     ".geojson": "geojson",
@@ -40,6 +40,7 @@ BY_SUFFIX = {
     ".fgb": "fgb",
     ".parquet": "parquet",
     ".geoparquet": "parquet",
+    ".csv": "csv",
 }
 """The format a destination's suffix names."""
 
@@ -94,6 +95,11 @@ def export(
         stream = GeometryStream(connect, statement, replace(options, output="row"), params)
         count = write_parquet(stream, path, progress=progress)
         return ExportResult(count, path, format)
+    if format == "csv":
+        from geosession.read.delimited import write_csv
+
+        stream = GeometryStream(connect, statement, replace(options, output="row"), params)
+        return ExportResult(write_csv(stream, dest, progress=progress), path, format)
     if format in ("gpkg", "fgb"):
         from geosession.read.ogr import write_ogr
 
