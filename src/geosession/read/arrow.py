@@ -2,9 +2,10 @@
 
 Each column's Arrow type comes from its PostgreSQL type, never from a chunk's values, so
 every batch has one schema even where a chunk holds only NULLs, and an empty result
-still has it. Geometries are ISO WKB (what GeoParquet and GDAL read). Types Arrow has no
-equivalent for are text: JSON and arrays as JSON, the rest (uuid, interval...) as Python
-prints them; numeric is float64, as GeoPackage has no decimal type either.
+still has it. Geometries are ISO WKB (what GeoParquet and GDAL read), or for text formats
+(CSV) WKT, with bytea as PostgreSQL's ``\\x`` hex. Types Arrow has no equivalent for are
+text: JSON and arrays as JSON, the rest (uuid, interval...) as Python prints them;
+numeric is float64, as GeoPackage has no decimal type either.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from geosession.read.plan import Column
 from geosession.read.query import ReadPlan
 from geosession.read.stream import GeometryStream
 
+_BYTEA = 17
 OnFrame = Callable[[Any], None]
 """Called with each GeoDataFrame before it becomes a record batch (counts, metadata)."""
 
@@ -33,23 +35,23 @@ def pyarrow() -> Any:
         import pyarrow.parquet
     except ImportError:
         raise ConfigurationError(
-            "GeoParquet, GeoPackage and FlatGeobuf export need pyarrow: "
+            "GeoParquet, GeoPackage, FlatGeobuf and CSV export need pyarrow: "
             "pip install 'geosession[geo]'"
         ) from None
     return pyarrow
 
 
 def record_batches(
-    pa: Any, stream: GeometryStream, on_frame: OnFrame, *, geometry: str = "wkb"
+    pa: Any, stream: GeometryStream, on_frame: OnFrame, *, text: bool = False
 ) -> tuple[Any, Any, Iterator[Any]]:
-    """The plan, the schema and the record batches of ``stream``, geometries as ISO WKB
-    (or ``geometry="wkt"``); the query runs (and its first batch is read) here, since the
-    schema comes from its columns."""
+    """The plan, the schema and the record batches of ``stream`` (with ``text``, no
+    binary columns: geometries as WKT, bytea as hex); the query runs (and its first batch
+    is read) here, since the schema comes from its columns."""
     chunks = frames(stream)
     first = next(chunks, None)
     plan = stream.plan
     assert plan is not None  # set before the first batch, or by an empty result
-    schema = pa.schema([arrow_field(pa, column, geometry) for column in plan.columns])
+    schema = pa.schema([arrow_field(pa, column, text=text) for column in plan.columns])
 
     def batches() -> Iterator[Any]:
         for frame in chain([first] if first is not None else [], chunks):
@@ -59,11 +61,12 @@ def record_batches(
     return plan, schema, batches()
 
 
-def arrow_field(pa: Any, column: Column, geometry: str = "wkb") -> Any:
-    """The Arrow field of a column, by its type OID; geometries are WKB binary (or WKT)."""
-    if column.spatial:
-        return pa.field(column.name, pa.string() if geometry == "wkt" else pa.binary())
-    if column.as_text:
+def arrow_field(pa: Any, column: Column, *, text: bool = False) -> Any:
+    """The Arrow field of a column, by its type OID; geometries are WKB binary, and with
+    ``text`` geometries and bytea are strings."""
+    if column.spatial and not text:
+        return pa.field(column.name, pa.binary())
+    if column.spatial or column.as_text or (text and column.type_oid == _BYTEA):
         return pa.field(column.name, pa.string())
     types: dict[int, Callable[[], Any]] = {
         16: pa.bool_,
@@ -73,7 +76,7 @@ def arrow_field(pa: Any, column: Column, geometry: str = "wkb") -> Any:
         700: pa.float32,
         701: pa.float64,
         1700: pa.float64,  # numeric
-        17: pa.binary,
+        _BYTEA: pa.binary,
         1082: pa.date32,
         1083: lambda: pa.time64("us"),
         1114: lambda: pa.timestamp("us"),
@@ -109,4 +112,6 @@ def _text(value: Any) -> str | None:
         return value
     if isinstance(value, dict | list):
         return orjson.dumps(value).decode()
+    if isinstance(value, bytes | memoryview):
+        return "\\x" + bytes(value).hex()  # bytea as PostgreSQL prints it
     return str(value)

@@ -36,24 +36,8 @@ def write_csv(
             progress(count)
 
     with stream, atomic_output(dest, ".csv") as sink:
-        _, schema, batches = record_batches(pa, stream, on_frame, geometry="wkt")
-        text_schema = pa.schema([_as_text(pa, field) for field in schema])
-        with csv.CSVWriter(sink, text_schema) as writer:
+        _, schema, batches = record_batches(pa, stream, on_frame, text=True)
+        with csv.CSVWriter(sink, schema) as writer:
             for batch in batches:
-                writer.write_batch(_hex_binary(pa, batch, text_schema))
+                writer.write_batch(batch)
     return count
-
-
-def _as_text(pa: Any, field: Any) -> Any:
-    return pa.field(field.name, pa.string()) if pa.types.is_binary(field.type) else field
-
-
-def _hex_binary(pa: Any, batch: Any, schema: Any) -> Any:
-    """bytea columns as PostgreSQL's hex text (the CSV writer has no form for bytes)."""
-    arrays = [
-        pa.array([None if v is None else "\\x" + v.hex() for v in column.to_pylist()], pa.string())
-        if pa.types.is_binary(column.type)
-        else column
-        for column in batch.columns
-    ]
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)

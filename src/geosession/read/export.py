@@ -87,29 +87,39 @@ def export(
             f"layer={layer!r} names a layer of a GeoPackage or FlatGeobuf file; a {format} "
             "file has none: leave it out"
         )
-    if format == "parquet":
-        from geosession.read.parquet import write_parquet
-
-        if path is None:
-            raise ConfigurationError("format='parquet' needs a file path, not a file object")
-        stream = GeometryStream(connect, statement, replace(options, output="row"), params)
-        count = write_parquet(stream, path, progress=progress)
-        return ExportResult(count, path, format)
-    if format == "csv":
-        from geosession.read.delimited import write_csv
-
-        stream = GeometryStream(connect, statement, replace(options, output="row"), params)
-        return ExportResult(write_csv(stream, dest, progress=progress), path, format)
-    if format in ("gpkg", "fgb"):
-        from geosession.read.ogr import write_ogr
-
-        if path is None:
+    if format in ("parquet", "csv", "gpkg", "fgb"):  # from Arrow batches of plain rows
+        if path is None and format != "csv":
             raise ConfigurationError(f"format={format!r} needs a file path, not a file object")
         stream = GeometryStream(connect, statement, replace(options, output="row"), params)
-        count = write_ogr(stream, path, format=format, progress=progress, layer=layer)
+        count = _write_file(stream, dest, path, format=format, progress=progress, layer=layer)
         return ExportResult(count, path, format)
     stream = GeometryStream(connect, statement, options.for_features(), params)
     with stream, atomic_output(dest) as sink:
         chunks = geojson_chunks(stream.batches(), newline_delimited=format == "geojsonl")
         write_chunks(chunks, sink, count=lambda: stream.rows_read, progress=progress)
     return ExportResult(stream.rows_read, path, format)
+
+
+def _write_file(
+    stream: GeometryStream,
+    dest: Destination,
+    path: str | None,
+    *,
+    format: str,
+    progress: Progress | None,
+    layer: str | None,
+) -> int:
+    """Writes a CSV (to ``dest``, a path or a file), GeoParquet, GeoPackage or FlatGeobuf
+    file (to ``path``); returns the rows."""
+    if format == "csv":
+        from geosession.read.delimited import write_csv
+
+        return write_csv(stream, dest, progress=progress)
+    assert path is not None  # checked by export
+    if format == "parquet":
+        from geosession.read.parquet import write_parquet
+
+        return write_parquet(stream, path, progress=progress)
+    from geosession.read.ogr import write_ogr
+
+    return write_ogr(stream, path, format=format, progress=progress, layer=layer)
