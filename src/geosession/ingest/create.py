@@ -10,7 +10,6 @@ columns in any case. Rows in an iterable have no schema to read: their table mus
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from itertools import chain, count
@@ -207,23 +206,23 @@ def _parquet_schema(path: Path, srid: int | None) -> SourceSchema:
     import pyarrow
     import pyarrow.parquet
 
-    arrow = pyarrow.parquet.ParquetFile(path).schema_arrow
-    primary, srids, derived = geoparquet_columns(arrow.metadata, path)
-    if primary is None:
+    try:
+        arrow = pyarrow.parquet.ParquetFile(path).schema_arrow
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise ConfigurationError(f"cannot read {path} as Parquet: {error}") from error
+    geo = geoparquet_columns(arrow.metadata, path)
+    if geo.primary is None:
         raise ConfigurationError(
             f"{path} is a Parquet file without GeoParquet metadata, so its geometry column "
             "is unknown: create the table first"
         )
-    geo = json.loads(arrow.metadata[b"geo"])["columns"]
     schema = SourceSchema()
-    for column in arrow:
-        if column.name in derived or column.name.startswith("__index_level_"):
-            continue
-        if column.name in geo:
-            types = list(geo[column.name].get("geometry_types") or ["Geometry"])
-            schema.add_geometry(column.name, types, srids[column.name] or srid, multi=False)
+    for name in geo.fields(arrow.names):
+        if name in geo.srids:
+            types = geo.types[name] or ["Geometry"]
+            schema.add_geometry(name, types, geo.srids[name] or srid, multi=False)
         else:
-            schema.add(column.name, _arrow_type(pyarrow, column.type))
+            schema.add(name, _arrow_type(pyarrow, arrow.field(name).type))
     return schema
 
 

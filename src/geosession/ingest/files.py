@@ -26,6 +26,7 @@ import csv
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -174,27 +175,42 @@ def _parquet_batches(
     try:
         handle = parquet.ParquetFile(path, pre_buffer=False, buffer_size=_PARQUET_BUFFER)
         schema = handle.schema_arrow
-        primary, crs, derived = geoparquet_columns(schema.metadata, path)
-        fields = [n for n in schema.names if n not in derived and not _PANDAS_INDEX.fullmatch(n)]
-        names = {f: target_name(f, primary, columns, geometry_column) for f in fields}
+        geo = geoparquet_columns(schema.metadata, path)
+        fields = geo.fields(schema.names)
+        names = {f: target_name(f, geo.primary, columns, geometry_column) for f in fields}
         check(list(names.values()), where=str(path))
-        srids = {names[c]: srid for c, srid in crs.items() if srid is not None and c in names}
+        srids = {names[c]: srid for c, srid in geo.srids.items() if srid is not None and c in names}
         reader = handle.iter_batches(batch_size=_FILE_BATCH, columns=fields)
         yield from _arrow_batches(reader, names, columns, size, srids)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise ConfigurationError(f"cannot read {path} as Parquet: {error}") from error
 
 
-def geoparquet_columns(
-    metadata: dict[bytes, bytes] | None, path: Path
-) -> tuple[str | None, dict[str, int | None], set[str]]:
-    """GeoParquet's primary geometry column, each geometry column's EPSG SRID, and the
-    columns derived from them (a covering bbox: not data); a plain Parquet file has none
-    of these, and a column named as the geometry column is read."""
+@dataclass(frozen=True)
+class GeoParquetColumns:
+    """What a Parquet file's ``geo`` metadata says of its columns (nothing for a plain
+    Parquet file, where a column named as the geometry column is read)."""
+
+    primary: str | None = None
+    srids: dict[str, int | None] = field(default_factory=dict)
+    """Each geometry column's EPSG SRID (None: unknown)."""
+    types: dict[str, list[str]] = field(default_factory=dict)
+    """Each geometry column's geometry types ("Polygon", "Point Z"; empty: any)."""
+    derived: frozenset[str] = frozenset()
+    """Columns derived from the geometries (a covering bbox): not data."""
+
+    def fields(self, names: Iterable[str]) -> list[str]:
+        """The columns that are data: not derived, nor pandas' stored index."""
+        return [n for n in names if n not in self.derived and not _PANDAS_INDEX.fullmatch(n)]
+
+
+def geoparquet_columns(metadata: dict[bytes, bytes] | None, path: Path) -> GeoParquetColumns:
+    """The ``geo`` metadata of a (Geo)Parquet file; GeoArrow-native encodings are refused."""
     if not metadata or b"geo" not in metadata:
-        return None, {}, set()
+        return GeoParquetColumns()
     geo = json.loads(metadata[b"geo"])
     srids: dict[str, int | None] = {}
+    types: dict[str, list[str]] = {}
     derived: set[str] = set()
     for name, column in geo.get("columns", {}).items():
         for paths in column.get("covering", {}).values():
@@ -207,7 +223,8 @@ def geoparquet_columns(
                 "GeoDataFrame.to_parquet(..., geometry_encoding='WKB')"
             )
         srids[name] = _projjson_epsg(column["crs"]) if "crs" in column else 4326  # CRS84
-    return geo.get("primary_column"), srids, derived
+        types[name] = [str(kind) for kind in column.get("geometry_types") or []]
+    return GeoParquetColumns(geo.get("primary_column"), srids, types, frozenset(derived))
 
 
 def _projjson_epsg(crs: Any) -> int | None:
