@@ -23,8 +23,8 @@ from geosession.read.frames import frames
 from geosession.read.plan import Column
 from geosession.read.query import ReadPlan
 from geosession.read.stream import GeometryStream
+from geosession.read.types import BYTEA, COLUMN_TYPES
 
-_BYTEA = 17
 OnFrame = Callable[[Any], None]
 """Called with each GeoDataFrame before it becomes a record batch (counts, metadata)."""
 
@@ -66,24 +66,10 @@ def arrow_field(pa: Any, column: Column, *, text: bool = False) -> Any:
     ``text`` geometries and bytea are strings."""
     if column.spatial and not text:
         return pa.field(column.name, pa.binary())
-    if column.spatial or column.as_text or (text and column.type_oid == _BYTEA):
+    if column.spatial or column.as_text or (text and column.type_oid == BYTEA):
         return pa.field(column.name, pa.string())
-    types: dict[int, Callable[[], Any]] = {
-        16: pa.bool_,
-        21: pa.int16,
-        23: pa.int32,
-        20: pa.int64,
-        700: pa.float32,
-        701: pa.float64,
-        1700: pa.float64,  # numeric
-        _BYTEA: pa.binary,
-        1082: pa.date32,
-        1083: lambda: pa.time64("us"),
-        1114: lambda: pa.timestamp("us"),
-        1184: lambda: pa.timestamp("us", tz="UTC"),
-    }
-    make = types.get(column.type_oid, pa.string)
-    return pa.field(column.name, make())
+    column_type = COLUMN_TYPES.get(column.type_oid)
+    return pa.field(column.name, pa.string() if column_type is None else column_type.arrow(pa))
 
 
 def record_batch(pa: Any, schema: Any, plan: ReadPlan, frame: Any) -> Any:

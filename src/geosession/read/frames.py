@@ -17,6 +17,7 @@ from geosession.read.decode import decode_geometries
 from geosession.read.plan import Column
 from geosession.read.query import ReadPlan
 from geosession.read.stream import GeometryStream
+from geosession.read.types import COLUMN_TYPES, TIMESTAMPTZ
 
 
 def _geopandas() -> Any:
@@ -54,31 +55,17 @@ def to_frame(geopandas: Any, plan: ReadPlan, rows: list[Any]) -> Any:
     return geopandas.GeoDataFrame(data, geometry=plan.geometry.name, crs=crs)
 
 
-_DTYPES = {
-    16: "boolean",
-    21: "Int16",
-    23: "Int32",
-    20: "Int64",
-    700: "float32",
-    701: "float64",
-    1114: "datetime64[us]",
-}
-"""pandas dtypes by type OID for the columns whose inferred dtype would depend on the
-chunk's values (integers with a NULL as floats, booleans with one as objects, a chunk of
-NULLs as objects): every chunk of a column gets the same, and files the field type.
-Timestamps keep PostgreSQL's microseconds (and its range, which nanoseconds lack)."""
-_TIMESTAMPTZ = 1184
-
-
 def _series(plan: ReadPlan, column: Column, values: tuple[Any, ...]) -> Any:
     import pandas  # geopandas's own dependency
 
     if column.as_text:
         return list(values)
-    if column.type_oid == _TIMESTAMPTZ:  # in the session's TimeZone, as the driver gave them
+    if column.type_oid == TIMESTAMPTZ:  # in the session's TimeZone, as the driver gave them
         return pandas.Series(values, dtype=pandas.DatetimeTZDtype("us", plan.timezone))
-    dtype = _DTYPES.get(column.type_oid)
-    return list(values) if dtype is None else pandas.Series(values, dtype=dtype)
+    column_type = COLUMN_TYPES.get(column.type_oid)
+    if column_type is None or column_type.dtype is None:
+        return list(values)
+    return pandas.Series(values, dtype=column_type.dtype)
 
 
 def _crs(plan: ReadPlan, geometries: Any) -> str | None:
