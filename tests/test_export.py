@@ -550,6 +550,9 @@ def test_cli_quotes_identifiers_and_reports_errors(
 ) -> None:
     result = runner.invoke(app, ["export", "rd_parcels", str(tmp_path / "x.unknown")])
     assert result.exit_code != 0
+    assert "give --format (geojson" in str(result.exception)  # main() prints it
+    result = runner.invoke(app, ["export", "rd_parcels", "-", "--format", "shp"])
+    assert "--format 'shp' is not an export format" in str(result.exception)
     hostile = 'rd_parcels"; DROP TABLE rd_plain; --'
     result = runner.invoke(app, ["export", hostile, str(tmp_path / "x.geojson")])
     assert result.exit_code != 0  # taken as SQL text, which fails to parse; nothing dropped

@@ -1,4 +1,4 @@
-"""The work behind ``geosession export``: choosing the format, showing progress on stderr.
+"""The work behind ``geosession export``: the query, a progress bar and the count on stderr.
 
 Progress and the final count go to stderr, so ``-`` (stdout) carries only the GeoJSON.
 """
@@ -9,7 +9,6 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -25,31 +24,12 @@ from sqlalchemy import text
 
 from geosession.database import SpatialDatabase
 from geosession.errors import ConfigurationError
-from geosession.read.export import BY_SUFFIX, FORMATS
+from geosession.read.export import format_for
 from geosession.read.geojson import ExportResult
 from geosession.read.plan import quote_identifier
 from geosession.read.source import source_query, table_name
 
 _ESTIMATE_SQL = text("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(:name)")
-
-
-def choose_format(output: str, format: str | None) -> str:
-    """``format``, or the one the output's suffix names (GeoJSON for stdout)."""
-    if format is not None:
-        if format not in FORMATS:
-            raise ConfigurationError(
-                f"--format {format} is not a format; use one of {', '.join(FORMATS)}"
-            )
-        return format
-    if output == "-":
-        return "geojson"
-    chosen = BY_SUFFIX.get(Path(output).suffix.lower())
-    if chosen is None:
-        raise ConfigurationError(
-            f"cannot tell the format of {output!r} from its suffix; give --format "
-            f"({', '.join(FORMATS)})"
-        )
-    return chosen
 
 
 def parse_bbox(value: str | None) -> list[float] | None:
@@ -76,12 +56,12 @@ def run_export(
     options: dict[str, Any],
 ) -> ExportResult:
     """Exports ``source`` (a table or a query) to ``output`` with a progress bar on stderr."""
-    kind = choose_format(output, format)
+    dest: Any = sys.stdout.buffer if output == "-" else output
+    kind = format_for(dest, format, option="--format ")
     console = Console(stderr=True)
     started = time.perf_counter()
     with SpatialDatabase.from_env() as db:
         total = None if where or bbox else _estimate(db, source)
-        dest: Any = sys.stdout.buffer if output == "-" else output
         with _progress(console, total) as advance:
             result = db.export(
                 source_query(source, where=where),

@@ -47,13 +47,13 @@ BY_SUFFIX = {
 Destination = str | os.PathLike[str] | IO[bytes]
 
 
-def format_for(dest: Destination, format: str | None) -> str:
-    """``format``, or the one a path's suffix names (GeoJSON for a file object)."""
+def format_for(dest: Destination, format: str | None, *, option: str = "format=") -> str:
+    """``format``, or the one a path's suffix names (GeoJSON for a file object); errors
+    name the choice as ``option`` spells it (``--format `` on the command line)."""
     if format is not None:
         if format not in FORMATS:
             raise ConfigurationError(
-                f"format={format!r} is not an export format; use one of "
-                + ", ".join(repr(name) for name in FORMATS)
+                f"{option}{format!r} is not an export format; use one of {', '.join(FORMATS)}"
             )
         return format
     if hasattr(dest, "write"):
@@ -61,8 +61,9 @@ def format_for(dest: Destination, format: str | None) -> str:
     chosen = BY_SUFFIX.get(Path(os.fspath(dest)).suffix.lower())
     if chosen is None:
         raise ConfigurationError(
-            f"cannot tell the format of {os.fspath(dest)!r} from its suffix; give format= "
-            f"({', '.join(FORMATS)}) or a suffix such as .geojson, .gpkg or .parquet"
+            f"cannot tell the format of {os.fspath(dest)!r} from its suffix; give "
+            f"{option.strip()} ({', '.join(FORMATS)}) or a suffix such as .geojson, .gpkg, "
+            ".parquet or .csv"
         )
     return chosen
 
