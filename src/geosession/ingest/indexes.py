@@ -92,7 +92,7 @@ def _rebuild_all(
         except GeoSessionError as error:
             raise type(error)(
                 f"Rebuilding index {name} of {target.quoted} after the load failed: "
-                f"{error.message} The index stays recorded in {ledger.DEFERRED}: once the "
+                f"{error.message}. The index stays recorded in {ledger.DEFERRED}: once the "
                 f"data is fixed, the next ingest into the table rebuilds it (or run: "
                 f"{definition})",
                 sqlstate=error.sqlstate,
