@@ -791,6 +791,72 @@ def test_an_index_that_cannot_be_rebuilt_stays_recorded_and_undoes_no_other(
     assert f"{TABLE}_inverse_idx" in index_names(db) and not deferred_records(db)
 
 
+def test_a_table_made_again_under_the_name_does_not_get_the_old_ones_indexes(
+    db: SpatialDatabase, table: str
+) -> None:
+    """A failed rebuild leaves its index recorded; the table is then dropped and made again
+    without it: the record is not the new table's, for the doctor or the next ingest."""
+    with db.transaction() as s:
+        s.execute(text(f"CREATE INDEX {TABLE}_inverse_idx ON {TABLE} ((1 / (value - 3)))"))
+    with pytest.raises(GeoSessionError, match=f"Rebuilding index {TABLE}_inverse_idx"):
+        db.ingest(table, rows(10))
+    create_table(db)
+    assert deferred_records(db) == [f"{TABLE}_inverse_idx"]
+    doctor = {check.name: check for check in db.doctor().checks}
+    assert doctor["deferred indexes"].status == "ok", doctor["deferred indexes"].detail
+    report = db.ingest(table, rows(10))  # row 3 would fail the old index again
+    assert report.inserted == 10 and report.deferred_indexes == [f"{TABLE}_geom_idx"]
+    assert index_names(db) == {f"{TABLE}_pkey", f"{TABLE}_geom_idx"}
+    assert not deferred_records(db)
+
+
+def test_a_ledger_made_by_an_earlier_geosession_gains_its_columns(
+    db: SpatialDatabase, table: str
+) -> None:
+    """Ledger tables without the target's OID and database: the doctor reads them as they
+    are, and the next ingest adds the columns and rebuilds the index recorded by name."""
+    with db.transaction() as s:
+        s.execute(text("DROP TABLE IF EXISTS geosession_ingest_deferred_index"))
+        s.execute(
+            text(
+                "CREATE TABLE geosession_ingest_ledger (ingest_id text, target text, "
+                "first_row bigint, last_row bigint, rows_inserted integer, rows_rejected "
+                "integer, checksum text, committed_at timestamptz DEFAULT now(), "
+                "PRIMARY KEY (ingest_id, first_row))"
+            )
+        )
+        s.execute(
+            text(
+                "CREATE TABLE geosession_ingest_deferred_index (target text, index_name text, "
+                "definition text, ingest_id text, PRIMARY KEY (target, index_name))"
+            )
+        )
+        s.execute(text(f"DROP INDEX {TABLE}_geom_idx"))
+        s.execute(
+            text(
+                "INSERT INTO geosession_ingest_deferred_index VALUES "
+                f"('\"public\".\"{TABLE}\"', '{TABLE}_geom_idx', "
+                f"'CREATE INDEX {TABLE}_geom_idx ON public.{TABLE} USING gist (geom)', 'old')"
+            )
+        )
+    doctor = {check.name: check for check in db.doctor().checks}
+    assert doctor["deferred indexes"].status == "warn"
+    assert f"{TABLE}_geom_idx on public.{TABLE}" in doctor["deferred indexes"].detail
+    assert db.ingest(table, rows(10)).inserted == 10
+    assert index_names(db) == {f"{TABLE}_pkey", f"{TABLE}_geom_idx"}
+    assert not deferred_records(db)
+    with db.session() as s:
+        added = s.execute(
+            text(
+                "SELECT attrelid::regclass::text, count(*) FROM pg_attribute WHERE attname IN "
+                "('target_oid', 'target_database') AND attrelid IN "
+                "('geosession_ingest_ledger'::regclass, "
+                "'geosession_ingest_deferred_index'::regclass) GROUP BY 1 ORDER BY 1"
+            )
+        ).all()
+    assert added == [("geosession_ingest_deferred_index", 2), ("geosession_ingest_ledger", 2)]
+
+
 def older_snapshots(db: SpatialDatabase) -> int:
     """Other transactions in the database with a snapshot (autovacuum's ANALYZE, say):
     CREATE INDEX also indexes the rows they may still see, deleted ones included."""

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, text
 from geosession.diagnose.advice import qualified, quote
 from geosession.errors import GeoSessionError
 from geosession.ingest.ledger import DEFERRED
+from geosession.ingest.target import DATABASE_IDENTITY
 from geosession.settings import DatabaseSettings
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -57,12 +58,19 @@ _SRID_ZERO = text(
     "WHERE g.srid = 0 AND (CAST(:schemas AS text[]) IS NULL "
     "OR g.f_table_schema = ANY (CAST(:schemas AS text[]))) ORDER BY 1, 2, 3"
 )
-# DEFERRED is the ledger's constant table name, never user input
+# DEFERRED is the ledger's constant table name, never user input. A record made here for
+# another table of the name (dropped and made again) is not this one's (the next ingest
+# forgets it); its table is read through to_jsonb, as a ledger made by an earlier
+# geosession lacks those columns until an ingest adds them.
 _DEFERRED = text(
     "SELECT n.nspname, c.relname, d.index_name, d.definition "  # noqa: S608
     f"FROM {DEFERRED} d JOIN pg_class c ON c.oid = to_regclass(d.target) "
     "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "CROSS JOIN LATERAL (SELECT (to_jsonb(d) ->> 'target_oid')::oid AS oid, "
+    "to_jsonb(d) ->> 'target_database' AS database) made_for "
     "WHERE (CAST(:schemas AS text[]) IS NULL OR n.nspname = ANY (CAST(:schemas AS text[]))) "
+    "AND (made_for.oid IS NULL OR made_for.oid = c.oid "
+    f"OR NOT coalesce(made_for.database = {DATABASE_IDENTITY}, true)) "
     "AND to_regclass(quote_ident(n.nspname) || '.' || quote_ident(d.index_name)) IS NULL "
     "ORDER BY 1, 2, 3"
 )

@@ -39,29 +39,35 @@ CREATE TABLE IF NOT EXISTS {DEFERRED} (
     index_name text NOT NULL,
     definition text NOT NULL,
     ingest_id text NOT NULL,
+    target_oid oid,
+    target_database text,
     PRIMARY KEY (target, index_name)
 );
 """
+_ADDED_COLUMNS = {
+    LEDGER: ("target_oid oid", "target_database text"),
+    DEFERRED: ("target_oid oid", "target_database text"),
+}
+"""Columns a ledger made by an earlier geosession lacks."""
 
 
 def ensure_ledger(cursor: Any) -> None:
     """Creates the ledger tables once; concurrent creators are serialized by a lock.
 
-    A ledger made by an earlier geosession lacks ``target_oid`` or ``target_database``:
-    they are added once (the catalog is asked first, so a running load's commits never
-    queue behind an ALTER)."""
+    Columns a ledger made by an earlier geosession lacks are added once (the catalog is
+    asked first, so a running load's commits never queue behind an ALTER)."""
     cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LEDGER,))
     cursor.execute(_CREATE)
-    cursor.execute(
-        "SELECT count(*) FROM pg_attribute WHERE attrelid = CAST(%s AS regclass) "
-        "AND attname IN ('target_oid', 'target_database') AND NOT attisdropped",
-        (LEDGER,),
-    )
-    if cursor.fetchone()[0] < 2:
+    for table, columns in _ADDED_COLUMNS.items():
+        names = [column.split()[0] for column in columns]
         cursor.execute(
-            f"ALTER TABLE {LEDGER} ADD COLUMN IF NOT EXISTS target_oid oid, "
-            "ADD COLUMN IF NOT EXISTS target_database text"
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = CAST(%s AS regclass) "
+            "AND attname = ANY(%s) AND NOT attisdropped",
+            (table, names),
         )
+        if cursor.fetchone()[0] < len(names):
+            added = ", ".join(f"ADD COLUMN IF NOT EXISTS {column}" for column in columns)
+            cursor.execute(f"ALTER TABLE {table} {added}")
 
 
 @dataclass
@@ -245,12 +251,13 @@ def _cascading(definition: str, quoted_name: str) -> str:
 
 def defer_indexes(cursor: Any, target: Target, ingest_id: str) -> list[str]:
     """Records and drops the table's secondary indexes (not those behind constraints)."""
+    _forget_stale_deferred(cursor, target)  # else an old record keeps its index's name
     indexes = secondary_indexes(cursor, target)
     for name, definition in indexes:
         cursor.execute(
-            f"INSERT INTO {DEFERRED} (target, index_name, definition, ingest_id) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (target.quoted, name, definition, ingest_id),
+            f"INSERT INTO {DEFERRED} (target, index_name, definition, ingest_id, target_oid, "
+            "target_database) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (target.quoted, name, definition, ingest_id, target.oid, target.database),
         )
         cursor.execute(f"DROP INDEX {target.quote(target.schema)}.{target.quote(name)}")
     return [name for name, _ in indexes]
@@ -258,12 +265,35 @@ def defer_indexes(cursor: Any, target: Target, ingest_id: str) -> list[str]:
 
 def deferred_indexes(cursor: Any, target: Target) -> list[tuple[str, str]]:
     """Names and definitions of the table's indexes recorded as deferred (by any run)."""
+    here = _forget_stale_deferred(cursor, target)
     cursor.execute(
-        f"SELECT index_name, definition FROM {DEFERRED} WHERE target = %s "
+        f"SELECT index_name, definition FROM {DEFERRED} WHERE target = %(name)s "
         "ORDER BY strpos(definition, ' USING btree ') > 0, index_name",  # slow GiST first
-        (target.quoted,),
+        here,
     )
     return [(str(name), str(definition)) for name, definition in cursor.fetchall()]
+
+
+def _forget_stale_deferred(cursor: Any, target: Target) -> dict[str, Any]:
+    """Deletes the records of this name made for another table (dropped, or renamed, and
+    another made under the name: its OID differs), so a new table never gets an old one's
+    indexes; their definitions name the old table by this name anyway. Records written in
+    another database (a restored dump, where every OID differs) are adopted by name, as
+    the ledger's are. Returns the query parameters that say which records are this
+    table's."""
+    here = {"name": target.quoted, "oid": target.oid, "db": target.database}
+    if target.database is not None:
+        cursor.execute(
+            f"UPDATE {DEFERRED} SET target_oid = %(oid)s, target_database = %(db)s "
+            "WHERE target = %(name)s AND target_database <> %(db)s",
+            here,
+        )
+    cursor.execute(
+        f"DELETE FROM {DEFERRED} WHERE target = %(name)s AND target_oid <> %(oid)s "
+        f"AND {_READ_HERE}",
+        here,
+    )
+    return here
 
 
 def restore_index(cursor: Any, target: Target, name: str, definition: str) -> None:

@@ -68,11 +68,14 @@ _COLUMNS_SQL = """
     ORDER BY a.attnum
 """
 
-_DATABASE_SQL = """
+DATABASE_IDENTITY = """(
     SELECT CASE WHEN has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')
-           THEN (SELECT system_identifier::text FROM pg_control_system()) || '/' || d.oid END
-    FROM pg_database d WHERE d.datname = current_database()
-"""
+           THEN (SELECT system_identifier::text FROM pg_control_system()) || '/' || db.oid END
+    FROM pg_database db WHERE db.datname = current_database()
+)"""
+"""This database in this cluster (NULL without the right to read the cluster's identifier):
+what makes a table's OID mean something, as restoring a dump gives every table a new one."""
+_DATABASE_SQL = f"SELECT {DATABASE_IDENTITY}"
 _TRIGGERS_SQL = """
     SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %(oid)s
                    AND NOT tgisinternal AND tgtype & 7 = 7),  -- ROW, BEFORE, INSERT
