@@ -857,6 +857,26 @@ def test_a_ledger_made_by_an_earlier_geosession_gains_its_columns(
     assert added == [("geosession_ingest_deferred_index", 2), ("geosession_ingest_ledger", 2)]
 
 
+def test_a_record_from_another_database_is_adopted_by_name(db: SpatialDatabase, table: str) -> None:
+    """A restored dump: the record's OID and database are another's, its name this table's."""
+    db.ingest(table, rows(0))  # makes the ledger
+    with db.transaction() as s:
+        s.execute(text(f"DROP INDEX {TABLE}_geom_idx"))
+        s.execute(
+            text(
+                "INSERT INTO geosession_ingest_deferred_index VALUES "
+                f"('\"public\".\"{TABLE}\"', '{TABLE}_geom_idx', "
+                f"'CREATE INDEX {TABLE}_geom_idx ON public.{TABLE} USING gist (geom)', 'old', "
+                "1, 'another-cluster/1')"
+            )
+        )
+    doctor = {check.name: check for check in db.doctor().checks}
+    assert doctor["deferred indexes"].status == "warn"
+    assert db.ingest(table, rows(10)).inserted == 10
+    assert index_names(db) == {f"{TABLE}_pkey", f"{TABLE}_geom_idx"}
+    assert not deferred_records(db)
+
+
 def older_snapshots(db: SpatialDatabase) -> int:
     """Other transactions in the database with a snapshot (autovacuum's ANALYZE, say):
     CREATE INDEX also indexes the rows they may still see, deleted ones included."""
