@@ -318,7 +318,7 @@ def test_a_sources_crs_is_checked_against_the_column(
 
     polygons = synthetic_polygons(20)
     frame = geopandas.GeoDataFrame({"id": range(1, 21)}, geometry=polygons, crs=3857)
-    wrong = r"source's CRS is EPSG:3857, but column geom of .* has SRID 4326: reproject"
+    wrong = r"source's CRS is EPSG:3857, but column geom of .* has SRID 4326: pass reproject"
     with pytest.raises(ConfigurationError, match=wrong + r".*to_crs\(4326\)") as refused:
         db.ingest(table, frame.rename_geometry("geom"))
     assert refused.value.ingest_report.rows_read == 0  # type: ignore[attr-defined]
@@ -338,6 +338,96 @@ def test_a_sources_crs_is_checked_against_the_column(
         assert s.execute(
             text(f"SELECT array_agg(DISTINCT ST_SRID(geom)) FROM {TABLE}")
         ).scalar() == [3857]
+
+
+def stored_polygons(db: SpatialDatabase) -> tuple[list[int], Any]:
+    """Ids, and the polygons (with their SRIDs) in id order."""
+    with db.session() as s:
+        found = s.execute(text(f"SELECT id, ST_AsEWKB(geom) FROM {TABLE} ORDER BY id")).all()
+    return [i for i, _ in found], shapely.from_wkb([bytes(g) for _, g in found])
+
+
+def test_reproject_transforms_a_frames_crs_into_the_columns(
+    db: SpatialDatabase, table: str
+) -> None:
+    """The same coordinates geopandas's to_crs (PROJ) gives, stored with the column's SRID."""
+    import geopandas
+
+    polygons = synthetic_polygons(500, extent=(-1.2e6, 6.5e6, 1.2e6, 7.5e6))
+    frame = geopandas.GeoDataFrame({"id": range(1, 501)}, geometry=polygons, crs=3857)
+    report = db.ingest(table, frame.rename_geometry("geom"), reproject=True)
+    assert report.inserted == 500 and not report.rejected
+    ids, stored = stored_polygons(db)
+    assert ids == list(range(1, 501)) and set(shapely.get_srid(stored)) == {4326}
+    expected = frame.to_crs(4326).geometry.to_numpy()
+    assert shapely.equals_exact(stored, expected, tolerance=1e-9).all()
+
+
+def test_reproject_moves_each_row_from_its_own_srid_and_sets_aside_what_it_cannot(
+    db: SpatialDatabase, table: str
+) -> None:
+    """Rows carry their SRIDs (EWKB, EWKT, shapely); those without one are in the column's
+    (or srid=). A geometry with M values, or of an SRID PROJ does not know, is set aside."""
+    from pyproj import Transformer
+
+    base = synthetic_polygons(5)
+    to_mercator = Transformer.from_crs(4326, 3857, always_xy=True).transform
+    mercator = shapely.transform(base, to_mercator, interleaved=False)
+    measured = shapely.from_wkt("POLYGON M ((0 0 1, 1e5 0 1, 1e5 1e5 1, 0 0 1))")
+    source = [
+        {"id": 1, "geom": to_ewkb(mercator[0], 3857)},
+        {"id": 2, "geom": "SRID=3857;" + mercator[1].wkt},
+        {"id": 3, "geom": shapely.set_srid(base[2], 4326)},
+        {"id": 4, "geom": base[3]},  # no SRID: the column's
+        {"id": 5, "geom": shapely.set_srid(measured, 3857)},
+        {"id": 6, "geom": shapely.set_srid(base[4], 999_999)},
+    ]
+    report = db.ingest(table, source, reproject=True)
+    assert report.inserted == 4
+    reasons = {r.row: (r.kind, r.reason) for r in report.rejected}
+    assert reasons[5][0] == "srid" and "M values" in reasons[5][1]
+    assert reasons[6][0] == "srid" and "cannot reproject SRID 999999" in reasons[6][1]
+    ids, stored = stored_polygons(db)
+    assert ids == [1, 2, 3, 4] and set(shapely.get_srid(stored)) == {4326}
+    assert shapely.equals_exact(stored, base[:4], tolerance=1e-9).all()
+    with db.transaction() as s:
+        s.execute(text(f"TRUNCATE {TABLE}"))
+    mercator_rows = [{"id": i + 1, "geom": g} for i, g in enumerate(mercator)]
+    assert db.ingest(table, mercator_rows, srid=3857, reproject=True).inserted == 5
+    assert shapely.equals_exact(stored_polygons(db)[1], base, tolerance=1e-9).all()
+
+
+def test_cli_reproject_loads_a_file_in_another_crs(
+    db: SpatialDatabase, database_url: str, table: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A GeoPackage in the British National Grid into a 4326 column: as the server's own
+    ST_Transform puts it (both are PROJ), to well under a millimetre."""
+    import geopandas
+    from typer.testing import CliRunner
+
+    from geosession.cli import app
+
+    polygons = synthetic_polygons(300, extent=(400_000, 100_000, 500_000, 200_000))
+    frame = geopandas.GeoDataFrame({"id": range(1, 301)}, geometry=polygons, crs=27700)
+    path = tmp_path / "bng.gpkg"
+    frame.rename_geometry("geom").to_file(path)
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    refused = CliRunner().invoke(app, ["ingest", str(path), table])
+    assert "pass reproject=True (CLI: --reproject)" in str(refused.exception)
+    loaded = CliRunner().invoke(app, ["ingest", str(path), table, "--reproject"])
+    assert loaded.exit_code == 0, loaded.output
+    ids, stored = stored_polygons(db)
+    assert ids == list(range(1, 301))
+    with db.session() as s:
+        server = s.execute(
+            text(
+                "SELECT ST_AsEWKB(ST_Transform(ST_GeomFromWKB(g, 27700), 4326)) "
+                "FROM unnest(CAST(:wkb AS bytea[])) WITH ORDINALITY AS u(g, n) ORDER BY n"
+            ),
+            {"wkb": [polygon.wkb for polygon in polygons]},
+        ).scalars()
+        expected = shapely.from_wkb([bytes(g) for g in server])
+    assert shapely.equals_exact(stored, expected, tolerance=1e-8).all()  # degrees: ~1 mm
 
 
 def test_rows_the_server_rejects_are_bisected_out(db: SpatialDatabase) -> None:

@@ -213,6 +213,14 @@ def ingest(
             "types, the geometry type and SRID, a GiST index and an fid primary key.",
         ),
     ] = False,
+    reproject: Annotated[
+        bool,
+        typer.Option(
+            "--reproject",
+            help="Transform geometries from the file's CRS (or --srid) into the column's "
+            "SRID while loading, instead of refusing a file whose CRS differs.",
+        ),
+    ] = False,
 ) -> None:
     """Load files into a table by binary COPY, exactly once.
 
@@ -221,7 +229,8 @@ def ingest(
     geometries go to TABLE_rejected with the source row and the reason (see
     --on-invalid). Several files are loaded one after the other, each its own load.
     Examples: geosession ingest parcels.gpkg parcels --create;
-    geosession ingest tiles/*.fgb parcels
+    geosession ingest tiles/*.fgb parcels;
+    geosession ingest os_parcels.shp parcels --reproject (EPSG:27700 into SRID 4326)
     """
     from rich.console import Console
 
@@ -260,6 +269,7 @@ def ingest(
                 wkt_column=wkt_column,
                 layer=layer,
                 create=create,
+                reproject=reproject,
             )
             console.print(report)
             reports.append((source, report))

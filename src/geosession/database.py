@@ -227,6 +227,7 @@ class SpatialDatabase:
         wkt_column: str | None = None,
         layer: str | None = None,
         create: bool = False,
+        reproject: bool = False,
     ) -> IngestReport:
         """Loads rows by binary COPY in chunks that each commit with a ledger entry.
 
@@ -238,7 +239,9 @@ class SpatialDatabase:
         geometry, geom, the_geom or the target's geometry column; ``layer`` the layer of a
         file that has several (a GeoPackage). ``create=True`` creates
         a table that does not exist: from its definition for a mapped class or Table, else
-        from a file's or DataFrame's fields. See the README section "Bulk ingest".
+        from a file's or DataFrame's fields. ``reproject=True`` transforms geometries of
+        another SRID (a file's or GeoDataFrame's CRS, an EWKB's SRID, ``srid``) into the
+        column's with PROJ instead of refusing them. See the README section "Bulk ingest".
         """
         options: IngestArguments = {
             "chunk_size": chunk_size,
@@ -253,6 +256,7 @@ class SpatialDatabase:
             "wkt_column": wkt_column,
             "layer": layer,
             "create": create,
+            "reproject": reproject,
         }
         with self._translated():
             report = self._ingest_job(target, source, options).run()

@@ -19,8 +19,8 @@ from geosession.ingest.batches import Batch
 from geosession.ingest.chunking import ChunkSizer
 from geosession.ingest.copy import WritePlan
 from geosession.ingest.ledger import CommittedRows
+from geosession.ingest.options import IngestOptions
 from geosession.ingest.validate import (
-    OnInvalid,
     Reject,
     as_text,
     check_geometries,
@@ -46,12 +46,12 @@ class CheckedBatch:
 def check_batch(
     batch: Batch,
     plan: WritePlan,
-    on_invalid: OnInvalid,
-    srid: int | None,
+    options: IngestOptions,
     committed: CommittedRows,
     sizer: ChunkSizer,
 ) -> CheckedBatch:
-    """Checks and encodes ``batch`` for ``plan``; ``srid`` is for geometries with none."""
+    """Checks and encodes ``batch`` for ``plan`` as ``options`` say (on_invalid, srid for
+    geometries with none, reproject)."""
     extra = set(batch.columns) - set(plan.columns)
     if extra:
         raise ConfigurationError(
@@ -67,7 +67,7 @@ def check_batch(
     fresh = int(keep.sum())
     absent = [None] * len(batch)  # a column the first batch had and this one lacks
     columns = {name: batch.columns.get(name, absent) for name in plan.columns}
-    rejects, repaired = _check_geometries(batch, plan, columns, keep, on_invalid, srid, sizer)
+    rejects, repaired = _check_geometries(batch, plan, columns, keep, options, sizer)
     rejects += _read_values(batch.first_row, plan, columns, keep)
     kept = [_kept(columns[name], keep) for name in plan.columns]
     rejects.sort(key=lambda reject: reject.row)
@@ -79,8 +79,7 @@ def _check_geometries(
     plan: WritePlan,
     columns: dict[str, list[Any]],
     keep: Keep,
-    on_invalid: OnInvalid,
-    srid: int | None,
+    options: IngestOptions,
     sizer: ChunkSizer,
 ) -> tuple[list[Reject], list[Reject]]:
     """Encodes each geometry column in place and clears ``keep`` for the rows set aside;
@@ -91,13 +90,15 @@ def _check_geometries(
     for column in plan.target.geometry_columns:
         if column.name not in columns:
             continue
-        check_source_crs(column, batch.srids.get(column.name), plan.target.quoted)
+        if not options.reproject:
+            check_source_crs(column, batch.srids.get(column.name), plan.target.quoted)
         checked = check_geometries(
             columns[column.name],
             column,
             first_row=batch.first_row,
-            on_invalid=on_invalid,
-            default_srid=batch.srids.get(column.name, srid),
+            on_invalid=options.on_invalid,
+            default_srid=batch.srids.get(column.name, options.srid),
+            reproject=options.reproject,
         )
         columns[column.name] = checked.encoded[column.name]
         if not sizer.measured:  # a first estimate; sealed chunks give the real size

@@ -29,6 +29,7 @@ class IngestOptions:
     wkt_column: str | None = None
     layer: str | None = None
     create: bool = False
+    reproject: bool = False
 
     def check(self) -> None:
         """Refuses option values no ingest can run with, naming the valid ones."""
@@ -72,3 +73,4 @@ class IngestArguments(TypedDict, total=False):
     wkt_column: str | None
     layer: str | None
     create: bool
+    reproject: bool

@@ -361,8 +361,7 @@ class Ingest:
         checked = check_batch(
             batch,
             self._plan_for(batch),
-            self.options.on_invalid,
-            self.options.srid,
+            self.options,
             self.committed,
             self.sizer,
         )

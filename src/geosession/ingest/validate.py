@@ -18,6 +18,7 @@ import shapely
 
 from geosession.errors import ConfigurationError, InvalidGeometry
 from geosession.geometry import TYPE_NAMES, object_array, shapes_from_text, to_shape
+from geosession.ingest.reproject import reprojected
 from geosession.ingest.target import Column, GeometrySpec
 
 OnInvalid = Literal["quarantine", "raise", "repair", "skip"]
@@ -71,14 +72,22 @@ def check_geometries(
     first_row: int,
     on_invalid: OnInvalid,
     default_srid: int | None,
+    reproject: bool = False,
 ) -> Checked:
-    """Parses, checks (and maybe repairs) one geometry column of a batch; encodes EWKB."""
+    """Parses, checks (and maybe reprojects or repairs) one geometry column of a batch;
+    encodes EWKB."""
     spec = column.geometry
     assert spec is not None
     geoms, problems, wkb = _parse(values)
-    if spec.srid == 0 and default_srid:  # an unconstrained column keeps each geometry's SRID
+    moving = reproject and spec.srid != 0
+    if default_srid and (spec.srid == 0 or moving):  # else the SRID check assumes it
         geoms = _apply_default_srid(geoms, default_srid)
+    moved = np.zeros(len(geoms), dtype=bool)
+    if moving:
+        geoms, moved, unmoved = reprojected(geoms, spec.srid)
+        problems.update(unmoved)
     geoms, changed = _promote_to_multi(geoms, spec)
+    changed |= moved
     problems.update(_problems(geoms, values, column, spec, problems, default_srid))
     checked = Checked(keep=np.ones(len(values), dtype=bool))
     if on_invalid == "repair":
@@ -95,14 +104,16 @@ def check_geometries(
 
 def check_source_crs(column: Column, source_srid: int | None, table: str) -> None:
     """A file's or GeoDataFrame's CRS against the column's SRID: a mismatch is the whole
-    source's, so it is refused before any row instead of quarantining every one."""
+    source's, so it is refused before any row instead of quarantining every one (unless
+    the ingest reprojects)."""
     spec = column.geometry
     if spec is None or source_srid is None or spec.srid in (0, source_srid):
         return
     raise ConfigurationError(
         f"The source's CRS is EPSG:{source_srid}, but column {column.name} of {table} has "
-        f"SRID {spec.srid}: reproject the source first (GeoDataFrame.to_crs({spec.srid}); "
-        f"for a file, ogr2ogr -t_srs EPSG:{spec.srid}), or load it into a column of SRID "
+        f"SRID {spec.srid}: pass reproject=True (CLI: --reproject) to transform it while "
+        f"loading, reproject the source first (GeoDataFrame.to_crs({spec.srid}); for a "
+        f"file, ogr2ogr -t_srs EPSG:{spec.srid}), or load it into a column of SRID "
         f"{source_srid}"
     )
 
