@@ -356,7 +356,7 @@ def test_reproject_transforms_a_frames_crs_into_the_columns(
     polygons = synthetic_polygons(500, extent=(-1.2e6, 6.5e6, 1.2e6, 7.5e6))
     frame = geopandas.GeoDataFrame({"id": range(1, 501)}, geometry=polygons, crs=3857)
     report = db.ingest(table, frame.rename_geometry("geom"), reproject=True)
-    assert report.inserted == 500 and not report.rejected
+    assert report.inserted == 500 and not report.rejected and report.reprojected == 500
     ids, stored = stored_polygons(db)
     assert ids == list(range(1, 501)) and set(shapely.get_srid(stored)) == {4326}
     expected = frame.to_crs(4326).geometry.to_numpy()
@@ -383,7 +383,7 @@ def test_reproject_moves_each_row_from_its_own_srid_and_sets_aside_what_it_canno
         {"id": 6, "geom": shapely.set_srid(base[4], 999_999)},
     ]
     report = db.ingest(table, source, reproject=True)
-    assert report.inserted == 4
+    assert report.inserted == 4 and report.reprojected == 2
     reasons = {r.row: (r.kind, r.reason) for r in report.rejected}
     assert reasons[5][0] == "srid" and "M values" in reasons[5][1]
     assert reasons[6][0] == "srid" and "cannot reproject SRID 999999" in reasons[6][1]
@@ -416,6 +416,7 @@ def test_cli_reproject_loads_a_file_in_another_crs(
     assert "pass reproject=True (CLI: --reproject)" in str(refused.exception)
     loaded = CliRunner().invoke(app, ["ingest", str(path), table, "--reproject"])
     assert loaded.exit_code == 0, loaded.output
+    assert "reprojected into the column's SRID" in loaded.output
     ids, stored = stored_polygons(db)
     assert ids == list(range(1, 301))
     with db.session() as s:

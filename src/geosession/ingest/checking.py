@@ -41,6 +41,7 @@ class CheckedBatch:
     rejects: list[Reject]
     fresh: int  # rows not committed by an earlier run: those read in this one
     repaired: list[Reject] = field(default_factory=list)
+    reprojected: int = 0  # of the fresh rows, those with a geometry moved into its SRID
 
 
 def check_batch(
@@ -67,11 +68,13 @@ def check_batch(
     fresh = int(keep.sum())
     absent = [None] * len(batch)  # a column the first batch had and this one lacks
     columns = {name: batch.columns.get(name, absent) for name in plan.columns}
-    rejects, repaired = _check_geometries(batch, plan, columns, keep, options, sizer)
+    fresh_rows = keep.copy()
+    rejects, repaired, moved = _check_geometries(batch, plan, columns, keep, options, sizer)
     rejects += _read_values(batch.first_row, plan, columns, keep)
     kept = [_kept(columns[name], keep) for name in plan.columns]
     rejects.sort(key=lambda reject: reject.row)
-    return CheckedBatch(kept, numbers[keep].tolist(), rejects, fresh, repaired)
+    reprojected = int((moved & fresh_rows).sum())
+    return CheckedBatch(kept, numbers[keep].tolist(), rejects, fresh, repaired, reprojected)
 
 
 def _check_geometries(
@@ -81,12 +84,13 @@ def _check_geometries(
     keep: Keep,
     options: IngestOptions,
     sizer: ChunkSizer,
-) -> tuple[list[Reject], list[Reject]]:
+) -> tuple[list[Reject], list[Reject], Keep]:
     """Encodes each geometry column in place and clears ``keep`` for the rows set aside;
     a row's reject is reported once, for its first bad geometry, and not for a row that
-    is skipped as committed."""
+    is skipped as committed. Also returns the rows with a geometry reprojected."""
     rejects: list[Reject] = []
     repaired: list[Reject] = []
+    moved = np.zeros(len(keep), dtype=bool)
     for column in plan.target.geometry_columns:
         if column.name not in columns:
             continue
@@ -106,8 +110,10 @@ def _check_geometries(
             sizer.observe_bytes(len(batch), geometry_bytes)
         rejects += [r for r in checked.rejects if keep[r.row - batch.first_row]]
         repaired += checked.repaired
+        if checked.moved is not None:
+            moved |= checked.moved
         keep &= checked.keep
-    return rejects, repaired
+    return rejects, repaired, moved
 
 
 def _read_values(

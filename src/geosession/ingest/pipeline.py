@@ -368,6 +368,7 @@ class Ingest:
         with self.lock:  # batches are validated on several threads
             self.report.rows_read += checked.fresh
             self.report.repaired.extend(checked.repaired)
+            self.report.reprojected += checked.reprojected
         return checked.columns, checked.numbers, checked.rejects, batch.flush
 
     # -- writing ----------------------------------------------------------------------

@@ -23,6 +23,8 @@ class IngestReport:
     """Rows not loaded, each with its source row number, column and reason."""
     repaired: list[Reject] = field(default_factory=list)
     """Rows loaded after shapely.make_valid (on_invalid='repair')."""
+    reprojected: int = 0
+    """Rows read with a geometry transformed into its column's SRID (reproject=True)."""
     already_committed: int = 0
     """Rows skipped because an earlier run with this ingest_id committed them."""
     reloaded: int = 0
@@ -82,6 +84,7 @@ class IngestReport:
             (n, f"{v:,}")
             for n, v in (
                 ("repaired", len(self.repaired)),
+                ("reprojected into the column's SRID", self.reprojected),
                 ("already committed (resumed)", self.already_committed),
                 ("loaded again (deleted since the last run)", self.reloaded),
                 ("key conflicts ignored", self.conflicts),
