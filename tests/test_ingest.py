@@ -397,6 +397,47 @@ def test_reproject_moves_each_row_from_its_own_srid_and_sets_aside_what_it_canno
     assert shapely.equals_exact(stored_polygons(db)[1], base, tolerance=1e-9).all()
 
 
+LAMBERT = (
+    "+proj=lcc +lat_1=33 +lat_2=45 +lat_0=39 +lon_0=-96 +x_0=0 +y_0=0 +datum=WGS84 "
+    "+units=m +no_defs"
+)
+"""A CRS without an EPSG code."""
+
+
+@pytest.mark.parametrize("form", ["frame", "gpkg", "parquet"])
+def test_a_crs_without_an_epsg_code_is_refused_unless_declared_or_reprojected(
+    db: SpatialDatabase, table: str, tmp_path: Path, form: str
+) -> None:
+    """It cannot be compared with the column's SRID: loading it as that SRID unasked
+    could store coordinates of another CRS. srid= says it is the column's; reproject=True
+    transforms it (PROJ from its definition: WKT from GDAL and geopandas, PROJJSON from
+    GeoParquet)."""
+    import geopandas
+
+    polygons = synthetic_polygons(50, extent=(-5e5, -5e5, 5e5, 5e5))
+    frame = geopandas.GeoDataFrame({"id": range(1, 51)}, geometry=polygons, crs=LAMBERT)
+    frame = frame.rename_geometry("geom")
+    source: Any = frame
+    if form == "gpkg":
+        source = tmp_path / "lambert.gpkg"
+        frame.to_file(source)
+    elif form == "parquet":
+        source = tmp_path / "lambert.parquet"
+        frame.to_parquet(source)
+    with pytest.raises(ConfigurationError, match=r"no EPSG code.*give srid=4326"):
+        db.ingest(table, source)
+    assert table_state(db)[0] == 0
+    report = db.ingest(table, source, reproject=True, ingest_id=f"{form}-reprojected")
+    assert report.inserted == 50 and report.reprojected == 50
+    expected = frame.to_crs(4326).geometry.to_numpy()
+    assert shapely.equals_exact(stored_polygons(db)[1], expected, tolerance=1e-9).all()
+    with db.transaction() as s:
+        s.execute(text(f"TRUNCATE {TABLE}"))
+    declared = db.ingest(table, source, srid=4326, ingest_id=f"{form}-declared")
+    assert declared.inserted == 50 and declared.reprojected == 0
+    assert shapely.equals_exact(stored_polygons(db)[1], polygons, tolerance=0).all()
+
+
 def test_cli_reproject_loads_a_file_in_another_crs(
     db: SpatialDatabase, database_url: str, table: str, tmp_path: Path, monkeypatch: Any
 ) -> None:

@@ -195,7 +195,7 @@ def test_geodataframe_in_slices_with_srid_from_crs() -> None:
     assert list(found[0].columns) == ["name", "val", "geom"]  # "geometry" lands in geom
     assert column(found, "val") == list(range(25)) and type(column(found, "val")[0]) is int
     geoms = column(found, "geom")
-    assert all(b.srids == {"geom": 3857} for b in found)  # for geometries that carry none
+    assert all(b.crs == {"geom": 3857} for b in found)  # for geometries that carry none
     assert shapely.equals(geoms[24], shapely.box(24, 24, 25, 25))
 
 
@@ -207,7 +207,7 @@ def test_geodataframe_without_epsg_keeps_srid_zero_and_missing_values_become_non
     (batch,) = batches(gdf)
     assert batch.columns["val"] == [1.5, None, 3.0]
     assert batch.columns["geom"][1] is None
-    assert shapely.get_srid(batch.columns["geom"][0]) == 0 and batch.srids == {}
+    assert shapely.get_srid(batch.columns["geom"][0]) == 0 and batch.crs == {}
 
 
 def test_plain_dataframe() -> None:
@@ -254,7 +254,7 @@ def test_vector_file_round_trip(tmp_path: Path, suffix: str) -> None:
     assert column(found, "name") == list(gdf["name"])
     assert column(found, "val") == list(range(25))
     geoms = shapely.from_wkb(column(found, "geom"))  # the WKB the driver read
-    assert all(b.srids == {"geom": 3857} for b in found)
+    assert all(b.crs == {"geom": 3857} for b in found)
     assert all(isinstance(g, shapely.Polygon) for g in geoms)
     assert all(shapely.equals(geoms, list(gdf.geometry)))
     assert source_length(path) == 25 and source_length(str(path)) == 25
@@ -267,7 +267,7 @@ def test_file_geometry_named_as_a_target_column_and_nulls(tmp_path: Path) -> Non
     pyogrio.write_dataframe(gdf, path, geometry_name="shape")
     (batch,) = batches(str(path), columns=["name", "val", "shape"], geometry_column=None)
     assert batch.columns["name"] == ["p0", None]
-    assert batch.srids == {"shape": 4326}
+    assert batch.crs == {"shape": 4326}
     assert all(isinstance(g, bytes) for g in batch.columns["shape"])
 
 
@@ -325,11 +325,11 @@ def test_geoparquet_is_read_in_batches_with_its_crs(tmp_path: Path) -> None:
     assert [(b.first_row, len(b)) for b in found] == [(1, 10), (11, 10), (21, 5)]
     assert list(found[0].columns) == ["name", "val", "geom"]
     assert column(found, "val") == list(range(25))
-    assert all(b.srids == {"geom": 3857} for b in found)
+    assert all(b.crs == {"geom": 3857} for b in found)
     assert all(shapely.equals(shapely.from_wkb(column(found, "geom")), list(gdf.geometry)))
     assert source_length(path) == 25
     frame(3, crs=None).to_parquet(tmp_path / "unknown.parquet")  # a null CRS: unknown
-    assert batches(tmp_path / "unknown.parquet")[0].srids == {}
+    assert batches(tmp_path / "unknown.parquet")[0].crs == {}
     frame(3).to_parquet(tmp_path / "covered.parquet", write_covering_bbox=True)
     assert list(batches(tmp_path / "covered.parquet")[0].columns) == ["name", "val", "geom"]
 
@@ -343,7 +343,7 @@ def test_geoparquet_other_encodings_plain_parquet_and_garbage(tmp_path: Path) ->
     pd.DataFrame({"name": ["a"], "geom": [shapely.Point(1, 2).wkb]}).to_parquet(plain)
     (batch,) = batches(plain)
     assert batch.columns == {"name": ["a"], "geom": [shapely.Point(1, 2).wkb]}
-    assert batch.srids == {}
+    assert batch.crs == {}
     garbage = tmp_path / "garbage.parquet"
     garbage.write_bytes(b"PAR1 not really")
     with pytest.raises(ConfigurationError, match=r"cannot read .*garbage.parquet as Parquet"):

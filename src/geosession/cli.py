@@ -158,7 +158,10 @@ def ingest(
     table: Annotated[str, typer.Argument(help="Target table, optionally schema.table.")],
     srid: Annotated[
         int | None,
-        typer.Option(help="SRID of geometries that carry none (default: the column's)."),
+        typer.Option(
+            help="SRID of geometries that carry none, or of a file whose CRS has no EPSG "
+            "code (default: the file's EPSG code, else the column's)."
+        ),
     ] = None,
     ingest_id: Annotated[
         str | None,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -15,14 +18,29 @@ class CheckFields(Protocol):
     def __call__(self, names: list[str], *, where: str) -> None: ...
 
 
+SourceCrs = int | str
+"""A source's CRS: its EPSG code (the SRID), or the definition (WKT, PROJJSON) of one
+that has none."""
+
+
+def crs_label(crs: SourceCrs) -> str:
+    """How messages name a CRS: EPSG:<code>, or the name its definition gives it."""
+    if isinstance(crs, int):
+        return f"EPSG:{crs}"
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        return f"{json.loads(crs)['name']!r} (no EPSG code)"
+    named = re.match(r'\s*\w+\[\s*"([^"]*)"', crs)  # WKT: PROJCS["name", ...
+    return f"{named.group(1)!r} (no EPSG code)" if named else "a CRS without an EPSG code"
+
+
 @dataclass(frozen=True)
 class Batch:
     """Consecutive source rows, column-wise: target column name -> values."""
 
     first_row: int
     columns: dict[str, list[Any]]
-    srids: dict[str, int] = field(default_factory=dict)
-    """Column -> the SRID of its geometries that carry none (the layer's CRS), if known."""
+    crs: dict[str, SourceCrs] = field(default_factory=dict)
+    """Column -> the CRS of its geometries that carry no SRID (the layer's), if known."""
     flush: bool = False
     """Cut short by ``flush_interval``: its rows, and any waiting with them, go out now."""
 
@@ -32,7 +50,7 @@ class Batch:
     def slice(self, start: int, stop: int) -> Batch:
         """Rows ``[start, stop)`` of this batch, keeping their source row numbers."""
         columns = {k: v[start:stop] for k, v in self.columns.items()}
-        return Batch(self.first_row + start, columns, self.srids, self.flush)
+        return Batch(self.first_row + start, columns, self.crs, self.flush)
 
 
 def target_name(

@@ -94,15 +94,18 @@ def _check_geometries(
     for column in plan.target.geometry_columns:
         if column.name not in columns:
             continue
+        source = batch.crs.get(column.name)
         if not options.reproject:
-            check_source_crs(column, batch.srids.get(column.name), plan.target.quoted)
+            check_source_crs(column, source, plan.target.quoted, srid=options.srid)
+        undeclared = source if isinstance(source, str) and options.srid is None else None
         checked = check_geometries(
             columns[column.name],
             column,
             first_row=batch.first_row,
             on_invalid=options.on_invalid,
-            default_srid=batch.srids.get(column.name, options.srid),
+            default_srid=source if isinstance(source, int) else options.srid,
             reproject=options.reproject,
+            source_crs=undeclared,  # no EPSG code, and srid= does not say which it is
         )
         columns[column.name] = checked.encoded[column.name]
         if not sizer.measured:  # a first estimate; sealed chunks give the real size

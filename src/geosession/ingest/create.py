@@ -218,9 +218,10 @@ def _parquet_schema(path: Path, srid: int | None) -> SourceSchema:
         )
     schema = SourceSchema()
     for name in geo.fields(arrow.names):
-        if name in geo.srids:
+        if name in geo.crs:
             types = geo.types[name] or ["Geometry"]
-            schema.add_geometry(name, types, geo.srids[name] or srid, multi=False)
+            epsg = geo.crs[name]
+            schema.add_geometry(name, types, epsg if isinstance(epsg, int) else srid, multi=False)
         else:
             schema.add(name, _arrow_type(pyarrow, arrow.field(name).type))
     return schema

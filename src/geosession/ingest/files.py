@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from geosession.errors import ConfigurationError
-from geosession.ingest.batches import Batch, CheckFields, target_name
+from geosession.ingest.batches import Batch, CheckFields, SourceCrs, target_name
 
 VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb")
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
@@ -133,9 +133,9 @@ def _vector_batches(
             fields = [str(name) for name in reader.schema.names]
             names = {f: target_name(f, geometry, columns, geometry_column) for f in fields}
             check(list(names.values()), where=str(path))
-            srid = crs_code(meta["crs"])
-            srids = {names[geometry]: srid} if srid is not None and geometry in names else {}
-            yield from _arrow_batches(reader, names, columns, size, srids)
+            crs = file_crs(meta["crs"])
+            known = {names[geometry]: crs} if crs is not None and geometry in names else {}
+            yield from _arrow_batches(reader, names, columns, size, known)
     except unreadable as error:
         raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
 
@@ -179,9 +179,9 @@ def _parquet_batches(
         fields = geo.fields(schema.names)
         names = {f: target_name(f, geo.primary, columns, geometry_column) for f in fields}
         check(list(names.values()), where=str(path))
-        srids = {names[c]: srid for c, srid in geo.srids.items() if srid is not None and c in names}
+        known = {names[c]: crs for c, crs in geo.crs.items() if crs is not None and c in names}
         reader = handle.iter_batches(batch_size=_FILE_BATCH, columns=fields)
-        yield from _arrow_batches(reader, names, columns, size, srids)
+        yield from _arrow_batches(reader, names, columns, size, known)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise ConfigurationError(f"cannot read {path} as Parquet: {error}") from error
 
@@ -192,8 +192,8 @@ class GeoParquetColumns:
     Parquet file, where a column named as the geometry column is read)."""
 
     primary: str | None = None
-    srids: dict[str, int | None] = field(default_factory=dict)
-    """Each geometry column's EPSG SRID (None: unknown)."""
+    crs: dict[str, SourceCrs | None] = field(default_factory=dict)
+    """Each geometry column's CRS: its EPSG SRID, else its PROJJSON (None: unknown)."""
     types: dict[str, list[str]] = field(default_factory=dict)
     """Each geometry column's geometry types ("Polygon", "Point Z"; empty: any)."""
     derived: frozenset[str] = frozenset()
@@ -209,7 +209,7 @@ def geoparquet_columns(metadata: dict[bytes, bytes] | None, path: Path) -> GeoPa
     if not metadata or b"geo" not in metadata:
         return GeoParquetColumns()
     geo = json.loads(metadata[b"geo"])
-    srids: dict[str, int | None] = {}
+    crs: dict[str, SourceCrs | None] = {}
     types: dict[str, list[str]] = {}
     derived: set[str] = set()
     for name, column in geo.get("columns", {}).items():
@@ -222,21 +222,23 @@ def geoparquet_columns(metadata: dict[bytes, bytes] | None, path: Path) -> GeoPa
                 "encoding; geosession reads WKB. Rewrite it with "
                 "GeoDataFrame.to_parquet(..., geometry_encoding='WKB')"
             )
-        srids[name] = _projjson_epsg(column["crs"]) if "crs" in column else 4326  # CRS84
+        crs[name] = _projjson_crs(column["crs"]) if "crs" in column else 4326  # CRS84
         types[name] = [str(kind) for kind in column.get("geometry_types") or []]
-    return GeoParquetColumns(geo.get("primary_column"), srids, types, frozenset(derived))
+    return GeoParquetColumns(geo.get("primary_column"), crs, types, frozenset(derived))
 
 
-def _projjson_epsg(crs: Any) -> int | None:
-    """The EPSG code of a GeoParquet CRS (PROJJSON; OGC:CRS84 is 4326's axis order as
-    PostGIS has it); None when it has none or is null (unknown)."""
+def _projjson_crs(crs: Any) -> SourceCrs | None:
+    """A GeoParquet CRS (PROJJSON) as its EPSG code (OGC:CRS84 is 4326's axis order as
+    PostGIS has it), else its PROJJSON text; None when it is null (unknown)."""
     if isinstance(crs, str):
-        return crs_code(crs)
-    ident = crs.get("id", {}) if isinstance(crs, dict) else {}
+        return file_crs(crs)
+    if not isinstance(crs, dict):
+        return None
+    ident = crs.get("id", {})
     authority, code = str(ident.get("authority", "")).upper(), str(ident.get("code", ""))
     if authority == "EPSG" and code.isdigit():
         return int(code)
-    return 4326 if (authority, code) == ("OGC", "CRS84") else None
+    return 4326 if (authority, code) == ("OGC", "CRS84") else json.dumps(crs)
 
 
 def _arrow_batches(
@@ -244,7 +246,7 @@ def _arrow_batches(
     names: dict[str, str],
     columns: Sequence[str],
     size: Callable[[], int],
-    srids: dict[str, int],
+    crs: dict[str, SourceCrs],
 ) -> Iterator[Batch]:
     """Arrow record batches cut into batches of ``size()`` rows without copying."""
     first = 1
@@ -253,7 +255,7 @@ def _arrow_batches(
         while offset < record_batch.num_rows:
             part = record_batch.slice(offset, size())
             values = {names[f]: part.column(f).to_pylist() for f in names}  # WKB as bytes
-            yield Batch(first, {c: values[c] for c in columns if c in values}, srids)
+            yield Batch(first, {c: values[c] for c in columns if c in values}, crs)
             first += part.num_rows
             offset += part.num_rows
 
@@ -351,3 +353,8 @@ def wkt_column_of(
 def crs_code(crs: str | None) -> int | None:
     match = re.fullmatch(r"EPSG:(\d+)", crs or "")
     return int(match.group(1)) if match else None
+
+
+def file_crs(crs: str | None) -> SourceCrs | None:
+    """A CRS as GDAL gives it (``EPSG:<code>``, else WKT) as its EPSG code, else as it is."""
+    return (crs_code(crs) or crs) if crs else None

@@ -14,6 +14,7 @@ import numpy as np
 import shapely
 
 from geosession.errors import ConfigurationError
+from geosession.ingest.batches import SourceCrs, crs_label
 
 _local = threading.local()
 """Transformers by (source, destination) SRID, per thread: a pyproj Transformer is not
@@ -23,13 +24,14 @@ Problems = dict[int, tuple[str, str]]
 
 
 def reprojected(
-    geoms: np.ndarray[Any, Any], srid: int
+    geoms: np.ndarray[Any, Any], srid: int, source_crs: str | None = None
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, np.dtype[np.bool_]], Problems]:
-    """``geoms`` with those of another known SRID moved into ``srid``; which moved; and the
-    rows that could not be (an SRID PROJ does not know, a geometry with M values)."""
+    """``geoms`` with those of another known SRID (or without one, from ``source_crs``,
+    a CRS definition) moved into ``srid``; which moved; and the rows that could not be (a
+    CRS PROJ does not know, a geometry with M values)."""
     present = geoms != None  # noqa: E711 - elementwise on an object array
     srids = np.where(present, shapely.get_srid(geoms), 0)
-    moving = present & (srids != 0) & (srids != srid)
+    moving = present & (srids != srid) & ((srids != 0) | (source_crs is not None))
     problems: Problems = {}
     if not moving.any():
         return geoms, moving, problems
@@ -37,19 +39,21 @@ def reprojected(
     for index in np.flatnonzero(measured):
         problems[int(index)] = (
             "srid",
-            f"SRID {srids[index]} where the column has SRID {srid}, and a geometry with M "
-            "values cannot be reprojected here (its M values would be lost): reproject it "
-            "before loading",
+            f"{_label(int(srids[index]), source_crs)} where the column has SRID {srid}, and "
+            "a geometry with M values cannot be reprojected here (its M values would be "
+            "lost): reproject it before loading",
         )
     moving &= ~measured
     geoms = geoms.copy()
-    for source in np.unique(srids[moving]):
-        rows = moving & (srids == source)
+    for code in np.unique(srids[moving]):
+        rows = moving & (srids == code)
+        source: SourceCrs = int(code) if code else str(source_crs)
         try:
-            transformer = _transformer(int(source), srid)
+            transformer = _transformer(source, srid)
         except ValueError as error:
+            reason = f"cannot reproject {_label(int(code), source_crs)}: {error}"
             for index in np.flatnonzero(rows):
-                problems[int(index)] = ("srid", f"cannot reproject SRID {source}: {error}")
+                problems[int(index)] = ("srid", reason)
             moving &= ~rows
             continue
         geoms[rows] = _transformed(geoms[rows], transformer, srid)
@@ -72,23 +76,27 @@ def _transformed(geoms: np.ndarray[Any, Any], transformer: Any, srid: int) -> An
     return shapely.set_srid(out, srid)
 
 
-def _transformer(source: int, destination: int) -> Any:
-    """The thread's PROJ transformer from EPSG ``source`` to ``destination``; ValueError
-    when PROJ does not know one of them."""
+def _label(code: int, source_crs: str | None) -> str:
+    """A geometry's SRID as messages name it (the source's CRS for one without)."""
+    return f"SRID {code}" if code or source_crs is None else f"CRS {crs_label(source_crs)}"
+
+
+def _transformer(source: SourceCrs, destination: int) -> Any:
+    """The thread's PROJ transformer from ``source`` (an EPSG code or a definition) to
+    EPSG ``destination``; ValueError when PROJ cannot make one."""
     try:
         from pyproj import Transformer
-        from pyproj.exceptions import CRSError
+        from pyproj.exceptions import ProjError
     except ImportError:
         raise ConfigurationError(
             "reproject=True needs pyproj: pip install 'geosession[geo]'"
         ) from None
-    cache: dict[tuple[int, int], Any] = _local.__dict__.setdefault("transformers", {})
+    cache: dict[tuple[SourceCrs, int], Any] = _local.__dict__.setdefault("transformers", {})
     key = (source, destination)
     if key not in cache:
+        crs = f"EPSG:{source}" if isinstance(source, int) else source
         try:
-            cache[key] = Transformer.from_crs(
-                f"EPSG:{source}", f"EPSG:{destination}", always_xy=True
-            )
-        except CRSError as error:
+            cache[key] = Transformer.from_crs(crs, f"EPSG:{destination}", always_xy=True)
+        except ProjError as error:
             raise ValueError(str(error).splitlines()[0]) from error
     return cache[key]

@@ -26,7 +26,7 @@ from sqlalchemy import Column, inspect
 from sqlalchemy.orm import InstanceState
 
 from geosession.errors import ConfigurationError
-from geosession.ingest.batches import Batch, CheckFields, check_fields, target_name
+from geosession.ingest.batches import Batch, CheckFields, SourceCrs, check_fields, target_name
 from geosession.ingest.files import SUPPORTED, file_batches, file_length
 from geosession.ingest.stages import timed_batches
 
@@ -220,15 +220,15 @@ def _dataframe_batches(
     names = {label: target_name(str(label), active, columns, geometry_column) for label in frame}
     check(list(names.values()), where="the DataFrame")
     series = {label: frame[label] for label in names}
-    epsg = {names[label]: epsg_of(column) for label, column in series.items()}
-    srids = {name: srid for name, srid in epsg.items() if srid is not None}
+    found = {names[label]: crs_of(column) for label, column in series.items()}
+    known = {name: crs for name, crs in found.items() if crs is not None}
 
     def batches() -> Iterator[Batch]:
         start = 0
         while start < len(frame):
             stop = start + size()
             values = {names[label]: _values(s.iloc[start:stop]) for label, s in series.items()}
-            yield Batch(start + 1, {c: values[c] for c in columns if c in values}, srids)
+            yield Batch(start + 1, {c: values[c] for c in columns if c in values}, known)
             start = min(stop, len(frame))
 
     return batches()
@@ -243,8 +243,14 @@ def _values(part: Any) -> list[Any]:
     return list(part.astype(object).where(part.notna(), None).tolist())
 
 
-def epsg_of(series: Any) -> int | None:
+def crs_of(series: Any) -> SourceCrs | None:
+    """A GeoSeries's CRS: its EPSG code, else its WKT (None: none, or not geometries)."""
     if str(series.dtype) != "geometry" or series.crs is None:
         return None
     code = series.crs.to_epsg()
-    return int(code) if code is not None else None
+    return int(code) if code is not None else str(series.crs.to_wkt())
+
+
+def epsg_of(series: Any) -> int | None:
+    crs = crs_of(series)
+    return crs if isinstance(crs, int) else None

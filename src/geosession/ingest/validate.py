@@ -18,6 +18,7 @@ import shapely
 
 from geosession.errors import ConfigurationError, InvalidGeometry
 from geosession.geometry import TYPE_NAMES, object_array, shapes_from_text, to_shape
+from geosession.ingest.batches import SourceCrs, crs_label
 from geosession.ingest.reproject import reprojected
 from geosession.ingest.target import Column, GeometrySpec
 
@@ -75,9 +76,11 @@ def check_geometries(
     on_invalid: OnInvalid,
     default_srid: int | None,
     reproject: bool = False,
+    source_crs: str | None = None,
 ) -> Checked:
     """Parses, checks (and maybe reprojects or repairs) one geometry column of a batch;
-    encodes EWKB."""
+    encodes EWKB. ``source_crs``: the definition of the CRS of geometries without an SRID,
+    when it has no EPSG code (reprojected from it)."""
     spec = column.geometry
     assert spec is not None
     geoms, problems, wkb = _parse(values)
@@ -86,7 +89,7 @@ def check_geometries(
         geoms = _apply_default_srid(geoms, default_srid)
     moved = np.zeros(len(geoms), dtype=bool)
     if moving:
-        geoms, moved, unmoved = reprojected(geoms, spec.srid)
+        geoms, moved, unmoved = reprojected(geoms, spec.srid, source_crs)
         problems.update(unmoved)
     geoms, changed = _promote_to_multi(geoms, spec)
     changed |= moved
@@ -104,19 +107,31 @@ def check_geometries(
     return checked
 
 
-def check_source_crs(column: Column, source_srid: int | None, table: str) -> None:
+def check_source_crs(
+    column: Column, source: SourceCrs | None, table: str, *, srid: int | None
+) -> None:
     """A file's or GeoDataFrame's CRS against the column's SRID: a mismatch is the whole
-    source's, so it is refused before any row instead of quarantining every one (unless
-    the ingest reprojects)."""
+    source's, so it is refused before any row instead of quarantining every one (the
+    caller skips this when the ingest reprojects). A CRS without an EPSG code cannot be
+    compared: it is refused unless ``srid`` says which it is."""
     spec = column.geometry
-    if spec is None or source_srid is None or spec.srid in (0, source_srid):
+    if spec is None or source is None or spec.srid in (0, source):
         return
+    if isinstance(source, str):
+        if srid is not None:
+            return
+        raise ConfigurationError(
+            f"The source's CRS is {crs_label(source)}, so whether it is the SRID "
+            f"{spec.srid} of column {column.name} of {table} cannot be told: give "
+            f"srid={spec.srid} (CLI: --srid {spec.srid}) if it is, pass reproject=True "
+            "(CLI: --reproject) to transform it, or reproject the source first"
+        )
     raise ConfigurationError(
-        f"The source's CRS is EPSG:{source_srid}, but column {column.name} of {table} has "
+        f"The source's CRS is EPSG:{source}, but column {column.name} of {table} has "
         f"SRID {spec.srid}: pass reproject=True (CLI: --reproject) to transform it while "
         f"loading, reproject the source first (GeoDataFrame.to_crs({spec.srid}); for a "
         f"file, ogr2ogr -t_srs EPSG:{spec.srid}), or load it into a column of SRID "
-        f"{source_srid}"
+        f"{source}"
     )
 
 
