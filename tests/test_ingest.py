@@ -438,6 +438,28 @@ def test_a_crs_without_an_epsg_code_is_refused_unless_declared_or_reprojected(
     assert shapely.equals_exact(stored_polygons(db)[1], polygons, tolerance=0).all()
 
 
+@pytest.mark.parametrize("form", ["frame", "shp", "gpkg", "parquet"])
+def test_crs84_is_srid_4326(db: SpatialDatabase, table: str, tmp_path: Path, form: str) -> None:
+    """OGC:CRS84 (GeoParquet's default; a Shapefile's .prj may say it in ESRI's words) is
+    EPSG:4326 with longitude first, which is PostGIS's order: loaded as it is."""
+    import geopandas
+
+    polygons = synthetic_polygons(20)
+    frame = geopandas.GeoDataFrame({"id": range(1, 21)}, geometry=polygons, crs="OGC:CRS84")
+    frame = frame.rename_geometry("geom")
+    source: Any = frame
+    if form != "frame":
+        source = tmp_path / f"crs84.{form}"
+        if form == "parquet":
+            frame.to_parquet(source)
+        else:
+            frame.to_file(source)
+    report = db.ingest(table, source)
+    assert report.inserted == 20 and report.reprojected == 0
+    stored = shapely.normalize(stored_polygons(db)[1])  # a Shapefile turns rings clockwise
+    assert shapely.equals_exact(stored, shapely.normalize(polygons), tolerance=0).all()
+
+
 def test_cli_reproject_loads_a_file_in_another_crs(
     db: SpatialDatabase, database_url: str, table: str, tmp_path: Path, monkeypatch: Any
 ) -> None:

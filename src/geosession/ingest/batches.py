@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from geosession.errors import ConfigurationError
+from geosession.ingest.crs import SourceCrs
 
 
 class CheckFields(Protocol):
     """Checks a source's field names against the target (``check_fields``, bound)."""
 
     def __call__(self, names: list[str], *, where: str) -> None: ...
-
-
-SourceCrs = int | str
-"""A source's CRS: its EPSG code (the SRID), or the definition (WKT, PROJJSON) of one
-that has none."""
-
-
-def crs_label(crs: SourceCrs) -> str:
-    """How messages name a CRS: EPSG:<code>, or the name its definition gives it."""
-    if isinstance(crs, int):
-        return f"EPSG:{crs}"
-    with contextlib.suppress(ValueError, KeyError, TypeError):
-        return f"{json.loads(crs)['name']!r} (no EPSG code)"
-    named = re.match(r'\s*\w+\[\s*"([^"]*)"', crs)  # WKT: PROJCS["name", ...
-    return f"{named.group(1)!r} (no EPSG code)" if named else "a CRS without an EPSG code"
 
 
 @dataclass(frozen=True)

@@ -19,18 +19,18 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, inspect, text
 
 from geosession.errors import ConfigurationError, DatabaseError
+from geosession.ingest.crs import epsg_code
 from geosession.ingest.files import (
     PARQUET_SUFFIXES,
     SUPPORTED,
     VECTOR_SUFFIXES,
-    crs_code,
     csv_header,
     geoparquet_columns,
     vector_layer,
     wkt_column_of,
 )
 from geosession.ingest.options import IngestOptions
-from geosession.ingest.sources import epsg_of, is_dataframe
+from geosession.ingest.sources import is_dataframe
 from geosession.ingest.target import schema_and_name
 from geosession.read.plan import quote_identifier
 
@@ -192,7 +192,7 @@ def _vector_schema(path: Path, srid: int | None, layer: str | None) -> SourceSch
         )
     if info["geometry_type"]:
         shapefile = info["driver"] == "ESRI Shapefile"
-        epsg = crs_code(info["crs"]) or srid
+        epsg = epsg_code(info["crs"]) or srid
         schema.add_geometry(
             info["geometry_name"] or schema.free_name(),
             [info["geometry_type"]],
@@ -248,7 +248,7 @@ def _frame_schema(frame: Any, srid: int | None) -> SourceSchema:
             types = [str(t) for t in series.geom_type.dropna().unique()]
             if len(types) and bool(series.has_z.any()):
                 types = [f"{t} Z" for t in types]
-            schema.add_geometry(str(label), types, epsg_of(series) or srid, multi=False)
+            schema.add_geometry(str(label), types, epsg_code(series.crs) or srid, multi=False)
         elif series.dtype.kind == "M":
             schema.add(
                 str(label), "timestamptz" if getattr(series.dtype, "tz", None) else "timestamp"

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from geosession.errors import ConfigurationError
-from geosession.ingest.batches import Batch, CheckFields, SourceCrs, target_name
+from geosession.ingest.batches import Batch, CheckFields, target_name
+from geosession.ingest.crs import SourceCrs, source_crs
 
 VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb")
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
@@ -133,7 +134,7 @@ def _vector_batches(
             fields = [str(name) for name in reader.schema.names]
             names = {f: target_name(f, geometry, columns, geometry_column) for f in fields}
             check(list(names.values()), where=str(path))
-            crs = file_crs(meta["crs"])
+            crs = source_crs(meta["crs"])
             known = {names[geometry]: crs} if crs is not None and geometry in names else {}
             yield from _arrow_batches(reader, names, columns, size, known)
     except unreadable as error:
@@ -228,17 +229,17 @@ def geoparquet_columns(metadata: dict[bytes, bytes] | None, path: Path) -> GeoPa
 
 
 def _projjson_crs(crs: Any) -> SourceCrs | None:
-    """A GeoParquet CRS (PROJJSON) as its EPSG code (OGC:CRS84 is 4326's axis order as
-    PostGIS has it), else its PROJJSON text; None when it is null (unknown)."""
-    if isinstance(crs, str):
-        return file_crs(crs)
-    if not isinstance(crs, dict):
-        return None
-    ident = crs.get("id", {})
-    authority, code = str(ident.get("authority", "")).upper(), str(ident.get("code", ""))
-    if authority == "EPSG" and code.isdigit():
-        return int(code)
-    return 4326 if (authority, code) == ("OGC", "CRS84") else json.dumps(crs)
+    """A GeoParquet CRS (PROJJSON, or a string) as :func:`source_crs` reads it; None when
+    it is null (unknown)."""
+    if isinstance(crs, dict):
+        ident = crs.get("id", {})  # the common cases, without asking PROJ
+        authority, code = str(ident.get("authority", "")).upper(), str(ident.get("code", ""))
+        if authority == "EPSG" and code.isdigit():
+            return int(code)
+        if (authority, code) == ("OGC", "CRS84"):
+            return 4326
+        return source_crs(json.dumps(crs))
+    return source_crs(crs) if isinstance(crs, str) else None
 
 
 def _arrow_batches(
@@ -348,13 +349,3 @@ def wkt_column_of(
     candidates = ((geometry_column,) if geometry_column else ()) + WKT_NAMES
     folded = {name.casefold(): name for name in reversed(header)}  # the first of a case
     return next((folded[c.casefold()] for c in candidates if c.casefold() in folded), None)
-
-
-def crs_code(crs: str | None) -> int | None:
-    match = re.fullmatch(r"EPSG:(\d+)", crs or "")
-    return int(match.group(1)) if match else None
-
-
-def file_crs(crs: str | None) -> SourceCrs | None:
-    """A CRS as GDAL gives it (``EPSG:<code>``, else WKT) as its EPSG code, else as it is."""
-    return (crs_code(crs) or crs) if crs else None

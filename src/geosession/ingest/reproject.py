@@ -14,7 +14,7 @@ import numpy as np
 import shapely
 
 from geosession.errors import ConfigurationError
-from geosession.ingest.batches import SourceCrs, crs_label
+from geosession.ingest.crs import SourceCrs, crs_label
 
 _local = threading.local()
 """Transformers by (source, destination) SRID, per thread: a pyproj Transformer is not

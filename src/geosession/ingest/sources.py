@@ -26,7 +26,8 @@ from sqlalchemy import Column, inspect
 from sqlalchemy.orm import InstanceState
 
 from geosession.errors import ConfigurationError
-from geosession.ingest.batches import Batch, CheckFields, SourceCrs, check_fields, target_name
+from geosession.ingest.batches import Batch, CheckFields, check_fields, target_name
+from geosession.ingest.crs import SourceCrs, source_crs
 from geosession.ingest.files import SUPPORTED, file_batches, file_length
 from geosession.ingest.stages import timed_batches
 
@@ -244,13 +245,5 @@ def _values(part: Any) -> list[Any]:
 
 
 def crs_of(series: Any) -> SourceCrs | None:
-    """A GeoSeries's CRS: its EPSG code, else its WKT (None: none, or not geometries)."""
-    if str(series.dtype) != "geometry" or series.crs is None:
-        return None
-    code = series.crs.to_epsg()
-    return int(code) if code is not None else str(series.crs.to_wkt())
-
-
-def epsg_of(series: Any) -> int | None:
-    crs = crs_of(series)
-    return crs if isinstance(crs, int) else None
+    """A GeoSeries's CRS (None: none, or not geometries)."""
+    return source_crs(series.crs) if str(series.dtype) == "geometry" else None

@@ -18,7 +18,7 @@ import shapely
 
 from geosession.errors import ConfigurationError, InvalidGeometry
 from geosession.geometry import TYPE_NAMES, object_array, shapes_from_text, to_shape
-from geosession.ingest.batches import SourceCrs, crs_label
+from geosession.ingest.crs import SourceCrs, crs_label
 from geosession.ingest.reproject import reprojected
 from geosession.ingest.target import Column, GeometrySpec
 
