@@ -322,6 +322,30 @@ def test_rows_without_a_schema_cannot_make_a_table(
     assert admin.execute("SELECT to_regclass('made_rows')").fetchone() == (None,)
 
 
+def test_a_missing_schema_is_named_and_a_quoted_one_is_loaded(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    """A schema that does not exist is said to be missing (not the table), with or without
+    create=True; a schema whose name needs quoting (a double quote in it) is loaded into."""
+    frame = parcels(3)
+    for create in (False, True):
+        with pytest.raises(ConfigurationError, match=r'Schema "no_such_schema" does not exist'):
+            db.ingest("no_such_schema.made_frame", frame, create=create)
+    admin.execute('DROP SCHEMA IF EXISTS "odd""schema" CASCADE')
+    admin.execute('CREATE SCHEMA "odd""schema"')
+    try:
+        report = db.ingest('odd"schema.made_frame', frame, create=True)
+        assert report.created and report.inserted == 3
+        bow_tie = "SRID=4326;MULTIPOLYGON(((0 0, 1 1, 1 0, 0 1, 0 0)))"
+        again = db.ingest('odd"schema.made_frame', [{"id": 9, "geometry": bow_tie}])
+        assert again.inserted == 0 and len(again.rejected) == 1
+        stored = admin.execute('SELECT count(*) FROM "odd""schema".made_frame').fetchone()
+        quarantined = admin.execute('SELECT count(*) FROM "odd""schema".made_frame_rejected')
+        assert stored == (3,) and quarantined.fetchone() == (1,)
+    finally:
+        admin.execute('DROP SCHEMA "odd""schema" CASCADE')
+
+
 @pytest.mark.parametrize(
     ("types", "srid", "multi", "expected"),
     [

@@ -31,7 +31,7 @@ from geosession.ingest.files import (
 )
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.sources import is_dataframe
-from geosession.ingest.target import schema_and_name
+from geosession.ingest.target import double_quoted, missing_schema, schema_and_name
 from geosession.read.plan import quote_identifier
 
 _OGR_TYPES = {
@@ -94,14 +94,16 @@ class SourceSchema:
 def create_target(engine: Engine, target: Any, source: Any, options: IngestOptions) -> bool:
     """Creates ``target`` unless it exists (True when this call created it)."""
     table = getattr(target, "__table__", target)
+    schema, name = schema_and_name(target)
+    qualified = ".".join(quote_identifier(part) for part in (schema, name) if part)
     with engine.begin() as conn:
+        if schema and not _schema_exists(conn, schema):
+            raise missing_schema(schema, qualified)
         if isinstance(table, Table):
             if inspect(conn).has_table(table.name, schema=table.schema):
                 return False
             table.create(conn)
             return True
-        schema, name = schema_and_name(target)
-        qualified = ".".join(quote_identifier(part) for part in (schema, name) if part)
         if conn.execute(
             text("SELECT to_regclass(:name) IS NOT NULL"), {"name": qualified}
         ).scalar():
@@ -115,6 +117,11 @@ def create_target(engine: Engine, target: Any, source: Any, options: IngestOptio
                 raise
             return False  # another load made it while this one read the source
     return True
+
+
+def _schema_exists(conn: Connection, schema: str) -> bool:
+    found = conn.execute(text("SELECT to_regnamespace(:name)"), {"name": double_quoted(schema)})
+    return found.scalar() is not None
 
 
 def _create(conn: Connection, qualified: str, name: str, schema: SourceSchema) -> None:

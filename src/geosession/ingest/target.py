@@ -153,18 +153,32 @@ class Target:
         return next(c for c in self.columns if c.name == name)
 
     def quote(self, identifier: str) -> str:
-        return '"' + identifier.replace('"', '""') + '"'
+        return double_quoted(identifier)
 
     def sibling(self, suffix: str) -> str:
         """The quoted name of a table beside this one, e.g. ``parcels_rejected``."""
         return f"{self.quote(self.schema)}.{self.quote(self.name + suffix)}"
 
 
+def double_quoted(identifier: str) -> str:
+    """``identifier`` always double-quoted (as the ingest writes every name in SQL)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def missing_schema(schema: str, table: str) -> ConfigurationError:
+    """The error for a target whose schema does not exist (to_regclass says only NULL)."""
+    name = double_quoted(schema)
+    return ConfigurationError(
+        f"Schema {name} does not exist, so table {table} cannot be there: create it first "
+        f"(CREATE SCHEMA {name}), or check the schema's name and case"
+    )
+
+
 def resolve_target(cursor: Any, target: Any) -> Target:
     """Resolves a mapped class, a Table or a (schema-qualified) table name."""
     schema, name = schema_and_name(target)
-    quoted_name = '"' + name.replace('"', '""') + '"'
-    relation = f'"{schema}".{quoted_name}' if schema else quoted_name
+    quoted_name = double_quoted(name)
+    relation = f"{double_quoted(schema)}.{quoted_name}" if schema else quoted_name
     cursor.execute(
         "SELECT n.nspname, c.oid, c.relkind FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)",
@@ -172,6 +186,10 @@ def resolve_target(cursor: Any, target: Any) -> Target:
     )
     found = cursor.fetchone()
     if found is None:
+        if schema:
+            cursor.execute("SELECT to_regnamespace(%s) IS NULL", (double_quoted(schema),))
+            if cursor.fetchone()[0]:
+                raise missing_schema(schema, relation)
         raise ConfigurationError(
             f"Table {relation} does not exist: create it first (for a mapped class: "
             "Base.metadata.create_all(db.engine)), or let the ingest create it with "
@@ -189,11 +207,10 @@ def resolve_target(cursor: Any, target: Any) -> Target:
     (database,) = cursor.fetchone()
     cursor.execute(_COLUMNS_SQL, {"table": found[1], "receivers": _TEXT_RECEIVERS})
     columns = tuple(_column(row) for row in cursor.fetchall())
-    quoted = f'"{found[0]}".{quoted_name}'
     return Target(
         schema=str(found[0]),
         name=name,
-        quoted=quoted,
+        quoted=f"{double_quoted(str(found[0]))}.{quoted_name}",
         columns=columns,
         oid=int(found[1]),
         insert_triggers=bool(before_insert),
