@@ -23,7 +23,7 @@ _OGC = {"CRS84": 4326, "CRS83": 4269, "CRS27": 4267}
 def source_crs(crs: Any) -> SourceCrs | None:
     """``crs`` (a string GDAL or GeoParquet gives, or a pyproj CRS) as its EPSG code when
     PROJ can tell one, else as its definition; None for none."""
-    if crs is None or crs == "":
+    if crs is None or (isinstance(crs, str) and not crs.strip()):
         return None
     if isinstance(crs, str) and (match := re.fullmatch(r"EPSG:(\d+)", crs)):
         return int(match.group(1))
