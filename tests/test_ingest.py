@@ -361,6 +361,12 @@ def test_reproject_transforms_a_frames_crs_into_the_columns(
     assert ids == list(range(1, 501)) and set(shapely.get_srid(stored)) == {4326}
     expected = frame.to_crs(4326).geometry.to_numpy()
     assert shapely.equals_exact(stored, expected, tolerance=1e-9).all()
+    with db.transaction() as s:
+        s.execute(text(f"TRUNCATE {TABLE}"))
+    source = frame.rename_geometry("geom")
+    again = asyncio.run(db.async_ingest(table, source, reproject=True, ingest_id="async"))
+    assert again.inserted == 500 and again.reprojected == 500  # the async twin takes it too
+    assert shapely.equals_exact(stored_polygons(db)[1], expected, tolerance=1e-9).all()
 
 
 def test_reproject_moves_each_row_from_its_own_srid_and_sets_aside_what_it_cannot(
