@@ -29,7 +29,7 @@ from geosession import (
 )
 from geosession.demo import synthetic_polygons
 from geosession.geometry import to_ewkb
-from tests.faults.helpers import wait_until
+from tests.faults.helpers import record_dropped_gist, wait_until
 
 TABLE = "ingest_parcels"
 
@@ -991,14 +991,7 @@ def test_a_ledger_made_by_an_earlier_geosession_gains_its_columns(
                 "definition text, ingest_id text, PRIMARY KEY (target, index_name))"
             )
         )
-        s.execute(text(f"DROP INDEX {TABLE}_geom_idx"))
-        s.execute(
-            text(
-                "INSERT INTO geosession_ingest_deferred_index VALUES "
-                f"('\"public\".\"{TABLE}\"', '{TABLE}_geom_idx', "
-                f"'CREATE INDEX {TABLE}_geom_idx ON public.{TABLE} USING gist (geom)', 'old')"
-            )
-        )
+        record_dropped_gist(s, TABLE)
     doctor = {check.name: check for check in db.doctor().checks}
     assert doctor["deferred indexes"].status == "warn"
     assert f"{TABLE}_geom_idx on public.{TABLE}" in doctor["deferred indexes"].detail
@@ -1021,15 +1014,7 @@ def test_a_record_from_another_database_is_adopted_by_name(db: SpatialDatabase, 
     """A restored dump: the record's OID and database are another's, its name this table's."""
     db.ingest(table, rows(0))  # makes the ledger
     with db.transaction() as s:
-        s.execute(text(f"DROP INDEX {TABLE}_geom_idx"))
-        s.execute(
-            text(
-                "INSERT INTO geosession_ingest_deferred_index VALUES "
-                f"('\"public\".\"{TABLE}\"', '{TABLE}_geom_idx', "
-                f"'CREATE INDEX {TABLE}_geom_idx ON public.{TABLE} USING gist (geom)', 'old', "
-                "1, 'another-cluster/1')"
-            )
-        )
+        record_dropped_gist(s, TABLE, 1, "another-cluster/1")
     doctor = {check.name: check for check in db.doctor().checks}
     assert doctor["deferred indexes"].status == "warn"
     assert db.ingest(table, rows(10)).inserted == 10

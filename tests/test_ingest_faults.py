@@ -27,7 +27,7 @@ from sqlalchemy import text
 
 from geosession import SpatialDatabase
 from geosession.local import LocalCluster
-from tests.faults.helpers import wait_until
+from tests.faults.helpers import record_dropped_gist, wait_until
 from tests.test_ingest import TABLE, create_table, rows, source_checksum, table_state
 
 
@@ -298,14 +298,7 @@ def rebuild_held_on_a_lock(
     a lock that makes its CREATE INDEX wait until the block ends or the holder rolls back."""
     db.ingest(table, rows(100))
     with db.transaction() as s:
-        s.execute(text(f"DROP INDEX {TABLE}_geom_idx"))
-        s.execute(
-            text(
-                "INSERT INTO geosession_ingest_deferred_index VALUES "
-                f"('\"public\".\"{TABLE}\"', '{TABLE}_geom_idx', "
-                f"'CREATE INDEX {TABLE}_geom_idx ON public.{TABLE} USING gist (geom)', 'test')"
-            )
-        )
+        record_dropped_gist(s, TABLE)
     conninfo = database_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(conninfo) as holder:
         holder.execute(f"LOCK TABLE {TABLE} IN ROW EXCLUSIVE MODE")

@@ -131,3 +131,18 @@ def libpq_url(url: str, database: str | None = None) -> str:
     if database is not None:
         parsed = parsed.set(database=database)
     return parsed.render_as_string(hide_password=False)
+
+
+def record_dropped_gist(session: Session, table: str, *made_for: Any) -> None:
+    """Drops ``table``'s GiST index (``<table>_geom_idx``, in public) and records it as
+    deferred, as a killed load leaves it; ``made_for``: the record's target OID and
+    database, for a ledger that has those columns."""
+    index = f"{table}_geom_idx"
+    session.execute(text(f"DROP INDEX {index}"))
+    definition = f"CREATE INDEX {index} ON public.{table} USING gist (geom)"
+    values = [f'"public"."{table}"', index, definition, "killed", *made_for]
+    marks = ", ".join(f":v{i}" for i in range(len(values)))
+    session.execute(
+        text(f"INSERT INTO geosession_ingest_deferred_index VALUES ({marks})"),
+        {f"v{i}": value for i, value in enumerate(values)},
+    )
