@@ -113,8 +113,7 @@ def _check_geometries(
             sizer.observe_bytes(len(batch), geometry_bytes)
         rejects += [r for r in checked.rejects if keep[r.row - batch.first_row]]
         repaired += checked.repaired
-        if checked.moved is not None:
-            moved |= checked.moved
+        moved |= checked.moved
         keep &= checked.keep
     return rejects, repaired, moved
 

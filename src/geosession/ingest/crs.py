@@ -39,9 +39,17 @@ def source_crs(crs: Any) -> SourceCrs | None:
     if code is not None:
         return int(code)
     authority = parsed.to_authority()
-    if authority is not None and authority[0] == "OGC" and authority[1] in _OGC:
-        return _OGC[authority[1]]
+    code = authority_code(*authority) if authority is not None else None
+    if code is not None:
+        return code
     return crs if isinstance(crs, str) else str(parsed.to_wkt())
+
+
+def authority_code(authority: str, code: str) -> int | None:
+    """The EPSG SRID an authority's code names: EPSG's own, or OGC's CRS84 family's."""
+    if authority.upper() == "EPSG" and code.isdigit():
+        return int(code)
+    return _OGC.get(code) if authority.upper() == "OGC" else None
 
 
 def epsg_code(crs: Any) -> int | None:

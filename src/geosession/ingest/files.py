@@ -33,7 +33,7 @@ from typing import Any
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.batches import Batch, CheckFields, target_name
-from geosession.ingest.crs import SourceCrs, source_crs
+from geosession.ingest.crs import SourceCrs, authority_code, source_crs
 
 VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb")
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
@@ -231,14 +231,10 @@ def geoparquet_columns(metadata: dict[bytes, bytes] | None, path: Path) -> GeoPa
 def _projjson_crs(crs: Any) -> SourceCrs | None:
     """A GeoParquet CRS (PROJJSON, or a string) as :func:`source_crs` reads it; None when
     it is null (unknown)."""
-    if isinstance(crs, dict):
-        ident = crs.get("id", {})  # the common cases, without asking PROJ
-        authority, code = str(ident.get("authority", "")).upper(), str(ident.get("code", ""))
-        if authority == "EPSG" and code.isdigit():
-            return int(code)
-        if (authority, code) == ("OGC", "CRS84"):
-            return 4326
-        return source_crs(json.dumps(crs))
+    if isinstance(crs, dict):  # its id read here: pyarrow may be installed without pyproj
+        ident = crs.get("id", {})
+        code = authority_code(str(ident.get("authority", "")), str(ident.get("code", "")))
+        return code if code is not None else source_crs(json.dumps(crs))
     return source_crs(crs) if isinstance(crs, str) else None
 
 

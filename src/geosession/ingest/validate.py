@@ -61,11 +61,11 @@ class Checked:
     """One batch after validation: which rows to keep and their encoded geometries."""
 
     keep: np.ndarray[Any, np.dtype[np.bool_]]
+    moved: np.ndarray[Any, np.dtype[np.bool_]]
+    """Which geometries were reprojected into the column's SRID."""
     encoded: dict[str, list[bytes | None]] = field(default_factory=dict)
     rejects: list[Reject] = field(default_factory=list)
     repaired: list[Reject] = field(default_factory=list)
-    moved: np.ndarray[Any, np.dtype[np.bool_]] | None = None
-    """Which geometries were reprojected into the column's SRID (None: none asked)."""
 
 
 def check_geometries(
@@ -94,7 +94,7 @@ def check_geometries(
     geoms, changed = _promote_to_multi(geoms, spec)
     changed |= moved
     problems.update(_problems(geoms, values, column, spec, problems, default_srid))
-    checked = Checked(keep=np.ones(len(values), dtype=bool), moved=moved if moving else None)
+    checked = Checked(keep=np.ones(len(values), dtype=bool), moved=moved)
     if on_invalid == "repair":
         geoms = _repair(geoms, problems, spec, first_row, column.name, checked.repaired)
         changed[[r.row - first_row for r in checked.repaired]] = True
