@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from geosession import SpatialDatabase
 from geosession.errors import ConfigurationError, InvalidGeometry, SRIDMismatch
 from geosession.geometry import (
+    GEOJSON_SRID,
     encode_ewkb,
     from_geojson,
     shapes_from_text,
@@ -103,10 +104,16 @@ def test_every_input_kind_round_trips(kind: str, sample: str) -> None:
 
     result = to_shape(value)
 
+    carried = 3857 if carries_srid else GEOJSON_SRID if kind in GEOJSON_KINDS else 0
     assert same(result, geom), (kind, sample, result)
-    assert shapely.get_srid(result) == (3857 if carries_srid else 0)
-    assert srid_of(value) == (3857 if carries_srid else None)
-    assert shapely.get_srid(to_shape(value, srid=3857)) == 3857
+    assert shapely.get_srid(result) == carried
+    assert srid_of(value) == (carried or None)
+    if kind in GEOJSON_KINDS:  # RFC 7946: longitude/latitude; from_geojson reads others
+        assert shapely.get_srid(from_geojson(value, srid=3857)) == 3857
+        with pytest.raises(SRIDMismatch, match="SRID 4326 but SRID 3857"):
+            to_shape(value, srid=3857)
+    else:
+        assert shapely.get_srid(to_shape(value, srid=3857)) == 3857
 
 
 def test_to_wkt_is_exact_for_doubles_of_every_magnitude() -> None:
@@ -126,6 +133,42 @@ def test_to_geojson_is_plain_json_at_full_precision() -> None:
     assert json.loads(json.dumps(data)) == data
     assert same(from_geojson(data), point)
     assert shapely.get_srid(from_geojson(json.dumps(data), srid=4326)) == 4326
+
+
+@pytest.mark.parametrize(
+    ("name", "srid"),
+    [
+        ("EPSG:3857", 3857),
+        ("urn:ogc:def:crs:EPSG::2154", 2154),
+        ("urn:ogc:def:crs:EPSG:6.6:27700", 27700),
+        ("urn:ogc:def:crs:OGC:1.3:CRS84", 4326),
+        ("OGC:CRS83", 4269),
+    ],
+)
+def test_geojson_crs_member_names_the_srid(name: str, srid: int) -> None:
+    crs = {"type": "name", "properties": {"name": name}}
+    point = {"type": "Point", "coordinates": [1, 2], "crs": crs}
+    feature = {"type": "Feature", "properties": {}, "geometry": point, "crs": crs}
+    for value in (point, json.dumps(point), feature, {**feature, "geometry": {**point}}):
+        assert shapely.get_srid(to_shape(value)) == srid
+        assert shapely.get_srid(from_geojson(value, srid=srid)) == srid
+    other = 3395
+    with pytest.raises(SRIDMismatch, match=f"SRID {srid} but SRID {other}"):
+        from_geojson(point, srid=other)
+
+
+@pytest.mark.parametrize(
+    "crs",
+    [
+        {"type": "name", "properties": {"name": "ESRI:102100"}},
+        {"type": "link", "properties": {"href": "http://example.com/crs/42"}},
+        "EPSG:3857",
+    ],
+)
+def test_geojson_crs_member_without_an_epsg_code_is_refused(crs: Any) -> None:
+    with pytest.raises(InvalidGeometry, match="invalid GeoJSON.*crs member") as info:
+        to_shape({"type": "Point", "coordinates": [1, 2], "crs": crs})
+    assert not isinstance(info.value, SRIDMismatch)
 
 
 def test_geojson_drops_m() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import decimal
 import hashlib
 import itertools
+import json
 import struct
 import threading
 import time
@@ -28,7 +29,7 @@ from geosession import (
     SpatialDatabase,
 )
 from geosession.demo import synthetic_polygons
-from geosession.geometry import to_ewkb
+from geosession.geometry import to_ewkb, to_geojson
 from tests.faults.helpers import record_dropped_gist, wait_until
 
 TABLE = "ingest_parcels"
@@ -401,6 +402,62 @@ def test_reproject_moves_each_row_from_its_own_srid_and_sets_aside_what_it_canno
     mercator_rows = [{"id": i + 1, "geom": g} for i, g in enumerate(mercator)]
     assert db.ingest(table, mercator_rows, srid=3857, reproject=True).inserted == 5
     assert shapely.equals_exact(stored_polygons(db)[1], base, tolerance=1e-9).all()
+
+
+def test_geojson_is_longitude_latitude_unless_it_names_its_crs(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """RFC 7946 GeoJSON (an API's features) is longitude/latitude, as PostGIS's
+    ST_GeomFromGeoJSON reads it: into a column of another SRID it is refused, not stored
+    as if its degrees were the column's metres. A legacy crs member names its SRID,
+    srid= says what the rest is in, reproject=True transforms it."""
+    from pyproj import Transformer
+
+    scratch("ingest_geojson")
+    with db.transaction() as s:
+        s.execute(
+            text("CREATE TABLE ingest_geojson (id integer PRIMARY KEY, g geometry(POLYGON, 3857))")
+        )
+    base = synthetic_polygons(4)
+    to_mercator = Transformer.from_crs(4326, 3857, always_xy=True).transform
+    mercator = shapely.transform(base, to_mercator, interleaved=False)
+
+    def crs(name: str) -> dict[str, Any]:
+        return {"crs": {"type": "name", "properties": {"name": name}}}
+
+    source = [
+        {"id": 1, "g": to_geojson(base[0])},
+        {"id": 2, "g": json.dumps({**to_geojson(mercator[1]), **crs("EPSG:3857")})},
+        {
+            "id": 3,
+            "g": {"type": "Feature", "geometry": to_geojson(mercator[2]), "properties": {}}
+            | crs("urn:ogc:def:crs:EPSG::3857"),
+        },
+        {"id": 4, "g": {**to_geojson(mercator[3]), **crs("ESRI:102100")}},
+    ]
+    report = db.ingest("ingest_geojson", source)
+    reasons = {r.row: (r.kind, r.reason) for r in report.rejected}
+    assert report.inserted == 2 and set(reasons) == {1, 4}
+    assert reasons[1][0] == "srid" and "SRID 4326 where column g has SRID 3857" in reasons[1][1]
+    assert "GeoJSON that names no CRS is longitude/latitude" in reasons[1][1]
+    assert reasons[4][0] == "unparsable" and "'ESRI:102100', not an EPSG code" in reasons[4][1]
+
+    def stored() -> Any:
+        with db.session() as s:
+            found = s.execute(text("SELECT id, ST_AsEWKB(g) FROM ingest_geojson ORDER BY id"))
+            ids, wkb = zip(*found.all(), strict=True)
+        geoms = shapely.from_wkb(list(wkb))
+        assert set(shapely.get_srid(geoms)) == {3857}
+        return list(ids), geoms
+
+    assert shapely.equals_exact(stored()[1], mercator[1:3], tolerance=0).all()
+    moved = db.ingest("ingest_geojson", source[:1], reproject=True)
+    assert moved.inserted == 1 and moved.reprojected == 1
+    ids, geoms = stored()
+    assert ids == [1, 2, 3] and shapely.equals_exact(geoms[0], mercator[0], tolerance=1e-6)
+    declared = [{"id": 5, "g": to_geojson(mercator[3])}]  # GeoJSON written in 3857
+    assert db.ingest("ingest_geojson", declared, srid=3857).inserted == 1
+    assert shapely.equals_exact(stored()[1][-1], mercator[3], tolerance=0)
 
 
 LAMBERT = (

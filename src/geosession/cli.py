@@ -160,7 +160,7 @@ def ingest(
         int | None,
         typer.Option(
             help="SRID of geometries that carry none, or of a file whose CRS has no EPSG "
-            "code (default: the file's EPSG code, else the column's)."
+            "code (default: the file's EPSG code, else the column's; GeoJSON text: 4326)."
         ),
     ] = None,
     ingest_id: Annotated[

@@ -240,9 +240,9 @@ class SpatialDatabase:
         file that has several (a GeoPackage). ``create=True`` creates
         a table that does not exist: from its definition for a mapped class or Table, else
         from a file's or DataFrame's fields. ``reproject=True`` transforms geometries of
-        another SRID (a file's or GeoDataFrame's CRS, an EWKB's SRID, ``srid``) into the
-        column's with PROJ instead of refusing them. See the README section "Bulk ingest".
-        """
+        another SRID (a file's or GeoDataFrame's CRS, an EWKB's SRID, ``srid``, GeoJSON's
+        4326) into the column's with PROJ instead of refusing them. See the README section
+        "Bulk ingest"."""
         options: IngestArguments = {
             "chunk_size": chunk_size,
             "on_invalid": on_invalid,

@@ -34,6 +34,10 @@ _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _WKT_DECIMALS = 20
 # Little-endian EWKB: what PostGIS itself emits, so bytes compare equal to ST_AsEWKB.
 _LITTLE_ENDIAN = 1
+GEOJSON_SRID = 4326
+"""The SRID of GeoJSON that names no CRS: RFC 7946 fixes its coordinates to WGS 84
+longitude/latitude, and PostGIS's ST_GeomFromGeoJSON assumes the same."""
+_OGC_CRS = {"CRS84": 4326, "CRS83": 4269, "CRS27": 4267}
 TYPE_NAMES = (
     "Point",
     "LineString",
@@ -52,7 +56,9 @@ def to_shape(value: GeometryLike, *, srid: int | None = None) -> shapely.Geometr
     """Read any supported geometry value into shapely, keeping or applying its SRID.
 
     ``srid`` is applied when the value carries none; when it carries a different one,
-    :class:`SRIDMismatch` is raised. Unreadable values raise :class:`InvalidGeometry`.
+    :class:`SRIDMismatch` is raised. GeoJSON always carries one: the EPSG code its legacy
+    ``crs`` member names, else 4326 (RFC 7946; :func:`from_geojson` reads GeoJSON written
+    in another CRS). Unreadable values raise :class:`InvalidGeometry`.
     """
     if isinstance(value, shapely.Geometry):
         return _apply_srid(value, srid, value)
@@ -60,15 +66,28 @@ def to_shape(value: GeometryLike, *, srid: int | None = None) -> shapely.Geometr
         geom = _parse(value.data, value)
         geom = _apply_srid(geom, _known(value.srid), value)
         return _apply_srid(geom, srid, value)
+    if is_geojson(value):
+        return _apply_srid(from_geojson(value), srid, value)
     return _apply_srid(_parse(value, value), srid, value)
 
 
 def from_geojson(obj: Mapping[str, Any] | str, *, srid: int | None = None) -> shapely.Geometry:
     """Read a GeoJSON geometry (or Feature) given as a dict or a JSON string.
 
-    GeoJSON has no SRID member, so pass ``srid`` to attach one.
+    Its SRID is the EPSG code a legacy ``crs`` member names (GeoJSON 2008), else ``srid``,
+    which says what CRS GeoJSON written against RFC 7946 is in, else 4326: RFC 7946 GeoJSON
+    is longitude/latitude, as PostGIS's ST_GeomFromGeoJSON assumes. A ``crs`` member that
+    disagrees with ``srid`` raises :class:`SRIDMismatch`.
     """
-    return _apply_srid(_parse_geojson(obj, obj), srid, obj)
+    geom = _parse_geojson(obj, obj)
+    if _known(int(shapely.get_srid(geom))) is None:
+        return shapely.set_srid(geom, _known(srid) or GEOJSON_SRID)
+    return _apply_srid(geom, srid, obj)
+
+
+def is_geojson(value: Any) -> bool:
+    """Whether :func:`to_shape` reads ``value`` as GeoJSON: a mapping, or JSON text."""
+    return isinstance(value, Mapping) or (isinstance(value, str) and _is_json_text(value))
 
 
 def to_ewkb(geom: GeometryLike, srid: int) -> bytes:
@@ -218,11 +237,15 @@ def _text_form(stripped: str) -> str:
     """empty, geojson, hex ((E)WKB), ewkt (SRID=...;WKT) or wkt."""
     if not stripped:
         return "empty"
-    if stripped.startswith("{"):
+    if _is_json_text(stripped):
         return "geojson"
     if stripped[:2] in ("00", "01") and _HEX_DIGITS.issuperset(stripped):
         return "hex"
     return "ewkt" if stripped[:5].upper() == "SRID=" else "wkt"
+
+
+def _is_json_text(text: str) -> bool:
+    return text.lstrip().startswith("{")
 
 
 def _ewkt_srid(text: str) -> int | None:
@@ -238,15 +261,49 @@ def _parse_geojson(obj: Mapping[str, Any] | str, original: Any) -> shapely.Geome
         data = json.loads(obj) if isinstance(obj, str) else obj
         if not isinstance(data, Mapping):
             raise ValueError(f"JSON value is a {type(data).__name__}, not an object")
+        srid = _geojson_crs(data)
         if data.get("type") == "Feature":
             data = data.get("geometry")
             if data is None:
                 raise ValueError("the Feature has no geometry")
-        return shapely.geometry.shape(data)
+            srid = _geojson_crs(data) or srid
+        geom = shapely.geometry.shape(data)
+        return shapely.set_srid(geom, srid) if srid else geom
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         raise _unreadable(original, f"invalid GeoJSON ({exc})") from exc
     except shapely.errors.ShapelyError as exc:
         raise _unreadable(original, f"invalid GeoJSON ({exc})") from exc
+
+
+def _geojson_crs(data: Mapping[str, Any]) -> int | None:
+    """The EPSG code a legacy (GeoJSON 2008) ``crs`` member names: {"type": "name",
+    "properties": {"name": "EPSG:3857"}}, or its URN and OGC CRS84 forms."""
+    crs = data.get("crs")
+    if crs is None:
+        return None
+    name = crs.get("properties", {}).get("name") if isinstance(crs, Mapping) else None
+    if not isinstance(name, str):
+        raise ValueError(f"its crs member {crs!r} names no CRS")
+    code = _crs_name_code(name)
+    if code is None:
+        raise ValueError(
+            f"its crs member names {name!r}, not an EPSG code: remove the member and pass srid="
+        )
+    return code
+
+
+def _crs_name_code(name: str) -> int | None:
+    """The SRID of "EPSG:3857", "urn:ogc:def:crs:EPSG::3857" or "urn:ogc:def:crs:OGC:1.3:CRS84"."""
+    parts = name.strip().upper().removeprefix("URN:OGC:DEF:CRS:").split(":")
+    return authority_code(parts[0], parts[-1]) if len(parts) > 1 else None
+
+
+def authority_code(authority: str, code: str) -> int | None:
+    """The EPSG SRID an authority's code names: EPSG's own, or OGC's CRS84 family's
+    (EPSG's CRS with longitude first, which is PostGIS's order for those SRIDs anyway)."""
+    if authority.upper() == "EPSG" and code.isdigit() and int(code) > 0:
+        return int(code)
+    return _OGC_CRS.get(code.upper()) if authority.upper() == "OGC" else None
 
 
 def _load(loader: Any, data: Any, original: Any) -> shapely.Geometry:
@@ -318,8 +375,10 @@ def _is_geometry_or_none(value: Any) -> bool:
 
 __all__ = [
     "GeometryLike",
+    "authority_code",
     "encode_ewkb",
     "from_geojson",
+    "is_geojson",
     "shapes_from_text",
     "srid_of",
     "to_element",

@@ -3,8 +3,7 @@ CRS without one, its definition (to refuse it, or to reproject from it).
 
 GDAL, geopandas and GeoParquet name a CRS in several ways (``EPSG:<code>``, WKT,
 PROJJSON, a pyproj CRS); PROJ identifies the EPSG code behind them where there is one.
-OGC's CRS84 family is EPSG's with longitude first, which is PostGIS's order for those
-SRIDs anyway.
+OGC's CRS84 family counts as EPSG's (:func:`geosession.geometry.authority_code`).
 """
 
 from __future__ import annotations
@@ -14,10 +13,10 @@ import json
 import re
 from typing import Any
 
+from geosession.geometry import authority_code
+
 SourceCrs = int | str
 """An EPSG code (the SRID), or the definition (WKT, PROJJSON) of a CRS without one."""
-
-_OGC = {"CRS84": 4326, "CRS83": 4269, "CRS27": 4267}
 
 
 def source_crs(crs: Any) -> SourceCrs | None:
@@ -43,13 +42,6 @@ def source_crs(crs: Any) -> SourceCrs | None:
     if code is not None:
         return code
     return crs if isinstance(crs, str) else str(parsed.to_wkt())
-
-
-def authority_code(authority: str, code: str) -> int | None:
-    """The EPSG SRID an authority's code names: EPSG's own, or OGC's CRS84 family's."""
-    if authority.upper() == "EPSG" and code.isdigit():
-        return int(code)
-    return _OGC.get(code) if authority.upper() == "OGC" else None
 
 
 def epsg_code(crs: Any) -> int | None:

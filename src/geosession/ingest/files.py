@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from geosession.errors import ConfigurationError
+from geosession.geometry import authority_code
 from geosession.ingest.batches import Batch, CheckFields, target_name
-from geosession.ingest.crs import SourceCrs, authority_code, source_crs
+from geosession.ingest.crs import SourceCrs, source_crs
 
 VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb")
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")

@@ -17,7 +17,15 @@ import orjson
 import shapely
 
 from geosession.errors import ConfigurationError, InvalidGeometry
-from geosession.geometry import TYPE_NAMES, object_array, shapes_from_text, to_shape
+from geosession.geometry import (
+    GEOJSON_SRID,
+    TYPE_NAMES,
+    from_geojson,
+    is_geojson,
+    object_array,
+    shapes_from_text,
+    to_shape,
+)
 from geosession.ingest.crs import SourceCrs, crs_label
 from geosession.ingest.reproject import reprojected
 from geosession.ingest.target import Column, GeometrySpec
@@ -83,7 +91,7 @@ def check_geometries(
     when it has no EPSG code (reprojected from it)."""
     spec = column.geometry
     assert spec is not None
-    geoms, problems, wkb = _parse(values)
+    geoms, problems, wkb = _parse(values, default_srid)
     moving = reproject and spec.srid != 0
     if default_srid and (spec.srid == 0 or moving):  # else the SRID check assumes it
         geoms = _apply_default_srid(geoms, default_srid)
@@ -172,10 +180,11 @@ def invalid_geometry_error(reject: Reject) -> InvalidGeometry:
 
 
 def _parse(
-    values: list[Any],
+    values: list[Any], default_srid: int | None
 ) -> tuple[np.ndarray[Any, Any], dict[int, tuple[str, str]], np.ndarray[Any, Any]]:
     """shapely geometries (None for NULL), the rows that could not be parsed, and the WKB
-    of the rows that came as WKB (None elsewhere)."""
+    of the rows that came as WKB (None elsewhere). GeoJSON that names no CRS is in
+    ``default_srid`` when given, else 4326 (RFC 7946), never silently the column's."""
     kinds = set(map(type, values))  # one pass in C, then a check per distinct type
     wkb = np.full(len(values), None, dtype=object)
     if all(kind is type(None) or issubclass(kind, shapely.Geometry) for kind in kinds):
@@ -195,7 +204,10 @@ def _parse(
         try:
             with np.errstate(invalid="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                geoms[index] = to_shape(values[index])
+                value = values[index]
+                geoms[index] = (
+                    from_geojson(value, srid=default_srid) if is_geojson(value) else to_shape(value)
+                )
         except InvalidGeometry as error:
             problems[int(index)] = _parse_problem(_parser_words(error))
     wkb[pending] = None  # unparsable WKB is rejected, and other values are not WKB
@@ -290,7 +302,7 @@ def _problems(
     if spec.srid == 0 and spec.geometry_type == "GEOMETRY":
         pass  # an unconstrained geometry column takes any SRID and dimension
     else:
-        _check_srid_and_dimension(geoms, present, column, spec, mark, default_srid)
+        _check_srid_and_dimension(geoms, values, present, column, spec, mark, default_srid)
     if column.type_name == "geography":
         _check_geographic_range(geoms, present, column, mark)
     checkable = present.copy()
@@ -311,6 +323,7 @@ def _invalid_problem(reason: str) -> tuple[str, str]:
 
 def _check_srid_and_dimension(
     geoms: np.ndarray[Any, Any],
+    values: list[Any],
     present: Any,
     column: Column,
     spec: GeometrySpec,
@@ -326,7 +339,10 @@ def _check_srid_and_dimension(
         mark(
             present & (srids != spec.srid),
             "srid",
-            lambda i: f"SRID {srids[i]} where column {column.name} has SRID {spec.srid}",
+            lambda i: (
+                f"SRID {srids[i]} where column {column.name} has SRID {spec.srid}"
+                + (_GEOJSON_HINT if srids[i] == GEOJSON_SRID and is_geojson(values[i]) else "")
+            ),
         )
     has_z = shapely.has_z(geoms)
     mark(
@@ -337,6 +353,12 @@ def _check_srid_and_dimension(
             + (" (on_invalid='repair' drops the Z)" if has_z[i] and spec.dimension == 2 else "")
         ),
     )
+
+
+_GEOJSON_HINT = (
+    " (GeoJSON that names no CRS is longitude/latitude, RFC 7946: pass srid= if these "
+    "coordinates are in another CRS, or reproject=True to transform them)"
+)
 
 
 def _check_geographic_range(
