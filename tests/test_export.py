@@ -140,6 +140,26 @@ def test_failure_mid_export_leaves_no_partial_file(db: SpatialDatabase, tmp_path
     assert db.pool_stats().checked_out == 0
 
 
+@pytest.mark.parametrize("suffix", [".geojson", ".geojsonl", ".gpkg", ".fgb", ".parquet", ".csv"])
+def test_progress_is_a_bar_a_function_or_nothing(
+    db: SpatialDatabase, tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As for db.ingest, progress=True shows a bar on stderr (cleared at the end); a
+    function is told the features written so far; anything else is refused up front."""
+    seen: list[int] = []
+    out = tmp_path / f"p{suffix}"
+    result = db.export("SELECT * FROM rd_metric", out, progress=seen.append, batch_size=700)
+    assert result.features == ROWS and seen[-1] == ROWS and len(seen) >= ROWS // 700
+    assert seen == sorted(seen)
+    for shown in (True, False):
+        assert db.export("SELECT * FROM rd_metric", out, progress=shown).features == ROWS
+    assert capsys.readouterr().out == ""
+    out.unlink()
+    with pytest.raises(ConfigurationError, match=r"progress='yes' is not True, False or a func"):
+        db.export("SELECT * FROM rd_metric", out, progress="yes")
+    assert not out.exists() and db.pool_stats().checked_out == 0
+
+
 def test_geopackage_and_flatgeobuf(db: SpatialDatabase, tmp_path: Path) -> None:
     for suffix, kind in ((".gpkg", "gpkg"), (".fgb", "fgb")):
         out = tmp_path / f"parcels{suffix}"

@@ -385,13 +385,14 @@ class SpatialDatabase:
         format: str | None = None,
         layer: str | None = None,
         params: Mapping[str, Any] | None = None,
-        progress: Callable[[int], None] | None = None,
+        progress: bool | Callable[[int], None] = False,
         **options: Any,
     ) -> ExportResult:
         """Write ``statement``'s rows as geojson, geojsonl, gpkg, fgb, parquet (GeoParquet) or
-        csv (WKT),
-        by default the format ``dest``'s suffix names: complete, or no file. ``layer`` names
-        a GeoPackage layer: added to an existing file, whose other layers stay."""
+        csv (WKT), by default the format ``dest``'s suffix names: complete, or no file.
+        ``layer`` names a GeoPackage layer: added to an existing file, whose other layers
+        stay. ``progress=True`` shows a bar on stderr; a function is called with the
+        features written so far."""
         read = ReadOptions.build(**options)
         return export(
             self._checkout,

@@ -7,19 +7,10 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from sqlalchemy import text
 
 from geosession.database import SpatialDatabase
@@ -27,6 +18,7 @@ from geosession.errors import ConfigurationError
 from geosession.read.export import format_for
 from geosession.read.geojson import ExportResult
 from geosession.read.plan import quote_identifier
+from geosession.read.progress import export_progress
 from geosession.read.source import source_query, table_name
 
 _ESTIMATE_SQL = text("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(:name)")
@@ -62,7 +54,7 @@ def run_export(
     started = time.perf_counter()
     with SpatialDatabase.from_env() as db:
         total = None if where or bbox else _estimate(db, source)
-        with _progress(console, total) as advance:
+        with export_progress(total, console) as advance:
             result = db.export(
                 source_query(source, where=where),
                 dest,
@@ -92,24 +84,3 @@ def _estimate(db: SpatialDatabase, source: str) -> int | None:
     with db.session() as session:
         estimate = session.execute(_ESTIMATE_SQL, {"name": qualified}).scalar()
     return int(estimate) if estimate is not None and estimate > 0 else None
-
-
-@contextmanager
-def _progress(console: Console, total: int | None) -> Iterator[Any]:
-    columns = [
-        SpinnerColumn(),
-        TextColumn("exporting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("features"),
-        TimeElapsedColumn(),
-    ]
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("export", total=total)
-
-        def advance(done: int) -> None:
-            if total is not None and done > total:
-                progress.update(task, total=None)
-            progress.update(task, completed=done)
-
-        yield advance

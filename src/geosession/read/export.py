@@ -22,6 +22,7 @@ from geosession.read.geojson import (
     write_chunks,
 )
 from geosession.read.plan import ReadOptions
+from geosession.read.progress import progress_callback
 from geosession.read.stream import Connect, GeometryStream
 
 FORMATS = ("geojson", "geojsonl", "gpkg", "fgb", "parquet", "csv")
@@ -76,11 +77,12 @@ def export(
     format: str | None = None,
     options: ReadOptions,
     params: Mapping[str, Any] | None = None,
-    progress: Progress | None = None,
+    progress: bool | Progress | None = None,
     layer: str | None = None,
 ) -> ExportResult:
     """Streams the rows of ``statement`` into ``dest`` in ``format`` (by default the one
-    its suffix names); ``layer`` names a GeoPackage's layer (others in the file stay)."""
+    its suffix names); ``layer`` names a GeoPackage's layer (others in the file stay);
+    ``progress``: True for a bar on stderr, or a function given the features written."""
     format = format_for(dest, format)
     path = None if hasattr(dest, "write") else os.fspath(dest)
     if layer is not None and format not in ("gpkg", "fgb"):
@@ -88,9 +90,25 @@ def export(
             f"layer={layer!r} names a layer of a GeoPackage or FlatGeobuf file; a {format} "
             "file has none: leave it out"
         )
+    if path is None and format not in ("geojson", "geojsonl", "csv"):
+        raise ConfigurationError(f"format={format!r} needs a file path, not a file object")
+    with progress_callback(progress) as advance:
+        return _export(connect, statement, dest, path, format, options, params, advance, layer)
+
+
+def _export(
+    connect: Connect,
+    statement: Any,
+    dest: Destination,
+    path: str | None,
+    format: str,
+    options: ReadOptions,
+    params: Mapping[str, Any] | None,
+    progress: Progress | None,
+    layer: str | None,
+) -> ExportResult:
+    """The export itself, once its arguments are checked."""
     if format in ("parquet", "csv", "gpkg", "fgb"):  # from Arrow batches of plain rows
-        if path is None and format != "csv":
-            raise ConfigurationError(f"format={format!r} needs a file path, not a file object")
         stream = GeometryStream(connect, statement, replace(options, output="row"), params)
         count = _write_file(stream, dest, path, format=format, progress=progress, layer=layer)
         return ExportResult(count, path, format)
