@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from geosession.errors import install_error_translation
+from geosession.engine_errors import install_error_translation
 from geosession.settings import DatabaseSettings, duration_ms
 
 _COMMAND_TIMEOUT_MARGIN_S = 30

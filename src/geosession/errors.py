@@ -10,14 +10,11 @@ generic code, and by the driver's disconnect signal where there is no code at al
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import ExceptionContext
 
 
 class GeoSessionError(Exception):
@@ -209,7 +206,7 @@ def diagnostics(error: BaseException) -> Diagnostics | None:
         sqlstate = getattr(native, "sqlstate", None) or getattr(native, "pgcode", None)
         return Diagnostics(
             sqlstate=sqlstate,
-            message=diag.message_primary or _first_line(native),
+            message=diag.message_primary or first_line(native),
             detail=diag.message_detail,
             hint=diag.message_hint,
             table=diag.table_name,
@@ -219,7 +216,7 @@ def diagnostics(error: BaseException) -> Diagnostics | None:
     sqlstate = getattr(native, "sqlstate", None)
     return Diagnostics(
         sqlstate=sqlstate,
-        message=getattr(native, "message", None) or _first_line(native),
+        message=getattr(native, "message", None) or first_line(native),
         detail=getattr(native, "detail", None),
         hint=getattr(native, "hint", None),
         table=getattr(native, "table_name", None),
@@ -228,9 +225,16 @@ def diagnostics(error: BaseException) -> Diagnostics | None:
     )
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its class name when it has none)."""
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0]
+
+
+def advice_for(sqlstate: str) -> str:
+    """What to do about an error of this SQLSTATE, as a sentence."""
+    advice = _BY_SQLSTATE[sqlstate][1]
+    return advice[:1].upper() + advice[1:]
 
 
 def classify(diag: Diagnostics, *, is_disconnect: bool) -> tuple[type[GeoSessionError], str]:
@@ -263,7 +267,7 @@ def translate(
     statement: Any = None,
 ) -> GeoSessionError:
     """The geosession error for a driver error; the caller chains the original."""
-    diag = diagnostics(error) or Diagnostics(sqlstate=None, message=_first_line(error))
+    diag = diagnostics(error) or Diagnostics(sqlstate=None, message=first_line(error))
     if connecting and diag.sqlstate is None:
         diag = replace(diag, sqlstate=_inferred_sqlstate(str(error)))
     if connecting and (diag.sqlstate is None or diag.sqlstate.startswith("08")):
@@ -344,199 +348,6 @@ def endpoint_of(engine: Engine | None) -> str:
         return "the database server"
     url = engine.url
     return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}".rstrip("/")
-
-
-def install_error_translation(
-    engine: Engine, *, idle_in_transaction_timeout: float | None = None
-) -> None:
-    """Makes every driver error raised through ``engine`` a geosession error.
-
-    ``idle_in_transaction_timeout`` (seconds) is the server's setting: it tells a session
-    the server ended for idling apart from other connection losses (see below).
-    """
-    event.listen(engine, "handle_error", _on_handle_error)
-    event.listen(engine, "do_connect", _connect_translated(engine))
-    _watch_connection_losses(engine, idle_in_transaction_timeout)
-
-
-def _connect_translated(engine: Engine) -> Any:
-    """asyncpg raises plain OSError / TimeoutError when it cannot connect; name the server."""
-
-    def do_connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
-        try:
-            return dialect.connect(*cargs, **cparams)
-        except (OSError, TimeoutError) as error:
-            reason = _first_line(error) if str(error) else "no answer within connect_timeout"
-            raise translate(
-                ConnectionError(reason), endpoint=endpoint_of(engine), connecting=True
-            ) from error
-
-    return do_connect
-
-
-def _on_handle_error(context: ExceptionContext) -> GeoSessionError | None:
-    if context.is_pre_ping or not isinstance(context.sqlalchemy_exception, sa_exc.DBAPIError):
-        return (
-            None  # pre-ping decides about reconnecting itself; non-driver errors stay as they are
-        )
-    compiled = getattr(context.execution_context, "compiled", None)
-    statement = getattr(compiled, "statement", None)  # Insert/Update know their table
-    if getattr(statement, "table", None) is None:
-        statement = None
-    return translate(
-        context.original_exception,
-        endpoint=endpoint_of(context.engine),
-        is_disconnect=context.is_disconnect,
-        connecting=context.connection is None and context.statement is None,
-        statement=context.statement if statement is None else statement,
-    )
-
-
-# What a lost connection means. COMMIT goes out right after the ``commit`` event: losing
-# the connection before its answer leaves the outcome unknown (CommitOutcomeUnknown).
-# psycopg2 and asyncpg lose the server's 25P03 message when it closes the socket first,
-# so a loss after the connection sat idle in a transaction for longer than the server's
-# idle_in_transaction_session_timeout is named for what it must have been.
-_COMMITTING = "geosession.committing"
-_LAST_DONE = "geosession.last_statement_done"
-_IDLE_GAP = "geosession.idle_before_operation"
-
-
-def _watch_connection_losses(engine: Engine, idle_timeout: float | None) -> None:
-    event.listen(engine, "begin", _on_begin)
-    event.listen(engine, "rollback", _on_rollback)
-    event.listen(engine, "commit", _on_commit)
-    event.listen(engine, "before_cursor_execute", _before_statement)
-    event.listen(engine, "after_cursor_execute", _after_statement)
-    event.listen(engine, "handle_error", partial(_refine_loss, idle_timeout=idle_timeout))
-    if engine.dialect.driver == "asyncpg":
-        engine.dialect.do_ping = _ping_within_command_timeout(engine.dialect.do_ping)  # type: ignore[method-assign]
-
-
-def _ping_within_command_timeout(ping: Any) -> Any:
-    """Pre-ping treats a pooled asyncpg connection that does not answer as dead.
-
-    asyncpg raises a bare TimeoutError, which SQLAlchemy's pre-ping would pass to the
-    caller; reporting the connection dead makes the pool replace it instead.
-    """
-
-    def do_ping(dbapi_connection: Any) -> bool:
-        try:
-            return bool(ping(dbapi_connection))
-        except TimeoutError:
-            return False
-
-    return do_ping
-
-
-def _on_begin(conn: Connection) -> None:
-    info = _connection_info(conn)
-    for key in (_COMMITTING, _LAST_DONE, _IDLE_GAP):
-        info.pop(key, None)
-
-
-def _on_rollback(conn: Connection) -> None:
-    _connection_info(conn).pop(_COMMITTING, None)
-
-
-def _on_commit(conn: Connection) -> None:
-    info = _connection_info(conn)
-    _note_idle_gap(info)
-    info[_COMMITTING] = True
-
-
-def _before_statement(conn: Connection, *_: Any) -> None:
-    _note_idle_gap(_connection_info(conn))
-
-
-def _after_statement(conn: Connection, *_: Any) -> None:
-    _connection_info(conn)[_LAST_DONE] = time.monotonic()
-
-
-def _note_idle_gap(info: dict[Any, Any]) -> None:
-    last_done = info.get(_LAST_DONE)
-    info[_IDLE_GAP] = time.monotonic() - last_done if last_done is not None else 0.0
-
-
-def _refine_loss(context: ExceptionContext, *, idle_timeout: float | None) -> Any:
-    if context.is_pre_ping or context.connection is None:
-        return None
-    info = _connection_info(context.connection)
-    committing = info.pop(_COMMITTING, False)
-    error = getattr(context, "chained_exception", None)  # set once a handler returned one
-    if error is None and _is_command_timeout(context):
-        context.is_disconnect = True  # the connection is out of step: drop it
-        error = _command_timeout_error(context)
-    if not isinstance(error, ConnectionFailed) or isinstance(
-        error, AccessDenied | IdleInTransactionTimeout
-    ):
-        return error
-    idle = info.get(_IDLE_GAP, 0.0)
-    idled_out = bool(idle_timeout) and idle >= (idle_timeout or 0) and not _autocommit(context)
-    said = f"on {endpoint_of(context.engine)}; the driver said: "
-    said += _first_line(context.original_exception)
-    if committing:
-        return _commit_outcome_unknown(error, said, idle if idled_out else None)
-    if idled_out:
-        return IdleInTransactionTimeout(
-            f"The server ended the session: it sat idle in a transaction for {idle:.1f}s, "
-            f"longer than idle_in_transaction_session_timeout={idle_timeout:g}s ({said}). "
-            + _BY_SQLSTATE["25P03"][1][:1].upper()
-            + _BY_SQLSTATE["25P03"][1][1:],
-            sqlstate="25P03",
-        )
-    return error
-
-
-def _connection_info(conn: Connection) -> dict[Any, Any]:
-    """The pooled connection's info dict; a throwaway one once the connection is gone, or
-    during the engine's first connect (its ad-hoc connection has no info)."""
-    if conn.invalidated or conn.closed:
-        return {}
-    try:
-        return conn.info
-    except (sa_exc.SQLAlchemyError, NotImplementedError):
-        return {}
-
-
-def _autocommit(context: ExceptionContext) -> bool:
-    dbapi = getattr(getattr(context.connection, "connection", None), "dbapi_connection", None)
-    return bool(getattr(dbapi, "autocommit", False))
-
-
-def _is_command_timeout(context: ExceptionContext) -> bool:
-    """asyncpg raises a bare TimeoutError when command_timeout passes without an answer."""
-    return isinstance(context.original_exception, TimeoutError) and (
-        context.dialect.driver == "asyncpg"
-    )
-
-
-def _command_timeout_error(context: ExceptionContext) -> ConnectionFailed:
-    return ConnectionFailed(
-        f"No answer from the server within command_timeout ({endpoint_of(context.engine)}): "
-        "the network or the server does not respond, so the connection was dropped. "
-        "Retrying the whole transaction on a fresh connection is safe (db.run_transaction "
-        "does it); if the statement is merely slow, raise command_timeout above "
-        "statement_timeout"
-    )
-
-
-def _commit_outcome_unknown(
-    error: ConnectionFailed, said: str, idle: float | None
-) -> CommitOutcomeUnknown:
-    likely = (
-        f" It had been idle for {idle:.1f}s, longer than idle_in_transaction_session_timeout, "
-        "so the server most likely ended it before COMMIT arrived."
-        if idle is not None
-        else ""
-    )
-    return CommitOutcomeUnknown(
-        f"The connection was lost while COMMIT was in flight: the transaction may or may not "
-        f"have been committed ({said}).{likely} Check whether its effects are in "
-        "the database before running it again; work that is safe to repeat (upserts, "
-        "unique keys) can say so with run_transaction(..., idempotent=True)",
-        sqlstate=error.sqlstate,
-    )
 
 
 __all__ = [
