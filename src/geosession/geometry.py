@@ -161,7 +161,8 @@ def to_geojson(geom: GeometryLike) -> dict[str, Any]:
 
 
 def srid_of(value: GeometryLike) -> int | None:
-    """Return the SRID a value carries, or None when it carries none (0 or -1)."""
+    """Return the SRID a value carries, or None when it carries none (0 or -1); GeoJSON
+    carries 4326 unless its ``crs`` member names another."""
     if isinstance(value, shapely.Geometry):
         return _known(int(shapely.get_srid(value)))
     if isinstance(value, WKBElement | WKTElement) and _known(value.srid) is not None:
