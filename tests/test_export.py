@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,39 @@ def test_progress_is_a_bar_a_function_or_nothing(
     with pytest.raises(ConfigurationError, match=r"progress='yes' is not True, False or a func"):
         db.export("SELECT * FROM rd_metric", out, progress="yes")
     assert not out.exists() and db.pool_stats().checked_out == 0
+
+
+@pytest.mark.parametrize("suffix", [".gpkg", ".fgb"])
+def test_a_layers_type_not_declared_by_a_column_is_the_one_its_rows_have(
+    db: SpatialDatabase, tmp_path: Path, suffix: str
+) -> None:
+    """An expression's column and an envelope declare no type: the layer's is the one
+    type of all the rows, else Unknown. A later chunk of another type used to break a
+    FlatGeobuf export (GDAL refused the row) and mislabel a GeoPackage layer."""
+    mixed = (
+        "SELECT g AS id, ST_SetSRID(CASE WHEN g > 1500 THEN ST_MakePoint(g, 0) "
+        "ELSE ST_Buffer(ST_MakePoint(g, 0), 1) END, 3857) AS geom FROM generate_series(1, 2000) g"
+    )
+    series = "FROM generate_series(1, 900) g"
+    expected = {
+        (mixed, "envelope"): ("Unknown", {"Polygon": 1500, "Point": 500}),
+        (mixed, "full"): ("Unknown", {"Polygon": 1500, "Point": 500}),
+        (mixed + " WHERE g <= 1500", "full"): ("Polygon", {"Polygon": 1500}),
+        (mixed + " WHERE g > 1500", "envelope"): ("Point", {"Point": 500}),
+        (f"SELECT g AS id, ST_SetSRID(ST_MakePoint(g, g, g), 3857) AS geom {series}", "full"): (
+            "Point Z",
+            {"Point": 900},
+        ),
+    }
+    for number, ((query, projection), (declared, kinds)) in enumerate(expected.items()):
+        out = tmp_path / f"layer{number}{suffix}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # GDAL warns of rows unlike the declared type
+            db.export(query, out, geometry=projection, batch_size=400)
+            info = pyogrio.read_info(out)
+            frame = pyogrio.read_dataframe(out)
+        assert (info["geometry_type"], info["features"]) == (declared, sum(kinds.values()))
+        assert frame.geom_type.value_counts().to_dict() == kinds, (query, projection)
 
 
 def test_geopackage_and_flatgeobuf(db: SpatialDatabase, tmp_path: Path) -> None:

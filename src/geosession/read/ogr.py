@@ -10,15 +10,19 @@ known only at the end, so it is written from a temporary GeoPackage, again throu
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sqlite3
 from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import shapely
 
 from geosession.errors import ConfigurationError
+from geosession.geometry import TYPE_NAMES
 from geosession.read.arrow import pyarrow, record_batches
 from geosession.read.geojson import Progress, temporary_path
 from geosession.read.stream import GeometryStream
@@ -65,28 +69,35 @@ def write_ogr(
 
 _KEEPS_TYPE = ("full", "simplify", "transform")
 """Projections after which the column's declared type still holds (not an envelope, which
-may be a point or a line, nor a centroid)."""
+may be a point, a line or a polygon, nor a centroid)."""
 
 
 class _Layer:
-    """What the layer's declaration needs from the rows: the first chunk's geometry type
-    (unless the column declares one) and CRS, which GDAL takes before the first row; the
-    count, the NULL geometries."""
+    """What the layer's declaration needs from the rows: the CRS of the first chunk, which
+    GDAL takes before the first row; the geometry types of every chunk when nothing
+    declares the type; the count, the NULL geometries."""
 
-    def __init__(self, progress: Progress | None) -> None:
+    def __init__(self, progress: Progress | None, declared: str | None) -> None:
         self.progress = progress
+        self.declared = declared
         self.count = self.nulls = 0
-        self.type: str | None = None
+        self.kinds: set[str] = set()
         self.crs: Any = None
 
     def see(self, frame: Any) -> None:
         if not self.count:
-            self.type = self.type or _geometry_type(frame.geometry)
             self.crs = frame.crs
+        if self.declared is None:
+            self.kinds |= _geometry_kinds(frame.geometry)
         self.count += len(frame)
         self.nulls += int(frame.geometry.isna().sum())
         if self.progress is not None:
             self.progress(self.count)
+
+    @property
+    def one_kind(self) -> str | None:
+        """The one geometry type of every row, when nothing declared it."""
+        return next(iter(self.kinds)) if self.declared is None and len(self.kinds) == 1 else None
 
 
 def _write_package(
@@ -95,11 +106,10 @@ def _write_package(
     """Writes the layer in one Arrow stream; returns the rows and NULL geometries."""
     from pyogrio.raw import write_arrow
 
-    seen = _Layer(progress)
-    plan, schema, batches = record_batches(pa, stream, seen.see)
-    if plan.options.projection.kind in _KEEPS_TYPE:
-        seen.type = plan.geometry.geometry_type
-    first = next(batches, None)  # the layer is declared from it
+    seen = _Layer(progress, None)
+    plan, schema, batches = record_batches(pa, stream, seen.see)  # frames are seen lazily
+    seen.declared = _declared_type(plan)
+    first = next(batches, None)  # the layer's CRS is its
     if first is None and plan.geometry.srid:
         seen.crs = f"EPSG:{plan.geometry.srid}"
     rows = chain([first] if first is not None else [], batches)
@@ -109,21 +119,53 @@ def _write_package(
         layer=layer,
         driver="GPKG",
         geometry_name=plan.geometry.name,
-        geometry_type=seen.type or "Unknown",
+        geometry_type=seen.declared or "Unknown",
         crs=_wkt(seen.crs),
         layer_options={"SPATIAL_INDEX": "YES", "GEOMETRY_NAME": plan.geometry.name},
     )
+    if seen.one_kind is not None:
+        _narrow_declared_type(package, layer, seen.one_kind)
     return seen.count, seen.nulls
 
 
-def _geometry_type(geometries: Any) -> str:
-    """GDAL's name of the chunk's one geometry type (with " Z"), else "Unknown"."""
-    present = geometries[geometries.notna()]
-    kinds = set(present.geom_type)
-    if len(kinds) != 1:
-        return "Unknown"
-    (kind,) = kinds
-    return f"{kind} Z" if bool(shapely.has_z(present.to_numpy()).any()) else str(kind)
+def _declared_type(plan: Any) -> str | None:
+    """GDAL's name of the layer's geometry type when it is known before any row: the
+    column's (kept by the projection; "Unknown" for ``geometry(Geometry)``), or Point for
+    centroids and the envelopes of points. None when the rows must tell (an expression's
+    column has no declared type; an envelope is a point, a line or a polygon)."""
+    kind, column = plan.options.projection.kind, plan.geometry.geometry_type
+    if kind in _KEEPS_TYPE:
+        return str(column) if column is not None else None
+    if kind == "centroid" or (column or "").upper().startswith("POINT"):
+        return "Point"  # both are 2D
+    return None
+
+
+def _geometry_kinds(geometries: Any) -> set[str]:
+    """GDAL's names of the chunk's geometry types (with " Z"); "Unknown" for a type whose
+    geometries are 2D and 3D both."""
+    present = geometries[geometries.notna()].to_numpy()
+    if not len(present):
+        return set()
+    codes = np.unique(shapely.get_type_id(present) * 2 + shapely.has_z(present))
+    kinds = {TYPE_NAMES[code // 2] + (" Z" if code % 2 else "") for code in codes.tolist()}
+    flat = [kind.removesuffix(" Z") for kind in kinds]
+    return {"Unknown"} if len(set(flat)) != len(flat) else kinds
+
+
+def _narrow_declared_type(package: Path, layer: str, kind: str) -> None:
+    """Declares the one type every row turned out to have: the layer was written as
+    GEOMETRY, since no chunk could tell that a later one would not differ (a FlatGeobuf
+    file made from a layer of one type refuses rows of another, and GeoPackage readers
+    trust the declaration)."""
+    if kind == "Unknown":
+        return
+    name, _, z = kind.partition(" ")
+    with contextlib.closing(sqlite3.connect(package)) as connection, connection:
+        connection.execute(
+            "UPDATE gpkg_geometry_columns SET geometry_type_name = ?, z = ? WHERE table_name = ?",
+            (name.upper(), 1 if z else 0, layer),
+        )
 
 
 def _wkt(crs: Any) -> str | None:
