@@ -348,6 +348,31 @@ def stored_polygons(db: SpatialDatabase) -> tuple[list[int], Any]:
     return [i for i, _ in found], shapely.from_wkb([bytes(g) for _, g in found])
 
 
+def test_the_report_counts_geometries_that_took_the_columns_srid(
+    db: SpatialDatabase, table: str
+) -> None:
+    """PostGIS stamps a geometry without an SRID with its column's without a word; the
+    ingest does the same but says how many rows it did it for, unless srid= (or the
+    source's CRS, or the geometry itself) said the SRID."""
+    import geopandas
+
+    source = list(rows(300))
+    source[5]["geom"] = to_ewkb(source[5]["geom"], 4326)  # carries its own
+    source[6]["geom"] = "SRID=4326;" + source[6]["geom"].wkt
+    source[7]["geom"] = "POLYGON EMPTY"  # rejected: not counted
+    report = db.ingest(table, source)
+    assert report.inserted == 299 and report.srid_assumed == 297
+    assert "without an SRID: took the column's" in str(report)
+    with db.transaction() as s:
+        s.execute(text(f"TRUNCATE {TABLE}"))
+    stated = db.ingest(table, rows(300), srid=4326, ingest_id="stated")
+    assert stated.srid_assumed == 0 and "without an SRID" not in str(stated)
+    with db.transaction() as s:
+        s.execute(text(f"TRUNCATE {TABLE}"))
+    frame = geopandas.GeoDataFrame(list(rows(50)), geometry="geom", crs=4326)
+    assert db.ingest(table, frame).srid_assumed == 0
+
+
 def test_reproject_transforms_a_frames_crs_into_the_columns(
     db: SpatialDatabase, table: str
 ) -> None:

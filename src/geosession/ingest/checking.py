@@ -42,6 +42,7 @@ class CheckedBatch:
     fresh: int  # rows not committed by an earlier run: those read in this one
     repaired: list[Reject] = field(default_factory=list)
     reprojected: int = 0  # of the fresh rows, those with a geometry moved into its SRID
+    srid_assumed: int = 0  # of the rows to load, those whose geometry took the column's SRID
 
 
 def check_batch(
@@ -69,12 +70,30 @@ def check_batch(
     absent = [None] * len(batch)  # a column the first batch had and this one lacks
     columns = {name: batch.columns.get(name, absent) for name in plan.columns}
     fresh_rows = keep.copy()
-    rejects, repaired, moved = _check_geometries(batch, plan, columns, keep, options, sizer)
-    rejects += _read_values(batch.first_row, plan, columns, keep)
+    geometries = _check_geometries(batch, plan, columns, keep, options, sizer)
+    rejects = geometries.rejects + _read_values(batch.first_row, plan, columns, keep)
     kept = [_kept(columns[name], keep) for name in plan.columns]
     rejects.sort(key=lambda reject: reject.row)
-    reprojected = int((moved & fresh_rows).sum())
-    return CheckedBatch(kept, numbers[keep].tolist(), rejects, fresh, repaired, reprojected)
+    return CheckedBatch(
+        kept,
+        numbers[keep].tolist(),
+        rejects,
+        fresh,
+        geometries.repaired,
+        reprojected=int((geometries.moved & fresh_rows).sum()),
+        srid_assumed=int((geometries.assumed & keep).sum()),
+    )
+
+
+@dataclass
+class _CheckedGeometries:
+    """Of a batch's geometry columns: the rows set aside, those repaired, and (in any
+    column) those reprojected and those that took the column's SRID."""
+
+    rejects: list[Reject]
+    repaired: list[Reject]
+    moved: Keep
+    assumed: Keep
 
 
 def _check_geometries(
@@ -84,13 +103,11 @@ def _check_geometries(
     keep: Keep,
     options: IngestOptions,
     sizer: ChunkSizer,
-) -> tuple[list[Reject], list[Reject], Keep]:
+) -> _CheckedGeometries:
     """Encodes each geometry column in place and clears ``keep`` for the rows set aside;
     a row's reject is reported once, for its first bad geometry, and not for a row that
-    is skipped as committed. Also returns the rows with a geometry reprojected."""
-    rejects: list[Reject] = []
-    repaired: list[Reject] = []
-    moved = np.zeros(len(keep), dtype=bool)
+    is skipped as committed."""
+    found = _CheckedGeometries([], [], np.zeros(len(keep), bool), np.zeros(len(keep), bool))
     for column in plan.target.geometry_columns:
         if column.name not in columns:
             continue
@@ -111,11 +128,12 @@ def _check_geometries(
         if not sizer.measured:  # a first estimate; sealed chunks give the real size
             geometry_bytes = sum(map(len, filter(None, columns[column.name])))
             sizer.observe_bytes(len(batch), geometry_bytes)
-        rejects += [r for r in checked.rejects if keep[r.row - batch.first_row]]
-        repaired += checked.repaired
-        moved |= checked.moved
+        found.rejects += [r for r in checked.rejects if keep[r.row - batch.first_row]]
+        found.repaired += checked.repaired
+        found.moved |= checked.moved
+        found.assumed |= checked.assumed
         keep &= checked.keep
-    return rejects, repaired, moved
+    return found
 
 
 def _read_values(

@@ -369,6 +369,7 @@ class Ingest:
             self.report.rows_read += checked.fresh
             self.report.repaired.extend(checked.repaired)
             self.report.reprojected += checked.reprojected
+            self.report.srid_assumed += checked.srid_assumed
         return checked.columns, checked.numbers, checked.rejects, batch.flush
 
     # -- writing ----------------------------------------------------------------------

@@ -25,6 +25,9 @@ class IngestReport:
     """Rows loaded after shapely.make_valid (on_invalid='repair')."""
     reprojected: int = 0
     """Rows read with a geometry transformed into its column's SRID (reproject=True)."""
+    srid_assumed: int = 0
+    """Rows sent with a geometry that took its column's SRID because neither it, nor the
+    source's CRS, nor ``srid=`` said one (as PostGIS does without a word)."""
     already_committed: int = 0
     """Rows skipped because an earlier run with this ingest_id committed them."""
     reloaded: int = 0
@@ -85,6 +88,7 @@ class IngestReport:
             for n, v in (
                 ("repaired", len(self.repaired)),
                 ("reprojected into the column's SRID", self.reprojected),
+                ("without an SRID: took the column's", self.srid_assumed),
                 ("already committed (resumed)", self.already_committed),
                 ("loaded again (deleted since the last run)", self.reloaded),
                 ("key conflicts ignored", self.conflicts),

@@ -71,6 +71,8 @@ class Checked:
     keep: np.ndarray[Any, np.dtype[np.bool_]]
     moved: np.ndarray[Any, np.dtype[np.bool_]]
     """Which geometries were reprojected into the column's SRID."""
+    assumed: np.ndarray[Any, np.dtype[np.bool_]]
+    """Which geometries took the column's SRID because nothing said theirs."""
     encoded: dict[str, list[bytes | None]] = field(default_factory=dict)
     rejects: list[Reject] = field(default_factory=list)
     repaired: list[Reject] = field(default_factory=list)
@@ -92,6 +94,9 @@ def check_geometries(
     spec = column.geometry
     assert spec is not None
     geoms, problems, wkb = _parse(values, default_srid)
+    assumed = np.zeros(len(geoms), dtype=bool)
+    if spec.srid != 0 and default_srid is None and source_crs is None:  # PostGIS's silence
+        assumed = (geoms != None) & (shapely.get_srid(geoms) == 0)  # noqa: E711
     moving = reproject and spec.srid != 0
     if default_srid and (spec.srid == 0 or moving):  # else the SRID check assumes it
         geoms = _apply_default_srid(geoms, default_srid)
@@ -102,7 +107,7 @@ def check_geometries(
     geoms, changed = _promote_to_multi(geoms, spec)
     changed |= moved
     problems.update(_problems(geoms, values, column, spec, problems, default_srid))
-    checked = Checked(keep=np.ones(len(values), dtype=bool), moved=moved)
+    checked = Checked(keep=np.ones(len(values), dtype=bool), moved=moved, assumed=assumed)
     if on_invalid == "repair":
         geoms = _repair(geoms, problems, spec, first_row, column.name, checked.repaired)
         changed[[r.row - first_row for r in checked.repaired]] = True
