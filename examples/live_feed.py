@@ -71,7 +71,7 @@ async def main(seconds: float) -> None:
         Base.metadata.create_all(db.engine)
         started, done = time.monotonic(), asyncio.Event()
         watcher = asyncio.create_task(watch(db, started, done))
-        report = await db.async_ingest(Position, positions(seconds), flush_interval=0.5)
+        report = await db.async_ingest(Position, positions(seconds), srid=4326, flush_interval=0.5)
         done.set()
         await watcher
         async with db.async_session() as s:

@@ -79,7 +79,9 @@ def main() -> None:
 
         console.rule("1. the feed drops part way")
         try:
-            db.ingest(Building, buildings(rows, drop_at=rows * 3 // 5), ingest_id=INGEST_ID)
+            db.ingest(
+                Building, buildings(rows, drop_at=rows * 3 // 5), srid=4326, ingest_id=INGEST_ID
+            )
         except FeedDropped as error:
             partial = error.ingest_report  # type: ignore[attr-defined]
             console.print(f"FeedDropped: {error}")
@@ -87,12 +89,12 @@ def main() -> None:
             console.print(f"committed before it: {committed}")
 
         console.rule("2. the same ingest_id resumes")
-        report = db.ingest(Building, buildings(rows), ingest_id=INGEST_ID)
+        report = db.ingest(Building, buildings(rows), srid=4326, ingest_id=INGEST_ID)
         console.print(report)
         console.print(rejects_table(db))
 
         console.rule("3. and once more")
-        again = db.ingest(Building, buildings(rows), ingest_id=INGEST_ID)
+        again = db.ingest(Building, buildings(rows), srid=4326, ingest_id=INGEST_ID)
         with db.session() as s:
             stored = s.scalar(select(func.count()).select_from(Building))
             ids = s.scalar(select(func.count(func.distinct(Building.id))))

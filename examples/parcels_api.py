@@ -66,7 +66,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         {"id": n, "name": f"parcel {n}", "geom": polygon}
         for n, polygon in enumerate(synthetic_polygons(ROWS, seed=3), start=1)
     )
-    db.ingest(Parcel, rows)
+    db.ingest(Parcel, rows, srid=SRID)
     yield
     db.dispose()
 

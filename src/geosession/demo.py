@@ -112,7 +112,7 @@ def run_demo(
 
 
 def _load(db: SpatialDatabase, rows: int, console: Console) -> IngestReport:
-    report = db.ingest(Parcel, synthetic_rows(rows), progress=console.is_terminal)
+    report = db.ingest(Parcel, synthetic_rows(rows), srid=4326, progress=console.is_terminal)
     console.print(report)
     return report
 
