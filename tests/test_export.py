@@ -194,6 +194,27 @@ def test_a_layers_type_not_declared_by_a_column_is_the_one_its_rows_have(
         assert frame.geom_type.value_counts().to_dict() == kinds, (query, projection)
 
 
+def test_spatial_index_can_be_left_out(
+    db: SpatialDatabase, tmp_path: Path, runner: CliRunner
+) -> None:
+    """Quicker to write, and FlatGeobuf's index (built in memory by GDAL) is memory that
+    grows with the features."""
+    for suffix in (".gpkg", ".fgb"):
+        for indexed in (True, False):
+            out = tmp_path / f"{'with' if indexed else 'without'}{suffix}"
+            db.export("SELECT * FROM rd_metric WHERE geom IS NOT NULL", out, spatial_index=indexed)
+            info = pyogrio.read_info(out)
+            assert info["features"] > ROWS - 5
+            assert info["capabilities"]["fast_spatial_filter"] is indexed, out.name
+    out = tmp_path / "cli.fgb"
+    done = runner.invoke(app, ["export", "rd_metric", str(out), "--no-spatial-index"])
+    assert done.exit_code == 0, done.output
+    assert not pyogrio.read_info(out)["capabilities"]["fast_spatial_filter"]
+    with pytest.raises(ConfigurationError, match="spatial_index=False is for GeoPackage"):
+        db.export("SELECT * FROM rd_metric", tmp_path / "x.parquet", spatial_index=False)
+    assert not (tmp_path / "x.parquet").exists()
+
+
 def test_geopackage_and_flatgeobuf(db: SpatialDatabase, tmp_path: Path) -> None:
     for suffix, kind in ((".gpkg", "gpkg"), (".fgb", "fgb")):
         out = tmp_path / f"parcels{suffix}"

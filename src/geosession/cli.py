@@ -357,6 +357,15 @@ def export(
             "GeoPackage keeps its other layers; a layer of that name is replaced."
         ),
     ] = None,
+    no_spatial_index: Annotated[
+        bool,
+        typer.Option(
+            "--no-spatial-index",
+            help="Write a GeoPackage or FlatGeobuf file without its spatial index: quicker, "
+            "and a FlatGeobuf export's memory then does not grow with its features (GDAL "
+            "builds that index in memory, ~150 MB per million).",
+        ),
+    ] = False,
     pages_by: Annotated[
         str | None,
         typer.Option(help="Read in keyset pages by this unique column (for slow consumers)."),
@@ -380,7 +389,16 @@ def export(
         "precision": precision,
     }
     box = parse_bbox(bbox)
-    run_export(source, output, format=format, where=where, bbox=box, layer=layer, options=options)
+    run_export(
+        source,
+        output,
+        format=format,
+        where=where,
+        bbox=box,
+        layer=layer,
+        spatial_index=not no_spatial_index,
+        options=options,
+    )
 
 
 # -- geosession activity ------------------------------------------------------------------

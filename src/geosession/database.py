@@ -386,13 +386,15 @@ class SpatialDatabase:
         layer: str | None = None,
         params: Mapping[str, Any] | None = None,
         progress: bool | Callable[[int], None] = False,
+        spatial_index: bool = True,
         **options: Any,
     ) -> ExportResult:
         """Write ``statement``'s rows as geojson, geojsonl, gpkg, fgb, parquet (GeoParquet) or
         csv (WKT), by default the format ``dest``'s suffix names: complete, or no file.
         ``layer`` names a GeoPackage layer: added to an existing file, whose other layers
         stay. ``progress=True`` shows a bar on stderr; a function is called with the
-        features written so far."""
+        features written so far. ``spatial_index=False`` writes a GeoPackage or FlatGeobuf
+        without one (FlatGeobuf's is built in memory: about 150 MB per million features)."""
         read = ReadOptions.build(**options)
         return export(
             self._checkout,
@@ -403,6 +405,7 @@ class SpatialDatabase:
             params=params,
             progress=progress,
             layer=layer,
+            spatial_index=spatial_index,
         )
 
     def iter_geojson(

@@ -45,6 +45,7 @@ def run_export(
     where: str | None,
     bbox: Sequence[float] | None,
     layer: str | None = None,
+    spatial_index: bool = True,
     options: dict[str, Any],
 ) -> ExportResult:
     """Exports ``source`` (a table or a query) to ``output`` with a progress bar on stderr."""
@@ -60,6 +61,7 @@ def run_export(
                 dest,
                 format=kind,
                 layer=layer,
+                spatial_index=spatial_index,
                 bbox=bbox,
                 progress=advance,
                 **options,

@@ -79,10 +79,12 @@ def export(
     params: Mapping[str, Any] | None = None,
     progress: bool | Progress | None = None,
     layer: str | None = None,
+    spatial_index: bool = True,
 ) -> ExportResult:
     """Streams the rows of ``statement`` into ``dest`` in ``format`` (by default the one
     its suffix names); ``layer`` names a GeoPackage's layer (others in the file stay);
-    ``progress``: True for a bar on stderr, or a function given the features written."""
+    ``progress``: True for a bar on stderr, or a function given the features written;
+    ``spatial_index=False`` leaves a GeoPackage's or FlatGeobuf's spatial index out."""
     format = format_for(dest, format)
     path = None if hasattr(dest, "write") else os.fspath(dest)
     if layer is not None and format not in ("gpkg", "fgb"):
@@ -90,10 +92,17 @@ def export(
             f"layer={layer!r} names a layer of a GeoPackage or FlatGeobuf file; a {format} "
             "file has none: leave it out"
         )
+    if not spatial_index and format not in ("gpkg", "fgb"):
+        raise ConfigurationError(
+            f"spatial_index=False is for GeoPackage and FlatGeobuf files; a {format} file "
+            "has no spatial index: leave it out"
+        )
     if path is None and format not in ("geojson", "geojsonl", "csv"):
         raise ConfigurationError(f"format={format!r} needs a file path, not a file object")
     with progress_callback(progress) as advance:
-        return _export(connect, statement, dest, path, format, options, params, advance, layer)
+        return _export(
+            connect, statement, dest, path, format, options, params, advance, layer, spatial_index
+        )
 
 
 def _export(
@@ -106,11 +115,20 @@ def _export(
     params: Mapping[str, Any] | None,
     progress: Progress | None,
     layer: str | None,
+    spatial_index: bool,
 ) -> ExportResult:
     """The export itself, once its arguments are checked."""
     if format in ("parquet", "csv", "gpkg", "fgb"):  # from Arrow batches of plain rows
         stream = GeometryStream(connect, statement, replace(options, output="row"), params)
-        count = _write_file(stream, dest, path, format=format, progress=progress, layer=layer)
+        count = _write_file(
+            stream,
+            dest,
+            path,
+            format=format,
+            progress=progress,
+            layer=layer,
+            spatial_index=spatial_index,
+        )
         return ExportResult(count, path, format)
     stream = GeometryStream(connect, statement, options.for_features(), params)
     with stream, atomic_output(dest) as sink:
@@ -127,6 +145,7 @@ def _write_file(
     format: str,
     progress: Progress | None,
     layer: str | None,
+    spatial_index: bool,
 ) -> int:
     """Writes a CSV (to ``dest``, a path or a file), GeoParquet, GeoPackage or FlatGeobuf
     file (to ``path``); returns the rows."""
@@ -141,4 +160,6 @@ def _write_file(
         return write_parquet(stream, path, progress=progress)
     from geosession.read.ogr import write_ogr
 
-    return write_ogr(stream, path, format=format, progress=progress, layer=layer)
+    return write_ogr(
+        stream, path, format=format, progress=progress, layer=layer, spatial_index=spatial_index
+    )

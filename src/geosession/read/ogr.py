@@ -35,12 +35,15 @@ def write_ogr(
     format: str,
     progress: Progress | None,
     layer: str | None = None,
+    spatial_index: bool = True,
 ) -> int:
     """Writes ``stream`` as a GeoPackage or FlatGeobuf file at ``path``; returns the count.
 
     A named ``layer`` is added to an existing GeoPackage, or replaces the layer of that
     name, and its other layers stay: the file is copied, written and renamed back, so a
     failed export leaves it as it was. Without one, the layer is named after the file.
+    Without ``spatial_index``, the file has none: quicker to write, and a FlatGeobuf
+    export's memory no longer grows with its features.
     """
     pa = pyarrow()
     target = Path(path)
@@ -51,11 +54,14 @@ def write_ogr(
             _check_geopackage(target, layer)
             shutil.copyfile(target, package)
         name = layer or target.stem or "features"
-        count, nulls = _write_package(pa, stream, package, name, progress)
+        indexed = spatial_index and format == "gpkg"  # FlatGeobuf's is its own
+        count, nulls = _write_package(pa, stream, package, name, progress, indexed=indexed)
         if format == "fgb":
             flat = temporary_path(target, ".fgb")
             try:
-                _package_to_flatgeobuf(package, flat, name, spatial_index=not nulls)
+                _package_to_flatgeobuf(
+                    package, flat, name, spatial_index=spatial_index and not nulls
+                )
                 os.replace(flat, target)
             finally:
                 flat.unlink(missing_ok=True)
@@ -101,7 +107,13 @@ class _Layer:
 
 
 def _write_package(
-    pa: Any, stream: GeometryStream, package: Path, layer: str, progress: Progress | None
+    pa: Any,
+    stream: GeometryStream,
+    package: Path,
+    layer: str,
+    progress: Progress | None,
+    *,
+    indexed: bool,
 ) -> tuple[int, int]:
     """Writes the layer in one Arrow stream; returns the rows and NULL geometries."""
     from pyogrio.raw import write_arrow
@@ -121,7 +133,10 @@ def _write_package(
         geometry_name=plan.geometry.name,
         geometry_type=seen.declared or "Unknown",
         crs=_wkt(seen.crs),
-        layer_options={"SPATIAL_INDEX": "YES", "GEOMETRY_NAME": plan.geometry.name},
+        layer_options={
+            "SPATIAL_INDEX": "YES" if indexed else "NO",
+            "GEOMETRY_NAME": plan.geometry.name,
+        },
     )
     if seen.one_kind is not None:
         _narrow_declared_type(package, layer, seen.one_kind)
@@ -199,6 +214,11 @@ def _check_writable(package: Path) -> None:
         ) from None
 
 
+_FLATGEOBUF_BATCH = 8192
+"""Features per Arrow batch from the temporary GeoPackage to FlatGeobuf: as fast as
+GDAL's default of 65,536, at a fraction of the memory."""
+
+
 def _package_to_flatgeobuf(package: Path, flat: Path, layer: str, *, spatial_index: bool) -> None:
     """Streams the GeoPackage layer into FlatGeobuf in Arrow batches (GDAL >= 3.8).
 
@@ -206,7 +226,7 @@ def _package_to_flatgeobuf(package: Path, flat: Path, layer: str, *, spatial_ind
     """
     from pyogrio.raw import open_arrow, write_arrow
 
-    with open_arrow(package, use_pyarrow=False) as (meta, reader):
+    with open_arrow(package, use_pyarrow=False, batch_size=_FLATGEOBUF_BATCH) as (meta, reader):
         write_arrow(
             reader,
             flat,
