@@ -215,6 +215,24 @@ def test_spatial_index_can_be_left_out(
     assert not (tmp_path / "x.parquet").exists()
 
 
+def test_a_null_or_empty_geometry_leaves_flatgeobufs_index_out(
+    db: SpatialDatabase, tmp_path: Path
+) -> None:
+    """FlatGeobuf's index cannot hold either (GDAL refused an empty one mid-export)."""
+    for odd in ("NULL", "'POLYGON EMPTY'"):
+        out = tmp_path / "odd.fgb"
+        db.export(
+            f"SELECT id, CASE WHEN id = 7 THEN {odd} ELSE geom END::geometry(Polygon, 3857) "
+            "AS geom FROM rd_metric WHERE geom IS NOT NULL",
+            out,
+        )
+        info = pyogrio.read_info(out)
+        assert info["features"] > ROWS - 5 and not info["capabilities"]["fast_spatial_filter"]
+        frame = pyogrio.read_dataframe(out)
+        seventh = frame.geometry[frame["id"] == 7].iloc[0]
+        assert seventh is None or seventh.is_empty, odd
+
+
 def test_geopackage_and_flatgeobuf(db: SpatialDatabase, tmp_path: Path) -> None:
     for suffix, kind in ((".gpkg", "gpkg"), (".fgb", "fgb")):
         out = tmp_path / f"parcels{suffix}"

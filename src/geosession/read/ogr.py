@@ -4,7 +4,7 @@ The stream's record batches go to ``pyogrio.raw.write_arrow`` as one Arrow strea
 creates the layer once, with field types from the columns' Arrow types (``read.arrow``),
 and builds the GeoPackage's spatial index after the last row. Appending chunk by chunk
 instead reopened the file per chunk and updated the R-tree per row: 1,000,000 polygons
-took 67 s that way. FlatGeobuf's spatial index cannot hold NULL geometries, which are
+took 67 s that way. FlatGeobuf's spatial index cannot hold NULL or empty geometries, which are
 known only at the end, so it is written from a temporary GeoPackage, again through Arrow.
 """
 
@@ -55,12 +55,12 @@ def write_ogr(
             shutil.copyfile(target, package)
         name = layer or target.stem or "features"
         indexed = spatial_index and format == "gpkg"  # FlatGeobuf's is its own
-        count, nulls = _write_package(pa, stream, package, name, progress, indexed=indexed)
+        count, unindexable = _write_package(pa, stream, package, name, progress, indexed=indexed)
         if format == "fgb":
             flat = temporary_path(target, ".fgb")
             try:
                 _package_to_flatgeobuf(
-                    package, flat, name, spatial_index=spatial_index and not nulls
+                    package, flat, name, spatial_index=spatial_index and not unindexable
                 )
                 os.replace(flat, target)
             finally:
@@ -81,22 +81,26 @@ may be a point, a line or a polygon, nor a centroid)."""
 class _Layer:
     """What the layer's declaration needs from the rows: the CRS of the first chunk, which
     GDAL takes before the first row; the geometry types of every chunk when nothing
-    declares the type; the count, the NULL geometries."""
+    declares the type; the count, and the NULL or empty geometries (which FlatGeobuf's
+    spatial index cannot hold)."""
 
     def __init__(self, progress: Progress | None, declared: str | None) -> None:
         self.progress = progress
         self.declared = declared
-        self.count = self.nulls = 0
+        self.count = self.unindexable = 0
         self.kinds: set[str] = set()
         self.crs: Any = None
 
     def see(self, frame: Any) -> None:
         if not self.count:
             self.crs = frame.crs
+        geometries = frame.geometry.to_numpy()
         if self.declared is None:
-            self.kinds |= _geometry_kinds(frame.geometry)
+            self.kinds |= _geometry_kinds(geometries)
         self.count += len(frame)
-        self.nulls += int(frame.geometry.isna().sum())
+        self.unindexable += int(
+            (shapely.is_missing(geometries) | shapely.is_empty(geometries)).sum()
+        )
         if self.progress is not None:
             self.progress(self.count)
 
@@ -115,7 +119,8 @@ def _write_package(
     *,
     indexed: bool,
 ) -> tuple[int, int]:
-    """Writes the layer in one Arrow stream; returns the rows and NULL geometries."""
+    """Writes the layer in one Arrow stream; returns the rows, and those whose geometry
+    is NULL or empty."""
     from pyogrio.raw import write_arrow
 
     seen = _Layer(progress, None)
@@ -140,7 +145,7 @@ def _write_package(
     )
     if seen.one_kind is not None:
         _narrow_declared_type(package, layer, seen.one_kind)
-    return seen.count, seen.nulls
+    return seen.count, seen.unindexable
 
 
 def _declared_type(plan: Any) -> str | None:
@@ -156,10 +161,10 @@ def _declared_type(plan: Any) -> str | None:
     return None
 
 
-def _geometry_kinds(geometries: Any) -> set[str]:
+def _geometry_kinds(geometries: np.ndarray[Any, Any]) -> set[str]:
     """GDAL's names of the chunk's geometry types (with " Z"); "Unknown" for a type whose
     geometries are 2D and 3D both."""
-    present = geometries[geometries.notna()].to_numpy()
+    present = geometries[~shapely.is_missing(geometries)]
     if not len(present):
         return set()
     codes = np.unique(shapely.get_type_id(present) * 2 + shapely.has_z(present))
@@ -222,7 +227,7 @@ GDAL's default of 65,536, at a fraction of the memory."""
 def _package_to_flatgeobuf(package: Path, flat: Path, layer: str, *, spatial_index: bool) -> None:
     """Streams the GeoPackage layer into FlatGeobuf in Arrow batches (GDAL >= 3.8).
 
-    FlatGeobuf's spatial index cannot hold NULL geometries: with any, it is left out.
+    FlatGeobuf's spatial index cannot hold NULL or empty geometries: with any, it is left out.
     """
     from pyogrio.raw import open_arrow, write_arrow
 
