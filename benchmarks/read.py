@@ -70,6 +70,9 @@ EXPORTS = {
     "ogr2ogr": "ogr2ogr -f GeoJSON",
     "export_gpkg": "db.export to GeoPackage",
     "ogr2ogr_gpkg": "ogr2ogr -f GPKG",
+    "export_fgb": "db.export to FlatGeobuf (with its spatial index)",
+    "export_fgb_noindex": "db.export to FlatGeobuf, spatial_index=False",
+    "ogr2ogr_fgb": "ogr2ogr -f FlatGeobuf",
     "export_parquet": "db.export to GeoParquet",
     "to_parquet": "geopandas read_postgis + to_parquet",
 }
@@ -287,7 +290,8 @@ def ogr2ogr(url: URL, spec: dict[str, Any], driver: str = "GeoJSON") -> Run:
         sys.exit("ogr2ogr not found: apt-get install gdal-bin")
     source = f"PG:host={url.host} port={url.port or 5432} dbname={url.database} "
     source += f"user={url.username}"
-    out = Path(spec["workdir"]) / ("ogr2ogr.geojson" if driver == "GeoJSON" else "ogr2ogr.gpkg")
+    suffix = {"GeoJSON": ".geojson", "GPKG": ".gpkg", "FlatGeobuf": ".fgb"}[driver]
+    out = Path(spec["workdir"]) / f"ogr2ogr{suffix}"
     env = {**os.environ, "PGPASSWORD": url.password or ""}
 
     def run() -> int:
@@ -338,6 +342,11 @@ PREPARE: dict[str, Callable[[URL, dict[str, Any]], Run]] = {
     "ogr2ogr": ogr2ogr,
     "export_gpkg": lambda url, spec: geosession_export(url, spec, ".gpkg"),
     "ogr2ogr_gpkg": lambda url, spec: ogr2ogr(url, spec, "GPKG"),
+    "export_fgb": lambda url, spec: geosession_export(url, spec, ".fgb"),
+    "export_fgb_noindex": lambda url, spec: geosession_export(
+        url, spec, ".fgb", spatial_index=False
+    ),
+    "ogr2ogr_fgb": lambda url, spec: ogr2ogr(url, spec, "FlatGeobuf"),
     "export_parquet": lambda url, spec: geosession_export(url, spec, ".parquet"),
     "to_parquet": to_parquet,
 }
@@ -382,6 +391,7 @@ def report(results: dict[str, Any], rows: int) -> list[str]:
         ("export_geojson(precision=9) / hand-written", "export_p9", "export_hand", 1.0),
         ("export_geojson / ogr2ogr", "export", "ogr2ogr", 1.0),
         ("export to GeoPackage / ogr2ogr -f GPKG", "export_gpkg", "ogr2ogr_gpkg", 1.0),
+        ("export to FlatGeobuf / ogr2ogr -f FlatGeobuf", "export_fgb", "ogr2ogr_fgb", 1.0),
         ("export to GeoParquet / read_postgis+to_parquet", "export_parquet", "to_parquet", 1.0),
     ]
     for label, ours, theirs, target in checks:
