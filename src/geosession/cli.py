@@ -363,7 +363,7 @@ def export(
             "--no-spatial-index",
             help="Write a GeoPackage or FlatGeobuf file without its spatial index: quicker, "
             "and a FlatGeobuf export's memory then does not grow with its features (GDAL "
-            "builds that index in memory, ~150 MB per million).",
+            "builds that index in memory, ~160 MB per million).",
         ),
     ] = False,
     pages_by: Annotated[

@@ -394,7 +394,7 @@ class SpatialDatabase:
         ``layer`` names a GeoPackage layer: added to an existing file, whose other layers
         stay. ``progress=True`` shows a bar on stderr; a function is called with the
         features written so far. ``spatial_index=False`` writes a GeoPackage or FlatGeobuf
-        without one (FlatGeobuf's is built in memory: about 150 MB per million features)."""
+        without one (FlatGeobuf's is built in memory: about 160 MB per million features)."""
         read = ReadOptions.build(**options)
         return export(
             self._checkout,
