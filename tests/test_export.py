@@ -194,6 +194,18 @@ def test_a_layers_type_not_declared_by_a_column_is_the_one_its_rows_have(
         assert frame.geom_type.value_counts().to_dict() == kinds, (query, projection)
 
 
+@pytest.mark.parametrize("suffix", [".gpkg", ".fgb"])
+def test_geometries_of_srid_0_make_a_layer_without_a_crs_and_no_warning(
+    db: SpatialDatabase, tmp_path: Path, suffix: str
+) -> None:
+    out = tmp_path / f"unknown{suffix}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        db.export("SELECT g AS id, ST_MakePoint(g, g) AS geom FROM generate_series(1, 5) g", out)
+    info = pyogrio.read_info(out)
+    assert (info["crs"], info["features"], info["geometry_type"]) == (None, 5, "Point")
+
+
 def test_spatial_index_can_be_left_out(
     db: SpatialDatabase, tmp_path: Path, runner: CliRunner
 ) -> None:

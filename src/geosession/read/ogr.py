@@ -15,6 +15,7 @@ import contextlib
 import os
 import shutil
 import sqlite3
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import chain
@@ -175,13 +176,11 @@ def _open_rows(stream: GeometryStream, progress: Progress | None) -> _Rows:
 
 def _write_rows(rows: _Rows, path: Path, layer: str, *, driver: str, indexed: bool) -> _Layer:
     """Writes the layer in one Arrow stream; returns what was seen of its rows."""
-    from pyogrio.raw import write_arrow
-
     geometry = rows.plan.geometry.name
     options = {"SPATIAL_INDEX": "YES" if indexed else "NO"}
     if driver == "GPKG":
         options["GEOMETRY_NAME"] = geometry
-    write_arrow(
+    _write_arrow(
         pyarrow().RecordBatchReader.from_batches(rows.schema, rows.batches),
         path,
         layer=layer,
@@ -192,6 +191,16 @@ def _write_rows(rows: _Rows, path: Path, layer: str, *, driver: str, indexed: bo
         layer_options=options,
     )
     return rows.seen
+
+
+def _write_arrow(reader: Any, path: Path, **options: Any) -> None:
+    """pyogrio's write_arrow, without its warning that a layer has no CRS: geometries of
+    SRID 0 have none to give it."""
+    from pyogrio.raw import write_arrow
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
+        write_arrow(reader, path, **options)
 
 
 def _declared_type(plan: Any) -> str | None:
@@ -276,10 +285,10 @@ def _copy_flatgeobuf(
     """Streams a FlatGeobuf file or a GeoPackage layer into a FlatGeobuf file in Arrow
     batches (GDAL >= 3.8), with its spatial index (which cannot hold NULL or empty
     geometries) and the geometry type ``kind`` when given."""
-    from pyogrio.raw import open_arrow, write_arrow
+    from pyogrio.raw import open_arrow
 
     with open_arrow(source, use_pyarrow=False, batch_size=_FLATGEOBUF_BATCH) as (meta, reader):
-        write_arrow(
+        _write_arrow(
             reader,
             flat,
             layer=layer,
