@@ -327,6 +327,10 @@ def test_a_sources_crs_is_checked_against_the_column(
     frame.rename_geometry("geom").to_file(geopackage)
     with pytest.raises(ConfigurationError, match=wrong + r".*ogr2ogr -t_srs EPSG:4326"):
         db.ingest(table, geopackage)
+    contradicts = r"srid=4326 contradicts the source's CRS, EPSG:3857.*ogr2ogr -a_srs EPSG:4326"
+    for reproject in (False, True):  # srid= does not relabel a source's CRS
+        with pytest.raises(ConfigurationError, match=contradicts):
+            db.ingest(table, geopackage, srid=4326, reproject=reproject)
     with db.session() as s:
         rejected = s.execute(text(f"SELECT count(*) FROM {TABLE}_rejected")).scalar()
     assert table_state(db)[0] == 0 and rejected == 0

@@ -112,8 +112,9 @@ def _check_geometries(
         if column.name not in columns:
             continue
         source = batch.crs.get(column.name)
-        if not options.reproject:
-            check_source_crs(column, source, plan.target.quoted, srid=options.srid)
+        check_source_crs(
+            column, source, plan.target.quoted, srid=options.srid, reproject=options.reproject
+        )
         undeclared = source if isinstance(source, str) and options.srid is None else None
         checked = check_geometries(
             columns[column.name],

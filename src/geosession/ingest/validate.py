@@ -121,14 +121,22 @@ def check_geometries(
 
 
 def check_source_crs(
-    column: Column, source: SourceCrs | None, table: str, *, srid: int | None
+    column: Column, source: SourceCrs | None, table: str, *, srid: int | None, reproject: bool
 ) -> None:
     """A file's or GeoDataFrame's CRS against the column's SRID: a mismatch is the whole
-    source's, so it is refused before any row instead of quarantining every one (the
-    caller skips this when the ingest reprojects). A CRS without an EPSG code cannot be
-    compared: it is refused unless ``srid`` says which it is."""
+    source's, so it is refused before any row instead of quarantining every one (unless
+    the ingest reprojects). A CRS without an EPSG code cannot be compared: it is refused
+    unless ``srid`` says which it is. An ``srid`` that contradicts the source's EPSG code
+    is refused in any case."""
     spec = column.geometry
-    if spec is None or source is None or spec.srid in (0, source):
+    if isinstance(source, int) and srid not in (None, 0, source):
+        raise ConfigurationError(
+            f"srid={srid} contradicts the source's CRS, EPSG:{source}: srid= names the CRS "
+            "of geometries that have none, and this source's have one. If the source's CRS "
+            f"is wrong, correct it first (GeoDataFrame.set_crs({srid}, allow_override=True); "
+            f"for a file, ogr2ogr -a_srs EPSG:{srid}); else leave srid= (--srid) out"
+        )
+    if spec is None or source is None or reproject or spec.srid in (0, source):
         return
     if isinstance(source, str):
         if srid is not None:
