@@ -222,7 +222,9 @@ def test_spatial_index_can_be_left_out(
     done = runner.invoke(app, ["export", "rd_metric", str(out), "--no-spatial-index"])
     assert done.exit_code == 0, done.output
     assert not pyogrio.read_info(out)["capabilities"]["fast_spatial_filter"]
-    with pytest.raises(ConfigurationError, match="spatial_index=False is for GeoPackage"):
+    with pytest.raises(
+        ConfigurationError, match=r"spatial_index=False \(--no-spatial-index\) is for"
+    ):
         db.export("SELECT * FROM rd_metric", tmp_path / "x.parquet", spatial_index=False)
     assert not (tmp_path / "x.parquet").exists()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -85,81 +85,80 @@ def export(
     its suffix names); ``layer`` names a GeoPackage's layer (others in the file stay);
     ``progress``: True for a bar on stderr, or a function given the features written;
     ``spatial_index=False`` leaves a GeoPackage's or FlatGeobuf's spatial index out."""
-    format = format_for(dest, format)
-    path = None if hasattr(dest, "write") else os.fspath(dest)
-    if layer is not None and format not in ("gpkg", "fgb"):
-        raise ConfigurationError(
-            f"layer={layer!r} names a layer of a GeoPackage or FlatGeobuf file; a {format} "
-            "file has none: leave it out"
-        )
-    if not spatial_index and format not in ("gpkg", "fgb"):
-        raise ConfigurationError(
-            f"spatial_index=False is for GeoPackage and FlatGeobuf files; a {format} file "
-            "has no spatial index: leave it out"
-        )
-    if path is None and format not in ("geojson", "geojsonl", "csv"):
-        raise ConfigurationError(f"format={format!r} needs a file path, not a file object")
+    output = _Output(dest, format_for(dest, format), layer, spatial_index)
     with progress_callback(progress) as advance:
-        return _export(
-            connect, statement, dest, path, format, options, params, advance, layer, spatial_index
-        )
+        if output.format in ("geojson", "geojsonl"):
+            return _write_geojson(connect, statement, options, params, output, advance)
+        stream = GeometryStream(connect, statement, replace(options, output="row"), params)
+        count = _write_file(stream, output, advance)  # from Arrow batches of plain rows
+        return ExportResult(count, output.path, output.format)
 
 
-def _export(
+@dataclass(frozen=True)
+class _Output:
+    """Where an export goes and in what form, checked before the query runs."""
+
+    dest: Destination
+    format: str
+    layer: str | None
+    spatial_index: bool
+
+    def __post_init__(self) -> None:
+        if self.layer is not None and self.format not in ("gpkg", "fgb"):
+            raise ConfigurationError(
+                f"layer={self.layer!r} names a layer of a GeoPackage or FlatGeobuf file; a "
+                f"{self.format} file has none: leave it out"
+            )
+        if not self.spatial_index and self.format not in ("gpkg", "fgb"):
+            raise ConfigurationError(
+                "spatial_index=False (--no-spatial-index) is for GeoPackage and FlatGeobuf "
+                f"files; a {self.format} file has no spatial index: leave it out"
+            )
+        if self.path is None and self.format not in ("geojson", "geojsonl", "csv"):
+            raise ConfigurationError(f"format={self.format!r} needs a file path, not a file object")
+
+    @property
+    def path(self) -> str | None:
+        return None if hasattr(self.dest, "write") else os.fspath(self.dest)
+
+
+def _write_geojson(
     connect: Connect,
     statement: Any,
-    dest: Destination,
-    path: str | None,
-    format: str,
     options: ReadOptions,
     params: Mapping[str, Any] | None,
+    output: _Output,
     progress: Progress | None,
-    layer: str | None,
-    spatial_index: bool,
 ) -> ExportResult:
-    """The export itself, once its arguments are checked."""
-    if format in ("parquet", "csv", "gpkg", "fgb"):  # from Arrow batches of plain rows
-        stream = GeometryStream(connect, statement, replace(options, output="row"), params)
-        count = _write_file(
-            stream,
-            dest,
-            path,
-            format=format,
-            progress=progress,
-            layer=layer,
-            spatial_index=spatial_index,
-        )
-        return ExportResult(count, path, format)
+    """A FeatureCollection or GeoJSON Lines, the Features built by the server."""
     stream = GeometryStream(connect, statement, options.for_features(), params)
-    with stream, atomic_output(dest) as sink:
-        chunks = geojson_chunks(stream.batches(), newline_delimited=format == "geojsonl")
+    with stream, atomic_output(output.dest) as sink:
+        lines = output.format == "geojsonl"
+        chunks = geojson_chunks(stream.batches(), newline_delimited=lines)
         write_chunks(chunks, sink, count=lambda: stream.rows_read, progress=progress)
-    return ExportResult(stream.rows_read, path, format)
+    return ExportResult(stream.rows_read, output.path, output.format)
 
 
-def _write_file(
-    stream: GeometryStream,
-    dest: Destination,
-    path: str | None,
-    *,
-    format: str,
-    progress: Progress | None,
-    layer: str | None,
-    spatial_index: bool,
-) -> int:
-    """Writes a CSV (to ``dest``, a path or a file), GeoParquet, GeoPackage or FlatGeobuf
-    file (to ``path``); returns the rows."""
-    if format == "csv":
+def _write_file(stream: GeometryStream, output: _Output, progress: Progress | None) -> int:
+    """Writes a CSV (to a path or a file), GeoParquet, GeoPackage or FlatGeobuf file (to a
+    path); returns the rows."""
+    if output.format == "csv":
         from geosession.read.delimited import write_csv
 
-        return write_csv(stream, dest, progress=progress)
-    assert path is not None  # checked by export
-    if format == "parquet":
+        return write_csv(stream, output.dest, progress=progress)
+    path = output.path
+    assert path is not None  # checked by _Output
+    if output.format == "parquet":
         from geosession.read.parquet import write_parquet
 
         return write_parquet(stream, path, progress=progress)
     from geosession.read.ogr import write_ogr
 
     return write_ogr(
-        stream, path, format=format, progress=progress, layer=layer, spatial_index=spatial_index
+        stream,
+        path,
+        format=output.format,
+        progress=progress,
+        layer=output.layer,
+        spatial_index=output.spatial_index,
     )

@@ -126,9 +126,9 @@ class _Layer:
     declares the type; the count, and the NULL or empty geometries (which FlatGeobuf's
     spatial index cannot hold)."""
 
-    def __init__(self, progress: Progress | None, declared: str | None) -> None:
+    def __init__(self, progress: Progress | None) -> None:
         self.progress = progress
-        self.declared = declared
+        self.declared: str | None = None  # GDAL's name of the type known before any row
         self.count = self.unindexable = 0
         self.kinds: set[str] = set()
         self.crs: Any = None
@@ -165,7 +165,7 @@ class _Rows:
 
 def _open_rows(stream: GeometryStream, progress: Progress | None) -> _Rows:
     """Runs the query and reads its first batch."""
-    seen = _Layer(progress, None)
+    seen = _Layer(progress)
     plan, schema, batches = record_batches(pyarrow(), stream, seen.see)  # seen lazily
     seen.declared = _declared_type(plan)
     first = next(batches, None)
