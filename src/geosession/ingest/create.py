@@ -31,7 +31,12 @@ from geosession.ingest.files import (
 )
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.sources import is_dataframe
-from geosession.ingest.target import double_quoted, missing_schema, schema_and_name
+from geosession.ingest.target import (
+    SCHEMA_EXISTS_SQL,
+    double_quoted,
+    missing_schema,
+    schema_and_name,
+)
 from geosession.read.plan import quote_identifier
 
 _OGR_TYPES = {
@@ -120,8 +125,7 @@ def create_target(engine: Engine, target: Any, source: Any, options: IngestOptio
 
 
 def _schema_exists(conn: Connection, schema: str) -> bool:
-    found = conn.execute(text("SELECT to_regnamespace(:name)"), {"name": double_quoted(schema)})
-    return found.scalar() is not None
+    return bool(conn.exec_driver_sql(SCHEMA_EXISTS_SQL, (double_quoted(schema),)).scalar())
 
 
 def _create(conn: Connection, qualified: str, name: str, schema: SourceSchema) -> None:

@@ -165,6 +165,10 @@ def double_quoted(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+SCHEMA_EXISTS_SQL = "SELECT to_regnamespace(%s) IS NOT NULL"
+"""Takes the schema's name as :func:`double_quoted` gives it (to_regnamespace parses it)."""
+
+
 def missing_schema(schema: str, table: str) -> ConfigurationError:
     """The error for a target whose schema does not exist (to_regclass says only NULL)."""
     name = double_quoted(schema)
@@ -187,8 +191,8 @@ def resolve_target(cursor: Any, target: Any) -> Target:
     found = cursor.fetchone()
     if found is None:
         if schema:
-            cursor.execute("SELECT to_regnamespace(%s) IS NULL", (double_quoted(schema),))
-            if cursor.fetchone()[0]:
+            cursor.execute(SCHEMA_EXISTS_SQL, (double_quoted(schema),))
+            if not cursor.fetchone()[0]:
                 raise missing_schema(schema, relation)
         raise ConfigurationError(
             f"Table {relation} does not exist: create it first (for a mapped class: "

@@ -50,11 +50,12 @@ def write_ogr(
     export's memory no longer grows with its features.
     """
     target = Path(path)
+    name = layer or target.stem or "features"
     try:
         if format == "fgb":
-            name = layer or target.stem or "features"
             return _write_flatgeobuf(stream, target, name, progress, spatial_index)
-        return _write_geopackage(stream, target, layer, progress, spatial_index)
+        added = layer is not None and target.is_file()  # the file's other layers stay
+        return _write_geopackage(stream, target, name, progress, spatial_index, added=added)
     finally:
         stream.close()
 
@@ -62,24 +63,25 @@ def write_ogr(
 def _write_geopackage(
     stream: GeometryStream,
     target: Path,
-    layer: str | None,
+    layer: str,
     progress: Progress | None,
     indexed: bool,
+    *,
+    added: bool,
 ) -> int:
-    """A new file, or with a named ``layer`` a copy of ``target``'s; renamed onto it when
-    done."""
+    """A new file, or (``added``) a copy of ``target`` with the layer added or replaced;
+    renamed onto ``target`` when done."""
     package = temporary_path(target, ".gpkg")
     _check_writable(package)
-    name = layer or target.stem or "features"
     try:
-        if layer is not None and target.is_file():
+        if added:
             _check_geopackage(target, layer)
             shutil.copyfile(target, package)
         seen = _write_rows(
-            _open_rows(stream, progress), package, name, driver="GPKG", indexed=indexed
+            _open_rows(stream, progress), package, layer, driver="GPKG", indexed=indexed
         )
         if seen.one_kind is not None:
-            _narrow_declared_type(package, name, seen.one_kind)
+            _narrow_declared_type(package, layer, seen.one_kind)
         os.replace(package, target)
     finally:
         package.unlink(missing_ok=True)
