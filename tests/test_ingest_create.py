@@ -24,7 +24,15 @@ from geosession.cli import app
 from geosession.demo import synthetic_polygons
 from geosession.ingest.create import geometry_type
 
-TABLES = ("made_gpkg", "made_shp", "Made_Frame", "made_parquet", "made_csv", "made_mapped")
+TABLES = (
+    "made_gpkg",
+    "made_shp",
+    "Made_Frame",
+    "made_parquet",
+    "made_csv",
+    "made_mapped",
+    "made_lambert",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -308,6 +316,28 @@ def test_a_table_created_meanwhile_by_another_load_is_loaded(
     finally:
         other.close()
     assert not outcome[0].created and outcome[0].inserted == 20
+
+
+@pytest.mark.parametrize("form", ["frame", "gpkg", "parquet"])
+def test_a_crs_without_an_epsg_code_needs_srid_to_make_the_column(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path, form: str
+) -> None:
+    """A column made without an SRID would drop the source's CRS unseen: the table is not
+    made until srid= names the SRID (here 0: a column without one, as asked)."""
+    lambert = "+proj=lcc +lat_1=33 +lat_2=45 +lat_0=39 +lon_0=-96 +datum=WGS84 +units=m"
+    frame = gpd.GeoDataFrame(
+        {"name": ["a", "b"]}, geometry=[shapely.Point(1, 2), shapely.Point(3, 4)], crs=lambert
+    )
+    source: Any = frame
+    if form != "frame":
+        source = tmp_path / f"lambert.{form}"
+        frame.to_parquet(source) if form == "parquet" else frame.to_file(source)
+    with pytest.raises(ConfigurationError, match=r"no EPSG code\), so create=True cannot tell"):
+        db.ingest("made_lambert", source, create=True)
+    assert admin.execute("SELECT to_regclass('made_lambert')").fetchone() == (None,)
+    report = db.ingest("made_lambert", source, create=True, srid=0)
+    assert report.created and report.inserted == 2
+    assert "geometry(Point)" in columns(admin, "made_lambert").values()
 
 
 def test_rows_without_a_schema_cannot_make_a_table(

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, inspect, text
 
 from geosession.errors import ConfigurationError, DatabaseError
-from geosession.ingest.crs import epsg_code
+from geosession.ingest.crs import crs_label, source_crs
 from geosession.ingest.files import (
     PARQUET_SUFFIXES,
     SUPPORTED,
@@ -203,14 +203,28 @@ def _vector_schema(path: Path, srid: int | None, layer: str | None) -> SourceSch
         )
     if info["geometry_type"]:
         shapefile = info["driver"] == "ESRI Shapefile"
-        epsg = epsg_code(info["crs"]) or srid
-        schema.add_geometry(
-            info["geometry_name"] or schema.free_name(),
-            [info["geometry_type"]],
-            epsg,
-            multi=shapefile,
-        )
+        name = info["geometry_name"] or schema.free_name()
+        column = column_srid(info["crs"], srid, f"{path}'s CRS", name)
+        schema.add_geometry(name, [info["geometry_type"]], column, multi=shapefile)
     return schema
+
+
+def column_srid(crs: Any, srid: int | None, whose: str, column: str) -> int | None:
+    """The SRID of a new geometry column: the source CRS's EPSG code, else ``srid``.
+
+    A CRS without an EPSG code needs ``srid`` to name its SRID (0 for none): a column
+    made without one would lose the CRS unseen, and exports would have none.
+    """
+    found = crs if isinstance(crs, int) else source_crs(crs)
+    if isinstance(found, int) or found is None or srid is not None:
+        return found if isinstance(found, int) else srid
+    raise ConfigurationError(
+        f"{whose} is {crs_label(found)}, so create=True cannot tell which SRID to give "
+        f"column {column}: pass srid= (CLI: --srid) with the SRID that is this CRS (an "
+        "EPSG code, or one you added to spatial_ref_sys), srid=0 for a column without an "
+        "SRID, or reproject the source to an EPSG CRS first (GeoDataFrame.to_crs; for a "
+        "file, ogr2ogr -t_srs EPSG:<code>)"
+    )
 
 
 def _parquet_schema(path: Path, srid: int | None) -> SourceSchema:
@@ -231,8 +245,8 @@ def _parquet_schema(path: Path, srid: int | None) -> SourceSchema:
     for name in geo.fields(arrow.names):
         if name in geo.crs:
             types = geo.types[name] or ["Geometry"]
-            epsg = geo.crs[name]
-            schema.add_geometry(name, types, epsg if isinstance(epsg, int) else srid, multi=False)
+            column = column_srid(geo.crs[name], srid, f"{path}'s CRS", name)
+            schema.add_geometry(name, types, column, multi=False)
         else:
             schema.add(name, _arrow_type(pyarrow, arrow.field(name).type))
     return schema
@@ -259,7 +273,8 @@ def _frame_schema(frame: Any, srid: int | None) -> SourceSchema:
             types = [str(t) for t in series.geom_type.dropna().unique()]
             if len(types) and bool(series.has_z.any()):
                 types = [f"{t} Z" for t in types]
-            schema.add_geometry(str(label), types, epsg_code(series.crs) or srid, multi=False)
+            column = column_srid(series.crs, srid, "the GeoDataFrame's CRS", str(label))
+            schema.add_geometry(str(label), types, column, multi=False)
         elif series.dtype.kind == "M":
             schema.add(
                 str(label), "timestamptz" if getattr(series.dtype, "tz", None) else "timestamp"
