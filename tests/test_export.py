@@ -206,6 +206,63 @@ def test_geometries_of_srid_0_make_a_layer_without_a_crs_and_no_warning(
     assert (info["crs"], info["features"], info["geometry_type"]) == (None, 5, "Point")
 
 
+LAMBERT = "+proj=lcc +lat_1=40 +lat_2=50 +lat_0=45 +lon_0=10 +ellps=GRS80 +units=m +no_defs"
+"""A CRS without an EPSG code, added to spatial_ref_sys as SRID 910001 (above 2**19,
+where the column's type modifier needs PostGIS's sign handling to read back)."""
+
+
+@pytest.fixture
+def non_epsg_tables(admin: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]:
+    """A table in SRID 102003 (ESRI's USA Contiguous Albers, shipped in PostGIS's
+    spatial_ref_sys), and one in an SRID a user added."""
+    import pyproj
+
+    admin.execute("DELETE FROM spatial_ref_sys WHERE srid = 910001")
+    admin.execute(
+        "INSERT INTO spatial_ref_sys (srid, auth_name, auth_srid, proj4text) "
+        "VALUES (910001, 'local', 910001, %s)",
+        (LAMBERT,),
+    )
+    for table, srid in (("rd_esri", 102003), ("rd_local", 910001)):
+        admin.execute(f"DROP TABLE IF EXISTS {table}")
+        admin.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, geom geometry(Point, {srid}))")
+        admin.execute(
+            f"INSERT INTO {table} SELECT g, ST_SetSRID(ST_MakePoint(g * 1000, g * 500), {srid}) "
+            "FROM generate_series(1, 5) g"
+        )
+    yield {"rd_esri": pyproj.CRS("ESRI:102003"), "rd_local": pyproj.CRS(LAMBERT)}
+    admin.execute("DROP TABLE rd_esri, rd_local")
+    admin.execute("DELETE FROM spatial_ref_sys WHERE srid = 910001")
+
+
+def test_an_srid_that_is_not_an_epsg_code_exports_with_its_crs(
+    db: SpatialDatabase, tmp_path: Path, non_epsg_tables: dict[str, Any]
+) -> None:
+    """The CRS comes from the database's spatial_ref_sys (authority and code, else the
+    definition), not from EPSG:<srid>, which PROJ does not know for these."""
+    import geopandas
+    import pyproj
+
+    for table, expected in non_epsg_tables.items():
+        for suffix in (".gpkg", ".fgb"):
+            out = tmp_path / f"{table}{suffix}"
+            db.export(f"SELECT * FROM {table}", out)
+            info = pyogrio.read_info(out)
+            assert info["features"] == 5, out.name
+            assert pyproj.CRS(info["crs"]).equals(expected, ignore_axis_order=True), out.name
+        db.export(f"SELECT * FROM {table}", tmp_path / f"{table}.parquet")
+        assert geopandas.read_parquet(tmp_path / f"{table}.parquet").crs.equals(expected)
+        empty = tmp_path / f"{table}_empty.gpkg"
+        db.export(f"SELECT * FROM {table} WHERE id < 0", empty)
+        assert pyproj.CRS(pyogrio.read_info(empty)["crs"]).equals(expected), table
+        db.export(f"SELECT * FROM {table}", tmp_path / f"{table}.csv")
+        assert len((tmp_path / f"{table}.csv").read_text().splitlines()) == 6
+        frame = geopandas.pd.concat(db.stream_frames(f"SELECT * FROM {table}"))
+        assert frame.crs.equals(expected) and len(frame) == 5, table
+        stored = db.stream(f"SELECT id, geom FROM {table} WHERE id = 1")
+        assert [row.geom.x for row in stored] == [1000.0]
+
+
 def test_spatial_index_can_be_left_out(
     db: SpatialDatabase, tmp_path: Path, runner: CliRunner
 ) -> None:

@@ -15,10 +15,11 @@ from typing import Any, Self, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from geosession.read.crs import spatial_refs_sql
 from geosession.read.decode import Rows
-from geosession.read.loop import ReadLoop, check_srid_exists, make_plan
+from geosession.read.loop import ReadLoop, make_plan
 from geosession.read.plan import ReadOptions
-from geosession.read.query import SPATIAL_TYPES_SQL, SRID_EXISTS_SQL, ReadPlan
+from geosession.read.query import SPATIAL_TYPES_SQL, ReadPlan
 from geosession.read.source import as_subquery, describe_statement
 
 AsyncConnect = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
@@ -106,10 +107,8 @@ class AsyncGeometryStream:
         finally:
             result.close()
         plan = make_plan(self.options, description, await fetch(connection, SPATIAL_TYPES_SQL))
-        projection = self.options.projection
-        if projection.kind == "transform":
-            exists = await fetch(connection, SRID_EXISTS_SQL.bindparams(srid=projection.value))
-            check_srid_exists(projection.value, exists)
+        if plan.srids:
+            plan = plan.with_spatial_refs(await fetch(connection, spatial_refs_sql(plan.srids)))
         self.plan = plan
         return plan
 

@@ -74,4 +74,4 @@ def _crs(plan: ReadPlan, geometries: Any) -> str | None:
     if srid is None:
         known = shapely.get_srid(geometries[shapely.get_srid(geometries) > 0])
         srid = int(known[0]) if len(known) else None
-    return f"EPSG:{srid}" if srid else None
+    return plan.crs_for(srid)

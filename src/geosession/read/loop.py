@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Select, Subquery
 
-from geosession.errors import ConfigurationError, PostGISNotInstalled
+from geosession.errors import PostGISNotInstalled
 from geosession.read.decode import BatchSizer, Rows, batch_decoder
 from geosession.read.plan import ReadOptions, describe_columns
 from geosession.read.query import DeclareCursor, ReadPlan, fetch_sql
@@ -43,15 +43,6 @@ def make_plan(
     """The plan from the describe step: binary geometry only where the driver loads it."""
     columns = describe_columns(description, spatial_types(spatial_rows), typmods, binary_check)
     return ReadPlan.make(options, columns, geometry_bytea=binary_check is None, timezone=timezone)
-
-
-def check_srid_exists(srid: Any, rows: Rows) -> None:
-    """Refuses ``transform:<srid>`` for an SRID the database does not know."""
-    if not rows or not rows[0][0]:
-        raise ConfigurationError(
-            f"geometry='transform:{srid}': SRID {srid} is not in spatial_ref_sys; use an SRID "
-            "that PostGIS knows (listed in the spatial_ref_sys table)"
-        )
 
 
 class ReadLoop:

@@ -171,8 +171,8 @@ def _open_rows(stream: GeometryStream, progress: Progress | None) -> _Rows:
     plan, schema, batches = record_batches(pyarrow(), stream, seen.see)  # seen lazily
     seen.declared = _declared_type(plan)
     first = next(batches, None)
-    if first is None and plan.geometry.srid:
-        seen.crs = f"EPSG:{plan.geometry.srid}"
+    if first is None:
+        seen.crs = plan.crs_for(plan.geometry.srid)
     return _Rows(plan, schema, chain([first] if first is not None else [], batches), seen)
 
 

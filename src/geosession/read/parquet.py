@@ -106,7 +106,7 @@ class _GeoMetadata:
             described: dict[str, Any] = {
                 "encoding": "WKB",
                 "geometry_types": sorted(entry["types"]),
-                "crs": entry.get("crs") or _projjson(column.srid),  # null: unknown
+                "crs": entry.get("crs") or _projjson(plan.crs_for(column.srid)),  # null: unknown
             }
             if column.spatial == "geography":
                 described["edges"] = "spherical"
@@ -117,14 +117,10 @@ class _GeoMetadata:
         return json.dumps({**document, "columns": columns})
 
 
-def _projjson(srid: int | None) -> Any:
-    """The PROJJSON of an EPSG code (pyproj, a geopandas dependency); None if unknown."""
-    if not srid:
+def _projjson(crs: str | None) -> Any:
+    """The PROJJSON of a CRS PROJ reads (pyproj, a geopandas dependency); None for none."""
+    if crs is None:
         return None
     from pyproj import CRS
-    from pyproj.exceptions import CRSError
 
-    try:
-        return CRS.from_epsg(srid).to_json_dict()
-    except CRSError:
-        return None
+    return CRS.from_user_input(crs).to_json_dict()

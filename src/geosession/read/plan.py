@@ -210,7 +210,7 @@ def typmod_srid(typmod: int | None) -> int | None:
     """The SRID PostGIS encodes in a ``geometry(type, srid)`` type modifier (or None)."""
     if typmod is None or typmod < 0:
         return None
-    srid = ((typmod & 0x0FFFFF00) - (typmod & 0x08000000)) >> 8
+    srid = ((typmod & 0x0FFFFF00) - (typmod & 0x10000000)) >> 8  # 21 bits, signed
     return srid if srid > 0 else None
 
 

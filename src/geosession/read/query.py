@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from geoalchemy2 import Geography
@@ -35,6 +35,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from geosession.errors import ConfigurationError
+from geosession.read.crs import SpatialRef, crs_of, spatial_ref
 from geosession.read.plan import (
     FEATURE_TEXT,
     GEOJSON_SRID,
@@ -53,8 +54,6 @@ SPATIAL_TYPES_SQL = text(
     "WHERE t.oid IN (to_regtype('geometry'), to_regtype('geography'))"
 )
 """The OIDs of PostGIS's types in this database (they differ between databases)."""
-
-SRID_EXISTS_SQL = text("SELECT EXISTS (SELECT 1 FROM spatial_ref_sys WHERE srid = :srid)")
 
 
 def fetch_sql(size: int) -> str:
@@ -92,6 +91,7 @@ class ReadPlan:
     key_index: int | None
     geometry_bytea: bool  # True: send ST_AsEWKB (text-protocol drivers); False: binary geometry
     timezone: dt.tzinfo = dt.UTC  # the session's TimeZone, which timestamptz values are in
+    spatial_refs: tuple[SpatialRef, ...] = ()  # spatial_ref_sys rows of the SRIDs below
 
     START = _START
 
@@ -134,6 +134,32 @@ class ReadPlan:
     @property
     def geometry(self) -> Column:
         return self.columns[self.geometry_index]
+
+    @property
+    def srids(self) -> list[int]:
+        """The SRIDs the columns declare, and the one ``transform:<srid>`` asks for."""
+        srids = [column.srid for column in self.columns if column.srid]
+        projection = self.options.projection
+        if projection.kind == "transform" and isinstance(projection.value, int):
+            srids.append(projection.value)
+        return srids
+
+    def with_spatial_refs(self, rows: Sequence[Sequence[Any]]) -> ReadPlan:
+        """The plan with the spatial_ref_sys rows of its SRIDs; ``transform:<srid>`` of
+        an SRID the database does not know is refused."""
+        refs = tuple(spatial_ref(row) for row in rows)
+        projection = self.options.projection
+        if projection.kind == "transform" and projection.value not in {r[0] for r in refs}:
+            raise ConfigurationError(
+                f"geometry='transform:{projection.value}': SRID {projection.value} is not in "
+                "spatial_ref_sys; use an SRID that PostGIS knows (listed in the "
+                "spatial_ref_sys table)"
+            )
+        return replace(self, spatial_refs=refs)
+
+    def crs_for(self, srid: float | None) -> str | None:
+        """What PROJ calls the CRS of ``srid`` in this database (None: none it reads)."""
+        return crs_of(srid, self.spatial_refs)
 
     @property
     def key_position(self) -> int:

@@ -23,10 +23,11 @@ from zoneinfo import ZoneInfo
 from psycopg.pq import Format
 from sqlalchemy import Connection, event
 
+from geosession.read.crs import spatial_refs_sql
 from geosession.read.decode import Rows
-from geosession.read.loop import ReadLoop, check_srid_exists, make_plan
+from geosession.read.loop import ReadLoop, make_plan
 from geosession.read.plan import ReadOptions
-from geosession.read.query import SPATIAL_TYPES_SQL, SRID_EXISTS_SQL, ReadPlan
+from geosession.read.query import SPATIAL_TYPES_SQL, ReadPlan
 from geosession.read.source import as_subquery, describe_statement
 
 Connect = Callable[[], AbstractContextManager[Connection]]
@@ -120,10 +121,8 @@ class GeometryStream:
             )
         finally:
             result.close()
-        projection = self.options.projection
-        if projection.kind == "transform":
-            exists = fetch(connection, SRID_EXISTS_SQL.bindparams(srid=projection.value))
-            check_srid_exists(projection.value, exists)
+        if plan.srids:
+            plan = plan.with_spatial_refs(fetch(connection, spatial_refs_sql(plan.srids)))
         self.plan = plan
         return plan
 

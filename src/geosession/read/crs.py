@@ -1,0 +1,67 @@
+"""The CRS of a PostGIS SRID, as PROJ reads it, for the files and DataFrames of a read.
+
+An SRID names a row of the database's ``spatial_ref_sys``, not always an EPSG code:
+PostGIS ships ESRI's codes (102003 is ESRI's USA Contiguous Albers), and users add their
+own. The row's authority and code name the CRS when PROJ knows them, else its WKT, else
+its PROJ string. The rows are fetched with the plan; PROJ reads them only when a file or
+DataFrame asks, so plain row streams never import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+from sqlalchemy import TextClause, bindparam, text
+
+SpatialRef = tuple[int, str | None, int | None, str | None, str | None]
+"""A spatial_ref_sys row: srid, auth_name, auth_srid, srtext, proj4text."""
+
+_SPATIAL_REFS_SQL = text(
+    "SELECT srid, auth_name, auth_srid, srtext, proj4text FROM spatial_ref_sys "
+    "WHERE srid = ANY(CAST(:srids AS integer[]))"
+)
+
+
+def spatial_refs_sql(srids: Sequence[int]) -> TextClause:
+    """The spatial_ref_sys rows of ``srids``."""
+    return _SPATIAL_REFS_SQL.bindparams(bindparam("srids", value=sorted(set(srids))))
+
+
+def crs_of(srid: float | None, refs: Sequence[SpatialRef]) -> str | None:
+    """What PROJ calls the CRS of ``srid`` in this database (None: no SRID, or none PROJ
+    reads). An SRID not among ``refs`` (one only the rows carried) is taken as EPSG's."""
+    if not srid:
+        return None
+    for ref in refs:
+        if ref[0] == srid:
+            return _definition(*ref[1:])
+    return _definition("EPSG", int(srid), None, None)
+
+
+@cache
+def _definition(
+    auth_name: str | None, auth_srid: int | None, srtext: str | None, proj4text: str | None
+) -> str | None:
+    named = f"{auth_name}:{auth_srid}" if auth_name and auth_srid else None
+    for candidate in (named, srtext, proj4text):
+        if candidate and candidate.strip() and _proj_reads(candidate):
+            return candidate
+    return None
+
+
+def _proj_reads(definition: str) -> bool:
+    import pyproj  # geopandas's dependency, as is every output that asks
+
+    try:
+        pyproj.CRS.from_user_input(definition)
+    except pyproj.exceptions.CRSError:
+        return False
+    return True
+
+
+def spatial_ref(row: Sequence[Any]) -> SpatialRef:
+    """A fetched row as a SpatialRef."""
+    srid, auth_name, auth_srid, srtext, proj4text = row
+    return int(srid), auth_name, auth_srid, srtext, proj4text
