@@ -32,6 +32,8 @@ TABLES = (
     "made_csv",
     "made_mapped",
     "made_lambert",
+    "made_albers",
+    "made_local",
 )
 
 
@@ -338,6 +340,64 @@ def test_a_crs_without_an_epsg_code_needs_srid_to_make_the_column(
     report = db.ingest("made_lambert", source, create=True, srid=0)
     assert report.created and report.inserted == 2
     assert "geometry(Point)" in columns(admin, "made_lambert").values()
+
+
+@pytest.mark.parametrize("form", ["frame", "gpkg"])
+def test_an_esri_crs_is_its_srid_in_spatial_ref_sys(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path, form: str
+) -> None:
+    """ESRI:102003 has no EPSG code, but PostGIS files it as SRID 102003: the table is
+    made with that SRID, later loads of the same CRS need no srid=, and reproject=True
+    moves 4326 rows into it as the server's ST_Transform does."""
+    points = [shapely.Point(-100 + i, 40 + i / 2) for i in range(5)]
+    wgs84 = gpd.GeoDataFrame({"id": range(1, 6)}, geometry=points, crs=4326)
+    wgs84 = wgs84.rename_geometry("geom")
+    albers = wgs84.to_crs("ESRI:102003")
+    source: Any = albers
+    if form == "gpkg":
+        source = tmp_path / "albers.gpkg"
+        albers.to_file(source)
+    report = db.ingest("made_albers", source, create=True)
+    assert report.created and report.inserted == 5 and report.srid_assumed == 0
+    assert columns(admin, "made_albers")["geom"] == "geometry(Point,102003)"
+    assert db.ingest("made_albers", albers.assign(id=range(6, 11))).inserted == 5
+    moved = db.ingest("made_albers", wgs84.assign(id=range(11, 16)), reproject=True)
+    assert moved.reprojected == 5
+    rows = admin.execute(
+        "SELECT ST_Distance(a.geom, b.geom) FROM made_albers a JOIN made_albers b "
+        "ON b.id = a.id + 10 WHERE a.id <= 5"
+    ).fetchall()
+    assert max(distance for (distance,) in rows) < 1e-3  # metres
+
+
+def test_reproject_into_an_srid_a_user_added(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    """The column's CRS is its spatial_ref_sys definition, so rows are moved into it."""
+    lambert = "+proj=lcc +lat_1=40 +lat_2=50 +lat_0=45 +lon_0=10 +ellps=GRS80 +units=m +no_defs"
+    admin.execute("DELETE FROM spatial_ref_sys WHERE srid = 910001")
+    admin.execute(
+        "INSERT INTO spatial_ref_sys (srid, auth_name, auth_srid, proj4text) "
+        "VALUES (910001, 'local', 910001, %s)",
+        (lambert,),
+    )
+    try:
+        frame = gpd.GeoDataFrame(
+            {"id": [1, 2]}, geometry=[shapely.Point(1, 2), shapely.Point(3, 4)], crs=lambert
+        )
+        assert db.ingest("made_local", frame, create=True, srid=910001).inserted == 2
+        assert "geometry(Point,910001)" in columns(admin, "made_local").values()
+        wgs84 = frame.to_crs(4326).assign(id=[3, 4])
+        assert db.ingest("made_local", wgs84, reproject=True).reprojected == 2
+        server = admin.execute(
+            "SELECT ST_AsText(ST_SnapToGrid(ST_Transform(ST_SetSRID(geometry, 910001), "
+            "4326), 1e-9)), ST_AsText(ST_SnapToGrid(geometry, 1e-6)) FROM made_local "
+            "ORDER BY id"
+        ).fetchall()
+        assert [text for _, text in server] == ["POINT(1 2)", "POINT(3 4)"] * 2
+    finally:
+        admin.execute("DROP TABLE IF EXISTS made_local")
+        admin.execute("DELETE FROM spatial_ref_sys WHERE srid = 910001")
 
 
 def test_rows_without_a_schema_cannot_make_a_table(

@@ -25,6 +25,7 @@ from geosession.ingest.validate import (
     as_text,
     check_geometries,
     check_source_crs,
+    column_crs,
 )
 from geosession.ingest.values import coerce_values
 
@@ -111,7 +112,7 @@ def _check_geometries(
     for column in plan.target.geometry_columns:
         if column.name not in columns:
             continue
-        source = batch.crs.get(column.name)
+        source = column_crs(column, batch.crs.get(column.name))
         check_source_crs(
             column, source, plan.target.quoted, srid=options.srid, reproject=options.reproject
         )

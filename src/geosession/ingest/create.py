@@ -38,6 +38,7 @@ from geosession.ingest.target import (
     schema_and_name,
 )
 from geosession.read.plan import quote_identifier
+from geosession.srs import SRID_BY_AUTHORITY_SQL, authority
 
 _OGR_TYPES = {
     ("OFTInteger", "OFSTBoolean"): "boolean",
@@ -113,7 +114,7 @@ def create_target(engine: Engine, target: Any, source: Any, options: IngestOptio
             text("SELECT to_regclass(:name) IS NOT NULL"), {"name": qualified}
         ).scalar():
             return False
-        columns = source_schema(source, options, table=qualified)
+        columns = source_schema(source, options, Srids(options.srid, conn), table=qualified)
         try:
             with conn.begin_nested():
                 _create(conn, qualified, name, columns)
@@ -141,7 +142,7 @@ def _create(conn: Connection, qualified: str, name: str, schema: SourceSchema) -
         )
 
 
-def source_schema(source: Any, options: IngestOptions, *, table: str) -> SourceSchema:
+def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: str) -> SourceSchema:
     """The columns for ``source``'s fields; refused for sources that do not declare them."""
     if isinstance(source, str | os.PathLike):
         path = Path(source)
@@ -151,15 +152,15 @@ def source_schema(source: Any, options: IngestOptions, *, table: str) -> SourceS
         if suffix == ".csv":
             schema = _csv_schema(path, options.srid, options.wkt_column)
         elif suffix in PARQUET_SUFFIXES:
-            schema = _parquet_schema(path, options.srid)
+            schema = _parquet_schema(path, srids)
         elif suffix in VECTOR_SUFFIXES:
-            schema = _vector_schema(path, options.srid, options.layer)
+            schema = _vector_schema(path, srids, options.layer)
         else:
             raise ConfigurationError(
                 f"cannot ingest {path}: unsupported file type; use {SUPPORTED}"
             )
     elif is_dataframe(source):
-        schema = _frame_schema(source, options.srid)
+        schema = _frame_schema(source, srids)
     else:
         raise ConfigurationError(
             f"Table {table} does not exist, and create=True cannot make it from a "
@@ -191,7 +192,7 @@ def _dimensions(geometry_type: str) -> str:
     return words[-1] if len(words) > 1 and words[-1] in ("Z", "M", "ZM") else ""
 
 
-def _vector_schema(path: Path, srid: int | None, layer: str | None) -> SourceSchema:
+def _vector_schema(path: Path, srids: Srids, layer: str | None) -> SourceSchema:
     import pyogrio
 
     info = pyogrio.read_info(path, layer=vector_layer(pyogrio, path, layer))
@@ -204,30 +205,48 @@ def _vector_schema(path: Path, srid: int | None, layer: str | None) -> SourceSch
     if info["geometry_type"]:
         shapefile = info["driver"] == "ESRI Shapefile"
         name = info["geometry_name"] or schema.free_name()
-        column = column_srid(info["crs"], srid, f"{path}'s CRS", name)
+        column = srids.column(info["crs"], f"{path}'s CRS", name)
         schema.add_geometry(name, [info["geometry_type"]], column, multi=shapefile)
     return schema
 
 
-def column_srid(crs: Any, srid: int | None, whose: str, column: str) -> int | None:
-    """The SRID of a new geometry column: the source CRS's EPSG code, else ``srid``.
+@dataclass(frozen=True)
+class Srids:
+    """How a new geometry column gets its SRID: the EPSG code of the source's CRS, else
+    the SRID this database files the CRS's authority code under (ESRI:102003 is SRID
+    102003 in PostGIS's spatial_ref_sys), else ``given`` (srid=)."""
 
-    A CRS without an EPSG code needs ``srid`` to name its SRID (0 for none): a column
-    made without one would lose the CRS unseen, and exports would have none.
-    """
-    found = crs if isinstance(crs, int) else source_crs(crs)
-    if isinstance(found, int) or found is None or srid is not None:
-        return found if isinstance(found, int) else srid
-    raise ConfigurationError(
-        f"{whose} is {crs_label(found)}, so create=True cannot tell which SRID to give "
-        f"column {column}: pass srid= (CLI: --srid) with the SRID that is this CRS (an "
-        "EPSG code, or one you added to spatial_ref_sys), srid=0 for a column without an "
-        "SRID, or reproject the source to an EPSG CRS first (GeoDataFrame.to_crs; for a "
-        "file, ogr2ogr -t_srs EPSG:<code>)"
-    )
+    given: int | None
+    conn: Connection
+
+    def column(self, crs: Any, whose: str, column: str) -> int | None:
+        """The SRID for ``column`` of a source whose CRS is ``crs``. A CRS that is none of
+        the above is refused unless srid= names its SRID (0 for none): a column made
+        without one would lose the CRS unseen, and exports would have none."""
+        found = crs if isinstance(crs, int) else source_crs(crs)
+        if isinstance(found, str) and self.given is None:
+            found = self._filed(found) or found
+        if isinstance(found, int) or found is None or self.given is not None:
+            return found if isinstance(found, int) else self.given
+        raise ConfigurationError(
+            f"{whose} is {crs_label(found)}, so create=True cannot tell which SRID to give "
+            f"column {column}: pass srid= (CLI: --srid) with the SRID that is this CRS (an "
+            "EPSG code, or one you added to spatial_ref_sys), srid=0 for a column without an "
+            "SRID, or reproject the source to an EPSG CRS first (GeoDataFrame.to_crs; for a "
+            "file, ogr2ogr -t_srs EPSG:<code>)"
+        )
+
+    def _filed(self, definition: str) -> int | None:
+        code = authority(definition)
+        if code is None:
+            return None
+        found = self.conn.exec_driver_sql(
+            SRID_BY_AUTHORITY_SQL, {"name": code[0], "code": code[1]}
+        ).scalar()
+        return int(found) if found is not None else None
 
 
-def _parquet_schema(path: Path, srid: int | None) -> SourceSchema:
+def _parquet_schema(path: Path, srids: Srids) -> SourceSchema:
     import pyarrow
     import pyarrow.parquet
 
@@ -245,7 +264,7 @@ def _parquet_schema(path: Path, srid: int | None) -> SourceSchema:
     for name in geo.fields(arrow.names):
         if name in geo.crs:
             types = geo.types[name] or ["Geometry"]
-            column = column_srid(geo.crs[name], srid, f"{path}'s CRS", name)
+            column = srids.column(geo.crs[name], f"{path}'s CRS", name)
             schema.add_geometry(name, types, column, multi=False)
         else:
             schema.add(name, _arrow_type(pyarrow, arrow.field(name).type))
@@ -265,7 +284,7 @@ def _arrow_type(pyarrow: Any, arrow_type: Any) -> str:
     return _DTYPES.get(name, "text")
 
 
-def _frame_schema(frame: Any, srid: int | None) -> SourceSchema:
+def _frame_schema(frame: Any, srids: Srids) -> SourceSchema:
     schema = SourceSchema()
     for label in frame.columns:
         series = frame[label]
@@ -273,7 +292,7 @@ def _frame_schema(frame: Any, srid: int | None) -> SourceSchema:
             types = [str(t) for t in series.geom_type.dropna().unique()]
             if len(types) and bool(series.has_z.any()):
                 types = [f"{t} Z" for t in types]
-            column = column_srid(series.crs, srid, "the GeoDataFrame's CRS", str(label))
+            column = srids.column(series.crs, "the GeoDataFrame's CRS", str(label))
             schema.add_geometry(str(label), types, column, multi=False)
         elif series.dtype.kind == "M":
             schema.add(

@@ -15,6 +15,7 @@ import shapely
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.crs import SourceCrs, crs_label
+from geosession.ingest.target import GeometrySpec
 
 _local = threading.local()
 """Transformers by (source, destination) SRID, per thread: a pyproj Transformer is not
@@ -24,11 +25,13 @@ Problems = dict[int, tuple[str, str]]
 
 
 def reprojected(
-    geoms: np.ndarray[Any, Any], srid: int, source_crs: str | None = None
+    geoms: np.ndarray[Any, Any], column: GeometrySpec, source_crs: str | None = None
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, np.dtype[np.bool_]], Problems]:
     """``geoms`` with those of another known SRID (or without one, from ``source_crs``,
-    a CRS definition) moved into ``srid``; which moved; and the rows that could not be (a
-    CRS PROJ does not know, a geometry with M values)."""
+    a CRS definition) moved into the column's SRID (its CRS as spatial_ref_sys defines
+    it); which moved; and the rows that could not be (a CRS PROJ does not know, a
+    geometry with M values)."""
+    srid = column.srid
     present = geoms != None  # noqa: E711 - elementwise on an object array
     srids = np.where(present, shapely.get_srid(geoms), 0)
     moving = present & (srids != srid) & ((srids != 0) | (source_crs is not None))
@@ -49,7 +52,7 @@ def reprojected(
         rows = moving & (srids == code)
         source: SourceCrs = int(code) if code else str(source_crs)
         try:
-            transformer = _transformer(source, srid)
+            transformer = _transformer(source, column)
         except ValueError as error:
             reason = f"cannot reproject {_label(int(code), source_crs)}: {error}"
             for index in np.flatnonzero(rows):
@@ -81,9 +84,9 @@ def _label(code: int, source_crs: str | None) -> str:
     return f"SRID {code}" if code or source_crs is None else f"CRS {crs_label(source_crs)}"
 
 
-def _transformer(source: SourceCrs, destination: int) -> Any:
+def _transformer(source: SourceCrs, column: GeometrySpec) -> Any:
     """The thread's PROJ transformer from ``source`` (an EPSG code or a definition) to
-    EPSG ``destination``; ValueError when PROJ cannot make one."""
+    the column's CRS; ValueError when PROJ cannot make one."""
     try:
         from pyproj import Transformer
         from pyproj.exceptions import ProjError
@@ -92,11 +95,14 @@ def _transformer(source: SourceCrs, destination: int) -> Any:
             "reproject=True needs pyproj: pip install 'geosession[geo]'"
         ) from None
     cache: dict[tuple[SourceCrs, int], Any] = _local.__dict__.setdefault("transformers", {})
-    key = (source, destination)
+    key = (source, column.srid)
     if key not in cache:
         crs = f"EPSG:{source}" if isinstance(source, int) else source
+        destination = column.crs
+        if destination is None:
+            raise ValueError(f"PROJ cannot read the CRS spatial_ref_sys gives SRID {column.srid}")
         try:
-            cache[key] = Transformer.from_crs(crs, f"EPSG:{destination}", always_xy=True)
+            cache[key] = Transformer.from_crs(crs, destination, always_xy=True)
         except ProjError as error:
             raise ValueError(str(error).splitlines()[0]) from error
     return cache[key]

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Table
 
 from geosession.errors import ConfigurationError
+from geosession.srs import SpatialRef, crs_of
 
 _TEXT_RECEIVERS = [
     "textrecv",
@@ -35,7 +36,8 @@ _COLUMNS_SQL = """
            a.attgenerated <> '' OR a.attidentity = 'a' AS generated,
            a.atthasdef OR a.attidentity <> '' AS has_default,
            t.typcategory <> 'A' AND r.proname = ANY(%(receivers)s) AS text_input,
-           CASE WHEN er.proname = ANY(%(receivers)s) THEN e.oid END AS text_elements
+           CASE WHEN er.proname = ANY(%(receivers)s) THEN e.oid END AS text_elements,
+           srs.auth_name, srs.auth_srid, srs.srtext, srs.proj4text
     FROM pg_attribute a
     CROSS JOIN LATERAL (  -- a domain is sent as the type it is based on, with its typmod
         WITH RECURSIVE chain(oid, typmod, depth) AS (
@@ -60,6 +62,8 @@ _COLUMNS_SQL = """
          AND gc.f_table_name = c.relname AND gc.f_geometry_column = a.attname
     LEFT JOIN geography_columns gg ON gg.f_table_schema = n.nspname
          AND gg.f_table_name = c.relname AND gg.f_geography_column = a.attname
+    LEFT JOIN spatial_ref_sys srs
+         ON srs.srid = coalesce(gc.srid, gg.srid, postgis_typmod_srid(spatial.typmod))
     LEFT JOIN LATERAL (
         SELECT 1 AS idx FROM pg_index i
         WHERE i.indrelid = c.oid AND i.indisprimary AND a.attnum = ANY(i.indkey)
@@ -94,6 +98,13 @@ class GeometrySpec:
     geometry_type: str
     """Upper-case PostGIS name (POLYGON, MULTIPOLYGON, GEOMETRY ...), without Z/M."""
     dimension: int
+    reference: SpatialRef | None = field(default=None, compare=False)
+    """The SRID's spatial_ref_sys row (None: not in it)."""
+
+    @property
+    def crs(self) -> str | None:
+        """What PROJ calls the column's CRS in this database (None: none it reads)."""
+        return crs_of(self.srid, [self.reference] if self.reference else [])
 
 
 @dataclass(frozen=True)
@@ -254,12 +265,16 @@ def schema_and_name(target: Any) -> tuple[str | None, str]:
 
 
 def _column(row: Any) -> Column:
-    name, type_name, not_null, srid, geometry_type, dimension, *flags, text_elements = row
+    described, (auth_name, auth_srid, srtext, proj4text) = row[:-4], row[-4:]
+    name, type_name, not_null, srid, geometry_type, dimension, *flags, text_elements = described
     in_primary_key, generated, has_default, text_input = map(bool, flags)
     spec = None
     if type_name in ("geometry", "geography"):
         base = (geometry_type or "GEOMETRY").upper().rstrip("M").rstrip("Z") or "GEOMETRY"
-        spec = GeometrySpec(srid=int(srid or 0), geometry_type=base, dimension=int(dimension or 2))
+        reference = None
+        if srid and (auth_name or srtext or proj4text):
+            reference = (int(srid), auth_name, auth_srid, srtext, proj4text)
+        spec = GeometrySpec(int(srid or 0), base, int(dimension or 2), reference)
     return Column(
         name,
         type_name,

@@ -29,6 +29,7 @@ from geosession.geometry import (
 from geosession.ingest.crs import SourceCrs, crs_label
 from geosession.ingest.reproject import reprojected
 from geosession.ingest.target import Column, GeometrySpec
+from geosession.srs import same_crs
 
 OnInvalid = Literal["quarantine", "raise", "repair", "skip"]
 
@@ -102,7 +103,7 @@ def check_geometries(
         geoms = _apply_default_srid(geoms, default_srid)
     moved = np.zeros(len(geoms), dtype=bool)
     if moving:
-        geoms, moved, unmoved = reprojected(geoms, spec.srid, source_crs)
+        geoms, moved, unmoved = reprojected(geoms, spec, source_crs)
         problems.update(unmoved)
     geoms, changed = _promote_to_multi(geoms, spec)
     changed |= moved
@@ -118,6 +119,15 @@ def check_geometries(
         )
     checked.encoded[column.name] = _encode(geoms, wkb, checked.keep, changed, spec)
     return checked
+
+
+def column_crs(column: Column, source: SourceCrs | None) -> SourceCrs | None:
+    """The source's CRS, or the column's SRID when the source's CRS has no EPSG code but
+    is the one the database files under that SRID (ESRI:102003 as SRID 102003, say)."""
+    spec = column.geometry
+    if isinstance(source, str) and spec is not None and spec.srid and same_crs(source, spec.crs):
+        return spec.srid
+    return source
 
 
 def check_source_crs(

@@ -15,12 +15,12 @@ from typing import Any, Self, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from geosession.read.crs import spatial_refs_sql
 from geosession.read.decode import Rows
 from geosession.read.loop import ReadLoop, make_plan
 from geosession.read.plan import ReadOptions
 from geosession.read.query import SPATIAL_TYPES_SQL, ReadPlan
 from geosession.read.source import as_subquery, describe_statement
+from geosession.srs import spatial_refs_sql
 
 AsyncConnect = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
 _T = TypeVar("_T")

@@ -35,7 +35,6 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from geosession.errors import ConfigurationError
-from geosession.read.crs import SpatialRef, crs_of, spatial_ref
 from geosession.read.plan import (
     FEATURE_TEXT,
     GEOJSON_SRID,
@@ -45,6 +44,7 @@ from geosession.read.plan import (
     column_index,
     quote_identifier,
 )
+from geosession.srs import SpatialRef, crs_of, spatial_ref
 
 CURSOR_NAME = "geosession_stream"
 """One stream per connection and transaction, so one fixed name (cached statements)."""

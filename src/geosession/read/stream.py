@@ -23,12 +23,12 @@ from zoneinfo import ZoneInfo
 from psycopg.pq import Format
 from sqlalchemy import Connection, event
 
-from geosession.read.crs import spatial_refs_sql
 from geosession.read.decode import Rows
 from geosession.read.loop import ReadLoop, make_plan
 from geosession.read.plan import ReadOptions
 from geosession.read.query import SPATIAL_TYPES_SQL, ReadPlan
 from geosession.read.source import as_subquery, describe_statement
+from geosession.srs import spatial_refs_sql
 
 Connect = Callable[[], AbstractContextManager[Connection]]
 _T = TypeVar("_T")

@@ -1,10 +1,10 @@
-"""The CRS of a PostGIS SRID, as PROJ reads it, for the files and DataFrames of a read.
+"""The CRS of a PostGIS SRID as PROJ reads it, and the SRID of a CRS, for reads and loads.
 
 An SRID names a row of the database's ``spatial_ref_sys``, not always an EPSG code:
 PostGIS ships ESRI's codes (102003 is ESRI's USA Contiguous Albers), and users add their
 own. The row's authority and code name the CRS when PROJ knows them, else its WKT, else
-its PROJ string. The rows are fetched with the plan; PROJ reads them only when a file or
-DataFrame asks, so plain row streams never import it.
+its PROJ string. Rows are fetched with a read's plan or a load's columns; PROJ reads them
+only when a file, DataFrame or reprojection asks, so plain row streams never import it.
 """
 
 from __future__ import annotations
@@ -51,9 +51,50 @@ def _definition(
     return None
 
 
-def _proj_reads(definition: str) -> bool:
-    import pyproj  # geopandas's dependency, as is every output that asks
+def same_crs(definition: str, other: str | None) -> bool:
+    """Whether PROJ finds two CRS definitions equivalent (axis order aside: PostGIS's x is
+    always the longitude or easting)."""
+    return other is not None and _same_crs(definition, other)
 
+
+@cache
+def _same_crs(definition: str, other: str) -> bool:
+    try:
+        import pyproj
+    except ImportError:  # without PROJ, only EPSG codes are compared
+        return False
+    try:
+        return bool(pyproj.CRS(definition).equals(pyproj.CRS(other), ignore_axis_order=True))
+    except pyproj.exceptions.CRSError:
+        return False
+
+
+def authority(definition: str) -> tuple[str, int] | None:
+    """The authority name and numeric code PROJ finds for a CRS (("ESRI", 102003)), which
+    spatial_ref_sys files it under; None for none."""
+    import pyproj
+
+    try:
+        found = pyproj.CRS(definition).to_authority()
+    except pyproj.exceptions.CRSError:
+        return None
+    if found is None or not found[1].isdigit():
+        return None
+    return found[0], int(found[1])
+
+
+SRID_BY_AUTHORITY_SQL = (
+    "SELECT min(srid) FROM spatial_ref_sys "
+    "WHERE upper(auth_name) = upper(%(name)s) AND auth_srid = %(code)s"
+)
+"""The SRID this database files an authority's code under (psycopg parameters)."""
+
+
+def _proj_reads(definition: str) -> bool:
+    try:
+        import pyproj  # geopandas's dependency, as is every output that asks for a CRS
+    except ImportError:  # nothing here reads it then
+        return True
     try:
         pyproj.CRS.from_user_input(definition)
     except pyproj.exceptions.CRSError:
