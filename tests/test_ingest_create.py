@@ -34,6 +34,7 @@ TABLES = (
     "made_lambert",
     "made_albers",
     "made_local",
+    "made_lists",
 )
 
 
@@ -398,6 +399,43 @@ def test_reproject_into_an_srid_a_user_added(
     finally:
         admin.execute("DROP TABLE IF EXISTS made_local")
         admin.execute("DELETE FROM spatial_ref_sys WHERE srid = 910001")
+
+
+@pytest.mark.parametrize("suffix", [".geojson", ".parquet"])
+def test_lists_and_objects_become_arrays_and_jsonb(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path, suffix: str
+) -> None:
+    """As ogr2ogr makes them (GDAL's list fields, Arrow's lists), with JSON as jsonb; a
+    list into a text column is JSON text, not Python's repr of it."""
+    frame = gpd.GeoDataFrame(
+        {
+            "tags": [["a", "b"], ["c"]],
+            "nums": [[1, 2], [3]],
+            "meta": [{"k": 1, "v": "x"}, {"k": 2, "v": "y"}],
+            "nested": [[[1], [2, 3]], []],
+        },
+        geometry=[shapely.Point(1, 2), shapely.Point(3, 4)],
+        crs=4326,
+    )
+    source = tmp_path / f"lists{suffix}"
+    frame.to_parquet(source) if suffix == ".parquet" else frame.to_file(source)
+    assert db.ingest("made_lists", source, create=True).inserted == 2
+    made = columns(admin, "made_lists")
+    assert (made["tags"], made["meta"], made["nested"]) == ("text[]", "jsonb", "jsonb")
+    assert made["nums"] in ("integer[]", "bigint[]")  # GeoJSON's integers fit int4
+    rows = admin.execute("SELECT tags, nums, meta, nested FROM made_lists ORDER BY fid")
+    assert rows.fetchall() == [
+        (["a", "b"], [1, 2], {"k": 1, "v": "x"}, [[1], [2, 3]]),
+        (["c"], [3], {"k": 2, "v": "y"}, []),
+    ]
+    admin.execute("DROP TABLE made_lists")
+    as_text = frame[["tags", "meta", "geometry"]]
+    assert db.ingest("made_lists", as_text, create=True).inserted == 2  # object columns
+    rows = admin.execute("SELECT tags, meta FROM made_lists ORDER BY fid")
+    assert rows.fetchall() == [
+        ('["a", "b"]', '{"k": 1, "v": "x"}'),
+        ('["c"]', '{"k": 2, "v": "y"}'),
+    ]
 
 
 def test_rows_without_a_schema_cannot_make_a_table(

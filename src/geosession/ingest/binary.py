@@ -23,6 +23,8 @@ import psycopg
 from psycopg import pq
 from psycopg.adapt import PyFormat, Transformer
 
+from geosession.ingest.values import TEXT_TYPES
+
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
 
@@ -40,7 +42,6 @@ _EXACT = {
     "bool": frozenset({bool}),
 }
 """Python types whose values a fixed-width column takes as they are."""
-_TEXT = frozenset({"text", "varchar", "bpchar", "name"})
 _BYTES = frozenset({"bytea"})
 _BUFFERS = frozenset({bytes, bytearray, memoryview})
 
@@ -134,7 +135,7 @@ def _variable(
     nulls = values.count(None) if type(None) in kinds else 0
     refusals: dict[int, Exception] = {}
     payload: list[Any]
-    if copy_type in _TEXT:
+    if copy_type in TEXT_TYPES:
         if kinds == {str}:
             payload = list(map(str.encode, values))
         else:
@@ -208,7 +209,7 @@ class TextArrayOf(str):
 
 def can_send(copy_type: str) -> bool:
     """Whether the column-wise encoders or psycopg's binary dumpers can send the type."""
-    if copy_type in _FIXED or copy_type in _TEXT or copy_type in _BYTES:
+    if copy_type in _FIXED or copy_type in TEXT_TYPES or copy_type in _BYTES:
         return True
     if psycopg.adapters.types.get(copy_type.removesuffix("[]")) is None:
         return False

@@ -51,8 +51,18 @@ _OGR_TYPES = {
     ("OFTTime", "OFSTNone"): "time",
     ("OFTDateTime", "OFSTNone"): "timestamptz",
     ("OFTBinary", "OFSTNone"): "bytea",
+    ("OFTString", "OFSTJSON"): "jsonb",
+    ("OFTString", "OFSTUUID"): "uuid",
+    ("OFTIntegerList", "OFSTBoolean"): "boolean[]",
+    ("OFTIntegerList", "OFSTInt16"): "smallint[]",
+    ("OFTIntegerList", "OFSTNone"): "integer[]",
+    ("OFTInteger64List", "OFSTNone"): "bigint[]",
+    ("OFTRealList", "OFSTFloat32"): "real[]",
+    ("OFTRealList", "OFSTNone"): "double precision[]",
+    ("OFTStringList", "OFSTNone"): "text[]",
 }
-"""GDAL field types by (type, subtype); any other (strings, lists, JSON) is text."""
+"""GDAL field types by (type, subtype), as ogr2ogr makes them (JSON as jsonb, which can
+be indexed); any other (plain strings) is text."""
 _DTYPES = {
     "bool": "boolean",
     "boolean": "boolean",
@@ -272,6 +282,11 @@ def _parquet_schema(path: Path, srids: Srids) -> SourceSchema:
 
 
 def _arrow_type(pyarrow: Any, arrow_type: Any) -> str:
+    if pyarrow.types.is_list(arrow_type) or pyarrow.types.is_large_list(arrow_type):
+        element = _arrow_type(pyarrow, arrow_type.value_type)
+        return "jsonb" if element.endswith("[]") or element == "jsonb" else f"{element}[]"
+    if pyarrow.types.is_struct(arrow_type) or pyarrow.types.is_map(arrow_type):
+        return "jsonb"
     if pyarrow.types.is_timestamp(arrow_type):
         return "timestamptz" if arrow_type.tz else "timestamp"
     if pyarrow.types.is_date(arrow_type):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import functools
+import json
 import math
 import numbers
 import uuid
@@ -105,6 +106,16 @@ def _as_is(text: str) -> str:
     return text
 
 
+def _to_text(value: Any) -> Any:
+    """Lists and mappings (a GeoJSON property, a Parquet list) as JSON text, as a JSON
+    column would hold them, rather than Python's repr of them; other values as they are."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return value
+
+
 def _to_bytes(text: str) -> bytes:
     """bytea text as the server reads its hex form (``\\x0102``); text without a
     backslash is its UTF-8 bytes, and the old escape form is refused."""
@@ -133,6 +144,10 @@ _FROM_ANY: dict[str, tuple[Callable[[Any], Any], tuple[type, ...]]] = {
     "bool": (_to_bool, (bool, np.bool_, NoneType)),
 }
 """Columns whose values of every type are converted, and the types that need no pass."""
+TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "name"})
+"""Columns whose binary format is the value's text."""
+_SCALARS = (str, NoneType, numbers.Number, decimal.Decimal, dt.date, dt.time, uuid.UUID)
+"""What a text column takes as ``str()`` gives it, without a pass."""
 
 
 def coerce_values(
@@ -204,6 +219,8 @@ def _conversion(
         return functools.partial(_to_timestamp, timezone), (NoneType,)
     if copy_type_name in _FROM_ANY:
         return _FROM_ANY[copy_type_name]
+    if copy_type_name in TEXT_TYPES:
+        return _to_text, _SCALARS
     parse = _FROM_TEXT.get(copy_type_name)
     if parse is None:
         return None, None
