@@ -107,6 +107,42 @@ class SourceSchema:
         self.columns.append((name, geometry_type(types, srid, multi=multi)))
 
 
+@dataclass(frozen=True)
+class Srids:
+    """How a new geometry column gets its SRID: the EPSG code of the source's CRS, else
+    the SRID this database files the CRS's authority code under (ESRI:102003 is SRID
+    102003 in PostGIS's spatial_ref_sys), else ``given`` (srid=)."""
+
+    given: int | None
+    conn: Connection
+
+    def column(self, crs: Any, whose: str, column: str) -> int | None:
+        """The SRID for ``column`` of a source whose CRS is ``crs``. A CRS that is none of
+        the above is refused unless srid= names its SRID (0 for none): a column made
+        without one would lose the CRS unseen, and exports would have none."""
+        found = crs if isinstance(crs, int) else source_crs(crs)
+        if isinstance(found, str) and self.given is None:
+            found = self._filed(found) or found
+        if isinstance(found, int) or found is None or self.given is not None:
+            return found if isinstance(found, int) else self.given
+        raise ConfigurationError(
+            f"{whose} is {crs_label(found)}, so create=True cannot tell which SRID to give "
+            f"column {column}: pass srid= (CLI: --srid) with the SRID that is this CRS (an "
+            "EPSG code, or one you added to spatial_ref_sys), srid=0 for a column without an "
+            "SRID, or reproject the source to an EPSG CRS first (GeoDataFrame.to_crs; for a "
+            "file, ogr2ogr -t_srs EPSG:<code>)"
+        )
+
+    def _filed(self, definition: str) -> int | None:
+        code = authority(definition)
+        if code is None:
+            return None
+        found = self.conn.exec_driver_sql(
+            SRID_BY_AUTHORITY_SQL, {"name": code[0], "code": code[1]}
+        ).scalar()
+        return int(found) if found is not None else None
+
+
 def create_target(engine: Engine, target: Any, source: Any, options: IngestOptions) -> bool:
     """Creates ``target`` unless it exists (True when this call created it)."""
     table = getattr(target, "__table__", target)
@@ -218,42 +254,6 @@ def _vector_schema(path: Path, srids: Srids, layer: str | None) -> SourceSchema:
         column = srids.column(info["crs"], f"{path}'s CRS", name)
         schema.add_geometry(name, [info["geometry_type"]], column, multi=shapefile)
     return schema
-
-
-@dataclass(frozen=True)
-class Srids:
-    """How a new geometry column gets its SRID: the EPSG code of the source's CRS, else
-    the SRID this database files the CRS's authority code under (ESRI:102003 is SRID
-    102003 in PostGIS's spatial_ref_sys), else ``given`` (srid=)."""
-
-    given: int | None
-    conn: Connection
-
-    def column(self, crs: Any, whose: str, column: str) -> int | None:
-        """The SRID for ``column`` of a source whose CRS is ``crs``. A CRS that is none of
-        the above is refused unless srid= names its SRID (0 for none): a column made
-        without one would lose the CRS unseen, and exports would have none."""
-        found = crs if isinstance(crs, int) else source_crs(crs)
-        if isinstance(found, str) and self.given is None:
-            found = self._filed(found) or found
-        if isinstance(found, int) or found is None or self.given is not None:
-            return found if isinstance(found, int) else self.given
-        raise ConfigurationError(
-            f"{whose} is {crs_label(found)}, so create=True cannot tell which SRID to give "
-            f"column {column}: pass srid= (CLI: --srid) with the SRID that is this CRS (an "
-            "EPSG code, or one you added to spatial_ref_sys), srid=0 for a column without an "
-            "SRID, or reproject the source to an EPSG CRS first (GeoDataFrame.to_crs; for a "
-            "file, ogr2ogr -t_srs EPSG:<code>)"
-        )
-
-    def _filed(self, definition: str) -> int | None:
-        code = authority(definition)
-        if code is None:
-            return None
-        found = self.conn.exec_driver_sql(
-            SRID_BY_AUTHORITY_SQL, {"name": code[0], "code": code[1]}
-        ).scalar()
-        return int(found) if found is not None else None
 
 
 def _parquet_schema(path: Path, srids: Srids) -> SourceSchema:
