@@ -261,6 +261,9 @@ def test_an_srid_that_is_not_an_epsg_code_exports_with_its_crs(
         assert frame.crs.equals(expected) and len(frame) == 5, table
         stored = db.stream(f"SELECT id, geom FROM {table} WHERE id = 1")
         assert [row.geom.x for row in stored] == [1000.0]
+    untyped = tmp_path / "untyped.gpkg"  # no typmod: the rows' SRID, read as ESRI's code
+    db.export("SELECT id, geom::geometry AS geom FROM rd_esri", untyped)
+    assert pyproj.CRS(pyogrio.read_info(untyped)["crs"]).equals(non_epsg_tables["rd_esri"])
 
 
 def test_spatial_index_can_be_left_out(

@@ -31,13 +31,15 @@ def spatial_refs_sql(srids: Sequence[int]) -> TextClause:
 
 def crs_of(srid: float | None, refs: Sequence[SpatialRef]) -> str | None:
     """What PROJ calls the CRS of ``srid`` in this database (None: no SRID, or none PROJ
-    reads). An SRID not among ``refs`` (one only the rows carried) is taken as EPSG's."""
+    reads). An SRID not among ``refs`` (one only the rows carried, as an expression's) is
+    taken as EPSG's code, else ESRI's, which is how PostGIS's spatial_ref_sys numbers
+    them."""
     if not srid:
         return None
     for ref in refs:
         if ref[0] == srid:
             return _definition(*ref[1:])
-    return _definition("EPSG", int(srid), None, None)
+    return _definition("EPSG", int(srid), None, None) or _definition("ESRI", int(srid), None, None)
 
 
 @cache
