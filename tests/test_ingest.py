@@ -410,6 +410,8 @@ def test_reproject_moves_each_row_from_its_own_srid_and_sets_aside_what_it_canno
     to_mercator = Transformer.from_crs(4326, 3857, always_xy=True).transform
     mercator = shapely.transform(base, to_mercator, interleaved=False)
     measured = shapely.from_wkt("POLYGON M ((0 0 1, 1e5 0 1, 1e5 1e5 1, 0 0 1))")
+    to_albers = Transformer.from_crs(4326, "ESRI:102003", always_xy=True).transform
+    albers = shapely.transform(base[0], to_albers, interleaved=False)
     source = [
         {"id": 1, "geom": to_ewkb(mercator[0], 3857)},
         {"id": 2, "geom": "SRID=3857;" + mercator[1].wkt},
@@ -417,15 +419,16 @@ def test_reproject_moves_each_row_from_its_own_srid_and_sets_aside_what_it_canno
         {"id": 4, "geom": base[3]},  # no SRID: the column's
         {"id": 5, "geom": shapely.set_srid(measured, 3857)},
         {"id": 6, "geom": shapely.set_srid(base[4], 999_999)},
+        {"id": 7, "geom": shapely.set_srid(albers, 102003)},  # ESRI's code, as PostGIS's
     ]
     report = db.ingest(table, source, reproject=True)
-    assert report.inserted == 4 and report.reprojected == 2
+    assert report.inserted == 5 and report.reprojected == 3
     reasons = {r.row: (r.kind, r.reason) for r in report.rejected}
     assert reasons[5][0] == "srid" and "M values" in reasons[5][1]
     assert reasons[6][0] == "srid" and "cannot reproject SRID 999999" in reasons[6][1]
     ids, stored = stored_polygons(db)
-    assert ids == [1, 2, 3, 4] and set(shapely.get_srid(stored)) == {4326}
-    assert shapely.equals_exact(stored, base[:4], tolerance=1e-9).all()
+    assert ids == [1, 2, 3, 4, 7] and set(shapely.get_srid(stored)) == {4326}
+    assert shapely.equals_exact(stored, [*base[:4], base[0]], tolerance=1e-9).all()
     with db.transaction() as s:
         s.execute(text(f"TRUNCATE {TABLE}"))
     mercator_rows = [{"id": i + 1, "geom": g} for i, g in enumerate(mercator)]

@@ -16,6 +16,7 @@ import shapely
 from geosession.errors import ConfigurationError
 from geosession.ingest.crs import SourceCrs, crs_label
 from geosession.ingest.target import GeometrySpec
+from geosession.srs import crs_of
 
 _local = threading.local()
 """Transformers by (source, destination) SRID, per thread: a pyproj Transformer is not
@@ -97,7 +98,7 @@ def _transformer(source: SourceCrs, column: GeometrySpec) -> Any:
     cache: dict[tuple[SourceCrs, int], Any] = _local.__dict__.setdefault("transformers", {})
     key = (source, column.srid)
     if key not in cache:
-        crs = f"EPSG:{source}" if isinstance(source, int) else source
+        crs = source if isinstance(source, str) else crs_of(source, ()) or f"EPSG:{source}"
         destination = column.crs
         if destination is None:
             raise ValueError(f"PROJ cannot read the CRS spatial_ref_sys gives SRID {column.srid}")
