@@ -112,7 +112,9 @@ def _check_geometries(
     for column in plan.target.geometry_columns:
         if column.name not in columns:
             continue
-        source = column_crs(column, batch.crs.get(column.name))
+        source = batch.crs.get(column.name)
+        if options.srid is None:  # else srid= says which SRID a CRS without an EPSG code is
+            source = column_crs(column, source)
         check_source_crs(
             column, source, plan.target.quoted, srid=options.srid, reproject=options.reproject
         )
