@@ -16,7 +16,7 @@ import shapely
 from geojson_pydantic import Feature, FeatureCollection
 from typer.testing import CliRunner
 
-from geosession import ConfigurationError, DatabaseError, SpatialDatabase
+from geosession import ConfigurationError, DatabaseError, ExportFailed, SpatialDatabase
 from geosession.cli import app
 from tests.test_stream import ROWS, create_read_tables
 
@@ -264,6 +264,24 @@ def test_an_srid_that_is_not_an_epsg_code_exports_with_its_crs(
     untyped = tmp_path / "untyped.gpkg"  # no typmod: the rows' SRID, read as ESRI's code
     db.export("SELECT id, geom::geometry AS geom FROM rd_esri", untyped)
     assert pyproj.CRS(pyogrio.read_info(untyped)["crs"]).equals(non_epsg_tables["rd_esri"])
+
+
+def test_what_a_geopackage_cannot_hold_is_said_and_leaves_no_file(
+    db: SpatialDatabase, tmp_path: Path
+) -> None:
+    """Names that differ only in case are refused before a row is written; a column named
+    fid becomes the feature id when it is an integer (so its values must be unique), and
+    is an ordinary field otherwise. An existing GeoPackage stays as it was."""
+    out = tmp_path / "parcels.gpkg"
+    with pytest.raises(ConfigurationError, match=r"'Name' and 'name' differ only in case"):
+        db.export('SELECT id AS "Name", name, geom FROM rd_parcels', out)
+    assert not out.exists()
+    db.export("SELECT 'parcel ' || id AS fid, geom FROM rd_parcels", out, layer="named")
+    assert pyogrio.read_dataframe(out, layer="named").fid[0] == "parcel 1"
+    with pytest.raises(ExportFailed, match=r"UNIQUE.*Column fid becomes the GeoPackage's"):
+        db.export("SELECT id % 3 AS fid, geom FROM rd_parcels", out, layer="repeats")
+    assert pyogrio.list_layers(out)[:, 0].tolist() == ["named"]  # as it was
+    assert [p.name for p in tmp_path.iterdir()] == ["parcels.gpkg"]
 
 
 def test_spatial_index_can_be_left_out(

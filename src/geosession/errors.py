@@ -63,6 +63,11 @@ class CommitOutcomeUnknown(ConnectionFailed):
     transient = False
 
 
+class ExportFailed(GeoSessionError):
+    """GDAL could not write an export's file (a value or name the format cannot hold, or
+    the file system failed); the file is left as it was."""
+
+
 class PoolExhausted(GeoSessionError):
     """No pooled connection became free within ``pool_timeout``."""
 

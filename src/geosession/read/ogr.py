@@ -18,14 +18,14 @@ import sqlite3
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, count
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import shapely
 
-from geosession.errors import ConfigurationError
+from geosession.errors import ConfigurationError, ExportFailed
 from geosession.geometry import TYPE_NAMES
 from geosession.read.arrow import pyarrow, record_batches
 from geosession.read.geojson import Progress, temporary_path
@@ -56,8 +56,39 @@ def write_ogr(
             return _write_flatgeobuf(stream, target, name, progress, spatial_index)
         added = layer is not None and target.is_file()  # the file's other layers stay
         return _write_geopackage(stream, target, name, progress, spatial_index, added=added)
+    except _gdal_errors() as error:
+        raise _export_failed(error, target, stream) from error
     finally:
         stream.close()
+
+
+def _gdal_errors() -> tuple[type[Exception], ...]:
+    from pyogrio import errors
+
+    return (
+        errors.DataSourceError,
+        errors.DataLayerError,
+        errors.FieldError,
+        errors.FeatureError,
+        errors.GeometryError,
+    )
+
+
+def _export_failed(error: Exception, target: Path, stream: GeometryStream) -> ExportFailed:
+    """GDAL's refusal in geosession's words: the file, GDAL's message, what to do."""
+    message = " ".join(str(error).split())
+    names = stream.plan.names if stream.plan is not None else ()
+    fid = next((n for n in names if n.casefold() == "fid"), None)
+    if fid is not None and "UNIQUE constraint failed" in message:
+        advice = (
+            f"Column {fid} becomes the GeoPackage's feature id, whose values must be unique "
+            f"and one repeats: make it unique, or rename it in the query ({fid} AS source_fid)"
+        )
+    else:
+        advice = "Fix what GDAL names, or choose another format (GeoParquet holds any column)"
+    return ExportFailed(
+        f"Writing {target} failed: GDAL: {message}. {advice}; {target} is left as it was"
+    )
 
 
 def _write_geopackage(
@@ -181,7 +212,7 @@ def _write_rows(rows: _Rows, path: Path, layer: str, *, driver: str, indexed: bo
     geometry = rows.plan.geometry.name
     options = {"SPATIAL_INDEX": "YES" if indexed else "NO"}
     if driver == "GPKG":
-        options["GEOMETRY_NAME"] = geometry
+        options |= _geopackage_options(rows.schema, geometry)
     _write_arrow(
         pyarrow().RecordBatchReader.from_batches(rows.schema, rows.batches),
         path,
@@ -193,6 +224,26 @@ def _write_rows(rows: _Rows, path: Path, layer: str, *, driver: str, indexed: bo
         layer_options=options,
     )
     return rows.seen
+
+
+def _geopackage_options(schema: Any, geometry: str) -> dict[str, str]:
+    """The geometry column's name, and the feature id's when a column named fid is not an
+    integer (GDAL makes a column of that name the feature id, which must be one). Names
+    that differ only in case are refused: SQLite's, and so a GeoPackage's, ignore case."""
+    seen: dict[str, str] = {}
+    for name in schema.names:
+        other = seen.setdefault(name.casefold(), name)
+        if other != name:
+            raise ConfigurationError(
+                f"columns {other!r} and {name!r} differ only in case, and a GeoPackage's "
+                "names ignore case: rename one in the query (... AS another_name), or "
+                "export to FlatGeobuf or GeoParquet"
+            )
+    options = {"GEOMETRY_NAME": geometry}
+    fid = seen.get("fid")
+    if fid is not None and not pyarrow().types.is_integer(schema.field(fid).type):
+        options["FID"] = next(f"fid_{n}" for n in count(1) if f"fid_{n}" not in seen)
+    return options
 
 
 def _write_arrow(reader: Any, path: Path, **options: Any) -> None:
