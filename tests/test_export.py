@@ -276,6 +276,8 @@ def test_what_a_geopackage_cannot_hold_is_said_and_leaves_no_file(
     with pytest.raises(ConfigurationError, match=r"'Name' and 'name' differ only in case"):
         db.export('SELECT id AS "Name", name, geom FROM rd_parcels', out)
     assert not out.exists()
+    with pytest.raises(ConfigurationError, match=r"differ only in case.*or cast the geometry"):
+        db.export('SELECT id AS "Name", name, geom::geometry FROM rd_parcels', tmp_path / "a.fgb")
     db.export("SELECT 'parcel ' || id AS fid, geom FROM rd_parcels", out, layer="named")
     assert pyogrio.read_dataframe(out, layer="named").fid[0] == "parcel 1"
     with pytest.raises(ExportFailed, match=r"UNIQUE.*Column fid becomes the GeoPackage's"):

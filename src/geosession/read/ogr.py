@@ -135,7 +135,7 @@ def _write_flatgeobuf(
     plain = temporary_path(target, ".plain.fgb" if direct else ".gpkg")
     try:
         driver = "FlatGeobuf" if direct else "GPKG"
-        seen = _write_rows(rows, plain, layer, driver=driver, indexed=False)
+        seen = _write_rows(rows, plain, layer, driver=driver, indexed=False, staged=not direct)
         indexable = indexed and seen.count > 0 and not seen.unindexable
         if indexable or not direct:
             _copy_flatgeobuf(plain, flat, layer, spatial_index=indexable, kind=seen.one_kind)
@@ -207,12 +207,15 @@ def _open_rows(stream: GeometryStream, progress: Progress | None) -> _Rows:
     return _Rows(plan, schema, chain([first] if first is not None else [], batches), seen)
 
 
-def _write_rows(rows: _Rows, path: Path, layer: str, *, driver: str, indexed: bool) -> _Layer:
-    """Writes the layer in one Arrow stream; returns what was seen of its rows."""
+def _write_rows(
+    rows: _Rows, path: Path, layer: str, *, driver: str, indexed: bool, staged: bool = False
+) -> _Layer:
+    """Writes the layer in one Arrow stream; returns what was seen of its rows. ``staged``:
+    a GeoPackage on the way to a FlatGeobuf file."""
     geometry = rows.plan.geometry.name
     options = {"SPATIAL_INDEX": "YES" if indexed else "NO"}
     if driver == "GPKG":
-        options |= _geopackage_options(rows.schema, geometry)
+        options |= _geopackage_options(rows.schema, geometry, staged=staged)
     _write_arrow(
         pyarrow().RecordBatchReader.from_batches(rows.schema, rows.batches),
         path,
@@ -226,7 +229,7 @@ def _write_rows(rows: _Rows, path: Path, layer: str, *, driver: str, indexed: bo
     return rows.seen
 
 
-def _geopackage_options(schema: Any, geometry: str) -> dict[str, str]:
+def _geopackage_options(schema: Any, geometry: str, *, staged: bool) -> dict[str, str]:
     """The geometry column's name, and the feature id's when a column named fid is not an
     integer (GDAL makes a column of that name the feature id, which must be one). Names
     that differ only in case are refused: SQLite's, and so a GeoPackage's, ignore case."""
@@ -236,8 +239,13 @@ def _geopackage_options(schema: Any, geometry: str) -> dict[str, str]:
         if other != name:
             raise ConfigurationError(
                 f"columns {other!r} and {name!r} differ only in case, and a GeoPackage's "
-                "names ignore case: rename one in the query (... AS another_name), or "
-                "export to FlatGeobuf or GeoParquet"
+                "names ignore case: rename one in the query (... AS another_name), "
+                + (
+                    "or cast the geometry to its type (geometry(Polygon, 4326), say): a "
+                    "FlatGeobuf file of an undeclared type is made through a GeoPackage"
+                    if staged
+                    else "or export to FlatGeobuf or GeoParquet"
+                )
             )
     options = {"GEOMETRY_NAME": geometry}
     fid = seen.get("fid")
