@@ -286,6 +286,63 @@ def test_what_a_geopackage_cannot_hold_is_said_and_leaves_no_file(
     assert [p.name for p in tmp_path.iterdir()] == ["parcels.gpkg"]
 
 
+@pytest.fixture
+def dimension_tables(admin: psycopg.Connection[Any]) -> Iterator[None]:
+    rows = {
+        "rd_z": ("GeometryZ", ["POINT Z (1 2 3)", "LINESTRING Z (0 0 1, 1 1 2)"]),
+        "rd_m": ("PointM", ["POINT M (1 2 3)"]),
+        "rd_zm": ("PointZM", ["POINT ZM (1 2 3 4)"]),
+    }
+    for table, (kind, values) in rows.items():
+        admin.execute(f"DROP TABLE IF EXISTS {table}")
+        admin.execute(f"CREATE TABLE {table} (id serial PRIMARY KEY, geom geometry({kind}, 4326))")
+        for value in values:
+            admin.execute(
+                f"INSERT INTO {table} (geom) VALUES (ST_GeomFromText(%s, 4326))", (value,)
+            )
+    yield
+    admin.execute("DROP TABLE " + ", ".join(rows))
+
+
+@pytest.mark.usefixtures("dimension_tables")
+def test_z_and_m_values_are_declared_and_kept(db: SpatialDatabase, tmp_path: Path) -> None:
+    """FlatGeobuf writes the dimensions its header declares for every row, so a layer of
+    several types with Z is declared Unknown with Z (it was 2D, and lost every Z), and M
+    types are declared under GDAL's names (they failed to export)."""
+    import sqlite3
+
+    def stored(path: Path) -> list[str]:
+        return [g.wkt for g in pyogrio.read_dataframe(path).geometry]
+
+    for suffix in (".gpkg", ".fgb"):
+        out = tmp_path / f"z{suffix}"
+        db.export("SELECT * FROM rd_z ORDER BY id", out)
+        assert sorted(stored(out)) == ["LINESTRING Z (0 0 1, 1 1 2)", "POINT Z (1 2 3)"]
+        mixed = tmp_path / f"mixed{suffix}"  # an expression: the rows tell the type
+        db.export(
+            "SELECT id, CASE WHEN id = 1 THEN ST_Force2D(geom) ELSE geom END AS geom "
+            "FROM rd_z UNION ALL SELECT 3, 'SRID=4326;POINT Z (5 6 7)'",
+            mixed,
+        )
+        kept = {"LINESTRING Z (0 0 1, 1 1 2)", "POINT Z (5 6 7)"}
+        assert kept < set(stored(mixed)), suffix  # the 2D point may read back with Z 0
+        for table, declared in (("rd_m", "PointM"), ("rd_zm", "Measured 3D Point")):
+            out = tmp_path / f"{table}{suffix}"
+            db.export(f"SELECT * FROM {table}", out)
+            with pytest.warns(UserWarning, match=f"Original type '{declared}'"):
+                assert pyogrio.read_info(out)["features"] == 1  # pyogrio reads no M
+    with sqlite3.connect(tmp_path / "rd_zm.gpkg") as package:  # pyogrio reads no M: WKB
+        (blob,) = package.execute("SELECT geom FROM rd_zm").fetchone()
+        envelope = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}[(blob[3] >> 1) & 7]
+        assert shapely.from_wkb(blob[8 + envelope :]).wkt == "POINT ZM (1 2 3 4)"
+    with sqlite3.connect(tmp_path / "mixed.gpkg") as package:
+        declared = package.execute("SELECT geometry_type_name, z, m FROM gpkg_geometry_columns")
+        assert declared.fetchall() == [("GEOMETRY", 2, 0)]  # some rows have Z
+    points = tmp_path / "points.fgb"  # geometry(GeometryZ) whose rows are all points
+    db.export("SELECT * FROM rd_z WHERE GeometryType(geom) = 'POINT'", points)
+    assert pyogrio.read_info(points)["geometry_type"] == "Point Z"
+
+
 def test_spatial_index_can_be_left_out(
     db: SpatialDatabase, tmp_path: Path, runner: CliRunner
 ) -> None:

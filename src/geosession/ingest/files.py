@@ -35,6 +35,7 @@ from geosession.errors import ConfigurationError
 from geosession.geometry import authority_code
 from geosession.ingest.batches import Batch, CheckFields, target_name
 from geosession.ingest.crs import SourceCrs, source_crs
+from geosession.read.layer_types import name_unknown_with_dimensions
 
 VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb")
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
@@ -146,6 +147,7 @@ def vector_layer(pyogrio: Any, path: Path, layer: str | None) -> str:
     """The layer to read: the one asked for, or the file's only one with geometries (a
     GeoPackage may hold several, and loading the first of them unasked would load the
     wrong data; tables without geometries, such as QGIS's layer_styles, do not count)."""
+    name_unknown_with_dimensions()  # a layer of several types with Z (FlatGeobuf makes them)
     try:
         layers = [(str(name), kind) for name, kind in pyogrio.list_layers(path)]
     except pyogrio.errors.DataSourceError as error:

@@ -22,13 +22,19 @@ from itertools import chain, count
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import shapely
 
 from geosession.errors import ConfigurationError, ExportFailed
-from geosession.geometry import TYPE_NAMES
 from geosession.read.arrow import pyarrow, record_batches
 from geosession.read.geojson import Progress, temporary_path
+from geosession.read.layer_types import (
+    UNKNOWN,
+    layer_kind,
+    one_base,
+    presence,
+    pyogrio_name,
+    row_kinds,
+)
 from geosession.read.stream import GeometryStream
 
 
@@ -111,8 +117,8 @@ def _write_geopackage(
         seen = _write_rows(
             _open_rows(stream, progress), package, layer, driver="GPKG", indexed=indexed
         )
-        if seen.one_kind is not None:
-            _narrow_declared_type(package, layer, seen.one_kind)
+        if seen.declared is None:
+            _narrow_declared_type(package, layer, seen.kinds)
         os.replace(package, target)
     finally:
         package.unlink(missing_ok=True)
@@ -131,14 +137,14 @@ def _write_flatgeobuf(
     flat = temporary_path(target, ".fgb")
     _check_writable(flat)
     rows = _open_rows(stream, progress)
-    direct = not (rows.seen.declared or "Unknown").startswith("Unknown")
+    direct = rows.seen.declared is not None
     plain = temporary_path(target, ".plain.fgb" if direct else ".gpkg")
     try:
         driver = "FlatGeobuf" if direct else "GPKG"
         seen = _write_rows(rows, plain, layer, driver=driver, indexed=False, staged=not direct)
         indexable = indexed and seen.count > 0 and not seen.unindexable
         if indexable or not direct:
-            _copy_flatgeobuf(plain, flat, layer, spatial_index=indexable, kind=seen.one_kind)
+            _copy_flatgeobuf(plain, flat, layer, spatial_index=indexable, kind=seen.kind)
             os.replace(flat, target)
         else:
             os.replace(plain, target)
@@ -161,7 +167,7 @@ class _Layer:
 
     def __init__(self, progress: Progress | None) -> None:
         self.progress = progress
-        self.declared: str | None = None  # GDAL's name of the type known before any row
+        self.declared: str | None = None  # the type known before any row (layer_types)
         self.count = self.unindexable = 0
         self.kinds: set[str] = set()
         self.crs: Any = None
@@ -171,7 +177,7 @@ class _Layer:
             self.crs = frame.crs
         geometries = frame.geometry.to_numpy()
         if self.declared is None:
-            self.kinds |= _geometry_kinds(geometries)
+            self.kinds |= row_kinds(geometries)
         self.count += len(frame)
         self.unindexable += int(
             (shapely.is_missing(geometries) | shapely.is_empty(geometries)).sum()
@@ -180,9 +186,10 @@ class _Layer:
             self.progress(self.count)
 
     @property
-    def one_kind(self) -> str | None:
-        """The one geometry type of every row, when nothing declared it."""
-        return next(iter(self.kinds)) if self.declared is None and len(self.kinds) == 1 else None
+    def kind(self) -> str:
+        """The layer's type: the declared one, else the one type of all rows (with every
+        dimension any row has), else Unknown (with them)."""
+        return self.declared if self.declared is not None else layer_kind(self.kinds)
 
 
 @dataclass
@@ -222,7 +229,7 @@ def _write_rows(
         layer=layer,
         driver=driver,
         geometry_name=geometry,
-        geometry_type=rows.seen.declared or "Unknown",
+        geometry_type=pyogrio_name(rows.seen.declared or UNKNOWN),
         crs=_wkt(rows.seen.crs),
         layer_options=options,
     )
@@ -265,42 +272,33 @@ def _write_arrow(reader: Any, path: Path, **options: Any) -> None:
 
 
 def _declared_type(plan: Any) -> str | None:
-    """GDAL's name of the layer's geometry type when it is known before any row: the
-    column's (kept by the projection; "Unknown" for ``geometry(Geometry)``), or Point for
-    centroids and the envelopes of points. None when the rows must tell (an expression's
-    column has no declared type; an envelope is a point, a line or a polygon)."""
+    """The layer's geometry type when it is known before any row: the column's one type
+    (kept by the projection), or Point for centroids and the envelopes of points. None
+    when the rows must tell: an expression's column declares none, ``geometry(Geometry)``
+    any (its rows may all be of one type), and an envelope is a point, line or polygon."""
     kind, column = plan.options.projection.kind, plan.geometry.geometry_type
     if kind in _KEEPS_TYPE:
-        return str(column) if column is not None else None
+        return None if column is None or column.startswith(UNKNOWN) else str(column)
     if kind == "centroid" or (column or "").upper().startswith("POINT"):
         return "Point"  # both are 2D
     return None
 
 
-def _geometry_kinds(geometries: np.ndarray[Any, Any]) -> set[str]:
-    """GDAL's names of the chunk's geometry types (with " Z"); "Unknown" for a type whose
-    geometries are 2D and 3D both."""
-    present = geometries[~shapely.is_missing(geometries)]
-    if not len(present):
-        return set()
-    codes = np.unique(shapely.get_type_id(present) * 2 + shapely.has_z(present))
-    kinds = {TYPE_NAMES[code // 2] + (" Z" if code % 2 else "") for code in codes.tolist()}
-    flat = [kind.removesuffix(" Z") for kind in kinds]
-    return {"Unknown"} if len(set(flat)) != len(flat) else kinds
-
-
-def _narrow_declared_type(package: Path, layer: str, kind: str) -> None:
-    """Declares the one type every row turned out to have: the layer was written as
-    GEOMETRY, since no chunk could tell that a later one would not differ (a FlatGeobuf
-    file made from a layer of one type refuses rows of another, and GeoPackage readers
-    trust the declaration)."""
-    if kind == "Unknown":
-        return
-    name, _, z = kind.partition(" ")
+def _narrow_declared_type(package: Path, layer: str, kinds: set[str]) -> None:
+    """Declares the type the rows turned out to have (the one type, else GEOMETRY) and
+    whether they have Z and M: the layer was written as GEOMETRY, since no chunk could
+    tell that a later one would not differ (a FlatGeobuf file made from a layer of one
+    type refuses rows of another, and GeoPackage readers trust the declaration)."""
+    base = one_base(kinds)
+    z, m = presence(kinds)
+    if base == UNKNOWN:  # GDAL reads GEOMETRY with z or m 1 as a type pyogrio cannot name
+        z, m = min(z, 1) * 2, min(m, 1) * 2
+    name = "GEOMETRY" if base == UNKNOWN else base.upper()
     with contextlib.closing(sqlite3.connect(package)) as connection, connection:
         connection.execute(
-            "UPDATE gpkg_geometry_columns SET geometry_type_name = ?, z = ? WHERE table_name = ?",
-            (name.upper(), 1 if z else 0, layer),
+            "UPDATE gpkg_geometry_columns SET geometry_type_name = ?, z = ?, m = ? "
+            "WHERE table_name = ?",
+            (name, z, m, layer),
         )
 
 
@@ -341,21 +339,24 @@ of 65,536, at a fraction of the memory (~120 MB less at 1M polygons)."""
 
 
 def _copy_flatgeobuf(
-    source: Path, flat: Path, layer: str, *, spatial_index: bool, kind: str | None
+    source: Path, flat: Path, layer: str, *, spatial_index: bool, kind: str
 ) -> None:
     """Streams a FlatGeobuf file or a GeoPackage layer into a FlatGeobuf file in Arrow
     batches (GDAL >= 3.8), with its spatial index (which cannot hold NULL or empty
-    geometries) and the geometry type ``kind`` when given."""
+    geometries) and the geometry type ``kind``."""
     from pyogrio.raw import open_arrow
 
-    with open_arrow(source, use_pyarrow=False, batch_size=_FLATGEOBUF_BATCH) as (meta, reader):
-        _write_arrow(
-            reader,
-            flat,
-            layer=layer,
-            driver="FlatGeobuf",
-            geometry_name=meta["geometry_name"] or "geometry",
-            geometry_type=kind or meta["geometry_type"],
-            crs=meta["crs"],
-            layer_options={"SPATIAL_INDEX": "YES" if spatial_index else "NO"},
-        )
+    with warnings.catch_warnings():  # pyogrio names no M type, but its WKB keeps M values
+        warnings.filterwarnings("ignore", "Measured \\(M\\) geometry types", UserWarning)
+        with open_arrow(source, use_pyarrow=False, batch_size=_FLATGEOBUF_BATCH) as opened:
+            meta, reader = opened
+            _write_arrow(
+                reader,
+                flat,
+                layer=layer,
+                driver="FlatGeobuf",
+                geometry_name=meta["geometry_name"] or "geometry",
+                geometry_type=pyogrio_name(kind),
+                crs=meta["crs"],
+                layer_options={"SPATIAL_INDEX": "YES" if spatial_index else "NO"},
+            )

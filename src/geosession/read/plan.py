@@ -229,13 +229,12 @@ _TYPMOD_TYPES = (
 
 def typmod_geometry_type(typmod: int | None) -> str | None:
     """The type a ``geometry(type, srid)`` modifier declares ("Point Z"; "Unknown" for
-    ``geometry(Geometry, srid)``); None without a modifier."""
+    ``geometry(Geometry, srid)``, "Unknown Z" for ``GeometryZ``); None without one."""
     if typmod is None or typmod < 0:
         return None
     code = (typmod & 0xFC) >> 2
-    if not 0 < code < len(_TYPMOD_TYPES):
-        return "Unknown"
-    return _TYPMOD_TYPES[code] + {0: "", 1: " M", 2: " Z", 3: " ZM"}[typmod & 0x03]
+    base = _TYPMOD_TYPES[code] if 0 < code < len(_TYPMOD_TYPES) else "Unknown"
+    return base + {0: "", 1: " M", 2: " Z", 3: " ZM"}[typmod & 0x03]
 
 
 def describe_columns(
