@@ -275,6 +275,55 @@ def test_repair_drops_the_z_a_2d_column_cannot_hold(db: SpatialDatabase, table: 
     )
 
 
+def test_m_values_load_into_measured_columns_and_nowhere_else(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """PostGIS declares an XYM column 3-dimensional, like an XYZ one: Z and M are told
+    apart, so M rows load into M columns (they were refused as 2D), Z rows do not, and
+    repair drops an M a 2D column cannot hold."""
+    import geopandas
+
+    scratch("ingest_m")
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE ingest_m (id int PRIMARY KEY, m geometry(PointM, 4326), "
+                "zm geometry(PointZM, 4326), flat geometry(Point, 4326))"
+            )
+        )
+    point_m, point_zm = shapely.from_wkt("POINT M (1 2 3)"), shapely.from_wkt("POINT ZM (1 2 3 4)")
+    rows = [
+        {"id": 1, "m": point_m, "zm": point_zm, "flat": shapely.Point(1, 2)},
+        {"id": 2, "m": "SRID=4326;POINT M (5 6 7)", "zm": to_ewkb(point_zm, 4326)},
+        {"id": 3, "m": shapely.Point(1, 2, 3)},  # Z where the column has M
+        {"id": 4, "zm": point_m},
+        {"id": 5, "flat": point_m},
+    ]
+    report = db.ingest("ingest_m", rows, ingest_id="m")
+    assert report.inserted == 2
+    assert [(r.row, r.reason) for r in report.rejected] == [
+        (3, "3D geometry where column m is XYM"),
+        (4, "XYM geometry where column zm is 4D"),
+        (5, "XYM geometry where column flat is 2D (on_invalid='repair' drops the M)"),
+    ]
+    frame = geopandas.GeoDataFrame({"id": [6]}, geometry=[point_m], crs=4326)
+    assert db.ingest("ingest_m", frame.rename_geometry("m"), ingest_id="frame").inserted == 1
+    repaired = db.ingest("ingest_m", [rows[4]], on_invalid="repair", ingest_id="repair")
+    assert repaired.repaired[0].reason.endswith(": M dropped")
+    with db.session() as s:
+        stored = s.execute(
+            text(
+                "SELECT id, ST_AsText(m), ST_AsText(zm), ST_AsText(flat) FROM ingest_m ORDER BY id"
+            )
+        ).all()
+    assert [tuple(row) for row in stored] == [
+        (1, "POINT M (1 2 3)", "POINT ZM (1 2 3 4)", "POINT(1 2)"),
+        (2, "POINT M (5 6 7)", "POINT ZM (1 2 3 4)", None),
+        (5, None, None, "POINT(1 2)"),
+        (6, "POINT M (1 2 3)", None, None),
+    ]
+
+
 def test_skip_reports_without_quarantine(db: SpatialDatabase, table: str) -> None:
     source = [
         {"id": 1, "geom": BAD_VALUES["empty"]},

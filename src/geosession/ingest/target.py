@@ -100,6 +100,12 @@ class GeometrySpec:
     dimension: int
     reference: SpatialRef | None = field(default=None, compare=False)
     """The SRID's spatial_ref_sys row (None: not in it)."""
+    measured: bool = False
+    """Whether the column holds M values (XYM, XYZM)."""
+
+    @property
+    def has_z(self) -> bool:
+        return self.dimension == 4 or (self.dimension == 3 and not self.measured)
 
     @property
     def crs(self) -> str | None:
@@ -270,11 +276,14 @@ def _column(row: Any) -> Column:
     in_primary_key, generated, has_default, text_input = map(bool, flags)
     spec = None
     if type_name in ("geometry", "geography"):
-        base = (geometry_type or "GEOMETRY").upper().rstrip("M").rstrip("Z") or "GEOMETRY"
+        declared = (geometry_type or "GEOMETRY").upper()  # POINTM, or PointZM from typmods
+        base = declared.rstrip("M").rstrip("Z") or "GEOMETRY"
         reference = None
         if srid and (auth_name or srtext or proj4text):
             reference = (int(srid), auth_name, auth_srid, srtext, proj4text)
-        spec = GeometrySpec(int(srid or 0), base, int(dimension or 2), reference)
+        dims = int(dimension or 2)
+        measured = declared.endswith("M") or dims == 4
+        spec = GeometrySpec(int(srid or 0), base, dims, reference, measured)
     return Column(
         name,
         type_name,

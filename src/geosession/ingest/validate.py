@@ -367,15 +367,25 @@ def _check_srid_and_dimension(
                 + (_GEOJSON_HINT if srids[i] == GEOJSON_SRID and is_geojson(values[i]) else "")
             ),
         )
-    has_z = shapely.has_z(geoms)
+    has_z, has_m = shapely.has_z(geoms), shapely.has_m(geoms)
     mark(
-        present & (has_z != (spec.dimension >= 3)),
+        present & ((has_z != spec.has_z) | (has_m != spec.measured)),
         "dimension",
         lambda i: (
-            f"{'3D' if has_z[i] else '2D'} geometry where column {column.name} is {spec.dimension}D"
-            + (" (on_invalid='repair' drops the Z)" if has_z[i] and spec.dimension == 2 else "")
+            f"{_DIMENSIONS[has_z[i], has_m[i]]} geometry where column {column.name} is "
+            f"{_DIMENSIONS[spec.has_z, spec.measured]}"
+            + (_REPAIR_HINT[has_z[i], has_m[i]] if spec.dimension == 2 else "")
         ),
     )
+
+
+_DIMENSIONS = {(False, False): "2D", (True, False): "3D", (False, True): "XYM", (True, True): "4D"}
+_REPAIR_HINT = {
+    (False, False): "",
+    (True, False): " (on_invalid='repair' drops the Z)",
+    (False, True): " (on_invalid='repair' drops the M)",
+    (True, True): " (on_invalid='repair' drops Z and M)",
+}
 
 
 _GEOJSON_HINT = (
@@ -415,15 +425,19 @@ def _repair(
     repaired: list[Reject],
 ) -> np.ndarray[Any, Any]:
     """make_valid for invalid geometries whose repaired form still fits the column, and
-    the Z dropped from 3D geometries bound for a 2D column (then made valid if need be)."""
+    the Z and M dropped from geometries bound for a 2D column (then made valid if need
+    be)."""
     geoms = geoms.copy()
     allowed = _TYPE_IDS.get(spec.geometry_type)
     for index, (kind, reason) in list(problems.items()):
         done = ""
         if kind == "dimension" and spec.dimension == 2:
-            srid = shapely.get_srid(geoms[index])
-            geoms[index] = shapely.set_srid(shapely.force_2d(geoms[index]), srid)
-            done = f"{reason}: Z dropped"
+            geometry = geoms[index]
+            dropped = {True: "Z and M", False: "Z"}[bool(shapely.has_m(geometry))]
+            if not shapely.has_z(geometry):
+                dropped = "M"
+            geoms[index] = shapely.set_srid(shapely.force_2d(geometry), shapely.get_srid(geometry))
+            done = f"{reason}: {dropped} dropped"
             if shapely.is_valid(geoms[index]):
                 repaired.append(Reject(first_row + index, column, "repaired", done))
                 del problems[index]
