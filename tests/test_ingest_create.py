@@ -35,6 +35,10 @@ TABLES = (
     "made_albers",
     "made_local",
     "made_lists",
+    "made_m_source",
+    "made_m_gpkg",
+    "made_m_fgb",
+    "made_m_frame",
 )
 
 
@@ -436,6 +440,31 @@ def test_lists_and_objects_become_arrays_and_jsonb(
         ('["a", "b"]', '{"k": 1, "v": "x"}'),
         ('["c"]', '{"k": 2, "v": "y"}'),
     ]
+
+
+def test_m_values_make_measured_columns(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """pyogrio reports an M layer as 2D (with a warning, which is not shown); the table is
+    made XYM, as the layer declares, and the M values load."""
+    import warnings
+
+    admin.execute("CREATE TABLE made_m_source (id int PRIMARY KEY, geom geometry(PointM, 4326))")
+    admin.execute("INSERT INTO made_m_source VALUES (1, 'SRID=4326;POINT M (1 2 3)')")
+    frame = gpd.GeoDataFrame(
+        {"id": [1]}, geometry=[shapely.from_wkt("POINT M (1 2 3)")], crs=4326
+    ).rename_geometry("geom")
+    sources: dict[str, Any] = {"made_m_frame": frame}
+    for suffix in ("gpkg", "fgb"):
+        sources[f"made_m_{suffix}"] = tmp_path / f"m.{suffix}"
+        db.export("SELECT * FROM made_m_source", sources[f"made_m_{suffix}"])
+    for table, source in sources.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert db.ingest(table, source, create=True).inserted == 1, table
+        assert columns(admin, table)["geom"] == "geometry(PointM,4326)", table
+        stored = admin.execute(f"SELECT ST_AsText(geom) FROM {table}").fetchone()
+        assert stored == ("POINT M (1 2 3)",), table
 
 
 def test_rows_without_a_schema_cannot_make_a_table(

@@ -16,6 +16,7 @@ from itertools import chain, count
 from pathlib import Path
 from typing import Any
 
+import shapely
 from sqlalchemy import Connection, Engine, Table, inspect, text
 
 from geosession.errors import ConfigurationError, DatabaseError
@@ -37,6 +38,7 @@ from geosession.ingest.target import (
     missing_schema,
     schema_and_name,
 )
+from geosession.read.layer_types import measured_types
 from geosession.read.plan import quote_identifier
 from geosession.srs import SRID_BY_AUTHORITY_SQL, authority
 
@@ -241,7 +243,8 @@ def _dimensions(geometry_type: str) -> str:
 def _vector_schema(path: Path, srids: Srids, layer: str | None) -> SourceSchema:
     import pyogrio
 
-    info = pyogrio.read_info(path, layer=vector_layer(pyogrio, path, layer))
+    with measured_types() as measured:  # pyogrio names no type with M: its own word
+        info = pyogrio.read_info(path, layer=vector_layer(pyogrio, path, layer))
     schema = SourceSchema()
     kinds = zip(info["fields"], info["ogr_types"], info["ogr_subtypes"], strict=True)
     for name, kind, subtype in kinds:
@@ -252,7 +255,7 @@ def _vector_schema(path: Path, srids: Srids, layer: str | None) -> SourceSchema:
         shapefile = info["driver"] == "ESRI Shapefile"
         name = info["geometry_name"] or schema.free_name()
         column = srids.column(info["crs"], f"{path}'s CRS", name)
-        schema.add_geometry(name, [info["geometry_type"]], column, multi=shapefile)
+        schema.add_geometry(name, measured or [info["geometry_type"]], column, multi=shapefile)
     return schema
 
 
@@ -305,8 +308,9 @@ def _frame_schema(frame: Any, srids: Srids) -> SourceSchema:
         series = frame[label]
         if str(series.dtype) == "geometry":
             types = [str(t) for t in series.geom_type.dropna().unique()]
-            if len(types) and bool(series.has_z.any()):
-                types = [f"{t} Z" for t in types]
+            z, m = bool(series.has_z.any()), bool(shapely.has_m(series.to_numpy()).any())
+            suffix = ("Z" if z else "") + ("M" if m else "")
+            types = [f"{t} {suffix}" for t in types] if suffix else types
             column = srids.column(series.crs, "the GeoDataFrame's CRS", str(label))
             schema.add_geometry(str(label), types, column, multi=False)
         elif series.dtype.kind == "M":

@@ -35,7 +35,7 @@ from geosession.errors import ConfigurationError
 from geosession.geometry import authority_code
 from geosession.ingest.batches import Batch, CheckFields, target_name
 from geosession.ingest.crs import SourceCrs, source_crs
-from geosession.read.layer_types import name_unknown_with_dimensions
+from geosession.read.layer_types import measured_types, name_unknown_with_dimensions
 
 VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb")
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
@@ -71,7 +71,9 @@ def file_length(path: Path, layer: str | None = None) -> int | None:
             return int(pyarrow.parquet.ParquetFile(path).metadata.num_rows)
         import pyogrio
 
-        count = int(pyogrio.read_info(path, layer=vector_layer(pyogrio, path, layer))["features"])
+        with measured_types():
+            info = pyogrio.read_info(path, layer=vector_layer(pyogrio, path, layer))
+        count = int(info["features"])
     except Exception:
         return None
     return count if count >= 0 else None
@@ -131,7 +133,9 @@ def _vector_batches(
     try:
         layer = vector_layer(pyogrio, path, layer)
         opened = pyogrio.open_arrow(path, layer=layer, batch_size=_FILE_BATCH, use_pyarrow=True)
-        with opened as (meta, reader):
+        with contextlib.ExitStack() as stack:
+            with measured_types():  # only while it opens: a generator must not hold it
+                meta, reader = stack.enter_context(opened)
             geometry = meta["geometry_name"] or "wkb_geometry"  # pyogrio's name for no name
             fields = [str(name) for name in reader.schema.names]
             names = {f: target_name(f, geometry, columns, geometry_column) for f in fields}
@@ -149,7 +153,8 @@ def vector_layer(pyogrio: Any, path: Path, layer: str | None) -> str:
     wrong data; tables without geometries, such as QGIS's layer_styles, do not count)."""
     name_unknown_with_dimensions()  # a layer of several types with Z (FlatGeobuf makes them)
     try:
-        layers = [(str(name), kind) for name, kind in pyogrio.list_layers(path)]
+        with measured_types():
+            layers = [(str(name), kind) for name, kind in pyogrio.list_layers(path)]
     except pyogrio.errors.DataSourceError as error:
         raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
     names = [name for name, _ in layers]

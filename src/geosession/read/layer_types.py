@@ -10,7 +10,10 @@ M and ZM), which a layer of several types with Z needs; they are added to its ta
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -72,6 +75,39 @@ def presence(kinds: Iterable[str]) -> tuple[int, int]:
         return 1 if has and all(has) else 2 if any(has) else 0
 
     return flag([z for _, z, _ in parts]), flag([m for _, _, m in parts])
+
+
+def from_pyogrio_name(name: str) -> str:
+    """A type in this module's names from pyogrio's ("PointM": "Point M")."""
+    if name == "PointM":
+        return "Point M"
+    if name.startswith("Measured 3D "):
+        return name.removeprefix("Measured 3D ") + " ZM"
+    if name.startswith("Measured "):
+        return name.removeprefix("Measured ") + " M"
+    return name
+
+
+_MEASURED = re.compile(r"Measured \(M\) geometry types are not supported\. Original type '([^']+)'")
+
+
+@contextmanager
+def measured_types() -> Iterator[list[str]]:
+    """Around pyogrio opening a layer: pyogrio names no type with M and warns that it
+    reports another (its WKB keeps the M values). The warning is not shown; the layer's
+    type, in this module's names ("Point M"), is added to the list this yields."""
+    found: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield found
+    for warning in caught:
+        match = _MEASURED.match(str(warning.message))
+        if match is None:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+        elif from_pyogrio_name(match.group(1)) not in found:
+            found.append(from_pyogrio_name(match.group(1)))
 
 
 def pyogrio_name(kind: str) -> str:
