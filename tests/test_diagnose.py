@@ -249,6 +249,31 @@ def test_explain_says_when_the_predicate_wraps_the_indexed_column(
     assert advice.endswith("USING gist (((geom)::geography));")
 
 
+def test_explain_says_st_distance_has_index_assisted_forms(
+    db: SpatialDatabase, points: Table, admin: psycopg.Connection[Any]
+) -> None:
+    """ST_Distance(...) < d and ORDER BY ST_Distance(...) compute every row's distance;
+    the advised ST_DWithin and <-> are served by the index."""
+    admin.execute(f"CREATE INDEX ON {points.name} USING gist (geom)")
+    admin.execute(f"ANALYZE {points.name}")
+    here = "'SRID=4326;POINT(0.5 0.5)'::geometry"
+    within = db.explain(f"SELECT id FROM {points.name} WHERE ST_Distance(geom, {here}) < 0.01")
+    assert not within.uses_spatial_index
+    (advice,) = within.advice
+    assert advice.startswith(f"ST_Distance(geom, ...) < <distance> on public.{points.name}")
+    assert "ST_DWithin(geom, <the other geometry>, <distance>)" in advice
+    rewritten = f"SELECT id FROM {points.name} WHERE ST_DWithin(geom, {here}, 0.01)"
+    assert db.explain(rewritten).uses_spatial_index
+    nearest = db.explain(f"SELECT id FROM {points.name} ORDER BY ST_Distance(geom, {here}) LIMIT 5")
+    (advice,) = nearest.advice
+    assert advice.startswith(f"rows of public.{points.name} are sorted by ST_Distance(geom")
+    assert "ORDER BY geom <-> <the other geometry> LIMIT <k>" in advice
+    knn = f"SELECT id FROM {points.name} ORDER BY geom <-> {here} LIMIT 5"
+    assert db.explain(knn).uses_spatial_index and not db.explain(knn).advice
+    outside = f"SELECT id FROM {points.name} WHERE ST_Distance(geom, {here}) > 0.3"
+    assert not db.explain(outside).advice  # no index form finds the far rows
+
+
 def test_explain_says_when_statistics_are_missing(
     db: SpatialDatabase, admin: psycopg.Connection[Any]
 ) -> None:

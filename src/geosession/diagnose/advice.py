@@ -132,6 +132,7 @@ def analyse(
         if node.is_seq_scan and node.alias in refs_by_alias and node.table:
             seq_scans.append(node.table)
             advice.extend(_scan_advice(node, refs_by_alias[node.alias], facts))
+    advice.extend(_distance_advice(nodes, scans, facts))
     advice.extend(_stats_advice(nodes, facts, analyzed=analyzed))
     return tuple(dict.fromkeys(seq_scans)), tuple(dict.fromkeys(advice))
 
@@ -241,3 +242,51 @@ def _stats_advice(nodes: list[PlanNode], facts: PlanFacts, *, analyzed: bool) ->
                 f"may be stale: ANALYZE {qualified(node.schema, node.table or '')};"
             )
     return advice
+
+
+_DISTANCE_CALL = re.compile(r"\bst_distance(?:sphere|spheroid)?\(", re.IGNORECASE)
+_BELOW = re.compile(r"\s*<=?\s")
+
+
+def _distance_advice(
+    nodes: list[PlanNode], scans: dict[str, PlanNode], facts: PlanFacts
+) -> list[str]:
+    """ST_Distance where an index-assisted form says the same: ``ST_Distance(a, b) < d``
+    in a condition (ST_DWithin), and rows sorted by ST_Distance (KNN, ``<->``). Both
+    compute the distance of every row; the rewrites let a spatial index find the rows."""
+    advice = []
+    for node in nodes:
+        texts = [(c, False) for c in node.conditions] + [(k, True) for k in node.sort_keys]
+        for expression, sorting in texts:
+            for call in _DISTANCE_CALL.finditer(expression):
+                close = _closing_paren(expression, call.end() - 1)
+                if close is None or not (sorting or _BELOW.match(expression[close + 1 :])):
+                    continue
+                found = _geo_column(expression[call.end() : close], scans, facts)
+                if found is None:
+                    continue
+                table, column = found
+                advice.append(
+                    f"rows of {table} are sorted by ST_Distance({column}, ...), computed for "
+                    f"every row: for the nearest ones, ORDER BY {column} <-> <the other "
+                    "geometry> LIMIT <k> lets the spatial index return them nearest first"
+                    if sorting
+                    else f"ST_Distance({column}, ...) < <distance> on {table} is computed for "
+                    f"every row, and no index serves it: ST_DWithin({column}, <the other "
+                    "geometry>, <distance>) selects the same rows and uses the spatial index"
+                )
+    return advice
+
+
+def _geo_column(
+    arguments: str, scans: dict[str, PlanNode], facts: PlanFacts
+) -> tuple[str, str] | None:
+    """The table (``schema.table``) and quoted name of the first geometry or geography
+    column in ``arguments``."""
+    for match in _COLUMN_REF.finditer(arguments):
+        alias, column = _unquote(match.group(1)), _unquote(match.group(2))
+        scan = scans.get(alias)
+        table = facts.tables.get((scan.schema or "", scan.table or "")) if scan else None
+        if scan is not None and table is not None and column in table.geo_columns:
+            return f"{scan.schema}.{scan.table}", quote(column)
+    return None

@@ -31,6 +31,8 @@ class PlanNode:
     """Index Cond, Recheck Cond, Filter, Join Filter and Hash Cond texts."""
     shared_hit: int | None
     shared_read: int | None
+    sort_keys: tuple[str, ...] = ()
+    """A Sort node's keys."""
     children: tuple[PlanNode, ...] = ()
 
     @property
@@ -85,5 +87,6 @@ def parse_plan(node: dict[str, Any]) -> PlanNode:
         conditions=tuple(node[key] for key in _CONDITION_KEYS if key in node),
         shared_hit=node.get("Shared Hit Blocks"),
         shared_read=node.get("Shared Read Blocks"),
+        sort_keys=tuple(node.get("Sort Key", ())),
         children=tuple(parse_plan(child) for child in node.get("Plans", ())),
     )
