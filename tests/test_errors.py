@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from geosession import (
     AccessDenied,
     ConnectionFailed,
+    DatabaseError,
     IntegrityViolation,
     InvalidGeometry,
     LockTimeout,
@@ -186,6 +187,26 @@ def test_missing_postgis_says_how_to_install_it(
     for sql in ("SELECT 'POINT(1 1)'::geometry", "SELECT ST_MakePoint(1, 2)"):
         with pytest.raises(PostGISNotInstalled, match="CREATE EXTENSION postgis"):
             run(db, driver, sql)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_common_sql_mistakes_say_what_to_check(
+    make_db: Callable[..., SpatialDatabase], driver: str
+) -> None:
+    """With PostGIS installed, a PostGIS function called with the wrong arguments is not
+    'PostGIS is not installed'; missing tables and columns say how names are cased."""
+    db = database_for(make_db, driver)
+    mistakes = {
+        "SELECT ST_Buffer('POINT(1 1)'::geometry)": "the types of its arguments",
+        'SELECT * FROM "NoSuchTable"': "unquoted names are lower-cased",
+        "SELECT no_such_column FROM spatial_ref_sys": "check the column's name",
+        "SELECT FROM WHERE": "fix the sql where the server points",
+    }
+    for sql, advice in mistakes.items():
+        with pytest.raises(DatabaseError) as info:
+            run(db, driver, sql)
+        assert type(info.value) is DatabaseError, sql
+        assert advice in info.value.message.lower(), (sql, info.value.message)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

@@ -164,6 +164,23 @@ _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
     "28000": (AccessDenied, "check pg_hba.conf and the user name"),
     "3D000": (AccessDenied, "create the database, or fix the database name in the settings"),
     "42501": (DatabaseError, "grant the privilege to this role, or connect as another"),
+    "42P01": (
+        DatabaseError,
+        "check the table's name and schema: unquoted names are lower-cased (a table made as "
+        '"Parcels" is written in double quotes), and search_path decides the schema of an '
+        "unqualified name",
+    ),
+    "42703": (
+        DatabaseError,
+        'check the column\'s name: unquoted names are lower-cased ("Name" keeps its case in '
+        "double quotes)",
+    ),
+    "42601": (DatabaseError, "fix the SQL where the server points"),
+    "42883": (
+        DatabaseError,
+        "check the function's name and the types of its arguments, by which PostgreSQL "
+        "chooses it: a cast may be missing (::geometry, ::geography, ::text)",
+    ),
 }
 _BY_SQLSTATE_CLASS: dict[str, tuple[type[GeoSessionError], str]] = {
     "08": (ConnectionFailed, "the connection was lost; " + _ADVICE_RETRY),
@@ -178,8 +195,10 @@ _INVALID_GEOMETRY = re.compile(
     r"|TopologyException|not closed|GEOS\w+\(\)|lwgeom",
     re.IGNORECASE,
 )
-_POSTGIS_MISSING = re.compile(
-    r'type "(geometry|geography|box2d|raster)" does not exist|function st_\w+\(.*\) does not exist',
+_POSTGIS_MISSING = re.compile(  # a call with a geometry argument: PostGIS is there
+    r'type "(geometry|geography|box2d|raster)" does not exist'
+    r"|function st_\w+\((?![^)]*\b(?:geometry|geography|box2d|box3d|raster)\b)[^)]*\)"
+    r" does not exist",
     re.IGNORECASE,
 )
 _INSERT_TABLE = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|COPY)\s+([\w.\"]+)", re.IGNORECASE)
