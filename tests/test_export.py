@@ -343,6 +343,16 @@ def test_z_and_m_values_are_declared_and_kept(db: SpatialDatabase, tmp_path: Pat
     assert pyogrio.read_info(points)["geometry_type"] == "Point Z"
 
 
+def test_file_formats_need_a_path(db: SpatialDatabase, runner: CliRunner) -> None:
+    """GeoPackage, FlatGeobuf and GeoParquet are finished in place after the rows, so a
+    file object or standard output is refused before the query, saying which formats can."""
+    for kind in ("gpkg", "fgb", "parquet"):
+        with pytest.raises(ConfigurationError, match="needs a file path.*geojson, geojsonl or csv"):
+            db.export("SELECT * FROM no_such_table", io.BytesIO(), format=kind)
+    done = runner.invoke(app, ["export", "rd_parcels", "-", "--format", "gpkg"])
+    assert done.exit_code != 0 and "or standard output" in str(done.exception)
+
+
 def test_spatial_index_can_be_left_out(
     db: SpatialDatabase, tmp_path: Path, runner: CliRunner
 ) -> None:

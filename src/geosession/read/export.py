@@ -115,7 +115,11 @@ class _Output:
                 f"files; a {self.format} file has no spatial index: leave it out"
             )
         if self.path is None and self.format not in ("geojson", "geojsonl", "csv"):
-            raise ConfigurationError(f"format={self.format!r} needs a file path, not a file object")
+            raise ConfigurationError(
+                f"format={self.format!r} needs a file path, not a file object or standard "
+                "output: the file is finished in place (an index, a footer) after the rows. "
+                "Write to a file, or choose geojson, geojsonl or csv"
+            )
 
     @property
     def path(self) -> str | None:
