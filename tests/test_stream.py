@@ -360,6 +360,32 @@ def test_async_stream(db: SpatialDatabase, admin: psycopg.Connection[Any]) -> No
 
 
 @pytest.mark.usefixtures("tables")
+def test_async_streams_of_other_shapes_share_a_connection(
+    make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any]
+) -> None:
+    """asyncpg caches each statement with its row description: one FETCH text for every
+    stream made the second stream of another shape on the same connection fail."""
+    db = make_db(pool_size=1, max_overflow=0)
+    queries = (
+        "SELECT id, geom FROM rd_parcels",
+        "SELECT * FROM rd_parcels",
+        "SELECT 1 AS n, geom FROM rd_metric",
+    )
+
+    async def work() -> list[int]:
+        try:
+            counts = []
+            for query in queries * 2:
+                counts.append(len([r async for r in db.async_stream(query, batch_size=500)]))
+            return counts
+        finally:
+            await db.adispose()
+
+    assert asyncio.run(work()) == [ROWS] * 6
+    assert released(db, admin)
+
+
+@pytest.mark.usefixtures("tables")
 def test_stream_frames(db: SpatialDatabase, admin: psycopg.Connection[Any]) -> None:
     frames = list(db.stream_frames("SELECT id, geom FROM rd_metric", batch_size=1000))
     assert [len(f) for f in frames] == [1000, 1000, 1000]

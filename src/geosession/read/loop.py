@@ -64,14 +64,14 @@ class ReadLoop:
 
     def declare(self) -> DeclareCursor:
         """Cursor mode: the DECLARE to run once, in the read's transaction."""
-        return DeclareCursor(self.plan.statement(self._source))
+        return DeclareCursor(self.plan.statement(self._source), self.plan.cursor_name)
 
     def request(self) -> str | Select[Any]:
         """The next FETCH (cursor mode) or page select (keyset mode)."""
         self._size = self._sizer.next()
         if self.paged:
             return self.plan.statement(self._source, after=self._after, limit=self._size)
-        return fetch_sql(self._size)
+        return fetch_sql(self._size, self.plan.cursor_name)
 
     def receive(self, rows: Rows) -> list[Any]:
         """Decodes the rows the last request returned; a short batch ends the read."""

@@ -9,8 +9,10 @@ raw column (so the GiST index is used), and, in keyset mode, one page after a ke
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 from geoalchemy2 import Geography
@@ -47,7 +49,11 @@ from geosession.read.plan import (
 from geosession.srs import SpatialRef, crs_of, spatial_ref
 
 CURSOR_NAME = "geosession_stream"
-"""One stream per connection and transaction, so one fixed name (cached statements)."""
+"""One stream per connection and transaction: the cursor is named after the shape of its
+rows (:attr:`ReadPlan.cursor_name`), so a FETCH's text names one shape. asyncpg prepares
+and caches each statement with its row description; one FETCH text for every stream
+made the second stream of another shape on a pooled connection fail ("the number of
+columns in the result row is different from what was described")."""
 
 SPATIAL_TYPES_SQL = text(
     "SELECT t.oid::int, t.typname::text FROM pg_type t "
@@ -56,24 +62,26 @@ SPATIAL_TYPES_SQL = text(
 """The OIDs of PostGIS's types in this database (they differ between databases)."""
 
 
-def fetch_sql(size: int) -> str:
+def fetch_sql(size: int, cursor: str) -> str:
     """The FETCH for the next ``size`` rows of the stream's cursor."""
-    return f"FETCH FORWARD {int(size)} FROM {CURSOR_NAME}"
+    return f"FETCH FORWARD {int(size)} FROM {cursor}"
 
 
 class DeclareCursor(Executable, ClauseElement):
-    """``DECLARE geosession_stream NO SCROLL CURSOR FOR <select>``, binds processed by
-    SQLAlchemy; rows are then read with :func:`fetch_sql` in the same transaction."""
+    """``DECLARE <cursor> NO SCROLL CURSOR FOR <select>``, binds processed by SQLAlchemy;
+    rows are then read with :func:`fetch_sql` in the same transaction."""
 
     inherit_cache = False
 
-    def __init__(self, statement: Select[Any]) -> None:
+    def __init__(self, statement: Select[Any], cursor: str) -> None:
         self.statement = statement
+        self.cursor = cursor
 
 
 @compiles(DeclareCursor)
 def _compile_declare(element: DeclareCursor, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"DECLARE {CURSOR_NAME} NO SCROLL CURSOR FOR {compiler.process(element.statement, **kw)}"
+    select_sql = compiler.process(element.statement, **kw)
+    return f"DECLARE {element.cursor} NO SCROLL CURSOR FOR {select_sql}"
 
 
 _START: Any = object()  # keyset mode: before the first page
@@ -134,6 +142,12 @@ class ReadPlan:
     @property
     def geometry(self) -> Column:
         return self.columns[self.geometry_index]
+
+    @cached_property
+    def cursor_name(self) -> str:
+        """The stream's cursor, named after the shape of its rows (see CURSOR_NAME)."""
+        shape = repr((self.columns, self.options, self.geometry_bytea, self.geometry_index))
+        return f"{CURSOR_NAME}_{hashlib.blake2b(shape.encode(), digest_size=8).hexdigest()}"
 
     @property
     def srids(self) -> list[int]:
