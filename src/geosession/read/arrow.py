@@ -10,6 +10,7 @@ numeric is float64, as GeoPackage has no decimal type either.
 
 from __future__ import annotations
 
+import decimal
 from collections.abc import Callable, Iterator
 from itertools import chain
 from typing import Any
@@ -97,7 +98,17 @@ def _text(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
+        return orjson.dumps(value, default=_json_value).decode()
     if isinstance(value, bytes | memoryview):
         return "\\x" + bytes(value).hex()  # bytea as PostgreSQL prints it
     return str(value)
+
+
+def _json_value(value: Any) -> Any:
+    """What orjson cannot write itself, inside arrays: numerics as numbers (as PostgreSQL's
+    to_json writes them), anything else (inet, interval, ranges, bytea) as its text."""
+    if isinstance(value, decimal.Decimal):
+        return (
+            int(value) if value.is_finite() and value == value.to_integral_value() else float(value)
+        )
+    return _text(value)

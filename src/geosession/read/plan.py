@@ -287,7 +287,7 @@ def choose_geometry(columns: Sequence[Column], wanted: str | None) -> int:
     if len(spatial) > 1:
         raise ConfigurationError(
             f"the query has {len(spatial)} geometry columns ({names}); say which to read "
-            "with geometry_column="
+            f"with geometry_column={columns[spatial[0]].name!r} (CLI: --geometry-column)"
         )
     return spatial[0]
 
