@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import decimal
 import hashlib
 import itertools
@@ -1365,6 +1366,37 @@ def test_csv_text_is_read_as_each_columns_type(
     partial = raised.value.ingest_report  # type: ignore[attr-defined]
     assert [(r.row, r.column) for r in partial.rejected] == [(2, "n"), (3, "ok")]
     assert partial.inserted == 1
+
+
+def test_csv_arrays_are_read_as_postgresql_writes_them(
+    db: SpatialDatabase, tmp_path: Path, scratch: Callable[..., None]
+) -> None:
+    """{1,2} into int4[] failed for every row (psycopg's list dumper was given text);
+    text that is not an array in PostgreSQL's form is set aside naming the column."""
+    scratch("ingest_arrays")
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE ingest_arrays (id int PRIMARY KEY, ints int[], tags text[], "
+                "days date[], geom geometry(POINT, 4326))"
+            )
+        )
+    csv_file = tmp_path / "arrays.csv"
+    csv_file.write_text(
+        "id,ints,tags,days,wkt\n"
+        '1,"{1,2}","{a,""b c"",NULL}","{2026-01-02}",POINT(1 1)\n'
+        '2,"[1,2]",,,POINT(2 2)\n'
+        "3,{},{},,POINT(3 3)\n"
+    )
+    report = db.ingest("ingest_arrays", csv_file, srid=4326)
+    assert [(r.row, r.column, r.kind) for r in report.rejected] == [(2, "ints", "value")]
+    assert "not an array as PostgreSQL writes one" in report.rejected[0].reason
+    with db.session() as s:
+        stored = s.execute(text("SELECT id, ints, tags, days FROM ingest_arrays ORDER BY id"))
+        assert stored.all() == [
+            (1, [1, 2], ["a", "b c", None], [dt.date(2026, 1, 2)]),
+            (3, [], [], None),
+        ]
 
 
 def test_a_spreadsheets_csv_loads_as_it_is(

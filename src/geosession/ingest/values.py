@@ -20,6 +20,9 @@ from types import NoneType
 from typing import Any, SupportsInt, cast
 
 import numpy as np
+import psycopg
+from psycopg.adapt import Transformer
+from psycopg.pq import Format
 from psycopg.types.json import Json, Jsonb
 
 _BOOLEANS = {
@@ -221,10 +224,30 @@ def _conversion(
         return _FROM_ANY[copy_type_name]
     if copy_type_name in TEXT_TYPES:
         return _to_text, _SCALARS
-    parse = _FROM_TEXT.get(copy_type_name)
+    parse = _FROM_TEXT.get(copy_type_name) or _array_parser(copy_type_name)
     if parse is None:
         return None, None
     return functools.partial(_if_text, parse), None
+
+
+@functools.cache
+def _array_parser(copy_type_name: str) -> Callable[[str], Any] | None:
+    """An array column's text ({1,2}, {a,"b c"}, from a CSV) read as the server reads it
+    in an INSERT, by psycopg's loader of the array type; None for other columns."""
+    info = psycopg.postgres.types.get(copy_type_name.removesuffix("[]"))
+    if not copy_type_name.endswith("[]") or info is None:
+        return None
+    loader = Transformer().get_loader(info.array_oid, Format.TEXT)
+
+    def parse(text: str) -> Any:
+        try:
+            return loader.load(text.encode())
+        except psycopg.Error as error:
+            raise _Unreadable(
+                f'not an array as PostgreSQL writes one, such as {{1,2}} or {{a,"b c"}} ({error})'
+            ) from None
+
+    return parse
 
 
 def _needs_pass(kinds: set[type], settled: tuple[type, ...] | None) -> bool:
