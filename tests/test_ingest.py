@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import shapely
 from sqlalchemy import make_url, text
@@ -1371,8 +1372,9 @@ def test_csv_text_is_read_as_each_columns_type(
 def test_csv_arrays_are_read_as_postgresql_writes_them(
     db: SpatialDatabase, tmp_path: Path, scratch: Callable[..., None]
 ) -> None:
-    """{1,2} into int4[] failed for every row (psycopg's list dumper was given text);
-    text that is not an array in PostgreSQL's form is set aside naming the column."""
+    """{1,2} into int4[] failed for every row (psycopg's list dumper was given text), as
+    did numpy arrays; text that is not an array in PostgreSQL's form is set aside naming
+    the column."""
     scratch("ingest_arrays")
     with db.transaction() as s:
         s.execute(
@@ -1397,6 +1399,14 @@ def test_csv_arrays_are_read_as_postgresql_writes_them(
             (1, [1, 2], ["a", "b c", None], [dt.date(2026, 1, 2)]),
             (3, [], [], None),
         ]
+    listed = [  # geopandas.read_file gives list fields as numpy arrays
+        {"id": 4, "ints": np.array([5, 6]), "tags": np.array(["x", "y"]), "geom": "POINT(4 4)"},
+        {"id": 5, "ints": (7,), "tags": ["z"], "geom": "POINT(5 5)"},
+    ]
+    assert db.ingest("ingest_arrays", listed, srid=4326, ingest_id="lists").inserted == 2
+    with db.session() as s:
+        stored = s.execute(text("SELECT ints, tags FROM ingest_arrays WHERE id > 3 ORDER BY id"))
+        assert stored.all() == [([5, 6], ["x", "y"]), ([7], ["z"])]
 
 
 def test_a_spreadsheets_csv_loads_as_it_is(

@@ -224,18 +224,33 @@ def _conversion(
         return _FROM_ANY[copy_type_name]
     if copy_type_name in TEXT_TYPES:
         return _to_text, _SCALARS
-    parse = _FROM_TEXT.get(copy_type_name) or _array_parser(copy_type_name)
+    if copy_type_name.endswith("[]"):
+        return functools.partial(_to_array, _array_parser(copy_type_name)), (list, NoneType)
+    parse = _FROM_TEXT.get(copy_type_name)
     if parse is None:
         return None, None
     return functools.partial(_if_text, parse), None
 
 
+def _to_array(parse: Callable[[str], Any] | None, value: Any) -> Any:
+    """An array column's value as a list: numpy arrays (geopandas reads list fields so)
+    and tuples as lists, text in PostgreSQL's form parsed; anything else as it is."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, str) and parse is not None:
+        return parse(value)
+    return value
+
+
 @functools.cache
 def _array_parser(copy_type_name: str) -> Callable[[str], Any] | None:
     """An array column's text ({1,2}, {a,"b c"}, from a CSV) read as the server reads it
-    in an INSERT, by psycopg's loader of the array type; None for other columns."""
+    in an INSERT, by psycopg's loader of the array type; None for an element type psycopg
+    does not know."""
     info = psycopg.postgres.types.get(copy_type_name.removesuffix("[]"))
-    if not copy_type_name.endswith("[]") or info is None:
+    if info is None:
         return None
     loader = Transformer().get_loader(info.array_oid, Format.TEXT)
 
