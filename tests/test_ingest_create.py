@@ -409,8 +409,9 @@ def test_reproject_into_an_srid_a_user_added(
 def test_lists_and_objects_become_arrays_and_jsonb(
     db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path, suffix: str
 ) -> None:
-    """As ogr2ogr makes them (GDAL's list fields, Arrow's lists), with JSON as jsonb; a
-    list into a text column is JSON text, not Python's repr of it."""
+    """As ogr2ogr makes them (GDAL's list fields, Arrow's lists), with JSON as jsonb, and
+    so from the GeoDataFrame geopandas reads (numpy arrays, dicts); a list into a text
+    column is JSON text, not Python's repr of it."""
     frame = gpd.GeoDataFrame(
         {
             "tags": [["a", "b"], ["c"]],
@@ -433,8 +434,15 @@ def test_lists_and_objects_become_arrays_and_jsonb(
         (["c"], [3], {"k": 2, "v": "y"}, []),
     ]
     admin.execute("DROP TABLE made_lists")
-    as_text = frame[["tags", "meta", "geometry"]]
-    assert db.ingest("made_lists", as_text, create=True).inserted == 2  # object columns
+    read = gpd.read_file(source) if suffix == ".geojson" else gpd.read_parquet(source)
+    assert db.ingest("made_lists", read, create=True).inserted == 2  # numpy arrays, dicts
+    made = columns(admin, "made_lists")
+    assert (made["tags"], made["nums"], made["meta"]) == ("text[]", "bigint[]", "jsonb")
+    rows = admin.execute("SELECT tags, nums, meta, nested FROM made_lists ORDER BY fid")
+    assert rows.fetchall()[0] == (["a", "b"], [1, 2], {"k": 1, "v": "x"}, [[1], [2, 3]])
+    admin.execute("TRUNCATE made_lists")
+    admin.execute("ALTER TABLE made_lists ALTER tags TYPE text, ALTER meta TYPE text")
+    assert db.ingest("made_lists", read, ingest_id="as-text").inserted == 2
     rows = admin.execute("SELECT tags, meta FROM made_lists ORDER BY fid")
     assert rows.fetchall() == [
         ('["a", "b"]', '{"k": 1, "v": "x"}'),

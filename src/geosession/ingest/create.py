@@ -16,6 +16,7 @@ from itertools import chain, count
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import shapely
 from sqlalchemy import Connection, Engine, Table, inspect, text
 
@@ -317,9 +318,32 @@ def _frame_schema(frame: Any, srids: Srids) -> SourceSchema:
             schema.add(
                 str(label), "timestamptz" if getattr(series.dtype, "tz", None) else "timestamp"
             )
+        elif series.dtype == object:
+            schema.add(str(label), _object_type(series))
         else:
             schema.add(str(label), _DTYPES.get(str(series.dtype).lower(), "text"))
     return schema
+
+
+_SAMPLE = 1000
+"""Values of an object column looked at for its type."""
+_ELEMENT_TYPES = ((bool, "boolean"), (int, "bigint"), (float, "double precision"), (str, "text"))
+
+
+def _object_type(series: Any) -> str:
+    """An object column's type from its first values: lists (or numpy arrays, as
+    geopandas.read_file gives list fields) of one scalar kind are an array of it, mappings
+    and other lists jsonb, anything else text."""
+    values = series.dropna().head(_SAMPLE).tolist()
+    if values and all(isinstance(v, dict) for v in values):
+        return "jsonb"
+    if not values or not all(isinstance(v, list | tuple | np.ndarray) for v in values):
+        return "text"
+    elements = [e.item() if isinstance(e, np.generic) else e for v in values for e in v]
+    for kind, sql_type in _ELEMENT_TYPES:
+        if elements and all(type(e) is kind for e in elements):
+            return f"{sql_type}[]"
+    return "jsonb"
 
 
 def _csv_schema(path: Path, srid: int | None, wkt_column: str | None) -> SourceSchema:

@@ -112,8 +112,7 @@ def _as_is(text: str) -> str:
 def _to_text(value: Any) -> Any:
     """Lists and mappings (a GeoJSON property, a Parquet list) as JSON text, as a JSON
     column would hold them, rather than Python's repr of them; other values as they are."""
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
+    value = _plain(value) if isinstance(value, np.ndarray) else value
     if isinstance(value, list | tuple | dict):
         return json.dumps(value, ensure_ascii=False, default=str)
     return value
@@ -135,10 +134,6 @@ _FROM_TEXT: dict[str, Callable[[Any], Any]] = {
     "date": dt.date.fromisoformat,
     "uuid": uuid.UUID,
     "bytea": _to_bytes,
-    # text for a JSON column is JSON already (as in an INSERT): sent as it is, and checked
-    # by the server, instead of being dumped again as one JSON string
-    "json": lambda text: Json(text, dumps=_as_is),
-    "jsonb": lambda text: Jsonb(text, dumps=_as_is),
 }
 """Columns whose dumper takes any value but text as it is."""
 _FROM_ANY: dict[str, tuple[Callable[[Any], Any], tuple[type, ...]]] = {
@@ -226,17 +221,44 @@ def _conversion(
         return _to_text, _SCALARS
     if copy_type_name.endswith("[]"):
         return functools.partial(_to_array, _array_parser(copy_type_name)), (list, NoneType)
+    if copy_type_name in _JSON:
+        return functools.partial(_to_json, _JSON[copy_type_name]), (dict, list, NoneType)
     parse = _FROM_TEXT.get(copy_type_name)
     if parse is None:
         return None, None
     return functools.partial(_if_text, parse), None
 
 
+_JSON: dict[str, Callable[[str], Any]] = {
+    # text for a JSON column is JSON already (as in an INSERT): sent as it is, and checked
+    # by the server, instead of being dumped again as one JSON string
+    "json": lambda text: Json(text, dumps=_as_is),
+    "jsonb": lambda text: Jsonb(text, dumps=_as_is),
+}
+
+
+def _to_json(wrap: Callable[[str], Any], value: Any) -> Any:
+    """A JSON column's value: text as the JSON it is, numpy arrays as lists (the json
+    module writes neither numpy arrays nor their scalars), anything else as it is."""
+    if isinstance(value, str):
+        return wrap(value)
+    return _plain(value)
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays (of arrays, as pyarrow gives nested lists) and scalars as Python's."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value] if value.dtype == object else value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 def _to_array(parse: Callable[[str], Any] | None, value: Any) -> Any:
     """An array column's value as a list: numpy arrays (geopandas reads list fields so)
     and tuples as lists, text in PostgreSQL's form parsed; anything else as it is."""
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return _plain(value)
     if isinstance(value, tuple):
         return list(value)
     if isinstance(value, str) and parse is not None:
