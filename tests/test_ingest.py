@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 import pytest
 import shapely
+from geoalchemy2 import Geometry, WKBElement
 from sqlalchemy import make_url, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from geosession import (
     ConfigurationError,
@@ -1645,6 +1647,42 @@ def test_mapped_class_and_table_targets(make_db: Callable[..., SpatialDatabase])
         assert db.ingest(Parcel.__table__, more).inserted == 5
     finally:
         Base.metadata.drop_all(db.engine)
+
+
+def test_dict_rows_for_a_mapped_class_may_use_attribute_names(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """As in an ORM bulk insert (session.execute(insert(Cls), dicts)): an attribute whose
+    column has another name (label = mapped_column("name")) may key the dicts; so may the
+    column's name, and mapped instances too."""
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Thing(Base):
+        __tablename__ = "ingest_things"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        label: Mapped[str] = mapped_column("name")
+        shape: Mapped[WKBElement] = mapped_column("geom", Geometry("POINT", 4326))
+
+    scratch("ingest_things")
+    Base.metadata.create_all(db.engine)
+    point = "SRID=4326;POINT(1 2)"
+    source: list[Any] = [
+        {"id": 1, "label": "by attribute", "shape": point},
+        {"id": 2, "name": "by column", "geom": point},
+        Thing(id=3, label="instance", shape=point),
+    ]
+    assert db.ingest(Thing, source).inserted == 3
+    with db.session() as s:
+        stored = s.execute(text("SELECT id, name, ST_AsText(geom) FROM ingest_things ORDER BY id"))
+        assert [tuple(row) for row in stored] == [
+            (1, "by attribute", "POINT(1 2)"),
+            (2, "by column", "POINT(1 2)"),
+            (3, "instance", "POINT(1 2)"),
+        ]
+    with pytest.raises(ConfigurationError, match="'nope'"):
+        db.ingest(Thing, [{"id": 4, "nope": 1}])
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,7 @@ from geosession.ingest.indexes import rebuild_deferred
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.progress import Progress
 from geosession.ingest.report import IngestReport
-from geosession.ingest.sources import iter_batches, source_length
+from geosession.ingest.sources import attribute_columns, iter_batches, source_length
 from geosession.ingest.stages import map_in_order, put_until, read_ahead
 from geosession.ingest.target import Target, check_required_columns, resolve_target
 from geosession.ingest.validate import (
@@ -112,6 +112,7 @@ class Ingest:
             lambda conn: resolve_target(conn.cursor(), target)
         )
         self.report.target = self.target.quoted
+        self.attributes = attribute_columns(target)  # dict rows may use attribute names
         self.failure: BaseException | None = None
         self.cancelled = False
 
@@ -295,6 +296,7 @@ class Ingest:
             stopped=stopped,
             wkt_column=self.options.wkt_column,
             layer=self.options.layer,
+            attributes=self.attributes,
         )
         # reading, validating and COPY-encoding each on a thread: the GEOS work of one
         # overlaps the Python work of the others

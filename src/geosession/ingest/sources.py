@@ -43,6 +43,7 @@ def iter_batches(
     flush_interval: float | None = None,
     stopped: Callable[[], bool] = lambda: False,
     computed: Collection[str] = (),
+    attributes: Mapping[str, str] | None = None,
 ) -> Iterator[Batch]:
     """Batches of at most ``batch_size`` rows from ``source``, in source order.
 
@@ -54,6 +55,8 @@ def iter_batches(
     DataFrame or CSV header fields) raise here; a vector file's fields are checked when
     it is opened, before its first batch. ``columns`` are those a source may fill;
     ``computed`` names the target's generated columns, for the error when a source has them.
+    ``attributes`` maps a mapped class's attribute names to their columns' names where they
+    differ, so dict rows may be keyed either way (as in an ORM bulk insert).
     """
     if (isinstance(batch_size, int) and batch_size < 1) or not columns:
         raise ConfigurationError("iter_batches needs batch_size >= 1 and the target's columns")
@@ -86,7 +89,7 @@ def iter_batches(
             f"cannot ingest a {type(source).__name__}: pass an iterable of rows "
             f"(dicts, tuples or mapped instances), a GeoDataFrame or a path to a {SUPPORTED} file"
         )
-    return _iterable_batches(source, columns, size, flush_interval, stopped, check)
+    return _iterable_batches(source, columns, size, flush_interval, stopped, check, attributes)
 
 
 def source_length(source: Any, layer: str | None = None) -> int | None:
@@ -108,6 +111,7 @@ def _iterable_batches(
     flush_interval: float | None,
     stopped: Callable[[], bool],
     check: CheckFields,
+    attributes: Mapping[str, str] | None = None,
 ) -> Iterator[Batch]:
     """Pull rows lazily: a generator is never consumed past the batch being built (nor,
     with a flush interval, past the two batches its pulling thread gathers ahead)."""
@@ -118,7 +122,10 @@ def _iterable_batches(
             yield Batch(first, {}, flush=True)
             continue
         batch = _fast_batch(raw, first, columns, allowed) or _columnar(
-            [_row_values(row, first + i, columns, allowed, check) for i, row in enumerate(raw)],
+            [
+                _row_values(row, first + i, columns, allowed, check, attributes or {})
+                for i, row in enumerate(raw)
+            ],
             first,
             columns,
         )
@@ -159,7 +166,12 @@ def _fast_batch(
 
 
 def _row_values(
-    row: Any, number: int, columns: Sequence[str], allowed: frozenset[str], check: CheckFields
+    row: Any,
+    number: int,
+    columns: Sequence[str],
+    allowed: frozenset[str],
+    check: CheckFields,
+    attributes: Mapping[str, str],
 ) -> Mapping[str, Any]:
     if type(row) is dict or isinstance(row, Mapping):  # the exact-type test is the fast path
         values: Mapping[str, Any] = row
@@ -172,6 +184,8 @@ def _row_values(
         return dict(zip(columns, row, strict=True))
     else:
         values = _instance_values(row, number)
+    if not values.keys() <= allowed and attributes:
+        values = {attributes.get(key, key): value for key, value in values.items()}
     if not values.keys() <= allowed:
         check(list(values), where=f"row {number}")
     if not values:
@@ -247,3 +261,16 @@ def _values(part: Any) -> list[Any]:
 def crs_of(series: Any) -> SourceCrs | None:
     """A GeoSeries's CRS (None: none, or not geometries)."""
     return source_crs(series.crs) if str(series.dtype) == "geometry" else None
+
+
+def attribute_columns(target: Any) -> dict[str, str]:
+    """A mapped class's attribute names that differ from their columns' names (``label =
+    mapped_column("name")``); none for a Table or a table name."""
+    mapper = inspect(target, raiseerr=False) if isinstance(target, type) else None
+    if mapper is None or not hasattr(mapper, "column_attrs"):
+        return {}
+    return {
+        attr.key: attr.columns[0].name
+        for attr in mapper.column_attrs
+        if isinstance(attr.columns[0], Column) and attr.key != attr.columns[0].name
+    }
