@@ -374,18 +374,18 @@ def _check_srid_and_dimension(
         lambda i: (
             f"{_DIMENSIONS[has_z[i], has_m[i]]} geometry where column {column.name} is "
             f"{_DIMENSIONS[spec.has_z, spec.measured]}"
-            + (_REPAIR_HINT[has_z[i], has_m[i]] if spec.dimension == 2 else "")
+            + (
+                f" (on_invalid='repair' drops {_EXTRA[has_z[i], has_m[i]]})"
+                if spec.dimension == 2
+                else ""
+            )
         ),
     )
 
 
 _DIMENSIONS = {(False, False): "2D", (True, False): "3D", (False, True): "XYM", (True, True): "4D"}
-_REPAIR_HINT = {
-    (False, False): "",
-    (True, False): " (on_invalid='repair' drops the Z)",
-    (False, True): " (on_invalid='repair' drops the M)",
-    (True, True): " (on_invalid='repair' drops Z and M)",
-}
+_EXTRA = {(True, False): "the Z", (False, True): "the M", (True, True): "Z and M"}
+"""What a 2D column cannot hold of a geometry with Z, M or both."""
 
 
 _GEOJSON_HINT = (
@@ -433,11 +433,9 @@ def _repair(
         done = ""
         if kind == "dimension" and spec.dimension == 2:
             geometry = geoms[index]
-            dropped = {True: "Z and M", False: "Z"}[bool(shapely.has_m(geometry))]
-            if not shapely.has_z(geometry):
-                dropped = "M"
+            extra = _EXTRA[bool(shapely.has_z(geometry)), bool(shapely.has_m(geometry))]
             geoms[index] = shapely.set_srid(shapely.force_2d(geometry), shapely.get_srid(geometry))
-            done = f"{reason}: {dropped} dropped"
+            done = f"{reason}: {extra.removeprefix('the ')} dropped"
             if shapely.is_valid(geoms[index]):
                 repaired.append(Reject(first_row + index, column, "repaired", done))
                 del problems[index]
