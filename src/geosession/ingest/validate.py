@@ -152,10 +152,10 @@ def check_source_crs(
         if srid is not None:
             return
         raise ConfigurationError(
-            f"The source's CRS is {crs_label(source)}, so whether it is the SRID "
-            f"{spec.srid} of column {column.name} of {table} cannot be told: give "
-            f"srid={spec.srid} (CLI: --srid {spec.srid}) if it is, pass reproject=True "
-            "(CLI: --reproject) to transform it, or reproject the source first"
+            f"The source's CRS is {crs_label(source)}, which PROJ does not find the same as "
+            f"SRID {spec.srid} of column {column.name} of {table}: pass reproject=True (CLI: "
+            "--reproject) to transform it, or reproject the source first; if it is that "
+            f"CRS under another definition, give srid={spec.srid} (CLI: --srid {spec.srid})"
         )
     raise ConfigurationError(
         f"The source's CRS is EPSG:{source}, but column {column.name} of {table} has "
