@@ -546,6 +546,26 @@ def pd_timestamp(text: str) -> Any:
     return pd.Timestamp(text)
 
 
+@pytest.mark.parametrize("suffix", [".geojsonl", ".ndjson"])
+def test_geojson_lines_round_trip_through_ingest(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path, suffix: str
+) -> None:
+    """What export writes, ingest reads (GDAL's GeoJSONSeq, a feature at a time)."""
+    out = tmp_path / f"parcels{suffix}"
+    db.export("SELECT id, name, geom FROM rd_parcels WHERE geom IS NOT NULL", out)
+    admin.execute("DROP TABLE IF EXISTS rd_lines")
+    try:
+        report = db.ingest("rd_lines", out, create=True)
+        assert report.created and report.inserted == ROWS - 1 and not report.rejected
+        same = admin.execute(
+            "SELECT count(*) FROM rd_lines t JOIN rd_parcels p USING (id) "
+            "WHERE t.name = p.name AND ST_Equals(t.geom, p.geom)"
+        ).fetchone()
+        assert same == (ROWS - 1,)
+    finally:
+        admin.execute("DROP TABLE IF EXISTS rd_lines, rd_lines_rejected")
+
+
 def test_csv_with_wkt_round_trips_through_ingest(
     db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
 ) -> None:

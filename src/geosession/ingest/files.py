@@ -37,13 +37,19 @@ from geosession.ingest.batches import Batch, CheckFields, target_name
 from geosession.ingest.crs import SourceCrs, source_crs
 from geosession.read.layer_types import measured_types, name_unknown_with_dimensions
 
-VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb")
+_GDAL_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb")
+_SEQUENCE_SUFFIXES = (".geojsonl", ".geojsons", ".jsonl", ".ndjson")
+"""GeoJSON Lines (GDAL's GeoJSONSeq, read a feature at a time), as export writes them."""
+VECTOR_SUFFIXES = _GDAL_SUFFIXES + _SEQUENCE_SUFFIXES
+"""Files read through GDAL (pyogrio)."""
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
 WKT_NAMES = ("wkt", "geometry", "geom", "the_geom", "wkt_geom")
 """A CSV's geometry column, when the header has one of these names in any case."""
 SUPPORTED = (
     "GeoPackage, Shapefile, GeoJSON, FlatGeobuf ("
-    + ", ".join(VECTOR_SUFFIXES)
+    + ", ".join(_GDAL_SUFFIXES)
+    + "), GeoJSON Lines ("
+    + ", ".join(_SEQUENCE_SUFFIXES)
     + "), GeoParquet (.parquet) or .csv"
 )
 _PARQUET_BUFFER = 1 << 20
