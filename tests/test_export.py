@@ -239,7 +239,8 @@ def test_an_srid_that_is_not_an_epsg_code_exports_with_its_crs(
     db: SpatialDatabase, tmp_path: Path, non_epsg_tables: dict[str, Any]
 ) -> None:
     """The CRS comes from the database's spatial_ref_sys (authority and code, else the
-    definition), not from EPSG:<srid>, which PROJ does not know for these."""
+    definition), not from EPSG:<srid>, which PROJ does not know for these. A longitude and
+    latitude bbox is bent by the projection: the world's held nothing in a conic one."""
     import geopandas
     import pyproj
 
@@ -261,6 +262,9 @@ def test_an_srid_that_is_not_an_epsg_code_exports_with_its_crs(
         assert frame.crs.equals(expected) and len(frame) == 5, table
         stored = db.stream(f"SELECT id, geom FROM {table} WHERE id = 1")
         assert [row.geom.x for row in stored] == [1000.0]
+    world, elsewhere = tmp_path / "world.geojson", tmp_path / "elsewhere.geojson"
+    assert db.export("SELECT * FROM rd_esri", world, bbox=(-180, -90, 180, 90)).features == 5
+    assert db.export("SELECT * FROM rd_esri", elsewhere, bbox=(0, 0, 10, 10)).features == 0
     untyped = tmp_path / "untyped.gpkg"  # no typmod: the rows' SRID, read as ESRI's code
     db.export("SELECT id, geom::geometry AS geom FROM rd_esri", untyped)
     assert pyproj.CRS(pyogrio.read_info(untyped)["crs"]).equals(non_epsg_tables["rd_esri"])

@@ -245,6 +245,15 @@ class ReadPlan:
             return func.ST_AsEWKT(_ref(column.name))
         return func.ST_AsEWKB(_ref(column.name)) if self.geometry_bytea else _ref(column.name)
 
+    def _dense(self, box: ColumnElement[Any]) -> ColumnElement[Any]:
+        """The box with points along its sides: transformed, its edges bend (a longitude
+        and latitude box is curved in a conic projection), and four corners alone would
+        leave out what the curved edges enclose (a world box held nothing)."""
+        assert self.options.bbox is not None
+        low_x, low_y, high_x, high_y = self.options.bbox
+        step = max(high_x - low_x, high_y - low_y) / _BBOX_SEGMENTS
+        return func.ST_Segmentize(box, cast(literal(step), Float)) if step > 0 else box
+
     def _bbox_filter(self) -> ColumnElement[bool]:
         """``geom && box``, on the raw column so that its GiST index serves the filter."""
         assert self.options.bbox is not None
@@ -253,17 +262,22 @@ class ReadPlan:
         corners = [cast(literal(value), Float) for value in self.options.bbox]
         box = func.ST_MakeEnvelope(*corners, cast(literal(bbox_srid), Integer))
         if column.spatial == "geography":
-            return geom.op("&&")(cast(func.ST_Transform(box, GEOJSON_SRID), Geography))
+            return geom.op("&&")(cast(func.ST_Transform(self._dense(box), GEOJSON_SRID), Geography))
         if column.srid == bbox_srid:
             return geom.op("&&")(box)
         if column.srid is not None:
-            return geom.op("&&")(func.ST_Transform(box, cast(literal(column.srid), Integer)))
+            srid_value = cast(literal(column.srid), Integer)
+            return geom.op("&&")(func.ST_Transform(self._dense(box), srid_value))
         srid = func.ST_SRID(geom)  # unknown column SRID: per row (no index)
         per_row = case(
             (srid.in_([0, bbox_srid]), func.ST_SetSRID(box, srid)),
-            else_=func.ST_Transform(box, srid),
+            else_=func.ST_Transform(self._dense(box), srid),
         )
         return geom.op("&&")(per_row)
+
+
+_BBOX_SEGMENTS = 32
+"""Points per side of a bounding box transformed into another SRID."""
 
 
 def _ref(name: str) -> ColumnElement[Any]:
