@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Table
 
 from geosession.errors import ConfigurationError
-from geosession.srs import SpatialRef, crs_of
+from geosession.srs import SpatialRef, crs_of, spatial_ref
 
 _TEXT_RECEIVERS = [
     "textrecv",
@@ -271,16 +271,14 @@ def schema_and_name(target: Any) -> tuple[str | None, str]:
 
 
 def _column(row: Any) -> Column:
-    described, (auth_name, auth_srid, srtext, proj4text) = row[:-4], row[-4:]
+    described, srs_row = row[:-4], row[-4:]  # spatial_ref_sys: auth_name ... proj4text
     name, type_name, not_null, srid, geometry_type, dimension, *flags, text_elements = described
     in_primary_key, generated, has_default, text_input = map(bool, flags)
     spec = None
     if type_name in ("geometry", "geography"):
         declared = (geometry_type or "GEOMETRY").upper()  # POINTM, or PointZM from typmods
         base = declared.rstrip("M").rstrip("Z") or "GEOMETRY"
-        reference = None
-        if srid and (auth_name or srtext or proj4text):
-            reference = (int(srid), auth_name, auth_srid, srtext, proj4text)
+        reference = spatial_ref((srid, *srs_row)) if srid and any(srs_row) else None
         dims = int(dimension or 2)
         measured = declared.endswith("M") or dims == 4
         spec = GeometrySpec(int(srid or 0), base, dims, reference, measured)
