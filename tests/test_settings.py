@@ -113,6 +113,16 @@ def test_password_never_appears_in_reprs(url: str) -> None:
         db.dispose()
 
 
+def test_a_sqlalchemy_url_object_is_taken_as_create_engine_takes_it() -> None:
+    db = SpatialDatabase(make_url(URL))
+    try:
+        assert db.settings.url().password == "s3cret-pw"
+        assert db.engine.url.port == 6543 and "s3cret-pw" not in repr(db)
+        assert DatabaseSettings(database_url=make_url(URL)).url().host == "db.example"
+    finally:
+        db.dispose()
+
+
 def test_invalid_url_error_hides_the_password() -> None:
     with pytest.raises(ConfigurationError) as info:
         DatabaseSettings(database_url="not a url at all :s3cret-pw@")

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import URL, Connection, Engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
@@ -56,7 +56,11 @@ class SpatialDatabase:
     """
 
     def __init__(
-        self, url: str | None = None, *, settings: DatabaseSettings | None = None, **overrides: Any
+        self,
+        url: str | URL | None = None,
+        *,
+        settings: DatabaseSettings | None = None,
+        **overrides: Any,
     ) -> None:
         self.settings = _merge_settings(url, settings, overrides)
         self._engine = build_engine(self.settings)
@@ -513,7 +517,7 @@ class SpatialDatabase:
 
 
 def _merge_settings(
-    url: str | None, settings: DatabaseSettings | None, overrides: dict[str, Any]
+    url: str | URL | None, settings: DatabaseSettings | None, overrides: dict[str, Any]
 ) -> DatabaseSettings:
     if url is not None:
         overrides = {"database_url": url, **overrides}

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -191,6 +192,12 @@ class DatabaseSettings(BaseSettings):
     slow_query_threshold: float | None = Field(default=None, gt=0, le=86_400)
     """Seconds after which a statement is logged as slow (SQL only, never parameters);
     None: off."""
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _url_as_text(cls, value: Any) -> Any:
+        """A SQLAlchemy URL object is taken as create_engine takes it, password included."""
+        return value.render_as_string(hide_password=False) if isinstance(value, URL) else value
 
     @model_validator(mode="after")
     def _check_url(self) -> DatabaseSettings:
