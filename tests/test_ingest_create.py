@@ -19,7 +19,7 @@ from geoalchemy2 import Geometry
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from typer.testing import CliRunner
 
-from geosession import ConfigurationError, SpatialDatabase
+from geosession import ConfigurationError, InvalidGeometry, SpatialDatabase
 from geosession.cli import app
 from geosession.demo import synthetic_polygons
 from geosession.ingest.create import geometry_type
@@ -39,6 +39,8 @@ TABLES = (
     "made_m_gpkg",
     "made_m_fgb",
     "made_m_frame",
+    "made_fids",
+    "made_ids",
 )
 
 
@@ -119,6 +121,58 @@ def test_geopackage_table_is_made_from_its_fields_and_loaded_once(
         dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
         300,
     )
+
+
+def fids(admin: psycopg.Connection[Any], table: str) -> list[tuple[int, str]]:
+    return admin.execute(f"SELECT fid, name FROM {table} ORDER BY fid").fetchall()
+
+
+def test_a_geopackages_feature_ids_are_kept_in_the_table_it_makes(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """As ogr2ogr keeps them: rows that other tables refer to by fid keep their ids, and
+    the identity sequence goes past them. A load into a table with rows numbers anew."""
+    path = tmp_path / "fids.gpkg"
+    points = [shapely.Point(i, i) for i in range(3)]
+    frame = gpd.GeoDataFrame({"fid": [100, 200, 300], "name": ["a", "b", "c"]}, geometry=points)
+    frame.set_crs(4326).to_file(path)  # the GeoPackage driver takes a field fid as the ids
+    assert db.ingest("made_fids", path, create=True, ingest_id="fids").inserted == 3
+    assert fids(admin, "made_fids") == [(100, "a"), (200, "b"), (300, "c")]
+    admin.execute("INSERT INTO made_fids (name) VALUES ('drawn')")  # the identity's next
+    assert fids(admin, "made_fids")[-1] == (301, "drawn")
+    assert db.ingest("made_fids", path, ingest_id="again").inserted == 3
+    assert fids(admin, "made_fids")[-3:] == [(302, "a"), (303, "b"), (304, "c")]
+    geojson = tmp_path / "ids.geojson"  # GDAL calls an integer field id its ids: a field
+    frame.rename(columns={"fid": "id"}).set_crs(4326).to_file(geojson)
+    assert db.ingest("made_ids", geojson, create=True).inserted == 3
+    assert list(columns(admin, "made_ids")) == ["fid", "id", "name", "geom"]
+    assert admin.execute("SELECT fid, id FROM made_ids ORDER BY fid").fetchall() == [
+        (1, 100),
+        (2, 200),
+        (3, 300),
+    ]
+
+
+def test_a_resumed_load_keeps_feature_ids_as_its_first_run_did(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """The first run found the table empty and kept the ids; when it stopped (here at an
+    invalid geometry), the table had rows, and the ledger says to keep them still."""
+    path = tmp_path / "fids.gpkg"
+    square = shapely.box(0, 0, 1, 1)
+    bow_tie = shapely.Polygon([(0, 0), (1, 1), (1, 0), (0, 1), (0, 0)])
+    frame = gpd.GeoDataFrame(
+        {"fid": [7, 8, 9], "name": ["a", "b", "c"]}, geometry=[square, bow_tie, square]
+    )
+    frame.set_crs(4326).to_file(path)
+    with pytest.raises(InvalidGeometry):
+        db.ingest(
+            "made_fids", path, create=True, ingest_id="fids", chunk_size=1, on_invalid="raise"
+        )
+    assert fids(admin, "made_fids") == [(7, "a")]
+    report = db.ingest("made_fids", path, ingest_id="fids", chunk_size=1)
+    assert report.already_committed == 1 and report.inserted == 1 and len(report.rejected) == 1
+    assert fids(admin, "made_fids") == [(7, "a"), (9, "c")]
 
 
 def test_shapefile_polygons_become_multipolygons_and_names_lower_case(

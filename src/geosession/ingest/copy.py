@@ -19,7 +19,7 @@ from psycopg.types.json import Json, Jsonb
 from geosession.errors import ConfigurationError, IntegrityViolation
 from geosession.ingest import binary
 from geosession.ingest.binary import SIGNATURE, TRAILER, Encoded, Refused
-from geosession.ingest.ledger import record_chunk
+from geosession.ingest.ledger import record_chunk, run_as_owner
 from geosession.ingest.target import Column, Target
 from geosession.ingest.validate import Reject, as_text
 
@@ -40,6 +40,8 @@ class WritePlan:
     ingest_id: str
     on_conflict: OnConflict
     quarantine: bool
+    started_empty: bool = False
+    """The table was empty when the ingest first started (recorded with each chunk)."""
 
 
 @dataclass
@@ -126,6 +128,7 @@ def write_chunk(conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk) ->
             (chunk.first_row, chunk.last_row),
             counts,
             chunk.checksum,
+            started_empty=plan.started_empty,
         )
     return ChunkResult(inserted, rejects)
 
@@ -238,15 +241,20 @@ def _upsert(plan: WritePlan) -> sql.Composed:
 
 
 def ensure_quarantine(cursor: psycopg.Cursor[Any], target: Target) -> str:
-    """Creates ``<table>_rejected`` if missing; returns its quoted name."""
+    """Creates ``<table>_rejected`` if missing (a role may load into a table and its
+    existing rejects table without the privilege to create tables); returns its name."""
     name = target.sibling("_rejected")
-    cursor.execute(
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, ingest_id text NOT NULL, "
-            "source_row bigint NOT NULL, column_name text, kind text NOT NULL, "
-            "reason text NOT NULL, "
-            "original_value text, rejected_at timestamptz NOT NULL DEFAULT now())"
-        ).format(sql.SQL(name))
+    if cursor.execute("SELECT to_regclass(%s)", (name,)).fetchone() != (None,):
+        return name
+    run_as_owner(
+        cursor,
+        f"CREATE TABLE IF NOT EXISTS {name} (id bigserial PRIMARY KEY, ingest_id text NOT "
+        "NULL, source_row bigint NOT NULL, column_name text, kind text NOT NULL, reason text "
+        "NOT NULL, original_value text, rejected_at timestamptz NOT NULL DEFAULT now())",
+        needed=f"on_invalid='quarantine' keeps bad rows in {name}",
+        then=f"GRANT SELECT, INSERT, DELETE ON {name} TO {{role}}; GRANT USAGE ON SEQUENCE "
+        f"{target.sibling('_rejected_id_seq')} TO {{role}}; or load with on_invalid='skip' "
+        "or 'raise', which keep no rejects.",
     )
     return name
 

@@ -52,6 +52,9 @@ SUPPORTED = (
     + ", ".join(_SEQUENCE_SUFFIXES)
     + "), GeoParquet (.parquet) or .csv"
 )
+_NAMED_ID_SUFFIXES = (".gpkg",)
+"""Files whose layers name their id column, so their ids are data (GDAL numbers the
+features of the others itself; asking pyogrio for those ids may clash with a field)."""
 _PARQUET_BUFFER = 1 << 20
 """Bytes pyarrow reads of a column chunk at a time: without it (and with pre-buffering) a
 1M-row row group of polygons raised the peak RSS by ~290 MB, with it by ~105 MB."""
@@ -94,6 +97,7 @@ def file_batches(
     *,
     wkt_column: str | None = None,
     layer: str | None = None,
+    feature_ids: bool = False,
 ) -> Iterator[Batch]:
     suffix = path.suffix.lower()
     if suffix != ".csv" and suffix not in VECTOR_SUFFIXES + PARQUET_SUFFIXES:
@@ -122,7 +126,7 @@ def file_batches(
         raise ConfigurationError(
             f"reading {path} needs pyogrio and pyarrow: pip install 'geosession[geo]'"
         ) from error
-    return _vector_batches(pyogrio, path, columns, geometry_column, size, check, layer)
+    return _vector_batches(pyogrio, path, columns, geometry_column, size, check, layer, feature_ids)
 
 
 def _vector_batches(
@@ -133,17 +137,32 @@ def _vector_batches(
     size: Callable[[], int],
     check: CheckFields,
     layer: str | None,
+    feature_ids: bool,
 ) -> Iterator[Batch]:
-    """The layer's record batches, cut into batches of ``size()`` rows without copying."""
+    """The layer's record batches, cut into batches of ``size()`` rows without copying.
+
+    With ``feature_ids``, a layer that names its id column (a GeoPackage's fid) loads its
+    ids into the column of that name, as ogr2ogr keeps them when it creates a table;
+    pyogrio then puts them first.
+    """
     unreadable = (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError)
     try:
         layer = vector_layer(pyogrio, path, layer)
-        opened = pyogrio.open_arrow(path, layer=layer, batch_size=_FILE_BATCH, use_pyarrow=True)
+        feature_ids = feature_ids and path.suffix.lower() in _NAMED_ID_SUFFIXES
+        opened = pyogrio.open_arrow(
+            path,
+            layer=layer,
+            batch_size=_FILE_BATCH,
+            use_pyarrow=True,
+            return_fids=feature_ids,
+        )
         with contextlib.ExitStack() as stack:
             with measured_types():  # only while it opens: a generator must not hold it
                 meta, reader = stack.enter_context(opened)
             geometry = meta["geometry_name"] or "wkb_geometry"  # pyogrio's name for no name
             fields = [str(name) for name in reader.schema.names]
+            if feature_ids and not _kept_ids(meta, fields, columns, geometry_column):
+                fields = fields[1:]
             names = {f: target_name(f, geometry, columns, geometry_column) for f in fields}
             check(list(names.values()), where=str(path))
             crs = source_crs(meta["crs"])
@@ -151,6 +170,26 @@ def _vector_batches(
             yield from _arrow_batches(reader, names, columns, size, known)
     except unreadable as error:
         raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
+
+
+def _kept_ids(
+    meta: dict[str, Any],
+    fields: list[str],
+    columns: Sequence[str],
+    geometry_column: str | None,
+) -> bool:
+    """Whether the ids pyogrio put first are the layer's own and have a column to go to."""
+    geometry = meta["geometry_name"] or "wkb_geometry"
+    return (
+        bool(meta.get("fid_column"))
+        and target_name(fields[0], geometry, columns, geometry_column) in columns
+    )
+
+
+def id_column(path: Path, fid_column: Any) -> str:
+    """The name of the column that holds a layer's own feature ids ("" when GDAL numbers
+    the features itself, or takes an integer "id" field of a GeoJSON file as theirs)."""
+    return str(fid_column or "") if path.suffix.lower() in _NAMED_ID_SUFFIXES else ""
 
 
 def vector_layer(pyogrio: Any, path: Path, layer: str | None) -> str:

@@ -4,7 +4,9 @@ Each chunk's rows are committed in the same transaction as a ledger entry naming
 source rows it covered (first and last row number) and a CRC-32 of the COPY data sent. So
 whether a chunk landed is never a guess: after a lost connection, a crash or Ctrl-C, the
 ledger says which rows are in the table, and a rerun with the same ingest id skips
-exactly those. Index definitions dropped for a fast load are recorded too, so whatever
+exactly those. Each entry also says whether the table was empty when the load first
+started, which decides for a resumed load whether a file's feature ids are kept, as the
+first run decided. Index definitions dropped for a fast load are recorded too, so whatever
 fails, a later run puts them back.
 """
 
@@ -13,6 +15,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 from typing import Any
+
+import psycopg
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.target import Target
@@ -32,6 +36,7 @@ CREATE TABLE IF NOT EXISTS {LEDGER} (
     committed_at timestamptz NOT NULL DEFAULT now(),
     target_oid oid,
     target_database text,
+    started_empty boolean,
     PRIMARY KEY (ingest_id, first_row)
 );
 CREATE TABLE IF NOT EXISTS {DEFERRED} (
@@ -45,19 +50,23 @@ CREATE TABLE IF NOT EXISTS {DEFERRED} (
 );
 """
 _ADDED_COLUMNS = {
-    LEDGER: ("target_oid oid", "target_database text"),
+    LEDGER: ("target_oid oid", "target_database text", "started_empty boolean"),
     DEFERRED: ("target_oid oid", "target_database text"),
 }
 """Columns a ledger made by an earlier geosession lacks."""
+_GRANT = f"GRANT SELECT, INSERT, UPDATE, DELETE ON {LEDGER}, {DEFERRED} TO {{role}};"
 
 
 def ensure_ledger(cursor: Any) -> None:
-    """Creates the ledger tables once; concurrent creators are serialized by a lock.
+    """Creates the ledger tables unless they exist; concurrent creators are serialized by
+    a lock. A role that may write to existing ledger tables needs no CREATE privilege.
 
     Columns a ledger made by an earlier geosession lacks are added once (the catalog is
     asked first, so a running load's commits never queue behind an ALTER)."""
-    cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LEDGER,))
-    cursor.execute(_CREATE)
+    cursor.execute("SELECT to_regclass(%s) IS NULL OR to_regclass(%s) IS NULL", (LEDGER, DEFERRED))
+    if cursor.fetchone()[0]:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LEDGER,))
+        run_as_owner(cursor, _CREATE, needed="the ingest keeps a ledger", then=_GRANT)
     for table, columns in _ADDED_COLUMNS.items():
         names = [column.split()[0] for column in columns]
         cursor.execute(
@@ -66,8 +75,24 @@ def ensure_ledger(cursor: Any) -> None:
             (table, names),
         )
         if cursor.fetchone()[0] < len(names):
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LEDGER,))
             added = ", ".join(f"ADD COLUMN IF NOT EXISTS {column}" for column in columns)
-            cursor.execute(f"ALTER TABLE {table} {added}")
+            needed = f"this geosession records more in {table} than an earlier one made room for"
+            run_as_owner(cursor, f"ALTER TABLE {table} {added}", needed=needed, then=_GRANT)
+
+
+def run_as_owner(cursor: Any, statement: str, *, needed: str, then: str) -> None:
+    """Runs DDL the ingest ``needed``; a role without the privilege is told what an owner
+    must run for it (``statement``) and ``then`` (its grant)."""
+    try:
+        cursor.execute(statement)
+    except psycopg.errors.InsufficientPrivilege as error:
+        role = cursor.connection.info.user
+        raise ConfigurationError(
+            f"{needed}, and role {role} may not make it so ({error.diag.message_primary}). "
+            f"Have the schema's or table's owner run, once:\n{statement.strip()};\n"
+            f"{then.format(role=role)}"
+        ) from None
 
 
 @dataclass
@@ -76,6 +101,8 @@ class CommittedRows:
 
     starts: list[int] = field(default_factory=list)
     ends: list[int] = field(default_factory=list)
+    started_empty: bool = False
+    """Whether the table was empty when the ingest id's first run started."""
 
     def add(self, first: int, last: int) -> None:
         ranges = sorted([*zip(self.starts, self.ends, strict=True), (first, last)])
@@ -137,40 +164,45 @@ def committed_rows(cursor: Any, ingest_id: str, target: Target) -> CommittedRows
             f"ingest_id {ingest_id!r} already loaded rows into {', '.join(elsewhere)}: an id "
             f"names one load into one table, so give the load into {target.quoted} another"
         )
-    cursor.execute(f"SELECT first_row, last_row FROM {LEDGER} WHERE ingest_id = %s", (ingest_id,))
+    cursor.execute(
+        f"SELECT first_row, last_row, started_empty FROM {LEDGER} WHERE ingest_id = %s",
+        (ingest_id,),
+    )
     rows = CommittedRows()
-    for first, last in cursor.fetchall():
+    for first, last, started_empty in cursor.fetchall():
         rows.add(first, last)
+        rows.started_empty = bool(started_empty)
     return rows
 
 
 _READ_HERE = "coalesce(target_database = %(db)s, true)"
 
 
-def forget_if_emptied(cursor: Any, ingest_id: str, target: Target) -> int:
-    """The rows this id inserted, when its table is now empty: they were deleted since
-    (TRUNCATE, DELETE), so resuming would leave the table empty, and loading again cannot
-    duplicate a row. The id's ledger entries and rejects are then dropped; 0 otherwise.
-
-    Only a table the ingest can see whole is judged empty: not a view, nor one under row
-    level security, nor one it may not SELECT from.
-    """
-    cursor.execute(
-        f"SELECT coalesce(sum(rows_inserted), 0) FROM {LEDGER} WHERE ingest_id = %s",
-        (ingest_id,),
-    )
-    inserted = int(cursor.fetchone()[0])
-    if not inserted:
-        return 0
+def is_empty(cursor: Any, target: Target) -> bool:
+    """Whether the table has no rows. Only a table the ingest can see whole is judged
+    empty: not a view, nor one under row level security, nor one it may not SELECT from."""
     cursor.execute(
         "SELECT relkind IN ('r', 'p') AND NOT relrowsecurity "
         "AND has_table_privilege(oid, 'SELECT') FROM pg_class WHERE oid = %s",
         (target.oid,),
     )
     if not cursor.fetchone()[0]:
-        return 0
-    cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {target.quoted})")
-    if cursor.fetchone()[0]:
+        return False
+    cursor.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {target.quoted})")
+    return bool(cursor.fetchone()[0])
+
+
+def forget_if_emptied(cursor: Any, ingest_id: str, target: Target) -> int:
+    """The rows this id inserted, when its table is now empty (:func:`is_empty`): they
+    were deleted since (TRUNCATE, DELETE), so resuming would leave the table empty, and
+    loading again cannot duplicate a row. The id's ledger entries and rejects are then
+    dropped; 0 otherwise."""
+    cursor.execute(
+        f"SELECT coalesce(sum(rows_inserted), 0) FROM {LEDGER} WHERE ingest_id = %s",
+        (ingest_id,),
+    )
+    inserted = int(cursor.fetchone()[0])
+    if not inserted or not is_empty(cursor, target):
         return 0
     cursor.execute(f"DELETE FROM {LEDGER} WHERE ingest_id = %s", (ingest_id,))
     rejects = target.sibling("_rejected")
@@ -200,12 +232,15 @@ def record_chunk(
     span: tuple[int, int],
     counts: tuple[int, int],
     checksum: str,
+    *,
+    started_empty: bool,
 ) -> None:
+    values = [ingest_id, target.quoted, target.oid, target.database, *span, *counts]
     cursor.execute(
         f"INSERT INTO {LEDGER} (ingest_id, target, target_oid, target_database, first_row, "
-        "last_row, rows_inserted, rows_rejected, checksum) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (ingest_id, target.quoted, target.oid, target.database, *span, *counts, checksum),
+        "last_row, rows_inserted, rows_rejected, checksum, started_empty) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        [*values, checksum, started_empty],
     )
 
 
@@ -261,6 +296,18 @@ def defer_indexes(cursor: Any, target: Target, ingest_id: str) -> list[str]:
         )
         cursor.execute(f"DROP INDEX {target.quote(target.schema)}.{target.quote(name)}")
     return [name for name, _ in indexes]
+
+
+def owner_unless_owned(cursor: Any, target: Target) -> str | None:
+    """The table's owner when this role is not it (nor a member of it): only the owner
+    may drop and rebuild its indexes. None when this role may."""
+    cursor.execute(
+        "SELECT CASE WHEN NOT pg_has_role(relowner, 'USAGE') THEN relowner::regrole::text "
+        "END FROM pg_class WHERE oid = %s",
+        (target.oid,),
+    )
+    found = cursor.fetchone()
+    return None if found is None or found[0] is None else str(found[0])
 
 
 def deferred_indexes(cursor: Any, target: Target) -> list[tuple[str, str]]:

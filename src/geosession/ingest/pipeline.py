@@ -22,6 +22,7 @@ import psycopg
 from sqlalchemy import Engine
 
 from geosession.errors import (
+    ConfigurationError,
     GeoSessionError,
     endpoint_of,
     translate,
@@ -43,6 +44,7 @@ from geosession.ingest.indexes import rebuild_deferred
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.progress import Progress
 from geosession.ingest.report import IngestReport
+from geosession.ingest.sequences import advance_sequences
 from geosession.ingest.sources import attribute_columns, iter_batches, source_length
 from geosession.ingest.stages import map_in_order, put_until, read_ahead
 from geosession.ingest.target import Target, check_required_columns, resolve_target
@@ -115,6 +117,7 @@ class Ingest:
         self.attributes = attribute_columns(target)  # dict rows may use attribute names
         self.failure: BaseException | None = None
         self.cancelled = False
+        self.started_empty = False  # set by _prepare
 
     def cancel(self) -> None:
         """Stops the ingest from another thread, as Ctrl-C does: the chunks being written
@@ -139,9 +142,12 @@ class Ingest:
                 except BaseException:
                     with contextlib.suppress(Exception):  # the server may be gone: a rerun
                         self._finish_indexes(bar, analyze=False, stoppable=False)  # restores
+                    with contextlib.suppress(Exception):
+                        self._advance_sequences()  # the committed chunks' ids
                     raise
                 self.report.completed = True
                 self._finish_indexes(bar, analyze=deferred)
+                self._advance_sequences()
         except BaseException as error:
             error.ingest_report = self.report  # type: ignore[attr-defined]  # how far it got
             raise
@@ -166,6 +172,7 @@ class Ingest:
                         self.report.reloaded = forgotten
                         self.committed = ledger.CommittedRows()
                 self.report.already_committed = len(self.committed)
+                self.started_empty = self._started_empty(cursor)
                 deferred = self._maybe_defer(cursor)
                 if self.options.workers == "auto":
                     self.workers = self._auto_workers(cursor)  # after the deferred are gone
@@ -188,14 +195,28 @@ class Ingest:
                     self.ingest_id,
                     self.options.on_conflict,
                     quarantine,
+                    self.started_empty,
                 )
             return self.plan
 
+    def _started_empty(self, cursor: Any) -> bool:
+        """Whether the table was empty when this ingest id first started: as the ledger
+        recorded it for a resumed load, else whether it is empty now."""
+        if self.committed:
+            return self.committed.started_empty
+        return ledger.is_empty(cursor, self.target)
+
     def _maybe_defer(self, cursor: Any) -> bool:
         wanted = self.options.defer_indexes
+        owner = ledger.owner_unless_owned(cursor, self.target)
         if wanted == "auto":
-            cursor.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {self.target.quoted})")  # noqa: S608
-            wanted = bool(cursor.fetchone()[0]) and not self.committed
+            wanted = self.started_empty and not self.committed and owner is None
+        elif wanted and owner is not None:
+            raise ConfigurationError(
+                f"defer_indexes=True drops the indexes of {self.target.quoted} for the load "
+                f"and rebuilds them after it, which only its owner ({owner}) may do: leave "
+                "defer_indexes at 'auto' (or False) to load with them, or load as the owner"
+            )
         if wanted:
             self.report.deferred_indexes = ledger.defer_indexes(cursor, self.target, self.ingest_id)
         return bool(wanted)
@@ -222,6 +243,14 @@ class Ingest:
         rebuild_deferred(
             self.connections, self.target, bar, self.report, analyze=analyze, stopped=stopped
         )
+
+    def _advance_sequences(self) -> None:
+        """Sequences of the columns the load wrote, past the values it loaded."""
+        plan = self.plan
+        if plan is not None:
+            self.connections.retrying(
+                lambda conn: advance_sequences(conn, self.target, plan.columns)
+            )
 
     def _load(self, bar: Progress) -> None:
         self.queue = queue.Queue(maxsize=self.workers)  # one chunk waits for each writer
@@ -297,6 +326,7 @@ class Ingest:
             wkt_column=self.options.wkt_column,
             layer=self.options.layer,
             attributes=self.attributes,
+            feature_ids=self.started_empty,
         )
         # reading, validating and COPY-encoding each on a thread: the GEOS work of one
         # overlaps the Python work of the others

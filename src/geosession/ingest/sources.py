@@ -44,6 +44,7 @@ def iter_batches(
     stopped: Callable[[], bool] = lambda: False,
     computed: Collection[str] = (),
     attributes: Mapping[str, str] | None = None,
+    feature_ids: bool = False,
 ) -> Iterator[Batch]:
     """Batches of at most ``batch_size`` rows from ``source``, in source order.
 
@@ -57,6 +58,8 @@ def iter_batches(
     ``computed`` names the target's generated columns, for the error when a source has them.
     ``attributes`` maps a mapped class's attribute names to their columns' names where they
     differ, so dict rows may be keyed either way (as in an ORM bulk insert).
+    ``feature_ids`` loads a vector file's feature ids, where its layer names its id column
+    (a GeoPackage's fid), into the column of that name, if there is one.
     """
     if (isinstance(batch_size, int) and batch_size < 1) or not columns:
         raise ConfigurationError("iter_batches needs batch_size >= 1 and the target's columns")
@@ -70,7 +73,14 @@ def iter_batches(
         )
     if isinstance(source, str | os.PathLike):
         return file_batches(
-            Path(source), columns, geometry_column, size, check, wkt_column=wkt_column, layer=layer
+            Path(source),
+            columns,
+            geometry_column,
+            size,
+            check,
+            wkt_column=wkt_column,
+            layer=layer,
+            feature_ids=feature_ids,
         )
     if layer is not None:
         raise ConfigurationError(
