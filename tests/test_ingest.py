@@ -1404,6 +1404,25 @@ def test_values_that_cannot_be_sent_are_set_aside_before_the_server_sees_the_chu
             s.execute(text("DROP SEQUENCE IF EXISTS ingest_sendable_seen"))
 
 
+def test_bytes_for_a_text_column_are_their_utf8_text(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """Not Python's repr of them ("b'ab'", "<memory at 0x...>"); bytes that are not UTF-8
+    are set aside naming the column."""
+    scratch("ingest_text")
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE ingest_text (id integer, label text, geom geometry)"))
+    point = shapely.Point(0, 0)
+    loaded = [(1, b"ab", point), (2, bytearray(b"x"), point), (3, memoryview("é".encode()), point)]
+    report = db.ingest("ingest_text", [*loaded, (4, b"\xff", point)], progress=False)
+    assert report.inserted == 3
+    assert [(r.row, r.kind, r.column) for r in report.rejected] == [(4, "value", "label")]
+    assert "read as UTF-8 text" in report.rejected[0].reason
+    with db.session() as s:
+        stored = s.execute(text("SELECT label FROM ingest_text ORDER BY id")).scalars().all()
+    assert stored == ["ab", "x", "é"]
+
+
 def test_csv_text_is_read_as_each_columns_type(
     db: SpatialDatabase, tmp_path: Path, scratch: Callable[..., None]
 ) -> None:

@@ -4,8 +4,10 @@ from files' and DataFrames' schemas, or from a mapped class, then loaded exactly
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ TABLES = (
     "made_m_frame",
     "made_fids",
     "made_ids",
+    "made_objects",
 )
 
 
@@ -502,6 +505,54 @@ def test_lists_and_objects_become_arrays_and_jsonb(
         ('["a", "b"]', '{"k": 1, "v": "x"}'),
         ('["c"]', '{"k": 2, "v": "y"}'),
     ]
+
+
+def test_object_columns_of_python_values_get_their_types(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    """A DataFrame built from records holds dates, Decimals, UUIDs, bytes, and booleans or
+    integers with None as objects: they get the column types an INSERT of them would
+    (text held "b'ab'" for bytes), and load as they are."""
+    stamp = dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC)
+    records = [
+        {
+            "day": dt.date(2026, 1, 2),
+            "ok": True,
+            "price": decimal.Decimal("1.50"),
+            "key": uuid.UUID(int=1),
+            "raw": b"ab",
+            "count": 7,
+            "share": 1,
+            "at": dt.time(3, 4),
+            "seen": stamp,
+            "took": dt.timedelta(days=1),
+            "days": [dt.date(2026, 1, 2), None],
+            "geometry": shapely.Point(0, 0),
+        },
+        dict.fromkeys(["day", "ok", "price", "key", "raw", "count", "at", "seen", "took"])
+        | {"share": 0.5, "days": [], "geometry": shapely.Point(1, 1)},
+    ]
+    frame = gpd.GeoDataFrame(pd.DataFrame(records, dtype=object), crs=4326)
+    assert db.ingest("made_objects", frame, create=True).inserted == 2
+    assert list(columns(admin, "made_objects").values())[1:-1] == [
+        "date",
+        "boolean",
+        "numeric",
+        "uuid",
+        "bytea",
+        "bigint",
+        "double precision",
+        "time without time zone",
+        "timestamp with time zone",
+        "interval",
+        "date[]",
+    ]
+    stored = admin.execute("SELECT * FROM made_objects ORDER BY fid").fetchall()
+    assert stored[0][1:-1] == (
+        *(dt.date(2026, 1, 2), True, decimal.Decimal("1.50"), uuid.UUID(int=1), b"ab", 7, 1.0),
+        *(dt.time(3, 4), stamp, dt.timedelta(days=1), [dt.date(2026, 1, 2), None]),
+    )
+    assert stored[1][1:-1] == (*[None] * 6, 0.5, None, None, None, [])
 
 
 def test_m_values_make_measured_columns(

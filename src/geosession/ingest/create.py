@@ -11,7 +11,10 @@ columns in any case. Rows in an iterable have no schema to read: their table mus
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import os
+import uuid
 from dataclasses import dataclass, field
 from itertools import chain, count
 from pathlib import Path
@@ -319,6 +322,8 @@ def _frame_schema(frame: Any, srids: Srids) -> SourceSchema:
             types = [f"{t} {suffix}" for t in types] if suffix else types
             column = srids.column(series.crs, "the GeoDataFrame's CRS", str(label))
             schema.add_geometry(str(label), types, column, multi=False)
+        elif series.dtype.kind == "m":
+            schema.add(str(label), "interval")
         elif series.dtype.kind == "M":
             schema.add(
                 str(label), "timestamptz" if getattr(series.dtype, "tz", None) else "timestamp"
@@ -332,23 +337,50 @@ def _frame_schema(frame: Any, srids: Srids) -> SourceSchema:
 
 _SAMPLE = 1000
 """Values of an object column looked at for its type."""
-_ELEMENT_TYPES = ((bool, "boolean"), (int, "bigint"), (float, "double precision"), (str, "text"))
+_SCALAR_TYPES = (
+    (bool, "boolean"),  # before int: a bool is an int
+    (int, "bigint"),
+    (float, "double precision"),
+    (decimal.Decimal, "numeric"),
+    (str, "text"),
+    (bytes, "bytea"),
+    (uuid.UUID, "uuid"),
+    (dt.date, "date"),  # datetimes are told apart first
+    (dt.time, "time"),
+    (dt.timedelta, "interval"),
+)
 
 
 def _object_type(series: Any) -> str:
-    """An object column's type from its first values: lists (or numpy arrays, as
-    geopandas.read_file gives list fields) of one scalar kind are an array of it, mappings
-    and other lists jsonb, anything else text."""
+    """An object column's type from its first values: Python scalars of one kind (dates,
+    Decimals, UUIDs, bytes, booleans with None...) are that type, as an INSERT of them
+    would be; lists (or numpy arrays, as geopandas.read_file gives list fields) of one
+    scalar kind are an array of it, mappings and other lists jsonb, anything else text."""
     values = series.dropna().head(_SAMPLE).tolist()
-    if values and all(isinstance(v, dict) for v in values):
-        return "jsonb"
-    if not values or not all(isinstance(v, list | tuple | np.ndarray) for v in values):
+    if not values:
         return "text"
-    elements = [e.item() if isinstance(e, np.generic) else e for v in values for e in v]
-    for kind, sql_type in _ELEMENT_TYPES:
-        if elements and all(type(e) is kind for e in elements):
-            return f"{sql_type}[]"
-    return "jsonb"
+    if all(isinstance(v, dict) for v in values):
+        return "jsonb"
+    if not all(isinstance(v, list | tuple | np.ndarray) for v in values):
+        return _scalar_type(values) or "text"
+    element = _scalar_type([e for v in values for e in v if e is not None])
+    return f"{element}[]" if element else "jsonb"
+
+
+def _scalar_type(values: list[Any]) -> str | None:
+    """The SQL type of values all of one kind (integers among floats: floats), else None."""
+    kinds = {_scalar_kind(v) for v in values}
+    if kinds == {"bigint", "double precision"}:
+        return "double precision"
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+def _scalar_kind(value: Any) -> str | None:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, dt.datetime):
+        return "timestamptz" if value.tzinfo is not None else "timestamp"
+    return next((sql_type for kind, sql_type in _SCALAR_TYPES if isinstance(value, kind)), None)
 
 
 def _csv_schema(path: Path, srid: int | None, wkt_column: str | None) -> SourceSchema:

@@ -111,10 +111,19 @@ def _as_is(text: str) -> str:
 
 def _to_text(value: Any) -> Any:
     """Lists and mappings (a GeoJSON property, a Parquet list) as JSON text, as a JSON
-    column would hold them, rather than Python's repr of them; other values as they are."""
+    column would hold them, and bytes as the UTF-8 text they hold, rather than Python's
+    repr of them ("b'ab'"); other values as they are."""
     value = _plain(value) if isinstance(value, np.ndarray) else value
     if isinstance(value, list | tuple | dict):
         return json.dumps(value, ensure_ascii=False, default=str)
+    if isinstance(value, bytes | bytearray | memoryview):
+        try:
+            return bytes(value).decode()
+        except UnicodeDecodeError:
+            raise _Unreadable(
+                "bytes for a text column are read as UTF-8 text, and these are not: "
+                "load them into a bytea column"
+            ) from None
     return value
 
 
