@@ -15,6 +15,7 @@ from typing import Any
 import geopandas as gpd
 import pandas as pd
 import psycopg
+import pyarrow as pa
 import pytest
 import shapely
 from geoalchemy2 import Geometry
@@ -553,6 +554,33 @@ def test_object_columns_of_python_values_get_their_types(
         *(dt.time(3, 4), stamp, dt.timedelta(days=1), [dt.date(2026, 1, 2), None]),
     )
     assert stored[1][1:-1] == (*[None] * 6, 0.5, None, None, None, [])
+
+
+def test_arrow_backed_and_categorical_columns_get_their_types(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    """pandas' pyarrow dtypes (dtype_backend="pyarrow", convert_dtypes) and categoricals
+    are typed by their Arrow type or their categories, not made text."""
+    frame = pd.DataFrame({"count": [1, None], "share": [0.5, None], "ok": [True, None]})
+    frame = frame.convert_dtypes(dtype_backend="pyarrow")
+    frame["day"] = pd.array([dt.date(2026, 1, 2), None], dtype=pd.ArrowDtype(pa.date32()))
+    frame["took"] = pd.array([dt.timedelta(1), None], dtype=pd.ArrowDtype(pa.duration("us")))
+    frame["price"] = pd.array(
+        [decimal.Decimal("1.50"), None], dtype=pd.ArrowDtype(pa.decimal128(10, 2))
+    )
+    frame["kind"] = pd.Series(["a", "b"]).astype("category")
+    frame["rank"] = pd.Series([3, 4]).astype("category")
+    points = gpd.GeoDataFrame(frame, geometry=[shapely.Point(0, 0)] * 2, crs=4326)
+    assert db.ingest("made_objects", points, create=True).inserted == 2
+    assert list(columns(admin, "made_objects").values())[1:-1] == [
+        *("bigint", "double precision", "boolean", "date", "interval", "numeric"),
+        *("text", "bigint"),
+    ]
+    stored = admin.execute("SELECT * FROM made_objects ORDER BY fid").fetchall()
+    assert [row[1:-1] for row in stored] == [
+        (1, 0.5, True, dt.date(2026, 1, 2), dt.timedelta(1), decimal.Decimal("1.50"), "a", 3),
+        (None, None, None, None, None, None, "b", 4),
+    ]
 
 
 def test_m_values_make_measured_columns(

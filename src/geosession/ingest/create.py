@@ -303,6 +303,14 @@ def _arrow_type(pyarrow: Any, arrow_type: Any) -> str:
         return "timestamptz" if arrow_type.tz else "timestamp"
     if pyarrow.types.is_date(arrow_type):
         return "date"
+    if pyarrow.types.is_time(arrow_type):
+        return "time"
+    if pyarrow.types.is_duration(arrow_type):
+        return "interval"
+    if pyarrow.types.is_decimal(arrow_type):
+        return "numeric"
+    if pyarrow.types.is_dictionary(arrow_type):  # a categorical stored in Parquet
+        return _arrow_type(pyarrow, arrow_type.value_type)
     if pyarrow.types.is_binary(arrow_type) or pyarrow.types.is_large_binary(arrow_type):
         return "bytea"
     name = {"halffloat": "float32", "float": "float32", "double": "float64"}.get(
@@ -322,17 +330,28 @@ def _frame_schema(frame: Any, srids: Srids) -> SourceSchema:
             types = [f"{t} {suffix}" for t in types] if suffix else types
             column = srids.column(series.crs, "the GeoDataFrame's CRS", str(label))
             schema.add_geometry(str(label), types, column, multi=False)
-        elif series.dtype.kind == "m":
-            schema.add(str(label), "interval")
-        elif series.dtype.kind == "M":
-            schema.add(
-                str(label), "timestamptz" if getattr(series.dtype, "tz", None) else "timestamp"
-            )
-        elif series.dtype == object:
-            schema.add(str(label), _object_type(series))
         else:
-            schema.add(str(label), _DTYPES.get(str(series.dtype).lower(), "text"))
+            schema.add(str(label), _series_type(series))
     return schema
+
+
+def _series_type(series: Any) -> str:
+    """A DataFrame column's type from its dtype: numpy's, pandas' nullable ones, Arrow's
+    (``dtype_backend="pyarrow"``), a categorical's categories', an object column's values."""
+    dtype = series.dtype
+    if hasattr(dtype, "pyarrow_dtype"):  # pandas.ArrowDtype
+        import pyarrow
+
+        return _arrow_type(pyarrow, dtype.pyarrow_dtype)
+    if str(dtype) == "category":
+        return _series_type(dtype.categories.to_series())
+    if dtype.kind == "m":
+        return "interval"
+    if dtype.kind == "M":
+        return "timestamptz" if getattr(dtype, "tz", None) else "timestamp"
+    if str(dtype) == "object":
+        return _object_type(series)
+    return _DTYPES.get(str(dtype).lower(), "text")
 
 
 _SAMPLE = 1000
