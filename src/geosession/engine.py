@@ -4,15 +4,27 @@ libpq drivers (psycopg 3, psycopg2) take server settings as ``-c name=value`` in
 ``options`` startup parameter; asyncpg takes a ``server_settings`` dict. Both are set at
 connection start-up so every pooled connection is configured before its first query,
 with no extra round trip. Parameters are hidden from logs and error messages.
+
+Behind PgBouncer in transaction pooling (``pgbouncer=True``) neither works: PgBouncer
+refuses startup options, and each transaction may run on another server connection. The
+settings are then set with ``set_config(..., is_local => true)`` as each transaction
+begins (one statement, on SQLAlchemy's connections and on the raw psycopg connections
+the ingest uses alike), and nothing is prepared on the server: psycopg never prepares,
+and asyncpg's statements get names of their own, uncached, as SQLAlchemy's asyncpg
+dialect documents for PgBouncer.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine
+import psycopg
+from psycopg.pq import TransactionStatus
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from geosession.engine_errors import install_error_translation
@@ -23,11 +35,16 @@ _COMMAND_TIMEOUT_MARGIN_S = 30
 
 def build_engine(settings: DatabaseSettings) -> Engine:
     """A pooled Engine for the sync driver (psycopg 3 or psycopg2)."""
+    url = settings.url(settings.driver)
+    if settings.pgbouncer:  # the URL's options are server settings, set per transaction
+        url = url.difference_update_query(("options",))
     engine = create_engine(
-        settings.url(settings.driver),
-        connect_args=libpq_connect_args(settings),
+        url,
+        connect_args=libpq_connect_args(settings, settings.driver),
         **_pool_arguments(settings),
     )
+    if settings.pgbouncer:
+        _set_per_transaction(engine, settings, raw_psycopg=settings.driver == "psycopg")
     install_error_translation(engine, idle_in_transaction_timeout=_idle_timeout_s(settings))
     return engine
 
@@ -36,16 +53,75 @@ def build_async_engine(settings: DatabaseSettings) -> AsyncEngine:
     """A pooled AsyncEngine for the async driver (asyncpg or psycopg 3)."""
     driver = settings.async_driver
     connect_args = (
-        asyncpg_connect_args(settings) if driver == "asyncpg" else libpq_connect_args(settings)
+        asyncpg_connect_args(settings)
+        if driver == "asyncpg"
+        else libpq_connect_args(settings, driver)
     )
     url = settings.url(driver)
     if driver == "asyncpg":  # asyncpg.connect() takes no libpq options: they are moved
         url = url.difference_update_query(_LIBPQ_SESSION_PARAMETERS)
+        if settings.pgbouncer:  # SQLAlchemy's cache of prepared statements: off
+            url = url.update_query_dict({"prepared_statement_cache_size": "0"})
+    elif settings.pgbouncer:
+        url = url.difference_update_query(("options",))
     engine = create_async_engine(url, connect_args=connect_args, **_pool_arguments(settings))
+    if settings.pgbouncer:
+        _set_per_transaction(engine.sync_engine, settings, raw_psycopg=False)
     install_error_translation(
         engine.sync_engine, idle_in_transaction_timeout=_idle_timeout_s(settings)
     )
     return engine
+
+
+def _set_per_transaction(engine: Engine, settings: DatabaseSettings, *, raw_psycopg: bool) -> None:
+    """Server settings at the start of every transaction (PgBouncer mode): SQLAlchemy's,
+    and with ``raw_psycopg`` those of psycopg's own ``transaction()`` blocks (the ingest)."""
+    settings_by_name = settings.server_options()
+    if not settings_by_name:
+        return
+    params: dict[str, str] = {}
+    for number, (name, value) in enumerate(settings_by_name.items()):
+        params |= {f"n{number}": name, f"v{number}": value}
+    statement = text(_set_config_sql(len(settings_by_name), ":{}"))
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.execute(statement, params)
+
+    if raw_psycopg:
+        raw = _set_config_sql(len(settings_by_name), "%({})s")
+
+        @event.listens_for(engine, "do_connect")
+        def _connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> PgBouncerConnection:
+            connection = PgBouncerConnection.connect(*cargs, **cparams)
+            connection.per_transaction = (raw, params)
+            return connection
+
+
+def _set_config_sql(count: int, placeholder: str) -> str:
+    """``SELECT set_config(name, value, true), ...`` with the driver's placeholders."""
+    calls = (
+        f"set_config({placeholder.format(f'n{n}')}, {placeholder.format(f'v{n}')}, true)"
+        for n in range(count)
+    )
+    return "SELECT " + ", ".join(calls)
+
+
+class PgBouncerConnection(psycopg.Connection[Any]):
+    """A psycopg connection whose outermost ``transaction()`` blocks begin by setting the
+    server settings (PgBouncer mode): the ingest runs each chunk in such a block."""
+
+    per_transaction: tuple[str, dict[str, str]] | None = None
+
+    @contextmanager
+    def transaction(
+        self, savepoint_name: str | None = None, force_rollback: bool = False
+    ) -> Iterator[psycopg.Transaction]:
+        outermost = self.info.transaction_status == TransactionStatus.IDLE
+        with super().transaction(savepoint_name, force_rollback) as transaction:
+            if outermost and self.per_transaction is not None:
+                self.execute(*self.per_transaction)
+            yield transaction
 
 
 def _pool_arguments(settings: DatabaseSettings) -> dict[str, Any]:
@@ -62,8 +138,9 @@ def _pool_arguments(settings: DatabaseSettings) -> dict[str, Any]:
     }
 
 
-def libpq_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
-    """Keyword arguments for psycopg / psycopg2 connect(): startup options and TLS."""
+def libpq_connect_args(settings: DatabaseSettings, driver: str) -> dict[str, Any]:
+    """Keyword arguments for psycopg / psycopg2 connect(): startup options and TLS (in
+    PgBouncer mode no options, and psycopg prepares no statement)."""
     args: dict[str, Any] = {
         "application_name": settings.application_name,
         "connect_timeout": settings.connect_timeout,
@@ -81,6 +158,10 @@ def libpq_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
         value = getattr(settings, name)
         if value is not None:
             args[name] = str(value)
+    if settings.pgbouncer:
+        del args["options"]
+        if driver == "psycopg":
+            args["prepare_threshold"] = None
     return _with_url_parameters(args, settings.url().query)
 
 
@@ -109,10 +190,18 @@ def asyncpg_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
     command_timeout = asyncpg_command_timeout(settings)
     if command_timeout is not None:
         args["command_timeout"] = command_timeout
+    if settings.pgbouncer:  # settings per transaction; statements named uniquely, uncached
+        args["server_settings"] = {"application_name": args["server_settings"]["application_name"]}
+        args["statement_cache_size"] = 0
+        args["prepared_statement_name_func"] = _statement_name
     tls = _asyncpg_ssl(settings)
     if tls is not None:
         args["ssl"] = tls
     return args
+
+
+def _statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4()}__"
 
 
 _LIBPQ_SESSION_PARAMETERS = ("options", "application_name")

@@ -294,6 +294,13 @@ def translate(
     diag = diagnostics(error) or Diagnostics(sqlstate=None, message=first_line(error))
     if connecting and diag.sqlstate is None:
         diag = replace(diag, sqlstate=_inferred_sqlstate(str(error)))
+    if connecting and "unsupported startup parameter" in diag.message:
+        return ConnectionFailed(
+            f"Could not connect to {endpoint}: {diag.message}. That is PgBouncer, which "
+            "refuses server settings at start-up: set pgbouncer=True (GEOSESSION_PGBOUNCER="
+            "true) so that they are set in each transaction instead",
+            sqlstate=diag.sqlstate,
+        )
     if connecting and (diag.sqlstate is None or diag.sqlstate.startswith("08")):
         return ConnectionFailed(
             f"Could not connect to PostgreSQL at {endpoint}: {diag.message}. Check that the "

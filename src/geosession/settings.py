@@ -129,6 +129,10 @@ class DatabaseSettings(BaseSettings):
     """Sync driver: psycopg (3, default: COPY and server-side cursors) or psycopg2."""
     async_driver: AsyncDriver = "asyncpg"
     """Async driver for db.async_engine: asyncpg (default) or psycopg."""
+    pgbouncer: bool = False
+    """The URL is a PgBouncer in transaction pooling: server settings are set at the start
+    of each transaction (PgBouncer refuses them at start-up, and a later transaction may
+    run on another server connection) and no statement is prepared on the server."""
 
     pool_size: int = Field(default=10, ge=1, le=1000)
     """Connections kept open in the pool."""

@@ -1,0 +1,193 @@
+"""Through a real PgBouncer in transaction pooling (pgbouncer=True): the settings hold in
+every transaction and leak into no other client's, nothing prepared on one server
+connection is looked for on another, and sessions, streams, exports and the ingest work."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import shapely
+from sqlalchemy import make_url, text
+
+from geosession import ConnectionFailed, QueryTimeout, SpatialDatabase
+from tests.faults.helpers import libpq_url
+
+POOL_SIZE = 2
+"""Server connections PgBouncer keeps per database and user: fewer than our clients, so
+their transactions take turns on the same server connections."""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def pgbouncer_url(database_url: str) -> Iterator[str]:
+    """The test database through a PgBouncer of this module, in transaction pooling."""
+    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    assert Path(binary).is_file(), "PgBouncer is missing: make setup installs it"
+    server = make_url(database_url)
+    home = Path(tempfile.mkdtemp(prefix="geosession-pgbouncer-"))
+    port = _free_port()
+    (home / "users.txt").write_text(f'"{server.username}" ""\n')
+    (home / "pgbouncer.ini").write_text(
+        f"[databases]\n* = host={server.host} port={server.port}\n\n[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nauth_type = trust\n"
+        f"auth_file = {home / 'users.txt'}\npool_mode = transaction\n"
+        f"default_pool_size = {POOL_SIZE}\nmax_client_conn = 200\n"
+        f"logfile = {home / 'pgbouncer.log'}\nunix_socket_dir =\n"
+    )
+    command = [binary, str(home / "pgbouncer.ini")]
+    if os.geteuid() == 0:  # PgBouncer refuses to run as root
+        shutil.chown(home, "postgres")
+        for path in home.iterdir():
+            shutil.chown(path, "postgres")
+        command = ["runuser", "-u", "postgres", "--", *command]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = server.set(port=port, host="127.0.0.1").render_as_string(hide_password=False)
+    try:
+        _wait_for(url, process, home)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _wait_for(url: str, process: subprocess.Popen[bytes], home: Path) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            psycopg.connect(libpq_url(url), connect_timeout=2).close()
+            return
+        except psycopg.OperationalError:
+            log = (home / "pgbouncer.log").read_text() if (home / "pgbouncer.log").exists() else ""
+            assert process.poll() is None, f"PgBouncer stopped: {log[-2000:]}"
+            assert time.monotonic() < deadline, f"PgBouncer did not start: {log[-2000:]}"
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def bounced(make_db: Callable[..., SpatialDatabase], pgbouncer_url: str) -> SpatialDatabase:
+    return make_db(
+        pgbouncer_url + "?options=-c%20work_mem%3D7MB",
+        pgbouncer=True,
+        statement_timeout="3s",
+        server_settings={"search_path": "public, pg_catalog"},
+        pool_size=3,
+    )
+
+
+SHOWN = "SELECT current_setting('statement_timeout'), current_setting('work_mem'), " + (
+    "current_setting('search_path')"
+)
+EXPECTED = ("3s", "7MB", "public, pg_catalog")
+
+
+def test_without_pgbouncer_mode_the_error_says_to_set_it(
+    make_db: Callable[..., SpatialDatabase], pgbouncer_url: str
+) -> None:
+    db = make_db(pgbouncer_url)
+    with (
+        pytest.raises(ConnectionFailed, match=r"That is PgBouncer.*pgbouncer=True"),
+        db.session() as s,
+    ):
+        s.execute(text("SELECT 1"))
+
+
+def test_every_transaction_has_the_settings_and_no_other_client_gets_them(
+    bounced: SpatialDatabase, pgbouncer_url: str
+) -> None:
+    """Ten times the same statements (psycopg prepares a statement at its fifth run), the
+    transactions moved between server connections by a client that holds one in every
+    other turn; a bare client sees none of the settings."""
+    with bounced.session() as session, psycopg.connect(libpq_url(pgbouncer_url)) as holder:
+        for number in range(10):
+            if number % 2:
+                holder.execute("SELECT 1")  # holds a server connection until its commit
+            assert session.execute(text(SHOWN)).one() == EXPECTED
+            assert session.execute(text("SELECT :n + 1"), {"n": number}).scalar() == number + 1
+            session.commit()
+            holder.commit()
+            with psycopg.connect(libpq_url(pgbouncer_url), autocommit=True) as bare:
+                assert bare.execute("SHOW statement_timeout").fetchone() == ("0",)
+    with bounced.transaction() as s:
+        assert s.execute(text(SHOWN)).one() == EXPECTED
+    with pytest.raises(QueryTimeout), bounced.transaction() as s:
+        s.execute(text("SELECT pg_sleep(5)"))
+    with bounced.transaction(statement_timeout="10s") as s:  # SET LOCAL after the settings
+        assert s.execute(text("SHOW statement_timeout")).scalar() == "10s"
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+def test_async_sessions_and_streams_through_pgbouncer(
+    make_db: Callable[..., SpatialDatabase], pgbouncer_url: str, driver: str
+) -> None:
+    db = make_db(pgbouncer_url, pgbouncer=True, statement_timeout="3s", async_driver=driver)
+
+    async def work(holder: psycopg.Connection[Any]) -> int:
+        for number in range(10):
+            if number % 2:
+                holder.execute("SELECT 1")  # moves the next transaction to another server
+            async with db.async_transaction() as s:
+                shown = await s.execute(text("SELECT current_setting('statement_timeout')"))
+                assert shown.scalar() == "3s"
+                found = await s.execute(text("SELECT :n * 2"), {"n": number})
+                assert found.scalar() == number * 2
+            holder.commit()
+        rows = 0
+        query = text("SELECT n, ST_Point(n, n, 4326) AS geom FROM generate_series(1, 2500) n")
+        async for _row in db.async_stream(query, batch_size=1000):
+            rows += 1
+        await db.async_engine.dispose()
+        return rows
+
+    with psycopg.connect(libpq_url(pgbouncer_url)) as holder:
+        assert asyncio.run(work(holder)) == 2500
+
+
+def test_ingest_stream_and_export_through_pgbouncer(
+    bounced: SpatialDatabase, tmp_path: Path
+) -> None:
+    """The ingest's own transactions (raw psycopg) get the settings too; two COPY workers
+    and the ledger work over transaction pooling; every row lands once."""
+    with bounced.transaction() as s:
+        s.execute(text("DROP TABLE IF EXISTS bounced_points, bounced_points_rejected"))
+        s.execute(
+            text("CREATE TABLE bounced_points (id int PRIMARY KEY, geom geometry(Point, 4326))")
+        )
+        s.execute(text("CREATE INDEX ON bounced_points USING gist (geom)"))
+    try:
+        raw = bounced.engine.raw_connection()
+        try:
+            with raw.driver_connection.transaction():  # type: ignore[union-attr]
+                shown = raw.driver_connection.execute(SHOWN).fetchone()  # type: ignore[union-attr]
+            assert shown == EXPECTED
+        finally:
+            raw.close()
+        rows = ({"id": n, "geom": shapely.Point(n, n)} for n in range(1, 30_001))
+        report = bounced.ingest("bounced_points", rows, chunk_size=2000, workers=2)
+        assert report.inserted == 30_000 and report.chunks == 15 and not report.rejected
+        again = bounced.ingest("bounced_points", [], ingest_id=report.ingest_id, progress=False)
+        assert again.inserted == 0
+        query = text("SELECT id, geom FROM bounced_points ORDER BY id")
+        assert sum(1 for _row in bounced.stream(query, batch_size=5000)) == 30_000
+        result = bounced.export(query, tmp_path / "points.gpkg")
+        assert result.features == 30_000
+    finally:
+        with bounced.transaction() as s:
+            s.execute(text("DROP TABLE IF EXISTS bounced_points, bounced_points_rejected"))
