@@ -184,6 +184,14 @@ def test_ingest_stream_and_export_through_pgbouncer(
         assert report.inserted == 30_000 and report.chunks == 15 and not report.rejected
         again = bounced.ingest("bounced_points", [], ingest_id=report.ingest_id, progress=False)
         assert again.inserted == 0
+        moved = [{"id": n, "geom": shapely.Point(-n, -n)} for n in range(1, 1001)]
+        updated = bounced.ingest("bounced_points", moved, on_conflict="update", chunk_size=500)
+        assert updated.inserted == 1000  # through a staging table of each chunk's transaction
+        with bounced.session() as s:
+            assert (
+                s.execute(text("SELECT count(*) FROM bounced_points WHERE ST_X(geom) < 0")).scalar()
+                == 1000
+            )
         query = text("SELECT id, geom FROM bounced_points ORDER BY id")
         assert sum(1 for _row in bounced.stream(query, batch_size=5000)) == 30_000
         result = bounced.export(query, tmp_path / "points.gpkg")
