@@ -123,6 +123,33 @@ def test_a_sqlalchemy_url_object_is_taken_as_create_engine_takes_it() -> None:
         db.dispose()
 
 
+def test_a_replica_url_takes_what_it_leaves_out_from_the_primary(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = DatabaseSettings(
+        database_url=URL + "?sslmode=require",
+        replica_urls=["postgresql://replica.example:5433", "postgresql://bob:other@r2/gis2"],
+        statement_timeout="4s",
+    )
+    first, second = s.for_replica(0), s.for_replica(1)
+    assert first.url().render_as_string(hide_password=False) == (
+        "postgresql+psycopg://alice:s3cret-pw@replica.example:5433/gis?sslmode=require"
+    )
+    assert (second.url().username, second.url().password, second.url().database) == (
+        "bob",
+        "other",
+        "gis2",
+    )
+    assert first.statement_timeout == "4s" and not first.replica_urls
+    assert "s3cret-pw" not in repr(s) and "other" not in repr(s)
+    monkeypatch.setenv("GEOSESSION_REPLICA_URLS", '["postgresql://r3/gis"]')
+    assert DatabaseSettings().for_replica(0).url().host == "r3"
+    assert DatabaseSettings(replica_urls="postgresql://r4/gis").for_replica(0).url().host == "r4"
+    with pytest.raises(ConfigurationError, match=r"replica_urls\[0\] is not a valid URL") as info:
+        DatabaseSettings(replica_urls=["not a url :s3cret-pw@"])
+    assert "s3cret-pw" not in str(info.value)
+
+
 def test_invalid_url_error_hides_the_password() -> None:
     with pytest.raises(ConfigurationError) as info:
         DatabaseSettings(database_url="not a url at all :s3cret-pw@")

@@ -370,6 +370,14 @@ def export(
         str | None,
         typer.Option(help="Read in keyset pages by this unique column (for slow consumers)."),
     ] = None,
+    replica: Annotated[
+        bool,
+        typer.Option(
+            "--replica",
+            help="Read on a streaming replica (GEOSESSION_REPLICA_URLS), the primary when "
+            "none answers.",
+        ),
+    ] = False,
 ) -> None:
     """Export a table or a query to GeoJSON, GeoJSON Lines, GeoPackage, FlatGeobuf,
     GeoParquet or CSV.
@@ -387,6 +395,7 @@ def export(
         "pages_by": pages_by,
         "bbox_srid": bbox_srid,
         "precision": precision,
+        "replica": replica,
     }
     box = parse_bbox(bbox)
     run_export(

@@ -8,9 +8,10 @@ transaction and no connection is left checked out, whatever the caller's code ra
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
@@ -36,6 +37,7 @@ from geosession.read import (
     export,
     geojson_chunks,
 )
+from geosession.replicas import READ_ONLY, Replicas
 from geosession.retry import RetryOptions, Transactional, arun_transaction, run_transaction
 from geosession.retry import watch_long_transactions as _watch_long_transactions
 from geosession.settings import DatabaseSettings, check_duration
@@ -78,6 +80,7 @@ class SpatialDatabase:
         self._async_engine: AsyncEngine | None = None
         self._async_sessions: async_sessionmaker[AsyncSession] | None = None
         self._async_lock = threading.Lock()
+        self._replicas = Replicas(self.settings)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> SpatialDatabase:
@@ -116,12 +119,18 @@ class SpatialDatabase:
             return self._async_engine
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self, *, replica: bool = False) -> Iterator[Session]:
         """A Session that is always closed; an exception rolls it back and is re-raised.
 
         Nothing is committed for you: call ``s.commit()``, or use :meth:`transaction`.
+        ``replica=True`` reads on a streaming replica (``replica_urls``; the primary when
+        none answers), read only.
         """
-        with self._translated(), self._sessions() as session:
+        if not replica:
+            with self._translated(), self._sessions() as session:
+                yield session
+            return
+        with self._checkout(replica=True) as connection, self._sessions(bind=connection) as session:
             yield session
 
     @contextmanager
@@ -132,15 +141,17 @@ class SpatialDatabase:
         statement_timeout: str | int | None = None,
         lock_timeout: str | int | None = None,
         read_only: bool = False,
+        replica: bool = False,
     ) -> Iterator[Session]:
         """One explicit transaction: committed when the block ends, rolled back on error.
 
         ``statement_timeout`` and ``lock_timeout`` apply with SET LOCAL, so they end with
         the transaction and never reach the next user of the pooled connection.
+        ``replica=True``: on a replica, as :meth:`session` says.
         """
         options = _transaction_options(isolation, read_only)
         settings = _local_settings(statement_timeout=statement_timeout, lock_timeout=lock_timeout)
-        with self.session() as session, session.begin():
+        with self.session(replica=replica) as session, session.begin():
             session.connection(execution_options=options)
             if settings:
                 session.execute(*_set_local(settings))
@@ -152,10 +163,17 @@ class SpatialDatabase:
             yield session
 
     @asynccontextmanager
-    async def async_session(self) -> AsyncIterator[AsyncSession]:
+    async def async_session(self, *, replica: bool = False) -> AsyncIterator[AsyncSession]:
         """The async twin of :meth:`session`: always closed, rolled back on error."""
         self.async_engine  # noqa: B018 - creates the engine and session factory on first use
         assert self._async_sessions is not None
+        if replica:
+            async with (
+                self._async_checkout(replica=True) as connection,
+                self._async_sessions(bind=connection) as session,
+            ):
+                yield session
+            return
         try:
             async with self._async_sessions() as session:
                 yield session
@@ -170,11 +188,12 @@ class SpatialDatabase:
         statement_timeout: str | int | None = None,
         lock_timeout: str | int | None = None,
         read_only: bool = False,
+        replica: bool = False,
     ) -> AsyncIterator[AsyncSession]:
         """The async twin of :meth:`transaction`."""
         options = _transaction_options(isolation, read_only)
         settings = _local_settings(statement_timeout=statement_timeout, lock_timeout=lock_timeout)
-        async with self.async_session() as session, session.begin():
+        async with self.async_session(replica=replica) as session, session.begin():
             await session.connection(execution_options=options)
             if settings:
                 await session.execute(*_set_local(settings))
@@ -352,21 +371,33 @@ class SpatialDatabase:
     # -- streaming reads and exports (geosession.read) -------------------------------
 
     def stream(
-        self, statement: Any, *, params: Mapping[str, Any] | None = None, **options: Any
+        self,
+        statement: Any,
+        *,
+        params: Mapping[str, Any] | None = None,
+        replica: bool = False,
+        **options: Any,
     ) -> GeometryStream:
         """Iterate ``statement``'s rows in bounded memory: a server-side cursor, or keyset
         pages with ``pages_by=``. Options: geometry, output, batch_size, geometry_column,
-        pages_by, bbox, bbox_srid (README: "Streaming reads and GeoJSON export")."""
-        return GeometryStream(self._checkout, statement, ReadOptions.build(**options), params)
+        pages_by, bbox, bbox_srid (README: "Streaming reads and GeoJSON export").
+        ``replica=True`` reads on a replica, as :meth:`session` says."""
+        read = ReadOptions.build(**options)
+        return GeometryStream(self._checkouts(replica=replica), statement, read, params)
 
     def stream_frames(
-        self, statement: Any, *, params: Mapping[str, Any] | None = None, **options: Any
+        self,
+        statement: Any,
+        *,
+        params: Mapping[str, Any] | None = None,
+        replica: bool = False,
+        **options: Any,
     ) -> Iterator[Any]:
         """GeoDataFrame chunks of ``statement``'s rows (needs the ``geo`` extra)."""
         from geosession.read.frames import frames
 
         read = ReadOptions.build(**{**options, "output": "row"})
-        return frames(GeometryStream(self._checkout, statement, read, params))
+        return frames(GeometryStream(self._checkouts(replica=replica), statement, read, params))
 
     def export_geojson(
         self,
@@ -391,6 +422,7 @@ class SpatialDatabase:
         params: Mapping[str, Any] | None = None,
         progress: bool | Callable[[int], None] = False,
         spatial_index: bool = True,
+        replica: bool = False,
         **options: Any,
     ) -> ExportResult:
         """Write ``statement``'s rows as geojson, geojsonl, gpkg, fgb, parquet (GeoParquet) or
@@ -401,7 +433,7 @@ class SpatialDatabase:
         without one (FlatGeobuf's is built in memory: about 160 MB per million features)."""
         read = ReadOptions.build(**options)
         return export(
-            self._checkout,
+            self._checkouts(replica=replica),
             statement,
             dest,
             format=format,
@@ -418,11 +450,12 @@ class SpatialDatabase:
         *,
         newline_delimited: bool = False,
         params: Mapping[str, Any] | None = None,
+        replica: bool = False,
         **options: Any,
     ) -> Iterator[bytes]:
         """GeoJSON bytes chunk by chunk, for streaming HTTP responses (with ``pages_by=``)."""
         read = ReadOptions.build(**options).for_features()
-        stream = GeometryStream(self._checkout, statement, read, params)
+        stream = GeometryStream(self._checkouts(replica=replica), statement, read, params)
         return geojson_chunks(stream.batches(), newline_delimited=newline_delimited)
 
     def async_iter_geojson(
@@ -431,33 +464,58 @@ class SpatialDatabase:
         *,
         newline_delimited: bool = False,
         params: Mapping[str, Any] | None = None,
+        replica: bool = False,
         **options: Any,
     ) -> AsyncIterator[bytes]:
         """The async twin of :meth:`iter_geojson`, on :attr:`async_engine`, for async
         endpoints (``StreamingResponse(db.async_iter_geojson(...))``)."""
         read = ReadOptions.build(**options).for_features()
-        stream = AsyncGeometryStream(self._async_checkout, statement, read, params)
+        checkout = functools.partial(self._async_checkout, replica=replica)
+        stream = AsyncGeometryStream(checkout, statement, read, params)
         return async_geojson_chunks(stream.batches(), newline_delimited=newline_delimited)
 
     def async_stream(
-        self, statement: Any, *, params: Mapping[str, Any] | None = None, **options: Any
+        self,
+        statement: Any,
+        *,
+        params: Mapping[str, Any] | None = None,
+        replica: bool = False,
+        **options: Any,
     ) -> AsyncGeometryStream:
         """The async twin of :meth:`stream`, on :attr:`async_engine`."""
         read = ReadOptions.build(**options)
-        return AsyncGeometryStream(self._async_checkout, statement, read, params)
+        checkout = functools.partial(self._async_checkout, replica=replica)
+        return AsyncGeometryStream(checkout, statement, read, params)
+
+    def _checkouts(self, *, replica: bool) -> Callable[[], AbstractContextManager[Connection]]:
+        return functools.partial(self._checkout, replica=replica)
 
     @contextmanager
-    def _checkout(self) -> Iterator[Connection]:
-        """A pooled connection; pool exhaustion becomes PoolExhausted."""
-        with self._translated(), self._engine.connect() as connection:
-            yield connection
+    def _checkout(self, *, replica: bool = False) -> Iterator[Connection]:
+        """A pooled connection; pool exhaustion becomes PoolExhausted. ``replica``: a
+        read-only one to a replica, else to the primary."""
+        with self._translated():
+            connection = self._replicas.connect() if replica else None
+            if connection is None:
+                connection = self._engine.connect()
+                if replica:
+                    connection.execution_options(**READ_ONLY)
+            with connection:
+                yield connection
 
     @asynccontextmanager
-    async def _async_checkout(self) -> AsyncIterator[AsyncConnection]:
+    async def _async_checkout(self, *, replica: bool = False) -> AsyncIterator[AsyncConnection]:
         engine = self.async_engine
         try:
-            async with engine.connect() as connection:
+            connection = await self._replicas.async_connect() if replica else None
+            if connection is None:
+                connection = await engine.connect()
+                if replica:
+                    await connection.execution_options(**READ_ONLY)
+            try:
                 yield connection
+            finally:
+                await connection.close()
         except sa_exc.TimeoutError as error:
             raise self._pool_exhausted(engine.sync_engine) from error
 
@@ -466,13 +524,19 @@ class SpatialDatabase:
         self.scoped.remove()
         self.metrics.close()
         self._engine.dispose()
+        for replica in self._replicas.engines():
+            replica.dispose()
         if self._async_engine is not None:
             self._async_engine.sync_engine.dispose(close=False)
+        for async_replica in self._replicas.async_engines():
+            async_replica.sync_engine.dispose(close=False)
 
     async def adispose(self) -> None:
         """Closes the async engine's connections too (they need the event loop)."""
         if self._async_engine is not None:
             await self._async_engine.dispose()
+        for async_replica in self._replicas.async_engines():
+            await async_replica.dispose()
         self.dispose()
 
     def __enter__(self) -> Self:

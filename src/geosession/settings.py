@@ -129,6 +129,11 @@ class DatabaseSettings(BaseSettings):
     """Sync driver: psycopg (3, default: COPY and server-side cursors) or psycopg2."""
     async_driver: AsyncDriver = "asyncpg"
     """Async driver for db.async_engine: asyncpg (default) or psycopg."""
+    replica_urls: list[SecretStr] = Field(default_factory=list)
+    """Streaming replicas of the database: sessions, streams and exports asked for with
+    ``replica=True`` read there, each in turn; a replica that cannot be reached is passed
+    over (the primary is the last resort). User, password, database and query parameters
+    a replica's URL leaves out are the primary's."""
     pgbouncer: bool = False
     """The URL is a PgBouncer in transaction pooling: server settings are set at the start
     of each transaction (PgBouncer refuses them at start-up, and a later transaction may
@@ -203,17 +208,49 @@ class DatabaseSettings(BaseSettings):
         """A SQLAlchemy URL object is taken as create_engine takes it, password included."""
         return value.render_as_string(hide_password=False) if isinstance(value, URL) else value
 
+    @field_validator("replica_urls", mode="before")
+    @classmethod
+    def _replica_urls_as_text(cls, value: Any) -> Any:
+        """One URL alone is a list of one; URL objects are taken as database_url takes them."""
+        values = [value] if isinstance(value, str | URL) else value
+        if not isinstance(values, list | tuple):
+            return value
+        return [cls._url_as_text(item) for item in values]
+
     @model_validator(mode="after")
     def _check_url(self) -> DatabaseSettings:
-        if self.database_url is not None:
+        urls = [("database_url", self.database_url)] if self.database_url is not None else []
+        urls += [(f"replica_urls[{n}]", url) for n, url in enumerate(self.replica_urls)]
+        for name, url in urls:
             try:
-                make_url(self.database_url.get_secret_value())
+                make_url(url.get_secret_value())
             except Exception:
                 raise ValueError(
-                    "database_url is not a valid URL; expected "
+                    f"{name} is not a valid URL; expected "
                     "postgresql://user@host:5432/dbname (the password is not shown)"
                 ) from None
         return self
+
+    def for_replica(self, number: int) -> DatabaseSettings:
+        """These settings for replica ``number``: its URL, with the user, password, database
+        and query parameters it leaves out taken from the primary's."""
+        primary = self.url()
+        replica = make_url(self.replica_urls[number].get_secret_value())
+        password, query = _split_password(replica)
+        merged = replica.set(
+            username=replica.username or primary.username,
+            password=password or primary.password,
+            database=replica.database or primary.database,
+            query={**primary.query, **query},
+        )
+        cleared = dict.fromkeys(("host", "port", "user", "password", "password_file", "database"))
+        return self.model_copy(
+            update={
+                **cleared,
+                "database_url": SecretStr(merged.render_as_string(hide_password=False)),
+                "replica_urls": [],
+            }
+        )
 
     def __init__(self, **values: Any) -> None:
         try:

@@ -54,7 +54,7 @@ def run_export(
     console = Console(stderr=True)
     started = time.perf_counter()
     with SpatialDatabase.from_env() as db:
-        total = None if where or bbox else _estimate(db, source)
+        total = None if where or bbox else _estimate(db, source, options.get("replica", False))
         with export_progress(total, console) as advance:
             result = db.export(
                 source_query(source, where=where),
@@ -77,12 +77,12 @@ def run_export(
     return result
 
 
-def _estimate(db: SpatialDatabase, source: str) -> int | None:
+def _estimate(db: SpatialDatabase, source: str, replica: bool) -> int | None:
     """The planner's row count of a whole table, for the bar's total (None for queries)."""
     name = table_name(source)
     if name is None:
         return None
     qualified = ".".join(quote_identifier(part) for part in name if part is not None)
-    with db.session() as session:
+    with db.session(replica=replica) as session:
         estimate = session.execute(_ESTIMATE_SQL, {"name": qualified}).scalar()
     return int(estimate) if estimate is not None and estimate > 0 else None

@@ -1,0 +1,209 @@
+"""Reads on a real streaming replica (pg_basebackup of the test server, in hot standby):
+replica=True sessions, transactions, streams and exports read there, read only; writes
+stay on the primary; a replica that is down is passed over for the primary and used
+again once it is back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import shapely
+from sqlalchemy import make_url, text
+from typer.testing import CliRunner
+
+from geosession import DatabaseError, SpatialDatabase
+from geosession.cli import app
+from geosession.local import _find_binaries
+from tests.faults.helpers import libpq_url, wait_until
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    """PostgreSQL's tools refuse to run as root."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+class Standby:
+    """A hot standby of the test server, streaming from it."""
+
+    def __init__(self, primary_url: str) -> None:
+        self.tools = _find_binaries()
+        self.home = Path(tempfile.mkdtemp(prefix="geosession-standby-"))
+        self.data = self.home / "data"
+        primary = make_url(primary_url)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        if os.geteuid() == 0:
+            shutil.chown(self.home, "postgres")
+        self._run(
+            self.tools.tool("pg_basebackup"),
+            *("-h", str(primary.host), "-p", str(primary.port), "-U", str(primary.username)),
+            *("-D", str(self.data), "-R", "-X", "stream", "-c", "fast"),
+        )
+        self.url = primary.set(host="127.0.0.1", port=self.port).render_as_string(
+            hide_password=False
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.home} -c hot_standby=on"
+        self._run(
+            self.tools.tool("pg_ctl"),
+            *("-D", str(self.data), "-o", options, "-l", str(self.home / "log"), "-w", "start"),
+        )
+
+    def stop(self) -> None:
+        self._run(self.tools.tool("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def _run(self, *command: str) -> None:
+        done = subprocess.run(_as_postgres(list(command)), capture_output=True, text=True)
+        assert done.returncode == 0, f"{command[0]} failed: {done.stderr[-2000:]}"
+
+
+@pytest.fixture(scope="module")
+def standby(database_url: str) -> Iterator[Standby]:
+    replica = Standby(database_url)
+    replica.start()
+    yield replica
+    replica.stop()
+    shutil.rmtree(replica.home, ignore_errors=True)
+
+
+@pytest.fixture
+def routed(make_db: Callable[..., SpatialDatabase], standby: Standby) -> Iterator[SpatialDatabase]:
+    db = make_db(replica_urls=[standby.url], statement_timeout="4s")
+    with db.transaction() as s:
+        s.execute(text("DROP TABLE IF EXISTS replicated"))
+        s.execute(text("CREATE TABLE replicated (id int PRIMARY KEY, geom geometry(Point, 4326))"))
+    yield db
+    with db.transaction() as s:
+        s.execute(text("DROP TABLE IF EXISTS replicated"))
+    for engine in db._replicas.engines():
+        assert engine.pool.checkedout() == 0, "a replica connection was left checked out"  # type: ignore[attr-defined]
+
+
+IN_RECOVERY = text("SELECT pg_is_in_recovery(), current_setting('statement_timeout')")
+
+
+def _replicated(db: SpatialDatabase, rows: int) -> bool:
+    with db.session(replica=True) as s:
+        return s.execute(text("SELECT count(*) FROM replicated")).scalar() == rows
+
+
+def test_replica_sessions_read_on_the_standby_and_writes_stay_on_the_primary(
+    routed: SpatialDatabase,
+) -> None:
+    points = [{"id": n, "geom": shapely.Point(n, n)} for n in range(1, 101)]
+    assert routed.ingest("replicated", points, progress=False, on_invalid="skip").inserted == 100
+    wait_until(lambda: _replicated(routed, 100))
+    with routed.session(replica=True) as s:
+        assert s.execute(IN_RECOVERY).one() == (True, "4s")  # the settings, there too
+    with routed.transaction(replica=True, statement_timeout="9s") as s:
+        assert s.execute(text("SHOW statement_timeout")).scalar() == "9s"
+        assert s.execute(text("SELECT max(id) FROM replicated")).scalar() == 100
+    with routed.session() as s:
+        assert s.execute(IN_RECOVERY).one() == (False, "4s")
+    with (
+        pytest.raises(DatabaseError, match="read-only transaction"),
+        routed.transaction(replica=True) as s,
+    ):
+        s.execute(text("DELETE FROM replicated"))
+    query = text("SELECT id, geom FROM replicated ORDER BY id")
+    assert sum(1 for _row in routed.stream(query, replica=True, batch_size=30)) == 100
+    pages = routed.stream(text("SELECT id, geom FROM replicated"), replica=True, pages_by="id")
+    assert [row.id for row in pages] == list(range(1, 101))
+
+
+def test_cli_export_reads_on_the_replica(
+    routed: SpatialDatabase,
+    standby: Standby,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with routed.transaction() as s:
+        s.execute(text("INSERT INTO replicated VALUES (7, ST_Point(7, 7, 4326))"))
+    wait_until(lambda: _replicated(routed, 1))
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    monkeypatch.setenv("GEOSESSION_REPLICA_URLS", json.dumps([standby.url]))
+    monkeypatch.setenv("GEOSESSION_APPLICATION_NAME", "exported-on-replica")
+    out = tmp_path / "r.geojson"
+    with psycopg.connect(libpq_url(standby.url), autocommit=True) as on_standby:
+        on_standby.execute("SELECT pg_wal_replay_pause()")  # the replica stays behind
+        try:
+            with routed.transaction() as s:
+                s.execute(text("INSERT INTO replicated VALUES (8, ST_Point(8, 8, 4326))"))
+            runner = CliRunner()
+            exported = runner.invoke(app, ["export", "replicated", str(out), "--replica"])
+            assert exported.exit_code == 0, exported.output
+            assert "Exported 1 features" in exported.output
+            assert json.loads(out.read_text())["features"][0]["properties"] == {"id": 7}
+            on_primary = runner.invoke(app, ["export", "replicated", str(out)])
+            assert "Exported 2 features" in on_primary.output
+        finally:
+            on_standby.execute("SELECT pg_wal_replay_resume()")
+
+
+def test_async_replica_sessions_and_streams(routed: SpatialDatabase) -> None:
+    with routed.transaction() as s:
+        s.execute(text("INSERT INTO replicated VALUES (1, ST_Point(1, 1, 4326))"))
+    wait_until(lambda: _replicated(routed, 1))
+
+    async def read() -> tuple[object, int]:
+        async with routed.async_transaction(replica=True) as s:
+            shown = (await s.execute(IN_RECOVERY)).one()
+        rows = 0
+        async for _row in routed.async_stream(text("SELECT * FROM replicated"), replica=True):
+            rows += 1
+        await routed.adispose()
+        return tuple(shown), rows
+
+    assert asyncio.run(read()) == ((True, "4s"), 1)
+
+
+def test_a_standby_that_is_down_is_passed_over_for_the_primary(
+    routed: SpatialDatabase, standby: Standby, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with routed.session(replica=True) as s:
+        assert s.execute(IN_RECOVERY).scalar() is True
+    standby.stop()
+    try:
+        with caplog.at_level("WARNING", logger="geosession.replicas"):
+            for _ in range(3):  # the first finds it down; the others do not try it
+                with routed.session(replica=True) as s:
+                    assert s.execute(IN_RECOVERY).scalar() is False
+            with routed.session(replica=True) as s:
+                assert s.execute(IN_RECOVERY).scalar() is False  # the primary stood in
+                with pytest.raises(DatabaseError, match="read-only transaction"):
+                    s.execute(text("DELETE FROM replicated"))
+            result = routed.export(
+                text("SELECT * FROM replicated"), tmp_path / "r.geojson", replica=True
+            )
+        assert result.features == 0
+        assert caplog.text.count("cannot be reached") == 1 and "127.0.0.1" in caplog.text
+    finally:
+        standby.start()
+    wait_until(lambda: _in_recovery(routed), timeout=20)
+
+
+def _in_recovery(db: SpatialDatabase) -> bool:
+    with db.session(replica=True) as s:
+        return bool(s.execute(IN_RECOVERY).scalar())
+
+
+def test_without_replicas_replica_reads_are_read_only_on_the_primary(db: SpatialDatabase) -> None:
+    with db.session(replica=True) as s:
+        assert s.execute(IN_RECOVERY).scalar() is False
+        with pytest.raises(DatabaseError, match="read-only transaction"):
+            s.execute(text("CREATE TABLE never_made (id int)"))
+    with db.session() as s:  # the pooled connection is read-write again
+        s.execute(text("CREATE TEMP TABLE made_here (id int)"))
