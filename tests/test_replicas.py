@@ -112,6 +112,10 @@ def test_replica_sessions_read_on_the_standby_and_writes_stay_on_the_primary(
         assert s.execute(text("SELECT max(id) FROM replicated")).scalar() == 100
     with routed.session() as s:
         assert s.execute(IN_RECOVERY).one() == (False, "4s")
+    assert routed.run_transaction(lambda s: s.execute(IN_RECOVERY).one(), replica=True) == (
+        True,
+        "4s",
+    )
     with (
         pytest.raises(DatabaseError, match="read-only transaction"),
         routed.transaction(replica=True) as s,

@@ -82,6 +82,10 @@ class RetryOptions(TypedDict, total=False):
     """SET LOCAL statement_timeout for each attempt."""
     lock_timeout: str | int | None
     """SET LOCAL lock_timeout for each attempt."""
+    replica: bool
+    """Run each attempt on a streaming replica (``replica_urls``), read only; a replica
+    lost mid-attempt is passed over by the rerun, and so is its conflict with recovery
+    (canceled by the standby's replay: a serialization failure)."""
     attempts: int
     """Attempts in all, the first included (default 5)."""
     backoff: tuple[float, float]
@@ -92,7 +96,7 @@ class RetryOptions(TypedDict, total=False):
     """Rerunning the function is harmless: also rerun after CommitOutcomeUnknown."""
 
 
-_TRANSACTION_OPTIONS = ("isolation", "read_only", "statement_timeout", "lock_timeout")
+_TRANSACTION_OPTIONS = ("isolation", "read_only", "statement_timeout", "lock_timeout", "replica")
 
 
 @dataclass(frozen=True)
