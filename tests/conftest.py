@@ -91,7 +91,7 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     admin = request.getfixturevalue("admin") if uses_database else None
     yield
     try:
-        leaked = [db for db in _created if db.pool_stats().checked_out]
+        leaked = [db for db in _created if _checked_out(db)]
         assert not leaked, f"connections left checked out: {[db.pool_stats() for db in leaked]}"
         if admin is not None:
             idle = _idle_in_transaction(admin)
@@ -100,6 +100,11 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
         for db in _created:
             db.dispose()
         _created.clear()
+
+
+def _checked_out(db: SpatialDatabase) -> bool:
+    """Whether a pool of ``db`` (the primary's or a replica's) has a connection lent."""
+    return any(stats.checked_out for stats in [db.pool_stats(), *db.replica_pool_stats()])
 
 
 def _idle_in_transaction(admin: psycopg.Connection[Any], grace: float = 2.0) -> list[Any]:

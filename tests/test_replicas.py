@@ -87,8 +87,8 @@ def routed(make_db: Callable[..., SpatialDatabase], standby: Standby) -> Iterato
     yield db
     with db.transaction() as s:
         s.execute(text("DROP TABLE IF EXISTS replicated"))
-    for engine in db._replicas.engines():
-        assert engine.pool.checkedout() == 0, "a replica connection was left checked out"  # type: ignore[attr-defined]
+    stats = db.replica_pool_stats()
+    assert stats and not any(pool.checked_out for pool in stats), stats
 
 
 IN_RECOVERY = text("SELECT pg_is_in_recovery(), current_setting('statement_timeout')")
@@ -107,6 +107,8 @@ def test_replica_sessions_read_on_the_standby_and_writes_stay_on_the_primary(
     wait_until(lambda: _replicated(routed, 100))
     with routed.session(replica=True) as s:
         assert s.execute(IN_RECOVERY).one() == (True, "4s")  # the settings, there too
+        assert [pool.checked_out for pool in routed.replica_pool_stats()] == [1]
+        assert routed.pool_stats().checked_out == 0
     with routed.transaction(replica=True, statement_timeout="9s") as s:
         assert s.execute(text("SHOW statement_timeout")).scalar() == "9s"
         assert s.execute(text("SELECT max(id) FROM replicated")).scalar() == 100

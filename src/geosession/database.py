@@ -80,7 +80,7 @@ class SpatialDatabase:
         self._async_engine: AsyncEngine | None = None
         self._async_sessions: async_sessionmaker[AsyncSession] | None = None
         self._async_lock = threading.Lock()
-        self._replicas = Replicas(self.settings)
+        self._replicas = Replicas(self.settings, on_engine=self.metrics.attach_replica)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> SpatialDatabase:
@@ -332,6 +332,11 @@ class SpatialDatabase:
         if monitor is None:  # the async engine is made on first use
             return PoolStats(size=0, checked_out=0, checked_in=0, overflow=0)
         return monitor.stats()
+
+    def replica_pool_stats(self) -> list[PoolStats]:
+        """The pools of the replica engines made so far (``replica=True`` reads), in the
+        order they were made: connections lent and idle, waits, longest holders."""
+        return [monitor.stats() for monitor in self.metrics.replica_pools]
 
     def explain(self, statement: Any, *, analyze: bool = False, buffers: bool = True) -> PlanReport:
         """The server's plan for ``statement``, whether it uses a spatial index, and advice.

@@ -39,8 +39,13 @@ E = TypeVar("E", Engine, AsyncEngine)
 class Replicas:
     """The replicas of one database's settings (none when ``replica_urls`` is empty)."""
 
-    def __init__(self, settings: DatabaseSettings) -> None:
+    def __init__(
+        self, settings: DatabaseSettings, on_engine: Callable[[Engine], None] = lambda _: None
+    ) -> None:
+        """``on_engine`` is called with each engine made (an async one's ``sync_engine``),
+        to watch its pool."""
         self.settings = [settings.for_replica(n) for n in range(len(settings.replica_urls))]
+        self._on_engine = on_engine
         self._engines: dict[int, Engine] = {}
         self._async_engines: dict[int, AsyncEngine] = {}
         self._turns = itertools.count()
@@ -92,7 +97,8 @@ class Replicas:
     ) -> E:
         with self._lock:
             if number not in engines:
-                engines[number] = build(self.settings[number])
+                engine = engines[number] = build(self.settings[number])
+                self._on_engine(engine.sync_engine if isinstance(engine, AsyncEngine) else engine)
             return engines[number]
 
     def _passed_over(self, number: int, error: ConnectionFailed) -> None:

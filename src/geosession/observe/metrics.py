@@ -222,6 +222,7 @@ class DatabaseMetrics:
     slow_queries: SlowQueryLog
     ingest: IngestCounters = field(default_factory=IngestCounters)
     async_pool: PoolMonitor | None = None
+    replica_pools: list[PoolMonitor] = field(default_factory=list)
 
     @classmethod
     def attach(
@@ -240,22 +241,30 @@ class DatabaseMetrics:
 
     def attach_async(self, sync_engine: Engine) -> None:
         """The same listeners on the async engine (its ``sync_engine``)."""
-        self.async_pool = PoolMonitor.attach(
+        self.async_pool = self._watched(sync_engine)
+
+    def attach_replica(self, sync_engine: Engine) -> None:
+        """The same listeners on a replica's engine (an async one's ``sync_engine``)."""
+        self.replica_pools.append(self._watched(sync_engine))
+
+    def _watched(self, sync_engine: Engine) -> PoolMonitor:
+        self.slow_queries.attach(sync_engine)
+        return PoolMonitor.attach(
             sync_engine,
             max_overflow=self.pool.max_overflow,
             leak_threshold=self.pool.holds.threshold,
         )
-        self.slow_queries.attach(sync_engine)
 
     def monitor_of(self, engine: Engine) -> PoolMonitor | None:
-        """The monitor of ``engine`` (the sync engine or the async one's sync_engine)."""
-        for monitor in (self.pool, self.async_pool):
-            if monitor is not None and monitor.engine is engine:
-                return monitor
-        return None
+        """The monitor of ``engine`` (the sync engine, the async one's sync_engine, or a
+        replica's)."""
+        return next((m for m in self._monitors() if m.engine is engine), None)
 
     def close(self) -> None:
         """Stops the leak watchdogs (called by ``db.dispose()``)."""
-        for monitor in (self.pool, self.async_pool):
-            if monitor is not None:
-                monitor.close()
+        for monitor in self._monitors():
+            monitor.close()
+
+    def _monitors(self) -> list[PoolMonitor]:
+        optional = [self.async_pool] if self.async_pool is not None else []
+        return [self.pool, *optional, *self.replica_pools]
