@@ -18,12 +18,14 @@ from pathlib import Path
 import psycopg
 import pytest
 import shapely
+from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import make_url, text
 from typer.testing import CliRunner
 
 from geosession import DatabaseError, SpatialDatabase
 from geosession.cli import app
 from geosession.local import _find_binaries
+from geosession.observe.prometheus import register
 from tests.faults.helpers import libpq_url, wait_until
 
 
@@ -109,6 +111,10 @@ def test_replica_sessions_read_on_the_standby_and_writes_stay_on_the_primary(
         assert s.execute(IN_RECOVERY).one() == (True, "4s")  # the settings, there too
         assert [pool.checked_out for pool in routed.replica_pool_stats()] == [1]
         assert routed.pool_stats().checked_out == 0
+    registry = CollectorRegistry()
+    register(routed, registry, database="testdb")
+    scraped = generate_latest(registry).decode()
+    assert 'geosession_pool_checked_out{database="testdb",pool="replica0"} 0.0' in scraped
     with routed.transaction(replica=True, statement_timeout="9s") as s:
         assert s.execute(text("SHOW statement_timeout")).scalar() == "9s"
         assert s.execute(text("SELECT max(id) FROM replicated")).scalar() == 100
