@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -219,3 +220,42 @@ def test_without_replicas_replica_reads_are_read_only_on_the_primary(db: Spatial
             s.execute(text("CREATE TABLE never_made (id int)"))
     with db.session() as s:  # the pooled connection is read-write again
         s.execute(text("CREATE TEMP TABLE made_here (id int)"))
+
+
+def test_a_replica_too_far_behind_is_passed_over(
+    make_db: Callable[..., SpatialDatabase],
+    routed: SpatialDatabase,
+    standby: Standby,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    strict = make_db(replica_urls=[standby.url], replica_max_lag=0.5)
+    with routed.transaction() as s:
+        s.execute(text("INSERT INTO replicated VALUES (1, ST_Point(1, 1, 4326))"))
+    wait_until(lambda: _replicated(strict, 1))
+    with psycopg.connect(libpq_url(standby.url), autocommit=True) as on_standby:
+        on_standby.execute("SELECT pg_wal_replay_pause()")
+        try:
+            with routed.transaction() as s:
+                s.execute(text("INSERT INTO replicated VALUES (2, ST_Point(2, 2, 4326))"))
+            time.sleep(1.2)  # past the lag allowed, and past the last time it was asked
+            with (
+                caplog.at_level("WARNING", logger="geosession.replicas"),
+                strict.session(replica=True) as s,
+            ):
+                assert s.execute(IN_RECOVERY).scalar() is False  # the primary stood in
+                assert s.execute(text("SELECT count(*) FROM replicated")).scalar() == 2
+            assert "s behind (replica_max_lag is 0.5 s)" in caplog.text
+            time.sleep(1.1)  # asked again, by the async engine this time
+
+            async def in_recovery() -> object:
+                async with strict.async_session(replica=True) as s:
+                    found = (await s.execute(IN_RECOVERY)).scalar()
+                await strict.adispose()
+                return found
+
+            assert asyncio.run(in_recovery()) is False
+            with routed.session(replica=True) as s:  # no limit: the replica, behind
+                assert s.execute(text("SELECT count(*) FROM replicated")).scalar() == 1
+        finally:
+            on_standby.execute("SELECT pg_wal_replay_resume()")
+    wait_until(lambda: _in_recovery(strict), timeout=10)

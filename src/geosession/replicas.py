@@ -4,9 +4,12 @@ Asked for a replica connection, each replica is tried in turn (the next call sta
 the next one, spreading reads); one that cannot be reached (down, restarting, out of
 connection slots) is logged and passed over, and left alone for ``RETRY_AFTER`` seconds
 (so that reads do not each wait for a host that does not answer); when none answers the
-primary serves the read. Replica connections are read only wherever they land, so code written for a
-replica fails the same way on the primary when it tries to write. Engines are made on
-first use with the primary's settings, pool sizes included, per replica.
+primary serves the read. With ``replica_max_lag``, a replica whose replay trails the WAL
+it received by more (``now() - pg_last_xact_replay_timestamp()`` while the two differ)
+is passed over the same way, asked at most once a second. Replica connections are read
+only wherever they land, so code written for a replica fails the same way on the
+primary when it tries to write. Engines are made on first use with the primary's
+settings, pool sizes included, per replica.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from geosession.engine import build_async_engine, build_engine
@@ -32,6 +35,12 @@ READ_ONLY = {"postgresql_readonly": True}
 
 RETRY_AFTER = 5.0
 """Seconds a replica that could not be reached is passed over without being tried."""
+LAG_EVERY = 1.0
+"""Seconds between two questions to a replica about its lag."""
+_LAG = text(
+    "SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+    "ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END"
+)
 
 E = TypeVar("E", Engine, AsyncEngine)
 
@@ -51,6 +60,8 @@ class Replicas:
         self._turns = itertools.count()
         self._lock = threading.Lock()
         self._down_until: dict[int, float] = {}
+        self._lag_asked: dict[int, float] = {}
+        self.max_lag = settings.replica_max_lag
 
     def __bool__(self) -> bool:
         return bool(self.settings)
@@ -60,9 +71,17 @@ class Replicas:
         for number in self._order():
             engine = self._engine(self._engines, number, build_engine)
             try:
-                return engine.connect().execution_options(**READ_ONLY)
+                connection = engine.connect().execution_options(**READ_ONLY)
             except ConnectionFailed as error:
                 self._passed_over(number, error)
+                continue
+            if self._lag_due(number):
+                lag = connection.execute(_LAG).scalar()
+                connection.rollback()  # the session begins its own transaction
+                if self._behind(number, lag):
+                    connection.close()
+                    continue
+            return connection
         return None
 
     async def async_connect(self) -> AsyncConnection | None:
@@ -74,7 +93,14 @@ class Replicas:
             except ConnectionFailed as error:
                 self._passed_over(number, error)
                 continue
-            return await connection.execution_options(**READ_ONLY)
+            await connection.execution_options(**READ_ONLY)
+            if self._lag_due(number):
+                lag = (await connection.execute(_LAG)).scalar()
+                await connection.rollback()
+                if self._behind(number, lag):
+                    await connection.close()
+                    continue
+            return connection
         return None
 
     def engines(self) -> list[Engine]:
@@ -100,6 +126,30 @@ class Replicas:
                 engine = engines[number] = build(self.settings[number])
                 self._on_engine(engine.sync_engine if isinstance(engine, AsyncEngine) else engine)
             return engines[number]
+
+    def _lag_due(self, number: int) -> bool:
+        """Whether to ask replica ``number`` its lag now (never without replica_max_lag)."""
+        return self.max_lag is not None and (
+            time.monotonic() - self._lag_asked.get(number, float("-inf")) >= LAG_EVERY
+        )
+
+    def _behind(self, number: int, lag: Any) -> bool:
+        """Whether ``lag`` seconds is more than replica_max_lag; such a replica is passed
+        over until its lag is asked again."""
+        now = time.monotonic()
+        self._lag_asked[number] = now
+        if self.max_lag is None or lag is None or float(lag) <= self.max_lag:
+            return False
+        self._down_until[number] = now + LAG_EVERY
+        log.warning(
+            "replica %s is %.1f s behind (replica_max_lag is %s s), so reads go to the next "
+            "(the primary when none answers) and its lag is asked again in %.0f s",
+            self.settings[number].safe_url(),
+            float(lag),
+            self.max_lag,
+            LAG_EVERY,
+        )
+        return True
 
     def _passed_over(self, number: int, error: ConnectionFailed) -> None:
         self._down_until[number] = time.monotonic() + RETRY_AFTER

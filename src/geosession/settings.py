@@ -134,6 +134,9 @@ class DatabaseSettings(BaseSettings):
     ``replica=True`` read there, each in turn; a replica that cannot be reached is passed
     over (the primary is the last resort). User, password, database and query parameters
     a replica's URL leaves out are the primary's."""
+    replica_max_lag: float | None = Field(default=None, gt=0, le=86_400)
+    """Seconds a replica's replay may trail the WAL it received before it is passed over
+    (asked at most once a second per replica); None: any lag is accepted."""
     pgbouncer: bool = False
     """The URL is a PgBouncer in transaction pooling: server settings are set at the start
     of each transaction (PgBouncer refuses them at start-up, and a later transaction may
