@@ -142,6 +142,7 @@ def test_a_replica_url_takes_what_it_leaves_out_from_the_primary(
     )
     assert first.statement_timeout == "4s" and not first.replica_urls
     assert "s3cret-pw" not in repr(s) and "other" not in repr(s)
+    assert "'postgresql+psycopg://alice:***@replica.example:5433/gis?sslmode=require'" in repr(s)
     monkeypatch.setenv("GEOSESSION_REPLICA_URLS", '["postgresql://r3/gis"]')
     assert DatabaseSettings().for_replica(0).url().host == "r3"
     assert DatabaseSettings(replica_urls="postgresql://r4/gis").for_replica(0).url().host == "r4"

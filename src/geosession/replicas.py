@@ -75,12 +75,17 @@ class Replicas:
             except ConnectionFailed as error:
                 self._passed_over(number, error)
                 continue
-            if self._lag_due(number):
-                lag = connection.execute(_LAG).scalar()
-                connection.rollback()  # the session begins its own transaction
-                if self._behind(number, lag):
-                    connection.close()
-                    continue
+            try:
+                if self._lag_due(number):
+                    lag = connection.execute(_LAG).scalar()
+                    connection.rollback()  # the session begins its own transaction
+                    if self._behind(number, lag):
+                        connection.close()
+                        continue
+            except ConnectionFailed as error:  # lost while asked its lag
+                connection.close()
+                self._passed_over(number, error)
+                continue
             return connection
         return None
 
@@ -93,13 +98,18 @@ class Replicas:
             except ConnectionFailed as error:
                 self._passed_over(number, error)
                 continue
-            await connection.execution_options(**READ_ONLY)
-            if self._lag_due(number):
-                lag = (await connection.execute(_LAG)).scalar()
-                await connection.rollback()
-                if self._behind(number, lag):
-                    await connection.close()
-                    continue
+            try:
+                await connection.execution_options(**READ_ONLY)
+                if self._lag_due(number):
+                    lag = (await connection.execute(_LAG)).scalar()
+                    await connection.rollback()
+                    if self._behind(number, lag):
+                        await connection.close()
+                        continue
+            except ConnectionFailed as error:
+                await connection.close()
+                self._passed_over(number, error)
+                continue
             return connection
         return None
 

@@ -318,7 +318,11 @@ class DatabaseSettings(BaseSettings):
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
-            yield name, (self.safe_url() if name == "database_url" and value else value)
+            if name == "database_url" and value:
+                value = self.safe_url()
+            elif name == "replica_urls":
+                value = [self.for_replica(n).safe_url() for n in range(len(value))]
+            yield name, value
 
 
 def _option_settings(options: str) -> dict[str, str]:
