@@ -11,7 +11,8 @@ a table of its own, ``example_parcels`` (made, and filled with 5,000 parcels, at
 - ``POST /parcels``: a GeoJSON polygon, checked before the database sees it (an invalid
   one is a 422 naming the reason), stored in one explicit transaction.
 - ``GET /parcels.geojson?bbox=...``: a FeatureCollection streamed in keyset pages, each
-  page its own short transaction, so a slow client never holds a pooled connection.
+  page its own short transaction, so a slow client never holds a pooled connection; read
+  on a streaming replica when GEOSESSION_REPLICA_URLS names any (else the primary).
 - ``GET /health``: the pool's state, which is what to watch for leaks.
 """
 
@@ -102,7 +103,8 @@ def parcels_geojson(
     bbox: Annotated[str | None, Query(description="minx,miny,maxx,maxy in EPSG:4326")] = None,
 ) -> StreamingResponse:
     box = [float(part) for part in bbox.split(",")] if bbox else None
-    chunks = db.iter_geojson(select(Parcel.id, Parcel.name, Parcel.geom), pages_by="id", bbox=box)
+    query = select(Parcel.id, Parcel.name, Parcel.geom)
+    chunks = db.iter_geojson(query, pages_by="id", bbox=box, replica=True)
     return StreamingResponse(chunks, media_type="application/geo+json")
 
 
