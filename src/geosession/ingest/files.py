@@ -161,7 +161,10 @@ def _vector_batches(
                 meta, reader = stack.enter_context(opened)
             geometry = meta["geometry_name"] or "wkb_geometry"  # pyogrio's name for no name
             fields = [str(name) for name in reader.schema.names]
-            if feature_ids and not _kept_ids(meta, fields, columns, geometry_column):
+            kept = bool(meta.get("fid_column")) and (  # the layer's own ids, and their column
+                target_name(fields[0], geometry, columns, geometry_column) in columns
+            )
+            if feature_ids and not kept:
                 fields = fields[1:]
             names = {f: target_name(f, geometry, columns, geometry_column) for f in fields}
             check(list(names.values()), where=str(path))
@@ -170,20 +173,6 @@ def _vector_batches(
             yield from _arrow_batches(reader, names, columns, size, known)
     except unreadable as error:
         raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
-
-
-def _kept_ids(
-    meta: dict[str, Any],
-    fields: list[str],
-    columns: Sequence[str],
-    geometry_column: str | None,
-) -> bool:
-    """Whether the ids pyogrio put first are the layer's own and have a column to go to."""
-    geometry = meta["geometry_name"] or "wkb_geometry"
-    return (
-        bool(meta.get("fid_column"))
-        and target_name(fields[0], geometry, columns, geometry_column) in columns
-    )
 
 
 def id_column(path: Path, fid_column: Any) -> str:

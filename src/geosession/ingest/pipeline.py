@@ -208,7 +208,7 @@ class Ingest:
 
     def _maybe_defer(self, cursor: Any) -> bool:
         wanted = self.options.defer_indexes
-        owner = ledger.owner_unless_owned(cursor, self.target)
+        owner = ledger.owner_unless_owned(cursor, self.target) if wanted else None
         if wanted == "auto":
             wanted = self.started_empty and not self.committed and owner is None
         elif wanted and owner is not None:
