@@ -161,10 +161,10 @@ def _vector_batches(
                 meta, reader = stack.enter_context(opened)
             geometry = meta["geometry_name"] or "wkb_geometry"  # pyogrio's name for no name
             fields = [str(name) for name in reader.schema.names]
-            kept = bool(meta.get("fid_column")) and (  # the layer's own ids, and their column
-                target_name(fields[0], geometry, columns, geometry_column) in columns
-            )
-            if feature_ids and not kept:
+            if feature_ids and not (  # the layer's own ids (first), with a column to go to
+                meta.get("fid_column")
+                and target_name(fields[0], geometry, columns, geometry_column) in columns
+            ):
                 fields = fields[1:]
             names = {f: target_name(f, geometry, columns, geometry_column) for f in fields}
             check(list(names.values()), where=str(path))
