@@ -188,8 +188,15 @@ def test_a_standby_that_is_down_is_passed_over_for_the_primary(
 ) -> None:
     with routed.session(replica=True) as s:
         assert s.execute(IN_RECOVERY).scalar() is True
+    checked = {check.name: check for check in routed.doctor().checks}["replicas"]
+    assert (checked.status, checked.detail) == (
+        "ok",
+        f"127.0.0.1:{standby.port}/{make_url(standby.url).database} streaming, 0.0 s behind",
+    )
     standby.stop()
     try:
+        checked = {check.name: check for check in routed.doctor().checks}["replicas"]
+        assert checked.status == "fail" and "cannot be reached" in checked.detail
         with caplog.at_level("WARNING", logger="geosession.replicas"):
             for _ in range(3):  # the first finds it down; the others do not try it
                 with routed.session(replica=True) as s:
@@ -259,3 +266,12 @@ def test_a_replica_too_far_behind_is_passed_over(
         finally:
             on_standby.execute("SELECT pg_wal_replay_resume()")
     wait_until(lambda: _in_recovery(strict), timeout=10)
+
+
+def test_the_doctor_says_when_a_replica_url_is_not_a_standby(
+    make_db: Callable[..., SpatialDatabase], database_url: str
+) -> None:
+    db = make_db(replica_urls=[database_url])  # the primary itself, by mistake
+    checked = {check.name: check for check in db.doctor().checks}["replicas"]
+    assert checked.status == "fail" and "is not a standby" in checked.detail
+    assert "replicas" not in {check.name for check in make_db().doctor().checks}

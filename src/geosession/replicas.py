@@ -37,10 +37,12 @@ RETRY_AFTER = 5.0
 """Seconds a replica that could not be reached is passed over without being tried."""
 LAG_EVERY = 1.0
 """Seconds between two questions to a replica about its lag."""
-_LAG = text(
-    "SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
-    "ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END"
+LAG_SQL = (
+    "CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+    "ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END"
 )
+"""Seconds a standby's replay trails the WAL it received (0 when it has replayed it all)."""
+_LAG = text(f"SELECT {LAG_SQL}")
 
 E = TypeVar("E", Engine, AsyncEngine)
 

@@ -17,9 +17,11 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Engine, text
 
 from geosession.diagnose.advice import qualified, quote
-from geosession.errors import GeoSessionError
+from geosession.engine import build_engine
+from geosession.errors import GeoSessionError, endpoint_of
 from geosession.ingest.ledger import DEFERRED
 from geosession.ingest.target import DATABASE_IDENTITY
+from geosession.replicas import LAG_SQL
 from geosession.settings import DatabaseSettings
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -151,7 +153,8 @@ def run_doctor(
         failed = Check("connection", "fail", error.message, "fix the settings or start the server")
         skipped = [Check(name, "skip", "not checked: no connection") for name, _ in _CHECKS]
         return DoctorReport((failed, *skipped))
-    for name, check in _CHECKS:
+    replicas = (("replicas", _replicas),) if settings.replica_urls else ()
+    for name, check in (*_CHECKS, *replicas):
         checks.append(_run(engine, name, check, context))
     return DoctorReport(tuple(checks))
 
@@ -329,6 +332,45 @@ def _long_running(connection: Connection, context: _Context) -> Check:
         "check their plans (geosession explain) or cancel: "
         + " ".join(f"SELECT pg_cancel_backend({pid});" for pid, _, _ in rows),
     )
+
+
+def _replicas(connection: Connection, context: _Context) -> Check:
+    """Each of replica_urls answers, is a standby, streams from the primary, and replays
+    within replica_max_lag."""
+    failed, warned, fine = [], [], []
+    for number in range(len(context.settings.replica_urls)):
+        settings = context.settings.for_replica(number)
+        engine = build_engine(settings.model_copy(update={"pool_size": 1, "max_overflow": 0}))
+        name = endpoint_of(engine)
+        try:
+            with engine.connect() as replica:
+                standby, lag, streaming = replica.execute(_REPLICA_STATE).one()
+        except GeoSessionError as error:
+            failed.append(f"{name} cannot be reached ({error.message})")
+            continue
+        finally:
+            engine.dispose()
+        limit = context.settings.replica_max_lag
+        if not standby:
+            failed.append(f"{name} is not a standby (pg_is_in_recovery() is false)")
+        elif streaming != "streaming":
+            warned.append(f"{name} receives no WAL from the primary ({streaming or 'no receiver'})")
+        elif limit is not None and lag is not None and lag > limit:
+            warned.append(f"{name} replays {lag:.1f} s behind (replica_max_lag {limit:g} s)")
+        else:
+            fine.append(f"{name} streaming, {lag or 0:.1f} s behind")
+    if failed:
+        fix = "start it, or take it out of replica_urls: reads pass over it for the primary"
+        return Check("replicas", "fail", "; ".join(failed + warned + fine), fix)
+    if warned:
+        fix = "check the standby's primary_conninfo and its log"
+        return Check("replicas", "warn", "; ".join(warned + fine), fix)
+    return Check("replicas", "ok", "; ".join(fine))
+
+
+_REPLICA_STATE = text(  # LAG_SQL is a constant expression, never user input
+    f"SELECT pg_is_in_recovery(), {LAG_SQL}, (SELECT status FROM pg_stat_wal_receiver)"  # noqa: S608
+)
 
 
 _CHECKS: tuple[tuple[str, CheckFunction], ...] = (
