@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import make_url, text
 from typer.testing import CliRunner
 
-from geosession import DatabaseError, SpatialDatabase
+from geosession import DatabaseError, PoolExhausted, SpatialDatabase
 from geosession.cli import app
 from geosession.local import _find_binaries
 from geosession.observe.prometheus import register
@@ -275,3 +275,20 @@ def test_the_doctor_says_when_a_replica_url_is_not_a_standby(
     checked = {check.name: check for check in db.doctor().checks}["replicas"]
     assert checked.status == "fail" and "is not a standby" in checked.detail
     assert "replicas" not in {check.name for check in make_db().doctor().checks}
+
+
+def test_a_busy_replica_pool_is_pool_exhausted_naming_the_replica(
+    make_db: Callable[..., SpatialDatabase], standby: Standby
+) -> None:
+    """A replica whose pool lends nothing within pool_timeout is not passed over (its
+    reads would all move to the primary): the error names it and its holder."""
+    db = make_db(replica_urls=[standby.url], pool_size=1, max_overflow=0, pool_timeout=0.3)
+    with db.session(replica=True) as held:
+        held.execute(text("SELECT 1"))
+        with (
+            pytest.raises(PoolExhausted, match=f"on 127.0.0.1:{standby.port}/"),
+            db.session(replica=True) as s,
+        ):
+            s.execute(text("SELECT 1"))
+    with db.session(replica=True) as s:
+        assert s.execute(IN_RECOVERY).scalar() is True

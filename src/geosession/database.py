@@ -80,7 +80,9 @@ class SpatialDatabase:
         self._async_engine: AsyncEngine | None = None
         self._async_sessions: async_sessionmaker[AsyncSession] | None = None
         self._async_lock = threading.Lock()
-        self._replicas = Replicas(self.settings, on_engine=self.metrics.attach_replica)
+        self._replicas = Replicas(
+            self.settings, on_engine=self.metrics.attach_replica, exhausted=self._pool_exhausted
+        )
 
     @classmethod
     def from_env(cls, **overrides: Any) -> SpatialDatabase:

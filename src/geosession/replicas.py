@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from geosession.engine import build_async_engine, build_engine
@@ -51,12 +52,19 @@ class Replicas:
     """The replicas of one database's settings (none when ``replica_urls`` is empty)."""
 
     def __init__(
-        self, settings: DatabaseSettings, on_engine: Callable[[Engine], None] = lambda _: None
+        self,
+        settings: DatabaseSettings,
+        *,
+        on_engine: Callable[[Engine], None],
+        exhausted: Callable[[Engine], Exception],
     ) -> None:
         """``on_engine`` is called with each engine made (an async one's ``sync_engine``),
-        to watch its pool."""
+        to watch its pool; ``exhausted(engine)`` is the error raised when a replica's pool
+        has no connection to lend within pool_timeout (a busy replica is not passed over:
+        its load would move to the primary)."""
         self.settings = [settings.for_replica(n) for n in range(len(settings.replica_urls))]
         self._on_engine = on_engine
+        self._exhausted = exhausted
         self._engines: dict[int, Engine] = {}
         self._async_engines: dict[int, AsyncEngine] = {}
         self._turns = itertools.count()
@@ -77,6 +85,8 @@ class Replicas:
             except ConnectionFailed as error:
                 self._passed_over(number, error)
                 continue
+            except sa_exc.TimeoutError as error:
+                raise self._exhausted(engine) from error
             try:
                 if self._lag_due(number):
                     lag = connection.execute(_LAG).scalar()
@@ -100,6 +110,8 @@ class Replicas:
             except ConnectionFailed as error:
                 self._passed_over(number, error)
                 continue
+            except sa_exc.TimeoutError as error:
+                raise self._exhausted(engine.sync_engine) from error
             try:
                 await connection.execution_options(**READ_ONLY)
                 if self._lag_due(number):
