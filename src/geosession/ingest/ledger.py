@@ -91,7 +91,7 @@ def run_as_owner(cursor: Any, statement: str, *, needed: str, then: str) -> None
         raise ConfigurationError(
             f"{needed}, and role {role} may not make it so ({error.diag.message_primary}). "
             f"Have the schema's or table's owner run, once:\n{statement.strip()};\n"
-            f"{then.format(role=role)}"
+            f"{then.replace('{role}', role)}"
         ) from None
 
 
