@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg
 from psycopg.pq import TransactionStatus
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import URL, Connection, Engine, create_engine, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from geosession.engine_errors import install_error_translation
@@ -35,11 +35,8 @@ _COMMAND_TIMEOUT_MARGIN_S = 30
 
 def build_engine(settings: DatabaseSettings) -> Engine:
     """A pooled Engine for the sync driver (psycopg 3 or psycopg2)."""
-    url = settings.url(settings.driver)
-    if settings.pgbouncer:  # the URL's options are server settings, set per transaction
-        url = url.difference_update_query(("options",))
     engine = create_engine(
-        url,
+        _engine_url(settings, settings.driver),
         connect_args=libpq_connect_args(settings, settings.driver),
         **_pool_arguments(settings),
     )
@@ -57,20 +54,29 @@ def build_async_engine(settings: DatabaseSettings) -> AsyncEngine:
         if driver == "asyncpg"
         else libpq_connect_args(settings, driver)
     )
-    url = settings.url(driver)
-    if driver == "asyncpg":  # asyncpg.connect() takes no libpq options: they are moved
-        url = url.difference_update_query(_LIBPQ_SESSION_PARAMETERS)
-        if settings.pgbouncer:  # SQLAlchemy's cache of prepared statements: off
-            url = url.update_query_dict({"prepared_statement_cache_size": "0"})
-    elif settings.pgbouncer:
-        url = url.difference_update_query(("options",))
-    engine = create_async_engine(url, connect_args=connect_args, **_pool_arguments(settings))
+    engine = create_async_engine(
+        _engine_url(settings, driver), connect_args=connect_args, **_pool_arguments(settings)
+    )
     if settings.pgbouncer:
         _set_per_transaction(engine.sync_engine, settings, raw_psycopg=False)
     install_error_translation(
         engine.sync_engine, idle_in_transaction_timeout=_idle_timeout_s(settings)
     )
     return engine
+
+
+def _engine_url(settings: DatabaseSettings, driver: str) -> URL:
+    """The URL for ``driver`` without the query parameters given to it otherwise: asyncpg
+    takes no libpq ones (they are server_settings), and behind PgBouncer the URL's options
+    are set per transaction (with SQLAlchemy's asyncpg statement cache off)."""
+    url = settings.url(driver)
+    if driver == "asyncpg":
+        url = url.difference_update_query(_LIBPQ_SESSION_PARAMETERS)
+        if settings.pgbouncer:
+            url = url.update_query_dict({"prepared_statement_cache_size": "0"})
+    elif settings.pgbouncer:
+        url = url.difference_update_query(("options",))
+    return url
 
 
 def _set_per_transaction(engine: Engine, settings: DatabaseSettings, *, raw_psycopg: bool) -> None:

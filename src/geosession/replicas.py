@@ -73,9 +73,6 @@ class Replicas:
         self._lag_asked: dict[int, float] = {}
         self.max_lag = settings.replica_max_lag
 
-    def __bool__(self) -> bool:
-        return bool(self.settings)
-
     def connect(self) -> Connection | None:
         """A read-only connection to the next replica that answers; None when none does."""
         for number in self._order():
