@@ -20,19 +20,11 @@ import shapely
 from sqlalchemy import make_url, text
 
 from geosession import ConnectionFailed, QueryTimeout, SpatialDatabase
-from tests.faults.helpers import libpq_url
+from tests.faults.helpers import free_port, libpq_url
 
 POOL_SIZE = 2
 """Server connections PgBouncer keeps per database and user: fewer than our clients, so
 their transactions take turns on the same server connections."""
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +34,7 @@ def pgbouncer_url(database_url: str) -> Iterator[str]:
     assert Path(binary).is_file(), "PgBouncer is missing: make setup installs it"
     server = make_url(database_url)
     home = Path(tempfile.mkdtemp(prefix="geosession-pgbouncer-"))
-    port = _free_port()
+    port = free_port()
     (home / "users.txt").write_text(f'"{server.username}" ""\n')
     (home / "pgbouncer.ini").write_text(
         f"[databases]\n* = host={server.host} port={server.port}\n\n[pgbouncer]\n"

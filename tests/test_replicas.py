@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,7 +26,7 @@ from geosession import DatabaseError, PoolExhausted, SpatialDatabase
 from geosession.cli import app
 from geosession.local import _find_binaries
 from geosession.observe.prometheus import register
-from tests.faults.helpers import libpq_url, wait_until
+from tests.faults.helpers import free_port, libpq_url, wait_until
 
 
 def _as_postgres(command: list[str]) -> list[str]:
@@ -43,9 +42,7 @@ class Standby:
         self.home = Path(tempfile.mkdtemp(prefix="geosession-standby-"))
         self.data = self.home / "data"
         primary = make_url(primary_url)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
+        self.port = free_port()
         if os.geteuid() == 0:
             shutil.chown(self.home, "postgres")
         self._run(

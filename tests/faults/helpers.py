@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -146,3 +147,10 @@ def record_dropped_gist(session: Session, table: str, *made_for: Any) -> None:
         text(f"INSERT INTO geosession_ingest_deferred_index VALUES ({marks})"),
         {f"v{i}": value for i, value in enumerate(values)},
     )
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a server a test starts (PgBouncer, a standby)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
