@@ -160,3 +160,19 @@ def test_doctor_warns_of_indexes_a_killed_ingest_left_deferred(
         assert _statuses(fixed)["deferred indexes"] == "ok" and fixed.ok, str(fixed)
     finally:
         admin.execute(f"DELETE FROM {ledger.DEFERRED} WHERE ingest_id = 'killed'")
+
+
+def test_doctor_warns_that_jit_compiles_spatial_queries_until_it_is_off(
+    make_db: MakeDb, admin: psycopg.Connection[Any]
+) -> None:
+    assert admin.execute("SELECT pg_jit_available()").fetchone() == (True,)  # Debian ships LLVM
+    check = next(
+        c for c in make_db(server_settings={"jit": "on"}).doctor().checks if c.name == "jit"
+    )
+    assert check.status == "warn" and "jit_above_cost 100000" in check.detail
+    assert 'GEOSESSION_SERVER_SETTINGS=\'{"jit": "off"}\'' in check.fix
+    assert "SET jit = off;" in check.fix
+    off = next(
+        c for c in make_db(server_settings={"jit": "off"}).doctor().checks if c.name == "jit"
+    )
+    assert (off.status, off.detail) == ("ok", "JIT compilation is off")

@@ -14,11 +14,12 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, text
 from sqlalchemy.dialects import postgresql
 
-from geosession.diagnose.nodes import PlanNode
+from geosession.diagnose.nodes import PlanNode, parse_plan
 
 _PREPARER = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 _PREDICATES = (
@@ -33,6 +34,9 @@ _CALL_BEFORE = re.compile(r"(\w+)\(\s*$")
 _CAST_AFTER = re.compile(r"^\)::(\w+)")
 _MISESTIMATE = 10.0
 _MISESTIMATE_MIN_ROWS = 100
+_JIT_NOTABLE_MS = 10.0
+_JIT_NOTABLE_SHARE = 0.2
+_POSTGIS_CALL = re.compile(r"\b_?st_\w+\(", re.IGNORECASE)
 
 _SPATIAL_INDEX_NAMES = text(
     "SELECT DISTINCT ic.relname FROM pg_index i "
@@ -133,7 +137,7 @@ def analyse(
             seq_scans.append(node.table)
             advice.extend(_scan_advice(node, refs_by_alias[node.alias], facts))
     advice.extend(_distance_advice(nodes, scans, facts))
-    advice.extend(_stats_advice(nodes, facts, analyzed=analyzed))
+    advice.extend(_stats_advice(nodes, facts, refs_by_alias, analyzed=analyzed))
     return tuple(dict.fromkeys(seq_scans)), tuple(dict.fromkeys(advice))
 
 
@@ -201,12 +205,16 @@ def _scan_advice(node: PlanNode, refs: list[_Ref], facts: PlanFacts) -> list[str
             labels = ", ".join(sorted({str(ref.wrapper) for ref in wrapped}))
             indexed = "indexed " if geo_columns.get(column, False) else ""
             expression = wrapped[0].expression or "<the same expression>"
+            instead = (
+                "Compare in the column's own type where the meaning allows"
+                if all(str(ref.wrapper).startswith("a cast") for ref in wrapped)
+                else "Apply the function to the other operand instead (e.g. ST_Transform the "
+                "search geometry to the column's SRID)"
+            )
             advice.append(
                 f"the predicate wraps the {indexed}column {name}.{column} in a function "
-                f"({labels}): an index on {column} cannot serve it. Apply the function to the "
-                "other operand instead (e.g. ST_Transform the search geometry to the column's "
-                f"SRID), or index that expression: CREATE INDEX ON {sql_name} USING gist "
-                f"(({expression}));"
+                f"({labels}): an index on {column} cannot serve it. {instead}, or index that "
+                f"expression: CREATE INDEX ON {sql_name} USING gist (({expression}));"
             )
         elif not geo_columns.get(column, False):
             advice.append(
@@ -222,7 +230,13 @@ def _scan_advice(node: PlanNode, refs: list[_Ref], facts: PlanFacts) -> list[str
     return advice
 
 
-def _stats_advice(nodes: list[PlanNode], facts: PlanFacts, *, analyzed: bool) -> list[str]:
+def _stats_advice(
+    nodes: list[PlanNode],
+    facts: PlanFacts,
+    refs_by_alias: dict[str, list[_Ref]],
+    *,
+    analyzed: bool,
+) -> list[str]:
     advice = []
     for (schema, table), entry in facts.tables.items():
         if not entry.analyzed:
@@ -235,13 +249,62 @@ def _stats_advice(nodes: list[PlanNode], facts: PlanFacts, *, analyzed: bool) ->
         rows = max(node.estimated_rows, node.actual_rows or 0.0)
         if scanned is None or not scanned.analyzed or rows < _MISESTIMATE_MIN_ROWS:
             continue
-        if node.misestimate >= _MISESTIMATE:
+        if node.misestimate < _MISESTIMATE:
+            continue
+        off = (
+            f"{node.node_type} on {node.relation}: estimated {node.estimated_rows:g} rows, "
+            f"found {node.actual_rows:g} ({node.misestimate:.0f}x off)"
+        )
+        wrapped = [ref for ref in refs_by_alias.get(node.alias or "", []) if ref.expression]
+        if wrapped:
+            ref = wrapped[0]
             advice.append(
-                f"{node.node_type} on {node.relation}: estimated {node.estimated_rows:g} rows, "
-                f"found {node.actual_rows:g} ({node.misestimate:.0f}x off); the statistics "
-                f"may be stale: ANALYZE {qualified(node.schema, node.table or '')};"
+                f"{off}: the planner has no statistics for {ref.expression}, only for "
+                f"{ref.column}, so it guesses, and ANALYZE alone does not help; with an index on "
+                "the expression ANALYZE measures it too: CREATE INDEX ON "
+                f"{qualified(node.schema, node.table or '')} USING gist (({ref.expression}));"
+            )
+        else:
+            advice.append(
+                f"{off}; the statistics may be stale: "
+                f"ANALYZE {qualified(node.schema, node.table or '')};"
             )
     return advice
+
+
+def jit_advice(output: dict[str, Any], *, analyzed: bool) -> list[str]:
+    """JIT compilation that costs more than it saves. PostgreSQL compiles a plan whose
+    estimated cost passes jit_above_cost, and PostGIS declares its predicates and
+    ST_Transform at 10,000 per call, so short spatial queries often qualify."""
+    jit = output.get("JIT")
+    if not jit:
+        return []
+    cost = f"{output['Plan'].get('Total Cost', 0):,.0f}"
+    conditions = " ".join(c for node in parse_plan(output["Plan"]).walk() for c in node.conditions)
+    why = (
+        ", mostly from the declared costs of PostGIS functions"
+        if _POSTGIS_CALL.search(conditions)
+        else ""
+    )
+    off = (
+        'turn JIT off for them: SET jit = off; (server_settings={"jit": "off"} for '
+        "geosession's connections, or ALTER DATABASE ... SET jit = off;)"
+    )
+    if not analyzed:
+        return [
+            f"the plan will be JIT-compiled (its estimated cost {cost} passes jit_above_cost): "
+            "compiling can take longer than a spatial query runs; --analyze (analyze=True) "
+            "measures it"
+        ]
+    compile_ms = float(jit.get("Timing", {}).get("Total", 0.0))
+    execution_ms = float(output.get("Execution Time", 0.0))
+    if compile_ms < _JIT_NOTABLE_MS or compile_ms < _JIT_NOTABLE_SHARE * execution_ms:
+        return []
+    return [
+        f"JIT compilation took {compile_ms:.1f} ms of the {execution_ms:.1f} ms execution (the "
+        f"plan's estimated cost {cost} passes jit_above_cost{why}); if such queries are "
+        f"short: {off}"
+    ]
 
 
 _DISTANCE_CALL = re.compile(r"\bst_distance(?:sphere|spheroid)?\(", re.IGNORECASE)

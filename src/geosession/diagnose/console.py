@@ -139,8 +139,13 @@ def plan_tree(report: PlanReport) -> RenderableType:
     if report.execution_ms is not None:
         parts.append(
             Text(
-                f"Planning {report.planning_ms:.1f} ms, execution "
-                f"{report.execution_ms:.1f} ms (the transaction was rolled back)"
+                f"Planning {report.planning_ms:.1f} ms, execution {report.execution_ms:.1f} ms"
+                + (
+                    f", of which JIT compilation {report.jit_ms:.1f} ms"
+                    if report.jit_ms is not None
+                    else ""
+                )
+                + " (the transaction was rolled back)"
             )
         )
     parts.extend(Text(f"• {line}", style="bold") for line in report.advice)

@@ -334,6 +334,31 @@ def _long_running(connection: Connection, context: _Context) -> Check:
     )
 
 
+def _jit(connection: Connection, context: _Context) -> Check:
+    """JIT compilation is decided by a plan's estimated cost, and PostGIS declares its
+    predicates and ST_Transform at 10,000 per call: a sequential scan of a few thousand
+    rows passes jit_above_cost and spends tens to hundreds of ms compiling."""
+    jit, available, above_cost, database = connection.execute(_JIT_STATE).one()
+    if jit != "on" or not available:  # pg_jit_available() is false while jit is off
+        reason = "off" if jit != "on" else "not available on this server (no LLVM)"
+        return Check("jit", "ok", f"JIT compilation is {reason}")
+    return Check(
+        "jit",
+        "warn",
+        f"JIT compilation is on (jit_above_cost {above_cost}); PostGIS functions declare high "
+        "costs, so many spatial queries are compiled first, often taking longer than they run "
+        "(geosession explain --analyze shows the compile time)",
+        'for geosession\'s connections: GEOSESSION_SERVER_SETTINGS=\'{"jit": "off"}\'; for '
+        f"everyone: ALTER DATABASE {quote(database)} SET jit = off; (or raise jit_above_cost)",
+    )
+
+
+_JIT_STATE = text(
+    "SELECT current_setting('jit'), pg_jit_available(), current_setting('jit_above_cost'), "
+    "current_database()"
+)
+
+
 def _replicas(connection: Connection, context: _Context) -> Check:
     """Each of replica_urls answers, is a standby, streams from the primary, and replays
     within replica_max_lag."""
@@ -385,4 +410,5 @@ _CHECKS: tuple[tuple[str, CheckFunction], ...] = (
     ("srid", _srid),
     ("idle in transaction", _idle_in_transaction),
     ("long-running queries", _long_running),
+    ("jit", _jit),
 )

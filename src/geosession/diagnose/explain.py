@@ -19,7 +19,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from geosession.diagnose.advice import PlanFacts, analyse
+from geosession.diagnose.advice import PlanFacts, analyse, jit_advice
 from geosession.diagnose.nodes import PlanNode, parse_plan
 
 _BUFFER_KEYS = {
@@ -58,6 +58,8 @@ class PlanReport:
     execution_ms: float | None = None
     buffers: dict[str, int] = field(default_factory=dict)
     """Block counts of the whole statement (with analyze and buffers): shared_hit ..."""
+    jit_ms: float | None = None
+    """Time spent compiling the plan (JIT), part of execution_ms (with analyze)."""
 
     @property
     def uses_spatial_index(self) -> bool:
@@ -76,6 +78,7 @@ class PlanReport:
             "analyzed": self.analyzed,
             "planning_ms": self.planning_ms,
             "execution_ms": self.execution_ms,
+            "jit_ms": self.jit_ms,
             "buffers": self.buffers,
             "plan": self.plan,
         }
@@ -136,11 +139,12 @@ def _report(connection: Connection, output: dict[str, Any], *, analyze: bool) ->
         lines=tuple(_describe(root)),
         root=root,
         spatial_seq_scans=spatial_seq_scans,
-        advice=advice,
+        advice=advice + tuple(jit_advice(output, analyzed=analyze)),
         analyzed=analyze,
         planning_ms=output.get("Planning Time"),
         execution_ms=output.get("Execution Time"),
         buffers={name: plan[key] for name, key in _BUFFER_KEYS.items() if key in plan},
+        jit_ms=output.get("JIT", {}).get("Timing", {}).get("Total"),
     )
 
 
