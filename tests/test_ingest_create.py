@@ -45,6 +45,8 @@ TABLES = (
     "made_fids",
     "made_ids",
     "made_objects",
+    "made_latin",
+    "made_latin_csv",
 )
 
 
@@ -192,6 +194,37 @@ def test_shapefile_polygons_become_multipolygons_and_names_lower_case(
         "name": "text",
         "geom": "geometry(MultiPolygon,3857)",
     }
+
+
+def test_a_shapefile_without_cpg_and_a_latin1_csv_load_their_text(
+    admin: psycopg.Connection[Any], database_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """ISO-8859-1 field names and values of a Shapefile without its .cpg file (GDAL
+    reports that encoding and passes the bytes on); a CSV in cp1252 named by --encoding."""
+    path = tmp_path / "orte.shp"
+    places = gpd.GeoDataFrame(
+        {"straße": ["Zürich", "Besançon"]}, geometry=shapely.points([0, 1], 0), crs=4326
+    )
+    places.to_file(path, encoding="latin1")
+    path.with_suffix(".cpg").unlink()
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    runner = CliRunner()
+    result = runner.invoke(app, ["ingest", str(path), "made_latin", "--create"])
+    assert result.exit_code == 0, result.output
+    assert columns(admin, "made_latin")["straße"] == "text"
+    assert admin.execute('SELECT "straße" FROM made_latin ORDER BY fid').fetchall() == [
+        ("Zürich",),
+        ("Besançon",),
+    ]
+    csv_path = tmp_path / "prices.csv"
+    csv_path.write_bytes("name;wkt\n5 €;POINT(1 2)\n".encode("cp1252"))
+    refused = runner.invoke(app, ["ingest", str(csv_path), "made_latin_csv", "--create"])
+    assert refused.exit_code != 0 and "--encoding latin1" in str(refused.exception)
+    loaded = runner.invoke(
+        app, ["ingest", str(csv_path), "made_latin_csv", "--create", "--encoding", "cp1252"]
+    )
+    assert loaded.exit_code == 0, loaded.output
+    assert admin.execute("SELECT name FROM made_latin_csv").fetchall() == [("5 €",)]
 
 
 def test_geodataframe_keeps_its_names_and_types_z_and_srid(

@@ -441,8 +441,62 @@ def test_csv_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
     ):
         batches(path)
     path.write_bytes(b"n\xe4me,wkt\n")
-    with pytest.raises(ConfigurationError, match=r"byte 0xe4 on line 1 .*iconv -f latin1"):
+    with pytest.raises(ConfigurationError, match=r"byte 0xe4 on line 1 .*--encoding latin1"):
         batches(path)
+
+
+def test_csv_in_the_encoding_named(tmp_path: Path) -> None:
+    path = tmp_path / "latin.csv"
+    path.write_bytes(b"name,wkt\nZ\xfcrich \x80,POINT (1 1)\n")
+    (batch,) = batches(path, encoding="cp1252")
+    assert batch.columns["name"] == ["Zürich €"]
+    path.write_bytes(b"name,wkt\n\x81,POINT (1 1)\n")  # 0x81 has no character in cp1252
+    with pytest.raises(ConfigurationError, match=r"not cp1252 text: byte 0x81 on line 2"):
+        batches(path, encoding="cp1252")
+
+
+def _shapefile(tmp_path: Path, name: str, values: dict[str, list[str]], encoding: str) -> Path:
+    """A Shapefile of points written in ``encoding``, without the .cpg file that names it."""
+    path = tmp_path / f"{name}.shp"
+    points = shapely.points(np.arange(len(next(iter(values.values())))), 0)
+    pyogrio.write_dataframe(
+        gpd.GeoDataFrame(values, geometry=points, crs=4326), path, encoding=encoding
+    )
+    path.with_suffix(".cpg").unlink()
+    return path
+
+
+def test_shapefile_text_without_a_cpg_file_is_read_as_utf8_or_as_latin1(
+    tmp_path: Path,
+) -> None:
+    """pyogrio says ISO-8859-1 for both files and GDAL hands their bytes over as stored:
+    values are UTF-8 where they are valid UTF-8, else ISO-8859-1."""
+    names = ["Zürich", "Besançon", "plain"]
+    latin = _shapefile(tmp_path, "latin", {"name": names}, "latin1")
+    utf8 = _shapefile(tmp_path, "utf8", {"name": [*names, "Łódź"]}, "utf-8")
+    assert (
+        pyogrio.read_info(latin)["encoding"] == pyogrio.read_info(utf8)["encoding"] == "ISO-8859-1"
+    )
+    columns = {"columns": ["name", "geom"]}
+    assert column(batches(latin, **columns), "name") == names
+    assert column(batches(utf8, **columns), "name") == [*names, "Łódź"]
+    renamed = _shapefile(tmp_path, "renamed", {"straße": names}, "latin1")  # not UTF-8 names
+    (batch,) = batches(renamed, columns=["straße", "geom"])
+    assert batch.columns["straße"] == names
+    (batch,) = batches(latin, encoding="cp1252", **columns)  # named: GDAL converts
+    assert batch.columns["name"] == names
+
+
+def test_encoding_is_refused_where_it_cannot_apply(tmp_path: Path) -> None:
+    path = tmp_path / "parcels.gpkg"
+    pyogrio.write_dataframe(frame(2), path)
+    with pytest.raises(ConfigurationError, match=r"applies to Shapefiles and CSV files.*gpkg"):
+        batches(path, encoding="latin1")
+    assert len(column(batches(path, encoding="utf-8"), "name")) == 2
+    with pytest.raises(ConfigurationError, match=r"'klingon' is not a known text encoding"):
+        batches(path, encoding="klingon")
+    with pytest.raises(ConfigurationError, match=r"encoding='latin1' .* the source is a list"):
+        batches([{"name": "a"}], encoding="latin1")
 
 
 def test_fields_match_columns_in_any_case_when_only_one_column_has_the_name(

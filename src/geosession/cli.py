@@ -208,6 +208,14 @@ def ingest(
             "ogrinfo FILE lists them."
         ),
     ] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            help="The text encoding of a Shapefile without a .cpg file or of a CSV file that "
+            "is not UTF-8, e.g. latin1 or cp1252. Default: the .cpg's; without one, each "
+            "value as UTF-8 where it is, else as the DBF says (ISO-8859-1)."
+        ),
+    ] = None,
     create: Annotated[
         bool,
         typer.Option(
@@ -271,6 +279,7 @@ def ingest(
                 progress=True,
                 wkt_column=wkt_column,
                 layer=layer,
+                encoding=encoding,
                 create=create,
                 reproject=reproject,
             )

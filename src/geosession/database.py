@@ -251,6 +251,7 @@ class SpatialDatabase:
         flush_interval: float | None = None,
         wkt_column: str | None = None,
         layer: str | None = None,
+        encoding: str | None = None,
         create: bool = False,
         reproject: bool = False,
     ) -> IngestReport:
@@ -262,7 +263,9 @@ class SpatialDatabase:
         trickles once they have waited that long, instead of when a chunk is full.
         ``wkt_column`` names a CSV's geometry column when its header does not say wkt,
         geometry, geom, the_geom or the target's geometry column; ``layer`` the layer of a
-        file that has several (a GeoPackage). ``create=True`` creates
+        file that has several (a GeoPackage); ``encoding`` the text encoding of a Shapefile
+        or CSV file that is not UTF-8 (a Shapefile's .cpg file names it, if it has one).
+        ``create=True`` creates
         a table that does not exist: from its definition for a mapped class or Table, else
         from a file's or DataFrame's fields. ``reproject=True`` transforms geometries of
         another SRID (a file's or GeoDataFrame's CRS, an EWKB's SRID, ``srid``, GeoJSON's
@@ -280,6 +283,7 @@ class SpatialDatabase:
             "flush_interval": flush_interval,
             "wkt_column": wkt_column,
             "layer": layer,
+            "encoding": encoding,
             "create": create,
             "reproject": reproject,
         }

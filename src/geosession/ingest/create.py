@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, Table, inspect, text
 
 from geosession.errors import ConfigurationError, DatabaseError
 from geosession.ingest.crs import crs_label, source_crs
+from geosession.ingest.encodings import check_encoding, layer_text
 from geosession.ingest.files import (
     PARQUET_SUFFIXES,
     SUPPORTED,
@@ -207,11 +208,11 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
         if not path.is_file():
             raise ConfigurationError(f"cannot ingest {path}: no such file")
         if suffix == ".csv":
-            schema = _csv_schema(path, options.srid, options.wkt_column)
+            schema = _csv_schema(path, options.srid, options.wkt_column, options.encoding)
         elif suffix in PARQUET_SUFFIXES:
             schema = _parquet_schema(path, srids)
         elif suffix in VECTOR_SUFFIXES:
-            schema = _vector_schema(path, srids, options.layer)
+            schema = _vector_schema(path, srids, options.layer, options.encoding)
         else:
             raise ConfigurationError(
                 f"cannot ingest {path}: unsupported file type; use {SUPPORTED}"
@@ -249,11 +250,17 @@ def _dimensions(geometry_type: str) -> str:
     return words[-1] if len(words) > 1 and words[-1] in ("Z", "M", "ZM") else ""
 
 
-def _vector_schema(path: Path, srids: Srids, layer: str | None) -> SourceSchema:
+def _vector_schema(
+    path: Path, srids: Srids, layer: str | None, encoding: str | None
+) -> SourceSchema:
     import pyogrio
 
+    check_encoding(encoding, path)
+    layer = vector_layer(pyogrio, path, layer)
+    text = layer_text(pyogrio, path, layer, encoding)  # field names as the load reads them
+    names_in = text.open_with or ("UTF-8" if text.fallback else None)
     with measured_types() as measured:  # pyogrio names no type with M: its own word
-        info = pyogrio.read_info(path, layer=vector_layer(pyogrio, path, layer))
+        info = pyogrio.read_info(path, layer=layer, encoding=names_in)
     schema = SourceSchema(key=id_column(path, info["fid_column"]) or "fid")
     kinds = zip(info["fields"], info["ogr_types"], info["ogr_subtypes"], strict=True)
     for name, kind, subtype in kinds:
@@ -402,8 +409,10 @@ def _scalar_kind(value: Any) -> str | None:
     return next((sql_type for kind, sql_type in _SCALAR_TYPES if isinstance(value, kind)), None)
 
 
-def _csv_schema(path: Path, srid: int | None, wkt_column: str | None) -> SourceSchema:
-    header, _ = csv_header(path)
+def _csv_schema(
+    path: Path, srid: int | None, wkt_column: str | None, encoding: str | None
+) -> SourceSchema:
+    header, _ = csv_header(path, encoding)
     wkt = wkt_column_of(header, None, wkt_column, path)
     schema = SourceSchema()
     for name in header:

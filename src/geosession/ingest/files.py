@@ -35,6 +35,7 @@ from geosession.errors import ConfigurationError
 from geosession.geometry import authority_code
 from geosession.ingest.batches import Batch, CheckFields, target_name
 from geosession.ingest.crs import SourceCrs, source_crs
+from geosession.ingest.encodings import check_encoding, column_values, is_utf8, layer_text
 from geosession.read.layer_types import measured_types, name_unknown_with_dimensions
 
 _GDAL_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb")
@@ -98,6 +99,7 @@ def file_batches(
     wkt_column: str | None = None,
     layer: str | None = None,
     feature_ids: bool = False,
+    encoding: str | None = None,
 ) -> Iterator[Batch]:
     suffix = path.suffix.lower()
     if suffix != ".csv" and suffix not in VECTOR_SUFFIXES + PARQUET_SUFFIXES:
@@ -109,8 +111,9 @@ def file_batches(
             f"layer={layer!r} names a layer of a vector file (GeoPackage, ...), and {path} "
             "is not one: leave it out"
         )
+    check_encoding(encoding, path)
     if suffix == ".csv":
-        return _csv_batches(path, columns, geometry_column, size, check, wkt_column)
+        return _csv_batches(path, columns, geometry_column, size, check, wkt_column, encoding)
     if suffix in PARQUET_SUFFIXES:
         try:
             import pyarrow.parquet
@@ -126,7 +129,9 @@ def file_batches(
         raise ConfigurationError(
             f"reading {path} needs pyogrio and pyarrow: pip install 'geosession[geo]'"
         ) from error
-    return _vector_batches(pyogrio, path, columns, geometry_column, size, check, layer, feature_ids)
+    return _vector_batches(
+        pyogrio, path, columns, geometry_column, size, check, layer, feature_ids, encoding
+    )
 
 
 def _vector_batches(
@@ -138,6 +143,7 @@ def _vector_batches(
     check: CheckFields,
     layer: str | None,
     feature_ids: bool,
+    encoding: str | None,
 ) -> Iterator[Batch]:
     """The layer's record batches, cut into batches of ``size()`` rows without copying.
 
@@ -149,9 +155,11 @@ def _vector_batches(
     try:
         layer = vector_layer(pyogrio, path, layer)
         feature_ids = feature_ids and path.suffix.lower() in _NAMED_ID_SUFFIXES
+        text = layer_text(pyogrio, path, layer, encoding)
         opened = pyogrio.open_arrow(
             path,
             layer=layer,
+            encoding=text.open_with,
             batch_size=_FILE_BATCH,
             use_pyarrow=True,
             return_fids=feature_ids,
@@ -170,7 +178,7 @@ def _vector_batches(
             check(list(names.values()), where=str(path))
             crs = source_crs(meta["crs"])
             known = {names[geometry]: crs} if crs is not None and geometry in names else {}
-            yield from _arrow_batches(reader, names, columns, size, known)
+            yield from _arrow_batches(reader, names, columns, size, known, text.fallback)
     except unreadable as error:
         raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
 
@@ -286,14 +294,17 @@ def _arrow_batches(
     columns: Sequence[str],
     size: Callable[[], int],
     crs: dict[str, SourceCrs],
+    text_encoding: str | None = None,
 ) -> Iterator[Batch]:
-    """Arrow record batches cut into batches of ``size()`` rows without copying."""
+    """Arrow record batches cut into batches of ``size()`` rows without copying.
+
+    ``text_encoding`` decodes text that is not UTF-8 (see :mod:`.encodings`)."""
     first = 1
     for record_batch in record_batches:
         offset = 0
         while offset < record_batch.num_rows:
             part = record_batch.slice(offset, size())
-            values = {names[f]: part.column(f).to_pylist() for f in names}  # WKB as bytes
+            values = {names[f]: column_values(part.column(f), text_encoding) for f in names}
             yield Batch(first, {c: values[c] for c in columns if c in values}, crs)
             first += part.num_rows
             offset += part.num_rows
@@ -306,17 +317,18 @@ def _csv_batches(
     size: Callable[[], int],
     check: CheckFields,
     wkt_column: str | None,
+    encoding: str | None,
 ) -> Iterator[Batch]:
-    header, delimiter = csv_header(path)
+    header, delimiter = csv_header(path, encoding)
     wkt = wkt_column_of(header, geometry_column, wkt_column, path)
     names = [target_name(h, wkt, columns, geometry_column) for h in header]
     check(names, where=str(path))
     order = sorted(range(len(names)), key=lambda i: columns.index(names[i]))
 
     def batches() -> Iterator[Batch]:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
+        with path.open(newline="", encoding=_codec(encoding)) as handle:
             reader = csv.reader(handle, delimiter=delimiter)
-            with _utf8(path):
+            with _utf8(path, encoding):
                 next(reader, None)
                 rows = (row for row in reader if row)  # blank lines are not rows
                 first = 1
@@ -329,10 +341,10 @@ def _csv_batches(
     return batches()
 
 
-def csv_header(path: Path) -> tuple[list[str], str]:
+def csv_header(path: Path, encoding: str | None = None) -> tuple[list[str], str]:
     """A CSV file's field names and the separator its header uses."""
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
-    with _utf8(path), path.open(newline="", encoding="utf-8-sig") as handle:
+    with _utf8(path, encoding), path.open(newline="", encoding=_codec(encoding)) as handle:
         delimiter = _delimiter(handle.readline())
         handle.seek(0)
         return next(csv.reader(handle, delimiter=delimiter), []), delimiter
@@ -344,26 +356,39 @@ def _delimiter(header: str) -> str:
     return max(_CSV_DELIMITERS, key=re.sub(r'"[^"]*"', "", header).count)
 
 
+def _codec(encoding: str | None) -> str:
+    """UTF-8 skipping a byte order mark (spreadsheets write one), unless told otherwise."""
+    return "utf-8-sig" if encoding is None or is_utf8(encoding) else encoding
+
+
 @contextlib.contextmanager
-def _utf8(path: Path) -> Iterator[None]:
-    """A file that is not UTF-8 is refused naming the line, instead of a decoding traceback."""
+def _utf8(path: Path, encoding: str | None) -> Iterator[None]:
+    """A file that is not in its encoding is refused naming the line, instead of a
+    decoding traceback."""
     try:
         yield
     except UnicodeDecodeError:
-        line, byte = _first_undecodable(path)
+        codec = _codec(encoding)
+        line, byte = _first_undecodable(path, codec)
+        if encoding is None:
+            advice = (
+                "Name the encoding it is in: encoding='latin1' (--encoding latin1), 'cp1252' ..."
+            )
+        else:
+            advice = "Name the encoding it is in with encoding= (--encoding)"
         raise ConfigurationError(
-            f"{path} is not UTF-8 text: byte 0x{byte:02x} on line {line} cannot be decoded. "
-            f"Convert the file, e.g. iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}"
+            f"{path} is not {encoding or 'UTF-8'} text: byte 0x{byte:02x} on line {line} "
+            f"cannot be decoded. {advice}"
         ) from None
 
 
-def _first_undecodable(path: Path) -> tuple[int, int]:
-    """The line and byte where UTF-8 decoding first fails (a newline never splits a
-    character, so lines decode on their own)."""
+def _first_undecodable(path: Path, codec: str) -> tuple[int, int]:
+    """The line and byte where decoding first fails (in UTF-8 and the usual code pages a
+    newline never splits a character, so lines decode on their own)."""
     with path.open("rb") as raw:
         for number, line in enumerate(raw, start=1):
             try:
-                line.decode("utf-8")
+                line.decode(codec)
             except UnicodeDecodeError as error:
                 return number, line[error.start]
     return 0, 0

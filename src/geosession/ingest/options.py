@@ -7,6 +7,7 @@ from typing import Literal, TypedDict
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.copy import OnConflict
+from geosession.ingest.encodings import check_encoding
 from geosession.ingest.validate import OnInvalid
 
 DeferIndexes = Literal["auto"] | bool
@@ -28,6 +29,7 @@ class IngestOptions:
     flush_interval: float | None = None
     wkt_column: str | None = None
     layer: str | None = None
+    encoding: str | None = None
     create: bool = False
     reproject: bool = False
 
@@ -51,6 +53,7 @@ class IngestOptions:
                 f"flush_interval={interval!r} is not valid: use None (batches cut by size only) "
                 "or the seconds a row may wait for its batch to fill, e.g. 5.0"
             )
+        check_encoding(self.encoding)
         workers = self.workers
         if workers != "auto" and (type(workers) is not int or not 1 <= workers <= 32):
             raise ConfigurationError(
@@ -72,5 +75,6 @@ class IngestArguments(TypedDict, total=False):
     flush_interval: float | None
     wkt_column: str | None
     layer: str | None
+    encoding: str | None
     create: bool
     reproject: bool

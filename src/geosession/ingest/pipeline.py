@@ -325,6 +325,7 @@ class Ingest:
             stopped=stopped,
             wkt_column=self.options.wkt_column,
             layer=self.options.layer,
+            encoding=self.options.encoding,
             attributes=self.attributes,
             feature_ids=self.started_empty,
         )

@@ -45,6 +45,7 @@ def iter_batches(
     computed: Collection[str] = (),
     attributes: Mapping[str, str] | None = None,
     feature_ids: bool = False,
+    encoding: str | None = None,
 ) -> Iterator[Batch]:
     """Batches of at most ``batch_size`` rows from ``source``, in source order.
 
@@ -59,7 +60,8 @@ def iter_batches(
     ``attributes`` maps a mapped class's attribute names to their columns' names where they
     differ, so dict rows may be keyed either way (as in an ORM bulk insert).
     ``feature_ids`` loads a vector file's feature ids, where its layer names its id column
-    (a GeoPackage's fid), into the column of that name, if there is one.
+    (a GeoPackage's fid), into the column of that name, if there is one. ``encoding``
+    is the text encoding of a Shapefile or CSV file (see :mod:`.encodings`).
     """
     if (isinstance(batch_size, int) and batch_size < 1) or not columns:
         raise ConfigurationError("iter_batches needs batch_size >= 1 and the target's columns")
@@ -81,6 +83,12 @@ def iter_batches(
             wkt_column=wkt_column,
             layer=layer,
             feature_ids=feature_ids,
+            encoding=encoding,
+        )
+    if encoding is not None:
+        raise ConfigurationError(
+            f"encoding={encoding!r} is the text encoding of a Shapefile or CSV file, and the "
+            f"source is a {type(source).__name__}: leave it out"
         )
     if layer is not None:
         raise ConfigurationError(

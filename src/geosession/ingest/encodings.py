@@ -1,0 +1,106 @@
+"""The text encoding of a source file: a Shapefile's DBF or a CSV file.
+
+GeoPackage, GeoJSON, FlatGeobuf and GeoParquet hold UTF-8 by their specifications. A
+Shapefile names its encoding in a .cpg file or its DBF's language byte, and GDAL then
+converts its text to UTF-8; without either, GDAL hands the text over as stored (pyogrio
+reports ISO-8859-1), and files written that way are as often UTF-8 as ISO-8859-1 or a
+Windows code page. So a value is read as UTF-8 where it is valid UTF-8 (Latin-1 text
+almost never is) and in the reported encoding otherwise; field names that are not UTF-8
+have the layer opened again in that encoding, which GDAL then converts. ``encoding=``
+overrides all of it.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from geosession.errors import ConfigurationError
+
+DECLARED_SUFFIXES = (".shp",)
+"""Files whose text may be in an encoding other than UTF-8 that GDAL reads."""
+CHOSEN_SUFFIXES = (*DECLARED_SUFFIXES, ".csv")
+"""Files for which ``encoding=`` may name one."""
+
+
+@dataclass(frozen=True)
+class LayerText:
+    """How to read a layer's text: the encoding GDAL is told (it converts to UTF-8), and
+    the one that decodes values that are not UTF-8 when it is told none."""
+
+    open_with: str | None = None
+    fallback: str | None = None
+
+
+def check_encoding(encoding: str | None, path: Path | None = None) -> None:
+    """Refuses an encoding Python does not know, or one given for a format whose text is
+    UTF-8 by its specification."""
+    if encoding is None:
+        return
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ConfigurationError(
+            f"encoding={encoding!r} is not a known text encoding: use a name such as "
+            "'utf-8', 'latin1' (ISO-8859-1), 'cp1252' or 'cp437'"
+        ) from None
+    if path is not None and path.suffix.lower() not in CHOSEN_SUFFIXES and not is_utf8(encoding):
+        raise ConfigurationError(
+            f"encoding={encoding!r} applies to Shapefiles and CSV files; the text of {path} "
+            "is UTF-8 by its format's specification: leave it out"
+        )
+
+
+def is_utf8(encoding: Any) -> bool:
+    """Whether an encoding name (GDAL's or Python's spelling) means UTF-8."""
+    return encoding is None or codecs.lookup(str(encoding)).name == "utf-8"
+
+
+def layer_text(pyogrio: Any, path: Path, layer: str, encoding: str | None) -> LayerText:
+    """How to read the text of ``path``'s ``layer``: as ``encoding`` when given; else see
+    the module's docstring."""
+    if encoding is not None:
+        return LayerText(open_with=encoding)
+    if path.suffix.lower() not in DECLARED_SUFFIXES:
+        return LayerText()
+    with pyogrio.open_arrow(path, layer=layer, use_pyarrow=True) as (meta, reader):
+        reported = meta["encoding"]
+        if _known(reported) is None or is_utf8(reported):
+            return LayerText()
+        try:
+            list(reader.schema.names)
+        except UnicodeDecodeError:
+            return LayerText(open_with=str(reported))
+    return LayerText(fallback=str(reported))
+
+
+def _known(encoding: Any) -> str | None:
+    try:
+        return codecs.lookup(str(encoding)).name if encoding else None
+    except LookupError:
+        return None
+
+
+def column_values(column: Any, fallback: str | None) -> list[Any]:
+    """An Arrow column as Python values (WKB as bytes), text that is not UTF-8 decoded as
+    ``fallback``."""
+    try:
+        return list(column.to_pylist())
+    except UnicodeDecodeError:
+        if fallback is None:
+            raise
+    import pyarrow
+
+    return [
+        None if raw is None else _decoded(raw, fallback)
+        for raw in column.cast(pyarrow.binary()).to_pylist()
+    ]
+
+
+def _decoded(raw: bytes, fallback: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode(fallback, errors="replace")
