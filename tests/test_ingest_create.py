@@ -8,6 +8,7 @@ import decimal
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ TABLES = (
     "made_objects",
     "made_latin",
     "made_latin_csv",
+    "made_zip",
 )
 
 
@@ -196,7 +198,7 @@ def test_shapefile_polygons_become_multipolygons_and_names_lower_case(
     }
 
 
-def test_a_shapefile_without_cpg_and_a_latin1_csv_load_their_text(
+def test_a_shapefile_without_cpg_zipped_or_not_and_a_latin1_csv_load_their_text(
     admin: psycopg.Connection[Any], database_url: str, tmp_path: Path, monkeypatch: Any
 ) -> None:
     """ISO-8859-1 field names and values of a Shapefile without its .cpg file (GDAL
@@ -213,6 +215,17 @@ def test_a_shapefile_without_cpg_and_a_latin1_csv_load_their_text(
     assert result.exit_code == 0, result.output
     assert columns(admin, "made_latin")["straße"] == "text"
     assert admin.execute('SELECT "straße" FROM made_latin ORDER BY fid').fetchall() == [
+        ("Zürich",),
+        ("Besançon",),
+    ]
+    archive = tmp_path / "orte.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for part in tmp_path.glob("orte.*"):
+            if part != archive:
+                zipped.write(part, f"orte/{part.name}")  # in a folder, as many downloads are
+    zipped_run = runner.invoke(app, ["ingest", str(archive), "made_zip", "--create"])
+    assert zipped_run.exit_code == 0, zipped_run.output
+    assert admin.execute('SELECT "straße" FROM made_zip ORDER BY fid').fetchall() == [
         ("Zürich",),
         ("Besançon",),
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -522,3 +523,47 @@ def test_sequences_have_a_length_generators_do_not() -> None:
     assert source_length([{"name": "a"}] * 3) == 3
     assert source_length({"name": "a"} for _ in range(3)) is None
     assert source_length(frame(4)) == 4
+
+
+def _zipped(archive: Path, files: dict[str, Path]) -> Path:
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for name, path in files.items():
+            zipped.write(path, name)
+    return archive
+
+
+def test_zipped_vector_files_are_read_in_place_at_the_top_or_in_a_folder(tmp_path: Path) -> None:
+    """Downloads keep Shapefiles at the top of the archive or in a folder beside a README;
+    GDAL alone finds only the first."""
+    shapefile = tmp_path / "parcels.shp"
+    pyogrio.write_dataframe(frame(12), shapefile)
+    parts = sorted(tmp_path.glob("parcels.*"))
+    top = _zipped(tmp_path / "top.zip", {p.name: p for p in parts})
+    (tmp_path / "README.txt").write_text("parcels of the county")
+    readme = {"README.txt": tmp_path / "README.txt", "meta/about.json": tmp_path / "README.txt"}
+    folder = _zipped(tmp_path / "folder.zip", {**readme, **{f"data/{p.name}": p for p in parts}})
+    for archive in (top, folder):
+        assert column(batches(archive), "name") == list(frame(12)["name"])
+        assert all(b.crs == {"geom": 3857} for b in batches(archive))
+        assert source_length(archive) == 12
+    package = tmp_path / "parcels.gpkg"
+    pyogrio.write_dataframe(frame(3), package)
+    nested = _zipped(tmp_path / "package.zip", {"deep/down/parcels.gpkg": package, **readme})
+    assert len(column(batches(nested), "name")) == 3
+
+
+def test_archives_without_data_or_with_data_gdal_cannot_open_as_one(tmp_path: Path) -> None:
+    (tmp_path / "README.txt").write_text("nothing here")
+    empty = _zipped(tmp_path / "empty.zip", {"README.txt": tmp_path / "README.txt"})
+    with pytest.raises(ConfigurationError, match=r"empty.zip holds no GeoPackage, Shapefile"):
+        batches(empty)
+    package = tmp_path / "parcels.gpkg"
+    pyogrio.write_dataframe(frame(3), package)
+    mixed = _zipped(tmp_path / "mixed.zip", {"a/one.gpkg": package, "b/two.gpkg": package})
+    with pytest.raises(ConfigurationError, match=r"several vector files \(a/one.gpkg, b/two"):
+        batches(mixed)
+    (tmp_path / "broken.zip").write_bytes(b"not a zip")
+    with pytest.raises(ConfigurationError, match=r"cannot read .*broken.zip as a zip archive"):
+        batches(tmp_path / "broken.zip")
+    with pytest.raises(ConfigurationError, match=r"package.zip holds none, and its text is UTF-8"):
+        batches(_zipped(tmp_path / "package.zip", {"parcels.gpkg": package}), encoding="latin1")

@@ -149,8 +149,9 @@ def ingest(
     sources: Annotated[
         list[Path],
         typer.Argument(
-            help="Vector files (GeoPackage, Shapefile, GeoJSON, GeoJSON Lines, FlatGeobuf), "
-            "GeoParquet or CSV with a WKT column: one, or several loaded one after the other.",
+            help="Vector files (GeoPackage, Shapefile, GeoJSON, GeoJSON Lines, FlatGeobuf; "
+            "zipped too), GeoParquet or CSV with a WKT column: one, or several loaded one "
+            "after the other.",
             exists=True,
             dir_okay=False,
         ),

@@ -25,6 +25,7 @@ import shapely
 from sqlalchemy import Connection, Engine, Table, inspect, text
 
 from geosession.errors import ConfigurationError, DatabaseError
+from geosession.ingest.archives import gdal_source
 from geosession.ingest.crs import crs_label, source_crs
 from geosession.ingest.encodings import check_encoding, layer_text
 from geosession.ingest.files import (
@@ -257,10 +258,11 @@ def _vector_schema(
 
     check_encoding(encoding, path)
     layer = vector_layer(pyogrio, path, layer)
-    text = layer_text(pyogrio, path, layer, encoding)  # field names as the load reads them
+    source = gdal_source(path)
+    text = layer_text(pyogrio, source, layer, encoding)  # field names as the load reads them
     names_in = text.open_with or ("UTF-8" if text.fallback else None)
     with measured_types() as measured:  # pyogrio names no type with M: its own word
-        info = pyogrio.read_info(path, layer=layer, encoding=names_in)
+        info = pyogrio.read_info(source.name, layer=layer, encoding=names_in)
     schema = SourceSchema(key=id_column(path, info["fid_column"]) or "fid")
     kinds = zip(info["fields"], info["ogr_types"], info["ogr_subtypes"], strict=True)
     for name, kind, subtype in kinds:

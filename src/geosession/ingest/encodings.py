@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from geosession.errors import ConfigurationError
+from geosession.ingest.archives import GdalSource
 
-DECLARED_SUFFIXES = (".shp",)
-"""Files whose text may be in an encoding other than UTF-8 that GDAL reads."""
-CHOSEN_SUFFIXES = (*DECLARED_SUFFIXES, ".csv")
-"""Files for which ``encoding=`` may name one."""
+CHOSEN_SUFFIXES = (".shp", ".zip", ".csv")
+"""Files for which ``encoding=`` may name one (a zip archive may hold Shapefiles)."""
 
 
 @dataclass(frozen=True)
@@ -58,14 +57,19 @@ def is_utf8(encoding: Any) -> bool:
     return encoding is None or codecs.lookup(str(encoding)).name == "utf-8"
 
 
-def layer_text(pyogrio: Any, path: Path, layer: str, encoding: str | None) -> LayerText:
-    """How to read the text of ``path``'s ``layer``: as ``encoding`` when given; else see
+def layer_text(pyogrio: Any, source: GdalSource, layer: str, encoding: str | None) -> LayerText:
+    """How to read the text of ``source``'s ``layer``: as ``encoding`` when given; else see
     the module's docstring."""
+    if encoding is not None and not source.shapefiles and not is_utf8(encoding):
+        raise ConfigurationError(
+            f"encoding={encoding!r} applies to Shapefiles and CSV files; {source.path} holds "
+            "none, and its text is UTF-8 by its format's specification: leave it out"
+        )
     if encoding is not None:
         return LayerText(open_with=encoding)
-    if path.suffix.lower() not in DECLARED_SUFFIXES:
+    if not source.shapefiles:
         return LayerText()
-    with pyogrio.open_arrow(path, layer=layer, use_pyarrow=True) as (meta, reader):
+    with pyogrio.open_arrow(source.name, layer=layer, use_pyarrow=True) as (meta, reader):
         reported = meta["encoding"]
         if _known(reported) is None or is_utf8(reported):
             return LayerText()

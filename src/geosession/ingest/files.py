@@ -33,12 +33,13 @@ from typing import Any
 
 from geosession.errors import ConfigurationError
 from geosession.geometry import authority_code
+from geosession.ingest.archives import ARCHIVE_SUFFIXES, gdal_source
 from geosession.ingest.batches import Batch, CheckFields, target_name
 from geosession.ingest.crs import SourceCrs, source_crs
 from geosession.ingest.encodings import check_encoding, column_values, is_utf8, layer_text
 from geosession.read.layer_types import measured_types, name_unknown_with_dimensions
 
-_GDAL_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb")
+_GDAL_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb", *ARCHIVE_SUFFIXES)
 _SEQUENCE_SUFFIXES = (".geojsonl", ".geojsons", ".jsonl", ".ndjson")
 """GeoJSON Lines (GDAL's GeoJSONSeq, read a feature at a time), as export writes them."""
 VECTOR_SUFFIXES = _GDAL_SUFFIXES + _SEQUENCE_SUFFIXES
@@ -47,7 +48,7 @@ PARQUET_SUFFIXES = (".parquet", ".geoparquet")
 WKT_NAMES = ("wkt", "geometry", "geom", "the_geom", "wkt_geom")
 """A CSV's geometry column, when the header has one of these names in any case."""
 SUPPORTED = (
-    "GeoPackage, Shapefile, GeoJSON, FlatGeobuf ("
+    "GeoPackage, Shapefile, GeoJSON, FlatGeobuf (zipped too: "
     + ", ".join(_GDAL_SUFFIXES)
     + "), GeoJSON Lines ("
     + ", ".join(_SEQUENCE_SUFFIXES)
@@ -82,7 +83,9 @@ def file_length(path: Path, layer: str | None = None) -> int | None:
         import pyogrio
 
         with measured_types():
-            info = pyogrio.read_info(path, layer=vector_layer(pyogrio, path, layer))
+            info = pyogrio.read_info(
+                gdal_source(path).name, layer=vector_layer(pyogrio, path, layer)
+            )
         count = int(info["features"])
     except Exception:
         return None
@@ -155,9 +158,10 @@ def _vector_batches(
     try:
         layer = vector_layer(pyogrio, path, layer)
         feature_ids = feature_ids and path.suffix.lower() in _NAMED_ID_SUFFIXES
-        text = layer_text(pyogrio, path, layer, encoding)
+        source = gdal_source(path)
+        text = layer_text(pyogrio, source, layer, encoding)
         opened = pyogrio.open_arrow(
-            path,
+            source.name,
             layer=layer,
             encoding=text.open_with,
             batch_size=_FILE_BATCH,
@@ -196,7 +200,8 @@ def vector_layer(pyogrio: Any, path: Path, layer: str | None) -> str:
     name_unknown_with_dimensions()  # a layer of several types with Z (FlatGeobuf makes them)
     try:
         with measured_types():
-            layers = [(str(name), kind) for name, kind in pyogrio.list_layers(path)]
+            listed = pyogrio.list_layers(gdal_source(path).name)
+            layers = [(str(name), kind) for name, kind in listed]
     except pyogrio.errors.DataSourceError as error:
         raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
     names = [name for name, _ in layers]

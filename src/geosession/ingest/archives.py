@@ -1,0 +1,68 @@
+"""What GDAL is given to open a vector file, a zip archive of one included.
+
+GDAL reads the files of a zip archive in place (``/vsizip/``), but only at its top level,
+while many downloads keep their Shapefiles in a folder, next to a README or metadata.
+So the archive is looked into: a single vector file in it is opened by its path inside;
+Shapefiles in one folder are opened as that folder, each Shapefile a layer.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from geosession.errors import ConfigurationError
+
+ARCHIVE_SUFFIXES = (".zip",)
+_DATASET_SUFFIXES = (".shp", ".gpkg", ".geojson", ".fgb")
+"""Files in an archive that are data (a .json there is more often metadata)."""
+
+
+@dataclass(frozen=True)
+class GdalSource:
+    """A vector file as pyogrio opens it."""
+
+    path: Path
+    """The file as given."""
+    name: str | Path
+    """What pyogrio opens: the file, or GDAL's path to the data in the archive."""
+    shapefiles: bool
+    """Whether its layers are Shapefiles, whose text may be in an encoding other than UTF-8."""
+
+
+def gdal_source(path: Path) -> GdalSource:
+    """``path`` itself, or for a zip archive what in it holds the data."""
+    if path.suffix.lower() not in ARCHIVE_SUFFIXES:
+        return GdalSource(path, path, shapefiles=path.suffix.lower() == ".shp")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [PurePosixPath(name) for name in archive.namelist()]
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ConfigurationError(f"cannot read {path} as a zip archive: {error}") from error
+    data = [
+        member
+        for member in members
+        if member.suffix.lower() in _DATASET_SUFFIXES and "__MACOSX" not in member.parts
+    ]
+    if not data:
+        raise ConfigurationError(
+            f"{path} holds no GeoPackage, Shapefile, GeoJSON or FlatGeobuf file"
+        )
+    if len(data) == 1:
+        shapefile = data[0].suffix.lower() == ".shp"
+        inside = data[0].parent if shapefile else data[0]  # a Shapefile needs its siblings
+        return GdalSource(path, _inside(path, inside), shapefiles=shapefile)
+    folders = {member.parent for member in data}
+    if len(folders) == 1 and all(member.suffix.lower() == ".shp" for member in data):
+        return GdalSource(path, _inside(path, folders.pop()), shapefiles=True)
+    listed = ", ".join(str(member) for member in data[:6]) + (", ..." if len(data) > 6 else "")
+    raise ConfigurationError(
+        f"{path} holds several vector files ({listed}) that GDAL cannot open as one: "
+        "unzip it and load them one by one"
+    )
+
+
+def _inside(path: Path, member: PurePosixPath) -> str | Path:
+    """The archive itself when ``member`` is its top level, else GDAL's path into it."""
+    return path if str(member) == "." else f"/vsizip/{path}/{member}"
