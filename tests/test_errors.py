@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -29,7 +30,7 @@ from geosession import (
     SpatialDatabase,
     SRIDMismatch,
 )
-from geosession.errors import GeoSessionError
+from geosession.errors import ConfigurationError, GeoSessionError
 
 DRIVERS = ["psycopg", "psycopg2", "asyncpg"]
 
@@ -276,3 +277,72 @@ def test_serialization_conflict_is_transient(db: SpatialDatabase) -> None:
 def test_every_error_is_a_geosession_error() -> None:
     for cls in (AccessDenied, PoolExhausted, SRIDMismatch, QueryTimeout, PostGISNotInstalled):
         assert issubclass(cls, GeoSessionError)
+
+
+PASSWORD = "p@ss:w/rd%#?&x"  # every character a URL gives a meaning
+PASSWORD_ROLE = "geosession_password_role"
+
+
+@pytest.fixture
+def password_role(server_url: str, database_url: str) -> Iterator[dict[str, Any]]:
+    """A role that must give its password (scram-sha-256; the embedded cluster trusts
+    local connections), and the parts of a URL to reach the test database as it."""
+    superuser = make_url(server_url).set(drivername="postgresql")
+    with psycopg.connect(superuser.render_as_string(False), autocommit=True) as admin:
+        admin.execute(f"DROP ROLE IF EXISTS {PASSWORD_ROLE}")
+        admin.execute(f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{PASSWORD}'")
+        (hba_file,) = admin.execute("SHOW hba_file").fetchone()  # type: ignore[misc]
+        with open(hba_file) as handle:
+            original = handle.read()
+        rule = f"host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n"
+        with open(hba_file, "w") as handle:
+            handle.write(rule + original)  # first: the trust lines below would match too
+        admin.execute("SELECT pg_reload_conf()")
+        url = make_url(database_url)
+        parts = {"host": "127.0.0.1", "port": url.port, "database": url.database}
+        try:
+            trusting = f"host=127.0.0.1 port={url.port} dbname={url.database} user={PASSWORD_ROLE}"
+            deadline = time.monotonic() + 10
+            while True:  # the postmaster reloads pg_hba.conf a moment after the signal
+                try:
+                    psycopg.connect(trusting, password="wrong").close()
+                except psycopg.OperationalError:
+                    break
+                assert time.monotonic() < deadline, "pg_hba.conf was not reloaded"
+                time.sleep(0.05)
+            yield parts
+        finally:
+            with open(hba_file, "w") as handle:
+                handle.write(original)
+            admin.execute("SELECT pg_reload_conf()")
+            admin.execute(f"DROP ROLE IF EXISTS {PASSWORD_ROLE}")
+
+
+def test_a_password_of_url_characters_connects_and_a_wrong_one_is_never_shown(
+    make_db: Callable[..., SpatialDatabase], password_role: dict[str, Any]
+) -> None:
+    """Given as password=, or percent-encoded in the URL, on every driver; a password whose
+    '@' is not encoded is refused before its tail can pass for the host name and be shown."""
+    where = f"127.0.0.1:{password_role['port']}/{password_role['database']}"
+    quoted = f"postgresql://{PASSWORD_ROLE}:{quote(PASSWORD, safe='')}@{where}"
+    for driver in DRIVERS:
+        by_parts = database_for(
+            make_db, driver, user=PASSWORD_ROLE, password=PASSWORD, **password_role
+        )
+        by_url = database_for(make_db, driver, url=quoted)
+        for db in (by_parts, by_url):
+            assert run(db, driver, "SELECT current_user") == [(PASSWORD_ROLE,)]
+        wrong = database_for(
+            make_db, driver, user=PASSWORD_ROLE, password="Wr0ng-s3cret", **password_role
+        )
+        with pytest.raises(AccessDenied, match="password authentication failed") as info:
+            run(wrong, driver, "SELECT 1")
+        assert "Check the user name and the password" in str(info.value)
+        for shown in (str(info.value), repr(info.value), repr(wrong), repr(wrong.settings)):
+            assert "Wr0ng" not in shown
+    with pytest.raises(ConfigurationError, match="more than one '@'.*%40") as refused:
+        make_db(f"postgresql://{PASSWORD_ROLE}:Secr@tPart@{where}")  # host 'tPart@127...'
+    assert "tPart" not in str(refused.value)
+    with pytest.raises(ConfigurationError, match="not a valid URL") as invalid:
+        make_db(f"postgresql://{PASSWORD_ROLE}:{PASSWORD}@{where}")
+    assert "w/rd" not in str(invalid.value) and "ss:w" not in str(invalid.value)

@@ -226,12 +226,20 @@ class DatabaseSettings(BaseSettings):
         urls += [(f"replica_urls[{n}]", url) for n, url in enumerate(self.replica_urls)]
         for name, url in urls:
             try:
-                make_url(url.get_secret_value())
+                parsed = make_url(url.get_secret_value())
             except Exception:
                 raise ValueError(
-                    f"{name} is not a valid URL; expected "
-                    "postgresql://user@host:5432/dbname (the password is not shown)"
+                    f"{name} is not a valid URL; expected postgresql://user:password@host:5432/"
+                    "dbname, a password's @ : / ? # % written percent-encoded (urllib.parse."
+                    "quote(password, safe='')) or the password given as password= / "
+                    "GEOSESSION_PASSWORD (the password is not shown)"
                 ) from None
+            if "@" in (parsed.host or ""):  # the rest of a password would pass for the host
+                raise ValueError(
+                    f"{name} has more than one '@': the password or user name holds one, which "
+                    "a URL must write as %40 (urllib.parse.quote(password, safe='')), or give "
+                    "the password as password= / GEOSESSION_PASSWORD (the password is not shown)"
+                )
         return self
 
     def for_replica(self, number: int) -> DatabaseSettings:
