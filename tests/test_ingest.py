@@ -8,6 +8,7 @@ import decimal
 import hashlib
 import itertools
 import json
+import re
 import struct
 import threading
 import time
@@ -757,6 +758,36 @@ def test_on_conflict_error_ignore_update(db: SpatialDatabase, table: str) -> Non
     with db.session() as s:
         assert s.execute(text(f"SELECT name FROM {TABLE} WHERE id = 50")).scalar() == "changed"
         assert s.execute(text(f"SELECT count(*) FROM {TABLE}")).scalar() == 101
+
+
+def test_on_conflict_update_writes_the_last_row_of_a_key_the_source_repeats(
+    db: SpatialDatabase, table: str
+) -> None:
+    """A feed of changes names a key again: applied in turn, its last row stands (one
+    INSERT ... ON CONFLICT DO UPDATE cannot touch a row twice, so the chunk keeps the last),
+    and columns the source leaves out keep their values."""
+    db.ingest(table, rows(10))
+    square = "POLYGON((0 0,1 0,1 1,0 0))"
+    feed = [
+        {"id": 3, "name": "first", "geom": square},
+        {"id": 11, "name": "new", "geom": square},
+        {"id": 3, "name": "second", "geom": square},
+        {"id": 11, "name": "newer", "geom": square},
+        {"id": 3, "name": "last", "geom": square},
+    ]
+    report = db.ingest(table, feed, on_conflict="update", chunk_size=10)
+    assert (report.rows_read, report.inserted, report.superseded) == (5, 2, 3)
+    assert re.search(r"superseded by a later row of the same key +│ +3 │", str(report))
+    with db.session() as s:
+        found = s.execute(
+            text(f"SELECT id, name, value FROM {TABLE} WHERE id IN (3, 11) ORDER BY id")
+        )
+        assert found.all() == [(3, "last", 3.0), (11, "newer", None)]
+    twice = [{"id": 12, "name": "a", "geom": square}, {"id": 12, "name": "b", "geom": square}]
+    ignored = db.ingest(table, twice, on_conflict="ignore")
+    assert (ignored.inserted, ignored.conflicts) == (1, 1)
+    with db.session() as s:
+        assert s.execute(text(f"SELECT name FROM {TABLE} WHERE id = 12")).scalar() == "a"
 
 
 def test_resume_with_the_same_ingest_id_after_a_crash(db: SpatialDatabase, table: str) -> None:

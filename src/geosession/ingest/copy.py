@@ -235,6 +235,20 @@ def _upsert(plan: WritePlan) -> sql.Composed:
         action = sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(
             sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updates
         )
+    if plan.on_conflict == "update":  # one row per key, the source's last, as if applied in turn
+        return sql.SQL(
+            "INSERT INTO {} ({}) SELECT DISTINCT ON ({}) {} FROM {} ORDER BY {}, ctid DESC "
+            "ON CONFLICT ({}) {}"
+        ).format(
+            sql.SQL(plan.target.quoted),
+            columns,
+            key_list,
+            columns,
+            _STAGE,
+            key_list,
+            key_list,
+            action,
+        )
     return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
         sql.SQL(plan.target.quoted), columns, columns, _STAGE, key_list, action
     )

@@ -473,8 +473,11 @@ class Ingest:
             self.report.rejected.extend(rejects)
             self.report.chunks += 1
             self.report.count_chunk_size(len(chunk) + len(chunk.rejects))
+            unwritten = len(chunk) - inserted - (len(rejects) - len(chunk.rejects))
             if self.options.on_conflict == "ignore":
-                self.report.conflicts += len(chunk) - inserted - (len(rejects) - len(chunk.rejects))
+                self.report.conflicts += unwritten
+            elif self.options.on_conflict == "update":
+                self.report.superseded += unwritten
 
     def _count_retry(self) -> None:
         with self.lock:

@@ -35,6 +35,9 @@ class IngestReport:
     when this run began (they were deleted since): loaded again rather than skipped."""
     conflicts: int = 0
     """Rows not inserted because their key existed (on_conflict='ignore')."""
+    superseded: int = 0
+    """Rows not written because a later row of their chunk has the same key
+    (on_conflict='update': the last one is written, as if the rows were applied in turn)."""
     chunks: int = 0
     workers: int = 1
     """COPY connections used (``workers="auto"``: 2 when indexes are maintained, else 1)."""
@@ -92,6 +95,7 @@ class IngestReport:
                 ("already committed (resumed)", self.already_committed),
                 ("loaded again (deleted since the last run)", self.reloaded),
                 ("key conflicts ignored", self.conflicts),
+                ("superseded by a later row of the same key", self.superseded),
             )
             if v
         ]
