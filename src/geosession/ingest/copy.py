@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -212,45 +213,63 @@ _STAGE = sql.Identifier("geosession_ingest_stage")
 
 
 def _create_stage(cursor: psycopg.Cursor[Any], plan: WritePlan) -> None:
-    """A temporary staging table that lives only as long as this chunk's transaction."""
+    """A temporary staging table that lives only as long as this chunk's transaction: the
+    loaded columns' types and nothing else (the target's defaults and identities fill the
+    columns the source leaves out when the rows move on; a copied NOT NULL would refuse
+    them in the stage)."""
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in plan.columns)
     cursor.execute(
-        sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
-            _STAGE, sql.SQL(plan.target.quoted)
+        sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+            _STAGE, columns, sql.SQL(plan.target.quoted)
         )
+    )
+
+
+def conflict_key(
+    target: Target, columns: Sequence[str], on_conflict: OnConflict
+) -> tuple[str, ...]:
+    """The key that on_conflict='update' matches rows on: the primary key, else the first
+    unique key, whose columns the source gives ('ignore' skips a row that conflicts on any:
+    ``()``). A target without one is refused before the first row, naming its keys."""
+    if on_conflict == "error" or (on_conflict == "ignore" and target.unique_keys):
+        return ()
+    given = set(columns)
+    key = next((key for key in target.unique_keys if given >= set(key)), None)
+    if key is not None:
+        return key
+    if not target.unique_keys:
+        raise ConfigurationError(
+            f"on_conflict={on_conflict!r} needs a primary key or a unique constraint on "
+            f"{target.quoted}, and it has none: add one, or use on_conflict='error'"
+        )
+    keys = " or ".join(f"({', '.join(key)})" for key in target.unique_keys)
+    raise ConfigurationError(
+        f"on_conflict='update' matches rows of {target.quoted} by its primary key or a unique "
+        f"constraint, {keys}, and the source gives the columns of none of them: add them to "
+        "the source"
     )
 
 
 def _upsert(plan: WritePlan) -> sql.Composed:
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in plan.columns)
-    keys = plan.target.primary_key
-    if not keys:
-        raise IntegrityViolation(
-            f"on_conflict={plan.on_conflict!r} needs a primary key on {plan.target.quoted}, "
-            "and it has none: add one, or use on_conflict='error'"
+    if plan.on_conflict == "ignore":  # any unique key: the row already there stays
+        return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
+            sql.SQL(plan.target.quoted), columns, columns, _STAGE
         )
+    keys = conflict_key(plan.target, plan.columns, plan.on_conflict)
     key_list = sql.SQL(", ").join(sql.Identifier(k) for k in keys)
     updates = [c for c in plan.columns if c not in keys]
     action: sql.Composable = sql.SQL("DO NOTHING")
-    if plan.on_conflict == "update" and updates:
+    if updates:
         action = sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(
             sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updates
         )
-    if plan.on_conflict == "update":  # one row per key, the source's last, as if applied in turn
-        return sql.SQL(
-            "INSERT INTO {} ({}) SELECT DISTINCT ON ({}) {} FROM {} ORDER BY {}, ctid DESC "
-            "ON CONFLICT ({}) {}"
-        ).format(
-            sql.SQL(plan.target.quoted),
-            columns,
-            key_list,
-            columns,
-            _STAGE,
-            key_list,
-            key_list,
-            action,
-        )
-    return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
-        sql.SQL(plan.target.quoted), columns, columns, _STAGE, key_list, action
+    # one row per key, the source's last, as if the rows were applied in turn
+    return sql.SQL(
+        "INSERT INTO {} ({}) SELECT DISTINCT ON ({}) {} FROM {} ORDER BY {}, ctid DESC "
+        "ON CONFLICT ({}) {}"
+    ).format(
+        sql.SQL(plan.target.quoted), columns, key_list, columns, _STAGE, key_list, key_list, action
     )
 
 

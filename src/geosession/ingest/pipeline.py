@@ -35,6 +35,7 @@ from geosession.ingest.connections import Connections, backoff, connection_lost
 from geosession.ingest.copy import (
     Chunk,
     WritePlan,
+    conflict_key,
     copy_types,
     ensure_quarantine,
     write_chunk,
@@ -187,6 +188,7 @@ class Ingest:
                 check_required_columns(self.target, batch.columns)
                 columns = tuple(c.name for c in self.target.columns if c.name in batch.columns)
                 types = copy_types(self.target, columns)
+                conflict_key(self.target, columns, self.options.on_conflict)  # refused now
                 quarantine = self.options.on_invalid == "quarantine"
                 self.plan = WritePlan(
                     self.target,

@@ -32,7 +32,6 @@ _COLUMNS_SQL = """
            a.attnotnull, coalesce(gc.srid, gg.srid, postgis_typmod_srid(spatial.typmod)),
            coalesce(gc.type, gg.type, postgis_typmod_type(spatial.typmod)),
            coalesce(gc.coord_dimension, gg.coord_dimension, postgis_typmod_dims(spatial.typmod)),
-           ic.idx IS NOT NULL AS in_primary_key,
            a.attgenerated <> '' OR a.attidentity = 'a' AS generated,
            a.atthasdef OR a.attidentity <> '' AS has_default,
            t.typcategory <> 'A' AND r.proname = ANY(%(receivers)s) AS text_input,
@@ -64,10 +63,6 @@ _COLUMNS_SQL = """
          AND gg.f_table_name = c.relname AND gg.f_geography_column = a.attname
     LEFT JOIN spatial_ref_sys srs
          ON srs.srid = coalesce(gc.srid, gg.srid, postgis_typmod_srid(spatial.typmod))
-    LEFT JOIN LATERAL (
-        SELECT 1 AS idx FROM pg_index i
-        WHERE i.indrelid = c.oid AND i.indisprimary AND a.attnum = ANY(i.indkey)
-    ) ic ON true
     WHERE a.attrelid = %(table)s AND a.attnum > 0 AND NOT a.attisdropped
     ORDER BY a.attnum
 """
@@ -86,6 +81,17 @@ _TRIGGERS_SQL = """
            EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %(oid)s
                    AND tgtype & 68 = 68)  -- INSTEAD OF, INSERT
 """
+_UNIQUE_KEYS_SQL = """
+    SELECT array_agg(a.attname::text ORDER BY k.position) FROM pg_index i
+    CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, position)
+    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+    WHERE i.indrelid = %(oid)s AND i.indisunique AND i.indimmediate AND i.indisvalid
+          AND i.indpred IS NULL AND i.indexprs IS NULL AND k.position <= i.indnkeyatts
+    GROUP BY i.indexrelid, i.indisprimary
+    ORDER BY i.indisprimary DESC, i.indexrelid
+"""
+"""The columns of each unique index ON CONFLICT can name: the primary key first; not a
+partial, expression or deferrable one (INCLUDE columns are not part of the key)."""
 _KINDS = {"v": "view", "m": "materialized view", "S": "sequence", "i": "index", "c": "type"}
 """Relations COPY FROM cannot load (a view only with an INSTEAD OF INSERT trigger)."""
 
@@ -120,7 +126,6 @@ class Column:
     """The server's type name (int4, text, geometry ...; text[] for an array of text; for a
     domain, the type it is based on)."""
     not_null: bool
-    in_primary_key: bool
     geometry: GeometrySpec | None
     generated: bool = False
     """GENERATED ALWAYS, AS (...) STORED or AS IDENTITY: the server computes or numbers it.
@@ -153,6 +158,9 @@ class Target:
     database: str | None = None
     """Where ``oid`` is the table's: the cluster's system identifier and the database's
     OID (None when the server does not say). A restored dump has other OIDs."""
+    unique_keys: tuple[tuple[str, ...], ...] = ()
+    """The columns of the primary key (first) and of the other unique constraints and
+    indexes that ``INSERT ... ON CONFLICT`` can match on."""
     timezone: dt.tzinfo = dt.UTC
     """The session's TimeZone: the server reads a timestamp without a zone in it for a
     timestamptz column, and gives a timestamp column the local time there of one with a
@@ -161,10 +169,6 @@ class Target:
     @property
     def geometry_columns(self) -> tuple[Column, ...]:
         return tuple(c for c in self.columns if c.geometry is not None)
-
-    @property
-    def primary_key(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns if c.in_primary_key)
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
@@ -228,6 +232,8 @@ def resolve_target(cursor: Any, target: Any) -> Target:
     (database,) = cursor.fetchone()
     cursor.execute(_COLUMNS_SQL, {"table": found[1], "receivers": _TEXT_RECEIVERS})
     columns = tuple(_column(row) for row in cursor.fetchall())
+    cursor.execute(_UNIQUE_KEYS_SQL, {"oid": found[1]})
+    unique_keys = tuple(tuple(row[0]) for row in cursor.fetchall())
     return Target(
         schema=str(found[0]),
         name=name,
@@ -236,6 +242,7 @@ def resolve_target(cursor: Any, target: Any) -> Target:
         oid=int(found[1]),
         insert_triggers=bool(before_insert),
         database=database,
+        unique_keys=unique_keys,
         timezone=cursor.connection.info.timezone,
     )
 
@@ -273,7 +280,7 @@ def schema_and_name(target: Any) -> tuple[str | None, str]:
 def _column(row: Any) -> Column:
     described, srs_row = row[:-4], row[-4:]  # spatial_ref_sys: auth_name ... proj4text
     name, type_name, not_null, srid, geometry_type, dimension, *flags, text_elements = described
-    in_primary_key, generated, has_default, text_input = map(bool, flags)
+    generated, has_default, text_input = map(bool, flags)
     spec = None
     if type_name in ("geometry", "geography"):
         declared = (geometry_type or "GEOMETRY").upper()  # POINTM, or PointZM from typmods
@@ -286,7 +293,6 @@ def _column(row: Any) -> Column:
         name,
         type_name,
         bool(not_null),
-        in_primary_key,
         spec,
         generated,
         has_default,
