@@ -175,7 +175,11 @@ def ingest(
         str, typer.Option(help="Bad geometries: quarantine, raise, repair or skip.")
     ] = "quarantine",
     on_conflict: Annotated[
-        str, typer.Option(help="Existing primary keys: error, ignore or update.")
+        str,
+        typer.Option(
+            help="Rows whose key (primary key or unique constraint) exists: "
+            "error, ignore (keep the row there) or update (overwrite it)."
+        ),
     ] = "error",
     chunk_size: Annotated[
         str, typer.Option(help="Rows per transaction, or 'auto' to adapt to the server.")
