@@ -396,6 +396,20 @@ def test_stream_frames(db: SpatialDatabase, admin: psycopg.Connection[Any]) -> N
     assert released(db, admin)
 
 
+@pytest.mark.usefixtures("tables")
+def test_every_geometry_column_of_a_frame_has_its_crs(db: SpatialDatabase) -> None:
+    """Not only the active one: to_crs, sjoin and area in metres need the others' too."""
+    sql = (
+        "SELECT p.id, p.geom, m.geom AS metric, ST_Centroid(m.geom) AS centre FROM rd_parcels p "
+        "JOIN rd_metric m USING (id) WHERE p.id <= 3"
+    )
+    (frame,) = db.stream_frames(sql, geometry_column="geom")
+    assert [frame[c].crs.to_epsg() for c in ("geom", "metric", "centre")] == [4326, 3857, 3857]
+    (moved,) = db.stream_frames(sql, geometry_column="geom", geometry="transform:3857")
+    assert [moved[c].crs.to_epsg() for c in ("geom", "metric", "centre")] == [3857, 3857, 3857]
+    assert moved.geometry.centroid.distance(moved["centre"]).max() < 1.0  # metres apart
+
+
 # --- memory ------------------------------------------------------------------------------
 
 

@@ -40,16 +40,18 @@ def frames(stream: GeometryStream) -> Iterator[Any]:
 
 
 def to_frame(geopandas: Any, plan: ReadPlan, rows: list[Any]) -> Any:
-    """A GeoDataFrame of ``rows``; the geometry column keeps its name and gets a CRS."""
+    """A GeoDataFrame of ``rows``; the geometry columns keep their names and get their CRS
+    (the active one's transformed as asked)."""
     columns = list(zip(*rows, strict=True))
-    geometries = decode_geometries(columns[plan.geometry_index])
-    crs = _crs(plan, geometries)
+    crs = None
     data: dict[str, Any] = {}
     for index, column in enumerate(plan.columns):
-        if index == plan.geometry_index:
-            data[column.name] = geopandas.GeoSeries(geometries, crs=crs)
-        elif column.spatial:
-            data[column.name] = geopandas.GeoSeries(decode_geometries(columns[index]))
+        if column.spatial:
+            geometries = decode_geometries(columns[index])
+            active = index == plan.geometry_index
+            column_crs = _crs(plan, column, geometries, active=active)
+            crs = column_crs if active else crs
+            data[column.name] = geopandas.GeoSeries(geometries, crs=column_crs)
         else:
             data[column.name] = _series(plan, column, columns[index])
     return geopandas.GeoDataFrame(data, geometry=plan.geometry.name, crs=crs)
@@ -68,9 +70,10 @@ def _series(plan: ReadPlan, column: Column, values: tuple[Any, ...]) -> Any:
     return pandas.Series(values, dtype=column_type.dtype)
 
 
-def _crs(plan: ReadPlan, geometries: Any) -> str | None:
+def _crs(plan: ReadPlan, column: Column, geometries: Any, *, active: bool) -> str | None:
+    """The column's CRS: its declared SRID's, else its rows' (the first that has one)."""
     projection = plan.options.projection
-    srid = projection.value if projection.kind == "transform" else plan.geometry.srid
+    srid = projection.value if active and projection.kind == "transform" else column.srid
     if srid is None:
         known = shapely.get_srid(geometries[shapely.get_srid(geometries) > 0])
         srid = int(known[0]) if len(known) else None
