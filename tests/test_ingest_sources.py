@@ -567,3 +567,14 @@ def test_archives_without_data_or_with_data_gdal_cannot_open_as_one(tmp_path: Pa
         batches(tmp_path / "broken.zip")
     with pytest.raises(ConfigurationError, match=r"package.zip holds none, and its text is UTF-8"):
         batches(_zipped(tmp_path / "package.zip", {"parcels.gpkg": package}), encoding="latin1")
+
+
+def test_a_geodataframes_geometry_must_name_one_of_several_geometry_columns() -> None:
+    two = frame(2, crs=4326)
+    two["m"] = two.geometry.to_crs(3857)
+    with pytest.raises(ConfigurationError, match=r"'geometry' is not .* frame.rename_geometry"):
+        batches(two, columns=["name", "val", "geom", "m"], geometry_column=None)
+    (batch,) = batches(
+        two.rename_geometry("geom"), columns=["name", "val", "geom", "m"], geometry_column=None
+    )
+    assert batch.crs == {"geom": 4326, "m": 3857}  # each column's own CRS

@@ -251,6 +251,13 @@ def _dataframe_batches(
 ) -> Iterator[Batch]:
     active = getattr(getattr(frame, "geometry", None), "name", None)
     names = {label: target_name(str(label), active, columns, geometry_column) for label in frame}
+    if active is not None and names.get(active) not in columns and geometry_column is None:
+        raise ConfigurationError(
+            f"the GeoDataFrame's geometry column {active!r} is not a column of the target, "
+            "which has several geometry columns (or none) for it to land in: name it after "
+            f"the one it is for, e.g. frame.rename_geometry('geom'); the target's columns: "
+            f"{', '.join(columns)}"
+        )
     check(list(names.values()), where="the DataFrame")
     series = {label: frame[label] for label in names}
     found = {names[label]: crs_of(column) for label, column in series.items()}
