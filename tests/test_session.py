@@ -94,10 +94,13 @@ def test_isolation_names_are_validated(db: SpatialDatabase, bad: str) -> None:
 def test_invalid_local_duration_names_the_argument(db: SpatialDatabase) -> None:
     with pytest.raises(ConfigurationError, match="statement_timeout"):
         db.transaction(statement_timeout="soon").__enter__()
+    with pytest.raises(ConfigurationError, match="lock_timeout: 5 has no unit: write '5s'"):
+        db.transaction(lock_timeout=5).__enter__()
 
 
 def test_read_only_transaction_refuses_writes(db: SpatialDatabase, notes: str) -> None:
-    with pytest.raises(DatabaseError, match="read-only"), db.transaction(read_only=True) as s:
+    refused = pytest.raises(DatabaseError, match="read-only.*write in db.transaction")
+    with refused, db.transaction(read_only=True) as s:
         s.execute(text("INSERT INTO notes (body) VALUES ('no')"))
     assert count(db) == 0
 

@@ -22,7 +22,7 @@ def test_defaults_match_the_guide() -> None:
 
 @pytest.mark.parametrize(
     ("value", "ms"),
-    [("30s", 30_000), ("5min", 300_000), ("250ms", 250), (1500, 1500), ("2h", 7.2e6)],
+    [("30s", 30_000), ("5min", 300_000), ("250ms", 250), ("1500 ms", 1500), ("2h", 7.2e6), (0, 0)],
 )
 def test_durations_use_postgres_units(value: object, ms: float) -> None:
     assert duration_ms(DatabaseSettings(statement_timeout=value).statement_timeout) == ms
@@ -37,6 +37,8 @@ def test_durations_use_postgres_units(value: object, ms: float) -> None:
         ("port", 70000, "less than or equal to 65535"),
         ("statement_timeout", "30 parsecs", "valid quantity"),
         ("statement_timeout", "90d", "longer than PostgreSQL allows"),
+        ("statement_timeout", 30, "30 has no unit: write '30s' or '30ms'"),
+        ("lock_timeout", "2.5", "'2.5' has no unit"),
         ("work_mem", "1kB", "64kB to 2TB"),
         ("work_mem", "lots", "valid quantity"),
         ("driver", "mysqlclient", "psycopg"),

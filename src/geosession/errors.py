@@ -164,6 +164,12 @@ _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
     "28000": (AccessDenied, "check pg_hba.conf and the user name"),
     "3D000": (AccessDenied, "create the database, or fix the database name in the settings"),
     "42501": (DatabaseError, "grant the privilege to this role, or connect as another"),
+    "25006": (
+        DatabaseError,
+        "this transaction only reads: it was opened with read_only=True or replica=True "
+        "(a replica is a hot standby), or the server sets default_transaction_read_only; "
+        "write in db.transaction() on the primary",
+    ),
     "42P01": (
         DatabaseError,
         "check the table's name and schema: unquoted names are lower-cased (a table made as "

@@ -66,7 +66,12 @@ def _check_duration(value: object) -> str:
     ms = duration_ms(value)
     if ms > _MAX_INT:
         raise ValueError(f"{value!r} is longer than PostgreSQL allows (about 24 days)")
-    return str(value).replace(" ", "") if not isinstance(value, int) else f"{value}ms"
+    if ms and _QUANTITY.match(str(value)).group(2) == "":  # type: ignore[union-attr]
+        raise ValueError(
+            f"{value!r} has no unit: write '{value}s' or '{value}ms' (PostgreSQL reads a bare "
+            "number as milliseconds, while pool_timeout and connect_timeout are seconds)"
+        )
+    return "0" if not ms else str(value).replace(" ", "")
 
 
 def _check_size(value: object) -> str:
@@ -85,8 +90,9 @@ def check_duration(name: str, value: object) -> str:
 
 
 Duration = Annotated[str, BeforeValidator(_check_duration)]
-"""A PostgreSQL duration: "250ms", "30s", "5min", "2h"; a bare number means milliseconds;
-"0" disables the timeout."""
+"""A PostgreSQL duration: "250ms", "30s", "5min", "2h"; 0 disables the timeout. A bare
+number is refused: PostgreSQL reads it as milliseconds, a Python caller often means
+seconds."""
 
 Size = Annotated[str, BeforeValidator(_check_size)]
 """A PostgreSQL memory size: "64kB", "256MB", "1GB"; a bare number means kilobytes."""
