@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 import shapely
-from geoalchemy2 import WKBElement
+from geoalchemy2 import Geography, WKBElement
 from sqlalchemy import insert, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from geosession import SpatialDatabase
 from geosession.errors import ConfigurationError
-from geosession.geometry import to_element, to_shape
+from geosession.geometry import to_element, to_geography_element, to_shape
 from geosession.models import GEOMETRY_TYPES, SpatialMixin, geometry_column
 
 SRID = 3857
@@ -36,6 +36,14 @@ class Parcel(SpatialMixin, Base):
     __geometry_column__ = "boundary"
     id: Mapped[int] = mapped_column(primary_key=True)
     boundary: Mapped[WKBElement] = geometry_column("polygon", 4326, nullable=False)
+
+
+class Zone(SpatialMixin, Base):
+    """A geography column: measures in metres on the ellipsoid."""
+
+    __tablename__ = "gs_models_zone"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    geom: Mapped[WKBElement | None] = mapped_column(Geography("GEOMETRY", 4326))
 
 
 class Sensor(Base):
@@ -89,6 +97,7 @@ def test_create_all_makes_exactly_one_gist_index_per_indexed_column(
         ("gs_models_sensor", True),
         ("gs_models_shape", True),
         ("gs_models_store", True),
+        ("gs_models_zone", True),  # GeoAlchemy2's Geography, indexed by default too
     ]
     assert "(location)" in indexes[2][1], "the unindexed track column has none"
 
@@ -280,6 +289,42 @@ def test_hybrid_properties_agree_between_python_and_postgis(tables: SpatialDatab
         assert all(close(a, b) for a, b in zip(shape.bounds, bounds, strict=True)), where
         assert close_geometry(shape.centroid, centroid), where
         assert close_geometry(shape.envelope, envelope), where
+
+
+def test_geography_measures_agree_with_postgis_in_metres(tables: SpatialDatabase) -> None:
+    """ST_Area/ST_Length/ST_Perimeter of a geography are geodesic on WGS 84, as pyproj's
+    Geod computes them (both GeographicLib); the rest are of the longitudes and latitudes."""
+    rng = random.Random(20261204)
+    degrees = [
+        shapely.affinity.scale(random_geometry(rng), 1 / 30_000, 1 / 30_000, origin=(0, 0))
+        for _ in range(600)
+    ]  # the planar test's shapes shrunk into longitudes and latitudes (within ±67°)
+    holed = shapely.from_wkt("POLYGON ((0 0, 10 0, 10 10, 0 10, 0 0), (2 2, 2 3, 3 3, 2 2))")
+    geoms: list[Any] = [*degrees, holed, shapely.Point(179.5, -60), None]
+    rows = [
+        {"id": i, "geom": None if g is None else to_geography_element(g)}
+        for i, g in enumerate(geoms)
+    ]
+    query = select(
+        Zone, Zone.area, Zone.length, Zone.perimeter, Zone.num_points, Zone.bounds, Zone.centroid
+    ).order_by(Zone.id)
+    with tables.session() as session:
+        session.execute(insert(Zone), rows)
+        session.commit()
+        results = session.execute(query).all()
+    assert len(results) == len(geoms)
+    for zone, area, length, perimeter, num_points, bounds, centroid in results:
+        where = f"row {zone.id}: {zone.geom}"
+        assert close(zone.area, area), where
+        assert close(zone.length, length), where
+        assert close(zone.perimeter, perimeter), where
+        assert zone.num_points == num_points, where
+        if zone.geom is not None:
+            assert all(close(a, b) for a, b in zip(zone.bounds, bounds, strict=True)), where
+            assert close_geometry(zone.centroid, centroid), where
+    square = Zone(id=0, geom=to_geography_element("POLYGON ((0 0, 1 0, 1 1, 0 1, 0 0))"))
+    assert square.area == pytest.approx(12_308_778_361, rel=1e-9)  # m², not 1 square degree
+    assert square.perimeter == pytest.approx(443_770.917, rel=1e-9)
 
 
 def test_polygon_length_is_zero_and_perimeter_is_separate() -> None:

@@ -143,6 +143,16 @@ def to_element(geom: GeometryLike, srid: int) -> WKBElement:
     return WKBElement(to_ewkb(geom, srid), srid=srid, extended=True)
 
 
+def to_geography_element(geom: GeometryLike, srid: int = 4326) -> WKTElement:
+    """Wrap a geometry as an EWKT GeoAlchemy2 element for a ``geography`` column.
+
+    GeoAlchemy2 binds a geography through ``ST_GeogFromText``, which reads text only, so
+    an EWKB element (:func:`to_element`) fails there with "parse error". Every double is
+    written exactly.
+    """
+    return WKTElement(f"SRID={srid};{to_wkt(geom)}", srid=srid, extended=True)
+
+
 def to_wkt(geom: GeometryLike) -> str:
     """Return WKT with every double written exactly (no SRID; see :func:`srid_of`)."""
     text: str = shapely.to_wkt(to_shape(geom), rounding_precision=_WKT_DECIMALS, trim=True)
@@ -384,6 +394,7 @@ __all__ = [
     "srid_of",
     "to_element",
     "to_ewkb",
+    "to_geography_element",
     "to_geojson",
     "to_shape",
     "to_wkt",

@@ -3,7 +3,9 @@
 The hybrid properties let derived values (area, centroid, bounding box ...) be computed
 where it is cheapest: on a loaded row in Python (shapely), or inside a query in PostGIS so
 that only the small result crosses the wire instead of whole geometries. Both sides follow
-PostGIS's planar (``geometry``) semantics, in the column's units, so they agree.
+PostGIS's semantics, so they agree: planar in the column's units for ``geometry``; for
+``geography``, area, length and perimeter in metres on the ellipsoid (see
+:mod:`geosession.geodesic`) and the others of the longitudes and latitudes.
 
 Example::
 
@@ -20,13 +22,14 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import shapely
-from geoalchemy2 import Geometry
-from sqlalchemy import ColumnElement, Float, case, func, type_coerce
+from geoalchemy2 import Geography, Geometry
+from sqlalchemy import ColumnElement, Float, case, cast, func, type_coerce
 from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import MappedColumn, QueryableAttribute, mapped_column
 from sqlalchemy.sql.expression import Grouping
 
+from geosession import geodesic
 from geosession.errors import ConfigurationError
 from geosession.geometry import to_shape
 
@@ -125,11 +128,15 @@ def _check_srid(srid: int) -> int:
 
 
 class SpatialMixin:
-    """Hybrid properties over one geometry column, named by ``__geometry_column__``.
+    """Hybrid properties over one geometry or geography column, named by
+    ``__geometry_column__``.
 
     On an instance each property parses the column value with shapely (parsing again on
     every access: read what you need once). In a query each is a PostGIS expression.
-    A NULL geometry gives None on both sides.
+    A NULL geometry gives None on both sides. On a geography column, area, length and
+    perimeter are in (square) metres on the ellipsoid, on both sides; centroid, envelope,
+    bounds and num_points are those of the longitudes and latitudes (the column cast to
+    geometry in SQL, as PostGIS has no ST_Envelope of a geography).
     """
 
     __geometry_column__: ClassVar[str] = "geom"
@@ -143,11 +150,32 @@ class SpatialMixin:
         attribute: QueryableAttribute[Any] = getattr(cls, cls.__geometry_column__)
         return attribute
 
+    @classmethod
+    def _geography(cls) -> Geography | None:
+        column_type = cls._geometry_sql().type
+        return column_type if isinstance(column_type, Geography) else None
+
+    @classmethod
+    def _planar_sql(cls) -> ColumnElement[Any] | QueryableAttribute[Any]:
+        """The column as geometry: a geography's longitudes and latitudes on a plane."""
+        geometry = cls._geometry_sql()
+        return cast(geometry, Geometry) if cls._geography() is not None else geometry
+
+    def _measure(self, planar: Any, on_ellipsoid: Any) -> float | None:
+        """``planar(shape)``, or for a geography ``on_ellipsoid(shape, srid)``."""
+        shape = self._shape()
+        if shape is None:
+            return None
+        geography = self._geography()
+        if geography is None:
+            return float(planar(shape))
+        srid = shapely.get_srid(shape) or geography.srid
+        return float(on_ellipsoid(shape, srid if srid and srid > 0 else 4326))
+
     @hybrid_property
     def area(self) -> float | None:
-        """Planar area (ST_Area); 0 for points and lines."""
-        shape = self._shape()
-        return None if shape is None else float(shape.area)
+        """Planar area (ST_Area); 0 for points and lines. Square metres for a geography."""
+        return self._measure(lambda shape: shape.area, geodesic.area)
 
     @area.inplace.expression
     @classmethod
@@ -157,8 +185,7 @@ class SpatialMixin:
     @hybrid_property
     def length(self) -> float | None:
         """Length of the linear parts (ST_Length): 0 for polygons, see ``perimeter``."""
-        shape = self._shape()
-        return None if shape is None else _length_of_dimension(shape, 1)
+        return self._measure(lambda shape: _length_of_dimension(shape, 1), geodesic.length)
 
     @length.inplace.expression
     @classmethod
@@ -168,8 +195,7 @@ class SpatialMixin:
     @hybrid_property
     def perimeter(self) -> float | None:
         """Boundary length of the polygonal parts (ST_Perimeter); 0 for points and lines."""
-        shape = self._shape()
-        return None if shape is None else _length_of_dimension(shape, 2)
+        return self._measure(lambda shape: _length_of_dimension(shape, 2), geodesic.perimeter)
 
     @perimeter.inplace.expression
     @classmethod
@@ -185,7 +211,7 @@ class SpatialMixin:
     @centroid.inplace.expression
     @classmethod
     def _centroid_expression(cls) -> ColumnElement[Any]:
-        return func.ST_Centroid(cls._geometry_sql())
+        return func.ST_Centroid(cls._planar_sql())
 
     @hybrid_property
     def envelope(self) -> shapely.Geometry | None:
@@ -196,7 +222,7 @@ class SpatialMixin:
     @envelope.inplace.expression
     @classmethod
     def _envelope_expression(cls) -> ColumnElement[Any]:
-        return func.ST_Envelope(cls._geometry_sql())
+        return func.ST_Envelope(cls._planar_sql())
 
     @hybrid_property
     def bounds(self) -> tuple[float, float, float, float] | None:
@@ -213,7 +239,7 @@ class SpatialMixin:
     @bounds.inplace.expression
     @classmethod
     def _bounds_expression(cls) -> ColumnElement[Any]:
-        geom = cls._geometry_sql()
+        geom = cls._planar_sql()
         corners = array(
             [func.ST_XMin(geom), func.ST_YMin(geom), func.ST_XMax(geom), func.ST_YMax(geom)]
         )
@@ -231,7 +257,7 @@ class SpatialMixin:
     @num_points.inplace.expression
     @classmethod
     def _num_points_expression(cls) -> ColumnElement[int | None]:
-        return func.ST_NPoints(cls._geometry_sql())
+        return func.ST_NPoints(cls._planar_sql())
 
 
 def _length_of_dimension(shape: shapely.Geometry, dimension: int) -> float:
