@@ -854,3 +854,27 @@ def test_cli_quotes_identifiers_and_reports_errors(
     result = runner.invoke(app, ["export", hostile, str(tmp_path / "x.geojson")])
     assert result.exit_code != 0  # taken as SQL text, which fails to parse; nothing dropped
     assert admin.execute("SELECT count(*) FROM rd_plain").fetchone() == (1,)
+
+
+def test_cli_table_names_as_typed_quoted_or_not_and_a_missing_one_named(
+    runner: CliRunner, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """A table made as "Weird Names" is exported by that name typed bare, quoted or with
+    its schema (it was taken for SQL: "syntax error"); a name in the wrong case says which
+    table it may mean."""
+    admin.execute('CREATE TABLE "Weird Names" (id int, g geography(Point, 4326))')
+    try:
+        admin.execute("""INSERT INTO "Weird Names" VALUES (1, 'POINT(8 47)')""")
+        for typed in ("Weird Names", '"Weird Names"', 'public."Weird Names"'):
+            out = tmp_path / "weird.geojson"
+            result = runner.invoke(app, ["export", typed, str(out)])
+            assert result.exit_code == 0, (typed, result.output)
+            assert load(out)["features"][0]["properties"] == {"id": 1}
+        result = runner.invoke(app, ["export", "weird names", str(tmp_path / "x.geojson")])
+        assert result.exit_code != 0
+        assert 'did you mean public."Weird Names"?' in str(result.exception)
+        result = runner.invoke(app, ["export", "nowhere.rd_parcels", str(tmp_path / "x.geojson")])
+        assert "no table nowhere.rd_parcels" in str(result.exception)
+        assert "did you mean public.rd_parcels?" in str(result.exception)
+    finally:
+        admin.execute('DROP TABLE "Weird Names"')

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Table
 
 from geosession.errors import ConfigurationError
+from geosession.names import split_table_name
 from geosession.srs import SpatialRef, crs_of, spatial_ref
 
 _TEXT_RECEIVERS = [
@@ -268,9 +269,14 @@ def schema_and_name(target: Any) -> tuple[str | None, str]:
     table = getattr(target, "__table__", target)
     if isinstance(table, Table):
         return table.schema, table.name
-    if isinstance(table, str) and table.strip():
-        schema, _, name = table.strip().rpartition(".")
-        return (schema or None), name
+    if isinstance(table, str):
+        name = split_table_name(table)
+        if name is None:
+            raise ConfigurationError(
+                f"{table!r} is not a table name: give table or schema.table, with double "
+                'quotes around a part that holds a dot or a quote ("my.table")'
+            )
+        return name
     raise ConfigurationError(
         "ingest target must be a mapped class, a Table or a table name, "
         f"not {type(target).__name__}"

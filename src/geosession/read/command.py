@@ -21,7 +21,16 @@ from geosession.read.plan import quote_identifier
 from geosession.read.progress import export_progress
 from geosession.read.source import source_query, table_name
 
-_ESTIMATE_SQL = text("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(:name)")
+_ESTIMATE_SQL = text(
+    "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(:name) "
+    "UNION ALL SELECT NULL WHERE to_regclass(:name) IS NULL"
+)
+_SAME_NAME_SQL = text(
+    "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE lower(c.relname) = lower(:table) "
+    "AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname NOT LIKE 'pg\\_%' "
+    "AND n.nspname <> 'information_schema' ORDER BY 1 LIMIT 5"
+)
 
 
 def parse_bbox(value: str | None) -> list[float] | None:
@@ -54,7 +63,8 @@ def run_export(
     console = Console(stderr=True)
     started = time.perf_counter()
     with SpatialDatabase.from_env() as db:
-        total = None if where or bbox else _estimate(db, source, options.get("replica", False))
+        estimate = _estimate(db, source, options.get("replica", False))
+        total = None if where or bbox else estimate
         with export_progress(total, console) as advance:
             result = db.export(
                 source_query(source, where=where),
@@ -78,11 +88,20 @@ def run_export(
 
 
 def _estimate(db: SpatialDatabase, source: str, replica: bool) -> int | None:
-    """The planner's row count of a whole table, for the bar's total (None for queries)."""
+    """The planner's row count of a whole table, for the bar's total (None for queries);
+    a table that does not exist is refused, naming those of the name in another case or
+    schema."""
     name = table_name(source)
     if name is None:
         return None
     qualified = ".".join(quote_identifier(part) for part in name if part is not None)
     with db.session(replica=replica) as session:
-        estimate = session.execute(_ESTIMATE_SQL, {"name": qualified}).scalar()
-    return int(estimate) if estimate is not None and estimate > 0 else None
+        (estimate,) = session.execute(_ESTIMATE_SQL, {"name": qualified}).one()
+        if estimate is None:
+            similar = session.execute(_SAME_NAME_SQL, {"table": name[1]}).scalars().all()
+            raise ConfigurationError(
+                f"no table {qualified} in this database (a name is taken as typed, capitals "
+                "included; without a schema it is looked for on search_path)"
+                + (f": did you mean {' or '.join(similar)}?" if similar else "")
+            )
+    return int(estimate) if estimate > 0 else None

@@ -1,9 +1,11 @@
 """What to read: the caller's statement as the subquery ``q``, or a table name or SQL
 that a person typed.
 
-A table name (``parcels`` or ``gis.parcels``) becomes ``SELECT * FROM "schema"."table"``
-with both parts quoted; anything else is taken as SQL. ``where`` is SQL too, run as given
-by the user's own choice, inside the read-only transaction every read uses.
+A table name (``parcels``, ``gis.parcels``, ``"Weird Names"``: see :mod:`geosession.names`)
+becomes ``SELECT * FROM "schema"."table"`` with both parts quoted; text that begins as a
+query does (SELECT, WITH, VALUES, TABLE or a parenthesis) is taken as SQL. ``where`` is
+SQL too, run as given by the user's own choice, inside the read-only transaction every
+read uses.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.selectable import CompoundSelect, TextualSelect
 
 from geosession.errors import ConfigurationError
+from geosession.names import split_table_name
 
 
 def as_subquery(statement: Any, params: Mapping[str, Any] | None = None) -> Subquery:
@@ -63,16 +66,12 @@ def describe_statement(source: Subquery) -> Select[Any]:
     return select(literal_column("*")).select_from(source).limit(0)
 
 
-_TABLE_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_$]*)(?:\.([A-Za-z_][A-Za-z0-9_$]*))?$")
+_QUERY_START = re.compile(r"^\s*(?:\(|(?:select|with|values|table)\b)", re.IGNORECASE)
 
 
 def table_name(source: str) -> tuple[str | None, str] | None:
-    """``(schema, table)`` when ``source`` is a plain table name, else None (SQL)."""
-    match = _TABLE_NAME.match(source.strip())
-    if match is None:
-        return None
-    first, second = match.groups()
-    return (first, second) if second else (None, first)
+    """``(schema, table)`` when ``source`` is a table name, else None (SQL)."""
+    return None if _QUERY_START.match(source) else split_table_name(source)
 
 
 def source_query(source: str, *, where: str | None = None) -> Any:
