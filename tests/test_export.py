@@ -852,7 +852,7 @@ def test_cli_quotes_identifiers_and_reports_errors(
     assert "--format 'shp' is not an export format" in str(result.exception)
     hostile = 'rd_parcels"; DROP TABLE rd_plain; --'
     result = runner.invoke(app, ["export", hostile, str(tmp_path / "x.geojson")])
-    assert result.exit_code != 0  # taken as SQL text, which fails to parse; nothing dropped
+    assert result.exit_code != 0  # a table of that odd name, quoted: none; nothing dropped
     assert admin.execute("SELECT count(*) FROM rd_plain").fetchone() == (1,)
 
 

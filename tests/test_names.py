@@ -20,6 +20,7 @@ from geosession.names import split_table_name
         ("Weird Names", (None, "Weird Names")),
         (" gis . Parcels ", ("gis", "Parcels")),
         ('"a.b"."say ""hi"""', ("a.b", 'say "hi"')),
+        ('odd"schema.t', ('odd"schema', "t")),  # a quote inside a bare part is a character
     ],
 )
 def test_names_split_into_schema_and_table(typed: str, parsed: tuple[str | None, str]) -> None:

@@ -2,16 +2,16 @@
 ``gis."Parcels 2024"``.
 
 A part in double quotes is read as SQL reads it (``""`` stands for a quote), so it may hold
-dots, spaces and capitals. A part without quotes is taken as written, capitals included,
-because geosession writes every name quoted: ``Made_Frame`` is the table that
-``geosession ingest ... Made_Frame --create`` made.
+dots, spaces and capitals. A part that does not begin with a quote is taken as written,
+capitals (and any quote inside) included, because geosession writes every name quoted:
+``Made_Frame`` is the table that ``geosession ingest ... Made_Frame --create`` made.
 """
 
 from __future__ import annotations
 
 import re
 
-_PART = r'\s*("(?:[^"]|"")+"|[^".\s](?:[^".]*[^".\s])?)\s*'
+_PART = r'\s*("(?:[^"]|"")+"|[^".\s](?:[^.]*[^.\s])?)\s*'
 _NAME = re.compile(rf"^{_PART}(?:\.{_PART})?$")
 
 
