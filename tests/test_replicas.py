@@ -265,6 +265,43 @@ def test_a_replica_too_far_behind_is_passed_over(
     wait_until(lambda: _in_recovery(strict), timeout=10)
 
 
+def test_a_replica_cut_off_from_the_primary_is_passed_over(
+    make_db: Callable[..., SpatialDatabase],
+    routed: SpatialDatabase,
+    standby: Standby,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without WAL from the primary a standby has replayed all it has, so its lag reads 0
+    however old its data: with replica_max_lag it is passed over all the same."""
+    strict = make_db(replica_urls=[standby.url], replica_max_lag=30)
+    with psycopg.connect(libpq_url(standby.url), autocommit=True) as on_standby:
+        (conninfo,) = on_standby.execute("SHOW primary_conninfo").fetchone()  # type: ignore[misc]
+        on_standby.execute("ALTER SYSTEM SET primary_conninfo = ''")  # as if the link broke
+        on_standby.execute("SELECT pg_reload_conf()")
+        try:
+            receiving = "SELECT count(*) FROM pg_stat_wal_receiver"
+            wait_until(lambda: on_standby.execute(receiving).fetchone() == (0,), timeout=15)
+            with routed.transaction() as s:
+                s.execute(text("INSERT INTO replicated VALUES (3, ST_Point(3, 3, 4326))"))
+            with (
+                caplog.at_level("WARNING", logger="geosession.replicas"),
+                strict.session(replica=True) as s,
+            ):
+                assert s.execute(IN_RECOVERY).scalar() is False  # the primary stood in
+                assert s.execute(text("SELECT count(*) FROM replicated")).scalar() == 1
+            assert "receives no WAL from the primary, so its data may be of any age" in caplog.text
+            with routed.session(replica=True) as s:  # no limit: the replica, stale
+                assert s.execute(text("SELECT count(*) FROM replicated")).scalar() == 0
+        finally:
+            on_standby.execute(f"ALTER SYSTEM SET primary_conninfo = {_literal(conninfo)}")
+            on_standby.execute("SELECT pg_reload_conf()")
+    wait_until(lambda: _replicated(routed, 1), timeout=15)
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
 def test_the_doctor_says_when_a_replica_url_is_not_a_standby(
     make_db: Callable[..., SpatialDatabase], database_url: str
 ) -> None:

@@ -8,8 +8,10 @@ primary serves the read. With ``replica_max_lag``, a replica whose replay trails
 it received by more (``now() - pg_last_xact_replay_timestamp()`` while the two differ)
 is passed over the same way, asked at most once a second. Replica connections are read
 only wherever they land, so code written for a replica fails the same way on the
-primary when it tries to write. Engines are made on first use with the primary's
-settings, pool sizes included, per replica.
+primary when it tries to write. A standby that receives no WAL from the primary (cut off
+from it, or fed from an archive) replays all it has and so looks current however old
+its data: with ``replica_max_lag`` it is passed over too. Engines are made on first use
+with the primary's settings, pool sizes included, per replica.
 """
 
 from __future__ import annotations
@@ -43,7 +45,12 @@ LAG_SQL = (
     "ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END"
 )
 """Seconds a standby's replay trails the WAL it received (0 when it has replayed it all)."""
-_LAG = text(f"SELECT {LAG_SQL}")
+RECEIVING_SQL = (
+    "EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE coalesce(status, 'streaming') = 'streaming')"
+)
+"""Whether a standby streams WAL from the primary (a role without pg_read_all_stats sees
+the receiver's row, not its status)."""
+_LAG = text(f"SELECT {LAG_SQL}, NOT pg_is_in_recovery() OR {RECEIVING_SQL}")
 
 E = TypeVar("E", Engine, AsyncEngine)
 
@@ -86,9 +93,9 @@ class Replicas:
                 raise self._exhausted(engine) from error
             try:
                 if self._lag_due(number):
-                    lag = connection.execute(_LAG).scalar()
+                    lag, receiving = connection.execute(_LAG).one()
                     connection.rollback()  # the session begins its own transaction
-                    if self._behind(number, lag):
+                    if self._behind(number, lag, receiving):
                         connection.close()
                         continue
             except ConnectionFailed as error:  # lost while asked its lag
@@ -112,9 +119,9 @@ class Replicas:
             try:
                 await connection.execution_options(**READ_ONLY)
                 if self._lag_due(number):
-                    lag = (await connection.execute(_LAG)).scalar()
+                    lag, receiving = (await connection.execute(_LAG)).one()
                     await connection.rollback()
-                    if self._behind(number, lag):
+                    if self._behind(number, lag, receiving):
                         await connection.close()
                         continue
             except ConnectionFailed as error:
@@ -154,20 +161,26 @@ class Replicas:
             time.monotonic() - self._lag_asked.get(number, float("-inf")) >= LAG_EVERY
         )
 
-    def _behind(self, number: int, lag: Any) -> bool:
-        """Whether ``lag`` seconds is more than replica_max_lag; such a replica is passed
-        over until its lag is asked again."""
+    def _behind(self, number: int, lag: Any, receiving: bool) -> bool:
+        """Whether ``lag`` seconds is more than replica_max_lag, or the replica receives no
+        WAL (its lag cannot be told); such a replica is passed over until asked again."""
         now = time.monotonic()
         self._lag_asked[number] = now
-        if self.max_lag is None or lag is None or float(lag) <= self.max_lag:
+        if self.max_lag is None:
+            return False
+        if receiving and (lag is None or float(lag) <= self.max_lag):
             return False
         self._down_until[number] = now + LAG_EVERY
+        why = (
+            f"is {float(lag):.1f} s behind (replica_max_lag is {self.max_lag:g} s)"
+            if receiving
+            else "receives no WAL from the primary, so its data may be of any age"
+        )
         log.warning(
-            "replica %s is %.1f s behind (replica_max_lag is %s s), so reads go to the next "
-            "(the primary when none answers) and its lag is asked again in %.0f s",
+            "replica %s %s, so reads go to the next (the primary when none answers) and it "
+            "is asked again in %.0f s",
             self.settings[number].safe_url(),
-            float(lag),
-            self.max_lag,
+            why,
             LAG_EVERY,
         )
         return True
