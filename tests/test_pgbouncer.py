@@ -191,3 +191,13 @@ def test_ingest_stream_and_export_through_pgbouncer(
     finally:
         with bounced.transaction() as s:
             s.execute(text("DROP TABLE IF EXISTS bounced_points, bounced_points_rejected"))
+
+
+def test_the_doctor_checks_through_pgbouncer(bounced: SpatialDatabase) -> None:
+    """Each check in its own transaction, the settings set in each; the pool is measured
+    against PgBouncer's limits, not the server's max_connections."""
+    checks = {check.name: check for check in bounced.doctor().checks}
+    assert checks["statement_timeout"].detail == "3s"
+    pool = checks["pool size"]
+    assert pool.status == "ok" and "max_client_conn" in pool.detail
+    assert "max_connections" not in pool.detail

@@ -203,6 +203,16 @@ def _postgis_version(connection: Connection, context: _Context) -> Check:
 
 
 def _pool_size(connection: Connection, context: _Context) -> Check:
+    s = context.settings
+    per_process = s.pool_size + s.max_overflow
+    if s.pgbouncer:  # the server's max_connections is PgBouncer's business, not this pool's
+        return Check(
+            "pool size",
+            "ok",
+            f"pool_size + max_overflow = {per_process} per process, connections to PgBouncer: "
+            "they count against its max_client_conn, and its default_pool_size is what each "
+            "database and user gets of the server (SHOW CONFIG on its admin console)",
+        )
     max_connections, reserved, in_use = connection.execute(
         text(
             "SELECT current_setting('max_connections')::int, "
@@ -211,8 +221,6 @@ def _pool_size(connection: Connection, context: _Context) -> Check:
         )
     ).one()
     available = max_connections - reserved
-    s = context.settings
-    per_process = s.pool_size + s.max_overflow
     detail = (
         f"pool_size + max_overflow = {per_process} per process; the server allows "
         f"{available} ({max_connections} max_connections - {reserved} reserved), {in_use} in use"
