@@ -878,3 +878,32 @@ def test_cli_table_names_as_typed_quoted_or_not_and_a_missing_one_named(
         assert "did you mean public.rd_parcels?" in str(result.exception)
     finally:
         admin.execute('DROP TABLE "Weird Names"')
+
+
+def test_intervals_times_with_zones_and_ranges_hold_postgresqls_text_in_every_format(
+    db: SpatialDatabase, tmp_path: Path
+) -> None:
+    """GeoJSON has them from to_json; the other files had Python's text of the driver's
+    values ("32 days, 3:00:00": a month read as 30 days), now PostgreSQL's, the same."""
+    query = (
+        "SELECT 1 AS id, interval '1 mon 2 days 03:00' AS span, timetz '12:00+02' AS at, "
+        "int4range(1, 5) AS r, ST_Point(1, 2, 4326) AS geom"
+    )
+    expected = {"id": 1, "span": "1 mon 2 days 03:00:00", "at": "12:00:00+02", "r": "[1,5)"}
+    assert load(_export(db, query, tmp_path / "t.geojson"))["features"][0]["properties"] == expected
+    import geopandas
+
+    for suffix in ("gpkg", "fgb", "parquet"):
+        reader = geopandas.read_parquet if suffix == "parquet" else pyogrio.read_dataframe
+        read = reader(_export(db, query, tmp_path / f"t.{suffix}"))
+        assert read.drop(columns=read.geometry.name).to_dict("records") == [expected], suffix
+    assert _export(db, query, tmp_path / "t.csv").read_text().splitlines()[1] == (
+        '1,"1 mon 2 days 03:00:00","12:00:00+02","[1,5)","POINT (1 2)"'
+    )
+    (frame,) = db.stream_frames(query)  # frames keep the driver's values
+    assert str(frame["span"].iloc[0]) == "32 days 03:00:00"
+
+
+def _export(db: SpatialDatabase, query: str, path: Path) -> Path:
+    db.export(query, path)
+    return path

@@ -89,7 +89,8 @@ def export(
     with progress_callback(progress) as advance:
         if output.format in ("geojson", "geojsonl"):
             return _write_geojson(connect, statement, options, params, output, advance)
-        stream = GeometryStream(connect, statement, replace(options, output="row"), params)
+        by_row = replace(options, output="row", postgres_text=True)
+        stream = GeometryStream(connect, statement, by_row, params)
         count = _write_file(stream, output, advance)  # from Arrow batches of plain rows
         return ExportResult(count, output.path, output.format)
 

@@ -109,6 +109,8 @@ class ReadOptions:
     bbox: tuple[float, float, float, float] | None = None
     bbox_srid: int = GEOJSON_SRID
     precision: int = FULL_PRECISION
+    postgres_text: bool = False
+    """Read the types of ``types.POSTGRES_TEXT`` as PostgreSQL's text (file exports)."""
 
     @classmethod
     def build(

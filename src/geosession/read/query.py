@@ -46,6 +46,7 @@ from geosession.read.plan import (
     column_index,
     quote_identifier,
 )
+from geosession.read.types import POSTGRES_TEXT
 from geosession.srs import SpatialRef, crs_of, spatial_ref
 
 CURSOR_NAME = "geosession_stream"
@@ -222,12 +223,16 @@ class ReadPlan:
                 value = self._geometry_value()
             elif column.spatial:
                 value = self._other_geometry(column)
-            elif column.as_text and not self.features:
+            elif self._as_text(column) and not self.features:
                 value = literal_column(f"q.{quote_identifier(column.name)}::text")
             else:
                 value = _ref(column.name)
             selected.append(value.label(column.name))
         return selected
+
+    def _as_text(self, column: Column) -> bool:
+        """Cast to text on the server: the driver cannot load it, or a file wants its text."""
+        return column.as_text or (self.options.postgres_text and column.type_oid in POSTGRES_TEXT)
 
     def _geometry_value(self) -> ColumnElement[Any]:
         column = self.geometry

@@ -49,5 +49,21 @@ def _oid(name: str) -> int:
 
 
 COLUMN_TYPES = {_oid(name): column_type for name, column_type in _BY_NAME.items()}
+POSTGRES_TEXT = frozenset(
+    _oid(name)
+    for name in (
+        "interval",
+        "timetz",
+        "int4range",
+        "int8range",
+        "numrange",
+        "daterange",
+        "tsrange",
+        "tstzrange",
+    )
+)
+"""Types a file holds as PostgreSQL's text of them (as GeoJSON does, by to_json), since
+their Python values print otherwise ("1 day, 0:00:00") or lose a part (psycopg reads a
+month of an interval as 30 days)."""
 BYTEA = _oid("bytea")
 TIMESTAMPTZ = _oid("timestamptz")
