@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
+import geosession
 from geosession.cli import app
 
 COMMANDS = [
@@ -53,3 +54,12 @@ def test_placeholders_in_option_help_are_shown() -> None:
     """Markdown help must not swallow <tolerance> and <srid> as HTML tags."""
     result = CliRunner().invoke(app, ["export", "--help"], env={"COLUMNS": "80"})
     assert "simplify:<tolerance>" in result.output and "transform:<srid>" in result.output
+
+
+def test_version_names_geosession_and_what_it_runs_on() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"geosession {geosession.__version__}"
+    for name in ("SQLAlchemy", "GeoAlchemy2", "psycopg", "asyncpg", "shapely", "GEOS"):
+        assert any(line.strip().startswith(name + " ") for line in lines[1:]), name

@@ -6,6 +6,8 @@ functions in a section of their own and register them with ``app.command()`` or
 are printed in red on stderr by :func:`main`, with exit status 1 and no traceback.
 """
 
+import contextlib
+import importlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,6 +34,52 @@ _stderr = Console(stderr=True, soft_wrap=True)
 def _fail(message: str) -> None:
     """Print ``message`` in red on stderr (no markup is interpreted)."""
     _stderr.print(message, style="red", markup=False, highlight=False)
+
+
+_REPORTED = ("SQLAlchemy", "GeoAlchemy2", "psycopg", "psycopg2-binary", "asyncpg", "shapely")
+_OPTIONAL = ("pyogrio", "pyarrow", "pyproj", "geopandas")
+_NATIVE = (
+    ("pyogrio", "__gdal_version_string__", "GDAL (pyogrio's)"),
+    ("pyproj", "proj_version_str", "PROJ (pyproj's)"),
+    ("shapely", "geos_version_string", "GEOS (shapely's)"),
+)
+
+
+def _versions(show: bool) -> None:
+    """``--version``: this package and what it runs on, for a bug report."""
+    if not show:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    import geosession
+
+    lines = [f"geosession {geosession.__version__}"]
+    for name in (*_REPORTED, *_OPTIONAL):
+        try:
+            lines.append(f"  {name} {version(name)}")
+        except PackageNotFoundError:
+            if name not in _OPTIONAL:
+                lines.append(f"  {name} (not installed)")
+    for module, attribute, label in _NATIVE:
+        with contextlib.suppress(ImportError):
+            lines.append(f"  {label} {getattr(importlib.import_module(module), attribute)}")
+    typer.echo("\n".join(lines))
+    raise typer.Exit
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_versions,
+            is_eager=True,
+            help="Print geosession's version and its libraries', then exit.",
+        ),
+    ] = False,
+) -> None:
+    """geosession: safe, fast SQLAlchemy sessions for PostGIS."""
 
 
 # -- geosession local ---------------------------------------------------------------------
