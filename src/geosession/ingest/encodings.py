@@ -46,10 +46,14 @@ def check_encoding(encoding: str | None, path: Path | None = None) -> None:
             "'utf-8', 'latin1' (ISO-8859-1), 'cp1252' or 'cp437'"
         ) from None
     if path is not None and path.suffix.lower() not in CHOSEN_SUFFIXES and not is_utf8(encoding):
-        raise ConfigurationError(
-            f"encoding={encoding!r} applies to Shapefiles and CSV files; the text of {path} "
-            "is UTF-8 by its format's specification: leave it out"
-        )
+        raise _utf8_only(encoding, f"the text of {path}")
+
+
+def _utf8_only(encoding: str, what: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"encoding={encoding!r} applies to Shapefiles and CSV files; {what} is UTF-8 by its "
+        "format's specification: leave it out"
+    )
 
 
 def is_utf8(encoding: Any) -> bool:
@@ -61,10 +65,7 @@ def layer_text(pyogrio: Any, source: GdalSource, layer: str, encoding: str | Non
     """How to read the text of ``source``'s ``layer``: as ``encoding`` when given; else see
     the module's docstring."""
     if encoding is not None and not source.shapefiles and not is_utf8(encoding):
-        raise ConfigurationError(
-            f"encoding={encoding!r} applies to Shapefiles and CSV files; {source.path} holds "
-            "none, and its text is UTF-8 by its format's specification: leave it out"
-        )
+        raise _utf8_only(encoding, f"{source.path} holds none, and its text")
     if encoding is not None:
         return LayerText(open_with=encoding)
     if not source.shapefiles:
