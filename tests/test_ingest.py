@@ -811,15 +811,19 @@ def test_on_conflict_matches_on_a_unique_key_when_the_source_has_no_primary_key(
     changes = [
         {"code": "A", "name": "new", "geom": point},
         {"code": "C", "name": "c", "geom": point},
+        {"code": None, "name": "uncoded 1"},  # NULLs are distinct in a unique key:
+        {"code": None, "name": "uncoded 2"},  # both are new rows, neither supersedes
     ]
     updated = db.ingest("coded", changes, on_conflict="update")
-    assert (updated.inserted, updated.rejected) == (2, [])
+    assert (updated.inserted, updated.superseded, updated.rejected) == (4, 0, [])
     ignored = db.ingest(
         "coded", [{"code": "B", "name": "x"}, {"code": "D", "name": "d"}], on_conflict="ignore"
     )
     assert (ignored.inserted, ignored.conflicts, ignored.rejected) == (1, 1, [])
     with db.session() as s:
-        found = s.execute(text("SELECT code, name, geom IS NOT NULL FROM coded ORDER BY code"))
+        found = s.execute(
+            text("SELECT code, name, geom IS NOT NULL FROM coded WHERE code IS NOT NULL ORDER BY 1")
+        )
         assert found.all() == [
             ("A", "new", True),
             ("B", "kept", False),

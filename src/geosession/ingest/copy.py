@@ -264,12 +264,23 @@ def _upsert(plan: WritePlan) -> sql.Composed:
         action = sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(
             sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updates
         )
-    # one row per key, the source's last, as if the rows were applied in turn
+    # one row per key, the source's last, as if the rows were applied in turn; a row with a
+    # NULL in a unique key conflicts with none (NULLs are distinct there), so all such stay
+    nullable = sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(sql.Identifier(k)) for k in keys)
     return sql.SQL(
-        "INSERT INTO {} ({}) SELECT DISTINCT ON ({}) {} FROM {} ORDER BY {}, ctid DESC "
-        "ON CONFLICT ({}) {}"
+        "INSERT INTO {} ({}) SELECT {} FROM (SELECT {}, row_number() OVER (PARTITION BY {} "
+        "ORDER BY ctid DESC) AS geosession_turn FROM {}) latest "
+        "WHERE geosession_turn = 1 OR {} ON CONFLICT ({}) {}"
     ).format(
-        sql.SQL(plan.target.quoted), columns, key_list, columns, _STAGE, key_list, key_list, action
+        sql.SQL(plan.target.quoted),
+        columns,
+        columns,
+        columns,
+        key_list,
+        _STAGE,
+        nullable,
+        key_list,
+        action,
     )
 
 
