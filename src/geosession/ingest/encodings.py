@@ -1,4 +1,5 @@
-"""The text encoding of a source file: a Shapefile's DBF or a CSV file.
+"""The text encoding of a source file: a Shapefile's DBF or a CSV file, and the error for
+one that is not in it.
 
 GeoPackage, GeoJSON, FlatGeobuf and GeoParquet hold UTF-8 by their specifications. A
 Shapefile names its encoding in a .cpg file or its DBF's language byte, and GDAL then
@@ -13,6 +14,8 @@ overrides all of it.
 from __future__ import annotations
 
 import codecs
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,3 +112,41 @@ def _decoded(raw: bytes, fallback: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw.decode(fallback, errors="replace")
+
+
+def text_codec(encoding: str | None) -> str:
+    """UTF-8 skipping a byte order mark (spreadsheets write one), unless told otherwise."""
+    return "utf-8-sig" if encoding is None or is_utf8(encoding) else encoding
+
+
+@contextlib.contextmanager
+def undecodable_refused(path: Path, encoding: str | None) -> Iterator[None]:
+    """A file that is not in its encoding is refused naming the line, instead of a
+    decoding traceback."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        codec = text_codec(encoding)
+        line, byte = _first_undecodable(path, codec)
+        if encoding is None:
+            advice = (
+                "Name the encoding it is in: encoding='latin1' (--encoding latin1), 'cp1252' ..."
+            )
+        else:
+            advice = "Name the encoding it is in with encoding= (--encoding)"
+        raise ConfigurationError(
+            f"{path} is not {encoding or 'UTF-8'} text: byte 0x{byte:02x} on line {line} "
+            f"cannot be decoded. {advice}"
+        ) from None
+
+
+def _first_undecodable(path: Path, codec: str) -> tuple[int, int]:
+    """The line and byte where decoding first fails (in UTF-8 and the usual code pages a
+    newline never splits a character, so lines decode on their own)."""
+    with path.open("rb") as raw:
+        for number, line in enumerate(raw, start=1):
+            try:
+                line.decode(codec)
+            except UnicodeDecodeError as error:
+                return number, line[error.start]
+    return 0, 0

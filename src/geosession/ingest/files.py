@@ -36,7 +36,13 @@ from geosession.geometry import authority_code
 from geosession.ingest.archives import ARCHIVE_SUFFIXES, gdal_source
 from geosession.ingest.batches import Batch, CheckFields, target_name
 from geosession.ingest.crs import SourceCrs, source_crs
-from geosession.ingest.encodings import check_encoding, column_values, is_utf8, layer_text
+from geosession.ingest.encodings import (
+    check_encoding,
+    column_values,
+    layer_text,
+    text_codec,
+    undecodable_refused,
+)
 from geosession.read.layer_types import measured_types, name_unknown_with_dimensions
 
 _GDAL_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb", *ARCHIVE_SUFFIXES)
@@ -331,9 +337,9 @@ def _csv_batches(
     order = sorted(range(len(names)), key=lambda i: columns.index(names[i]))
 
     def batches() -> Iterator[Batch]:
-        with path.open(newline="", encoding=_codec(encoding)) as handle:
+        with path.open(newline="", encoding=text_codec(encoding)) as handle:
             reader = csv.reader(handle, delimiter=delimiter)
-            with _utf8(path, encoding):
+            with undecodable_refused(path, encoding):
                 next(reader, None)
                 rows = (row for row in reader if row)  # blank lines are not rows
                 first = 1
@@ -349,7 +355,10 @@ def _csv_batches(
 def csv_header(path: Path, encoding: str | None = None) -> tuple[list[str], str]:
     """A CSV file's field names and the separator its header uses."""
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
-    with _utf8(path, encoding), path.open(newline="", encoding=_codec(encoding)) as handle:
+    with (
+        undecodable_refused(path, encoding),
+        path.open(newline="", encoding=text_codec(encoding)) as handle,
+    ):
         delimiter = _delimiter(handle.readline())
         handle.seek(0)
         return next(csv.reader(handle, delimiter=delimiter), []), delimiter
@@ -359,44 +368,6 @@ def _delimiter(header: str) -> str:
     """The separator the header line uses most (outside quotes): a comma unless it has
     none, then a semicolon (spreadsheets in comma-decimal locales), tab or bar."""
     return max(_CSV_DELIMITERS, key=re.sub(r'"[^"]*"', "", header).count)
-
-
-def _codec(encoding: str | None) -> str:
-    """UTF-8 skipping a byte order mark (spreadsheets write one), unless told otherwise."""
-    return "utf-8-sig" if encoding is None or is_utf8(encoding) else encoding
-
-
-@contextlib.contextmanager
-def _utf8(path: Path, encoding: str | None) -> Iterator[None]:
-    """A file that is not in its encoding is refused naming the line, instead of a
-    decoding traceback."""
-    try:
-        yield
-    except UnicodeDecodeError:
-        codec = _codec(encoding)
-        line, byte = _first_undecodable(path, codec)
-        if encoding is None:
-            advice = (
-                "Name the encoding it is in: encoding='latin1' (--encoding latin1), 'cp1252' ..."
-            )
-        else:
-            advice = "Name the encoding it is in with encoding= (--encoding)"
-        raise ConfigurationError(
-            f"{path} is not {encoding or 'UTF-8'} text: byte 0x{byte:02x} on line {line} "
-            f"cannot be decoded. {advice}"
-        ) from None
-
-
-def _first_undecodable(path: Path, codec: str) -> tuple[int, int]:
-    """The line and byte where decoding first fails (in UTF-8 and the usual code pages a
-    newline never splits a character, so lines decode on their own)."""
-    with path.open("rb") as raw:
-        for number, line in enumerate(raw, start=1):
-            try:
-                line.decode(codec)
-            except UnicodeDecodeError as error:
-                return number, line[error.start]
-    return 0, 0
 
 
 def _check_widths(chunk: list[list[str]], width: int, first: int, path: Path) -> None:
