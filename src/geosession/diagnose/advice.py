@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 from sqlalchemy.dialects import postgresql
 
-from geosession.diagnose.nodes import PlanNode, parse_plan
+from geosession.diagnose.nodes import PlanNode
 
 _PREPARER = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 _PREDICATES = (
@@ -272,7 +272,7 @@ def _stats_advice(
     return advice
 
 
-def jit_advice(output: dict[str, Any], *, analyzed: bool) -> list[str]:
+def jit_advice(output: dict[str, Any], root: PlanNode, *, analyzed: bool) -> list[str]:
     """JIT compilation that costs more than it saves. PostgreSQL compiles a plan whose
     estimated cost passes jit_above_cost, and PostGIS declares its predicates and
     ST_Transform at 10,000 per call, so short spatial queries often qualify."""
@@ -280,7 +280,7 @@ def jit_advice(output: dict[str, Any], *, analyzed: bool) -> list[str]:
     if not jit:
         return []
     cost = f"{output['Plan'].get('Total Cost', 0):,.0f}"
-    conditions = " ".join(c for node in parse_plan(output["Plan"]).walk() for c in node.conditions)
+    conditions = " ".join(c for node in root.walk() for c in node.conditions)
     why = (
         ", mostly from the declared costs of PostGIS functions"
         if _POSTGIS_CALL.search(conditions)

@@ -139,7 +139,7 @@ def _report(connection: Connection, output: dict[str, Any], *, analyze: bool) ->
         lines=tuple(_describe(root)),
         root=root,
         spatial_seq_scans=spatial_seq_scans,
-        advice=advice + tuple(jit_advice(output, analyzed=analyze)),
+        advice=advice + tuple(jit_advice(output, root, analyzed=analyze)),
         analyzed=analyze,
         planning_ms=output.get("Planning Time"),
         execution_ms=output.get("Execution Time"),
