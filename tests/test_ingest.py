@@ -2079,7 +2079,9 @@ def test_csv_geometry_column_by_name_or_by_option(
     with db.session() as s:
         stored = s.execute(text(f"SELECT id, ST_AsText(geom) FROM {TABLE} ORDER BY id")).all()
     assert [(i, shapely.from_wkt(w)) for i, w in stored] == list(enumerate(polygons, start=1))
-    with pytest.raises(ConfigurationError, match=r"wkt_column='outline' names a column of a CSV"):
+    with pytest.raises(
+        ConfigurationError, match=r"wkt_column='outline' names the geometry column of a CSV"
+    ):
         db.ingest(table, rows(3), wkt_column="outline")
 
 

@@ -17,6 +17,7 @@ import geopandas as gpd
 import pandas as pd
 import psycopg
 import pyarrow as pa
+import pyogrio
 import pytest
 import shapely
 from geoalchemy2 import Geometry
@@ -49,6 +50,7 @@ TABLES = (
     "made_latin",
     "made_latin_csv",
     "made_zip",
+    "made_subset",
 )
 
 
@@ -351,6 +353,29 @@ def test_cli_loads_the_layers_of_one_file_as_separate_loads(
         assert loaded.exit_code == 0, loaded.output
     assert "already committed (resumed)" in loaded.output
     assert admin.execute("SELECT count(*) FROM made_gpkg").fetchone() == (50,)
+
+
+def test_cli_loads_the_features_a_where_and_a_bbox_keep_each_as_its_own_load(
+    admin: psycopg.Connection[Any], database_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Two subsets of one file into one table: each filter is its own load (its own
+    default ingest id), and running one again loads nothing twice."""
+    path = tmp_path / "parcels.fgb"
+    parcels(200).to_file(path)
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    runner = CliRunner()
+    in_box = ["ingest", str(path), "made_subset", "--create", "--bbox", "-74.05,40.6,-73.9,40.7"]
+    first = runner.invoke(app, in_box)
+    assert first.exit_code == 0, first.output
+    named = runner.invoke(app, ["ingest", str(path), "made_subset", "--where", "id <= 10"])
+    assert named.exit_code == 0, named.output
+    again = runner.invoke(app, in_box)
+    assert again.exit_code == 0 and "already committed (resumed)" in again.output
+    boxed = set(pyogrio.read_dataframe(path, bbox=(-74.05, 40.6, -73.9, 40.7))["id"])  # GDAL's own
+    assert 0 < len(boxed) < 200
+    ten = set(range(1, 11))
+    stored = admin.execute("SELECT count(*), count(DISTINCT id) FROM made_subset").fetchone()
+    assert stored == (len(boxed) + len(ten), len(boxed | ten))  # in both: loaded by both
 
 
 def test_cli_loads_several_files_each_as_its_own_load(

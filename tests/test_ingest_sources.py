@@ -294,7 +294,7 @@ def test_a_file_of_several_layers_is_read_by_the_layer_asked_for(tmp_path: Path)
     csv_path = write_csv(tmp_path / "rows.csv", [["name", "wkt"], ["a", "POINT(1 1)"]])
     with pytest.raises(ConfigurationError, match=r"layer='first' names a layer .* not one"):
         batches(csv_path, layer="first")
-    with pytest.raises(ConfigurationError, match=r"layer='first' .* the source is a list"):
+    with pytest.raises(ConfigurationError, match=r"layer='first' .* the source \(a list\)"):
         batches([{"name": "a"}], layer="first")
 
 
@@ -496,7 +496,7 @@ def test_encoding_is_refused_where_it_cannot_apply(tmp_path: Path) -> None:
     assert len(column(batches(path, encoding="utf-8"), "name")) == 2
     with pytest.raises(ConfigurationError, match=r"'klingon' is not a known text encoding"):
         batches(path, encoding="klingon")
-    with pytest.raises(ConfigurationError, match=r"encoding='latin1' .* the source is a list"):
+    with pytest.raises(ConfigurationError, match=r"encoding='latin1' .* the source \(a list\)"):
         batches([{"name": "a"}], encoding="latin1")
 
 
@@ -578,3 +578,32 @@ def test_a_geodataframes_geometry_must_name_one_of_several_geometry_columns() ->
         two.rename_geometry("geom"), columns=["name", "val", "geom", "m"], geometry_column=None
     )
     assert batch.crs == {"geom": 4326, "m": 3857}  # each column's own CRS
+
+
+@pytest.mark.parametrize("suffix", ["gpkg", "fgb", "shp"])
+def test_a_vector_files_features_filtered_by_where_and_bbox(tmp_path: Path, suffix: str) -> None:
+    """GDAL's filters: an OGR SQL condition on the fields, a box in the layer's CRS (boxes
+    (i, i)-(i+1, i+1) of frame(): the box (10, 10)-(12.5, 12.5) meets boxes 9 to 12)."""
+    path = tmp_path / f"parcels.{suffix}"
+    pyogrio.write_dataframe(frame(25), path)
+    # sorted: a FlatGeobuf with its index stores its features in the index's order
+    assert sorted(column(batches(path, where="val >= 20"), "val")) == [20, 21, 22, 23, 24]
+    assert sorted(column(batches(path, bbox=(10, 10, 12.5, 12.5)), "val")) == [9, 10, 11, 12]
+    both = batches(path, where="val <> 10", bbox=(10, 10, 12.5, 12.5), size=2)
+    assert [(b.first_row, len(b)) for b in both] == [(1, 2), (3, 1)]  # rows counted as kept
+    assert sorted(column(both, "val")) == [9, 11, 12]
+    with pytest.raises(ConfigurationError, match=r"where='nosuch = 1' cannot filter .*OGR SQL"):
+        batches(path, where="nosuch = 1")
+
+
+def test_filters_are_refused_where_they_cannot_apply(tmp_path: Path) -> None:
+    csv_path = write_csv(tmp_path / "rows.csv", [["name", "wkt"], ["a", "POINT(1 1)"]])
+    with pytest.raises(ConfigurationError, match=r"where='x' filters the features of a vector"):
+        batches(csv_path, where="x")
+    with pytest.raises(ConfigurationError, match=r"bbox=\(0, 0, 1, 1\) .* \(a GeoDataFrame\)"):
+        batches(frame(2), bbox=(0, 0, 1, 1))
+    path = tmp_path / "parcels.gpkg"
+    pyogrio.write_dataframe(frame(2), path)
+    with pytest.raises(ConfigurationError, match=r"is not \(minx, miny, maxx, maxy\) with min"):
+        batches(path, bbox=(1, 1, 0, 0))
+    assert source_length(path) == 2 and source_length(path, filtered=True) is None

@@ -261,6 +261,21 @@ def ingest(
             "ogrinfo FILE lists them."
         ),
     ] = None,
+    where: Annotated[
+        str | None,
+        typer.Option(
+            help="Load only the features of a vector file this OGR SQL condition on its "
+            "fields keeps, e.g. \"state = 'CA'\" (ogrinfo -so FILE LAYER lists the fields).",
+        ),
+    ] = None,
+    bbox: Annotated[
+        str | None,
+        typer.Option(
+            help="minx,miny,maxx,maxy in the CRS of the file's layer: load only the features "
+            "of a vector file that intersect it (a FlatGeobuf's or GeoPackage's spatial index "
+            "finds them).",
+        ),
+    ] = None,
     encoding: Annotated[
         str | None,
         typer.Option(
@@ -299,9 +314,12 @@ def ingest(
     from rich.console import Console
 
     from geosession.database import SpatialDatabase
+    from geosession.read.command import parse_bbox
 
     size: int | str = int(chunk_size) if chunk_size.isdigit() else chunk_size
     connections: int | str = int(workers) if workers.isdigit() else workers
+    box = parse_bbox(bbox)
+    area = (box[0], box[1], box[2], box[3]) if box is not None else None
     deferrals: dict[str, str | bool] = {"auto": "auto", "yes": True, "no": False}
     deferral = deferrals.get(defer_indexes)
     if deferral is None:
@@ -325,7 +343,7 @@ def ingest(
                 chunk_size=size,
                 on_invalid=on_invalid,
                 on_conflict=on_conflict,
-                ingest_id=ingest_id or _ingest_id_for(source, table, layer),
+                ingest_id=ingest_id or _ingest_id_for(source, table, layer, where, area),
                 srid=srid,
                 workers=connections,
                 defer_indexes=deferral,
@@ -333,6 +351,8 @@ def ingest(
                 wkt_column=wkt_column,
                 layer=layer,
                 encoding=encoding,
+                where=where,
+                bbox=area,
                 create=create,
                 reproject=reproject,
             )
@@ -363,14 +383,18 @@ def _files_table(reports: list[tuple[Path, Any]]) -> Any:
     return table
 
 
-def _ingest_id_for(source: Path, table: str, layer: str | None) -> str:
-    """Same file (path, size, modification time) and layer into the same table: the same
-    load."""
+def _ingest_id_for(
+    source: Path, table: str, layer: str | None, where: str | None, bbox: Any
+) -> str:
+    """Same file (path, size, modification time), layer and filters into the same table:
+    the same load."""
     import hashlib
 
     stat = source.stat()
     key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{table}"
     key += f"|{layer}" if layer is not None else ""  # ids of loads without one stay as they were
+    key += f"|where {where}" if where is not None else ""
+    key += f"|bbox {bbox}" if bbox is not None else ""
     return "cli-" + hashlib.sha1(key.encode()).hexdigest()[:16]
 
 

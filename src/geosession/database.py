@@ -252,6 +252,8 @@ class SpatialDatabase:
         wkt_column: str | None = None,
         layer: str | None = None,
         encoding: str | None = None,
+        where: str | None = None,
+        bbox: tuple[float, float, float, float] | None = None,
         create: bool = False,
         reproject: bool = False,
     ) -> IngestReport:
@@ -264,7 +266,9 @@ class SpatialDatabase:
         ``wkt_column`` names a CSV's geometry column when its header does not say wkt,
         geometry, geom, the_geom or the target's geometry column; ``layer`` the layer of a
         file that has several (a GeoPackage); ``encoding`` the text encoding of a Shapefile
-        or CSV file that is not UTF-8 (a Shapefile's .cpg file names it, if it has one).
+        or CSV file that is not UTF-8 (a Shapefile's .cpg file names it, if it has one);
+        ``where`` (an OGR SQL condition on its fields) and ``bbox`` (minx, miny, maxx, maxy
+        in its CRS) load only some of a vector file's features.
         ``create=True`` creates
         a table that does not exist: from its definition for a mapped class or Table, else
         from a file's or DataFrame's fields. ``reproject=True`` transforms geometries of
@@ -284,6 +288,8 @@ class SpatialDatabase:
             "wkt_column": wkt_column,
             "layer": layer,
             "encoding": encoding,
+            "where": where,
+            "bbox": bbox,
             "create": create,
             "reproject": reproject,
         }

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -98,32 +99,80 @@ def file_length(path: Path, layer: str | None = None) -> int | None:
     return count if count >= 0 else None
 
 
+Bbox = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class FileRead:
+    """How to read a source file: the options that apply to some kinds of file only."""
+
+    wkt_column: str | None = None
+    layer: str | None = None
+    encoding: str | None = None
+    where: str | None = None
+    """An OGR SQL condition on a vector layer's fields: only the features it keeps load."""
+    bbox: Bbox | None = None
+    """Only a vector layer's features that intersect it load (in the layer's CRS)."""
+    feature_ids: bool = False
+
+    def check(self, kind: str, source: str) -> None:
+        """Refuses an option given for a source (``kind``: "csv", "vector", "parquet" or
+        "rows") it does not apply to, and a bbox that is no box."""
+        for name, (kinds, purpose) in _FILE_OPTIONS.items():
+            value = getattr(self, name)
+            if value is not None and kind not in kinds:
+                raise ConfigurationError(
+                    f"{name}={value!r} {purpose}, and {source} is not one: leave it out"
+                )
+        box = self.bbox
+        if box is not None and not (
+            len(box) == 4 and all(map(math.isfinite, box)) and box[0] <= box[2] and box[1] <= box[3]
+        ):
+            raise ConfigurationError(
+                f"bbox={box!r} is not (minx, miny, maxx, maxy) with min <= max, in the CRS of "
+                "the file's layer"
+            )
+
+
+_FILE_OPTIONS = {
+    "wkt_column": (("csv",), "names the geometry column of a CSV file"),
+    "layer": (("vector",), "names a layer of a vector file (GeoPackage, ...)"),
+    "encoding": (("csv", "vector"), "is the text encoding of a Shapefile or CSV file"),
+    "where": (("vector",), "filters the features of a vector file (GeoPackage, Shapefile, ...)"),
+    "bbox": (("vector",), "filters the features of a vector file (GeoPackage, Shapefile, ...)"),
+}
+
+
+def file_kind(path: Path) -> str:
+    """ "csv", "vector" or "parquet"; a file of no kind read here is refused."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in PARQUET_SUFFIXES:
+        return "parquet"
+    if suffix in VECTOR_SUFFIXES:
+        return "vector"
+    raise ConfigurationError(f"cannot ingest {path}: unsupported file type; use {SUPPORTED}")
+
+
 def file_batches(
     path: Path,
     columns: Sequence[str],
     geometry_column: str | None,
     size: Callable[[], int],
     check: CheckFields,
-    *,
-    wkt_column: str | None = None,
-    layer: str | None = None,
-    feature_ids: bool = False,
-    encoding: str | None = None,
+    read: FileRead = FileRead(),
 ) -> Iterator[Batch]:
-    suffix = path.suffix.lower()
-    if suffix != ".csv" and suffix not in VECTOR_SUFFIXES + PARQUET_SUFFIXES:
-        raise ConfigurationError(f"cannot ingest {path}: unsupported file type; use {SUPPORTED}")
+    kind = file_kind(path)
     if not path.is_file():
         raise ConfigurationError(f"cannot ingest {path}: no such file")
-    if layer is not None and suffix not in VECTOR_SUFFIXES:
-        raise ConfigurationError(
-            f"layer={layer!r} names a layer of a vector file (GeoPackage, ...), and {path} "
-            "is not one: leave it out"
+    read.check(kind, str(path))
+    check_encoding(read.encoding, path)
+    if kind == "csv":
+        return _csv_batches(
+            path, columns, geometry_column, size, check, read.wkt_column, read.encoding
         )
-    check_encoding(encoding, path)
-    if suffix == ".csv":
-        return _csv_batches(path, columns, geometry_column, size, check, wkt_column, encoding)
-    if suffix in PARQUET_SUFFIXES:
+    if kind == "parquet":
         try:
             import pyarrow.parquet
         except ImportError as error:
@@ -138,9 +187,7 @@ def file_batches(
         raise ConfigurationError(
             f"reading {path} needs pyogrio and pyarrow: pip install 'geosession[geo]'"
         ) from error
-    return _vector_batches(
-        pyogrio, path, columns, geometry_column, size, check, layer, feature_ids, encoding
-    )
+    return _vector_batches(pyogrio, path, columns, geometry_column, size, check, read)
 
 
 def _vector_batches(
@@ -150,32 +197,33 @@ def _vector_batches(
     geometry_column: str | None,
     size: Callable[[], int],
     check: CheckFields,
-    layer: str | None,
-    feature_ids: bool,
-    encoding: str | None,
+    read: FileRead,
 ) -> Iterator[Batch]:
     """The layer's record batches, cut into batches of ``size()`` rows without copying.
 
-    With ``feature_ids``, a layer that names its id column (a GeoPackage's fid) loads its
-    ids into the column of that name, as ogr2ogr keeps them when it creates a table;
-    pyogrio then puts them first.
+    With ``read.feature_ids``, a layer that names its id column (a GeoPackage's fid) loads
+    its ids into the column of that name, as ogr2ogr keeps them when it creates a table;
+    pyogrio then puts them first. ``read.where`` and ``read.bbox`` are GDAL's filters, so
+    a FlatGeobuf's or GeoPackage's spatial index serves the box.
     """
     unreadable = (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError)
     try:
-        layer = vector_layer(pyogrio, path, layer)
-        feature_ids = feature_ids and path.suffix.lower() in _NAMED_ID_SUFFIXES
+        layer = vector_layer(pyogrio, path, read.layer)
+        feature_ids = read.feature_ids and path.suffix.lower() in _NAMED_ID_SUFFIXES
         source = gdal_source(path)
-        text = layer_text(pyogrio, source, layer, encoding)
+        text = layer_text(pyogrio, source, layer, read.encoding)
         opened = pyogrio.open_arrow(
             source.name,
             layer=layer,
             encoding=text.open_with,
+            where=read.where,
+            bbox=read.bbox,
             batch_size=_FILE_BATCH,
             use_pyarrow=True,
             return_fids=feature_ids,
         )
         with contextlib.ExitStack() as stack:
-            with measured_types():  # only while it opens: a generator must not hold it
+            with measured_types(), _filtering(read, path):  # only while it opens
                 meta, reader = stack.enter_context(opened)
             geometry = meta["geometry_name"] or "wkb_geometry"  # pyogrio's name for no name
             fields = [str(name) for name in reader.schema.names]
@@ -188,9 +236,25 @@ def _vector_batches(
             check(list(names.values()), where=str(path))
             crs = source_crs(meta["crs"])
             known = {names[geometry]: crs} if crs is not None and geometry in names else {}
-            yield from _arrow_batches(reader, names, columns, size, known, text.fallback)
+            with _filtering(read, path):  # some drivers apply the condition as they read
+                yield from _arrow_batches(reader, names, columns, size, known, text.fallback)
     except unreadable as error:
         raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
+
+
+@contextlib.contextmanager
+def _filtering(read: FileRead, path: Path) -> Iterator[None]:
+    """GDAL's refusal of a where= condition (an unknown field, bad syntax), said as such."""
+    try:
+        yield
+    except (OSError, ValueError) as error:  # pyogrio raises either, by driver
+        if read.where is None:
+            raise
+        raise ConfigurationError(
+            f"where={read.where!r} cannot filter {path}: {error}. It is an OGR SQL condition "
+            "on the layer's fields (ogrinfo -so FILE LAYER lists them), e.g. "
+            "\"state = 'CA' AND area > 1000\""
+        ) from error
 
 
 def id_column(path: Path, fid_column: Any) -> str:

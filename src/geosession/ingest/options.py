@@ -30,8 +30,15 @@ class IngestOptions:
     wkt_column: str | None = None
     layer: str | None = None
     encoding: str | None = None
+    where: str | None = None
+    bbox: tuple[float, float, float, float] | None = None
     create: bool = False
     reproject: bool = False
+
+    @property
+    def filtered(self) -> bool:
+        """Whether only some of a file's features load (where=, bbox=)."""
+        return self.where is not None or self.bbox is not None
 
     def check(self) -> None:
         """Refuses option values no ingest can run with, naming the valid ones."""
@@ -76,5 +83,7 @@ class IngestArguments(TypedDict, total=False):
     wkt_column: str | None
     layer: str | None
     encoding: str | None
+    where: str | None
+    bbox: tuple[float, float, float, float] | None
     create: bool
     reproject: bool

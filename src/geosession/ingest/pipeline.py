@@ -136,7 +136,9 @@ class Ingest:
                 raise Cancelled(f"ingest {self.ingest_id} was cancelled before it started")
             deferred = self._prepare()
             with Progress(
-                self.options.progress, source_length(self.source, self.options.layer), self.report
+                self.options.progress,
+                source_length(self.source, self.options.layer, filtered=self.options.filtered),
+                self.report,
             ) as bar:
                 try:
                     self._load(bar)
@@ -328,6 +330,8 @@ class Ingest:
             wkt_column=self.options.wkt_column,
             layer=self.options.layer,
             encoding=self.options.encoding,
+            where=self.options.where,
+            bbox=self.options.bbox,
             attributes=self.attributes,
             feature_ids=self.started_empty,
         )

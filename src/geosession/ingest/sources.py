@@ -28,7 +28,7 @@ from sqlalchemy.orm import InstanceState
 from geosession.errors import ConfigurationError
 from geosession.ingest.batches import Batch, CheckFields, check_fields, target_name
 from geosession.ingest.crs import SourceCrs, source_crs
-from geosession.ingest.files import SUPPORTED, file_batches, file_length
+from geosession.ingest.files import SUPPORTED, Bbox, FileRead, file_batches, file_length
 from geosession.ingest.stages import timed_batches
 
 
@@ -46,6 +46,8 @@ def iter_batches(
     attributes: Mapping[str, str] | None = None,
     feature_ids: bool = False,
     encoding: str | None = None,
+    where: str | None = None,
+    bbox: Bbox | None = None,
 ) -> Iterator[Batch]:
     """Batches of at most ``batch_size`` rows from ``source``, in source order.
 
@@ -61,40 +63,17 @@ def iter_batches(
     differ, so dict rows may be keyed either way (as in an ORM bulk insert).
     ``feature_ids`` loads a vector file's feature ids, where its layer names its id column
     (a GeoPackage's fid), into the column of that name, if there is one. ``encoding``
-    is the text encoding of a Shapefile or CSV file (see :mod:`.encodings`).
+    is the text encoding of a Shapefile or CSV file (see :mod:`.encodings`); ``where``
+    and ``bbox`` filter a vector file's features (:class:`.files.FileRead`).
     """
     if (isinstance(batch_size, int) and batch_size < 1) or not columns:
         raise ConfigurationError("iter_batches needs batch_size >= 1 and the target's columns")
     size = batch_size if callable(batch_size) else (lambda: batch_size)
     check = functools.partial(check_fields, columns=columns, computed=frozenset(computed))
-    csv_file = isinstance(source, str | os.PathLike) and Path(source).suffix.lower() == ".csv"
-    if wkt_column is not None and not csv_file:
-        raise ConfigurationError(
-            f"wkt_column={wkt_column!r} names a column of a CSV file, and the source is not "
-            "one: leave it out (other sources' geometry columns are known by their type)"
-        )
+    read = FileRead(wkt_column, layer, encoding, where, bbox, feature_ids)
     if isinstance(source, str | os.PathLike):
-        return file_batches(
-            Path(source),
-            columns,
-            geometry_column,
-            size,
-            check,
-            wkt_column=wkt_column,
-            layer=layer,
-            feature_ids=feature_ids,
-            encoding=encoding,
-        )
-    if encoding is not None:
-        raise ConfigurationError(
-            f"encoding={encoding!r} is the text encoding of a Shapefile or CSV file, and the "
-            f"source is a {type(source).__name__}: leave it out"
-        )
-    if layer is not None:
-        raise ConfigurationError(
-            f"layer={layer!r} names a layer of a vector file, and the source is a "
-            f"{type(source).__name__}: leave it out"
-        )
+        return file_batches(Path(source), columns, geometry_column, size, check, read)
+    read.check("rows", f"the source (a {type(source).__name__})")
     if is_dataframe(source):
         return _dataframe_batches(source, columns, geometry_column, size, check)
     if hasattr(source, "__aiter__") and not isinstance(source, Iterable):
@@ -110,10 +89,11 @@ def iter_batches(
     return _iterable_batches(source, columns, size, flush_interval, stopped, check, attributes)
 
 
-def source_length(source: Any, layer: str | None = None) -> int | None:
-    """How many rows ``source`` has, when that is known without reading it; else None."""
+def source_length(source: Any, layer: str | None = None, *, filtered: bool = False) -> int | None:
+    """How many rows ``source`` has, when that is known without reading it; else None
+    (also for a ``filtered`` file: GDAL counts a layer's features, not those a filter keeps)."""
     if isinstance(source, str | os.PathLike):
-        return file_length(Path(source), layer)
+        return None if filtered else file_length(Path(source), layer)
     if isinstance(source, Sequence) or is_dataframe(source):
         return len(source)
     return None
