@@ -319,6 +319,38 @@ def test_keyset_pages_hold_no_connection_between_pages(
 
 
 @pytest.mark.usefixtures("tables")
+def test_keyset_pages_refuse_a_key_that_would_skip_rows(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    """WHERE key > last skips the rest of a repeated key's rows and every NULL key's: the
+    read fails saying so instead of returning fewer rows (10 rows came back as 6 and 5)."""
+    repeated = "SELECT id / 2 AS pair, geom FROM rd_parcels WHERE id <= 10"
+    holes = "SELECT CASE WHEN id > 5 THEN id END AS maybe, geom FROM rd_parcels WHERE id <= 10"
+    for sql, key, why in (
+        (repeated, "pair", "is not unique: several rows have 1"),
+        (holes, "maybe", "is NULL in some rows"),
+    ):
+        for size in (2, 3, 1000):  # the repeat across a page's end, within one, one page
+            with pytest.raises(ConfigurationError, match=rf"pages_by='{key}' {why}.*primary key"):
+                list(db.stream(sql, pages_by=key, batch_size=size))
+    unique = db.stream(
+        "SELECT id, geom FROM rd_parcels WHERE id <= 10", pages_by="id", batch_size=2
+    )
+    assert [row.id for row in unique] == list(range(1, 11))  # 5 full pages, then the last check
+
+    async def repeated_async() -> None:
+        try:
+            async for _row in db.async_stream(repeated, pages_by="pair", batch_size=2):
+                pass
+        finally:
+            await db.adispose()
+
+    with pytest.raises(ConfigurationError, match="is not unique"):
+        asyncio.run(repeated_async())
+    assert released(db, admin)
+
+
+@pytest.mark.usefixtures("tables")
 def test_psycopg2_driver_streams_the_same(
     make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any]
 ) -> None:

@@ -4,17 +4,24 @@ The sync and async shells differ only in how they execute statements; both drive
 :class:`ReadLoop` (and :func:`make_plan` for the describe step), so the algorithm exists
 once: cursor mode sends FETCHes on a declared cursor, keyset mode sends one page select
 after the last key seen, and both stop at the first short batch.
+
+Keyset paging skips rows silently when its key is not unique (``WHERE key > last`` jumps
+over the rest of the last key's rows) or NULL (no comparison reaches it). So each page asks
+one row more than it returns, which shows a key repeated across the page's end, equal
+neighbours show one within it, and after the last page one more select looks for a NULL
+key; either ends the read with an error instead of a short result.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Select, Subquery
 
-from geosession.errors import PostGISNotInstalled
+from geosession.errors import ConfigurationError, PostGISNotInstalled
 from geosession.read.decode import BatchSizer, Rows, batch_decoder
 from geosession.read.plan import ReadOptions, describe_columns
 from geosession.read.query import DeclareCursor, ReadPlan, fetch_sql
@@ -55,6 +62,7 @@ class ReadLoop:
         self._sizer = BatchSizer.for_plan(plan)
         self._after: Any = ReadPlan.START
         self._size = 0
+        self._checking_nulls = False
         self.done = False
         self.rows_read = 0
 
@@ -69,13 +77,23 @@ class ReadLoop:
     def request(self) -> str | Select[Any]:
         """The next FETCH (cursor mode) or page select (keyset mode)."""
         self._size = self._sizer.next()
-        if self.paged:
-            return self.plan.statement(self._source, after=self._after, limit=self._size)
+        if self._checking_nulls:
+            return self.plan.null_keys(self._source)
+        if self.paged:  # one row more: a key repeated across the page's end shows
+            return self.plan.statement(self._source, after=self._after, limit=self._size + 1)
         return fetch_sql(self._size, self.plan.cursor_name)
 
     def receive(self, rows: Rows) -> list[Any]:
         """Decodes the rows the last request returned; a short batch ends the read."""
-        self.done = len(rows) < self._size
+        if self._checking_nulls:
+            if rows:
+                raise self._unpageable("is NULL in some rows, which no page reaches")
+            self.done = True
+            return []
+        if self.paged:
+            rows = self._page(rows)
+        else:
+            self.done = len(rows) < self._size
         if not rows:
             return []
         self._sizer.observe(rows)
@@ -83,3 +101,28 @@ class ReadLoop:
             self._after = rows[-1][self.plan.key_position]
         self.rows_read += len(rows)
         return self._decode(rows)
+
+    def _page(self, rows: Rows) -> Rows:
+        """A page without its look-ahead row, its keys checked; the last page is followed
+        by the NULL check."""
+        keys = [row[self.plan.key_position] for row in rows]
+        if None in keys:
+            raise self._unpageable("is NULL in some rows, which no page reaches")
+        for key, following in itertools.pairwise(keys):
+            if key == following:
+                shown = repr(key) if len(repr(key)) <= 60 else repr(key)[:57] + "..."
+                raise self._unpageable(
+                    f"is not unique: several rows have {shown}, and a page that ends at one "
+                    "would skip the others"
+                )
+        if len(rows) <= self._size:
+            self._checking_nulls = True
+        return rows[: self._size]
+
+    def _unpageable(self, why: str) -> ConfigurationError:
+        name = self.plan.options.pages_by
+        return ConfigurationError(
+            f"pages_by={name!r} {why} (each page reads WHERE {name} > the last key): page by "
+            "a unique column without NULLs, such as the primary key, or leave pages_by out "
+            "(a server-side cursor reads every row)"
+        )

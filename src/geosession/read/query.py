@@ -203,6 +203,14 @@ class ReadPlan:
             outer = outer.add_columns(key).order_by(key)
         return outer
 
+    def null_keys(self, source: Subquery) -> Select[Any]:
+        """One row when some row's page key is NULL: paging past keys never reaches it."""
+        assert self.key_index is not None
+        rows = select(literal(1)).select_from(source)
+        if self.options.bbox is not None:
+            rows = rows.where(self._bbox_filter())
+        return rows.where(_ref(self.columns[self.key_index].name).is_(None)).limit(1)
+
     def _feature(self) -> ColumnElement[Any]:
         """``ST_AsGeoJSON(f, ...)``: the Feature text of row ``f``.
 
