@@ -6,6 +6,7 @@ again once it is back."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import re
@@ -89,7 +90,7 @@ def routed(make_db: Callable[..., SpatialDatabase], standby: Standby) -> Iterato
     with db.transaction() as s:
         s.execute(text("DROP TABLE IF EXISTS replicated"))
     stats = db.replica_pool_stats()
-    assert stats and not any(pool.checked_out for pool in stats), stats
+    assert not any(pool.checked_out for pool in stats), stats
 
 
 IN_RECOVERY = text("SELECT pg_is_in_recovery(), current_setting('statement_timeout')")
@@ -258,7 +259,8 @@ def test_a_replica_too_far_behind_is_passed_over(
                 return found
 
             assert asyncio.run(in_recovery()) is False
-            with routed.session(replica=True) as s:  # no limit: the replica, behind
+            lenient = make_db(replica_urls=[standby.url])  # no limit, and it wrote nothing
+            with lenient.session(replica=True) as s:  # so the replica, behind
                 assert s.execute(text("SELECT count(*) FROM replicated")).scalar() == 1
         finally:
             on_standby.execute("SELECT pg_wal_replay_resume()")
@@ -290,7 +292,8 @@ def test_a_replica_cut_off_from_the_primary_is_passed_over(
                 assert s.execute(IN_RECOVERY).scalar() is False  # the primary stood in
                 assert s.execute(text("SELECT count(*) FROM replicated")).scalar() == 1
             assert "receives no WAL from the primary, so its data may be of any age" in caplog.text
-            with routed.session(replica=True) as s:  # no limit: the replica, stale
+            lenient = make_db(replica_urls=[standby.url])  # no limit, and it wrote nothing
+            with lenient.session(replica=True) as s:  # so the replica, stale
                 assert s.execute(text("SELECT count(*) FROM replicated")).scalar() == 0
         finally:
             on_standby.execute(f"ALTER SYSTEM SET primary_conninfo = {_literal(conninfo)}")
@@ -300,6 +303,64 @@ def test_a_replica_cut_off_from_the_primary_is_passed_over(
 
 def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def test_a_context_that_wrote_reads_its_writes_and_others_read_the_replica(
+    make_db: Callable[..., SpatialDatabase], routed: SpatialDatabase, standby: Standby
+) -> None:
+    """While the standby's replay is paused: the thread that wrote reads on the primary
+    (its write is there), another thread and an asyncio task that wrote nothing read on the
+    replica; once the replica has replayed the write, the writer reads there again."""
+    with psycopg.connect(libpq_url(standby.url), autocommit=True) as on_standby:
+        on_standby.execute("SELECT pg_wal_replay_pause()")
+        try:
+            with routed.transaction() as s:
+                s.execute(text("INSERT INTO replicated VALUES (4, ST_Point(4, 4, 4326))"))
+            with routed.session(replica=True) as s:
+                assert s.execute(IN_RECOVERY).scalar() is False  # the primary: the row is there
+                assert s.execute(text("SELECT count(*) FROM replicated")).scalar() == 1
+            assert _elsewhere(lambda: _reads_on(routed)) == (True, 0)  # a thread that did not write
+
+            async def task_that_did_not_write() -> tuple[bool, int]:
+                try:
+                    async with routed.async_session(replica=True) as s:
+                        found = (await s.execute(IN_RECOVERY)).scalar()
+                        rows = (await s.execute(text("SELECT count(*) FROM replicated"))).scalar()
+                        return bool(found), int(rows or 0)
+                finally:
+                    await routed.adispose()
+
+            assert _elsewhere(lambda: asyncio.run(task_that_did_not_write())) == (True, 0)
+            blind = make_db(replica_urls=[standby.url], read_your_writes=False)
+            with blind.transaction() as s:
+                s.execute(text("INSERT INTO replicated VALUES (5, ST_Point(5, 5, 4326))"))
+            assert _reads_on(blind) == (True, 0)  # asked not to: the stale replica
+        finally:
+            on_standby.execute("SELECT pg_wal_replay_resume()")
+    wait_until(lambda: _elsewhere(lambda: _reads_on(routed)) == (True, 2), timeout=15)
+    assert _reads_on(routed) == (True, 2)  # the writer, on the replica that has its write
+    points = [{"id": 6, "geom": shapely.Point(6, 6)}]
+    on_standby_paused = psycopg.connect(libpq_url(standby.url), autocommit=True)
+    try:
+        on_standby_paused.execute("SELECT pg_wal_replay_pause()")
+        assert routed.ingest("replicated", points, progress=False).inserted == 1
+        assert _reads_on(routed) == (False, 3)  # an ingest is a write too
+    finally:
+        on_standby_paused.execute("SELECT pg_wal_replay_resume()")
+        on_standby_paused.close()
+
+
+def _reads_on(db: SpatialDatabase) -> tuple[bool, int]:
+    """Whether a replica read landed on a standby, and how many rows it saw."""
+    with db.session(replica=True) as s:
+        found = s.execute(IN_RECOVERY).scalar()
+        return bool(found), int(s.execute(text("SELECT count(*) FROM replicated")).scalar() or 0)
+
+
+def _elsewhere(work: Callable[[], tuple[bool, int]]) -> tuple[bool, int]:
+    """``work()`` on a thread of its own: a context that wrote nothing."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(work).result()
 
 
 def test_the_doctor_says_when_a_replica_url_is_not_a_standby(

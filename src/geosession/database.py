@@ -81,8 +81,13 @@ class SpatialDatabase:
         self._async_sessions: async_sessionmaker[AsyncSession] | None = None
         self._async_lock = threading.Lock()
         self._replicas = Replicas(
-            self.settings, on_engine=self.metrics.attach_replica, exhausted=self._pool_exhausted
+            self.settings,
+            on_engine=self.metrics.attach_replica,
+            exhausted=self._pool_exhausted,
+            primary=lambda: self._engine,
+            async_primary=lambda: self.async_engine,
         )
+        self._replicas.watch_writes(self._engine)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> SpatialDatabase:
@@ -112,6 +117,7 @@ class SpatialDatabase:
             if self._async_engine is None:
                 self._async_engine = build_async_engine(self.settings)
                 self.metrics.attach_async(self._async_engine.sync_engine)
+                self._replicas.watch_writes(self._async_engine.sync_engine)
                 self._async_sessions = async_sessionmaker(
                     self._async_engine,
                     autoflush=False,
@@ -296,6 +302,8 @@ class SpatialDatabase:
         with self._translated():
             report = self._ingest_job(target, source, options).run()
         self.metrics.ingest.record(report)  # totals for the Prometheus exporter
+        if report.inserted:
+            self._replicas.mark_written()  # its own connections: no engine event sees them
         return report
 
     async def async_ingest(
@@ -321,6 +329,8 @@ class SpatialDatabase:
             if isinstance(rows, AsyncRows):
                 await rows.aclose()
         self.metrics.ingest.record(report)
+        if report.inserted:
+            self._replicas.mark_written()
         return report
 
     def _ingest_job(

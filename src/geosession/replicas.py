@@ -12,18 +12,28 @@ primary when it tries to write. A standby that receives no WAL from the primary 
 from it, or fed from an archive) replays all it has and so looks current however old
 its data: with ``replica_max_lag`` it is passed over too. Engines are made on first use
 with the primary's settings, pool sizes included, per replica.
+
+Read your writes (``read_your_writes``, on by default): a transaction on the primary that
+wrote marks its thread or asyncio task (a context variable) when it commits. The next
+replica read there asks the primary how far its WAL has gone, and reads on a replica that
+has replayed that far (each replica asked once), else on the primary; so a request that
+wrote and then reads on a replica sees its own writes, and others read on replicas as
+before.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -52,6 +62,38 @@ RECEIVING_SQL = (
 the receiver's row, not its status)."""
 _LAG = text(f"SELECT {LAG_SQL}, NOT pg_is_in_recovery() OR {RECEIVING_SQL}")
 
+_PRIMARY_LSN = text("SELECT pg_current_wal_lsn()::text")
+_REPLAYED = text("SELECT coalesce(pg_last_wal_replay_lsn() >= CAST(:lsn AS pg_lsn), true)")
+"""Whether a replica has replayed the primary's WAL up to ``lsn`` (true on a primary)."""
+_READS = re.compile(
+    r"\s*(?:SELECT|SHOW|VALUES|TABLE|EXPLAIN|FETCH|DECLARE|CLOSE|MOVE|SET|RESET|BEGIN|START|"
+    r"COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE|PREPARE|DEALLOCATE|DISCARD|LISTEN|UNLISTEN)\b",
+    re.IGNORECASE,
+)
+"""Statements that change no data: any other (INSERT ... and WITH, which may) is a write."""
+_WROTE = "geosession.wrote"
+
+
+@dataclass(frozen=True)
+class Written:
+    """A write this context committed: the primary's WAL position once a replica read
+    asked it, and the replicas seen to have replayed that far."""
+
+    lsn: str | None = None
+    replayed: frozenset[int] = frozenset()
+
+
+def _note_write(
+    conn: Connection, cursor: Any, statement: str, params: Any, context: Any, many: bool
+) -> None:
+    if not _READS.match(statement):
+        conn.info[_WROTE] = True
+
+
+def _on_rollback(conn: Connection) -> None:
+    conn.info.pop(_WROTE, None)
+
+
 E = TypeVar("E", Engine, AsyncEngine)
 
 
@@ -64,11 +106,14 @@ class Replicas:
         *,
         on_engine: Callable[[Engine], None],
         exhausted: Callable[[Engine], Exception],
+        primary: Callable[[], Engine],
+        async_primary: Callable[[], AsyncEngine],
     ) -> None:
         """``on_engine`` is called with each engine made (an async one's ``sync_engine``),
         to watch its pool; ``exhausted(engine)`` is the error raised when a replica's pool
         has no connection to lend within pool_timeout (a busy replica is not passed over:
-        its load would move to the primary)."""
+        its load would move to the primary). ``primary`` and ``async_primary`` give the
+        primary's engines, asked how far its WAL has gone for read your writes."""
         self.settings = [settings.for_replica(n) for n in range(len(settings.replica_urls))]
         self._on_engine = on_engine
         self._exhausted = exhausted
@@ -79,9 +124,39 @@ class Replicas:
         self._down_until: dict[int, float] = {}
         self._lag_asked: dict[int, float] = {}
         self.max_lag = settings.replica_max_lag
+        self.read_your_writes = settings.read_your_writes and bool(settings.replica_urls)
+        self._primary = primary
+        self._async_primary = async_primary
+        self._written: ContextVar[Written | None] = ContextVar(
+            f"geosession_written_{id(self)}", default=None
+        )
+        """This database's writes, per thread and task (another database's are not)."""
+
+    def watch_writes(self, engine: Engine) -> None:
+        """Marks the context when a transaction on ``engine`` (the primary) that wrote
+        commits (without read your writes, nothing)."""
+        if not self.read_your_writes:
+            return
+        event.listen(engine, "after_cursor_execute", _note_write)
+        event.listen(engine, "commit", self._on_commit)
+        event.listen(engine, "rollback", _on_rollback)
+
+    def mark_written(self) -> None:
+        """This context wrote to the primary (also by a way the engine does not see: the
+        ingest's own connections)."""
+        if self.read_your_writes:
+            self._written.set(Written())
+
+    def _on_commit(self, conn: Connection) -> None:
+        if conn.info.pop(_WROTE, False):
+            self.mark_written()
 
     def connect(self) -> Connection | None:
         """A read-only connection to the next replica that answers; None when none does."""
+        written = self._pending()
+        if written is not None and written.lsn is None:
+            with self._primary().connect() as primary:
+                written = self._wrote_up_to(primary.execute(_PRIMARY_LSN).scalar_one())
         for number in self._order():
             engine = self._engine(self._engines, number, build_engine)
             try:
@@ -98,6 +173,12 @@ class Replicas:
                     if self._behind(number, lag, receiving):
                         connection.close()
                         continue
+                if written is not None and number not in written.replayed:
+                    replayed = connection.execute(_REPLAYED, {"lsn": written.lsn}).scalar()
+                    connection.rollback()
+                    if not self._has_replayed(number, bool(replayed)):
+                        connection.close()
+                        continue
             except ConnectionFailed as error:  # lost while asked its lag
                 connection.close()
                 self._passed_over(number, error)
@@ -107,6 +188,10 @@ class Replicas:
 
     async def async_connect(self) -> AsyncConnection | None:
         """The async twin of :meth:`connect`."""
+        written = self._pending()
+        if written is not None and written.lsn is None:
+            async with self._async_primary().connect() as primary:
+                written = self._wrote_up_to((await primary.execute(_PRIMARY_LSN)).scalar_one())
         for number in self._order():
             engine = self._engine(self._async_engines, number, build_async_engine)
             try:
@@ -122,6 +207,12 @@ class Replicas:
                     lag, receiving = (await connection.execute(_LAG)).one()
                     await connection.rollback()
                     if self._behind(number, lag, receiving):
+                        await connection.close()
+                        continue
+                if written is not None and number not in written.replayed:
+                    replayed = (await connection.execute(_REPLAYED, {"lsn": written.lsn})).scalar()
+                    await connection.rollback()
+                    if not self._has_replayed(number, bool(replayed)):
                         await connection.close()
                         continue
             except ConnectionFailed as error:
@@ -154,6 +245,28 @@ class Replicas:
                 engine = engines[number] = build(self.settings[number])
                 self._on_engine(engine.sync_engine if isinstance(engine, AsyncEngine) else engine)
             return engines[number]
+
+    def _pending(self) -> Written | None:
+        """What this context wrote that a replica read must see (None: nothing)."""
+        return self._written.get()
+
+    def _wrote_up_to(self, lsn: str) -> Written:
+        written = Written(lsn)
+        self._written.set(written)
+        return written
+
+    def _has_replayed(self, number: int, replayed: bool) -> bool:
+        """Whether replica ``number`` has this context's writes; remembered when it has."""
+        written = self._written.get()
+        if replayed and written is not None:
+            self._written.set(replace(written, replayed=written.replayed | {number}))
+        elif not replayed:
+            log.debug(
+                "replica %s has not replayed this context's writes yet, so this read goes to "
+                "the next (the primary when none has)",
+                self.settings[number].safe_url(),
+            )
+        return replayed
 
     def _lag_due(self, number: int) -> bool:
         """Whether to ask replica ``number`` its lag now (never without replica_max_lag)."""

@@ -143,6 +143,9 @@ class DatabaseSettings(BaseSettings):
     replica_max_lag: float | None = Field(default=None, gt=0, le=86_400)
     """Seconds a replica's replay may trail the WAL it received before it is passed over
     (asked at most once a second per replica); None: any lag is accepted."""
+    read_your_writes: bool = True
+    """After a transaction that wrote commits, replica reads of the same thread or task go
+    to a replica that has replayed it, else to the primary."""
     pgbouncer: bool = False
     """The URL is a PgBouncer in transaction pooling: server settings are set at the start
     of each transaction (PgBouncer refuses them at start-up, and a later transaction may
