@@ -331,20 +331,33 @@ def test_a_context_that_wrote_reads_its_writes_and_others_read_the_replica(
                     await routed.adispose()
 
             assert _elsewhere(lambda: asyncio.run(task_that_did_not_write())) == (True, 0)
+
+            async def task_that_wrote() -> tuple[bool, int]:
+                try:
+                    async with routed.async_transaction() as s:
+                        await s.execute(text("INSERT INTO replicated VALUES (7, NULL)"))
+                    async with routed.async_session(replica=True) as s:
+                        found = (await s.execute(IN_RECOVERY)).scalar()
+                        rows = (await s.execute(text("SELECT count(*) FROM replicated"))).scalar()
+                        return bool(found), int(rows or 0)
+                finally:
+                    await routed.adispose()
+
+            assert _elsewhere(lambda: asyncio.run(task_that_wrote())) == (False, 2)
             blind = make_db(replica_urls=[standby.url], read_your_writes=False)
             with blind.transaction() as s:
                 s.execute(text("INSERT INTO replicated VALUES (5, ST_Point(5, 5, 4326))"))
             assert _reads_on(blind) == (True, 0)  # asked not to: the stale replica
         finally:
             on_standby.execute("SELECT pg_wal_replay_resume()")
-    wait_until(lambda: _elsewhere(lambda: _reads_on(routed)) == (True, 2), timeout=15)
-    assert _reads_on(routed) == (True, 2)  # the writer, on the replica that has its write
+    wait_until(lambda: _elsewhere(lambda: _reads_on(routed)) == (True, 3), timeout=15)
+    assert _reads_on(routed) == (True, 3)  # the writer, on the replica that has its write
     points = [{"id": 6, "geom": shapely.Point(6, 6)}]
     on_standby_paused = psycopg.connect(libpq_url(standby.url), autocommit=True)
     try:
         on_standby_paused.execute("SELECT pg_wal_replay_pause()")
         assert routed.ingest("replicated", points, progress=False).inserted == 1
-        assert _reads_on(routed) == (False, 3)  # an ingest is a write too
+        assert _reads_on(routed) == (False, 4)  # an ingest is a write too
     finally:
         on_standby_paused.execute("SELECT pg_wal_replay_resume()")
         on_standby_paused.close()

@@ -63,7 +63,9 @@ the receiver's row, not its status)."""
 _LAG = text(f"SELECT {LAG_SQL}, NOT pg_is_in_recovery() OR {RECEIVING_SQL}")
 
 _PRIMARY_LSN = text("SELECT pg_current_wal_lsn()::text")
-_REPLAYED = text("SELECT coalesce(pg_last_wal_replay_lsn() >= CAST(:lsn AS pg_lsn), true)")
+_REPLAYED = text(  # the LSN travels as text: asyncpg would want an integer for a pg_lsn
+    "SELECT coalesce(pg_last_wal_replay_lsn() >= CAST(CAST(:lsn AS text) AS pg_lsn), true)"
+)
 """Whether a replica has replayed the primary's WAL up to ``lsn`` (true on a primary)."""
 _READS = re.compile(
     r"\s*(?:SELECT|SHOW|VALUES|TABLE|EXPLAIN|FETCH|DECLARE|CLOSE|MOVE|SET|RESET|BEGIN|START|"
