@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import make_url, text
 from typer.testing import CliRunner
 
-from geosession import DatabaseError, PoolExhausted, SpatialDatabase
+from geosession import ConfigurationError, DatabaseError, PoolExhausted, SpatialDatabase
 from geosession.cli import app
 from geosession.local import _find_binaries
 from geosession.observe.prometheus import register
@@ -361,6 +361,31 @@ def test_a_context_that_wrote_reads_its_writes_and_others_read_the_replica(
     finally:
         on_standby_paused.execute("SELECT pg_wal_replay_resume()")
         on_standby_paused.close()
+
+
+def test_a_write_position_carries_read_your_writes_to_another_request(
+    routed: SpatialDatabase, standby: Standby
+) -> None:
+    """A client that wrote gets the position (a cookie); its next request, another thread,
+    reads after it: on the primary while the replica has not replayed it, then there."""
+    with psycopg.connect(libpq_url(standby.url), autocommit=True) as on_standby:
+        on_standby.execute("SELECT pg_wal_replay_pause()")
+        try:
+            with routed.transaction() as s:
+                s.execute(text("INSERT INTO replicated VALUES (8, NULL)"))
+            position = routed.write_position()
+
+            def next_request() -> tuple[bool, int]:
+                with routed.reads_after(position):
+                    return _reads_on(routed)
+
+            assert _elsewhere(next_request) == (False, 1)
+            assert _elsewhere(lambda: _reads_on(routed)) == (True, 0)  # without it: stale
+        finally:
+            on_standby.execute("SELECT pg_wal_replay_resume()")
+    wait_until(lambda: _elsewhere(next_request) == (True, 1), timeout=15)
+    with pytest.raises(ConfigurationError, match="is not a WAL position"):
+        routed.reads_after("'; DROP TABLE replicated; --").__enter__()
 
 
 def _reads_on(db: SpatialDatabase) -> tuple[bool, int]:

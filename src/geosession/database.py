@@ -355,6 +355,18 @@ class SpatialDatabase:
             return PoolStats(size=0, checked_out=0, checked_in=0, overflow=0)
         return monitor.stats()
 
+    def write_position(self) -> str:
+        """The primary's WAL position now (``pg_current_wal_lsn()``), past every write
+        committed so far: hand it to a client (a cookie, a header) after it wrote, and read
+        its next request's replica reads in ``with db.reads_after(position):`` so they see
+        the write."""
+        return self._replicas.position()
+
+    def reads_after(self, position: str) -> AbstractContextManager[None]:
+        """Within the block, replica reads (sync and async) go to a replica that has
+        replayed ``position`` (from :meth:`write_position`), else to the primary."""
+        return self._replicas.reads_after(position)
+
     def replica_pool_stats(self) -> list[PoolStats]:
         """The pools of the replica engines made so far (``replica=True`` reads), in the
         order they were made: connections lent and idle, waits, longest holders."""

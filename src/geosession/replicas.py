@@ -28,7 +28,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -38,7 +39,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from geosession.engine import build_async_engine, build_engine
-from geosession.errors import ConnectionFailed
+from geosession.errors import ConfigurationError, ConnectionFailed
 from geosession.settings import DatabaseSettings
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ _READS = re.compile(
 )
 """Statements that change no data: any other (INSERT ... and WITH, which may) is a write."""
 _WROTE = "geosession.wrote"
+_LSN = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,25 @@ class Replicas:
         ingest's own connections)."""
         if self.read_your_writes:
             self._written.set(Written())
+
+    def position(self) -> str:
+        """The primary's WAL position now: past every write committed so far."""
+        with self._primary().connect() as primary:
+            return str(primary.execute(_PRIMARY_LSN).scalar_one())
+
+    @contextmanager
+    def reads_after(self, position: str) -> Iterator[None]:
+        """Replica reads in the block go where ``position`` has been replayed."""
+        if not isinstance(position, str) or not _LSN.match(position):
+            raise ConfigurationError(
+                f"{position!r} is not a WAL position: give what db.write_position() returned "
+                "(two hexadecimal numbers, as '16/B374D848')"
+            )
+        token = self._written.set(Written(position))
+        try:
+            yield
+        finally:
+            self._written.reset(token)
 
     def _on_commit(self, conn: Connection) -> None:
         if conn.info.pop(_WROTE, False):
