@@ -679,6 +679,16 @@ def test_m_values_make_measured_columns(
         assert stored == ("POINT M (1 2 3)",), table
 
 
+def test_an_unreadable_file_is_said_to_be_so_before_a_table_is_made(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "broken.geojson"
+    path.write_text('{"type": "FeatureCollection", "features": [')
+    with pytest.raises(ConfigurationError, match=r"cannot read .*broken.geojson as GeoPackage"):
+        db.ingest("made_broken", path, create=True)
+    assert admin.execute("SELECT to_regclass('made_broken')").fetchone() == (None,)
+
+
 def test_rows_without_a_schema_cannot_make_a_table(
     db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
 ) -> None:

@@ -261,8 +261,12 @@ def _vector_schema(
     source = gdal_source(path)
     text = layer_text(pyogrio, source, layer, encoding)  # field names as the load reads them
     names_in = text.open_with or ("UTF-8" if text.fallback else None)
-    with measured_types() as measured:  # pyogrio names no type with M: its own word
-        info = pyogrio.read_info(source.name, layer=layer, encoding=names_in)
+    unreadable = (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError)
+    try:
+        with measured_types() as measured:  # pyogrio names no type with M: its own word
+            info = pyogrio.read_info(source.name, layer=layer, encoding=names_in)
+    except unreadable as error:
+        raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
     schema = SourceSchema(key=id_column(path, info["fid_column"]) or "fid")
     kinds = zip(info["fields"], info["ogr_types"], info["ogr_subtypes"], strict=True)
     for name, kind, subtype in kinds:

@@ -64,7 +64,9 @@ def is_utf8(encoding: Any) -> bool:
     return encoding is None or codecs.lookup(str(encoding)).name == "utf-8"
 
 
-def layer_text(pyogrio: Any, source: GdalSource, layer: str, encoding: str | None) -> LayerText:
+def layer_text(
+    pyogrio: Any, source: GdalSource, layer: str | None, encoding: str | None
+) -> LayerText:
     """How to read the text of ``source``'s ``layer``: as ``encoding`` when given; else see
     the module's docstring."""
     if encoding is not None and not source.shapefiles and not is_utf8(encoding):

@@ -74,13 +74,19 @@ _CSV_DELIMITERS = ",;\t|"
 _CSV_FIELD_LIMIT = 2**31 - 1  # WKT of a large polygon exceeds csv's default 128 KiB
 _FILE_BATCH = 10_000
 """Features per record batch read from a vector file; cut to the batch size asked for."""
+_GEOJSON_SUFFIXES = (".geojson", ".json", *_SEQUENCE_SUFFIXES)
+"""Files GDAL reads whole to open (GeoJSON: a first pass finds the fields' types) or to
+count: asking their layers or length costs a pass over the file each time."""
+_ONE_LAYER_SUFFIXES = (".shp", ".fgb", *_GEOJSON_SUFFIXES)
 
 
 def file_length(path: Path, layer: str | None = None) -> int | None:
-    """A vector or Parquet file's row count, read from its header; None for a CSV (its
-    rows are unknown without a full pass: quoted newlines) or a file that cannot say."""
+    """A vector or Parquet file's row count, read from its header; None for a CSV or a
+    GeoJSON file (their rows are unknown without a full pass) or a file that cannot say."""
     suffix = path.suffix.lower()
     if suffix not in VECTOR_SUFFIXES + PARQUET_SUFFIXES or not path.is_file():
+        return None
+    if suffix in _GEOJSON_SUFFIXES:
         return None
     try:
         if suffix in PARQUET_SUFFIXES:
@@ -263,11 +269,15 @@ def id_column(path: Path, fid_column: Any) -> str:
     return str(fid_column or "") if path.suffix.lower() in _NAMED_ID_SUFFIXES else ""
 
 
-def vector_layer(pyogrio: Any, path: Path, layer: str | None) -> str:
+def vector_layer(pyogrio: Any, path: Path, layer: str | None) -> str | None:
     """The layer to read: the one asked for, or the file's only one with geometries (a
     GeoPackage may hold several, and loading the first of them unasked would load the
-    wrong data; tables without geometries, such as QGIS's layer_styles, do not count)."""
+    wrong data; tables without geometries, such as QGIS's layer_styles, do not count).
+    None for a file of one layer by its format (GeoJSON, FlatGeobuf, a Shapefile), whose
+    layers are not listed: a GeoJSON file would be read whole for it."""
     name_unknown_with_dimensions()  # a layer of several types with Z (FlatGeobuf makes them)
+    if layer is None and path.suffix.lower() in _ONE_LAYER_SUFFIXES:
+        return None
     try:
         with measured_types():
             listed = pyogrio.list_layers(gdal_source(path).name)
