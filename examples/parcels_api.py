@@ -9,10 +9,12 @@ a table of its own, ``example_parcels`` (made, and filled with 5,000 parcels, at
 - ``GET /parcels/{id}``: a session per request from ``Depends(db.get_session)``, closed
   after the response whatever happened; 404 when there is no such parcel.
 - ``POST /parcels``: a GeoJSON polygon, checked before the database sees it (an invalid
-  one is a 422 naming the reason), stored in one explicit transaction.
+  one is a 422 naming the reason), stored in one explicit transaction; the response sets
+  a ``wrote`` cookie with the primary's WAL position.
 - ``GET /parcels.geojson?bbox=...``: a FeatureCollection streamed in keyset pages, each
   page its own short transaction, so a slow client never holds a pooled connection; read
-  on a streaming replica when GEOSESSION_REPLICA_URLS names any (else the primary).
+  on a streaming replica when GEOSESSION_REPLICA_URLS names any (else the primary), one
+  that has the client's own writes (its ``wrote`` cookie).
 - ``GET /health``: the pool's state, which is what to watch for leaks.
 """
 
@@ -23,7 +25,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import shapely
-from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi import Cookie, Depends, FastAPI, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
 from geoalchemy2 import WKBElement
 from pydantic import BaseModel
@@ -85,7 +87,7 @@ def get_parcel(parcel_id: int, s: SessionDep) -> dict[str, Any]:
 
 
 @app.post("/parcels", status_code=201)
-def add_parcel(new: NewParcel) -> dict[str, Any]:
+def add_parcel(new: NewParcel, response: Response) -> dict[str, Any]:
     try:
         polygon = from_geojson(new.geometry, srid=SRID)
     except ValueError as error:
@@ -95,16 +97,19 @@ def add_parcel(new: NewParcel) -> dict[str, Any]:
         raise HTTPException(422, f"need a valid Polygon, got {polygon.geom_type} {reason}")
     with db.transaction(statement_timeout="5s") as s:
         s.add(Parcel(id=new.id, name=new.name, geom=to_element(polygon, SRID)))
+    response.set_cookie("wrote", db.write_position())  # this client's next reads see it
     return {"id": new.id, "geometry": to_geojson(polygon)}
 
 
 @app.get("/parcels.geojson")
 def parcels_geojson(
     bbox: Annotated[str | None, Query(description="minx,miny,maxx,maxy in EPSG:4326")] = None,
+    wrote: Annotated[str | None, Cookie()] = None,
 ) -> StreamingResponse:
     box = [float(part) for part in bbox.split(",")] if bbox else None
     query = select(Parcel.id, Parcel.name, Parcel.geom)
-    chunks = db.iter_geojson(query, pages_by="id", bbox=box, replica=True)
+    with db.reads_after(wrote):  # the stream, read later, keeps this
+        chunks = db.iter_geojson(query, pages_by="id", bbox=box, replica=True)
     return StreamingResponse(chunks, media_type="application/geo+json")
 
 

@@ -320,6 +320,10 @@ def test_a_context_that_wrote_reads_its_writes_and_others_read_the_replica(
                 assert s.execute(IN_RECOVERY).scalar() is False  # the primary: the row is there
                 assert s.execute(text("SELECT count(*) FROM replicated")).scalar() == 1
             assert _elsewhere(lambda: _reads_on(routed)) == (True, 0)  # a thread that did not write
+            made_here = routed.stream(text("SELECT id, geom FROM replicated"), replica=True)
+            read_there = _elsewhere(lambda: (False, sum(1 for _row in made_here)))
+            assert read_there == (False, 1)  # a stream made here and read elsewhere (a web
+            # response's generator) reads after the writes of where it was made
 
             async def task_that_did_not_write() -> tuple[bool, int]:
                 try:

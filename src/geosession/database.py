@@ -11,7 +11,12 @@ import asyncio
 import functools
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+)
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
@@ -37,7 +42,7 @@ from geosession.read import (
     export,
     geojson_chunks,
 )
-from geosession.replicas import READ_ONLY, Replicas
+from geosession.replicas import READ_ONLY, Replicas, Written
 from geosession.retry import RetryOptions, Transactional, arun_transaction, run_transaction
 from geosession.retry import watch_long_transactions as _watch_long_transactions
 from geosession.settings import DatabaseSettings, check_duration
@@ -138,7 +143,10 @@ class SpatialDatabase:
             with self._translated(), self._sessions() as session:
                 yield session
             return
-        with self._checkout(replica=True) as connection, self._sessions(bind=connection) as session:
+        with (
+            self._checkout(replica=True, written=self._replicas.pending()) as connection,
+            self._sessions(bind=connection) as session,
+        ):
             yield session
 
     @contextmanager
@@ -177,7 +185,7 @@ class SpatialDatabase:
         assert self._async_sessions is not None
         if replica:
             async with (
-                self._async_checkout(replica=True) as connection,
+                self._async_checkout(replica=True, written=self._replicas.pending()) as connection,
                 self._async_sessions(bind=connection) as session,
             ):
                 yield session
@@ -362,9 +370,10 @@ class SpatialDatabase:
         the write."""
         return self._replicas.position()
 
-    def reads_after(self, position: str) -> AbstractContextManager[None]:
-        """Within the block, replica reads (sync and async) go to a replica that has
-        replayed ``position`` (from :meth:`write_position`), else to the primary."""
+    def reads_after(self, position: str | None) -> AbstractContextManager[None]:
+        """Within the block, replica reads (sync and async, and streams made there) go to
+        a replica that has replayed ``position`` (from :meth:`write_position`), else to the
+        primary; None changes nothing (a client with no cookie)."""
         return self._replicas.reads_after(position)
 
     def replica_pool_stats(self) -> list[PoolStats]:
@@ -509,7 +518,7 @@ class SpatialDatabase:
         """The async twin of :meth:`iter_geojson`, on :attr:`async_engine`, for async
         endpoints (``StreamingResponse(db.async_iter_geojson(...))``)."""
         read = ReadOptions.build(**options).for_features()
-        checkout = functools.partial(self._async_checkout, replica=replica)
+        checkout = self._async_checkouts(replica=replica)
         stream = AsyncGeometryStream(checkout, statement, read, params)
         return async_geojson_chunks(stream.batches(), newline_delimited=newline_delimited)
 
@@ -523,18 +532,30 @@ class SpatialDatabase:
     ) -> AsyncGeometryStream:
         """The async twin of :meth:`stream`, on :attr:`async_engine`."""
         read = ReadOptions.build(**options)
-        checkout = functools.partial(self._async_checkout, replica=replica)
+        checkout = self._async_checkouts(replica=replica)
         return AsyncGeometryStream(checkout, statement, read, params)
 
     def _checkouts(self, *, replica: bool) -> Callable[[], AbstractContextManager[Connection]]:
-        return functools.partial(self._checkout, replica=replica)
+        """Checkouts for a stream, which reads later (a web response's generator) in
+        another context: the writes of this one travel with it (read your writes)."""
+        written = self._replicas.pending()
+        return functools.partial(self._checkout, replica=replica, written=written)
+
+    def _async_checkouts(
+        self, *, replica: bool
+    ) -> Callable[[], AbstractAsyncContextManager[AsyncConnection]]:
+        written = self._replicas.pending()
+        return functools.partial(self._async_checkout, replica=replica, written=written)
 
     @contextmanager
-    def _checkout(self, *, replica: bool = False) -> Iterator[Connection]:
+    def _checkout(
+        self, *, replica: bool = False, written: Written | None = None
+    ) -> Iterator[Connection]:
         """A pooled connection; pool exhaustion becomes PoolExhausted. ``replica``: a
-        read-only one to a replica, else to the primary."""
+        read-only one to a replica, else to the primary; one that has replayed
+        ``written`` (the writes of the context that asked for the read)."""
         with self._translated():
-            connection = self._replicas.connect() if replica else None
+            connection = self._replicas.connect(written) if replica else None
             if connection is None:
                 connection = self._engine.connect()
                 if replica:
@@ -543,10 +564,12 @@ class SpatialDatabase:
                 yield connection
 
     @asynccontextmanager
-    async def _async_checkout(self, *, replica: bool = False) -> AsyncIterator[AsyncConnection]:
+    async def _async_checkout(
+        self, *, replica: bool = False, written: Written | None = None
+    ) -> AsyncIterator[AsyncConnection]:
         engine = self.async_engine
         try:
-            connection = await self._replicas.async_connect() if replica else None
+            connection = await self._replicas.async_connect(written) if replica else None
             if connection is None:
                 connection = await engine.connect()
                 if replica:

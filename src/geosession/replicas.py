@@ -157,8 +157,12 @@ class Replicas:
             return str(primary.execute(_PRIMARY_LSN).scalar_one())
 
     @contextmanager
-    def reads_after(self, position: str) -> Iterator[None]:
-        """Replica reads in the block go where ``position`` has been replayed."""
+    def reads_after(self, position: str | None) -> Iterator[None]:
+        """Replica reads in the block go where ``position`` has been replayed (None: as
+        they would, for a client that has written nothing)."""
+        if position is None:
+            yield
+            return
         if not isinstance(position, str) or not _LSN.match(position):
             raise ConfigurationError(
                 f"{position!r} is not a WAL position: give what db.write_position() returned "
@@ -174,12 +178,12 @@ class Replicas:
         if conn.info.pop(_WROTE, False):
             self.mark_written()
 
-    def connect(self) -> Connection | None:
-        """A read-only connection to the next replica that answers; None when none does."""
-        written = self._pending()
+    def connect(self, written: Written | None) -> Connection | None:
+        """A read-only connection to the next replica that answers (and has replayed
+        ``written``, when given); None when none does."""
         if written is not None and written.lsn is None:
             with self._primary().connect() as primary:
-                written = self._wrote_up_to(primary.execute(_PRIMARY_LSN).scalar_one())
+                written = self._resolved(written, primary.execute(_PRIMARY_LSN).scalar_one())
         for number in self._order():
             engine = self._engine(self._engines, number, build_engine)
             try:
@@ -199,7 +203,7 @@ class Replicas:
                 if written is not None and number not in written.replayed:
                     replayed = connection.execute(_REPLAYED, {"lsn": written.lsn}).scalar()
                     connection.rollback()
-                    if not self._has_replayed(number, bool(replayed)):
+                    if not self._has_replayed(number, bool(replayed), written):
                         connection.close()
                         continue
             except ConnectionFailed as error:  # lost while asked its lag
@@ -209,12 +213,12 @@ class Replicas:
             return connection
         return None
 
-    async def async_connect(self) -> AsyncConnection | None:
+    async def async_connect(self, written: Written | None) -> AsyncConnection | None:
         """The async twin of :meth:`connect`."""
-        written = self._pending()
         if written is not None and written.lsn is None:
             async with self._async_primary().connect() as primary:
-                written = self._wrote_up_to((await primary.execute(_PRIMARY_LSN)).scalar_one())
+                lsn = (await primary.execute(_PRIMARY_LSN)).scalar_one()
+                written = self._resolved(written, lsn)
         for number in self._order():
             engine = self._engine(self._async_engines, number, build_async_engine)
             try:
@@ -235,7 +239,7 @@ class Replicas:
                 if written is not None and number not in written.replayed:
                     replayed = (await connection.execute(_REPLAYED, {"lsn": written.lsn})).scalar()
                     await connection.rollback()
-                    if not self._has_replayed(number, bool(replayed)):
+                    if not self._has_replayed(number, bool(replayed), written):
                         await connection.close()
                         continue
             except ConnectionFailed as error:
@@ -269,20 +273,24 @@ class Replicas:
                 self._on_engine(engine.sync_engine if isinstance(engine, AsyncEngine) else engine)
             return engines[number]
 
-    def _pending(self) -> Written | None:
+    def pending(self) -> Written | None:
         """What this context wrote that a replica read must see (None: nothing)."""
         return self._written.get()
 
-    def _wrote_up_to(self, lsn: str) -> Written:
-        written = Written(lsn)
-        self._written.set(written)
-        return written
+    def _resolved(self, written: Written, lsn: str) -> Written:
+        """``written`` with the primary's position; kept for this context's next reads
+        when the writes are this context's (a stream reads in another)."""
+        return self._kept(written, Written(lsn))
 
-    def _has_replayed(self, number: int, replayed: bool) -> bool:
-        """Whether replica ``number`` has this context's writes; remembered when it has."""
-        written = self._written.get()
-        if replayed and written is not None:
-            self._written.set(replace(written, replayed=written.replayed | {number}))
+    def _kept(self, old: Written, new: Written) -> Written:
+        if self._written.get() is old:
+            self._written.set(new)
+        return new
+
+    def _has_replayed(self, number: int, replayed: bool, written: Written) -> bool:
+        """Whether replica ``number`` has replayed ``written``; remembered when it has."""
+        if replayed:
+            self._kept(written, replace(written, replayed=written.replayed | {number}))
         elif not replayed:
             log.debug(
                 "replica %s has not replayed this context's writes yet, so this read goes to "
