@@ -1880,6 +1880,9 @@ def test_dict_rows_for_a_mapped_class_may_use_attribute_names(
         ({"on_invalid": "ignore"}, "on_invalid"),
         ({"on_conflict": "merge"}, "on_conflict"),
         ({"workers": 0}, "workers"),
+        ({"srid": -5}, "srid=-5 is not valid: use the SRID"),
+        ({"srid": "4326"}, "srid='4326' is not valid"),
+        ({"encoding": "klingon"}, "not a known text encoding"),
     ],
 )
 def test_invalid_options_fail_before_any_row(

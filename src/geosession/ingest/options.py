@@ -11,6 +11,7 @@ from geosession.ingest.encodings import check_encoding
 from geosession.ingest.validate import OnInvalid
 
 DeferIndexes = Literal["auto"] | bool
+_MAX_SRID = 999_999  # PostGIS's SRID_MAXIMUM
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,12 @@ class IngestOptions:
                 "or the seconds a row may wait for its batch to fill, e.g. 5.0"
             )
         check_encoding(self.encoding)
+        srid = self.srid
+        if srid is not None and (type(srid) is not int or not 0 < srid <= _MAX_SRID):
+            raise ConfigurationError(
+                f"srid={srid!r} is not valid: use the SRID (an EPSG code, such as 4326) of "
+                "the source's coordinates, a whole number from 1 to 999999"
+            )
         workers = self.workers
         if workers != "auto" and (type(workers) is not int or not 1 <= workers <= 32):
             raise ConfigurationError(
