@@ -63,10 +63,11 @@ class IngestOptions:
             )
         check_encoding(self.encoding)
         srid = self.srid
-        if srid is not None and (type(srid) is not int or not 0 < srid <= _MAX_SRID):
+        if srid is not None and (type(srid) is not int or not 0 <= srid <= _MAX_SRID):
             raise ConfigurationError(
                 f"srid={srid!r} is not valid: use the SRID (an EPSG code, such as 4326) of "
-                "the source's coordinates, a whole number from 1 to 999999"
+                "the source's coordinates, a whole number up to 999999 (0: none, for a "
+                "column create=True makes without one)"
             )
         workers = self.workers
         if workers != "auto" and (type(workers) is not int or not 1 <= workers <= 32):
