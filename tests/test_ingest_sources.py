@@ -451,6 +451,14 @@ def test_csv_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
         batches(path)
 
 
+def test_csv_of_a_spreadsheets_unicode_text_is_read_as_utf16(tmp_path: Path) -> None:
+    """Excel's "Unicode text" is UTF-16 with a byte order mark, separated by tabs."""
+    path = tmp_path / "unicode.csv"
+    path.write_bytes("name\twkt\nŁódź\tPOINT (19.4 51.7)\n".encode("utf-16"))
+    (batch,) = batches(path)
+    assert batch.columns == {"name": ["Łódź"], "geom": ["POINT (19.4 51.7)"]}
+
+
 def test_csv_in_the_encoding_named(tmp_path: Path) -> None:
     path = tmp_path / "latin.csv"
     path.write_bytes(b"name,wkt\nZ\xfcrich \x80,POINT (1 1)\n")

@@ -116,8 +116,13 @@ def _decoded(raw: bytes, fallback: str) -> str:
         return raw.decode(fallback, errors="replace")
 
 
-def text_codec(encoding: str | None) -> str:
-    """UTF-8 skipping a byte order mark (spreadsheets write one), unless told otherwise."""
+def text_codec(encoding: str | None, path: Path) -> str:
+    """UTF-8 skipping a byte order mark (spreadsheets write one), unless told otherwise;
+    UTF-16 when the file begins with its byte order mark (a spreadsheet's "Unicode text")."""
+    if encoding is None:
+        with path.open("rb") as raw:
+            if raw.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+                return "utf-16"
     return "utf-8-sig" if encoding is None or is_utf8(encoding) else encoding
 
 
@@ -128,7 +133,7 @@ def undecodable_refused(path: Path, encoding: str | None) -> Iterator[None]:
     try:
         yield
     except UnicodeDecodeError:
-        codec = text_codec(encoding)
+        codec = text_codec(encoding, path)
         line, byte = _first_undecodable(path, codec)
         if encoding is None:
             advice = (

@@ -411,7 +411,7 @@ def _csv_batches(
     order = sorted(range(len(names)), key=lambda i: columns.index(names[i]))
 
     def batches() -> Iterator[Batch]:
-        with path.open(newline="", encoding=text_codec(encoding)) as handle:
+        with path.open(newline="", encoding=text_codec(encoding, path)) as handle:
             reader = csv.reader(handle, delimiter=delimiter)
             with undecodable_refused(path, encoding):
                 next(reader, None)
@@ -431,7 +431,7 @@ def csv_header(path: Path, encoding: str | None = None) -> tuple[list[str], str]
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
     with (
         undecodable_refused(path, encoding),
-        path.open(newline="", encoding=text_codec(encoding)) as handle,
+        path.open(newline="", encoding=text_codec(encoding, path)) as handle,
     ):
         delimiter = _delimiter(handle.readline())
         handle.seek(0)
