@@ -346,3 +346,19 @@ def test_a_password_of_url_characters_connects_and_a_wrong_one_is_never_shown(
     with pytest.raises(ConfigurationError, match="not a valid URL") as invalid:
         make_db(f"postgresql://{PASSWORD_ROLE}:{PASSWORD}@{where}")
     assert "w/rd" not in str(invalid.value) and "ss:w" not in str(invalid.value)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_the_error_shows_where_the_server_points_in_the_statement(
+    make_db: Callable[..., SpatialDatabase], driver: str
+) -> None:
+    """The server's position, shown as the statement from there, on every driver; not for
+    a statement with parameters, whose text the server sees otherwise."""
+    db = database_for(make_db, driver)
+    with pytest.raises(DatabaseError) as info:
+        run(db, driver, "SELECT 1 AS one, 2 AS two FORM pg_class")
+    assert "at character 27: 'FORM pg_class'" in str(info.value)
+    assert "Fix the SQL where the server points" in str(info.value)
+    with pytest.raises(DatabaseError) as info:
+        run(db, driver, "SELECT :n AS n FORM pg_class", {"n": 1})
+    assert "at character" not in str(info.value)

@@ -133,6 +133,8 @@ class Diagnostics:
     table: str | None = None
     column: str | None = None
     constraint: str | None = None
+    position: int | None = None
+    """Where in the statement the server found the error (1-based character)."""
 
 
 _ADVICE_RETRY = "retrying the whole transaction is safe; db.run_transaction does it for you"
@@ -194,6 +196,10 @@ _BY_SQLSTATE_CLASS: dict[str, tuple[type[GeoSessionError], str]] = {
     "23": (IntegrityViolation, "fix the data, or choose on_conflict= where the API offers it"),
 }
 
+_BINDS = re.compile(r"%\(|%s|\$\d")
+"""Placeholders: where they are, the server's text differs from ours, and so its positions."""
+_SHOWN = 40
+"""Characters of the statement shown from where the server found the error."""
 _SRID_MISMATCH = re.compile(r"Geometry SRID \((-?\d+)\) does not match column SRID \((-?\d+)\)")
 _INVALID_GEOMETRY = re.compile(
     r"does not match column type|has Z dimension|has M dimension|parse error|invalid geometry"
@@ -242,6 +248,7 @@ def diagnostics(error: BaseException) -> Diagnostics | None:
             table=diag.table_name,
             column=diag.column_name,
             constraint=diag.constraint_name,
+            position=_position(diag.statement_position),
         )
     sqlstate = getattr(native, "sqlstate", None)
     return Diagnostics(
@@ -252,7 +259,15 @@ def diagnostics(error: BaseException) -> Diagnostics | None:
         table=getattr(native, "table_name", None),
         column=getattr(native, "column_name", None),
         constraint=getattr(native, "constraint_name", None),
+        position=_position(getattr(native, "position", None)),
     )
+
+
+def _position(value: Any) -> int | None:
+    try:
+        return int(value) if value else None
+    except (TypeError, ValueError):
+        return None
 
 
 def first_line(error: BaseException) -> str:
@@ -341,6 +356,9 @@ def _where(diag: Diagnostics, endpoint: str, statement: Any) -> str:
         parts.append(f"column {diag.column}")
     if diag.constraint:
         parts.append(f"constraint {diag.constraint}")
+    if diag.position and isinstance(statement, str) and not _BINDS.search(statement):
+        shown = statement[diag.position - 1 :].strip().splitlines()[0][:_SHOWN]
+        parts.append(f"at character {diag.position}: {shown!r}")
     return ", ".join(parts)
 
 
