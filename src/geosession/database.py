@@ -42,7 +42,7 @@ from geosession.read import (
     export,
     geojson_chunks,
 )
-from geosession.replicas import READ_ONLY, Replicas, Written
+from geosession.replicas import READ_ONLY, ReadAfter, Replicas
 from geosession.retry import RetryOptions, Transactional, arun_transaction, run_transaction
 from geosession.retry import watch_long_transactions as _watch_long_transactions
 from geosession.settings import DatabaseSettings, check_duration
@@ -144,7 +144,7 @@ class SpatialDatabase:
                 yield session
             return
         with (
-            self._checkout(replica=True, written=self._replicas.pending()) as connection,
+            self._checkout(replica=True, after=self._replicas.read_after()) as connection,
             self._sessions(bind=connection) as session,
         ):
             yield session
@@ -185,7 +185,7 @@ class SpatialDatabase:
         assert self._async_sessions is not None
         if replica:
             async with (
-                self._async_checkout(replica=True, written=self._replicas.pending()) as connection,
+                self._async_checkout(replica=True, after=self._replicas.read_after()) as connection,
                 self._async_sessions(bind=connection) as session,
             ):
                 yield session
@@ -538,24 +538,24 @@ class SpatialDatabase:
     def _checkouts(self, *, replica: bool) -> Callable[[], AbstractContextManager[Connection]]:
         """Checkouts for a stream, which reads later (a web response's generator) in
         another context: the writes of this one travel with it (read your writes)."""
-        written = self._replicas.pending()
-        return functools.partial(self._checkout, replica=replica, written=written)
+        after = self._replicas.read_after()
+        return functools.partial(self._checkout, replica=replica, after=after)
 
     def _async_checkouts(
         self, *, replica: bool
     ) -> Callable[[], AbstractAsyncContextManager[AsyncConnection]]:
-        written = self._replicas.pending()
-        return functools.partial(self._async_checkout, replica=replica, written=written)
+        after = self._replicas.read_after()
+        return functools.partial(self._async_checkout, replica=replica, after=after)
 
     @contextmanager
     def _checkout(
-        self, *, replica: bool = False, written: Written | None = None
+        self, *, replica: bool = False, after: ReadAfter | None = None
     ) -> Iterator[Connection]:
         """A pooled connection; pool exhaustion becomes PoolExhausted. ``replica``: a
         read-only one to a replica, else to the primary; one that has replayed
-        ``written`` (the writes of the context that asked for the read)."""
+        ``after``'s writes (those of the context that asked for the read)."""
         with self._translated():
-            connection = self._replicas.connect(written) if replica else None
+            connection = self._replicas.connect(after or ReadAfter(None)) if replica else None
             if connection is None:
                 connection = self._engine.connect()
                 if replica:
@@ -565,11 +565,13 @@ class SpatialDatabase:
 
     @asynccontextmanager
     async def _async_checkout(
-        self, *, replica: bool = False, written: Written | None = None
+        self, *, replica: bool = False, after: ReadAfter | None = None
     ) -> AsyncIterator[AsyncConnection]:
         engine = self.async_engine
         try:
-            connection = await self._replicas.async_connect(written) if replica else None
+            connection = (
+                await self._replicas.async_connect(after or ReadAfter(None)) if replica else None
+            )
             if connection is None:
                 connection = await engine.connect()
                 if replica:

@@ -37,12 +37,10 @@ def perimeter(shape: shapely.Geometry, srid: int) -> float:
 
 def _linear(shape: shapely.Geometry, srid: int, *, lines: bool, rings: bool) -> float:
     geod = _geod(srid)
-    total = sum((float(geod.geometry_length(line)) for line in _parts(shape, 1)), 0.0)
-    total = total if lines else 0.0
+    measured = [*(_parts(shape, 1) if lines else ())]
     if rings:
-        boundaries = (ring for p in _parts(shape, 2) for ring in (p.exterior, *p.interiors))
-        total += sum((float(geod.geometry_length(ring)) for ring in boundaries), 0.0)
-    return total
+        measured += [ring for p in _parts(shape, 2) for ring in (p.exterior, *p.interiors)]
+    return sum((float(geod.geometry_length(line)) for line in measured), 0.0)
 
 
 def _is_collection(shape: shapely.Geometry) -> bool:

@@ -87,6 +87,14 @@ class Written:
     replayed: frozenset[int] = frozenset()
 
 
+@dataclass
+class ReadAfter:
+    """The writes one read (or each page of one stream) must see, kept as replicas are
+    asked: a stream's pages ask the primary and each replica once, not every page."""
+
+    written: Written | None
+
+
 def _note_write(
     conn: Connection, cursor: Any, statement: str, params: Any, context: Any, many: bool
 ) -> None:
@@ -178,12 +186,18 @@ class Replicas:
         if conn.info.pop(_WROTE, False):
             self.mark_written()
 
-    def connect(self, written: Written | None) -> Connection | None:
+    def read_after(self) -> ReadAfter:
+        """What a read asked for now must see: this context's writes."""
+        return ReadAfter(self._written.get())
+
+    def connect(self, after: ReadAfter) -> Connection | None:
         """A read-only connection to the next replica that answers (and has replayed
-        ``written``, when given); None when none does."""
+        ``after``'s writes); None when none does."""
+        written = after.written
         if written is not None and written.lsn is None:
             with self._primary().connect() as primary:
-                written = self._resolved(written, primary.execute(_PRIMARY_LSN).scalar_one())
+                lsn = primary.execute(_PRIMARY_LSN).scalar_one()
+                written = after.written = self._kept(written, Written(lsn))
         for number in self._order():
             engine = self._engine(self._engines, number, build_engine)
             try:
@@ -203,7 +217,7 @@ class Replicas:
                 if written is not None and number not in written.replayed:
                     replayed = connection.execute(_REPLAYED, {"lsn": written.lsn}).scalar()
                     connection.rollback()
-                    if not self._has_replayed(number, bool(replayed), written):
+                    if not self._has_replayed(number, bool(replayed), after):
                         connection.close()
                         continue
             except ConnectionFailed as error:  # lost while asked its lag
@@ -213,12 +227,13 @@ class Replicas:
             return connection
         return None
 
-    async def async_connect(self, written: Written | None) -> AsyncConnection | None:
+    async def async_connect(self, after: ReadAfter) -> AsyncConnection | None:
         """The async twin of :meth:`connect`."""
+        written = after.written
         if written is not None and written.lsn is None:
             async with self._async_primary().connect() as primary:
                 lsn = (await primary.execute(_PRIMARY_LSN)).scalar_one()
-                written = self._resolved(written, lsn)
+                written = after.written = self._kept(written, Written(lsn))
         for number in self._order():
             engine = self._engine(self._async_engines, number, build_async_engine)
             try:
@@ -239,7 +254,7 @@ class Replicas:
                 if written is not None and number not in written.replayed:
                     replayed = (await connection.execute(_REPLAYED, {"lsn": written.lsn})).scalar()
                     await connection.rollback()
-                    if not self._has_replayed(number, bool(replayed), written):
+                    if not self._has_replayed(number, bool(replayed), after):
                         await connection.close()
                         continue
             except ConnectionFailed as error:
@@ -273,24 +288,20 @@ class Replicas:
                 self._on_engine(engine.sync_engine if isinstance(engine, AsyncEngine) else engine)
             return engines[number]
 
-    def pending(self) -> Written | None:
-        """What this context wrote that a replica read must see (None: nothing)."""
-        return self._written.get()
-
-    def _resolved(self, written: Written, lsn: str) -> Written:
-        """``written`` with the primary's position; kept for this context's next reads
-        when the writes are this context's (a stream reads in another)."""
-        return self._kept(written, Written(lsn))
-
     def _kept(self, old: Written, new: Written) -> Written:
+        """``new`` in place of ``old``, also for this context's next reads when ``old`` is
+        this context's (a stream may read in another)."""
         if self._written.get() is old:
             self._written.set(new)
         return new
 
-    def _has_replayed(self, number: int, replayed: bool, written: Written) -> bool:
-        """Whether replica ``number`` has replayed ``written``; remembered when it has."""
-        if replayed:
-            self._kept(written, replace(written, replayed=written.replayed | {number}))
+    def _has_replayed(self, number: int, replayed: bool, after: ReadAfter) -> bool:
+        """Whether replica ``number`` has replayed ``after``'s writes; kept when it has."""
+        written = after.written
+        if replayed and written is not None:
+            after.written = self._kept(
+                written, replace(written, replayed=written.replayed | {number})
+            )
         elif not replayed:
             log.debug(
                 "replica %s has not replayed this context's writes yet, so this read goes to "
