@@ -267,10 +267,7 @@ def test_hybrid_properties_agree_between_python_and_postgis(tables: SpatialDatab
         Shape.centroid,
         Shape.envelope,
     ).order_by(Shape.id)
-    with tables.session() as session:
-        session.execute(insert(Shape), rows)
-        session.commit()
-        results = session.execute(query).all()
+    results = _stored_then_selected(tables, Shape, rows, query)
 
     assert len(results) == len(geoms)
     kinds = {shapely.get_type_id(g) for g in geoms if g is not None}
@@ -308,10 +305,7 @@ def test_geography_measures_agree_with_postgis_in_metres(tables: SpatialDatabase
     query = select(
         Zone, Zone.area, Zone.length, Zone.perimeter, Zone.num_points, Zone.bounds, Zone.centroid
     ).order_by(Zone.id)
-    with tables.session() as session:
-        session.execute(insert(Zone), rows)
-        session.commit()
-        results = session.execute(query).all()
+    results = _stored_then_selected(tables, Zone, rows, query)
     assert len(results) == len(geoms)
     for zone, area, length, perimeter, num_points, bounds, centroid in results:
         where = f"row {zone.id}: {zone.geom}"
@@ -325,6 +319,15 @@ def test_geography_measures_agree_with_postgis_in_metres(tables: SpatialDatabase
     square = Zone(id=0, geom=to_geography_element("POLYGON ((0 0, 1 0, 1 1, 0 1, 0 0))"))
     assert square.area == pytest.approx(12_308_778_361, rel=1e-9)  # m², not 1 square degree
     assert square.perimeter == pytest.approx(443_770.917, rel=1e-9)
+
+
+def _stored_then_selected(
+    db: SpatialDatabase, model: Any, rows: list[dict[str, Any]], query: Any
+) -> list[Any]:
+    with db.session() as session:
+        session.execute(insert(model), rows)
+        session.commit()
+        return list(session.execute(query).all())
 
 
 def test_polygon_length_is_zero_and_perimeter_is_separate() -> None:

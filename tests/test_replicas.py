@@ -325,29 +325,9 @@ def test_a_context_that_wrote_reads_its_writes_and_others_read_the_replica(
             assert read_there == (False, 1)  # a stream made here and read elsewhere (a web
             # response's generator) reads after the writes of where it was made
 
-            async def task_that_did_not_write() -> tuple[bool, int]:
-                try:
-                    async with routed.async_session(replica=True) as s:
-                        found = (await s.execute(IN_RECOVERY)).scalar()
-                        rows = (await s.execute(text("SELECT count(*) FROM replicated"))).scalar()
-                        return bool(found), int(rows or 0)
-                finally:
-                    await routed.adispose()
-
-            assert _elsewhere(lambda: asyncio.run(task_that_did_not_write())) == (True, 0)
-
-            async def task_that_wrote() -> tuple[bool, int]:
-                try:
-                    async with routed.async_transaction() as s:
-                        await s.execute(text("INSERT INTO replicated VALUES (7, NULL)"))
-                    async with routed.async_session(replica=True) as s:
-                        found = (await s.execute(IN_RECOVERY)).scalar()
-                        rows = (await s.execute(text("SELECT count(*) FROM replicated"))).scalar()
-                        return bool(found), int(rows or 0)
-                finally:
-                    await routed.adispose()
-
-            assert _elsewhere(lambda: asyncio.run(task_that_wrote())) == (False, 2)
+            assert _elsewhere(lambda: asyncio.run(_async_reads_on(routed))) == (True, 0)
+            wrote = "INSERT INTO replicated VALUES (7, NULL)"  # in the task that reads
+            assert _elsewhere(lambda: asyncio.run(_async_reads_on(routed, wrote))) == (False, 2)
             blind = make_db(replica_urls=[standby.url], read_your_writes=False)
             with blind.transaction() as s:
                 s.execute(text("INSERT INTO replicated VALUES (5, ST_Point(5, 5, 4326))"))
@@ -397,6 +377,20 @@ def _reads_on(db: SpatialDatabase) -> tuple[bool, int]:
     with db.session(replica=True) as s:
         found = s.execute(IN_RECOVERY).scalar()
         return bool(found), int(s.execute(text("SELECT count(*) FROM replicated")).scalar() or 0)
+
+
+async def _async_reads_on(db: SpatialDatabase, write: str | None = None) -> tuple[bool, int]:
+    """:func:`_reads_on` in an asyncio task, which first runs ``write`` on the primary."""
+    try:
+        if write is not None:
+            async with db.async_transaction() as s:
+                await s.execute(text(write))
+        async with db.async_session(replica=True) as s:
+            found = (await s.execute(IN_RECOVERY)).scalar()
+            rows = (await s.execute(text("SELECT count(*) FROM replicated"))).scalar()
+            return bool(found), int(rows or 0)
+    finally:
+        await db.adispose()
 
 
 def _elsewhere(work: Callable[[], tuple[bool, int]]) -> tuple[bool, int]:
