@@ -349,6 +349,7 @@ def test_a_write_position_carries_read_your_writes_to_another_request(
             with routed.transaction() as s:
                 s.execute(text("INSERT INTO replicated VALUES (8, NULL)"))
             position = routed.write_position()
+            assert re.fullmatch(r"[0-9A-F]+/[0-9A-F]+", asyncio.run(_async_position(routed)))
 
             def next_request() -> tuple[bool, int]:
                 with routed.reads_after(position):
@@ -368,6 +369,13 @@ def _reads_on(db: SpatialDatabase) -> tuple[bool, int]:
     with db.session(replica=True) as s:
         found = s.execute(IN_RECOVERY).scalar()
         return bool(found), int(s.execute(text("SELECT count(*) FROM replicated")).scalar() or 0)
+
+
+async def _async_position(db: SpatialDatabase) -> str:
+    try:
+        return await db.async_write_position()
+    finally:
+        await db.adispose()
 
 
 async def _async_reads_on(db: SpatialDatabase, write: str | None = None) -> tuple[bool, int]:

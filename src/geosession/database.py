@@ -370,6 +370,10 @@ class SpatialDatabase:
         the write."""
         return self._replicas.position()
 
+    async def async_write_position(self) -> str:
+        """The async twin of :meth:`write_position`, on :attr:`async_engine`."""
+        return await self._replicas.async_position()
+
     def reads_after(self, position: str | None) -> AbstractContextManager[None]:
         """Within the block, replica reads (sync and async, and streams made there) go to
         a replica that has replayed ``position`` (from :meth:`write_position`), else to the

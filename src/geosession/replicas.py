@@ -164,6 +164,11 @@ class Replicas:
         with self._primary().connect() as primary:
             return str(primary.execute(_PRIMARY_LSN).scalar_one())
 
+    async def async_position(self) -> str:
+        """The async twin of :meth:`position`."""
+        async with self._async_primary().connect() as primary:
+            return str((await primary.execute(_PRIMARY_LSN)).scalar_one())
+
     @contextmanager
     def reads_after(self, position: str | None) -> Iterator[None]:
         """Replica reads in the block go where ``position`` has been replayed (None: as
