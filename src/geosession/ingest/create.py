@@ -257,8 +257,8 @@ def _vector_schema(
     import pyogrio
 
     check_encoding(encoding, path)
-    layer = vector_layer(pyogrio, path, layer)
     source = gdal_source(path)
+    layer = vector_layer(pyogrio, source, layer)
     text = layer_text(pyogrio, source, layer, encoding)  # field names as the load reads them
     names_in = text.open_with or ("UTF-8" if text.fallback else None)
     unreadable = (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError)

@@ -34,7 +34,7 @@ from typing import Any
 
 from geosession.errors import ConfigurationError
 from geosession.geometry import authority_code
-from geosession.ingest.archives import ARCHIVE_SUFFIXES, gdal_source
+from geosession.ingest.archives import ARCHIVE_SUFFIXES, GdalSource, gdal_source
 from geosession.ingest.batches import Batch, CheckFields, target_name
 from geosession.ingest.crs import SourceCrs, source_crs
 from geosession.ingest.encodings import (
@@ -96,9 +96,8 @@ def file_length(path: Path, layer: str | None = None) -> int | None:
         import pyogrio
 
         with measured_types():
-            info = pyogrio.read_info(
-                gdal_source(path).name, layer=vector_layer(pyogrio, path, layer)
-            )
+            source = gdal_source(path)
+            info = pyogrio.read_info(source.name, layer=vector_layer(pyogrio, source, layer))
         count = int(info["features"])
     except Exception:
         return None
@@ -214,9 +213,9 @@ def _vector_batches(
     """
     unreadable = (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError)
     try:
-        layer = vector_layer(pyogrio, path, read.layer)
-        feature_ids = read.feature_ids and path.suffix.lower() in _NAMED_ID_SUFFIXES
         source = gdal_source(path)
+        layer = vector_layer(pyogrio, source, read.layer)
+        feature_ids = read.feature_ids and path.suffix.lower() in _NAMED_ID_SUFFIXES
         text = layer_text(pyogrio, source, layer, read.encoding)
         opened = pyogrio.open_arrow(
             source.name,
@@ -269,18 +268,19 @@ def id_column(path: Path, fid_column: Any) -> str:
     return str(fid_column or "") if path.suffix.lower() in _NAMED_ID_SUFFIXES else ""
 
 
-def vector_layer(pyogrio: Any, path: Path, layer: str | None) -> str | None:
+def vector_layer(pyogrio: Any, source: GdalSource, layer: str | None) -> str | None:
     """The layer to read: the one asked for, or the file's only one with geometries (a
     GeoPackage may hold several, and loading the first of them unasked would load the
     wrong data; tables without geometries, such as QGIS's layer_styles, do not count).
     None for a file of one layer by its format (GeoJSON, FlatGeobuf, a Shapefile), whose
     layers are not listed: a GeoJSON file would be read whole for it."""
     name_unknown_with_dimensions()  # a layer of several types with Z (FlatGeobuf makes them)
+    path = source.path
     if layer is None and path.suffix.lower() in _ONE_LAYER_SUFFIXES:
         return None
     try:
         with measured_types():
-            listed = pyogrio.list_layers(gdal_source(path).name)
+            listed = pyogrio.list_layers(source.name)
             layers = [(str(name), kind) for name, kind in listed]
     except pyogrio.errors.DataSourceError as error:
         raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
