@@ -127,17 +127,21 @@ def test_bad_destination_fails_before_the_query(db: SpatialDatabase, tmp_path: P
     assert list(tmp_path.iterdir()) == []
 
 
-def test_failure_mid_export_leaves_no_partial_file(db: SpatialDatabase, tmp_path: Path) -> None:
-    out = tmp_path / "boom.geojson"
+@pytest.mark.parametrize("suffix", [".geojson", ".gpkg", ".fgb", ".parquet", ".csv"])
+def test_failure_mid_export_leaves_no_partial_file(
+    db: SpatialDatabase, tmp_path: Path, suffix: str
+) -> None:
+    """The server's error, not GDAL's "Error while accessing batch from stream"."""
+    out = tmp_path / f"boom{suffix}"
     out.write_text("previous complete export")
     with pytest.raises(DatabaseError, match="division by zero"):
-        db.export_geojson(
+        db.export(
             "SELECT id, geom, 1 / (id - 2900) AS boom FROM rd_parcels ORDER BY id",
             out,
             batch_size=500,
         )
     assert out.read_text() == "previous complete export"
-    assert [p.name for p in tmp_path.iterdir()] == ["boom.geojson"]
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
     assert db.pool_stats().checked_out == 0
 
 

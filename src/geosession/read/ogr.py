@@ -223,17 +223,45 @@ def _write_rows(
     options = {"SPATIAL_INDEX": "YES" if indexed else "NO"}
     if driver == "GPKG":
         options |= _geopackage_options(rows.schema, geometry, staged=staged)
-    _write_arrow(
-        pyarrow().RecordBatchReader.from_batches(rows.schema, rows.batches),
-        path,
-        layer=layer,
-        driver=driver,
-        geometry_name=geometry,
-        geometry_type=pyogrio_name(rows.seen.declared or UNKNOWN),
-        crs=_wkt(rows.seen.crs),
-        layer_options=options,
-    )
+    batches = _Relayed(rows.batches)
+    with batches.relayed():
+        _write_arrow(
+            pyarrow().RecordBatchReader.from_batches(rows.schema, batches),
+            path,
+            layer=layer,
+            driver=driver,
+            geometry_name=geometry,
+            geometry_type=pyogrio_name(rows.seen.declared or UNKNOWN),
+            crs=_wkt(rows.seen.crs),
+            layer_options=options,
+        )
     return rows.seen
+
+
+class _Relayed:
+    """Batches whose failure (the server's error, a lost connection, Ctrl-C) reaches the
+    caller as raised: GDAL reads them through Arrow's C stream and reports any failure as
+    "Error while accessing batch from stream"."""
+
+    def __init__(self, batches: Iterator[Any]) -> None:
+        self.batches = batches
+        self.error: BaseException | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            yield from self.batches
+        except BaseException as error:
+            self.error = error
+            raise
+
+    @contextlib.contextmanager
+    def relayed(self) -> Iterator[None]:
+        try:
+            yield
+        except RuntimeError:
+            if self.error is None:
+                raise
+            raise self.error from None
 
 
 def _geopackage_options(schema: Any, geometry: str, *, staged: bool) -> dict[str, str]:
