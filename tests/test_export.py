@@ -198,6 +198,18 @@ def test_a_layers_type_not_declared_by_a_column_is_the_one_its_rows_have(
         assert frame.geom_type.value_counts().to_dict() == kinds, (query, projection)
 
 
+def test_a_column_named_fid_stays_when_the_type_is_learnt_through_a_geopackage(
+    db: SpatialDatabase, tmp_path: Path
+) -> None:
+    """A FlatGeobuf file of an undeclared type is written through a GeoPackage, where an
+    integer fid became the feature id and was left out of the copy (repeats failed)."""
+    query = "SELECT g % 3 AS fid, g AS n, ST_Buffer(ST_MakePoint(g, 0), 1) AS geom "
+    query += "FROM generate_series(1, 7) g"
+    db.export(query, tmp_path / "fid.fgb")
+    frame = pyogrio.read_dataframe(tmp_path / "fid.fgb").sort_values("n")
+    assert frame.fid.tolist() == [1, 2, 0, 1, 2, 0, 1]
+
+
 @pytest.mark.parametrize("suffix", [".gpkg", ".fgb"])
 def test_geometries_of_srid_0_make_a_layer_without_a_crs_and_no_warning(
     db: SpatialDatabase, tmp_path: Path, suffix: str

@@ -16,7 +16,7 @@ import os
 import shutil
 import sqlite3
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from itertools import chain, count
 from pathlib import Path
@@ -57,11 +57,18 @@ def write_ogr(
     """
     target = Path(path)
     name = layer or target.stem or "features"
-    try:
+    with gdal_failures(target, stream):
         if format == "fgb":
             return _write_flatgeobuf(stream, target, name, progress, spatial_index)
         added = layer is not None and target.is_file()  # the file's other layers stay
         return _write_geopackage(stream, target, name, progress, spatial_index, added=added)
+
+
+@contextlib.contextmanager
+def gdal_failures(target: Path, stream: GeometryStream) -> Iterator[None]:
+    """GDAL's refusals as ExportFailed naming ``target``; the stream is closed either way."""
+    try:
+        yield
     except _gdal_errors() as error:
         raise _export_failed(error, target, stream) from error
     finally:
@@ -109,13 +116,13 @@ def _write_geopackage(
     """A new file, or (``added``) a copy of ``target`` with the layer added or replaced;
     renamed onto ``target`` when done."""
     package = temporary_path(target, ".gpkg")
-    _check_writable(package)
+    check_writable(package)
     try:
         if added:
             _check_geopackage(target, layer)
             shutil.copyfile(target, package)
-        seen = _write_rows(
-            _open_rows(stream, progress), package, layer, driver="GPKG", indexed=indexed
+        seen = write_rows(
+            open_rows(stream, progress), package, layer, driver="GPKG", indexed=indexed
         )
         if seen.declared is None:
             _narrow_declared_type(package, layer, seen.kinds)
@@ -135,16 +142,23 @@ def _write_flatgeobuf(
     when no column declares them, the rows go to a GeoPackage first, which holds any.
     """
     flat = temporary_path(target, ".fgb")
-    _check_writable(flat)
-    rows = _open_rows(stream, progress)
+    check_writable(flat)
+    rows = open_rows(stream, progress)
     direct = rows.seen.declared is not None
     plain = temporary_path(target, ".plain.fgb" if direct else ".gpkg")
     try:
         driver = "FlatGeobuf" if direct else "GPKG"
-        seen = _write_rows(rows, plain, layer, driver=driver, indexed=False, staged=not direct)
+        seen = write_rows(rows, plain, layer, driver=driver, indexed=False, staged=not direct)
         indexable = indexed and seen.count > 0 and not seen.unindexable
         if indexable or not direct:
-            _copy_flatgeobuf(plain, flat, layer, spatial_index=indexable, kind=seen.kind)
+            copy_layer(
+                plain,
+                flat,
+                layer,
+                driver="FlatGeobuf",
+                kind=seen.kind,
+                options={"SPATIAL_INDEX": "YES" if indexable else "NO"},
+            )
             os.replace(flat, target)
         else:
             os.replace(plain, target)
@@ -193,7 +207,7 @@ class _Layer:
 
 
 @dataclass
-class _Rows:
+class Rows:
     """A stream's rows as Arrow batches, its plan and schema, and what is seen of the
     rows as they pass (the first batch is read, so the layer's CRS is known)."""
 
@@ -203,7 +217,7 @@ class _Rows:
     seen: _Layer
 
 
-def _open_rows(stream: GeometryStream, progress: Progress | None) -> _Rows:
+def open_rows(stream: GeometryStream, progress: Progress | None) -> Rows:
     """Runs the query and reads its first batch."""
     seen = _Layer(progress)
     plan, schema, batches = record_batches(pyarrow(), stream, seen.see)  # seen lazily
@@ -211,18 +225,25 @@ def _open_rows(stream: GeometryStream, progress: Progress | None) -> _Rows:
     first = next(batches, None)
     if first is None:
         seen.crs = plan.crs_for(plan.geometry.srid)
-    return _Rows(plan, schema, chain([first] if first is not None else [], batches), seen)
+    return Rows(plan, schema, chain([first] if first is not None else [], batches), seen)
 
 
-def _write_rows(
-    rows: _Rows, path: Path, layer: str, *, driver: str, indexed: bool, staged: bool = False
+def write_rows(
+    rows: Rows,
+    path: Path,
+    layer: str,
+    *,
+    driver: str,
+    indexed: bool,
+    staged: bool = False,
+    options: Mapping[str, str] | None = None,
 ) -> _Layer:
-    """Writes the layer in one Arrow stream; returns what was seen of its rows. ``staged``:
-    a GeoPackage on the way to a FlatGeobuf file."""
+    """Writes the layer in one Arrow stream, with GDAL's layer ``options``; returns what
+    was seen of its rows. ``staged``: a GeoPackage on the way to a file of one type."""
     geometry = rows.plan.geometry.name
-    options = {"SPATIAL_INDEX": "YES" if indexed else "NO"}
+    layer_options = {"SPATIAL_INDEX": "YES" if indexed else "NO", **(options or {})}
     if driver == "GPKG":
-        options |= _geopackage_options(rows.schema, geometry, staged=staged)
+        layer_options |= _geopackage_options(rows.schema, geometry, staged=staged)
     batches = _Relayed(rows.batches)
     with batches.relayed():
         _write_arrow(
@@ -233,7 +254,7 @@ def _write_rows(
             geometry_name=geometry,
             geometry_type=pyogrio_name(rows.seen.declared or UNKNOWN),
             crs=_wkt(rows.seen.crs),
-            layer_options=options,
+            layer_options=layer_options,
         )
     return rows.seen
 
@@ -266,8 +287,9 @@ class _Relayed:
 
 def _geopackage_options(schema: Any, geometry: str, *, staged: bool) -> dict[str, str]:
     """The geometry column's name, and the feature id's when a column named fid is not an
-    integer (GDAL makes a column of that name the feature id, which must be one). Names
-    that differ only in case are refused: SQLite's, and so a GeoPackage's, ignore case."""
+    integer (GDAL makes a column of that name the feature id, which must be one) or the
+    GeoPackage is ``staged`` (a copy leaves feature ids out). Names that differ only in
+    case are refused: SQLite's, and so a GeoPackage's, ignore case."""
     seen: dict[str, str] = {}
     for name in schema.names:
         other = seen.setdefault(name.casefold(), name)
@@ -284,7 +306,7 @@ def _geopackage_options(schema: Any, geometry: str, *, staged: bool) -> dict[str
             )
     options = {"GEOMETRY_NAME": geometry}
     fid = seen.get("fid")
-    if fid is not None and not pyarrow().types.is_integer(schema.field(fid).type):
+    if fid is not None and (staged or not pyarrow().types.is_integer(schema.field(fid).type)):
         options["FID"] = next(f"fid_{n}" for n in count(1) if f"fid_{n}" not in seen)
     return options
 
@@ -351,7 +373,7 @@ def _check_geopackage(path: Path, layer: str) -> None:
         )
 
 
-def _check_writable(package: Path) -> None:
+def check_writable(package: Path) -> None:
     try:
         package.touch(exist_ok=False)
         package.unlink()
@@ -361,30 +383,31 @@ def _check_writable(package: Path) -> None:
         ) from None
 
 
-_FLATGEOBUF_BATCH = 8192
-"""Features per Arrow batch when a FlatGeobuf file is copied: as fast as GDAL's default
-of 65,536, at a fraction of the memory (~120 MB less at 1M polygons)."""
+_COPY_BATCH = 8192
+"""Features per Arrow batch when a layer is copied into a FlatGeobuf file or Shapefile: as
+fast as GDAL's default of 65,536, at a fraction of the memory (~120 MB less at 1M
+polygons)."""
 
 
-def _copy_flatgeobuf(
-    source: Path, flat: Path, layer: str, *, spatial_index: bool, kind: str
+def copy_layer(
+    source: Path, dest: Path, layer: str, *, driver: str, kind: str, options: Mapping[str, str]
 ) -> None:
-    """Streams a FlatGeobuf file or a GeoPackage layer into a FlatGeobuf file in Arrow
-    batches (GDAL >= 3.8), with its spatial index (which cannot hold NULL or empty
-    geometries) and the geometry type ``kind``."""
+    """Streams a FlatGeobuf file or a GeoPackage layer into a file of GDAL's ``driver`` in
+    Arrow batches (GDAL >= 3.8), declared of the geometry type ``kind``, with GDAL's
+    layer ``options``."""
     from pyogrio.raw import open_arrow
 
     with warnings.catch_warnings():  # pyogrio names no M type, but its WKB keeps M values
         warnings.filterwarnings("ignore", "Measured \\(M\\) geometry types", UserWarning)
-        with open_arrow(source, use_pyarrow=False, batch_size=_FLATGEOBUF_BATCH) as opened:
+        with open_arrow(source, use_pyarrow=False, batch_size=_COPY_BATCH) as opened:
             meta, reader = opened
             _write_arrow(
                 reader,
-                flat,
+                dest,
                 layer=layer,
-                driver="FlatGeobuf",
+                driver=driver,
                 geometry_name=meta["geometry_name"] or "geometry",
                 geometry_type=pyogrio_name(kind),
                 crs=meta["crs"],
-                layer_options={"SPATIAL_INDEX": "YES" if spatial_index else "NO"},
+                layer_options=dict(options),
             )
