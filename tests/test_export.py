@@ -116,8 +116,8 @@ def test_bad_destination_fails_before_the_query(db: SpatialDatabase, tmp_path: P
         db.export_geojson("SELECT * FROM rd_parcels", tmp_path / "missing" / "x.geojson")
     with pytest.raises(ConfigurationError, match="is a directory"):
         db.export_geojson("SELECT * FROM rd_parcels", tmp_path)
-    with pytest.raises(ConfigurationError, match="format='shp'"):
-        db.export("SELECT * FROM rd_parcels", tmp_path / "x.shp", format="shp")
+    with pytest.raises(ConfigurationError, match="format='kml'"):
+        db.export("SELECT * FROM rd_parcels", tmp_path / "x.kml", format="kml")
     with pytest.raises(ConfigurationError, match="no geometry column"):
         db.export_geojson("SELECT * FROM rd_plain", tmp_path / "plain.geojson")
     with pytest.raises(ConfigurationError, match="RFC 7946"):
@@ -127,7 +127,7 @@ def test_bad_destination_fails_before_the_query(db: SpatialDatabase, tmp_path: P
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("suffix", [".geojson", ".gpkg", ".fgb", ".parquet", ".csv"])
+@pytest.mark.parametrize("suffix", [".geojson", ".gpkg", ".fgb", ".shp", ".parquet", ".csv"])
 def test_failure_mid_export_leaves_no_partial_file(
     db: SpatialDatabase, tmp_path: Path, suffix: str
 ) -> None:
@@ -145,7 +145,9 @@ def test_failure_mid_export_leaves_no_partial_file(
     assert db.pool_stats().checked_out == 0
 
 
-@pytest.mark.parametrize("suffix", [".geojson", ".geojsonl", ".gpkg", ".fgb", ".parquet", ".csv"])
+@pytest.mark.parametrize(
+    "suffix", [".geojson", ".geojsonl", ".gpkg", ".fgb", ".shp", ".parquet", ".csv"]
+)
 def test_progress_is_a_bar_a_function_or_nothing(
     db: SpatialDatabase, tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -864,8 +866,8 @@ def test_cli_quotes_identifiers_and_reports_errors(
     result = runner.invoke(app, ["export", "rd_parcels", str(tmp_path / "x.unknown")])
     assert result.exit_code != 0
     assert "give --format (geojson" in str(result.exception)  # main() prints it
-    result = runner.invoke(app, ["export", "rd_parcels", "-", "--format", "shp"])
-    assert "--format 'shp' is not an export format" in str(result.exception)
+    result = runner.invoke(app, ["export", "rd_parcels", "-", "--format", "kml"])
+    assert "--format 'kml' is not an export format" in str(result.exception)
     hostile = 'rd_parcels"; DROP TABLE rd_plain; --'
     result = runner.invoke(app, ["export", hostile, str(tmp_path / "x.geojson")])
     assert result.exit_code != 0  # a table of that odd name, quoted: none; nothing dropped

@@ -411,8 +411,8 @@ def export(
         str | None,
         typer.Option(
             "--format",
-            help="geojson, geojsonl, gpkg, fgb, parquet (GeoParquet) or csv (geometry as WKT) "
-            "(default: from OUTPUT's suffix).",
+            help="geojson, geojsonl, gpkg, fgb, shp (Shapefile; a .shp.zip OUTPUT is one zip), "
+            "parquet (GeoParquet) or csv (geometry as WKT) (default: from OUTPUT's suffix).",
         ),
     ] = None,
     where: Annotated[
@@ -447,7 +447,8 @@ def export(
         bool,
         typer.Option(
             "--no-spatial-index",
-            help="Write a GeoPackage or FlatGeobuf file without its spatial index: quicker, "
+            help="Write a GeoPackage, FlatGeobuf or Shapefile without its spatial index "
+            "(a Shapefile's is its .qix file): quicker, "
             "and a FlatGeobuf export's memory then does not grow with its features (GDAL "
             "builds that index in memory, ~160 MB per million).",
         ),
@@ -466,7 +467,7 @@ def export(
     ] = False,
 ) -> None:
     """Export a table or a query to GeoJSON, GeoJSON Lines, GeoPackage, FlatGeobuf,
-    GeoParquet or CSV.
+    Shapefile, GeoParquet or CSV.
 
     Streams in bounded memory through a server-side cursor; the file appears only once
     complete. GeoJSON coordinates are EPSG:4326 (RFC 7946). Examples:

@@ -3,7 +3,7 @@
 ``db.stream`` / ``db.async_stream`` iterate any select through a server-side cursor (or
 keyset pages), with the geometry projection pushed into SQL; ``db.stream_frames`` yields
 GeoDataFrames; ``db.export_geojson`` and ``db.export`` write GeoJSON, GeoJSON Lines,
-GeoPackage, FlatGeobuf, GeoParquet and CSV files that appear only once complete;
+GeoPackage, FlatGeobuf, Shapefile, GeoParquet and CSV files that appear only once complete;
 ``db.iter_geojson`` / ``db.async_iter_geojson`` stream GeoJSON bytes to HTTP responses.
 """
 

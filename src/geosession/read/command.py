@@ -84,6 +84,9 @@ def run_export(
         f"Exported {result.features:,} features to {target} ({kind}) in {seconds:.1f} s",
         highlight=False,
     )
+    if result.renamed:
+        fields = ", ".join(f"{column} -> {field}" for column, field in result.renamed.items())
+        console.print(f"Field names shortened to a Shapefile's 10 bytes: {fields}", highlight=False)
     return result
 
 

@@ -1,5 +1,5 @@
-"""Exports to files: GeoJSON and GeoJSON Lines here, GeoPackage and FlatGeobuf via pyogrio,
-GeoParquet and CSV via pyarrow.
+"""Exports to files: GeoJSON and GeoJSON Lines here, GeoPackage, FlatGeobuf and Shapefiles
+via pyogrio, GeoParquet and CSV via pyarrow.
 
 Everything is checked before the query runs (format, options, destination), and a file
 appears at the destination only once it is complete.
@@ -25,9 +25,9 @@ from geosession.read.plan import ReadOptions
 from geosession.read.progress import progress_callback
 from geosession.read.stream import Connect, GeometryStream
 
-FORMATS = ("geojson", "geojsonl", "gpkg", "fgb", "parquet", "csv")
+FORMATS = ("geojson", "geojsonl", "gpkg", "fgb", "shp", "parquet", "csv")
 """Export formats: GeoJSON FeatureCollection, GeoJSON Lines, GeoPackage, FlatGeobuf,
-GeoParquet, CSV with WKT."""
+Shapefile, GeoParquet, CSV with WKT."""
 
 BY_SUFFIX = {
     ".geojson": "geojson",
@@ -39,11 +39,12 @@ BY_SUFFIX = {
     ".jsonl": "geojsonl",
     ".gpkg": "gpkg",
     ".fgb": "fgb",
+    ".shp": "shp",
     ".parquet": "parquet",
     ".geoparquet": "parquet",
     ".csv": "csv",
 }
-"""The format a destination's suffix names."""
+"""The format a destination's suffix names (and ``.shp.zip``: a zipped Shapefile)."""
 
 Destination = str | os.PathLike[str] | IO[bytes]
 
@@ -59,7 +60,8 @@ def format_for(dest: Destination, format: str | None, *, option: str = "format="
         return format
     if hasattr(dest, "write"):
         return "geojson"
-    chosen = BY_SUFFIX.get(Path(os.fspath(dest)).suffix.lower())
+    name = Path(os.fspath(dest)).name.lower()
+    chosen = "shp" if name.endswith(".shp.zip") else BY_SUFFIX.get(Path(name).suffix)
     if chosen is None:
         raise ConfigurationError(
             f"cannot tell the format of {os.fspath(dest)!r} from its suffix; give "
@@ -84,15 +86,15 @@ def export(
     """Streams the rows of ``statement`` into ``dest`` in ``format`` (by default the one
     its suffix names); ``layer`` names a GeoPackage's layer (others in the file stay);
     ``progress``: True for a bar on stderr, or a function given the features written;
-    ``spatial_index=False`` leaves a GeoPackage's or FlatGeobuf's spatial index out."""
+    ``spatial_index=False`` leaves a GeoPackage's, FlatGeobuf's or Shapefile's spatial
+    index out."""
     output = _Output(dest, format_for(dest, format), layer, spatial_index)
     with progress_callback(progress) as advance:
         if output.format in ("geojson", "geojsonl"):
             return _write_geojson(connect, statement, options, params, output, advance)
         by_row = replace(options, output="row", postgres_text=True)
         stream = GeometryStream(connect, statement, by_row, params)
-        count = _write_file(stream, output, advance)  # from Arrow batches of plain rows
-        return ExportResult(count, output.path, output.format)
+        return _write_file(stream, output, advance)  # from Arrow batches of plain rows
 
 
 @dataclass(frozen=True)
@@ -110,10 +112,10 @@ class _Output:
                 f"layer={self.layer!r} names a layer of a GeoPackage or FlatGeobuf file; a "
                 f"{self.format} file has none: leave it out"
             )
-        if not self.spatial_index and self.format not in ("gpkg", "fgb"):
+        if not self.spatial_index and self.format not in ("gpkg", "fgb", "shp"):
             raise ConfigurationError(
-                "spatial_index=False (--no-spatial-index) is for GeoPackage and FlatGeobuf "
-                f"files; a {self.format} file has no spatial index: leave it out"
+                "spatial_index=False (--no-spatial-index) is for GeoPackage, FlatGeobuf and "
+                f"Shapefiles; a {self.format} file has no spatial index: leave it out"
             )
         if self.path is None and self.format not in ("geojson", "geojsonl", "csv"):
             raise ConfigurationError(
@@ -144,9 +146,22 @@ def _write_geojson(
     return ExportResult(stream.rows_read, output.path, output.format)
 
 
-def _write_file(stream: GeometryStream, output: _Output, progress: Progress | None) -> int:
-    """Writes a CSV (to a path or a file), GeoParquet, GeoPackage or FlatGeobuf file (to a
-    path); returns the rows."""
+def _write_file(stream: GeometryStream, output: _Output, progress: Progress | None) -> ExportResult:
+    """Writes a CSV (to a path or a file), GeoParquet, GeoPackage, FlatGeobuf or Shapefile
+    (to a path)."""
+    if output.format == "shp":
+        from geosession.read.shapefile import write_shapefile
+
+        assert output.path is not None  # checked by _Output
+        written = write_shapefile(
+            stream, output.path, progress=progress, spatial_index=output.spatial_index
+        )
+        return ExportResult(written.count, output.path, output.format, written.renamed)
+    return ExportResult(_write_plain_file(stream, output, progress), output.path, output.format)
+
+
+def _write_plain_file(stream: GeometryStream, output: _Output, progress: Progress | None) -> int:
+    """Writes a file of a format without limits of its own on names; returns the rows."""
     if output.format == "csv":
         from geosession.read.delimited import write_csv
 

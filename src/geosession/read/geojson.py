@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,11 +35,13 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True)
 class ExportResult:
-    """What an export wrote."""
+    """What an export wrote; ``renamed``: the columns a Shapefile's 10-byte field names
+    shortened (column: field)."""
 
     features: int
     path: str | None
     format: str
+    renamed: Mapping[str, str] = field(default_factory=dict)
 
 
 class Framing:
