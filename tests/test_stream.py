@@ -19,7 +19,7 @@ from geoalchemy2 import WKBElement
 from sqlalchemy import Column, Integer, MetaData, Table, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from geosession import ConfigurationError, SpatialDatabase
+from geosession import ConfigurationError, InvalidGeometry, SpatialDatabase
 from geosession.demo import synthetic_polygons
 from geosession.geometry import encode_ewkb
 from geosession.models import geometry_column
@@ -448,6 +448,30 @@ def test_every_geometry_column_of_a_frame_has_its_crs(db: SpatialDatabase) -> No
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * 4096
+
+
+def test_curves_and_surfaces_shapely_cannot_hold_are_named_with_the_way_round(
+    db: SpatialDatabase, tmp_path: Any
+) -> None:
+    """shapely raised NotImplementedError ("Nonlinear geometry types") or GEOS's "Unknown
+    WKB type 16" from inside the stream."""
+    query = (
+        "SELECT 1 AS id, 'SRID=4326;CIRCULARSTRING(0 0, 1 1, 2 0)'::geometry AS geom "
+        "UNION ALL SELECT 2, 'TIN Z (((0 0 0, 0 1 0, 1 1 0, 0 0 0)))'::geometry"
+    )
+    named = r"the rows hold CircularString and TIN, which shapely \(GEOS\) cannot.*CurveToLine"
+    with pytest.raises(InvalidGeometry, match=named):
+        list(db.stream(query))
+    with pytest.raises(InvalidGeometry, match=named):
+        list(db.stream_frames(query))
+    with pytest.raises(InvalidGeometry, match=named):
+        db.export(query, tmp_path / "curves.gpkg")
+    assert list(tmp_path.iterdir()) == []
+    rows = list(db.stream(query, output="wkb"))  # the bytes, for whoever reads them
+    assert [row.id for row in rows] == [1, 2] and all(isinstance(row.geom, bytes) for row in rows)
+    straightened = "SELECT ST_CurveToLine('CIRCULARSTRING(0 0, 1 1, 2 0)'::geometry) AS geom"
+    (line,) = db.stream(straightened)
+    assert line.geom.geom_type == "LineString"
 
 
 def test_million_rows_in_bounded_memory(db: SpatialDatabase) -> None:

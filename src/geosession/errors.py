@@ -101,7 +101,8 @@ class IdleInTransactionTimeout(ConnectionFailed):
 
 
 class InvalidGeometry(DatabaseError):
-    """A geometry is unparsable, empty, of the wrong type or dimension, or invalid."""
+    """A geometry is unparsable, empty, of the wrong type or dimension, or invalid; or a read
+    met one shapely cannot hold (a curve, a TIN)."""
 
 
 class SRIDMismatch(InvalidGeometry):
