@@ -12,6 +12,7 @@ value means "unknown". When two sources state different SRIDs the functions rais
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
@@ -50,6 +51,19 @@ TYPE_NAMES = (
 )
 """Geometry type names by shapely's type id (``shapely.get_type_id``), as OGC and
 GeoParquet spell them."""
+
+NOT_IN_GEOS = {
+    8: "CircularString",
+    9: "CompoundCurve",
+    10: "CurvePolygon",
+    11: "MultiCurve",
+    12: "MultiSurface",
+    15: "PolyhedralSurface",
+    16: "TIN",
+    17: "Triangle",
+}
+"""The (E)WKB type codes of the PostGIS types shapely (GEOS) cannot hold: curves (shapely
+raises NotImplementedError for a whole array holding one), surfaces and TINs."""
 
 
 def to_shape(value: GeometryLike, *, srid: int | None = None) -> shapely.Geometry:
@@ -219,10 +233,10 @@ def shapes_from_text(texts: Sequence[str]) -> np.ndarray[Any, Any]:
             wkt[index] = (stripped.partition(";")[2], _known(srid) or 0)
     if wkt:
         texts_and_srids = list(zip(*wkt.values(), strict=True))
-        parsed = shapely.from_wkt(list(texts_and_srids[0]), on_invalid="ignore")
+        parsed = from_wkt_each(list(texts_and_srids[0]))
         shapes[list(wkt)] = shapely.set_srid(parsed, list(texts_and_srids[1]))
     if hexes:
-        shapes[list(hexes)] = shapely.from_wkb(list(hexes.values()), on_invalid="ignore")
+        shapes[list(hexes)] = from_wkb_each(list(hexes.values()))
     return shapes
 
 
@@ -321,8 +335,64 @@ def _load(loader: Any, data: Any, original: Any) -> shapely.Geometry:
     """Run a shapely reader, turning its errors into InvalidGeometry."""
     try:
         return loader(data)
+    except NotImplementedError:  # shapely's "Nonlinear geometry types"
+        raise _unreadable(original, _not_in_geos(not_in_geos(data) or "curve")) from None
     except (shapely.errors.ShapelyError, ValueError, TypeError) as exc:
+        kind = not_in_geos(data)
+        if kind is not None:  # GEOS's "Unknown WKB type 16" says less
+            raise _unreadable(original, _not_in_geos(kind)) from None
         raise _unreadable(original, str(exc)) from exc
+
+
+def _not_in_geos(kind: str) -> str:
+    return (
+        f"it is a {kind}, which shapely (GEOS) cannot hold: make it linear first "
+        "(ST_CurveToLine in PostGIS, ogr2ogr -nlt CONVERT_TO_LINEAR)"
+    )
+
+
+def not_in_geos(value: Any) -> str | None:
+    """The type of an (E)WKB value (bytes or hex) or a WKT text when shapely cannot hold
+    it, else None."""
+    text = value.strip() if isinstance(value, str) else ""
+    form = _text_form(text)
+    if form in ("wkt", "ewkt"):
+        wkt = text.partition(";")[2] if form == "ewkt" else text
+        first = wkt.strip().split("(")[0].split(" ")[0].upper()
+        return next((name for name in NOT_IN_GEOS.values() if name.upper() == first), None)
+    try:
+        data = bytes.fromhex(value[:10]) if isinstance(value, str) else bytes(value[:5])
+    except (TypeError, ValueError):
+        return None
+    if len(data) < 5 or data[0] not in (0, 1):
+        return None
+    code = int.from_bytes(data[1:5], "little" if data[0] == 1 else "big") & 0x0FFFFFFF
+    return NOT_IN_GEOS.get(code % 1000)  # EWKB's flags are the top bits; ISO adds 1000s
+
+
+def from_wkb_each(values: Any) -> np.ndarray[Any, Any]:
+    """``shapely.from_wkb`` of many values, None for those it cannot read; one call unless
+    a value is a curve, for which shapely refuses the whole array."""
+    try:
+        return np.asarray(shapely.from_wkb(values, on_invalid="ignore"), dtype=object)
+    except NotImplementedError:
+        return _each(shapely.from_wkb, values)
+
+
+def from_wkt_each(values: Any) -> np.ndarray[Any, Any]:
+    """``shapely.from_wkt`` of many values, as :func:`from_wkb_each`."""
+    try:
+        return np.asarray(shapely.from_wkt(values, on_invalid="ignore"), dtype=object)
+    except NotImplementedError:
+        return _each(shapely.from_wkt, values)
+
+
+def _each(loader: Any, values: Any) -> np.ndarray[Any, Any]:
+    shapes = np.full(len(values), None, dtype=object)
+    for index, value in enumerate(values):
+        with contextlib.suppress(NotImplementedError):
+            shapes[index] = loader(value, on_invalid="ignore")
+    return shapes
 
 
 # --- SRIDs ------------------------------------------------------------------------------
@@ -389,7 +459,10 @@ __all__ = [
     "authority_code",
     "encode_ewkb",
     "from_geojson",
+    "from_wkb_each",
+    "from_wkt_each",
     "is_geojson",
+    "not_in_geos",
     "shapes_from_text",
     "srid_of",
     "to_element",

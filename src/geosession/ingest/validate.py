@@ -21,6 +21,7 @@ from geosession.geometry import (
     GEOJSON_SRID,
     TYPE_NAMES,
     from_geojson,
+    from_wkb_each,
     is_geojson,
     object_array,
     shapes_from_text,
@@ -217,7 +218,7 @@ def _parse(
     else:
         binary = [i for i, v in enumerate(values) if isinstance(v, bytes | bytearray | memoryview)]
         wkb[binary] = [bytes(values[i]) for i in binary]
-    geoms = shapely.from_wkb(wkb, on_invalid="ignore")
+    geoms = from_wkb_each(wkb)
     if str in kinds:
         texts = [i for i, v in enumerate(values) if type(v) is str]
         geoms[texts] = shapes_from_text([values[i] for i in texts])

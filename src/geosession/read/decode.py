@@ -16,6 +16,7 @@ import orjson
 import shapely
 
 from geosession.errors import InvalidGeometry
+from geosession.geometry import not_in_geos
 from geosession.read.plan import FEATURE_TEXT
 from geosession.read.query import ReadPlan
 
@@ -41,42 +42,19 @@ def decode_geometries(values: Sequence[Any]) -> Any:
         raise InvalidGeometry(_not_decodable(values)) from None
 
 
-_NOT_IN_GEOS = {
-    8: "CircularString",
-    9: "CompoundCurve",
-    10: "CurvePolygon",
-    11: "MultiCurve",
-    12: "MultiSurface",
-    15: "PolyhedralSurface",
-    16: "TIN",
-    17: "Triangle",
-}
-"""The (E)WKB type codes of the PostGIS types shapely (GEOS) cannot hold."""
+def _as_bytes(value: Any) -> Any:
+    return bytes(value) if isinstance(value, memoryview) else value
 
 
 def _not_decodable(values: Sequence[Any]) -> str:
     """What a batch holds that shapely cannot, and how to read it anyway."""
-    codes = {_wkb_type(value) for value in values if value is not None}
-    kinds = sorted(_NOT_IN_GEOS[code] for code in codes if code in _NOT_IN_GEOS)
+    kinds = sorted({kind for value in values if (kind := not_in_geos(value)) is not None})
     held = " and ".join(kinds) if kinds else "a geometry shapely cannot parse"
     return (
         f"the rows hold {held}, which shapely (GEOS) cannot: turn them into what it holds in "
         "the query (ST_CurveToLine(geom) straightens curves, ST_ForceCollection(geom) makes "
         "a polyhedral surface's faces polygons), or read the bytes with output='wkb'"
     )
-
-
-def _wkb_type(value: bytes) -> int:
-    """The base type code of an (E)WKB value, without its SRID, Z and M flags."""
-    little = value[:1] == b"\x01"
-    code = (
-        int.from_bytes(value[1:5], "little" if little else "big") & 0x0FFFFFFF
-    )  # EWKB's flags are the top bits
-    return code % 1000  # ISO's Z, M, ZM add 1000, 2000, 3000
-
-
-def _as_bytes(value: Any) -> Any:
-    return bytes(value) if isinstance(value, memoryview) else value
 
 
 def batch_decoder(plan: ReadPlan) -> Callable[[Rows], list[Any]]:
