@@ -211,3 +211,60 @@ def test_an_older_shapefiles_other_files_are_removed_and_a_failure_keeps_them(
 def runner(database_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
     return CliRunner()
+
+
+def test_a_shapefile_of_cut_names_loads_back_with_rename(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], runner: CliRunner, tmp_path: Path
+) -> None:
+    admin.execute(
+        "DROP TABLE IF EXISTS rd_long; CREATE TABLE rd_long (id int PRIMARY KEY, "
+        "classification_code text, classification_name text, area_hectares float8, "
+        "geom geometry(Polygon, 4326))"
+    )
+    admin.execute(
+        "INSERT INTO rd_long SELECT id, 'C' || id, name, id * 1.5, geom FROM rd_parcels "
+        "WHERE geom IS NOT NULL AND id <= 500"
+    )
+    out = tmp_path / "long.shp"
+    renamed = db.export("SELECT * FROM rd_long", out).renamed
+    assert renamed == {
+        "classification_code": "classifica",
+        "classification_name": "classifi_1",
+        "area_hectares": "area_hecta",
+    }
+    admin.execute("CREATE TABLE rd_long_copy (LIKE rd_long INCLUDING ALL)")
+    refused = runner.invoke(app, ["ingest", str(out), "rd_long_copy"])
+    assert refused.exit_code != 0
+    assert "--rename classifica=classification_code --rename classifi_1=classification_name" in (
+        " ".join(str(refused.exception).split())
+    )
+    flags = [f"--rename={field}={column}" for column, field in renamed.items()]
+    loaded = runner.invoke(app, ["ingest", str(out), "rd_long_copy", *flags])
+    assert loaded.exit_code == 0, loaded.output
+    same = admin.execute(
+        "SELECT count(*) FROM rd_long_copy c JOIN rd_long o USING (id) WHERE "
+        "(c.classification_code, c.classification_name, c.area_hectares) = "
+        "(o.classification_code, o.classification_name, o.area_hectares) "
+        "AND ST_Equals(c.geom, o.geom)"
+    ).fetchone()
+    assert same == (499,)  # id 17 has no geometry
+    back = {field: column.title() for column, field in renamed.items()}  # names as given
+    report = db.ingest("rd_long_new", out, create=True, rename=back)
+    assert report.inserted == 499
+    created = admin.execute(
+        "SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute "
+        "WHERE attrelid = 'rd_long_new'::regclass AND attnum > 0"
+    ).fetchone()
+    assert created == (
+        ["fid", "id", "Classification_Code", "Classification_Name", "Area_Hectares", "geom"],
+    )
+    for bad, message in [
+        ({"id": 5}, "is not valid: use a dict of a file's field names"),
+        ({"id": "x", "classifica": "x"}, "gives x to several fields"),
+        ({"missing": "x"}, "rename names 'missing', which .*long.shp does not have"),
+    ]:
+        with pytest.raises(ConfigurationError, match=message):
+            db.ingest("rd_long_copy", out, rename=bad)
+    odd = runner.invoke(app, ["ingest", str(out), "rd_long_copy", "--rename", "classifica"])
+    assert odd.exit_code != 0 and "is not FIELD=COLUMN" in odd.output
+    admin.execute("DROP TABLE rd_long, rd_long_copy, rd_long_new, rd_long_copy_rejected")

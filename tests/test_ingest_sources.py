@@ -620,3 +620,34 @@ def test_filters_are_refused_where_they_cannot_apply(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"is not \(minx, miny, maxx, maxy\) with min"):
         batches(path, bbox=(1, 1, 0, 0))
     assert source_length(path) == 2 and source_length(path, filtered=True) is None
+
+
+def test_rename_loads_a_files_fields_into_columns_of_other_names(tmp_path: Path) -> None:
+    """A Shapefile keeps 10 bytes of a name; rename= says which column a field is for, in
+    every kind of file, and a field of a cut name is met with the columns it may be."""
+    columns = ["id", "parcel_name", "parcel_name_2", "geom"]
+    long_names = frame(3).rename(columns={"name": "parcel_name", "val": "parcel_name_2"})
+    shapefile = tmp_path / "cut.shp"
+    with pytest.warns(RuntimeWarning, match="Normalized/laundered field name"):
+        pyogrio.write_dataframe(long_names, shapefile)
+    hint = (
+        r"'parcel_nam' may be parcel_name or parcel_name_2; 'parcel_n_1' may be parcel_name or "
+        r"parcel_name_2.*rename=\{'parcel_nam': 'parcel_name', 'parcel_n_1': 'parcel_name_2'\} "
+        r"\(CLI: --rename parcel_nam=parcel_name --rename parcel_n_1=parcel_name_2\)"
+    )
+    with pytest.raises(ConfigurationError, match=hint):
+        batches(shapefile, columns=columns)
+    rename = {"parcel_nam": "parcel_name", "parcel_n_1": "parcel_name_2"}
+    (batch,) = batches(shapefile, columns=columns, rename=rename)
+    assert batch.columns["parcel_name"] == ["p0", "p1", "p2"]
+    assert batch.columns["parcel_name_2"] == [0, 1, 2]
+    csv_path = write_csv(tmp_path / "r.csv", [["nm", "wkt"], ["a", "POINT (0 0)"]])
+    (batch,) = batches(csv_path, columns=columns, rename={"nm": "parcel_name"})
+    assert batch.columns == {"parcel_name": ["a"], "geom": ["POINT (0 0)"]}
+    frame(2).to_parquet(tmp_path / "r.parquet")
+    (batch,) = batches(tmp_path / "r.parquet", rename={"name": "id", "val": "Val"})
+    assert batch.columns["id"] == ["p0", "p1"] and batch.columns["val"] == [0, 1]
+    with pytest.raises(ConfigurationError, match=r"rename names 'nme', which .*r.csv does not"):
+        batches(csv_path, columns=columns, rename={"nme": "parcel_name"})
+    with pytest.raises(ConfigurationError, match=r"rename=.* renames a file's fields .* list"):
+        batches([{"id": 1}], rename={"id": "name"})

@@ -284,6 +284,15 @@ def ingest(
             "value as UTF-8 where it is, else as the DBF says (ISO-8859-1)."
         ),
     ] = None,
+    rename: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rename",
+            help="FIELD=COLUMN: load a field into the column of another name, e.g. a "
+            "Shapefile's cut name: --rename classifica=classification_code (repeat for "
+            "several). With --create, the column is made under that name.",
+        ),
+    ] = None,
     create: Annotated[
         bool,
         typer.Option(
@@ -320,6 +329,7 @@ def ingest(
     connections: int | str = int(workers) if workers.isdigit() else workers
     box = parse_bbox(bbox)
     area = (box[0], box[1], box[2], box[3]) if box is not None else None
+    renames = _renames(rename or [])
     deferrals: dict[str, str | bool] = {"auto": "auto", "yes": True, "no": False}
     deferral = deferrals.get(defer_indexes)
     if deferral is None:
@@ -353,6 +363,7 @@ def ingest(
                 encoding=encoding,
                 where=where,
                 bbox=area,
+                rename=renames,
                 create=create,
                 reproject=reproject,
             )
@@ -360,6 +371,20 @@ def ingest(
             reports.append((source, report))
     if len(reports) > 1:
         console.print(_files_table(reports))
+
+
+def _renames(pairs: list[str]) -> dict[str, str] | None:
+    """``--rename FIELD=COLUMN`` options as a dict (None when there are none)."""
+    renames: dict[str, str] = {}
+    for pair in pairs:
+        field, equals, column = pair.partition("=")
+        if not equals or not field or not column:
+            raise typer.BadParameter(
+                f"{pair!r} is not FIELD=COLUMN, e.g. classifica=classification_code",
+                param_hint="--rename",
+            )
+        renames[field] = column
+    return renames or None
 
 
 def _files_table(reports: list[tuple[Path, Any]]) -> Any:

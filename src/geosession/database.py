@@ -268,6 +268,7 @@ class SpatialDatabase:
         encoding: str | None = None,
         where: str | None = None,
         bbox: tuple[float, float, float, float] | None = None,
+        rename: Mapping[str, str] | None = None,
         create: bool = False,
         reproject: bool = False,
     ) -> IngestReport:
@@ -282,7 +283,8 @@ class SpatialDatabase:
         file that has several (a GeoPackage); ``encoding`` the text encoding of a Shapefile
         or CSV file that is not UTF-8 (a Shapefile's .cpg file names it, if it has one);
         ``where`` (an OGR SQL condition on its fields) and ``bbox`` (minx, miny, maxx, maxy
-        in its CRS) load only some of a vector file's features.
+        in its CRS) load only some of a vector file's features; ``rename`` maps a file's
+        field names to columns (a Shapefile's ``{"classifica": "classification_code"}``).
         ``create=True`` creates
         a table that does not exist: from its definition for a mapped class or Table, else
         from a file's or DataFrame's fields. ``reproject=True`` transforms geometries of
@@ -304,6 +306,7 @@ class SpatialDatabase:
             "encoding": encoding,
             "where": where,
             "bbox": bbox,
+            "rename": rename,
             "create": create,
             "reproject": reproject,
         }

@@ -50,6 +50,34 @@ def target_name(
     return folded[0] if len(folded) == 1 else name
 
 
+_SHAPEFILE_NAME_BYTES = 10
+
+
+def _cut_names_hint(unknown: list[str], free: list[str]) -> str:
+    """For fields named as a Shapefile cuts names (10 bytes; GDAL ends repeats in _1, _2),
+    the columns no field fills whose names they may be cut from, and a rename to give
+    (each field the first such column no earlier field took, as GDAL numbers repeats)."""
+    found: dict[str, list[str]] = {}
+    for name in unknown:
+        if len(name.encode()) != _SHAPEFILE_NAME_BYTES:
+            continue
+        stem, underscore, number = name.rpartition("_")
+        start = stem if underscore and number.isdigit() else name
+        found[name] = [c for c in free if c.casefold().startswith(start.casefold()) and c != name]
+    found = {name: candidates for name, candidates in found.items() if candidates}
+    if not found:
+        return ""
+    maybe = "; ".join(f"{name!r} may be {' or '.join(c)}" for name, c in found.items())
+    first: dict[str, str] = {}
+    for name, candidates in found.items():
+        first[name] = next((c for c in candidates if c not in first.values()), candidates[0])
+    flags = " ".join(f"--rename {name}={column}" for name, column in first.items())
+    return (
+        f". A Shapefile keeps 10 bytes of a name: {maybe}. Say which column each is for with "
+        f"rename={first!r} (CLI: {flags})"
+    )
+
+
 def check_fields(
     names: list[str], *, where: str, columns: Sequence[str], computed: frozenset[str]
 ) -> None:
@@ -70,6 +98,7 @@ def check_fields(
             f"{where} has fields that are not columns of the target: "
             f"{', '.join(map(repr, unknown))}; the target's columns: {', '.join(columns)}. "
             "Add those columns to the table, or leave the fields out of the source"
+            + _cut_names_hint(unknown, [c for c in columns if c not in names])
         )
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:

@@ -15,6 +15,7 @@ import datetime as dt
 import decimal
 import os
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import chain, count
 from pathlib import Path
@@ -32,6 +33,7 @@ from geosession.ingest.files import (
     PARQUET_SUFFIXES,
     SUPPORTED,
     VECTOR_SUFFIXES,
+    check_rename,
     csv_header,
     geoparquet_columns,
     id_column,
@@ -218,6 +220,7 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
             raise ConfigurationError(
                 f"cannot ingest {path}: unsupported file type; use {SUPPORTED}"
             )
+        return _lowercased(_renamed(schema, options.rename or {}, path), keep=options.rename)
     elif is_dataframe(source):
         schema = _frame_schema(source, srids)
     else:
@@ -429,11 +432,23 @@ def _csv_schema(
     return schema
 
 
-def _lowercased(schema: SourceSchema) -> SourceSchema:
-    """Names in lower case, unless two would then be the same."""
+def _renamed(schema: SourceSchema, rename: Mapping[str, str], path: Path) -> SourceSchema:
+    """The file's columns under the names ``rename`` gives its fields."""
+    check_rename(rename, [name for name, _ in schema.columns], path)
+    return SourceSchema(
+        [(rename.get(name, name), sql_type) for name, sql_type in schema.columns],
+        [rename.get(name, name) for name in schema.geometries],
+        schema.key,
+    )
+
+
+def _lowercased(schema: SourceSchema, keep: Mapping[str, str] | None = None) -> SourceSchema:
+    """Names in lower case, unless two would then be the same or ``keep`` (a rename) gave
+    the name."""
+    given = set((keep or {}).values())
     folded = [name.lower() for name, _ in schema.columns]
     rename = {
-        name: lower if folded.count(lower) == 1 else name
+        name: lower if folded.count(lower) == 1 and name not in given else name
         for (name, _), lower in zip(schema.columns, folded, strict=True)
     }
     return SourceSchema(

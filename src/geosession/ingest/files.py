@@ -26,7 +26,7 @@ import csv
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -119,6 +119,9 @@ class FileRead:
     bbox: Bbox | None = None
     """Only a vector layer's features that intersect it load (in the layer's CRS)."""
     feature_ids: bool = False
+    rename: Mapping[str, str] | None = None
+    """Source field -> target column, for names the file cannot hold (a Shapefile's ten
+    bytes: classifica -> classification_code)."""
 
     def check(self, kind: str, source: str) -> None:
         """Refuses an option given for a source (``kind``: "csv", "vector", "parquet" or
@@ -145,6 +148,10 @@ _FILE_OPTIONS = {
     "encoding": (("csv", "vector"), "is the text encoding of a Shapefile or CSV file"),
     "where": (("vector",), "filters the features of a vector file (GeoPackage, Shapefile, ...)"),
     "bbox": (("vector",), "filters the features of a vector file (GeoPackage, Shapefile, ...)"),
+    "rename": (
+        ("csv", "vector", "parquet"),
+        "renames a file's fields (a DataFrame's columns or rows' keys are renamed in Python)",
+    ),
 }
 
 
@@ -174,9 +181,7 @@ def file_batches(
     read.check(kind, str(path))
     check_encoding(read.encoding, path)
     if kind == "csv":
-        return _csv_batches(
-            path, columns, geometry_column, size, check, read.wkt_column, read.encoding
-        )
+        return _csv_batches(path, columns, geometry_column, size, check, read)
     if kind == "parquet":
         try:
             import pyarrow.parquet
@@ -184,7 +189,7 @@ def file_batches(
             raise ConfigurationError(
                 f"reading {path} needs pyarrow: pip install 'geosession[geo]'"
             ) from error
-        return _parquet_batches(pyarrow.parquet, path, columns, geometry_column, size, check)
+        return _parquet_batches(pyarrow.parquet, path, columns, geometry_column, size, check, read)
     try:
         import pyarrow
         import pyogrio
@@ -232,12 +237,13 @@ def _vector_batches(
                 meta, reader = stack.enter_context(opened)
             geometry = meta["geometry_name"] or "wkb_geometry"  # pyogrio's name for no name
             fields = [str(name) for name in reader.schema.names]
+            renamed = _renamer(read, fields, path)
             if feature_ids and not (  # the layer's own ids (first), with a column to go to
                 meta.get("fid_column")
-                and target_name(fields[0], geometry, columns, geometry_column) in columns
+                and target_name(renamed(fields[0]), geometry, columns, geometry_column) in columns
             ):
                 fields = fields[1:]
-            names = {f: target_name(f, geometry, columns, geometry_column) for f in fields}
+            names = {f: target_name(renamed(f), geometry, columns, geometry_column) for f in fields}
             check(list(names.values()), where=str(path))
             crs = source_crs(meta["crs"])
             known = {names[geometry]: crs} if crs is not None and geometry in names else {}
@@ -245,6 +251,23 @@ def _vector_batches(
                 yield from _arrow_batches(reader, names, columns, size, known, text.fallback)
     except unreadable as error:
         raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
+
+
+def _renamer(read: FileRead, fields: Sequence[str], path: Path) -> Callable[[str], str]:
+    """The name a field is loaded under: ``read.rename``'s, else its own."""
+    rename = dict(read.rename or {})
+    check_rename(rename, fields, path)
+    return lambda field: rename.get(field, field)
+
+
+def check_rename(rename: Mapping[str, str], fields: Sequence[str], path: Path) -> None:
+    """Refuses a rename of a field the file does not have, naming the fields it has."""
+    missing = [name for name in rename if name not in fields]
+    if missing:
+        raise ConfigurationError(
+            f"rename names {', '.join(map(repr, missing))}, which {path} does not have as a "
+            f"field; its fields: {', '.join(fields)}"
+        )
 
 
 @contextlib.contextmanager
@@ -306,6 +329,7 @@ def _parquet_batches(
     geometry_column: str | None,
     size: Callable[[], int],
     check: CheckFields,
+    read: FileRead,
 ) -> Iterator[Batch]:
     """A (Geo)Parquet file's record batches, cut into batches of ``size()`` rows."""
     try:
@@ -313,7 +337,8 @@ def _parquet_batches(
         schema = handle.schema_arrow
         geo = geoparquet_columns(schema.metadata, path)
         fields = geo.fields(schema.names)
-        names = {f: target_name(f, geo.primary, columns, geometry_column) for f in fields}
+        renamed = _renamer(read, fields, path)
+        names = {f: target_name(renamed(f), geo.primary, columns, geometry_column) for f in fields}
         check(list(names.values()), where=str(path))
         known = {names[c]: crs for c, crs in geo.crs.items() if crs is not None and c in names}
         reader = handle.iter_batches(batch_size=_FILE_BATCH, columns=fields)
@@ -401,12 +426,13 @@ def _csv_batches(
     geometry_column: str | None,
     size: Callable[[], int],
     check: CheckFields,
-    wkt_column: str | None,
-    encoding: str | None,
+    read: FileRead,
 ) -> Iterator[Batch]:
+    encoding = read.encoding
     header, delimiter = csv_header(path, encoding)
-    wkt = wkt_column_of(header, geometry_column, wkt_column, path)
-    names = [target_name(h, wkt, columns, geometry_column) for h in header]
+    wkt = wkt_column_of(header, geometry_column, read.wkt_column, path)
+    renamed = _renamer(read, header, path)
+    names = [target_name(renamed(h), wkt, columns, geometry_column) for h in header]
     check(names, where=str(path))
     order = sorted(range(len(names)), key=lambda i: columns.index(names[i]))
 

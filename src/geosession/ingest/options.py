@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, TypedDict
 
@@ -33,6 +34,7 @@ class IngestOptions:
     encoding: str | None = None
     where: str | None = None
     bbox: tuple[float, float, float, float] | None = None
+    rename: Mapping[str, str] | None = None
     create: bool = False
     reproject: bool = False
 
@@ -62,6 +64,7 @@ class IngestOptions:
                 "or the seconds a row may wait for its batch to fill, e.g. 5.0"
             )
         check_encoding(self.encoding)
+        self._check_rename()
         srid = self.srid
         if srid is not None and (type(srid) is not int or not 0 <= srid <= _MAX_SRID):
             raise ConfigurationError(
@@ -73,6 +76,26 @@ class IngestOptions:
         if workers != "auto" and (type(workers) is not int or not 1 <= workers <= 32):
             raise ConfigurationError(
                 f"workers={workers!r} is not valid: use 'auto' or 1 to 32 COPY connections"
+            )
+
+    def _check_rename(self) -> None:
+        rename = self.rename
+        if rename is None:
+            return
+        if not isinstance(rename, Mapping) or not all(
+            isinstance(name, str) and isinstance(column, str) and column
+            for name, column in rename.items()
+        ):
+            raise ConfigurationError(
+                f"rename={rename!r} is not valid: use a dict of a file's field names to the "
+                "target's column names, e.g. {'classifica': 'classification_code'}"
+            )
+        columns = list(rename.values())
+        twice = sorted({column for column in columns if columns.count(column) > 1})
+        if twice:
+            raise ConfigurationError(
+                f"rename={dict(rename)!r} gives {', '.join(twice)} to several fields: one "
+                "field a column"
             )
 
 
@@ -93,5 +116,6 @@ class IngestArguments(TypedDict, total=False):
     encoding: str | None
     where: str | None
     bbox: tuple[float, float, float, float] | None
+    rename: Mapping[str, str] | None
     create: bool
     reproject: bool

@@ -332,6 +332,7 @@ class Ingest:
             encoding=self.options.encoding,
             where=self.options.where,
             bbox=self.options.bbox,
+            rename=self.options.rename,
             attributes=self.attributes,
             feature_ids=self.started_empty,
         )
