@@ -450,6 +450,23 @@ def _rss_bytes() -> int:
         return int(statm.read().split()[1]) * 4096
 
 
+@pytest.mark.usefixtures("tables")
+def test_a_tables_name_is_read_as_the_table(db: SpatialDatabase, tmp_path: Any) -> None:
+    """It was taken as SQL: "syntax error at or near ')'"."""
+    assert sum(1 for _ in db.stream("rd_parcels", output="wkb")) == ROWS
+    assert sum(len(f) for f in db.stream_frames('public."rd_parcels"')) == ROWS
+    assert db.export("public.rd_metric", tmp_path / "metric.fgb").features == ROWS
+
+    async def count() -> int:
+        try:
+            rows = db.async_stream("rd_two", output="wkb", geometry_column="b")
+            return len([row async for row in rows])
+        finally:
+            await db.adispose()
+
+    assert asyncio.run(count()) == 10
+
+
 def test_curves_and_surfaces_shapely_cannot_hold_are_named_with_the_way_round(
     db: SpatialDatabase, tmp_path: Any
 ) -> None:

@@ -15,6 +15,17 @@ _PART = r'\s*("(?:[^"]|"")+"|[^".\s](?:[^.]*[^.\s])?)\s*'
 _NAME = re.compile(rf"^{_PART}(?:\.{_PART})?$")
 
 
+_IDENTIFIER = r'\s*(?:"(?:[^"]|"")+"|[^\W\d][\w$]*)\s*'
+_IDENTIFIER_NAME = re.compile(rf"^{_IDENTIFIER}(?:\.{_IDENTIFIER})?$")
+
+
+def identifier_table_name(text: str) -> tuple[str | None, str] | None:
+    """``(schema, table)`` when ``text`` is a table name made of identifiers (``parcels``,
+    ``gis.parcels``, ``gis."Parcels 2024"``; parts read as :func:`split_table_name` reads
+    them), which no SQL statement is; else None."""
+    return split_table_name(text) if _IDENTIFIER_NAME.match(text) else None
+
+
 def split_table_name(text: str) -> tuple[str | None, str] | None:
     """``(schema, table)``, the schema None when not given; None when ``text`` is no table
     name (more than two parts, an unclosed quote, nothing)."""

@@ -28,14 +28,15 @@ from sqlalchemy import (
 from sqlalchemy.sql.selectable import CompoundSelect, TextualSelect
 
 from geosession.errors import ConfigurationError
-from geosession.names import split_table_name
+from geosession.names import identifier_table_name, split_table_name
 
 
 def as_subquery(statement: Any, params: Mapping[str, Any] | None = None) -> Subquery:
     """The caller's statement as the subquery ``q``: a select (Core or ORM), a text
-    query, SQL as a string, a Table or a mapped class."""
+    query, SQL as a string, a table's name, a Table or a mapped class."""
     if isinstance(statement, str):
-        statement = text(statement)
+        name = identifier_table_name(statement)
+        statement = text(statement) if name is None else _every_column(*name)
     if isinstance(statement, TextClause):
         if params:
             statement = statement.bindparams(**params)
@@ -52,8 +53,13 @@ def as_subquery(statement: Any, params: Mapping[str, Any] | None = None) -> Subq
         return select(statement).subquery("q")
     raise ConfigurationError(
         f"cannot read from {type(statement).__name__}: give a select (Core or ORM), a text() "
-        "query, SQL as a string, a Table or a mapped class"
+        "query, SQL as a string, a table's name, a Table or a mapped class"
     )
+
+
+def _every_column(schema: str | None, name: str) -> Select[Any]:
+    """``SELECT * FROM "schema"."name"``."""
+    return select(literal_column("*")).select_from(table(name, schema=schema))
 
 
 def raw_sql(sql: str) -> TextClause:
@@ -79,8 +85,7 @@ def source_query(source: str, *, where: str | None = None) -> Any:
     name = table_name(source)
     statement: Any
     if name is not None:
-        schema, relation = name
-        statement = select(literal_column("*")).select_from(table(relation, schema=schema))
+        statement = _every_column(*name)
     elif where is None:
         return raw_sql(source)
     else:
