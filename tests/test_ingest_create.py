@@ -51,6 +51,7 @@ TABLES = (
     "made_latin_csv",
     "made_zip",
     "made_subset",
+    "zipped_fids",
 )
 
 
@@ -152,6 +153,10 @@ def test_a_geopackages_feature_ids_are_kept_in_the_table_it_makes(
     assert fids(admin, "made_fids")[-1] == (301, "drawn")
     assert db.ingest("made_fids", path, ingest_id="again").inserted == 3
     assert fids(admin, "made_fids")[-3:] == [(302, "a"), (303, "b"), (304, "c")]
+    with zipfile.ZipFile(tmp_path / "fids.zip", "w") as archive:  # the ids kept zipped too
+        archive.write(path, "download/fids.gpkg")
+    assert db.ingest("zipped_fids", tmp_path / "fids.zip", create=True).inserted == 3
+    assert fids(admin, "zipped_fids") == [(100, "a"), (200, "b"), (300, "c")]
     geojson = tmp_path / "ids.geojson"  # GDAL calls an integer field id its ids: a field
     frame.rename(columns={"fid": "id"}).set_crs(4326).to_file(geojson)
     assert db.ingest("made_ids", geojson, create=True).inserted == 3

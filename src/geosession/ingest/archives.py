@@ -30,6 +30,11 @@ class GdalSource:
     shapefiles: bool
     """Whether its layers are Shapefiles, whose text may be in an encoding other than UTF-8."""
 
+    @property
+    def suffix(self) -> str:
+        """The data's suffix, in lower case: ``.gpkg`` for a GeoPackage in a zip archive."""
+        return PurePosixPath(str(self.name)).suffix.lower()
+
 
 def gdal_source(path: Path) -> GdalSource:
     """``path`` itself, or for a zip archive what in it holds the data."""

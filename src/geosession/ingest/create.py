@@ -270,7 +270,7 @@ def _vector_schema(
             info = pyogrio.read_info(source.name, layer=layer, encoding=names_in)
     except unreadable as error:
         raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
-    schema = SourceSchema(key=id_column(path, info["fid_column"]) or "fid")
+    schema = SourceSchema(key=id_column(source, info["fid_column"]) or "fid")
     kinds = zip(info["fields"], info["ogr_types"], info["ogr_subtypes"], strict=True)
     for name, kind, subtype in kinds:
         schema.add(

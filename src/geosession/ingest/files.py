@@ -220,7 +220,7 @@ def _vector_batches(
     try:
         source = gdal_source(path)
         layer = vector_layer(pyogrio, source, read.layer)
-        feature_ids = read.feature_ids and path.suffix.lower() in _NAMED_ID_SUFFIXES
+        feature_ids = read.feature_ids and source.suffix in _NAMED_ID_SUFFIXES
         text = layer_text(pyogrio, source, layer, read.encoding)
         opened = pyogrio.open_arrow(
             source.name,
@@ -285,10 +285,10 @@ def _filtering(read: FileRead, path: Path) -> Iterator[None]:
         ) from error
 
 
-def id_column(path: Path, fid_column: Any) -> str:
+def id_column(source: GdalSource, fid_column: Any) -> str:
     """The name of the column that holds a layer's own feature ids ("" when GDAL numbers
     the features itself, or takes an integer "id" field of a GeoJSON file as theirs)."""
-    return str(fid_column or "") if path.suffix.lower() in _NAMED_ID_SUFFIXES else ""
+    return str(fid_column or "") if source.suffix in _NAMED_ID_SUFFIXES else ""
 
 
 def vector_layer(pyogrio: Any, source: GdalSource, layer: str | None) -> str | None:
