@@ -1,6 +1,7 @@
-"""Through a real PgBouncer in transaction pooling (pgbouncer=True): the settings hold in
-every transaction and leak into no other client's, nothing prepared on one server
-connection is looked for on another, and sessions, streams, exports and the ingest work."""
+"""Through a real PgBouncer in transaction and in session pooling (pgbouncer=True): the
+settings hold in every transaction and leak into no other client's, nothing prepared on one
+server connection is looked for on another, and sessions, streams, exports and the ingest
+work."""
 
 from __future__ import annotations
 
@@ -22,14 +23,16 @@ from sqlalchemy import make_url, text
 from geosession import ConnectionFailed, QueryTimeout, SpatialDatabase
 from tests.faults.helpers import free_port, libpq_url
 
-POOL_SIZE = 2
-"""Server connections PgBouncer keeps per database and user: fewer than our clients, so
-their transactions take turns on the same server connections."""
+POOL_SIZES = {"transaction": 2, "session": 20}
+"""Server connections PgBouncer keeps per database and user. In transaction pooling fewer
+than our clients, so their transactions take turns on the same server connections; in
+session pooling each client connection holds one while it is open (pooled ones too)."""
 
 
-@pytest.fixture(scope="module")
-def pgbouncer_url(database_url: str) -> Iterator[str]:
-    """The test database through a PgBouncer of this module, in transaction pooling."""
+@pytest.fixture(scope="module", params=list(POOL_SIZES))
+def pgbouncer_url(database_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The test database through a PgBouncer of this module, in each pooling mode."""
+    mode = request.param
     binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
     assert Path(binary).is_file(), "PgBouncer is missing: make setup installs it"
     server = make_url(database_url)
@@ -39,8 +42,8 @@ def pgbouncer_url(database_url: str) -> Iterator[str]:
     (home / "pgbouncer.ini").write_text(
         f"[databases]\n* = host={server.host} port={server.port}\n\n[pgbouncer]\n"
         f"listen_addr = 127.0.0.1\nlisten_port = {port}\nauth_type = trust\n"
-        f"auth_file = {home / 'users.txt'}\npool_mode = transaction\n"
-        f"default_pool_size = {POOL_SIZE}\nmax_client_conn = 200\n"
+        f"auth_file = {home / 'users.txt'}\npool_mode = {mode}\n"
+        f"default_pool_size = {POOL_SIZES[mode]}\nmax_client_conn = 200\n"
         f"logfile = {home / 'pgbouncer.log'}\nunix_socket_dir =\n"
     )
     command = [binary, str(home / "pgbouncer.ini")]

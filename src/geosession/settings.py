@@ -147,9 +147,10 @@ class DatabaseSettings(BaseSettings):
     """After a transaction that wrote commits, replica reads of the same thread or task go
     to a replica that has replayed it, else to the primary."""
     pgbouncer: bool = False
-    """The URL is a PgBouncer in transaction pooling: server settings are set at the start
-    of each transaction (PgBouncer refuses them at start-up, and a later transaction may
-    run on another server connection) and no statement is prepared on the server."""
+    """The URL is a PgBouncer in transaction or session pooling: server settings are set at
+    the start of each transaction (PgBouncer refuses them at start-up, and a later
+    transaction may run on another server connection) and no statement is prepared on the
+    server."""
 
     pool_size: int = Field(default=10, ge=1, le=1000)
     """Connections kept open in the pool."""

@@ -211,7 +211,8 @@ def _pool_size(connection: Connection, context: _Context) -> Check:
             "ok",
             f"pool_size + max_overflow = {per_process} per process, connections to PgBouncer: "
             "they count against its max_client_conn, and its default_pool_size is what each "
-            "database and user gets of the server (SHOW CONFIG on its admin console)",
+            "database and user gets of the server (in session pooling each open connection "
+            "holds one of those; SHOW CONFIG on its admin console)",
         )
     max_connections, reserved, in_use = connection.execute(
         text(
