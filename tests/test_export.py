@@ -18,16 +18,9 @@ from typer.testing import CliRunner
 
 from geosession import ConfigurationError, DatabaseError, ExportFailed, SpatialDatabase
 from geosession.cli import app
-from tests.test_stream import ROWS, create_read_tables
+from tests.test_stream import ROWS, tables  # noqa: F401 (the module's tables, as there)
 
 pytestmark = pytest.mark.usefixtures("tables")
-
-
-@pytest.fixture(scope="module")
-def tables(admin: psycopg.Connection[Any]) -> Iterator[None]:
-    create_read_tables(admin)
-    yield
-    admin.execute("DROP TABLE IF EXISTS rd_parcels, rd_metric, rd_geog, rd_two, rd_plain")
 
 
 def load(path: Path) -> Any:

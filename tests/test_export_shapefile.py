@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -17,16 +16,9 @@ from typer.testing import CliRunner
 from geosession import ConfigurationError, ExportFailed, SpatialDatabase
 from geosession.cli import app
 from geosession.read.shapefile import field_names
-from tests.test_stream import ROWS, create_read_tables
+from tests.test_stream import ROWS, tables  # noqa: F401 (the module's tables, as there)
 
 pytestmark = pytest.mark.usefixtures("tables")
-
-
-@pytest.fixture(scope="module")
-def tables(admin: psycopg.Connection[Any]) -> Iterator[None]:
-    create_read_tables(admin)
-    yield
-    admin.execute("DROP TABLE IF EXISTS rd_parcels, rd_metric, rd_geog, rd_two, rd_plain")
 
 
 def files(folder: Path) -> list[str]:

@@ -76,9 +76,9 @@ def write_shapefile(
     zip), with its .qix spatial index unless ``spatial_index`` is False. The files are
     written in a hidden folder beside ``path`` and moved into place once complete."""
     target = Path(path)
-    folder = temporary_path(target)
-    check_writable(folder)
     with gdal_failures(target, stream):
+        folder = temporary_path(target)
+        check_writable(folder)
         rows = open_rows(stream, progress)
         names = field_names(rows.schema.names, _one_geometry_column(rows.plan))
         folder.mkdir()
