@@ -7,7 +7,8 @@ the geometry in binary (EWKB) with ``shapely.from_wkb`` per batch, the same with
 ``ST_AsBinary`` as text, the ORM's ``.scalars().all()`` and ``yield_per`` with
 ``to_shape``, geopandas ``read_postgis`` (plain and ``chunksize``), and, for GeoJSON export,
 ``ogr2ogr`` and a hand-written psycopg stream of server-side ``ST_AsGeoJSON(t.*)``; for
-GeoPackage export ``ogr2ogr -f GPKG``, for GeoParquet geopandas ``read_postgis`` then
+GeoPackage, FlatGeobuf and Shapefile export ``ogr2ogr`` to them, for GeoParquet geopandas
+``read_postgis`` then
 ``to_parquet``. Then checks geosession's read targets against them and prints PASS/FAIL.
 
 Run (about 5 minutes at 1,000,000 rows on 2 cores; ogr2ogr and the ORM's .all() take most)::
@@ -73,6 +74,8 @@ EXPORTS = {
     "export_fgb": "db.export to FlatGeobuf (with its spatial index)",
     "export_fgb_noindex": "db.export to FlatGeobuf, spatial_index=False",
     "ogr2ogr_fgb": "ogr2ogr -f FlatGeobuf",
+    "export_shp": "db.export to Shapefile (with its .qix spatial index)",
+    "ogr2ogr_shp": "ogr2ogr -f 'ESRI Shapefile' -lco SPATIAL_INDEX=YES",
     "export_parquet": "db.export to GeoParquet",
     "to_parquet": "geopandas read_postgis + to_parquet",
 }
@@ -290,13 +293,19 @@ def ogr2ogr(url: URL, spec: dict[str, Any], driver: str = "GeoJSON") -> Run:
         sys.exit("ogr2ogr not found: apt-get install gdal-bin")
     source = f"PG:host={url.host} port={url.port or 5432} dbname={url.database} "
     source += f"user={url.username}"
-    suffix = {"GeoJSON": ".geojson", "GPKG": ".gpkg", "FlatGeobuf": ".fgb"}[driver]
+    suffix = {
+        "GeoJSON": ".geojson",
+        "GPKG": ".gpkg",
+        "FlatGeobuf": ".fgb",
+        "ESRI Shapefile": ".shp",
+    }[driver]
+    options = ["-lco", "SPATIAL_INDEX=YES"] if driver == "ESRI Shapefile" else []
     out = Path(spec["workdir"]) / f"ogr2ogr{suffix}"
     env = {**os.environ, "PGPASSWORD": url.password or ""}
 
     def run() -> int:
         out.unlink(missing_ok=True)
-        command = ["ogr2ogr", "-f", driver, str(out), source, TABLE]
+        command = ["ogr2ogr", "-f", driver, *options, str(out), source, TABLE]
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"ogr2ogr failed: {done.stderr}")
@@ -347,6 +356,8 @@ PREPARE: dict[str, Callable[[URL, dict[str, Any]], Run]] = {
         url, spec, ".fgb", spatial_index=False
     ),
     "ogr2ogr_fgb": lambda url, spec: ogr2ogr(url, spec, "FlatGeobuf"),
+    "export_shp": lambda url, spec: geosession_export(url, spec, ".shp"),
+    "ogr2ogr_shp": lambda url, spec: ogr2ogr(url, spec, "ESRI Shapefile"),
     "export_parquet": lambda url, spec: geosession_export(url, spec, ".parquet"),
     "to_parquet": to_parquet,
 }
@@ -392,6 +403,7 @@ def report(results: dict[str, Any], rows: int) -> list[str]:
         ("export_geojson / ogr2ogr", "export", "ogr2ogr", 1.0),
         ("export to GeoPackage / ogr2ogr -f GPKG", "export_gpkg", "ogr2ogr_gpkg", 1.0),
         ("export to FlatGeobuf / ogr2ogr -f FlatGeobuf", "export_fgb", "ogr2ogr_fgb", 1.0),
+        ("export to Shapefile / ogr2ogr (with .qix)", "export_shp", "ogr2ogr_shp", 1.0),
         ("export to GeoParquet / read_postgis+to_parquet", "export_parquet", "to_parquet", 1.0),
     ]
     for label, ours, theirs, target in checks:
