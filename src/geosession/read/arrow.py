@@ -2,16 +2,19 @@
 
 Each column's Arrow type comes from its PostgreSQL type, never from a chunk's values, so
 every batch has one schema even where a chunk holds only NULLs, and an empty result
-still has it. Geometries are ISO WKB (what GeoParquet and GDAL read), or for text formats
-(CSV) WKT, with bytea as PostgreSQL's ``\\x`` hex. Types Arrow has no equivalent for are
-text: JSON and arrays as JSON, the rest (uuid, interval...) as Python prints them;
-numeric is float64, as GeoPackage has no decimal type either.
+still has it. Batches are built from the fetched rows column by column, without a
+GeoDataFrame between (which cost a quarter of a GeoPackage or Shapefile export).
+Geometries are ISO WKB (what GeoParquet and GDAL read), or for text formats (CSV) WKT,
+with bytea as PostgreSQL's ``\\x`` hex. Types Arrow has no equivalent for are text: JSON
+and arrays as JSON, the rest (uuid, interval...) as Python prints them; numeric is
+float64, as GeoPackage has no decimal type either; a float's NaN stays NaN.
 """
 
 from __future__ import annotations
 
 import decimal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
@@ -20,14 +23,36 @@ import shapely
 
 from geosession.errors import ConfigurationError
 from geosession.geometry import wkt_array
-from geosession.read.frames import frames
+from geosession.read.decode import decode_geometries
+from geosession.read.frames import column_crs
 from geosession.read.plan import Column
 from geosession.read.query import ReadPlan
 from geosession.read.stream import GeometryStream
-from geosession.read.types import BYTEA, COLUMN_TYPES
+from geosession.read.types import BYTEA, COLUMN_TYPES, NUMERIC
 
-OnFrame = Callable[[Any], None]
-"""Called with each GeoDataFrame before it becomes a record batch (counts, metadata)."""
+
+@dataclass(frozen=True)
+class Chunk:
+    """What a writer learns of a fetched batch as it becomes a record batch: its row
+    count, and each geometry column's decoded geometries and CRS (as ``crs_for`` gives
+    it), the active column's also as ``geometry`` and ``crs``."""
+
+    rows: int
+    geometries: dict[str, Any]
+    crs_by_column: dict[str, str | None]
+    active: str
+
+    @property
+    def geometry(self) -> Any:
+        return self.geometries[self.active]
+
+    @property
+    def crs(self) -> str | None:
+        return self.crs_by_column[self.active]
+
+
+OnChunk = Callable[[Chunk], None]
+"""Called with each batch's Chunk before its record batch is written (counts, metadata)."""
 
 
 def pyarrow() -> Any:
@@ -43,21 +68,22 @@ def pyarrow() -> Any:
 
 
 def record_batches(
-    pa: Any, stream: GeometryStream, on_frame: OnFrame, *, text: bool = False
+    pa: Any, stream: GeometryStream, on_chunk: OnChunk, *, text: bool = False
 ) -> tuple[Any, Any, Iterator[Any]]:
     """The plan, the schema and the record batches of ``stream`` (with ``text``, no
     binary columns: geometries as WKT, bytea as hex); the query runs (and its first batch
     is read) here, since the schema comes from its columns."""
-    chunks = frames(stream)
-    first = next(chunks, None)
+    fetched = stream.batches()
+    first = next(fetched, None)
     plan = stream.plan
     assert plan is not None  # set before the first batch, or by an empty result
     schema = pa.schema([arrow_field(pa, column, text=text) for column in plan.columns])
 
     def batches() -> Iterator[Any]:
-        for frame in chain([first] if first is not None else [], chunks):
-            on_frame(frame)
-            yield record_batch(pa, schema, plan, frame)
+        for rows in chain([first] if first is not None else [], fetched):
+            chunk, batch = record_batch(pa, schema, plan, rows)
+            on_chunk(chunk)
+            yield batch
 
     return plan, schema, batches()
 
@@ -73,25 +99,40 @@ def arrow_field(pa: Any, column: Column, *, text: bool = False) -> Any:
     return pa.field(column.name, pa.string() if column_type is None else column_type.arrow(pa))
 
 
-def record_batch(pa: Any, schema: Any, plan: ReadPlan, frame: Any) -> Any:
-    """One frame as a record batch of ``schema``."""
+def record_batch(pa: Any, schema: Any, plan: ReadPlan, rows: Sequence[Any]) -> tuple[Chunk, Any]:
+    """Fetched rows as a record batch of ``schema``, and what was learnt of them."""
+    columns = list(zip(*rows, strict=True))
+    geometries: dict[str, Any] = {}
+    crs: dict[str, str | None] = {}
     arrays = []
-    for column, field in zip(plan.columns, schema, strict=True):
-        series = frame[column.name]
-        if column.spatial and field.type == pa.string():
-            values: Any = wkt_array(series.to_numpy())
-        elif column.spatial:
-            values = shapely.to_wkb(series.to_numpy(), flavor="iso")
-        elif field.type == pa.string() and str(series.dtype) not in ("str", "string"):
-            values = [_text(v) for v in series]
-        elif pa.types.is_floating(field.type) and series.dtype == object:  # Decimals
-            values = [None if v is None else float(v) for v in series]
-        elif pa.types.is_binary(field.type):
-            values = [None if v is None else bytes(v) for v in series]
+    for index, (column, field) in enumerate(zip(plan.columns, schema, strict=True)):
+        values: Any = columns[index]
+        if column.spatial:
+            shapes = decode_geometries(values)
+            active = index == plan.geometry_index
+            geometries[column.name] = shapes
+            crs[column.name] = column_crs(plan, column, shapes, active=active)
+            if field.type == pa.string():
+                values = wkt_array(shapes)
+            else:
+                values = shapely.to_wkb(shapes, flavor="iso")
         else:
-            values = series
-        arrays.append(pa.array(values, type=field.type, from_pandas=True))
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+            values = _plain(pa, field, column, values)
+        arrays.append(pa.array(values, type=field.type))
+    chunk = Chunk(len(rows), geometries, crs, plan.geometry.name)
+    return chunk, pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _plain(pa: Any, field: Any, column: Column, values: Sequence[Any]) -> Sequence[Any]:
+    """A column's values as Arrow takes them for ``field``: text for a string field
+    (JSON, uuid...), floats for numeric's Decimals, bytes for bytea's memoryviews."""
+    if field.type == pa.string():
+        return [value if type(value) is str else _text(value) for value in values]
+    if column.type_oid == NUMERIC:
+        return [None if value is None else float(value) for value in values]
+    if pa.types.is_binary(field.type):
+        return [None if value is None else bytes(value) for value in values]
+    return values
 
 
 def _text(value: Any) -> str | None:

@@ -10,9 +10,9 @@ prints it (``\\x`` and hex). The SRID is not in the file: say it when loading (`
 from __future__ import annotations
 
 import os
-from typing import IO, Any
+from typing import IO
 
-from geosession.read.arrow import pyarrow, record_batches
+from geosession.read.arrow import Chunk, pyarrow, record_batches
 from geosession.read.geojson import Progress, atomic_output
 from geosession.read.stream import GeometryStream
 
@@ -29,14 +29,14 @@ def write_csv(
 
     count = 0
 
-    def on_frame(frame: Any) -> None:
+    def on_chunk(chunk: Chunk) -> None:
         nonlocal count
-        count += len(frame)
+        count += chunk.rows
         if progress is not None:
             progress(count)
 
     with stream, atomic_output(dest, ".csv") as sink:
-        _, schema, batches = record_batches(pa, stream, on_frame, text=True)
+        _, schema, batches = record_batches(pa, stream, on_chunk, text=True)
         with csv.CSVWriter(sink, schema) as writer:
             for batch in batches:
                 writer.write_batch(batch)

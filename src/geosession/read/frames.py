@@ -49,9 +49,9 @@ def to_frame(geopandas: Any, plan: ReadPlan, rows: list[Any]) -> Any:
         if column.spatial:
             geometries = decode_geometries(columns[index])
             active = index == plan.geometry_index
-            column_crs = _crs(plan, column, geometries, active=active)
-            crs = column_crs if active else crs
-            data[column.name] = geopandas.GeoSeries(geometries, crs=column_crs)
+            found = column_crs(plan, column, geometries, active=active)
+            crs = found if active else crs
+            data[column.name] = geopandas.GeoSeries(geometries, crs=found)
         else:
             data[column.name] = _series(plan, column, columns[index])
     return geopandas.GeoDataFrame(data, geometry=plan.geometry.name, crs=crs)
@@ -70,7 +70,7 @@ def _series(plan: ReadPlan, column: Column, values: tuple[Any, ...]) -> Any:
     return pandas.Series(values, dtype=column_type.dtype)
 
 
-def _crs(plan: ReadPlan, column: Column, geometries: Any, *, active: bool) -> str | None:
+def column_crs(plan: ReadPlan, column: Column, geometries: Any, *, active: bool) -> str | None:
     """The column's CRS: its declared SRID's, else its rows' (the first that has one)."""
     projection = plan.options.projection
     srid = projection.value if active and projection.kind == "transform" else column.srid

@@ -25,7 +25,7 @@ from typing import Any
 import shapely
 
 from geosession.errors import ConfigurationError, ExportFailed
-from geosession.read.arrow import pyarrow, record_batches
+from geosession.read.arrow import Chunk, pyarrow, record_batches
 from geosession.read.geojson import Progress, temporary_path
 from geosession.read.layer_types import (
     UNKNOWN,
@@ -186,13 +186,13 @@ class _Layer:
         self.kinds: set[str] = set()
         self.crs: Any = None
 
-    def see(self, frame: Any) -> None:
+    def see(self, chunk: Chunk) -> None:
         if not self.count:
-            self.crs = frame.crs
-        geometries = frame.geometry.to_numpy()
+            self.crs = chunk.crs
+        geometries = chunk.geometry
         if self.declared is None:
             self.kinds |= row_kinds(geometries)
-        self.count += len(frame)
+        self.count += chunk.rows
         self.unindexable += int(
             (shapely.is_missing(geometries) | shapely.is_empty(geometries)).sum()
         )

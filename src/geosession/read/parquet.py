@@ -16,7 +16,7 @@ from typing import Any
 import shapely
 
 from geosession.geometry import TYPE_NAMES
-from geosession.read.arrow import pyarrow, record_batches
+from geosession.read.arrow import Chunk, pyarrow, record_batches
 from geosession.read.geojson import Progress, temporary_path
 from geosession.read.query import ReadPlan
 from geosession.read.stream import GeometryStream
@@ -45,16 +45,15 @@ def _write(pa: Any, stream: GeometryStream, temporary: Path, progress: Progress 
     geo = _GeoMetadata()
     count = 0
 
-    def on_frame(frame: Any) -> None:
+    def on_chunk(chunk: Chunk) -> None:
         nonlocal count
-        for name in frame.columns:
-            if str(frame[name].dtype) == "geometry":
-                geo.add(name, frame[name].to_numpy(), frame[name].crs)
-        count += len(frame)
+        for name, geometries in chunk.geometries.items():
+            geo.add(name, geometries, chunk.crs_by_column[name])
+        count += chunk.rows
         if progress is not None:
             progress(count)
 
-    plan, schema, batches = record_batches(pa, stream, on_frame)
+    plan, schema, batches = record_batches(pa, stream, on_chunk)
     # without the Arrow schema in the file, readers take the footer's metadata: 'geo'
     with pa.parquet.ParquetWriter(temporary, schema, store_schema=False) as writer:
         pending: list[Any] = []
@@ -76,7 +75,7 @@ class _GeoMetadata:
     def __init__(self) -> None:
         self.columns: dict[str, dict[str, Any]] = {}
 
-    def add(self, name: str, geometries: Any, crs: Any) -> None:
+    def add(self, name: str, geometries: Any, crs: str | None) -> None:
         entry = self.columns.setdefault(
             name, {"types": set(), "bbox": [math.inf, math.inf, -math.inf, -math.inf]}
         )
@@ -93,8 +92,8 @@ class _GeoMetadata:
             max(box[2], high_x),
             max(box[3], high_y),
         ]
-        if crs is not None:
-            entry["crs"] = crs.to_json_dict()
+        if crs is not None and "crs" not in entry:  # PROJ reads a CRS once per column
+            entry["crs"] = _projjson(crs)
 
     def encode(self, plan: ReadPlan) -> str:
         """The metadata as JSON; every geometry column has an entry, rows or none."""

@@ -66,4 +66,5 @@ POSTGRES_TEXT = frozenset(
 their Python values print otherwise ("1 day, 0:00:00") or lose a part (psycopg reads a
 month of an interval as 30 days)."""
 BYTEA = _oid("bytea")
+NUMERIC = _oid("numeric")
 TIMESTAMPTZ = _oid("timestamptz")
