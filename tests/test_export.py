@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import orjson
 import psycopg
+import pyarrow.parquet as pq
 import pyogrio
 import pytest
 import shapely
@@ -469,7 +471,6 @@ def test_geoparquet_schema_metadata_and_round_trip(
     db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     out = tmp_path / "parcels.parquet"
     statement = (  # the first chunk's names and geometries are NULL
@@ -520,7 +521,6 @@ def test_geoparquet_schema_metadata_and_round_trip(
 
 def pq_subset(path: Path, tmp_path: Path, columns: list[str]) -> Path:
     """The file with only ``columns``, its geo metadata kept."""
-    import pyarrow.parquet as pq
 
     subset = tmp_path / "subset.parquet"
     pq.write_table(pq.read_table(path, columns=columns), subset)
@@ -532,7 +532,6 @@ def test_geoparquet_of_an_empty_result_and_of_timestamps(
 ) -> None:
     import geopandas as gpd
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     empty = tmp_path / "none.geoparquet"
     db.export("SELECT * FROM rd_metric WHERE id < 0", empty)
@@ -724,6 +723,10 @@ def test_field_types_follow_the_columns_not_the_first_chunks_values(
         }
         frame = pyogrio.read_dataframe(out, use_arrow=True)
         assert frame["big"].tolist()[2:] == [2**40 + g for g in range(3, 7)]
+        nan = "SELECT 1 AS id, 'NaN'::float8 AS x, NULL::float8 AS y, ST_MakePoint(0, 0) AS geom"
+        db.export(nan, tmp_path / "nan.parquet")  # PostgreSQL's NaN is a value, not a NULL
+        values = pq.read_table(tmp_path / "nan.parquet").to_pylist()[0]
+        assert math.isnan(values["x"]) and values["y"] is None
         chunks = list(db.stream_frames("SELECT * FROM ex_typed ORDER BY id", batch_size=2))
         dtypes = {str(dict(chunk.dtypes)) for chunk in chunks}
         assert len(chunks) == 3 and len(dtypes) == 1
