@@ -651,3 +651,24 @@ def test_rename_loads_a_files_fields_into_columns_of_other_names(tmp_path: Path)
         batches(csv_path, columns=columns, rename={"nme": "parcel_name"})
     with pytest.raises(ConfigurationError, match=r"rename=.* renames a file's fields .* list"):
         batches([{"id": 1}], rename={"id": "name"})
+
+
+def test_a_shapefile_without_its_shx_or_dbf_is_refused_naming_them(tmp_path: Path) -> None:
+    """GDAL refused a missing .shx with a traceback about SHAPE_RESTORE_SHX, and read a
+    .shp without its .dbf as geometries alone: every attribute lost unseen."""
+    shapefile = tmp_path / "parcels.shp"
+    pyogrio.write_dataframe(frame(4), shapefile)
+    parts = {p.suffix: p for p in tmp_path.glob("parcels.*")}
+    (tmp_path / "parcels.dbf").rename(tmp_path / "parcels.DBF")  # where GDAL looks too
+    assert len(column(batches(shapefile), "name")) == 4
+    (tmp_path / "parcels.DBF").unlink()
+    with pytest.raises(ConfigurationError, match=r"lacks its \.dbf \(its attributes\).*"):
+        batches(shapefile)
+    (tmp_path / "parcels.shx").unlink()
+    missing = r"lacks its \.shx \(the index of its shapes\) and \.dbf .* parcels\.shx and "
+    with pytest.raises(ConfigurationError, match=missing + r"parcels\.dbf beside it"):
+        batches(shapefile)
+    pieces = {f"data/{p.name}": p for suffix, p in parts.items() if suffix in (".shp", ".prj")}
+    archive = _zipped(tmp_path / "parts.zip", pieces)
+    with pytest.raises(ConfigurationError, match=r"parts\.zip's data lacks its \.shx"):
+        batches(archive)

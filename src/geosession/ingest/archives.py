@@ -39,7 +39,10 @@ class GdalSource:
 def gdal_source(path: Path) -> GdalSource:
     """``path`` itself, or for a zip archive what in it holds the data."""
     if path.suffix.lower() not in ARCHIVE_SUFFIXES:
-        return GdalSource(path, path, shapefiles=path.suffix.lower() == ".shp")
+        shapefile = path.suffix.lower() == ".shp"
+        if shapefile and path.parent.is_dir():
+            _check_parts(path.name, {p.name for p in path.parent.iterdir()}, str(path.parent))
+        return GdalSource(path, path, shapefiles=shapefile)
     try:
         with zipfile.ZipFile(path) as archive:
             members = [PurePosixPath(name) for name in archive.namelist()]
@@ -54,6 +57,10 @@ def gdal_source(path: Path) -> GdalSource:
         raise ConfigurationError(
             f"{path} holds no GeoPackage, Shapefile, GeoJSON or FlatGeobuf file"
         )
+    for member in data:
+        if member.suffix.lower() == ".shp":
+            siblings = {m.name for m in members if m.parent == member.parent}
+            _check_parts(member.name, siblings, f"{path}'s {member.parent}")
     if len(data) == 1:
         shapefile = data[0].suffix.lower() == ".shp"
         inside = data[0].parent if shapefile else data[0]  # a Shapefile needs its siblings
@@ -66,6 +73,30 @@ def gdal_source(path: Path) -> GdalSource:
         f"{path} holds several vector files ({listed}) that GDAL cannot open as one: "
         "unzip it and load them one by one"
     )
+
+
+_SHAPEFILE_PARTS = {".shx": "the index of its shapes", ".dbf": "its attributes"}
+"""The files a Shapefile cannot be read without (GDAL would read one without its .dbf as
+geometries alone, losing every attribute unseen)."""
+
+
+def _check_parts(shp: str, siblings: set[str], where: str) -> None:
+    """Refuses a Shapefile whose .shx or .dbf is not beside its .shp, of its name with the
+    suffix in lower or upper case (where GDAL looks)."""
+    stem = PurePosixPath(shp).stem
+    missing = [
+        suffix
+        for suffix in _SHAPEFILE_PARTS
+        if stem + suffix not in siblings and stem + suffix.upper() not in siblings
+    ]
+    if missing:
+        lacking = " and ".join(f"{suffix} ({_SHAPEFILE_PARTS[suffix]})" for suffix in missing)
+        files = " and ".join(stem + suffix for suffix in missing)
+        raise ConfigurationError(
+            f"Shapefile {shp} in {where} lacks its {lacking}: a Shapefile is several files "
+            f"of one name side by side. Put {files} beside it (all the files of the "
+            "download), or load another format"
+        )
 
 
 def _inside(path: Path, member: PurePosixPath) -> str | Path:
