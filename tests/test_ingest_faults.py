@@ -320,3 +320,34 @@ def waiting_builds(admin: psycopg.Connection[Any]) -> list[int]:
         "AND query LIKE 'CREATE INDEX%%'"
     )
     return [int(pid) for (pid,) in found.fetchall()]
+
+
+def test_a_file_cut_short_is_refused_where_it_ends_and_resumes_once_repaired(
+    db: SpatialDatabase, table: str, database_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """GDAL's "Unexpected I/O failure" came as a bare OSError traceback; the command now
+    also says which id resumes, since its default id changes with the file."""
+    import geopandas
+    from typer.testing import CliRunner
+
+    from geosession.cli import app
+
+    create_table(db)
+    polygons = list(rows(150_000))
+    frame = geopandas.GeoDataFrame(polygons, geometry="geom", crs=4326)
+    whole = tmp_path / "whole.fgb"
+    frame.to_file(whole, SPATIAL_INDEX="NO")
+    cut = tmp_path / "parcels.fgb"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 2 // 3])
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    result = CliRunner().invoke(app, ["ingest", str(cut), table])
+    message = " ".join(str(result.exception).split())
+    assert result.exit_code != 0 and "cannot read" in message and "past its feature" in message
+    committed = table_state(db)[0]
+    assert 0 < committed < 150_000
+    ingest_id = message.partition("--ingest-id ")[2]
+    assert f"{committed:,} rows of {cut} committed before this (ingest id {ingest_id})" in message
+    shutil.copyfile(whole, cut)  # the file fetched again: another size and time
+    resumed = CliRunner().invoke(app, ["ingest", str(cut), table, "--ingest-id", ingest_id])
+    assert resumed.exit_code == 0, resumed.output
+    assert table_state(db) == (150_000, 150_000, source_checksum(150_000))

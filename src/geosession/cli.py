@@ -347,7 +347,8 @@ def ingest(
             if len(sources) > 1:
                 heading = f"[bold]{source}[/] ({number} of {len(sources)})"
                 console.print(heading, highlight=False, soft_wrap=True)
-            report = db.ingest(
+            report = _resumable(
+                db.ingest,
                 table,
                 source,
                 chunk_size=size,
@@ -371,6 +372,25 @@ def ingest(
             reports.append((source, report))
     if len(reports) > 1:
         console.print(_files_table(reports))
+
+
+def _resumable(ingest: Any, table: str, source: Path, **options: Any) -> Any:
+    """``ingest(table, source, **options)``; a failure after chunks committed says how to
+    resume after them (the default id follows the file's size and time, so a repaired or
+    fetched-again file needs the id given)."""
+    try:
+        return ingest(table, source, **options)
+    except GeoSessionError as error:
+        report = getattr(error, "ingest_report", None)
+        if report is not None and report.inserted:
+            error.message += (
+                f"\n{report.inserted:,} rows of {source} committed before this (ingest id "
+                f"{report.ingest_id}). Running the same command again resumes after them "
+                f"while the file is unchanged; for a replaced or repaired file, add "
+                f"--ingest-id {report.ingest_id}"
+            )
+            error.args = (error.message,)
+        raise
 
 
 def _renames(pairs: list[str]) -> dict[str, str] | None:

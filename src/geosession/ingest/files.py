@@ -248,7 +248,8 @@ def _vector_batches(
             crs = source_crs(meta["crs"])
             known = {names[geometry]: crs} if crs is not None and geometry in names else {}
             with _filtering(read, path):  # some drivers apply the condition as they read
-                yield from _arrow_batches(reader, names, columns, size, known, text.fallback)
+                features = _read_through(reader, path, filtered=read.where is not None)
+                yield from _arrow_batches(features, names, columns, size, known, text.fallback)
     except unreadable as error:
         raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
 
@@ -268,6 +269,30 @@ def check_rename(rename: Mapping[str, str], fields: Sequence[str], path: Path) -
             f"rename names {', '.join(map(repr, missing))}, which {path} does not have as a "
             f"field; its fields: {', '.join(fields)}"
         )
+
+
+def _read_through(reader: Any, path: Path, *, filtered: bool) -> Iterator[Any]:
+    """A layer's record batches; GDAL's failure to read one (a file cut short or damaged)
+    is refused naming the file and how far it was read (``filtered``: left to the where=
+    condition's refusal, which it may be)."""
+    features = 0
+    batches = iter(reader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (OSError, ValueError) as error:
+            if filtered:
+                raise
+            raise ConfigurationError(
+                f"cannot read {path} past its feature {features:,}: GDAL: {error}. The file "
+                "is damaged or cut short (a copy or download that did not finish?); the "
+                "chunks read before committed: load the repaired file with the same "
+                "ingest_id to resume after them"
+            ) from error
+        features += batch.num_rows
+        yield batch
 
 
 @contextlib.contextmanager
