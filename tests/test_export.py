@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -921,3 +924,26 @@ def test_intervals_times_with_zones_and_ranges_hold_postgresqls_text_in_every_fo
 def _export(db: SpatialDatabase, query: str, path: Path) -> Path:
     db.export(query, path)
     return path
+
+
+@pytest.mark.parametrize("kind", ["geojson", "csv"])
+def test_a_full_disk_fails_the_export_naming_the_file(db: SpatialDatabase, kind: str) -> None:
+    """/dev/full answers every write with ENOSPC: it came out as a bare OSError."""
+    with (
+        open("/dev/full", "wb", buffering=0) as full,
+        pytest.raises(ExportFailed, match=r"Writing /dev/full failed: No space left on device"),
+    ):
+        db.export("SELECT * FROM rd_parcels", full, format=kind)
+
+
+def test_standard_outputs_reader_leaving_ends_the_command_quietly(database_url: str) -> None:
+    """`geosession export ... - | head` printed a BrokenPipeError traceback."""
+    program = str(Path(sys.executable).parent / "geosession")
+    command = [program, "export", "SELECT * FROM rd_parcels", "-"]
+    env = {**os.environ, "GEOSESSION_DATABASE_URL": database_url}
+    export = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert export.stdout is not None and export.stderr is not None
+    assert export.stdout.read(40).startswith(b'{"type":"FeatureCollection"')
+    export.stdout.close()  # the reader leaves, as head does
+    assert export.wait(timeout=60) == 141
+    assert b"Traceback" not in export.stderr.read()

@@ -5,9 +5,11 @@ Progress and the final count go to stderr, so ``-`` (stdout) carries only the Ge
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -62,7 +64,7 @@ def run_export(
     kind = format_for(dest, format, option="--format ")
     console = Console(stderr=True)
     started = time.perf_counter()
-    with SpatialDatabase.from_env() as db:
+    with SpatialDatabase.from_env() as db, _reader_may_leave(output):
         estimate = _estimate(db, source, options.get("replica", False))
         total = None if where or bbox else estimate
         with export_progress(total, console) as advance:
@@ -88,6 +90,20 @@ def run_export(
         fields = ", ".join(f"{column} -> {field}" for column, field in result.renamed.items())
         console.print(f"Field names shortened to a Shapefile's 10 bytes: {fields}", highlight=False)
     return result
+
+
+@contextlib.contextmanager
+def _reader_may_leave(output: str) -> Iterator[None]:
+    """Standard output's reader stopping early (``| head``, ``| jq`` failing) ends the
+    export quietly with status 141, as SIGPIPE ends other tools; Python would print a
+    traceback, and again when it flushes at exit."""
+    try:
+        yield
+    except BrokenPipeError:
+        if output != "-":
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(141) from None
 
 
 def _estimate(db: SpatialDatabase, source: str, replica: bool) -> int | None:

@@ -7,13 +7,15 @@ appears at the destination only once it is complete.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from geosession.errors import ConfigurationError
+from geosession.errors import ConfigurationError, ExportFailed
 from geosession.read.geojson import (
     ExportResult,
     Progress,
@@ -89,7 +91,7 @@ def export(
     ``spatial_index=False`` leaves a GeoPackage's, FlatGeobuf's or Shapefile's spatial
     index out."""
     output = _Output(dest, format_for(dest, format), layer, spatial_index)
-    with progress_callback(progress) as advance:
+    with progress_callback(progress) as advance, _file_failures(output):
         if output.format in ("geojson", "geojsonl"):
             return _write_geojson(connect, statement, options, params, output, advance)
         by_row = replace(options, output="row", postgres_text=True)
@@ -127,6 +129,27 @@ class _Output:
     @property
     def path(self) -> str | None:
         return None if hasattr(self.dest, "write") else os.fspath(self.dest)
+
+
+@contextlib.contextmanager
+def _file_failures(output: _Output) -> Iterator[None]:
+    """The file system's refusal while writing (a full disk, a quota, an I/O error) as
+    ExportFailed naming the file; nothing partial is left (the writers clean up). A
+    broken pipe is the reader's going away (``| head``), not a failure: it passes as is."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        name = output.path or getattr(output.dest, "name", None)
+        where = str(name) if isinstance(name, str) else "the output"
+        reason = error.strerror or str(error)
+        room = f" in {Path(where).parent}" if output.path else ""
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        advice = f"free space{room} or write elsewhere" if full else "write elsewhere"
+        raise ExportFailed(
+            f"Writing {where} failed: {reason}: {advice}; {where} is left as it was"
+        ) from error
 
 
 def _write_geojson(

@@ -87,6 +87,10 @@ def _gdal_errors() -> tuple[type[Exception], ...]:
     )
 
 
+_DISK_FULL = ("no space left", "disk is full", "disk quota")
+"""GDAL's and SQLite's words for a full disk."""
+
+
 def _export_failed(error: Exception, target: Path, stream: GeometryStream) -> ExportFailed:
     """GDAL's refusal in geosession's words: the file, GDAL's message, what to do."""
     message = " ".join(str(error).split())
@@ -97,6 +101,8 @@ def _export_failed(error: Exception, target: Path, stream: GeometryStream) -> Ex
             f"Column {fid} becomes the GeoPackage's feature id, whose values must be unique "
             f"and one repeats: make it unique, or rename it in the query ({fid} AS source_fid)"
         )
+    elif any(words in message.lower() for words in _DISK_FULL):
+        advice = f"Free space in {target.parent} or write elsewhere"
     else:
         advice = "Fix what GDAL names, or choose another format (GeoParquet holds any column)"
     return ExportFailed(
