@@ -9,6 +9,7 @@ Shapefiles in one folder are opened as that folder, each Shapefile a layer.
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -40,8 +41,8 @@ def gdal_source(path: Path) -> GdalSource:
     """``path`` itself, or for a zip archive what in it holds the data."""
     if path.suffix.lower() not in ARCHIVE_SUFFIXES:
         shapefile = path.suffix.lower() == ".shp"
-        if shapefile and path.parent.is_dir():
-            _check_parts(path.name, {p.name for p in path.parent.iterdir()}, str(path.parent))
+        if shapefile:
+            _check_parts(path.name, lambda name: (path.parent / name).exists(), str(path.parent))
         return GdalSource(path, path, shapefiles=shapefile)
     try:
         with zipfile.ZipFile(path) as archive:
@@ -60,7 +61,7 @@ def gdal_source(path: Path) -> GdalSource:
     for member in data:
         if member.suffix.lower() == ".shp":
             siblings = {m.name for m in members if m.parent == member.parent}
-            _check_parts(member.name, siblings, f"{path}'s {member.parent}")
+            _check_parts(member.name, siblings.__contains__, f"{path}'s {member.parent}")
     if len(data) == 1:
         shapefile = data[0].suffix.lower() == ".shp"
         inside = data[0].parent if shapefile else data[0]  # a Shapefile needs its siblings
@@ -80,14 +81,14 @@ _SHAPEFILE_PARTS = {".shx": "the index of its shapes", ".dbf": "its attributes"}
 geometries alone, losing every attribute unseen)."""
 
 
-def _check_parts(shp: str, siblings: set[str], where: str) -> None:
-    """Refuses a Shapefile whose .shx or .dbf is not beside its .shp, of its name with the
-    suffix in lower or upper case (where GDAL looks)."""
+def _check_parts(shp: str, beside: Callable[[str], bool], where: str) -> None:
+    """Refuses a Shapefile whose .shx or .dbf is not beside its .shp (``beside(name)``), of
+    its name with the suffix in lower or upper case (where GDAL looks)."""
     stem = PurePosixPath(shp).stem
     missing = [
         suffix
         for suffix in _SHAPEFILE_PARTS
-        if stem + suffix not in siblings and stem + suffix.upper() not in siblings
+        if not beside(stem + suffix) and not beside(stem + suffix.upper())
     ]
     if missing:
         lacking = " and ".join(f"{suffix} ({_SHAPEFILE_PARTS[suffix]})" for suffix in missing)
