@@ -672,3 +672,22 @@ def test_a_shapefile_without_its_shx_or_dbf_is_refused_naming_them(tmp_path: Pat
     archive = _zipped(tmp_path / "parts.zip", pieces)
     with pytest.raises(ConfigurationError, match=r"parts\.zip's data lacks its \.shx"):
         batches(archive)
+
+
+def test_a_parquet_map_is_a_dict_for_a_json_column(tmp_path: Path) -> None:
+    """Overture's names.common is a map<string, string>: it came as a list of pairs."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = pa.struct([("primary", pa.string()), ("common", pa.map_(pa.string(), pa.string()))])
+    table = pa.table(
+        {
+            "name": pa.array(
+                [{"primary": "X", "common": [("en", "Ex"), ("fr", "Ix")]}, None], names
+            ),
+            "geom": pa.array(shapely.to_wkb([shapely.Point(1, 2), shapely.Point(3, 4)])),
+        }
+    )
+    pq.write_table(table, tmp_path / "maps.parquet")
+    (batch,) = batches(tmp_path / "maps.parquet")
+    assert batch.columns["name"] == [{"primary": "X", "common": {"en": "Ex", "fr": "Ix"}}, None]

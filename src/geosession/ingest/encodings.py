@@ -94,10 +94,10 @@ def _known(encoding: Any) -> str | None:
 
 
 def column_values(column: Any, fallback: str | None) -> list[Any]:
-    """An Arrow column as Python values (WKB as bytes), text that is not UTF-8 decoded as
-    ``fallback``."""
+    """An Arrow column as Python values (WKB as bytes; maps as dicts, so a jsonb column
+    gets an object, not a list of pairs), text that is not UTF-8 decoded as ``fallback``."""
     try:
-        return list(column.to_pylist())
+        return list(column.to_pylist(maps_as_pydicts="lossy"))
     except UnicodeDecodeError:
         if fallback is None:
             raise
