@@ -288,7 +288,8 @@ def ingest(
         list[str] | None,
         typer.Option(
             "--rename",
-            help="FIELD=COLUMN: load a field into the column of another name, e.g. a "
+            metavar="FIELD=COLUMN",
+            help="Load a file's field into the column of another name, e.g. a "
             "Shapefile's cut name: --rename classifica=classification_code (repeat for "
             "several). With --create, the column is made under that name.",
         ),
