@@ -52,6 +52,8 @@ TABLES = (
     "made_zip",
     "made_subset",
     "zipped_fids",
+    "made_points",
+    "made_metric",
 )
 
 
@@ -748,3 +750,45 @@ def test_geometry_type_for_the_declared_types(
     types: list[str], srid: int | None, multi: bool, expected: str
 ) -> None:
     assert geometry_type(types, srid, multi=multi) == expected
+
+
+def test_a_csv_of_longitudes_and_latitudes_makes_a_point_table(
+    db: SpatialDatabase,
+    admin: psycopg.Connection[Any],
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: Any,
+) -> None:
+    """It made a table of text columns latitude and longitude, without a geometry."""
+    path = tmp_path / "cities.csv"
+    path.write_text(
+        "name,lat,lng\nBerlin,52.52,13.405\nParis,48.8566,2.3522\nNowhere,,\nBad,north,1\n"
+    )
+    report = db.ingest("made_points", path, create=True)
+    assert report.inserted == 3 and [r.row for r in report.rejected] == [4]
+    assert "Expected number but encountered word: 'north'" in report.rejected[0].reason
+    assert columns(admin, "made_points") == {
+        "fid": "bigint",
+        "name": "text",
+        "geom": "geometry(Point,4326)",
+    }
+    stored = admin.execute("SELECT name, ST_AsText(geom) FROM made_points ORDER BY fid")
+    assert stored.fetchall() == [
+        ("Berlin", "POINT(13.405 52.52)"),
+        ("Paris", "POINT(2.3522 48.8566)"),
+        ("Nowhere", None),
+    ]
+    admin.execute("CREATE TABLE made_metric (name text, geom geometry(Point, 3857))")
+    with pytest.raises(ConfigurationError, match=r"CRS is EPSG:4326, but column geom .* 3857"):
+        db.ingest("made_metric", path)
+    assert db.ingest("made_metric", path, reproject=True).inserted == 3
+    (x,) = admin.execute("SELECT round(ST_X(geom)) FROM made_metric WHERE name = 'Berlin'")
+    assert x == (1492238,)
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    metres = tmp_path / "metres.csv"
+    metres.write_text("name;e;n\nBerlin;1492237.77;6894699.80\n")
+    command = ["ingest", str(metres), "made_metric", "--xy-columns"]
+    assert "is not X,Y" in CliRunner().invoke(app, [*command, "e"]).output
+    loaded = CliRunner().invoke(app, [*command, "e,n"])
+    assert loaded.exit_code == 0, loaded.output
+    assert admin.execute("SELECT count(*) FROM made_metric").fetchone() == (4,)

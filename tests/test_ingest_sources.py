@@ -691,3 +691,31 @@ def test_a_parquet_map_is_a_dict_for_a_json_column(tmp_path: Path) -> None:
     pq.write_table(table, tmp_path / "maps.parquet")
     (batch,) = batches(tmp_path / "maps.parquet")
     assert batch.columns["name"] == [{"primary": "X", "common": {"en": "Ex", "fr": "Ix"}}, None]
+
+
+def test_a_csvs_coordinate_columns_make_points(tmp_path: Path) -> None:
+    """Longitude and latitude (EPSG:4326 by their names), x and y, or the columns given."""
+    lonlat = write_csv(
+        tmp_path / "cities.csv",
+        [["name", "Latitude", "LONGITUDE"], ["Berlin", "52.52", "13.405"], ["None", "", ""]],
+    )
+    (batch,) = batches(lonlat, columns=["name", "geom"])
+    assert batch.columns == {"name": ["Berlin", "None"], "geom": ["POINT (13.405 52.52)", None]}
+    assert batch.crs == {"geom": 4326}
+    (kept,) = batches(lonlat, columns=["name", "latitude", "geom"])  # a column of its name
+    assert kept.columns["latitude"] == ["52.52", None]
+    xy = write_csv(tmp_path / "xy.csv", [["id", "x", "y"], ["1", "500000", "5700000"]])
+    (batch,) = batches(xy, columns=["id", "geom"])
+    assert batch.columns["geom"] == ["POINT (500000 5700000)"] and batch.crs == {}
+    given = write_csv(tmp_path / "given.csv", [["id", "e", "n"], ["1", "abc", "2"]])
+    (batch,) = batches(given, columns=["id", "geom"], xy_columns=("e", "n"))
+    assert batch.columns["geom"] == ["POINT (abc 2)"]  # the check refuses it, with GEOS's words
+    with pytest.raises(ConfigurationError, match=r"xy_columns names 'north', which .* does not"):
+        batches(given, columns=["id", "geom"], xy_columns=("e", "north"))
+    wkt = write_csv(tmp_path / "wkt.csv", [["x", "y", "wkt"], ["1", "2", "POINT (1 2)"]])
+    with pytest.raises(ConfigurationError, match=r"has the WKT column 'wkt', and xy_columns="):
+        batches(wkt, columns=["x", "y", "geom"], xy_columns=("x", "y"))
+    with pytest.raises(ConfigurationError, match=r"the table has none or several"):
+        batches(xy, columns=["id", "a", "b"], geometry_column=None)
+    with pytest.raises(ConfigurationError, match=r"xy_columns=\('x', 'y'\) names the coordinate"):
+        batches(frame(2), xy_columns=("x", "y"))

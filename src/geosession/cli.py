@@ -198,7 +198,8 @@ def ingest(
         list[Path],
         typer.Argument(
             help="Vector files (GeoPackage, Shapefile, GeoJSON, GeoJSON Lines, FlatGeobuf; "
-            "zipped too), GeoParquet or CSV with a WKT column: one, or several loaded one "
+            "zipped too), GeoParquet or CSV (a WKT column, or longitude and latitude): one, or "
+            "several loaded one "
             "after the other.",
             exists=True,
             dir_okay=False,
@@ -252,6 +253,15 @@ def ingest(
             help="A CSV's geometry column (WKT, EWKT or hex EWKB). Default: the column named "
             "as the table's geometry column, or wkt, geometry, geom, the_geom or wkt_geom, "
             "in any case."
+        ),
+    ] = None,
+    xy_columns: Annotated[
+        str | None,
+        typer.Option(
+            metavar="X,Y",
+            help="A CSV's coordinate columns, x (longitude) first, when it has no WKT column "
+            "and their names do not say them. Default: longitude,latitude, lon/lng/long,lat "
+            "(EPSG:4326), x,y or easting,northing, in any case.",
         ),
     ] = None,
     layer: Annotated[
@@ -331,6 +341,7 @@ def ingest(
     box = parse_bbox(bbox)
     area = (box[0], box[1], box[2], box[3]) if box is not None else None
     renames = _renames(rename or [])
+    coordinates = _pair(xy_columns)
     deferrals: dict[str, str | bool] = {"auto": "auto", "yes": True, "no": False}
     deferral = deferrals.get(defer_indexes)
     if deferral is None:
@@ -366,6 +377,7 @@ def ingest(
                 where=where,
                 bbox=area,
                 rename=renames,
+                xy_columns=coordinates,
                 create=create,
                 reproject=reproject,
             )
@@ -392,6 +404,19 @@ def _resumable(ingest: Any, table: str, source: Path, **options: Any) -> Any:
             )
             error.args = (error.message,)
         raise
+
+
+def _pair(value: str | None) -> tuple[str, str] | None:
+    """``--xy-columns X,Y`` as a pair of names."""
+    if value is None:
+        return None
+    x, comma, y = value.partition(",")
+    if not comma or not x.strip() or not y.strip() or "," in y:
+        raise typer.BadParameter(
+            f"{value!r} is not X,Y: two column names, e.g. lon_deg,lat_deg",
+            param_hint="--xy-columns",
+        )
+    return x.strip(), y.strip()
 
 
 def _renames(pairs: list[str]) -> dict[str, str] | None:

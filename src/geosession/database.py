@@ -269,6 +269,7 @@ class SpatialDatabase:
         where: str | None = None,
         bbox: tuple[float, float, float, float] | None = None,
         rename: Mapping[str, str] | None = None,
+        xy_columns: tuple[str, str] | None = None,
         create: bool = False,
         reproject: bool = False,
     ) -> IngestReport:
@@ -284,7 +285,9 @@ class SpatialDatabase:
         or CSV file that is not UTF-8 (a Shapefile's .cpg file names it, if it has one);
         ``where`` (an OGR SQL condition on its fields) and ``bbox`` (minx, miny, maxx, maxy
         in its CRS) load only some of a vector file's features; ``rename`` maps a file's
-        field names to columns (a Shapefile's ``{"classifica": "classification_code"}``).
+        field names to columns (a Shapefile's ``{"classifica": "classification_code"}``);
+        ``xy_columns`` names a CSV's coordinate columns (x, y) when it has no WKT column and
+        their names (longitude/latitude, lon/lat, x/y) do not say them.
         ``create=True`` creates
         a table that does not exist: from its definition for a mapped class or Table, else
         from a file's or DataFrame's fields. ``reproject=True`` transforms geometries of
@@ -307,6 +310,7 @@ class SpatialDatabase:
             "where": where,
             "bbox": bbox,
             "rename": rename,
+            "xy_columns": xy_columns,
             "create": create,
             "reproject": reproject,
         }

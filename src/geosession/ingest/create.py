@@ -41,6 +41,7 @@ from geosession.ingest.files import (
     wkt_column_of,
 )
 from geosession.ingest.options import IngestOptions
+from geosession.ingest.points import point_columns
 from geosession.ingest.sources import is_dataframe
 from geosession.ingest.target import (
     SCHEMA_EXISTS_SQL,
@@ -211,7 +212,7 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
         if not path.is_file():
             raise ConfigurationError(f"cannot ingest {path}: no such file")
         if suffix == ".csv":
-            schema = _csv_schema(path, options.srid, options.wkt_column, options.encoding)
+            schema = _csv_schema(path, options)
         elif suffix in PARQUET_SUFFIXES:
             schema = _parquet_schema(path, srids)
         elif suffix in VECTOR_SUFFIXES:
@@ -418,17 +419,21 @@ def _scalar_kind(value: Any) -> str | None:
     return next((sql_type for kind, sql_type in _SCALAR_TYPES if isinstance(value, kind)), None)
 
 
-def _csv_schema(
-    path: Path, srid: int | None, wkt_column: str | None, encoding: str | None
-) -> SourceSchema:
-    header, _ = csv_header(path, encoding)
-    wkt = wkt_column_of(header, None, wkt_column, path)
+def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
+    """Text columns, and a geometry column for the WKT column or the coordinates (a Point
+    column, EPSG:4326 for longitude and latitude unless srid= says otherwise)."""
+    header, _ = csv_header(path, options.encoding)
+    wkt = wkt_column_of(header, None, options.wkt_column, path)
+    points = None if wkt is not None else point_columns(header, options.xy_columns, path)
     schema = SourceSchema()
     for name in header:
-        if name != wkt:
+        if name != wkt and (points is None or name not in points.fields):
             schema.add(name, "text")
     if wkt is not None:
-        schema.add_geometry(schema.free_name(), ["Geometry"], srid, multi=False)
+        schema.add_geometry(schema.free_name(), ["Geometry"], options.srid, multi=False)
+    elif points is not None:
+        srid = options.srid if options.srid is not None else points.srid
+        schema.add_geometry(schema.free_name(), ["Point"], srid, multi=False)
     return schema
 
 

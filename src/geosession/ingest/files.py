@@ -44,6 +44,7 @@ from geosession.ingest.encodings import (
     text_codec,
     undecodable_refused,
 )
+from geosession.ingest.points import PointColumns, point_columns, point_texts
 from geosession.read.layer_types import measured_types, name_unknown_with_dimensions
 
 _GDAL_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb", *ARCHIVE_SUFFIXES)
@@ -120,6 +121,8 @@ class FileRead:
     """Only a vector layer's features that intersect it load (in the layer's CRS)."""
     feature_ids: bool = False
     rename: Mapping[str, str] | None = None
+    xy_columns: tuple[str, str] | None = None
+    """A CSV's coordinate columns (x, y), when their names do not say them (:mod:`.points`)."""
     """Source field -> target column, for names the file cannot hold (a Shapefile's ten
     bytes: classifica -> classification_code)."""
 
@@ -148,6 +151,7 @@ _FILE_OPTIONS = {
     "encoding": (("csv", "vector"), "is the text encoding of a Shapefile or CSV file"),
     "where": (("vector",), "filters the features of a vector file (GeoPackage, Shapefile, ...)"),
     "bbox": (("vector",), "filters the features of a vector file (GeoPackage, Shapefile, ...)"),
+    "xy_columns": (("csv",), "names the coordinate columns of a CSV file"),
     "rename": (
         ("csv", "vector", "parquet"),
         "renames a file's fields (a DataFrame's columns or rows' keys are renamed in Python)",
@@ -456,10 +460,20 @@ def _csv_batches(
     encoding = read.encoding
     header, delimiter = csv_header(path, encoding)
     wkt = wkt_column_of(header, geometry_column, read.wkt_column, path)
+    points = _csv_points(header, wkt, geometry_column, read, path)
     renamed = _renamer(read, header, path)
     names = [target_name(renamed(h), wkt, columns, geometry_column) for h in header]
-    check(names, where=str(path))
-    order = sorted(range(len(names)), key=lambda i: columns.index(names[i]))
+    made: dict[str, tuple[int, int]] = {}  # the column the coordinates make points for
+    crs: dict[str, SourceCrs] = {}
+    if points is not None and geometry_column is not None:
+        made[geometry_column] = (header.index(points.x), header.index(points.y))
+        crs = {geometry_column: points.srid} if points.srid is not None else {}
+    loaded = [  # coordinates load as numbers too only into columns of their names
+        i
+        for i, h in enumerate(header)
+        if points is None or h not in points.fields or names[i] in columns
+    ]
+    check([names[i] for i in loaded] + list(made), where=str(path))
 
     def batches() -> Iterator[Batch]:
         with path.open(newline="", encoding=text_codec(encoding, path)) as handle:
@@ -469,12 +483,37 @@ def _csv_batches(
                 rows = (row for row in reader if row)  # blank lines are not rows
                 first = 1
                 while chunk := list(islice(rows, size())):
-                    _check_widths(chunk, len(names), first, path)
-                    values = {names[i]: [row[i] or None for row in chunk] for i in order}
-                    yield Batch(first, values)
+                    _check_widths(chunk, len(header), first, path)
+                    values = {names[i]: [row[i] or None for row in chunk] for i in loaded}
+                    for column, (x, y) in made.items():
+                        values[column] = point_texts(
+                            [row[x] for row in chunk], [row[y] for row in chunk]
+                        )
+                    yield Batch(first, {c: values[c] for c in columns if c in values}, crs)
                     first += len(chunk)
 
     return batches()
+
+
+def _csv_points(
+    header: list[str], wkt: str | None, geometry_column: str | None, read: FileRead, path: Path
+) -> PointColumns | None:
+    """The coordinate fields that make each row's point, when the file has no WKT column
+    (see :mod:`.points`); refused for a table without one geometry column to hold them."""
+    if wkt is not None:
+        if read.xy_columns is not None:
+            raise ConfigurationError(
+                f"{path} has the WKT column {wkt!r}, and xy_columns= names coordinates too: "
+                "give one of wkt_column= and xy_columns="
+            )
+        return None
+    points = point_columns(header, read.xy_columns, path)
+    if points is not None and geometry_column is None:
+        raise ConfigurationError(
+            f"{path}'s {points.x} and {points.y} make points for the table's geometry "
+            "column, and the table has none or several: load into a table with one"
+        )
+    return points
 
 
 def csv_header(path: Path, encoding: str | None = None) -> tuple[list[str], str]:

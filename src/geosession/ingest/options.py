@@ -35,6 +35,7 @@ class IngestOptions:
     where: str | None = None
     bbox: tuple[float, float, float, float] | None = None
     rename: Mapping[str, str] | None = None
+    xy_columns: tuple[str, str] | None = None
     create: bool = False
     reproject: bool = False
 
@@ -65,6 +66,17 @@ class IngestOptions:
             )
         check_encoding(self.encoding)
         self._check_rename()
+        xy = self.xy_columns
+        if xy is not None and not (
+            isinstance(xy, tuple | list)
+            and len(xy) == 2
+            and all(isinstance(name, str) and name for name in xy)
+            and xy[0] != xy[1]
+        ):
+            raise ConfigurationError(
+                f"xy_columns={xy!r} is not valid: give a CSV's two coordinate columns, x "
+                "(longitude) first: ('lon_deg', 'lat_deg')"
+            )
         srid = self.srid
         if srid is not None and (type(srid) is not int or not 0 <= srid <= _MAX_SRID):
             raise ConfigurationError(
@@ -117,5 +129,6 @@ class IngestArguments(TypedDict, total=False):
     where: str | None
     bbox: tuple[float, float, float, float] | None
     rename: Mapping[str, str] | None
+    xy_columns: tuple[str, str] | None
     create: bool
     reproject: bool

@@ -333,6 +333,7 @@ class Ingest:
             where=self.options.where,
             bbox=self.options.bbox,
             rename=self.options.rename,
+            xy_columns=self.options.xy_columns,
             attributes=self.attributes,
             feature_ids=self.started_empty,
         )

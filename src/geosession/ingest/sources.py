@@ -49,6 +49,7 @@ def iter_batches(
     where: str | None = None,
     bbox: Bbox | None = None,
     rename: Mapping[str, str] | None = None,
+    xy_columns: tuple[str, str] | None = None,
 ) -> Iterator[Batch]:
     """Batches of at most ``batch_size`` rows from ``source``, in source order.
 
@@ -65,14 +66,14 @@ def iter_batches(
     ``feature_ids`` loads a vector file's feature ids, where its layer names its id column
     (a GeoPackage's fid), into the column of that name, if there is one. ``encoding``
     is the text encoding of a Shapefile or CSV file (see :mod:`.encodings`); ``where``
-    and ``bbox`` filter a vector file's features, and ``rename`` maps a file's field names
-    to columns (:class:`.files.FileRead`).
+    and ``bbox`` filter a vector file's features, ``rename`` maps a file's field names
+    to columns, and ``xy_columns`` names a CSV's coordinate columns (:class:`.files.FileRead`).
     """
     if (isinstance(batch_size, int) and batch_size < 1) or not columns:
         raise ConfigurationError("iter_batches needs batch_size >= 1 and the target's columns")
     size = batch_size if callable(batch_size) else (lambda: batch_size)
     check = functools.partial(check_fields, columns=columns, computed=frozenset(computed))
-    read = FileRead(wkt_column, layer, encoding, where, bbox, feature_ids, rename)
+    read = FileRead(wkt_column, layer, encoding, where, bbox, feature_ids, rename, xy_columns)
     if isinstance(source, str | os.PathLike):
         return file_batches(Path(source), columns, geometry_column, size, check, read)
     read.check("rows", f"the source (a {type(source).__name__})")

@@ -1,0 +1,73 @@
+"""Points from a CSV's coordinate columns: longitude and latitude, or x and y.
+
+Many CSV files carry a place as two numbers rather than as WKT. A file whose header has
+no WKT column but a pair of coordinate columns, named as people name them (``longitude``
+and ``latitude``, ``lon``/``lng``/``long`` and ``lat``, ``x`` and ``y``, ``easting`` and
+``northing``, in any case) or given as ``xy_columns=``, loads each row as a point.
+Longitude and latitude are EPSG:4326 by their names, so the load refuses or reprojects
+them for a column of another SRID as it does a file's CRS; x and y, eastings and
+northings say nothing of theirs (``srid=`` does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from geosession.errors import ConfigurationError
+
+_WGS84 = 4326
+"""The SRID of longitude and latitude as GPS, web maps and most CSV files give them."""
+
+_LONGITUDE_LATITUDE = (
+    ("longitude", "latitude"),
+    ("lon", "lat"),
+    ("lng", "lat"),
+    ("long", "lat"),
+)
+_X_Y = (("x", "y"), ("easting", "northing"))
+
+
+@dataclass(frozen=True)
+class PointColumns:
+    """The fields of a row's point, and the SRID their names imply (None: unsaid)."""
+
+    x: str
+    y: str
+    srid: int | None
+
+    @property
+    def fields(self) -> tuple[str, str]:
+        return self.x, self.y
+
+
+def point_texts(xs: Sequence[str | None], ys: Sequence[str | None]) -> list[str | None]:
+    """Each row's point as WKT; None where both numbers are empty (a NULL geometry). A
+    number that is not one makes WKT that does not parse, which the geometry check sets
+    aside with GEOS's words ("Expected number but encountered word: 'abc'")."""
+    return [
+        None if not x and not y else f"POINT ({(x or '').strip()} {(y or '').strip()})"
+        for x, y in zip(xs, ys, strict=True)
+    ]
+
+
+def point_columns(
+    header: Sequence[str], given: Sequence[str] | None, path: Path
+) -> PointColumns | None:
+    """The coordinate fields of a CSV header: those ``given`` (x, y), else a pair named as
+    longitude and latitude, else x and y; None when it has neither."""
+    if given is not None:
+        missing = [name for name in given if name not in header]
+        if missing:
+            raise ConfigurationError(
+                f"xy_columns names {', '.join(map(repr, missing))}, which {path} does not "
+                f"have; its fields: {', '.join(header)}"
+            )
+        return PointColumns(given[0], given[1], None)
+    folded = {name.casefold(): name for name in reversed(header)}  # the first of a case
+    for pairs, srid in ((_LONGITUDE_LATITUDE, _WGS84), (_X_Y, None)):
+        for x, y in pairs:
+            if x in folded and y in folded:
+                return PointColumns(folded[x], folded[y], srid)
+    return None
