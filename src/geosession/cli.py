@@ -329,7 +329,8 @@ def ingest(
     --on-invalid). Several files are loaded one after the other, each its own load.
     Examples: geosession ingest parcels.gpkg parcels --create;
     geosession ingest tiles/*.fgb parcels;
-    geosession ingest os_parcels.shp parcels --reproject (EPSG:27700 into SRID 4326)
+    geosession ingest os_parcels.shp parcels --reproject (EPSG:27700 into SRID 4326);
+    geosession ingest stations.csv stations --create (longitude and latitude columns)
     """
     from rich.console import Console
 
