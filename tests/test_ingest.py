@@ -1890,8 +1890,12 @@ def test_dict_rows_for_a_mapped_class_may_use_attribute_names(
             (2, "by column", "POINT(1 2)"),
             (3, "instance", "POINT(1 2)"),
         ]
-    with pytest.raises(ConfigurationError, match="'nope'"):
+    with pytest.raises(ConfigurationError, match="'nope'.*extra_fields='ignore'"):
         db.ingest(Thing, [{"id": 4, "nope": 1}])
+    extra = [{"id": 4, "name": "extra", "nope": 1, "geom": "POINT(3 4)"}]
+    report = db.ingest(Thing, extra, extra_fields="ignore")
+    assert report.inserted == 1 and report.fields_left_out == {"nope"}
+    assert "fields not loaded (no such column) │ nope" in " ".join(str(report).split())
 
 
 @pytest.mark.parametrize(
@@ -1904,6 +1908,8 @@ def test_dict_rows_for_a_mapped_class_may_use_attribute_names(
         ({"srid": -5}, "srid=-5 is not valid: use the SRID"),
         ({"srid": "4326"}, "srid='4326' is not valid"),
         ({"encoding": "klingon"}, "not a known text encoding"),
+        ({"extra_fields": "drop"}, r"extra_fields='drop' is not valid.*'ignore'"),
+        ({"xy_columns": ("x",)}, "xy_columns=.* is not valid"),
     ],
 )
 def test_invalid_options_fail_before_any_row(

@@ -719,3 +719,25 @@ def test_a_csvs_coordinate_columns_make_points(tmp_path: Path) -> None:
         batches(xy, columns=["id", "a", "b"], geometry_column=None)
     with pytest.raises(ConfigurationError, match=r"xy_columns=\('x', 'y'\) names the coordinate"):
         batches(frame(2), xy_columns=("x", "y"))
+
+
+def test_fields_the_table_lacks_are_left_out_when_asked(tmp_path: Path) -> None:
+    """A county's Shapefile of forty fields into a table of five had to be cut down first."""
+    gpkg = tmp_path / "parcels.gpkg"
+    pyogrio.write_dataframe(frame(3).assign(owner="x", zoning="R1"), gpkg)
+    parquet = tmp_path / "parcels.parquet"
+    frame(3).assign(owner="x").to_parquet(parquet)
+    csv_path = write_csv(tmp_path / "p.csv", [["name", "owner", "wkt"], ["a", "x", "POINT (1 2)"]])
+    rows = [{"name": "a", "owner": "x", "geom": None}]
+    for source, extra in [
+        (gpkg, {"owner", "zoning"}),
+        (parquet, {"owner"}),
+        (csv_path, {"owner"}),
+        (frame(2).assign(owner="x"), {"owner"}),
+        (rows, {"owner"}),
+    ]:
+        left_out: set[str] = set()
+        found = batches(source, left_out=left_out)
+        assert left_out == extra, source
+        assert all("owner" not in batch.columns for batch in found)
+        assert column(found, "name")[:1] in (["p0"], ["a"])

@@ -294,6 +294,14 @@ def ingest(
             "value as UTF-8 where it is, else as the DBF says (ISO-8859-1)."
         ),
     ] = None,
+    ignore_extra_fields: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-extra-fields",
+            help="Load only the fields the table has columns for and leave the others out "
+            "(listed in the report), instead of refusing the file.",
+        ),
+    ] = False,
     rename: Annotated[
         list[str] | None,
         typer.Option(
@@ -379,6 +387,7 @@ def ingest(
                 bbox=area,
                 rename=renames,
                 xy_columns=coordinates,
+                extra_fields="ignore" if ignore_extra_fields else "error",
                 create=create,
                 reproject=reproject,
             )

@@ -270,6 +270,7 @@ class SpatialDatabase:
         bbox: tuple[float, float, float, float] | None = None,
         rename: Mapping[str, str] | None = None,
         xy_columns: tuple[str, str] | None = None,
+        extra_fields: str = "error",
         create: bool = False,
         reproject: bool = False,
     ) -> IngestReport:
@@ -288,6 +289,8 @@ class SpatialDatabase:
         field names to columns (a Shapefile's ``{"classifica": "classification_code"}``);
         ``xy_columns`` names a CSV's coordinate columns (x, y) when it has no WKT column and
         their names (longitude/latitude, lon/lat, x/y) do not say them.
+        ``extra_fields="ignore"`` loads the fields the table has and leaves the others out
+        (listed in ``report.fields_left_out``) instead of refusing the source.
         ``create=True`` creates
         a table that does not exist: from its definition for a mapped class or Table, else
         from a file's or DataFrame's fields. ``reproject=True`` transforms geometries of
@@ -311,6 +314,7 @@ class SpatialDatabase:
             "bbox": bbox,
             "rename": rename,
             "xy_columns": xy_columns,
+            "extra_fields": extra_fields,
             "create": create,
             "reproject": reproject,
         }

@@ -79,10 +79,16 @@ def _cut_names_hint(unknown: list[str], free: list[str]) -> str:
 
 
 def check_fields(
-    names: list[str], *, where: str, columns: Sequence[str], computed: frozenset[str]
+    names: list[str],
+    *,
+    where: str,
+    columns: Sequence[str],
+    computed: frozenset[str],
+    left_out: set[str] | None = None,
 ) -> None:
     """Refuses, before the first row, fields the target cannot take: values for generated
-    columns, names that are no column, several fields for one column."""
+    columns, names that are no column (unless ``left_out`` collects them: they are not
+    loaded), several fields for one column."""
     generated = [name for name in names if name in computed]
     if generated:
         raise ConfigurationError(
@@ -93,11 +99,14 @@ def check_fields(
             "DEFAULT)"
         )
     unknown = [name for name in names if name not in columns]
-    if unknown:
+    if unknown and left_out is not None:
+        left_out.update(unknown)
+    elif unknown:
         raise ConfigurationError(
             f"{where} has fields that are not columns of the target: "
             f"{', '.join(map(repr, unknown))}; the target's columns: {', '.join(columns)}. "
-            "Add those columns to the table, or leave the fields out of the source"
+            "Add those columns to the table, or leave the fields out: "
+            "extra_fields='ignore' (CLI: --ignore-extra-fields) loads only those the table has"
             + _cut_names_hint(unknown, [c for c in columns if c not in names])
         )
     duplicated = sorted({name for name in names if names.count(name) > 1})

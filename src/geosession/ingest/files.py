@@ -249,6 +249,7 @@ def _vector_batches(
                 fields = fields[1:]
             names = {f: target_name(renamed(f), geometry, columns, geometry_column) for f in fields}
             check(list(names.values()), where=str(path))
+            names = {f: name for f, name in names.items() if name in columns}  # left out
             crs = source_crs(meta["crs"])
             known = {names[geometry]: crs} if crs is not None and geometry in names else {}
             with _filtering(read, path):  # some drivers apply the condition as they read
@@ -369,8 +370,9 @@ def _parquet_batches(
         renamed = _renamer(read, fields, path)
         names = {f: target_name(renamed(f), geo.primary, columns, geometry_column) for f in fields}
         check(list(names.values()), where=str(path))
+        names = {f: name for f, name in names.items() if name in columns}  # left out: unread
         known = {names[c]: crs for c, crs in geo.crs.items() if crs is not None and c in names}
-        reader = handle.iter_batches(batch_size=_FILE_BATCH, columns=fields)
+        reader = handle.iter_batches(batch_size=_FILE_BATCH, columns=list(names))
         yield from _arrow_batches(reader, names, columns, size, known)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise ConfigurationError(f"cannot read {path} as Parquet: {error}") from error

@@ -36,6 +36,7 @@ class IngestOptions:
     bbox: tuple[float, float, float, float] | None = None
     rename: Mapping[str, str] | None = None
     xy_columns: tuple[str, str] | None = None
+    extra_fields: str = "error"
     create: bool = False
     reproject: bool = False
 
@@ -50,6 +51,7 @@ class IngestOptions:
             "on_invalid": ("quarantine", "raise", "repair", "skip"),
             "on_conflict": ("error", "ignore", "update"),
             "defer_indexes": ("auto", True, False),
+            "extra_fields": ("error", "ignore"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -130,5 +132,6 @@ class IngestArguments(TypedDict, total=False):
     bbox: tuple[float, float, float, float] | None
     rename: Mapping[str, str] | None
     xy_columns: tuple[str, str] | None
+    extra_fields: str
     create: bool
     reproject: bool

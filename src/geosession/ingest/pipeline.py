@@ -334,6 +334,7 @@ class Ingest:
             bbox=self.options.bbox,
             rename=self.options.rename,
             xy_columns=self.options.xy_columns,
+            left_out=self.report.fields_left_out if self.options.extra_fields == "ignore" else None,
             attributes=self.attributes,
             feature_ids=self.started_empty,
         )

@@ -47,6 +47,9 @@ class IngestReport:
     chunk_size_max: int = 0
     created: bool = False
     """Whether this run created the table (``create=True``)."""
+    fields_left_out: set[str] = field(default_factory=set)
+    """The source's fields that are no column of the table, not loaded
+    (``extra_fields='ignore'``)."""
     deferred_indexes: list[str] = field(default_factory=list)
     rebuild_seconds: float = 0.0
     """Of ``duration``: rebuilding indexes (deferred by this run or an earlier one) and
@@ -106,6 +109,10 @@ class IngestReport:
             ("duration", f"{self.duration:.2f} s"),
             ("rows/s", f"{self.rows_per_second:,.0f}"),
         ]
+        if self.fields_left_out:
+            rows.append(
+                ("fields not loaded (no such column)", ", ".join(sorted(self.fields_left_out)))
+            )
         if self.deferred_indexes:
             rows.append(("indexes built after the load", ", ".join(self.deferred_indexes)))
         if self.rebuild_seconds:

@@ -50,6 +50,7 @@ def iter_batches(
     bbox: Bbox | None = None,
     rename: Mapping[str, str] | None = None,
     xy_columns: tuple[str, str] | None = None,
+    left_out: set[str] | None = None,
 ) -> Iterator[Batch]:
     """Batches of at most ``batch_size`` rows from ``source``, in source order.
 
@@ -68,11 +69,15 @@ def iter_batches(
     is the text encoding of a Shapefile or CSV file (see :mod:`.encodings`); ``where``
     and ``bbox`` filter a vector file's features, ``rename`` maps a file's field names
     to columns, and ``xy_columns`` names a CSV's coordinate columns (:class:`.files.FileRead`).
+    ``left_out``: fields that are no column of the target are added to it and not loaded,
+    instead of refused.
     """
     if (isinstance(batch_size, int) and batch_size < 1) or not columns:
         raise ConfigurationError("iter_batches needs batch_size >= 1 and the target's columns")
     size = batch_size if callable(batch_size) else (lambda: batch_size)
-    check = functools.partial(check_fields, columns=columns, computed=frozenset(computed))
+    check = functools.partial(
+        check_fields, columns=columns, computed=frozenset(computed), left_out=left_out
+    )
     read = FileRead(wkt_column, layer, encoding, where, bbox, feature_ids, rename, xy_columns)
     if isinstance(source, str | os.PathLike):
         return file_batches(Path(source), columns, geometry_column, size, check, read)
