@@ -741,3 +741,25 @@ def test_fields_the_table_lacks_are_left_out_when_asked(tmp_path: Path) -> None:
         assert left_out == extra, source
         assert all("owner" not in batch.columns for batch in found)
         assert column(found, "name")[:1] in (["p0"], ["a"])
+
+
+@pytest.mark.parametrize("suffix", [".kml", ".kmz", ".gpx"])
+def test_kml_and_gpx_files_are_read_by_gdal(tmp_path: Path, suffix: str) -> None:
+    """Google Earth's and GPS devices' files; GPX has five layers, one chosen by name."""
+    places = gpd.GeoDataFrame(
+        {"name": ["Berlin", "Paris"]},
+        geometry=[shapely.Point(13.4, 52.5), shapely.Point(2.35, 48.85)],
+        crs=4326,
+    )
+    path = tmp_path / f"places{suffix}"
+    driver = {".kml": "KML", ".kmz": "LIBKML", ".gpx": "GPX"}[suffix]
+    places.to_file(path, driver=driver, layer="waypoints" if suffix == ".gpx" else "places")
+    layer = "waypoints" if suffix == ".gpx" else None
+    if suffix == ".gpx":
+        with pytest.raises(ConfigurationError, match=r"5 layers \(waypoints, routes, tracks"):
+            batches(path, columns=["name", "geom"], left_out=set())
+    left_out: set[str] = set()
+    (batch,) = batches(path, columns=["name", "geom"], layer=layer, left_out=left_out)
+    assert batch.columns["name"] == ["Berlin", "Paris"] and batch.crs == {"geom": 4326}
+    assert shapely.from_wkb(batch.columns["geom"][0]).equals(shapely.Point(13.4, 52.5))
+    assert left_out  # KML's description, GPX's ele, time...

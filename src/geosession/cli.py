@@ -197,7 +197,8 @@ def ingest(
     sources: Annotated[
         list[Path],
         typer.Argument(
-            help="Vector files (GeoPackage, Shapefile, GeoJSON, GeoJSON Lines, FlatGeobuf; "
+            help="Vector files (GeoPackage, Shapefile, GeoJSON, GeoJSON Lines, FlatGeobuf, "
+            "KML, GPX; "
             "zipped too), GeoParquet or CSV (a WKT column, or longitude and latitude): one, or "
             "several loaded one "
             "after the other.",

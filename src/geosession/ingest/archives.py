@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from geosession.errors import ConfigurationError
 
 ARCHIVE_SUFFIXES = (".zip",)
-_DATASET_SUFFIXES = (".shp", ".gpkg", ".geojson", ".fgb")
+_DATASET_SUFFIXES = (".shp", ".gpkg", ".geojson", ".fgb", ".kml", ".gpx")
 """Files in an archive that are data (a .json there is more often metadata)."""
 
 
@@ -56,7 +56,7 @@ def gdal_source(path: Path) -> GdalSource:
     ]
     if not data:
         raise ConfigurationError(
-            f"{path} holds no GeoPackage, Shapefile, GeoJSON or FlatGeobuf file"
+            f"{path} holds no GeoPackage, Shapefile, GeoJSON, FlatGeobuf, KML or GPX file"
         )
     for member in data:
         if member.suffix.lower() == ".shp":

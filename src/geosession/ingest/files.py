@@ -47,7 +47,17 @@ from geosession.ingest.encodings import (
 from geosession.ingest.points import PointColumns, point_columns, point_texts
 from geosession.read.layer_types import measured_types, name_unknown_with_dimensions
 
-_GDAL_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb", *ARCHIVE_SUFFIXES)
+_GDAL_SUFFIXES = (
+    ".gpkg",
+    ".shp",
+    ".geojson",
+    ".json",
+    ".fgb",
+    ".kml",
+    ".kmz",
+    ".gpx",
+    *ARCHIVE_SUFFIXES,
+)
 _SEQUENCE_SUFFIXES = (".geojsonl", ".geojsons", ".jsonl", ".ndjson")
 """GeoJSON Lines (GDAL's GeoJSONSeq, read a feature at a time), as export writes them."""
 VECTOR_SUFFIXES = _GDAL_SUFFIXES + _SEQUENCE_SUFFIXES
@@ -56,7 +66,7 @@ PARQUET_SUFFIXES = (".parquet", ".geoparquet")
 WKT_NAMES = ("wkt", "geometry", "geom", "the_geom", "wkt_geom")
 """A CSV's geometry column, when the header has one of these names in any case."""
 SUPPORTED = (
-    "GeoPackage, Shapefile, GeoJSON, FlatGeobuf (zipped too: "
+    "GeoPackage, Shapefile, GeoJSON, FlatGeobuf, KML, GPX (zipped too: "
     + ", ".join(_GDAL_SUFFIXES)
     + "), GeoJSON Lines ("
     + ", ".join(_SEQUENCE_SUFFIXES)
