@@ -352,7 +352,7 @@ def test_cli_loads_the_layers_of_one_file_as_separate_loads(
     monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
     runner = CliRunner()
     unasked = runner.invoke(app, ["ingest", str(path), "made_gpkg", "--create"])
-    assert "has 2 layers (north, south)" in str(unasked.exception)
+    assert "has 2 layers with features (north: 30, south: 20)" in str(unasked.exception)
     for layer in ("north", "south", "north"):  # the second north resumes: nothing new
         loaded = runner.invoke(
             app, ["ingest", str(path), "made_gpkg", "--create", "--layer", layer]

@@ -332,11 +332,12 @@ def id_column(source: GdalSource, fid_column: Any) -> str:
 
 
 def vector_layer(pyogrio: Any, source: GdalSource, layer: str | None) -> str | None:
-    """The layer to read: the one asked for, or the file's only one with geometries (a
-    GeoPackage may hold several, and loading the first of them unasked would load the
-    wrong data; tables without geometries, such as QGIS's layer_styles, do not count).
-    None for a file of one layer by its format (GeoJSON, FlatGeobuf, a Shapefile), whose
-    layers are not listed: a GeoJSON file would be read whole for it."""
+    """The layer to read: the one asked for, or the file's only one with geometries, or
+    with features (a GeoPackage may hold several, and loading the first of them unasked
+    would load the wrong data; tables without geometries, such as QGIS's layer_styles, do
+    not count, nor the empty layers of a GPX file's five). None for a file of one layer by
+    its format (GeoJSON, FlatGeobuf, a Shapefile), whose layers are not listed: a GeoJSON
+    file would be read whole for it."""
     name_unknown_with_dimensions()  # a layer of several types with Z (FlatGeobuf makes them)
     path = source.path
     if layer is None and path.suffix.lower() in _ONE_LAYER_SUFFIXES:
@@ -353,13 +354,25 @@ def vector_layer(pyogrio: Any, source: GdalSource, layer: str | None) -> str | N
         return spatial[0]
     listed = ", ".join(names) or "none"
     if layer is None:
+        counts = {name: _feature_count(pyogrio, source, name) for name in spatial}
+        filled = [name for name, count in counts.items() if count != 0]
+        if len(filled) == 1:
+            return filled[0]
+        described = ", ".join(f"{name}: {counts[name]:,}" for name in filled) or "none"
         raise ConfigurationError(
-            f"{path} has {len(spatial)} layers ({', '.join(spatial) or 'none'}): choose one "
+            f"{path} has {len(filled)} layers with features ({described}): choose one "
             "with layer= (on the command line: --layer)"
         )
     if layer not in names:
         raise ConfigurationError(f"{path} has no layer {layer!r}; its layers: {listed}")
     return layer
+
+
+def _feature_count(pyogrio: Any, source: GdalSource, layer: str) -> int:
+    """A layer's features, counted (GPX and KML files are read for it)."""
+    with measured_types():
+        info = pyogrio.read_info(source.name, layer=layer, force_feature_count=True)
+    return int(info["features"])
 
 
 def _parquet_batches(
