@@ -124,10 +124,11 @@ def _bbox() -> Any:
 
 
 def _query(db: SpatialDatabase, report: DemoReport) -> None:
-    query = select(func.count(), func.sum(Parcel.area)).where(Parcel.geom.intersects(_bbox()))
+    on_the_ellipsoid = func.ST_Area(func.geography(Parcel.geom))  # m², not square degrees
+    query = select(func.count(), func.sum(on_the_ellipsoid)).where(Parcel.geom.intersects(_bbox()))
     with report.step("bounding-box query") as note, db.session() as s:
         found, area = s.execute(query).one()
-        note.append(f"{found:,} parcels, total area {area or 0:.6f} deg²")
+        note.append(f"{found:,} parcels, total area {(area or 0) / 10_000:,.1f} ha")
     with report.step("EXPLAIN") as note:
         plan = db.explain(select(Parcel.id).where(Parcel.geom.intersects(_bbox())))
         used = ", ".join(plan.spatial_indexes) or "none"
