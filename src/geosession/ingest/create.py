@@ -28,17 +28,16 @@ from sqlalchemy import Connection, Engine, Table, inspect, text
 from geosession.errors import ConfigurationError, DatabaseError
 from geosession.ingest.archives import gdal_source
 from geosession.ingest.crs import crs_label, source_crs
+from geosession.ingest.delimited import csv_header, wkt_column_of
 from geosession.ingest.encodings import check_encoding, layer_text
+from geosession.ingest.file_read import check_rename
 from geosession.ingest.files import (
     PARQUET_SUFFIXES,
     SUPPORTED,
     VECTOR_SUFFIXES,
-    check_rename,
-    csv_header,
     geoparquet_columns,
     id_column,
     vector_layer,
-    wkt_column_of,
 )
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.points import point_columns

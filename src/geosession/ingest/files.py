@@ -15,20 +15,16 @@
   in 6.1 s (2.1 s of it the index rebuild).
 - Geometries arrive as the WKB the driver read, and the batch carries the layer's EPSG
   SRID (None when the CRS has no EPSG code) for geometries without one.
-- CSV values are ``str``, or None when empty: the writer uses binary COPY, so it must
-  cast each value by its column's type; CSV geometry stays WKT text.
+- CSV files are read by :mod:`.delimited`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
-import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +33,13 @@ from geosession.geometry import authority_code
 from geosession.ingest.archives import ARCHIVE_SUFFIXES, GdalSource, gdal_source
 from geosession.ingest.batches import Batch, CheckFields, target_name
 from geosession.ingest.crs import SourceCrs, source_crs
+from geosession.ingest.delimited import csv_batches
 from geosession.ingest.encodings import (
     check_encoding,
     column_values,
     layer_text,
-    text_codec,
-    undecodable_refused,
 )
-from geosession.ingest.points import PointColumns, point_columns, point_texts
+from geosession.ingest.file_read import FileRead, renamer
 from geosession.read.layer_types import measured_types, name_unknown_with_dimensions
 
 _GDAL_SUFFIXES = (
@@ -63,8 +58,6 @@ _SEQUENCE_SUFFIXES = (".geojsonl", ".geojsons", ".jsonl", ".ndjson")
 VECTOR_SUFFIXES = _GDAL_SUFFIXES + _SEQUENCE_SUFFIXES
 """Files read through GDAL (pyogrio)."""
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
-WKT_NAMES = ("wkt", "geometry", "geom", "the_geom", "wkt_geom")
-"""A CSV's geometry column, when the header has one of these names in any case."""
 SUPPORTED = (
     "GeoPackage, Shapefile, GeoJSON, FlatGeobuf, KML, GPX (zipped too: "
     + ", ".join(_GDAL_SUFFIXES)
@@ -80,9 +73,6 @@ _PARQUET_BUFFER = 1 << 20
 1M-row row group of polygons raised the peak RSS by ~290 MB, with it by ~105 MB."""
 _PANDAS_INDEX = re.compile(r"__index_level_\d+__")
 """A column pandas stores for a DataFrame's index: not the data's."""
-_CSV_DELIMITERS = ",;\t|"
-"""In order of preference when a header has as many of one as of another (or none)."""
-_CSV_FIELD_LIMIT = 2**31 - 1  # WKT of a large polygon exceeds csv's default 128 KiB
 _FILE_BATCH = 10_000
 """Features per record batch read from a vector file; cut to the batch size asked for."""
 _GEOJSON_SUFFIXES = (".geojson", ".json", *_SEQUENCE_SUFFIXES)
@@ -115,60 +105,6 @@ def file_length(path: Path, layer: str | None = None) -> int | None:
     return count if count >= 0 else None
 
 
-Bbox = tuple[float, float, float, float]
-
-
-@dataclass(frozen=True)
-class FileRead:
-    """How to read a source file: the options that apply to some kinds of file only."""
-
-    wkt_column: str | None = None
-    layer: str | None = None
-    encoding: str | None = None
-    where: str | None = None
-    """An OGR SQL condition on a vector layer's fields: only the features it keeps load."""
-    bbox: Bbox | None = None
-    """Only a vector layer's features that intersect it load (in the layer's CRS)."""
-    feature_ids: bool = False
-    rename: Mapping[str, str] | None = None
-    xy_columns: tuple[str, str] | None = None
-    """A CSV's coordinate columns (x, y), when their names do not say them (:mod:`.points`)."""
-    """Source field -> target column, for names the file cannot hold (a Shapefile's ten
-    bytes: classifica -> classification_code)."""
-
-    def check(self, kind: str, source: str) -> None:
-        """Refuses an option given for a source (``kind``: "csv", "vector", "parquet" or
-        "rows") it does not apply to, and a bbox that is no box."""
-        for name, (kinds, purpose) in _FILE_OPTIONS.items():
-            value = getattr(self, name)
-            if value is not None and kind not in kinds:
-                raise ConfigurationError(
-                    f"{name}={value!r} {purpose}, and {source} is not one: leave it out"
-                )
-        box = self.bbox
-        if box is not None and not (
-            len(box) == 4 and all(map(math.isfinite, box)) and box[0] <= box[2] and box[1] <= box[3]
-        ):
-            raise ConfigurationError(
-                f"bbox={box!r} is not (minx, miny, maxx, maxy) with min <= max, in the CRS of "
-                "the file's layer"
-            )
-
-
-_FILE_OPTIONS = {
-    "wkt_column": (("csv",), "names the geometry column of a CSV file"),
-    "layer": (("vector",), "names a layer of a vector file (GeoPackage, ...)"),
-    "encoding": (("csv", "vector"), "is the text encoding of a Shapefile or CSV file"),
-    "where": (("vector",), "filters the features of a vector file (GeoPackage, Shapefile, ...)"),
-    "bbox": (("vector",), "filters the features of a vector file (GeoPackage, Shapefile, ...)"),
-    "xy_columns": (("csv",), "names the coordinate columns of a CSV file"),
-    "rename": (
-        ("csv", "vector", "parquet"),
-        "renames a file's fields (a DataFrame's columns or rows' keys are renamed in Python)",
-    ),
-}
-
-
 def file_kind(path: Path) -> str:
     """ "csv", "vector" or "parquet"; a file of no kind read here is refused."""
     suffix = path.suffix.lower()
@@ -187,15 +123,16 @@ def file_batches(
     geometry_column: str | None,
     size: Callable[[], int],
     check: CheckFields,
-    read: FileRead = FileRead(),
+    read: FileRead | None = None,
 ) -> Iterator[Batch]:
+    read = read or FileRead()
     kind = file_kind(path)
     if not path.is_file():
         raise ConfigurationError(f"cannot ingest {path}: no such file")
     read.check(kind, str(path))
     check_encoding(read.encoding, path)
     if kind == "csv":
-        return _csv_batches(path, columns, geometry_column, size, check, read)
+        return csv_batches(path, columns, geometry_column, size, check, read)
     if kind == "parquet":
         try:
             import pyarrow.parquet
@@ -251,7 +188,7 @@ def _vector_batches(
                 meta, reader = stack.enter_context(opened)
             geometry = meta["geometry_name"] or "wkb_geometry"  # pyogrio's name for no name
             fields = [str(name) for name in reader.schema.names]
-            renamed = _renamer(read, fields, path)
+            renamed = renamer(read, fields, path)
             if feature_ids and not (  # the layer's own ids (first), with a column to go to
                 meta.get("fid_column")
                 and target_name(renamed(fields[0]), geometry, columns, geometry_column) in columns
@@ -267,23 +204,6 @@ def _vector_batches(
                 yield from _arrow_batches(features, names, columns, size, known, text.fallback)
     except unreadable as error:
         raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
-
-
-def _renamer(read: FileRead, fields: Sequence[str], path: Path) -> Callable[[str], str]:
-    """The name a field is loaded under: ``read.rename``'s, else its own."""
-    rename = dict(read.rename or {})
-    check_rename(rename, fields, path)
-    return lambda field: rename.get(field, field)
-
-
-def check_rename(rename: Mapping[str, str], fields: Sequence[str], path: Path) -> None:
-    """Refuses a rename of a field the file does not have, naming the fields it has."""
-    missing = [name for name in rename if name not in fields]
-    if missing:
-        raise ConfigurationError(
-            f"rename names {', '.join(map(repr, missing))}, which {path} does not have as a "
-            f"field; its fields: {', '.join(fields)}"
-        )
 
 
 def _read_through(reader: Any, path: Path, *, filtered: bool) -> Iterator[Any]:
@@ -390,7 +310,7 @@ def _parquet_batches(
         schema = handle.schema_arrow
         geo = geoparquet_columns(schema.metadata, path)
         fields = geo.fields(schema.names)
-        renamed = _renamer(read, fields, path)
+        renamed = renamer(read, fields, path)
         names = {f: target_name(renamed(f), geo.primary, columns, geometry_column) for f in fields}
         check(list(names.values()), where=str(path))
         names = {f: name for f, name in names.items() if name in columns}  # left out: unread
@@ -472,108 +392,3 @@ def _arrow_batches(
             yield Batch(first, {c: values[c] for c in columns if c in values}, crs)
             first += part.num_rows
             offset += part.num_rows
-
-
-def _csv_batches(
-    path: Path,
-    columns: Sequence[str],
-    geometry_column: str | None,
-    size: Callable[[], int],
-    check: CheckFields,
-    read: FileRead,
-) -> Iterator[Batch]:
-    encoding = read.encoding
-    header, delimiter = csv_header(path, encoding)
-    wkt = wkt_column_of(header, geometry_column, read.wkt_column, path)
-    points = _csv_points(header, wkt, geometry_column, read, path)
-    renamed = _renamer(read, header, path)
-    names = [target_name(renamed(h), wkt, columns, geometry_column) for h in header]
-    made: dict[str, tuple[int, int]] = {}  # the column the coordinates make points for
-    crs: dict[str, SourceCrs] = {}
-    if points is not None and geometry_column is not None:
-        made[geometry_column] = (header.index(points.x), header.index(points.y))
-        crs = {geometry_column: points.srid} if points.srid is not None else {}
-    loaded = [  # coordinates load as numbers too only into columns of their names
-        i
-        for i, h in enumerate(header)
-        if points is None or h not in points.fields or names[i] in columns
-    ]
-    check([names[i] for i in loaded] + list(made), where=str(path))
-
-    def batches() -> Iterator[Batch]:
-        with path.open(newline="", encoding=text_codec(encoding, path)) as handle:
-            reader = csv.reader(handle, delimiter=delimiter)
-            with undecodable_refused(path, encoding):
-                next(reader, None)
-                rows = (row for row in reader if row)  # blank lines are not rows
-                first = 1
-                while chunk := list(islice(rows, size())):
-                    _check_widths(chunk, len(header), first, path)
-                    values = {names[i]: [row[i] or None for row in chunk] for i in loaded}
-                    for column, (x, y) in made.items():
-                        values[column] = point_texts(
-                            [row[x] for row in chunk], [row[y] for row in chunk]
-                        )
-                    yield Batch(first, {c: values[c] for c in columns if c in values}, crs)
-                    first += len(chunk)
-
-    return batches()
-
-
-def _csv_points(
-    header: list[str], wkt: str | None, geometry_column: str | None, read: FileRead, path: Path
-) -> PointColumns | None:
-    """The coordinate fields that make each row's point, when the file has no WKT column
-    (see :mod:`.points`); refused for a table without one geometry column to hold them."""
-    if wkt is not None:
-        if read.xy_columns is not None:
-            raise ConfigurationError(
-                f"{path} has the WKT column {wkt!r}, and xy_columns= names coordinates too: "
-                "give one of wkt_column= and xy_columns="
-            )
-        return None
-    points = point_columns(header, read.xy_columns, path)
-    if points is not None and geometry_column is None:
-        raise ConfigurationError(
-            f"{path}'s {points.x} and {points.y} make points for the table's geometry "
-            "column, and the table has none or several: load into a table with one"
-        )
-    return points
-
-
-def csv_header(path: Path, encoding: str | None = None) -> tuple[list[str], str]:
-    """A CSV file's field names and the separator its header uses."""
-    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
-    with (
-        undecodable_refused(path, encoding),
-        path.open(newline="", encoding=text_codec(encoding, path)) as handle,
-    ):
-        delimiter = _delimiter(handle.readline())
-        handle.seek(0)
-        return next(csv.reader(handle, delimiter=delimiter), []), delimiter
-
-
-def _delimiter(header: str) -> str:
-    """The separator the header line uses most (outside quotes): a comma unless it has
-    none, then a semicolon (spreadsheets in comma-decimal locales), tab or bar."""
-    return max(_CSV_DELIMITERS, key=re.sub(r'"[^"]*"', "", header).count)
-
-
-def _check_widths(chunk: list[list[str]], width: int, first: int, path: Path) -> None:
-    for offset, row in enumerate(chunk):
-        if len(row) != width:
-            raise ConfigurationError(
-                f"{path}: row {first + offset} has {len(row)} fields; the header has {width}"
-            )
-
-
-def wkt_column_of(
-    header: list[str], geometry_column: str | None, wkt_column: str | None, path: Path
-) -> str | None:
-    if wkt_column is not None:
-        if wkt_column not in header:
-            raise ConfigurationError(f"{path} has no column {wkt_column!r}: {', '.join(header)}")
-        return wkt_column
-    candidates = ((geometry_column,) if geometry_column else ()) + WKT_NAMES
-    folded = {name.casefold(): name for name in reversed(header)}  # the first of a case
-    return next((folded[c.casefold()] for c in candidates if c.casefold() in folded), None)

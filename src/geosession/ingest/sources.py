@@ -28,7 +28,8 @@ from sqlalchemy.orm import InstanceState
 from geosession.errors import ConfigurationError
 from geosession.ingest.batches import Batch, CheckFields, check_fields, target_name
 from geosession.ingest.crs import SourceCrs, source_crs
-from geosession.ingest.files import SUPPORTED, Bbox, FileRead, file_batches, file_length
+from geosession.ingest.file_read import Bbox, FileRead
+from geosession.ingest.files import SUPPORTED, file_batches, file_length
 from geosession.ingest.stages import timed_batches
 
 

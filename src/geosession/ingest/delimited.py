@@ -1,0 +1,132 @@
+"""CSV sources: the header's separator, the geometry column (WKT, or coordinates that make
+points: :mod:`.points`), and batches of text values.
+
+Values are ``str``, or None when empty: the writer uses binary COPY, so it casts each value
+by its column's type; a CSV's geometry stays WKT text until the geometry check reads it.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable, Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+
+from geosession.errors import ConfigurationError
+from geosession.ingest.batches import Batch, CheckFields, target_name
+from geosession.ingest.crs import SourceCrs
+from geosession.ingest.encodings import text_codec, undecodable_refused
+from geosession.ingest.file_read import FileRead, renamer
+from geosession.ingest.points import PointColumns, point_columns, point_texts
+
+WKT_NAMES = ("wkt", "geometry", "geom", "the_geom", "wkt_geom")
+"""A CSV's geometry column, when the header has one of these names in any case."""
+_CSV_DELIMITERS = ",;\t|"
+"""In order of preference when a header has as many of one as of another (or none)."""
+_CSV_FIELD_LIMIT = 2**31 - 1  # WKT of a large polygon exceeds csv's default 128 KiB
+
+
+def csv_batches(
+    path: Path,
+    columns: Sequence[str],
+    geometry_column: str | None,
+    size: Callable[[], int],
+    check: CheckFields,
+    read: FileRead,
+) -> Iterator[Batch]:
+    encoding = read.encoding
+    header, delimiter = csv_header(path, encoding)
+    wkt = wkt_column_of(header, geometry_column, read.wkt_column, path)
+    points = _csv_points(header, wkt, geometry_column, read, path)
+    renamed = renamer(read, header, path)
+    names = [target_name(renamed(h), wkt, columns, geometry_column) for h in header]
+    made: dict[str, tuple[int, int]] = {}  # the column the coordinates make points for
+    crs: dict[str, SourceCrs] = {}
+    if points is not None and geometry_column is not None:
+        made[geometry_column] = (header.index(points.x), header.index(points.y))
+        crs = {geometry_column: points.srid} if points.srid is not None else {}
+    loaded = [  # coordinates load as numbers too only into columns of their names
+        i
+        for i, h in enumerate(header)
+        if points is None or h not in points.fields or names[i] in columns
+    ]
+    check([names[i] for i in loaded] + list(made), where=str(path))
+
+    def batches() -> Iterator[Batch]:
+        with path.open(newline="", encoding=text_codec(encoding, path)) as handle:
+            reader = csv.reader(handle, delimiter=delimiter)
+            with undecodable_refused(path, encoding):
+                next(reader, None)
+                rows = (row for row in reader if row)  # blank lines are not rows
+                first = 1
+                while chunk := list(islice(rows, size())):
+                    _check_widths(chunk, len(header), first, path)
+                    values = {names[i]: [row[i] or None for row in chunk] for i in loaded}
+                    for column, (x, y) in made.items():
+                        values[column] = point_texts(
+                            [row[x] for row in chunk], [row[y] for row in chunk]
+                        )
+                    yield Batch(first, {c: values[c] for c in columns if c in values}, crs)
+                    first += len(chunk)
+
+    return batches()
+
+
+def _csv_points(
+    header: list[str], wkt: str | None, geometry_column: str | None, read: FileRead, path: Path
+) -> PointColumns | None:
+    """The coordinate fields that make each row's point, when the file has no WKT column
+    (see :mod:`.points`); refused for a table without one geometry column to hold them."""
+    if wkt is not None:
+        if read.xy_columns is not None:
+            raise ConfigurationError(
+                f"{path} has the WKT column {wkt!r}, and xy_columns= names coordinates too: "
+                "give one of wkt_column= and xy_columns="
+            )
+        return None
+    points = point_columns(header, read.xy_columns, path)
+    if points is not None and geometry_column is None:
+        raise ConfigurationError(
+            f"{path}'s {points.x} and {points.y} make points for the table's geometry "
+            "column, and the table has none or several: load into a table with one"
+        )
+    return points
+
+
+def csv_header(path: Path, encoding: str | None = None) -> tuple[list[str], str]:
+    """A CSV file's field names and the separator its header uses."""
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+    with (
+        undecodable_refused(path, encoding),
+        path.open(newline="", encoding=text_codec(encoding, path)) as handle,
+    ):
+        delimiter = _delimiter(handle.readline())
+        handle.seek(0)
+        return next(csv.reader(handle, delimiter=delimiter), []), delimiter
+
+
+def _delimiter(header: str) -> str:
+    """The separator the header line uses most (outside quotes): a comma unless it has
+    none, then a semicolon (spreadsheets in comma-decimal locales), tab or bar."""
+    return max(_CSV_DELIMITERS, key=re.sub(r'"[^"]*"', "", header).count)
+
+
+def _check_widths(chunk: list[list[str]], width: int, first: int, path: Path) -> None:
+    for offset, row in enumerate(chunk):
+        if len(row) != width:
+            raise ConfigurationError(
+                f"{path}: row {first + offset} has {len(row)} fields; the header has {width}"
+            )
+
+
+def wkt_column_of(
+    header: list[str], geometry_column: str | None, wkt_column: str | None, path: Path
+) -> str | None:
+    if wkt_column is not None:
+        if wkt_column not in header:
+            raise ConfigurationError(f"{path} has no column {wkt_column!r}: {', '.join(header)}")
+        return wkt_column
+    candidates = ((geometry_column,) if geometry_column else ()) + WKT_NAMES
+    folded = {name.casefold(): name for name in reversed(header)}  # the first of a case
+    return next((folded[c.casefold()] for c in candidates if c.casefold() in folded), None)
