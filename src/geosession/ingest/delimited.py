@@ -18,7 +18,7 @@ from geosession.ingest.batches import Batch, CheckFields, target_name
 from geosession.ingest.crs import SourceCrs
 from geosession.ingest.encodings import text_codec, undecodable_refused
 from geosession.ingest.file_read import FileRead, renamer
-from geosession.ingest.points import PointColumns, point_columns, point_texts
+from geosession.ingest.points import PointColumns, point_columns, point_values
 
 WKT_NAMES = ("wkt", "geometry", "geom", "the_geom", "wkt_geom")
 """A CSV's geometry column, when the header has one of these names in any case."""
@@ -64,7 +64,7 @@ def csv_batches(
                     _check_widths(chunk, len(header), first, path)
                     values = {names[i]: [row[i] or None for row in chunk] for i in loaded}
                     for column, (x, y) in made.items():
-                        values[column] = point_texts(
+                        values[column] = point_values(
                             [row[x] for row in chunk], [row[y] for row in chunk]
                         )
                     yield Batch(first, {c: values[c] for c in columns if c in values}, crs)

@@ -14,6 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
 
 from geosession.errors import ConfigurationError
 
@@ -40,6 +44,20 @@ class PointColumns:
     @property
     def fields(self) -> tuple[str, str]:
         return self.x, self.y
+
+
+def point_values(xs: Sequence[str | None], ys: Sequence[str | None]) -> list[Any]:
+    """Each row's point: shapely points made in one call where every number reads as
+    one (an empty one is NaN, which the geometry check sets aside as non-finite), None
+    where both are empty; else WKT (:func:`point_texts`), for GEOS to name what is wrong."""
+    try:
+        x = np.array([value or "nan" for value in xs], dtype=np.float64)
+        y = np.array([value or "nan" for value in ys], dtype=np.float64)
+    except ValueError:
+        return point_texts(xs, ys)
+    points = shapely.points(x, y)
+    points[[not a and not b for a, b in zip(xs, ys, strict=True)]] = None
+    return list(points)
 
 
 def point_texts(xs: Sequence[str | None], ys: Sequence[str | None]) -> list[str | None]:
