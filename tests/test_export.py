@@ -947,3 +947,34 @@ def test_standard_outputs_reader_leaving_ends_the_command_quietly(database_url: 
     export.stdout.close()  # the reader leaves, as head does
     assert export.wait(timeout=60) == 141
     assert b"Traceback" not in export.stderr.read()
+
+
+def test_a_csv_of_points_as_coordinate_columns_loads_back(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """Spreadsheets take two number columns; longitude and latitude read back as 4326."""
+    out = tmp_path / "centroids.csv"
+    query = "SELECT id, name, geom FROM rd_parcels ORDER BY id"
+    result = db.export(query, out, geometry="centroid", coordinates=True)
+    assert result.features == ROWS
+    lines = out.read_text().splitlines()
+    assert lines[0] == '"id","name","longitude","latitude"'
+    assert lines[17] == '17,"parcel 17",,'  # its geometry is NULL
+    admin.execute("DROP TABLE IF EXISTS rd_centroids")
+    assert db.ingest("rd_centroids", out, create=True).inserted == ROWS
+    same = admin.execute(
+        "SELECT count(*) FROM rd_centroids c JOIN rd_parcels p ON p.id = c.id::int "
+        "WHERE ST_Equals(c.geom, ST_Centroid(p.geom)) AND ST_SRID(c.geom) = 4326"
+    ).fetchone()
+    assert same == (ROWS - 1,)
+    admin.execute("DROP TABLE rd_centroids")
+    metric = db.export(
+        "SELECT id, ST_Centroid(geom) AS geom FROM rd_metric", tmp_path / "m.csv", coordinates=True
+    )
+    assert metric.features == ROWS
+    assert (tmp_path / "m.csv").read_text().splitlines()[0] == '"id","x","y"'
+    with pytest.raises(ExportFailed, match=r"writes points, and the rows hold a Polygon.*centroid"):
+        db.export(query, tmp_path / "polygons.csv", coordinates=True)
+    with pytest.raises(ConfigurationError, match=r"a gpkg file holds geometries: leave it out"):
+        db.export(query, tmp_path / "x.gpkg", coordinates=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["centroids.csv", "m.csv"]

@@ -535,6 +535,15 @@ def export(
             "builds that index in memory, ~160 MB per million).",
         ),
     ] = False,
+    coordinates: Annotated[
+        bool,
+        typer.Option(
+            "--coordinates",
+            help="CSV: write points as longitude,latitude columns (x,y for a projected CRS) "
+            "instead of WKT, as spreadsheets take them; --geometry centroid makes points "
+            "of other shapes.",
+        ),
+    ] = False,
     pages_by: Annotated[
         str | None,
         typer.Option(help="Read in keyset pages by this unique column (for slow consumers)."),
@@ -575,6 +584,7 @@ def export(
         bbox=box,
         layer=layer,
         spatial_index=not no_spatial_index,
+        coordinates=coordinates,
         options=options,
     )
 

@@ -485,6 +485,7 @@ class SpatialDatabase:
         params: Mapping[str, Any] | None = None,
         progress: bool | Callable[[int], None] = False,
         spatial_index: bool = True,
+        coordinates: bool = False,
         replica: bool = False,
         **options: Any,
     ) -> ExportResult:
@@ -495,7 +496,9 @@ class SpatialDatabase:
         on stderr; a function is called with the features written so far.
         ``spatial_index=False`` writes a GeoPackage, FlatGeobuf or Shapefile without one
         (FlatGeobuf's is built in memory: about 160 MB per million features). The result's
-        ``renamed`` lists the columns a Shapefile's 10-byte field names shortened."""
+        ``renamed`` lists the columns a Shapefile's 10-byte field names shortened.
+        ``coordinates=True`` writes a CSV's points as ``longitude`` and ``latitude`` (a
+        geographic CRS) or ``x`` and ``y`` columns instead of WKT."""
         read = ReadOptions.build(**options)
         return export(
             self._checkouts(replica=replica),
@@ -507,6 +510,7 @@ class SpatialDatabase:
             progress=progress,
             layer=layer,
             spatial_index=spatial_index,
+            coordinates=coordinates,
         )
 
     def iter_geojson(

@@ -57,6 +57,7 @@ def run_export(
     bbox: Sequence[float] | None,
     layer: str | None = None,
     spatial_index: bool = True,
+    coordinates: bool = False,
     options: dict[str, Any],
 ) -> ExportResult:
     """Exports ``source`` (a table or a query) to ``output`` with a progress bar on stderr."""
@@ -74,6 +75,7 @@ def run_export(
                 format=kind,
                 layer=layer,
                 spatial_index=spatial_index,
+                coordinates=coordinates,
                 bbox=bbox,
                 progress=advance,
                 **options,

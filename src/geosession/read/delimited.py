@@ -1,19 +1,29 @@
-"""CSV files from a stream (``geo`` extra): the geometry as WKT, the rest as text.
+"""CSV files from a stream (``geo`` extra): the geometry as WKT, or a point's coordinates
+as two columns; the rest as text.
 
 The stream's Arrow record batches (``read.arrow``, so every column keeps one type
 whatever a chunk holds) are written by pyarrow's CSV writer, with the geometries as
 WKT (every double exact) in the columns of their names, the form spreadsheets, QGIS's
-delimited-text layers and ``geosession ingest`` read. bytea is written as PostgreSQL
-prints it (``\\x`` and hex). The SRID is not in the file: say it when loading (``--srid``).
+delimited-text layers and ``geosession ingest`` read. With ``coordinates``, the active
+geometry column's points become ``longitude`` and ``latitude`` columns (a geographic CRS)
+or ``x`` and ``y`` (any other), as spreadsheets and the ingest read them too. bytea is
+written as PostgreSQL prints it (``\\x`` and hex). The SRID is not in the file: say it when
+loading (``--srid``), except that longitude and latitude are EPSG:4326.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import IO
+from typing import IO, Any
 
+import numpy as np
+import shapely
+
+from geosession.errors import ConfigurationError, ExportFailed
 from geosession.read.arrow import Chunk, pyarrow, record_batches
 from geosession.read.geojson import Progress, atomic_output
+from geosession.read.query import ReadPlan
 from geosession.read.stream import GeometryStream
 
 
@@ -22,22 +32,73 @@ def write_csv(
     dest: str | os.PathLike[str] | IO[bytes],
     *,
     progress: Progress | None,
+    coordinates: bool = False,
 ) -> int:
-    """Writes ``stream`` as CSV to ``dest`` (a path, or a binary file); returns the count."""
+    """Writes ``stream`` as CSV to ``dest`` (a path, or a binary file); returns the count.
+    ``coordinates``: the points of the active geometry column as two number columns."""
     pa = pyarrow()
     from pyarrow import csv
 
     count = 0
+    latest: list[Chunk] = []  # the chunk whose batch comes next
 
     def on_chunk(chunk: Chunk) -> None:
         nonlocal count
         count += chunk.rows
+        latest[:] = [chunk]
         if progress is not None:
             progress(count)
 
     with stream, atomic_output(dest, ".csv") as sink:
-        _, schema, batches = record_batches(pa, stream, on_chunk, text=True)
-        with csv.CSVWriter(sink, schema) as writer:
+        plan, schema, batches = record_batches(pa, stream, on_chunk, text=True)
+        as_points = _Coordinates(pa, schema, plan) if coordinates else None
+        with csv.CSVWriter(sink, as_points.schema if as_points else schema) as writer:
             for batch in batches:
-                writer.write_batch(batch)
+                writer.write_batch(as_points.batch(batch, latest[0]) if as_points else batch)
     return count
+
+
+class _Coordinates:
+    """The active geometry column of each batch as two float columns, in its place."""
+
+    def __init__(self, pa: Any, schema: Any, plan: ReadPlan) -> None:
+        self.pa = pa
+        self.plan = plan
+        self.index = schema.get_field_index(plan.geometry.name)
+        self.names = _coordinate_names(plan.crs_for(plan.geometry.srid))
+        taken = [name for name in self.names if name in schema.names]
+        if taken:
+            raise ConfigurationError(
+                f"the query has a column named {taken[0]}, where the coordinates would go: "
+                f"rename it (... AS other_name) or export WKT"
+            )
+        fields = [pa.field(name, pa.float64()) for name in self.names]
+        kept = list(schema)
+        self.schema = pa.schema([*kept[: self.index], *fields, *kept[self.index + 1 :]])
+
+    def batch(self, batch: Any, chunk: Chunk) -> Any:
+        geometries = chunk.geometry
+        kinds = shapely.get_type_id(geometries)
+        wrong = np.flatnonzero((kinds != 0) & ~shapely.is_missing(geometries))
+        if len(wrong):
+            raise ExportFailed(
+                f"coordinates=True writes points, and the rows hold a "
+                f"{geometries[wrong[0]].geom_type}: export their centroids "
+                "(geometry='centroid', CLI: --geometry centroid) or the geometry as WKT"
+            )
+        xs, ys = shapely.get_x(geometries), shapely.get_y(geometries)  # NaN: NULL or empty
+        columns = [self.pa.array(values, from_pandas=True) for values in (xs, ys)]
+        arrays = batch.columns
+        arrays = [*arrays[: self.index], *columns, *arrays[self.index + 1 :]]
+        return self.pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+
+def _coordinate_names(crs: str | None) -> tuple[str, str]:
+    """longitude and latitude for a geographic CRS (PROJ tells), else x and y."""
+    if crs is not None:
+        from pyproj import CRS
+
+        with contextlib.suppress(Exception):  # a CRS PROJ cannot read: x and y
+            if CRS.from_user_input(crs).is_geographic:
+                return "longitude", "latitude"
+    return "x", "y"

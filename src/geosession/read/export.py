@@ -84,13 +84,14 @@ def export(
     progress: bool | Progress | None = None,
     layer: str | None = None,
     spatial_index: bool = True,
+    coordinates: bool = False,
 ) -> ExportResult:
     """Streams the rows of ``statement`` into ``dest`` in ``format`` (by default the one
     its suffix names); ``layer`` names a GeoPackage's layer (others in the file stay);
     ``progress``: True for a bar on stderr, or a function given the features written;
     ``spatial_index=False`` leaves a GeoPackage's, FlatGeobuf's or Shapefile's spatial
-    index out."""
-    output = _Output(dest, format_for(dest, format), layer, spatial_index)
+    index out; ``coordinates`` writes a CSV's points as two number columns."""
+    output = _Output(dest, format_for(dest, format), layer, spatial_index, coordinates)
     with progress_callback(progress) as advance, _file_failures(output):
         if output.format in ("geojson", "geojsonl"):
             return _write_geojson(connect, statement, options, params, output, advance)
@@ -107,6 +108,7 @@ class _Output:
     format: str
     layer: str | None
     spatial_index: bool
+    coordinates: bool = False
 
     def __post_init__(self) -> None:
         if self.layer is not None and self.format not in ("gpkg", "fgb"):
@@ -118,6 +120,11 @@ class _Output:
             raise ConfigurationError(
                 "spatial_index=False (--no-spatial-index) is for GeoPackage, FlatGeobuf and "
                 f"Shapefiles; a {self.format} file has no spatial index: leave it out"
+            )
+        if self.coordinates and self.format != "csv":
+            raise ConfigurationError(
+                "coordinates=True (--coordinates) writes a CSV's points as two columns; a "
+                f"{self.format} file holds geometries: leave it out"
             )
         if self.path is None and self.format not in ("geojson", "geojsonl", "csv"):
             raise ConfigurationError(
@@ -188,7 +195,7 @@ def _write_plain_file(stream: GeometryStream, output: _Output, progress: Progres
     if output.format == "csv":
         from geosession.read.delimited import write_csv
 
-        return write_csv(stream, output.dest, progress=progress)
+        return write_csv(stream, output.dest, progress=progress, coordinates=output.coordinates)
     path = output.path
     assert path is not None  # checked by _Output
     if output.format == "parquet":
