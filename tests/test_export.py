@@ -975,6 +975,8 @@ def test_a_csv_of_points_as_coordinate_columns_loads_back(
     assert (tmp_path / "m.csv").read_text().splitlines()[0] == '"id","x","y"'
     with pytest.raises(ExportFailed, match=r"writes points, and the rows hold a Polygon.*centroid"):
         db.export(query, tmp_path / "polygons.csv", coordinates=True)
-    with pytest.raises(ConfigurationError, match=r"a gpkg file holds geometries: leave it out"):
+    with pytest.raises(
+        ConfigurationError, match=r"a gpkg file holds geometries: write CSV .* or leave it out"
+    ):
         db.export(query, tmp_path / "x.gpkg", coordinates=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["centroids.csv", "m.csv"]

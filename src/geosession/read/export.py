@@ -124,7 +124,8 @@ class _Output:
         if self.coordinates and self.format != "csv":
             raise ConfigurationError(
                 "coordinates=True (--coordinates) writes a CSV's points as two columns; a "
-                f"{self.format} file holds geometries: leave it out"
+                f"{self.format} file holds geometries: write CSV (a .csv name, or "
+                "format='csv', --format csv) or leave it out"
             )
         if self.path is None and self.format not in ("geojson", "geojsonl", "csv"):
             raise ConfigurationError(
