@@ -17,6 +17,10 @@ Run (1,000,000 rows on 2 cores: about 2 minutes, plus 90 s per extra repeat)::
 
     .venv/bin/python benchmarks/ingest.py                      # 1,000,000 rows, once
     .venv/bin/python benchmarks/ingest.py --rows 200000 --repeat 3 --markdown
+    .venv/bin/python benchmarks/ingest.py --methods naive,append_geojson,ogr2ogr_geojson
+
+The GeoJSON methods run only when asked for: their file (made from the GeoPackage by
+ogr2ogr) is about 190 MB at 1,000,000 rows.
 
 The server is GEOSESSION_DATABASE_URL, else the running embedded cluster (``geosession
 local url``); it must run on this machine (it reads and writes the COPY file) and the role
@@ -157,13 +161,21 @@ class Files:
     directory: Path
     binary: Path
     geopackage: Path
+    geojson: Path
+    """Made from the GeoPackage by ogr2ogr, only when a GeoJSON method runs (~190 MB at 1M)."""
 
 
-def make_files(conn: psycopg.Connection[Any], rows: int) -> Files:
-    """The binary COPY file (written by the server) and the GeoPackage (by pyogrio)."""
+def make_files(conn: psycopg.Connection[Any], rows: int, *, geojson: bool) -> Files:
+    """The binary COPY file (written by the server), the GeoPackage (by pyogrio) and, with
+    ``geojson``, the GeoJSON file (by ogr2ogr from the GeoPackage, keeping the ids)."""
     directory = Path(tempfile.mkdtemp(prefix="geosession-bench-"))
     directory.chmod(0o777)  # the server's OS user writes the COPY file here
-    files = Files(directory, directory / "parcels.bin", directory / "parcels.gpkg")
+    files = Files(
+        directory,
+        directory / "parcels.bin",
+        directory / "parcels.gpkg",
+        directory / "parcels.geojson",
+    )
     create_table(conn, STAGE, index=False)
     copy_rows(conn, STAGE, ewkb_rows(rows))
     conn.execute(
@@ -173,6 +185,9 @@ def make_files(conn: psycopg.Connection[Any], rows: int) -> Files:
     )
     drop_table(conn, STAGE)
     write_geopackage(files.geopackage, rows)
+    if geojson:
+        command = ["ogr2ogr", "-f", "GeoJSON", str(files.geojson), str(files.geopackage)]
+        subprocess.run([*command, "-preserve_fid"], check=True, capture_output=True)
     os.sync()  # else the kernel writes the new files back during the first measurement
     return files
 
@@ -200,6 +215,8 @@ class Method:
     preload: bool = True
     """Pre-load 1,000 rows first, so the table is not empty (an append)."""
     rss: bool = False
+    by_default: bool = True
+    """Run without --methods (the GeoJSON ones make a large file first: asked for only)."""
 
 
 METHODS = (
@@ -212,6 +229,8 @@ METHODS = (
     Method("empty", "geosession empty table (index rebuilt)", preload=False, rss=True),
     Method("empty_gpkg", "geosession empty table, GeoPackage", preload=False, rss=True),
     Method("ogr2ogr", "ogr2ogr PG_USE_COPY from GeoPackage"),
+    Method("append_geojson", "geosession append, GeoJSON", rss=True, by_default=False),
+    Method("ogr2ogr_geojson", "ogr2ogr PG_USE_COPY from GeoJSON", by_default=False),
     Method("orm", "ORM add_all, 10k chunks, from_shape", small="orm"),
     Method("core", "Core executemany, hex EWKB", small="small"),
     Method("to_postgis", "geopandas to_postgis, chunksize=10k", small="small"),
@@ -266,10 +285,11 @@ def measure(method: Method, rows: int, bench: URL, files: Files) -> Sample:
         server = ServerCpu(conn)
         if method.key == "naive":
             seconds, client, rss = time_server_copy(conn, files.binary), 0.0, None
-        elif method.key == "ogr2ogr":
-            seconds, client, rss = *time_ogr2ogr(bench, files.geopackage), None
+        elif method.key in ("ogr2ogr", "ogr2ogr_geojson"):
+            source = files.geojson if method.key == "ogr2ogr_geojson" else files.geopackage
+            seconds, client, rss = *time_ogr2ogr(bench, source), None
         else:
-            seconds, client, rss = run_child(method.key, bench, rows, files.geopackage)
+            seconds, client, rss = run_child(method.key, bench, rows, files)
         sample = Sample(seconds, client, server.used(conn), rss)
         check_loaded(conn, method, rows)
         drop_table(conn, TABLE)  # frees the space before the next method
@@ -356,13 +376,13 @@ def time_server_copy(conn: psycopg.Connection[Any], path: Path) -> float:
     return time.perf_counter() - started
 
 
-def time_ogr2ogr(bench: URL, geopackage: Path) -> tuple[float, float]:
-    """ogr2ogr takes the integer primary key as the FID column, so the GeoPackage's FIDs
-    (1..N, the same as its id field) are kept with -preserve_fid."""
+def time_ogr2ogr(bench: URL, source: Path) -> tuple[float, float]:
+    """ogr2ogr takes the integer primary key as the FID column, so the file's FIDs (1..N,
+    the same as its id field; the GeoJSON file's feature ids) are kept with -preserve_fid."""
     target = f"PG:host={bench.host} port={bench.port or 5432} dbname={bench.database} "
     target += f"user={bench.username}"
     env = {**os.environ, "PG_USE_COPY": "YES", "PGPASSWORD": bench.password or ""}
-    command = ["ogr2ogr", "-f", "PostgreSQL", target, str(geopackage), LAYER, "-nln", TABLE]
+    command = ["ogr2ogr", "-f", "PostgreSQL", target, str(source), LAYER, "-nln", TABLE]
     command += ["-append", "-preserve_fid", "-gt", "65536"]
     cpu, started = _children_cpu(), time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -377,8 +397,14 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_child(key: str, bench: URL, rows: int, geopackage: Path) -> tuple[float, float, float]:
-    spec = {"key": key, "url": conninfo(bench), "rows": rows, "geopackage": str(geopackage)}
+def run_child(key: str, bench: URL, rows: int, files: Files) -> tuple[float, float, float]:
+    spec = {
+        "key": key,
+        "url": conninfo(bench),
+        "rows": rows,
+        "geopackage": str(files.geopackage),
+        "geojson": str(files.geojson),
+    }
     result = bench_child.run_child(__file__, spec)
     console.log(f"{key}: the child's imports and setup took {result['setup_mb']:.0f} MB")
     if result["rebuild"]:
@@ -426,13 +452,14 @@ def geosession_load(
         from geosession import SpatialDatabase
 
         db = SpatialDatabase(url.render_as_string(hide_password=False))
-        if source == "geopackage":  # ingest imports them on first use: ~200 MB, counted as setup
+        if source in ("geopackage", "geojson"):  # imported on first use (~200 MB): setup
             import pyarrow  # noqa: F401
             import pyogrio  # noqa: F401
         sources: dict[str, Callable[[], Any]] = {
             "memory": lambda: source_rows(list(batches(spec["rows"]))),
             "generator": lambda: source_rows(batches(spec["rows"])),
             "geopackage": lambda: spec["geopackage"],
+            "geojson": lambda: spec["geojson"],
             "geodataframe": lambda: geodataframe(spec["rows"]),
         }
         rows = sources[source]()
@@ -544,6 +571,7 @@ CHILD_LOADS = {
     "append_gpkg": geosession_load(source="geopackage"),
     "append_gdf": geosession_load(source="geodataframe"),
     "empty_gpkg": geosession_load(source="geopackage", empty=True),
+    "append_geojson": geosession_load(source="geojson"),
     "orm": orm_load,
     "core": core_load,
     "to_postgis": to_postgis_load,
@@ -583,6 +611,7 @@ def verdicts(outcomes: dict[str, Outcome]) -> dict[str, Verdict]:
         "empty_gpkg": at_least("empty_gpkg", "naive", 1.4, "≥ 1.40× naive"),
         "orm": at_least("append", "orm", 15, "append ≥ 15× this"),
         "to_postgis": at_least("append_gdf", "to_postgis", 4, "GeoDataFrame ≥ 4× this"),
+        "ogr2ogr_geojson": at_least("append_geojson", "ogr2ogr_geojson", 1.0, "GeoJSON faster"),
     }
     append, empty = (
         at_least(k, "ogr2ogr", 1.0, "GeoPackage faster") for k in ("append_gpkg", "empty_gpkg")
@@ -682,14 +711,17 @@ def parse_args() -> argparse.Namespace:
 
 
 KEYS = [m.key for m in METHODS]
+DEFAULT_KEYS = [m.key for m in METHODS if m.by_default]
 
 
 def selected(args: argparse.Namespace) -> list[Method]:
-    wanted = args.methods.split(",") if args.methods else KEYS
+    wanted = args.methods.split(",") if args.methods else DEFAULT_KEYS
     unknown = set(wanted) - set(KEYS)
     if unknown:
         sys.exit(f"unknown methods {sorted(unknown)}; choose from {', '.join(KEYS)}")
-    if "ogr2ogr" in wanted and shutil.which("ogr2ogr") is None:
+    if any(key.startswith("ogr2ogr") or "geojson" in key for key in wanted) and not shutil.which(
+        "ogr2ogr"
+    ):
         sys.exit("ogr2ogr not found: apt-get install gdal-bin, or leave it out with --methods")
     return [m for m in METHODS if m.key in wanted]
 
@@ -748,7 +780,8 @@ def main() -> None:
         with connect(bench) as conn:
             title = f"Ingest, {args.rows:,} rows, median of {args.repeat}: {machine(conn)}"
             console.log(f"making the input files ({args.rows:,} rows)")
-            files = make_files(conn, args.rows)
+            geojson = any("geojson" in method.key for method in selected(args))
+            files = make_files(conn, args.rows, geojson=geojson)
         outcomes = run_all(args, bench, files)
     finally:
         cleanup(url, bench, files, args)

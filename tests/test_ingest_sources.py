@@ -714,6 +714,13 @@ def test_a_csvs_coordinate_columns_make_points(tmp_path: Path) -> None:
     (batch,) = batches(xy, columns=["id", "geom"])
     assert shapely.to_wkt(batch.columns["geom"]).tolist() == ["POINT (500000 5700000)"]
     assert batch.crs == {}
+    european = tmp_path / "orte.csv"  # a spreadsheet's where 52,52 is a number
+    european.write_text("name;lat;lon\nBerlin;52,52;13,405\nRom;41.9;12.5\n")
+    (batch,) = batches(european, columns=["name", "geom"])
+    assert shapely.to_wkt(batch.columns["geom"]).tolist() == [
+        "POINT (13.405 52.52)",
+        "POINT (12.5 41.9)",
+    ]
     given = write_csv(tmp_path / "given.csv", [["id", "e", "n"], ["1", "abc", "2"]])
     (batch,) = batches(given, columns=["id", "geom"], xy_columns=("e", "n"))
     assert batch.columns["geom"] == ["POINT (abc 2)"]  # the check refuses it, with GEOS's words

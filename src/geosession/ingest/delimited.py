@@ -64,9 +64,8 @@ def csv_batches(
                     _check_widths(chunk, len(header), first, path)
                     values = {names[i]: [row[i] or None for row in chunk] for i in loaded}
                     for column, (x, y) in made.items():
-                        values[column] = point_values(
-                            [row[x] for row in chunk], [row[y] for row in chunk]
-                        )
+                        xs, ys = [row[x] for row in chunk], [row[y] for row in chunk]
+                        values[column] = point_values(xs, ys, decimal_comma=delimiter == ";")
                     yield Batch(first, {c: values[c] for c in columns if c in values}, crs)
                     first += len(chunk)
 

@@ -46,10 +46,16 @@ class PointColumns:
         return self.x, self.y
 
 
-def point_values(xs: Sequence[str | None], ys: Sequence[str | None]) -> list[Any]:
+def point_values(
+    xs: Sequence[str | None], ys: Sequence[str | None], *, decimal_comma: bool = False
+) -> list[Any]:
     """Each row's point: shapely points made in one call where every number reads as
     one (an empty one is NaN, which the geometry check sets aside as non-finite), None
-    where both are empty; else WKT (:func:`point_texts`), for GEOS to name what is wrong."""
+    where both are empty; else WKT (:func:`point_texts`), for GEOS to name what is wrong.
+    ``decimal_comma``: a number with one comma and no point has a decimal comma (a
+    semicolon-separated file, as spreadsheets write them where 52,52 is a number)."""
+    if decimal_comma:
+        xs, ys = _decimal_points(xs), _decimal_points(ys)
     try:
         x = np.array([value or "nan" for value in xs], dtype=np.float64)
         y = np.array([value or "nan" for value in ys], dtype=np.float64)
@@ -58,6 +64,13 @@ def point_values(xs: Sequence[str | None], ys: Sequence[str | None]) -> list[Any
     points = shapely.points(x, y)
     points[[not a and not b for a, b in zip(xs, ys, strict=True)]] = None
     return list(points)
+
+
+def _decimal_points(values: Sequence[str | None]) -> list[str | None]:
+    return [
+        value.replace(",", ".") if value and value.count(",") == 1 and "." not in value else value
+        for value in values
+    ]
 
 
 def point_texts(xs: Sequence[str | None], ys: Sequence[str | None]) -> list[str | None]:
