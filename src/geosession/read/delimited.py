@@ -63,7 +63,6 @@ class _Coordinates:
 
     def __init__(self, pa: Any, schema: Any, plan: ReadPlan) -> None:
         self.pa = pa
-        self.plan = plan
         self.index = schema.get_field_index(plan.geometry.name)
         self.names = _coordinate_names(plan.crs_for(plan.geometry.srid))
         taken = [name for name in self.names if name in schema.names]
@@ -97,8 +96,9 @@ def _coordinate_names(crs: str | None) -> tuple[str, str]:
     """longitude and latitude for a geographic CRS (PROJ tells), else x and y."""
     if crs is not None:
         from pyproj import CRS
+        from pyproj.exceptions import CRSError
 
-        with contextlib.suppress(Exception):  # a CRS PROJ cannot read: x and y
+        with contextlib.suppress(CRSError):  # a CRS PROJ cannot read: x and y
             if CRS.from_user_input(crs).is_geographic:
                 return "longitude", "latitude"
     return "x", "y"
