@@ -257,6 +257,8 @@ def test_a_shapefile_of_cut_names_loads_back_with_rename(
     ]:
         with pytest.raises(ConfigurationError, match=message):
             db.ingest("rd_long_copy", out, rename=bad)
+    with pytest.raises(ConfigurationError, match=r"gives id to a field while .* has a field"):
+        db.ingest("rd_long_other", out, create=True, rename={"classifica": "id"})
     odd = runner.invoke(app, ["ingest", str(out), "rd_long_copy", "--rename", "classifica"])
     assert odd.exit_code != 0 and "is not FIELD=COLUMN" in odd.output
     admin.execute("DROP TABLE rd_long, rd_long_copy, rd_long_new, rd_long_copy_rejected")

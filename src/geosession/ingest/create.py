@@ -439,6 +439,13 @@ def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
 def _renamed(schema: SourceSchema, rename: Mapping[str, str], path: Path) -> SourceSchema:
     """The file's columns under the names ``rename`` gives its fields."""
     check_rename(rename, [name for name, _ in schema.columns], path)
+    names = [rename.get(name, name) for name, _ in schema.columns]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigurationError(
+            f"rename={dict(rename)!r} gives {', '.join(twice)} to a field while {path} has a "
+            "field of that name too: rename that one as well, or choose another name"
+        )
     return SourceSchema(
         [(rename.get(name, name), sql_type) for name, sql_type in schema.columns],
         [rename.get(name, name) for name in schema.geometries],
