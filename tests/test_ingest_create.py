@@ -54,6 +54,7 @@ TABLES = (
     "zipped_fids",
     "made_points",
     "made_metric",
+    "made_values",
 )
 
 
@@ -792,3 +793,19 @@ def test_a_csv_of_longitudes_and_latitudes_makes_a_point_table(
     loaded = CliRunner().invoke(app, [*command, "e,n"])
     assert loaded.exit_code == 0, loaded.output
     assert admin.execute("SELECT count(*) FROM made_metric").fetchone() == (4,)
+
+
+def test_a_semicolon_csvs_decimal_commas_are_numbers_of_number_columns(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """A spreadsheet where a comma is the decimal mark saves 12,5 in a semicolon CSV."""
+    path = tmp_path / "werte.csv"
+    path.write_text("name;wert;anteil;lat;lon\nA,1;12,5;0,25;52,5;13,4\nB;7;1.234,5;1;2\n")
+    admin.execute(
+        "CREATE TABLE made_values (name text, wert float8, anteil numeric, "
+        "geom geometry(Point, 4326))"
+    )
+    report = db.ingest("made_values", path)
+    assert report.inserted == 1 and [(r.row, r.column) for r in report.rejected] == [(2, "anteil")]
+    stored = admin.execute("SELECT name, wert, anteil, ST_AsText(geom) FROM made_values")
+    assert stored.fetchall() == [("A,1", 12.5, decimal.Decimal("0.25"), "POINT(13.4 52.5)")]

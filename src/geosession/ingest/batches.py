@@ -26,6 +26,8 @@ class Batch:
     """Column -> the CRS of its geometries that carry no SRID (the layer's), if known."""
     flush: bool = False
     """Cut short by ``flush_interval``: its rows, and any waiting with them, go out now."""
+    decimal_comma: bool = False
+    """Its text numbers may have a decimal comma (a semicolon-separated CSV file's)."""
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()), ()))
@@ -33,7 +35,7 @@ class Batch:
     def slice(self, start: int, stop: int) -> Batch:
         """Rows ``[start, stop)`` of this batch, keeping their source row numbers."""
         columns = {k: v[start:stop] for k, v in self.columns.items()}
-        return Batch(self.first_row + start, columns, self.crs, self.flush)
+        return Batch(self.first_row + start, columns, self.crs, self.flush, self.decimal_comma)
 
 
 def target_name(

@@ -72,7 +72,7 @@ def check_batch(
     columns = {name: batch.columns.get(name, absent) for name in plan.columns}
     fresh_rows = keep.copy()
     geometries = _check_geometries(batch, plan, columns, keep, options, sizer)
-    rejects = geometries.rejects + _read_values(batch.first_row, plan, columns, keep)
+    rejects = geometries.rejects + _read_values(batch, plan, columns, keep)
     kept = [_kept(columns[name], keep) for name in plan.columns]
     rejects.sort(key=lambda reject: reject.row)
     return CheckedBatch(
@@ -141,13 +141,16 @@ def _check_geometries(
 
 
 def _read_values(
-    first_row: int, plan: WritePlan, columns: dict[str, list[Any]], keep: Keep
+    batch: Batch, plan: WritePlan, columns: dict[str, list[Any]], keep: Keep
 ) -> list[Reject]:
     """Reads each column's values as its type in place; a value that cannot be read sets
     its row aside (kind "value") unless the row is already set aside or skipped."""
     rejects = []
+    first_row, timezone = batch.first_row, plan.target.timezone
     for name, copy_type in zip(plan.columns, plan.copy_types, strict=True):
-        columns[name], unreadable = coerce_values(columns[name], copy_type, plan.target.timezone)
+        columns[name], unreadable = coerce_values(
+            columns[name], copy_type, timezone, decimal_comma=batch.decimal_comma
+        )
         for index, reason in unreadable.items():
             if keep[index]:
                 keep[index] = False

@@ -66,7 +66,8 @@ def csv_batches(
                     for column, (x, y) in made.items():
                         xs, ys = [row[x] for row in chunk], [row[y] for row in chunk]
                         values[column] = point_values(xs, ys, decimal_comma=delimiter == ";")
-                    yield Batch(first, {c: values[c] for c in columns if c in values}, crs)
+                    kept = {c: values[c] for c in columns if c in values}
+                    yield Batch(first, kept, crs, decimal_comma=delimiter == ";")
                     first += len(chunk)
 
     return batches()

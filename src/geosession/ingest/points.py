@@ -20,6 +20,7 @@ import numpy as np
 import shapely
 
 from geosession.errors import ConfigurationError
+from geosession.ingest.values import with_decimal_point
 
 _WGS84 = 4326
 """The SRID of longitude and latitude as GPS, web maps and most CSV files give them."""
@@ -55,7 +56,7 @@ def point_values(
     ``decimal_comma``: a number with one comma and no point has a decimal comma (a
     semicolon-separated file, as spreadsheets write them where 52,52 is a number)."""
     if decimal_comma:
-        xs, ys = _decimal_points(xs), _decimal_points(ys)
+        xs, ys = list(map(with_decimal_point, xs)), list(map(with_decimal_point, ys))
     try:
         x = np.array([value or "nan" for value in xs], dtype=np.float64)
         y = np.array([value or "nan" for value in ys], dtype=np.float64)
@@ -64,13 +65,6 @@ def point_values(
     points = shapely.points(x, y)
     points[[not a and not b for a, b in zip(xs, ys, strict=True)]] = None
     return list(points)
-
-
-def _decimal_points(values: Sequence[str | None]) -> list[str | None]:
-    return [
-        value.replace(",", ".") if value and value.count(",") == 1 and "." not in value else value
-        for value in values
-    ]
 
 
 def point_texts(xs: Sequence[str | None], ys: Sequence[str | None]) -> list[str | None]:

@@ -158,7 +158,11 @@ _SCALARS = (str, NoneType, numbers.Number, decimal.Decimal, dt.date, dt.time, uu
 
 
 def coerce_values(
-    values: list[Any], copy_type_name: str, timezone: dt.tzinfo = dt.UTC
+    values: list[Any],
+    copy_type_name: str,
+    timezone: dt.tzinfo = dt.UTC,
+    *,
+    decimal_comma: bool = False,
 ) -> tuple[list[Any], dict[int, str]]:
     """Converts values to what the column's binary dumper takes, as the server would read
     them in an INSERT, pandas' missing values (NaN, NA, NaT) to NULL as a GeoDataFrame's
@@ -171,7 +175,10 @@ def coerce_values(
     rows are set aside before the COPY, naming the column, instead of being found by
     bisecting chunks on the server or stored changed (a float4 beyond its range as
     infinity). Other values that do not fit are left for the dumper, which names them.
+    ``decimal_comma``: text for a float or numeric column may have a decimal comma.
     """
+    if decimal_comma and copy_type_name in _FRACTIONAL:
+        values = [with_decimal_point(value) for value in values]
     convert, settled = _conversion(copy_type_name, timezone)
     kinds = set(map(type, values))  # one pass in C over the column, then a check per type
     if kinds & _MAYBE_MISSING or any(kind.__name__ in _PANDAS_MISSING for kind in kinds):
@@ -191,6 +198,17 @@ def coerce_values(
         for index in _beyond_float4(values):
             unreadable[index] = f"cannot read {_shown(values[index])} as float4: {_FLOAT4}"
     return values, unreadable
+
+
+_FRACTIONAL = frozenset({"float4", "float8", "numeric"})
+
+
+def with_decimal_point(value: Any) -> Any:
+    """Text of a number with one comma and no point, with a decimal point (52,52 in a
+    spreadsheet where a comma is the decimal mark); any other value as it is."""
+    if type(value) is str and value.count(",") == 1 and "." not in value:
+        return value.replace(",", ".")
+    return value
 
 
 _MAYBE_MISSING = frozenset({float, np.float64, np.float32, np.datetime64})
