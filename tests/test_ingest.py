@@ -216,6 +216,23 @@ def test_curves_and_tins_are_quarantined_and_the_rest_of_their_chunk_loads(
     assert report.inserted == table_state(db)[0] == 3_000 - len(bad)
 
 
+def test_a_z_of_zero_everywhere_is_dropped_for_a_2d_column_and_any_other_z_refused(
+    db: SpatialDatabase, table: str
+) -> None:
+    """Google Earth writes every point with an altitude of 0: each was a dimension reject."""
+    source = list(rows(6))
+    source[0]["geom"] = "SRID=4326;POLYGON Z((0 0 0, 1 0 0, 1 1 0, 0 0 0))"
+    source[1]["geom"] = "SRID=4326;POLYGON Z((0 0 0, 1 0 5, 1 1 0, 0 0 0))"  # one Z is not 0
+    source[2]["geom"] = "SRID=4326;POLYGON M((0 0 0, 1 0 0, 1 1 0, 0 0 0))"  # M, not Z
+    source[3]["geom"] = shapely.Polygon([(0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 0, 0)])
+    report = db.ingest(table, iter(source))
+    assert {r.row: r.kind for r in report.rejected} == {2: "dimension", 3: "dimension"}
+    with db.session() as s:
+        stored = s.execute(text(f"SELECT id, ST_AsText(geom) FROM {TABLE} WHERE id IN (1, 4)"))
+        square = "POLYGON((0 0,1 0,1 1,0 0))"
+        assert sorted(stored.all()) == [(1, square), (4, square)]
+
+
 def test_geography_columns_are_checked_like_geometry_and_for_their_range(
     db: SpatialDatabase,
     scratch: Callable[..., None],

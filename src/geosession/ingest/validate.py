@@ -108,6 +108,9 @@ def check_geometries(
         problems.update(unmoved)
     geoms, changed = _promote_to_multi(geoms, spec)
     changed |= moved
+    unconstrained = spec.srid == 0 and spec.geometry_type == "GEOMETRY"
+    if not (spec.has_z or spec.measured or unconstrained):
+        changed |= _drop_flat_z(geoms)
     problems.update(_problems(geoms, values, column, spec, problems, default_srid))
     checked = Checked(keep=np.ones(len(values), dtype=bool), moved=moved, assumed=assumed)
     if on_invalid == "repair":
@@ -343,6 +346,27 @@ def _invalid_problem(reason: str) -> tuple[str, str]:
     if reason.lower().startswith("invalid coordinate"):  # GEOS: NaN or infinite x or y
         return "non_finite", f"non-finite coordinate (NaN or infinity): {reason}"
     return "invalid", f"invalid geometry: {reason}"
+
+
+def _drop_flat_z(geoms: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """Makes 2D, in place, the geometries whose every Z is 0 (KML writes an altitude of 0
+    by default: Google Earth's points are 13.4,52.5,0), for a 2D column, which loses
+    nothing by it; any other Z stays, a dimension reject. Returns which were changed."""
+    dropped = np.zeros(len(geoms), dtype=bool)
+    flat = shapely.has_z(geoms) & ~shapely.has_m(geoms)
+    if not flat.any():
+        return dropped
+    candidates = np.flatnonzero(flat)
+    coordinates, owner = shapely.get_coordinates(
+        geoms[candidates], include_z=True, return_index=True
+    )
+    raised = np.bincount(owner, weights=coordinates[:, 2] != 0, minlength=len(candidates))
+    zero = candidates[raised == 0]
+    if len(zero):
+        srids = shapely.get_srid(geoms[zero])
+        geoms[zero] = shapely.set_srid(shapely.force_2d(geoms[zero]), srids)
+        dropped[zero] = True
+    return dropped
 
 
 def _check_srid_and_dimension(
