@@ -353,10 +353,10 @@ def _drop_flat_z(geoms: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.boo
     by default: Google Earth's points are 13.4,52.5,0), for a 2D column, which loses
     nothing by it; any other Z stays, a dimension reject. Returns which were changed."""
     dropped = np.zeros(len(geoms), dtype=bool)
-    flat = shapely.has_z(geoms) & ~shapely.has_m(geoms)
-    if not flat.any():
+    candidates = np.flatnonzero(shapely.has_z(geoms))  # none, mostly: one pass in C
+    candidates = candidates[~shapely.has_m(geoms[candidates])]
+    if not len(candidates):
         return dropped
-    candidates = np.flatnonzero(flat)
     coordinates, owner = shapely.get_coordinates(
         geoms[candidates], include_z=True, return_index=True
     )
