@@ -371,28 +371,26 @@ def not_in_geos(value: Any) -> str | None:
 
 
 def from_wkb_each(values: Any) -> np.ndarray[Any, Any]:
-    """``shapely.from_wkb`` of many values, None for those it cannot read; one call unless
-    a value is a curve, for which shapely refuses the whole array."""
-    try:
-        return np.asarray(shapely.from_wkb(values, on_invalid="ignore"), dtype=object)
-    except NotImplementedError:
-        return _each(shapely.from_wkb, values)
+    """``shapely.from_wkb`` of many values, None for those it cannot read."""
+    return _each(shapely.from_wkb, values)
 
 
 def from_wkt_each(values: Any) -> np.ndarray[Any, Any]:
-    """``shapely.from_wkt`` of many values, as :func:`from_wkb_each`."""
-    try:
-        return np.asarray(shapely.from_wkt(values, on_invalid="ignore"), dtype=object)
-    except NotImplementedError:
-        return _each(shapely.from_wkt, values)
+    """``shapely.from_wkt`` of many values, None for those it cannot read."""
+    return _each(shapely.from_wkt, values)
 
 
 def _each(loader: Any, values: Any) -> np.ndarray[Any, Any]:
-    shapes = np.full(len(values), None, dtype=object)
-    for index, value in enumerate(values):
-        with contextlib.suppress(NotImplementedError):
-            shapes[index] = loader(value, on_invalid="ignore")
-    return shapes
+    """One call of ``loader`` unless a value is a curve, for which shapely refuses the
+    whole array: then a call per value."""
+    try:
+        return np.asarray(loader(values, on_invalid="ignore"), dtype=object)
+    except NotImplementedError:
+        shapes = np.full(len(values), None, dtype=object)
+        for index, value in enumerate(values):
+            with contextlib.suppress(NotImplementedError):
+                shapes[index] = loader(value, on_invalid="ignore")
+        return shapes
 
 
 # --- SRIDs ------------------------------------------------------------------------------

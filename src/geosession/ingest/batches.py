@@ -52,6 +52,11 @@ def target_name(
     return folded[0] if len(folded) == 1 else name
 
 
+def repeated(names: Sequence[str]) -> list[str]:
+    """The names that come more than once, sorted."""
+    return sorted({name for name in names if names.count(name) > 1})
+
+
 _SHAPEFILE_NAME_BYTES = 10
 
 
@@ -111,6 +116,6 @@ def check_fields(
             "extra_fields='ignore' (CLI: --ignore-extra-fields) loads only those the table has"
             + _cut_names_hint(unknown, [c for c in columns if c not in names])
         )
-    duplicated = sorted({name for name in names if names.count(name) > 1})
+    duplicated = repeated(names)
     if duplicated:
         raise ConfigurationError(f"{where}: several fields map to {', '.join(duplicated)}")

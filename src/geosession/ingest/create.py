@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine, Table, inspect, text
 
 from geosession.errors import ConfigurationError, DatabaseError
 from geosession.ingest.archives import gdal_source
+from geosession.ingest.batches import repeated
 from geosession.ingest.crs import crs_label, source_crs
 from geosession.ingest.delimited import csv_header, wkt_column_of
 from geosession.ingest.encodings import check_encoding, layer_text
@@ -440,7 +441,7 @@ def _renamed(schema: SourceSchema, rename: Mapping[str, str], path: Path) -> Sou
     """The file's columns under the names ``rename`` gives its fields."""
     check_rename(rename, [name for name, _ in schema.columns], path)
     names = [rename.get(name, name) for name, _ in schema.columns]
-    twice = sorted({name for name in names if names.count(name) > 1})
+    twice = repeated(names)
     if twice:
         raise ConfigurationError(
             f"rename={dict(rename)!r} gives {', '.join(twice)} to a field while {path} has a "

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal, TypedDict
 
 from geosession.errors import ConfigurationError
+from geosession.ingest.batches import repeated
 from geosession.ingest.copy import OnConflict
 from geosession.ingest.encodings import check_encoding
 from geosession.ingest.validate import OnInvalid
@@ -104,8 +105,7 @@ class IngestOptions:
                 f"rename={rename!r} is not valid: use a dict of a file's field names to the "
                 "target's column names, e.g. {'classifica': 'classification_code'}"
             )
-        columns = list(rename.values())
-        twice = sorted({column for column in columns if columns.count(column) > 1})
+        twice = repeated(list(rename.values()))
         if twice:
             raise ConfigurationError(
                 f"rename={dict(rename)!r} gives {', '.join(twice)} to several fields: one "

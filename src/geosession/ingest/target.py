@@ -115,6 +115,11 @@ class GeometrySpec:
         return self.dimension == 4 or (self.dimension == 3 and not self.measured)
 
     @property
+    def unconstrained(self) -> bool:
+        """A plain ``geometry`` column, which takes any SRID, type and dimension."""
+        return self.srid == 0 and self.geometry_type == "GEOMETRY"
+
+    @property
     def crs(self) -> str | None:
         """What PROJ calls the column's CRS in this database (None: none it reads)."""
         return crs_of(self.srid, [self.reference] if self.reference else [])

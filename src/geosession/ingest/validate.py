@@ -108,8 +108,7 @@ def check_geometries(
         problems.update(unmoved)
     geoms, changed = _promote_to_multi(geoms, spec)
     changed |= moved
-    unconstrained = spec.srid == 0 and spec.geometry_type == "GEOMETRY"
-    if not (spec.has_z or spec.measured or unconstrained):
+    if not (spec.has_z or spec.measured or spec.unconstrained):
         changed |= _drop_flat_z(geoms)
     problems.update(_problems(geoms, values, column, spec, problems, default_srid))
     checked = Checked(keep=np.ones(len(values), dtype=bool), moved=moved, assumed=assumed)
@@ -326,9 +325,7 @@ def _problems(
                 f"{TYPE_NAMES[type_ids[i]]} where column {column.name} takes {spec.geometry_type}"
             ),
         )
-    if spec.srid == 0 and spec.geometry_type == "GEOMETRY":
-        pass  # an unconstrained geometry column takes any SRID and dimension
-    else:
+    if not spec.unconstrained:
         _check_srid_and_dimension(geoms, values, present, column, spec, mark, default_srid)
     if column.type_name == "geography":
         _check_geographic_range(geoms, present, column, mark)

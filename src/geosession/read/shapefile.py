@@ -197,16 +197,16 @@ def _write(rows: Rows, folder: Path, target: Path, spatial_index: bool) -> None:
     Shapefile of the shape type they turned out to have."""
     written = folder / target.name
     layer = _stem(written)
-    options = {**_OPTIONS, "SPATIAL_INDEX": "YES" if spatial_index else "NO"}
     if rows.seen.declared is not None:
         shape_type({rows.seen.declared}, target)  # refuses a type no Shapefile holds
         write_rows(
-            rows, written, layer, driver="ESRI Shapefile", indexed=spatial_index, options=options
+            rows, written, layer, driver="ESRI Shapefile", indexed=spatial_index, options=_OPTIONS
         )
         return
     package = folder / f"{layer}.staged.gpkg"
     seen = write_rows(rows, package, layer, driver="GPKG", indexed=False, staged=True)
     kind = shape_type(seen.kinds, target)
+    options = {**_OPTIONS, "SPATIAL_INDEX": "YES" if spatial_index else "NO"}
     copy_layer(package, written, layer, driver="ESRI Shapefile", kind=kind, options=options)
     package.unlink()
 
