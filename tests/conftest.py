@@ -51,7 +51,8 @@ def database_url(server_url: str) -> Iterator[str]:
         admin.execute(f"CREATE DATABASE {TEST_DATABASE}")
     with psycopg.connect(_libpq(server_url, TEST_DATABASE), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
-    yield make_url(server_url).set(database=TEST_DATABASE).render_as_string(hide_password=False)
+    test_url = make_url(server_url).set(drivername="postgresql", database=TEST_DATABASE)
+    yield test_url.render_as_string(hide_password=False)  # no driver: tests choose theirs
     with psycopg.connect(_libpq(server_url), autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)")
 

@@ -43,6 +43,28 @@ def test_sync_drivers_configure_the_server(
         assert [s.execute(text(f"SHOW {name}")).scalar() for name in SHOW] == EXPECTED
 
 
+@pytest.mark.parametrize(
+    ("driver", "async_driver"), [("psycopg2", "asyncpg"), ("psycopg_async", "psycopg")]
+)
+def test_the_driver_in_the_url_is_the_one_that_connects(
+    make_db: Callable[..., SpatialDatabase], database_url: str, driver: str, async_driver: str
+) -> None:
+    db = make_db(make_url(database_url).set(drivername=f"postgresql+{driver}"))
+
+    async def server_version() -> Any:
+        try:
+            async with db.async_session() as s:
+                return (await s.execute(text("SHOW server_version_num"))).scalar()
+        finally:
+            await db.adispose()
+
+    assert db.async_engine.dialect.driver == async_driver
+    assert asyncio.run(server_version())
+    with db.session() as s:
+        assert s.execute(text("SELECT 1")).scalar() == 1
+    assert db.engine.dialect.driver == ("psycopg2" if driver == "psycopg2" else "psycopg")
+
+
 @pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
 def test_async_drivers_configure_the_server(
     make_db: Callable[..., SpatialDatabase], driver: str

@@ -26,7 +26,7 @@ from geosession.cli import app
 from geosession.errors import ConfigurationError
 from geosession.local import LocalCluster, running_url
 
-URL_PATTERN = re.compile(r"^postgresql\+psycopg://postgres@127\.0\.0\.1:(\d+)/geosession$")
+URL_PATTERN = re.compile(r"^postgresql://postgres@127\.0\.0\.1:(\d+)/geosession$")
 
 
 def _new_home() -> Path:

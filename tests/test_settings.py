@@ -65,6 +65,46 @@ def test_parts_fill_in_the_url() -> None:
     assert s.url().database == "other" and s.url().port == 6543
 
 
+@pytest.mark.parametrize(
+    ("scheme", "driver", "async_driver"),
+    [
+        ("postgresql", "psycopg", "asyncpg"),
+        ("postgres", "psycopg", "asyncpg"),
+        ("postgresql+psycopg2", "psycopg2", "asyncpg"),
+        ("postgresql+psycopg", "psycopg", "asyncpg"),
+        ("postgresql+asyncpg", "psycopg", "asyncpg"),
+        ("postgresql+psycopg_async", "psycopg", "psycopg"),
+    ],
+)
+def test_the_driver_a_url_names_is_used(scheme: str, driver: str, async_driver: str) -> None:
+    s = DatabaseSettings(database_url=URL.replace("postgresql", scheme, 1))
+    assert (s.driver, s.async_driver) == (driver, async_driver)
+    assert s.url().drivername == f"postgresql+{driver}"
+
+
+@pytest.mark.parametrize(
+    ("url", "settings", "needle"),
+    [
+        (
+            "postgresql+psycopg2://h/d",
+            {"driver": "psycopg"},
+            "names the driver 'psycopg2' but driver is 'psycopg'",
+        ),
+        ("postgresql+asyncpg://h/d", {"async_driver": "psycopg"}, "set async_driver='asyncpg'"),
+        ("postgresql+pg8000://h/d", {}, "'pg8000', which geosession does not support"),
+        ("mysql://h/d", {}, "database_url is a mysql URL"),
+        ("postgresql+psycopg2://s3cret-pw@h/d", {"driver": "psycopg"}, "leave the driver out"),
+    ],
+)
+def test_a_url_driver_that_contradicts_the_settings_is_refused(
+    url: str, settings: dict[str, str], needle: str
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        DatabaseSettings(database_url=url, **settings)
+    assert needle in str(info.value)
+    assert "s3cret" not in str(info.value) and "Value error" not in str(info.value)
+
+
 def test_environment_and_explicit_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GEOSESSION_DATABASE_URL", URL)
     monkeypatch.setenv("GEOSESSION_POOL_SIZE", "7")

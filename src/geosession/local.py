@@ -6,7 +6,7 @@ binaries installed on the machine (``pg_config --bindir``, else the newest
 
     cluster = LocalCluster()          # home: $GEOSESSION_HOME, else the default below
     url = cluster.start()             # initdb on first use; idempotent
-    # postgresql+psycopg://postgres@127.0.0.1:PORT/geosession
+    # postgresql://postgres@127.0.0.1:PORT/geosession (libpq's form: psql takes it too)
 
 Where data lives: ``$GEOSESSION_HOME``; else ``/var/lib/geosession`` when running as root;
 else the user data directory (``~/.local/share/geosession`` on Linux). Inside it: ``data/``
@@ -150,13 +150,18 @@ class LocalCluster:
             port=port,
             pid=pid,
             data_dir=self.data_dir,
-            url=_make_url(port, DATABASE, "psycopg"),
+            url=_make_url(port, DATABASE),
             postgres_version=postgres_version,
             postgis_version=_postgis_version(port),
         )
 
-    def url(self, database: str = DATABASE, driver: str = "psycopg") -> str:
-        """``postgresql+DRIVER://postgres@127.0.0.1:PORT/DATABASE`` of the running server."""
+    def url(self, database: str = DATABASE, driver: str = "") -> str:
+        """``postgresql://postgres@127.0.0.1:PORT/DATABASE`` of the running server.
+
+        Without a driver in it the URL suits psql and libpq as well, and leaves the choice
+        of driver to the settings (``driver``, ``async_driver``); ``driver="psycopg2"``
+        writes one in (``postgresql+psycopg2://``).
+        """
         if not self.is_running():
             raise ConfigurationError(
                 f"The embedded PostGIS in {self.home} is not running; "
@@ -496,7 +501,7 @@ def _unquote(value: str) -> str:
     return value
 
 
-def _make_url(port: int, database: str, driver: str) -> str:
+def _make_url(port: int, database: str, driver: str = "") -> str:
     scheme = f"postgresql+{driver}" if driver else "postgresql"
     return f"{scheme}://{SUPERUSER}@{HOST}:{port}/{quote(database, safe='')}"
 

@@ -30,6 +30,13 @@ from geosession.errors import ConfigurationError
 
 SyncDriver = Literal["psycopg", "psycopg2"]
 AsyncDriver = Literal["asyncpg", "psycopg"]
+_URL_DRIVERS: dict[str, tuple[str, str]] = {
+    "psycopg": ("driver", "psycopg"),
+    "psycopg2": ("driver", "psycopg2"),
+    "asyncpg": ("async_driver", "asyncpg"),
+    "psycopg_async": ("async_driver", "psycopg"),
+}
+"""The drivers a URL may name (SQLAlchemy's spelling) and the setting each one sets."""
 SSLMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 _DURATION_UNITS_MS = {
@@ -250,7 +257,34 @@ class DatabaseSettings(BaseSettings):
                     "a URL must write as %40 (urllib.parse.quote(password, safe='')), or give "
                     "the password as password= / GEOSESSION_PASSWORD (the password is not shown)"
                 )
+            self._take_driver(name, parsed)
         return self
+
+    def _take_driver(self, name: str, url: URL) -> None:
+        """A driver the URL names (postgresql+psycopg2://) is the one used, as SQLAlchemy
+        would; one that contradicts ``driver`` / ``async_driver`` is refused, not overridden."""
+        if url.get_backend_name() not in ("postgresql", "postgres"):
+            raise ValueError(
+                f"{name} is a {url.get_backend_name()} URL; geosession needs PostgreSQL with "
+                "PostGIS: postgresql://user@host:5432/dbname"
+            )
+        named = url.get_driver_name() if "+" in url.drivername else None
+        if named is None:
+            return
+        if named not in _URL_DRIVERS:
+            raise ValueError(
+                f"{name} names the driver {named!r}, which geosession does not support; use "
+                "postgresql+psycopg:// or +psycopg2:// (sync), +asyncpg:// or +psycopg_async:// "
+                "(async), or no driver: postgresql://"
+            )
+        field, value = _URL_DRIVERS[named]
+        if field not in self.model_fields_set:
+            setattr(self, field, value)
+        elif getattr(self, field) != value:
+            raise ValueError(
+                f"{name} names the driver {named!r} but {field} is {getattr(self, field)!r}: "
+                f"leave the driver out of the URL (postgresql://...) or set {field}={value!r}"
+            )
 
     def for_replica(self, number: int) -> DatabaseSettings:
         """These settings for replica ``number``: its URL, with the user, password, database
@@ -373,6 +407,7 @@ def _split_password(url: URL) -> tuple[str | None, dict[str, Any]]:
 def _describe_validation_error(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors(include_url=False, include_input=False):
-        field = ".".join(str(part) for part in error["loc"]) or "settings"
-        problems.append(f"{field}: {error['msg']}")
+        message = error["msg"].removeprefix("Value error, ")
+        field = ".".join(str(part) for part in error["loc"])
+        problems.append(f"{field}: {message}" if field else message)  # a check of several fields
     return "Invalid geosession settings: " + "; ".join(problems)
