@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
+import shapely
 from geoalchemy2 import Geometry
 from sqlalchemy import Column, Integer, MetaData, Table, insert, text
 from sqlalchemy.engine import make_url
@@ -31,6 +32,7 @@ from geosession import (
     SRIDMismatch,
 )
 from geosession.errors import ConfigurationError, GeoSessionError
+from geosession.geometry import to_element
 
 DRIVERS = ["psycopg", "psycopg2", "asyncpg"]
 
@@ -362,3 +364,22 @@ def test_the_error_shows_where_the_server_points_in_the_statement(
     with pytest.raises(DatabaseError) as info:
         run(db, driver, "SELECT :n AS n FORM pg_class", {"n": 1})
     assert "at character" not in str(info.value)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_parameter_the_driver_cannot_send_is_named_with_the_fix(
+    make_db: Callable[..., SpatialDatabase], driver: str
+) -> None:
+    db = database_for(make_db, driver)
+    sql = "SELECT ST_Area(CAST(:value AS geometry))"
+    with pytest.raises(DatabaseError) as info:
+        run(db, driver, sql, {"value": shapely.box(0, 0, 1, 1)})
+    assert "A shapely Polygon cannot be sent as a query parameter" in str(info.value)
+    assert "to_element(shape, srid=...)" in str(info.value)
+    assert info.value.__cause__ is not None and not info.value.transient
+    with pytest.raises(DatabaseError, match="A Python dict cannot be sent.*type_=JSONB"):
+        run(db, driver, "SELECT CAST(:value AS text)", {"value": {"a": 1}})
+    element = to_element(shapely.box(0, 0, 2, 1), 4326)
+    with pytest.raises(DatabaseError, match="WKBElement cannot be sent.*element.desc"):
+        run(db, driver, sql, {"value": element})
+    assert run(db, driver, sql, {"value": element.desc}) == [(2.0,)]

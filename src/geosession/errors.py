@@ -214,6 +214,22 @@ _POSTGIS_MISSING = re.compile(  # a call with a geometry argument: PostGIS is th
     r" does not exist",
     re.IGNORECASE,
 )
+_UNSENDABLE = re.compile(
+    r"(?:cannot|can't) adapt type '(?P<psycopg>\w+)'"  # psycopg, psycopg2
+    r"|query argument (?P<arg>\$\d+): .*\(expected \w+, got (?P<asyncpg>\w+)\)"  # asyncpg
+)
+_SHAPELY_TYPES = frozenset(
+    [
+        "Point",
+        "LineString",
+        "LinearRing",
+        "Polygon",
+        "MultiPoint",
+        "MultiLineString",
+        "MultiPolygon",
+        "GeometryCollection",
+    ]
+)
 _INSERT_TABLE = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|COPY)\s+([\w.\"]+)", re.IGNORECASE)
 
 
@@ -301,6 +317,8 @@ def classify(diag: Diagnostics, *, is_disconnect: bool) -> tuple[type[GeoSession
         return _BY_SQLSTATE_CLASS[state[:2]]
     if is_disconnect:
         return ConnectionFailed, "the connection was lost; " + _ADVICE_RETRY
+    if not state:  # the driver refused the call: the statement never reached the server
+        return DatabaseError, "see the driver's message above"
     return DatabaseError, "see the server's message above"
 
 
@@ -329,6 +347,9 @@ def translate(
             "server is running and reachable, and host, port and connect_timeout in the settings",
             sqlstate=diag.sqlstate,
         )
+    unsendable = _UNSENDABLE.search(diag.message)  # the driver's own words, not the server's
+    if unsendable is not None:
+        return _unsendable(unsendable, endpoint)
     cls, advice = classify(diag, is_disconnect=is_disconnect)
     if cls is SRIDMismatch:
         return _srid_mismatch(diag, endpoint, statement, advice)
@@ -336,6 +357,32 @@ def translate(
     return cls(
         f"{diag.message}{_detail(diag)} ({where}). {advice[:1].upper()}{advice[1:]}",
         sqlstate=diag.sqlstate,
+    )
+
+
+def _unsendable(match: re.Match[str], endpoint: str) -> DatabaseError:
+    """The driver could not encode a parameter: nothing reached the server."""
+    kind = match.group("psycopg") or match.group("asyncpg")
+    argument = f" ({match.group('arg')})" if match.group("arg") else ""
+    if kind in _SHAPELY_TYPES:
+        return DatabaseError(
+            f"A shapely {kind} cannot be sent as a query parameter{argument} (to {endpoint}): "
+            "drivers send no shapely objects. Wrap it: geosession.geometry.to_element(shape, "
+            "srid=...) for a column or a func argument (to_geography_element for a geography "
+            "column); in text() SQL pass to_element(shape, srid=...).desc, hex EWKB that "
+            "PostGIS reads wherever a geometry is expected"
+        )
+    if kind in ("WKBElement", "WKTElement"):
+        return DatabaseError(
+            f"A GeoAlchemy2 {kind} cannot be sent as a query parameter{argument} (to "
+            f"{endpoint}): in text() SQL the parameter has no type to convert it. Pass "
+            "element.desc (its hex EWKB or WKT), or declare the parameter: "
+            "text(...).bindparams(bindparam(name, type_=Geometry(srid=...)))"
+        )
+    return DatabaseError(
+        f"A Python {kind} cannot be sent as a query parameter{argument} (to {endpoint}): the "
+        "driver has no conversion for it. Convert the value, or give the parameter a "
+        "SQLAlchemy type: bindparam(name, value, type_=JSONB) for a dict or list of JSON"
     )
 
 
