@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -28,6 +31,7 @@ from geosession import ConfigurationError, InvalidGeometry, SpatialDatabase
 from geosession.cli import app
 from geosession.demo import synthetic_polygons
 from geosession.ingest.create import geometry_type
+from geosession.ingest.spool import suffix_of
 
 TABLES = (
     "made_gpkg",
@@ -412,6 +416,105 @@ def test_cli_loads_several_files_each_as_its_own_load(
     assert [cell.strip() for cell in totals.split("│")[2:6]] == ["0", "0", "0", "33"]
     named = runner.invoke(app, ["ingest", *tiles, "made_gpkg", "--ingest-id", "one"])
     assert named.exit_code != 0 and "(each gets its own, from the file)" in named.output
+
+
+def test_cli_loads_standard_input_and_resumes_when_the_same_data_comes_again(
+    admin: psycopg.Connection[Any], database_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    geojson = tmp_path / "piped.geojson"
+    parcels(25).to_file(geojson)
+    sequence = tmp_path / "piped.geojsonl"
+    parcels(12).to_file(sequence, driver="GeoJSONSeq")
+    zipped = tmp_path / "piped.zip"
+    parcels(7).to_file(tmp_path / "piped.shp")
+    with zipfile.ZipFile(zipped, "w") as archive:
+        for suffix in (".shp", ".shx", ".dbf", ".prj", ".cpg"):
+            archive.write(tmp_path / f"piped{suffix}", f"piped{suffix}")
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    runner = CliRunner()
+    for source, table, rows in (
+        (geojson, "piped", 25),
+        (sequence, "piped_seq", 12),
+        (zipped, "piped_zip", 7),
+    ):
+        loaded = runner.invoke(app, ["ingest", "-", table, "--create"], input=source.read_bytes())
+        assert loaded.exit_code == 0, loaded.output
+        assert admin.execute(f"SELECT count(*) FROM {table}").fetchone() == (rows,)
+    again = runner.invoke(app, ["ingest", "-", "piped"], input=geojson.read_bytes())
+    assert again.exit_code == 0 and "already committed (resumed)" in again.output
+    assert admin.execute("SELECT count(*) FROM piped").fetchone() == (25,)
+    empty = runner.invoke(app, ["ingest", "-", "piped"], input=b"")
+    assert empty.exit_code != 0 and "Standard input is empty" in str(empty.exception)
+
+
+def test_a_real_pipe_from_export_into_ingest(
+    admin: psycopg.Connection[Any], database_url: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "source.gpkg"
+    parcels(40).to_file(source, layer="parcels")
+    command = str(Path(sys.executable).parent / "geosession")
+    env = {**os.environ, "GEOSESSION_DATABASE_URL": database_url}
+    subprocess.run(
+        [command, "ingest", str(source), "pipe_from", "--create"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    export = subprocess.Popen(
+        [command, "export", "pipe_from", "-", "--format", "geojsonl"],
+        env=env,
+        stdout=subprocess.PIPE,
+    )
+    ingest = subprocess.run(
+        [command, "ingest", "-", "pipe_to", "--create"],
+        env=env,
+        stdin=export.stdout,
+        capture_output=True,
+        text=True,
+    )
+    assert export.wait() == 0 and ingest.returncode == 0, ingest.stderr
+    compared = admin.execute(
+        "SELECT count(*), count(*) FILTER (WHERE ST_Equals(a.geom, b.geom) AND a.name = b.name) "
+        "FROM pipe_from a JOIN pipe_to b USING (id)"
+    ).fetchone()
+    assert compared == (40, 40)
+
+
+@pytest.mark.parametrize(
+    ("head", "suffix"),
+    [
+        (b"SQLite format 3\x00...", ".gpkg"),
+        (b"PK\x03\x04...", ".zip"),
+        (b"PAR1...", ".parquet"),
+        (b"fgb\x03fgb\x01...", ".fgb"),
+        (b'\xef\xbb\xbf\n {"type": "FeatureCollection", "features": [', ".geojson"),
+        (b'{"type": "FeatureCollection", "features": []}', ".geojson"),
+        (
+            b'{"type": "Feature", "geometry": null, "properties": {}}\n{"type": "Feature"',
+            ".geojsonl",
+        ),
+        (b'\x1e{"type": "Feature"', ".geojsonl"),
+        (b'<?xml version="1.0"?>\n<gpx version="1.1">', ".gpx"),
+        (b'<?xml version="1.0"?>\n<kml xmlns="http://www.opengis.net/kml/2.2">', ".kml"),
+        (b"name,wkt\nhere,POINT(1 2)\n", ".csv"),
+    ],
+)
+def test_the_format_of_standard_input_is_told_by_its_first_bytes(head: bytes, suffix: str) -> None:
+    assert suffix_of(head) == suffix
+
+
+@pytest.mark.parametrize(
+    ("head", "needle"),
+    [
+        (b"", "is empty"),
+        (b" \n", "is empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "binary data of no format geosession reads"),
+        (b"<?xml version='1.0'?><svg>", "neither KML nor GPX"),
+    ],
+)
+def test_standard_input_geosession_cannot_read_is_refused(head: bytes, needle: str) -> None:
+    with pytest.raises(ConfigurationError, match=needle):
+        suffix_of(head)
 
 
 def test_mapped_class_is_created_from_its_definition(

@@ -8,6 +8,9 @@ are printed in red on stderr by :func:`main`, with exit status 1 and no tracebac
 
 import contextlib
 import importlib
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from geosession.errors import GeoSessionError
+from geosession.errors import ConfigurationError, GeoSessionError
 from geosession.local import ClusterStatus, LocalCluster
 
 app = typer.Typer(
@@ -198,12 +201,10 @@ def ingest(
         list[Path],
         typer.Argument(
             help="Vector files (GeoPackage, Shapefile, GeoJSON, GeoJSON Lines, FlatGeobuf, "
-            "KML, GPX; "
-            "zipped too), GeoParquet or CSV (a WKT column, or longitude and latitude): one, or "
-            "several loaded one "
-            "after the other.",
-            exists=True,
-            dir_okay=False,
+            "KML, GPX; zipped too), GeoParquet or CSV (a WKT column, or longitude and "
+            "latitude): one, or several loaded one after the other. - reads standard input "
+            "(any of these but an unzipped Shapefile), copied to a temporary file in $TMPDIR "
+            "first.",
         ),
     ],
     table: Annotated[str, typer.Argument(help="Target table, optionally schema.table.")],
@@ -356,6 +357,7 @@ def ingest(
     deferral = deferrals.get(defer_indexes)
     if deferral is None:
         raise typer.BadParameter("use auto, yes or no", param_hint="--defer-indexes")
+    _check_sources(sources)
     if ingest_id is not None and len(sources) > 1:
         raise typer.BadParameter(
             "an id names one load; with several files leave it out (each gets its own, "
@@ -373,10 +375,12 @@ def ingest(
                 db.ingest,
                 table,
                 source,
+                console=console,
                 chunk_size=size,
                 on_invalid=on_invalid,
                 on_conflict=on_conflict,
-                ingest_id=ingest_id or _ingest_id_for(source, table, layer, where, area),
+                ingest_id=ingest_id,
+                filters=(layer, where, area),
                 srid=srid,
                 workers=connections,
                 defer_indexes=deferral,
@@ -398,23 +402,103 @@ def ingest(
         console.print(_files_table(reports))
 
 
-def _resumable(ingest: Any, table: str, source: Path, **options: Any) -> Any:
-    """``ingest(table, source, **options)``; a failure after chunks committed says how to
-    resume after them (the default id follows the file's size and time, so a repaired or
-    fetched-again file needs the id given)."""
-    try:
-        return ingest(table, source, **options)
-    except GeoSessionError as error:
-        report = getattr(error, "ingest_report", None)
-        if report is not None and report.inserted:
-            error.message += (
-                f"\n{report.inserted:,} rows of {source} committed before this (ingest id "
-                f"{report.ingest_id}). Running the same command again resumes after them "
-                f"while the file is unchanged; for a replaced or repaired file, add "
-                f"--ingest-id {report.ingest_id}"
+_STDIN = Path("-")
+
+
+def _check_sources(sources: list[Path]) -> None:
+    """Every source is a file, or - (standard input, once, and not a terminal)."""
+    for source in sources:
+        if source == _STDIN:
+            if sources.count(_STDIN) > 1:
+                raise typer.BadParameter(
+                    "- (standard input) can be read once", param_hint="SOURCES"
+                )
+            if sys.stdin.isatty():
+                raise typer.BadParameter(
+                    "- reads standard input, which is a terminal here: pipe the data in "
+                    "(curl -sL URL | geosession ingest - TABLE) or name a file",
+                    param_hint="SOURCES",
+                )
+        elif not source.is_file():
+            reason = "is a directory" if source.is_dir() else "does not exist"
+            raise typer.BadParameter(f"file {str(source)!r} {reason}", param_hint="SOURCES")
+
+
+def _resumable(
+    ingest: Any,
+    table: str,
+    source: Path,
+    *,
+    console: Any,
+    ingest_id: str | None,
+    filters: tuple[Any, ...],
+    **options: Any,
+) -> Any:
+    """``ingest(table, source, **options)``, standard input spooled to a file first; a
+    failure after chunks committed says how to resume after them (the default id follows
+    the file's size and time, or the data piped in, so repaired data needs the id given)."""
+    with _readable(source, console) as (path, name, identity):
+        try:
+            return ingest(
+                table,
+                path,
+                ingest_id=ingest_id or _ingest_id_for(identity, table, *filters),
+                **options,
             )
-            error.args = (error.message,)
-        raise
+        except GeoSessionError as error:
+            report = getattr(error, "ingest_report", None)
+            if report is not None and report.inserted:
+                same = "the same data is piped in" if source == _STDIN else "the file is unchanged"
+                error.message += (
+                    f"\n{report.inserted:,} rows of {name} committed before this (ingest id "
+                    f"{report.ingest_id}). Running the same command again resumes after them "
+                    f"while {same}; for replaced or repaired data, add "
+                    f"--ingest-id {report.ingest_id}"
+                )
+                error.args = (error.message,)
+            raise
+
+
+@contextlib.contextmanager
+def _readable(source: Path, console: Any) -> Iterator[tuple[Path, str, str]]:
+    """The file to read, its name for messages and what identifies its data."""
+    if source != _STDIN:
+        yield source, str(source), _file_identity(source)
+        return
+    with tempfile.TemporaryDirectory(prefix="geosession-stdin-") as directory:
+        spooled = _spool_stdin(console, Path(directory))
+        yield spooled.path, "standard input", f"stdin|{spooled.digest}"
+
+
+def _spool_stdin(console: Any, directory: Path) -> Any:
+    """Standard input copied to a file in ``directory``, with a byte count while it comes."""
+    from rich.progress import (
+        DownloadColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TransferSpeedColumn,
+    )
+
+    from geosession.ingest.spool import spool
+
+    columns = (
+        SpinnerColumn(),
+        TextColumn("reading standard input"),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+    )
+    try:
+        with Progress(
+            *columns, console=console, transient=True, disable=not console.is_terminal
+        ) as progress:
+            task = progress.add_task("stdin", total=None)
+            return spool(sys.stdin.buffer, directory, on_block=lambda n: progress.advance(task, n))
+    except OSError as error:
+        raise ConfigurationError(
+            f"Could not copy standard input to {directory}: {error.strerror or error}. Point "
+            "TMPDIR at a disk with room for the data, or save it to a file and name that"
+        ) from error
 
 
 def _pair(value: str | None) -> tuple[str, str] | None:
@@ -465,15 +549,19 @@ def _files_table(reports: list[tuple[Path, Any]]) -> Any:
     return table
 
 
+def _file_identity(source: Path) -> str:
+    stat = source.stat()
+    return f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
 def _ingest_id_for(
-    source: Path, table: str, layer: str | None, where: str | None, bbox: Any
+    identity: str, table: str, layer: str | None, where: str | None, bbox: Any
 ) -> str:
-    """Same file (path, size, modification time), layer and filters into the same table:
-    the same load."""
+    """Same file (path, size, modification time) or the same data piped in, layer and
+    filters into the same table: the same load."""
     import hashlib
 
-    stat = source.stat()
-    key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{table}"
+    key = f"{identity}|{table}"
     key += f"|{layer}" if layer is not None else ""  # ids of loads without one stay as they were
     key += f"|where {where}" if where is not None else ""
     key += f"|bbox {bbox}" if bbox is not None else ""
@@ -665,7 +753,6 @@ def explain(
     Example: geosession explain "SELECT id FROM parcels WHERE ST_Intersects(geom,
     ST_MakeEnvelope(0, 0, 1, 1, 4326))"
     """
-    import sys
 
     from geosession.database import SpatialDatabase
     from geosession.diagnose.console import plan_tree, print_json

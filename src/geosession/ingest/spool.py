@@ -1,0 +1,103 @@
+"""Standard input as a file, for ``curl ... | geosession ingest - TABLE``.
+
+The readers need a file they can open: a GeoPackage is a database, GDAL reads a GeoJSON
+twice (once for its fields), the CSV reader sniffs its dialect first. So the stream is
+copied to a temporary file in blocks (memory stays flat whatever its size), the file's
+suffix chosen from its first bytes, and its digest taken on the way: piping the same data
+again is then the same load, which resumes after the chunks already committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+
+from geosession.errors import ConfigurationError
+
+_BLOCK = 1 << 20
+_MAGIC = (
+    (b"SQLite format 3\x00", ".gpkg"),
+    (b"PK\x03\x04", ".zip"),
+    (b"PAR1", ".parquet"),
+    (b"fgb\x03", ".fgb"),
+)
+_BLANK = b"\xef\xbb\xbf \t\r\n"
+"""What may come before a text format's first character: a UTF-8 byte order mark, blanks."""
+
+
+@dataclass(frozen=True)
+class Spooled:
+    """The copy of a stream: where it is, its SHA-256 and its size in bytes."""
+
+    path: Path
+    digest: str
+    size: int
+
+
+def spool(
+    stream: BinaryIO, directory: Path, *, on_block: Callable[[int], None] | None = None
+) -> Spooled:
+    """Copies ``stream`` into ``directory/stdin.<format>``; ``on_block`` gets each block's size."""
+    head = stream.read(_BLOCK)
+    path = directory / f"stdin{suffix_of(head)}"
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("wb") as copy:
+        block = head
+        while block:
+            copy.write(block)
+            digest.update(block)
+            size += len(block)
+            if on_block is not None:
+                on_block(len(block))
+            block = stream.read(_BLOCK)
+    return Spooled(path, digest.hexdigest(), size)
+
+
+def suffix_of(head: bytes) -> str:
+    """The file suffix for data that starts with ``head``, by its signature or first text."""
+    for magic, suffix in _MAGIC:
+        if head.startswith(magic):
+            return suffix
+    text = head.lstrip(_BLANK)
+    if not text:
+        raise ConfigurationError("Standard input is empty: nothing to load")
+    if text.startswith(b"\x1e") or (text.startswith(b"{") and _is_feature_line(text)):
+        return ".geojsonl"  # GeoJSON Text Sequence, or newline-delimited features
+    if text.startswith(b"{"):
+        return ".geojson"
+    if text.startswith(b"<"):
+        return _xml_suffix(text)
+    if b"\x00" in head:
+        raise ConfigurationError(
+            "Standard input is binary data of no format geosession reads from a stream "
+            "(GeoPackage, FlatGeobuf, GeoParquet, zip). A Shapefile, being several files, "
+            "must come zipped; or give the file's path instead of -"
+        )
+    return ".csv"
+
+
+def _is_feature_line(text: bytes) -> bool:
+    """Whether the first line is a whole GeoJSON Feature (so the rest are lines of them)."""
+    line = text.split(b"\n", 1)[0]
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(value, dict) and value.get("type") == "Feature"
+
+
+def _xml_suffix(text: bytes) -> str:
+    lowered = text.lower()
+    for tag, suffix in ((b"<gpx", ".gpx"), (b"<kml", ".kml")):
+        if tag in lowered:
+            return suffix
+    raise ConfigurationError(
+        "Standard input is XML but neither KML nor GPX (no <kml> or <gpx> element in its "
+        "first megabyte); geosession reads those two XML formats"
+    )
