@@ -765,6 +765,12 @@ def test_a_role_without_create_loads_into_tables_an_owner_made(
     with pytest.raises(ConfigurationError, match=r"which only its owner \(postgres\) may do"):
         loader.ingest("numbered", [], progress=False, on_invalid="skip", defer_indexes=True)
     db.ingest("numbered", [], progress=False)  # the owner makes the rejects table
+    with pytest.raises(
+        ConfigurationError,
+        match=r"lacks INSERT on .*numbered_rejected.*; USAGE on the sequence of .*_rejected.*\.id",
+    ) as lacking:
+        loader.ingest("numbered", points, progress=False)  # before a row is read
+    assert "GRANT USAGE ON SEQUENCE" in str(lacking.value)
     with db.transaction() as s:
         s.execute(text("GRANT SELECT, INSERT, DELETE ON numbered_rejected TO geosession_loader"))
         s.execute(text("GRANT USAGE ON SEQUENCE numbered_rejected_id_seq TO geosession_loader"))
@@ -777,6 +783,16 @@ def test_a_role_without_create_loads_into_tables_an_owner_made(
         assert s.execute(text("SELECT count(*) FROM numbered_rejected")).scalar() == 1
         drawn = s.execute(text("INSERT INTO numbered (geom) VALUES (NULL) RETURNING id"))
         assert drawn.scalar() == 6
+    with pytest.raises(ConfigurationError, match=r"writes into .*numbered.*lacks UPDATE on"):
+        loader.ingest("numbered", more, progress=False, on_conflict="update")
+    with db.transaction() as s:
+        s.execute(text("REVOKE UPDATE, DELETE ON geosession_ingest_ledger FROM geosession_loader"))
+    with pytest.raises(ConfigurationError) as unrecorded:
+        loader.ingest("numbered", more, progress=False)
+    assert "lacks UPDATE and DELETE on geosession_ingest_ledger. Have" in str(unrecorded.value)
+    assert "GRANT SELECT, INSERT, UPDATE, DELETE ON geosession_ingest_ledger" in str(
+        unrecorded.value
+    )
 
 
 def test_on_conflict_error_ignore_update(db: SpatialDatabase, table: str) -> None:

@@ -20,7 +20,7 @@ from psycopg.types.json import Json, Jsonb
 from geosession.errors import ConfigurationError, IntegrityViolation
 from geosession.ingest import binary
 from geosession.ingest.binary import SIGNATURE, TRAILER, Encoded, Refused
-from geosession.ingest.ledger import record_chunk, run_as_owner
+from geosession.ingest.ledger import record_chunk, require_privileges, run_as_owner
 from geosession.ingest.target import Column, Target
 from geosession.ingest.validate import Reject, as_text
 
@@ -288,18 +288,22 @@ def ensure_quarantine(cursor: psycopg.Cursor[Any], target: Target) -> str:
     """Creates ``<table>_rejected`` if missing (a role may load into a table and its
     existing rejects table without the privilege to create tables); returns its name."""
     name = target.sibling("_rejected")
-    if cursor.execute("SELECT to_regclass(%s)", (name,)).fetchone() != (None,):
-        return name
-    run_as_owner(
-        cursor,
-        f"CREATE TABLE IF NOT EXISTS {name} (id bigserial PRIMARY KEY, ingest_id text NOT "
-        "NULL, source_row bigint NOT NULL, column_name text, kind text NOT NULL, reason text "
-        "NOT NULL, original_value text, rejected_at timestamptz NOT NULL DEFAULT now())",
-        needed=f"on_invalid='quarantine' keeps bad rows in {name}",
-        then=f"GRANT SELECT, INSERT, DELETE ON {name} TO {{role}}; GRANT USAGE ON SEQUENCE "
+    needed = f"on_invalid='quarantine' keeps bad rows in {name}"
+    grant = (
+        f"GRANT SELECT, INSERT, DELETE ON {name} TO {{role}}; GRANT USAGE ON SEQUENCE "
         f"{target.sibling('_rejected_id_seq')} TO {{role}}; or load with on_invalid='skip' "
-        "or 'raise', which keep no rejects.",
+        "or 'raise', which keep no rejects."
     )
+    if cursor.execute("SELECT to_regclass(%s)", (name,)).fetchone() == (None,):
+        run_as_owner(
+            cursor,
+            f"CREATE TABLE IF NOT EXISTS {name} (id bigserial PRIMARY KEY, ingest_id text NOT "
+            "NULL, source_row bigint NOT NULL, column_name text, kind text NOT NULL, reason "
+            "text NOT NULL, original_value text, rejected_at timestamptz NOT NULL DEFAULT now())",
+            needed=needed,
+            then=grant,
+        )
+    require_privileges(cursor, {name: ("INSERT", "USAGE")}, needed=needed, grant=grant)
     return name
 
 

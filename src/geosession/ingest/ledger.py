@@ -54,7 +54,8 @@ _ADDED_COLUMNS = {
     DEFERRED: ("target_oid oid", "target_database text"),
 }
 """Columns a ledger made by an earlier geosession lacks."""
-_GRANT = f"GRANT SELECT, INSERT, UPDATE, DELETE ON {LEDGER}, {DEFERRED} TO {{role}};"
+_LEDGER_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
+_GRANT = f"GRANT {', '.join(_LEDGER_PRIVILEGES)} ON {LEDGER}, {DEFERRED} TO {{role}};"
 
 
 def ensure_ledger(cursor: Any) -> None:
@@ -67,6 +68,12 @@ def ensure_ledger(cursor: Any) -> None:
     if cursor.fetchone()[0]:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LEDGER,))
         run_as_owner(cursor, _CREATE, needed="the ingest keeps a ledger", then=_GRANT)
+    require_privileges(
+        cursor,
+        {LEDGER: _LEDGER_PRIVILEGES, DEFERRED: _LEDGER_PRIVILEGES},
+        needed=f"the ingest records its progress in {LEDGER} and {DEFERRED}",
+        grant=_GRANT,
+    )
     for table, columns in _ADDED_COLUMNS.items():
         names = [column.split()[0] for column in columns]
         cursor.execute(
@@ -93,6 +100,36 @@ def run_as_owner(cursor: Any, statement: str, *, needed: str, then: str) -> None
             f"Have the schema's or table's owner run, once:\n{statement.strip()};\n"
             f"{then.replace('{role}', role)}"
         ) from None
+
+
+def require_privileges(
+    cursor: Any, privileges: dict[str, tuple[str, ...]], *, needed: str, grant: str
+) -> None:
+    """Refuses, before any row is read, a role that lacks a privilege on a table the load
+    writes (``privileges``: table -> what it needs, a serial column's sequence included as
+    ``USAGE``), naming what is missing and the ``grant`` an owner runs; without this the
+    load fails at its first commit with PostgreSQL's bare "permission denied"."""
+    missing = []
+    for table, wanted in privileges.items():
+        cursor.execute(
+            "SELECT array_agg(p ORDER BY n) FROM unnest(CAST(%s AS text[])) WITH ORDINALITY "
+            "AS w(p, n) WHERE NOT (CASE WHEN p = 'USAGE' THEN has_sequence_privilege("
+            "pg_get_serial_sequence(%s, 'id'), p) ELSE has_table_privilege(%s, p) END)",
+            (list(wanted), table, table),
+        )
+        lacking = cursor.fetchone()[0] or []
+        on_table = [name for name in lacking if name != "USAGE"]
+        if on_table:
+            listed = ", ".join(on_table[:-1]) + " and " if len(on_table) > 1 else ""
+            missing.append(f"{listed}{on_table[-1]} on {table}")
+        if "USAGE" in lacking:
+            missing.append(f"USAGE on the sequence of {table}.id")
+    if missing:
+        role = cursor.connection.info.user
+        raise ConfigurationError(
+            f"{needed}, and role {role} lacks {'; '.join(missing)}. Have their owner run, "
+            f"once:\n{grant.replace('{role}', role)}"
+        )
 
 
 @dataclass

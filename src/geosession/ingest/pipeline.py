@@ -160,12 +160,26 @@ class Ingest:
             self.report.duration = time.perf_counter() - started
         return self.report
 
+    def _require_write_privileges(self, cursor: psycopg.Cursor[Any]) -> None:
+        """INSERT on the target, checked up front; on_conflict='update' also needs UPDATE,
+        and SELECT for the key it matches on (ON CONFLICT (key) reads it)."""
+        update = self.options.on_conflict == "update"
+        wanted = ("SELECT", "INSERT", "UPDATE") if update else ("INSERT",)
+        table = self.target.quoted
+        ledger.require_privileges(
+            cursor,
+            {table: wanted},
+            needed=f"the ingest writes into {table}",
+            grant=f"GRANT {', '.join(wanted)} ON {table} TO {{role}};",
+        )
+
     def _prepare(self) -> bool:
         """Ledger and quarantine tables, resume state, and index deferral (one transaction)."""
 
         def prepare(conn: psycopg.Connection[Any]) -> bool:
             with conn.transaction(), conn.cursor() as cursor:
                 ledger.ensure_ledger(cursor)
+                self._require_write_privileges(cursor)
                 if self.options.on_invalid == "quarantine":
                     ensure_quarantine(cursor, self.target)
                 self.committed = ledger.committed_rows(cursor, self.ingest_id, self.target)
