@@ -106,6 +106,41 @@ def test_an_idle_in_transaction_session_of_another_client_is_reported(
             other.rollback()
 
 
+@pytest.fixture
+def watcher(admin: psycopg.Connection[Any], database_url: str) -> Iterator[str]:
+    """The URL of a role that may log in and nothing more (no pg_read_all_stats)."""
+    admin.execute("DROP ROLE IF EXISTS geosession_watcher")
+    admin.execute("CREATE ROLE geosession_watcher LOGIN")
+    yield make_url(database_url).set(username="geosession_watcher").render_as_string(False)
+    admin.execute("DROP ROLE geosession_watcher")
+
+
+def test_sessions_another_role_may_not_see_are_listed_as_hidden_and_doctor_says_so(
+    make_db: Callable[..., SpatialDatabase], database_url: str, watcher: str
+) -> None:
+    looking = make_db(watcher, pool_size=1)
+    runner = CliRunner()
+    with psycopg.connect(_libpq(database_url), application_name="out-of-sight") as other:
+        other.execute("SELECT 1")  # idle in transaction, as postgres
+        try:
+            found = next(s for s in looking.activity() if s.pid == other.info.backend_pid)
+            assert found.hidden and found.state is None and found.query == ""
+            assert found.application == "out-of-sight" and not found.idle_in_transaction
+            time.sleep(1.2)
+            checks = {c.name: c for c in looking.doctor().checks}
+            idle = checks["idle in transaction"]
+            assert idle.status == "warn" and "session(s) of other roles hide" in idle.detail
+            assert "GRANT pg_read_all_stats TO geosession_watcher" in idle.fix
+            assert checks["long-running queries"].status == "warn"
+            env = {"GEOSESSION_DATABASE_URL": watcher, "COLUMNS": "250"}
+            shown = runner.invoke(app, ["activity"], env=env)
+            assert shown.exit_code == 0, shown.output
+            assert "hidden" in shown.output
+            assert "hide their state and query from geosession_watcher" in shown.output
+        finally:
+            other.rollback()
+
+
 def test_lock_waits_name_the_blocking_pid(
     db: SpatialDatabase, points: Table, database_url: str
 ) -> None:

@@ -3,7 +3,8 @@
 Both read the statistics views in one short query each; the SQL is fixed and takes only
 bind parameters. ``pg_blocking_pids`` is called only for sessions waiting on a lock (it
 briefly takes the lock manager's locks). Without the ``pg_read_all_stats`` role, other
-users' sessions show no query text; the rest is still listed.
+roles' sessions show only their pid, database, user and application: they are listed as
+``hidden``, so that nobody reads "no session is idle in transaction" into a blind spot.
 """
 
 from __future__ import annotations
@@ -16,17 +17,23 @@ from sqlalchemy import Connection, text
 QUERY_CHARS = 300
 """How much of each query text is returned."""
 
+_HIDDEN = "(a.backend_type IS NULL AND a.usename IS NOT NULL)"
+"""Another role's backend, as pg_stat_activity shows it to a role without pg_read_all_stats."""
+_HIDDEN_HERE = text(
+    "SELECT count(*), current_user FROM pg_stat_activity a "  # noqa: S608 (constants only)
+    f"WHERE a.pid <> pg_backend_pid() AND a.datname = current_database() AND {_HIDDEN}"
+)
 _ACTIVITY = text(
-    "SELECT a.pid, a.datname, a.application_name, a.usename, a.client_addr::text, a.state, "
+    "SELECT a.pid, a.datname, a.application_name, a.usename, a.client_addr::text, a.state, "  # noqa: S608
     "extract(epoch FROM clock_timestamp() - a.xact_start)::float8, "
     "extract(epoch FROM clock_timestamp() - a.query_start)::float8, "
     "extract(epoch FROM clock_timestamp() - a.state_change)::float8, "
     "a.wait_event_type, a.wait_event, "
     "CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) "
     "ELSE '{}'::int[] END, "
-    "left(a.query, :chars) "
+    "left(a.query, :chars), a.backend_type IS NULL "
     "FROM pg_stat_activity a "
-    "WHERE a.pid <> pg_backend_pid() AND a.backend_type = 'client backend' "
+    f"WHERE a.pid <> pg_backend_pid() AND (a.backend_type = 'client backend' OR {_HIDDEN}) "
     "AND (:all_databases OR a.datname = current_database()) "
     "ORDER BY a.xact_start NULLS LAST, a.query_start NULLS LAST, a.pid"
 )
@@ -73,6 +80,9 @@ class SessionActivity:
     """Holding a transaction open while doing nothing: locks and snapshots are pinned."""
     long_running: bool
     """Active for longer than the threshold given to activity()."""
+    hidden: bool = False
+    """Another role's session whose state, times and query this role may not see
+    (it lacks pg_read_all_stats)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,7 +130,7 @@ def session_activity(
 
 def _session(row: Any, long_running: float) -> SessionActivity:
     pid, database, app, user, client, state, xact, query_age, state_age = row[:9]
-    wait_type, wait_event, blocked_by, query = row[9:]
+    wait_type, wait_event, blocked_by, query, hidden = row[9:]
     return SessionActivity(
         pid=pid,
         database=database,
@@ -133,10 +143,22 @@ def _session(row: Any, long_running: float) -> SessionActivity:
         state_age=state_age,
         wait_event=f"{wait_type}:{wait_event}" if wait_type else None,
         blocked_by=tuple(blocked_by or ()),
-        query=query or "",
+        query="" if hidden else query or "",
         idle_in_transaction=(state or "").startswith("idle in transaction"),
         long_running=state == "active" and (query_age or 0.0) > long_running,
+        hidden=hidden,
     )
+
+
+def hidden_sessions(connection: Connection) -> tuple[int, str]:
+    """How many sessions of this database hide their state from this role, and its name."""
+    count, role = connection.execute(_HIDDEN_HERE).one()
+    return int(count), str(role)
+
+
+def see_all_advice(role: str) -> str:
+    """What lets ``role`` see every session's state and query."""
+    return f"GRANT pg_read_all_stats TO {role}; (or pg_monitor) shows it every session"
 
 
 def lock_waits(connection: Connection, *, all_databases: bool = False) -> list[LockWait]:

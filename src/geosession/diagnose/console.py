@@ -18,7 +18,12 @@ from rich.text import Text
 from rich.tree import Tree
 
 from geosession.database import SpatialDatabase
-from geosession.diagnose.activity import LockWait, SessionActivity
+from geosession.diagnose.activity import (
+    LockWait,
+    SessionActivity,
+    hidden_sessions,
+    see_all_advice,
+)
 from geosession.diagnose.doctor import DoctorReport
 from geosession.diagnose.explain import PlanReport
 from geosession.diagnose.nodes import PlanNode
@@ -42,6 +47,8 @@ def _age(seconds: float | None) -> str:
 
 
 def _state_style(session: SessionActivity) -> str:
+    if session.hidden:
+        return "dim"
     if session.idle_in_transaction:
         return "bold red"
     if session.blocked_by or session.long_running:
@@ -49,9 +56,24 @@ def _state_style(session: SessionActivity) -> str:
     return "green" if session.state == "active" else ""
 
 
-def activity_table(sessions: list[SessionActivity], *, all_databases: bool = False) -> Table:
-    """Sessions as a table; idle in transaction in red, waiting or long-running in yellow."""
-    table = Table(title=f"Server sessions ({len(sessions)})", title_justify="left")
+def activity_table(
+    sessions: list[SessionActivity], *, all_databases: bool = False, role: str = "this role"
+) -> Table:
+    """Sessions as a table; idle in transaction in red, waiting or long-running in yellow;
+    sessions whose state ``role`` may not see are named so under the table."""
+    hidden = sum(s.hidden for s in sessions)
+    caption = (
+        f"{hidden} session(s) of other roles hide their state and query from {role}: "
+        f"{see_all_advice(role)}"
+        if hidden
+        else None
+    )
+    table = Table(
+        title=f"Server sessions ({len(sessions)})",
+        title_justify="left",
+        caption=caption,
+        caption_justify="left",
+    )
     columns = ["pid", "database", "application", "user", "state", "xact age", "query age"]
     for name in [*columns, "wait", "blocked by", "query"]:
         if name != "database" or all_databases:
@@ -63,7 +85,7 @@ def activity_table(sessions: list[SessionActivity], *, all_databases: bool = Fal
             Text(s.database or ""),
             Text(s.application),
             Text(s.user or ""),
-            Text((s.state or "") + flags, style=_state_style(s)),
+            Text("hidden" if s.hidden else (s.state or "") + flags, style=_state_style(s)),
             Text(_age(s.transaction_age)),
             Text(_age(s.query_age)),
             Text(s.wait_event or ""),
@@ -97,7 +119,12 @@ def activity_view(db: SpatialDatabase, *, all_databases: bool, long_running: flo
     """One snapshot: the sessions table, and the lock waits table when there are any."""
     sessions = db.activity(all_databases=all_databases, long_running=long_running)
     waits = db.locks(all_databases=all_databases)
-    parts: list[RenderableType] = [activity_table(sessions, all_databases=all_databases)]
+    role = "this role"
+    if any(s.hidden for s in sessions):
+        with db.session() as s:
+            role = hidden_sessions(s.connection())[1]
+    table = activity_table(sessions, all_databases=all_databases, role=role)
+    parts: list[RenderableType] = [table]
     if waits:
         parts.append(locks_table(waits))
     return Group(*parts)

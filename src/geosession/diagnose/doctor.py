@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, text
 
+from geosession.diagnose.activity import hidden_sessions, see_all_advice
 from geosession.diagnose.advice import qualified, quote
 from geosession.engine import build_engine
 from geosession.errors import GeoSessionError, endpoint_of
@@ -315,10 +316,26 @@ def _srid(connection: Connection, context: _Context) -> Check:
     return Check("srid", "warn", f"SRID 0 (unknown) on {names}", fixes)
 
 
+def _unseen(connection: Connection, name: str) -> Check | None:
+    """A warning instead of "none" when other roles' sessions hide their state."""
+    hidden, role = hidden_sessions(connection)
+    if not hidden:
+        return None
+    return Check(
+        name,
+        "warn",
+        f"none that role {role} can see; {hidden} session(s) of other roles hide their "
+        "state from it",
+        see_all_advice(role),
+    )
+
+
 def _idle_in_transaction(connection: Connection, context: _Context) -> Check:
     rows = connection.execute(_IDLE_IN_TRANSACTION, {"seconds": context.idle_after}).all()
     if not rows:
-        return Check("idle in transaction", "ok", "no session is idle in a transaction")
+        return _unseen(connection, "idle in transaction") or Check(
+            "idle in transaction", "ok", "no session is idle in a transaction"
+        )
     named = ", ".join(f"pid {pid} ({app or '?'}) for {age:.0f}s" for pid, app, age in rows)
     return Check(
         "idle in transaction",
@@ -332,7 +349,9 @@ def _idle_in_transaction(connection: Connection, context: _Context) -> Check:
 def _long_running(connection: Connection, context: _Context) -> Check:
     rows = connection.execute(_LONG_RUNNING, {"seconds": context.long_running}).all()
     if not rows:
-        return Check("long-running queries", "ok", f"none over {context.long_running:g}s")
+        return _unseen(connection, "long-running queries") or Check(
+            "long-running queries", "ok", f"none over {context.long_running:g}s"
+        )
     named = ", ".join(f"pid {pid} ({app or '?'}) for {age:.0f}s" for pid, app, age in rows)
     return Check(
         "long-running queries",
