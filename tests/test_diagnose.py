@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from geosession import SpatialDatabase
+from geosession import ConfigurationError, SpatialDatabase
 from geosession.cli import app
 from geosession.diagnose.console import watch
 
@@ -428,6 +428,32 @@ def test_explain_command_prints_the_plan_and_advice(database_url: str, points: T
     assert parsed["plan"]["Node Type"] == "Seq Scan" and parsed["buffers"]["shared_hit"] >= 0
     from_stdin = runner.invoke(app, ["explain", "-"], input=sql, env=env)
     assert from_stdin.exit_code == 0 and "Seq Scan" in from_stdin.output
+
+
+def test_explain_takes_values_for_placeholders_and_names_those_without(
+    db: SpatialDatabase, database_url: str, points: Table
+) -> None:
+    sql = (
+        f"SELECT id FROM {points.name} WHERE id > :low "
+        "AND ST_DWithin(geom, ST_SetSRID(ST_MakePoint(:x, :y), 4326), :d)"
+    )
+    values = {"low": 10, "x": 0.5, "y": 0.5, "d": 0.01}
+    report = db.explain(sql, params=values, analyze=True)
+    assert report.root.actual_rows is not None and report.root.actual_rows > 0
+    with pytest.raises(ConfigurationError) as missing:
+        db.explain(sql, params={"low": 10})
+    assert "the statement's :x, :y, :d have no value" in str(missing.value)
+    assert "--param x=VALUE --param y=VALUE --param d=VALUE" in str(missing.value)
+    with pytest.raises(ConfigurationError, match=r"params names :lwo, which the statement"):
+        db.explain(sql, params={**values, "lwo": 1})
+    runner = CliRunner()
+    env = {"GEOSESSION_DATABASE_URL": database_url, "COLUMNS": "250"}
+    flags = [f"--param={name}={value}" for name, value in values.items()]
+    result = runner.invoke(app, ["explain", sql, *flags, "--analyze"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "actual rows" in result.output
+    bad = runner.invoke(app, ["explain", sql, "--param", "x"], env=env)
+    assert bad.exit_code != 0 and "'x' is not NAME=VALUE" in bad.output
 
 
 def test_watch_refreshes_count_times_and_stops_cleanly_on_ctrl_c() -> None:

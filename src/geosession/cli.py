@@ -516,16 +516,18 @@ def _pair(value: str | None) -> tuple[str, str] | None:
 
 def _renames(pairs: list[str]) -> dict[str, str] | None:
     """``--rename FIELD=COLUMN`` options as a dict (None when there are none)."""
-    renames: dict[str, str] = {}
+    return _assignments(pairs, "--rename", "FIELD=COLUMN, e.g. classifica=classification_code")
+
+
+def _assignments(pairs: list[str], option: str, form: str) -> dict[str, str] | None:
+    """Repeated ``NAME=VALUE`` options as a dict (None when there are none)."""
+    assigned: dict[str, str] = {}
     for pair in pairs:
-        field, equals, column = pair.partition("=")
-        if not equals or not field or not column:
-            raise typer.BadParameter(
-                f"{pair!r} is not FIELD=COLUMN, e.g. classifica=classification_code",
-                param_hint="--rename",
-            )
-        renames[field] = column
-    return renames or None
+        name, equals, value = pair.partition("=")
+        if not equals or not name or (not value and option == "--rename"):
+            raise typer.BadParameter(f"{pair!r} is not {form}", param_hint=option)
+        assigned[name] = value
+    return assigned or None
 
 
 def _files_table(reports: list[tuple[Path, Any]]) -> Any:
@@ -742,6 +744,15 @@ def explain(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report and the raw plan as JSON.")
     ] = False,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            metavar="NAME=VALUE",
+            help="A value for the statement's :NAME placeholder, sent as text for the server "
+            "to read as the type the query needs (repeat for several): --param id=42.",
+        ),
+    ] = None,
 ) -> None:
     """Show a statement's plan, whether it uses a spatial index, and what to fix.
 
@@ -759,7 +770,8 @@ def explain(
 
     statement = sys.stdin.read() if sql == "-" else sql
     with SpatialDatabase.from_env() as db:
-        report = db.explain(statement, analyze=analyze, buffers=buffers)
+        params = _assignments(param or [], "--param", "NAME=VALUE, e.g. id=42")
+        report = db.explain(statement, params=params, analyze=analyze, buffers=buffers)
     if as_json:
         print_json(report.as_dict())
     else:

@@ -396,9 +396,17 @@ class SpatialDatabase:
         order they were made: connections lent and idle, waits, longest holders."""
         return [monitor.stats() for monitor in self.metrics.replica_pools]
 
-    def explain(self, statement: Any, *, analyze: bool = False, buffers: bool = True) -> PlanReport:
+    def explain(
+        self,
+        statement: Any,
+        *,
+        params: Mapping[str, Any] | None = None,
+        analyze: bool = False,
+        buffers: bool = True,
+    ) -> PlanReport:
         """The server's plan for ``statement``, whether it uses a spatial index, and advice.
 
+        ``params`` gives SQL text's ``:name`` placeholders their values, as in stream().
         ``analyze=True`` executes the statement (actual rows, times, buffers) inside a
         transaction that is always rolled back, so INSERT/UPDATE/DELETE change nothing.
         """
@@ -407,7 +415,9 @@ class SpatialDatabase:
                 execution_options=_transaction_options(None, not analyze)
             )
             try:
-                return explain_statement(connection, statement, analyze=analyze, buffers=buffers)
+                return explain_statement(
+                    connection, statement, params=params, analyze=analyze, buffers=buffers
+                )
             finally:
                 session.rollback()  # ANALYZE executes the statement: never keep its effects
 

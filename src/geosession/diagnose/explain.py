@@ -10,7 +10,7 @@ its table alias, which :mod:`geosession.diagnose.advice` uses to tie predicates 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from geosession.diagnose.advice import PlanFacts, analyse, jit_advice
 from geosession.diagnose.nodes import PlanNode, parse_plan
+from geosession.errors import ConfigurationError
 
 _BUFFER_KEYS = {
     "shared_hit": "Shared Hit Blocks",
@@ -110,19 +111,51 @@ def _compile_explain(element: _Explain, compiler: SQLCompiler, **kw: Any) -> str
 
 
 def explain_statement(
-    connection: Connection, statement: Any, *, analyze: bool, buffers: bool = True
+    connection: Connection,
+    statement: Any,
+    *,
+    analyze: bool,
+    buffers: bool = True,
+    params: Mapping[str, Any] | None = None,
 ) -> PlanReport:
     """Runs EXPLAIN (FORMAT JSON) on ``connection``; the caller owns the transaction."""
     if isinstance(statement, str):
         statement = text(statement)
     if not isinstance(statement, ClauseElement):
         raise TypeError(f"cannot EXPLAIN {type(statement).__name__}; pass a select() or SQL text")
+    _check_values(statement, params or {}, connection)
     options = ["VERBOSE", "FORMAT JSON"]
     if analyze:
         options[:0] = ["ANALYZE", "BUFFERS"] if buffers else ["ANALYZE"]
-    raw = connection.execute(_Explain(statement, ", ".join(options))).scalar_one()
+    explain = _Explain(statement, ", ".join(options))
+    raw = connection.execute(explain, dict(params or {})).scalar_one()
     output = (raw if isinstance(raw, list) else _loads(raw))[0]
     return _report(connection, output, analyze=analyze)
+
+
+def _check_values(
+    statement: ClauseElement, params: Mapping[str, Any], connection: Connection
+) -> None:
+    """Every ``:name`` placeholder has a value (a plan depends on them), and every value a
+    placeholder."""
+    compiled = statement.compile(dialect=connection.dialect)
+    binds = compiled.binds if isinstance(compiled, SQLCompiler) else {}
+    missing = [key for key, bind in binds.items() if bind.required and key not in params]
+    if missing:
+        given = ", ".join(f"{key!r}: ..." for key in missing)
+        flags = " ".join(f"--param {key}=VALUE" for key in missing)
+        raise ConfigurationError(
+            f"Cannot explain: the statement's {', '.join(':' + key for key in missing)} "
+            f"{'have' if len(missing) > 1 else 'has'} no value; give "
+            f"params={{{given}}} (geosession explain: {flags})"
+        )
+    unknown = [key for key in params if key not in binds]
+    if unknown:
+        placeholders = ", ".join(f":{key}" for key in binds) or "none"
+        raise ConfigurationError(
+            f"Cannot explain: params names {', '.join(':' + key for key in unknown)}, which "
+            f"the statement does not have (its placeholders: {placeholders})"
+        )
 
 
 def _report(connection: Connection, output: dict[str, Any], *, analyze: bool) -> PlanReport:
