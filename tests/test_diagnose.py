@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from geosession import ConfigurationError, SpatialDatabase
+from geosession import ConfigurationError, DatabaseError, SpatialDatabase
 from geosession.cli import app
 from geosession.diagnose.console import watch
 
@@ -446,6 +446,8 @@ def test_explain_takes_values_for_placeholders_and_names_those_without(
     assert "--param x=VALUE --param y=VALUE --param d=VALUE" in str(missing.value)
     with pytest.raises(ConfigurationError, match=r"params names :lwo, which the statement"):
         db.explain(sql, params={**values, "lwo": 1})
+    with pytest.raises(DatabaseError, match=r"no parameter \$1.*Write placeholders as :name"):
+        db.explain(f"SELECT id FROM {points.name} WHERE id = $1")
     runner = CliRunner()
     env = {"GEOSESSION_DATABASE_URL": database_url, "COLUMNS": "250"}
     flags = [f"--param={name}={value}" for name, value in values.items()]

@@ -185,6 +185,11 @@ _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
         "double quotes)",
     ),
     "42601": (DatabaseError, "fix the SQL where the server points"),
+    "42P02": (
+        DatabaseError,
+        "write placeholders as :name in SQL text and pass their values (params=, or "
+        "--param NAME=VALUE on the command line); $1 and %s are the driver's, not SQLAlchemy's",
+    ),
     "42883": (
         DatabaseError,
         "check the function's name and the types of its arguments, by which PostgreSQL "
