@@ -90,8 +90,31 @@ def test_pool_exhausted_names_the_longest_holders(make_db: MakeDb) -> None:
     assert f"{__file__}:{line} in test_pool_exhausted_names_the_longest_holders" in str(
         caught.value
     )
+    assert "This thread already holds 1 of them and waits for one more" in str(caught.value)
     stats = db.pool_stats()
     assert stats.timeouts == 1 and stats.waits == 1 and stats.wait_max_ms >= 250
+
+
+def test_a_connection_held_by_another_thread_is_not_called_nesting(make_db: MakeDb) -> None:
+    db = make_db(pool_size=1, max_overflow=0, pool_timeout=0.3)
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db.session() as s:
+            s.execute(text("SELECT 1"))
+            taken.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert taken.wait(5)
+        with pytest.raises(PoolExhausted) as caught, db.session() as s:
+            s.execute(text("SELECT 2"))
+        assert "This thread" not in str(caught.value)
+    finally:
+        release.set()
+        holder.join()
 
 
 def test_waits_are_counted_and_timed(make_db: MakeDb) -> None:
@@ -163,6 +186,7 @@ def test_async_pool_exhausted_names_the_pool_size_and_the_holder(make_db: MakeDb
 
     message, line = asyncio.run(main())
     assert "pool_size=1" in message and "Held longest: " in message
+    assert "This thread" not in message  # tasks share the thread: not a sign of nesting
     assert f"{__file__}:{line} in main" in message
     assert db.pool_stats(async_pool=True).timeouts == 1
 

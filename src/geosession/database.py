@@ -665,13 +665,23 @@ class SpatialDatabase:
         s = self.settings
         monitor = self.metrics.monitor_of(engine)
         holders = monitor.holders_note() if monitor is not None else ""
+        # asyncio tasks share a thread: only a sync checkout can be told waiting on itself
+        own = monitor.holds.held_by_this_thread() if monitor and not engine.dialect.is_async else 0
+        nested = (
+            f"This thread already holds {own} of them and waits for one more: a session, "
+            "transaction or stream opened while another of its own is open needs a second "
+            "connection (under load, threads doing so wait on each other). Pass the open "
+            "session down instead. "
+            if own
+            else ""
+        )
         return PoolExhausted(
             f"No pooled connection became free within pool_timeout={s.pool_timeout:g}s: all "
             f"{s.pool_size} connections of the pool (pool_size={s.pool_size}) and "
             f"{s.max_overflow} overflow (max_overflow={s.max_overflow}) are checked out "
-            f"(on {endpoint_of(engine)}). Close sessions promptly (`with db.session()`), keep "
-            "slow work outside them, or raise pool_size / max_overflow"
-            + (f". {holders}" if holders else "")
+            f"(on {endpoint_of(engine)}). {nested}Close sessions promptly "
+            "(`with db.session()`), keep slow work outside them, or raise pool_size / "
+            "max_overflow" + (f". {holders}" if holders else "")
         )
 
 

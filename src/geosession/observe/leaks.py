@@ -121,6 +121,8 @@ class _Checkout:
     started: float
     stack: tuple[Frame, ...]
     thread: str
+    ident: int
+    """threading.get_ident() of the taker: tells a thread waiting on itself (nested sessions)."""
     warned: bool = False
 
     def where(self) -> str:
@@ -150,10 +152,11 @@ class HoldTracker:
 
     def checked_out(self, record: Any) -> None:
         if self.threshold is None:  # the fast path: only the time of the checkout
-            self._held[record] = _Checkout(time.monotonic(), (), "")
+            self._held[record] = _Checkout(time.monotonic(), (), "", threading.get_ident())
             return
         stack = capture_stack()
-        self._held[record] = _Checkout(time.monotonic(), stack, threading.current_thread().name)
+        thread = threading.current_thread()
+        self._held[record] = _Checkout(time.monotonic(), stack, thread.name, threading.get_ident())
         if self._stop is None:
             self._start_watchdog(self.threshold)
 
@@ -170,6 +173,11 @@ class HoldTracker:
     def forget(self, record: Any) -> None:
         """A detached connection leaves the pool: it is no longer a holder."""
         self._held.pop(record, None)
+
+    def held_by_this_thread(self) -> int:
+        """How many connections the calling thread holds now."""
+        ident = threading.get_ident()
+        return sum(1 for checkout in list(self._held.values()) if checkout.ident == ident)
 
     def holders(self, min_age: float = 0.0) -> list[Holder]:
         """Current holders held at least ``min_age`` seconds, longest first."""
