@@ -1734,7 +1734,7 @@ def test_values_are_read_as_the_server_reads_them_in_an_insert(
         s.execute(
             text(
                 "CREATE TABLE ingest_read (id integer PRIMARY KEY, at timestamptz, "
-                "local timestamp, ok boolean, ratio float4, note text, "
+                "local timestamp, ok boolean, ratio float4, note text, day date, "
                 "geom geometry(POINT, 4326))"
             )
         )
@@ -1752,6 +1752,15 @@ def test_values_are_read_as_the_server_reads_them_in_an_insert(
         {"id": 9, "at": pd.NaT, "local": np.datetime64("NaT"), "ok": pd.NA, "ratio": np.nan},
         {"id": 10, "note": float("nan")},  # how pandas marks a missing string
     ]
+    days: list[Any] = [
+        dt.datetime(2026, 1, 1, 20, 0, tzinfo=dt.UTC),  # 01:30 on the 2nd in India
+        "2026-01-02",
+        np.datetime64("2026-01-02"),  # numpy's took the date dumper's TypeError
+        pd.Timestamp("2026-01-02T23:59"),
+    ]
+    for row, day in zip(source, days, strict=False):
+        row["day"] = day
+    source[8]["day"] = np.datetime64("NaT")
     for row in source:
         row["geom"] = "SRID=4326;POINT(1 1)"
     report = india.ingest("ingest_read", source)
@@ -1781,6 +1790,9 @@ def test_values_are_read_as_the_server_reads_them_in_an_insert(
     assert [row[3] for row in rows] == [True, False, True, False, None, None]
     assert rows[0][4] == pytest.approx(1e38, rel=1e-6) and rows[3][4] == 0.5
     assert rows[4:] == [(9, None, None, None, None, None), (10, None, None, None, None, None)]
+    with db.session() as s:
+        stored_days = s.execute(text("SELECT day FROM ingest_read ORDER BY id")).scalars()
+        assert list(stored_days) == [dt.date(2026, 1, 2)] * 4 + [None] * 2
 
 
 def test_domains_and_enums_are_sent_and_unsendable_types_refused_up_front(

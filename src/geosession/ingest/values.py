@@ -105,6 +105,15 @@ def _to_timestamp(timezone: dt.tzinfo, value: Any) -> Any:
     return moment
 
 
+def _to_date(timezone: dt.tzinfo, value: Any) -> Any:
+    """Text, numpy datetimes and times as their date (a time with a zone, its date in the
+    session's TimeZone), as the server casts them to date."""
+    moment = _moment(value)
+    if isinstance(moment, dt.datetime):
+        return (moment.astimezone(timezone) if moment.tzinfo else moment).date()
+    return moment
+
+
 def _as_is(text: str) -> str:
     return text
 
@@ -140,7 +149,6 @@ def _to_bytes(text: str) -> bytes:
 _FROM_TEXT: dict[str, Callable[[Any], Any]] = {
     "float4": _to_float,
     "float8": _to_float,
-    "date": dt.date.fromisoformat,
     "uuid": uuid.UUID,
     "bytea": _to_bytes,
 }
@@ -242,6 +250,8 @@ def _conversion(
         return functools.partial(_to_timestamptz, timezone), (NoneType,)
     if copy_type_name == "timestamp":
         return functools.partial(_to_timestamp, timezone), (NoneType,)
+    if copy_type_name == "date":
+        return functools.partial(_to_date, timezone), (NoneType,)  # datetime is a date
     if copy_type_name in _FROM_ANY:
         return _FROM_ANY[copy_type_name]
     if copy_type_name in TEXT_TYPES:
