@@ -1795,6 +1795,61 @@ def test_values_are_read_as_the_server_reads_them_in_an_insert(
         assert list(stored_days) == [dt.date(2026, 1, 2)] * 4 + [None] * 2
 
 
+def test_time_interval_and_hstore_values_are_read_or_refused_never_stored_wrong(
+    make_db: Callable[..., SpatialDatabase], scratch: Callable[..., None], db: SpatialDatabase
+) -> None:
+    """psycopg's time and interval dumpers read any object as if it were of their type:
+    text, a datetime or a number was stored as a wrong time or a wild interval ('1 day
+    02:00:00aa' as 1681447309 days). Times are read from text and datetimes (in the
+    session's TimeZone), durations from timedelta and timedelta64, anything else is a
+    `value` reject. hstore is sent in its binary form, from a mapping or hstore text."""
+    import datetime as dt
+
+    import numpy as np
+    import pandas as pd
+
+    scratch("ingest_kinds")
+    with db.transaction() as s:
+        s.execute(text("CREATE EXTENSION IF NOT EXISTS hstore"))
+        s.execute(
+            text(
+                "CREATE TABLE ingest_kinds (id integer PRIMARY KEY, at time, took interval, "
+                "tags hstore, geom geometry(POINT, 4326))"
+            )
+        )
+    berlin = make_db(server_settings={"TimeZone": "Europe/Berlin"}, pool_size=2)
+    source: list[dict[str, Any]] = [
+        {"id": 1, "at": "12:30", "took": dt.timedelta(hours=1), "tags": {"name": "Café", "n": 2}},
+        {"id": 2, "at": dt.datetime(2026, 1, 1, 8, tzinfo=dt.UTC), "took": np.timedelta64(90, "m")},
+        {"id": 3, "at": np.datetime64("2026-01-01T07:15"), "took": pd.Timedelta(minutes=5)},
+        {"id": 4, "at": "12:30:00", "tags": '"amenity"=>"cafe", "fee"=>NULL'},
+        {"id": 5, "took": "1 day 02:00:00aa"},
+        {"id": 6, "at": 5},
+        {"id": 7, "at": "25:00"},
+        {"id": 8, "tags": "amenity=cafe"},
+    ]
+    report = berlin.ingest(
+        "ingest_kinds", [{**row, "geom": "SRID=4326;POINT(1 1)"} for row in source]
+    )
+    assert [(r.row, r.column, r.kind) for r in report.rejected] == [
+        (5, "took", "value"),
+        (6, "at", "value"),
+        (7, "at", "value"),
+        (8, "tags", "value"),
+    ]
+    assert "takes a timedelta or numpy timedelta64, not str" in report.rejected[0].reason
+    with db.session() as s:
+        rows = s.execute(
+            text("SELECT id, at, took, hstore_to_jsonb(tags) FROM ingest_kinds ORDER BY id")
+        ).all()
+    assert rows == [
+        (1, dt.time(12, 30), dt.timedelta(hours=1), {"name": "Café", "n": "2"}),
+        (2, dt.time(9, 0), dt.timedelta(minutes=90), None),
+        (3, dt.time(7, 15), dt.timedelta(minutes=5), None),
+        (4, dt.time(12, 30), None, {"amenity": "cafe", "fee": None}),
+    ]
+
+
 def test_domains_and_enums_are_sent_and_unsendable_types_refused_up_front(
     db: SpatialDatabase,
 ) -> None:

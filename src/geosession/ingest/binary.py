@@ -43,6 +43,9 @@ _EXACT = {
 }
 """Python types whose values a fixed-width column takes as they are."""
 _BYTES = frozenset({"bytea"})
+HSTORE = "hstore"
+"""An extension's type psycopg dumps only with the database's OID: encoded here instead
+(binary COPY fields carry no OID)."""
 _BUFFERS = frozenset({bytes, bytearray, memoryview})
 
 
@@ -150,6 +153,8 @@ def _variable(
             payload = [b"" if v is None else np.asarray(v, dtype).tobytes() for v in values]
         except OverflowError:
             payload, refusals = _dumped(values, copy_type)
+    elif copy_type == HSTORE:
+        payload, refusals = _each(values, _hstore)
     elif isinstance(copy_type, TextArrayOf):
         payload, refusals = _dumped(values, copy_type)
         element = copy_type.element_oid.to_bytes(4, "big")
@@ -160,6 +165,34 @@ def _variable(
     if nulls:
         sizes[np.fromiter((v is None for v in values), dtype=bool, count=len(values))] = -1
     return payload, sizes, refusals
+
+
+def _each(values: list[Any], encode: Any) -> tuple[list[bytes], dict[int, Exception]]:
+    """Each value encoded (b"" for NULL), and the ones ``encode`` refuses, by row."""
+    payload: list[bytes] = []
+    refusals: dict[int, Exception] = {}
+    for row, value in enumerate(values):
+        try:
+            payload.append(b"" if value is None else encode(value))
+        except (TypeError, AttributeError, UnicodeError) as error:
+            payload.append(b"")
+            refusals[row] = error
+    return payload, refusals
+
+
+def _hstore(pairs: dict[str, str | None]) -> bytes:
+    """hstore_recv's format: the count, then each key's and value's length and UTF-8
+    bytes (a NULL value's length -1)."""
+    parts = [len(pairs).to_bytes(4, "big")]
+    for key, value in pairs.items():
+        encoded = key.encode()
+        parts += [len(encoded).to_bytes(4, "big"), encoded]
+        if value is None:
+            parts.append(b"\xff\xff\xff\xff")
+        else:
+            encoded = value.encode()
+            parts += [len(encoded).to_bytes(4, "big"), encoded]
+    return b"".join(parts)
 
 
 def _fits(kinds: set[type], copy_type: str) -> bool:
@@ -210,6 +243,8 @@ class TextArrayOf(str):
 def can_send(copy_type: str) -> bool:
     """Whether the column-wise encoders or psycopg's binary dumpers can send the type."""
     if copy_type in _FIXED or copy_type in TEXT_TYPES or copy_type in _BYTES:
+        return True
+    if copy_type == HSTORE:
         return True
     if psycopg.adapters.types.get(copy_type.removesuffix("[]")) is None:
         return False

@@ -15,7 +15,7 @@ import json
 import math
 import numbers
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import NoneType
 from typing import Any, SupportsInt, cast
 
@@ -23,6 +23,7 @@ import numpy as np
 import psycopg
 from psycopg.adapt import Transformer
 from psycopg.pq import Format
+from psycopg.types.hstore import HstoreLoader
 from psycopg.types.json import Json, Jsonb
 
 _BOOLEANS = {
@@ -114,6 +115,55 @@ def _to_date(timezone: dt.tzinfo, value: Any) -> Any:
     return moment
 
 
+def _to_time(timezone: dt.tzinfo, value: Any) -> Any:
+    """A time of day: text (12:30, 12:30:00.5), a datetime's time (one with a zone, in
+    the session's TimeZone), numpy datetime64. psycopg's time dumper reads any object as
+    if it were a time, so anything else is refused here rather than stored as garbage."""
+    if type(value) is dt.time:
+        return value.replace(tzinfo=None) if value.tzinfo else value
+    if isinstance(value, str):
+        try:
+            return dt.time.fromisoformat(value.strip()).replace(tzinfo=None)
+        except ValueError:
+            raise _Unreadable("not a time of day such as 12:30 or 12:30:00.5") from None
+    moment = _moment(value)
+    if isinstance(moment, dt.datetime):
+        return (moment.astimezone(timezone) if moment.tzinfo else moment).time()
+    raise _Unreadable(f"a time column takes a time or a datetime, not {type(value).__name__}")
+
+
+def _to_interval(value: Any) -> Any:
+    """A duration: timedelta (pandas' Timedelta is one) or numpy timedelta64. psycopg's
+    interval dumper reads any object as if it were a timedelta, so anything else, text
+    included (PostgreSQL's interval syntax has no parser here), is refused."""
+    if isinstance(value, dt.timedelta):
+        return dt.timedelta(value.days, value.seconds, value.microseconds)
+    if isinstance(value, np.timedelta64):
+        return None if np.isnat(value) else value.astype("timedelta64[us]").item()
+    raise _Unreadable(
+        f"an interval column takes a timedelta or numpy timedelta64, not "
+        f"{type(value).__name__}: convert the column first (pandas.to_timedelta), or load "
+        "it into a text column and cast it with SQL"
+    )
+
+
+def _to_hstore(value: Any) -> Any:
+    """An hstore column's value as a dict of text: text in hstore's own syntax
+    (``"name"=>"Café", "fee"=>NULL``, as GDAL writes OpenStreetMap's other_tags) is
+    parsed, a mapping's values become their text (None stays NULL)."""
+    if isinstance(value, str):
+        try:
+            return _HSTORE_TEXT.load(value.encode())
+        except psycopg.DataError as error:
+            raise _Unreadable(f"not hstore text ({error})") from None
+    if isinstance(value, Mapping):
+        return {str(k): None if v is None else str(v) for k, v in value.items()}
+    return value
+
+
+_HSTORE_TEXT = HstoreLoader(0)
+
+
 def _as_is(text: str) -> str:
     return text
 
@@ -157,6 +207,8 @@ _FROM_ANY: dict[str, tuple[Callable[[Any], Any], tuple[type, ...]]] = {
     **dict.fromkeys(("int2", "int4", "int8"), (_to_integer, (int, NoneType))),
     "numeric": (_to_decimal, (decimal.Decimal, NoneType)),
     "bool": (_to_bool, (bool, np.bool_, NoneType)),
+    "hstore": (_to_hstore, (NoneType,)),
+    "interval": (_to_interval, (NoneType,)),
 }
 """Columns whose values of every type are converted, and the types that need no pass."""
 TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "name"})
@@ -250,6 +302,8 @@ def _conversion(
         return functools.partial(_to_timestamptz, timezone), (NoneType,)
     if copy_type_name == "timestamp":
         return functools.partial(_to_timestamp, timezone), (NoneType,)
+    if copy_type_name == "time":
+        return functools.partial(_to_time, timezone), (NoneType,)
     if copy_type_name == "date":
         return functools.partial(_to_date, timezone), (NoneType,)  # datetime is a date
     if copy_type_name in _FROM_ANY:
