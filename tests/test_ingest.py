@@ -1814,7 +1814,7 @@ def test_time_interval_and_hstore_values_are_read_or_refused_never_stored_wrong(
         s.execute(
             text(
                 "CREATE TABLE ingest_kinds (id integer PRIMARY KEY, at time, took interval, "
-                "tags hstore, geom geometry(POINT, 4326))"
+                "tags hstore, ats time[], tooks interval[], geom geometry(POINT, 4326))"
             )
         )
     berlin = make_db(server_settings={"TimeZone": "Europe/Berlin"}, pool_size=2)
@@ -1827,6 +1827,10 @@ def test_time_interval_and_hstore_values_are_read_or_refused_never_stored_wrong(
         {"id": 6, "at": 5},
         {"id": 7, "at": "25:00"},
         {"id": 8, "tags": "amenity=cafe"},
+        {"id": 9, "ats": ["12:30", None, dt.time(1)], "tooks": [[dt.timedelta(1)], [None]]},
+        {"id": 10, "ats": [5]},  # [5] was stored as {00:00:00}
+        {"id": 11, "tooks": ["1 day"]},
+        {"id": 12, "ats": "{12:30,13:00}", "tooks": np.array([np.timedelta64(5, "s")])},
     ]
     report = berlin.ingest(
         "ingest_kinds", [{**row, "geom": "SRID=4326;POINT(1 1)"} for row in source]
@@ -1836,6 +1840,8 @@ def test_time_interval_and_hstore_values_are_read_or_refused_never_stored_wrong(
         (6, "at", "value"),
         (7, "at", "value"),
         (8, "tags", "value"),
+        (10, "ats", "value"),
+        (11, "tooks", "value"),
     ]
     assert "takes a timedelta or numpy timedelta64, not str" in report.rejected[0].reason
     with db.session() as s:
@@ -1847,7 +1853,15 @@ def test_time_interval_and_hstore_values_are_read_or_refused_never_stored_wrong(
         (2, dt.time(9, 0), dt.timedelta(minutes=90), None),
         (3, dt.time(7, 15), dt.timedelta(minutes=5), None),
         (4, dt.time(12, 30), None, {"amenity": "cafe", "fee": None}),
+        (9, None, None, None),
+        (12, None, None, None),
     ]
+    with db.session() as s:
+        arrays = s.execute(text("SELECT ats::text, tooks::text FROM ingest_kinds WHERE id > 8"))
+        assert arrays.all() == [
+            ("{12:30:00,NULL,01:00:00}", '{{"1 day"},{NULL}}'),
+            ("{12:30:00,13:00:00}", "{00:00:05}"),
+        ]
 
 
 def test_domains_and_enums_are_sent_and_unsendable_types_refused_up_front(

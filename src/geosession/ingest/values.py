@@ -294,30 +294,47 @@ def _missing(value: Any) -> bool:
     return isinstance(value, float | np.floating | np.datetime64) and value != value
 
 
+_ZONED: dict[str, Callable[[dt.tzinfo, Any], Any]] = {
+    "timestamptz": _to_timestamptz,
+    "timestamp": _to_timestamp,
+    "time": _to_time,
+    "date": _to_date,
+}
+"""Columns whose values are read in the session's TimeZone."""
+
+
 def _conversion(
     copy_type_name: str, timezone: dt.tzinfo
 ) -> tuple[Callable[[Any], Any] | None, tuple[type, ...] | None]:
     """How each value of a column is converted, and the types that need no pass."""
-    if copy_type_name == "timestamptz":
-        return functools.partial(_to_timestamptz, timezone), (NoneType,)
-    if copy_type_name == "timestamp":
-        return functools.partial(_to_timestamp, timezone), (NoneType,)
-    if copy_type_name == "time":
-        return functools.partial(_to_time, timezone), (NoneType,)
-    if copy_type_name == "date":
-        return functools.partial(_to_date, timezone), (NoneType,)  # datetime is a date
+    if copy_type_name in _ZONED:  # every value is read: a datetime is a date, too
+        return functools.partial(_ZONED[copy_type_name], timezone), (NoneType,)
     if copy_type_name in _FROM_ANY:
         return _FROM_ANY[copy_type_name]
     if copy_type_name in TEXT_TYPES:
         return _to_text, _SCALARS
     if copy_type_name.endswith("[]"):
-        return functools.partial(_to_array, _array_parser(copy_type_name)), (list, NoneType)
+        return _array_conversion(copy_type_name, timezone)
     if copy_type_name in _JSON:
         return functools.partial(_to_json, _JSON[copy_type_name]), (dict, list, NoneType)
     parse = _FROM_TEXT.get(copy_type_name)
     if parse is None:
         return None, None
     return functools.partial(_if_text, parse), None
+
+
+def _array_conversion(
+    copy_type_name: str, timezone: dt.tzinfo
+) -> tuple[Callable[[Any], Any], tuple[type, ...]]:
+    """Arrays as lists; the elements of a time[] or interval[] each read as a value of
+    their own column would be (psycopg's dumpers for them check nothing)."""
+    element = copy_type_name.removesuffix("[]")
+    if element == "time":
+        convert = functools.partial(_to_time, timezone)
+        return functools.partial(_to_array, _array_parser(copy_type_name), convert), (NoneType,)
+    if element == "interval":  # psycopg's interval loader misreads input forms (P1D)
+        return functools.partial(_to_array, None, _to_interval), (NoneType,)
+    return functools.partial(_to_array, _array_parser(copy_type_name), None), (list, NoneType)
 
 
 _JSON: dict[str, Callable[[str], Any]] = {
@@ -345,16 +362,35 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _to_array(parse: Callable[[str], Any] | None, value: Any) -> Any:
+def _to_array(
+    parse: Callable[[str], Any] | None, convert: Callable[[Any], Any] | None, value: Any
+) -> Any:
     """An array column's value as a list: numpy arrays (geopandas reads list fields so)
-    and tuples as lists, text in PostgreSQL's form parsed; anything else as it is."""
+    and tuples as lists, text in PostgreSQL's form parsed; anything else as it is.
+    ``convert`` reads each element of a type whose dumper checks nothing (time, interval)."""
     if isinstance(value, np.ndarray):
-        return _plain(value)
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, str) and parse is not None:
-        return parse(value)
+        value = _plain(value)
+    elif isinstance(value, tuple):
+        value = list(value)
+    elif isinstance(value, str) and parse is not None:
+        value = parse(value)
+    elif isinstance(value, str) and convert is not None:
+        raise _Unreadable("text is not read for this array: give a list")
+    if convert is not None and isinstance(value, list):
+        return _elements(convert, value)
     return value
+
+
+def _elements(convert: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    """``convert`` applied to every element of a (nested) list; None stays NULL."""
+    return [
+        None
+        if item is None
+        else _elements(convert, item)
+        if isinstance(item, list)
+        else convert(item)
+        for item in items
+    ]
 
 
 @functools.cache
