@@ -1814,7 +1814,8 @@ def test_time_interval_and_hstore_values_are_read_or_refused_never_stored_wrong(
         s.execute(
             text(
                 "CREATE TABLE ingest_kinds (id integer PRIMARY KEY, at time, took interval, "
-                "tags hstore, ats time[], tooks interval[], geom geometry(POINT, 4326))"
+                "tags hstore, ats time[], tooks interval[], addr inet, net cidr, "
+                "geom geometry(POINT, 4326))"
             )
         )
     berlin = make_db(server_settings={"TimeZone": "Europe/Berlin"}, pool_size=2)
@@ -1831,6 +1832,8 @@ def test_time_interval_and_hstore_values_are_read_or_refused_never_stored_wrong(
         {"id": 10, "ats": [5]},  # [5] was stored as {00:00:00}
         {"id": 11, "tooks": ["1 day"]},
         {"id": 12, "ats": "{12:30,13:00}", "tooks": np.array([np.timedelta64(5, "s")])},
+        {"id": 13, "addr": "10.1.2.3/16", "net": "10.0.0.0/8"},  # text: a reject before
+        {"id": 14, "net": "10.0.0.1/8"},  # host bits set: not a cidr
     ]
     report = berlin.ingest(
         "ingest_kinds", [{**row, "geom": "SRID=4326;POINT(1 1)"} for row in source]
@@ -1842,6 +1845,7 @@ def test_time_interval_and_hstore_values_are_read_or_refused_never_stored_wrong(
         (8, "tags", "value"),
         (10, "ats", "value"),
         (11, "tooks", "value"),
+        (14, "net", "value"),
     ]
     assert "takes a timedelta or numpy timedelta64, not str" in report.rejected[0].reason
     with db.session() as s:
@@ -1855,12 +1859,19 @@ def test_time_interval_and_hstore_values_are_read_or_refused_never_stored_wrong(
         (4, dt.time(12, 30), None, {"amenity": "cafe", "fee": None}),
         (9, None, None, None),
         (12, None, None, None),
+        (13, None, None, None),
     ]
     with db.session() as s:
-        arrays = s.execute(text("SELECT ats::text, tooks::text FROM ingest_kinds WHERE id > 8"))
+        arrays = s.execute(
+            text(
+                "SELECT ats::text, tooks::text, addr::text, net::text "
+                "FROM ingest_kinds WHERE id > 8"
+            )
+        )
         assert arrays.all() == [
-            ("{12:30:00,NULL,01:00:00}", '{{"1 day"},{NULL}}'),
-            ("{12:30:00,13:00:00}", "{00:00:05}"),
+            ("{12:30:00,NULL,01:00:00}", '{{"1 day"},{NULL}}', None, None),
+            ("{12:30:00,13:00:00}", "{00:00:05}", None, None),
+            (None, None, "10.1.2.3/16", "10.0.0.0/8"),
         ]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import functools
+import ipaddress
 import json
 import math
 import numbers
@@ -201,6 +202,8 @@ _FROM_TEXT: dict[str, Callable[[Any], Any]] = {
     "float8": _to_float,
     "uuid": uuid.UUID,
     "bytea": _to_bytes,
+    "inet": ipaddress.ip_interface,  # 10.0.0.1 or 10.0.0.0/8, as inet reads them
+    "cidr": ipaddress.ip_network,  # host bits set are refused, as by cidr
 }
 """Columns whose dumper takes any value but text as it is."""
 _FROM_ANY: dict[str, tuple[Callable[[Any], Any], tuple[type, ...]]] = {
