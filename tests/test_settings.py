@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -94,10 +95,15 @@ def test_the_driver_a_url_names_is_used(scheme: str, driver: str, async_driver: 
         ("postgresql+pg8000://h/d", {}, "'pg8000', which geosession does not support"),
         ("mysql://h/d", {}, "database_url is a mysql URL"),
         ("postgresql+psycopg2://s3cret-pw@h/d", {"driver": "psycopg"}, "leave the driver out"),
+        (
+            "postgresql://h/d",
+            {"replica_urls": ["postgresql+psycopg2://r/d"]},
+            "replica_urls[0] names the driver 'psycopg2' but driver is 'psycopg'",
+        ),
     ],
 )
 def test_a_url_driver_that_contradicts_the_settings_is_refused(
-    url: str, settings: dict[str, str], needle: str
+    url: str, settings: dict[str, Any], needle: str
 ) -> None:
     with pytest.raises(ConfigurationError) as info:
         DatabaseSettings(database_url=url, **settings)

@@ -262,7 +262,8 @@ class DatabaseSettings(BaseSettings):
 
     def _take_driver(self, name: str, url: URL) -> None:
         """A driver the URL names (postgresql+psycopg2://) is the one used, as SQLAlchemy
-        would; one that contradicts ``driver`` / ``async_driver`` is refused, not overridden."""
+        would; one that contradicts ``driver`` / ``async_driver`` is refused, not overridden.
+        Replicas are read with the primary's drivers: theirs may only agree."""
         if url.get_backend_name() not in ("postgresql", "postgres"):
             raise ValueError(
                 f"{name} is a {url.get_backend_name()} URL; geosession needs PostgreSQL with "
@@ -278,7 +279,7 @@ class DatabaseSettings(BaseSettings):
                 "(async), or no driver: postgresql://"
             )
         field, value = _URL_DRIVERS[named]
-        if field not in self.model_fields_set:
+        if field not in self.model_fields_set and name == "database_url":  # not a replica's
             setattr(self, field, value)
         elif getattr(self, field) != value:
             raise ValueError(
