@@ -793,6 +793,7 @@ def test_a_role_without_create_loads_into_tables_an_owner_made(
     assert "GRANT SELECT, INSERT, UPDATE, DELETE ON geosession_ingest_ledger" in str(
         unrecorded.value
     )
+    assert 'geosession_ingest_deferred_index TO "geosession_loader";' in str(unrecorded.value)
 
 
 def test_on_conflict_error_ignore_update(db: SpatialDatabase, table: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 
 from geosession.errors import ConfigurationError
-from geosession.ingest.target import Target
+from geosession.ingest.target import Target, double_quoted
 
 LEDGER = "geosession_ingest_ledger"
 DEFERRED = "geosession_ingest_deferred_index"
@@ -98,7 +98,7 @@ def run_as_owner(cursor: Any, statement: str, *, needed: str, then: str) -> None
         raise ConfigurationError(
             f"{needed}, and role {role} may not make it so ({error.diag.message_primary}). "
             f"Have the schema's or table's owner run, once:\n{statement.strip()};\n"
-            f"{then.replace('{role}', role)}"
+            f"{then.replace('{role}', double_quoted(role))}"
         ) from None
 
 
@@ -128,7 +128,7 @@ def require_privileges(
         role = cursor.connection.info.user
         raise ConfigurationError(
             f"{needed}, and role {role} lacks {'; '.join(missing)}. Have their owner run, "
-            f"once:\n{grant.replace('{role}', role)}"
+            f"once:\n{grant.replace('{role}', double_quoted(role))}"
         )
 
 
