@@ -223,18 +223,6 @@ _UNSENDABLE = re.compile(
     r"(?:cannot|can't) adapt type '(?P<psycopg>\w+)'"  # psycopg, psycopg2
     r"|query argument (?P<arg>\$\d+): .*\(expected \w+, got (?P<asyncpg>\w+)\)"  # asyncpg
 )
-_SHAPELY_TYPES = frozenset(
-    [
-        "Point",
-        "LineString",
-        "LinearRing",
-        "Polygon",
-        "MultiPoint",
-        "MultiLineString",
-        "MultiPolygon",
-        "GeometryCollection",
-    ]
-)
 _INSERT_TABLE = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|COPY)\s+([\w.\"]+)", re.IGNORECASE)
 
 
@@ -367,9 +355,11 @@ def translate(
 
 def _unsendable(match: re.Match[str], endpoint: str) -> DatabaseError:
     """The driver could not encode a parameter: nothing reached the server."""
+    from geosession.geometry import TYPE_NAMES  # geometry raises errors: imported late
+
     kind = match.group("psycopg") or match.group("asyncpg")
     argument = f" ({match.group('arg')})" if match.group("arg") else ""
-    if kind in _SHAPELY_TYPES:
+    if kind in TYPE_NAMES:
         return DatabaseError(
             f"A shapely {kind} cannot be sent as a query parameter{argument} (to {endpoint}): "
             "drivers send no shapely objects. Wrap it: geosession.geometry.to_element(shape, "
