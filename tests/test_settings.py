@@ -111,6 +111,22 @@ def test_a_url_driver_that_contradicts_the_settings_is_refused(
     assert "s3cret" not in str(info.value) and "Value error" not in str(info.value)
 
 
+def test_a_misspelt_environment_variable_is_refused_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GEOSESSION_STATEMENT_TIMOUT", "5s")
+    with pytest.raises(ConfigurationError) as info:
+        DatabaseSettings(database_url=URL)
+    assert "GEOSESSION_STATEMENT_TIMOUT is not a geosession setting (did you mean " in str(
+        info.value
+    )
+    assert "GEOSESSION_STATEMENT_TIMEOUT?)" in str(info.value)
+    monkeypatch.delenv("GEOSESSION_STATEMENT_TIMOUT")
+    monkeypatch.setenv("GEOSESSION_HOME", "/tmp/elsewhere")  # the embedded cluster's
+    monkeypatch.setenv("GEOSESSION_SERVER_SETTINGS__search_path", "gis")
+    assert DatabaseSettings(database_url=URL).server_settings == {"search_path": "gis"}
+
+
 def test_environment_and_explicit_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GEOSESSION_DATABASE_URL", URL)
     monkeypatch.setenv("GEOSESSION_POOL_SIZE", "7")

@@ -9,8 +9,11 @@ construction, instead of failing later on the server.
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +31,7 @@ from sqlalchemy.engine import URL, make_url
 
 from geosession.errors import ConfigurationError
 
+_PREFIX = "GEOSESSION_"
 SyncDriver = Literal["psycopg", "psycopg2"]
 AsyncDriver = Literal["asyncpg", "psycopg"]
 _URL_DRIVERS: dict[str, tuple[str, str]] = {
@@ -116,7 +120,7 @@ class DatabaseSettings(BaseSettings):
     """Connection, pool and server settings for one PostGIS database."""
 
     model_config = SettingsConfigDict(
-        env_prefix="GEOSESSION_",
+        env_prefix=_PREFIX,
         extra="forbid",
         validate_default=True,
         hide_input_in_errors=True,
@@ -309,6 +313,7 @@ class DatabaseSettings(BaseSettings):
         )
 
     def __init__(self, **values: Any) -> None:
+        _refuse_unknown_variables(type(self).model_fields)
         try:
             super().__init__(**values)
         except ValidationError as exc:
@@ -412,3 +417,25 @@ def _describe_validation_error(exc: ValidationError) -> str:
         field = ".".join(str(part) for part in error["loc"])
         problems.append(f"{field}: {message}" if field else message)  # a check of several fields
     return "Invalid geosession settings: " + "; ".join(problems)
+
+
+_OTHER_VARIABLES = frozenset({"home", "test_server_url"})
+"""GEOSESSION_* variables that are not settings: the embedded cluster's home, the tests'
+server."""
+
+
+def _refuse_unknown_variables(fields: Mapping[str, Any]) -> None:
+    """A misspelt GEOSESSION_* variable would be ignored, its setting left at its default
+    (GEOSESSION_STATEMENT_TIMOUT=5s: statements run 30s): refused, naming the likely one."""
+    for variable in sorted(os.environ):
+        if not variable.upper().startswith(_PREFIX):
+            continue
+        name = variable[len(_PREFIX) :].lower()
+        if name in fields or name in _OTHER_VARIABLES or name.split("__")[0] in fields:
+            continue
+        close = difflib.get_close_matches(name, list(fields), n=1)
+        hint = f" (did you mean {_PREFIX}{close[0].upper()}?)" if close else ""
+        raise ConfigurationError(
+            f"The environment variable {variable} is not a geosession setting{hint}. Fix its "
+            "name or unset it; the settings are listed in the README's Configuration table"
+        )
