@@ -904,10 +904,18 @@ def test_intervals_times_with_zones_and_ranges_hold_postgresqls_text_in_every_fo
     values ("32 days, 3:00:00": a month read as 30 days), now PostgreSQL's, the same."""
     query = (
         "SELECT 1 AS id, interval '1 mon 2 days 03:00' AS span, timetz '12:00+02' AS at, "
-        "int4range(1, 5) AS r, ST_Point(1, 2, 4326) AS geom"
+        "int4range(1, 5) AS r, ARRAY[interval '1 mon', interval '2 hours'] AS spans, "
+        "ST_Point(1, 2, 4326) AS geom"
     )
-    expected = {"id": 1, "span": "1 mon 2 days 03:00:00", "at": "12:00:00+02", "r": "[1,5)"}
-    assert load(_export(db, query, tmp_path / "t.geojson"))["features"][0]["properties"] == expected
+    expected: dict[str, Any] = {
+        "id": 1,
+        "span": "1 mon 2 days 03:00:00",
+        "at": "12:00:00+02",
+        "r": "[1,5)",
+        "spans": '["1 mon","02:00:00"]',  # arrays as JSON: was ["30 days, 0:00:00", ...]
+    }
+    geojson = load(_export(db, query, tmp_path / "t.geojson"))["features"][0]["properties"]
+    assert geojson == {**expected, "spans": ["1 mon", "02:00:00"]}
     import geopandas
 
     for suffix in ("gpkg", "fgb", "parquet"):
@@ -915,7 +923,7 @@ def test_intervals_times_with_zones_and_ranges_hold_postgresqls_text_in_every_fo
         read = reader(_export(db, query, tmp_path / f"t.{suffix}"))
         assert read.drop(columns=read.geometry.name).to_dict("records") == [expected], suffix
     assert _export(db, query, tmp_path / "t.csv").read_text().splitlines()[1] == (
-        '1,"1 mon 2 days 03:00:00","12:00:00+02","[1,5)","POINT (1 2)"'
+        '1,"1 mon 2 days 03:00:00","12:00:00+02","[1,5)","[""1 mon"",""02:00:00""]","POINT (1 2)"'
     )
     (frame,) = db.stream_frames(query)  # frames keep the driver's values
     assert str(frame["span"].iloc[0]) == "32 days 03:00:00"

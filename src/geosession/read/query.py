@@ -46,7 +46,7 @@ from geosession.read.plan import (
     column_index,
     quote_identifier,
 )
-from geosession.read.types import POSTGRES_TEXT
+from geosession.read.types import POSTGRES_JSON, POSTGRES_TEXT
 from geosession.srs import SpatialRef, crs_of, spatial_ref
 
 CURSOR_NAME = "geosession_stream"
@@ -233,6 +233,8 @@ class ReadPlan:
                 value = self._other_geometry(column)
             elif self._as_text(column) and not self.features:
                 value = literal_column(f"q.{quote_identifier(column.name)}::text")
+            elif self._as_json(column) and not self.features:
+                value = literal_column(f"to_json(q.{quote_identifier(column.name)})::text")
             else:
                 value = _ref(column.name)
             selected.append(value.label(column.name))
@@ -241,6 +243,10 @@ class ReadPlan:
     def _as_text(self, column: Column) -> bool:
         """Cast to text on the server: the driver cannot load it, or a file wants its text."""
         return column.as_text or (self.options.postgres_text and column.type_oid in POSTGRES_TEXT)
+
+    def _as_json(self, column: Column) -> bool:
+        """An array of a type a file holds as PostgreSQL's text: its to_json, for a file."""
+        return self.options.postgres_text and column.type_oid in POSTGRES_JSON
 
     def _geometry_value(self) -> ColumnElement[Any]:
         column = self.geometry

@@ -48,23 +48,30 @@ def _oid(name: str) -> int:
     return info.oid
 
 
+def _array_oid(name: str) -> int:
+    info = postgres_types.get(name)
+    assert info is not None, name
+    return info.array_oid
+
+
 COLUMN_TYPES = {_oid(name): column_type for name, column_type in _BY_NAME.items()}
-POSTGRES_TEXT = frozenset(
-    _oid(name)
-    for name in (
-        "interval",
-        "timetz",
-        "int4range",
-        "int8range",
-        "numrange",
-        "daterange",
-        "tsrange",
-        "tstzrange",
-    )
+_AS_POSTGRES_WRITES = (
+    "interval",
+    "timetz",
+    "int4range",
+    "int8range",
+    "numrange",
+    "daterange",
+    "tsrange",
+    "tstzrange",
 )
+POSTGRES_TEXT = frozenset(_oid(name) for name in _AS_POSTGRES_WRITES)
 """Types a file holds as PostgreSQL's text of them (as GeoJSON does, by to_json), since
 their Python values print otherwise ("1 day, 0:00:00") or lose a part (psycopg reads a
 month of an interval as 30 days)."""
+POSTGRES_JSON = frozenset(_array_oid(name) for name in _AS_POSTGRES_WRITES)
+"""Arrays of those: a file holds them as the JSON to_json writes (["1 day"]), as it holds
+other arrays as JSON."""
 BYTEA = _oid("bytea")
 NUMERIC = _oid("numeric")
 TIMESTAMPTZ = _oid("timestamptz")
