@@ -23,6 +23,7 @@ import psycopg
 from psycopg import pq
 from psycopg.adapt import PyFormat, Transformer
 
+from geosession.ingest.intervals import Interval
 from geosession.ingest.values import TEXT_TYPES
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
@@ -155,6 +156,8 @@ def _variable(
             payload, refusals = _dumped(values, copy_type)
     elif copy_type == HSTORE:
         payload, refusals = _each(values, _hstore)
+    elif copy_type == "interval":  # values.py made each an Interval, months included
+        payload, refusals = _each(values, Interval.binary)
     elif isinstance(copy_type, TextArrayOf):
         payload, refusals = _dumped(values, copy_type)
         element = copy_type.element_oid.to_bytes(4, "big")

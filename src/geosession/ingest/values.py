@@ -27,6 +27,8 @@ from psycopg.pq import Format
 from psycopg.types.hstore import HstoreLoader
 from psycopg.types.json import Json, Jsonb
 
+from geosession.ingest.intervals import Interval, parse_interval
+
 _BOOLEANS = {
     **dict.fromkeys(("t", "true", "1", "yes", "y", "on"), True),
     **dict.fromkeys(("f", "false", "0", "no", "n", "off"), False),
@@ -133,25 +135,60 @@ def _to_time(timezone: dt.tzinfo, value: Any) -> Any:
     raise _Unreadable(f"a time column takes a time or a datetime, not {type(value).__name__}")
 
 
+def _to_timetz(timezone: dt.tzinfo, value: Any) -> Any:
+    """A time of day with its UTC offset: text (12:30+02), a time; one without an offset
+    takes the session's TimeZone's offset today, as PostgreSQL's input does."""
+    if isinstance(value, str):
+        try:
+            value = dt.time.fromisoformat(value.strip())
+        except ValueError:
+            raise _Unreadable("not a time of day such as 12:30+02 or 12:30:00") from None
+    elif isinstance(value, dt.datetime):
+        value = value.timetz()
+    if not isinstance(value, dt.time):
+        raise _Unreadable(f"a timetz column takes a time, not {type(value).__name__}")
+    today = dt.datetime.now(timezone).date()
+    offset = dt.datetime.combine(today, value, value.tzinfo or timezone).utcoffset()
+    return value.replace(tzinfo=dt.timezone(offset or dt.timedelta()))
+
+
 def _to_interval(value: Any) -> Any:
-    """A duration: timedelta (pandas' Timedelta is one) or numpy timedelta64. psycopg's
-    interval dumper reads any object as if it were a timedelta, so anything else, text
-    included (PostgreSQL's interval syntax has no parser here), is refused."""
+    """A duration as months, days and microseconds: text as PostgreSQL reads it (see
+    intervals.py), timedelta (pandas' Timedelta is one) or numpy timedelta64. psycopg's
+    interval dumper reads any object as if it were a timedelta, and has no months."""
+    if isinstance(value, str):
+        try:
+            return parse_interval(value)
+        except ValueError as error:
+            raise _Unreadable(
+                f"not an interval such as '1 day 02:00:00', '90 minutes' or 'P1DT2H' ({error})"
+            ) from None
     if isinstance(value, dt.timedelta):
-        return dt.timedelta(value.days, value.seconds, value.microseconds)
+        return Interval.of(value)
     if isinstance(value, np.timedelta64):
-        return None if np.isnat(value) else value.astype("timedelta64[us]").item()
+        return None if np.isnat(value) else Interval.of(value.astype("timedelta64[us]").item())
     raise _Unreadable(
-        f"an interval column takes a timedelta or numpy timedelta64, not "
-        f"{type(value).__name__}: convert the column first (pandas.to_timedelta), or load "
-        "it into a text column and cast it with SQL"
+        f"an interval column takes text, a timedelta or numpy timedelta64, not "
+        f"{type(value).__name__}"
     )
+
+
+def _to_interval_element(value: Any) -> Any:
+    """An interval[] element: psycopg sends those from timedeltas, without months."""
+    interval = _to_interval(value)
+    try:
+        return None if interval is None else interval.timedelta()
+    except ValueError as error:
+        raise _Unreadable(str(error)) from None
 
 
 def _to_hstore(value: Any) -> Any:
     """An hstore column's value as a dict of text: text in hstore's own syntax
-    (``"name"=>"Café", "fee"=>NULL``, as GDAL writes OpenStreetMap's other_tags) is
-    parsed, a mapping's values become their text (None stays NULL)."""
+    (``"name"=>"Café", "fee"=>NULL``, as GDAL writes OpenStreetMap's other_tags) or a JSON
+    object (as exports write an hstore) is parsed, a mapping's values become their text
+    (None stays NULL)."""
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        value = _json_object(value)  # as exports and to_json write an hstore
     if isinstance(value, str):
         try:
             return _HSTORE_TEXT.load(value.encode())
@@ -160,6 +197,28 @@ def _to_hstore(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): None if v is None else str(v) for k, v in value.items()}
     return value
+
+
+def _json_array(text: str) -> Any:
+    """A JSON array's text as a list."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise _Unreadable(
+            "not a JSON array such as [1,2], nor {1,2} as PostgreSQL writes one"
+        ) from None
+    if not isinstance(value, list):
+        raise _Unreadable("not a JSON array such as [1,2]")
+    return value
+
+
+def _json_object(text: str) -> Any:
+    """A JSON object's text as a dict; other text as it is (left to hstore's parser)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, dict) else text
 
 
 _HSTORE_TEXT = HstoreLoader(0)
@@ -197,6 +256,24 @@ def _to_bytes(text: str) -> bytes:
     return text.encode()
 
 
+_RANGES = ("int4range", "int8range", "numrange", "daterange", "tsrange", "tstzrange")
+
+
+def _text_loader(type_name: str) -> Callable[[str], Any]:
+    """psycopg's reader of the type's text, PostgreSQL's output form (a range's bounds)."""
+    info = psycopg.postgres.types.get(type_name)
+    assert info is not None, type_name
+    loader = Transformer().get_loader(info.oid, Format.TEXT)
+
+    def load(text: str) -> Any:
+        try:
+            return loader.load(text.encode())
+        except (psycopg.Error, ValueError) as error:
+            raise _Unreadable(f"not a {type_name} such as [1,5) ({error})") from None
+
+    return load
+
+
 _FROM_TEXT: dict[str, Callable[[Any], Any]] = {
     "float4": _to_float,
     "float8": _to_float,
@@ -204,6 +281,7 @@ _FROM_TEXT: dict[str, Callable[[Any], Any]] = {
     "bytea": _to_bytes,
     "inet": ipaddress.ip_interface,  # 10.0.0.1 or 10.0.0.0/8, as inet reads them
     "cidr": ipaddress.ip_network,  # host bits set are refused, as by cidr
+    **{name: _text_loader(name) for name in _RANGES},  # [1,5), as PostgreSQL writes them
 }
 """Columns whose dumper takes any value but text as it is."""
 _FROM_ANY: dict[str, tuple[Callable[[Any], Any], tuple[type, ...]]] = {
@@ -301,6 +379,7 @@ _ZONED: dict[str, Callable[[dt.tzinfo, Any], Any]] = {
     "timestamptz": _to_timestamptz,
     "timestamp": _to_timestamp,
     "time": _to_time,
+    "timetz": _to_timetz,
     "date": _to_date,
 }
 """Columns whose values are read in the session's TimeZone."""
@@ -336,7 +415,8 @@ def _array_conversion(
         convert = functools.partial(_to_time, timezone)
         return functools.partial(_to_array, _array_parser(copy_type_name), convert), (NoneType,)
     if element == "interval":  # psycopg's interval loader misreads input forms (P1D)
-        return functools.partial(_to_array, None, _to_interval), (NoneType,)
+        parse = _array_parser("text[]")
+        return functools.partial(_to_array, parse, _to_interval_element), (NoneType,)
     return functools.partial(_to_array, _array_parser(copy_type_name), None), (list, NoneType)
 
 
@@ -375,10 +455,10 @@ def _to_array(
         value = _plain(value)
     elif isinstance(value, tuple):
         value = list(value)
+    elif isinstance(value, str) and value.lstrip().startswith("["):
+        value = _json_array(value)  # as exports write arrays
     elif isinstance(value, str) and parse is not None:
         value = parse(value)
-    elif isinstance(value, str) and convert is not None:
-        raise _Unreadable("text is not read for this array: give a list")
     if convert is not None and isinstance(value, list):
         return _elements(convert, value)
     return value

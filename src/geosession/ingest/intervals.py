@@ -1,0 +1,153 @@
+"""Interval text read as PostgreSQL reads it: months, days and microseconds kept apart.
+
+psycopg sends an interval from a timedelta, which has no months ("1 mon" would become 30
+days), and has no parser for interval input. This reads the forms a CSV or a file written
+by PostgreSQL holds: its own output (``1 year 2 mons 3 days 04:05:06.5``, ``-1 days
++02:00:00``, ``@ 1 day 2 hours ago``), units in words (``90 minutes``, ``1.5 days``) and
+ISO 8601 durations (``P1Y2M3DT4H5M6S``), with PostgreSQL's rules for fractions (a fraction
+of a month is days of 30, of a day hours of 24). The result is sent in interval's binary
+form, so ``1 mon`` stays one month.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import struct
+from decimal import Decimal
+from typing import NamedTuple
+
+_DAY_US = 86_400_000_000
+_UNITS: dict[str, tuple[str, Decimal]] = {}
+"""Unit word -> (field, how many of the field's unit one is): months, days or us."""
+for _names, _field, _size in (
+    (("microsecond", "microseconds", "us", "usec", "usecs"), "us", Decimal(1)),
+    (("millisecond", "milliseconds", "ms", "msec", "msecs"), "us", Decimal(1_000)),
+    (("second", "seconds", "s", "sec", "secs"), "us", Decimal(1_000_000)),
+    (("minute", "minutes", "m", "min", "mins"), "us", Decimal(60_000_000)),
+    (("hour", "hours", "h", "hr", "hrs"), "us", Decimal(3_600_000_000)),
+    (("day", "days", "d"), "days", Decimal(1)),
+    (("week", "weeks", "w"), "days", Decimal(7)),
+    (("month", "months", "mon", "mons"), "months", Decimal(1)),
+    (("year", "years", "y", "yr", "yrs"), "months", Decimal(12)),
+    (("decade", "decades"), "months", Decimal(120)),
+    (("century", "centuries"), "months", Decimal(1_200)),
+    (("millennium", "millennia", "millenniums"), "months", Decimal(12_000)),
+):
+    for _name in _names:
+        _UNITS[_name] = (_field, _size)
+
+_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)"
+_QUANTITY = re.compile(rf"({_NUMBER})\s*([a-z]+)")
+_SECONDS = re.compile(_NUMBER)
+"""A number without a unit: days before a time ("1 02:00"), seconds when alone."""
+_CLOCK = re.compile(r"([+-]?)(\d+):(\d{1,2})(?::(\d{1,2}(?:\.\d*)?))?")
+_ISO = re.compile(
+    rf"p(?:({_NUMBER})y)?(?:({_NUMBER})m)?(?:({_NUMBER})w)?(?:({_NUMBER})d)?"
+    rf"(?:t(?:({_NUMBER})h)?(?:({_NUMBER})m)?(?:({_NUMBER})s)?)?"
+)
+_ISO_FIELDS = ("year", "month", "week", "day", "hour", "minute", "second")
+
+
+class Interval(NamedTuple):
+    """An interval's three parts, as PostgreSQL keeps them."""
+
+    months: int
+    days: int
+    microseconds: int
+
+    @classmethod
+    def of(cls, delta: dt.timedelta) -> Interval:
+        """A timedelta's days as days, the rest as time (what psycopg would send)."""
+        return cls(0, delta.days, delta.seconds * 1_000_000 + delta.microseconds)
+
+    def binary(self) -> bytes:
+        """interval_recv's format: microseconds, days, months."""
+        return struct.pack(">qii", self.microseconds, self.days, self.months)
+
+    def timedelta(self) -> dt.timedelta:
+        """As a timedelta, for what takes only those (the elements of an interval[])."""
+        if self.months:
+            raise ValueError("months cannot be sent in an interval[] element; give days")
+        return dt.timedelta(days=self.days, microseconds=self.microseconds)
+
+
+def parse_interval(text: str) -> Interval:
+    """``text`` as PostgreSQL's interval input reads it; ValueError when it cannot."""
+    words = " ".join(text.lower().split())
+    if words.startswith("p"):
+        return _iso(words)
+    negate = words.endswith(" ago")
+    words = words.removesuffix(" ago").removeprefix("@").strip()
+    if not words:
+        raise ValueError("empty")
+    parts = [Decimal(0), Decimal(0), Decimal(0)]  # months, days, us
+    position = 0
+    while position < len(words):
+        if words[position] in " ,":
+            position += 1
+            continue
+        clock = _CLOCK.match(words, position)
+        if clock is not None and _ends(words, clock.end()):
+            parts[2] += _clock_us(clock)
+            position = clock.end()
+            continue
+        quantity = _QUANTITY.match(words, position)
+        if quantity is None or quantity.group(2) not in _UNITS or not _ends(words, quantity.end()):
+            bare = _SECONDS.match(words, position)
+            if bare is None or not _ends(words, bare.end()):
+                raise ValueError(f"cannot read {words[position:]!r}")
+            after = _CLOCK.match(words, bare.end() + 1)  # "1 02:00": SQL's days before a time
+            if after is not None and _ends(words, after.end()) and " day" not in words:
+                _add(parts, Decimal(bare.group()), "day")
+            elif bare.group() == words:  # a number alone is seconds
+                parts[2] += Decimal(bare.group()) * 1_000_000
+            else:
+                raise ValueError(f"a number without a unit in {words!r}")
+            position = bare.end()
+            continue
+        _add(parts, Decimal(quantity.group(1)), quantity.group(2))
+        position = quantity.end()
+    interval = _settled(parts)
+    return Interval(*(-part for part in interval)) if negate else interval
+
+
+def _ends(words: str, end: int) -> bool:
+    return end == len(words) or words[end] in " ,"
+
+
+def _clock_us(match: re.Match[str]) -> Decimal:
+    sign, hours, minutes, seconds = match.groups()
+    value = (Decimal(hours) * 60 + Decimal(minutes)) * 60 + Decimal(seconds or 0)
+    return (-value if sign == "-" else value) * 1_000_000
+
+
+def _add(parts: list[Decimal], number: Decimal, unit: str) -> None:
+    """Adds ``number`` of ``unit``; a fraction cascades down as PostgreSQL's does."""
+    field, size = _UNITS[unit]
+    amount = number * size
+    if field == "months":
+        whole = int(amount)
+        parts[0] += whole
+        amount = (amount - whole) * 30
+        field = "days"
+    if field == "days":
+        whole = int(amount)
+        parts[1] += whole
+        amount = (amount - whole) * _DAY_US
+    parts[2] += amount
+
+
+def _settled(parts: list[Decimal]) -> Interval:
+    return Interval(int(parts[0]), int(parts[1]), int(parts[2].to_integral_value()))
+
+
+def _iso(words: str) -> Interval:
+    match = _ISO.fullmatch(words)
+    if match is None or not any(match.groups()):
+        raise ValueError(f"not an ISO 8601 duration: {words!r}")
+    parts = [Decimal(0), Decimal(0), Decimal(0)]
+    for number, unit in zip(match.groups(), _ISO_FIELDS, strict=True):
+        if number is not None:
+            _add(parts, Decimal(number), unit)
+    return _settled(parts)
