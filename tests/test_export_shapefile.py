@@ -140,9 +140,18 @@ def test_one_shape_type_single_and_multi_lines_or_polygons_together(
     db.export(lines_z, tmp_path / "lines.shp", batch_size=200)
     info = pyogrio.read_info(tmp_path / "lines.shp")
     assert (info["geometry_type"], info["features"]) == ("LineString Z", 900)
+    points = (  # GDAL refuses a point in a Shapefile of multipoints: each is made one
+        "SELECT g AS id, CASE WHEN g > 800 THEN ST_Collect(ST_MakePoint(g, 0, 1), "
+        f"ST_MakePoint(g, 1, 2)) ELSE ST_MakePoint(g, 0, 3) END AS geom {series}"
+    )
+    db.export(points, tmp_path / "points.shp", batch_size=200)
+    read = pyogrio.read_dataframe(tmp_path / "points.shp")
+    assert pyogrio.read_info(tmp_path / "points.shp")["geometry_type"] == "MultiPoint Z"
+    assert read.geometry.iloc[0].wkt == "MULTIPOINT Z ((1 0 3))" and len(read) == 900
+    assert read.geometry.iloc[-1].wkt == "MULTIPOINT Z ((900 0 1), (900 1 2))"
     mixed = {
-        "points": "SELECT CASE WHEN g > 800 THEN ST_Multi(ST_MakePoint(g, 0)) "
-        f"ELSE ST_MakePoint(g, 0) END AS geom {series}",
+        "points_lines": "SELECT CASE WHEN g > 800 THEN ST_MakeLine(ST_MakePoint(g, 0), "
+        f"ST_MakePoint(g, 1)) ELSE ST_MakePoint(g, 0) END AS geom {series}",
         "collection": "SELECT 'GEOMETRYCOLLECTION(POINT(1 1))'::geometry(GeometryCollection) "
         "AS geom",
     }
@@ -153,7 +162,7 @@ def test_one_shape_type_single_and_multi_lines_or_polygons_together(
         db.export("SELECT id, a, b FROM rd_two", tmp_path / "two.shp", geometry_column="a")
     assert files(tmp_path) == sorted(
         f"{stem}.{suffix}"
-        for stem in ("lines", "polygons")
+        for stem in ("lines", "points", "polygons")
         for suffix in ("cpg", "dbf", "qix", "shp", "shx")
     )
 

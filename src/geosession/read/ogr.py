@@ -22,6 +22,7 @@ from itertools import chain, count
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import shapely
 
 from geosession.errors import ConfigurationError, ExportFailed
@@ -396,24 +397,50 @@ polygons)."""
 
 
 def copy_layer(
-    source: Path, dest: Path, layer: str, *, driver: str, kind: str, options: Mapping[str, str]
+    source: Path,
+    dest: Path,
+    layer: str,
+    *,
+    driver: str,
+    kind: str,
+    options: Mapping[str, str],
+    points_as_multi: bool = False,
 ) -> None:
     """Streams a FlatGeobuf file or a GeoPackage layer into a file of GDAL's ``driver`` in
     Arrow batches (GDAL >= 3.8), declared of the geometry type ``kind``, with GDAL's
-    layer ``options``."""
+    layer ``options``. ``points_as_multi``: each point becomes a multipoint of one, for a
+    Shapefile of multipoints (GDAL refuses a point there)."""
     from pyogrio.raw import open_arrow
 
     with warnings.catch_warnings():  # pyogrio names no M type, but its WKB keeps M values
         warnings.filterwarnings("ignore", "Measured \\(M\\) geometry types", UserWarning)
-        with open_arrow(source, use_pyarrow=False, batch_size=_COPY_BATCH) as opened:
+        with open_arrow(source, use_pyarrow=points_as_multi, batch_size=_COPY_BATCH) as opened:
             meta, reader = opened
+            geometry = meta["geometry_name"] or "geometry"
             _write_arrow(
-                reader,
+                _multipoints(reader, geometry) if points_as_multi else reader,
                 dest,
                 layer=layer,
                 driver=driver,
-                geometry_name=meta["geometry_name"] or "geometry",
+                geometry_name=geometry,
                 geometry_type=pyogrio_name(kind),
                 crs=meta["crs"],
                 layer_options=dict(options),
             )
+
+
+def _multipoints(reader: Any, geometry: str) -> Any:
+    """``reader``'s batches with each point of the WKB column ``geometry`` a multipoint."""
+    pa = pyarrow()
+
+    def batches() -> Iterator[Any]:
+        for batch in reader:
+            index = batch.schema.get_field_index(geometry)
+            shapes = shapely.from_wkb(batch.column(index).to_numpy(zero_copy_only=False))
+            single = np.flatnonzero(shapely.get_type_id(shapes) == shapely.GeometryType.POINT)
+            if len(single):
+                shapes[single] = shapely.multipoints(shapes[single], indices=np.arange(len(single)))
+            column = pa.array(shapely.to_wkb(shapes, flavor="iso"), batch.column(index).type)
+            yield batch.set_column(index, batch.schema.field(index), column)
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())

@@ -57,7 +57,8 @@ _SHAPES = {
     "MultiPolygon": "MultiPolygon",
 }
 """The shape type that holds a geometry type; a shape of lines or polygons holds both the
-single and the multi form, one of points only points."""
+single and the multi form, one of points only points (points among multipoints are
+written as multipoints of one)."""
 
 
 @dataclass(frozen=True)
@@ -118,12 +119,14 @@ def shape_type(kinds: set[str], target: Path) -> str:
     parts = [dimensions(kind) for kind in kinds]
     bases = {base for base, _, _ in parts}
     shapes = {_SHAPES.get(base) for base in bases}
+    if bases == {"Point", "MultiPoint"}:
+        shapes = {"MultiPoint"}  # the points are written as multipoints of one
     if None in shapes or len(shapes) > 1:
         raise ExportFailed(
             f"Writing {target} failed: a Shapefile holds one kind of shape (points, "
             f"multipoints, lines or polygons) and the rows have {' and '.join(sorted(bases))}"
-            ": make them one in the query (ST_Multi(geom) makes points multipoints, "
-            "ST_CollectionExtract(geom, 3) takes a collection's polygons), or export to "
+            ": make them one in the query (ST_CollectionExtract(geom, 3) takes a "
+            "collection's polygons), or export to "
             f"GeoPackage, which holds any; {target} is left as it was"
         )
     shape = bases.pop() if len(bases) == 1 else str(shapes.pop())
@@ -207,7 +210,18 @@ def _write(rows: Rows, folder: Path, target: Path, spatial_index: bool) -> None:
     seen = write_rows(rows, package, layer, driver="GPKG", indexed=False, staged=True)
     kind = shape_type(seen.kinds, target)
     options = {**_OPTIONS, "SPATIAL_INDEX": "YES" if spatial_index else "NO"}
-    copy_layer(package, written, layer, driver="ESRI Shapefile", kind=kind, options=options)
+    mixed = dimensions(kind)[0] == "MultiPoint" and any(
+        dimensions(seen_kind)[0] == "Point" for seen_kind in seen.kinds
+    )
+    copy_layer(
+        package,
+        written,
+        layer,
+        driver="ESRI Shapefile",
+        kind=kind,
+        options=options,
+        points_as_multi=mixed,
+    )
     package.unlink()
 
 
