@@ -446,6 +446,7 @@ def _resumable(
                 **options,
             )
         except GeoSessionError as error:
+            error.message = error.message.replace(str(path), name)  # not the spooled copy
             report = getattr(error, "ingest_report", None)
             if report is not None and report.inserted:
                 same = "the same data is piped in" if source == _STDIN else "the file is unchanged"
@@ -455,7 +456,7 @@ def _resumable(
                     f"while {same}; for replaced or repaired data, add "
                     f"--ingest-id {report.ingest_id}"
                 )
-                error.args = (error.message,)
+            error.args = (error.message,)
             raise
 
 
