@@ -227,6 +227,7 @@ def test_a_z_of_zero_everywhere_is_dropped_for_a_2d_column_and_any_other_z_refus
     source[3]["geom"] = shapely.Polygon([(0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 0, 0)])
     report = db.ingest(table, iter(source))
     assert {r.row: r.kind for r in report.rejected} == {2: "dimension", 3: "dimension"}
+    assert report.z_dropped == 2 and "Z of 0 dropped for the 2D column" in str(report)
     with db.session() as s:
         stored = s.execute(text(f"SELECT id, ST_AsText(geom) FROM {TABLE} WHERE id IN (1, 4)"))
         square = "POLYGON((0 0,1 0,1 1,0 0))"

@@ -44,6 +44,7 @@ class CheckedBatch:
     repaired: list[Reject] = field(default_factory=list)
     reprojected: int = 0  # of the fresh rows, those with a geometry moved into its SRID
     srid_assumed: int = 0  # of the rows to load, those whose geometry took the column's SRID
+    z_dropped: int = 0  # of the rows to load, those with a geometry whose Z of 0 was dropped
 
 
 def check_batch(
@@ -83,6 +84,7 @@ def check_batch(
         geometries.repaired,
         reprojected=int((geometries.moved & fresh_rows).sum()),
         srid_assumed=int((geometries.assumed & keep).sum()),
+        z_dropped=int((geometries.flattened & keep).sum()),
     )
 
 
@@ -95,6 +97,7 @@ class _CheckedGeometries:
     repaired: list[Reject]
     moved: Keep
     assumed: Keep
+    flattened: Keep
 
 
 def _check_geometries(
@@ -108,7 +111,7 @@ def _check_geometries(
     """Encodes each geometry column in place and clears ``keep`` for the rows set aside;
     a row's reject is reported once, for its first bad geometry, and not for a row that
     is skipped as committed."""
-    found = _CheckedGeometries([], [], np.zeros(len(keep), bool), np.zeros(len(keep), bool))
+    found = _CheckedGeometries([], [], *(np.zeros(len(keep), bool) for _ in range(3)))
     for column in plan.target.geometry_columns:
         if column.name not in columns:
             continue
@@ -136,6 +139,7 @@ def _check_geometries(
         found.repaired += checked.repaired
         found.moved |= checked.moved
         found.assumed |= checked.assumed
+        found.flattened |= checked.flattened
         keep &= checked.keep
     return found
 

@@ -426,6 +426,7 @@ class Ingest:
             self.report.repaired.extend(checked.repaired)
             self.report.reprojected += checked.reprojected
             self.report.srid_assumed += checked.srid_assumed
+            self.report.z_dropped += checked.z_dropped
         return checked.columns, checked.numbers, checked.rejects, batch.flush
 
     # -- writing ----------------------------------------------------------------------

@@ -28,6 +28,9 @@ class IngestReport:
     srid_assumed: int = 0
     """Rows sent with a geometry that took its column's SRID because neither it, nor the
     source's CRS, nor ``srid=`` said one (as PostGIS does without a word)."""
+    z_dropped: int = 0
+    """Rows with a geometry whose every Z was 0 (KML's default altitude), made 2D for a 2D
+    column: nothing is lost, and the count says it happened."""
     already_committed: int = 0
     """Rows skipped because an earlier run with this ingest_id committed them."""
     reloaded: int = 0
@@ -95,6 +98,7 @@ class IngestReport:
                 ("repaired", len(self.repaired)),
                 ("reprojected into the column's SRID", self.reprojected),
                 ("without an SRID: took the column's", self.srid_assumed),
+                ("Z of 0 dropped for the 2D column", self.z_dropped),
                 ("already committed (resumed)", self.already_committed),
                 ("loaded again (deleted since the last run)", self.reloaded),
                 ("key conflicts ignored", self.conflicts),

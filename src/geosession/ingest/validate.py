@@ -75,6 +75,8 @@ class Checked:
     """Which geometries were reprojected into the column's SRID."""
     assumed: np.ndarray[Any, np.dtype[np.bool_]]
     """Which geometries took the column's SRID because nothing said theirs."""
+    flattened: np.ndarray[Any, np.dtype[np.bool_]]
+    """Which geometries had Z all 0 and were made 2D for a 2D column."""
     encoded: dict[str, list[bytes | None]] = field(default_factory=dict)
     rejects: list[Reject] = field(default_factory=list)
     repaired: list[Reject] = field(default_factory=list)
@@ -108,10 +110,13 @@ def check_geometries(
         problems.update(unmoved)
     geoms, changed = _promote_to_multi(geoms, spec)
     changed |= moved
+    flattened = np.zeros(len(geoms), dtype=bool)
     if not (spec.has_z or spec.measured or spec.unconstrained):
-        changed |= _drop_flat_z(geoms)
+        flattened = _drop_flat_z(geoms)
+        changed |= flattened
     problems.update(_problems(geoms, values, column, spec, problems, default_srid))
-    checked = Checked(keep=np.ones(len(values), dtype=bool), moved=moved, assumed=assumed)
+    keep = np.ones(len(values), dtype=bool)
+    checked = Checked(keep=keep, moved=moved, assumed=assumed, flattened=flattened)
     if on_invalid == "repair":
         geoms = _repair(geoms, problems, spec, first_row, column.name, checked.repaired)
         changed[[r.row - first_row for r in checked.repaired]] = True
