@@ -16,23 +16,27 @@ a table of its own, ``example_parcels`` (made, and filled with 5,000 parcels, at
   on a streaming replica when GEOSESSION_REPLICA_URLS names any (else the primary), one
   that has the client's own writes (its ``wrote`` cookie).
 - ``GET /health``: the pool's state, which is what to watch for leaks.
+- geosession's errors as HTTP answers: a key that exists is a 409, a transient failure
+  (pool exhausted, connection lost, serialization conflict) a 503 with Retry-After, a
+  statement timeout a 504; their messages stay in the log, not in the response.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import shapely
-from fastapi import Cookie, Depends, FastAPI, HTTPException, Query, Response
-from fastapi.responses import StreamingResponse
+from fastapi import Cookie, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 from geoalchemy2 import WKBElement
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from geosession import SpatialDatabase
+from geosession import GeoSessionError, IntegrityViolation, QueryTimeout, SpatialDatabase
 from geosession.demo import synthetic_polygons
 from geosession.geometry import from_geojson, to_element, to_geojson
 from geosession.models import SpatialMixin, geometry_column
@@ -76,6 +80,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 app = FastAPI(title="parcels", lifespan=lifespan)
 SessionDep = Annotated[Session, Depends(db.get_session)]
+log = logging.getLogger("parcels")
+
+
+@app.exception_handler(GeoSessionError)
+def database_error(request: Request, error: GeoSessionError) -> JSONResponse:
+    """What the client may do about it, without the database's words (they go to the log)."""
+    log.warning("%s %s: %s", request.method, request.url.path, error)
+    if isinstance(error, IntegrityViolation):
+        return JSONResponse({"detail": "conflicts with an existing record"}, status_code=409)
+    if error.transient:  # the same request may succeed in a moment
+        headers = {"Retry-After": "1"}
+        return JSONResponse({"detail": "busy, try again"}, status_code=503, headers=headers)
+    if isinstance(error, QueryTimeout):
+        return JSONResponse({"detail": "the query took too long"}, status_code=504)
+    return JSONResponse({"detail": "database error"}, status_code=500)
 
 
 @app.get("/parcels/{parcel_id}")
@@ -139,6 +158,8 @@ def main() -> None:
         square = {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]}
         added = client.post("/parcels", json={"id": 9001, "name": "square", "geometry": square})
         print(f"POST a square: {added.status_code}")
+        again = client.post("/parcels", json={"id": 9001, "name": "square", "geometry": square})
+        print(f"POST it again: {again.status_code} {again.json()['detail']}")
         everything = orjson.loads(client.get("/parcels.geojson").content)
         print(f"GET /parcels.geojson: {len(everything['features']):,} features")
         box = client.get("/parcels.geojson", params={"bbox": "-74,40.7,-73.99,40.71"}).content

@@ -51,6 +51,7 @@ def test_parcels_api_serves_requests_and_returns_every_connection(
     assert "GET /parcels/999999: 404" in out
     assert "POST a bow-tie: 422 need a valid Polygon, got Polygon Self-intersection" in out
     assert "POST a square: 201" in out
+    assert "POST it again: 409 conflicts with an existing record" in out
     assert "GET /parcels.geojson: 5,001 features" in out
     inside = admin.execute(
         "SELECT count(*) FROM example_parcels "
