@@ -326,7 +326,8 @@ def coerce_values(
         values = _missing_as_null(values, kinds)
         kinds = set(map(type, values))
     unreadable: dict[int, str] = {}
-    if convert is not None and _needs_pass(kinds, settled):
+    exact = _EXACT.get(copy_type_name)  # a subclass (a datetime for a date) needs the pass
+    if convert is not None and _needs_pass(kinds, settled) and not (exact and kinds <= exact):
         converted: list[Any] = []
         for index, value in enumerate(values):
             try:
@@ -383,6 +384,8 @@ _ZONED: dict[str, Callable[[dt.tzinfo, Any], Any]] = {
     "date": _to_date,
 }
 """Columns whose values are read in the session's TimeZone."""
+_EXACT = {"date": frozenset({dt.date, NoneType})}
+"""Columns whose values of exactly these types need no pass."""
 
 
 def _conversion(
