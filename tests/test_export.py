@@ -981,10 +981,13 @@ def test_a_csv_of_points_as_coordinate_columns_loads_back(
     )
     assert metric.features == ROWS
     assert (tmp_path / "m.csv").read_text().splitlines()[0] == '"id","x","y"'
+    expression = tmp_path / "e.csv"  # declares no SRID: the rows' is EPSG:4326
+    db.export("SELECT id, ST_Centroid(geom) AS g FROM rd_parcels", expression, coordinates=True)
+    assert expression.read_text().splitlines()[0] == '"id","longitude","latitude"'
     with pytest.raises(ExportFailed, match=r"writes points, and the rows hold a Polygon.*centroid"):
         db.export(query, tmp_path / "polygons.csv", coordinates=True)
     with pytest.raises(
         ConfigurationError, match=r"a gpkg file holds geometries: write CSV .* or leave it out"
     ):
         db.export(query, tmp_path / "x.gpkg", coordinates=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["centroids.csv", "m.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["centroids.csv", "e.csv", "m.csv"]

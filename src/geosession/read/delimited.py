@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from itertools import chain
 from typing import IO, Any
 
 import numpy as np
@@ -51,7 +52,12 @@ def write_csv(
 
     with stream, atomic_output(dest, ".csv") as sink:
         plan, schema, batches = record_batches(pa, stream, on_chunk, text=True)
-        as_points = _Coordinates(pa, schema, plan) if coordinates else None
+        as_points = None
+        if coordinates:  # the first batch tells the CRS of a column that declares none
+            first = next(batches, None)
+            batches = chain([] if first is None else [first], batches)
+            crs = plan.crs_for(plan.geometry.srid) if plan.geometry.srid else None
+            as_points = _Coordinates(pa, schema, plan, crs or (latest[0].crs if latest else None))
         with csv.CSVWriter(sink, as_points.schema if as_points else schema) as writer:
             for batch in batches:
                 writer.write_batch(as_points.batch(batch, latest[0]) if as_points else batch)
@@ -61,10 +67,10 @@ def write_csv(
 class _Coordinates:
     """The active geometry column of each batch as two float columns, in its place."""
 
-    def __init__(self, pa: Any, schema: Any, plan: ReadPlan) -> None:
+    def __init__(self, pa: Any, schema: Any, plan: ReadPlan, crs: str | None) -> None:
         self.pa = pa
         self.index = schema.get_field_index(plan.geometry.name)
-        self.names = _coordinate_names(plan.crs_for(plan.geometry.srid))
+        self.names = _coordinate_names(crs)
         taken = [name for name in self.names if name in schema.names]
         if taken:
             raise ConfigurationError(
