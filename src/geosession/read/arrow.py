@@ -24,7 +24,6 @@ import shapely
 from geosession.errors import ConfigurationError
 from geosession.geometry import wkt_array
 from geosession.read.decode import decode_geometries
-from geosession.read.frames import column_crs
 from geosession.read.plan import Column
 from geosession.read.query import ReadPlan
 from geosession.read.stream import GeometryStream
@@ -111,7 +110,7 @@ def record_batch(pa: Any, schema: Any, plan: ReadPlan, rows: Sequence[Any]) -> t
             shapes = decode_geometries(values)
             active = index == plan.geometry_index
             geometries[column.name] = shapes
-            crs[column.name] = column_crs(plan, column, shapes, active=active)
+            crs[column.name] = plan.column_crs(column, shapes, active=active)
             if field.type == pa.string():
                 values = wkt_array(shapes)
             else:

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import shapely
-
 from geosession.errors import ConfigurationError
 from geosession.read.decode import decode_geometries
 from geosession.read.plan import Column
@@ -49,7 +47,7 @@ def to_frame(geopandas: Any, plan: ReadPlan, rows: list[Any]) -> Any:
         if column.spatial:
             geometries = decode_geometries(columns[index])
             active = index == plan.geometry_index
-            found = column_crs(plan, column, geometries, active=active)
+            found = plan.column_crs(column, geometries, active=active)
             crs = found if active else crs
             data[column.name] = geopandas.GeoSeries(geometries, crs=found)
         else:
@@ -68,13 +66,3 @@ def _series(plan: ReadPlan, column: Column, values: tuple[Any, ...]) -> Any:
     if column_type is None or column_type.dtype is None:
         return list(values)
     return pandas.Series(values, dtype=column_type.dtype)
-
-
-def column_crs(plan: ReadPlan, column: Column, geometries: Any, *, active: bool) -> str | None:
-    """The column's CRS: its declared SRID's, else its rows' (the first that has one)."""
-    projection = plan.options.projection
-    srid = projection.value if active and projection.kind == "transform" else column.srid
-    if srid is None:
-        known = shapely.get_srid(geometries[shapely.get_srid(geometries) > 0])
-        srid = int(known[0]) if len(known) else None
-    return plan.crs_for(srid)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
+import shapely
 from geoalchemy2 import Geography
 from sqlalchemy import (
     ClauseElement,
@@ -175,6 +176,16 @@ class ReadPlan:
     def crs_for(self, srid: float | None) -> str | None:
         """What PROJ calls the CRS of ``srid`` in this database (None: none it reads)."""
         return crs_of(srid, self.spatial_refs)
+
+    def column_crs(self, column: Column, geometries: Any, *, active: bool) -> str | None:
+        """A geometry column's CRS: its declared SRID's (the projection's for the active
+        column), else its rows' (the first that has one)."""
+        projection = self.options.projection
+        srid = projection.value if active and projection.kind == "transform" else column.srid
+        if srid is None:
+            known = shapely.get_srid(geometries[shapely.get_srid(geometries) > 0])
+            srid = int(known[0]) if len(known) else None
+        return self.crs_for(srid)
 
     @property
     def key_position(self) -> int:
