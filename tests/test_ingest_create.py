@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import psycopg
 import pyarrow as pa
@@ -263,6 +264,7 @@ def test_geodataframe_keeps_its_names_and_types_z_and_srid(
             "name": ["a", "b", None],
             "Level": pd.array([1, 2, 3], dtype="int16"),
             "local": pd.to_datetime([dt.datetime(2026, 1, 1, 10), None, dt.datetime(2026, 1, 2)]),
+            "half": np.array([0.5, np.nan, 2], dtype="float16"),  # was a text column
         },
         geometry=[shapely.Point(1, 2, 3), None, shapely.Point(4, 5, 6)],
         crs="EPSG:2056",
@@ -274,13 +276,16 @@ def test_geodataframe_keeps_its_names_and_types_z_and_srid(
         "name": "text",
         "level": "smallint",
         "local": "timestamp without time zone",
+        "half": "real",
         "geometry": "geometry(PointZ,2056)",
     }
-    stored = admin.execute('SELECT ST_AsText(geometry), local FROM "Made_Frame" ORDER BY level')
+    stored = admin.execute(
+        'SELECT ST_AsText(geometry), local, half FROM "Made_Frame" ORDER BY level'
+    )
     assert stored.fetchall() == [
-        ("POINT Z (1 2 3)", dt.datetime(2026, 1, 1, 10)),
-        (None, None),
-        ("POINT Z (4 5 6)", dt.datetime(2026, 1, 2)),
+        ("POINT Z (1 2 3)", dt.datetime(2026, 1, 1, 10), 0.5),
+        (None, None, None),
+        ("POINT Z (4 5 6)", dt.datetime(2026, 1, 2), 2.0),
     ]
 
 

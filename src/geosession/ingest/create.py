@@ -87,6 +87,7 @@ _DTYPES = {
     "uint16": "integer",
     "uint32": "bigint",
     "uint64": "numeric",
+    "float16": "real",
     "float32": "real",
     "float64": "double precision",
 }
