@@ -1820,7 +1820,7 @@ def test_time_interval_and_hstore_values_are_read_or_refused_never_stored_wrong(
         s.execute(
             text(
                 "CREATE TABLE ingest_kinds (id integer PRIMARY KEY, at time, took interval, "
-                "tags hstore, ats time[], tooks interval[], addr inet, net cidr, "
+                "tags hstore, ats time[], tooks interval[], addr inet, net cidr, blob bytea, "
                 "geom geometry(POINT, 4326))"
             )
         )
@@ -1840,6 +1840,7 @@ def test_time_interval_and_hstore_values_are_read_or_refused_never_stored_wrong(
         {"id": 12, "ats": "{12:30,13:00}", "tooks": np.array([np.timedelta64(5, "s")])},
         {"id": 13, "addr": "10.1.2.3/16", "net": "10.0.0.0/8"},  # text: a reject before
         {"id": 14, "net": "10.0.0.1/8"},  # host bits set: not a cidr
+        {"id": 15, "blob": 5},  # was stored as five zero bytes
     ]
     report = berlin.ingest(
         "ingest_kinds", [{**row, "geom": "SRID=4326;POINT(1 1)"} for row in source]
@@ -1851,6 +1852,7 @@ def test_time_interval_and_hstore_values_are_read_or_refused_never_stored_wrong(
         (8, "tags", "value"),
         (10, "ats", "value"),
         (14, "net", "value"),
+        (15, "blob", "value"),
     ]
     assert "not an interval such as '1 day 02:00:00'" in report.rejected[0].reason
     with db.session() as s:

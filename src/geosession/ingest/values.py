@@ -246,14 +246,19 @@ def _to_text(value: Any) -> Any:
     return value
 
 
-def _to_bytes(text: str) -> bytes:
+def _to_bytes(value: Any) -> bytes:
     """bytea text as the server reads its hex form (``\\x0102``); text without a
-    backslash is its UTF-8 bytes, and the old escape form is refused."""
-    if text.startswith("\\x"):
-        return bytes.fromhex(text[2:])
-    if "\\" in text:
+    backslash is its UTF-8 bytes, and the old escape form is refused. Anything but bytes
+    and text is refused too: psycopg's bytea dumper would send 5 as five zero bytes."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if not isinstance(value, str):
+        raise _Unreadable(f"a bytea column takes bytes or text, not {type(value).__name__}")
+    if value.startswith("\\x"):
+        return bytes.fromhex(value[2:])
+    if "\\" in value:
         raise _Unreadable("only bytea's hex form is read: \\x followed by hex digits")
-    return text.encode()
+    return value.encode()
 
 
 _RANGES = ("int4range", "int8range", "numrange", "daterange", "tsrange", "tstzrange")
@@ -278,7 +283,6 @@ _FROM_TEXT: dict[str, Callable[[Any], Any]] = {
     "float4": _to_float,
     "float8": _to_float,
     "uuid": uuid.UUID,
-    "bytea": _to_bytes,
     "inet": ipaddress.ip_interface,  # 10.0.0.1 or 10.0.0.0/8, as inet reads them
     "cidr": ipaddress.ip_network,  # host bits set are refused, as by cidr
     **{name: _text_loader(name) for name in _RANGES},  # [1,5), as PostgreSQL writes them
@@ -290,6 +294,7 @@ _FROM_ANY: dict[str, tuple[Callable[[Any], Any], tuple[type, ...]]] = {
     "bool": (_to_bool, (bool, np.bool_, NoneType)),
     "hstore": (_to_hstore, (NoneType,)),
     "interval": (_to_interval, (NoneType,)),
+    "bytea": (_to_bytes, (bytes, NoneType)),
 }
 """Columns whose values of every type are converted, and the types that need no pass."""
 TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "name"})
