@@ -1821,7 +1821,7 @@ def test_time_interval_and_hstore_values_are_read_or_refused_never_stored_wrong(
             text(
                 "CREATE TABLE ingest_kinds (id integer PRIMARY KEY, at time, took interval, "
                 "tags hstore, ats time[], tooks interval[], addr inet, net cidr, blob bytea, "
-                "geom geometry(POINT, 4326))"
+                "flags bool[], moments timestamptz[], geom geometry(POINT, 4326))"
             )
         )
     berlin = make_db(server_settings={"TimeZone": "Europe/Berlin"}, pool_size=2)
@@ -1841,6 +1841,8 @@ def test_time_interval_and_hstore_values_are_read_or_refused_never_stored_wrong(
         {"id": 13, "addr": "10.1.2.3/16", "net": "10.0.0.0/8"},  # text: a reject before
         {"id": 14, "net": "10.0.0.1/8"},  # host bits set: not a cidr
         {"id": 15, "blob": 5},  # was stored as five zero bytes
+        {"id": 16, "flags": ["false", 1, None], "moments": '{"2026-01-01 00:00+02"}'},
+        {"id": 17, "flags": ["maybe"]},  # was stored as {t}, as "false" was
     ]
     report = berlin.ingest(
         "ingest_kinds", [{**row, "geom": "SRID=4326;POINT(1 1)"} for row in source]
@@ -1853,6 +1855,7 @@ def test_time_interval_and_hstore_values_are_read_or_refused_never_stored_wrong(
         (10, "ats", "value"),
         (14, "net", "value"),
         (15, "blob", "value"),
+        (17, "flags", "value"),
     ]
     assert "not an interval such as '1 day 02:00:00'" in report.rejected[0].reason
     with db.session() as s:
@@ -1868,14 +1871,17 @@ def test_time_interval_and_hstore_values_are_read_or_refused_never_stored_wrong(
         (11, None, dt.timedelta(days=32, hours=3), None),  # psycopg reads a month as 30 days
         (12, None, None, None),
         (13, None, None, None),
+        (16, None, None, None),
     ]
     with db.session() as s:
+        both = s.execute(text("SELECT flags, moments FROM ingest_kinds WHERE id = 16")).one()
+        assert both == ([False, True, None], [dt.datetime(2025, 12, 31, 22, tzinfo=dt.UTC)])
         month = s.execute(text("SELECT took::text FROM ingest_kinds WHERE id = 11")).scalar()
         assert month == "1 mon 2 days 03:00:00"  # the month sent as one
         arrays = s.execute(
             text(
                 "SELECT ats::text, tooks::text, addr::text, net::text "
-                "FROM ingest_kinds WHERE id > 8"
+                "FROM ingest_kinds WHERE id BETWEEN 9 AND 15"
             )
         )
         assert arrays.all() == [

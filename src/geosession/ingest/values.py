@@ -416,18 +416,27 @@ def _conversion(
 def _array_conversion(
     copy_type_name: str, timezone: dt.tzinfo
 ) -> tuple[Callable[[Any], Any], tuple[type, ...]]:
-    """Arrays as lists; the elements of a time[] or interval[] each read as a value of
-    their own column would be (psycopg's dumpers for them check nothing)."""
+    """Arrays as lists; the elements of types whose psycopg dumpers check little (time and
+    interval take any object, bool any value's truthiness: "false" as true) or which are
+    read in the session's TimeZone, each read as a value of their own column would be."""
     element = copy_type_name.removesuffix("[]")
-    if element == "time":
-        convert = functools.partial(_to_time, timezone)
-        return functools.partial(_to_array, _array_parser(copy_type_name), convert), (NoneType,)
-    if element == "interval":  # psycopg's interval loader misreads input forms (P1D)
-        parse = _array_parser("text[]")
-        return functools.partial(_to_array, parse, _to_interval_element), (NoneType,)
-    return functools.partial(_to_array, _array_parser(copy_type_name), None), (list, NoneType)
+    convert: Callable[[Any], Any] | None = None
+    if element in _ZONED:
+        convert = functools.partial(_ZONED[element], timezone)
+    elif element in _ELEMENTS:
+        convert = _ELEMENTS[element]
+    if convert is None:
+        return functools.partial(_to_array, _array_parser(copy_type_name), None), (list, NoneType)
+    # psycopg's loaders read PostgreSQL's output forms and misread some input ones (P1D as
+    # 60 s, 00:00+02 as 00:00:02 UTC): the array's text gives strings, read as a column's
+    return functools.partial(_to_array, _array_parser("text[]"), convert), (NoneType,)
 
 
+_ELEMENTS: dict[str, Callable[[Any], Any]] = {
+    "bool": _to_bool,
+    "interval": _to_interval_element,
+}
+"""Array elements converted as their scalar columns' values are (bar the zoned types)."""
 _JSON: dict[str, Callable[[str], Any]] = {
     # text for a JSON column is JSON already (as in an INSERT): sent as it is, and checked
     # by the server, instead of being dumped again as one JSON string
