@@ -1821,7 +1821,8 @@ def test_time_interval_and_hstore_values_are_read_or_refused_never_stored_wrong(
             text(
                 "CREATE TABLE ingest_kinds (id integer PRIMARY KEY, at time, took interval, "
                 "tags hstore, ats time[], tooks interval[], addr inet, net cidr, blob bytea, "
-                "flags bool[], moments timestamptz[], geom geometry(POINT, 4326))"
+                "flags bool[], moments timestamptz[], span tstzrange, "
+                "geom geometry(POINT, 4326))"
             )
         )
     berlin = make_db(server_settings={"TimeZone": "Europe/Berlin"}, pool_size=2)
@@ -1841,7 +1842,12 @@ def test_time_interval_and_hstore_values_are_read_or_refused_never_stored_wrong(
         {"id": 13, "addr": "10.1.2.3/16", "net": "10.0.0.0/8"},  # text: a reject before
         {"id": 14, "net": "10.0.0.1/8"},  # host bits set: not a cidr
         {"id": 15, "blob": 5},  # was stored as five zero bytes
-        {"id": 16, "flags": ["false", 1, None], "moments": '{"2026-01-01 00:00+02"}'},
+        {
+            "id": 16,
+            "flags": ["false", 1, None],
+            "moments": '{"2026-01-01 00:00+02"}',
+            "span": '["2026-01-01 00:00+02",)',  # psycopg read 00:00+02 as 00:00:02 UTC
+        },
         {"id": 17, "flags": ["maybe"]},  # was stored as {t}, as "false" was
     ]
     report = berlin.ingest(
@@ -1874,8 +1880,11 @@ def test_time_interval_and_hstore_values_are_read_or_refused_never_stored_wrong(
         (16, None, None, None),
     ]
     with db.session() as s:
-        both = s.execute(text("SELECT flags, moments FROM ingest_kinds WHERE id = 16")).one()
-        assert both == ([False, True, None], [dt.datetime(2025, 12, 31, 22, tzinfo=dt.UTC)])
+        both = s.execute(
+            text("SELECT flags, moments, lower(span) FROM ingest_kinds WHERE id = 16")
+        ).one()
+        start = dt.datetime(2025, 12, 31, 22, tzinfo=dt.UTC)
+        assert both == ([False, True, None], [start], start)
         month = s.execute(text("SELECT took::text FROM ingest_kinds WHERE id = 11")).scalar()
         assert month == "1 mon 2 days 03:00:00"  # the month sent as one
         arrays = s.execute(

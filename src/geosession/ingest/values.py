@@ -15,6 +15,7 @@ import ipaddress
 import json
 import math
 import numbers
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from types import NoneType
@@ -26,6 +27,7 @@ from psycopg.adapt import Transformer
 from psycopg.pq import Format
 from psycopg.types.hstore import HstoreLoader
 from psycopg.types.json import Json, Jsonb
+from psycopg.types.range import Range
 
 from geosession.ingest.intervals import Interval, parse_interval
 
@@ -261,22 +263,49 @@ def _to_bytes(value: Any) -> bytes:
     return value.encode()
 
 
-_RANGES = ("int4range", "int8range", "numrange", "daterange", "tsrange", "tstzrange")
+_RANGE_TEXT = re.compile(
+    r'([\[(])\s*("(?:[^"\\]|\\.)*"|[^,]*?)\s*,\s*("(?:[^"\\]|\\.)*"|[^\])]*?)\s*([\])])'
+)
+"""A range's text: its bounds' brackets, and each bound bare, quoted or left out."""
 
 
-def _text_loader(type_name: str) -> Callable[[str], Any]:
-    """psycopg's reader of the type's text, PostgreSQL's output form (a range's bounds)."""
-    info = psycopg.postgres.types.get(type_name)
-    assert info is not None, type_name
-    loader = Transformer().get_loader(info.oid, Format.TEXT)
+def _to_range(bound: Callable[[str], Any], value: Any) -> Any:
+    """A range's text (``[1,5)``, ``["2026-01-01 00:00+02",)``, ``empty``) as a Range,
+    each bound read as its column type's value would be; a Range as it is."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.lower() == "empty":
+        return Range(empty=True)
+    match = _RANGE_TEXT.fullmatch(text)
+    if match is None:
+        raise _Unreadable("not a range such as [1,5), (,3] or empty")
+    opening, lower, upper, closing = match.groups()
+    return Range(_bound(bound, lower), _bound(bound, upper), opening + closing)
 
-    def load(text: str) -> Any:
-        try:
-            return loader.load(text.encode())
-        except (psycopg.Error, ValueError) as error:
-            raise _Unreadable(f"not a {type_name} such as [1,5) ({error})") from None
 
-    return load
+def _bound(read: Callable[[str], Any], text: str) -> Any:
+    if not text:
+        return None  # unbounded
+    if text.startswith('"'):
+        text = re.sub(r"\\(.)", r"\1", text[1:-1])
+    if text.strip().lower() in ("infinity", "-infinity"):
+        raise _Unreadable("an infinite bound cannot be sent; leave the bound out instead")
+    value = read(text.strip())
+    if value is None:
+        raise _Unreadable(f"not a bound: {text!r}")
+    return value
+
+
+_RANGE_BOUNDS: dict[str, Callable[[dt.tzinfo], Callable[[str], Any]]] = {
+    "int4range": lambda _: int,
+    "int8range": lambda _: int,
+    "numrange": lambda _: decimal.Decimal,
+    "daterange": lambda timezone: functools.partial(_to_date, timezone),
+    "tsrange": lambda timezone: functools.partial(_to_timestamp, timezone),
+    "tstzrange": lambda timezone: functools.partial(_to_timestamptz, timezone),
+}
+"""How a range's bounds are read, in the session's TimeZone for times."""
 
 
 _FROM_TEXT: dict[str, Callable[[Any], Any]] = {
@@ -285,7 +314,6 @@ _FROM_TEXT: dict[str, Callable[[Any], Any]] = {
     "uuid": uuid.UUID,
     "inet": ipaddress.ip_interface,  # 10.0.0.1 or 10.0.0.0/8, as inet reads them
     "cidr": ipaddress.ip_network,  # host bits set are refused, as by cidr
-    **{name: _text_loader(name) for name in _RANGES},  # [1,5), as PostgreSQL writes them
 }
 """Columns whose dumper takes any value but text as it is."""
 _FROM_ANY: dict[str, tuple[Callable[[Any], Any], tuple[type, ...]]] = {
@@ -401,6 +429,8 @@ def _conversion(
         return functools.partial(_ZONED[copy_type_name], timezone), (NoneType,)
     if copy_type_name in _FROM_ANY:
         return _FROM_ANY[copy_type_name]
+    if copy_type_name in _RANGE_BOUNDS:  # text only: a Range is sent as it is
+        return functools.partial(_to_range, _RANGE_BOUNDS[copy_type_name](timezone)), None
     if copy_type_name in TEXT_TYPES:
         return _to_text, _SCALARS
     if copy_type_name.endswith("[]"):
