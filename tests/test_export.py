@@ -583,6 +583,19 @@ def test_geojson_lines_round_trip_through_ingest(
         admin.execute("DROP TABLE IF EXISTS rd_lines, rd_lines_rejected")
 
 
+def test_csv_holds_every_digit_of_a_numeric(db: SpatialDatabase, tmp_path: Path) -> None:
+    """A float64 column wrote 12345678901234567890 as 1.2345678901234567e+19."""
+    out = tmp_path / "numbers.csv"
+    query = (
+        "SELECT 12345678901234567890::numeric AS big, 0.1::numeric(30, 25) + 0.2 AS exact, "
+        "'NaN'::numeric AS nan, NULL::numeric AS nothing, ST_Point(1, 2, 4326) AS geom"
+    )
+    db.export(query, out)
+    assert out.read_text().splitlines()[1] == (
+        '"12345678901234567890","0.3000000000000000000000000","NaN",,"POINT (1 2)"'
+    )
+
+
 def test_csv_with_wkt_round_trips_through_ingest(
     db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
@@ -594,8 +607,8 @@ def test_csv_with_wkt_round_trips_through_ingest(
     assert db.export(statement, out, batch_size=700).format == "csv"
     lines = out.read_text().splitlines()
     assert lines[0] == '"id","name","value","seen","uid","meta","blob","span","geom"'
-    assert lines[1].startswith(
-        '1,"parcel 1",0.25,2024-01-02,"00000000-0000-0000-0000-000000000001"'
+    assert lines[1].startswith(  # numeric as its exact text, so quoted as text is
+        '1,"parcel 1","0.25",2024-01-02,"00000000-0000-0000-0000-000000000001"'
     )
     assert '"\\x00ff"' in lines[1] and ',"POLYGON ((' in lines[1] and len(lines) == ROWS + 1
     admin.execute(

@@ -7,7 +7,8 @@ GeoDataFrame between (which cost a quarter of a GeoPackage or Shapefile export).
 Geometries are ISO WKB (what GeoParquet and GDAL read), or for text formats (CSV) WKT,
 with bytea as PostgreSQL's ``\\x`` hex. Types Arrow has no equivalent for are text: JSON
 and arrays as JSON, the rest (uuid, interval...) as Python prints them; numeric is
-float64, as GeoPackage has no decimal type either; a float's NaN stays NaN.
+float64, as GeoPackage has no decimal type either, but in CSV its exact text; a float's
+NaN stays NaN.
 """
 
 from __future__ import annotations
@@ -87,12 +88,17 @@ def record_batches(
     return plan, schema, batches()
 
 
+_EXACT_AS_TEXT = frozenset({BYTEA, NUMERIC})
+"""Types a text format (CSV) holds as PostgreSQL's text: bytea as hex, numeric with every
+digit (as a float, 12345678901234567890 was written 1.2345678901234567e+19)."""
+
+
 def arrow_field(pa: Any, column: Column, *, text: bool = False) -> Any:
     """The Arrow field of a column, by its type OID; geometries are WKB binary, and with
-    ``text`` geometries and bytea are strings."""
+    ``text`` geometries, bytea and numeric are strings."""
     if column.spatial and not text:
         return pa.field(column.name, pa.binary())
-    if column.spatial or column.as_text or (text and column.type_oid == BYTEA):
+    if column.spatial or column.as_text or (text and column.type_oid in _EXACT_AS_TEXT):
         return pa.field(column.name, pa.string())
     column_type = COLUMN_TYPES.get(column.type_oid)
     return pa.field(column.name, pa.string() if column_type is None else column_type.arrow(pa))
