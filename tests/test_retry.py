@@ -175,6 +175,40 @@ def test_run_transaction_commits_and_returns(db: SpatialDatabase, points: str) -
         db.run_transaction(insert, read_only=True)
 
 
+def test_work_that_would_run_after_the_transaction_is_refused_and_rolled_back(
+    db: SpatialDatabase, points: str
+) -> None:
+    """An async fn given to run_transaction returned an unawaited coroutine (an empty
+    commit and a RuntimeWarning); a generator's body ran after the commit, if ever; a
+    sync fn given to async_run_transaction failed with "can't be used in 'await'"."""
+
+    async def insert_async(s: AsyncSession) -> None:
+        await s.execute(text("INSERT INTO points VALUES (1, 'SRID=4326;POINT(1 2)')"))
+
+    def insert_lazily(s: Session) -> Iterator[int]:
+        s.execute(text("INSERT INTO points VALUES (2, 'SRID=4326;POINT(1 2)')"))
+        yield 2
+
+    def count(s: Session) -> int:
+        return 3
+
+    with pytest.raises(ConfigurationError, match="insert_async, which is async.*async_run"):
+        db.run_transaction(insert_async)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="insert_lazily returned a generator"):
+        db.run_transaction(insert_lazily)
+
+    async def sync_given_to_async() -> None:
+        try:
+            with pytest.raises(ConfigurationError, match="needs an async function.*count"):
+                await db.async_run_transaction(count)  # type: ignore[arg-type]
+        finally:
+            await db.adispose()
+
+    asyncio.run(sync_given_to_async())
+    with db.session() as s:
+        assert s.execute(text("SELECT count(*) FROM points")).scalar() == 0  # none of it ran
+
+
 def test_transactional_decorator(db: SpatialDatabase, points: str) -> None:
     calls: list[int] = []
 

@@ -174,7 +174,7 @@ def run_transaction(db: SpatialDatabase, fn: Callable[[Session], T], options: Re
         attempt += 1
         try:
             with db.transaction(**transaction) as session:
-                return fn(session)
+                return _finished(fn(session), fn)
         except GeoSessionError as error:
             delay = _after_failure(policy, error, attempt, fn)
         time.sleep(delay)
@@ -190,10 +190,39 @@ async def arun_transaction(
         attempt += 1
         try:
             async with db.async_transaction(**transaction) as session:
-                return await fn(session)
+                return await _awaitable(fn(session), fn)
         except GeoSessionError as error:
             delay = _after_failure(policy, error, attempt, fn)
         await asyncio.sleep(delay)
+
+
+def _finished(result: T, fn: Callable[..., Any]) -> T:
+    """``fn``'s result, unless it is work not done yet: a coroutine or a generator would
+    run after the transaction (committed empty) had ended. Raised inside it: rolled back."""
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()  # no "never awaited" warning: the error says it
+        raise ConfigurationError(
+            f"run_transaction called {_name_of(fn)}, which is async: its work would run "
+            "after the transaction ended. Use await db.async_run_transaction(fn)"
+        )
+    if inspect.isgenerator(result) or inspect.isasyncgen(result):
+        raise ConfigurationError(
+            f"{_name_of(fn)} returned a generator, whose body runs only when iterated, "
+            "after the transaction ended: return a list instead (return list(...))"
+        )
+    return result
+
+
+def _awaitable(result: Awaitable[T], fn: Callable[..., Any]) -> Awaitable[T]:
+    """``fn``'s coroutine; a sync ``fn`` has done its work already, outside any await."""
+    if not inspect.isawaitable(result):
+        raise ConfigurationError(
+            f"async_run_transaction needs an async function (async def fn(session)), and "
+            f"{_name_of(fn)} returned a value of type {type(result).__name__}: for a sync one, use "
+            "db.run_transaction(fn)"
+        )
+    return result
 
 
 def _after_failure(
