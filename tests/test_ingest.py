@@ -1247,6 +1247,32 @@ def test_several_deferred_indexes_are_all_rebuilt(db: SpatialDatabase, table: st
     assert table_state(db) == (2_000, 2_000, source_checksum(2_000))
 
 
+def test_two_loads_into_one_empty_table_at_once_rebuild_its_indexes_once(
+    db: SpatialDatabase, make_db: Callable[..., SpatialDatabase], table: str
+) -> None:
+    """Both saw the table empty and deferred its index; the second to finish rebuilt it
+    again alongside the first and failed on pg_class's unique name ("duplicate key value
+    ... pg_class_relname_nsp_index"), though the rows and the index were fine."""
+    with db.transaction() as s:
+        s.execute(text(f"CREATE INDEX {TABLE}_name_idx ON {TABLE} (name)"))
+    start = threading.Barrier(2)
+    reports: list[Any] = []
+
+    def load(first: int) -> None:
+        loader = make_db(pool_size=3)
+        start.wait()
+        reports.append(loader.ingest(table, rows(20_000, start=first), ingest_id=f"both-{first}"))
+
+    threads = [threading.Thread(target=load, args=(n,)) for n in (1, 100_001)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [report.inserted for report in reports] == [20_000, 20_000]
+    assert index_names(db) == {f"{TABLE}_pkey", f"{TABLE}_geom_idx", f"{TABLE}_name_idx"}
+    assert not deferred_records(db)
+
+
 def test_a_unique_index_is_never_deferred(db: SpatialDatabase, table: str) -> None:
     """It enforces keys during the load (and ON CONFLICT needs it): a duplicate must be
     refused as with a constraint, not loaded and then break the rebuild."""

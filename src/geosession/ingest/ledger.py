@@ -322,7 +322,9 @@ def _cascading(definition: str, quoted_name: str) -> str:
 
 
 def defer_indexes(cursor: Any, target: Target, ingest_id: str) -> list[str]:
-    """Records and drops the table's secondary indexes (not those behind constraints)."""
+    """Records and drops the table's secondary indexes (not those behind constraints).
+    Concurrent loads into the table take turns: the second finds them dropped already."""
+    cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{DEFERRED} {target.oid}",))
     _forget_stale_deferred(cursor, target)  # else an old record keeps its index's name
     indexes = secondary_indexes(cursor, target)
     for name, definition in indexes:
@@ -381,10 +383,12 @@ def _forget_stale_deferred(cursor: Any, target: Target) -> dict[str, Any]:
 
 
 def restore_index(cursor: Any, target: Target, name: str, definition: str) -> None:
-    """Recreates one deferred index (unless it is there already), then forgets it."""
-    cursor.execute(
-        "SELECT to_regclass(%s)", (f"{target.quote(target.schema)}.{target.quote(name)}",)
-    )
+    """Recreates one deferred index (unless it is there already), then forgets it. A
+    concurrent load that deferred it too waits its turn, then finds it rebuilt (both
+    building it failed on pg_class's unique name)."""
+    index = f"{target.quote(target.schema)}.{target.quote(name)}"
+    cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{DEFERRED} {index}",))
+    cursor.execute("SELECT to_regclass(%s)", (index,))
     if cursor.fetchone()[0] is None:
         cursor.execute(definition)
     cursor.execute(
