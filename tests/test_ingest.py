@@ -1273,6 +1273,80 @@ def test_two_loads_into_one_empty_table_at_once_rebuild_its_indexes_once(
     assert not deferred_records(db)
 
 
+def test_a_chunk_whose_rows_another_run_of_the_id_committed_is_refused(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], table: str
+) -> None:
+    """Two runs of one ingest id at once cut chunks differently: rows 1-7000 of one and
+    5001-12000 of the other passed the ledger's key (first rows differ), so rows
+    5001-7000 could be loaded twice. A commit over rows another run committed after this
+    one began is refused; rows committed before it began are the ones it skips (a resumed
+    chunk's span may cover them)."""
+    from types import SimpleNamespace
+
+    from geosession.ingest.ledger import CommittedRows, record_chunk
+
+    db.ingest(table, [], progress=False)  # makes the ledger
+    target = SimpleNamespace(quoted=f'"public"."{TABLE}"', oid=None, database=None)
+    before = CommittedRows()  # what a run saw committed when it began
+
+    def commit(first: int, last: int, known: CommittedRows) -> None:
+        with admin.transaction(), admin.cursor() as cursor:
+            span, counts = (first, last), (last - first + 1, 0)
+            record_chunk(
+                cursor, "twice", target, span, counts, "0", started_empty=True, known=known
+            )
+
+    commit(1, 7000, before)  # another run's
+    for first, last in ((5001, 12000), (7000, 7000), (1, 1), (2, 100)):
+        with pytest.raises(IntegrityViolation, match=f"rows 1-7000 of ingest twice .* {first}-"):
+            commit(first, last, before)
+    resumed = CommittedRows()
+    resumed.add(1, 7000)  # a run that began after those were committed skips them
+    commit(3001, 12000, resumed)  # its span covers 3001-7000, its rows do not
+    with pytest.raises(IntegrityViolation, match="rows 3001-12000 of ingest twice"):
+        commit(11000, 13000, resumed)
+    rows = admin.execute(
+        "SELECT first_row, last_row FROM geosession_ingest_ledger WHERE ingest_id = 'twice' "
+        "ORDER BY first_row"
+    ).fetchall()
+    assert rows == [(1, 7000), (3001, 12000)]
+    admin.execute("DELETE FROM geosession_ingest_ledger WHERE ingest_id = 'twice'")
+
+
+def test_two_runs_of_one_ingest_id_at_once_load_no_row_twice(
+    db: SpatialDatabase, make_db: Callable[..., SpatialDatabase], table: str
+) -> None:
+    """Into a table without a key, which would not refuse a row loaded twice itself."""
+    with db.transaction() as s:
+        s.execute(text(f"ALTER TABLE {TABLE} DROP CONSTRAINT {TABLE}_pkey"))
+    start = threading.Barrier(2)
+    outcomes: list[Any] = []
+
+    def load(chunk_size: int) -> None:
+        loader = make_db(pool_size=3)
+        start.wait()
+        try:
+            outcomes.append(
+                loader.ingest(
+                    table, rows(30_000), ingest_id="at-once", chunk_size=chunk_size, workers=2
+                )
+            )
+        except IntegrityViolation as error:
+            outcomes.append(error)
+
+    threads = [threading.Thread(target=load, args=(size,)) for size in (3_000, 5_000)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    refused = [o for o in outcomes if isinstance(o, IntegrityViolation)]
+    assert all("another run of the same ingest id" in str(error) for error in refused), refused
+    count, distinct, _ = table_state(db)
+    assert count == distinct  # whoever stopped, no row twice
+    db.ingest(table, rows(30_000), ingest_id="at-once")  # one run finishes the load
+    assert table_state(db) == (30_000, 30_000, source_checksum(30_000))
+
+
 def test_a_unique_index_is_never_deferred(db: SpatialDatabase, table: str) -> None:
     """It enforces keys during the load (and ON CONFLICT needs it): a duplicate must be
     refused as with a constraint, not loaded and then break the rebuild."""

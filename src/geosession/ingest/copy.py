@@ -20,7 +20,13 @@ from psycopg.types.json import Json, Jsonb
 from geosession.errors import ConfigurationError, IntegrityViolation
 from geosession.ingest import binary
 from geosession.ingest.binary import SIGNATURE, TRAILER, Encoded, Refused
-from geosession.ingest.ledger import record_chunk, require_privileges, run_as_owner
+from geosession.ingest.ledger import (
+    CommittedRows,
+    record_chunk,
+    refuse_overlap,
+    require_privileges,
+    run_as_owner,
+)
 from geosession.ingest.target import Column, Target
 from geosession.ingest.validate import Reject, as_text
 
@@ -43,6 +49,8 @@ class WritePlan:
     quarantine: bool
     started_empty: bool = False
     """The table was empty when the ingest first started (recorded with each chunk)."""
+    committed: CommittedRows = field(default_factory=CommittedRows)
+    """The rows committed before this run began: those it skips."""
 
 
 @dataclass
@@ -114,10 +122,16 @@ class ChunkResult:
 
 def write_chunk(conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk) -> ChunkResult:
     """Commits the chunk's rows, rejects and ledger entry in one transaction."""
+    span = (chunk.first_row, chunk.last_row)
     with conn.transaction(), conn.cursor() as cursor:
+        refuse_overlap(cursor, plan.ingest_id, span, plan.committed)
         if plan.on_conflict != "error":
             _create_stage(cursor, plan)
-        inserted, server_rejects = _write_bisecting(conn, plan, chunk, 0, len(chunk))
+        try:
+            inserted, server_rejects = _write_bisecting(conn, plan, chunk, 0, len(chunk))
+        except IntegrityViolation:  # the key's owner may be another run of this ingest id
+            refuse_overlap(cursor, plan.ingest_id, span, plan.committed)
+            raise
         rejects = chunk.rejects + server_rejects
         if plan.quarantine and rejects:
             _quarantine(cursor, plan, rejects)
@@ -130,6 +144,7 @@ def write_chunk(conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk) ->
             counts,
             chunk.checksum,
             started_empty=plan.started_empty,
+            known=plan.committed,
         )
     return ChunkResult(inserted, rejects)
 
@@ -295,6 +310,8 @@ def ensure_quarantine(cursor: psycopg.Cursor[Any], target: Target) -> str:
         "or 'raise', which keep no rejects."
     )
     if cursor.execute("SELECT to_regclass(%s)", (name,)).fetchone() == (None,):
+        # loads starting at once take turns (IF NOT EXISTS is no guard against a race)
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
         run_as_owner(
             cursor,
             f"CREATE TABLE IF NOT EXISTS {name} (id bigserial PRIMARY KEY, ingest_id text NOT "

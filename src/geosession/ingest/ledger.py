@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from geosession.errors import ConfigurationError
+from geosession.errors import ConfigurationError, IntegrityViolation
 from geosession.ingest.target import Target, double_quoted
 
 LEDGER = "geosession_ingest_ledger"
@@ -271,7 +271,9 @@ def record_chunk(
     checksum: str,
     *,
     started_empty: bool,
+    known: CommittedRows,
 ) -> None:
+    refuse_overlap(cursor, ingest_id, span, known, settled=True)
     values = [ingest_id, target.quoted, target.oid, target.database, *span, *counts]
     cursor.execute(
         f"INSERT INTO {LEDGER} (ingest_id, target, target_oid, target_database, first_row, "
@@ -279,6 +281,44 @@ def record_chunk(
         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         [*values, checksum, started_empty],
     )
+
+
+def refuse_overlap(
+    cursor: Any,
+    ingest_id: str,
+    span: tuple[int, int],
+    known: CommittedRows,
+    *,
+    settled: bool = False,
+) -> None:
+    """Refuses a chunk whose rows another run of this ingest id committed after this run
+    began (``known``: what was committed then, the rows this run skips).
+
+    Two runs of one id at once cut their chunks differently: rows 1-7000 of one and
+    5001-12000 of the other pass the ledger's key (their first rows differ), and rows
+    5001-7000 would be loaded twice. A ledger entry overlapping this chunk's rows that is
+    not within ``known`` is another run's. Checked before the COPY (the common case, and a
+    clear error where the table's key would only say "duplicate key"), and, ``settled``,
+    with the commits of one id taking turns (an advisory lock held to the commit), which
+    no race gets past."""
+    first, last = span
+    if settled:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{LEDGER} {ingest_id}",))
+    cursor.execute(
+        f"SELECT first_row, last_row FROM {LEDGER} WHERE ingest_id = %s AND first_row <= %s "
+        "AND last_row >= %s",
+        (ingest_id, last, first),
+    )
+    for entry_first, entry_last in cursor.fetchall():
+        if not known.covers(int(entry_first), int(entry_last)):
+            raise IntegrityViolation(
+                f"Source rows {entry_first}-{entry_last} of ingest {ingest_id} were committed "
+                f"by another run of the same ingest id while this one loaded rows "
+                f"{first}-{last}: two runs of one load at once. This one stops, keeping "
+                "nothing of the chunk; no row is loaded twice, and running the load again "
+                "(one run) resumes after every committed row. Give loads that should run "
+                "together their own ingest_id"
+            )
 
 
 def secondary_indexes(cursor: Any, target: Target) -> list[tuple[str, str]]:

@@ -214,6 +214,7 @@ class Ingest:
                     self.options.on_conflict,
                     quarantine,
                     self.started_empty,
+                    self.committed,
                 )
             return self.plan
 
