@@ -1247,6 +1247,32 @@ def test_several_deferred_indexes_are_all_rebuilt(db: SpatialDatabase, table: st
     assert table_state(db) == (2_000, 2_000, source_checksum(2_000))
 
 
+def at_once(
+    make_db: Callable[..., SpatialDatabase],
+    load: Callable[[SpatialDatabase, Any], Any],
+    arguments: tuple[Any, ...],
+) -> list[Any]:
+    """``load(db, argument)`` for each argument, on threads released together, each with
+    a database of its own; what each returned or raised (a GeoSessionError), as it ended."""
+    start = threading.Barrier(len(arguments))
+    outcomes: list[Any] = []
+
+    def run(argument: Any) -> None:
+        loader = make_db(pool_size=3)
+        start.wait()
+        try:
+            outcomes.append(load(loader, argument))
+        except GeoSessionError as error:
+            outcomes.append(error)
+
+    threads = [threading.Thread(target=run, args=(argument,)) for argument in arguments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
 def test_two_loads_into_one_empty_table_at_once_rebuild_its_indexes_once(
     db: SpatialDatabase, make_db: Callable[..., SpatialDatabase], table: str
 ) -> None:
@@ -1255,19 +1281,13 @@ def test_two_loads_into_one_empty_table_at_once_rebuild_its_indexes_once(
     ... pg_class_relname_nsp_index"), though the rows and the index were fine."""
     with db.transaction() as s:
         s.execute(text(f"CREATE INDEX {TABLE}_name_idx ON {TABLE} (name)"))
-    start = threading.Barrier(2)
-    reports: list[Any] = []
-
-    def load(first: int) -> None:
-        loader = make_db(pool_size=3)
-        start.wait()
-        reports.append(loader.ingest(table, rows(20_000, start=first), ingest_id=f"both-{first}"))
-
-    threads = [threading.Thread(target=load, args=(n,)) for n in (1, 100_001)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    reports = at_once(
+        make_db,
+        lambda loader, first: loader.ingest(
+            table, rows(20_000, start=first), ingest_id=f"both-{first}"
+        ),
+        (1, 100_001),
+    )
     assert [report.inserted for report in reports] == [20_000, 20_000]
     assert index_names(db) == {f"{TABLE}_pkey", f"{TABLE}_geom_idx", f"{TABLE}_name_idx"}
     assert not deferred_records(db)
@@ -1319,26 +1339,13 @@ def test_two_runs_of_one_ingest_id_at_once_load_no_row_twice(
     """Into a table without a key, which would not refuse a row loaded twice itself."""
     with db.transaction() as s:
         s.execute(text(f"ALTER TABLE {TABLE} DROP CONSTRAINT {TABLE}_pkey"))
-    start = threading.Barrier(2)
-    outcomes: list[Any] = []
-
-    def load(chunk_size: int) -> None:
-        loader = make_db(pool_size=3)
-        start.wait()
-        try:
-            outcomes.append(
-                loader.ingest(
-                    table, rows(30_000), ingest_id="at-once", chunk_size=chunk_size, workers=2
-                )
-            )
-        except IntegrityViolation as error:
-            outcomes.append(error)
-
-    threads = [threading.Thread(target=load, args=(size,)) for size in (3_000, 5_000)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = at_once(
+        make_db,
+        lambda loader, size: loader.ingest(
+            table, rows(30_000), ingest_id="at-once", chunk_size=size, workers=2
+        ),
+        (3_000, 5_000),
+    )
     refused = [o for o in outcomes if isinstance(o, IntegrityViolation)]
     assert all("another run of the same ingest id" in str(error) for error in refused), refused
     count, distinct, _ = table_state(db)
