@@ -124,7 +124,6 @@ def write_chunk(conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk) ->
     """Commits the chunk's rows, rejects and ledger entry in one transaction."""
     span = (chunk.first_row, chunk.last_row)
     with conn.transaction(), conn.cursor() as cursor:
-        refuse_overlap(cursor, plan.ingest_id, span, plan.committed)
         if plan.on_conflict != "error":
             _create_stage(cursor, plan)
         try:

@@ -297,10 +297,10 @@ def refuse_overlap(
     Two runs of one id at once cut their chunks differently: rows 1-7000 of one and
     5001-12000 of the other pass the ledger's key (their first rows differ), and rows
     5001-7000 would be loaded twice. A ledger entry overlapping this chunk's rows that is
-    not within ``known`` is another run's. Checked before the COPY (the common case, and a
-    clear error where the table's key would only say "duplicate key"), and, ``settled``,
-    with the commits of one id taking turns (an advisory lock held to the commit), which
-    no race gets past."""
+    not within ``known`` is another run's. Checked just before the commit, ``settled``:
+    the commits of one id take turns (an advisory lock held to the commit), which no race
+    gets past; and after a key violation, whose owner may be the other run (a clear error
+    where the table's key would only say "duplicate key")."""
     first, last = span
     if settled:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{LEDGER} {ingest_id}",))
