@@ -139,7 +139,7 @@ def write_chunk(conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk) ->
             cursor,
             plan.ingest_id,
             plan.target,
-            (chunk.first_row, chunk.last_row),
+            span,
             counts,
             chunk.checksum,
             started_empty=plan.started_empty,
