@@ -252,11 +252,14 @@ def forget_if_emptied(cursor: Any, ingest_id: str, target: Target) -> int:
 """The entry's OID was read in this database (or it is not known where: trusted)."""
 
 
-def chunk_inserted(cursor: Any, ingest_id: str, first_row: int) -> int | None:
-    """Rows a chunk inserted if it committed, else None: asked after an unknown outcome."""
+def chunk_inserted(cursor: Any, ingest_id: str, span: tuple[int, int], checksum: str) -> int | None:
+    """Rows a chunk inserted if it committed, else None: asked after an unknown outcome.
+    The entry must be this chunk's (its rows and the checksum of what was sent): another
+    run of the id may have committed a chunk that starts at the same row and ends before."""
     cursor.execute(
-        f"SELECT rows_inserted FROM {LEDGER} WHERE ingest_id = %s AND first_row = %s",
-        (ingest_id, first_row),
+        f"SELECT rows_inserted FROM {LEDGER} WHERE ingest_id = %s AND first_row = %s "
+        "AND last_row = %s AND checksum = %s",
+        (ingest_id, *span, checksum),
     )
     found = cursor.fetchone()
     return None if found is None else int(found[0])

@@ -484,7 +484,8 @@ class Ingest:
 
         def ask(conn: psycopg.Connection[Any]) -> int | None:
             with conn.cursor() as cursor:
-                return ledger.chunk_inserted(cursor, self.ingest_id, chunk.first_row)
+                span = (chunk.first_row, chunk.last_row)
+                return ledger.chunk_inserted(cursor, self.ingest_id, span, chunk.checksum)
 
         inserted = self.connections.retrying(ask)
         if inserted is None:
