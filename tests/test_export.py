@@ -363,14 +363,26 @@ def test_z_and_m_values_are_declared_and_kept(db: SpatialDatabase, tmp_path: Pat
     assert pyogrio.read_info(points)["geometry_type"] == "Point Z"
 
 
-def test_file_formats_need_a_path(db: SpatialDatabase, runner: CliRunner) -> None:
-    """GeoPackage, FlatGeobuf and GeoParquet are finished in place after the rows, so a
-    file object or standard output is refused before the query, saying which formats can."""
-    for kind in ("gpkg", "fgb", "parquet"):
-        with pytest.raises(ConfigurationError, match="needs a file path.*geojson, geojsonl or csv"):
+def test_file_formats_need_a_path_but_geoparquet_streams(
+    db: SpatialDatabase, runner: CliRunner
+) -> None:
+    """GeoPackage, FlatGeobuf and Shapefiles are finished in place after the rows, so a
+    file object or standard output is refused before the query, saying which formats can.
+    GeoParquet, whose footer comes last, is written to either (it was refused)."""
+    for kind in ("gpkg", "fgb", "shp"):
+        with pytest.raises(ConfigurationError, match="needs a file path.*geojsonl, csv or parquet"):
             db.export("SELECT * FROM no_such_table", io.BytesIO(), format=kind)
     done = runner.invoke(app, ["export", "rd_parcels", "-", "--format", "gpkg"])
     assert done.exit_code != 0 and "or standard output" in str(done.exception)
+    sink = io.BytesIO()
+    assert db.export("rd_parcels", sink, format="parquet").features == ROWS
+    import geopandas
+
+    sink.seek(0)
+    frame = geopandas.read_parquet(sink)
+    assert len(frame) == ROWS and frame.crs.to_epsg() == 4326
+    piped = runner.invoke(app, ["export", "rd_parcels", "-", "--format", "parquet"])
+    assert piped.exit_code == 0 and piped.stdout_bytes.startswith(b"PAR1")
 
 
 def test_arrays_of_any_type_are_json_text(db: SpatialDatabase, tmp_path: Path) -> None:

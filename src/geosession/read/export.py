@@ -127,16 +127,21 @@ class _Output:
                 f"{self.format} file holds geometries: write CSV (a .csv name, or "
                 "format='csv', --format csv) or leave it out"
             )
-        if self.path is None and self.format not in ("geojson", "geojsonl", "csv"):
+        if self.path is None and self.format not in _STREAMED:
             raise ConfigurationError(
                 f"format={self.format!r} needs a file path, not a file object or standard "
-                "output: the file is finished in place (an index, a footer) after the rows. "
-                "Write to a file, or choose geojson, geojsonl or csv"
+                "output: the file is finished in place (an index, a header) after the rows. "
+                f"Write to a file, or choose {', '.join(_STREAMED[:-1])} or {_STREAMED[-1]}"
             )
 
     @property
     def path(self) -> str | None:
         return None if hasattr(self.dest, "write") else os.fspath(self.dest)
+
+
+_STREAMED = ("geojson", "geojsonl", "csv", "parquet")
+"""Formats written front to back, so to a file object or standard output too (GeoParquet's
+footer comes last)."""
 
 
 @contextlib.contextmanager
@@ -197,12 +202,12 @@ def _write_plain_file(stream: GeometryStream, output: _Output, progress: Progres
         from geosession.read.delimited import write_csv
 
         return write_csv(stream, output.dest, progress=progress, coordinates=output.coordinates)
-    path = output.path
-    assert path is not None  # checked by _Output
     if output.format == "parquet":
         from geosession.read.parquet import write_parquet
 
-        return write_parquet(stream, path, progress=progress)
+        return write_parquet(stream, output.dest, progress=progress)
+    path = output.path
+    assert path is not None  # checked by _Output
     from geosession.read.ogr import write_ogr
 
     return write_ogr(

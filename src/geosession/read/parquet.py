@@ -11,7 +11,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import shapely
 
@@ -27,11 +27,18 @@ readers to skip by statistics, and this many rows of polygons is tens of megabyt
 _GEOPARQUET_VERSION = "1.1.0"
 
 
-def write_parquet(stream: GeometryStream, path: str, *, progress: Progress | None) -> int:
-    """Writes ``stream`` as a GeoParquet file at ``path``; returns the row count."""
+def write_parquet(
+    stream: GeometryStream, dest: str | os.PathLike[str] | IO[bytes], *, progress: Progress | None
+) -> int:
+    """Writes ``stream`` as a GeoParquet file to ``dest`` (a path, or a binary file such as
+    standard output: Parquet's footer comes last, nothing is written twice); returns the
+    row count."""
     pa = pyarrow()
-    target = Path(path)
-    temporary = temporary_path(target, ".parquet")
+    if hasattr(dest, "write"):
+        with stream:
+            return _write(pa, stream, dest, progress)
+    target = Path(os.fspath(dest))
+    temporary = temporary_path(target, ".parquet")  # pyarrow writes a path natively
     try:
         count = _write(pa, stream, temporary, progress)
         os.replace(temporary, target)
@@ -41,7 +48,7 @@ def write_parquet(stream: GeometryStream, path: str, *, progress: Progress | Non
     return count
 
 
-def _write(pa: Any, stream: GeometryStream, temporary: Path, progress: Progress | None) -> int:
+def _write(pa: Any, stream: GeometryStream, sink: Any, progress: Progress | None) -> int:
     geo = _GeoMetadata()
     count = 0
 
@@ -55,7 +62,7 @@ def _write(pa: Any, stream: GeometryStream, temporary: Path, progress: Progress 
 
     plan, schema, batches = record_batches(pa, stream, on_chunk)
     # without the Arrow schema in the file, readers take the footer's metadata: 'geo'
-    with pa.parquet.ParquetWriter(temporary, schema, store_schema=False) as writer:
+    with pa.parquet.ParquetWriter(sink, schema, store_schema=False) as writer:
         pending: list[Any] = []
         for batch in batches:
             pending.append(batch)
