@@ -383,6 +383,8 @@ def test_file_formats_need_a_path_but_geoparquet_streams(
     assert len(frame) == ROWS and frame.crs.to_epsg() == 4326
     piped = runner.invoke(app, ["export", "rd_parcels", "-", "--format", "parquet"])
     assert piped.exit_code == 0 and piped.stdout_bytes.startswith(b"PAR1")
+    with pytest.raises(ConfigurationError, match="dest is a text stream: pass a binary one"):
+        db.export("rd_parcels", io.StringIO())  # was TypeError: string argument expected
 
 
 def test_arrays_of_any_type_are_json_text(db: SpatialDatabase, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -126,6 +127,11 @@ class _Output:
                 "coordinates=True (--coordinates) writes a CSV's points as two columns; a "
                 f"{self.format} file holds geometries: write CSV (a .csv name, or "
                 "format='csv', --format csv) or leave it out"
+            )
+        if isinstance(self.dest, io.TextIOBase):
+            raise ConfigurationError(
+                "the export writes bytes, and dest is a text stream: pass a binary one "
+                "(sys.stdout.buffer, io.BytesIO(), open(path, 'wb')) or a path"
             )
         if self.path is None and self.format not in _STREAMED:
             raise ConfigurationError(
