@@ -18,24 +18,22 @@ from decimal import Decimal
 from typing import NamedTuple
 
 _DAY_US = 86_400_000_000
-_UNITS: dict[str, tuple[str, Decimal]] = {}
+_UNIT_WORDS = (
+    (("microsecond", "microseconds", "us", "usec", "usecs"), "us", 1),
+    (("millisecond", "milliseconds", "ms", "msec", "msecs"), "us", 1_000),
+    (("second", "seconds", "s", "sec", "secs"), "us", 1_000_000),
+    (("minute", "minutes", "m", "min", "mins"), "us", 60_000_000),
+    (("hour", "hours", "h", "hr", "hrs"), "us", 3_600_000_000),
+    (("day", "days", "d"), "days", 1),
+    (("week", "weeks", "w"), "days", 7),
+    (("month", "months", "mon", "mons"), "months", 1),
+    (("year", "years", "y", "yr", "yrs"), "months", 12),
+    (("decade", "decades"), "months", 120),
+    (("century", "centuries"), "months", 1_200),
+    (("millennium", "millennia", "millenniums"), "months", 12_000),
+)
+_UNITS = {word: (field, Decimal(size)) for words, field, size in _UNIT_WORDS for word in words}
 """Unit word -> (field, how many of the field's unit one is): months, days or us."""
-for _names, _field, _size in (
-    (("microsecond", "microseconds", "us", "usec", "usecs"), "us", Decimal(1)),
-    (("millisecond", "milliseconds", "ms", "msec", "msecs"), "us", Decimal(1_000)),
-    (("second", "seconds", "s", "sec", "secs"), "us", Decimal(1_000_000)),
-    (("minute", "minutes", "m", "min", "mins"), "us", Decimal(60_000_000)),
-    (("hour", "hours", "h", "hr", "hrs"), "us", Decimal(3_600_000_000)),
-    (("day", "days", "d"), "days", Decimal(1)),
-    (("week", "weeks", "w"), "days", Decimal(7)),
-    (("month", "months", "mon", "mons"), "months", Decimal(1)),
-    (("year", "years", "y", "yr", "yrs"), "months", Decimal(12)),
-    (("decade", "decades"), "months", Decimal(120)),
-    (("century", "centuries"), "months", Decimal(1_200)),
-    (("millennium", "millennia", "millenniums"), "months", Decimal(12_000)),
-):
-    for _name in _names:
-        _UNITS[_name] = (_field, _size)
 
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)"
 _QUANTITY = re.compile(rf"({_NUMBER})\s*([a-z]+)")
