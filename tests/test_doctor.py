@@ -87,16 +87,24 @@ def test_doctor_flags_missing_timeouts_statistics_and_srid_zero(
     make_db: MakeDb, admin: psycopg.Connection[Any], schema: str
 ) -> None:
     db = make_db(statement_timeout="0", idle_in_transaction_session_timeout="0")
-    admin.execute(f'CREATE TABLE {schema}."Raw Shapes" (id int, shape geometry)')
-    admin.execute(f'CREATE INDEX ON {schema}."Raw Shapes" USING gist (shape)')
-    admin.execute(f"INSERT INTO {schema}.\"Raw Shapes\" VALUES (1, 'POINT(1 1)')")
+    for table in ("Raw Shapes", "few"):  # autovacuum_enabled: it would analyze "Raw Shapes"
+        admin.execute(
+            f'CREATE TABLE {schema}."{table}" (id int, shape geometry) '
+            "WITH (autovacuum_enabled = false)"
+        )
+        admin.execute(f'CREATE INDEX ON {schema}."{table}" USING gist (shape)')
+    points = "SELECT i, ST_MakePoint(i, i) FROM generate_series(1, {}) i"
+    admin.execute(f'INSERT INTO {schema}."Raw Shapes" ' + points.format(51))
+    admin.execute(f"INSERT INTO {schema}.few " + points.format(50))
     _wait_for_live_rows(admin, schema, "Raw Shapes")
+    _wait_for_live_rows(admin, schema, "few")
     report = db.doctor(schemas=[schema])
     checks = {check.name: check for check in report.checks}
     assert checks["statement_timeout"].status == "fail"
     assert "statement_timeout = '30s'" in checks["statement_timeout"].fix
     assert checks["idle_in_transaction_session_timeout"].status == "fail"
     assert checks["statistics"].status == "fail"
+    # 50 rows (autovacuum_analyze_threshold) or fewer: autovacuum never analyzes them
     assert checks["statistics"].fix == f'ANALYZE {schema}."Raw Shapes";'
     assert checks["srid"].status == "warn"
     assert f"{schema}.Raw Shapes.shape" in checks["srid"].detail

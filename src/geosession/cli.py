@@ -795,8 +795,9 @@ def doctor(
     Checks: the connection, PostgreSQL and PostGIS versions, pool_size + max_overflow
     against max_connections, statement_timeout and idle_in_transaction_session_timeout
     set, a spatial index on every geometry/geography column (named schema.table.column),
-    tables never analyzed, SRID 0 columns, sessions idle in transaction now, long-running
-    queries. Each problem comes with its fix (the SQL to run). Warnings (!) do not fail.
+    tables over 50 rows never analyzed, SRID 0 columns, sessions idle in transaction now,
+    long-running queries. Each problem comes with its fix (the SQL to run). Warnings (!) do
+    not fail.
     """
     from geosession.database import SpatialDatabase
     from geosession.diagnose.console import doctor_table, print_json
