@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -486,6 +487,28 @@ def test_a_real_pipe_from_export_into_ingest(
         "FROM pipe_from a JOIN pipe_to b USING (id)"
     ).fetchone()
     assert compared == (40, 40)
+
+
+def test_a_named_pipe_is_read_as_standard_input_is(
+    admin: psycopg.Connection[Any], database_url: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "source.geojson"
+    parcels(30).to_file(source)
+    command = str(Path(sys.executable).parent / "geosession")
+    env = {**os.environ, "GEOSESSION_DATABASE_URL": database_url}
+
+    def ingest(producer: str) -> subprocess.CompletedProcess[str]:
+        line = f"{shlex.quote(command)} ingest <({producer}) from_pipe --create"
+        return subprocess.run(["bash", "-c", line], env=env, capture_output=True, text=True)
+
+    loaded = ingest(f"cat {shlex.quote(str(source))}")
+    assert loaded.returncode == 0, loaded.stderr
+    assert admin.execute("SELECT count(*) FROM from_pipe").fetchone() == (30,)
+    again = ingest(f"cat {shlex.quote(str(source))}")  # the same data: the same load
+    assert again.returncode == 0 and "already committed (resumed)" in again.stdout, again.stdout
+    assert admin.execute("SELECT count(*) FROM from_pipe").fetchone() == (30,)
+    empty = ingest("true")
+    assert empty.returncode == 1 and "/dev/fd/" in empty.stderr and "is empty" in empty.stderr
 
 
 @pytest.mark.parametrize(

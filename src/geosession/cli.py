@@ -7,6 +7,7 @@ are printed in red on stderr by :func:`main`, with exit status 1 and no tracebac
 """
 
 import contextlib
+import functools
 import importlib
 import sys
 import tempfile
@@ -204,7 +205,7 @@ def ingest(
             "KML, GPX; zipped too), GeoParquet or CSV (a WKT column, or longitude and "
             "latitude): one, or several loaded one after the other. - reads standard input "
             "(any of these but an unzipped Shapefile), copied to a temporary file in $TMPDIR "
-            "first.",
+            "first; so is a named pipe, such as bash's <(unzip -p data.zip parcels.geojson).",
         ),
     ],
     table: Annotated[str, typer.Argument(help="Target table, optionally schema.table.")],
@@ -419,9 +420,14 @@ def _check_sources(sources: list[Path]) -> None:
                     "(curl -sL URL | geosession ingest - TABLE) or name a file",
                     param_hint="SOURCES",
                 )
-        elif not source.is_file():
+        elif not (source.is_file() or _is_pipe(source)):
             reason = "is a directory" if source.is_dir() else "does not exist"
             raise typer.BadParameter(f"file {str(source)!r} {reason}", param_hint="SOURCES")
+
+
+def _is_pipe(source: Path) -> bool:
+    """A named pipe: bash's <(command), mkfifo's; read once, as standard input is."""
+    return source.is_fifo()
 
 
 def _resumable(
@@ -449,7 +455,8 @@ def _resumable(
             error.message = error.message.replace(str(path), name)  # not the spooled copy
             report = getattr(error, "ingest_report", None)
             if report is not None and report.inserted:
-                same = "the same data is piped in" if source == _STDIN else "the file is unchanged"
+                piped = source == _STDIN or _is_pipe(source)
+                same = "the same data is piped in" if piped else "the file is unchanged"
                 error.message += (
                     f"\n{report.inserted:,} rows of {name} committed before this (ingest id "
                     f"{report.ingest_id}). Running the same command again resumes after them "
@@ -463,16 +470,23 @@ def _resumable(
 @contextlib.contextmanager
 def _readable(source: Path, console: Any) -> Iterator[tuple[Path, str, str]]:
     """The file to read, its name for messages and what identifies its data."""
-    if source != _STDIN:
+    if source != _STDIN and not _is_pipe(source):
         yield source, str(source), _file_identity(source)
         return
-    with tempfile.TemporaryDirectory(prefix="geosession-stdin-") as directory:
-        spooled = _spool_stdin(console, Path(directory))
-        yield spooled.path, "standard input", f"stdin|{spooled.digest}"
+    name = "standard input" if source == _STDIN else str(source)
+    with (
+        tempfile.TemporaryDirectory(prefix="geosession-stdin-") as directory,
+        contextlib.nullcontext(sys.stdin.buffer)
+        if source == _STDIN
+        else source.open("rb") as stream,
+    ):
+        spooled = _spool_stream(console, stream, name, Path(directory))
+        yield spooled.path, name, f"stdin|{spooled.digest}"
 
 
-def _spool_stdin(console: Any, directory: Path) -> Any:
-    """Standard input copied to a file in ``directory``, with a byte count while it comes."""
+def _spool_stream(console: Any, stream: Any, name: str, directory: Path) -> Any:
+    """Standard input or a pipe copied to a file in ``directory``, with a byte count while
+    it comes."""
     from rich.progress import (
         DownloadColumn,
         Progress,
@@ -485,7 +499,7 @@ def _spool_stdin(console: Any, directory: Path) -> Any:
 
     columns = (
         SpinnerColumn(),
-        TextColumn("reading standard input"),
+        TextColumn(f"reading {name}"),
         DownloadColumn(),
         TransferSpeedColumn(),
     )
@@ -494,10 +508,11 @@ def _spool_stdin(console: Any, directory: Path) -> Any:
             *columns, console=console, transient=True, disable=not console.is_terminal
         ) as progress:
             task = progress.add_task("stdin", total=None)
-            return spool(sys.stdin.buffer, directory, on_block=lambda n: progress.advance(task, n))
+            advance = functools.partial(progress.advance, task)
+            return spool(stream, directory, name=name, on_block=advance)
     except OSError as error:
         raise ConfigurationError(
-            f"Could not copy standard input to {directory}: {error.strerror or error}. Point "
+            f"Could not copy {name} to {directory}: {error.strerror or error}. Point "
             "TMPDIR at a disk with room for the data, or save it to a file and name that"
         ) from error
 

@@ -1,4 +1,4 @@
-"""Standard input as a file, for ``curl ... | geosession ingest - TABLE``.
+"""Standard input (or a named pipe) as a file, for ``curl ... | geosession ingest - TABLE``.
 
 The readers need a file they can open: a GeoPackage is a database, GDAL reads a GeoJSON
 twice (once for its fields), the CSV reader sniffs its dialect first. So the stream is
@@ -40,11 +40,16 @@ class Spooled:
 
 
 def spool(
-    stream: BinaryIO, directory: Path, *, on_block: Callable[[int], None] | None = None
+    stream: BinaryIO,
+    directory: Path,
+    *,
+    name: str = "standard input",
+    on_block: Callable[[int], None] | None = None,
 ) -> Spooled:
-    """Copies ``stream`` into ``directory/stdin.<format>``; ``on_block`` gets each block's size."""
+    """Copies ``stream`` (``name``: what messages call it) into ``directory/stdin.<format>``;
+    ``on_block`` gets each block's size."""
     head = stream.read(_BLOCK)
-    path = directory / f"stdin{suffix_of(head)}"
+    path = directory / f"stdin{suffix_of(head, name)}"
     digest = hashlib.sha256()
     size = 0
     with path.open("wb") as copy:
@@ -59,25 +64,26 @@ def spool(
     return Spooled(path, digest.hexdigest(), size)
 
 
-def suffix_of(head: bytes) -> str:
+def suffix_of(head: bytes, name: str = "standard input") -> str:
     """The file suffix for data that starts with ``head``, by its signature or first text."""
+    subject = name[:1].upper() + name[1:]
     for magic, suffix in _MAGIC:
         if head.startswith(magic):
             return suffix
     text = head.lstrip(_BLANK)
     if not text:
-        raise ConfigurationError("Standard input is empty: nothing to load")
+        raise ConfigurationError(f"{subject} is empty: nothing to load")
     if text.startswith(b"\x1e") or (text.startswith(b"{") and _is_feature_line(text)):
         return ".geojsonl"  # GeoJSON Text Sequence, or newline-delimited features
     if text.startswith(b"{"):
         return ".geojson"
     if text.startswith(b"<"):
-        return _xml_suffix(text)
+        return _xml_suffix(text, subject)
     if b"\x00" in head:
         raise ConfigurationError(
-            "Standard input is binary data of no format geosession reads from a stream "
+            f"{subject} is binary data of no format geosession reads from a stream "
             "(GeoPackage, FlatGeobuf, GeoParquet, zip). A Shapefile, being several files, "
-            "must come zipped; or give the file's path instead of -"
+            "must come zipped; or give the file's path instead"
         )
     return ".csv"
 
@@ -92,12 +98,12 @@ def _is_feature_line(text: bytes) -> bool:
     return isinstance(value, dict) and value.get("type") == "Feature"
 
 
-def _xml_suffix(text: bytes) -> str:
+def _xml_suffix(text: bytes, subject: str) -> str:
     lowered = text.lower()
     for tag, suffix in ((b"<gpx", ".gpx"), (b"<kml", ".kml")):
         if tag in lowered:
             return suffix
     raise ConfigurationError(
-        "Standard input is XML but neither KML nor GPX (no <kml> or <gpx> element in its "
+        f"{subject} is XML but neither KML nor GPX (no <kml> or <gpx> element in its "
         "first megabyte); geosession reads those two XML formats"
     )
