@@ -302,7 +302,8 @@ def ingest(
         typer.Option(
             "--ignore-extra-fields",
             help="Load only the fields the table has columns for and leave the others out "
-            "(listed in the report), instead of refusing the file.",
+            "(listed in the report), instead of refusing the file; fields for generated "
+            "columns (an export of the table has them) too.",
         ),
     ] = False,
     rename: Annotated[

@@ -290,7 +290,8 @@ class SpatialDatabase:
         ``xy_columns`` names a CSV's coordinate columns (x, y) when it has no WKT column and
         their names (longitude/latitude, lon/lat, x/y) do not say them.
         ``extra_fields="ignore"`` loads the fields the table has and leaves the others out
-        (listed in ``report.fields_left_out``) instead of refusing the source.
+        (listed in ``report.fields_left_out``), values for generated columns included,
+        instead of refusing the source.
         ``create=True`` creates
         a table that does not exist: from its definition for a mapped class or Table, else
         from a file's or DataFrame's fields. ``reproject=True`` transforms geometries of

@@ -337,7 +337,7 @@ class Ingest:
         batches = iter_batches(
             self.source,
             columns=[c.name for c in self.target.columns if not c.generated],
-            computed=[c.name for c in self.target.columns if c.generated],
+            computed={c.name: c.generated_as for c in self.target.columns if c.generated},
             geometry_column=geometry[0].name if len(geometry) == 1 else None,
             batch_size=self._batch_rows,
             flush_interval=self.options.flush_interval,

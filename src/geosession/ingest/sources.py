@@ -18,7 +18,7 @@ import dataclasses
 import functools
 import itertools
 import os
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ def iter_batches(
     layer: str | None = None,
     flush_interval: float | None = None,
     stopped: Callable[[], bool] = lambda: False,
-    computed: Collection[str] = (),
+    computed: Mapping[str, str] | None = None,
     attributes: Mapping[str, str] | None = None,
     feature_ids: bool = False,
     encoding: str | None = None,
@@ -62,7 +62,8 @@ def iter_batches(
     ends the batches without waiting for it). Cheap checks (file present and supported,
     DataFrame or CSV header fields) raise here; a vector file's fields are checked when
     it is opened, before its first batch. ``columns`` are those a source may fill;
-    ``computed`` names the target's generated columns, for the error when a source has them.
+    ``computed`` maps the target's generated columns to what generates them, for the error
+    when a source has them (or, with ``left_out``, to leave them out).
     ``attributes`` maps a mapped class's attribute names to their columns' names where they
     differ, so dict rows may be keyed either way (as in an ORM bulk insert).
     ``feature_ids`` loads a vector file's feature ids, where its layer names its id column
@@ -70,14 +71,14 @@ def iter_batches(
     is the text encoding of a Shapefile or CSV file (see :mod:`.encodings`); ``where``
     and ``bbox`` filter a vector file's features, ``rename`` maps a file's field names
     to columns, and ``xy_columns`` names a CSV's coordinate columns (:class:`.files.FileRead`).
-    ``left_out``: fields that are no column of the target are added to it and not loaded,
-    instead of refused.
+    ``left_out``: fields that are no column of the target (or a generated one) are added
+    to it and not loaded, instead of refused.
     """
     if (isinstance(batch_size, int) and batch_size < 1) or not columns:
         raise ConfigurationError("iter_batches needs batch_size >= 1 and the target's columns")
     size = batch_size if callable(batch_size) else (lambda: batch_size)
     check = functools.partial(
-        check_fields, columns=columns, computed=frozenset(computed), left_out=left_out
+        check_fields, columns=columns, computed=computed or {}, left_out=left_out
     )
     read = FileRead(wkt_column, layer, encoding, where, bbox, feature_ids, rename, xy_columns)
     if isinstance(source, str | os.PathLike):

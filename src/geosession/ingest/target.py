@@ -36,6 +36,7 @@ _COLUMNS_SQL = """
            a.attgenerated <> '' OR a.attidentity = 'a' AS generated,
            a.atthasdef OR a.attidentity <> '' AS has_default,
            t.typcategory <> 'A' AND r.proname = ANY(%(receivers)s) AS text_input,
+           a.attidentity = 'a' AS identity,
            CASE WHEN er.proname = ANY(%(receivers)s) THEN e.oid END AS text_elements,
            srs.auth_name, srs.auth_srid, srs.srtext, srs.proj4text
     FROM pg_attribute a
@@ -147,6 +148,13 @@ class Column:
     text_elements: int = 0
     """For an array of such a type (an enum's): the element type's OID, which a text[]
     sent for it must name."""
+    identity: bool = False
+    """GENERATED ALWAYS AS IDENTITY (``generated`` too): numbered, not computed."""
+
+    @property
+    def generated_as(self) -> str:
+        """What makes it generated, for messages."""
+        return "GENERATED ALWAYS AS IDENTITY" if self.identity else "GENERATED ALWAYS AS (...)"
 
 
 @dataclass(frozen=True)
@@ -291,7 +299,7 @@ def schema_and_name(target: Any) -> tuple[str | None, str]:
 def _column(row: Any) -> Column:
     described, srs_row = row[:-4], row[-4:]  # spatial_ref_sys: auth_name ... proj4text
     name, type_name, not_null, srid, geometry_type, dimension, *flags, text_elements = described
-    generated, has_default, text_input = map(bool, flags)
+    generated, has_default, text_input, identity = map(bool, flags)
     spec = None
     if type_name in ("geometry", "geography"):
         declared = (geometry_type or "GEOMETRY").upper()  # POINTM, or PointZM from typmods
@@ -309,4 +317,5 @@ def _column(row: Any) -> Column:
         has_default,
         text_input,
         int(text_elements or 0),
+        identity,
     )
