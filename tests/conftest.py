@@ -93,7 +93,7 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     try:
         leaked = [db for db in _created if _checked_out(db)]
-        assert not leaked, f"connections left checked out: {[db.pool_stats() for db in leaked]}"
+        assert not leaked, f"connections left checked out: {[_pools(db) for db in leaked]}"
         if admin is not None:
             idle = _idle_in_transaction(admin)
             assert not idle, f"backends left idle in transaction: {idle}"
@@ -104,8 +104,15 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def _checked_out(db: SpatialDatabase) -> bool:
-    """Whether a pool of ``db`` (the primary's or a replica's) has a connection lent."""
-    return any(stats.checked_out for stats in [db.pool_stats(), *db.replica_pool_stats()])
+    """Whether a pool of ``db`` has a connection lent."""
+    return any(stats.checked_out for stats in _pools(db))
+
+
+def _pools(db: SpatialDatabase) -> list[Any]:
+    """The stats of every pool of ``db``: the primary's, the async engine's, the ingest's
+    own (psycopg2 databases) and the replicas'."""
+    others = [m.stats() for m in (db.metrics.async_pool, db.metrics.ingest_pool) if m]
+    return [db.pool_stats(), *others, *db.replica_pool_stats()]
 
 
 def _idle_in_transaction(admin: psycopg.Connection[Any], grace: float = 2.0) -> list[Any]:

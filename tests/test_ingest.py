@@ -1097,6 +1097,24 @@ def test_a_resumed_ingest_after_a_dump_is_restored_skips_what_the_dump_holds(
     assert table_state(db)[0] == 3_000  # the original is untouched
 
 
+def test_a_psycopg2_database_ingests_over_psycopg_connections_of_its_own(
+    make_db: Callable[..., SpatialDatabase], table: str
+) -> None:
+    """Binary COPY is psycopg 3's: the ingest of a psycopg2 database borrows from a pool of
+    psycopg 3 connections with the same settings."""
+    db = make_db(driver="psycopg2", statement_timeout="41s", pool_size=2, max_overflow=0)
+    report = db.ingest(table, rows(3_000), chunk_size=1_000, workers=2, progress=False)
+    again = asyncio.run(db.async_ingest(table, rows(500, start=3_001, seed=1)))
+    assert (report.inserted, again.inserted) == (3_000, 500)
+    assert table_state(db)[:2] == (3_500, 3_500)
+    assert db.engine.dialect.driver == "psycopg2"
+    ingest_pool = db.metrics.ingest_pool
+    assert ingest_pool is not None and ingest_pool.stats().checked_out == 0
+    with ingest_pool.engine.connect() as connection:
+        assert connection.dialect.driver == "psycopg"
+        assert connection.execute(text("SHOW statement_timeout")).scalar() == "41s"
+
+
 async def async_rows(
     count: int, *, fail_at: int | None = None, pause_every: int = 0
 ) -> AsyncIterator[dict[str, Any]]:

@@ -83,6 +83,7 @@ class SpatialDatabase:
         self.scoped = scoped_session(self._sessions)
         """Thread-local session registry; call ``db.scoped.remove()`` when a request ends."""
         self._async_engine: AsyncEngine | None = None
+        self._ingest_engine: Engine | None = None
         self._async_sessions: async_sessionmaker[AsyncSession] | None = None
         self._async_lock = threading.Lock()
         self._replicas = Replicas(
@@ -366,7 +367,20 @@ class SpatialDatabase:
 
         settings = IngestOptions(**options)  # type: ignore[arg-type]  # checked by Ingest
         timeout = self.settings.server_options().get("statement_timeout")  # as the server has it
-        return Ingest(self._engine, target, source, settings, timeout, stop_source)
+        return Ingest(self._copy_engine(), target, source, settings, timeout, stop_source)
+
+    def _copy_engine(self) -> Engine:
+        """The ingest's engine: binary COPY is psycopg 3's, so where the sync engine is
+        psycopg2's, a pool of psycopg 3 connections with the same settings, made on first use."""
+        if self.settings.driver == "psycopg":
+            return self._engine
+        with self._async_lock:
+            if self._ingest_engine is None:
+                self._ingest_engine = build_engine(
+                    self.settings.model_copy(update={"driver": "psycopg"})
+                )
+                self.metrics.attach_ingest(self._ingest_engine)
+            return self._ingest_engine
 
     def pool_stats(self, *, async_pool: bool = False) -> PoolStats:
         """The sync (or async) pool: connections lent and idle, waits, longest holders."""
@@ -620,6 +634,8 @@ class SpatialDatabase:
         self.scoped.remove()
         self.metrics.close()
         self._engine.dispose()
+        if self._ingest_engine is not None:
+            self._ingest_engine.dispose()
         for replica in self._replicas.engines():
             replica.dispose()
         if self._async_engine is not None:

@@ -34,7 +34,9 @@ class Connections:
         try:
             driver = proxy.driver_connection
             if not isinstance(driver, psycopg.Connection):
-                raise ConfigurationError("ingest needs the psycopg (3) driver: driver='psycopg'")
+                raise ConfigurationError(
+                    f"ingest needs psycopg (3) connections, not {type(driver).__module__}'s"
+                )
             yield driver
         except psycopg.Error:
             if proxy.driver_connection is None or proxy.driver_connection.broken:

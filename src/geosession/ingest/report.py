@@ -115,7 +115,10 @@ class IngestReport:
         ]
         if self.fields_left_out:
             rows.append(
-                ("fields not loaded (no column takes them)", ", ".join(sorted(self.fields_left_out)))
+                (
+                    "fields not loaded (no column takes them)",
+                    ", ".join(sorted(self.fields_left_out)),
+                )
             )
         if self.deferred_indexes:
             rows.append(("indexes built after the load", ", ".join(self.deferred_indexes)))

@@ -223,6 +223,8 @@ class DatabaseMetrics:
     ingest: IngestCounters = field(default_factory=IngestCounters)
     async_pool: PoolMonitor | None = None
     replica_pools: list[PoolMonitor] = field(default_factory=list)
+    ingest_pool: PoolMonitor | None = None
+    """The ingest's psycopg 3 pool, where the sync engine is psycopg2's."""
 
     @classmethod
     def attach(
@@ -242,6 +244,10 @@ class DatabaseMetrics:
     def attach_async(self, sync_engine: Engine) -> None:
         """The same listeners on the async engine (its ``sync_engine``)."""
         self.async_pool = self._watched(sync_engine)
+
+    def attach_ingest(self, engine: Engine) -> None:
+        """The same listeners on the ingest's own engine."""
+        self.ingest_pool = self._watched(engine)
 
     def attach_replica(self, sync_engine: Engine) -> None:
         """The same listeners on a replica's engine (an async one's ``sync_engine``)."""
@@ -266,5 +272,5 @@ class DatabaseMetrics:
             monitor.close()
 
     def _monitors(self) -> list[PoolMonitor]:
-        optional = [self.async_pool] if self.async_pool is not None else []
+        optional = [m for m in (self.async_pool, self.ingest_pool) if m is not None]
         return [self.pool, *optional, *self.replica_pools]

@@ -73,6 +73,8 @@ class GeoSessionCollector(Collector):
         pools = [("sync", self.metrics.pool)]
         if self.metrics.async_pool is not None:
             pools.append(("async", self.metrics.async_pool))
+        if self.metrics.ingest_pool is not None:
+            pools.append(("ingest", self.metrics.ingest_pool))
         pools += [(f"replica{n}", pool) for n, pool in enumerate(self.metrics.replica_pools)]
         yield from self._pool_metrics(pools)
         yield self._wait_histogram(pools)
