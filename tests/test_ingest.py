@@ -23,6 +23,7 @@ import psycopg
 import pytest
 import shapely
 from geoalchemy2 import Geometry, WKBElement
+from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import make_url, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -36,6 +37,7 @@ from geosession import (
 )
 from geosession.demo import synthetic_polygons
 from geosession.geometry import to_ewkb, to_geojson
+from geosession.observe.prometheus import register
 from tests.faults.helpers import record_dropped_gist, wait_until
 
 TABLE = "ingest_parcels"
@@ -1113,6 +1115,12 @@ def test_a_psycopg2_database_ingests_over_psycopg_connections_of_its_own(
     with ingest_pool.engine.connect() as connection:
         assert connection.dialect.driver == "psycopg"
         assert connection.execute(text("SHOW statement_timeout")).scalar() == "41s"
+    registry = CollectorRegistry()
+    register(db, registry, database="testdb")
+    assert (
+        'geosession_pool_size{database="testdb",pool="ingest"} 2.0'
+        in generate_latest(registry).decode()
+    )
 
 
 async def async_rows(
