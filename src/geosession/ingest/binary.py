@@ -243,13 +243,31 @@ class TextArrayOf(str):
         return copy_type
 
 
+class TextCast(str):
+    """The copy type of a column whose type no dumper sends (macaddr, money, bit,
+    tsvector, point, a composite; an array of one, or of a domain): its values travel as
+    ``text`` (``text[]``) into a staging table, and the server casts them to ``cast_to``,
+    the column's declared type. It is the string "text" (or "text[]") for everything else
+    that reads copy types."""
+
+    cast_to: str
+
+    def __new__(cls, cast_to: str, *, array: bool) -> TextCast:
+        copy_type = super().__new__(cls, "text[]" if array else "text")
+        copy_type.cast_to = cast_to
+        return copy_type
+
+
 def can_send(copy_type: str) -> bool:
     """Whether the column-wise encoders or psycopg's binary dumpers can send the type."""
     if copy_type in _FIXED or copy_type in TEXT_TYPES or copy_type in _BYTES:
         return True
     if copy_type == HSTORE:
         return True
-    if psycopg.adapters.types.get(copy_type.removesuffix("[]")) is None:
+    element = copy_type.removesuffix("[]")
+    if psycopg.adapters.types.get(element) is None:
+        return False
+    if element != copy_type and not can_send(element):  # macaddr[]: its elements as text
         return False
     try:
         psycopg.adapters.get_dumper_by_oid(type_oid(copy_type), pq.Format.BINARY)

@@ -52,6 +52,16 @@ class WritePlan:
     committed: CommittedRows = field(default_factory=CommittedRows)
     """The rows committed before this run began: those it skips."""
 
+    @property
+    def staged(self) -> bool:
+        """Whether rows go through a staging table: to meet the target's keys (on_conflict)
+        or to be cast from text (:class:`~geosession.ingest.binary.TextCast`)."""
+        return self.on_conflict != "error" or any(map(_cast, self.copy_types))
+
+
+def _cast(copy_type: str) -> bool:
+    return isinstance(copy_type, binary.TextCast)
+
 
 @dataclass
 class Chunk:
@@ -124,7 +134,7 @@ def write_chunk(conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk) ->
     """Commits the chunk's rows, rejects and ledger entry in one transaction."""
     span = (chunk.first_row, chunk.last_row)
     with conn.transaction(), conn.cursor() as cursor:
-        if plan.on_conflict != "error":
+        if plan.staged:
             _create_stage(cursor, plan)
         try:
             inserted, server_rejects = _write_bisecting(conn, plan, chunk, 0, len(chunk))
@@ -166,7 +176,7 @@ def _write_bisecting(
             second = _write_bisecting(conn, plan, chunk, middle, stop)
             return first[0] + second[0], first[1] + second[1]
         row = tuple(values[start] for values in chunk.columns)
-        return 0, [_server_reject(plan, error, chunk.row_numbers[start], row)]
+        return 0, [_server_reject(conn, plan, error, chunk.row_numbers[start], row)]
 
 
 def _row_level(error: psycopg.Error) -> bool:
@@ -176,7 +186,11 @@ def _row_level(error: psycopg.Error) -> bool:
 
 
 def _server_reject(
-    plan: WritePlan, error: psycopg.Error, row: int, values: tuple[Any, ...]
+    conn: psycopg.Connection[Any],
+    plan: WritePlan,
+    error: psycopg.Error,
+    row: int,
+    values: tuple[Any, ...],
 ) -> Reject:
     diag = error.diag
     message = diag.message_primary or str(error)
@@ -188,9 +202,31 @@ def _server_reject(
             "or 'update' to overwrite them",
             sqlstate=error.sqlstate,
         ) from error
-    column = diag.column_name or _copy_column(diag.context, plan.columns)
+    column = (
+        diag.column_name
+        or _copy_column(diag.context, plan.columns)
+        or _failed_cast(conn, plan, values)
+    )
     value = dict(zip(plan.columns, values, strict=True)).get(column) if column else None
     return Reject(row, column, "server", f"{message}{detail}", _shown(value))
+
+
+def _failed_cast(
+    conn: psycopg.Connection[Any], plan: WritePlan, values: tuple[Any, ...]
+) -> str | None:
+    """The column whose text the server cannot cast to its type (the INSERT from the stage
+    names none): each such value of the row cast alone."""
+    for column, copy_type, value in zip(plan.columns, plan.copy_types, values, strict=True):
+        if isinstance(copy_type, binary.TextCast) and value is not None:
+            cast = sql.SQL("SELECT CAST(CAST(%s AS {}) AS {})").format(
+                sql.SQL(str(copy_type)), sql.SQL(copy_type.cast_to)
+            )
+            try:
+                with conn.transaction():
+                    conn.execute(cast, (value,))
+            except psycopg.Error:
+                return column
+    return None
 
 
 def _copy_column(context: str | None, columns: tuple[str, ...]) -> str | None:
@@ -207,7 +243,7 @@ def _shown(value: Any) -> str | None:
 def _write(
     conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk, start: int, stop: int
 ) -> int:
-    table = _STAGE if plan.on_conflict != "error" else sql.SQL(plan.target.quoted)
+    table = _STAGE if plan.staged else sql.SQL(plan.target.quoted)
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in plan.columns)
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(table, columns)
     with conn.cursor() as cursor:
@@ -215,9 +251,9 @@ def _write(
             copy.write(SIGNATURE)
             copy.write(chunk.encoded.rows(start, stop))
             copy.write(TRAILER)
-        if plan.on_conflict == "error":
+        if not plan.staged:
             return stop - start
-        cursor.execute(_upsert(plan))
+        cursor.execute(_from_stage(plan))
         inserted = cursor.rowcount
         cursor.execute(sql.SQL("TRUNCATE {}").format(_STAGE))
         return inserted
@@ -228,10 +264,15 @@ _STAGE = sql.Identifier("geosession_ingest_stage")
 
 def _create_stage(cursor: psycopg.Cursor[Any], plan: WritePlan) -> None:
     """A temporary staging table that lives only as long as this chunk's transaction: the
-    loaded columns' types and nothing else (the target's defaults and identities fill the
-    columns the source leaves out when the rows move on; a copied NOT NULL would refuse
-    them in the stage)."""
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in plan.columns)
+    loaded columns' types (text for those cast from it) and nothing else (the target's
+    defaults and identities fill the columns the source leaves out when the rows move on;
+    a copied NOT NULL would refuse them in the stage)."""
+    columns = sql.SQL(", ").join(
+        sql.SQL("CAST({0} AS {1}) AS {0}").format(sql.Identifier(c), sql.SQL(t))
+        if _cast(t)
+        else sql.Identifier(c)
+        for c, t in zip(plan.columns, plan.copy_types, strict=True)
+    )
     cursor.execute(
         sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
             _STAGE, columns, sql.SQL(plan.target.quoted)
@@ -264,14 +305,25 @@ def conflict_key(
     )
 
 
-def _upsert(plan: WritePlan) -> sql.Composed:
+def _from_stage(plan: WritePlan) -> sql.Composed:
+    """The INSERT that moves the staged rows into the target: each text column cast to its
+    type, and on_conflict's clause."""
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in plan.columns)
+    staged = dict(zip(plan.columns, map(_staged_value, plan.columns, plan.copy_types), strict=True))
+    values = sql.SQL(", ").join(staged.values())
+    if plan.on_conflict == "error":
+        return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+            sql.SQL(plan.target.quoted), columns, values, _STAGE
+        )
     if plan.on_conflict == "ignore":  # any unique key: the row already there stays
         return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
-            sql.SQL(plan.target.quoted), columns, columns, _STAGE
+            sql.SQL(plan.target.quoted), columns, values, _STAGE
         )
     keys = conflict_key(plan.target, plan.columns, plan.on_conflict)
     key_list = sql.SQL(", ").join(sql.Identifier(k) for k in keys)
+    aliased = sql.SQL(", ").join(
+        sql.SQL("{} AS {}").format(value, sql.Identifier(c)) for c, value in staged.items()
+    )
     updates = [c for c in plan.columns if c not in keys]
     action: sql.Composable = sql.SQL("DO NOTHING")
     if updates:
@@ -289,13 +341,21 @@ def _upsert(plan: WritePlan) -> sql.Composed:
         sql.SQL(plan.target.quoted),
         columns,
         columns,
-        columns,
-        key_list,
+        aliased,
+        sql.SQL(", ").join(staged[k] for k in keys),  # the key's values, not their texts
         _STAGE,
         nullable,
         key_list,
         action,
     )
+
+
+def _staged_value(column: str, copy_type: str) -> sql.Composable:
+    """A staged column's value: cast from its text to the column's type where it was sent
+    as text (:class:`~geosession.ingest.binary.TextCast`)."""
+    if isinstance(copy_type, binary.TextCast):
+        return sql.SQL("CAST({} AS {})").format(sql.Identifier(column), sql.SQL(copy_type.cast_to))
+    return sql.Identifier(column)
 
 
 def ensure_quarantine(cursor: psycopg.Cursor[Any], target: Target) -> str:
@@ -334,29 +394,21 @@ def _quarantine(cursor: psycopg.Cursor[Any], plan: WritePlan, rejects: list[Reje
 
 
 def copy_types(target: Target, columns: tuple[str, ...]) -> tuple[str, ...]:
-    """The type each column is sent as in binary COPY; a column none can be sent as is
-    refused before the first row, instead of every row failing on the server."""
-    types = {name: _copy_type(target.column(name)) for name in columns}
-    unsendable = [name for name, sent in types.items() if sent is None]
-    if unsendable:
-        described = ", ".join(f"{n} ({target.column(n).type_name})" for n in unsendable)
-        raise ConfigurationError(
-            f"Column(s) {described} of {target.quoted} cannot be sent by binary COPY: psycopg "
-            "has no binary dumper for the type and the server does not read it as text. "
-            "Leave them out of the source (they get their default), or load them into a text "
-            "column and convert them with SQL after the load"
-        )
-    return tuple(sent for sent in types.values() if sent is not None)
+    """The type each column is sent as in binary COPY."""
+    return tuple(_copy_type(target.column(name)) for name in columns)
 
 
-def _copy_type(column: Column) -> str | None:
+def _copy_type(column: Column) -> str:
     """Geometry travels as EWKB bytes; a type psycopg cannot dump whose binary input reads
     text (an enum, xml, citext) as text, and an array of one as text[] naming its element
-    type; None when neither works (tsvector, point, an array of a domain)."""
+    type; any other (tsvector, point, money, a composite, an array of a domain) as text
+    the server casts to the column's type."""
     if column.type_name in ("geometry", "geography"):
         return "bytea"
     if binary.can_send(column.type_name):
         return column.type_name
     if column.text_elements:
         return binary.TextArrayOf(column.text_elements)
-    return "text" if column.text_input else None
+    if column.text_input:
+        return "text"
+    return binary.TextCast(column.cast_type, array=column.type_name.endswith("[]"))

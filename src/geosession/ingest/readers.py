@@ -245,6 +245,20 @@ def to_text(value: Any) -> Any:
     return value
 
 
+def to_cast_text(value: Any) -> str:
+    """A value of a type the server casts from text (macaddr, money, bit, tsvector, point,
+    a composite): text as it is and a number as its text; any other object has no text the
+    type is known to read (a tuple's would be Python's, not a composite's)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Number) and not isinstance(value, bool | np.bool_):
+        return str(value)
+    raise Unreadable(
+        f"a {type(value).__name__} is no text for this type: give the value as PostgreSQL "
+        "writes it (SELECT CAST(value AS text))"
+    )
+
+
 def to_bytes(value: Any) -> bytes:
     """bytea text as the server reads its hex form (``\\x0102``); text without a
     backslash is its UTF-8 bytes, and the old escape form is refused. Anything but bytes

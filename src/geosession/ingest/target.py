@@ -38,6 +38,7 @@ _COLUMNS_SQL = """
            t.typcategory <> 'A' AND r.proname = ANY(%(receivers)s) AS text_input,
            a.attidentity = 'a' AS identity,
            CASE WHEN er.proname = ANY(%(receivers)s) THEN e.oid END AS text_elements,
+           format_type(a.atttypid, -1) AS cast_type,
            srs.auth_name, srs.auth_srid, srs.srtext, srs.proj4text
     FROM pg_attribute a
     CROSS JOIN LATERAL (  -- a domain is sent as the type it is based on, with its typmod
@@ -150,6 +151,11 @@ class Column:
     sent for it must name."""
     identity: bool = False
     """GENERATED ALWAYS AS IDENTITY (``generated`` too): numbered, not computed."""
+    cast_type: str = ""
+    """The column's type as SQL, without its typmod (``"bit"``, ``public.mac``, ``pair[]``):
+    what text sent for a type without a binary dumper is cast to. The INSERT from the
+    stage then applies the typmod as an INSERT of the text would (bit(4) refuses '10',
+    which a cast to bit(4) would pad)."""
 
     @property
     def generated_as(self) -> str:
@@ -298,7 +304,8 @@ def schema_and_name(target: Any) -> tuple[str | None, str]:
 
 def _column(row: Any) -> Column:
     described, srs_row = row[:-4], row[-4:]  # spatial_ref_sys: auth_name ... proj4text
-    name, type_name, not_null, srid, geometry_type, dimension, *flags, text_elements = described
+    name, type_name, not_null, srid, geometry_type, dimension, *flags = described[:-2]
+    text_elements, cast_type = described[-2:]
     generated, has_default, text_input, identity = map(bool, flags)
     spec = None
     if type_name in ("geometry", "geography"):
@@ -318,4 +325,5 @@ def _column(row: Any) -> Column:
         text_input,
         int(text_elements or 0),
         identity,
+        cast_type,
     )

@@ -31,6 +31,7 @@ from geosession.ingest.readers import (
     to_array,
     to_bool,
     to_bytes,
+    to_cast_text,
     to_date,
     to_decimal,
     to_float,
@@ -188,6 +189,10 @@ def _conversion(
     copy_type_name: str, timezone: dt.tzinfo
 ) -> tuple[Callable[[Any], Any] | None, tuple[type, ...] | None]:
     """How each value of a column is converted, and the types that need no pass."""
+    if hasattr(copy_type_name, "cast_to"):  # binary.TextCast: the server casts the text
+        if copy_type_name.endswith("[]"):
+            return functools.partial(to_array, array_parser("text[]"), to_cast_text), (NoneType,)
+        return to_cast_text, (str, NoneType)
     if copy_type_name in _ZONED:  # every value is read: a datetime is a date, too
         return functools.partial(_ZONED[copy_type_name], timezone), (NoneType,)
     if copy_type_name in _FROM_ANY:
@@ -251,7 +256,8 @@ def _needs_pass(kinds: set[type], settled: tuple[type, ...] | None) -> bool:
 def _unreadable(value: Any, copy_type_name: str, error: Exception) -> str:
     """ "cannot read 'x' as int4", with the reason when it says more than the parser's."""
     worded = isinstance(error, Unreadable) or not isinstance(value, str)
-    return f"cannot read {_shown(value)} as {copy_type_name}" + (f": {error}" if worded else "")
+    type_name = getattr(copy_type_name, "cast_to", copy_type_name)  # binary.TextCast's
+    return f"cannot read {_shown(value)} as {type_name}" + (f": {error}" if worded else "")
 
 
 def _shown(value: Any) -> str:
