@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+import pyarrow as pa
 import pytest
 import shapely
 from geoalchemy2 import Geometry, WKBElement
@@ -1097,6 +1098,31 @@ def test_a_resumed_ingest_after_a_dump_is_restored_skips_what_the_dump_holds(
         finally:
             admin.execute(f"DROP DATABASE IF EXISTS {restored} WITH (FORCE)")
     assert table_state(db)[0] == 3_000  # the original is untouched
+
+
+def test_arrow_data_loads_with_its_geoarrow_crs_and_resumes(
+    db: SpatialDatabase, table: str
+) -> None:
+    """A pyarrow Table or RecordBatchReader (any Arrow C stream): WKB in a geoarrow.wkb
+    field whose CRS is checked against the column's SRID, as a file's is."""
+    polygons = synthetic_polygons(2_000, seed=3)
+
+    def arrow(crs: str) -> pa.Table:
+        metadata = {
+            b"ARROW:extension:name": b"geoarrow.wkb",
+            b"ARROW:extension:metadata": json.dumps({"crs": crs}).encode(),
+        }
+        fields = [pa.field("id", pa.int32()), pa.field("shape", pa.binary(), metadata=metadata)]
+        values = [pa.array(range(1, 2_001), pa.int32()), pa.array(shapely.to_wkb(polygons))]
+        return pa.Table.from_arrays(values, schema=pa.schema(fields))
+
+    data = arrow("OGC:CRS84")
+    first = db.ingest(table, data.to_reader(max_chunksize=300), ingest_id="arrow", chunk_size=500)
+    again = db.ingest(table, data, ingest_id="arrow")
+    assert (first.inserted, first.srid_assumed, again.inserted) == (2_000, 0, 0)
+    assert table_state(db) == (2_000, 2_000, source_checksum(2_000, seed=3))
+    with pytest.raises(ConfigurationError, match=r"The source's CRS is EPSG:3857"):
+        db.ingest(table, arrow("EPSG:3857"))
 
 
 def test_a_psycopg2_database_ingests_over_psycopg_connections_of_its_own(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyogrio
 import pytest
 import shapely
@@ -360,6 +362,51 @@ def test_geoparquet_other_encodings_plain_parquet_and_garbage(tmp_path: Path) ->
     garbage.write_bytes(b"PAR1 not really")
     with pytest.raises(ConfigurationError, match=r"cannot read .*garbage.parquet as Parquet"):
         batches(garbage)
+
+
+def geoarrow_table(extension: str = "geoarrow.wkb", crs: Any = "EPSG:3857") -> pa.Table:
+    """25 rows whose geometry field carries a GeoArrow extension (unregistered: in the
+    field's metadata, as pyogrio and DuckDB write it)."""
+    gdf = frame(25)
+    metadata = {b"ARROW:extension:name": extension.encode()}
+    if crs is not None:
+        metadata[b"ARROW:extension:metadata"] = json.dumps({"crs": crs}).encode()
+    wkb = pa.field("shape", pa.binary(), metadata=metadata)
+    return pa.Table.from_arrays(
+        [pa.array(gdf["name"]), pa.array(gdf["val"]), pa.array(shapely.to_wkb(gdf.geometry))],
+        schema=pa.schema([pa.field("name", pa.string()), pa.field("val", pa.int64()), wkb]),
+    )
+
+
+def test_arrow_data_is_read_a_record_batch_at_a_time_with_its_geoarrow_crs() -> None:
+    table = geoarrow_table()
+    whole, in_sevens = [(1, 10), (11, 10), (21, 5)], [(1, 7), (8, 7), (15, 7), (22, 4)]
+    for source, cut in (
+        (table, whole),
+        (table.to_batches()[0], whole),
+        (table.to_reader(max_chunksize=7), in_sevens),  # batches are cut, never joined
+    ):
+        found = batches(source)
+        assert [(b.first_row, len(b)) for b in found] == cut
+        assert list(found[0].columns) == ["name", "val", "geom"]  # shape: the geometry
+        assert column(found, "val") == list(range(25)) and found[0].crs == {"geom": 3857}
+        assert shapely.equals(shapely.from_wkb(column(found, "geom")), frame(25).geometry).all()
+    assert source_length(table) == 25 and source_length(table.to_reader()) is None
+    projjson = {"id": {"authority": "EPSG", "code": 2154}, "type": "ProjectedCRS"}
+    assert batches(geoarrow_table(crs=projjson))[0].crs == {"geom": 2154}
+    assert batches(geoarrow_table(crs=None))[0].crs == {}  # unknown: the column's SRID
+    converted = frame(25).to_arrow()  # geopandas' own Arrow table (a C stream)
+    assert batches(converted)[0].crs == {"geom": 3857}
+
+
+def test_arrow_data_in_geoarrows_native_encodings_or_with_unknown_fields_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match=r"GeoArrow's geoarrow.polygon encoding"):
+        batches(geoarrow_table("geoarrow.polygon"))
+    extra = pa.table({"name": ["a"], "colour": ["red"]})
+    with pytest.raises(ConfigurationError, match=r"the Table has fields that are not columns"):
+        batches(extra)
+    wkt = pa.table({"name": ["a"], "geom": ["SRID=3857;POINT(1 2)"]})  # by name: WKT text
+    assert batches(wkt)[0].columns == {"name": ["a"], "geom": ["SRID=3857;POINT(1 2)"]}
 
 
 def sources_of_25_rows(tmp_path: Path) -> dict[str, Any]:

@@ -277,6 +277,10 @@ class SpatialDatabase:
     ) -> IngestReport:
         """Loads rows by binary COPY in chunks that each commit with a ledger entry.
 
+        ``source``: an iterable of dicts, tuples or mapped instances, a (Geo)DataFrame,
+        Arrow data (a pyarrow Table or RecordBatchReader, anything with
+        ``__arrow_c_stream__``) or a file's path.
+
         Rerunning with the same ``ingest_id`` resumes after the committed chunks; bad
         geometries go to ``<table>_rejected`` (``on_invalid="quarantine"``), are raised,
         repaired or skipped. ``flush_interval`` (seconds) writes the rows of a source that

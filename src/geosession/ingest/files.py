@@ -201,7 +201,7 @@ def _vector_batches(
             known = {names[geometry]: crs} if crs is not None and geometry in names else {}
             with _filtering(read, path):  # some drivers apply the condition as they read
                 features = _read_through(reader, path, filtered=read.where is not None)
-                yield from _arrow_batches(features, names, columns, size, known, text.fallback)
+                yield from arrow_batches(features, names, columns, size, known, text.fallback)
     except unreadable as error:
         raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
 
@@ -316,7 +316,7 @@ def _parquet_batches(
         names = {f: name for f, name in names.items() if name in columns}  # left out: unread
         known = {names[c]: crs for c, crs in geo.crs.items() if crs is not None and c in names}
         reader = handle.iter_batches(batch_size=_FILE_BATCH, columns=list(names))
-        yield from _arrow_batches(reader, names, columns, size, known)
+        yield from arrow_batches(reader, names, columns, size, known)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise ConfigurationError(f"cannot read {path} as Parquet: {error}") from error
 
@@ -339,8 +339,9 @@ class GeoParquetColumns:
         return [n for n in names if n not in self.derived and not _PANDAS_INDEX.fullmatch(n)]
 
 
-def geoparquet_columns(metadata: dict[bytes, bytes] | None, path: Path) -> GeoParquetColumns:
-    """The ``geo`` metadata of a (Geo)Parquet file; GeoArrow-native encodings are refused."""
+def geoparquet_columns(metadata: dict[bytes, bytes] | None, path: Path | str) -> GeoParquetColumns:
+    """The ``geo`` metadata of a (Geo)Parquet file (or of Arrow data read from one, named
+    ``path`` in messages); GeoArrow-native encodings are refused."""
     if not metadata or b"geo" not in metadata:
         return GeoParquetColumns()
     geo = json.loads(metadata[b"geo"])
@@ -357,12 +358,12 @@ def geoparquet_columns(metadata: dict[bytes, bytes] | None, path: Path) -> GeoPa
                 "encoding; geosession reads WKB. Rewrite it with "
                 "GeoDataFrame.to_parquet(..., geometry_encoding='WKB')"
             )
-        crs[name] = _projjson_crs(column["crs"]) if "crs" in column else 4326  # CRS84
+        crs[name] = projjson_crs(column["crs"]) if "crs" in column else 4326  # CRS84
         types[name] = [str(kind) for kind in column.get("geometry_types") or []]
     return GeoParquetColumns(geo.get("primary_column"), crs, types, frozenset(derived))
 
 
-def _projjson_crs(crs: Any) -> SourceCrs | None:
+def projjson_crs(crs: Any) -> SourceCrs | None:
     """A GeoParquet CRS (PROJJSON, or a string) as :func:`source_crs` reads it; None when
     it is null (unknown)."""
     if isinstance(crs, dict):  # its id read here: pyarrow may be installed without pyproj
@@ -372,7 +373,7 @@ def _projjson_crs(crs: Any) -> SourceCrs | None:
     return source_crs(crs) if isinstance(crs, str) else None
 
 
-def _arrow_batches(
+def arrow_batches(
     record_batches: Iterable[Any],
     names: dict[str, str],
     columns: Sequence[str],

@@ -26,6 +26,7 @@ from sqlalchemy import Column, inspect
 from sqlalchemy.orm import InstanceState
 
 from geosession.errors import ConfigurationError
+from geosession.ingest.arrow_streams import arrow_length, arrow_stream_batches, is_arrow_stream
 from geosession.ingest.batches import Batch, CheckFields, check_fields, target_name
 from geosession.ingest.crs import SourceCrs, source_crs
 from geosession.ingest.file_read import Bbox, FileRead
@@ -86,6 +87,8 @@ def iter_batches(
     read.check("rows", f"the source (a {type(source).__name__})")
     if is_dataframe(source):
         return _dataframe_batches(source, columns, geometry_column, size, check)
+    if is_arrow_stream(source):
+        return arrow_stream_batches(source, columns, geometry_column, size, check)
     if hasattr(source, "__aiter__") and not isinstance(source, Iterable):
         raise ConfigurationError(
             f"cannot ingest a {type(source).__name__} with db.ingest: it is an async "
@@ -94,7 +97,8 @@ def iter_batches(
     if isinstance(source, bytes | bytearray | Mapping) or not isinstance(source, Iterable):
         raise ConfigurationError(
             f"cannot ingest a {type(source).__name__}: pass an iterable of rows "
-            f"(dicts, tuples or mapped instances), a GeoDataFrame or a path to a {SUPPORTED} file"
+            f"(dicts, tuples or mapped instances), a GeoDataFrame, Arrow data (a pyarrow Table "
+            f"or RecordBatchReader) or a path to a {SUPPORTED} file"
         )
     return _iterable_batches(source, columns, size, flush_interval, stopped, check, attributes)
 
@@ -106,7 +110,7 @@ def source_length(source: Any, layer: str | None = None, *, filtered: bool = Fal
         return None if filtered else file_length(Path(source), layer)
     if isinstance(source, Sequence) or is_dataframe(source):
         return len(source)
-    return None
+    return arrow_length(source) if is_arrow_stream(source) else None
 
 
 # -- iterables -------------------------------------------------------------------------
