@@ -20,6 +20,8 @@ from geosession.ingest.batches import Batch, CheckFields, target_name
 from geosession.ingest.crs import SourceCrs
 from geosession.ingest.files import arrow_batches, geoparquet_columns, projjson_crs
 
+_GATHER = 10_000
+"""Rows a record batch is joined up to (as many as a file's record batch holds)."""
 _ENCODINGS = frozenset({"geoarrow.wkb", "geoarrow.wkt", "ogc.wkb"})
 """GeoArrow extensions whose values are WKB or WKT, as the readers take geometries."""
 
@@ -55,8 +57,31 @@ def arrow_stream_batches(
     check(list(names.values()), where=where)
     names = {f: name for f, name in names.items() if name in columns}  # left out: unread
     known = {names[c]: value for c, value in crs.items() if value is not None and c in names}
-    batches = (_storage(pyarrow, batch) for batch in reader)
+    batches = (_storage(pyarrow, batch) for batch in _gathered(pyarrow, reader))
     return arrow_batches(batches, names, columns, size, known)
+
+
+def _gathered(pyarrow: Any, reader: Any) -> Iterator[Any]:
+    """The reader's record batches, small ones joined into one of at least _GATHER rows:
+    a stream of one-row batches (a producer that sends rows as they come) would otherwise
+    cost a pipeline pass per row."""
+    waiting: list[Any] = []
+    rows = 0
+    for batch in reader:
+        waiting.append(batch)
+        rows += batch.num_rows
+        if rows >= _GATHER:
+            yield _joined(pyarrow, waiting)
+            waiting, rows = [], 0
+    if waiting:
+        yield _joined(pyarrow, waiting)
+
+
+def _joined(pyarrow: Any, batches: list[Any]) -> Any:
+    if len(batches) == 1:
+        return batches[0]
+    table = pyarrow.Table.from_batches(batches).combine_chunks()
+    return table.to_batches()[0] if table.num_rows else batches[0]
 
 
 def arrow_length(source: Any) -> int | None:
