@@ -13,6 +13,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet
 import pyogrio
 import pytest
 import shapely
@@ -392,6 +393,15 @@ def test_arrow_data_is_read_a_record_batch_at_a_time_with_its_geoarrow_crs() -> 
     assert batches(geoarrow_table(crs=None))[0].crs == {}  # unknown: the column's SRID
     converted = frame(25).to_arrow()  # geopandas' own Arrow table (a C stream)
     assert batches(converted)[0].crs == {"geom": 3857}
+
+
+def test_a_parquet_file_without_geo_metadata_has_its_geoarrow_fields_crs(tmp_path: Path) -> None:
+    """pyarrow writes a Table's GeoArrow field metadata into the file (no GeoParquet
+    ``geo``): its CRS counts, instead of the column's SRID being assumed."""
+    path = tmp_path / "geoarrow.parquet"
+    pa.parquet.write_table(geoarrow_table(crs="EPSG:32633"), path)
+    found = batches(path)
+    assert found[0].crs == {"geom": 32633} and len(column(found, "geom")) == 25
 
 
 def test_arrow_data_in_geoarrows_native_encodings_or_with_unknown_fields_is_refused() -> None:

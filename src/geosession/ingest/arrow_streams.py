@@ -11,19 +11,15 @@ plain Parquet file; their values are read as the WKB or text they hold.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from geosession.errors import ConfigurationError
-from geosession.ingest.batches import Batch, CheckFields, target_name
-from geosession.ingest.crs import SourceCrs
-from geosession.ingest.files import arrow_batches, geoparquet_columns, projjson_crs
+from geosession.ingest.batches import Batch, CheckFields
+from geosession.ingest.files import arrow_batches, schema_geometry
 
 _GATHER = 10_000
 """Rows a record batch is joined up to (as many as a file's record batch holds)."""
-_ENCODINGS = frozenset({"geoarrow.wkb", "geoarrow.wkt", "ogc.wkb"})
-"""GeoArrow extensions whose values are WKB or WKT, as the readers take geometries."""
 
 
 def is_arrow_stream(source: Any) -> bool:
@@ -48,15 +44,8 @@ def arrow_stream_batches(
         ) from error
     where = f"the {type(source).__name__}"
     reader = pyarrow.RecordBatchReader.from_stream(source)
-    geo = geoparquet_columns(reader.schema.metadata, where)
-    extensions = _geoarrow_columns(pyarrow, reader.schema, where)
-    crs = {**geo.crs, **extensions}
-    primary = geo.primary or next(iter(extensions), None)
-    fields = geo.fields(reader.schema.names)
-    names = {f: target_name(f, primary, columns, geometry_column) for f in fields}
-    check(list(names.values()), where=where)
-    names = {f: name for f, name in names.items() if name in columns}  # left out: unread
-    known = {names[c]: value for c, value in crs.items() if value is not None and c in names}
+    geo = schema_geometry(reader.schema, where)
+    names, known = geo.targets(reader.schema.names, columns, geometry_column, check, where)
     batches = (_storage(pyarrow, batch) for batch in _gathered(pyarrow, reader))
     return arrow_batches(batches, names, columns, size, known)
 
@@ -91,35 +80,6 @@ def arrow_length(source: Any) -> int | None:
     if isinstance(rows, int):
         return rows
     return len(source) if hasattr(source, "__len__") else None
-
-
-def _geoarrow_columns(pyarrow: Any, schema: Any, where: str) -> dict[str, SourceCrs | None]:
-    """Each GeoArrow WKB or WKT column's CRS (None: unknown); GeoArrow's native encodings
-    (separated coordinates) are refused."""
-    found: dict[str, SourceCrs | None] = {}
-    for field in schema:
-        name, metadata = _extension(pyarrow, field)
-        if name is None or not name.startswith(("geoarrow.", "ogc.")):
-            continue
-        if name not in _ENCODINGS:
-            raise ConfigurationError(
-                f"{where}: column {field.name} is in GeoArrow's {name} encoding; geosession "
-                "reads geometries as WKB or WKT. Convert it first, e.g. with "
-                "geoarrow.pyarrow's as_wkb, or select ST_AsWKB(geom) in DuckDB"
-            )
-        crs = json.loads(metadata).get("crs") if metadata else None
-        found[field.name] = projjson_crs(crs)
-    return found
-
-
-def _extension(pyarrow: Any, field: Any) -> tuple[str | None, bytes | None]:
-    """A field's extension name and metadata: its registered extension type's, else the
-    field metadata an unregistered extension travels in."""
-    if isinstance(field.type, pyarrow.ExtensionType):
-        return field.type.extension_name, field.type.__arrow_ext_serialize__()
-    metadata = field.metadata or {}
-    name = metadata.get(b"ARROW:extension:name")
-    return (name.decode() if name else None), metadata.get(b"ARROW:extension:metadata")
 
 
 def _storage(pyarrow: Any, batch: Any) -> Any:

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -308,17 +309,19 @@ def _parquet_batches(
     try:
         handle = parquet.ParquetFile(path, pre_buffer=False, buffer_size=_PARQUET_BUFFER)
         schema = handle.schema_arrow
-        geo = geoparquet_columns(schema.metadata, path)
-        fields = geo.fields(schema.names)
-        renamed = renamer(read, fields, path)
-        names = {f: target_name(renamed(f), geo.primary, columns, geometry_column) for f in fields}
-        check(list(names.values()), where=str(path))
-        names = {f: name for f, name in names.items() if name in columns}  # left out: unread
-        known = {names[c]: crs for c, crs in geo.crs.items() if crs is not None and c in names}
+        geo = schema_geometry(schema, path)
+        renamed = renamer(read, geo.fields(schema.names), path)
+        names, known = geo.targets(
+            schema.names, columns, geometry_column, check, str(path), renamed
+        )
         reader = handle.iter_batches(batch_size=_FILE_BATCH, columns=list(names))
         yield from arrow_batches(reader, names, columns, size, known)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise ConfigurationError(f"cannot read {path} as Parquet: {error}") from error
+
+
+_GEOARROW_ENCODINGS = frozenset({"geoarrow.wkb", "geoarrow.wkt", "ogc.wkb"})
+"""GeoArrow extensions whose values are WKB or WKT, as the readers take geometries."""
 
 
 @dataclass(frozen=True)
@@ -337,6 +340,37 @@ class GeoParquetColumns:
     def fields(self, names: Iterable[str]) -> list[str]:
         """The columns that are data: not derived, nor pandas' stored index."""
         return [n for n in names if n not in self.derived and not _PANDAS_INDEX.fullmatch(n)]
+
+    def targets(
+        self,
+        names: Iterable[str],
+        columns: Sequence[str],
+        geometry_column: str | None,
+        check: CheckFields,
+        where: str,
+        renamed: Callable[[str], str] = str,
+    ) -> tuple[dict[str, str], dict[str, SourceCrs]]:
+        """The data fields to read, each with the column it lands in (checked by ``check``;
+        those left out are not read), and the CRS each geometry column's values have."""
+        fields = self.fields(names)
+        landing = {
+            f: target_name(renamed(f), self.primary, columns, geometry_column) for f in fields
+        }
+        check(list(landing.values()), where=where)
+        landing = {f: name for f, name in landing.items() if name in columns}
+        known = {landing[f]: crs for f, crs in self.crs.items() if crs is not None and f in landing}
+        return landing, known
+
+
+def schema_geometry(schema: Any, where: str | Path) -> GeoParquetColumns:
+    """What an Arrow schema says of its geometry columns: GeoParquet's ``geo`` metadata,
+    else the GeoArrow extensions of its fields (pyarrow is imported by then)."""
+    import pyarrow
+
+    geo = geoparquet_columns(schema.metadata, where)
+    extensions = geoarrow_columns(pyarrow, schema, where)
+    primary = geo.primary or next(iter(extensions), None)
+    return dataclasses.replace(geo, primary=primary, crs={**extensions, **geo.crs})
 
 
 def geoparquet_columns(metadata: dict[bytes, bytes] | None, path: Path | str) -> GeoParquetColumns:
@@ -361,6 +395,35 @@ def geoparquet_columns(metadata: dict[bytes, bytes] | None, path: Path | str) ->
         crs[name] = projjson_crs(column["crs"]) if "crs" in column else 4326  # CRS84
         types[name] = [str(kind) for kind in column.get("geometry_types") or []]
     return GeoParquetColumns(geo.get("primary_column"), crs, types, frozenset(derived))
+
+
+def geoarrow_columns(pyarrow: Any, schema: Any, where: str | Path) -> dict[str, SourceCrs | None]:
+    """The CRS of each column an Arrow schema marks as GeoArrow WKB or WKT (None: unknown);
+    GeoArrow's native encodings (separated coordinates) are refused."""
+    found: dict[str, SourceCrs | None] = {}
+    for arrow_field in schema:
+        name, metadata = _extension(pyarrow, arrow_field)
+        if name is None or not name.startswith(("geoarrow.", "ogc.")):
+            continue
+        if name not in _GEOARROW_ENCODINGS:
+            raise ConfigurationError(
+                f"{where}: column {arrow_field.name} is in GeoArrow's {name} encoding; "
+                "geosession reads geometries as WKB or WKT. Convert it first, e.g. with "
+                "geoarrow.pyarrow's as_wkb, or select ST_AsWKB(geom) in DuckDB"
+            )
+        crs = json.loads(metadata).get("crs") if metadata else None
+        found[arrow_field.name] = projjson_crs(crs)
+    return found
+
+
+def _extension(pyarrow: Any, arrow_field: Any) -> tuple[str | None, bytes | None]:
+    """A field's extension name and metadata: its registered extension type's, else the
+    field metadata an unregistered extension travels in."""
+    if isinstance(arrow_field.type, pyarrow.ExtensionType):
+        return arrow_field.type.extension_name, arrow_field.type.__arrow_ext_serialize__()
+    metadata = arrow_field.metadata or {}
+    name = metadata.get(b"ARROW:extension:name")
+    return (name.decode() if name else None), metadata.get(b"ARROW:extension:metadata")
 
 
 def projjson_crs(crs: Any) -> SourceCrs | None:
