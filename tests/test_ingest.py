@@ -2202,12 +2202,11 @@ def test_domains_and_enums_are_sent_and_unsendable_types_refused_up_front(
 
 
 def test_types_without_a_binary_dumper_are_cast_from_text_by_the_server(
-    db: SpatialDatabase, scratch: Callable[..., None], tmp_path: Path
+    db: SpatialDatabase, tmp_path: Path
 ) -> None:
     """macaddr, money, bit, tsvector, point, a composite, arrays of a domain and of
     geometry: psycopg sends none in binary. They travel as text through a staging table
     and the server casts them, as it reads an INSERT's text (bit(4) refuses '10')."""
-    scratch("ingest_cast", "ingest_cast_back")
     with db.transaction() as s:
         s.execute(text("DROP TYPE IF EXISTS ingest_pair CASCADE"))
         s.execute(text("DROP DOMAIN IF EXISTS ingest_small CASCADE"))

@@ -85,7 +85,7 @@ class SpatialDatabase:
         self._async_engine: AsyncEngine | None = None
         self._ingest_engine: Engine | None = None
         self._async_sessions: async_sessionmaker[AsyncSession] | None = None
-        self._async_lock = threading.Lock()
+        self._engines_lock = threading.Lock()  # the engines made on first use
         self._replicas = Replicas(
             self.settings,
             on_engine=self.metrics.attach_replica,
@@ -119,7 +119,7 @@ class SpatialDatabase:
     @property
     def async_engine(self) -> AsyncEngine:
         """The AsyncEngine (asyncpg unless ``async_driver`` says psycopg), made on first use."""
-        with self._async_lock:
+        with self._engines_lock:
             if self._async_engine is None:
                 self._async_engine = build_async_engine(self.settings)
                 self.metrics.attach_async(self._async_engine.sync_engine)
@@ -378,7 +378,7 @@ class SpatialDatabase:
         psycopg2's, a pool of psycopg 3 connections with the same settings, made on first use."""
         if self.settings.driver == "psycopg":
             return self._engine
-        with self._async_lock:
+        with self._engines_lock:
             if self._ingest_engine is None:
                 self._ingest_engine = build_engine(
                     self.settings.model_copy(update={"driver": "psycopg"})

@@ -247,8 +247,8 @@ class TextCast(str):
     """The copy type of a column whose type no dumper sends (macaddr, money, bit,
     tsvector, point, a composite; an array of one, or of a domain): its values travel as
     ``text`` (``text[]``) into a staging table, and the server casts them to ``cast_to``,
-    the column's declared type. It is the string "text" (or "text[]") for everything else
-    that reads copy types."""
+    the column's type without its typmod. It is the string "text" (or "text[]") for
+    everything else that reads copy types."""
 
     cast_to: str
 

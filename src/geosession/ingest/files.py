@@ -326,8 +326,9 @@ _GEOARROW_ENCODINGS = frozenset({"geoarrow.wkb", "geoarrow.wkt", "ogc.wkb"})
 
 @dataclass(frozen=True)
 class GeoParquetColumns:
-    """What a Parquet file's ``geo`` metadata says of its columns (nothing for a plain
-    Parquet file, where a column named as the geometry column is read)."""
+    """What a Parquet file's or Arrow schema's metadata (GeoParquet's ``geo``, GeoArrow
+    extensions) says of its geometry columns; nothing for plain Parquet, where a column
+    named as the geometry column is read."""
 
     primary: str | None = None
     crs: dict[str, SourceCrs | None] = field(default_factory=dict)
