@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import io
 import math
 import os
@@ -608,6 +609,47 @@ def test_csv_holds_every_digit_of_a_numeric(db: SpatialDatabase, tmp_path: Path)
     assert out.read_text().splitlines()[1] == (
         '"12345678901234567890","0.3000000000000000000000000","NaN",,"POINT (1 2)"'
     )
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_geoparquet_holds_a_declared_numeric_as_a_decimal(
+    make_db: Any, admin: psycopg.Connection[Any], tmp_path: Path, driver: str
+) -> None:
+    """numeric(p, s) was float64 (1234567890123456.7891 lost its last digits); it is
+    decimal128(p, s) now, and loads back exactly. A numeric without both, or beyond what
+    Arrow's decimals hold, stays float64; NaN, which a decimal cannot hold, is null."""
+    admin.execute(
+        "DROP TABLE IF EXISTS ex_decimal; CREATE TABLE ex_decimal (id int PRIMARY KEY, "
+        "exact numeric(20, 4), loose numeric, wide numeric(40, 2), negative numeric(5, -2), "
+        "geom geometry(Point, 4326))"
+    )
+    try:
+        admin.execute(
+            "INSERT INTO ex_decimal VALUES "
+            "(1, 1234567890123456.7891, 0.5, 1.5, 12300, 'SRID=4326;POINT(1 1)'), "
+            "(2, 'NaN', NULL, NULL, NULL, 'SRID=4326;POINT(1 1)'), "
+            "(3, NULL, 1, 2, 3, 'SRID=4326;POINT(1 1)')"
+        )
+        out = tmp_path / "decimal.parquet"
+        make_db(driver=driver).export("SELECT * FROM ex_decimal ORDER BY id", out)
+        table = pq.read_table(out)
+        types = {name: str(table.schema.field(name).type) for name in table.schema.names}
+        assert types["exact"] == "decimal128(20, 4)"
+        assert types["loose"] == types["wide"] == types["negative"] == "double"
+        assert table.column("exact").to_pylist() == [
+            decimal.Decimal("1234567890123456.7891"),
+            None,
+            None,
+        ]
+        admin.execute("CREATE TABLE ex_decimal_back (LIKE ex_decimal)")
+        assert make_db().ingest("ex_decimal_back", out).inserted == 3
+        same = admin.execute(
+            "SELECT count(*) FROM ex_decimal a JOIN ex_decimal_back b USING (id) "
+            "WHERE a.exact = b.exact"
+        ).fetchone()
+        assert same == (1,)
+    finally:
+        admin.execute("DROP TABLE IF EXISTS ex_decimal, ex_decimal_back")
 
 
 def test_csv_with_wkt_round_trips_through_ingest(

@@ -7,7 +7,8 @@ GeoDataFrame between (which cost a quarter of a GeoPackage or Shapefile export).
 Geometries are ISO WKB (what GeoParquet and GDAL read), or for text formats (CSV) WKT,
 with bytea as PostgreSQL's ``\\x`` hex. Types Arrow has no equivalent for are text: JSON
 and arrays as JSON, the rest (uuid, interval...) as Python prints them; numeric is
-float64, as GeoPackage has no decimal type either, but in CSV its exact text; a float's
+float64, as GeoPackage has no decimal type either, but in CSV its exact text and in
+GeoParquet a decimal128 where the column declares its precision and scale; a float's
 NaN stays NaN.
 """
 
@@ -68,16 +69,23 @@ def pyarrow() -> Any:
 
 
 def record_batches(
-    pa: Any, stream: GeometryStream, on_chunk: OnChunk, *, text: bool = False
+    pa: Any,
+    stream: GeometryStream,
+    on_chunk: OnChunk,
+    *,
+    text: bool = False,
+    decimals: bool = False,
 ) -> tuple[Any, Any, Iterator[Any]]:
     """The plan, the schema and the record batches of ``stream`` (with ``text``, no
-    binary columns: geometries as WKT, bytea as hex); the query runs (and its first batch
-    is read) here, since the schema comes from its columns."""
+    binary columns: geometries as WKT, bytea as hex; with ``decimals``, a numeric(p, s)
+    column as Arrow's decimal128(p, s)); the query runs (and its first batch is read)
+    here, since the schema comes from its columns."""
     fetched = stream.batches()
     first = next(fetched, None)
     plan = stream.plan
     assert plan is not None  # set before the first batch, or by an empty result
-    schema = pa.schema([arrow_field(pa, column, text=text) for column in plan.columns])
+    fields = [arrow_field(pa, column, text=text, decimals=decimals) for column in plan.columns]
+    schema = pa.schema(fields)
 
     def batches() -> Iterator[Any]:
         for rows in chain([first] if first is not None else [], fetched):
@@ -93,15 +101,34 @@ _EXACT_AS_TEXT = frozenset({BYTEA, NUMERIC})
 digit (as a float, 12345678901234567890 was written 1.2345678901234567e+19)."""
 
 
-def arrow_field(pa: Any, column: Column, *, text: bool = False) -> Any:
+_DECIMAL_DIGITS = 38
+"""The most digits Arrow's decimal128 holds."""
+
+
+def arrow_field(pa: Any, column: Column, *, text: bool = False, decimals: bool = False) -> Any:
     """The Arrow field of a column, by its type OID; geometries are WKB binary, and with
-    ``text`` geometries, bytea and numeric are strings."""
+    ``text`` geometries, bytea and numeric are strings; with ``decimals`` a numeric with a
+    declared precision and scale is a decimal128 of them (else float64)."""
     if column.spatial and not text:
         return pa.field(column.name, pa.binary())
     if column.spatial or column.as_text or (text and column.type_oid in _EXACT_AS_TEXT):
         return pa.field(column.name, pa.string())
+    if decimals and column.type_oid == NUMERIC and _fits_decimal128(column):
+        return pa.field(column.name, pa.decimal128(column.precision, column.scale))
     column_type = COLUMN_TYPES.get(column.type_oid)
     return pa.field(column.name, pa.string() if column_type is None else column_type.arrow(pa))
+
+
+def _fits_decimal128(column: Column) -> bool:
+    """numeric(p, s) with 0 <= s <= p <= 38 (PostgreSQL also allows a negative scale, and a
+    scale above the precision, which Arrow's decimals do not)."""
+    precision, scale = column.precision, column.scale
+    return (
+        precision is not None
+        and scale is not None
+        and 0 < precision <= _DECIMAL_DIGITS
+        and 0 <= scale <= precision
+    )
 
 
 def record_batch(pa: Any, schema: Any, plan: ReadPlan, rows: Sequence[Any]) -> tuple[Chunk, Any]:
@@ -133,6 +160,8 @@ def _plain(pa: Any, field: Any, column: Column, values: Sequence[Any]) -> Sequen
     (JSON, uuid...), floats for numeric's Decimals, bytes for bytea's memoryviews."""
     if field.type == pa.string():
         return [value if type(value) is str else _text(value) for value in values]
+    if pa.types.is_decimal(field.type):  # a decimal holds no NaN: null
+        return [None if value is None or value.is_nan() else value for value in values]
     if column.type_oid == NUMERIC:
         return [None if value is None else float(value) for value in values]
     if pa.types.is_binary(field.type):

@@ -60,7 +60,7 @@ def _write(pa: Any, stream: GeometryStream, sink: Any, progress: Progress | None
         if progress is not None:
             progress(count)
 
-    plan, schema, batches = record_batches(pa, stream, on_chunk)
+    plan, schema, batches = record_batches(pa, stream, on_chunk, decimals=True)
     # without the Arrow schema in the file, readers take the footer's metadata: 'geo'
     with pa.parquet.ParquetWriter(sink, schema, store_schema=False) as writer:
         pending: list[Any] = []

@@ -206,6 +206,8 @@ class Column:
     srid: int | None = None  # from the column's type modifier, when the driver reports it
     as_text: bool = False  # the driver cannot load it in binary: cast to text
     geometry_type: str | None = None  # likewise, e.g. "Polygon" or "Point Z"; None: any
+    precision: int | None = None  # numeric(precision, scale), as the driver describes it
+    scale: int | None = None
 
 
 def typmod_srid(typmod: int | None) -> int | None:
@@ -260,7 +262,9 @@ def describe_columns(
         typmod = typmods[index] if typmods is not None and spatial else None
         as_text = spatial is None and binary_loadable is not None and not binary_loadable(oid)
         kind = typmod_geometry_type(typmod)
-        columns.append(Column(name, oid, spatial, typmod_srid(typmod), as_text, kind))
+        precision, scale = (entry[4], entry[5]) if len(entry) > 5 else (None, None)
+        srid = typmod_srid(typmod)
+        columns.append(Column(name, oid, spatial, srid, as_text, kind, precision, scale))
     return tuple(columns)
 
 
