@@ -502,7 +502,7 @@ def test_geoparquet_schema_metadata_and_round_trip(
     assert [(f.name, f.type) for f in schema] == [
         ("id", pa.int32()),
         ("name", pa.string()),
-        ("value", pa.float64()),
+        ("value", pa.decimal128(12, 2)),  # numeric(12, 2): every digit
         ("seen", pa.date32()),
         ("uid", pa.string()),
         ("meta", pa.string()),
