@@ -12,6 +12,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 import shapely
@@ -425,6 +426,60 @@ def test_stream_frames(db: SpatialDatabase, admin: psycopg.Connection[Any]) -> N
     total = sum(float(f.geometry.area.sum()) for f in frames)
     expected = admin.execute("SELECT sum(ST_Area(geom)) FROM rd_metric").fetchone()
     assert expected is not None and total == pytest.approx(expected[0], rel=1e-9)
+    assert released(db, admin)
+
+
+@pytest.mark.usefixtures("tables")
+def test_stream_arrow_gives_geoarrow_batches_that_load_back(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    """Record batches with GeoArrow's geoarrow.wkb extension and CRS: pyarrow reads them
+    through the C stream interface, and db.ingest loads them into another table as they
+    were, in their CRS."""
+    import pyarrow as pa
+
+    arrow = db.stream_arrow("SELECT id, value, geom FROM rd_parcels ORDER BY id", batch_size=700)
+    field = arrow.schema.field("geom")
+    extension = orjson.loads(field.metadata[b"ARROW:extension:metadata"])
+    assert field.metadata[b"ARROW:extension:name"] == b"geoarrow.wkb"
+    assert extension["crs"]["id"] == {"authority": "EPSG", "code": 4326}
+    assert arrow.schema.field("value").type == pa.decimal128(12, 2)
+    table = pa.table(arrow)  # the C stream interface, as DuckDB and polars read it
+    assert table.num_rows == ROWS and released(db, admin)
+    geography = db.stream_arrow("SELECT id, geog FROM rd_geog").schema.field("geog")
+    assert b'"edges":"spherical"' in geography.metadata[b"ARROW:extension:metadata"]
+    admin.execute("DROP TABLE IF EXISTS rd_copy")
+    admin.execute("CREATE TABLE rd_copy (id int PRIMARY KEY, geom geometry(Polygon, 3857))")
+    try:
+        moved = "SELECT id, ST_Transform(geom, 3857) AS geom FROM rd_parcels WHERE geom IS NOT NULL"
+        assert db.ingest("rd_copy", db.stream_arrow(moved)).inserted == ROWS - 1
+        same = admin.execute(
+            "SELECT count(*) FROM rd_copy c JOIN rd_parcels p USING (id) "
+            "WHERE ST_Equals(c.geom, ST_Transform(p.geom, 3857))"
+        ).fetchone()
+        assert same == (ROWS - 1,)
+    finally:
+        admin.execute("DROP TABLE IF EXISTS rd_copy")
+    assert released(db, admin)
+
+
+@pytest.mark.usefixtures("tables")
+def test_stream_arrow_releases_when_closed_or_dropped(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    """pyarrow's own reader keeps its source until it is dropped: close() releases."""
+    arrow = db.stream_arrow("SELECT * FROM rd_parcels", batch_size=100)
+    next(iter(arrow))
+    assert db.pool_stats().checked_out == 1
+    arrow.close()
+    assert released(db, admin)
+    with db.stream_arrow("SELECT * FROM rd_parcels", batch_size=100) as arrow:
+        next(iter(arrow))
+    assert released(db, admin)
+    dropped = db.stream_arrow("SELECT * FROM rd_parcels", batch_size=100)
+    assert db.pool_stats().checked_out == 1  # the query ran: its first batch is read
+    del dropped
+    gc.collect()
     assert released(db, admin)
 
 

@@ -50,6 +50,7 @@ from geosession.settings import DatabaseSettings, check_duration
 if TYPE_CHECKING:
     from geosession.ingest.options import IngestArguments
     from geosession.ingest.pipeline import Ingest
+    from geosession.read.arrow import ArrowStream
 
 ISOLATION_LEVELS = ("READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE")
 T = TypeVar("T")
@@ -490,6 +491,23 @@ class SpatialDatabase:
 
         read = ReadOptions.build(**{**options, "output": "row"})
         return frames(GeometryStream(self._checkouts(replica=replica), statement, read, params))
+
+    def stream_arrow(
+        self,
+        statement: Any,
+        *,
+        params: Mapping[str, Any] | None = None,
+        replica: bool = False,
+        **options: Any,
+    ) -> ArrowStream:
+        """``statement``'s rows as Arrow record batches (needs the ``geo`` extra), geometries
+        as GeoArrow WKB with their CRS, for DuckDB, polars or pyarrow; ``close()`` it (or
+        use ``with``) to release its connection before the last batch."""
+        from geosession.read.arrow import arrow_stream
+
+        read = ReadOptions.build(**{**options, "output": "row"})
+        stream = GeometryStream(self._checkouts(replica=replica), statement, read, params)
+        return arrow_stream(stream)
 
     def export_geojson(
         self,

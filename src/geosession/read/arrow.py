@@ -18,7 +18,7 @@ import decimal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any
+from typing import Any, Self
 
 import orjson
 import shapely
@@ -187,3 +187,90 @@ def _json_value(value: Any) -> Any:
             int(value) if value.is_finite() and value == value.to_integral_value() else float(value)
         )
     return _text(value)
+
+
+def projjson(crs: str | None) -> Any:
+    """The PROJJSON of a CRS PROJ reads (pyproj, a geopandas dependency); None for none."""
+    if crs is None:
+        return None
+    from pyproj import CRS
+
+    return CRS.from_user_input(crs).to_json_dict()
+
+
+class ArrowStream:
+    """A stream's rows as Arrow data: a pyarrow RecordBatchReader (``reader``) that also
+    closes: pyarrow's own ``close()`` keeps the batches' source, and with it the pooled
+    connection, until the reader is dropped. It exports the Arrow C stream interface, so
+    ``duckdb.from_arrow``, ``polars.from_arrow``, ``pyarrow.table`` and ``db.ingest`` take it.
+    """
+
+    def __init__(self, reader: Any, stream: GeometryStream) -> None:
+        self.reader = reader
+        self._stream = stream
+
+    @property
+    def schema(self) -> Any:
+        return self.reader.schema
+
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        return self.reader.__arrow_c_stream__(requested_schema)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.reader)
+
+    def read_all(self) -> Any:
+        """Every remaining row as one pyarrow Table (in memory: for results that fit)."""
+        with self:
+            return self.reader.read_all()
+
+    def close(self) -> None:
+        """Releases the connection at once, however much was read."""
+        self._stream.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def arrow_stream(stream: GeometryStream) -> ArrowStream:
+    """``stream`` as Arrow data: a record batch per fetched batch, numeric as decimals, each
+    geometry column WKB marked with GeoArrow's ``geoarrow.wkb`` extension and its CRS (the
+    column's SRID's, else the first batch's), so DuckDB, polars and geoarrow readers know
+    it. The query runs (and its first batch is read) here."""
+    pa = pyarrow()
+    chunks: list[Chunk] = []
+    plan, schema, batches = record_batches(pa, stream, chunks.append, decimals=True)
+    first = next(batches, None)  # its chunk has the CRS of expression columns
+    crs = chunks[0].crs_by_column if chunks else {}
+    fields = [
+        _geoarrow_field(pa, field, column, crs.get(column.name) or plan.crs_for(column.srid))
+        if column.spatial
+        else field
+        for field, column in zip(schema, plan.columns, strict=True)
+    ]
+    marked = pa.schema(fields)
+
+    def marked_batches() -> Iterator[Any]:
+        with stream:  # closed however the reader ends
+            for batch in chain([first] if first is not None else [], batches):
+                yield pa.RecordBatch.from_arrays(batch.columns, schema=marked)
+
+    return ArrowStream(pa.RecordBatchReader.from_batches(marked, marked_batches()), stream)
+
+
+def _geoarrow_field(pa: Any, field: Any, column: Column, crs: str | None) -> Any:
+    """A geometry field marked as GeoArrow WKB, with its CRS as PROJJSON (none: unknown)
+    and, for geography, spherical edges."""
+    metadata: dict[str, Any] = {}
+    if crs is not None:
+        metadata["crs"] = projjson(crs)
+    if column.spatial == "geography":
+        metadata["edges"] = "spherical"
+    extension = {
+        b"ARROW:extension:name": b"geoarrow.wkb",
+        b"ARROW:extension:metadata": orjson.dumps(metadata),
+    }
+    return field.with_metadata(extension)

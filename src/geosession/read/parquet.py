@@ -16,7 +16,7 @@ from typing import IO, Any
 import shapely
 
 from geosession.geometry import TYPE_NAMES
-from geosession.read.arrow import Chunk, pyarrow, record_batches
+from geosession.read.arrow import Chunk, projjson, pyarrow, record_batches
 from geosession.read.geojson import Progress, temporary_path
 from geosession.read.query import ReadPlan
 from geosession.read.stream import GeometryStream
@@ -100,7 +100,7 @@ class _GeoMetadata:
             max(box[3], high_y),
         ]
         if crs is not None and "crs" not in entry:  # PROJ reads a CRS once per column
-            entry["crs"] = _projjson(crs)
+            entry["crs"] = projjson(crs)
 
     def encode(self, plan: ReadPlan) -> str:
         """The metadata as JSON; every geometry column has an entry, rows or none."""
@@ -112,7 +112,7 @@ class _GeoMetadata:
             described: dict[str, Any] = {
                 "encoding": "WKB",
                 "geometry_types": sorted(entry["types"]),
-                "crs": entry.get("crs") or _projjson(plan.crs_for(column.srid)),  # null: unknown
+                "crs": entry.get("crs") or projjson(plan.crs_for(column.srid)),  # null: unknown
             }
             if column.spatial == "geography":
                 described["edges"] = "spherical"
@@ -121,12 +121,3 @@ class _GeoMetadata:
             columns[column.name] = described
         document = {"version": _GEOPARQUET_VERSION, "primary_column": plan.geometry.name}
         return json.dumps({**document, "columns": columns})
-
-
-def _projjson(crs: str | None) -> Any:
-    """The PROJJSON of a CRS PROJ reads (pyproj, a geopandas dependency); None for none."""
-    if crs is None:
-        return None
-    from pyproj import CRS
-
-    return CRS.from_user_input(crs).to_json_dict()
