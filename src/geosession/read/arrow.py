@@ -1,4 +1,5 @@
-"""A stream as Arrow record batches, for the file writers (GeoParquet, GDAL's formats).
+"""A stream as Arrow record batches, for the file writers (GeoParquet, GDAL's formats)
+and for ``db.stream_arrow``.
 
 Each column's Arrow type comes from its PostgreSQL type, never from a chunk's values, so
 every batch has one schema even where a chunk holds only NULLs, and an empty result
@@ -201,9 +202,8 @@ def projjson(crs: str | None) -> Any:
 class ArrowStream:
     """A stream's rows as Arrow data: a pyarrow RecordBatchReader (``reader``) that also
     closes: pyarrow's own ``close()`` keeps the batches' source, and with it the pooled
-    connection, until the reader is dropped. It exports the Arrow C stream interface, so
-    ``duckdb.from_arrow``, ``polars.from_arrow``, ``pyarrow.table`` and ``db.ingest`` take it.
-    """
+    connection, until the reader is dropped. It exports the Arrow C stream interface, which
+    ``pyarrow.table``, ``db.ingest`` and the Arrow readers of polars and DuckDB take."""
 
     def __init__(self, reader: Any, stream: GeometryStream) -> None:
         self.reader = reader
@@ -242,15 +242,19 @@ def arrow_stream(stream: GeometryStream) -> ArrowStream:
     it. The query runs (and its first batch is read) here."""
     pa = pyarrow()
     chunks: list[Chunk] = []
-    plan, schema, batches = record_batches(pa, stream, chunks.append, decimals=True)
-    first = next(batches, None)  # its chunk has the CRS of expression columns
-    crs = chunks[0].crs_by_column if chunks else {}
-    fields = [
-        _geoarrow_field(pa, field, column, crs.get(column.name) or plan.crs_for(column.srid))
-        if column.spatial
-        else field
-        for field, column in zip(schema, plan.columns, strict=True)
-    ]
+    try:
+        plan, schema, batches = record_batches(pa, stream, chunks.append, decimals=True)
+        first = next(batches, None)  # its chunk has the CRS of expression columns
+        crs = chunks[0].crs_by_column if chunks else {}
+        fields = [
+            _geoarrow_field(pa, field, column, crs.get(column.name) or plan.crs_for(column.srid))
+            if column.spatial
+            else field
+            for field, column in zip(schema, plan.columns, strict=True)
+        ]
+    except BaseException:
+        stream.close()  # the first batch's connection, at once
+        raise
     marked = pa.schema(fields)
 
     def marked_batches() -> Iterator[Any]:
