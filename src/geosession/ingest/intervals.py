@@ -3,9 +3,11 @@
 psycopg sends an interval from a timedelta, which has no months ("1 mon" would become 30
 days), and has no parser for interval input. This reads the forms a CSV or a file written
 by PostgreSQL holds: its own output (``1 year 2 mons 3 days 04:05:06.5``, ``-1 days
-+02:00:00``, ``@ 1 day 2 hours ago``), units in words (``90 minutes``, ``1.5 days``) and
-ISO 8601 durations (``P1Y2M3DT4H5M6S``), with PostgreSQL's rules for fractions (a fraction
-of a month is days of 30, of a day hours of 24). The result is sent in interval's binary
++02:00:00``, ``@ 1 day 2 hours ago``), units in words (``90 minutes``, ``1.5 days``,
+``1h30m``), SQL's year-month (``1-2``) and ISO 8601 durations (``P1Y2M3DT4H5M6S``, and
+the alternative ``P0001-02-03T04:05:06``), with PostgreSQL's rules for fractions (a
+fraction of a month is days of 30, of a day hours of 24) and for a number without a unit
+(seconds, alone or last). The result is sent in interval's binary
 form, so ``1 mon`` stays one month.
 """
 
@@ -38,13 +40,14 @@ _UNITS = {word: (field, Decimal(size)) for words, field, size in _UNIT_WORDS for
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)"
 _QUANTITY = re.compile(rf"({_NUMBER})\s*([a-z]+)")
 _SECONDS = re.compile(_NUMBER)
-"""A number without a unit: days before a time ("1 02:00"), seconds when alone."""
+"""A number without a unit: days before a time ("1 02:00"), seconds when alone or last."""
 _CLOCK = re.compile(r"([+-]?)(\d+):(\d{1,2})(?::(\d{1,2}(?:\.\d*)?))?")
-_ISO = re.compile(
-    rf"p(?:({_NUMBER})y)?(?:({_NUMBER})m)?(?:({_NUMBER})w)?(?:({_NUMBER})d)?"
-    rf"(?:t(?:({_NUMBER})h)?(?:({_NUMBER})m)?(?:({_NUMBER})s)?)?"
-)
-_ISO_FIELDS = ("year", "month", "week", "day", "hour", "minute", "second")
+_YEAR_MONTH = re.compile(r"([+-]?)(\d+)-(\d+)")
+"""SQL's year-month interval: "1-2" is 1 year 2 months."""
+_ISO_DATE = re.compile(rf"(?:({_NUMBER})y)?(?:({_NUMBER})m)?(?:({_NUMBER})w)?(?:({_NUMBER})d)?")
+_ISO_TIME = re.compile(rf"(?:({_NUMBER})h)?(?:({_NUMBER})m)?(?:({_NUMBER})s)?")
+_ISO_ALTERNATIVE_DATE = re.compile(r"(\d+)(?:-(\d+)(?:-(\d+))?)?")
+_ISO_ALTERNATIVE_TIME = re.compile(r"(\d+)(?::(\d+)(?::(\d+(?:\.\d*)?))?)?")
 
 
 class Interval(NamedTuple):
@@ -80,7 +83,7 @@ def parse_interval(text: str) -> Interval:
     if not words:
         raise ValueError("empty")
     parts = [Decimal(0), Decimal(0), Decimal(0)]  # months, days, us
-    position = 0
+    position, clocked = 0, False
     while position < len(words):
         if words[position] in " ,":
             position += 1
@@ -88,21 +91,17 @@ def parse_interval(text: str) -> Interval:
         clock = _CLOCK.match(words, position)
         if clock is not None and _ends(words, clock.end()):
             parts[2] += _clock_us(clock)
-            position = clock.end()
+            position, clocked = clock.end(), True
+            continue
+        year_month = _YEAR_MONTH.match(words, position)
+        if year_month is not None and _ends(words, year_month.end()):
+            sign, years, months = year_month.groups()
+            parts[0] += (-1 if sign == "-" else 1) * (int(years) * 12 + int(months))
+            position = year_month.end()
             continue
         quantity = _QUANTITY.match(words, position)
-        if quantity is None or quantity.group(2) not in _UNITS or not _ends(words, quantity.end()):
-            bare = _SECONDS.match(words, position)
-            if bare is None or not _ends(words, bare.end()):
-                raise ValueError(f"cannot read {words[position:]!r}")
-            after = _CLOCK.match(words, bare.end() + 1)  # "1 02:00": SQL's days before a time
-            if after is not None and _ends(words, after.end()) and " day" not in words:
-                _add(parts, Decimal(bare.group()), "day")
-            elif bare.group() == words:  # a number alone is seconds
-                parts[2] += Decimal(bare.group()) * 1_000_000
-            else:
-                raise ValueError(f"a number without a unit in {words!r}")
-            position = bare.end()
+        if quantity is None or quantity.group(2) not in _UNITS or not _follows(words, quantity):
+            position = _unitless(words, position, parts, clocked=clocked)
             continue
         _add(parts, Decimal(quantity.group(1)), quantity.group(2))
         position = quantity.end()
@@ -110,8 +109,32 @@ def parse_interval(text: str) -> Interval:
     return Interval(*(-part for part in interval)) if negate else interval
 
 
+def _unitless(words: str, position: int, parts: list[Decimal], *, clocked: bool) -> int:
+    """Adds the number without a unit at ``position``: days before a time ("1 02:00", as
+    SQL writes them), else seconds when it is alone or last (not after a time); returns
+    where it ends."""
+    bare = _SECONDS.match(words, position)
+    if bare is None or not _ends(words, bare.end()):
+        raise ValueError(f"cannot read {words[position:]!r}")
+    after = _CLOCK.match(words, bare.end() + 1)
+    if after is not None and _ends(words, after.end()) and " day" not in words:
+        _add(parts, Decimal(bare.group()), "day")
+    elif bare.end() == len(words) and not clocked:
+        parts[2] += Decimal(bare.group()) * 1_000_000
+    else:
+        raise ValueError(f"a number without a unit in {words!r}")
+    return bare.end()
+
+
 def _ends(words: str, end: int) -> bool:
     return end == len(words) or words[end] in " ,"
+
+
+def _follows(words: str, quantity: re.Match[str]) -> bool:
+    """Whether a unit's word ends where the next field may start: a blank, the end, or
+    the next number of "1h30m"."""
+    end = quantity.end()
+    return _ends(words, end) or words[end].isdigit()
 
 
 def _clock_us(match: re.Match[str]) -> Decimal:
@@ -141,11 +164,32 @@ def _settled(parts: list[Decimal]) -> Interval:
 
 
 def _iso(words: str) -> Interval:
-    match = _ISO.fullmatch(words)
-    if match is None or not any(match.groups()):
+    """P, then the date's fields by designator (1Y2M3D) or in the alternative form
+    (0001-02-03), then T and the time's (4H5M6S, or 04:05:06)."""
+    date, _, time = words[1:].partition("t")
+    fields = [
+        *_iso_fields(date, _ISO_DATE, ("year", "month", "week", "day"), _ISO_ALTERNATIVE_DATE),
+        *_iso_fields(time, _ISO_TIME, ("hour", "minute", "second"), _ISO_ALTERNATIVE_TIME),
+    ]
+    if not fields and "t" not in words:  # "PT" is no time at all, "P" nothing
         raise ValueError(f"not an ISO 8601 duration: {words!r}")
     parts = [Decimal(0), Decimal(0), Decimal(0)]
-    for number, unit in zip(match.groups(), _ISO_FIELDS, strict=True):
-        if number is not None:
-            _add(parts, Decimal(number), unit)
+    for number, unit in fields:
+        _add(parts, Decimal(number), unit)
     return _settled(parts)
+
+
+def _iso_fields(
+    text: str, designated: re.Pattern[str], units: tuple[str, ...], alternative: re.Pattern[str]
+) -> list[tuple[str, str]]:
+    """The (number, unit) pairs of an ISO 8601 duration's date or time part."""
+    if not text:
+        return []
+    match = designated.fullmatch(text)
+    if match is None or not any(match.groups()):
+        match = alternative.fullmatch(text)
+        units = ("year", "month", "day") if units[0] == "year" else units
+    if match is None:
+        raise ValueError(f"not an ISO 8601 duration part: {text!r}")
+    pairs = zip(match.groups(), units, strict=True)
+    return [(number, unit) for number, unit in pairs if number is not None]
