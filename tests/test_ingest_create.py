@@ -58,6 +58,8 @@ TABLES = (
     "made_zip",
     "made_subset",
     "zipped_fids",
+    "gdb_parcels",
+    "gdb_roads",
     "made_points",
     "made_metric",
     "made_values",
@@ -175,6 +177,47 @@ def test_a_geopackages_feature_ids_are_kept_in_the_table_it_makes(
         (2, 200),
         (3, 300),
     ]
+
+
+def test_a_file_geodatabase_folder_or_zipped_is_loaded_with_its_objectids(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """Esri's File Geodatabase (GDAL's OpenFileGDB): a folder, its layers the feature
+    classes, each feature's OBJECTID kept as a GeoPackage's fid is; zipped with its folder
+    or with its files at the top, as downloads come."""
+    gdb = tmp_path / "county.gdb"
+    frame = parcels(4).drop(columns=["id", "seen", "Big"])  # no int64 in older ArcGIS
+    pyogrio.write_dataframe(
+        frame, gdb, layer="parcels", driver="OpenFileGDB", promote_to_multi=True
+    )
+    pyogrio.write_dataframe(
+        frame.iloc[:2], gdb, layer="roads", driver="OpenFileGDB", promote_to_multi=True
+    )
+    with pytest.raises(
+        ConfigurationError, match=r"2 layers with features \(parcels: 4, roads: 2\)"
+    ):
+        db.ingest("gdb_parcels", gdb, create=True)
+    assert db.ingest("gdb_parcels", gdb, create=True, layer="parcels").inserted == 4
+    assert list(columns(admin, "gdb_parcels")) == ["objectid", "ratio", "ok", "name", "shape"]
+    admin.execute("ALTER TABLE gdb_parcels ALTER objectid RESTART WITH 1000")  # not its ids
+    admin.execute("TRUNCATE gdb_parcels")
+    assert db.ingest("gdb_parcels", gdb, layer="parcels", ingest_id="again").inserted == 4
+    stored = admin.execute("SELECT objectid, name FROM gdb_parcels ORDER BY 1").fetchall()
+    assert stored == [(i, f"parcel {i - 1}") for i in range(1, 5)]  # the OBJECTIDs
+    folder, top = tmp_path / "folder.zip", tmp_path / "top.zip"
+    with zipfile.ZipFile(folder, "w") as with_folder, zipfile.ZipFile(top, "w") as at_top:
+        for part in gdb.iterdir():
+            with_folder.write(part, f"download/county.gdb/{part.name}")
+            at_top.write(part, part.name)
+    for archive in (folder, top):
+        loaded = db.ingest("gdb_roads", archive, create=True, layer="roads", ingest_id=archive.stem)
+        assert loaded.inserted == 2
+    assert admin.execute("SELECT count(*) FROM gdb_roads").fetchone() == (4,)
+    runner = CliRunner()  # a folder on the command line
+    env = {"GEOSESSION_DATABASE_URL": db.settings.url().render_as_string(hide_password=False)}
+    cli = runner.invoke(app, ["ingest", str(gdb), "gdb_roads", "--layer", "roads"], env=env)
+    assert cli.exit_code == 0, cli.output
+    assert admin.execute("SELECT count(*) FROM gdb_roads").fetchone() == (6,)
 
 
 def test_a_resumed_load_keeps_feature_ids_as_its_first_run_did(

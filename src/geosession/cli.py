@@ -202,10 +202,11 @@ def ingest(
         list[Path],
         typer.Argument(
             help="Vector files (GeoPackage, Shapefile, GeoJSON, GeoJSON Lines, FlatGeobuf, "
-            "KML, GPX; zipped too), GeoParquet or CSV (a WKT column, or longitude and "
-            "latitude): one, or several loaded one after the other. - reads standard input "
-            "(any of these but an unzipped Shapefile), copied to a temporary file in $TMPDIR "
-            "first; so is a named pipe, such as bash's <(unzip -p data.zip parcels.geojson).",
+            "KML, GPX, a File Geodatabase's .gdb folder; zipped too), GeoParquet or CSV (a "
+            "WKT column, or longitude and latitude): one, or several loaded one after the "
+            "other. - reads standard input (any of these but an unzipped Shapefile or a "
+            "folder), copied to a temporary file in $TMPDIR first; so is a named pipe, such "
+            "as bash's <(unzip -p data.zip parcels.geojson).",
         ),
     ],
     table: Annotated[str, typer.Argument(help="Target table, optionally schema.table.")],
@@ -270,8 +271,8 @@ def ingest(
     layer: Annotated[
         str | None,
         typer.Option(
-            help="The layer to load, for a file that has several (a GeoPackage); "
-            "ogrinfo FILE lists them."
+            help="The layer to load, for a file that has several (a GeoPackage, a File "
+            "Geodatabase); ogrinfo FILE lists them."
         ),
     ] = None,
     where: Annotated[
@@ -408,7 +409,10 @@ _STDIN = Path("-")
 
 
 def _check_sources(sources: list[Path]) -> None:
-    """Every source is a file, or - (standard input, once, and not a terminal)."""
+    """Every source is a file (or a File Geodatabase's folder), a named pipe, or -
+    (standard input, once, and not a terminal)."""
+    from geosession.ingest.files import is_source_file
+
     for source in sources:
         if source == _STDIN:
             if sources.count(_STDIN) > 1:
@@ -421,7 +425,7 @@ def _check_sources(sources: list[Path]) -> None:
                     "(curl -sL URL | geosession ingest - TABLE) or name a file",
                     param_hint="SOURCES",
                 )
-        elif not (source.is_file() or _is_pipe(source)):
+        elif not (is_source_file(source) or _is_pipe(source)):
             reason = "is a directory" if source.is_dir() else "does not exist"
             raise typer.BadParameter(f"file {str(source)!r} {reason}", param_hint="SOURCES")
 
@@ -569,8 +573,12 @@ def _files_table(reports: list[tuple[Path, Any]]) -> Any:
 
 
 def _file_identity(source: Path) -> str:
-    stat = source.stat()
-    return f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    """The file's path, size and modification time (a File Geodatabase's: its files')."""
+    files = sorted(source.iterdir()) if source.is_dir() else [source]
+    stats = [path.stat() for path in files]
+    size = sum(stat.st_size for stat in stats)
+    changed = max((stat.st_mtime_ns for stat in stats), default=0)
+    return f"{source.resolve()}|{size}|{changed}"
 
 
 def _ingest_id_for(

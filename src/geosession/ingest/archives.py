@@ -16,6 +16,8 @@ from pathlib import Path, PurePosixPath
 from geosession.errors import ConfigurationError
 
 ARCHIVE_SUFFIXES = (".zip",)
+GEODATABASE = ".gdb"
+"""An Esri File Geodatabase: a folder of files that GDAL opens as one dataset."""
 _DATASET_SUFFIXES = (".shp", ".gpkg", ".geojson", ".fgb", ".kml", ".gpx")
 """Files in an archive that are data (a .json there is more often metadata)."""
 
@@ -54,9 +56,11 @@ def gdal_source(path: Path) -> GdalSource:
         for member in members
         if member.suffix.lower() in _DATASET_SUFFIXES and "__MACOSX" not in member.parts
     ]
+    data += sorted(_geodatabases(members))
     if not data:
         raise ConfigurationError(
-            f"{path} holds no GeoPackage, Shapefile, GeoJSON, FlatGeobuf, KML or GPX file"
+            f"{path} holds no GeoPackage, Shapefile, GeoJSON, FlatGeobuf, KML, GPX file or "
+            "File Geodatabase"
         )
     for member in data:
         if member.suffix.lower() == ".shp":
@@ -74,6 +78,19 @@ def gdal_source(path: Path) -> GdalSource:
         f"{path} holds several vector files ({listed}) that GDAL cannot open as one: "
         "unzip it and load them one by one"
     )
+
+
+def _geodatabases(members: list[PurePosixPath]) -> set[PurePosixPath]:
+    """The .gdb folders in an archive (the zip of a File Geodatabase holds the folder, or
+    its files at the top: then the archive is the geodatabase, ".")."""
+    folders = {
+        PurePosixPath(*member.parts[: depth + 1])
+        for member in members
+        for depth, part in enumerate(member.parts[:-1])
+        if part.lower().endswith(GEODATABASE) and "__MACOSX" not in member.parts
+    }
+    top = any(len(m.parts) == 1 and m.suffix.lower() == ".gdbtable" for m in members)
+    return folders | ({PurePosixPath(".")} if top else set())
 
 
 _SHAPEFILE_PARTS = {".shx": "the index of its shapes", ".dbf": "its attributes"}

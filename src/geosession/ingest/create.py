@@ -38,6 +38,7 @@ from geosession.ingest.files import (
     VECTOR_SUFFIXES,
     geoparquet_columns,
     id_column,
+    is_source_file,
     vector_layer,
 )
 from geosession.ingest.options import IngestOptions
@@ -210,7 +211,7 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         suffix = path.suffix.lower()
-        if not path.is_file():
+        if not is_source_file(path):
             raise ConfigurationError(f"cannot ingest {path}: no such file")
         if suffix == ".csv":
             schema = _csv_schema(path, options)

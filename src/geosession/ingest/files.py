@@ -31,7 +31,7 @@ from typing import Any
 
 from geosession.errors import ConfigurationError
 from geosession.geometry import authority_code
-from geosession.ingest.archives import ARCHIVE_SUFFIXES, GdalSource, gdal_source
+from geosession.ingest.archives import ARCHIVE_SUFFIXES, GEODATABASE, GdalSource, gdal_source
 from geosession.ingest.batches import Batch, CheckFields, target_name
 from geosession.ingest.crs import SourceCrs, source_crs
 from geosession.ingest.delimited import csv_batches
@@ -45,6 +45,7 @@ from geosession.read.layer_types import measured_types, name_unknown_with_dimens
 
 _GDAL_SUFFIXES = (
     ".gpkg",
+    ".gdb",
     ".shp",
     ".geojson",
     ".json",
@@ -60,13 +61,13 @@ VECTOR_SUFFIXES = _GDAL_SUFFIXES + _SEQUENCE_SUFFIXES
 """Files read through GDAL (pyogrio)."""
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
 SUPPORTED = (
-    "GeoPackage, Shapefile, GeoJSON, FlatGeobuf, KML, GPX (zipped too: "
+    "GeoPackage, Shapefile, GeoJSON, FlatGeobuf, KML, GPX, File Geodatabase (zipped too: "
     + ", ".join(_GDAL_SUFFIXES)
     + "), GeoJSON Lines ("
     + ", ".join(_SEQUENCE_SUFFIXES)
     + "), GeoParquet (.parquet) or .csv"
 )
-_NAMED_ID_SUFFIXES = (".gpkg",)
+_NAMED_ID_SUFFIXES = (".gpkg", ".gdb")
 """Files whose layers name their id column, so their ids are data (GDAL numbers the
 features of the others itself; asking pyogrio for those ids may clash with a field)."""
 _PARQUET_BUFFER = 1 << 20
@@ -86,7 +87,7 @@ def file_length(path: Path, layer: str | None = None) -> int | None:
     """A vector or Parquet file's row count, read from its header; None for a CSV or a
     GeoJSON file (their rows are unknown without a full pass) or a file that cannot say."""
     suffix = path.suffix.lower()
-    if suffix not in VECTOR_SUFFIXES + PARQUET_SUFFIXES or not path.is_file():
+    if suffix not in VECTOR_SUFFIXES + PARQUET_SUFFIXES or not is_source_file(path):
         return None
     if suffix in _GEOJSON_SUFFIXES:
         return None
@@ -104,6 +105,11 @@ def file_length(path: Path, layer: str | None = None) -> int | None:
     except Exception:
         return None
     return count if count >= 0 else None
+
+
+def is_source_file(path: Path) -> bool:
+    """A file, or an Esri File Geodatabase (a folder named .gdb, which GDAL opens whole)."""
+    return path.is_file() or (path.suffix.lower() == GEODATABASE and path.is_dir())
 
 
 def file_kind(path: Path) -> str:
@@ -128,7 +134,7 @@ def file_batches(
 ) -> Iterator[Batch]:
     read = read or FileRead()
     kind = file_kind(path)
-    if not path.is_file():
+    if not is_source_file(path):
         raise ConfigurationError(f"cannot ingest {path}: no such file")
     read.check(kind, str(path))
     check_encoding(read.encoding, path)
