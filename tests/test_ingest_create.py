@@ -60,6 +60,10 @@ TABLES = (
     "zipped_fids",
     "gdb_parcels",
     "gdb_roads",
+    "from_tab",
+    "from_mif",
+    "from_sqlite",
+    "from_zipped_tab",
     "made_points",
     "made_metric",
     "made_values",
@@ -218,6 +222,40 @@ def test_a_file_geodatabase_folder_or_zipped_is_loaded_with_its_objectids(
     cli = runner.invoke(app, ["ingest", str(gdb), "gdb_roads", "--layer", "roads"], env=env)
     assert cli.exit_code == 0, cli.output
     assert admin.execute("SELECT count(*) FROM gdb_roads").fetchone() == (6,)
+
+
+def test_mapinfo_and_spatialite_files_are_read_through_gdal(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """MapInfo (.tab with its .dat, .map and .id; .mif with its .mid) and SpatiaLite, the
+    other formats pyogrio's GDAL reads, zipped in a folder too."""
+    points = [shapely.Point(i + 0.5, -i) for i in range(3)]
+    names = [f"parcel {i}" for i in range(3)]
+    frame = gpd.GeoDataFrame({"id": [0, 1, 2], "name": names}, geometry=points, crs=4326)
+    download = tmp_path / "download"
+    download.mkdir()
+    pyogrio.write_dataframe(frame, download / "parcels.tab", driver="MapInfo File")
+    pyogrio.write_dataframe(frame, tmp_path / "parcels.mif", driver="MapInfo File")
+    pyogrio.write_dataframe(frame, tmp_path / "parcels.sqlite", driver="SQLite", layer="p")
+    archive = tmp_path / "tab.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for part in download.iterdir():
+            zipped.write(part, f"download/{part.name}")
+    sources = {
+        "from_tab": download / "parcels.tab",
+        "from_mif": tmp_path / "parcels.mif",
+        "from_sqlite": tmp_path / "parcels.sqlite",
+        "from_zipped_tab": archive,
+    }
+    for table, source in sources.items():
+        assert db.ingest(table, source, create=True).inserted == 3, table
+        geom = "geometry" if source.suffix == ".sqlite" else "geom"  # SpatiaLite names it
+        stored = admin.execute(
+            f"SELECT id, name, ST_AsText({geom}), ST_SRID({geom}) FROM {table} ORDER BY id"
+        ).fetchall()
+        assert stored == [(i, f"parcel {i}", f"POINT({i + 0.5} {-i})", 4326) for i in range(3)], (
+            table
+        )
 
 
 def test_a_resumed_load_keeps_feature_ids_as_its_first_run_did(

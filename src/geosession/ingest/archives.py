@@ -18,7 +18,7 @@ from geosession.errors import ConfigurationError
 ARCHIVE_SUFFIXES = (".zip",)
 GEODATABASE = ".gdb"
 """An Esri File Geodatabase: a folder of files that GDAL opens as one dataset."""
-_DATASET_SUFFIXES = (".shp", ".gpkg", ".geojson", ".fgb", ".kml", ".gpx")
+_DATASET_SUFFIXES = (".shp", ".gpkg", ".geojson", ".fgb", ".kml", ".gpx", ".tab", ".mif", ".sqlite")
 """Files in an archive that are data (a .json there is more often metadata)."""
 
 
@@ -59,8 +59,8 @@ def gdal_source(path: Path) -> GdalSource:
     data += sorted(_geodatabases(members))
     if not data:
         raise ConfigurationError(
-            f"{path} holds no GeoPackage, Shapefile, GeoJSON, FlatGeobuf, KML, GPX file or "
-            "File Geodatabase"
+            f"{path} holds no GeoPackage, Shapefile, GeoJSON, FlatGeobuf, KML, GPX, MapInfo or "
+            "SpatiaLite file, nor a File Geodatabase"
         )
     for member in data:
         if member.suffix.lower() == ".shp":

@@ -46,6 +46,9 @@ from geosession.read.layer_types import measured_types, name_unknown_with_dimens
 _GDAL_SUFFIXES = (
     ".gpkg",
     ".gdb",
+    ".tab",
+    ".mif",
+    ".sqlite",
     ".shp",
     ".geojson",
     ".json",
@@ -61,7 +64,8 @@ VECTOR_SUFFIXES = _GDAL_SUFFIXES + _SEQUENCE_SUFFIXES
 """Files read through GDAL (pyogrio)."""
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
 SUPPORTED = (
-    "GeoPackage, Shapefile, GeoJSON, FlatGeobuf, KML, GPX, File Geodatabase (zipped too: "
+    "GeoPackage, Shapefile, GeoJSON, FlatGeobuf, KML, GPX, File Geodatabase, MapInfo, "
+    "SpatiaLite (zipped too: "
     + ", ".join(_GDAL_SUFFIXES)
     + "), GeoJSON Lines ("
     + ", ".join(_SEQUENCE_SUFFIXES)
