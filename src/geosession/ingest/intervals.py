@@ -7,8 +7,8 @@ by PostgreSQL holds: its own output (``1 year 2 mons 3 days 04:05:06.5``, ``-1 d
 ``1h30m``), SQL's year-month (``1-2``) and ISO 8601 durations (``P1Y2M3DT4H5M6S``, and
 the alternative ``P0001-02-03T04:05:06``), with PostgreSQL's rules for fractions (a
 fraction of a month is days of 30, of a day hours of 24) and for a number without a unit
-(seconds, alone or last). The result is sent in interval's binary
-form, so ``1 mon`` stays one month.
+(seconds, alone or last). The result is sent in interval's binary form, so ``1 mon``
+stays one month.
 """
 
 from __future__ import annotations
@@ -44,10 +44,23 @@ _SECONDS = re.compile(_NUMBER)
 _CLOCK = re.compile(r"([+-]?)(\d+):(\d{1,2})(?::(\d{1,2}(?:\.\d*)?))?")
 _YEAR_MONTH = re.compile(r"([+-]?)(\d+)-(\d+)")
 """SQL's year-month interval: "1-2" is 1 year 2 months."""
-_ISO_DATE = re.compile(rf"(?:({_NUMBER})y)?(?:({_NUMBER})m)?(?:({_NUMBER})w)?(?:({_NUMBER})d)?")
-_ISO_TIME = re.compile(rf"(?:({_NUMBER})h)?(?:({_NUMBER})m)?(?:({_NUMBER})s)?")
-_ISO_ALTERNATIVE_DATE = re.compile(r"(\d+)(?:-(\d+)(?:-(\d+))?)?")
-_ISO_ALTERNATIVE_TIME = re.compile(r"(\d+)(?::(\d+)(?::(\d+(?:\.\d*)?))?)?")
+_Form = tuple[re.Pattern[str], tuple[str, ...]]
+_ISO_DATE_FORMS: tuple[_Form, _Form] = (
+    (
+        re.compile(rf"(?:({_NUMBER})y)?(?:({_NUMBER})m)?(?:({_NUMBER})w)?(?:({_NUMBER})d)?"),
+        ("year", "month", "week", "day"),
+    ),
+    (re.compile(r"(\d+)(?:-(\d+)(?:-(\d+))?)?"), ("year", "month", "day")),
+)
+_ISO_TIME_FORMS: tuple[_Form, _Form] = (
+    (
+        re.compile(rf"(?:({_NUMBER})h)?(?:({_NUMBER})m)?(?:({_NUMBER})s)?"),
+        ("hour", "minute", "second"),
+    ),
+    (re.compile(r"(\d+)(?::(\d+)(?::(\d+(?:\.\d*)?))?)?"), ("hour", "minute", "second")),
+)
+"""An ISO 8601 duration part's two forms: by designator (1Y2M3D, 4H5M6S), and the
+alternative (0001-02-03, 04:05:06); each with the units of its numbers."""
 
 
 class Interval(NamedTuple):
@@ -167,10 +180,7 @@ def _iso(words: str) -> Interval:
     """P, then the date's fields by designator (1Y2M3D) or in the alternative form
     (0001-02-03), then T and the time's (4H5M6S, or 04:05:06)."""
     date, _, time = words[1:].partition("t")
-    fields = [
-        *_iso_fields(date, _ISO_DATE, ("year", "month", "week", "day"), _ISO_ALTERNATIVE_DATE),
-        *_iso_fields(time, _ISO_TIME, ("hour", "minute", "second"), _ISO_ALTERNATIVE_TIME),
-    ]
+    fields = [*_iso_fields(date, *_ISO_DATE_FORMS), *_iso_fields(time, *_ISO_TIME_FORMS)]
     if not fields and "t" not in words:  # "PT" is no time at all, "P" nothing
         raise ValueError(f"not an ISO 8601 duration: {words!r}")
     parts = [Decimal(0), Decimal(0), Decimal(0)]
@@ -179,16 +189,15 @@ def _iso(words: str) -> Interval:
     return _settled(parts)
 
 
-def _iso_fields(
-    text: str, designated: re.Pattern[str], units: tuple[str, ...], alternative: re.Pattern[str]
-) -> list[tuple[str, str]]:
+def _iso_fields(text: str, designated: _Form, alternative: _Form) -> list[tuple[str, str]]:
     """The (number, unit) pairs of an ISO 8601 duration's date or time part."""
     if not text:
         return []
-    match = designated.fullmatch(text)
+    pattern, units = designated
+    match = pattern.fullmatch(text)
     if match is None or not any(match.groups()):
-        match = alternative.fullmatch(text)
-        units = ("year", "month", "day") if units[0] == "year" else units
+        pattern, units = alternative
+        match = pattern.fullmatch(text)
     if match is None:
         raise ValueError(f"not an ISO 8601 duration part: {text!r}")
     pairs = zip(match.groups(), units, strict=True)
