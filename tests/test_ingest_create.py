@@ -19,6 +19,7 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import orjson
 import pandas as pd
 import psycopg
 import pyarrow as pa
@@ -64,6 +65,9 @@ TABLES = (
     "from_mif",
     "from_sqlite",
     "from_zipped_tab",
+    "geojson_ids",
+    "geojson_ids_made",
+    "geojson_seq_ids",
     "made_points",
     "made_metric",
     "made_values",
@@ -222,6 +226,74 @@ def test_a_file_geodatabase_folder_or_zipped_is_loaded_with_its_objectids(
     cli = runner.invoke(app, ["ingest", str(gdb), "gdb_roads", "--layer", "roads"], env=env)
     assert cli.exit_code == 0, cli.output
     assert admin.execute("SELECT count(*) FROM gdb_roads").fetchone() == (6,)
+
+
+def geojson_with_ids(path: Path, ids: list[Any], *, lines: bool = False) -> Path:
+    """Features with RFC 7946 top-level ids, a name with JSON's awkward characters."""
+    features = [
+        {
+            "type": "Feature",
+            "id": feature_id,
+            "geometry": {"type": "Point", "coordinates": [n, -n]},
+            "properties": {"name": f'p{n} {{"x": "}}\\"'},
+        }
+        for n, feature_id in enumerate(ids)
+    ]
+    if lines:
+        path.write_bytes(b"".join(orjson.dumps(f) + b"\n" for f in features))
+    else:
+        path.write_bytes(orjson.dumps({"type": "FeatureCollection", "features": features}))
+    return path
+
+
+def test_a_geojson_files_integer_feature_ids_load_into_its_id_column(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """GDAL reads a feature's integer "id" member as its FID, which it also makes up for
+    features without one: the file's first feature tells them apart, and real ids load
+    into the column id (a table's key, say), into a table with rows too."""
+    admin.execute(
+        "CREATE TABLE geojson_ids (id int PRIMARY KEY, name text, geom geometry(Point, 4326))"
+    )
+    admin.execute("INSERT INTO geojson_ids VALUES (1, 'there', 'SRID=4326;POINT(0 0)')")
+    source = geojson_with_ids(tmp_path / "ids.geojson", [17, 27, 37])
+    assert db.ingest("geojson_ids", source).inserted == 3
+    stored = admin.execute("SELECT id, name FROM geojson_ids ORDER BY id").fetchall()
+    assert [row[0] for row in stored] == [1, 17, 27, 37]
+    assert stored[1][1] == 'p0 {"x": "}\\"'
+    zipped = tmp_path / "ids.zip"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.write(geojson_with_ids(tmp_path / "more.geojson", [47]), "data/more.geojson")
+    assert db.ingest("geojson_ids", zipped).inserted == 1
+    assert db.ingest("geojson_ids_made", source, create=True).inserted == 3
+    assert list(columns(admin, "geojson_ids_made")) == ["id", "name", "geom"]
+    lines = geojson_with_ids(tmp_path / "ids.geojsonl", [5, 6], lines=True)
+    assert db.ingest("geojson_seq_ids", lines, create=True).inserted == 2
+    made = admin.execute("SELECT id FROM geojson_ids_made ORDER BY id").fetchall()
+    seq = admin.execute("SELECT id FROM geojson_seq_ids ORDER BY id").fetchall()
+    assert (made, seq) == ([(17,), (27,), (37,)], [(5,), (6,)])
+    named = geojson_with_ids(tmp_path / "named.geojson", ["a1", "b2"])  # text: a field id
+    admin.execute("DROP TABLE geojson_ids_made")
+    assert db.ingest("geojson_ids_made", named, create=True).inserted == 2
+    assert list(columns(admin, "geojson_ids_made")) == ["fid", "id", "name", "geom"]
+
+
+def test_the_first_feature_of_a_geojson_file_says_whether_it_has_ids(tmp_path: Path) -> None:
+    from geosession.ingest.archives import GdalSource
+    from geosession.ingest.geojson_ids import has_integer_ids
+
+    def ids(text: str) -> bool:
+        path = tmp_path / "f.geojson"
+        path.write_text(text)
+        return has_integer_ids(GdalSource(path, path, shapefiles=False), sequence=False)
+
+    feature = '{"type": "Feature", "properties": {"note": "} \\" {"}, "geometry": null'
+    assert ids('{"type": "FeatureCollection", "features": [' + feature + ', "id": 3}]}')
+    assert not ids('{"type": "FeatureCollection", "features": [' + feature + ', "id": "3"}]}')
+    assert not ids('{"type": "FeatureCollection", "features": [' + feature + "}]}")
+    assert not ids('{"type": "FeatureCollection", "features": []}')
+    big = '"' + "x" * (1 << 20) + '"'  # a first feature beyond the first megabyte
+    assert not ids('{"type": "FeatureCollection", "features": [{"p": ' + big + ', "id": 3}]}')
 
 
 def test_mapinfo_and_spatialite_files_are_read_through_gdal(

@@ -273,7 +273,9 @@ def _vector_schema(
             info = pyogrio.read_info(source.name, layer=layer, encoding=names_in)
     except unreadable as error:
         raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
-    schema = SourceSchema(key=id_column(source, info["fid_column"]) or "fid")
+    key = id_column(source, info["fid_column"])
+    fields = [str(name) for name in info["fields"]]  # a GeoJSON file's ids and an id field
+    schema = SourceSchema(key=key if key and key not in fields else "fid")
     kinds = zip(info["fields"], info["ogr_types"], info["ogr_subtypes"], strict=True)
     for name, kind, subtype in kinds:
         schema.add(

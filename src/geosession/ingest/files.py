@@ -41,6 +41,7 @@ from geosession.ingest.encodings import (
     layer_text,
 )
 from geosession.ingest.file_read import FileRead, renamer
+from geosession.ingest.geojson_ids import has_integer_ids
 from geosession.read.layer_types import measured_types, name_unknown_with_dimensions
 
 _GDAL_SUFFIXES = (
@@ -182,7 +183,8 @@ def _vector_batches(
     try:
         source = gdal_source(path)
         layer = vector_layer(pyogrio, source, read.layer)
-        feature_ids = read.feature_ids and source.suffix in _NAMED_ID_SUFFIXES
+        geojson_ids = _geojson_ids(source)  # the user's: loaded whether the table is empty
+        feature_ids = geojson_ids or (read.feature_ids and source.suffix in _NAMED_ID_SUFFIXES)
         text = layer_text(pyogrio, source, layer, read.encoding)
         opened = pyogrio.open_arrow(
             source.name,
@@ -200,6 +202,8 @@ def _vector_batches(
             geometry = meta["geometry_name"] or "wkb_geometry"  # pyogrio's name for no name
             fields = [str(name) for name in reader.schema.names]
             renamed = renamer(read, fields, path)
+            if geojson_ids and "id" not in fields:  # GDAL's FIDs: the features' "id"s
+                renamed = _ids_as(fields[0], "id", renamed)
             if feature_ids and not (  # the layer's own ids (first), with a column to go to
                 meta.get("fid_column")
                 and target_name(renamed(fields[0]), geometry, columns, geometry_column) in columns
@@ -257,9 +261,24 @@ def _filtering(read: FileRead, path: Path) -> Iterator[None]:
 
 
 def id_column(source: GdalSource, fid_column: Any) -> str:
-    """The name of the column that holds a layer's own feature ids ("" when GDAL numbers
-    the features itself, or takes an integer "id" field of a GeoJSON file as theirs)."""
+    """The name of the column that holds a layer's own feature ids: a GeoPackage's fid, a
+    File Geodatabase's OBJECTID, "id" for a GeoJSON file whose features have integer ids
+    (which GDAL takes as its FIDs); "" when GDAL numbers the features itself."""
+    if _geojson_ids(source):
+        return "id"
     return str(fid_column or "") if source.suffix in _NAMED_ID_SUFFIXES else ""
+
+
+def _geojson_ids(source: GdalSource) -> bool:
+    """Whether a GeoJSON file's features have integer ids (GDAL's FIDs, not a field)."""
+    if source.suffix not in _GEOJSON_SUFFIXES:
+        return False
+    return has_integer_ids(source, sequence=source.suffix in _SEQUENCE_SUFFIXES)
+
+
+def _ids_as(fid_field: str, name: str, renamed: Callable[[str], str]) -> Callable[[str], str]:
+    """``renamed``, with the FID field pyogrio puts first loaded as ``name``."""
+    return lambda field: name if field == fid_field else renamed(field)
 
 
 def vector_layer(pyogrio: Any, source: GdalSource, layer: str | None) -> str | None:
