@@ -623,6 +623,28 @@ def test_zipped_vector_files_are_read_in_place_at_the_top_or_in_a_folder(tmp_pat
     assert len(column(batches(nested), "name")) == 3
 
 
+def test_a_folder_of_shapefiles_is_read_as_its_zip_would_be(tmp_path: Path) -> None:
+    """An unzipped download: the folder is the dataset, each Shapefile a layer, chosen
+    when several have features; a Shapefile in it without its .dbf is refused."""
+    folder = tmp_path / "download"
+    folder.mkdir()
+    pyogrio.write_dataframe(frame(12), folder / "parcels.shp")
+    (folder / "README.txt").write_text("parcels of the county")
+    assert column(batches(folder), "name") == list(frame(12)["name"])
+    assert all(b.crs == {"geom": 3857} for b in batches(folder))
+    pyogrio.write_dataframe(frame(3), folder / "roads.shp")
+    with pytest.raises(ConfigurationError, match=r"2 layers with features"):
+        batches(folder)
+    assert len(column(batches(folder, layer="roads"), "name")) == 3
+    (folder / "roads.dbf").unlink()
+    with pytest.raises(ConfigurationError, match=r"roads.shp in .*download lacks its .dbf"):
+        batches(folder, layer="parcels")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigurationError, match="unsupported file type"):
+        batches(empty)
+
+
 def test_archives_without_data_or_with_data_gdal_cannot_open_as_one(tmp_path: Path) -> None:
     (tmp_path / "README.txt").write_text("nothing here")
     empty = _zipped(tmp_path / "empty.zip", {"README.txt": tmp_path / "README.txt"})

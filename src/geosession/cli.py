@@ -202,7 +202,8 @@ def ingest(
         list[Path],
         typer.Argument(
             help="Vector files (GeoPackage, Shapefile, GeoJSON, GeoJSON Lines, FlatGeobuf, "
-            "KML, GPX, a File Geodatabase's .gdb folder, MapInfo, SpatiaLite; zipped too), "
+            "KML, GPX, a File Geodatabase's .gdb folder, MapInfo, SpatiaLite; zipped too; a "
+            "folder of Shapefiles), "
             "GeoParquet or CSV (a WKT column, or longitude and latitude): one, or several "
             "loaded one after the other. - reads standard input (any of these but an "
             "unzipped Shapefile or a folder), copied to a temporary file in $TMPDIR first; "

@@ -39,13 +39,33 @@ class GdalSource:
         return PurePosixPath(str(self.name)).suffix.lower()
 
 
+def shapefile_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder of Shapefiles (not a File Geodatabase's), which GDAL
+    opens as one dataset, each Shapefile a layer, as it opens such a folder in a zip."""
+    return (
+        path.is_dir()
+        and path.suffix.lower() != GEODATABASE
+        and any(child.suffix.lower() == ".shp" for child in path.iterdir())
+    )
+
+
 def gdal_source(path: Path) -> GdalSource:
     """``path`` itself, or for a zip archive what in it holds the data."""
+    if shapefile_folder(path):
+        for shp in (child for child in path.iterdir() if child.suffix.lower() == ".shp"):
+            _check_parts(shp.name, lambda name: (path / name).exists(), str(path))
+        return GdalSource(path, path, shapefiles=True)
     if path.suffix.lower() not in ARCHIVE_SUFFIXES:
         shapefile = path.suffix.lower() == ".shp"
         if shapefile:
             _check_parts(path.name, lambda name: (path.parent / name).exists(), str(path.parent))
         return GdalSource(path, path, shapefiles=shapefile)
+    return _archive_source(path)
+
+
+def _archive_source(path: Path) -> GdalSource:
+    """What in a zip archive holds the data: its one vector file, its File Geodatabase,
+    or its folder of Shapefiles."""
     try:
         with zipfile.ZipFile(path) as archive:
             members = [PurePosixPath(name) for name in archive.namelist()]

@@ -26,7 +26,7 @@ import shapely
 from sqlalchemy import Connection, Engine, Table, inspect, text
 
 from geosession.errors import ConfigurationError, DatabaseError
-from geosession.ingest.archives import gdal_source
+from geosession.ingest.archives import gdal_source, shapefile_folder
 from geosession.ingest.batches import repeated
 from geosession.ingest.crs import crs_label, source_crs
 from geosession.ingest.delimited import csv_header, wkt_column_of
@@ -217,7 +217,7 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
             schema = _csv_schema(path, options)
         elif suffix in PARQUET_SUFFIXES:
             schema = _parquet_schema(path, srids)
-        elif suffix in VECTOR_SUFFIXES:
+        elif suffix in VECTOR_SUFFIXES or shapefile_folder(path):
             schema = _vector_schema(path, srids, options.layer, options.encoding)
         else:
             raise ConfigurationError(

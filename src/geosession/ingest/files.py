@@ -31,7 +31,13 @@ from typing import Any
 
 from geosession.errors import ConfigurationError
 from geosession.geometry import authority_code
-from geosession.ingest.archives import ARCHIVE_SUFFIXES, GEODATABASE, GdalSource, gdal_source
+from geosession.ingest.archives import (
+    ARCHIVE_SUFFIXES,
+    GEODATABASE,
+    GdalSource,
+    gdal_source,
+    shapefile_folder,
+)
 from geosession.ingest.batches import Batch, CheckFields, target_name
 from geosession.ingest.crs import SourceCrs, source_crs
 from geosession.ingest.delimited import csv_batches
@@ -113,8 +119,10 @@ def file_length(path: Path, layer: str | None = None) -> int | None:
 
 
 def is_source_file(path: Path) -> bool:
-    """A file, or an Esri File Geodatabase (a folder named .gdb, which GDAL opens whole)."""
-    return path.is_file() or (path.suffix.lower() == GEODATABASE and path.is_dir())
+    """A file, an Esri File Geodatabase (a folder named .gdb, which GDAL opens whole), or
+    a folder of Shapefiles."""
+    geodatabase = path.suffix.lower() == GEODATABASE and path.is_dir()
+    return path.is_file() or geodatabase or shapefile_folder(path)
 
 
 def file_kind(path: Path) -> str:
@@ -124,7 +132,7 @@ def file_kind(path: Path) -> str:
         return "csv"
     if suffix in PARQUET_SUFFIXES:
         return "parquet"
-    if suffix in VECTOR_SUFFIXES:
+    if suffix in VECTOR_SUFFIXES or shapefile_folder(path):
         return "vector"
     raise ConfigurationError(f"cannot ingest {path}: unsupported file type; use {SUPPORTED}")
 
