@@ -2167,7 +2167,7 @@ def test_a_table_of_many_types_exported_loads_back_the_same(
         assert differ == 0, suffix
 
 
-def test_domains_and_enums_are_sent_and_unsendable_types_refused_up_front(
+def test_domains_and_enums_are_sent_as_their_base_types_and_labels(
     db: SpatialDatabase,
 ) -> None:
     """A domain is sent as its base type and its CHECK is the server's (a domain over an

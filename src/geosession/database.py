@@ -489,8 +489,7 @@ class SpatialDatabase:
         """GeoDataFrame chunks of ``statement``'s rows (needs the ``geo`` extra)."""
         from geosession.read.frames import frames
 
-        read = ReadOptions.build(**{**options, "output": "row"})
-        return frames(GeometryStream(self._checkouts(replica=replica), statement, read, params))
+        return frames(self._row_stream(statement, params, replica=replica, options=options))
 
     def stream_arrow(
         self,
@@ -505,9 +504,19 @@ class SpatialDatabase:
         use ``with``) to release its connection before the last batch."""
         from geosession.read.arrow import arrow_stream
 
+        return arrow_stream(self._row_stream(statement, params, replica=replica, options=options))
+
+    def _row_stream(
+        self,
+        statement: Any,
+        params: Mapping[str, Any] | None,
+        *,
+        replica: bool,
+        options: Mapping[str, Any],
+    ) -> GeometryStream:
+        """A stream of plain rows (geometries as EWKB), for frames and Arrow batches."""
         read = ReadOptions.build(**{**options, "output": "row"})
-        stream = GeometryStream(self._checkouts(replica=replica), statement, read, params)
-        return arrow_stream(stream)
+        return GeometryStream(self._checkouts(replica=replica), statement, read, params)
 
     def export_geojson(
         self,
