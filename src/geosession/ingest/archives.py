@@ -50,7 +50,8 @@ def shapefile_folder(path: Path) -> bool:
 
 
 def gdal_source(path: Path) -> GdalSource:
-    """``path`` itself, or for a zip archive what in it holds the data."""
+    """``path`` itself (a file, or a folder of Shapefiles, each checked for its parts), or
+    for a zip archive what in it holds the data."""
     if shapefile_folder(path):
         for shp in (child for child in path.iterdir() if child.suffix.lower() == ".shp"):
             _check_parts(shp.name, lambda name: (path / name).exists(), str(path))
