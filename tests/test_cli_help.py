@@ -56,6 +56,20 @@ def test_placeholders_in_option_help_are_shown() -> None:
     assert "simplify:<tolerance>" in result.output and "transform:<srid>" in result.output
 
 
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "geosession")
+def test_flags_take_no_value_in_help(command: list[str]) -> None:
+    """A flag (--create, --help) is shown bare, not as if it took a <bool> value."""
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.output and "--help" in result.output
+
+
+def test_options_with_values_still_show_their_type() -> None:
+    result = CliRunner().invoke(app, ["ingest", "--help"], env={"COLUMNS": "120"})
+    srid = next(line for line in result.output.splitlines() if "--srid " in line)
+    assert "<int>" in srid, srid
+
+
 def test_version_names_geosession_and_what_it_runs_on() -> None:
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0, result.output

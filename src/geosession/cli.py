@@ -35,6 +35,24 @@ app = typer.Typer(
 _stderr = Console(stderr=True, soft_wrap=True)
 
 
+def _flags_without_type() -> None:
+    """Since typer 0.29, --help shows ``<bool>`` after each flag as if it took a value
+    (``--create <bool>``): flags are shown bare again, as click and earlier typers do."""
+    option: Any = getattr(typer.core, "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None:  # an earlier typer: flags are shown bare
+        return
+
+    @functools.wraps(shown)
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if getattr(self, "is_bool_flag", False) else shown(self, ctx)
+
+    option.display_type_rich = display_type_rich
+
+
+_flags_without_type()
+
+
 def _fail(message: str) -> None:
     """Print ``message`` in red on stderr (no markup is interpreted)."""
     _stderr.print(message, style="red", markup=False, highlight=False)
