@@ -1960,6 +1960,28 @@ def test_values_are_read_as_the_server_reads_them_in_an_insert(
         assert list(stored_days) == [dt.date(2026, 1, 2)] * 4 + [None] * 2
 
 
+def test_a_uuid_column_takes_text_uuids_and_their_16_bytes(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    import uuid
+
+    scratch("ingest_uuid")
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE ingest_uuid (id int PRIMARY KEY, key uuid, geom geometry)"))
+    key = uuid.UUID(int=7)
+    values: list[Any] = [str(key), key, key.bytes, bytearray(key.bytes), key.bytes[:15], "x"]
+    source = [{"id": i, "key": v, "geom": "POINT(1 1)"} for i, v in enumerate(values, 1)]
+    report = db.ingest("ingest_uuid", source)
+    assert [(r.row, r.column, r.kind) for r in report.rejected] == [
+        (5, "key", "value"),
+        (6, "key", "value"),
+    ]
+    assert "a UUID is 16 bytes, not 15" in report.rejected[0].reason
+    with db.session() as s:
+        stored = s.execute(text("SELECT key FROM ingest_uuid ORDER BY id")).scalars().all()
+    assert stored == [key] * 4
+
+
 def test_time_interval_and_hstore_values_are_read_or_refused_never_stored_wrong(
     make_db: Callable[..., SpatialDatabase], scratch: Callable[..., None], db: SpatialDatabase
 ) -> None:

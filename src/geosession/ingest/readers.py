@@ -17,6 +17,7 @@ import json
 import math
 import numbers
 import re
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, SupportsInt, cast
 
@@ -272,6 +273,16 @@ def to_bytes(value: Any) -> bytes:
     if "\\" in value:
         raise Unreadable("only bytea's hex form is read: \\x followed by hex digits")
     return value.encode()
+
+
+def to_uuid(value: Any) -> Any:
+    """A UUID from its text, or from its 16 bytes (Arrow's uuid type, a binary(16) key);
+    other values are left to the dumper, which names them."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        if len(value) != 16:
+            raise Unreadable(f"a UUID is 16 bytes, not {len(value)}")
+        return uuid.UUID(bytes=bytes(value))
+    return uuid.UUID(value) if isinstance(value, str) else value
 
 
 _RANGE_TEXT = re.compile(

@@ -46,6 +46,7 @@ from geosession.ingest.readers import (
     to_timestamp,
     to_timestamptz,
     to_timetz,
+    to_uuid,
 )
 
 _FLOAT4 = "out of range (magnitudes up to 3.4e38, down to 1.4e-45): use a float8 column"
@@ -65,7 +66,6 @@ _RANGE_BOUNDS: dict[str, Callable[[dt.tzinfo], Callable[[str], Any]]] = {
 _FROM_TEXT: dict[str, Callable[[Any], Any]] = {
     "float4": to_float,
     "float8": to_float,
-    "uuid": uuid.UUID,
     "inet": ipaddress.ip_interface,  # 10.0.0.1 or 10.0.0.0/8, as inet reads them
     "cidr": ipaddress.ip_network,  # host bits set are refused, as by cidr
 }
@@ -79,6 +79,7 @@ _FROM_ANY: dict[str, tuple[Callable[[Any], Any], tuple[type, ...]]] = {
     "hstore": (to_hstore, (NoneType,)),
     "interval": (to_interval, (NoneType,)),
     "bytea": (to_bytes, (bytes, NoneType)),
+    "uuid": (to_uuid, (uuid.UUID, NoneType)),
 }
 """Columns whose values of every type are converted, and the types that need no pass."""
 
