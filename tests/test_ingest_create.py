@@ -17,12 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import geopandas as gpd
 import numpy as np
 import orjson
 import pandas as pd
+import polars as pl
 import psycopg
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pyogrio
 import pytest
 import shapely
@@ -71,6 +74,11 @@ TABLES = (
     "made_points",
     "made_metric",
     "made_values",
+    "made_arrow",
+    "made_duckdb",
+    "made_polars",
+    "made_geoarrow_parquet",
+    "arrow_once",
 )
 
 
@@ -486,6 +494,74 @@ def test_geoparquet_types_from_its_metadata_without_the_bbox_columns(
     made = columns(admin, "made_parquet")
     assert "bbox" not in made and made["geometry"] == "geometry(MultiPolygon,4326)"
     assert made["seen"] == "timestamp with time zone" and made["ratio"] == "double precision"
+
+
+def arrow_parcels(n: int) -> pa.Table:
+    """parcels(n) as Arrow data (geometry as GeoArrow WKB with its CRS), with a decimal
+    and a UUID field."""
+    table = pa.table(parcels(n).to_arrow(geometry_encoding="WKB"))
+    values = pa.array([decimal.Decimal(f"{i}.25") for i in range(n)], pa.decimal128(10, 2))
+    keys = pa.array([uuid.UUID(int=i).bytes for i in range(n)], pa.uuid())
+    return table.append_column("value", values).append_column("key", keys)
+
+
+def test_arrow_data_makes_its_table_from_its_schema_and_is_read_once(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    """A stream (a RecordBatchReader, a DuckDB result) gives its rows once: the table is
+    made from the schema of the reader the load then reads."""
+    data = arrow_parcels(30)
+    report = db.ingest("made_arrow", data.to_reader(max_chunksize=7), create=True)
+    assert report.created and report.inserted == 30 and not report.rejected
+    made = columns(admin, "made_arrow")
+    assert made["geometry"] == "geometry(Geometry,4326)"  # GeoArrow declares no type
+    assert (made["value"], made["key"], made["big"]) == ("numeric(10,2)", "uuid", "bigint")
+    assert made["seen"] == "timestamp with time zone" and made["ok"] == "boolean"
+    stored = admin.execute(
+        'SELECT "value", "key", ST_AsBinary(geometry) FROM made_arrow ORDER BY id'
+    ).fetchall()
+    assert [(v, k) for v, k, _ in stored] == [
+        (decimal.Decimal(f"{i}.25"), uuid.UUID(int=i)) for i in range(30)
+    ]
+    assert [shapely.from_wkb(g) for *_, g in stored] == list(parcels(30).geometry)
+    reader = data.to_reader(max_chunksize=7)  # noqa: F841  # read by the query below
+    query = duckdb.sql("SELECT * EXCLUDE (key) FROM reader")
+    report = db.ingest("made_duckdb", query, create=True)
+    assert report.created and report.inserted == 30
+    assert columns(admin, "made_duckdb")["geometry"] == "geometry(Geometry,4326)"
+
+
+def test_a_duckdb_result_over_a_stream_loads_every_row_into_a_table(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    """Its length is not asked (len() of a DuckDB result runs its query, which would
+    spend the stream before the load reads it)."""
+    admin.execute("CREATE TABLE arrow_once (id int PRIMARY KEY, geom geometry(Polygon, 4326))")
+    reader = arrow_parcels(300).to_reader(max_chunksize=50)  # noqa: F841  # read by DuckDB
+    query = "SELECT id, geometry AS geom FROM reader WHERE id > 100 AND id <> 2"
+    report = db.ingest("arrow_once", duckdb.sql(query))
+    assert report.inserted == 200 and not report.rejected
+    assert admin.execute("SELECT count(*) FROM arrow_once").fetchone() == (200,)
+
+
+def test_polars_frames_and_parquet_with_geoarrow_fields_make_their_tables(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    data = arrow_parcels(20).drop_columns(["key"])
+    frame = pl.from_arrow(data)
+    assert isinstance(frame, pl.DataFrame)
+    report = db.ingest("made_polars", frame, create=True)
+    assert report.created and report.inserted == 20
+    assert columns(admin, "made_polars")["name"] == "text"
+    path = tmp_path / "geoarrow.parquet"
+    pq.write_table(data.replace_schema_metadata(None), path)  # no GeoParquet metadata
+    report = db.ingest("made_geoarrow_parquet", path, create=True)
+    assert report.created and report.inserted == 20
+    assert columns(admin, "made_geoarrow_parquet")["geometry"] == "geometry(Geometry,4326)"
+    plain = pl.DataFrame({"id": [1], "geom": [shapely.to_wkb(shapely.Point(1, 2))]})
+    with pytest.raises(ConfigurationError, match="declares no geometry column.*as_wkb"):
+        db.ingest("made_polars_plain", plain, create=True)
+    assert admin.execute("SELECT to_regclass('made_polars_plain')").fetchone() == (None,)
 
 
 def test_cli_creates_a_table_for_a_csv(
@@ -939,7 +1015,7 @@ def test_arrow_backed_and_categorical_columns_get_their_types(
     points = gpd.GeoDataFrame(frame, geometry=[shapely.Point(0, 0)] * 2, crs=4326)
     assert db.ingest("made_objects", points, create=True).inserted == 2
     assert list(columns(admin, "made_objects").values())[1:-1] == [
-        *("bigint", "double precision", "boolean", "date", "interval", "numeric"),
+        *("bigint", "double precision", "boolean", "date", "interval", "numeric(10,2)"),
         *("text", "bigint"),
     ]
     stored = admin.execute("SELECT * FROM made_objects ORDER BY fid").fetchall()

@@ -12,6 +12,7 @@ plain Parquet file; their values are read as the WKB or text they hold.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from geosession.errors import ConfigurationError
@@ -22,9 +23,44 @@ _GATHER = 10_000
 """Rows a record batch is joined up to (as many as a file's record batch holds)."""
 
 
+@dataclass(frozen=True)
+class OpenedArrow:
+    """An Arrow source opened once, as a pyarrow RecordBatchReader: the table made for it
+    (create=True) reads the reader's schema and the load its batches, since a stream, or a
+    DuckDB result's query, gives its rows once."""
+
+    reader: Any
+    kind: str
+    """The source's type, which messages name (DataFrame, DuckDBPyRelation...)."""
+    num_rows: int | None
+    """Its rows when it held them (a Table, a polars DataFrame), for the progress bar."""
+
+    @property
+    def where(self) -> str:
+        return f"the {self.kind}"
+
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        return self.reader.__arrow_c_stream__(requested_schema)
+
+
 def is_arrow_stream(source: Any) -> bool:
     """Whether ``source`` exports Arrow data (the C stream interface)."""
     return hasattr(source, "__arrow_c_stream__")
+
+
+def opened_once(source: Any) -> Any:
+    """An Arrow source as an :class:`OpenedArrow` (opened here, once); any other as it is."""
+    if not is_arrow_stream(source) or isinstance(source, OpenedArrow):
+        return source
+    try:
+        import pyarrow
+    except ImportError as error:
+        raise ConfigurationError(
+            f"reading a {type(source).__name__} (Arrow data) needs pyarrow: "
+            "pip install 'geosession[geo]'"
+        ) from error
+    reader = pyarrow.RecordBatchReader.from_stream(source)
+    return OpenedArrow(reader, type(source).__name__, arrow_length(source))
 
 
 def arrow_stream_batches(
@@ -35,15 +71,10 @@ def arrow_stream_batches(
     check: CheckFields,
 ) -> Iterator[Batch]:
     """Batches of ``size()`` rows of an Arrow source, its fields checked first."""
-    try:
-        import pyarrow
-    except ImportError as error:
-        raise ConfigurationError(
-            f"reading a {type(source).__name__} (Arrow data) needs pyarrow: "
-            "pip install 'geosession[geo]'"
-        ) from error
-    where = f"the {type(source).__name__}"
-    reader = pyarrow.RecordBatchReader.from_stream(source)
+    opened = opened_once(source)  # imports pyarrow, or says how to install it
+    import pyarrow
+
+    where, reader = opened.where, opened.reader
     geo = schema_geometry(reader.schema, where)
     names, known = geo.targets(reader.schema.names, columns, geometry_column, check, where)
     batches = (_storage(pyarrow, batch) for batch in _gathered(pyarrow, reader))
@@ -74,20 +105,22 @@ def _joined(pyarrow: Any, batches: list[Any]) -> Any:
 
 
 def arrow_length(source: Any) -> int | None:
-    """Rows of an Arrow source that knows them without being read (a Table, a DataFrame;
-    not a stream)."""
-    rows = getattr(source, "num_rows", None)
-    if isinstance(rows, int):
-        return rows
-    return len(source) if hasattr(source, "__len__") else None
+    """Rows of an Arrow source that holds them (a pyarrow Table's num_rows, a polars
+    DataFrame's height); else None. Not len(): a DuckDB relation's runs its query, and
+    again for the load, which finds a one-time source (a stream it reads) spent."""
+    for attribute in ("num_rows", "height"):
+        rows = getattr(source, attribute, None)
+        if isinstance(rows, int):
+            return rows
+    return None
 
 
 def _storage(pyarrow: Any, batch: Any) -> Any:
     """The batch with registered extension columns as their storage (WKB bytes, text)."""
-    if not any(isinstance(kind, pyarrow.ExtensionType) for kind in batch.schema.types):
+    if not any(isinstance(kind, pyarrow.BaseExtensionType) for kind in batch.schema.types):
         return batch
     arrays = [
-        column.storage if isinstance(column.type, pyarrow.ExtensionType) else column
+        column.storage if isinstance(column.type, pyarrow.BaseExtensionType) else column
         for column in batch.columns
     ]
     return pyarrow.RecordBatch.from_arrays(arrays, names=batch.schema.names)

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine, Table, inspect, text
 
 from geosession.errors import ConfigurationError, DatabaseError
 from geosession.ingest.archives import gdal_source, shapefile_folder
+from geosession.ingest.arrow_streams import is_arrow_stream, opened_once
 from geosession.ingest.batches import repeated
 from geosession.ingest.crs import crs_label, source_crs
 from geosession.ingest.delimited import csv_header, wkt_column_of
@@ -36,9 +37,9 @@ from geosession.ingest.files import (
     PARQUET_SUFFIXES,
     SUPPORTED,
     VECTOR_SUFFIXES,
-    geoparquet_columns,
     id_column,
     is_source_file,
+    schema_geometry,
     vector_layer,
 )
 from geosession.ingest.options import IngestOptions
@@ -226,11 +227,14 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
         return _lowercased(_renamed(schema, options.rename or {}, path), keep=options.rename)
     elif is_dataframe(source):
         schema = _frame_schema(source, srids)
+    elif is_arrow_stream(source):
+        opened = opened_once(source)
+        schema = _arrow_schema(opened.reader.schema, srids, opened.where, "Arrow data")
     else:
         raise ConfigurationError(
             f"Table {table} does not exist, and create=True cannot make it from a "
             f"{type(source).__name__}: its rows declare no column types. Create the table "
-            "first, or load a file or a (Geo)DataFrame"
+            "first, or load a file, a (Geo)DataFrame or Arrow data"
         )
     return _lowercased(schema)
 
@@ -290,24 +294,33 @@ def _vector_schema(
 
 
 def _parquet_schema(path: Path, srids: Srids) -> SourceSchema:
-    import pyarrow
     import pyarrow.parquet
 
     try:
         arrow = pyarrow.parquet.ParquetFile(path).schema_arrow
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise ConfigurationError(f"cannot read {path} as Parquet: {error}") from error
-    geo = geoparquet_columns(arrow.metadata, path)
+    return _arrow_schema(arrow, srids, f"{path}", "a Parquet file")
+
+
+def _arrow_schema(arrow: Any, srids: Srids, where: str, kind: str) -> SourceSchema:
+    """The columns of Arrow data (a Parquet file's, a stream's): its geometry columns are
+    those GeoParquet metadata or a GeoArrow extension declares."""
+    import pyarrow
+
+    geo = schema_geometry(arrow, where)
     if geo.primary is None:
         raise ConfigurationError(
-            f"{path} is a Parquet file without GeoParquet metadata, so its geometry column "
-            "is unknown: create the table first"
+            f"{where} is {kind} that declares no geometry column (no GeoParquet metadata, "
+            "no GeoArrow extension), so create=True cannot tell which field holds "
+            "geometries: create the table first, or mark the WKB field as GeoArrow WKB "
+            "(geoarrow.pyarrow's as_wkb; a GeoDataFrame's to_arrow() does)"
         )
     schema = SourceSchema()
     for name in geo.fields(arrow.names):
         if name in geo.crs:
-            types = geo.types[name] or ["Geometry"]
-            column = srids.column(geo.crs[name], f"{path}'s CRS", name)
+            types = geo.types.get(name) or ["Geometry"]
+            column = srids.column(geo.crs[name], f"{where}'s CRS", name)
             schema.add_geometry(name, types, column, multi=False)
         else:
             schema.add(name, _arrow_type(pyarrow, arrow.field(name).type))
@@ -315,29 +328,38 @@ def _parquet_schema(path: Path, srids: Srids) -> SourceSchema:
 
 
 def _arrow_type(pyarrow: Any, arrow_type: Any) -> str:
-    if pyarrow.types.is_list(arrow_type) or pyarrow.types.is_large_list(arrow_type):
+    """An Arrow field's SQL type: lists as arrays (of arrays: jsonb), structs and maps as
+    jsonb, a categorical as its values', an extension as its storage's (but Arrow's uuid
+    and json)."""
+    types = pyarrow.types
+    if types.is_list(arrow_type) or types.is_large_list(arrow_type):
         element = _arrow_type(pyarrow, arrow_type.value_type)
         return "jsonb" if element.endswith("[]") or element == "jsonb" else f"{element}[]"
-    if pyarrow.types.is_struct(arrow_type) or pyarrow.types.is_map(arrow_type):
+    if types.is_struct(arrow_type) or types.is_map(arrow_type):
         return "jsonb"
-    if pyarrow.types.is_timestamp(arrow_type):
-        return "timestamptz" if arrow_type.tz else "timestamp"
-    if pyarrow.types.is_date(arrow_type):
-        return "date"
-    if pyarrow.types.is_time(arrow_type):
-        return "time"
-    if pyarrow.types.is_duration(arrow_type):
-        return "interval"
-    if pyarrow.types.is_decimal(arrow_type):
-        return "numeric"
-    if pyarrow.types.is_dictionary(arrow_type):  # a categorical stored in Parquet
+    if types.is_dictionary(arrow_type):  # a categorical stored in Parquet
         return _arrow_type(pyarrow, arrow_type.value_type)
-    if pyarrow.types.is_binary(arrow_type) or pyarrow.types.is_large_binary(arrow_type):
+    if isinstance(arrow_type, pyarrow.BaseExtensionType):
+        known = _ARROW_EXTENSIONS.get(arrow_type.extension_name)
+        return known or _arrow_type(pyarrow, arrow_type.storage_type)
+    return _arrow_scalar_type(types, arrow_type)
+
+
+_ARROW_EXTENSIONS = {"arrow.uuid": "uuid", "arrow.json": "jsonb"}
+_ARROW_TIMES = (("is_date", "date"), ("is_time", "time"), ("is_duration", "interval"))
+
+
+def _arrow_scalar_type(types: Any, arrow_type: Any) -> str:
+    if types.is_timestamp(arrow_type):
+        return "timestamptz" if arrow_type.tz else "timestamp"
+    if types.is_decimal(arrow_type):  # its precision and scale, as exported
+        return f"numeric({arrow_type.precision}, {arrow_type.scale})"
+    timely = (sql for test, sql in _ARROW_TIMES if getattr(types, test)(arrow_type))
+    name = str(arrow_type)
+    if name in ("binary", "large_binary", "binary_view"):  # polars' are views
         return "bytea"
-    name = {"halffloat": "float32", "float": "float32", "double": "float64"}.get(
-        str(arrow_type), str(arrow_type)
-    )
-    return _DTYPES.get(name, "text")
+    name = {"halffloat": "float32", "float": "float32", "double": "float64"}.get(name, name)
+    return next(timely, None) or _DTYPES.get(name, "text")
 
 
 def _frame_schema(frame: Any, srids: Srids) -> SourceSchema:

@@ -457,8 +457,10 @@ def geoarrow_columns(pyarrow: Any, schema: Any, where: str | Path) -> dict[str, 
 def _extension(pyarrow: Any, arrow_field: Any) -> tuple[str | None, bytes | None]:
     """A field's extension name and metadata: its registered extension type's, else the
     field metadata an unregistered extension travels in."""
-    if isinstance(arrow_field.type, pyarrow.ExtensionType):
-        return arrow_field.type.extension_name, arrow_field.type.__arrow_ext_serialize__()
+    kind = arrow_field.type
+    if isinstance(kind, pyarrow.BaseExtensionType):  # Arrow's own (arrow.uuid) keep theirs
+        serialized = getattr(kind, "__arrow_ext_serialize__", None)
+        return kind.extension_name, serialized() if serialized else None
     metadata = arrow_field.metadata or {}
     name = metadata.get(b"ARROW:extension:name")
     return (name.decode() if name else None), metadata.get(b"ARROW:extension:metadata")

@@ -46,7 +46,7 @@ from geosession.ingest.options import IngestOptions
 from geosession.ingest.progress import Progress
 from geosession.ingest.report import IngestReport
 from geosession.ingest.sequences import advance_sequences
-from geosession.ingest.sources import attribute_columns, iter_batches, source_length
+from geosession.ingest.sources import attribute_columns, iter_batches, opened, source_length
 from geosession.ingest.stages import map_in_order, put_until, read_ahead
 from geosession.ingest.target import Target, check_required_columns, resolve_target
 from geosession.ingest.validate import (
@@ -97,7 +97,7 @@ class Ingest:
         """``stop_source`` ends a source that may be waiting for its next row (an async
         one) when reading stops early, so that the reading threads can end."""
         options.check()
-        self.engine, self.source, self.options = engine, source, options
+        self.engine, self.source, self.options = engine, opened(source), options
         self.stop_source = stop_source
         self.ingest_id = options.ingest_id or uuid.uuid4().hex
         self.sizer: ChunkSizer = make_sizer(options.chunk_size, statement_timeout)
@@ -110,7 +110,7 @@ class Ingest:
         self.plan: WritePlan | None = None
         self.connections = Connections(engine, options.max_retries, on_retry=self._count_retry)
         if options.create:
-            self.report.created = create_target(engine, target, source, options)
+            self.report.created = create_target(engine, target, self.source, options)
         self.target: Target = self.connections.retrying(
             lambda conn: resolve_target(conn.cursor(), target)
         )

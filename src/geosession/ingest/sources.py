@@ -26,7 +26,12 @@ from sqlalchemy import Column, inspect
 from sqlalchemy.orm import InstanceState
 
 from geosession.errors import ConfigurationError
-from geosession.ingest.arrow_streams import arrow_length, arrow_stream_batches, is_arrow_stream
+from geosession.ingest.arrow_streams import (
+    arrow_length,
+    arrow_stream_batches,
+    is_arrow_stream,
+    opened_once,
+)
 from geosession.ingest.batches import Batch, CheckFields, check_fields, target_name
 from geosession.ingest.crs import SourceCrs, source_crs
 from geosession.ingest.file_read import Bbox, FileRead
@@ -101,6 +106,12 @@ def iter_batches(
             f"or RecordBatchReader) or a path to a {SUPPORTED} file"
         )
     return _iterable_batches(source, columns, size, flush_interval, stopped, check, attributes)
+
+
+def opened(source: Any) -> Any:
+    """``source`` as the load (and create=True) reads it: Arrow data opened once, since a
+    stream gives its rows once (DataFrames, which export Arrow too, are read as frames)."""
+    return source if is_dataframe(source) else opened_once(source)
 
 
 def source_length(source: Any, layer: str | None = None, *, filtered: bool = False) -> int | None:
