@@ -79,6 +79,7 @@ TABLES = (
     "made_polars",
     "made_geoarrow_parquet",
     "arrow_once",
+    "made_native_parquet",
 )
 
 
@@ -562,6 +563,33 @@ def test_polars_frames_and_parquet_with_geoarrow_fields_make_their_tables(
     with pytest.raises(ConfigurationError, match="declares no geometry column.*as_wkb"):
         db.ingest("made_polars_plain", plain, create=True)
     assert admin.execute("SELECT to_regclass('made_polars_plain')").fetchone() == (None,)
+
+
+def test_parquets_own_geometry_type_is_read_with_its_crs(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """Parquet's GEOMETRY logical type (what DuckDB writes without GeoParquet metadata):
+    its CRS inline as PROJJSON, or OGC:CRS84 when it names none."""
+    import pyproj
+
+    path = tmp_path / "native.parquet"
+    crs = pyproj.CRS(3857).to_json().replace("'", "''")
+    duckdb.sql(
+        f"COPY (SELECT i::INTEGER AS id, ('POINT(' || i || ' 2)')::GEOMETRY('{crs}') AS geom, "
+        "'POINT(1 1)'::GEOMETRY AS plain FROM range(5) t(i)) "
+        f"TO '{path}' (GEOPARQUET_VERSION 'NONE')"
+    )
+    assert pq.ParquetFile(path).schema_arrow.metadata is None  # no GeoParquet metadata
+    report = db.ingest("made_native_parquet", path, create=True)
+    assert report.created and report.inserted == 5 and not report.rejected
+    made = columns(admin, "made_native_parquet")
+    assert (made["geom"], made["plain"]) == ("geometry(Geometry,3857)", "geometry(Geometry,4326)")
+    admin.execute("DROP TABLE made_native_parquet")
+    admin.execute(
+        "CREATE TABLE made_native_parquet (id int, geom geometry(Point, 4326), plain geometry)"
+    )
+    with pytest.raises(ConfigurationError, match="CRS is EPSG:3857"):
+        db.ingest("made_native_parquet", path)
 
 
 def test_cli_creates_a_table_for_a_csv(

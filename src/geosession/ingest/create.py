@@ -39,6 +39,7 @@ from geosession.ingest.files import (
     VECTOR_SUFFIXES,
     id_column,
     is_source_file,
+    parquet_arrow_schema,
     schema_geometry,
     vector_layer,
 )
@@ -297,7 +298,7 @@ def _parquet_schema(path: Path, srids: Srids) -> SourceSchema:
     import pyarrow.parquet
 
     try:
-        arrow = pyarrow.parquet.ParquetFile(path).schema_arrow
+        arrow = parquet_arrow_schema(pyarrow.parquet.ParquetFile(path))
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise ConfigurationError(f"cannot read {path} as Parquet: {error}") from error
     return _arrow_schema(arrow, srids, f"{path}", "a Parquet file")

@@ -345,7 +345,7 @@ def _parquet_batches(
     """A (Geo)Parquet file's record batches, cut into batches of ``size()`` rows."""
     try:
         handle = parquet.ParquetFile(path, pre_buffer=False, buffer_size=_PARQUET_BUFFER)
-        schema = handle.schema_arrow
+        schema = parquet_arrow_schema(handle)
         geo = schema_geometry(schema, path)
         renamed = renamer(read, geo.fields(schema.names), path)
         names, known = geo.targets(
@@ -355,6 +355,42 @@ def _parquet_batches(
         yield from arrow_batches(reader, names, columns, size, known)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise ConfigurationError(f"cannot read {path} as Parquet: {error}") from error
+
+
+def parquet_arrow_schema(handle: Any) -> Any:
+    """A Parquet file's Arrow schema, its columns of Parquet's own GEOMETRY and GEOGRAPHY
+    types (which DuckDB writes without GeoParquet metadata, and pyarrow reads as plain
+    binary) marked as GeoArrow WKB with their CRS."""
+    schema = handle.schema_arrow
+    described = handle.metadata.schema
+    for number in range(len(described)):
+        column = described.column(number)
+        index = schema.get_field_index(column.path)  # top-level columns only
+        if column.logical_type.type not in ("GEOMETRY", "GEOGRAPHY") or index < 0:
+            continue
+        crs = json.loads(column.logical_type.to_json()).get("crs", "OGC:CRS84")
+        extension = {"crs": _parquet_crs(crs, handle.metadata.metadata or {})}
+        marked = schema.field(index).with_metadata(
+            {
+                b"ARROW:extension:name": b"geoarrow.wkb",
+                b"ARROW:extension:metadata": json.dumps(extension).encode(),
+            }
+        )
+        schema = schema.set(index, marked)
+    return schema
+
+
+def _parquet_crs(crs: str, metadata: dict[bytes, bytes]) -> Any:
+    """The CRS a GEOMETRY column's ``crs`` names: inline PROJJSON, ``projjson:<key>`` (a
+    file metadata key holding it), ``srid:<n>`` (read as EPSG), or an identifier."""
+    if crs.startswith("projjson:"):
+        crs = metadata.get(crs.removeprefix("projjson:").encode(), b"null").decode()
+    elif crs.startswith("srid:"):
+        return f"EPSG:{crs.removeprefix('srid:')}"
+    try:
+        return json.loads(crs)
+    except ValueError:
+        return crs
 
 
 _GEOARROW_ENCODINGS = frozenset({"geoarrow.wkb", "geoarrow.wkt", "ogc.wkb"})
