@@ -60,3 +60,14 @@ def test_parcels_api_serves_requests_and_returns_every_connection(
     assert f"GET /parcels.geojson?bbox=...: {inside} features" in out
     assert "GET /health: {'checked_out': 0" in out
     admin.execute("DROP TABLE example_parcels")
+
+
+def test_duckdb_and_polars_results_load_back_with_their_srid(database_url: str) -> None:
+    out = run_example("duckdb_and_polars.py", database_url, "--rows", "5000")
+    assert "example_parcels: 5,000 parcels loaded" in out
+    assert "example_priciest: 15 parcels ranked by DuckDB" in out
+    assert "example_priciest.geom: geometry(GEOMETRY, 4326)" in out
+    assert "example_valuable.geom: geometry(GEOMETRY, 4326)" in out
+    assert out.count("  priciest ") == 5
+    valuable = int(out.split("example_valuable: ")[1].split()[0].replace(",", ""))
+    assert 0 < valuable < 5_000
