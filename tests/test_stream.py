@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -460,6 +461,36 @@ def test_stream_arrow_gives_geoarrow_batches_that_load_back(
         assert same == (ROWS - 1,)
     finally:
         admin.execute("DROP TABLE IF EXISTS rd_copy")
+    assert released(db, admin)
+
+
+@pytest.mark.usefixtures("tables")
+def test_stream_arrow_declares_its_columns_in_geoparquet_metadata(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """Its ``geo`` metadata names each column's declared type: pyarrow's write_table of
+    it writes GeoParquet, and create=True makes the column as the source declares it."""
+    import geopandas as gpd
+    import pyarrow.parquet as pq
+
+    query = "SELECT id, geom, ST_Centroid(geom) AS centre FROM rd_parcels"
+    with db.stream_arrow(query, geometry_column="geom") as arrow:
+        geo = orjson.loads(arrow.schema.metadata[b"geo"])
+        pq.write_table(arrow.read_all(), tmp_path / "parcels.parquet")
+    assert (geo["version"], geo["primary_column"]) == ("1.1.0", "geom")
+    assert geo["columns"]["geom"]["geometry_types"] == ["Polygon"]
+    assert geo["columns"]["centre"]["geometry_types"] == []  # an expression: any type
+    assert geo["columns"]["geom"]["crs"]["id"] == {"authority": "EPSG", "code": 4326}
+    frame = gpd.read_parquet(tmp_path / "parcels.parquet")
+    assert frame.crs.to_epsg() == 4326 and len(frame) == ROWS
+    admin.execute("DROP TABLE IF EXISTS rd_made, rd_made_rejected")
+    try:
+        with db.stream_arrow("SELECT id, geom FROM rd_parcels") as arrow:
+            assert db.ingest("rd_made", arrow, create=True).inserted == ROWS
+        made = "SELECT type, srid FROM geometry_columns WHERE f_table_name = 'rd_made'"
+        assert admin.execute(made).fetchone() == ("POLYGON", 4326)
+    finally:
+        admin.execute("DROP TABLE IF EXISTS rd_made, rd_made_rejected")
     assert released(db, admin)
 
 

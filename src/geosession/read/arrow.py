@@ -32,6 +32,9 @@ from geosession.read.query import ReadPlan
 from geosession.read.stream import GeometryStream
 from geosession.read.types import BYTEA, COLUMN_TYPES, NUMERIC
 
+GEOPARQUET_VERSION = "1.1.0"
+"""The GeoParquet version of the ``geo`` metadata written (files and Arrow streams)."""
+
 
 @dataclass(frozen=True)
 class Chunk:
@@ -255,7 +258,7 @@ def arrow_stream(stream: GeometryStream) -> ArrowStream:
     except BaseException:
         stream.close()  # the first batch's connection, at once
         raise
-    marked = pa.schema(fields)
+    marked = pa.schema(fields, metadata={b"geo": _declared_geo(plan, fields)})
 
     def marked_batches() -> Iterator[Any]:
         with stream:  # closed however the reader ends
@@ -263,6 +266,29 @@ def arrow_stream(stream: GeometryStream) -> ArrowStream:
                 yield pa.RecordBatch.from_arrays(batch.columns, schema=marked)
 
     return ArrowStream(pa.RecordBatchReader.from_batches(marked, marked_batches()), stream)
+
+
+def _declared_geo(plan: ReadPlan, fields: list[Any]) -> bytes:
+    """GeoParquet's ``geo`` metadata from the geometry columns' own declarations (the
+    type modifier's type; none for M, which GeoParquet does not name): pyarrow's
+    write_table of the stream writes GeoParquet, and a table made from it (create=True)
+    gets the declared types."""
+    columns: dict[str, Any] = {}
+    for field, column in zip(fields, plan.columns, strict=True):
+        if not column.spatial:
+            continue
+        declared = column.geometry_type or "Unknown"
+        named = not declared.startswith("Unknown") and " M" not in declared
+        extension = orjson.loads(field.metadata[b"ARROW:extension:metadata"])
+        described = {
+            "encoding": "WKB",
+            "geometry_types": [declared] if named else [],
+            "crs": extension.get("crs"),  # null: unknown
+            **({"edges": "spherical"} if column.spatial == "geography" else {}),
+        }
+        columns[column.name] = described
+    document = {"version": GEOPARQUET_VERSION, "primary_column": plan.geometry.name}
+    return orjson.dumps({**document, "columns": columns})
 
 
 def _geoarrow_field(pa: Any, field: Any, column: Column, crs: str | None) -> Any:

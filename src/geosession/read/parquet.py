@@ -16,7 +16,7 @@ from typing import IO, Any
 import shapely
 
 from geosession.geometry import TYPE_NAMES
-from geosession.read.arrow import Chunk, projjson, pyarrow, record_batches
+from geosession.read.arrow import GEOPARQUET_VERSION, Chunk, projjson, pyarrow, record_batches
 from geosession.read.geojson import Progress, temporary_path
 from geosession.read.query import ReadPlan
 from geosession.read.stream import GeometryStream
@@ -24,7 +24,6 @@ from geosession.read.stream import GeometryStream
 _ROW_GROUP = 65_536
 """Rows gathered into one row group: a fetched batch alone makes groups too small for
 readers to skip by statistics, and this many rows of polygons is tens of megabytes."""
-_GEOPARQUET_VERSION = "1.1.0"
 
 
 def write_parquet(
@@ -119,5 +118,5 @@ class _GeoMetadata:
             if all(math.isfinite(v) for v in entry["bbox"]):
                 described["bbox"] = [float(v) for v in entry["bbox"]]
             columns[column.name] = described
-        document = {"version": _GEOPARQUET_VERSION, "primary_column": plan.geometry.name}
+        document = {"version": GEOPARQUET_VERSION, "primary_column": plan.geometry.name}
         return json.dumps({**document, "columns": columns})
