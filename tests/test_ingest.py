@@ -1125,6 +1125,31 @@ def test_arrow_data_loads_with_its_geoarrow_crs_and_resumes(
         db.ingest(table, arrow("EPSG:3857"))
 
 
+def test_wkb_fields_named_as_geometries_usually_are_land_in_the_geometry_column(
+    db: SpatialDatabase, scratch: Callable[..., None], tmp_path: Path
+) -> None:
+    """Arrow data and Parquet files without metadata: a WKB field named geometry (as
+    geopandas names it), wkb_geometry (GDAL), the_geom or shape loads into the table's
+    geometry column; with two geometry columns it must be named after one."""
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    scratch("usual_names", "two_geometries")
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE usual_names (id int PRIMARY KEY, geom geometry(Point, 4326))"))
+        s.execute(text("CREATE TABLE two_geometries (id int, a geometry, b geometry)"))
+    points = shapely.to_wkb([shapely.Point(i, i) for i in range(4)]).tolist()
+    frame = pl.DataFrame({"id": [1, 2], "geometry": points[:2]})
+    pq.write_table(pa.table({"id": [3, 4], "WKB_Geometry": points[2:]}), tmp_path / "p.parquet")
+    assert db.ingest("usual_names", frame).inserted == 2
+    assert db.ingest("usual_names", tmp_path / "p.parquet").inserted == 2
+    with db.session() as s:
+        stored = s.execute(text("SELECT ST_X(geom) FROM usual_names ORDER BY id")).scalars()
+        assert list(stored) == [0, 1, 2, 3]
+    with pytest.raises(ConfigurationError, match="fields that are not columns.*'geometry'"):
+        db.ingest("two_geometries", frame)
+
+
 def test_a_psycopg2_database_ingests_over_psycopg_connections_of_its_own(
     make_db: Callable[..., SpatialDatabase], table: str
 ) -> None:

@@ -427,13 +427,22 @@ class GeoParquetColumns:
         """The data fields to read, each with the column it lands in (checked by ``check``;
         those left out are not read), and the CRS each geometry column's values have."""
         fields = self.fields(names)
-        landing = {
-            f: target_name(renamed(f), self.primary, columns, geometry_column) for f in fields
-        }
+        primary = self.primary or _usual_geometry(renamed(f) for f in fields)
+        landing = {f: target_name(renamed(f), primary, columns, geometry_column) for f in fields}
         check(list(landing.values()), where=where)
         landing = {f: name for f, name in landing.items() if name in columns}
         known = {landing[f]: crs for f, crs in self.crs.items() if crs is not None and f in landing}
         return landing, known
+
+
+_USUAL_GEOMETRY_NAMES = frozenset({"geometry", "geom", "wkb_geometry", "the_geom", "wkb", "shape"})
+"""What a geometry field is usually named (geopandas', GDAL's, older PostGIS tools', Esri's):
+without metadata, the first field so named (in any case) lands in the table's geometry
+column, as ogr2ogr's geometry does whatever its name."""
+
+
+def _usual_geometry(names: Iterable[str]) -> str | None:
+    return next((name for name in names if name.casefold() in _USUAL_GEOMETRY_NAMES), None)
 
 
 def schema_geometry(schema: Any, where: str | Path) -> GeoParquetColumns:
