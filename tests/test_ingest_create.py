@@ -80,6 +80,10 @@ TABLES = (
     "made_geoarrow_parquet",
     "arrow_once",
     "made_native_parquet",
+    "piped",
+    "piped_seq",
+    "piped_zip",
+    "piped_sqlite",
 )
 
 
@@ -688,6 +692,8 @@ def test_cli_loads_standard_input_and_resumes_when_the_same_data_comes_again(
     parcels(25).to_file(geojson)
     sequence = tmp_path / "piped.geojsonl"
     parcels(12).drop(columns="seen").to_file(sequence, driver="GeoJSONSeq")
+    spatialite = tmp_path / "piped.sqlite"  # SQLite as a GeoPackage is, but no GeoPackage
+    pyogrio.write_dataframe(parcels(9).drop(columns="seen"), spatialite, driver="SQLite")
     zipped = tmp_path / "piped.zip"
     parcels(7).drop(columns="seen").to_file(tmp_path / "piped.shp")
     with zipfile.ZipFile(zipped, "w") as archive:
@@ -699,6 +705,7 @@ def test_cli_loads_standard_input_and_resumes_when_the_same_data_comes_again(
         (geojson, "piped", 25),
         (sequence, "piped_seq", 12),
         (zipped, "piped_zip", 7),
+        (spatialite, "piped_sqlite", 9),
     ):
         loaded = runner.invoke(app, ["ingest", "-", table, "--create"], input=source.read_bytes())
         assert loaded.exit_code == 0, loaded.output
@@ -771,7 +778,9 @@ def test_a_named_pipe_is_read_as_standard_input_is(
 @pytest.mark.parametrize(
     ("head", "suffix"),
     [
-        (b"SQLite format 3\x00...", ".gpkg"),
+        (b"SQLite format 3\x00" + bytes(52) + b"GPKG...", ".gpkg"),
+        (b"SQLite format 3\x00" + bytes(52) + b"GP11...", ".gpkg"),
+        (b"SQLite format 3\x00" + bytes(60), ".sqlite"),  # SpatiaLite: no application_id
         (b"PK\x03\x04...", ".zip"),
         (b"PAR1...", ".parquet"),
         (b"fgb\x03fgb\x01...", ".fgb"),

@@ -20,8 +20,10 @@ import orjson
 from geosession.errors import ConfigurationError
 
 _BLOCK = 1 << 20
+_SQLITE = b"SQLite format 3\x00"
+_GEOPACKAGE_IDS = (b"GPKG", b"GP10", b"GP11")
+"""A GeoPackage's SQLite application_id (header bytes 68-71); a SpatiaLite file has none."""
 _MAGIC = (
-    (b"SQLite format 3\x00", ".gpkg"),
     (b"PK\x03\x04", ".zip"),
     (b"PAR1", ".parquet"),
     (b"fgb\x03", ".fgb"),
@@ -67,6 +69,8 @@ def spool(
 def suffix_of(head: bytes, name: str = "standard input") -> str:
     """The file suffix for data that starts with ``head``, by its signature or first text."""
     subject = name[:1].upper() + name[1:]
+    if head.startswith(_SQLITE):
+        return ".gpkg" if head[68:72] in _GEOPACKAGE_IDS else ".sqlite"
     for magic, suffix in _MAGIC:
         if head.startswith(magic):
             return suffix
@@ -82,8 +86,8 @@ def suffix_of(head: bytes, name: str = "standard input") -> str:
     if b"\x00" in head:
         raise ConfigurationError(
             f"{subject} is binary data of no format geosession reads from a stream "
-            "(GeoPackage, FlatGeobuf, GeoParquet, zip). A Shapefile, being several files, "
-            "must come zipped; or give the file's path instead"
+            "(GeoPackage, SpatiaLite, FlatGeobuf, GeoParquet, zip). A Shapefile, being "
+            "several files, must come zipped; or give the file's path instead"
         )
     return ".csv"
 
