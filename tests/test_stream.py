@@ -481,6 +481,11 @@ def test_stream_arrow_declares_its_columns_in_geoparquet_metadata(
     assert geo["columns"]["geom"]["geometry_types"] == ["Polygon"]
     assert geo["columns"]["centre"]["geometry_types"] == []  # an expression: any type
     assert geo["columns"]["geom"]["crs"]["id"] == {"authority": "EPSG", "code": 4326}
+    projected = {"centroid": ["Point"], "envelope": [], "simplify:0.001": ["Polygon"]}
+    for projection, types in projected.items():
+        with db.stream_arrow("SELECT id, geom FROM rd_parcels", geometry=projection) as arrow:
+            described = orjson.loads(arrow.schema.metadata[b"geo"])["columns"]["geom"]
+        assert described["geometry_types"] == types, projection
     frame = gpd.read_parquet(tmp_path / "parcels.parquet")
     assert frame.crs.to_epsg() == 4326 and len(frame) == ROWS
     admin.execute("DROP TABLE IF EXISTS rd_made, rd_made_rejected")

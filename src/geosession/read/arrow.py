@@ -27,7 +27,7 @@ import shapely
 from geosession.errors import ConfigurationError
 from geosession.geometry import wkt_array
 from geosession.read.decode import decode_geometries
-from geosession.read.plan import Column
+from geosession.read.plan import Column, Projection
 from geosession.read.query import ReadPlan
 from geosession.read.stream import GeometryStream
 from geosession.read.types import BYTEA, COLUMN_TYPES, NUMERIC
@@ -270,19 +270,21 @@ def arrow_stream(stream: GeometryStream) -> ArrowStream:
 
 def _declared_geo(plan: ReadPlan, fields: list[Any]) -> bytes:
     """GeoParquet's ``geo`` metadata from the geometry columns' own declarations (the
-    type modifier's type; none for M, which GeoParquet does not name): pyarrow's
+    type modifier's type, as ``geometry=`` leaves it: Point for centroids; none for M,
+    which GeoParquet does not name): pyarrow's
     write_table of the stream writes GeoParquet, and a table made from it (create=True)
     gets the declared types."""
     columns: dict[str, Any] = {}
     for field, column in zip(fields, plan.columns, strict=True):
         if not column.spatial:
             continue
-        declared = column.geometry_type or "Unknown"
-        named = not declared.startswith("Unknown") and " M" not in declared
+        projected = plan.options.projection if column == plan.geometry else Projection("full")
+        declared = projected.declared(column.geometry_type)
+        named = declared is not None and declared.partition(" ")[2] in ("", "Z")
         extension = orjson.loads(field.metadata[b"ARROW:extension:metadata"])
         described = {
             "encoding": "WKB",
-            "geometry_types": [declared] if named else [],
+            "geometry_types": [declared] if named else [],  # GeoParquet names no M
             "crs": extension.get("crs"),  # null: unknown
             **({"edges": "spherical"} if column.spatial == "geography" else {}),
         }

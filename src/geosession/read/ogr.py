@@ -175,11 +175,6 @@ def _write_flatgeobuf(
     return seen.count
 
 
-_KEEPS_TYPE = ("full", "simplify", "transform")
-"""Projections after which the column's declared type still holds (not an envelope, which
-may be a point, a line or a polygon, nor a centroid)."""
-
-
 class _Layer:
     """What the layer's declaration needs from the rows: the CRS of the first chunk, which
     GDAL takes before the first row; the geometry types of every chunk when nothing
@@ -228,7 +223,7 @@ def open_rows(stream: GeometryStream, progress: Progress | None) -> Rows:
     """Runs the query and reads its first batch."""
     seen = _Layer(progress)
     plan, schema, batches = record_batches(pyarrow(), stream, seen.see)  # seen lazily
-    seen.declared = _declared_type(plan)
+    seen.declared = plan.options.projection.declared(plan.geometry.geometry_type)
     first = next(batches, None)
     if first is None:
         seen.crs = plan.crs_for(plan.geometry.srid)
@@ -326,19 +321,6 @@ def _write_arrow(reader: Any, path: Path, **options: Any) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
         write_arrow(reader, path, **options)
-
-
-def _declared_type(plan: Any) -> str | None:
-    """The layer's geometry type when it is known before any row: the column's one type
-    (kept by the projection), or Point for centroids and the envelopes of points. None
-    when the rows must tell: an expression's column declares none, ``geometry(Geometry)``
-    any (its rows may all be of one type), and an envelope is a point, line or polygon."""
-    kind, column = plan.options.projection.kind, plan.geometry.geometry_type
-    if kind in _KEEPS_TYPE:
-        return None if column is None or column.startswith(UNKNOWN) else str(column)
-    if kind == "centroid" or (column or "").upper().startswith("POINT"):
-        return "Point"  # both are 2D
-    return None
 
 
 def _narrow_declared_type(package: Path, layer: str, kinds: set[str]) -> None:

@@ -86,6 +86,18 @@ class Projection:
             return func.ST_Transform(geom, cast(literal(self.value), Integer))
         return geom
 
+    def declared(self, column_type: str | None) -> str | None:
+        """The type of a column declaring ``column_type`` ("Polygon", "Point Z") after this
+        projection, when known before any row: the column's one type (kept but by envelopes
+        and centroids), or Point for centroids and the envelopes of points (both 2D). None
+        when the rows must tell: an expression's column declares none, ``geometry(Geometry)``
+        any, and an envelope is a point, line or polygon."""
+        if self.kind in ("full", "simplify", "transform"):
+            return None if column_type is None or column_type.startswith("Unknown") else column_type
+        if self.kind == "centroid" or (column_type or "").upper().startswith("POINT"):
+            return "Point"
+        return None
+
 
 def _number(value: str) -> float | None:
     try:
