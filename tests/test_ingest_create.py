@@ -567,6 +567,9 @@ def test_polars_frames_and_parquet_with_geoarrow_fields_make_their_tables(
     with pytest.raises(ConfigurationError, match="declares no geometry column.*as_wkb"):
         db.ingest("made_polars_plain", plain, create=True)
     assert admin.execute("SELECT to_regclass('made_polars_plain')").fetchone() == (None,)
+    plain.write_parquet(tmp_path / "plain.parquet")
+    with pytest.raises(ConfigurationError, match="plain.parquet is a Parquet file .*to_parquet"):
+        db.ingest("made_polars_plain", tmp_path / "plain.parquet", create=True)
 
 
 def test_parquets_own_geometry_type_is_read_with_its_crs(

@@ -230,7 +230,9 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
         schema = _frame_schema(source, srids)
     elif is_arrow_stream(source):
         opened = opened_once(source)
-        schema = _arrow_schema(opened.reader.schema, srids, opened.where, "Arrow data")
+        remedy = "or mark the WKB field as GeoArrow WKB (geoarrow.pyarrow's as_wkb)"
+        source_is = (opened.where, "Arrow data", remedy)
+        schema = _arrow_schema(opened.reader.schema, srids, source_is)
     else:
         raise ConfigurationError(
             f"Table {table} does not exist, and create=True cannot make it from a "
@@ -301,21 +303,24 @@ def _parquet_schema(path: Path, srids: Srids) -> SourceSchema:
         arrow = parquet_arrow_schema(pyarrow.parquet.ParquetFile(path))
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise ConfigurationError(f"cannot read {path} as Parquet: {error}") from error
-    return _arrow_schema(arrow, srids, f"{path}", "a Parquet file")
+    remedy = "or write it with GeoDataFrame.to_parquet, which adds GeoParquet metadata"
+    return _arrow_schema(arrow, srids, (str(path), "a Parquet file", remedy))
 
 
-def _arrow_schema(arrow: Any, srids: Srids, where: str, kind: str) -> SourceSchema:
+def _arrow_schema(arrow: Any, srids: Srids, source: tuple[str, str, str]) -> SourceSchema:
     """The columns of Arrow data (a Parquet file's, a stream's): its geometry columns are
-    those GeoParquet metadata or a GeoArrow extension declares."""
+    those GeoParquet metadata or a GeoArrow extension declares. ``source``: where it
+    comes from, what it is and how to declare its geometry, for the refusal."""
     import pyarrow
 
+    where, kind, remedy = source
     geo = schema_geometry(arrow, where)
     if geo.primary is None:
         raise ConfigurationError(
             f"{where} is {kind} that declares no geometry column (no GeoParquet metadata, "
             "no GeoArrow extension), so create=True cannot tell which field holds "
-            "geometries: create the table first, or mark the WKB field as GeoArrow WKB "
-            "(geoarrow.pyarrow's as_wkb; a GeoDataFrame's to_arrow() does)"
+            "geometries nor their CRS: create the table first (a WKB field named geometry, "
+            f"geom or wkb_geometry then loads into its geometry column), {remedy}"
         )
     schema = SourceSchema()
     for name in geo.fields(arrow.names):
@@ -355,12 +360,14 @@ def _arrow_scalar_type(types: Any, arrow_type: Any) -> str:
         return "timestamptz" if arrow_type.tz else "timestamp"
     if types.is_decimal(arrow_type):  # its precision and scale, as exported
         return f"numeric({arrow_type.precision}, {arrow_type.scale})"
-    timely = (sql for test, sql in _ARROW_TIMES if getattr(types, test)(arrow_type))
+    for test, sql_type in _ARROW_TIMES:
+        if getattr(types, test)(arrow_type):
+            return sql_type
     name = str(arrow_type)
     if name in ("binary", "large_binary", "binary_view"):  # polars' are views
         return "bytea"
     name = {"halffloat": "float32", "float": "float32", "double": "float64"}.get(name, name)
-    return next(timely, None) or _DTYPES.get(name, "text")
+    return _DTYPES.get(name, "text")
 
 
 def _frame_schema(frame: Any, srids: Srids) -> SourceSchema:
