@@ -84,6 +84,9 @@ TABLES = (
     "piped_seq",
     "piped_zip",
     "piped_sqlite",
+    "made_feather",
+    "made_arrows",
+    "piped_feather",
 )
 
 
@@ -572,6 +575,44 @@ def test_polars_frames_and_parquet_with_geoarrow_fields_make_their_tables(
         db.ingest("made_polars_plain", tmp_path / "plain.parquet", create=True)
 
 
+def test_arrow_ipc_files_load_and_make_their_tables(
+    db: SpatialDatabase,
+    admin: psycopg.Connection[Any],
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: Any,
+) -> None:
+    """Feather as geopandas writes it (GeoParquet metadata, compressed), and the IPC
+    stream format with GeoArrow fields; from a path or piped."""
+    import pyarrow.ipc
+
+    from geosession.ingest.files import file_length
+
+    feather = tmp_path / "parcels.feather"
+    parcels(30).rename_geometry("geom").to_feather(feather)
+    report = db.ingest("made_feather", feather, create=True, rename={"Name": "title"})
+    assert report.created and report.inserted == 30 and not report.rejected
+    made = columns(admin, "made_feather")
+    assert made["geom"] == "geometry(MultiPolygon,4326)" and made["title"] == "text"
+    assert stored_geometries(admin, "made_feather") == [
+        shapely.MultiPolygon([g]) if g.geom_type == "Polygon" else g for g in parcels(30).geometry
+    ]
+    stream = tmp_path / "parcels.arrows"
+    data = arrow_parcels(12)
+    with pa.OSFile(str(stream), "wb") as sink, pyarrow.ipc.new_stream(sink, data.schema) as out:
+        out.write_table(data, max_chunksize=5)
+    report = db.ingest("made_arrows", stream, create=True)
+    assert report.created and report.inserted == 12
+    assert columns(admin, "made_arrows")["key"] == "uuid"
+    assert (file_length(feather), file_length(stream)) == (30, None)  # a stream says as read
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    piped = CliRunner().invoke(
+        app, ["ingest", "-", "piped_feather", "--create"], input=feather.read_bytes()
+    )
+    assert piped.exit_code == 0, piped.output
+    assert admin.execute("SELECT count(*) FROM piped_feather").fetchone() == (30,)
+
+
 def test_parquets_own_geometry_type_is_read_with_its_crs(
     db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
@@ -786,6 +827,8 @@ def test_a_named_pipe_is_read_as_standard_input_is(
         (b"SQLite format 3\x00" + bytes(60), ".sqlite"),  # SpatiaLite: no application_id
         (b"PK\x03\x04...", ".zip"),
         (b"PAR1...", ".parquet"),
+        (b"ARROW1\x00\x00...", ".arrow"),
+        (b"\xff\xff\xff\xff\xd0\x16\x00\x00...", ".arrows"),
         (b"fgb\x03fgb\x01...", ".fgb"),
         (b'\xef\xbb\xbf\n {"type": "FeatureCollection", "features": [', ".geojson"),
         (b'{"type": "FeatureCollection", "features": []}', ".geojson"),

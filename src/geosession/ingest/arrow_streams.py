@@ -17,7 +17,7 @@ from typing import Any
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.batches import Batch, CheckFields
-from geosession.ingest.files import arrow_batches, schema_geometry
+from geosession.ingest.files import arrow_batches, extension_storage, schema_geometry
 
 _GATHER = 10_000
 """Rows a record batch is joined up to (as many as a file's record batch holds)."""
@@ -77,7 +77,7 @@ def arrow_stream_batches(
     where, reader = opened.where, opened.reader
     geo = schema_geometry(reader.schema, where)
     names, known = geo.targets(reader.schema.names, columns, geometry_column, check, where)
-    batches = (_storage(pyarrow, batch) for batch in _gathered(pyarrow, reader))
+    batches = (extension_storage(pyarrow, batch) for batch in _gathered(pyarrow, reader))
     return arrow_batches(batches, names, columns, size, known)
 
 
@@ -113,14 +113,3 @@ def arrow_length(source: Any) -> int | None:
         if isinstance(rows, int):
             return rows
     return None
-
-
-def _storage(pyarrow: Any, batch: Any) -> Any:
-    """The batch with registered extension columns as their storage (WKB bytes, text)."""
-    if not any(isinstance(kind, pyarrow.BaseExtensionType) for kind in batch.schema.types):
-        return batch
-    arrays = [
-        column.storage if isinstance(column.type, pyarrow.BaseExtensionType) else column
-        for column in batch.columns
-    ]
-    return pyarrow.RecordBatch.from_arrays(arrays, names=batch.schema.names)

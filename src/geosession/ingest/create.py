@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine, Table, inspect, text
 
 from geosession.errors import ConfigurationError, DatabaseError
 from geosession.ingest.archives import gdal_source, shapefile_folder
+from geosession.ingest.arrow_files import ARROW_FILE_SUFFIXES, open_arrow_file
 from geosession.ingest.arrow_streams import is_arrow_stream, opened_once
 from geosession.ingest.batches import repeated
 from geosession.ingest.crs import crs_label, source_crs
@@ -219,6 +220,10 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
             schema = _csv_schema(path, options)
         elif suffix in PARQUET_SUFFIXES:
             schema = _parquet_schema(path, srids)
+        elif suffix in ARROW_FILE_SUFFIXES:
+            remedy = "or write it with GeoDataFrame.to_feather, which adds GeoParquet metadata"
+            source_is = (str(path), "an Arrow IPC file", remedy)
+            schema = _arrow_schema(open_arrow_file(path).schema, srids, source_is)
         elif suffix in VECTOR_SUFFIXES or shapefile_folder(path):
             schema = _vector_schema(path, srids, options.layer, options.encoding)
         else:

@@ -32,8 +32,8 @@ class FileRead:
     """A CSV's coordinate columns (x, y), when their names do not say them (:mod:`.points`)."""
 
     def check(self, kind: str, source: str) -> None:
-        """Refuses an option given for a source (``kind``: "csv", "vector", "parquet" or
-        "rows") it does not apply to, and a bbox that is no box."""
+        """Refuses an option given for a source (``kind``: "csv", "vector", "parquet",
+        "arrow" or "rows") it does not apply to, and a bbox that is no box."""
         for name, (kinds, purpose) in _FILE_OPTIONS.items():
             value = getattr(self, name)
             if value is not None and kind not in kinds:
@@ -58,7 +58,7 @@ _FILE_OPTIONS = {
     "bbox": (("vector",), "filters the features of a vector file (GeoPackage, Shapefile, ...)"),
     "xy_columns": (("csv",), "names the coordinate columns of a CSV file"),
     "rename": (
-        ("csv", "vector", "parquet"),
+        ("csv", "vector", "parquet", "arrow"),
         "renames a file's fields (a DataFrame's columns or rows' keys are renamed in Python)",
     ),
 }

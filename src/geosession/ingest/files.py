@@ -38,6 +38,7 @@ from geosession.ingest.archives import (
     gdal_source,
     shapefile_folder,
 )
+from geosession.ingest.arrow_files import ARROW_FILE_SUFFIXES, arrow_file_length, open_arrow_file
 from geosession.ingest.batches import Batch, CheckFields, target_name
 from geosession.ingest.crs import SourceCrs, source_crs
 from geosession.ingest.delimited import csv_batches
@@ -76,7 +77,9 @@ SUPPORTED = (
     + ", ".join(_GDAL_SUFFIXES)
     + "), GeoJSON Lines ("
     + ", ".join(_SEQUENCE_SUFFIXES)
-    + "), GeoParquet (.parquet) or .csv"
+    + "), GeoParquet (.parquet), Arrow IPC ("
+    + ", ".join(ARROW_FILE_SUFFIXES)
+    + ") or .csv"
 )
 _NAMED_ID_SUFFIXES = (".gpkg", ".gdb")
 """Files whose layers name their id column, so their ids are data (GDAL numbers the
@@ -98,11 +101,13 @@ def file_length(path: Path, layer: str | None = None) -> int | None:
     """A vector or Parquet file's row count, read from its header; None for a CSV or a
     GeoJSON file (their rows are unknown without a full pass) or a file that cannot say."""
     suffix = path.suffix.lower()
-    if suffix not in VECTOR_SUFFIXES + PARQUET_SUFFIXES or not is_source_file(path):
+    if suffix not in VECTOR_SUFFIXES + PARQUET_SUFFIXES + ARROW_FILE_SUFFIXES:
         return None
-    if suffix in _GEOJSON_SUFFIXES:
+    if suffix in _GEOJSON_SUFFIXES or not is_source_file(path):
         return None
     try:
+        if suffix in ARROW_FILE_SUFFIXES:
+            return arrow_file_length(path)
         if suffix in PARQUET_SUFFIXES:
             import pyarrow.parquet
 
@@ -126,12 +131,14 @@ def is_source_file(path: Path) -> bool:
 
 
 def file_kind(path: Path) -> str:
-    """ "csv", "vector" or "parquet"; a file of no kind read here is refused."""
+    """ "csv", "vector", "parquet" or "arrow"; a file of no kind read here is refused."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return "csv"
     if suffix in PARQUET_SUFFIXES:
         return "parquet"
+    if suffix in ARROW_FILE_SUFFIXES:
+        return "arrow"
     if suffix in VECTOR_SUFFIXES or shapefile_folder(path):
         return "vector"
     raise ConfigurationError(f"cannot ingest {path}: unsupported file type; use {SUPPORTED}")
@@ -161,6 +168,8 @@ def file_batches(
                 f"reading {path} needs pyarrow: pip install 'geosession[geo]'"
             ) from error
         return _parquet_batches(pyarrow.parquet, path, columns, geometry_column, size, check, read)
+    if kind == "arrow":
+        return _arrow_file_batches(path, columns, geometry_column, size, check, read)
     try:
         import pyarrow
         import pyogrio
@@ -346,15 +355,57 @@ def _parquet_batches(
     try:
         handle = parquet.ParquetFile(path, pre_buffer=False, buffer_size=_PARQUET_BUFFER)
         schema = parquet_arrow_schema(handle)
-        geo = schema_geometry(schema, path)
-        renamed = renamer(read, geo.fields(schema.names), path)
-        names, known = geo.targets(
-            schema.names, columns, geometry_column, check, str(path), renamed
-        )
+        names, known = _columnar_targets(schema, path, columns, geometry_column, check, read)
         reader = handle.iter_batches(batch_size=_FILE_BATCH, columns=list(names))
         yield from arrow_batches(reader, names, columns, size, known)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise ConfigurationError(f"cannot read {path} as Parquet: {error}") from error
+
+
+def _arrow_file_batches(
+    path: Path,
+    columns: Sequence[str],
+    geometry_column: str | None,
+    size: Callable[[], int],
+    check: CheckFields,
+    read: FileRead,
+) -> Iterator[Batch]:
+    """An Arrow IPC file's record batches, cut into batches of ``size()`` rows."""
+    import pyarrow
+
+    reader = open_arrow_file(path)
+    names, known = _columnar_targets(reader.schema, path, columns, geometry_column, check, read)
+    try:
+        batches = (extension_storage(pyarrow, batch) for batch in reader)
+        yield from arrow_batches(batches, names, columns, size, known)
+    except (OSError, ValueError) as error:
+        raise ConfigurationError(f"cannot read {path} as an Arrow IPC file: {error}") from error
+
+
+def _columnar_targets(
+    schema: Any,
+    path: Path,
+    columns: Sequence[str],
+    geometry_column: str | None,
+    check: CheckFields,
+    read: FileRead,
+) -> tuple[dict[str, str], dict[str, SourceCrs]]:
+    """A Parquet or Arrow file's fields to read, with their columns (renamed as asked),
+    and the CRS of each geometry column's values."""
+    geo = schema_geometry(schema, path)
+    renamed = renamer(read, geo.fields(schema.names), path)
+    return geo.targets(schema.names, columns, geometry_column, check, str(path), renamed)
+
+
+def extension_storage(pyarrow: Any, batch: Any) -> Any:
+    """The batch with registered extension columns as their storage (WKB bytes, text)."""
+    if not any(isinstance(kind, pyarrow.BaseExtensionType) for kind in batch.schema.types):
+        return batch
+    arrays = [
+        column.storage if isinstance(column.type, pyarrow.BaseExtensionType) else column
+        for column in batch.columns
+    ]
+    return pyarrow.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
 def parquet_arrow_schema(handle: Any) -> Any:

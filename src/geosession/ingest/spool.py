@@ -26,6 +26,8 @@ _GEOPACKAGE_IDS = (b"GPKG", b"GP10", b"GP11")
 _MAGIC = (
     (b"PK\x03\x04", ".zip"),
     (b"PAR1", ".parquet"),
+    (b"ARROW1", ".arrow"),  # the Arrow IPC file format (Feather v2)
+    (b"\xff\xff\xff\xff", ".arrows"),  # the IPC stream format: a message's continuation mark
     (b"fgb\x03", ".fgb"),
 )
 _BLANK = b"\xef\xbb\xbf \t\r\n"
@@ -86,8 +88,8 @@ def suffix_of(head: bytes, name: str = "standard input") -> str:
     if b"\x00" in head:
         raise ConfigurationError(
             f"{subject} is binary data of no format geosession reads from a stream "
-            "(GeoPackage, SpatiaLite, FlatGeobuf, GeoParquet, zip). A Shapefile, being "
-            "several files, must come zipped; or give the file's path instead"
+            "(GeoPackage, SpatiaLite, FlatGeobuf, GeoParquet, Arrow IPC, zip). A Shapefile, "
+            "being several files, must come zipped; or give the file's path instead"
         )
     return ".csv"
 
