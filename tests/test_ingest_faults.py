@@ -25,8 +25,9 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from geosession import SpatialDatabase
+from geosession import ConnectionFailed, SpatialDatabase
 from geosession.local import LocalCluster
+from tests.faults import helpers
 from tests.faults.helpers import record_dropped_gist, wait_until
 from tests.test_ingest import TABLE, create_table, rows, source_checksum, table_state
 
@@ -78,6 +79,37 @@ def test_backends_terminated_during_one_ingest(
     assert len(kills) >= 2, "the test must terminate backends mid-ingest"
     assert report.retries >= 1 and report.inserted == 150_000 and report.workers == workers
     assert table_state(db) == (150_000, 150_000, source_checksum(150_000))
+
+
+def test_a_stream_arrow_source_that_loses_its_connection_stops_the_load_which_resumes(
+    db: SpatialDatabase,
+    make_db: Callable[..., SpatialDatabase],
+    admin: psycopg.Connection[Any],
+    table: str,
+) -> None:
+    """Rows copied by db.stream_arrow: the source's backend terminated after its first
+    batch is a ConnectionFailed (through the Arrow C stream interface it was an
+    ArrowInvalid holding its text); that batch commits, and a new stream with the same
+    ingest_id loads the rest, every row once."""
+    admin.execute("DROP TABLE IF EXISTS stream_source")
+    admin.execute(f"CREATE TABLE stream_source (LIKE {TABLE} INCLUDING ALL)")
+    try:
+        db.ingest("stream_source", rows(6_000), progress=False)
+        source = make_db(application_name="stream-victim")
+        ordered = "SELECT * FROM stream_source ORDER BY id"
+        with source.stream_arrow(ordered, batch_size=500) as arrow:  # the first batch is read
+            assert helpers.terminate(admin, "stream-victim") == 1
+            with pytest.raises(ConnectionFailed) as lost:
+                db.ingest(table, arrow, ingest_id="arrow-copy", chunk_size=2_000)
+        assert lost.value.ingest_report.inserted == 500  # type: ignore[attr-defined]
+        assert "Raised by the source the ingest reads, not its target" in str(lost.value)
+        with source.stream_arrow(ordered, batch_size=500) as arrow:
+            resumed = db.ingest(table, arrow, ingest_id="arrow-copy", chunk_size=2_000)
+        assert (resumed.already_committed, resumed.inserted) == (500, 5_500)
+        assert table_state(db) == (6_000, 6_000, source_checksum(6_000))
+        assert source.pool_stats().checked_out == 0
+    finally:
+        admin.execute("DROP TABLE IF EXISTS stream_source, stream_source_rejected")
 
 
 def test_oversized_chunk_hits_statement_timeout_and_shrinks(

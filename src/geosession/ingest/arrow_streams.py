@@ -18,6 +18,7 @@ from typing import Any
 from geosession.errors import ConfigurationError
 from geosession.ingest.batches import Batch, CheckFields
 from geosession.ingest.files import arrow_batches, extension_storage, schema_geometry
+from geosession.read.arrow import ArrowStream
 
 _GATHER = 10_000
 """Rows a record batch is joined up to (as many as a file's record batch holds)."""
@@ -59,8 +60,17 @@ def opened_once(source: Any) -> Any:
             f"reading a {type(source).__name__} (Arrow data) needs pyarrow: "
             "pip install 'geosession[geo]'"
         ) from error
-    reader = pyarrow.RecordBatchReader.from_stream(source)
+    reader = _own_reader(pyarrow, source) or pyarrow.RecordBatchReader.from_stream(source)
     return OpenedArrow(reader, type(source).__name__, arrow_length(source))
+
+
+def _own_reader(pyarrow: Any, source: Any) -> Any:
+    """The pyarrow reader a RecordBatchReader or db.stream_arrow's stream is, read as it
+    is: through the C stream interface an error of its source (a lost connection) would
+    arrive as an ArrowInvalid holding the error's text, not as the error."""
+    if isinstance(source, ArrowStream):
+        return source.reader
+    return source if isinstance(source, pyarrow.RecordBatchReader) else None
 
 
 def arrow_stream_batches(
@@ -87,12 +97,17 @@ def _gathered(pyarrow: Any, reader: Any) -> Iterator[Any]:
     cost a pipeline pass per row."""
     waiting: list[Any] = []
     rows = 0
-    for batch in reader:
-        waiting.append(batch)
-        rows += batch.num_rows
-        if rows >= _GATHER:
+    try:
+        for batch in reader:
+            waiting.append(batch)
+            rows += batch.num_rows
+            if rows >= _GATHER:
+                yield _joined(pyarrow, waiting)
+                waiting, rows = [], 0
+    except Exception:  # a failing source's rows read before its error load too
+        if waiting:
             yield _joined(pyarrow, waiting)
-            waiting, rows = [], 0
+        raise
     if waiting:
         yield _joined(pyarrow, waiting)
 

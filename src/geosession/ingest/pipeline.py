@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 
 from geosession.errors import (
     ConfigurationError,
+    DatabaseError,
     GeoSessionError,
     endpoint_of,
     translate,
@@ -334,7 +335,7 @@ class Ingest:
             return finished.is_set() or self.stop.is_set()
 
         geometry = self.target.geometry_columns
-        batches = iter_batches(
+        source = iter_batches(
             self.source,
             columns=[c.name for c in self.target.columns if not c.generated],
             computed={c.name: c.generated_as for c in self.target.columns if c.generated},
@@ -353,6 +354,7 @@ class Ingest:
             attributes=self.attributes,
             feature_ids=self.started_empty,
         )
+        batches = self._source_errors_named(source)
         # reading, validating and COPY-encoding each on a thread: the GEOS work of one
         # overlaps the Python work of the others
         read = read_ahead(batches, "read", stopped)
@@ -367,6 +369,21 @@ class Ingest:
             if self.stop_source is not None:
                 self.stop_source()
             read.close()
+
+    def _source_errors_named(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        """The source's batches; a database error raised by the source (db.stream_arrow's
+        stream, a query's rows) says it is the source's, which its text would not tell
+        from the target's, and how to go on."""
+        try:
+            yield from batches
+        except DatabaseError as error:
+            error.message = (
+                f"{error.message}. Raised by the source the ingest reads, not its target: "
+                f"ingest {self.ingest_id}'s committed chunks stay, and rerunning it with the "
+                "same ingest_id resumes after them (a query's rows in the same order: ORDER BY)"
+            )
+            error.args = (error.message,)
+            raise
 
     def _batch_rows(self) -> int:
         """Rows per source batch: few until the rows' size is known, then at most what
