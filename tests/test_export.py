@@ -371,7 +371,7 @@ def test_file_formats_need_a_path_but_geoparquet_streams(
     file object or standard output is refused before the query, saying which formats can.
     GeoParquet, whose footer comes last, is written to either (it was refused)."""
     for kind in ("gpkg", "fgb", "shp"):
-        with pytest.raises(ConfigurationError, match="needs a file path.*geojsonl, csv or parquet"):
+        with pytest.raises(ConfigurationError, match="needs a file path.*csv, parquet or arrow"):
             db.export("SELECT * FROM no_such_table", io.BytesIO(), format=kind)
     done = runner.invoke(app, ["export", "rd_parcels", "-", "--format", "gpkg"])
     assert done.exit_code != 0 and "or standard output" in str(done.exception)
@@ -535,6 +535,43 @@ def test_geoparquet_schema_metadata_and_round_trip(
         assert same == (ROWS - 3,)  # row 17's geometry is NULL in both
     finally:
         admin.execute("DROP TABLE IF EXISTS rd_trip")
+
+
+def test_arrow_ipc_export_is_feather_that_loads_back(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], runner: CliRunner, tmp_path: Path
+) -> None:
+    """An Arrow IPC file (Feather v2, lz4): geopandas reads it with its CRS and type, and
+    it loads back into a table it makes, from its path or through a pipe."""
+    import geopandas
+    import pyarrow as pa
+
+    out = tmp_path / "parcels.feather"
+    assert db.export("SELECT * FROM rd_parcels ORDER BY id", out).format == "arrow"
+    frame = geopandas.read_feather(out)
+    assert len(frame) == ROWS and frame.crs.to_epsg() == 4326
+    assert set(frame.geom_type.dropna()) == {"Polygon"}
+    schema = pa.ipc.open_file(out).schema
+    assert schema.field("value").type == pa.decimal128(12, 2)
+    assert orjson.loads(schema.metadata[b"geo"])["columns"]["geom"]["geometry_types"] == ["Polygon"]
+    piped = runner.invoke(app, ["export", "rd_parcels", "-", "--format", "arrow"])
+    assert piped.exit_code == 0 and piped.stdout_bytes.startswith(b"ARROW1")
+    admin.execute("DROP TABLE IF EXISTS rd_feather, rd_feather_rejected")
+    try:
+        report = db.ingest("rd_feather", out, create=True)
+        assert report.inserted == ROWS and not report.rejected
+        made = admin.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = 'rd_feather'::regclass AND attname IN ('value', 'geom') "
+            "ORDER BY attname"
+        ).fetchall()
+        assert made == [("geometry(Polygon,4326)",), ("numeric(12,2)",)]
+        same = admin.execute(
+            "SELECT count(*) FROM rd_feather t JOIN rd_parcels p USING (id) "
+            "WHERE t.value = p.value AND t.geom ~= p.geom AND ST_Equals(t.geom, p.geom)"
+        ).fetchone()
+        assert same == (ROWS - 1,)  # one geometry is NULL in both
+    finally:
+        admin.execute("DROP TABLE IF EXISTS rd_feather, rd_feather_rejected")
 
 
 def pq_subset(path: Path, tmp_path: Path, columns: list[str]) -> Path:

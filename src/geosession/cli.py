@@ -629,7 +629,8 @@ def export(
         typer.Option(
             "--format",
             help="geojson, geojsonl, gpkg, fgb, shp (Shapefile; a .shp.zip OUTPUT is one zip), "
-            "parquet (GeoParquet) or csv (geometry as WKT) (default: from OUTPUT's suffix).",
+            "parquet (GeoParquet), arrow (Arrow IPC: Feather) or csv (geometry as WKT) "
+            "(default: from OUTPUT's suffix).",
         ),
     ] = None,
     where: Annotated[
@@ -693,7 +694,7 @@ def export(
     ] = False,
 ) -> None:
     """Export a table or a query to GeoJSON, GeoJSON Lines, GeoPackage, FlatGeobuf,
-    Shapefile, GeoParquet or CSV.
+    Shapefile, GeoParquet, Arrow IPC (Feather) or CSV.
 
     Streams in bounded memory through a server-side cursor; the file appears only once
     complete. GeoJSON coordinates are EPSG:4326 (RFC 7946). Examples:

@@ -546,10 +546,11 @@ class SpatialDatabase:
         **options: Any,
     ) -> ExportResult:
         """Write ``statement``'s rows as geojson, geojsonl, gpkg, fgb, shp (Shapefile, one zip
-        for a ``.shp.zip`` path), parquet (GeoParquet) or csv (WKT), by default the format
-        ``dest``'s suffix names: complete, or no file. ``layer`` names a GeoPackage layer:
-        added to an existing file, whose other layers stay. ``progress=True`` shows a bar
-        on stderr; a function is called with the features written so far.
+        for a ``.shp.zip`` path), parquet (GeoParquet), arrow (Arrow IPC: Feather) or csv
+        (WKT), by default the format ``dest``'s suffix names: complete, or no file.
+        ``layer`` names a GeoPackage layer: added to an existing file, whose other layers
+        stay. ``progress=True`` shows a bar on stderr; a function is called with the
+        features written so far.
         ``spatial_index=False`` writes a GeoPackage, FlatGeobuf or Shapefile without one
         (FlatGeobuf's is built in memory: about 160 MB per million features). The result's
         ``renamed`` lists the columns a Shapefile's 10-byte field names shortened.

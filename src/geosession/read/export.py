@@ -28,9 +28,9 @@ from geosession.read.plan import ReadOptions
 from geosession.read.progress import progress_callback
 from geosession.read.stream import Connect, GeometryStream
 
-FORMATS = ("geojson", "geojsonl", "gpkg", "fgb", "shp", "parquet", "csv")
+FORMATS = ("geojson", "geojsonl", "gpkg", "fgb", "shp", "parquet", "arrow", "csv")
 """Export formats: GeoJSON FeatureCollection, GeoJSON Lines, GeoPackage, FlatGeobuf,
-Shapefile, GeoParquet, CSV with WKT."""
+Shapefile, GeoParquet, Arrow IPC (Feather), CSV with WKT."""
 
 BY_SUFFIX = {
     ".geojson": "geojson",
@@ -45,6 +45,9 @@ BY_SUFFIX = {
     ".shp": "shp",
     ".parquet": "parquet",
     ".geoparquet": "parquet",
+    ".arrow": "arrow",
+    ".feather": "arrow",
+    ".ipc": "arrow",
     ".csv": "csv",
 }
 """The format a destination's suffix names (and ``.shp.zip``: a zipped Shapefile)."""
@@ -145,9 +148,9 @@ class _Output:
         return None if hasattr(self.dest, "write") else os.fspath(self.dest)
 
 
-_STREAMED = ("geojson", "geojsonl", "csv", "parquet")
+_STREAMED = ("geojson", "geojsonl", "csv", "parquet", "arrow")
 """Formats written front to back, so to a file object or standard output too (GeoParquet's
-footer comes last)."""
+and Arrow's footers come last)."""
 
 
 @contextlib.contextmanager
@@ -189,8 +192,8 @@ def _write_geojson(
 
 
 def _write_file(stream: GeometryStream, output: _Output, progress: Progress | None) -> ExportResult:
-    """Writes a CSV (to a path or a file), GeoParquet, GeoPackage, FlatGeobuf or Shapefile
-    (to a path)."""
+    """Writes a CSV, GeoParquet or Arrow file (to a path or a file), a GeoPackage,
+    FlatGeobuf or Shapefile (to a path)."""
     if output.format == "shp":
         from geosession.read.shapefile import write_shapefile
 
@@ -212,6 +215,10 @@ def _write_plain_file(stream: GeometryStream, output: _Output, progress: Progres
         from geosession.read.parquet import write_parquet
 
         return write_parquet(stream, output.dest, progress=progress)
+    if output.format == "arrow":
+        from geosession.read.ipc import write_arrow_file
+
+        return write_arrow_file(stream, output.dest, progress=progress)
     path = output.path
     assert path is not None  # checked by _Output
     from geosession.read.ogr import write_ogr
