@@ -244,11 +244,15 @@ def arrow_stream(stream: GeometryStream) -> ArrowStream:
     column's SRID's, else the first batch's), so DuckDB, polars and geoarrow readers know
     it. The query runs (and its first batch is read) here."""
     pa = pyarrow()
-    chunks: list[Chunk] = []
+    crs: dict[str, str | None] = {}
+
+    def first_crs(chunk: Chunk) -> None:  # the first chunk's: no chunk is kept
+        if not crs:
+            crs.update(chunk.crs_by_column)
+
     try:
-        plan, schema, batches = record_batches(pa, stream, chunks.append, decimals=True)
+        plan, schema, batches = record_batches(pa, stream, first_crs, decimals=True)
         first = next(batches, None)  # its chunk has the CRS of expression columns
-        crs = chunks[0].crs_by_column if chunks else {}
         fields = [
             _geoarrow_field(pa, field, column, crs.get(column.name) or plan.crs_for(column.srid))
             if column.spatial
