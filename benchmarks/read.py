@@ -7,9 +7,8 @@ the geometry in binary (EWKB) with ``shapely.from_wkb`` per batch, the same with
 ``ST_AsBinary`` as text, the ORM's ``.scalars().all()`` and ``yield_per`` with
 ``to_shape``, geopandas ``read_postgis`` (plain and ``chunksize``), and, for GeoJSON export,
 ``ogr2ogr`` and a hand-written psycopg stream of server-side ``ST_AsGeoJSON(t.*)``; for
-GeoPackage, FlatGeobuf and Shapefile export ``ogr2ogr`` to them, for GeoParquet geopandas
-``read_postgis`` then
-``to_parquet``. Then checks geosession's read targets against them and prints PASS/FAIL.
+GeoPackage, FlatGeobuf and Shapefile export ``ogr2ogr`` to them, for GeoParquet and Arrow
+IPC geopandas ``read_postgis`` then ``to_parquet`` or ``to_feather``. Then checks geosession's read targets against them and prints PASS/FAIL.
 
 Run (about 5 minutes at 1,000,000 rows on 2 cores; ogr2ogr and the ORM's .all() take most)::
 
@@ -78,6 +77,8 @@ EXPORTS = {
     "ogr2ogr_shp": "ogr2ogr -f 'ESRI Shapefile' -lco SPATIAL_INDEX=YES",
     "export_parquet": "db.export to GeoParquet",
     "to_parquet": "geopandas read_postgis + to_parquet",
+    "export_arrow": "db.export to Arrow IPC (Feather, lz4)",
+    "to_feather": "geopandas read_postgis + to_feather (lz4)",
 }
 REPEATED = ("anchor", "stream", "export_hand", "export", "export_p9")
 
@@ -319,17 +320,21 @@ def ogr2ogr(url: URL, spec: dict[str, Any], driver: str = "GeoJSON") -> Run:
     return run
 
 
-def to_parquet(url: URL, spec: dict[str, Any]) -> Run:
-    """What a geopandas user writes: the whole table as one GeoDataFrame, then the file."""
+def to_file(url: URL, spec: dict[str, Any], suffix: str = ".parquet") -> Run:
+    """What a geopandas user writes: the whole table as one GeoDataFrame, then the file
+    (to_parquet, or to_feather)."""
     import geopandas
     from sqlalchemy import create_engine
 
-    engine, out = create_engine(url), Path(spec["workdir"]) / "geopandas.parquet"
+    engine, out = create_engine(url), Path(spec["workdir"]) / f"geopandas{suffix}"
 
     def run() -> int:
         with engine.connect() as conn:
             frame = geopandas.read_postgis(SELECT, conn, geom_col="geom")
-        frame.to_parquet(out)
+        if suffix == ".feather":
+            frame.to_feather(out)
+        else:
+            frame.to_parquet(out)
         return len(frame)
 
     return run
@@ -359,7 +364,9 @@ PREPARE: dict[str, Callable[[URL, dict[str, Any]], Run]] = {
     "export_shp": lambda url, spec: geosession_export(url, spec, ".shp"),
     "ogr2ogr_shp": lambda url, spec: ogr2ogr(url, spec, "ESRI Shapefile"),
     "export_parquet": lambda url, spec: geosession_export(url, spec, ".parquet"),
-    "to_parquet": to_parquet,
+    "to_parquet": to_file,
+    "export_arrow": lambda url, spec: geosession_export(url, spec, ".arrow"),
+    "to_feather": lambda url, spec: to_file(url, spec, ".feather"),
 }
 
 
@@ -405,6 +412,7 @@ def report(results: dict[str, Any], rows: int) -> list[str]:
         ("export to FlatGeobuf / ogr2ogr -f FlatGeobuf", "export_fgb", "ogr2ogr_fgb", 1.0),
         ("export to Shapefile / ogr2ogr (with .qix)", "export_shp", "ogr2ogr_shp", 1.0),
         ("export to GeoParquet / read_postgis+to_parquet", "export_parquet", "to_parquet", 1.0),
+        ("export to Arrow IPC / read_postgis+to_feather", "export_arrow", "to_feather", 1.0),
     ]
     for label, ours, theirs, target in checks:
         if ours in speed and theirs in speed:
