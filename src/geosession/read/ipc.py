@@ -9,11 +9,10 @@ the file, so that metadata holds what is known before the rows (no bounding box)
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import IO, Any
 
 from geosession.read.arrow import arrow_stream, pyarrow
-from geosession.read.geojson import Progress, temporary_path
+from geosession.read.geojson import Progress, atomic_output
 from geosession.read.stream import GeometryStream
 
 _COMPRESSION = "lz4"
@@ -26,17 +25,8 @@ def write_arrow_file(
     """Writes ``stream`` as an Arrow IPC file to ``dest`` (a path, or a binary file such as
     standard output: the footer comes last, nothing is written twice); returns the rows."""
     pa = pyarrow()
-    if hasattr(dest, "write"):
-        return _write(pa, stream, dest, progress)
-    target = Path(os.fspath(dest))
-    temporary = temporary_path(target, ".arrow")
-    try:
-        count = _write(pa, stream, str(temporary), progress)
-        os.replace(temporary, target)
-    finally:
-        stream.close()
-        temporary.unlink(missing_ok=True)
-    return count
+    with stream, atomic_output(dest, ".arrow") as sink:
+        return _write(pa, stream, sink, progress)
 
 
 def _write(pa: Any, stream: GeometryStream, sink: Any, progress: Progress | None) -> int:
