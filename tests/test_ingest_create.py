@@ -77,6 +77,9 @@ TABLES = (
     "made_arrow",
     "made_duckdb",
     "made_polars",
+    "made_polars_plain",
+    "made_plain_parquet",
+    "made_unnamed",
     "made_geoarrow_parquet",
     "arrow_once",
     "made_native_parquet",
@@ -566,13 +569,21 @@ def test_polars_frames_and_parquet_with_geoarrow_fields_make_their_tables(
     report = db.ingest("made_geoarrow_parquet", path, create=True)
     assert report.created and report.inserted == 20
     assert columns(admin, "made_geoarrow_parquet")["geometry"] == "geometry(Geometry,4326)"
-    plain = pl.DataFrame({"id": [1], "geom": [shapely.to_wkb(shapely.Point(1, 2))]})
-    with pytest.raises(ConfigurationError, match="declares no geometry column.*as_wkb"):
-        db.ingest("made_polars_plain", plain, create=True)
-    assert admin.execute("SELECT to_regclass('made_polars_plain')").fetchone() == (None,)
-    plain.write_parquet(tmp_path / "plain.parquet")
-    with pytest.raises(ConfigurationError, match="plain.parquet is a Parquet file .*to_parquet"):
-        db.ingest("made_polars_plain", tmp_path / "plain.parquet", create=True)
+    point = shapely.to_wkb(shapely.Point(1, 2))
+    plain = pl.DataFrame({"id": [1], "geometry": [point]})  # WKB named as geopandas names it
+    report = db.ingest("made_polars_plain", plain, create=True, srid=4326)
+    assert report.created and report.inserted == 1
+    assert columns(admin, "made_polars_plain")["geometry"] == "geometry(Geometry,4326)"
+    pl.DataFrame({"id": [1], "wkb_geometry": [point]}).write_parquet(tmp_path / "plain.parquet")
+    report = db.ingest("made_plain_parquet", tmp_path / "plain.parquet", create=True)
+    assert columns(admin, "made_plain_parquet")["wkb_geometry"] == "geometry"  # no CRS given
+    unnamed = pl.DataFrame({"id": [1], "footprint": [point]})
+    with pytest.raises(ConfigurationError, match="no field named geometry.*as_wkb"):
+        db.ingest("made_unnamed", unnamed, create=True)
+    assert admin.execute("SELECT to_regclass('made_unnamed')").fetchone() == (None,)
+    unnamed.write_parquet(tmp_path / "unnamed.parquet")
+    with pytest.raises(ConfigurationError, match="unnamed.parquet is a Parquet file .*to_parquet"):
+        db.ingest("made_unnamed", tmp_path / "unnamed.parquet", create=True)
 
 
 def test_arrow_ipc_files_load_and_make_their_tables(

@@ -42,6 +42,7 @@ from geosession.ingest.files import (
     is_source_file,
     parquet_arrow_schema,
     schema_geometry,
+    usual_geometry,
     vector_layer,
 )
 from geosession.ingest.options import IngestOptions
@@ -320,18 +321,21 @@ def _arrow_schema(arrow: Any, srids: Srids, source: tuple[str, str, str]) -> Sou
 
     where, kind, remedy = source
     geo = schema_geometry(arrow, where)
-    if geo.primary is None:
+    fields = geo.fields(arrow.names)
+    named = usual_geometry(fields) if geo.primary is None else None
+    if geo.primary is None and named is None:
         raise ConfigurationError(
             f"{where} is {kind} that declares no geometry column (no GeoParquet metadata, "
-            "no GeoArrow extension), so create=True cannot tell which field holds "
-            "geometries nor their CRS: create the table first (a WKB field named geometry, "
-            f"geom or wkb_geometry then loads into its geometry column), {remedy}"
+            "no GeoArrow extension) and has no field named geometry, geom or wkb_geometry, "
+            "so create=True cannot tell which field holds geometries: name the WKB field so "
+            f"(with srid= for its CRS), create the table first, {remedy}"
         )
+    crs = geo.crs if named is None else {named: None}  # a usual name's: srid=, or none
     schema = SourceSchema()
-    for name in geo.fields(arrow.names):
-        if name in geo.crs:
+    for name in fields:
+        if name in crs:
             types = geo.types.get(name) or ["Geometry"]
-            column = srids.column(geo.crs[name], f"{where}'s CRS", name)
+            column = srids.column(crs[name], f"{where}'s CRS", name)
             schema.add_geometry(name, types, column, multi=False)
         else:
             schema.add(name, _arrow_type(pyarrow, arrow.field(name).type))

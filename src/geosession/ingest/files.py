@@ -478,7 +478,7 @@ class GeoParquetColumns:
         """The data fields to read, each with the column it lands in (checked by ``check``;
         those left out are not read), and the CRS each geometry column's values have."""
         fields = self.fields(names)
-        primary = self.primary or _usual_geometry(renamed(f) for f in fields)
+        primary = self.primary or usual_geometry(renamed(f) for f in fields)
         landing = {f: target_name(renamed(f), primary, columns, geometry_column) for f in fields}
         check(list(landing.values()), where=where)
         landing = {f: name for f, name in landing.items() if name in columns}
@@ -492,7 +492,8 @@ without metadata, the first field so named (in any case) lands in the table's ge
 column, as ogr2ogr's geometry does whatever its name."""
 
 
-def _usual_geometry(names: Iterable[str]) -> str | None:
+def usual_geometry(names: Iterable[str]) -> str | None:
+    """The first of ``names`` that is a usual geometry field's name, if any."""
     return next((name for name in names if name.casefold() in _USUAL_GEOMETRY_NAMES), None)
 
 
