@@ -8,7 +8,8 @@ the geometry in binary (EWKB) with ``shapely.from_wkb`` per batch, the same with
 ``to_shape``, geopandas ``read_postgis`` (plain and ``chunksize``), and, for GeoJSON export,
 ``ogr2ogr`` and a hand-written psycopg stream of server-side ``ST_AsGeoJSON(t.*)``; for
 GeoPackage, FlatGeobuf and Shapefile export ``ogr2ogr`` to them, for GeoParquet and Arrow
-IPC geopandas ``read_postgis`` then ``to_parquet`` or ``to_feather``. Then checks geosession's read targets against them and prints PASS/FAIL.
+IPC geopandas ``read_postgis`` then ``to_parquet`` or ``to_feather``. Then checks
+geosession's read targets against them and prints PASS/FAIL.
 
 Run (about 5 minutes at 1,000,000 rows on 2 cores; ogr2ogr and the ORM's .all() take most)::
 

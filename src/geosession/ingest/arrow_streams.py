@@ -60,7 +60,9 @@ def opened_once(source: Any) -> Any:
             f"reading a {type(source).__name__} (Arrow data) needs pyarrow: "
             "pip install 'geosession[geo]'"
         ) from error
-    reader = _own_reader(pyarrow, source) or pyarrow.RecordBatchReader.from_stream(source)
+    reader = _own_reader(pyarrow, source)
+    if reader is None:  # anything else is read through the C stream interface
+        reader = pyarrow.RecordBatchReader.from_stream(source)
     return OpenedArrow(reader, type(source).__name__, arrow_length(source))
 
 
