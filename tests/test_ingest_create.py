@@ -90,6 +90,8 @@ TABLES = (
     "made_feather",
     "made_arrows",
     "piped_feather",
+    "made_native",
+    "native_points",
 )
 
 
@@ -622,6 +624,31 @@ def test_arrow_ipc_files_load_and_make_their_tables(
     )
     assert piped.exit_code == 0, piped.output
     assert admin.execute("SELECT count(*) FROM piped_feather").fetchone() == (30,)
+
+
+def test_geoarrow_native_data_loads_and_makes_its_table(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """GeoParquet 1.1's native encodings (geopandas' geometry_encoding="geoarrow"), and
+    GeoArrow native Arrow data, whose encoding names its geometry type."""
+    path = tmp_path / "native.parquet"
+    frame = parcels(30).rename_geometry("geom")
+    frame.to_parquet(path, geometry_encoding="geoarrow")  # multipolygon: one is multi
+    report = db.ingest("made_native", path, create=True)
+    assert report.created and report.inserted == 30 and not report.rejected
+    assert columns(admin, "made_native")["geom"] == "geometry(MultiPolygon,4326)"
+    assert stored_geometries(admin, "made_native") == [
+        shapely.MultiPolygon([g]) if g.geom_type == "Polygon" else g for g in frame.geometry
+    ]
+    points = gpd.GeoDataFrame(
+        {"id": [1, 2, 3]}, geometry=[shapely.Point(1, 2, 3), None, shapely.Point(4, 5, 6)]
+    ).set_crs(3857)
+    arrow = points.to_arrow(geometry_encoding="geoarrow", interleaved=False)
+    report = db.ingest("native_points", arrow, create=True)
+    assert report.created and report.inserted == 3
+    assert columns(admin, "native_points")["geometry"] == "geometry(PointZ,3857)"
+    stored = admin.execute("SELECT ST_AsText(geometry) FROM native_points ORDER BY id")
+    assert stored.fetchall() == [("POINT Z (1 2 3)",), (None,), ("POINT Z (4 5 6)",)]
 
 
 def test_parquets_own_geometry_type_is_read_with_its_crs(

@@ -350,9 +350,17 @@ def test_geoparquet_is_read_in_batches_with_its_crs(tmp_path: Path) -> None:
 
 
 def test_geoparquet_other_encodings_plain_parquet_and_garbage(tmp_path: Path) -> None:
-    native = tmp_path / "native.parquet"
+    native = tmp_path / "native.parquet"  # GeoParquet 1.1's polygon encoding
     frame(3).to_parquet(native, geometry_encoding="geoarrow")
-    with pytest.raises(ConfigurationError, match=r"GeoParquet's polygon encoding; .* reads WKB"):
+    (read,) = batches(native)
+    assert read.crs == {"geom": 3857} and list(read.columns["geom"]) == list(frame(3).geometry)
+    other = pa.parquet.read_table(native)  # an encoding GeoParquet does not have
+    geo = json.loads(other.schema.metadata[b"geo"])
+    geo["columns"]["geometry"]["encoding"] = "geojson"
+    pa.parquet.write_table(
+        other.replace_schema_metadata({b"geo": json.dumps(geo).encode()}), native
+    )
+    with pytest.raises(ConfigurationError, match=r"in the geojson encoding, which geosession"):
         batches(native)
     plain = tmp_path / "plain.parquet"
     pd.DataFrame({"name": ["a"], "geom": [shapely.Point(1, 2).wkb]}).to_parquet(plain)
@@ -404,9 +412,22 @@ def test_a_parquet_file_without_geo_metadata_has_its_geoarrow_fields_crs(tmp_pat
     assert found[0].crs == {"geom": 32633} and len(column(found, "geom")) == 25
 
 
-def test_arrow_data_in_geoarrows_native_encodings_or_with_unknown_fields_is_refused() -> None:
-    with pytest.raises(ConfigurationError, match=r"GeoArrow's geoarrow.polygon encoding"):
-        batches(geoarrow_table("geoarrow.polygon"))
+def test_arrow_data_in_geoarrows_native_encodings_is_read_with_its_crs() -> None:
+    """Interleaved (x, y pairs) or separated (an array per dimension), as geopandas'
+    to_arrow(geometry_encoding="geoarrow") writes them, nulls kept, in cut batches."""
+    parts = frame(25)
+    parts.loc[7, "geometry"] = None
+    for interleaved in (True, False):
+        native = parts.to_arrow(geometry_encoding="geoarrow", interleaved=interleaved)
+        found = batches(pa.table(native).to_reader(max_chunksize=6))
+        assert [(b.first_row, len(b)) for b in found] == [(1, 10), (11, 10), (21, 5)]
+        assert found[0].crs == {"geom": 3857}
+        assert column(found, "geom") == [None if g is None else g for g in parts.geometry]
+
+
+def test_arrow_data_in_other_geoarrow_types_or_with_unknown_fields_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match=r"in the geoarrow.box encoding, which"):
+        batches(geoarrow_table("geoarrow.box"))
     extra = pa.table({"name": ["a"], "colour": ["red"]})
     with pytest.raises(ConfigurationError, match=r"the Table has fields that are not columns"):
         batches(extra)

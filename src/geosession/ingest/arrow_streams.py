@@ -90,7 +90,7 @@ def arrow_stream_batches(
     geo = schema_geometry(reader.schema, where)
     names, known = geo.targets(reader.schema.names, columns, geometry_column, check, where)
     batches = (extension_storage(pyarrow, batch) for batch in _gathered(pyarrow, reader))
-    return arrow_batches(batches, names, columns, size, known)
+    return arrow_batches(batches, names, columns, size, known, native=geo.native)
 
 
 def _gathered(pyarrow: Any, reader: Any) -> Iterator[Any]:

@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from geosession.ingest.encodings import (
     layer_text,
 )
 from geosession.ingest.file_read import FileRead, renamer
+from geosession.ingest.geoarrow import native_encoding, native_geometries, native_type
 from geosession.ingest.geojson_ids import has_integer_ids
 from geosession.read.layer_types import measured_types, name_unknown_with_dimensions
 
@@ -355,9 +356,11 @@ def _parquet_batches(
     try:
         handle = parquet.ParquetFile(path, pre_buffer=False, buffer_size=_PARQUET_BUFFER)
         schema = parquet_arrow_schema(handle)
-        names, known = _columnar_targets(schema, path, columns, geometry_column, check, read)
+        names, known, native = _columnar_targets(
+            schema, path, columns, geometry_column, check, read
+        )
         reader = handle.iter_batches(batch_size=_FILE_BATCH, columns=list(names))
-        yield from arrow_batches(reader, names, columns, size, known)
+        yield from arrow_batches(reader, names, columns, size, known, native=native)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise ConfigurationError(f"cannot read {path} as Parquet: {error}") from error
 
@@ -374,10 +377,11 @@ def _arrow_file_batches(
     import pyarrow
 
     reader = open_arrow_file(path)
-    names, known = _columnar_targets(reader.schema, path, columns, geometry_column, check, read)
+    targets = _columnar_targets(reader.schema, path, columns, geometry_column, check, read)
+    names, known, native = targets
     try:
         batches = (extension_storage(pyarrow, batch) for batch in reader)
-        yield from arrow_batches(batches, names, columns, size, known)
+        yield from arrow_batches(batches, names, columns, size, known, native=native)
     except (OSError, ValueError) as error:
         raise ConfigurationError(f"cannot read {path} as an Arrow IPC file: {error}") from error
 
@@ -389,12 +393,13 @@ def _columnar_targets(
     geometry_column: str | None,
     check: CheckFields,
     read: FileRead,
-) -> tuple[dict[str, str], dict[str, SourceCrs]]:
+) -> tuple[dict[str, str], dict[str, SourceCrs], dict[str, str]]:
     """A Parquet or Arrow file's fields to read, with their columns (renamed as asked),
-    and the CRS of each geometry column's values."""
+    the CRS of each geometry column's values, and the fields in a native encoding."""
     geo = schema_geometry(schema, path)
     renamed = renamer(read, geo.fields(schema.names), path)
-    return geo.targets(schema.names, columns, geometry_column, check, str(path), renamed)
+    names, known = geo.targets(schema.names, columns, geometry_column, check, str(path), renamed)
+    return names, known, geo.native
 
 
 def extension_storage(pyarrow: Any, batch: Any) -> Any:
@@ -461,6 +466,8 @@ class GeoParquetColumns:
     """Each geometry column's geometry types ("Polygon", "Point Z"; empty: any)."""
     derived: frozenset[str] = frozenset()
     """Columns derived from the geometries (a covering bbox): not data."""
+    native: dict[str, str] = field(default_factory=dict)
+    """Columns in a GeoArrow native encoding ("polygon"...), the others being WKB or WKT."""
 
     def fields(self, names: Iterable[str]) -> list[str]:
         """The columns that are data: not derived, nor pandas' stored index."""
@@ -503,52 +510,72 @@ def schema_geometry(schema: Any, where: str | Path) -> GeoParquetColumns:
     import pyarrow
 
     geo = geoparquet_columns(schema.metadata, where)
-    extensions = geoarrow_columns(pyarrow, schema, where)
-    primary = geo.primary or next(iter(extensions), None)
-    return dataclasses.replace(geo, primary=primary, crs={**extensions, **geo.crs})
+    extensions, native = geoarrow_columns(pyarrow, schema, where)
+    native = {**native, **geo.native}
+    types = {  # a native column's type is its encoding's
+        name: geo.types.get(name) or [native_type(schema.field(name).type, encoding)]
+        for name, encoding in native.items()
+    }
+    return dataclasses.replace(
+        geo,
+        primary=geo.primary or next(iter(extensions), None),
+        crs={**extensions, **geo.crs},
+        types={**geo.types, **types},
+        native=native,
+    )
 
 
 def geoparquet_columns(metadata: dict[bytes, bytes] | None, path: Path | str) -> GeoParquetColumns:
     """The ``geo`` metadata of a (Geo)Parquet file (or of Arrow data read from one, named
-    ``path`` in messages); GeoArrow-native encodings are refused."""
+    ``path`` in messages): WKB columns, and those in a GeoArrow native encoding."""
     if not metadata or b"geo" not in metadata:
         return GeoParquetColumns()
     geo = json.loads(metadata[b"geo"])
     crs: dict[str, SourceCrs | None] = {}
     types: dict[str, list[str]] = {}
     derived: set[str] = set()
+    native: dict[str, str] = {}
     for name, column in geo.get("columns", {}).items():
         for paths in column.get("covering", {}).values():
             derived.update(str(steps[0]) for steps in paths.values() if steps)
         encoding = str(column.get("encoding", "WKB"))
         if encoding.upper() != "WKB":
-            raise ConfigurationError(
-                f"{path}: geometry column {name} is stored in GeoParquet's {encoding} "
-                "encoding; geosession reads WKB. Rewrite it with "
-                "GeoDataFrame.to_parquet(..., geometry_encoding='WKB')"
-            )
+            native[name] = _native_encoding(encoding, f"{path}: geometry column {name}")
         crs[name] = projjson_crs(column["crs"]) if "crs" in column else 4326  # CRS84
         types[name] = [str(kind) for kind in column.get("geometry_types") or []]
-    return GeoParquetColumns(geo.get("primary_column"), crs, types, frozenset(derived))
+    primary = geo.get("primary_column")
+    return GeoParquetColumns(primary, crs, types, frozenset(derived), native)
 
 
-def geoarrow_columns(pyarrow: Any, schema: Any, where: str | Path) -> dict[str, SourceCrs | None]:
-    """The CRS of each column an Arrow schema marks as GeoArrow WKB or WKT (None: unknown);
-    GeoArrow's native encodings (separated coordinates) are refused."""
+def _native_encoding(name: str, what: str) -> str:
+    """The GeoArrow native encoding ``name`` is; another encoding is refused."""
+    encoding = native_encoding(name)
+    if encoding is None:
+        raise ConfigurationError(
+            f"{what} is in the {name} encoding, which geosession does not read: WKB, WKT "
+            "and GeoArrow's point, linestring, polygon and multi types are read. Convert "
+            "it first, e.g. with geoarrow.pyarrow's as_wkb, or ST_AsWKB(geom) in DuckDB"
+        )
+    return encoding
+
+
+def geoarrow_columns(
+    pyarrow: Any, schema: Any, where: str | Path
+) -> tuple[dict[str, SourceCrs | None], dict[str, str]]:
+    """The CRS of each column an Arrow schema marks as GeoArrow (None: unknown), and the
+    native encoding of those not in WKB or WKT; other GeoArrow types are refused."""
     found: dict[str, SourceCrs | None] = {}
+    native: dict[str, str] = {}
     for arrow_field in schema:
         name, metadata = _extension(pyarrow, arrow_field)
         if name is None or not name.startswith(("geoarrow.", "ogc.")):
             continue
         if name not in _GEOARROW_ENCODINGS:
-            raise ConfigurationError(
-                f"{where}: column {arrow_field.name} is in GeoArrow's {name} encoding; "
-                "geosession reads geometries as WKB or WKT. Convert it first, e.g. with "
-                "geoarrow.pyarrow's as_wkb, or select ST_AsWKB(geom) in DuckDB"
-            )
+            what = f"{where}: column {arrow_field.name}"
+            native[arrow_field.name] = _native_encoding(name, what)
         crs = json.loads(metadata).get("crs") if metadata else None
         found[arrow_field.name] = projjson_crs(crs)
-    return found
+    return found, native
 
 
 def _extension(pyarrow: Any, arrow_field: Any) -> tuple[str | None, bytes | None]:
@@ -580,16 +607,30 @@ def arrow_batches(
     size: Callable[[], int],
     crs: dict[str, SourceCrs],
     text_encoding: str | None = None,
+    native: Mapping[str, str] | None = None,
 ) -> Iterator[Batch]:
     """Arrow record batches cut into batches of ``size()`` rows without copying.
 
-    ``text_encoding`` decodes text that is not UTF-8 (see :mod:`.encodings`)."""
+    ``text_encoding`` decodes text that is not UTF-8 (see :mod:`.encodings`); ``native``
+    names the fields in a GeoArrow native encoding, read as shapely geometries."""
     first = 1
     for record_batch in record_batches:
         offset = 0
         while offset < record_batch.num_rows:
             part = record_batch.slice(offset, size())
-            values = {names[f]: column_values(part.column(f), text_encoding) for f in names}
+            values = {
+                names[f]: _field_values(part.column(f), f, text_encoding, native or {})
+                for f in names
+            }
             yield Batch(first, {c: values[c] for c in columns if c in values}, crs)
             first += part.num_rows
             offset += part.num_rows
+
+
+def _field_values(
+    column: Any, name: str, text_encoding: str | None, native: Mapping[str, str]
+) -> list[Any]:
+    encoding = native.get(name)
+    if encoding is not None:
+        return native_geometries(column, encoding, name)
+    return column_values(column, text_encoding)
