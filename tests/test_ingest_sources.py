@@ -428,6 +428,11 @@ def test_arrow_data_in_geoarrows_native_encodings_is_read_with_its_crs() -> None
 def test_arrow_data_in_other_geoarrow_types_or_with_unknown_fields_is_refused() -> None:
     with pytest.raises(ConfigurationError, match=r"in the geoarrow.box encoding, which"):
         batches(geoarrow_table("geoarrow.box"))
+    xym = pa.struct([("x", pa.float64()), ("y", pa.float64()), ("m", pa.float64())])
+    measured = pa.field("geom", xym, metadata={b"ARROW:extension:name": b"geoarrow.point"})
+    points = pa.array([{"x": 1.0, "y": 2.0, "m": 3.0}], xym)
+    with pytest.raises(ConfigurationError, match=r"column geom has M coordinates \(xym\)"):
+        batches(pa.Table.from_arrays([points], schema=pa.schema([measured])))
     extra = pa.table({"name": ["a"], "colour": ["red"]})
     with pytest.raises(ConfigurationError, match=r"the Table has fields that are not columns"):
         batches(extra)

@@ -512,10 +512,11 @@ def schema_geometry(schema: Any, where: str | Path) -> GeoParquetColumns:
     geo = geoparquet_columns(schema.metadata, where)
     extensions, native = geoarrow_columns(pyarrow, schema, where)
     native = {**native, **geo.native}
-    types = {  # a native column's type is its encoding's
-        name: geo.types.get(name) or [native_type(schema.field(name).type, encoding)]
+    declared = {  # a native column's type is its encoding's (M refused here)
+        name: native_type(schema.field(name).type, encoding, name)
         for name, encoding in native.items()
     }
+    types = {name: geo.types.get(name) or [kind] for name, kind in declared.items()}
     return dataclasses.replace(
         geo,
         primary=geo.primary or next(iter(extensions), None),
@@ -632,5 +633,5 @@ def _field_values(
 ) -> list[Any]:
     encoding = native.get(name)
     if encoding is not None:
-        return native_geometries(column, encoding, name)
+        return native_geometries(column, encoding)
     return column_values(column, text_encoding)

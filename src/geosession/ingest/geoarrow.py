@@ -31,14 +31,21 @@ def native_encoding(name: str) -> str | None:
     return encoding if encoding in NATIVE_TYPES else None
 
 
-def native_type(arrow_type: Any, encoding: str) -> str:
-    """The geometry type a native column holds, as GeoParquet names it ("Polygon Z")."""
+def native_type(arrow_type: Any, encoding: str, column: str) -> str:
+    """The geometry type a native column holds, as GeoParquet names it ("Polygon Z");
+    M coordinates, which shapely does not hold, are refused."""
     dimensions = _dimensions(_points_type(arrow_type, encoding))
+    if "m" in dimensions:
+        raise ConfigurationError(
+            f"column {column} has M coordinates ({dimensions}), which shapely cannot hold: "
+            "drop them, or write the data as WKB (geometry_encoding='WKB')"
+        )
     return TYPE_NAMES[NATIVE_TYPES[encoding][0]] + (" Z" if "z" in dimensions else "")
 
 
-def native_geometries(array: Any, encoding: str, column: str) -> list[Any]:
-    """A natively encoded Arrow array as shapely geometries (None where it is null)."""
+def native_geometries(array: Any, encoding: str) -> list[Any]:
+    """A natively encoded Arrow array (of a column :func:`native_type` took) as shapely
+    geometries, None where it is null."""
     import pyarrow
 
     geometry_type, depth = NATIVE_TYPES[encoding]
@@ -47,13 +54,7 @@ def native_geometries(array: Any, encoding: str, column: str) -> list[Any]:
     for _ in range(depth):
         offsets.append(np.asarray(values.offsets))
         values = values.values
-    dimensions = _dimensions(values.type)
-    if "m" in dimensions:
-        raise ConfigurationError(
-            f"column {column} has M coordinates ({dimensions}), which shapely cannot hold: "
-            "drop them, or write the data as WKB (geometry_encoding='WKB')"
-        )
-    coordinates = _coordinates(values, len(dimensions))
+    coordinates = _coordinates(values, len(_dimensions(values.type)))
     if len(coordinates):
         geometries = shapely.from_ragged_array(geometry_type, coordinates, tuple(offsets[::-1]))
     else:  # only empty or null geometries, which from_ragged_array cannot make alone
