@@ -2,8 +2,8 @@
 
 The batches and schema are :func:`read.arrow.arrow_stream`'s: geometries as GeoArrow WKB
 with their CRS, and GeoParquet's ``geo`` metadata from the columns' declared types, which
-geopandas' ``read_feather``, DuckDB and GDAL's Arrow driver read. The schema comes first in
-the file, so that metadata holds what is known before the rows (no bounding box).
+geopandas' ``read_feather`` reads. The schema comes first in the file, so that metadata
+holds what is known before the rows (no bounding box).
 """
 
 from __future__ import annotations
