@@ -510,12 +510,14 @@ def test_geoparquet_types_from_its_metadata_without_the_bbox_columns(
 
 
 def arrow_parcels(n: int) -> pa.Table:
-    """parcels(n) as Arrow data (geometry as GeoArrow WKB with its CRS), with a decimal
-    and a UUID field."""
+    """parcels(n) as Arrow data (geometry as GeoArrow WKB with its CRS), with a decimal,
+    a UUID and a JSON field."""
     table = pa.table(parcels(n).to_arrow(geometry_encoding="WKB"))
     values = pa.array([decimal.Decimal(f"{i}.25") for i in range(n)], pa.decimal128(10, 2))
     keys = pa.array([uuid.UUID(int=i).bytes for i in range(n)], pa.uuid())
-    return table.append_column("value", values).append_column("key", keys)
+    notes = pa.array([f'{{"n": {i}}}' for i in range(n)], pa.json_())
+    with_keys = table.append_column("value", values).append_column("key", keys)
+    return with_keys.append_column("note", notes)
 
 
 def test_arrow_data_makes_its_table_from_its_schema_and_is_read_once(
@@ -530,15 +532,16 @@ def test_arrow_data_makes_its_table_from_its_schema_and_is_read_once(
     assert made["geometry"] == "geometry(Geometry,4326)"  # GeoArrow declares no type
     assert (made["value"], made["key"], made["big"]) == ("numeric(10,2)", "uuid", "bigint")
     assert made["seen"] == "timestamp with time zone" and made["ok"] == "boolean"
+    assert made["note"] == "jsonb"
     stored = admin.execute(
-        'SELECT "value", "key", ST_AsBinary(geometry) FROM made_arrow ORDER BY id'
+        'SELECT "value", "key", note, ST_AsBinary(geometry) FROM made_arrow ORDER BY id'
     ).fetchall()
-    assert [(v, k) for v, k, _ in stored] == [
-        (decimal.Decimal(f"{i}.25"), uuid.UUID(int=i)) for i in range(30)
+    assert [(v, k, n) for v, k, n, _ in stored] == [
+        (decimal.Decimal(f"{i}.25"), uuid.UUID(int=i), {"n": i}) for i in range(30)
     ]
     assert [shapely.from_wkb(g) for *_, g in stored] == list(parcels(30).geometry)
     reader = data.to_reader(max_chunksize=7)  # noqa: F841  # read by the query below
-    query = duckdb.sql("SELECT * EXCLUDE (key) FROM reader")
+    query = duckdb.sql("SELECT * EXCLUDE (key, note) FROM reader")
     report = db.ingest("made_duckdb", query, create=True)
     assert report.created and report.inserted == 30
     assert columns(admin, "made_duckdb")["geometry"] == "geometry(Geometry,4326)"
