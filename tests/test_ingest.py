@@ -1148,6 +1148,9 @@ def test_wkb_fields_named_as_geometries_usually_are_land_in_the_geometry_column(
         assert list(stored) == [0, 1, 2, 3]
     with pytest.raises(ConfigurationError, match="fields that are not columns.*'geometry'"):
         db.ingest("two_geometries", frame)
+    named = pl.DataFrame({"id": [5], "shape": ["circle"], "geom": points[:1]})
+    with pytest.raises(ConfigurationError, match="not columns of the target: 'shape'"):
+        db.ingest("usual_names", named)  # a field named as the column is the geometry
 
 
 def test_a_psycopg2_database_ingests_over_psycopg_connections_of_its_own(

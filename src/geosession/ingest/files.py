@@ -485,7 +485,10 @@ class GeoParquetColumns:
         """The data fields to read, each with the column it lands in (checked by ``check``;
         those left out are not read), and the CRS each geometry column's values have."""
         fields = self.fields(names)
-        primary = self.primary or usual_geometry(renamed(f) for f in fields)
+        primary = self.primary
+        loaded = [renamed(f) for f in fields]
+        if primary is None and geometry_column not in loaded:  # a usual name stands for it
+            primary = usual_geometry(loaded)
         landing = {f: target_name(renamed(f), primary, columns, geometry_column) for f in fields}
         check(list(landing.values()), where=where)
         landing = {f: name for f, name in landing.items() if name in columns}
