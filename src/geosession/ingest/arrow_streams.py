@@ -11,12 +11,12 @@ plain Parquet file; their values are read as the WKB or text they hold.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from geosession.errors import ConfigurationError
-from geosession.ingest.batches import Batch, CheckFields
+from geosession.ingest.batches import Batch, Landing
 from geosession.ingest.files import arrow_batches, extension_storage, schema_geometry
 from geosession.read.arrow import ArrowStream
 
@@ -75,22 +75,16 @@ def _own_reader(pyarrow: Any, source: Any) -> Any:
     return source if isinstance(source, pyarrow.RecordBatchReader) else None
 
 
-def arrow_stream_batches(
-    source: Any,
-    columns: Sequence[str],
-    geometry_column: str | None,
-    size: Callable[[], int],
-    check: CheckFields,
-) -> Iterator[Batch]:
+def arrow_stream_batches(source: Any, landing: Landing) -> Iterator[Batch]:
     """Batches of ``size()`` rows of an Arrow source, its fields checked first."""
     opened = opened_once(source)  # imports pyarrow, or says how to install it
     import pyarrow
 
     where, reader = opened.where, opened.reader
     geo = schema_geometry(reader.schema, where)
-    names, known = geo.targets(reader.schema.names, columns, geometry_column, check, where)
+    names, known = geo.targets(reader.schema.names, landing, where)
     batches = (extension_storage(pyarrow, batch) for batch in _gathered(pyarrow, reader))
-    return arrow_batches(batches, names, columns, size, known, native=geo.native)
+    return arrow_batches(batches, names, landing, known, native=geo.native)
 
 
 def _gathered(pyarrow: Any, reader: Any) -> Iterator[Any]:

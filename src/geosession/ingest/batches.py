@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,6 +51,24 @@ def target_name(
         return geometry_column
     folded = [column for column in columns if column.casefold() == name.casefold()]
     return folded[0] if len(folded) == 1 else name
+
+
+@dataclass(frozen=True)
+class Landing:
+    """Where a source's fields land, as every reader needs it: the target's columns a
+    source may fill, the geometry column a source's geometry goes to (None when the target
+    has several or none), the rows per batch (asked before each batch), and the check of
+    the fields' names against the columns."""
+
+    columns: Sequence[str]
+    geometry_column: str | None
+    size: Callable[[], int]
+    check: CheckFields
+
+    def column_for(self, name: str, geometry: str | None) -> str:
+        """The column field ``name`` lands in, ``geometry`` being the source's geometry
+        field (see :func:`target_name`)."""
+        return target_name(name, geometry, self.columns, self.geometry_column)
 
 
 def repeated(names: Sequence[str]) -> list[str]:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 
 from geosession.errors import ConfigurationError
-from geosession.ingest.batches import Batch, CheckFields, target_name
+from geosession.ingest.batches import Batch, Landing
 from geosession.ingest.crs import SourceCrs
 from geosession.ingest.encodings import text_codec, undecodable_refused
 from geosession.ingest.file_read import FileRead, renamer
@@ -27,20 +27,14 @@ _CSV_DELIMITERS = ",;\t|"
 _CSV_FIELD_LIMIT = 2**31 - 1  # WKT of a large polygon exceeds csv's default 128 KiB
 
 
-def csv_batches(
-    path: Path,
-    columns: Sequence[str],
-    geometry_column: str | None,
-    size: Callable[[], int],
-    check: CheckFields,
-    read: FileRead,
-) -> Iterator[Batch]:
+def csv_batches(path: Path, landing: Landing, read: FileRead) -> Iterator[Batch]:
+    columns, geometry_column = landing.columns, landing.geometry_column
     encoding = read.encoding
     header, delimiter = csv_header(path, encoding)
     wkt = wkt_column_of(header, geometry_column, read.wkt_column, path)
     points = _csv_points(header, wkt, geometry_column, read, path)
     renamed = renamer(read, header, path)
-    names = [target_name(renamed(h), wkt, columns, geometry_column) for h in header]
+    names = [landing.column_for(renamed(h), wkt) for h in header]
     made: dict[str, tuple[int, int]] = {}  # the column the coordinates make points for
     crs: dict[str, SourceCrs] = {}
     if points is not None and geometry_column is not None:
@@ -51,7 +45,7 @@ def csv_batches(
         for i, h in enumerate(header)
         if points is None or h not in points.fields or names[i] in columns
     ]
-    check([names[i] for i in loaded] + list(made), where=str(path))
+    landing.check([names[i] for i in loaded] + list(made), where=str(path))
 
     def batches() -> Iterator[Batch]:
         with path.open(newline="", encoding=text_codec(encoding, path)) as handle:
@@ -60,7 +54,7 @@ def csv_batches(
                 next(reader, None)
                 rows = (row for row in reader if row)  # blank lines are not rows
                 first = 1
-                while chunk := list(islice(rows, size())):
+                while chunk := list(islice(rows, landing.size())):
                     _check_widths(chunk, len(header), first, path)
                     values = {names[i]: [row[i] or None for row in chunk] for i in loaded}
                     for column, (x, y) in made.items():

@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from geosession.ingest.archives import (
     shapefile_folder,
 )
 from geosession.ingest.arrow_files import ARROW_FILE_SUFFIXES, arrow_file_length, open_arrow_file
-from geosession.ingest.batches import Batch, CheckFields, target_name
+from geosession.ingest.batches import Batch, Landing
 from geosession.ingest.crs import SourceCrs, source_crs
 from geosession.ingest.delimited import csv_batches
 from geosession.ingest.encodings import (
@@ -145,14 +145,7 @@ def file_kind(path: Path) -> str:
     raise ConfigurationError(f"cannot ingest {path}: unsupported file type; use {SUPPORTED}")
 
 
-def file_batches(
-    path: Path,
-    columns: Sequence[str],
-    geometry_column: str | None,
-    size: Callable[[], int],
-    check: CheckFields,
-    read: FileRead | None = None,
-) -> Iterator[Batch]:
+def file_batches(path: Path, landing: Landing, read: FileRead | None = None) -> Iterator[Batch]:
     read = read or FileRead()
     kind = file_kind(path)
     if not is_source_file(path):
@@ -160,7 +153,7 @@ def file_batches(
     read.check(kind, str(path))
     check_encoding(read.encoding, path)
     if kind == "csv":
-        return csv_batches(path, columns, geometry_column, size, check, read)
+        return csv_batches(path, landing, read)
     if kind == "parquet":
         try:
             import pyarrow.parquet
@@ -168,9 +161,9 @@ def file_batches(
             raise ConfigurationError(
                 f"reading {path} needs pyarrow: pip install 'geosession[geo]'"
             ) from error
-        return _parquet_batches(pyarrow.parquet, path, columns, geometry_column, size, check, read)
+        return _parquet_batches(pyarrow.parquet, path, landing, read)
     if kind == "arrow":
-        return _arrow_file_batches(path, columns, geometry_column, size, check, read)
+        return _arrow_file_batches(path, landing, read)
     try:
         import pyarrow
         import pyogrio
@@ -178,18 +171,10 @@ def file_batches(
         raise ConfigurationError(
             f"reading {path} needs pyogrio and pyarrow: pip install 'geosession[geo]'"
         ) from error
-    return _vector_batches(pyogrio, path, columns, geometry_column, size, check, read)
+    return _vector_batches(pyogrio, path, landing, read)
 
 
-def _vector_batches(
-    pyogrio: Any,
-    path: Path,
-    columns: Sequence[str],
-    geometry_column: str | None,
-    size: Callable[[], int],
-    check: CheckFields,
-    read: FileRead,
-) -> Iterator[Batch]:
+def _vector_batches(pyogrio: Any, path: Path, landing: Landing, read: FileRead) -> Iterator[Batch]:
     """The layer's record batches, cut into batches of ``size()`` rows without copying.
 
     With ``read.feature_ids``, a layer that names its id column (a GeoPackage's fid) loads
@@ -224,17 +209,17 @@ def _vector_batches(
                 renamed = _ids_as(fields[0], "id", renamed)
             if feature_ids and not (  # the layer's own ids (first), with a column to go to
                 meta.get("fid_column")
-                and target_name(renamed(fields[0]), geometry, columns, geometry_column) in columns
+                and landing.column_for(renamed(fields[0]), geometry) in landing.columns
             ):
                 fields = fields[1:]
-            names = {f: target_name(renamed(f), geometry, columns, geometry_column) for f in fields}
-            check(list(names.values()), where=str(path))
-            names = {f: name for f, name in names.items() if name in columns}  # left out
+            names = {f: landing.column_for(renamed(f), geometry) for f in fields}
+            landing.check(list(names.values()), where=str(path))
+            names = {f: name for f, name in names.items() if name in landing.columns}
             crs = source_crs(meta["crs"])
             known = {names[geometry]: crs} if crs is not None and geometry in names else {}
             with _filtering(read, path):  # some drivers apply the condition as they read
                 features = _read_through(reader, path, filtered=read.where is not None)
-                yield from arrow_batches(features, names, columns, size, known, text.fallback)
+                yield from arrow_batches(features, names, landing, known, text.fallback)
     except unreadable as error:
         raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
 
@@ -343,62 +328,39 @@ def _feature_count(pyogrio: Any, source: GdalSource, layer: str) -> int:
     return int(info["features"])
 
 
-def _parquet_batches(
-    parquet: Any,
-    path: Path,
-    columns: Sequence[str],
-    geometry_column: str | None,
-    size: Callable[[], int],
-    check: CheckFields,
-    read: FileRead,
-) -> Iterator[Batch]:
+def _parquet_batches(parquet: Any, path: Path, landing: Landing, read: FileRead) -> Iterator[Batch]:
     """A (Geo)Parquet file's record batches, cut into batches of ``size()`` rows."""
     try:
         handle = parquet.ParquetFile(path, pre_buffer=False, buffer_size=_PARQUET_BUFFER)
         schema = parquet_arrow_schema(handle)
-        names, known, native = _columnar_targets(
-            schema, path, columns, geometry_column, check, read
-        )
+        names, known, native = _columnar_targets(schema, path, landing, read)
         reader = handle.iter_batches(batch_size=_FILE_BATCH, columns=list(names))
-        yield from arrow_batches(reader, names, columns, size, known, native=native)
+        yield from arrow_batches(reader, names, landing, known, native=native)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise ConfigurationError(f"cannot read {path} as Parquet: {error}") from error
 
 
-def _arrow_file_batches(
-    path: Path,
-    columns: Sequence[str],
-    geometry_column: str | None,
-    size: Callable[[], int],
-    check: CheckFields,
-    read: FileRead,
-) -> Iterator[Batch]:
+def _arrow_file_batches(path: Path, landing: Landing, read: FileRead) -> Iterator[Batch]:
     """An Arrow IPC file's record batches, cut into batches of ``size()`` rows."""
     import pyarrow
 
     reader = open_arrow_file(path)
-    targets = _columnar_targets(reader.schema, path, columns, geometry_column, check, read)
-    names, known, native = targets
+    names, known, native = _columnar_targets(reader.schema, path, landing, read)
     try:
         batches = (extension_storage(pyarrow, batch) for batch in reader)
-        yield from arrow_batches(batches, names, columns, size, known, native=native)
+        yield from arrow_batches(batches, names, landing, known, native=native)
     except (OSError, ValueError) as error:
         raise ConfigurationError(f"cannot read {path} as an Arrow IPC file: {error}") from error
 
 
 def _columnar_targets(
-    schema: Any,
-    path: Path,
-    columns: Sequence[str],
-    geometry_column: str | None,
-    check: CheckFields,
-    read: FileRead,
+    schema: Any, path: Path, landing: Landing, read: FileRead
 ) -> tuple[dict[str, str], dict[str, SourceCrs], dict[str, str]]:
     """A Parquet or Arrow file's fields to read, with their columns (renamed as asked),
     the CRS of each geometry column's values, and the fields in a native encoding."""
     geo = schema_geometry(schema, path)
     renamed = renamer(read, geo.fields(schema.names), path)
-    names, known = geo.targets(schema.names, columns, geometry_column, check, str(path), renamed)
+    names, known = geo.targets(schema.names, landing, str(path), renamed)
     return names, known, geo.native
 
 
@@ -476,24 +438,23 @@ class GeoParquetColumns:
     def targets(
         self,
         names: Iterable[str],
-        columns: Sequence[str],
-        geometry_column: str | None,
-        check: CheckFields,
+        landing: Landing,
         where: str,
         renamed: Callable[[str], str] = str,
     ) -> tuple[dict[str, str], dict[str, SourceCrs]]:
-        """The data fields to read, each with the column it lands in (checked by ``check``;
-        those left out are not read), and the CRS each geometry column's values have."""
+        """The data fields to read, each with the column it lands in (checked by the
+        landing's check; those left out are not read), and the CRS each geometry column's
+        values have."""
         fields = self.fields(names)
         primary = self.primary
         loaded = [renamed(f) for f in fields]
-        if primary is None and geometry_column not in loaded:  # a usual name stands for it
+        if primary is None and landing.geometry_column not in loaded:  # a usual name then
             primary = usual_geometry(loaded)
-        landing = {f: target_name(renamed(f), primary, columns, geometry_column) for f in fields}
-        check(list(landing.values()), where=where)
-        landing = {f: name for f, name in landing.items() if name in columns}
-        known = {landing[f]: crs for f, crs in self.crs.items() if crs is not None and f in landing}
-        return landing, known
+        lands = {f: landing.column_for(renamed(f), primary) for f in fields}
+        landing.check(list(lands.values()), where=where)
+        lands = {f: name for f, name in lands.items() if name in landing.columns}
+        known = {lands[f]: crs for f, crs in self.crs.items() if crs is not None and f in lands}
+        return lands, known
 
 
 _USUAL_GEOMETRY_NAMES = frozenset({"geometry", "geom", "wkb_geometry", "the_geom", "wkb", "shape"})
@@ -607,8 +568,7 @@ def projjson_crs(crs: Any) -> SourceCrs | None:
 def arrow_batches(
     record_batches: Iterable[Any],
     names: dict[str, str],
-    columns: Sequence[str],
-    size: Callable[[], int],
+    landing: Landing,
     crs: dict[str, SourceCrs],
     text_encoding: str | None = None,
     native: Mapping[str, str] | None = None,
@@ -621,12 +581,12 @@ def arrow_batches(
     for record_batch in record_batches:
         offset = 0
         while offset < record_batch.num_rows:
-            part = record_batch.slice(offset, size())
+            part = record_batch.slice(offset, landing.size())
             values = {
                 names[f]: _field_values(part.column(f), f, text_encoding, native or {})
                 for f in names
             }
-            yield Batch(first, {c: values[c] for c in columns if c in values}, crs)
+            yield Batch(first, {c: values[c] for c in landing.columns if c in values}, crs)
             first += part.num_rows
             offset += part.num_rows
 

@@ -32,7 +32,7 @@ from geosession.ingest.arrow_streams import (
     is_arrow_stream,
     opened_once,
 )
-from geosession.ingest.batches import Batch, CheckFields, check_fields, target_name
+from geosession.ingest.batches import Batch, CheckFields, Landing, check_fields
 from geosession.ingest.crs import SourceCrs, source_crs
 from geosession.ingest.file_read import Bbox, FileRead
 from geosession.ingest.files import SUPPORTED, file_batches, file_length
@@ -87,13 +87,14 @@ def iter_batches(
         check_fields, columns=columns, computed=computed or {}, left_out=left_out
     )
     read = FileRead(wkt_column, layer, encoding, where, bbox, feature_ids, rename, xy_columns)
+    landing = Landing(columns, geometry_column, size, check)
     if isinstance(source, str | os.PathLike):
-        return file_batches(Path(source), columns, geometry_column, size, check, read)
+        return file_batches(Path(source), landing, read)
     read.check("rows", f"the source (a {type(source).__name__})")
     if is_dataframe(source):
-        return _dataframe_batches(source, columns, geometry_column, size, check)
+        return _dataframe_batches(source, landing)
     if is_arrow_stream(source):
-        return arrow_stream_batches(source, columns, geometry_column, size, check)
+        return arrow_stream_batches(source, landing)
     if hasattr(source, "__aiter__") and not isinstance(source, Iterable):
         raise ConfigurationError(
             f"cannot ingest a {type(source).__name__} with db.ingest: it is an async "
@@ -247,23 +248,18 @@ def is_dataframe(source: Any) -> bool:
     return module.startswith(("geopandas", "pandas")) and hasattr(source, "iloc")
 
 
-def _dataframe_batches(
-    frame: Any,
-    columns: Sequence[str],
-    geometry_column: str | None,
-    size: Callable[[], int],
-    check: CheckFields,
-) -> Iterator[Batch]:
+def _dataframe_batches(frame: Any, landing: Landing) -> Iterator[Batch]:
+    columns, size = landing.columns, landing.size
     active = getattr(getattr(frame, "geometry", None), "name", None)
-    names = {label: target_name(str(label), active, columns, geometry_column) for label in frame}
-    if active is not None and names.get(active) not in columns and geometry_column is None:
+    names = {label: landing.column_for(str(label), active) for label in frame}
+    if active is not None and names.get(active) not in columns and landing.geometry_column is None:
         raise ConfigurationError(
             f"the GeoDataFrame's geometry column {active!r} is not a column of the target, "
             "which has several geometry columns (or none) for it to land in: name it after "
             f"the one it is for, e.g. frame.rename_geometry('geom'); the target's columns: "
             f"{', '.join(columns)}"
         )
-    check(list(names.values()), where="the DataFrame")
+    landing.check(list(names.values()), where="the DataFrame")
     series = {label: frame[label] for label in names}
     found = {names[label]: crs_of(column) for label, column in series.items()}
     known = {name: crs for name, crs in found.items() if crs is not None}
