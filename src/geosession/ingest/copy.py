@@ -20,13 +20,8 @@ from psycopg.types.json import Json, Jsonb
 from geosession.errors import ConfigurationError, IntegrityViolation
 from geosession.ingest import binary
 from geosession.ingest.binary import SIGNATURE, TRAILER, Encoded, Refused
-from geosession.ingest.ledger import (
-    CommittedRows,
-    record_chunk,
-    refuse_overlap,
-    require_privileges,
-    run_as_owner,
-)
+from geosession.ingest.ledger import CommittedRows, record_chunk, refuse_overlap
+from geosession.ingest.privileges import require_privileges, run_as_owner
 from geosession.ingest.target import Column, Target
 from geosession.ingest.validate import Reject, as_text
 

@@ -16,10 +16,9 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
-
 from geosession.errors import ConfigurationError, IntegrityViolation
-from geosession.ingest.target import Target, double_quoted
+from geosession.ingest.privileges import require_privileges, run_as_owner
+from geosession.ingest.target import Target
 
 LEDGER = "geosession_ingest_ledger"
 DEFERRED = "geosession_ingest_deferred_index"
@@ -86,50 +85,6 @@ def ensure_ledger(cursor: Any) -> None:
             added = ", ".join(f"ADD COLUMN IF NOT EXISTS {column}" for column in columns)
             needed = f"this geosession records more in {table} than an earlier one made room for"
             run_as_owner(cursor, f"ALTER TABLE {table} {added}", needed=needed, then=_GRANT)
-
-
-def run_as_owner(cursor: Any, statement: str, *, needed: str, then: str) -> None:
-    """Runs DDL the ingest ``needed``; a role without the privilege is told what an owner
-    must run for it (``statement``) and ``then`` (its grant)."""
-    try:
-        cursor.execute(statement)
-    except psycopg.errors.InsufficientPrivilege as error:
-        role = cursor.connection.info.user
-        raise ConfigurationError(
-            f"{needed}, and role {role} may not make it so ({error.diag.message_primary}). "
-            f"Have the schema's or table's owner run, once:\n{statement.strip()};\n"
-            f"{then.replace('{role}', double_quoted(role))}"
-        ) from None
-
-
-def require_privileges(
-    cursor: Any, privileges: dict[str, tuple[str, ...]], *, needed: str, grant: str
-) -> None:
-    """Refuses, before any row is read, a role that lacks a privilege on a table the load
-    writes (``privileges``: table -> what it needs, a serial column's sequence included as
-    ``USAGE``), naming what is missing and the ``grant`` an owner runs; without this the
-    load fails at its first commit with PostgreSQL's bare "permission denied"."""
-    missing = []
-    for table, wanted in privileges.items():
-        cursor.execute(
-            "SELECT array_agg(p ORDER BY n) FROM unnest(CAST(%s AS text[])) WITH ORDINALITY "
-            "AS w(p, n) WHERE NOT (CASE WHEN p = 'USAGE' THEN has_sequence_privilege("
-            "pg_get_serial_sequence(%s, 'id'), p) ELSE has_table_privilege(%s, p) END)",
-            (list(wanted), table, table),
-        )
-        lacking = cursor.fetchone()[0] or []
-        on_table = [name for name in lacking if name != "USAGE"]
-        if on_table:
-            listed = ", ".join(on_table[:-1]) + " and " if len(on_table) > 1 else ""
-            missing.append(f"{listed}{on_table[-1]} on {table}")
-        if "USAGE" in lacking:
-            missing.append(f"USAGE on the sequence of {table}.id")
-    if missing:
-        role = cursor.connection.info.user
-        raise ConfigurationError(
-            f"{needed}, and role {role} lacks {'; '.join(missing)}. Have their owner run, "
-            f"once:\n{grant.replace('{role}', double_quoted(role))}"
-        )
 
 
 @dataclass

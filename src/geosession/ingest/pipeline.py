@@ -44,6 +44,7 @@ from geosession.ingest.copy import (
 from geosession.ingest.create import create_target
 from geosession.ingest.indexes import rebuild_deferred
 from geosession.ingest.options import IngestOptions
+from geosession.ingest.privileges import require_privileges
 from geosession.ingest.progress import Progress
 from geosession.ingest.report import IngestReport
 from geosession.ingest.sequences import advance_sequences
@@ -167,7 +168,7 @@ class Ingest:
         update = self.options.on_conflict == "update"
         wanted = ("SELECT", "INSERT", "UPDATE") if update else ("INSERT",)
         table = self.target.quoted
-        ledger.require_privileges(
+        require_privileges(
             cursor,
             {table: wanted},
             needed=f"the ingest writes into {table}",

@@ -1,0 +1,55 @@
+"""What a role needs to load a table, checked before any row: privileges on the tables a
+load writes, and DDL only an owner may run, each refusal saying what an owner runs once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from geosession.errors import ConfigurationError
+from geosession.ingest.target import double_quoted
+
+
+def run_as_owner(cursor: Any, statement: str, *, needed: str, then: str) -> None:
+    """Runs DDL the ingest ``needed``; a role without the privilege is told what an owner
+    must run for it (``statement``) and ``then`` (its grant)."""
+    try:
+        cursor.execute(statement)
+    except psycopg.errors.InsufficientPrivilege as error:
+        role = cursor.connection.info.user
+        raise ConfigurationError(
+            f"{needed}, and role {role} may not make it so ({error.diag.message_primary}). "
+            f"Have the schema's or table's owner run, once:\n{statement.strip()};\n"
+            f"{then.replace('{role}', double_quoted(role))}"
+        ) from None
+
+
+def require_privileges(
+    cursor: Any, privileges: dict[str, tuple[str, ...]], *, needed: str, grant: str
+) -> None:
+    """Refuses, before any row is read, a role that lacks a privilege on a table the load
+    writes (``privileges``: table -> what it needs, a serial column's sequence included as
+    ``USAGE``), naming what is missing and the ``grant`` an owner runs; without this the
+    load fails at its first commit with PostgreSQL's bare "permission denied"."""
+    missing = []
+    for table, wanted in privileges.items():
+        cursor.execute(
+            "SELECT array_agg(p ORDER BY n) FROM unnest(CAST(%s AS text[])) WITH ORDINALITY "
+            "AS w(p, n) WHERE NOT (CASE WHEN p = 'USAGE' THEN has_sequence_privilege("
+            "pg_get_serial_sequence(%s, 'id'), p) ELSE has_table_privilege(%s, p) END)",
+            (list(wanted), table, table),
+        )
+        lacking = cursor.fetchone()[0] or []
+        on_table = [name for name in lacking if name != "USAGE"]
+        if on_table:
+            listed = ", ".join(on_table[:-1]) + " and " if len(on_table) > 1 else ""
+            missing.append(f"{listed}{on_table[-1]} on {table}")
+        if "USAGE" in lacking:
+            missing.append(f"USAGE on the sequence of {table}.id")
+    if missing:
+        role = cursor.connection.info.user
+        raise ConfigurationError(
+            f"{needed}, and role {role} lacks {'; '.join(missing)}. Have their owner run, "
+            f"once:\n{grant.replace('{role}', double_quoted(role))}"
+        )
