@@ -26,8 +26,8 @@ import shapely
 from sqlalchemy import Connection, Engine, Table, inspect, text
 
 from geosession.errors import ConfigurationError, DatabaseError
-from geosession.ingest.archives import gdal_source, shapefile_folder
-from geosession.ingest.arrow_files import ARROW_FILE_SUFFIXES, open_arrow_file
+from geosession.ingest.archives import gdal_source
+from geosession.ingest.arrow_files import open_arrow_file
 from geosession.ingest.arrow_streams import is_arrow_stream, opened_once
 from geosession.ingest.batches import repeated
 from geosession.ingest.crs import crs_label, source_crs
@@ -35,9 +35,8 @@ from geosession.ingest.delimited import csv_header, wkt_column_of
 from geosession.ingest.encodings import check_encoding, layer_text
 from geosession.ingest.file_read import check_rename
 from geosession.ingest.files import (
-    PARQUET_SUFFIXES,
     SUPPORTED,
-    VECTOR_SUFFIXES,
+    file_kind,
     id_column,
     is_source_file,
     parquet_arrow_schema,
@@ -214,23 +213,7 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
     """The columns for ``source``'s fields; refused for sources that do not declare them."""
     if isinstance(source, str | os.PathLike):
         path = Path(source)
-        suffix = path.suffix.lower()
-        if not is_source_file(path):
-            raise ConfigurationError(f"cannot ingest {path}: no such file")
-        if suffix == ".csv":
-            schema = _csv_schema(path, options)
-        elif suffix in PARQUET_SUFFIXES:
-            schema = _parquet_schema(path, srids)
-        elif suffix in ARROW_FILE_SUFFIXES:
-            remedy = "or write it with GeoDataFrame.to_feather, which adds GeoParquet metadata"
-            source_is = (str(path), "an Arrow IPC file", remedy)
-            schema = _arrow_schema(open_arrow_file(path).schema, srids, source_is)
-        elif suffix in VECTOR_SUFFIXES or shapefile_folder(path):
-            schema = _vector_schema(path, srids, options.layer, options.encoding)
-        else:
-            raise ConfigurationError(
-                f"cannot ingest {path}: unsupported file type; use {SUPPORTED}"
-            )
+        schema = _file_schema(path, options, srids)
         return _lowercased(_renamed(schema, options.rename or {}, path), keep=options.rename)
     elif is_dataframe(source):
         schema = _frame_schema(source, srids)
@@ -246,6 +229,22 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
             "first, or load a file, a (Geo)DataFrame or Arrow data"
         )
     return _lowercased(schema)
+
+
+def _file_schema(path: Path, options: IngestOptions, srids: Srids) -> SourceSchema:
+    """A file's columns, read as the load reads its kind of file (files.file_kind)."""
+    if not is_source_file(path):
+        raise ConfigurationError(f"cannot ingest {path}: no such file")
+    kind = file_kind(path)  # an unsupported one is refused
+    if kind == "csv":
+        return _csv_schema(path, options)
+    if kind == "parquet":
+        return _parquet_schema(path, srids)
+    if kind == "arrow":
+        remedy = "or write it with GeoDataFrame.to_feather, which adds GeoParquet metadata"
+        source_is = (str(path), "an Arrow IPC file", remedy)
+        return _arrow_schema(open_arrow_file(path).schema, srids, source_is)
+    return _vector_schema(path, srids, options.layer, options.encoding)
 
 
 def geometry_type(types: list[str], srid: int | None, *, multi: bool = False) -> str:
