@@ -11,7 +11,7 @@ import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import psycopg
 from psycopg import sql
@@ -54,7 +54,8 @@ class WritePlan:
         return self.on_conflict != "error" or any(map(_cast, self.copy_types))
 
 
-def _cast(copy_type: str) -> bool:
+def _cast(copy_type: str) -> TypeGuard[binary.TextCast]:
+    """Whether the column's values travel as text for the server to cast."""
     return isinstance(copy_type, binary.TextCast)
 
 
@@ -212,7 +213,7 @@ def _failed_cast(
     """The column whose text the server cannot cast to its type (the INSERT from the stage
     names none): each such value of the row cast alone."""
     for column, copy_type, value in zip(plan.columns, plan.copy_types, values, strict=True):
-        if isinstance(copy_type, binary.TextCast) and value is not None:
+        if _cast(copy_type) and value is not None:
             cast = sql.SQL("SELECT CAST(CAST(%s AS {}) AS {})").format(
                 sql.SQL(str(copy_type)), sql.SQL(copy_type.cast_to)
             )
@@ -348,9 +349,9 @@ def _from_stage(plan: WritePlan) -> sql.Composed:
 def _staged_value(column: str, copy_type: str) -> sql.Composable:
     """A staged column's value: cast from its text to the column's type where it was sent
     as text (:class:`~geosession.ingest.binary.TextCast`)."""
-    if isinstance(copy_type, binary.TextCast):
-        return sql.SQL("CAST({} AS {})").format(sql.Identifier(column), sql.SQL(copy_type.cast_to))
-    return sql.Identifier(column)
+    if not _cast(copy_type):
+        return sql.Identifier(column)
+    return sql.SQL("CAST({} AS {})").format(sql.Identifier(column), sql.SQL(copy_type.cast_to))
 
 
 def ensure_quarantine(cursor: psycopg.Cursor[Any], target: Target) -> str:
