@@ -253,16 +253,19 @@ def arrow_stream(stream: GeometryStream) -> ArrowStream:
     try:
         plan, schema, batches = record_batches(pa, stream, first_crs, decimals=True)
         first = next(batches, None)  # its chunk has the CRS of expression columns
-        fields = [
-            _geoarrow_field(pa, field, column, crs.get(column.name) or plan.crs_for(column.srid))
+        crs_json = {
+            column.name: projjson(crs.get(column.name) or plan.crs_for(column.srid))
+            for column in plan.columns
             if column.spatial
-            else field
+        }
+        fields = [
+            _geoarrow_field(pa, field, column, crs_json[column.name]) if column.spatial else field
             for field, column in zip(schema, plan.columns, strict=True)
         ]
     except BaseException:
         stream.close()  # the first batch's connection, at once
         raise
-    marked = pa.schema(fields, metadata={b"geo": _declared_geo(plan, fields)})
+    marked = pa.schema(fields, metadata={b"geo": _declared_geo(plan, crs_json)})
 
     def marked_batches() -> Iterator[Any]:
         with stream:  # closed however the reader ends
@@ -272,24 +275,23 @@ def arrow_stream(stream: GeometryStream) -> ArrowStream:
     return ArrowStream(pa.RecordBatchReader.from_batches(marked, marked_batches()), stream)
 
 
-def _declared_geo(plan: ReadPlan, fields: list[Any]) -> bytes:
+def _declared_geo(plan: ReadPlan, crs_json: dict[str, Any]) -> bytes:
     """GeoParquet's ``geo`` metadata from the geometry columns' own declarations (the
     type modifier's type, as ``geometry=`` leaves it: Point for centroids; none for M,
-    which GeoParquet does not name): pyarrow's
-    write_table of the stream writes GeoParquet, and a table made from it (create=True)
-    gets the declared types."""
+    which GeoParquet does not name) and their CRS (``crs_json``: PROJJSON by column):
+    pyarrow's write_table of the stream writes GeoParquet, and a table made from it
+    (create=True) gets the declared types."""
     columns: dict[str, Any] = {}
-    for field, column in zip(fields, plan.columns, strict=True):
+    for column in plan.columns:
         if not column.spatial:
             continue
         projected = plan.options.projection if column == plan.geometry else Projection("full")
         declared = projected.declared(column.geometry_type)
         named = declared is not None and declared.partition(" ")[2] in ("", "Z")
-        extension = orjson.loads(field.metadata[b"ARROW:extension:metadata"])
         described = {
             "encoding": "WKB",
             "geometry_types": [declared] if named else [],  # GeoParquet names no M
-            "crs": extension.get("crs"),  # null: unknown
+            "crs": crs_json[column.name],  # null: unknown
             **({"edges": "spherical"} if column.spatial == "geography" else {}),
         }
         columns[column.name] = described
@@ -297,12 +299,12 @@ def _declared_geo(plan: ReadPlan, fields: list[Any]) -> bytes:
     return orjson.dumps({**document, "columns": columns})
 
 
-def _geoarrow_field(pa: Any, field: Any, column: Column, crs: str | None) -> Any:
+def _geoarrow_field(pa: Any, field: Any, column: Column, crs_json: Any) -> Any:
     """A geometry field marked as GeoArrow WKB, with its CRS as PROJJSON (none: unknown)
     and, for geography, spherical edges."""
     metadata: dict[str, Any] = {}
-    if crs is not None:
-        metadata["crs"] = projjson(crs)
+    if crs_json is not None:
+        metadata["crs"] = crs_json
     if column.spatial == "geography":
         metadata["edges"] = "spherical"
     extension = {
