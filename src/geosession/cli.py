@@ -593,7 +593,8 @@ def _files_table(reports: list[tuple[Path, Any]]) -> Any:
 
 
 def _file_identity(source: Path) -> str:
-    """The file's path, size and modification time (a File Geodatabase's: its files')."""
+    """The file's path, size and modification time (a folder's, a File Geodatabase or
+    Shapefiles: its files')."""
     files = sorted(source.iterdir()) if source.is_dir() else [source]
     stats = [path.stat() for path in files]
     size = sum(stat.st_size for stat in stats)
