@@ -430,6 +430,18 @@ def test_explain_command_prints_the_plan_and_advice(database_url: str, points: T
     assert from_stdin.exit_code == 0 and "Seq Scan" in from_stdin.output
 
 
+def test_explain_of_a_wrong_statement_points_into_the_statement_as_written(
+    db: SpatialDatabase, points: Table
+) -> None:
+    """The server counts from EXPLAIN's first character; the error counts from the user's."""
+    with pytest.raises(DatabaseError) as misspelt:
+        db.explain(f"SELECT 1 AS one FORM {points.name}")
+    assert "at character 17: 'FORM " in str(misspelt.value)
+    with pytest.raises(DatabaseError) as missing:
+        db.explain("SELECT id FROM no_such_table")
+    assert "at character 16: 'no_such_table'" in str(missing.value)
+
+
 def test_explain_takes_values_for_placeholders_and_names_those_without(
     db: SpatialDatabase, database_url: str, points: Table
 ) -> None:

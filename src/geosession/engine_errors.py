@@ -66,6 +66,10 @@ def _on_handle_error(context: ExceptionContext) -> GeoSessionError | None:
         )
     compiled = getattr(context.execution_context, "compiled", None)
     statement = getattr(compiled, "statement", None)  # Insert/Update know their table
+    sql, start = context.statement, 0
+    prefix = getattr(statement, "sql_prefix", None)  # db.explain's EXPLAIN (...) wrapper
+    if isinstance(prefix, str) and sql is not None and sql.startswith(prefix):
+        sql, start = sql[len(prefix) :], len(prefix)
     if getattr(statement, "table", None) is None:
         statement = None
     return translate(
@@ -73,7 +77,8 @@ def _on_handle_error(context: ExceptionContext) -> GeoSessionError | None:
         endpoint=endpoint_of(context.engine),
         is_disconnect=context.is_disconnect,
         connecting=context.connection is None and context.statement is None,
-        statement=context.statement if statement is None else statement,
+        statement=sql if statement is None else statement,
+        statement_start=start,
     )
 
 

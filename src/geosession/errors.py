@@ -322,9 +322,18 @@ def translate(
     is_disconnect: bool = False,
     connecting: bool = False,
     statement: Any = None,
+    statement_start: int = 0,
 ) -> GeoSessionError:
-    """The geosession error for a driver error; the caller chains the original."""
+    """The geosession error for a driver error; the caller chains the original.
+
+    ``statement_start``: characters that geosession put before the caller's ``statement``
+    in the SQL it ran (``db.explain``'s ``EXPLAIN (...)``), so that a position the server
+    reports counts from the caller's first character.
+    """
     diag = diagnostics(error) or Diagnostics(sqlstate=None, message=first_line(error))
+    if statement_start and diag.position:
+        position = diag.position - statement_start
+        diag = replace(diag, position=position if position > 0 else None)
     if connecting and diag.sqlstate is None:
         diag = replace(diag, sqlstate=_inferred_sqlstate(str(error)))
     if connecting and "unsupported startup parameter" in diag.message:

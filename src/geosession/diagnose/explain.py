@@ -99,7 +99,8 @@ class _Explain(Executable, ClauseElement):
 
     def __init__(self, statement: Any, explain_options: str) -> None:
         self.statement = statement
-        self.explain_options = explain_options
+        self.sql_prefix = f"EXPLAIN ({explain_options}) "
+        """What precedes the statement's SQL: errors count positions from after it."""
 
 
 @compiles(_Explain)
@@ -107,7 +108,7 @@ def _compile_explain(element: _Explain, compiler: SQLCompiler, **kw: Any) -> str
     sql = compiler.process(element.statement, **kw)
     # the result is the plan, not the rows of an INSERT/UPDATE/DELETE: no DML result handling
     compiler.isinsert = compiler.isupdate = compiler.isdelete = False
-    return f"EXPLAIN ({element.explain_options}) {sql}"
+    return element.sql_prefix + sql
 
 
 def explain_statement(
