@@ -158,7 +158,7 @@ def test_cli_export_reads_on_the_replica(
             runner = CliRunner()
             exported = runner.invoke(app, ["export", "replicated", str(out), "--replica"])
             assert exported.exit_code == 0, exported.output
-            assert "Exported 1 features" in exported.output
+            assert "Exported 1 feature " in exported.output
             assert json.loads(out.read_text())["features"][0]["properties"] == {"id": 7}
             on_primary = runner.invoke(app, ["export", "replicated", str(out)])
             assert "Exported 2 features" in on_primary.output

@@ -85,7 +85,8 @@ def run_export(
     seconds = time.perf_counter() - started
     target = "stdout" if output == "-" else output
     console.print(
-        f"Exported {result.features:,} features to {target} ({kind}) in {seconds:.1f} s",
+        f"Exported {result.features:,} feature{'' if result.features == 1 else 's'} to "
+        f"{target} ({kind}) in {seconds:.1f} s",
         highlight=False,
     )
     if result.renamed:
