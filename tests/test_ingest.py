@@ -2392,7 +2392,9 @@ def test_a_domain_over_geometry_is_validated_as_geometry(db: SpatialDatabase) ->
 def test_auto_workers_follow_the_index_upkeep(db: SpatialDatabase, table: str) -> None:
     assert db.ingest(table, rows(100)).workers == 1  # empty: the GiST index is deferred
     assert db.ingest(table, rows(100, start=101)).workers == 2  # kept up during the load
-    assert "over 2 connection(s)" in str(db.ingest(table, rows(10, start=201)))
+    assert "4 over 2 connections" in str(db.ingest(table, rows(10, start=201), chunk_size=3))
+    one_chunk = str(db.ingest(table, rows(10, start=211)))  # the second writer took none
+    assert re.search(r"chunks +│ +1 │", one_chunk) and "connections" not in one_chunk
     with db.transaction() as s:
         s.execute(text(f"DROP INDEX {TABLE}_geom_idx"))
     assert db.ingest(table, rows(100, start=301)).workers == 1  # only the primary key

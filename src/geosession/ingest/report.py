@@ -107,7 +107,7 @@ class IngestReport:
             if v
         ]
         rows += [
-            ("chunks", f"{self.chunks:,} over {self.workers} connection(s)"),
+            ("chunks", self._chunks_over_connections()),
             ("retries", f"{self.retries:,}"),
             ("chunk size", self._chunk_sizes()),
             ("duration", f"{self.duration:.2f} s"),
@@ -125,6 +125,12 @@ class IngestReport:
         if self.rebuild_seconds:
             rows.append(("rebuilding indexes, ANALYZE", f"{self.rebuild_seconds:.2f} s"))
         return rows
+
+    def _chunks_over_connections(self) -> str:
+        parallel = min(self.workers, self.chunks)  # a writer with no chunk opened nothing
+        return (
+            f"{self.chunks:,} over {parallel} connections" if parallel > 1 else f"{self.chunks:,}"
+        )
 
     def _chunk_sizes(self) -> str:
         if not self.chunks:
