@@ -24,12 +24,14 @@ from sqlalchemy import URL, Connection, Engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
+from sqlalchemy.util import ThreadLocalRegistry
 
 from geosession.diagnose.activity import LockWait, SessionActivity, lock_waits, session_activity
 from geosession.diagnose.doctor import DoctorReport, run_doctor
 from geosession.diagnose.explain import PlanReport, explain_statement
 from geosession.engine import build_async_engine, build_engine
 from geosession.errors import ConfigurationError, PoolExhausted, endpoint_of
+from geosession.forks import keep_inherited, on_fork
 from geosession.ingest.report import IngestReport
 from geosession.observe.metrics import DatabaseMetrics
 from geosession.observe.pool import PoolStats
@@ -95,6 +97,7 @@ class SpatialDatabase:
             async_primary=lambda: self.async_engine,
         )
         self._replicas.watch_writes(self._engine)
+        on_fork(self._renew_after_fork)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> SpatialDatabase:
@@ -674,6 +677,27 @@ class SpatialDatabase:
             self._async_engine.sync_engine.dispose(close=False)
         for async_replica in self._replicas.async_engines():
             async_replica.sync_engine.dispose(close=False)
+
+    def _renew_after_fork(self) -> None:
+        """In a forked child: pools of its own; the parent's connections, and any thread's
+        scoped session, stay untouched here (see ``forks``)."""
+        self._engines_lock = threading.Lock()  # another thread may have held it at the fork
+        keep_inherited(self.scoped.registry)
+        self.scoped.registry = ThreadLocalRegistry(self._sessions)
+        for engine in self._pooled_engines():
+            keep_inherited(engine.pool)
+            engine.dispose(close=False)
+        self.metrics.restart_after_fork()
+
+    def _pooled_engines(self) -> list[Engine]:
+        """Every engine made so far, as sync engines (an async one's ``sync_engine``)."""
+        async_engines = [self._async_engine, *self._replicas.async_engines()]
+        return [
+            self._engine,
+            *([self._ingest_engine] if self._ingest_engine is not None else []),
+            *self._replicas.engines(),
+            *(engine.sync_engine for engine in async_engines if engine is not None),
+        ]
 
     async def adispose(self) -> None:
         """Closes the async engine's connections too (they need the event loop)."""

@@ -48,7 +48,10 @@ class PoolMonitor:
     def __init__(self, engine: Engine, *, max_overflow: int, leak_threshold: float | None):
         self.engine = engine
         self.max_overflow = max_overflow
-        self.holds = HoldTracker(leak_threshold, endpoint_of(engine))
+        self._start(leak_threshold)
+
+    def _start(self, leak_threshold: float | None) -> None:
+        self.holds = HoldTracker(leak_threshold, endpoint_of(self.engine))
         self.checkouts = self.connects = self.invalidations = self.waits = self.timeouts = 0
         self.wait_buckets = [0] * (len(WAIT_BUCKETS) + 1)
         """Acquisitions per histogram bucket (not cumulative), the last for > 30 s."""
@@ -56,6 +59,11 @@ class PoolMonitor:
         """Total seconds spent acquiring connections (the histogram's sum)."""
         self._recent_waits: deque[float] = deque(maxlen=_RECENT_WAITS)
         self._lock = threading.Lock()
+
+    def restart_after_fork(self) -> None:
+        """In a forked child, whose pool is new: the parent's holders, counts and watchdog
+        thread (which did not come along) are not this process's."""
+        self._start(self.holds.threshold)
 
     @classmethod
     def attach(
@@ -265,6 +273,11 @@ class DatabaseMetrics:
         """The monitor of ``engine`` (the sync engine, the async one's sync_engine, or a
         replica's)."""
         return next((m for m in self._monitors() if m.engine is engine), None)
+
+    def restart_after_fork(self) -> None:
+        """Every pool's monitor starts afresh in a forked child (see ``forks``)."""
+        for monitor in self._monitors():
+            monitor.restart_after_fork()
 
     def close(self) -> None:
         """Stops the leak watchdogs (called by ``db.dispose()``)."""
