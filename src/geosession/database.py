@@ -31,7 +31,7 @@ from geosession.diagnose.doctor import DoctorReport, run_doctor
 from geosession.diagnose.explain import PlanReport, explain_statement
 from geosession.engine import build_async_engine, build_engine
 from geosession.errors import ConfigurationError, PoolExhausted, endpoint_of
-from geosession.forks import keep_inherited, on_fork
+from geosession.forks import cut_off, keep_inherited, on_fork
 from geosession.ingest.report import IngestReport
 from geosession.observe.metrics import DatabaseMetrics
 from geosession.observe.pool import PoolStats
@@ -679,9 +679,11 @@ class SpatialDatabase:
             async_replica.sync_engine.dispose(close=False)
 
     def _renew_after_fork(self) -> None:
-        """In a forked child: pools of its own; the parent's connections, and any thread's
-        scoped session, stay untouched here (see ``forks``)."""
+        """In a forked child: pools of its own; the parent's connections are never used
+        here, nor its threads' scoped sessions (see ``forks``)."""
         self._engines_lock = threading.Lock()  # another thread may have held it at the fork
+        for record in self.metrics.lent():  # sessions open in the parent at the fork
+            cut_off(record.dbapi_connection)
         keep_inherited(self.scoped.registry)
         self.scoped.registry = ThreadLocalRegistry(self._sessions)
         for engine in self._pooled_engines():

@@ -29,6 +29,7 @@ from geosession.errors import (
     first_line,
     translate,
 )
+from geosession.forks import was_cut_off
 
 
 def install_error_translation(
@@ -165,6 +166,14 @@ def _refine_loss(context: ExceptionContext, *, idle_timeout: float | None) -> An
     idled_out = bool(idle_timeout) and idle >= (idle_timeout or 0) and not _autocommit(context)
     said = f"on {endpoint_of(context.engine)}; the driver said: "
     said += first_line(context.original_exception)
+    dbapi = getattr(getattr(context.connection, "connection", None), "dbapi_connection", None)
+    if was_cut_off(dbapi):  # nothing it sent reached the server, a COMMIT included
+        return ConnectionFailed(
+            "This session's connection belongs to the process this one was forked from: "
+            f"it was open at the fork, and a forked process cannot use it ({said}). Open "
+            "sessions in the child (db.session() connects afresh there)",
+            sqlstate=error.sqlstate,
+        )
     if committing:
         return _commit_outcome_unknown(error, said, idle if idled_out else None)
     if idled_out:

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from geosession import SpatialDatabase
+from geosession import GeoSessionError, SpatialDatabase
 
 TABLE = "fork_points"
 
@@ -138,3 +138,32 @@ def test_a_forked_child_gets_its_own_replica_pools(
     parent = replica_backend()
     assert in_child(replica_backend) != parent
     assert replica_backend() == parent and db.replica_pool_stats()[0].invalidations == 0
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_a_session_open_at_the_fork_fails_in_the_child_and_goes_on_in_the_parent(
+    make_db: Callable[..., SpatialDatabase], points: str, driver: str
+) -> None:
+    db = make_db(driver=driver)
+
+    with db.session() as s:
+        s.execute(text(f"INSERT INTO {points} VALUES (1, 'SRID=4326;POINT(1 1)')"))
+
+        def child(work: Callable[[], Any]) -> Callable[[], str]:
+            def attempt() -> str:
+                try:
+                    work()
+                except GeoSessionError as error:
+                    s.close()  # nothing reaches the parent's server session
+                    return f"{type(error).__name__}: {error}"
+                return "the parent's connection answered the child"
+
+            return attempt
+
+        for work in (lambda: s.execute(text("SELECT 1")), s.commit):  # not an unknown outcome
+            failed = in_child(child(work))
+            assert failed.startswith("ConnectionFailed: This session's connection belongs to")
+            assert "Open sessions in the child" in failed
+        assert s.execute(text(f"SELECT count(*) FROM {points}")).scalar_one() == 1
+        s.commit()
+    assert db.pool_stats().invalidations == 0

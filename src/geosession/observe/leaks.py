@@ -174,6 +174,10 @@ class HoldTracker:
         """A detached connection leaves the pool: it is no longer a holder."""
         self._held.pop(record, None)
 
+    def lent(self) -> list[Any]:
+        """The pool records of the connections lent now."""
+        return list(self._held)
+
     def held_by_this_thread(self) -> int:
         """How many connections the calling thread holds now."""
         ident = threading.get_ident()

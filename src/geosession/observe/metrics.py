@@ -274,6 +274,10 @@ class DatabaseMetrics:
         replica's)."""
         return next((m for m in self._monitors() if m.engine is engine), None)
 
+    def lent(self) -> list[Any]:
+        """The pool records of every connection lent now, of every pool."""
+        return [record for monitor in self._monitors() for record in monitor.holds.lent()]
+
     def restart_after_fork(self) -> None:
         """Every pool's monitor starts afresh in a forked child (see ``forks``)."""
         for monitor in self._monitors():
