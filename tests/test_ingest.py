@@ -2651,6 +2651,38 @@ def test_cli_ingest_of_a_geopackage_resumes_by_default(
     assert table_state(db)[:2] == (1_999, 1_999)
 
 
+def test_a_file_loaded_again_without_an_ingest_id_resumes_and_a_changed_one_loads(
+    db: SpatialDatabase, table: str, tmp_path: Path
+) -> None:
+    """db.ingest names a file's load by the file (path, size, modification time), the
+    table and the filters, as the CLI does; rows and streams get a new id each run."""
+    import geopandas
+
+    def write(count: int) -> None:
+        polygons = list(synthetic_polygons(count, seed=7))
+        frame = geopandas.GeoDataFrame({"id": range(count)}, geometry=polygons, crs=4326)
+        frame.to_file(path, driver="GeoJSON")
+
+    path = tmp_path / "parcels.geojson"
+    write(300)
+    first = db.ingest(table, path, chunk_size=100)
+    again = db.ingest(table, str(path))
+    assert (first.inserted, again.inserted, again.already_committed) == (300, 0, 300)
+    assert first.ingest_id == again.ingest_id and first.ingest_id.startswith("file-")
+    filtered = db.ingest(table, path, where="id < 10", on_conflict="ignore")
+    assert filtered.ingest_id != first.ingest_id  # other filters: another load
+    assert (filtered.inserted, filtered.already_committed, filtered.conflicts) == (0, 0, 10)
+    write(305)  # a changed file: a new load
+    changed = db.ingest(table, path, on_conflict="ignore")
+    assert changed.ingest_id != first.ingest_id
+    assert (changed.inserted, changed.conflicts) == (5, 300)
+    assert (
+        db.ingest(table, rows(2, start=900)).ingest_id
+        != db.ingest(table, rows(2, start=902)).ingest_id
+    )
+    assert table_state(db)[:2] == (309, 309)
+
+
 def test_csv_geometry_column_by_name_or_by_option(
     db: SpatialDatabase, database_url: str, table: str, tmp_path: Path, monkeypatch: Any
 ) -> None:

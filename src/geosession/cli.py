@@ -468,12 +468,14 @@ def _resumable(
     """``ingest(table, source, **options)``, standard input spooled to a file first; a
     failure after chunks committed says how to resume after them (the default id follows
     the file's size and time, or the data piped in, so repaired data needs the id given)."""
+    from geosession.ingest.identity import ingest_id_for
+
     with _readable(source, console) as (path, name, identity):
         try:
             return ingest(
                 table,
                 path,
-                ingest_id=ingest_id or _ingest_id_for(identity, table, *filters),
+                ingest_id=ingest_id or ingest_id_for(identity, table, *filters, prefix="cli-"),
                 **options,
             )
         except GeoSessionError as error:
@@ -495,8 +497,10 @@ def _resumable(
 @contextlib.contextmanager
 def _readable(source: Path, console: Any) -> Iterator[tuple[Path, str, str]]:
     """The file to read, its name for messages and what identifies its data."""
+    from geosession.ingest.identity import file_identity
+
     if source != _STDIN and not _is_pipe(source):
-        yield source, str(source), _file_identity(source)
+        yield source, str(source), file_identity(source)
         return
     name = "standard input" if source == _STDIN else str(source)
     with (
@@ -590,30 +594,6 @@ def _files_table(reports: list[tuple[Path, Any]]) -> Any:
         table.add_row(str(source), *(f"{count:,}" for count in counts))
     table.add_row("all", *(f"{total:,}" for total in totals), style="bold")
     return table
-
-
-def _file_identity(source: Path) -> str:
-    """The file's path, size and modification time (a folder's, a File Geodatabase or
-    Shapefiles: its files')."""
-    files = sorted(source.iterdir()) if source.is_dir() else [source]
-    stats = [path.stat() for path in files]
-    size = sum(stat.st_size for stat in stats)
-    changed = max((stat.st_mtime_ns for stat in stats), default=0)
-    return f"{source.resolve()}|{size}|{changed}"
-
-
-def _ingest_id_for(
-    identity: str, table: str, layer: str | None, where: str | None, bbox: Any
-) -> str:
-    """Same file (path, size, modification time) or the same data piped in, layer and
-    filters into the same table: the same load."""
-    import hashlib
-
-    key = f"{identity}|{table}"
-    key += f"|{layer}" if layer is not None else ""  # ids of loads without one stay as they were
-    key += f"|where {where}" if where is not None else ""
-    key += f"|bbox {bbox}" if bbox is not None else ""
-    return "cli-" + hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
 # -- geosession export --------------------------------------------------------------------

@@ -285,7 +285,9 @@ class SpatialDatabase:
         Arrow data (a pyarrow Table or RecordBatchReader, anything with
         ``__arrow_c_stream__``) or a file's path.
 
-        Rerunning with the same ``ingest_id`` resumes after the committed chunks; bad
+        Rerunning with the same ``ingest_id`` resumes after the committed chunks (a file's
+        load without one is named by the file, table and filters, so rerunning it resumes;
+        other sources get a new id each run); bad
         geometries go to ``<table>_rejected`` (``on_invalid="quarantine"``), are raised,
         repaired or skipped. ``flush_interval`` (seconds) writes the rows of a source that
         trickles once they have waited that long, instead of when a chunk is full.

@@ -14,7 +14,6 @@ import gc
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
@@ -42,6 +41,7 @@ from geosession.ingest.copy import (
     write_chunk,
 )
 from geosession.ingest.create import create_target
+from geosession.ingest.identity import default_ingest_id
 from geosession.ingest.indexes import rebuild_deferred
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.privileges import require_privileges
@@ -101,9 +101,8 @@ class Ingest:
         options.check()
         self.engine, self.source, self.options = engine, opened(source), options
         self.stop_source = stop_source
-        self.ingest_id = options.ingest_id or uuid.uuid4().hex
         self.sizer: ChunkSizer = make_sizer(options.chunk_size, statement_timeout)
-        self.report = IngestReport(self.ingest_id, str(target))
+        self.report = IngestReport("", str(target))
         self.workers = options.workers if isinstance(options.workers, int) else 1
         self.queue: queue.Queue[Chunk | _Stop]  # made by _load, once workers is known
         self.stop = threading.Event()
@@ -117,6 +116,9 @@ class Ingest:
             lambda conn: resolve_target(conn.cursor(), target)
         )
         self.report.target = self.target.quoted
+        self.ingest_id = self.report.ingest_id = options.ingest_id or default_ingest_id(
+            source, self.target.quoted, options.layer, options.where, options.bbox
+        )
         self.attributes = attribute_columns(target)  # dict rows may use attribute names
         self.failure: BaseException | None = None
         self.cancelled = False
