@@ -71,3 +71,14 @@ def test_duckdb_and_polars_results_load_back_with_their_srid(database_url: str) 
     assert out.count("  priciest ") == 5
     valuable = int(out.split("example_valuable: ")[1].split()[0].replace(",", ""))
     assert 0 < valuable < 5_000
+
+
+def test_process_pool_loads_each_tile_once_in_forked_workers(database_url: str) -> None:
+    out = run_example("process_pool.py", database_url, "--tiles", "3", "--rows", "400")
+    parent = out.split("server session ")[1].split()[0].rstrip(",")
+    assert out.count("first run: ") == 3 and out.count("loaded 400, skipped as committed 0") == 3
+    assert out.count("run again: ") == 3 and out.count("loaded 0, skipped as committed 400") == 3
+    workers = {line.rsplit("server session ", 1)[1] for line in out.splitlines() if "run" in line}
+    assert f"{parent})" not in workers  # the workers' own connections
+    assert "stored: 1,200 rows, 1,200 distinct ids" in out
+    assert f"parent: still server session {parent};" in out
