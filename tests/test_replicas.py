@@ -86,6 +86,10 @@ def routed(make_db: Callable[..., SpatialDatabase], standby: Standby) -> Iterato
     with db.transaction() as s:
         s.execute(text("DROP TABLE IF EXISTS replicated"))
         s.execute(text("CREATE TABLE replicated (id int PRIMARY KEY, geom geometry(Point, 4326))"))
+        made = s.execute(text("SELECT 'replicated'::regclass::oid")).scalar()
+    with psycopg.connect(libpq_url(standby.url), autocommit=True) as on_standby:
+        replayed = "SELECT to_regclass('replicated')::oid"  # this table, not one dropped since
+        wait_until(lambda: on_standby.execute(replayed).fetchone() == (made,), timeout=20)
     yield db
     with db.transaction() as s:
         s.execute(text("DROP TABLE IF EXISTS replicated"))
