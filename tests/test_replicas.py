@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -24,7 +25,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import make_url, text
 from typer.testing import CliRunner
 
-from geosession import ConfigurationError, DatabaseError, PoolExhausted, SpatialDatabase
+from geosession import (
+    ConfigurationError,
+    ConnectionFailed,
+    DatabaseError,
+    PoolExhausted,
+    SpatialDatabase,
+)
 from geosession.cli import app
 from geosession.local import _find_binaries
 from geosession.observe.prometheus import register
@@ -216,6 +223,49 @@ def test_a_standby_that_is_down_is_passed_over_for_the_primary(
     finally:
         standby.start()
     wait_until(lambda: _in_recovery(routed), timeout=20)
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2", "asyncpg"])
+def test_a_libpq_host_list_reaches_the_server_that_takes_writes(
+    make_db: Callable[..., SpatialDatabase], standby: Standby, database_url: str, driver: str
+) -> None:
+    """postgresql://standby,down,primary/db?target_session_attrs=read-write: libpq's (and
+    asyncpg's) failover; the replica URL does not take the list or its target."""
+    primary = make_url(database_url)
+    hosts = f"127.0.0.1:{standby.port},127.0.0.1:{free_port()},127.0.0.1:{primary.port}"
+    secret = f":{quote(str(primary.password), safe='')}" if primary.password else ""
+    url = f"postgresql://{primary.username}{secret}@{hosts}/{primary.database}"
+    url += "?target_session_attrs=read-write"
+    sync_driver = {} if driver == "asyncpg" else {"driver": driver}
+    db = make_db(url, replica_urls=[standby.url], connect_timeout=3, **sync_driver)
+    if driver == "asyncpg":
+
+        async def both() -> tuple[bool, bool]:
+            async with db.async_session() as s:
+                written = (await s.execute(IN_RECOVERY)).scalar()
+            async with db.async_session(replica=True) as s:
+                replica = (await s.execute(IN_RECOVERY)).scalar()
+            await db.adispose()
+            return bool(written), bool(replica)
+
+        assert asyncio.run(both()) == (False, True)
+        return
+    with db.session() as s:
+        assert s.execute(IN_RECOVERY).scalar() is False  # the standby and the dead port passed
+    with db.session(replica=True) as s:
+        assert s.execute(IN_RECOVERY).scalar() is True
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE hosts_listed (id int, geom geometry(Point, 4326))"))
+    try:
+        report = db.ingest("hosts_listed", [{"id": 1, "geom": "POINT(1 2)"}], progress=False)
+        assert report.inserted == 1
+    finally:
+        with db.transaction() as s:
+            s.execute(text("DROP TABLE hosts_listed, hosts_listed_rejected"))
+    down = make_db(url.replace(f"127.0.0.1:{primary.port}", "127.0.0.1:1"), **sync_driver)
+    with pytest.raises(ConnectionFailed) as failed, down.session() as s:
+        s.execute(text("SELECT 1"))
+    assert f"127.0.0.1:{standby.port}," in str(failed.value)  # every host named
 
 
 def _in_recovery(db: SpatialDatabase) -> bool:

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from geosession import ConfigurationError, DatabaseSettings, SpatialDatabase
+from geosession.errors import endpoint_of
 from geosession.settings import duration_ms
 
 URL = "postgresql://alice:s3cret-pw@db.example:6543/gis"
@@ -213,6 +214,31 @@ def test_a_replica_url_takes_what_it_leaves_out_from_the_primary(
     with pytest.raises(ConfigurationError, match=r"replica_urls\[0\] is not a valid URL") as info:
         DatabaseSettings(replica_urls=["not a url :s3cret-pw@"])
     assert "s3cret-pw" not in str(info.value)
+
+
+def test_libpq_host_lists_are_read_as_sqlalchemy_reads_several_hosts() -> None:
+    """postgresql://h1:5432,h2:5433/db (libpq's failover form) becomes ?host=h1:5432&...;
+    a replica's URL takes neither the primary's hosts nor its target_session_attrs."""
+    s = DatabaseSettings(
+        database_url="postgresql://alice:s3cret%2Cpw@h1:5432,h2:5433/gis"
+        "?target_session_attrs=read-write&sslmode=require",
+        replica_urls=["postgresql://standby.example:5433"],
+    )
+    url = s.url()
+    assert url.host is None and url.query["host"] == ("h1:5432", "h2:5433")
+    assert url.password == "s3cret,pw" and url.database == "gis"
+    assert url.query["target_session_attrs"] == "read-write" and url.query["sslmode"] == "require"
+    assert "s3cret" not in repr(s)
+    replica = s.for_replica(0).url()
+    assert (replica.host, replica.port, replica.password) == ("standby.example", 5433, "s3cret,pw")
+    assert dict(replica.query) == {"sslmode": "require"}
+    listed = DatabaseSettings(database_url="postgresql://u@/gis?host=h1:5432&host=h2:5432")
+    assert listed.url().host is None and listed.url().query["host"] == ("h1:5432", "h2:5432")
+    db = SpatialDatabase(settings=s)
+    try:
+        assert endpoint_of(db.engine) == "h1:5432,h2:5433/gis"
+    finally:
+        db.dispose()
 
 
 def test_invalid_url_error_hides_the_password() -> None:

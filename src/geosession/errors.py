@@ -454,7 +454,12 @@ def endpoint_of(engine: Engine | None) -> str:
     if engine is None:
         return "the database server"
     url = engine.url
-    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}".rstrip("/")
+    hosts = url.query.get("host") if url.host is None else None  # several: libpq tries each
+    if hosts:
+        server = ",".join(hosts) if isinstance(hosts, tuple) else hosts
+    else:
+        server = f"{url.host or 'localhost'}:{url.port or 5432}"
+    return f"{server}/{url.database or ''}".rstrip("/")
 
 
 __all__ = [

@@ -16,6 +16,7 @@ import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
@@ -229,8 +230,11 @@ class DatabaseSettings(BaseSettings):
     @field_validator("database_url", mode="before")
     @classmethod
     def _url_as_text(cls, value: Any) -> Any:
-        """A SQLAlchemy URL object is taken as create_engine takes it, password included."""
-        return value.render_as_string(hide_password=False) if isinstance(value, URL) else value
+        """A SQLAlchemy URL object is taken as create_engine takes it, password included;
+        libpq's list of hosts as SQLAlchemy reads one."""
+        if isinstance(value, URL):
+            return value.render_as_string(hide_password=False)
+        return _hosts_as_query(value) if isinstance(value, str) else value
 
     @field_validator("replica_urls", mode="before")
     @classmethod
@@ -297,11 +301,12 @@ class DatabaseSettings(BaseSettings):
         primary = self.url()
         replica = make_url(self.replica_urls[number].get_secret_value())
         password, query = _split_password(replica)
+        inherited = {k: v for k, v in primary.query.items() if k not in _SERVER_CHOICE}
         merged = replica.set(
             username=replica.username or primary.username,
             password=password or primary.password,
             database=replica.database or primary.database,
-            query={**primary.query, **query},
+            query={**inherited, **query},
         )
         cleared = dict.fromkeys(("host", "port", "user", "password", "password_file", "database"))
         return self.model_copy(
@@ -334,7 +339,7 @@ class DatabaseSettings(BaseSettings):
         password, query = _split_password(url)
         return url.set(
             drivername=f"postgresql+{driver or self.driver}",
-            host=self.host or url.host or "localhost",
+            host=self.host or url.host or (None if "host" in query else "localhost"),
             port=self.port or url.port,
             username=self.user or url.username,
             password=self._password() or password,
@@ -400,6 +405,27 @@ def _option_settings(options: str) -> dict[str, str]:
             )
         settings[name.replace("-", "_")] = value
     return settings
+
+
+_SERVER_CHOICE = ("host", "port", "hostaddr", "target_session_attrs")
+"""Query parameters that say which server to reach: a replica's URL does not take the
+primary's (a read-write target would refuse every standby)."""
+
+
+def _hosts_as_query(url: str) -> str:
+    """libpq's several hosts in the authority (``postgresql://u@h1:5432,h2:5432/db``),
+    which SQLAlchemy's URL cannot parse, as the query parameters SQLAlchemy takes them from
+    (``?host=h1:5432&host=h2:5432``)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url  # refused with the URL advice by _check_url
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if "," not in hosts:
+        return url
+    listed = "&".join(f"host={quote(host, safe=':[]')}" for host in hosts.split(",") if host)
+    query = f"{listed}&{parts.query}" if parts.query else listed
+    return urlunsplit(parts._replace(netloc=userinfo + at, query=query))
 
 
 def _split_password(url: URL) -> tuple[str | None, dict[str, Any]]:
