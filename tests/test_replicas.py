@@ -8,11 +8,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import os
 import re
 import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,49 +30,8 @@ from geosession import (
     SpatialDatabase,
 )
 from geosession.cli import app
-from geosession.local import _find_binaries
 from geosession.observe.prometheus import register
-from tests.faults.helpers import free_port, libpq_url, wait_until
-
-
-def _as_postgres(command: list[str]) -> list[str]:
-    """PostgreSQL's tools refuse to run as root."""
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
-class Standby:
-    """A hot standby of the test server, streaming from it."""
-
-    def __init__(self, primary_url: str) -> None:
-        self.tools = _find_binaries()
-        self.home = Path(tempfile.mkdtemp(prefix="geosession-standby-"))
-        self.data = self.home / "data"
-        primary = make_url(primary_url)
-        self.port = free_port()
-        if os.geteuid() == 0:
-            shutil.chown(self.home, "postgres")
-        self._run(
-            self.tools.tool("pg_basebackup"),
-            *("-h", str(primary.host), "-p", str(primary.port), "-U", str(primary.username)),
-            *("-D", str(self.data), "-R", "-X", "stream", "-c", "fast"),
-        )
-        self.url = primary.set(host="127.0.0.1", port=self.port).render_as_string(
-            hide_password=False
-        )
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.home} -c hot_standby=on"
-        self._run(
-            self.tools.tool("pg_ctl"),
-            *("-D", str(self.data), "-o", options, "-l", str(self.home / "log"), "-w", "start"),
-        )
-
-    def stop(self) -> None:
-        self._run(self.tools.tool("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def _run(self, *command: str) -> None:
-        done = subprocess.run(_as_postgres(list(command)), capture_output=True, text=True)
-        assert done.returncode == 0, f"{command[0]} failed: {done.stderr[-2000:]}"
+from tests.faults.helpers import Standby, free_port, libpq_url, wait_until
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -15,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from geosession import SpatialDatabase
+from geosession.local import _find_binaries
 
 DRIVERS = ["psycopg", "psycopg2", "asyncpg"]
 T = TypeVar("T")
@@ -154,3 +160,47 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    """PostgreSQL's tools refuse to run as root."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+class Standby:
+    """A hot standby of a server (``primary_url``), streaming from it."""
+
+    def __init__(self, primary_url: str) -> None:
+        self.tools = _find_binaries()
+        self.home = Path(tempfile.mkdtemp(prefix="geosession-standby-"))
+        self.data = self.home / "data"
+        primary = make_url(primary_url)
+        self.port = free_port()
+        if os.geteuid() == 0:
+            shutil.chown(self.home, "postgres")
+        self._run(
+            self.tools.tool("pg_basebackup"),
+            *("-h", str(primary.host), "-p", str(primary.port), "-U", str(primary.username)),
+            *("-D", str(self.data), "-R", "-X", "stream", "-c", "fast"),
+        )
+        self.url = primary.set(host="127.0.0.1", port=self.port).render_as_string(
+            hide_password=False
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.home} -c hot_standby=on"
+        self._run(
+            self.tools.tool("pg_ctl"),
+            *("-D", str(self.data), "-o", options, "-l", str(self.home / "log"), "-w", "start"),
+        )
+
+    def promote(self) -> None:
+        """Makes it a primary that takes writes (as a failover does)."""
+        self._run(self.tools.tool("pg_ctl"), "-D", str(self.data), "-w", "promote")
+
+    def stop(self) -> None:
+        self._run(self.tools.tool("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def _run(self, *command: str) -> None:
+        done = subprocess.run(_as_postgres(list(command)), capture_output=True, text=True)
+        assert done.returncode == 0, f"{command[0]} failed: {done.stderr[-2000:]}"
