@@ -210,6 +210,8 @@ def test_a_libpq_host_list_reaches_the_server_that_takes_writes(
         assert s.execute(IN_RECOVERY).scalar() is False  # the standby and the dead port passed
     with db.session(replica=True) as s:
         assert s.execute(IN_RECOVERY).scalar() is True
+    connection = {check.name: check for check in db.doctor().checks}["connection"]
+    assert f" on 127.0.0.1:{primary.port} " in connection.detail  # the host that answered
     with db.transaction() as s:
         s.execute(text("CREATE TABLE hosts_listed (id int, geom geometry(Point, 4326))"))
     try:

@@ -175,9 +175,14 @@ def _literal(value: str) -> str:
 
 def _connection(connection: Connection) -> Check:
     started = time.perf_counter()
-    user, database = connection.execute(text("SELECT current_user, current_database()")).one()
+    user, database, address, port = connection.execute(
+        text(
+            "SELECT current_user, current_database(), host(inet_server_addr()), inet_server_port()"
+        )
+    ).one()
     ms = (time.perf_counter() - started) * 1000
-    return Check("connection", "ok", f"connected to {database} as {user} ({ms:.1f} ms)")
+    server = f" on {address}:{port}" if address else ""  # which of the URL's hosts, if several
+    return Check("connection", "ok", f"connected to {database} as {user}{server} ({ms:.1f} ms)")
 
 
 def _postgresql_version(connection: Connection, context: _Context) -> Check:
