@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what geosession's embedded PostGIS needs from the OS packages, when missing:
-# PostgreSQL server binaries, PostGIS for that PostgreSQL, and PgBouncer.
+# PostgreSQL server binaries, PostGIS for that PostgreSQL, PgBouncer, and openssl (the
+# tests make certificates with it for a server that requires TLS).
 # With GEOSESSION_DATABASE_URL set nothing is installed: that server is used instead.
 set -euo pipefail
 
@@ -27,7 +28,7 @@ postgis_present() {
 
 bindir=$(pg_bindir)
 if [ -n "$bindir" ] && [ -x "$bindir/initdb" ] && postgis_present "$bindir" \
-   && command -v pgbouncer >/dev/null 2>&1; then
+   && command -v pgbouncer >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1; then
   exit 0
 fi
 
@@ -37,12 +38,12 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-say "installing PostgreSQL, PostGIS and PgBouncer from the OS packages"
+say "installing PostgreSQL, PostGIS, PgBouncer and openssl from the OS packages"
 apt-get update -qq
 if [ -z "$bindir" ]; then
   apt-get install -y -qq postgresql >/dev/null
   bindir=$(pg_bindir)
 fi
 major=$(basename "$(dirname "$bindir")")
-apt-get install -y -qq "postgresql-$major-postgis-3" pgbouncer >/dev/null
+apt-get install -y -qq "postgresql-$major-postgis-3" pgbouncer openssl >/dev/null
 postgis_present "$bindir" || { say "PostGIS did not install for PostgreSQL $major"; exit 1; }

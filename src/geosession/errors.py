@@ -229,10 +229,17 @@ _INSERT_TABLE = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|COPY)\s+([\w.\"]+)", re
 _LIBPQ_CONNECT_FAILURES = (  # libpq reports login failures without a SQLSTATE
     (re.compile(r'database "[^"]*" does not exist'), "3D000"),
     (re.compile(r"password authentication failed|role \"[^\"]*\" does not exist"), "28P01"),
-    (re.compile(r"no pg_hba\.conf entry"), "28000"),
+    (re.compile(r"no pg_hba\.conf entry|pg_hba\.conf rejects connection"), "28000"),
+    (re.compile(r"certificate authentication failed|requires a valid client certificate"), "28000"),
     (re.compile(r"too many (clients|connections)|remaining connection slots"), "53300"),
     (re.compile(r"the database system is (starting up|shutting down|in recovery)"), "57P03"),
 )
+
+
+_TLS_REFUSED = re.compile(
+    r"certificate verify failed|does not match host name|hostname mismatch", re.IGNORECASE
+)
+"""The client refused the server's certificate (libpq's words, or Python's ssl module's)."""
 
 
 def _inferred_sqlstate(message: str) -> str | None:
@@ -304,6 +311,11 @@ def classify(diag: Diagnostics, *, is_disconnect: bool) -> tuple[type[GeoSession
             "PostGIS is not installed in this database: connect as its owner or a superuser "
             "and run CREATE EXTENSION postgis;"
         )
+    if state == "28000" and "no encryption" in diag.message:
+        return AccessDenied, (
+            "the server takes this user only over TLS: set sslmode (require, or verify-full "
+            "with sslrootcert to check whose server it is)"
+        )
     if state in _BY_SQLSTATE:
         return _BY_SQLSTATE[state]
     if state[:2] in _BY_SQLSTATE_CLASS:
@@ -341,6 +353,13 @@ def translate(
             f"Could not connect to {endpoint}: {diag.message}. That is PgBouncer, which "
             "refuses server settings at start-up: set pgbouncer=True (GEOSESSION_PGBOUNCER="
             "true) so that they are set in each transaction instead",
+            sqlstate=diag.sqlstate,
+        )
+    if connecting and _TLS_REFUSED.search(diag.message):
+        return ConnectionFailed(
+            f"Could not connect to PostgreSQL at {endpoint}: {diag.message}. The server's "
+            "certificate did not pass the check sslmode asks for: sslrootcert must hold the "
+            "authority that signed it, and with verify-full it must name the host connected to",
             sqlstate=diag.sqlstate,
         )
     if connecting and (diag.sqlstate is None or diag.sqlstate.startswith("08")):

@@ -1,0 +1,171 @@
+"""TLS on a real server: sslmode, sslrootcert, sslcert and sslkey reach every driver (libpq
+parameters for psycopg and psycopg2, an SSL context for asyncpg), the ingest's COPY
+connections included; a server certificate from another authority and a connection
+without TLS are refused with geosession's errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from geosession import AccessDenied, ConnectionFailed, SpatialDatabase
+from geosession.local import LocalCluster
+from tests.faults.helpers import DRIVERS, libpq_url
+
+ROLE = "tls_user"
+SSL_STATE = "SELECT ssl, client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+
+
+def openssl(*arguments: str, cwd: Path) -> None:
+    done = subprocess.run(["openssl", *arguments], cwd=cwd, capture_output=True, text=True)
+    assert done.returncode == 0, f"openssl {arguments[0]} failed: {done.stderr[-1000:]}"
+
+
+def make_certificates(folder: Path) -> None:
+    """A test authority, a server certificate for 127.0.0.1 and a client one for ROLE
+    signed by it, and another authority that signed neither."""
+    for authority in ("ca", "other"):
+        openssl(
+            *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *("-subj", f"/CN=geosession test {authority}"),
+            *("-keyout", f"{authority}.key", "-out", f"{authority}.crt"),
+            cwd=folder,
+        )
+    (folder / "server.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for name, subject, extensions in (
+        ("server", "/CN=localhost", ("-extfile", "server.ext")),
+        ("client", f"/CN={ROLE}", ()),
+    ):
+        openssl(
+            *("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject),
+            *("-keyout", f"{name}.key", "-out", f"{name}.csr"),
+            cwd=folder,
+        )
+        openssl(
+            *("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key"),
+            *("-CAcreateserial", "-days", "2", "-out", f"{name}.crt", *extensions),
+            cwd=folder,
+        )
+    os.chmod(folder / "client.key", 0o600)
+
+
+@pytest.fixture(scope="module")
+def tls_server(
+    dedicated_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """The dedicated cluster with TLS on; ROLE may connect only over TLS with a client
+    certificate (pg_hba ``cert``), and owns a table to load into."""
+    url = dedicated_cluster.start()
+    folder = tmp_path_factory.mktemp("tls")
+    make_certificates(folder)
+    data = dedicated_cluster.data_dir
+    for name in ("server.crt", "server.key", "ca.crt"):
+        shutil.copy(folder / name, data / name)
+        if os.geteuid() == 0:
+            shutil.chown(data / name, "postgres", "postgres")
+    os.chmod(data / "server.key", 0o600)
+    hba = data / "pg_hba.conf"
+    rules = f"hostssl all {ROLE} 127.0.0.1/32 cert\nhostnossl all {ROLE} 127.0.0.1/32 reject\n"
+    hba.write_text(rules + hba.read_text())
+    with psycopg.connect(libpq_url(url), autocommit=True) as admin:
+        for name, value in (
+            ("ssl", "on"),
+            ("ssl_cert_file", "server.crt"),
+            ("ssl_key_file", "server.key"),
+            ("ssl_ca_file", "ca.crt"),
+        ):
+            admin.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+        admin.execute(f"DROP ROLE IF EXISTS {ROLE}")
+        admin.execute(f"CREATE ROLE {ROLE} LOGIN")
+        admin.execute("SELECT pg_reload_conf()")
+        admin.execute(f"GRANT CREATE ON SCHEMA public TO {ROLE}")
+    server = make_url(url)
+    return {
+        "url": f"postgresql://{ROLE}@127.0.0.1:{server.port}/{server.database}",
+        "folder": folder,
+    }
+
+
+def settings(tls_server: dict[str, Any], root: str = "ca.crt", **more: Any) -> dict[str, Any]:
+    folder: Path = tls_server["folder"]
+    return {
+        "sslmode": "verify-full",
+        "sslrootcert": folder / root,
+        "sslcert": folder / "client.crt",
+        "sslkey": folder / "client.key",
+        "connect_timeout": 5,
+        **more,
+    }
+
+
+def on_driver(db: SpatialDatabase, driver: str, sql: str) -> Any:
+    if driver != "asyncpg":
+        with db.session() as s:
+            return s.execute(text(sql)).one()
+
+    async def run() -> Any:
+        try:
+            async with db.async_session() as s:
+                return (await s.execute(text(sql))).one()
+        finally:
+            await db.adispose()
+
+    return asyncio.run(run())
+
+
+def database(make_db: Callable[..., SpatialDatabase], url: str, driver: str, **more: Any) -> Any:
+    chosen = {"async_driver": "asyncpg"} if driver == "asyncpg" else {"driver": driver}
+    return make_db(url, **chosen, **more)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_verified_tls_with_a_client_certificate_on_every_driver(
+    make_db: Callable[..., SpatialDatabase], tls_server: dict[str, Any], driver: str
+) -> None:
+    db = database(make_db, tls_server["url"], driver, **settings(tls_server))
+    assert tuple(on_driver(db, driver, SSL_STATE)) == (True, f"/CN={ROLE}")
+    if driver == "asyncpg":
+        return
+    with db.transaction() as s:
+        s.execute(text("DROP TABLE IF EXISTS over_tls"))
+        s.execute(text("CREATE TABLE over_tls (id int, geom geometry(Point, 4326))"))
+    report = db.ingest("over_tls", [{"id": 1, "geom": "POINT(1 2)"}], progress=False)
+    assert report.inserted == 1  # the COPY connections (psycopg 3's own pool too)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_server_certificate_of_another_authority_is_refused(
+    make_db: Callable[..., SpatialDatabase], tls_server: dict[str, Any], driver: str
+) -> None:
+    db = database(make_db, tls_server["url"], driver, **settings(tls_server, root="other.crt"))
+    with pytest.raises(ConnectionFailed, match="(?i)certificate verify failed.*sslrootcert"):
+        on_driver(db, driver, SSL_STATE)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_connection_without_tls_is_refused_where_the_server_requires_it(
+    make_db: Callable[..., SpatialDatabase], tls_server: dict[str, Any], driver: str
+) -> None:
+    db = database(make_db, tls_server["url"], driver, sslmode="disable", connect_timeout=5)
+    with pytest.raises(AccessDenied, match="no encryption.*only over TLS: set sslmode"):
+        on_driver(db, driver, SSL_STATE)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_tls_without_the_client_certificate_the_server_asks_for_is_refused(
+    make_db: Callable[..., SpatialDatabase], tls_server: dict[str, Any], driver: str
+) -> None:
+    url, folder = tls_server["url"], tls_server["folder"]
+    db = database(make_db, url, driver, sslmode="require", sslrootcert=folder / "ca.crt")
+    with pytest.raises(AccessDenied, match="(?i)certificate"):
+        on_driver(db, driver, SSL_STATE)
