@@ -270,3 +270,27 @@ def test_ingest_totals_reach_the_exporter(make_db: MakeDb, admin: psycopg.Connec
     finally:
         admin.execute(f"DROP TABLE IF EXISTS {table}, {table}_rejected")
         admin.execute("DROP TABLE IF EXISTS geosession_ingest_ledger")
+
+
+def test_many_live_databases_of_one_url_are_named_once(
+    make_db: Callable[..., SpatialDatabase], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A SpatialDatabase per request keeps its pool until the garbage collector finds it;
+    ten alive at once for one URL make one warning naming where the last was made."""
+    with caplog.at_level("WARNING", logger="geosession.pool"):
+        made = [make_db(pool_size=2, max_overflow=1) for _ in range(9)]
+        assert "SpatialDatabase objects" not in caplog.text
+        made.append(make_db(pool_size=2, max_overflow=1))
+        warned = [r.getMessage() for r in caplog.records if "SpatialDatabase" in r.getMessage()]
+        assert len(warned) == 1 and warned[0].startswith("10 SpatialDatabase objects for ")
+        assert "made at " in warned[0] and "conftest.py:" in warned[0]  # make_db's caller
+        assert "(up to 3 connections each)" in warned[0]
+        made.append(make_db())  # said once
+        for db in made[:5]:
+            db.dispose()  # disposed ones do not count; below ten, the next ten warn again
+        made += [make_db() for _ in range(4)]
+        warned = [r.getMessage() for r in caplog.records if "SpatialDatabase" in r.getMessage()]
+        assert len(warned) == 2 and warned[1].startswith("10 SpatialDatabase objects")
+        secret = [make_db("postgresql://alice:s3cret-pw@127.0.0.1:1/gis") for _ in range(10)]
+        assert "alice:***@127.0.0.1:1/gis" in caplog.text and "s3cret-pw" not in caplog.text
+        assert len(secret) == 10

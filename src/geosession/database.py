@@ -33,6 +33,7 @@ from geosession.engine import build_async_engine, build_engine
 from geosession.errors import ConfigurationError, PoolExhausted, endpoint_of
 from geosession.forks import cut_off, keep_inherited, on_fork
 from geosession.ingest.report import IngestReport
+from geosession.observe.instances import count_database, forget_database
 from geosession.observe.metrics import DatabaseMetrics
 from geosession.observe.pool import PoolStats
 from geosession.read import (
@@ -98,6 +99,9 @@ class SpatialDatabase:
         )
         self._replicas.watch_writes(self._engine)
         on_fork(self._renew_after_fork)
+        count_database(
+            self, self.settings.safe_url(), self.settings.pool_size + self.settings.max_overflow
+        )
 
     @classmethod
     def from_env(cls, **overrides: Any) -> SpatialDatabase:
@@ -668,6 +672,7 @@ class SpatialDatabase:
 
     def dispose(self) -> None:
         """Closes every pooled connection of the sync engine (call at shutdown)."""
+        forget_database(self, self.settings.safe_url())
         self.scoped.remove()
         self.metrics.close()
         self._engine.dispose()
