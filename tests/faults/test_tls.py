@@ -5,7 +5,6 @@ without TLS are refused with geosession's errors."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from geosession import AccessDenied, ConnectionFailed, SpatialDatabase
 from geosession.local import LocalCluster
-from tests.faults.helpers import DRIVERS, libpq_url
+from tests.faults.helpers import DRIVERS, database_for, libpq_url, run_tx
 
 ROLE = "tls_user"
 SSL_STATE = "SELECT ssl, client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
@@ -108,32 +107,17 @@ def settings(tls_server: dict[str, Any], root: str = "ca.crt", **more: Any) -> d
     }
 
 
-def on_driver(db: SpatialDatabase, driver: str, sql: str) -> Any:
-    if driver != "asyncpg":
-        with db.session() as s:
-            return s.execute(text(sql)).one()
-
-    async def run() -> Any:
-        try:
-            async with db.async_session() as s:
-                return (await s.execute(text(sql))).one()
-        finally:
-            await db.adispose()
-
-    return asyncio.run(run())
-
-
-def database(make_db: Callable[..., SpatialDatabase], url: str, driver: str, **more: Any) -> Any:
-    chosen = {"async_driver": "asyncpg"} if driver == "asyncpg" else {"driver": driver}
-    return make_db(url, **chosen, **more)
+def ssl_state(db: SpatialDatabase, driver: str) -> tuple[Any, ...]:
+    """Whether this session's connection uses TLS, and the client certificate's subject."""
+    return run_tx(db, driver, lambda s: tuple(s.execute(text(SSL_STATE)).one()), attempts=1)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_verified_tls_with_a_client_certificate_on_every_driver(
     make_db: Callable[..., SpatialDatabase], tls_server: dict[str, Any], driver: str
 ) -> None:
-    db = database(make_db, tls_server["url"], driver, **settings(tls_server))
-    assert tuple(on_driver(db, driver, SSL_STATE)) == (True, f"/CN={ROLE}")
+    db = database_for(make_db, driver, url=tls_server["url"], **settings(tls_server))
+    assert ssl_state(db, driver) == (True, f"/CN={ROLE}")
     if driver == "asyncpg":
         return
     with db.transaction() as s:
@@ -147,18 +131,20 @@ def test_verified_tls_with_a_client_certificate_on_every_driver(
 def test_a_server_certificate_of_another_authority_is_refused(
     make_db: Callable[..., SpatialDatabase], tls_server: dict[str, Any], driver: str
 ) -> None:
-    db = database(make_db, tls_server["url"], driver, **settings(tls_server, root="other.crt"))
+    db = database_for(
+        make_db, driver, url=tls_server["url"], **settings(tls_server, root="other.crt")
+    )
     with pytest.raises(ConnectionFailed, match="(?i)certificate verify failed.*sslrootcert"):
-        on_driver(db, driver, SSL_STATE)
+        ssl_state(db, driver)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_a_connection_without_tls_is_refused_where_the_server_requires_it(
     make_db: Callable[..., SpatialDatabase], tls_server: dict[str, Any], driver: str
 ) -> None:
-    db = database(make_db, tls_server["url"], driver, sslmode="disable", connect_timeout=5)
+    db = database_for(make_db, driver, url=tls_server["url"], sslmode="disable", connect_timeout=5)
     with pytest.raises(AccessDenied, match="no encryption.*only over TLS: set sslmode"):
-        on_driver(db, driver, SSL_STATE)
+        ssl_state(db, driver)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
@@ -166,6 +152,6 @@ def test_tls_without_the_client_certificate_the_server_asks_for_is_refused(
     make_db: Callable[..., SpatialDatabase], tls_server: dict[str, Any], driver: str
 ) -> None:
     url, folder = tls_server["url"], tls_server["folder"]
-    db = database(make_db, url, driver, sslmode="require", sslrootcert=folder / "ca.crt")
+    db = database_for(make_db, driver, url=url, sslmode="require", sslrootcert=folder / "ca.crt")
     with pytest.raises(AccessDenied, match="(?i)certificate"):
-        on_driver(db, driver, SSL_STATE)
+        ssl_state(db, driver)
