@@ -6,6 +6,7 @@ import decimal
 import io
 import math
 import os
+import signal
 import subprocess
 import sys
 import warnings
@@ -24,6 +25,7 @@ from typer.testing import CliRunner
 
 from geosession import ConfigurationError, DatabaseError, ExportFailed, SpatialDatabase
 from geosession.cli import app
+from tests.faults.helpers import wait_until
 from tests.test_stream import ROWS, tables  # noqa: F401 (the module's tables, as there)
 
 pytestmark = pytest.mark.usefixtures("tables")
@@ -1061,6 +1063,24 @@ def test_standard_outputs_reader_leaving_ends_the_command_quietly(database_url: 
     export.stdout.close()  # the reader leaves, as head does
     assert export.wait(timeout=60) == 141
     assert b"Traceback" not in export.stderr.read()
+
+
+def test_sigterm_ends_an_export_without_leaving_a_partial_file(
+    database_url: str, tmp_path: Path
+) -> None:
+    """SIGTERM stops `geosession export` as Ctrl-C does: the unfinished file goes."""
+    program = str(Path(sys.executable).parent / "geosession")
+    query = (
+        "SELECT g AS id, ST_Buffer(ST_Point(g, 0, 4326), 0.5) AS geom "
+        "FROM generate_series(1, 5000000) g"
+    )
+    command = [program, "export", query, str(tmp_path / "big.gpkg")]
+    env = {**os.environ, "GEOSESSION_DATABASE_URL": database_url}
+    export = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    wait_until(lambda: any(tmp_path.iterdir()), timeout=30)  # writing its part file
+    export.send_signal(signal.SIGTERM)
+    assert export.wait(timeout=60) == 143
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_csv_of_points_as_coordinate_columns_loads_back(

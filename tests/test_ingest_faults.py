@@ -215,6 +215,39 @@ def test_killed_process_resumes_with_the_same_ingest_id(
     assert table_state(db) == (40_000, 40_000, source_checksum(40_000))
 
 
+def test_sigterm_stops_the_command_line_load_as_ctrl_c_does(
+    db: SpatialDatabase, database_url: str, table: str, tmp_path: Path
+) -> None:
+    """A container stopping or a service manager sends SIGTERM: the chunks in flight end,
+    the GiST index deferred for the empty table is rebuilt, the command says how far it got
+    and how to resume (exit status 143), and the same command again loads the rest once."""
+    source = tmp_path / "parcels.csv"
+    with source.open("w") as f:
+        f.write("id,name,value,wkt\n")
+        f.writelines(
+            f'{r["id"]},{r["name"]},{r["value"]},"{r["geom"].wkt}"\n' for r in rows(150_000)
+        )
+    command = [str(Path(sys.executable).parent / "geosession"), "ingest", str(source), table]
+    env = {**os.environ, "GEOSESSION_DATABASE_URL": database_url}
+    load = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
+    wait_until(lambda: committed_rows(db) > 0, timeout=30)
+    load.send_signal(signal.SIGTERM)
+    assert load.wait(timeout=60) == 143
+    assert load.stderr is not None
+    said = load.stderr.read().decode()
+    committed = committed_rows(db)
+    assert 0 < committed < 150_000, "the load ended before the signal"
+    assert f"Stopped: {committed:,} rows of {source} committed by this run" in said, said
+    assert "the same command again resumes after them" in said
+    with db.session() as s:
+        indexes = s.execute(text(f"SELECT indexdef FROM pg_indexes WHERE tablename = '{table}'"))
+        assert any("USING gist (geom)" in row[0] for row in indexes)  # rebuilt before exiting
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "already committed (resumed)" in again.stdout
+    assert table_state(db) == (150_000, 150_000, source_checksum(150_000))
+
+
 QUIET_FEED = textwrap.dedent(
     """
     import sys

@@ -9,6 +9,7 @@ are printed in red on stderr by :func:`main`, with exit status 1 and no tracebac
 import contextlib
 import functools
 import importlib
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -478,6 +479,9 @@ def _resumable(
                 ingest_id=ingest_id or ingest_id_for(identity, table, *filters, prefix="cli-"),
                 **options,
             )
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (see main)
+            _say_how_to_resume(stop, name, piped=source == _STDIN or _is_pipe(source))
+            raise
         except GeoSessionError as error:
             error.message = error.message.replace(str(path), name)  # not the spooled copy
             report = getattr(error, "ingest_report", None)
@@ -492,6 +496,22 @@ def _resumable(
                 )
             error.args = (error.message,)
             raise
+
+
+def _say_how_to_resume(stop: BaseException, name: str, *, piped: bool) -> None:
+    """After an ingest was stopped: what it committed and how to go on from there."""
+    report = getattr(stop, "ingest_report", None)
+    if report is None:
+        return
+    again = "piping the same data into the same command" if piped else "the same command"
+    _stderr.print(
+        f"Stopped: {report.inserted:,} rows of {name} committed by this run, "
+        f"{report.inserted + report.already_committed:,} in all (ingest id "
+        f"{report.ingest_id}); {again} again resumes after them",
+        style="yellow",
+        markup=False,
+        highlight=False,
+    )
 
 
 @contextlib.contextmanager
@@ -842,9 +862,24 @@ def doctor(
 
 
 def main() -> None:
-    """Run the command line; geosession errors become a red message and exit status 1."""
+    """Run the command line; geosession errors become a red message and exit status 1.
+
+    SIGTERM (a service manager, ``kill``, a container stopping) stops a command as Ctrl-C
+    does: a load commits or rolls back the chunks in flight and rebuilds the indexes it
+    deferred, an export removes its unfinished file; the exit status is then 143."""
+    terminated = []
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         app()
     except GeoSessionError as exc:
         _fail(exc.message)
         raise SystemExit(1) from None
+    except SystemExit as done:
+        if terminated and done.code == 130:  # typer's exit status for KeyboardInterrupt
+            raise SystemExit(128 + signal.SIGTERM) from None
+        raise

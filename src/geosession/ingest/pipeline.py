@@ -276,32 +276,34 @@ class Ingest:
             )
 
     def _load(self, bar: Progress) -> None:
+        """Reads and writes on threads of their own while this thread waits, so that Ctrl-C
+        (or SIGTERM made one) lands here and every chunk in flight ends whole, committed
+        and counted, or rolled back."""
         self.queue = queue.Queue(maxsize=self.workers)  # one chunk waits for each writer
         self.report.workers = self.workers
         reader = threading.Thread(target=self._read, name="geosession-ingest-reader", daemon=True)
+        ended: list[BaseException | None] = []
         writers = [
             threading.Thread(
-                target=self._write_all,
-                args=(bar,),
+                target=lambda: ended.append(self._write_all(bar)),
                 daemon=True,
                 name=f"geosession-ingest-writer-{n}",
             )
-            for n in range(self.workers - 1)
+            for n in range(self.workers)
         ]
         reader.start()
         for writer in writers:
             writer.start()
         try:
-            error = self._write_all(bar)
-        except BaseException:
-            self.stop.set()  # Ctrl-C: writers finish the chunk in flight, then stop
-            raise
+            for writer in writers:
+                writer.join()
         finally:
-            self.stop.set()
+            self.stop.set()  # Ctrl-C: writers finish the chunk in flight, then stop
             self._drain()
             reader.join()
             for writer in writers:
                 writer.join()
+        error = next((e for e in ended if e is not None), None)
         if error is not None:
             raise error
         if self.failure is not None:
