@@ -311,6 +311,11 @@ def classify(diag: Diagnostics, *, is_disconnect: bool) -> tuple[type[GeoSession
             "PostGIS is not installed in this database: connect as its owner or a superuser "
             "and run CREATE EXTENSION postgis;"
         )
+    if state == "57014" and "user request" in diag.message:  # not statement_timeout
+        return QueryTimeout, (
+            "the statement was cancelled: by pg_cancel_backend from another session, or by "
+            "the client itself (Ctrl-C); run it again if that was not meant"
+        )
     if state == "28000" and "no encryption" in diag.message:
         return AccessDenied, (
             "the server takes this user only over TLS: set sslmode (require, or verify-full "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -38,6 +39,36 @@ def test_statement_timeout_is_raised_at_once(
     with pytest.raises(QueryTimeout, match="statement_timeout"):
         run_tx(db, driver, slow, statement_timeout="100ms")
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_statement_cancelled_by_another_session_says_so(
+    make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any], driver: str
+) -> None:
+    """pg_cancel_backend is 57014 like statement_timeout, but raising the timeout would
+    not help: the advice names the cancel."""
+    db = database_for(make_db, driver, application_name=f"cancelled-{driver}")
+    running = (
+        "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity "
+        "WHERE application_name = %s AND query LIKE %s"
+    )
+
+    def cancel_it() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            found = admin.execute(running, [f"cancelled-{driver}", "%pg_sleep(30)%"]).fetchone()
+            if found and found[0]:
+                return
+            time.sleep(0.05)
+
+    canceller = threading.Thread(target=cancel_it)
+    canceller.start()
+    try:
+        with pytest.raises(QueryTimeout, match="was cancelled: by pg_cancel_backend") as info:
+            run_tx(db, driver, lambda s: s.execute(text("SELECT pg_sleep(30)")))
+    finally:
+        canceller.join()
+    assert "statement_timeout" not in str(info.value)
 
 
 @pytest.fixture
