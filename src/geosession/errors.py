@@ -361,12 +361,14 @@ def translate(
             sqlstate=diag.sqlstate,
         )
     if connecting and _TLS_REFUSED.search(diag.message):
-        return ConnectionFailed(
+        refused = ConnectionFailed(
             f"Could not connect to PostgreSQL at {endpoint}: {diag.message}. The server's "
             "certificate did not pass the check sslmode asks for: sslrootcert must hold the "
             "authority that signed it, and with verify-full it must name the host connected to",
             sqlstate=diag.sqlstate,
         )
+        refused.transient = False  # the same certificate fails the same check again
+        return refused
     if connecting and (diag.sqlstate is None or diag.sqlstate.startswith("08")):
         return ConnectionFailed(
             f"Could not connect to PostgreSQL at {endpoint}: {diag.message}. Check that the "

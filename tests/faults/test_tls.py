@@ -136,6 +136,9 @@ def test_a_server_certificate_of_another_authority_is_refused(
     )
     with pytest.raises(ConnectionFailed, match="(?i)certificate verify failed.*sslrootcert"):
         ssl_state(db, driver)
+    with pytest.raises(ConnectionFailed) as refused:  # no rerun can cure it: none is made
+        run_tx(db, driver, lambda s: s.execute(text("SELECT 1")))
+    assert not refused.value.transient and "gave up" not in str(refused.value)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
