@@ -215,6 +215,32 @@ def test_killed_process_resumes_with_the_same_ingest_id(
     assert table_state(db) == (40_000, 40_000, source_checksum(40_000))
 
 
+def test_sigterm_to_a_script_rebuilds_the_deferred_index_then_ends_the_process(
+    db: SpatialDatabase, database_url: str, table: str
+) -> None:
+    """A script's db.ingest into an empty table gets SIGTERM (its default action): the
+    chunks in flight end, the GiST index dropped for the load is built again, and the
+    process then ends by SIGTERM as it would have; the same ingest_id resumes."""
+    script = KILLABLE.replace(", defer_indexes=False", "")  # empty: the GiST index deferred
+    process = run_script(script, database_url)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if int(line.split()[0]) >= 16_000:
+            break
+    wait_until(lambda: committed_rows(db) > 0)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGTERM
+    with db.session() as s:
+        indexes = s.execute(text(f"SELECT indexdef FROM pg_indexes WHERE tablename = '{table}'"))
+        assert any("USING gist (geom)" in row[0] for row in indexes)
+    committed = table_state(db)[0]
+    assert 0 < committed < 40_000
+    report = db.ingest(table, rows(40_000), chunk_size=2_000, ingest_id="killed")
+    assert (report.already_committed, report.inserted) == (committed, 40_000 - committed)
+    assert table_state(db) == (40_000, 40_000, source_checksum(40_000))
+
+
 def test_sigterm_stops_the_command_line_load_as_ctrl_c_does(
     db: SpatialDatabase, database_url: str, table: str, tmp_path: Path
 ) -> None:

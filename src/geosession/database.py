@@ -334,7 +334,9 @@ class SpatialDatabase:
             "create": create,
             "reproject": reproject,
         }
-        with self._translated():
+        from geosession.ingest.termination import sigterm_stops_the_load
+
+        with self._translated(), sigterm_stops_the_load():
             report = self._ingest_job(target, source, options).run()
         self.metrics.ingest.record(report)  # totals for the Prometheus exporter
         if report.inserted:
