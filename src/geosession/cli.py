@@ -866,20 +866,29 @@ def main() -> None:
 
     SIGTERM (a service manager, ``kill``, a container stopping) stops a command as Ctrl-C
     does: a load commits or rolls back the chunks in flight and rebuilds the indexes it
-    deferred, an export removes its unfinished file; the exit status is then 143."""
-    terminated = []
+    deferred, an export removes its unfinished file. Either ends the command with status
+    128 + the signal's number (130, 143), whatever the interruption became on its way
+    out: GDAL, reading Arrow batches, reports one as a RuntimeError of its own."""
+    received: list[int] = []
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        terminated.append(signum)
+    def interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         app()
     except GeoSessionError as exc:
+        if received:
+            raise SystemExit(128 + received[0]) from None
         _fail(exc.message)
         raise SystemExit(1) from None
     except SystemExit as done:
-        if terminated and done.code == 130:  # typer's exit status for KeyboardInterrupt
-            raise SystemExit(128 + signal.SIGTERM) from None
+        if received and done.code not in (0, None):
+            raise SystemExit(128 + received[0]) from None
+        raise
+    except BaseException:
+        if received:
+            raise SystemExit(128 + received[0]) from None
         raise
