@@ -677,15 +677,10 @@ class SpatialDatabase:
         forget_database(self, self.settings.safe_url())
         self.scoped.remove()
         self.metrics.close()
-        self._engine.dispose()
-        if self._ingest_engine is not None:
-            self._ingest_engine.dispose()
-        for replica in self._replicas.engines():
-            replica.dispose()
-        if self._async_engine is not None:
-            self._async_engine.sync_engine.dispose(close=False)
-        for async_replica in self._replicas.async_engines():
-            async_replica.sync_engine.dispose(close=False)
+        for engine in self._sync_engines():
+            engine.dispose()
+        for async_engine in self._async_engines():
+            async_engine.sync_engine.dispose(close=False)  # closing needs the event loop
 
     def _renew_after_fork(self) -> None:
         """In a forked child: pools of its own; the parent's connections are never used
@@ -695,27 +690,26 @@ class SpatialDatabase:
             cut_off(record.dbapi_connection)
         keep_inherited(self.scoped.registry)
         self.scoped.registry = ThreadLocalRegistry(self._sessions)
-        for engine in self._pooled_engines():
+        async_engines = [async_engine.sync_engine for async_engine in self._async_engines()]
+        for engine in [*self._sync_engines(), *async_engines]:
             keep_inherited(engine.pool)
             engine.dispose(close=False)
         self.metrics.restart_after_fork()
 
-    def _pooled_engines(self) -> list[Engine]:
-        """Every engine made so far, as sync engines (an async one's ``sync_engine``)."""
-        async_engines = [self._async_engine, *self._replicas.async_engines()]
-        return [
-            self._engine,
-            *([self._ingest_engine] if self._ingest_engine is not None else []),
-            *self._replicas.engines(),
-            *(engine.sync_engine for engine in async_engines if engine is not None),
-        ]
+    def _sync_engines(self) -> list[Engine]:
+        """The sync engines made so far: the primary's, the ingest's own, the replicas'."""
+        ingest = [self._ingest_engine] if self._ingest_engine is not None else []
+        return [self._engine, *ingest, *self._replicas.engines()]
+
+    def _async_engines(self) -> list[AsyncEngine]:
+        """The async engines made so far: the primary's and the replicas'."""
+        made = [self._async_engine, *self._replicas.async_engines()]
+        return [engine for engine in made if engine is not None]
 
     async def adispose(self) -> None:
         """Closes the async engine's connections too (they need the event loop)."""
-        if self._async_engine is not None:
-            await self._async_engine.dispose()
-        for async_replica in self._replicas.async_engines():
-            await async_replica.dispose()
+        for async_engine in self._async_engines():
+            await async_engine.dispose()
         self.dispose()
 
     def __enter__(self) -> Self:
