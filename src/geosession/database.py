@@ -99,9 +99,8 @@ class SpatialDatabase:
         )
         self._replicas.watch_writes(self._engine)
         on_fork(self._renew_after_fork)
-        count_database(
-            self, self.settings.safe_url(), self.settings.pool_size + self.settings.max_overflow
-        )
+        self._counted_as = self.settings.safe_url()  # read once: a password file may go
+        count_database(self, self._counted_as, self.settings.pool_size + self.settings.max_overflow)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> SpatialDatabase:
@@ -674,7 +673,7 @@ class SpatialDatabase:
 
     def dispose(self) -> None:
         """Closes every pooled connection of the sync engine (call at shutdown)."""
-        forget_database(self, self.settings.safe_url())
+        forget_database(self, self._counted_as)
         self.scoped.remove()
         self.metrics.close()
         for engine in self._sync_engines():

@@ -34,7 +34,10 @@ def count_database(database: Any, url: str, connections: int) -> None:
         alive = _alive.setdefault(url, weakref.WeakSet())
         alive.add(database)
         count = len(alive)
-        if count < MANY or url in _warned:
+        if count < MANY:  # fewer now, disposed or collected: the next MANY warn again
+            _warned.discard(url)
+            return
+        if url in _warned:
             return
         _warned.add(url)
     made = capture_stack(limit=1)
@@ -57,5 +60,3 @@ def forget_database(database: Any, url: str) -> None:
         alive = _alive.get(url)
         if alive is not None:
             alive.discard(database)
-            if len(alive) < MANY:
-                _warned.discard(url)
