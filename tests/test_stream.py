@@ -194,6 +194,16 @@ def test_every_kind_of_statement(db: SpatialDatabase) -> None:
 
 
 @pytest.mark.usefixtures("tables")
+def test_names_no_attribute_can_hold_are_in_the_mapping(db: SpatialDatabase) -> None:
+    sql = 'SELECT id AS "Parcel No", name AS class, geom FROM rd_parcels WHERE id = 1'
+    (record,) = list(db.stream(sql))
+    assert record._fields == ("_0", "_1", "geom")
+    assert record._mapping["Parcel No"] == 1 and record._mapping["class"] == record[1]
+    assert list(record._mapping) == ["Parcel No", "class", "geom"]
+    assert record._mapping["geom"].equals(record.geom)
+
+
+@pytest.mark.usefixtures("tables")
 def test_bbox_filter_uses_the_column_srid(
     db: SpatialDatabase, admin: psycopg.Connection[Any]
 ) -> None:

@@ -66,7 +66,7 @@ def batch_decoder(plan: ReadPlan) -> Callable[[Rows], list[Any]]:
         return lambda rows: [orjson.loads(row[0]) for row in rows]
     if output == "row":
         return lambda rows: [row if type(row) is tuple else tuple(row) for row in rows]
-    record = namedtuple("Record", plan.names, rename=True)  # type: ignore[misc]
+    record = record_type(plan.names)
     index = plan.geometry_index
     rebuild = _rebuild(record, len(plan.columns), index)
     shapes = output == "shapely"
@@ -78,6 +78,23 @@ def batch_decoder(plan: ReadPlan) -> Callable[[Rows], list[Any]]:
         return rebuild(rows, [_as_bytes(value) for value in geometries])
 
     return decode
+
+
+def record_type(names: Sequence[str]) -> type:
+    """A namedtuple class for columns ``names`` with SQLAlchemy's ``_mapping``.
+
+    A name that cannot be an attribute (``"Seg No"``, ``"class"``, a repeated ``id``) is
+    renamed ``_<position>`` by namedtuple; ``record._mapping["Seg No"]`` still reaches it,
+    as on a SQLAlchemy ``Row``.
+    """
+    fields = namedtuple("Record", names, rename=True)  # type: ignore[misc]
+    columns = tuple(names)
+
+    def mapping(self: tuple[Any, ...]) -> dict[str, Any]:
+        return dict(zip(columns, self))
+
+    namespace = {"__slots__": (), "_mapping": property(mapping)}
+    return type("Record", (fields,), namespace)
 
 
 def _rebuild(record: type, width: int, index: int) -> Callable[[Rows, list[Any]], list[Any]]:
