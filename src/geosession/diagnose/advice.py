@@ -38,6 +38,14 @@ _JIT_NOTABLE_MS = 10.0
 _JIT_NOTABLE_SHARE = 0.2
 _POSTGIS_CALL = re.compile(r"\b_?st_\w+\(", re.IGNORECASE)
 
+# Analyzed: the last ANALYZE's time (lost when the server recovers from a crash, on
+# pg_stat_reset and on a standby, which keeps its own counters), or else the statistics
+# it wrote, which survive all three. Over pg_class c, pg_namespace n, pg_stat_all_tables s.
+ANALYZED_SQL = (
+    "(s.last_analyze IS NOT NULL OR s.last_autoanalyze IS NOT NULL OR EXISTS "
+    "(SELECT 1 FROM pg_stats st WHERE st.schemaname = n.nspname AND st.tablename = c.relname))"
+)
+
 _SPATIAL_INDEX_NAMES = text(
     "SELECT DISTINCT ic.relname FROM pg_index i "
     "JOIN pg_class ic ON ic.oid = i.indexrelid "
@@ -48,12 +56,12 @@ _SPATIAL_INDEX_NAMES = text(
     "AND t.typname IN ('geometry', 'geography')"
 )
 _TABLE_FACTS = text(
-    "SELECT r.schema_name, r.table_name, a.attname, "
+    "SELECT r.schema_name, r.table_name, a.attname, "  # noqa: S608 (constants only)
     "EXISTS (SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
     "  JOIN pg_am am ON am.oid = ic.relam WHERE i.indrelid = c.oid "
     "  AND a.attnum = ANY (i.indkey::int2[]) AND am.amname IN ('gist', 'spgist', 'brin')) "
     "  AS indexed, "
-    "(s.last_analyze IS NOT NULL OR s.last_autoanalyze IS NOT NULL) AS analyzed "
+    f"{ANALYZED_SQL} AS analyzed "
     "FROM unnest(CAST(:schemas AS text[]), CAST(:tables AS text[])) AS r(schema_name, table_name) "
     "JOIN pg_namespace n ON n.nspname = r.schema_name "
     "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = r.table_name "

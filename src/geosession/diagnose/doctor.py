@@ -17,7 +17,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Engine, text
 
 from geosession.diagnose.activity import hidden_sessions, see_all_advice
-from geosession.diagnose.advice import qualified, quote
+from geosession.diagnose.advice import ANALYZED_SQL, qualified, quote
 from geosession.engine import build_engine
 from geosession.errors import GeoSessionError, endpoint_of
 from geosession.ingest.ledger import DEFERRED
@@ -44,7 +44,7 @@ _UNINDEXED = text(
     "ORDER BY 1, 2, 3"
 )
 _NEVER_ANALYZED = text(
-    "SELECT n.nspname, c.relname FROM pg_class c "
+    "SELECT n.nspname, c.relname FROM pg_class c "  # noqa: S608 (constants only)
     "JOIN pg_namespace n ON n.oid = c.relnamespace "
     "LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid "
     "WHERE c.relkind IN ('r', 'm') AND "
@@ -53,7 +53,7 @@ _NEVER_ANALYZED = text(
     "AND (CAST(:schemas AS text[]) IS NULL OR n.nspname = ANY (CAST(:schemas AS text[]))) "
     "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
     "AND d.objid = c.oid AND d.deptype = 'e') "
-    "AND s.last_analyze IS NULL AND s.last_autoanalyze IS NULL "
+    f"AND NOT {ANALYZED_SQL} "
     "AND greatest(c.reltuples, coalesce(s.n_live_tup, 0)) "
     "> CAST(current_setting('autovacuum_analyze_threshold') AS float8) ORDER BY 1, 2"
 )

@@ -91,7 +91,7 @@ def record_type(names: Sequence[str]) -> type:
     columns = tuple(names)
 
     def mapping(self: tuple[Any, ...]) -> dict[str, Any]:
-        return dict(zip(columns, self))
+        return dict(zip(columns, self, strict=True))
 
     namespace = {"__slots__": (), "_mapping": property(mapping)}
     return type("Record", (fields,), namespace)
