@@ -2458,6 +2458,63 @@ def test_dict_rows_for_a_mapped_class_may_use_attribute_names(
     assert "fields not loaded (no column takes them) │ nope" in " ".join(str(report).split())
 
 
+def test_python_side_column_defaults_fill_what_the_source_lacks(
+    db: SpatialDatabase, scratch: Callable[..., None], tmp_path: Path
+) -> None:
+    """As session.add_all would: mapped_column(default=...) fills a column the source lacks,
+    a key a dict row leaves out and an attribute a new instance leaves unset; None given
+    stays NULL. A default in SQL (func.now()) is refused without a table DEFAULT."""
+    from sqlalchemy import func
+
+    class Base(DeclarativeBase):
+        pass
+
+    def site_code(context: Any) -> str:
+        return f"{context.get_current_parameters()['status']}-{context.current_parameters['n']}"
+
+    class Site(Base):
+        __tablename__ = "ingest_sites"
+        uid: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+        n: Mapped[int]
+        status: Mapped[str | None] = mapped_column(default="new")
+        code: Mapped[str] = mapped_column(default=site_code)
+        geom: Mapped[WKBElement] = mapped_column(Geometry("POINT", 4326))
+
+    class Stamped(Base):
+        __tablename__ = "ingest_stamped"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        seen: Mapped[dt.datetime | None] = mapped_column(default=func.now())
+        geom: Mapped[WKBElement] = mapped_column(Geometry("POINT", 4326))
+
+    scratch("ingest_sites", "ingest_stamped")
+    Base.metadata.create_all(db.engine)
+    point = "SRID=4326;POINT(1 2)"
+    source: list[Any] = [{"n": 1, "geom": point}, {"n": 2, "status": "old", "geom": point}]
+    source += [{"n": 3, "status": None, "geom": point}, Site(n=4, geom=point)]
+    assert db.ingest(Site, source, chunk_size=2).inserted == 4
+    csv_file = tmp_path / "sites.csv"
+    csv_file.write_text("n,status,wkt\n5,csv,POINT(1 2)\n")
+    assert db.ingest(Site, csv_file).inserted == 1
+    with db.session() as s:
+        stored = s.execute(text("SELECT n, status, code, uid FROM ingest_sites ORDER BY n")).all()
+    assert [tuple(row[:3]) for row in stored] == [
+        (1, "new", "new-1"),
+        (2, "old", "old-2"),
+        (3, None, "None-3"),
+        (4, "new", "new-4"),
+        (5, "csv", "csv-5"),
+    ]
+    assert len({row.uid for row in stored}) == 5
+    with pytest.raises(ConfigurationError, match=r"seen \(default=now\(\)\).*DEFAULT in the"):
+        db.ingest(Stamped, [{"id": 1, "geom": point}])
+    assert db.ingest(Stamped, [{"id": 1, "seen": None, "geom": point}]).inserted == 1
+    with db.transaction() as s:
+        s.execute(text("ALTER TABLE ingest_stamped ALTER COLUMN seen SET DEFAULT now()"))
+    assert db.ingest(Stamped, [{"id": 2, "geom": point}]).inserted == 1
+    with db.session() as s:
+        assert s.execute(text("SELECT count(seen) FROM ingest_stamped")).scalar() == 1
+
+
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [

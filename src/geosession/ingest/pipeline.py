@@ -41,6 +41,7 @@ from geosession.ingest.copy import (
     write_chunk,
 )
 from geosession.ingest.create import create_target
+from geosession.ingest.defaults import check_sql_defaults, column_defaults, with_defaults
 from geosession.ingest.identity import default_ingest_id
 from geosession.ingest.indexes import rebuild_deferred
 from geosession.ingest.options import IngestOptions
@@ -120,6 +121,7 @@ class Ingest:
             source, self.target.quoted, options.layer, options.where, options.bbox
         )
         self.attributes = attribute_columns(target)  # dict rows may use attribute names
+        self.defaults = column_defaults(target, self.target)  # mapped_column(default=...)
         self.failure: BaseException | None = None
         self.cancelled = False
         self.started_empty = False  # set by _prepare
@@ -206,6 +208,7 @@ class Ingest:
         with self.lock:  # the first batches are validated at once
             if self.plan is None:
                 check_required_columns(self.target, batch.columns)
+                check_sql_defaults(self.defaults, self.target, batch.columns)
                 columns = tuple(c.name for c in self.target.columns if c.name in batch.columns)
                 types = copy_types(self.target, columns)
                 conflict_key(self.target, columns, self.options.on_conflict)  # refused now
@@ -358,8 +361,9 @@ class Ingest:
             left_out=self.report.fields_left_out if self.options.extra_fields == "ignore" else None,
             attributes=self.attributes,
             feature_ids=self.started_empty,
+            defaulted=frozenset(self.defaults.python),
         )
-        batches = self._source_errors_named(source)
+        batches = with_defaults(self._source_errors_named(source), self.defaults)
         # reading, validating and COPY-encoding each on a thread: the GEOS work of one
         # overlaps the Python work of the others
         read = read_ahead(batches, "read", stopped)

@@ -34,6 +34,7 @@ from geosession.ingest.arrow_streams import (
 )
 from geosession.ingest.batches import Batch, CheckFields, Landing, check_fields
 from geosession.ingest.crs import SourceCrs, source_crs
+from geosession.ingest.defaults import MISSING
 from geosession.ingest.file_read import Bbox, FileRead
 from geosession.ingest.files import SUPPORTED, file_batches, file_length
 from geosession.ingest.stages import timed_batches
@@ -58,6 +59,7 @@ def iter_batches(
     rename: Mapping[str, str] | None = None,
     xy_columns: tuple[str, str] | None = None,
     left_out: set[str] | None = None,
+    defaulted: frozenset[str] = frozenset(),
 ) -> Iterator[Batch]:
     """Batches of at most ``batch_size`` rows from ``source``, in source order.
 
@@ -78,7 +80,9 @@ def iter_batches(
     and ``bbox`` filter a vector file's features, ``rename`` maps a file's field names
     to columns, and ``xy_columns`` names a CSV's coordinate columns (:class:`.files.FileRead`).
     ``left_out``: fields that are no column of the target (or a generated one) are added
-    to it and not loaded, instead of refused.
+    to it and not loaded, instead of refused. ``defaulted``: columns with a Python-side
+    default, whose value a dict row or new instance lacks is MISSING (not None) for
+    :mod:`.defaults` to fill.
     """
     if (isinstance(batch_size, int) and batch_size < 1) or not columns:
         raise ConfigurationError("iter_batches needs batch_size >= 1 and the target's columns")
@@ -106,7 +110,9 @@ def iter_batches(
             f"(dicts, tuples or mapped instances), a GeoDataFrame, Arrow data (a pyarrow Table "
             f"or RecordBatchReader) or a path to a {SUPPORTED} file"
         )
-    return _iterable_batches(source, columns, size, flush_interval, stopped, check, attributes)
+    return _iterable_batches(
+        source, columns, size, flush_interval, stopped, check, attributes, defaulted
+    )
 
 
 def opened(source: Any) -> Any:
@@ -136,6 +142,7 @@ def _iterable_batches(
     stopped: Callable[[], bool],
     check: CheckFields,
     attributes: Mapping[str, str] | None = None,
+    defaulted: frozenset[str] = frozenset(),
 ) -> Iterator[Batch]:
     """Pull rows lazily: a generator is never consumed past the batch being built (nor,
     with a flush interval, past the two batches its pulling thread gathers ahead)."""
@@ -145,13 +152,14 @@ def _iterable_batches(
         if not raw:  # a quiet source: send on what came before
             yield Batch(first, {}, flush=True)
             continue
-        batch = _fast_batch(raw, first, columns, allowed) or _columnar(
+        batch = _fast_batch(raw, first, columns, allowed, defaulted) or _columnar(
             [
                 _row_values(row, first + i, columns, allowed, check, attributes or {})
                 for i, row in enumerate(raw)
             ],
             first,
             columns,
+            defaulted,
         )
         yield dataclasses.replace(batch, flush=True) if cut else batch
         first += len(raw)
@@ -172,7 +180,11 @@ def _pulled(
 
 
 def _fast_batch(
-    raw: list[Any], first: int, columns: Sequence[str], allowed: frozenset[str]
+    raw: list[Any],
+    first: int,
+    columns: Sequence[str],
+    allowed: frozenset[str],
+    defaulted: frozenset[str],
 ) -> Batch | None:
     """A batch of plain dicts or full-width tuples, checked once per batch instead of per row.
 
@@ -185,8 +197,7 @@ def _fast_batch(
     present: set[str] = set().union(*raw)
     if not present <= allowed:
         return None
-    names = [name for name in columns if name in present]
-    return Batch(first, {name: [row.get(name) for row in raw] for name in names})
+    return _columnar(raw, first, columns, defaulted, present)
 
 
 def _row_values(
@@ -234,10 +245,21 @@ def _instance_values(obj: Any, number: int) -> dict[str, Any]:
     return values
 
 
-def _columnar(rows: list[Mapping[str, Any]], first: int, columns: Sequence[str]) -> Batch:
-    present = set().union(*(row.keys() for row in rows))
-    names = [name for name in columns if name in present]
-    return Batch(first, {name: [row.get(name) for row in rows] for name in names})
+def _columnar(
+    rows: list[Mapping[str, Any]],
+    first: int,
+    columns: Sequence[str],
+    defaulted: frozenset[str],
+    present: set[str] | None = None,
+) -> Batch:
+    """Column-wise values of dict rows: a key a row lacks is None, or MISSING where its
+    column has a Python-side default."""
+    if present is None:
+        present = set().union(*(row.keys() for row in rows))
+    lacking = {name: MISSING if name in defaulted else None for name in columns if name in present}
+    return Batch(
+        first, {name: [row.get(name, fill) for row in rows] for name, fill in lacking.items()}
+    )
 
 
 # -- DataFrames ------------------------------------------------------------------------

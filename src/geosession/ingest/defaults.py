@@ -1,0 +1,143 @@
+"""SQLAlchemy's Python-side column defaults (``mapped_column(default=...)``) for an ingest.
+
+The ORM fills a value a new row lacks from its column's ``default`` (a constant, or a
+function called per row); COPY sends values only, and the table's DEFAULT knows nothing
+of them. So, for a mapped class or Table target, a value the source lacks (the whole
+column, a key a dict row leaves out, an attribute a new instance leaves unset) is filled
+from that default before the row is checked, as ``session.add_all`` would. A value given
+as None stays NULL, as in an INSERT. A default that is SQL (``default=func.now()``, a
+``Sequence``) is written by SQLAlchemy into each INSERT, which COPY cannot do: a source
+without that column is refused unless the table has a DEFAULT of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Collection, Iterator, Mapping
+from typing import Any
+
+from sqlalchemy import Table
+
+from geosession.errors import ConfigurationError
+from geosession.ingest.batches import Batch
+from geosession.ingest.target import Target
+
+MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<missing>"})()
+"""A dict row's value for a key it lacks, where that column has a Python default."""
+
+Default = Callable[["RowContext"], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnDefaults:
+    """The target's Python-side defaults: column -> a function of the row's context, and
+    the columns whose default is SQL (their ``default=`` as written, for the message)."""
+
+    python: Mapping[str, Default] = dataclasses.field(default_factory=dict)
+    sql: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.python or self.sql)
+
+
+class RowContext:
+    """What a context-sensitive default (``default=lambda context: ...``) is given: the
+    row's values, as SQLAlchemy's execution context gives them."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: Batch, index: int) -> None:
+        self._batch, self._index = batch, index
+
+    def get_current_parameters(self, isolate_multiinsert_groups: bool = True) -> dict[str, Any]:
+        """The row's values by column name (those the source gave and those filled so far)."""
+        return {
+            name: values[self._index]
+            for name, values in self._batch.columns.items()
+            if values[self._index] is not MISSING
+        }
+
+    @property
+    def current_parameters(self) -> dict[str, Any]:
+        return self.get_current_parameters()
+
+
+def column_defaults(target: Any, resolved: Target) -> ColumnDefaults:
+    """The Python-side defaults of a mapped class's or Table's columns that the ingest
+    may fill (a table name has none: the database knows only its own DEFAULTs)."""
+    table = getattr(target, "__table__", target)
+    if not isinstance(table, Table):
+        return ColumnDefaults()
+    loadable = {c.name for c in resolved.columns if not c.generated}
+    python: dict[str, Default] = {}
+    sql: dict[str, str] = {}
+    for column in table.columns:
+        default = column.default
+        if default is None or column.name not in loadable:
+            continue
+        if getattr(default, "is_scalar", False):
+            python[column.name] = _constant(default.arg)
+        elif getattr(default, "is_callable", False):
+            python[column.name] = default.arg
+        else:
+            sql[column.name] = _described(default)
+    return ColumnDefaults(python, sql)
+
+
+def _constant(value: Any) -> Default:
+    return lambda _context: value
+
+
+def _described(default: Any) -> str:
+    if getattr(default, "is_sequence", False):
+        return f"Sequence({default.name!r})"
+    return str(getattr(default, "arg", default))
+
+
+def check_sql_defaults(defaults: ColumnDefaults, target: Target, present: Collection[str]) -> None:
+    """A column the source lacks whose only default is SQL that SQLAlchemy writes into each
+    INSERT would be NULL, where the ORM fills it: refused before the first row."""
+    own_default = {c.name for c in target.columns if c.has_default}
+    lacking = [
+        (name, text)
+        for name, text in defaults.sql.items()
+        if name not in present and name not in own_default
+    ]
+    if lacking:
+        named = ", ".join(f"{name} (default={text})" for name, text in lacking)
+        raise ConfigurationError(
+            f"The source has no values for {named} of {target.quoted}: SQLAlchemy writes "
+            "such a default into each INSERT, and COPY sends values only, so they would be "
+            "NULL. Give the column(s) a DEFAULT in the table (server_default=... in the "
+            "model, or ALTER TABLE ... ALTER COLUMN ... SET DEFAULT ...), or values in the "
+            "source"
+        )
+
+
+def with_defaults(batches: Iterator[Batch], defaults: ColumnDefaults) -> Iterator[Batch]:
+    """``batches`` with the values they lack filled from the Python-side defaults."""
+    if not defaults.python:
+        yield from batches
+        return
+    for batch in batches:
+        yield fill_defaults(batch, defaults.python) if len(batch) else batch
+
+
+def fill_defaults(batch: Batch, defaults: Mapping[str, Default]) -> Batch:
+    """``batch`` with each defaulted column's lacking values (the column absent, or a row's
+    value MISSING) made by its default, in row order and column order."""
+    rows = len(batch)
+    columns = dict(batch.columns)
+    filled = dataclasses.replace(batch, columns=columns)
+    for name, default in defaults.items():
+        values = columns.get(name)
+        if values is None:
+            values = columns[name] = [MISSING] * rows
+        elif isinstance(values, list) and any(value is MISSING for value in values):
+            values = columns[name] = list(values)
+        else:  # given for every row (a file's or a frame's column is never MISSING)
+            continue
+        for index, value in enumerate(values):
+            if value is MISSING:
+                values[index] = default(RowContext(filled, index))
+    return filled
