@@ -82,3 +82,28 @@ def test_process_pool_loads_each_tile_once_in_forked_workers(database_url: str) 
     assert f"{parent})" not in workers  # the workers' own connections
     assert "stored: 1,200 rows, 1,200 distinct ids" in out
     assert f"parent: still server session {parent};" in out
+
+
+def test_the_readmes_quickstart_runs_as_written(
+    database_url: str, admin: Any, tmp_path: Path
+) -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    quickstart = readme.split("## Quickstart", 1)[1].split("```python\n", 1)[1].split("```")[0]
+    script = tmp_path / "quickstart.py"
+    script.write_text(quickstart)
+    admin.execute("DROP TABLE IF EXISTS parcels")
+    environment = {**os.environ, "GEOSESSION_DATABASE_URL": database_url}
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        admin.execute("DROP TABLE IF EXISTS parcels")
+    assert done.returncode == 0, done.stdout + done.stderr
+    area, uses_index, pool = done.stdout.splitlines()
+    assert area.startswith("0.5 POINT (0.666") and uses_index == "True"
+    assert "0 checked out" in pool
