@@ -216,6 +216,28 @@ def test_a_replica_url_takes_what_it_leaves_out_from_the_primary(
     assert "s3cret-pw" not in str(info.value)
 
 
+def test_environment_variables_as_people_write_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replica URLs bare or apart by spaces as well as in JSON; a variable that cannot be
+    read is a ConfigurationError naming it, never pydantic's own error."""
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", URL)
+    monkeypatch.setenv("GEOSESSION_REPLICA_URLS", "postgresql://r1/gis postgresql://a,b/gis")
+    hosts = [DatabaseSettings().for_replica(n).url().query.get("host") for n in (0, 1)]
+    assert DatabaseSettings().for_replica(0).url().host == "r1" and hosts[1] == ("a", "b")
+    monkeypatch.setenv("GEOSESSION_REPLICA_URLS", '["postgresql://r1/gis"')
+    with pytest.raises(ConfigurationError, match=r"GEOSESSION_REPLICA_URLS\): not a JSON list"):
+        DatabaseSettings()
+    monkeypatch.delenv("GEOSESSION_REPLICA_URLS")
+    monkeypatch.setenv("GEOSESSION_SERVER_SETTINGS", "{jit: off}")
+    with pytest.raises(ConfigurationError, match="GEOSESSION_SERVER_SETTINGS is not valid JSON"):
+        DatabaseSettings()
+    monkeypatch.delenv("GEOSESSION_SERVER_SETTINGS")
+    monkeypatch.setenv("GEOSESSION_STATEMENT_TIMEOUT", "5 minutes")
+    with pytest.raises(ConfigurationError) as info:
+        DatabaseSettings()
+    assert "statement_timeout (GEOSESSION_STATEMENT_TIMEOUT): '5 minutes'" in str(info.value)
+    assert "units us, ms, s, min, h or d (a bare number is in ms)" in str(info.value)
+
+
 def test_libpq_host_lists_are_read_as_sqlalchemy_reads_several_hosts() -> None:
     """postgresql://h1:5432,h2:5433/db (libpq's failover form) becomes ?host=h1:5432&...;
     a replica's URL takes neither the primary's hosts nor its target_session_attrs."""
@@ -234,6 +256,8 @@ def test_libpq_host_lists_are_read_as_sqlalchemy_reads_several_hosts() -> None:
     assert dict(replica.query) == {"sslmode": "require"}
     listed = DatabaseSettings(database_url="postgresql://u@/gis?host=h1:5432&host=h2:5432")
     assert listed.url().host is None and listed.url().query["host"] == ("h1:5432", "h2:5432")
+    anonymous = DatabaseSettings(database_url="postgresql://h1,h2/gis").url()  # user: PGUSER
+    assert anonymous.query["host"] == ("h1", "h2") and anonymous.database == "gis"
     db = SpatialDatabase(settings=s)
     try:
         assert endpoint_of(db.engine) == "h1:5432,h2:5433/gis"

@@ -10,13 +10,14 @@ construction, instead of failing later on the server.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -27,7 +28,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 from sqlalchemy.engine import URL, make_url
 
 from geosession.errors import ConfigurationError
@@ -63,8 +65,10 @@ def _parse_quantity(value: object, units: dict[str, float], default_unit: str) -
     text = str(value)
     match = _QUANTITY.match(text)
     if match is None or match.group(2) not in ("", *units):
+        *others, last = units
         raise ValueError(
-            f"{text!r} is not a valid quantity; use a number with one of {list(units)}"
+            f"{text!r} is not a valid quantity: give a number and one of the units "
+            f"{', '.join(others)} or {last} (a bare number is in {default_unit})"
         )
     return float(match.group(1)) * units[match.group(2) or default_unit]
 
@@ -147,7 +151,7 @@ class DatabaseSettings(BaseSettings):
     """Sync driver: psycopg (3, default: COPY and server-side cursors) or psycopg2."""
     async_driver: AsyncDriver = "asyncpg"
     """Async driver for db.async_engine: asyncpg (default) or psycopg."""
-    replica_urls: list[SecretStr] = Field(default_factory=list)
+    replica_urls: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     """Streaming replicas of the database: sessions, streams and exports asked for with
     ``replica=True`` read there, each in turn; a replica that cannot be reached is passed
     over (the primary is the last resort). User, password, database and query parameters
@@ -239,8 +243,11 @@ class DatabaseSettings(BaseSettings):
     @field_validator("replica_urls", mode="before")
     @classmethod
     def _replica_urls_as_text(cls, value: Any) -> Any:
-        """One URL alone is a list of one; URL objects are taken as database_url takes them."""
-        values = [value] if isinstance(value, str | URL) else value
+        """One URL alone is a list of one, and so is each of several a variable holds apart
+        (spaces or a JSON list); URL objects are taken as database_url takes them."""
+        if isinstance(value, str):
+            value = _url_list(value)
+        values = [value] if isinstance(value, URL) else value
         if not isinstance(values, list | tuple):
             return value
         return [cls._url_as_text(item) for item in values]
@@ -323,6 +330,8 @@ class DatabaseSettings(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             raise ConfigurationError(_describe_validation_error(exc)) from None
+        except SettingsError as exc:  # a variable of a dict or list setting that is no JSON
+            raise ConfigurationError(_describe_settings_error(exc)) from None
 
     @property
     def configured(self) -> bool:
@@ -425,7 +434,8 @@ def _hosts_as_query(url: str) -> str:
         return url
     listed = "&".join(f"host={quote(host, safe=':[]')}" for host in hosts.split(",") if host)
     query = f"{listed}&{parts.query}" if parts.query else listed
-    return urlunsplit(parts._replace(netloc=userinfo + at, query=query))
+    # spelled out: urlunsplit drops the // of an empty authority (postgresql://h1,h2/db)
+    return f"{parts.scheme}://{userinfo}{at}{parts.path}?{query}"
 
 
 def _split_password(url: URL) -> tuple[str | None, dict[str, Any]]:
@@ -441,8 +451,33 @@ def _describe_validation_error(exc: ValidationError) -> str:
     for error in exc.errors(include_url=False, include_input=False):
         message = error["msg"].removeprefix("Value error, ")
         field = ".".join(str(part) for part in error["loc"])
+        if error["loc"] and isinstance(error["loc"][0], str):
+            field += f" ({_PREFIX}{error['loc'][0].upper()})"
         problems.append(f"{field}: {message}" if field else message)  # a check of several fields
     return "Invalid geosession settings: " + "; ".join(problems)
+
+
+def _url_list(text: str) -> Any:
+    """GEOSESSION_REPLICA_URLS as written: a JSON list, or URLs apart by spaces (not commas,
+    which a URL's list of hosts holds)."""
+    if text.lstrip().startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"not a JSON list of URLs ({exc.msg}): give '[\"postgresql://replica1/gis\"]' "
+                "or the URLs apart by spaces"
+            ) from None
+    return text.split()
+
+
+def _describe_settings_error(exc: SettingsError) -> str:
+    field = re.search(r'field "(\w+)"', str(exc))
+    variable = f"{_PREFIX}{field.group(1).upper()}" if field else "A GEOSESSION_* variable"
+    return (
+        f"{variable} is not valid JSON: give a JSON object, such as "
+        f'{variable}=\'{{"jit": "off"}}\' (double quotes around names and values)'
+    )
 
 
 _OTHER_VARIABLES = frozenset({"home", "test_server_url"})
