@@ -130,13 +130,14 @@ def test_waits_are_counted_and_timed(make_db: MakeDb) -> None:
     thread = threading.Thread(target=hold)
     thread.start()
     assert taken.wait(5)
+    assert "; the longest held now for " in str(db.pool_stats())
     with db.session() as s:
         s.execute(text("SELECT 1"))
     thread.join()
     stats = db.pool_stats()
     assert stats.waits == 1 and stats.timeouts == 0
     assert 150 <= stats.wait_p50_ms == stats.wait_p95_ms == stats.wait_max_ms < 5000
-    assert "1 waited" in str(stats)
+    assert "1 waited" in str(stats) and "held now" not in str(stats)  # none lent now
 
 
 def test_invalidations_and_new_connections_are_counted(db: SpatialDatabase) -> None:

@@ -63,8 +63,10 @@ class PoolStats:
                 f"; {self.checkouts} checkouts, {self.waits} waited (p50 "
                 f"{self.wait_p50_ms:.1f} ms, p95 {self.wait_p95_ms:.1f} ms, max "
                 f"{self.wait_max_ms:.1f} ms), {self.timeouts} timed out, "
-                f"{self.invalidations} invalidated, longest hold {self.longest_hold_s:.1f}s"
+                f"{self.invalidations} invalidated"
             )
+        if self.checked_out:  # a hold that ended is not kept: "longest" is of those now
+            text += f"; the longest held now for {self.longest_hold_s:.1f}s"
         return "".join([text, *(f"\n  {holder}" for holder in self.long_holders)])
 
 
