@@ -167,6 +167,23 @@ def test_invalid_geometry_text(make_db: Callable[..., SpatialDatabase], driver: 
         run(db, driver, "SELECT 'POLYGON((0 0, 1 1'::geometry")
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_srid_mistakes_in_queries_say_which_srids_and_what_to_do(
+    make_db: Callable[..., SpatialDatabase], driver: str
+) -> None:
+    db = database_for(make_db, driver)
+    point = "'SRID={}; POINT(1 1)'::geometry"
+    mixed = f"SELECT ST_Intersects({point.format(4326)}, {point.format(3857)})"
+    with pytest.raises(SRIDMismatch) as info:
+        run(db, driver, mixed)
+    assert "Geometries of SRID 4326 and SRID 3857 met in ST_Intersects" in str(info.value)
+    with pytest.raises(GeoSessionError) as unknown:
+        run(db, driver, f"SELECT ST_Transform({point.format(4326)}, 99999)")
+    assert "SRID 99999 is not in this database's spatial_ref_sys" in str(unknown.value)
+    with pytest.raises(SRIDMismatch, match=r"SRID 0 .* ST_Transform\(ST_SetSRID\(geom"):
+        run(db, driver, "SELECT ST_Transform('POINT(1 1)'::geometry, 4326)")
+
+
 @pytest.fixture
 def plain_database(server_url: str) -> Iterator[str]:
     """A database without the postgis extension."""

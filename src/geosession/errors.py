@@ -207,6 +207,11 @@ _BINDS = re.compile(r"%\(|%s|\$\d")
 _SHOWN = 40
 """Characters of the statement shown from where the server found the error."""
 _SRID_MISMATCH = re.compile(r"Geometry SRID \((-?\d+)\) does not match column SRID \((-?\d+)\)")
+_MIXED_SRIDS = re.compile(
+    r"(?:(\w+): )?Operation on mixed SRID geometries(?: \(\w+, (-?\d+)\) != \(\w+, (-?\d+)\))?"
+)
+_UNKNOWN_SRID = re.compile(r"Cannot find SRID \((-?\d+)\) in spatial_ref_sys")
+_TRANSFORM_SRID_ZERO = re.compile(r"Input geometry has unknown \(0\) SRID")
 _INVALID_GEOMETRY = re.compile(
     r"does not match column type|has Z dimension|has M dimension|parse error|invalid geometry"
     r"|Invalid endian|Unknown WKB type|requires more points|must have at least|Invalid hex"
@@ -302,8 +307,9 @@ def advice_for(sqlstate: str) -> str:
 def classify(diag: Diagnostics, *, is_disconnect: bool) -> tuple[type[GeoSessionError], str]:
     """The error class and the advice for what the server (or the driver) reported."""
     state = diag.sqlstate or ""
-    if _SRID_MISMATCH.search(diag.message):
-        return SRIDMismatch, "transform the geometry (ST_Transform / shapely) or fix its SRID"
+    srid_advice = _srid_advice(diag.message)
+    if srid_advice is not None:
+        return srid_advice
     if state in ("22023", "XX000", "22P02", "22000") and _INVALID_GEOMETRY.search(diag.message):
         return InvalidGeometry, "fix or drop the geometry; shapely.make_valid repairs many"
     if state in ("42704", "42883") and _POSTGIS_MISSING.search(diag.message):
@@ -330,6 +336,37 @@ def classify(diag: Diagnostics, *, is_disconnect: bool) -> tuple[type[GeoSession
     if not state:  # the driver refused the call: the statement never reached the server
         return DatabaseError, "see the driver's message above"
     return DatabaseError, "see the server's message above"
+
+
+def _srid_advice(message: str) -> tuple[type[GeoSessionError], str] | None:
+    """PostGIS's words for a geometry written into a column of another SRID, two SRIDs in
+    one operation, an SRID it does not know, and a transform of a geometry without one."""
+    if _SRID_MISMATCH.search(message):
+        return SRIDMismatch, "transform the geometry (ST_Transform / shapely) or fix its SRID"
+    mixed = _MIXED_SRIDS.search(message)
+    if mixed is not None:
+        function, first, second = mixed.groups()
+        srids = f"SRID {first} and SRID {second}" if first else "different SRIDs"
+        return SRIDMismatch, (
+            f"geometries of {srids} met in {function or 'one operation'}: transform one side "
+            "into the other's SRID (ST_Transform(geom, <srid>)), choosing the side that is "
+            "not an indexed column, so that its spatial index can still be used; write a "
+            "literal in the column's SRID ('SRID=<srid>;POINT(...)')"
+        )
+    unknown = _UNKNOWN_SRID.search(message)
+    if unknown is not None:
+        return DatabaseError, (
+            f"SRID {unknown.group(1)} is not in this database's spatial_ref_sys, so PostGIS "
+            "cannot place it: check the number (spatial_ref_sys lists the EPSG codes it "
+            "knows), or add the CRS's row to spatial_ref_sys"
+        )
+    if _TRANSFORM_SRID_ZERO.search(message):
+        return SRIDMismatch, (
+            "the geometry has SRID 0 (none said), so there is nothing to transform from: say "
+            "which it is first, ST_Transform(ST_SetSRID(geom, <its srid>), <target srid>), or "
+            "fix the column (SELECT UpdateGeometrySRID(...))"
+        )
+    return None
 
 
 def translate(
@@ -379,7 +416,7 @@ def translate(
     if unsendable is not None:
         return _unsendable(unsendable, endpoint)
     cls, advice = classify(diag, is_disconnect=is_disconnect)
-    if cls is SRIDMismatch:
+    if cls is SRIDMismatch and _SRID_MISMATCH.search(diag.message):
         return _srid_mismatch(diag, endpoint, statement, advice)
     where = _where(diag, endpoint, statement)
     return cls(
