@@ -287,6 +287,15 @@ def test_explain_says_when_the_predicate_wraps_the_indexed_column(
     (advice,) = _index_advice(cast)
     assert "(a cast to geography)" in advice
     assert advice.endswith("USING gist (((geom)::geography));")
+    here = "'SRID=4326;POINT(0.1 0.1)'::geometry"
+    buffered = db.explain(
+        f"SELECT id FROM {points.name} WHERE ST_Within({here}, ST_Buffer(geom, 1))"
+    )
+    (advice,) = _index_advice(buffered)
+    assert "(st_buffer()): an index on geom cannot serve it. ST_DWithin(geom, " in advice
+    boxed = db.explain(f"SELECT id FROM {points.name} WHERE ST_Contains(ST_Envelope(geom), {here})")
+    (advice,) = _index_advice(boxed)
+    assert "geom && <the other geometry> (boxes meet), geom ~ <it>" in advice
 
 
 def test_explain_says_st_distance_has_index_assisted_forms(

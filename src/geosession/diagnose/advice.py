@@ -213,15 +213,10 @@ def _scan_advice(node: PlanNode, refs: list[_Ref], facts: PlanFacts) -> list[str
             labels = ", ".join(sorted({str(ref.wrapper) for ref in wrapped}))
             indexed = "indexed " if geo_columns.get(column, False) else ""
             expression = wrapped[0].expression or "<the same expression>"
-            instead = (
-                "Compare in the column's own type where the meaning allows"
-                if all(str(ref.wrapper).startswith("a cast") for ref in wrapped)
-                else "Apply the function to the other operand instead (e.g. ST_Transform the "
-                "search geometry to the column's SRID)"
-            )
+            instead = _instead_of({str(ref.wrapper) for ref in wrapped}, column)
             advice.append(
                 f"the predicate wraps the {indexed}column {name}.{column} in a function "
-                f"({labels}): an index on {column} cannot serve it. {instead}, or index that "
+                f"({labels}): an index on {column} cannot serve it. {instead}; or index that "
                 f"expression: CREATE INDEX ON {sql_name} USING gist (({expression}));"
             )
         elif not geo_columns.get(column, False):
@@ -236,6 +231,27 @@ def _scan_advice(node: PlanNode, refs: list[_Ref], facts: PlanFacts) -> list[str
                 f"large, refresh its statistics (ANALYZE {sql_name};) and compare again"
             )
     return advice
+
+
+_INSTEAD_OF = {
+    "st_buffer()": "ST_DWithin({column}, <the other geometry>, <distance>) keeps the same "
+    "rows without building a buffer, and uses the index",
+    "st_expand()": "ST_DWithin({column}, <the other geometry>, <distance>) keeps the rows "
+    "within that distance and uses the index",
+    "st_envelope()": "Compare bounding boxes with the operators the index serves: "
+    "{column} && <the other geometry> (boxes meet), {column} ~ <it> (box contains it)",
+    "st_transform()": "Apply the function to the other operand instead (ST_Transform the "
+    "search geometry to the column's SRID)",
+}
+
+
+def _instead_of(wrappers: set[str], column: str) -> str:
+    """What to write instead of wrapping ``column`` in ``wrappers``."""
+    if all(wrapper.startswith("a cast") for wrapper in wrappers):
+        return "Compare in the column's own type where the meaning allows"
+    if len(wrappers) == 1 and (known := _INSTEAD_OF.get(next(iter(wrappers)))):
+        return known.format(column=quote(column))
+    return "Write the condition on the bare column where the meaning allows"
 
 
 def _stats_advice(
