@@ -354,13 +354,15 @@ class SpatialDatabase:
         CancelledError carries ``ingest_report``.
         """
         from geosession.ingest.aio import AsyncRows, run_awaited
+        from geosession.ingest.termination import sigterm_stops_the_awaited_load
 
         rows = AsyncRows.of(source, asyncio.get_running_loop(), options.get("flush_interval"))
         try:
             with self._translated():
                 stop = rows.stop if isinstance(rows, AsyncRows) else None
                 job = await asyncio.to_thread(self._ingest_job, target, rows, options, stop)
-                report = await run_awaited(job, rows)
+                with sigterm_stops_the_awaited_load(job.cancel):
+                    report = await run_awaited(job, rows)
         finally:
             if isinstance(rows, AsyncRows):
                 await rows.aclose()
