@@ -2505,6 +2505,12 @@ def test_python_side_column_defaults_fill_what_the_source_lacks(
         (5, "csv", "csv-5"),
     ]
     assert len({row.uid for row in stored}) == 5
+    again = [{"uid": stored[1].uid, "n": 22, "geom": point}, {"n": 6, "geom": point}]
+    assert db.ingest(Site, again, on_conflict="update").inserted == 2
+    with db.session() as s:
+        updated = s.execute(text("SELECT n, status, code FROM ingest_sites WHERE n > 5"))
+        # a default fills new rows only: the existing row keeps its status and code
+        assert sorted(tuple(row) for row in updated) == [(6, "new", "new-6"), (22, "old", "old-2")]
     with pytest.raises(ConfigurationError, match=r"seen \(default=now\(\)\).*DEFAULT in the"):
         db.ingest(Stamped, [{"id": 1, "geom": point}])
     assert db.ingest(Stamped, [{"id": 1, "seen": None, "geom": point}]).inserted == 1

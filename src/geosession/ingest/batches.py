@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from geosession.errors import ConfigurationError
@@ -29,6 +29,8 @@ class Batch:
     """Cut short by ``flush_interval``: its rows, and any waiting with them, go out now."""
     decimal_comma: bool = False
     """Its text numbers may have a decimal comma (a semicolon-separated CSV file's)."""
+    defaulted: frozenset[str] = frozenset()
+    """Columns the source lacks, filled from Python-side defaults (:mod:`.defaults`)."""
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()), ()))
@@ -36,7 +38,7 @@ class Batch:
     def slice(self, start: int, stop: int) -> Batch:
         """Rows ``[start, stop)`` of this batch, keeping their source row numbers."""
         columns = {k: v[start:stop] for k, v in self.columns.items()}
-        return Batch(self.first_row + start, columns, self.crs, self.flush, self.decimal_comma)
+        return replace(self, first_row=self.first_row + start, columns=columns)
 
 
 def target_name(

@@ -46,6 +46,9 @@ class WritePlan:
     """The table was empty when the ingest first started (recorded with each chunk)."""
     committed: CommittedRows = field(default_factory=CommittedRows)
     """The rows committed before this run began: those it skips."""
+    insert_only: frozenset[str] = frozenset()
+    """Columns that on_conflict="update" leaves alone: the source lacks them, and Python
+    defaults filled them for new rows."""
 
     @property
     def staged(self) -> bool:
@@ -320,7 +323,7 @@ def _from_stage(plan: WritePlan) -> sql.Composed:
     aliased = sql.SQL(", ").join(
         sql.SQL("{} AS {}").format(value, sql.Identifier(c)) for c, value in staged.items()
     )
-    updates = [c for c in plan.columns if c not in keys]
+    updates = [c for c in plan.columns if c not in keys and c not in plan.insert_only]
     action: sql.Composable = sql.SQL("DO NOTHING")
     if updates:
         action = sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(

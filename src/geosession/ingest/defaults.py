@@ -5,7 +5,9 @@ function called per row); COPY sends values only, and the table's DEFAULT knows 
 of them. So, for a mapped class or Table target, a value the source lacks (the whole
 column, a key a dict row leaves out, an attribute a new instance leaves unset) is filled
 from that default before the row is checked, as ``session.add_all`` would. A value given
-as None stays NULL, as in an INSERT. A default that is SQL (``default=func.now()``, a
+as None stays NULL, as in an INSERT. With ``on_conflict="update"``, a column the source
+lacks is set for new rows only: an existing row keeps its value, as the ORM's defaults
+apply to INSERTs. A default that is SQL (``default=func.now()``, a
 ``Sequence``) is written by SQLAlchemy into each INSERT, which COPY cannot do: a source
 without that column is refused unless the table has a DEFAULT of its own.
 """
@@ -128,7 +130,8 @@ def fill_defaults(batch: Batch, defaults: Mapping[str, Default]) -> Batch:
     value MISSING) made by its default, in row order and column order."""
     rows = len(batch)
     columns = dict(batch.columns)
-    filled = dataclasses.replace(batch, columns=columns)
+    lacking = frozenset(defaults) - set(columns)
+    filled = dataclasses.replace(batch, columns=columns, defaulted=lacking)
     for name, default in defaults.items():
         values = columns.get(name)
         if values is None:

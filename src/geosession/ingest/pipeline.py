@@ -222,6 +222,7 @@ class Ingest:
                     quarantine,
                     self.started_empty,
                     self.committed,
+                    batch.defaulted,
                 )
             return self.plan
 
