@@ -967,6 +967,25 @@ def test_cli_query_to_stdout_and_formats(runner: CliRunner, tmp_path: Path) -> N
     assert f"Exported {ROWS:,} features" in result.output and "(parquet)" in result.output
 
 
+def test_cli_params_bind_the_query_and_where_and_leave_other_colons_alone(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    out = tmp_path / "bound.geojson"
+    query = "SELECT id, name, '12:30'::time AS t, geom FROM rd_parcels WHERE id <= :last"
+    arguments = ["export", query, str(out), "--where", "id >= :first"]
+    result = runner.invoke(app, [*arguments, "--param", "last=7", "--param", "first=5"])
+    assert result.exit_code == 0, result.output
+    features = load(out)["features"]
+    assert [f["properties"]["id"] for f in features] == [5, 6, 7]
+    assert features[0]["properties"]["t"] == "12:30:00"
+    table = runner.invoke(
+        app, ["export", "rd_parcels", str(out), "--where", "id = :n"] + ["--param", "n=3"]
+    )
+    assert table.exit_code == 0 and [f["properties"]["id"] for f in load(out)["features"]] == [3]
+    unused = runner.invoke(app, [*arguments, "--param", "first=1", "--param", "lsat=2"])
+    assert "--param lsat=...: neither the query nor --where has :lsat" in str(unused.exception)
+
+
 def test_cli_quotes_identifiers_and_reports_errors(
     runner: CliRunner, admin: psycopg.Connection[Any], tmp_path: Path
 ) -> None:

@@ -693,6 +693,16 @@ def export(
             "none answers.",
         ),
     ] = False,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            metavar="NAME=VALUE",
+            help="A value for :NAME in the query or --where, sent as text for the server to "
+            "read as the type the query needs (repeat for several): --param min=1e6. Other "
+            "colons stay as written ('12:30', geom::geography).",
+        ),
+    ] = None,
 ) -> None:
     """Export a table or a query to GeoJSON, GeoJSON Lines, GeoPackage, FlatGeobuf,
     Shapefile, GeoParquet, Arrow IPC (Feather) or CSV.
@@ -700,7 +710,7 @@ def export(
     Streams in bounded memory through a server-side cursor; the file appears only once
     complete. GeoJSON coordinates are EPSG:4326 (RFC 7946). Examples:
     geosession export parcels parcels.geojson --bbox -74,40.7,-73.9,40.8;
-    geosession export "SELECT id, geom FROM parcels WHERE value > 1e6" - | jq .
+    geosession export "SELECT id, geom FROM parcels WHERE value > :min" - --param min=1e6 | jq .
     """
     from geosession.read.command import parse_bbox, run_export
 
@@ -722,6 +732,7 @@ def export(
         layer=layer,
         spatial_index=not no_spatial_index,
         coordinates=coordinates,
+        params=_assignments(param or [], "--param", "NAME=VALUE, e.g. min=1e6"),
         options=options,
     )
 

@@ -9,7 +9,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -58,6 +58,7 @@ def run_export(
     layer: str | None = None,
     spatial_index: bool = True,
     coordinates: bool = False,
+    params: Mapping[str, str] | None = None,
     options: dict[str, Any],
 ) -> ExportResult:
     """Exports ``source`` (a table or a query) to ``output`` with a progress bar on stderr."""
@@ -70,7 +71,7 @@ def run_export(
         total = None if where or bbox else estimate
         with export_progress(total, console) as advance:
             result = db.export(
-                source_query(source, where=where),
+                bound_query(source, where, params or {}),
                 dest,
                 format=kind,
                 layer=layer,
@@ -107,6 +108,18 @@ def _reader_may_leave(output: str) -> Iterator[None]:
             raise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(141) from None
+
+
+def bound_query(source: str, where: str | None, params: Mapping[str, str]) -> Any:
+    """The export's statement with each ``--param`` bound to its ``:name``."""
+    query = source_query(source, where=where, binds=params)
+    unused = sorted(set(params) - set(query.compile().params))
+    if unused:
+        raise ConfigurationError(
+            f"--param {unused[0]}=...: neither the query nor --where has :{unused[0]}; "
+            "write it there, or leave the --param out"
+        )
+    return query.params(params) if params else query
 
 
 def _estimate(db: SpatialDatabase, source: str, replica: bool) -> int | None:

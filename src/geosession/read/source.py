@@ -11,7 +11,7 @@ read uses.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from sqlalchemy import (
@@ -62,9 +62,20 @@ def _every_column(schema: str | None, name: str) -> Select[Any]:
     return select(literal_column("*")).select_from(table(name, schema=schema))
 
 
-def raw_sql(sql: str) -> TextClause:
-    """User-typed SQL taken literally: colons are not bind parameters (``'12:30'``)."""
-    return text(re.sub(r"(?<!\\):", r"\:", sql))
+_COLONS = re.compile(r"(?<!\\)(:+)(\w*)")
+
+
+def raw_sql(sql: str, binds: Collection[str] = ()) -> TextClause:
+    """User-typed SQL taken literally: colons are not bind parameters (``'12:30'``,
+    ``geom::geography``), except ``:name`` for a name in ``binds``."""
+
+    def escaped(match: re.Match[str]) -> str:
+        colons, name = match.groups()
+        if colons == ":" and name in binds:
+            return match.group(0)
+        return colons.replace(":", "\\:") + name
+
+    return text(_COLONS.sub(escaped, sql))
 
 
 def describe_statement(source: Subquery) -> Select[Any]:
@@ -80,18 +91,19 @@ def table_name(source: str) -> tuple[str | None, str] | None:
     return None if _QUERY_START.match(source) else split_table_name(source)
 
 
-def source_query(source: str, *, where: str | None = None) -> Any:
-    """The select for a table name or an SQL query, filtered by ``where`` (raw SQL)."""
+def source_query(source: str, *, where: str | None = None, binds: Collection[str] = ()) -> Any:
+    """The select for a table name or an SQL query, filtered by ``where`` (raw SQL);
+    ``:name`` in either is a bind parameter for each name in ``binds``."""
     name = table_name(source)
     statement: Any
     if name is not None:
         statement = _every_column(*name)
     elif where is None:
-        return raw_sql(source)
+        return raw_sql(source, binds)
     else:
         statement = select(literal_column("*")).select_from(
-            raw_sql(source).columns().subquery("source")
+            raw_sql(source, binds).columns().subquery("source")
         )
     if where is not None:
-        statement = statement.where(raw_sql(where))
+        statement = statement.where(raw_sql(where, binds))
     return statement
