@@ -979,7 +979,7 @@ def test_cli_params_bind_the_query_and_where_and_leave_other_colons_alone(
     assert [f["properties"]["id"] for f in features] == [5, 6, 7]
     assert features[0]["properties"]["t"] == "12:30:00"
     table = runner.invoke(
-        app, ["export", "rd_parcels", str(out), "--where", "id = :n"] + ["--param", "n=3"]
+        app, ["export", "rd_parcels", str(out), "--where", "id = :n", "--param", "n=3"]
     )
     assert table.exit_code == 0 and [f["properties"]["id"] for f in load(out)["features"]] == [3]
     unused = runner.invoke(app, [*arguments, "--param", "first=1", "--param", "lsat=2"])
