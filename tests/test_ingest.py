@@ -2458,6 +2458,39 @@ def test_dict_rows_for_a_mapped_class_may_use_attribute_names(
     assert "fields not loaded (no column takes them) │ nope" in " ".join(str(report).split())
 
 
+def test_a_stream_or_a_query_result_loads_by_column_name(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """db.stream's records and a session's Rows name their columns: a table of another
+    column order gets each value in its column (records went in by position)."""
+    scratch("ingest_copy_from", "ingest_copy_to")
+    with db.transaction() as s:
+        s.execute(
+            text("CREATE TABLE ingest_copy_from (id int, name text, geom geometry(Point, 4326))")
+        )
+        s.execute(
+            text(
+                "INSERT INTO ingest_copy_from SELECT i, 'n' || i, ST_MakePoint(i, -i) "
+                "FROM generate_series(1, 3000) i"
+            )
+        )
+        s.execute(
+            text("CREATE TABLE ingest_copy_to (name text, geom geometry(Point, 4326), id int)")
+        )
+    assert db.ingest("ingest_copy_to", db.stream("SELECT * FROM ingest_copy_from")).inserted == 3000
+    with db.session() as s:
+        rows = s.execute(text("SELECT id + 3000 AS id, name, geom FROM ingest_copy_from"))
+        assert db.ingest("ingest_copy_to", rows).inserted == 3000
+        same = s.execute(
+            text(
+                "SELECT count(*) FROM ingest_copy_to t JOIN ingest_copy_from f "
+                "ON f.id = CASE WHEN t.id > 3000 THEN t.id - 3000 ELSE t.id END "
+                "WHERE t.name = f.name AND ST_Equals(t.geom, f.geom)"
+            )
+        )
+        assert same.scalar() == 6000
+
+
 def test_python_side_column_defaults_fill_what_the_source_lacks(
     db: SpatialDatabase, scratch: Callable[..., None], tmp_path: Path
 ) -> None:

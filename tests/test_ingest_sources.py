@@ -111,6 +111,29 @@ def test_tuples_and_lists_are_positional() -> None:
     }
 
 
+def test_rows_that_name_their_values_are_taken_by_name() -> None:
+    """SQLAlchemy Rows, db.stream records and named tuples in another column order than
+    the target's: by name, never by position."""
+    from collections import namedtuple
+
+    import sqlalchemy
+
+    from geosession.read.decode import record_type
+
+    engine = sqlalchemy.create_engine("sqlite://")
+    with engine.connect() as connection:
+        row = connection.execute(sqlalchemy.text("SELECT 'a' AS name, 1 AS id")).one()
+    record = tuple.__new__(record_type(["val", "id"]), (10, 2))
+    named = namedtuple("named", ["geom", "id"])("POINT(0 0)", 3)
+    (batch,) = batches([row, record, named])
+    assert batch.columns == {
+        "id": [1, 2, 3],
+        "name": ["a", None, None],
+        "val": [None, 10, None],
+        "geom": [None, None, "POINT(0 0)"],
+    }
+
+
 def test_tuple_of_wrong_length_names_its_row() -> None:
     rows = [(1, "a", 1, None)] * 12 + [(1, "a")]
     produced = iter_batches(rows, columns=COLUMNS, geometry_column="geom", batch_size=10)

@@ -210,6 +210,8 @@ def _row_values(
 ) -> Mapping[str, Any]:
     if type(row) is dict or isinstance(row, Mapping):  # the exact-type test is the fast path
         values: Mapping[str, Any] = row
+    elif (named := _named_values(row)) is not None:
+        values = named
     elif isinstance(row, tuple | list):
         if len(row) != len(columns):
             raise ConfigurationError(
@@ -226,6 +228,17 @@ def _row_values(
     if not values:
         raise ConfigurationError(f"row {number} has no value for any column of the target")
     return values
+
+
+def _named_values(row: Any) -> Mapping[str, Any] | None:
+    """A row that names its values: a SQLAlchemy Row or a db.stream record (``_mapping``),
+    or a named tuple; taken by name, never by position."""
+    mapping = getattr(row, "_mapping", None)
+    if isinstance(mapping, Mapping):
+        return mapping
+    if isinstance(row, tuple) and hasattr(row, "_asdict"):
+        return row._asdict()  # type: ignore[no-any-return]
+    return None
 
 
 def _instance_values(obj: Any, number: int) -> dict[str, Any]:
