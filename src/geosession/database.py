@@ -30,7 +30,14 @@ from geosession.diagnose.activity import LockWait, SessionActivity, lock_waits, 
 from geosession.diagnose.doctor import DoctorReport, run_doctor
 from geosession.diagnose.explain import PlanReport, explain_statement
 from geosession.engine import build_async_engine, build_engine
-from geosession.errors import ConfigurationError, PoolExhausted, endpoint_of
+from geosession.errors import (
+    ConfigurationError,
+    GeoSessionError,
+    LockTimeout,
+    PoolExhausted,
+    QueryTimeout,
+    endpoint_of,
+)
 from geosession.forks import cut_off, keep_inherited, on_fork
 from geosession.ingest.report import IngestReport
 from geosession.observe.instances import count_database, forget_database
@@ -739,6 +746,27 @@ class SpatialDatabase:
             yield
         except sa_exc.TimeoutError as error:
             raise self._pool_exhausted(self._engine) from error
+        except (LockTimeout, QueryTimeout) as error:
+            self._note_waiting_on_itself(error)
+            raise
+
+    def _note_waiting_on_itself(self, error: GeoSessionError) -> None:
+        """A lock wait that timed out while this thread holds another connection of the
+        pool (the session closed on the way here is returned already): likely a transaction
+        opened inside another, waiting for the outer's locks, which only its end releases."""
+        monitor = self.metrics.monitor_of(self._engine)
+        if monitor is None or not monitor.holds.held_by_this_thread():
+            return
+        if isinstance(error, QueryTimeout) and "statement timeout" not in error.message:
+            return  # cancelled, not a wait that ran out
+        error.message += ("" if error.message.endswith(".") else ".") + (
+            " This thread holds another connection of this database too, a session or "
+            "transaction open around this one: if that one holds the lock, this statement "
+            "waited on its own thread (a transaction opened inside another is a second "
+            "transaction, and waits for the first's locks until it ends). Do the work in "
+            "the open session (pass it down), or take a savepoint there: s.begin_nested()"
+        )
+        error.args = (error.message,)
 
     def _pool_exhausted(self, engine: Engine) -> PoolExhausted:
         s = self.settings

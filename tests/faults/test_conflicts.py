@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from geosession import SpatialDatabase
+from geosession import LockTimeout, QueryTimeout, SpatialDatabase
 from tests.faults.helpers import DRIVERS, database_for, run_tx
 
 
@@ -101,3 +101,29 @@ def test_serialization_failure_is_rerun(
     attempts = collide(make_db, driver, read_or_write, isolation="SERIALIZABLE")
     assert min(attempts) == 1 and max(attempts) >= 2  # the loser may collide once more
     assert sorted(balances(admin)) == [0, 200]  # as if one ran after the other
+
+
+def test_a_transaction_waiting_on_its_own_threads_outer_one_says_so(
+    make_db: Callable[..., SpatialDatabase], accounts: str, admin: psycopg.Connection[Any]
+) -> None:
+    """A transaction opened inside another of the same thread is a second transaction: it
+    waits for the outer's row lock until lock_timeout (or statement_timeout) and says that
+    this thread holds another connection; a lock of another client's says nothing of it."""
+    db = make_db(statement_timeout="1s")
+    with db.transaction() as outer:
+        outer.execute(text("UPDATE accounts SET balance = balance - 1 WHERE id = 1"))
+        with pytest.raises(LockTimeout) as locked, db.transaction(lock_timeout="200ms") as inner:
+            inner.execute(text("UPDATE accounts SET balance = balance + 1 WHERE id = 1"))
+        with pytest.raises(QueryTimeout) as timed_out, db.transaction() as inner:
+            inner.execute(text("UPDATE accounts SET balance = balance + 1 WHERE id = 1"))
+    for error in (locked.value, timed_out.value):
+        assert "This thread holds another connection of this database too" in str(error)
+        assert "s.begin_nested()" in str(error)
+    assert balances(admin) == [99, 100]
+    with psycopg.connect(admin.info.dsn, autocommit=False) as other:
+        other.execute("UPDATE accounts SET balance = 0 WHERE id = 2")
+        with pytest.raises(LockTimeout) as elsewhere, db.transaction(lock_timeout="200ms") as s:
+            s.execute(text("UPDATE accounts SET balance = 1 WHERE id = 2"))
+        other.rollback()
+    assert "This thread holds" not in str(elsewhere.value)
+    assert db.pool_stats().checked_out == 0
