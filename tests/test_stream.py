@@ -447,6 +447,7 @@ def test_stream_arrow_gives_geoarrow_batches_that_load_back(
     """Record batches with GeoArrow's geoarrow.wkb extension and CRS: pyarrow reads them
     through the C stream interface, and db.ingest loads them into another table as they
     were, in their CRS."""
+    import geopandas as gpd
     import pyarrow as pa
 
     arrow = db.stream_arrow("SELECT id, value, geom FROM rd_parcels ORDER BY id", batch_size=700)
@@ -457,6 +458,9 @@ def test_stream_arrow_gives_geoarrow_batches_that_load_back(
     assert arrow.schema.field("value").type == pa.decimal128(12, 2)
     table = pa.table(arrow)  # the C stream interface, as DuckDB and polars read it
     assert table.num_rows == ROWS and released(db, admin)
+    with db.stream_arrow("SELECT id, geom FROM rd_metric") as whole:  # the README's recipe
+        frame = gpd.GeoDataFrame.from_arrow(pa.table(whole))
+    assert len(frame) == ROWS and frame.crs.to_epsg() == 3857 and released(db, admin)
     geography = db.stream_arrow("SELECT id, geog FROM rd_geog").schema.field("geog")
     assert b'"edges":"spherical"' in geography.metadata[b"ARROW:extension:metadata"]
     admin.execute("DROP TABLE IF EXISTS rd_copy")
