@@ -215,13 +215,36 @@ def test_killed_process_resumes_with_the_same_ingest_id(
     assert table_state(db) == (40_000, 40_000, source_checksum(40_000))
 
 
+ASYNC_KILLABLE = textwrap.dedent(
+    """
+    import asyncio
+    import sys
+    from geosession import SpatialDatabase
+    from tests.test_ingest import rows
+    db = SpatialDatabase(sys.argv[1])
+    async def slow():
+        for n, row in enumerate(rows(40_000), 1):
+            if n % 2_000 == 0:
+                print(n, flush=True)
+                await asyncio.sleep(0.05)  # so that the signal lands mid-ingest
+            yield row
+    asyncio.run(db.async_ingest("ingest_parcels", slow(), chunk_size=2_000, ingest_id="killed"))
+    print("finished", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "script",
+    [KILLABLE.replace(", defer_indexes=False", ""), ASYNC_KILLABLE],  # empty: GiST deferred
+    ids=["ingest", "async_ingest under asyncio.run"],
+)
 def test_sigterm_to_a_script_rebuilds_the_deferred_index_then_ends_the_process(
-    db: SpatialDatabase, database_url: str, table: str
+    db: SpatialDatabase, database_url: str, table: str, script: str
 ) -> None:
-    """A script's db.ingest into an empty table gets SIGTERM (its default action): the
-    chunks in flight end, the GiST index dropped for the load is built again, and the
-    process then ends by SIGTERM as it would have; the same ingest_id resumes."""
-    script = KILLABLE.replace(", defer_indexes=False", "")  # empty: the GiST index deferred
+    """A script's load into an empty table gets SIGTERM (its default action): the chunks
+    in flight end, the GiST index dropped for the load is built again, and the process
+    then ends by SIGTERM as it would have; the same ingest_id resumes."""
     process = run_script(script, database_url)
     assert process.stdout is not None
     for line in process.stdout:
@@ -237,47 +260,6 @@ def test_sigterm_to_a_script_rebuilds_the_deferred_index_then_ends_the_process(
     committed = table_state(db)[0]
     assert 0 < committed < 40_000
     report = db.ingest(table, rows(40_000), chunk_size=2_000, ingest_id="killed")
-    assert (report.already_committed, report.inserted) == (committed, 40_000 - committed)
-    assert table_state(db) == (40_000, 40_000, source_checksum(40_000))
-
-
-def test_sigterm_to_an_asyncio_script_stops_its_async_ingest_the_same_way(
-    db: SpatialDatabase, database_url: str, table: str
-) -> None:
-    """asyncio.run(db.async_ingest(...)) gets SIGTERM: the loop's handler stops the load,
-    the deferred GiST index is built again, and the process ends by SIGTERM."""
-    script = textwrap.dedent(
-        """
-        import asyncio
-        import sys
-        from geosession import SpatialDatabase
-        from tests.test_ingest import rows
-        db = SpatialDatabase(sys.argv[1])
-        async def slow():
-            for n, row in enumerate(rows(40_000), 1):
-                if n % 2_000 == 0:
-                    print(n, flush=True)
-                    await asyncio.sleep(0.05)  # so that the signal lands mid-ingest
-                yield row
-        asyncio.run(db.async_ingest("ingest_parcels", slow(), chunk_size=2_000, ingest_id="aio"))
-        print("finished", flush=True)
-        """
-    )
-    process = run_script(script, database_url)
-    assert process.stdout is not None
-    for line in process.stdout:
-        if int(line.split()[0]) >= 16_000:
-            break
-    wait_until(lambda: committed_rows(db) > 0)
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGTERM
-    with db.session() as s:
-        indexes = s.execute(text(f"SELECT indexdef FROM pg_indexes WHERE tablename = '{table}'"))
-        assert any("USING gist (geom)" in row[0] for row in indexes)
-    committed = table_state(db)[0]
-    assert 0 < committed < 40_000
-    report = db.ingest(table, rows(40_000), chunk_size=2_000, ingest_id="aio")
     assert (report.already_committed, report.inserted) == (committed, 40_000 - committed)
     assert table_state(db) == (40_000, 40_000, source_checksum(40_000))
 
