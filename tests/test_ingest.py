@@ -2544,6 +2544,8 @@ def test_python_side_column_defaults_fill_what_the_source_lacks(
         updated = s.execute(text("SELECT n, status, code FROM ingest_sites WHERE n > 5"))
         # a default fills new rows only: the existing row keeps its status and code
         assert sorted(tuple(row) for row in updated) == [(6, "new", "new-6"), (22, "old", "old-2")]
+    with pytest.raises(ConfigurationError, match=r"column code .* source row 2: KeyError: 'n'"):
+        db.ingest(Site, [{"n": 7, "geom": point}, {"geom": point}], chunk_size=1)
     with pytest.raises(ConfigurationError, match=r"seen \(default=now\(\)\).*DEFAULT in the"):
         db.ingest(Stamped, [{"id": 1, "geom": point}])
     assert db.ingest(Stamped, [{"id": 1, "seen": None, "geom": point}]).inserted == 1

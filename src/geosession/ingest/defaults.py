@@ -142,5 +142,17 @@ def fill_defaults(batch: Batch, defaults: Mapping[str, Default]) -> Batch:
             continue
         for index, value in enumerate(values):
             if value is MISSING:
-                values[index] = default(RowContext(filled, index))
+                values[index] = _called(default, RowContext(filled, index), name, batch, index)
     return filled
+
+
+def _called(default: Default, context: RowContext, name: str, batch: Batch, index: int) -> Any:
+    """The default's value for one row; its failure names the column and the source row."""
+    try:
+        return default(context)
+    except Exception as error:
+        raise ConfigurationError(
+            f"The default of column {name} (its default=... in the model) failed for source "
+            f"row {batch.first_row + index}: {type(error).__name__}: {error}. Fix the "
+            "function, or give the column a value in the source"
+        ) from error
