@@ -7,9 +7,9 @@ column, a key a dict row leaves out, an attribute a new instance leaves unset) i
 from that default before the row is checked, as ``session.add_all`` would. A value given
 as None stays NULL, as in an INSERT. With ``on_conflict="update"``, a column the source
 lacks is set for new rows only: an existing row keeps its value, as the ORM's defaults
-apply to INSERTs. A default that is SQL (``default=func.now()``, a
-``Sequence``) is written by SQLAlchemy into each INSERT, which COPY cannot do: a source
-without that column is refused unless the table has a DEFAULT of its own.
+apply to INSERTs. A default that is SQL (``default=func.now()``, a ``Sequence``) is
+written by SQLAlchemy into each INSERT, which COPY cannot do: a source without that
+column is refused unless the table has a DEFAULT of its own.
 """
 
 from __future__ import annotations
@@ -37,9 +37,6 @@ class ColumnDefaults:
 
     python: Mapping[str, Default] = dataclasses.field(default_factory=dict)
     sql: Mapping[str, str] = dataclasses.field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.python or self.sql)
 
 
 class RowContext:
