@@ -407,6 +407,32 @@ def test_wkb_is_sent_as_it_came_only_where_nothing_changed_it(db: SpatialDatabas
     assert sorted(stored)[3][::3] == (4, 2)  # make_valid: the bow-tie's two triangles
 
 
+def test_one_part_multis_load_into_a_single_type_column_as_their_part(
+    db: SpatialDatabase, table: str
+) -> None:
+    """A Shapefile or GeoPackage often writes polygons as MultiPolygons of one part: into a
+    POLYGON column each is its part (nothing lost); one of several parts is a type reject
+    that says how to load it; a repair whose result is one part fits too."""
+    square = shapely.Polygon([(0, 0), (1, 0), (1, 1), (0, 1)])
+    two = shapely.MultiPolygon([square, shapely.box(2, 2, 3, 3)])
+    source = [
+        {"id": 1, "geom": shapely.MultiPolygon([square])},
+        {"id": 2, "geom": "SRID=4326;MULTIPOLYGON(((0 0,1 0,1 1,0 1,0 0)))"},
+        {"id": 3, "geom": shapely.to_wkb(shapely.MultiPolygon([square]))},
+        {"id": 4, "geom": two},
+    ]
+    report = db.ingest(table, source)
+    assert report.inserted == 3 and [(r.row, r.kind) for r in report.rejected] == [(4, "type")]
+    assert report.rejected[0].reason == (
+        "MultiPolygon where column geom takes POLYGON (2 parts: a one-part MultiPolygon would "
+        "be loaded as its part; make the column MULTIPOLYGON, or split the parts into rows "
+        "first, e.g. with GeoDataFrame.explode())"
+    )
+    with db.session() as s:
+        stored = s.execute(text(f"SELECT DISTINCT ST_AsEWKT(geom) FROM {TABLE}")).scalars().all()
+    assert stored == ["SRID=4326;POLYGON((0 0,1 0,1 1,0 1,0 0))"]
+
+
 def test_a_sources_crs_is_checked_against_the_column(
     db: SpatialDatabase, table: str, tmp_path: Path
 ) -> None:

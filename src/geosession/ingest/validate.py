@@ -48,6 +48,8 @@ _PROMOTE = {
     "MULTILINESTRING": (1, shapely.multilinestrings),
     "MULTIPOLYGON": (3, shapely.multipolygons),
 }
+_DEMOTE = {"POINT": 4, "LINESTRING": 5, "POLYGON": 6}
+"""Single types, and the type id of their multi type, whose one-part geometries are it."""
 _REASON_LIMIT = 500
 
 
@@ -108,7 +110,7 @@ def check_geometries(
     if moving:
         geoms, moved, unmoved = reprojected(geoms, spec, source_crs)
         problems.update(unmoved)
-    geoms, changed = _promote_to_multi(geoms, spec)
+    geoms, changed = _fit_multi(geoms, spec)
     changed |= moved
     flattened = np.zeros(len(geoms), dtype=bool)
     if not (spec.has_z or spec.measured or spec.unconstrained):
@@ -279,23 +281,46 @@ def _apply_default_srid(geoms: np.ndarray[Any, Any], srid: int) -> np.ndarray[An
     return geoms
 
 
-def _promote_to_multi(
+def _fit_multi(
     geoms: np.ndarray[Any, Any], spec: GeometrySpec
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, np.dtype[np.bool_]]]:
-    """A Polygon written to a MULTIPOLYGON column becomes a one-part MultiPolygon.
+    """A Polygon written to a MULTIPOLYGON column becomes a one-part MultiPolygon, and a
+    MultiPolygon of one part written to a POLYGON column its part (points and lines
+    alike): neither loses anything. A multi of several parts stays, for the type check.
 
     Also returns which geometries were replaced, so their source WKB is not reused.
     """
-    single = np.zeros(len(geoms), dtype=bool)
-    if spec.geometry_type not in _PROMOTE:
-        return geoms, single
-    single_id, make_multi = _PROMOTE[spec.geometry_type]
-    single = (shapely.get_type_id(geoms) == single_id) & ~shapely.is_empty(geoms)
-    if single.any():
-        geoms = geoms.copy()
-        promoted = [make_multi([g]) for g in geoms[single]]
-        geoms[single] = shapely.set_srid(object_array(promoted), shapely.get_srid(geoms[single]))
-    return geoms, single
+    fitted = np.zeros(len(geoms), dtype=bool)
+    if spec.geometry_type in _PROMOTE:
+        single_id, make_multi = _PROMOTE[spec.geometry_type]
+        fitted = (shapely.get_type_id(geoms) == single_id) & ~shapely.is_empty(geoms)
+        if fitted.any():
+            geoms = geoms.copy()
+            fit = object_array([make_multi([g]) for g in geoms[fitted]])
+            geoms[fitted] = shapely.set_srid(fit, shapely.get_srid(geoms[fitted]))
+    elif spec.geometry_type in _DEMOTE:
+        multi_id = _DEMOTE[spec.geometry_type]
+        fitted = (shapely.get_type_id(geoms) == multi_id) & (shapely.get_num_geometries(geoms) == 1)
+        if fitted.any():
+            geoms = geoms.copy()
+            part = shapely.get_geometry(geoms[fitted], 0)
+            geoms[fitted] = shapely.set_srid(part, shapely.get_srid(geoms[fitted]))
+    return geoms, fitted
+
+
+def _wrong_type(geometry: Any, column: str, wanted: str) -> str:
+    """Why a geometry's type does not fit: a multi of several parts for a single type
+    says how many, and how to load them."""
+    found = TYPE_NAMES[shapely.get_type_id(geometry)]
+    reason = f"{found} where column {column} takes {wanted}"
+    if wanted in _DEMOTE and shapely.get_type_id(geometry) == _DEMOTE[wanted]:
+        parts = shapely.get_num_geometries(geometry)
+        reason += (
+            f" ({parts} parts: a one-part {found} would be loaded as its part; make the "
+            f"column MULTI{wanted}, or split the parts into rows first, e.g. with "
+            "GeoDataFrame.explode())"
+        )
+    return reason
 
 
 def _problems(
@@ -323,13 +348,7 @@ def _problems(
     allowed = _TYPE_IDS.get(spec.geometry_type)
     if allowed is not None:
         wrong = present & ~np.isin(type_ids, list(allowed))
-        mark(
-            wrong,
-            "type",
-            lambda i: (
-                f"{TYPE_NAMES[type_ids[i]]} where column {column.name} takes {spec.geometry_type}"
-            ),
-        )
+        mark(wrong, "type", lambda i: _wrong_type(geoms[i], column.name, spec.geometry_type))
     if not spec.unconstrained:
         _check_srid_and_dimension(geoms, values, present, column, spec, mark, default_srid)
     if column.type_name == "geography":
@@ -470,7 +489,7 @@ def _repair(
             kind, reason = problems[index] = _invalid_problem(shapely.is_valid_reason(geoms[index]))
         if kind != "invalid":
             continue
-        fixed = _promote_to_multi(object_array([shapely.make_valid(geoms[index])]), spec)[0][0]
+        fixed = _fit_multi(object_array([shapely.make_valid(geoms[index])]), spec)[0][0]
         if allowed is None or shapely.get_type_id(fixed) in allowed:
             geoms[index] = shapely.set_srid(fixed, shapely.get_srid(geoms[index]))
             why = f"{done}; {reason}" if done else reason
