@@ -768,6 +768,14 @@ def test_cli_loads_several_files_each_as_its_own_load(
     assert [cell.strip() for cell in totals.split("│")[2:6]] == ["0", "0", "0", "33"]
     named = runner.invoke(app, ["ingest", *tiles, "made_gpkg", "--ingest-id", "one"])
     assert named.exit_code != 0 and "(each gets its own, from the file)" in named.output
+    mercator = tmp_path / "mercator.geojson"
+    parcels(3).to_crs(3857).to_file(mercator)  # refused: a CRS other than the column's
+    stopped = runner.invoke(app, ["ingest", tiles[0], str(mercator), *tiles[1:], "made_gpkg"])
+    assert stopped.exit_code != 0
+    assert (
+        f"Stopped at {mercator} (2 of 4): {tiles[1]}, {tiles[2]} not loaded. The files before "
+        "it are; running the command again (without this file, or once it is mended) skips"
+    ) in str(stopped.exception)
 
 
 def test_cli_loads_standard_input_and_resumes_when_the_same_data_comes_again(

@@ -395,31 +395,32 @@ def ingest(
             if len(sources) > 1:
                 heading = f"[bold]{source}[/] ({number} of {len(sources)})"
                 console.print(heading, highlight=False, soft_wrap=True)
-            report = _resumable(
-                db.ingest,
-                table,
-                source,
-                console=console,
-                chunk_size=size,
-                on_invalid=on_invalid,
-                on_conflict=on_conflict,
-                ingest_id=ingest_id,
-                filters=(layer, where, area),
-                srid=srid,
-                workers=connections,
-                defer_indexes=deferral,
-                progress=True,
-                wkt_column=wkt_column,
-                layer=layer,
-                encoding=encoding,
-                where=where,
-                bbox=area,
-                rename=renames,
-                xy_columns=coordinates,
-                extra_fields="ignore" if ignore_extra_fields else "error",
-                create=create,
-                reproject=reproject,
-            )
+            with _naming_files_left(sources, number):
+                report = _resumable(
+                    db.ingest,
+                    table,
+                    source,
+                    console=console,
+                    chunk_size=size,
+                    on_invalid=on_invalid,
+                    on_conflict=on_conflict,
+                    ingest_id=ingest_id,
+                    filters=(layer, where, area),
+                    srid=srid,
+                    workers=connections,
+                    defer_indexes=deferral,
+                    progress=True,
+                    wkt_column=wkt_column,
+                    layer=layer,
+                    encoding=encoding,
+                    where=where,
+                    bbox=area,
+                    rename=renames,
+                    xy_columns=coordinates,
+                    extra_fields="ignore" if ignore_extra_fields else "error",
+                    create=create,
+                    reproject=reproject,
+                )
             console.print(report)
             reports.append((source, report))
     if len(reports) > 1:
@@ -454,6 +455,25 @@ def _check_sources(sources: list[Path]) -> None:
 def _is_pipe(source: Path) -> bool:
     """A named pipe: bash's <(command), mkfifo's; read once, as standard input is."""
     return source.is_fifo()
+
+
+@contextlib.contextmanager
+def _naming_files_left(sources: list[Path], number: int) -> Iterator[None]:
+    """A failing file of several: the error also names the files not loaded after it."""
+    try:
+        yield
+    except GeoSessionError as error:
+        left = [str(source) for source in sources[number:]]
+        if left:
+            more = f" and {len(left) - 3} more" if len(left) > 3 else ""
+            error.message += (
+                f"\nStopped at {sources[number - 1]} ({number} of {len(sources)}): "
+                f"{', '.join(left[:3])}{more} not loaded. The files before it are; running "
+                "the command again (without this file, or once it is mended) skips what each "
+                "committed"
+            )
+            error.args = (error.message,)
+        raise
 
 
 def _resumable(
