@@ -2517,6 +2517,45 @@ def test_a_stream_or_a_query_result_loads_by_column_name(
         assert same.scalar() == 6000
 
 
+def test_geojson_features_from_a_web_api_load_as_rows(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """A FeatureCollection (a dict, or a geojson-pydantic model) or a list of Features: each
+    row is the Feature's properties, its geometry (EPSG:4326) and its id."""
+    from geojson_pydantic import FeatureCollection
+
+    scratch("ingest_features")
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE ingest_features (id int PRIMARY KEY, name text, "
+                "geom geometry(Point, 4326))"
+            )
+        )
+    features = [
+        {
+            "type": "Feature",
+            "id": n,
+            "geometry": {"type": "Point", "coordinates": [n, -n]},
+            "properties": {"name": f"stop {n}"},
+        }
+        for n in range(1, 101)
+    ]
+    payload = {"type": "FeatureCollection", "features": features}
+    assert db.ingest("ingest_features", payload).inserted == 100
+    model = FeatureCollection.model_validate(payload)
+    assert db.ingest("ingest_features", model, on_conflict="ignore").conflicts == 100
+    assert db.ingest("ingest_features", features, on_conflict="ignore").conflicts == 100
+    with db.session() as s:
+        stored = s.execute(
+            text("SELECT id, name, ST_AsEWKT(geom) FROM ingest_features WHERE id IN (1, 100)")
+        ).all()
+    assert sorted(stored) == [
+        (1, "stop 1", "SRID=4326;POINT(1 -1)"),
+        (100, "stop 100", "SRID=4326;POINT(100 -100)"),
+    ]
+
+
 def test_python_side_column_defaults_fill_what_the_source_lacks(
     db: SpatialDatabase, scratch: Callable[..., None], tmp_path: Path
 ) -> None:

@@ -134,6 +134,30 @@ def test_rows_that_name_their_values_are_taken_by_name() -> None:
     }
 
 
+def test_geojson_features_are_rows_of_their_properties_geometry_and_id() -> None:
+    from geosession.ingest.sources import opened
+
+    point = {"type": "Point", "coordinates": [1, 2]}
+    features = [
+        {"type": "Feature", "id": 5, "geometry": point, "properties": {"name": "a", "val": 1}},
+        {"type": "Feature", "id": 6, "geometry": None, "properties": {"id": 9, "name": "b"}},
+        {"type": "Feature", "geometry": point, "properties": None},
+    ]
+    collection = opened({"type": "FeatureCollection", "features": features})
+    assert source_length(collection) == 3
+    (batch,) = batches(collection)
+    assert batch.columns == {
+        "id": [5, 9, None],  # a property id is the row's own
+        "name": ["a", "b", None],
+        "val": [1, None, None],
+        "geom": [point, None, point],
+    }
+    with pytest.raises(ConfigurationError, match="row 1 is a Feature, and its geometry needs"):
+        batches(features, geometry_column=None)
+    with pytest.raises(ConfigurationError, match="has no list of features"):
+        opened({"type": "FeatureCollection"})
+
+
 def test_tuple_of_wrong_length_names_its_row() -> None:
     rows = [(1, "a", 1, None)] * 12 + [(1, "a")]
     produced = iter_batches(rows, columns=COLUMNS, geometry_column="geom", batch_size=10)

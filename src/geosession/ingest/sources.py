@@ -32,9 +32,10 @@ from geosession.ingest.arrow_streams import (
     is_arrow_stream,
     opened_once,
 )
-from geosession.ingest.batches import Batch, CheckFields, Landing, check_fields
+from geosession.ingest.batches import Batch, Landing, check_fields
 from geosession.ingest.crs import SourceCrs, source_crs
 from geosession.ingest.defaults import MISSING
+from geosession.ingest.features import feature_collection, feature_values
 from geosession.ingest.file_read import Bbox, FileRead
 from geosession.ingest.files import SUPPORTED, file_batches, file_length
 from geosession.ingest.stages import timed_batches
@@ -110,14 +111,14 @@ def iter_batches(
             f"(dicts, tuples or mapped instances), a GeoDataFrame, Arrow data (a pyarrow Table "
             f"or RecordBatchReader) or a path to a {SUPPORTED} file"
         )
-    return _iterable_batches(
-        source, columns, size, flush_interval, stopped, check, attributes, defaulted
-    )
+    return _iterable_batches(source, landing, flush_interval, stopped, attributes, defaulted)
 
 
 def opened(source: Any) -> Any:
     """``source`` as the load (and create=True) reads it: Arrow data opened once, since a
-    stream gives its rows once (DataFrames, which export Arrow too, are read as frames)."""
+    stream gives its rows once (DataFrames, which export Arrow too, are read as frames);
+    a GeoJSON FeatureCollection as its features."""
+    source = feature_collection(source)
     return source if is_dataframe(source) else opened_once(source)
 
 
@@ -136,25 +137,24 @@ def source_length(source: Any, layer: str | None = None, *, filtered: bool = Fal
 
 def _iterable_batches(
     rows: Iterable[Any],
-    columns: Sequence[str],
-    size: Callable[[], int],
+    landing: Landing,
     flush_interval: float | None,
     stopped: Callable[[], bool],
-    check: CheckFields,
     attributes: Mapping[str, str] | None = None,
     defaulted: frozenset[str] = frozenset(),
 ) -> Iterator[Batch]:
     """Pull rows lazily: a generator is never consumed past the batch being built (nor,
     with a flush interval, past the two batches its pulling thread gathers ahead)."""
+    columns = landing.columns
     allowed = frozenset(columns)
     first = 1
-    for raw, cut in _pulled(iter(rows), size, flush_interval, stopped):
+    for raw, cut in _pulled(iter(rows), landing.size, flush_interval, stopped):
         if not raw:  # a quiet source: send on what came before
             yield Batch(first, {}, flush=True)
             continue
         batch = _fast_batch(raw, first, columns, allowed, defaulted) or _columnar(
             [
-                _row_values(row, first + i, columns, allowed, check, attributes or {})
+                _row_values(row, first + i, landing, allowed, attributes or {})
                 for i, row in enumerate(raw)
             ],
             first,
@@ -203,13 +203,16 @@ def _fast_batch(
 def _row_values(
     row: Any,
     number: int,
-    columns: Sequence[str],
+    landing: Landing,
     allowed: frozenset[str],
-    check: CheckFields,
     attributes: Mapping[str, str],
 ) -> Mapping[str, Any]:
-    if type(row) is dict or isinstance(row, Mapping):  # the exact-type test is the fast path
-        values: Mapping[str, Any] = row
+    columns, check = landing.columns, landing.check
+    feature = feature_values(row, number, landing.geometry_column, allowed)
+    if feature is not None:
+        values: Mapping[str, Any] = feature
+    elif type(row) is dict or isinstance(row, Mapping):  # the exact-type test: fast path
+        values = row
     elif (named := _named_values(row)) is not None:
         values = named
     elif isinstance(row, tuple | list):

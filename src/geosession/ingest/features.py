@@ -1,0 +1,64 @@
+"""GeoJSON Features as rows: what a web API or ``__geo_interface__`` gives.
+
+A Feature (``{"type": "Feature", "geometry": ..., "properties": {...}, "id": ...}``, or an
+object whose ``__geo_interface__`` is one, such as a geojson-pydantic model or a Fiona
+record) is the row of its properties, its geometry in the target's geometry column, and
+its id in the column ``id`` when the table has one and the properties do not, as a
+GeoJSON file's ids load. A FeatureCollection is the iterable of its features. GeoJSON
+geometries carry EPSG:4326 (RFC 7946), as GeoJSON values always do here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from geosession.errors import ConfigurationError
+
+
+def _geo_interface(value: Any, kind: str) -> Mapping[str, Any] | None:
+    """``value`` (or its ``__geo_interface__``) when it is GeoJSON of type ``kind``."""
+    if not isinstance(value, Mapping):
+        value = getattr(value, "__geo_interface__", None)
+        if not isinstance(value, Mapping):
+            return None
+    return value if value.get("type") == kind else None
+
+
+def feature_collection(source: Any) -> Any:
+    """A FeatureCollection's features (a list, so its length is known); any other source
+    as it is."""
+    collection = _geo_interface(source, "FeatureCollection")
+    if collection is None:
+        return source
+    features = collection.get("features")
+    if not isinstance(features, list | tuple):
+        raise ConfigurationError(
+            "the FeatureCollection has no list of features: GeoJSON's FeatureCollection "
+            'holds them as "features": [...]'
+        )
+    return list(features)
+
+
+def feature_values(
+    row: Any, number: int, geometry_column: str | None, columns: Collection[str]
+) -> Mapping[str, Any] | None:
+    """A Feature's values by column (None when ``row`` is no Feature); ``columns`` are
+    those the target takes."""
+    if isinstance(row, Mapping) and ("type" in columns or "properties" in columns):
+        return None  # a table with such columns takes such dicts as they are
+    feature = _geo_interface(row, "Feature")
+    if feature is None:
+        return None
+    properties = feature.get("properties") or {}
+    if not isinstance(properties, Mapping):
+        raise ConfigurationError(f"row {number} is a Feature whose properties are no object")
+    if geometry_column is None:
+        raise ConfigurationError(
+            f"row {number} is a Feature, and its geometry needs the target's geometry column: "
+            "the target has none or several; give rows of column names instead"
+        )
+    values = {**properties, geometry_column: feature.get("geometry")}
+    if feature.get("id") is not None and "id" in columns and "id" not in properties:
+        values["id"] = feature["id"]
+    return values
