@@ -118,8 +118,9 @@ def opened(source: Any) -> Any:
     """``source`` as the load (and create=True) reads it: Arrow data opened once, since a
     stream gives its rows once (DataFrames, which export Arrow too, are read as frames);
     a GeoJSON FeatureCollection as its features."""
-    source = feature_collection(source)
-    return source if is_dataframe(source) else opened_once(source)
+    if is_dataframe(source):  # its __geo_interface__ is a FeatureCollection too
+        return source
+    return opened_once(feature_collection(source))
 
 
 def source_length(source: Any, layer: str | None = None, *, filtered: bool = False) -> int | None:
