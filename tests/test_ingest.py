@@ -2556,6 +2556,30 @@ def test_geojson_features_from_a_web_api_load_as_rows(
     ]
 
 
+def test_bare_geometries_and_a_geoseries_load_into_the_geometry_column(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    import geopandas
+
+    scratch("ingest_bare")
+    with db.transaction() as s:
+        s.execute(
+            text("CREATE TABLE ingest_bare (id serial PRIMARY KEY, geom geometry(Point, 4326))")
+        )
+    points = [shapely.Point(n, n) for n in range(50)]
+    assert db.ingest("ingest_bare", points).inserted == 50
+    mercator = geopandas.GeoSeries(points, crs=4326).to_crs(3857)
+    assert db.ingest("ingest_bare", mercator, reproject=True).inserted == 50
+    with db.session() as s:
+        same = s.execute(
+            text(
+                "SELECT count(*) FROM ingest_bare a JOIN ingest_bare b ON a.id + 50 = b.id "
+                "WHERE ST_DWithin(a.geom, b.geom, 1e-9)"
+            )
+        )
+        assert same.scalar() == 50
+
+
 def test_python_side_column_defaults_fill_what_the_source_lacks(
     db: SpatialDatabase, scratch: Callable[..., None], tmp_path: Path
 ) -> None:

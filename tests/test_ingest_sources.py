@@ -158,6 +158,23 @@ def test_geojson_features_are_rows_of_their_properties_geometry_and_id() -> None
         opened({"type": "FeatureCollection"})
 
 
+def test_bare_geometries_and_a_geoseries_are_rows_of_the_geometry_column() -> None:
+    from geosession.ingest.sources import opened
+
+    points = [shapely.Point(0, 0), shapely.Point(1, 1)]
+    (batch,) = batches(points)
+    assert batch.columns == {"geom": points}
+    (mixed,) = batches([points[0], {"id": 2, "geom": points[1]}])
+    assert mixed.columns == {"id": [None, 2], "geom": points}
+    with pytest.raises(ConfigurationError, match="row 1 is a bare geometry, which needs"):
+        batches(points, geometry_column=None)
+    series = opened(gpd.GeoSeries(points, crs=3857))
+    (framed,) = batches(series)
+    assert framed.columns["geom"][1].equals(points[1]) and framed.crs["geom"] is not None
+    with pytest.raises(ConfigurationError, match=r"pandas Series: it is one column"):
+        opened(pd.Series([1, 2]))
+
+
 def test_tuple_of_wrong_length_names_its_row() -> None:
     rows = [(1, "a", 1, None)] * 12 + [(1, "a")]
     produced = iter_batches(rows, columns=COLUMNS, geometry_column="geom", batch_size=10)

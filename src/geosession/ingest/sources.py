@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import shapely
 from sqlalchemy import Column, inspect
 from sqlalchemy.orm import InstanceState
 
@@ -119,8 +120,22 @@ def opened(source: Any) -> Any:
     stream gives its rows once (DataFrames, which export Arrow too, are read as frames);
     a GeoJSON FeatureCollection as its features."""
     if is_dataframe(source):  # its __geo_interface__ is a FeatureCollection too
-        return source
+        return _as_frame(source)
     return opened_once(feature_collection(source))
+
+
+def _as_frame(source: Any) -> Any:
+    """A DataFrame as it is; a GeoSeries as the frame of its geometries (its CRS kept)."""
+    if hasattr(source, "columns"):
+        return source
+    if type(source).__name__ == "GeoSeries":
+        import geopandas
+
+        return geopandas.GeoDataFrame(geometry=source)
+    raise ConfigurationError(
+        f"cannot ingest a pandas {type(source).__name__}: it is one column; pass "
+        "series.to_frame('<column>') or a DataFrame"
+    )
 
 
 def source_length(source: Any, layer: str | None = None, *, filtered: bool = False) -> int | None:
@@ -153,14 +168,18 @@ def _iterable_batches(
         if not raw:  # a quiet source: send on what came before
             yield Batch(first, {}, flush=True)
             continue
-        batch = _fast_batch(raw, first, columns, allowed, defaulted) or _columnar(
-            [
-                _row_values(row, first + i, landing, allowed, attributes or {})
-                for i, row in enumerate(raw)
-            ],
-            first,
-            columns,
-            defaulted,
+        batch = (
+            _geometries_batch(raw, first, landing)
+            or _fast_batch(raw, first, columns, allowed, defaulted)
+            or _columnar(
+                [
+                    _row_values(row, first + i, landing, allowed, attributes or {})
+                    for i, row in enumerate(raw)
+                ],
+                first,
+                columns,
+                defaulted,
+            )
         )
         yield dataclasses.replace(batch, flush=True) if cut else batch
         first += len(raw)
@@ -178,6 +197,15 @@ def _pulled(
         return
     while raw := list(itertools.islice(iterator, size())):
         yield raw, False
+
+
+def _geometries_batch(raw: list[Any], first: int, landing: Landing) -> Batch | None:
+    """Bare geometries (shapely objects), each a row of the geometry column alone."""
+    if not isinstance(raw[0], shapely.Geometry):
+        return None
+    if landing.geometry_column is None or not all(isinstance(row, shapely.Geometry) for row in raw):
+        return None  # named, row by row
+    return Batch(first, {landing.geometry_column: raw})
 
 
 def _fast_batch(
@@ -212,6 +240,8 @@ def _row_values(
     feature = feature_values(row, number, landing.geometry_column, allowed)
     if feature is not None:
         values: Mapping[str, Any] = feature
+    elif isinstance(row, shapely.Geometry):
+        return {_geometry_column(landing, number): row}
     elif type(row) is dict or isinstance(row, Mapping):  # the exact-type test: fast path
         values = row
     elif (named := _named_values(row)) is not None:
@@ -232,6 +262,15 @@ def _row_values(
     if not values:
         raise ConfigurationError(f"row {number} has no value for any column of the target")
     return values
+
+
+def _geometry_column(landing: Landing, number: int) -> str:
+    if landing.geometry_column is None:
+        raise ConfigurationError(
+            f"row {number} is a bare geometry, which needs the target's geometry column: the "
+            "target has none or several; give rows of column names instead"
+        )
+    return landing.geometry_column
 
 
 def _named_values(row: Any) -> Mapping[str, Any] | None:
