@@ -246,6 +246,13 @@ def test_unsupported_sources_are_errors(source: Any) -> None:
         iter_batches(source, columns=COLUMNS, geometry_column="geom")
 
 
+def test_a_statement_as_source_is_pointed_to_db_stream() -> None:
+    import sqlalchemy
+
+    with pytest.raises(ConfigurationError, match=r"a Select: .*pass db.stream\(statement\)"):
+        iter_batches(sqlalchemy.select(sqlalchemy.literal(1)), columns=COLUMNS)
+
+
 def test_bad_arguments_are_errors() -> None:
     with pytest.raises(ConfigurationError, match="batch_size"):
         iter_batches([], columns=COLUMNS, geometry_column="geom", batch_size=0)

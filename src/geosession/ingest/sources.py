@@ -25,6 +25,7 @@ from typing import Any
 import shapely
 from sqlalchemy import Column, inspect
 from sqlalchemy.orm import InstanceState
+from sqlalchemy.sql import ClauseElement
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.arrow_streams import (
@@ -107,10 +108,17 @@ def iter_batches(
             "iterable, so load it with `await db.async_ingest(...)`"
         )
     if isinstance(source, bytes | bytearray | Mapping) or not isinstance(source, Iterable):
+        statement = (
+            "; a statement's rows: pass db.stream(statement) (within one database, "
+            "INSERT ... SELECT moves them without leaving the server)"
+            if isinstance(source, ClauseElement)
+            else ""
+        )
         raise ConfigurationError(
             f"cannot ingest a {type(source).__name__}: pass an iterable of rows "
-            f"(dicts, tuples or mapped instances), a GeoDataFrame, Arrow data (a pyarrow Table "
-            f"or RecordBatchReader) or a path to a {SUPPORTED} file"
+            f"(dicts, tuples, mapped instances, GeoJSON Features or shapely geometries), a "
+            f"GeoJSON FeatureCollection, a GeoDataFrame, Arrow data (a pyarrow Table or "
+            f"RecordBatchReader) or a path to a {SUPPORTED} file{statement}"
         )
     return _iterable_batches(source, landing, flush_interval, stopped, attributes, defaulted)
 
