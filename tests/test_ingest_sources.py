@@ -250,7 +250,9 @@ def test_a_statement_as_source_is_pointed_to_db_stream() -> None:
     import sqlalchemy
 
     with pytest.raises(ConfigurationError, match=r"a Select: .*pass db.stream\(statement\)"):
-        iter_batches(sqlalchemy.select(sqlalchemy.literal(1)), columns=COLUMNS)
+        iter_batches(
+            sqlalchemy.select(sqlalchemy.literal(1)), columns=COLUMNS, geometry_column="geom"
+        )
 
 
 def test_bad_arguments_are_errors() -> None:
