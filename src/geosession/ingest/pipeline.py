@@ -44,12 +44,13 @@ from geosession.ingest.create import create_target
 from geosession.ingest.defaults import check_sql_defaults, column_defaults, with_defaults
 from geosession.ingest.identity import default_ingest_id
 from geosession.ingest.indexes import rebuild_deferred
+from geosession.ingest.iterables import attribute_columns
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.privileges import require_privileges
 from geosession.ingest.progress import Progress
 from geosession.ingest.report import IngestReport
 from geosession.ingest.sequences import advance_sequences
-from geosession.ingest.sources import attribute_columns, iter_batches, opened, source_length
+from geosession.ingest.sources import iter_batches, opened, source_length
 from geosession.ingest.stages import map_in_order, put_until, read_ahead
 from geosession.ingest.target import Target, check_required_columns, resolve_target
 from geosession.ingest.validate import (

@@ -1,0 +1,208 @@
+"""Iterable sources: rows pulled a batch at a time and turned column-wise.
+
+A row may be a dict (keyed by column, or by a mapped class's attribute), a tuple or list
+in the target's column order, a row that names its values (a SQLAlchemy Row, a
+``db.stream`` record, a named tuple), a mapped instance, a GeoJSON Feature
+(:mod:`.features`) or a bare shapely geometry (a row of the geometry column). Batch
+columns follow the target's column order and hold only the columns the rows have, so
+columns they lack keep their server defaults; a dict lacking a key that other rows in its
+batch have gets None (MISSING where a Python default fills it: :mod:`.defaults`). Unset
+attributes of new mapped instances are lacking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import shapely
+from sqlalchemy import Column, inspect
+from sqlalchemy.orm import InstanceState
+
+from geosession.errors import ConfigurationError
+from geosession.ingest.batches import Batch, Landing
+from geosession.ingest.defaults import MISSING
+from geosession.ingest.features import feature_values
+from geosession.ingest.stages import timed_batches
+
+
+def iterable_batches(
+    rows: Iterable[Any],
+    landing: Landing,
+    flush_interval: float | None,
+    stopped: Callable[[], bool],
+    attributes: Mapping[str, str] | None = None,
+    defaulted: frozenset[str] = frozenset(),
+) -> Iterator[Batch]:
+    """Pull rows lazily: a generator is never consumed past the batch being built (nor,
+    with a flush interval, past the two batches its pulling thread gathers ahead)."""
+    columns = landing.columns
+    allowed = frozenset(columns)
+    first = 1
+    for raw, cut in _pulled(iter(rows), landing.size, flush_interval, stopped):
+        if not raw:  # a quiet source: send on what came before
+            yield Batch(first, {}, flush=True)
+            continue
+        batch = (
+            _geometries_batch(raw, first, landing)
+            or _fast_batch(raw, first, columns, allowed, defaulted)
+            or _columnar(
+                [
+                    _row_values(row, first + i, landing, allowed, attributes or {})
+                    for i, row in enumerate(raw)
+                ],
+                first,
+                columns,
+                defaulted,
+            )
+        )
+        yield dataclasses.replace(batch, flush=True) if cut else batch
+        first += len(raw)
+
+
+def _pulled(
+    iterator: Iterator[Any],
+    size: Callable[[], int],
+    flush_interval: float | None,
+    stopped: Callable[[], bool],
+) -> Iterator[tuple[list[Any], bool]]:
+    """Lists of rows, and whether each was cut short by the flush interval."""
+    if flush_interval is not None:
+        yield from timed_batches(iterator, size, flush_interval, stopped)
+        return
+    while raw := list(itertools.islice(iterator, size())):
+        yield raw, False
+
+
+def _geometries_batch(raw: list[Any], first: int, landing: Landing) -> Batch | None:
+    """Bare geometries (shapely objects), each a row of the geometry column alone."""
+    if not isinstance(raw[0], shapely.Geometry):
+        return None
+    if landing.geometry_column is None or not all(isinstance(row, shapely.Geometry) for row in raw):
+        return None  # named, row by row
+    return Batch(first, {landing.geometry_column: raw})
+
+
+def _fast_batch(
+    raw: list[Any],
+    first: int,
+    columns: Sequence[str],
+    allowed: frozenset[str],
+    defaulted: frozenset[str],
+) -> Batch | None:
+    """A batch of plain dicts or full-width tuples, checked once per batch instead of per row.
+
+    None when the batch needs the row-by-row path (which also names a faulty row).
+    """
+    if all(type(row) is tuple and len(row) == len(columns) for row in raw):
+        return Batch(first, dict(zip(columns, map(list, zip(*raw, strict=True)), strict=True)))
+    if not all(type(row) is dict and row for row in raw):
+        return None
+    present: set[str] = set().union(*raw)
+    if not present <= allowed:
+        return None
+    return _columnar(raw, first, columns, defaulted, present)
+
+
+def _row_values(
+    row: Any,
+    number: int,
+    landing: Landing,
+    allowed: frozenset[str],
+    attributes: Mapping[str, str],
+) -> Mapping[str, Any]:
+    columns, check = landing.columns, landing.check
+    feature = feature_values(row, number, landing.geometry_column, allowed)
+    if feature is not None:
+        values: Mapping[str, Any] = feature
+    elif isinstance(row, shapely.Geometry):
+        return {_geometry_column(landing, number): row}
+    elif type(row) is dict or isinstance(row, Mapping):  # the exact-type test: fast path
+        values = row
+    elif (named := _named_values(row)) is not None:
+        values = named
+    elif isinstance(row, tuple | list):
+        if len(row) != len(columns):
+            raise ConfigurationError(
+                f"row {number} has {len(row)} values; the target has {len(columns)} columns: "
+                f"{', '.join(columns)}"
+            )
+        return dict(zip(columns, row, strict=True))
+    else:
+        values = _instance_values(row, number)
+    if not values.keys() <= allowed and attributes:
+        values = {attributes.get(key, key): value for key, value in values.items()}
+    if not values.keys() <= allowed:
+        check(list(values), where=f"row {number}")
+    if not values:
+        raise ConfigurationError(f"row {number} has no value for any column of the target")
+    return values
+
+
+def _geometry_column(landing: Landing, number: int) -> str:
+    if landing.geometry_column is None:
+        raise ConfigurationError(
+            f"row {number} is a bare geometry, which needs the target's geometry column: the "
+            "target has none or several; give rows of column names instead"
+        )
+    return landing.geometry_column
+
+
+def _named_values(row: Any) -> Mapping[str, Any] | None:
+    """A row that names its values: a SQLAlchemy Row or a db.stream record (``_mapping``),
+    or a named tuple; taken by name, never by position."""
+    mapping = getattr(row, "_mapping", None)
+    if isinstance(mapping, Mapping):
+        return mapping
+    if isinstance(row, tuple) and hasattr(row, "_asdict"):
+        return row._asdict()  # type: ignore[no-any-return]
+    return None
+
+
+def _instance_values(obj: Any, number: int) -> dict[str, Any]:
+    """Column values of a mapped instance; attributes a new instance never set are left out."""
+    state = inspect(obj, raiseerr=False)
+    if not isinstance(state, InstanceState):
+        raise ConfigurationError(
+            f"row {number} is a {type(obj).__name__}: rows must be dicts, tuples, lists "
+            "or mapped instances"
+        )
+    new = state.key is None  # transient or pending: unset means "use the default"
+    values: dict[str, Any] = {}
+    for attr in state.mapper.column_attrs:
+        column = attr.columns[0]
+        if isinstance(column, Column) and (not new or attr.key in state.dict):
+            values[column.name] = state.dict[attr.key] if new else getattr(obj, attr.key)
+    return values
+
+
+def _columnar(
+    rows: list[Mapping[str, Any]],
+    first: int,
+    columns: Sequence[str],
+    defaulted: frozenset[str],
+    present: set[str] | None = None,
+) -> Batch:
+    """Column-wise values of dict rows: a key a row lacks is None, or MISSING where its
+    column has a Python-side default."""
+    if present is None:
+        present = set().union(*(row.keys() for row in rows))
+    lacking = {name: MISSING if name in defaulted else None for name in columns if name in present}
+    return Batch(
+        first, {name: [row.get(name, fill) for row in rows] for name, fill in lacking.items()}
+    )
+
+
+def attribute_columns(target: Any) -> dict[str, str]:
+    """A mapped class's attribute names that differ from their columns' names (``label =
+    mapped_column("name")``); none for a Table or a table name."""
+    mapper = inspect(target, raiseerr=False) if isinstance(target, type) else None
+    if mapper is None or not hasattr(mapper, "column_attrs"):
+        return {}
+    return {
+        attr.key: attr.columns[0].name
+        for attr in mapper.column_attrs
+        if isinstance(attr.columns[0], Column) and attr.key != attr.columns[0].name
+    }
