@@ -123,7 +123,7 @@ def test_rows_that_name_their_values_are_taken_by_name() -> None:
     engine = sqlalchemy.create_engine("sqlite://")
     with engine.connect() as connection:
         row = connection.execute(sqlalchemy.text("SELECT 'a' AS name, 1 AS id")).one()
-    record = tuple.__new__(record_type(["val", "id"]), (10, 2))
+    record = tuple.__new__(record_type(("val", "id")), (10, 2))
     named = namedtuple("named", ["geom", "id"])("POINT(0 0)", 3)
     (batch,) = batches([row, record, named])
     assert batch.columns == {

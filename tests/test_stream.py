@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
+import pickle
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import date
@@ -201,6 +202,8 @@ def test_names_no_attribute_can_hold_are_in_the_mapping(db: SpatialDatabase) -> 
     assert record._mapping["Parcel No"] == 1 and record._mapping["class"] == record[1]
     assert list(record._mapping) == ["Parcel No", "class", "geom"]
     assert record._mapping["geom"].equals(record.geom)
+    again = pickle.loads(pickle.dumps(record))  # to another process, as multiprocessing does
+    assert again == record and again._mapping["Parcel No"] == 1 and type(again) is type(record)
 
 
 @pytest.mark.usefixtures("tables")

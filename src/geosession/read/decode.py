@@ -7,6 +7,7 @@ so that one batch stays a few megabytes whatever the geometries look like.
 
 from __future__ import annotations
 
+import functools
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -66,7 +67,7 @@ def batch_decoder(plan: ReadPlan) -> Callable[[Rows], list[Any]]:
         return lambda rows: [orjson.loads(row[0]) for row in rows]
     if output == "row":
         return lambda rows: [row if type(row) is tuple else tuple(row) for row in rows]
-    record = record_type(plan.names)
+    record = record_type(tuple(plan.names))
     index = plan.geometry_index
     rebuild = _rebuild(record, len(plan.columns), index)
     shapes = output == "shapely"
@@ -80,21 +81,30 @@ def batch_decoder(plan: ReadPlan) -> Callable[[Rows], list[Any]]:
     return decode
 
 
-def record_type(names: Sequence[str]) -> type:
+@functools.lru_cache(maxsize=256)  # a service's queries: few shapes, read again and again
+def record_type(names: tuple[str, ...]) -> type:
     """A namedtuple class for columns ``names`` with SQLAlchemy's ``_mapping``.
 
     A name that cannot be an attribute (``"Seg No"``, ``"class"``, a repeated ``id``) is
     renamed ``_<position>`` by namedtuple; ``record._mapping["Seg No"]`` still reaches it,
-    as on a SQLAlchemy ``Row``.
+    as on a SQLAlchemy ``Row``. Records pickle (to another process) by their names and
+    values, since the class is made here, not found by name.
     """
     fields = namedtuple("Record", names, rename=True)  # type: ignore[misc]
-    columns = tuple(names)
 
     def mapping(self: tuple[Any, ...]) -> dict[str, Any]:
-        return dict(zip(columns, self, strict=True))
+        return dict(zip(names, self, strict=True))
 
-    namespace = {"__slots__": (), "_mapping": property(mapping)}
+    def reduce(self: tuple[Any, ...]) -> tuple[Any, ...]:
+        return _record, (names, tuple(self))
+
+    namespace = {"__slots__": (), "_mapping": property(mapping), "__reduce__": reduce}
     return type("Record", (fields,), namespace)
+
+
+def _record(names: tuple[str, ...], values: tuple[Any, ...]) -> Any:
+    """A record unpickled: its class made again from its names."""
+    return tuple.__new__(record_type(names), values)
 
 
 def _rebuild(record: type, width: int, index: int) -> Callable[[Rows, list[Any]], list[Any]]:
