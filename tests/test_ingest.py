@@ -614,6 +614,42 @@ def test_geojson_is_longitude_latitude_unless_it_names_its_crs(
     assert shapely.equals_exact(stored()[1][-1], mercator[3], tolerance=0)
 
 
+def test_geojson_geometries_read_together_and_the_odd_ones_alone(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """A batch's GeoJSON dicts are read in one GEOS call; what that call does not read (a
+    ring left open, Decimal coordinates, bad coordinates) is read alone as before, and a
+    bad one is rejected with its reason."""
+    scratch("ingest_geojson_mixed")
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE ingest_geojson_mixed (id int PRIMARY KEY, g geometry(Geometry, 4326))"
+            )
+        )
+    square = [[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]
+    source = [
+        {"id": 1, "g": {"type": "Polygon", "coordinates": [square]}},
+        {"id": 2, "g": {"type": "Polygon", "coordinates": [square[:-1]]}},  # shapely closes it
+        {"id": 3, "g": {"type": "Point", "coordinates": [decimal.Decimal("1.5"), 2]}},
+        {"id": 4, "g": {"type": "Point", "coordinates": "nowhere"}},
+        {"id": 5, "g": {"type": "LineString", "coordinates": [[3, 4], [5, 6]]}},
+    ]
+    report = db.ingest("ingest_geojson_mixed", source, on_invalid="quarantine")
+    assert [(r.row, r.kind) for r in report.rejected] == [(4, "unparsable")]
+    assert "invalid GeoJSON" in report.rejected[0].reason
+    with db.session() as s:
+        stored = s.execute(
+            text("SELECT id, ST_AsEWKT(g) FROM ingest_geojson_mixed ORDER BY id")
+        ).all()
+    assert [ewkt for _, ewkt in stored] == [
+        "SRID=4326;POLYGON((0 0,1 0,1 1,0 1,0 0))",
+        "SRID=4326;POLYGON((0 0,1 0,1 1,0 1,0 0))",
+        "SRID=4326;POINT(1.5 2)",
+        "SRID=4326;LINESTRING(3 4,5 6)",
+    ]
+
+
 LAMBERT = (
     "+proj=lcc +lat_1=33 +lat_2=45 +lat_0=39 +lon_0=-96 +x_0=0 +y_0=0 +datum=WGS84 "
     "+units=m +no_defs"
