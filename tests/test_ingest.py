@@ -2582,6 +2582,13 @@ def test_geojson_features_from_a_web_api_load_as_rows(
     model = FeatureCollection.model_validate(payload)
     assert db.ingest("ingest_features", model, on_conflict="ignore").conflicts == 100
     assert db.ingest("ingest_features", features, on_conflict="ignore").conflicts == 100
+    body = json.dumps(payload)  # an HTTP response's text, or its bytes
+    assert db.ingest("ingest_features", body, on_conflict="ignore").conflicts == 100
+    assert db.ingest("ingest_features", body.encode(), on_conflict="ignore").conflicts == 100
+    one = json.dumps({**features[0], "id": 101})
+    assert db.ingest("ingest_features", one).inserted == 1
+    with pytest.raises(ConfigurationError, match="looks like GeoJSON text but is not JSON"):
+        db.ingest("ingest_features", body[:-1])
     with db.session() as s:
         stored = s.execute(
             text("SELECT id, name, ST_AsEWKT(geom) FROM ingest_features WHERE id IN (1, 100)")

@@ -4,7 +4,8 @@ A Feature (``{"type": "Feature", "geometry": ..., "properties": {...}, "id": ...
 object whose ``__geo_interface__`` is one, such as a geojson-pydantic model or a Fiona
 record) is the row of its properties, its geometry in the target's geometry column, and
 its id in the column ``id`` when the table has one and the properties do not, as a
-GeoJSON file's ids load. A FeatureCollection is the iterable of its features. GeoJSON
+GeoJSON file's ids load. A FeatureCollection (a dict, an object's ``__geo_interface__``,
+or GeoJSON text such as an HTTP response's body) is the iterable of its features. GeoJSON
 geometries carry EPSG:4326 (RFC 7946), as GeoJSON values always do here.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from typing import Any
+
+import orjson
 
 from geosession.errors import ConfigurationError
 
@@ -25,9 +28,20 @@ def _geo_interface(value: Any, kind: str) -> Mapping[str, Any] | None:
     return value if value.get("type") == kind else None
 
 
+def is_geojson_text(source: Any) -> bool:
+    """Whether ``source`` is GeoJSON as text or bytes (an HTTP response's body), not a path."""
+    if isinstance(source, bytes | bytearray):
+        return source.lstrip()[:1] == b"{"
+    return isinstance(source, str) and source.lstrip()[:1] == "{"
+
+
 def feature_collection(source: Any) -> Any:
-    """A FeatureCollection's features (a list, so its length is known); any other source
-    as it is."""
+    """A FeatureCollection's features (a list, so its length is known), from a dict, an
+    object's ``__geo_interface__`` or GeoJSON text; any other source as it is."""
+    if is_geojson_text(source):
+        source = _parsed(source)
+        if _geo_interface(source, "Feature") is not None:
+            return [source]
     collection = _geo_interface(source, "FeatureCollection")
     if collection is None:
         return source
@@ -38,6 +52,16 @@ def feature_collection(source: Any) -> Any:
             'holds them as "features": [...]'
         )
     return list(features)
+
+
+def _parsed(text: str | bytes | bytearray) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        raise ConfigurationError(
+            f"the source looks like GeoJSON text but is not JSON ({error}); pass a "
+            "FeatureCollection, its features, or a path to a .geojson file"
+        ) from None
 
 
 def feature_values(

@@ -15,6 +15,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from geosession.ingest.features import is_geojson_text
+
 
 def file_identity(source: Path) -> str:
     """The file's path, size and modification time (a folder's: its files')."""
@@ -46,7 +48,7 @@ def default_ingest_id(
     source: Any, table: str, layer: str | None, where: str | None, bbox: Any
 ) -> str:
     """Derived from a file or folder ``source``; a fresh random id for anything else."""
-    if isinstance(source, str | os.PathLike):
+    if isinstance(source, str | os.PathLike) and not is_geojson_text(source):
         path = Path(source)
         if path.is_file() or path.is_dir():
             return ingest_id_for(file_identity(path), table, layer, where, bbox, prefix="file-")
