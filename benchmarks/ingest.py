@@ -234,6 +234,18 @@ METHODS = (
     Method("orm", "ORM add_all, 10k chunks, from_shape", small="orm"),
     Method("core", "Core executemany, hex EWKB", small="small"),
     Method("to_postgis", "geopandas to_postgis, chunksize=10k", small="small"),
+    Method(
+        "append_features",
+        "geosession append, GeoJSON FeatureCollection (a web API's, in memory)",
+        small="small",
+        by_default=False,
+    ),
+    Method(
+        "features_to_postgis",
+        "geopandas from_features + to_postgis, chunksize=10k",
+        small="small",
+        by_default=False,
+    ),
 )
 
 
@@ -456,6 +468,7 @@ def geosession_load(
             import pyarrow  # noqa: F401
             import pyogrio  # noqa: F401
         sources: dict[str, Callable[[], Any]] = {
+            "features": lambda: feature_collection(spec["rows"]),
             "memory": lambda: source_rows(list(batches(spec["rows"]))),
             "generator": lambda: source_rows(batches(spec["rows"])),
             "geopackage": lambda: spec["geopackage"],
@@ -551,6 +564,37 @@ def geodataframe(rows: int) -> Any:
     return pandas.concat(frames, ignore_index=True).rename_geometry("geom")
 
 
+def feature_collection(rows: int) -> dict[str, Any]:
+    """The rows as a web API's GeoJSON FeatureCollection, parsed (``response.json()``)."""
+    import orjson
+    import shapely
+
+    features = []
+    for ids, names, values, polygons in batches(rows):
+        geometries = map(orjson.loads, shapely.to_geojson(polygons))
+        for i, n, v, g in zip(ids, names, values.tolist(), geometries, strict=True):
+            properties = {"id": i, "name": n, "value": v}
+            features.append({"type": "Feature", "geometry": g, "properties": properties})
+    return {"type": "FeatureCollection", "features": features}
+
+
+def features_to_postgis_load(url: URL, spec: dict[str, Any]) -> Any:
+    """The user has the FeatureCollection: GeoDataFrame.from_features and to_postgis are
+    timed."""
+    import geopandas
+    from sqlalchemy import create_engine
+
+    collection, engine = feature_collection(spec["rows"]), create_engine(url)
+
+    def load() -> None:
+        frame = geopandas.GeoDataFrame.from_features(collection, crs=SRID)
+        frame.rename_geometry("geom").to_postgis(
+            TABLE, engine, if_exists="append", index=False, chunksize=BATCH
+        )
+
+    return load
+
+
 def to_postgis_load(url: URL, spec: dict[str, Any]) -> Any:
     """The user already has the GeoDataFrame: only to_postgis is timed."""
     from sqlalchemy import create_engine
@@ -575,6 +619,8 @@ CHILD_LOADS = {
     "orm": orm_load,
     "core": core_load,
     "to_postgis": to_postgis_load,
+    "append_features": geosession_load(source="features"),
+    "features_to_postgis": features_to_postgis_load,
 }
 
 # -- targets and the table -----------------------------------------------------------------
@@ -612,6 +658,9 @@ def verdicts(outcomes: dict[str, Outcome]) -> dict[str, Verdict]:
         "orm": at_least("append", "orm", 15, "append ≥ 15× this"),
         "to_postgis": at_least("append_gdf", "to_postgis", 4, "GeoDataFrame ≥ 4× this"),
         "ogr2ogr_geojson": at_least("append_geojson", "ogr2ogr_geojson", 1.0, "GeoJSON faster"),
+        "features_to_postgis": at_least(
+            "append_features", "features_to_postgis", 1.0, "Features faster"
+        ),
     }
     append, empty = (
         at_least(k, "ogr2ogr", 1.0, "GeoPackage faster") for k in ("append_gpkg", "empty_gpkg")
