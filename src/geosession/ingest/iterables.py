@@ -166,8 +166,8 @@ def _instance_values(obj: Any, number: int) -> dict[str, Any]:
     state = inspect(obj, raiseerr=False)
     if not isinstance(state, InstanceState):
         raise ConfigurationError(
-            f"row {number} is a {type(obj).__name__}: rows must be dicts, tuples, lists "
-            "or mapped instances"
+            f"row {number} is a {type(obj).__name__}: rows must be dicts, tuples, lists, "
+            "mapped instances, SQLAlchemy Rows, GeoJSON Features or shapely geometries"
         )
     new = state.key is None  # transient or pending: unset means "use the default"
     values: dict[str, Any] = {}
