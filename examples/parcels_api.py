@@ -11,6 +11,9 @@ a table of its own, ``example_parcels`` (made, and filled with 5,000 parcels, at
 - ``POST /parcels``: a GeoJSON polygon, checked before the database sees it (an invalid
   one is a 422 naming the reason), stored in one explicit transaction; the response sets
   a ``wrote`` cookie with the primary's WAL position.
+- ``POST /parcels/bulk``: a GeoJSON FeatureCollection (properties ``id`` and ``name``)
+  loaded by ``db.ingest`` in COPY chunks; bad features are reported and the others load,
+  and a request retried with the same ``Idempotency-Key`` loads nothing twice.
 - ``GET /parcels.geojson?bbox=...``: a FeatureCollection streamed in keyset pages, each
   page its own short transaction, so a slow client never holds a pooled connection; read
   on a streaming replica when GEOSESSION_REPLICA_URLS names any (else the primary), one
@@ -29,7 +32,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import shapely
-from fastapi import Cookie, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Cookie, Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from geoalchemy2 import WKBElement
 from pydantic import BaseModel
@@ -120,6 +123,16 @@ def add_parcel(new: NewParcel, response: Response) -> dict[str, Any]:
     return {"id": new.id, "geometry": to_geojson(polygon)}
 
 
+@app.post("/parcels/bulk")
+def add_parcels(
+    collection: dict[str, Any], idempotency_key: Annotated[str | None, Header()] = None
+) -> dict[str, Any]:
+    ingest_id = f"bulk-{idempotency_key}" if idempotency_key else None  # a retry resumes
+    report = db.ingest(Parcel, collection, on_invalid="skip", ingest_id=ingest_id)
+    rejected = [{"feature": r.row, "reason": r.reason} for r in report.rejected]
+    return {"inserted": report.inserted, "skipped": report.already_committed, "rejected": rejected}
+
+
 @app.get("/parcels.geojson")
 def parcels_geojson(
     bbox: Annotated[str | None, Query(description="minx,miny,maxx,maxy in EPSG:4326")] = None,
@@ -160,6 +173,16 @@ def main() -> None:
         print(f"POST a square: {added.status_code}")
         again = client.post("/parcels", json={"id": 9001, "name": "square", "geometry": square})
         print(f"POST it again: {again.status_code} {again.json()['detail']}")
+        features = [
+            {"type": "Feature", "geometry": g, "properties": {"id": 9100 + n, "name": "bulk"}}
+            for n, g in enumerate([square, bow_tie, square])
+        ]
+        bulk = {"type": "FeatureCollection", "features": features}
+        key = {"Idempotency-Key": "batch-7"}
+        loaded = client.post("/parcels/bulk", json=bulk, headers=key).json()
+        print(f"POST /parcels/bulk: {loaded['inserted']} inserted, rejected {loaded['rejected']}")
+        retried = client.post("/parcels/bulk", json=bulk, headers=key).json()
+        print(f"POST it again: {retried['inserted']} inserted, {retried['skipped']} skipped")
         everything = orjson.loads(client.get("/parcels.geojson").content)
         print(f"GET /parcels.geojson: {len(everything['features']):,} features")
         box = client.get("/parcels.geojson", params={"bbox": "-74,40.7,-73.99,40.71"}).content
