@@ -129,8 +129,7 @@ def add_parcels(
 ) -> dict[str, Any]:
     ingest_id = f"bulk-{idempotency_key}" if idempotency_key else None  # a retry resumes
     report = db.ingest(Parcel, collection, on_invalid="skip", ingest_id=ingest_id)
-    rejected = [{"feature": r.row, "reason": r.reason} for r in report.rejected]
-    return {"inserted": report.inserted, "skipped": report.already_committed, "rejected": rejected}
+    return report.as_dict()  # rejected: the features (by number, from 1) and why
 
 
 @app.get("/parcels.geojson")
@@ -180,9 +179,11 @@ def main() -> None:
         bulk = {"type": "FeatureCollection", "features": features}
         key = {"Idempotency-Key": "batch-7"}
         loaded = client.post("/parcels/bulk", json=bulk, headers=key).json()
-        print(f"POST /parcels/bulk: {loaded['inserted']} inserted, rejected {loaded['rejected']}")
+        rejected = [(r["row"], r["reason"]) for r in loaded["rejected"]]
+        print(f"POST /parcels/bulk: {loaded['inserted']} inserted, rejected {rejected}")
         retried = client.post("/parcels/bulk", json=bulk, headers=key).json()
-        print(f"POST it again: {retried['inserted']} inserted, {retried['skipped']} skipped")
+        skipped = retried["already_committed"]
+        print(f"POST it again: {retried['inserted']} inserted, {skipped} already loaded")
         everything = orjson.loads(client.get("/parcels.geojson").content)
         print(f"GET /parcels.geojson: {len(everything['features']):,} features")
         box = client.get("/parcels.geojson", params={"bbox": "-74,40.7,-73.99,40.71"}).content

@@ -52,8 +52,8 @@ def test_parcels_api_serves_requests_and_returns_every_connection(
     assert "POST a bow-tie: 422 need a valid Polygon, got Polygon Self-intersection" in out
     assert "POST a square: 201" in out
     assert "POST it again: 409 conflicts with an existing record" in out
-    assert "POST /parcels/bulk: 2 inserted, rejected [{'feature': 2, 'reason': 'invalid" in out
-    assert "POST it again: 0 inserted, 3 skipped" in out  # the same Idempotency-Key
+    assert "POST /parcels/bulk: 2 inserted, rejected [(2, 'invalid geometry: Self-inter" in out
+    assert "POST it again: 0 inserted, 3 already loaded" in out  # the same Idempotency-Key
     assert "GET /parcels.geojson: 5,003 features" in out
     inside = admin.execute(
         "SELECT count(*) FROM example_parcels "

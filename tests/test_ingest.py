@@ -2587,6 +2587,17 @@ def test_geojson_features_from_a_web_api_load_as_rows(
     assert db.ingest("ingest_features", body.encode(), on_conflict="ignore").conflicts == 100
     one = json.dumps({**features[0], "id": 101})
     assert db.ingest("ingest_features", one).inserted == 1
+    line = {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}
+    answer = db.ingest("ingest_features", [{**features[0], "geometry": line}], on_invalid="skip")
+    assert json.loads(json.dumps(answer.as_dict()))["rejected"] == [  # an API's answer
+        {
+            "row": 1,
+            "column": "geom",
+            "kind": "type",
+            "reason": "LineString where column geom takes POINT",
+            "value": '{"type":"LineString","coordinates":[[0,0],[1,1]]}',  # as given
+        }
+    ]
     with pytest.raises(ConfigurationError, match="looks like GeoJSON text but is not JSON"):
         db.ingest("ingest_features", body[:-1])
     with db.session() as s:

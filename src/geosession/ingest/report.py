@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
@@ -68,6 +69,14 @@ class IngestReport:
     @property
     def rows_per_second(self) -> float:
         return self.rows_read / self.duration if self.duration > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field and rows_per_second, ready for JSON (a log line, an API's answer):
+        rejects and repairs as dicts of row, column, kind, reason and value."""
+        values = asdict(self)
+        values["fields_left_out"] = sorted(self.fields_left_out)
+        values["rows_per_second"] = self.rows_per_second
+        return values
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         state = "complete" if self.completed else "INCOMPLETE"
