@@ -2587,6 +2587,22 @@ def test_geojson_features_from_a_web_api_load_as_rows(
     assert db.ingest("ingest_features", body.encode(), on_conflict="ignore").conflicts == 100
     one = json.dumps({**features[0], "id": 101})
     assert db.ingest("ingest_features", one).inserted == 1
+    mercator = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::3857"}}
+    point = {"type": "Point", "coordinates": [1113194.9, 1118889.97]}  # (10, 10) in metres
+    legacy = {  # GeoJSON 2008, as QGIS writes a layer in another CRS: never read as 4326
+        "type": "FeatureCollection",
+        "crs": mercator,
+        "features": [{"type": "Feature", "geometry": point, "properties": {"id": 200}}],
+    }
+    refused = db.ingest("ingest_features", legacy)
+    assert [(r.kind, r.reason) for r in refused.rejected] == [
+        ("srid", "SRID 3857 where column geom has SRID 4326")
+    ]
+    assert db.ingest("ingest_features", legacy, reproject=True).inserted == 1
+    with db.session() as s:
+        moved = s.execute(text("SELECT ST_AsText(geom) FROM ingest_features WHERE id = 200"))
+        x, y = map(float, moved.scalar_one()[6:-1].split())
+    assert abs(x - 10) < 1e-6 and abs(y - 10) < 1e-6
     line = {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}
     answer = db.ingest("ingest_features", [{**features[0], "geometry": line}], on_invalid="skip")
     assert json.loads(json.dumps(answer.as_dict()))["rejected"] == [  # an API's answer

@@ -51,7 +51,20 @@ def feature_collection(source: Any) -> Any:
             "the FeatureCollection has no list of features: GeoJSON's FeatureCollection "
             'holds them as "features": [...]'
         )
-    return list(features)
+    crs = collection.get("crs")
+    if crs is None:
+        return list(features)
+    return [_in_crs(feature, crs) for feature in features]
+
+
+def _in_crs(feature: Any, crs: Any) -> Any:
+    """A Feature of a collection that names its CRS (GeoJSON 2008, as QGIS writes one in
+    another CRS than WGS 84), its geometry naming that CRS too: never read as 4326."""
+    feature = _geo_interface(feature, "Feature") or feature
+    geometry = feature.get("geometry") if isinstance(feature, Mapping) else None
+    if not isinstance(geometry, Mapping) or "crs" in geometry:
+        return feature
+    return {**feature, "geometry": {**geometry, "crs": crs}}
 
 
 def _parsed(text: str | bytes | bytearray) -> Any:
