@@ -2553,6 +2553,46 @@ def test_a_stream_or_a_query_result_loads_by_column_name(
         assert same.scalar() == 6000
 
 
+def test_inheritance_single_table_fills_the_discriminator_joined_is_refused(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """As the ORM writes them: a Well(Feature) row gets kind = 'well' (dicts lacked it: a
+    NOT NULL column without a default); a class over two tables is refused, naming them."""
+    from sqlalchemy import ForeignKey
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Feature(Base):
+        __tablename__ = "ingest_sti"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        kind: Mapped[str]
+        geom: Mapped[WKBElement] = mapped_column(Geometry("POINT", 4326))
+        __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "feature"}  # noqa: RUF012
+
+    class Well(Feature):
+        depth: Mapped[float | None]
+        __mapper_args__ = {"polymorphic_identity": "well"}  # noqa: RUF012
+
+    class Mine(Feature):
+        __tablename__ = "ingest_jti"
+        id: Mapped[int] = mapped_column(ForeignKey("ingest_sti.id"), primary_key=True)
+        ore: Mapped[str]
+        __mapper_args__ = {"polymorphic_identity": "mine"}  # noqa: RUF012
+
+    scratch("ingest_jti", "ingest_sti")
+    Base.metadata.create_all(db.engine)
+    point = "SRID=4326;POINT(1 2)"
+    assert db.ingest(Well, [{"id": 1, "depth": 3.5, "geom": point}]).inserted == 1
+    assert db.ingest(Feature, [{"id": 2, "geom": point}]).inserted == 1
+    with db.session() as s:
+        kinds = s.execute(text("SELECT id, kind FROM ingest_sti ORDER BY id")).all()
+        assert [tuple(row) for row in kinds] == [(1, "well"), (2, "feature")]
+        assert s.get(Well, 1) is not None  # read back as a Well
+    with pytest.raises(ConfigurationError, match=r"Mine is mapped over 2 tables .*ingest_jti"):
+        db.ingest(Mine, [{"id": 3, "ore": "gold", "geom": point}])
+
+
 def test_geojson_features_from_a_web_api_load_as_rows(
     db: SpatialDatabase, scratch: Callable[..., None]
 ) -> None:

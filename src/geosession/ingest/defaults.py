@@ -9,7 +9,9 @@ as None stays NULL, as in an INSERT. With ``on_conflict="update"``, a column the
 lacks is set for new rows only: an existing row keeps its value, as the ORM's defaults
 apply to INSERTs. A default that is SQL (``default=func.now()``, a ``Sequence``) is
 written by SQLAlchemy into each INSERT, which COPY cannot do: a source without that
-column is refused unless the table has a DEFAULT of its own.
+column is refused unless the table has a DEFAULT of its own. A class of a single-table
+inheritance hierarchy fills its discriminator with its polymorphic identity, as the ORM
+does.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import dataclasses
 from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Column, Table, inspect
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.batches import Batch
@@ -68,9 +70,11 @@ def column_defaults(target: Any, resolved: Target) -> ColumnDefaults:
     if not isinstance(table, Table):
         return ColumnDefaults()
     loadable = {c.name for c in resolved.columns if not c.generated}
-    python: dict[str, Default] = {}
+    python: dict[str, Default] = dict(_polymorphic_identity(target, loadable))
     sql: dict[str, str] = {}
     for column in table.columns:
+        if column.name in python:
+            continue
         default = column.default
         if default is None or column.name not in loadable:
             continue
@@ -81,6 +85,17 @@ def column_defaults(target: Any, resolved: Target) -> ColumnDefaults:
         else:
             sql[column.name] = _described(default)
     return ColumnDefaults(python, sql)
+
+
+def _polymorphic_identity(target: Any, loadable: Collection[str]) -> dict[str, Default]:
+    """The discriminator a mapped class of an inheritance hierarchy writes, as the ORM
+    writes it for a new row: ``{"kind": "well"}`` for ``Well(Feature)``."""
+    mapper = inspect(target, raiseerr=False) if isinstance(target, type) else None
+    column = getattr(mapper, "polymorphic_on", None)
+    identity = getattr(mapper, "polymorphic_identity", None)
+    if not isinstance(column, Column) or identity is None or column.name not in loadable:
+        return {}
+    return {column.name: _constant(identity)}
 
 
 def _constant(value: Any) -> Default:

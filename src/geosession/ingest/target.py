@@ -12,7 +12,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Table, inspect
 
 from geosession.errors import ConfigurationError
 from geosession.names import split_table_name
@@ -285,6 +285,7 @@ def check_required_columns(target: Target, present: Collection[str]) -> None:
 
 
 def schema_and_name(target: Any) -> tuple[str | None, str]:
+    _refuse_joined_inheritance(target)
     table = getattr(target, "__table__", target)
     if isinstance(table, Table):
         return table.schema, table.name
@@ -300,6 +301,21 @@ def schema_and_name(target: Any) -> tuple[str | None, str]:
         "ingest target must be a mapped class, a Table or a table name, "
         f"not {type(target).__name__}"
     )
+
+
+def _refuse_joined_inheritance(target: Any) -> None:
+    """A class mapped over several tables (joined-table inheritance) has each row in all of
+    them, which the ORM inserts in turn; COPY loads one table."""
+    mapper = inspect(target, raiseerr=False) if isinstance(target, type) else None
+    tables = getattr(mapper, "tables", ())
+    if len(tables) > 1:
+        names = ", ".join(table.fullname for table in tables)
+        raise ConfigurationError(
+            f"{target.__name__} is mapped over {len(tables)} tables (joined-table "
+            f"inheritance: {names}), and COPY loads one table: load each table with its "
+            "own columns (the base table's first, then the others with the same keys), or "
+            "use session.add_all"
+        )
 
 
 def _column(row: Any) -> Column:
