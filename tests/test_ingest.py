@@ -2553,6 +2553,74 @@ def test_a_stream_or_a_query_result_loads_by_column_name(
         assert same.scalar() == 6000
 
 
+def test_create_makes_a_table_for_geojson_features(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """create=True from a FeatureCollection: columns typed from the properties, the
+    geometry column geom of the features' type and CRS, and their ids as the key."""
+    scratch("made_stops", "made_zones")
+    stops = [
+        {
+            "type": "Feature",
+            "id": n,
+            "geometry": {"type": "Point", "coordinates": [n, -n]},
+            "properties": {"name": f"stop {n}", "lines": n * 2, "accessible": n % 2 == 0},
+        }
+        for n in range(1, 21)
+    ]
+    collection = {"type": "FeatureCollection", "features": stops}
+    report = db.ingest("made_stops", collection, create=True)
+    assert report.created and report.inserted == 20
+    mercator = {"type": "name", "properties": {"name": "EPSG:3857"}}
+    square = {"type": "Polygon", "coordinates": [[[0, 0], [9, 0], [9, 9], [0, 0]]]}
+    zones = {
+        "type": "FeatureCollection",
+        "crs": mercator,
+        "features": [{"type": "Feature", "geometry": square, "properties": {"zone": "a"}}],
+    }
+    assert db.ingest("made_zones", zones, create=True).inserted == 1
+    with db.session() as s:
+        columns = s.execute(
+            text(
+                "SELECT table_name, column_name, udt_name FROM information_schema.columns "
+                "WHERE table_name IN ('made_stops', 'made_zones') ORDER BY 1, ordinal_position"
+            )
+        ).all()
+        kinds = s.execute(
+            text(
+                "SELECT f_table_name, type, srid FROM geometry_columns "
+                "WHERE f_table_name IN ('made_stops', 'made_zones') ORDER BY 1"
+            )
+        ).all()
+        keys = (
+            s.execute(
+                text(
+                    "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
+                    "ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) WHERE i.indisprimary "
+                    "AND i.indrelid = 'made_stops'::regclass"
+                )
+            )
+            .scalars()
+            .all()
+        )
+        stored = s.execute(text("SELECT id, name, lines FROM made_stops WHERE id = 7")).one()
+    assert [tuple(c) for c in columns] == [
+        ("made_stops", "id", "int8"),
+        ("made_stops", "geom", "geometry"),
+        ("made_stops", "name", "text"),
+        ("made_stops", "lines", "int8"),
+        ("made_stops", "accessible", "bool"),
+        ("made_zones", "fid", "int8"),
+        ("made_zones", "geom", "geometry"),
+        ("made_zones", "zone", "text"),
+    ]
+    assert [tuple(k) for k in kinds] == [
+        ("made_stops", "POINT", 4326),
+        ("made_zones", "POLYGON", 3857),
+    ]
+    assert keys == ["id"] and tuple(stored) == (7, "stop 7", 14)
+
+
 def test_inheritance_single_table_fills_the_discriminator_joined_is_refused(
     db: SpatialDatabase, scratch: Callable[..., None]
 ) -> None:

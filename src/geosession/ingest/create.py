@@ -33,6 +33,7 @@ from geosession.ingest.batches import repeated
 from geosession.ingest.crs import crs_label, source_crs
 from geosession.ingest.delimited import csv_header, wkt_column_of
 from geosession.ingest.encodings import check_encoding, layer_text
+from geosession.ingest.features import as_features, features_frame
 from geosession.ingest.file_read import check_rename
 from geosession.ingest.files import (
     SUPPORTED,
@@ -217,6 +218,10 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
         return _lowercased(_renamed(schema, options.rename or {}, path), keep=options.rename)
     elif is_dataframe(source):
         schema = _frame_schema(source, srids)
+    elif (features := as_features(source)) is not None:
+        frame, identified = features_frame(features)
+        schema = _frame_schema(frame, srids)
+        schema.key = "id" if identified else schema.key  # the Features' ids go there
     elif is_arrow_stream(source):
         opened = opened_once(source)
         remedy = "or mark the WKB field as GeoArrow WKB (geoarrow.pyarrow's as_wkb)"
@@ -226,7 +231,7 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
         raise ConfigurationError(
             f"Table {table} does not exist, and create=True cannot make it from a "
             f"{type(source).__name__}: its rows declare no column types. Create the table "
-            "first, or load a file, a (Geo)DataFrame or Arrow data"
+            "first, or load a file, a (Geo)DataFrame, Arrow data or GeoJSON Features"
         )
     return _lowercased(schema)
 

@@ -99,3 +99,33 @@ def feature_values(
     if feature.get("id") is not None and "id" in columns and "id" not in properties:
         values["id"] = feature["id"]
     return values
+
+
+FRAME_SAMPLE = 10_000
+"""Features looked at to make a table for them (create=True)."""
+
+
+def as_features(source: Any) -> list[Any] | None:
+    """``source`` as a list of Features (what a FeatureCollection becomes), else None."""
+    if not isinstance(source, list) or not source:
+        return None
+    return source if _geo_interface(source[0], "Feature") is not None else None
+
+
+def features_frame(features: list[Any]) -> tuple[Any, bool]:
+    """A GeoDataFrame of the first features, in their CRS, with its geometry column named
+    ``geom``, for create=True to make the table from; and whether they carry ids of their
+    own (``"id"`` beside the properties), which the table's key then takes."""
+    import geopandas
+
+    from geosession.geometry import srid_of
+
+    sample = [_geo_interface(feature, "Feature") or feature for feature in features[:FRAME_SAMPLE]]
+    geometry = next((f["geometry"] for f in sample if f.get("geometry")), None)
+    frame = geopandas.GeoDataFrame.from_features(sample)
+    if geometry is not None:
+        frame = frame.set_crs(srid_of(geometry), allow_override=True)
+    if "geom" not in frame.columns:
+        frame = frame.rename_geometry("geom")
+    properties = sample[0].get("properties") or {}
+    return frame, sample[0].get("id") is not None and "id" not in properties
