@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from geosession.errors import ConfigurationError
+from geosession.geometry import srid_of
 
 
 def _geo_interface(value: Any, kind: str) -> Mapping[str, Any] | None:
@@ -116,9 +117,7 @@ def features_frame(features: list[Any]) -> tuple[Any, bool]:
     """A GeoDataFrame of the first features, in their CRS, with its geometry column named
     ``geom``, for create=True to make the table from; and whether they carry ids of their
     own (``"id"`` beside the properties), which the table's key then takes."""
-    import geopandas
-
-    from geosession.geometry import srid_of
+    import geopandas  # the geo extra, as create=True needs for frames
 
     sample = [_geo_interface(feature, "Feature") or feature for feature in features[:FRAME_SAMPLE]]
     geometry = next((f["geometry"] for f in sample if f.get("geometry")), None)
