@@ -766,6 +766,12 @@ def test_cli_loads_several_files_each_as_its_own_load(
     assert admin.execute("SELECT count(*) FROM made_gpkg").fetchone() == (33,)
     totals = next(line for line in again.output.splitlines() if "│ all" in line)
     assert [cell.strip() for cell in totals.split("│")[2:6]] == ["0", "0", "0", "33"]
+    as_json = runner.invoke(app, ["ingest", *tiles, "made_gpkg", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    reported = orjson.loads(as_json.stdout)  # the progress bars went to stderr
+    assert [(r["file"], r["inserted"], r["already_committed"]) for r in reported] == [
+        (tile, 0, 10 + number) for number, tile in enumerate(tiles)
+    ]
     named = runner.invoke(app, ["ingest", *tiles, "made_gpkg", "--ingest-id", "one"])
     assert named.exit_code != 0 and "(each gets its own, from the file)" in named.output
     mercator = tmp_path / "mercator.geojson"

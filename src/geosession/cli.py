@@ -354,6 +354,14 @@ def ingest(
             "SRID while loading, instead of refusing a file whose CRS differs.",
         ),
     ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the report as JSON on stdout (a list, with each file's name, for "
+            "several files), for scripts; the progress bar stays on stderr.",
+        ),
+    ] = False,
 ) -> None:
     """Load files into a table by binary COPY, exactly once.
 
@@ -388,7 +396,7 @@ def ingest(
             "from the file)",
             param_hint="--ingest-id",
         )
-    console = Console()
+    console = Console(stderr=as_json)  # stdout is the JSON's
     reports = []
     with SpatialDatabase.from_env() as db:
         for number, source in enumerate(sources, start=1):
@@ -421,9 +429,20 @@ def ingest(
                     create=create,
                     reproject=reproject,
                 )
-            console.print(report)
+            if not as_json:
+                console.print(report)
             reports.append((source, report))
-    if len(reports) > 1:
+    _print_reports(reports, console, as_json=as_json)
+
+
+def _print_reports(reports: list[tuple[Path, Any]], console: Any, *, as_json: bool) -> None:
+    """The reports as JSON (one, or a list naming each file), or the table of several."""
+    from geosession.diagnose.console import print_json
+
+    if as_json:
+        named = [{"file": str(source), **report.as_dict()} for source, report in reports]
+        print_json(named if len(named) > 1 else reports[0][1].as_dict())
+    elif len(reports) > 1:
         console.print(_files_table(reports))
 
 
