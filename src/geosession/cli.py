@@ -439,9 +439,10 @@ def _print_reports(reports: list[tuple[Path, Any]], console: Any, *, as_json: bo
     """The reports as JSON (one, or a list naming each file), or the table of several."""
     from geosession.diagnose.console import print_json
 
-    if as_json:
-        named = [{"file": str(source), **report.as_dict()} for source, report in reports]
-        print_json(named if len(named) > 1 else reports[0][1].as_dict())
+    if as_json and len(reports) == 1:
+        print_json(reports[0][1].as_dict())
+    elif as_json:
+        print_json([{"file": str(source), **report.as_dict()} for source, report in reports])
     elif len(reports) > 1:
         console.print(_files_table(reports))
 
