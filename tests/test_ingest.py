@@ -2985,6 +2985,40 @@ def test_a_view_is_loaded_only_through_an_instead_of_insert_trigger(
             s.execute(text("DROP FUNCTION IF EXISTS ingest_view_insert()"))
 
 
+def test_rows_a_before_insert_trigger_discards_are_not_counted_inserted(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    scratch("ingest_routed", "ingest_routed_rejected")
+    try:
+        with db.transaction() as s:
+            s.execute(text("CREATE TABLE ingest_routed (id integer PRIMARY KEY, geom geometry)"))
+            s.execute(
+                text(
+                    "CREATE FUNCTION ingest_routed_skip() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$BEGIN IF NEW.id % 10 = 0 THEN RETURN NULL; END IF; RETURN NEW; END$$"
+                )
+            )
+            s.execute(
+                text(
+                    "CREATE TRIGGER skip BEFORE INSERT ON ingest_routed "
+                    "FOR EACH ROW EXECUTE FUNCTION ingest_routed_skip()"
+                )
+            )
+        source = [{"id": i, "geom": f"SRID=4326;POINT({i} 0)"} for i in range(-1, 100)]
+        source[50]["geom"] = "POINT(nan 0)"  # a reject beside the discarded rows
+        report = db.ingest("ingest_routed", source, chunk_size=30)
+        assert (report.rows_read, report.inserted, report.discarded) == (101, 90, 10)
+        assert [r.row for r in report.rejected] == [51]
+        assert re.search(r"not stored: a BEFORE INSERT trigger returned NULL +│ +10 │", str(report))
+        assert report.as_dict()["discarded"] == 10
+        with db.session() as s:
+            assert s.execute(text("SELECT count(*) FROM ingest_routed")).scalar() == 90
+    finally:
+        with db.transaction() as s:
+            s.execute(text("DROP TABLE IF EXISTS ingest_routed, ingest_routed_rejected"))
+            s.execute(text("DROP FUNCTION IF EXISTS ingest_routed_skip()"))
+
+
 def test_missing_table_is_a_clear_error(db: SpatialDatabase) -> None:
     with pytest.raises(ConfigurationError, match="does not exist"):
         db.ingest("no_such_table", [])

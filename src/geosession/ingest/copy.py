@@ -250,8 +250,8 @@ def _write(
             copy.write(SIGNATURE)
             copy.write(chunk.encoded.rows(start, stop))
             copy.write(TRAILER)
-        if not plan.staged:
-            return stop - start
+        if not plan.staged:  # fewer when a BEFORE INSERT trigger returned NULL for some
+            return cursor.rowcount if cursor.rowcount >= 0 else stop - start
         cursor.execute(_from_stage(plan))
         inserted = cursor.rowcount
         cursor.execute(sql.SQL("TRUNCATE {}").format(_STAGE))

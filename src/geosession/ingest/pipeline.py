@@ -532,6 +532,8 @@ class Ingest:
                 self.report.conflicts += unwritten
             elif self.options.on_conflict == "update":
                 self.report.superseded += unwritten
+            else:
+                self.report.discarded += unwritten
 
     def _count_retry(self) -> None:
         with self.lock:

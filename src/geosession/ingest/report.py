@@ -38,10 +38,16 @@ class IngestReport:
     """Rows an earlier run with this ingest_id inserted into the table, which was empty
     when this run began (they were deleted since): loaded again rather than skipped."""
     conflicts: int = 0
-    """Rows not inserted because their key existed (on_conflict='ignore')."""
+    """Rows not inserted because their key existed (on_conflict='ignore'), and those a
+    trigger discarded (the server's count does not tell them apart)."""
     superseded: int = 0
     """Rows not written because a later row of their chunk has the same key
-    (on_conflict='update': the last one is written, as if the rows were applied in turn)."""
+    (on_conflict='update': the last one is written, as if the rows were applied in turn),
+    and those a trigger discarded."""
+    discarded: int = 0
+    """Rows the server took but did not store in the table: a BEFORE INSERT trigger
+    returned NULL for them (trigger-based partitioning does so after writing them into
+    another table)."""
     chunks: int = 0
     workers: int = 1
     """COPY connections used (``workers="auto"``: 2 when indexes are maintained, else 1)."""
@@ -112,6 +118,7 @@ class IngestReport:
                 ("loaded again (deleted since the last run)", self.reloaded),
                 ("key conflicts ignored", self.conflicts),
                 ("superseded by a later row of the same key", self.superseded),
+                ("not stored: a BEFORE INSERT trigger returned NULL", self.discarded),
             )
             if v
         ]
