@@ -862,6 +862,54 @@ def test_a_role_without_create_loads_into_tables_an_owner_made(
     assert 'geosession_ingest_deferred_index TO "geosession_loader";' in str(unrecorded.value)
 
 
+def test_a_table_under_row_level_security_loads_through_its_policies(
+    db: SpatialDatabase, loader: SpatialDatabase
+) -> None:
+    """COPY FROM refuses a table whose policies apply to the role ("COPY FROM not supported
+    with row-level security"): its rows go through a staging table and an INSERT, which the
+    policies check, and a row a policy refuses is quarantined like a constraint's."""
+    with db.transaction() as s:
+        s.execute(text("ALTER TABLE numbered ADD owner text NOT NULL DEFAULT current_user"))
+        s.execute(text("ALTER TABLE numbered ENABLE ROW LEVEL SECURITY"))
+        s.execute(
+            text(
+                "CREATE POLICY own ON numbered USING (owner = current_user) "
+                "WITH CHECK (owner = current_user)"
+            )
+        )
+        s.execute(text("INSERT INTO numbered (id, geom, owner) VALUES (100, NULL, 'other')"))
+        s.execute(text("GRANT UPDATE ON numbered TO geosession_loader"))
+    db.ingest("numbered", [], progress=False)  # the owner makes the rejects table
+    with db.transaction() as s:
+        s.execute(text("GRANT SELECT, INSERT, DELETE ON numbered_rejected TO geosession_loader"))
+        s.execute(text("GRANT USAGE ON SEQUENCE numbered_rejected_id_seq TO geosession_loader"))
+    points = [{"id": n, "geom": shapely.Point(n, n)} for n in range(1, 6)]
+    for point in points:
+        point["owner"] = "other" if point["id"] == 3 else "geosession_loader"
+    with db.transaction() as s:
+        s.execute(text("REVOKE SELECT ON numbered FROM geosession_loader"))
+    with pytest.raises(ConfigurationError, match=r"lacks SELECT on .*numbered"):
+        loader.ingest("numbered", points, progress=False)  # the stage is made from it
+    with db.transaction() as s:
+        s.execute(text("GRANT SELECT ON numbered TO geosession_loader"))
+    report = loader.ingest("numbered", points, progress=False)
+    assert report.inserted == 4
+    assert [(r.row, r.kind) for r in report.rejected] == [(3, "server")]
+    assert "row-level security policy" in report.rejected[0].reason
+    again = loader.ingest("numbered", points, progress=False, on_conflict="update")
+    assert again.inserted == 4 and [r.row for r in again.rejected] == [3]
+    with db.session() as s:
+        stored = s.execute(text("SELECT id, owner FROM numbered ORDER BY id")).all()
+    assert stored == [(n, "geosession_loader") for n in (1, 2, 4, 5)] + [(100, "other")]
+    with db.transaction() as s:  # the owner is not under the policies: COPY as before
+        s.execute(text("DELETE FROM numbered WHERE id < 100"))
+    unowned = [{"id": p["id"], "geom": p["geom"]} for p in points]
+    assert loader.ingest("numbered", unowned, progress=False).inserted == 5  # the default
+    with db.transaction() as s:
+        s.execute(text("DELETE FROM numbered WHERE id < 100"))
+    assert db.ingest("numbered", points, progress=False).inserted == 5
+
+
 def test_on_conflict_error_ignore_update(db: SpatialDatabase, table: str) -> None:
     db.ingest(table, rows(100))
     changed = [

@@ -29,6 +29,9 @@ OnConflict = Literal["error", "ignore", "update"]
 
 _ROW_LEVEL = ("22", "23", "XX", "P0", "42804")
 """SQLSTATEs caused by a row's data (data exceptions, constraints, PostGIS, triggers)."""
+_POLICY_VIOLATION = "42501"
+"""A row a row-level security policy's WITH CHECK refuses (insufficient privilege: the
+target's own privileges are checked before the load)."""
 _UNIQUE_VIOLATION = "23505"
 
 
@@ -52,9 +55,14 @@ class WritePlan:
 
     @property
     def staged(self) -> bool:
-        """Whether rows go through a staging table: to meet the target's keys (on_conflict)
-        or to be cast from text (:class:`~geosession.ingest.binary.TextCast`)."""
-        return self.on_conflict != "error" or any(map(_cast, self.copy_types))
+        """Whether rows go through a staging table: to meet the target's keys (on_conflict),
+        to be cast from text (:class:`~geosession.ingest.binary.TextCast`), or to pass the
+        row-level security policies that COPY FROM does not apply."""
+        return (
+            self.on_conflict != "error"
+            or any(map(_cast, self.copy_types))
+            or self.target.row_security
+        )
 
 
 def _cast(copy_type: str) -> TypeGuard[binary.TextCast]:
@@ -167,7 +175,7 @@ def _write_bisecting(
         with conn.transaction():
             return _write(conn, plan, chunk, start, stop), []
     except psycopg.Error as error:
-        if not _row_level(error):
+        if not _row_level(error, plan):
             raise
         if stop - start > 1:
             middle = (start + stop) // 2
@@ -178,10 +186,13 @@ def _write_bisecting(
         return 0, [_server_reject(conn, plan, error, chunk.row_numbers[start], row)]
 
 
-def _row_level(error: psycopg.Error) -> bool:
-    """Caused by one row's data: the server's data errors (a lost connection has another
-    SQLSTATE or none)."""
-    return bool(error.sqlstate) and str(error.sqlstate).startswith(_ROW_LEVEL)
+def _row_level(error: psycopg.Error, plan: WritePlan) -> bool:
+    """Caused by one row's data: the server's data errors, and a policy's refusal on a
+    table under row-level security (a lost connection has another SQLSTATE or none)."""
+    state = str(error.sqlstate or "")
+    if plan.target.row_security and state == _POLICY_VIOLATION:
+        return True
+    return bool(state) and state.startswith(_ROW_LEVEL)
 
 
 def _server_reject(

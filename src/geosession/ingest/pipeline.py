@@ -168,10 +168,12 @@ class Ingest:
         return self.report
 
     def _require_write_privileges(self, cursor: psycopg.Cursor[Any]) -> None:
-        """INSERT on the target, checked up front; on_conflict='update' also needs UPDATE,
-        and SELECT for the key it matches on (ON CONFLICT (key) reads it)."""
-        update = self.options.on_conflict == "update"
-        wanted = ("SELECT", "INSERT", "UPDATE") if update else ("INSERT",)
+        """INSERT on the target, checked up front; on_conflict='update' also needs UPDATE.
+        A load through the staging table (on_conflict, row-level security) needs SELECT:
+        the stage is made from the table's columns, and ON CONFLICT (key) reads the key."""
+        staged = self.options.on_conflict != "error" or self.target.row_security
+        wanted: tuple[str, ...] = ("SELECT",) if staged else ()
+        wanted += ("INSERT", "UPDATE") if self.options.on_conflict == "update" else ("INSERT",)
         table = self.target.quoted
         require_privileges(
             cursor,

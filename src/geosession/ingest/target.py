@@ -175,6 +175,9 @@ class Target:
     """The table's OID: a table dropped and made again under the same name has another."""
     insert_triggers: bool = False
     """BEFORE INSERT row triggers, which may fill columns the source leaves out."""
+    row_security: bool = False
+    """Row-level security applies to this role on the table: COPY FROM refuses such a
+    table, so rows go through a staging table and an INSERT, which the policies check."""
     database: str | None = None
     """Where ``oid`` is the table's: the cluster's system identifier and the database's
     OID (None when the server does not say). A restored dump has other OIDs."""
@@ -225,7 +228,7 @@ def resolve_target(cursor: Any, target: Any) -> Target:
     quoted_name = double_quoted(name)
     relation = f"{double_quoted(schema)}.{quoted_name}" if schema else quoted_name
     cursor.execute(
-        "SELECT n.nspname, c.oid, c.relkind FROM pg_class c "
+        "SELECT n.nspname, c.oid, c.relkind, row_security_active(c.oid) FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)",
         (relation,),
     )
@@ -261,6 +264,7 @@ def resolve_target(cursor: Any, target: Any) -> Target:
         columns=columns,
         oid=int(found[1]),
         insert_triggers=bool(before_insert),
+        row_security=bool(found[3]),
         database=database,
         unique_keys=unique_keys,
         timezone=cursor.connection.info.timezone,
