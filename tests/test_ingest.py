@@ -3067,6 +3067,38 @@ def test_rows_a_before_insert_trigger_discards_are_not_counted_inserted(
             s.execute(text("DROP FUNCTION IF EXISTS ingest_routed_skip()"))
 
 
+def test_deferred_and_exclusion_constraints_reject_only_their_rows(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """A DEFERRABLE INITIALLY DEFERRED foreign key is checked at COMMIT, where bisection
+    cannot find the row: each chunk checks it at its COPY. An exclusion constraint (no two
+    parcels overlap) rejects the row that overlaps, its column named from the detail."""
+    scratch("ingest_owned_by", "ingest_owned_by_rejected", "ingest_owners")
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE ingest_owners (id integer PRIMARY KEY)"))
+        s.execute(text("INSERT INTO ingest_owners SELECT generate_series(1, 5)"))
+        s.execute(
+            text(
+                "CREATE TABLE ingest_owned_by (id integer PRIMARY KEY, owner integer "
+                "REFERENCES ingest_owners DEFERRABLE INITIALLY DEFERRED, "
+                "geom geometry(Polygon, 4326), EXCLUDE USING gist (geom WITH &&))"
+            )
+        )
+    source = [
+        {"id": n, "owner": n % 5 + 1, "geom": shapely.box(n, 0, n + 0.9, 1)} for n in range(40)
+    ]
+    source[7]["owner"] = 99
+    source[30]["geom"] = shapely.box(3.2, 0, 3.4, 1)  # inside row 4's parcel
+    report = db.ingest("ingest_owned_by", source, srid=4326, chunk_size=20)
+    assert report.inserted == 38
+    rejected = [(r.row, r.column, r.kind) for r in report.rejected]
+    assert rejected == [(8, "owner", "server"), (31, "geom", "server")]
+    assert "is not present in table" in report.rejected[0].reason
+    assert "exclusion constraint" in report.rejected[1].reason
+    with db.session() as s:
+        assert s.execute(text("SELECT count(*) FROM ingest_owned_by")).scalar() == 38
+
+
 def test_missing_table_is_a_clear_error(db: SpatialDatabase) -> None:
     with pytest.raises(ConfigurationError, match="does not exist"):
         db.ingest("no_such_table", [])

@@ -19,12 +19,15 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import ExceptionContext
 
 from geosession.errors import (
+    HSTORE_DICT_ADVICE,
     AccessDenied,
     CommitOutcomeUnknown,
     ConnectionFailed,
+    DatabaseError,
     GeoSessionError,
     IdleInTransactionTimeout,
     advice_for,
+    capitalized,
     endpoint_of,
     first_line,
     translate,
@@ -61,6 +64,11 @@ def _connect_translated(engine: Engine) -> Any:
 
 
 def _on_handle_error(context: ExceptionContext) -> GeoSessionError | None:
+    if _raised_in_hstore_dumper(context.original_exception):
+        return DatabaseError(
+            f"A Python dict parameter could not be sent (to {endpoint_of(context.engine)}): "
+            f"{context.original_exception}. {capitalized(HSTORE_DICT_ADVICE)}"
+        )
     if context.is_pre_ping or not isinstance(context.sqlalchemy_exception, sa_exc.DBAPIError):
         return (
             None  # pre-ping decides about reconnecting itself; non-driver errors stay as they are
@@ -81,6 +89,19 @@ def _on_handle_error(context: ExceptionContext) -> GeoSessionError | None:
         statement=sql if statement is None else statement,
         statement_start=start,
     )
+
+
+def _raised_in_hstore_dumper(error: BaseException) -> bool:
+    """psycopg (3) sends a dict as hstore where the database has the extension, and its
+    dumper fails on a value that is not text (AttributeError: 'int' object has no
+    attribute 'encode'): the same mistake psycopg2 leaves to the server to report."""
+    if not isinstance(error, AttributeError | TypeError):
+        return False
+    traceback = error.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    module = traceback.tb_frame.f_globals.get("__name__") if traceback is not None else None
+    return module == "psycopg.types.hstore"
 
 
 # What a lost connection means. COMMIT goes out right after the ``commit`` event: losing

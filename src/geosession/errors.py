@@ -167,6 +167,24 @@ _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
     "28000": (AccessDenied, "check pg_hba.conf and the user name"),
     "3D000": (AccessDenied, "create the database, or fix the database name in the settings"),
     "42501": (DatabaseError, "grant the privilege to this role, or connect as another"),
+    "23505": (
+        IntegrityViolation,
+        "the key is taken: fix the data, or skip or update such rows (db.ingest's "
+        "on_conflict='ignore' or 'update'; INSERT ... ON CONFLICT in SQL)",
+    ),
+    "23503": (
+        IntegrityViolation,
+        "the referenced row is missing (or still referenced, for a delete): write the rows "
+        "it refers to first, or fix the reference",
+    ),
+    "23502": (IntegrityViolation, "give the column a value, or the table a DEFAULT for it"),
+    "23514": (IntegrityViolation, "fix the data to meet the named CHECK constraint"),
+    "23P01": (
+        IntegrityViolation,
+        "the row conflicts with one already there under the exclusion constraint (say, "
+        "overlapping geometries): fix the data, or skip such rows (db.ingest's "
+        "on_conflict='ignore'; INSERT ... ON CONFLICT DO NOTHING in SQL)",
+    ),
     "25006": (
         DatabaseError,
         "this transaction only reads: it was opened with read_only=True or replica=True "
@@ -199,7 +217,7 @@ _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
 _BY_SQLSTATE_CLASS: dict[str, tuple[type[GeoSessionError], str]] = {
     "08": (ConnectionFailed, "the connection was lost; " + _ADVICE_RETRY),
     "57": (ConnectionFailed, "the server ended the connection; " + _ADVICE_RETRY),
-    "23": (IntegrityViolation, "fix the data, or choose on_conflict= where the API offers it"),
+    "23": (IntegrityViolation, "fix the data to meet the named constraint"),
 }
 
 _BINDS = re.compile(r"%\(|%s|\$\d")
@@ -228,6 +246,13 @@ _UNSENDABLE = re.compile(
     r"(?:cannot|can't) adapt type '(?P<psycopg>\w+)'"  # psycopg, psycopg2
     r"|query argument (?P<arg>\$\d+): .*\(expected \w+, got (?P<asyncpg>\w+)\)"  # asyncpg
 )
+HSTORE_DICT_ADVICE = (
+    "a Python dict parameter was sent as hstore (SQLAlchemy does so where the database has "
+    "the hstore extension), and hstore holds text only: give the parameter a type, "
+    "bindparam(name, value, type_=JSONB) for JSON, or text values"
+)
+_HSTORE_DICT = re.compile(r"function hstore\(text\[\], (?!text\[\])[\w ]+\[\]\) does not exist")
+"""A dict of other than text values that SQLAlchemy's psycopg dialects sent as hstore."""
 _INSERT_TABLE = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|COPY)\s+([\w.\"]+)", re.IGNORECASE)
 
 
@@ -300,7 +325,11 @@ def first_line(error: BaseException) -> str:
 
 def advice_for(sqlstate: str) -> str:
     """What to do about an error of this SQLSTATE, as a sentence."""
-    advice = _BY_SQLSTATE[sqlstate][1]
+    return capitalized(_BY_SQLSTATE[sqlstate][1])
+
+
+def capitalized(advice: str) -> str:
+    """Advice as a sentence of its own."""
     return advice[:1].upper() + advice[1:]
 
 
@@ -312,11 +341,9 @@ def classify(diag: Diagnostics, *, is_disconnect: bool) -> tuple[type[GeoSession
         return srid_advice
     if state in ("22023", "XX000", "22P02", "22000") and _INVALID_GEOMETRY.search(diag.message):
         return InvalidGeometry, "fix or drop the geometry; shapely.make_valid repairs many"
-    if state in ("42704", "42883") and _POSTGIS_MISSING.search(diag.message):
-        return PostGISNotInstalled, (
-            "PostGIS is not installed in this database: connect as its owner or a superuser "
-            "and run CREATE EXTENSION postgis;"
-        )
+    missing = _missing_type_advice(diag.message) if state in ("42704", "42883") else None
+    if missing is not None:
+        return missing
     if state == "57014" and "user request" in diag.message:  # not statement_timeout
         return QueryTimeout, (
             "the statement was cancelled: by pg_cancel_backend from another session, or by "
@@ -336,6 +363,19 @@ def classify(diag: Diagnostics, *, is_disconnect: bool) -> tuple[type[GeoSession
     if not state:  # the driver refused the call: the statement never reached the server
         return DatabaseError, "see the driver's message above"
     return DatabaseError, "see the server's message above"
+
+
+def _missing_type_advice(message: str) -> tuple[type[GeoSessionError], str] | None:
+    """A type or function the server lacks: PostGIS's (not installed), or hstore() of a
+    dict that SQLAlchemy sent as hstore."""
+    if _POSTGIS_MISSING.search(message):
+        return PostGISNotInstalled, (
+            "PostGIS is not installed in this database: connect as its owner or a superuser "
+            "and run CREATE EXTENSION postgis;"
+        )
+    if _HSTORE_DICT.search(message):
+        return DatabaseError, HSTORE_DICT_ADVICE
+    return None
 
 
 def _srid_advice(message: str) -> tuple[type[GeoSessionError], str] | None:

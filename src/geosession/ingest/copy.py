@@ -141,6 +141,8 @@ def write_chunk(conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk) ->
     """Commits the chunk's rows, rejects and ledger entry in one transaction."""
     span = (chunk.first_row, chunk.last_row)
     with conn.transaction(), conn.cursor() as cursor:
+        if plan.target.deferrable:  # checked per COPY, so bisection finds the rows
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         if plan.staged:
             _create_stage(cursor, plan)
         try:
@@ -215,6 +217,7 @@ def _server_reject(
     column = (
         diag.column_name
         or _copy_column(diag.context, plan.columns)
+        or _key_column(diag.message_detail, plan.columns)
         or _failed_cast(conn, plan, values)
     )
     value = dict(zip(plan.columns, values, strict=True)).get(column) if column else None
@@ -243,6 +246,16 @@ def _copy_column(context: str | None, columns: tuple[str, ...]) -> str | None:
     """The column a COPY error names in its context ("COPY t, line 1, column c")."""
     named = (re.search(rf", column {re.escape(c)}(:|$)", context or "", re.M) for c in columns)
     return next((c for c, match in zip(columns, named, strict=True) if match), None)
+
+
+def _key_column(detail: str | None, columns: tuple[str, ...]) -> str | None:
+    """The column a key's detail names ("Key (parent)=(99) is not present ..."): a foreign
+    key's or an exclusion constraint's of one column."""
+    match = re.match(r'Key \((?:"((?:[^"]|"")+)"|([^,()"]+))\)=', detail or "")
+    if match is None:
+        return None
+    name = match[1].replace('""', '"') if match[1] is not None else match[2]
+    return name if name in columns else None
 
 
 def _shown(value: Any) -> str | None:

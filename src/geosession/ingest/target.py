@@ -82,7 +82,8 @@ _TRIGGERS_SQL = """
     SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %(oid)s
                    AND NOT tgisinternal AND tgtype & 7 = 7),  -- ROW, BEFORE, INSERT
            EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %(oid)s
-                   AND tgtype & 68 = 68)  -- INSTEAD OF, INSERT
+                   AND tgtype & 68 = 68),  -- INSTEAD OF, INSERT
+           EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = %(oid)s AND condeferrable)
 """
 _UNIQUE_KEYS_SQL = """
     SELECT array_agg(a.attname::text ORDER BY k.position) FROM pg_index i
@@ -175,6 +176,9 @@ class Target:
     """The table's OID: a table dropped and made again under the same name has another."""
     insert_triggers: bool = False
     """BEFORE INSERT row triggers, which may fill columns the source leaves out."""
+    deferrable: bool = False
+    """Constraints (keys, foreign keys, constraint triggers) that may be checked at COMMIT,
+    where bisection cannot find the rows that break them: each chunk checks them at once."""
     row_security: bool = False
     """Row-level security applies to this role on the table: COPY FROM refuses such a
     table, so rows go through a staging table and an INSERT, which the policies check."""
@@ -244,7 +248,7 @@ def resolve_target(cursor: Any, target: Any) -> Target:
             "create=True (on the command line: --create)"
         )
     cursor.execute(_TRIGGERS_SQL, {"oid": found[1]})
-    before_insert, instead_of_insert = cursor.fetchone()
+    before_insert, instead_of_insert, deferrable = cursor.fetchone()
     kind = _KINDS.get(str(found[2]))
     if kind is not None and not (kind == "view" and instead_of_insert):
         raise ConfigurationError(
@@ -265,6 +269,7 @@ def resolve_target(cursor: Any, target: Any) -> Target:
         oid=int(found[1]),
         insert_triggers=bool(before_insert),
         row_security=bool(found[3]),
+        deferrable=bool(deferrable),
         database=database,
         unique_keys=unique_keys,
         timezone=cursor.connection.info.timezone,
