@@ -1593,6 +1593,9 @@ def test_a_partitioned_tables_index_is_rebuilt_on_every_partition(
     assert (into_partition.deferred_indexes, into_partition.workers) == ([], 2)
     with db.session() as s:
         assert s.execute(text("SELECT count(*) FROM ingest_parted")).scalar() == 5_100
+    homeless = db.ingest("ingest_parted", rows(1, start=-5), on_invalid="skip")  # no partition
+    assert [(r.column, r.kind) for r in homeless.rejected] == [("id", "server")]
+    assert "no partition of relation" in homeless.rejected[0].reason
 
 
 def test_an_index_that_cannot_be_rebuilt_stays_recorded_and_undoes_no_other(

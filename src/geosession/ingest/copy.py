@@ -249,9 +249,13 @@ def _copy_column(context: str | None, columns: tuple[str, ...]) -> str | None:
 
 
 def _key_column(detail: str | None, columns: tuple[str, ...]) -> str | None:
-    """The column a key's detail names ("Key (parent)=(99) is not present ..."): a foreign
-    key's or an exclusion constraint's of one column."""
-    match = re.match(r'Key \((?:"((?:[^"]|"")+)"|([^,()"]+))\)=', detail or "")
+    """The column a key's detail names ("Key (parent)=(99) is not present ...", "Partition
+    key of the failing row contains (region) = (x)"): a foreign key's, an exclusion
+    constraint's or a partition key's of one column."""
+    match = re.match(
+        r'(?:Key|Partition key of the failing row contains) \((?:"((?:[^"]|"")+)"|([^,()"]+))\) ?=',
+        detail or "",
+    )
     if match is None:
         return None
     name = match[1].replace('""', '"') if match[1] is not None else match[2]
