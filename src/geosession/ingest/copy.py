@@ -150,7 +150,7 @@ def write_chunk(conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk) ->
         except IntegrityViolation:  # the key's owner may be another run of this ingest id
             refuse_overlap(cursor, plan.ingest_id, span, plan.committed)
             raise
-        rejects = chunk.rejects + server_rejects
+        rejects = sorted(chunk.rejects + server_rejects, key=lambda r: r.row)
         if plan.quarantine and rejects:
             _quarantine(cursor, plan, rejects)
         counts = (inserted, len(rejects))

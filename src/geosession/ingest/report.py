@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -167,6 +168,6 @@ def _rejects_table(rejects: list[Reject], limit: int = 20) -> Table:
     )
     for name in ("row", "column", "kind", "reason"):
         table.add_column(name, overflow="fold")
-    for reject in rejects[:limit]:
+    for reject in heapq.nsmallest(limit, rejects, key=lambda r: r.row):  # chunks end unordered
         table.add_row(str(reject.row), reject.column or "", reject.kind, reject.reason)
     return table
