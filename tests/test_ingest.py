@@ -3091,15 +3091,16 @@ def test_deferred_and_exclusion_constraints_reject_only_their_rows(
         {"id": n, "owner": n % 5 + 1, "geom": shapely.box(n, 0, n + 0.9, 1)} for n in range(40)
     ]
     source[7]["owner"] = 99
+    source[15]["geom"] = shapely.Polygon()  # a client-side reject after row 8, same chunk
     source[30]["geom"] = shapely.box(3.2, 0, 3.4, 1)  # inside row 4's parcel
     report = db.ingest("ingest_owned_by", source, srid=4326, chunk_size=20)
-    assert report.inserted == 38
+    assert report.inserted == 37
     rejected = [(r.row, r.column, r.kind) for r in report.rejected]
-    assert rejected == [(8, "owner", "server"), (31, "geom", "server")]
+    assert rejected == [(8, "owner", "server"), (16, "geom", "empty"), (31, "geom", "server")]
     assert "is not present in table" in report.rejected[0].reason
-    assert "exclusion constraint" in report.rejected[1].reason
+    assert "exclusion constraint" in report.rejected[2].reason
     with db.session() as s:
-        assert s.execute(text("SELECT count(*) FROM ingest_owned_by")).scalar() == 38
+        assert s.execute(text("SELECT count(*) FROM ingest_owned_by")).scalar() == 37
 
 
 def test_missing_table_is_a_clear_error(db: SpatialDatabase) -> None:
