@@ -3099,6 +3099,9 @@ def test_deferred_and_exclusion_constraints_reject_only_their_rows(
     assert rejected == [(8, "owner", "server"), (16, "geom", "empty"), (31, "geom", "server")]
     assert "is not present in table" in report.rejected[0].reason
     assert "exclusion constraint" in report.rejected[2].reason
+    assert "(geom)=(POLYGON ((3.4 0, 3.4 1, 3.2 1, 3.2 0, 3.4 0))) conflicts" in (
+        report.rejected[2].reason  # the server's hex EWKB as WKT
+    )
     with db.session() as s:
         assert s.execute(text("SELECT count(*) FROM ingest_owned_by")).scalar() == 37
 
