@@ -282,6 +282,20 @@ def test_lock_timeout_and_integrity(db: SpatialDatabase) -> None:
         run(db, "psycopg", "DROP TABLE locked")
 
 
+def test_an_exclusion_constraint_names_both_geometries_as_wkt(db: SpatialDatabase) -> None:
+    run(db, "psycopg", "CREATE TABLE apart (geom geometry, EXCLUDE USING gist (geom WITH &&))")
+    try:
+        run(db, "psycopg", "INSERT INTO apart VALUES ('POLYGON((0 0,2 0,2 2,0 0))')")
+        with pytest.raises(IntegrityViolation) as info:
+            run(db, "psycopg", "INSERT INTO apart VALUES ('POINT(1 0.5)')")
+        assert "Key (geom)=(POINT (1 0.5)) conflicts with existing key (geom)=(POLYGON" in str(
+            info.value
+        )
+        assert "overlapping geometries" in str(info.value)
+    finally:
+        run(db, "psycopg", "DROP TABLE apart")
+
+
 def test_serialization_conflict_is_transient(db: SpatialDatabase) -> None:
     run(db, "psycopg", "CREATE TABLE counters (id int PRIMARY KEY, n int)")
     try:

@@ -21,6 +21,7 @@ from geosession.geometry import (
     GEOJSON_SRID,
     encode_ewkb,
     from_geojson,
+    hex_as_wkt,
     shapes_from_text,
     srid_of,
     to_element,
@@ -367,3 +368,14 @@ def test_geoalchemy2_binds_our_element_as_exact_ewkb(db: SpatialDatabase) -> Non
         echoed = session.scalar(stmt)
     assert echoed is not None
     assert bytes(echoed) == to_ewkb(geom, 4326)
+
+
+def test_hex_geometries_in_a_server_message_read_as_wkt() -> None:
+    point = to_ewkb(shapely.Point(1, 2), 4326).hex().upper()
+    square = to_ewkb(shapely.box(0, 0, 1000, 1000).segmentize(10), 4326).hex().upper()
+    message = f"Key (geom)=({point}) conflicts with existing key (geom)=({square})."
+    readable = hex_as_wkt(message)
+    assert readable.startswith("Key (geom)=(POINT (1 2)) conflicts with existing key (geom)=(")
+    assert readable.endswith("...).") and len(readable) < 150
+    not_wkb = "Failing row contains (01" + "AB" * 30 + ")."
+    assert hex_as_wkt(not_wkb) == not_wkb  # hex that is no geometry stays

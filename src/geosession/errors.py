@@ -494,8 +494,10 @@ def _unsendable(match: re.Match[str], endpoint: str) -> DatabaseError:
 
 
 def _detail(diag: Diagnostics) -> str:
+    from geosession.geometry import hex_as_wkt  # geometry raises errors: imported late
+
     parts = [
-        f"{label}: {value}"
+        f"{label}: {hex_as_wkt(value) if label == 'detail' else value}"
         for label, value in (("detail", diag.detail), ("hint", diag.hint))
         if value
     ]

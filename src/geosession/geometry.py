@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -182,6 +183,24 @@ def to_geojson(geom: GeometryLike) -> dict[str, Any]:
     """Return a GeoJSON geometry dict (plain lists, full precision; M values dropped)."""
     data: dict[str, Any] = json.loads(shapely.to_geojson(to_shape(geom)))
     return data
+
+
+_HEX_GEOMETRY = re.compile(r"\b0[01](?:[0-9A-F]{2}){20,}\b")
+"""A geometry as the server writes it in a message: hex EWKB, hundreds of characters."""
+
+
+def hex_as_wkt(message: str, width: int = 80) -> str:
+    """The server's message with each geometry as the start of its WKT ("Key (geom)=(0103...)
+    conflicts with existing key": which parcel?)."""
+
+    def wkt(match: re.Match[str]) -> str:
+        try:
+            text = str(shapely.from_wkb(match[0]).wkt)
+        except shapely.errors.ShapelyError:
+            return match[0]
+        return text if len(text) <= width else text[: width - 3] + "..."
+
+    return _HEX_GEOMETRY.sub(wkt, message)
 
 
 def srid_of(value: GeometryLike) -> int | None:

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeGuard
 
 import psycopg
-import shapely
 from psycopg import sql
 from psycopg.types.json import Json, Jsonb
 
 from geosession.errors import ConfigurationError, IntegrityViolation
+from geosession.geometry import hex_as_wkt
 from geosession.ingest import binary
 from geosession.ingest.binary import SIGNATURE, TRAILER, Encoded, Refused
 from geosession.ingest.ledger import CommittedRows, record_chunk, refuse_overlap
@@ -207,7 +207,7 @@ def _server_reject(
 ) -> Reject:
     diag = error.diag
     message = diag.message_primary or str(error)
-    detail = f" ({_readable(diag.message_detail)})" if diag.message_detail else ""
+    detail = f" ({hex_as_wkt(diag.message_detail)})" if diag.message_detail else ""
     if error.sqlstate == _UNIQUE_VIOLATION and plan.on_conflict == "error":
         raise IntegrityViolation(
             f"Row {row} duplicates a key already in {plan.target.quoted}: {message}{detail}. "
@@ -247,24 +247,6 @@ def _copy_column(context: str | None, columns: tuple[str, ...]) -> str | None:
     """The column a COPY error names in its context ("COPY t, line 1, column c")."""
     named = (re.search(rf", column {re.escape(c)}(:|$)", context or "", re.M) for c in columns)
     return next((c for c, match in zip(columns, named, strict=True) if match), None)
-
-
-_HEX_GEOMETRY = re.compile(r"\b0[01](?:[0-9A-F]{2}){20,}\b")
-"""A geometry as the server writes it in a message: hex EWKB, hundreds of characters."""
-
-
-def _readable(detail: str) -> str:
-    """The server's detail with each geometry as the start of its WKT ("Key (geom)=(0103...)
-    conflicts with existing key": which parcel?)."""
-
-    def wkt(match: re.Match[str]) -> str:
-        try:
-            text = str(shapely.from_wkb(match[0]).wkt)
-        except shapely.errors.ShapelyError:
-            return match[0]
-        return text if len(text) <= 80 else text[:77] + "..."
-
-    return _HEX_GEOMETRY.sub(wkt, detail)
 
 
 def _key_column(detail: str | None, columns: tuple[str, ...]) -> str | None:
