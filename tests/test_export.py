@@ -23,7 +23,13 @@ import shapely
 from geojson_pydantic import Feature, FeatureCollection
 from typer.testing import CliRunner
 
-from geosession import ConfigurationError, DatabaseError, ExportFailed, SpatialDatabase
+from geosession import (
+    ConfigurationError,
+    DatabaseError,
+    ExportFailed,
+    SpatialDatabase,
+    SRIDMismatch,
+)
 from geosession.cli import app
 from tests.faults.helpers import wait_until
 from tests.test_stream import ROWS, tables  # noqa: F401 (the module's tables, as there)
@@ -223,6 +229,41 @@ def test_geometries_of_srid_0_make_a_layer_without_a_crs_and_no_warning(
         db.export("SELECT g AS id, ST_MakePoint(g, g) AS geom FROM generate_series(1, 5) g", out)
     info = pyogrio.read_info(out)
     assert (info["crs"], info["features"], info["geometry_type"]) == (None, 5, "Point")
+
+
+MIXED_SRIDS = (
+    "SELECT g AS id, ST_SetSRID(ST_MakePoint(g, g), CASE WHEN g < 4000 THEN 4326 ELSE 3857 END) "
+    "AS geom FROM generate_series(1, 5000) g ORDER BY g"
+)
+"""A column that declares no SRID, its first 3,999 rows in 4326 and the rest in 3857."""
+
+
+def test_geometries_of_several_srids_in_one_column_are_refused_not_labelled_one(
+    db: SpatialDatabase, tmp_path: Path
+) -> None:
+    """A file's layer, a frame's or an Arrow column has one CRS: the first rows' was given
+    to all, so the 3857 points were written as degrees. Later batches count too."""
+    out = tmp_path / "mixed.gpkg"
+    with pytest.raises(SRIDMismatch, match=r"SRID 4326 and 3857.*transform:4326"):
+        db.export(MIXED_SRIDS, out, batch_size=1_000)
+    assert not out.exists()
+    with pytest.raises(SRIDMismatch, match="declares no SRID"):
+        list(db.stream_frames(MIXED_SRIDS, batch_size=1_000))
+    with (
+        pytest.raises(SRIDMismatch, match="declares no SRID"),
+        db.stream_arrow(MIXED_SRIDS, batch_size=1_000) as arrow,
+    ):
+        arrow.read_all()
+    moved = db.export(MIXED_SRIDS, out, geometry="transform:4326")
+    assert moved.features == 5_000 and pyogrio.read_info(out)["crs"] == "EPSG:4326"
+    mixed_with_unknown = MIXED_SRIDS.replace("3857", "0")  # SRID 0 says nothing: no conflict
+    assert len(pd_concat(db.stream_frames(mixed_with_unknown, batch_size=1_000))) == 5_000
+
+
+def pd_concat(frames: Iterator[Any]) -> Any:
+    import pandas
+
+    return pandas.concat(list(frames))
 
 
 LAMBERT = "+proj=lcc +lat_1=40 +lat_2=50 +lat_0=45 +lon_0=10 +ellps=GRS80 +units=m +no_defs"

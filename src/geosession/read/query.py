@@ -11,10 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
+import numpy as np
 import shapely
 from geoalchemy2 import Geography
 from sqlalchemy import (
@@ -37,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from geosession.errors import ConfigurationError
+from geosession.errors import ConfigurationError, SRIDMismatch
 from geosession.read.plan import (
     FEATURE_TEXT,
     GEOJSON_SRID,
@@ -102,6 +103,8 @@ class ReadPlan:
     geometry_bytea: bool  # True: send ST_AsEWKB (text-protocol drivers); False: binary geometry
     timezone: dt.tzinfo = dt.UTC  # the session's TimeZone, which timestamptz values are in
     spatial_refs: tuple[SpatialRef, ...] = ()  # spatial_ref_sys rows of the SRIDs below
+    rows_srids: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    """The SRID the rows of each column without a declared one have shown so far."""
 
     START = _START
 
@@ -179,13 +182,32 @@ class ReadPlan:
 
     def column_crs(self, column: Column, geometries: Any, *, active: bool) -> str | None:
         """A geometry column's CRS: its declared SRID's (the projection's for the active
-        column), else its rows' (the first that has one)."""
+        column), else its rows' (one for all: a frame's or a file's column has one)."""
         projection = self.options.projection
         srid = projection.value if active and projection.kind == "transform" else column.srid
         if srid is None:
-            known = shapely.get_srid(geometries[shapely.get_srid(geometries) > 0])
-            srid = int(known[0]) if len(known) else None
+            srid = self._rows_srid(column, geometries)
         return self.crs_for(srid)
+
+    def _rows_srid(self, column: Column, geometries: Any) -> int | None:
+        """The one SRID (other than 0, unknown) of a column that declares none, in this
+        batch and every batch before; several are refused rather than given one CRS."""
+        srids = {int(s) for s in np.unique(shapely.get_srid(geometries)) if s > 0}
+        earlier = self.rows_srids.get(column.name)
+        srids |= {earlier} if earlier is not None else set()
+        if len(srids) > 1:
+            first, *others = sorted(srids, key=lambda s: (s != earlier, s))
+            listed = ", ".join(map(str, others))
+            raise SRIDMismatch(
+                f"Column {column.name} declares no SRID and holds geometries of SRID {first} "
+                f"and {listed}: a frame's, an Arrow column's or a file layer's geometries have "
+                "one CRS, so they would all be read as one. Transform them into one in the "
+                f"query (ST_Transform({column.name}, {first})), or pass "
+                f"geometry='transform:{first}' (CLI: --geometry transform:{first})"
+            )
+        if srids:
+            self.rows_srids[column.name] = srids.pop()
+        return self.rows_srids.get(column.name)
 
     @property
     def key_position(self) -> int:
