@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,9 +24,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
-from geosession import ConnectionFailed, SpatialDatabase
+from geosession import ConnectionFailed, LockTimeout, SpatialDatabase
+from geosession.ingest import pipeline
 from geosession.local import LocalCluster
 from tests.faults import helpers
 from tests.faults.helpers import record_dropped_gist, wait_until
@@ -121,6 +123,42 @@ def test_oversized_chunk_hits_statement_timeout_and_shrinks(
     assert report.chunks > 1 and report.inserted == 60_000
     # checked without the 250 ms limit: the checksum query over 60,000 rows may take longer
     assert table_state(make_db()) == (60_000, 60_000, source_checksum(60_000))
+
+
+def test_a_lock_held_on_the_table_is_waited_for_whole_and_named(
+    make_db: Callable[..., SpatialDatabase],
+    table: str,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A CREATE INDEX (SHARE lock) or a migration holding the table: waiting for it until
+    statement_timeout halved the chunks down to single rows, each waiting again, then
+    failed saying to make the statement cheaper. Each chunk waits half the
+    statement_timeout for a lock, then again whole, naming who holds it."""
+    db = make_db(statement_timeout="1s")
+    conninfo = make_url(database_url).set(drivername="postgresql")
+    url = conninfo.render_as_string(hide_password=False)
+    with psycopg.connect(url, application_name="migration") as holder:
+        holder.execute(f"LOCK TABLE {TABLE} IN SHARE MODE")
+        release = threading.Timer(3.0, holder.rollback)
+        release.start()
+        with caplog.at_level("WARNING", logger="geosession.ingest.pipeline"):
+            report = db.ingest(table, rows(20_000), chunk_size=5_000, defer_indexes=False)
+        release.join()
+        assert report.inserted == 20_000 and report.retries >= 2
+        assert report.chunk_size_min == 5_000  # not halved: the size was not the cause
+        assert re.search(
+            r"locked by pid \d+ \(migration, idle in transaction, ShareLock", caplog.text
+        )
+        holder.execute(f"LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE")  # one that stays
+        monkeypatch.setattr(pipeline, "backoff", lambda attempt: 0.0)  # 10 waits of 0.5 s
+        with pytest.raises(LockTimeout) as info:
+            db.ingest(table, rows(10, start=20_001))
+        holder.rollback()
+    assert "waited 0.5 s for a lock before its first chunk (lock_timeout)" in str(info.value)
+    assert "(migration, idle in transaction, AccessExclusiveLock held for" in str(info.value)
+    assert table_state(make_db()) == (20_000, 20_000, source_checksum(20_000))
 
 
 @pytest.fixture(scope="module")

@@ -390,8 +390,16 @@ class SpatialDatabase:
         from geosession.ingest.pipeline import Ingest
 
         settings = IngestOptions(**options)  # type: ignore[arg-type]  # checked by Ingest
-        timeout = self.settings.server_options().get("statement_timeout")  # as the server has it
-        return Ingest(self._copy_engine(), target, source, settings, timeout, stop_source)
+        server = self.settings.server_options()  # the timeouts as the server has them
+        return Ingest(
+            self._copy_engine(),
+            target,
+            source,
+            settings,
+            server.get("statement_timeout"),
+            stop_source,
+            lock_timeout=server.get("lock_timeout"),
+        )
 
     def _copy_engine(self) -> Engine:
         """The ingest's engine: binary COPY is psycopg 3's, so where the sync engine is

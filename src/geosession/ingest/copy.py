@@ -53,6 +53,8 @@ class WritePlan:
     insert_only: frozenset[str] = frozenset()
     """Columns that on_conflict="update" leaves alone: the source lacks them, and Python
     defaults filled them for new rows."""
+    lock_wait_ms: int = 0
+    """Each chunk's lock_timeout (:mod:`.locks`; 0: the session's)."""
 
     @property
     def staged(self) -> bool:
@@ -142,6 +144,8 @@ def write_chunk(conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk) ->
     """Commits the chunk's rows, rejects and ledger entry in one transaction."""
     span = (chunk.first_row, chunk.last_row)
     with conn.transaction(), conn.cursor() as cursor:
+        if plan.lock_wait_ms:
+            cursor.execute(f"SET LOCAL lock_timeout = {int(plan.lock_wait_ms)}")
         if plan.target.deferrable:  # checked per COPY, so bisection finds the rows
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         if plan.staged:

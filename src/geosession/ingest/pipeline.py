@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import gc
+import logging
 import queue
 import threading
 import time
@@ -24,6 +25,7 @@ from geosession.errors import (
     ConfigurationError,
     DatabaseError,
     GeoSessionError,
+    LockTimeout,
     endpoint_of,
     translate,
 )
@@ -45,6 +47,7 @@ from geosession.ingest.defaults import check_sql_defaults, column_defaults, with
 from geosession.ingest.identity import default_ingest_id
 from geosession.ingest.indexes import rebuild_deferred
 from geosession.ingest.iterables import attribute_columns
+from geosession.ingest.locks import lock_holders, lock_wait_ms
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.privileges import require_privileges
 from geosession.ingest.progress import Progress
@@ -67,6 +70,8 @@ kB each) still fit in memory several times over."""
 _VALIDATORS = 2
 """Threads validating batches at once: GEOS releases the GIL, so two keep two cores busy."""
 _TIMEOUT = "57014"
+_LOCK_NOT_AVAILABLE = "55P03"
+log = logging.getLogger(__name__)
 
 
 Validated = tuple[list[list[Any]], list[int], list[Reject], bool]
@@ -97,10 +102,12 @@ class Ingest:
         options: IngestOptions,
         statement_timeout: str | None,
         stop_source: Callable[[], None] | None = None,
+        lock_timeout: str | None = None,
     ) -> None:
         """``stop_source`` ends a source that may be waiting for its next row (an async
         one) when reading stops early, so that the reading threads can end."""
         options.check()
+        self.lock_wait_ms = lock_wait_ms(statement_timeout, lock_timeout)
         self.engine, self.source, self.options = engine, opened(source), options
         self.stop_source = stop_source
         self.sizer: ChunkSizer = make_sizer(options.chunk_size, statement_timeout)
@@ -187,6 +194,8 @@ class Ingest:
 
         def prepare(conn: psycopg.Connection[Any]) -> bool:
             with conn.transaction(), conn.cursor() as cursor:
+                if self.lock_wait_ms:
+                    cursor.execute(f"SET LOCAL lock_timeout = {self.lock_wait_ms}")
                 ledger.ensure_ledger(cursor)
                 self._require_write_privileges(cursor)
                 if self.options.on_invalid == "quarantine":
@@ -204,7 +213,14 @@ class Ingest:
                     self.workers = self._auto_workers(cursor)  # after the deferred are gone
                 return deferred
 
-        return self.connections.retrying(prepare)
+        for attempt in range(self.options.max_retries + 1):
+            try:
+                return self.connections.retrying(prepare)
+            except LockTimeout as error:
+                if attempt == self.options.max_retries or self.cancelled:
+                    raise self._blocked("before its first chunk") from error
+                self._wait_for_lock(attempt)
+        raise AssertionError("unreachable")
 
     def _plan_for(self, batch: Batch) -> WritePlan:
         """COPY names the columns the source has, so absent ones get their defaults."""
@@ -226,6 +242,7 @@ class Ingest:
                     self.started_empty,
                     self.committed,
                     batch.defaulted,
+                    self.lock_wait_ms,
                 )
             return self.plan
 
@@ -491,6 +508,12 @@ class Ingest:
                     result = write_chunk(conn, self.plan, chunk)
             except psycopg.Error as error:
                 state = error.sqlstate or ""
+                if state == _LOCK_NOT_AVAILABLE:  # not the chunk's size: wait, whole
+                    if attempt == self.options.max_retries or self.cancelled:
+                        where = f"at source rows {chunk.first_row}-{chunk.last_row}"
+                        raise self._blocked(where) from error
+                    self._wait_for_lock(attempt)
+                    continue
                 if state == _TIMEOUT and len(chunk) > 1:
                     self.sizer.shrink()
                     for half in chunk.split(len(chunk) // 2, self.plan):
@@ -508,6 +531,35 @@ class Ingest:
             self.sizer.observe(len(chunk), time.perf_counter() - started)
             self._record(chunk, result.inserted, result.rejects)
             return
+
+    def _wait_for_lock(self, attempt: int) -> None:
+        """After a lock wait reached lock_timeout: say who holds it, pause, try again."""
+        self._count_retry()
+        log.warning("ingest %s waits: %s", self.ingest_id, self._holders())
+        time.sleep(backoff(attempt))
+
+    def _holders(self) -> str:
+        """Who holds a lock on the table that the load waits for, in words."""
+
+        def ask(conn: psycopg.Connection[Any]) -> str:
+            with conn.cursor() as cursor:
+                return lock_holders(cursor, self.target)
+
+        holders = self.connections.retrying(ask)
+        return (
+            f"{self.target.quoted} is locked by {holders}"
+            if holders
+            else f"a lock on rows of {self.target.quoted} (a key another transaction writes?)"
+        )
+
+    def _blocked(self, where: str) -> LockTimeout:
+        """The error for a load that waited for a lock past its lock_timeout."""
+        return LockTimeout(
+            f"Ingest {self.ingest_id} waited {self.lock_wait_ms / 1000:g} s for a lock {where} "
+            f"(lock_timeout): {self._holders()}. End that session or wait for it; committed "
+            "chunks stay, and rerunning with the same ingest_id resumes after them",
+            sqlstate=_LOCK_NOT_AVAILABLE,
+        )
 
     def _landed(self, chunk: Chunk) -> bool:
         """After a lost connection: did the chunk commit anyway? The ledger knows."""
