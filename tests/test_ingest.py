@@ -255,11 +255,14 @@ def test_geography_columns_are_checked_like_geometry_and_for_their_range(
         {"id": 4, "g": "POINT(13.4 95)"},
         {"id": 5, "g": "SRID=3857;POINT(1 2)"},
         {"id": 6, "g": "LINESTRING(0 0,1 1)"},
+        {"id": 7, "g": "POINT(-180.0000001 0)"},  # just beyond: its bounds say by how much
     ]
     report = db.ingest("ingest_geog", source)
     kinds = {r.row: r.kind for r in report.rejected}
-    assert kinds == {3: "out_of_range", 4: "out_of_range", 5: "srid", 6: "type"}
+    assert kinds == {3: "out_of_range", 4: "out_of_range", 5: "srid", 6: "type", 7: "out_of_range"}
+    assert "(bounds 1489600, 6891800, 1489600, 6891800)" in report.rejected[0].reason
     assert "are they projected?" in report.rejected[0].reason
+    assert "(bounds -180.0000001, 0, -180.0000001, 0)" in report.rejected[-1].reason
     with db.session() as s:
         stored = s.execute(text("SELECT id, ST_AsText(g) FROM ingest_geog ORDER BY id"))
         assert stored.all() == [(1, "POINT(13.4 52.5)"), (2, "POINT(-180 -90)")]

@@ -497,7 +497,7 @@ def _check_geographic_range(
         "out_of_range",
         lambda i: (
             f"coordinates outside longitude -180..180 or latitude -90..90 (bounds "
-            f"{', '.join(f'{v:g}' for v in bounds[i])}) for geography column {column.name}: "
+            f"{', '.join(f'{v:.12g}' for v in bounds[i])}) for geography column {column.name}: "
             "are they projected? Transform them to longitude/latitude first"
         ),
     )
