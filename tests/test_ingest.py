@@ -3140,6 +3140,59 @@ def test_cli_ingest_of_a_geopackage_resumes_by_default(
     assert table_state(db)[:2] == (1_999, 1_999)
 
 
+def test_cli_loads_each_layer_into_its_own_table(
+    db: SpatialDatabase,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: Any,
+    scratch: Callable[..., None],
+) -> None:
+    """'{layer}' as the table loads a whole GeoPackage (and files of one layer, named
+    after the file), as ogr2ogr does: each layer with features into its own table, its
+    name laundered; empty layers are said and skipped; running it again resumes each."""
+    import geopandas
+    from typer.testing import CliRunner
+
+    from geosession.cli import app
+
+    scratch("cli_points", "cli_road_segments_2024", "cli_roads", "cli_empty")
+    points = geopandas.GeoDataFrame(
+        {"n": [1, 2]}, geometry=shapely.points([0, 1], [0, 1]), crs=4326
+    )
+    roads = geopandas.GeoDataFrame(
+        {"name": ["a"]}, geometry=[shapely.LineString([(0, 0), (1, 1)])], crs=4326
+    )
+    package = tmp_path / "city.gpkg"
+    points.to_file(package, layer="Points")
+    roads.to_file(package, layer="Road Segments-2024")
+    points.iloc[:0].to_file(package, layer="empty")
+    roads.to_file(tmp_path / "roads.shp")
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    command = ["ingest", str(package), str(tmp_path / "roads.shp"), "cli_{layer}", "--create"]
+    first = CliRunner().invoke(app, command)
+    assert first.exit_code == 0, first.output
+    assert f"Empty layers, not loaded: {package} (empty)" in first.output
+    assert "3 loads" in first.output and f"{package} (Road Segments-2024)" in first.output
+    with db.session() as s:
+        counts = [
+            s.execute(text(f"SELECT count(*) FROM {name}")).scalar()
+            for name in ("cli_points", "cli_road_segments_2024", "cli_roads")
+        ]
+    assert counts == [2, 1, 1]
+    again = CliRunner().invoke(app, [*command, "--json"])
+    assert again.exit_code == 0, again.output
+    loads = json.loads(again.stdout)
+    assert [(load["layer"], load["already_committed"]) for load in loads] == [
+        ("Points", 2),
+        ("Road Segments-2024", 1),
+        (None, 1),
+    ]
+    one = CliRunner().invoke(app, ["ingest", str(package), "cli_{layer}", "--layer", "Points"])
+    assert one.exit_code == 0 and "already committed (resumed)" in one.output
+    with_id = CliRunner().invoke(app, [*command, "--ingest-id", "x"])
+    assert with_id.exit_code != 0 and "several files or" in with_id.output
+
+
 def test_a_file_loaded_again_without_an_ingest_id_resumes_and_a_changed_one_loads(
     db: SpatialDatabase, table: str, tmp_path: Path
 ) -> None:

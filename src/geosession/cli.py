@@ -14,7 +14,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,6 +22,9 @@ from rich.table import Table
 
 from geosession.errors import ConfigurationError, GeoSessionError
 from geosession.local import ClusterStatus, LocalCluster
+
+if TYPE_CHECKING:
+    from geosession.ingest.layer_tables import Load
 
 app = typer.Typer(
     help=(
@@ -230,7 +233,15 @@ def ingest(
             "so is a named pipe, such as bash's <(unzip -p data.zip parcels.geojson).",
         ),
     ],
-    table: Annotated[str, typer.Argument(help="Target table, optionally schema.table.")],
+    table: Annotated[
+        str,
+        typer.Argument(
+            help="Target table, optionally schema.table. {layer} in it loads each layer with "
+            "features into a table of its own, named after the layer in lower case "
+            "(with --create, as ogr2ogr loads a whole GeoPackage): '{layer}', 'osm.{layer}'; "
+            "a file of one layer (a Shapefile, a GeoJSON) is named after the file.",
+        ),
+    ],
     srid: Annotated[
         int | None,
         typer.Option(
@@ -371,12 +382,14 @@ def ingest(
     --on-invalid). Several files are loaded one after the other, each its own load.
     Examples: geosession ingest parcels.gpkg parcels --create;
     geosession ingest tiles/*.fgb parcels;
+    geosession ingest city.gpkg '{layer}' --create (each layer into its own table);
     geosession ingest os_parcels.shp parcels --reproject (EPSG:27700 into SRID 4326);
     geosession ingest stations.csv stations --create (longitude and latitude columns)
     """
     from rich.console import Console
 
     from geosession.database import SpatialDatabase
+    from geosession.ingest.layer_tables import planned_loads
     from geosession.read.command import parse_bbox
 
     size: int | str = int(chunk_size) if chunk_size.isdigit() else chunk_size
@@ -390,36 +403,43 @@ def ingest(
     if deferral is None:
         raise typer.BadParameter("use auto, yes or no", param_hint="--defer-indexes")
     _check_sources(sources)
-    if ingest_id is not None and len(sources) > 1:
+    piped = [source for source in sources if source == _STDIN or _is_pipe(source)]
+    loads, empty = planned_loads(sources, table, layer, piped=piped)
+    if ingest_id is not None and len(loads) > 1:
         raise typer.BadParameter(
-            "an id names one load; with several files leave it out (each gets its own, "
-            "from the file)",
+            "an id names one load; with several files or layers leave it out (each gets "
+            "its own, from the file and the layer)",
             param_hint="--ingest-id",
         )
     console = Console(stderr=as_json)  # stdout is the JSON's
+    if empty:
+        console.print(
+            f"Empty layers, not loaded: {', '.join(empty)}", highlight=False, soft_wrap=True
+        )
     reports = []
     with SpatialDatabase.from_env() as db:
-        for number, source in enumerate(sources, start=1):
-            if len(sources) > 1:
-                heading = f"[bold]{source}[/] ({number} of {len(sources)})"
-                console.print(heading, highlight=False, soft_wrap=True)
-            with _naming_files_left(sources, number):
+        for number, load in enumerate(loads, start=1):
+            if len(loads) > 1:
+                into = f" into {load.table}" if load.table != table else ""
+                heading = f"[bold]{load.label}[/]{into} ({number} of {len(loads)})"
+                console.print(heading, highlight=False, soft_wrap=True, markup=True)
+            with _naming_files_left([load.label for load in loads], number):
                 report = _resumable(
                     db.ingest,
-                    table,
-                    source,
+                    load.table,
+                    load.source,
                     console=console,
                     chunk_size=size,
                     on_invalid=on_invalid,
                     on_conflict=on_conflict,
                     ingest_id=ingest_id,
-                    filters=(layer, where, area),
+                    filters=(load.layer, where, area),
                     srid=srid,
                     workers=connections,
                     defer_indexes=deferral,
                     progress=True,
                     wkt_column=wkt_column,
-                    layer=layer,
+                    layer=load.layer,
                     encoding=encoding,
                     where=where,
                     bbox=area,
@@ -431,18 +451,24 @@ def ingest(
                 )
             if not as_json:
                 console.print(report)
-            reports.append((source, report))
+            reports.append((load, report))
     _print_reports(reports, console, as_json=as_json)
 
 
-def _print_reports(reports: list[tuple[Path, Any]], console: Any, *, as_json: bool) -> None:
-    """The reports as JSON (one, or a list naming each file), or the table of several."""
+def _print_reports(reports: list[tuple["Load", Any]], console: Any, *, as_json: bool) -> None:
+    """The reports as JSON (one, or a list naming each file and layer), or the table of
+    several."""
     from geosession.diagnose.console import print_json
 
     if as_json and len(reports) == 1:
         print_json(reports[0][1].as_dict())
     elif as_json:
-        print_json([{"file": str(source), **report.as_dict()} for source, report in reports])
+        print_json(
+            [
+                {"file": str(load.source), "layer": load.layer, **report.as_dict()}
+                for load, report in reports
+            ]
+        )
     elif len(reports) > 1:
         console.print(_files_table(reports))
 
@@ -478,12 +504,12 @@ def _is_pipe(source: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _naming_files_left(sources: list[Path], number: int) -> Iterator[None]:
+def _naming_files_left(sources: list[str], number: int) -> Iterator[None]:
     """A failing file of several: the error also names the files not loaded after it."""
     try:
         yield
     except GeoSessionError as error:
-        left = [str(source) for source in sources[number:]]
+        left = sources[number:]
         if left:
             more = f" and {len(left) - 3} more" if len(left) > 3 else ""
             error.message += (
@@ -635,15 +661,19 @@ def _assignments(pairs: list[str], option: str, form: str) -> dict[str, str] | N
     return assigned or None
 
 
-def _files_table(reports: list[tuple[Path, Any]]) -> Any:
-    """One line per file loaded, and their totals."""
+def _files_table(reports: list[tuple["Load", Any]]) -> Any:
+    """One line per file (or layer) loaded, and their totals."""
     from rich.table import Table
 
-    table = Table(title=f"{len(reports)} files", title_justify="left")
+    layers = any(load.layer is not None for load, _ in reports)
+    title = f"{len(reports)} {'loads' if layers else 'files'}"
+    table = Table(title=title, title_justify="left")
     for name in ("file", "rows read", "inserted", "rejected", "already committed"):
         table.add_column(name, justify="left" if name == "file" else "right")
+    if layers:
+        table.add_column("table")
     totals = [0, 0, 0, 0]
-    for source, report in reports:
+    for load, report in reports:
         counts = [
             report.rows_read,
             report.inserted,
@@ -651,7 +681,8 @@ def _files_table(reports: list[tuple[Path, Any]]) -> Any:
             report.already_committed,
         ]
         totals = [total + count for total, count in zip(totals, counts, strict=True)]
-        table.add_row(str(source), *(f"{count:,}" for count in counts))
+        cells = [load.label, *(f"{count:,}" for count in counts)]
+        table.add_row(*cells, *([report.target] if layers else []))
     table.add_row("all", *(f"{total:,}" for total in totals), style="bold")
     return table
 

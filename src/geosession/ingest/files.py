@@ -321,6 +321,27 @@ def vector_layer(pyogrio: Any, source: GdalSource, layer: str | None) -> str | N
     return layer
 
 
+def filled_layers(path: Path) -> tuple[list[str], list[str]] | None:
+    """A file's layers with geometries, as (those with features, the empty ones); None for
+    a file of one layer by its format (GeoJSON, FlatGeobuf, a Shapefile, CSV, Parquet,
+    Arrow), or for a file of several whose layers hold no geometries."""
+    if file_kind(path) != "vector" or path.suffix.lower() in _ONE_LAYER_SUFFIXES:
+        return None
+    import pyogrio
+
+    source = gdal_source(path)
+    try:
+        with measured_types():
+            listed = [(str(name), kind) for name, kind in pyogrio.list_layers(source.name)]
+    except pyogrio.errors.DataSourceError as error:
+        raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
+    spatial = [name for name, kind in listed if kind is not None]
+    if not spatial:
+        return None
+    counts = {name: _feature_count(pyogrio, source, name) for name in spatial}
+    return [n for n in spatial if counts[n] != 0], [n for n in spatial if counts[n] == 0]
+
+
 def _feature_count(pyogrio: Any, source: GdalSource, layer: str) -> int:
     """A layer's features, counted (GPX and KML files are read for it)."""
     with measured_types():

@@ -1,0 +1,69 @@
+"""Loads of a command line ingest: each file, or each layer of a file into its own table.
+
+``geosession ingest data.gpkg '{layer}' --create`` loads every layer with features into a
+table named after it, as ogr2ogr loads a whole GeoPackage: the name laundered as ogr2ogr's
+PostgreSQL driver does by default (lower case, other characters than letters, digits and
+_ made _), so SQL need not quote it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from geosession.errors import ConfigurationError
+from geosession.ingest.files import filled_layers
+
+LAYER = "{layer}"
+"""What a table name's layer part is written as."""
+
+
+@dataclass(frozen=True)
+class Load:
+    """One load of the command: a file (and a layer of it) into a table."""
+
+    source: Path
+    layer: str | None
+    table: str
+
+    @property
+    def label(self) -> str:
+        return str(self.source) if self.layer is None else f"{self.source} ({self.layer})"
+
+
+def planned_loads(
+    sources: Sequence[Path], table: str, layer: str | None, *, piped: Sequence[Path] = ()
+) -> tuple[list[Load], list[str]]:
+    """The loads, and the empty layers a ``{layer}`` table name passed over (as
+    ``file (layer)``). Without ``{layer}``, one load per file into ``table``."""
+    if LAYER not in table:
+        return [Load(source, layer, table) for source in sources], []
+    loads: list[Load] = []
+    empty: list[str] = []
+    for source in sources:
+        if source in piped:
+            raise ConfigurationError(
+                f"the table name {table!r} names each layer's table, and {source} is read "
+                "once, as it comes: save it to a file first, or name one table"
+            )
+        found = filled_layers(source) if layer is None else None
+        layers: list[str | None] = [layer]
+        if found is not None:
+            layers = list(found[0])
+            empty += [f"{source} ({name})" for name in found[1]]
+        for name in layers:
+            loads.append(Load(source, name, table.replace(LAYER, laundered(name or _stem(source)))))
+    return loads, empty
+
+
+def laundered(name: str) -> str:
+    """A layer's name as a table's: lower case, runs of other characters than letters,
+    digits and _ as one _ ("Road Segments-2024" is road_segments_2024)."""
+    return re.sub(r"[^0-9a-z_]+", "_", name.lower()).strip("_") or "layer"
+
+
+def _stem(source: Path) -> str:
+    """A file of one layer: its name without suffixes (parcels.geojson.zip is parcels)."""
+    return source.name.split(".")[0] or source.name
