@@ -750,6 +750,51 @@ def test_cli_reproject_loads_a_file_in_another_crs(
     assert shapely.equals_exact(stored, expected, tolerance=1e-8).all()  # degrees: ~1 mm
 
 
+def test_reproject_to_an_srid_makes_the_new_table_in_it(
+    db: SpatialDatabase,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: Any,
+    scratch: Callable[..., None],
+) -> None:
+    """create=True made the column in the file's CRS, so there was no way to load a British
+    National Grid file into a new 4326 table (ogr2ogr's -t_srs): reproject=4326 does."""
+    import geopandas
+    from typer.testing import CliRunner
+
+    from geosession.cli import app
+
+    scratch("bng_points", "bng_frame")
+    points = shapely.points([530_000, 400_000], [180_000, 300_000])
+    frame = geopandas.GeoDataFrame({"n": [1, 2]}, geometry=points, crs=27700)
+    path = tmp_path / "bng.gpkg"
+    frame.to_file(path)
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    command = ["ingest", str(path), "bng_points", "--create", "--reproject-to", "4326"]
+    loaded = CliRunner().invoke(app, command)
+    assert loaded.exit_code == 0, loaded.output
+    report = db.ingest("bng_frame", frame, create=True, reproject=4326)
+    assert report.reprojected == 2
+    with db.session() as s:
+        for table in ("bng_points", "bng_frame"):
+            name, kind, srid = s.execute(
+                text(
+                    "SELECT f_geometry_column, type, srid FROM geometry_columns "
+                    "WHERE f_table_name = :t"
+                ),
+                {"t": table},
+            ).one()
+            assert (kind, srid) == ("POINT", 4326)
+            london = s.execute(text(f"SELECT ST_X({name}), ST_Y({name}) FROM {table} WHERE n = 1"))
+            assert london.one() == pytest.approx((-0.12835, 51.50399), abs=1e-5)
+    with pytest.raises(
+        ConfigurationError, match=r"has geometry \(SRID 4326\): pass reproject=True"
+    ):
+        db.ingest("bng_frame", frame, reproject=3857)
+    with pytest.raises(ConfigurationError, match="reproject=0 is not valid"):
+        db.ingest("bng_frame", frame, reproject=0)
+
+
 def test_rows_the_server_rejects_are_bisected_out(db: SpatialDatabase) -> None:
     create_table(db, extra="CHECK (value >= 0)")
     source = list(rows(8_000))

@@ -365,6 +365,15 @@ def ingest(
             "SRID while loading, instead of refusing a file whose CRS differs.",
         ),
     ] = False,
+    reproject_to: Annotated[
+        int | None,
+        typer.Option(
+            "--reproject-to",
+            metavar="SRID",
+            help="Transform geometries into this SRID (as ogr2ogr's -t_srs), which --create "
+            "gives the new table's geometry column; an existing table's must have it.",
+        ),
+    ] = None,
     as_json: Annotated[
         bool,
         typer.Option(
@@ -447,7 +456,7 @@ def ingest(
                     xy_columns=coordinates,
                     extra_fields="ignore" if ignore_extra_fields else "error",
                     create=create,
-                    reproject=reproject,
+                    reproject=reproject_to if reproject_to is not None else reproject,
                 )
             if not as_json:
                 console.print(report)

@@ -287,7 +287,7 @@ class SpatialDatabase:
         xy_columns: tuple[str, str] | None = None,
         extra_fields: str = "error",
         create: bool = False,
-        reproject: bool = False,
+        reproject: bool | int = False,
     ) -> IngestReport:
         """Loads rows by binary COPY in chunks that each commit with a ledger entry.
 
@@ -317,8 +317,9 @@ class SpatialDatabase:
         a table that does not exist: from its definition for a mapped class or Table, else
         from a file's or DataFrame's fields. ``reproject=True`` transforms geometries of
         another SRID (a file's or GeoDataFrame's CRS, an EWKB's SRID, ``srid``, GeoJSON's
-        4326) into the column's with PROJ instead of refusing them. See the README section
-        "Bulk ingest"."""
+        4326) into the column's with PROJ instead of refusing them; ``reproject=4326``
+        into SRID 4326, which ``create=True`` gives the table's geometry columns (as ogr2ogr's
+        ``-t_srs``). See the README section "Bulk ingest"."""
         options: IngestArguments = {
             "chunk_size": chunk_size,
             "on_invalid": on_invalid,

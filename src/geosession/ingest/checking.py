@@ -119,7 +119,7 @@ def _check_geometries(
         if options.srid is None:  # else srid= says which SRID a CRS without an EPSG code is
             source = column_crs(column, source)
         check_source_crs(
-            column, source, plan.target.quoted, srid=options.srid, reproject=options.reproject
+            column, source, plan.target.quoted, srid=options.srid, reproject=options.reprojecting
         )
         undeclared = source if isinstance(source, str) and options.srid is None else None
         checked = check_geometries(
@@ -128,7 +128,7 @@ def _check_geometries(
             first_row=batch.first_row,
             on_invalid=options.on_invalid,
             default_srid=source if isinstance(source, int) else options.srid,
-            reproject=options.reproject,
+            reproject=options.reprojecting,
             source_crs=undeclared,  # no EPSG code, and srid= does not say which it is
         )
         columns[column.name] = checked.encoded[column.name]

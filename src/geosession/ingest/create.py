@@ -136,11 +136,15 @@ class Srids:
 
     given: int | None
     conn: Connection
+    wanted: int | None = None
+    """The SRID reproject= names: every new geometry column's, whatever the source's."""
 
     def column(self, crs: Any, whose: str, column: str) -> int | None:
         """The SRID for ``column`` of a source whose CRS is ``crs``. A CRS that is none of
         the above is refused unless srid= names its SRID (0 for none): a column made
         without one would lose the CRS unseen, and exports would have none."""
+        if self.wanted is not None:
+            return self.wanted
         found = crs if isinstance(crs, int) else source_crs(crs)
         if isinstance(found, str) and self.given is None:
             found = self._filed(found) or found
@@ -181,7 +185,8 @@ def create_target(engine: Engine, target: Any, source: Any, options: IngestOptio
             text("SELECT to_regclass(:name) IS NOT NULL"), {"name": qualified}
         ).scalar():
             return False
-        columns = source_schema(source, options, Srids(options.srid, conn), table=qualified)
+        srids = Srids(options.srid, conn, options.reproject_srid)
+        columns = source_schema(source, options, srids, table=qualified)
         try:
             with conn.begin_nested():
                 _create(conn, qualified, name, columns)
@@ -476,10 +481,12 @@ def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
     for name in header:
         if name != wkt and (points is None or name not in points.fields):
             schema.add(name, "text")
+    wanted = options.reproject_srid
     if wkt is not None:
-        schema.add_geometry(schema.free_name(), ["Geometry"], options.srid, multi=False)
+        srid = wanted if wanted is not None else options.srid
+        schema.add_geometry(schema.free_name(), ["Geometry"], srid, multi=False)
     elif points is not None:
-        srid = options.srid if options.srid is not None else points.srid
+        srid = next((s for s in (wanted, options.srid) if s is not None), points.srid)
         schema.add_geometry(schema.free_name(), ["Point"], srid, multi=False)
     return schema
 

@@ -39,7 +39,19 @@ class IngestOptions:
     xy_columns: tuple[str, str] | None = None
     extra_fields: str = "error"
     create: bool = False
-    reproject: bool = False
+    reproject: bool | int = False
+    """True: into each column's SRID; an SRID: into that one, which create=True gives the
+    geometry columns it makes (an existing table's must have it)."""
+
+    @property
+    def reprojecting(self) -> bool:
+        return self.reproject is not False
+
+    @property
+    def reproject_srid(self) -> int | None:
+        """The SRID ``reproject`` names, if it names one."""
+        reproject = self.reproject
+        return reproject if type(reproject) is int else None
 
     @property
     def filtered(self) -> bool:
@@ -86,6 +98,15 @@ class IngestOptions:
                 f"srid={srid!r} is not valid: use the SRID (an EPSG code, such as 4326) of "
                 "the source's coordinates, a whole number up to 999999 (0: none, for a "
                 "column create=True makes without one)"
+            )
+        reproject = self.reproject
+        if type(reproject) is not bool and (
+            type(reproject) is not int or not 0 < reproject <= _MAX_SRID
+        ):
+            raise ConfigurationError(
+                f"reproject={reproject!r} is not valid: use True (into each geometry column's "
+                "SRID) or the SRID to transform into, such as 4326, which create=True then "
+                "gives the new table's geometry columns"
             )
         workers = self.workers
         if workers != "auto" and (type(workers) is not int or not 1 <= workers <= 32):
@@ -134,4 +155,4 @@ class IngestArguments(TypedDict, total=False):
     xy_columns: tuple[str, str] | None
     extra_fields: str
     create: bool
-    reproject: bool
+    reproject: bool | int

@@ -125,6 +125,7 @@ class Ingest:
             lambda conn: resolve_target(conn.cursor(), target)
         )
         self.report.target = self.target.quoted
+        _check_reproject_srid(self.target, options.reproject_srid)
         self.ingest_id = self.report.ingest_id = options.ingest_id or default_ingest_id(
             source, self.target.quoted, options.layer, options.where, options.bbox
         )
@@ -602,3 +603,19 @@ class Ingest:
         )
         translated.args = (translated.message,)
         return translated
+
+
+def _check_reproject_srid(target: Target, wanted: int | None) -> None:
+    """reproject=<srid> transforms into that SRID: a geometry column of another is refused
+    (a table create=True made has it; an existing one may not)."""
+    others = [
+        f"{column.name} (SRID {column.geometry.srid})"
+        for column in target.geometry_columns
+        if wanted is not None and column.geometry is not None and column.geometry.srid != wanted
+    ]
+    if others:
+        raise ConfigurationError(
+            f"reproject={wanted} transforms geometries into SRID {wanted}, and {target.quoted} "
+            f"has {', '.join(others)}: pass reproject=True (CLI: --reproject) to transform "
+            "into each column's own SRID, or load into a table whose columns have this one"
+        )
