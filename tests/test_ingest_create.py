@@ -773,7 +773,7 @@ def test_cli_loads_several_files_each_as_its_own_load(
         (tile, 0, 10 + number) for number, tile in enumerate(tiles)
     ]
     named = runner.invoke(app, ["ingest", *tiles, "made_gpkg", "--ingest-id", "one"])
-    assert named.exit_code != 0 and "(each gets its own, from the file)" in named.output
+    assert named.exit_code != 0 and "an id names one load" in named.output
     mercator = tmp_path / "mercator.geojson"
     parcels(3).to_crs(3857).to_file(mercator)  # refused: a CRS other than the column's
     stopped = runner.invoke(app, ["ingest", tiles[0], str(mercator), *tiles[1:], "made_gpkg"])
