@@ -77,6 +77,36 @@ def scratch(db: SpatialDatabase) -> Iterator[Callable[..., None]]:
             s.execute(text(f"DROP TABLE IF EXISTS {name}, {name}_rejected CASCADE"))
 
 
+@pytest.fixture
+def row_trigger(db: SpatialDatabase) -> Iterator[Callable[[str, str, str], None]]:
+    """``row_trigger(table, "BEFORE INSERT", body)``: a PL/pgSQL row trigger running
+    ``body`` (its function ends with RETURN NEW unless the body returns); dropped with its
+    function after the test."""
+    functions: list[str] = []
+
+    def create(table: str, when: str, body: str) -> None:
+        function = f"{table}_trigger_{len(functions)}"
+        functions.append(function)
+        with db.transaction() as s:
+            s.execute(
+                text(
+                    f"CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS "
+                    f"$$BEGIN {body} RETURN NEW; END$$"
+                )
+            )
+            s.execute(
+                text(
+                    f"CREATE TRIGGER {function} {when} ON {table} "
+                    f"FOR EACH ROW EXECUTE FUNCTION {function}()"
+                )
+            )
+
+    yield create
+    with db.transaction() as s:
+        for function in functions:
+            s.execute(text(f"DROP FUNCTION IF EXISTS {function}() CASCADE"))
+
+
 def ingest_threads() -> list[str]:
     """Threads of the ingest pipeline still alive: every ingest joins its own."""
     return [t.name for t in threading.enumerate() if t.name.startswith("geosession-ingest")]
@@ -3004,10 +3034,11 @@ def test_identity_always_columns_are_numbered_by_the_server_and_refused_from_the
 
 
 def test_a_required_column_the_source_lacks_is_refused_before_any_row(
-    db: SpatialDatabase,
+    db: SpatialDatabase, scratch: Callable[..., None], row_trigger: Callable[[str, str, str], None]
 ) -> None:
     """Every row would fail NOT NULL: refused at once, not bisected down to 20,000 server
     rejects. A DEFAULT, or a BEFORE INSERT trigger that may fill it, lets the load go on."""
+    scratch("ingest_owned")
     with db.transaction() as s:
         s.execute(
             text(
@@ -3016,40 +3047,23 @@ def test_a_required_column_the_source_lacks_is_refused_before_any_row(
             )
         )
     source = [{"id": i, "geom": f"SRID=4326;POINT({i} 1)"} for i in range(1, 20_001)]
-    try:
-        with pytest.raises(ConfigurationError, match=r"no values for owner: NOT NULL col") as no:
-            db.ingest("ingest_owned", source)
-        refused = no.value.ingest_report  # type: ignore[attr-defined]
-        assert (refused.rows_read, refused.chunks, refused.rejected) == (0, 0, [])
-        with db.transaction() as s:
-            s.execute(
-                text(
-                    "CREATE FUNCTION ingest_owned_fill() RETURNS trigger LANGUAGE plpgsql AS "
-                    "$$BEGIN NEW.owner := coalesce(NEW.owner, 'trigger'); RETURN NEW; END$$"
-                )
-            )
-            s.execute(
-                text(
-                    "CREATE TRIGGER fill BEFORE INSERT ON ingest_owned "
-                    "FOR EACH ROW EXECUTE FUNCTION ingest_owned_fill()"
-                )
-            )
-        assert db.ingest("ingest_owned", source[:10]).inserted == 10
-        with db.transaction() as s:
-            s.execute(text("DROP TRIGGER fill ON ingest_owned"))
-            s.execute(text("ALTER TABLE ingest_owned ALTER owner SET DEFAULT 'default'"))
-        assert db.ingest("ingest_owned", source[10:20]).inserted == 10
-        with db.session() as s:
-            owners = s.execute(text("SELECT owner, count(*) FROM ingest_owned GROUP BY 1"))
-            assert sorted(owners.all()) == [("default", 10), ("trigger", 10)]
-    finally:
-        with db.transaction() as s:
-            s.execute(text("DROP TABLE IF EXISTS ingest_owned, ingest_owned_rejected"))
-            s.execute(text("DROP FUNCTION IF EXISTS ingest_owned_fill()"))
+    with pytest.raises(ConfigurationError, match=r"no values for owner: NOT NULL col") as no:
+        db.ingest("ingest_owned", source)
+    refused = no.value.ingest_report  # type: ignore[attr-defined]
+    assert (refused.rows_read, refused.chunks, refused.rejected) == (0, 0, [])
+    row_trigger("ingest_owned", "BEFORE INSERT", "NEW.owner := coalesce(NEW.owner, 'trigger');")
+    assert db.ingest("ingest_owned", source[:10]).inserted == 10
+    with db.transaction() as s:
+        s.execute(text("DROP TRIGGER ingest_owned_trigger_0 ON ingest_owned"))
+        s.execute(text("ALTER TABLE ingest_owned ALTER owner SET DEFAULT 'default'"))
+    assert db.ingest("ingest_owned", source[10:20]).inserted == 10
+    with db.session() as s:
+        owners = s.execute(text("SELECT owner, count(*) FROM ingest_owned GROUP BY 1"))
+        assert sorted(owners.all()) == [("default", 10), ("trigger", 10)]
 
 
 def test_a_view_is_loaded_only_through_an_instead_of_insert_trigger(
-    db: SpatialDatabase, scratch: Callable[..., None]
+    db: SpatialDatabase, scratch: Callable[..., None], row_trigger: Callable[[str, str, str], None]
 ) -> None:
     scratch("ingest_viewed", "ingest_view")  # the views go with the table (CASCADE)
     with db.transaction() as s:
@@ -3060,62 +3074,29 @@ def test_a_view_is_loaded_only_through_an_instead_of_insert_trigger(
     for relation, kind in (("ingest_view", "view"), ("ingest_matview", "materialized view")):
         with pytest.raises(ConfigurationError, match=f"is a {kind}, which COPY cannot load"):
             db.ingest(relation, source)
-    try:
-        with db.transaction() as s:
-            s.execute(
-                text(
-                    "CREATE FUNCTION ingest_view_insert() RETURNS trigger LANGUAGE plpgsql AS "
-                    "$$BEGIN INSERT INTO ingest_viewed VALUES (NEW.id, NEW.geom); "
-                    "RETURN NEW; END$$"
-                )
-            )
-            s.execute(
-                text(
-                    "CREATE TRIGGER through INSTEAD OF INSERT ON ingest_view "
-                    "FOR EACH ROW EXECUTE FUNCTION ingest_view_insert()"
-                )
-            )
-        assert db.ingest("ingest_view", source).inserted == 1
-        with db.session() as s:
-            assert s.execute(text("SELECT count(*) FROM ingest_viewed")).scalar() == 1
-    finally:
-        with db.transaction() as s:
-            s.execute(text("DROP VIEW IF EXISTS ingest_view"))
-            s.execute(text("DROP FUNCTION IF EXISTS ingest_view_insert()"))
+    insert = "INSERT INTO ingest_viewed VALUES (NEW.id, NEW.geom);"
+    row_trigger("ingest_view", "INSTEAD OF INSERT", insert)
+    assert db.ingest("ingest_view", source).inserted == 1
+    with db.session() as s:
+        assert s.execute(text("SELECT count(*) FROM ingest_viewed")).scalar() == 1
 
 
 def test_rows_a_before_insert_trigger_discards_are_not_counted_inserted(
-    db: SpatialDatabase, scratch: Callable[..., None]
+    db: SpatialDatabase, scratch: Callable[..., None], row_trigger: Callable[[str, str, str], None]
 ) -> None:
-    scratch("ingest_routed", "ingest_routed_rejected")
-    try:
-        with db.transaction() as s:
-            s.execute(text("CREATE TABLE ingest_routed (id integer PRIMARY KEY, geom geometry)"))
-            s.execute(
-                text(
-                    "CREATE FUNCTION ingest_routed_skip() RETURNS trigger LANGUAGE plpgsql AS "
-                    "$$BEGIN IF NEW.id % 10 = 0 THEN RETURN NULL; END IF; RETURN NEW; END$$"
-                )
-            )
-            s.execute(
-                text(
-                    "CREATE TRIGGER skip BEFORE INSERT ON ingest_routed "
-                    "FOR EACH ROW EXECUTE FUNCTION ingest_routed_skip()"
-                )
-            )
-        source = [{"id": i, "geom": f"SRID=4326;POINT({i} 0)"} for i in range(-1, 100)]
-        source[50]["geom"] = "POINT(nan 0)"  # a reject beside the discarded rows
-        report = db.ingest("ingest_routed", source, chunk_size=30)
-        assert (report.rows_read, report.inserted, report.discarded) == (101, 90, 10)
-        assert [r.row for r in report.rejected] == [51]
-        assert re.search(r"not stored: a BEFORE INSERT trigger returned NULL +│ +10 │", str(report))
-        assert report.as_dict()["discarded"] == 10
-        with db.session() as s:
-            assert s.execute(text("SELECT count(*) FROM ingest_routed")).scalar() == 90
-    finally:
-        with db.transaction() as s:
-            s.execute(text("DROP TABLE IF EXISTS ingest_routed, ingest_routed_rejected"))
-            s.execute(text("DROP FUNCTION IF EXISTS ingest_routed_skip()"))
+    scratch("ingest_routed")
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE ingest_routed (id integer PRIMARY KEY, geom geometry)"))
+    row_trigger("ingest_routed", "BEFORE INSERT", "IF NEW.id % 10 = 0 THEN RETURN NULL; END IF;")
+    source = [{"id": i, "geom": f"SRID=4326;POINT({i} 0)"} for i in range(-1, 100)]
+    source[50]["geom"] = "POINT(nan 0)"  # a reject beside the discarded rows
+    report = db.ingest("ingest_routed", source, chunk_size=30)
+    assert (report.rows_read, report.inserted, report.discarded) == (101, 90, 10)
+    assert [r.row for r in report.rejected] == [51]
+    assert re.search(r"not stored: a BEFORE INSERT trigger returned NULL +│ +10 │", str(report))
+    assert report.as_dict()["discarded"] == 10
+    with db.session() as s:
+        assert s.execute(text("SELECT count(*) FROM ingest_routed")).scalar() == 90
 
 
 def test_deferred_and_exclusion_constraints_reject_only_their_rows(
