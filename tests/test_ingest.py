@@ -3140,6 +3140,25 @@ def test_missing_table_is_a_clear_error(db: SpatialDatabase) -> None:
         db.ingest("no_such_table", [])
 
 
+def test_a_url_as_the_source_says_how_to_read_it(
+    db: SpatialDatabase, table: str, database_url: str, monkeypatch: Any
+) -> None:
+    """It was a missing file named 'https:/example.org/...' (a Path's single slash)."""
+    from typer.testing import CliRunner
+
+    from geosession.cli import app
+
+    url = "https://example.org/parcels.geojson"
+    for source in (url, Path(url)):
+        with pytest.raises(ConfigurationError, match=f"cannot ingest {url}: sources are local"):
+            db.ingest(table, source)
+    with pytest.raises(ConfigurationError, match="aws s3 cp"):
+        db.ingest(table, "s3://bucket/parcels.parquet")
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    refused = CliRunner().invoke(app, ["ingest", url, table])
+    assert refused.exit_code == 2 and "curl" in refused.output  # the message boxed by typer
+
+
 def test_cli_ingest_of_a_geopackage_resumes_by_default(
     db: SpatialDatabase, database_url: str, table: str, tmp_path: Any, monkeypatch: Any
 ) -> None:

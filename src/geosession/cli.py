@@ -488,9 +488,13 @@ _STDIN = Path("-")
 def _check_sources(sources: list[Path]) -> None:
     """Every source is a file (or a File Geodatabase's folder), a named pipe, or -
     (standard input, once, and not a terminal)."""
-    from geosession.ingest.files import is_source_file
+    from geosession.ingest.files import is_source_file, refuse_url
 
     for source in sources:
+        try:
+            refuse_url(source)
+        except ConfigurationError as error:
+            raise typer.BadParameter(error.message, param_hint="SOURCES") from None
         if source == _STDIN:
             if sources.count(_STDIN) > 1:
                 raise typer.BadParameter(

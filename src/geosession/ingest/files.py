@@ -124,6 +124,28 @@ def file_length(path: Path, layer: str | None = None) -> int | None:
     return count if count >= 0 else None
 
 
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/+(?=[^/])")
+"""A URL, also as a Path writes one (https:/host/..., the scheme's // made one /)."""
+
+
+def refuse_url(source: str | Path) -> None:
+    """A source named by a URL (https://, s3://) is refused saying how to read it: the
+    ingest reads local files, whose size and time name a resumable load."""
+    match = _URL.match(str(source))
+    if match is None or len(match[1]) == 1:  # C:/data on Windows is a path
+        return
+    url = _URL.sub(lambda m: f"{m[1]}://", str(source), count=1)
+    if match[1].lower() in ("http", "https", "ftp"):
+        how = (
+            f"download it first, or pipe it in (curl -sL '{url}' | geosession ingest - "
+            "TABLE); a web API's GeoJSON loads from its response: db.ingest(table, "
+            "httpx.get(url).json())"
+        )
+    else:
+        how = "copy it here first (aws s3 cp, gcloud storage cp...), or pipe it in (-)"
+    raise ConfigurationError(f"cannot ingest {url}: sources are local files; {how}")
+
+
 def is_source_file(path: Path) -> bool:
     """A file, an Esri File Geodatabase (a folder named .gdb, which GDAL opens whole), or
     a folder of Shapefiles."""

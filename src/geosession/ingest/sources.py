@@ -33,7 +33,7 @@ from geosession.ingest.batches import Batch, Landing, check_fields
 from geosession.ingest.crs import SourceCrs, source_crs
 from geosession.ingest.features import feature_collection
 from geosession.ingest.file_read import Bbox, FileRead
-from geosession.ingest.files import SUPPORTED, file_batches, file_length
+from geosession.ingest.files import SUPPORTED, file_batches, file_length, refuse_url
 from geosession.ingest.iterables import iterable_batches
 
 
@@ -123,6 +123,8 @@ def opened(source: Any) -> Any:
     a GeoJSON FeatureCollection as its features."""
     if is_dataframe(source):  # its __geo_interface__ is a FeatureCollection too
         return _as_frame(source)
+    if isinstance(source, str | os.PathLike):
+        refuse_url(str(source))
     return opened_once(feature_collection(source))
 
 
