@@ -231,6 +231,12 @@ def test_geometries_of_srid_0_make_a_layer_without_a_crs_and_no_warning(
     assert (info["crs"], info["features"], info["geometry_type"]) == (None, 5, "Point")
 
 
+def test_an_export_to_a_url_says_it_writes_local_files(db: SpatialDatabase) -> None:
+    for url in ("s3://bucket/parcels.gpkg", "https://example.org/parcels.geojson"):
+        with pytest.raises(ConfigurationError, match=f"cannot write {url}: exports write local"):
+            db.export("SELECT 1 AS id, ST_Point(0, 0, 4326) AS geom", url)
+
+
 MIXED_SRIDS = (
     "SELECT g AS id, ST_SetSRID(ST_MakePoint(g, g), CASE WHEN g < 4000 THEN 4326 ELSE 3857 END) "
     "AS geom FROM generate_series(1, 5000) g ORDER BY g"

@@ -51,6 +51,7 @@ from geosession.ingest.file_read import FileRead, renamer
 from geosession.ingest.geoarrow import native_encoding, native_geometries, native_type
 from geosession.ingest.geojson_ids import has_integer_ids
 from geosession.read.layer_types import measured_types, name_unknown_with_dimensions
+from geosession.urls import is_web, url_in
 
 _GDAL_SUFFIXES = (
     ".gpkg",
@@ -124,18 +125,14 @@ def file_length(path: Path, layer: str | None = None) -> int | None:
     return count if count >= 0 else None
 
 
-_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/+(?=[^/])")
-"""A URL, also as a Path writes one (https:/host/..., the scheme's // made one /)."""
-
-
 def refuse_url(source: str | Path) -> None:
-    """A source named by a URL (https://, s3://) is refused saying how to read it: the
-    ingest reads local files, whose size and time name a resumable load."""
-    match = _URL.match(str(source))
-    if match is None or len(match[1]) == 1:  # C:/data on Windows is a path
+    """A source named by a URL is refused saying how to read it: the ingest reads local
+    files, whose size and time name a resumable load."""
+    found = url_in(source)
+    if found is None:
         return
-    url = _URL.sub(lambda m: f"{m[1]}://", str(source), count=1)
-    if match[1].lower() in ("http", "https", "ftp"):
+    url, scheme = found
+    if is_web(scheme):
         how = (
             f"download it first, or pipe it in (curl -sL '{url}' | geosession ingest - "
             "TABLE); a web API's GeoJSON loads from its response: db.ingest(table, "

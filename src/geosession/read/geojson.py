@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from geosession.errors import ConfigurationError
+from geosession.urls import url_in
 
 _HEADER = b'{"type":"FeatureCollection","features":[\n'
 _FOOTER = b"\n]}\n"
@@ -129,6 +130,12 @@ def temporary_path(path: Path, suffix: str = "") -> Path:
     if path.is_dir():
         raise ConfigurationError(f"cannot write {path}: it is a directory; give a file name")
     parent = path.parent
+    url = url_in(path)
+    if url is not None and not parent.is_dir():
+        raise ConfigurationError(
+            f"cannot write {url[0]}: exports write local files; write it here, then copy it "
+            "there (aws s3 cp, gcloud storage cp, an upload), or write to - (stdout) and pipe it"
+        )
     if not parent.is_dir():
         raise ConfigurationError(f"cannot write {path}: directory {parent} does not exist")
     return parent / f".{path.name}.{secrets.token_hex(4)}.part{suffix}"
