@@ -144,10 +144,9 @@ def write_chunk(conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk) ->
     """Commits the chunk's rows, rejects and ledger entry in one transaction."""
     span = (chunk.first_row, chunk.last_row)
     with conn.transaction(), conn.cursor() as cursor:
-        if plan.lock_wait_ms:
-            cursor.execute(f"SET LOCAL lock_timeout = {int(plan.lock_wait_ms)}")
-        if plan.target.deferrable:  # checked per COPY, so bisection finds the rows
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        settings = _chunk_settings(plan)
+        if settings:
+            cursor.execute(settings)
         if plan.staged:
             _create_stage(cursor, plan)
         try:
@@ -170,6 +169,16 @@ def write_chunk(conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk) ->
             known=plan.committed,
         )
     return ChunkResult(inserted, rejects)
+
+
+def _chunk_settings(plan: WritePlan) -> str:
+    """What a chunk's transaction sets first, in one round trip: how long it waits for a
+    lock (:mod:`.locks`), and deferrable constraints checked per COPY, so that bisection
+    finds the rows that break them (a failed COMMIT would leave none to bisect)."""
+    settings = [f"SET LOCAL lock_timeout = {int(plan.lock_wait_ms)}"] if plan.lock_wait_ms else []
+    if plan.target.deferrable:
+        settings.append("SET CONSTRAINTS ALL IMMEDIATE")
+    return "; ".join(settings)
 
 
 def _write_bisecting(

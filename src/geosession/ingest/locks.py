@@ -47,7 +47,7 @@ def lock_holders(cursor: Any, target: Target) -> str:
     the wait may have been for a row, such as a key another transaction is writing)."""
     cursor.execute(_HOLDERS_SQL, {"oid": target.oid})
     return "; ".join(
-        f"pid {pid} ({application or 'no application_name'}, {state}, {mode} held for "
-        f"{age} s: {query!r})"
+        f"pid {pid} ({application or 'no application_name'}, {state or 'state hidden'}, "
+        f"{mode}{'' if age is None else f' held for {age} s'}: {query!r})"
         for pid, application, state, mode, age, query in cursor.fetchall()
     )
