@@ -3099,6 +3099,45 @@ def test_rows_a_before_insert_trigger_discards_are_not_counted_inserted(
         assert s.execute(text("SELECT count(*) FROM ingest_routed")).scalar() == 90
 
 
+def test_insert_rules_apply_as_they_do_to_an_insert(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """COPY does not apply rules: rows a rule sends to another table (rule-based
+    partitioning) stayed in this one. They go through the staging table's INSERT now, and
+    a view with a DO INSTEAD rule takes rows as one with an INSTEAD OF trigger does."""
+    scratch("ingest_ruled", "ingest_ruled_north")
+    with db.transaction() as s:
+        s.execute(
+            text("CREATE TABLE ingest_ruled (id integer PRIMARY KEY, region text, geom geometry)")
+        )
+        s.execute(text("CREATE TABLE ingest_ruled_north (LIKE ingest_ruled)"))
+        s.execute(
+            text(
+                "CREATE RULE north AS ON INSERT TO ingest_ruled WHERE NEW.region = 'n' "
+                "DO INSTEAD INSERT INTO ingest_ruled_north VALUES (NEW.*)"
+            )
+        )
+        s.execute(text("CREATE VIEW ingest_ruled_view AS SELECT * FROM ingest_ruled"))
+        s.execute(
+            text(
+                "CREATE RULE through AS ON INSERT TO ingest_ruled_view "
+                "DO INSTEAD INSERT INTO ingest_ruled VALUES (NEW.*)"
+            )
+        )
+    source = [
+        {"id": i, "region": "ns"[i % 2], "geom": f"SRID=4326;POINT({i} 0)"} for i in range(10)
+    ]
+    assert db.ingest("ingest_ruled", source).inserted == 10
+    assert db.ingest("ingest_ruled_view", [{**source[1], "id": 11}]).inserted == 1
+    with db.session() as s:
+        counts = (
+            "SELECT (SELECT count(*) FROM ingest_ruled), (SELECT count(*) FROM ingest_ruled_north)"
+        )
+        assert s.execute(text(counts)).one() == (6, 5)
+    with pytest.raises(ConfigurationError, match="it has rules ON INSERT"):
+        db.ingest("ingest_ruled", source, on_conflict="ignore")
+
+
 def test_deferred_and_exclusion_constraints_reject_only_their_rows(
     db: SpatialDatabase, scratch: Callable[..., None]
 ) -> None:

@@ -60,11 +60,12 @@ class WritePlan:
     def staged(self) -> bool:
         """Whether rows go through a staging table: to meet the target's keys (on_conflict),
         to be cast from text (:class:`~geosession.ingest.binary.TextCast`), or to pass the
-        row-level security policies that COPY FROM does not apply."""
+        row-level security policies and INSERT rules that COPY does not apply."""
         return (
             self.on_conflict != "error"
             or any(map(_cast, self.copy_types))
             or self.target.row_security
+            or self.target.insert_rules
         )
 
 
@@ -297,7 +298,8 @@ def _write(
         cursor.execute(_from_stage(plan))
         inserted = cursor.rowcount
         cursor.execute(sql.SQL("TRUNCATE {}").format(_STAGE))
-        return inserted
+        # a rule's INSERT reports its own count (0 for a DO INSTEAD into another table)
+        return stop - start if plan.target.insert_rules else inserted
 
 
 _STAGE = sql.Identifier("geosession_ingest_stage")
@@ -327,6 +329,12 @@ def conflict_key(
     """The key that on_conflict='update' matches rows on: the primary key, else the first
     unique key, whose columns the source gives ('ignore' skips a row that conflicts on any:
     ``()``). A target without one is refused before the first row, naming its keys."""
+    if on_conflict != "error" and target.insert_rules:
+        raise ConfigurationError(
+            f"on_conflict={on_conflict!r} loads by INSERT ... ON CONFLICT, which PostgreSQL "
+            f"refuses on {target.quoted}: it has rules ON INSERT. Use on_conflict='error', "
+            "or load the table the rules write into"
+        )
     if on_conflict == "error" or (on_conflict == "ignore" and target.unique_keys):
         return ()
     given = set(columns)

@@ -83,7 +83,8 @@ _TRIGGERS_SQL = """
                    AND NOT tgisinternal AND tgtype & 7 = 7),  -- ROW, BEFORE, INSERT
            EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %(oid)s
                    AND tgtype & 68 = 68),  -- INSTEAD OF, INSERT
-           EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = %(oid)s AND condeferrable)
+           EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = %(oid)s AND condeferrable),
+           EXISTS (SELECT 1 FROM pg_rewrite WHERE ev_class = %(oid)s AND ev_type = '3')
 """
 _UNIQUE_KEYS_SQL = """
     SELECT array_agg(a.attname::text ORDER BY k.position) FROM pg_index i
@@ -179,6 +180,9 @@ class Target:
     deferrable: bool = False
     """Constraints (keys, foreign keys, constraint triggers) that may be checked at COMMIT,
     where bisection cannot find the rows that break them: each chunk checks them at once."""
+    insert_rules: bool = False
+    """Rules ON INSERT (CREATE RULE ... DO INSTEAD INSERT INTO ...), which COPY does not
+    apply: rows go through a staging table and an INSERT, which does."""
     row_security: bool = False
     """Row-level security applies to this role on the table: COPY FROM refuses such a
     table, so rows go through a staging table and an INSERT, which the policies check."""
@@ -248,12 +252,12 @@ def resolve_target(cursor: Any, target: Any) -> Target:
             "create=True (on the command line: --create)"
         )
     cursor.execute(_TRIGGERS_SQL, {"oid": found[1]})
-    before_insert, instead_of_insert, deferrable = cursor.fetchone()
+    before_insert, instead_of_insert, deferrable, insert_rules = cursor.fetchone()
     kind = _KINDS.get(str(found[2]))
-    if kind is not None and not (kind == "view" and instead_of_insert):
+    if kind is not None and not (kind == "view" and (instead_of_insert or insert_rules)):
         raise ConfigurationError(
             f"{relation} is a {kind}, which COPY cannot load: ingest into a table (a view "
-            "takes rows only through an INSTEAD OF INSERT trigger)"
+            "takes rows only through an INSTEAD OF INSERT trigger or an INSERT rule)"
         )
     cursor.execute(_DATABASE_SQL)
     (database,) = cursor.fetchone()
@@ -270,6 +274,7 @@ def resolve_target(cursor: Any, target: Any) -> Target:
         insert_triggers=bool(before_insert),
         row_security=bool(found[3]),
         deferrable=bool(deferrable),
+        insert_rules=bool(insert_rules),
         database=database,
         unique_keys=unique_keys,
         timezone=cursor.connection.info.timezone,
