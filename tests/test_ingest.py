@@ -940,6 +940,27 @@ def test_a_role_without_create_loads_into_tables_an_owner_made(
     assert 'geosession_ingest_deferred_index TO "geosession_loader";' in str(unrecorded.value)
 
 
+def test_column_grants_are_enough_for_the_columns_a_load_writes(
+    db: SpatialDatabase, loader: SpatialDatabase
+) -> None:
+    """GRANT INSERT (id, geom) was refused as lacking INSERT on the table; a column the
+    source gives and the role may not write failed at the first chunk with "permission
+    denied for table", naming none."""
+    with db.transaction() as s:
+        s.execute(text("ALTER TABLE numbered ADD note text"))
+        s.execute(text("REVOKE INSERT ON numbered FROM geosession_loader"))
+        s.execute(text("GRANT INSERT (id, geom) ON numbered TO geosession_loader"))
+    points = [{"id": n, "geom": shapely.Point(n, n)} for n in range(1, 4)]
+    assert loader.ingest("numbered", points, on_invalid="skip").inserted == 3
+    noted = [{**point, "id": point["id"] + 3, "note": "x"} for point in points]
+    with pytest.raises(ConfigurationError, match="lacks INSERT on note") as refused:
+        loader.ingest("numbered", noted, on_invalid="skip")
+    assert 'GRANT INSERT ("note") ON "public"."numbered" TO "geosession_loader";' in str(
+        refused.value
+    )
+    assert refused.value.ingest_report.inserted == 0  # type: ignore[attr-defined]
+
+
 def test_a_table_under_row_level_security_loads_through_its_policies(
     db: SpatialDatabase, loader: SpatialDatabase
 ) -> None:

@@ -49,7 +49,7 @@ from geosession.ingest.indexes import rebuild_deferred
 from geosession.ingest.iterables import attribute_columns
 from geosession.ingest.locks import lock_holders, lock_wait_ms
 from geosession.ingest.options import IngestOptions
-from geosession.ingest.privileges import require_privileges
+from geosession.ingest.privileges import require_column_privileges, require_privileges
 from geosession.ingest.progress import Progress
 from geosession.ingest.report import IngestReport
 from geosession.ingest.sequences import advance_sequences
@@ -232,6 +232,7 @@ class Ingest:
                 columns = tuple(c.name for c in self.target.columns if c.name in batch.columns)
                 types = copy_types(self.target, columns)
                 conflict_key(self.target, columns, self.options.on_conflict)  # refused now
+                self._require_column_privileges(columns)
                 quarantine = self.options.on_invalid == "quarantine"
                 self.plan = WritePlan(
                     self.target,
@@ -246,6 +247,17 @@ class Ingest:
                     self.lock_wait_ms,
                 )
             return self.plan
+
+    def _require_column_privileges(self, columns: tuple[str, ...]) -> None:
+        """The columns the source gives, each writable by the role (column grants)."""
+        update = self.options.on_conflict == "update"
+        wanted = ("INSERT", "UPDATE") if update else ("INSERT",)
+
+        def check(conn: psycopg.Connection[Any]) -> None:
+            with conn.cursor() as cursor:
+                require_column_privileges(cursor, self.target.quoted, columns, wanted)
+
+        self.connections.retrying(check)
 
     def _started_empty(self, cursor: Any) -> bool:
         """Whether the table was empty when this ingest id first started: as the ledger

@@ -3,6 +3,7 @@ load writes, and DDL only an owner may run, each refusal saying what an owner ru
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -37,8 +38,9 @@ def require_privileges(
         cursor.execute(
             "SELECT array_agg(p ORDER BY n) FROM unnest(CAST(%s AS text[])) WITH ORDINALITY "
             "AS w(p, n) WHERE NOT (CASE WHEN p = 'USAGE' THEN has_sequence_privilege("
-            "pg_get_serial_sequence(%s, 'id'), p) ELSE has_table_privilege(%s, p) END)",
-            (list(wanted), table, table),
+            "pg_get_serial_sequence(%s, 'id'), p) WHEN p = 'DELETE' THEN has_table_privilege("
+            "%s, p) ELSE has_any_column_privilege(%s, p) END)",  # GRANT INSERT (a, b) will do
+            (list(wanted), table, table, table),
         )
         lacking = cursor.fetchone()[0] or []
         on_table = [name for name in lacking if name != "USAGE"]
@@ -52,4 +54,30 @@ def require_privileges(
         raise ConfigurationError(
             f"{needed}, and role {role} lacks {'; '.join(missing)}. Have their owner run, "
             f"once:\n{grant.replace('{role}', double_quoted(role))}"
+        )
+
+
+def require_column_privileges(
+    cursor: Any, table: str, columns: Sequence[str], wanted: Sequence[str]
+) -> None:
+    """Refuses, before the first chunk, a role whose column grants (GRANT INSERT (a, b))
+    leave out a column the source gives; without this COPY fails with "permission denied
+    for table" naming none."""
+    cursor.execute(
+        "SELECT c, p FROM unnest(CAST(%s AS text[])) AS c, unnest(CAST(%s AS text[])) AS p "
+        "WHERE NOT has_column_privilege(%s, c, p)",
+        (list(columns), list(wanted), table),
+    )
+    lacking = cursor.fetchall()
+    if lacking:
+        role = cursor.connection.info.user
+        named = ", ".join(f"{privilege} on {column}" for column, privilege in lacking)
+        grants = " ".join(
+            f"GRANT {privilege} ({double_quoted(column)}) ON {table} TO {double_quoted(role)};"
+            for column, privilege in lacking
+        )
+        raise ConfigurationError(
+            f"the ingest writes the source's columns of {table}, and role {role} lacks "
+            f"{named}. Leave them out of the source, or have the table's owner run, once:\n"
+            f"{grants}"
         )
