@@ -959,6 +959,13 @@ def test_column_grants_are_enough_for_the_columns_a_load_writes(
         refused.value
     )
     assert refused.value.ingest_report.inserted == 0  # type: ignore[attr-defined]
+    unnumbered = [{"geom": shapely.Point(n, n)} for n in range(2)]  # id from its sequence
+    with pytest.raises(ConfigurationError, match="take the next value of public.numbered_id_seq"):
+        loader.ingest("numbered", unnumbered, on_invalid="skip")
+    with db.transaction() as s:
+        s.execute(text("GRANT USAGE ON SEQUENCE numbered_id_seq TO geosession_loader"))
+        s.execute(text("SELECT setval('numbered_id_seq', 10)"))  # past the ids loaded above
+    assert loader.ingest("numbered", unnumbered, on_invalid="skip").inserted == 2
 
 
 def test_a_table_under_row_level_security_loads_through_its_policies(

@@ -49,7 +49,11 @@ from geosession.ingest.indexes import rebuild_deferred
 from geosession.ingest.iterables import attribute_columns
 from geosession.ingest.locks import lock_holders, lock_wait_ms
 from geosession.ingest.options import IngestOptions
-from geosession.ingest.privileges import require_column_privileges, require_privileges
+from geosession.ingest.privileges import (
+    require_column_privileges,
+    require_privileges,
+    require_sequence_usage,
+)
 from geosession.ingest.progress import Progress
 from geosession.ingest.report import IngestReport
 from geosession.ingest.sequences import advance_sequences
@@ -249,13 +253,15 @@ class Ingest:
             return self.plan
 
     def _require_column_privileges(self, columns: tuple[str, ...]) -> None:
-        """The columns the source gives, each writable by the role (column grants)."""
+        """The columns the source gives, each writable by the role (column grants), and
+        the sequences of the serial columns it leaves to their default."""
         update = self.options.on_conflict == "update"
         wanted = ("INSERT", "UPDATE") if update else ("INSERT",)
 
         def check(conn: psycopg.Connection[Any]) -> None:
             with conn.cursor() as cursor:
                 require_column_privileges(cursor, self.target.quoted, columns, wanted)
+                require_sequence_usage(cursor, self.target.quoted, columns)
 
         self.connections.retrying(check)
 

@@ -81,3 +81,30 @@ def require_column_privileges(
             f"{named}. Leave them out of the source, or have the table's owner run, once:\n"
             f"{grants}"
         )
+
+
+_SERIALS_SQL = """
+    SELECT s.seq FROM pg_attribute a
+    CROSS JOIN LATERAL (SELECT pg_get_serial_sequence(%(table)s, a.attname) AS seq) s
+    WHERE a.attrelid = CAST(%(table)s AS regclass) AND a.attnum > 0 AND NOT a.attisdropped
+      AND a.attidentity = '' AND a.attname <> ALL(%(columns)s) AND s.seq IS NOT NULL
+      AND NOT has_sequence_privilege(s.seq, 'USAGE')
+      AND NOT has_sequence_privilege(s.seq, 'UPDATE')
+"""
+"""Sequences of the serial columns the source leaves to their default (nextval), which the
+role may not draw from (an identity column's needs no privilege)."""
+
+
+def require_sequence_usage(cursor: Any, table: str, columns: Sequence[str]) -> None:
+    """Refuses, before the first chunk, a load whose rows would take a serial column's
+    default from a sequence the role may not use ("permission denied for sequence")."""
+    cursor.execute(_SERIALS_SQL, {"table": table, "columns": list(columns)})
+    sequences = [row[0] for row in cursor.fetchall()]
+    if sequences:
+        role = double_quoted(cursor.connection.info.user)
+        grants = " ".join(f"GRANT USAGE ON SEQUENCE {seq} TO {role};" for seq in sequences)
+        raise ConfigurationError(
+            f"rows loaded into {table} take the next value of {', '.join(sequences)}, and role "
+            f"{cursor.connection.info.user} may not use it. Give the column in the source, or "
+            f"have the sequence's owner run, once:\n{grants}"
+        )
