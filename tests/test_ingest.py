@@ -3202,6 +3202,64 @@ def test_deferred_and_exclusion_constraints_reject_only_their_rows(
         assert s.execute(text("SELECT count(*) FROM ingest_owned_by")).scalar() == 37
 
 
+def test_a_dataframe_of_longitudes_and_latitudes_loads_as_points(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """pandas.read_csv's frame, or an API's records as a DataFrame: its coordinate
+    columns were "fields that are not columns" (only a CSV file's made points)."""
+    import geopandas
+    import pandas as pd
+
+    scratch("frame_points", "frame_points_made")
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE frame_points (name text, geom geometry(POINT, 4326))"))
+    frame = pd.DataFrame(
+        {
+            "name": ["a", "b", "c", "d"],
+            "Longitude": [10.5, 11.0, np.nan, 200.0],
+            "Latitude": [50.25, 51.0, np.nan, 95.0],
+        }
+    )
+    report = db.ingest("frame_points", frame)
+    assert report.inserted == 4 and not report.rejected  # geometry, not geography: 200 fits
+    renamed = frame.rename(columns={"Longitude": "e", "Latitude": "n"}).iloc[:2]
+    assert db.ingest("frame_points", renamed, xy_columns=("e", "n"), srid=4326).inserted == 2
+    texts = pd.DataFrame({"name": ["t", "u"], "lon": ["1.5", "x"], "lat": ["2", "3"]})
+    typed = db.ingest("frame_points", texts)
+    assert typed.inserted == 1 and [(r.row, r.kind) for r in typed.rejected] == [(2, "unparsable")]
+    with db.session() as s:
+        stored = s.execute(
+            text("SELECT name, ST_AsText(geom) FROM frame_points ORDER BY name, ST_X(geom)")
+        ).all()
+    assert stored == [
+        ("a", "POINT(10.5 50.25)"),
+        ("a", "POINT(10.5 50.25)"),
+        ("b", "POINT(11 51)"),
+        ("b", "POINT(11 51)"),
+        ("c", None),
+        ("d", "POINT(200 95)"),
+        ("t", "POINT(1.5 2)"),
+    ]
+    made = db.ingest("frame_points_made", frame.iloc[:2], create=True)
+    assert made.inserted == 2
+    with db.session() as s:
+        declared = (
+            "SELECT type, srid FROM geometry_columns WHERE f_table_name = 'frame_points_made'"
+        )
+        assert s.execute(text(declared)).one() == ("POINT", 4326)
+    with db.transaction() as s:  # coordinates load as numbers too into columns of their names
+        s.execute(text("CREATE TABLE frame_points_kept (lon float8, geom geometry(POINT, 4326))"))
+    scratch("frame_points_kept")
+    kept = pd.DataFrame({"lon": [1.5], "lat": [2.5]})
+    assert db.ingest("frame_points_kept", kept).inserted == 1
+    with db.session() as s:
+        row = s.execute(text("SELECT lon, ST_AsText(geom) FROM frame_points_kept")).one()
+    assert tuple(row) == (1.5, "POINT(1.5 2.5)")
+    spatial = geopandas.GeoDataFrame(renamed, geometry=shapely.points([0, 1], [0, 1]), crs=4326)
+    with pytest.raises(ConfigurationError, match="the target has a column for it"):
+        db.ingest("frame_points", spatial.rename_geometry("geom"), xy_columns=("e", "n"))
+
+
 def test_missing_table_is_a_clear_error(db: SpatialDatabase) -> None:
     with pytest.raises(ConfigurationError, match="does not exist"):
         db.ingest("no_such_table", [])

@@ -904,8 +904,10 @@ def test_a_csvs_coordinate_columns_make_points(tmp_path: Path) -> None:
         batches(wkt, columns=["x", "y", "geom"], xy_columns=("x", "y"))
     with pytest.raises(ConfigurationError, match=r"the table has none or several"):
         batches(xy, columns=["id", "a", "b"], geometry_column=None)
-    with pytest.raises(ConfigurationError, match=r"xy_columns=\('x', 'y'\) names the coordinate"):
-        batches(frame(2), xy_columns=("x", "y"))
+    with pytest.raises(ConfigurationError, match=r"and the target has a column for it"):
+        batches(frame(2), xy_columns=("x", "y"))  # a GeoDataFrame's geometries are there
+    with pytest.raises(ConfigurationError, match=r"names the coordinate columns of a CSV file"):
+        batches([{"x": 1, "y": 2}], xy_columns=("x", "y"))
 
 
 def test_fields_the_table_lacks_are_left_out_when_asked(tmp_path: Path) -> None:

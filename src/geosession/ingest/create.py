@@ -222,7 +222,7 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
         schema = _file_schema(path, options, srids)
         return _lowercased(_renamed(schema, options.rename or {}, path), keep=options.rename)
     elif is_dataframe(source):
-        schema = _frame_schema(source, srids)
+        schema = _frame_schema(source, srids, options.xy_columns)
     elif (features := as_features(source)) is not None:
         frame, identified = features_frame(features)
         schema = _frame_schema(frame, srids)
@@ -388,10 +388,16 @@ def _arrow_scalar_type(types: Any, arrow_type: Any) -> str:
     return _DTYPES.get(name, "text")
 
 
-def _frame_schema(frame: Any, srids: Srids) -> SourceSchema:
+def _frame_schema(
+    frame: Any, srids: Srids, xy_columns: tuple[str, str] | None = None
+) -> SourceSchema:
     schema = SourceSchema()
+    spatial = any(str(frame[label].dtype) == "geometry" for label in frame.columns)
+    points = None if spatial else point_columns([str(c) for c in frame], xy_columns, "")
     for label in frame.columns:
         series = frame[label]
+        if points is not None and str(label) in points.fields:
+            continue  # the point column's coordinates, as a CSV's
         if str(series.dtype) == "geometry":
             types = [str(t) for t in series.geom_type.dropna().unique()]
             z, m = bool(series.has_z.any()), bool(shapely.has_m(series.to_numpy()).any())
@@ -401,6 +407,9 @@ def _frame_schema(frame: Any, srids: Srids) -> SourceSchema:
             schema.add_geometry(str(label), types, column, multi=False)
         else:
             schema.add(str(label), _series_type(series))
+    if points is not None:
+        srid = next((s for s in (srids.wanted, srids.given) if s is not None), points.srid)
+        schema.add_geometry(schema.free_name(), ["Point"], srid, multi=False)
     return schema
 
 

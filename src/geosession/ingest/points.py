@@ -1,6 +1,8 @@
-"""Points from a CSV's coordinate columns: longitude and latitude, or x and y.
+"""Points from coordinate columns (a CSV's, a DataFrame's): longitude and latitude, or x
+and y.
 
-Many CSV files carry a place as two numbers rather than as WKT. A file whose header has
+Many CSV files (and the DataFrames read from them) carry a place as two numbers rather
+than as WKT. A file whose header (or a DataFrame without geometries whose columns) has
 no WKT column but a pair of coordinate columns, named as people name them (``longitude``
 and ``latitude``, ``lon``/``lng``/``long`` and ``lat``, ``x`` and ``y``, ``easting`` and
 ``northing``, in any case) or given as ``xy_columns=``, loads each row as a point.
@@ -67,6 +69,21 @@ def point_values(
     return list(points)
 
 
+def series_points(xs: Any, ys: Any) -> list[Any]:
+    """Each row's point from two pandas Series of numbers (NaN where missing: a point
+    with one is set aside as non-finite, None where both are); of other values, as
+    :func:`point_values` reads text."""
+    try:
+        x = xs.to_numpy(dtype=np.float64, na_value=np.nan)
+        y = ys.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        as_text = [[None if v is None or v != v else str(v) for v in s] for s in (xs, ys)]
+        return point_values(as_text[0], as_text[1])
+    points = shapely.points(x, y)
+    points[np.isnan(x) & np.isnan(y)] = None
+    return list(points)
+
+
 def point_texts(xs: Sequence[str | None], ys: Sequence[str | None]) -> list[str | None]:
     """Each row's point as WKT; None where both numbers are empty (a NULL geometry). A
     number that is not one makes WKT that does not parse, which the geometry check sets
@@ -78,10 +95,11 @@ def point_texts(xs: Sequence[str | None], ys: Sequence[str | None]) -> list[str 
 
 
 def point_columns(
-    header: Sequence[str], given: Sequence[str] | None, path: Path
+    header: Sequence[str], given: Sequence[str] | None, path: Path | str
 ) -> PointColumns | None:
-    """The coordinate fields of a CSV header: those ``given`` (x, y), else a pair named as
-    longitude and latitude, else x and y; None when it has neither."""
+    """The coordinate fields of a CSV header (or a DataFrame's columns): those ``given``
+    (x, y), else a pair named as longitude and latitude, else x and y; None when it has
+    neither."""
     if given is not None:
         missing = [name for name in given if name not in header]
         if missing:

@@ -35,6 +35,7 @@ from geosession.ingest.features import feature_collection
 from geosession.ingest.file_read import Bbox, FileRead
 from geosession.ingest.files import SUPPORTED, file_batches, file_length, refuse_url
 from geosession.ingest.iterables import iterable_batches
+from geosession.ingest.points import PointColumns, point_columns, series_points
 
 
 def iter_batches(
@@ -91,9 +92,11 @@ def iter_batches(
     landing = Landing(columns, geometry_column, size, check)
     if isinstance(source, str | os.PathLike):
         return file_batches(Path(source), landing, read)
-    read.check("rows", f"the source (a {type(source).__name__})")
+    where = f"the source (a {type(source).__name__})"
     if is_dataframe(source):
-        return _dataframe_batches(source, landing)
+        read.check("frame", where)
+        return _dataframe_batches(source, landing, xy_columns)
+    read.check("rows", where)
     if is_arrow_stream(source):
         return arrow_stream_batches(source, landing)
     if hasattr(source, "__aiter__") and not isinstance(source, Iterable):
@@ -160,10 +163,17 @@ def is_dataframe(source: Any) -> bool:
     return module.startswith(("geopandas", "pandas")) and hasattr(source, "iloc")
 
 
-def _dataframe_batches(frame: Any, landing: Landing) -> Iterator[Batch]:
+def _dataframe_batches(
+    frame: Any, landing: Landing, xy_columns: tuple[str, str] | None = None
+) -> Iterator[Batch]:
     columns, size = landing.columns, landing.size
     active = getattr(getattr(frame, "geometry", None), "name", None)
     names = {label: landing.column_for(str(label), active) for label in frame}
+    points = frame_points(frame, names, landing.geometry_column, xy_columns)
+    if points is not None:
+        kept = {label: name for label, name in names.items() if name in columns}  # as a CSV's
+        names = {label: name for label, name in names.items() if label not in points.fields}
+        names |= kept
     if active is not None and names.get(active) not in columns and landing.geometry_column is None:
         raise ConfigurationError(
             f"the GeoDataFrame's geometry column {active!r} is not a column of the target, "
@@ -171,20 +181,47 @@ def _dataframe_batches(frame: Any, landing: Landing) -> Iterator[Batch]:
             f"the one it is for, e.g. frame.rename_geometry('geom'); the target's columns: "
             f"{', '.join(columns)}"
         )
-    landing.check(list(names.values()), where="the DataFrame")
+    made = [] if points is None else [str(landing.geometry_column)]
+    landing.check([*names.values(), *made], where="the DataFrame")
     series = {label: frame[label] for label in names}
     found = {names[label]: crs_of(column) for label, column in series.items()}
     known = {name: crs for name, crs in found.items() if crs is not None}
+    if points is not None and points.srid is not None:
+        known[made[0]] = points.srid  # longitude and latitude: 4326
 
     def batches() -> Iterator[Batch]:
         start = 0
         while start < len(frame):
             stop = start + size()
             values = {names[label]: _values(s.iloc[start:stop]) for label, s in series.items()}
+            if points is not None:
+                xs, ys = (frame[name].iloc[start:stop] for name in points.fields)
+                values[made[0]] = series_points(xs, ys)
             yield Batch(start + 1, {c: values[c] for c in columns if c in values}, known)
             start = min(stop, len(frame))
 
     return batches()
+
+
+def frame_points(
+    frame: Any,
+    names: Mapping[Any, str],
+    geometry_column: str | None,
+    xy_columns: tuple[str, str] | None,
+) -> PointColumns | None:
+    """A DataFrame's coordinate columns, for the target's one geometry column: those
+    ``xy_columns`` names, else longitude and latitude (or x and y) named as people name
+    them, where no column of the frame lands in the geometry column (:mod:`.points`)."""
+    given_geometry = geometry_column is not None and geometry_column in names.values()
+    if xy_columns is None and (geometry_column is None or given_geometry):
+        return None
+    if geometry_column is None or given_geometry:
+        reason = "has a column for it" if given_geometry else "has no one geometry column"
+        raise ConfigurationError(
+            f"xy_columns={xy_columns!r} makes points for the target's geometry column, and "
+            f"the target {reason}: leave xy_columns out"
+        )
+    return point_columns([str(label) for label in frame], xy_columns, "the DataFrame")
 
 
 def _values(part: Any) -> list[Any]:
