@@ -3260,6 +3260,40 @@ def test_a_dataframe_of_longitudes_and_latitudes_loads_as_points(
         db.ingest("frame_points", spatial.rename_geometry("geom"), xy_columns=("e", "n"))
 
 
+def test_dict_rows_with_coordinates_load_as_points(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """An API's records ({"name": ..., "lat": ..., "lon": ...}) were refused: "fields that
+    are not columns: 'lon'"."""
+    scratch("row_points")
+    with db.transaction() as s:
+        s.execute(
+            text("CREATE TABLE row_points (name text, lat float8, geom geometry(POINT, 4326))")
+        )
+    records = [
+        {"name": "a", "lat": 50.5, "lon": 10},
+        {"name": "b", "lat": "51", "lon": "11.5"},  # text, as some APIs send numbers
+        {"name": "c"},  # no place: a NULL geometry
+        {"name": "d", "lat": 1, "lon": "x"},
+    ]
+    report = db.ingest("row_points", records)
+    assert report.inserted == 3 and [(r.row, r.kind) for r in report.rejected] == [
+        (4, "unparsable")
+    ]
+    given = db.ingest("row_points", [{"name": "e", "E": 5, "N": 6}], xy_columns=("E", "N"))
+    assert given.inserted == 1
+    with pytest.raises(ConfigurationError, match="not columns of the target: 'foo';"):
+        db.ingest("row_points", [{"name": "f", "foo": 1, "lat": 1, "lon": 2}])
+    with db.session() as s:
+        stored = s.execute(text("SELECT name, lat, ST_AsText(geom) FROM row_points ORDER BY name"))
+        assert stored.all() == [
+            ("a", 50.5, "POINT(10 50.5)"),
+            ("b", 51.0, "POINT(11.5 51)"),
+            ("c", None, None),
+            ("e", None, "POINT(5 6)"),
+        ]
+
+
 def test_missing_table_is_a_clear_error(db: SpatialDatabase) -> None:
     with pytest.raises(ConfigurationError, match="does not exist"):
         db.ingest("no_such_table", [])

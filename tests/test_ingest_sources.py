@@ -906,8 +906,10 @@ def test_a_csvs_coordinate_columns_make_points(tmp_path: Path) -> None:
         batches(xy, columns=["id", "a", "b"], geometry_column=None)
     with pytest.raises(ConfigurationError, match=r"and the target has a column for it"):
         batches(frame(2), xy_columns=("x", "y"))  # a GeoDataFrame's geometries are there
+    (rows,) = batches([{"id": 1, "x": 1, "y": 2}], xy_columns=("x", "y"))  # dict rows too
+    assert [p.wkt for p in column([rows], "geom")] == ["POINT (1 2)"] and "x" not in rows.columns
     with pytest.raises(ConfigurationError, match=r"names the coordinate columns of a CSV file"):
-        batches([{"x": 1, "y": 2}], xy_columns=("x", "y"))
+        batches(pa.table({"x": [1], "y": [2]}), xy_columns=("x", "y"))  # not Arrow data
 
 
 def test_fields_the_table_lacks_are_left_out_when_asked(tmp_path: Path) -> None:

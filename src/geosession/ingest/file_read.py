@@ -56,7 +56,10 @@ _FILE_OPTIONS = {
     "encoding": (("csv", "vector"), "is the text encoding of a Shapefile or CSV file"),
     "where": (("vector",), "filters the features of a vector file (GeoPackage, Shapefile, ...)"),
     "bbox": (("vector",), "filters the features of a vector file (GeoPackage, Shapefile, ...)"),
-    "xy_columns": (("csv", "frame"), "names the coordinate columns of a CSV file or DataFrame"),
+    "xy_columns": (
+        ("csv", "frame", "rows"),
+        "names the coordinate columns of a CSV file, a DataFrame or dict rows",
+    ),
     "rename": (
         ("csv", "vector", "parquet", "arrow"),
         "renames a file's fields (a DataFrame's columns or rows' keys are renamed in Python)",

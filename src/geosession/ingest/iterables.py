@@ -25,6 +25,7 @@ from geosession.errors import ConfigurationError
 from geosession.ingest.batches import Batch, Landing
 from geosession.ingest.defaults import MISSING
 from geosession.ingest.features import feature_values
+from geosession.ingest.points import PointColumns, point_columns, value_points
 from geosession.ingest.stages import timed_batches
 
 
@@ -35,16 +36,25 @@ def iterable_batches(
     stopped: Callable[[], bool],
     attributes: Mapping[str, str] | None = None,
     defaulted: frozenset[str] = frozenset(),
+    xy_columns: tuple[str, str] | None = None,
 ) -> Iterator[Batch]:
     """Pull rows lazily: a generator is never consumed past the batch being built (nor,
-    with a flush interval, past the two batches its pulling thread gathers ahead)."""
+    with a flush interval, past the two batches its pulling thread gathers ahead). Dict
+    rows with coordinates (``lon`` and ``lat``...: :mod:`.points`) make the points of the
+    geometry column they lack."""
     columns = landing.columns
     allowed = frozenset(columns)
     first = 1
+    points: PointColumns | None = None
     for raw, cut in _pulled(iter(rows), landing.size, flush_interval, stopped):
         if not raw:  # a quiet source: send on what came before
             yield Batch(first, {}, flush=True)
             continue
+        if first == 1:
+            points = _row_points(raw[0], landing, xy_columns)
+            if points is not None:
+                columns = [*columns, *(f for f in points.fields if f not in columns)]
+                allowed = frozenset(columns)
         batch = (
             _geometries_batch(raw, first, landing)
             or _fast_batch(raw, first, columns, allowed, defaulted)
@@ -58,8 +68,41 @@ def iterable_batches(
                 defaulted,
             )
         )
+        if points is not None:
+            batch = _with_points(batch, points, landing)
         yield dataclasses.replace(batch, flush=True) if cut else batch
         first += len(raw)
+
+
+def _row_points(
+    row: Any, landing: Landing, xy_columns: tuple[str, str] | None
+) -> PointColumns | None:
+    """The coordinate keys of dict rows that lack the geometry column's key: those
+    ``xy_columns`` names, else a pair named as :mod:`.points` reads them."""
+    geometry = landing.geometry_column
+    if not isinstance(row, Mapping) or geometry is None or geometry in row:
+        if xy_columns is not None:
+            raise ConfigurationError(
+                f"xy_columns={xy_columns!r} makes points for the target's one geometry "
+                "column, from dict rows that lack it: leave xy_columns out"
+            )
+        return None
+    return point_columns([str(key) for key in row], xy_columns, "the first row")
+
+
+def _with_points(batch: Batch, points: PointColumns, landing: Landing) -> Batch:
+    """``batch`` with its coordinates made into points of the geometry column (they stay
+    as values of columns of their names, if the target has any)."""
+    geometry = str(landing.geometry_column)
+    columns = dict(batch.columns)
+    rows = len(batch)
+    xs, ys = (
+        columns[name] if name in landing.columns else columns.pop(name, [None] * rows)
+        for name in points.fields
+    )
+    columns[geometry] = value_points(xs, ys)
+    crs = dict(batch.crs) | ({geometry: points.srid} if points.srid is not None else {})
+    return dataclasses.replace(batch, columns=columns, crs=crs)
 
 
 def _pulled(
@@ -134,8 +177,8 @@ def _row_values(
         values = _instance_values(row, number)
     if not values.keys() <= allowed and attributes:
         values = {attributes.get(key, key): value for key, value in values.items()}
-    if not values.keys() <= allowed:
-        check(list(values), where=f"row {number}")
+    if not values.keys() <= allowed:  # named without the coordinates a point is made of
+        check([k for k in values if k in columns or k not in allowed], where=f"row {number}")
     if not values:
         raise ConfigurationError(f"row {number} has no value for any column of the target")
     return values

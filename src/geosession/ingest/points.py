@@ -84,6 +84,20 @@ def series_points(xs: Any, ys: Any) -> list[Any]:
     return list(points)
 
 
+def value_points(xs: Sequence[Any], ys: Sequence[Any]) -> list[Any]:
+    """Each row's point from two lists of numbers (dict rows' values; None where missing),
+    or of text, as :func:`point_values` reads it."""
+    try:
+        x = np.array([np.nan if v is None else v for v in xs], dtype=np.float64)
+        y = np.array([np.nan if v is None else v for v in ys], dtype=np.float64)
+    except (TypeError, ValueError):
+        as_text = [[None if v is None else str(v) for v in values] for values in (xs, ys)]
+        return point_values(as_text[0], as_text[1])
+    points = shapely.points(x, y)
+    points[np.isnan(x) & np.isnan(y)] = None
+    return list(points)
+
+
 def point_texts(xs: Sequence[str | None], ys: Sequence[str | None]) -> list[str | None]:
     """Each row's point as WKT; None where both numbers are empty (a NULL geometry). A
     number that is not one makes WKT that does not parse, which the geometry check sets

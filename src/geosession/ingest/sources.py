@@ -96,9 +96,10 @@ def iter_batches(
     if is_dataframe(source):
         read.check("frame", where)
         return _dataframe_batches(source, landing, xy_columns)
-    read.check("rows", where)
     if is_arrow_stream(source):
+        read.check("arrow data", where)  # takes none of the options
         return arrow_stream_batches(source, landing)
+    read.check("rows", where)
     if hasattr(source, "__aiter__") and not isinstance(source, Iterable):
         raise ConfigurationError(
             f"cannot ingest a {type(source).__name__} with db.ingest: it is an async "
@@ -117,7 +118,9 @@ def iter_batches(
             f"GeoJSON FeatureCollection, a GeoDataFrame, Arrow data (a pyarrow Table or "
             f"RecordBatchReader) or a path to a {SUPPORTED} file{statement}"
         )
-    return iterable_batches(source, landing, flush_interval, stopped, attributes, defaulted)
+    return iterable_batches(
+        source, landing, flush_interval, stopped, attributes, defaulted, xy_columns
+    )
 
 
 def opened(source: Any) -> Any:
