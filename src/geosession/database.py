@@ -308,7 +308,8 @@ class SpatialDatabase:
         ``where`` (an OGR SQL condition on its fields) and ``bbox`` (minx, miny, maxx, maxy
         in its CRS) load only some of a vector file's features; ``rename`` maps a file's
         field names to columns (a Shapefile's ``{"classifica": "classification_code"}``);
-        ``xy_columns`` names a CSV's coordinate columns (x, y) when it has no WKT column and
+        ``xy_columns`` names the coordinate columns (x, y) of a CSV without a WKT column, of
+        a DataFrame without geometries or of dict rows without the geometry column, when
         their names (longitude/latitude, lon/lat, x/y) do not say them.
         ``extra_fields="ignore"`` loads the fields the table has and leaves the others out
         (listed in ``report.fields_left_out``), values for generated columns included,

@@ -76,7 +76,8 @@ def iter_batches(
     (a GeoPackage's fid), into the column of that name, if there is one. ``encoding``
     is the text encoding of a Shapefile or CSV file (see :mod:`.encodings`); ``where``
     and ``bbox`` filter a vector file's features, ``rename`` maps a file's field names
-    to columns, and ``xy_columns`` names a CSV's coordinate columns (:class:`.files.FileRead`).
+    to columns, and ``xy_columns`` names the coordinate columns of a CSV, a DataFrame or dict
+    rows (:mod:`.points`; :class:`.files.FileRead`).
     ``left_out``: fields that are no column of the target (or a generated one) are added
     to it and not loaded, instead of refused. ``defaulted``: columns with a Python-side
     default, whose value a dict row or new instance lacks is MISSING (not None) for
