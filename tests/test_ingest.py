@@ -3294,6 +3294,25 @@ def test_dict_rows_with_coordinates_load_as_points(
         ]
 
 
+def test_a_geometry_field_of_another_usual_name_lands_in_the_geometry_column(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """A DataFrame's WKT column or a record's the_geom key was "not a column of the
+    target" (a CSV's WKT column and an Arrow field named geometry landed there)."""
+    import pandas as pd
+
+    scratch("named_geometries")
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE named_geometries (name text, geom geometry(POINT, 4326))"))
+    frame = pd.DataFrame({"name": ["a"], "WKT": ["POINT(1 2)"]})
+    assert db.ingest("named_geometries", frame, srid=4326).inserted == 1
+    records = [{"name": "b", "the_geom": "SRID=4326;POINT(3 4)"}, {"name": "c"}]
+    assert db.ingest("named_geometries", records).inserted == 2
+    with db.session() as s:
+        stored = s.execute(text("SELECT name, ST_AsText(geom) FROM named_geometries ORDER BY 1"))
+        assert stored.all() == [("a", "POINT(1 2)"), ("b", "POINT(3 4)"), ("c", None)]
+
+
 def test_missing_table_is_a_clear_error(db: SpatialDatabase) -> None:
     with pytest.raises(ConfigurationError, match="does not exist"):
         db.ingest("no_such_table", [])

@@ -73,6 +73,21 @@ class Landing:
         return target_name(name, geometry, self.columns, self.geometry_column)
 
 
+GEOMETRY_FIELD_NAMES = ("wkt", "wkt_geom", "geometry", "geom", "the_geom", "wkb_geometry", "wkb")
+"""Names a geometry field usually has (WKT text, WKB), in order of preference."""
+
+
+def geometry_field(names: Sequence[str], landing: Landing) -> str | None:
+    """The field of a DataFrame or of dict rows holding the geometries of the target's one
+    geometry column under another usual name (``wkt``, ``the_geom``...), as a CSV's WKT
+    column lands there; None where the source has the column's own name."""
+    geometry = landing.geometry_column
+    if geometry is None or geometry in names:
+        return None
+    folded = {name.casefold(): name for name in reversed(names) if name not in landing.columns}
+    return next((folded[n] for n in GEOMETRY_FIELD_NAMES if n in folded), None)
+
+
 def repeated(names: Sequence[str]) -> list[str]:
     """The names that come more than once, sorted."""
     return sorted({name for name in names if names.count(name) > 1})

@@ -22,7 +22,7 @@ from sqlalchemy import Column, inspect
 from sqlalchemy.orm import InstanceState
 
 from geosession.errors import ConfigurationError
-from geosession.ingest.batches import Batch, Landing
+from geosession.ingest.batches import Batch, Landing, geometry_field
 from geosession.ingest.defaults import MISSING
 from geosession.ingest.features import feature_values
 from geosession.ingest.points import PointColumns, point_columns, value_points
@@ -46,15 +46,19 @@ def iterable_batches(
     allowed = frozenset(columns)
     first = 1
     points: PointColumns | None = None
+    field: str | None = None  # a geometry key of another usual name (wkt, the_geom...)
     for raw, cut in _pulled(iter(rows), landing.size, flush_interval, stopped):
         if not raw:  # a quiet source: send on what came before
             yield Batch(first, {}, flush=True)
             continue
         if first == 1:
             points = _row_points(raw[0], landing, xy_columns)
-            if points is not None:
-                columns = [*columns, *(f for f in points.fields if f not in columns)]
-                allowed = frozenset(columns)
+            if points is None and isinstance(raw[0], Mapping):
+                field = geometry_field([str(key) for key in raw[0]], landing)
+            extra = [] if points is None else list(points.fields)
+            extra += [] if field is None else [field]
+            columns = [*columns, *(name for name in extra if name not in columns)]
+            allowed = frozenset(columns)
         batch = (
             _geometries_batch(raw, first, landing)
             or _fast_batch(raw, first, columns, allowed, defaulted)
@@ -70,6 +74,10 @@ def iterable_batches(
         )
         if points is not None:
             batch = _with_points(batch, points, landing)
+        elif field is not None and field in batch.columns:
+            named = dict(batch.columns)
+            named[str(landing.geometry_column)] = named.pop(field)
+            batch = dataclasses.replace(batch, columns=named)
         yield dataclasses.replace(batch, flush=True) if cut else batch
         first += len(raw)
 

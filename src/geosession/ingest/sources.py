@@ -29,7 +29,7 @@ from geosession.ingest.arrow_streams import (
     is_arrow_stream,
     opened_once,
 )
-from geosession.ingest.batches import Batch, Landing, check_fields
+from geosession.ingest.batches import Batch, Landing, check_fields, geometry_field
 from geosession.ingest.crs import SourceCrs, source_crs
 from geosession.ingest.features import feature_collection
 from geosession.ingest.file_read import Bbox, FileRead
@@ -172,6 +172,8 @@ def _dataframe_batches(
 ) -> Iterator[Batch]:
     columns, size = landing.columns, landing.size
     active = getattr(getattr(frame, "geometry", None), "name", None)
+    if active is None and xy_columns is None:  # a DataFrame's WKT or WKB column
+        active = geometry_field([str(label) for label in frame], landing)
     names = {label: landing.column_for(str(label), active) for label in frame}
     points = frame_points(frame, names, landing.geometry_column, xy_columns)
     if points is not None:
