@@ -13,7 +13,7 @@ northings say nothing of theirs (``srid=`` does).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,11 +77,8 @@ def series_points(xs: Any, ys: Any) -> list[Any]:
         x = xs.to_numpy(dtype=np.float64, na_value=np.nan)
         y = ys.to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError):
-        as_text = [[None if v is None or v != v else str(v) for v in s] for s in (xs, ys)]
-        return point_values(as_text[0], as_text[1])
-    points = shapely.points(x, y)
-    points[np.isnan(x) & np.isnan(y)] = None
-    return list(points)
+        return _text_points(xs, ys)
+    return _numeric_points(x, y)
 
 
 def value_points(xs: Sequence[Any], ys: Sequence[Any]) -> list[Any]:
@@ -91,11 +88,20 @@ def value_points(xs: Sequence[Any], ys: Sequence[Any]) -> list[Any]:
         x = np.array([np.nan if v is None else v for v in xs], dtype=np.float64)
         y = np.array([np.nan if v is None else v for v in ys], dtype=np.float64)
     except (TypeError, ValueError):
-        as_text = [[None if v is None else str(v) for v in values] for values in (xs, ys)]
-        return point_values(as_text[0], as_text[1])
+        return _text_points(xs, ys)
+    return _numeric_points(x, y)
+
+
+def _numeric_points(x: np.ndarray[Any, Any], y: np.ndarray[Any, Any]) -> list[Any]:
     points = shapely.points(x, y)
     points[np.isnan(x) & np.isnan(y)] = None
     return list(points)
+
+
+def _text_points(xs: Iterable[Any], ys: Iterable[Any]) -> list[Any]:
+    """Values that are not all numbers, read as text (None and NaN: empty)."""
+    texts = [[None if v is None or v != v else str(v) for v in values] for values in (xs, ys)]
+    return point_values(texts[0], texts[1])
 
 
 def point_texts(xs: Sequence[str | None], ys: Sequence[str | None]) -> list[str | None]:
