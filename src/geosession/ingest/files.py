@@ -346,8 +346,12 @@ def filled_layers(path: Path) -> tuple[list[str], list[str]] | None:
     Arrow), or for a file of several whose layers hold no geometries."""
     if file_kind(path) != "vector" or path.suffix.lower() in _ONE_LAYER_SUFFIXES:
         return None
-    import pyogrio
-
+    try:
+        import pyogrio
+    except ImportError as error:
+        raise ConfigurationError(
+            f"reading {path} needs pyogrio and pyarrow: pip install 'geosession[geo]'"
+        ) from error
     source = gdal_source(path)
     try:
         with measured_types():
