@@ -3313,6 +3313,40 @@ def test_a_geometry_field_of_another_usual_name_lands_in_the_geometry_column(
         assert stored.all() == [("a", "POINT(1 2)"), ("b", "POINT(3 4)"), ("c", None)]
 
 
+def test_a_dry_run_reports_the_load_and_keeps_nothing(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """Every chunk is written (so the server's refusals count too) and rolled back: no
+    rows, no rejects table, no ledger entry; the load itself then does the same."""
+    scratch("dry_parcels")
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE dry_parcels (id integer PRIMARY KEY CHECK (id < 50), "
+                "geom geometry(POLYGON, 4326))"
+            )
+        )
+    source = [{"id": row["id"], "geom": row["geom"]} for row in rows(60, start=0)]
+    source[5]["geom"] = "POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))"  # a bow-tie
+    tried = db.ingest("dry_parcels", source, srid=4326, chunk_size=25, dry_run=True)
+    assert (tried.rows_read, tried.inserted, len(tried.rejected)) == (60, 49, 11)
+    assert tried.dry_run and "would be inserted" in str(tried) and "rolled back" in str(tried)
+    assert [(r.row, r.column, r.kind) for r in tried.rejected[:2]] == [
+        (6, "geom", "invalid"),
+        (51, "id", "server"),  # the CHECK constraint's one column
+    ]
+    with db.session() as s:
+        assert s.execute(text("SELECT count(*) FROM dry_parcels")).scalar() == 0
+        assert s.execute(text("SELECT to_regclass('dry_parcels_rejected')")).scalar() is None
+    loaded = db.ingest("dry_parcels", source, srid=4326, chunk_size=25)  # makes the ledger
+    assert (loaded.inserted, len(loaded.rejected)) == (49, 11)
+    with db.session() as s:
+        entries = "SELECT count(*) FROM geosession_ingest_ledger WHERE ingest_id = :id"
+        assert s.execute(text(entries), {"id": tried.ingest_id}).scalar() == 0
+    with pytest.raises(ConfigurationError, match="dry_run=True tries a load into an existing"):
+        db.ingest("dry_new", source, create=True, dry_run=True)
+
+
 def test_missing_table_is_a_clear_error(db: SpatialDatabase) -> None:
     with pytest.raises(ConfigurationError, match="does not exist"):
         db.ingest("no_such_table", [])

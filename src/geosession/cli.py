@@ -374,6 +374,14 @@ def ingest(
             "gives the new table's geometry column; an existing table's must have it.",
         ),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Load every chunk, then roll it back: the report says what the load would "
+            "insert and reject (the server's refusals included), and nothing is kept.",
+        ),
+    ] = False,
     as_json: Annotated[
         bool,
         typer.Option(
@@ -457,6 +465,7 @@ def ingest(
                     extra_fields="ignore" if ignore_extra_fields else "error",
                     create=create,
                     reproject=reproject_to if reproject_to is not None else reproject,
+                    dry_run=dry_run,
                 )
             if not as_json:
                 console.print(report)
@@ -564,7 +573,7 @@ def _resumable(
         except GeoSessionError as error:
             error.message = error.message.replace(str(path), name)  # not the spooled copy
             report = getattr(error, "ingest_report", None)
-            if report is not None and report.inserted:
+            if report is not None and report.inserted and not report.dry_run:
                 piped = source == _STDIN or _is_pipe(source)
                 same = "the same data is piped in" if piped else "the file is unchanged"
                 error.message += (
@@ -580,7 +589,7 @@ def _resumable(
 def _say_how_to_resume(stop: BaseException, name: str, *, piped: bool) -> None:
     """After an ingest was stopped: what it committed and how to go on from there."""
     report = getattr(stop, "ingest_report", None)
-    if report is None:
+    if report is None or report.dry_run:
         return
     again = "piping the same data into the same command" if piped else "the same command"
     _stderr.print(

@@ -288,6 +288,7 @@ class SpatialDatabase:
         extra_fields: str = "error",
         create: bool = False,
         reproject: bool | int = False,
+        dry_run: bool = False,
     ) -> IngestReport:
         """Loads rows by binary COPY in chunks that each commit with a ledger entry.
 
@@ -314,6 +315,9 @@ class SpatialDatabase:
         ``extra_fields="ignore"`` loads the fields the table has and leaves the others out
         (listed in ``report.fields_left_out``), values for generated columns included,
         instead of refusing the source.
+        ``dry_run=True`` loads every chunk as a load would, then rolls it back: the report
+        says what would be inserted and rejected (the server's refusals included), and
+        nothing is kept (no rows, rejects or ledger entries).
         ``create=True`` creates
         a table that does not exist: from its definition for a mapped class or Table, else
         from a file's or DataFrame's fields. ``reproject=True`` transforms geometries of
@@ -341,6 +345,7 @@ class SpatialDatabase:
             "extra_fields": extra_fields,
             "create": create,
             "reproject": reproject,
+            "dry_run": dry_run,
         }
         from geosession.ingest.termination import sigterm_stops_the_load
 

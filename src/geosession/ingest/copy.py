@@ -55,6 +55,8 @@ class WritePlan:
     defaults filled them for new rows."""
     lock_wait_ms: int = 0
     """Each chunk's lock_timeout (:mod:`.locks`; 0: the session's)."""
+    dry_run: bool = False
+    """Each chunk written, then rolled back: no rows, rejects or ledger entries kept."""
 
     @property
     def staged(self) -> bool:
@@ -142,7 +144,8 @@ class ChunkResult:
 
 
 def write_chunk(conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk) -> ChunkResult:
-    """Commits the chunk's rows, rejects and ledger entry in one transaction."""
+    """Commits the chunk's rows, rejects and ledger entry in one transaction (a dry run's
+    rows are rolled back: the result says what a load would do)."""
     span = (chunk.first_row, chunk.last_row)
     with conn.transaction(), conn.cursor() as cursor:
         settings = _chunk_settings(plan)
@@ -153,9 +156,12 @@ def write_chunk(conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk) ->
         try:
             inserted, server_rejects = _write_bisecting(conn, plan, chunk, 0, len(chunk))
         except IntegrityViolation:  # the key's owner may be another run of this ingest id
-            refuse_overlap(cursor, plan.ingest_id, span, plan.committed)
+            if not plan.dry_run:
+                refuse_overlap(cursor, plan.ingest_id, span, plan.committed)
             raise
         rejects = sorted(chunk.rejects + server_rejects, key=lambda r: r.row)
+        if plan.dry_run:
+            raise psycopg.Rollback()  # ends the transaction block, rolled back, silently
         if plan.quarantine and rejects:
             _quarantine(cursor, plan, rejects)
         counts = (inserted, len(rejects))
@@ -233,6 +239,7 @@ def _server_reject(
         diag.column_name
         or _copy_column(diag.context, plan.columns)
         or _key_column(diag.message_detail, plan.columns)
+        or _constraint_column(conn, plan, diag.constraint_name)
         or _failed_cast(conn, plan, values)
     )
     value = dict(zip(plan.columns, values, strict=True)).get(column) if column else None
@@ -261,6 +268,24 @@ def _copy_column(context: str | None, columns: tuple[str, ...]) -> str | None:
     """The column a COPY error names in its context ("COPY t, line 1, column c")."""
     named = (re.search(rf", column {re.escape(c)}(:|$)", context or "", re.M) for c in columns)
     return next((c for c, match in zip(columns, named, strict=True) if match), None)
+
+
+def _constraint_column(
+    conn: psycopg.Connection[Any], plan: WritePlan, constraint: str | None
+) -> str | None:
+    """The one column a constraint of the target is on (CHECK (area > 0)), if it is one."""
+    if constraint is None:
+        return None
+    with conn.transaction(), conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT array_agg(a.attname::text) FROM pg_constraint c JOIN pg_attribute a "
+            "ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey) "
+            "WHERE c.conrelid = %s AND c.conname = %s",
+            (plan.target.oid, constraint),
+        )
+        found = cursor.fetchone()
+    names = found[0] if found and found[0] else []
+    return names[0] if len(names) == 1 and names[0] in plan.columns else None
 
 
 def _key_column(detail: str | None, columns: tuple[str, ...]) -> str | None:

@@ -42,6 +42,8 @@ class IngestOptions:
     reproject: bool | int = False
     """True: into each column's SRID; an SRID: into that one, which create=True gives the
     geometry columns it makes (an existing table's must have it)."""
+    dry_run: bool = False
+    """Every chunk written and rolled back: the report of a load, nothing kept."""
 
     @property
     def reprojecting(self) -> bool:
@@ -108,6 +110,11 @@ class IngestOptions:
                 "SRID) or the SRID to transform into, such as 4326, which create=True then "
                 "gives the new table's geometry columns"
             )
+        if self.dry_run and self.create:
+            raise ConfigurationError(
+                "dry_run=True tries a load into an existing table, and create=True would make "
+                "one (committed): create the table first, or leave dry_run out"
+            )
         workers = self.workers
         if workers != "auto" and (type(workers) is not int or not 1 <= workers <= 32):
             raise ConfigurationError(
@@ -156,3 +163,4 @@ class IngestArguments(TypedDict, total=False):
     extra_fields: str
     create: bool
     reproject: bool | int
+    dry_run: bool

@@ -115,7 +115,7 @@ class Ingest:
         self.engine, self.source, self.options = engine, opened(source), options
         self.stop_source = stop_source
         self.sizer: ChunkSizer = make_sizer(options.chunk_size, statement_timeout)
-        self.report = IngestReport("", str(target))
+        self.report = IngestReport("", str(target), dry_run=options.dry_run)
         self.workers = options.workers if isinstance(options.workers, int) else 1
         self.queue: queue.Queue[Chunk | _Stop]  # made by _load, once workers is known
         self.stop = threading.Event()
@@ -162,14 +162,16 @@ class Ingest:
                 try:
                     self._load(bar)
                 except BaseException:
-                    with contextlib.suppress(Exception):  # the server may be gone: a rerun
-                        self._finish_indexes(bar, analyze=False, stoppable=False)  # restores
-                    with contextlib.suppress(Exception):
-                        self._advance_sequences()  # the committed chunks' ids
+                    if not self.options.dry_run:
+                        with contextlib.suppress(Exception):  # the server may be gone
+                            self._finish_indexes(bar, analyze=False, stoppable=False)
+                        with contextlib.suppress(Exception):
+                            self._advance_sequences()  # the committed chunks' ids
                     raise
                 self.report.completed = True
-                self._finish_indexes(bar, analyze=deferred)
-                self._advance_sequences()
+                if not self.options.dry_run:
+                    self._finish_indexes(bar, analyze=deferred)
+                    self._advance_sequences()
         except BaseException as error:
             error.ingest_report = self.report  # type: ignore[attr-defined]  # how far it got
             raise
@@ -195,25 +197,19 @@ class Ingest:
         )
 
     def _prepare(self) -> bool:
-        """Ledger and quarantine tables, resume state, and index deferral (one transaction)."""
+        """Privileges, ledger and quarantine tables, resume state, and index deferral (one
+        transaction); a dry run only reads."""
 
         def prepare(conn: psycopg.Connection[Any]) -> bool:
             with conn.transaction(), conn.cursor() as cursor:
                 if self.lock_wait_ms:
                     cursor.execute(f"SET LOCAL lock_timeout = {self.lock_wait_ms}")
-                ledger.ensure_ledger(cursor)
                 self._require_write_privileges(cursor)
-                if self.options.on_invalid == "quarantine":
-                    ensure_quarantine(cursor, self.target)
-                self.committed = ledger.committed_rows(cursor, self.ingest_id, self.target)
-                if self.committed:
-                    forgotten = ledger.forget_if_emptied(cursor, self.ingest_id, self.target)
-                    if forgotten:
-                        self.report.reloaded = forgotten
-                        self.committed = ledger.CommittedRows()
-                self.report.already_committed = len(self.committed)
-                self.started_empty = self._started_empty(cursor)
-                deferred = self._maybe_defer(cursor)
+                deferred = False
+                if self.options.dry_run:  # no ledger, rejects table or deferred index
+                    self.started_empty = ledger.is_empty(cursor, self.target)
+                else:
+                    deferred = self._prepare_records(cursor)
                 if self.options.workers == "auto":
                     self.workers = self._auto_workers(cursor)  # after the deferred are gone
                 return deferred
@@ -226,6 +222,22 @@ class Ingest:
                     raise self._blocked("before its first chunk") from error
                 self._wait_for_lock(attempt)
         raise AssertionError("unreachable")
+
+    def _prepare_records(self, cursor: psycopg.Cursor[Any]) -> bool:
+        """The ledger and rejects tables, the rows earlier runs of the id committed, and
+        the indexes deferred for a load into an empty table (True if any)."""
+        ledger.ensure_ledger(cursor)
+        if self.options.on_invalid == "quarantine":
+            ensure_quarantine(cursor, self.target)
+        self.committed = ledger.committed_rows(cursor, self.ingest_id, self.target)
+        if self.committed:
+            forgotten = ledger.forget_if_emptied(cursor, self.ingest_id, self.target)
+            if forgotten:
+                self.report.reloaded = forgotten
+                self.committed = ledger.CommittedRows()
+        self.report.already_committed = len(self.committed)
+        self.started_empty = self._started_empty(cursor)
+        return self._maybe_defer(cursor)
 
     def _plan_for(self, batch: Batch) -> WritePlan:
         """COPY names the columns the source has, so absent ones get their defaults."""
@@ -249,6 +261,7 @@ class Ingest:
                     self.committed,
                     batch.defaulted,
                     self.lock_wait_ms,
+                    self.options.dry_run,
                 )
             return self.plan
 
@@ -581,7 +594,10 @@ class Ingest:
         )
 
     def _landed(self, chunk: Chunk) -> bool:
-        """After a lost connection: did the chunk commit anyway? The ledger knows."""
+        """After a lost connection: did the chunk commit anyway? The ledger knows (a dry
+        run's never does)."""
+        if self.options.dry_run:
+            return False
 
         def ask(conn: psycopg.Connection[Any]) -> int | None:
             with conn.cursor() as cursor:

@@ -67,6 +67,8 @@ class IngestReport:
     the ANALYZE after a load into an empty table."""
     duration: float = 0.0
     completed: bool = False
+    dry_run: bool = False
+    """Every chunk was rolled back: the counts say what the load would do."""
 
     def count_chunk_size(self, rows: int) -> None:
         """Widens the chunk size range by a committed chunk of ``rows`` source rows."""
@@ -87,6 +89,7 @@ class IngestReport:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         state = "complete" if self.completed else "INCOMPLETE"
+        state += " (dry run: every chunk rolled back, nothing kept)" if self.dry_run else ""
         table = Table(
             min_width=72,
             title=f"Ingest {self.ingest_id} into {self.target}: {state}",
@@ -105,7 +108,7 @@ class IngestReport:
         rows = [("table", "created by this run")] if self.created else []
         rows += [
             ("rows read", f"{self.rows_read:,}"),
-            ("inserted", f"{self.inserted:,}"),
+            ("would be inserted" if self.dry_run else "inserted", f"{self.inserted:,}"),
             ("rejected", f"{len(self.rejected):,}"),
         ]
         rows += [
