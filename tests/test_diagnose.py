@@ -183,6 +183,12 @@ def test_activity_command_prints_a_table_and_watches(database_url: str) -> None:
             )
             assert watched.exit_code == 0, watched.output
             assert "cli-visible" in watched.output and "database" in watched.output
+            headers = ("┃ user ", "┃ xact age ")
+            assert all(header in result.output for header in headers)
+            narrow = runner.invoke(app, ["activity"], env={**env, "COLUMNS": "80"})
+            assert narrow.exit_code == 0, narrow.output  # room for the query on 80 columns
+            assert not any(header in narrow.output for header in headers)
+            assert "┃ query" in narrow.output
         finally:
             other.rollback()
     assert "--watch" in runner.invoke(app, ["activity", "--help"]).output

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 import orjson
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -56,11 +56,35 @@ def _state_style(session: SessionActivity) -> str:
     return "green" if session.state == "active" else ""
 
 
+class _FittedActivity:
+    """The sessions table with the columns the terminal's width has room for: below
+    ``_ROOMY`` characters the user and the transaction's age are left out, so the query
+    stays readable (on 80 columns every column folded to a few characters)."""
+
+    def __init__(self, sessions: list[SessionActivity], all_databases: bool, role: str) -> None:
+        self.sessions, self.all_databases, self.role = sessions, all_databases, role
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        narrow = options.max_width < _ROOMY
+        omit = ("user", "xact age") if narrow else ()
+        yield activity_table(
+            self.sessions, all_databases=self.all_databases, role=self.role, omit=omit
+        )
+
+
+_ROOMY = 110
+
+
 def activity_table(
-    sessions: list[SessionActivity], *, all_databases: bool = False, role: str = "this role"
+    sessions: list[SessionActivity],
+    *,
+    all_databases: bool = False,
+    role: str = "this role",
+    omit: tuple[str, ...] = (),
 ) -> Table:
     """Sessions as a table; idle in transaction in red, waiting or long-running in yellow;
-    sessions whose state ``role`` may not see are named so under the table."""
+    sessions whose state ``role`` may not see are named so under the table. ``omit``:
+    columns left out."""
     hidden = sum(s.hidden for s in sessions)
     caption = (
         f"{hidden} session(s) of other roles hide their state and query from {role}: "
@@ -74,9 +98,11 @@ def activity_table(
         caption=caption,
         caption_justify="left",
     )
-    columns = ["pid", "database", "application", "user", "state", "xact age", "query age"]
-    for name in [*columns, "wait", "blocked by", "query"]:
-        if name != "database" or all_databases:
+    names = ["pid", "database", "application", "user", "state", "xact age", "query age"]
+    names += ["wait", "blocked by", "query"]
+    shown = [n not in omit and (n != "database" or all_databases) for n in names]
+    for name, show in zip(names, shown, strict=True):
+        if show:
             table.add_column(name, overflow="fold", no_wrap=name in ("pid", "state"))
     for s in sessions:
         flags = " (long)" if s.long_running else ""
@@ -92,7 +118,7 @@ def activity_table(
             Text(", ".join(map(str, s.blocked_by)), style="yellow"),
             Text(" ".join(s.query.split())[:120]),
         ]
-        table.add_row(*(cells if all_databases else cells[:1] + cells[2:]))
+        table.add_row(*(cell for cell, show in zip(cells, shown, strict=True) if show))
     return table
 
 
@@ -123,8 +149,7 @@ def activity_view(db: SpatialDatabase, *, all_databases: bool, long_running: flo
     if any(s.hidden for s in sessions):
         with db.session() as s:
             role = hidden_sessions(s.connection())[1]
-    table = activity_table(sessions, all_databases=all_databases, role=role)
-    parts: list[RenderableType] = [table]
+    parts: list[RenderableType] = [_FittedActivity(sessions, all_databases, role)]
     if waits:
         parts.append(locks_table(waits))
     return Group(*parts)
