@@ -3347,6 +3347,43 @@ def test_a_dry_run_reports_the_load_and_keeps_nothing(
         db.ingest("dry_new", source, create=True, dry_run=True)
 
 
+def test_curves_load_into_columns_that_take_them(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """A cadastre's arcs (CurvePolygon WKB, as GDAL reads them from a GeoPackage) were
+    `unparsable` rejects even into a curve column: shapely cannot hold them. They go
+    through as they came where the column takes curves (a plain geometry column gets the
+    source's SRID), and stay refused, saying to make them linear, elsewhere."""
+    scratch("arcs", "arcs_any", "arcs_linear")
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE arcs (id integer, geom geometry(CURVEPOLYGON, 4326))"))
+        s.execute(text("CREATE TABLE arcs_any (id integer, geom geometry)"))
+        s.execute(text("CREATE TABLE arcs_linear (id integer, geom geometry(POLYGON, 4326))"))
+        curve = "CURVEPOLYGON(CIRCULARSTRING(0 0, 1 1, 2 0, 1 -1, 0 0))"
+        wkb = s.execute(text(f"SELECT ST_AsBinary('{curve}'::geometry)")).scalar()  # ISO
+        ewkb = s.execute(text(f"SELECT ST_AsEWKB('SRID=4326;{curve}'::geometry)")).scalar()
+    source = [
+        {"id": 1, "geom": bytes(wkb)},
+        {"id": 2, "geom": bytes(ewkb).hex()},  # hex EWKB, as text
+        {"id": 3, "geom": shapely.box(0, 0, 1, 1)},  # a Polygon: the column refuses it
+    ]
+    report = db.ingest("arcs", source, srid=4326)
+    assert report.inserted == 2 and [(r.row, r.kind) for r in report.rejected] == [(3, "server")]
+    assert db.ingest("arcs_any", source[:1], srid=4326).inserted == 1
+    linear = db.ingest("arcs_linear", source[:2], srid=4326)
+    assert [r.kind for r in linear.rejected] == ["unparsable", "unparsable"]
+    assert "make it linear first" in linear.rejected[0].reason
+    moved = db.ingest("arcs", source[:1], srid=3857, reproject=True)
+    assert [r.kind for r in moved.rejected] == ["srid"]
+    assert "cannot be reprojected on the client" in moved.rejected[0].reason
+    with db.session() as s:
+        stored = "SELECT ST_AsEWKT(geom) FROM {} ORDER BY id"
+        arcs = s.execute(text(stored.format("arcs"))).scalars().all()
+        assert arcs == [f"SRID=4326;{curve}".replace(", ", ",")] * 2
+        (anywhere,) = s.execute(text(stored.format("arcs_any"))).scalars().all()
+        assert anywhere.startswith("SRID=4326;CURVEPOLYGON")  # the source's SRID, stamped
+
+
 def test_missing_table_is_a_clear_error(db: SpatialDatabase) -> None:
     with pytest.raises(ConfigurationError, match="does not exist"):
         db.ingest("no_such_table", [])

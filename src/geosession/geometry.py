@@ -16,7 +16,7 @@ import contextlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import shapely
@@ -387,6 +387,33 @@ def not_in_geos(value: Any) -> str | None:
         return None
     code = int.from_bytes(data[1:5], "little" if data[0] == 1 else "big") & 0x0FFFFFFF
     return NOT_IN_GEOS.get(code % 1000)  # EWKB's flags are the top bits; ISO adds 1000s
+
+
+def as_wkb(value: Any) -> bytes | None:
+    """``value`` as (E)WKB bytes: bytes as they are, hex text decoded; None otherwise."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        try:
+            return bytes.fromhex(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+_SRID_FLAG = 0x20000000
+"""EWKB's flag on the type word: an SRID follows it."""
+
+
+def with_srid(wkb: bytes, srid: int) -> bytes:
+    """(E)WKB with ``srid`` in its header, unless it has one (PostGIS reads the flag on ISO
+    type codes too, so a curve shapely cannot parse keeps its SRID)."""
+    order: Literal["little", "big"] = "little" if wkb[0] == 1 else "big"
+    kind = int.from_bytes(wkb[1:5], order)
+    if kind & _SRID_FLAG:
+        return wkb
+    header = wkb[:1] + (kind | _SRID_FLAG).to_bytes(4, order) + srid.to_bytes(4, order)
+    return header + wkb[5:]
 
 
 def from_wkb_each(values: Any) -> np.ndarray[Any, Any]:

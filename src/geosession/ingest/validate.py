@@ -20,12 +20,15 @@ from geosession.errors import ConfigurationError, InvalidGeometry
 from geosession.geometry import (
     GEOJSON_SRID,
     TYPE_NAMES,
+    as_wkb,
     from_geojson,
     from_wkb_each,
     is_geojson,
+    not_in_geos,
     object_array,
     shapes_from_text,
     to_shape,
+    with_srid,
 )
 from geosession.ingest.crs import SourceCrs, crs_label
 from geosession.ingest.reproject import reprojected
@@ -117,6 +120,7 @@ def check_geometries(
         flattened = _drop_flat_z(geoms)
         changed |= flattened
     problems.update(_problems(geoms, values, column, spec, problems, default_srid))
+    through = _curves_through(values, problems, column, default_srid, moving=moving)
     keep = np.ones(len(values), dtype=bool)
     checked = Checked(keep=keep, moved=moved, assumed=assumed, flattened=flattened)
     if on_invalid == "repair":
@@ -127,8 +131,51 @@ def check_geometries(
         checked.rejects.append(
             Reject(first_row + index, column.name, kind, reason, as_text(values[index]))
         )
-    checked.encoded[column.name] = _encode(geoms, wkb, checked.keep, changed, spec)
+    encoded = _encode(geoms, wkb, checked.keep, changed, spec)
+    for index, data in through.items():
+        encoded[index] = data
+    checked.encoded[column.name] = encoded
     return checked
+
+
+_TAKES_CURVES = frozenset(
+    {"GEOMETRY", "GEOMETRYCOLLECTION", "CIRCULARSTRING", "COMPOUNDCURVE", "CURVEPOLYGON"}
+    | {"MULTICURVE", "MULTISURFACE", "POLYHEDRALSURFACE", "TIN", "TRIANGLE"}
+)
+"""Geometry column types that hold curves or surfaces (as PostGIS names them)."""
+
+
+def _curves_through(
+    values: list[Any],
+    problems: dict[int, tuple[str, str]],
+    column: Column,
+    source_srid: int | None,
+    *,
+    moving: bool,
+) -> dict[int, bytes]:
+    """Curves and surfaces in (E)WKB, which shapely cannot hold, into a geometry column
+    that takes them: sent as they came (removed from ``problems``). The server checks
+    their type, dimension and SRID against the column; their validity goes unchecked, as
+    PostGIS checks no curve's. They cannot be reprojected on the client."""
+    spec = column.geometry
+    if spec is None or column.type_name != "geometry" or spec.geometry_type not in _TAKES_CURVES:
+        return {}
+    through: dict[int, bytes] = {}
+    for index, (kind, _) in list(problems.items()):
+        data = as_wkb(values[index]) if kind == "unparsable" else None
+        if data is None or not_in_geos(data) is None:
+            continue
+        if moving:
+            problems[index] = (
+                "srid",
+                f"a {not_in_geos(data)} cannot be reprojected on the client: load it in its "
+                "own SRID, then ST_Transform it in PostGIS",
+            )
+            continue
+        stamp = source_srid if spec.srid == 0 and source_srid else None
+        through[index] = with_srid(data, stamp) if stamp else data
+        del problems[index]
+    return through
 
 
 def column_crs(column: Column, source: SourceCrs | None) -> SourceCrs | None:
