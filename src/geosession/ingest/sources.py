@@ -93,14 +93,14 @@ def iter_batches(
     landing = Landing(columns, geometry_column, size, check)
     if isinstance(source, str | os.PathLike):
         return file_batches(Path(source), landing, read)
-    where = f"the source (a {type(source).__name__})"
+    described = f"the source (a {type(source).__name__})"
     if is_dataframe(source):
-        read.check("frame", where)
+        read.check("frame", described)
         return _dataframe_batches(source, landing, xy_columns)
     if is_arrow_stream(source):
-        read.check("arrow data", where)  # takes none of the options
+        read.check("arrow data", described)  # takes none of the options
         return arrow_stream_batches(source, landing)
-    read.check("rows", where)
+    read.check("rows", described)
     if hasattr(source, "__aiter__") and not isinstance(source, Iterable):
         raise ConfigurationError(
             f"cannot ingest a {type(source).__name__} with db.ingest: it is an async "
