@@ -14,6 +14,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import psycopg
+
+from geosession.errors import LockTimeout
 from geosession.ingest.target import Target
 from geosession.settings import duration_ms
 
@@ -42,12 +45,26 @@ def lock_wait_ms(statement_timeout: str | None, lock_timeout: str | None) -> int
     return math.ceil(min(set_limits)) if set_limits else 0
 
 
-def lock_holders(cursor: Any, target: Target) -> str:
-    """Who holds a lock on ``target`` that its writes wait for, in words ("" if none now:
-    the wait may have been for a row, such as a key another transaction is writing)."""
-    cursor.execute(_HOLDERS_SQL, {"oid": target.oid})
-    return "; ".join(
-        f"pid {pid} ({application or 'no application_name'}, {state or 'state hidden'}, "
-        f"{mode}{'' if age is None else f' held for {age} s'}: {query!r})"
-        for pid, application, state, mode, age, query in cursor.fetchall()
+def lock_holders(conn: psycopg.Connection[Any], target: Target) -> str:
+    """Who holds a lock on ``target`` that its writes wait for, in words (else a row lock:
+    a key another transaction is writing, say)."""
+    with conn.cursor() as cursor:
+        cursor.execute(_HOLDERS_SQL, {"oid": target.oid})
+        holders = "; ".join(
+            f"pid {pid} ({application or 'no application_name'}, {state or 'state hidden'}, "
+            f"{mode}{'' if age is None else f' held for {age} s'}: {query!r})"
+            for pid, application, state, mode, age, query in cursor.fetchall()
+        )
+    if not holders:
+        return f"a lock on rows of {target.quoted} (a key another transaction writes?)"
+    return f"{target.quoted} is locked by {holders}"
+
+
+def blocked(ingest_id: str, wait_ms: int, where: str, holders: str) -> LockTimeout:
+    """The error for a load that waited for a lock past its lock_timeout, every time."""
+    return LockTimeout(
+        f"Ingest {ingest_id} waited {wait_ms / 1000:g} s for a lock {where} (lock_timeout): "
+        f"{holders}. End that session or wait for it; committed chunks stay, and rerunning "
+        "with the same ingest_id resumes after them",
+        sqlstate="55P03",
     )

@@ -47,7 +47,7 @@ from geosession.ingest.defaults import check_sql_defaults, column_defaults, with
 from geosession.ingest.identity import default_ingest_id
 from geosession.ingest.indexes import rebuild_deferred
 from geosession.ingest.iterables import attribute_columns
-from geosession.ingest.locks import lock_holders, lock_wait_ms
+from geosession.ingest.locks import blocked, lock_holders, lock_wait_ms
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.privileges import (
     require_column_privileges,
@@ -74,7 +74,7 @@ kB each) still fit in memory several times over."""
 _VALIDATORS = 2
 """Threads validating batches at once: GEOS releases the GIL, so two keep two cores busy."""
 _TIMEOUT = "57014"
-_LOCK_NOT_AVAILABLE = "55P03"
+_LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout
 log = logging.getLogger(__name__)
 
 
@@ -571,27 +571,10 @@ class Ingest:
         time.sleep(backoff(attempt))
 
     def _holders(self) -> str:
-        """Who holds a lock on the table that the load waits for, in words."""
-
-        def ask(conn: psycopg.Connection[Any]) -> str:
-            with conn.cursor() as cursor:
-                return lock_holders(cursor, self.target)
-
-        holders = self.connections.retrying(ask)
-        return (
-            f"{self.target.quoted} is locked by {holders}"
-            if holders
-            else f"a lock on rows of {self.target.quoted} (a key another transaction writes?)"
-        )
+        return self.connections.retrying(lambda conn: lock_holders(conn, self.target))
 
     def _blocked(self, where: str) -> LockTimeout:
-        """The error for a load that waited for a lock past its lock_timeout."""
-        return LockTimeout(
-            f"Ingest {self.ingest_id} waited {self.lock_wait_ms / 1000:g} s for a lock {where} "
-            f"(lock_timeout): {self._holders()}. End that session or wait for it; committed "
-            "chunks stay, and rerunning with the same ingest_id resumes after them",
-            sqlstate=_LOCK_NOT_AVAILABLE,
-        )
+        return blocked(self.ingest_id, self.lock_wait_ms, where, self._holders())
 
     def _landed(self, chunk: Chunk) -> bool:
         """After a lost connection: did the chunk commit anyway? The ledger knows (a dry
