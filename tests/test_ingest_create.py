@@ -40,6 +40,7 @@ from geosession.ingest.create import geometry_type
 from geosession.ingest.spool import suffix_of
 
 TABLES = (
+    "made_arcs",
     "made_gpkg",
     "made_shp",
     "Made_Frame",
@@ -1252,6 +1253,25 @@ def test_geometry_type_for_the_declared_types(
     types: list[str], srid: int | None, multi: bool, expected: str
 ) -> None:
     assert geometry_type(types, srid, multi=multi) == expected
+
+
+def test_a_geopackage_of_curves_makes_a_curve_table(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """pyogrio names a curve layer's type as linear (or Unknown): the table was made
+    POLYGON, and every CurvePolygon was then refused. The first features' types say."""
+    (arc,) = admin.execute(
+        "SELECT ST_AsBinary('CURVEPOLYGON(CIRCULARSTRING(0 0, 1 1, 2 0, 1 -1, 0 0))'::geometry)"
+    ).fetchone()
+    arcs = pa.table({"id": [1, 2], "geom": pa.array([bytes(arc)] * 2, pa.binary())})
+    path = tmp_path / "cadastre.gpkg"
+    pyogrio.write_arrow(
+        arcs, path, layer="parcels", driver="GPKG", geometry_name="geom",
+        geometry_type="Unknown", crs="EPSG:4326",
+    )  # fmt: skip
+    report = db.ingest("made_arcs", path, create=True)
+    assert report.inserted == 2 and not report.rejected
+    assert columns(admin, "made_arcs")["geom"] == "geometry(CurvePolygon,4326)"
 
 
 def test_a_csv_of_longitudes_and_latitudes_makes_a_point_table(

@@ -389,6 +389,30 @@ def not_in_geos(value: Any) -> str | None:
     return NOT_IN_GEOS.get(code % 1000)  # EWKB's flags are the top bits; ISO adds 1000s
 
 
+_WKB_TYPES = {
+    1: "Point",
+    2: "LineString",
+    3: "Polygon",
+    4: "MultiPoint",
+    5: "MultiLineString",
+    6: "MultiPolygon",
+    7: "GeometryCollection",
+    **NOT_IN_GEOS,
+}
+
+
+def wkb_type_name(wkb: bytes) -> str:
+    """The type an (E)WKB header declares, with its dimensions ("CurvePolygon", "Polygon
+    Z"): EWKB's flags or ISO's thousands."""
+    code = int.from_bytes(wkb[1:5], "little" if wkb[0] == 1 else "big")
+    iso = (code & 0x0FFFFFFF) // 1000
+    z = bool(code & 0x80000000) or iso in (1, 3)
+    m = bool(code & 0x40000000) or iso in (2, 3)
+    suffix = ("Z" if z else "") + ("M" if m else "")
+    base = _WKB_TYPES.get((code & 0x0FFFFFFF) % 1000, "Unknown")
+    return f"{base} {suffix}" if suffix else base
+
+
 def as_wkb(value: Any) -> bytes | None:
     """``value`` as (E)WKB bytes: bytes as they are, hex text decoded; None otherwise."""
     if isinstance(value, bytes | bytearray | memoryview):

@@ -26,7 +26,8 @@ import shapely
 from sqlalchemy import Connection, Engine, Table, inspect, text
 
 from geosession.errors import ConfigurationError, DatabaseError
-from geosession.ingest.archives import gdal_source
+from geosession.geometry import not_in_geos, wkb_type_name
+from geosession.ingest.archives import GdalSource, gdal_source
 from geosession.ingest.arrow_files import open_arrow_file
 from geosession.ingest.arrow_streams import is_arrow_stream, opened_once
 from geosession.ingest.batches import repeated
@@ -307,8 +308,31 @@ def _vector_schema(
         shapefile = info["driver"] == "ESRI Shapefile"
         name = info["geometry_name"] or schema.free_name()
         column = srids.column(info["crs"], f"{path}'s CRS", name)
-        schema.add_geometry(name, measured or [info["geometry_type"]], column, multi=shapefile)
+        types = _curved_types(pyogrio, source, layer) or measured or [info["geometry_type"]]
+        schema.add_geometry(name, types, column, multi=shapefile)
     return schema
+
+
+_CURVED_SUFFIXES = (".gpkg", ".gdb", ".fgb", ".sqlite")
+"""Formats whose layers may hold curves, which pyogrio reports under linear types."""
+_CURVE_SAMPLE = 1000
+"""Features whose geometry types are looked at for curves."""
+
+
+def _curved_types(pyogrio: Any, source: GdalSource, layer: str | None) -> list[str]:
+    """The geometry types of a layer's first features when any is a curve or surface
+    (a cadastre's CurvePolygons), which pyogrio's layer type names as linear (Polygon);
+    [] otherwise, the declared type then standing."""
+    if source.suffix not in _CURVED_SUFFIXES:
+        return []
+    with measured_types():
+        meta, table = pyogrio.read_arrow(
+            source.name, layer=layer, columns=[], max_features=_CURVE_SAMPLE
+        )
+    geometries = table.column(meta.get("geometry_name") or "wkb_geometry").to_pylist()
+    wkb = [bytes(g) for g in geometries if g]
+    kinds = {wkb_type_name(g) for g in wkb}
+    return sorted(kinds) if any(not_in_geos(g) for g in wkb) else []
 
 
 def _parquet_schema(path: Path, srids: Srids) -> SourceSchema:
