@@ -385,8 +385,14 @@ def not_in_geos(value: Any) -> str | None:
         return None
     if len(data) < 5 or data[0] not in (0, 1):
         return None
-    code = int.from_bytes(data[1:5], "little" if data[0] == 1 else "big") & 0x0FFFFFFF
-    return NOT_IN_GEOS.get(code % 1000)  # EWKB's flags are the top bits; ISO adds 1000s
+    return NOT_IN_GEOS.get((_type_word(data)[1] & 0x0FFFFFFF) % 1000)
+
+
+def _type_word(wkb: bytes) -> tuple[Literal["little", "big"], int]:
+    """An (E)WKB header's byte order and type word: EWKB's flags in its top bits (Z, M,
+    SRID), ISO's dimensions in its thousands."""
+    order: Literal["little", "big"] = "little" if wkb[0] == 1 else "big"
+    return order, int.from_bytes(wkb[1:5], order)
 
 
 _WKB_TYPES = {
@@ -404,7 +410,7 @@ _WKB_TYPES = {
 def wkb_type_name(wkb: bytes) -> str:
     """The type an (E)WKB header declares, with its dimensions ("CurvePolygon", "Polygon
     Z"): EWKB's flags or ISO's thousands."""
-    code = int.from_bytes(wkb[1:5], "little" if wkb[0] == 1 else "big")
+    code = _type_word(wkb)[1]
     iso = (code & 0x0FFFFFFF) // 1000
     z = bool(code & 0x80000000) or iso in (1, 3)
     m = bool(code & 0x40000000) or iso in (2, 3)
@@ -432,8 +438,7 @@ _SRID_FLAG = 0x20000000
 def with_srid(wkb: bytes, srid: int) -> bytes:
     """(E)WKB with ``srid`` in its header, unless it has one (PostGIS reads the flag on ISO
     type codes too, so a curve shapely cannot parse keeps its SRID)."""
-    order: Literal["little", "big"] = "little" if wkb[0] == 1 else "big"
-    kind = int.from_bytes(wkb[1:5], order)
+    order, kind = _type_word(wkb)
     if kind & _SRID_FLAG:
         return wkb
     header = wkb[:1] + (kind | _SRID_FLAG).to_bytes(4, order) + srid.to_bytes(4, order)

@@ -26,7 +26,7 @@ import shapely
 from sqlalchemy import Connection, Engine, Table, inspect, text
 
 from geosession.errors import ConfigurationError, DatabaseError
-from geosession.geometry import not_in_geos, wkb_type_name
+from geosession.geometry import NOT_IN_GEOS, wkb_type_name
 from geosession.ingest.archives import GdalSource, gdal_source
 from geosession.ingest.arrow_files import open_arrow_file
 from geosession.ingest.arrow_streams import is_arrow_stream, opened_once
@@ -330,9 +330,9 @@ def _curved_types(pyogrio: Any, source: GdalSource, layer: str | None) -> list[s
             source.name, layer=layer, columns=[], max_features=_CURVE_SAMPLE
         )
     geometries = table.column(meta.get("geometry_name") or "wkb_geometry").to_pylist()
-    wkb = [bytes(g) for g in geometries if g]
-    kinds = {wkb_type_name(g) for g in wkb}
-    return sorted(kinds) if any(not_in_geos(g) for g in wkb) else []
+    kinds = {wkb_type_name(bytes(g)) for g in geometries if g}
+    curved = any(kind.split(" ")[0] in NOT_IN_GEOS.values() for kind in kinds)
+    return sorted(kinds) if curved else []
 
 
 def _parquet_schema(path: Path, srids: Srids) -> SourceSchema:

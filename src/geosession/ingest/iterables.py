@@ -25,7 +25,7 @@ from geosession.errors import ConfigurationError
 from geosession.ingest.batches import Batch, Landing, geometry_field
 from geosession.ingest.defaults import MISSING
 from geosession.ingest.features import feature_values
-from geosession.ingest.points import PointColumns, point_columns, value_points
+from geosession.ingest.points import PointColumns, coordinates_for, value_points
 from geosession.ingest.stages import timed_batches
 
 
@@ -52,7 +52,14 @@ def iterable_batches(
             yield Batch(first, {}, flush=True)
             continue
         if first == 1:
-            points = _row_points(raw[0], landing, xy_columns)
+            row = raw[0]
+            points = coordinates_for(
+                [str(key) for key in row] if isinstance(row, Mapping) else [],
+                landing.geometry_column,
+                given_geometry=not isinstance(row, Mapping) or landing.geometry_column in row,
+                xy_columns=xy_columns,
+                where="the first row",
+            )
             if points is None and isinstance(raw[0], Mapping):
                 field = geometry_field([str(key) for key in raw[0]], landing)
             extra = [] if points is None else list(points.fields)
@@ -80,22 +87,6 @@ def iterable_batches(
             batch = dataclasses.replace(batch, columns=named)
         yield dataclasses.replace(batch, flush=True) if cut else batch
         first += len(raw)
-
-
-def _row_points(
-    row: Any, landing: Landing, xy_columns: tuple[str, str] | None
-) -> PointColumns | None:
-    """The coordinate keys of dict rows that lack the geometry column's key: those
-    ``xy_columns`` names, else a pair named as :mod:`.points` reads them."""
-    geometry = landing.geometry_column
-    if not isinstance(row, Mapping) or geometry is None or geometry in row:
-        if xy_columns is not None:
-            raise ConfigurationError(
-                f"xy_columns={xy_columns!r} makes points for the target's one geometry "
-                "column, from dict rows that lack it: leave xy_columns out"
-            )
-        return None
-    return point_columns([str(key) for key in row], xy_columns, "the first row")
 
 
 def _with_points(batch: Batch, points: PointColumns, landing: Landing) -> Batch:

@@ -114,6 +114,28 @@ def point_texts(xs: Sequence[str | None], ys: Sequence[str | None]) -> list[str 
     ]
 
 
+def coordinates_for(
+    header: Sequence[str],
+    geometry_column: str | None,
+    *,
+    given_geometry: bool,
+    xy_columns: Sequence[str] | None,
+    where: str,
+) -> PointColumns | None:
+    """The coordinate fields of a DataFrame or of dict rows that make the points of the
+    target's one geometry column: None where the source gives that column itself (or the
+    target has not one), which ``xy_columns`` then may not name."""
+    if geometry_column is None or given_geometry:
+        if xy_columns is not None:
+            reason = "has a column for it" if given_geometry else "has no one geometry column"
+            raise ConfigurationError(
+                f"xy_columns={xy_columns!r} makes points for the target's geometry column, "
+                f"and the target {reason}: leave xy_columns out"
+            )
+        return None
+    return point_columns(header, xy_columns, where)
+
+
 def point_columns(
     header: Sequence[str], given: Sequence[str] | None, path: Path | str
 ) -> PointColumns | None:

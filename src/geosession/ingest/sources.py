@@ -35,7 +35,7 @@ from geosession.ingest.features import feature_collection
 from geosession.ingest.file_read import Bbox, FileRead
 from geosession.ingest.files import SUPPORTED, file_batches, file_length, refuse_url
 from geosession.ingest.iterables import iterable_batches
-from geosession.ingest.points import PointColumns, point_columns, series_points
+from geosession.ingest.points import coordinates_for, series_points
 
 
 def iter_batches(
@@ -175,7 +175,13 @@ def _dataframe_batches(
     if active is None and xy_columns is None:  # a DataFrame's WKT or WKB column
         active = geometry_field([str(label) for label in frame], landing)
     names = {label: landing.column_for(str(label), active) for label in frame}
-    points = frame_points(frame, names, landing.geometry_column, xy_columns)
+    points = coordinates_for(
+        [str(label) for label in frame],
+        landing.geometry_column,
+        given_geometry=landing.geometry_column in names.values(),
+        xy_columns=xy_columns,
+        where="the DataFrame",
+    )
     if points is not None:
         kept = {label: name for label, name in names.items() if name in columns}  # as a CSV's
         names = {label: name for label, name in names.items() if label not in points.fields}
@@ -207,27 +213,6 @@ def _dataframe_batches(
             start = min(stop, len(frame))
 
     return batches()
-
-
-def frame_points(
-    frame: Any,
-    names: Mapping[Any, str],
-    geometry_column: str | None,
-    xy_columns: tuple[str, str] | None,
-) -> PointColumns | None:
-    """A DataFrame's coordinate columns, for the target's one geometry column: those
-    ``xy_columns`` names, else longitude and latitude (or x and y) named as people name
-    them, where no column of the frame lands in the geometry column (:mod:`.points`)."""
-    given_geometry = geometry_column is not None and geometry_column in names.values()
-    if xy_columns is None and (geometry_column is None or given_geometry):
-        return None
-    if geometry_column is None or given_geometry:
-        reason = "has a column for it" if given_geometry else "has no one geometry column"
-        raise ConfigurationError(
-            f"xy_columns={xy_columns!r} makes points for the target's geometry column, and "
-            f"the target {reason}: leave xy_columns out"
-        )
-    return point_columns([str(label) for label in frame], xy_columns, "the DataFrame")
 
 
 def _values(part: Any) -> list[Any]:
