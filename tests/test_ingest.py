@@ -2980,6 +2980,75 @@ def test_python_side_column_defaults_fill_what_the_source_lacks(
         assert s.execute(text("SELECT count(seen) FROM ingest_stamped")).scalar() == 1
 
 
+def test_a_key_a_row_lacks_takes_the_table_default_as_an_insert_would(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """Dict rows, GeoJSON Features and new instances that leave out a key other rows give
+    get the column's DEFAULT (a constant, now(), a sequence), not NULL; a NOT NULL column
+    with a DEFAULT takes them without a reject; None given stays NULL. Rows a chunk's
+    bisection sets aside are still found by row; with on_conflict="update" an existing row
+    keeps the values of the columns a row lacks."""
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Visit(Base):
+        __tablename__ = "ingest_visits"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str | None]
+        status: Mapped[str] = mapped_column(server_default="new")
+        rank: Mapped[int | None] = mapped_column(server_default=text("7"))
+        seen: Mapped[dt.datetime | None] = mapped_column(server_default=text("now()"))
+        geom: Mapped[WKBElement] = mapped_column(Geometry("POINT", 4326))
+
+    scratch("ingest_visits")
+    Base.metadata.create_all(db.engine)
+    with db.transaction() as s:
+        s.execute(text("ALTER TABLE ingest_visits ADD CHECK (rank < 100)"))
+    point = "SRID=4326;POINT(1 2)"
+    source: list[Any] = [
+        {"id": 1, "name": "a", "status": "open", "rank": 1, "geom": point},
+        {"id": 2, "name": "b", "geom": point},  # status, rank, seen: their DEFAULTs
+        {"id": 3, "name": "c", "rank": None, "geom": point},  # None stays NULL
+        {"id": 4, "status": "shut", "rank": 500, "geom": point},  # refused by the CHECK
+        {"type": "Feature", "properties": {"id": 5, "name": "e"}, "geometry": to_geojson(point)},
+        Visit(id=6, name="f", geom=point),  # attributes left unset
+        {"id": 7, "name": "g", "geom": point},  # a batch lacking the columns altogether
+        {"id": 8, "name": "h", "geom": point},
+    ]
+    report = db.ingest(Visit, source, chunk_size=2, srid=4326)
+    assert (report.inserted, [(r.row, r.column) for r in report.rejected]) == (7, [(4, "rank")])
+    query = "SELECT id, name, status, rank, seen IS NOT NULL FROM ingest_visits ORDER BY id"
+    with db.session() as s:
+        stored = [tuple(row) for row in s.execute(text(query))]
+    assert stored == [
+        (1, "a", "open", 1, True),
+        (2, "b", "new", 7, True),
+        (3, "c", "new", None, True),
+        (5, "e", "new", 7, True),
+        (6, "f", "new", 7, True),
+        (7, "g", "new", 7, True),
+        (8, "h", "new", 7, True),
+    ]
+    again = [
+        {"id": 1, "rank": 2, "geom": point},  # name and status kept
+        {"id": 2, "name": "B", "status": "open", "geom": point},  # rank kept
+        {"id": 9, "name": "i", "geom": point},  # new: the DEFAULTs
+    ]
+    assert db.ingest(Visit, again, on_conflict="update", srid=4326).inserted == 3
+    with db.session() as s:
+        updated = [tuple(row) for row in s.execute(text(query + " LIMIT 2"))]
+        new = s.execute(text("SELECT status, rank FROM ingest_visits WHERE id = 9")).one()
+    assert updated == [(1, "a", "open", 2, True), (2, "B", "open", 7, True)]
+    assert tuple(new) == ("new", 7)
+    ignored = [{"id": 9, "geom": point}, {"id": 10, "status": "x", "geom": point}]
+    ignored.append({"id": 11, "geom": point})
+    assert db.ingest(Visit, ignored, on_conflict="ignore", srid=4326).inserted == 2
+    with db.session() as s:
+        statuses = s.execute(text("SELECT status FROM ingest_visits WHERE id > 9 ORDER BY id"))
+        assert statuses.scalars().all() == ["x", "new"]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [

@@ -18,6 +18,8 @@ from geosession.geometry import object_array
 from geosession.ingest.batches import Batch
 from geosession.ingest.chunking import ChunkSizer
 from geosession.ingest.copy import WritePlan
+from geosession.ingest.defaults import MISSING
+from geosession.ingest.lacking import Lacking, kept, lacking_rows, left_to_server
 from geosession.ingest.ledger import CommittedRows
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.validate import (
@@ -41,6 +43,7 @@ class CheckedBatch:
     numbers: list[int]
     rejects: list[Reject]
     fresh: int  # rows not committed by an earlier run: those read in this one
+    lacking: list[Lacking] | None = None  # of the rows to load: the columns each lacks
     repaired: list[Reject] = field(default_factory=list)
     reprojected: int = 0  # of the fresh rows, those with a geometry moved into its SRID
     srid_assumed: int = 0  # of the rows to load, those whose geometry took the column's SRID
@@ -69,18 +72,22 @@ def check_batch(
         else np.ones(len(batch), dtype=bool)
     )
     fresh = int(keep.sum())
-    absent = [None] * len(batch)  # a column the first batch had and this one lacks
-    columns = {name: batch.columns.get(name, absent) for name in plan.columns}
+    defaulted = left_to_server(plan.target, plan.on_conflict) & set(plan.columns)
+    columns = {  # a column the first batch had and this one lacks: its DEFAULT, or NULL
+        name: batch.columns.get(name, [MISSING if name in defaulted else None] * len(batch))
+        for name in plan.columns
+    }
+    lacking = lacking_rows(columns, defaulted, len(batch))
     fresh_rows = keep.copy()
     geometries = _check_geometries(batch, plan, columns, keep, options, sizer)
     rejects = geometries.rejects + _read_values(batch, plan, columns, keep)
-    kept = [_kept(columns[name], keep) for name in plan.columns]
     rejects.sort(key=lambda reject: reject.row)
     return CheckedBatch(
-        kept,
+        [_kept(columns[name], keep) for name in plan.columns],
         numbers[keep].tolist(),
         rejects,
         fresh,
+        kept(lacking, keep),
         geometries.repaired,
         reprojected=int((geometries.moved & fresh_rows).sum()),
         srid_assumed=int((geometries.assumed & keep).sum()),

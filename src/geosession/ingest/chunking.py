@@ -17,6 +17,7 @@ from typing import Any
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.copy import Chunk, WritePlan
+from geosession.ingest.lacking import NOTHING, Lacking
 from geosession.ingest.validate import Reject
 from geosession.settings import duration_ms
 
@@ -87,18 +88,30 @@ def make_sizer(chunk_size: int | str, statement_timeout: str | None) -> ChunkSiz
 
 
 class PendingRows:
-    """Rows waiting to fill a chunk (column-wise) and rejects, each in source order."""
+    """Rows waiting to fill a chunk (column-wise) and rejects, each in source order, and
+    the columns each row lacks (None while every row gives all)."""
 
     def __init__(self, plan: WritePlan) -> None:
         self.plan = plan
         self.columns: list[list[Any]] = [[] for _ in plan.columns]
         self.numbers: list[int] = []
         self.rejects: list[Reject] = []
+        self.lacking: list[Lacking] | None = None
 
     def __len__(self) -> int:
         return len(self.numbers) + len(self.rejects)
 
-    def add(self, columns: list[list[Any]], numbers: list[int], rejects: list[Reject]) -> None:
+    def add(
+        self,
+        columns: list[list[Any]],
+        numbers: list[int],
+        rejects: list[Reject],
+        lacking: list[Lacking] | None = None,
+    ) -> None:
+        if lacking is not None or self.lacking is not None:
+            if self.lacking is None:
+                self.lacking = [NOTHING] * len(self.numbers)
+            self.lacking += lacking or [NOTHING] * len(numbers)
         for pending, values in zip(self.columns, columns, strict=True):
             pending += values
         self.numbers += numbers
@@ -115,9 +128,17 @@ class PendingRows:
         rejects_end = bisect.bisect_right([r.row for r in self.rejects], last)
         first = min(self.numbers[:1] + [r.row for r in self.rejects[:1]])
         columns = [values[:rows_end] for values in self.columns]
-        chunk = Chunk(first, last, columns, self.numbers[:rows_end], self.rejects[:rejects_end])
+        numbers, rejects = self.numbers[:rows_end], self.rejects[:rejects_end]
+        lacking = None if self.lacking is None else self.lacking[:rows_end]
+        if lacking is not None and not any(lacking):  # no stage needed for this chunk
+            lacking = None
+        chunk = Chunk(first, last, columns, numbers, rejects, lacking)
         chunk.seal(self.plan)
         for values in self.columns:
             del values[:rows_end]
         del self.numbers[:rows_end], self.rejects[:rejects_end]
+        if self.lacking is not None:
+            del self.lacking[:rows_end]
+            if not any(self.lacking):
+                self.lacking = None
         return chunk

@@ -21,6 +21,7 @@ from geosession.errors import ConfigurationError, IntegrityViolation
 from geosession.geometry import hex_as_wkt
 from geosession.ingest import binary
 from geosession.ingest.binary import SIGNATURE, TRAILER, Encoded, Refused
+from geosession.ingest.lacking import NOTHING, Lacking, groups
 from geosession.ingest.ledger import CommittedRows, record_chunk, refuse_overlap
 from geosession.ingest.privileges import require_privileges, run_as_owner
 from geosession.ingest.target import Column, Target
@@ -85,6 +86,12 @@ class Chunk:
     columns: list[list[Any]]
     row_numbers: list[int]
     rejects: list[Reject] = field(default_factory=list)
+    lacking: list[Lacking] | None = None
+    """Per row, the columns it leaves to the table's DEFAULT (:mod:`.lacking`); None when
+    every row gives every column."""
+    groups: tuple[Lacking, ...] = ()
+    """The distinct sets of ``lacking``: a row's group in the staging table is its set's
+    position here (set by :meth:`seal`)."""
     encoded: Encoded = field(default_factory=lambda: binary.NO_ROWS)
     """The rows as binary COPY data (set by :meth:`seal`)."""
     checksum: str = ""
@@ -105,11 +112,20 @@ class Chunk:
 
         Done on the reader thread, so the writer's transaction never waits for it.
         """
-        while isinstance(result := binary.encode_rows(self.columns, plan.copy_types), Refused):
+        while isinstance(result := self._encoded(plan), Refused):
             self._set_aside(plan, result)
         self.encoded = result
         self.checksum = f"crc32:{zlib.crc32(result.data):08x}"
         return self
+
+    def _encoded(self, plan: WritePlan) -> Encoded | Refused:
+        """The rows as COPY data; with rows lacking columns, each row's group last."""
+        if self.lacking is None:
+            return binary.encode_rows(self.columns, plan.copy_types)
+        self.groups = groups(self.lacking)
+        number = {columns_lacked: index for index, columns_lacked in enumerate(self.groups)}
+        grouped = [number[columns_lacked] for columns_lacked in self.lacking]
+        return binary.encode_rows([*self.columns, grouped], (*plan.copy_types, "int4"))
 
     def _set_aside(self, plan: WritePlan, refused: Refused) -> None:
         for index, (column, error) in refused.values.items():
@@ -121,6 +137,8 @@ class Chunk:
         kept = [i for i in range(len(self.row_numbers)) if i not in refused.values]
         self.columns = [[values[i] for i in kept] for values in self.columns]
         self.row_numbers = [self.row_numbers[i] for i in kept]
+        if self.lacking is not None:
+            self.lacking = [self.lacking[i] for i in kept]
 
     def split(self, middle: int, plan: WritePlan) -> tuple[Chunk, Chunk]:
         """Two sealed chunks of rows [0, middle) and [middle, len)."""
@@ -132,7 +150,8 @@ class Chunk:
         ):
             rejects = [r for r in self.rejects if first <= r.row <= last]
             columns = [values[lo:hi] for values in self.columns]
-            half = Chunk(first, last, columns, self.row_numbers[lo:hi], rejects)
+            lacking = None if self.lacking is None else self.lacking[lo:hi]
+            half = Chunk(first, last, columns, self.row_numbers[lo:hi], rejects, lacking)
             halves.append(half.seal(plan))
         return halves[0], halves[1]
 
@@ -151,8 +170,8 @@ def write_chunk(conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk) ->
         settings = _chunk_settings(plan)
         if settings:
             cursor.execute(settings)
-        if plan.staged:
-            _create_stage(cursor, plan)
+        if plan.staged or chunk.lacking is not None:
+            _create_stage(cursor, plan, grouped=chunk.lacking is not None)
         try:
             inserted, server_rejects = _write_bisecting(conn, plan, chunk, 0, len(chunk))
         except IntegrityViolation:  # the key's owner may be another run of this ingest id
@@ -310,37 +329,56 @@ def _shown(value: Any) -> str | None:
 def _write(
     conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk, start: int, stop: int
 ) -> int:
-    table = _STAGE if plan.staged else sql.SQL(plan.target.quoted)
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in plan.columns)
+    staged = plan.staged or chunk.lacking is not None
+    table = _STAGE if staged else sql.SQL(plan.target.quoted)
+    sent = [*plan.columns, *([_GROUP] if chunk.lacking is not None else [])]
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in sent)
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(table, columns)
     with conn.cursor() as cursor:
         with cursor.copy(statement) as copy:
             copy.write(SIGNATURE)
             copy.write(chunk.encoded.rows(start, stop))
             copy.write(TRAILER)
-        if not plan.staged:  # fewer when a BEFORE INSERT trigger returned NULL for some
+        if not staged:  # fewer when a BEFORE INSERT trigger returned NULL for some
             return cursor.rowcount if cursor.rowcount >= 0 else stop - start
-        cursor.execute(_from_stage(plan))
-        inserted = cursor.rowcount
+        inserted = 0
+        for group, columns_lacked in _groups_between(chunk, start, stop):
+            cursor.execute(_from_stage(plan, columns_lacked, group))
+            inserted += cursor.rowcount
         cursor.execute(sql.SQL("TRUNCATE {}").format(_STAGE))
         # a rule's INSERT reports its own count (0 for a DO INSTEAD into another table)
         return stop - start if plan.target.insert_rules else inserted
 
 
 _STAGE = sql.Identifier("geosession_ingest_stage")
+_GROUP = "geosession_ingest_group"
+"""The staging table's column of each row's group of lacking columns (:mod:`.lacking`)."""
 
 
-def _create_stage(cursor: psycopg.Cursor[Any], plan: WritePlan) -> None:
+def _groups_between(chunk: Chunk, start: int, stop: int) -> list[tuple[int | None, Lacking]]:
+    """The groups of rows [start, stop) that lack the same columns, each moved on by an
+    INSERT of its own; one of all rows when none lacks any."""
+    if chunk.lacking is None:
+        return [(None, NOTHING)]
+    present = dict.fromkeys(chunk.lacking[start:stop])
+    return [(chunk.groups.index(columns_lacked), columns_lacked) for columns_lacked in present]
+
+
+def _create_stage(cursor: psycopg.Cursor[Any], plan: WritePlan, *, grouped: bool) -> None:
     """A temporary staging table that lives only as long as this chunk's transaction: the
-    loaded columns' types (text for those cast from it) and nothing else (the target's
-    defaults and identities fill the columns the source leaves out when the rows move on;
-    a copied NOT NULL would refuse them in the stage)."""
-    columns = sql.SQL(", ").join(
+    loaded columns' types (text for those cast from it), each row's group when rows lack
+    columns, and nothing else (the target's defaults and identities fill the columns the
+    source leaves out when the rows move on; a copied NOT NULL would refuse them in the
+    stage)."""
+    staged = [
         sql.SQL("CAST({0} AS {1}) AS {0}").format(sql.Identifier(c), sql.SQL(t))
         if _cast(t)
         else sql.Identifier(c)
         for c, t in zip(plan.columns, plan.copy_types, strict=True)
-    )
+    ]
+    if grouped:
+        staged.append(sql.SQL("CAST(NULL AS int4) AS {}").format(sql.Identifier(_GROUP)))
+    columns = sql.SQL(", ").join(staged)
     cursor.execute(
         sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
             _STAGE, columns, sql.SQL(plan.target.quoted)
@@ -379,26 +417,37 @@ def conflict_key(
     )
 
 
-def _from_stage(plan: WritePlan) -> sql.Composed:
-    """The INSERT that moves the staged rows into the target: each text column cast to its
-    type, and on_conflict's clause."""
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in plan.columns)
-    staged = dict(zip(plan.columns, map(_staged_value, plan.columns, plan.copy_types), strict=True))
-    values = sql.SQL(", ").join(staged.values())
+def _from_stage(
+    plan: WritePlan, lacking: Lacking = NOTHING, group: int | None = None
+) -> sql.Composed:
+    """The INSERT that moves the staged rows (those of ``group``, which lack the columns
+    ``lacking`` for their DEFAULT to fill) into the target: each text column cast to its
+    type, and on_conflict's clause (an existing row keeps the columns a row lacks)."""
+    given = [c for c in plan.columns if c not in lacking]
+    columns = sql.SQL(", ").join(map(sql.Identifier, given))
+    staged = {c: _staged_value(c, t) for c, t in zip(plan.columns, plan.copy_types, strict=True)}
+    values = sql.SQL(", ").join(staged[c] for c in given)
+    of_group: sql.Composable = sql.SQL("")
+    if group is not None:
+        of_group = sql.SQL(" WHERE {} = {}").format(sql.Identifier(_GROUP), sql.Literal(group))
+    target = sql.SQL(plan.target.quoted)
     if plan.on_conflict == "error":
-        return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
-            sql.SQL(plan.target.quoted), columns, values, _STAGE
+        return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}{}").format(
+            target, columns, values, _STAGE, of_group
         )
     if plan.on_conflict == "ignore":  # any unique key: the row already there stays
-        return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
-            sql.SQL(plan.target.quoted), columns, values, _STAGE
+        return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}{} ON CONFLICT DO NOTHING").format(
+            target, columns, values, _STAGE, of_group
         )
     keys = conflict_key(plan.target, plan.columns, plan.on_conflict)
     key_list = sql.SQL(", ").join(sql.Identifier(k) for k in keys)
-    aliased = sql.SQL(", ").join(
-        sql.SQL("{} AS {}").format(value, sql.Identifier(c)) for c, value in staged.items()
-    )
-    updates = [c for c in plan.columns if c not in keys and c not in plan.insert_only]
+    aliased: list[sql.Composable] = [
+        sql.SQL("{} AS {}").format(staged[c], sql.Identifier(c)) for c in given
+    ]
+    if group is not None:
+        aliased.append(sql.Identifier(_GROUP))
+        of_group = sql.SQL(" AND {} = {}").format(sql.Identifier(_GROUP), sql.Literal(group))
+    updates = [c for c in given if c not in keys and c not in plan.insert_only]
     action: sql.Composable = sql.SQL("DO NOTHING")
     if updates:
         action = sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(
@@ -410,15 +459,16 @@ def _from_stage(plan: WritePlan) -> sql.Composed:
     return sql.SQL(
         "INSERT INTO {} ({}) SELECT {} FROM (SELECT {}, row_number() OVER (PARTITION BY {} "
         "ORDER BY ctid DESC) AS geosession_turn FROM {}) latest "
-        "WHERE geosession_turn = 1 OR {} ON CONFLICT ({}) {}"
+        "WHERE (geosession_turn = 1 OR {}){} ON CONFLICT ({}) {}"
     ).format(
-        sql.SQL(plan.target.quoted),
+        target,
         columns,
         columns,
-        aliased,
+        sql.SQL(", ").join(aliased),
         sql.SQL(", ").join(staged[k] for k in keys),  # the key's values, not their texts
         _STAGE,
         nullable,
+        of_group,
         key_list,
         action,
     )

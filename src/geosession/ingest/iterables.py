@@ -6,8 +6,8 @@ in the target's column order, a row that names its values (a SQLAlchemy Row, a
 (:mod:`.features`) or a bare shapely geometry (a row of the geometry column). Batch
 columns follow the target's column order and hold only the columns the rows have, so
 columns they lack keep their server defaults; a dict lacking a key that other rows in its
-batch have gets None (MISSING where a Python default fills it: :mod:`.defaults`). Unset
-attributes of new mapped instances are lacking.
+batch have gets None, or MISSING where a default fills it (a Python one: :mod:`.defaults`;
+the table's: :mod:`.lacking`). Unset attributes of new mapped instances are lacking.
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ def _columnar(
     present: set[str] | None = None,
 ) -> Batch:
     """Column-wise values of dict rows: a key a row lacks is None, or MISSING where its
-    column has a Python-side default."""
+    column is ``defaulted``."""
     if present is None:
         present = set().union(*(row.keys() for row in rows))
     lacking = {name: MISSING if name in defaulted else None for name in columns if name in present}

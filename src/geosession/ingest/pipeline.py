@@ -47,6 +47,7 @@ from geosession.ingest.defaults import check_sql_defaults, column_defaults, with
 from geosession.ingest.identity import default_ingest_id
 from geosession.ingest.indexes import rebuild_deferred
 from geosession.ingest.iterables import attribute_columns
+from geosession.ingest.lacking import Lacking, left_to_server
 from geosession.ingest.locks import blocked, lock_holders, lock_wait_ms
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.privileges import (
@@ -78,9 +79,10 @@ _LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout
 log = logging.getLogger(__name__)
 
 
-Validated = tuple[list[list[Any]], list[int], list[Reject], bool]
+Validated = tuple[list[list[Any]], list[int], list[Reject], list[Lacking] | None, bool]
 """A validated batch: its kept rows column-wise, their source row numbers, its rejects,
-and whether it was cut by the flush interval."""
+the columns each kept row lacks (:mod:`.lacking`), and whether it was cut by the flush
+interval."""
 
 
 class Cancelled(Exception):
@@ -414,7 +416,8 @@ class Ingest:
             left_out=self.report.fields_left_out if self.options.extra_fields == "ignore" else None,
             attributes=self.attributes,
             feature_ids=self.started_empty,
-            defaulted=frozenset(self.defaults.python),
+            defaulted=frozenset(self.defaults.python)
+            | left_to_server(self.target, self.options.on_conflict),
         )
         batches = with_defaults(self._source_errors_named(source), self.defaults)
         # reading, validating and COPY-encoding each on a thread: the GEOS work of one
@@ -460,16 +463,17 @@ class Ingest:
         failing source: the rows read before its error still load, then it is raised."""
         pending: PendingRows | None = None
         try:
-            for columns, numbers, rejects, flush in validated:
+            for columns, numbers, rejects, lacking, flush in validated:
                 assert self.plan is not None  # made by _encode
                 pending = pending or PendingRows(self.plan)
                 first_bad = self._first_invalid(rejects)
                 if first_bad is not None:  # load what came before the bad row, then stop
                     cut = bisect.bisect_left(numbers, first_bad.row)
                     columns, numbers = [c[:cut] for c in columns], numbers[:cut]
+                    lacking = None if lacking is None else lacking[:cut]
                     rejects = [r for r in rejects if r.row < first_bad.row]  # values only
                 if columns:  # none in a quiet source's flush
-                    pending.add(columns, numbers, rejects)
+                    pending.add(columns, numbers, rejects, lacking)
                 while len(pending) >= self.sizer.size or ((first_bad or flush) and len(pending)):
                     chunk = pending.take(min(self.sizer.size, len(pending)))
                     self.sizer.observe_bytes(len(chunk), chunk.nbytes)
@@ -493,7 +497,7 @@ class Ingest:
     def _encode(self, batch: Batch) -> Validated:
         """Validated, encoded rows of one source batch (rows committed earlier are skipped)."""
         if not len(batch):  # a quiet source's flush: nothing to check
-            return [], [], [], batch.flush
+            return [], [], [], None, batch.flush
         checked = check_batch(
             batch,
             self._plan_for(batch),
@@ -507,7 +511,7 @@ class Ingest:
             self.report.reprojected += checked.reprojected
             self.report.srid_assumed += checked.srid_assumed
             self.report.z_dropped += checked.z_dropped
-        return checked.columns, checked.numbers, checked.rejects, batch.flush
+        return checked.columns, checked.numbers, checked.rejects, checked.lacking, batch.flush
 
     # -- writing ----------------------------------------------------------------------
 

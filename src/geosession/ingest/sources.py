@@ -79,9 +79,9 @@ def iter_batches(
     to columns, and ``xy_columns`` names the coordinate columns of a CSV, a DataFrame or dict
     rows (:mod:`.points`; :class:`.files.FileRead`).
     ``left_out``: fields that are no column of the target (or a generated one) are added
-    to it and not loaded, instead of refused. ``defaulted``: columns with a Python-side
-    default, whose value a dict row or new instance lacks is MISSING (not None) for
-    :mod:`.defaults` to fill.
+    to it and not loaded, instead of refused. ``defaulted``: columns with a default (Python's,
+    or the table's), whose value a dict row or new instance lacks is MISSING (not None)
+    for :mod:`.defaults` or the server (:mod:`.lacking`) to fill.
     """
     if (isinstance(batch_size, int) and batch_size < 1) or not columns:
         raise ConfigurationError("iter_batches needs batch_size >= 1 and the target's columns")
