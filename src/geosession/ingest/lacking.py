@@ -12,6 +12,8 @@ values of the columns a row lacks, as an UPDATE that does not name them.
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -45,8 +47,8 @@ def lacking_rows(
     marked: dict[str, list[int]] = {}
     for name in defaulted:
         values = columns.get(name)
-        if values is None:
-            continue
+        if values is None or not any(map(operator.is_, values, itertools.repeat(MISSING))):
+            continue  # the common case, checked in C
         at = [index for index, value in enumerate(values) if value is MISSING]
         if at:
             columns[name] = [None if value is MISSING else value for value in values]
