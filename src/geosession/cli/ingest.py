@@ -1,0 +1,408 @@
+"""``geosession ingest``: files into tables, exactly once, resumable."""
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from geosession.cli.app import assignments, stderr
+from geosession.cli.sources import STDIN, check_sources, is_pipe, readable
+from geosession.errors import GeoSessionError
+
+if TYPE_CHECKING:
+    from geosession.ingest.layer_tables import Load
+
+
+def ingest(
+    sources: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Vector files (GeoPackage, Shapefile, GeoJSON, GeoJSON Lines, FlatGeobuf, "
+            "KML, GPX, a File Geodatabase's .gdb folder, MapInfo, SpatiaLite; zipped too; a "
+            "folder of Shapefiles), "
+            "GeoParquet, Arrow IPC (.arrow, .feather, .arrows) or CSV (a WKT column, or "
+            "longitude and latitude): one, or several "
+            "loaded one after the other. - reads standard input (any of these but an "
+            "unzipped Shapefile or a folder), copied to a temporary file in $TMPDIR first; "
+            "so is a named pipe, such as bash's <(unzip -p data.zip parcels.geojson).",
+        ),
+    ],
+    table: Annotated[
+        str,
+        typer.Argument(
+            help="Target table, optionally schema.table. {layer} in it loads each layer with "
+            "features into a table of its own, named after the layer in lower case "
+            "(with --create, as ogr2ogr loads a whole GeoPackage): '{layer}', 'osm.{layer}'; "
+            "a file of one layer (a Shapefile, a GeoJSON) is named after the file.",
+        ),
+    ],
+    srid: Annotated[
+        int | None,
+        typer.Option(
+            help="SRID of geometries that carry none, or of a file whose CRS has no EPSG "
+            "code (default: the file's EPSG code, else the column's; GeoJSON text: 4326)."
+        ),
+    ] = None,
+    ingest_id: Annotated[
+        str | None,
+        typer.Option(
+            help="Name of this load in the ledger. Default: derived from the file and table, "
+            "so running the same command again resumes where it stopped."
+        ),
+    ] = None,
+    on_invalid: Annotated[
+        str, typer.Option(help="Bad geometries: quarantine, raise, repair or skip.")
+    ] = "quarantine",
+    on_conflict: Annotated[
+        str,
+        typer.Option(
+            help="Rows whose key (primary key or unique constraint) exists: "
+            "error, ignore (keep the row there) or update (overwrite it)."
+        ),
+    ] = "error",
+    chunk_size: Annotated[
+        str, typer.Option(help="Rows per transaction, or 'auto' to adapt to the server.")
+    ] = "auto",
+    workers: Annotated[
+        str,
+        typer.Option(
+            help="Parallel COPY connections (1-32), or 'auto': 2 while the table's indexes "
+            "are maintained during the load, else 1."
+        ),
+    ] = "auto",
+    defer_indexes: Annotated[
+        str,
+        typer.Option(
+            help="Drop secondary indexes for the load and rebuild them after: 'auto' (only "
+            "into an empty table), 'yes' (also a table that has rows) or 'no'."
+        ),
+    ] = "auto",
+    wkt_column: Annotated[
+        str | None,
+        typer.Option(
+            help="A CSV's geometry column (WKT, EWKT or hex EWKB). Default: the column named "
+            "as the table's geometry column, or wkt, geometry, geom, the_geom or wkt_geom, "
+            "in any case."
+        ),
+    ] = None,
+    xy_columns: Annotated[
+        str | None,
+        typer.Option(
+            metavar="X,Y",
+            help="A CSV's coordinate columns, x (longitude) first, when it has no WKT column "
+            "and their names do not say them. Default: longitude,latitude, lon/lng/long,lat "
+            "(EPSG:4326), x,y or easting,northing, in any case.",
+        ),
+    ] = None,
+    layer: Annotated[
+        str | None,
+        typer.Option(
+            help="The layer to load, for a file that has several (a GeoPackage, a File "
+            "Geodatabase); ogrinfo FILE lists them."
+        ),
+    ] = None,
+    where: Annotated[
+        str | None,
+        typer.Option(
+            help="Load only the features of a vector file this OGR SQL condition on its "
+            "fields keeps, e.g. \"state = 'CA'\" (ogrinfo -so FILE LAYER lists the fields).",
+        ),
+    ] = None,
+    bbox: Annotated[
+        str | None,
+        typer.Option(
+            help="minx,miny,maxx,maxy in the CRS of the file's layer: load only the features "
+            "of a vector file that intersect it (a FlatGeobuf's or GeoPackage's spatial index "
+            "finds them).",
+        ),
+    ] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            help="The text encoding of a Shapefile without a .cpg file or of a CSV file that "
+            "is not UTF-8, e.g. latin1 or cp1252. Default: the .cpg's; without one, each "
+            "value as UTF-8 where it is, else as the DBF says (ISO-8859-1)."
+        ),
+    ] = None,
+    ignore_extra_fields: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-extra-fields",
+            help="Load only the fields the table has columns for and leave the others out "
+            "(listed in the report), instead of refusing the file; fields for generated "
+            "columns (an export of the table has them) too.",
+        ),
+    ] = False,
+    rename: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rename",
+            metavar="FIELD=COLUMN",
+            help="Load a file's field into the column of another name, e.g. a "
+            "Shapefile's cut name: --rename classifica=classification_code (repeat for "
+            "several). With --create, the column is made under that name.",
+        ),
+    ] = None,
+    create: Annotated[
+        bool,
+        typer.Option(
+            "--create",
+            help="Create the table if it does not exist, from the file's fields: their "
+            "types, the geometry type and SRID, a GiST index and an fid primary key.",
+        ),
+    ] = False,
+    reproject: Annotated[
+        bool,
+        typer.Option(
+            "--reproject",
+            help="Transform geometries from the file's CRS (or --srid) into the column's "
+            "SRID while loading, instead of refusing a file whose CRS differs.",
+        ),
+    ] = False,
+    reproject_to: Annotated[
+        int | None,
+        typer.Option(
+            "--reproject-to",
+            metavar="SRID",
+            help="Transform geometries into this SRID (as ogr2ogr's -t_srs), which --create "
+            "gives the new table's geometry column; an existing table's must have it.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Load every chunk, then roll it back: the report says what the load would "
+            "insert and reject (the server's refusals included), and nothing is kept.",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the report as JSON on stdout (a list, with each file's name, for "
+            "several files), for scripts; the progress bar stays on stderr.",
+        ),
+    ] = False,
+) -> None:
+    """Load files into a table by binary COPY, exactly once.
+
+    Every chunk commits with a ledger entry, so a load interrupted by Ctrl-C, a crash or
+    a lost server resumes when you run the same command again, without duplicates. Bad
+    geometries go to TABLE_rejected with the source row and the reason (see
+    --on-invalid). Several files are loaded one after the other, each its own load.
+    Examples: geosession ingest parcels.gpkg parcels --create;
+    geosession ingest tiles/*.fgb parcels;
+    geosession ingest city.gpkg '{layer}' --create (each layer into its own table);
+    geosession ingest os_parcels.shp parcels --reproject (EPSG:27700 into SRID 4326);
+    geosession ingest stations.csv stations --create (longitude and latitude columns)
+    """
+    from rich.console import Console
+
+    from geosession.database import SpatialDatabase
+    from geosession.ingest.layer_tables import planned_loads
+    from geosession.read.command import parse_bbox
+
+    size: int | str = int(chunk_size) if chunk_size.isdigit() else chunk_size
+    connections: int | str = int(workers) if workers.isdigit() else workers
+    box = parse_bbox(bbox)
+    area = (box[0], box[1], box[2], box[3]) if box is not None else None
+    renames = _renames(rename or [])
+    coordinates = _pair(xy_columns)
+    deferrals: dict[str, str | bool] = {"auto": "auto", "yes": True, "no": False}
+    deferral = deferrals.get(defer_indexes)
+    if deferral is None:
+        raise typer.BadParameter("use auto, yes or no", param_hint="--defer-indexes")
+    check_sources(sources)
+    piped = [source for source in sources if source == STDIN or is_pipe(source)]
+    loads, empty = planned_loads(sources, table, layer, piped=piped)
+    if ingest_id is not None and len(loads) > 1:
+        raise typer.BadParameter(
+            "an id names one load; with several files or layers leave it out (each gets "
+            "its own, from the file and the layer)",
+            param_hint="--ingest-id",
+        )
+    console = Console(stderr=as_json)  # stdout is the JSON's
+    if empty:
+        console.print(
+            f"Empty layers, not loaded: {', '.join(empty)}", highlight=False, soft_wrap=True
+        )
+    reports = []
+    with SpatialDatabase.from_env() as db:
+        for number, load in enumerate(loads, start=1):
+            if len(loads) > 1:
+                into = f" into {load.table}" if load.table != table else ""
+                heading = f"[bold]{load.label}[/]{into} ({number} of {len(loads)})"
+                console.print(heading, highlight=False, soft_wrap=True, markup=True)
+            with _naming_files_left([load.label for load in loads], number):
+                report = _resumable(
+                    db.ingest,
+                    load.table,
+                    load.source,
+                    console=console,
+                    chunk_size=size,
+                    on_invalid=on_invalid,
+                    on_conflict=on_conflict,
+                    ingest_id=ingest_id,
+                    filters=(load.layer, where, area),
+                    srid=srid,
+                    workers=connections,
+                    defer_indexes=deferral,
+                    progress=True,
+                    wkt_column=wkt_column,
+                    layer=load.layer,
+                    encoding=encoding,
+                    where=where,
+                    bbox=area,
+                    rename=renames,
+                    xy_columns=coordinates,
+                    extra_fields="ignore" if ignore_extra_fields else "error",
+                    create=create,
+                    reproject=reproject_to if reproject_to is not None else reproject,
+                    dry_run=dry_run,
+                )
+            if not as_json:
+                console.print(report)
+            reports.append((load, report))
+    _print_reports(reports, console, as_json=as_json)
+
+
+def _print_reports(reports: list[tuple["Load", Any]], console: Any, *, as_json: bool) -> None:
+    """The reports as JSON (one, or a list naming each file and layer), or the table of
+    several."""
+    from geosession.diagnose.console import print_json
+
+    if as_json and len(reports) == 1:
+        print_json(reports[0][1].as_dict())
+    elif as_json:
+        print_json(
+            [
+                {"file": str(load.source), "layer": load.layer, **report.as_dict()}
+                for load, report in reports
+            ]
+        )
+    elif len(reports) > 1:
+        console.print(_files_table(reports))
+
+
+@contextlib.contextmanager
+def _naming_files_left(sources: list[str], number: int) -> Iterator[None]:
+    """A failing file of several: the error also names the files not loaded after it."""
+    try:
+        yield
+    except GeoSessionError as error:
+        left = sources[number:]
+        if left:
+            more = f" and {len(left) - 3} more" if len(left) > 3 else ""
+            error.message += (
+                f"\nStopped at {sources[number - 1]} ({number} of {len(sources)}): "
+                f"{', '.join(left[:3])}{more} not loaded. The files before it are; running "
+                "the command again (without this file, or once it is mended) skips what each "
+                "committed"
+            )
+            error.args = (error.message,)
+        raise
+
+
+def _resumable(
+    ingest: Any,
+    table: str,
+    source: Path,
+    *,
+    console: Any,
+    ingest_id: str | None,
+    filters: tuple[Any, ...],
+    **options: Any,
+) -> Any:
+    """``ingest(table, source, **options)``, standard input spooled to a file first; a
+    failure after chunks committed says how to resume after them (the default id follows
+    the file's size and time, or the data piped in, so repaired data needs the id given)."""
+    from geosession.ingest.identity import ingest_id_for
+
+    with readable(source, console) as (path, name, identity):
+        try:
+            return ingest(
+                table,
+                path,
+                ingest_id=ingest_id or ingest_id_for(identity, table, *filters, prefix="cli-"),
+                **options,
+            )
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (see main)
+            _say_how_to_resume(stop, name, piped=source == STDIN or is_pipe(source))
+            raise
+        except GeoSessionError as error:
+            error.message = error.message.replace(str(path), name)  # not the spooled copy
+            report = getattr(error, "ingest_report", None)
+            if report is not None and report.inserted and not report.dry_run:
+                piped = source == STDIN or is_pipe(source)
+                same = "the same data is piped in" if piped else "the file is unchanged"
+                error.message += (
+                    f"\n{report.inserted:,} rows of {name} committed before this (ingest id "
+                    f"{report.ingest_id}). Running the same command again resumes after them "
+                    f"while {same}; for replaced or repaired data, add "
+                    f"--ingest-id {report.ingest_id}"
+                )
+            error.args = (error.message,)
+            raise
+
+
+def _say_how_to_resume(stop: BaseException, name: str, *, piped: bool) -> None:
+    """After an ingest was stopped: what it committed and how to go on from there."""
+    report = getattr(stop, "ingest_report", None)
+    if report is None or report.dry_run:
+        return
+    again = "piping the same data into the same command" if piped else "the same command"
+    stderr.print(
+        f"Stopped: {report.inserted:,} rows of {name} committed by this run, "
+        f"{report.inserted + report.already_committed:,} in all (ingest id "
+        f"{report.ingest_id}); {again} again resumes after them",
+        style="yellow",
+        markup=False,
+        highlight=False,
+    )
+
+
+def _pair(value: str | None) -> tuple[str, str] | None:
+    """``--xy-columns X,Y`` as a pair of names."""
+    if value is None:
+        return None
+    x, comma, y = value.partition(",")
+    if not comma or not x.strip() or not y.strip() or "," in y:
+        raise typer.BadParameter(
+            f"{value!r} is not X,Y: two column names, e.g. lon_deg,lat_deg",
+            param_hint="--xy-columns",
+        )
+    return x.strip(), y.strip()
+
+
+def _renames(pairs: list[str]) -> dict[str, str] | None:
+    """``--rename FIELD=COLUMN`` options as a dict (None when there are none)."""
+    return assignments(pairs, "--rename", "FIELD=COLUMN, e.g. classifica=classification_code")
+
+
+def _files_table(reports: list[tuple["Load", Any]]) -> Any:
+    """One line per file (or layer) loaded, and their totals."""
+    from rich.table import Table
+
+    layers = any(load.layer is not None for load, _ in reports)
+    title = f"{len(reports)} {'loads' if layers else 'files'}"
+    table = Table(title=title, title_justify="left")
+    for name in ("file", "rows read", "inserted", "rejected", "already committed"):
+        table.add_column(name, justify="left" if name == "file" else "right")
+    if layers:
+        table.add_column("table")
+    totals = [0, 0, 0, 0]
+    for load, report in reports:
+        counts = [
+            report.rows_read,
+            report.inserted,
+            len(report.rejected),
+            report.already_committed,
+        ]
+        totals = [total + count for total, count in zip(totals, counts, strict=True)]
+        cells = [load.label, *(f"{count:,}" for count in counts)]
+        table.add_row(*cells, *([report.target] if layers else []))
+    table.add_row("all", *(f"{total:,}" for total in totals), style="bold")
+    return table
