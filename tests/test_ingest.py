@@ -2968,6 +2968,19 @@ def test_python_side_column_defaults_fill_what_the_source_lacks(
         updated = s.execute(text("SELECT n, status, code FROM ingest_sites WHERE n > 5"))
         # a default fills new rows only: the existing row keeps its status and code
         assert sorted(tuple(row) for row in updated) == [(6, "new", "new-6"), (22, "old", "old-2")]
+    mixed = [  # rows lacking keys other rows give: kept where the row exists
+        {"uid": stored[0].uid, "n": 11, "status": "seen", "geom": point},
+        {"uid": stored[2].uid, "n": 33, "geom": point},
+        {"n": 8, "geom": point},  # new: uid, status and code from their defaults
+    ]
+    assert db.ingest(Site, mixed, on_conflict="update").inserted == 3
+    with db.session() as s:
+        query = "SELECT n, status, code FROM ingest_sites WHERE n IN (8, 11, 33) ORDER BY n"
+        assert [tuple(row) for row in s.execute(text(query))] == [
+            (8, "new", "new-8"),
+            (11, "seen", "new-1"),
+            (33, None, "None-3"),
+        ]
     with pytest.raises(ConfigurationError, match=r"column code .* source row 2: KeyError: 'n'"):
         db.ingest(Site, [{"n": 7, "geom": point}, {"geom": point}], chunk_size=1)
     with pytest.raises(ConfigurationError, match=r"seen \(default=now\(\)\).*DEFAULT in the"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from geosession.errors import ConfigurationError
@@ -31,14 +31,12 @@ class Batch:
     """Its text numbers may have a decimal comma (a semicolon-separated CSV file's)."""
     defaulted: frozenset[str] = frozenset()
     """Columns the source lacks, filled from Python-side defaults (:mod:`.defaults`)."""
+    filled: Mapping[str, list[int]] = field(default_factory=dict)
+    """Of the columns the source has, the rows (by index) that lacked the key and took a
+    Python-side default: with on_conflict="update" an existing row keeps its value."""
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()), ()))
-
-    def slice(self, start: int, stop: int) -> Batch:
-        """Rows ``[start, stop)`` of this batch, keeping their source row numbers."""
-        columns = {k: v[start:stop] for k, v in self.columns.items()}
-        return replace(self, first_row=self.first_row + start, columns=columns)
 
 
 def target_name(

@@ -77,7 +77,8 @@ def check_batch(
         name: batch.columns.get(name, [MISSING if name in defaulted else None] * len(batch))
         for name in plan.columns
     }
-    lacking = lacking_rows(columns, defaulted, len(batch))
+    filled = batch.filled if plan.on_conflict == "update" else None
+    lacking = lacking_rows(columns, defaulted, len(batch), filled)
     fresh_rows = keep.copy()
     geometries = _check_geometries(batch, plan, columns, keep, options, sizer)
     rejects = geometries.rejects + _read_values(batch, plan, columns, keep)

@@ -54,6 +54,9 @@ class WritePlan:
     insert_only: frozenset[str] = frozenset()
     """Columns that on_conflict="update" leaves alone: the source lacks them, and Python
     defaults filled them for new rows."""
+    python_defaulted: frozenset[str] = frozenset()
+    """Columns a Python-side default fills where a row lacks them: a row marked lacking one
+    (:mod:`.lacking`) inserts the filled value, and leaves an existing row's."""
     lock_wait_ms: int = 0
     """Each chunk's lock_timeout (:mod:`.locks`; 0: the session's)."""
     dry_run: bool = False
@@ -421,9 +424,10 @@ def _from_stage(
     plan: WritePlan, lacking: Lacking = NOTHING, group: int | None = None
 ) -> sql.Composed:
     """The INSERT that moves the staged rows (those of ``group``, which lack the columns
-    ``lacking`` for their DEFAULT to fill) into the target: each text column cast to its
-    type, and on_conflict's clause (an existing row keeps the columns a row lacks)."""
-    given = [c for c in plan.columns if c not in lacking]
+    ``lacking``: their DEFAULT fills them, unless a Python-side default did) into the
+    target: each text column cast to its type, and on_conflict's clause (an existing row
+    keeps its values of the columns a row lacks)."""
+    given = [c for c in plan.columns if c not in lacking or c in plan.python_defaulted]
     columns = sql.SQL(", ").join(map(sql.Identifier, given))
     staged = {c: _staged_value(c, t) for c, t in zip(plan.columns, plan.copy_types, strict=True)}
     values = sql.SQL(", ").join(staged[c] for c in given)
@@ -447,7 +451,7 @@ def _from_stage(
     if group is not None:
         aliased.append(sql.Identifier(_GROUP))
         of_group = sql.SQL(" AND {} = {}").format(sql.Identifier(_GROUP), sql.Literal(group))
-    updates = [c for c in given if c not in keys and c not in plan.insert_only]
+    updates = [c for c in given if c not in {*keys, *lacking, *plan.insert_only}]
     action: sql.Composable = sql.SQL("DO NOTHING")
     if updates:
         action = sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(

@@ -6,12 +6,12 @@ of them. So, for a mapped class or Table target, a value the source lacks (the w
 column, a key a dict row leaves out, an attribute a new instance leaves unset) is filled
 from that default before the row is checked, as ``session.add_all`` would. A value given
 as None stays NULL, as in an INSERT. With ``on_conflict="update"``, a column the source
-lacks is set for new rows only: an existing row keeps its value, as the ORM's defaults
-apply to INSERTs. A default that is SQL (``default=func.now()``, a ``Sequence``) is
-written by SQLAlchemy into each INSERT, which COPY cannot do: a source without that
-column is refused unless the table has a DEFAULT of its own. A class of a single-table
-inheritance hierarchy fills its discriminator with its polymorphic identity, as the ORM
-does.
+lacks, or a key a row lacks (``Batch.filled``, marked by :mod:`.lacking`), is set for new
+rows only: an existing row keeps its value, as the ORM's defaults apply to INSERTs. A
+default that is SQL (``default=func.now()``, a ``Sequence``) is written by SQLAlchemy into
+each INSERT, which COPY cannot do: a source without that column is refused unless the
+table has a DEFAULT of its own. A class of a single-table inheritance hierarchy fills its
+discriminator with its polymorphic identity, as the ORM does.
 """
 
 from __future__ import annotations
@@ -139,11 +139,13 @@ def with_defaults(batches: Iterator[Batch], defaults: ColumnDefaults) -> Iterato
 
 def fill_defaults(batch: Batch, defaults: Mapping[str, Default]) -> Batch:
     """``batch`` with each defaulted column's lacking values (the column absent, or a row's
-    value MISSING) made by its default, in row order and column order."""
+    value MISSING) made by its default, in row order and column order; which rows of a
+    column it has took one is kept (``Batch.filled``)."""
     rows = len(batch)
     columns = dict(batch.columns)
     lacking = frozenset(defaults) - set(columns)
-    filled = dataclasses.replace(batch, columns=columns, defaulted=lacking)
+    made: dict[str, list[int]] = {}  # by column, the rows that lacked the key
+    filled = dataclasses.replace(batch, columns=columns, defaulted=lacking, filled=made)
     for name, default in defaults.items():
         values = columns.get(name)
         if values is None:
@@ -152,9 +154,11 @@ def fill_defaults(batch: Batch, defaults: Mapping[str, Default]) -> Batch:
             values = columns[name] = list(values)
         else:  # given for every row (a file's or a frame's column is never MISSING)
             continue
-        for index, value in enumerate(values):
-            if value is MISSING:
-                values[index] = _called(default, RowContext(filled, index), name, batch, index)
+        at = [index for index, value in enumerate(values) if value is MISSING]
+        for index in at:
+            values[index] = _called(default, RowContext(filled, index), name, batch, index)
+        if name not in lacking:
+            made[name] = at
     return filled
 
 

@@ -7,14 +7,15 @@ rows are marked with the columns they lack; a chunk holding any goes through the
 table, and each group of rows lacking the same columns moves on in an INSERT that leaves
 those columns out, so the table's DEFAULT (a sequence, ``now()``, a constant) fills them
 (and NULL a column without one). With on_conflict="update", an existing row keeps its
-values of the columns a row lacks, as an UPDATE that does not name them.
+values of the columns a row lacks, as an UPDATE that does not name them: those a Python-side
+default filled (:mod:`.defaults`) are marked too, and inserted with their filled values.
 """
 
 from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,11 +41,15 @@ def left_to_server(target: Target, on_conflict: str) -> frozenset[str]:
 
 
 def lacking_rows(
-    columns: dict[str, list[Any]], defaulted: Collection[str], rows: int
+    columns: dict[str, list[Any]],
+    defaulted: Collection[str],
+    rows: int,
+    filled: Mapping[str, list[int]] | None = None,
 ) -> list[Lacking] | None:
     """Per row, the ``defaulted`` columns it lacks (their values MISSING, made None here
-    in place); None when every row gives them all, as rows from files always do."""
-    marked: dict[str, list[int]] = {}
+    in place), and the columns of ``filled`` whose value a Python-side default made for it;
+    None when every row gives them all, as rows from files always do."""
+    marked: dict[str, list[int]] = {name: list(at) for name, at in (filled or {}).items() if at}
     for name in defaulted:
         values = columns.get(name)
         if values is None or not any(map(operator.is_, values, itertools.repeat(MISSING))):
@@ -52,7 +57,7 @@ def lacking_rows(
         at = [index for index, value in enumerate(values) if value is MISSING]
         if at:
             columns[name] = [None if value is MISSING else value for value in values]
-            marked[name] = at
+            marked.setdefault(name, []).extend(at)
     if not marked:
         return None
     lacking: list[Lacking] = [NOTHING] * rows

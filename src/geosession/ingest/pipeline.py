@@ -262,6 +262,7 @@ class Ingest:
                     self.started_empty,
                     self.committed,
                     batch.defaulted,
+                    frozenset(self.defaults.python),
                     self.lock_wait_ms,
                     self.options.dry_run,
                 )
