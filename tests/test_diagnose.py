@@ -35,6 +35,7 @@ from typer.testing import CliRunner
 from geosession import ConfigurationError, DatabaseError, SpatialDatabase
 from geosession.cli import app
 from geosession.diagnose.console import watch
+from tests.faults.helpers import failed_concurrent_index
 
 SUFFIX = os.getpid()
 
@@ -215,6 +216,24 @@ def test_explain_reports_the_spatial_index_only_once_it_exists(
     assert after.uses_spatial_index
     assert after.spatial_indexes == (f"{points.name}_gix",)
     assert after.spatial_seq_scans == () and after.advice == ()
+
+
+def test_explain_says_a_spatial_index_left_invalid_needs_a_reindex(
+    db: SpatialDatabase, points: Table, admin: psycopg.Connection[Any], database_url: str
+) -> None:
+    """A failed CREATE INDEX CONCURRENTLY leaves an index the planner never uses: the
+    advice names it and the REINDEX, instead of "has a spatial index"."""
+    query = select(points.c.id).where(func.ST_Intersects(points.c.geom, _bbox()))
+    failed_concurrent_index(admin, database_url, points.name, f"{points.name}_gix")
+    report = db.explain(query)
+    assert not report.uses_spatial_index
+    assert (
+        f"the spatial index on public.{points.name}.geom is INVALID ({points.name}_gix): a "
+        "CREATE INDEX CONCURRENTLY that failed or was cancelled left it, and the planner "
+        f"never uses it. Rebuild it: REINDEX INDEX CONCURRENTLY public.{points.name}_gix;"
+    ) in report.advice
+    admin.execute(f"REINDEX INDEX CONCURRENTLY {points.name}_gix")
+    assert db.explain(query).uses_spatial_index
 
 
 def test_explain_compiles_geometry_binds_and_in_lists(db: SpatialDatabase, points: Table) -> None:

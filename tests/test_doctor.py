@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 
 from geosession import SpatialDatabase
 from geosession.cli import app
+from tests.faults.helpers import failed_concurrent_index, wait_until
 
 MakeDb = Callable[..., SpatialDatabase]
 
@@ -60,6 +62,52 @@ def test_doctor_fails_naming_an_unindexed_geometry_table_and_passes_once_indexed
     assert {"connection", "postgresql version", "postgis version", "pool size"} <= {
         name for name, status in _statuses(fixed).items() if status == "ok"
     }
+
+
+def test_doctor_fails_on_a_spatial_index_a_failed_concurrent_build_left_invalid(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], schema: str, database_url: str
+) -> None:
+    """The planner never uses an INVALID index: the column counts as unindexed, and the
+    fix is the REINDEX that makes the index valid."""
+    _places(admin, schema)
+    failed_concurrent_index(admin, database_url, f"{schema}.places", "places_gix")
+    failed = db.doctor(schemas=[schema]).failed
+    assert [check.name for check in failed] == ["spatial indexes"]
+    assert failed[0].detail.startswith(f"an INVALID spatial index on {schema}.places.geom (a ")
+    assert failed[0].fix == f"REINDEX INDEX CONCURRENTLY {schema}.places_gix;"
+    admin.execute(failed[0].fix)
+    assert db.doctor(schemas=[schema]).ok
+
+
+def test_doctor_warns_of_a_spatial_index_still_being_built_concurrently(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], schema: str, database_url: str
+) -> None:
+    """An index a running CREATE INDEX CONCURRENTLY builds is not valid yet either: a
+    warning that it is on its way, not a failure with a fix that would undo it."""
+    _places(admin, schema)
+    libpq = make_url(database_url).set(drivername="postgresql")
+    url = libpq.render_as_string(hide_password=False)
+    with psycopg.connect(url) as writer, psycopg.connect(url, autocommit=True) as builder:
+        writer.execute(f"LOCK TABLE {schema}.places IN ROW EXCLUSIVE MODE")  # the build waits
+        build = threading.Thread(
+            target=builder.execute,
+            args=(f"CREATE INDEX CONCURRENTLY places_gix ON {schema}.places USING gist (geom)",),
+        )
+        build.start()
+        try:
+            wait_until(lambda: _statuses(db.doctor(schemas=[schema]))["spatial indexes"] == "warn")
+            check = next(
+                c for c in db.doctor(schemas=[schema]).checks if c.name == "spatial indexes"
+            )
+            assert check.detail == (
+                f"a spatial index being built (CREATE INDEX CONCURRENTLY) on "
+                f"{schema}.places.geom: the planner uses it once it is done"
+            )
+            assert check.fix == ""
+        finally:
+            writer.rollback()
+            build.join()
+    assert db.doctor(schemas=[schema]).ok
 
 
 def test_doctor_command_exits_non_zero_until_the_index_exists(

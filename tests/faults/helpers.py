@@ -155,6 +155,32 @@ def record_dropped_gist(session: Session, table: str, *made_for: Any) -> None:
     )
 
 
+def failed_concurrent_index(
+    admin: psycopg.Connection[Any], database_url: str, table: str, index: str
+) -> None:
+    """Leaves ``index`` (GiST on ``table``'s geom) INVALID as a failed CREATE INDEX
+    CONCURRENTLY does: another transaction holds a write lock on the table, and the build
+    gives up waiting for it (lock_timeout)."""
+    with psycopg.connect(libpq_url(database_url)) as writer:
+        writer.execute(f"LOCK TABLE {table} IN ROW EXCLUSIVE MODE")  # an open writer
+        admin.execute("SET lock_timeout = '200ms'")
+        try:
+            admin.execute(f"CREATE INDEX CONCURRENTLY {index} ON {table} USING gist (geom)")
+        except psycopg.errors.LockNotAvailable:
+            pass
+        else:
+            raise AssertionError("CREATE INDEX CONCURRENTLY did not wait for the writer")
+        finally:
+            admin.execute("RESET lock_timeout")
+            writer.rollback()
+    schema = table.rpartition(".")[0]
+    valid = admin.execute(
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)",
+        (f"{schema}.{index}" if schema else index,),
+    ).fetchone()
+    assert valid == (False,), f"{index} is not an INVALID index: {valid}"
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now, for a server a test starts (PgBouncer, a standby)."""
     with socket.socket() as probe:

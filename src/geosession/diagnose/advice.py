@@ -46,6 +46,34 @@ ANALYZED_SQL = (
     "(SELECT 1 FROM pg_stats st WHERE st.schemaname = n.nspname AND st.tablename = c.relname))"
 )
 
+_SPATIAL_INDEXES_ON = (  # over pg_class c and pg_attribute a
+    "FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+    "JOIN pg_am am ON am.oid = ic.relam WHERE i.indrelid = c.oid "
+    "AND a.attnum = ANY (i.indkey::int2[]) AND am.amname IN ('gist', 'spgist', 'brin')"
+)
+INDEXED_SQL = f"EXISTS (SELECT 1 {_SPATIAL_INDEXES_ON} AND i.indisvalid)"
+"""Whether column ``a`` of table ``c`` has a spatial index the planner may use."""
+
+
+def _unusable_indexes(*, building: bool) -> str:
+    """The names of the spatial indexes on column ``a`` of table ``c`` that the planner
+    may not use: those a CREATE INDEX CONCURRENTLY is building now, or (``building``
+    False) those one that failed or was cancelled left INVALID."""
+    running = "EXISTS" if building else "NOT EXISTS"
+    return (
+        f"ARRAY(SELECT ic.relname::text {_SPATIAL_INDEXES_ON} "  # noqa: S608 (constants only)
+        f"AND NOT i.indisvalid AND {running} (SELECT 1 FROM pg_stat_progress_create_index p "
+        "WHERE p.index_relid = i.indexrelid) ORDER BY 1)"
+    )
+
+
+INVALID_INDEXES_SQL = _unusable_indexes(building=False)
+BUILDING_INDEXES_SQL = _unusable_indexes(building=True)
+INVALID_INDEX_CAUSE = (
+    "a CREATE INDEX CONCURRENTLY that failed or was cancelled left it, and the planner "
+    "never uses it"
+)
+
 _SPATIAL_INDEX_NAMES = text(
     "SELECT DISTINCT ic.relname FROM pg_index i "
     "JOIN pg_class ic ON ic.oid = i.indexrelid "
@@ -57,11 +85,7 @@ _SPATIAL_INDEX_NAMES = text(
 )
 _TABLE_FACTS = text(
     "SELECT r.schema_name, r.table_name, a.attname, "  # noqa: S608 (constants only)
-    "EXISTS (SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
-    "  JOIN pg_am am ON am.oid = ic.relam WHERE i.indrelid = c.oid "
-    "  AND a.attnum = ANY (i.indkey::int2[]) AND am.amname IN ('gist', 'spgist', 'brin')) "
-    "  AS indexed, "
-    f"{ANALYZED_SQL} AS analyzed "
+    f"{INDEXED_SQL} AS indexed, {INVALID_INDEXES_SQL} AS invalid, {ANALYZED_SQL} AS analyzed "
     "FROM unnest(CAST(:schemas AS text[]), CAST(:tables AS text[])) AS r(schema_name, table_name) "
     "JOIN pg_namespace n ON n.nspname = r.schema_name "
     "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = r.table_name "
@@ -87,7 +111,9 @@ class TableFacts:
 
     analyzed: bool = True
     geo_columns: dict[str, bool] = field(default_factory=dict)
-    """Column name -> whether a GiST/SP-GiST/BRIN index covers it."""
+    """Column name -> whether a valid GiST/SP-GiST/BRIN index covers it."""
+    invalid_indexes: dict[str, list[str]] = field(default_factory=dict)
+    """Column name -> its spatial indexes left INVALID (:data:`INVALID_INDEXES_SQL`)."""
 
 
 @dataclass
@@ -108,12 +134,13 @@ class PlanFacts:
             facts.spatial_indexes = {row[0] for row in rows}
         if tables:
             params = {"schemas": [s for s, _ in tables], "tables": [t for _, t in tables]}
-            for schema, table, column, indexed, analyzed in connection.execute(
+            for schema, table, column, indexed, invalid, analyzed in connection.execute(
                 _TABLE_FACTS, params
             ):
                 entry = facts.tables.setdefault((schema, table), TableFacts(analyzed=analyzed))
                 if column is not None:
                     entry.geo_columns[column] = indexed
+                    entry.invalid_indexes[column] = invalid
         return facts
 
 
@@ -218,6 +245,12 @@ def _scan_advice(node: PlanNode, refs: list[_Ref], facts: PlanFacts) -> list[str
                 f"the predicate wraps the {indexed}column {name}.{column} in a function "
                 f"({labels}): an index on {column} cannot serve it. {instead}; or index that "
                 f"expression: CREATE INDEX ON {sql_name} USING gist (({expression}));"
+            )
+        elif invalid := facts.tables[(schema, table)].invalid_indexes.get(column):
+            advice.append(
+                f"the spatial index on {name}.{column} is INVALID ({', '.join(invalid)}): "
+                f"{INVALID_INDEX_CAUSE}. Rebuild it: "
+                + " ".join(f"REINDEX INDEX CONCURRENTLY {qualified(schema, i)};" for i in invalid)
             )
         elif not geo_columns.get(column, False):
             advice.append(

@@ -17,7 +17,15 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Engine, text
 
 from geosession.diagnose.activity import hidden_sessions, see_all_advice
-from geosession.diagnose.advice import ANALYZED_SQL, qualified, quote
+from geosession.diagnose.advice import (
+    ANALYZED_SQL,
+    BUILDING_INDEXES_SQL,
+    INDEXED_SQL,
+    INVALID_INDEX_CAUSE,
+    INVALID_INDEXES_SQL,
+    qualified,
+    quote,
+)
 from geosession.engine import build_engine
 from geosession.errors import GeoSessionError, endpoint_of
 from geosession.ingest.ledger import DEFERRED
@@ -28,7 +36,8 @@ from geosession.settings import DatabaseSettings
 Status = Literal["ok", "warn", "fail", "skip"]
 
 _UNINDEXED = text(
-    "SELECT n.nspname, c.relname, a.attname, t.typname FROM pg_attribute a "
+    "SELECT n.nspname, c.relname, a.attname, "  # noqa: S608 (constants only)
+    f"{INVALID_INDEXES_SQL} AS invalid, {BUILDING_INDEXES_SQL} AS building FROM pg_attribute a "
     "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
     "JOIN pg_type t ON t.oid = a.atttypid "
     "WHERE t.typname IN ('geometry', 'geography') AND a.attnum > 0 AND NOT a.attisdropped "
@@ -38,10 +47,7 @@ _UNINDEXED = text(
     "AND (CAST(:schemas AS text[]) IS NULL OR n.nspname = ANY (CAST(:schemas AS text[]))) "
     "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
     "AND d.objid = c.oid AND d.deptype = 'e') "
-    "AND NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
-    "JOIN pg_am am ON am.oid = ic.relam WHERE i.indrelid = c.oid "
-    "AND a.attnum = ANY (i.indkey::int2[]) AND am.amname IN ('gist', 'spgist', 'brin')) "
-    "ORDER BY 1, 2, 3"
+    f"AND NOT {INDEXED_SQL} ORDER BY 1, 2, 3"
 )
 _NEVER_ANALYZED = text(
     "SELECT n.nspname, c.relname FROM pg_class c "  # noqa: S608 (constants only)
@@ -264,15 +270,40 @@ def _idle_in_transaction_session_timeout(connection: Connection, context: _Conte
 
 
 def _spatial_indexes(connection: Connection, context: _Context) -> Check:
+    """Every geometry/geography column with a spatial index the planner may use: none is
+    a failure, one left INVALID too (rebuilt with REINDEX), one being built a warning."""
     rows = connection.execute(_UNINDEXED, {"schemas": context.schemas}).all()
     if not rows:
         return Check("spatial indexes", "ok", "every geometry/geography column has one")
-    names = ", ".join(f"{schema}.{table}.{column}" for schema, table, column, _ in rows)
-    fixes = " ".join(
-        f"CREATE INDEX ON {qualified(schema, table)} USING gist ({quote(column)});"
-        for schema, table, column, _ in rows
-    )
-    return Check("spatial indexes", "fail", f"no spatial index on {names}", fixes)
+    details, fixes = [], []
+    missing = [row for row in rows if not row.invalid and not row.building]
+    if missing:
+        details.append("no spatial index on " + ", ".join(_column_names(missing)))
+        fixes += [
+            f"CREATE INDEX ON {qualified(schema, table)} USING gist ({quote(column)});"
+            for schema, table, column, *_ in missing
+        ]
+    if invalid := [row for row in rows if row.invalid]:
+        details.append(
+            f"an INVALID spatial index on {', '.join(_column_names(invalid))} "
+            f"({INVALID_INDEX_CAUSE})"
+        )
+        fixes += [
+            f"REINDEX INDEX CONCURRENTLY {qualified(row.nspname, index)};"
+            for row in invalid
+            for index in row.invalid
+        ]
+    if building := [row for row in rows if row.building and not row.invalid]:
+        details.append(
+            f"a spatial index being built (CREATE INDEX CONCURRENTLY) on "
+            f"{', '.join(_column_names(building))}: the planner uses it once it is done"
+        )
+    status: Status = "fail" if missing or invalid else "warn"
+    return Check("spatial indexes", status, "; ".join(details), " ".join(fixes))
+
+
+def _column_names(rows: Sequence[Any]) -> list[str]:
+    return [f"{row.nspname}.{row.relname}.{row.attname}" for row in rows]
 
 
 def _deferred_indexes(connection: Connection, context: _Context) -> Check:
