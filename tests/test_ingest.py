@@ -2920,8 +2920,9 @@ def test_python_side_column_defaults_fill_what_the_source_lacks(
 ) -> None:
     """As session.add_all would: mapped_column(default=...) fills a column the source lacks,
     a key a dict row leaves out and an attribute a new instance leaves unset; None given
-    stays NULL. A default in SQL (func.now()) is refused without a table DEFAULT."""
-    from sqlalchemy import func
+    stays NULL. A default in SQL (func.now(), a Sequence) the table lacks is written into
+    the INSERT, per row."""
+    from sqlalchemy import Sequence, func
 
     class Base(DeclarativeBase):
         pass
@@ -2941,9 +2942,12 @@ def test_python_side_column_defaults_fill_what_the_source_lacks(
         __tablename__ = "ingest_stamped"
         id: Mapped[int] = mapped_column(primary_key=True)
         seen: Mapped[dt.datetime | None] = mapped_column(default=func.now())
+        ticket: Mapped[int | None] = mapped_column(Sequence("ingest_ticket_seq", start=100))
         geom: Mapped[WKBElement] = mapped_column(Geometry("POINT", 4326))
 
     scratch("ingest_sites", "ingest_stamped")
+    with db.transaction() as s:
+        s.execute(text("DROP SEQUENCE IF EXISTS ingest_ticket_seq"))
     Base.metadata.create_all(db.engine)
     point = "SRID=4326;POINT(1 2)"
     source: list[Any] = [{"n": 1, "geom": point}, {"n": 2, "status": "old", "geom": point}]
@@ -2983,14 +2987,21 @@ def test_python_side_column_defaults_fill_what_the_source_lacks(
         ]
     with pytest.raises(ConfigurationError, match=r"column code .* source row 2: KeyError: 'n'"):
         db.ingest(Site, [{"n": 7, "geom": point}, {"geom": point}], chunk_size=1)
-    with pytest.raises(ConfigurationError, match=r"seen \(default=now\(\)\).*DEFAULT in the"):
-        db.ingest(Stamped, [{"id": 1, "geom": point}])
-    assert db.ingest(Stamped, [{"id": 1, "seen": None, "geom": point}]).inserted == 1
+    assert db.ingest(Stamped, [{"id": 1, "geom": point}]).inserted == 1
+    mixed = [{"id": 2, "seen": None, "ticket": 7, "geom": point}, {"id": 3, "geom": point}]
+    assert db.ingest(Stamped, mixed).inserted == 2
     with db.transaction() as s:
         s.execute(text("ALTER TABLE ingest_stamped ALTER COLUMN seen SET DEFAULT now()"))
-    assert db.ingest(Stamped, [{"id": 2, "geom": point}]).inserted == 1
-    with db.session() as s:
-        assert s.execute(text("SELECT count(seen) FROM ingest_stamped")).scalar() == 1
+    assert db.ingest(Stamped, [{"id": 4, "geom": point}]).inserted == 1  # the table's DEFAULT
+    with db.transaction() as s:
+        stamped = s.execute(text("SELECT id, seen IS NOT NULL, ticket FROM ingest_stamped"))
+        assert sorted(tuple(row) for row in stamped) == [
+            (1, True, 100),
+            (2, False, 7),
+            (3, True, 101),
+            (4, True, 102),
+        ]
+        s.execute(text("DROP TABLE ingest_stamped; DROP SEQUENCE ingest_ticket_seq"))
 
 
 def test_a_key_a_row_lacks_takes_the_table_default_as_an_insert_would(

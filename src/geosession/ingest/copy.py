@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeGuard
 
@@ -57,6 +57,9 @@ class WritePlan:
     python_defaulted: frozenset[str] = frozenset()
     """Columns a Python-side default fills where a row lacks them: a row marked lacking one
     (:mod:`.lacking`) inserts the filled value, and leaves an existing row's."""
+    sql_defaults: Mapping[str, str] = field(default_factory=dict)
+    """Column -> its SQLAlchemy default as SQL (``now()``), where the table has no DEFAULT:
+    a row marked lacking it inserts what that SQL gives."""
     lock_wait_ms: int = 0
     """Each chunk's lock_timeout (:mod:`.locks`; 0: the session's)."""
     dry_run: bool = False
@@ -427,10 +430,11 @@ def _from_stage(
     ``lacking``: their DEFAULT fills them, unless a Python-side default did) into the
     target: each text column cast to its type, and on_conflict's clause (an existing row
     keeps its values of the columns a row lacks)."""
-    given = [c for c in plan.columns if c not in lacking or c in plan.python_defaulted]
-    columns = sql.SQL(", ").join(map(sql.Identifier, given))
     staged = {c: _staged_value(c, t) for c, t in zip(plan.columns, plan.copy_types, strict=True)}
-    values = sql.SQL(", ").join(staged[c] for c in given)
+    written = _written(plan, lacking, staged)
+    given = list(written)
+    columns = sql.SQL(", ").join(map(sql.Identifier, given))
+    values = sql.SQL(", ").join(written.values())
     of_group: sql.Composable = sql.SQL("")
     if group is not None:
         of_group = sql.SQL(" WHERE {} = {}").format(sql.Identifier(_GROUP), sql.Literal(group))
@@ -446,7 +450,7 @@ def _from_stage(
     keys = conflict_key(plan.target, plan.columns, plan.on_conflict)
     key_list = sql.SQL(", ").join(sql.Identifier(k) for k in keys)
     aliased: list[sql.Composable] = [
-        sql.SQL("{} AS {}").format(staged[c], sql.Identifier(c)) for c in given
+        sql.SQL("{} AS {}").format(value, sql.Identifier(c)) for c, value in written.items()
     ]
     if group is not None:
         aliased.append(sql.Identifier(_GROUP))
@@ -476,6 +480,21 @@ def _from_stage(
         key_list,
         action,
     )
+
+
+def _written(
+    plan: WritePlan, lacking: Lacking, staged: Mapping[str, sql.Composable]
+) -> dict[str, sql.Composable]:
+    """Each column the INSERT writes, and its value: the staged one (also where a Python
+    default filled it), or for a column the rows lack, the SQL default the ingest writes;
+    a column left to the table's DEFAULT is not written."""
+    written: dict[str, sql.Composable] = {}
+    for column in plan.columns:
+        if column not in lacking or column in plan.python_defaulted:
+            written[column] = staged[column]
+        elif column in plan.sql_defaults:
+            written[column] = sql.SQL(plan.sql_defaults[column])
+    return written
 
 
 def _staged_value(column: str, copy_type: str) -> sql.Composable:

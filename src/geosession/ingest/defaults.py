@@ -9,9 +9,11 @@ as None stays NULL, as in an INSERT. With ``on_conflict="update"``, a column the
 lacks, or a key a row lacks (``Batch.filled``, marked by :mod:`.lacking`), is set for new
 rows only: an existing row keeps its value, as the ORM's defaults apply to INSERTs. A
 default that is SQL (``default=func.now()``, a ``Sequence``) is written by SQLAlchemy into
-each INSERT, which COPY cannot do: a source without that column is refused unless the
-table has a DEFAULT of its own. A class of a single-table inheritance hierarchy fills its
-discriminator with its polymorphic identity, as the ORM does.
+each INSERT, which COPY cannot do: where the table has no DEFAULT of its own, rows lacking
+the column are marked (:mod:`.lacking`) and their INSERT from the staging table writes
+that SQL, evaluated per row as SQLAlchemy's INSERT would. A class of a single-table
+inheritance hierarchy fills its discriminator with its polymorphic identity, as the ORM
+does.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import Column, Table, inspect
+from sqlalchemy.dialects import postgresql
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.batches import Batch
@@ -34,11 +37,18 @@ Default = Callable[["RowContext"], Any]
 
 @dataclasses.dataclass(frozen=True)
 class ColumnDefaults:
-    """The target's Python-side defaults: column -> a function of the row's context, and
-    the columns whose default is SQL (their ``default=`` as written, for the message)."""
+    """The target's SQLAlchemy defaults: column -> a function of the row's context
+    (Python-side), and column -> the SQL of a default that is SQL (``now()``,
+    ``nextval('parcel_seq')``)."""
 
     python: Mapping[str, Default] = dataclasses.field(default_factory=dict)
     sql: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def sql_without_table_default(self, target: Target) -> dict[str, str]:
+        """The SQL defaults the ingest writes itself: those of columns the table gives no
+        DEFAULT (where it has one, COPY leaves a column it lacks to that)."""
+        own = {c.name for c in target.columns if c.has_default}
+        return {name: sql for name, sql in self.sql.items() if name not in own}
 
 
 class RowContext:
@@ -83,7 +93,7 @@ def column_defaults(target: Any, resolved: Target) -> ColumnDefaults:
         elif getattr(default, "is_callable", False):
             python[column.name] = default.arg
         else:
-            sql[column.name] = _described(default)
+            sql[column.name] = _as_sql(column.name, default)
     return ColumnDefaults(python, sql)
 
 
@@ -102,30 +112,21 @@ def _constant(value: Any) -> Default:
     return lambda _context: value
 
 
-def _described(default: Any) -> str:
-    if getattr(default, "is_sequence", False):
-        return f"Sequence({default.name!r})"
-    return str(getattr(default, "arg", default))
-
-
-def check_sql_defaults(defaults: ColumnDefaults, target: Target, present: Collection[str]) -> None:
-    """A column the source lacks whose only default is SQL that SQLAlchemy writes into each
-    INSERT would be NULL, where the ORM fills it: refused before the first row."""
-    own_default = {c.name for c in target.columns if c.has_default}
-    lacking = [
-        (name, text)
-        for name, text in defaults.sql.items()
-        if name not in present and name not in own_default
-    ]
-    if lacking:
-        named = ", ".join(f"{name} (default={text})" for name, text in lacking)
+def _as_sql(name: str, default: Any) -> str:
+    """A SQL default as SQLAlchemy writes it into an INSERT (parenthesized: a scalar
+    subquery stays one), its bound values written out."""
+    clause = default.next_value() if getattr(default, "is_sequence", False) else default.arg
+    try:
+        return f"({clause.compile(dialect=_DIALECT, compile_kwargs={'literal_binds': True})})"
+    except Exception as error:
         raise ConfigurationError(
-            f"The source has no values for {named} of {target.quoted}: SQLAlchemy writes "
-            "such a default into each INSERT, and COPY sends values only, so they would be "
-            "NULL. Give the column(s) a DEFAULT in the table (server_default=... in the "
-            "model, or ALTER TABLE ... ALTER COLUMN ... SET DEFAULT ...), or values in the "
-            "source"
-        )
+            f"The default of column {name} ({getattr(default, 'arg', default)!r}) cannot be "
+            f"written as SQL for the ingest's INSERT: {type(error).__name__}: {error}. Give "
+            "the column a DEFAULT in the table (server_default=...), or a Python default"
+        ) from error
+
+
+_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
 def with_defaults(batches: Iterator[Batch], defaults: ColumnDefaults) -> Iterator[Batch]:

@@ -43,7 +43,7 @@ from geosession.ingest.copy import (
     write_chunk,
 )
 from geosession.ingest.create import create_target
-from geosession.ingest.defaults import check_sql_defaults, column_defaults, with_defaults
+from geosession.ingest.defaults import column_defaults, with_defaults
 from geosession.ingest.identity import default_ingest_id
 from geosession.ingest.indexes import rebuild_deferred
 from geosession.ingest.iterables import attribute_columns
@@ -137,6 +137,7 @@ class Ingest:
         )
         self.attributes = attribute_columns(target)  # dict rows may use attribute names
         self.defaults = column_defaults(target, self.target)  # mapped_column(default=...)
+        self.sql_defaults = self.defaults.sql_without_table_default(self.target)
         self.failure: BaseException | None = None
         self.cancelled = False
         self.started_empty = False  # set by _prepare
@@ -242,12 +243,13 @@ class Ingest:
         return self._maybe_defer(cursor)
 
     def _plan_for(self, batch: Batch) -> WritePlan:
-        """COPY names the columns the source has, so absent ones get their defaults."""
+        """COPY names the columns the source has, so absent ones get their defaults (those
+        with a SQL default only SQLAlchemy knows are named too, for the INSERT to write)."""
         with self.lock:  # the first batches are validated at once
             if self.plan is None:
-                check_required_columns(self.target, batch.columns)
-                check_sql_defaults(self.defaults, self.target, batch.columns)
-                columns = tuple(c.name for c in self.target.columns if c.name in batch.columns)
+                written = {*batch.columns, *self.sql_defaults}
+                check_required_columns(self.target, written)
+                columns = tuple(c.name for c in self.target.columns if c.name in written)
                 types = copy_types(self.target, columns)
                 conflict_key(self.target, columns, self.options.on_conflict)  # refused now
                 self._require_column_privileges(columns)
@@ -263,6 +265,7 @@ class Ingest:
                     self.committed,
                     batch.defaulted,
                     frozenset(self.defaults.python),
+                    self.sql_defaults,
                     self.lock_wait_ms,
                     self.options.dry_run,
                 )
@@ -418,7 +421,8 @@ class Ingest:
             attributes=self.attributes,
             feature_ids=self.started_empty,
             defaulted=frozenset(self.defaults.python)
-            | left_to_server(self.target, self.options.on_conflict),
+            | left_to_server(self.target, self.options.on_conflict)
+            | frozenset(self.sql_defaults),
         )
         batches = with_defaults(self._source_errors_named(source), self.defaults)
         # reading, validating and COPY-encoding each on a thread: the GEOS work of one
