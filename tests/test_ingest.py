@@ -2993,14 +2993,16 @@ def test_python_side_column_defaults_fill_what_the_source_lacks(
     with db.transaction() as s:
         s.execute(text("ALTER TABLE ingest_stamped ALTER COLUMN seen SET DEFAULT now()"))
     assert db.ingest(Stamped, [{"id": 4, "geom": point}]).inserted == 1  # the table's DEFAULT
+    upserts = [{"id": 5, "geom": point}, {"id": 6, "seen": None, "geom": point}]
+    upserts.append({"id": 2, "geom": point})  # exists: keeps its ticket
+    assert db.ingest(Stamped, upserts, on_conflict="update").inserted == 3
     with db.transaction() as s:
         stamped = s.execute(text("SELECT id, seen IS NOT NULL, ticket FROM ingest_stamped"))
-        assert sorted(tuple(row) for row in stamped) == [
-            (1, True, 100),
-            (2, False, 7),
-            (3, True, 101),
-            (4, True, 102),
-        ]
+        found = sorted(tuple(row) for row in stamped)
+        assert found[:4] == [(1, True, 100), (2, False, 7), (3, True, 101), (4, True, 102)]
+        # a nextval per row offered, as INSERT ... ON CONFLICT takes one for row 2 too
+        assert [row[:2] for row in found[4:]] == [(5, True), (6, False)]
+        assert {row[2] for row in found[4:]} < {103, 104, 105}
         s.execute(text("DROP TABLE ingest_stamped; DROP SEQUENCE ingest_ticket_seq"))
 
 

@@ -449,9 +449,15 @@ def _from_stage(
         )
     keys = conflict_key(plan.target, plan.columns, plan.on_conflict)
     key_list = sql.SQL(", ").join(sql.Identifier(k) for k in keys)
+    # the staged values go through the window; SQL defaults are evaluated after it, for
+    # the rows it keeps only (a sequence's nextval for each row inserted, no more)
+    staged_here = [c for c in given if written[c] is staged[c]]
     aliased: list[sql.Composable] = [
-        sql.SQL("{} AS {}").format(value, sql.Identifier(c)) for c, value in written.items()
+        sql.SQL("{} AS {}").format(staged[c], sql.Identifier(c)) for c in staged_here
     ]
+    outer = sql.SQL(", ").join(
+        sql.Identifier(c) if c in staged_here else value for c, value in written.items()
+    )
     if group is not None:
         aliased.append(sql.Identifier(_GROUP))
         of_group = sql.SQL(" AND {} = {}").format(sql.Identifier(_GROUP), sql.Literal(group))
@@ -471,7 +477,7 @@ def _from_stage(
     ).format(
         target,
         columns,
-        columns,
+        outer,
         sql.SQL(", ").join(aliased),
         sql.SQL(", ").join(staged[k] for k in keys),  # the key's values, not their texts
         _STAGE,
