@@ -27,6 +27,7 @@ from geosession import (
     ConfigurationError,
     DatabaseError,
     ExportFailed,
+    InvalidGeometry,
     SpatialDatabase,
     SRIDMismatch,
 )
@@ -495,6 +496,63 @@ def test_a_null_or_empty_geometry_leaves_flatgeobufs_index_out(
         frame = pyogrio.read_dataframe(out)
         seventh = frame.geometry[frame["id"] == 7].iloc[0]
         assert seventh is None or seventh.is_empty, odd
+
+
+CURVES = {
+    1: "CURVEPOLYGON Z (CIRCULARSTRING Z (0 0 1, 4 0 2, 4 4 3, 0 4 2, 0 0 1))",
+    2: "CURVEPOLYGON Z (COMPOUNDCURVE Z (CIRCULARSTRING Z (0 0 0, 2 0 0, 2 1 0, 2 3 0, 4 3 0), "
+    "(4 3 0, 4 5 0, 1 4 0, 0 0 0)))",
+    3: "POLYGON Z ((10 10 0, 11 10 0, 11 11 0, 10 10 0))",  # a linear one among them
+    4: None,
+}
+
+
+@pytest.fixture
+def curve_table(admin: psycopg.Connection[Any]) -> Iterator[str]:
+    """A cadastre's parcels with arcs (CurvePolygon Z, EPSG:2154), one linear, one NULL."""
+    admin.execute("DROP TABLE IF EXISTS ex_curves, ex_curves_back")
+    admin.execute("CREATE TABLE ex_curves (id int PRIMARY KEY, geom geometry(GeometryZ, 2154))")
+    for key, wkt in CURVES.items():
+        admin.execute("INSERT INTO ex_curves VALUES (%s, ST_GeomFromText(%s, 2154))", (key, wkt))
+    yield "ex_curves"
+    admin.execute("DROP TABLE IF EXISTS ex_curves, ex_curves_back, ex_curves_back_rejected")
+
+
+def test_curves_go_to_geopackage_and_flatgeobuf_as_they_are(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path, curve_table: str
+) -> None:
+    """GDAL writes the curves shapely cannot hold: they leave as they came (a declared
+    CurvePolygon layer; several types, Unknown with Z), and a GeoPackage of them loads
+    back equal to the table."""
+    declared = f"SELECT id, geom::geometry(CurvePolygonZ, 2154) AS geom FROM {curve_table} "
+    declared += "WHERE id IN (1, 2)"
+    for query, kind in ((declared, "Curve Polygon"), (f"SELECT * FROM {curve_table}", None)):
+        for suffix in (".gpkg", ".fgb"):
+            out = tmp_path / f"curves{suffix}"
+            db.export(query, out)
+            info = pyogrio.read_info(out)
+            assert info["crs"] == "EPSG:2154"
+            frame = pyogrio.read_dataframe(out, read_geometry=False)
+            assert sorted(frame["id"]) == ([1, 2] if kind else [1, 2, 3, 4]), out
+            written = subprocess.run(
+                ["ogrinfo", "-al", "-q", str(out)], capture_output=True, text=True, check=True
+            ).stdout
+            assert "CURVEPOLYGON Z (CIRCULARSTRING Z (0 0 1,4 0 2,4 4 3,0 4 2,0 0 1))" in written
+            assert "CURVEPOLYGON Z (COMPOUNDCURVE Z (CIRCULARSTRING Z" in written
+            out.unlink()
+    package = tmp_path / "all.gpkg"
+    db.export(f"SELECT * FROM {curve_table}", package)
+    admin.execute(
+        "CREATE TABLE ex_curves_back (id int PRIMARY KEY, geom geometry(GeometryZ, 2154))"
+    )
+    assert db.ingest("ex_curves_back", package).inserted == 4
+    differing = admin.execute(
+        f"SELECT count(*) FROM {curve_table} a JOIN ex_curves_back b USING (id) "
+        "WHERE ST_AsEWKB(a.geom) IS DISTINCT FROM ST_AsEWKB(b.geom)"
+    ).fetchone()
+    assert differing == (0,)
+    with pytest.raises(InvalidGeometry, match="GeoPackage and FlatGeobuf exports write them"):
+        db.export(f"SELECT * FROM {curve_table}", tmp_path / "curves.parquet")
 
 
 def test_geopackage_and_flatgeobuf(db: SpatialDatabase, tmp_path: Path) -> None:

@@ -445,6 +445,31 @@ def with_srid(wkb: bytes, srid: int) -> bytes:
     return header + wkb[5:]
 
 
+def wkb_srid(wkb: bytes) -> int:
+    """The SRID in an EWKB header (0: none)."""
+    order, kind = _type_word(wkb)
+    return int.from_bytes(wkb[5:9], order) if kind & _SRID_FLAG else 0
+
+
+def without_srid(wkb: bytes) -> bytes:
+    """(E)WKB without an SRID in its header (GDAL reads EWKB's Z and M flags, not its
+    SRID)."""
+    order, kind = _type_word(wkb)
+    if not kind & _SRID_FLAG:
+        return wkb
+    return wkb[:1] + (kind & ~_SRID_FLAG).to_bytes(4, order) + wkb[9:]
+
+
+def wkb_is_empty(wkb: bytes) -> bool:
+    """Whether an (E)WKB value is empty: a point of NaN coordinates (as WKB writes POINT
+    EMPTY), or anything else of no parts, rings or points."""
+    order, kind = _type_word(wkb)
+    body = 9 if kind & _SRID_FLAG else 5
+    if (kind & 0x0FFFFFFF) % 1000 == 1:
+        return bool(np.isnan(np.frombuffer(wkb, "<f8" if order == "little" else ">f8", 1, body)[0]))
+    return int.from_bytes(wkb[body : body + 4], order) == 0
+
+
 def from_wkb_each(values: Any) -> np.ndarray[Any, Any]:
     """``shapely.from_wkb`` of many values, None for those it cannot read."""
     return _each(shapely.from_wkb, values)

@@ -50,7 +50,7 @@ from geosession.ingest.encodings import (
 from geosession.ingest.file_read import FileRead, renamer
 from geosession.ingest.geoarrow import native_encoding, native_geometries, native_type
 from geosession.ingest.geojson_ids import has_integer_ids
-from geosession.read.layer_types import measured_types, name_unknown_with_dimensions
+from geosession.read.layer_types import measured_types, name_types_pyogrio_lacks
 from geosession.urls import is_web, url_in
 
 _GDAL_SUFFIXES = (
@@ -310,7 +310,7 @@ def vector_layer(pyogrio: Any, source: GdalSource, layer: str | None) -> str | N
     not count, nor the empty layers of a GPX file's five). None for a file of one layer by
     its format (GeoJSON, FlatGeobuf, a Shapefile), whose layers are not listed: a GeoJSON
     file would be read whole for it."""
-    name_unknown_with_dimensions()  # a layer of several types with Z (FlatGeobuf makes them)
+    name_types_pyogrio_lacks()  # a layer of several types with Z (FlatGeobuf makes them)
     path = source.path
     if layer is None and path.suffix.lower() in _ONE_LAYER_SUFFIXES:
         return None

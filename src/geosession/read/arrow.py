@@ -24,9 +24,10 @@ from typing import Any, Self
 import orjson
 import shapely
 
-from geosession.errors import ConfigurationError
+from geosession.errors import ConfigurationError, InvalidGeometry
 from geosession.geometry import wkt_array
 from geosession.read.decode import decode_geometries
+from geosession.read.passthrough import PassedThrough, passed_through
 from geosession.read.plan import Column, Projection
 from geosession.read.query import ReadPlan
 from geosession.read.stream import GeometryStream
@@ -79,11 +80,15 @@ def record_batches(
     *,
     text: bool = False,
     decimals: bool = False,
+    curves: bool = False,
+    empty_as_null: bool = False,
 ) -> tuple[Any, Any, Iterator[Any]]:
     """The plan, the schema and the record batches of ``stream`` (with ``text``, no
     binary columns: geometries as WKT, bytea as hex; with ``decimals``, a numeric(p, s)
-    column as Arrow's decimal128(p, s)); the query runs (and its first batch is read)
-    here, since the schema comes from its columns."""
+    column as Arrow's decimal128(p, s); with ``curves``, a batch of geometries shapely
+    cannot hold as their WKB: :mod:`.passthrough`; with ``empty_as_null``, empty geometries
+    as NULL); the query runs (and its first batch is read) here, since the schema comes
+    from its columns."""
     fetched = stream.batches()
     first = next(fetched, None)
     plan = stream.plan
@@ -93,7 +98,9 @@ def record_batches(
 
     def batches() -> Iterator[Any]:
         for rows in chain([first] if first is not None else [], fetched):
-            chunk, batch = record_batch(pa, schema, plan, rows)
+            chunk, batch = record_batch(
+                pa, schema, plan, rows, curves=curves, empty_as_null=empty_as_null
+            )
             on_chunk(chunk)
             yield batch
 
@@ -135,7 +142,15 @@ def _fits_decimal128(column: Column) -> bool:
     )
 
 
-def record_batch(pa: Any, schema: Any, plan: ReadPlan, rows: Sequence[Any]) -> tuple[Chunk, Any]:
+def record_batch(
+    pa: Any,
+    schema: Any,
+    plan: ReadPlan,
+    rows: Sequence[Any],
+    *,
+    curves: bool = False,
+    empty_as_null: bool = False,
+) -> tuple[Chunk, Any]:
     """Fetched rows as a record batch of ``schema``, and what was learnt of them."""
     columns = list(zip(*rows, strict=True))
     geometries: dict[str, Any] = {}
@@ -144,11 +159,13 @@ def record_batch(pa: Any, schema: Any, plan: ReadPlan, rows: Sequence[Any]) -> t
     for index, (column, field) in enumerate(zip(plan.columns, schema, strict=True)):
         values: Any = columns[index]
         if column.spatial:
-            shapes = decode_geometries(values)
+            shapes = _geometries(values, curves=curves, empty_as_null=empty_as_null)
             active = index == plan.geometry_index
             geometries[column.name] = shapes
             crs[column.name] = plan.column_crs(column, shapes, active=active)
-            if field.type == pa.string():
+            if isinstance(shapes, PassedThrough):
+                values = shapes.wkb()
+            elif field.type == pa.string():
                 values = wkt_array(shapes)
             else:
                 values = shapely.to_wkb(shapes, flavor="iso")
@@ -157,6 +174,20 @@ def record_batch(pa: Any, schema: Any, plan: ReadPlan, rows: Sequence[Any]) -> t
         arrays.append(pa.array(values, type=field.type))
     chunk = Chunk(len(rows), geometries, crs, plan.geometry.name)
     return chunk, pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _geometries(values: Sequence[Any], *, curves: bool, empty_as_null: bool) -> Any:
+    """A batch's geometries as shapely objects, or (``curves``) passed through when some
+    are geometries shapely cannot hold; with ``empty_as_null``, an empty one is None."""
+    try:
+        shapes = decode_geometries(values)
+    except InvalidGeometry as refused:
+        if not curves:
+            raise
+        return passed_through(values, refused, empty_as_null=empty_as_null)
+    if empty_as_null:
+        shapes[shapely.is_empty(shapes)] = None
+    return shapes
 
 
 def _plain(pa: Any, field: Any, column: Column, values: Sequence[Any]) -> Sequence[Any]:

@@ -54,7 +54,8 @@ def _not_decodable(values: Sequence[Any]) -> str:
     return (
         f"the rows hold {held}, which shapely (GEOS) cannot: turn them into what it holds in "
         "the query (ST_CurveToLine(geom) straightens curves, ST_ForceCollection(geom) makes "
-        "a polyhedral surface's faces polygons), or read the bytes with output='wkb'"
+        "a polyhedral surface's faces polygons), or read the bytes with output='wkb' "
+        "(GeoPackage and FlatGeobuf exports write them as they are)"
     )
 
 

@@ -21,10 +21,22 @@ import numpy as np
 import shapely
 
 from geosession.errors import ExportFailed
-from geosession.geometry import TYPE_NAMES
+from geosession.geometry import NOT_IN_GEOS, TYPE_NAMES
+from geosession.read.passthrough import PassedThrough
 
 UNKNOWN = "Unknown"
-_UNKNOWN_CODES = {"Unknown Z": 0x80000000, "Unknown M": 2000, "Unknown ZM": 3000}
+_UNNAMED_CODES = {
+    "Unknown Z": 0x80000000,
+    "Unknown M": 2000,
+    "Unknown ZM": 3000,
+    **{
+        f"{base}{suffix}": code + offset
+        for code, base in NOT_IN_GEOS.items()
+        for suffix, offset in (("", 0), (" Z", 1000), (" M", 2000), (" ZM", 3000))
+    },
+}
+"""GDAL's codes of the types pyogrio has no name for: Unknown with Z or M, and the curves
+and surfaces (ISO codes, as GDAL gives these types)."""
 
 
 def dimensions(kind: str) -> tuple[str, bool, bool]:
@@ -39,8 +51,10 @@ def named(base: str, z: bool, m: bool) -> str:
     return f"{base} {suffix}" if suffix else base
 
 
-def row_kinds(geometries: np.ndarray[Any, Any]) -> set[str]:
+def row_kinds(geometries: Any) -> set[str]:
     """The type names (with dimensions) of the present geometries in a chunk."""
+    if isinstance(geometries, PassedThrough):
+        return geometries.kinds()
     present = geometries[~shapely.is_missing(geometries)]
     if not len(present):
         return set()
@@ -113,12 +127,11 @@ def measured_types() -> Iterator[list[str]]:
 def pyogrio_name(kind: str) -> str:
     """pyogrio's name of a type: "Point Z", "PointM", "Measured 3D Polygon", "Unknown Z"."""
     base, z, m = dimensions(kind)
-    if base == UNKNOWN and (z or m):
-        if not name_unknown_with_dimensions():
+    if (base == UNKNOWN and (z or m)) or base in NOT_IN_GEOS.values():
+        if not name_types_pyogrio_lacks():
             raise ExportFailed(
-                "This pyogrio cannot declare a layer of several geometry types with Z or M "
-                "values, which would lose them: export to GeoPackage, GeoParquet or "
-                "GeoJSON, or select one geometry type"
+                f"This pyogrio cannot declare a layer of {kind}: export to GeoParquet or "
+                "GeoJSON, or select one linear geometry type (ST_CurveToLine(geom))"
             )
         return named(base, z, m)
     if m:
@@ -129,16 +142,17 @@ def pyogrio_name(kind: str) -> str:
 
 
 @cache
-def name_unknown_with_dimensions() -> bool:
-    """Adds GDAL's codes of Unknown with Z, M and ZM to pyogrio's tables of type names, so
-    such layers can be written and read (False: this pyogrio keeps no such tables)."""
+def name_types_pyogrio_lacks() -> bool:
+    """Adds GDAL's codes of Unknown with Z, M and ZM, and of the curves and surfaces, to
+    pyogrio's tables of type names, so such layers can be written and read (False: this
+    pyogrio keeps no such tables)."""
     from pyogrio import _geometry
 
     codes = getattr(_geometry, "GEOMETRY_TYPE_CODES", None)
     names = getattr(_geometry, "GEOMETRY_TYPES", None)
     if not isinstance(codes, dict) or not isinstance(names, dict):
         return False
-    for name, code in _UNKNOWN_CODES.items():
+    for name, code in _UNNAMED_CODES.items():
         codes.setdefault(name, code)
         names.setdefault(code, name)
     return True

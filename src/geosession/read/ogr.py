@@ -36,6 +36,7 @@ from geosession.read.layer_types import (
     pyogrio_name,
     row_kinds,
 )
+from geosession.read.passthrough import unindexable
 from geosession.read.stream import GeometryStream
 
 
@@ -128,9 +129,8 @@ def _write_geopackage(
         if added:
             _check_geopackage(target, layer)
             shutil.copyfile(target, package)
-        seen = write_rows(
-            open_rows(stream, progress), package, layer, driver="GPKG", indexed=indexed
-        )
+        rows = open_rows(stream, progress, curves=True)
+        seen = write_rows(rows, package, layer, driver="GPKG", indexed=indexed)
         if seen.declared is None:
             _narrow_declared_type(package, layer, seen.kinds)
         os.replace(package, target)
@@ -150,7 +150,7 @@ def _write_flatgeobuf(
     """
     flat = temporary_path(target, ".fgb")
     check_writable(flat)
-    rows = open_rows(stream, progress)
+    rows = open_rows(stream, progress, curves=True, empty_as_null=True)  # FlatGeobuf has none
     direct = rows.seen.declared is not None
     plain = temporary_path(target, ".plain.fgb" if direct else ".gpkg")
     try:
@@ -195,9 +195,7 @@ class _Layer:
         if self.declared is None:
             self.kinds |= row_kinds(geometries)
         self.count += chunk.rows
-        self.unindexable += int(
-            (shapely.is_missing(geometries) | shapely.is_empty(geometries)).sum()
-        )
+        self.unindexable += unindexable(geometries)
         if self.progress is not None:
             self.progress(self.count)
 
@@ -219,10 +217,20 @@ class Rows:
     seen: _Layer
 
 
-def open_rows(stream: GeometryStream, progress: Progress | None) -> Rows:
-    """Runs the query and reads its first batch."""
+def open_rows(
+    stream: GeometryStream,
+    progress: Progress | None,
+    *,
+    curves: bool = False,
+    empty_as_null: bool = False,
+) -> Rows:
+    """Runs the query and reads its first batch; ``curves``: the file takes geometries
+    shapely cannot hold, passed through as WKB (:mod:`.passthrough`); ``empty_as_null``:
+    it holds no empty geometry, so each is NULL."""
     seen = _Layer(progress)
-    plan, schema, batches = record_batches(pyarrow(), stream, seen.see)  # seen lazily
+    plan, schema, batches = record_batches(
+        pyarrow(), stream, seen.see, curves=curves, empty_as_null=empty_as_null
+    )
     seen.declared = plan.options.projection.declared(plan.geometry.geometry_type)
     first = next(batches, None)
     if first is None:

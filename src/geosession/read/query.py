@@ -16,7 +16,6 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-import shapely
 from geoalchemy2 import Geography
 from sqlalchemy import (
     ClauseElement,
@@ -39,6 +38,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from geosession.errors import ConfigurationError, SRIDMismatch
+from geosession.read.passthrough import srids as srids_of
 from geosession.read.plan import (
     FEATURE_TEXT,
     GEOJSON_SRID,
@@ -192,7 +192,7 @@ class ReadPlan:
     def _rows_srid(self, column: Column, geometries: Any) -> int | None:
         """The one SRID (other than 0, unknown) of a column that declares none, in this
         batch and every batch before; several are refused rather than given one CRS."""
-        srids = {int(s) for s in np.unique(shapely.get_srid(geometries)) if s > 0}
+        srids = {int(s) for s in np.unique(srids_of(geometries)) if s > 0}
         earlier = self.rows_srids.get(column.name)
         srids |= {earlier} if earlier is not None else set()
         if len(srids) > 1:
