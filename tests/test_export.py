@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import decimal
 import io
+import logging
 import math
 import os
 import signal
@@ -553,6 +554,33 @@ def test_curves_go_to_geopackage_and_flatgeobuf_as_they_are(
     assert differing == (0,)
     with pytest.raises(InvalidGeometry, match="GeoPackage and FlatGeobuf exports write them"):
         db.export(f"SELECT * FROM {curve_table}", tmp_path / "curves.parquet")
+
+
+def test_a_flatgeobuf_export_with_null_geometries_loads_back(
+    db: SpatialDatabase,
+    admin: psycopg.Connection[Any],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """GDAL's Arrow reader gives an invalid geometry column for a FlatGeobuf batch holding
+    a NULL geometry (a file without an index, as an export with NULLs writes): the load
+    failed with "SystemError: Negative size passed to PyBytes_FromStringAndSize". Such a
+    batch is read again through GDAL's feature API, with a warning."""
+    out = tmp_path / "nulls.fgb"
+    nulled = "CASE WHEN id % 7 = 0 THEN NULL ELSE geom END"
+    db.export(f"SELECT id, {nulled} AS geom FROM rd_metric", out)
+    admin.execute("DROP TABLE IF EXISTS ex_nulls_back, ex_nulls_back_rejected")
+    caplog.set_level(logging.WARNING, "geosession.ingest.gdal_batches")
+    try:
+        assert db.ingest("ex_nulls_back", out, create=True).inserted == ROWS
+        same = admin.execute(
+            "SELECT count(*) FROM rd_metric a JOIN ex_nulls_back b USING (id) WHERE "
+            f"ST_AsEWKB(b.geom) IS NOT DISTINCT FROM ST_AsEWKB({nulled.replace('geom', 'a.geom')})"
+        ).fetchone()
+        assert same == (ROWS,)
+    finally:
+        admin.execute("DROP TABLE IF EXISTS ex_nulls_back, ex_nulls_back_rejected")
+    assert "read again through GDAL's feature API" in caplog.text
 
 
 def test_geopackage_and_flatgeobuf(db: SpatialDatabase, tmp_path: Path) -> None:

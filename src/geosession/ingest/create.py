@@ -42,10 +42,12 @@ from geosession.ingest.files import (
     id_column,
     is_source_file,
     parquet_arrow_schema,
+    rereader,
     schema_geometry,
     usual_geometry,
     vector_layer,
 )
+from geosession.ingest.gdal_batches import mended
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.points import point_columns
 from geosession.ingest.sources import is_dataframe
@@ -329,7 +331,10 @@ def _curved_types(pyogrio: Any, source: GdalSource, layer: str | None) -> list[s
         meta, table = pyogrio.read_arrow(
             source.name, layer=layer, columns=[], max_features=_CURVE_SAMPLE
         )
-    geometries = table.column(meta.get("geometry_name") or "wkb_geometry").to_pylist()
+    name = meta.get("geometry_name") or "wkb_geometry"
+    again = rereader(pyogrio, source, layer)
+    batches = mended(table.to_batches(), name, again, source.path, quiet=True)
+    geometries = [g for batch in batches for g in batch.column(name).to_pylist()]
     kinds = {wkb_type_name(bytes(g)) for g in geometries if g}
     curved = any(kind.split(" ")[0] in NOT_IN_GEOS.values() for kind in kinds)
     return sorted(kinds) if curved else []

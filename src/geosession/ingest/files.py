@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,8 @@ from geosession.ingest.encodings import (
     column_values,
     layer_text,
 )
-from geosession.ingest.file_read import FileRead, renamer
+from geosession.ingest.file_read import Bbox, FileRead, renamer
+from geosession.ingest.gdal_batches import Reread, mended
 from geosession.ingest.geoarrow import native_encoding, native_geometries, native_type
 from geosession.ingest.geojson_ids import has_integer_ids
 from geosession.read.layer_types import measured_types, name_types_pyogrio_lacks
@@ -238,9 +239,39 @@ def _vector_batches(pyogrio: Any, path: Path, landing: Landing, read: FileRead) 
             known = {names[geometry]: crs} if crs is not None and geometry in names else {}
             with _filtering(read, path):  # some drivers apply the condition as they read
                 features = _read_through(reader, path, filtered=read.where is not None)
+                if geometry in fields:
+                    again = rereader(pyogrio, source, layer, text.open_with, read.where, read.bbox)
+                    features = mended(features, geometry, again, path)
                 yield from arrow_batches(features, names, landing, known, text.fallback)
     except unreadable as error:
         raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
+
+
+def rereader(
+    pyogrio: Any,
+    source: GdalSource,
+    layer: str | None,
+    encoding: str | None = None,
+    where: str | None = None,
+    bbox: Bbox | None = None,
+) -> Reread:
+    """Reads a span of the layer's geometries again through GDAL's feature API (where
+    its Arrow reader failed them: :mod:`.gdal_batches`)."""
+
+    def again(skip: int, count: int) -> Sequence[bytes | None]:
+        geometries: Sequence[bytes | None] = pyogrio.raw.read(
+            source.name,
+            layer=layer,
+            encoding=encoding,
+            columns=[],
+            where=where,
+            bbox=bbox,
+            skip_features=skip,
+            max_features=count,
+        )[2]
+        return geometries
+
+    return again
 
 
 def _read_through(reader: Any, path: Path, *, filtered: bool) -> Iterator[Any]:
