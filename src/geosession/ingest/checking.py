@@ -72,9 +72,8 @@ def check_batch(
         else np.ones(len(batch), dtype=bool)
     )
     fresh = int(keep.sum())
-    defaulted = (left_to_server(plan.target, plan.on_conflict) | set(plan.sql_defaults)) & set(
-        plan.columns
-    )
+    defaulted = left_to_server(plan.target, plan.on_conflict, plan.sql_defaults)
+    defaulted &= set(plan.columns)
     columns = {  # a column the first batch had and this one lacks: its DEFAULT, or NULL
         name: batch.columns.get(name, [MISSING if name in defaulted else None] * len(batch))
         for name in plan.columns

@@ -1,14 +1,15 @@
-"""Keys a row leaves out where the table has a DEFAULT: the server fills them per row, as
-an INSERT that omits the column (``session.add_all`` of such rows) would.
+"""Keys a row leaves out where a default fills them: the server fills them per row, as an
+INSERT that omits the column (``session.add_all`` of such rows) would.
 
 COPY names one column list for all its rows, so a dict row (a new mapped instance, a
 GeoJSON Feature's properties) lacking a key that other rows give would be NULL there. Such
 rows are marked with the columns they lack; a chunk holding any goes through the staging
 table, and each group of rows lacking the same columns moves on in an INSERT that leaves
 those columns out, so the table's DEFAULT (a sequence, ``now()``, a constant) fills them
-(and NULL a column without one). With on_conflict="update", an existing row keeps its
-values of the columns a row lacks, as an UPDATE that does not name them: those a Python-side
-default filled (:mod:`.defaults`) are marked too, and inserted with their filled values.
+(NULL a column without one), or writes a SQLAlchemy default that is SQL (:mod:`.defaults`).
+With on_conflict="update", an existing row keeps its values of the columns a row lacks, as
+an UPDATE that does not name them: those a Python-side default filled are marked too, and
+inserted with their filled values.
 """
 
 from __future__ import annotations
@@ -29,14 +30,19 @@ Lacking = frozenset[str]
 NOTHING: Lacking = frozenset()
 
 
-def left_to_server(target: Target, on_conflict: str) -> frozenset[str]:
-    """The columns whose value a row may lack: the table's DEFAULT fills them in a new row,
+def left_to_server(
+    target: Target, on_conflict: str, sql_defaults: Collection[str] = ()
+) -> frozenset[str]:
+    """The columns whose value a row may lack: the table's DEFAULT fills them in a new row
+    (or the SQL of ``sql_defaults``, columns the ingest writes SQLAlchemy's default of),
     and with on_conflict="update" an existing row keeps its value of every column a row
     lacks (a geometry a row lacks is NULL, checked as one)."""
     return frozenset(
         c.name
         for c in target.columns
-        if not c.generated and c.geometry is None and (c.has_default or on_conflict == "update")
+        if not c.generated
+        and c.geometry is None
+        and (c.has_default or c.name in sql_defaults or on_conflict == "update")
     )
 
 

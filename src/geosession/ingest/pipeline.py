@@ -421,8 +421,7 @@ class Ingest:
             attributes=self.attributes,
             feature_ids=self.started_empty,
             defaulted=frozenset(self.defaults.python)
-            | left_to_server(self.target, self.options.on_conflict)
-            | frozenset(self.sql_defaults),
+            | left_to_server(self.target, self.options.on_conflict, self.sql_defaults),
         )
         batches = with_defaults(self._source_errors_named(source), self.defaults)
         # reading, validating and COPY-encoding each on a thread: the GEOS work of one
