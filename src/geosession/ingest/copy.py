@@ -432,21 +432,34 @@ def _from_stage(
     keeps its values of the columns a row lacks)."""
     staged = {c: _staged_value(c, t) for c, t in zip(plan.columns, plan.copy_types, strict=True)}
     written = _written(plan, lacking, staged)
-    given = list(written)
-    columns = sql.SQL(", ").join(map(sql.Identifier, given))
-    values = sql.SQL(", ").join(written.values())
+    if plan.on_conflict == "update":
+        return _upsert_from_stage(plan, staged, written, lacking, group)
     of_group: sql.Composable = sql.SQL("")
     if group is not None:
         of_group = sql.SQL(" WHERE {} = {}").format(sql.Identifier(_GROUP), sql.Literal(group))
-    target = sql.SQL(plan.target.quoted)
-    if plan.on_conflict == "error":
-        return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}{}").format(
-            target, columns, values, _STAGE, of_group
-        )
-    if plan.on_conflict == "ignore":  # any unique key: the row already there stays
-        return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}{} ON CONFLICT DO NOTHING").format(
-            target, columns, values, _STAGE, of_group
-        )
+    # "ignore": a row conflicting on any unique key leaves the one already there
+    conflict = sql.SQL(" ON CONFLICT DO NOTHING" if plan.on_conflict == "ignore" else "")
+    return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}{}{}").format(
+        sql.SQL(plan.target.quoted),
+        sql.SQL(", ").join(map(sql.Identifier, written)),
+        sql.SQL(", ").join(written.values()),
+        _STAGE,
+        of_group,
+        conflict,
+    )
+
+
+def _upsert_from_stage(
+    plan: WritePlan,
+    staged: Mapping[str, sql.Composable],
+    written: Mapping[str, sql.Composable],
+    lacking: Lacking,
+    group: int | None,
+) -> sql.Composed:
+    """on_conflict="update"'s INSERT: each key's last staged row, its columns but those
+    the row lacks set on the row already there."""
+    given = list(written)
+    target, columns = sql.SQL(plan.target.quoted), sql.SQL(", ").join(map(sql.Identifier, given))
     keys = conflict_key(plan.target, plan.columns, plan.on_conflict)
     key_list = sql.SQL(", ").join(sql.Identifier(k) for k in keys)
     # the staged values go through the window; SQL defaults are evaluated after it, for
@@ -458,6 +471,7 @@ def _from_stage(
     outer = sql.SQL(", ").join(
         sql.Identifier(c) if c in staged_here else value for c, value in written.items()
     )
+    of_group: sql.Composable = sql.SQL("")
     if group is not None:
         aliased.append(sql.Identifier(_GROUP))
         of_group = sql.SQL(" AND {} = {}").format(sql.Identifier(_GROUP), sql.Literal(group))
