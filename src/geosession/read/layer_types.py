@@ -125,13 +125,20 @@ def measured_types() -> Iterator[list[str]]:
 
 
 def pyogrio_name(kind: str) -> str:
-    """pyogrio's name of a type: "Point Z", "PointM", "Measured 3D Polygon", "Unknown Z"."""
+    """pyogrio's name of a type: "Point Z", "PointM", "Measured 3D Polygon", "Unknown Z",
+    "CurvePolygon Z" (the last two named by :func:`name_types_pyogrio_lacks`)."""
     base, z, m = dimensions(kind)
-    if (base == UNKNOWN and (z or m)) or base in NOT_IN_GEOS.values():
+    curved = base in NOT_IN_GEOS.values()
+    if (base == UNKNOWN and (z or m)) or curved:
         if not name_types_pyogrio_lacks():
             raise ExportFailed(
-                f"This pyogrio cannot declare a layer of {kind}: export to GeoParquet or "
-                "GeoJSON, or select one linear geometry type (ST_CurveToLine(geom))"
+                f"This pyogrio cannot declare a layer of {kind}: "
+                + (
+                    "straighten the curves in the query (ST_CurveToLine(geom))"
+                    if curved
+                    else "export to GeoPackage, GeoParquet or GeoJSON, or select one "
+                    "geometry type, since one without its Z or M would lose them"
+                )
             )
         return named(base, z, m)
     if m:
