@@ -46,6 +46,16 @@ ANALYZED_SQL = (
     "(SELECT 1 FROM pg_stats st WHERE st.schemaname = n.nspname AND st.tablename = c.relname))"
 )
 
+USER_TABLES_SQL = (  # over pg_class c and pg_namespace n; :schemas, a text[] or NULL
+    "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
+    "AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%' "
+    "AND (CAST(:schemas AS text[]) IS NULL OR n.nspname = ANY (CAST(:schemas AS text[]))) "
+    "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
+    "AND d.objid = c.oid AND d.deptype = 'e')"
+)
+"""The tables doctor looks at: not the system's, not an extension's (PostGIS's own), and
+only those of ``:schemas`` when given."""
+
 _SPATIAL_INDEXES_ON = (  # over pg_class c and pg_attribute a
     "FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
     "JOIN pg_am am ON am.oid = ic.relam WHERE i.indrelid = c.oid "

@@ -23,6 +23,7 @@ from geosession.diagnose.advice import (
     INDEXED_SQL,
     INVALID_INDEX_CAUSE,
     INVALID_INDEXES_SQL,
+    USER_TABLES_SQL,
     qualified,
     quote,
 )
@@ -42,11 +43,7 @@ _UNINDEXED = text(
     "JOIN pg_type t ON t.oid = a.atttypid "
     "WHERE t.typname IN ('geometry', 'geography') AND a.attnum > 0 AND NOT a.attisdropped "
     "AND c.relkind IN ('r', 'p', 'm') AND NOT c.relispartition AND "
-    "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
-    "AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%' "
-    "AND (CAST(:schemas AS text[]) IS NULL OR n.nspname = ANY (CAST(:schemas AS text[]))) "
-    "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
-    "AND d.objid = c.oid AND d.deptype = 'e') "
+    f"{USER_TABLES_SQL} "
     f"AND NOT {INDEXED_SQL} ORDER BY 1, 2, 3"
 )
 _NEVER_ANALYZED = text(
@@ -54,11 +51,7 @@ _NEVER_ANALYZED = text(
     "JOIN pg_namespace n ON n.oid = c.relnamespace "
     "LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid "
     "WHERE c.relkind IN ('r', 'm') AND "
-    "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
-    "AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%' "
-    "AND (CAST(:schemas AS text[]) IS NULL OR n.nspname = ANY (CAST(:schemas AS text[]))) "
-    "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
-    "AND d.objid = c.oid AND d.deptype = 'e') "
+    f"{USER_TABLES_SQL} "
     f"AND NOT {ANALYZED_SQL} "
     "AND greatest(c.reltuples, coalesce(s.n_live_tup, 0)) "
     "> CAST(current_setting('autovacuum_analyze_threshold') AS float8) ORDER BY 1, 2"
