@@ -112,8 +112,9 @@ def doctor(
 
     Checks: the connection, PostgreSQL and PostGIS versions, pool_size + max_overflow
     against max_connections, statement_timeout and idle_in_transaction_session_timeout
-    set, a spatial index on every geometry/geography column (named schema.table.column),
-    tables over 50 rows never analyzed, SRID 0 columns, sessions idle in transaction now,
+    set, a valid spatial index on every geometry/geography column (named
+    schema.table.column), serial and identity sequences behind their column's ids, tables
+    over 50 rows never analyzed, SRID 0 columns, sessions idle in transaction now,
     long-running queries. Each problem comes with its fix (the SQL to run). Warnings (!) do
     not fail.
     """

@@ -27,6 +27,7 @@ from geosession.diagnose.advice import (
     qualified,
     quote,
 )
+from geosession.diagnose.sequences import behind_sequences
 from geosession.engine import build_engine
 from geosession.errors import GeoSessionError, endpoint_of
 from geosession.ingest.ledger import DEFERRED
@@ -322,6 +323,25 @@ def _deferred_indexes(connection: Connection, context: _Context) -> Check:
     )
 
 
+def _sequences(connection: Connection, context: _Context) -> Check:
+    """Serial and identity columns whose sequence would hand out a value the table holds
+    (another tool loaded ids without moving it): the next INSERT would collide."""
+    behind = behind_sequences(connection, context.schemas)
+    if not behind:
+        return Check("sequences", "ok", "every serial and identity sequence is past its column")
+    names = "; ".join(
+        f"{b.schema}.{b.table}.{b.column} would get {b.following:,} from {b.sequence}, and "
+        f"holds up to {b.highest:,}"
+        for b in behind
+    )
+    return Check(
+        "sequences",
+        "fail",
+        f"{names}: the next INSERT taking the default fails with a duplicate key",
+        " ".join(b.fix for b in behind),
+    )
+
+
 def _statistics(connection: Connection, context: _Context) -> Check:
     rows = connection.execute(_NEVER_ANALYZED, {"schemas": context.schemas}).all()
     if not rows:
@@ -469,6 +489,7 @@ _CHECKS: tuple[tuple[str, CheckFunction], ...] = (
     ("idle_in_transaction_session_timeout", _idle_in_transaction_session_timeout),
     ("spatial indexes", _spatial_indexes),
     ("deferred indexes", _deferred_indexes),
+    ("sequences", _sequences),
     ("statistics", _statistics),
     ("srid", _srid),
     ("idle in transaction", _idle_in_transaction),
