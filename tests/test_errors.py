@@ -168,6 +168,24 @@ def test_invalid_geometry_text(make_db: Callable[..., SpatialDatabase], driver: 
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
+def test_a_function_that_takes_no_curves_says_to_straighten_them(
+    make_db: Callable[..., SpatialDatabase], driver: str
+) -> None:
+    """ST_AsGeoJSON, ST_AsMVTGeom and ST_Simplify refuse a curve, each in its own words
+    ("Invalid type (10)" among them): not "shapely.make_valid repairs many"."""
+    db = database_for(make_db, driver)
+    arc = "'CURVEPOLYGON(CIRCULARSTRING(0 0, 4 0, 4 4, 0 4, 0 0))'::geometry"
+    for call in (
+        f"ST_AsGeoJSON({arc})",
+        f"ST_AsMVTGeom({arc}, ST_MakeEnvelope(0, 0, 10, 10))",
+        f"ST_Simplify({arc}, 1)",
+    ):
+        with pytest.raises(InvalidGeometry, match=r"takes no curves.*ST_CurveToLine\(geom\)"):
+            run(db, driver, f"SELECT {call}")
+    assert run(db, driver, f"SELECT ST_AsText(ST_Simplify(ST_CurveToLine({arc}), 1)) IS NOT NULL")
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_srid_mistakes_in_queries_say_which_srids_and_what_to_do(
     make_db: Callable[..., SpatialDatabase], driver: str
 ) -> None:

@@ -236,6 +236,13 @@ _INVALID_GEOMETRY = re.compile(
     r"|TopologyException|not closed|GEOS\w+\(\)|lwgeom",
     re.IGNORECASE,
 )
+_CURVES_REFUSED = re.compile(
+    r"\b(?:CircularString|CompoundCurve|CurvePolygon|MultiCurve|MultiSurface)\b"
+    r"|lwgeom_get_basic_type: Invalid type \((?:8|9|10|11|12)\)",
+    re.IGNORECASE,
+)
+"""A PostGIS function that takes no curves refusing one (ST_AsGeoJSON, ST_Simplify,
+ST_AsMVTGeom...): its message names the type, or its number."""
 _POSTGIS_MISSING = re.compile(  # a call with a geometry argument: PostGIS is there
     r'type "(geometry|geography|box2d|raster)" does not exist'
     r"|function st_\w+\((?![^)]*\b(?:geometry|geography|box2d|box3d|raster)\b)[^)]*\)"
@@ -340,7 +347,7 @@ def classify(diag: Diagnostics, *, is_disconnect: bool) -> tuple[type[GeoSession
     if srid_advice is not None:
         return srid_advice
     if state in ("22023", "XX000", "22P02", "22000") and _INVALID_GEOMETRY.search(diag.message):
-        return InvalidGeometry, "fix or drop the geometry; shapely.make_valid repairs many"
+        return InvalidGeometry, _invalid_geometry_advice(diag.message)
     missing = _missing_type_advice(diag.message) if state in ("42704", "42883") else None
     if missing is not None:
         return missing
@@ -363,6 +370,17 @@ def classify(diag: Diagnostics, *, is_disconnect: bool) -> tuple[type[GeoSession
     if not state:  # the driver refused the call: the statement never reached the server
         return DatabaseError, "see the driver's message above"
     return DatabaseError, "see the server's message above"
+
+
+def _invalid_geometry_advice(message: str) -> str:
+    """What to do about a geometry PostGIS refused: a curve a function cannot take, or
+    an invalid one."""
+    if _CURVES_REFUSED.search(message):
+        return (
+            "this function takes no curves (CircularString arcs): straighten them in the "
+            "query first, ST_CurveToLine(geom)"
+        )
+    return "fix or drop the geometry; shapely.make_valid repairs many"
 
 
 def _missing_type_advice(message: str) -> tuple[type[GeoSessionError], str] | None:
