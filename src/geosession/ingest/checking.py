@@ -19,7 +19,7 @@ from geosession.ingest.batches import Batch
 from geosession.ingest.chunking import ChunkSizer
 from geosession.ingest.copy import WritePlan
 from geosession.ingest.defaults import MISSING
-from geosession.ingest.lacking import Lacking, kept, lacking_rows, left_to_server
+from geosession.ingest.lacking import Lacking, kept, lacking_rows
 from geosession.ingest.ledger import CommittedRows
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.validate import (
@@ -72,14 +72,12 @@ def check_batch(
         else np.ones(len(batch), dtype=bool)
     )
     fresh = int(keep.sum())
-    defaulted = left_to_server(plan.target, plan.on_conflict, plan.sql_defaults)
-    defaulted &= set(plan.columns)
     columns = {  # a column the first batch had and this one lacks: its DEFAULT, or NULL
-        name: batch.columns.get(name, [MISSING if name in defaulted else None] * len(batch))
+        name: batch.columns.get(name, [MISSING if name in plan.may_lack else None] * len(batch))
         for name in plan.columns
     }
     filled = batch.filled if plan.on_conflict == "update" else None
-    lacking = lacking_rows(columns, defaulted, len(batch), filled)
+    lacking = lacking_rows(columns, plan.may_lack, len(batch), filled)
     fresh_rows = keep.copy()
     geometries = _check_geometries(batch, plan, columns, keep, options, sizer)
     rejects = geometries.rejects + _read_values(batch, plan, columns, keep)

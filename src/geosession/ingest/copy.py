@@ -64,6 +64,8 @@ class WritePlan:
     """Each chunk's lock_timeout (:mod:`.locks`; 0: the session's)."""
     dry_run: bool = False
     """Each chunk written, then rolled back: no rows, rejects or ledger entries kept."""
+    may_lack: frozenset[str] = frozenset()
+    """The loaded columns a row may lack, marked per row (:func:`.lacking.left_to_server`)."""
 
     @property
     def staged(self) -> bool:

@@ -30,7 +30,8 @@ from geosession.ingest.batches import Batch
 from geosession.ingest.target import Target
 
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<missing>"})()
-"""A dict row's value for a key it lacks, where that column has a Python default."""
+"""A dict row's value for a key it lacks, where a default fills that column: a Python
+one here, the table's or a SQL one on the server (:mod:`.lacking`)."""
 
 Default = Callable[["RowContext"], Any]
 

@@ -268,8 +268,13 @@ class Ingest:
                     self.sql_defaults,
                     self.lock_wait_ms,
                     self.options.dry_run,
+                    may_lack=self._may_lack() & set(columns),
                 )
             return self.plan
+
+    def _may_lack(self) -> frozenset[str]:
+        """The columns a row may lack (:mod:`.lacking`)."""
+        return left_to_server(self.target, self.options.on_conflict, self.sql_defaults)
 
     def _require_column_privileges(self, columns: tuple[str, ...]) -> None:
         """The columns the source gives, each writable by the role (column grants), and
@@ -420,8 +425,7 @@ class Ingest:
             left_out=self.report.fields_left_out if self.options.extra_fields == "ignore" else None,
             attributes=self.attributes,
             feature_ids=self.started_empty,
-            defaulted=frozenset(self.defaults.python)
-            | left_to_server(self.target, self.options.on_conflict, self.sql_defaults),
+            defaulted=frozenset(self.defaults.python) | self._may_lack(),
         )
         batches = with_defaults(self._source_errors_named(source), self.defaults)
         # reading, validating and COPY-encoding each on a thread: the GEOS work of one
