@@ -39,17 +39,17 @@ Default = Callable[["RowContext"], Any]
 @dataclasses.dataclass(frozen=True)
 class ColumnDefaults:
     """The target's SQLAlchemy defaults: column -> a function of the row's context
-    (Python-side), and column -> the SQL of a default that is SQL (``now()``,
-    ``nextval('parcel_seq')``)."""
+    (Python-side), and column -> a default that is SQL (``func.now()``, a ``Sequence``)."""
 
     python: Mapping[str, Default] = dataclasses.field(default_factory=dict)
-    sql: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    sql: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def sql_without_table_default(self, target: Target) -> dict[str, str]:
-        """The SQL defaults the ingest writes itself: those of columns the table gives no
-        DEFAULT (where it has one, COPY leaves a column it lacks to that)."""
+        """The SQL defaults the ingest writes itself, as SQL (``(now())``,
+        ``(nextval('parcel_seq'))``): those of columns the table gives no DEFAULT (where it
+        has one, COPY leaves a column it lacks to that)."""
         own = {c.name for c in target.columns if c.has_default}
-        return {name: sql for name, sql in self.sql.items() if name not in own}
+        return {name: _as_sql(name, d) for name, d in self.sql.items() if name not in own}
 
 
 class RowContext:
@@ -82,7 +82,7 @@ def column_defaults(target: Any, resolved: Target) -> ColumnDefaults:
         return ColumnDefaults()
     loadable = {c.name for c in resolved.columns if not c.generated}
     python: dict[str, Default] = dict(_polymorphic_identity(target, loadable))
-    sql: dict[str, str] = {}
+    sql: dict[str, Any] = {}
     for column in table.columns:
         if column.name in python:
             continue
@@ -94,7 +94,7 @@ def column_defaults(target: Any, resolved: Target) -> ColumnDefaults:
         elif getattr(default, "is_callable", False):
             python[column.name] = default.arg
         else:
-            sql[column.name] = _as_sql(column.name, default)
+            sql[column.name] = default
     return ColumnDefaults(python, sql)
 
 
