@@ -541,17 +541,19 @@ def test_curves_go_to_geopackage_and_flatgeobuf_as_they_are(
             assert "CURVEPOLYGON Z (CIRCULARSTRING Z (0 0 1,4 0 2,4 4 3,0 4 2,0 0 1))" in written
             assert "CURVEPOLYGON Z (COMPOUNDCURVE Z (CIRCULARSTRING Z" in written
             out.unlink()
-    package = tmp_path / "all.gpkg"
-    db.export(f"SELECT * FROM {curve_table}", package)
-    admin.execute(
-        "CREATE TABLE ex_curves_back (id int PRIMARY KEY, geom geometry(GeometryZ, 2154))"
-    )
-    assert db.ingest("ex_curves_back", package).inserted == 4
-    differing = admin.execute(
-        f"SELECT count(*) FROM {curve_table} a JOIN ex_curves_back b USING (id) "
-        "WHERE ST_AsEWKB(a.geom) IS DISTINCT FROM ST_AsEWKB(b.geom)"
-    ).fetchone()
-    assert differing == (0,)
+    for suffix in (".gpkg", ".fgb"):  # the FlatGeobuf's NULL: GDAL's Arrow reader fails it
+        package = tmp_path / f"all{suffix}"
+        db.export(f"SELECT * FROM {curve_table}", package)
+        admin.execute("DROP TABLE IF EXISTS ex_curves_back, ex_curves_back_rejected")
+        admin.execute(
+            "CREATE TABLE ex_curves_back (id int PRIMARY KEY, geom geometry(GeometryZ, 2154))"
+        )
+        assert db.ingest("ex_curves_back", package).inserted == 4
+        differing = admin.execute(
+            f"SELECT count(*) FROM {curve_table} a JOIN ex_curves_back b USING (id) "
+            "WHERE ST_AsEWKB(a.geom) IS DISTINCT FROM ST_AsEWKB(b.geom)"
+        ).fetchone()
+        assert differing == (0,), suffix
     with pytest.raises(InvalidGeometry, match="GeoPackage and FlatGeobuf exports write them"):
         db.export(f"SELECT * FROM {curve_table}", tmp_path / "curves.parquet")
 

@@ -255,21 +255,26 @@ def rereader(
     where: str | None = None,
     bbox: Bbox | None = None,
 ) -> Reread:
-    """Reads a span of the layer's geometries again through GDAL's feature API (where
-    its Arrow reader failed them: :mod:`.gdal_batches`)."""
+    """Reads a span of the layer's geometries again, where GDAL's Arrow reader failed them
+    (:mod:`.gdal_batches`): through its feature API, or its Arrow reader (``arrow``)."""
+    options: dict[str, Any] = {
+        "layer": layer,
+        "encoding": encoding,
+        "columns": [],
+        "where": where,
+        "bbox": bbox,
+    }
 
-    def again(skip: int, count: int) -> Sequence[bytes | None]:
-        geometries: Sequence[bytes | None] = pyogrio.raw.read(
-            source.name,
-            layer=layer,
-            encoding=encoding,
-            columns=[],
-            where=where,
-            bbox=bbox,
-            skip_features=skip,
-            max_features=count,
-        )[2]
-        return geometries
+    def again(skip: int, count: int, *, arrow: bool = False) -> Sequence[bytes | None]:
+        span = {"skip_features": skip, "max_features": count}
+        if not arrow:
+            geometries: Sequence[bytes | None] = pyogrio.raw.read(source.name, **options, **span)[2]
+            return geometries
+        meta, table = pyogrio.read_arrow(source.name, **options, **span)
+        column = table.column(meta.get("geometry_name") or "wkb_geometry")
+        column.validate(full=True)  # pyarrow's ArrowInvalid if GDAL failed them again
+        found: Sequence[bytes | None] = column.to_pylist()
+        return found
 
     return again
 
