@@ -965,6 +965,12 @@ def test_column_grants_are_enough_for_the_columns_a_load_writes(
         s.execute(text("GRANT USAGE ON SEQUENCE numbered_id_seq TO geosession_loader"))
         s.execute(text("SELECT setval('numbered_id_seq', 10)"))  # past the ids loaded above
     assert loader.ingest("numbered", unnumbered, on_invalid="skip").inserted == 2
+    sparse = [{"id": n, "geom": shapely.Point(n, n)} for n in range(20, 24)]
+    sparse[3]["note"] = "x"  # first given in the second chunk's batch
+    with pytest.raises(ConfigurationError, match="lacks INSERT on note") as late:
+        loader.ingest("numbered", sparse, on_invalid="skip", chunk_size=2)
+    assert "Source rows 3-4 are the first to give note" in str(late.value)
+    assert late.value.ingest_report.inserted == 2  # type: ignore[attr-defined]
 
 
 def grant_rejects_to_loader(db: SpatialDatabase) -> None:
@@ -3077,6 +3083,56 @@ def test_a_key_a_row_lacks_takes_the_table_default_as_an_insert_would(
     with db.session() as s:
         statuses = s.execute(text("SELECT status FROM ingest_visits WHERE id > 9 ORDER BY id"))
         assert statuses.scalars().all() == ["x", "new"]
+
+
+def test_a_key_first_given_after_the_first_batch_is_loaded_from_there_on(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """Sparse keys (a property few rows have) were refused mid-load when the first batch
+    lacked them ("give every row the same keys"), after earlier chunks had committed. The
+    rows before the key's first row lack it as any row lacking a key does: the table's
+    DEFAULT, or NULL; with on_conflict="update" an existing row keeps its value."""
+    scratch("ingest_sparse")
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE ingest_sparse (id integer PRIMARY KEY, "
+                "status text NOT NULL DEFAULT 'new', note text, "
+                "geom geometry(POINT, 4326) NOT NULL)"
+            )
+        )
+
+    def sparse(count: int, given: dict[int, dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for n in range(1, count + 1):
+            yield {"id": n, "geom": f"SRID=4326;POINT({n} 0)", **given.get(n, {})}
+
+    given = {4: {"note": "four", "status": "open"}, 7: {"note": "seven"}}
+    report = db.ingest("ingest_sparse", sparse(8, given), chunk_size=2)
+    assert (report.inserted, report.rejected) == (8, [])
+    query = "SELECT id, status, note FROM ingest_sparse ORDER BY id"
+    with db.session() as s:
+        stored = [tuple(row) for row in s.execute(text(query))]
+    assert stored == [
+        (1, "new", None),
+        (2, "new", None),
+        (3, "new", None),
+        (4, "open", "four"),
+        (5, "new", None),
+        (6, "new", None),
+        (7, "new", "seven"),
+        (8, "new", None),
+    ]
+    late = {1_200: {"note": "late"}}  # past the first batches of an automatic chunk size
+    report = db.ingest("ingest_sparse", sparse(2_000, late), on_conflict="update")
+    assert (report.inserted, report.rejected) == (2_000, [])
+    with db.session() as s:
+        notes = s.execute(text("SELECT id, status, note FROM ingest_sparse WHERE note IS NOT NULL"))
+        assert sorted(tuple(row) for row in notes) == [
+            (4, "open", "four"),  # kept: its row lacked both keys
+            (7, "new", "seven"),
+            (1_200, "new", "late"),
+        ]
+        assert s.execute(text("SELECT count(*) FROM ingest_sparse")).scalar() == 2_000
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from geosession.errors import ConfigurationError
 from geosession.geometry import object_array
 from geosession.ingest.batches import Batch
 from geosession.ingest.chunking import ChunkSizer
@@ -59,12 +58,6 @@ def check_batch(
 ) -> CheckedBatch:
     """Checks and encodes ``batch`` for ``plan`` as ``options`` say (on_invalid, srid for
     geometries with none, reproject)."""
-    extra = set(batch.columns) - set(plan.columns)
-    if extra:
-        raise ConfigurationError(
-            f"Rows from source row {batch.first_row} on have columns {sorted(extra)} that "
-            "earlier rows lacked: give every row the same keys (None for missing values)"
-        )
     numbers = np.arange(batch.first_row, batch.first_row + len(batch))
     keep = (
         np.array([not committed.contains(int(n)) for n in numbers], dtype=bool)
@@ -72,7 +65,7 @@ def check_batch(
         else np.ones(len(batch), dtype=bool)
     )
     fresh = int(keep.sum())
-    columns = {  # a column the first batch had and this one lacks: its DEFAULT, or NULL
+    columns = {  # a column earlier batches had and this one lacks: its DEFAULT, or NULL
         name: batch.columns.get(name, [MISSING if name in plan.may_lack else None] * len(batch))
         for name in plan.columns
     }

@@ -132,8 +132,7 @@ class PendingRows:
         lacking = None if self.lacking is None else self.lacking[:rows_end]
         if lacking is not None and not any(lacking):  # no stage needed for this chunk
             lacking = None
-        chunk = Chunk(first, last, columns, numbers, rejects, lacking)
-        chunk.seal(self.plan)
+        chunk = Chunk(self.plan, first, last, columns, numbers, rejects, lacking).seal()
         for values in self.columns:
             del values[:rows_end]
         del self.numbers[:rows_end], self.rejects[:rejects_end]

@@ -87,8 +87,11 @@ def _cast(copy_type: str) -> TypeGuard[binary.TextCast]:
 
 @dataclass
 class Chunk:
-    """Rows ready for COPY (column-wise, in the plan's order) and the source rows they cover."""
+    """Rows ready for COPY (column-wise, in its plan's order) and the source rows they cover."""
 
+    plan: WritePlan
+    """How it is written: the columns of the rows checked before it (a column the source
+    gives from a later row on makes a wider plan for the chunks after)."""
     first_row: int
     last_row: int
     columns: list[list[Any]]
@@ -114,14 +117,14 @@ class Chunk:
         """Bytes of COPY data."""
         return len(self.encoded.data)
 
-    def seal(self, plan: WritePlan) -> Chunk:
+    def seal(self) -> Chunk:
         """Encodes the rows for COPY and checksums what is sent; a row with a value that
         cannot be sent as its column's type becomes a reject naming that column.
 
         Done on the reader thread, so the writer's transaction never waits for it.
         """
-        while isinstance(result := self._encoded(plan), Refused):
-            self._set_aside(plan, result)
+        while isinstance(result := self._encoded(self.plan), Refused):
+            self._set_aside(self.plan, result)
         self.encoded = result
         self.checksum = f"crc32:{zlib.crc32(result.data):08x}"
         return self
@@ -148,7 +151,7 @@ class Chunk:
         if self.lacking is not None:
             self.lacking = [self.lacking[i] for i in kept]
 
-    def split(self, middle: int, plan: WritePlan) -> tuple[Chunk, Chunk]:
+    def split(self, middle: int) -> tuple[Chunk, Chunk]:
         """Two sealed chunks of rows [0, middle) and [middle, len)."""
         cut = self.row_numbers[middle]
         halves = []
@@ -159,8 +162,8 @@ class Chunk:
             rejects = [r for r in self.rejects if first <= r.row <= last]
             columns = [values[lo:hi] for values in self.columns]
             lacking = None if self.lacking is None else self.lacking[lo:hi]
-            half = Chunk(first, last, columns, self.row_numbers[lo:hi], rejects, lacking)
-            halves.append(half.seal(plan))
+            half = Chunk(self.plan, first, last, columns, self.row_numbers[lo:hi], rejects, lacking)
+            halves.append(half.seal())
         return halves[0], halves[1]
 
 
@@ -170,9 +173,10 @@ class ChunkResult:
     rejects: list[Reject]
 
 
-def write_chunk(conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk) -> ChunkResult:
+def write_chunk(conn: psycopg.Connection[Any], chunk: Chunk) -> ChunkResult:
     """Commits the chunk's rows, rejects and ledger entry in one transaction (a dry run's
     rows are rolled back: the result says what a load would do)."""
+    plan = chunk.plan
     span = (chunk.first_row, chunk.last_row)
     with conn.transaction(), conn.cursor() as cursor:
         settings = _chunk_settings(plan)

@@ -79,10 +79,12 @@ _LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout
 log = logging.getLogger(__name__)
 
 
-Validated = tuple[list[list[Any]], list[int], list[Reject], list[Lacking] | None, bool]
-"""A validated batch: its kept rows column-wise, their source row numbers, its rejects,
-the columns each kept row lacks (:mod:`.lacking`), and whether it was cut by the flush
-interval."""
+Validated = tuple[
+    WritePlan | None, list[list[Any]], list[int], list[Reject], list[Lacking] | None, bool
+]
+"""A validated batch: the plan it was checked for (None for a quiet source's flush), its kept rows
+column-wise, their source row numbers, its rejects, the columns each kept row lacks
+(:mod:`.lacking`), and whether it was cut by the flush interval."""
 
 
 class Cancelled(Exception):
@@ -244,33 +246,56 @@ class Ingest:
 
     def _plan_for(self, batch: Batch) -> WritePlan:
         """COPY names the columns the source has, so absent ones get their defaults (those
-        with a SQL default only SQLAlchemy knows are named too, for the INSERT to write)."""
+        with a SQL default only SQLAlchemy knows are named too, for the INSERT to write).
+        A batch giving a column earlier ones lacked widens the plan for the chunks after:
+        rows before it lacked the column, so their chunks leave it to the table."""
         with self.lock:  # the first batches are validated at once
+            written = {*batch.columns, *self.sql_defaults}
             if self.plan is None:
-                written = {*batch.columns, *self.sql_defaults}
                 check_required_columns(self.target, written)
-                columns = tuple(c.name for c in self.target.columns if c.name in written)
-                types = copy_types(self.target, columns)
-                conflict_key(self.target, columns, self.options.on_conflict)  # refused now
-                self._require_column_privileges(columns)
-                quarantine = self.options.on_invalid == "quarantine"
-                self.plan = WritePlan(
-                    self.target,
-                    columns,
-                    types,
-                    self.ingest_id,
-                    self.options.on_conflict,
-                    quarantine,
-                    self.started_empty,
-                    self.committed,
-                    batch.defaulted,
-                    frozenset(self.defaults.python),
-                    self.sql_defaults,
-                    self.lock_wait_ms,
-                    self.options.dry_run,
-                    may_lack=self._may_lack() & set(columns),
-                )
+                self.plan = self._plan(written, batch.defaulted)
+            elif not written <= set(self.plan.columns):
+                self.plan = self._widened(self.plan, written, batch)
             return self.plan
+
+    def _widened(self, plan: WritePlan, written: set[str], batch: Batch) -> WritePlan:
+        """``plan`` with the columns ``batch`` is the first to give."""
+        try:
+            return self._plan(written | set(plan.columns), plan.insert_only)
+        except ConfigurationError as error:
+            last = batch.first_row + len(batch) - 1
+            new = ", ".join(sorted(written - set(plan.columns)))
+            error.message = (
+                f"Source rows {batch.first_row}-{last} are the first to give {new}, which the "
+                f"rows before lacked (ingest {self.ingest_id}'s committed chunks stay, and "
+                f"rerunning it with the same ingest_id resumes after them): {error.message}"
+            )
+            error.args = (error.message,)
+            raise
+
+    def _plan(self, written: set[str], insert_only: frozenset[str]) -> WritePlan:
+        """The plan writing the ``written`` columns, checked against the table's keys and
+        the role's privileges."""
+        columns = tuple(c.name for c in self.target.columns if c.name in written)
+        types = copy_types(self.target, columns)
+        conflict_key(self.target, columns, self.options.on_conflict)  # refused now
+        self._require_column_privileges(columns)
+        return WritePlan(
+            self.target,
+            columns,
+            types,
+            self.ingest_id,
+            self.options.on_conflict,
+            self.options.on_invalid == "quarantine",
+            self.started_empty,
+            self.committed,
+            insert_only,
+            frozenset(self.defaults.python),
+            self.sql_defaults,
+            self.lock_wait_ms,
+            self.options.dry_run,
+            may_lack=self._may_lack() & set(columns),
+        )
 
     def _may_lack(self) -> frozenset[str]:
         """The columns a row may lack (:mod:`.lacking`)."""
@@ -471,15 +496,12 @@ class Ingest:
         failing source: the rows read before its error still load, then it is raised."""
         pending: PendingRows | None = None
         try:
-            for columns, numbers, rejects, lacking, flush in validated:
-                assert self.plan is not None  # made by _encode
-                pending = pending or PendingRows(self.plan)
-                first_bad = self._first_invalid(rejects)
-                if first_bad is not None:  # load what came before the bad row, then stop
-                    cut = bisect.bisect_left(numbers, first_bad.row)
-                    columns, numbers = [c[:cut] for c in columns], numbers[:cut]
-                    lacking = None if lacking is None else lacking[:cut]
-                    rejects = [r for r in rejects if r.row < first_bad.row]  # values only
+            for batch in validated:
+                (plan, columns, numbers, rejects, lacking, flush), first_bad = self._cut(batch)
+                pending, left = _pending_for(plan, pending)
+                yield from left
+                if pending is None:  # a quiet source's flush before any row
+                    continue
                 if columns:  # none in a quiet source's flush
                     pending.add(columns, numbers, rejects, lacking)
                 while len(pending) >= self.sizer.size or ((first_bad or flush) and len(pending)):
@@ -495,6 +517,19 @@ class Ingest:
         if pending is not None and len(pending):
             yield pending.take(len(pending))
 
+    def _cut(self, batch: Validated) -> tuple[Validated, Reject | None]:
+        """With on_invalid="raise", the rows of ``batch`` before its first bad geometry,
+        and that geometry's reject (the load stops there)."""
+        plan, columns, numbers, rejects, lacking, flush = batch
+        first_bad = self._first_invalid(rejects)
+        if first_bad is None:
+            return batch, None
+        cut = bisect.bisect_left(numbers, first_bad.row)
+        kept_rejects = [r for r in rejects if r.row < first_bad.row]  # values only
+        kept_lacking = None if lacking is None else lacking[:cut]
+        columns = [c[:cut] for c in columns]
+        return (plan, columns, numbers[:cut], kept_rejects, kept_lacking, flush), first_bad
+
     def _first_invalid(self, rejects: list[Reject]) -> Reject | None:
         """With on_invalid="raise", the first bad geometry (values that cannot be sent
         are set aside whatever on_invalid says, as when the server refuses them)."""
@@ -505,10 +540,11 @@ class Ingest:
     def _encode(self, batch: Batch) -> Validated:
         """Validated, encoded rows of one source batch (rows committed earlier are skipped)."""
         if not len(batch):  # a quiet source's flush: nothing to check
-            return [], [], [], None, batch.flush
+            return None, [], [], [], None, batch.flush
+        plan = self._plan_for(batch)
         checked = check_batch(
             batch,
-            self._plan_for(batch),
+            plan,
             self.options,
             self.committed,
             self.sizer,
@@ -519,7 +555,7 @@ class Ingest:
             self.report.reprojected += checked.reprojected
             self.report.srid_assumed += checked.srid_assumed
             self.report.z_dropped += checked.z_dropped
-        return checked.columns, checked.numbers, checked.rejects, checked.lacking, batch.flush
+        return plan, checked.columns, checked.numbers, checked.rejects, checked.lacking, batch.flush
 
     # -- writing ----------------------------------------------------------------------
 
@@ -544,12 +580,11 @@ class Ingest:
         return None
 
     def _write_with_retries(self, chunk: Chunk) -> None:
-        assert self.plan is not None
         for attempt in range(self.options.max_retries + 1):
             started = time.perf_counter()
             try:
                 with self.connections.connection() as conn:
-                    result = write_chunk(conn, self.plan, chunk)
+                    result = write_chunk(conn, chunk)
             except psycopg.Error as error:
                 state = error.sqlstate or ""
                 if state == _LOCK_NOT_AVAILABLE:  # not the chunk's size: wait, whole
@@ -560,7 +595,7 @@ class Ingest:
                     continue
                 if state == _TIMEOUT and len(chunk) > 1:
                     self.sizer.shrink()
-                    for half in chunk.split(len(chunk) // 2, self.plan):
+                    for half in chunk.split(len(chunk) // 2):
                         self._write_with_retries(half)
                     return
                 if not connection_lost(error) or attempt == self.options.max_retries:
@@ -632,6 +667,17 @@ class Ingest:
         )
         translated.args = (translated.message,)
         return translated
+
+
+def _pending_for(
+    plan: WritePlan | None, pending: PendingRows | None
+) -> tuple[PendingRows | None, list[Chunk]]:
+    """The rows pending for ``plan`` (None: a quiet source's flush, for any): rows pending
+    for another, narrower plan leave as a chunk of their own."""
+    if plan is None or (pending is not None and pending.plan is plan):
+        return pending, []
+    left = [pending.take(len(pending))] if pending is not None and len(pending) else []
+    return PendingRows(plan), left
 
 
 def _check_reproject_srid(target: Target, wanted: int | None) -> None:
