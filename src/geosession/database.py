@@ -774,14 +774,14 @@ class SpatialDatabase:
             return
         if isinstance(error, QueryTimeout) and "statement timeout" not in error.message:
             return  # cancelled, not a wait that ran out
-        error.message += ("" if error.message.endswith(".") else ".") + (
-            " This thread holds another connection of this database too, a session or "
+        error.reword(
+            error.message.removesuffix(".")
+            + ". This thread holds another connection of this database too, a session or "
             "transaction open around this one: if that one holds the lock, this statement "
             "waited on its own thread (a transaction opened inside another is a second "
             "transaction, and waits for the first's locks until it ends). Do the work in "
             "the open session (pass it down), or take a savepoint there: s.begin_nested()"
         )
-        error.args = (error.message,)
 
     def _pool_exhausted(self, engine: Engine) -> PoolExhausted:
         s = self.settings

@@ -28,6 +28,12 @@ class GeoSessionError(Exception):
         self.message = message
         self.sqlstate = sqlstate
 
+    def reword(self, message: str) -> None:
+        """Says ``message`` instead, in str() too: a caller adds where it happened and how
+        to go on."""
+        self.message = message
+        self.args = (message,)
+
 
 class ConfigurationError(GeoSessionError):
     """A setting is missing or invalid, or the environment lacks something required."""

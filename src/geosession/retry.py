@@ -249,8 +249,7 @@ def _after_failure(
 
 
 def _note(error: GeoSessionError, note: str) -> None:
-    error.message += f" [{note}]"
-    error.args = (error.message,)
+    error.reword(f"{error.message} [{note}]")
 
 
 def _name_of(fn: Callable[..., Any]) -> str:

@@ -296,13 +296,12 @@ def _naming_files_left(sources: list[str], number: int) -> Iterator[None]:
         left = sources[number:]
         if left:
             more = f" and {len(left) - 3} more" if len(left) > 3 else ""
-            error.message += (
-                f"\nStopped at {sources[number - 1]} ({number} of {len(sources)}): "
+            error.reword(
+                error.message + f"\nStopped at {sources[number - 1]} ({number} of {len(sources)}): "
                 f"{', '.join(left[:3])}{more} not loaded. The files before it are; running "
                 "the command again (without this file, or once it is mended) skips what each "
                 "committed"
             )
-            error.args = (error.message,)
         raise
 
 
@@ -333,18 +332,18 @@ def _resumable(
             _say_how_to_resume(stop, name, piped=source == STDIN or is_pipe(source))
             raise
         except GeoSessionError as error:
-            error.message = error.message.replace(str(path), name)  # not the spooled copy
+            message = error.message.replace(str(path), name)  # not the spooled copy
             report = getattr(error, "ingest_report", None)
             if report is not None and report.inserted and not report.dry_run:
                 piped = source == STDIN or is_pipe(source)
                 same = "the same data is piped in" if piped else "the file is unchanged"
-                error.message += (
+                message += (
                     f"\n{report.inserted:,} rows of {name} committed before this (ingest id "
                     f"{report.ingest_id}). Running the same command again resumes after them "
                     f"while {same}; for replaced or repaired data, add "
                     f"--ingest-id {report.ingest_id}"
                 )
-            error.args = (error.message,)
+            error.reword(message)
             raise
 
 

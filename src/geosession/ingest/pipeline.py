@@ -265,12 +265,11 @@ class Ingest:
         except ConfigurationError as error:
             last = batch.first_row + len(batch) - 1
             new = ", ".join(sorted(written - set(plan.columns)))
-            error.message = (
+            error.reword(
                 f"Source rows {batch.first_row}-{last} are the first to give {new}, which the "
                 f"rows before lacked (ingest {self.ingest_id}'s committed chunks stay, and "
                 f"rerunning it with the same ingest_id resumes after them): {error.message}"
             )
-            error.args = (error.message,)
             raise
 
     def _plan(self, written: set[str], insert_only: frozenset[str]) -> WritePlan:
@@ -475,12 +474,11 @@ class Ingest:
         try:
             yield from batches
         except DatabaseError as error:
-            error.message = (
+            error.reword(
                 f"{error.message}. Raised by the source the ingest reads, not its target: "
                 f"ingest {self.ingest_id}'s committed chunks stay, and rerunning it with the "
                 "same ingest_id resumes after them (a query's rows in the same order: ORDER BY)"
             )
-            error.args = (error.message,)
             raise
 
     def _batch_rows(self) -> int:
@@ -660,12 +658,11 @@ class Ingest:
 
     def _translated(self, error: psycopg.Error, chunk: Chunk) -> GeoSessionError:
         translated = translate(error, endpoint=endpoint_of(self.engine), statement=None)
-        translated.message = (
+        translated.reword(
             f"{translated.message}. Ingest {self.ingest_id} stopped at source rows "
             f"{chunk.first_row}-{chunk.last_row}; committed chunks stay, and "
             "rerunning with the same ingest_id resumes after them"
         )
-        translated.args = (translated.message,)
         return translated
 
 
