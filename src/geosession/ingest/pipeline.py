@@ -37,8 +37,6 @@ from geosession.ingest.connections import Connections, backoff, connection_lost
 from geosession.ingest.copy import (
     Chunk,
     WritePlan,
-    conflict_key,
-    copy_types,
     ensure_quarantine,
     write_chunk,
 )
@@ -47,20 +45,19 @@ from geosession.ingest.defaults import column_defaults, with_defaults
 from geosession.ingest.identity import default_ingest_id
 from geosession.ingest.indexes import rebuild_deferred
 from geosession.ingest.iterables import attribute_columns
-from geosession.ingest.lacking import Lacking, left_to_server
+from geosession.ingest.lacking import Lacking
 from geosession.ingest.locks import blocked, lock_holders, lock_wait_ms
 from geosession.ingest.options import IngestOptions
+from geosession.ingest.planning import Planner
 from geosession.ingest.privileges import (
-    require_column_privileges,
     require_privileges,
-    require_sequence_usage,
 )
 from geosession.ingest.progress import Progress
 from geosession.ingest.report import IngestReport
 from geosession.ingest.sequences import advance_sequences
 from geosession.ingest.sources import iter_batches, opened, source_length
 from geosession.ingest.stages import map_in_order, put_until, read_ahead
-from geosession.ingest.target import Target, check_required_columns, resolve_target
+from geosession.ingest.target import Target, resolve_target
 from geosession.ingest.validate import (
     Reject,
     invalid_geometry_error,
@@ -125,7 +122,7 @@ class Ingest:
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.committed = ledger.CommittedRows()
-        self.plan: WritePlan | None = None
+        self.planner: Planner  # made by run, once the ledger says what was committed
         self.connections = Connections(engine, options.max_retries, on_retry=self._count_retry)
         if options.create:
             self.report.created = create_target(engine, target, self.source, options)
@@ -139,7 +136,7 @@ class Ingest:
         )
         self.attributes = attribute_columns(target)  # dict rows may use attribute names
         self.defaults = column_defaults(target, self.target)  # mapped_column(default=...)
-        self.sql_defaults = self.defaults.sql_without_table_default(self.target)
+        self.sql_defaults = self.defaults.sql_without_table_default(self.target)  # refused now
         self.failure: BaseException | None = None
         self.cancelled = False
         self.started_empty = False  # set by _prepare
@@ -159,6 +156,7 @@ class Ingest:
             if self.cancelled:  # before it started: nothing to prepare or undo
                 raise Cancelled(f"ingest {self.ingest_id} was cancelled before it started")
             deferred = self._prepare()
+            self.planner = Planner(self._base_plan(), self.connections)
             with Progress(
                 self.options.progress,
                 source_length(self.source, self.options.layer, filtered=self.options.filtered),
@@ -244,74 +242,22 @@ class Ingest:
         self.started_empty = self._started_empty(cursor)
         return self._maybe_defer(cursor)
 
-    def _plan_for(self, batch: Batch) -> WritePlan:
-        """COPY names the columns the source has, so absent ones get their defaults (those
-        with a SQL default only SQLAlchemy knows are named too, for the INSERT to write).
-        A batch giving a column earlier ones lacked widens the plan for the chunks after:
-        rows before it lacked the column, so their chunks leave it to the table."""
-        with self.lock:  # the first batches are validated at once
-            written = {*batch.columns, *self.sql_defaults}
-            if self.plan is None:
-                check_required_columns(self.target, written)
-                self.plan = self._plan(written, batch.defaulted)
-            elif not written <= set(self.plan.columns):
-                self.plan = self._widened(self.plan, written, batch)
-            return self.plan
-
-    def _widened(self, plan: WritePlan, written: set[str], batch: Batch) -> WritePlan:
-        """``plan`` with the columns ``batch`` is the first to give."""
-        try:
-            return self._plan(written | set(plan.columns), plan.insert_only)
-        except ConfigurationError as error:
-            last = batch.first_row + len(batch) - 1
-            new = ", ".join(sorted(written - set(plan.columns)))
-            error.reword(
-                f"Source rows {batch.first_row}-{last} are the first to give {new}, which the "
-                f"rows before lacked (ingest {self.ingest_id}'s committed chunks stay, and "
-                f"rerunning it with the same ingest_id resumes after them): {error.message}"
-            )
-            raise
-
-    def _plan(self, written: set[str], insert_only: frozenset[str]) -> WritePlan:
-        """The plan writing the ``written`` columns, checked against the table's keys and
-        the role's privileges."""
-        columns = tuple(c.name for c in self.target.columns if c.name in written)
-        types = copy_types(self.target, columns)
-        conflict_key(self.target, columns, self.options.on_conflict)  # refused now
-        self._require_column_privileges(columns)
+    def _base_plan(self) -> WritePlan:
+        """The plan of every chunk, but for the columns (:mod:`.planning`)."""
         return WritePlan(
             self.target,
-            columns,
-            types,
+            (),
+            (),
             self.ingest_id,
             self.options.on_conflict,
             self.options.on_invalid == "quarantine",
             self.started_empty,
             self.committed,
-            insert_only,
-            frozenset(self.defaults.python),
-            self.sql_defaults,
-            self.lock_wait_ms,
-            self.options.dry_run,
-            may_lack=self._may_lack() & set(columns),
+            python_defaulted=frozenset(self.defaults.python),
+            sql_defaults=self.sql_defaults,
+            lock_wait_ms=self.lock_wait_ms,
+            dry_run=self.options.dry_run,
         )
-
-    def _may_lack(self) -> frozenset[str]:
-        """The columns a row may lack (:mod:`.lacking`)."""
-        return left_to_server(self.target, self.options.on_conflict, self.sql_defaults)
-
-    def _require_column_privileges(self, columns: tuple[str, ...]) -> None:
-        """The columns the source gives, each writable by the role (column grants), and
-        the sequences of the serial columns it leaves to their default."""
-        update = self.options.on_conflict == "update"
-        wanted = ("INSERT", "UPDATE") if update else ("INSERT",)
-
-        def check(conn: psycopg.Connection[Any]) -> None:
-            with conn.cursor() as cursor:
-                require_column_privileges(cursor, self.target.quoted, columns, wanted)
-                require_sequence_usage(cursor, self.target.quoted, columns)
-
-        self.connections.retrying(check)
 
     def _started_empty(self, cursor: Any) -> bool:
         """Whether the table was empty when this ingest id first started: as the ledger
@@ -360,7 +306,7 @@ class Ingest:
 
     def _advance_sequences(self) -> None:
         """Sequences of the columns the load wrote, past the values it loaded."""
-        plan = self.plan
+        plan = self.planner.plan
         if plan is not None:
             self.connections.retrying(
                 lambda conn: advance_sequences(conn, self.target, plan.columns)
@@ -449,7 +395,7 @@ class Ingest:
             left_out=self.report.fields_left_out if self.options.extra_fields == "ignore" else None,
             attributes=self.attributes,
             feature_ids=self.started_empty,
-            defaulted=frozenset(self.defaults.python) | self._may_lack(),
+            defaulted=frozenset(self.defaults.python) | self.planner.may_lack,
         )
         batches = with_defaults(self._source_errors_named(source), self.defaults)
         # reading, validating and COPY-encoding each on a thread: the GEOS work of one
@@ -539,7 +485,7 @@ class Ingest:
         """Validated, encoded rows of one source batch (rows committed earlier are skipped)."""
         if not len(batch):  # a quiet source's flush: nothing to check
             return None, [], [], [], None, batch.flush
-        plan = self._plan_for(batch)
+        plan = self.planner.plan_for(batch)
         checked = check_batch(
             batch,
             plan,

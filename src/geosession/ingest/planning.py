@@ -1,0 +1,97 @@
+"""Which columns an ingest's chunks write, and how (:class:`~.copy.WritePlan`).
+
+COPY names the columns the source gives, so the columns it lacks get their defaults. The
+plan is made from the first batch, and widened by a later batch that is the first to give
+a column (a key few rows have): the chunks before it leave that column to the table, as
+any row lacking a key does (:mod:`.lacking`). Each widening checks the role's privileges
+on the new columns again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any
+
+import psycopg
+
+from geosession.errors import ConfigurationError
+from geosession.ingest.batches import Batch
+from geosession.ingest.connections import Connections
+from geosession.ingest.copy import WritePlan, conflict_key, copy_types
+from geosession.ingest.lacking import left_to_server
+from geosession.ingest.privileges import require_column_privileges, require_sequence_usage
+from geosession.ingest.target import check_required_columns
+
+
+class Planner:
+    """The plan of one ingest run, made and widened as batches are validated (on several
+    threads at once)."""
+
+    def __init__(self, base: WritePlan, connections: Connections) -> None:
+        """``base`` says all but the columns: those are the source's."""
+        self.base, self.connections = base, connections
+        self.plan: WritePlan | None = None
+        self.lock = threading.Lock()
+
+    @property
+    def may_lack(self) -> frozenset[str]:
+        """The columns a row may lack (:mod:`.lacking`)."""
+        base = self.base
+        return left_to_server(base.target, base.on_conflict, base.sql_defaults)
+
+    def plan_for(self, batch: Batch) -> WritePlan:
+        """The plan writing ``batch``'s columns (and those with a SQL default only SQLAlchemy
+        knows, for the staging table's INSERT to write)."""
+        with self.lock:
+            written = {*batch.columns, *self.base.sql_defaults}
+            if self.plan is None:
+                check_required_columns(self.base.target, written)
+                self.plan = self._plan(written, batch.defaulted)
+            elif not written <= set(self.plan.columns):
+                self.plan = self._widened(self.plan, written, batch)
+            return self.plan
+
+    def _widened(self, plan: WritePlan, written: set[str], batch: Batch) -> WritePlan:
+        """``plan`` with the columns ``batch`` is the first to give."""
+        try:
+            return self._plan(written | set(plan.columns), plan.insert_only)
+        except ConfigurationError as error:
+            last = batch.first_row + len(batch) - 1
+            new = ", ".join(sorted(written - set(plan.columns)))
+            error.reword(
+                f"Source rows {batch.first_row}-{last} are the first to give {new}, which the "
+                f"rows before lacked (ingest {plan.ingest_id}'s committed chunks stay, and "
+                f"rerunning it with the same ingest_id resumes after them): {error.message}"
+            )
+            raise
+
+    def _plan(self, written: set[str], insert_only: frozenset[str]) -> WritePlan:
+        """The plan writing the ``written`` columns, checked against the table's keys and
+        the role's privileges; ``insert_only``: those Python defaults filled (the first
+        batch's)."""
+        target = self.base.target
+        columns = tuple(c.name for c in target.columns if c.name in written)
+        conflict_key(target, columns, self.base.on_conflict)  # refused now
+        self._require_column_privileges(columns)
+        return dataclasses.replace(
+            self.base,
+            columns=columns,
+            copy_types=copy_types(target, columns),
+            insert_only=insert_only,
+            may_lack=self.may_lack & set(columns),
+        )
+
+    def _require_column_privileges(self, columns: tuple[str, ...]) -> None:
+        """The columns the source gives, each writable by the role (column grants), and
+        the sequences of the serial columns it leaves to their default."""
+        update = self.base.on_conflict == "update"
+        wanted = ("INSERT", "UPDATE") if update else ("INSERT",)
+        table = self.base.target.quoted
+
+        def check(conn: psycopg.Connection[Any]) -> None:
+            with conn.cursor() as cursor:
+                require_column_privileges(cursor, table, columns, wanted)
+                require_sequence_usage(cursor, table, columns)
+
+        self.connections.retrying(check)
