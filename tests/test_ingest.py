@@ -2995,6 +2995,17 @@ def test_python_side_column_defaults_fill_what_the_source_lacks(
             (11, "seen", "new-1"),
             (33, None, "None-3"),
         ]
+    late = [  # a key the first batch lacks altogether, given by a later row: written there
+        {"uid": stored[3].uid, "n": 44, "geom": point},
+        {"uid": stored[4].uid, "n": 55, "status": "late", "geom": point},
+    ]
+    assert db.ingest(Site, late, on_conflict="update", chunk_size=1).inserted == 2
+    with db.session() as s:
+        query = "SELECT n, status, code FROM ingest_sites WHERE n IN (44, 55) ORDER BY n"
+        assert [tuple(row) for row in s.execute(text(query))] == [
+            (44, "new", "new-4"),
+            (55, "late", "csv-5"),
+        ]
     with pytest.raises(ConfigurationError, match=r"column code .* source row 2: KeyError: 'n'"):
         db.ingest(Site, [{"n": 7, "geom": point}, {"geom": point}], chunk_size=1)
     assert db.ingest(Stamped, [{"id": 1, "geom": point}]).inserted == 1

@@ -29,11 +29,10 @@ class Batch:
     """Cut short by ``flush_interval``: its rows, and any waiting with them, go out now."""
     decimal_comma: bool = False
     """Its text numbers may have a decimal comma (a semicolon-separated CSV file's)."""
-    defaulted: frozenset[str] = frozenset()
-    """Columns the source lacks, filled from Python-side defaults (:mod:`.defaults`)."""
     filled: Mapping[str, list[int]] = field(default_factory=dict)
-    """Of the columns the source has, the rows (by index) that lacked the key and took a
-    Python-side default: with on_conflict="update" an existing row keeps its value."""
+    """By column, the rows (by index) that lacked its key (or the batch the column) and
+    took a Python-side default (:mod:`.defaults`): with on_conflict="update" an existing
+    row keeps its value."""
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()), ()))

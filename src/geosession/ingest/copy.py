@@ -51,9 +51,6 @@ class WritePlan:
     """The table was empty when the ingest first started (recorded with each chunk)."""
     committed: CommittedRows = field(default_factory=CommittedRows)
     """The rows committed before this run began: those it skips."""
-    insert_only: frozenset[str] = frozenset()
-    """Columns that on_conflict="update" leaves alone: the source lacks them, and Python
-    defaults filled them for new rows."""
     python_defaulted: frozenset[str] = frozenset()
     """Columns a Python-side default fills where a row lacks them: a row marked lacking one
     (:mod:`.lacking`) inserts the filled value, and leaves an existing row's."""
@@ -481,7 +478,7 @@ def _upsert_from_stage(
     if group is not None:
         aliased.append(sql.Identifier(_GROUP))
         of_group = sql.SQL(" AND {} = {}").format(sql.Identifier(_GROUP), sql.Literal(group))
-    updates = [c for c in given if c not in {*keys, *lacking, *plan.insert_only}]
+    updates = [c for c in given if c not in {*keys, *lacking}]
     action: sql.Composable = sql.SQL("DO NOTHING")
     if updates:
         action = sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(

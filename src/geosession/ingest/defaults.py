@@ -142,12 +142,11 @@ def with_defaults(batches: Iterator[Batch], defaults: ColumnDefaults) -> Iterato
 def fill_defaults(batch: Batch, defaults: Mapping[str, Default]) -> Batch:
     """``batch`` with each defaulted column's lacking values (the column absent, or a row's
     value MISSING) made by its default, in row order and column order; which rows of a
-    column it has took one is kept (``Batch.filled``)."""
+    column took one is kept (``Batch.filled``)."""
     rows = len(batch)
     columns = dict(batch.columns)
-    lacking = frozenset(defaults) - set(columns)
     made: dict[str, list[int]] = {}  # by column, the rows that lacked the key
-    filled = dataclasses.replace(batch, columns=columns, defaulted=lacking, filled=made)
+    filled = dataclasses.replace(batch, columns=columns, filled=made)
     for name, default in defaults.items():
         values = columns.get(name)
         if values is None:
@@ -159,8 +158,7 @@ def fill_defaults(batch: Batch, defaults: Mapping[str, Default]) -> Batch:
         at = [index for index, value in enumerate(values) if value is MISSING]
         for index in at:
             values[index] = _called(default, RowContext(filled, index), name, batch, index)
-        if name not in lacking:
-            made[name] = at
+        made[name] = at
     return filled
 
 

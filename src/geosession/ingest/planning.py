@@ -47,7 +47,7 @@ class Planner:
             written = {*batch.columns, *self.base.sql_defaults}
             if self.plan is None:
                 check_required_columns(self.base.target, written)
-                self.plan = self._plan(written, batch.defaulted)
+                self.plan = self._plan(written)
             elif not written <= set(self.plan.columns):
                 self.plan = self._widened(self.plan, written, batch)
             return self.plan
@@ -55,7 +55,7 @@ class Planner:
     def _widened(self, plan: WritePlan, written: set[str], batch: Batch) -> WritePlan:
         """``plan`` with the columns ``batch`` is the first to give."""
         try:
-            return self._plan(written | set(plan.columns), plan.insert_only)
+            return self._plan(written | set(plan.columns))
         except ConfigurationError as error:
             last = batch.first_row + len(batch) - 1
             new = ", ".join(sorted(written - set(plan.columns)))
@@ -66,10 +66,9 @@ class Planner:
             )
             raise
 
-    def _plan(self, written: set[str], insert_only: frozenset[str]) -> WritePlan:
+    def _plan(self, written: set[str]) -> WritePlan:
         """The plan writing the ``written`` columns, checked against the table's keys and
-        the role's privileges; ``insert_only``: those Python defaults filled (the first
-        batch's)."""
+        the role's privileges."""
         target = self.base.target
         columns = tuple(c.name for c in target.columns if c.name in written)
         conflict_key(target, columns, self.base.on_conflict)  # refused now
@@ -78,7 +77,6 @@ class Planner:
             self.base,
             columns=columns,
             copy_types=copy_types(target, columns),
-            insert_only=insert_only,
             may_lack=self.may_lack & set(columns),
         )
 
