@@ -218,6 +218,29 @@ def test_explain_reports_the_spatial_index_only_once_it_exists(
     assert after.spatial_seq_scans == () and after.advice == ()
 
 
+def test_explain_sees_a_geometry_column_whose_type_is_a_domain(
+    db: SpatialDatabase, points: Table, admin: psycopg.Connection[Any]
+) -> None:
+    """A column of a domain over geometry gets the same advice as a geometry column."""
+    domain = f"diag_domain_{SUFFIX}"
+    admin.execute(f"DROP DOMAIN IF EXISTS {domain} CASCADE")
+    admin.execute(f"CREATE DOMAIN {domain} AS geometry(Point, 4326) CHECK (ST_IsValid(VALUE))")
+    try:
+        admin.execute(f"ALTER TABLE {points.name} ALTER COLUMN geom TYPE {domain}")
+        admin.execute(f"ANALYZE {points.name}")
+        query = select(points.c.id).where(func.ST_Intersects(points.c.geom, _bbox()))
+        before = db.explain(query)
+        assert _index_advice(before) == [
+            f"table public.{points.name} has no spatial index on geom: "
+            f"CREATE INDEX ON public.{points.name} USING gist (geom);"
+        ]
+        admin.execute(f"CREATE INDEX ON {points.name} USING gist (geom)")
+        assert db.explain(query).uses_spatial_index
+    finally:
+        admin.execute(f"ALTER TABLE {points.name} ALTER COLUMN geom TYPE geometry(Point, 4326)")
+        admin.execute(f"DROP DOMAIN {domain}")
+
+
 def test_explain_says_a_spatial_index_left_invalid_needs_a_reindex(
     db: SpatialDatabase, points: Table, admin: psycopg.Connection[Any], database_url: str
 ) -> None:

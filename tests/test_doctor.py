@@ -64,6 +64,27 @@ def test_doctor_fails_naming_an_unindexed_geometry_table_and_passes_once_indexed
     }
 
 
+def test_doctor_sees_geometry_columns_whose_type_is_a_domain(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], schema: str
+) -> None:
+    """A column of a domain over geometry (CREATE DOMAIN ... AS geometry(Point, 4326)
+    CHECK (...)), or over such a domain, or over geography, is a geometry column to index."""
+    admin.execute(f"CREATE DOMAIN {schema}.point AS geometry(Point, 4326) NOT NULL")
+    admin.execute(f"CREATE DOMAIN {schema}.valid_point AS {schema}.point CHECK (ST_IsValid(VALUE))")
+    admin.execute(f"CREATE DOMAIN {schema}.place AS geography(Point, 4326)")
+    admin.execute(
+        f"CREATE TABLE {schema}.sites (id int PRIMARY KEY, a {schema}.point, "
+        f"b {schema}.valid_point, c {schema}.place)"
+    )
+    failed = db.doctor(schemas=[schema]).failed
+    assert [check.name for check in failed] == ["spatial indexes"]
+    assert failed[0].detail == (
+        f"no spatial index on {schema}.sites.a, {schema}.sites.b, {schema}.sites.c"
+    )
+    admin.execute(failed[0].fix or "")
+    assert db.doctor(schemas=[schema]).ok
+
+
 def test_doctor_fails_on_a_spatial_index_a_failed_concurrent_build_left_invalid(
     db: SpatialDatabase, admin: psycopg.Connection[Any], schema: str, database_url: str
 ) -> None:

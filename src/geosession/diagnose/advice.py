@@ -46,6 +46,17 @@ ANALYZED_SQL = (
     "(SELECT 1 FROM pg_stats st WHERE st.schemaname = n.nspname AND st.tablename = c.relname))"
 )
 
+_SPATIAL_TYPES = (
+    "WITH RECURSIVE spatial(oid, base) AS ("
+    "SELECT oid, typname FROM pg_type WHERE typname IN ('geometry', 'geography') "
+    "AND typtype = 'b' UNION SELECT d.oid, spatial.base FROM pg_type d "
+    "JOIN spatial ON d.typbasetype = spatial.oid WHERE d.typtype = 'd') "
+)
+"""geometry and geography, and the domains over them at any depth (CREATE DOMAIN
+valid_point AS geometry(Point, 4326) CHECK (ST_IsValid(VALUE))), each with its base type."""
+SPATIAL_COLUMN_SQL = f"a.atttypid IN ({_SPATIAL_TYPES}SELECT oid FROM spatial)"  # noqa: S608
+"""Whether column ``a`` is of a spatial type (:data:`_SPATIAL_TYPES`)."""
+
 USER_TABLES_SQL = (  # over pg_class c and pg_namespace n; :schemas, a text[] or NULL
     "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
     "AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%' "
@@ -95,13 +106,14 @@ _SPATIAL_INDEX_NAMES = text(
 )
 _TABLE_FACTS = text(
     "SELECT r.schema_name, r.table_name, a.attname, "  # noqa: S608 (constants only)
-    f"{INDEXED_SQL} AS indexed, {INVALID_INDEXES_SQL} AS invalid, {ANALYZED_SQL} AS analyzed "
+    f"{INDEXED_SQL} AS indexed, {INVALID_INDEXES_SQL} AS invalid, {ANALYZED_SQL} AS analyzed, "
+    f"({_SPATIAL_TYPES}SELECT base FROM spatial WHERE spatial.oid = a.atttypid) AS base "
     "FROM unnest(CAST(:schemas AS text[]), CAST(:tables AS text[])) AS r(schema_name, table_name) "
     "JOIN pg_namespace n ON n.nspname = r.schema_name "
     "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = r.table_name "
     "LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid "
     "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
-    "  AND a.atttypid IN (SELECT oid FROM pg_type WHERE typname IN ('geometry', 'geography'))"
+    f"  AND {SPATIAL_COLUMN_SQL}"
 )
 
 
@@ -124,6 +136,8 @@ class TableFacts:
     """Column name -> whether a valid GiST/SP-GiST/BRIN index covers it."""
     invalid_indexes: dict[str, list[str]] = field(default_factory=dict)
     """Column name -> its spatial indexes left INVALID (:data:`INVALID_INDEXES_SQL`)."""
+    base_types: dict[str, str] = field(default_factory=dict)
+    """Column name -> geometry or geography (a domain's column: the type it is over)."""
 
 
 @dataclass
@@ -144,13 +158,14 @@ class PlanFacts:
             facts.spatial_indexes = {row[0] for row in rows}
         if tables:
             params = {"schemas": [s for s, _ in tables], "tables": [t for _, t in tables]}
-            for schema, table, column, indexed, invalid, analyzed in connection.execute(
+            for schema, table, column, indexed, invalid, analyzed, base in connection.execute(
                 _TABLE_FACTS, params
             ):
                 entry = facts.tables.setdefault((schema, table), TableFacts(analyzed=analyzed))
                 if column is not None:
                     entry.geo_columns[column] = indexed
                     entry.invalid_indexes[column] = invalid
+                    entry.base_types[column] = base
         return facts
 
 
@@ -205,6 +220,8 @@ def _spatial_refs(
             table = facts.tables.get((scan.schema or "", scan.table or "")) if scan else None
             if table is not None and column in table.geo_columns:
                 wrapper, expression = _wrapper(condition, match.start(), match.end())
+                if wrapper == f"a cast to {table.base_types.get(column)}":  # a domain's
+                    wrapper = expression = None  # read as its base type: the index serves it
                 if expression is not None:
                     expression = expression.replace(match.group(1) + ".", "")
                 refs.append(_Ref(alias, column, wrapper, expression))

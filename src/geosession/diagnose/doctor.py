@@ -23,6 +23,7 @@ from geosession.diagnose.advice import (
     INDEXED_SQL,
     INVALID_INDEX_CAUSE,
     INVALID_INDEXES_SQL,
+    SPATIAL_COLUMN_SQL,
     USER_TABLES_SQL,
     qualified,
     quote,
@@ -41,8 +42,7 @@ _UNINDEXED = text(
     "SELECT n.nspname, c.relname, a.attname, "  # noqa: S608 (constants only)
     f"{INVALID_INDEXES_SQL} AS invalid, {BUILDING_INDEXES_SQL} AS building FROM pg_attribute a "
     "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "JOIN pg_type t ON t.oid = a.atttypid "
-    "WHERE t.typname IN ('geometry', 'geography') AND a.attnum > 0 AND NOT a.attisdropped "
+    f"WHERE {SPATIAL_COLUMN_SQL} AND a.attnum > 0 AND NOT a.attisdropped "
     "AND c.relkind IN ('r', 'p', 'm') AND NOT c.relispartition AND "
     f"{USER_TABLES_SQL} "
     f"AND NOT {INDEXED_SQL} ORDER BY 1, 2, 3"
