@@ -2596,26 +2596,32 @@ def test_types_without_a_binary_dumper_are_cast_from_text_by_the_server(
 def test_a_domain_over_geometry_is_validated_as_geometry(db: SpatialDatabase) -> None:
     """PostGIS does not list a domain's column in geometry_columns: its geometry type,
     SRID and dimension are read from the domain's typmod, so its values are checked before
-    the COPY as any geometry column's are."""
+    the COPY as any geometry column's are; a domain's NOT NULL (or that of a domain it is
+    over) makes the column required, as the column's own would."""
     with db.transaction() as s:
-        s.execute(text("DROP DOMAIN IF EXISTS ingest_area CASCADE"))
-        s.execute(text("CREATE DOMAIN ingest_area AS geometry(POLYGON, 4326)"))
-        s.execute(text("CREATE TABLE ingest_areas (id integer PRIMARY KEY, area ingest_area)"))
+        s.execute(text("DROP DOMAIN IF EXISTS ingest_area, ingest_some_area CASCADE"))
+        s.execute(text("CREATE DOMAIN ingest_area AS geometry(POLYGON, 4326) NOT NULL"))
+        s.execute(text("CREATE DOMAIN ingest_some_area AS ingest_area CHECK (true)"))
+        s.execute(text("CREATE TABLE ingest_areas (id integer PRIMARY KEY, area ingest_some_area)"))
     try:
         source = [
             {"id": 1, "area": shapely.box(0, 0, 1, 1)},
             {"id": 2, "area": "POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))"},
             {"id": 3, "area": "POINT(1 1)"},
+            {"id": 4, "area": None},
         ]
         report = db.ingest("ingest_areas", source)
-        assert [(r.row, r.kind) for r in report.rejected] == [(2, "invalid"), (3, "type")]
+        kinds = [(r.row, r.kind) for r in report.rejected]
+        assert kinds == [(2, "invalid"), (3, "type"), (4, "null")]
+        with pytest.raises(ConfigurationError, match="The source has no values for area"):
+            db.ingest("ingest_areas", [{"id": 5}])
         with db.session() as s:
             stored = s.execute(text("SELECT id, ST_SRID(area) FROM ingest_areas")).all()
         assert stored == [(1, 4326)]
     finally:
         with db.transaction() as s:
             s.execute(text("DROP TABLE IF EXISTS ingest_areas, ingest_areas_rejected"))
-            s.execute(text("DROP DOMAIN IF EXISTS ingest_area"))
+            s.execute(text("DROP DOMAIN IF EXISTS ingest_some_area, ingest_area"))
 
 
 def test_auto_workers_follow_the_index_upkeep(db: SpatialDatabase, table: str) -> None:

@@ -30,7 +30,7 @@ _TEXT_RECEIVERS = [
 """Binary input functions that read the value's text (psycopg can send any type so)."""
 _COLUMNS_SQL = """
     SELECT a.attname, CASE WHEN t.typcategory = 'A' THEN e.typname || '[]' ELSE t.typname END,
-           a.attnotnull, coalesce(gc.srid, gg.srid, postgis_typmod_srid(spatial.typmod)),
+           a.attnotnull OR base.not_null, coalesce(gc.srid, gg.srid, postgis_typmod_srid(spatial.typmod)),
            coalesce(gc.type, gg.type, postgis_typmod_type(spatial.typmod)),
            coalesce(gc.coord_dimension, gg.coord_dimension, postgis_typmod_dims(spatial.typmod)),
            a.attgenerated <> '' OR a.attidentity = 'a' AS generated,
@@ -42,14 +42,15 @@ _COLUMNS_SQL = """
            srs.auth_name, srs.auth_srid, srs.srtext, srs.proj4text
     FROM pg_attribute a
     CROSS JOIN LATERAL (  -- a domain is sent as the type it is based on, with its typmod
-        WITH RECURSIVE chain(oid, typmod, depth) AS (
-            SELECT a.atttypid, a.atttypmod, 0
+        WITH RECURSIVE chain(oid, typmod, depth, not_null) AS (  -- and NOT NULL if any says so
+            SELECT a.atttypid, a.atttypmod, 0, false
             UNION ALL
             SELECT d.typbasetype, CASE WHEN chain.typmod >= 0 THEN chain.typmod
-                                       ELSE d.typtypmod END, chain.depth + 1
+                                       ELSE d.typtypmod END, chain.depth + 1,
+                   chain.not_null OR d.typnotnull
             FROM chain JOIN pg_type d ON d.oid = chain.oid WHERE d.typtype = 'd'
         )
-        SELECT oid, typmod FROM chain ORDER BY depth DESC LIMIT 1
+        SELECT oid, typmod, not_null FROM chain ORDER BY depth DESC LIMIT 1
     ) base
     JOIN pg_type t ON t.oid = base.oid
     LEFT JOIN LATERAL (  -- a domain's geometry(type, srid), which geometry_columns omits
