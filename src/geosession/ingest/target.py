@@ -30,7 +30,8 @@ _TEXT_RECEIVERS = [
 """Binary input functions that read the value's text (psycopg can send any type so)."""
 _COLUMNS_SQL = """
     SELECT a.attname, CASE WHEN t.typcategory = 'A' THEN e.typname || '[]' ELSE t.typname END,
-           a.attnotnull OR base.not_null, coalesce(gc.srid, gg.srid, postgis_typmod_srid(spatial.typmod)),
+           a.attnotnull OR base.not_null,
+           coalesce(gc.srid, gg.srid, postgis_typmod_srid(spatial.typmod)),
            coalesce(gc.type, gg.type, postgis_typmod_type(spatial.typmod)),
            coalesce(gc.coord_dimension, gg.coord_dimension, postgis_typmod_dims(spatial.typmod)),
            a.attgenerated <> '' OR a.attidentity = 'a' AS generated,
