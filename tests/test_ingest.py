@@ -3102,6 +3102,47 @@ def test_a_key_a_row_lacks_takes_the_table_default_as_an_insert_would(
         assert statuses.scalars().all() == ["x", "new"]
 
 
+def test_a_null_in_a_not_null_column_is_a_null_reject_before_the_copy(
+    db: SpatialDatabase,
+    scratch: Callable[..., None],
+    row_trigger: Callable[[str, str, str], None],
+) -> None:
+    """The server refused such rows one at a time, found by bisecting each chunk (ten times
+    the load's time with one row in a hundred); they are set aside before the COPY, but not
+    a row that leaves the column to its DEFAULT, nor where a trigger may fill it."""
+    scratch("ingest_required")
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE ingest_required (id integer PRIMARY KEY, status text NOT NULL, "
+                "rank integer NOT NULL DEFAULT 1, geom geometry(POINT, 4326))"
+            )
+        )
+    point = "SRID=4326;POINT(1 2)"
+    source: list[dict[str, Any]] = [
+        {"id": 1, "status": "a", "rank": 5, "geom": point},
+        {"id": 2, "status": None, "rank": 5, "geom": point},
+        {"id": 3, "status": "c", "geom": point},  # rank: its DEFAULT
+        {"id": 4, "status": "d", "rank": None, "geom": point},
+        {"id": 5, "status": None, "rank": None, "geom": None},  # named once, first column
+    ]
+    report = db.ingest("ingest_required", source)
+    assert report.inserted == 2
+    assert [(r.row, r.column, r.kind, r.reason) for r in report.rejected] == [
+        (2, "status", "null", "NULL in NOT NULL column status"),
+        (4, "rank", "null", "NULL in NOT NULL column rank"),
+        (5, "status", "null", "NULL in NOT NULL column status"),
+    ]
+    with db.session() as s:
+        stored = s.execute(text("SELECT id, rank FROM ingest_required ORDER BY id")).all()
+        assert [tuple(row) for row in stored] == [(1, 5), (3, 1)]
+        kept = s.execute(text("SELECT source_row, kind FROM ingest_required_rejected"))
+        assert sorted(tuple(row) for row in kept) == [(2, "null"), (4, "null"), (5, "null")]
+    row_trigger("ingest_required", "BEFORE INSERT", "NEW.status := coalesce(NEW.status, 'x');")
+    filled = db.ingest("ingest_required", [{"id": 6, "status": None, "geom": point}])
+    assert (filled.inserted, filled.rejected) == (1, [])
+
+
 def test_a_key_first_given_after_the_first_batch_is_loaded_from_there_on(
     db: SpatialDatabase, scratch: Callable[..., None]
 ) -> None:

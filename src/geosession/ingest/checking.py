@@ -74,6 +74,7 @@ def check_batch(
     fresh_rows = keep.copy()
     geometries = _check_geometries(batch, plan, columns, keep, options, sizer)
     rejects = geometries.rejects + _read_values(batch, plan, columns, keep)
+    rejects += _null_rejects(batch.first_row, plan, columns, keep, lacking)
     rejects.sort(key=lambda reject: reject.row)
     return CheckedBatch(
         [_kept(columns[name], keep) for name in plan.columns],
@@ -160,6 +161,39 @@ def _read_values(
                 keep[index] = False
                 value = as_text(columns[name][index])
                 rejects.append(Reject(first_row + index, name, "value", reason, value))
+    return rejects
+
+
+def _null_rejects(
+    first_row: int,
+    plan: WritePlan,
+    columns: dict[str, list[Any]],
+    keep: Keep,
+    lacking: list[Lacking] | None,
+) -> list[Reject]:
+    """Sets aside the rows with a NULL in a NOT NULL column (a geometry's is checked with
+    it), which the server would refuse one at a time, found by bisecting the chunk (ten
+    times the load's time with one row in a hundred); not where a BEFORE INSERT trigger or
+    an INSERT rule may fill it, nor in a row that leaves the column to its DEFAULT."""
+    target = plan.target
+    if target.insert_triggers or target.insert_rules:
+        return []
+    rejects = []
+    for column in target.columns:
+        values = columns.get(column.name)
+        if not column.not_null or column.geometry is not None or values is None:
+            continue
+        if None not in values:  # the common case, in C
+            continue
+        for index, value in enumerate(values):
+            if (
+                value is None
+                and keep[index]
+                and (lacking is None or column.name not in lacking[index])
+            ):
+                keep[index] = False
+                reason = f"NULL in NOT NULL column {column.name}"
+                rejects.append(Reject(first_row + index, column.name, "null", reason, None))
     return rejects
 
 
