@@ -1155,6 +1155,9 @@ def test_cli_table_names_as_typed_quoted_or_not_and_a_missing_one_named(
         result = runner.invoke(app, ["export", "nowhere.rd_parcels", str(tmp_path / "x.geojson")])
         assert "no table nowhere.rd_parcels" in str(result.exception)
         assert "did you mean public.rd_parcels?" in str(result.exception)
+        result = runner.invoke(app, ["export", "SELEC 1", str(tmp_path / "x.geojson")])
+        assert 'no table "SELEC 1"' in str(result.exception)
+        assert "Meant as a query? It is one when it begins with SELECT" in str(result.exception)
     finally:
         admin.execute('DROP TABLE "Weird Names"')
 

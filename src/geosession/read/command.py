@@ -122,6 +122,11 @@ def bound_query(source: str, where: str | None, params: Mapping[str, str]) -> An
     return query.params(params) if params else query
 
 
+_NOT_A_QUERY = (
+    ". Meant as a query? It is one when it begins with SELECT, WITH, VALUES, TABLE or a parenthesis"
+)
+
+
 def _estimate(db: SpatialDatabase, source: str, replica: bool) -> int | None:
     """The planner's row count of a whole table, for the bar's total (None for queries);
     a table that does not exist is refused, naming those of the name in another case or
@@ -134,9 +139,10 @@ def _estimate(db: SpatialDatabase, source: str, replica: bool) -> int | None:
         (estimate,) = session.execute(_ESTIMATE_SQL, {"name": qualified}).one()
         if estimate is None:
             similar = session.execute(_SAME_NAME_SQL, {"table": name[1]}).scalars().all()
+            query = "" if similar or " " not in source.strip() else _NOT_A_QUERY
             raise ConfigurationError(
                 f"no table {qualified} in this database (a name is taken as typed, capitals "
                 "included; without a schema it is looked for on search_path)"
-                + (f": did you mean {' or '.join(similar)}?" if similar else "")
+                + (f": did you mean {' or '.join(similar)}?" if similar else query)
             )
     return int(estimate) if estimate > 0 else None
