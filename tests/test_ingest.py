@@ -3168,6 +3168,43 @@ def test_a_null_in_a_not_null_column_is_a_null_reject_before_the_copy(
     assert (filled.inserted, filled.rejected) == (1, [])
 
 
+def test_a_nul_character_is_a_value_reject_and_quarantines_written_out(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """PostgreSQL's text holds no NUL (0x00): a text value with one is set aside before
+    the COPY, and a reject whose value or reason holds one is kept with it written \\x00
+    (the whole load stopped with psycopg's "text fields cannot contain NUL" when the
+    rejects were stored)."""
+    scratch("ingest_nul")
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE ingest_nul (id integer PRIMARY KEY, name text, "
+                "tags text[], geom geometry(POINT, 4326))"
+            )
+        )
+    point = "SRID=4326;POINT(1 2)"
+    source = [
+        {"id": 1, "name": "plain", "geom": point},
+        {"id": 2, "name": "cut\x00off", "geom": point},
+        {"id": "3\x00", "name": "id", "geom": point},
+        {"id": 4, "tags": ["a", "b\x00"], "geom": point},
+    ]
+    report = db.ingest("ingest_nul", source)
+    assert report.inserted == 1
+    assert [(r.row, r.column, r.kind) for r in report.rejected] == [
+        (2, "name", "value"),
+        (3, "id", "value"),
+        (4, "tags", "server"),  # an array's elements: the server's refusal
+    ]
+    assert "cannot hold the NUL character" in report.rejected[0].reason
+    with db.session() as s:
+        kept = s.execute(
+            text("SELECT source_row, original_value FROM ingest_nul_rejected ORDER BY 1")
+        ).all()
+    assert [tuple(row) for row in kept][:2] == [(2, "cut\\x00off"), (3, "3\\x00")]
+
+
 def test_a_key_first_given_after_the_first_batch_is_loaded_from_there_on(
     db: SpatialDatabase, scratch: Callable[..., None]
 ) -> None:

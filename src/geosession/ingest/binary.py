@@ -140,12 +140,7 @@ def _variable(
     refusals: dict[int, Exception] = {}
     payload: list[Any]
     if copy_type in TEXT_TYPES:
-        if kinds == {str}:
-            payload = list(map(str.encode, values))
-        else:
-            payload = [
-                b"" if v is None else (v if type(v) is str else str(v)).encode() for v in values
-            ]
+        payload, refusals = _text(values, kinds)
     elif copy_type in _BYTES and kinds <= _BUFFERS | {type(None)}:
         payload = values if kinds == {bytes} else [b"" if v is None else v for v in values]
     elif copy_type in _FIXED and _fits(kinds - {type(None)}, copy_type):
@@ -168,6 +163,20 @@ def _variable(
     if nulls:
         sizes[np.fromiter((v is None for v in values), dtype=bool, count=len(values))] = -1
     return payload, sizes, refusals
+
+
+def _text(values: list[Any], kinds: set[type]) -> tuple[list[bytes], dict[int, Exception]]:
+    """Each value as UTF-8 (b"" for NULL), and those holding a NUL character, by row."""
+    if kinds == {str}:
+        payload = list(map(str.encode, values))
+    else:
+        payload = [b"" if v is None else (v if type(v) is str else str(v)).encode() for v in values]
+    if b"\x00" not in b"".join(payload):  # one pass in C
+        return payload, {}
+    return payload, {row: _NUL for row, value in enumerate(payload) if b"\x00" in value}
+
+
+_NUL = ValueError("PostgreSQL text cannot hold the NUL character (0x00): remove or replace it")
 
 
 def _each(values: list[Any], encode: Any) -> tuple[list[bytes], dict[int, Exception]]:

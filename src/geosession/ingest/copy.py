@@ -587,8 +587,17 @@ def _quarantine(cursor: psycopg.Cursor[Any], plan: WritePlan, rejects: list[Reje
         "VALUES (%s, %s, %s, %s, %s, %s)"
     ).format(sql.SQL(plan.target.sibling("_rejected")))
     cursor.executemany(
-        statement, [(plan.ingest_id, r.row, r.column, r.kind, r.reason, r.value) for r in rejects]
+        statement,
+        [
+            (plan.ingest_id, r.row, r.column, r.kind, _storable(r.reason), _storable(r.value))
+            for r in rejects
+        ],
     )
+
+
+def _storable(text: str | None) -> str | None:
+    """``text`` with its NUL characters (which PostgreSQL's text cannot hold) written \\x00."""
+    return text.replace("\x00", "\\x00") if text and "\x00" in text else text
 
 
 def copy_types(target: Target, columns: tuple[str, ...]) -> tuple[str, ...]:
