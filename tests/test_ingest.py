@@ -3168,13 +3168,14 @@ def test_a_null_in_a_not_null_column_is_a_null_reject_before_the_copy(
     assert (filled.inserted, filled.rejected) == (1, [])
 
 
-def test_a_nul_character_is_a_value_reject_and_quarantines_written_out(
+def test_text_that_postgresql_or_utf8_cannot_hold_is_a_value_reject_kept_written_out(
     db: SpatialDatabase, scratch: Callable[..., None]
 ) -> None:
-    """PostgreSQL's text holds no NUL (0x00): a text value with one is set aside before
-    the COPY, and a reject whose value or reason holds one is kept with it written \\x00
-    (the whole load stopped with psycopg's "text fields cannot contain NUL" when the
-    rejects were stored)."""
+    """PostgreSQL's text holds no NUL (0x00), and UTF-8 no lone surrogate (json.loads makes
+    one of "\\ud800"): a text value with either is set aside before the COPY, and a reject
+    whose value holds one is kept with it written \\x00 or \\ud800. Each stopped the
+    whole load: the NUL when its reject was stored ("text fields cannot contain NUL"), the
+    surrogate at once (UnicodeEncodeError)."""
     scratch("ingest_nul")
     with db.transaction() as s:
         s.execute(
@@ -3189,6 +3190,8 @@ def test_a_nul_character_is_a_value_reject_and_quarantines_written_out(
         {"id": 2, "name": "cut\x00off", "geom": point},
         {"id": "3\x00", "name": "id", "geom": point},
         {"id": 4, "tags": ["a", "b\x00"], "geom": point},
+        {"id": 5, "name": json.loads('"lone \\ud800"'), "geom": point},
+        {"id": 6, "tags": [json.loads('"\\udfff"')], "geom": point},
     ]
     report = db.ingest("ingest_nul", source)
     assert report.inserted == 1
@@ -3196,13 +3199,17 @@ def test_a_nul_character_is_a_value_reject_and_quarantines_written_out(
         (2, "name", "value"),
         (3, "id", "value"),
         (4, "tags", "server"),  # an array's elements: the server's refusal
+        (5, "name", "value"),
+        (6, "tags", "value"),
     ]
     assert "cannot hold the NUL character" in report.rejected[0].reason
     with db.session() as s:
         kept = s.execute(
             text("SELECT source_row, original_value FROM ingest_nul_rejected ORDER BY 1")
         ).all()
-    assert [tuple(row) for row in kept][:2] == [(2, "cut\\x00off"), (3, "3\\x00")]
+    stored = [tuple(row) for row in kept]
+    assert stored[:2] == [(2, "cut\\x00off"), (3, "3\\x00")]
+    assert stored[3:] == [(5, "lone \\ud800"), (6, "['\\udfff']")]
 
 
 def test_a_key_first_given_after_the_first_batch_is_loaded_from_there_on(

@@ -166,14 +166,24 @@ def _variable(
 
 
 def _text(values: list[Any], kinds: set[type]) -> tuple[list[bytes], dict[int, Exception]]:
-    """Each value as UTF-8 (b"" for NULL), and those holding a NUL character, by row."""
-    if kinds == {str}:
-        payload = list(map(str.encode, values))
-    else:
-        payload = [b"" if v is None else (v if type(v) is str else str(v)).encode() for v in values]
-    if b"\x00" not in b"".join(payload):  # one pass in C
-        return payload, {}
-    return payload, {row: _NUL for row, value in enumerate(payload) if b"\x00" in value}
+    """Each value as UTF-8 (b"" for NULL), and those UTF-8 cannot hold (a lone surrogate,
+    as json.loads makes of "\\ud800") or PostgreSQL's text cannot (a NUL), by row."""
+    refusals: dict[int, Exception] = {}
+    try:
+        if kinds == {str}:
+            payload = list(map(str.encode, values))
+        else:
+            payload = [b"" if v is None else _utf8(v) for v in values]
+    except UnicodeEncodeError:  # found again value by value
+        payload, refusals = _each(values, _utf8)
+    if b"\x00" in b"".join(payload):  # one pass in C
+        nul = {row: _NUL for row, value in enumerate(payload) if b"\x00" in value}
+        refusals = nul | refusals
+    return payload, refusals
+
+
+def _utf8(value: Any) -> bytes:
+    return (value if type(value) is str else str(value)).encode()
 
 
 _NUL = ValueError("PostgreSQL text cannot hold the NUL character (0x00): remove or replace it")

@@ -596,8 +596,16 @@ def _quarantine(cursor: psycopg.Cursor[Any], plan: WritePlan, rejects: list[Reje
 
 
 def _storable(text: str | None) -> str | None:
-    """``text`` with its NUL characters (which PostgreSQL's text cannot hold) written \\x00."""
-    return text.replace("\x00", "\\x00") if text and "\x00" in text else text
+    """``text`` as PostgreSQL's text can hold it: a NUL character written \\x00, and a lone
+    surrogate (which UTF-8 cannot encode) \\ud800."""
+    if not text:
+        return text
+    text = text.replace("\x00", "\\x00")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode(errors="backslashreplace").decode()
+    return text
 
 
 def copy_types(target: Target, columns: tuple[str, ...]) -> tuple[str, ...]:

@@ -601,7 +601,10 @@ def as_text(value: Any) -> str | None:
     elif isinstance(value, shapely.Geometry):
         text = shapely.to_wkt(value, rounding_precision=-1)
     elif isinstance(value, dict):
-        text = orjson.dumps(value, default=str).decode()
+        try:
+            text = orjson.dumps(value, default=str).decode()
+        except TypeError:  # what JSON cannot hold (a lone surrogate, a key not text)
+            text = str(value)
     else:
         text = str(value)
     return text[:2000]
