@@ -2242,6 +2242,52 @@ def test_values_are_read_as_the_server_reads_them_in_an_insert(
         assert list(stored_days) == [dt.date(2026, 1, 2)] * 4 + [None] * 2
 
 
+def test_integers_beyond_their_columns_type_are_refused_not_wrapped(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """numpy's and psycopg's integer dumpers wrap a number beyond the type: 2**40 was
+    stored as 0 in an int4 column, 70000 as 4464 in an int2, [1, 2**40] as {1,0} in an
+    int4[]. Each is a value reject naming the type's range; its bounds load."""
+    import numpy as np
+
+    scratch("ingest_ints")
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE ingest_ints (id integer PRIMARY KEY, small int2, whole int4, "
+                "big int8, wholes int4[], smalls int2[], geom geometry(POINT, 4326))"
+            )
+        )
+    point = "SRID=4326;POINT(1 1)"
+    source: list[dict[str, Any]] = [
+        {"id": 1, "small": -32768, "whole": 2**31 - 1, "big": -(2**63), "wholes": [2**31 - 1]},
+        {"id": 2, "whole": 2**40},
+        {"id": 3, "small": 70000},
+        {"id": 4, "big": 2**70},
+        {"id": 5, "whole": np.int64(-(2**31) - 1)},  # beside NULLs: read value by value
+        {"id": 6, "wholes": [1, 2**40]},
+        {"id": 7, "smalls": "{1,99999}"},
+        {"id": 8, "whole": "3000000000"},
+    ]
+    report = db.ingest("ingest_ints", [{**row, "geom": point} for row in source])
+    assert [(r.row, r.column, r.kind) for r in report.rejected] == [
+        (2, "whole", "value"),
+        (3, "small", "value"),
+        (4, "big", "value"),
+        (5, "whole", "value"),
+        (6, "wholes", "value"),
+        (7, "smalls", "value"),
+        (8, "whole", "value"),
+    ]
+    assert report.rejected[0].reason == (
+        "cannot read '1099511627776' as int4: out of range for int4 (-2147483648 to 2147483647)"
+    )
+    assert report.rejected[4].reason.endswith("out of range for int4 (-2147483648 to 2147483647)")
+    with db.session() as s:
+        stored = s.execute(text("SELECT id, small, whole, big, wholes FROM ingest_ints")).all()
+    assert [tuple(row) for row in stored] == [(1, -32768, 2**31 - 1, -(2**63), [2**31 - 1])]
+
+
 def test_a_uuid_column_takes_text_uuids_and_their_16_bytes(
     db: SpatialDatabase, scratch: Callable[..., None]
 ) -> None:

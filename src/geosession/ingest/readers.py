@@ -68,6 +68,29 @@ def to_integer(value: Any) -> Any:
     return whole
 
 
+INTEGER_RANGES = {
+    "int2": (-(2**15), 2**15 - 1),
+    "int4": (-(2**31), 2**31 - 1),
+    "int8": (-(2**63), 2**63 - 1),
+}
+"""What each integer type holds: numpy and psycopg's dumpers would wrap a value beyond it
+(2**40 sent as an int4 is 0)."""
+
+
+def out_of_range(type_name: str) -> Unreadable:
+    low, high = INTEGER_RANGES[type_name]
+    return Unreadable(f"out of range for {type_name} ({low} to {high})")
+
+
+def to_integer_of(type_name: str, value: Any) -> Any:
+    """:func:`to_integer`, refusing a whole number ``type_name`` cannot hold."""
+    whole = to_integer(value)
+    low, high = INTEGER_RANGES[type_name]
+    if isinstance(whole, int) and not low <= whole <= high:
+        raise out_of_range(type_name)
+    return whole
+
+
 def to_float(text: str) -> float:
     number = float(text)
     if math.isinf(number) and "inf" not in text.lower():

@@ -24,10 +24,12 @@ import numpy as np
 from psycopg.types.json import Json, Jsonb
 
 from geosession.ingest.readers import (
+    INTEGER_RANGES,
     Unreadable,
     array_parser,
     as_is,
     if_text,
+    out_of_range,
     to_array,
     to_bool,
     to_bytes,
@@ -37,6 +39,7 @@ from geosession.ingest.readers import (
     to_float,
     to_hstore,
     to_integer,
+    to_integer_of,
     to_interval,
     to_interval_element,
     to_json,
@@ -130,10 +133,7 @@ def coerce_values(
                 converted.append(value)
                 unreadable[index] = _unreadable(value, copy_type_name, error)
         values = converted
-    if copy_type_name == "float4":
-        for index in _beyond_float4(values):
-            unreadable[index] = f"cannot read {_shown(values[index])} as float4: {_FLOAT4}"
-    return values, unreadable
+    return values, _beyond_range(values, copy_type_name) | unreadable
 
 
 _FRACTIONAL = frozenset({"float4", "float8", "numeric"})
@@ -234,6 +234,7 @@ def _array_conversion(
 _ELEMENTS: dict[str, Callable[[Any], Any]] = {
     "bool": to_bool,
     "interval": to_interval_element,
+    **{name: functools.partial(to_integer_of, name) for name in INTEGER_RANGES},
 }
 """Array elements converted as their scalar columns' values are (bar the zoned types)."""
 
@@ -263,6 +264,30 @@ def _unreadable(value: Any, copy_type_name: str, error: Exception) -> str:
 
 def _shown(value: Any) -> str:
     return repr(str(value)[:200])
+
+
+def _beyond_range(values: list[Any], copy_type_name: str) -> dict[int, str]:
+    """Why each number the column's type cannot hold is refused, by position."""
+    if copy_type_name == "float4":
+        beyond, reason = _beyond_float4(values), _FLOAT4
+    elif copy_type_name in INTEGER_RANGES:
+        beyond = _beyond_integer(values, copy_type_name)
+        reason = str(out_of_range(copy_type_name))
+    else:
+        return {}
+    return {i: f"cannot read {_shown(values[i])} as {copy_type_name}: {reason}" for i in beyond}
+
+
+def _beyond_integer(values: list[Any], type_name: str) -> list[int]:
+    """Positions of whole numbers the integer type cannot hold (numpy and psycopg would
+    send them wrapped: 2**40 as an int4 is 0)."""
+    low, high = INTEGER_RANGES[type_name]
+    try:
+        wide = np.asarray(values, dtype=np.int64)  # a pass in C, the common case
+    except (TypeError, ValueError, OverflowError):  # NULLs, values beyond int64, others
+        whole = ((i, int(v)) for i, v in enumerate(values) if isinstance(v, numbers.Integral))
+        return [i for i, v in whole if not low <= v <= high]
+    return [int(i) for i in np.flatnonzero((wide < low) | (wide > high))]
 
 
 def _beyond_float4(values: list[Any]) -> list[int]:
