@@ -1977,7 +1977,7 @@ def test_values_that_cannot_be_sent_are_set_aside_before_the_server_sees_the_chu
             (500, "tags", "value"),
             (1000, "at", "value"),
         ]
-        assert report.rejected[1].reason.startswith("cannot be sent as date: ")
+        assert report.rejected[1].reason.startswith("cannot be sent as date (given int): ")
         with db.session() as s:
             seen = s.execute(text("SELECT last_value FROM ingest_sendable_seen")).scalar()
         assert seen == 998

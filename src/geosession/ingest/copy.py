@@ -138,7 +138,8 @@ class Chunk:
     def _set_aside(self, plan: WritePlan, refused: Refused) -> None:
         for index, (column, error) in refused.values.items():
             value = self.columns[column][index]
-            reason = f"cannot be sent as {plan.copy_types[column]}: {type(error).__name__}: {error}"
+            sent = f"{plan.copy_types[column]} (given {type(value).__name__})"
+            reason = f"cannot be sent as {sent}: {type(error).__name__}: {error}"
             row = self.row_numbers[index]
             self.rejects.append(Reject(row, plan.columns[column], "value", reason, _shown(value)))
         self.rejects.sort(key=lambda r: r.row)
