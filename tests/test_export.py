@@ -76,6 +76,22 @@ def test_geojson_lines_and_file_objects(db: SpatialDatabase, tmp_path: Path) -> 
     assert all(len(repr(x).split(".")[-1]) <= 3 for point in ring for x in point)
 
 
+def test_columns_named_as_the_queries_own_aliases_are_properties(
+    db: SpatialDatabase, tmp_path: Path
+) -> None:
+    """ST_AsGeoJSON took the row as "f", the alias of the subquery, so a column named f
+    was taken instead ("function st_asgeojson(double precision, ...) does not exist")."""
+    query = "SELECT id, 1.5::float8 AS f, 2 AS q, 'x' AS source, geom FROM rd_parcels"
+    out = tmp_path / "aliased.geojson"
+    db.export_geojson(f"{query} WHERE id <= 2 ORDER BY id", out)
+    features = orjson.loads(out.read_bytes())["features"]
+    assert [f["properties"] for f in features] == [
+        {"id": n, "f": 1.5, "q": 2, "source": "x"} for n in (1, 2)
+    ]
+    chunks = db.iter_geojson(f"{query} WHERE id = 3", pages_by="id")
+    assert orjson.loads(b"".join(chunks))["features"][0]["properties"]["f"] == 1.5
+
+
 def test_coordinates_are_transformed_to_wgs84(
     db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
 ) -> None:

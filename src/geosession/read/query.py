@@ -245,14 +245,15 @@ class ReadPlan:
         return rows.where(_ref(self.columns[self.key_index].name).is_(None)).limit(1)
 
     def _feature(self) -> ColumnElement[Any]:
-        """``ST_AsGeoJSON(f, ...)``: the Feature text of row ``f``.
+        """``ST_AsGeoJSON(f.*, ...)``: the Feature text of row ``f`` (``f.*``, as a bare ``f``
+        would be a column of that name, if the query has one).
 
         PostGIS 3.3 writes a NULL geometry as ``{"type": null}``; RFC 7946 wants ``null``.
         The fix is anchored at the start of the text, so property values are never touched.
         """
         name = self.geometry.name
         digits = cast(literal(self.options.precision), Integer)
-        feature = func.ST_AsGeoJSON(literal_column("f"), literal(name), digits)
+        feature = func.ST_AsGeoJSON(literal_column("f.*"), literal(name), digits)
         fixed = func.regexp_replace(feature, literal(_NULL_GEOMETRY), literal(_NULL_FIXED))
         is_null = literal_column(f"f.{quote_identifier(name)}").is_(None)
         return case((is_null, fixed), else_=feature)
