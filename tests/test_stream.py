@@ -22,7 +22,7 @@ from geoalchemy2 import WKBElement
 from sqlalchemy import Column, Integer, MetaData, Table, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from geosession import ConfigurationError, InvalidGeometry, SpatialDatabase
+from geosession import ConfigurationError, DatabaseError, InvalidGeometry, SpatialDatabase
 from geosession.demo import synthetic_polygons
 from geosession.geometry import encode_ewkb
 from geosession.models import geometry_column
@@ -611,6 +611,36 @@ def test_curves_and_surfaces_shapely_cannot_hold_are_named_with_the_way_round(
     straightened = "SELECT ST_CurveToLine('CIRCULARSTRING(0 0, 1 1, 2 0)'::geometry) AS geom"
     (line,) = db.stream(straightened)
     assert line.geom.geom_type == "LineString"
+
+
+def test_infinite_dates_and_times_read_as_the_largest_and_smallest_on_every_driver(
+    db: SpatialDatabase, make_db: Callable[..., SpatialDatabase], tmp_path: Any
+) -> None:
+    """psycopg 3 refused 'infinity' ("timestamp too large (after year 10K)"), so a table
+    with a valid_to that never ends could not be streamed or exported; psycopg2 and asyncpg
+    read it as datetime.max. A year before 1, which no driver reads, names the columns."""
+    import datetime as dt
+
+    query = (
+        "SELECT 1 AS id, 'infinity'::timestamptz AS until, '-infinity'::date AS since, "
+        "ARRAY['infinity'::timestamp] AS moments, now() AS at, "
+        "'SRID=4326;POINT(1 1)'::geometry AS geom"
+    )
+    (row,) = db.stream(query)
+    assert (row.until, row.since) == (dt.datetime.max.replace(tzinfo=dt.UTC), dt.date.min)
+    assert row.moments == [dt.datetime.max] and row.at.tzinfo is not None
+    (other,) = make_db(driver="psycopg2").stream(query.replace("ARRAY['infinity'", "ARRAY[now()"))
+    assert (other.until, other.since) == (row.until, row.since)
+    frame = next(iter(db.stream_frames(query)))
+    assert frame["since"].tolist() == [dt.date.min]
+    for name in ("forever.gpkg", "forever.parquet", "forever.csv"):
+        assert db.export(query, tmp_path / name).features == 1
+    assert "9999-12-31 23:59:59.999999" in (tmp_path / "forever.csv").read_text()
+    before_christ = "SELECT '0044-03-15 BC'::date AS ides, 'POINT(1 1)'::geometry AS geom"
+    with pytest.raises(DatabaseError, match=r"the date and time columns are ides \(date\)"):
+        list(db.stream(before_christ))
+    with db.session() as s, pytest.raises(DatabaseError, match="infinity or -infinity"):
+        s.execute(text("SELECT 'infinity'::date")).all()  # the ORM's reads: advice only
 
 
 def test_million_rows_in_bounded_memory(db: SpatialDatabase) -> None:

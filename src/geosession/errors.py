@@ -255,6 +255,8 @@ _POSTGIS_MISSING = re.compile(  # a call with a geometry argument: PostGIS is th
     r" does not exist",
     re.IGNORECASE,
 )
+_BEYOND_DATETIME = re.compile(r"^(date|timestamp) too (large|small) \((after|before) year")
+"""psycopg 3's words for a date or time out of Python's range (infinity included)."""
 _UNSENDABLE = re.compile(
     r"(?:cannot|can't) adapt type '(?P<psycopg>\w+)'"  # psycopg, psycopg2
     r"|query argument (?P<arg>\$\d+): .*\(expected \w+, got (?P<asyncpg>\w+)\)"  # asyncpg
@@ -373,9 +375,20 @@ def classify(diag: Diagnostics, *, is_disconnect: bool) -> tuple[type[GeoSession
         return _BY_SQLSTATE_CLASS[state[:2]]
     if is_disconnect:
         return ConnectionFailed, "the connection was lost; " + _ADVICE_RETRY
-    if not state:  # the driver refused the call: the statement never reached the server
-        return DatabaseError, "see the driver's message above"
+    if not state:  # the driver refused the call, or its result: nothing from the server
+        return DatabaseError, _driver_advice(diag.message)
     return DatabaseError, "see the server's message above"
+
+
+def _driver_advice(message: str) -> str:
+    if _BEYOND_DATETIME.search(message):
+        return (
+            "the result holds a date or time Python's datetime cannot: PostgreSQL's infinity "
+            "or -infinity, or a year before 1 or after 9999 (psycopg 3 reads none of them; "
+            "psycopg2 and asyncpg read infinity as datetime.max). Query the column as text "
+            "(col::text), or leave those values out in SQL (WHERE isfinite(col))"
+        )
+    return "see the driver's message above"
 
 
 def _invalid_geometry_advice(message: str) -> str:

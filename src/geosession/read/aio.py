@@ -16,6 +16,7 @@ from typing import Any, Self, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from geosession.read.decode import Rows
+from geosession.read.infinity import all_rows
 from geosession.read.loop import ReadLoop, make_plan
 from geosession.read.plan import ReadOptions
 from geosession.read.query import SPATIAL_TYPES_SQL, ReadPlan
@@ -131,8 +132,4 @@ async def fetch(connection: AsyncConnection, statement: Any) -> Rows:
         result = await connection.exec_driver_sql(statement)
     else:
         result = await connection.execute(statement)
-    try:
-        rows: Rows = result.cursor.fetchall()
-        return rows
-    finally:
-        result.close()
+    return all_rows(result)

@@ -24,6 +24,7 @@ from psycopg.pq import Format
 from sqlalchemy import Connection, event
 
 from geosession.read.decode import Rows
+from geosession.read.infinity import all_rows
 from geosession.read.loop import ReadLoop, make_plan
 from geosession.read.plan import ReadOptions
 from geosession.read.query import SPATIAL_TYPES_SQL, ReadPlan
@@ -151,11 +152,7 @@ def fetch(connection: Connection, statement: Any) -> Rows:
         result = connection.exec_driver_sql(statement)
     else:
         result = connection.execute(statement)
-    try:
-        rows: Rows = result.cursor.fetchall()
-        return rows
-    finally:
-        result.close()
+    return all_rows(result)
 
 
 def _binary_results(connection: Any, cursor: Any, *args: Any) -> None:
