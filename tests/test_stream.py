@@ -248,6 +248,14 @@ def test_bad_input_is_refused_before_any_row(db: SpatialDatabase) -> None:
         list(db.stream("SELECT * FROM rd_plain"))
     with pytest.raises(ConfigurationError, match="two columns named 'id'"):
         list(db.stream("SELECT p.id, t.id, p.geom FROM rd_parcels p JOIN rd_two t USING (id)"))
+    # SQLAlchemy's text(): a colon in a literal is a placeholder, and :v::int is none (both
+    # failed inside the read with SQLAlchemy's own errors)
+    json_literal = """SELECT '{"a":1}'::jsonb AS j, geom FROM rd_parcels"""
+    with pytest.raises(ConfigurationError, match=r"Cannot read: the statement's :1 has no value.*write \\:1"):
+        db.stream(json_literal)
+    assert len(list(db.stream(json_literal.replace('":1', '"\\:1')))) == ROWS
+    with pytest.raises(ConfigurationError, match=r"params names :v.*CAST\(:v AS int\)"):
+        db.stream("SELECT :v::int AS v, geom FROM rd_parcels", params={"v": 1})
     assert db.pool_stats().checked_out == 0
 
 

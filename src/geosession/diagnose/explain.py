@@ -22,6 +22,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from geosession.diagnose.advice import PlanFacts, analyse, jit_advice
 from geosession.diagnose.nodes import PlanNode, parse_plan
 from geosession.errors import ConfigurationError
+from geosession.placeholders import mismatch, unbound
 
 _BUFFER_KEYS = {
     "shared_hit": "Shared Hit Blocks",
@@ -139,24 +140,14 @@ def _check_values(
 ) -> None:
     """Every ``:name`` placeholder has a value (a plan depends on them), and every value a
     placeholder."""
-    compiled = statement.compile(dialect=connection.dialect)
-    binds = compiled.binds if isinstance(compiled, SQLCompiler) else {}
-    missing = [key for key, bind in binds.items() if bind.required and key not in params]
-    if missing:
-        given = ", ".join(f"{key!r}: ..." for key in missing)
-        flags = " ".join(f"--param {key}=VALUE" for key in missing)
-        raise ConfigurationError(
-            f"Cannot explain: the statement's {', '.join(':' + key for key in missing)} "
-            f"{'have' if len(missing) > 1 else 'has'} no value; give "
-            f"params={{{given}}} (geosession explain: {flags})"
-        )
-    unknown = [key for key in params if key not in binds]
-    if unknown:
-        placeholders = ", ".join(f":{key}" for key in binds) or "none"
-        raise ConfigurationError(
-            f"Cannot explain: params names {', '.join(':' + key for key in unknown)}, which "
-            f"the statement does not have (its placeholders: {placeholders})"
-        )
+    problem = mismatch(statement, params, connection.dialect)
+    if problem is None:
+        return
+    missing = unbound(statement, params, connection.dialect)
+    flags = " ".join(f"--param {key}=VALUE" for key in missing)
+    raise ConfigurationError(
+        f"Cannot explain: {problem}" + (f" (geosession explain: {flags})" if missing else "")
+    )
 
 
 def _report(connection: Connection, output: dict[str, Any], *, analyze: bool) -> PlanReport:

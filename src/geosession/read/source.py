@@ -25,10 +25,12 @@ from sqlalchemy import (
     table,
     text,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.selectable import CompoundSelect, TextualSelect
 
 from geosession.errors import ConfigurationError
 from geosession.names import identifier_table_name, split_table_name
+from geosession.placeholders import mismatch
 
 
 def as_subquery(statement: Any, params: Mapping[str, Any] | None = None) -> Subquery:
@@ -38,8 +40,7 @@ def as_subquery(statement: Any, params: Mapping[str, Any] | None = None) -> Subq
         name = identifier_table_name(statement)
         statement = text(statement) if name is None else _every_column(*name)
     if isinstance(statement, TextClause):
-        if params:
-            statement = statement.bindparams(**params)
+        statement = _bound(statement, params)
         subquery: Subquery = statement.columns().subquery("q")
         return subquery
     if params:
@@ -55,6 +56,16 @@ def as_subquery(statement: Any, params: Mapping[str, Any] | None = None) -> Subq
         f"cannot read from {type(statement).__name__}: give a select (Core or ORM), a text() "
         "query, SQL as a string, a table's name, a Table or a mapped class"
     )
+
+
+def _bound(statement: TextClause, params: Mapping[str, Any] | None) -> TextClause:
+    """``params`` bound to the SQL's ``:names``, each placeholder with a value and each
+    value with a placeholder, or refused before the query runs (a placeholder without one
+    failed inside the read as SQLAlchemy's "A value is required for bind parameter")."""
+    problem = mismatch(statement, params or {}, postgresql.dialect())  # type: ignore[no-untyped-call]
+    if problem is not None:
+        raise ConfigurationError(f"Cannot read: {problem}")
+    return statement.bindparams(**params) if params else statement
 
 
 def _every_column(schema: str | None, name: str) -> Select[Any]:
