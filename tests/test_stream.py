@@ -251,7 +251,9 @@ def test_bad_input_is_refused_before_any_row(db: SpatialDatabase) -> None:
     # SQLAlchemy's text(): a colon in a literal is a placeholder, and :v::int is none (both
     # failed inside the read with SQLAlchemy's own errors)
     json_literal = """SELECT '{"a":1}'::jsonb AS j, geom FROM rd_parcels"""
-    with pytest.raises(ConfigurationError, match=r"Cannot read: the statement's :1 has no value.*write \\:1"):
+    with pytest.raises(
+        ConfigurationError, match=r"Cannot read: the statement's :1 has no value.*write \\:1"
+    ):
         db.stream(json_literal)
     assert len(list(db.stream(json_literal.replace('":1', '"\\:1')))) == ROWS
     with pytest.raises(ConfigurationError, match=r"params names :v.*CAST\(:v AS int\)"):
@@ -647,6 +649,8 @@ def test_infinite_dates_and_times_read_as_the_largest_and_smallest_on_every_driv
     before_christ = "SELECT '0044-03-15 BC'::date AS ides, 'POINT(1 1)'::geometry AS geom"
     with pytest.raises(DatabaseError, match=r"the date and time columns are ides \(date\)"):
         list(db.stream(before_christ))
+    with pytest.raises(DatabaseError, match=r"columns are midnight \(time\).*or the time 24:00"):
+        list(db.stream("SELECT '24:00'::time AS midnight, 'POINT(1 1)'::geometry AS geom"))
     with db.session() as s, pytest.raises(DatabaseError, match="infinity or -infinity"):
         s.execute(text("SELECT 'infinity'::date")).all()  # the ORM's reads: advice only
 

@@ -255,7 +255,9 @@ _POSTGIS_MISSING = re.compile(  # a call with a geometry argument: PostGIS is th
     r" does not exist",
     re.IGNORECASE,
 )
-_BEYOND_DATETIME = re.compile(r"^(date|timestamp) too (large|small) \((after|before) year")
+_BEYOND_DATETIME = re.compile(
+    r"^(date|timestamp) too (large|small) \((after|before) year|^time not supported by Python"
+)
 """psycopg 3's words for a date or time out of Python's range (infinity included)."""
 _UNSENDABLE = re.compile(
     r"(?:cannot|can't) adapt type '(?P<psycopg>\w+)'"  # psycopg, psycopg2
@@ -384,7 +386,7 @@ def _driver_advice(message: str) -> str:
     if _BEYOND_DATETIME.search(message):
         return (
             "the result holds a date or time Python's datetime cannot: PostgreSQL's infinity "
-            "or -infinity, or a year before 1 or after 9999 (psycopg 3 reads none of them; "
+            "or -infinity, a year before 1 or after 9999, or 24:00:00 (psycopg 3 reads none; "
             "psycopg2 and asyncpg read infinity as datetime.max). Query the column as text "
             "(col::text), or leave those values out in SQL (WHERE isfinite(col))"
         )

@@ -5,7 +5,8 @@ psycopg 3's loaders refuse them ("timestamp too large (after year 10K)"), where 
 and asyncpg give ``date.max`` and ``date.min`` (``datetime.max`` and ``.min``). A result
 psycopg 3 refuses so is loaded again with loaders that do the same, so that every driver
 reads them alike; only such results pay for loaders written in Python. A year before 1
-or after 9999, which no driver reads, is an error that says what to select instead.
+or after 9999, or the time 24:00:00, which no driver reads, is an error that says what to
+query instead.
 """
 
 from __future__ import annotations
@@ -21,8 +22,14 @@ from psycopg.types import datetime as loaders
 
 from geosession.errors import DatabaseError
 
-_TEMPORAL = {1082: "date", 1114: "timestamp", 1184: "timestamptz"}
-_TEMPORAL_ARRAYS = {1182: "date[]", 1115: "timestamp[]", 1185: "timestamptz[]"}
+_TEMPORAL = {1082: "date", 1114: "timestamp", 1184: "timestamptz", 1083: "time", 1266: "timetz"}
+_TEMPORAL_ARRAYS = {
+    1182: "date[]",
+    1115: "timestamp[]",
+    1185: "timestamptz[]",
+    1183: "time[]",
+    1270: "timetz[]",
+}
 _UTC_MAX = dt.datetime.max.replace(tzinfo=dt.UTC)
 _UTC_MIN = dt.datetime.min.replace(tzinfo=dt.UTC)
 _INT64_MAX, _INT64_MIN = b"\x7f" + b"\xff" * 7, b"\x80" + bytes(7)  # how infinities are sent
@@ -133,6 +140,7 @@ def unreadable(error: Exception, description: Sequence[Any] | None) -> DatabaseE
     return DatabaseError(
         f"a value of the result cannot be read into Python ({error}): "
         + (f"the date and time columns are {', '.join(named)}; " if named else "")
-        + "a year before 1 or after 9999 has no Python date. Query such a column as text "
+        + "a year before 1 or after 9999, or the time 24:00:00, has no Python value. Query "
+        "such a column as text "
         f"({first}::text), or without those values ({kept})"
     )
