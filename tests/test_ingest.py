@@ -995,6 +995,7 @@ def test_column_grants_are_enough_for_the_columns_a_load_writes(
     with pytest.raises(ConfigurationError, match="lacks INSERT on note") as late:
         loader.ingest("numbered", sparse, on_invalid="skip", chunk_size=2)
     assert "Source rows 3-4 are the first to give note" in str(late.value)
+    assert "2 rows before it stay committed: rerunning with the same ingest id" in str(late.value)
     assert late.value.ingest_report.inserted == 2  # type: ignore[attr-defined]
 
 
@@ -3256,6 +3257,33 @@ def test_text_that_postgresql_or_utf8_cannot_hold_is_a_value_reject_kept_written
     stored = [tuple(row) for row in kept]
     assert stored[:2] == [(2, "cut\\x00off"), (3, "3\\x00")]
     assert stored[3:] == [(5, "lone \\ud800"), (6, "['\\udfff']")]
+
+
+def test_a_source_row_that_stops_the_load_says_how_to_resume_after_the_rows_before(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """A row the checks refuse (a key the table lacks) after chunks committed said nothing
+    of them, and a generator's ingest id is made up per run: rerun without it, the rows
+    before were loaded again (a duplicate key)."""
+    scratch("ingest_stopped")
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE ingest_stopped (id int PRIMARY KEY, geom geometry)"))
+
+    def feed() -> Iterator[dict[str, Any]]:
+        for n in range(1, 41):
+            yield {"id": n, "geom": "POINT(1 1)", **({"bogus": 1} if n == 30 else {})}
+
+    with pytest.raises(ConfigurationError, match="not columns of the target") as stopped:
+        db.ingest("ingest_stopped", feed(), chunk_size=10)
+    report = stopped.value.ingest_report  # type: ignore[attr-defined]
+    assert (
+        f"20 rows before it stay committed: rerunning with the same ingest id ({report.ingest_id})"
+        in str(stopped.value)
+    )
+    resumed = db.ingest(
+        "ingest_stopped", feed(), chunk_size=10, ingest_id=report.ingest_id, extra_fields="ignore"
+    )
+    assert (resumed.already_committed, resumed.inserted) == (20, 20)
 
 
 def test_a_key_first_given_after_the_first_batch_is_loaded_from_there_on(

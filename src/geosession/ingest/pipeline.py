@@ -177,12 +177,23 @@ class Ingest:
                     self._advance_sequences()
         except BaseException as error:
             error.ingest_report = self.report  # type: ignore[attr-defined]  # how far it got
+            if isinstance(error, ConfigurationError) and self.report.inserted:
+                error.reword(f"{error.message}. {self._resumes()}")  # the rows before stay
             raise
         finally:
             if collecting:
                 gc.enable()
             self.report.duration = time.perf_counter() - started
         return self.report
+
+    def _resumes(self) -> str:
+        """How to go on after a source row stopped the load."""
+        if self.options.dry_run:
+            return f"{self.report.inserted:,} rows before it would have loaded"
+        return (
+            f"{self.report.inserted:,} rows before it stay committed: rerunning with the same "
+            f"ingest id ({self.ingest_id}) resumes after them"
+        )
 
     def _require_write_privileges(self, cursor: psycopg.Cursor[Any]) -> None:
         """INSERT on the target, checked up front; on_conflict='update' also needs UPDATE.

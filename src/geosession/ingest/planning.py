@@ -61,8 +61,7 @@ class Planner:
             new = ", ".join(sorted(written - set(plan.columns)))
             error.reword(
                 f"Source rows {batch.first_row}-{last} are the first to give {new}, which the "
-                f"rows before lacked (ingest {plan.ingest_id}'s committed chunks stay, and "
-                f"rerunning it with the same ingest_id resumes after them): {error.message}"
+                f"rows before lacked: {error.message}"
             )
             raise
 
