@@ -230,7 +230,12 @@ def test_generators_are_consumed_lazily() -> None:
 
 @pytest.mark.parametrize(
     ("row", "message"),
-    [(42, r"row 1 is a int"), ({}, r"row 1 has no value"), ("text", r"row 1 is a str")],
+    [
+        (42, r"row 1 is a int"),
+        ({}, r"row 1 has no value"),
+        ("text", r"row 1 is a str"),
+        ({1234567890: 2}, r"row 1 has fields that are not columns of the target: 1234567890;"),
+    ],
 )
 def test_bad_rows_are_errors(row: Any, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):

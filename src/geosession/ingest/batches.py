@@ -99,8 +99,8 @@ def _cut_names_hint(unknown: list[str], free: list[str]) -> str:
     (each field the first such column no earlier field took, as GDAL numbers repeats)."""
     found: dict[str, list[str]] = {}
     for name in unknown:
-        if len(name.encode()) != _SHAPEFILE_NAME_BYTES:
-            continue
+        if not isinstance(name, str) or len(name.encode()) != _SHAPEFILE_NAME_BYTES:
+            continue  # (a dict row's key may be no str)
         stem, underscore, number = name.rpartition("_")
         start = stem if underscore and number.isdigit() else name
         found[name] = [c for c in free if c.casefold().startswith(start.casefold()) and c != name]
