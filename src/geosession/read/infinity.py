@@ -12,12 +12,12 @@ query instead.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg.adapt import AdaptersMap, Transformer
+from psycopg.adapt import AdaptersMap, Loader, Transformer
 from psycopg.types import datetime as loaders
 
 from geosession.errors import DatabaseError
@@ -32,56 +32,29 @@ _TEMPORAL_ARRAYS = {
 }
 _UTC_MAX = dt.datetime.max.replace(tzinfo=dt.UTC)
 _UTC_MIN = dt.datetime.min.replace(tzinfo=dt.UTC)
-_INT64_MAX, _INT64_MIN = b"\x7f" + b"\xff" * 7, b"\x80" + bytes(7)  # how infinities are sent
-
-
-class _DateBinary(loaders.DateBinaryLoader):
-    def load(self, data: Any) -> dt.date:
-        ends = {b"\x7f\xff\xff\xff": dt.date.max, b"\x80\x00\x00\x00": dt.date.min}
-        return ends.get(bytes(data)) or super().load(data)
-
-
-class _TimestampBinary(loaders.TimestampBinaryLoader):
-    def load(self, data: Any) -> dt.datetime:
-        return _end(data, dt.datetime.max, dt.datetime.min) or super().load(data)
-
-
-class _TimestamptzBinary(loaders.TimestamptzBinaryLoader):
-    def load(self, data: Any) -> dt.datetime:
-        return _end(data, _UTC_MAX, _UTC_MIN) or super().load(data)
-
-
-class _DateText(loaders.DateLoader):
-    def load(self, data: Any) -> dt.date:
-        ends = {b"infinity": dt.date.max, b"-infinity": dt.date.min}
-        return ends.get(bytes(data)) or super().load(data)
-
-
-class _TimestampText(loaders.TimestampLoader):
-    def load(self, data: Any) -> dt.datetime:
-        ends = {b"infinity": dt.datetime.max, b"-infinity": dt.datetime.min}
-        return ends.get(bytes(data)) or super().load(data)
-
-
-class _TimestamptzText(loaders.TimestamptzLoader):
-    def load(self, data: Any) -> dt.datetime:
-        ends = {b"infinity": _UTC_MAX, b"-infinity": _UTC_MIN}
-        return ends.get(bytes(data)) or super().load(data)
-
-
-def _end(data: Any, latest: dt.datetime, earliest: dt.datetime) -> dt.datetime | None:
-    """A timestamp's infinity (the largest int64) or -infinity (the smallest)."""
-    raw = bytes(data)
-    return (
-        latest if raw == b"\x7f" + b"\xff" * 7 else earliest if raw == b"\x80" + bytes(7) else None
-    )
-
-
-_LOADERS = {
-    "date": (_DateBinary, _DateText),
-    "timestamp": (_TimestampBinary, _TimestampText),
-    "timestamptz": (_TimestamptzBinary, _TimestamptzText),
+_ENDS: dict[str, tuple[type[Loader], int, Any, Any]] = {
+    # type: its binary loader and size (streams read binary results), then what its
+    # infinity (the largest integer of that size) and -infinity (the smallest) read as
+    "date": (loaders.DateBinaryLoader, 4, dt.date.max, dt.date.min),
+    "timestamp": (loaders.TimestampBinaryLoader, 8, dt.datetime.max, dt.datetime.min),
+    "timestamptz": (loaders.TimestamptzBinaryLoader, 8, _UTC_MAX, _UTC_MIN),
 }
+
+
+def _infinite_loaders() -> Iterator[tuple[str, type[Loader]]]:
+    """Each type's binary loader, reading its infinities as ``_ENDS`` says."""
+    for name, (base, size, latest, earliest) in _ENDS.items():
+        ends = {b"\x7f" + b"\xff" * (size - 1): latest, b"\x80" + bytes(size - 1): earliest}
+        yield name, _reading(base, ends)
+
+
+def _reading(base: type[Loader], ends: dict[bytes, Any]) -> type[Loader]:
+    """``base``, reading the values sent as ``ends``' keys as theirs."""
+
+    def load(self: Loader, data: Any) -> Any:
+        return ends.get(bytes(data)) or base.load(self, data)
+
+    return type(f"Infinite{base.__name__}", (base,), {"load": load})
 
 
 @dataclass
@@ -116,9 +89,8 @@ def _reloaded(cursor: Any) -> list[Any] | None:
     if pgresult is None:
         return None
     adapters = AdaptersMap(cursor.adapters)
-    for name, (binary, text) in _LOADERS.items():
-        adapters.register_loader(name, binary)  # type: ignore[type-abstract]
-        adapters.register_loader(name, text)  # type: ignore[type-abstract]
+    for name, loader in _infinite_loaders():
+        adapters.register_loader(name, loader)
     transformer = Transformer(_Context(adapters, cursor.connection))
     transformer.set_pgresult(pgresult)
     try:
