@@ -2243,12 +2243,15 @@ def test_values_are_read_as_the_server_reads_them_in_an_insert(
         assert list(stored_days) == [dt.date(2026, 1, 2)] * 4 + [None] * 2
 
 
-def test_integers_beyond_their_columns_type_are_refused_not_wrapped(
+def test_numbers_beyond_their_columns_type_are_refused_not_wrapped(
     db: SpatialDatabase, scratch: Callable[..., None]
 ) -> None:
     """numpy's and psycopg's integer dumpers wrap a number beyond the type: 2**40 was
     stored as 0 in an int4 column, 70000 as 4464 in an int2, [1, 2**40] as {1,0} in an
-    int4[]. Each is a value reject naming the type's range; its bounds load."""
+    int4[]; a decimal beyond float8 was stored as infinity (or 0). Each is a value reject
+    naming the type's range; its bounds load."""
+    from decimal import Decimal
+
     import numpy as np
 
     scratch("ingest_ints")
@@ -2256,7 +2259,8 @@ def test_integers_beyond_their_columns_type_are_refused_not_wrapped(
         s.execute(
             text(
                 "CREATE TABLE ingest_ints (id integer PRIMARY KEY, small int2, whole int4, "
-                "big int8, wholes int4[], smalls int2[], geom geometry(POINT, 4326))"
+                "big int8, wholes int4[], smalls int2[], ratio float8, "
+                "geom geometry(POINT, 4326))"
             )
         )
     point = "SRID=4326;POINT(1 1)"
@@ -2269,6 +2273,8 @@ def test_integers_beyond_their_columns_type_are_refused_not_wrapped(
         {"id": 6, "wholes": [1, 2**40]},
         {"id": 7, "smalls": "{1,99999}"},
         {"id": 8, "whole": "3000000000"},
+        {"id": 9, "ratio": Decimal("1e400")},
+        {"id": 10, "ratio": Decimal("-1e-400")},
     ]
     report = db.ingest("ingest_ints", [{**row, "geom": point} for row in source])
     assert [(r.row, r.column, r.kind) for r in report.rejected] == [
@@ -2279,6 +2285,8 @@ def test_integers_beyond_their_columns_type_are_refused_not_wrapped(
         (6, "wholes", "value"),
         (7, "smalls", "value"),
         (8, "whole", "value"),
+        (9, "ratio", "value"),
+        (10, "ratio", "value"),
     ]
     assert report.rejected[0].reason == (
         "cannot read '1099511627776' as int4: out of range for int4 (-2147483648 to 2147483647)"

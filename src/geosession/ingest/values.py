@@ -14,6 +14,7 @@ import datetime as dt
 import decimal
 import functools
 import ipaddress
+import math
 import numbers
 import uuid
 from collections.abc import Callable
@@ -53,6 +54,7 @@ from geosession.ingest.readers import (
 )
 
 _FLOAT4 = "out of range (magnitudes up to 3.4e38, down to 1.4e-45): use a float8 column"
+_FLOAT8 = "out of range (magnitudes up to 1.8e308, down to 4.9e-324): use a numeric column"
 
 
 _RANGE_BOUNDS: dict[str, Callable[[dt.tzinfo], Callable[[str], Any]]] = {
@@ -270,6 +272,8 @@ def _beyond_range(values: list[Any], copy_type_name: str) -> dict[int, str]:
     """Why each number the column's type cannot hold is refused, by position."""
     if copy_type_name == "float4":
         beyond, reason = _beyond_float4(values), _FLOAT4
+    elif copy_type_name == "float8":
+        beyond, reason = _beyond_float8(values), _FLOAT8
     elif copy_type_name in INTEGER_RANGES:
         beyond = _beyond_integer(values, copy_type_name)
         reason = str(out_of_range(copy_type_name))
@@ -288,6 +292,21 @@ def _beyond_integer(values: list[Any], type_name: str) -> list[int]:
         whole = ((i, int(v)) for i, v in enumerate(values) if isinstance(v, numbers.Integral))
         return [i for i, v in whole if not low <= v <= high]
     return [int(i) for i in np.flatnonzero((wide < low) | (wide > high))]
+
+
+def _beyond_float8(values: list[Any]) -> list[int]:
+    """Positions of finite decimals that float8 holds only as infinity or zero (float()
+    makes them so; the server refuses them): floats are float8 already."""
+    if decimal.Decimal not in set(map(type, values)):  # one pass in C, the common case
+        return []
+    return [
+        i
+        for i, v in enumerate(values)
+        if isinstance(v, decimal.Decimal)
+        and v.is_finite()
+        and not v.is_zero()
+        and (math.isinf(float(v)) or float(v) == 0)
+    ]
 
 
 def _beyond_float4(values: list[Any]) -> list[int]:
