@@ -3221,6 +3221,23 @@ def test_a_null_in_a_not_null_column_is_a_null_reject_before_the_copy(
     row_trigger("ingest_required", "BEFORE INSERT", "NEW.status := coalesce(NEW.status, 'x');")
     filled = db.ingest("ingest_required", [{"id": 6, "status": None, "geom": point}])
     assert (filled.inserted, filled.rejected) == (1, [])
+    scratch("ingest_required_parted")  # a partition's trigger fills it too (COPY fires it)
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE ingest_required_parted (id integer, status text NOT NULL, "
+                "geom geometry(POINT, 4326)) PARTITION BY RANGE (id)"
+            )
+        )
+        s.execute(
+            text(
+                "CREATE TABLE ingest_required_part PARTITION OF ingest_required_parted "
+                "FOR VALUES FROM (0) TO (100)"
+            )
+        )
+    row_trigger("ingest_required_part", "BEFORE INSERT", "NEW.status := 'filled';")
+    parted = db.ingest("ingest_required_parted", [{"id": 1, "status": None, "geom": point}])
+    assert (parted.inserted, parted.rejected) == (1, [])
 
 
 def test_text_that_postgresql_or_utf8_cannot_hold_is_a_value_reject_kept_written_out(

@@ -81,7 +81,9 @@ DATABASE_IDENTITY = """(
 what makes a table's OID mean something, as restoring a dump gives every table a new one."""
 _DATABASE_SQL = f"SELECT {DATABASE_IDENTITY}"
 _TRIGGERS_SQL = """
-    SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %(oid)s
+    SELECT EXISTS (SELECT 1 FROM pg_trigger  -- the partitions' too: COPY fires theirs
+                   WHERE (tgrelid = %(oid)s OR tgrelid IN (
+                       SELECT relid FROM pg_partition_tree(CAST(%(oid)s AS oid))))
                    AND NOT tgisinternal AND tgtype & 7 = 7),  -- ROW, BEFORE, INSERT
            EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %(oid)s
                    AND tgtype & 68 = 68),  -- INSTEAD OF, INSERT
@@ -178,7 +180,8 @@ class Target:
     oid: int = 0
     """The table's OID: a table dropped and made again under the same name has another."""
     insert_triggers: bool = False
-    """BEFORE INSERT row triggers, which may fill columns the source leaves out."""
+    """BEFORE INSERT row triggers (its own or a partition's), which may fill columns the
+    source leaves out or gives as NULL."""
     deferrable: bool = False
     """Constraints (keys, foreign keys, constraint triggers) that may be checked at COMMIT,
     where bisection cannot find the rows that break them: each chunk checks them at once."""
