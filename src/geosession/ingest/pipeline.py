@@ -49,9 +49,7 @@ from geosession.ingest.lacking import Lacking
 from geosession.ingest.locks import blocked, lock_holders, lock_wait_ms
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.planning import Planner
-from geosession.ingest.privileges import (
-    require_privileges,
-)
+from geosession.ingest.privileges import require_privileges
 from geosession.ingest.progress import Progress
 from geosession.ingest.report import IngestReport
 from geosession.ingest.sequences import advance_sequences
