@@ -17,14 +17,14 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 def unbound(statement: ClauseElement, params: Mapping[str, Any], dialect: Dialect) -> list[str]:
     """The placeholders of ``statement`` that need a value and ``params`` gives none."""
-    binds = _binds(statement, dialect)
-    return [key for key, bind in binds.items() if bind.required and key not in params]
+    return _unbound(_binds(statement, dialect), params)
 
 
 def mismatch(statement: ClauseElement, params: Mapping[str, Any], dialect: Dialect) -> str | None:
     """What does not match between the placeholders and ``params``, in words; None when
     every placeholder has a value and every value a placeholder."""
-    missing = unbound(statement, params, dialect)
+    binds = _binds(statement, dialect)
+    missing = _unbound(binds, params)
     if missing:
         given = ", ".join(f"{key!r}: ..." for key in missing)
         return (
@@ -33,7 +33,6 @@ def mismatch(statement: ClauseElement, params: Mapping[str, Any], dialect: Diale
             f"write \\:{missing[0]} where the colon is text (as in a JSON literal "
             """'{"a":1}')"""
         )
-    binds = _binds(statement, dialect)
     unknown = [key for key in params if key not in binds]
     if unknown:
         placeholders = ", ".join(f":{key}" for key in binds) or "none"
@@ -43,6 +42,10 @@ def mismatch(statement: ClauseElement, params: Mapping[str, Any], dialect: Diale
             f"one to SQLAlchemy: write CAST(:{unknown[0]} AS int))"
         )
     return None
+
+
+def _unbound(binds: Mapping[str, Any], params: Mapping[str, Any]) -> list[str]:
+    return [key for key, bind in binds.items() if bind.required and key not in params]
 
 
 def _binds(statement: ClauseElement, dialect: Dialect) -> Mapping[str, Any]:
