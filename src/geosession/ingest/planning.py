@@ -33,6 +33,7 @@ class Planner:
         self.base, self.connections = base, connections
         self.plan: WritePlan | None = None
         self.lock = threading.Lock()
+        self.writable = frozenset(c.name for c in base.target.columns if not c.generated)
 
     @property
     def may_lack(self) -> frozenset[str]:
@@ -44,7 +45,7 @@ class Planner:
         """The plan writing ``batch``'s columns (and those with a SQL default only SQLAlchemy
         knows, for the staging table's INSERT to write)."""
         with self.lock:
-            written = {*batch.columns, *self.base.sql_defaults}
+            written = {*batch.columns, *self.base.sql_defaults} & self.writable
             if self.plan is None:
                 check_required_columns(self.base.target, written)
                 self.plan = self._plan(written)
