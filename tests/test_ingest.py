@@ -3218,6 +3218,9 @@ def test_a_null_in_a_not_null_column_is_a_null_reject_before_the_copy(
         assert [tuple(row) for row in stored] == [(1, 5), (3, 1)]
         kept = s.execute(text("SELECT source_row, kind FROM ingest_required_rejected"))
         assert sorted(tuple(row) for row in kept) == [(2, "null"), (4, "null"), (5, "null")]
+    strict = [{"id": 11, "status": None, "geom": point}, {"id": 12, "status": "l", "geom": point}]
+    raised = db.ingest("ingest_required", strict, on_invalid="raise")  # for geometries only
+    assert raised.inserted == 1 and [r.kind for r in raised.rejected] == ["null"]
     row_trigger("ingest_required", "BEFORE INSERT", "NEW.status := coalesce(NEW.status, 'x');")
     filled = db.ingest("ingest_required", [{"id": 6, "status": None, "geom": point}])
     assert (filled.inserted, filled.rejected) == (1, [])

@@ -484,11 +484,13 @@ class Ingest:
         return (plan, columns, numbers[:cut], kept_rejects, kept_lacking, flush), first_bad
 
     def _first_invalid(self, rejects: list[Reject]) -> Reject | None:
-        """With on_invalid="raise", the first bad geometry (values that cannot be sent
-        are set aside whatever on_invalid says, as when the server refuses them)."""
+        """With on_invalid="raise", the first bad geometry (values that cannot be sent, and
+        NULLs in other NOT NULL columns, are set aside whatever on_invalid says, as when
+        the server refuses them)."""
         if self.options.on_invalid != "raise":
             return None
-        return next((r for r in rejects if r.kind != "value"), None)
+        geometries = {column.name for column in self.target.geometry_columns}
+        return next((r for r in rejects if r.kind != "value" and r.column in geometries), None)
 
     def _encode(self, batch: Batch) -> Validated:
         """Validated, encoded rows of one source batch (rows committed earlier are skipped)."""
