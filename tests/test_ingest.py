@@ -2243,6 +2243,40 @@ def test_values_are_read_as_the_server_reads_them_in_an_insert(
         assert list(stored_days) == [dt.date(2026, 1, 2)] * 4 + [None] * 2
 
 
+def test_text_longer_than_its_varchar_or_char_column_is_a_value_reject(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """The server refused such rows one at a time ("value too long for type character
+    varying(3)"), found by bisecting the chunk; they are set aside before the COPY, counted
+    in characters, and spaces past the length are cut as the server cuts them."""
+    scratch("ingest_lengths")
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE ingest_lengths (id integer PRIMARY KEY, code varchar(3), "
+                "flag char(2), note varchar, geom geometry(POINT, 4326))"
+            )
+        )
+    point = "SRID=4326;POINT(1 1)"
+    source: list[dict[str, Any]] = [
+        {"id": 1, "code": "abc", "flag": "x"},
+        {"id": 2, "code": "abcd"},
+        {"id": 3, "code": "ab   ", "flag": "ab  "},  # spaces past the length: cut
+        {"id": 4, "code": 1234},  # sent as its text
+        {"id": 5, "flag": "xyz", "note": "long" * 1_000},
+        {"id": 6, "code": "ééé"},  # characters, not bytes
+    ]
+    report = db.ingest("ingest_lengths", [{**row, "geom": point} for row in source])
+    assert [(r.row, r.column, r.kind, r.reason) for r in report.rejected] == [
+        (2, "code", "value", "value too long for character varying(3): 4 characters"),
+        (4, "code", "value", "value too long for character varying(3): 4 characters"),
+        (5, "flag", "value", "value too long for character(2): 3 characters"),
+    ]
+    with db.session() as s:
+        stored = s.execute(text("SELECT id, code, flag FROM ingest_lengths ORDER BY id")).all()
+    assert [tuple(row) for row in stored] == [(1, "abc", "x "), (3, "ab ", "ab"), (6, "ééé", None)]
+
+
 def test_numbers_beyond_their_columns_type_are_refused_not_wrapped(
     db: SpatialDatabase, scratch: Callable[..., None]
 ) -> None:

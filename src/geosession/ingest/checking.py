@@ -75,6 +75,7 @@ def check_batch(
     geometries = _check_geometries(batch, plan, columns, keep, options, sizer)
     rejects = geometries.rejects + _read_values(batch, plan, columns, keep)
     rejects += _null_rejects(batch.first_row, plan, columns, keep, lacking)
+    rejects += _too_long(batch.first_row, plan, columns, keep)
     rejects.sort(key=lambda reject: reject.row)
     return CheckedBatch(
         [_kept(columns[name], keep) for name in plan.columns],
@@ -195,6 +196,34 @@ def _null_rejects(
                 reason = f"NULL in NOT NULL column {column.name}"
                 rejects.append(Reject(first_row + index, column.name, "null", reason, None))
     return rejects
+
+
+def _too_long(
+    first_row: int, plan: WritePlan, columns: dict[str, list[Any]], keep: Keep
+) -> list[Reject]:
+    """Sets aside the rows with a value longer than its varchar(n) or char(n) column holds,
+    which the server would refuse one at a time (spaces past n it cuts, as it does)."""
+    rejects = []
+    for column in plan.target.columns:
+        limit, values = column.max_length, columns.get(column.name)
+        if limit is None or values is None or _longest(values) <= limit:
+            continue
+        kind = "character varying" if column.type_name == "varchar" else "character"
+        for index, value in enumerate(values):
+            text = value if value is None or isinstance(value, str) else str(value)
+            if text is not None and len(text) > limit and text[limit:].strip(" ") and keep[index]:
+                keep[index] = False
+                reason = f"value too long for {kind}({limit}): {len(text)} characters"
+                rejects.append(Reject(first_row + index, column.name, "value", reason, text[:2000]))
+    return rejects
+
+
+def _longest(values: list[Any]) -> int:
+    """The length of the longest value as text (a pass in C when all are text or NULL)."""
+    try:
+        return max(map(len, filter(None, values)), default=0)
+    except TypeError:  # numbers, which go as their text
+        return max((len(str(value)) for value in values if value is not None), default=0)
 
 
 def _kept(values: list[Any], keep: Keep) -> list[Any]:

@@ -40,6 +40,8 @@ _COLUMNS_SQL = """
            a.attidentity = 'a' AS identity,
            CASE WHEN er.proname = ANY(%(receivers)s) THEN e.oid END AS text_elements,
            format_type(a.atttypid, -1) AS cast_type,
+           CASE WHEN t.typname IN ('varchar', 'bpchar') AND base.typmod >= 4
+                THEN base.typmod - 4 END AS max_length,
            srs.auth_name, srs.auth_srid, srs.srtext, srs.proj4text
     FROM pg_attribute a
     CROSS JOIN LATERAL (  -- a domain is sent as the type it is based on, with its typmod
@@ -162,6 +164,8 @@ class Column:
     what text sent for a type without a binary dumper is cast to. The INSERT from the
     stage then applies the typmod as an INSERT of the text would (bit(4) refuses '10',
     which a cast to bit(4) would pad)."""
+    max_length: int | None = None
+    """The characters a varchar(n) or char(n) holds: n."""
 
     @property
     def generated_as(self) -> str:
@@ -339,8 +343,8 @@ def _refuse_joined_inheritance(target: Any) -> None:
 
 def _column(row: Any) -> Column:
     described, srs_row = row[:-4], row[-4:]  # spatial_ref_sys: auth_name ... proj4text
-    name, type_name, not_null, srid, geometry_type, dimension, *flags = described[:-2]
-    text_elements, cast_type = described[-2:]
+    name, type_name, not_null, srid, geometry_type, dimension, *flags = described[:-3]
+    text_elements, cast_type, max_length = described[-3:]
     generated, has_default, text_input, identity = map(bool, flags)
     spec = None
     if type_name in ("geometry", "geography"):
@@ -361,4 +365,5 @@ def _column(row: Any) -> Column:
         int(text_elements or 0),
         identity,
         cast_type,
+        max_length,
     )
