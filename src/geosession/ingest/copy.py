@@ -120,22 +120,23 @@ class Chunk:
 
         Done on the reader thread, so the writer's transaction never waits for it.
         """
-        while isinstance(result := self._encoded(self.plan), Refused):
-            self._set_aside(self.plan, result)
+        while isinstance(result := self._encoded(), Refused):
+            self._set_aside(result)
         self.encoded = result
         self.checksum = f"crc32:{zlib.crc32(result.data):08x}"
         return self
 
-    def _encoded(self, plan: WritePlan) -> Encoded | Refused:
+    def _encoded(self) -> Encoded | Refused:
         """The rows as COPY data; with rows lacking columns, each row's group last."""
         if self.lacking is None:
-            return binary.encode_rows(self.columns, plan.copy_types)
+            return binary.encode_rows(self.columns, self.plan.copy_types)
         self.groups = groups(self.lacking)
         number = {columns_lacked: index for index, columns_lacked in enumerate(self.groups)}
         grouped = [number[columns_lacked] for columns_lacked in self.lacking]
-        return binary.encode_rows([*self.columns, grouped], (*plan.copy_types, "int4"))
+        return binary.encode_rows([*self.columns, grouped], (*self.plan.copy_types, "int4"))
 
-    def _set_aside(self, plan: WritePlan, refused: Refused) -> None:
+    def _set_aside(self, refused: Refused) -> None:
+        plan = self.plan
         for index, (column, error) in refused.values.items():
             value = self.columns[column][index]
             sent = f"{plan.copy_types[column]} (given {type(value).__name__})"
@@ -183,7 +184,7 @@ def write_chunk(conn: psycopg.Connection[Any], chunk: Chunk) -> ChunkResult:
         if plan.staged or chunk.lacking is not None:
             _create_stage(cursor, plan, grouped=chunk.lacking is not None)
         try:
-            inserted, server_rejects = _write_bisecting(conn, plan, chunk, 0, len(chunk))
+            inserted, server_rejects = _write_bisecting(conn, chunk, 0, len(chunk))
         except IntegrityViolation:  # the key's owner may be another run of this ingest id
             if not plan.dry_run:
                 refuse_overlap(cursor, plan.ingest_id, span, plan.committed)
@@ -218,7 +219,7 @@ def _chunk_settings(plan: WritePlan) -> str:
 
 
 def _write_bisecting(
-    conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk, start: int, stop: int
+    conn: psycopg.Connection[Any], chunk: Chunk, start: int, stop: int
 ) -> tuple[int, list[Reject]]:
     """Writes rows [start, stop) under a savepoint; on a row-level error, tries each half.
 
@@ -229,9 +230,10 @@ def _write_bisecting(
     """
     if start == stop:
         return 0, []
+    plan = chunk.plan
     try:
         with conn.transaction():
-            return _write(conn, plan, chunk, start, stop), []
+            return _write(conn, chunk, start, stop), []
     except psycopg.Error as error:
         if not _row_level(error, plan):
             raise
@@ -249,7 +251,7 @@ def _write_bisecting(
             rejects = [_server_reject(conn, plan, error, chunk.row_numbers[at], row)]
         inserted = 0
         for lo, hi in parts:
-            written, found = _write_bisecting(conn, plan, chunk, lo, hi)
+            written, found = _write_bisecting(conn, chunk, lo, hi)
             inserted += written
             rejects += found
         rejects.sort(key=lambda reject: reject.row)
@@ -364,9 +366,8 @@ def _shown(value: Any) -> str | None:
     return as_text(value.obj if isinstance(value, Json | Jsonb) else value)
 
 
-def _write(
-    conn: psycopg.Connection[Any], plan: WritePlan, chunk: Chunk, start: int, stop: int
-) -> int:
+def _write(conn: psycopg.Connection[Any], chunk: Chunk, start: int, stop: int) -> int:
+    plan = chunk.plan
     staged = plan.staged or chunk.lacking is not None
     table = _STAGE if staged else sql.SQL(plan.target.quoted)
     sent = [*plan.columns, *([_GROUP] if chunk.lacking is not None else [])]
