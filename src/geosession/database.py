@@ -38,6 +38,7 @@ from geosession.errors import (
     QueryTimeout,
     endpoint_of,
 )
+from geosession.event_loops import LoopClaim
 from geosession.forks import cut_off, keep_inherited, on_fork
 from geosession.ingest.report import IngestReport
 from geosession.observe.instances import count_database, forget_database
@@ -97,6 +98,7 @@ class SpatialDatabase:
         self._ingest_engine: Engine | None = None
         self._async_sessions: async_sessionmaker[AsyncSession] | None = None
         self._engines_lock = threading.Lock()  # the engines made on first use
+        self._loop = LoopClaim()  # the event loop the async pools serve
         self._replicas = Replicas(
             self.settings,
             on_engine=self.metrics.attach_replica,
@@ -132,8 +134,15 @@ class SpatialDatabase:
 
     @property
     def async_engine(self) -> AsyncEngine:
-        """The AsyncEngine (asyncpg unless ``async_driver`` says psycopg), made on first use."""
+        """The AsyncEngine (asyncpg unless ``async_driver`` says psycopg), made on first use.
+
+        Its pools serve the running event loop: a loop that follows one that ended (another
+        ``asyncio.run``) gets them afresh (see ``event_loops``).
+        """
         with self._engines_lock:
+            if self._loop.moved(repr(self)):  # a loop that ended used them: pools afresh
+                for async_engine in self._async_engines():
+                    async_engine.sync_engine.dispose()
             if self._async_engine is None:
                 self._async_engine = build_async_engine(self.settings)
                 self.metrics.attach_async(self._async_engine.sync_engine)
@@ -709,6 +718,7 @@ class SpatialDatabase:
         """In a forked child: pools of its own; the parent's connections are never used
         here, nor its threads' scoped sessions (see ``forks``)."""
         self._engines_lock = threading.Lock()  # another thread may have held it at the fork
+        self._loop.forget()
         for record in self.metrics.lent():  # sessions open in the parent at the fork
             cut_off(record.dbapi_connection)
         keep_inherited(self.scoped.registry)

@@ -28,6 +28,7 @@ from sqlalchemy import URL, Connection, Engine, create_engine, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from geosession.engine_errors import install_error_translation
+from geosession.event_loops import keep_to_own_loops
 from geosession.settings import DatabaseSettings, duration_ms
 
 _COMMAND_TIMEOUT_MARGIN_S = 30
@@ -62,6 +63,7 @@ def build_async_engine(settings: DatabaseSettings) -> AsyncEngine:
     install_error_translation(
         engine.sync_engine, idle_in_transaction_timeout=_idle_timeout_s(settings)
     )
+    keep_to_own_loops(engine.sync_engine)
     return engine
 
 

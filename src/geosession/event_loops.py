@@ -1,0 +1,121 @@
+"""An async engine's pool serves one event loop at a time.
+
+SQLAlchemy's async pool waits on an asyncio queue, and an asyncpg connection can only be
+used, and even closed, on the loop that opened it. A second ``asyncio.run`` in one
+process (scripts, workers that run a loop per job, test runners with a loop per test)
+would otherwise take the first loop's connections and fail with "Event loop is closed",
+or wait on a queue "bound to a different event loop". So when another loop takes over
+from one that has ended, the database renews its async pools (:class:`LoopClaim`), and
+connections of another loop are closed without that loop: on it when it still runs,
+else by shutting their socket down, so the server ends the session at once
+(:func:`keep_to_own_loops`). A loop still running in another thread keeps its pools: the
+other thread is told to use a database of its own, as sharing would hang or fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.util.concurrency import in_greenlet
+
+from geosession.errors import ConfigurationError
+
+
+class LoopClaim:
+    """The event loop the async pools of one database serve."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def moved(self, database: str) -> bool:
+        """Whether the running loop takes over from another (the caller then renews the
+        pools). ``database`` names it in the error raised while the other still runs."""
+        running = _running_loop()
+        if running is None or running is self._loop:
+            return False
+        previous = self._loop
+        if previous is not None and previous.is_running():
+            raise ConfigurationError(
+                f"The async pool of {database} serves an event loop still running in another "
+                "thread: asyncio connections belong to one loop. Give each thread that runs "
+                "its own loop a SpatialDatabase of its own, or send the work to the first "
+                "loop with asyncio.run_coroutine_threadsafe"
+            )
+        self._loop = running
+        return previous is not None
+
+    def forget(self) -> None:
+        """In a forked child: the parent's loop is nothing to it."""
+        self._loop = None
+
+
+def keep_to_own_loops(engine: Engine) -> None:
+    """Makes the pool of ``engine`` (an AsyncEngine's sync engine) replace an asyncpg
+    connection of another loop at checkout, and close connections without awaiting
+    where no loop can be awaited on: outside SQLAlchemy's greenlet, or another loop's."""
+    dialect = engine.dialect
+    dialect.do_ping = _on_own_loop(dialect.do_ping, otherwise=True)  # type: ignore[method-assign]
+    dialect.do_close = _on_own_loop(dialect.do_close)  # type: ignore[method-assign]
+    dialect.do_terminate = _on_own_loop(dialect.do_terminate)  # type: ignore[method-assign]
+    event.listen(engine, "checkout", _replace_if_of_another_loop)
+
+
+def _replace_if_of_another_loop(dbapi_connection: Any, *_: Any) -> None:
+    if _loop_elsewhere(dbapi_connection) is not None:
+        raise sa_exc.DisconnectionError("a connection of another event loop")
+
+
+def _on_own_loop(method: Any, otherwise: Any = None) -> Any:
+    """``method`` where it can await on the connection's loop; else (a ping: ``otherwise``,
+    the checkout listener replaces the connection) a close that awaits nothing."""
+
+    def on_own_loop(dbapi_connection: Any) -> Any:
+        elsewhere = _loop_elsewhere(dbapi_connection)
+        if elsewhere is None and in_greenlet():
+            return method(dbapi_connection)
+        if otherwise is None:
+            _close_without_awaiting(dbapi_connection._connection, elsewhere)
+        return otherwise
+
+    return on_own_loop
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _loop_elsewhere(dbapi_connection: Any) -> asyncio.AbstractEventLoop | None:
+    """The loop of an asyncpg connection when it is not the loop running here."""
+    loop = getattr(getattr(dbapi_connection, "_connection", None), "_loop", None)
+    if not isinstance(loop, asyncio.AbstractEventLoop):
+        return None  # psycopg's: any loop can use it
+    return None if loop is _running_loop() else loop
+
+
+def _close_without_awaiting(connection: Any, elsewhere: asyncio.AbstractEventLoop | None) -> None:
+    if getattr(connection, "pgconn", None) is not None:  # psycopg: libpq closes it at once
+        connection.pgconn.finish()
+    elif elsewhere is None:  # asyncpg on this thread's loop
+        connection.terminate()
+    elif elsewhere.is_running():
+        elsewhere.call_soon_threadsafe(connection.terminate)
+    else:
+        _shut_down(connection)
+
+
+def _shut_down(connection: Any) -> None:
+    """Ends an asyncpg connection of a loop that no longer runs: its socket is shut down
+    (the server ends the session), and its descriptor closes with its transport."""
+    transport = getattr(connection, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):  # the server closed it already
+            sock.shutdown(socket.SHUT_RDWR)
