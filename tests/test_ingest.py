@@ -2163,6 +2163,74 @@ def test_integer_columns_take_whole_numbers_of_any_type_and_never_cut_a_fraction
     assert stored == [(1, 3), (4, 2), (5, None), (6, 12), (7, None if with_nulls else 5)]
 
 
+def test_a_boolean_for_a_number_column_is_a_value_reject(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """Python's bool is an int: True was stored as 1 in an integer column and as 1.0 in
+    a float one (an INSERT refuses it), and False for numeric gave decimal's own words."""
+    import numpy as np
+
+    scratch("ingest_bools")
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE ingest_bools (id integer PRIMARY KEY, i int8, f float8, "
+                "r real, n numeric, ids int4[], flag boolean, geom geometry(POINT, 4326))"
+            )
+        )
+    point = "SRID=4326;POINT(1 1)"
+    source = [
+        {"id": 1, "i": True, "geom": point},
+        {"id": 2, "f": True, "geom": point},
+        {"id": 3, "r": np.bool_(False), "geom": point},
+        {"id": 4, "n": False, "geom": point},
+        {"id": 5, "ids": [1, True], "geom": point},
+        {"id": 6, "i": 1, "f": 0.5, "r": 2, "n": 3, "ids": [1], "flag": 1, "geom": point},
+    ]
+    report = db.ingest("ingest_bools", source)
+    assert [(r.row, r.column, r.kind) for r in report.rejected] == [
+        (1, "i", "value"),
+        (2, "f", "value"),
+        (3, "r", "value"),
+        (4, "n", "value"),
+        (5, "ids", "value"),
+    ]
+    assert report.rejected[3].reason == (
+        "cannot read 'False' as numeric: a boolean is no number to PostgreSQL (it casts one "
+        "only when told): make the column boolean, or give 1 and 0"
+    )
+    with db.session() as s:
+        stored = s.execute(text("SELECT id, i, f, r, n, ids, flag FROM ingest_bools")).all()
+    assert [tuple(row) for row in stored] == [(6, 1, 0.5, 2.0, 3, [1], True)]
+
+
+def test_a_value_whose_str_raises_is_a_value_reject(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """A text column takes str() of an object; one whose __str__ raised stopped the load."""
+
+    class Unprintable:
+        def __str__(self) -> str:
+            raise ValueError("no text for this one")
+
+    scratch("ingest_unprintable")
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE ingest_unprintable (id integer PRIMARY KEY, name text, "
+                "geom geometry(POINT, 4326))"
+            )
+        )
+    point = "SRID=4326;POINT(1 1)"
+    source = [{"id": 1, "name": Unprintable(), "geom": point}, {"id": 2, "name": 7, "geom": point}]
+    report = db.ingest("ingest_unprintable", source)
+    assert report.inserted == 1
+    [reject] = report.rejected
+    assert (reject.row, reject.column, reject.kind) == (1, "name", "value")
+    assert "its str() raised ValueError: no text for this one" in reject.reason
+    assert reject.value is not None and "Unprintable object at" in reject.value
+
+
 def test_values_are_read_as_the_server_reads_them_in_an_insert(
     db: SpatialDatabase, make_db: Callable[..., SpatialDatabase], scratch: Callable[..., None]
 ) -> None:

@@ -174,7 +174,7 @@ def _text(values: list[Any], kinds: set[type]) -> tuple[list[bytes], dict[int, E
             payload = list(map(str.encode, values))
         else:
             payload = [b"" if v is None else _utf8(v) for v in values]
-    except UnicodeEncodeError:  # found again value by value
+    except (UnicodeEncodeError, TypeError):  # found again value by value
         payload, refusals = _each(values, _utf8)
     if b"\x00" in b"".join(payload):  # one pass in C
         nul = {row: _NUL for row, value in enumerate(payload) if b"\x00" in value}
@@ -183,7 +183,13 @@ def _text(values: list[Any], kinds: set[type]) -> tuple[list[bytes], dict[int, E
 
 
 def _utf8(value: Any) -> bytes:
-    return (value if type(value) is str else str(value)).encode()
+    if type(value) is str:
+        return value.encode()
+    try:
+        text = str(value)
+    except Exception as error:  # an object's own __str__: whatever it raises
+        raise TypeError(f"its str() raised {type(error).__name__}: {error}") from error
+    return text.encode()
 
 
 _NUL = ValueError("PostgreSQL text cannot hold the NUL character (0x00): remove or replace it")

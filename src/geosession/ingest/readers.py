@@ -55,11 +55,21 @@ def to_bool(value: Any) -> Any:
     raise Unreadable("only true, false, 1 and 0 (and their spellings in text) are booleans")
 
 
+def _not_a_number() -> Unreadable:
+    """Python's bool is an int, PostgreSQL's boolean no number: an INSERT refuses it."""
+    return Unreadable(
+        "a boolean is no number to PostgreSQL (it casts one only when told): make the "
+        "column boolean, or give 1 and 0"
+    )
+
+
 def to_integer(value: Any) -> Any:
     """A whole number of any numeric type as an int (3.0 from a pandas column that has
     NaNs); a fraction is refused, where encoding it as an integer would cut it silently."""
     if isinstance(value, str):
         return int(value)
+    if isinstance(value, bool | np.bool_):
+        raise _not_a_number()
     if isinstance(value, int) or not isinstance(value, numbers.Real | decimal.Decimal):
         return value  # anything else is left to the dumper, which names what it refuses
     whole = int(cast(SupportsInt, value))  # NaN and infinities raise here
@@ -98,7 +108,18 @@ def to_float(text: str) -> float:
     return number
 
 
+def to_real(value: Any) -> Any:
+    """Text read as a float column reads it; anything else but a boolean as it is."""
+    if isinstance(value, str):
+        return to_float(value)
+    if isinstance(value, bool | np.bool_):
+        raise _not_a_number()
+    return value
+
+
 def to_decimal(value: Any) -> Any:
+    if isinstance(value, bool | np.bool_):
+        raise _not_a_number()
     return decimal.Decimal(str(value)) if isinstance(value, float | int | str) else value
 
 

@@ -606,5 +606,8 @@ def as_text(value: Any) -> str | None:
         except TypeError:  # what JSON cannot hold (a lone surrogate, a key not text)
             text = str(value)
     else:
-        text = str(value)
+        try:
+            text = str(value)
+        except Exception:  # an object's own __str__ (the reject's reason says what)
+            text = object.__repr__(value)
     return text[:2000]

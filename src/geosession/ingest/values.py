@@ -37,7 +37,6 @@ from geosession.ingest.readers import (
     to_cast_text,
     to_date,
     to_decimal,
-    to_float,
     to_hstore,
     to_integer,
     to_integer_of,
@@ -45,6 +44,7 @@ from geosession.ingest.readers import (
     to_interval_element,
     to_json,
     to_range,
+    to_real,
     to_text,
     to_time,
     to_timestamp,
@@ -69,8 +69,6 @@ _RANGE_BOUNDS: dict[str, Callable[[dt.tzinfo], Callable[[str], Any]]] = {
 
 
 _FROM_TEXT: dict[str, Callable[[Any], Any]] = {
-    "float4": to_float,
-    "float8": to_float,
     "inet": ipaddress.ip_interface,  # 10.0.0.1 or 10.0.0.0/8, as inet reads them
     "cidr": ipaddress.ip_network,  # host bits set are refused, as by cidr
 }
@@ -80,6 +78,7 @@ _FROM_TEXT: dict[str, Callable[[Any], Any]] = {
 _FROM_ANY: dict[str, tuple[Callable[[Any], Any], tuple[type, ...]]] = {
     **dict.fromkeys(("int2", "int4", "int8"), (to_integer, (int, NoneType))),
     "numeric": (to_decimal, (decimal.Decimal, NoneType)),
+    **dict.fromkeys(("float4", "float8"), (to_real, (float, int, NoneType))),
     "bool": (to_bool, (bool, np.bool_, NoneType)),
     "hstore": (to_hstore, (NoneType,)),
     "interval": (to_interval, (NoneType,)),
@@ -251,9 +250,12 @@ _JSON: dict[str, Callable[[str], Any]] = {
 
 def _needs_pass(kinds: set[type], settled: tuple[type, ...] | None) -> bool:
     """Whether a column of values of these types has any to convert (``settled`` None:
-    only text)."""
+    only text). A bool is an int to Python, not to PostgreSQL: it is converted (or
+    refused) unless the column settles bools by name."""
     if settled is None:
         return any(issubclass(kind, str) for kind in kinds)
+    if bool in kinds and bool not in settled:
+        return True
     return not all(issubclass(kind, settled) for kind in kinds)
 
 
