@@ -2204,6 +2204,51 @@ def test_a_boolean_for_a_number_column_is_a_value_reject(
     assert [tuple(row) for row in stored] == [(6, 1, 0.5, 2.0, 3, [1], True)]
 
 
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_infinite_dates_and_times_stream_out_and_load_back_as_infinity(
+    make_db: Callable[..., SpatialDatabase], scratch: Callable[..., None], driver: str
+) -> None:
+    """Every driver reads infinity as Python's last date or time (-infinity as the
+    first); loaded back, those were stored as 9999-12-31 23:59:59.999999 and 0001-01-01,
+    and the server's own text 'infinity' (a CSV's) was refused as no date."""
+    db = make_db(driver=driver)
+    scratch("ingest_moments", "ingest_moments_copy")
+    columns = "id integer PRIMARY KEY, d date, ts timestamp, tz timestamptz, geom geometry"
+    with db.transaction() as s:
+        for table in ("ingest_moments", "ingest_moments_copy"):
+            s.execute(text(f"CREATE TABLE {table} ({columns})"))
+        s.execute(
+            text(
+                "INSERT INTO ingest_moments VALUES "
+                "(1, 'infinity', 'infinity', 'infinity', 'POINT(1 1)'), "
+                "(2, '-infinity', '-infinity', '-infinity', 'POINT(1 1)'), "
+                "(3, '2020-01-02', '2020-01-02 03:04', '2020-01-02 03:04+00', 'POINT(1 1)'), "
+                "(4, NULL, NULL, NULL, 'POINT(1 1)')"
+            )
+        )
+    streamed = [dict(row._mapping) for row in db.stream("SELECT * FROM ingest_moments")]
+    assert streamed[0]["ts"] == dt.datetime.max
+    text_rows = [
+        {"id": 5, "d": " Infinity", "ts": "-infinity", "tz": "+infinity", "geom": "POINT(1 1)"},
+        {"id": 6, "d": dt.datetime.max, "ts": dt.datetime.min, "tz": dt.datetime.max},
+    ]
+    report = db.ingest("ingest_moments_copy", [*streamed, *text_rows])
+    assert (report.inserted, report.rejected) == (6, [])
+    with db.session() as s:
+        stored = s.execute(
+            text("SELECT id, d::text, ts::text, tz::text FROM ingest_moments_copy ORDER BY id")
+        ).all()
+    infinite, minus = ("infinity",) * 3, ("-infinity",) * 3
+    assert [tuple(row)[1:] for row in stored] == [
+        infinite,
+        minus,
+        ("2020-01-02", "2020-01-02 03:04:00", "2020-01-02 03:04:00+00"),
+        (None, None, None),
+        ("infinity", "-infinity", "infinity"),
+        ("infinity", "-infinity", "infinity"),
+    ]
+
+
 def test_a_value_whose_str_raises_is_a_value_reject(
     db: SpatialDatabase, scratch: Callable[..., None]
 ) -> None:

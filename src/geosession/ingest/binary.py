@@ -24,6 +24,7 @@ from psycopg import pq
 from psycopg.adapt import PyFormat, Transformer
 
 from geosession.ingest.intervals import Interval
+from geosession.ingest.readers import Infinite
 from geosession.ingest.values import TEXT_TYPES
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
@@ -153,6 +154,8 @@ def _variable(
         payload, refusals = _each(values, _hstore)
     elif copy_type == "interval":  # values.py made each an Interval, months included
         payload, refusals = _each(values, Interval.binary)
+    elif Infinite in kinds:
+        payload, refusals = _with_infinities(values, copy_type)
     elif isinstance(copy_type, TextArrayOf):
         payload, refusals = _dumped(values, copy_type)
         element = copy_type.element_oid.to_bytes(4, "big")
@@ -237,6 +240,17 @@ def _dumped(values: list[Any], copy_type: str) -> tuple[list[Any], dict[int, Exc
     except Exception:  # any dumper error is a value's: find each one
         return [b""] * len(values), _refusals(values, copy_type)
     return [b"" if d is None else d for d in dumped], {}
+
+
+def _with_infinities(values: list[Any], copy_type: str) -> tuple[list[Any], dict[int, Exception]]:
+    """A date or time column dumped with infinity and -infinity where values.py put them
+    (no Python date or time is one)."""
+    payload, refusals = _dumped([None if type(v) is Infinite else v for v in values], copy_type)
+    width = 4 if copy_type == "date" else 8
+    for row, value in enumerate(values):
+        if type(value) is Infinite:
+            payload[row] = value.binary(width)
+    return payload, refusals
 
 
 def _refusals(values: list[Any], copy_type: str) -> dict[int, Exception]:

@@ -123,6 +123,38 @@ def to_decimal(value: Any) -> Any:
     return decimal.Decimal(str(value)) if isinstance(value, float | int | str) else value
 
 
+class Infinite:
+    """PostgreSQL's infinity (``sign`` 1) or -infinity (-1) for a date or a time: what
+    every driver reads back as ``date.max``/``datetime.max`` (``.min``)."""
+
+    __slots__ = ("sign",)
+
+    def __init__(self, sign: int) -> None:
+        self.sign = sign
+
+    def __str__(self) -> str:
+        return "infinity" if self.sign > 0 else "-infinity"
+
+    def binary(self, width: int) -> bytes:
+        """Its binary COPY form in a ``width``-byte date (4) or timestamp (8)."""
+        bound: int = 2 ** (8 * width - 1)
+        return (bound - 1 if self.sign > 0 else -bound).to_bytes(width, "big", signed=True)
+
+
+INFINITY, MINUS_INFINITY = Infinite(1), Infinite(-1)
+INFINITE_TEXT = {"infinity": INFINITY, "+infinity": INFINITY, "-infinity": MINUS_INFINITY}
+"""The server's spellings (any case, spaces around)."""
+INFINITE_MOMENTS = (
+    (dt.datetime.max, INFINITY),
+    (dt.datetime.max.replace(tzinfo=dt.UTC), INFINITY),
+    (dt.date.max, INFINITY),
+    (dt.datetime.min, MINUS_INFINITY),
+    (dt.datetime.min.replace(tzinfo=dt.UTC), MINUS_INFINITY),
+    (dt.date.min, MINUS_INFINITY),
+)
+"""Python's last and first dates and times, as the drivers read infinity and -infinity."""
+
+
 def _moment(value: Any) -> Any:
     """Text and numpy datetimes as datetime (NaT as None); anything else as it is."""
     if isinstance(value, str):

@@ -25,7 +25,10 @@ import numpy as np
 from psycopg.types.json import Json, Jsonb
 
 from geosession.ingest.readers import (
+    INFINITE_MOMENTS,
+    INFINITE_TEXT,
     INTEGER_RANGES,
+    Infinite,
     Unreadable,
     array_parser,
     as_is,
@@ -124,6 +127,9 @@ def coerce_values(
         values = _missing_as_null(values, kinds)
         kinds = set(map(type, values))
     unreadable: dict[int, str] = {}
+    if copy_type_name in _WITH_INFINITY and kinds & _MAYBE_INFINITE:
+        values = _infinities(values, kinds)
+        kinds = set(map(type, values))
     exact = _EXACT.get(copy_type_name)  # a subclass (a datetime for a date) needs the pass
     if convert is not None and _needs_pass(kinds, settled) and not (exact and kinds <= exact):
         converted: list[Any] = []
@@ -171,6 +177,38 @@ def _missing(value: Any) -> bool:
     if type(value).__name__ in _PANDAS_MISSING:
         return True
     return isinstance(value, float | np.floating | np.datetime64) and value != value
+
+
+_WITH_INFINITY = frozenset({"date", "timestamp", "timestamptz"})
+_MAYBE_INFINITE = frozenset({str, dt.datetime, dt.date})
+
+
+def _infinities(values: list[Any], kinds: set[type]) -> list[Any]:
+    """The values with infinity where text says so or Python's last date or time stands
+    for it (as the drivers read infinity back), -infinity for the first."""
+    found: dict[int, Infinite] = {}
+    if str in kinds:
+        for index, value in enumerate(values):
+            if type(value) is str and (bound := INFINITE_TEXT.get(value.strip().lower())):
+                found[index] = bound
+    ends = {kind: _ends(values, kinds, kind) for kind in (dt.datetime, dt.date) if kind in kinds}
+    for moment, bound in INFINITE_MOMENTS:
+        kind = type(moment)
+        if kind in ends and moment in ends[kind]:
+            found.update(
+                (i, bound) for i, v in enumerate(values) if type(v) is kind and v == moment
+            )
+    return [found.get(i, v) for i, v in enumerate(values)] if found else values
+
+
+def _ends(values: list[Any], kinds: set[type], kind: type) -> Any:
+    """The first and last values of ``kind``: two scans in C (naive times compared with
+    aware ones are slow), or all of them where the two are mixed."""
+    of_kind = values if len(kinds) == 1 else [v for v in values if type(v) is kind]
+    try:
+        return {min(of_kind), max(of_kind)}
+    except TypeError:  # naive and aware times: no order
+        return of_kind
 
 
 _ZONED: dict[str, Callable[[dt.tzinfo, Any], Any]] = {
