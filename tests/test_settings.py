@@ -112,6 +112,15 @@ def test_a_url_driver_that_contradicts_the_settings_is_refused(
     assert "s3cret" not in str(info.value) and "Value error" not in str(info.value)
 
 
+def test_a_misspelt_keyword_is_refused_naming_the_setting() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        SpatialDatabase(URL, pool_sise=3, frobnicate=True)
+    assert str(info.value) == (
+        "Invalid geosession settings: pool_sise is not a setting (did you mean pool_size?); "
+        "frobnicate is not a setting (the README's Configuration table lists the settings)"
+    )
+
+
 def test_a_misspelt_environment_variable_is_refused_naming_the_setting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

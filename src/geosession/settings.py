@@ -449,12 +449,17 @@ def _split_password(url: URL) -> tuple[str | None, dict[str, Any]]:
 def _describe_validation_error(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors(include_url=False, include_input=False):
+        if error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
+            problems.append(_not_a_setting(str(error["loc"][0])))
+            continue
         message = error["msg"].removeprefix("Value error, ")
         field = ".".join(str(part) for part in error["loc"])
         if error["loc"] and isinstance(error["loc"][0], str):
             field += f" ({_PREFIX}{error['loc'][0].upper()})"
         problems.append(f"{field}: {message}" if field else message)  # a check of several fields
-    return "Invalid geosession settings: " + "; ".join(problems)
+    listed = any(error["type"] == "extra_forbidden" for error in exc.errors())
+    tail = " (the README's Configuration table lists the settings)" if listed else ""
+    return "Invalid geosession settings: " + "; ".join(problems) + tail
 
 
 def _url_list(text: str) -> Any:
@@ -469,6 +474,12 @@ def _url_list(text: str) -> Any:
                 "or the URLs apart by spaces"
             ) from None
     return text.split()
+
+
+def _not_a_setting(name: str) -> str:
+    close = difflib.get_close_matches(name, list(DatabaseSettings.model_fields), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"{name} is not a setting{hint}"
 
 
 def _describe_settings_error(exc: SettingsError) -> str:
