@@ -83,7 +83,7 @@ def test_lock_timeouts_and_lost_commits_are_retried_only_when_asked() -> None:
         ({"attempts": 0}, "attempts=0"),
         ({"backoff": (2.0, 1.0)}, "backoff=(2.0, 1.0)"),
         ({"backoff": (-1.0, 1.0)}, "backoff=(-1.0, 1.0)"),
-        ({"atempts": 3}, "atempts"),
+        ({"atempts": 3}, "takes no option atempts (did you mean attempts"),
     ],
 )
 def test_invalid_options_are_named(db: SpatialDatabase, options: Any, named: str) -> None:

@@ -235,6 +235,9 @@ def test_bad_input_is_refused_before_any_row(db: SpatialDatabase) -> None:
         db.stream("SELECT * FROM rd_parcels", geometry="buffer:3")
     with pytest.raises(ConfigurationError, match="output="):
         db.stream("SELECT * FROM rd_parcels", output="arrow")
+    for read in (db.stream, db.stream_frames, db.iter_geojson):
+        with pytest.raises(ConfigurationError, match=r"no option geometri \(did you mean geometry"):
+            read("SELECT * FROM rd_parcels", geometri="envelope")
     bad = [
         ({"geometry_column": "nope"}, "geometry_column='nope' is not a column"),
         ({"geometry_column": "name"}, "not a geometry or geography column"),

@@ -9,7 +9,9 @@ generic code, and by the driver's disconnect signal where there is no code at al
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -343,6 +345,21 @@ def first_line(error: BaseException) -> str:
 def advice_for(sqlstate: str) -> str:
     """What to do about an error of this SQLSTATE, as a sentence."""
     return capitalized(_BY_SQLSTATE[sqlstate][1])
+
+
+def refuse_unknown_options(given: Iterable[str], known: Collection[str], call: str) -> None:
+    """Raises ConfigurationError for keywords that are no option of ``call``, naming the
+    option each resembles and the options there are."""
+    unknown = sorted(set(given) - set(known))
+    if not unknown:
+        return
+    named = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, list(known), n=1)
+        named.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    raise ConfigurationError(
+        f"{call} takes no option {', '.join(named)}; its options are {', '.join(known)}"
+    )
 
 
 def capitalized(advice: str) -> str:

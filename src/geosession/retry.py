@@ -55,6 +55,7 @@ from geosession.errors import (
     IdleInTransactionTimeout,
     LockTimeout,
     PoolExhausted,
+    refuse_unknown_options,
 )
 from geosession.settings import duration_ms
 
@@ -148,12 +149,7 @@ class RetryPolicy:
 
 def split_options(options: RetryOptions) -> tuple[dict[str, Any], RetryPolicy]:
     """The keyword arguments for ``db.transaction`` and the policy, from ``options``."""
-    unknown = set(options) - set(RetryOptions.__annotations__)
-    if unknown:
-        raise ConfigurationError(
-            f"Unknown option(s) {sorted(unknown)}; run_transaction takes "
-            + ", ".join(RetryOptions.__annotations__)
-        )
+    refuse_unknown_options(options, RetryOptions.__annotations__, "run_transaction")
     transaction = {k: v for k, v in options.items() if k in _TRANSACTION_OPTIONS}
     base, cap = options.get("backoff", (RetryPolicy.base, RetryPolicy.cap))
     policy = RetryPolicy(

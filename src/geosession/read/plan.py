@@ -8,6 +8,7 @@ pushed into SQL so that less crosses the wire. Every identifier is quoted here.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
-from geosession.errors import ConfigurationError
+from geosession.errors import ConfigurationError, refuse_unknown_options
 
 OUTPUTS = ("shapely", "wkb", "geojson", "row")
 """What :meth:`SpatialDatabase.stream` yields per row (see :class:`ReadOptions`)."""
@@ -125,7 +126,15 @@ class ReadOptions:
     """Read the types of ``types.POSTGRES_TEXT`` as PostgreSQL's text (file exports)."""
 
     @classmethod
-    def build(
+    def build(cls, **options: Any) -> ReadOptions:
+        """The options of one read (``db.stream(..., **options)`` and its kin), each
+        checked; a keyword that is none is refused naming the option it resembles."""
+        known = list(inspect.signature(cls._checked).parameters)
+        refuse_unknown_options(options, known, "A read (db.stream, db.export and their kin)")
+        return cls._checked(**options)
+
+    @classmethod
+    def _checked(
         cls,
         *,
         geometry: str = "full",
