@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from geosession import ConfigurationError, SpatialDatabase
+from geosession import SpatialDatabase
 
 
 async def backend_pid(db: SpatialDatabase, hold: float = 0.0) -> int:
@@ -71,28 +71,67 @@ def test_a_loop_after_one_that_waited_for_the_pool_waits_too(
     asyncio.run(db.adispose())
 
 
-def test_a_loop_still_running_in_another_thread_keeps_the_pool(
-    make_db: Callable[..., SpatialDatabase],
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+def test_a_loop_beside_the_pooled_one_gets_connections_of_its_own(
+    make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any], driver: str
 ) -> None:
-    db = make_db(pool_size=2, max_overflow=0)
+    """A loop of another thread while the pooled one runs (an async view that a threaded
+    server runs with async_to_sync): each session its own connection, closed after it."""
+    db = make_db(async_driver=driver, pool_size=2, max_overflow=0)
     inside, leave = threading.Event(), threading.Event()
+    pooled: list[int] = []
 
     async def hold_the_loop() -> None:
-        await backend_pid(db)
+        pooled.append(await backend_pid(db))
         inside.set()
         while not leave.is_set():
             await asyncio.sleep(0.01)
+        pooled.append(await backend_pid(db))  # the pool still serves this loop
         await db.adispose()
 
     other = threading.Thread(target=asyncio.run, args=(hold_the_loop(),))
     other.start()
     try:
         assert inside.wait(10)
-        with pytest.raises(ConfigurationError, match="another thread") as raised:
-            asyncio.run(backend_pid(db))
-        assert "a SpatialDatabase of its own" in str(raised.value)
+
+        async def twice() -> list[int]:
+            return [await backend_pid(db), await backend_pid(db)]
+
+        beside = asyncio.run(twice())
     finally:
         leave.set()
         other.join()
-    assert asyncio.run(backend_pid(db)) > 0  # that loop ended: this one takes over
+    assert len(set(beside)) == 2 and not set(beside) & set(pooled)
+    assert pooled[0] == pooled[1]
+    assert all(backend_gone(admin, pid) for pid in beside)
+    assert db.pool_stats(async_pool=True).checkouts == 2  # the pooled loop's two sessions
+    assert asyncio.run(backend_pid(db)) not in pooled  # that loop ended: this one takes over
+    asyncio.run(db.adispose())
+
+
+def test_threads_running_loops_of_their_own_share_one_database(
+    make_db: Callable[..., SpatialDatabase], caplog: pytest.LogCaptureFixture
+) -> None:
+    db = make_db(pool_size=2, max_overflow=0)
+    failures: list[BaseException] = []
+
+    async def queries() -> None:
+        for _ in range(20):
+            await backend_pid(db)
+            await asyncio.sleep(0.005)
+
+    def run() -> None:
+        try:
+            asyncio.run(queries())
+        except BaseException as error:  # the assertion below names it
+            failures.append(error)
+
+    with caplog.at_level(logging.WARNING):
+        threads = [threading.Thread(target=run) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    assert not [r for r in caplog.records if r.name.startswith("sqlalchemy")]
     asyncio.run(db.adispose())

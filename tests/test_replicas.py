@@ -10,6 +10,7 @@ import concurrent.futures
 import json
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -148,6 +149,38 @@ def test_async_replica_sessions_and_streams(routed: SpatialDatabase) -> None:
         return tuple(shown), rows
 
     assert asyncio.run(read()) == ((True, "4s"), 1)
+
+
+def test_async_replica_reads_from_a_loop_beside_the_pooled_one(routed: SpatialDatabase) -> None:
+    """A loop of another thread while the pooled loop runs reads on the standby too,
+    through connections of its own (see test_event_loops)."""
+    with routed.transaction() as s:
+        s.execute(text("INSERT INTO replicated VALUES (1, ST_Point(1, 1, 4326))"))
+    wait_until(lambda: _replicated(routed, 1))
+    inside, leave = threading.Event(), threading.Event()
+
+    async def hold_the_loop() -> None:
+        async with routed.async_session(replica=True) as s:
+            await s.execute(text("SELECT 1"))
+        inside.set()
+        while not leave.is_set():
+            await asyncio.sleep(0.01)
+        await routed.adispose()
+
+    async def read_beside() -> tuple[object, int]:
+        async with routed.async_transaction(replica=True) as s:
+            shown = (await s.execute(IN_RECOVERY)).one()
+        rows = [row async for row in routed.async_stream("SELECT * FROM replicated", replica=True)]
+        return tuple(shown), len(rows)
+
+    other = threading.Thread(target=asyncio.run, args=(hold_the_loop(),))
+    other.start()
+    try:
+        assert inside.wait(10)
+        assert asyncio.run(read_beside()) == ((True, "4s"), 1)
+    finally:
+        leave.set()
+        other.join()
 
 
 def test_a_standby_that_is_down_is_passed_over_for_the_primary(

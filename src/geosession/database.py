@@ -38,7 +38,7 @@ from geosession.errors import (
     QueryTimeout,
     endpoint_of,
 )
-from geosession.event_loops import LoopClaim
+from geosession.event_loops import LoopClaim, connected_once
 from geosession.forks import cut_off, keep_inherited, on_fork
 from geosession.ingest.report import IngestReport
 from geosession.observe.instances import count_database, forget_database
@@ -95,8 +95,13 @@ class SpatialDatabase:
         self.scoped = scoped_session(self._sessions)
         """Thread-local session registry; call ``db.scoped.remove()`` when a request ends."""
         self._async_engine: AsyncEngine | None = None
+        self._unpooled_async_engine: AsyncEngine | None = None  # for loops beside the pool's
         self._ingest_engine: Engine | None = None
-        self._async_sessions: async_sessionmaker[AsyncSession] | None = None
+        self._async_sessions = async_sessionmaker(
+            autoflush=False,
+            expire_on_commit=False,
+            sync_session_class=self._sessions.class_,  # shares the session guards
+        )
         self._engines_lock = threading.Lock()  # the engines made on first use
         self._loop = LoopClaim()  # the event loop the async pools serve
         self._replicas = Replicas(
@@ -136,24 +141,33 @@ class SpatialDatabase:
     def async_engine(self) -> AsyncEngine:
         """The AsyncEngine (asyncpg unless ``async_driver`` says psycopg), made on first use.
 
-        Its pools serve the running event loop: a loop that follows one that ended (another
-        ``asyncio.run``) gets them afresh (see ``event_loops``).
+        Its pools serve one event loop at a time: a loop that follows one that ended
+        (another ``asyncio.run``) gets them afresh, and a loop running beside it in another
+        thread gets an engine without a pool (see ``event_loops``).
         """
+        return self._async_engine_here()[0]
+
+    def _async_engine_here(self) -> tuple[AsyncEngine, bool]:
+        """The async engine for the running loop, and whether it is the pooled one."""
         with self._engines_lock:
-            if self._loop.moved(repr(self)):  # a loop that ended used them: pools afresh
+            claim = self._loop.claim()
+            if claim == "taken over":  # a loop that ended used the pools: pools afresh
                 for async_engine in self._async_engines():
                     async_engine.sync_engine.dispose()
+            elif claim == "elsewhere":
+                if self._unpooled_async_engine is None:
+                    self._unpooled_async_engine = self._new_async_engine(pooled=False)
+                return self._unpooled_async_engine, False
             if self._async_engine is None:
-                self._async_engine = build_async_engine(self.settings)
-                self.metrics.attach_async(self._async_engine.sync_engine)
-                self._replicas.watch_writes(self._async_engine.sync_engine)
-                self._async_sessions = async_sessionmaker(
-                    self._async_engine,
-                    autoflush=False,
-                    expire_on_commit=False,
-                    sync_session_class=self._sessions.class_,  # shares the session guards
-                )
-            return self._async_engine
+                self._async_engine = self._new_async_engine(pooled=True)
+            return self._async_engine, True
+
+    def _new_async_engine(self, *, pooled: bool) -> AsyncEngine:
+        engine = build_async_engine(self.settings, pooled=pooled)
+        attach = self.metrics.attach_async if pooled else self.metrics.attach_unpooled
+        attach(engine.sync_engine)
+        self._replicas.watch_writes(engine.sync_engine)
+        return engine
 
     @contextmanager
     def session(self, *, replica: bool = False) -> Iterator[Session]:
@@ -205,8 +219,6 @@ class SpatialDatabase:
     @asynccontextmanager
     async def async_session(self, *, replica: bool = False) -> AsyncIterator[AsyncSession]:
         """The async twin of :meth:`session`: always closed, rolled back on error."""
-        self.async_engine  # noqa: B018 - creates the engine and session factory on first use
-        assert self._async_sessions is not None
         if replica:
             async with (
                 self._async_checkout(replica=True, after=self._replicas.read_after()) as connection,
@@ -214,11 +226,14 @@ class SpatialDatabase:
             ):
                 yield session
             return
+        engine, pooled = self._async_engine_here()
+        if not pooled:
+            await connected_once(engine)
         try:
-            async with self._async_sessions() as session:
+            async with self._async_sessions(bind=engine) as session:
                 yield session
         except sa_exc.TimeoutError as error:
-            raise self._pool_exhausted(self.async_engine.sync_engine) from error
+            raise self._pool_exhausted(engine.sync_engine) from error
 
     @asynccontextmanager
     async def async_transaction(
@@ -688,12 +703,16 @@ class SpatialDatabase:
     async def _async_checkout(
         self, *, replica: bool = False, after: ReadAfter | None = None
     ) -> AsyncIterator[AsyncConnection]:
-        engine = self.async_engine
+        engine, pooled = self._async_engine_here()
         try:
             connection = (
-                await self._replicas.async_connect(after or ReadAfter(None)) if replica else None
+                await self._replicas.async_connect(after or ReadAfter(None), pooled=pooled)
+                if replica
+                else None
             )
             if connection is None:
+                if not pooled:
+                    await connected_once(engine)
                 connection = await engine.connect()
                 if replica:
                     await connection.execution_options(**READ_ONLY)
@@ -736,7 +755,7 @@ class SpatialDatabase:
 
     def _async_engines(self) -> list[AsyncEngine]:
         """The async engines made so far: the primary's and the replicas'."""
-        made = [self._async_engine, *self._replicas.async_engines()]
+        made = [self._async_engine, self._unpooled_async_engine, *self._replicas.async_engines()]
         return [engine for engine in made if engine is not None]
 
     async def adispose(self) -> None:

@@ -26,6 +26,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from sqlalchemy import URL, Connection, Engine, create_engine, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from geosession.engine_errors import install_error_translation
 from geosession.event_loops import keep_to_own_loops
@@ -47,8 +48,10 @@ def build_engine(settings: DatabaseSettings) -> Engine:
     return engine
 
 
-def build_async_engine(settings: DatabaseSettings) -> AsyncEngine:
-    """A pooled AsyncEngine for the async driver (asyncpg or psycopg 3)."""
+def build_async_engine(settings: DatabaseSettings, *, pooled: bool = True) -> AsyncEngine:
+    """An AsyncEngine for the async driver (asyncpg or psycopg 3): pooled, or with a
+    connection of its own for each checkout (for loops beside the pooled one's, see
+    ``event_loops``)."""
     driver = settings.async_driver
     connect_args = (
         asyncpg_connect_args(settings)
@@ -56,7 +59,9 @@ def build_async_engine(settings: DatabaseSettings) -> AsyncEngine:
         else libpq_connect_args(settings, driver)
     )
     engine = create_async_engine(
-        _engine_url(settings, driver), connect_args=connect_args, **_pool_arguments(settings)
+        _engine_url(settings, driver),
+        connect_args=connect_args,
+        **(_pool_arguments(settings) if pooled else {"poolclass": NullPool}),
     )
     if settings.pgbouncer:
         _set_per_transaction(engine.sync_engine, settings, raw_psycopg=False)

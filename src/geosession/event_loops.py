@@ -8,8 +8,9 @@ or wait on a queue "bound to a different event loop". So when another loop takes
 from one that has ended, the database renews its async pools (:class:`LoopClaim`), and
 connections of another loop are closed without that loop: on it when it still runs,
 else by shutting their socket down, so the server ends the session at once
-(:func:`keep_to_own_loops`). A loop still running in another thread keeps its pools: the
-other thread is told to use a database of its own, as sharing would hang or fail.
+(:func:`keep_to_own_loops`). A loop running beside the pooled one, in another thread (an
+async view run by ``async_to_sync`` in a threaded server), gets an engine without a pool:
+a connection of its own for each session, opened and closed on that loop.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from typing import Any
+import threading
+import weakref
+from typing import Any, Literal
 
 from sqlalchemy import Engine, event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util.concurrency import in_greenlet
 
-from geosession.errors import ConfigurationError
+Claim = Literal["ours", "taken over", "elsewhere"]
 
 
 class LoopClaim:
@@ -32,26 +36,44 @@ class LoopClaim:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def moved(self, database: str) -> bool:
-        """Whether the running loop takes over from another (the caller then renews the
-        pools). ``database`` names it in the error raised while the other still runs."""
+    def claim(self) -> Claim:
+        """For the running loop: "ours" when the pools serve it (or no loop runs), "taken
+        over" when it follows a loop that ended (the caller renews the pools), "elsewhere"
+        when a loop running in another thread has them (the caller connects without)."""
         running = _running_loop()
         if running is None or running is self._loop:
-            return False
+            return "ours"
         previous = self._loop
         if previous is not None and previous.is_running():
-            raise ConfigurationError(
-                f"The async pool of {database} serves an event loop still running in another "
-                "thread: asyncio connections belong to one loop. Give each thread that runs "
-                "its own loop a SpatialDatabase of its own, or send the work to the first "
-                "loop with asyncio.run_coroutine_threadsafe"
-            )
+            return "elsewhere"
         self._loop = running
-        return previous is not None
+        return "ours" if previous is None else "taken over"
 
     def forget(self) -> None:
         """In a forked child: the parent's loop is nothing to it."""
         self._loop = None
+
+
+_connected: weakref.WeakSet[AsyncEngine] = weakref.WeakSet()
+_first_connection = threading.RLock()
+
+
+async def connected_once(engine: AsyncEngine) -> None:
+    """Makes the first connection of an engine without a pool, which loops of several
+    threads share, on one loop at a time.
+
+    SQLAlchemy sets its dialect up on an engine's first connection behind an asyncio lock,
+    and a loop of another thread waiting on that lock is never woken: such a loop waits
+    here instead, on a thread lock, for that one connection. Coroutines of the loop that
+    holds it pass (the lock is reentrant) and wait on SQLAlchemy's lock, in their loop.
+    """
+    if engine in _connected:
+        return
+    with _first_connection:
+        if engine not in _connected:
+            async with engine.connect():
+                pass
+            _connected.add(engine)
 
 
 def keep_to_own_loops(engine: Engine) -> None:

@@ -23,6 +23,7 @@ before.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import re
@@ -40,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from geosession.engine import build_async_engine, build_engine
 from geosession.errors import ConfigurationError, ConnectionFailed
+from geosession.event_loops import connected_once
 from geosession.settings import DatabaseSettings
 
 log = logging.getLogger(__name__)
@@ -131,6 +133,7 @@ class Replicas:
         self._exhausted = exhausted
         self._engines: dict[int, Engine] = {}
         self._async_engines: dict[int, AsyncEngine] = {}
+        self._unpooled_async_engines: dict[int, AsyncEngine] = {}  # for loops beside the pool's
         self._turns = itertools.count()
         self._lock = threading.Lock()
         self._down_until: dict[int, float] = {}
@@ -232,17 +235,18 @@ class Replicas:
             return connection
         return None
 
-    async def async_connect(self, after: ReadAfter) -> AsyncConnection | None:
-        """The async twin of :meth:`connect`."""
+    async def async_connect(self, after: ReadAfter, *, pooled: bool) -> AsyncConnection | None:
+        """The async twin of :meth:`connect`; ``pooled`` False for a loop beside the one the
+        pools serve (see ``event_loops``)."""
         written = after.written
         if written is not None and written.lsn is None:
             async with self._async_primary().connect() as primary:
                 lsn = (await primary.execute(_PRIMARY_LSN)).scalar_one()
                 written = after.written = self._kept(written, Written(lsn))
         for number in self._order():
-            engine = self._engine(self._async_engines, number, build_async_engine)
+            engine = self._async_engine(number, pooled=pooled)
             try:
-                connection = await engine.connect()
+                connection = await _opened(engine, pooled=pooled)
             except ConnectionFailed as error:
                 self._passed_over(number, error)
                 continue
@@ -274,7 +278,7 @@ class Replicas:
         return list(self._engines.values())
 
     def async_engines(self) -> list[AsyncEngine]:
-        return list(self._async_engines.values())
+        return [*self._async_engines.values(), *self._unpooled_async_engines.values()]
 
     def _order(self) -> list[int]:
         """The replicas to try, from the next in turn; none that failed lately."""
@@ -283,6 +287,12 @@ class Replicas:
         now = time.monotonic()
         turn = [(start + offset) % count for offset in range(count)]
         return [number for number in turn if self._down_until.get(number, 0.0) <= now]
+
+    def _async_engine(self, number: int, *, pooled: bool) -> AsyncEngine:
+        """Replica ``number``'s pooled async engine, or the one without a pool for loops
+        beside the pooled one's."""
+        engines = self._async_engines if pooled else self._unpooled_async_engines
+        return self._engine(engines, number, functools.partial(build_async_engine, pooled=pooled))
 
     def _engine(
         self, engines: dict[int, E], number: int, build: Callable[[DatabaseSettings], E]
@@ -354,3 +364,11 @@ class Replicas:
             RETRY_AFTER,
             error,
         )
+
+
+async def _opened(engine: AsyncEngine, *, pooled: bool) -> AsyncConnection:
+    """A connection of ``engine``; of one without a pool, after its first (see
+    ``event_loops.connected_once``)."""
+    if not pooled:
+        await connected_once(engine)
+    return await engine.connect()

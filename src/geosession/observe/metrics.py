@@ -230,6 +230,8 @@ class DatabaseMetrics:
     slow_queries: SlowQueryLog
     ingest: IngestCounters = field(default_factory=IngestCounters)
     async_pool: PoolMonitor | None = None
+    unpooled: PoolMonitor | None = None
+    """The async engine without a pool, for loops beside the pooled one's."""
     replica_pools: list[PoolMonitor] = field(default_factory=list)
     ingest_pool: PoolMonitor | None = None
     """The ingest's psycopg 3 pool, where the sync engine is psycopg2's."""
@@ -252,6 +254,10 @@ class DatabaseMetrics:
     def attach_async(self, sync_engine: Engine) -> None:
         """The same listeners on the async engine (its ``sync_engine``)."""
         self.async_pool = self._watched(sync_engine)
+
+    def attach_unpooled(self, sync_engine: Engine) -> None:
+        """The same listeners on the async engine without a pool (its ``sync_engine``)."""
+        self.unpooled = self._watched(sync_engine)
 
     def attach_ingest(self, engine: Engine) -> None:
         """The same listeners on the ingest's own engine."""
@@ -289,5 +295,5 @@ class DatabaseMetrics:
             monitor.close()
 
     def _monitors(self) -> list[PoolMonitor]:
-        optional = [m for m in (self.async_pool, self.ingest_pool) if m is not None]
+        optional = [m for m in (self.async_pool, self.unpooled, self.ingest_pool) if m is not None]
         return [self.pool, *optional, *self.replica_pools]
