@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import warnings
@@ -599,6 +600,43 @@ def test_a_flatgeobuf_export_with_null_geometries_loads_back(
     finally:
         admin.execute("DROP TABLE IF EXISTS ex_nulls_back, ex_nulls_back_rejected")
     assert "read again through GDAL's feature API" in caplog.text
+
+
+def test_gdal_formats_get_times_to_the_millisecond_and_never_a_sixtieth_second(
+    db: SpatialDatabase, admin: Any, tmp_path: Path
+) -> None:
+    """GDAL keeps times to the millisecond and rounded the rest: 12:59:59.9996 was written
+    as 12:59:60 into a GeoPackage and a Shapefile, and infinity (datetime.max) as year
+    10000, whose ingest then crashed in pyarrow (date value out of range)."""
+    query = (
+        "SELECT 1 AS id, '2020-01-01 12:59:59.9996+00'::timestamptz AS t, "
+        "'2020-12-31 23:59:59.9997'::timestamp AS ts, '23:59:59.9998'::time AS tod, "
+        "'infinity'::timestamptz AS until, ST_Point(1, 2, 4326) AS geom"
+    )
+    for suffix in (".gpkg", ".shp", ".fgb"):
+        out = tmp_path / f"times{suffix}"
+        db.export(query, out)
+        [row] = pyogrio.read_dataframe(out, datetime_as_string=True).to_dict("records")
+        assert row["t"].startswith("2020-01-01T12:59:59.999"), suffix
+        assert row["ts"].startswith("2020-12-31T23:59:59.999"), suffix
+        assert row["until"].startswith("9999-12-31T23:59:59.999"), suffix
+    package = tmp_path / "times.gpkg"
+    with sqlite3.connect(package) as written:  # as exports before wrote the last instant
+        triggers = written.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        for (name,) in triggers.fetchall():  # the R-tree's, which call GDAL's functions
+            written.execute(f'DROP TRIGGER "{name}"')
+        written.execute("UPDATE times SET until = '9999-12-31T23:59:60.000Z'")
+    admin.execute(
+        "CREATE TABLE ex_times_back (id int PRIMARY KEY, t timestamptz, ts timestamp, "
+        "tod time, until timestamptz, geom geometry(Point, 4326))"
+    )
+    try:
+        report = db.ingest("ex_times_back", package)
+        [reject] = report.rejected
+        assert (reject.row, reject.column, reject.kind) == (1, "until", "value")
+        assert "a year after 9999, which Python's dates and times cannot hold" in reject.reason
+    finally:
+        admin.execute("DROP TABLE IF EXISTS ex_times_back, ex_times_back_rejected")
 
 
 def test_geopackage_and_flatgeobuf(db: SpatialDatabase, tmp_path: Path) -> None:

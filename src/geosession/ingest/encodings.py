@@ -101,12 +101,28 @@ def column_values(column: Any, fallback: str | None) -> list[Any]:
     except UnicodeDecodeError:
         if fallback is None:
             raise
+    except OverflowError:
+        return _with_text_beyond_python(column)
     import pyarrow
 
     return [
         None if raw is None else _decoded(raw, fallback)
         for raw in column.cast(pyarrow.binary()).to_pylist()
     ]
+
+
+def _with_text_beyond_python(column: Any) -> list[Any]:
+    """A date or time column holding a year after 9999 (a GeoPackage's 23:59:60 of the
+    last day): those values as their text, which the ingest sets aside naming them."""
+    import pyarrow
+
+    values = []
+    for scalar, text in zip(column, column.cast(pyarrow.string()).to_pylist(), strict=True):
+        try:
+            values.append(scalar.as_py())
+        except OverflowError:
+            values.append(text)
+    return values
 
 
 def _decoded(raw: bytes, fallback: str) -> str:

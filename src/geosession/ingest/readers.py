@@ -155,10 +155,21 @@ INFINITE_MOMENTS = (
 """Python's last and first dates and times, as the drivers read infinity and -infinity."""
 
 
+_FIVE_DIGIT_YEAR = re.compile(r"\s*\+?\d{5,}-")
+
+
 def _moment(value: Any) -> Any:
     """Text and numpy datetimes as datetime (NaT as None); anything else as it is."""
     if isinstance(value, str):
-        return dt.datetime.fromisoformat(value)
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError:
+            if _FIVE_DIGIT_YEAR.match(value):
+                raise Unreadable(
+                    "a year after 9999, which Python's dates and times cannot hold: load "
+                    "it into a text column and cast it in SQL"
+                ) from None
+            raise
     if isinstance(value, np.datetime64):
         return value.astype("datetime64[us]").item()
     return value

@@ -254,10 +254,11 @@ def write_rows(
     layer_options = {"SPATIAL_INDEX": "YES" if indexed else "NO", **(options or {})}
     if driver == "GPKG":
         layer_options |= _geopackage_options(rows.schema, geometry, staged=staged)
-    batches = _Relayed(rows.batches)
+    schema, floored = _in_milliseconds(rows.schema, rows.batches)
+    batches = _Relayed(floored)
     with batches.relayed():
         _write_arrow(
-            pyarrow().RecordBatchReader.from_batches(rows.schema, batches),
+            pyarrow().RecordBatchReader.from_batches(schema, batches),
             path,
             layer=layer,
             driver=driver,
@@ -267,6 +268,35 @@ def write_rows(
             layer_options=layer_options,
         )
     return rows.seen
+
+
+def _in_milliseconds(schema: Any, batches: Iterator[Any]) -> tuple[Any, Iterator[Any]]:
+    """Times floored to the millisecond, which GDAL keeps: it rounded the rest, writing
+    12:59:59.9996 as 12:59:60 into a GeoPackage or a Shapefile (a second no clock shows,
+    read back as the next minute or not at all) and PostgreSQL's infinity as year 10000."""
+    pa = pyarrow()
+    import pyarrow.compute as pc
+
+    timed = [
+        index
+        for index, field in enumerate(schema)
+        if pa.types.is_timestamp(field.type) or pa.types.is_time64(field.type)
+    ]
+    if not timed:
+        return schema, batches
+    for index in timed:
+        field = schema.field(index)
+        to = pa.timestamp("ms", field.type.tz) if pa.types.is_timestamp(field.type) else None
+        schema = schema.set(index, field.with_type(to or pa.time32("ms")))
+
+    def floored(batch: Any) -> Any:
+        columns = list(batch.columns)
+        for index in timed:
+            whole = pc.floor_temporal(columns[index], unit="millisecond")
+            columns[index] = whole.cast(schema.field(index).type)
+        return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+    return schema, map(floored, batches)
 
 
 class _Relayed:
