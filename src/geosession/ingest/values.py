@@ -140,6 +140,8 @@ def coerce_values(
                 converted.append(value)
                 unreadable[index] = _unreadable(value, copy_type_name, error)
         values = converted
+        if copy_type_name in _WITH_INFINITY and str in kinds:  # text of the last instant
+            values = _infinities(values, set(map(type, values)))  # (a CSV export's infinity)
     return values, _beyond_range(values, copy_type_name) | unreadable
 
 
