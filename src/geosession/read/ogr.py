@@ -286,8 +286,10 @@ def _in_milliseconds(schema: Any, batches: Iterator[Any]) -> tuple[Any, Iterator
         return schema, batches
     for index in timed:
         field = schema.field(index)
-        to = pa.timestamp("ms", field.type.tz) if pa.types.is_timestamp(field.type) else None
-        schema = schema.set(index, field.with_type(to or pa.time32("ms")))
+        if pa.types.is_timestamp(field.type):
+            schema = schema.set(index, field.with_type(pa.timestamp("ms", field.type.tz)))
+        else:
+            schema = schema.set(index, field.with_type(pa.time32("ms")))
 
     def floored(batch: Any) -> Any:
         columns = list(batch.columns)
