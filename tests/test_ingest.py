@@ -2251,6 +2251,47 @@ def test_infinite_dates_and_times_stream_out_and_load_back_as_infinity(
     ]
 
 
+def test_infinite_elements_of_date_and_time_arrays_load_back_as_infinity(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """An array's infinity reads as Python's last instant too (the stream's fix, arrays
+    included): loaded back, it was stored as 9999-12-31, and the text infinity in an
+    array was refused."""
+    scratch("ingest_moment_arrays", "ingest_moment_arrays_copy")
+    columns = "id integer PRIMARY KEY, ds date[], ts timestamp[], tz timestamptz[], geom geometry"
+    with db.transaction() as s:
+        for table in ("ingest_moment_arrays", "ingest_moment_arrays_copy"):
+            s.execute(text(f"CREATE TABLE {table} ({columns})"))
+        s.execute(
+            text(
+                "INSERT INTO ingest_moment_arrays VALUES "
+                "(1, '{infinity,2020-01-01,NULL,-infinity}', '{infinity,\"2020-01-01 10:00\"}', "
+                "'{{-infinity,infinity},{2021-01-01,NULL}}', 'POINT(1 1)'), "
+                "(2, NULL, '{}', NULL, NULL)"
+            )
+        )
+    streamed = [dict(row._mapping) for row in db.stream("SELECT * FROM ingest_moment_arrays")]
+    typed = {"id": 3, "ds": "{infinity,-Infinity}", "ts": ["infinity", dt.datetime.max]}
+    report = db.ingest("ingest_moment_arrays_copy", [*streamed, typed])
+    assert (report.inserted, report.rejected) == (3, [])
+    with db.session() as s:
+        stored = s.execute(
+            text(
+                "SELECT id, ds::text, ts::text, tz::text FROM ingest_moment_arrays_copy ORDER BY id"
+            )
+        ).all()
+    assert [tuple(row) for row in stored] == [
+        (
+            1,
+            "{infinity,2020-01-01,NULL,-infinity}",
+            '{infinity,"2020-01-01 10:00:00"}',
+            '{{-infinity,infinity},{"2021-01-01 00:00:00+00",NULL}}',
+        ),
+        (2, None, "{}", None),
+        (3, "{infinity,-infinity}", "{infinity,infinity}", None),
+    ]
+
+
 def test_a_value_whose_str_raises_is_a_value_reject(
     db: SpatialDatabase, scratch: Callable[..., None]
 ) -> None:

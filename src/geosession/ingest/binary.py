@@ -15,6 +15,7 @@ refuse is found here, named with its column, before the server sees the chunk.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from psycopg import pq
 from psycopg.adapt import PyFormat, Transformer
 
 from geosession.ingest.intervals import Interval
-from geosession.ingest.readers import Infinite
+from geosession.ingest.readers import INFINITY, LAST_AND_FIRST, MINUS_INFINITY, Infinite
 from geosession.ingest.values import TEXT_TYPES
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
@@ -154,7 +155,7 @@ def _variable(
         payload, refusals = _each(values, _hstore)
     elif copy_type == "interval":  # values.py made each an Interval, months included
         payload, refusals = _each(values, Interval.binary)
-    elif Infinite in kinds:
+    elif Infinite in kinds or copy_type in _DATED_ARRAYS:
         payload, refusals = _with_infinities(values, copy_type)
     elif isinstance(copy_type, TextArrayOf):
         payload, refusals = _dumped(values, copy_type)
@@ -244,13 +245,50 @@ def _dumped(values: list[Any], copy_type: str) -> tuple[list[Any], dict[int, Exc
 
 def _with_infinities(values: list[Any], copy_type: str) -> tuple[list[Any], dict[int, Exception]]:
     """A date or time column dumped with infinity and -infinity where values.py put them
-    (no Python date or time is one)."""
+    (no Python date or time is one); an array column of them, where its elements are the
+    last or first instant."""
+    if copy_type in _DATED_ARRAYS:
+        payload, refusals = _dumped(values, copy_type)
+        return [_infinite_elements(array, copy_type) for array in payload], refusals
     payload, refusals = _dumped([None if type(v) is Infinite else v for v in values], copy_type)
     width = 4 if copy_type == "date" else 8
     for row, value in enumerate(values):
         if type(value) is Infinite:
             payload[row] = value.binary(width)
     return payload, refusals
+
+
+_DATED_ARRAYS = frozenset({"date[]", "timestamp[]", "timestamptz[]"})
+
+
+def _infinite_elements(array: bytes, copy_type: str) -> bytes:
+    """A binary array with its elements of the last and first instant as infinity and
+    -infinity, as the drivers read those back (a scan in C finds the arrays that have one)."""
+    swaps = _infinity_swaps(copy_type)
+    if not any(found in array for found in swaps):
+        return array
+    edited = bytearray(array)
+    offset = 12 + 8 * int.from_bytes(array[:4], "big")  # dimensions, flags, element type
+    while offset < len(edited):
+        length = max(int.from_bytes(edited[offset : offset + 4], "big", signed=True), 0)
+        element = bytes(edited[offset : offset + 4 + length])
+        edited[offset : offset + 4 + length] = swaps.get(element, element)
+        offset += 4 + length
+    return bytes(edited)
+
+
+@functools.cache
+def _infinity_swaps(copy_type: str) -> dict[bytes, bytes]:
+    """The last and first instant as elements of a ``copy_type`` array (length and value),
+    and infinity and -infinity in their place."""
+    element = copy_type.removesuffix("[]")
+    width = 4 if element == "date" else 8
+    last, first = (bytes(value) for value in _dump(list(LAST_AND_FIRST[element]), element))
+    prefix = width.to_bytes(4, "big")
+    return {
+        prefix + last: prefix + INFINITY.binary(width),
+        prefix + first: prefix + MINUS_INFINITY.binary(width),
+    }
 
 
 def _refusals(values: list[Any], copy_type: str) -> dict[int, Exception]:

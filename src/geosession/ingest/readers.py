@@ -153,6 +153,12 @@ INFINITE_MOMENTS = (
     (dt.date.min, MINUS_INFINITY),
 )
 """Python's last and first dates and times, as the drivers read infinity and -infinity."""
+LAST_AND_FIRST = {
+    "date": (dt.date.max, dt.date.min),
+    "timestamp": (dt.datetime.max, dt.datetime.min),
+    "timestamptz": (dt.datetime.max.replace(tzinfo=dt.UTC), dt.datetime.min.replace(tzinfo=dt.UTC)),
+}
+"""What infinity and -infinity are in an array of each type (see ``binary``)."""
 
 
 _FIVE_DIGIT_YEAR = re.compile(r"\s*\+?\d{5,}-")

@@ -28,6 +28,7 @@ from geosession.ingest.readers import (
     INFINITE_MOMENTS,
     INFINITE_TEXT,
     INTEGER_RANGES,
+    LAST_AND_FIRST,
     Infinite,
     Unreadable,
     array_parser,
@@ -261,7 +262,10 @@ def _array_conversion(
     read in the session's TimeZone, each read as a value of their own column would be."""
     element = copy_type_name.removesuffix("[]")
     convert: Callable[[Any], Any] | None = None
-    if element in _ZONED:
+    if element in _WITH_INFINITY:
+        read = functools.partial(_ZONED[element], timezone)
+        convert = functools.partial(_element_or_bound, LAST_AND_FIRST[element], read)
+    elif element in _ZONED:
         convert = functools.partial(_ZONED[element], timezone)
     elif element in _ELEMENTS:
         convert = _ELEMENTS[element]
@@ -270,6 +274,16 @@ def _array_conversion(
     # psycopg's loaders read PostgreSQL's output forms and misread some input ones (P1D as
     # 60 s, 00:00+02 as 00:00:02 UTC): the array's text gives strings, read as a column's
     return functools.partial(to_array, array_parser("text[]"), convert), (NoneType,)
+
+
+def _element_or_bound(bounds: tuple[Any, Any], read: Callable[[Any], Any], value: Any) -> Any:
+    """An array's date or time, its text ``infinity`` as the last instant and
+    ``-infinity`` as the first (which binary COPY then writes as infinity, as it writes
+    every last instant)."""
+    bound = INFINITE_TEXT.get(value.strip().lower()) if isinstance(value, str) else None
+    if bound is None:
+        return read(value)
+    return bounds[0] if bound.sign > 0 else bounds[1]
 
 
 _ELEMENTS: dict[str, Callable[[Any], Any]] = {
