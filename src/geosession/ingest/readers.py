@@ -142,23 +142,24 @@ class Infinite:
 
 
 INFINITY, MINUS_INFINITY = Infinite(1), Infinite(-1)
-INFINITE_TEXT = {"infinity": INFINITY, "+infinity": INFINITY, "-infinity": MINUS_INFINITY}
-"""The server's spellings (any case, spaces around)."""
-INFINITE_MOMENTS = (
-    (dt.datetime.max, INFINITY),
-    (dt.datetime.max.replace(tzinfo=dt.UTC), INFINITY),
-    (dt.date.max, INFINITY),
-    (dt.datetime.min, MINUS_INFINITY),
-    (dt.datetime.min.replace(tzinfo=dt.UTC), MINUS_INFINITY),
-    (dt.date.min, MINUS_INFINITY),
-)
-"""Python's last and first dates and times, as the drivers read infinity and -infinity."""
+_INFINITE_TEXT = {"infinity": INFINITY, "+infinity": INFINITY, "-infinity": MINUS_INFINITY}
 LAST_AND_FIRST = {
     "date": (dt.date.max, dt.date.min),
     "timestamp": (dt.datetime.max, dt.datetime.min),
     "timestamptz": (dt.datetime.max.replace(tzinfo=dt.UTC), dt.datetime.min.replace(tzinfo=dt.UTC)),
 }
-"""What infinity and -infinity are in an array of each type (see ``binary``)."""
+"""Python's last and first instant of each type, as the drivers read infinity and
+-infinity (an array's elements are written as infinity from them, see ``binary``)."""
+INFINITE_MOMENTS = tuple(
+    (moment, bound)
+    for last, first in LAST_AND_FIRST.values()
+    for moment, bound in ((last, INFINITY), (first, MINUS_INFINITY))
+)
+
+
+def infinity_named(value: Any) -> Infinite | None:
+    """The infinity text names in the server's spellings (any case, spaces around)."""
+    return _INFINITE_TEXT.get(value.strip().lower()) if isinstance(value, str) else None
 
 
 _FIVE_DIGIT_YEAR = re.compile(r"\s*\+?\d{5,}-")

@@ -26,7 +26,6 @@ from psycopg.types.json import Json, Jsonb
 
 from geosession.ingest.readers import (
     INFINITE_MOMENTS,
-    INFINITE_TEXT,
     INTEGER_RANGES,
     LAST_AND_FIRST,
     Infinite,
@@ -34,6 +33,7 @@ from geosession.ingest.readers import (
     array_parser,
     as_is,
     if_text,
+    infinity_named,
     out_of_range,
     to_array,
     to_bool,
@@ -192,7 +192,7 @@ def _infinities(values: list[Any], kinds: set[type]) -> list[Any]:
     found: dict[int, Infinite] = {}
     if str in kinds:
         for index, value in enumerate(values):
-            if type(value) is str and (bound := INFINITE_TEXT.get(value.strip().lower())):
+            if (bound := infinity_named(value)) is not None:
                 found[index] = bound
     ends = {kind: _ends(values, kinds, kind) for kind in (dt.datetime, dt.date) if kind in kinds}
     for moment, bound in INFINITE_MOMENTS:
@@ -280,7 +280,7 @@ def _element_or_bound(bounds: tuple[Any, Any], read: Callable[[Any], Any], value
     """An array's date or time, its text ``infinity`` as the last instant and
     ``-infinity`` as the first (which binary COPY then writes as infinity, as it writes
     every last instant)."""
-    bound = INFINITE_TEXT.get(value.strip().lower()) if isinstance(value, str) else None
+    bound = infinity_named(value)
     if bound is None:
         return read(value)
     return bounds[0] if bound.sign > 0 else bounds[1]
