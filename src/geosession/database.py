@@ -38,7 +38,7 @@ from geosession.errors import (
     QueryTimeout,
     endpoint_of,
 )
-from geosession.event_loops import LoopClaim, connected_once
+from geosession.event_loops import LoopClaim, connected, connected_once
 from geosession.forks import cut_off, keep_inherited, on_fork
 from geosession.ingest.report import IngestReport
 from geosession.observe.instances import count_database, forget_database
@@ -711,9 +711,7 @@ class SpatialDatabase:
                 else None
             )
             if connection is None:
-                if not pooled:
-                    await connected_once(engine)
-                connection = await engine.connect()
+                connection = await connected(engine, pooled=pooled)
                 if replica:
                     await connection.execution_options(**READ_ONLY)
             try:

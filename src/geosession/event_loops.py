@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Engine, event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.util.concurrency import in_greenlet
 
 Claim = Literal["ours", "taken over", "elsewhere"]
@@ -74,6 +74,14 @@ async def connected_once(engine: AsyncEngine) -> None:
             async with engine.connect():
                 pass
             _connected.add(engine)
+
+
+async def connected(engine: AsyncEngine, *, pooled: bool) -> AsyncConnection:
+    """A connection of ``engine``; of one without a pool, after its first (see
+    :func:`connected_once`)."""
+    if not pooled:
+        await connected_once(engine)
+    return await engine.connect()
 
 
 def keep_to_own_loops(engine: Engine) -> None:

@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from geosession.engine import build_async_engine, build_engine
 from geosession.errors import ConfigurationError, ConnectionFailed
-from geosession.event_loops import connected_once
+from geosession.event_loops import connected
 from geosession.settings import DatabaseSettings
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,7 @@ class Replicas:
         for number in self._order():
             engine = self._async_engine(number, pooled=pooled)
             try:
-                connection = await _opened(engine, pooled=pooled)
+                connection = await connected(engine, pooled=pooled)
             except ConnectionFailed as error:
                 self._passed_over(number, error)
                 continue
@@ -364,11 +364,3 @@ class Replicas:
             RETRY_AFTER,
             error,
         )
-
-
-async def _opened(engine: AsyncEngine, *, pooled: bool) -> AsyncConnection:
-    """A connection of ``engine``; of one without a pool, after its first (see
-    ``event_loops.connected_once``)."""
-    if not pooled:
-        await connected_once(engine)
-    return await engine.connect()
