@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
-from sqlalchemy import text
+import shapely
+from geoalchemy2.shape import from_shape
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from geosession import ConfigurationError, DatabaseError, SpatialDatabase
@@ -156,3 +161,45 @@ def test_async_transaction_and_rollback(db: SpatialDatabase, notes: str) -> None
 
     asyncio.run(work())
     assert count(db) == 1
+
+
+def test_geoalchemy_wkb_elements_keep_their_own_srid_from_query_to_query(
+    db: SpatialDatabase,
+) -> None:
+    """GeoAlchemy2 writes a WKB element's SRID into the SQL, which SQLAlchemy would cache
+    under a key without it: the second query of the same shape ran in the first's SRID."""
+    point = shapely.Point(1, 2)
+    with db.session() as s:
+        for srid, shown in (
+            (3857, "SRID=3857;"),
+            (4326, "SRID=4326;"),
+            (-1, ""),
+            (2154, "SRID=2154;"),
+        ):
+            ewkt = s.execute(select(func.ST_AsEWKT(from_shape(point, srid)))).scalar_one()
+            assert ewkt == f"{shown}POINT(1 2)"
+
+
+def test_geoalchemy_srids_are_right_for_statements_compiled_before_geosession_was_imported(
+    database_url: str,
+) -> None:
+    url = make_url(database_url).set(drivername="postgresql+psycopg").render_as_string(False)
+    program = f"""
+import shapely
+from geoalchemy2.shape import from_shape
+from sqlalchemy import create_engine, func, select
+
+engine = create_engine({url!r})
+with engine.connect() as connection:
+    def ewkt(srid):
+        query = select(func.ST_AsEWKT(from_shape(shapely.Point(1, 2), srid)))
+        return connection.execute(query).scalar_one()
+
+    print(ewkt(3857))
+    import geosession
+    print(ewkt(4326))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["SRID=3857;POINT(1", "2)", "SRID=4326;POINT(1", "2)"]

@@ -30,9 +30,12 @@ from sqlalchemy.pool import NullPool
 
 from geosession.engine_errors import install_error_translation
 from geosession.event_loops import keep_to_own_loops
+from geosession.geoalchemy_srids import compile_srids_each_time
 from geosession.settings import DatabaseSettings, duration_ms
 
 _COMMAND_TIMEOUT_MARGIN_S = 30
+
+compile_srids_each_time()  # before any statement is built with geosession's engines
 
 
 def build_engine(settings: DatabaseSettings) -> Engine:
