@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from geosession import ConfigurationError, DatabaseError, SpatialDatabase
+from geosession import ConfigurationError, DatabaseError, SpatialDatabase, SRIDMismatch
 from geosession.cli import app
 from geosession.diagnose.console import watch
 from tests.faults.helpers import failed_concurrent_index
@@ -369,6 +369,94 @@ def test_explain_says_st_distance_has_index_assisted_forms(
     assert db.explain(knn).uses_spatial_index and not db.explain(knn).advice
     outside = f"SELECT id FROM {points.name} WHERE ST_Distance(geom, {here}) > 0.3"
     assert not _index_advice(db.explain(outside))  # no index form finds the far rows
+
+
+def test_explain_says_when_a_comparison_meets_two_srids(
+    db: SpatialDatabase, points: Table, admin: psycopg.Connection[Any]
+) -> None:
+    """A search geometry without the column's SRID: PostGIS refuses the predicate only
+    when it runs, and its box operators return wrong rows without an error. The plan's
+    constants carry their SRID; the advice says which comparison and what to write."""
+    admin.execute(f"CREATE INDEX ON {points.name} USING gist (geom)")
+    area = shapely.box(0.1, 0.1, 0.12, 0.12)
+    no_srid = select(points.c.id).where(func.ST_Intersects(points.c.geom, from_shape(area)))
+    (advice,) = db.explain(no_srid).advice
+    assert advice == (
+        f"st_intersects() compares public.{points.name}.geom (SRID 4326) with a constant "
+        'geometry of SRID 0: running it fails with "Operation on mixed SRID geometries". Give '
+        "the search geometry the column's SRID: ST_SetSRID(<geometry>, 4326) when its "
+        "coordinates are in SRID 4326 already (EWKT 'SRID=4326;POINT(...)'; GeoAlchemy2: "
+        "from_shape(shape, srid=4326))"
+    )
+    with pytest.raises(SRIDMismatch):
+        db.run_transaction(lambda s: s.execute(no_srid).all())
+    fixed = select(points.c.id).where(func.ST_Intersects(points.c.geom, from_shape(area, 4326)))
+    assert not db.explain(fixed).advice
+    assert db.run_transaction(lambda s: len(s.execute(fixed).all())) == 15
+
+    boxes = select(points.c.id).where(points.c.geom.op("&&")(from_shape(area)))
+    (advice,) = db.explain(boxes).advice
+    assert advice.startswith(f"&& compares public.{points.name}.geom (SRID 4326) with a con")
+    assert "no error, but the rows selected are wrong" in advice
+    assert db.run_transaction(lambda s: len(s.execute(boxes).all())) == 15  # silently
+
+    elsewhere = "'SRID=3857;POINT(0.5 0.5)'::geometry"
+    for statement in (
+        f"SELECT id FROM {points.name} WHERE ST_DWithin(geom, {elsewhere}, 0.01)",
+        f"SELECT id FROM {points.name} ORDER BY geom <-> {elsewhere} LIMIT 5",
+    ):
+        (advice,) = db.explain(statement).advice
+        assert "with a constant geometry of SRID 3857: running it fails" in advice
+        assert advice.endswith(
+            "Transform the search geometry into the column's SRID: ST_Transform(<geometry>, "
+            "4326) (transforming the column instead keeps its index from serving)"
+        )
+    transformed = f"ST_Transform({elsewhere}, 4326)"
+    assert not db.explain(
+        f"SELECT id FROM {points.name} WHERE ST_DWithin(geom, {transformed}, 0.01)"
+    ).advice
+
+
+def test_explain_says_when_two_columns_or_geographies_have_different_srids(
+    db: SpatialDatabase, points: Table, admin: psycopg.Connection[Any]
+) -> None:
+    """A join of tables in two SRIDs; a geography column against a geography of another
+    SRID; a domain's SRID; a column of any SRID is never called mixed."""
+    other = f"diag_mercator_{SUFFIX}"
+    domain = f"diag_wgs84_{SUFFIX}"
+    admin.execute(f"DROP TABLE IF EXISTS {other}")
+    admin.execute(f"DROP DOMAIN IF EXISTS {domain} CASCADE")
+    admin.execute(f"CREATE DOMAIN {domain} AS geometry(Point, 4326)")
+    admin.execute(
+        f"CREATE TABLE {other} (id int, geom geometry(Point, 3857), place geography(Point), "
+        f"anything geometry, wgs84 {domain})"
+    )
+    try:
+        join = (
+            f"SELECT p.id FROM {points.name} p JOIN {other} o ON ST_Intersects(p.geom, o.geom) "
+            "WHERE o.id = 1"
+        )
+        advice = [line for line in db.explain(join).advice if "SRID" in line]
+        assert advice == [
+            f"st_intersects() compares public.{points.name}.geom (SRID 4326) with "
+            f'public.{other}.geom (SRID 3857): running it fails with "Operation on mixed SRID '
+            f"geometries\". Transform one side into the other's SRID (ST_Transform("
+            f"public.{other}.geom, 4326)): the side left as it is keeps its spatial index"
+        ]
+        place = f"SELECT id FROM {other} WHERE ST_DWithin(place, 'SRID=4269;POINT(1 1)', 5)"
+        (advice,) = [line for line in db.explain(place).advice if "SRID" in line]
+        assert f"{other}.place (SRID 4326) with a constant geography of SRID 4269" in advice
+        assert "ST_Transform(<geometry>, 4326)::geography" in advice
+        wgs84 = f"SELECT id FROM {other} WHERE ST_Intersects(wgs84, 'POINT(1 1)')"
+        assert any(
+            "wgs84 (SRID 4326) with a constant geometry of SRID 0" in line
+            for line in (db.explain(wgs84).advice)
+        )
+        anything = f"SELECT id FROM {other} WHERE ST_Intersects(anything, 'POINT(1 1)')"
+        assert not [line for line in db.explain(anything).advice if "SRID" in line]
+    finally:
+        admin.execute(f"DROP TABLE {other}")
+        admin.execute(f"DROP DOMAIN {domain}")
 
 
 def test_explain_says_when_statistics_are_missing(

@@ -22,14 +22,14 @@ from sqlalchemy.dialects import postgresql
 from geosession.diagnose.nodes import PlanNode
 
 _PREPARER = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
-_PREDICATES = (
+PREDICATES = (
     r"_?st_(?:3d)?(?:intersects|dwithin|dfullywithin|contains|containsproperly|within|covers"
     r"|coveredby|crosses|overlaps|touches|equals|orderingequals)"
 )
-_PREDICATE_NAME = re.compile(_PREDICATES, re.IGNORECASE)
-_SPATIAL_CONDITION = re.compile(rf"\b{_PREDICATES}\s*\(|&&|~=|\s[~@]\s|<->|<#>", re.IGNORECASE)
-_IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
-_COLUMN_REF = re.compile(rf"(?<![\w\"$.])({_IDENT})\.({_IDENT})(?![\w\"$(])")
+_PREDICATE_NAME = re.compile(PREDICATES, re.IGNORECASE)
+_SPATIAL_CONDITION = re.compile(rf"\b{PREDICATES}\s*\(|&&|~=|\s[~@]\s|<->|<#>", re.IGNORECASE)
+IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+_COLUMN_REF = re.compile(rf"(?<![\w\"$.])({IDENT})\.({IDENT})(?![\w\"$(])")
 _CALL_BEFORE = re.compile(r"(\w+)\(\s*$")
 _CAST_AFTER = re.compile(r"^\)::(\w+)")
 _MISESTIMATE = 10.0
@@ -107,7 +107,9 @@ _SPATIAL_INDEX_NAMES = text(
 _TABLE_FACTS = text(
     "SELECT r.schema_name, r.table_name, a.attname, "  # noqa: S608 (constants only)
     f"{INDEXED_SQL} AS indexed, {INVALID_INDEXES_SQL} AS invalid, {ANALYZED_SQL} AS analyzed, "
-    f"({_SPATIAL_TYPES}SELECT base FROM spatial WHERE spatial.oid = a.atttypid) AS base "
+    f"({_SPATIAL_TYPES}SELECT base FROM spatial WHERE spatial.oid = a.atttypid) AS base, "
+    "CASE WHEN a.atttypmod >= 0 THEN a.atttypmod "
+    "ELSE (SELECT t.typtypmod FROM pg_type t WHERE t.oid = a.atttypid) END AS typmod "
     "FROM unnest(CAST(:schemas AS text[]), CAST(:tables AS text[])) AS r(schema_name, table_name) "
     "JOIN pg_namespace n ON n.nspname = r.schema_name "
     "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = r.table_name "
@@ -138,6 +140,16 @@ class TableFacts:
     """Column name -> its spatial indexes left INVALID (:data:`INVALID_INDEXES_SQL`)."""
     base_types: dict[str, str] = field(default_factory=dict)
     """Column name -> geometry or geography (a domain's column: the type it is over)."""
+    srids: dict[str, int] = field(default_factory=dict)
+    """Column name -> the SRID its type declares (geometry(Point, 4326)); 0 for any."""
+
+
+def typmod_srid(typmod: int | None) -> int:
+    """The SRID a geometry or geography type modifier holds (PostGIS packs it in bits 8 to
+    28, with a sign bit above); 0 when the type declares none."""
+    if typmod is None or typmod < 0:
+        return 0
+    return ((typmod & 0x0FFFFF00) - (typmod & 0x10000000)) >> 8
 
 
 @dataclass
@@ -158,14 +170,14 @@ class PlanFacts:
             facts.spatial_indexes = {row[0] for row in rows}
         if tables:
             params = {"schemas": [s for s, _ in tables], "tables": [t for _, t in tables]}
-            for schema, table, column, indexed, invalid, analyzed, base in connection.execute(
-                _TABLE_FACTS, params
-            ):
+            for row in connection.execute(_TABLE_FACTS, params):
+                schema, table, column, indexed, invalid, analyzed, base, typmod = row
                 entry = facts.tables.setdefault((schema, table), TableFacts(analyzed=analyzed))
                 if column is not None:
                     entry.geo_columns[column] = indexed
                     entry.invalid_indexes[column] = invalid
                     entry.base_types[column] = base
+                    entry.srids[column] = typmod_srid(typmod)
         return facts
 
 
@@ -201,7 +213,7 @@ def analyse(
     return tuple(dict.fromkeys(seq_scans)), tuple(dict.fromkeys(advice))
 
 
-def _unquote(identifier: str) -> str:
+def unquote(identifier: str) -> str:
     if identifier.startswith('"'):
         return identifier[1:-1].replace('""', '"')
     return identifier
@@ -215,7 +227,7 @@ def _spatial_refs(
         if not _SPATIAL_CONDITION.search(condition):
             continue
         for match in _COLUMN_REF.finditer(condition):
-            alias, column = _unquote(match.group(1)), _unquote(match.group(2))
+            alias, column = unquote(match.group(1)), unquote(match.group(2))
             scan = scans.get(alias)
             table = facts.tables.get((scan.schema or "", scan.table or "")) if scan else None
             if table is not None and column in table.geo_columns:
@@ -431,7 +443,7 @@ def _geo_column(
     """The table (``schema.table``) and quoted name of the first geometry or geography
     column in ``arguments``."""
     for match in _COLUMN_REF.finditer(arguments):
-        alias, column = _unquote(match.group(1)), _unquote(match.group(2))
+        alias, column = unquote(match.group(1)), unquote(match.group(2))
         scan = scans.get(alias)
         table = facts.tables.get((scan.schema or "", scan.table or "")) if scan else None
         if scan is not None and table is not None and column in table.geo_columns:

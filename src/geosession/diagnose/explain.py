@@ -21,6 +21,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from geosession.diagnose.advice import PlanFacts, analyse, jit_advice
 from geosession.diagnose.nodes import PlanNode, parse_plan
+from geosession.diagnose.srids import mixed_srid_advice
 from geosession.errors import ConfigurationError
 from geosession.placeholders import mismatch, unbound
 
@@ -164,7 +165,11 @@ def _report(connection: Connection, output: dict[str, Any], *, analyze: bool) ->
         lines=tuple(_describe(root)),
         root=root,
         spatial_seq_scans=spatial_seq_scans,
-        advice=advice + tuple(jit_advice(output, root, analyzed=analyze)),
+        advice=(
+            *mixed_srid_advice(root, facts),
+            *advice,
+            *jit_advice(output, root, analyzed=analyze),
+        ),
         analyzed=analyze,
         planning_ms=output.get("Planning Time"),
         execution_ms=output.get("Execution Time"),

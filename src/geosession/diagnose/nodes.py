@@ -33,6 +33,8 @@ class PlanNode:
     shared_read: int | None
     sort_keys: tuple[str, ...] = ()
     """A Sort node's keys."""
+    order_by: str | None = None
+    """What an index scan returns rows ordered by (a KNN search: ``geom <-> <point>``)."""
     children: tuple[PlanNode, ...] = ()
 
     @property
@@ -88,5 +90,6 @@ def parse_plan(node: dict[str, Any]) -> PlanNode:
         shared_hit=node.get("Shared Hit Blocks"),
         shared_read=node.get("Shared Read Blocks"),
         sort_keys=tuple(node.get("Sort Key", ())),
+        order_by=node.get("Order By"),
         children=tuple(parse_plan(child) for child in node.get("Plans", ())),
     )

@@ -1,0 +1,141 @@
+"""Spatial comparisons in a plan whose two sides are in different SRIDs.
+
+PostGIS refuses a predicate (ST_Intersects, ST_DWithin, ``<->`` ...) over geometries of
+two SRIDs only when it runs ("Operation on mixed SRID geometries"), while its bounding-box
+operators (``&&``, ``~``, ``@`` ...) compare the boxes as if both were in one SRID and
+select wrong rows without an error. The usual cause is a search geometry given without an
+SRID (WKT, a shape bound without ``srid=``: SRID 0). In a plan each side of such a
+comparison is a column of a scanned table or a constant, folded to EWKB hex.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from geosession.diagnose.advice import IDENT, PREDICATES, PlanFacts, unquote
+from geosession.diagnose.nodes import PlanNode
+
+_COLUMN = re.compile(rf"\(?({IDENT})\.({IDENT})(?:\)::\w+)?")
+_CONSTANT = re.compile(r"'([0-9A-Fa-f]+)'::(geometry|geography)")
+_OPERAND = rf"(?:\(?{IDENT}\.{IDENT}(?:\)::\w+)?|'[0-9A-Fa-f]+'::(?:geometry|geography))"
+_CALL = re.compile(rf"\b({PREDICATES})\(({_OPERAND}), ({_OPERAND})[,)]", re.IGNORECASE)
+_OPERATOR = re.compile(rf"\(({_OPERAND}) (<->|&&&|&&|~=|~|@|<#>) ({_OPERAND})\)")
+_FAILING_OPERATORS = {"<->"}
+"""Operators that compute on the geometries themselves, and so refuse mixed SRIDs."""
+_EWKB_SRID_FLAG = 0x20000000
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One side of a comparison: what it is, in words, and its SRID."""
+
+    label: str
+    srid: int
+    column: bool
+    kind: str
+    """geometry or geography."""
+
+
+def mixed_srid_advice(root: PlanNode, facts: PlanFacts) -> list[str]:
+    """What to fix where the plan compares geometries of two SRIDs: one line per pair of
+    sides, the comparison that fails rather than the box operator an index serves it by."""
+    nodes = list(root.walk())
+    scans = {n.alias: n for n in nodes if n.alias and n.table and n.schema}
+    found: dict[tuple[_Side, _Side], str] = {}
+    for text in (t for n in nodes for t in (*n.conditions, *n.sort_keys, n.order_by) if t):
+        for comparison, left, right in _comparisons(text):
+            pair = _mixed(_side(left, scans, facts), _side(right, scans, facts))
+            if pair is not None and (pair not in found or _fails(comparison)):
+                found[pair] = comparison
+    return [_advice(comparison, *pair) for pair, comparison in found.items()]
+
+
+def _mixed(left: _Side | None, right: _Side | None) -> tuple[_Side, _Side] | None:
+    """The two sides, the column first, when they are known to be in different SRIDs: not
+    two constants, nor a column of any SRID."""
+    if left is None or right is None or left.srid == right.srid:
+        return None
+    column, other = (left, right) if left.column else (right, left)
+    if not column.column or column.srid == 0 or (other.column and other.srid == 0):
+        return None
+    return column, other
+
+
+def _comparisons(condition: str) -> Iterator[tuple[str, str, str]]:
+    """Each predicate call and box operator of ``condition`` whose two sides are each a
+    column or a constant, as (its name, the left side's text, the right side's)."""
+    for call in _CALL.finditer(condition):
+        yield f"{call.group(1).lstrip('_').lower()}()", call.group(2), call.group(3)
+    for operator in _OPERATOR.finditer(condition):
+        yield operator.group(2), operator.group(1), operator.group(3)
+
+
+def _side(text: str, scans: dict[str, PlanNode], facts: PlanFacts) -> _Side | None:
+    """A column of a scanned table with its declared SRID, or a constant with its own."""
+    if constant := _CONSTANT.fullmatch(text):
+        srid = _ewkb_srid(constant.group(1))
+        kind = constant.group(2)
+        return _Side(f"a constant {kind} of SRID {srid}", srid, column=False, kind=kind)
+    column = _COLUMN.fullmatch(text)
+    scan = scans.get(unquote(column.group(1))) if column else None
+    if column is None or scan is None:
+        return None
+    table = facts.tables.get((scan.schema or "", scan.table or ""))
+    name = unquote(column.group(2))
+    if table is None or name not in table.srids:
+        return None
+    label, kind = f"{scan.schema}.{scan.table}.{name}", table.base_types[name]
+    return _Side(label, table.srids[name], column=True, kind=kind)
+
+
+def _ewkb_srid(hex_text: str) -> int:
+    """The SRID of EWKB written in hex: after the byte order and the type, when the type
+    says one follows; 0 otherwise."""
+    header = bytes.fromhex(hex_text[:18])
+    if len(header) < 9:
+        return 0
+    kind, srid = struct.unpack_from("<Ii" if header[0] == 1 else ">Ii", header, 1)
+    return int(srid) if kind & _EWKB_SRID_FLAG else 0
+
+
+def _fails(comparison: str) -> bool:
+    """Whether PostGIS refuses the comparison over two SRIDs (a box operator does not)."""
+    return comparison in _FAILING_OPERATORS or comparison.endswith("()")
+
+
+def _advice(comparison: str, column: _Side, other: _Side) -> str:
+    with_other = f"{other.label} (SRID {other.srid})" if other.column else other.label
+    outcome = (
+        'running it fails with "Operation on mixed SRID geometries"'
+        if _fails(comparison)
+        else "the boxes are compared as if both were in one SRID: no error, but the rows "
+        "selected are wrong"
+    )
+    return (
+        f"{comparison} compares {column.label} (SRID {column.srid}) with {with_other}: "
+        f"{outcome}. {_remedy(column, other)}"
+    )
+
+
+def _remedy(column: _Side, other: _Side) -> str:
+    srid = column.srid
+    as_geography = "::geography" if column.kind == "geography" else ""
+    if other.column:
+        moved = f"{other.label}::geometry" if other.kind == "geography" else other.label
+        return (
+            f"Transform one side into the other's SRID (ST_Transform({moved}, {srid})"
+            f"{as_geography}): the side left as it is keeps its spatial index"
+        )
+    if other.srid == 0:
+        return (
+            f"Give the search geometry the column's SRID: ST_SetSRID(<geometry>, {srid}) when "
+            f"its coordinates are in SRID {srid} already (EWKT 'SRID={srid};POINT(...)'; "
+            f"GeoAlchemy2: from_shape(shape, srid={srid}))"
+        )
+    return (
+        f"Transform the search geometry into the column's SRID: ST_Transform(<geometry>, "
+        f"{srid}){as_geography} (transforming the column instead keeps its index from serving)"
+    )
