@@ -227,6 +227,41 @@ def test_missing_postgis_says_how_to_install_it(
             run(db, driver, sql)
 
 
+@pytest.fixture
+def postgis_elsewhere(server_url: str) -> Iterator[str]:
+    """A database with PostGIS in a schema of its own, not on the search_path."""
+    admin_url = make_url(server_url).set(drivername="postgresql")
+    url = make_url(server_url).set(database="geosession_postgis_elsewhere")
+    with psycopg.connect(admin_url.render_as_string(hide_password=False), autocommit=True) as c:
+        c.execute("DROP DATABASE IF EXISTS geosession_postgis_elsewhere WITH (FORCE)")
+        c.execute("CREATE DATABASE geosession_postgis_elsewhere")
+        plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(plain, autocommit=True) as elsewhere:
+            elsewhere.execute("CREATE SCHEMA gis")
+            elsewhere.execute("CREATE EXTENSION postgis SCHEMA gis")
+        yield url.render_as_string(hide_password=False)
+        c.execute("DROP DATABASE geosession_postgis_elsewhere WITH (FORCE)")
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_postgis_out_of_the_search_path_is_not_called_missing(
+    make_db: Callable[..., SpatialDatabase], postgis_elsewhere: str, driver: str
+) -> None:
+    """The engine reads where PostGIS is when it first connects: a type or function the
+    server cannot find is then named for what it is, not "PostGIS is not installed"."""
+    db = database_for(make_db, driver, url=postgis_elsewhere)
+    assert run(db, driver, "SELECT gis.ST_AsText(gis.ST_MakePoint(1, 2))") == [("POINT(1 2)",)]
+    with pytest.raises(ConfigurationError) as info:
+        run(db, driver, "SELECT 'POINT(1 1)'::geometry")
+    assert type(info.value) is ConfigurationError
+    assert "PostGIS is installed in schema gis, which must be on the search_path" in str(info.value)
+    with pytest.raises(DatabaseError) as info:
+        run(db, driver, "SELECT ST_MakePoint(1, 2)")
+    assert type(info.value) is DatabaseError
+    assert "the number and types of its arguments" in str(info.value)
+    assert "installed in schema gis" in str(info.value)
+
+
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_common_sql_mistakes_say_what_to_check(
     make_db: Callable[..., SpatialDatabase], driver: str
@@ -235,7 +270,9 @@ def test_common_sql_mistakes_say_what_to_check(
     'PostGIS is not installed'; missing tables and columns say how names are cased."""
     db = database_for(make_db, driver)
     mistakes = {
-        "SELECT ST_Buffer('POINT(1 1)'::geometry)": "the types of its arguments",
+        "SELECT ST_Buffer('POINT(1 1)'::geometry)": "the number and types of its arguments",
+        "SELECT ST_X(1.5)": "the number and types of its arguments",  # no geometry: PostGIS
+        "SELECT ST_MakeEnvelope(0, 0, 1)": "the number and types of its arguments",  # is there
         'SELECT * FROM "NoSuchTable"': "unquoted names are lower-cased",
         "SELECT no_such_column FROM spatial_ref_sys": "check the column's name",
         "SELECT FROM WHERE": "fix the sql where the server points",

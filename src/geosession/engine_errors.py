@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from functools import partial
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy import exc as sa_exc
@@ -26,6 +27,7 @@ from geosession.errors import (
     DatabaseError,
     GeoSessionError,
     IdleInTransactionTimeout,
+    PostGISPlace,
     advice_for,
     capitalized,
     endpoint_of,
@@ -45,7 +47,32 @@ def install_error_translation(
     """
     event.listen(engine, "handle_error", _on_handle_error)
     event.listen(engine, "do_connect", _connect_translated(engine))
+    event.listen(engine, "first_connect", partial(_find_postgis, engine))
     _watch_connection_losses(engine, idle_in_transaction_timeout)
+
+
+_POSTGIS_SCHEMA = (
+    "SELECT n.nspname::text FROM pg_extension e "
+    "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'postgis'"
+)
+_postgis_places: WeakKeyDictionary[Engine, PostGISPlace] = WeakKeyDictionary()
+"""Where each engine's database has PostGIS (:class:`~geosession.errors.PostGISPlace`)."""
+
+
+def _find_postgis(engine: Engine, dbapi_connection: Any, record: Any) -> None:
+    """Reads where the database has PostGIS, once, on the engine's first connection (its
+    transaction rolled back); when that fails, errors keep their general advice."""
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(_POSTGIS_SCHEMA)
+            found = cursor.fetchone()
+        finally:
+            cursor.close()
+            dbapi_connection.rollback()
+    except Exception:  # a connection that cannot say is used all the same
+        return
+    _postgis_places[engine] = PostGISPlace(found[0] if found else None)
 
 
 def _connect_translated(engine: Engine) -> Any:
@@ -88,6 +115,7 @@ def _on_handle_error(context: ExceptionContext) -> GeoSessionError | None:
         connecting=context.connection is None and context.statement is None,
         statement=sql if statement is None else statement,
         statement_start=start,
+        postgis=_postgis_places.get(context.engine) if context.engine else None,
     )
 
 

@@ -146,6 +146,16 @@ class Diagnostics:
     """Where in the statement the server found the error (1-based character)."""
 
 
+@dataclass(frozen=True)
+class PostGISPlace:
+    """Where a database has the postgis extension, as an engine read it when it first
+    connected (:mod:`geosession.engine_errors`): errors that could mean PostGIS is missing
+    are then told apart from a function called with arguments it does not take."""
+
+    schema: str | None
+    """The extension's schema; None where the database has no PostGIS."""
+
+
 _ADVICE_RETRY = "retrying the whole transaction is safe; db.run_transaction does it for you"
 
 _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
@@ -218,8 +228,8 @@ _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
     ),
     "42883": (
         DatabaseError,
-        "check the function's name and the types of its arguments, by which PostgreSQL "
-        "chooses it: a cast may be missing (::geometry, ::geography, ::text)",
+        "check the function's name and the number and types of its arguments, by which "
+        "PostgreSQL chooses it: a cast may be missing (::geometry, ::geography, ::text)",
     ),
 }
 _BY_SQLSTATE_CLASS: dict[str, tuple[type[GeoSessionError], str]] = {
@@ -251,8 +261,9 @@ _CURVES_REFUSED = re.compile(
 )
 """A PostGIS function that takes no curves refusing one (ST_AsGeoJSON, ST_Simplify,
 ST_AsMVTGeom...): its message names the type, or its number."""
+_POSTGIS_TYPE_MISSING = re.compile(r'type "(geometry|geography|box2d|raster)" does not exist')
 _POSTGIS_MISSING = re.compile(  # a call with a geometry argument: PostGIS is there
-    r'type "(geometry|geography|box2d|raster)" does not exist'
+    rf"{_POSTGIS_TYPE_MISSING.pattern}"
     r"|function st_\w+\((?![^)]*\b(?:geometry|geography|box2d|box3d|raster)\b)[^)]*\)"
     r" does not exist",
     re.IGNORECASE,
@@ -367,15 +378,18 @@ def capitalized(advice: str) -> str:
     return advice[:1].upper() + advice[1:]
 
 
-def classify(diag: Diagnostics, *, is_disconnect: bool) -> tuple[type[GeoSessionError], str]:
-    """The error class and the advice for what the server (or the driver) reported."""
+def classify(
+    diag: Diagnostics, *, is_disconnect: bool, postgis: PostGISPlace | None = None
+) -> tuple[type[GeoSessionError], str]:
+    """The error class and the advice for what the server (or the driver) reported;
+    ``postgis``: where the database has PostGIS, if known."""
     state = diag.sqlstate or ""
     srid_advice = _srid_advice(diag.message)
     if srid_advice is not None:
         return srid_advice
     if state in ("22023", "XX000", "22P02", "22000") and _INVALID_GEOMETRY.search(diag.message):
         return InvalidGeometry, _invalid_geometry_advice(diag.message)
-    missing = _missing_type_advice(diag.message) if state in ("42704", "42883") else None
+    missing = _missing_type_advice(diag.message, postgis) if state in ("42704", "42883") else None
     if missing is not None:
         return missing
     if state == "57014" and "user request" in diag.message:  # not statement_timeout
@@ -421,17 +435,39 @@ def _invalid_geometry_advice(message: str) -> str:
     return "fix or drop the geometry; shapely.make_valid repairs many"
 
 
-def _missing_type_advice(message: str) -> tuple[type[GeoSessionError], str] | None:
-    """A type or function the server lacks: PostGIS's (not installed), or hstore() of a
-    dict that SQLAlchemy sent as hstore."""
+def _missing_type_advice(
+    message: str, postgis: PostGISPlace | None
+) -> tuple[type[GeoSessionError], str] | None:
+    """A type or function the server lacks: PostGIS's, or hstore() of a dict that
+    SQLAlchemy sent as hstore."""
     if _POSTGIS_MISSING.search(message):
+        return _postgis_missing(message, postgis)
+    if _HSTORE_DICT.search(message):
+        return DatabaseError, HSTORE_DICT_ADVICE
+    return None
+
+
+def _postgis_missing(
+    message: str, postgis: PostGISPlace | None
+) -> tuple[type[GeoSessionError], str]:
+    """A PostGIS type, or an ST_ function of no spatial argument, that the server cannot
+    find: PostGIS is not installed, unless the engine found it when it first connected;
+    then it is out of the search_path, or no form of the function takes those arguments
+    (ST_X(1.5), ST_MakeEnvelope(0, 0, 1): the server's message is the same)."""
+    if postgis is None or postgis.schema is None:
         return PostGISNotInstalled, (
             "PostGIS is not installed in this database: connect as its owner or a superuser "
             "and run CREATE EXTENSION postgis;"
         )
-    if _HSTORE_DICT.search(message):
-        return DatabaseError, HSTORE_DICT_ADVICE
-    return None
+    outside = (
+        f"PostGIS is installed in schema {postgis.schema}, which must be on the search_path "
+        f'(ALTER DATABASE ... SET search_path = "$user", public, {postgis.schema}), or '
+        f"its names qualified ({postgis.schema}.geometry)"
+    )
+    if _POSTGIS_TYPE_MISSING.search(message):
+        return ConfigurationError, outside
+    _, arguments = _BY_SQLSTATE["42883"]
+    return DatabaseError, arguments + ("" if postgis.schema == "public" else f"; {outside}")
 
 
 def _srid_advice(message: str) -> tuple[type[GeoSessionError], str] | None:
@@ -473,6 +509,7 @@ def translate(
     connecting: bool = False,
     statement: Any = None,
     statement_start: int = 0,
+    postgis: PostGISPlace | None = None,
 ) -> GeoSessionError:
     """The geosession error for a driver error; the caller chains the original.
 
@@ -511,7 +548,7 @@ def translate(
     unsendable = _UNSENDABLE.search(diag.message)  # the driver's own words, not the server's
     if unsendable is not None:
         return _unsendable(unsendable, endpoint)
-    cls, advice = classify(diag, is_disconnect=is_disconnect)
+    cls, advice = classify(diag, is_disconnect=is_disconnect, postgis=postgis)
     if cls is SRIDMismatch and _SRID_MISMATCH.search(diag.message):
         return _srid_mismatch(diag, endpoint, statement, advice)
     where = _where(diag, endpoint, statement)
