@@ -93,6 +93,8 @@ TABLES = (
     "piped_feather",
     "made_native",
     "native_points",
+    "made_typed_csv",
+    "made_werte",
 )
 
 
@@ -1314,6 +1316,89 @@ def test_a_csv_of_longitudes_and_latitudes_makes_a_point_table(
     loaded = CliRunner().invoke(app, [*command, "e,n"])
     assert loaded.exit_code == 0, loaded.output
     assert admin.execute("SELECT count(*) FROM made_metric").fetchone() == (4,)
+
+
+def test_a_csv_makes_columns_of_the_types_all_its_values_read_as(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """Each field's column is of the one kind all its values read as, checked over the
+    whole file (a word in the last of 60,000 rows keeps a field text); what would not
+    load back as that kind stays text: leading zeros, numbers beyond bigint, NA."""
+    header = "name,wkt,pop,big,area,flag,day,moment,zoned,clock,code,huge,late,gap,na,far\n"
+    first = (
+        "a,POINT(1 2),7,5130000000,105.4,true,2020-01-03,2020-01-03T10:00:00,"
+        "2020-01-03 10:00:00+01,12:30,01234,99999999999999999999,1,,NA,1e400\n"
+    )
+    second = (
+        "b,POINT(3 4),8,1,47,F,2019-05-01,2020-01-03,2020-01-03T10:00Z,23:59:59.5,75001,1,2,,1,1\n"
+    )
+    rows = "".join(
+        f"r{i},POINT(0 0),{i},{i},{i}.5,t,2020-01-01,,,,{i},{i},{i},,{i},{i}\n"
+        for i in range(60_000)
+    )
+    path = tmp_path / "typed.csv"
+    path.write_text(header + first + second + rows + "z,POINT(0 0),1,1,1,f,,,,,1,1,late,,1,1\n")
+    report = db.ingest("made_typed_csv", path, create=True)
+    assert report.inserted == 60_003 and not report.rejected
+    assert columns(admin, "made_typed_csv") == {
+        "fid": "bigint",
+        "name": "text",
+        "pop": "integer",
+        "big": "bigint",
+        "area": "double precision",
+        "flag": "boolean",
+        "day": "date",
+        "moment": "timestamp without time zone",
+        "zoned": "timestamp with time zone",
+        "clock": "time without time zone",
+        "code": "text",
+        "huge": "text",
+        "late": "text",
+        "gap": "text",
+        "na": "text",
+        "far": "text",
+        "geom": "geometry",
+    }
+    admin.execute("SET TimeZone = 'UTC'")
+    stored = admin.execute(
+        "SELECT pop, big, area, flag, day, moment, zoned, clock, code FROM made_typed_csv "
+        "WHERE name IN ('a', 'b') ORDER BY name"
+    )
+    assert stored.fetchall() == [
+        (
+            7,
+            5130000000,
+            105.4,
+            True,
+            dt.date(2020, 1, 3),
+            dt.datetime(2020, 1, 3, 10),
+            dt.datetime(2020, 1, 3, 9, tzinfo=dt.UTC),
+            dt.time(12, 30),
+            "01234",
+        ),
+        (
+            8,
+            1,
+            47.0,
+            False,
+            dt.date(2019, 5, 1),
+            dt.datetime(2020, 1, 3),
+            dt.datetime(2020, 1, 3, 10, tzinfo=dt.UTC),
+            dt.time(23, 59, 59, 500000),
+            "75001",
+        ),
+    ]
+    werte = tmp_path / "werte.csv"
+    werte.write_text("name;wert;anteil;lat;lon\nA;12,5;1.234,5;52,5;13,4\nB;7;1;1;2\n")
+    assert db.ingest("made_werte", werte, create=True).inserted == 2
+    assert columns(admin, "made_werte") == {
+        "fid": "bigint",
+        "name": "text",
+        "wert": "double precision",
+        "anteil": "text",  # a thousands separator: the load would not read it as a number
+        "geom": "geometry(Point,4326)",
+    }
+    assert admin.execute("SELECT wert FROM made_werte ORDER BY fid").fetchall() == [(12.5,), (7.0,)]
 
 
 def test_a_semicolon_csvs_decimal_commas_are_numbers_of_number_columns(

@@ -32,7 +32,7 @@ from geosession.ingest.arrow_files import open_arrow_file
 from geosession.ingest.arrow_streams import is_arrow_stream, opened_once
 from geosession.ingest.batches import repeated
 from geosession.ingest.crs import crs_label, source_crs
-from geosession.ingest.delimited import csv_header, wkt_column_of
+from geosession.ingest.delimited import csv_field_values, csv_header, wkt_column_of
 from geosession.ingest.encodings import check_encoding, layer_text
 from geosession.ingest.features import as_features, features_frame
 from geosession.ingest.file_read import check_rename
@@ -57,6 +57,7 @@ from geosession.ingest.target import (
     missing_schema,
     schema_and_name,
 )
+from geosession.ingest.text_types import TextKinds
 from geosession.read.layer_types import measured_types
 from geosession.read.plan import quote_identifier
 from geosession.srs import SRID_BY_AUTHORITY_SQL, authority
@@ -510,15 +511,19 @@ def _scalar_kind(value: Any) -> str | None:
 
 
 def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
-    """Text columns, and a geometry column for the WKT column or the coordinates (a Point
-    column, EPSG:4326 for longitude and latitude unless srid= says otherwise)."""
-    header, _ = csv_header(path, options.encoding)
+    """A column for each field, of the type all its values read as (:mod:`.text_types`),
+    and a geometry column for the WKT column or the coordinates (a Point column,
+    EPSG:4326 for longitude and latitude unless srid= says otherwise)."""
+    header, delimiter = csv_header(path, options.encoding)
     wkt = wkt_column_of(header, None, options.wkt_column, path)
     points = None if wkt is not None else point_columns(header, options.xy_columns, path)
-    schema = SourceSchema()
-    for name in header:
-        if name != wkt and (points is None or name not in points.fields):
-            schema.add(name, "text")
+    fields = [h for h in header if h != wkt and (points is None or h not in points.fields)]
+    kinds = TextKinds(fields, decimal_comma=delimiter == ";")
+    for values in csv_field_values(path, options.encoding, lambda: kinds.open_fields):
+        kinds.see(values)
+    types, schema = kinds.sql_types(), SourceSchema()
+    for name in fields:  # a name twice is refused as before, when the schema is renamed
+        schema.add(name, types[name])
     wanted = options.reproject_srid
     if wkt is not None:
         srid = wanted if wanted is not None else options.srid

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
 
@@ -48,23 +48,44 @@ def csv_batches(path: Path, landing: Landing, read: FileRead) -> Iterator[Batch]
     landing.check([names[i] for i in loaded] + list(made), where=str(path))
 
     def batches() -> Iterator[Batch]:
-        with path.open(newline="", encoding=text_codec(encoding, path)) as handle:
-            reader = csv.reader(handle, delimiter=delimiter)
-            with undecodable_refused(path, encoding):
-                next(reader, None)
-                rows = (row for row in reader if row)  # blank lines are not rows
-                first = 1
-                while chunk := list(islice(rows, landing.size())):
-                    _check_widths(chunk, len(header), first, path)
-                    values = {names[i]: [row[i] or None for row in chunk] for i in loaded}
-                    for column, (x, y) in made.items():
-                        xs, ys = [row[x] for row in chunk], [row[y] for row in chunk]
-                        values[column] = point_values(xs, ys, decimal_comma=delimiter == ";")
-                    kept = {c: values[c] for c in columns if c in values}
-                    yield Batch(first, kept, crs, decimal_comma=delimiter == ";")
-                    first += len(chunk)
+        for first, chunk in _chunks(path, encoding, (header, delimiter), landing.size):
+            values = {names[i]: [row[i] or None for row in chunk] for i in loaded}
+            for column, (x, y) in made.items():
+                xs, ys = [row[x] for row in chunk], [row[y] for row in chunk]
+                values[column] = point_values(xs, ys, decimal_comma=delimiter == ";")
+            kept = {c: values[c] for c in columns if c in values}
+            yield Batch(first, kept, crs, decimal_comma=delimiter == ";")
 
     return batches()
+
+
+def csv_field_values(
+    path: Path, encoding: str | None, fields: Callable[[], list[str]], size: int = 50_000
+) -> Iterator[dict[str, list[str]]]:
+    """The values of the fields ``fields()`` names ('' where empty), a batch of rows at a
+    time."""
+    header, delimiter = csv_header(path, encoding)
+    for _, chunk in _chunks(path, encoding, (header, delimiter), lambda: size):
+        at = {name: header.index(name) for name in fields()}
+        yield {name: [row[i] for row in chunk] for name, i in at.items()}
+
+
+def _chunks(
+    path: Path, encoding: str | None, layout: tuple[list[str], str], size: Callable[[], int]
+) -> Iterator[tuple[int, list[list[str]]]]:
+    """The file's rows after the header, ``size()`` at a time, each chunk with the number
+    of its first row; a row of another width than the header's is refused."""
+    header, delimiter = layout
+    with path.open(newline="", encoding=text_codec(encoding, path)) as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        with undecodable_refused(path, encoding):
+            next(reader, None)
+            rows = (row for row in reader if row)  # blank lines are not rows
+            first = 1
+            while chunk := list(islice(rows, size())):
+                _check_widths(chunk, len(header), first, path)
+                yield first, chunk
+                first += len(chunk)
 
 
 def _csv_points(

@@ -1,0 +1,152 @@
+"""The column types of a CSV's fields, for the table ``create=True`` makes for it.
+
+Every value of the file is looked at, so that the type fits them all: a field's values
+that all read as one kind make a column of it (integer or bigint, double precision,
+boolean, date, timestamp, timestamptz, time), any other field stays text. Each kind is
+written as the load reads text into that type (:mod:`.readers`), no wider, so no row is
+refused for the type its own file gave: numbers with leading zeros (postal codes),
+numbers beyond bigint (identifiers) and NULL spelt as text (NA) keep a field text, and a
+decimal comma counts only in a file separated by semicolons, as the load reads it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from geosession.ingest.readers import INTEGER_RANGES
+
+_MOMENT = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
+_ZONE = r"(?:Z|[-+][0-9]{2}(?::?[0-9]{2})?)"
+
+
+def _shapes(decimal_mark: str) -> dict[str, str]:
+    """Each kind's values as the load reads them from text, in the order tried."""
+    return {
+        "integer": r"[-+]?(?:0|[1-9][0-9]*)",
+        "float": rf"[-+]?(?:(?:0|[1-9][0-9]*)(?:[{decimal_mark}][0-9]*)?|[{decimal_mark}][0-9]+)"
+        r"(?:[eE][-+]?[0-9]+)?|(?i:[-+]?(?:nan|inf|infinity))",
+        "boolean": r"(?i:t|f|true|false)",
+        "date": r"[0-9]{4}-[0-9]{2}-[0-9]{2}",
+        "timestamp": _MOMENT,
+        "timestamptz": _MOMENT + _ZONE,
+        "time": r"[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?",
+    }
+
+
+@dataclass(frozen=True)
+class _Patterns:
+    one: re.Pattern[str]
+    """A value of any kind, the kind its group's name."""
+    all_of: dict[str, re.Pattern[str]]
+    """Values of one kind, joined by newlines: a batch checked in one match."""
+
+    @classmethod
+    def of(cls, decimal_mark: str) -> _Patterns:
+        shapes = _shapes(decimal_mark)
+        one = "|".join(f"(?P<{kind}>{shape})" for kind, shape in shapes.items())
+        all_of = {k: re.compile(f"(?:{s})(?:\n(?:{s}))*") for k, s in shapes.items()}
+        return cls(re.compile(one), all_of)
+
+
+_PATTERNS: Final = {False: _Patterns.of("."), True: _Patterns.of(".,")}
+"""By whether the file may have decimal commas."""
+_TEXT = "text"
+_INT4_DIGITS = 9
+"""Digits that every int4 holds."""
+_FINITE_DIGITS = 300
+"""Digits of a plain decimal (no exponent) that every float8 holds."""
+_TYPES: Final[dict[frozenset[str], str]] = {
+    frozenset({"integer"}): "integer",
+    frozenset({"bigint"}): "bigint",
+    frozenset({"integer", "bigint"}): "bigint",
+    frozenset({"float"}): "double precision",
+    frozenset({"integer", "float"}): "double precision",
+    frozenset({"bigint", "float"}): "double precision",
+    frozenset({"integer", "bigint", "float"}): "double precision",
+    frozenset({"boolean"}): "boolean",
+    frozenset({"date"}): "date",
+    frozenset({"timestamp"}): "timestamp",
+    frozenset({"date", "timestamp"}): "timestamp",
+    frozenset({"timestamptz"}): "timestamptz",
+    frozenset({"time"}): "time",
+}
+"""The column type for the kinds a field's values came in; any other mix is text."""
+
+
+class TextKinds:
+    """The kinds of value seen so far in each field of a file, batch by batch."""
+
+    def __init__(self, fields: Sequence[str], *, decimal_comma: bool) -> None:
+        self._kinds: dict[str, set[str]] = {name: set() for name in fields}
+        self._patterns = _PATTERNS[decimal_comma]
+
+    @property
+    def open_fields(self) -> list[str]:
+        """The fields whose kind a value may still change (text is settled)."""
+        return [name for name, kinds in self._kinds.items() if _TEXT not in kinds]
+
+    def see(self, values: Mapping[str, Iterable[str]]) -> None:
+        """Takes a batch's values by field ('' for an empty one)."""
+        for name, column in values.items():
+            kinds = self._kinds[name]
+            distinct = set(column) - {""}
+            if _TEXT not in kinds and distinct:
+                kinds |= self._batch_kinds(distinct)
+
+    def sql_types(self) -> dict[str, str]:
+        """Each field's column type: text for a field of no values, or of mixed kinds."""
+        return {name: _TYPES.get(frozenset(kinds), _TEXT) for name, kinds in self._kinds.items()}
+
+    def _batch_kinds(self, values: set[str]) -> set[str]:
+        """The kinds of a batch's distinct values: all of one shape in one match (the
+        usual case), else value by value until one is text."""
+        joined = "\n".join(values)
+        shape = next((k for k, p in self._patterns.all_of.items() if p.fullmatch(joined)), None)
+        if shape == "integer" and max(map(len, values)) <= _INT4_DIGITS:
+            return {"integer"}
+        if shape in ("float", "boolean") and max(map(len, values)) <= _FINITE_DIGITS:
+            return {shape}
+        kinds: set[str] = set()
+        for value in values:
+            kinds.add(self._kind(value))
+            if _TEXT in kinds:
+                break
+        return kinds
+
+    def _kind(self, value: str) -> str:
+        match = self._patterns.one.fullmatch(value)
+        kind = match.lastgroup if match is not None else None
+        if kind is None:
+            return _TEXT
+        if kind == "integer":
+            return _integer_kind(int(value))
+        return kind if _readable(kind, value) else _TEXT
+
+
+def _integer_kind(number: int) -> str:
+    for kind, type_name in (("integer", "int4"), ("bigint", "int8")):
+        low, high = INTEGER_RANGES[type_name]
+        if low <= number <= high:
+            return kind
+    return _TEXT  # an identifier of more digits than bigint holds
+
+
+def _readable(kind: str, value: str) -> bool:
+    """Whether the load reads the value of that shape as its kind (a 13th month, a float
+    beyond double precision's range are not)."""
+    try:
+        if kind == "float":
+            number = float(value.replace(",", "."))
+            return math.isfinite(number) or "n" in value.lower()  # nan, inf: as written
+        if kind in ("date", "timestamp", "timestamptz"):
+            dt.datetime.fromisoformat(value)
+        elif kind == "time":
+            dt.time.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
