@@ -59,7 +59,7 @@ _TEXT = "text"
 _INT4_DIGITS = 9
 """Digits that every int4 holds."""
 _FINITE_DIGITS = 300
-"""Digits of a plain decimal (no exponent) that every float8 holds."""
+"""Characters of a plain decimal (no exponent) short enough for float8 to hold it."""
 _TYPES: Final[dict[frozenset[str], str]] = {
     frozenset({"integer"}): "integer",
     frozenset({"bigint"}): "bigint",
@@ -109,7 +109,7 @@ class TextKinds:
         shape = next((k for k, p in self._patterns.all_of.items() if p.fullmatch(joined)), None)
         if shape == "integer" and max(map(len, values)) <= _INT4_DIGITS:
             return {"integer"}
-        if shape in ("float", "boolean") and max(map(len, values)) <= _FINITE_DIGITS:
+        if shape == "boolean" or (shape == "float" and _finite(joined, values)):
             return {shape}
         kinds: set[str] = set()
         for value in values:
@@ -126,6 +126,12 @@ class TextKinds:
         if kind == "integer":
             return _integer_kind(int(value))
         return kind if _readable(kind, value) else _TEXT
+
+
+def _finite(joined: str, values: set[str]) -> bool:
+    """Whether values of the float shape are all within double precision's range: no
+    exponent, and digits enough for none to overflow."""
+    return "e" not in joined and "E" not in joined and max(map(len, values)) <= _FINITE_DIGITS
 
 
 def _integer_kind(number: int) -> str:
