@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from geosession import IngestReport, SpatialDatabase
 from geosession.ingest import ledger
-from geosession.ingest.progress import Progress
+from geosession.ingest.progress import Progress, counting
 from tests.test_ingest import (
     TABLE,
     ingest_threads,
@@ -55,6 +55,19 @@ def test_builds_done_completes_every_line() -> None:
     progress.builds_done()
     line = next(line for line in render(progress, console).splitlines() if "analyze" in line)
     assert "30/30" in line and "done" in line
+
+
+def test_work_before_a_load_gets_a_line_counting_its_rows() -> None:
+    """Reading a large CSV for its fields' types takes seconds before the bar starts."""
+    console = Console(record=True, width=120, force_terminal=True, color_system=None)
+    with counting(True, "reading the types of big.csv's fields", console) as advance:
+        advance(50_000)
+        advance(50_000)
+    assert "reading the types of big.csv's fields 100,000 rows" in console.export_text()
+    quiet = Console(record=True, width=120, force_terminal=True, color_system=None)
+    with counting(False, "unseen", quiet) as advance:
+        advance(50_000)
+    assert not quiet.export_text()
 
 
 def test_a_disabled_bar_ignores_builds() -> None:

@@ -50,6 +50,7 @@ from geosession.ingest.files import (
 from geosession.ingest.gdal_batches import mended
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.points import point_columns
+from geosession.ingest.progress import counting
 from geosession.ingest.sources import is_dataframe
 from geosession.ingest.target import (
     SCHEMA_EXISTS_SQL,
@@ -519,8 +520,11 @@ def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
     points = None if wkt is not None else point_columns(header, options.xy_columns, path)
     fields = [h for h in header if h != wkt and (points is None or h not in points.fields)]
     kinds = TextKinds(fields, decimal_comma=delimiter == ";")
-    for values in csv_field_values(path, options.encoding, lambda: kinds.open_fields):
-        kinds.see(values)
+    reading = f"reading the types of {path.name}'s fields"
+    with counting(options.progress, reading) as advance:
+        for rows, values in csv_field_values(path, options.encoding, lambda: kinds.open_fields):
+            kinds.see(values)
+            advance(rows)
     types, schema = kinds.sql_types(), SourceSchema()
     for name in fields:  # a name twice is refused as before, when the schema is renamed
         schema.add(name, types[name])

@@ -61,13 +61,15 @@ def csv_batches(path: Path, landing: Landing, read: FileRead) -> Iterator[Batch]
 
 def csv_field_values(
     path: Path, encoding: str | None, fields: Callable[[], list[str]], size: int = 50_000
-) -> Iterator[dict[str, list[str]]]:
+) -> Iterator[tuple[int, dict[str, list[str]]]]:
     """The values of the fields ``fields()`` names ('' where empty), a batch of rows at a
-    time."""
+    time, with the batch's number of rows; it ends early when ``fields()`` names none."""
     header, delimiter = csv_header(path, encoding)
     for _, chunk in _chunks(path, encoding, (header, delimiter), lambda: size):
-        at = {name: header.index(name) for name in fields()}
-        yield {name: [row[i] for row in chunk] for name, i in at.items()}
+        if not (wanted := fields()):
+            return
+        at = {name: header.index(name) for name in wanted}
+        yield len(chunk), {name: [row[i] for row in chunk] for name, i in at.items()}
 
 
 def _chunks(

@@ -7,12 +7,15 @@ server reports them, so the minutes a large GiST build takes are not a silent wa
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
+    SpinnerColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
@@ -94,3 +97,25 @@ class Progress:
     ) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+@contextmanager
+def counting(
+    enabled: bool, description: str, console: Console | None = None
+) -> Iterator[Callable[[int], None]]:
+    """A line counting the rows of work done before a load starts (reading a CSV for its
+    fields' types), gone when it ends; the callable advances it by rows."""
+    if not enabled:
+        yield lambda rows: None
+        return
+    line = RichProgress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.completed:,.0f} rows"),
+        TimeElapsedColumn(),
+        console=console or Console(stderr=True),
+        transient=True,
+    )
+    with line:
+        task = line.add_task(description, total=None)
+        yield lambda rows: line.advance(task, rows)
