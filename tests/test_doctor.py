@@ -178,6 +178,35 @@ def test_doctor_command_exits_non_zero_until_the_index_exists(
     assert "exit 1 if any fails" in help_text and "--json" in help_text
 
 
+def test_doctor_of_many_tables_names_ten_and_prints_each_fix_on_a_line(
+    database_url: str, admin: psycopg.Connection[Any], schema: str
+) -> None:
+    """A database of many unindexed tables: the result names ten and counts the rest, and
+    the CLI prints the statements below the table, one per line, each runnable as it is."""
+    for i in range(12):
+        admin.execute(f"CREATE TABLE {schema}.t{i:02} (geom geometry(Point, 4326))")
+    runner = CliRunner()
+    env = {"GEOSESSION_DATABASE_URL": database_url, "COLUMNS": "400"}
+    failing = runner.invoke(app, ["doctor", "--schema", schema], env=env)
+    assert failing.exit_code == 1, failing.output
+    output = failing.output
+    assert "and 2 more" in output and "The 12 statements below" in output
+    listed = output.split("The fixes, a statement per line:\n", 1)[1].splitlines()
+    assert listed[0] == "-- spatial indexes"
+    statements = listed[1:13]
+    assert statements == [f"CREATE INDEX ON {schema}.t{i:02} USING gist (geom);" for i in range(12)]
+    parsed = json.loads(
+        runner.invoke(app, ["doctor", "--json", "--schema", schema], env=env).output
+    )
+    check = next(c for c in parsed["checks"] if c["name"] == "spatial indexes")
+    assert check["statements"] == statements and check["fix"] == " ".join(statements)
+    assert check["detail"].endswith(f"{schema}.t09.geom and 2 more")
+    for statement in statements:
+        admin.execute(statement)
+    passing = runner.invoke(app, ["doctor", "--schema", schema], env=env)
+    assert passing.exit_code == 0 and "The fixes" not in passing.output
+
+
 def test_doctor_flags_missing_timeouts_statistics_and_srid_zero(
     make_db: MakeDb, admin: psycopg.Connection[Any], schema: str
 ) -> None:

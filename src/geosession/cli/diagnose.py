@@ -121,13 +121,13 @@ def doctor(
     not fail.
     """
     from geosession.database import SpatialDatabase
-    from geosession.diagnose.console import doctor_table, print_json
+    from geosession.diagnose.console import print_doctor, print_json
 
     with SpatialDatabase.from_env() as db:
         report = db.doctor(schemas=schema)
     if as_json:
         print_json(report.as_dict())
     else:
-        Console().print(doctor_table(report))
+        print_doctor(report, Console())
     if not report.ok:
         raise typer.Exit(1)

@@ -24,7 +24,7 @@ from geosession.diagnose.activity import (
     hidden_sessions,
     see_all_advice,
 )
-from geosession.diagnose.doctor import DoctorReport
+from geosession.diagnose.doctor import Check, DoctorReport
 from geosession.diagnose.explain import PlanReport
 from geosession.diagnose.nodes import PlanNode
 
@@ -218,18 +218,40 @@ def _add_children(tree: Tree, node: PlanNode, report: PlanReport) -> None:
         _add_children(branch, child, report)
 
 
+def print_doctor(report: DoctorReport, console: Console) -> None:
+    """The checklist, then the SQL of fixes of several statements, one per line (folded
+    into a table cell, forty CREATE INDEXes could not be read or copied)."""
+    console.print(doctor_table(report))
+    listed = [check for check in report.checks if len(check.statements) > 1]
+    if listed:
+        console.print("\nThe fixes, a statement per line:")
+    for check in listed:
+        advice = _advice_of(check)
+        console.print(Text(f"-- {check.name}" + (f": {advice}" if advice else "")), soft_wrap=True)
+        for statement in check.statements:
+            console.print(Text(statement), soft_wrap=True)
+
+
 def doctor_table(report: DoctorReport) -> Table:
-    """The checklist: a mark, the check, what was found, and the fix."""
+    """The checklist: a mark, the check, what was found, and the fix (a fix of several
+    statements: how many, printed below by :func:`print_doctor`)."""
     verdict = "all checks pass" if report.ok else f"{len(report.failed)} check(s) failed"
     table = Table(title=f"geosession doctor: {verdict}", title_justify="left")
     for name in ("", "check", "result", "fix"):
         table.add_column(name, overflow="fold")
     for check in report.checks:
         mark, style = _STATUS[check.status]
-        table.add_row(
-            Text(mark, style=style), Text(check.name), Text(check.detail), Text(check.fix)
-        )
+        fix = check.fix
+        if len(check.statements) > 1:
+            below = f"the {len(check.statements)} statements below"
+            fix = f"{advice} {below}" if (advice := _advice_of(check)) else below.capitalize()
+        table.add_row(Text(mark, style=style), Text(check.name), Text(check.detail), Text(fix))
     return table
+
+
+def _advice_of(check: Check) -> str:
+    """What a fix says besides its statements (Check.with_sql puts them last)."""
+    return check.fix.removesuffix(" ".join(check.statements)).strip()
 
 
 def print_json(value: object) -> None:

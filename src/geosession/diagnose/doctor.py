@@ -100,6 +100,27 @@ class Check:
     status: Status
     detail: str
     fix: str = ""
+    """What to do, with the SQL to run where there is one (all of ``statements``)."""
+    statements: tuple[str, ...] = ()
+    """The SQL of the fix, a statement (or a pair that goes together) for each object."""
+
+    @classmethod
+    def with_sql(
+        cls, name: str, status: Status, detail: str, statements: Sequence[str], advice: str = ""
+    ) -> Check:
+        """A check whose fix is SQL to run, one statement per object it names."""
+        fix = " ".join([advice, *statements]) if advice else " ".join(statements)
+        return cls(name, status, detail, fix, tuple(statements))
+
+
+_LISTED = 10
+"""Objects a result names before it counts the rest (the fix's statements name all)."""
+
+
+def _listed(names: Sequence[str], separator: str = ", ") -> str:
+    if len(names) <= _LISTED:
+        return separator.join(names)
+    return f"{separator.join(names[:_LISTED])} and {len(names) - _LISTED} more"
 
 
 @dataclass(frozen=True)
@@ -272,15 +293,14 @@ def _spatial_indexes(connection: Connection, context: _Context) -> Check:
     details, fixes = [], []
     missing = [row for row in rows if not row.invalid and not row.building]
     if missing:
-        details.append("no spatial index on " + ", ".join(_column_names(missing)))
+        details.append("no spatial index on " + _listed(_column_names(missing)))
         fixes += [
             f"CREATE INDEX ON {qualified(schema, table)} USING gist ({quote(column)});"
             for schema, table, column, *_ in missing
         ]
     if invalid := [row for row in rows if row.invalid]:
         details.append(
-            f"an INVALID spatial index on {', '.join(_column_names(invalid))} "
-            f"({INVALID_INDEX_CAUSE})"
+            f"an INVALID spatial index on {_listed(_column_names(invalid))} ({INVALID_INDEX_CAUSE})"
         )
         fixes += [
             f"REINDEX INDEX CONCURRENTLY {qualified(row.nspname, index)};"
@@ -290,10 +310,10 @@ def _spatial_indexes(connection: Connection, context: _Context) -> Check:
     if building := [row for row in rows if row.building and not row.invalid]:
         details.append(
             f"a spatial index being built (CREATE INDEX CONCURRENTLY) on "
-            f"{', '.join(_column_names(building))}: the planner uses it once it is done"
+            f"{_listed(_column_names(building))}: the planner uses it once it is done"
         )
     status: Status = "fail" if missing or invalid else "warn"
-    return Check("spatial indexes", status, "; ".join(details), " ".join(fixes))
+    return Check.with_sql("spatial indexes", status, "; ".join(details), fixes)
 
 
 def _column_names(rows: Sequence[Any]) -> list[str]:
@@ -308,18 +328,19 @@ def _deferred_indexes(connection: Connection, context: _Context) -> Check:
     rows = connection.execute(_DEFERRED, {"schemas": context.schemas}).all()
     if not rows:
         return Check("deferred indexes", "ok", "every index an ingest dropped is rebuilt")
-    names = ", ".join(f"{index} on {schema}.{table}" for schema, table, index, _ in rows)
-    fixes = " ".join(
+    names = _listed([f"{index} on {schema}.{table}" for schema, table, index, _ in rows])
+    fixes = [
         f"{definition}; DELETE FROM {DEFERRED} WHERE index_name = {_literal(index)} "  # noqa: S608
         f"AND to_regclass(target) = to_regclass({_literal(qualified(schema, table))});"
         for schema, table, index, definition in rows
-    )
-    return Check(
+    ]
+    return Check.with_sql(
         "deferred indexes",
         "warn",
         f"dropped for a load and not rebuilt yet (a load in progress, or one that was killed): "
         f"{names}",
-        "run the ingest again (any ingest into the table rebuilds them), or: " + fixes,
+        fixes,
+        "run the ingest again (any ingest into the table rebuilds them), or:",
     )
 
 
@@ -329,16 +350,19 @@ def _sequences(connection: Connection, context: _Context) -> Check:
     behind = behind_sequences(connection, context.schemas)
     if not behind:
         return Check("sequences", "ok", "every serial and identity sequence is past its column")
-    names = "; ".join(
-        f"{b.schema}.{b.table}.{b.column} would get {b.following:,} from {b.sequence}, and "
-        f"holds up to {b.highest:,}"
-        for b in behind
+    names = _listed(
+        [
+            f"{b.schema}.{b.table}.{b.column} would get {b.following:,} from {b.sequence}, "
+            f"and holds up to {b.highest:,}"
+            for b in behind
+        ],
+        "; ",
     )
-    return Check(
+    return Check.with_sql(
         "sequences",
         "fail",
         f"{names}: the next INSERT taking the default fails with a duplicate key",
-        " ".join(b.fix for b in behind),
+        [b.fix for b in behind],
     )
 
 
@@ -351,9 +375,9 @@ def _statistics(connection: Connection, context: _Context) -> Check:
             "every table over autovacuum_analyze_threshold rows has been analyzed (autovacuum "
             "leaves smaller ones, whose plans need no statistics)",
         )
-    names = ", ".join(f"{schema}.{table}" for schema, table in rows)
-    fixes = " ".join(f"ANALYZE {qualified(schema, table)};" for schema, table in rows)
-    return Check("statistics", "fail", f"never analyzed: {names}", fixes)
+    names = _listed([f"{schema}.{table}" for schema, table in rows])
+    fixes = [f"ANALYZE {qualified(schema, table)};" for schema, table in rows]
+    return Check.with_sql("statistics", "fail", f"never analyzed: {names}", fixes)
 
 
 def _srid(connection: Connection, context: _Context) -> Check:
@@ -362,13 +386,13 @@ def _srid(connection: Connection, context: _Context) -> Check:
     rows = connection.execute(_SRID_ZERO, {"schemas": context.schemas}).all()
     if not rows:
         return Check("srid", "ok", "no geometry column has SRID 0")
-    names = ", ".join(f"{schema}.{table}.{column}" for schema, table, column in rows)
-    fixes = " ".join(
+    names = _listed([f"{schema}.{table}.{column}" for schema, table, column in rows])
+    fixes = [
         f"SELECT UpdateGeometrySRID({_literal(schema)}, {_literal(table)}, {_literal(column)}, "
         "<srid>);"
         for schema, table, column in rows
-    )
-    return Check("srid", "warn", f"SRID 0 (unknown) on {names}", fixes)
+    ]
+    return Check.with_sql("srid", "warn", f"SRID 0 (unknown) on {names}", fixes)
 
 
 def _unseen(connection: Connection, name: str) -> Check | None:
