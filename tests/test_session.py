@@ -203,3 +203,27 @@ with engine.connect() as connection:
         [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.split() == ["SRID=3857;POINT(1", "2)", "SRID=4326;POINT(1", "2)"]
+
+
+def test_a_session_used_without_with_says_to_write_with(db: SpatialDatabase) -> None:
+    """SQLAlchemy's sessionmaker() gives a Session; db.session() gives the block that
+    holds one, and says so instead of Python's "'_GeneratorContextManager' object has no
+    attribute 'execute'". Nothing is checked out by the mistake."""
+    with pytest.raises(AttributeError, match=r"write `with db.session\(\) as s:` and call s.exe"):
+        db.session().execute(text("SELECT 1"))
+    with pytest.raises(AttributeError, match=r"`with db.transaction\(\) as s:` and call s.add"):
+        db.transaction(statement_timeout="1s").add(object())
+
+    async def misuse() -> None:
+        with pytest.raises(AttributeError, match=r"`async with db.async_session\(\) as s:`"):
+            await db.async_session().execute(text("SELECT 1"))
+        with pytest.raises(AttributeError, match=r"`async with db.async_transaction\(\) as s"):
+            db.async_transaction().add(object())
+        async with db.async_transaction() as session:
+            assert (await session.execute(text("SELECT 1"))).scalar() == 1
+        await db.adispose()
+
+    asyncio.run(misuse())
+    with db.session() as s:
+        assert s.execute(text("SELECT 1")).scalar() == 1
+    assert db.pool_stats().checked_out == 0

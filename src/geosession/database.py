@@ -56,6 +56,7 @@ from geosession.read import (
 from geosession.replicas import READ_ONLY, ReadAfter, Replicas
 from geosession.retry import RetryOptions, Transactional, arun_transaction, run_transaction
 from geosession.retry import watch_long_transactions as _watch_long_transactions
+from geosession.scopes import async_scope, scope
 from geosession.settings import DatabaseSettings, check_duration
 
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ class SpatialDatabase:
         self._replicas.watch_writes(engine.sync_engine)
         return engine
 
-    @contextmanager
+    @scope("db.session()")
     def session(self, *, replica: bool = False) -> Iterator[Session]:
         """A Session that is always closed; an exception rolls it back and is re-raised.
 
@@ -187,7 +188,7 @@ class SpatialDatabase:
         ):
             yield session
 
-    @contextmanager
+    @scope("db.transaction()")
     def transaction(
         self,
         *,
@@ -216,7 +217,7 @@ class SpatialDatabase:
         with self.session() as session:
             yield session
 
-    @asynccontextmanager
+    @async_scope("db.async_session()")
     async def async_session(self, *, replica: bool = False) -> AsyncIterator[AsyncSession]:
         """The async twin of :meth:`session`: always closed, rolled back on error."""
         if replica:
@@ -235,7 +236,7 @@ class SpatialDatabase:
         except sa_exc.TimeoutError as error:
             raise self._pool_exhausted(engine.sync_engine) from error
 
-    @asynccontextmanager
+    @async_scope("db.async_transaction()")
     async def async_transaction(
         self,
         *,
