@@ -459,6 +459,38 @@ def test_explain_says_when_two_columns_or_geographies_have_different_srids(
         admin.execute(f"DROP DOMAIN {domain}")
 
 
+def test_explain_says_a_distance_on_longitudes_and_latitudes_is_in_degrees(
+    db: SpatialDatabase, points: Table, admin: psycopg.Connection[Any]
+) -> None:
+    """ST_DWithin(geom, point, 1000) on an EPSG:4326 column means 1000 degrees; the
+    advice says so and gives the geography form, whose index the advised CREATE INDEX
+    makes."""
+    admin.execute(f"CREATE INDEX ON {points.name} USING gist (geom)")
+    here = "'SRID=4326;POINT(0.5 0.5)'::geometry"
+    metres = db.explain(f"SELECT id FROM {points.name} WHERE ST_DWithin(geom, {here}, 1000)")
+    degrees = [line for line in metres.advice if line.startswith("st_dwithin()")]
+    assert degrees == [
+        f"st_dwithin() on public.{points.name}.geom (SRID 4326: longitudes and latitudes) "
+        "takes a distance of 1000 in degrees, the column's units, and selects rows up to 1000 "
+        "degrees away, not 1000 metres. For metres compare geographies: ST_DWithin("
+        "geom::geography, <the other geometry>::geography, 1000), with an index for it: "
+        f"CREATE INDEX ON public.{points.name} USING gist ((geom::geography)); or transform "
+        "both sides into a projected SRID in metres"
+    ]
+    near = f"SELECT id FROM {points.name} WHERE ST_DWithin(geom, {here}, 0.01)"
+    assert not [line for line in db.explain(near).advice if "degrees" in line]
+    admin.execute(f"CREATE INDEX ON {points.name} USING gist ((geom::geography))")
+    admin.execute(f"ANALYZE {points.name}")
+    advised = db.explain(
+        f"SELECT id FROM {points.name} WHERE ST_DWithin(geom::geography, {here}::geography, 1000)"
+    )
+    assert advised.uses_spatial_index and not advised.advice
+    with_param = select(points.c.id).where(
+        func.ST_DWithin(points.c.geom, WKTElement("POINT(0.5 0.5)", 4326), 500)
+    )
+    assert any("a distance of 500 in degrees" in line for line in db.explain(with_param).advice)
+
+
 def test_explain_says_when_statistics_are_missing(
     db: SpatialDatabase, admin: psycopg.Connection[Any]
 ) -> None:

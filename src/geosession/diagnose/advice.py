@@ -158,6 +158,8 @@ class PlanFacts:
 
     spatial_indexes: set[str] = field(default_factory=set)
     tables: dict[tuple[str, str], TableFacts] = field(default_factory=dict)
+    degree_srids: set[int] = field(default_factory=set)
+    """The columns' SRIDs whose coordinates are longitudes and latitudes (EPSG:4326 ...)."""
 
     @classmethod
     def load(cls, connection: Connection, root: PlanNode) -> PlanFacts:
@@ -178,7 +180,30 @@ class PlanFacts:
                     entry.invalid_indexes[column] = invalid
                     entry.base_types[column] = base
                     entry.srids[column] = typmod_srid(typmod)
+        facts.degree_srids = _degree_srids(connection, facts)
         return facts
+
+
+def _degree_srids(connection: Connection, facts: PlanFacts) -> set[int]:
+    """Those of the geometry columns' SRIDs that spatial_ref_sys calls geographic."""
+    srids = sorted(
+        {
+            srid
+            for table in facts.tables.values()
+            for column, srid in table.srids.items()
+            if srid > 0 and table.base_types.get(column) == "geometry"
+        }
+    )
+    if not srids or connection.execute(text(_SPATIAL_REF_SYS)).scalar() is None:
+        return set()
+    return set(connection.execute(_GEOGRAPHIC_SRIDS, {"srids": srids}).scalars())
+
+
+_SPATIAL_REF_SYS = "SELECT to_regclass('spatial_ref_sys')"
+_GEOGRAPHIC_SRIDS = text(
+    "SELECT srid FROM spatial_ref_sys WHERE srid = ANY (:srids) AND (srtext LIKE 'GEOGCS%' "
+    "OR srtext LIKE 'GEOGCRS%' OR proj4text LIKE '%+proj=longlat%')"
+)
 
 
 @dataclass(frozen=True)
@@ -246,7 +271,7 @@ def _wrapper(condition: str, start: int, end: int) -> tuple[str | None, str | No
     call = _CALL_BEFORE.search(condition[window_start:start])
     if call is not None and not _PREDICATE_NAME.fullmatch(call.group(1)):
         call_start = window_start + call.start()
-        close = _closing_paren(condition, window_start + call.end() - 1)
+        close = closing_paren(condition, window_start + call.end() - 1)
         return f"{call.group(1)}()", condition[call_start : close + 1] if close else None
     cast = _CAST_AFTER.match(condition[end:])
     if cast is not None and condition[:start].endswith("("):
@@ -254,7 +279,7 @@ def _wrapper(condition: str, start: int, end: int) -> tuple[str | None, str | No
     return None, None
 
 
-def _closing_paren(text: str, opening: int) -> int | None:
+def closing_paren(text: str, opening: int) -> int | None:
     """Index of the parenthesis closing the one at ``opening`` (skipping string literals)."""
     depth, quoted = 0, False
     for index in range(opening, len(text)):
@@ -418,7 +443,7 @@ def _distance_advice(
         texts = [(c, False) for c in node.conditions] + [(k, True) for k in node.sort_keys]
         for expression, sorting in texts:
             for call in _DISTANCE_CALL.finditer(expression):
-                close = _closing_paren(expression, call.end() - 1)
+                close = closing_paren(expression, call.end() - 1)
                 if close is None or not (sorting or _BELOW.match(expression[close + 1 :])):
                     continue
                 found = _geo_column(expression[call.end() : close], scans, facts)

@@ -1,4 +1,4 @@
-"""Spatial comparisons in a plan whose two sides are in different SRIDs.
+"""What a plan's SRIDs say: comparisons of two SRIDs, distances read as degrees.
 
 PostGIS refuses a predicate (ST_Intersects, ST_DWithin, ``<->`` ...) over geometries of
 two SRIDs only when it runs ("Operation on mixed SRID geometries"), while its bounding-box
@@ -6,6 +6,10 @@ operators (``&&``, ``~``, ``@`` ...) compare the boxes as if both were in one SR
 select wrong rows without an error. The usual cause is a search geometry given without an
 SRID (WKT, a shape bound without ``srid=``: SRID 0). In a plan each side of such a
 comparison is a column of a scanned table or a constant, folded to EWKB hex.
+
+ST_DWithin measures in the units of the geometries' SRID: on a column of longitudes and
+latitudes (EPSG:4326), ST_DWithin(geom, point, 1000) selects within 1000 degrees, the
+whole Earth, where metres were meant; no error says so.
 """
 
 from __future__ import annotations
@@ -15,10 +19,18 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from geosession.diagnose.advice import IDENT, PREDICATES, PlanFacts, unquote
+from geosession.diagnose.advice import (
+    IDENT,
+    PREDICATES,
+    PlanFacts,
+    closing_paren,
+    qualified,
+    quote,
+    unquote,
+)
 from geosession.diagnose.nodes import PlanNode
 
-_COLUMN = re.compile(rf"\(?({IDENT})\.({IDENT})(?:\)::\w+)?")
+_COLUMN = re.compile(rf"\(?({IDENT})\.({IDENT})(?:\)::(\w+))?")
 _CONSTANT = re.compile(r"'([0-9A-Fa-f]+)'::(geometry|geography)")
 _OPERAND = rf"(?:\(?{IDENT}\.{IDENT}(?:\)::\w+)?|'[0-9A-Fa-f]+'::(?:geometry|geography))"
 _CALL = re.compile(rf"\b({PREDICATES})\(({_OPERAND}), ({_OPERAND})[,)]", re.IGNORECASE)
@@ -37,6 +49,8 @@ class _Side:
     column: bool
     kind: str
     """geometry or geography."""
+    place: tuple[str, str, str] = ("", "", "")
+    """A column's schema, table and name."""
 
 
 def mixed_srid_advice(root: PlanNode, facts: PlanFacts) -> list[str]:
@@ -87,8 +101,11 @@ def _side(text: str, scans: dict[str, PlanNode], facts: PlanFacts) -> _Side | No
     name = unquote(column.group(2))
     if table is None or name not in table.srids:
         return None
-    label, kind = f"{scan.schema}.{scan.table}.{name}", table.base_types[name]
-    return _Side(label, table.srids[name], column=True, kind=kind)
+    if column.group(3) not in (None, table.base_types[name]):
+        return None  # geom::geography is another type's value, not the column's
+    place = (scan.schema or "", scan.table or "", name)
+    label, kind = ".".join(place), table.base_types[name]
+    return _Side(label, table.srids[name], column=True, kind=kind, place=place)
 
 
 def _ewkb_srid(hex_text: str) -> int:
@@ -138,4 +155,61 @@ def _remedy(column: _Side, other: _Side) -> str:
     return (
         f"Transform the search geometry into the column's SRID: ST_Transform(<geometry>, "
         f"{srid}){as_geography} (transforming the column instead keeps its index from serving)"
+    )
+
+
+_DWITHIN = re.compile(r"\b_?st_dwithin\(", re.IGNORECASE)
+_DISTANCE = re.compile(r"'?(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)'?(?:::[a-z ]+)?")
+_DEGREES_MEANT = 10.0
+"""A distance in degrees beyond which metres (or feet) were surely meant: 10 degrees
+is some 1,100 km."""
+
+
+def degree_distance_advice(root: PlanNode, facts: PlanFacts) -> list[str]:
+    """ST_DWithin on a column of longitudes and latitudes, with a distance no query in
+    degrees would take."""
+    nodes = list(root.walk())
+    scans = {n.alias: n for n in nodes if n.alias and n.table and n.schema}
+    advice = []
+    for condition in (c for n in nodes for c in n.conditions):
+        for call in _DWITHIN.finditer(condition):
+            arguments = _arguments(condition, call.end() - 1)
+            if len(arguments) < 3 or not (distance := _DISTANCE.fullmatch(arguments[2])):
+                continue
+            sides = (_side(arguments[0], scans, facts), _side(arguments[1], scans, facts))
+            column = next((s for s in sides if s and s.column and s.kind == "geometry"), None)
+            if column is None or column.srid not in facts.degree_srids:
+                continue
+            if abs(float(distance.group(1))) > _DEGREES_MEANT:
+                advice.append(_degrees_advice(column, distance.group(1)))
+    return list(dict.fromkeys(advice))
+
+
+def _arguments(text: str, opening: int) -> list[str]:
+    """The top-level arguments of the call whose parenthesis is at ``opening``."""
+    close = closing_paren(text, opening)
+    if close is None:
+        return []
+    arguments, depth, quoted, start = [], 0, False, opening + 1
+    for index in range(opening + 1, close):
+        char = text[index]
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and char in "()":
+            depth += 1 if char == "(" else -1
+        elif not quoted and depth == 0 and char == ",":
+            arguments.append(text[start:index].strip())
+            start = index + 1
+    return [*arguments, text[start:close].strip()]
+
+
+def _degrees_advice(column: _Side, distance: str) -> str:
+    schema, table, name = column.place
+    return (
+        f"st_dwithin() on {column.label} (SRID {column.srid}: longitudes and latitudes) takes "
+        f"a distance of {distance} in degrees, the column's units, and selects rows up to "
+        f"{distance} degrees away, not {distance} metres. For metres compare geographies: "
+        f"ST_DWithin({quote(name)}::geography, <the other geometry>::geography, {distance}), "
+        f"with an index for it: CREATE INDEX ON {qualified(schema, table)} USING gist "
+        f"(({quote(name)}::geography)); or transform both sides into a projected SRID in metres"
     )
