@@ -84,7 +84,7 @@ def explain(
     "stats are missing: ANALYZE ...", "the predicate wraps the indexed column in a
     function" (e.g. ST_Transform(geom, ...): transform the other side instead), or a
     search geometry of another SRID than the column's ("a constant geometry of SRID 0":
-    ST_SetSRID it). With
+    ST_SetSRID it), or ST_DWithin's metres given to a column in degrees. With
     --analyze even INSERT/UPDATE/DELETE leave no trace: their transaction is rolled back.
     Example: geosession explain "SELECT id FROM parcels WHERE ST_Intersects(geom,
     ST_MakeEnvelope(0, 0, 1, 1, 4326))"
