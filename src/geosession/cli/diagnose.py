@@ -82,7 +82,7 @@ def explain(
     Flags sequential scans of tables filtered by a spatial predicate and says why, with
     the SQL to run: "no spatial index on geom: CREATE INDEX ... USING gist (geom)",
     "stats are missing: ANALYZE ...", "the predicate wraps the indexed column in a
-    function" (e.g. ST_Transform(geom, ...): transform the other side instead), or a
+    function" (e.g. ST_Transform(geom, ...): transform the other side instead), a
     search geometry of another SRID than the column's ("a constant geometry of SRID 0":
     ST_SetSRID it), or ST_DWithin's metres given to a column in degrees. With
     --analyze even INSERT/UPDATE/DELETE leave no trace: their transaction is rolled back.
