@@ -491,6 +491,28 @@ def test_explain_says_a_distance_on_longitudes_and_latitudes_is_in_degrees(
     assert any("a distance of 500 in degrees" in line for line in db.explain(with_param).advice)
 
 
+def test_explain_says_areas_and_lengths_of_longitudes_and_latitudes_are_in_degrees(
+    db: SpatialDatabase, points: Table
+) -> None:
+    """ST_Area of an EPSG:4326 column is in square degrees, wherever the plan computes it:
+    in its output (unqualified, as VERBOSE writes one table's), an aggregate, a filter."""
+    total = db.explain(f"SELECT sum(ST_Area(geom)) FROM {points.name}")
+    assert [line for line in total.advice if "JIT" not in line] == [
+        f"st_area() of public.{points.name}.geom (SRID 4326: longitudes and latitudes) is in "
+        "square degrees, whose size on the ground shrinks away from the equator: for square "
+        "metres, ST_Area(geom::geography)"
+    ]
+    perimeter = db.explain(f"SELECT id FROM {points.name} WHERE ST_Perimeter(geom) > 1")
+    assert any(
+        line.endswith("for metres, ST_Perimeter(geom::geography)") for line in (perimeter.advice)
+    )
+    for fine in (
+        f"SELECT sum(ST_Area(geom::geography)) FROM {points.name}",
+        f"SELECT sum(ST_Area(ST_Transform(geom, 3857))) FROM {points.name}",
+    ):
+        assert not [line for line in db.explain(fine).advice if "degrees" in line], fine
+
+
 def test_explain_says_when_statistics_are_missing(
     db: SpatialDatabase, admin: psycopg.Connection[Any]
 ) -> None:

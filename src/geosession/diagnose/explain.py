@@ -21,7 +21,11 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from geosession.diagnose.advice import PlanFacts, analyse, jit_advice
 from geosession.diagnose.nodes import PlanNode, parse_plan
-from geosession.diagnose.srids import degree_distance_advice, mixed_srid_advice
+from geosession.diagnose.srids import (
+    degree_distance_advice,
+    degree_measure_advice,
+    mixed_srid_advice,
+)
 from geosession.errors import ConfigurationError
 from geosession.placeholders import mismatch, unbound
 
@@ -168,6 +172,7 @@ def _report(connection: Connection, output: dict[str, Any], *, analyze: bool) ->
         advice=(
             *mixed_srid_advice(root, facts),
             *degree_distance_advice(root, facts),
+            *degree_measure_advice(root, facts),
             *advice,
             *jit_advice(output, root, analyzed=analyze),
         ),

@@ -35,6 +35,8 @@ class PlanNode:
     """A Sort node's keys."""
     order_by: str | None = None
     """What an index scan returns rows ordered by (a KNN search: ``geom <-> <point>``)."""
+    outputs: tuple[str, ...] = ()
+    """The expressions the node returns (VERBOSE's Output)."""
     children: tuple[PlanNode, ...] = ()
 
     @property
@@ -91,5 +93,6 @@ def parse_plan(node: dict[str, Any]) -> PlanNode:
         shared_read=node.get("Shared Read Blocks"),
         sort_keys=tuple(node.get("Sort Key", ())),
         order_by=node.get("Order By"),
+        outputs=tuple(node.get("Output", ())),
         children=tuple(parse_plan(child) for child in node.get("Plans", ())),
     )

@@ -9,7 +9,10 @@ comparison is a column of a scanned table or a constant, folded to EWKB hex.
 
 ST_DWithin measures in the units of the geometries' SRID: on a column of longitudes and
 latitudes (EPSG:4326), ST_DWithin(geom, point, 1000) selects within 1000 degrees, the
-whole Earth, where metres were meant; no error says so.
+whole Earth, where metres were meant; no error says so. ST_Area, ST_Length and
+ST_Perimeter of such a column are in (square) degrees too, whose size changes with
+latitude. (ST_Distance is left alone: its degrees rank the nearest rows well enough, and
+a small bound on it, ST_Distance(...) < 0.01, says degrees were meant.)
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from geosession.diagnose.advice import (
     IDENT,
     PREDICATES,
     PlanFacts,
+    TableFacts,
     closing_paren,
     qualified,
     quote,
@@ -31,6 +35,8 @@ from geosession.diagnose.advice import (
 from geosession.diagnose.nodes import PlanNode
 
 _COLUMN = re.compile(rf"\(?({IDENT})\.({IDENT})(?:\)::(\w+))?")
+_BARE_COLUMN = re.compile(rf"\(?()({IDENT})(?:\)::(\w+))?")
+"""A column as VERBOSE writes it in the output of a plan of one table: unqualified."""
 _CONSTANT = re.compile(r"'([0-9A-Fa-f]+)'::(geometry|geography)")
 _OPERAND = rf"(?:\(?{IDENT}\.{IDENT}(?:\)::\w+)?|'[0-9A-Fa-f]+'::(?:geometry|geography))"
 _CALL = re.compile(rf"\b({PREDICATES})\(({_OPERAND}), ({_OPERAND})[,)]", re.IGNORECASE)
@@ -93,19 +99,35 @@ def _side(text: str, scans: dict[str, PlanNode], facts: PlanFacts) -> _Side | No
         srid = _ewkb_srid(constant.group(1))
         kind = constant.group(2)
         return _Side(f"a constant {kind} of SRID {srid}", srid, column=False, kind=kind)
-    column = _COLUMN.fullmatch(text)
-    scan = scans.get(unquote(column.group(1))) if column else None
-    if column is None or scan is None:
+    column = _COLUMN.fullmatch(text) or _BARE_COLUMN.fullmatch(text)
+    if column is None:
         return None
-    table = facts.tables.get((scan.schema or "", scan.table or ""))
     name = unquote(column.group(2))
-    if table is None or name not in table.srids:
+    found = _scanned(column.group(1), name, scans, facts)
+    if found is None:
         return None
+    scan, table = found
     if column.group(3) not in (None, table.base_types[name]):
         return None  # geom::geography is another type's value, not the column's
     place = (scan.schema or "", scan.table or "", name)
     label, kind = ".".join(place), table.base_types[name]
     return _Side(label, table.srids[name], column=True, kind=kind, place=place)
+
+
+def _scanned(
+    alias: str, name: str, scans: dict[str, PlanNode], facts: PlanFacts
+) -> tuple[PlanNode, TableFacts] | None:
+    """The scan and table a spatial column reference is of: by its alias, or, unqualified
+    (as VERBOSE writes a plan of one table's output), the one table with such a column."""
+    candidates = list(scans.values())
+    if alias:
+        candidates = [scans[unquote(alias)]] if unquote(alias) in scans else []
+    found = []
+    for scan in candidates:
+        table = facts.tables.get((scan.schema or "", scan.table or ""))
+        if table is not None and name in table.srids:
+            found.append((scan, table))
+    return found[0] if len({(s.schema, s.table) for s, _ in found}) == 1 else None
 
 
 def _ewkb_srid(hex_text: str) -> int:
@@ -212,4 +234,40 @@ def _degrees_advice(column: _Side, distance: str) -> str:
         f"ST_DWithin({quote(name)}::geography, <the other geometry>::geography, {distance}), "
         f"with an index for it: CREATE INDEX ON {qualified(schema, table)} USING gist "
         f"(({quote(name)}::geography)); or transform both sides into a projected SRID in metres"
+    )
+
+
+_MEASURE = re.compile(r"\b(st_area|st_length|st_perimeter)\(", re.IGNORECASE)
+_MEASURED_IN = {
+    "st_area": ("ST_Area", "square degrees", "square metres"),
+    "st_length": ("ST_Length", "degrees", "metres"),
+    "st_perimeter": ("ST_Perimeter", "degrees", "metres"),
+}
+"""Each measure's name, its unit on longitudes and latitudes, and on a geography."""
+
+
+def degree_measure_advice(root: PlanNode, facts: PlanFacts) -> list[str]:
+    """ST_Area, ST_Length and ST_Perimeter of a column of longitudes and latitudes,
+    wherever the plan computes them (its output, conditions, sort keys)."""
+    nodes = list(root.walk())
+    scans = {n.alias: n for n in nodes if n.alias and n.table and n.schema}
+    advice = []
+    for node in nodes:
+        for text in (*node.outputs, *node.conditions, *node.sort_keys):
+            for call in _MEASURE.finditer(text):
+                name = call.group(1).lower()
+                arguments = _arguments(text, call.end() - 1)
+                sides = [_side(argument, scans, facts) for argument in arguments[:2]]
+                column = next((s for s in sides if s and s.column and s.kind == "geometry"), None)
+                if column is not None and column.srid in facts.degree_srids:
+                    advice.append(_measure_advice(name, column))
+    return list(dict.fromkeys(advice))
+
+
+def _measure_advice(function: str, column: _Side) -> str:
+    spelt, degrees, metres = _MEASURED_IN[function]
+    return (
+        f"{function}() of {column.label} (SRID {column.srid}: longitudes and latitudes) is in "
+        f"{degrees}, whose size on the ground shrinks away from the equator: for {metres}, "
+        f"{spelt}({quote(column.place[2])}::geography)"
     )
