@@ -63,7 +63,7 @@ def mixed_srid_advice(root: PlanNode, facts: PlanFacts) -> list[str]:
     """What to fix where the plan compares geometries of two SRIDs: one line per pair of
     sides, the comparison that fails rather than the box operator an index serves it by."""
     nodes = list(root.walk())
-    scans = {n.alias: n for n in nodes if n.alias and n.table and n.schema}
+    scans = _scans(nodes)
     found: dict[tuple[_Side, _Side], str] = {}
     for text in (t for n in nodes for t in (*n.conditions, *n.sort_keys, n.order_by) if t):
         for comparison, left, right in _comparisons(text):
@@ -91,6 +91,24 @@ def _comparisons(condition: str) -> Iterator[tuple[str, str, str]]:
         yield f"{call.group(1).lstrip('_').lower()}()", call.group(2), call.group(3)
     for operator in _OPERATOR.finditer(condition):
         yield operator.group(2), operator.group(1), operator.group(3)
+
+
+def _scans(nodes: list[PlanNode]) -> dict[str, PlanNode]:
+    """The plan's table scans by the alias VERBOSE qualifies their columns with."""
+    return {n.alias: n for n in nodes if n.alias and n.table and n.schema}
+
+
+def _in_degrees(arguments: list[str], scans: dict[str, PlanNode], facts: PlanFacts) -> _Side | None:
+    """The first of ``arguments`` that is a geometry column of longitudes and latitudes."""
+    sides = (_side(argument, scans, facts) for argument in arguments)
+    return next(
+        (
+            s
+            for s in sides
+            if s and s.column and s.kind == "geometry" and s.srid in facts.degree_srids
+        ),
+        None,
+    )
 
 
 def _side(text: str, scans: dict[str, PlanNode], facts: PlanFacts) -> _Side | None:
@@ -191,18 +209,15 @@ def degree_distance_advice(root: PlanNode, facts: PlanFacts) -> list[str]:
     """ST_DWithin on a column of longitudes and latitudes, with a distance no query in
     degrees would take."""
     nodes = list(root.walk())
-    scans = {n.alias: n for n in nodes if n.alias and n.table and n.schema}
+    scans = _scans(nodes)
     advice = []
     for condition in (c for n in nodes for c in n.conditions):
         for call in _DWITHIN.finditer(condition):
             arguments = _arguments(condition, call.end() - 1)
             if len(arguments) < 3 or not (distance := _DISTANCE.fullmatch(arguments[2])):
                 continue
-            sides = (_side(arguments[0], scans, facts), _side(arguments[1], scans, facts))
-            column = next((s for s in sides if s and s.column and s.kind == "geometry"), None)
-            if column is None or column.srid not in facts.degree_srids:
-                continue
-            if abs(float(distance.group(1))) > _DEGREES_MEANT:
+            column = _in_degrees(arguments[:2], scans, facts)
+            if column is not None and abs(float(distance.group(1))) > _DEGREES_MEANT:
                 advice.append(_degrees_advice(column, distance.group(1)))
     return list(dict.fromkeys(advice))
 
@@ -250,17 +265,13 @@ def degree_measure_advice(root: PlanNode, facts: PlanFacts) -> list[str]:
     """ST_Area, ST_Length and ST_Perimeter of a column of longitudes and latitudes,
     wherever the plan computes them (its output, conditions, sort keys)."""
     nodes = list(root.walk())
-    scans = {n.alias: n for n in nodes if n.alias and n.table and n.schema}
+    scans = _scans(nodes)
     advice = []
-    for node in nodes:
-        for text in (*node.outputs, *node.conditions, *node.sort_keys):
-            for call in _MEASURE.finditer(text):
-                name = call.group(1).lower()
-                arguments = _arguments(text, call.end() - 1)
-                sides = [_side(argument, scans, facts) for argument in arguments[:2]]
-                column = next((s for s in sides if s and s.column and s.kind == "geometry"), None)
-                if column is not None and column.srid in facts.degree_srids:
-                    advice.append(_measure_advice(name, column))
+    for text in (t for n in nodes for t in (*n.outputs, *n.conditions, *n.sort_keys)):
+        for call in _MEASURE.finditer(text):
+            column = _in_degrees(_arguments(text, call.end() - 1)[:1], scans, facts)
+            if column is not None:
+                advice.append(_measure_advice(call.group(1).lower(), column))
     return list(dict.fromkeys(advice))
 
 
