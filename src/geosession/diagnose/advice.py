@@ -238,6 +238,13 @@ def analyse(
     return tuple(dict.fromkeys(seq_scans)), tuple(dict.fromkeys(advice))
 
 
+def spatially_filtered(root: PlanNode) -> bool:
+    """Whether any step of the plan filters, joins or orders rows by a spatial predicate
+    or operator: a plan without one has no use for a spatial index."""
+    texts = (t for n in root.walk() for t in (*n.conditions, *n.sort_keys, n.order_by) if t)
+    return any(_SPATIAL_CONDITION.search(text) for text in texts)
+
+
 def unquote(identifier: str) -> str:
     if identifier.startswith('"'):
         return identifier[1:-1].replace('""', '"')

@@ -182,11 +182,11 @@ def plan_tree(report: PlanReport) -> RenderableType:
     assert report.root is not None
     tree = Tree(Text(report.root.summary(), style=_node_style(report, report.root)))
     _add_children(tree, report.root, report)
-    verdict = (
-        Text(f"Uses a spatial index: {', '.join(report.spatial_indexes)}", style="green")
-        if report.uses_spatial_index
-        else Text("No spatial index is used.", style="yellow")
-    )
+    verdict = Text("No spatial index is used.", style="yellow")
+    if report.uses_spatial_index:
+        verdict = Text(f"Uses a spatial index: {', '.join(report.spatial_indexes)}", style="green")
+    elif not report.spatial_predicate:
+        verdict = Text("No spatial index is used: the statement has no spatial predicate.")
     parts: list[RenderableType] = [tree, verdict]
     if report.execution_ms is not None:
         parts.append(

@@ -19,7 +19,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from geosession.diagnose.advice import PlanFacts, analyse, jit_advice
+from geosession.diagnose.advice import PlanFacts, analyse, jit_advice, spatially_filtered
 from geosession.diagnose.nodes import PlanNode, parse_plan
 from geosession.diagnose.srids import (
     degree_distance_advice,
@@ -67,6 +67,9 @@ class PlanReport:
     """Block counts of the whole statement (with analyze and buffers): shared_hit ..."""
     jit_ms: float | None = None
     """Time spent compiling the plan (JIT), part of execution_ms (with analyze)."""
+    spatial_predicate: bool = True
+    """Whether the plan filters, joins or orders by a spatial predicate or operator: one
+    without has no use for a spatial index."""
 
     @property
     def uses_spatial_index(self) -> bool:
@@ -77,6 +80,7 @@ class PlanReport:
         """Everything but the text lines, for JSON output."""
         return {
             "uses_spatial_index": self.uses_spatial_index,
+            "spatial_predicate": self.spatial_predicate,
             "indexes": list(self.indexes),
             "spatial_indexes": list(self.spatial_indexes),
             "sequential_scans": list(self.sequential_scans),
@@ -90,12 +94,18 @@ class PlanReport:
             "plan": self.plan,
         }
 
-    def __str__(self) -> str:
-        verdict = "uses a spatial index" if self.uses_spatial_index else "no spatial index used"
+    @property
+    def verdict(self) -> str:
+        """The spatial index used, or why none is."""
         if self.spatial_indexes:
-            verdict += f" ({', '.join(self.spatial_indexes)})"
+            return f"uses a spatial index ({', '.join(self.spatial_indexes)})"
+        if not self.spatial_predicate:
+            return "no spatial index used: the statement has no spatial predicate to use one"
+        return "no spatial index used"
+
+    def __str__(self) -> str:
         advice = [f"- {line}" for line in self.advice]
-        return "\n".join([*self.lines, verdict, *advice])
+        return "\n".join([*self.lines, self.verdict, *advice])
 
 
 class _Explain(Executable, ClauseElement):
@@ -181,6 +191,7 @@ def _report(connection: Connection, output: dict[str, Any], *, analyze: bool) ->
         execution_ms=output.get("Execution Time"),
         buffers={name: plan[key] for name, key in _BUFFER_KEYS.items() if key in plan},
         jit_ms=output.get("JIT", {}).get("Timing", {}).get("Total"),
+        spatial_predicate=spatially_filtered(root),
     )
 
 
