@@ -44,6 +44,54 @@ def _statuses(report: Any) -> dict[str, str]:
     return {check.name: check.status for check in report.checks}
 
 
+@pytest.fixture
+def postgis_apart(server_url: str) -> Iterator[tuple[str, psycopg.Connection[Any]]]:
+    """A database with PostGIS in a schema of its own, and a connection to it."""
+    name = "geosession_doctor_postgis"
+    admin_url = make_url(server_url).set(drivername="postgresql")
+    url = make_url(server_url).set(drivername="postgresql", database=name)
+    with psycopg.connect(admin_url.render_as_string(hide_password=False), autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {name}")
+        with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as own:
+            own.execute("CREATE SCHEMA gis")
+            own.execute("CREATE EXTENSION postgis SCHEMA gis")
+            yield url.render_as_string(hide_password=False), own
+        c.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_doctor_warns_of_postgis_outside_the_search_path_and_behind_its_package(
+    make_db: MakeDb, postgis_apart: tuple[str, psycopg.Connection[Any]]
+) -> None:
+    """After the server's PostGIS package is upgraded, a database keeps the old functions
+    until ALTER EXTENSION ... UPDATE; PostGIS's own upgrade trick ('<version>next') makes
+    that state for real. Each warning's fix, run, clears it."""
+    url, own = postgis_apart
+
+    def postgis_check() -> Any:
+        return next(c for c in make_db(url=url).doctor().checks if c.name == "postgis version")
+
+    apart = postgis_check()
+    assert apart.status == "warn"
+    assert "in schema gis, which is not on this session's search_path" in apart.detail
+    own.execute(apart.fix.split(" (or ", 1)[0])
+    assert postgis_check().status == "ok"
+
+    (packaged,) = own.execute(
+        "SELECT default_version FROM pg_available_extensions WHERE name = 'postgis'"
+    ).fetchone()
+    own.execute(f"ALTER EXTENSION postgis UPDATE TO '{packaged}next'")
+    behind = postgis_check()
+    assert behind.status == "warn"
+    assert behind.detail == (
+        f"{packaged}next in this database, while the server's PostGIS package is {packaged}: "
+        f"the database keeps the functions of {packaged}next until it is updated"
+    )
+    assert behind.fix.startswith("as the database owner or a superuser: ALTER EXTENSION")
+    own.execute("ALTER EXTENSION postgis UPDATE")
+    assert postgis_check().status == "ok"
+
+
 def test_doctor_fails_naming_an_unindexed_geometry_table_and_passes_once_indexed(
     db: SpatialDatabase, admin: psycopg.Connection[Any], schema: str
 ) -> None:

@@ -215,19 +215,48 @@ def _postgresql_version(connection: Connection, context: _Context) -> Check:
     return Check("postgresql version", status, str(version), "" if status == "ok" else "upgrade")
 
 
+_POSTGIS = text(
+    "SELECT e.extversion, a.default_version, n.nspname::text, "
+    "n.nspname = ANY (current_schemas(false)) AS searched, current_database()::text "
+    "FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+    "LEFT JOIN pg_available_extensions a ON a.name = e.extname WHERE e.extname = 'postgis'"
+)
+
+
 def _postgis_version(connection: Connection, context: _Context) -> Check:
-    version = connection.execute(
-        text("SELECT extversion FROM pg_extension WHERE extname = 'postgis'")
-    ).scalar()
-    if version is None:
+    """PostGIS installed, 3 or later, at the version of the server's PostGIS package (after
+    the package is upgraded, a database keeps the old functions until it is updated too),
+    and in a schema on the search_path."""
+    found = connection.execute(_POSTGIS).first()
+    if found is None:
         return Check(
             "postgis version",
             "fail",
             "PostGIS is not installed in this database",
             "as the database owner or a superuser: CREATE EXTENSION postgis;",
         )
-    status: Status = "ok" if int(str(version).split(".")[0]) >= 3 else "warn"
-    return Check("postgis version", status, str(version), "" if status == "ok" else "upgrade")
+    version, packaged, schema, searched, database = found
+    if int(str(version).split(".")[0]) < 3:
+        return Check("postgis version", "warn", str(version), "upgrade")
+    if packaged is not None and version != packaged:
+        return Check(
+            "postgis version",
+            "warn",
+            f"{version} in this database, while the server's PostGIS package is {packaged}: "
+            f"the database keeps the functions of {version} until it is updated",
+            "as the database owner or a superuser: ALTER EXTENSION postgis UPDATE; (SELECT "
+            "postgis_extensions_upgrade(); also updates postgis_raster and postgis_topology)",
+        )
+    if not searched:
+        return Check(
+            "postgis version",
+            "warn",
+            f"{version}, in schema {schema}, which is not on this session's search_path: "
+            "geometry and the ST_ functions are not found unless qualified",
+            f'ALTER DATABASE {quote(database)} SET search_path = "$user", public, '
+            f"{quote(schema)}; (or search_path in server_settings)",
+        )
+    return Check("postgis version", "ok", str(version))
 
 
 def _pool_size(connection: Connection, context: _Context) -> Check:
