@@ -260,6 +260,15 @@ def test_postgis_out_of_the_search_path_is_not_called_missing(
     assert type(info.value) is DatabaseError
     assert "the number and types of its arguments" in str(info.value)
     assert "installed in schema gis" in str(info.value)
+    if driver != "psycopg":
+        return
+    run(db, driver, "CREATE TABLE places (id int, geom gis.geometry(Point, 4326))")
+    run(db, driver, "INSERT INTO places VALUES (1, gis.ST_MakePoint(1, 2))")
+    off_path = "PostGIS is installed in schema gis, which must be on the search_path"
+    with pytest.raises(ConfigurationError, match=off_path):  # reading the table's columns
+        db.ingest("places", [{"id": 2, "geom": "POINT(1 2)"}])
+    with pytest.raises(ConfigurationError, match=off_path), db.stream("TABLE places") as rows:
+        list(rows)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

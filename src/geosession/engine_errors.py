@@ -59,6 +59,11 @@ _postgis_places: WeakKeyDictionary[Engine, PostGISPlace] = WeakKeyDictionary()
 """Where each engine's database has PostGIS (:class:`~geosession.errors.PostGISPlace`)."""
 
 
+def postgis_place(engine: Engine) -> PostGISPlace | None:
+    """Where the engine's database has PostGIS, once the engine has connected."""
+    return _postgis_places.get(engine)
+
+
 def _find_postgis(engine: Engine, dbapi_connection: Any, record: Any) -> None:
     """Reads where the database has PostGIS, once, on the engine's first connection (its
     transaction rolled back); when that fails, errors keep their general advice."""
@@ -115,7 +120,7 @@ def _on_handle_error(context: ExceptionContext) -> GeoSessionError | None:
         connecting=context.connection is None and context.statement is None,
         statement=sql if statement is None else statement,
         statement_start=start,
-        postgis=_postgis_places.get(context.engine) if context.engine else None,
+        postgis=postgis_place(context.engine) if context.engine else None,
     )
 
 

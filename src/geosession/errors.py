@@ -261,7 +261,11 @@ _CURVES_REFUSED = re.compile(
 )
 """A PostGIS function that takes no curves refusing one (ST_AsGeoJSON, ST_Simplify,
 ST_AsMVTGeom...): its message names the type, or its number."""
-_POSTGIS_TYPE_MISSING = re.compile(r'type "(geometry|geography|box2d|raster)" does not exist')
+_POSTGIS_TYPE_MISSING = re.compile(
+    r'type "(geometry|geography|box2d|raster)" does not exist'
+    r'|relation "(geometry_columns|geography_columns|spatial_ref_sys)" does not exist'
+)
+"""PostGIS's types and tables, which a session finds on its search_path, or not at all."""
 _POSTGIS_MISSING = re.compile(  # a call with a geometry argument: PostGIS is there
     rf"{_POSTGIS_TYPE_MISSING.pattern}"
     r"|function st_\w+\((?![^)]*\b(?:geometry|geography|box2d|box3d|raster)\b)[^)]*\)"
@@ -389,7 +393,7 @@ def classify(
         return srid_advice
     if state in ("22023", "XX000", "22P02", "22000") and _INVALID_GEOMETRY.search(diag.message):
         return InvalidGeometry, _invalid_geometry_advice(diag.message)
-    missing = _missing_type_advice(diag.message, postgis) if state in ("42704", "42883") else None
+    missing = _missing_type_advice(diag.message, postgis) if state in _MISSING_STATES else None
     if missing is not None:
         return missing
     if state == "57014" and "user request" in diag.message:  # not statement_timeout
@@ -435,6 +439,10 @@ def _invalid_geometry_advice(message: str) -> str:
     return "fix or drop the geometry; shapely.make_valid repairs many"
 
 
+_MISSING_STATES = ("42704", "42883", "42P01")
+"""undefined_object (a type), undefined_function, undefined_table."""
+
+
 def _missing_type_advice(
     message: str, postgis: PostGISPlace | None
 ) -> tuple[type[GeoSessionError], str] | None:
@@ -445,6 +453,15 @@ def _missing_type_advice(
     if _HSTORE_DICT.search(message):
         return DatabaseError, HSTORE_DICT_ADVICE
     return None
+
+
+def postgis_off_search_path(schema: str) -> str:
+    """What to do when PostGIS is installed in ``schema`` and a session cannot find it."""
+    return (
+        f"PostGIS is installed in schema {schema}, which must be on the search_path "
+        f'(ALTER DATABASE ... SET search_path = "$user", public, {schema}), or its names '
+        f"qualified ({schema}.geometry)"
+    )
 
 
 def _postgis_missing(
@@ -459,11 +476,7 @@ def _postgis_missing(
             "PostGIS is not installed in this database: connect as its owner or a superuser "
             "and run CREATE EXTENSION postgis;"
         )
-    outside = (
-        f"PostGIS is installed in schema {postgis.schema}, which must be on the search_path "
-        f'(ALTER DATABASE ... SET search_path = "$user", public, {postgis.schema}), or '
-        f"its names qualified ({postgis.schema}.geometry)"
-    )
+    outside = postgis_off_search_path(postgis.schema)
     if _POSTGIS_TYPE_MISSING.search(message):
         return ConfigurationError, outside
     _, arguments = _BY_SQLSTATE["42883"]

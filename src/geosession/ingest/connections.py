@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import psycopg
 from sqlalchemy import Engine
 
+from geosession.engine_errors import postgis_place
 from geosession.errors import ConfigurationError, ConnectionFailed, endpoint_of, translate
 
 T = TypeVar("T")
@@ -53,7 +54,9 @@ class Connections:
                     return step(conn)
             except psycopg.Error as error:
                 if not connection_lost(error) or attempt == self.max_retries:
-                    raise translate(error, endpoint=endpoint_of(self.engine)) from error
+                    raise translate(
+                        error, endpoint=endpoint_of(self.engine), postgis=postgis_place(self.engine)
+                    ) from error
                 self.on_retry()
                 time.sleep(backoff(attempt))
         raise AssertionError("unreachable")

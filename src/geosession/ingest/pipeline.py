@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine
 
+from geosession.engine_errors import postgis_place
 from geosession.errors import (
     ConfigurationError,
     DatabaseError,
@@ -614,7 +615,8 @@ class Ingest:
             self.report.retries += 1
 
     def _translated(self, error: psycopg.Error, chunk: Chunk) -> GeoSessionError:
-        translated = translate(error, endpoint=endpoint_of(self.engine), statement=None)
+        where = endpoint_of(self.engine)
+        translated = translate(error, endpoint=where, postgis=postgis_place(self.engine))
         translated.reword(
             f"{translated.message}. Ingest {self.ingest_id} stopped at source rows "
             f"{chunk.first_row}-{chunk.last_row}; committed chunks stay, and "

@@ -21,21 +21,29 @@ from typing import Any
 
 from sqlalchemy import Select, Subquery
 
-from geosession.errors import ConfigurationError, PostGISNotInstalled
+from geosession.errors import ConfigurationError, PostGISNotInstalled, postgis_off_search_path
 from geosession.read.decode import BatchSizer, Rows, batch_decoder
 from geosession.read.plan import ReadOptions, describe_columns
 from geosession.read.query import DeclareCursor, ReadPlan, fetch_sql
 
 
 def spatial_types(rows: Rows) -> dict[int, Any]:
-    """PostGIS's type OIDs in this database; PostGISNotInstalled when it has none."""
-    found = {int(oid): str(name) for oid, name in rows}
-    if not found:
-        raise PostGISNotInstalled(
-            "PostGIS is not installed in this database (there is no geometry type): connect "
-            "as its owner or a superuser and run CREATE EXTENSION postgis;"
+    """PostGIS's type OIDs in this database (:data:`~geosession.read.query.SPATIAL_TYPES_SQL`);
+    PostGISNotInstalled when it has none, a ConfigurationError when they are in a schema
+    the session does not search."""
+    rows = list(rows)
+    found = {int(oid): str(name) for oid, name in rows if oid is not None}
+    if found:
+        return found
+    elsewhere = next((str(schema) for oid, schema in rows if oid is None), None)
+    if elsewhere is not None:
+        raise ConfigurationError(
+            f"This session finds no geometry type: {postgis_off_search_path(elsewhere)}"
         )
-    return found
+    raise PostGISNotInstalled(
+        "PostGIS is not installed in this database (there is no geometry type): connect "
+        "as its owner or a superuser and run CREATE EXTENSION postgis;"
+    )
 
 
 def make_plan(

@@ -60,9 +60,14 @@ columns in the result row is different from what was described")."""
 
 SPATIAL_TYPES_SQL = text(
     "SELECT t.oid::int, t.typname::text FROM pg_type t "
-    "WHERE t.oid IN (to_regtype('geometry'), to_regtype('geography'))"
+    "WHERE t.oid IN (to_regtype('geometry'), to_regtype('geography')) "
+    "UNION ALL SELECT NULL, n.nspname::text FROM pg_extension e "
+    "JOIN pg_namespace n ON n.oid = e.extnamespace "
+    "WHERE e.extname = 'postgis' AND to_regtype('geometry') IS NULL"
 )
-"""The OIDs of PostGIS's types in this database (they differ between databases)."""
+"""The OIDs of PostGIS's types in this database (they differ between databases), as the
+session's search_path finds them; where it finds none, the schema PostGIS is in (with no
+OID), if any."""
 
 
 def fetch_sql(size: int, cursor: str) -> str:
