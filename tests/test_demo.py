@@ -33,6 +33,10 @@ def test_demo_loads_queries_with_the_index_and_reports(db: SpatialDatabase) -> N
             assert s.scalar(text(analyzed)) is not None
         assert "spatial index used: True" in notes["EXPLAIN"]
         assert "SRIDMismatch (3857 into 4326)" in notes["wrong-SRID insert"]
+        assert notes["EXPLAIN, box without SRID"] == (
+            "caught before it runs: st_intersects() compares public.demo_parcels.geom (SRID "
+            "4326) with a constant geometry of SRID 0"
+        )
         assert "rows/s" in out.getvalue() and "load parcels" in out.getvalue()
     finally:
         Base.metadata.drop_all(db.engine)

@@ -136,6 +136,12 @@ def _query(db: SpatialDatabase, report: DemoReport) -> None:
 
 
 def _safety(db: SpatialDatabase, report: DemoReport) -> None:
+    minx, miny, maxx, maxy = EXTENT
+    no_srid = func.ST_MakeEnvelope(minx, miny, maxx, maxy)  # SRID 0: PostGIS refuses it later
+    with report.step("EXPLAIN, box without SRID") as note:
+        plan = db.explain(select(Parcel.id).where(func.ST_Intersects(Parcel.geom, no_srid)))
+        mixed = next((line for line in plan.advice if "SRID 0" in line), "no advice")
+        note.append(f"caught before it runs: {mixed.split(': running', 1)[0]}")
     wrong = Parcel(
         id=0, name="wrong", land_use="park", value=0.0, geom="SRID=3857;POLYGON((0 0,1 0,1 1,0 0))"
     )
