@@ -13,9 +13,9 @@ def demo(
     """Run the demo: load synthetic parcels, query them through the GiST index, show pool state.
 
     Also shows two SRID mistakes caught: a search box without SRID, named by EXPLAIN
-    before the query runs, and a geometry of another SRID refused on insert. Uses GEOSESSION_DATABASE_URL when set, else the embedded PostGIS (start it with
-    `geosession local start`). Creates and replaces the table demo_parcels; nothing else
-    is touched.
+    before the query runs, and a geometry of another SRID refused on insert. Uses
+    GEOSESSION_DATABASE_URL when set, else the embedded PostGIS (start it with `geosession
+    local start`). Creates and replaces the table demo_parcels; nothing else is touched.
     """
     from geosession.demo import main as run
 
