@@ -64,6 +64,12 @@ def postgis_place(engine: Engine) -> PostGISPlace | None:
     return _postgis_places.get(engine)
 
 
+def translate_for(engine: Engine, error: BaseException) -> GeoSessionError:
+    """:func:`~geosession.errors.translate` for an error of a connection of ``engine``'s
+    pool used directly (the ingest's psycopg connections): its server and PostGIS named."""
+    return translate(error, endpoint=endpoint_of(engine), postgis=postgis_place(engine))
+
+
 def _find_postgis(engine: Engine, dbapi_connection: Any, record: Any) -> None:
     """Reads where the database has PostGIS, once, on the engine's first connection (its
     transaction rolled back); when that fails, errors keep their general advice."""

@@ -455,6 +455,9 @@ def _missing_type_advice(
     return None
 
 
+INSTALL_POSTGIS = "connect as its owner or a superuser and run CREATE EXTENSION postgis;"
+
+
 def postgis_off_search_path(schema: str) -> str:
     """What to do when PostGIS is installed in ``schema`` and a session cannot find it."""
     return (
@@ -472,10 +475,7 @@ def _postgis_missing(
     then it is out of the search_path, or no form of the function takes those arguments
     (ST_X(1.5), ST_MakeEnvelope(0, 0, 1): the server's message is the same)."""
     if postgis is None or postgis.schema is None:
-        return PostGISNotInstalled, (
-            "PostGIS is not installed in this database: connect as its owner or a superuser "
-            "and run CREATE EXTENSION postgis;"
-        )
+        return PostGISNotInstalled, f"PostGIS is not installed in this database: {INSTALL_POSTGIS}"
     outside = postgis_off_search_path(postgis.schema)
     if _POSTGIS_TYPE_MISSING.search(message):
         return ConfigurationError, outside

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 import psycopg
 from sqlalchemy import Engine
 
-from geosession.engine_errors import postgis_place
-from geosession.errors import ConfigurationError, ConnectionFailed, endpoint_of, translate
+from geosession.engine_errors import translate_for
+from geosession.errors import ConfigurationError, ConnectionFailed
 
 T = TypeVar("T")
 _CONNECTION_LOST = ("08", "57P01", "57P02", "57P03")
@@ -54,9 +54,7 @@ class Connections:
                     return step(conn)
             except psycopg.Error as error:
                 if not connection_lost(error) or attempt == self.max_retries:
-                    raise translate(
-                        error, endpoint=endpoint_of(self.engine), postgis=postgis_place(self.engine)
-                    ) from error
+                    raise translate_for(self.engine, error) from error
                 self.on_retry()
                 time.sleep(backoff(attempt))
         raise AssertionError("unreachable")

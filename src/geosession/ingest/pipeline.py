@@ -21,14 +21,12 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine
 
-from geosession.engine_errors import postgis_place
+from geosession.engine_errors import translate_for
 from geosession.errors import (
     ConfigurationError,
     DatabaseError,
     GeoSessionError,
     LockTimeout,
-    endpoint_of,
-    translate,
 )
 from geosession.ingest import ledger
 from geosession.ingest.batches import Batch
@@ -615,8 +613,7 @@ class Ingest:
             self.report.retries += 1
 
     def _translated(self, error: psycopg.Error, chunk: Chunk) -> GeoSessionError:
-        where = endpoint_of(self.engine)
-        translated = translate(error, endpoint=where, postgis=postgis_place(self.engine))
+        translated = translate_for(self.engine, error)
         translated.reword(
             f"{translated.message}. Ingest {self.ingest_id} stopped at source rows "
             f"{chunk.first_row}-{chunk.last_row}; committed chunks stay, and "

@@ -21,7 +21,12 @@ from typing import Any
 
 from sqlalchemy import Select, Subquery
 
-from geosession.errors import ConfigurationError, PostGISNotInstalled, postgis_off_search_path
+from geosession.errors import (
+    INSTALL_POSTGIS,
+    ConfigurationError,
+    PostGISNotInstalled,
+    postgis_off_search_path,
+)
 from geosession.read.decode import BatchSizer, Rows, batch_decoder
 from geosession.read.plan import ReadOptions, describe_columns
 from geosession.read.query import DeclareCursor, ReadPlan, fetch_sql
@@ -41,8 +46,7 @@ def spatial_types(rows: Rows) -> dict[int, Any]:
             f"This session finds no geometry type: {postgis_off_search_path(elsewhere)}"
         )
     raise PostGISNotInstalled(
-        "PostGIS is not installed in this database (there is no geometry type): connect "
-        "as its owner or a superuser and run CREATE EXTENSION postgis;"
+        f"PostGIS is not installed in this database (there is no geometry type): {INSTALL_POSTGIS}"
     )
 
 
