@@ -24,7 +24,7 @@ from geosession.diagnose.activity import (
     hidden_sessions,
     see_all_advice,
 )
-from geosession.diagnose.doctor import Check, DoctorReport
+from geosession.diagnose.doctor import DoctorReport
 from geosession.diagnose.explain import PlanReport
 from geosession.diagnose.nodes import PlanNode
 
@@ -226,8 +226,8 @@ def print_doctor(report: DoctorReport, console: Console) -> None:
     if listed:
         console.print("\nThe fixes, a statement per line:")
     for check in listed:
-        advice = _advice_of(check)
-        console.print(Text(f"-- {check.name}" + (f": {advice}" if advice else "")), soft_wrap=True)
+        advice = f": {check.advice}" if check.advice else ""
+        console.print(Text(f"-- {check.name}{advice}"), soft_wrap=True)
         for statement in check.statements:
             console.print(Text(statement), soft_wrap=True)
 
@@ -244,14 +244,9 @@ def doctor_table(report: DoctorReport) -> Table:
         fix = check.fix
         if len(check.statements) > 1:
             below = f"the {len(check.statements)} statements below"
-            fix = f"{advice} {below}" if (advice := _advice_of(check)) else below.capitalize()
+            fix = f"{check.advice} {below}" if check.advice else below.capitalize()
         table.add_row(Text(mark, style=style), Text(check.name), Text(check.detail), Text(fix))
     return table
-
-
-def _advice_of(check: Check) -> str:
-    """What a fix says besides its statements (Check.with_sql puts them last)."""
-    return check.fix.removesuffix(" ".join(check.statements)).strip()
 
 
 def print_json(value: object) -> None:

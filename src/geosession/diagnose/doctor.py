@@ -112,6 +112,11 @@ class Check:
         fix = " ".join([advice, *statements]) if advice else " ".join(statements)
         return cls(name, status, detail, fix, tuple(statements))
 
+    @property
+    def advice(self) -> str:
+        """What the fix says besides its statements (:meth:`with_sql` puts them last)."""
+        return self.fix.removesuffix(" ".join(self.statements)).strip()
+
 
 _LISTED = 10
 """Objects a result names before it counts the rest (the fix's statements name all)."""
