@@ -721,6 +721,9 @@ def test_a_crs_without_an_epsg_code_is_refused_unless_declared_or_reprojected(
         s.execute(text(f"TRUNCATE {TABLE}"))
     declared = db.ingest(table, source, srid=4326, ingest_id=f"{form}-declared")
     assert declared.inserted == 50 and declared.reprojected == 0
+    assert declared.beyond_latitudes == 50  # metres declared degrees: stored, and counted
+    assert "latitude beyond ±90 in degrees (projected? axes swapped?)" in str(declared)
+    assert report.beyond_latitudes == 0  # the same reprojected: none
     assert shapely.equals_exact(stored_polygons(db)[1], polygons, tolerance=0).all()
 
 
@@ -3796,6 +3799,7 @@ def test_a_dataframe_of_longitudes_and_latitudes_loads_as_points(
     )
     report = db.ingest("frame_points", frame)
     assert report.inserted == 4 and not report.rejected  # geometry, not geography: 200 fits
+    assert report.beyond_latitudes == 1  # latitude 95: stored, and counted
     renamed = frame.rename(columns={"Longitude": "e", "Latitude": "n"}).iloc[:2]
     assert db.ingest("frame_points", renamed, xy_columns=("e", "n"), srid=4326).inserted == 2
     texts = pd.DataFrame({"name": ["t", "u"], "lon": ["1.5", "x"], "lat": ["2", "3"]})

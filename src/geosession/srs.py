@@ -104,6 +104,15 @@ def _proj_reads(definition: str) -> bool:
     return True
 
 
+def in_degrees(ref: SpatialRef | None) -> bool:
+    """Whether a spatial_ref_sys row's coordinates are longitudes and latitudes (a
+    geographic CRS, as its WKT or PROJ string says)."""
+    if ref is None:
+        return False
+    srtext, proj4text = ref[3] or "", ref[4] or ""
+    return srtext.lstrip().startswith(("GEOGCS", "GEOGCRS")) or "+proj=longlat" in proj4text
+
+
 def spatial_ref(row: Sequence[Any]) -> SpatialRef:
     """A fetched row as a SpatialRef."""
     srid, auth_name, auth_srid, srtext, proj4text = row

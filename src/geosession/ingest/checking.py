@@ -47,6 +47,7 @@ class CheckedBatch:
     reprojected: int = 0  # of the fresh rows, those with a geometry moved into its SRID
     srid_assumed: int = 0  # of the rows to load, those whose geometry took the column's SRID
     z_dropped: int = 0  # of the rows to load, those with a geometry whose Z of 0 was dropped
+    beyond_latitudes: int = 0  # of the rows to load, those beyond latitude ±90 in degrees
 
 
 def check_batch(
@@ -87,6 +88,7 @@ def check_batch(
         reprojected=int((geometries.moved & fresh_rows).sum()),
         srid_assumed=int((geometries.assumed & keep).sum()),
         z_dropped=int((geometries.flattened & keep).sum()),
+        beyond_latitudes=int((geometries.beyond & keep).sum()),
     )
 
 
@@ -100,6 +102,7 @@ class _CheckedGeometries:
     moved: Keep
     assumed: Keep
     flattened: Keep
+    beyond: Keep
 
 
 def _check_geometries(
@@ -113,7 +116,7 @@ def _check_geometries(
     """Encodes each geometry column in place and clears ``keep`` for the rows set aside;
     a row's reject is reported once, for its first bad geometry, and not for a row that
     is skipped as committed."""
-    found = _CheckedGeometries([], [], *(np.zeros(len(keep), bool) for _ in range(3)))
+    found = _CheckedGeometries([], [], *(np.zeros(len(keep), bool) for _ in range(4)))
     for column in plan.target.geometry_columns:
         if column.name not in columns:
             continue
@@ -142,6 +145,7 @@ def _check_geometries(
         found.moved |= checked.moved
         found.assumed |= checked.assumed
         found.flattened |= checked.flattened
+        found.beyond |= checked.beyond
         keep &= checked.keep
     return found
 

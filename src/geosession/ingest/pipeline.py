@@ -508,6 +508,7 @@ class Ingest:
             self.report.repaired.extend(checked.repaired)
             self.report.reprojected += checked.reprojected
             self.report.srid_assumed += checked.srid_assumed
+            self.report.beyond_latitudes += checked.beyond_latitudes
             self.report.z_dropped += checked.z_dropped
         return plan, checked.columns, checked.numbers, checked.rejects, checked.lacking, batch.flush
 

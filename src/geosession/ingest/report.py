@@ -30,6 +30,10 @@ class IngestReport:
     srid_assumed: int = 0
     """Rows sent with a geometry that took its column's SRID because neither it, nor the
     source's CRS, nor ``srid=`` said one (as PostGIS does without a word)."""
+    beyond_latitudes: int = 0
+    """Rows loaded into a geometry column of longitudes and latitudes (EPSG:4326 ...) with
+    a latitude beyond ±90: projected coordinates given that SRID, or longitude and latitude
+    swapped. PostGIS stores them as they are, and so does the ingest; the count says so."""
     z_dropped: int = 0
     """Rows with a geometry whose every Z was 0 (KML's default altitude), made 2D for a 2D
     column: nothing is lost, and the count says it happened."""
@@ -117,6 +121,10 @@ class IngestReport:
                 ("repaired", len(self.repaired)),
                 ("reprojected into the column's SRID", self.reprojected),
                 ("without an SRID: took the column's", self.srid_assumed),
+                (
+                    "latitude beyond ±90 in degrees (projected? axes swapped?)",
+                    self.beyond_latitudes,
+                ),
                 ("Z of 0 dropped for the 2D column", self.z_dropped),
                 ("already committed (resumed)", self.already_committed),
                 ("loaded again (deleted since the last run)", self.reloaded),

@@ -16,7 +16,7 @@ from sqlalchemy import Table, inspect
 
 from geosession.errors import ConfigurationError
 from geosession.names import split_table_name
-from geosession.srs import SpatialRef, crs_of, spatial_ref
+from geosession.srs import SpatialRef, crs_of, in_degrees, spatial_ref
 
 _TEXT_RECEIVERS = [
     "textrecv",
@@ -133,6 +133,11 @@ class GeometrySpec:
     def crs(self) -> str | None:
         """What PROJ calls the column's CRS in this database (None: none it reads)."""
         return crs_of(self.srid, [self.reference] if self.reference else [])
+
+    @property
+    def in_degrees(self) -> bool:
+        """Whether the column's SRID has longitudes and latitudes (EPSG:4326 ...)."""
+        return in_degrees(self.reference)
 
 
 @dataclass(frozen=True)

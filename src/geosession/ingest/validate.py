@@ -82,6 +82,9 @@ class Checked:
     """Which geometries took the column's SRID because nothing said theirs."""
     flattened: np.ndarray[Any, np.dtype[np.bool_]]
     """Which geometries had Z all 0 and were made 2D for a 2D column."""
+    beyond: np.ndarray[Any, np.dtype[np.bool_]]
+    """Which geometries, bound for a column of longitudes and latitudes, reach beyond
+    latitude ±90 (:func:`_beyond_latitudes`)."""
     encoded: dict[str, list[bytes | None]] = field(default_factory=dict)
     rejects: list[Reject] = field(default_factory=list)
     repaired: list[Reject] = field(default_factory=list)
@@ -122,7 +125,8 @@ def check_geometries(
     problems.update(_problems(geoms, values, column, spec, problems, default_srid))
     through = _curves_through(values, problems, column, default_srid, moving=moving)
     keep = np.ones(len(values), dtype=bool)
-    checked = Checked(keep=keep, moved=moved, assumed=assumed, flattened=flattened)
+    beyond = _beyond_latitudes(geoms, column)
+    checked = Checked(keep, moved, assumed, flattened, beyond)
     if on_invalid == "repair":
         geoms = _repair(geoms, problems, spec, first_row, column.name, checked.repaired)
         changed[[r.row - first_row for r in checked.repaired]] = True
@@ -548,6 +552,19 @@ def _check_geographic_range(
             "are they projected? Transform them to longitude/latitude first"
         ),
     )
+
+
+def _beyond_latitudes(geoms: np.ndarray[Any, Any], column: Column) -> np.ndarray[Any, Any]:
+    """Which geometries bound for a geometry column of longitudes and latitudes reach
+    beyond latitude ±90: projected coordinates (metres) labelled with the column's SRID,
+    or latitude and longitude swapped. PostGIS stores them (a geometry column takes any
+    number), and so does the ingest; the report counts them. (Longitudes beyond ±180 are
+    not counted: some data numbers them 0 to 360. A geography column refuses both.)"""
+    if column.type_name != "geometry" or column.geometry is None or not column.geometry.in_degrees:
+        return np.zeros(len(geoms), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        bounds = shapely.bounds(geoms)  # NaN for a missing or empty geometry: not counted
+        return np.asarray((np.abs(bounds[:, [1, 3]]) > 90).any(axis=1))
 
 
 def _repair(
