@@ -20,6 +20,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.dialects import postgresql
 
 from geosession.diagnose.nodes import PlanNode
+from geosession.srs import in_degrees, spatial_ref, spatial_refs_sql
 
 _PREPARER = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 PREDICATES = (
@@ -196,14 +197,11 @@ def _degree_srids(connection: Connection, facts: PlanFacts) -> set[int]:
     )
     if not srids or connection.execute(text(_SPATIAL_REF_SYS)).scalar() is None:
         return set()
-    return set(connection.execute(_GEOGRAPHIC_SRIDS, {"srids": srids}).scalars())
+    refs = map(spatial_ref, connection.execute(spatial_refs_sql(srids)))
+    return {ref[0] for ref in refs if in_degrees(ref)}
 
 
 _SPATIAL_REF_SYS = "SELECT to_regclass('spatial_ref_sys')"
-_GEOGRAPHIC_SRIDS = text(
-    "SELECT srid FROM spatial_ref_sys WHERE srid = ANY (:srids) AND (srtext LIKE 'GEOGCS%' "
-    "OR srtext LIKE 'GEOGCRS%' OR proj4text LIKE '%+proj=longlat%')"
-)
 
 
 @dataclass(frozen=True)
