@@ -498,6 +498,29 @@ def test_explain_says_a_distance_on_longitudes_and_latitudes_is_in_degrees(
     assert any("a distance of 500 in degrees" in line for line in db.explain(with_param).advice)
 
 
+def test_explain_says_a_geography_distance_under_a_metre_was_likely_degrees(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    """A column made geography keeps the query's 0.01 (degrees on geometry, some 1.1 km):
+    on geography that is 1 cm."""
+    name = f"diag_places_{SUFFIX}"
+    admin.execute(f"DROP TABLE IF EXISTS {name}")
+    admin.execute(f"CREATE TABLE {name} (id int, place geography(Point, 4326))")
+    try:
+        here = "'SRID=4326;POINT(1 1)'::geography"
+        tiny = db.explain(f"SELECT id FROM {name} WHERE ST_DWithin(place, {here}, 0.01)")
+        assert (
+            f"st_dwithin() on public.{name}.place (geography: metres) takes a distance of "
+            "0.01 in metres, under a metre; if it was meant in degrees, as on a geometry "
+            "column of longitudes and latitudes, give metres (a degree of latitude is some "
+            "111,000 m)"
+        ) in tiny.advice
+        metres = db.explain(f"SELECT id FROM {name} WHERE ST_DWithin(place, {here}, 1000)")
+        assert not [line for line in metres.advice if "st_dwithin()" in line]
+    finally:
+        admin.execute(f"DROP TABLE {name}")
+
+
 def test_explain_says_areas_and_lengths_of_longitudes_and_latitudes_are_in_degrees(
     db: SpatialDatabase, points: Table
 ) -> None:

@@ -22,8 +22,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from geosession.diagnose.advice import PlanFacts, analyse, jit_advice, spatially_filtered
 from geosession.diagnose.nodes import PlanNode, parse_plan
 from geosession.diagnose.srids import (
-    degree_distance_advice,
     degree_measure_advice,
+    distance_unit_advice,
     mixed_srid_advice,
 )
 from geosession.errors import ConfigurationError
@@ -181,7 +181,7 @@ def _report(connection: Connection, output: dict[str, Any], *, analyze: bool) ->
         spatial_seq_scans=spatial_seq_scans,
         advice=(
             *mixed_srid_advice(root, facts),
-            *degree_distance_advice(root, facts),
+            *distance_unit_advice(root, facts),
             *degree_measure_advice(root, facts),
             *advice,
             *jit_advice(output, root, analyzed=analyze),

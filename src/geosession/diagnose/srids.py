@@ -203,11 +203,15 @@ _DISTANCE = re.compile(r"'?(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)'?(?:::[a-z ]+)?")
 _DEGREES_MEANT = 10.0
 """A distance in degrees beyond which metres (or feet) were surely meant: 10 degrees
 is some 1,100 km."""
+_METRES_MEANT = 1.0
+"""A geography distance in metres below which degrees were surely meant."""
 
 
-def degree_distance_advice(root: PlanNode, facts: PlanFacts) -> list[str]:
-    """ST_DWithin on a column of longitudes and latitudes, with a distance no query in
-    degrees would take."""
+def distance_unit_advice(root: PlanNode, facts: PlanFacts) -> list[str]:
+    """ST_DWithin with a distance in the wrong unit: on a column of longitudes and
+    latitudes one no query in degrees would take (metres meant), on a geography column,
+    which measures in metres, one below a metre (degrees meant, as before a column became
+    geography: 0.01 is 1 cm, not 1.1 km)."""
     nodes = list(root.walk())
     scans = _scans(nodes)
     advice = []
@@ -216,10 +220,28 @@ def degree_distance_advice(root: PlanNode, facts: PlanFacts) -> list[str]:
             arguments = _arguments(condition, call.end() - 1)
             if len(arguments) < 3 or not (distance := _DISTANCE.fullmatch(arguments[2])):
                 continue
+            given, value = distance.group(1), abs(float(distance.group(1)))
             column = _in_degrees(arguments[:2], scans, facts)
-            if column is not None and abs(float(distance.group(1))) > _DEGREES_MEANT:
-                advice.append(_degrees_advice(column, distance.group(1)))
+            if column is not None and value > _DEGREES_MEANT:
+                advice.append(_degrees_advice(column, given))
+            geography = _geography(arguments[:2], scans, facts)
+            if geography is not None and 0 < value < _METRES_MEANT:
+                advice.append(_metres_advice(geography, given))
     return list(dict.fromkeys(advice))
+
+
+def _geography(arguments: list[str], scans: dict[str, PlanNode], facts: PlanFacts) -> _Side | None:
+    """The first of ``arguments`` that is a geography column."""
+    sides = (_side(argument, scans, facts) for argument in arguments)
+    return next((s for s in sides if s and s.column and s.kind == "geography"), None)
+
+
+def _metres_advice(column: _Side, distance: str) -> str:
+    return (
+        f"st_dwithin() on {column.label} (geography: metres) takes a distance of {distance} "
+        f"in metres, under a metre; if it was meant in degrees, as on a geometry column of "
+        f"longitudes and latitudes, give metres (a degree of latitude is some 111,000 m)"
+    )
 
 
 def _arguments(text: str, opening: int) -> list[str]:
