@@ -322,6 +322,32 @@ def _wait_for_live_rows(
         time.sleep(0.1)
 
 
+def test_doctor_warns_of_metres_stored_as_degrees_by_the_statistics(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], schema: str
+) -> None:
+    """UTM coordinates in a geometry(Point, 4326) column: PostGIS stored them without a
+    word. The last ANALYZE's extent shows latitudes of millions; the fix relabels them."""
+    admin.execute(f"CREATE TABLE {schema}.wells (id int, geom geometry(Point, 4326))")
+    admin.execute(
+        f"INSERT INTO {schema}.wells SELECT i, ST_SetSRID(ST_MakePoint(500000 + i, "
+        "5000000 + i), 4326) FROM generate_series(1, 500) i"
+    )
+
+    def check() -> Any:
+        report = db.doctor(schemas=[schema])
+        return next(c for c in report.checks if c.name == "coordinates in degrees")
+
+    assert check().status == "ok"  # no statistics yet: nothing to read without a scan
+    admin.execute(f"ANALYZE {schema}.wells")
+    found = check()
+    assert found.status == "warn"
+    assert f"{schema}.wells.geom (SRID 4326: latitudes 4,999,99" in found.detail  # float4
+    assert found.statements == (f"SELECT UpdateGeometrySRID('{schema}', 'wells', 'geom', <srid>);",)
+    admin.execute(found.statements[0].replace("<srid>", "32631"))  # UTM zone 31N
+    admin.execute(f"ANALYZE {schema}.wells")
+    assert check().status == "ok"
+
+
 def test_doctor_names_sessions_idle_in_transaction(db: SpatialDatabase, database_url: str) -> None:
     conninfo = make_url(database_url).set(drivername="postgresql").render_as_string(False)
     with psycopg.connect(conninfo, application_name="forgetful-worker") as other:

@@ -116,7 +116,8 @@ def doctor(
     against max_connections, statement_timeout and idle_in_transaction_session_timeout
     set, a valid spatial index on every geometry/geography column (named
     schema.table.column), serial and identity sequences behind their column's ids, tables
-    over 50 rows never analyzed, SRID 0 columns, sessions idle in transaction now,
+    over 50 rows never analyzed, SRID 0 columns, columns in degrees holding latitudes
+    beyond ±90 (metres stored as 4326), sessions idle in transaction now,
     long-running queries. Each problem comes with its fix (the SQL to run). Warnings (!) do
     not fail.
     """

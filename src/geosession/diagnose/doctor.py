@@ -35,6 +35,7 @@ from geosession.ingest.ledger import DEFERRED
 from geosession.ingest.target import DATABASE_IDENTITY
 from geosession.replicas import LAG_SQL
 from geosession.settings import DatabaseSettings
+from geosession.srs import in_degrees, spatial_ref
 
 Status = Literal["ok", "warn", "fail", "skip"]
 
@@ -429,6 +430,73 @@ def _srid(connection: Connection, context: _Context) -> Check:
     return Check.with_sql("srid", "warn", f"SRID 0 (unknown) on {names}", fixes)
 
 
+_EXTENTS = text(
+    "SELECT g.f_table_schema, g.f_table_name, g.f_geometry_column, r.srid, r.auth_name, "
+    "r.auth_srid, r.srtext, r.proj4text, ST_YMin(e.box), ST_YMax(e.box) "
+    "FROM geometry_columns g JOIN spatial_ref_sys r ON r.srid = g.srid "
+    "JOIN pg_namespace n ON n.nspname = g.f_table_schema "
+    "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = g.f_table_name "
+    "AND c.relkind IN ('r', 'm') "  # a partitioned table's rows are its partitions'
+    "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = g.f_geometry_column "
+    "CROSS JOIN LATERAL (SELECT ST_EstimatedExtent(g.f_table_schema::text, "
+    "g.f_table_name::text, g.f_geometry_column::text) AS box) e "
+    "WHERE NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid "
+    "AND NOT i.indisvalid AND a.attnum = ANY (i.indkey::int2[])) "
+    "AND EXISTS (SELECT 1 FROM pg_stats s WHERE s.schemaname = g.f_table_schema "
+    "AND s.tablename = g.f_table_name AND s.attname = g.f_geometry_column) "
+    "AND (CAST(:schemas AS text[]) IS NULL OR g.f_table_schema = ANY (CAST(:schemas AS text[]))) "
+    "ORDER BY 1, 2, 3"
+)
+"""Each analyzed geometry column's SRID and the latitudes its statistics span
+(ST_EstimatedExtent reads them from the last ANALYZE, or the root of the column's spatial
+index: no scan of the table), of tables and materialized views (a partitioned table has
+no storage of its own to estimate), but not of a column whose spatial index is INVALID
+(PostGIS would read its empty file and fail; the spatial index check names it)."""
+_LATITUDE_SLACK = 1.0
+"""The statistics' extent is rounded outwards (float4): latitudes up to 91 pass."""
+
+
+def _degree_extents(connection: Connection, context: _Context) -> Check:
+    """Geometry columns of a geographic SRID whose data reach beyond latitude ±90: rows of
+    projected coordinates (metres) labelled 4326, or latitude and longitude swapped,
+    which PostGIS stored without a word."""
+    name = "coordinates in degrees"
+    if connection.execute(text("SELECT to_regclass('geometry_columns')")).scalar() is None:
+        return Check(name, "skip", "PostGIS is not installed")
+    rows = connection.execute(_EXTENTS, {"schemas": context.schemas}).all()
+    beyond = [
+        row
+        for row in rows
+        if in_degrees(spatial_ref(row[3:8]))
+        and row[8] is not None
+        and max(abs(row[8]), abs(row[9])) > 90 + _LATITUDE_SLACK
+    ]
+    if not beyond:
+        return Check(
+            name, "ok", "no column of longitudes and latitudes holds a latitude beyond ±90"
+        )
+    names = _listed(
+        [
+            f"{schema}.{table}.{column} (SRID {srid}: latitudes {low:,.1f} to {high:,.1f})"
+            for schema, table, column, srid, *_, low, high in beyond
+        ]
+    )
+    fixes = [
+        f"SELECT UpdateGeometrySRID({_literal(schema)}, {_literal(table)}, {_literal(column)}, "
+        "<srid>);"
+        for schema, table, column, *_ in beyond
+    ]
+    return Check.with_sql(
+        name,
+        "warn",
+        f"latitudes beyond ±90 in columns of longitudes and latitudes, by their statistics: "
+        f"{names}: projected coordinates given a geographic SRID, or latitude and longitude "
+        "swapped",
+        fixes,
+        "for coordinates of another CRS, give them its SRID (no coordinate changes):",
+    )
+
+
 def _unseen(connection: Connection, name: str) -> Check | None:
     """A warning instead of "none" when other roles' sessions hide their state."""
     hidden, role = hidden_sessions(connection)
@@ -550,6 +618,7 @@ _CHECKS: tuple[tuple[str, CheckFunction], ...] = (
     ("sequences", _sequences),
     ("statistics", _statistics),
     ("srid", _srid),
+    ("coordinates in degrees", _degree_extents),
     ("idle in transaction", _idle_in_transaction),
     ("long-running queries", _long_running),
     ("jit", _jit),
