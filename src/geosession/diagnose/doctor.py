@@ -422,12 +422,16 @@ def _srid(connection: Connection, context: _Context) -> Check:
     if not rows:
         return Check("srid", "ok", "no geometry column has SRID 0")
     names = _listed([f"{schema}.{table}.{column}" for schema, table, column in rows])
-    fixes = [
+    fixes = [_relabel(schema, table, column) for schema, table, column in rows]
+    return Check.with_sql("srid", "warn", f"SRID 0 (unknown) on {names}", fixes)
+
+
+def _relabel(schema: str, table: str, column: str) -> str:
+    """The statement that gives a column and its rows another SRID, the coordinates kept."""
+    return (
         f"SELECT UpdateGeometrySRID({_literal(schema)}, {_literal(table)}, {_literal(column)}, "
         "<srid>);"
-        for schema, table, column in rows
-    ]
-    return Check.with_sql("srid", "warn", f"SRID 0 (unknown) on {names}", fixes)
+    )
 
 
 _EXTENTS = text(
@@ -481,11 +485,7 @@ def _degree_extents(connection: Connection, context: _Context) -> Check:
             for schema, table, column, srid, *_, low, high in beyond
         ]
     )
-    fixes = [
-        f"SELECT UpdateGeometrySRID({_literal(schema)}, {_literal(table)}, {_literal(column)}, "
-        "<srid>);"
-        for schema, table, column, *_ in beyond
-    ]
+    fixes = [_relabel(schema, table, column) for schema, table, column, *_ in beyond]
     return Check.with_sql(
         name,
         "warn",
