@@ -200,6 +200,8 @@ def test_srid_mistakes_in_queries_say_which_srids_and_what_to_do(
     assert "SRID 99999 is not in this database's spatial_ref_sys" in str(unknown.value)
     with pytest.raises(SRIDMismatch, match=r"SRID 0 .* ST_Transform\(ST_SetSRID\(geom"):
         run(db, driver, "SELECT ST_Transform('POINT(1 1)'::geometry, 4326)")
+    with pytest.raises(SRIDMismatch, match=r"transform it first, ST_Transform\(geom, 4326\)"):
+        run(db, driver, "SELECT 'SRID=3857;POINT(1e5 1e5)'::geometry::geography")
 
 
 @pytest.fixture

@@ -248,6 +248,7 @@ _MIXED_SRIDS = re.compile(
 )
 _UNKNOWN_SRID = re.compile(r"Cannot find SRID \((-?\d+)\) in spatial_ref_sys")
 _TRANSFORM_SRID_ZERO = re.compile(r"Input geometry has unknown \(0\) SRID")
+_GEOGRAPHY_NOT_LONLAT = re.compile(r"Only lon/lat coordinate systems are supported in geography")
 _INVALID_GEOMETRY = re.compile(
     r"does not match column type|has Z dimension|has M dimension|parse error|invalid geometry"
     r"|Invalid endian|Unknown WKB type|requires more points|must have at least|Invalid hex"
@@ -510,6 +511,12 @@ def _srid_advice(message: str) -> tuple[type[GeoSessionError], str] | None:
             "the geometry has SRID 0 (none said), so there is nothing to transform from: say "
             "which it is first, ST_Transform(ST_SetSRID(geom, <its srid>), <target srid>), or "
             "fix the column (SELECT UpdateGeometrySRID(...))"
+        )
+    if _GEOGRAPHY_NOT_LONLAT.search(message):
+        return SRIDMismatch, (
+            "a geometry of a projected SRID met a geography (a geography column, or a cast to "
+            "geography), which holds longitudes and latitudes only: transform it first, "
+            "ST_Transform(geom, 4326)::geography"
         )
     return None
 
