@@ -202,6 +202,8 @@ def test_srid_mistakes_in_queries_say_which_srids_and_what_to_do(
         run(db, driver, "SELECT ST_Transform('POINT(1 1)'::geometry, 4326)")
     with pytest.raises(SRIDMismatch, match=r"transform it first, ST_Transform\(geom, 4326\)"):
         run(db, driver, "SELECT 'SRID=3857;POINT(1e5 1e5)'::geometry::geography")
+    with pytest.raises(DatabaseError, match=r"PROJ could not transform a coordinate: one beyond"):
+        run(db, driver, "SELECT ST_Transform('SRID=4326;POINT(5e5 5e6)'::geometry, 3857)")
 
 
 @pytest.fixture

@@ -249,6 +249,11 @@ _MIXED_SRIDS = re.compile(
 _UNKNOWN_SRID = re.compile(r"Cannot find SRID \((-?\d+)\) in spatial_ref_sys")
 _TRANSFORM_SRID_ZERO = re.compile(r"Input geometry has unknown \(0\) SRID")
 _GEOGRAPHY_NOT_LONLAT = re.compile(r"Only lon/lat coordinate systems are supported in geography")
+_PROJ_REFUSED = re.compile(
+    r"transform: (?:Invalid coordinate|Point outside of projection domain"
+    r"|latitude or longitude exceeded limits|couldn't project point)",
+    re.IGNORECASE,
+)
 _INVALID_GEOMETRY = re.compile(
     r"does not match column type|has Z dimension|has M dimension|parse error|invalid geometry"
     r"|Invalid endian|Unknown WKB type|requires more points|must have at least|Invalid hex"
@@ -511,6 +516,12 @@ def _srid_advice(message: str) -> tuple[type[GeoSessionError], str] | None:
             "the geometry has SRID 0 (none said), so there is nothing to transform from: say "
             "which it is first, ST_Transform(ST_SetSRID(geom, <its srid>), <target srid>), or "
             "fix the column (SELECT UpdateGeometrySRID(...))"
+        )
+    if _PROJ_REFUSED.search(message):
+        return DatabaseError, (
+            "PROJ could not transform a coordinate: one beyond the range of the geometry's "
+            "SRID (metres labelled 4326: compare ST_Extent(geom) with the SRID's bounds), or "
+            "outside what the target projection maps (a UTM zone far from the point)"
         )
     if _GEOGRAPHY_NOT_LONLAT.search(message):
         return SRIDMismatch, (
