@@ -257,9 +257,13 @@ _PROJ_REFUSED = re.compile(
 _INVALID_GEOMETRY = re.compile(
     r"does not match column type|has Z dimension|has M dimension|parse error|invalid geometry"
     r"|Invalid endian|Unknown WKB type|requires more points|must have at least|Invalid hex"
-    r"|TopologyException|not closed|GEOS\w+\(\)|lwgeom",
+    r"|TopologyException|not closed|GEOS\w+\(\)|lwgeom|GeoJSON|must have type POINT",
     re.IGNORECASE,
 )
+_UNREADABLE_GEOMETRY = re.compile(
+    r"parse error|Invalid hex|Invalid endian|Unknown WKB type|GeoJSON", re.IGNORECASE
+)
+_TOO_FEW_POINTS = re.compile(r"requires more points|must have at least", re.IGNORECASE)
 _CURVES_REFUSED = re.compile(
     r"\b(?:CircularString|CompoundCurve|CurvePolygon|MultiCurve|MultiSurface)\b"
     r"|lwgeom_get_basic_type: Invalid type \((?:8|9|10|11|12)\)",
@@ -441,6 +445,22 @@ def _invalid_geometry_advice(message: str) -> str:
         return (
             "this function takes no curves (CircularString arcs): straighten them in the "
             "query first, ST_CurveToLine(geom)"
+        )
+    if _UNREADABLE_GEOMETRY.search(message):
+        return (
+            "the server could not read the geometry's text or bytes: check the WKT, WKB or "
+            "GeoJSON where the message points (a POINT takes two or three numbers; "
+            "ST_GeomFromGeoJSON takes a geometry object, not a Feature)"
+        )
+    if "must have type POINT" in message:
+        return (
+            "ST_X, ST_Y and ST_Z take points only: give them a point of the geometry, "
+            "ST_X(ST_Centroid(geom)) or ST_X(ST_StartPoint(line))"
+        )
+    if _TOO_FEW_POINTS.search(message):
+        return (
+            "a line needs two points and a polygon ring four, its last the same as its "
+            "first: fix or drop the geometry"
         )
     return "fix or drop the geometry; shapely.make_valid repairs many"
 
