@@ -174,6 +174,13 @@ def test_invalid_geometry_text(make_db: Callable[..., SpatialDatabase], driver: 
         run(db, driver, "SELECT ST_GeomFromText('POLYGON((0 0, 1 0, 1 1))')")
     with pytest.raises(InvalidGeometry, match=r"take points only.*ST_X\(ST_Centroid\(geom\)\)"):
         run(db, driver, "SELECT ST_X('LINESTRING(0 0, 1 1)'::geometry)")
+    with pytest.raises(InvalidGeometry, match=r"ST_Multi\(geom\) makes a Point a MultiPoint"):
+        run(db, driver, "SELECT 'SRID=4326;POINT(1 1)'::geometry(MultiPoint, 4326)")
+    with pytest.raises(InvalidGeometry, match=r"ST_Force2D\(geom\) drops Z"):
+        run(db, driver, "SELECT 'SRID=4326;POINT Z(1 1 1)'::geometry(Point, 4326)")
+    here = "'SRID=4326;POINT(1 1)'::geography"
+    with pytest.raises(DatabaseError, match=r"no st_contains for geography.*ST_Covers\(a, b\)"):
+        run(db, driver, f"SELECT ST_Contains({here}, {here})")
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

@@ -263,6 +263,18 @@ _INVALID_GEOMETRY = re.compile(
 _UNREADABLE_GEOMETRY = re.compile(
     r"parse error|Invalid hex|Invalid endian|Unknown WKB type|GeoJSON", re.IGNORECASE
 )
+_NOT_FOR_GEOGRAPHY = re.compile(
+    r"function (st_\w+)\([^)]*\bgeography\b[^)]*\) does not exist", re.IGNORECASE
+)
+_ON_GEOGRAPHY = {
+    "st_contains": "ST_Covers(a, b) says what ST_Contains(a, b) would; or ",
+    "st_within": "ST_CoveredBy(a, b) says what ST_Within(a, b) would; or ",
+}
+"""The geography function that answers what a geometry-only predicate asks."""
+_DIMENSION_REFUSED = re.compile(
+    r"has [ZM] dimension but column does not|Column has [ZM] dimension but geometry does not",
+    re.IGNORECASE,
+)
 _TOO_FEW_POINTS = re.compile(r"requires more points|must have at least", re.IGNORECASE)
 _CURVES_REFUSED = re.compile(
     r"\b(?:CircularString|CompoundCurve|CurvePolygon|MultiCurve|MultiSurface)\b"
@@ -452,6 +464,18 @@ def _invalid_geometry_advice(message: str) -> str:
             "GeoJSON where the message points (a POINT takes two or three numbers; "
             "ST_GeomFromGeoJSON takes a geometry object, not a Feature)"
         )
+    if "does not match column type" in message:
+        return (
+            "the geometry's type is not one the column takes: ST_Multi(geom) makes a Point "
+            "a MultiPoint (and a Polygon a MultiPolygon), ST_CollectionExtract(geom, 3) "
+            "takes a collection's polygons; or load it into a column of its type"
+        )
+    if _DIMENSION_REFUSED.search(message):
+        return (
+            "the geometry's dimensions are not the column's: ST_Force2D(geom) drops Z and "
+            "M, ST_Force3D(geom) adds Z (0); or make the column take them, geometry(PointZ, "
+            "<srid>)"
+        )
     if "must have type POINT" in message:
         return (
             "ST_X, ST_Y and ST_Z take points only: give them a point of the geometry, "
@@ -476,6 +500,15 @@ def _missing_type_advice(
     SQLAlchemy sent as hstore."""
     if _POSTGIS_MISSING.search(message):
         return _postgis_missing(message, postgis)
+    if geography := _NOT_FOR_GEOGRAPHY.search(message):
+        function = geography.group(1).lower()
+        instead = _ON_GEOGRAPHY.get(function, "")
+        return DatabaseError, (
+            f"PostGIS has no {function} for geography, which takes fewer functions than "
+            "geometry (ST_Intersects, ST_DWithin, ST_Covers, ST_CoveredBy, ST_Distance, "
+            f"ST_Area, ST_Length, ST_Buffer ...): {instead}cast to geometry (col::geometry) "
+            "where planar degrees are right"
+        )
     if _HSTORE_DICT.search(message):
         return DatabaseError, HSTORE_DICT_ADVICE
     return None
