@@ -181,6 +181,12 @@ def test_invalid_geometry_text(make_db: Callable[..., SpatialDatabase], driver: 
     here = "'SRID=4326;POINT(1 1)'::geography"
     with pytest.raises(DatabaseError, match=r"no st_contains for geography.*ST_Covers\(a, b\)"):
         run(db, driver, f"SELECT ST_Contains({here}, {here})")
+    with pytest.raises(InvalidGeometry, match=r"non-closed rings.*Close each polygon ring"):
+        run(db, driver, "SELECT 'POLYGON((0 0, 1 0, 1 1, 0 1))'::geometry")
+    with pytest.raises(InvalidGeometry, match=r"WKB structure.*could not read the geometry's"):
+        run(db, driver, "SELECT ST_GeomFromWKB(decode('0101', 'hex'))")
+    with pytest.raises(DatabaseError, match=r"takes the SRID of a spatial_ref_sys row"):
+        run(db, driver, "SELECT ST_Transform('SRID=4326;POINT(1 1)'::geometry, 'EPSG:99999')")
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

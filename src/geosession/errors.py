@@ -257,11 +257,13 @@ _PROJ_REFUSED = re.compile(
 _INVALID_GEOMETRY = re.compile(
     r"does not match column type|has Z dimension|has M dimension|parse error|invalid geometry"
     r"|Invalid endian|Unknown WKB type|requires more points|must have at least|Invalid hex"
-    r"|TopologyException|not closed|GEOS\w+\(\)|lwgeom|GeoJSON|must have type POINT",
+    r"|TopologyException|not closed|non-closed|GEOS\w+\(\)|lwgeom|GeoJSON|must have type POINT"
+    r"|WKB structure",
     re.IGNORECASE,
 )
 _UNREADABLE_GEOMETRY = re.compile(
-    r"parse error|Invalid hex|Invalid endian|Unknown WKB type|GeoJSON", re.IGNORECASE
+    r"parse error|Invalid hex|Invalid endian|Unknown WKB type|GeoJSON|WKB structure",
+    re.IGNORECASE,
 )
 _NOT_FOR_GEOGRAPHY = re.compile(
     r"function (st_\w+)\([^)]*\bgeography\b[^)]*\) does not exist", re.IGNORECASE
@@ -458,6 +460,11 @@ def _invalid_geometry_advice(message: str) -> str:
             "this function takes no curves (CircularString arcs): straighten them in the "
             "query first, ST_CurveToLine(geom)"
         )
+    if "non-closed rings" in message:
+        return (
+            "close each polygon ring: its last point must be the same as its first "
+            "(POLYGON((0 0, 1 0, 1 1, 0 0)))"
+        )
     if _UNREADABLE_GEOMETRY.search(message):
         return (
             "the server could not read the geometry's text or bytes: check the WKT, WKB or "
@@ -569,6 +576,11 @@ def _srid_advice(message: str) -> tuple[type[GeoSessionError], str] | None:
             "the geometry has SRID 0 (none said), so there is nothing to transform from: say "
             "which it is first, ST_Transform(ST_SetSRID(geom, <its srid>), <target srid>), or "
             "fix the column (SELECT UpdateGeometrySRID(...))"
+        )
+    if "could not parse proj string" in message:
+        return DatabaseError, (
+            "ST_Transform takes the SRID of a spatial_ref_sys row (an integer: 3857), or a "
+            "CRS PROJ can read; 'EPSG:<code>' text works only where PROJ's database has it"
         )
     if _PROJ_REFUSED.search(message):
         return DatabaseError, (
