@@ -453,47 +453,53 @@ def _driver_advice(message: str) -> str:
 
 
 def _invalid_geometry_advice(message: str) -> str:
-    """What to do about a geometry PostGIS refused: a curve a function cannot take, or
-    an invalid one."""
-    if _CURVES_REFUSED.search(message):
-        return (
-            "this function takes no curves (CircularString arcs): straighten them in the "
-            "query first, ST_CurveToLine(geom)"
-        )
-    if "non-closed rings" in message:
-        return (
-            "close each polygon ring: its last point must be the same as its first "
-            "(POLYGON((0 0, 1 0, 1 1, 0 0)))"
-        )
-    if _UNREADABLE_GEOMETRY.search(message):
-        return (
-            "the server could not read the geometry's text or bytes: check the WKT, WKB or "
-            "GeoJSON where the message points (a POINT takes two or three numbers; "
-            "ST_GeomFromGeoJSON takes a geometry object, not a Feature)"
-        )
-    if "does not match column type" in message:
-        return (
-            "the geometry's type is not one the column takes: ST_Multi(geom) makes a Point "
-            "a MultiPoint (and a Polygon a MultiPolygon), ST_CollectionExtract(geom, 3) "
-            "takes a collection's polygons; or load it into a column of its type"
-        )
-    if _DIMENSION_REFUSED.search(message):
-        return (
-            "the geometry's dimensions are not the column's: ST_Force2D(geom) drops Z and "
-            "M, ST_Force3D(geom) adds Z (0); or make the column take them, geometry(PointZ, "
-            "<srid>)"
-        )
-    if "must have type POINT" in message:
-        return (
-            "ST_X, ST_Y and ST_Z take points only: give them a point of the geometry, "
-            "ST_X(ST_Centroid(geom)) or ST_X(ST_StartPoint(line))"
-        )
-    if _TOO_FEW_POINTS.search(message):
-        return (
-            "a line needs two points and a polygon ring four, its last the same as its "
-            "first: fix or drop the geometry"
-        )
-    return "fix or drop the geometry; shapely.make_valid repairs many"
+    """What to do about a geometry PostGIS refused, by what its message names."""
+    return next(
+        (advice for pattern, advice in _GEOMETRY_ADVICE if pattern.search(message)),
+        "fix or drop the geometry; shapely.make_valid repairs many",
+    )
+
+
+_GEOMETRY_ADVICE: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        _CURVES_REFUSED,
+        "this function takes no curves (CircularString arcs): straighten them in the "
+        "query first, ST_CurveToLine(geom)",
+    ),
+    (
+        re.compile("non-closed rings"),
+        "close each polygon ring: its last point must be the same as its first "
+        "(POLYGON((0 0, 1 0, 1 1, 0 0)))",
+    ),
+    (
+        _UNREADABLE_GEOMETRY,
+        "the server could not read the geometry's text or bytes: check the WKT, WKB or "
+        "GeoJSON where the message points (a POINT takes two or three numbers; "
+        "ST_GeomFromGeoJSON takes a geometry object, not a Feature)",
+    ),
+    (
+        re.compile("does not match column type"),
+        "the geometry's type is not one the column takes: ST_Multi(geom) makes a Point a "
+        "MultiPoint (and a Polygon a MultiPolygon), ST_CollectionExtract(geom, 3) takes a "
+        "collection's polygons; or load it into a column of its type",
+    ),
+    (
+        _DIMENSION_REFUSED,
+        "the geometry's dimensions are not the column's: ST_Force2D(geom) drops Z and M, "
+        "ST_Force3D(geom) adds Z (0); or make the column take them, geometry(PointZ, <srid>)",
+    ),
+    (
+        re.compile("must have type POINT"),
+        "ST_X, ST_Y and ST_Z take points only: give them a point of the geometry, "
+        "ST_X(ST_Centroid(geom)) or ST_X(ST_StartPoint(line))",
+    ),
+    (
+        _TOO_FEW_POINTS,
+        "a line needs two points and a polygon ring four, its last the same as its first: "
+        "fix or drop the geometry",
+    ),
+)
+"""The first that matches a message says what to do; otherwise it is an invalid geometry."""
 
 
 _MISSING_STATES = ("42704", "42883", "42P01")
