@@ -165,28 +165,63 @@ def test_invalid_geometry_text(make_db: Callable[..., SpatialDatabase], driver: 
     """Each kind of geometry PostGIS cannot take says what to look at, not only
     "shapely.make_valid repairs many" (which repairs none of these)."""
     db = database_for(make_db, driver)
-    with pytest.raises(InvalidGeometry, match="parse error.*could not read the geometry's tex"):
-        run(db, driver, "SELECT 'POLYGON((0 0, 1 1'::geometry")
     feature = '{"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 2]}}'
-    with pytest.raises(InvalidGeometry, match="takes a geometry object, not a Feature"):
-        run(db, driver, f"SELECT ST_GeomFromGeoJSON('{feature}')")
-    with pytest.raises(InvalidGeometry, match="a polygon ring four, its last the same as its"):
-        run(db, driver, "SELECT ST_GeomFromText('POLYGON((0 0, 1 0, 1 1))')")
-    with pytest.raises(InvalidGeometry, match=r"take points only.*ST_X\(ST_Centroid\(geom\)\)"):
-        run(db, driver, "SELECT ST_X('LINESTRING(0 0, 1 1)'::geometry)")
-    with pytest.raises(InvalidGeometry, match=r"ST_Multi\(geom\) makes a Point a MultiPoint"):
-        run(db, driver, "SELECT 'SRID=4326;POINT(1 1)'::geometry(MultiPoint, 4326)")
-    with pytest.raises(InvalidGeometry, match=r"ST_Force2D\(geom\) drops Z"):
-        run(db, driver, "SELECT 'SRID=4326;POINT Z(1 1 1)'::geometry(Point, 4326)")
     here = "'SRID=4326;POINT(1 1)'::geography"
-    with pytest.raises(DatabaseError, match=r"no st_contains for geography.*ST_Covers\(a, b\)"):
-        run(db, driver, f"SELECT ST_Contains({here}, {here})")
-    with pytest.raises(InvalidGeometry, match=r"non-closed rings.*Close each polygon ring"):
-        run(db, driver, "SELECT 'POLYGON((0 0, 1 0, 1 1, 0 1))'::geometry")
-    with pytest.raises(InvalidGeometry, match=r"WKB structure.*could not read the geometry's"):
-        run(db, driver, "SELECT ST_GeomFromWKB(decode('0101', 'hex'))")
-    with pytest.raises(DatabaseError, match=r"takes the SRID of a spatial_ref_sys row"):
-        run(db, driver, "SELECT ST_Transform('SRID=4326;POINT(1 1)'::geometry, 'EPSG:99999')")
+    mistakes: list[tuple[type[Exception], str, str]] = [
+        (
+            InvalidGeometry,
+            "parse error.*could not read the geometry's tex",
+            "SELECT 'POLYGON((0 0, 1 1'::geometry",
+        ),
+        (
+            InvalidGeometry,
+            "takes a geometry object, not a Feature",
+            f"SELECT ST_GeomFromGeoJSON('{feature}')",
+        ),
+        (
+            InvalidGeometry,
+            "a polygon ring four, its last the same as its",
+            "SELECT ST_GeomFromText('POLYGON((0 0, 1 0, 1 1))')",
+        ),
+        (
+            InvalidGeometry,
+            r"take points only.*ST_X\(ST_Centroid\(geom\)\)",
+            "SELECT ST_X('LINESTRING(0 0, 1 1)'::geometry)",
+        ),
+        (
+            InvalidGeometry,
+            r"ST_Multi\(geom\) makes a Point a MultiPoint",
+            "SELECT 'SRID=4326;POINT(1 1)'::geometry(MultiPoint, 4326)",
+        ),
+        (
+            InvalidGeometry,
+            r"ST_Force2D\(geom\) drops Z",
+            "SELECT 'SRID=4326;POINT Z(1 1 1)'::geometry(Point, 4326)",
+        ),
+        (
+            DatabaseError,
+            r"no st_contains for geography.*ST_Covers\(a, b\)",
+            f"SELECT ST_Contains({here}, {here})",
+        ),
+        (
+            InvalidGeometry,
+            r"non-closed rings.*Close each polygon ring",
+            "SELECT 'POLYGON((0 0, 1 0, 1 1, 0 1))'::geometry",
+        ),
+        (
+            InvalidGeometry,
+            r"WKB structure.*could not read the geometry's",
+            "SELECT ST_GeomFromWKB(decode('0101', 'hex'))",
+        ),
+        (
+            DatabaseError,
+            r"takes the SRID of a spatial_ref_sys row",
+            "SELECT ST_Transform('SRID=4326;POINT(1 1)'::geometry, 'EPSG:99999')",
+        ),
+    ]
+    for cls, advice, sql in mistakes:
+        with pytest.raises(cls, match=advice):
+            run(db, driver, sql)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
