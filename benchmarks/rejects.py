@@ -4,8 +4,8 @@ Points with attributes go into a table with a GiST index, ``rank integer NOT NUL
 (rank < 100)``, from dict rows in which a share of the rows (one in ``--every``) is bad
 in one of two ways, each in its own run:
 
-- ``CHECK``: rank 500, which only the server refuses: its chunk is bisected, guided by
-  the row each COPY error names;
+- ``CHECK``: rank 500, which only the server refuses: the rows before the one a COPY's
+  error names are written, and the server moves the rest one at a time;
 - ``NULL``: rank None, which geosession sets aside before the COPY (NOT NULL, no trigger).
 
 Each is timed against the same rows all good, in the same run, and against itself with
@@ -17,6 +17,7 @@ Run (about a minute with the defaults)::
 
     .venv/bin/python benchmarks/rejects.py
     .venv/bin/python benchmarks/rejects.py --rows 100000 --every 10,100,1000
+    .venv/bin/python benchmarks/rejects.py --on-conflict update   # through the staging table
 
 The server is GEOSESSION_DATABASE_URL, else the running embedded cluster; everything
 happens in a database of its own (``geosession_bench_rejects``), dropped at the end.
@@ -53,13 +54,15 @@ def rows(count: int, every: int | None, bad: Any) -> list[dict[str, Any]]:
     ]
 
 
-def load(db: SpatialDatabase, source: list[dict[str, Any]]) -> tuple[float, int, int]:
+def load(
+    db: SpatialDatabase, source: list[dict[str, Any]], on_conflict: str = "error"
+) -> tuple[float, int, int]:
     """Seconds to load ``source`` into an empty table (its index kept), rows in, rejects."""
     with db.transaction() as s:
         s.execute(text(f"TRUNCATE {TABLE}, {TABLE}_rejected"))
         s.execute(text("DELETE FROM geosession_ingest_ledger"))
     started = time.perf_counter()
-    report = db.ingest(TABLE, source, defer_indexes=False)
+    report = db.ingest(TABLE, source, defer_indexes=False, on_conflict=on_conflict)
     return time.perf_counter() - started, report.inserted, len(report.rejected)
 
 
@@ -67,6 +70,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--every", default="10,100,1000", help="one bad row in N, comma-separated")
+    parser.add_argument(
+        "--on-conflict",
+        default="error",
+        choices=("error", "ignore", "update"),
+        help="'ignore' and 'update' load through a staging table (INSERT ... ON CONFLICT)",
+    )
     parser.add_argument("--url", default=None)
     args = parser.parse_args()
     server = resolve_url(args.url)
@@ -83,16 +92,18 @@ def main() -> None:
                 )
             )
         db.ingest(TABLE, rows(1_000, 1_000, 500))  # warm: the ledger, rejects table, caches
-        clean, _, _ = load(db, rows(args.rows, None, None))
-        results = Table(title=f"{args.rows:,} points into an indexed table, one bad row in N")
+        clean, _, _ = load(db, rows(args.rows, None, None), args.on_conflict)
+        title = f"{args.rows:,} points into an indexed table, one bad row in N"
+        results = Table(title=f"{title}, on_conflict={args.on_conflict!r}")
         for column in ("bad rows", "one in", "seconds", "× clean", "× bad rows dropped first"):
             results.add_column(column, justify="right" if column != "bad rows" else "left")
         results.add_row("none", "—", f"{clean:.2f}", "1.00", "—")
         for every in map(int, args.every.split(",")):
             for kind, bad in BAD.items():
                 source = rows(args.rows, every, bad)
-                dropped, _, _ = load(db, [row for row in source if row["rank"] == row["id"] % 100])
-                seconds, inserted, rejected = load(db, source)
+                good = [row for row in source if row["rank"] == row["id"] % 100]
+                dropped, _, _ = load(db, good, args.on_conflict)
+                seconds, inserted, rejected = load(db, source, args.on_conflict)
                 assert inserted + rejected == args.rows and rejected == args.rows // every, kind
                 results.add_row(
                     kind,
