@@ -828,17 +828,23 @@ def test_reproject_to_an_srid_makes_the_new_table_in_it(
         db.ingest("bng_frame", frame, reproject=0)
 
 
-def test_rows_the_server_rejects_are_bisected_out(db: SpatialDatabase) -> None:
-    """The COPY's error names the row it failed at: the rows before it are written alone
-    and only those after it halved, so few COPYs find each bad row (counted by a statement
-    trigger drawing from a sequence, which no rollback takes back)."""
+def test_rows_the_server_rejects_are_found_in_two_copies_and_one_loop(
+    db: SpatialDatabase,
+) -> None:
+    """The COPY's error names the row it failed at: the rows before it are written alone,
+    and the server moves those after it one at a time in one loop, setting aside the rows
+    it refuses (statements counted by a statement trigger drawing from a sequence, which
+    no rollback takes back; the top-level statement tells a COPY from the loop)."""
     create_table(db, extra="CHECK (value >= 0)")
     with db.transaction() as s:
         s.execute(text("CREATE SEQUENCE ingest_copies"))
+        s.execute(text("CREATE SEQUENCE ingest_loops"))
         s.execute(
             text(
-                "CREATE FUNCTION ingest_count_copy() RETURNS trigger LANGUAGE plpgsql AS "
-                "$$BEGIN PERFORM nextval('ingest_copies'); RETURN NULL; END$$"
+                "CREATE FUNCTION ingest_count_copy() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN "
+                "IF current_query() LIKE 'COPY%' THEN PERFORM nextval('ingest_copies'); "
+                "ELSIF current_query() LIKE 'DO%' THEN PERFORM nextval('ingest_loops'); END IF; "
+                "RETURN NULL; END$$"
             )
         )
         s.execute(
@@ -852,20 +858,110 @@ def test_rows_the_server_rejects_are_bisected_out(db: SpatialDatabase) -> None:
         for position in (10, 4_321, 7_999):
             source[position] = {**source[position], "value": -1.0}
         report = db.ingest(TABLE, iter(source), chunk_size=8_000)
-        assert [(r.row, r.kind) for r in report.rejected] == [
-            (11, "server"),
-            (4_322, "server"),
-            (8_000, "server"),
+        assert [(r.row, r.kind, r.column) for r in report.rejected] == [
+            (11, "server", "value"),
+            (4_322, "server", "value"),
+            (8_000, "server", "value"),
         ]
-        assert "check constraint" in report.rejected[0].reason
-        assert table_state(db)[0] == 7_997
+        assert all("check constraint" in r.reason for r in report.rejected)
+        assert (report.inserted, table_state(db)[0]) == (7_997, 7_997)
         with db.session() as s:
             copies = s.execute(text("SELECT last_value FROM ingest_copies")).scalar()
-        assert copies == 8  # halving alone down to each row: 73
+            statements = s.execute(text("SELECT last_value FROM ingest_loops")).scalar()
+        assert copies == 2  # halving alone down to each row: 73
+        assert statements == 8_000 - 11  # a statement per row after the first refused
     finally:
         with db.transaction() as s:
             s.execute(text("DROP FUNCTION ingest_count_copy() CASCADE"))
-            s.execute(text("DROP SEQUENCE ingest_copies"))
+            s.execute(text("DROP SEQUENCE ingest_copies, ingest_loops"))
+
+
+def test_rows_a_staged_insert_refuses_are_found_one_by_one_on_the_server(
+    db: SpatialDatabase, table: str
+) -> None:
+    """An INSERT from the staging table names no row it fails at: the server moves the
+    chunk's rows again one at a time and sets aside those it refuses, in one statement.
+    Upserted, a key's last row that the server takes stands, as in a clean chunk: an
+    earlier row of the key when its last is refused."""
+    with db.transaction() as s:
+        s.execute(text(f"ALTER TABLE {table} ADD CHECK (value >= 0)"))
+    db.ingest(table, rows(50))
+    source = [
+        {**row, "value": -1.0 if row["id"] % 9 == 0 else float(row["id"]), "name": "new"}
+        for row in rows(2_000)
+    ]
+    square = "POLYGON((0 0,1 0,1 1,0 0))"
+    repeated = [
+        {"id": 5, "name": "taken", "value": 5.0, "geom": square},
+        {"id": 7, "name": "superseded", "value": 7.0, "geom": square},
+        {"id": 7, "name": "last", "value": 7.0, "geom": square},
+        {"id": 5, "name": "refused", "value": -5.0, "geom": square},
+    ]
+    report = db.ingest(table, source + repeated, on_conflict="update", chunk_size=3_000)
+    bad = [n for n in range(1, 2_001) if n % 9 == 0]
+    assert [r.row for r in report.rejected] == [*bad, 2_004]
+    assert {(r.column, r.kind) for r in report.rejected} == {("value", "server")}
+    assert report.rejected[0].reason.startswith(
+        f'new row for relation "{table}" violates check constraint'
+    )
+    assert (report.inserted, report.superseded) == (2_000 - len(bad), 3)
+    with db.session() as s:
+        stored = s.execute(
+            text(f"SELECT count(*), count(*) FILTER (WHERE value < 0), sum(id) FROM {table}")
+        ).one()
+        named = dict(s.execute(text(f"SELECT id, name FROM {table} WHERE id IN (5, 7, 9)")).all())
+    absent = [n for n in bad if n > 50]  # refused, and not loaded before
+    assert tuple(stored) == (2_000 - len(absent), 0, 2_000 * 2_001 // 2 - sum(absent))
+    assert named == {5: "taken", 7: "last", 9: "p9"}  # 9 refused: the loaded row kept
+
+
+def test_a_staged_duplicate_key_found_one_by_one_still_ends_the_load(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """Under on_conflict="error" a row duplicating a key is no reject, also when the rows
+    went through the staging table (a macaddr column, sent as text) and a refused row
+    before it sent the chunk through the server's row-by-row loop."""
+    scratch("ingest_macs")
+    with db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TABLE ingest_macs (id int PRIMARY KEY, mac macaddr, "
+                "size int CHECK (size > 0), geom geometry(POINT, 4326))"
+            )
+        )
+        s.execute(text("INSERT INTO ingest_macs VALUES (40, '08:00:2b:01:02:03', 1, NULL)"))
+    source = [
+        {"id": n, "mac": "08:00:2b:01:02:03", "size": -1 if n == 3 else 1} for n in range(1, 51)
+    ]
+    with pytest.raises(IntegrityViolation, match=r"Row 40 duplicates a key .*ingest_macs"):
+        db.ingest("ingest_macs", source, progress=False)
+    with db.session() as s:
+        assert s.execute(text("SELECT count(*) FROM ingest_macs")).scalar() == 1
+
+
+def test_an_error_of_no_row_in_the_row_by_row_loop_ends_the_chunk(
+    db: SpatialDatabase, table: str, row_trigger: Callable[[str, str, str], None]
+) -> None:
+    """The server's loop sets aside only rows their data makes it refuse: any other error
+    ends the chunk, none of its rows, rejects or ledger entry kept."""
+    with db.transaction() as s:
+        s.execute(text(f"ALTER TABLE {table} ADD CHECK (value >= 0)"))
+    row_trigger(
+        table,
+        "BEFORE INSERT",
+        "IF NEW.name = 'boom' THEN RAISE EXCEPTION 'boom' USING ERRCODE = 'feature_not_supported'; "
+        "END IF;",
+    )
+    source = list(rows(100))
+    source[10] = {**source[10], "value": -1.0}
+    source[60] = {**source[60], "name": "boom"}
+    with pytest.raises(GeoSessionError, match="boom"):
+        db.ingest(table, source, on_conflict="ignore", chunk_size=100, progress=False)
+    with db.session() as s:
+        assert s.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0
+        assert s.execute(text(f"SELECT count(*) FROM {table}_rejected")).scalar() == 0
+        ledger = s.execute(text("SELECT count(*) FROM geosession_ingest_ledger")).scalar()
+    assert ledger == 0
 
 
 @pytest.mark.parametrize("key", ["bigint GENERATED BY DEFAULT AS IDENTITY", "serial"])
@@ -1007,6 +1103,32 @@ def grant_rejects_to_loader(db: SpatialDatabase) -> None:
     with db.transaction() as s:
         s.execute(text("GRANT SELECT, INSERT, DELETE ON numbered_rejected TO geosession_loader"))
         s.execute(text("GRANT USAGE ON SEQUENCE numbered_rejected_id_seq TO geosession_loader"))
+
+
+def test_a_role_that_may_not_create_temporary_tables_finds_refused_rows_by_halving(
+    db: SpatialDatabase, loader: SpatialDatabase
+) -> None:
+    """The server's row-by-row loop needs a temporary table: a role without the TEMPORARY
+    privilege on the database has the rows after a refused one halved instead."""
+    revoke = (
+        "DO $$BEGIN EXECUTE format('{} TEMPORARY ON DATABASE %I {} PUBLIC', "
+        "current_database()); END$$"
+    )
+    with db.transaction() as s:
+        s.execute(text("ALTER TABLE numbered ADD CHECK (id % 7 <> 0)"))
+        s.execute(text(revoke.format("REVOKE", "FROM")))
+    try:
+        db.ingest("numbered", [], progress=False)  # the owner makes the rejects table
+        grant_rejects_to_loader(db)
+        points = [{"id": n, "geom": shapely.Point(n, n)} for n in range(1, 201)]
+        report = loader.ingest("numbered", points, progress=False)
+    finally:
+        with db.transaction() as s:
+            s.execute(text(revoke.format("GRANT", "TO")))
+    assert [r.row for r in report.rejected] == list(range(7, 201, 7))
+    assert report.inserted == 200 - 28
+    with db.session() as s:
+        assert s.execute(text("SELECT count(*) FROM numbered")).scalar() == 172
 
 
 def test_a_table_under_row_level_security_loads_through_its_policies(

@@ -5,7 +5,7 @@ chunk, every run of fixed-width fields (the count, integers and floats, and the 
 of the next variable field) is one numpy structured array, so the per-row Python work
 is only slicing those records and joining them with the variable payloads (text and
 EWKB). That is several times cheaper than formatting each field of each row, and it
-leaves one buffer (with row offsets, so a chunk can still be bisected) that the writer
+leaves one buffer (with row offsets, so part of a chunk can be sent again) that the writer
 sends with ``Copy.write``, releasing the GIL while the server works.
 
 Columns of other types (numeric, dates, uuid, json, arrays ...) are dumped a column at a

@@ -1,8 +1,9 @@
-"""Writing one chunk: binary COPY, bisection of rows the server rejects, the ledger entry.
+"""Writing one chunk: binary COPY, the rows the server rejects set aside, the ledger entry.
 
 A chunk is one transaction: its rows, its rejects and its ledger entry commit together
-or not at all. Rows the server refuses (a constraint, a type) are found by bisecting the
-chunk under savepoints, so only they are set aside and nothing else in the chunk is lost.
+or not at all. Rows the server refuses (a constraint, a type) are found by the server,
+which moves the chunk's rows again one at a time (:mod:`.row_by_row`), so only they are
+set aside and nothing else in the chunk is lost.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from psycopg.types.json import Json, Jsonb
 
 from geosession.errors import ConfigurationError, IntegrityViolation
 from geosession.geometry import hex_as_wkt
-from geosession.ingest import binary
+from geosession.ingest import binary, row_by_row
 from geosession.ingest.binary import SIGNATURE, TRAILER, Encoded, Refused
 from geosession.ingest.lacking import NOTHING, Lacking, groups
 from geosession.ingest.ledger import CommittedRows, record_chunk, refuse_overlap
 from geosession.ingest.privileges import require_privileges, run_as_owner
+from geosession.ingest.row_by_row import Refusal
 from geosession.ingest.target import Column, Target
 from geosession.ingest.validate import Reject, as_text
 
@@ -131,9 +133,22 @@ class Chunk:
         if self.lacking is None:
             return binary.encode_rows(self.columns, self.plan.copy_types)
         self.groups = groups(self.lacking)
+        return binary.encode_rows([*self.columns, self._grouped()], (*self.plan.copy_types, "int4"))
+
+    def _grouped(self) -> list[int]:
+        """Each row's group: its set of lacking columns' position in ``groups``."""
         number = {columns_lacked: index for index, columns_lacked in enumerate(self.groups)}
-        grouped = [number[columns_lacked] for columns_lacked in self.lacking]
-        return binary.encode_rows([*self.columns, grouped], (*self.plan.copy_types, "int4"))
+        return [number[columns_lacked] for columns_lacked in self.lacking or ()]
+
+    def numbered(self, start: int, stop: int) -> memoryview:
+        """Rows [start, stop) as COPY data (as sealed) with each row's position after them,
+        for the staging table of :mod:`.row_by_row`."""
+        columns = [*self.columns, *([self._grouped()] if self.lacking is not None else [])]
+        types = (*self.plan.copy_types, *(["int4"] if self.lacking is not None else []), "int4")
+        sent = [values[start:stop] for values in columns]
+        encoded = binary.encode_rows([*sent, list(range(start, stop))], types)
+        assert isinstance(encoded, Encoded), "the sealed rows encoded once already"
+        return encoded.rows(0, stop - start)
 
     def _set_aside(self, refused: Refused) -> None:
         plan = self.plan
@@ -184,7 +199,7 @@ def write_chunk(conn: psycopg.Connection[Any], chunk: Chunk) -> ChunkResult:
         if plan.staged or chunk.lacking is not None:
             _create_stage(cursor, plan, grouped=chunk.lacking is not None)
         try:
-            inserted, server_rejects = _write_bisecting(conn, chunk, 0, len(chunk))
+            inserted, server_rejects = _write_guided(conn, chunk, 0, len(chunk))
         except IntegrityViolation:  # the key's owner may be another run of this ingest id
             if not plan.dry_run:
                 refuse_overlap(cursor, plan.ingest_id, span, plan.committed)
@@ -210,23 +225,23 @@ def write_chunk(conn: psycopg.Connection[Any], chunk: Chunk) -> ChunkResult:
 
 def _chunk_settings(plan: WritePlan) -> str:
     """What a chunk's transaction sets first, in one round trip: how long it waits for a
-    lock (:mod:`.locks`), and deferrable constraints checked per COPY, so that bisection
-    finds the rows that break them (a failed COMMIT would leave none to bisect)."""
+    lock (:mod:`.locks`), and deferrable constraints checked per statement, so that the
+    rows that break them are found (a failed COMMIT would leave none to look at)."""
     settings = [f"SET LOCAL lock_timeout = {int(plan.lock_wait_ms)}"] if plan.lock_wait_ms else []
     if plan.target.deferrable:
         settings.append("SET CONSTRAINTS ALL IMMEDIATE")
     return "; ".join(settings)
 
 
-def _write_bisecting(
+def _write_guided(
     conn: psycopg.Connection[Any], chunk: Chunk, start: int, stop: int
 ) -> tuple[int, list[Reject]]:
-    """Writes rows [start, stop) under a savepoint; on a row-level error, tries each half.
+    """Writes rows [start, stop) under a savepoint; after a row-level error, the server
+    moves the rows one at a time and sets aside those it refuses (:mod:`.row_by_row`).
 
     A COPY's error names the row it failed at ("COPY t, line 3"): the rows before it went
-    in until then, so they are written alone, that row is set aside with the error, and
-    only the rows after it are halved (a chunk with one bad row takes four COPYs, not the
-    thirty of halving down to it).
+    in until then, so they are written alone by COPY, and only the rows after it go one at
+    a time. An INSERT from the staging table names no row: all of its rows go so.
     """
     if start == stop:
         return 0, []
@@ -240,22 +255,99 @@ def _write_bisecting(
         at = _failed_row(error.diag.context, start, stop)
         if at is None and stop - start == 1:
             at = start
+        rest = _write_one_by_one if plan.target.temporary else _write_halves
         if at is None:
-            middle = (start + stop) // 2
-            parts = [(start, middle), (middle, stop)]
-            rejects = []
-        else:
-            middle = (at + 1 + stop) // 2
-            parts = [(start, at), (at + 1, middle), (middle, stop)]
-            row = tuple(values[at] for values in chunk.columns)
-            rejects = [_server_reject(conn, plan, error, chunk.row_numbers[at], row)]
-        inserted = 0
-        for lo, hi in parts:
-            written, found = _write_bisecting(conn, chunk, lo, hi)
-            inserted += written
-            rejects += found
-        rejects.sort(key=lambda reject: reject.row)
-        return inserted, rejects
+            return rest(conn, chunk, start, stop)
+        refused = _server_reject(conn, chunk, at, Refusal.of(error))
+        before, rejects_before = _write_guided(conn, chunk, start, at)
+        after, rejects_after = rest(conn, chunk, at + 1, stop)
+        return before + after, [*rejects_before, refused, *rejects_after]
+
+
+def _write_halves(
+    conn: psycopg.Connection[Any], chunk: Chunk, start: int, stop: int
+) -> tuple[int, list[Reject]]:
+    """Rows [start, stop) written as two halves, each guided as above: for a role that may
+    not create the temporary table the server's loop needs (a few COPYs per bad row)."""
+    middle = (start + stop) // 2
+    first, rejects_first = _write_guided(conn, chunk, start, middle)
+    second, rejects_second = _write_guided(conn, chunk, middle, stop)
+    return first + second, [*rejects_first, *rejects_second]
+
+
+def _write_one_by_one(
+    conn: psycopg.Connection[Any], chunk: Chunk, start: int, stop: int
+) -> tuple[int, list[Reject]]:
+    """Writes rows [start, stop) each alone on the server (:mod:`.row_by_row`): staged once,
+    numbered, and moved by the chunk's INSERT, a row at a time."""
+    if start == stop:
+        return 0, []
+    plan = chunk.plan
+    constraints: dict[str, str | None] = {}  # a column per constraint, not per row
+    with conn.cursor() as cursor:
+        _create_stage(cursor, plan, grouped=chunk.lacking is not None, numbered=True)
+        row_by_row.prepare(cursor)
+        rejects = _stage_numbered(conn, chunk, start, stop, constraints)
+        in_range = sql.SQL("{0} >= {1} AND {0} < {2}").format(
+            sql.Identifier(row_by_row.ROW), sql.Literal(start), sql.Literal(stop)
+        )
+        statements = {
+            group: _from_stage(plan, lacking, one_row=True)
+            for group, lacking in _groups_between(chunk, start, stop)
+        }
+        inserted, refusals = row_by_row.insert_each(
+            cursor, in_range, statements, _refused_states(plan), _update_key(plan)
+        )
+    rejects += [_server_reject(conn, chunk, at, refusals[at], constraints) for at in refusals]
+    if plan.target.insert_rules:  # a rule's INSERT reports its own count
+        inserted = stop - start - len(rejects)
+    return inserted, sorted(rejects, key=lambda reject: reject.row)
+
+
+def _stage_numbered(
+    conn: psycopg.Connection[Any],
+    chunk: Chunk,
+    start: int,
+    stop: int,
+    constraints: dict[str, str | None],
+) -> list[Reject]:
+    """COPYs rows [start, stop) into the numbered staging table; a row whose value its
+    column's type refuses there (a domain's CHECK, an enum's label) is set aside, named by
+    the COPY's error, and the rows around it are staged again."""
+    plan = chunk.plan
+    sent = [*plan.columns, *([_GROUP] if chunk.lacking is not None else []), row_by_row.ROW]
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in sent)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(row_by_row.ROWS, columns)
+    rejects: list[Reject] = []
+    while start < stop:
+        try:
+            with conn.transaction(), conn.cursor() as cursor, cursor.copy(statement) as copy:
+                copy.write(SIGNATURE)
+                copy.write(chunk.numbered(start, stop))
+                copy.write(TRAILER)
+            break
+        except psycopg.Error as error:
+            at = _failed_row(error.diag.context, start, stop) if _row_level(error, plan) else None
+            if at is None:
+                raise
+            rejects.append(_server_reject(conn, chunk, at, Refusal.of(error), constraints))
+            rejects += _stage_numbered(conn, chunk, start, at, constraints)  # went in till then
+            start = at + 1
+    return rejects
+
+
+def _refused_states(plan: WritePlan) -> list[str]:
+    """The SQLSTATEs of :func:`_row_level`, as PL/pgSQL's handler names them."""
+    states = [state if len(state) == 5 else f"{state}000" for state in _ROW_LEVEL]
+    return [*states, *([_POLICY_VIOLATION] if plan.target.row_security else [])]
+
+
+def _update_key(plan: WritePlan) -> list[sql.Composable]:
+    """The staged values of the key on_conflict="update" matches rows on (none otherwise)."""
+    if plan.on_conflict != "update":
+        return []
+    types = dict(zip(plan.columns, plan.copy_types, strict=True))
+    return [_staged_value(k, types[k]) for k in conflict_key(plan.target, plan.columns, "update")]
 
 
 def _failed_row(context: str | None, start: int, stop: int) -> int | None:
@@ -279,30 +371,34 @@ def _row_level(error: psycopg.Error, plan: WritePlan) -> bool:
 
 def _server_reject(
     conn: psycopg.Connection[Any],
-    plan: WritePlan,
-    error: psycopg.Error,
-    row: int,
-    values: tuple[Any, ...],
+    chunk: Chunk,
+    at: int,
+    refusal: Refusal,
+    constraints: dict[str, str | None] | None = None,
 ) -> Reject:
-    diag = error.diag
-    message = diag.message_primary or str(error)
-    detail = f" ({hex_as_wkt(diag.message_detail)})" if diag.message_detail else ""
-    if error.sqlstate == _UNIQUE_VIOLATION and plan.on_conflict == "error":
+    """The reject of the chunk's row ``at``, which the server refused; a duplicate key under
+    on_conflict="error" ends the chunk instead (the key may be another run's).
+    ``constraints``: the column of each constraint looked up so far, for many rejects."""
+    plan, row = chunk.plan, chunk.row_numbers[at]
+    known = {} if constraints is None else constraints
+    values = tuple(column[at] for column in chunk.columns)
+    detail = f" ({hex_as_wkt(refusal.detail)})" if refusal.detail else ""
+    if refusal.sqlstate == _UNIQUE_VIOLATION and plan.on_conflict == "error":
         raise IntegrityViolation(
-            f"Row {row} duplicates a key already in {plan.target.quoted}: {message}{detail}. "
-            "Pass on_conflict='ignore' (CLI: --on-conflict ignore) to keep the existing rows, "
-            "or 'update' to overwrite them",
-            sqlstate=error.sqlstate,
-        ) from error
+            f"Row {row} duplicates a key already in {plan.target.quoted}: "
+            f"{refusal.message}{detail}. Pass on_conflict='ignore' (CLI: --on-conflict ignore) "
+            "to keep the existing rows, or 'update' to overwrite them",
+            sqlstate=refusal.sqlstate,
+        )
     column = (
-        diag.column_name
-        or _copy_column(diag.context, plan.columns)
-        or _key_column(diag.message_detail, plan.columns)
-        or _constraint_column(conn, plan, diag.constraint_name)
+        refusal.column
+        or _copy_column(refusal.context, plan.columns)
+        or _key_column(refusal.detail, plan.columns)
+        or _constraint_column(conn, plan, refusal.constraint, known)
         or _failed_cast(conn, plan, values)
     )
     value = dict(zip(plan.columns, values, strict=True)).get(column) if column else None
-    return Reject(row, column, "server", f"{message}{detail}", _shown(value))
+    return Reject(row, column, "server", f"{refusal.message}{detail}", _shown(value))
 
 
 def _failed_cast(
@@ -330,21 +426,27 @@ def _copy_column(context: str | None, columns: tuple[str, ...]) -> str | None:
 
 
 def _constraint_column(
-    conn: psycopg.Connection[Any], plan: WritePlan, constraint: str | None
+    conn: psycopg.Connection[Any],
+    plan: WritePlan,
+    constraint: str | None,
+    known: dict[str, str | None],
 ) -> str | None:
-    """The one column a constraint of the target is on (CHECK (area > 0)), if it is one."""
+    """The one column a constraint of the target is on (CHECK (area > 0)), if it is one;
+    read once per constraint into ``known``."""
     if constraint is None:
         return None
-    with conn.transaction(), conn.cursor() as cursor:
-        cursor.execute(
-            "SELECT array_agg(a.attname::text) FROM pg_constraint c JOIN pg_attribute a "
-            "ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey) "
-            "WHERE c.conrelid = %s AND c.conname = %s",
-            (plan.target.oid, constraint),
-        )
-        found = cursor.fetchone()
-    names = found[0] if found and found[0] else []
-    return names[0] if len(names) == 1 and names[0] in plan.columns else None
+    if constraint not in known:
+        with conn.transaction(), conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT array_agg(a.attname::text) FROM pg_constraint c JOIN pg_attribute a "
+                "ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey) "
+                "WHERE c.conrelid = %s AND c.conname = %s",
+                (plan.target.oid, constraint),
+            )
+            found = cursor.fetchone()
+        names = found[0] if found and found[0] else []
+        known[constraint] = names[0] if len(names) == 1 and names[0] in plan.columns else None
+    return known[constraint]
 
 
 def _key_column(detail: str | None, columns: tuple[str, ...]) -> str | None:
@@ -390,8 +492,7 @@ def _write(conn: psycopg.Connection[Any], chunk: Chunk, start: int, stop: int) -
 
 
 _STAGE = sql.Identifier("geosession_ingest_stage")
-_GROUP = "geosession_ingest_group"
-"""The staging table's column of each row's group of lacking columns (:mod:`.lacking`)."""
+_GROUP = row_by_row.GROUP
 
 
 def _groups_between(chunk: Chunk, start: int, stop: int) -> list[tuple[int | None, Lacking]]:
@@ -403,7 +504,9 @@ def _groups_between(chunk: Chunk, start: int, stop: int) -> list[tuple[int | Non
     return [(chunk.groups.index(columns_lacked), columns_lacked) for columns_lacked in present]
 
 
-def _create_stage(cursor: psycopg.Cursor[Any], plan: WritePlan, *, grouped: bool) -> None:
+def _create_stage(
+    cursor: psycopg.Cursor[Any], plan: WritePlan, *, grouped: bool, numbered: bool = False
+) -> None:
     """A temporary staging table that lives only as long as this chunk's transaction: the
     loaded columns' types (text for those cast from it), each row's group when rows lack
     columns, and nothing else (the target's defaults and identities fill the columns the
@@ -415,12 +518,14 @@ def _create_stage(cursor: psycopg.Cursor[Any], plan: WritePlan, *, grouped: bool
         else sql.Identifier(c)
         for c, t in zip(plan.columns, plan.copy_types, strict=True)
     ]
-    if grouped:
-        staged.append(sql.SQL("CAST(NULL AS int4) AS {}").format(sql.Identifier(_GROUP)))
+    extra = [_GROUP] if grouped else []
+    for name in [*extra, *([row_by_row.ROW] if numbered else [])]:
+        staged.append(sql.SQL("CAST(NULL AS int4) AS {}").format(sql.Identifier(name)))
     columns = sql.SQL(", ").join(staged)
+    made = sql.SQL("IF NOT EXISTS {}").format(row_by_row.ROWS) if numbered else _STAGE
     cursor.execute(
         sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
-            _STAGE, columns, sql.SQL(plan.target.quoted)
+            made, columns, sql.SQL(plan.target.quoted)
         )
     )
 
@@ -457,16 +562,20 @@ def conflict_key(
 
 
 def _from_stage(
-    plan: WritePlan, lacking: Lacking = NOTHING, group: int | None = None
+    plan: WritePlan, lacking: Lacking = NOTHING, group: int | None = None, *, one_row: bool = False
 ) -> sql.Composed:
     """The INSERT that moves the staged rows (those of ``group``, which lack the columns
     ``lacking``: their DEFAULT fills them, unless a Python-side default did) into the
     target: each text column cast to its type, and on_conflict's clause (an existing row
-    keeps its values of the columns a row lacks)."""
+    keeps its values of the columns a row lacks). ``one_row`` (without a group): the row
+    :mod:`.row_by_row`'s loop is at, from its numbered staging table."""
     staged = {c: _staged_value(c, t) for c, t in zip(plan.columns, plan.copy_types, strict=True)}
     written = _written(plan, lacking, staged)
+    stage: sql.Composable = _STAGE
+    if one_row:
+        stage = sql.SQL("{} WHERE {}").format(row_by_row.ROWS, row_by_row.THIS_ROW)
     if plan.on_conflict == "update":
-        return _upsert_from_stage(plan, staged, written, lacking, group)
+        return _upsert_from_stage(plan, staged, written, stage, lacking, group)
     of_group: sql.Composable = sql.SQL("")
     if group is not None:
         of_group = sql.SQL(" WHERE {} = {}").format(sql.Identifier(_GROUP), sql.Literal(group))
@@ -476,7 +585,7 @@ def _from_stage(
         sql.SQL(plan.target.quoted),
         sql.SQL(", ").join(map(sql.Identifier, written)),
         sql.SQL(", ").join(written.values()),
-        _STAGE,
+        stage,
         of_group,
         conflict,
     )
@@ -486,6 +595,7 @@ def _upsert_from_stage(
     plan: WritePlan,
     staged: Mapping[str, sql.Composable],
     written: Mapping[str, sql.Composable],
+    stage: sql.Composable,
     lacking: Lacking,
     group: int | None,
 ) -> sql.Composed:
@@ -527,7 +637,7 @@ def _upsert_from_stage(
         outer,
         sql.SQL(", ").join(aliased),
         sql.SQL(", ").join(staged[k] for k in keys),  # the key's values, not their texts
-        _STAGE,
+        stage,
         nullable,
         of_group,
         key_list,

@@ -81,7 +81,9 @@ DATABASE_IDENTITY = """(
 )"""
 """This database in this cluster (NULL without the right to read the cluster's identifier):
 what makes a table's OID mean something, as restoring a dump gives every table a new one."""
-_DATABASE_SQL = f"SELECT {DATABASE_IDENTITY}"
+_DATABASE_SQL = (
+    f"SELECT {DATABASE_IDENTITY}, has_database_privilege(current_database(), 'TEMPORARY')"
+)
 _TRIGGERS_SQL = """
     SELECT EXISTS (SELECT 1 FROM pg_trigger  -- the partitions' too: COPY fires theirs
                    WHERE (tgrelid = %(oid)s OR tgrelid IN (
@@ -193,7 +195,7 @@ class Target:
     source leaves out or gives as NULL."""
     deferrable: bool = False
     """Constraints (keys, foreign keys, constraint triggers) that may be checked at COMMIT,
-    where bisection cannot find the rows that break them: each chunk checks them at once."""
+    where no row that breaks them can be found: each chunk checks them at once."""
     insert_rules: bool = False
     """Rules ON INSERT (CREATE RULE ... DO INSTEAD INSERT INTO ...), which COPY does not
     apply: rows go through a staging table and an INSERT, which does."""
@@ -203,6 +205,9 @@ class Target:
     database: str | None = None
     """Where ``oid`` is the table's: the cluster's system identifier and the database's
     OID (None when the server does not say). A restored dump has other OIDs."""
+    temporary: bool = True
+    """The role may create temporary tables here (the TEMPORARY privilege, PUBLIC's unless
+    revoked): where it may not, rows the server refuses are found by halving the chunk."""
     unique_keys: tuple[tuple[str, ...], ...] = ()
     """The columns of the primary key (first) and of the other unique constraints and
     indexes that ``INSERT ... ON CONFLICT`` can match on."""
@@ -274,7 +279,7 @@ def resolve_target(cursor: Any, target: Any) -> Target:
             "takes rows only through an INSTEAD OF INSERT trigger or an INSERT rule)"
         )
     cursor.execute(_DATABASE_SQL)
-    (database,) = cursor.fetchone()
+    database, temporary = cursor.fetchone()
     cursor.execute(_COLUMNS_SQL, {"table": found[1], "receivers": _TEXT_RECEIVERS})
     columns = tuple(_column(row) for row in cursor.fetchall())
     cursor.execute(_UNIQUE_KEYS_SQL, {"oid": found[1]})
@@ -290,6 +295,7 @@ def resolve_target(cursor: Any, target: Any) -> Target:
         deferrable=bool(deferrable),
         insert_rules=bool(insert_rules),
         database=database,
+        temporary=bool(temporary),
         unique_keys=unique_keys,
         timezone=cursor.connection.info.timezone,
     )
@@ -297,8 +303,8 @@ def resolve_target(cursor: Any, target: Any) -> Target:
 
 def check_required_columns(target: Target, present: Collection[str]) -> None:
     """A NOT NULL column without a default that the source lacks fails every row: refused
-    before the first one (unless a BEFORE INSERT trigger may fill it) instead of bisecting
-    every chunk down to single rows to quarantine them all."""
+    before the first one (unless a BEFORE INSERT trigger may fill it) instead of every
+    chunk's rows found one by one on the server to quarantine them all."""
     missing = [
         c.name
         for c in target.columns

@@ -115,8 +115,8 @@ def coerce_values(
     (``timezone``: the session's TimeZone).
 
     Also returns, by position, why a value could not be read as the column's type: those
-    rows are set aside before the COPY, naming the column, instead of being found by
-    bisecting chunks on the server or stored changed (a float4 beyond its range as
+    rows are set aside before the COPY, naming the column, instead of being refused by
+    the server one failed COPY at a time or stored changed (a float4 beyond its range as
     infinity). Other values that do not fit are left for the dumper, which names them.
     ``decimal_comma``: text for a float or numeric column may have a decimal comma.
     """
