@@ -83,6 +83,48 @@ def test_backends_terminated_during_one_ingest(
     assert table_state(db) == (150_000, 150_000, source_checksum(150_000))
 
 
+def test_backends_terminated_in_the_servers_row_by_row_loop(
+    make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any], table: str
+) -> None:
+    """The loop that finds the rows the server refuses is one statement of the chunk's
+    transaction: its backend terminated, the chunk is retried whole, every good row stored
+    once and every bad one quarantined once."""
+    db = make_db(application_name="ingest-loop-victim")
+    with db.transaction() as s:
+        s.execute(text(f"ALTER TABLE {table} ADD CHECK (value >= 0)"))
+    source = [{**row, "value": -1.0} if row["id"] % 50 == 0 else row for row in rows(30_000)]
+    kills: list[int] = []
+    done = threading.Event()
+
+    def killer() -> None:
+        while not done.is_set() and len(kills) < 2:
+            found = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'ingest-loop-victim' AND state = 'active' "
+                "AND query LIKE 'DO $geosession_ingest$%'"
+            ).fetchone()
+            kills.extend([1] * int(found[0] if found else 0))
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        report = db.ingest(table, source, chunk_size=10_000, on_conflict="update")
+    finally:
+        done.set()
+        thread.join()
+    assert kills, "the test must terminate the loop's backend"
+    bad = list(range(50, 30_001, 50))
+    assert report.retries >= 1 and report.inserted == 30_000 - len(bad)
+    assert [r.row for r in report.rejected] == bad
+    good = [row for row in source if row["value"] >= 0]
+    with db.session() as s:
+        stored = s.execute(text(f"SELECT count(*), count(DISTINCT id), sum(id) FROM {table}"))
+        assert tuple(stored.one()) == (len(good), len(good), sum(r["id"] for r in good))
+        quarantined = s.execute(text(f"SELECT source_row FROM {table}_rejected ORDER BY 1"))
+        assert quarantined.scalars().all() == bad
+
+
 def test_a_stream_arrow_source_that_loses_its_connection_stops_the_load_which_resumes(
     db: SpatialDatabase,
     make_db: Callable[..., SpatialDatabase],
