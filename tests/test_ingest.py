@@ -915,6 +915,56 @@ def test_rows_a_staged_insert_refuses_are_found_one_by_one_on_the_server(
     assert named == {5: "taken", 7: "last", 9: "p9"}  # 9 refused: the loaded row kept
 
 
+@pytest.mark.parametrize("on_conflict", ["ignore", "update"])
+def test_the_row_by_row_loop_leaves_what_a_clean_load_of_the_good_rows_leaves(
+    db: SpatialDatabase, scratch: Callable[..., None], on_conflict: str
+) -> None:
+    """The same feed (repeated keys, rows lacking columns) loaded twice: once with its bad
+    rows, which send the chunks through the server's loop, once without them, through the
+    set-based INSERT: the same table, and the same counts of rows written."""
+    scratch("ingest_feed_loop", "ingest_feed_clean")
+    with db.transaction() as s:
+        for name in ("ingest_feed_loop", "ingest_feed_clean"):
+            s.execute(
+                text(
+                    f"CREATE TABLE {name} (id int PRIMARY KEY, name text DEFAULT 'unnamed', "
+                    "value float8 CHECK (value >= 0), geom geometry(POINT, 4326))"
+                )
+            )
+            s.execute(
+                text(
+                    f"INSERT INTO {name} SELECT n, 'old', n, ST_Point(n, n, 4326) "
+                    "FROM generate_series(1, 40) n"
+                )
+            )
+    picks = np.random.default_rng(7)
+    feed: list[dict[str, Any]] = []
+    for row in range(600):
+        key = int(picks.integers(1, 200))
+        entry = {"id": key, "value": float(row), "geom": f"SRID=4326;POINT({row} 0)"}
+        if on_conflict == "update" and picks.random() < 0.3:
+            entry["name"] = f"named {row}"  # the others leave name to the table or the row
+        elif on_conflict == "ignore":
+            entry["name"] = f"named {row}"
+        if picks.random() < 0.05:
+            entry["value"] = -1.0  # refused by the CHECK
+        feed.append(entry)
+    loop = db.ingest("ingest_feed_loop", feed, on_conflict=on_conflict, progress=False)
+    good = [entry for entry in feed if entry["value"] >= 0]
+    clean = db.ingest("ingest_feed_clean", good, on_conflict=on_conflict, progress=False)
+    bad = len(feed) - len(good)
+    assert (loop.inserted, loop.conflicts) == (clean.inserted, clean.conflicts)
+    # a bad row a later row of its key supersedes is passed over, as in a clean chunk
+    assert loop.superseded + len(loop.rejected) == clean.superseded + bad
+    assert len(loop.rejected) > 3 and not clean.rejected
+    with db.session() as s:
+        stored = [
+            [tuple(row) for row in s.execute(text(f"SELECT * FROM {name} ORDER BY id"))]
+            for name in ("ingest_feed_loop", "ingest_feed_clean")
+        ]
+    assert stored[0] == stored[1]
+
+
 def test_a_staged_duplicate_key_found_one_by_one_still_ends_the_load(
     db: SpatialDatabase, scratch: Callable[..., None]
 ) -> None:
@@ -3433,8 +3483,8 @@ def test_a_key_a_row_lacks_takes_the_table_default_as_an_insert_would(
 ) -> None:
     """Dict rows, GeoJSON Features and new instances that leave out a key other rows give
     get the column's DEFAULT (a constant, now(), a sequence), not NULL; a NOT NULL column
-    with a DEFAULT takes them without a reject; None given stays NULL. Rows a chunk's
-    bisection sets aside are still found by row; with on_conflict="update" an existing row
+    with a DEFAULT takes them without a reject; None given stays NULL. Rows the server
+    refuses in such a chunk are still found by row; with on_conflict="update" an existing row
     keeps the values of the columns a row lacks."""
 
     class Base(DeclarativeBase):
@@ -3763,8 +3813,8 @@ def test_identity_always_columns_are_numbered_by_the_server_and_refused_from_the
 def test_a_required_column_the_source_lacks_is_refused_before_any_row(
     db: SpatialDatabase, scratch: Callable[..., None], row_trigger: Callable[[str, str, str], None]
 ) -> None:
-    """Every row would fail NOT NULL: refused at once, not bisected down to 20,000 server
-    rejects. A DEFAULT, or a BEFORE INSERT trigger that may fill it, lets the load go on."""
+    """Every row would fail NOT NULL: refused at once, not found one by one as 20,000
+    server rejects. A DEFAULT, or a BEFORE INSERT trigger that may fill it, lets the load go on."""
     scratch("ingest_owned")
     with db.transaction() as s:
         s.execute(
@@ -3868,8 +3918,8 @@ def test_insert_rules_apply_as_they_do_to_an_insert(
 def test_deferred_and_exclusion_constraints_reject_only_their_rows(
     db: SpatialDatabase, scratch: Callable[..., None]
 ) -> None:
-    """A DEFERRABLE INITIALLY DEFERRED foreign key is checked at COMMIT, where bisection
-    cannot find the row: each chunk checks it at its COPY. An exclusion constraint (no two
+    """A DEFERRABLE INITIALLY DEFERRED foreign key is checked at COMMIT, where no row that
+    breaks it can be found: each chunk checks it at each statement. An exclusion constraint (no two
     parcels overlap) rejects the row that overlaps, its column named from the detail."""
     scratch("ingest_owned_by", "ingest_owned_by_rejected", "ingest_owners")
     with db.transaction() as s:
