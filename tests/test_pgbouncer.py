@@ -159,11 +159,15 @@ def test_ingest_stream_and_export_through_pgbouncer(
     bounced: SpatialDatabase, tmp_path: Path
 ) -> None:
     """The ingest's own transactions (raw psycopg) get the settings too; two COPY workers
-    and the ledger work over transaction pooling; every row lands once."""
+    and the ledger work over transaction pooling; every row lands once, and the rows the
+    server refuses are found by its row-by-row loop there too."""
     with bounced.transaction() as s:
         s.execute(text("DROP TABLE IF EXISTS bounced_points, bounced_points_rejected"))
         s.execute(
-            text("CREATE TABLE bounced_points (id int PRIMARY KEY, geom geometry(Point, 4326))")
+            text(
+                "CREATE TABLE bounced_points (id int PRIMARY KEY, geom geometry(Point, 4326) "
+                "CHECK (ST_X(geom) <> 777 AND ST_X(geom) > -995))"
+            )
         )
         s.execute(text("CREATE INDEX ON bounced_points USING gist (geom)"))
     try:
@@ -176,16 +180,18 @@ def test_ingest_stream_and_export_through_pgbouncer(
             raw.close()
         rows = ({"id": n, "geom": shapely.Point(n, n)} for n in range(1, 30_001))
         report = bounced.ingest("bounced_points", rows, chunk_size=2000, workers=2)
-        assert report.inserted == 30_000 and report.chunks == 15 and not report.rejected
+        assert (report.inserted, report.chunks) == (29_999, 15)
+        assert [r.row for r in report.rejected] == [777]
         again = bounced.ingest("bounced_points", [], ingest_id=report.ingest_id, progress=False)
         assert again.inserted == 0
         moved = [{"id": n, "geom": shapely.Point(-n, -n)} for n in range(1, 1001)]
         updated = bounced.ingest("bounced_points", moved, on_conflict="update", chunk_size=500)
-        assert updated.inserted == 1000  # through a staging table of each chunk's transaction
+        assert updated.inserted == 994  # through a staging table of each chunk's transaction
+        assert [r.row for r in updated.rejected] == list(range(995, 1001))
         with bounced.session() as s:
             assert (
                 s.execute(text("SELECT count(*) FROM bounced_points WHERE ST_X(geom) < 0")).scalar()
-                == 1000
+                == 994
             )
         query = text("SELECT id, geom FROM bounced_points ORDER BY id")
         assert sum(1 for _row in bounced.stream(query, batch_size=5000)) == 30_000
