@@ -83,8 +83,12 @@ def test_backends_terminated_during_one_ingest(
     assert table_state(db) == (150_000, 150_000, source_checksum(150_000))
 
 
+@pytest.mark.parametrize("on_conflict", ["error", "update"])  # blocks, and rows by key
 def test_backends_terminated_in_the_servers_row_by_row_loop(
-    make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any], table: str
+    make_db: Callable[..., SpatialDatabase],
+    admin: psycopg.Connection[Any],
+    table: str,
+    on_conflict: str,
 ) -> None:
     """The loop that finds the rows the server refuses is one statement of the chunk's
     transaction: its backend terminated, the chunk is retried whole, every good row stored
@@ -109,7 +113,7 @@ def test_backends_terminated_in_the_servers_row_by_row_loop(
     thread = threading.Thread(target=killer)
     thread.start()
     try:
-        report = db.ingest(table, source, chunk_size=10_000, on_conflict="update")
+        report = db.ingest(table, source, chunk_size=10_000, on_conflict=on_conflict)
     finally:
         done.set()
         thread.join()

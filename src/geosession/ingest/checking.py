@@ -177,9 +177,9 @@ def _null_rejects(
     lacking: list[Lacking] | None,
 ) -> list[Reject]:
     """Sets aside the rows with a NULL in a NOT NULL column (a geometry's is checked with
-    it), which the server would otherwise refuse, each found by a failed COPY and the rows
-    after it moved one at a time; not where a BEFORE INSERT trigger or an INSERT rule may
-    fill it, nor in a row that leaves the column to its DEFAULT."""
+    it), which the server would otherwise refuse, each found by a failed COPY and the
+    rows after it moved by the server's loop; not where a BEFORE INSERT trigger or an
+    INSERT rule may fill it, nor in a row that leaves the column to its DEFAULT."""
     target = plan.target
     if target.insert_triggers or target.insert_rules:
         return []

@@ -2,8 +2,8 @@
 
 A chunk is one transaction: its rows, its rejects and its ledger entry commit together
 or not at all. Rows the server refuses (a constraint, a type) are found by the server,
-which moves the chunk's rows again one at a time (:mod:`.row_by_row`), so only they are
-set aside and nothing else in the chunk is lost.
+which moves the chunk's rows again in small blocks and rows (:mod:`.row_by_row`), so only
+they are set aside and nothing else in the chunk is lost.
 """
 
 from __future__ import annotations
@@ -236,12 +236,12 @@ def _chunk_settings(plan: WritePlan) -> str:
 def _write_guided(
     conn: psycopg.Connection[Any], chunk: Chunk, start: int, stop: int
 ) -> tuple[int, list[Reject]]:
-    """Writes rows [start, stop) under a savepoint; after a row-level error, the server
-    moves the rows one at a time and sets aside those it refuses (:mod:`.row_by_row`).
+    """Writes rows [start, stop) under a savepoint; after a row-level error, the server's
+    loop moves the rows and sets aside those it refuses (:mod:`.row_by_row`).
 
     A COPY's error names the row it failed at ("COPY t, line 3"): the rows before it went
-    in until then, so they are written alone by COPY, and only the rows after it go one at
-    a time. An INSERT from the staging table names no row: all of its rows go so.
+    in until then, so they are written alone by COPY, and only the rows after it go to the
+    loop. An INSERT from the staging table names no row: all of its rows go there.
     """
     if start == stop:
         return 0, []
@@ -278,8 +278,8 @@ def _write_halves(
 def _write_one_by_one(
     conn: psycopg.Connection[Any], chunk: Chunk, start: int, stop: int
 ) -> tuple[int, list[Reject]]:
-    """Writes rows [start, stop) each alone on the server (:mod:`.row_by_row`): staged once,
-    numbered, and moved by the chunk's INSERT, a row at a time."""
+    """Writes rows [start, stop) on the server's loop (:mod:`.row_by_row`): staged once,
+    numbered, and moved by the chunk's INSERT, a block or a row at a time."""
     if start == stop:
         return 0, []
     plan = chunk.plan
@@ -288,16 +288,19 @@ def _write_one_by_one(
         _create_stage(cursor, plan, grouped=chunk.lacking is not None, numbered=True)
         row_by_row.prepare(cursor)
         rejects = _stage_numbered(conn, chunk, start, stop, constraints)
-        in_range = sql.SQL("{0} >= {1} AND {0} < {2}").format(
-            sql.Identifier(row_by_row.ROW), sql.Literal(start), sql.Literal(stop)
-        )
-        statements = {
-            group: _from_stage(plan, lacking, one_row=True)
-            for group, lacking in _groups_between(chunk, start, stop)
-        }
-        inserted, refusals = row_by_row.insert_each(
-            cursor, in_range, statements, _refused_states(plan), _update_key(plan)
-        )
+        groups = _groups_between(chunk, start, stop)
+        each = {g: _from_stage(plan, lacking, picked=row_by_row.THIS_ROW) for g, lacking in groups}
+        states, key = _refused_states(plan), _update_key(plan)
+        if key:
+            inserted, refusals = row_by_row.insert_each(cursor, start, stop, each, states, key)
+        else:
+            in_blocks = [
+                _from_stage(plan, lacking, group, picked=row_by_row.IN_BLOCK)
+                for group, lacking in groups
+            ]
+            inserted, refusals = row_by_row.insert_in_blocks(
+                cursor, start, stop, each, in_blocks, states
+            )
     rejects += [_server_reject(conn, chunk, at, refusals[at], constraints) for at in refusals]
     if plan.target.insert_rules:  # a rule's INSERT reports its own count
         inserted = stop - start - len(rejects)
@@ -562,23 +565,28 @@ def conflict_key(
 
 
 def _from_stage(
-    plan: WritePlan, lacking: Lacking = NOTHING, group: int | None = None, *, one_row: bool = False
+    plan: WritePlan,
+    lacking: Lacking = NOTHING,
+    group: int | None = None,
+    *,
+    picked: sql.Composable | None = None,
 ) -> sql.Composed:
     """The INSERT that moves the staged rows (those of ``group``, which lack the columns
     ``lacking``: their DEFAULT fills them, unless a Python-side default did) into the
     target: each text column cast to its type, and on_conflict's clause (an existing row
-    keeps its values of the columns a row lacks). ``one_row`` (without a group): the row
-    :mod:`.row_by_row`'s loop is at, from its numbered staging table."""
+    keeps its values of the columns a row lacks). ``picked``: the rows of the numbered
+    staging table that :mod:`.row_by_row`'s loop is at (a row, or a block of them)."""
     staged = {c: _staged_value(c, t) for c, t in zip(plan.columns, plan.copy_types, strict=True)}
     written = _written(plan, lacking, staged)
     stage: sql.Composable = _STAGE
-    if one_row:
-        stage = sql.SQL("{} WHERE {}").format(row_by_row.ROWS, row_by_row.THIS_ROW)
+    if picked is not None:
+        stage = sql.SQL("{} WHERE {}").format(row_by_row.ROWS, picked)
     if plan.on_conflict == "update":
         return _upsert_from_stage(plan, staged, written, stage, lacking, group)
     of_group: sql.Composable = sql.SQL("")
     if group is not None:
-        of_group = sql.SQL(" WHERE {} = {}").format(sql.Identifier(_GROUP), sql.Literal(group))
+        joined = sql.SQL(" WHERE " if picked is None else " AND ")
+        of_group = joined + sql.SQL("{} = {}").format(sql.Identifier(_GROUP), sql.Literal(group))
     # "ignore": a row conflicting on any unique key leaves the one already there
     conflict = sql.SQL(" ON CONFLICT DO NOTHING" if plan.on_conflict == "ignore" else "")
     return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}{}{}").format(
