@@ -410,3 +410,29 @@ def test_doctor_warns_that_jit_compiles_spatial_queries_until_it_is_off(
         c for c in make_db(server_settings={"jit": "off"}).doctor().checks if c.name == "jit"
     )
     assert (off.status, off.detail) == ("ok", "JIT compilation is off")
+
+
+def test_doctor_warns_of_a_role_that_may_not_create_temporary_tables(
+    make_db: MakeDb, admin: psycopg.Connection[Any], database_url: str
+) -> None:
+    """The ingest's staging tables are temporary: without the TEMPORARY privilege its
+    on_conflict loads fail, which the doctor says with the GRANT that fixes it."""
+    database = admin.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+    admin.execute("DROP ROLE IF EXISTS geosession_no_temp")
+    admin.execute("CREATE ROLE geosession_no_temp LOGIN")
+    admin.execute(f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC')
+    try:
+        url = make_url(database_url).set(username="geosession_no_temp")
+        check = next(c for c in make_db(url).doctor().checks if c.name == "temporary tables")
+        assert check.status == "warn" and "on_conflict='ignore' or 'update'" in check.detail
+        assert check.fix == f"GRANT TEMPORARY ON DATABASE {database} TO geosession_no_temp;"
+        admin.execute(check.fix)
+        again = next(c for c in make_db(url).doctor().checks if c.name == "temporary tables")
+        assert (again.status, again.detail) == (
+            "ok",
+            "role geosession_no_temp may create temporary tables",
+        )
+    finally:
+        admin.execute(f'GRANT TEMPORARY ON DATABASE "{database}" TO PUBLIC')
+        admin.execute(f'REVOKE ALL ON DATABASE "{database}" FROM geosession_no_temp')
+        admin.execute("DROP ROLE geosession_no_temp")

@@ -543,6 +543,31 @@ def _long_running(connection: Connection, context: _Context) -> Check:
     )
 
 
+def _temporary_tables(connection: Connection, context: _Context) -> Check:
+    """The ingest stages rows in temporary tables: for on_conflict, for columns the server
+    casts from text, for tables under row-level security or with INSERT rules, and to find
+    the rows the server refuses."""
+    allowed, role, database = connection.execute(_TEMPORARY_STATE).one()
+    if allowed:
+        return Check("temporary tables", "ok", f"role {role} may create temporary tables")
+    return Check(
+        "temporary tables",
+        "warn",
+        f"role {role} may not create temporary tables in {database} (no TEMPORARY privilege): "
+        "ingests that go through a staging table (on_conflict='ignore' or 'update', columns "
+        "sent as text such as macaddr or money, tables under row-level security or with "
+        "INSERT rules) fail at their first chunk, and rows the server refuses are found by "
+        "halving each chunk (slower)",
+        f"GRANT TEMPORARY ON DATABASE {quote(database)} TO {quote(role)};",
+    )
+
+
+_TEMPORARY_STATE = text(
+    "SELECT has_database_privilege(current_database(), 'TEMPORARY'), current_user, "
+    "current_database()"
+)
+
+
 def _jit(connection: Connection, context: _Context) -> Check:
     """JIT compilation is decided by a plan's estimated cost, and PostGIS declares its
     predicates and ST_Transform at 10,000 per call: a sequential scan of a few thousand
@@ -621,5 +646,6 @@ _CHECKS: tuple[tuple[str, CheckFunction], ...] = (
     ("coordinates in degrees", _degree_extents),
     ("idle in transaction", _idle_in_transaction),
     ("long-running queries", _long_running),
+    ("temporary tables", _temporary_tables),
     ("jit", _jit),
 )
