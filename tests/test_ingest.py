@@ -1160,7 +1160,8 @@ def test_a_role_that_may_not_create_temporary_tables_finds_refused_rows_by_halvi
     db: SpatialDatabase, loader: SpatialDatabase
 ) -> None:
     """The server's row-by-row loop needs a temporary table: a role without the TEMPORARY
-    privilege on the database has the rows after a refused one halved instead."""
+    privilege on the database has the rows after a refused one halved instead. A load
+    that needs a staging table is refused before its first row, with the GRANT."""
     revoke = (
         "DO $$BEGIN EXECUTE format('{} TEMPORARY ON DATABASE %I {} PUBLIC', "
         "current_database()); END$$"
@@ -1173,11 +1174,17 @@ def test_a_role_that_may_not_create_temporary_tables_finds_refused_rows_by_halvi
         grant_rejects_to_loader(db)
         points = [{"id": n, "geom": shapely.Point(n, n)} for n in range(1, 201)]
         report = loader.ingest("numbered", points, progress=False)
+        with pytest.raises(ConfigurationError) as refused:
+            loader.ingest("numbered", points, progress=False, on_conflict="ignore")
     finally:
         with db.transaction() as s:
             s.execute(text(revoke.format("GRANT", "TO")))
     assert [r.row for r in report.rejected] == list(range(7, 201, 7))
     assert report.inserted == 200 - 28
+    assert "temporary staging table (on_conflict='ignore'), and role geosession_loader" in str(
+        refused.value
+    )
+    assert 'GRANT TEMPORARY ON DATABASE "geosession_test_' in str(refused.value)
     with db.session() as s:
         assert s.execute(text("SELECT count(*) FROM numbered")).scalar() == 172
 

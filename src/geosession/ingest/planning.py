@@ -17,11 +17,12 @@ import psycopg
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.batches import Batch
+from geosession.ingest.binary import TextCast
 from geosession.ingest.connections import Connections
 from geosession.ingest.copy import WritePlan, conflict_key, copy_types
 from geosession.ingest.lacking import left_to_server
 from geosession.ingest.privileges import require_column_privileges, require_sequence_usage
-from geosession.ingest.target import check_required_columns
+from geosession.ingest.target import check_required_columns, double_quoted
 
 
 class Planner:
@@ -73,12 +74,15 @@ class Planner:
         columns = tuple(c.name for c in target.columns if c.name in written)
         conflict_key(target, columns, self.base.on_conflict)  # refused now
         self._require_column_privileges(columns)
-        return dataclasses.replace(
+        plan = dataclasses.replace(
             self.base,
             columns=columns,
             copy_types=copy_types(target, columns),
             may_lack=self.may_lack & set(columns),
         )
+        if plan.staged and not target.temporary:
+            raise _no_temporary_tables(plan, self.connections)
+        return plan
 
     def _require_column_privileges(self, columns: tuple[str, ...]) -> None:
         """The columns the source gives, each writable by the role (column grants), and
@@ -93,3 +97,32 @@ class Planner:
                 require_sequence_usage(cursor, table, columns)
 
         self.connections.retrying(check)
+
+
+def _no_temporary_tables(plan: WritePlan, connections: Connections) -> ConfigurationError:
+    """The error for a load through a staging table by a role that may not make one."""
+
+    def who(conn: psycopg.Connection[Any]) -> tuple[str, str]:
+        return conn.info.user, conn.info.dbname
+
+    role, database = connections.retrying(who)
+    return ConfigurationError(
+        f"rows for {plan.target.quoted} go through a temporary staging table "
+        f"({_why_staged(plan)}), and role {role} may not create temporary tables in "
+        f"database {database}. Have an owner run, once:\n"
+        f"GRANT TEMPORARY ON DATABASE {double_quoted(database)} TO {double_quoted(role)};"
+    )
+
+
+def _why_staged(plan: WritePlan) -> str:
+    """What sends the rows through a staging table (:attr:`.WritePlan.staged`)."""
+    if plan.on_conflict != "error":
+        return f"on_conflict={plan.on_conflict!r}"
+    cast = [
+        c for c, t in zip(plan.columns, plan.copy_types, strict=True) if isinstance(t, TextCast)
+    ]
+    if cast:
+        return f"the server casts {', '.join(cast)} from text"
+    if plan.target.row_security:
+        return "row-level security applies to this role"
+    return "the table has INSERT rules"
