@@ -556,8 +556,8 @@ def _temporary_tables(connection: Connection, context: _Context) -> Check:
         f"role {role} may not create temporary tables in {database} (no TEMPORARY privilege): "
         "ingests that go through a staging table (on_conflict='ignore' or 'update', columns "
         "sent as text such as macaddr or money, tables under row-level security or with "
-        "INSERT rules) fail at their first chunk, and rows the server refuses are found by "
-        "halving each chunk (slower)",
+        "INSERT rules) are refused, and rows the server refuses are found by halving each "
+        "chunk (slower)",
         f"GRANT TEMPORARY ON DATABASE {quote(database)} TO {quote(role)};",
     )
 
