@@ -42,13 +42,44 @@ def table(db: SpatialDatabase) -> Iterator[str]:
         s.execute(text(f"DROP TABLE IF EXISTS {TABLE}, {TABLE}_rejected"))
 
 
-def terminate(admin: psycopg.Connection[Any], application: str) -> int:
+def terminate(admin: psycopg.Connection[Any], application: str, query: str = "%") -> int:
+    """Terminates the application's backends running a statement (``query``: LIKE)."""
     found = admin.execute(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE application_name = %s AND state = 'active'",
-        (application,),
+        "WHERE application_name = %s AND state = 'active' AND query LIKE %s",
+        (application, query),
     ).fetchone()
     return int(found[0]) if found else 0
+
+
+@contextlib.contextmanager
+def terminating(
+    admin: psycopg.Connection[Any],
+    application: str,
+    *,
+    times: int,
+    query: str = "%",
+    pause: float = 0.0,
+) -> Iterator[list[int]]:
+    """Terminates the application's matching backends from a thread, up to ``times``
+    (``pause`` after each); yields the kills so far."""
+    kills: list[int] = []
+    done = threading.Event()
+
+    def killer() -> None:
+        while not done.is_set() and len(kills) < times:
+            if killed := terminate(admin, application, query):
+                kills.extend([1] * killed)
+                time.sleep(pause)
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        yield kills
+    finally:
+        done.set()
+        thread.join()
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -59,25 +90,10 @@ def test_backends_terminated_during_one_ingest(
     workers: int,
 ) -> None:
     db = make_db(application_name="ingest-victim")
-    kills: list[int] = []
-    done = threading.Event()
-
-    def killer() -> None:
-        while not done.is_set() and len(kills) < 3:
-            if terminate(admin, "ingest-victim"):
-                kills.append(1)
-                time.sleep(0.3)
-            time.sleep(0.02)
-
-    thread = threading.Thread(target=killer)
-    thread.start()
-    try:
+    with terminating(admin, "ingest-victim", times=3, pause=0.3) as kills:
         report = db.ingest(
             table, rows(150_000), chunk_size=5_000, defer_indexes=False, workers=workers
         )
-    finally:
-        done.set()
-        thread.join()
     assert len(kills) >= 2, "the test must terminate backends mid-ingest"
     assert report.retries >= 1 and report.inserted == 150_000 and report.workers == workers
     assert table_state(db) == (150_000, 150_000, source_checksum(150_000))
@@ -97,26 +113,9 @@ def test_backends_terminated_in_the_servers_row_by_row_loop(
     with db.transaction() as s:
         s.execute(text(f"ALTER TABLE {table} ADD CHECK (value >= 0)"))
     source = [{**row, "value": -1.0} if row["id"] % 50 == 0 else row for row in rows(30_000)]
-    kills: list[int] = []
-    done = threading.Event()
-
-    def killer() -> None:
-        while not done.is_set() and len(kills) < 2:
-            found = admin.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = 'ingest-loop-victim' AND state = 'active' "
-                "AND query LIKE 'DO $geosession_ingest$%'"
-            ).fetchone()
-            kills.extend([1] * int(found[0] if found else 0))
-            time.sleep(0.01)
-
-    thread = threading.Thread(target=killer)
-    thread.start()
-    try:
+    loop = "DO $geosession_ingest$%"
+    with terminating(admin, "ingest-loop-victim", times=2, query=loop) as kills:
         report = db.ingest(table, source, chunk_size=10_000, on_conflict=on_conflict)
-    finally:
-        done.set()
-        thread.join()
     assert kills, "the test must terminate the loop's backend"
     bad = list(range(50, 30_001, 50))
     assert report.retries >= 1 and report.inserted == 30_000 - len(bad)
