@@ -26,7 +26,13 @@ import psycopg
 import pytest
 from sqlalchemy import make_url, text
 
-from geosession import ConnectionFailed, LockTimeout, SpatialDatabase
+from geosession import (
+    ConfigurationError,
+    ConnectionFailed,
+    DatabaseError,
+    LockTimeout,
+    SpatialDatabase,
+)
 from geosession.ingest import pipeline
 from geosession.local import LocalCluster
 from tests.faults import helpers
@@ -204,6 +210,77 @@ def test_a_lock_held_on_the_table_is_waited_for_whole_and_named(
     assert "waited 0.5 s for a lock before its first chunk (lock_timeout)" in str(info.value)
     assert "(migration, idle in transaction, AccessExclusiveLock held for" in str(info.value)
     assert table_state(make_db()) == (20_000, 20_000, source_checksum(20_000))
+
+
+def stored(admin: psycopg.Connection[Any], table: str) -> int:
+    found = admin.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(found[0]) if found else 0
+
+
+@pytest.mark.parametrize(
+    ("alter", "changed"),
+    [
+        ("ALTER COLUMN value TYPE real", "value was double precision, is real now"),
+        ("ALTER COLUMN value TYPE bigint", "value was double precision, is bigint now"),
+        ("DROP COLUMN name", "name was text, dropped"),
+    ],
+    ids=["refused in every row", "read as another type", "dropped"],
+)
+def test_a_table_altered_during_the_load_stops_it_and_a_rerun_resumes(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], table: str, alter: str, changed: str
+) -> None:
+    """Binary COPY sends each column as the type the load read: after another session's
+    ALTER TABLE a float8 sent for a real was refused in every row (each set aside on the
+    server one COPY at a time), and one sent for a bigint stored its bits as a number.
+    The next chunk stops the load, naming the change; a rerun reads the table anew."""
+
+    def altering() -> Iterator[dict[str, Any]]:
+        for row in rows(20_000):
+            if row["id"] == 8_001:  # once chunks committed; waits for those in flight
+                wait_until(lambda: stored(admin, table) >= 4_000)
+                admin.execute(f"ALTER TABLE {table} {alter}")
+            yield row
+
+    with pytest.raises(ConfigurationError) as stopped:
+        db.ingest(table, altering(), chunk_size=2_000, workers=1, ingest_id="altered")
+    assert f'"public"."{table}" was altered by another session while the load ran' in str(
+        stopped.value
+    )
+    assert f"({changed}), so source rows " in str(stopped.value)
+    inserted = stopped.value.ingest_report.inserted  # type: ignore[attr-defined]
+    assert 0 < inserted < 20_000
+    report = db.ingest(
+        table, rows(20_000), chunk_size=2_000, ingest_id="altered", extra_fields="ignore"
+    )
+    assert (report.already_committed, report.inserted) == (inserted, 20_000 - inserted)
+    assert not report.rejected
+    assert table_state(db) == (20_000, 20_000, source_checksum(20_000))
+    if "value" in alter:
+        with db.session() as s:
+            assert s.execute(text(f"SELECT count(*) FROM {table} WHERE value <> id")).scalar() == 0
+
+
+def test_a_table_replaced_during_the_load_stops_it(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], table: str
+) -> None:
+    """Dropped and made again: the rows committed went with the old table, so the error is
+    not a ConfigurationError (whose message says they stay), and a rerun starts over."""
+
+    def replacing() -> Iterator[dict[str, Any]]:
+        for row in rows(10_000):
+            if row["id"] == 4_001:
+                wait_until(lambda: stored(admin, table) >= 2_000)
+                admin.execute(f"DROP TABLE {table}")
+                create_table(db)
+            yield row
+
+    with pytest.raises(DatabaseError) as stopped:
+        db.ingest(table, replacing(), chunk_size=1_000, workers=1, ingest_id="replaced")
+    assert not isinstance(stopped.value, ConfigurationError)
+    assert "was dropped or replaced by another session while the load ran" in str(stopped.value)
+    report = db.ingest(table, rows(10_000), chunk_size=1_000, ingest_id="replaced")
+    assert (report.already_committed, report.inserted) == (0, 10_000)
+    assert table_state(db) == (10_000, 10_000, source_checksum(10_000))
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from geosession.ingest.lacking import NOTHING, Lacking, groups
 from geosession.ingest.ledger import CommittedRows, record_chunk, refuse_overlap
 from geosession.ingest.privileges import require_privileges, run_as_owner
 from geosession.ingest.row_by_row import Refusal
-from geosession.ingest.target import Column, Target
+from geosession.ingest.target import Column, Target, ensure_unchanged
 from geosession.ingest.validate import Reject, as_text
 
 OnConflict = Literal["error", "ignore", "update"]
@@ -204,6 +204,7 @@ def write_chunk(conn: psycopg.Connection[Any], chunk: Chunk) -> ChunkResult:
             if not plan.dry_run:
                 refuse_overlap(cursor, plan.ingest_id, span, plan.committed)
             raise
+        _ensure_unchanged(conn, chunk)  # holding the table's lock: no ALTER since the COPY
         rejects = sorted(chunk.rejects + server_rejects, key=lambda r: r.row)
         if plan.dry_run:
             raise psycopg.Rollback()  # ends the transaction block, rolled back, silently
@@ -250,6 +251,8 @@ def _write_guided(
         with conn.transaction():
             return _write(conn, chunk, start, stop), []
     except psycopg.Error as error:
+        if not conn.broken:  # every row failing for a type the table no longer has
+            _ensure_unchanged(conn, chunk)
         if not _row_level(error, plan):
             raise
         at = _failed_row(error.diag.context, start, stop)
@@ -262,6 +265,12 @@ def _write_guided(
         before, rejects_before = _write_guided(conn, chunk, start, at)
         after, rejects_after = rest(conn, chunk, at + 1, stop)
         return before + after, [*rejects_before, refused, *rejects_after]
+
+
+def _ensure_unchanged(conn: psycopg.Connection[Any], chunk: Chunk) -> None:
+    where = f"source rows {chunk.first_row}-{chunk.last_row}"
+    with conn.cursor() as cursor:
+        ensure_unchanged(cursor, chunk.plan.target, chunk.plan.columns, where)
 
 
 def _write_halves(

@@ -8,13 +8,13 @@ that validation checks what the server would check and COPY names only columns t
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Table, inspect
 
-from geosession.errors import ConfigurationError
+from geosession.errors import ConfigurationError, DatabaseError
 from geosession.names import split_table_name
 from geosession.srs import SpatialRef, crs_of, in_degrees, spatial_ref
 
@@ -42,6 +42,7 @@ _COLUMNS_SQL = """
            format_type(a.atttypid, -1) AS cast_type,
            CASE WHEN t.typname IN ('varchar', 'bpchar') AND base.typmod >= 4
                 THEN base.typmod - 4 END AS max_length,
+           format_type(a.atttypid, a.atttypmod) AS declared,
            srs.auth_name, srs.auth_srid, srs.srtext, srs.proj4text
     FROM pg_attribute a
     CROSS JOIN LATERAL (  -- a domain is sent as the type it is based on, with its typmod
@@ -173,6 +174,9 @@ class Column:
     which a cast to bit(4) would pad)."""
     max_length: int | None = None
     """The characters a varchar(n) or char(n) holds: n."""
+    declared: str = ""
+    """The type as the table declares it, typmod included (``geometry(Point,4326)``):
+    what each chunk checks the column still has (:func:`ensure_unchanged`)."""
 
     @property
     def generated_as(self) -> str:
@@ -318,6 +322,44 @@ def check_required_columns(target: Target, present: Collection[str]) -> None:
         )
 
 
+_DECLARED_SQL = """
+    SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+    WHERE a.attrelid = %(oid)s AND a.attrelid = to_regclass(%(name)s)
+          AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY(%(columns)s)
+"""
+
+
+def ensure_unchanged(cursor: Any, target: Target, columns: Sequence[str], where: str) -> None:
+    """Refuses to go on when another session altered, dropped or replaced the table since
+    the load read it: binary COPY sends each column as the type it had then, which the
+    server would refuse in every row, or keep as another type's bytes (an int8 read as a
+    float8, a timestamp as a timestamptz)."""
+    known = [c for c in target.columns if c.name in columns and c.declared]
+    if not known:
+        return
+    names = [c.name for c in known]
+    cursor.execute(_DECLARED_SQL, {"oid": target.oid, "name": target.quoted, "columns": names})
+    now = {str(name): str(declared) for name, declared in cursor.fetchall()}
+    if not now:  # not a ConfigurationError: the rows committed before did not stay
+        raise DatabaseError(
+            f"{target.quoted} was dropped or replaced by another session while the load "
+            f"ran, so {where} were not written. Run the load again: the rows it committed "
+            "went with the table, so a new run starts over"
+        )
+    changes = [
+        f"{c.name} was {c.declared}, " + (f"is {now[c.name]} now" if c.name in now else "dropped")
+        for c in known
+        if now.get(c.name) != c.declared
+    ]
+    if changes:
+        raise ConfigurationError(
+            f"{target.quoted} was altered by another session while the load ran "
+            f"({'; '.join(changes)}), so {where} were not written: binary COPY sends each "
+            "column as the type it had when the load began, and a new run reads the table "
+            "as it is now"
+        )
+
+
 def schema_and_name(target: Any) -> tuple[str | None, str]:
     _refuse_joined_inheritance(target)
     table = getattr(target, "__table__", target)
@@ -354,8 +396,8 @@ def _refuse_joined_inheritance(target: Any) -> None:
 
 def _column(row: Any) -> Column:
     described, srs_row = row[:-4], row[-4:]  # spatial_ref_sys: auth_name ... proj4text
-    name, type_name, not_null, srid, geometry_type, dimension, *flags = described[:-3]
-    text_elements, cast_type, max_length = described[-3:]
+    name, type_name, not_null, srid, geometry_type, dimension, *flags = described[:-4]
+    text_elements, cast_type, max_length, declared_type = described[-4:]
     generated, has_default, text_input, identity = map(bool, flags)
     spec = None
     if type_name in ("geometry", "geography"):
@@ -377,4 +419,5 @@ def _column(row: Any) -> Column:
         identity,
         cast_type,
         max_length,
+        str(declared_type),
     )
