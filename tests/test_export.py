@@ -1167,6 +1167,9 @@ def test_cli_params_bind_the_query_and_where_and_leave_other_colons_alone(
     features = load(out)["features"]
     assert [f["properties"]["id"] for f in features] == [5, 6, 7]
     assert features[0]["properties"]["t"] == "12:30:00"
+    alone = runner.invoke(app, ["export", query, str(out), "--param", "last=2"])  # no --where
+    assert alone.exit_code == 0, alone.output
+    assert [f["properties"]["id"] for f in load(out)["features"]] == [1, 2]
     table = runner.invoke(
         app, ["export", "rd_parcels", str(out), "--where", "id = :n", "--param", "n=3"]
     )

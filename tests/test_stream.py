@@ -188,8 +188,9 @@ def test_every_kind_of_statement(db: SpatialDatabase) -> None:
             1 for _ in db.stream(text("SELECT * FROM rd_parcels WHERE id <= :n"), params={"n": 10})
         ),
         sum(1 for _ in db.stream("SELECT * FROM rd_parcels WHERE id <= :n", params={"n": 5})),
+        sum(1 for _ in db.stream(text("SELECT * FROM rd_parcels WHERE id <= :n").params(n=3))),
     ]
-    assert counts == [ROWS, ROWS, 10, 5]
+    assert counts == [ROWS, ROWS, 10, 5, 3]
     with pytest.raises(ConfigurationError, match="no geometry column"):
         list(db.stream(table))
 

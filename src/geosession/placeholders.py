@@ -17,14 +17,14 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 def unbound(statement: ClauseElement, params: Mapping[str, Any], dialect: Dialect) -> list[str]:
     """The placeholders of ``statement`` that need a value and ``params`` gives none."""
-    return _unbound(_binds(statement, dialect), params)
+    return _unbound(*_binds(statement, dialect), params)
 
 
 def mismatch(statement: ClauseElement, params: Mapping[str, Any], dialect: Dialect) -> str | None:
     """What does not match between the placeholders and ``params``, in words; None when
     every placeholder has a value and every value a placeholder."""
-    binds = _binds(statement, dialect)
-    missing = _unbound(binds, params)
+    binds, values = _binds(statement, dialect)
+    missing = _unbound(binds, values, params)
     if missing:
         given = ", ".join(f"{key!r}: ..." for key in missing)
         return (
@@ -44,10 +44,23 @@ def mismatch(statement: ClauseElement, params: Mapping[str, Any], dialect: Diale
     return None
 
 
-def _unbound(binds: Mapping[str, Any], params: Mapping[str, Any]) -> list[str]:
-    return [key for key, bind in binds.items() if bind.required and key not in params]
+def _unbound(
+    binds: Mapping[str, Any], values: Mapping[str, Any], params: Mapping[str, Any]
+) -> list[str]:
+    """``values``: what the statement itself holds (``text(...).params(n=1)`` leaves its
+    placeholder required, with the value beside it)."""
+    return [
+        key
+        for key, bind in binds.items()
+        if bind.required and key not in params and values.get(key) is None
+    ]
 
 
-def _binds(statement: ClauseElement, dialect: Dialect) -> Mapping[str, Any]:
+def _binds(
+    statement: ClauseElement, dialect: Dialect
+) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """The statement's placeholders by name, and the values it holds for them."""
     compiled = statement.compile(dialect=dialect)
-    return compiled.binds if isinstance(compiled, SQLCompiler) else {}
+    if not isinstance(compiled, SQLCompiler):
+        return {}, {}
+    return compiled.binds, compiled.params
