@@ -524,6 +524,25 @@ def test_the_error_shows_where_the_server_points_in_the_statement(
     with pytest.raises(DatabaseError) as info:
         run(db, driver, "SELECT :n AS n FORM pg_class", {"n": 1})
     assert "at character" not in str(info.value)
+    with pytest.raises(DatabaseError) as info:  # was an IndexError: no text after the end
+        run(db, driver, "SELECT relname FROM pg_class WHERE")
+    assert "syntax error at end of input" in str(info.value)
+    assert "at the end of 'SELECT relname FROM pg_class WHERE'" in str(info.value)
+
+
+def test_a_streams_error_points_into_the_sql_typed_not_the_query_around_it(
+    db: SpatialDatabase,
+) -> None:
+    """db.stream and the export wrap the caller's SQL in queries of their own: the
+    server's position counts from the caller's first character, and an error just past its
+    end (at the wrapper's ")") is said to be at its end."""
+    with pytest.raises(DatabaseError) as misspelt:
+        list(db.stream("SELECT 1 AS id, ST_Point(0, 0) AS geom FORM pg_class"))
+    assert "at character 40: 'FORM pg_class'" in str(misspelt.value)
+    cut_short = "SELECT relname, ST_Point(0, 0) AS geom FROM pg_class WHERE relname LIKE 'pg%' AND"
+    with pytest.raises(DatabaseError) as ended:
+        list(db.stream(cut_short))
+    assert "at the end of \"...OM pg_class WHERE relname LIKE 'pg%' AND\"" in str(ended.value)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

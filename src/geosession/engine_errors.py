@@ -15,12 +15,14 @@ from functools import partial
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, TextClause, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.sql import visitors
 
 from geosession.errors import (
     HSTORE_DICT_ADVICE,
+    PLACEHOLDERS,
     AccessDenied,
     CommitOutcomeUnknown,
     ConnectionFailed,
@@ -30,6 +32,7 @@ from geosession.errors import (
     PostGISPlace,
     advice_for,
     capitalized,
+    diagnostics,
     endpoint_of,
     first_line,
     translate,
@@ -117,6 +120,8 @@ def _on_handle_error(context: ExceptionContext) -> GeoSessionError | None:
     prefix = getattr(statement, "sql_prefix", None)  # db.explain's EXPLAIN (...) wrapper
     if isinstance(prefix, str) and sql is not None and sql.startswith(prefix):
         sql, start = sql[len(prefix) :], len(prefix)
+    elif statement is not None and sql is not None:
+        sql, start = _typed_part(statement, sql, context.original_exception) or (sql, 0)
     if getattr(statement, "table", None) is None:
         statement = None
     return translate(
@@ -128,6 +133,31 @@ def _on_handle_error(context: ExceptionContext) -> GeoSessionError | None:
         statement_start=start,
         postgis=postgis_place(context.engine) if context.engine else None,
     )
+
+
+def _typed_part(statement: Any, sql: str, error: BaseException) -> tuple[str, int] | None:
+    """The SQL a person typed (a ``text()`` without parameters: a stream's or an export's
+    query, its ``where``) that the statement run wraps, and where it starts, when the
+    server's error points into it or just past it: that position then counts from its
+    first character (a syntax error in ``SELECT * FROM parcels WHERE`` is at its end, not
+    at the wrapper's ")"). None when no such part is found before any placeholder."""
+    diag = diagnostics(error)
+    position = diag.position if diag is not None else None
+    if position is None or isinstance(statement, TextClause):
+        return None
+    for element in visitors.iterate(statement):
+        if not isinstance(element, TextClause) or element._bindparams:
+            continue
+        typed = element.text.replace("\\:", ":")
+        sent = typed if typed in sql else typed.replace("%", "%%")  # pyformat's escape
+        start = sql.find(sent)
+        if start < 0 or PLACEHOLDERS.search(sql, 0, start) or sql.count(sent) > 1:
+            continue
+        after = sql[start + len(sent) :]
+        end = start + len(typed) + len(after) - len(after.lstrip()) + 1  # the next token
+        if start < position <= end:
+            return typed, start
+    return None
 
 
 def _raised_in_hstore_dumper(error: BaseException) -> bool:

@@ -238,7 +238,7 @@ _BY_SQLSTATE_CLASS: dict[str, tuple[type[GeoSessionError], str]] = {
     "23": (IntegrityViolation, "fix the data to meet the named constraint"),
 }
 
-_BINDS = re.compile(r"%\(|%s|\$\d")
+PLACEHOLDERS = re.compile(r"%\(|%s|\$\d")
 """Placeholders: where they are, the server's text differs from ours, and so its positions."""
 _SHOWN = 40
 """Characters of the statement shown from where the server found the error."""
@@ -708,9 +708,14 @@ def _where(diag: Diagnostics, endpoint: str, statement: Any) -> str:
         parts.append(f"column {diag.column}")
     if diag.constraint:
         parts.append(f"constraint {diag.constraint}")
-    if diag.position and isinstance(statement, str) and not _BINDS.search(statement):
-        shown = statement[diag.position - 1 :].strip().splitlines()[0][:_SHOWN]
-        parts.append(f"at character {diag.position}: {shown!r}")
+    if diag.position and isinstance(statement, str) and not PLACEHOLDERS.search(statement):
+        rest = statement[diag.position - 1 :].strip()
+        if rest:
+            parts.append(f"at character {diag.position}: {rest.splitlines()[0][:_SHOWN]!r}")
+        else:  # "syntax error at end of input", or the wrapper's next token after it
+            whole = statement.strip()
+            shown = whole if len(whole) <= _SHOWN else "..." + whole[-_SHOWN:].lstrip()
+            parts.append(f"at the end of {shown!r}")
     return ", ".join(parts)
 
 
