@@ -4166,6 +4166,22 @@ def test_a_url_as_the_source_says_how_to_read_it(
     assert refused.exit_code == 2 and "curl" in refused.output  # the message boxed by typer
 
 
+@pytest.mark.parametrize("name", ["parcels.gpkg", "parcels.geojson", "parcels.csv"])
+def test_a_file_of_no_bytes_is_refused_by_name(
+    db: SpatialDatabase, table: str, tmp_path: Path, name: str
+) -> None:
+    """A download that failed leaves an empty file: GDAL called it "not recognized as
+    being in a supported file format", and create=True made a CSV's table of no columns."""
+    path = tmp_path / name
+    path.touch()
+    with pytest.raises(ConfigurationError, match=r"parcels\.\w+ is empty \(0 bytes\)"):
+        db.ingest(table, path)
+    with pytest.raises(ConfigurationError, match="is empty"):
+        db.ingest("from_nothing", str(path), create=True)
+    with db.session() as s:
+        assert s.execute(text("SELECT to_regclass('from_nothing')")).scalar() is None
+
+
 def test_cli_ingest_of_a_geopackage_resumes_by_default(
     db: SpatialDatabase, database_url: str, table: str, tmp_path: Any, monkeypatch: Any
 ) -> None:

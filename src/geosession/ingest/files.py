@@ -144,6 +144,14 @@ def refuse_url(source: str | Path) -> None:
     raise ConfigurationError(f"cannot ingest {url}: sources are local files; {how}")
 
 
+def refuse_empty(path: Path) -> None:
+    """A file of 0 bytes (a download that failed, a copy cut short at its start) is refused
+    by name: GDAL's words for it are "not recognized as being in a supported file format",
+    and with create=True a CSV would make a table of no columns."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise ConfigurationError(f"{path} is empty (0 bytes): nothing to load")
+
+
 def is_source_file(path: Path) -> bool:
     """A file, an Esri File Geodatabase (a folder named .gdb, which GDAL opens whole), or
     a folder of Shapefiles."""

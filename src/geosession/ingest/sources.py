@@ -33,7 +33,13 @@ from geosession.ingest.batches import Batch, Landing, check_fields, geometry_fie
 from geosession.ingest.crs import SourceCrs, source_crs
 from geosession.ingest.features import feature_collection
 from geosession.ingest.file_read import Bbox, FileRead
-from geosession.ingest.files import SUPPORTED, file_batches, file_length, refuse_url
+from geosession.ingest.files import (
+    SUPPORTED,
+    file_batches,
+    file_length,
+    refuse_empty,
+    refuse_url,
+)
 from geosession.ingest.iterables import iterable_batches
 from geosession.ingest.points import coordinates_for, series_points
 
@@ -132,6 +138,7 @@ def opened(source: Any) -> Any:
         return _as_frame(source)
     if isinstance(source, str | os.PathLike):
         refuse_url(str(source))
+        refuse_empty(Path(source))
     return opened_once(feature_collection(source))
 
 
