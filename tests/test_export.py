@@ -1190,6 +1190,13 @@ def test_cli_quotes_identifiers_and_reports_errors(
     result = runner.invoke(app, ["export", hostile, str(tmp_path / "x.geojson")])
     assert result.exit_code != 0  # a table of that odd name, quoted: none; nothing dropped
     assert admin.execute("SELECT count(*) FROM rd_plain").fetchone() == (1,)
+    out = str(tmp_path / "x.geojson")
+    for option in ("--geometry-column", "--pages-by"):
+        result = runner.invoke(app, ["export", "rd_parcels", out, option, "nosuch"])
+        python = option[2:].replace("-", "_")
+        assert f"{python}='nosuch' (CLI: {option}) is not a column of the query; its " in str(
+            result.exception
+        )
 
 
 def test_cli_table_names_as_typed_quoted_or_not_and_a_missing_one_named(

@@ -296,14 +296,11 @@ def choose_geometry(columns: Sequence[Column], wanted: str | None) -> int:
     if wanted is not None:
         matches = [i for i, column in enumerate(columns) if column.name == wanted]
         if not matches:
-            raise ConfigurationError(
-                f"geometry_column={wanted!r} is not a column of the query; its columns are "
-                + ", ".join(repr(column.name) for column in columns)
-            )
+            column_index(columns, wanted, "geometry_column")  # raises, naming the columns
         if not columns[matches[0]].spatial:
             raise ConfigurationError(
-                f"geometry_column={wanted!r} is not a geometry or geography column "
-                f"(geometry columns: {names or 'none'})"
+                f"geometry_column={wanted!r} (CLI: --geometry-column) is not a geometry or "
+                f"geography column (geometry columns: {names or 'none'})"
             )
         return matches[0]
     if not spatial:
@@ -325,6 +322,6 @@ def column_index(columns: Sequence[Column], name: str, role: str) -> int:
         if column.name == name:
             return index
     raise ConfigurationError(
-        f"{role}={name!r} is not a column of the query; its columns are "
-        + ", ".join(repr(column.name) for column in columns)
+        f"{role}={name!r} (CLI: --{role.replace('_', '-')}) is not a column of the query; "
+        "its columns are " + ", ".join(repr(column.name) for column in columns)
     )
