@@ -149,6 +149,7 @@ def refuse_empty(path: Path) -> None:
     by name: GDAL's words for it are "not recognized as being in a supported file format",
     and with create=True a CSV would make a table of no columns."""
     if path.is_file() and path.stat().st_size == 0:
+        file_kind(path)  # a type read nowhere says so first
         raise ConfigurationError(f"{path} is empty (0 bytes): nothing to load")
 
 
