@@ -317,6 +317,22 @@ def test_dataframe_fields_are_checked_before_iteration() -> None:
         iter_batches(frame(3), columns=["name", "val", "geom"], geometry_column=None)
 
 
+def test_repeated_labels_and_an_index_named_as_a_column_are_refused_with_the_fix() -> None:
+    """A repeated label raised pandas' AttributeError ('DataFrame' object has no attribute
+    'dtype'); an index named id was left out unseen, as to_postgis leaves an index out."""
+    twice = pd.concat([frame(3), frame(3)[["name"]]], axis=1)
+    with pytest.raises(ConfigurationError, match=r"more than one column named 'name'"):
+        batches(twice)
+    indexed = frame(3).set_index("name")
+    with pytest.raises(ConfigurationError, match=r"index is named 'name', a column of the"):
+        batches(indexed)
+    with pytest.raises(ConfigurationError, match=r"index is named 'NAME'.*reset_index\(drop"):
+        batches(frame(3).rename(columns={"name": "NAME"}).set_index(["NAME", "val"]))
+    assert column(batches(indexed.reset_index()), "name") == ["p0", "p1", "p2"]
+    assert "name" not in batches(indexed.reset_index(drop=True))[0].columns
+    assert len(batches(frame(3).rename_axis("row"))[0]) == 3  # not a column: no matter
+
+
 # -- vector files ----------------------------------------------------------------------
 
 FORMATS = {"gpkg": {}, "shp": {}, "geojson": {}, "fgb": {"SPATIAL_INDEX": "NO"}}

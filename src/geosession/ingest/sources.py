@@ -29,7 +29,7 @@ from geosession.ingest.arrow_streams import (
     is_arrow_stream,
     opened_once,
 )
-from geosession.ingest.batches import Batch, Landing, check_fields, geometry_field
+from geosession.ingest.batches import Batch, Landing, check_fields, geometry_field, repeated
 from geosession.ingest.crs import SourceCrs, source_crs
 from geosession.ingest.features import feature_collection
 from geosession.ingest.file_read import Bbox, FileRead
@@ -178,6 +178,7 @@ def _dataframe_batches(
     frame: Any, landing: Landing, xy_columns: tuple[str, str] | None = None
 ) -> Iterator[Batch]:
     columns, size = landing.columns, landing.size
+    _check_frame_labels(frame, landing)
     active = getattr(getattr(frame, "geometry", None), "name", None)
     if active is None and xy_columns is None:  # a DataFrame's WKT or WKB column
         active = geometry_field([str(label) for label in frame], landing)
@@ -220,6 +221,33 @@ def _dataframe_batches(
             start = min(stop, len(frame))
 
     return batches()
+
+
+def _check_frame_labels(frame: Any, landing: Landing) -> None:
+    """Refuses column labels that repeat (which column would land?) and an index named
+    after a column of the target that the frame has no column for: as in to_postgis, the
+    index is not loaded, so its values would be left behind unseen."""
+    labels = [str(label) for label in frame.columns]
+    twice = repeated(labels)
+    if twice:
+        raise ConfigurationError(
+            f"the DataFrame has more than one column named {twice[0]!r}: keep one "
+            f"(frame.loc[:, ~frame.columns.duplicated()]) or rename the others"
+        )
+    landed = {landing.column_for(label, None) for label in labels}
+    indexed = [str(name) for name in frame.index.names if name is not None]
+    left = [
+        name
+        for name in indexed
+        if landing.column_for(name, None) in landing.columns
+        and landing.column_for(name, None) not in landed
+    ]
+    if left:
+        raise ConfigurationError(
+            f"the DataFrame's index is named {left[0]!r}, a column of the target, and the "
+            "index is not loaded (as in GeoDataFrame.to_postgis): load it with "
+            "frame.reset_index(), or leave it out with frame.reset_index(drop=True)"
+        )
 
 
 def _values(part: Any) -> list[Any]:
