@@ -148,7 +148,11 @@ def refuse_empty(path: Path) -> None:
     """A file of 0 bytes (a download that failed, a copy cut short at its start) is refused
     by name: GDAL's words for it are "not recognized as being in a supported file format",
     and with create=True a CSV would make a table of no columns."""
-    if path.is_file() and path.stat().st_size == 0:
+    try:
+        empty = path.is_file() and path.stat().st_size == 0
+    except OSError:  # no file's name (a GeoJSON text given as a str)
+        return
+    if empty:
         file_kind(path)  # a type read nowhere says so first
         raise ConfigurationError(f"{path} is empty (0 bytes): nothing to load")
 
