@@ -240,9 +240,12 @@ def test_bad_input_is_refused_before_any_row(db: SpatialDatabase) -> None:
         with pytest.raises(ConfigurationError, match=r"no option geometri \(did you mean geometry"):
             read("SELECT * FROM rd_parcels", geometri="envelope")
     bad = [
-        ({"geometry_column": "nope"}, "geometry_column='nope' is not a column"),
+        (
+            {"geometry_column": "nope"},
+            "geometry_column='nope' .CLI: --geometry-column. is not a column",
+        ),
         ({"geometry_column": "name"}, "not a geometry or geography column"),
-        ({"pages_by": "nope"}, "pages_by='nope' is not a column"),
+        ({"pages_by": "nope"}, "pages_by='nope' .CLI: --pages-by. is not a column"),
         ({"geometry": "transform:999998"}, "SRID 999998 is not in spatial_ref_sys"),
     ]
     for options, message in bad:
