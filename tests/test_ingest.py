@@ -25,8 +25,8 @@ import pytest
 import shapely
 from geoalchemy2 import Geometry, WKBElement
 from prometheus_client import CollectorRegistry, generate_latest
-from sqlalchemy import make_url, text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import ForeignKey, make_url, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from geosession import (
     ConfigurationError,
@@ -3144,6 +3144,48 @@ def test_dict_rows_for_a_mapped_class_may_use_attribute_names(
     report = db.ingest(Thing, extra, extra_fields="ignore")
     assert report.inserted == 1 and report.fields_left_out == {"nope"}
     assert "fields not loaded (no column takes them) │ nope" in " ".join(str(report).split())
+
+
+def test_related_objects_set_on_new_instances_are_refused_not_left_out(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """Lot(owner=Owner(...)) loaded with owner_id NULL, and an Owner's lots not at all: a
+    COPY of one table's columns cannot write them. A related object whose key is given
+    too (owner_id=1) loads as before."""
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Owner(Base):
+        __tablename__ = "ingest_owners"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        lots: Mapped[list[Lot]] = relationship(back_populates="owner")
+
+    class Lot(Base):
+        __tablename__ = "ingest_lots"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        owner_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_owners.id"))
+        geom: Mapped[WKBElement] = mapped_column(Geometry("POINT", 4326))
+        owner: Mapped[Owner | None] = relationship(back_populates="lots")
+
+    scratch("ingest_lots", "ingest_owners")
+    Base.metadata.create_all(db.engine)
+    db.ingest(Owner, [Owner(id=1)])
+    point = "SRID=4326;POINT(1 2)"
+    given = [Lot(id=1, owner_id=1, geom=point), Lot(id=2, owner_id=1, owner=Owner(id=1))]
+    given[1].geom = point
+    assert db.ingest(Lot, given).inserted == 2
+    unsaved = [Lot(id=3, geom=point), Lot(id=4, geom=point, owner=Owner(id=2))]
+    with pytest.raises(ConfigurationError) as refused:
+        db.ingest(Lot, unsaved)
+    assert str(refused.value).startswith(
+        "row 2: Lot.owner is set to a related object, which the ingest does not write: it "
+        "loads the columns of ingest_lots only, so set owner_id instead"
+    )
+    with pytest.raises(ConfigurationError, match=r"row 1: Owner.lots holds related objects"):
+        db.ingest(Owner, [Owner(id=3, lots=[Lot(id=5, geom=point)])])
+    with db.session() as s:
+        assert s.execute(text("SELECT count(*) FROM ingest_lots")).scalar() == 2
 
 
 def test_a_stream_or_a_query_result_loads_by_column_name(

@@ -19,7 +19,7 @@ from typing import Any
 
 import shapely
 from sqlalchemy import Column, inspect
-from sqlalchemy.orm import InstanceState
+from sqlalchemy.orm import InstanceState, RelationshipDirection
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.batches import Batch, Landing, geometry_field
@@ -217,7 +217,34 @@ def _instance_values(obj: Any, number: int) -> dict[str, Any]:
         column = attr.columns[0]
         if isinstance(column, Column) and (not new or attr.key in state.dict):
             values[column.name] = state.dict[attr.key] if new else getattr(obj, attr.key)
+    if new:
+        _refuse_related_objects(state, values, number)
     return values
+
+
+def _refuse_related_objects(state: InstanceState[Any], values: dict[str, Any], row: int) -> None:
+    """A relationship set on a new instance is left out by a COPY of the table's columns:
+    ``Lot(owner=Owner(...))`` would load with owner_id NULL, and children in a collection
+    not at all. Refused, unless the foreign key's columns are given too."""
+    for relationship in state.mapper.relationships:
+        related = state.dict.get(relationship.key)
+        if related is None or related == []:
+            continue
+        keys = [c.name for c in relationship.local_columns if isinstance(c, Column)]
+        many_to_one = relationship.direction is RelationshipDirection.MANYTOONE
+        if many_to_one and all(values.get(key) is not None for key in keys):
+            continue
+        name = f"{state.class_.__name__}.{relationship.key}"
+        how = (
+            f"set {', '.join(keys)} instead (the related row must exist first)"
+            if many_to_one
+            else "load those rows into their own table (another ingest, or the ORM)"
+        )
+        held = "is set to a related object" if many_to_one else "holds related objects"
+        raise ConfigurationError(
+            f"row {row}: {name} {held}, which the ingest does not write: it loads the "
+            f"columns of {state.mapper.local_table} only, so {how}"
+        )
 
 
 def _columnar(
