@@ -203,6 +203,11 @@ def test_invalid_geometry_text(make_db: Callable[..., SpatialDatabase], driver: 
             r"no st_contains for geography.*ST_Covers\(a, b\)",
             f"SELECT ST_Contains({here}, {here})",
         ),
+        (  # it was said to have no st_area for geography
+            DatabaseError,
+            r"PostGIS has st_area for geography, but no form of it takes these arguments",
+            f"SELECT ST_Area({here}, true, 5)",
+        ),
         (
             InvalidGeometry,
             r"non-closed rings.*Close each polygon ring",

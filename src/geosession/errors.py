@@ -273,6 +273,33 @@ _ON_GEOGRAPHY = {
     "st_within": "ST_CoveredBy(a, b) says what ST_Within(a, b) would; or ",
 }
 """The geography function that answers what a geometry-only predicate asks."""
+_GEOGRAPHY_FORMS = frozenset(
+    [
+        "st_area",
+        "st_asbinary",
+        "st_asewkt",
+        "st_asgeojson",
+        "st_asgml",
+        "st_askml",
+        "st_assvg",
+        "st_astext",
+        "st_azimuth",
+        "st_buffer",
+        "st_centroid",
+        "st_coveredby",
+        "st_covers",
+        "st_distance",
+        "st_dwithin",
+        "st_intersection",
+        "st_intersects",
+        "st_length",
+        "st_perimeter",
+        "st_project",
+        "st_segmentize",
+        "st_summary",
+    ]
+)
+"""Functions PostGIS (3.0 on) has for geography: given one, other arguments were wrong."""
 _DIMENSION_REFUSED = re.compile(
     r"has [ZM] dimension but column does not|Column has [ZM] dimension but geometry does not",
     re.IGNORECASE,
@@ -515,6 +542,12 @@ def _missing_type_advice(
         return _postgis_missing(message, postgis)
     if geography := _NOT_FOR_GEOGRAPHY.search(message):
         function = geography.group(1).lower()
+        if function in _GEOGRAPHY_FORMS:
+            return DatabaseError, (
+                f"PostGIS has {function} for geography, but no form of it takes these "
+                f"arguments: check their number and types (psql's \\df {function} lists "
+                "its forms)"
+            )
         instead = _ON_GEOGRAPHY.get(function, "")
         return DatabaseError, (
             f"PostGIS has no {function} for geography, which takes fewer functions than "
