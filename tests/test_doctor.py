@@ -112,6 +112,21 @@ def test_doctor_fails_naming_an_unindexed_geometry_table_and_passes_once_indexed
     }
 
 
+def test_doctor_fails_for_a_schema_that_does_not_exist(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], schema: str
+) -> None:
+    """Every table check passed a misspelt schema (no table in it): "all checks pass"."""
+    _places(admin, schema)
+    admin.execute(f"CREATE INDEX ON {schema}.places USING gist (geom)")
+    report = db.doctor(schemas=[schema, "no_such_schema"])
+    assert [check.name for check in report.failed] == ["schemas"]
+    assert report.failed[0].detail.startswith(
+        "no schema no_such_schema in this database, so none of its tables was checked"
+    )
+    assert schema in report.failed[0].detail  # among the schemas it has
+    assert _statuses(db.doctor(schemas=[schema]))["schemas"] == "ok"
+
+
 def test_doctor_sees_geometry_columns_whose_type_is_a_domain(
     db: SpatialDatabase, admin: psycopg.Connection[Any], schema: str
 ) -> None:

@@ -183,7 +183,8 @@ def run_doctor(
         skipped = [Check(name, "skip", "not checked: no connection") for name, _ in _CHECKS]
         return DoctorReport((failed, *skipped))
     replicas = (("replicas", _replicas),) if settings.replica_urls else ()
-    for name, check in (*_CHECKS, *replicas):
+    named = (("schemas", _schemas),) if context.schemas else ()
+    for name, check in (*named, *_CHECKS, *replicas):
         checks.append(_run(engine, name, check, context))
     return DoctorReport(tuple(checks))
 
@@ -630,6 +631,29 @@ def _replicas(connection: Connection, context: _Context) -> Check:
 _REPLICA_STATE = text(  # LAG_SQL is a constant expression, never user input
     f"SELECT pg_is_in_recovery(), {LAG_SQL}, (SELECT status FROM pg_stat_wal_receiver)"  # noqa: S608
 )
+
+
+_SCHEMAS = text(
+    "SELECT nspname FROM pg_namespace "
+    "WHERE nspname !~ '^pg_' AND nspname <> 'information_schema' ORDER BY 1"
+)
+
+
+def _schemas(connection: Connection, context: _Context) -> Check:
+    """The schemas asked for exist: the table checks would pass a misspelt one, finding
+    no table in it."""
+    present = [str(name) for name in connection.execute(_SCHEMAS).scalars()]
+    wanted = context.schemas or []
+    missing = [name for name in wanted if name not in present]
+    if not missing:
+        return Check("schemas", "ok", f"checking the tables of {', '.join(wanted)}")
+    return Check(
+        "schemas",
+        "fail",
+        f"no schema {', '.join(missing)} in this database, so none of its tables was checked "
+        f"(its schemas: {', '.join(present)})",
+        "name a schema it has, as written in its case (--schema; schemas= in db.doctor)",
+    )
 
 
 _CHECKS: tuple[tuple[str, CheckFunction], ...] = (
