@@ -3791,6 +3791,8 @@ def test_a_key_first_given_after_the_first_batch_is_loaded_from_there_on(
         ({"encoding": "klingon"}, "not a known text encoding"),
         ({"extra_fields": "drop"}, r"extra_fields='drop' is not valid.*'ignore'"),
         ({"xy_columns": ("x",)}, "xy_columns=.* is not valid"),
+        ({"ingest_id": ""}, "ingest_id='' is not valid: name the load"),  # was a new id
+        ({"ingest_id": 42}, "ingest_id=42 is not valid"),
     ],
 )
 def test_invalid_options_fail_before_any_row(

@@ -115,6 +115,12 @@ class IngestOptions:
                 "dry_run=True tries a load into an existing table, and create=True would make "
                 "one (committed): create the table first, or leave dry_run out"
             )
+        ingest_id = self.ingest_id
+        if ingest_id is not None and (not isinstance(ingest_id, str) or not ingest_id.strip()):
+            raise ConfigurationError(  # '' was taken as none given: a new id, no resume
+                f"ingest_id={ingest_id!r} is not valid: name the load (text, such as "
+                "'parcels-2024-06'), or leave it out (None) for a new id each run"
+            )
         workers = self.workers
         if workers != "auto" and (type(workers) is not int or not 1 <= workers <= 32):
             raise ConfigurationError(
