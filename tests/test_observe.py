@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import text
 
-from geosession import PoolExhausted, SpatialDatabase
+from geosession import ConfigurationError, PoolExhausted, SpatialDatabase
 from geosession.observe.leaks import capture_stack
 from geosession.observe.prometheus import register
 
@@ -237,6 +237,26 @@ def test_prometheus_exporter_output(make_db: MakeDb) -> None:
     assert 'geosession_pool_size{database="testdb",pool="async"} 3.0' in (
         generate_latest(registry).decode()
     )
+
+
+def test_several_databases_share_a_registry_and_one_registered_twice_counts_once(
+    make_db: MakeDb,
+) -> None:
+    """A second register() raised prometheus_client's DuplicateTimeseries, so a process
+    could export one database only, and registering it again (an app's reload) failed."""
+    orders, shapes = make_db(pool_size=2), make_db(pool_size=4)
+    registry = CollectorRegistry()
+    first = register(orders, registry, database="orders")
+    assert register(shapes, registry, database="shapes") is first
+    assert register(orders, registry, database="orders") is first  # changes nothing
+    output = generate_latest(registry).decode()
+    assert 'geosession_pool_size{database="orders",pool="sync"} 2.0' in output
+    assert 'geosession_pool_size{database="shapes",pool="sync"} 4.0' in output
+    assert output.count('geosession_pool_size{database="orders"') == 1
+    with pytest.raises(ConfigurationError, match="another SpatialDatabase already reports as"):
+        register(make_db(), registry, database="orders")
+    with pytest.raises(ConfigurationError, match="already reports as database='shapes'"):
+        register(shapes, registry, database="elsewhere")
 
 
 def test_dispose_stops_the_leak_watchdog(make_db: MakeDb) -> None:
