@@ -785,6 +785,15 @@ def test_cli_loads_several_files_each_as_its_own_load(
         f"Stopped at {mercator} (2 of 4): {tiles[1]}, {tiles[2]} not loaded. The files before "
         "it are; running the command again (without this file, or once it is mended) skips"
     ) in str(stopped.exception)
+    arguments = ["ingest", tiles[0], str(mercator), *tiles[1:], "made_gpkg", "--json"]
+    stopped_json = runner.invoke(app, arguments)  # stdout was empty: nothing said what loaded
+    assert stopped_json.exit_code != 0
+    reported = orjson.loads(stopped_json.stdout)
+    assert [(r["file"], r["completed"]) for r in reported] == [
+        (tiles[0], True),
+        (str(mercator), False),
+    ]
+    assert reported[0]["error"] is None and "EPSG:3857" in reported[1]["error"]
 
 
 def test_cli_loads_standard_input_and_resumes_when_the_same_data_comes_again(

@@ -229,14 +229,18 @@ def ingest(
         console.print(
             f"Empty layers, not loaded: {', '.join(empty)}", highlight=False, soft_wrap=True
         )
-    reports = []
-    with SpatialDatabase.from_env() as db:
+    reports: list[tuple[Load, Any]] = []
+    stopped_json = _json_even_if_stopped(reports, as_json=as_json, several=len(loads) > 1)
+    with stopped_json, SpatialDatabase.from_env() as db:
         for number, load in enumerate(loads, start=1):
             if len(loads) > 1:
                 into = f" into {load.table}" if load.table != table else ""
                 heading = f"[bold]{load.label}[/]{into} ({number} of {len(loads)})"
                 console.print(heading, highlight=False, soft_wrap=True, markup=True)
-            with _naming_files_left([load.label for load in loads], number):
+            with (
+                _naming_files_left([load.label for load in loads], number),
+                _partial(reports, load),
+            ):
                 report = _resumable(
                     db.ingest,
                     load.table,
@@ -272,19 +276,54 @@ def ingest(
 def _print_reports(reports: list[tuple["Load", Any]], console: Any, *, as_json: bool) -> None:
     """The reports as JSON (one, or a list naming each file and layer), or the table of
     several."""
-    from geosession.diagnose.console import print_json
-
-    if as_json and len(reports) == 1:
-        print_json(reports[0][1].as_dict())
-    elif as_json:
-        print_json(
-            [
-                {"file": str(load.source), "layer": load.layer, **report.as_dict()}
-                for load, report in reports
-            ]
-        )
+    if as_json:
+        _print_json(reports, several=len(reports) > 1)
     elif len(reports) > 1:
         console.print(_files_table(reports))
+
+
+def _print_json(reports: list[tuple["Load", Any]], *, several: bool) -> None:
+    from geosession.diagnose.console import print_json
+
+    if not several:
+        print_json(reports[0][1].as_dict())
+        return
+    print_json(
+        [
+            {"file": str(load.source), "layer": load.layer, **report.as_dict()}
+            for load, report in reports
+        ]
+    )
+
+
+@contextlib.contextmanager
+def _partial(reports: list[tuple["Load", Any]], load: "Load") -> Iterator[None]:
+    """A load that fails after it began adds its report of how far it got, its error in
+    ``error`` (for --json)."""
+    try:
+        yield
+    except (GeoSessionError, KeyboardInterrupt) as error:
+        report = getattr(error, "ingest_report", None)
+        if report is not None:
+            if isinstance(error, GeoSessionError):
+                report.error = error.message  # as the command words it
+            reports.append((load, report))
+        raise
+
+
+@contextlib.contextmanager
+def _json_even_if_stopped(
+    reports: list[tuple["Load", Any]], *, as_json: bool, several: bool
+) -> Iterator[None]:
+    """With --json, a load that fails or is stopped still leaves on stdout the reports of
+    the loads before it and how far it got (the error goes to stderr as always): a script
+    sees what was committed."""
+    try:
+        yield
+    except (GeoSessionError, KeyboardInterrupt):
+        if as_json and reports:
+            _print_json(reports, several=several)
+        raise
 
 
 @contextlib.contextmanager

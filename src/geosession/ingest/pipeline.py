@@ -176,6 +176,7 @@ class Ingest:
             error.ingest_report = self.report  # type: ignore[attr-defined]  # how far it got
             if isinstance(error, ConfigurationError) and self.report.inserted:
                 error.reword(f"{error.message}. {self._resumes()}")  # the rows before stay
+            self.report.error = str(error) or type(error).__name__
             raise
         finally:
             if collecting:

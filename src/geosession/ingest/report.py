@@ -73,6 +73,9 @@ class IngestReport:
     completed: bool = False
     dry_run: bool = False
     """Every chunk was rolled back: the counts say what the load would do."""
+    error: str | None = None
+    """Why the load stopped before its end (the message of the error it raised), on the
+    report the error carries as ``ingest_report``; None for a load that ran to its end."""
 
     def count_chunk_size(self, rows: int) -> None:
         """Widens the chunk size range by a committed chunk of ``rows`` source rows."""
