@@ -27,6 +27,7 @@ import pytest
 from sqlalchemy import make_url, text
 
 from geosession import (
+    AccessDenied,
     ConfigurationError,
     ConnectionFailed,
     DatabaseError,
@@ -210,6 +211,24 @@ def test_a_lock_held_on_the_table_is_waited_for_whole_and_named(
     assert "waited 0.5 s for a lock before its first chunk (lock_timeout)" in str(info.value)
     assert "(migration, idle in transaction, AccessExclusiveLock held for" in str(info.value)
     assert table_state(make_db()) == (20_000, 20_000, source_checksum(20_000))
+
+
+def test_a_load_that_cannot_connect_fails_at_once_saying_why(
+    make_db: Callable[..., SpatialDatabase], database_url: str
+) -> None:
+    """The load's first connection was retried for half a minute, as a lost one is, then
+    failed as a DatabaseError with the driver's words: an unknown database (no retry can
+    mend it) and a server that is not there (before the load began) fail as a session's
+    would."""
+    url = make_url(database_url)
+    missing = make_db(url.set(database="no_such_database").render_as_string(False))
+    started = time.monotonic()
+    with pytest.raises(AccessDenied, match='database "no_such_database" does not exist'):
+        missing.ingest(TABLE, rows(10))
+    nowhere = make_db(url.set(port=1).render_as_string(False), connect_timeout=2)
+    with pytest.raises(ConnectionFailed, match="Could not connect to PostgreSQL at .*:1/"):
+        nowhere.ingest(TABLE, rows(10))
+    assert time.monotonic() - started < 10
 
 
 def stored(admin: psycopg.Connection[Any], table: str) -> int:

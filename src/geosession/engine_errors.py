@@ -67,10 +67,15 @@ def postgis_place(engine: Engine) -> PostGISPlace | None:
     return _postgis_places.get(engine)
 
 
-def translate_for(engine: Engine, error: BaseException) -> GeoSessionError:
+def translate_for(
+    engine: Engine, error: BaseException, *, connecting: bool = False
+) -> GeoSessionError:
     """:func:`~geosession.errors.translate` for an error of a connection of ``engine``'s
-    pool used directly (the ingest's psycopg connections): its server and PostGIS named."""
-    return translate(error, endpoint=endpoint_of(engine), postgis=postgis_place(engine))
+    pool used directly (the ingest's psycopg connections): its server and PostGIS named.
+    ``connecting``: the pool could not open one (its driver's error, as the pool gives it)."""
+    return translate(
+        error, endpoint=endpoint_of(engine), postgis=postgis_place(engine), connecting=connecting
+    )
 
 
 def _find_postgis(engine: Engine, dbapi_connection: Any, record: Any) -> None:

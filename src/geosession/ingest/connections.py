@@ -11,7 +11,7 @@ import psycopg
 from sqlalchemy import Engine
 
 from geosession.engine_errors import translate_for
-from geosession.errors import ConfigurationError, ConnectionFailed
+from geosession.errors import ConfigurationError, ConnectionFailed, GeoSessionError
 
 T = TypeVar("T")
 _CONNECTION_LOST = ("08", "57P01", "57P02", "57P03")
@@ -24,6 +24,9 @@ class Connections:
         self.engine = engine
         self.max_retries = max_retries
         self.on_retry = on_retry
+        self.connected = False
+        """Whether a connection was opened: before, a server that cannot be reached fails
+        the load at once, as a session would; after, it is waited for (a restart)."""
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -31,7 +34,12 @@ class Connections:
         try:
             proxy = self.engine.raw_connection()
         except ConnectionFailed as error:
-            raise psycopg.OperationalError(str(error)) from error
+            raise self._unopened(error)  # noqa: B904 - error itself, or chained to it
+        except psycopg.Error as error:  # the pool gives the driver's own error
+            failed = translate_for(self.engine, error, connecting=True)
+            failed.__cause__ = error
+            raise self._unopened(failed)  # noqa: B904 - chained above
+        self.connected = True
         try:
             driver = proxy.driver_connection
             if not isinstance(driver, psycopg.Connection):
@@ -46,6 +54,24 @@ class Connections:
         finally:
             proxy.close()
 
+    def _unopened(self, failed: GeoSessionError) -> Exception:
+        """What a connection that could not be opened raises: a driver error, retried,
+        once the load has connected (a server restarting); else ``failed`` itself, as a
+        session would (a login refused, no server there)."""
+        if failed.transient and self.connected:
+            retried = psycopg.OperationalError(str(failed))
+            retried.__cause__ = failed  # what translated() gives when retries run out
+            return retried
+        return failed
+
+    def translated(self, error: psycopg.Error) -> GeoSessionError:
+        """The error to raise: the pool's own where connecting failed (it names the server
+        and what to check, which the driver error made of it for the retries lost), else
+        the driver's translated."""
+        if isinstance(error.__cause__, GeoSessionError):
+            return error.__cause__
+        return translate_for(self.engine, error)
+
     def retrying(self, step: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Runs ``step`` on a connection, again on a fresh one if the connection is lost."""
         for attempt in range(self.max_retries + 1):
@@ -54,7 +80,7 @@ class Connections:
                     return step(conn)
             except psycopg.Error as error:
                 if not connection_lost(error) or attempt == self.max_retries:
-                    raise translate_for(self.engine, error) from error
+                    raise self.translated(error) from error
                 self.on_retry()
                 time.sleep(backoff(attempt))
         raise AssertionError("unreachable")

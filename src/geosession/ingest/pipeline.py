@@ -21,7 +21,6 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine
 
-from geosession.engine_errors import translate_for
 from geosession.errors import (
     ConfigurationError,
     DatabaseError,
@@ -615,7 +614,7 @@ class Ingest:
             self.report.retries += 1
 
     def _translated(self, error: psycopg.Error, chunk: Chunk) -> GeoSessionError:
-        translated = translate_for(self.engine, error)
+        translated = self.connections.translated(error)
         translated.reword(
             f"{translated.message}. Ingest {self.ingest_id} stopped at source rows "
             f"{chunk.first_row}-{chunk.last_row}; committed chunks stay, and "
