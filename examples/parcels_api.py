@@ -8,6 +8,8 @@ a table of its own, ``example_parcels`` (made, and filled with 5,000 parcels, at
 
 - ``GET /parcels/{id}``: a session per request from ``Depends(db.get_session)``, closed
   after the response whatever happened; 404 when there is no such parcel.
+- ``GET /parcels/{id}/near``: an ``async def`` endpoint, its async session (asyncpg)
+  from ``Depends(db.async_get_session)``: the parcels within 0.01 degrees.
 - ``POST /parcels``: a GeoJSON polygon, checked before the database sees it (an invalid
   one is a 422 naming the reason), stored in one explicit transaction; the response sets
   a ``wrote`` cookie with the primary's WAL position.
@@ -36,7 +38,8 @@ from fastapi import Cookie, Depends, FastAPI, Header, HTTPException, Query, Requ
 from fastapi.responses import JSONResponse, StreamingResponse
 from geoalchemy2 import WKBElement
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from geosession import GeoSessionError, IntegrityViolation, QueryTimeout, SpatialDatabase
@@ -78,7 +81,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     db.ingest(Parcel, rows, srid=SRID)
     yield
-    db.dispose()
+    await db.adispose()  # the async pool's connections too, on the loop that opened them
 
 
 app = FastAPI(title="parcels", lifespan=lifespan)
@@ -106,6 +109,16 @@ def get_parcel(parcel_id: int, s: SessionDep) -> dict[str, Any]:
     if parcel is None:
         raise HTTPException(404, f"no parcel {parcel_id}")
     return {"id": parcel.id, "name": parcel.name, "area": parcel.area}
+
+
+@app.get("/parcels/{parcel_id}/near")
+async def near_parcels(
+    parcel_id: int, s: Annotated[AsyncSession, Depends(db.async_get_session)]
+) -> dict[str, Any]:
+    """An async endpoint: its session comes from the asyncio pool (asyncpg)."""
+    centre = select(Parcel.geom).where(Parcel.id == parcel_id).scalar_subquery()
+    query = select(func.count()).where(func.ST_DWithin(Parcel.geom, centre, 0.01))
+    return {"id": parcel_id, "within_0.01_degrees": (await s.execute(query)).scalar_one()}
 
 
 @app.post("/parcels", status_code=201)
@@ -164,6 +177,8 @@ def main() -> None:
         found = client.get("/parcels/42").json()
         print(f"GET /parcels/42: {found['name']}, area {found['area']:.3e}")
         print(f"GET /parcels/999999: {client.get('/parcels/999999').status_code}")
+        near = client.get("/parcels/42/near").json()
+        print(f"GET /parcels/42/near (async): {near['within_0.01_degrees']} parcels")
         bow_tie = {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}
         refused = client.post("/parcels", json={"id": 9001, "name": "x", "geometry": bow_tie})
         print(f"POST a bow-tie: {refused.status_code} {refused.json()['detail']}")

@@ -49,6 +49,11 @@ def test_parcels_api_serves_requests_and_returns_every_connection(
     out = run_example("parcels_api.py", database_url)
     assert "GET /parcels/42: parcel 42" in out
     assert "GET /parcels/999999: 404" in out
+    near = admin.execute(
+        "SELECT count(*) FROM example_parcels p, example_parcels c "
+        "WHERE c.id = 42 AND ST_DWithin(p.geom, c.geom, 0.01)"
+    ).fetchone()[0]
+    assert f"GET /parcels/42/near (async): {near} parcels" in out  # db.async_get_session
     assert "POST a bow-tie: 422 need a valid Polygon, got Polygon Self-intersection" in out
     assert "POST a square: 201" in out
     assert "POST it again: 409 conflicts with an existing record" in out

@@ -217,6 +217,12 @@ class SpatialDatabase:
         with self.session() as session:
             yield session
 
+    async def async_get_session(self) -> AsyncIterator[AsyncSession]:
+        """The async twin of :meth:`get_session`, for ``async def`` endpoints:
+        ``Depends(db.async_get_session)`` yields an async session, closed after."""
+        async with self.async_session() as session:
+            yield session
+
     @async_scope("db.async_session()")
     async def async_session(self, *, replica: bool = False) -> AsyncIterator[AsyncSession]:
         """The async twin of :meth:`session`: always closed, rolled back on error."""
