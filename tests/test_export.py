@@ -64,6 +64,22 @@ def test_feature_collection_is_valid_rfc7946(db: SpatialDatabase, tmp_path: Path
     assert [p.name for p in tmp_path.iterdir()] == ["parcels.geojson"]  # no temporary left
 
 
+def test_polygons_follow_the_right_hand_rule_whichever_way_they_are_stored(
+    db: SpatialDatabase,
+) -> None:
+    """RFC 7946: exterior rings counterclockwise, holes clockwise. A Shapefile's polygons
+    turn the other way, and were written as stored, which d3 and other spherical renderers
+    draw as the rest of the globe."""
+    clockwise = "POLYGON((0 0, 0 10, 10 10, 10 0, 0 0), (2 2, 4 2, 4 4, 2 4, 2 2))"
+    sql = f"SELECT 1 AS id, ST_GeomFromText('{clockwise}', 4326) AS geom"
+    collection = orjson.loads(b"".join(db.iter_geojson(sql)))
+    line = orjson.loads(b"".join(db.iter_geojson(sql, newline_delimited=True)))
+    (streamed,) = db.stream(sql, output="geojson")
+    for geometry in (collection["features"][0]["geometry"], line["geometry"], streamed["geometry"]):
+        polygon = shapely.geometry.shape(geometry)
+        assert shapely.is_ccw(polygon.exterior) and not shapely.is_ccw(polygon.interiors[0])
+
+
 def test_geojson_lines_and_file_objects(db: SpatialDatabase, tmp_path: Path) -> None:
     out = tmp_path / "parcels.geojsonl"
     db.export_geojson("SELECT id, geom FROM rd_parcels", out, newline_delimited=True)

@@ -294,7 +294,9 @@ class ReadPlan:
             geom = literal_column(f"q.{quote_identifier(column.name)}::geometry")
         geom = self.options.projection.apply(geom)
         if self.features:
-            return geom if column.srid == GEOJSON_SRID else _to_wgs84(geom, _ref(column.name))
+            wgs84 = geom if column.srid == GEOJSON_SRID else _to_wgs84(geom, _ref(column.name))
+            points = (column.geometry_type or "").split(" ")[0] in ("Point", "MultiPoint")
+            return wgs84 if points else _right_hand_rule(wgs84)  # no rings to turn
         return func.ST_AsEWKB(geom) if self.geometry_bytea else geom
 
     def _other_geometry(self, column: Column) -> ColumnElement[Any]:
@@ -340,6 +342,14 @@ _BBOX_SEGMENTS = 32
 
 def _ref(name: str) -> ColumnElement[Any]:
     return literal_column(f"q.{quote_identifier(name)}")
+
+
+def _right_hand_rule(geom: ColumnElement[Any]) -> ColumnElement[Any]:
+    """RFC 7946's orientation: exterior rings counterclockwise, holes clockwise (a
+    Shapefile's polygons turn the other way, which spherical renderers such as d3 draw as
+    the rest of the globe). Checked first: ST_ForcePolygonCCW copies every geometry, which
+    cost an export a sixth of its speed where nothing needed turning."""
+    return case((func.ST_IsPolygonCCW(geom), geom), else_=func.ST_ForcePolygonCCW(geom))
 
 
 def _to_wgs84(geom: ColumnElement[Any], raw: ColumnElement[Any]) -> ColumnElement[Any]:
