@@ -134,6 +134,10 @@ def test_to_geojson_is_plain_json_at_full_precision() -> None:
     assert json.loads(json.dumps(data)) == data
     assert same(from_geojson(data), point)
     assert shapely.get_srid(from_geojson(json.dumps(data), srid=4326)) == 4326
+    clockwise = shapely.from_wkt("POLYGON((0 0, 0 2, 2 2, 2 0, 0 0), (1 1, 1.5 1, 1.5 1.5, 1 1))")
+    turned = shapely.geometry.shape(to_geojson(clockwise))  # RFC 7946, as the exports write
+    assert shapely.is_ccw(turned.exterior) and not shapely.is_ccw(turned.interiors[0])
+    assert turned.equals(clockwise)
 
 
 @pytest.mark.parametrize(

@@ -180,8 +180,10 @@ def wkt_array(geoms: Any) -> Any:
 
 
 def to_geojson(geom: GeometryLike) -> dict[str, Any]:
-    """Return a GeoJSON geometry dict (plain lists, full precision; M values dropped)."""
-    data: dict[str, Any] = json.loads(shapely.to_geojson(to_shape(geom)))
+    """Return a GeoJSON geometry dict (plain lists, full precision; M values dropped),
+    polygons turned to RFC 7946's right-hand rule as the exports write them."""
+    shape = shapely.orient_polygons(to_shape(geom), exterior_cw=False)
+    data: dict[str, Any] = json.loads(shapely.to_geojson(shape))
     return data
 
 
