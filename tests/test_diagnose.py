@@ -190,6 +190,14 @@ def test_activity_command_prints_a_table_and_watches(database_url: str) -> None:
             assert narrow.exit_code == 0, narrow.output  # room for the query on 80 columns
             assert not any(header in narrow.output for header in headers)
             assert "┃ query" in narrow.output
+            as_json = runner.invoke(app, ["activity", "--json"], env=env)  # for scripts
+            assert as_json.exit_code == 0, as_json.output
+            snapshot = json.loads(as_json.stdout)
+            (visible,) = [s for s in snapshot["sessions"] if s["application"] == "cli-visible"]
+            assert visible["state"] == "idle in transaction" and visible["idle_in_transaction"]
+            assert visible["pid"] == other.info.backend_pid and snapshot["lock_waits"] == []
+            both = runner.invoke(app, ["activity", "--json", "--watch"], env=env)
+            assert both.exit_code != 0 and "leave out --watch" in both.output
         finally:
             other.rollback()
     assert "--watch" in runner.invoke(app, ["activity", "--help"]).output

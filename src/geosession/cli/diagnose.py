@@ -2,6 +2,7 @@
 statement runs, and what to fix."""
 
 import sys
+from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
@@ -27,6 +28,14 @@ def activity(
     long_running: Annotated[
         float, typer.Option(min=0, help="Mark active queries running longer (seconds).")
     ] = 60.0,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="One snapshot as JSON on stdout: {sessions: [...], lock_waits: [...]}, the "
+            "fields of db.activity() and db.locks(), ages in seconds (for scripts, alerts).",
+        ),
+    ] = False,
 ) -> None:
     """Show the server sessions of this database (pg_stat_activity) and who blocks whom.
 
@@ -38,7 +47,7 @@ def activity(
     lock waits with the holder's pid and query. Example: geosession activity --watch
     """
     from geosession.database import SpatialDatabase
-    from geosession.diagnose.console import activity_view
+    from geosession.diagnose.console import activity_view, print_json
     from geosession.diagnose.console import watch as watch_live
 
     with SpatialDatabase.from_env() as db:
@@ -46,6 +55,18 @@ def activity(
         def view() -> Any:
             return activity_view(db, all_databases=all_databases, long_running=long_running)
 
+        if as_json:
+            if watch:
+                raise typer.BadParameter("--json writes one snapshot: leave out --watch")
+            sessions = db.activity(all_databases=all_databases, long_running=long_running)
+            waits = db.locks(all_databases=all_databases)
+            print_json(
+                {
+                    "sessions": [asdict(s) for s in sessions],
+                    "lock_waits": [asdict(w) for w in waits],
+                }
+            )
+            return
         if watch:
             watch_live(view, interval=interval, count=count, console=Console())
         else:
