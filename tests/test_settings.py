@@ -244,7 +244,9 @@ def test_environment_variables_as_people_write_them(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ConfigurationError) as info:
         DatabaseSettings()
     assert "statement_timeout (GEOSESSION_STATEMENT_TIMEOUT): '5 minutes'" in str(info.value)
-    assert "units us, ms, s, min, h or d (a bare number is in ms)" in str(info.value)
+    assert "units us, ms, s, min, h or d (0 alone disables it)" in str(
+        info.value
+    )  # was: a bare number is in ms, which is refused
 
 
 def test_libpq_host_lists_are_read_as_sqlalchemy_reads_several_hosts() -> None:

@@ -61,14 +61,17 @@ _SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$", re.IGNORE
 """PostgreSQL setting names are case-insensitive: TimeZone and DateStyle are spelled so."""
 
 
-def _parse_quantity(value: object, units: dict[str, float], default_unit: str) -> float:
+def _parse_quantity(
+    value: object, units: dict[str, float], default_unit: str, bare: str | None = None
+) -> float:
+    """``bare``: what a number without a unit means, said when the value cannot be read."""
     text = str(value)
     match = _QUANTITY.match(text)
     if match is None or match.group(2) not in ("", *units):
         *others, last = units
         raise ValueError(
             f"{text!r} is not a valid quantity: give a number and one of the units "
-            f"{', '.join(others)} or {last} (a bare number is in {default_unit})"
+            f"{', '.join(others)} or {last} ({bare or f'a bare number is in {default_unit}'})"
         )
     return float(match.group(1)) * units[match.group(2) or default_unit]
 
@@ -79,7 +82,7 @@ def duration_ms(value: object) -> float:
 
 
 def _check_duration(value: object) -> str:
-    ms = duration_ms(value)
+    ms = _parse_quantity(value, _DURATION_UNITS_MS, "ms", bare="0 alone disables it")
     if ms > _MAX_INT:
         raise ValueError(f"{value!r} is longer than PostgreSQL allows (about 24 days)")
     if ms and _QUANTITY.match(str(value)).group(2) == "":  # type: ignore[union-attr]
