@@ -235,12 +235,10 @@ def _check_frame_labels(frame: Any, landing: Landing) -> None:
             f"(frame.loc[:, ~frame.columns.duplicated()]) or rename the others"
         )
     landed = {landing.column_for(label, None) for label in labels}
-    indexed = [str(name) for name in frame.index.names if name is not None]
+    named = [str(name) for name in frame.index.names if name is not None]
+    indexed = {name: landing.column_for(name, None) for name in named}
     left = [
-        name
-        for name in indexed
-        if landing.column_for(name, None) in landing.columns
-        and landing.column_for(name, None) not in landed
+        n for n, column in indexed.items() if column in landing.columns and column not in landed
     ]
     if left:
         raise ConfigurationError(

@@ -294,15 +294,13 @@ def choose_geometry(columns: Sequence[Column], wanted: str | None) -> int:
     spatial = [i for i, column in enumerate(columns) if column.spatial]
     names = ", ".join(repr(columns[i].name) for i in spatial)
     if wanted is not None:
-        matches = [i for i, column in enumerate(columns) if column.name == wanted]
-        if not matches:
-            column_index(columns, wanted, "geometry_column")  # raises, naming the columns
-        if not columns[matches[0]].spatial:
+        index = column_index(columns, wanted, "geometry_column")
+        if not columns[index].spatial:
             raise ConfigurationError(
                 f"geometry_column={wanted!r} (CLI: --geometry-column) is not a geometry or "
                 f"geography column (geometry columns: {names or 'none'})"
             )
-        return matches[0]
+        return index
     if not spatial:
         raise ConfigurationError(
             "the query has no geometry column: select one (a geometry or geography column, "
