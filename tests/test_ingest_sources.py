@@ -806,6 +806,23 @@ def test_a_vector_files_features_filtered_by_where_and_bbox(tmp_path: Path, suff
         batches(path, where="nosuch = 1")
 
 
+@pytest.mark.parametrize("suffix", ["gpkg", "fgb", "geojson", "shp"])
+def test_a_bbox_crossing_the_antimeridian_filters_both_sides(tmp_path: Path, suffix: str) -> None:
+    """minx > maxx: RFC 7946's box over the antimeridian, which GDAL's rectangle cannot
+    hold; in a projected layer it is corners in the wrong order, and refused."""
+    longitudes = [178.0, -179.0, 0.0, 170.0, -175.0]
+    pacific = gpd.GeoDataFrame(
+        {"val": range(5)}, geometry=shapely.points(longitudes, -17.0), crs=4326
+    )
+    path = tmp_path / f"pacific.{suffix}"
+    pyogrio.write_dataframe(pacific, path)
+    assert sorted(column(batches(path, bbox=(177, -20, -178, -10)), "val")) == [0, 1]
+    projected = tmp_path / f"projected.{suffix}"
+    pyogrio.write_dataframe(pacific.to_crs(3857), projected)
+    with pytest.raises(ConfigurationError, match=r"minx > maxx.*projected.*EPSG:3857"):
+        batches(projected, bbox=(177, -20, -178, -10))
+
+
 def test_filters_are_refused_where_they_cannot_apply(tmp_path: Path) -> None:
     csv_path = write_csv(tmp_path / "rows.csv", [["name", "wkt"], ["a", "POINT(1 1)"]])
     with pytest.raises(ConfigurationError, match=r"where='x' filters the features of a vector"):
@@ -814,8 +831,9 @@ def test_filters_are_refused_where_they_cannot_apply(tmp_path: Path) -> None:
         batches(frame(2), bbox=(0, 0, 1, 1))
     path = tmp_path / "parcels.gpkg"
     pyogrio.write_dataframe(frame(2), path)
-    with pytest.raises(ConfigurationError, match=r"is not \(minx, miny, maxx, maxy\) with min"):
-        batches(path, bbox=(1, 1, 0, 0))
+    for box in [(0, 1, 1, 0), (190, 0, 0, 1)]:  # minx > maxx only within -180..180
+        with pytest.raises(ConfigurationError, match=r"is not \(minx, miny, maxx, maxy\) with"):
+            batches(path, bbox=box)
     assert source_length(path) == 2 and source_length(path, filtered=True) is None
 
 

@@ -222,6 +222,39 @@ def test_bbox_filter_uses_the_column_srid(
     assert sum(1 for _ in db.stream(computed, bbox=bbox)) == expected[0]
 
 
+def test_a_bbox_crossing_the_antimeridian_keeps_both_sides(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    """RFC 7946 writes a box over the antimeridian from its west edge (minx > maxx): Fiji's
+    (177, -20, -178, -10) holds longitudes 178 and -179, not the 355 degrees between."""
+    admin.execute(
+        "DROP TABLE IF EXISTS rd_pacific; CREATE TABLE rd_pacific (id int PRIMARY KEY, "
+        "geom geometry(Point, 4326), metric geometry(Point, 3857), geog geography(Point), "
+        "loose geometry); CREATE INDEX ON rd_pacific USING gist (geom); "
+        "INSERT INTO rd_pacific SELECT i, p, ST_Transform(p, 3857), p::geography, p FROM "
+        "(SELECT i, ST_SetSRID(ST_MakePoint(x, -17), 4326) AS p FROM (VALUES (1, 178.0), "
+        "(2, -179.0), (3, 0.0), (4, 170.0), (5, -175.0)) AS v (i, x)) AS points"
+    )
+    try:
+        fiji = (177, -20, -178, -10)
+        for column in ("geom", "metric", "geog", "loose"):
+            rows = db.stream("rd_pacific", bbox=fiji, geometry_column=column, output="row")
+            assert sorted(row[0] for row in rows) == [1, 2], column
+        sql = "SELECT id, metric FROM rd_pacific"
+        assert sorted(row[0] for row in db.stream(sql, bbox=fiji, output="row")) == [1, 2]
+        with pytest.raises(
+            ConfigurationError, match=r"minx > maxx, .* bbox_srid=3857 is not a geo"
+        ):
+            list(db.stream("rd_pacific", bbox=fiji, bbox_srid=3857, geometry_column="metric"))
+        with pytest.raises(ConfigurationError, match="bbox_srid=999998 is not in spatial_ref_sys"):
+            list(db.stream("rd_pacific", bbox=fiji, bbox_srid=999998, geometry_column="geom"))
+        with pytest.raises(ConfigurationError, match="minx > maxx only for a box crossing"):
+            db.stream("rd_pacific", bbox=(190, -20, 10, -10))
+        assert released(db, admin)
+    finally:
+        admin.execute("DROP TABLE rd_pacific")
+
+
 @pytest.mark.usefixtures("tables")
 def test_two_geometry_columns_need_a_choice(db: SpatialDatabase) -> None:
     with pytest.raises(ConfigurationError, match=r"2 geometry columns \('a', 'b'\)"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeAlias
@@ -65,6 +66,28 @@ NOT_IN_GEOS = {
 }
 """The (E)WKB type codes of the PostGIS types shapely (GEOS) cannot hold: curves (shapely
 raises NotImplementedError for a whole array holding one), surfaces and TINs."""
+
+
+Bbox: TypeAlias = tuple[float, float, float, float]
+"""A bounding box: minx, miny, maxx, maxy."""
+
+
+def is_bbox(box: Sequence[float]) -> bool:
+    """Four finite numbers with miny <= maxy, and minx <= maxx unless the box crosses the
+    antimeridian: RFC 7946 writes such a box from its western edge (minx, the larger
+    longitude) to its eastern one, both from -180 to 180."""
+    if len(box) != 4 or not all(map(math.isfinite, box)):
+        return False
+    minx, miny, maxx, maxy = box
+    return miny <= maxy and (minx <= maxx or -180 <= maxx < minx <= 180)
+
+
+def bbox_parts(box: Bbox) -> list[Bbox]:
+    """The box, or its two halves on either side of the antimeridian when it crosses it."""
+    minx, miny, maxx, maxy = box
+    if minx <= maxx:
+        return [box]
+    return [(minx, miny, 180.0, maxy), (-180.0, miny, maxx, maxy)]
 
 
 def to_shape(value: GeometryLike, *, srid: int | None = None) -> shapely.Geometry:

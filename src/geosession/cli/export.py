@@ -27,7 +27,10 @@ def export(
     ] = None,
     bbox: Annotated[
         str | None,
-        typer.Option(help="minx,miny,maxx,maxy in lon/lat (EPSG:4326; see --bbox-srid)."),
+        typer.Option(
+            help="minx,miny,maxx,maxy in lon/lat (EPSG:4326; see --bbox-srid); minx > maxx "
+            "crosses the antimeridian (177,-20,-178,-10).",
+        ),
     ] = None,
     bbox_srid: Annotated[int, typer.Option(help="SRID of the --bbox numbers.")] = 4326,
     geometry_column: Annotated[

@@ -115,7 +115,7 @@ def ingest(
         typer.Option(
             help="minx,miny,maxx,maxy in the CRS of the file's layer: load only the features "
             "of a vector file that intersect it (a FlatGeobuf's or GeoPackage's spatial index "
-            "finds them).",
+            "finds them); minx > maxx crosses the antimeridian (177,-20,-178,-10).",
         ),
     ] = None,
     encoding: Annotated[

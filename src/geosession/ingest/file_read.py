@@ -3,14 +3,15 @@ fields, shared by the readers of each kind (:mod:`.files`, :mod:`.delimited`).""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import shapely
 
 from geosession.errors import ConfigurationError
-
-Bbox = tuple[float, float, float, float]
+from geosession.geometry import Bbox, bbox_parts, is_bbox
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,35 @@ class FileRead:
                 raise ConfigurationError(
                     f"{name}={value!r} {purpose}, and {source} is not one: leave it out"
                 )
-        box = self.bbox
-        if box is not None and not (
-            len(box) == 4 and all(map(math.isfinite, box)) and box[0] <= box[2] and box[1] <= box[3]
-        ):
+        if self.bbox is not None and not is_bbox(self.bbox):
             raise ConfigurationError(
-                f"bbox={box!r} is not (minx, miny, maxx, maxy) with min <= max, in the CRS of "
-                "the file's layer"
+                f"bbox={self.bbox!r} is not (minx, miny, maxx, maxy) with min <= max, in the "
+                "CRS of the file's layer (minx > maxx only for a box crossing the antimeridian, "
+                "in longitudes from -180 to 180)"
+            )
+
+    def spatial_filter(self) -> dict[str, Any]:
+        """GDAL's spatial filter (pyogrio's keyword): the bbox, or for a box crossing the
+        antimeridian its two halves as a mask, since GDAL's rectangle cannot wrap."""
+        if self.bbox is None:
+            return {}
+        parts = bbox_parts(self.bbox)
+        if len(parts) == 1:
+            return {"bbox": self.bbox}
+        return {"mask": shapely.MultiPolygon([shapely.box(*part) for part in parts])}
+
+    def check_crossing(self, crs: Any, path: Path) -> None:
+        """Refuses a box crossing the antimeridian for a layer in a projected CRS, where
+        minx > maxx is corners given in the wrong order."""
+        if self.bbox is None or len(bbox_parts(self.bbox)) == 1 or crs is None:
+            return
+        import pyproj  # pyogrio's companion in the geo extra
+
+        if not pyproj.CRS.from_user_input(crs).is_geographic:
+            raise ConfigurationError(
+                f"bbox={self.bbox!r} has minx > maxx, which only a box in longitudes and "
+                f"latitudes crossing the antimeridian can have, and {path}'s layer is in a "
+                f"projected CRS ({crs}); give minx <= maxx in its coordinates"
             )
 
 

@@ -47,7 +47,7 @@ from geosession.ingest.encodings import (
     column_values,
     layer_text,
 )
-from geosession.ingest.file_read import Bbox, FileRead, renamer
+from geosession.ingest.file_read import FileRead, renamer
 from geosession.ingest.gdal_batches import Reread, mended
 from geosession.ingest.geoarrow import native_encoding, native_geometries, native_type
 from geosession.ingest.geojson_ids import has_integer_ids
@@ -227,7 +227,7 @@ def _vector_batches(pyogrio: Any, path: Path, landing: Landing, read: FileRead) 
             layer=layer,
             encoding=text.open_with,
             where=read.where,
-            bbox=read.bbox,
+            **read.spatial_filter(),
             batch_size=_FILE_BATCH,
             use_pyarrow=True,
             return_fids=feature_ids,
@@ -248,12 +248,15 @@ def _vector_batches(pyogrio: Any, path: Path, landing: Landing, read: FileRead) 
             names = {f: landing.column_for(renamed(f), geometry) for f in fields}
             landing.check(list(names.values()), where=str(path))
             names = {f: name for f, name in names.items() if name in landing.columns}
+            read.check_crossing(meta["crs"], path)
             crs = source_crs(meta["crs"])
             known = {names[geometry]: crs} if crs is not None and geometry in names else {}
             with _filtering(read, path):  # some drivers apply the condition as they read
                 features = _read_through(reader, path, filtered=read.where is not None)
                 if geometry in fields:
-                    again = rereader(pyogrio, source, layer, text.open_with, read.where, read.bbox)
+                    again = rereader(
+                        pyogrio, source, layer, text.open_with, read.where, read.spatial_filter()
+                    )
                     features = mended(features, geometry, again, path)
                 yield from arrow_batches(features, names, landing, known, text.fallback)
     except unreadable as error:
@@ -266,7 +269,7 @@ def rereader(
     layer: str | None,
     encoding: str | None = None,
     where: str | None = None,
-    bbox: Bbox | None = None,
+    spatial_filter: Mapping[str, Any] | None = None,
 ) -> Reread:
     """Reads a span of the layer's geometries again, where GDAL's Arrow reader failed them
     (:mod:`.gdal_batches`): through its feature API, or its Arrow reader (``arrow``)."""
@@ -275,7 +278,7 @@ def rereader(
         "encoding": encoding,
         "columns": [],
         "where": where,
-        "bbox": bbox,
+        **(spatial_filter or {}),
     }
 
     def again(skip: int, count: int, *, arrow: bool = False) -> Sequence[bytes | None]:

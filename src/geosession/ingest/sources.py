@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy.sql import ClauseElement
 
 from geosession.errors import ConfigurationError
+from geosession.geometry import Bbox
 from geosession.ingest.arrow_streams import (
     arrow_length,
     arrow_stream_batches,
@@ -32,7 +33,7 @@ from geosession.ingest.arrow_streams import (
 from geosession.ingest.batches import Batch, Landing, check_fields, geometry_field, repeated
 from geosession.ingest.crs import SourceCrs, source_crs
 from geosession.ingest.features import feature_collection
-from geosession.ingest.file_read import Bbox, FileRead
+from geosession.ingest.file_read import FileRead
 from geosession.ingest.files import (
     SUPPORTED,
     file_batches,

@@ -25,13 +25,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 
 from geosession.errors import ConfigurationError, refuse_unknown_options
+from geosession.geometry import GEOJSON_SRID, is_bbox
 
 OUTPUTS = ("shapely", "wkb", "geojson", "row")
 """What :meth:`SpatialDatabase.stream` yields per row (see :class:`ReadOptions`)."""
 PROJECTIONS = ("full", "envelope", "centroid", "simplify:<tolerance>", "transform:<srid>")
 """The accepted ``geometry=`` forms."""
 FEATURE_TEXT = "feature_text"  # internal output: one GeoJSON Feature as text per row
-GEOJSON_SRID = 4326  # RFC 7946: GeoJSON coordinates are WGS 84 longitude, latitude
 FULL_PRECISION = 15  # ST_AsGeoJSON's maximum decimal digits: exact for degrees and metres
 
 _PREPARER = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
@@ -190,10 +190,11 @@ def _check_bbox(bbox: Sequence[float] | None) -> tuple[float, float, float, floa
         raise ConfigurationError(
             f"bbox={bbox!r} is not a bounding box; give four numbers minx, miny, maxx, maxy"
         ) from None
-    finite = all(math.isfinite(v) for v in (minx, miny, maxx, maxy))
-    if not finite or minx > maxx or miny > maxy:
+    if not is_bbox((minx, miny, maxx, maxy)):
         raise ConfigurationError(
-            f"bbox={bbox!r} is not a bounding box: need finite minx <= maxx and miny <= maxy"
+            f"bbox={bbox!r} is not a bounding box: need finite minx <= maxx and miny <= maxy "
+            "(minx > maxx only for a box crossing the antimeridian, in longitudes from -180 "
+            "to 180)"
         )
     return minx, miny, maxx, maxy
 

@@ -31,6 +31,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    or_,
     select,
     text,
 )
@@ -38,10 +39,10 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from geosession.errors import ConfigurationError, SRIDMismatch
+from geosession.geometry import GEOJSON_SRID, Bbox, bbox_parts
 from geosession.read.passthrough import srids as srids_of
 from geosession.read.plan import (
     FEATURE_TEXT,
-    GEOJSON_SRID,
     Column,
     ReadOptions,
     choose_geometry,
@@ -49,7 +50,7 @@ from geosession.read.plan import (
     quote_identifier,
 )
 from geosession.read.types import POSTGRES_JSON, POSTGRES_TEXT
-from geosession.srs import SpatialRef, crs_of, spatial_ref
+from geosession.srs import SpatialRef, crs_of, in_degrees, spatial_ref
 
 CURSOR_NAME = "geosession_stream"
 """One stream per connection and transaction: the cursor is named after the shape of its
@@ -166,19 +167,23 @@ class ReadPlan:
         projection = self.options.projection
         if projection.kind == "transform" and isinstance(projection.value, int):
             srids.append(projection.value)
+        if self._bbox_parts[1:]:  # halves at the antimeridian: its CRS must be in degrees
+            srids.append(self.options.bbox_srid)
         return srids
 
     def with_spatial_refs(self, rows: Sequence[Sequence[Any]]) -> ReadPlan:
         """The plan with the spatial_ref_sys rows of its SRIDs; ``transform:<srid>`` of
         an SRID the database does not know is refused."""
         refs = tuple(spatial_ref(row) for row in rows)
-        projection = self.options.projection
+        projection, bbox_srid = self.options.projection, self.options.bbox_srid
         if projection.kind == "transform" and projection.value not in {r[0] for r in refs}:
             raise ConfigurationError(
                 f"geometry='transform:{projection.value}': SRID {projection.value} is not in "
                 "spatial_ref_sys; use an SRID that PostGIS knows (listed in the "
                 "spatial_ref_sys table)"
             )
+        if self._bbox_parts[1:]:
+            _check_antimeridian(self.options, next((r for r in refs if r[0] == bbox_srid), None))
         return replace(self, spatial_refs=refs)
 
     def crs_for(self, srid: float | None) -> str | None:
@@ -305,35 +310,58 @@ class ReadPlan:
             return func.ST_AsEWKT(_ref(column.name))
         return func.ST_AsEWKB(_ref(column.name)) if self.geometry_bytea else _ref(column.name)
 
-    def _dense(self, box: ColumnElement[Any]) -> ColumnElement[Any]:
-        """The box with points along its sides: transformed, its edges bend (a longitude
-        and latitude box is curved in a conic projection), and four corners alone would
-        leave out what the curved edges enclose (a world box held nothing)."""
-        assert self.options.bbox is not None
-        low_x, low_y, high_x, high_y = self.options.bbox
-        step = max(high_x - low_x, high_y - low_y) / _BBOX_SEGMENTS
-        return func.ST_Segmentize(box, cast(literal(step), Float)) if step > 0 else box
+    @property
+    def _bbox_parts(self) -> list[Bbox]:
+        """The bbox, or its halves on either side of the antimeridian."""
+        return bbox_parts(self.options.bbox) if self.options.bbox is not None else []
 
     def _bbox_filter(self) -> ColumnElement[bool]:
-        """``geom && box``, on the raw column so that its GiST index serves the filter."""
-        assert self.options.bbox is not None
+        """``geom && box`` (or of either half of a box across the antimeridian), on the raw
+        column so that its GiST index serves the filter."""
+        return or_(*(self._meets(part) for part in self._bbox_parts))
+
+    def _meets(self, part: Bbox) -> ColumnElement[bool]:
         column, bbox_srid = self.geometry, self.options.bbox_srid
         geom = _ref(column.name)
-        corners = [cast(literal(value), Float) for value in self.options.bbox]
+        corners = [cast(literal(value), Float) for value in part]
         box = func.ST_MakeEnvelope(*corners, cast(literal(bbox_srid), Integer))
         if column.spatial == "geography":
-            return geom.op("&&")(cast(func.ST_Transform(self._dense(box), GEOJSON_SRID), Geography))
+            return geom.op("&&")(
+                cast(func.ST_Transform(_dense(box, part), GEOJSON_SRID), Geography)
+            )
         if column.srid == bbox_srid:
             return geom.op("&&")(box)
         if column.srid is not None:
             srid_value = cast(literal(column.srid), Integer)
-            return geom.op("&&")(func.ST_Transform(self._dense(box), srid_value))
+            return geom.op("&&")(func.ST_Transform(_dense(box, part), srid_value))
         srid = func.ST_SRID(geom)  # unknown column SRID: per row (no index)
         per_row = case(
             (srid.in_([0, bbox_srid]), func.ST_SetSRID(box, srid)),
-            else_=func.ST_Transform(self._dense(box), srid),
+            else_=func.ST_Transform(_dense(box, part), srid),
         )
         return geom.op("&&")(per_row)
+
+
+def _dense(box: ColumnElement[Any], part: Bbox) -> ColumnElement[Any]:
+    """The box with points along its sides: transformed, its edges bend (a longitude and
+    latitude box is curved in a conic projection), and four corners alone would leave out
+    what the curved edges enclose (a world box held nothing)."""
+    low_x, low_y, high_x, high_y = part
+    step = max(high_x - low_x, high_y - low_y) / _BBOX_SEGMENTS
+    return func.ST_Segmentize(box, cast(literal(step), Float)) if step > 0 else box
+
+
+def _check_antimeridian(options: ReadOptions, ref: SpatialRef | None) -> None:
+    """A box with minx > maxx crosses the antimeridian only in longitudes and latitudes;
+    in a projected CRS it is a mistake (its corners given in the wrong order)."""
+    if not in_degrees(ref):
+        srid = f"bbox_srid={options.bbox_srid} is " + (
+            "not a geographic CRS" if ref else "not in spatial_ref_sys"
+        )
+        raise ConfigurationError(
+            f"bbox={options.bbox!r} has minx > maxx, which only a box in longitudes and "
+            f"latitudes crossing the antimeridian can have, and {srid}; give minx <= maxx"
+        )
 
 
 _BBOX_SEGMENTS = 32
