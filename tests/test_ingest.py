@@ -4226,6 +4226,21 @@ def test_a_file_of_no_bytes_is_refused_by_name(
         assert s.execute(text("SELECT to_regclass('from_nothing')")).scalar() is None
 
 
+def test_geojson_lines_of_no_features_load_no_rows(
+    db: SpatialDatabase, table: str, tmp_path: Path
+) -> None:
+    """An export of no rows to GeoJSON Lines is a file of 0 bytes: no features, not a
+    broken file (GDAL refuses to open it); it has no fields to create a table from."""
+    path = tmp_path / "none.geojsonl"
+    path.touch()
+    report = db.ingest(table, path, progress=False)
+    assert (report.rows_read, report.inserted, report.completed) == (0, 0, True)
+    with pytest.raises(ConfigurationError, match=r"none\.geojsonl is empty .* create the table"):
+        db.ingest("from_nothing", path, create=True)
+    with db.session() as s:
+        assert s.execute(text("SELECT to_regclass('from_nothing')")).scalar() is None
+
+
 def test_cli_ingest_of_a_geopackage_resumes_by_default(
     db: SpatialDatabase, database_url: str, table: str, tmp_path: Any, monkeypatch: Any
 ) -> None:

@@ -38,6 +38,7 @@ from geosession.ingest.features import as_features, features_frame
 from geosession.ingest.file_read import check_rename
 from geosession.ingest.files import (
     SUPPORTED,
+    empty_sequence,
     file_kind,
     id_column,
     is_source_file,
@@ -259,6 +260,12 @@ def _file_schema(path: Path, options: IngestOptions, srids: Srids) -> SourceSche
         remedy = "or write it with GeoDataFrame.to_feather, which adds GeoParquet metadata"
         source_is = (str(path), "an Arrow IPC file", remedy)
         return _arrow_schema(open_arrow_file(path).schema, srids, source_is)
+    if empty_sequence(path):
+        raise ConfigurationError(
+            f"{path} is empty (0 bytes): GeoJSON Lines of no features, which declare no "
+            "columns to create the table from; create the table first, or load it once it "
+            "holds features"
+        )
     return _vector_schema(path, srids, options.layer, options.encoding)
 
 

@@ -147,14 +147,23 @@ def refuse_url(source: str | Path) -> None:
 def refuse_empty(path: Path) -> None:
     """A file of 0 bytes (a download that failed, a copy cut short at its start) is refused
     by name: GDAL's words for it are "not recognized as being in a supported file format",
-    and with create=True a CSV would make a table of no columns."""
-    try:
-        empty = path.is_file() and path.stat().st_size == 0
-    except OSError:  # no file's name (a GeoJSON text given as a str)
-        return
-    if empty:
+    and with create=True a CSV would make a table of no columns. GeoJSON Lines of no
+    features are 0 bytes (an export of no rows writes them): those load no rows."""
+    if _is_empty(path) and not empty_sequence(path):
         file_kind(path)  # a type read nowhere says so first
         raise ConfigurationError(f"{path} is empty (0 bytes): nothing to load")
+
+
+def empty_sequence(path: Path) -> bool:
+    """Whether ``path`` is GeoJSON Lines of no features, which GDAL refuses to open."""
+    return path.suffix.lower() in _SEQUENCE_SUFFIXES and _is_empty(path)
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size == 0
+    except OSError:  # no file's name (a GeoJSON text given as a str)
+        return False
 
 
 def is_source_file(path: Path) -> bool:
@@ -197,6 +206,8 @@ def file_batches(path: Path, landing: Landing, read: FileRead | None = None) -> 
         return _parquet_batches(pyarrow.parquet, path, landing, read)
     if kind == "arrow":
         return _arrow_file_batches(path, landing, read)
+    if empty_sequence(path):
+        return iter(())
     try:
         import pyarrow
         import pyogrio
