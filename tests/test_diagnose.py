@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -164,6 +165,16 @@ def test_lock_waits_name_the_blocking_pid(
             waiting = next(s for s in db.activity() if s.pid == waiter.info.backend_pid)
             assert waiting.blocked_by == (holder.info.backend_pid,)
             assert waiting.wait_event is not None and waiting.wait_event.startswith("Lock:")
+            for columns in (80, 100, 250):  # the query readable, not folded to a few letters
+                env = {"GEOSESSION_DATABASE_URL": database_url, "COLUMNS": str(columns)}
+                shown = CliRunner().invoke(app, ["activity"], env=env)
+                assert shown.exit_code == 0, shown.output
+                lines = shown.output.splitlines()
+                assert max(map(len, lines)) <= columns and "Lock waits (1)" in shown.output
+                query_headers = [re.search(r"┃ query +┃$", line.rstrip()) for line in lines]
+                widths = [len(found.group()) for found in query_headers if found]
+                assert len(widths) == 2 and min(widths) > 20, shown.output
+                assert any(f"{holder.info.backend_pid}" in line for line in lines)
         finally:
             holder.rollback()
             thread.join()

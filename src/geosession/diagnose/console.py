@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import orjson
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
@@ -56,35 +57,76 @@ def _state_style(session: SessionActivity) -> str:
     return "green" if session.state == "active" else ""
 
 
-class _FittedActivity:
-    """The sessions table with the columns the terminal's width has room for: below
-    ``_ROOMY`` characters the user and the transaction's age are left out, so the query
-    stays readable (on 80 columns every column folded to a few characters)."""
+@dataclass
+class _FittedTable:
+    """A table whose query column takes the width the other columns leave, sized when it
+    is printed: each other column as wide as its longest value (at most ``_CELL_WIDTH``),
+    then with its header wrapped at spaces, then, on a terminal still too narrow, without
+    the columns of ``optional`` in turn, so that the query stays readable (left to rich,
+    every column folded to a few characters on 80 columns, the query the most)."""
 
-    def __init__(self, sessions: list[SessionActivity], all_databases: bool, role: str) -> None:
-        self.sessions, self.all_databases, self.role = sessions, all_databases, role
+    title: str
+    columns: dict[str, list[Text]]
+    optional: tuple[str, ...] = ()
+    caption: str | None = None
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        narrow = options.max_width < _ROOMY
-        omit = ("user", "xact age") if narrow else ()
-        yield activity_table(
-            self.sessions, all_databases=self.all_databases, role=self.role, omit=omit
+        queries = self.columns["query"]
+        needed = min(_width("query", queries, whole_header=True), _QUERY_WIDTH)
+        shown = [name for name in self.columns if name != "query"]
+        left_out = list(self.optional)
+        while True:
+            widths = self._widths(shown, whole_headers=True)
+            if _room(widths, options.max_width) >= needed:
+                break
+            widths = self._widths(shown, whole_headers=False)
+            if _room(widths, options.max_width) >= needed or not left_out:
+                break
+            dropped = left_out.pop(0)
+            shown = [name for name in shown if name != dropped]
+        room = _room(widths, options.max_width)
+        widths["query"] = max(min(_width("query", queries, whole_header=True), room), 5)
+        table = Table(
+            title=self.title, title_justify="left", caption=self.caption, caption_justify="left"
         )
+        for name, width in widths.items():
+            table.add_column(name, width=width, overflow="fold" if name == "query" else "ellipsis")
+        for row in zip(*(self.columns[name] for name in widths), strict=True):
+            table.add_row(*row)
+        yield table
+
+    def _widths(self, shown: list[str], *, whole_headers: bool) -> dict[str, int]:
+        return {
+            name: _width(name, self.columns[name], whole_header=whole_headers) for name in shown
+        }
 
 
-_ROOMY = 110
+def _width(name: str, cells: list[Text], *, whole_header: bool) -> int:
+    """A column's width for its longest value (the query's whole, any other's at most
+    ``_CELL_WIDTH``) and its header, whole or wrapped at spaces ("query age" on two lines)."""
+    longest = max((cell.cell_len for cell in cells), default=0)
+    header = len(name) if whole_header else max(len(word) for word in name.split())
+    return max(header, longest if name == "query" else min(longest, _CELL_WIDTH))
+
+
+def _room(widths: dict[str, int], max_width: int) -> int:
+    """What is left for the query: each column has a border and a space on either side."""
+    return max_width - sum(widths.values()) - 3 * (len(widths) + 1) - 1
+
+
+_QUERY_WIDTH = 30
+"""The narrowest query column left before other columns are left out (with none left to
+leave out, the query gets what there is)."""
+_CELL_WIDTH = 24
+"""The widest any other column gets: a longer value wraps at its spaces."""
 
 
 def activity_table(
-    sessions: list[SessionActivity],
-    *,
-    all_databases: bool = False,
-    role: str = "this role",
-    omit: tuple[str, ...] = (),
-) -> Table:
+    sessions: list[SessionActivity], *, all_databases: bool = False, role: str = "this role"
+) -> _FittedTable:
     """Sessions as a table; idle in transaction in red, waiting or long-running in yellow;
-    sessions whose state ``role`` may not see are named so under the table. ``omit``:
-    columns left out."""
+    sessions whose state ``role`` may not see are named so under the table. On a narrow
+    terminal the user, the transaction's age and the application are left out first."""
     hidden = sum(s.hidden for s in sessions)
     caption = (
         f"{hidden} session(s) of other roles hide their state and query from {role}: "
@@ -92,53 +134,48 @@ def activity_table(
         if hidden
         else None
     )
-    table = Table(
-        title=f"Server sessions ({len(sessions)})",
-        title_justify="left",
-        caption=caption,
-        caption_justify="left",
-    )
-    names = ["pid", "database", "application", "user", "state", "xact age", "query age"]
-    names += ["wait", "blocked by", "query"]
-    shown = [n not in omit and (n != "database" or all_databases) for n in names]
-    for name, show in zip(names, shown, strict=True):
-        if show:
-            table.add_column(name, overflow="fold", no_wrap=name in ("pid", "state"))
-    for s in sessions:
-        flags = " (long)" if s.long_running else ""
-        cells = [
-            Text(str(s.pid)),
-            Text(s.database or ""),
-            Text(s.application),
-            Text(s.user or ""),
-            Text("hidden" if s.hidden else (s.state or "") + flags, style=_state_style(s)),
-            Text(_age(s.transaction_age)),
-            Text(_age(s.query_age)),
-            Text(s.wait_event or ""),
-            Text(", ".join(map(str, s.blocked_by)), style="yellow"),
-            Text(" ".join(s.query.split())[:120]),
-        ]
-        table.add_row(*(cell for cell, show in zip(cells, shown, strict=True) if show))
-    return table
+    columns: dict[str, list[Text]] = {
+        "pid": [Text(str(s.pid)) for s in sessions],
+        "database": [Text(s.database or "") for s in sessions],
+        "application": [Text(s.application) for s in sessions],
+        "user": [Text(s.user or "") for s in sessions],
+        "state": [
+            Text(
+                "hidden" if s.hidden else (s.state or "") + (" (long)" if s.long_running else ""),
+                style=_state_style(s),
+            )
+            for s in sessions
+        ],
+        "xact age": [Text(_age(s.transaction_age)) for s in sessions],
+        "query age": [Text(_age(s.query_age)) for s in sessions],
+        "wait": [Text(s.wait_event or "") for s in sessions],
+        "blocked by": [Text(", ".join(map(str, s.blocked_by)), style="yellow") for s in sessions],
+        "query": [Text(" ".join(s.query.split())[:120]) for s in sessions],
+    }
+    if not all_databases:
+        del columns["database"]
+    title = f"Server sessions ({len(sessions)})"
+    optional = ("user", "xact age", "database", "application", "wait")
+    return _FittedTable(title, columns, optional, caption)
 
 
-def locks_table(waits: list[LockWait]) -> Table:
+def locks_table(waits: list[LockWait]) -> _FittedTable:
     """Lock waits: who waits, for what, and who holds it."""
-    table = Table(title=f"Lock waits ({len(waits)})", title_justify="left")
-    for name in ("pid", "application", "lock", "relation", "waiting", "blocked by", "query"):
-        table.add_column(name, overflow="fold")
-    for w in waits:
-        blockers = "; ".join(f"{b.pid} {b.application} ({b.state})" for b in w.blockers)
-        table.add_row(
-            Text(str(w.pid)),
-            Text(w.application),
-            Text(f"{w.mode} ({w.lock_type})"),
-            Text(w.relation or ""),
-            Text(_age(w.waiting)),
-            Text(blockers or ", ".join(map(str, w.blocked_by)), style="yellow"),
-            Text(" ".join(w.query.split())[:120]),
-        )
-    return table
+    columns: dict[str, list[Text]] = {
+        "pid": [Text(str(w.pid)) for w in waits],
+        "application": [Text(w.application) for w in waits],
+        "lock": [Text(f"{w.mode} ({w.lock_type})") for w in waits],
+        "relation": [Text(w.relation or "") for w in waits],
+        "waiting": [Text(_age(w.waiting)) for w in waits],
+        "blocked by": [Text(_blockers(w), style="yellow") for w in waits],
+        "query": [Text(" ".join(w.query.split())[:120]) for w in waits],
+    }
+    return _FittedTable(f"Lock waits ({len(waits)})", columns, ("application", "lock"))
+
+
+def _blockers(wait: LockWait) -> str:
+    blockers = "; ".join(f"{b.pid} {b.application} ({b.state})" for b in wait.blockers)
+    return blockers or ", ".join(map(str, wait.blocked_by))
 
 
 def activity_view(db: SpatialDatabase, *, all_databases: bool, long_running: float) -> Group:
@@ -149,7 +186,7 @@ def activity_view(db: SpatialDatabase, *, all_databases: bool, long_running: flo
     if any(s.hidden for s in sessions):
         with db.session() as s:
             role = hidden_sessions(s.connection())[1]
-    parts: list[RenderableType] = [_FittedActivity(sessions, all_databases, role)]
+    parts: list[RenderableType] = [activity_table(sessions, all_databases=all_databases, role=role)]
     if waits:
         parts.append(locks_table(waits))
     return Group(*parts)
