@@ -264,6 +264,11 @@ def test_doctor_of_many_tables_names_ten_and_prints_each_fix_on_a_line(
     check = next(c for c in parsed["checks"] if c["name"] == "spatial indexes")
     assert check["statements"] == statements and check["fix"] == " ".join(statements)
     assert check["detail"].endswith(f"{schema}.t09.geom and 2 more")
+    narrow = runner.invoke(app, ["doctor", "--schema", schema], env={**env, "COLUMNS": "80"})
+    lines = narrow.output.splitlines()
+    assert max(map(len, lines)) <= 80 and "┃ fix" not in narrow.output  # under the result
+    assert any("│ idle_in_transaction_session_timeout │" in line for line in lines)  # whole
+    assert any("fix: The 12 statements below" in line for line in lines), narrow.output
     for statement in statements:
         admin.execute(statement)
     passing = runner.invoke(app, ["doctor", "--schema", schema], env=env)

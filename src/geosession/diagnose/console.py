@@ -12,7 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
-from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.console import (
+    Console,
+    ConsoleOptions,
+    Group,
+    OverflowMethod,
+    RenderableType,
+    RenderResult,
+)
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -25,7 +32,7 @@ from geosession.diagnose.activity import (
     hidden_sessions,
     see_all_advice,
 )
-from geosession.diagnose.doctor import DoctorReport
+from geosession.diagnose.doctor import Check, DoctorReport
 from geosession.diagnose.explain import PlanReport
 from geosession.diagnose.nodes import PlanNode
 
@@ -59,21 +66,26 @@ def _state_style(session: SessionActivity) -> str:
 
 @dataclass
 class _FittedTable:
-    """A table whose query column takes the width the other columns leave, sized when it
-    is printed: each other column as wide as its longest value (at most ``_CELL_WIDTH``),
-    then with its header wrapped at spaces, then, on a terminal still too narrow, without
-    the columns of ``optional`` in turn, so that the query stays readable (left to rich,
-    every column folded to a few characters on 80 columns, the query the most)."""
+    """A table whose ``flexible`` column (the query) takes the width the other columns
+    leave, sized when it is printed: each other column as wide as its longest value (at
+    most ``cell_width``), then with its header wrapped at spaces, then, on a terminal
+    still too narrow, without the columns of ``optional`` in turn, so that the flexible
+    column stays readable (left to rich, every column folded to a few characters on 80
+    columns, the query the most). Other columns' long words are cut with an ellipsis, or
+    folded when ``fold`` (SQL that must stay whole)."""
 
     title: str
     columns: dict[str, list[Text]]
     optional: tuple[str, ...] = ()
     caption: str | None = None
+    flexible: str = "query"
+    cell_width: int = 24
+    fold: bool = False
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        queries = self.columns["query"]
-        needed = min(_width("query", queries, whole_header=True), _QUERY_WIDTH)
-        shown = [name for name in self.columns if name != "query"]
+        flexible = self.columns[self.flexible]
+        needed = min(_width(self.flexible, flexible, whole_header=True), _FLEXIBLE_WIDTH)
+        shown = [name for name in self.columns if name != self.flexible]
         left_out = list(self.optional)
         while True:
             widths = self._widths(shown, whole_headers=True)
@@ -85,28 +97,34 @@ class _FittedTable:
             dropped = left_out.pop(0)
             shown = [name for name in shown if name != dropped]
         room = _room(widths, options.max_width)
-        widths["query"] = max(min(_width("query", queries, whole_header=True), room), 5)
+        whole = _width(self.flexible, flexible, whole_header=True)
+        widths = {**widths, self.flexible: max(min(whole, room), len(self.flexible), 1)}
         table = Table(
             title=self.title, title_justify="left", caption=self.caption, caption_justify="left"
         )
-        for name, width in widths.items():
-            table.add_column(name, width=width, overflow="fold" if name == "query" else "ellipsis")
-        for row in zip(*(self.columns[name] for name in widths), strict=True):
+        others: OverflowMethod = "fold" if self.fold else "ellipsis"
+        order = [name for name in self.columns if name in widths]
+        for name in order:
+            table.add_column(
+                name, width=widths[name], overflow="fold" if name == self.flexible else others
+            )
+        for row in zip(*(self.columns[name] for name in order), strict=True):
             table.add_row(*row)
         yield table
 
     def _widths(self, shown: list[str], *, whole_headers: bool) -> dict[str, int]:
         return {
-            name: _width(name, self.columns[name], whole_header=whole_headers) for name in shown
+            name: _width(name, self.columns[name], whole_header=whole_headers, cap=self.cell_width)
+            for name in shown
         }
 
 
-def _width(name: str, cells: list[Text], *, whole_header: bool) -> int:
-    """A column's width for its longest value (the query's whole, any other's at most
-    ``_CELL_WIDTH``) and its header, whole or wrapped at spaces ("query age" on two lines)."""
+def _width(name: str, cells: list[Text], *, whole_header: bool, cap: int | None = None) -> int:
+    """A column's width for its longest value (at most ``cap``) and its header, whole or
+    wrapped at spaces ("query age" on two lines)."""
     longest = max((cell.cell_len for cell in cells), default=0)
-    header = len(name) if whole_header else max(len(word) for word in name.split())
-    return max(header, longest if name == "query" else min(longest, _CELL_WIDTH))
+    header = len(name) if whole_header else max((len(word) for word in name.split()), default=0)
+    return max(header, longest if cap is None else min(longest, cap))
 
 
 def _room(widths: dict[str, int], max_width: int) -> int:
@@ -114,11 +132,9 @@ def _room(widths: dict[str, int], max_width: int) -> int:
     return max_width - sum(widths.values()) - 3 * (len(widths) + 1) - 1
 
 
-_QUERY_WIDTH = 30
+_FLEXIBLE_WIDTH = 30
 """The narrowest query column left before other columns are left out (with none left to
 leave out, the query gets what there is)."""
-_CELL_WIDTH = 24
-"""The widest any other column gets: a longer value wraps at its spaces."""
 
 
 def activity_table(
@@ -269,21 +285,46 @@ def print_doctor(report: DoctorReport, console: Console) -> None:
             console.print(Text(statement), soft_wrap=True)
 
 
-def doctor_table(report: DoctorReport) -> Table:
+def doctor_table(report: DoctorReport) -> RenderableType:
     """The checklist: a mark, the check, what was found, and the fix (a fix of several
     statements: how many, printed below by :func:`print_doctor`)."""
-    verdict = "all checks pass" if report.ok else f"{len(report.failed)} check(s) failed"
-    table = Table(title=f"geosession doctor: {verdict}", title_justify="left")
-    for name in ("", "check", "result", "fix"):
-        table.add_column(name, overflow="fold")
-    for check in report.checks:
-        mark, style = _STATUS[check.status]
-        fix = check.fix
-        if len(check.statements) > 1:
-            below = f"the {len(check.statements)} statements below"
-            fix = f"{check.advice} {below}" if check.advice else below.capitalize()
-        table.add_row(Text(mark, style=style), Text(check.name), Text(check.detail), Text(fix))
-    return table
+    return _DoctorTable(report)
+
+
+@dataclass
+class _DoctorTable:
+    """The checklist in four columns on a wide terminal; below ``_ROOMY`` characters each
+    fix goes under what was found, which then has the width the fix column took."""
+
+    report: DoctorReport
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        report = self.report
+        verdict = "all checks pass" if report.ok else f"{len(report.failed)} check(s) failed"
+        marks = [Text(*_STATUS[check.status]) for check in report.checks]
+        fixes = [_fix(check) for check in report.checks]
+        results = [Text(check.detail) for check in report.checks]
+        if options.max_width < _ROOMY:
+            for result, fix in zip(results, fixes, strict=True):
+                if fix:
+                    result.append(f"\nfix: {fix}", style="cyan")
+        columns = {"": marks, "check": [Text(check.name) for check in report.checks]}
+        columns["result"] = results
+        if options.max_width >= _ROOMY:
+            columns["fix"] = [Text(fix) for fix in fixes]
+        title = f"geosession doctor: {verdict}"
+        yield _FittedTable(title, columns, flexible="result", cell_width=40, fold=True)
+
+
+def _fix(check: Check) -> str:
+    """The fix, or for several statements (printed below the table) how many there are."""
+    if len(check.statements) <= 1:
+        return str(check.fix)
+    below = f"the {len(check.statements)} statements below"
+    return f"{check.advice} {below}" if check.advice else below.capitalize()
+
+
+_ROOMY = 120
 
 
 def print_json(value: object) -> None:
