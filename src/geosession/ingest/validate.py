@@ -8,6 +8,7 @@ source row, the column and the reason; the rest of the chunk goes on.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -56,9 +57,10 @@ _DEMOTE = {"POINT": 4, "LINESTRING": 5, "POLYGON": 6}
 _REASON_LIMIT = 500
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reject:
-    """A source row that was not loaded, and why."""
+    """A source row that was not loaded, and why. Slotted, its texts shared between the
+    rejects that repeat them: a load of a wrong SRID rejects every row with one reason."""
 
     row: int
     column: str | None
@@ -69,6 +71,9 @@ class Reject:
     reason: str
     value: str | None = None
     """The original value as text (WKT, hex or JSON), truncated to 2,000 characters."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", sys.intern(self.reason))
 
 
 @dataclass
