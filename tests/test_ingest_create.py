@@ -3,6 +3,7 @@ from files' and DataFrames' schemas, or from a mapped class, then loaded exactly
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import decimal
 import os
@@ -1408,6 +1409,38 @@ def test_a_csv_makes_columns_of_the_types_all_its_values_read_as(
         "geom": "geometry(Point,4326)",
     }
     assert admin.execute("SELECT wert FROM made_werte ORDER BY fid").fetchall() == [(12.5,), (7.0,)]
+
+
+def test_digits_a_csv_quotes_while_numbers_are_bare_make_a_text_column(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """geosession's CSV export (as Arrow's, and csv.QUOTE_NONNUMERIC) quotes text alone,
+    so a postcode of digits came back as an integer column; quoting that tells nothing (a
+    file quoting every field) leaves the types to the values."""
+    admin.execute(
+        "DROP TABLE IF EXISTS codes; CREATE TABLE codes (id int, postcode text, "
+        "pop int, geom geometry(Point, 4326)); INSERT INTO codes VALUES "
+        "(1, '75001', 7, 'SRID=4326;POINT(2.3 48.8)'), (2, NULL, 8, 'SRID=4326;POINT(2 48)')"
+    )
+    exported = tmp_path / "codes.csv"
+    db.export("SELECT * FROM codes ORDER BY id", exported)
+    assert '"75001"' in exported.read_text()
+    db.ingest("codes_again", exported, create=True)
+    made = columns(admin, "codes_again")
+    assert (made["postcode"], made["pop"], made["id"]) == ("text", "integer", "integer")
+    assert admin.execute("SELECT postcode FROM codes_again ORDER BY id").fetchall() == [
+        ("75001",),
+        (None,),
+    ]
+    rows = [["id", "postcode", "wkt"], [1, "75001", "POINT(1 2)"], [2, "75002", "POINT(3 4)"]]
+    for quoting, postcode in ((csv.QUOTE_NONNUMERIC, "text"), (csv.QUOTE_ALL, "integer")):
+        path = tmp_path / f"quoting{quoting}.csv"
+        with path.open("w", newline="") as handle:
+            csv.writer(handle, quoting=quoting).writerows(rows)
+        db.ingest(f"made_quoting{quoting}", path, create=True)
+        made = columns(admin, f"made_quoting{quoting}")
+        assert (made["id"], made["postcode"]) == ("integer", postcode), quoting
+    admin.execute("DROP TABLE codes")
 
 
 def test_a_semicolon_csvs_decimal_commas_are_numbers_of_number_columns(

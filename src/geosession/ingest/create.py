@@ -32,7 +32,12 @@ from geosession.ingest.arrow_files import open_arrow_file
 from geosession.ingest.arrow_streams import is_arrow_stream, opened_once
 from geosession.ingest.batches import repeated
 from geosession.ingest.crs import crs_label, source_crs
-from geosession.ingest.delimited import csv_field_values, csv_header, wkt_column_of
+from geosession.ingest.delimited import (
+    csv_field_values,
+    csv_header,
+    quoted_fields,
+    wkt_column_of,
+)
 from geosession.ingest.encodings import check_encoding, layer_text
 from geosession.ingest.features import as_features, features_frame
 from geosession.ingest.file_read import check_rename
@@ -533,6 +538,8 @@ def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
             kinds.see(values)
             advance(rows)
     types, schema = kinds.sql_types(), SourceSchema()
+    for name in quoted_fields(path, (header, delimiter), options.encoding) & set(fields):
+        types[name] = "text"  # digits in quotes where numbers are not: a postcode
     for name in fields:  # a name twice is refused as before, when the schema is renamed
         schema.add(name, types[name])
     wanted = options.reproject_srid

@@ -123,6 +123,52 @@ def csv_header(path: Path, encoding: str | None = None) -> tuple[list[str], str]
         return next(csv.reader(handle, delimiter=delimiter), []), delimiter
 
 
+def quoted_fields(path: Path, layout: tuple[list[str], str], encoding: str | None) -> set[str]:
+    """The fields whose every value in the file's first records is in quotes while other
+    fields' values are not: a writer that quotes text alone (geosession's own export,
+    Arrow's, Python's csv.QUOTE_NONNUMERIC) says that such a field of digits (a postcode,
+    "75001") is text. A file that quotes every field says nothing. Python's csv reader
+    does not tell quoted values apart, so the first records are read here again."""
+    header, delimiter = layout
+    with path.open(newline="", encoding=text_codec(encoding, path)) as handle:
+        sample = handle.read(_QUOTING_SAMPLE)
+    always, seen, unquoted = [True] * len(header), [False] * len(header), False
+    for record in islice(_quoting(sample, delimiter), 1, None):  # after the header
+        if len(record) != len(header):
+            continue  # a blank line
+        for i, (quoted, empty) in enumerate(record):
+            if not empty:
+                seen[i], always[i] = True, always[i] and quoted
+                unquoted = unquoted or not quoted
+    if not unquoted:
+        return set()
+    return {
+        name for name, quoted, some in zip(header, always, seen, strict=True) if quoted and some
+    }
+
+
+def _quoting(text: str, delimiter: str) -> Iterator[list[tuple[bool, bool]]]:
+    """Each whole record of ``text``: for each field, whether it is quoted and empty."""
+    field = re.compile(rf'"(?:[^"]|"")*"|[^{re.escape(delimiter)}"\r\n]*')
+    record: list[tuple[bool, bool]] = []
+    at = 0
+    while (found := field.match(text, at)) is not None:
+        token, at = found.group(), found.end()
+        record.append((token.startswith('"'), token in ("", '""')))
+        if text.startswith(delimiter, at):
+            at += len(delimiter)
+        elif text.startswith(("\r\n", "\n", "\r"), at):
+            at += 2 if text.startswith("\r\n", at) else 1
+            yield record
+            record = []
+        else:  # the sample's end, or a quote where none belongs: nothing more to tell
+            return
+
+
+_QUOTING_SAMPLE = 1 << 20
+"""Characters read to tell which fields are quoted (thousands of records)."""
+
+
 def _delimiter(header: str) -> str:
     """The separator the header line uses most (outside quotes): a comma unless it has
     none, then a semicolon (spreadsheets in comma-decimal locales), tab or bar."""
