@@ -251,6 +251,25 @@ def close_geometry(python: Any, sql: WKBElement) -> bool:
     )
 
 
+def test_a_mixin_without_its_column_says_which_to_name() -> None:
+    """SpatialMixin reads ``geom`` unless told otherwise: a class whose column has another
+    name raised a bare AttributeError ('Area' object has no attribute 'geom')."""
+
+    class Unmapped(DeclarativeBase):
+        pass
+
+    class Area(SpatialMixin, Unmapped):
+        __tablename__ = "gs_models_area"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        outline: Mapped[WKBElement] = geometry_column("POLYGON", 4326)
+
+    expected = r"Area has no attribute 'geom'.* set __geometry_column__ = 'outline'"
+    with pytest.raises(ConfigurationError, match=expected):
+        select(Area.area)
+    with pytest.raises(ConfigurationError, match=expected):
+        _ = Area(id=1, outline="SRID=4326;POLYGON((0 0,1 0,1 1,0 0))").area
+
+
 def test_hybrid_properties_agree_between_python_and_postgis(tables: SpatialDatabase) -> None:
     rng = random.Random(20240611)
     geoms: list[Any] = [random_geometry(rng) for _ in range(3000)] + SPECIAL + [None]

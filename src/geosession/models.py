@@ -142,12 +142,15 @@ class SpatialMixin:
     __geometry_column__: ClassVar[str] = "geom"
 
     def _shape(self) -> shapely.Geometry | None:
-        value = getattr(self, self.__geometry_column__)
+        value = getattr(self, type(self)._geometry_sql().key)
         return None if value is None else to_shape(value)
 
     @classmethod
     def _geometry_sql(cls) -> QueryableAttribute[Any]:
-        attribute: QueryableAttribute[Any] = getattr(cls, cls.__geometry_column__)
+        name = cls.__geometry_column__
+        attribute: QueryableAttribute[Any] | None = getattr(cls, name, None)
+        if attribute is None:
+            raise ConfigurationError(_no_geometry_column(cls, name))
         return attribute
 
     @classmethod
@@ -258,6 +261,24 @@ class SpatialMixin:
     @classmethod
     def _num_points_expression(cls) -> ColumnElement[int | None]:
         return func.ST_NPoints(cls._planar_sql())
+
+
+def _no_geometry_column(cls: type, name: str) -> str:
+    """Says that ``cls`` has no column ``name`` for SpatialMixin, naming the spatial
+    columns it has."""
+    columns = getattr(getattr(cls, "__table__", None), "columns", ())
+    spatial = [c.key for c in columns if isinstance(c.type, Geometry | Geography)]
+    fix = (
+        f"set __geometry_column__ = {spatial[0]!r} in the class"
+        if len(spatial) == 1
+        else f"set __geometry_column__ to one of {', '.join(map(repr, spatial))}"
+        if spatial
+        else "give it a geometry_column(...) attribute"
+    )
+    return (
+        f"{cls.__name__} has no attribute {name!r}: SpatialMixin's properties read the "
+        f"geometry column that __geometry_column__ names ({name!r} by default); {fix}"
+    )
 
 
 def _length_of_dimension(shape: shapely.Geometry, dimension: int) -> float:
