@@ -21,8 +21,16 @@ import shapely
 from geoalchemy2 import WKBElement
 from sqlalchemy import Column, Integer, MetaData, Table, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from typer.testing import CliRunner
 
-from geosession import ConfigurationError, DatabaseError, InvalidGeometry, SpatialDatabase
+from geosession import (
+    ConfigurationError,
+    DatabaseError,
+    InvalidGeometry,
+    QueryTimeout,
+    SpatialDatabase,
+)
+from geosession.cli import app
 from geosession.demo import synthetic_polygons
 from geosession.geometry import encode_ewkb
 from geosession.models import geometry_column
@@ -253,6 +261,40 @@ def test_a_bbox_crossing_the_antimeridian_keeps_both_sides(
         assert released(db, admin)
     finally:
         admin.execute("DROP TABLE rd_pacific")
+
+
+@pytest.mark.usefixtures("tables")
+def test_a_read_sets_its_own_statement_timeout_for_its_transactions(
+    make_db: Callable[..., SpatialDatabase], database_url: str, tmp_path: Path
+) -> None:
+    """A slow query's first FETCH runs it whole: with the database's 1 s it timed out,
+    and the advice named db.transaction, which a stream does not take."""
+    db = make_db(statement_timeout="1s", pool_size=1, max_overflow=0)
+    slow = "SELECT id, geom, pg_sleep(0.002) FROM rd_parcels WHERE id <= 700"
+    with pytest.raises(QueryTimeout, match=r"statement_timeout= of db.transaction, db.stream"):
+        list(db.stream(slow))
+    assert sum(1 for _ in db.stream(slow, statement_timeout="20s")) == 700
+    assert sum(1 for _ in db.stream(slow, statement_timeout="20s", pages_by="id")) == 700
+    with pytest.raises(QueryTimeout):  # lower than the database's, too
+        list(db.stream("SELECT id, geom, pg_sleep(0.5) FROM rd_parcels", statement_timeout="100ms"))
+    with db.session() as s:  # SET LOCAL: the pooled connection keeps the database's
+        assert s.execute(text("SHOW statement_timeout")).scalar() == "1s"
+
+    async def read_async() -> int:
+        try:
+            return len([row async for row in db.async_stream(slow, statement_timeout="20s")])
+        finally:
+            await db.adispose()
+
+    assert asyncio.run(read_async()) == 700
+    with pytest.raises(ConfigurationError, match="statement_timeout: 5 has no unit"):
+        db.stream(slow, statement_timeout=5)
+    out = tmp_path / "slow.geojsonl"
+    env = {"GEOSESSION_DATABASE_URL": database_url, "GEOSESSION_STATEMENT_TIMEOUT": "1s"}
+    args = ["export", slow, str(out), "--statement-timeout", "20s"]
+    exported = CliRunner().invoke(app, args, env=env)
+    assert exported.exit_code == 0, exported.output
+    assert len(out.read_text().splitlines()) == 700
 
 
 @pytest.mark.usefixtures("tables")

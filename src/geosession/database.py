@@ -20,7 +20,7 @@ from contextlib import (
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
-from sqlalchemy import URL, Connection, Engine, text
+from sqlalchemy import URL, Connection, Engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
@@ -57,7 +57,7 @@ from geosession.replicas import READ_ONLY, ReadAfter, Replicas
 from geosession.retry import RetryOptions, Transactional, arun_transaction, run_transaction
 from geosession.retry import watch_long_transactions as _watch_long_transactions
 from geosession.scopes import async_scope, scope
-from geosession.settings import DatabaseSettings, check_duration
+from geosession.settings import DatabaseSettings, local_settings, set_local
 
 if TYPE_CHECKING:
     from geosession.ingest.options import IngestArguments
@@ -205,11 +205,11 @@ class SpatialDatabase:
         ``replica=True``: on a replica, as :meth:`session` says.
         """
         options = _transaction_options(isolation, read_only)
-        settings = _local_settings(statement_timeout=statement_timeout, lock_timeout=lock_timeout)
+        settings = local_settings(statement_timeout=statement_timeout, lock_timeout=lock_timeout)
         with self.session(replica=replica) as session, session.begin():
             session.connection(execution_options=options)
             if settings:
-                session.execute(*_set_local(settings))
+                session.execute(*set_local(settings))
             yield session
 
     def get_session(self) -> Iterator[Session]:
@@ -254,11 +254,11 @@ class SpatialDatabase:
     ) -> AsyncIterator[AsyncSession]:
         """The async twin of :meth:`transaction`."""
         options = _transaction_options(isolation, read_only)
-        settings = _local_settings(statement_timeout=statement_timeout, lock_timeout=lock_timeout)
+        settings = local_settings(statement_timeout=statement_timeout, lock_timeout=lock_timeout)
         async with self.async_session(replica=replica) as session, session.begin():
             await session.connection(execution_options=options)
             if settings:
-                await session.execute(*_set_local(settings))
+                await session.execute(*set_local(settings))
             yield session
 
     def run_transaction(self, fn: Callable[[Session], T], **options: Unpack[RetryOptions]) -> T:
@@ -866,15 +866,3 @@ def _transaction_options(isolation: str | None, read_only: bool) -> dict[str, An
     if read_only:
         options["postgresql_readonly"] = True
     return options
-
-
-def _local_settings(**values: str | int | None) -> dict[str, str]:
-    return {
-        name: check_duration(name, value) for name, value in values.items() if value is not None
-    }
-
-
-def _set_local(settings: dict[str, str]) -> tuple[Any, dict[str, str]]:
-    """One round trip of ``set_config(name, value, is_local => true)`` for every setting."""
-    calls = ", ".join(f"set_config('{name}', :{name}, true)" for name in settings)
-    return text(f"SELECT {calls}"), settings

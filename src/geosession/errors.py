@@ -163,8 +163,9 @@ _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
     "40P01": (DeadlockDetected, _ADVICE_RETRY + "; taking locks in a consistent order avoids it"),
     "57014": (
         QueryTimeout,
-        "raise statement_timeout for this work (db.transaction(statement_timeout=...)) or make "
-        "the statement cheaper (db.explain shows whether the spatial index is used)",
+        "raise statement_timeout for this work (the statement_timeout= of db.transaction, "
+        "db.stream or db.export; export --statement-timeout) or make the statement cheaper "
+        "(db.explain shows whether the spatial index is used)",
     ),
     "55P03": (
         LockTimeout,

@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
+from sqlalchemy import TextClause, text
 from sqlalchemy.engine import URL, make_url
 
 from geosession.errors import ConfigurationError
@@ -106,6 +107,20 @@ def check_duration(name: str, value: object) -> str:
         return _check_duration(value)
     except ValueError as exc:
         raise ConfigurationError(f"{name}: {exc}") from None
+
+
+def local_settings(**values: str | int | None) -> dict[str, str]:
+    """The durations given (``statement_timeout="5min"``), checked, for :func:`set_local`."""
+    return {
+        name: check_duration(name, value) for name, value in values.items() if value is not None
+    }
+
+
+def set_local(settings: Mapping[str, str]) -> tuple[TextClause, dict[str, str]]:
+    """One round trip of ``set_config(name, value, is_local => true)`` for every setting:
+    they end with the transaction and never reach the next user of the pooled connection."""
+    calls = ", ".join(f"set_config('{name}', :{name}, true)" for name in settings)
+    return text(f"SELECT {calls}"), dict(settings)
 
 
 Duration = Annotated[str, BeforeValidator(_check_duration)]

@@ -75,6 +75,13 @@ def export(
         str | None,
         typer.Option(help="Read in keyset pages by this unique column (for slow consumers)."),
     ] = None,
+    statement_timeout: Annotated[
+        str | None,
+        typer.Option(
+            help='The export\'s own statement_timeout ("10min"): each FETCH of a slow '
+            "query must end within it (default: the database's, GEOSESSION_STATEMENT_TIMEOUT).",
+        ),
+    ] = None,
     replica: Annotated[
         bool,
         typer.Option(
@@ -111,6 +118,7 @@ def export(
         "bbox_srid": bbox_srid,
         "precision": precision,
         "replica": replica,
+        "statement_timeout": statement_timeout,
     }
     box = parse_bbox(bbox)
     run_export(

@@ -21,6 +21,7 @@ from geosession.read.loop import ReadLoop, make_plan
 from geosession.read.plan import ReadOptions
 from geosession.read.query import SPATIAL_TYPES_SQL, ReadPlan
 from geosession.read.source import as_subquery, describe_statement
+from geosession.settings import set_local
 from geosession.srs import spatial_refs_sql
 
 AsyncConnect = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
@@ -83,7 +84,7 @@ class AsyncGeometryStream:
                     yield row
 
     async def _batches(self) -> AsyncGenerator[list[Any], None]:
-        async with read_transaction(self._connect) as connection:
+        async with read_transaction(self._connect, self.options.local_settings) as connection:
             loop = ReadLoop(await self._describe(connection), self._source)
             if not loop.paged:
                 await connection.execute(loop.declare())
@@ -94,7 +95,7 @@ class AsyncGeometryStream:
                         yield batch
                 return
         while not loop.done:
-            async with read_transaction(self._connect) as connection:
+            async with read_transaction(self._connect, self.options.local_settings) as connection:
                 rows = await fetch(connection, loop.request())
             batch = loop.receive(rows)
             self.rows_read += len(batch)
@@ -115,10 +116,15 @@ class AsyncGeometryStream:
 
 
 @asynccontextmanager
-async def read_transaction(connect: AsyncConnect) -> AsyncIterator[AsyncConnection]:
-    """A pooled connection in a READ ONLY transaction, rolled back and returned at exit."""
+async def read_transaction(
+    connect: AsyncConnect, local: Mapping[str, str] | None = None
+) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection in a READ ONLY transaction, rolled back and returned at exit;
+    ``local``: settings for the transaction alone (the read's statement_timeout)."""
     async with connect() as connection:
         await connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+        if local:
+            await connection.execute(*set_local(local))
         try:
             yield connection
         finally:

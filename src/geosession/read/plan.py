@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql
 
 from geosession.errors import ConfigurationError, refuse_unknown_options
 from geosession.geometry import GEOJSON_SRID, is_bbox
+from geosession.settings import local_settings
 
 OUTPUTS = ("shapely", "wkb", "geojson", "row")
 """What :meth:`SpatialDatabase.stream` yields per row (see :class:`ReadOptions`)."""
@@ -122,6 +123,9 @@ class ReadOptions:
     bbox: tuple[float, float, float, float] | None = None
     bbox_srid: int = GEOJSON_SRID
     precision: int = FULL_PRECISION
+    statement_timeout: str | None = None
+    """The read's own statement_timeout ("5min"; SET LOCAL in its transactions), else the
+    database's: a cursor's each FETCH, a page's each query, must end within it."""
     postgres_text: bool = False
     """Read the types of ``types.POSTGRES_TEXT`` as PostgreSQL's text (file exports)."""
 
@@ -145,6 +149,7 @@ class ReadOptions:
         bbox: Sequence[float] | None = None,
         bbox_srid: int = GEOJSON_SRID,
         precision: int | None = None,
+        statement_timeout: str | int | None = None,
     ) -> ReadOptions:
         """Checks every argument and says which one is wrong and what is accepted."""
         if output not in (*OUTPUTS, FEATURE_TEXT):
@@ -164,7 +169,16 @@ class ReadOptions:
             bbox=_check_bbox(bbox),
             bbox_srid=_check_srid("bbox_srid", bbox_srid),
             precision=_check_precision(precision),
+            statement_timeout=local_settings(statement_timeout=statement_timeout).get(
+                "statement_timeout"
+            ),
         )
+
+    @property
+    def local_settings(self) -> dict[str, str]:
+        """What the read's transactions SET LOCAL."""
+        timeout = self.statement_timeout
+        return {"statement_timeout": timeout} if timeout is not None else {}
 
     def for_features(self) -> ReadOptions:
         """The same read producing GeoJSON Feature text (export, ``output="geojson"``)."""

@@ -29,6 +29,7 @@ from geosession.read.loop import ReadLoop, make_plan
 from geosession.read.plan import ReadOptions
 from geosession.read.query import SPATIAL_TYPES_SQL, ReadPlan
 from geosession.read.source import as_subquery, describe_statement
+from geosession.settings import set_local
 from geosession.srs import spatial_refs_sql
 
 Connect = Callable[[], AbstractContextManager[Connection]]
@@ -83,7 +84,7 @@ class GeometryStream:
         return generator
 
     def _batches(self) -> Generator[list[Any], None, None]:
-        with read_transaction(self._connect) as connection:
+        with read_transaction(self._connect, self.options.local_settings) as connection:
             loop = ReadLoop(self._describe(connection), self._source)
             if not loop.paged:
                 yield from self._cursor_batches(connection, loop)
@@ -100,7 +101,7 @@ class GeometryStream:
 
     def _page_batches(self, loop: ReadLoop) -> Iterator[list[Any]]:
         while not loop.done:
-            with read_transaction(self._connect) as connection:
+            with read_transaction(self._connect, self.options.local_settings) as connection:
                 rows = fetch(connection, loop.request())
             # the connection is back in the pool while the caller works on the page
             batch = loop.receive(rows)
@@ -129,8 +130,11 @@ class GeometryStream:
 
 
 @contextmanager
-def read_transaction(connect: Connect) -> Iterator[Connection]:
-    """A pooled connection in a READ ONLY transaction, rolled back and returned at exit.
+def read_transaction(
+    connect: Connect, local: Mapping[str, str] | None = None
+) -> Iterator[Connection]:
+    """A pooled connection in a READ ONLY transaction, rolled back and returned at exit;
+    ``local``: settings for the transaction alone (the read's statement_timeout).
 
     With psycopg 3, results come in binary: geometries arrive as EWKB bytes with no
     text encoding on the server nor decoding here.
@@ -139,6 +143,8 @@ def read_transaction(connect: Connect) -> Iterator[Connection]:
         if connection.dialect.driver == "psycopg":
             event.listen(connection, "before_cursor_execute", _binary_results)
         connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+        if local:
+            connection.execute(*set_local(local))
         try:
             yield connection
         finally:
