@@ -538,7 +538,8 @@ class SpatialDatabase:
     ) -> GeometryStream:
         """Iterate ``statement``'s rows in bounded memory: a server-side cursor, or keyset
         pages with ``pages_by=``. Options: geometry, output, batch_size, geometry_column,
-        pages_by, bbox, bbox_srid (README: "Streaming reads and GeoJSON export").
+        pages_by, bbox, bbox_srid, precision, statement_timeout (README: "Streaming reads
+        and GeoJSON export").
         ``replica=True`` reads on a replica, as :meth:`session` says."""
         read = ReadOptions.build(**options)
         return GeometryStream(self._checkouts(replica=replica), statement, read, params)
