@@ -33,7 +33,13 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from geosession import ConfigurationError, DatabaseError, SpatialDatabase, SRIDMismatch
+from geosession import (
+    ConfigurationError,
+    DatabaseError,
+    QueryTimeout,
+    SpatialDatabase,
+    SRIDMismatch,
+)
 from geosession.cli import app
 from geosession.diagnose.console import watch
 from tests.faults.helpers import failed_concurrent_index
@@ -215,6 +221,20 @@ def test_activity_command_prints_a_table_and_watches(database_url: str) -> None:
 
 
 # -- explain ------------------------------------------------------------------------------
+
+
+def test_explain_analyze_of_a_slow_statement_takes_its_own_statement_timeout(
+    make_db: Callable[..., SpatialDatabase], database_url: str
+) -> None:
+    slow = "SELECT pg_sleep(1.5)"
+    db = make_db(statement_timeout="1s")
+    with pytest.raises(QueryTimeout, match=r"--statement-timeout of export and explain"):
+        db.explain(slow, analyze=True)
+    assert db.explain(slow, analyze=True, statement_timeout="10s").execution_ms is not None
+    env = {"GEOSESSION_DATABASE_URL": database_url, "GEOSESSION_STATEMENT_TIMEOUT": "1s"}
+    args = ["explain", slow, "--analyze", "--statement-timeout", "10s"]
+    shown = CliRunner().invoke(app, args, env=env)
+    assert shown.exit_code == 0 and "execution" in shown.output, shown.output
 
 
 def test_explain_reports_the_spatial_index_only_once_it_exists(

@@ -488,17 +488,22 @@ class SpatialDatabase:
         params: Mapping[str, Any] | None = None,
         analyze: bool = False,
         buffers: bool = True,
+        statement_timeout: str | int | None = None,
     ) -> PlanReport:
         """The server's plan for ``statement``, whether it uses a spatial index, and advice.
 
         ``params`` gives SQL text's ``:name`` placeholders their values, as in stream().
         ``analyze=True`` executes the statement (actual rows, times, buffers) inside a
-        transaction that is always rolled back, so INSERT/UPDATE/DELETE change nothing.
+        transaction that is always rolled back, so INSERT/UPDATE/DELETE change nothing;
+        ``statement_timeout`` (SET LOCAL) lets a slow one run longer than the database's.
         """
+        settings = local_settings(statement_timeout=statement_timeout)
         with self.session() as session:
             connection = session.connection(
                 execution_options=_transaction_options(None, not analyze)
             )
+            if settings:
+                connection.execute(*set_local(settings))
             try:
                 return explain_statement(
                     connection, statement, params=params, analyze=analyze, buffers=buffers

@@ -164,8 +164,8 @@ _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
     "57014": (
         QueryTimeout,
         "raise statement_timeout for this work (the statement_timeout= of db.transaction, "
-        "db.stream or db.export; export --statement-timeout) or make the statement cheaper "
-        "(db.explain shows whether the spatial index is used)",
+        "db.stream, db.export or db.explain; --statement-timeout of export and explain) or "
+        "make the statement cheaper (db.explain shows whether the spatial index is used)",
     ),
     "55P03": (
         LockTimeout,

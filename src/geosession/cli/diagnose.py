@@ -85,6 +85,13 @@ def explain(
     buffers: Annotated[
         bool, typer.Option(help="With --analyze: count shared and temp blocks.")
     ] = True,
+    statement_timeout: Annotated[
+        str | None,
+        typer.Option(
+            help='With --analyze: how long the statement may run ("10min"; default: the '
+            "database's statement_timeout)."
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report and the raw plan as JSON.")
     ] = False,
@@ -117,7 +124,13 @@ def explain(
     statement = sys.stdin.read() if sql == "-" else sql
     with SpatialDatabase.from_env() as db:
         params = assignments(param or [], "--param", "NAME=VALUE, e.g. id=42")
-        report = db.explain(statement, params=params, analyze=analyze, buffers=buffers)
+        report = db.explain(
+            statement,
+            params=params,
+            analyze=analyze,
+            buffers=buffers,
+            statement_timeout=statement_timeout,
+        )
     if as_json:
         print_json(report.as_dict())
     else:
