@@ -22,6 +22,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, make_transient_to_detached, 
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.batches import Batch
+from geosession.ingest.columnar_bbox import BoxFilter
 from geosession.ingest.sources import iter_batches, source_length
 
 COLUMNS = ["id", "name", "val", "geom"]
@@ -821,6 +822,50 @@ def test_a_bbox_crossing_the_antimeridian_filters_both_sides(tmp_path: Path, suf
     pyogrio.write_dataframe(pacific.to_crs(3857), projected)
     with pytest.raises(ConfigurationError, match=r"minx > maxx.*projected.*EPSG:3857"):
         batches(projected, bbox=(177, -20, -178, -10))
+
+
+@pytest.mark.parametrize(
+    ("name", "write"),
+    [
+        ("covering.parquet", {"write_covering_bbox": True, "row_group_size": 100}),
+        ("plain.parquet", {"row_group_size": 100}),
+        ("native.parquet", {"geometry_encoding": "geoarrow"}),
+        ("frame.arrow", {}),
+    ],
+)
+def test_a_bbox_filters_geoparquet_and_arrow_files(
+    tmp_path: Path, name: str, write: dict[str, Any]
+) -> None:
+    """pyarrow reads them, not GDAL: the rows whose geometry's box meets the bbox are kept
+    (either side of the antimeridian too), a row without a geometry is not; a covering
+    bbox column's statistics skip the row groups elsewhere."""
+    longitudes = np.linspace(-180.0, 180.0, 1_000)
+    points = gpd.GeoDataFrame(
+        {"name": [f"p{i}" for i in range(1_001)], "val": np.arange(1_001)},
+        geometry=[*shapely.points(longitudes, 0.0), None],
+        crs=4326,
+    ).rename_geometry("geom")
+    path = tmp_path / name
+    if name.endswith(".arrow"):
+        points.to_feather(path)
+    else:
+        points.to_parquet(path, **write)
+    values = column(batches(path, bbox=(170, -1, -170, 1)), "val")
+    expected = [i for i, x in enumerate(longitudes) if x >= 170 or x <= -170]
+    assert sorted(values) == expected and len(expected) == 56
+    assert sorted(column(batches(path, bbox=(0, -1, 1, 1)), "val")) == [500, 501, 502]
+    found = batches(path, bbox=(0, -1, 1, 1), size=2)
+    assert [(b.first_row, len(b)) for b in found] == [(1, 2), (3, 1)]  # rows counted as kept
+    if "covering" in name:
+        handle = pyarrow.parquet.ParquetFile(path)
+        box = BoxFilter.of((0, -1, 1, 1), handle.schema_arrow, "geom", path)
+        groups = box.row_groups(handle.metadata)  # rows 500-599; the NULL of no statistics
+        assert groups == [5, 10]
+    projected = tmp_path / f"projected{path.suffix}"
+    metres = points.to_crs(3857)
+    metres.to_feather(projected) if name.endswith(".arrow") else metres.to_parquet(projected)
+    with pytest.raises(ConfigurationError, match=r"minx > maxx.*projected CRS \(3857\)"):
+        batches(projected, bbox=(170, -1, -170, 1))
 
 
 def test_filters_are_refused_where_they_cannot_apply(tmp_path: Path) -> None:

@@ -114,8 +114,9 @@ def ingest(
         str | None,
         typer.Option(
             help="minx,miny,maxx,maxy in the CRS of the file's layer: load only the features "
-            "of a vector file that intersect it (a FlatGeobuf's or GeoPackage's spatial index "
-            "finds them); minx > maxx crosses the antimeridian (177,-20,-178,-10).",
+            "of a vector, GeoParquet or Arrow file that intersect it (a FlatGeobuf's or "
+            "GeoPackage's spatial index, a GeoParquet's bbox column, finds them); minx > maxx "
+            "crosses the antimeridian (177,-20,-178,-10).",
         ),
     ] = None,
     encoding: Annotated[

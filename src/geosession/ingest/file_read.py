@@ -68,8 +68,8 @@ class FileRead:
         if not pyproj.CRS.from_user_input(crs).is_geographic:
             raise ConfigurationError(
                 f"bbox={self.bbox!r} has minx > maxx, which only a box in longitudes and "
-                f"latitudes crossing the antimeridian can have, and {path}'s layer is in a "
-                f"projected CRS ({crs}); give minx <= maxx in its coordinates"
+                f"latitudes crossing the antimeridian can have, and {path} holds geometries "
+                f"of a projected CRS ({crs}); give minx <= maxx in their coordinates"
             )
 
 
@@ -78,7 +78,10 @@ _FILE_OPTIONS = {
     "layer": (("vector",), "names a layer of a vector file (GeoPackage, ...)"),
     "encoding": (("csv", "vector"), "is the text encoding of a Shapefile or CSV file"),
     "where": (("vector",), "filters the features of a vector file (GeoPackage, Shapefile, ...)"),
-    "bbox": (("vector",), "filters the features of a vector file (GeoPackage, Shapefile, ...)"),
+    "bbox": (
+        ("vector", "parquet", "arrow"),
+        "filters the features of a file (GeoPackage, Shapefile, GeoParquet, ...)",
+    ),
     "xy_columns": (
         ("csv", "frame", "rows"),
         "names the coordinate columns of a CSV file, a DataFrame or dict rows",

@@ -40,6 +40,7 @@ from geosession.ingest.archives import (
 )
 from geosession.ingest.arrow_files import ARROW_FILE_SUFFIXES, arrow_file_length, open_arrow_file
 from geosession.ingest.batches import Batch, Landing
+from geosession.ingest.columnar_bbox import BoxFilter
 from geosession.ingest.crs import SourceCrs, source_crs
 from geosession.ingest.delimited import csv_batches
 from geosession.ingest.encodings import (
@@ -441,8 +442,12 @@ def _parquet_batches(parquet: Any, path: Path, landing: Landing, read: FileRead)
         handle = parquet.ParquetFile(path, pre_buffer=False, buffer_size=_PARQUET_BUFFER)
         schema = parquet_arrow_schema(handle)
         names, known, native = _columnar_targets(schema, path, landing, read)
-        reader = handle.iter_batches(batch_size=_FILE_BATCH, columns=list(names))
-        yield from arrow_batches(reader, names, landing, known, native=native)
+        box = _box_filter(schema, path, read)
+        groups = box.row_groups(handle.metadata) if box else None
+        columns = list(dict.fromkeys([*names, *(box.fields if box else [])]))
+        reader = handle.iter_batches(batch_size=_FILE_BATCH, columns=columns, row_groups=groups)
+        kept = box.kept(reader) if box else reader
+        yield from arrow_batches(kept, names, landing, known, native=native)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise ConfigurationError(f"cannot read {path} as Parquet: {error}") from error
 
@@ -453,11 +458,24 @@ def _arrow_file_batches(path: Path, landing: Landing, read: FileRead) -> Iterato
 
     reader = open_arrow_file(path)
     names, known, native = _columnar_targets(reader.schema, path, landing, read)
+    box = _box_filter(reader.schema, path, read)
     try:
         batches = (extension_storage(pyarrow, batch) for batch in reader)
-        yield from arrow_batches(batches, names, landing, known, native=native)
+        kept = box.kept(batches) if box else batches
+        yield from arrow_batches(kept, names, landing, known, native=native)
     except (OSError, ValueError) as error:
         raise ConfigurationError(f"cannot read {path} as an Arrow IPC file: {error}") from error
+
+
+def _box_filter(schema: Any, path: Path, read: FileRead) -> BoxFilter | None:
+    """``read.bbox`` on a Parquet or Arrow file's geometry field (:mod:`.columnar_bbox`),
+    checked against that field's CRS (minx > maxx only in longitudes and latitudes)."""
+    if read.bbox is None:
+        return None
+    geo = schema_geometry(schema, path)
+    primary = geo.primary or usual_geometry(geo.fields(schema.names))
+    read.check_crossing(geo.crs.get(primary) if primary else None, path)
+    return BoxFilter.of(read.bbox, schema, primary, path)
 
 
 def _columnar_targets(
