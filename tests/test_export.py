@@ -714,11 +714,17 @@ def test_geoparquet_schema_metadata_and_round_trip(
         ("uid", pa.string()),
         ("meta", pa.string()),
         ("geom", pa.binary()),
+        ("bbox", pa.struct([(side, pa.float64()) for side in ("xmin", "ymin", "xmax", "ymax")])),
     ]
     geo = orjson.loads(schema.metadata[b"geo"])
     column = geo["columns"]["geom"]
     assert geo["version"] == "1.1.0" and geo["primary_column"] == "geom"
     assert column["encoding"] == "WKB" and column["geometry_types"] == ["Polygon"]
+    assert column["covering"] == {
+        "bbox": {s: ["bbox", s] for s in ("xmin", "ymin", "xmax", "ymax")}
+    }
+    boxes = pq.read_table(out, columns=["bbox"]).column("bbox").to_pylist()
+    assert boxes[:2] == [None, None] and boxes[2] is not None  # NULL geometry: NULL box
     assert column["crs"]["id"] == {"authority": "EPSG", "code": 4326}
     bounds = admin.execute(
         "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
@@ -742,6 +748,39 @@ def test_geoparquet_schema_metadata_and_round_trip(
         assert same == (ROWS - 3,)  # row 17's geometry is NULL in both
     finally:
         admin.execute("DROP TABLE IF EXISTS rd_trip")
+
+
+def test_geoparquet_export_has_a_covering_bbox_that_bbox_loads_filter_by(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """GeoParquet 1.1's covering bbox column (as GDAL writes it): readers filter by it
+    without parsing geometries; points, whose box is the point, have none."""
+    import geopandas
+
+    out = tmp_path / "parcels.parquet"
+    db.export("SELECT id, name, geom FROM rd_parcels ORDER BY id", out)
+    box = (-74.0, 40.7, -73.9, 40.8)
+    expected = admin.execute(
+        "SELECT count(*) FROM rd_parcels WHERE geom && ST_MakeEnvelope(-74.0, 40.7, -73.9, "
+        "40.8, 4326)"
+    ).fetchone()
+    assert expected is not None and 0 < expected[0] < ROWS
+    assert len(geopandas.read_parquet(out, bbox=box)) == expected[0]  # geopandas reads it
+    admin.execute("DROP TABLE IF EXISTS rd_region")
+    try:
+        report = db.ingest("rd_region", out, create=True, bbox=box)
+        assert report.inserted == expected[0]
+        assert "bbox" not in [
+            c
+            for (c,) in admin.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = 'rd_region'::regclass"
+            )
+        ]  # the covering is no data
+    finally:
+        admin.execute("DROP TABLE IF EXISTS rd_region")
+    points = tmp_path / "points.parquet"
+    db.export("SELECT id, a FROM rd_two", points)  # a: geometry(Point, 4326)
+    assert pq.ParquetFile(points).schema_arrow.names == ["id", "a"]
 
 
 def test_arrow_ipc_export_is_feather_that_loads_back(
