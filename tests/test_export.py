@@ -783,6 +783,30 @@ def test_geoparquet_export_has_a_covering_bbox_that_bbox_loads_filter_by(
     assert pq.ParquetFile(points).schema_arrow.names == ["id", "a"]
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".feather"])
+def test_a_geography_column_comes_back_as_geography(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path, suffix: str
+) -> None:
+    """The export marks it "edges": "spherical"; create=True made it geometry before."""
+    out = tmp_path / f"geog{suffix}"
+    db.export("SELECT id, geog FROM rd_geog ORDER BY id", out)
+    admin.execute("DROP TABLE IF EXISTS rd_geog_back")
+    try:
+        assert db.ingest("rd_geog_back", out, create=True).inserted == ROWS
+        made = admin.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = 'rd_geog_back'::regclass AND attname = 'geog'"
+        ).fetchone()
+        assert made == ("geography(Polygon,4326)",)
+        same = admin.execute(
+            "SELECT count(*) FROM rd_geog_back b JOIN rd_geog g USING (id) "
+            "WHERE ST_Equals(b.geog::geometry, g.geog::geometry)"
+        ).fetchone()
+        assert same == (ROWS - 1,)  # one geography is NULL in both
+    finally:
+        admin.execute("DROP TABLE IF EXISTS rd_geog_back")
+
+
 def test_arrow_ipc_export_is_feather_that_loads_back(
     db: SpatialDatabase, admin: psycopg.Connection[Any], runner: CliRunner, tmp_path: Path
 ) -> None:

@@ -134,9 +134,15 @@ class SourceSchema:
         names = chain(("geom", "wkb_geometry", "geometry"), (f"geom_{n}" for n in count(2)))
         return next(name for name in names if name not in taken)
 
-    def add_geometry(self, name: str, types: list[str], srid: int | None, *, multi: bool) -> None:
+    def add_geometry(
+        self, name: str, types: list[str], srid: int | None, *, multi: bool, geography: bool = False
+    ) -> None:
+        """A geometry column (``geography``: of spherical edges, GeoParquet's "spherical")."""
         self.geometries.append(name)
-        self.columns.append((name, geometry_type(types, srid, multi=multi)))
+        declared = geometry_type(types, srid, multi=multi)
+        self.columns.append(
+            (name, "geography" + declared.removeprefix("geometry") if geography else declared)
+        )
 
 
 @dataclass(frozen=True)
@@ -388,7 +394,7 @@ def _arrow_schema(arrow: Any, srids: Srids, source: tuple[str, str, str]) -> Sou
         if name in crs:
             types = geo.types.get(name) or ["Geometry"]
             column = srids.column(crs[name], f"{where}'s CRS", name)
-            schema.add_geometry(name, types, column, multi=False)
+            schema.add_geometry(name, types, column, multi=False, geography=name in geo.spherical)
         else:
             schema.add(name, _arrow_type(pyarrow, arrow.field(name).type))
     return schema

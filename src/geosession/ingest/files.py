@@ -555,6 +555,8 @@ class GeoParquetColumns:
     """Columns derived from the geometries (a covering bbox): not data."""
     native: dict[str, str] = field(default_factory=dict)
     """Columns in a GeoArrow native encoding ("polygon"...), the others being WKB or WKT."""
+    spherical: frozenset[str] = frozenset()
+    """Columns whose edges are spherical (``"edges": "spherical"``): geography."""
 
     def fields(self, names: Iterable[str]) -> list[str]:
         """The columns that are data: not derived, nor pandas' stored index."""
@@ -625,6 +627,11 @@ def geoparquet_columns(metadata: dict[bytes, bytes] | None, path: Path | str) ->
     types: dict[str, list[str]] = {}
     derived: set[str] = set()
     native: dict[str, str] = {}
+    spherical = frozenset(
+        name
+        for name, column in geo.get("columns", {}).items()
+        if column.get("edges") == "spherical"
+    )
     for name, column in geo.get("columns", {}).items():
         for paths in column.get("covering", {}).values():
             derived.update(str(steps[0]) for steps in paths.values() if steps)
@@ -634,7 +641,7 @@ def geoparquet_columns(metadata: dict[bytes, bytes] | None, path: Path | str) ->
         crs[name] = projjson_crs(column["crs"]) if "crs" in column else 4326  # CRS84
         types[name] = [str(kind) for kind in column.get("geometry_types") or []]
     primary = geo.get("primary_column")
-    return GeoParquetColumns(primary, crs, types, frozenset(derived), native)
+    return GeoParquetColumns(primary, crs, types, frozenset(derived), native, spherical)
 
 
 def _native_encoding(name: str, what: str) -> str:
