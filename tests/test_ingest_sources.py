@@ -23,6 +23,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, make_transient_to_detached, 
 from geosession.errors import ConfigurationError
 from geosession.ingest.batches import Batch
 from geosession.ingest.columnar_bbox import BoxFilter
+from geosession.ingest.files import schema_geometry
 from geosession.ingest.sources import iter_batches, source_length
 
 COLUMNS = ["id", "name", "val", "geom"]
@@ -831,6 +832,7 @@ def test_a_bbox_crossing_the_antimeridian_filters_both_sides(tmp_path: Path, suf
         ("plain.parquet", {"row_group_size": 100}),
         ("native.parquet", {"geometry_encoding": "geoarrow"}),
         ("frame.arrow", {}),
+        ("extension.arrow", {"geometry_encoding": "geoarrow"}),  # no geo metadata
     ],
 )
 def test_a_bbox_filters_geoparquet_and_arrow_files(
@@ -846,7 +848,11 @@ def test_a_bbox_filters_geoparquet_and_arrow_files(
         crs=4326,
     ).rename_geometry("geom")
     path = tmp_path / name
-    if name.endswith(".arrow"):
+    if name == "extension.arrow":  # GeoArrow's point extension alone says the encoding
+        table = pa.table(points.to_arrow(**write)).replace_schema_metadata(None)
+        with pa.ipc.new_file(path, table.schema) as writer:
+            writer.write_table(table)
+    elif name.endswith(".arrow"):
         points.to_feather(path)
     else:
         points.to_parquet(path, **write)
@@ -858,7 +864,8 @@ def test_a_bbox_filters_geoparquet_and_arrow_files(
     assert [(b.first_row, len(b)) for b in found] == [(1, 2), (3, 1)]  # rows counted as kept
     if "covering" in name:
         handle = pyarrow.parquet.ParquetFile(path)
-        box = BoxFilter.of((0, -1, 1, 1), handle.schema_arrow, "geom", path)
+        geo = schema_geometry(handle.schema_arrow, path)
+        box = BoxFilter.of((0, -1, 1, 1), "geom", geo, path)
         groups = box.row_groups(handle.metadata)  # rows 500-599; the NULL of no statistics
         assert groups == [5, 10]
     projected = tmp_path / f"projected{path.suffix}"

@@ -10,11 +10,10 @@ GeoArrow coordinates.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
@@ -22,6 +21,9 @@ import shapely
 from geosession.errors import ConfigurationError
 from geosession.geometry import Bbox, bbox_parts
 from geosession.ingest.geoarrow import native_geometries
+
+if TYPE_CHECKING:
+    from geosession.ingest.files import GeoParquetColumns
 
 _SIDES = ("xmin", "ymin", "xmax", "ymax")
 
@@ -38,19 +40,15 @@ class BoxFilter:
     """The field's GeoArrow native encoding; None for WKB or WKT."""
 
     @classmethod
-    def of(cls, bbox: Bbox, schema: Any, primary: str | None, path: Path) -> BoxFilter:
+    def of(cls, bbox: Bbox, primary: str | None, geo: GeoParquetColumns, path: Path) -> BoxFilter:
         """The filter on ``primary`` (the geometry field the load reads), with its
-        GeoParquet covering; refused for a file without a geometry field."""
+        covering; refused for a file without a geometry field."""
         if primary is None:
             raise ConfigurationError(
                 f"bbox={bbox!r} filters by geometry, and {path} has no geometry column "
                 "(GeoParquet metadata, a GeoArrow field, or a field named geometry or geom)"
             )
-        geo = json.loads((schema.metadata or {}).get(b"geo", b"{}"))
-        column = geo.get("columns", {}).get(primary, {})
-        encoding = str(column.get("encoding", "WKB")).lower()
-        native = None if encoding in ("wkb", "wkt") else encoding
-        return cls(bbox, primary, _covering(column.get("covering", {}).get("bbox")), native)
+        return cls(bbox, primary, geo.coverings.get(primary), geo.native.get(primary))
 
     @property
     def fields(self) -> list[str]:
@@ -112,8 +110,9 @@ class BoxFilter:
         return met
 
 
-def _covering(sides: Any) -> dict[str, tuple[str, str]] | None:
-    """GeoParquet 1.1's covering bbox: each side as (column, field) of a struct column."""
+def bbox_covering(sides: Any) -> dict[str, tuple[str, str]] | None:
+    """GeoParquet 1.1's covering bbox (``"covering": {"bbox": ...}``): each side as
+    (column, field) of one struct column; None for none, or one of another shape."""
     if not isinstance(sides, dict) or set(sides) != set(_SIDES):
         return None
     paths = {side: tuple(map(str, steps)) for side, steps in sides.items()}

@@ -40,7 +40,7 @@ from geosession.ingest.archives import (
 )
 from geosession.ingest.arrow_files import ARROW_FILE_SUFFIXES, arrow_file_length, open_arrow_file
 from geosession.ingest.batches import Batch, Landing
-from geosession.ingest.columnar_bbox import BoxFilter
+from geosession.ingest.columnar_bbox import BoxFilter, bbox_covering
 from geosession.ingest.crs import SourceCrs, source_crs
 from geosession.ingest.delimited import csv_batches
 from geosession.ingest.encodings import (
@@ -475,7 +475,7 @@ def _box_filter(schema: Any, path: Path, read: FileRead) -> BoxFilter | None:
     geo = schema_geometry(schema, path)
     primary = geo.primary or usual_geometry(geo.fields(schema.names))
     read.check_crossing(geo.crs.get(primary) if primary else None, path)
-    return BoxFilter.of(read.bbox, schema, primary, path)
+    return BoxFilter.of(read.bbox, primary, geo, path)
 
 
 def _columnar_targets(
@@ -557,6 +557,8 @@ class GeoParquetColumns:
     """Columns in a GeoArrow native encoding ("polygon"...), the others being WKB or WKT."""
     spherical: frozenset[str] = frozenset()
     """Columns whose edges are spherical (``"edges": "spherical"``): geography."""
+    coverings: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
+    """Each geometry column's covering bbox: xmin ... ymax as (struct column, field)."""
 
     def fields(self, names: Iterable[str]) -> list[str]:
         """The columns that are data: not derived, nor pandas' stored index."""
@@ -632,16 +634,19 @@ def geoparquet_columns(metadata: dict[bytes, bytes] | None, path: Path | str) ->
         for name, column in geo.get("columns", {}).items()
         if column.get("edges") == "spherical"
     )
+    coverings = {}
     for name, column in geo.get("columns", {}).items():
         for paths in column.get("covering", {}).values():
             derived.update(str(steps[0]) for steps in paths.values() if steps)
+        if (covering := bbox_covering(column.get("covering", {}).get("bbox"))) is not None:
+            coverings[name] = covering
         encoding = str(column.get("encoding", "WKB"))
         if encoding.upper() != "WKB":
             native[name] = _native_encoding(encoding, f"{path}: geometry column {name}")
         crs[name] = projjson_crs(column["crs"]) if "crs" in column else 4326  # CRS84
         types[name] = [str(kind) for kind in column.get("geometry_types") or []]
     primary = geo.get("primary_column")
-    return GeoParquetColumns(primary, crs, types, frozenset(derived), native, spherical)
+    return GeoParquetColumns(primary, crs, types, frozenset(derived), native, spherical, coverings)
 
 
 def _native_encoding(name: str, what: str) -> str:
