@@ -84,7 +84,7 @@ class AsyncGeometryStream:
                     yield row
 
     async def _batches(self) -> AsyncGenerator[list[Any], None]:
-        async with read_transaction(self._connect, self.options.local_settings) as connection:
+        async with read_transaction(self._connect, self.options.transaction_settings) as connection:
             loop = ReadLoop(await self._describe(connection), self._source)
             if not loop.paged:
                 await connection.execute(loop.declare())
@@ -95,7 +95,9 @@ class AsyncGeometryStream:
                         yield batch
                 return
         while not loop.done:
-            async with read_transaction(self._connect, self.options.local_settings) as connection:
+            async with read_transaction(
+                self._connect, self.options.transaction_settings
+            ) as connection:
                 rows = await fetch(connection, loop.request())
             batch = loop.receive(rows)
             self.rows_read += len(batch)

@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql
 
 from geosession.errors import ConfigurationError, refuse_unknown_options
 from geosession.geometry import GEOJSON_SRID, is_bbox
-from geosession.settings import local_settings
+from geosession.settings import check_duration
 
 OUTPUTS = ("shapely", "wkb", "geojson", "row")
 """What :meth:`SpatialDatabase.stream` yields per row (see :class:`ReadOptions`)."""
@@ -169,13 +169,15 @@ class ReadOptions:
             bbox=_check_bbox(bbox),
             bbox_srid=_check_srid("bbox_srid", bbox_srid),
             precision=_check_precision(precision),
-            statement_timeout=local_settings(statement_timeout=statement_timeout).get(
-                "statement_timeout"
+            statement_timeout=(
+                None
+                if statement_timeout is None
+                else check_duration("statement_timeout", statement_timeout)
             ),
         )
 
     @property
-    def local_settings(self) -> dict[str, str]:
+    def transaction_settings(self) -> dict[str, str]:
         """What the read's transactions SET LOCAL."""
         timeout = self.statement_timeout
         return {"statement_timeout": timeout} if timeout is not None else {}

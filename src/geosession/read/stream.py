@@ -84,7 +84,7 @@ class GeometryStream:
         return generator
 
     def _batches(self) -> Generator[list[Any], None, None]:
-        with read_transaction(self._connect, self.options.local_settings) as connection:
+        with read_transaction(self._connect, self.options.transaction_settings) as connection:
             loop = ReadLoop(self._describe(connection), self._source)
             if not loop.paged:
                 yield from self._cursor_batches(connection, loop)
@@ -101,7 +101,7 @@ class GeometryStream:
 
     def _page_batches(self, loop: ReadLoop) -> Iterator[list[Any]]:
         while not loop.done:
-            with read_transaction(self._connect, self.options.local_settings) as connection:
+            with read_transaction(self._connect, self.options.transaction_settings) as connection:
                 rows = fetch(connection, loop.request())
             # the connection is back in the pool while the caller works on the page
             batch = loop.receive(rows)
