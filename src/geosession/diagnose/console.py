@@ -98,7 +98,7 @@ class _FittedTable:
             shown = [name for name in shown if name != dropped]
         room = _room(widths, options.max_width)
         whole = _width(self.flexible, flexible, whole_header=True)
-        widths = {**widths, self.flexible: max(min(whole, room), len(self.flexible), 1)}
+        widths = {**widths, self.flexible: max(min(whole, room), len(self.flexible))}
         table = Table(
             title=self.title, title_justify="left", caption=self.caption, caption_justify="left"
         )
@@ -128,13 +128,14 @@ def _width(name: str, cells: list[Text], *, whole_header: bool, cap: int | None 
 
 
 def _room(widths: dict[str, int], max_width: int) -> int:
-    """What is left for the query: each column has a border and a space on either side."""
+    """What is left for the flexible column: each column has a border and a space on
+    either side."""
     return max_width - sum(widths.values()) - 3 * (len(widths) + 1) - 1
 
 
 _FLEXIBLE_WIDTH = 30
-"""The narrowest query column left before other columns are left out (with none left to
-leave out, the query gets what there is)."""
+"""The narrowest flexible column left before other columns are left out (with none left
+to leave out, it gets what there is)."""
 
 
 def activity_table(
