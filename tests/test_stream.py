@@ -32,7 +32,7 @@ from geosession import (
 )
 from geosession.cli import app
 from geosession.demo import synthetic_polygons
-from geosession.geometry import encode_ewkb
+from geosession.geometry import encode_ewkb, to_shape
 from geosession.models import geometry_column
 
 ROWS = 3_000
@@ -467,6 +467,10 @@ def test_psycopg2_driver_streams_the_same(
         admin, "geom", "rd_parcels"
     )
     assert sum(1 for _ in db.stream("SELECT * FROM rd_parcels", pages_by="id")) == ROWS
+    # a geography beside the chosen column: PostGIS has no ST_AsEWKB of a geography
+    beside = "SELECT p.id, p.geom, g.geog FROM rd_parcels p JOIN rd_geog g USING (id) WHERE id = 1"
+    (row,) = db.stream(beside, geometry_column="geom")
+    assert to_shape(bytes(row.geog)).equals(row.geom)
     assert released(db, admin)
 
 

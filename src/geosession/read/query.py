@@ -305,10 +305,15 @@ class ReadPlan:
         return func.ST_AsEWKB(geom) if self.geometry_bytea else geom
 
     def _other_geometry(self, column: Column) -> ColumnElement[Any]:
-        """Geometry columns besides the chosen one: EWKT in Features, EWKB in rows."""
+        """Geometry columns besides the chosen one: EWKT in Features, EWKB in rows (a
+        geography's through geometry: PostGIS has no ST_AsEWKB of a geography)."""
         if self.features:
             return func.ST_AsEWKT(_ref(column.name))
-        return func.ST_AsEWKB(_ref(column.name)) if self.geometry_bytea else _ref(column.name)
+        if not self.geometry_bytea:
+            return _ref(column.name)
+        if column.spatial == "geography":
+            return func.ST_AsEWKB(literal_column(f"q.{quote_identifier(column.name)}::geometry"))
+        return func.ST_AsEWKB(_ref(column.name))
 
     @property
     def _bbox_parts(self) -> list[Bbox]:
