@@ -16,6 +16,7 @@ dialect documents for PgBouncer.
 
 from __future__ import annotations
 
+import functools
 import ssl
 import uuid
 from collections.abc import Iterator, Mapping
@@ -47,8 +48,37 @@ def build_engine(settings: DatabaseSettings) -> Engine:
     )
     if settings.pgbouncer:
         _set_per_transaction(engine, settings, raw_psycopg=settings.driver == "psycopg")
+    if settings.driver == "psycopg2":
+        event.listen(engine, "connect", _bytea_as_bytes)
     install_error_translation(engine, idle_in_transaction_timeout=_idle_timeout_s(settings))
     return engine
+
+
+def _bytea_as_bytes(dbapi_connection: Any, record: Any) -> None:
+    """psycopg2 reads bytea as memoryview, psycopg 3 and asyncpg as bytes: every driver
+    gives bytes then (streams hand the driver's values on: a row's EWKB, a bytea column).
+    SQLAlchemy's own LargeBinary made bytes of either already."""
+    import psycopg2.extensions
+
+    for caster in _bytes_casters():
+        psycopg2.extensions.register_type(caster, dbapi_connection)
+
+
+@functools.cache
+def _bytes_casters() -> tuple[Any, Any]:
+    """psycopg2 typecasters of bytea and bytea[] to bytes."""
+    import psycopg2
+    import psycopg2.extensions
+
+    binary = psycopg2.BINARY
+
+    def as_bytes(value: str | None, cursor: Any) -> bytes | None:
+        view = binary(value, cursor)
+        return None if view is None else bytes(view)
+
+    caster = psycopg2.extensions.new_type(binary.values, "GEOSESSION_BYTEA", as_bytes)
+    arrays = psycopg2.extensions.new_array_type((1001,), "GEOSESSION_BYTEA_ARRAY", caster)
+    return caster, arrays
 
 
 def build_async_engine(settings: DatabaseSettings, *, pooled: bool = True) -> AsyncEngine:

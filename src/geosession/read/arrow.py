@@ -192,15 +192,13 @@ def _geometries(values: Sequence[Any], *, curves: bool, empty_as_null: bool) -> 
 
 def _plain(pa: Any, field: Any, column: Column, values: Sequence[Any]) -> Sequence[Any]:
     """A column's values as Arrow takes them for ``field``: text for a string field
-    (JSON, uuid...), floats for numeric's Decimals, bytes for bytea's memoryviews."""
+    (JSON, uuid...), floats for numeric's Decimals."""
     if field.type == pa.string():
         return [value if type(value) is str else _text(value) for value in values]
     if pa.types.is_decimal(field.type):  # a decimal holds no NaN: null
         return [None if value is None or value.is_nan() else value for value in values]
     if column.type_oid == NUMERIC:
         return [None if value is None else float(value) for value in values]
-    if pa.types.is_binary(field.type):
-        return [None if value is None else bytes(value) for value in values]
     return values
 
 
@@ -209,8 +207,8 @@ def _text(value: Any) -> str | None:
         return value
     if isinstance(value, dict | list):
         return orjson.dumps(value, default=_json_value).decode()
-    if isinstance(value, bytes | memoryview):
-        return "\\x" + bytes(value).hex()  # bytea as PostgreSQL prints it
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()  # bytea as PostgreSQL prints it
     return str(value)
 
 

@@ -33,18 +33,11 @@ _OTHER_COLUMN_BYTES = 32
 
 
 def decode_geometries(values: Sequence[Any]) -> Any:
-    """EWKB values (bytes, memoryview or None) to an array of shapely geometries (SRID kept)."""
-    first = next((value for value in values if value is not None), None)
-    if isinstance(first, memoryview):  # psycopg2's bytea
-        values = [_as_bytes(value) for value in values]
+    """EWKB values (bytes or None) to an array of shapely geometries (SRID kept)."""
     try:
         return shapely.from_wkb(np.asarray(values, dtype=object))
     except (NotImplementedError, shapely.errors.GEOSException):
         raise InvalidGeometry(_not_decodable(values)) from None
-
-
-def _as_bytes(value: Any) -> Any:
-    return bytes(value) if isinstance(value, memoryview) else value
 
 
 def _not_decodable(values: Sequence[Any]) -> str:
@@ -77,7 +70,7 @@ def batch_decoder(plan: ReadPlan) -> Callable[[Rows], list[Any]]:
         geometries = [row[index] for row in rows]
         if shapes:
             return rebuild(rows, decode_geometries(geometries).tolist())
-        return rebuild(rows, [_as_bytes(value) for value in geometries])
+        return rebuild(rows, geometries)
 
     return decode
 

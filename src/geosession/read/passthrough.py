@@ -43,7 +43,7 @@ def passed_through(
     """The batch whose decoding failed with ``refused``, passed through when it holds
     geometries shapely cannot (else that failure is raised); with ``empty_as_null``, an
     empty geometry is None."""
-    wkb = [None if value is None else bytes(value) for value in values]
+    wkb = list(values)
     if not any(not_in_geos(value) for value in wkb if value is not None):
         raise refused
     if empty_as_null:
