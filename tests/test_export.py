@@ -1422,3 +1422,18 @@ def test_a_csv_of_points_as_coordinate_columns_loads_back(
     ):
         db.export(query, tmp_path / "x.gpkg", coordinates=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["centroids.csv", "e.csv", "m.csv"]
+
+
+def test_points_with_z_as_coordinate_columns_keep_their_z(
+    db: SpatialDatabase, tmp_path: Path
+) -> None:
+    """A third column, z (its Z was dropped unseen); a 2D point among them has none."""
+    declared = "SELECT 1 AS id, 'SRID=4326;POINT Z (1 2 3)'::geometry(PointZ, 4326) AS geom"
+    out = tmp_path / "z.csv"
+    db.export(declared, out, coordinates=True)
+    assert out.read_text().splitlines() == ['"id","longitude","latitude","z"', "1,1,2,3"]
+    mixed = "SELECT * FROM (VALUES (1, 'POINT (1 1)'::geometry), (2, 'POINT Z (4 5 6)')) v (id, g)"
+    db.export(mixed, out, coordinates=True)
+    assert out.read_text().splitlines() == ['"id","x","y","z"', "1,1,1,", "2,4,5,6"]
+    with pytest.raises(ExportFailed, match="points with Z came after the first rows"):
+        db.export(mixed + " ORDER BY id", out, coordinates=True, batch_size=1)

@@ -57,7 +57,11 @@ def write_csv(
             first = next(batches, None)
             batches = chain([] if first is None else [first], batches)
             crs = plan.crs_for(plan.geometry.srid) if plan.geometry.srid else None
-            as_points = _Coordinates(pa, schema, plan, crs or (latest[0].crs if latest else None))
+            declared = (plan.geometry.geometry_type or "").split(" ")[1:]
+            z = "Z" in "".join(declared) or bool(latest and shapely.has_z(latest[0].geometry).any())
+            as_points = _Coordinates(
+                pa, schema, plan, crs or (latest[0].crs if latest else None), z=z
+            )
         with csv.CSVWriter(sink, as_points.schema if as_points else schema) as writer:
             for batch in batches:
                 writer.write_batch(as_points.batch(batch, latest[0]) if as_points else batch)
@@ -65,12 +69,13 @@ def write_csv(
 
 
 class _Coordinates:
-    """The active geometry column of each batch as two float columns, in its place."""
+    """The active geometry column of each batch as two float columns in its place, three
+    with ``z`` (points with Z: their declared type, or the first batch, says so)."""
 
-    def __init__(self, pa: Any, schema: Any, plan: ReadPlan, crs: str | None) -> None:
+    def __init__(self, pa: Any, schema: Any, plan: ReadPlan, crs: str | None, *, z: bool) -> None:
         self.pa = pa
         self.index = schema.get_field_index(plan.geometry.name)
-        self.names = _coordinate_names(crs)
+        self.names = (*_coordinate_names(crs), *(("z",) if z else ()))
         taken = [name for name in self.names if name in schema.names]
         if taken:
             raise ConfigurationError(
@@ -91,8 +96,16 @@ class _Coordinates:
                 f"{geometries[wrong[0]].geom_type}: export their centroids "
                 "(geometry='centroid', CLI: --geometry centroid) or the geometry as WKT"
             )
-        xs, ys = shapely.get_x(geometries), shapely.get_y(geometries)  # NaN: NULL or empty
-        columns = [self.pa.array(values, from_pandas=True) for values in (xs, ys)]
+        if len(self.names) == 2 and shapely.has_z(geometries).any():
+            raise ExportFailed(
+                "coordinates=True writes x and y, and points with Z came after the first "
+                "rows, which had none (their column declares no type): declare it (ALTER "
+                "TABLE ... TYPE geometry(PointZ, <srid>)) or export the geometry as WKT"
+            )
+        values = [shapely.get_x(geometries), shapely.get_y(geometries)]  # NaN: NULL or empty
+        if len(self.names) == 3:
+            values.append(shapely.get_z(geometries))  # NaN (null) for a point without Z
+        columns = [self.pa.array(value, from_pandas=True) for value in values]
         arrays = batch.columns
         arrays = [*arrays[: self.index], *columns, *arrays[self.index + 1 :]]
         return self.pa.RecordBatch.from_arrays(arrays, schema=self.schema)
