@@ -57,8 +57,8 @@ def write_csv(
             first = next(batches, None)
             batches = chain([] if first is None else [first], batches)
             crs = plan.crs_for(plan.geometry.srid) if plan.geometry.srid else None
-            declared = (plan.geometry.geometry_type or "").split(" ")[1:]
-            z = "Z" in "".join(declared) or bool(latest and shapely.has_z(latest[0].geometry).any())
+            declared_z = "Z" in (plan.geometry.geometry_type or "").partition(" ")[2]
+            z = declared_z or bool(latest and shapely.has_z(latest[0].geometry).any())
             as_points = _Coordinates(
                 pa, schema, plan, crs or (latest[0].crs if latest else None), z=z
             )
@@ -75,6 +75,7 @@ class _Coordinates:
     def __init__(self, pa: Any, schema: Any, plan: ReadPlan, crs: str | None, *, z: bool) -> None:
         self.pa = pa
         self.index = schema.get_field_index(plan.geometry.name)
+        self.z = z
         self.names = (*_coordinate_names(crs), *(("z",) if z else ()))
         taken = [name for name in self.names if name in schema.names]
         if taken:
@@ -96,14 +97,14 @@ class _Coordinates:
                 f"{geometries[wrong[0]].geom_type}: export their centroids "
                 "(geometry='centroid', CLI: --geometry centroid) or the geometry as WKT"
             )
-        if len(self.names) == 2 and shapely.has_z(geometries).any():
+        if not self.z and shapely.has_z(geometries).any():
             raise ExportFailed(
                 "coordinates=True writes x and y, and points with Z came after the first "
                 "rows, which had none (their column declares no type): declare it (ALTER "
                 "TABLE ... TYPE geometry(PointZ, <srid>)) or export the geometry as WKT"
             )
         values = [shapely.get_x(geometries), shapely.get_y(geometries)]  # NaN: NULL or empty
-        if len(self.names) == 3:
+        if self.z:
             values.append(shapely.get_z(geometries))  # NaN (null) for a point without Z
         columns = [self.pa.array(value, from_pandas=True) for value in values]
         arrays = batch.columns
