@@ -234,12 +234,13 @@ def _vector_batches(pyogrio: Any, path: Path, landing: Landing, read: FileRead) 
         geojson_ids = _geojson_ids(source)  # the user's: loaded whether the table is empty
         feature_ids = geojson_ids or (read.feature_ids and source.suffix in _NAMED_ID_SUFFIXES)
         text = layer_text(pyogrio, source, layer, read.encoding)
+        spatial = read.spatial_filter()  # the bbox, or its halves over the antimeridian
         opened = pyogrio.open_arrow(
             source.name,
             layer=layer,
             encoding=text.open_with,
             where=read.where,
-            **read.spatial_filter(),
+            **spatial,
             batch_size=_FILE_BATCH,
             use_pyarrow=True,
             return_fids=feature_ids,
@@ -266,9 +267,7 @@ def _vector_batches(pyogrio: Any, path: Path, landing: Landing, read: FileRead) 
             with _filtering(read, path):  # some drivers apply the condition as they read
                 features = _read_through(reader, path, filtered=read.where is not None)
                 if geometry in fields:
-                    again = rereader(
-                        pyogrio, source, layer, text.open_with, read.where, read.spatial_filter()
-                    )
+                    again = rereader(pyogrio, source, layer, text.open_with, read.where, spatial)
                     features = mended(features, geometry, again, path)
                 yield from arrow_batches(features, names, landing, known, text.fallback)
     except unreadable as error:
@@ -629,13 +628,11 @@ def geoparquet_columns(metadata: dict[bytes, bytes] | None, path: Path | str) ->
     types: dict[str, list[str]] = {}
     derived: set[str] = set()
     native: dict[str, str] = {}
-    spherical = frozenset(
-        name
-        for name, column in geo.get("columns", {}).items()
-        if column.get("edges") == "spherical"
-    )
+    spherical: set[str] = set()
     coverings = {}
     for name, column in geo.get("columns", {}).items():
+        if column.get("edges") == "spherical":
+            spherical.add(name)
         for paths in column.get("covering", {}).values():
             derived.update(str(steps[0]) for steps in paths.values() if steps)
         if (covering := bbox_covering(column.get("covering", {}).get("bbox"))) is not None:
@@ -646,7 +643,9 @@ def geoparquet_columns(metadata: dict[bytes, bytes] | None, path: Path | str) ->
         crs[name] = projjson_crs(column["crs"]) if "crs" in column else 4326  # CRS84
         types[name] = [str(kind) for kind in column.get("geometry_types") or []]
     primary = geo.get("primary_column")
-    return GeoParquetColumns(primary, crs, types, frozenset(derived), native, spherical, coverings)
+    return GeoParquetColumns(
+        primary, crs, types, frozenset(derived), native, frozenset(spherical), coverings
+    )
 
 
 def _native_encoding(name: str, what: str) -> str:
