@@ -4062,6 +4062,32 @@ def test_a_dataframe_of_longitudes_and_latitudes_loads_as_points(
         db.ingest("frame_points", spatial.rename_geometry("geom"), xy_columns=("e", "n"))
 
 
+def test_a_nan_height_is_a_non_finite_reject(
+    db: SpatialDatabase, scratch: Callable[..., None]
+) -> None:
+    """GEOS's validity check reads x and y alone: a NaN or infinite Z or M was stored."""
+    scratch("nan_heights", "nan_measures")
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE nan_heights (id int, geom geometry(LINESTRINGZ, 4326))"))
+        s.execute(text("CREATE TABLE nan_measures (id int, geom geometry(POINTM, 4326))"))
+    values = [
+        "SRID=4326;LINESTRING Z (0 0 1, 1 1 NaN)",
+        shapely.from_wkt("LINESTRING Z (0 0 inf, 1 1 2)"),
+        "SRID=4326;LINESTRING Z (0 0 1, 1 1 2)",
+    ]
+    rows = [{"id": i, "geom": value} for i, value in enumerate(values)]
+    report = db.ingest("nan_heights", rows, srid=4326)
+    assert report.inserted == 1
+    assert [(r.row, r.kind, r.reason) for r in report.rejected] == [
+        (1, "non_finite", "non-finite coordinate (NaN or infinity): Z is nan at (1 1)"),
+        (2, "non_finite", "non-finite coordinate (NaN or infinity): Z is inf at (0 0)"),
+    ]
+    measured = db.ingest("nan_measures", [{"id": 1, "geom": "SRID=4326;POINT M (0 0 NaN)"}])
+    assert [(r.kind, r.reason[-17:]) for r in measured.rejected] == [
+        ("non_finite", "M is nan at (0 0)")
+    ]
+
+
 def test_dict_rows_with_coordinates_load_as_points(
     db: SpatialDatabase, scratch: Callable[..., None]
 ) -> None:

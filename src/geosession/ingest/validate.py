@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -448,6 +449,7 @@ def _problems(
         mark(wrong, "type", lambda i: _wrong_type(geoms[i], column.name, spec.geometry_type))
     if not spec.unconstrained:
         _check_srid_and_dimension(geoms, values, present, column, spec, mark, default_srid)
+    mark(*_non_finite_heights(geoms, present))
     if column.type_name == "geography":
         _check_geographic_range(geoms, present, column, mark)
     checkable = present.copy()
@@ -524,6 +526,35 @@ def _check_srid_and_dimension(
             )
         ),
     )
+
+
+def _non_finite_heights(
+    geoms: np.ndarray[Any, Any], present: np.ndarray[Any, np.dtype[np.bool_]]
+) -> tuple[np.ndarray[Any, np.dtype[np.bool_]], str, Callable[[int], str]]:
+    """The geometries with a NaN or infinite Z or M (a height field left empty), which
+    GEOS's validity check, of x and y alone, passes and PostGIS stores; for ``mark``."""
+    has_z, has_m = shapely.has_z(geoms), shapely.has_m(geoms)
+    rows = np.flatnonzero(present & (has_z | has_m))
+    bad = np.zeros(len(geoms), dtype=bool)
+    first: dict[int, str] = {}
+    if len(rows):
+        coordinates, owners = shapely.get_coordinates(
+            geoms[rows], include_z=True, include_m=True, return_index=True
+        )
+        owners = rows[owners]
+        odd = np.stack(
+            [
+                has_z[owners] & ~np.isfinite(coordinates[:, 2]),
+                has_m[owners] & ~np.isfinite(coordinates[:, 3]),
+            ],
+            axis=1,
+        )
+        for at in np.flatnonzero(odd.any(axis=1))[::-1]:  # the first of each geometry last
+            x, y, z, m = coordinates[at]
+            name, value = ("Z", z) if odd[at, 0] else ("M", m)
+            first[int(owners[at])] = f"{name} is {value} at ({x:.15g} {y:.15g})"
+        bad[list(first)] = True
+    return bad, "non_finite", lambda i: f"non-finite coordinate (NaN or infinity): {first[i]}"
 
 
 _DIMENSIONS = {(False, False): "2D", (True, False): "3D", (False, True): "XYM", (True, True): "4D"}
