@@ -4062,6 +4062,56 @@ def test_a_dataframe_of_longitudes_and_latitudes_loads_as_points(
         db.ingest("frame_points", spatial.rename_geometry("geom"), xy_columns=("e", "n"))
 
 
+def test_coordinates_with_heights_load_as_3d_points(
+    db: SpatialDatabase, scratch: Callable[..., None], tmp_path: Path
+) -> None:
+    """A CSV of longitude, latitude and elevation (a GPS log's, or geosession's own export
+    of PointZ as coordinates) was refused for a PointZ column: "fields that are not
+    columns: 'z'", and without that field every point was a dimension reject."""
+    import pandas as pd
+
+    scratch("heights")
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE heights (name text, geom geometry(POINTZ, 4326))"))
+    path = tmp_path / "track.csv"
+    path.write_text("name,lat,lon,ele\na,52.5,13.4,34.5\nb,52.6,13.5,\nc,,,\n")
+    report = db.ingest("heights", path)
+    assert report.inserted == 2 and [(r.row, r.kind) for r in report.rejected] == [
+        (2, "non_finite")  # a height left empty: PostGIS would store NaN
+    ]
+    assert report.rejected[0].reason.endswith("Z is nan at (13.5 52.6)")
+    frame = pd.DataFrame({"name": ["d"], "X": [1.0], "Y": [2.0], "Z": [3.0]})
+    assert db.ingest("heights", frame, srid=4326).inserted == 1
+    records = [{"name": "e", "lon": 4, "lat": 5, "altitude": 6}, {"name": "f", "h": 7}]
+    renamed = [{"name": "f", "e": 8, "n": 9, "h": 10}]
+    assert db.ingest("heights", records[:1]).inserted == 1
+    assert db.ingest("heights", renamed, xy_columns=("e", "n", "h"), srid=4326).inserted == 1
+    exported = tmp_path / "again.csv"
+    db.export("SELECT name, geom FROM heights WHERE name = 'a'", exported, coordinates=True)
+    assert exported.read_text().splitlines()[0] == '"name","longitude","latitude","z"'
+    assert db.ingest("heights", exported).inserted == 1
+    with db.session() as s:
+        stored = s.execute(text("SELECT name, ST_AsText(geom) FROM heights ORDER BY name, 2"))
+        assert stored.all() == [
+            ("a", "POINT Z (13.4 52.5 34.5)"),
+            ("a", "POINT Z (13.4 52.5 34.5)"),
+            ("c", None),
+            ("d", "POINT Z (1 2 3)"),
+            ("e", "POINT Z (4 5 6)"),
+            ("f", "POINT Z (8 9 10)"),
+        ]
+    with db.transaction() as s:  # a 2D column: heights are a field like any other
+        s.execute(
+            text("CREATE TABLE heights_flat (name text, ele float8, geom geometry(POINT, 4326))")
+        )
+    scratch("heights_flat")
+    assert db.ingest("heights_flat", path).inserted == 3
+    with pytest.raises(ConfigurationError, match="names a z field, 'ele', and the table's"):
+        db.ingest("heights_flat", path, xy_columns=("lon", "lat", "ele"))
+    with pytest.raises(ConfigurationError, match=r"xy_columns=\('a', 'b', 'a'\) is not valid"):
+        db.ingest("heights", path, xy_columns=("a", "b", "a"))
+
+
 def test_a_nan_height_is_a_non_finite_reject(
     db: SpatialDatabase, scratch: Callable[..., None]
 ) -> None:

@@ -75,6 +75,8 @@ TABLES = (
     "geojson_seq_ids",
     "made_points",
     "made_metric",
+    "made_heights",
+    "made_elevations",
     "made_values",
     "made_arrow",
     "made_duckdb",
@@ -1322,7 +1324,7 @@ def test_a_csv_of_longitudes_and_latitudes_makes_a_point_table(
     metres = tmp_path / "metres.csv"
     metres.write_text("name;e;n\nBerlin;1492237.77;6894699.80\n")
     command = ["ingest", str(metres), "made_metric", "--xy-columns"]
-    assert "is not X,Y" in CliRunner().invoke(app, [*command, "e"]).output
+    assert "is not X,Y or X,Y,Z" in CliRunner().invoke(app, [*command, "e"]).output
     loaded = CliRunner().invoke(app, [*command, "e,n"])
     assert loaded.exit_code == 0, loaded.output
     assert admin.execute("SELECT count(*) FROM made_metric").fetchone() == (4,)
@@ -1441,6 +1443,46 @@ def test_digits_a_csv_quotes_while_numbers_are_bare_make_a_text_column(
         made = columns(admin, f"made_quoting{quoting}")
         assert (made["id"], made["postcode"]) == ("integer", postcode), quoting
     admin.execute("DROP TABLE codes")
+
+
+def test_a_csv_of_x_y_and_z_makes_a_pointz_table(
+    db: SpatialDatabase,
+    admin: psycopg.Connection[Any],
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: Any,
+) -> None:
+    """geosession's export of PointZ as coordinates came back as points and a number
+    column z. An elevation beside longitude and latitude stays a column of its own."""
+    path = tmp_path / "heights.csv"
+    path.write_text('"id","longitude","latitude","z"\n1,13.4,52.5,34.5\n')
+    assert db.ingest("made_heights", path, create=True).inserted == 1
+    assert columns(admin, "made_heights") == {
+        "fid": "bigint",
+        "id": "integer",
+        "geom": "geometry(PointZ,4326)",
+    }
+    stored = admin.execute("SELECT ST_AsText(geom) FROM made_heights").fetchall()
+    assert stored == [("POINT Z (13.4 52.5 34.5)",)]
+    gps = tmp_path / "gps.csv"
+    gps.write_text("lat,lon,elevation\n52.5,13.4,34\n")
+    assert db.ingest("made_elevations", gps, create=True).inserted == 1
+    assert columns(admin, "made_elevations")["geom"] == "geometry(Point,4326)"
+    assert columns(admin, "made_elevations")["elevation"] == "integer"
+    admin.execute("DROP TABLE made_elevations")
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    command = ["ingest", str(gps), "made_elevations", "--create", "--xy-columns"]
+    assert "is not X,Y or X,Y,Z" in CliRunner().invoke(app, [*command, "lon,lat,"]).output
+    loaded = CliRunner().invoke(app, [*command, "lon,lat,elevation", "--srid", "4326"])
+    assert loaded.exit_code == 0, loaded.output
+    assert columns(admin, "made_elevations")["geom"] == "geometry(PointZ,4326)"
+    frame = pd.DataFrame({"x": [1.0], "y": [2.0], "z": [3.0]})
+    admin.execute("DROP TABLE made_elevations")
+    assert db.ingest("made_elevations", frame, create=True, srid=3857).inserted == 1
+    assert columns(admin, "made_elevations") == {
+        "fid": "bigint",
+        "geom": "geometry(PointZ,3857)",
+    }
 
 
 def test_a_semicolon_csvs_decimal_commas_are_numbers_of_number_columns(

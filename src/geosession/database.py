@@ -315,7 +315,7 @@ class SpatialDatabase:
         where: str | None = None,
         bbox: tuple[float, float, float, float] | None = None,
         rename: Mapping[str, str] | None = None,
-        xy_columns: tuple[str, str] | None = None,
+        xy_columns: tuple[str, str] | tuple[str, str, str] | None = None,
         extra_fields: str = "error",
         create: bool = False,
         reproject: bool | int = False,
@@ -340,9 +340,10 @@ class SpatialDatabase:
         ``where`` (an OGR SQL condition on its fields) and ``bbox`` (minx, miny, maxx, maxy
         in its CRS) load only some of a vector file's features; ``rename`` maps a file's
         field names to columns (a Shapefile's ``{"classifica": "classification_code"}``);
-        ``xy_columns`` names the coordinate columns (x, y) of a CSV without a WKT column, of
-        a DataFrame without geometries or of dict rows without the geometry column, when
-        their names (longitude/latitude, lon/lat, x/y) do not say them.
+        ``xy_columns`` names the coordinate columns (x, y, and z for a column with Z) of a
+        CSV without a WKT column, of a DataFrame without geometries or of dict rows without
+        the geometry column, when their names (longitude/latitude, lon/lat, x/y; z,
+        elevation, altitude) do not say them.
         ``extra_fields="ignore"`` loads the fields the table has and leaves the others out
         (listed in ``report.fields_left_out``), values for generated columns included,
         instead of refusing the source.

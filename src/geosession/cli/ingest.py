@@ -90,10 +90,12 @@ def ingest(
     xy_columns: Annotated[
         str | None,
         typer.Option(
-            metavar="X,Y",
+            metavar="X,Y[,Z]",
             help="A CSV's coordinate columns, x (longitude) first, when it has no WKT column "
-            "and their names do not say them. Default: longitude,latitude, lon/lng/long,lat "
-            "(EPSG:4326), x,y or easting,northing, in any case.",
+            "and their names do not say them; a third, the heights, for a column with Z. "
+            "Default: longitude,latitude, lon/lng/long,lat (EPSG:4326), x,y or "
+            "easting,northing, in any case; z, elevation, altitude, alt or ele into a "
+            "column with Z (z alone with --create).",
         ),
     ] = None,
     layer: Annotated[
@@ -211,7 +213,7 @@ def ingest(
     box = parse_bbox(bbox)
     area = (box[0], box[1], box[2], box[3]) if box is not None else None
     renames = _renames(rename or [])
-    coordinates = _pair(xy_columns)
+    coordinates = _coordinate_names(xy_columns)
     deferrals: dict[str, str | bool] = {"auto": "auto", "yes": True, "no": False}
     deferral = deferrals.get(defer_indexes)
     if deferral is None:
@@ -403,17 +405,18 @@ def _say_how_to_resume(stop: BaseException, name: str, *, piped: bool) -> None:
     )
 
 
-def _pair(value: str | None) -> tuple[str, str] | None:
-    """``--xy-columns X,Y`` as a pair of names."""
+def _coordinate_names(value: str | None) -> tuple[str, ...] | None:
+    """``--xy-columns X,Y[,Z]`` as two or three names."""
     if value is None:
         return None
-    x, comma, y = value.partition(",")
-    if not comma or not x.strip() or not y.strip() or "," in y:
+    names = tuple(name.strip() for name in value.split(","))
+    if len(names) not in (2, 3) or not all(names):
         raise typer.BadParameter(
-            f"{value!r} is not X,Y: two column names, e.g. lon_deg,lat_deg",
+            f"{value!r} is not X,Y or X,Y,Z: two column names (three with the heights), "
+            "e.g. lon_deg,lat_deg or lon_deg,lat_deg,height_m",
             param_hint="--xy-columns",
         )
-    return x.strip(), y.strip()
+    return names
 
 
 def _renames(pairs: list[str]) -> dict[str, str] | None:

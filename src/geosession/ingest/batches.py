@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.crs import SourceCrs
+from geosession.ingest.points import Z_NAMES
 from geosession.ingest.target import double_quoted
 
 
@@ -57,12 +58,19 @@ class Landing:
     """Where a source's fields land, as every reader needs it: the target's columns a
     source may fill, the geometry column a source's geometry goes to (None when the target
     has several or none), the rows per batch (asked before each batch), and the check of
-    the fields' names against the columns."""
+    the fields' names against the columns, and whether that geometry column has Z (so
+    that coordinate fields make 3D points)."""
 
     columns: Sequence[str]
     geometry_column: str | None
     size: Callable[[], int]
     check: CheckFields
+    geometry_z: bool = False
+
+    @property
+    def heights(self) -> Sequence[str]:
+        """The names of a field of heights that makes coordinates' points 3D (none: 2D)."""
+        return Z_NAMES if self.geometry_z else ()
 
     def column_for(self, name: str, geometry: str | None) -> str:
         """The column field ``name`` lands in, ``geometry`` being the source's geometry

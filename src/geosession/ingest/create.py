@@ -55,7 +55,7 @@ from geosession.ingest.files import (
 )
 from geosession.ingest.gdal_batches import mended
 from geosession.ingest.options import IngestOptions
-from geosession.ingest.points import point_columns
+from geosession.ingest.points import NEW_Z_NAMES, PointColumns, point_columns
 from geosession.ingest.progress import counting
 from geosession.ingest.sources import is_dataframe
 from geosession.ingest.target import (
@@ -438,11 +438,12 @@ def _arrow_scalar_type(types: Any, arrow_type: Any) -> str:
 
 
 def _frame_schema(
-    frame: Any, srids: Srids, xy_columns: tuple[str, str] | None = None
+    frame: Any, srids: Srids, xy_columns: tuple[str, ...] | None = None
 ) -> SourceSchema:
     schema = SourceSchema()
     spatial = any(str(frame[label].dtype) == "geometry" for label in frame.columns)
-    points = None if spatial else point_columns([str(c) for c in frame], xy_columns, "")
+    labels = [str(c) for c in frame]
+    points = None if spatial else point_columns(labels, xy_columns, "", NEW_Z_NAMES)
     for label in frame.columns:
         series = frame[label]
         if points is not None and str(label) in points.fields:
@@ -458,7 +459,7 @@ def _frame_schema(
             schema.add(str(label), _series_type(series))
     if points is not None:
         srid = next((s for s in (srids.wanted, srids.given) if s is not None), points.srid)
-        schema.add_geometry(schema.free_name(), ["Point"], srid, multi=False)
+        schema.add_geometry(schema.free_name(), [_point_type(points)], srid, multi=False)
     return schema
 
 
@@ -531,11 +532,13 @@ def _scalar_kind(value: Any) -> str | None:
 
 def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
     """A column for each field, of the type all its values read as (:mod:`.text_types`),
-    and a geometry column for the WKT column or the coordinates (a Point column,
-    EPSG:4326 for longitude and latitude unless srid= says otherwise)."""
+    and a geometry column for the WKT column or the coordinates (a Point column, PointZ
+    with a z field, EPSG:4326 for longitude and latitude unless srid= says otherwise)."""
     header, delimiter = csv_header(path, options.encoding)
     wkt = wkt_column_of(header, None, options.wkt_column, path)
-    points = None if wkt is not None else point_columns(header, options.xy_columns, path)
+    points = (
+        None if wkt is not None else point_columns(header, options.xy_columns, path, NEW_Z_NAMES)
+    )
     fields = [h for h in header if h != wkt and (points is None or h not in points.fields)]
     kinds = TextKinds(fields, decimal_comma=delimiter == ";")
     reading = f"reading the types of {path.name}'s fields"
@@ -554,8 +557,13 @@ def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
         schema.add_geometry(schema.free_name(), ["Geometry"], srid, multi=False)
     elif points is not None:
         srid = next((s for s in (wanted, options.srid) if s is not None), points.srid)
-        schema.add_geometry(schema.free_name(), ["Point"], srid, multi=False)
+        schema.add_geometry(schema.free_name(), [_point_type(points)], srid, multi=False)
     return schema
+
+
+def _point_type(points: PointColumns) -> str:
+    """The type of the points coordinate fields make: 3D with a field of heights."""
+    return "Point" if points.z is None else "Point Z"
 
 
 def _renamed(schema: SourceSchema, rename: Mapping[str, str], path: Path) -> SourceSchema:

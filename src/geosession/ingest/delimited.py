@@ -32,13 +32,13 @@ def csv_batches(path: Path, landing: Landing, read: FileRead) -> Iterator[Batch]
     encoding = read.encoding
     header, delimiter = csv_header(path, encoding)
     wkt = wkt_column_of(header, geometry_column, read.wkt_column, path)
-    points = _csv_points(header, wkt, geometry_column, read, path)
+    points = _csv_points(header, wkt, landing, read, path)
     renamed = renamer(read, header, path)
     names = [landing.column_for(renamed(h), wkt) for h in header]
-    made: dict[str, tuple[int, int]] = {}  # the column the coordinates make points for
+    made: dict[str, list[int]] = {}  # the column the coordinates make points for
     crs: dict[str, SourceCrs] = {}
     if points is not None and geometry_column is not None:
-        made[geometry_column] = (header.index(points.x), header.index(points.y))
+        made[geometry_column] = [header.index(name) for name in points.fields]
         crs = {geometry_column: points.srid} if points.srid is not None else {}
     loaded = [  # coordinates load as numbers too only into columns of their names
         i
@@ -50,9 +50,9 @@ def csv_batches(path: Path, landing: Landing, read: FileRead) -> Iterator[Batch]
     def batches() -> Iterator[Batch]:
         for first, chunk in _chunks(path, encoding, (header, delimiter), landing.size):
             values = {names[i]: [row[i] or None for row in chunk] for i in loaded}
-            for column, (x, y) in made.items():
-                xs, ys = [row[x] for row in chunk], [row[y] for row in chunk]
-                values[column] = point_values(xs, ys, decimal_comma=delimiter == ";")
+            for column, fields in made.items():
+                coordinates = [[row[i] for row in chunk] for i in fields]
+                values[column] = point_values(coordinates, decimal_comma=delimiter == ";")
             kept = {c: values[c] for c in columns if c in values}
             yield Batch(first, kept, crs, decimal_comma=delimiter == ";")
 
@@ -91,7 +91,7 @@ def _chunks(
 
 
 def _csv_points(
-    header: list[str], wkt: str | None, geometry_column: str | None, read: FileRead, path: Path
+    header: list[str], wkt: str | None, landing: Landing, read: FileRead, path: Path
 ) -> PointColumns | None:
     """The coordinate fields that make each row's point, when the file has no WKT column
     (see :mod:`.points`); refused for a table without one geometry column to hold them."""
@@ -102,8 +102,8 @@ def _csv_points(
                 "give one of wkt_column= and xy_columns="
             )
         return None
-    points = point_columns(header, read.xy_columns, path)
-    if points is not None and geometry_column is None:
+    points = point_columns(header, read.xy_columns, path, landing.heights)
+    if points is not None and landing.geometry_column is None:
         raise ConfigurationError(
             f"{path}'s {points.x} and {points.y} make points for the table's geometry "
             "column, and the table has none or several: load into a table with one"

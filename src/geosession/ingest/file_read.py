@@ -29,7 +29,7 @@ class FileRead:
     rename: Mapping[str, str] | None = None
     """Source field -> target column, for names the file cannot hold (a Shapefile's ten
     bytes: classifica -> classification_code)."""
-    xy_columns: tuple[str, str] | None = None
+    xy_columns: tuple[str, ...] | None = None
     """A CSV's coordinate columns (x, y), when their names do not say them (:mod:`.points`)."""
 
     def check(self, kind: str, source: str) -> None:

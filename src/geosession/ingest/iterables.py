@@ -36,7 +36,7 @@ def iterable_batches(
     stopped: Callable[[], bool],
     attributes: Mapping[str, str] | None = None,
     defaulted: frozenset[str] = frozenset(),
-    xy_columns: tuple[str, str] | None = None,
+    xy_columns: tuple[str, ...] | None = None,
 ) -> Iterator[Batch]:
     """Pull rows lazily: a generator is never consumed past the batch being built (nor,
     with a flush interval, past the two batches its pulling thread gathers ahead). Dict
@@ -59,6 +59,7 @@ def iterable_batches(
                 given_geometry=not isinstance(row, Mapping) or landing.geometry_column in row,
                 xy_columns=xy_columns,
                 where="the first row",
+                heights=landing.heights,
             )
             if points is None and isinstance(raw[0], Mapping):
                 field = geometry_field([str(key) for key in raw[0]], landing)
@@ -95,11 +96,12 @@ def _with_points(batch: Batch, points: PointColumns, landing: Landing) -> Batch:
     geometry = str(landing.geometry_column)
     columns = dict(batch.columns)
     rows = len(batch)
-    xs, ys = (
-        columns[name] if name in landing.columns else columns.pop(name, [None] * rows)
-        for name in points.fields
+    columns[geometry] = value_points(
+        [
+            columns[name] if name in landing.columns else columns.pop(name, [None] * rows)
+            for name in points.fields
+        ]
     )
-    columns[geometry] = value_points(xs, ys)
     crs = dict(batch.crs) | ({geometry: points.srid} if points.srid is not None else {})
     return dataclasses.replace(batch, columns=columns, crs=crs)
 

@@ -36,7 +36,7 @@ class IngestOptions:
     where: str | None = None
     bbox: tuple[float, float, float, float] | None = None
     rename: Mapping[str, str] | None = None
-    xy_columns: tuple[str, str] | None = None
+    xy_columns: tuple[str, ...] | None = None
     extra_fields: str = "error"
     create: bool = False
     reproject: bool | int = False
@@ -86,13 +86,14 @@ class IngestOptions:
         xy = self.xy_columns
         if xy is not None and not (
             isinstance(xy, tuple | list)
-            and len(xy) == 2
+            and len(xy) in (2, 3)
             and all(isinstance(name, str) and name for name in xy)
-            and xy[0] != xy[1]
+            and len(set(xy)) == len(xy)
         ):
             raise ConfigurationError(
                 f"xy_columns={xy!r} is not valid: give a CSV's two coordinate columns, x "
-                "(longitude) first: ('lon_deg', 'lat_deg')"
+                "(longitude) first, and its heights third for a column with Z: "
+                "('lon_deg', 'lat_deg') or ('lon_deg', 'lat_deg', 'height_m')"
             )
         srid = self.srid
         if srid is not None and (type(srid) is not int or not 0 <= srid <= _MAX_SRID):
@@ -165,7 +166,7 @@ class IngestArguments(TypedDict, total=False):
     where: str | None
     bbox: tuple[float, float, float, float] | None
     rename: Mapping[str, str] | None
-    xy_columns: tuple[str, str] | None
+    xy_columns: tuple[str, ...] | None
     extra_fields: str
     create: bool
     reproject: bool | int

@@ -385,6 +385,7 @@ class Ingest:
             return finished.is_set() or self.stop.is_set()
 
         geometry = self.target.geometry_columns
+        spec = geometry[0].geometry if len(geometry) == 1 else None
         source = iter_batches(
             self.source,
             columns=[c.name for c in self.target.columns if not c.generated],
@@ -404,6 +405,7 @@ class Ingest:
             attributes=self.attributes,
             feature_ids=self.started_empty,
             defaulted=frozenset(self.defaults.python) | self.planner.may_lack,
+            geometry_z=spec is not None and spec.has_z,
         )
         batches = with_defaults(self._source_errors_named(source), self.defaults)
         # reading, validating and COPY-encoding each on a thread: the GEOS work of one

@@ -8,7 +8,9 @@ and ``latitude``, ``lon``/``lng``/``long`` and ``lat``, ``x`` and ``y``, ``easti
 ``northing``, in any case) or given as ``xy_columns=``, loads each row as a point.
 Longitude and latitude are EPSG:4326 by their names, so the load refuses or reprojects
 them for a column of another SRID as it does a file's CRS; x and y, eastings and
-northings say nothing of theirs (``srid=`` does).
+northings say nothing of theirs (``srid=`` does). A third field of heights (``z``, or
+``elevation``, ``altitude``, ``alt``, ``ele``: a GPS log's) makes the points 3D where
+the geometry column has Z; a ``z`` field alone makes a new table's points 3D.
 """
 
 from __future__ import annotations
@@ -34,83 +36,98 @@ _LONGITUDE_LATITUDE = (
     ("long", "lat"),
 )
 _X_Y = (("x", "y"), ("easting", "northing"))
+Z_NAMES = ("z", "elevation", "altitude", "alt", "ele")
+"""A point's height, in order of preference: a third coordinate for a column with Z."""
+NEW_Z_NAMES = ("z",)
+"""The height field that makes a new table's points 3D (create=True): an elevation
+beside longitude and latitude stays a number column of its own there."""
 
 
 @dataclass(frozen=True)
 class PointColumns:
-    """The fields of a row's point, and the SRID their names imply (None: unsaid)."""
+    """The fields of a row's point (z: None for 2D points), and the SRID their names imply
+    (None: unsaid)."""
 
     x: str
     y: str
     srid: int | None
+    z: str | None = None
 
     @property
-    def fields(self) -> tuple[str, str]:
-        return self.x, self.y
+    def fields(self) -> tuple[str, ...]:
+        return (self.x, self.y) if self.z is None else (self.x, self.y, self.z)
 
 
 def point_values(
-    xs: Sequence[str | None], ys: Sequence[str | None], *, decimal_comma: bool = False
+    coordinates: Sequence[Sequence[str | None]], *, decimal_comma: bool = False
 ) -> list[Any]:
-    """Each row's point: shapely points made in one call where every number reads as
-    one (an empty one is NaN, which the geometry check sets aside as non-finite), None
-    where both are empty; else WKT (:func:`point_texts`), for GEOS to name what is wrong.
-    ``decimal_comma``: a number with one comma and no point has a decimal comma (a
-    semicolon-separated file, as spreadsheets write them where 52,52 is a number)."""
+    """Each row's point from the text of its coordinates (x, y and maybe z): shapely
+    points made in one call where every number reads as one (an empty one is NaN, which
+    the geometry check sets aside as non-finite), None where all are empty; else WKT
+    (:func:`point_texts`), for GEOS to name what is wrong. ``decimal_comma``: a number
+    with one comma and no point has a decimal comma (a semicolon-separated file, as
+    spreadsheets write them where 52,52 is a number)."""
     if decimal_comma:
-        xs, ys = list(map(with_decimal_point, xs)), list(map(with_decimal_point, ys))
+        coordinates = [list(map(with_decimal_point, values)) for values in coordinates]
     try:
-        x = np.array([value or "nan" for value in xs], dtype=np.float64)
-        y = np.array([value or "nan" for value in ys], dtype=np.float64)
+        arrays = [
+            np.array([value or "nan" for value in values], dtype=np.float64)
+            for values in coordinates
+        ]
     except ValueError:
-        return point_texts(xs, ys)
-    points = shapely.points(x, y)
-    points[[not a and not b for a, b in zip(xs, ys, strict=True)]] = None
+        return point_texts(coordinates)
+    points = shapely.points(*arrays)
+    points[[not any(values) for values in zip(*coordinates, strict=True)]] = None
     return list(points)
 
 
-def series_points(xs: Any, ys: Any) -> list[Any]:
-    """Each row's point from two pandas Series of numbers (NaN where missing: a point
-    with one is set aside as non-finite, None where both are); of other values, as
+def series_points(coordinates: Sequence[Any]) -> list[Any]:
+    """Each row's point from pandas Series of numbers (NaN where missing: a point with
+    one is set aside as non-finite, None where all are); of other values, as
     :func:`point_values` reads text."""
     try:
-        x = xs.to_numpy(dtype=np.float64, na_value=np.nan)
-        y = ys.to_numpy(dtype=np.float64, na_value=np.nan)
+        arrays = [xs.to_numpy(dtype=np.float64, na_value=np.nan) for xs in coordinates]
     except (TypeError, ValueError):
-        return _text_points(xs, ys)
-    return _numeric_points(x, y)
+        return _text_points(coordinates)
+    return _numeric_points(arrays)
 
 
-def value_points(xs: Sequence[Any], ys: Sequence[Any]) -> list[Any]:
-    """Each row's point from two lists of numbers (dict rows' values; None where missing),
-    or of text, as :func:`point_values` reads it."""
+def value_points(coordinates: Sequence[Sequence[Any]]) -> list[Any]:
+    """Each row's point from lists of numbers (dict rows' values; None where missing), or
+    of text, as :func:`point_values` reads it."""
     try:
-        x = np.array([np.nan if v is None else v for v in xs], dtype=np.float64)
-        y = np.array([np.nan if v is None else v for v in ys], dtype=np.float64)
+        arrays = [
+            np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+            for values in coordinates
+        ]
     except (TypeError, ValueError):
-        return _text_points(xs, ys)
-    return _numeric_points(x, y)
+        return _text_points(coordinates)
+    return _numeric_points(arrays)
 
 
-def _numeric_points(x: np.ndarray[Any, Any], y: np.ndarray[Any, Any]) -> list[Any]:
-    points = shapely.points(x, y)
-    points[np.isnan(x) & np.isnan(y)] = None
+def _numeric_points(arrays: Sequence[np.ndarray[Any, Any]]) -> list[Any]:
+    points = shapely.points(*arrays)
+    points[np.logical_and.reduce([np.isnan(values) for values in arrays])] = None
     return list(points)
 
 
-def _text_points(xs: Iterable[Any], ys: Iterable[Any]) -> list[Any]:
+def _text_points(coordinates: Sequence[Iterable[Any]]) -> list[Any]:
     """Values that are not all numbers, read as text (None and NaN: empty)."""
-    texts = [[None if v is None or v != v else str(v) for v in values] for values in (xs, ys)]
-    return point_values(texts[0], texts[1])
+    return point_values(
+        [[None if v is None or v != v else str(v) for v in values] for values in coordinates]
+    )
 
 
-def point_texts(xs: Sequence[str | None], ys: Sequence[str | None]) -> list[str | None]:
-    """Each row's point as WKT; None where both numbers are empty (a NULL geometry). A
+def point_texts(coordinates: Sequence[Sequence[str | None]]) -> list[str | None]:
+    """Each row's point as WKT; None where all numbers are empty (a NULL geometry). A
     number that is not one makes WKT that does not parse, which the geometry check sets
     aside with GEOS's words ("Expected number but encountered word: 'abc'")."""
+    kind = "POINT" if len(coordinates) == 2 else "POINT Z"
     return [
-        None if not x and not y else f"POINT ({(x or '').strip()} {(y or '').strip()})"
-        for x, y in zip(xs, ys, strict=True)
+        None
+        if not any(values)
+        else f"{kind} ({' '.join((value or '').strip() for value in values)})"
+        for values in zip(*coordinates, strict=True)
     ]
 
 
@@ -121,6 +138,7 @@ def coordinates_for(
     given_geometry: bool,
     xy_columns: Sequence[str] | None,
     where: str,
+    heights: Sequence[str] = (),
 ) -> PointColumns | None:
     """The coordinate fields of a DataFrame or of dict rows that make the points of the
     target's one geometry column: None where the source gives that column itself (or the
@@ -133,15 +151,19 @@ def coordinates_for(
                 f"and the target {reason}: leave xy_columns out"
             )
         return None
-    return point_columns(header, xy_columns, where)
+    return point_columns(header, xy_columns, where, heights)
 
 
 def point_columns(
-    header: Sequence[str], given: Sequence[str] | None, path: Path | str
+    header: Sequence[str],
+    given: Sequence[str] | None,
+    path: Path | str,
+    heights: Sequence[str] = (),
 ) -> PointColumns | None:
     """The coordinate fields of a CSV header (or a DataFrame's columns): those ``given``
-    (x, y), else a pair named as longitude and latitude, else x and y; None when it has
-    neither."""
+    (x, y and maybe z), else a pair named as longitude and latitude, else x and y; None
+    when it has neither. ``heights``: the names of a z field to look for (none where the
+    points are 2D: a third given name is then refused)."""
     if given is not None:
         missing = [name for name in given if name not in header]
         if missing:
@@ -149,10 +171,26 @@ def point_columns(
                 f"xy_columns names {', '.join(map(repr, missing))}, which {path} does not "
                 f"have; its fields: {', '.join(header)}"
             )
-        return PointColumns(given[0], given[1], None)
+        if len(given) == 3 and not heights:
+            raise ConfigurationError(
+                f"xy_columns names a z field, {given[2]!r}, and the table's geometry column "
+                "has no Z: name x and y alone (the heights then load into a column of their "
+                "name, if there is one), or load into a column with Z, e.g. "
+                "geometry(PointZ, 4326)"
+            )
+        z = given[2] if len(given) == 3 else _height(header, given, heights)
+        return PointColumns(given[0], given[1], None, z)
     folded = {name.casefold(): name for name in reversed(header)}  # the first of a case
     for pairs, srid in ((_LONGITUDE_LATITUDE, _WGS84), (_X_Y, None)):
         for x, y in pairs:
             if x in folded and y in folded:
-                return PointColumns(folded[x], folded[y], srid)
+                pair = (folded[x], folded[y])
+                return PointColumns(*pair, srid, _height(header, pair, heights))
     return None
+
+
+def _height(header: Sequence[str], pair: Sequence[str], heights: Sequence[str]) -> str | None:
+    """The field of the points' heights: the first in ``header`` named as ``heights``
+    names one (in any case), other than x and y."""
+    folded = {name.casefold(): name for name in reversed(header) if name not in pair}
+    return next((folded[name] for name in heights if name in folded), None)

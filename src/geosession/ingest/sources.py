@@ -62,9 +62,10 @@ def iter_batches(
     where: str | None = None,
     bbox: Bbox | None = None,
     rename: Mapping[str, str] | None = None,
-    xy_columns: tuple[str, str] | None = None,
+    xy_columns: tuple[str, ...] | None = None,
     left_out: set[str] | None = None,
     defaulted: frozenset[str] = frozenset(),
+    geometry_z: bool = False,
 ) -> Iterator[Batch]:
     """Batches of at most ``batch_size`` rows from ``source``, in source order.
 
@@ -84,7 +85,8 @@ def iter_batches(
     is the text encoding of a Shapefile or CSV file (see :mod:`.encodings`); ``where``
     and ``bbox`` filter a vector file's features, ``rename`` maps a file's field names
     to columns, and ``xy_columns`` names the coordinate columns of a CSV, a DataFrame or dict
-    rows (:mod:`.points`; :class:`.files.FileRead`).
+    rows (:mod:`.points`; :class:`.files.FileRead`), whose points are 3D with a field of
+    heights where ``geometry_z`` (the geometry column has Z).
     ``left_out``: fields that are no column of the target (or a generated one) are added
     to it and not loaded, instead of refused. ``defaulted``: columns with a default (Python's,
     or the table's), whose value a dict row or new instance lacks is MISSING (not None)
@@ -97,7 +99,7 @@ def iter_batches(
         check_fields, columns=columns, computed=computed or {}, left_out=left_out
     )
     read = FileRead(wkt_column, layer, encoding, where, bbox, feature_ids, rename, xy_columns)
-    landing = Landing(columns, geometry_column, size, check)
+    landing = Landing(columns, geometry_column, size, check, geometry_z)
     if isinstance(source, str | os.PathLike):
         return file_batches(Path(source), landing, read)
     described = f"the source (a {type(source).__name__})"
@@ -176,7 +178,7 @@ def is_dataframe(source: Any) -> bool:
 
 
 def _dataframe_batches(
-    frame: Any, landing: Landing, xy_columns: tuple[str, str] | None = None
+    frame: Any, landing: Landing, xy_columns: tuple[str, ...] | None = None
 ) -> Iterator[Batch]:
     columns, size = landing.columns, landing.size
     _check_frame_labels(frame, landing)
@@ -190,6 +192,7 @@ def _dataframe_batches(
         given_geometry=landing.geometry_column in names.values(),
         xy_columns=xy_columns,
         where="the DataFrame",
+        heights=landing.heights,
     )
     if points is not None:
         kept = {label: name for label, name in names.items() if name in columns}  # as a CSV's
@@ -216,8 +219,8 @@ def _dataframe_batches(
             stop = start + size()
             values = {names[label]: _values(s.iloc[start:stop]) for label, s in series.items()}
             if points is not None:
-                xs, ys = (frame[name].iloc[start:stop] for name in points.fields)
-                values[made[0]] = series_points(xs, ys)
+                coordinates = [frame[name].iloc[start:stop] for name in points.fields]
+                values[made[0]] = series_points(coordinates)
             yield Batch(start + 1, {c: values[c] for c in columns if c in values}, known)
             start = min(stop, len(frame))
 
