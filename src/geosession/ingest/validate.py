@@ -447,9 +447,11 @@ def _problems(
     if allowed is not None:
         wrong = present & ~np.isin(type_ids, list(allowed))
         mark(wrong, "type", lambda i: _wrong_type(geoms[i], column.name, spec.geometry_type))
+    dimensions = shapely.has_z(geoms), shapely.has_m(geoms)
     if not spec.unconstrained:
-        _check_srid_and_dimension(geoms, values, present, column, spec, mark, default_srid)
-    mark(*_non_finite_heights(geoms, present))
+        _check_srid(geoms, values, present, column, spec, mark, default_srid)
+        _check_dimension(dimensions, present, column, spec, mark)
+    mark(*_non_finite_heights(geoms, present, dimensions))
     if column.type_name == "geography":
         _check_geographic_range(geoms, present, column, mark)
     checkable = present.copy()
@@ -489,7 +491,7 @@ def _drop_flat_z(geoms: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.boo
     return dropped
 
 
-def _check_srid_and_dimension(
+def _check_srid(
     geoms: np.ndarray[Any, Any],
     values: list[Any],
     present: Any,
@@ -512,7 +514,16 @@ def _check_srid_and_dimension(
                 + (_GEOJSON_HINT if srids[i] == GEOJSON_SRID and is_geojson(values[i]) else "")
             ),
         )
-    has_z, has_m = shapely.has_z(geoms), shapely.has_m(geoms)
+
+
+def _check_dimension(
+    dimensions: tuple[Any, Any],
+    present: Any,
+    column: Column,
+    spec: GeometrySpec,
+    mark: Any,
+) -> None:
+    has_z, has_m = dimensions
     mark(
         present & ((has_z != spec.has_z) | (has_m != spec.measured)),
         "dimension",
@@ -529,11 +540,14 @@ def _check_srid_and_dimension(
 
 
 def _non_finite_heights(
-    geoms: np.ndarray[Any, Any], present: np.ndarray[Any, np.dtype[np.bool_]]
+    geoms: np.ndarray[Any, Any],
+    present: np.ndarray[Any, np.dtype[np.bool_]],
+    dimensions: tuple[Any, Any],
 ) -> tuple[np.ndarray[Any, np.dtype[np.bool_]], str, Callable[[int], str]]:
     """The geometries with a NaN or infinite Z or M (a height field left empty), which
-    GEOS's validity check, of x and y alone, passes and PostGIS stores; for ``mark``."""
-    has_z, has_m = shapely.has_z(geoms), shapely.has_m(geoms)
+    GEOS's validity check, of x and y alone, passes and PostGIS stores; for ``mark``.
+    ``dimensions``: which have Z, which M."""
+    has_z, has_m = dimensions
     rows = np.flatnonzero(present & (has_z | has_m))
     bad = np.zeros(len(geoms), dtype=bool)
     first: dict[int, str] = {}
