@@ -36,7 +36,8 @@ _COLUMNS_SQL = """
            coalesce(gc.coord_dimension, gg.coord_dimension, postgis_typmod_dims(spatial.typmod)),
            a.attgenerated <> '' OR a.attidentity = 'a' AS generated,
            a.atthasdef OR a.attidentity <> '' AS has_default,
-           t.typcategory <> 'A' AND r.proname = ANY(%(receivers)s) AS text_input,
+           t.typcategory <> 'A' AND coalesce(r.proname = ANY(%(receivers)s), false)
+               AS text_input,
            a.attidentity = 'a' AS identity,
            CASE WHEN er.proname = ANY(%(receivers)s) THEN e.oid END AS text_elements,
            format_type(a.atttypid, -1) AS cast_type,
@@ -61,7 +62,7 @@ _COLUMNS_SQL = """
         SELECT base.typmod WHERE t.typname IN ('geometry', 'geography') AND base.typmod >= 0
     ) spatial ON true
     LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
-    JOIN pg_proc r ON r.oid = t.typreceive
+    LEFT JOIN pg_proc r ON r.oid = t.typreceive  -- none: raster, box3d (sent as text)
     LEFT JOIN pg_proc er ON er.oid = e.typreceive
     JOIN pg_class c ON c.oid = a.attrelid
     JOIN pg_namespace n ON n.oid = c.relnamespace
