@@ -647,6 +647,37 @@ def test_geojson_is_longitude_latitude_unless_it_names_its_crs(
     assert shapely.equals_exact(stored()[1][-1], mercator[3], tolerance=0)
 
 
+def test_a_3d_crs_loads_into_a_column_of_its_horizontal_srid(
+    db: SpatialDatabase, scratch: Callable[..., None], tmp_path: Path
+) -> None:
+    """GDAL reads a GeoJSON file with heights as EPSG:4979 (WGS 84 3D): geosession's own
+    GeoJSON export of a PointZ column of SRID 4326 was refused as "EPSG:4979, but column
+    geom has SRID 4326", and create=True made a 4979 column of it."""
+    import geopandas
+
+    scratch("heights_4326", "heights_made", "heights_bng")
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE heights_4326 (id int, geom geometry(POINTZ, 4326))"))
+        s.execute(text("CREATE TABLE heights_bng (id int, geom geometry(POINTZ, 27700))"))
+        s.execute(text("INSERT INTO heights_4326 VALUES (1, 'SRID=4326;POINT(13.4 52.5 34)')"))
+    path = tmp_path / "heights.geojson"
+    db.export("SELECT * FROM heights_4326", path)
+    assert db.ingest("heights_4326", path).inserted == 1
+    assert db.ingest("heights_made", path, create=True).inserted == 1
+    with db.session() as s:
+        assert s.execute(text("SELECT DISTINCT ST_AsEWKT(geom) FROM heights_4326")).all() == [
+            ("SRID=4326;POINT(13.4 52.5 34)",)
+        ]
+        made = "SELECT type, srid, coord_dimension FROM geometry_columns WHERE f_table_name = :t"
+        assert s.execute(text(made), {"t": "heights_made"}).one() == ("POINT", 4326, 3)
+    survey = geopandas.GeoDataFrame(  # British National Grid + ODN height
+        {"id": [1]}, geometry=[shapely.Point(530000, 180000, 12.5)], crs="EPSG:7405"
+    )
+    assert db.ingest("heights_bng", survey).inserted == 1
+    with pytest.raises(ConfigurationError, match="EPSG:7405, but column geom .* SRID 4326"):
+        db.ingest("heights_4326", survey)
+
+
 def test_geojson_geometries_read_together_and_the_odd_ones_alone(
     db: SpatialDatabase, scratch: Callable[..., None]
 ) -> None:

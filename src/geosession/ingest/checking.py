@@ -121,7 +121,7 @@ def _check_geometries(
         if column.name not in columns:
             continue
         source = batch.crs.get(column.name)
-        if options.srid is None:  # else srid= says which SRID a CRS without an EPSG code is
+        if options.srid is None or isinstance(source, int):  # else srid= names an odd CRS
             source = column_crs(column, source)
         check_source_crs(
             column, source, plan.target.quoted, srid=options.srid, reproject=options.reprojecting

@@ -31,7 +31,7 @@ from geosession.ingest.archives import GdalSource, gdal_source
 from geosession.ingest.arrow_files import open_arrow_file
 from geosession.ingest.arrow_streams import is_arrow_stream, opened_once
 from geosession.ingest.batches import repeated
-from geosession.ingest.crs import crs_label, source_crs
+from geosession.ingest.crs import crs_label, geographic_2d, source_crs
 from geosession.ingest.delimited import (
     csv_field_values,
     csv_header,
@@ -163,6 +163,7 @@ class Srids:
         if self.wanted is not None:
             return self.wanted
         found = crs if isinstance(crs, int) else source_crs(crs)
+        found = geographic_2d(found) if isinstance(found, int) else found
         if isinstance(found, str) and self.given is None:
             found = self._filed(found) or found
         if isinstance(found, int) or found is None or self.given is not None:

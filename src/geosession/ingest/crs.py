@@ -9,6 +9,7 @@ OGC's CRS84 family counts as EPSG's (:func:`geosession.geometry.authority_code`)
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 from typing import Any
@@ -42,6 +43,41 @@ def source_crs(crs: Any) -> SourceCrs | None:
     if code is not None:
         return code
     return crs if isinstance(crs, str) else str(parsed.to_wkt())
+
+
+@functools.cache
+def geographic_2d(code: int) -> int:
+    """A geographic 3D CRS's 2D counterpart (EPSG:4979's 4326), which PostGIS users store
+    heights under: GDAL reads a GeoJSON file with heights as EPSG:4979 where geosession
+    reads GeoJSON objects as 4326 (and OGC's CRS84h counts as 4326); ``code`` for others."""
+    crs = _epsg_crs(code)
+    if crs is None or crs.type_name != "Geographic 3D CRS":
+        return code
+    return int(crs.to_2d().to_epsg() or code)
+
+
+@functools.cache
+def horizontal_code(code: int) -> int | None:
+    """The EPSG code of a 3D CRS's horizontal part: a geographic 3D CRS's 2D one, a
+    compound CRS's horizontal one (EPSG:7405's 27700); None for other CRSs."""
+    crs = _epsg_crs(code)
+    if crs is None or not crs.is_compound:
+        flat = geographic_2d(code)
+        return flat if flat != code else None
+    found = crs.sub_crs_list[0].to_epsg()
+    return int(found) if found is not None else None
+
+
+def _epsg_crs(code: int) -> Any:
+    """PROJ's CRS of an EPSG code; None where PROJ lacks it (or is not installed)."""
+    try:
+        import pyproj
+    except ImportError:
+        return None
+    try:
+        return pyproj.CRS.from_epsg(code)
+    except pyproj.exceptions.CRSError:
+        return None
 
 
 def epsg_code(crs: Any) -> int | None:

@@ -32,7 +32,7 @@ from geosession.geometry import (
     to_shape,
     with_srid,
 )
-from geosession.ingest.crs import SourceCrs, crs_label
+from geosession.ingest.crs import SourceCrs, crs_label, horizontal_code
 from geosession.ingest.reproject import reprojected
 from geosession.ingest.target import Column, GeometrySpec
 from geosession.srs import same_crs
@@ -190,8 +190,12 @@ def _curves_through(
 
 def column_crs(column: Column, source: SourceCrs | None) -> SourceCrs | None:
     """The source's CRS, or the column's SRID when the source's CRS has no EPSG code but
-    is the one the database files under that SRID (ESRI:102003 as SRID 102003, say)."""
+    is the one the database files under that SRID (ESRI:102003 as SRID 102003, say), or
+    is a 3D CRS whose horizontal part is the column's (EPSG:4979 for a 4326 column: the
+    heights are the geometries' Z as they are)."""
     spec = column.geometry
+    if isinstance(source, int) and spec is not None and spec.srid not in (0, source):
+        return spec.srid if horizontal_code(source) == spec.srid else source
     if isinstance(source, str) and spec is not None and spec.srid and same_crs(source, spec.crs):
         return spec.srid
     return source
