@@ -55,6 +55,7 @@ TABLES = (
     "made_m_source",
     "made_m_gpkg",
     "made_m_fgb",
+    "made_m_shp",
     "made_m_frame",
     "made_fids",
     "made_ids",
@@ -1191,7 +1192,7 @@ def test_m_values_make_measured_columns(
         {"id": [1]}, geometry=[shapely.from_wkt("POINT M (1 2 3)")], crs=4326
     ).rename_geometry("geom")
     sources: dict[str, Any] = {"made_m_frame": frame}
-    for suffix in ("gpkg", "fgb"):
+    for suffix in ("gpkg", "fgb", "shp"):  # a Shapefile's text encoding is read too
         sources[f"made_m_{suffix}"] = tmp_path / f"m.{suffix}"
         db.export("SELECT * FROM made_m_source", sources[f"made_m_{suffix}"])
     for table, source in sources.items():

@@ -22,6 +22,7 @@ from typing import Any
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.archives import GdalSource
+from geosession.read.layer_types import measured_types
 
 CHOSEN_SUFFIXES = (".shp", ".zip", ".csv")
 """Files for which ``encoding=`` may name one (a zip archive may hold Shapefiles)."""
@@ -75,7 +76,10 @@ def layer_text(
         return LayerText(open_with=encoding)
     if not source.shapefiles:
         return LayerText()
-    with pyogrio.open_arrow(source.name, layer=layer, use_pyarrow=True) as (meta, reader):
+    with (
+        measured_types(),  # pyogrio's warning that it names no M type: the M values stay
+        pyogrio.open_arrow(source.name, layer=layer, use_pyarrow=True) as (meta, reader),
+    ):
         reported = meta["encoding"]
         if _known(reported) is None or is_utf8(reported):
             return LayerText()
