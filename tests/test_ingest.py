@@ -4193,6 +4193,42 @@ def test_coordinates_with_heights_load_as_3d_points(
         db.ingest("heights", path, xy_columns=("a", "b", "a"))
 
 
+def test_a_gpx_files_elevations_are_the_z_of_a_column_with_z(
+    db: SpatialDatabase, scratch: Callable[..., None], tmp_path: Path
+) -> None:
+    """GDAL reads a GPX file's <ele> as a field: into a PointZ or MultiLineStringZ column
+    every waypoint and track was a dimension reject (a track's heights are in no field)."""
+    scratch("gpx_points", "gpx_flat", "gpx_tracks")
+    with db.transaction() as s:
+        s.execute(
+            text("CREATE TABLE gpx_points (name text, ele float8, geom geometry(POINTZ, 4326))")
+        )
+        s.execute(text("CREATE TABLE gpx_flat (name text, ele float8, geom geometry(POINT, 4326))"))
+        s.execute(
+            text("CREATE TABLE gpx_tracks (name text, geom geometry(MULTILINESTRINGZ, 4326))")
+        )
+    path = tmp_path / "walk.gpx"
+    path.write_text(
+        '<?xml version="1.0"?>\n<gpx version="1.1" creator="t" '
+        'xmlns="http://www.topografix.com/GPX/1/1">\n'
+        '<wpt lat="52.5" lon="13.4"><ele>34.5</ele><name>a</name></wpt>\n'
+        '<trk><name>t</name><trkseg><trkpt lat="52.5" lon="13.4"><ele>34.5</ele></trkpt>'
+        '<trkpt lat="52.6" lon="13.5"><ele>40</ele></trkpt></trkseg></trk>\n</gpx>\n'
+    )
+    loads = [
+        ("gpx_points", "waypoints", "POINT Z (13.4 52.5 34.5)"),
+        ("gpx_flat", "waypoints", "POINT(13.4 52.5)"),  # the height stays a field
+        ("gpx_tracks", "tracks", "MULTILINESTRING Z ((13.4 52.5 34.5,13.5 52.6 40))"),
+    ]
+    for table, layer, stored in loads:
+        report = db.ingest(table, path, layer=layer, extra_fields="ignore")
+        assert (report.inserted, report.rejected) == (1, []), table
+        with db.session() as s:
+            assert s.execute(text(f"SELECT ST_AsText(geom) FROM {table}")).scalar() == stored
+    with db.session() as s:
+        assert s.execute(text("SELECT ele FROM gpx_points")).scalar() == 34.5
+
+
 def test_a_nan_height_is_a_non_finite_reject(
     db: SpatialDatabase, scratch: Callable[..., None]
 ) -> None:

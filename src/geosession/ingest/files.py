@@ -246,7 +246,11 @@ def _vector_batches(pyogrio: Any, path: Path, landing: Landing, read: FileRead) 
             return_fids=feature_ids,
         )
         with contextlib.ExitStack() as stack:
-            with measured_types(), _filtering(read, path):  # only while it opens
+            with (  # only while it opens
+                measured_types(),
+                _filtering(read, path),
+                _heights_as_z(pyogrio, source, landing),
+            ):
                 meta, reader = stack.enter_context(opened)
             geometry = meta["geometry_name"] or "wkb_geometry"  # pyogrio's name for no name
             fields = [str(name) for name in reader.schema.names]
@@ -343,6 +347,22 @@ def _filtering(read: FileRead, path: Path) -> Iterator[None]:
             "on the layer's fields (ogrinfo -so FILE LAYER lists them), e.g. "
             "\"state = 'CA' AND area > 1000\""
         ) from error
+
+
+@contextlib.contextmanager
+def _heights_as_z(pyogrio: Any, source: GdalSource, landing: Landing) -> Iterator[None]:
+    """GDAL reads a GPX file's elevations (``<ele>``) as a field unless told to make them
+    the geometries' Z, which a geometry column with Z needs (a track's points' heights are
+    in no field at all). Its GPX driver reads the setting as it opens a layer."""
+    if source.suffix != ".gpx" or not landing.geometry_z:
+        yield
+        return
+    before = pyogrio.get_gdal_config_option("GPX_ELE_AS_25D")
+    pyogrio.set_gdal_config_options({"GPX_ELE_AS_25D": True})
+    try:
+        yield
+    finally:
+        pyogrio.set_gdal_config_options({"GPX_ELE_AS_25D": before})
 
 
 def id_column(source: GdalSource, fid_column: Any) -> str:
