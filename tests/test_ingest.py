@@ -4191,6 +4191,13 @@ def test_coordinates_with_heights_load_as_3d_points(
         db.ingest("heights_flat", path, xy_columns=("lon", "lat", "ele"))
     with pytest.raises(ConfigurationError, match=r"xy_columns=\('a', 'b', 'a'\) is not valid"):
         db.ingest("heights", path, xy_columns=("a", "b", "a"))
+    flat = tmp_path / "flat.csv"  # every point would be a dimension reject: refused up front
+    flat.write_text("name,lon,lat,height_m\ng,1,2,3\n")
+    with pytest.raises(ConfigurationError, match="lon and lat make 2D points, and the table"):
+        db.ingest("heights", flat)
+    with pytest.raises(ConfigurationError, match="the first row's coordinates lon and lat"):
+        db.ingest("heights", [{"name": "g", "lon": 1, "lat": 2}])
+    assert db.ingest("heights", flat, xy_columns=("lon", "lat", "height_m")).inserted == 1
 
 
 def test_a_gpx_files_elevations_are_the_z_of_a_column_with_z(

@@ -102,7 +102,9 @@ def _csv_points(
                 "give one of wkt_column= and xy_columns="
             )
         return None
-    points = point_columns(header, read.xy_columns, path, landing.heights)
+    points = point_columns(
+        header, read.xy_columns, path, landing.heights, z_required=landing.geometry_z
+    )
     if points is not None and landing.geometry_column is None:
         raise ConfigurationError(
             f"{path}'s {points.x} and {points.y} make points for the table's geometry "

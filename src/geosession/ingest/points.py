@@ -151,7 +151,7 @@ def coordinates_for(
                 f"and the target {reason}: leave xy_columns out"
             )
         return None
-    return point_columns(header, xy_columns, where, heights)
+    return point_columns(header, xy_columns, where, heights, z_required=bool(heights))
 
 
 def point_columns(
@@ -159,27 +159,52 @@ def point_columns(
     given: Sequence[str] | None,
     path: Path | str,
     heights: Sequence[str] = (),
+    *,
+    z_required: bool = False,
 ) -> PointColumns | None:
     """The coordinate fields of a CSV header (or a DataFrame's columns): those ``given``
     (x, y and maybe z), else a pair named as longitude and latitude, else x and y; None
     when it has neither. ``heights``: the names of a z field to look for (none where the
-    points are 2D: a third given name is then refused)."""
-    if given is not None:
-        missing = [name for name in given if name not in header]
-        if missing:
-            raise ConfigurationError(
-                f"xy_columns names {', '.join(map(repr, missing))}, which {path} does not "
-                f"have; its fields: {', '.join(header)}"
-            )
-        if len(given) == 3 and not heights:
-            raise ConfigurationError(
-                f"xy_columns names a z field, {given[2]!r}, and the table's geometry column "
-                "has no Z: name x and y alone (the heights then load into a column of their "
-                "name, if there is one), or load into a column with Z, e.g. "
-                "geometry(PointZ, 4326)"
-            )
-        z = given[2] if len(given) == 3 else _height(header, given, heights)
-        return PointColumns(given[0], given[1], None, z)
+    points are 2D: a third given name is then refused); ``z_required``: the points'
+    column has Z, so coordinates without heights are refused (every 2D point would be a
+    dimension reject)."""
+    points = (
+        _named_columns(header, heights)
+        if given is None
+        else _given_columns(header, given, path, heights)
+    )
+    if points is not None and points.z is None and z_required:
+        x, y = points.fields
+        raise ConfigurationError(
+            f"{path}'s coordinates {x} and {y} make 2D points, and the table's geometry "
+            f"column has Z: name the field of their heights as the third of xy_columns "
+            f"(CLI: --xy-columns {x},{y},HEIGHTS), or name it {', '.join(Z_NAMES[:-1])} or "
+            f"{Z_NAMES[-1]}"
+        )
+    return points
+
+
+def _given_columns(
+    header: Sequence[str], given: Sequence[str], path: Path | str, heights: Sequence[str]
+) -> PointColumns:
+    missing = [name for name in given if name not in header]
+    if missing:
+        raise ConfigurationError(
+            f"xy_columns names {', '.join(map(repr, missing))}, which {path} does not "
+            f"have; its fields: {', '.join(header)}"
+        )
+    if len(given) == 3 and not heights:
+        raise ConfigurationError(
+            f"xy_columns names a z field, {given[2]!r}, and the table's geometry column "
+            "has no Z: name x and y alone (the heights then load into a column of their "
+            "name, if there is one), or load into a column with Z, e.g. "
+            "geometry(PointZ, 4326)"
+        )
+    z = given[2] if len(given) == 3 else _height(header, given, heights)
+    return PointColumns(given[0], given[1], None, z)
+
+
+def _named_columns(header: Sequence[str], heights: Sequence[str]) -> PointColumns | None:
     folded = {name.casefold(): name for name in reversed(header)}  # the first of a case
     for pairs, srid in ((_LONGITUDE_LATITUDE, _WGS84), (_X_Y, None)):
         for x, y in pairs:
