@@ -4262,6 +4262,48 @@ def test_a_nan_height_is_a_non_finite_reject(
     ]
 
 
+def test_arrow_data_and_parquet_with_coordinates_load_as_points(
+    db: SpatialDatabase, scratch: Callable[..., None], tmp_path: Path
+) -> None:
+    """A polars DataFrame (pl.read_csv's), a pyarrow Table, or a Parquet or Arrow file of
+    longitudes and latitudes was refused ("fields that are not columns: 'lon', 'lat'"),
+    where a pandas DataFrame of the same made points."""
+    import polars as pl
+    import pyarrow.feather
+    import pyarrow.parquet
+
+    scratch("arrow_points", "arrow_heights")
+    with db.transaction() as s:
+        s.execute(
+            text("CREATE TABLE arrow_points (name text, lat float8, geom geometry(POINT, 4326))")
+        )
+        s.execute(text("CREATE TABLE arrow_heights (name text, geom geometry(POINTZ, 3857))"))
+    frame = pl.DataFrame(
+        {"name": ["a", "b", "c"], "lon": [13.4, None, None], "lat": [52.5, None, 1.0]}
+    )
+    parquet, feather = tmp_path / "points.parquet", tmp_path / "points.feather"
+    pyarrow.parquet.write_table(frame.to_arrow(), parquet)
+    pyarrow.feather.write_feather(frame.to_arrow(), feather)
+    texts = pl.DataFrame({"name": ["t", "u"], "lon": ["1.5", "x"], "lat": ["2", "3"]})
+    for source in (frame, frame.to_arrow(), parquet, feather):
+        report = db.ingest("arrow_points", source)
+        assert report.inserted == 2, source  # a missing longitude: not finite
+        assert [(r.row, r.kind) for r in report.rejected] == [(3, "non_finite")], source
+    typed = db.ingest("arrow_points", texts)
+    assert typed.inserted == 1 and [(r.row, r.kind) for r in typed.rejected] == [(2, "unparsable")]
+    with db.session() as s:
+        stored = s.execute(text("SELECT name, lat, ST_AsText(geom) FROM arrow_points"))
+        assert sorted(stored.all(), key=str) == sorted(
+            [("a", 52.5, "POINT(13.4 52.5)"), ("b", None, None)] * 4 + [("t", 2.0, "POINT(1.5 2)")],
+            key=str,
+        )
+    metres = pl.DataFrame({"name": ["m"], "e": [1.0], "n": [2.0], "h": [3.0]})
+    given = db.ingest("arrow_heights", metres, xy_columns=("e", "n", "h"), srid=3857)
+    assert given.inserted == 1
+    with pytest.raises(ConfigurationError, match="xy_columns=.* the target has a column for it"):
+        db.ingest("arrow_points", frame.rename({"lon": "geom"}), xy_columns=("geom", "lat"))
+
+
 def test_dict_rows_with_coordinates_load_as_points(
     db: SpatialDatabase, scratch: Callable[..., None]
 ) -> None:

@@ -78,6 +78,9 @@ TABLES = (
     "made_metric",
     "made_heights",
     "made_elevations",
+    "made_arrow_points",
+    "made_parquet_points",
+    "made_unplaced",
     "made_values",
     "made_arrow",
     "made_duckdb",
@@ -596,6 +599,28 @@ def test_polars_frames_and_parquet_with_geoarrow_fields_make_their_tables(
     unnamed.write_parquet(tmp_path / "unnamed.parquet")
     with pytest.raises(ConfigurationError, match="unnamed.parquet is a Parquet file .*to_parquet"):
         db.ingest("made_unnamed", tmp_path / "unnamed.parquet", create=True)
+
+
+def test_arrow_data_and_parquet_of_coordinates_make_point_tables(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """Arrow data without a geometry field was refused by create=True ("declares no
+    geometry column"), though its longitudes and latitudes make points as a CSV's do."""
+    frame = pl.DataFrame({"name": ["a"], "longitude": [13.4], "latitude": [52.5], "z": [3.0]})
+    parquet = tmp_path / "places.parquet"
+    pq.write_table(frame.drop("z").to_arrow(), parquet)
+    assert db.ingest("made_arrow_points", frame, create=True).inserted == 1
+    assert db.ingest("made_parquet_points", parquet, create=True).inserted == 1
+    assert columns(admin, "made_arrow_points") == {
+        "fid": "bigint",
+        "name": "text",
+        "geom": "geometry(PointZ,4326)",
+    }
+    assert columns(admin, "made_parquet_points")["geom"] == "geometry(Point,4326)"
+    stored = admin.execute("SELECT ST_AsText(geom) FROM made_arrow_points").fetchone()
+    assert stored == ("POINT Z (13.4 52.5 3)",)
+    with pytest.raises(ConfigurationError, match="nor coordinate fields"):
+        db.ingest("made_unplaced", pl.DataFrame({"name": ["a"]}), create=True)
 
 
 def test_arrow_ipc_files_load_and_make_their_tables(

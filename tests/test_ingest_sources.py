@@ -996,8 +996,12 @@ def test_a_csvs_coordinate_columns_make_points(tmp_path: Path) -> None:
         batches(frame(2), xy_columns=("x", "y"))  # a GeoDataFrame's geometries are there
     (rows,) = batches([{"id": 1, "x": 1, "y": 2}], xy_columns=("x", "y"))  # dict rows too
     assert [p.wkt for p in column([rows], "geom")] == ["POINT (1 2)"] and "x" not in rows.columns
-    with pytest.raises(ConfigurationError, match=r"names the coordinate columns of a CSV file"):
-        batches(pa.table({"x": [1], "y": [2]}), xy_columns=("x", "y"))  # not Arrow data
+    vector = tmp_path / "vector.gpkg"
+    pyogrio.write_dataframe(frame(1, crs=4326), vector)
+    (arrow,) = batches(pa.table({"x": [1], "y": [2]}), xy_columns=("x", "y"))  # Arrow data too
+    assert [p.wkt for p in column([arrow], "geom")] == ["POINT (1 2)"]
+    with pytest.raises(ConfigurationError, match=r"names the coordinate columns of a CSV or"):
+        batches(str(vector), xy_columns=("x", "y"))  # a vector file's are geometries
 
 
 def test_fields_the_table_lacks_are_left_out_when_asked(tmp_path: Path) -> None:

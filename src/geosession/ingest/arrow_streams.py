@@ -75,16 +75,19 @@ def _own_reader(pyarrow: Any, source: Any) -> Any:
     return source if isinstance(source, pyarrow.RecordBatchReader) else None
 
 
-def arrow_stream_batches(source: Any, landing: Landing) -> Iterator[Batch]:
-    """Batches of ``size()`` rows of an Arrow source, its fields checked first."""
+def arrow_stream_batches(
+    source: Any, landing: Landing, xy_columns: tuple[str, ...] | None = None
+) -> Iterator[Batch]:
+    """Batches of ``size()`` rows of an Arrow source, its fields checked first; without a
+    geometry field, coordinate fields make points (``xy_columns``, :mod:`.points`)."""
     opened = opened_once(source)  # imports pyarrow, or says how to install it
     import pyarrow
 
     where, reader = opened.where, opened.reader
     geo = schema_geometry(reader.schema, where)
-    names, known = geo.targets(reader.schema.names, landing, where)
+    names, known, points = geo.targets(reader.schema.names, landing, where, xy_columns=xy_columns)
     batches = (extension_storage(pyarrow, batch) for batch in _gathered(pyarrow, reader))
-    return arrow_batches(batches, names, landing, known, native=geo.native)
+    return arrow_batches(batches, names, landing, known, native=geo.native, points=points)
 
 
 def _gathered(pyarrow: Any, reader: Any) -> Iterator[Any]:

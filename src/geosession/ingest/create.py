@@ -249,7 +249,7 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
         opened = opened_once(source)
         remedy = "or mark the WKB field as GeoArrow WKB (geoarrow.pyarrow's as_wkb)"
         source_is = (opened.where, "Arrow data", remedy)
-        schema = _arrow_schema(opened.reader.schema, srids, source_is)
+        schema = _arrow_schema(opened.reader.schema, srids, source_is, options.xy_columns)
     else:
         raise ConfigurationError(
             f"Table {table} does not exist, and create=True cannot make it from a "
@@ -267,11 +267,11 @@ def _file_schema(path: Path, options: IngestOptions, srids: Srids) -> SourceSche
     if kind == "csv":
         return _csv_schema(path, options)
     if kind == "parquet":
-        return _parquet_schema(path, srids)
+        return _parquet_schema(path, srids, options.xy_columns)
     if kind == "arrow":
         remedy = "or write it with GeoDataFrame.to_feather, which adds GeoParquet metadata"
         source_is = (str(path), "an Arrow IPC file", remedy)
-        return _arrow_schema(open_arrow_file(path).schema, srids, source_is)
+        return _arrow_schema(open_arrow_file(path).schema, srids, source_is, options.xy_columns)
     if empty_sequence(path):
         raise ConfigurationError(
             f"{path} is empty (0 bytes): GeoJSON Lines of no features, which declare no "
@@ -361,7 +361,9 @@ def _curved_types(pyogrio: Any, source: GdalSource, layer: str | None) -> list[s
     return sorted(kinds) if curved else []
 
 
-def _parquet_schema(path: Path, srids: Srids) -> SourceSchema:
+def _parquet_schema(
+    path: Path, srids: Srids, xy_columns: tuple[str, ...] | None = None
+) -> SourceSchema:
     import pyarrow.parquet
 
     try:
@@ -369,35 +371,49 @@ def _parquet_schema(path: Path, srids: Srids) -> SourceSchema:
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise ConfigurationError(f"cannot read {path} as Parquet: {error}") from error
     remedy = "or write it with GeoDataFrame.to_parquet, which adds GeoParquet metadata"
-    return _arrow_schema(arrow, srids, (str(path), "a Parquet file", remedy))
+    return _arrow_schema(arrow, srids, (str(path), "a Parquet file", remedy), xy_columns)
 
 
-def _arrow_schema(arrow: Any, srids: Srids, source: tuple[str, str, str]) -> SourceSchema:
+def _arrow_schema(
+    arrow: Any,
+    srids: Srids,
+    source: tuple[str, str, str],
+    xy_columns: tuple[str, ...] | None = None,
+) -> SourceSchema:
     """The columns of Arrow data (a Parquet file's, a stream's): its geometry columns are
-    those GeoParquet metadata or a GeoArrow extension declares. ``source``: where it
-    comes from, what it is and how to declare its geometry, for the refusal."""
+    those GeoParquet metadata or a GeoArrow extension declares, else a field of a usual
+    geometry name, else a Point column for coordinate fields. ``source``: where it comes
+    from, what it is and how to declare its geometry, for the refusal."""
     import pyarrow
 
     where, kind, remedy = source
     geo = schema_geometry(arrow, where)
     fields = geo.fields(arrow.names)
     named = usual_geometry(fields) if geo.primary is None else None
+    points = None
     if geo.primary is None and named is None:
+        points = point_columns(fields, xy_columns, where, NEW_Z_NAMES)
+    if geo.primary is None and named is None and points is None:
         raise ConfigurationError(
             f"{where} is {kind} that declares no geometry column (no GeoParquet metadata, "
             "no GeoArrow extension) and has no field named geometry, geom or wkb_geometry, "
-            "so create=True cannot tell which field holds geometries: name the WKB field so "
-            f"(with srid= for its CRS), create the table first, {remedy}"
+            "nor coordinate fields (longitude and latitude, x and y), so create=True cannot "
+            "tell which field holds geometries: name the WKB field so (with srid= for its "
+            f"CRS), give the coordinates' as xy_columns=, create the table first, {remedy}"
         )
     crs = geo.crs if named is None else {named: None}  # a usual name's: srid=, or none
     schema = SourceSchema()
     for name in fields:
+        if points is not None and name in points.fields:
+            continue  # the point column's coordinates, as a CSV's
         if name in crs:
             types = geo.types.get(name) or ["Geometry"]
             column = srids.column(crs[name], f"{where}'s CRS", name)
             schema.add_geometry(name, types, column, multi=False, geography=name in geo.spherical)
         else:
             schema.add(name, _arrow_type(pyarrow, arrow.field(name).type))
+    if points is not None:
+        _add_points(schema, points, srids.wanted, srids.given)
     return schema
 
 
@@ -459,8 +475,7 @@ def _frame_schema(
         else:
             schema.add(str(label), _series_type(series))
     if points is not None:
-        srid = next((s for s in (srids.wanted, srids.given) if s is not None), points.srid)
-        schema.add_geometry(schema.free_name(), [_point_type(points)], srid, multi=False)
+        _add_points(schema, points, srids.wanted, srids.given)
     return schema
 
 
@@ -557,14 +572,19 @@ def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
         srid = wanted if wanted is not None else options.srid
         schema.add_geometry(schema.free_name(), ["Geometry"], srid, multi=False)
     elif points is not None:
-        srid = next((s for s in (wanted, options.srid) if s is not None), points.srid)
-        schema.add_geometry(schema.free_name(), [_point_type(points)], srid, multi=False)
+        _add_points(schema, points, wanted, options.srid)
     return schema
 
 
-def _point_type(points: PointColumns) -> str:
-    """The type of the points coordinate fields make: 3D with a field of heights."""
-    return "Point" if points.z is None else "Point Z"
+def _add_points(
+    schema: SourceSchema, points: PointColumns, wanted: int | None, given: int | None
+) -> None:
+    """The geometry column coordinate fields make (PointZ with a field of heights): in the
+    SRID reproject= (``wanted``) or srid= names, else the one their names imply (4326 for
+    longitude and latitude)."""
+    srid = next((s for s in (wanted, given) if s is not None), points.srid)
+    kind = "Point" if points.z is None else "Point Z"
+    schema.add_geometry(schema.free_name(), [kind], srid, multi=False)
 
 
 def _renamed(schema: SourceSchema, rename: Mapping[str, str], path: Path) -> SourceSchema:

@@ -30,11 +30,13 @@ class FileRead:
     """Source field -> target column, for names the file cannot hold (a Shapefile's ten
     bytes: classifica -> classification_code)."""
     xy_columns: tuple[str, ...] | None = None
-    """A CSV's coordinate columns (x, y), when their names do not say them (:mod:`.points`)."""
+    """The coordinate columns (x, y, maybe z) of a CSV, Parquet or Arrow file without a
+    geometry column, when their names do not say them (:mod:`.points`)."""
 
     def check(self, kind: str, source: str) -> None:
         """Refuses an option given for a source (``kind``: "csv", "vector", "parquet",
-        "arrow" or "rows") it does not apply to, and a bbox that is no box."""
+        "arrow" (a file), "arrow data", "frame" or "rows") it does not apply to, and a bbox
+        that is no box."""
         for name, (kinds, purpose) in _FILE_OPTIONS.items():
             value = getattr(self, name)
             if value is not None and kind not in kinds:
@@ -83,8 +85,9 @@ _FILE_OPTIONS = {
         "filters the features of a file (GeoPackage, Shapefile, GeoParquet, ...)",
     ),
     "xy_columns": (
-        ("csv", "frame", "rows"),
-        "names the coordinate columns of a CSV file, a DataFrame or dict rows",
+        ("csv", "frame", "rows", "parquet", "arrow", "arrow data"),
+        "names the coordinate columns of a CSV or Parquet file, a DataFrame, Arrow data or "
+        "dict rows",
     ),
     "rename": (
         ("csv", "vector", "parquet", "arrow"),

@@ -52,6 +52,7 @@ from geosession.ingest.file_read import FileRead, renamer
 from geosession.ingest.gdal_batches import Reread, mended
 from geosession.ingest.geoarrow import native_encoding, native_geometries, native_type
 from geosession.ingest.geojson_ids import has_integer_ids
+from geosession.ingest.points import PointColumns, arrow_points, coordinates_for
 from geosession.read.layer_types import measured_types, name_types_pyogrio_lacks
 from geosession.urls import is_web, url_in
 
@@ -460,13 +461,14 @@ def _parquet_batches(parquet: Any, path: Path, landing: Landing, read: FileRead)
     try:
         handle = parquet.ParquetFile(path, pre_buffer=False, buffer_size=_PARQUET_BUFFER)
         schema = parquet_arrow_schema(handle)
-        names, known, native = _columnar_targets(schema, path, landing, read)
+        names, known, points, native = _columnar_targets(schema, path, landing, read)
         box = _box_filter(schema, path, read)
         groups = box.row_groups(handle.metadata) if box else None
-        columns = list(dict.fromkeys([*names, *(box.fields if box else [])]))
+        coordinates = points.fields if points else []
+        columns = list(dict.fromkeys([*names, *coordinates, *(box.fields if box else [])]))
         reader = handle.iter_batches(batch_size=_FILE_BATCH, columns=columns, row_groups=groups)
         kept = box.kept(reader) if box else reader
-        yield from arrow_batches(kept, names, landing, known, native=native)
+        yield from arrow_batches(kept, names, landing, known, native=native, points=points)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise ConfigurationError(f"cannot read {path} as Parquet: {error}") from error
 
@@ -476,12 +478,12 @@ def _arrow_file_batches(path: Path, landing: Landing, read: FileRead) -> Iterato
     import pyarrow
 
     reader = open_arrow_file(path)
-    names, known, native = _columnar_targets(reader.schema, path, landing, read)
+    names, known, points, native = _columnar_targets(reader.schema, path, landing, read)
     box = _box_filter(reader.schema, path, read)
     try:
         batches = (extension_storage(pyarrow, batch) for batch in reader)
         kept = box.kept(batches) if box else batches
-        yield from arrow_batches(kept, names, landing, known, native=native)
+        yield from arrow_batches(kept, names, landing, known, native=native, points=points)
     except (OSError, ValueError) as error:
         raise ConfigurationError(f"cannot read {path} as an Arrow IPC file: {error}") from error
 
@@ -499,13 +501,14 @@ def _box_filter(schema: Any, path: Path, read: FileRead) -> BoxFilter | None:
 
 def _columnar_targets(
     schema: Any, path: Path, landing: Landing, read: FileRead
-) -> tuple[dict[str, str], dict[str, SourceCrs], dict[str, str]]:
+) -> tuple[dict[str, str], dict[str, SourceCrs], PointColumns | None, dict[str, str]]:
     """A Parquet or Arrow file's fields to read, with their columns (renamed as asked),
-    the CRS of each geometry column's values, and the fields in a native encoding."""
+    the CRS of each geometry column's values, the coordinate fields that make points,
+    and the fields in a native encoding."""
     geo = schema_geometry(schema, path)
     renamed = renamer(read, geo.fields(schema.names), path)
-    names, known = geo.targets(schema.names, landing, str(path), renamed)
-    return names, known, geo.native
+    names, known, points = geo.targets(schema.names, landing, str(path), renamed, read.xy_columns)
+    return names, known, points, geo.native
 
 
 def extension_storage(pyarrow: Any, batch: Any) -> Any:
@@ -589,20 +592,42 @@ class GeoParquetColumns:
         landing: Landing,
         where: str,
         renamed: Callable[[str], str] = str,
-    ) -> tuple[dict[str, str], dict[str, SourceCrs]]:
+        xy_columns: Sequence[str] | None = None,
+    ) -> tuple[dict[str, str], dict[str, SourceCrs], PointColumns | None]:
         """The data fields to read, each with the column it lands in (checked by the
-        landing's check; those left out are not read), and the CRS each geometry column's
-        values have."""
+        landing's check; those left out are not read), the CRS each geometry column's
+        values have, and the coordinate fields that make the points of the geometry column
+        where no field holds geometries (:mod:`.points`, under their own names)."""
         fields = self.fields(names)
         primary = self.primary
         loaded = [renamed(f) for f in fields]
         if primary is None and landing.geometry_column not in loaded:  # a usual name then
             primary = usual_geometry(loaded)
+        points = coordinates_for(
+            loaded,
+            landing.geometry_column,
+            given_geometry=primary is not None or landing.geometry_column in loaded,
+            xy_columns=xy_columns,
+            where=where,
+            heights=landing.heights,
+        )
         lands = {f: landing.column_for(renamed(f), primary) for f in fields}
-        landing.check(list(lands.values()), where=where)
+        made = [] if points is None else [str(landing.geometry_column)]
+        if points is not None:  # coordinates load as numbers too only into columns so named
+            lands = {
+                f: name
+                for f, name in lands.items()
+                if renamed(f) not in points.fields or name in landing.columns
+            }
+            original = {renamed(f): f for f in fields}
+            z = None if points.z is None else original[points.z]
+            points = PointColumns(original[points.x], original[points.y], points.srid, z)
+        landing.check([*lands.values(), *made], where=where)
         lands = {f: name for f, name in lands.items() if name in landing.columns}
         known = {lands[f]: crs for f, crs in self.crs.items() if crs is not None and f in lands}
-        return lands, known
+        if points is not None and points.srid is not None:
+            known[made[0]] = points.srid  # longitude and latitude: 4326
+        return lands, known, points
 
 
 _USUAL_GEOMETRY_NAMES = frozenset({"geometry", "geom", "wkb_geometry", "the_geom", "wkb", "shape"})
@@ -728,11 +753,13 @@ def arrow_batches(
     crs: dict[str, SourceCrs],
     text_encoding: str | None = None,
     native: Mapping[str, str] | None = None,
+    points: PointColumns | None = None,
 ) -> Iterator[Batch]:
     """Arrow record batches cut into batches of ``size()`` rows without copying.
 
     ``text_encoding`` decodes text that is not UTF-8 (see :mod:`.encodings`); ``native``
-    names the fields in a GeoArrow native encoding, read as shapely geometries."""
+    names the fields in a GeoArrow native encoding, read as shapely geometries; ``points``
+    the coordinate fields that make the points of the geometry column."""
     first = 1
     for record_batch in record_batches:
         offset = 0
@@ -742,6 +769,9 @@ def arrow_batches(
                 names[f]: _field_values(part.column(f), f, text_encoding, native or {})
                 for f in names
             }
+            if points is not None:
+                coordinates = [part.column(name) for name in points.fields]
+                values[str(landing.geometry_column)] = arrow_points(coordinates)
             yield Batch(first, {c: values[c] for c in landing.columns if c in values}, crs)
             first += part.num_rows
             offset += part.num_rows

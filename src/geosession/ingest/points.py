@@ -105,6 +105,20 @@ def value_points(coordinates: Sequence[Sequence[Any]]) -> list[Any]:
     return _numeric_points(arrays)
 
 
+def arrow_points(coordinates: Sequence[Any]) -> list[Any]:
+    """Each row's point from Arrow arrays of numbers (nulls: missing), or of text, as
+    :func:`point_values` reads it."""
+    import pyarrow
+
+    try:
+        arrays = [
+            values.cast(pyarrow.float64()).to_numpy(zero_copy_only=False) for values in coordinates
+        ]
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError):
+        return _text_points([values.to_pylist() for values in coordinates])
+    return _numeric_points(arrays)
+
+
 def _numeric_points(arrays: Sequence[np.ndarray[Any, Any]]) -> list[Any]:
     points = shapely.points(*arrays)
     points[np.logical_and.reduce([np.isnan(values) for values in arrays])] = None

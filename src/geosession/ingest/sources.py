@@ -107,8 +107,8 @@ def iter_batches(
         read.check("frame", described)
         return _dataframe_batches(source, landing, xy_columns)
     if is_arrow_stream(source):
-        read.check("arrow data", described)  # takes none of the options
-        return arrow_stream_batches(source, landing)
+        read.check("arrow data", described)  # takes xy_columns alone
+        return arrow_stream_batches(source, landing, xy_columns)
     read.check("rows", described)
     if hasattr(source, "__aiter__") and not isinstance(source, Iterable):
         raise ConfigurationError(
