@@ -4236,6 +4236,56 @@ def test_a_gpx_files_elevations_are_the_z_of_a_column_with_z(
         assert s.execute(text("SELECT ele FROM gpx_points")).scalar() == 34.5
 
 
+def test_a_column_constrained_by_checks_gets_its_srid_written(
+    db: SpatialDatabase, scratch: Callable[..., None], tmp_path: Path
+) -> None:
+    """AddGeometryColumn(..., use_typmod => false), as PostGIS 1 made every column: a plain
+    geometry column whose SRID, type and dimensions are CHECK constraints. The server does
+    not stamp the SRID there, and the ingest sent geometries without one: every row was a
+    server reject (enforce_srid_geom)."""
+    import geopandas
+
+    scratch("checked_points", "checked_curves")
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE checked_points (id int)"))
+        s.execute(text("CREATE TABLE checked_curves (id int)"))
+        s.execute(
+            text(
+                "SELECT AddGeometryColumn('checked_points', 'geom', 4326, 'POINT', 2, false), "
+                "AddGeometryColumn('checked_curves', 'geom', 4326, 'GEOMETRY', 2, false)"
+            )
+        )
+    rows = [
+        {"id": 1, "geom": "SRID=4326;POINT(1 2)"},
+        {"id": 2, "geom": "POINT(3 4)"},  # no SRID: the column's, counted as assumed
+        {"id": 3, "geom": shapely.to_wkb(shapely.Point(5, 6))},  # plain WKB, reused elsewhere
+        {"id": 4, "geom": "SRID=3857;POINT(1 2)"},
+    ]
+    report = db.ingest("checked_points", rows)
+    assert report.inserted == 3 and report.srid_assumed == 2
+    assert [(r.row, r.kind) for r in report.rejected] == [(4, "srid")]
+    path = tmp_path / "points.gpkg"
+    geopandas.GeoDataFrame({"id": [5]}, geometry=[shapely.Point(7, 8)], crs=4326).rename_geometry(
+        "geom"
+    ).to_file(path)
+    assert db.ingest("checked_points", path).inserted == 1
+    curve = bytes.fromhex(  # CIRCULARSTRING(0 0, 1 1, 2 0) in plain WKB, which GEOS cannot read
+        "01080000000300000000000000000000000000000000000000000000000000f03f"
+        "000000000000f03f00000000000000400000000000000000"
+    )
+    assert db.ingest("checked_curves", [{"id": 1, "geom": curve}]).inserted == 1
+    with db.session() as s:
+        stored = s.execute(text("SELECT id, ST_AsEWKT(geom) FROM checked_points ORDER BY id"))
+        assert stored.all() == [
+            (1, "SRID=4326;POINT(1 2)"),
+            (2, "SRID=4326;POINT(3 4)"),
+            (3, "SRID=4326;POINT(5 6)"),
+            (5, "SRID=4326;POINT(7 8)"),
+        ]
+        curved = s.execute(text("SELECT ST_AsEWKT(geom) FROM checked_curves")).scalar()
+        assert curved == "SRID=4326;CIRCULARSTRING(0 0,1 1,2 0)"
+
+
 def test_a_nan_height_is_a_non_finite_reject(
     db: SpatialDatabase, scratch: Callable[..., None]
 ) -> None:

@@ -34,6 +34,7 @@ _COLUMNS_SQL = """
            coalesce(gc.srid, gg.srid, postgis_typmod_srid(spatial.typmod)),
            coalesce(gc.type, gg.type, postgis_typmod_type(spatial.typmod)),
            coalesce(gc.coord_dimension, gg.coord_dimension, postgis_typmod_dims(spatial.typmod)),
+           t.typname = 'geography' OR postgis_typmod_srid(spatial.typmod) <> 0 AS stamps_srid,
            a.attgenerated <> '' OR a.attidentity = 'a' AS generated,
            a.atthasdef OR a.attidentity <> '' AS has_default,
            t.typcategory <> 'A' AND coalesce(r.proname = ANY(%(receivers)s), false)
@@ -123,6 +124,10 @@ class GeometrySpec:
     """The SRID's spatial_ref_sys row (None: not in it)."""
     measured: bool = False
     """Whether the column holds M values (XYM, XYZM)."""
+    stamps_srid: bool = True
+    """Whether the server gives a geometry without an SRID the column's: a typmod's
+    (geometry(Point, 4326)) does; CHECK constraints (AddGeometryColumn(..., use_typmod =>
+    false), PostGIS 1's columns, which geometry_columns reads too) refuse it instead."""
 
     @property
     def has_z(self) -> bool:
@@ -397,7 +402,7 @@ def _refuse_joined_inheritance(target: Any) -> None:
 
 def _column(row: Any) -> Column:
     described, srs_row = row[:-4], row[-4:]  # spatial_ref_sys: auth_name ... proj4text
-    name, type_name, not_null, srid, geometry_type, dimension, *flags = described[:-4]
+    name, type_name, not_null, srid, geometry_type, dimension, stamps, *flags = described[:-4]
     text_elements, cast_type, max_length, declared_type = described[-4:]
     generated, has_default, text_input, identity = map(bool, flags)
     spec = None
@@ -407,7 +412,7 @@ def _column(row: Any) -> Column:
         reference = spatial_ref((srid, *srs_row)) if srid and any(srs_row) else None
         dims = int(dimension or 2)
         measured = declared.endswith("M") or dims == 4
-        spec = GeometrySpec(int(srid or 0), base, dims, reference, measured)
+        spec = GeometrySpec(int(srid or 0), base, dims, reference, measured, bool(stamps))
     return Column(
         name,
         type_name,

@@ -182,7 +182,7 @@ def _curves_through(
                 "own SRID, then ST_Transform it in PostGIS",
             )
             continue
-        stamp = source_srid if spec.srid == 0 and source_srid else None
+        stamp = source_srid if spec.srid == 0 else None if spec.stamps_srid else spec.srid
         through[index] = with_srid(data, stamp) if stamp else data
         del problems[index]
     return through
@@ -250,8 +250,11 @@ def _encode(
     so plain WKB is enough there: WKB that came in and passed every check is sent as it
     came, and the rest is written without an SRID, which saves copying every geometry just
     to set it. Geometries with M values are always rewritten, as before they were checked.
+    A column whose SRID is a CHECK constraint stamps none: each gets the column's SRID,
+    which every kept one has or lacks by now.
     """
-    if spec.srid != 0:
+    stamped = spec.srid != 0 and spec.stamps_srid
+    if stamped:
         reuse = keep & ~changed & (wkb != None) & ~shapely.has_m(geoms)  # noqa: E711
     else:
         reuse = np.zeros(len(geoms), dtype=bool)
@@ -259,8 +262,10 @@ def _encode(
     encoded = np.full(len(geoms), None, dtype=object)
     encoded[reuse] = wkb[reuse]
     if write.any():
-        include_srid = spec.srid == 0
-        encoded[write] = shapely.to_wkb(geoms[write], include_srid=include_srid, flavor="extended")
+        written = (
+            geoms[write] if stamped or spec.srid == 0 else shapely.set_srid(geoms[write], spec.srid)
+        )
+        encoded[write] = shapely.to_wkb(written, include_srid=not stamped, flavor="extended")
     return list(encoded.tolist())
 
 
