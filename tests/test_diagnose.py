@@ -417,6 +417,23 @@ def test_explain_says_st_distance_has_index_assisted_forms(
     assert not _index_advice(db.explain(outside))  # no index form finds the far rows
 
 
+def test_explain_reads_the_srid_of_a_column_constrained_by_checks(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    """A PostGIS 1 column (AddGeometryColumn(..., use_typmod => false)) declares its SRID
+    in a CHECK constraint, not its type: explain judged it as any SRID, so a search box
+    in another SRID went unremarked."""
+    admin.execute("DROP TABLE IF EXISTS explain_checked")
+    admin.execute("CREATE TABLE explain_checked (id int)")
+    admin.execute("SELECT AddGeometryColumn('explain_checked', 'geom', 4326, 'POINT', 2, false)")
+    try:
+        box = "ST_MakeEnvelope(0, 0, 10, 10, 3857)"
+        plan = db.explain(f"SELECT id FROM explain_checked WHERE ST_Intersects(geom, {box})")
+        assert any("(SRID 4326) with a constant geometry of SRID 3857" in a for a in plan.advice)
+    finally:
+        admin.execute("DROP TABLE explain_checked")
+
+
 def test_explain_says_when_a_comparison_meets_two_srids(
     db: SpatialDatabase, points: Table, admin: psycopg.Connection[Any]
 ) -> None:

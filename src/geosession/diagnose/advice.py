@@ -110,7 +110,9 @@ _TABLE_FACTS = text(
     f"{INDEXED_SQL} AS indexed, {INVALID_INDEXES_SQL} AS invalid, {ANALYZED_SQL} AS analyzed, "
     f"({_SPATIAL_TYPES}SELECT base FROM spatial WHERE spatial.oid = a.atttypid) AS base, "
     "CASE WHEN a.atttypmod >= 0 THEN a.atttypmod "
-    "ELSE (SELECT t.typtypmod FROM pg_type t WHERE t.oid = a.atttypid) END AS typmod "
+    "ELSE (SELECT t.typtypmod FROM pg_type t WHERE t.oid = a.atttypid) END AS typmod, "
+    "CASE WHEN a.atttypmod < 0 AND a.attname IS NOT NULL "  # PostGIS 1's CHECK constraints
+    "THEN postgis_constraint_srid(r.schema_name, r.table_name, a.attname) END AS checked "
     "FROM unnest(CAST(:schemas AS text[]), CAST(:tables AS text[])) AS r(schema_name, table_name) "
     "JOIN pg_namespace n ON n.nspname = r.schema_name "
     "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = r.table_name "
@@ -142,7 +144,8 @@ class TableFacts:
     base_types: dict[str, str] = field(default_factory=dict)
     """Column name -> geometry or geography (a domain's column: the type it is over)."""
     srids: dict[str, int] = field(default_factory=dict)
-    """Column name -> the SRID its type declares (geometry(Point, 4326)); 0 for any."""
+    """Column name -> the SRID its type declares (geometry(Point, 4326)), or a CHECK
+    constraint (AddGeometryColumn(..., use_typmod => false)); 0 for any."""
 
 
 def typmod_srid(typmod: int | None) -> int:
@@ -174,13 +177,13 @@ class PlanFacts:
         if tables:
             params = {"schemas": [s for s, _ in tables], "tables": [t for _, t in tables]}
             for row in connection.execute(_TABLE_FACTS, params):
-                schema, table, column, indexed, invalid, analyzed, base, typmod = row
+                schema, table, column, indexed, invalid, analyzed, base, typmod, checked = row
                 entry = facts.tables.setdefault((schema, table), TableFacts(analyzed=analyzed))
                 if column is not None:
                     entry.geo_columns[column] = indexed
                     entry.invalid_indexes[column] = invalid
                     entry.base_types[column] = base
-                    entry.srids[column] = typmod_srid(typmod)
+                    entry.srids[column] = typmod_srid(typmod) or checked or 0
         facts.degree_srids = _degree_srids(connection, facts)
         return facts
 
