@@ -13,6 +13,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.feather
 import pyarrow.parquet
 import pyogrio
 import pytest
@@ -873,6 +874,42 @@ def test_a_bbox_filters_geoparquet_and_arrow_files(
     metres.to_feather(projected) if name.endswith(".arrow") else metres.to_parquet(projected)
     with pytest.raises(ConfigurationError, match=r"minx > maxx.*projected CRS \(3857\)"):
         batches(projected, bbox=(170, -1, -170, 1))
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".arrow"])
+def test_a_bbox_filters_parquet_and_arrow_files_of_coordinates(tmp_path: Path, suffix: str) -> None:
+    """A Parquet file of longitude and latitude columns (trips, sensor readings) was
+    refused: "no geometry column". The coordinates are filtered as points, their row
+    groups skipped by their statistics where those are numbers."""
+    longitudes = np.linspace(-180.0, 180.0, 1_000)
+    table = pa.table(
+        {"val": np.arange(1_001), "lon": [*longitudes, None], "lat": [*([0.0] * 1_000), None]}
+    )
+    path = tmp_path / f"coordinates{suffix}"
+    if suffix == ".parquet":
+        pyarrow.parquet.write_table(table, path, row_group_size=100)
+    else:
+        pyarrow.feather.write_feather(table, path)
+    values = column(batches(path, bbox=(170, -1, -170, 1)), "val")
+    assert sorted(values) == [i for i, x in enumerate(longitudes) if x >= 170 or x <= -170]
+    assert sorted(column(batches(path, bbox=(0, -1, 1, 1)), "val")) == [500, 501, 502]
+    if suffix == ".parquet":
+        metadata = pyarrow.parquet.ParquetFile(path).metadata
+        assert BoxFilter.of_points((0, -1, 1, 1), "lon", "lat").row_groups(metadata) == [5, 10]
+        texts = tmp_path / "texts.parquet"  # text's statistics are in the order of text
+        pyarrow.parquet.write_table(
+            table.set_column(
+                1,
+                "lon",
+                pa.array([None if x is None else str(x) for x in table.column("lon").to_pylist()]),
+            ),
+            texts,
+            row_group_size=100,
+        )
+        assert sorted(column(batches(texts, bbox=(0, -1, 1, 1)), "val")) == [500, 501, 502]
+        assert BoxFilter.of_points((0, -1, 1, 1), "lon", "lat").row_groups(
+            pyarrow.parquet.ParquetFile(texts).metadata
+        ) == list(range(11))
 
 
 def test_filters_are_refused_where_they_cannot_apply(tmp_path: Path) -> None:

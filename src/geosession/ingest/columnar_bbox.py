@@ -5,7 +5,8 @@ feature of a vector file (a box over the antimeridian: either half); a row witho
 geometry is left out. A GeoParquet 1.1 covering bbox column (Overture's ``bbox``) gives
 each row's box without parsing its geometry, and its statistics let row groups that lie
 elsewhere be skipped unread; without one, each geometry's box is read from its WKB, WKT or
-GeoArrow coordinates.
+GeoArrow coordinates. A file of coordinate columns (longitude and latitude, :mod:`.points`)
+is filtered on them as a covering of points, its row groups skipped by their statistics.
 """
 
 from __future__ import annotations
@@ -34,10 +35,16 @@ class BoxFilter:
 
     bbox: Bbox
     field: str
-    covering: dict[str, tuple[str, str]] | None
-    """Each side's (struct column, field) in the covering bbox, if the file has one."""
+    covering: dict[str, tuple[str, ...]] | None
+    """Each side's column: (struct column, field) in the covering bbox, if the file has
+    one; (column,) for coordinate columns."""
     native: str | None = None
     """The field's GeoArrow native encoding; None for WKB or WKT."""
+
+    @classmethod
+    def of_points(cls, bbox: Bbox, x: str, y: str) -> BoxFilter:
+        """The filter on the points coordinate columns make: each is its own box."""
+        return cls(bbox, x, {"xmin": (x,), "ymin": (y,), "xmax": (x,), "ymax": (y,)})
 
     @classmethod
     def of(cls, bbox: Bbox, primary: str | None, geo: GeoParquetColumns, path: Path) -> BoxFilter:
@@ -52,8 +59,11 @@ class BoxFilter:
 
     @property
     def fields(self) -> list[str]:
-        """The fields the filter reads: the covering bbox, else the geometry."""
-        return [self.covering["xmin"][0]] if self.covering else [self.field]
+        """The fields the filter reads: the covering bbox (or coordinates), else the
+        geometry."""
+        if self.covering is None:
+            return [self.field]
+        return list(dict.fromkeys(steps[0] for steps in self.covering.values()))
 
     def row_groups(self, metadata: Any) -> list[int] | None:
         """The row groups whose covering statistics meet the bbox (None: every one, for a
@@ -79,14 +89,10 @@ class BoxFilter:
 
     def _boxes(self, batch: Any) -> tuple[np.ndarray[Any, Any], ...]:
         """xmin, ymin, xmax, ymax of each row (NaN for a row without a geometry)."""
-        if self.covering is not None:
-            return tuple(
-                np.asarray(
-                    batch.column(column).field(part).to_numpy(zero_copy_only=False), dtype=float
-                )
-                for column, part in (self.covering[side] for side in _SIDES)
-            )
         import pyarrow
+
+        if self.covering is not None:
+            return tuple(_numbers(pyarrow, batch, self.covering[side]) for side in _SIDES)
 
         values = batch.column(self.field)
         if self.native is not None:
@@ -110,7 +116,27 @@ class BoxFilter:
         return met
 
 
-def bbox_covering(sides: Any) -> dict[str, tuple[str, str]] | None:
+def _numbers(pyarrow: Any, batch: Any, steps: tuple[str, ...]) -> np.ndarray[Any, Any]:
+    """A covering side's (or a coordinate column's) values as floats: NaN for a null, or
+    for text that is no number (such a row meets no box, as a row without a geometry)."""
+    values = batch.column(steps[0])
+    for step in steps[1:]:
+        values = values.field(step)
+    try:
+        values = values.cast(pyarrow.float64())
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError):
+        return np.array([_number(value) for value in values.to_pylist()], dtype=float)
+    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=float)
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def bbox_covering(sides: Any) -> dict[str, tuple[str, ...]] | None:
     """GeoParquet 1.1's covering bbox (``"covering": {"bbox": ...}``): each side as
     (column, field) of one struct column; None for none, or one of another shape."""
     if not isinstance(sides, dict) or set(sides) != set(_SIDES):
@@ -124,14 +150,15 @@ def bbox_covering(sides: Any) -> dict[str, tuple[str, str]] | None:
 
 
 def _statistics(group: Any, paths: dict[str, str]) -> tuple[float, ...] | None:
-    """The row group's smallest xmin and ymin and largest xmax and ymax, if recorded."""
+    """The row group's smallest xmin and ymin and largest xmax and ymax, if recorded as
+    numbers (text's are in the order of text: "10" before "9")."""
     found = {}
     for number in range(group.num_columns):
         column = group.column(number)
         for side, path in paths.items():
             if column.path_in_schema == path and column.is_stats_set:
                 statistics = column.statistics
-                if statistics.has_min_max:
+                if statistics.has_min_max and not isinstance(statistics.min, str | bytes):
                     found[side] = statistics.min if side in ("xmin", "ymin") else statistics.max
     if set(found) != set(_SIDES):
         return None

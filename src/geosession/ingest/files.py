@@ -462,7 +462,7 @@ def _parquet_batches(parquet: Any, path: Path, landing: Landing, read: FileRead)
         handle = parquet.ParquetFile(path, pre_buffer=False, buffer_size=_PARQUET_BUFFER)
         schema = parquet_arrow_schema(handle)
         names, known, points, native = _columnar_targets(schema, path, landing, read)
-        box = _box_filter(schema, path, read)
+        box = _box_filter(schema, path, read, points)
         groups = box.row_groups(handle.metadata) if box else None
         coordinates = points.fields if points else []
         columns = list(dict.fromkeys([*names, *coordinates, *(box.fields if box else [])]))
@@ -479,7 +479,7 @@ def _arrow_file_batches(path: Path, landing: Landing, read: FileRead) -> Iterato
 
     reader = open_arrow_file(path)
     names, known, points, native = _columnar_targets(reader.schema, path, landing, read)
-    box = _box_filter(reader.schema, path, read)
+    box = _box_filter(reader.schema, path, read, points)
     try:
         batches = (extension_storage(pyarrow, batch) for batch in reader)
         kept = box.kept(batches) if box else batches
@@ -488,11 +488,17 @@ def _arrow_file_batches(path: Path, landing: Landing, read: FileRead) -> Iterato
         raise ConfigurationError(f"cannot read {path} as an Arrow IPC file: {error}") from error
 
 
-def _box_filter(schema: Any, path: Path, read: FileRead) -> BoxFilter | None:
+def _box_filter(
+    schema: Any, path: Path, read: FileRead, points: PointColumns | None
+) -> BoxFilter | None:
     """``read.bbox`` on a Parquet or Arrow file's geometry field (:mod:`.columnar_bbox`),
-    checked against that field's CRS (minx > maxx only in longitudes and latitudes)."""
+    or on the coordinate fields that make its points, checked against their CRS (minx >
+    maxx only in longitudes and latitudes)."""
     if read.bbox is None:
         return None
+    if points is not None:
+        read.check_crossing(points.srid, path)
+        return BoxFilter.of_points(read.bbox, points.x, points.y)
     geo = schema_geometry(schema, path)
     primary = geo.primary or usual_geometry(geo.fields(schema.names))
     read.check_crossing(geo.crs.get(primary) if primary else None, path)
@@ -579,7 +585,7 @@ class GeoParquetColumns:
     """Columns in a GeoArrow native encoding ("polygon"...), the others being WKB or WKT."""
     spherical: frozenset[str] = frozenset()
     """Columns whose edges are spherical (``"edges": "spherical"``): geography."""
-    coverings: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
+    coverings: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
     """Each geometry column's covering bbox: xmin ... ymax as (struct column, field)."""
 
     def fields(self, names: Iterable[str]) -> list[str]:
