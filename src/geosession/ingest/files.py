@@ -609,31 +609,60 @@ class GeoParquetColumns:
         loaded = [renamed(f) for f in fields]
         if primary is None and landing.geometry_column not in loaded:  # a usual name then
             primary = usual_geometry(loaded)
-        points = coordinates_for(
-            loaded,
-            landing.geometry_column,
-            given_geometry=primary is not None or landing.geometry_column in loaded,
-            xy_columns=xy_columns,
-            where=where,
-            heights=landing.heights,
-        )
+        given = primary is not None or landing.geometry_column in loaded
+        points = coordinate_fields(fields, renamed, landing, given, xy_columns, where)
         lands = {f: landing.column_for(renamed(f), primary) for f in fields}
-        made = [] if points is None else [str(landing.geometry_column)]
-        if points is not None:  # coordinates load as numbers too only into columns so named
-            lands = {
-                f: name
-                for f, name in lands.items()
-                if renamed(f) not in points.fields or name in landing.columns
-            }
-            original = {renamed(f): f for f in fields}
-            z = None if points.z is None else original[points.z]
-            points = PointColumns(original[points.x], original[points.y], points.srid, z)
-        landing.check([*lands.values(), *made], where=where)
-        lands = {f: name for f, name in lands.items() if name in landing.columns}
+        lands = checked_lands(lands, points, landing, where)
         known = {lands[f]: crs for f, crs in self.crs.items() if crs is not None and f in lands}
-        if points is not None and points.srid is not None:
-            known[made[0]] = points.srid  # longitude and latitude: 4326
-        return lands, known, points
+        return lands, known | points_crs(points, landing), points
+
+
+def coordinate_fields(
+    fields: Sequence[str],
+    renamed: Callable[[str], str],
+    landing: Landing,
+    given_geometry: bool,
+    xy_columns: Sequence[str] | None,
+    where: str,
+) -> PointColumns | None:
+    """The fields (under the source's own names) whose coordinates make the points of the
+    geometry column, for a source without a geometry field (:mod:`.points`)."""
+    loaded = [renamed(f) for f in fields]
+    points = coordinates_for(
+        loaded,
+        landing.geometry_column,
+        given_geometry=given_geometry,
+        xy_columns=xy_columns,
+        where=where,
+        heights=landing.heights,
+    )
+    if points is None:
+        return None
+    original = {renamed(f): f for f in fields}
+    z = None if points.z is None else original[points.z]
+    return PointColumns(original[points.x], original[points.y], points.srid, z)
+
+
+def checked_lands(
+    lands: Mapping[str, str], points: PointColumns | None, landing: Landing, where: str
+) -> dict[str, str]:
+    """The fields that load, each with its column, once the landing's check passed them:
+    coordinate fields only into columns of their names (their points fill the geometry
+    column), fields left out (extra_fields='ignore') not at all."""
+    made = []
+    if points is not None:
+        lands = {f: c for f, c in lands.items() if f not in points.fields or c in landing.columns}
+        made = [str(landing.geometry_column)]
+    landing.check([*lands.values(), *made], where=where)
+    return {f: column for f, column in lands.items() if column in landing.columns}
+
+
+def points_crs(points: PointColumns | None, landing: Landing) -> dict[str, SourceCrs]:
+    """The SRID coordinate fields' names imply for the geometry column (longitude and
+    latitude: 4326), if any."""
+    if points is None or points.srid is None:
+        return {}
+    return {str(landing.geometry_column): points.srid}
 
 
 _USUAL_GEOMETRY_NAMES = frozenset({"geometry", "geom", "wkb_geometry", "the_geom", "wkb", "shape"})
