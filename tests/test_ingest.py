@@ -4354,6 +4354,39 @@ def test_arrow_data_and_parquet_with_coordinates_load_as_points(
         db.ingest("arrow_points", frame.rename({"lon": "geom"}), xy_columns=("geom", "lat"))
 
 
+@pytest.mark.parametrize("suffix", [".xlsx", ".ods"])
+def test_a_spreadsheet_of_coordinates_loads_as_points(
+    db: SpatialDatabase, scratch: Callable[..., None], tmp_path: Path, suffix: str
+) -> None:
+    """A workbook of places with latitude and longitude columns (a list of stores, of
+    stations) was refused as a file of no supported kind; GDAL reads each sheet as a
+    layer of fields, whose coordinates make points as a CSV's do."""
+    import pandas as pd
+    import pyogrio
+
+    scratch("sheet_points", "sheet_made")
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE sheet_points (name text, geom geometry(POINT, 4326))"))
+    places = pd.DataFrame({"name": ["Berlin", "Paris"], "lat": [52.52, 48.85], "lon": [13.4, 2.35]})
+    path = tmp_path / f"places{suffix}"
+    driver = {".xlsx": "XLSX", ".ods": "ODS"}[suffix]
+    pyogrio.write_dataframe(places, path, driver=driver, layer="cities")
+    pyogrio.write_dataframe(places.iloc[:1], path, driver=driver, layer="capitals", append=True)
+    with pytest.raises(ConfigurationError, match="capitals.*cities|cities.*capitals"):
+        db.ingest("sheet_points", path)  # two sheets: which one is for the load to be told
+    assert db.ingest("sheet_points", path, layer="cities").inserted == 2
+    report = db.ingest("sheet_made", path, layer="capitals", create=True)
+    assert report.inserted == 1
+    with db.session() as s:
+        stored = s.execute(text("SELECT name, ST_AsEWKT(geom) FROM sheet_points ORDER BY name"))
+        assert stored.all() == [
+            ("Berlin", "SRID=4326;POINT(13.4 52.52)"),
+            ("Paris", "SRID=4326;POINT(2.35 48.85)"),
+        ]
+        made = "SELECT type, srid FROM geometry_columns WHERE f_table_name = 'sheet_made'"
+        assert s.execute(text(made)).one() == ("POINT", 4326)
+
+
 def test_dict_rows_with_coordinates_load_as_points(
     db: SpatialDatabase, scratch: Callable[..., None]
 ) -> None:

@@ -22,8 +22,9 @@ def ingest(
             help="Vector files (GeoPackage, Shapefile, GeoJSON, GeoJSON Lines, FlatGeobuf, "
             "KML, GPX, a File Geodatabase's .gdb folder, MapInfo, SpatiaLite; zipped too; a "
             "folder of Shapefiles), "
-            "GeoParquet, Arrow IPC (.arrow, .feather, .arrows) or CSV (a WKT column, or "
-            "longitude and latitude): one, or several "
+            "GeoParquet, Arrow IPC (.arrow, .feather, .arrows), CSV (a WKT column, or "
+            "longitude and latitude) or a spreadsheet (.xlsx, .ods: a sheet of longitude and "
+            "latitude, --layer names one): one, or several "
             "loaded one after the other. - reads standard input (any of these but an "
             "unzipped Shapefile or a folder), copied to a temporary file in $TMPDIR first; "
             "so is a named pipe, such as bash's <(unzip -p data.zip parcels.geojson).",

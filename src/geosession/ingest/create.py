@@ -278,7 +278,7 @@ def _file_schema(path: Path, options: IngestOptions, srids: Srids) -> SourceSche
             "columns to create the table from; create the table first, or load it once it "
             "holds features"
         )
-    return _vector_schema(path, srids, options.layer, options.encoding)
+    return _vector_schema(path, srids, options.layer, options.encoding, options.xy_columns)
 
 
 def geometry_type(types: list[str], srid: int | None, *, multi: bool = False) -> str:
@@ -304,8 +304,14 @@ def _dimensions(geometry_type: str) -> str:
 
 
 def _vector_schema(
-    path: Path, srids: Srids, layer: str | None, encoding: str | None
+    path: Path,
+    srids: Srids,
+    layer: str | None,
+    encoding: str | None,
+    xy_columns: tuple[str, ...] | None = None,
 ) -> SourceSchema:
+    """A vector layer's fields and geometry column; a layer without one (a spreadsheet's
+    sheet) gets a Point column for its coordinate fields, as a CSV does."""
     import pyogrio
 
     check_encoding(encoding, path)
@@ -322,8 +328,11 @@ def _vector_schema(
     key = id_column(source, info["fid_column"])
     fields = [str(name) for name in info["fields"]]  # a GeoJSON file's ids and an id field
     schema = SourceSchema(key=key if key and key not in fields else "fid")
+    points = None if info["geometry_type"] else point_columns(fields, xy_columns, path, NEW_Z_NAMES)
     kinds = zip(info["fields"], info["ogr_types"], info["ogr_subtypes"], strict=True)
     for name, kind, subtype in kinds:
+        if points is not None and str(name) in points.fields:
+            continue  # the point column's coordinates, as a CSV's
         schema.add(
             str(name), _OGR_TYPES.get((kind, subtype)) or _OGR_TYPES.get((kind, "OFSTNone"), "text")
         )
@@ -333,6 +342,8 @@ def _vector_schema(
         column = srids.column(info["crs"], f"{path}'s CRS", name)
         types = _curved_types(pyogrio, source, layer) or measured or [info["geometry_type"]]
         schema.add_geometry(name, types, column, multi=shapefile)
+    elif points is not None:
+        _add_points(schema, points, srids.wanted, srids.given)
     return schema
 
 

@@ -85,9 +85,9 @@ _FILE_OPTIONS = {
         "filters the features of a file (GeoPackage, Shapefile, GeoParquet, ...)",
     ),
     "xy_columns": (
-        ("csv", "frame", "rows", "parquet", "arrow", "arrow data"),
-        "names the coordinate columns of a CSV or Parquet file, a DataFrame, Arrow data or "
-        "dict rows",
+        ("csv", "vector", "frame", "rows", "parquet", "arrow", "arrow data"),
+        "names the coordinate columns of a file, a DataFrame, Arrow data or dict rows "
+        "without geometries",
     ),
     "rename": (
         ("csv", "vector", "parquet", "arrow"),

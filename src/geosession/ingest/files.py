@@ -69,6 +69,8 @@ _GDAL_SUFFIXES = (
     ".kml",
     ".kmz",
     ".gpx",
+    ".xlsx",
+    ".ods",
     *ARCHIVE_SUFFIXES,
 )
 _SEQUENCE_SUFFIXES = (".geojsonl", ".geojsons", ".jsonl", ".ndjson")
@@ -78,7 +80,7 @@ VECTOR_SUFFIXES = _GDAL_SUFFIXES + _SEQUENCE_SUFFIXES
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
 SUPPORTED = (
     "GeoPackage, Shapefile, GeoJSON, FlatGeobuf, KML, GPX, File Geodatabase, MapInfo, "
-    "SpatiaLite (zipped too: "
+    "SpatiaLite, spreadsheets of coordinates (zipped too: "
     + ", ".join(_GDAL_SUFFIXES)
     + "), GeoJSON Lines ("
     + ", ".join(_SEQUENCE_SUFFIXES)
@@ -263,18 +265,22 @@ def _vector_batches(pyogrio: Any, path: Path, landing: Landing, read: FileRead) 
                 and landing.column_for(renamed(fields[0]), geometry) in landing.columns
             ):
                 fields = fields[1:]
+            given = geometry in fields  # else coordinate fields may make points
+            points = coordinate_fields(fields, renamed, landing, given, read.xy_columns, str(path))
             names = {f: landing.column_for(renamed(f), geometry) for f in fields}
-            landing.check(list(names.values()), where=str(path))
-            names = {f: name for f, name in names.items() if name in landing.columns}
+            names = checked_lands(names, points, landing, str(path))
             read.check_crossing(meta["crs"], path)
             crs = source_crs(meta["crs"])
             known = {names[geometry]: crs} if crs is not None and geometry in names else {}
+            known |= points_crs(points, landing)
             with _filtering(read, path):  # some drivers apply the condition as they read
                 features = _read_through(reader, path, filtered=read.where is not None)
                 if geometry in fields:
                     again = rereader(pyogrio, source, layer, text.open_with, read.where, spatial)
                     features = mended(features, geometry, again, path)
-                yield from arrow_batches(features, names, landing, known, text.fallback)
+                yield from arrow_batches(
+                    features, names, landing, known, text.fallback, points=points
+                )
     except unreadable as error:
         raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
 
