@@ -922,6 +922,11 @@ def test_a_named_pipe_is_read_as_standard_input_is(
         (b"SQLite format 3\x00" + bytes(52) + b"GP11...", ".gpkg"),
         (b"SQLite format 3\x00" + bytes(60), ".sqlite"),  # SpatiaLite: no application_id
         (b"PK\x03\x04...", ".zip"),
+        (  # an OpenDocument spreadsheet: its stored first entry names its type
+            b"PK\x03\x04" + bytes(26) + b"mimetypeapplication/vnd.oasis.opendocument.spreadsheet",
+            ".ods",
+        ),
+        (b"PK\x03\x04" + bytes(26) + b"[Content_Types].xml...xl/workbook.xml...", ".xlsx"),
         (b"PAR1...", ".parquet"),
         (b"ARROW1\x00\x00...", ".arrow"),
         (b"\xff\xff\xff\xff\xd0\x16\x00\x00...", ".arrows"),

@@ -23,8 +23,9 @@ _BLOCK = 1 << 20
 _SQLITE = b"SQLite format 3\x00"
 _GEOPACKAGE_IDS = (b"GPKG", b"GP10", b"GP11")
 """A GeoPackage's SQLite application_id (header bytes 68-71); a SpatiaLite file has none."""
+_ZIP = b"PK\x03\x04"
+_ODS = b"application/vnd.oasis.opendocument.spreadsheet"
 _MAGIC = (
-    (b"PK\x03\x04", ".zip"),
     (b"PAR1", ".parquet"),
     (b"ARROW1", ".arrow"),  # the Arrow IPC file format (Feather v2)
     (b"\xff\xff\xff\xff", ".arrows"),  # the IPC stream format: a message's continuation mark
@@ -68,11 +69,22 @@ def spool(
     return Spooled(path, digest.hexdigest(), size)
 
 
+def _spreadsheet(head: bytes) -> str | None:
+    """A zip that is a spreadsheet: an OpenDocument one names its type in its first
+    entry, ``mimetype`` (stored, uncompressed); an Office Open XML workbook holds
+    ``xl/workbook.xml`` among its first entries."""
+    if head[30:38] == b"mimetype" and head[38:84].startswith(_ODS):
+        return ".ods"
+    return ".xlsx" if b"xl/workbook.xml" in head else None
+
+
 def suffix_of(head: bytes, name: str = "standard input") -> str:
     """The file suffix for data that starts with ``head``, by its signature or first text."""
     subject = name[:1].upper() + name[1:]
     if head.startswith(_SQLITE):
         return ".gpkg" if head[68:72] in _GEOPACKAGE_IDS else ".sqlite"
+    if head.startswith(_ZIP):
+        return _spreadsheet(head) or ".zip"
     for magic, suffix in _MAGIC:
         if head.startswith(magic):
             return suffix
