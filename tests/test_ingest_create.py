@@ -1249,9 +1249,9 @@ def test_rows_without_a_schema_cannot_make_a_table(
 ) -> None:
     with pytest.raises(ConfigurationError, match="made_rows does not exist, and create=True"):
         db.ingest("made_rows", iter([{"id": 1}]), create=True)
-    sheet = tmp_path / "rows.xlsx"
+    sheet = tmp_path / "rows.docx"
     sheet.write_bytes(b"")
-    with pytest.raises(ConfigurationError, match="rows.xlsx: unsupported file type"):
+    with pytest.raises(ConfigurationError, match="rows.docx: unsupported file type"):
         db.ingest("made_rows", sheet, create=True)
     assert admin.execute("SELECT to_regclass('made_rows')").fetchone() == (None,)
 

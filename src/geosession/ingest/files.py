@@ -265,14 +265,15 @@ def _vector_batches(pyogrio: Any, path: Path, landing: Landing, read: FileRead) 
                 and landing.column_for(renamed(fields[0]), geometry) in landing.columns
             ):
                 fields = fields[1:]
-            given = geometry in fields  # else coordinate fields may make points
-            points = coordinate_fields(fields, renamed, landing, given, read.xy_columns, str(path))
+            loaded = [renamed(f) for f in fields]  # without geometries coordinates make points
+            given = geometry in fields or landing.geometry_column in loaded
+            points = _coordinate_fields(fields, renamed, landing, given, read.xy_columns, str(path))
             names = {f: landing.column_for(renamed(f), geometry) for f in fields}
-            names = checked_lands(names, points, landing, str(path))
+            names = _checked_lands(names, points, landing, str(path))
             read.check_crossing(meta["crs"], path)
             crs = source_crs(meta["crs"])
             known = {names[geometry]: crs} if crs is not None and geometry in names else {}
-            known |= points_crs(points, landing)
+            known |= _points_crs(points, landing)
             with _filtering(read, path):  # some drivers apply the condition as they read
                 features = _read_through(reader, path, filtered=read.where is not None)
                 if geometry in fields:
@@ -616,14 +617,14 @@ class GeoParquetColumns:
         if primary is None and landing.geometry_column not in loaded:  # a usual name then
             primary = usual_geometry(loaded)
         given = primary is not None or landing.geometry_column in loaded
-        points = coordinate_fields(fields, renamed, landing, given, xy_columns, where)
+        points = _coordinate_fields(fields, renamed, landing, given, xy_columns, where)
         lands = {f: landing.column_for(renamed(f), primary) for f in fields}
-        lands = checked_lands(lands, points, landing, where)
+        lands = _checked_lands(lands, points, landing, where)
         known = {lands[f]: crs for f, crs in self.crs.items() if crs is not None and f in lands}
-        return lands, known | points_crs(points, landing), points
+        return lands, known | _points_crs(points, landing), points
 
 
-def coordinate_fields(
+def _coordinate_fields(
     fields: Sequence[str],
     renamed: Callable[[str], str],
     landing: Landing,
@@ -649,7 +650,7 @@ def coordinate_fields(
     return PointColumns(original[points.x], original[points.y], points.srid, z)
 
 
-def checked_lands(
+def _checked_lands(
     lands: Mapping[str, str], points: PointColumns | None, landing: Landing, where: str
 ) -> dict[str, str]:
     """The fields that load, each with its column, once the landing's check passed them:
@@ -663,7 +664,7 @@ def checked_lands(
     return {f: column for f, column in lands.items() if column in landing.columns}
 
 
-def points_crs(points: PointColumns | None, landing: Landing) -> dict[str, SourceCrs]:
+def _points_crs(points: PointColumns | None, landing: Landing) -> dict[str, SourceCrs]:
     """The SRID coordinate fields' names imply for the geometry column (longitude and
     latitude: 4326), if any."""
     if points is None or points.srid is None:
