@@ -341,9 +341,9 @@ class SpatialDatabase:
         in its CRS) load only some of a vector file's features; ``rename`` maps a file's
         field names to columns (a Shapefile's ``{"classifica": "classification_code"}``);
         ``xy_columns`` names the coordinate columns (x, y, and z for a column with Z) of a
-        CSV without a WKT column, of a DataFrame without geometries or of dict rows without
-        the geometry column, when their names (longitude/latitude, lon/lat, x/y; z,
-        elevation, altitude) do not say them.
+        source without geometries (a CSV without a WKT column, a DataFrame, Arrow data, a
+        Parquet file, a spreadsheet, dict rows without the geometry column), when their
+        names (longitude/latitude, lon/lat, x/y; z, elevation, altitude) do not say them.
         ``extra_fields="ignore"`` loads the fields the table has and leaves the others out
         (listed in ``report.fields_left_out``), values for generated columns included,
         instead of refusing the source.
