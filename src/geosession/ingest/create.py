@@ -401,10 +401,9 @@ def _arrow_schema(
     geo = schema_geometry(arrow, where)
     fields = geo.fields(arrow.names)
     named = usual_geometry(fields) if geo.primary is None else None
-    points = None
-    if geo.primary is None and named is None:
-        points = point_columns(fields, xy_columns, where, NEW_Z_NAMES)
-    if geo.primary is None and named is None and points is None:
+    undeclared = geo.primary is None and named is None
+    points = point_columns(fields, xy_columns, where, NEW_Z_NAMES) if undeclared else None
+    if undeclared and points is None:
         raise ConfigurationError(
             f"{where} is {kind} that declares no geometry column (no GeoParquet metadata, "
             "no GeoArrow extension) and has no field named geometry, geom or wkb_geometry, "
