@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.crs import SourceCrs
-from geosession.ingest.points import Z_NAMES
+from geosession.ingest.points import Z_NAMES, PointColumns
 from geosession.ingest.target import double_quoted
 
 
@@ -71,6 +71,26 @@ class Landing:
     def heights(self) -> Sequence[str]:
         """The names of a field of heights that makes coordinates' points 3D (none: 2D)."""
         return Z_NAMES if self.geometry_z else ()
+
+    def land(
+        self, lands: Mapping[Any, str], points: PointColumns | None, where: str
+    ) -> dict[Any, str]:
+        """The fields that load, each with its column, once :attr:`check` passed them:
+        coordinate fields (``points``) only into columns of their names (their points fill
+        the geometry column), fields left out (extra_fields='ignore') not at all."""
+        made = []
+        if points is not None:
+            lands = {f: c for f, c in lands.items() if f not in points.fields or c in self.columns}
+            made = [str(self.geometry_column)]
+        self.check([*lands.values(), *made], where=where)
+        return {f: column for f, column in lands.items() if column in self.columns}
+
+    def points_crs(self, points: PointColumns | None) -> dict[str, SourceCrs]:
+        """The SRID coordinate fields' names imply for the geometry column (longitude and
+        latitude: 4326), if any."""
+        if points is None or points.srid is None:
+            return {}
+        return {str(self.geometry_column): points.srid}
 
     def column_for(self, name: str, geometry: str | None) -> str:
         """The column field ``name`` lands in, ``geometry`` being the source's geometry

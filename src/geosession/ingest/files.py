@@ -269,11 +269,11 @@ def _vector_batches(pyogrio: Any, path: Path, landing: Landing, read: FileRead) 
             given = geometry in fields or landing.geometry_column in loaded
             points = _coordinate_fields(fields, renamed, landing, given, read.xy_columns, str(path))
             names = {f: landing.column_for(renamed(f), geometry) for f in fields}
-            names = _checked_lands(names, points, landing, str(path))
+            names = landing.land(names, points, str(path))
             read.check_crossing(meta["crs"], path)
             crs = source_crs(meta["crs"])
             known = {names[geometry]: crs} if crs is not None and geometry in names else {}
-            known |= _points_crs(points, landing)
+            known |= landing.points_crs(points)
             with _filtering(read, path):  # some drivers apply the condition as they read
                 features = _read_through(reader, path, filtered=read.where is not None)
                 if geometry in fields:
@@ -619,9 +619,9 @@ class GeoParquetColumns:
         given = primary is not None or landing.geometry_column in loaded
         points = _coordinate_fields(fields, renamed, landing, given, xy_columns, where)
         lands = {f: landing.column_for(renamed(f), primary) for f in fields}
-        lands = _checked_lands(lands, points, landing, where)
+        lands = landing.land(lands, points, where)
         known = {lands[f]: crs for f, crs in self.crs.items() if crs is not None and f in lands}
-        return lands, known | _points_crs(points, landing), points
+        return lands, known | landing.points_crs(points), points
 
 
 def _coordinate_fields(
@@ -648,28 +648,6 @@ def _coordinate_fields(
     original = {renamed(f): f for f in fields}
     z = None if points.z is None else original[points.z]
     return PointColumns(original[points.x], original[points.y], points.srid, z)
-
-
-def _checked_lands(
-    lands: Mapping[str, str], points: PointColumns | None, landing: Landing, where: str
-) -> dict[str, str]:
-    """The fields that load, each with its column, once the landing's check passed them:
-    coordinate fields only into columns of their names (their points fill the geometry
-    column), fields left out (extra_fields='ignore') not at all."""
-    made = []
-    if points is not None:
-        lands = {f: c for f, c in lands.items() if f not in points.fields or c in landing.columns}
-        made = [str(landing.geometry_column)]
-    landing.check([*lands.values(), *made], where=where)
-    return {f: column for f, column in lands.items() if column in landing.columns}
-
-
-def _points_crs(points: PointColumns | None, landing: Landing) -> dict[str, SourceCrs]:
-    """The SRID coordinate fields' names imply for the geometry column (longitude and
-    latitude: 4326), if any."""
-    if points is None or points.srid is None:
-        return {}
-    return {str(landing.geometry_column): points.srid}
 
 
 _USUAL_GEOMETRY_NAMES = frozenset({"geometry", "geom", "wkb_geometry", "the_geom", "wkb", "shape"})

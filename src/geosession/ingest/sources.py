@@ -194,10 +194,6 @@ def _dataframe_batches(
         where="the DataFrame",
         heights=landing.heights,
     )
-    if points is not None:
-        kept = {label: name for label, name in names.items() if name in columns}  # as a CSV's
-        names = {label: name for label, name in names.items() if label not in points.fields}
-        names |= kept
     if active is not None and names.get(active) not in columns and landing.geometry_column is None:
         raise ConfigurationError(
             f"the GeoDataFrame's geometry column {active!r} is not a column of the target, "
@@ -205,13 +201,11 @@ def _dataframe_batches(
             f"the one it is for, e.g. frame.rename_geometry('geom'); the target's columns: "
             f"{', '.join(columns)}"
         )
-    made = [] if points is None else [str(landing.geometry_column)]
-    landing.check([*names.values(), *made], where="the DataFrame")
+    names = landing.land(names, points, "the DataFrame")
     series = {label: frame[label] for label in names}
     found = {names[label]: crs_of(column) for label, column in series.items()}
     known = {name: crs for name, crs in found.items() if crs is not None}
-    if points is not None and points.srid is not None:
-        known[made[0]] = points.srid  # longitude and latitude: 4326
+    known |= landing.points_crs(points)  # longitude and latitude: 4326
 
     def batches() -> Iterator[Batch]:
         start = 0
@@ -220,7 +214,7 @@ def _dataframe_batches(
             values = {names[label]: _values(s.iloc[start:stop]) for label, s in series.items()}
             if points is not None:
                 coordinates = [frame[name].iloc[start:stop] for name in points.fields]
-                values[made[0]] = series_points(coordinates)
+                values[str(landing.geometry_column)] = series_points(coordinates)
             yield Batch(start + 1, {c: values[c] for c in columns if c in values}, known)
             start = min(stop, len(frame))
 
