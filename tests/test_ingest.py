@@ -4200,6 +4200,38 @@ def test_coordinates_with_heights_load_as_3d_points(
     assert db.ingest("heights", flat, xy_columns=("lon", "lat", "height_m")).inserted == 1
 
 
+def test_coordinates_into_a_column_with_m_are_refused_before_the_first_row(
+    db: SpatialDatabase, scratch: Callable[..., None], tmp_path: Path
+) -> None:
+    """Coordinates give no M: into a PointM or PointZM column every point was a dimension
+    reject."""
+    import pandas as pd
+    import pyarrow as pa
+
+    scratch("measured", "measured_z")
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE measured (name text, geom geometry(POINTM, 4326))"))
+        s.execute(text("CREATE TABLE measured_z (name text, geom geometry(POINTZM, 4326))"))
+    path = tmp_path / "track.csv"
+    path.write_text("name,lon,lat,ele\na,13.4,52.5,34.5\n")
+    sources = [
+        (path, "track.csv's coordinates lon"),
+        (pd.DataFrame({"name": ["a"], "lon": [13.4], "lat": [52.5]}), "lon and lat make"),
+        ([{"name": "a", "lon": 13.4, "lat": 52.5}], "the first row's coordinates lon and"),
+        (pa.table({"name": ["a"], "x": [1.0], "y": [2.0]}), "coordinates x and y make"),
+    ]
+    for table in ("measured", "measured_z"):
+        for source, named in sources:
+            with pytest.raises(ConfigurationError, match=named) as refused:
+                db.ingest(table, source, srid=4326)
+            assert "make points without M, and the table's geometry column has M" in str(
+                refused.value
+            )
+    assert db.ingest("measured", [{"name": "b", "geom": "POINT M (1 2 3)"}]).inserted == 1
+    with db.session() as s:
+        assert s.execute(text("SELECT count(*) FROM measured_z")).scalar() == 0
+
+
 def test_a_gpx_files_elevations_are_the_z_of_a_column_with_z(
     db: SpatialDatabase, scratch: Callable[..., None], tmp_path: Path
 ) -> None:

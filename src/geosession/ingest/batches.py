@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.crs import SourceCrs
-from geosession.ingest.points import Z_NAMES, PointColumns
+from geosession.ingest.points import Z_NAMES, PointColumns, coordinates_for
 from geosession.ingest.target import double_quoted
 
 
@@ -59,13 +59,14 @@ class Landing:
     source may fill, the geometry column a source's geometry goes to (None when the target
     has several or none), the rows per batch (asked before each batch), and the check of
     the fields' names against the columns, and whether that geometry column has Z (so
-    that coordinate fields make 3D points)."""
+    that coordinate fields make 3D points) or M (which coordinates cannot give)."""
 
     columns: Sequence[str]
     geometry_column: str | None
     size: Callable[[], int]
     check: CheckFields
     geometry_z: bool = False
+    geometry_m: bool = False
 
     @property
     def heights(self) -> Sequence[str]:
@@ -84,6 +85,25 @@ class Landing:
             made = [str(self.geometry_column)]
         self.check([*lands.values(), *made], where=where)
         return {f: column for f, column in lands.items() if column in self.columns}
+
+    def coordinate_fields(
+        self,
+        names: Sequence[str],
+        given_geometry: bool,
+        xy_columns: Sequence[str] | None,
+        where: str,
+    ) -> PointColumns | None:
+        """The fields among ``names`` whose coordinates make the points of the geometry
+        column (:func:`.points.coordinates_for`), 3D where it has Z."""
+        return coordinates_for(
+            names,
+            self.geometry_column,
+            given_geometry=given_geometry,
+            xy_columns=xy_columns,
+            where=where,
+            heights=self.heights,
+            measured=self.geometry_m,
+        )
 
     def points_crs(self, points: PointColumns | None) -> dict[str, SourceCrs]:
         """The SRID coordinate fields' names imply for the geometry column (longitude and

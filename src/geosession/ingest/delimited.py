@@ -103,7 +103,12 @@ def _csv_points(
             )
         return None
     points = point_columns(
-        header, read.xy_columns, path, landing.heights, z_required=landing.geometry_z
+        header,
+        read.xy_columns,
+        path,
+        landing.heights,
+        z_required=landing.geometry_z,
+        measured=landing.geometry_m,
     )
     if points is not None and landing.geometry_column is None:
         raise ConfigurationError(

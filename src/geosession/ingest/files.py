@@ -52,7 +52,7 @@ from geosession.ingest.file_read import FileRead, renamer
 from geosession.ingest.gdal_batches import Reread, mended
 from geosession.ingest.geoarrow import native_encoding, native_geometries, native_type
 from geosession.ingest.geojson_ids import has_integer_ids
-from geosession.ingest.points import PointColumns, arrow_points, coordinates_for
+from geosession.ingest.points import PointColumns, arrow_points
 from geosession.read.layer_types import measured_types, name_types_pyogrio_lacks
 from geosession.urls import is_web, url_in
 
@@ -635,14 +635,7 @@ def _coordinate_fields(
     """The fields (under the source's own names) whose coordinates make the points of the
     geometry column, for a source without a geometry field (:mod:`.points`)."""
     loaded = [renamed(f) for f in fields]
-    points = coordinates_for(
-        loaded,
-        landing.geometry_column,
-        given_geometry=given_geometry,
-        xy_columns=xy_columns,
-        where=where,
-        heights=landing.heights,
-    )
+    points = landing.coordinate_fields(loaded, given_geometry, xy_columns, where)
     if points is None:
         return None
     original = {renamed(f): f for f in fields}

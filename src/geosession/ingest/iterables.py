@@ -25,7 +25,7 @@ from geosession.errors import ConfigurationError
 from geosession.ingest.batches import Batch, Landing, geometry_field
 from geosession.ingest.defaults import MISSING
 from geosession.ingest.features import feature_values
-from geosession.ingest.points import PointColumns, coordinates_for, value_points
+from geosession.ingest.points import PointColumns, value_points
 from geosession.ingest.stages import timed_batches
 
 
@@ -53,13 +53,11 @@ def iterable_batches(
             continue
         if first == 1:
             row = raw[0]
-            points = coordinates_for(
+            points = landing.coordinate_fields(
                 [str(key) for key in row] if isinstance(row, Mapping) else [],
-                landing.geometry_column,
-                given_geometry=not isinstance(row, Mapping) or landing.geometry_column in row,
-                xy_columns=xy_columns,
-                where="the first row",
-                heights=landing.heights,
+                not isinstance(row, Mapping) or landing.geometry_column in row,
+                xy_columns,
+                "the first row",
             )
             if points is None and isinstance(raw[0], Mapping):
                 field = geometry_field([str(key) for key in raw[0]], landing)

@@ -406,6 +406,7 @@ class Ingest:
             feature_ids=self.started_empty,
             defaulted=frozenset(self.defaults.python) | self.planner.may_lack,
             geometry_z=spec is not None and spec.has_z,
+            geometry_m=spec is not None and spec.measured,
         )
         batches = with_defaults(self._source_errors_named(source), self.defaults)
         # reading, validating and COPY-encoding each on a thread: the GEOS work of one

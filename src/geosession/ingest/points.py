@@ -153,6 +153,7 @@ def coordinates_for(
     xy_columns: Sequence[str] | None,
     where: str,
     heights: Sequence[str] = (),
+    measured: bool = False,
 ) -> PointColumns | None:
     """The coordinate fields of a DataFrame or of dict rows that make the points of the
     target's one geometry column: None where the source gives that column itself (or the
@@ -165,7 +166,9 @@ def coordinates_for(
                 f"and the target {reason}: leave xy_columns out"
             )
         return None
-    return point_columns(header, xy_columns, where, heights, z_required=bool(heights))
+    return point_columns(
+        header, xy_columns, where, heights, z_required=bool(heights), measured=measured
+    )
 
 
 def point_columns(
@@ -175,18 +178,26 @@ def point_columns(
     heights: Sequence[str] = (),
     *,
     z_required: bool = False,
+    measured: bool = False,
 ) -> PointColumns | None:
     """The coordinate fields of a CSV header (or a DataFrame's columns): those ``given``
     (x, y and maybe z), else a pair named as longitude and latitude, else x and y; None
     when it has neither. ``heights``: the names of a z field to look for (none where the
     points are 2D: a third given name is then refused); ``z_required``: the points'
     column has Z, so coordinates without heights are refused (every 2D point would be a
-    dimension reject)."""
+    dimension reject); ``measured``: the column has M, which no coordinates give."""
     points = (
         _named_columns(header, heights)
         if given is None
         else _given_columns(header, given, path, heights)
     )
+    if points is not None and measured:
+        raise ConfigurationError(
+            f"{path}'s coordinates {_listed(points.fields)} make points without M, "
+            "and the table's geometry column has M values: load geometries that carry M "
+            "(WKT such as POINT M (1 2 3), WKB, a vector file's), or into a column without "
+            "M (e.g. geometry(PointZ, 4326))"
+        )
     if points is not None and points.z is None and z_required:
         x, y = points.fields
         raise ConfigurationError(
@@ -196,6 +207,10 @@ def point_columns(
             f"{Z_NAMES[-1]}"
         )
     return points
+
+
+def _listed(names: Sequence[str]) -> str:
+    return f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _given_columns(

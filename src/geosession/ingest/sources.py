@@ -42,7 +42,7 @@ from geosession.ingest.files import (
     refuse_url,
 )
 from geosession.ingest.iterables import iterable_batches
-from geosession.ingest.points import coordinates_for, series_points
+from geosession.ingest.points import series_points
 
 
 def iter_batches(
@@ -66,6 +66,7 @@ def iter_batches(
     left_out: set[str] | None = None,
     defaulted: frozenset[str] = frozenset(),
     geometry_z: bool = False,
+    geometry_m: bool = False,
 ) -> Iterator[Batch]:
     """Batches of at most ``batch_size`` rows from ``source``, in source order.
 
@@ -86,7 +87,8 @@ def iter_batches(
     and ``bbox`` filter a vector file's features, ``rename`` maps a file's field names
     to columns, and ``xy_columns`` names the coordinate columns of a CSV, a DataFrame or dict
     rows (:mod:`.points`; :class:`.files.FileRead`), whose points are 3D with a field of
-    heights where ``geometry_z`` (the geometry column has Z).
+    heights where ``geometry_z`` (the geometry column has Z), and refused where
+    ``geometry_m`` (it has M).
     ``left_out``: fields that are no column of the target (or a generated one) are added
     to it and not loaded, instead of refused. ``defaulted``: columns with a default (Python's,
     or the table's), whose value a dict row or new instance lacks is MISSING (not None)
@@ -99,7 +101,7 @@ def iter_batches(
         check_fields, columns=columns, computed=computed or {}, left_out=left_out
     )
     read = FileRead(wkt_column, layer, encoding, where, bbox, feature_ids, rename, xy_columns)
-    landing = Landing(columns, geometry_column, size, check, geometry_z)
+    landing = Landing(columns, geometry_column, size, check, geometry_z, geometry_m)
     if isinstance(source, str | os.PathLike):
         return file_batches(Path(source), landing, read)
     described = f"the source (a {type(source).__name__})"
@@ -186,13 +188,11 @@ def _dataframe_batches(
     if active is None and xy_columns is None:  # a DataFrame's WKT or WKB column
         active = geometry_field([str(label) for label in frame], landing)
     names = {label: landing.column_for(str(label), active) for label in frame}
-    points = coordinates_for(
+    points = landing.coordinate_fields(
         [str(label) for label in frame],
-        landing.geometry_column,
-        given_geometry=landing.geometry_column in names.values(),
-        xy_columns=xy_columns,
-        where="the DataFrame",
-        heights=landing.heights,
+        landing.geometry_column in names.values(),
+        xy_columns,
+        "the DataFrame",
     )
     if active is not None and names.get(active) not in columns and landing.geometry_column is None:
         raise ConfigurationError(
