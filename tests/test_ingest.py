@@ -15,6 +15,7 @@ import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -4342,6 +4343,40 @@ def test_a_nan_height_is_a_non_finite_reject(
     assert [(r.kind, r.reason[-17:]) for r in measured.rejected] == [
         ("non_finite", "M is nan at (0 0)")
     ]
+
+
+def test_an_ingest_leaves_the_processs_warning_filters_as_they_were(
+    db: SpatialDatabase,
+    scratch: Callable[..., None],
+    tmp_path: Path,
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    """The validating threads each caught warnings (warnings.catch_warnings, which swaps
+    the process's filters) while reading a value alone: two at once left an "ignore
+    RuntimeWarning" filter in force for good, silencing the application's warnings. GDAL
+    layers opened on several threads at once (two loads of files with M values) could
+    leave a recorder in place of warnings.showwarning the same way."""
+    scratch("overflowing", "measured_files")
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE overflowing (id int, geom geometry(POINT, 4326))"))
+        s.execute(text("CREATE TABLE measured_files (id int, geom geometry(POINTM, 4326))"))
+    filters, showwarning = list(warnings.filters), warnings.showwarning
+    rows = (
+        {"id": i, "geom": "POINT (1e400 2)" if i % 2 else {"type": "Point", "coordinates": [1, 2]}}
+        for i in range(60_000)
+    )
+    report = db.ingest("overflowing", rows, chunk_size=2000, progress=False)
+    assert report.inserted == 30_000 and {r.kind for r in report.rejected} == {"non_finite"}
+    assert warnings.filters == filters
+    assert not [w for w in recwarn if "overflow" in str(w.message)]  # a non_finite reject
+    path = tmp_path / "measured.shp"
+    db.export("SELECT 1 AS id, 'SRID=4326;POINT M (1 2 3)'::geometry(POINTM, 4326) AS geom", path)
+    with ThreadPoolExecutor(4) as pool:
+        loads = [
+            pool.submit(db.ingest, "measured_files", path, ingest_id=f"m{n}") for n in range(40)
+        ]
+        assert sum(load.result().inserted for load in loads) == 40
+    assert warnings.filters == filters and warnings.showwarning is showwarning
 
 
 def test_arrow_data_and_parquet_with_coordinates_load_as_points(

@@ -123,6 +123,14 @@ def from_geojson(obj: Mapping[str, Any] | str, *, srid: int | None = None) -> sh
     return _apply_srid(geom, srid, obj)
 
 
+def is_valid(geoms: Any) -> Any:
+    """``shapely.is_valid`` without the ``warnings.catch_warnings`` it wraps GEOS's check
+    in, which is not thread-safe (:mod:`geosession.warning_filters`): validating threads
+    racing through it left an "ignore every warning" filter in force for good. GEOS's
+    validity check warns of nothing (its reasons are :func:`shapely.is_valid_reason`'s)."""
+    return shapely.lib.is_valid(geoms)
+
+
 def is_geojson(value: Any) -> bool:
     """Whether :func:`to_shape` reads ``value`` as GeoJSON: a mapping, or JSON text."""
     return isinstance(value, Mapping) or (isinstance(value, str) and _is_json_text(value))
@@ -376,9 +384,11 @@ def authority_code(authority: str, code: str) -> int | None:
 
 
 def _load(loader: Any, data: Any, original: Any) -> shapely.Geometry:
-    """Run a shapely reader, turning its errors into InvalidGeometry."""
+    """Run a shapely reader, turning its errors into InvalidGeometry (and a number past a
+    float's range into infinity, for the non-finite check, without numpy's warning)."""
     try:
-        return loader(data)
+        with np.errstate(all="ignore"):
+            return loader(data)
     except NotImplementedError:  # shapely's "Nonlinear geometry types"
         raise _unreadable(original, _not_in_geos(not_in_geos(data) or "curve")) from None
     except (shapely.errors.ShapelyError, ValueError, TypeError) as exc:
@@ -507,15 +517,17 @@ def from_wkt_each(values: Any) -> np.ndarray[Any, Any]:
 
 def _each(loader: Any, values: Any) -> np.ndarray[Any, Any]:
     """One call of ``loader`` unless a value is a curve, for which shapely refuses the
-    whole array: then a call per value."""
-    try:
-        return np.asarray(loader(values, on_invalid="ignore"), dtype=object)
-    except NotImplementedError:
-        shapes = np.full(len(values), None, dtype=object)
-        for index, value in enumerate(values):
-            with contextlib.suppress(NotImplementedError):
-                shapes[index] = loader(value, on_invalid="ignore")
-        return shapes
+    whole array: then a call per value. A number past a float's range reads as infinity
+    (for the non-finite check) without numpy's warning."""
+    with np.errstate(all="ignore"):
+        try:
+            return np.asarray(loader(values, on_invalid="ignore"), dtype=object)
+        except NotImplementedError:
+            shapes = np.full(len(values), None, dtype=object)
+            for index, value in enumerate(values):
+                with contextlib.suppress(NotImplementedError):
+                    shapes[index] = loader(value, on_invalid="ignore")
+            return shapes
 
 
 # --- SRIDs ------------------------------------------------------------------------------

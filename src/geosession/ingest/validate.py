@@ -9,7 +9,6 @@ source row, the column and the reason; the rest of the chunk goes on.
 from __future__ import annotations
 
 import sys
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -26,6 +25,7 @@ from geosession.geometry import (
     from_geojson,
     from_wkb_each,
     is_geojson,
+    is_valid,
     not_in_geos,
     object_array,
     shapes_from_text,
@@ -303,8 +303,7 @@ def _parse(
         _geojson_geometries(values, geoms, pending, default_srid)
     for index in np.flatnonzero(pending & (geoms == None)):  # noqa: E711
         try:
-            with np.errstate(invalid="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
+            with np.errstate(all="ignore"):  # NaN, 1e400: the non-finite check judges them
                 value = values[index]
                 geoms[index] = (
                     from_geojson(value, srid=default_srid) if is_geojson(value) else to_shape(value)
@@ -465,7 +464,7 @@ def _problems(
         _check_geographic_range(geoms, present, column, mark)
     checkable = present.copy()
     checkable[list(found) + list(skip)] = False
-    for index in np.flatnonzero(checkable & ~shapely.is_valid(geoms)):
+    for index in np.flatnonzero(checkable & ~is_valid(geoms)):
         found[int(index)] = _invalid_problem(shapely.is_valid_reason(geoms[index]))
     return found
 
@@ -646,7 +645,7 @@ def _repair(
             extra = _EXTRA[bool(shapely.has_z(geometry)), bool(shapely.has_m(geometry))]
             geoms[index] = shapely.set_srid(shapely.force_2d(geometry), shapely.get_srid(geometry))
             done = f"{reason}: {extra.removeprefix('the ')} dropped"
-            if shapely.is_valid(geoms[index]):
+            if is_valid(geoms[index]):
                 repaired.append(Reject(first_row + index, column, "repaired", done))
                 del problems[index]
                 continue

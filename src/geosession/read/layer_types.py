@@ -11,7 +11,6 @@ M and ZM), which a layer of several types with Z needs; they are added to its ta
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -23,6 +22,7 @@ import shapely
 from geosession.errors import ExportFailed
 from geosession.geometry import NOT_IN_GEOS, TYPE_NAMES
 from geosession.read.passthrough import PassedThrough
+from geosession.warning_filters import recorded, shown
 
 UNKNOWN = "Unknown"
 _UNNAMED_CODES = {
@@ -111,15 +111,12 @@ def measured_types() -> Iterator[list[str]]:
     reports another (its WKB keeps the M values). The warning is not shown; the layer's
     type, in this module's names ("Point M"), is added to the list this yields."""
     found: list[str] = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with recorded() as caught:
         yield found
     for warning in caught:
         match = _MEASURED.match(str(warning.message))
         if match is None:
-            warnings.warn_explicit(
-                warning.message, warning.category, warning.filename, warning.lineno
-            )
+            shown(warning)
         elif from_pyogrio_name(match.group(1)) not in found:
             found.append(from_pyogrio_name(match.group(1)))
 

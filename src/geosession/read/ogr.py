@@ -15,7 +15,6 @@ import contextlib
 import os
 import shutil
 import sqlite3
-import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from itertools import chain, count
@@ -38,6 +37,7 @@ from geosession.read.layer_types import (
 )
 from geosession.read.passthrough import unindexable
 from geosession.read.stream import GeometryStream
+from geosession.warning_filters import quieted
 
 
 def write_ogr(
@@ -358,8 +358,10 @@ def _write_arrow(reader: Any, path: Path, **options: Any) -> None:
     SRID 0 have none to give it."""
     from pyogrio.raw import write_arrow
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
+    if options.get("crs") is not None:
+        write_arrow(reader, path, **options)
+        return
+    with quieted("'crs' was not provided"):
         write_arrow(reader, path, **options)
 
 
@@ -434,21 +436,21 @@ def copy_layer(
     Shapefile of multipoints (GDAL refuses a point there)."""
     from pyogrio.raw import open_arrow
 
-    with warnings.catch_warnings():  # pyogrio names no M type, but its WKB keeps M values
-        warnings.filterwarnings("ignore", "Measured \\(M\\) geometry types", UserWarning)
-        with open_arrow(source, use_pyarrow=points_as_multi, batch_size=_COPY_BATCH) as opened:
-            meta, reader = opened
-            geometry = meta["geometry_name"] or "geometry"
-            _write_arrow(
-                _multipoints(reader, geometry) if points_as_multi else reader,
-                dest,
-                layer=layer,
-                driver=driver,
-                geometry_name=geometry,
-                geometry_type=pyogrio_name(kind),
-                crs=meta["crs"],
-                layer_options=dict(options),
-            )
+    opened = open_arrow(source, use_pyarrow=points_as_multi, batch_size=_COPY_BATCH)
+    with contextlib.ExitStack() as stack:
+        with quieted(r"Measured \(M\) geometry types"):  # its WKB keeps the M values
+            meta, reader = stack.enter_context(opened)
+        geometry = meta["geometry_name"] or "geometry"
+        _write_arrow(
+            _multipoints(reader, geometry) if points_as_multi else reader,
+            dest,
+            layer=layer,
+            driver=driver,
+            geometry_name=geometry,
+            geometry_type=pyogrio_name(kind),
+            crs=meta["crs"],
+            layer_options=dict(options),
+        )
 
 
 def _multipoints(reader: Any, geometry: str) -> Any:

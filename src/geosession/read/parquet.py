@@ -129,14 +129,9 @@ class _GeoMetadata:
             return
         kinds = zip(shapely.get_type_id(present), shapely.has_z(present), strict=True)
         entry["types"] |= {TYPE_NAMES[kind] + (" Z" if z else "") for kind, z in kinds}
-        low_x, low_y, high_x, high_y = shapely.total_bounds(present)
-        box = entry["bbox"]
-        entry["bbox"] = [
-            min(box[0], low_x),
-            min(box[1], low_y),
-            max(box[2], high_x),
-            max(box[3], high_y),
-        ]
+        bounds = shapely.bounds(present)  # not total_bounds, which catches warnings
+        bounds = np.vstack([bounds[~np.isnan(bounds).any(axis=1)], [entry["bbox"]]])
+        entry["bbox"] = [*bounds[:, :2].min(axis=0), *bounds[:, 2:].max(axis=0)]
         if crs is not None and "crs" not in entry:  # PROJ reads a CRS once per column
             entry["crs"] = projjson(crs)
 
