@@ -362,8 +362,8 @@ def _heights_as_z(pyogrio: Any, source: GdalSource, landing: Landing) -> Iterato
     """GDAL reads a GPX file's elevations (``<ele>``) as a field unless told to make them
     the geometries' Z, which a geometry column with Z needs (a track's points' heights are
     in no field at all). Its GPX driver reads the setting as it opens a layer. The setting
-    is process-wide: it is made inside :func:`.measured_types`, whose lock every layer
-    geosession opens takes, so geosession's other threads do not open one meanwhile."""
+    is process-wide: it is made inside :func:`.measured_types`, under whose lock
+    geosession opens, lists and counts GPX layers, so its other threads open none meanwhile."""
     if source.suffix != ".gpx" or not landing.geometry_z:
         yield
         return
