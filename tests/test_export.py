@@ -23,6 +23,7 @@ import pyogrio
 import pytest
 import shapely
 from geojson_pydantic import Feature, FeatureCollection
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from geosession import (
@@ -1044,6 +1045,50 @@ def test_geopackage_of_two_geometry_columns_and_of_no_rows(
         )
         info = pyogrio.read_info(solid)
         assert (info["geometry_type"], info["crs"], info["features"]) == ("Point Z", "EPSG:2056", 3)
+
+
+def test_an_export_of_no_rows_from_a_postgis_1_column_knows_its_crs_and_type(
+    db: SpatialDatabase, tmp_path: Path
+) -> None:
+    """A column CHECK constraints declare (AddGeometryColumn(..., use_typmod => false), as
+    PostGIS 1 made every column) gives its reads no type modifier: an export of no rows
+    from one had no CRS and an Unknown 2D type."""
+    with db.transaction() as s:
+        s.execute(text("DROP TABLE IF EXISTS legacy_columns"))
+        s.execute(text("CREATE TABLE legacy_columns (id int)"))
+        s.execute(
+            text(
+                "SELECT AddGeometryColumn('legacy_columns', 'geom', 27700, 'POINT', 3, false), "
+                "AddGeometryColumn('legacy_columns', 'route', 4326, 'MULTILINESTRINGM', 3, false)"
+            )
+        )
+    try:
+        for query, declared in (
+            ("SELECT id, geom FROM legacy_columns", ("POINT", 1, 0, 27700)),
+            ("SELECT l.id, l.route AS r FROM legacy_columns l", ("MULTILINESTRING", 0, 1, 4326)),
+        ):
+            path = tmp_path / f"legacy{declared[-1]}.gpkg"
+            assert db.export(query, path).features == 0
+            with sqlite3.connect(path) as package:
+                found = package.execute(
+                    "SELECT geometry_type_name, z, m, srs_id FROM gpkg_geometry_columns"
+                )
+                assert found.fetchall() == [declared]
+        path = tmp_path / "legacy.fgb"
+        db.export("SELECT id, geom FROM legacy_columns", path)
+        info = pyogrio.read_info(path)
+        assert (info["geometry_type"], info["crs"]) == ("Point Z", "EPSG:27700")
+        with db.transaction() as s:
+            s.execute(
+                text("INSERT INTO legacy_columns (id, geom) VALUES (1, 'SRID=27700;POINT(1 2 3)')")
+            )
+        path = tmp_path / "rows.gpkg"
+        db.export("SELECT id, geom FROM legacy_columns", path)
+        frame = pyogrio.read_dataframe(path)
+        assert frame.crs == "EPSG:27700" and frame.geometry[0].wkt == "POINT Z (1 2 3)"
+    finally:
+        with db.transaction() as s:
+            s.execute(text("DROP TABLE legacy_columns"))
 
 
 def test_layers_are_added_to_a_geopackage_and_replaced_by_name(

@@ -279,6 +279,18 @@ def typmod_geometry_type(typmod: int | None) -> str | None:
     return base + {0: "", 1: " M", 2: " Z", 3: " ZM"}[typmod & 0x03]
 
 
+def typmod_of(srid: int, geometry_type: str, dimension: int) -> int:
+    """The type modifier ``geometry(type, srid)`` would have, from geometry_columns' srid,
+    type (POINTM for XYM, as ``GeometryType`` names it) and coord_dimension: a column
+    PostGIS 1 declared by CHECK constraints has none, nor have its reads."""
+    measured = geometry_type.upper().endswith("M")
+    base = geometry_type.upper().removesuffix("M") if measured else geometry_type.upper()
+    codes = {name.upper(): code for code, name in enumerate(_TYPMOD_TYPES)}
+    z = dimension == 4 or (dimension == 3 and not measured)
+    m = dimension == 4 or measured
+    return max(srid, 0) << 8 | codes.get(base, 0) << 2 | z << 1 | m
+
+
 def describe_columns(
     description: Sequence[Sequence[Any]],
     spatial_oids: Mapping[int, Literal["geometry", "geography"]],

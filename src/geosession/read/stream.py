@@ -21,12 +21,12 @@ from typing import Any, Self, TypeVar
 from zoneinfo import ZoneInfo
 
 from psycopg.pq import Format
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
 
 from geosession.read.decode import Rows
 from geosession.read.infinity import all_rows
 from geosession.read.loop import ReadLoop, make_plan
-from geosession.read.plan import ReadOptions
+from geosession.read.plan import ReadOptions, typmod_of
 from geosession.read.query import SPATIAL_TYPES_SQL, ReadPlan
 from geosession.read.source import as_subquery, describe_statement
 from geosession.settings import set_local
@@ -113,11 +113,12 @@ class GeometryStream:
         result = connection.execute(describe_statement(self._source))
         try:
             cursor = result.cursor
+            spatial_rows = list(fetch(connection, SPATIAL_TYPES_SQL))
             plan = make_plan(
                 self.options,
                 cursor.description,
-                fetch(connection, SPATIAL_TYPES_SQL),
-                typmods=_typmods(cursor),
+                spatial_rows,
+                typmods=_typmods(connection, cursor, spatial_rows),
                 binary_check=_binary_check(connection),
                 timezone=session_timezone(connection),
             )
@@ -165,12 +166,43 @@ def _binary_results(connection: Any, cursor: Any, *args: Any) -> None:
     cursor.format = Format.BINARY
 
 
-def _typmods(cursor: Any) -> list[int | None] | None:
-    """Type modifiers of the result columns (psycopg 3 only): they carry the SRID."""
+def _typmods(connection: Connection, cursor: Any, spatial_rows: Rows) -> list[int | None] | None:
+    """Type modifiers of the result columns (psycopg 3 only): they carry the SRID and
+    type. A table's geometry column that CHECK constraints declare (PostGIS 1's,
+    AddGeometryColumn(..., use_typmod => false)) has none: geometry_columns' reading of
+    the constraints stands in, so that a read of no rows knows them too."""
     result = getattr(cursor, "pgresult", None)
     if result is None:
         return None
-    return [result.fmod(index) for index in range(result.nfields)]
+    typmods: list[int | None] = [result.fmod(index) for index in range(result.nfields)]
+    geometry = [oid for oid, name in spatial_rows if name == "geometry"]
+    undeclared = [
+        index
+        for index in range(result.nfields)
+        if result.ftype(index) in geometry and typmods[index] == -1 and result.ftable(index)
+    ]
+    if undeclared:
+        statement = _CONSTRAINED_SQL.bindparams(
+            tables=[result.ftable(index) for index in undeclared],
+            columns=[result.ftablecol(index) for index in undeclared],
+            indexes=undeclared,
+        )
+        for index, srid, geometry_type, dimension in fetch(connection, statement):
+            typmods[index] = typmod_of(srid, geometry_type, dimension)
+    return typmods
+
+
+_CONSTRAINED_SQL = text(
+    "SELECT q.i, gc.srid, gc.type, gc.coord_dimension "
+    "FROM unnest(CAST(:tables AS oid[]), CAST(:columns AS int2[]), CAST(:indexes AS int[])) "
+    "AS q(relid, attnum, i) "
+    "JOIN pg_class c ON c.oid = q.relid "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "JOIN pg_attribute a ON a.attrelid = q.relid AND a.attnum = q.attnum "
+    "JOIN geometry_columns gc ON gc.f_table_schema = n.nspname "
+    "AND gc.f_table_name = c.relname AND gc.f_geometry_column = a.attname"
+)
+"""geometry_columns' SRID, type and dimensions of result columns taken from tables."""
 
 
 def _binary_check(connection: Connection) -> Callable[[int], bool] | None:
