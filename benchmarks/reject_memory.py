@@ -1,4 +1,5 @@
-"""Memory of a load whose every row is rejected: the report keeps each reject.
+"""Memory of a load whose every row is rejected: the report keeps each reject (the first
+10,000 in memory, the rest in a temporary file).
 
 A common mistake, points in British National Grid metres (SRID 27700) loaded into a
 column of SRID 4326, rejects every row for one reason; the report holds them all (row,

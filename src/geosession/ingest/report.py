@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import heapq
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 
-from geosession.ingest.validate import Reject
+from geosession.ingest.rejects import Rejects
 
 
 @dataclass
@@ -21,9 +21,10 @@ class IngestReport:
     rows_read: int = 0
     """Source rows read in this run (rows already committed by an earlier run excluded)."""
     inserted: int = 0
-    rejected: list[Reject] = field(default_factory=list)
-    """Rows not loaded, each with its source row number, column and reason."""
-    repaired: list[Reject] = field(default_factory=list)
+    rejected: Rejects = field(default_factory=Rejects)
+    """Rows not loaded, each with its source row number, column and reason (a sequence,
+    in the order their chunks ended, whose memory stays bounded: see :mod:`.rejects`)."""
+    repaired: Rejects = field(default_factory=Rejects)
     """Rows loaded after shapely.make_valid (on_invalid='repair')."""
     reprojected: int = 0
     """Rows read with a geometry transformed into its column's SRID (reproject=True)."""
@@ -89,7 +90,10 @@ class IngestReport:
     def as_dict(self) -> dict[str, Any]:
         """Every field and rows_per_second, ready for JSON (a log line, an API's answer):
         rejects and repairs as dicts of row, column, kind, reason and value."""
-        values = asdict(self)
+        values = {item.name: getattr(self, item.name) for item in fields(self)}
+        values["rejected"] = [asdict(reject) for reject in self.rejected]
+        values["repaired"] = [asdict(reject) for reject in self.repaired]
+        values["deferred_indexes"] = list(self.deferred_indexes)
         values["fields_left_out"] = sorted(self.fields_left_out)
         values["rows_per_second"] = self.rows_per_second
         return values
@@ -175,7 +179,7 @@ class IngestReport:
         return capture.get()
 
 
-def _rejects_table(rejects: list[Reject], limit: int = 20) -> Table:
+def _rejects_table(rejects: Rejects, limit: int = 20) -> Table:
     table = Table(
         title=f"Rejected rows (first {min(limit, len(rejects))} of {len(rejects):,})",
         title_justify="left",
