@@ -14,7 +14,7 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from geosession import SpatialDatabase
-from geosession.errors import ConfigurationError
+from geosession.errors import ConfigurationError, InvalidGeometry, SRIDMismatch
 from geosession.geometry import to_element, to_geography_element, to_shape
 from geosession.models import GEOMETRY_TYPES, SpatialMixin, geometry_column
 
@@ -367,6 +367,50 @@ def test_properties_read_unflushed_values_of_any_kind() -> None:
     assert parcel.area == 1.0
     parcel.boundary = shapely.box(0, 0, 3, 3)
     assert parcel.area == 9.0
+
+
+def test_shapely_geometries_wkb_and_geojson_bind_to_geosessions_columns(
+    tables: SpatialDatabase,
+) -> None:
+    """GeoAlchemy2 binds text and its elements only: Parcel(boundary=shapely.box(...))
+    failed at the flush ("cannot adapt type 'Polygon'"), WKB bytes with "function
+    st_geomfromewkt(bytea) does not exist". Values without an SRID take the column's."""
+    square = shapely.box(0, 0, 1, 1)
+    values: list[Any] = [
+        square,
+        shapely.set_srid(shapely.box(0, 0, 2, 2), 4326),
+        shapely.to_wkb(shapely.box(0, 0, 3, 3)),
+        to_element(shapely.box(0, 0, 4, 4), 4326).data,  # EWKB bytes
+        {"type": "Polygon", "coordinates": [[[0, 0], [5, 0], [5, 5], [0, 0]]]},
+        "POLYGON((0 0,6 0,6 6,0 0))",  # text as GeoAlchemy2 binds it
+    ]
+    with tables.transaction() as s:
+        s.add_all(Parcel(id=n, boundary=value) for n, value in enumerate(values, 1))
+        s.execute(insert(Parcel), [{"id": 10, "boundary": shapely.box(0, 0, 7, 7)}])
+    with tables.transaction() as s:
+        s.get_one(Parcel, 1).boundary = shapely.box(0, 0, 8, 8)  # an update
+    with tables.session() as s:
+        stored = s.execute(select(Parcel.id, Parcel.area).order_by(Parcel.id)).all()
+        assert [tuple(row) for row in stored] == [
+            (1, 64.0),
+            (2, 4.0),
+            (3, 9.0),
+            (4, 16.0),
+            (5, 12.5),
+            (6, 18.0),
+            (10, 49.0),
+        ]
+        assert s.scalar(text("SELECT DISTINCT ST_SRID(boundary) FROM gs_models_parcel")) == 4326
+        found = s.scalars(select(Parcel.id).where(Parcel.boundary == shapely.box(0, 0, 2, 2)))
+        assert found.all() == [2]
+        near = s.scalars(select(Parcel.id).where(Parcel.boundary.intersects(square)))
+        assert sorted(near) == [1, 2, 3, 4, 5, 6, 10]
+    mismatch = r"SRID 4326 was expected.*for a geometry\(POLYGON, 4326\) column"
+    with pytest.raises(SRIDMismatch, match=mismatch), tables.transaction() as s:
+        s.add(Parcel(id=11, boundary=shapely.set_srid(square, 3857)))
+    unreadable = pytest.raises(InvalidGeometry, match="; in INSERT INTO gs_models_parcel")
+    with unreadable, tables.transaction() as s:
+        s.add(Parcel(id=12, boundary=b"\x01\x03"))
 
 
 def test_hybrid_properties_filter_and_order_in_sql(tables: SpatialDatabase) -> None:

@@ -110,6 +110,11 @@ def _connect_translated(engine: Engine) -> Any:
 
 
 def _on_handle_error(context: ExceptionContext) -> GeoSessionError | None:
+    if isinstance(context.original_exception, GeoSessionError):  # a bind processor's
+        error = context.original_exception  # (models.Geometry): raised as it is, saying where
+        if context.statement:
+            error.reword(f"{error.message}; in {shortened(context.statement)}")
+        return error
     if _raised_in_hstore_dumper(context.original_exception):
         return DatabaseError(
             f"A Python dict parameter could not be sent (to {endpoint_of(context.engine)}): "
@@ -138,6 +143,12 @@ def _on_handle_error(context: ExceptionContext) -> GeoSessionError | None:
         statement_start=start,
         postgis=postgis_place(context.engine) if context.engine else None,
     )
+
+
+def shortened(sql: str, limit: int = 100) -> str:
+    """A statement on one line, cut to ``limit`` characters: where an error happened."""
+    line = " ".join(sql.split())
+    return line if len(line) <= limit else f"{line[: limit - 3]}..."
 
 
 def _typed_part(statement: Any, sql: str, error: BaseException) -> tuple[str, int] | None:

@@ -704,9 +704,10 @@ def _unsendable(match: re.Match[str], endpoint: str) -> DatabaseError:
         return DatabaseError(
             f"A shapely {kind} cannot be sent as a query parameter{argument} (to {endpoint}): "
             "drivers send no shapely objects. Wrap it: geosession.geometry.to_element(shape, "
-            "srid=...) for a column or a func argument (to_geography_element for a geography "
-            "column); in text() SQL pass to_element(shape, srid=...).desc, hex EWKB that "
-            "PostGIS reads wherever a geometry is expected"
+            "srid=...) for a func argument or a column GeoAlchemy2 declared "
+            "(to_geography_element for a geography column; a geosession.models."
+            "geometry_column takes shapely as it is); in text() SQL pass to_element(shape, "
+            "srid=...).desc, hex EWKB that PostGIS reads wherever a geometry is expected"
         )
     if kind in ("WKBElement", "WKTElement"):
         return DatabaseError(

@@ -19,19 +19,21 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+import geoalchemy2
 import shapely
-from geoalchemy2 import Geography, Geometry
-from sqlalchemy import ColumnElement, Float, case, cast, func, type_coerce
+from geoalchemy2 import Geography
+from sqlalchemy import ColumnElement, Dialect, Float, case, cast, func, type_coerce
 from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import MappedColumn, QueryableAttribute, mapped_column
 from sqlalchemy.sql.expression import Grouping
 
 from geosession import geodesic
-from geosession.errors import ConfigurationError
-from geosession.geometry import to_shape
+from geosession.errors import ConfigurationError, GeoSessionError
+from geosession.geometry import to_element, to_shape
 
 _BASE_TYPES = (
     "GEOMETRY",
@@ -53,6 +55,36 @@ GEOMETRY_TYPES: frozenset[str] = frozenset(
 _MAX_SRID = 999_999  # PostGIS's SRID_MAXIMUM
 # float8[] indexed from 0 in SQLAlchemy expressions, like the Python tuple.
 _BOUNDS_TYPE = ARRAY(Float(precision=53), dimensions=1, zero_indexes=True)
+
+
+class Geometry(geoalchemy2.Geometry):
+    """GeoAlchemy2's ``Geometry``, which also binds shapely geometries, WKB or EWKB bytes
+    and GeoJSON dicts, so that ``Parcel(geom=shapely.box(0, 0, 1, 1))`` needs no
+    ``from_shape``: each is sent as hex EWKB of the column's SRID where it carries none
+    (another SRID is :class:`SRIDMismatch`, as PostGIS would refuse it). Text (WKT, EWKT,
+    hex EWKB) and GeoAlchemy2 elements bind as GeoAlchemy2 binds them. Named as its base,
+    so migrations that Alembic renders with GeoAlchemy2's helpers use the base."""
+
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any]:
+        bind = super().bind_processor(dialect)  # type: ignore[no-untyped-call]
+        srid = max(int(self.srid), 0)
+
+        def process(value: Any) -> Any:
+            if isinstance(value, shapely.Geometry | bytes | bytearray | memoryview | Mapping):
+                try:
+                    value = to_element(value, srid)
+                except GeoSessionError as error:
+                    error.reword(f"{error.message} (for a {self._declared} column)")
+                    raise
+            return bind(value)
+
+        return process
+
+    @property
+    def _declared(self) -> str:
+        return f"geometry({self.geometry_type}, {max(int(self.srid), 0)})"
 
 
 def geometry_column(
@@ -162,7 +194,7 @@ class SpatialMixin:
     def _planar_sql(cls) -> ColumnElement[Any] | QueryableAttribute[Any]:
         """The column as geometry: a geography's longitudes and latitudes on a plane."""
         geometry = cls._geometry_sql()
-        return cast(geometry, Geometry) if cls._geography() is not None else geometry
+        return cast(geometry, geoalchemy2.Geometry) if cls._geography() is not None else geometry
 
     def _measure(self, planar: Any, on_ellipsoid: Any) -> float | None:
         """``planar(shape)``, or for a geography ``on_ellipsoid(shape, srid)``."""
@@ -267,7 +299,7 @@ def _no_geometry_column(cls: type, name: str) -> str:
     """Says that ``cls`` has no column ``name`` for SpatialMixin, naming the spatial
     columns it has."""
     columns = getattr(getattr(cls, "__table__", None), "columns", ())
-    spatial = [c.key for c in columns if isinstance(c.type, Geometry | Geography)]
+    spatial = [c.key for c in columns if isinstance(c.type, geoalchemy2.Geometry | Geography)]
     fix = (
         f"set __geometry_column__ = {spatial[0]!r} in the class"
         if len(spatial) == 1
