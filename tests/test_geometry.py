@@ -26,6 +26,7 @@ from geosession.geometry import (
     srid_of,
     to_element,
     to_ewkb,
+    to_geography_element,
     to_geojson,
     to_shape,
     to_wkt,
@@ -275,6 +276,15 @@ def test_to_element_is_extended_ewkb() -> None:
     assert element.srid == 4326
     assert element.desc == to_ewkb(shapely.Point(1, 2), 4326).hex()
     assert shapely.get_srid(to_shape(element)) == 4326
+
+
+def test_to_geography_element_refuses_a_geometry_of_another_srid() -> None:
+    """It wrote the SRID it was given over the geometry's own (a relabelling, not a
+    transformation)."""
+    element = to_geography_element(shapely.Point(1, 2))
+    assert element.desc == "SRID=4326;POINT (1 2)"
+    with pytest.raises(SRIDMismatch, match="has SRID 4269 but SRID 4326 was expected"):
+        to_geography_element(shapely.set_srid(shapely.Point(1, 2), 4269))
 
 
 @pytest.mark.parametrize("srid", [-1, 1.5, "4326", True])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from geosession import SpatialDatabase
 from geosession.errors import ConfigurationError, InvalidGeometry, SRIDMismatch
 from geosession.geometry import to_element, to_geography_element, to_shape
-from geosession.models import GEOMETRY_TYPES, SpatialMixin, geometry_column
+from geosession.models import GEOMETRY_TYPES, SpatialMixin, geography_column, geometry_column
 
 SRID = 3857
 
@@ -411,6 +412,63 @@ def test_shapely_geometries_wkb_and_geojson_bind_to_geosessions_columns(
     unreadable = pytest.raises(InvalidGeometry, match="; in INSERT INTO gs_models_parcel")
     with unreadable, tables.transaction() as s:
         s.add(Parcel(id=12, boundary=b"\x01\x03"))
+
+
+def test_geography_columns_bind_shapely_as_text_and_measure_in_metres(
+    db: SpatialDatabase,
+) -> None:
+    """geography_column: GeoAlchemy2 binds a geography's parameter with ST_GeogFromText,
+    which reads text only, so shapely, WKB and GeoJSON go as EWKT."""
+
+    class Own(DeclarativeBase):
+        pass
+
+    class Field(SpatialMixin, Own):
+        __tablename__ = "gs_models_field"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        geom: Mapped[WKBElement] = geography_column("POLYGON")
+
+    Own.metadata.drop_all(db.engine)
+    Own.metadata.create_all(db.engine)
+    try:
+        degree = shapely.box(0, 0, 1, 1)
+        with db.transaction() as s:
+            s.add_all(
+                [
+                    Field(id=1, geom=degree),
+                    Field(id=2, geom=shapely.to_wkb(degree)),
+                    Field(id=3, geom=json.loads(shapely.to_geojson(degree))),
+                    Field(id=4, geom="SRID=4326;POLYGON((0 0,1 0,1 1,0 1,0 0))"),
+                ]
+            )
+        with db.session() as s:
+            areas = s.execute(select(Field.id, Field.area).order_by(Field.id)).all()
+            declared = s.scalar(
+                text(
+                    "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                    "WHERE attrelid = 'gs_models_field'::regclass AND attname = 'geom'"
+                )
+            )
+            indexes = s.scalar(
+                text(
+                    "SELECT count(*) FROM pg_indexes "
+                    "WHERE tablename = 'gs_models_field' AND indexdef LIKE '%gist%'"
+                )
+            )
+            loaded = s.get_one(Field, 1)
+            assert loaded.area == pytest.approx(areas[0][1], rel=1e-9)
+        assert declared == "geography(Polygon,4326)" and indexes == 1
+        assert {round(area) for _, area in areas} == {12308778361}  # m² of 1° by 1°, equator
+        mismatch = pytest.raises(SRIDMismatch, match=r"for a geography\(POLYGON, 4326\) column")
+        with mismatch, db.transaction() as s:
+            s.add(Field(id=5, geom=shapely.set_srid(degree, 4269)))
+    finally:
+        Own.metadata.drop_all(db.engine)
+
+
+def test_a_geography_column_needs_a_longitude_latitude_srid() -> None:
+    with pytest.raises(ConfigurationError, match="a geography column's srid"):
+        geography_column("POINT", 0)
 
 
 def test_hybrid_properties_filter_and_order_in_sql(tables: SpatialDatabase) -> None:

@@ -194,9 +194,11 @@ def to_geography_element(geom: GeometryLike, srid: int = 4326) -> WKTElement:
 
     GeoAlchemy2 binds a geography through ``ST_GeogFromText``, which reads text only, so
     an EWKB element (:func:`to_element`) fails there with "parse error". Every double is
-    written exactly.
+    written exactly. A geometry of another SRID is :class:`SRIDMismatch`, as in
+    :func:`to_element`.
     """
-    return WKTElement(f"SRID={srid};{to_wkt(geom)}", srid=srid, extended=True)
+    shape = to_shape(geom, srid=_check_srid_arg(srid))
+    return WKTElement(f"SRID={srid};{to_wkt(shape)}", srid=srid, extended=True)
 
 
 def to_wkt(geom: GeometryLike) -> str:

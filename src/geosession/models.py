@@ -24,7 +24,6 @@ from typing import Any, ClassVar
 
 import geoalchemy2
 import shapely
-from geoalchemy2 import Geography
 from sqlalchemy import ColumnElement, Dialect, Float, case, cast, func, type_coerce
 from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.ext.hybrid import hybrid_property
@@ -33,7 +32,7 @@ from sqlalchemy.sql.expression import Grouping
 
 from geosession import geodesic
 from geosession.errors import ConfigurationError, GeoSessionError
-from geosession.geometry import to_element, to_shape
+from geosession.geometry import to_element, to_geography_element, to_shape
 
 _BASE_TYPES = (
     "GEOMETRY",
@@ -70,21 +69,50 @@ class Geometry(geoalchemy2.Geometry):
     def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any]:
         bind = super().bind_processor(dialect)  # type: ignore[no-untyped-call]
         srid = max(int(self.srid), 0)
+        return _converting(
+            bind, lambda value: to_element(value, srid), f"geometry({self.geometry_type}, {srid})"
+        )
 
-        def process(value: Any) -> Any:
-            if isinstance(value, shapely.Geometry | bytes | bytearray | memoryview | Mapping):
-                try:
-                    value = to_element(value, srid)
-                except GeoSessionError as error:
-                    error.reword(f"{error.message} (for a {self._declared} column)")
-                    raise
-            return bind(value)
 
-        return process
+class Geography(geoalchemy2.Geography):
+    """GeoAlchemy2's ``Geography``, which binds what :class:`Geometry` binds: as EWKT,
+    since GeoAlchemy2 reads a geography's parameter with ``ST_GeogFromText`` (text only),
+    written with every double exact."""
 
-    @property
-    def _declared(self) -> str:
-        return f"geometry({self.geometry_type}, {max(int(self.srid), 0)})"
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any]:
+        bind = super().bind_processor(dialect)  # type: ignore[no-untyped-call]
+        srid = int(self.srid) if int(self.srid) > 0 else _GEOGRAPHY_SRID
+        return _converting(
+            bind,
+            lambda value: to_geography_element(value, srid),
+            f"geography({self.geometry_type}, {srid})",
+        )
+
+
+_CONVERTED = (shapely.Geometry, bytes, bytearray, memoryview, Mapping)
+"""What a model's spatial column binds beyond GeoAlchemy2: shapely, WKB, GeoJSON."""
+_GEOGRAPHY_SRID = 4326
+"""The SRID of a geography column that names none (PostGIS's default)."""
+
+
+def _converting(
+    bind: Callable[[Any], Any], convert: Callable[[Any], Any], declared: str
+) -> Callable[[Any], Any]:
+    """GeoAlchemy2's bind processor ``bind``, given shapely geometries, WKB and GeoJSON
+    as ``convert`` makes them into GeoAlchemy2 elements; an error says the column's type."""
+
+    def process(value: Any) -> Any:
+        if isinstance(value, _CONVERTED):
+            try:
+                value = convert(value)
+            except GeoSessionError as error:
+                error.reword(f"{error.message} (for a {declared} column)")
+                raise
+        return bind(value)
+
+    return process
 
 
 def geometry_column(
@@ -109,6 +137,35 @@ def geometry_column(
     type_name, dimension = _check_type(geometry_type, dimension)
     srid = _check_srid(srid)
     spatial_type = Geometry(
+        geometry_type=type_name,
+        srid=srid,
+        dimension=dimension,
+        spatial_index=spatial_index,
+        nullable=nullable,
+    )
+    return mapped_column(spatial_type, nullable=nullable)
+
+
+def geography_column(
+    geometry_type: str = "GEOMETRY",
+    srid: int = _GEOGRAPHY_SRID,
+    *,
+    nullable: bool = True,
+    spatial_index: bool = True,
+    dimension: int | None = None,
+) -> MappedColumn[Any]:
+    """A ``mapped_column`` of PostGIS type ``geography(<geometry_type>, <srid>)``, as
+    :func:`geometry_column` makes one of ``geometry``: one GiST index, the type and its
+    dimension checked, shapely, WKB and GeoJSON bound. ``srid`` is a longitude/latitude
+    CRS (EPSG:4326, the default; PostGIS refuses a projected one when the table is made);
+    :class:`SpatialMixin` measures it in metres on the ellipsoid."""
+    type_name, dimension = _check_type(geometry_type, dimension)
+    if _check_srid(srid) == 0:
+        raise ConfigurationError(
+            f"a geography column's srid is a longitude/latitude CRS (4326, the default), "
+            f"got {srid!r}"
+        )
+    spatial_type = Geography(
         geometry_type=type_name,
         srid=srid,
         dimension=dimension,
@@ -186,9 +243,9 @@ class SpatialMixin:
         return attribute
 
     @classmethod
-    def _geography(cls) -> Geography | None:
+    def _geography(cls) -> geoalchemy2.Geography | None:
         column_type = cls._geometry_sql().type
-        return column_type if isinstance(column_type, Geography) else None
+        return column_type if isinstance(column_type, geoalchemy2.Geography) else None
 
     @classmethod
     def _planar_sql(cls) -> ColumnElement[Any] | QueryableAttribute[Any]:
@@ -299,7 +356,9 @@ def _no_geometry_column(cls: type, name: str) -> str:
     """Says that ``cls`` has no column ``name`` for SpatialMixin, naming the spatial
     columns it has."""
     columns = getattr(getattr(cls, "__table__", None), "columns", ())
-    spatial = [c.key for c in columns if isinstance(c.type, geoalchemy2.Geometry | Geography)]
+    spatial = [
+        c.key for c in columns if isinstance(c.type, geoalchemy2.Geometry | geoalchemy2.Geography)
+    ]
     fix = (
         f"set __geometry_column__ = {spatial[0]!r} in the class"
         if len(spatial) == 1
