@@ -406,6 +406,11 @@ def test_shapely_geometries_wkb_and_geojson_bind_to_geosessions_columns(
         assert found.all() == [2]
         near = s.scalars(select(Parcel.id).where(Parcel.boundary.intersects(square)))
         assert sorted(near) == [1, 2, 3, 4, 5, 6, 10]
+        inside = shapely.Point(6.5, 0.5)  # the column's functions take them too
+        covering = s.scalars(select(Parcel.id).where(Parcel.boundary.ST_Intersects(inside)))
+        assert sorted(covering) == [1, 10]
+        gaps = select(Parcel.boundary.ST_Distance(shapely.to_wkb(inside))).order_by(Parcel.id)
+        assert s.scalars(gaps).all() == [0.0, 4.5, 3.5, 2.5, 1.5, 0.5, 0.0]
     mismatch = r"SRID 4326 was expected.*for a geometry\(POLYGON, 4326\) column"
     with pytest.raises(SRIDMismatch, match=mismatch), tables.transaction() as s:
         s.add(Parcel(id=11, boundary=shapely.set_srid(square, 3857)))
@@ -459,6 +464,9 @@ def test_geography_columns_bind_shapely_as_text_and_measure_in_metres(
             assert loaded.area == pytest.approx(areas[0][1], rel=1e-9)
         assert declared == "geography(Polygon,4326)" and indexes == 1
         assert {round(area) for _, area in areas} == {12308778361}  # m² of 1° by 1°, equator
+        with db.session() as s:
+            near = select(Field.id).where(Field.geom.ST_DWithin(shapely.Point(0, -0.01), 1200))
+            assert s.scalars(near.order_by(Field.id)).all() == [1, 2, 3, 4]
         mismatch = pytest.raises(SRIDMismatch, match=r"for a geography\(POLYGON, 4326\) column")
         with mismatch, db.transaction() as s:
             s.add(Field(id=5, geom=shapely.set_srid(degree, 4269)))

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import geoalchemy2
+import geoalchemy2.comparator
 import shapely
 from sqlalchemy import ColumnElement, Dialect, Float, case, cast, func, type_coerce
 from sqlalchemy.dialects.postgresql import ARRAY, array
@@ -56,6 +57,20 @@ _MAX_SRID = 999_999  # PostGIS's SRID_MAXIMUM
 _BOUNDS_TYPE = ARRAY(Float(precision=53), dimensions=1, zero_indexes=True)
 
 
+class _Comparator(geoalchemy2.comparator.Comparator):
+    """GeoAlchemy2's comparator, whose functions (``Parcel.geom.ST_DWithin(shape, 10)``)
+    take shapely geometries, WKB and GeoJSON as their column binds them."""
+
+    def __getattr__(self, name: str) -> Any:
+        function = super().__getattr__(name)
+        converted = self.type.converted  # type: ignore[attr-defined]
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return function(*map(converted, args), **kwargs)
+
+        return call
+
+
 class Geometry(geoalchemy2.Geometry):
     """GeoAlchemy2's ``Geometry``, which also binds shapely geometries, WKB or EWKB bytes
     and GeoJSON dicts, so that ``Parcel(geom=shapely.box(0, 0, 1, 1))`` needs no
@@ -65,13 +80,16 @@ class Geometry(geoalchemy2.Geometry):
     so migrations that Alembic renders with GeoAlchemy2's helpers use the base."""
 
     cache_ok = True
+    comparator_factory = _Comparator
 
     def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any]:
         bind = super().bind_processor(dialect)  # type: ignore[no-untyped-call]
+        return lambda value: bind(self.converted(value))
+
+    def converted(self, value: Any) -> Any:
+        """``value`` as GeoAlchemy2 binds it: shapely, WKB and GeoJSON as an element."""
         srid = max(int(self.srid), 0)
-        return _converting(
-            bind, lambda value: to_element(value, srid), f"geometry({self.geometry_type}, {srid})"
-        )
+        return _element(value, lambda: to_element(value, srid), self)
 
 
 class Geography(geoalchemy2.Geography):
@@ -80,39 +98,39 @@ class Geography(geoalchemy2.Geography):
     written with every double exact."""
 
     cache_ok = True
+    comparator_factory = _Comparator
 
     def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any]:
         bind = super().bind_processor(dialect)  # type: ignore[no-untyped-call]
+        return lambda value: bind(self.converted(value))
+
+    def converted(self, value: Any) -> Any:
+        """``value`` as GeoAlchemy2 binds it: shapely, WKB and GeoJSON as an element."""
         srid = int(self.srid) if int(self.srid) > 0 else _GEOGRAPHY_SRID
-        return _converting(
-            bind,
-            lambda value: to_geography_element(value, srid),
-            f"geography({self.geometry_type}, {srid})",
-        )
+        return _element(value, lambda: to_geography_element(value, srid), self)
 
 
-_CONVERTED = (shapely.Geometry, bytes, bytearray, memoryview, Mapping)
-"""What a model's spatial column binds beyond GeoAlchemy2: shapely, WKB, GeoJSON."""
 _GEOGRAPHY_SRID = 4326
 """The SRID of a geography column that names none (PostGIS's default)."""
 
 
-def _converting(
-    bind: Callable[[Any], Any], convert: Callable[[Any], Any], declared: str
-) -> Callable[[Any], Any]:
-    """GeoAlchemy2's bind processor ``bind``, given shapely geometries, WKB and GeoJSON
-    as ``convert`` makes them into GeoAlchemy2 elements; an error says the column's type."""
+def _element(value: Any, convert: Callable[[], Any], column_type: Any) -> Any:
+    """``convert()`` where ``value`` is a shapely geometry, WKB or GeoJSON, which
+    GeoAlchemy2 does not bind; else ``value``. An error names the column's type."""
+    if not isinstance(value, shapely.Geometry | bytes | bytearray | memoryview | Mapping):
+        return value
+    try:
+        return convert()
+    except GeoSessionError as error:
+        error.reword(f"{error.message} (for a {_declared(column_type)} column)")
+        raise
 
-    def process(value: Any) -> Any:
-        if isinstance(value, _CONVERTED):
-            try:
-                value = convert(value)
-            except GeoSessionError as error:
-                error.reword(f"{error.message} (for a {declared} column)")
-                raise
-        return bind(value)
 
-    return process
+def _declared(column_type: Any) -> str:
+    srid = int(column_type.srid)
+    if isinstance(column_type, geoalchemy2.Geography) and srid <= 0:
+        srid = _GEOGRAPHY_SRID
+    return f"{column_type.name}({column_type.geometry_type}, {max(srid, 0)})"
 
 
 def geometry_column(
