@@ -44,7 +44,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from geosession import GeoSessionError, IntegrityViolation, QueryTimeout, SpatialDatabase
 from geosession.demo import synthetic_polygons
-from geosession.geometry import from_geojson, to_element, to_geojson
+from geosession.geometry import from_geojson, to_geojson
 from geosession.models import SpatialMixin, geometry_column
 
 SRID = 4326
@@ -131,7 +131,7 @@ def add_parcel(new: NewParcel, response: Response) -> dict[str, Any]:
         reason = shapely.is_valid_reason(polygon) if polygon.geom_type == "Polygon" else ""
         raise HTTPException(422, f"need a valid Polygon, got {polygon.geom_type} {reason}")
     with db.transaction(statement_timeout="5s") as s:
-        s.add(Parcel(id=new.id, name=new.name, geom=to_element(polygon, SRID)))
+        s.add(Parcel(id=new.id, name=new.name, geom=polygon))  # shapely, as it is
     response.set_cookie("wrote", db.write_position())  # this client's next reads see it
     return {"id": new.id, "geometry": to_geojson(polygon)}
 
