@@ -32,7 +32,7 @@ from geosession import (
 )
 from geosession.cli import app
 from geosession.demo import synthetic_polygons
-from geosession.geometry import encode_ewkb, to_shape
+from geosession.geometry import encode_ewkb, to_ewkb, to_shape
 from geosession.models import geometry_column
 
 ROWS = 3_000
@@ -745,6 +745,43 @@ def test_infinite_dates_and_times_read_as_the_largest_and_smallest_on_every_driv
         list(db.stream("SELECT '24:00'::time AS midnight, 'POINT(1 1)'::geometry AS geom"))
     with db.session() as s, pytest.raises(DatabaseError, match="infinity or -infinity"):
         s.execute(text("SELECT 'infinity'::date")).all()  # the ORM's reads: advice only
+
+
+def test_arrays_of_geometries_read_as_lists_of_ewkb_and_files_hold_geojson(
+    db: SpatialDatabase, make_db: Callable[..., SpatialDatabase], tmp_path: Path
+) -> None:
+    """array_agg(geom) read as PostgreSQL's text of the array, '{0101...:0101...}' (":" is
+    geometry's array delimiter), in streams, frames, Arrow and files alike."""
+    import pyarrow as pa
+
+    query = (
+        "SELECT 1 AS id, 'SRID=4326;POINT(1 2)'::geometry AS geom, "
+        "ARRAY['POINT(3 4)'::geometry, NULL, 'SRID=4326;POINT(5 6)'] AS pts, "
+        "ARRAY['POINT(7 8)'::geography] AS places "
+        "UNION ALL SELECT 2, NULL, NULL, '{}'"
+    )
+    three = to_shape("POINT(3 4)")
+    ewkb = [shapely.to_wkb(three), None, to_ewkb("POINT(5 6)", 4326)]
+    for reader in (db, make_db(driver="psycopg2")):
+        first, second = reader.stream(query)
+        assert [None if value is None else bytes(value) for value in first.pts] == ewkb
+        assert second.pts is None and second.places == []
+        assert shapely.get_srid(to_shape(bytes(first.places[0]))) == 4326
+    (frame,) = db.stream_frames(query)
+    assert frame["pts"][0][0] == shapely.to_wkb(three) and frame["pts"].isna()[1]
+    with db.stream_arrow(query) as arrow:
+        table = pa.table(arrow)
+    assert table.schema.field("pts").type == pa.list_(pa.binary())
+    assert table.column("pts").to_pylist()[0][0] == shapely.to_wkb(three)
+    path = tmp_path / "arrays.csv"
+    db.export(query, path)
+    written = path.read_text().splitlines()[1]
+    assert '[{""type"":""Point"",""coordinates"":[3,4]},null,' in written
+    assert '""coordinates"":[7,8]}]' in written  # the geography's, through geometry
+    features = orjson.loads(b"".join(db.iter_geojson(query)))["features"]
+    assert features[0]["properties"]["places"][0]["coordinates"] == [7, 8]
+    for name in ("arrays.gpkg", "arrays.parquet"):
+        assert db.export(query, tmp_path / name).features == 2
 
 
 def test_million_rows_in_bounded_memory(db: SpatialDatabase) -> None:

@@ -93,7 +93,11 @@ def record_batches(
     first = next(fetched, None)
     plan = stream.plan
     assert plan is not None  # set before the first batch, or by an empty result
-    fields = [arrow_field(pa, column, text=text, decimals=decimals) for column in plan.columns]
+    files = plan.options.postgres_text
+    fields = [
+        arrow_field(pa, column, text=text, decimals=decimals, files=files)
+        for column in plan.columns
+    ]
     schema = pa.schema(fields)
 
     def batches() -> Iterator[Any]:
@@ -116,10 +120,15 @@ _DECIMAL_DIGITS = 38
 """The most digits Arrow's decimal128 holds."""
 
 
-def arrow_field(pa: Any, column: Column, *, text: bool = False, decimals: bool = False) -> Any:
+def arrow_field(
+    pa: Any, column: Column, *, text: bool = False, decimals: bool = False, files: bool = False
+) -> Any:
     """The Arrow field of a column, by its type OID; geometries are WKB binary, and with
     ``text`` geometries, bytea and numeric are strings; with ``decimals`` a numeric with a
-    declared precision and scale is a decimal128 of them (else float64)."""
+    declared precision and scale is a decimal128 of them (else float64). An array of
+    geometries is a list of EWKB, for ``files`` the JSON text of a list of GeoJSON."""
+    if column.array_of is not None:
+        return pa.field(column.name, pa.string() if files else pa.list_(pa.binary()))
     if column.spatial and not text:
         return pa.field(column.name, pa.binary())
     if column.spatial or column.as_text or (text and column.type_oid in _EXACT_AS_TEXT):

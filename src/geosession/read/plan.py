@@ -246,6 +246,7 @@ class Column:
     geometry_type: str | None = None  # likewise, e.g. "Polygon" or "Point Z"; None: any
     precision: int | None = None  # numeric(precision, scale), as the driver describes it
     scale: int | None = None
+    array_of: Literal["geometry", "geography"] | None = None  # geometry[]: read as bytea[]
 
 
 def typmod_srid(typmod: int | None) -> int | None:
@@ -291,9 +292,20 @@ def typmod_of(srid: int, geometry_type: str, dimension: int) -> int:
     return max(srid, 0) << 8 | codes.get(base, 0) << 2 | z << 1 | m
 
 
+_TYPES: dict[str, Literal["geometry", "geography"]] = {
+    "geometry": "geometry",
+    "geography": "geography",
+}
+_ARRAYS: dict[str, Literal["geometry", "geography"]] = {
+    "geometry[]": "geometry",
+    "geography[]": "geography",
+}
+"""PostGIS's types and their arrays, as :data:`.query.SPATIAL_TYPES_SQL` names them."""
+
+
 def describe_columns(
     description: Sequence[Sequence[Any]],
-    spatial_oids: Mapping[int, Literal["geometry", "geography"]],
+    spatial_oids: Mapping[int, str],
     typmods: Sequence[int | None] | None = None,
     binary_loadable: Any = None,
 ) -> tuple[Column, ...]:
@@ -308,13 +320,17 @@ def describe_columns(
                 "(SELECT ... AS other_name)"
             )
         seen.add(name)
-        spatial = spatial_oids.get(oid)
+        found = spatial_oids.get(oid)
+        array_of = _ARRAYS.get(found or "")
+        spatial = None if array_of else _TYPES.get(found or "")
         typmod = typmods[index] if typmods is not None and spatial else None
-        as_text = spatial is None and binary_loadable is not None and not binary_loadable(oid)
+        as_text = (
+            not (spatial or array_of) and binary_loadable is not None and not binary_loadable(oid)
+        )
         kind = typmod_geometry_type(typmod)
         precision, scale = (entry[4], entry[5]) if len(entry) > 5 else (None, None)
         srid = typmod_srid(typmod)
-        columns.append(Column(name, oid, spatial, srid, as_text, kind, precision, scale))
+        columns.append(Column(name, oid, spatial, srid, as_text, kind, precision, scale, array_of))
     return tuple(columns)
 
 

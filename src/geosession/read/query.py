@@ -62,13 +62,15 @@ columns in the result row is different from what was described")."""
 SPATIAL_TYPES_SQL = text(
     "SELECT t.oid::int, t.typname::text FROM pg_type t "
     "WHERE t.oid IN (to_regtype('geometry'), to_regtype('geography')) "
+    "UNION ALL SELECT t.typarray::int, t.typname || '[]' FROM pg_type t "
+    "WHERE t.oid IN (to_regtype('geometry'), to_regtype('geography')) "
     "UNION ALL SELECT NULL, n.nspname::text FROM pg_extension e "
     "JOIN pg_namespace n ON n.oid = e.extnamespace "
     "WHERE e.extname = 'postgis' AND to_regtype('geometry') IS NULL"
 )
-"""The OIDs of PostGIS's types in this database (they differ between databases), as the
-session's search_path finds them; where it finds none, the schema PostGIS is in (with no
-OID), if any."""
+"""The OIDs of PostGIS's types (and of their arrays, ``geometry[]``) in this database (they
+differ between databases), as the session's search_path finds them; where it finds none,
+the schema PostGIS is in (with no OID), if any."""
 
 
 def fetch_sql(size: int, cursor: str) -> str:
@@ -275,6 +277,8 @@ class ReadPlan:
                 value = self._geometry_value()
             elif column.spatial:
                 value = self._other_geometry(column)
+            elif column.array_of is not None:
+                value = self._geometry_array(column)
             elif self._as_text(column) and not self.features:
                 value = literal_column(f"q.{quote_identifier(column.name)}::text")
             elif self._as_json(column) and not self.features:
@@ -314,6 +318,20 @@ class ReadPlan:
         if column.spatial == "geography":
             return func.ST_AsEWKB(literal_column(f"q.{quote_identifier(column.name)}::geometry"))
         return func.ST_AsEWKB(_ref(column.name))
+
+    def _geometry_array(self, column: Column) -> ColumnElement[Any]:
+        """An array of geometries (``array_agg(geom)``), which no driver loads: a list of
+        EWKB in rows, as other geometry columns come; in a file, the JSON of a list of
+        GeoJSON geometries, as in Features (a geography's through geometry: PostGIS casts
+        a geography to neither bytea nor json)."""
+        array = f"q.{quote_identifier(column.name)}"
+        if column.array_of == "geography":
+            array = f"{array}::geometry[]"
+        if self.features:
+            return literal_column(array)  # ST_AsGeoJSON writes its GeoJSON
+        if self.options.postgres_text:
+            return literal_column(f"to_json({array})::text")
+        return literal_column(f"{array}::bytea[]")
 
     @property
     def _bbox_parts(self) -> list[Bbox]:
