@@ -444,6 +444,46 @@ def test_a_load_of_many_rejects_keeps_the_first_in_memory_and_every_one_in_the_r
     assert "Rejected rows (first 20 of 24,975)" in str(report)
 
 
+def test_arrays_of_geometries_load_from_shapes_and_from_geosessions_exports(
+    db: SpatialDatabase, scratch: Callable[..., None], tmp_path: Path
+) -> None:
+    """An element of a geometry[] that was not text was refused ("a dict is no text for
+    this type"), so the JSON of GeoJSON geometries exports write for such a column did
+    not load back; shapely geometries, WKB and GeoJSON objects now go as text PostGIS's
+    geometry input reads (GeoJSON without a crs member keeps SRID 0, as PostGIS reads it)."""
+    scratch("shape_lists", "shape_lists_back")
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE shape_lists (id int, parts geometry[], geom geometry)"))
+    rows = [
+        {"id": 1, "parts": [shapely.Point(1, 2), None, "SRID=4326;POINT(3 4)"], "geom": None},
+        {
+            "id": 2,
+            "parts": [
+                shapely.to_wkb(shapely.Point(5, 6)),
+                {"type": "Point", "coordinates": [7, 8]},
+            ],
+            "geom": "POINT(0 0)",
+        },
+    ]
+    assert db.ingest("shape_lists", rows).inserted == 2
+    stored = (
+        "SELECT id, array_to_string(ARRAY(SELECT coalesce(ST_AsEWKT(p), 'NULL') FROM "
+        "unnest(parts) p), ' | ') FROM {} ORDER BY id"
+    )
+    expected = [(1, "POINT(1 2) | NULL | SRID=4326;POINT(3 4)"), (2, "POINT(5 6) | POINT(7 8)")]
+    with db.session() as s:
+        assert s.execute(text(stored.format("shape_lists"))).all() == expected
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE shape_lists_back (LIKE shape_lists)"))
+    for name in ("lists.csv", "lists.gpkg", "lists.parquet"):
+        db.export("SELECT * FROM shape_lists", tmp_path / name, geometry_column="geom")
+        report = db.ingest("shape_lists_back", tmp_path / name)
+        assert report.inserted == 2 and not report.rejected, (name, report.rejected)
+        with db.transaction() as s:
+            assert s.execute(text(stored.format("shape_lists_back"))).all() == expected, name
+            s.execute(text("TRUNCATE shape_lists_back"))
+
+
 def test_wkb_is_sent_as_it_came_only_where_nothing_changed_it(db: SpatialDatabase) -> None:
     create_table(db, geometry="MULTIPOLYGON")
     square = shapely.Polygon([(0, 0), (1, 0), (1, 1), (0, 1)])

@@ -23,6 +23,7 @@ from typing import Any, SupportsInt, cast
 
 import numpy as np
 import psycopg
+import shapely
 from psycopg.adapt import Transformer
 from psycopg.pq import Format
 from psycopg.types.hstore import HstoreLoader
@@ -352,6 +353,19 @@ def to_cast_text(value: Any) -> str:
         f"a {type(value).__name__} is no text for this type: give the value as PostgreSQL "
         "writes it (SELECT CAST(value AS text))"
     )
+
+
+def to_geometry_text(value: Any) -> str:
+    """An element of an array of geometries as text PostGIS's geometry input reads: a
+    GeoJSON object (as exports write such arrays) as its JSON, a shapely geometry or WKB
+    as hex EWKB, text (WKT, EWKT, hex) as it is."""
+    if isinstance(value, Mapping):
+        return json.dumps(value)
+    if isinstance(value, shapely.Geometry):
+        return str(shapely.to_wkb(value, hex=True, include_srid=True))
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    return to_cast_text(value)
 
 
 def to_bytes(value: Any) -> bytes:

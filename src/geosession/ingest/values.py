@@ -41,6 +41,7 @@ from geosession.ingest.readers import (
     to_cast_text,
     to_date,
     to_decimal,
+    to_geometry_text,
     to_hstore,
     to_integer,
     to_integer_of,
@@ -234,7 +235,9 @@ def _conversion(
     """How each value of a column is converted, and the types that need no pass."""
     if hasattr(copy_type_name, "cast_to"):  # binary.TextCast: the server casts the text
         if copy_type_name.endswith("[]"):
-            return functools.partial(to_array, array_parser("text[]"), to_cast_text), (NoneType,)
+            spatial = copy_type_name.cast_to in ("geometry[]", "geography[]")
+            element = to_geometry_text if spatial else to_cast_text
+            return functools.partial(to_array, array_parser("text[]"), element), (NoneType,)
         return to_cast_text, (str, NoneType)
     if copy_type_name in _ZONED:  # every value is read: a datetime is a date, too
         return functools.partial(_ZONED[copy_type_name], timezone), (NoneType,)
