@@ -475,6 +475,16 @@ def test_arrays_of_geometries_load_from_shapes_and_from_geosessions_exports(
         assert s.execute(text(stored.format("shape_lists"))).all() == expected
     with db.transaction() as s:
         s.execute(text("CREATE TABLE shape_lists_back (LIKE shape_lists)"))
+    with db.transaction() as s:  # a geography's input reads no GeoJSON: sent as hex EWKB
+        s.execute(text("ALTER TABLE shape_lists ADD places geography[]"))
+    places = [{"id": 3, "places": [{"type": "Point", "coordinates": [9, 10]}, shapely.Point(1, 2)]}]
+    assert db.ingest("shape_lists", places).inserted == 1
+    with db.transaction() as s:
+        found = s.execute(
+            text("SELECT ST_AsEWKT(places[1]), ST_AsEWKT(places[2]) FROM shape_lists WHERE id = 3")
+        )
+        assert found.one() == ("SRID=4326;POINT(9 10)", "SRID=4326;POINT(1 2)")
+        s.execute(text("DELETE FROM shape_lists WHERE id = 3; ALTER TABLE shape_lists DROP places"))
     for name in ("lists.csv", "lists.gpkg", "lists.parquet"):
         db.export("SELECT * FROM shape_lists", tmp_path / name, geometry_column="geom")
         report = db.ingest("shape_lists_back", tmp_path / name)

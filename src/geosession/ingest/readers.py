@@ -29,6 +29,8 @@ from psycopg.pq import Format
 from psycopg.types.hstore import HstoreLoader
 from psycopg.types.range import Range
 
+from geosession.errors import InvalidGeometry
+from geosession.geometry import from_geojson
 from geosession.ingest.intervals import Interval, parse_interval
 
 _BOOLEANS = {
@@ -355,12 +357,18 @@ def to_cast_text(value: Any) -> str:
     )
 
 
-def to_geometry_text(value: Any) -> str:
-    """An element of an array of geometries as text PostGIS's geometry input reads: a
-    GeoJSON object (as exports write such arrays) as its JSON, a shapely geometry or WKB
-    as hex EWKB, text (WKT, EWKT, hex) as it is."""
-    if isinstance(value, Mapping):
+def to_geometry_text(geography: bool, value: Any) -> str:
+    """An element of an array of geometries as text PostGIS's input reads: a GeoJSON
+    object (as exports write such arrays) as its JSON for a geometry (whose input reads
+    GeoJSON), as hex EWKB for a ``geography`` (whose input does not); a shapely geometry
+    or WKB as hex EWKB, text (WKT, EWKT, hex) as it is."""
+    if isinstance(value, Mapping) and not geography:
         return json.dumps(value)
+    if isinstance(value, Mapping):
+        try:
+            value = from_geojson(value)
+        except InvalidGeometry as error:
+            raise Unreadable(str(error)) from None
     if isinstance(value, shapely.Geometry):
         return str(shapely.to_wkb(value, hex=True, include_srid=True))
     if isinstance(value, bytes | bytearray | memoryview):

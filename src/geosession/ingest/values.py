@@ -233,11 +233,11 @@ def _conversion(
     copy_type_name: str, timezone: dt.tzinfo
 ) -> tuple[Callable[[Any], Any] | None, tuple[type, ...] | None]:
     """How each value of a column is converted, and the types that need no pass."""
-    if hasattr(copy_type_name, "cast_to"):  # binary.TextCast: the server casts the text
+    cast_to = getattr(copy_type_name, "cast_to", None)  # binary.TextCast: the server casts
+    if cast_to is not None:
         if copy_type_name.endswith("[]"):
-            spatial = copy_type_name.cast_to in ("geometry[]", "geography[]")
-            element = to_geometry_text if spatial else to_cast_text
-            return functools.partial(to_array, array_parser("text[]"), element), (NoneType,)
+            elements = _cast_element(cast_to)
+            return functools.partial(to_array, array_parser("text[]"), elements), (NoneType,)
         return to_cast_text, (str, NoneType)
     if copy_type_name in _ZONED:  # every value is read: a datetime is a date, too
         return functools.partial(_ZONED[copy_type_name], timezone), (NoneType,)
@@ -255,6 +255,14 @@ def _conversion(
     if parse is None:
         return None, None
     return functools.partial(if_text, parse), None
+
+
+def _cast_element(cast_to: str) -> Callable[[Any], str]:
+    """How an element of an array the server casts from text[] is made text: shapely,
+    WKB and GeoJSON too for an array of geometries."""
+    if cast_to in ("geometry[]", "geography[]"):
+        return functools.partial(to_geometry_text, cast_to == "geography[]")
+    return to_cast_text
 
 
 def _array_conversion(
