@@ -71,28 +71,50 @@ class _Comparator(geoalchemy2.comparator.Comparator):
         return call
 
 
-class Geometry(geoalchemy2.Geometry):
+class _TakesShapes:
+    """What geosession's spatial types add to GeoAlchemy2's: shapely geometries, WKB or
+    EWKB bytes and GeoJSON dicts bound as values and as the column's function arguments
+    (:meth:`_element` makes each a GeoAlchemy2 element); an error names the column's
+    type. Text and GeoAlchemy2 elements bind as GeoAlchemy2 binds them."""
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any]:
+        bind = super().bind_processor(dialect)  # type: ignore[misc]
+        return lambda value: bind(self.converted(value))
+
+    def converted(self, value: Any) -> Any:
+        """``value`` as GeoAlchemy2 binds it: shapely, WKB and GeoJSON as an element."""
+        if not isinstance(value, shapely.Geometry | bytes | bytearray | memoryview | Mapping):
+            return value
+        try:
+            return self._element(value)
+        except GeoSessionError as error:
+            declared = f"{self.name}({self.geometry_type}, {self._srid})"  # type: ignore[attr-defined]
+            error.reword(f"{error.message} (for a {declared} column)")
+            raise
+
+    @property
+    def _srid(self) -> int:
+        return max(int(self.srid), 0)  # type: ignore[attr-defined]
+
+    def _element(self, value: Any) -> Any:
+        raise NotImplementedError
+
+
+class Geometry(_TakesShapes, geoalchemy2.Geometry):
     """GeoAlchemy2's ``Geometry``, which also binds shapely geometries, WKB or EWKB bytes
     and GeoJSON dicts, so that ``Parcel(geom=shapely.box(0, 0, 1, 1))`` needs no
     ``from_shape``: each is sent as hex EWKB of the column's SRID where it carries none
-    (another SRID is :class:`SRIDMismatch`, as PostGIS would refuse it). Text (WKT, EWKT,
-    hex EWKB) and GeoAlchemy2 elements bind as GeoAlchemy2 binds them. Named as its base,
+    (another SRID is :class:`SRIDMismatch`, as PostGIS would refuse it). Named as its base,
     so migrations that Alembic renders with GeoAlchemy2's helpers use the base."""
 
     cache_ok = True
     comparator_factory = _Comparator
 
-    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any]:
-        bind = super().bind_processor(dialect)  # type: ignore[no-untyped-call]
-        return lambda value: bind(self.converted(value))
-
-    def converted(self, value: Any) -> Any:
-        """``value`` as GeoAlchemy2 binds it: shapely, WKB and GeoJSON as an element."""
-        srid = max(int(self.srid), 0)
-        return _element(value, lambda: to_element(value, srid), self)
+    def _element(self, value: Any) -> Any:
+        return to_element(value, self._srid)
 
 
-class Geography(geoalchemy2.Geography):
+class Geography(_TakesShapes, geoalchemy2.Geography):
     """GeoAlchemy2's ``Geography``, which binds what :class:`Geometry` binds: as EWKT,
     since GeoAlchemy2 reads a geography's parameter with ``ST_GeogFromText`` (text only),
     written with every double exact."""
@@ -100,37 +122,16 @@ class Geography(geoalchemy2.Geography):
     cache_ok = True
     comparator_factory = _Comparator
 
-    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any]:
-        bind = super().bind_processor(dialect)  # type: ignore[no-untyped-call]
-        return lambda value: bind(self.converted(value))
+    @property
+    def _srid(self) -> int:
+        return int(self.srid) if int(self.srid) > 0 else _GEOGRAPHY_SRID
 
-    def converted(self, value: Any) -> Any:
-        """``value`` as GeoAlchemy2 binds it: shapely, WKB and GeoJSON as an element."""
-        srid = int(self.srid) if int(self.srid) > 0 else _GEOGRAPHY_SRID
-        return _element(value, lambda: to_geography_element(value, srid), self)
+    def _element(self, value: Any) -> Any:
+        return to_geography_element(value, self._srid)
 
 
 _GEOGRAPHY_SRID = 4326
 """The SRID of a geography column that names none (PostGIS's default)."""
-
-
-def _element(value: Any, convert: Callable[[], Any], column_type: Any) -> Any:
-    """``convert()`` where ``value`` is a shapely geometry, WKB or GeoJSON, which
-    GeoAlchemy2 does not bind; else ``value``. An error names the column's type."""
-    if not isinstance(value, shapely.Geometry | bytes | bytearray | memoryview | Mapping):
-        return value
-    try:
-        return convert()
-    except GeoSessionError as error:
-        error.reword(f"{error.message} (for a {_declared(column_type)} column)")
-        raise
-
-
-def _declared(column_type: Any) -> str:
-    srid = int(column_type.srid)
-    if isinstance(column_type, geoalchemy2.Geography) and srid <= 0:
-        srid = _GEOGRAPHY_SRID
-    return f"{column_type.name}({column_type.geometry_type}, {max(srid, 0)})"
 
 
 def geometry_column(
@@ -152,16 +153,7 @@ def geometry_column(
     and 4 ``ZM``, as in PostGIS's ``AddGeometryColumn``. ``srid=0`` (unknown) is accepted
     but discouraged: the server then cannot catch geometries in the wrong reference system.
     """
-    type_name, dimension = _check_type(geometry_type, dimension)
-    srid = _check_srid(srid)
-    spatial_type = Geometry(
-        geometry_type=type_name,
-        srid=srid,
-        dimension=dimension,
-        spatial_index=spatial_index,
-        nullable=nullable,
-    )
-    return mapped_column(spatial_type, nullable=nullable)
+    return _spatial_column(Geometry, geometry_type, srid, nullable, spatial_index, dimension)
 
 
 def geography_column(
@@ -177,20 +169,31 @@ def geography_column(
     dimension checked, shapely, WKB and GeoJSON bound. ``srid`` is a longitude/latitude
     CRS (EPSG:4326, the default; PostGIS refuses a projected one when the table is made);
     :class:`SpatialMixin` measures it in metres on the ellipsoid."""
-    type_name, dimension = _check_type(geometry_type, dimension)
     if _check_srid(srid) == 0:
         raise ConfigurationError(
             f"a geography column's srid is a longitude/latitude CRS (4326, the default), "
             f"got {srid!r}"
         )
-    spatial_type = Geography(
+    return _spatial_column(Geography, geometry_type, srid, nullable, spatial_index, dimension)
+
+
+def _spatial_column(
+    spatial_type: type[Geometry | Geography],
+    geometry_type: str,
+    srid: int,
+    nullable: bool,
+    spatial_index: bool,
+    dimension: int | None,
+) -> MappedColumn[Any]:
+    type_name, dimension = _check_type(geometry_type, dimension)
+    declared = spatial_type(
         geometry_type=type_name,
-        srid=srid,
+        srid=_check_srid(srid),
         dimension=dimension,
         spatial_index=spatial_index,
         nullable=nullable,
     )
-    return mapped_column(spatial_type, nullable=nullable)
+    return mapped_column(declared, nullable=nullable)
 
 
 def _check_type(geometry_type: str, dimension: int | None) -> tuple[str, int]:
