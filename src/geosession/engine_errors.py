@@ -110,11 +110,11 @@ def _connect_translated(engine: Engine) -> Any:
 
 
 def _on_handle_error(context: ExceptionContext) -> GeoSessionError | None:
-    if isinstance(context.original_exception, GeoSessionError):  # a bind processor's
-        error = context.original_exception  # (models.Geometry): raised as it is, saying where
-        if context.statement:
-            error.reword(f"{error.message}; in {shortened(context.statement)}")
-        return error
+    if isinstance(context.original_exception, GeoSessionError):
+        error = context.original_exception
+        if context.execution_context is None and context.statement:  # a bind processor's
+            error.reword(f"{error.message}; in {shortened(context.statement)}")  # (models)
+        return error  # as it is, not wrapped in a StatementError
     if _raised_in_hstore_dumper(context.original_exception):
         return DatabaseError(
             f"A Python dict parameter could not be sent (to {endpoint_of(context.engine)}): "
