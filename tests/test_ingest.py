@@ -444,6 +444,27 @@ def test_a_load_of_many_rejects_keeps_the_first_in_memory_and_every_one_in_the_r
     assert "Rejected rows (first 20 of 24,975)" in str(report)
 
 
+def test_rejects_stay_in_memory_where_no_temporary_file_can_be_written(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A $TMPDIR that cannot take the file (missing, read-only, full) must not stop a load:
+    the rejects past the first stay in memory, with a warning saying so."""
+    import tempfile
+
+    from geosession.ingest.rejects import Rejects
+    from geosession.ingest.validate import Reject
+
+    made = [Reject(n, "geom", "srid", "wrong SRID", f"POINT({n} 0)") for n in range(9)]
+    spilled = Rejects(made[:6], kept=2, block=2)  # two blocks written
+    monkeypatch.setattr(tempfile, "tempdir", "/nonexistent/geosession")
+    kept = Rejects(made[:6], kept=2, block=2)
+    kept.extend(made[6:])
+    spilled.extend(made[6:])
+    assert list(kept) == list(spilled) == made == kept
+    assert [kept[i].row for i in range(-9, 9)] == [*range(9), *range(9)]
+    assert "stay in memory: they could not be written to a temporary file in " in caplog.text
+
+
 def test_arrays_of_geometries_load_from_shapes_and_from_geosessions_exports(
     db: SpatialDatabase, scratch: Callable[..., None], tmp_path: Path
 ) -> None:

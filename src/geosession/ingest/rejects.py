@@ -5,10 +5,13 @@ millions of bad rows (points in metres given a column of degrees: every row a re
 would hold them all. The first ones stay in memory, where a load that mostly loads keeps
 all of its few; the rest go to a temporary file in pickled blocks, read back when they
 are iterated or indexed. The file is deleted when the rejects are, or the process ends.
+Where no temporary file can be written (a read-only or full ``$TMPDIR``), the rest stay in
+memory, with a warning: the load goes on.
 """
 
 from __future__ import annotations
 
+import logging
 import pickle
 import tempfile
 import threading
@@ -16,6 +19,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any, overload
 
 from geosession.ingest.validate import Reject
+
+log = logging.getLogger(__name__)
 
 _KEPT = 10_000
 """Rejects kept in memory before later ones go to the file (about 2 MB of short ones)."""
@@ -37,6 +42,7 @@ class Rejects(Sequence[Reject]):
         self._blocks: list[tuple[int, int]] = []  # each block's offset and size in the file
         self._tail: list[Reject] = []  # rejects after the blocks, not yet written
         self._read: tuple[int, list[Reject]] = (-1, [])  # the block last read back
+        self._unwritable = False  # no temporary file could be written: the tail grows
         self._lock = threading.Lock()
         self.extend(rejects)
 
@@ -47,20 +53,35 @@ class Rejects(Sequence[Reject]):
                     self._head.append(reject)
                     continue
                 self._tail.append(reject)
-                if len(self._tail) == self._block:
-                    self._write(self._tail)
+                if len(self._tail) == self._block and self._written(self._tail):
                     self._tail = []
 
     def append(self, reject: Reject) -> None:
         self.extend([reject])
 
-    def _write(self, block: list[Reject]) -> None:
-        if self._file is None:
-            self._file = tempfile.TemporaryFile(prefix="geosession-rejects-")  # noqa: SIM115
+    def _written(self, block: list[Reject]) -> bool:
+        """Whether ``block`` went to the file (never again once one could not)."""
+        if self._unwritable:
+            return False
         data = pickle.dumps([_fields(reject) for reject in block], pickle.HIGHEST_PROTOCOL)
-        offset = self._file.seek(0, 2)
-        self._file.write(data)
+        try:
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(prefix="geosession-rejects-")  # noqa: SIM115
+            offset = self._file.seek(0, 2)
+            self._file.write(data)
+            self._file.flush()
+        except OSError as error:
+            self._unwritable = True
+            log.warning(
+                "Rejects past the first %s stay in memory: they could not be written to a "
+                "temporary file in %s (%s); set TMPDIR to a writable directory with room",
+                f"{self._kept:,}",
+                tempfile.gettempdir(),
+                error,
+            )
+            return False
         self._blocks.append((offset, len(data)))
+        return True
 
     def _block_at(self, number: int) -> list[Reject]:
         if self._read[0] != number:
@@ -93,7 +114,7 @@ class Rejects(Sequence[Reject]):
             number, within = divmod(position - len(self._head), self._block)
             if number < len(self._blocks):  # the head is full once a block is written
                 return self._block_at(number)[within]
-            return self._tail[within]
+            return self._tail[position - len(self._head) - len(self._blocks) * self._block]
 
     def __iter__(self) -> Iterator[Reject]:
         with self._lock:
