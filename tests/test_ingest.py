@@ -444,6 +444,40 @@ def test_a_load_of_many_rejects_keeps_the_first_in_memory_and_every_one_in_the_r
     assert "Rejected rows (first 20 of 24,975)" in str(report)
 
 
+def test_the_garbage_collector_stays_paused_until_the_last_of_two_loads_ends(
+    db: SpatialDatabase, table: str
+) -> None:
+    """Each load paused the collector and resumed it at its end if it had been on: of two
+    loads on two threads (a web app's background tasks), the first to start resumed it at
+    its end under the other, still running."""
+    import gc
+
+    square = "SRID=4326;POLYGON((0 0,1 0,1 1,0 0))"
+    events = [(threading.Event(), threading.Event()) for _ in range(2)]
+
+    def waiting(n: int) -> Iterator[dict[str, Any]]:
+        started, release = events[n]
+        yield {"id": n, "geom": square}
+        started.set()
+        release.wait(30)
+
+    def load(n: int) -> int:
+        return db.ingest(table, waiting(n), flush_interval=0.05, progress=False).inserted
+
+    assert gc.isenabled()
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(load, 0)
+        assert events[0][0].wait(30)
+        second = pool.submit(load, 1)
+        assert events[1][0].wait(30)
+        events[0][1].set()
+        assert first.result() == 1
+        assert not gc.isenabled(), "the second load still runs"
+        events[1][1].set()
+        assert second.result() == 1
+    assert gc.isenabled()
+
+
 def test_rejects_stay_in_memory_where_no_temporary_file_can_be_written(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

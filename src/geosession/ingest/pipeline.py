@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import gc
 import logging
 import queue
 import threading
@@ -27,7 +26,7 @@ from geosession.errors import (
     GeoSessionError,
     LockTimeout,
 )
-from geosession.ingest import ledger
+from geosession.ingest import collector, ledger
 from geosession.ingest.batches import Batch
 from geosession.ingest.checking import check_batch
 from geosession.ingest.chunking import ChunkSizer, PendingRows, make_sizer
@@ -146,8 +145,15 @@ class Ingest:
     def run(self) -> IngestReport:
         """Loads the source; restores deferred indexes whatever happens."""
         started = time.perf_counter()
-        collecting = gc.isenabled()
-        gc.disable()  # millions of short-lived geometries would set off full collections
+        try:
+            with collector.paused():  # millions of short-lived geometries: no collections
+                self._run()
+        finally:
+            self.report.duration = time.perf_counter() - started
+        return self.report
+
+    def _run(self) -> None:
+        """The load, whose error carries the report of how far it got."""
         try:
             if self.cancelled:  # before it started: nothing to prepare or undo
                 raise Cancelled(f"ingest {self.ingest_id} was cancelled before it started")
@@ -177,11 +183,6 @@ class Ingest:
                 error.reword(f"{error.message}. {self._resumes()}")  # the rows before stay
             self.report.error = str(error) or type(error).__name__
             raise
-        finally:
-            if collecting:
-                gc.enable()
-            self.report.duration = time.perf_counter() - started
-        return self.report
 
     def _resumes(self) -> str:
         """How to go on after a source row stopped the load."""
