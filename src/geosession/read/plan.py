@@ -281,9 +281,9 @@ def typmod_geometry_type(typmod: int | None) -> str | None:
 
 
 def typmod_of(srid: int, geometry_type: str, dimension: int) -> int:
-    """The type modifier ``geometry(type, srid)`` would have, from geometry_columns' srid,
-    type (POINTM for XYM, as ``GeometryType`` names it) and coord_dimension: a column
-    PostGIS 1 declared by CHECK constraints has none, nor have its reads."""
+    """The type modifier ``geometry(type, srid)`` would have, from the SRID, type (POINTM
+    for XYM, as ``GeometryType`` names it) and dimensions a column's CHECK constraints
+    declare (PostGIS 1's columns have no type modifier, nor have their reads)."""
     measured = geometry_type.upper().endswith("M")
     base = geometry_type.upper().removesuffix("M") if measured else geometry_type.upper()
     codes = {name.upper(): code for code, name in enumerate(_TYPMOD_TYPES)}

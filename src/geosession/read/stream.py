@@ -169,8 +169,8 @@ def _binary_results(connection: Any, cursor: Any, *args: Any) -> None:
 def _typmods(connection: Connection, cursor: Any, spatial_rows: Rows) -> list[int | None] | None:
     """Type modifiers of the result columns (psycopg 3 only): they carry the SRID and
     type. A table's geometry column that CHECK constraints declare (PostGIS 1's,
-    AddGeometryColumn(..., use_typmod => false)) has none: geometry_columns' reading of
-    the constraints stands in, so that a read of no rows knows them too."""
+    AddGeometryColumn(..., use_typmod => false)) has none: PostGIS's reading of the
+    constraints stands in, so that a read of no rows knows them too."""
     result = getattr(cursor, "pgresult", None)
     if result is None:
         return None
@@ -188,21 +188,26 @@ def _typmods(connection: Connection, cursor: Any, spatial_rows: Rows) -> list[in
             indexes=undeclared,
         )
         for index, srid, geometry_type, dimension in fetch(connection, statement):
-            typmods[index] = typmod_of(srid, geometry_type, dimension)
+            if (srid, geometry_type, dimension) != (None, None, None):
+                typmods[index] = typmod_of(srid or 0, geometry_type or "GEOMETRY", dimension or 2)
     return typmods
 
 
 _CONSTRAINED_SQL = text(
-    "SELECT q.i, gc.srid, gc.type, gc.coord_dimension "
+    "SELECT q.i, postgis_constraint_srid(n.nspname::text, c.relname::text, a.attname::text), "
+    "postgis_constraint_type(n.nspname::text, c.relname::text, a.attname::text), "
+    "postgis_constraint_dims(n.nspname::text, c.relname::text, a.attname::text) "
     "FROM unnest(CAST(:tables AS oid[]), CAST(:columns AS int2[]), CAST(:indexes AS int[])) "
     "AS q(relid, attnum, i) "
     "JOIN pg_class c ON c.oid = q.relid "
     "JOIN pg_namespace n ON n.oid = c.relnamespace "
     "JOIN pg_attribute a ON a.attrelid = q.relid AND a.attnum = q.attnum "
-    "JOIN geometry_columns gc ON gc.f_table_schema = n.nspname "
-    "AND gc.f_table_name = c.relname AND gc.f_geometry_column = a.attname"
+    "WHERE EXISTS (SELECT FROM pg_constraint k "
+    "WHERE k.conrelid = q.relid AND k.contype = 'c' AND q.attnum = ANY (k.conkey))"
 )
-"""geometry_columns' SRID, type and dimensions of result columns taken from tables."""
+"""The SRID, type and dimensions CHECK constraints declare for result columns taken from
+tables (the constraints are looked for, and read by PostGIS, only where a column has
+some: a plain ``geometry`` column costs one quick catalogue query, and keeps none)."""
 
 
 def _binary_check(connection: Connection) -> Callable[[int], bool] | None:
