@@ -499,6 +499,27 @@ def test_rejects_stay_in_memory_where_no_temporary_file_can_be_written(
     assert "stay in memory: they could not be written to a temporary file in " in caplog.text
 
 
+def test_dropped_rejects_close_their_temporary_file() -> None:
+    """The rejects' temporary file was closed by the garbage collector's finalization of
+    the file object, which warns (ResourceWarning, shown under -W default and by pytest)."""
+    import gc
+    import warnings
+
+    from geosession.ingest.rejects import Rejects
+    from geosession.ingest.validate import Reject
+
+    made = [Reject(n, "geom", "srid", "wrong SRID", f"POINT({n} 0)") for n in range(9)]
+    rejects = Rejects(made, kept=2, block=2)
+    file = rejects._file
+    assert file is not None and not file.closed
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        del rejects
+        gc.collect()
+    assert file.closed
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
 def test_arrays_of_geometries_load_from_shapes_and_from_geosessions_exports(
     db: SpatialDatabase, scratch: Callable[..., None], tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ import logging
 import pickle
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any, overload
 
@@ -67,6 +68,7 @@ class Rejects(Sequence[Reject]):
         try:
             if self._file is None:
                 self._file = tempfile.TemporaryFile(prefix="geosession-rejects-")  # noqa: SIM115
+                weakref.finalize(self, self._file.close)  # closed, not left to the collector
             offset = self._file.seek(0, 2)
             self._file.write(data)
             self._file.flush()
