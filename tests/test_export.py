@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -1048,11 +1048,12 @@ def test_geopackage_of_two_geometry_columns_and_of_no_rows(
 
 
 def test_an_export_of_no_rows_from_a_postgis_1_column_knows_its_crs_and_type(
-    db: SpatialDatabase, tmp_path: Path
+    db: SpatialDatabase, make_db: Callable[..., SpatialDatabase], tmp_path: Path
 ) -> None:
     """A column CHECK constraints declare (AddGeometryColumn(..., use_typmod => false), as
     PostGIS 1 made every column) gives its reads no type modifier: an export of no rows
-    from one had no CRS and an Unknown 2D type."""
+    from one had no CRS and an Unknown 2D type. psycopg2 describes no modifiers at all:
+    a table's column is looked up in the catalogue there."""
     with db.transaction() as s:
         s.execute(text("DROP TABLE IF EXISTS legacy_columns"))
         s.execute(text("CREATE TABLE legacy_columns (id int)"))
@@ -1074,6 +1075,13 @@ def test_an_export_of_no_rows_from_a_postgis_1_column_knows_its_crs_and_type(
                     "SELECT geometry_type_name, z, m, srs_id FROM gpkg_geometry_columns"
                 )
                 assert found.fetchall() == [declared]
+        path = tmp_path / "psycopg2.gpkg"
+        make_db(driver="psycopg2").export("legacy_columns", path, geometry_column="route")
+        with sqlite3.connect(path) as package:
+            found = package.execute(
+                "SELECT geometry_type_name, z, m, srs_id FROM gpkg_geometry_columns"
+            )
+            assert found.fetchall() == [("MULTILINESTRING", 0, 1, 4326)]
         path = tmp_path / "legacy.fgb"
         db.export("SELECT id, geom FROM legacy_columns", path)
         info = pyogrio.read_info(path)

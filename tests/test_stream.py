@@ -7,6 +7,7 @@ import asyncio
 import gc
 import hashlib
 import pickle
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import date
@@ -228,6 +229,90 @@ def test_bbox_filter_uses_the_column_srid(
     assert sum(1 for _ in db.stream("SELECT * FROM rd_metric", bbox=bbox)) == expected[0]
     computed = "SELECT id, ST_Transform(geom, 3857) AS geom FROM rd_parcels"  # no typmod SRID
     assert sum(1 for _ in db.stream(computed, bbox=bbox)) == expected[0]
+
+
+class ScanParcel(Base):
+    __tablename__ = "rd_scans"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    geom: Mapped[WKBElement] = geometry_column("POINT", 4326, spatial_index=False)
+
+
+def _table_stats(admin: psycopg.Connection[Any], table: str, setup: str = "") -> Any:
+    """``table``'s index and sequential scans and inserted rows, as the server has counted
+    them (a backend reports its counts when it ends, and when idle: up to ten seconds
+    later), after ``setup`` runs; read on a connection of their own, ended at once."""
+    info = admin.info
+    with psycopg.connect(info.dsn, password=info.password, autocommit=True) as connection:
+        if setup:
+            connection.execute(setup)
+        row = connection.execute(
+            "SELECT idx_scan, seq_scan, n_tup_ins FROM pg_stat_user_tables WHERE relname = %s",
+            [table],
+        ).fetchone()
+    return None if row is None else tuple(int(value or 0) for value in row)
+
+
+def _stats_when(admin: psycopg.Connection[Any], table: str, ready: Callable[[Any], bool]) -> Any:
+    deadline = time.monotonic() + 10
+    while not ready(_table_stats(admin, table)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)  # the other backends that ended with it
+    return _table_stats(admin, table)
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "asyncpg", "psycopg async"])
+def test_a_bbox_read_uses_the_gist_index_with_every_driver(
+    make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any], driver: str
+) -> None:
+    """psycopg2 and the async drivers report no type modifiers, so a read there knew no
+    column's SRID before its rows, and a bbox transformed its box row by row: a sequential
+    scan of the whole table (an async endpoint's bbox query above all). The SRID of a
+    column the statement reads from a table as it is comes from the catalogue now."""
+    table = ScanParcel.__tablename__
+    _table_stats(
+        admin,
+        table,
+        f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int PRIMARY KEY, "
+        f"geom geometry(Point, 4326)); CREATE INDEX ON {table} USING gist (geom); "
+        f"INSERT INTO {table} SELECT x * 100 + y, ST_SetSRID(ST_MakePoint(x, y), 4326) "
+        f"FROM generate_series(0, 99) x, generate_series(0, 99) y; ANALYZE {table}",
+    )
+    before = _stats_when(admin, table, lambda stats: stats is not None and stats[2] == 10_000)
+    db = make_db(driver="psycopg2", async_driver="psycopg" if "async" in driver else "asyncpg")
+    bbox = (10.5, 20.5, 12.5, 22.5)  # four points
+    sources: list[Any] = [select(ScanParcel), table, select(ScanParcel.geom.label("g"))]
+    empty = select(ScanParcel).where(ScanParcel.id < 0)
+
+    async def read_async() -> tuple[list[int], list[Any]]:
+        try:
+            counts = []
+            for source in sources:
+                counts.append(len([row async for row in db.async_stream(source, bbox=bbox)]))
+        finally:
+            await db.adispose()  # its backends end, and report their scans
+        try:
+            async with db.async_stream(empty) as stream:
+                assert [row async for row in stream] == []
+            return counts, list(stream.plan.columns)
+        finally:
+            await db.adispose()
+
+    try:
+        if driver == "psycopg2":
+            counts = [sum(1 for _ in db.stream(source, bbox=bbox)) for source in sources]
+            db.dispose()
+            with db.stream(empty) as stream:
+                assert list(stream) == []
+            columns = list(stream.plan.columns)
+        else:
+            counts, columns = asyncio.run(read_async())
+        assert counts == [4] * len(sources)
+        after = _stats_when(admin, table, lambda stats: stats[:2] != before[:2])
+        assert after[1] == before[1] and after[0] - before[0] >= len(sources)  # no seq scan
+        geom = next(column for column in columns if column.name == "geom")
+        assert (geom.srid, geom.geometry_type) == (4326, "Point")  # a read of no rows too
+    finally:
+        admin.execute(f"DROP TABLE {table}")
 
 
 def test_a_bbox_crossing_the_antimeridian_keeps_both_sides(

@@ -17,10 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from geosession.read.decode import Rows
 from geosession.read.infinity import all_rows
-from geosession.read.loop import ReadLoop, make_plan
+from geosession.read.loop import ReadLoop, make_plan, spatial_types
 from geosession.read.plan import ReadOptions
 from geosession.read.query import SPATIAL_TYPES_SQL, ReadPlan
 from geosession.read.source import as_subquery, describe_statement
+from geosession.read.typmods import typmod_lookup
 from geosession.settings import set_local
 from geosession.srs import spatial_refs_sql
 
@@ -110,7 +111,10 @@ class AsyncGeometryStream:
             description = result.cursor.description
         finally:
             result.close()
-        plan = make_plan(self.options, description, await fetch(connection, SPATIAL_TYPES_SQL))
+        spatial_rows = await fetch(connection, SPATIAL_TYPES_SQL)
+        lookup = typmod_lookup(description, self._source, spatial_types(spatial_rows))
+        rows = await fetch(connection, lookup.query) if lookup.query is not None else []
+        plan = make_plan(self.options, description, spatial_rows, typmods=lookup.complete(rows))
         if plan.srids:
             plan = plan.with_spatial_refs(await fetch(connection, spatial_refs_sql(plan.srids)))
         self.plan = plan

@@ -241,7 +241,7 @@ class Column:
     name: str
     type_oid: int
     spatial: Literal["geometry", "geography"] | None = None
-    srid: int | None = None  # from the column's type modifier, when the driver reports it
+    srid: int | None = None  # from the column's type modifier, where it is known
     as_text: bool = False  # the driver cannot load it in binary: cast to text
     geometry_type: str | None = None  # likewise, e.g. "Polygon" or "Point Z"; None: any
     precision: int | None = None  # numeric(precision, scale), as the driver describes it

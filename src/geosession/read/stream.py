@@ -21,14 +21,15 @@ from typing import Any, Self, TypeVar
 from zoneinfo import ZoneInfo
 
 from psycopg.pq import Format
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, event
 
 from geosession.read.decode import Rows
 from geosession.read.infinity import all_rows
-from geosession.read.loop import ReadLoop, make_plan
-from geosession.read.plan import ReadOptions, typmod_of
+from geosession.read.loop import ReadLoop, make_plan, spatial_types
+from geosession.read.plan import ReadOptions
 from geosession.read.query import SPATIAL_TYPES_SQL, ReadPlan
 from geosession.read.source import as_subquery, describe_statement
+from geosession.read.typmods import typmod_lookup
 from geosession.settings import set_local
 from geosession.srs import spatial_refs_sql
 
@@ -114,11 +115,19 @@ class GeometryStream:
         try:
             cursor = result.cursor
             spatial_rows = list(fetch(connection, SPATIAL_TYPES_SQL))
+            lookup = typmod_lookup(
+                cursor.description,
+                self._source,
+                spatial_types(spatial_rows),
+                getattr(cursor, "pgresult", None),
+            )
             plan = make_plan(
                 self.options,
                 cursor.description,
                 spatial_rows,
-                typmods=_typmods(connection, cursor, spatial_rows),
+                typmods=lookup.complete(
+                    fetch(connection, lookup.query) if lookup.query is not None else []
+                ),
                 binary_check=_binary_check(connection),
                 timezone=session_timezone(connection),
             )
@@ -164,50 +173,6 @@ def fetch(connection: Connection, statement: Any) -> Rows:
 
 def _binary_results(connection: Any, cursor: Any, *args: Any) -> None:
     cursor.format = Format.BINARY
-
-
-def _typmods(connection: Connection, cursor: Any, spatial_rows: Rows) -> list[int | None] | None:
-    """Type modifiers of the result columns (psycopg 3 only): they carry the SRID and
-    type. A table's geometry column that CHECK constraints declare (PostGIS 1's,
-    AddGeometryColumn(..., use_typmod => false)) has none: PostGIS's reading of the
-    constraints stands in, so that a read of no rows knows them too."""
-    result = getattr(cursor, "pgresult", None)
-    if result is None:
-        return None
-    typmods: list[int | None] = [result.fmod(index) for index in range(result.nfields)]
-    geometry = [oid for oid, name in spatial_rows if name == "geometry"]
-    undeclared = [
-        index
-        for index in range(result.nfields)
-        if result.ftype(index) in geometry and typmods[index] == -1 and result.ftable(index)
-    ]
-    if undeclared:
-        statement = _CONSTRAINED_SQL.bindparams(
-            tables=[result.ftable(index) for index in undeclared],
-            columns=[result.ftablecol(index) for index in undeclared],
-            indexes=undeclared,
-        )
-        for index, srid, geometry_type, dimension in fetch(connection, statement):
-            if (srid, geometry_type, dimension) != (None, None, None):
-                typmods[index] = typmod_of(srid or 0, geometry_type or "GEOMETRY", dimension or 2)
-    return typmods
-
-
-_CONSTRAINED_SQL = text(
-    "SELECT q.i, postgis_constraint_srid(n.nspname::text, c.relname::text, a.attname::text), "
-    "postgis_constraint_type(n.nspname::text, c.relname::text, a.attname::text), "
-    "postgis_constraint_dims(n.nspname::text, c.relname::text, a.attname::text) "
-    "FROM unnest(CAST(:tables AS oid[]), CAST(:columns AS int2[]), CAST(:indexes AS int[])) "
-    "AS q(relid, attnum, i) "
-    "JOIN pg_class c ON c.oid = q.relid "
-    "JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "JOIN pg_attribute a ON a.attrelid = q.relid AND a.attnum = q.attnum "
-    "WHERE EXISTS (SELECT FROM pg_constraint k "
-    "WHERE k.conrelid = q.relid AND k.contype = 'c' AND q.attnum = ANY (k.conkey))"
-)
-"""The SRID, type and dimensions CHECK constraints declare for result columns taken from
-tables (the constraints are looked for, and read by PostGIS, only where a column has
-some: a plain ``geometry`` column costs one quick catalogue query, and keeps none)."""
 
 
 def _binary_check(connection: Connection) -> Callable[[int], bool] | None:
