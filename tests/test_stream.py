@@ -20,7 +20,7 @@ import psycopg
 import pytest
 import shapely
 from geoalchemy2 import WKBElement
-from sqlalchemy import Column, Integer, MetaData, Table, select, text
+from sqlalchemy import Column, Integer, MetaData, Table, desc, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from typer.testing import CliRunner
 
@@ -539,6 +539,42 @@ def test_keyset_pages_refuse_a_key_that_would_skip_rows(
 
     with pytest.raises(ConfigurationError, match="is not unique"):
         asyncio.run(repeated_async())
+    assert released(db, admin)
+
+
+@pytest.mark.usefixtures("tables")
+def test_pages_go_down_a_key_the_select_orders_descending_and_refuse_another_order(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    """Pages came in the key's ascending order whatever the select's ORDER BY: newest
+    first (ORDER BY id DESC) came oldest first, ORDER BY name came by id, silently."""
+    newest = select(ReadParcel.id, ReadParcel.geom).where(ReadParcel.id <= 10)
+    for ordered in (newest.order_by(ReadParcel.id.desc()), newest.order_by(desc("id"))):
+        rows = db.stream(ordered, pages_by="id", batch_size=3, output="row")
+        assert [row[0] for row in rows] == list(range(10, 0, -1))
+        features = db.stream(ordered, pages_by="id", batch_size=4, output="geojson")
+        assert [feature["properties"]["id"] for feature in features] == list(range(10, 0, -1))
+    latest = newest.order_by(ReadParcel.id.desc()).limit(5)  # the five latest, newest first
+    assert [row[0] for row in db.stream(latest, pages_by="id", batch_size=2)] == [10, 9, 8, 7, 6]
+    rising = newest.order_by(ReadParcel.id)
+    assert [row[0] for row in db.stream(rising, pages_by="id", batch_size=3)] == [*range(1, 11)]
+    for other in (newest.order_by(ReadParcel.name), newest.order_by(ReadParcel.id, "geom")):
+        with pytest.raises(ConfigurationError, match=r"ORDER BY rd_parcels\.\w+.* would be lost"):
+            db.stream(other, pages_by="id")
+    repeated = select((ReadParcel.id // 2).label("pair"), ReadParcel.geom).where(
+        ReadParcel.id <= 10
+    )
+
+    async def descending_async() -> list[int]:
+        try:
+            ordered = newest.order_by(ReadParcel.id.desc())
+            return [row[0] async for row in db.async_stream(ordered, pages_by="id", batch_size=3)]
+        finally:
+            await db.adispose()
+
+    assert asyncio.run(descending_async()) == list(range(10, 0, -1))
+    with pytest.raises(ConfigurationError, match="is not unique.*WHERE pair < the last key"):
+        list(db.stream(repeated.order_by(desc("pair")), pages_by="pair", batch_size=2))
     assert released(db, admin)
 
 

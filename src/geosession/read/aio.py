@@ -20,7 +20,7 @@ from geosession.read.infinity import all_rows
 from geosession.read.loop import ReadLoop, make_plan, spatial_types
 from geosession.read.plan import ReadOptions
 from geosession.read.query import SPATIAL_TYPES_SQL, ReadPlan
-from geosession.read.source import as_subquery, describe_statement
+from geosession.read.source import as_subquery, describe_statement, paged_options
 from geosession.read.typmods import typmod_lookup
 from geosession.settings import set_local
 from geosession.srs import spatial_refs_sql
@@ -41,7 +41,7 @@ class AsyncGeometryStream:
     ) -> None:
         self._connect = connect
         self._source = as_subquery(statement, params)
-        self.options = options
+        self.options = paged_options(statement, options)
         self.plan: ReadPlan | None = None
         self.rows_read = 0
         self._open: weakref.WeakSet[AsyncGenerator[Any, None]] = weakref.WeakSet()

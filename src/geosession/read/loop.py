@@ -133,8 +133,9 @@ class ReadLoop:
 
     def _unpageable(self, why: str) -> ConfigurationError:
         name = self.plan.options.pages_by
+        after = "<" if self.plan.options.pages_descending else ">"
         return ConfigurationError(
-            f"pages_by={name!r} {why} (each page reads WHERE {name} > the last key): page by "
+            f"pages_by={name!r} {why} (each page reads WHERE {name} {after} the last key): page by "
             "a unique column without NULLs, such as the primary key, or leave pages_by out "
             "(a server-side cursor reads every row)"
         )

@@ -128,6 +128,8 @@ class ReadOptions:
     database's: a cursor's each FETCH, a page's each query, must end within it."""
     postgres_text: bool = False
     """Read the types of ``types.POSTGRES_TEXT`` as PostgreSQL's text (file exports)."""
+    pages_descending: bool = False
+    """Pages go down the key (the statement is ordered by it descending)."""
 
     @classmethod
     def build(cls, **options: Any) -> ReadOptions:

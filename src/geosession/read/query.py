@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from geoalchemy2 import Geography
 from sqlalchemy import (
+    BindParameter,
     ClauseElement,
     ColumnElement,
     Executable,
@@ -234,18 +235,20 @@ class ReadPlan:
         rows = select(*self._columns()).select_from(source)
         if self.options.bbox is not None:
             rows = rows.where(self._bbox_filter())
+        descending = self.options.pages_descending
         if self.key_index is not None:
             key = _ref(self.columns[self.key_index].name)
             if after is not _START:
-                rows = rows.where(key > bindparam("geosession_after", after))
-            rows = rows.order_by(key).limit(limit)
+                last: BindParameter[Any] = bindparam("geosession_after", after)
+                rows = rows.where(key < last if descending else key > last)
+            rows = rows.order_by(key.desc() if descending else key).limit(limit)
         if not self.features:
             return rows
         feature = rows.subquery("f")
         outer = select(self._feature()).select_from(feature)
         if self.key_index is not None:
             key = literal_column(f"f.{quote_identifier(self.columns[self.key_index].name)}")
-            outer = outer.add_columns(key).order_by(key)
+            outer = outer.add_columns(key).order_by(key.desc() if descending else key)
         return outer
 
     def null_keys(self, source: Subquery) -> Select[Any]:

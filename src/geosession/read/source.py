@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import (
@@ -26,11 +27,14 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import ColumnClause, Label
 from sqlalchemy.sql.selectable import CompoundSelect, TextualSelect
 
 from geosession.errors import ConfigurationError
 from geosession.names import identifier_table_name, split_table_name
 from geosession.placeholders import mismatch
+from geosession.read.plan import ReadOptions
 
 
 def as_subquery(statement: Any, params: Mapping[str, Any] | None = None) -> Subquery:
@@ -56,6 +60,44 @@ def as_subquery(statement: Any, params: Mapping[str, Any] | None = None) -> Subq
         f"cannot read from {type(statement).__name__}: give a select (Core or ORM), a text() "
         "query, SQL as a string, a table's name, a Table or a mapped class"
     )
+
+
+def paged_options(statement: Any, options: ReadOptions) -> ReadOptions:
+    """``options``, their pages going down the key where ``statement`` is ordered by it
+    descending (``select(Parcel).order_by(Parcel.id.desc())``, newest first).
+
+    Pages come in the key's order (``WHERE key > :last ORDER BY key``): a select ordered
+    by anything else would come in an order it does not ask for, so it is refused. The
+    ORDER BY of SQL text is not read (it is lost)."""
+    key = options.pages_by
+    if key is None or not isinstance(statement, Select | CompoundSelect):
+        return options
+    clauses = statement._order_by_clauses  # SQLAlchemy has no public reader of it
+    if not clauses:
+        return options
+    ordered_by, descending = _order_key(clauses[0])
+    if len(clauses) == 1 and ordered_by == key:
+        return replace(options, pages_descending=descending)
+    order = ", ".join(str(clause) for clause in clauses)
+    raise ConfigurationError(
+        f"pages_by={key!r} (CLI: --pages-by) reads pages in the order of {key} (WHERE {key} "
+        f"> the last key ORDER BY {key}), so the statement's ORDER BY {order} would be lost: "
+        f"order by {key} alone (ascending, or descending for pages that go down it), "
+        "leave the ORDER BY out, or leave pages_by out (a server-side cursor keeps the order)"
+    )
+
+
+def _order_key(clause: Any) -> tuple[str | None, bool]:
+    """The column name an ORDER BY item sorts by, if a column's, and whether descending."""
+    descending = False
+    while not isinstance(clause, str | ColumnClause | Label):
+        modifier = getattr(clause, "modifier", None)
+        if modifier in (operators.asc_op, operators.desc_op):
+            descending = modifier is operators.desc_op
+        clause = getattr(clause, "element", None)  # under ASC/DESC, NULLS LAST, a label
+        if clause is None:
+            return None, descending
+    return (clause if isinstance(clause, str) else str(clause.name)), descending
 
 
 def _bound(statement: TextClause, params: Mapping[str, Any] | None) -> TextClause:

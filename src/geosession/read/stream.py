@@ -28,7 +28,7 @@ from geosession.read.infinity import all_rows
 from geosession.read.loop import ReadLoop, make_plan, spatial_types
 from geosession.read.plan import ReadOptions
 from geosession.read.query import SPATIAL_TYPES_SQL, ReadPlan
-from geosession.read.source import as_subquery, describe_statement
+from geosession.read.source import as_subquery, describe_statement, paged_options
 from geosession.read.typmods import typmod_lookup
 from geosession.settings import set_local
 from geosession.srs import spatial_refs_sql
@@ -53,7 +53,7 @@ class GeometryStream:
     ) -> None:
         self._connect = connect
         self._source = as_subquery(statement, params)
-        self.options = options
+        self.options = paged_options(statement, options)
         self.plan: ReadPlan | None = None
         """Columns and choices of the latest iteration (set before its first row)."""
         self.rows_read = 0
