@@ -13,10 +13,13 @@ from typing import Any
 
 import psycopg
 import pytest
+import shapely
 from prometheus_client import CollectorRegistry, generate_latest
-from sqlalchemy import text
+from sqlalchemy import select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from geosession import ConfigurationError, PoolExhausted, SpatialDatabase
+from geosession.models import geometry_column
 from geosession.observe.leaks import capture_stack
 from geosession.observe.prometheus import register
 
@@ -209,6 +212,59 @@ def test_slow_statements_are_logged_without_parameters(
     assert db.metrics.slow_queries.count == 1
     assert "Slow statement" in caplog.text and "pg_sleep" in caplog.text
     assert "hunter2" not in caplog.text
+
+
+class FlushBase(DeclarativeBase):
+    pass
+
+
+class FlushedLot(FlushBase):
+    __tablename__ = "observe_flushed_lots"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    geom: Mapped[Any] = geometry_column("POLYGON", 4326, spatial_index=False)
+
+
+def test_slow_orm_flushes_are_logged_with_their_objects_and_the_code_that_flushed(
+    make_db: MakeDb, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flush of thousands of objects is slow in statements none of which is slow: the
+    statement log said nothing of it."""
+    db = make_db(slow_query_threshold=0.02)
+    FlushBase.metadata.drop_all(db.engine)
+    FlushBase.metadata.create_all(db.engine)
+    caplog.set_level(logging.WARNING, logger="geosession.slow")
+    try:
+        with db.transaction() as s:
+            s.add_all(FlushedLot(id=n, geom=shapely.box(n, 0, n + 1, 1)) for n in range(3_000))
+        line = inspect.currentframe().f_lineno - 2  # type: ignore[union-attr]
+        (flush,) = [r.getMessage() for r in caplog.records if "Slow flush" in r.getMessage()]
+        assert "of 3,000 objects (FlushedLot: 3,000 new) on " in flush
+        assert f"from {__file__}:{line} in test_slow_orm_flushes" in flush
+        assert "through db.ingest (binary COPY)" in flush
+        assert db.metrics.slow_queries.flushes == 1
+
+        async def changed_async() -> None:
+            try:
+                async with db.async_transaction() as session:
+                    lots = await session.scalars(select(FlushedLot).where(FlushedLot.id < 2_000))
+                    for lot in lots:
+                        lot.geom = shapely.box(0, 0, 2, 2)
+                    session.add(FlushedLot(id=-2, geom=shapely.box(0, 0, 1, 1)))
+                    await session.flush()
+            finally:
+                await db.adispose()
+
+        asyncio.run(changed_async())
+        flushes = [r.getMessage() for r in caplog.records if "Slow flush" in r.getMessage()]
+        assert len(flushes) == 2 == db.metrics.slow_queries.flushes
+        assert "of 2,001 objects (FlushedLot: 1 new, 2,000 changed) on " in flushes[1]
+        assert "in changed_async" in flushes[1] and "db.ingest" not in flushes[1]
+        registry = CollectorRegistry()
+        register(db, registry, database="flushes")
+        output = generate_latest(registry).decode()
+        assert 'geosession_slow_flushes_total{database="flushes"} 2.0' in output
+    finally:
+        FlushBase.metadata.drop_all(db.engine)
 
 
 def test_prometheus_exporter_output(make_db: MakeDb) -> None:

@@ -93,6 +93,7 @@ class SpatialDatabase:
         """Pool counters and holders, slow statements, ingest totals (pool event listeners)."""
         self._sessions = sessionmaker(bind=self._engine, autoflush=False, expire_on_commit=False)
         _watch_long_transactions(self._sessions, self.settings.long_transaction_warning)
+        self.metrics.slow_queries.watch_flushes(self._sessions)
         self.scoped = scoped_session(self._sessions)
         """Thread-local session registry; call ``db.scoped.remove()`` when a request ends."""
         self._async_engine: AsyncEngine | None = None

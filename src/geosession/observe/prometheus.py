@@ -109,9 +109,16 @@ class GeoSessionCollector(Collector):
             "Statements slower than slow_query_threshold.",
             labels=["database"],
         )
+        flushes = CounterMetricFamily(
+            "geosession_slow_flushes",
+            "ORM flushes slower than slow_query_threshold.",
+            labels=["database"],
+        )
         for label, metrics in databases:
             slow.add_metric([label], metrics.slow_queries.count)
+            flushes.add_metric([label], metrics.slow_queries.flushes)
         yield slow
+        yield flushes
         yield from _ingest_metrics(databases)
 
 

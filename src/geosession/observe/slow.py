@@ -2,8 +2,10 @@
 
 Engine events ``before_cursor_execute`` / ``after_cursor_execute`` time each statement on
 the client (network and driver included). The log names the server and shows the SQL,
-shortened, never its parameters (they may hold personal data or passwords). Nothing is
-installed without a threshold.
+shortened, never its parameters (they may hold personal data or passwords). Session
+events ``before_flush`` / ``after_flush_postexec`` time each ORM flush the same way: a
+flush of many objects is slow in many statements none of which is slow alone. Nothing
+is installed without a threshold.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session, sessionmaker
 
 from geosession.errors import endpoint_of
+from geosession.observe.leaks import capture_stack
 
 logger = logging.getLogger("geosession.slow")
 
@@ -35,6 +40,8 @@ class SlowQueryLog:
         self.threshold = threshold
         self.count = 0
         """Slow statements seen so far."""
+        self.flushes = 0
+        """Slow ORM flushes seen so far."""
         self._lock = threading.Lock()
 
     def attach(self, engine: Engine) -> None:
@@ -68,3 +75,68 @@ class SlowQueryLog:
             endpoint_of(conn.engine),
             shorten(statement),
         )
+
+    def watch_flushes(self, factory: sessionmaker[Session]) -> None:
+        """Times the flushes of ``factory``'s sessions (and of async sessions made with
+        ``sync_session_class=factory.class_``)."""
+        if self.threshold is None:
+            return
+        event.listen(factory, "before_flush", _flush_starts)
+        event.listen(factory, "after_flush_postexec", self._flushed)
+
+    def _flushed(self, session: Session, context: Any) -> None:
+        started = session.info.pop(_FLUSH, None)
+        threshold = self.threshold
+        if started is None or threshold is None:
+            return
+        seconds = time.perf_counter() - started[0]
+        if seconds < threshold:
+            return
+        with self._lock:
+            self.flushes += 1
+        objects: Counter[tuple[str, str]] = started[1]
+        total = objects.total()
+        new = sum(count for (_, kind), count in objects.items() if kind == "new")
+        listed = "; ".join(
+            f"{name}: "
+            + ", ".join(f"{n:,} {kind}" for (of, kind), n in objects.items() if of == name)
+            for name in dict.fromkeys(name for name, _ in objects)
+        )
+        where = capture_stack(1)
+        logger.warning(
+            "Slow flush: %.3fs (slow_query_threshold=%gs) of %s object%s (%s) on %s, from %s%s",
+            seconds,
+            threshold,
+            f"{total:,}",
+            "" if total == 1 else "s",
+            listed or "none",
+            endpoint_of(_engine_of(session)),
+            f"{where[0][0]}:{where[0][1]} in {where[0][2]}" if where else "an unknown place",
+            _BULK_ADVICE if new >= _BULK else "",
+        )
+
+
+_FLUSH = "geosession_flush"
+"""session.info key: when the flush began, and its objects by class and kind."""
+_BULK = 1_000
+"""New objects in one flush from which the advice to load them by COPY is given."""
+_BULK_ADVICE = (
+    ": the ORM inserts objects a statement or a batch of rows at a time; a bulk load "
+    "goes many times faster through db.ingest (binary COPY)"
+)
+
+
+def _flush_starts(session: Session, context: Any, instances: Any) -> None:
+    objects: Counter[tuple[str, str]] = Counter()
+    for kind, states in (
+        ("new", session.new),
+        ("changed", session.dirty),
+        ("deleted", session.deleted),
+    ):
+        objects.update((type(obj).__name__, kind) for obj in states)
+    session.info[_FLUSH] = (time.perf_counter(), objects)
+
+
+def _engine_of(session: Session) -> Engine | None:
+    bind = session.bind
+    return bind if isinstance(bind, Engine) else None
