@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 import threading
@@ -73,6 +74,67 @@ def test_set_local_settings_never_leak_to_the_next_user(
         assert s.execute(text("SELECT pg_backend_pid()")).scalar() == pid  # same connection
         assert s.execute(text("SHOW statement_timeout")).scalar() == "30s"
         assert s.execute(text("SHOW lock_timeout")).scalar() == "0"
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2", "asyncpg", "psycopg async"])
+def test_settings_changed_for_the_whole_session_never_reach_the_next_user(
+    make_db: Callable[..., SpatialDatabase], caplog: pytest.LogCaptureFixture, driver: str
+) -> None:
+    """SET without LOCAL (a tenant's search_path, SET ROLE, an RLS key by set_config(...,
+    false)) outlives the checkout: the next request ran with the previous one's settings
+    on the same pooled connection. Such a connection is now replaced, with a warning."""
+    db = make_db(
+        pool_size=1,
+        max_overflow=0,
+        driver="psycopg2" if driver == "psycopg2" else "psycopg",
+        async_driver="psycopg" if driver == "psycopg async" else "asyncpg",
+    )
+    state = text(
+        "SELECT pg_backend_pid(), current_setting('search_path'), "
+        "current_setting('app.tenant', true), current_user, current_setting('work_mem')"
+    )
+    changes = [
+        "SET search_path = pg_catalog, public",
+        "SELECT set_config('app.tenant', '7', false)",
+        "SET ROLE pg_monitor",
+        "SET work_mem = '1MB'",
+        "SET work_mem TO DEFAULT",  # undone
+    ]
+    undone = ["SET ROLE pg_monitor", "RESET ROLE", "SET LOCAL search_path = pg_catalog"]
+
+    async def run_async(statements: list[str]) -> list[tuple[object, ...]]:
+        states = []
+        try:
+            for work in (statements, []):
+                async with db.async_transaction() as session:
+                    states.append(tuple((await session.execute(state)).one()))
+                    for statement in work:
+                        await session.execute(text(statement))
+            return states
+        finally:
+            await db.adispose()
+
+    def run(statements: list[str]) -> list[tuple[object, ...]]:
+        if "async" in driver:
+            return asyncio.run(run_async(statements))
+        states = []
+        for work in (statements, []):
+            with db.transaction() as session:
+                states.append(tuple(session.execute(state).one()))
+                for statement in work:
+                    session.execute(text(statement))
+        return states
+
+    caplog.set_level(logging.WARNING, logger="geosession.pool")
+    before, after = run(changes)
+    assert before[1:] == after[1:] and before[1] != "pg_catalog, public"
+    assert after[0] != before[0]  # a new server session
+    (warning,) = [r.getMessage() for r in caplog.records if "came back with" in r.getMessage()]
+    assert f"search_path (set at {__file__}:" in warning and "app.tenant (set at" in warning
+    assert "role (set at" in warning and "work_mem" not in warning
+    assert "SET LOCAL search_path ... inside db.transaction()" in warning
+    first, second = run(undone)
+    assert first == second  # the same session: nothing outlived the checkout
 
 
 @pytest.mark.parametrize(

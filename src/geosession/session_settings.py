@@ -1,0 +1,166 @@
+"""Settings a statement changes for the whole server session, which a pool would pass on.
+
+``SET search_path = tenant_7``, ``SET ROLE``, ``SET app.tenant = '7'`` or
+``set_config('app.tenant', '7', false)`` outside ``LOCAL`` last as long as the server
+session, and a pooled connection's session outlives the checkout that changed it: the
+next request would run with another tenant's search_path, another user's role (row-level
+security keyed on a setting included). SQLAlchemy's return to the pool rolls back, which
+undoes none of it. Such statements are seen as they are executed; a connection returned
+with a setting still changed is logged once per setting and place, and replaced before
+its next checkout (connect events run again on the new one). ``SET LOCAL`` (what
+``db.transaction(statement_timeout=...)`` uses), ``RESET`` and ``DISCARD ALL`` change
+nothing that outlives the transaction or undo the change.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from typing import Any
+
+from sqlalchemy import Engine, event, exc
+
+from geosession.observe.leaks import capture_stack
+
+log = logging.getLogger("geosession.pool")
+
+_CHANGED = "geosession_changed_settings"
+"""Connection info key: the settings changed for the session, and where each was."""
+_REPLACE = "geosession_replace"
+"""Connection info key: the settings a returned connection still had changed."""
+
+_COMMAND = re.compile(r"\s*(SET|RESET|DISCARD)\s+(.*)", re.IGNORECASE | re.DOTALL)
+_NOT_SESSION = re.compile(r"(LOCAL|TRANSACTION|CONSTRAINTS)\b", re.IGNORECASE)
+_NAMED = (  # SET's own syntax for some settings, and the setting it changes
+    (re.compile(r"SESSION\s+AUTHORIZATION\b", re.IGNORECASE), "session_authorization"),
+    (re.compile(r"SESSION\s+CHARACTERISTICS\b", re.IGNORECASE), "default_transaction_isolation"),
+    (re.compile(r"ROLE\b", re.IGNORECASE), "role"),
+    (re.compile(r"TIME\s+ZONE\b", re.IGNORECASE), "timezone"),
+    (re.compile(r"NAMES\b", re.IGNORECASE), "client_encoding"),
+    (re.compile(r"SCHEMA\b", re.IGNORECASE), "search_path"),
+    (re.compile(r"XML\s+OPTION\b", re.IGNORECASE), "xmloption"),
+)
+_NAME = re.compile(r'("(?:[^"]|"")+"|[\w$]+)(\.("(?:[^"]|"")+"|[\w$]+))?')
+_TO_DEFAULT = re.compile(r"(\s*=\s*|\s)DEFAULT\s*;?\s*$", re.IGNORECASE)
+_ROLE_NONE = re.compile(r"ROLE\s+NONE\b", re.IGNORECASE)
+_SESSION = re.compile(r"SESSION\s+(?!AUTHORIZATION\b|CHARACTERISTICS\b)", re.IGNORECASE)
+_SET_CONFIG = re.compile(
+    r"\bset_config\s*\(\s*'((?:[^']|'')+)'\s*,.*?,\s*false\s*\)", re.IGNORECASE | re.DOTALL
+)
+
+
+def replace_changed_sessions(engine: Engine) -> None:
+    """Watches ``engine``'s statements for session-level settings (see the module)."""
+    event.listen(engine, "before_cursor_execute", _seen)
+    event.listen(engine, "checkin", _Returns().returned)
+    event.listen(engine, "checkout", _lent)
+
+
+def session_changes(statement: str) -> list[tuple[str, bool]]:
+    """The settings ``statement`` changes for the session: (setting, True) for a change,
+    (setting, False) for one it undoes ("*" for all)."""
+    changes: list[tuple[str, bool]] = []
+    command = _COMMAND.match(statement)
+    if command is not None:
+        verb, rest = command.group(1).upper(), command.group(2)
+        if verb == "DISCARD":
+            changes += [("*", False)] if rest.strip().upper().startswith("ALL") else []
+        elif verb == "RESET":
+            name = _setting(rest)
+            changes += [("*" if name == "all" else name, False)] if name else []
+        else:
+            changes += _set(rest)
+    if "set_config" in statement or "SET_CONFIG" in statement:
+        changes += [
+            (_unquoted(m.group(1).replace("''", "'")), True)
+            for m in _SET_CONFIG.finditer(statement)
+        ]
+    return changes
+
+
+def _set(rest: str) -> list[tuple[str, bool]]:
+    session = _SESSION.match(rest)  # SET SESSION x: the default, as SET x
+    rest = rest[session.end() :] if session else rest
+    if _NOT_SESSION.match(rest):
+        return []
+    name = _setting(rest)
+    if name is None:
+        return []
+    undone = _TO_DEFAULT.search(rest) is not None or _ROLE_NONE.match(rest) is not None
+    return [(name, not undone)]
+
+
+def _setting(text: str) -> str | None:
+    """The setting a SET or RESET names first in ``text``, lower case and unquoted."""
+    text = text.lstrip()
+    for pattern, name in _NAMED:
+        if pattern.match(text):
+            return name
+    found = _NAME.match(text)
+    return _unquoted(found.group(0)) if found else None
+
+
+def _unquoted(name: str) -> str:
+    parts = re.findall(r'"((?:[^"]|"")+)"|([^".]+)', name)
+    return ".".join(quoted.replace('""', '"') if quoted else bare.lower() for quoted, bare in parts)
+
+
+def _seen(
+    conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool
+) -> None:
+    changes = session_changes(statement)
+    if not changes:
+        return
+    changed: dict[str, str] = conn.info.setdefault(_CHANGED, {})
+    for name, change in changes:
+        if not change and name == "*":
+            changed.clear()
+        elif not change:
+            changed.pop(name, None)
+        elif name not in changed:
+            frames = capture_stack(1)
+            changed[name] = f"{frames[0][0]}:{frames[0][1]} in {frames[0][2]}" if frames else ""
+
+
+class _Returns:
+    """Connections coming back to one engine's pool; each setting and place is told once."""
+
+    def __init__(self) -> None:
+        self._warned: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def returned(self, dbapi_connection: Any, record: Any) -> None:
+        if dbapi_connection is None or record is None:
+            return
+        changed: dict[str, str] = record.info.pop(_CHANGED, {})
+        if not changed:
+            return
+        record.info[_REPLACE] = sorted(changed)
+        with self._lock:
+            fresh = {
+                name: where for name, where in changed.items() if (name, where) not in self._warned
+            }
+            self._warned.update(fresh.items())
+        if not fresh:
+            return
+        log.warning(
+            "A pooled connection came back with %s changed for its whole session (SET "
+            "without LOCAL, or set_config(..., false)): its next user would have run with "
+            "%s, so geosession replaces the connection. Set it for the transaction alone: "
+            "SET LOCAL %s ... inside db.transaction(), or set_config(name, value, true); "
+            "for every connection, server_settings={...} (GEOSESSION_SERVER_SETTINGS)",
+            ", ".join(
+                f"{name} (set at {where or 'an unknown place'})" for name, where in fresh.items()
+            ),
+            "them" if len(fresh) > 1 else "it",
+            next(iter(fresh)),
+        )
+
+
+def _lent(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    replace = record.info.pop(_REPLACE, None)
+    if replace:
+        raise exc.DisconnectionError(
+            "the connection had " + ", ".join(replace) + " changed for its session"
+        )
