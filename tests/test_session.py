@@ -137,6 +137,60 @@ def test_settings_changed_for_the_whole_session_never_reach_the_next_user(
     assert first == second  # the same session: nothing outlived the checkout
 
 
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2", "asyncpg", "psycopg async"])
+def test_session_advisory_locks_never_stay_with_a_pooled_connection(
+    make_db: Callable[..., SpatialDatabase], caplog: pytest.LogCaptureFixture, driver: str
+) -> None:
+    """pg_advisory_lock holds until it is released or the server session ends: a pooled
+    connection returned holding one kept it, and no one could release it (another
+    worker's pg_try_advisory_lock failed for as long as the pool lived)."""
+    db = make_db(
+        pool_size=1,
+        max_overflow=0,
+        driver="psycopg2" if driver == "psycopg2" else "psycopg",
+        async_driver="psycopg" if driver == "psycopg async" else "asyncpg",
+    )
+    other = make_db(pool_size=1, max_overflow=0)
+    statements = [
+        ["SELECT pg_advisory_lock(7001), pg_try_advisory_lock(7002)"],  # left held
+        ["SELECT pg_advisory_lock(7003)", "SELECT 1 / 0"],  # held, the transaction failed
+        ["SELECT pg_advisory_lock(7004)", "SELECT pg_advisory_unlock(7004)"],  # released
+        ["SELECT pg_advisory_xact_lock(7005)"],  # the transaction's own
+    ]
+
+    async def run_async(work: list[str]) -> None:
+        try:
+            async with db.async_session() as session:
+                for statement in work:
+                    await session.execute(text(statement))
+        finally:
+            await db.adispose()
+
+    def run(work: list[str]) -> None:
+        try:
+            if "async" in driver:
+                asyncio.run(run_async(work))
+                return
+            with db.session() as session:
+                for statement in work:
+                    session.execute(text(statement))
+        except DatabaseError as error:
+            assert "division by zero" in str(error)
+
+    caplog.set_level(logging.WARNING, logger="geosession.pool")
+    for work in statements:
+        run(work)
+    with other.session() as session:
+        taken = session.execute(
+            text("SELECT pg_try_advisory_lock(k) FROM unnest(ARRAY[7001, 7002, 7003, 7004]) k")
+        )
+        assert taken.scalars().all() == [True] * 4  # none is held any more
+        session.execute(text("SELECT pg_advisory_unlock_all()"))
+    (warning,) = [r.getMessage() for r in caplog.records if "advisory lock" in r.getMessage()]
+    assert "holding 2 advisory locks, the first taken at " + __file__ in warning  # once a place
+    assert "pg_advisory_xact_lock" in warning
+
+
 @pytest.mark.parametrize(
     ("given", "shown"),
     [

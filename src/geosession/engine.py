@@ -32,7 +32,7 @@ from sqlalchemy.pool import NullPool
 from geosession.engine_errors import install_error_translation
 from geosession.event_loops import keep_to_own_loops
 from geosession.geoalchemy_srids import compile_srids_each_time
-from geosession.session_settings import replace_changed_sessions
+from geosession.session_state import guard_session_state
 from geosession.settings import DatabaseSettings, duration_ms
 
 _COMMAND_TIMEOUT_MARGIN_S = 30
@@ -52,7 +52,7 @@ def build_engine(settings: DatabaseSettings) -> Engine:
     if settings.driver == "psycopg2":
         event.listen(engine, "connect", _bytea_as_bytes)
     install_error_translation(engine, idle_in_transaction_timeout=_idle_timeout_s(settings))
-    replace_changed_sessions(engine)
+    guard_session_state(engine)
     return engine
 
 
@@ -103,7 +103,7 @@ def build_async_engine(settings: DatabaseSettings, *, pooled: bool = True) -> As
     install_error_translation(
         engine.sync_engine, idle_in_transaction_timeout=_idle_timeout_s(settings)
     )
-    replace_changed_sessions(engine.sync_engine)
+    guard_session_state(engine.sync_engine)
     keep_to_own_loops(engine.sync_engine)
     return engine
 

@@ -1,13 +1,18 @@
-"""Settings a statement changes for the whole server session, which a pool would pass on.
+"""What a statement leaves in the server session, which a pool would pass on.
 
 ``SET search_path = tenant_7``, ``SET ROLE``, ``SET app.tenant = '7'`` or
 ``set_config('app.tenant', '7', false)`` outside ``LOCAL`` last as long as the server
 session, and a pooled connection's session outlives the checkout that changed it: the
 next request would run with another tenant's search_path, another user's role (row-level
-security keyed on a setting included). SQLAlchemy's return to the pool rolls back, which
-undoes none of it. Such statements are seen as they are executed; a connection returned
-with a setting still changed is logged once per setting and place, and replaced before
-its next checkout (connect events run again on the new one). ``SET LOCAL`` (what
+security keyed on a setting included). So do advisory locks taken with
+``pg_advisory_lock`` (not ``pg_advisory_xact_lock``): held by a pooled connection, no
+one can release them. SQLAlchemy's return to the pool rolls back, which undoes none of
+it.
+
+Such statements are seen as they are executed. A connection returned with a setting
+still changed is replaced before its next checkout (connect events run again on the new
+one); one that took session advisory locks has them looked up as it returns, and
+released. Each is logged once per setting and place. ``SET LOCAL`` (what
 ``db.transaction(statement_timeout=...)`` uses), ``RESET`` and ``DISCARD ALL`` change
 nothing that outlives the transaction or undo the change.
 """
@@ -29,6 +34,8 @@ _CHANGED = "geosession_changed_settings"
 """Connection info key: the settings changed for the session, and where each was."""
 _REPLACE = "geosession_replace"
 """Connection info key: the settings a returned connection still had changed."""
+_LOCKED = "geosession_advisory_locks"
+"""Connection info key: where the checkout first took a session advisory lock."""
 
 _COMMAND = re.compile(r"\s*(SET|RESET|DISCARD)\s+(.*)", re.IGNORECASE | re.DOTALL)
 _NOT_SESSION = re.compile(r"(LOCAL|TRANSACTION|CONSTRAINTS)\b", re.IGNORECASE)
@@ -45,15 +52,23 @@ _NAME = re.compile(r'("(?:[^"]|"")+"|[\w$]+)(\.("(?:[^"]|"")+"|[\w$]+))?')
 _TO_DEFAULT = re.compile(r"(\s*=\s*|\s)DEFAULT\s*;?\s*$", re.IGNORECASE)
 _ROLE_NONE = re.compile(r"ROLE\s+NONE\b", re.IGNORECASE)
 _SESSION = re.compile(r"SESSION\s+(?!AUTHORIZATION\b|CHARACTERISTICS\b)", re.IGNORECASE)
+_ADVISORY_LOCK = re.compile(r"\bpg_(?:try_)?advisory_lock(?:_shared)?\s*\(", re.IGNORECASE)
+_HELD_AND_RELEASED = (
+    "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+    "AND pid = pg_backend_pid() AND granted), pg_advisory_unlock_all()"
+)
 _SET_CONFIG = re.compile(
     r"\bset_config\s*\(\s*'((?:[^']|'')+)'\s*,.*?,\s*false\s*\)", re.IGNORECASE | re.DOTALL
 )
 
 
-def replace_changed_sessions(engine: Engine) -> None:
-    """Watches ``engine``'s statements for session-level settings (see the module)."""
+def guard_session_state(engine: Engine) -> None:
+    """Watches ``engine``'s statements for session-level settings and advisory locks
+    (see the module)."""
+    returns = _Returns()
     event.listen(engine, "before_cursor_execute", _seen)
-    event.listen(engine, "checkin", _Returns().returned)
+    event.listen(engine, "reset", returns.reset)
+    event.listen(engine, "checkin", returns.returned)
     event.listen(engine, "checkout", _lent)
 
 
@@ -109,6 +124,8 @@ def _unquoted(name: str) -> str:
 def _seen(
     conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool
 ) -> None:
+    if "advisory_lock" in statement and _ADVISORY_LOCK.search(statement):
+        conn.info.setdefault(_LOCKED, _where())
     changes = session_changes(statement)
     if not changes:
         return
@@ -119,8 +136,13 @@ def _seen(
         elif not change:
             changed.pop(name, None)
         elif name not in changed:
-            frames = capture_stack(1)
-            changed[name] = f"{frames[0][0]}:{frames[0][1]} in {frames[0][2]}" if frames else ""
+            changed[name] = _where()
+
+
+def _where() -> str:
+    """``file:line in function`` of the code that sent the statement."""
+    frames = capture_stack(1)
+    return f"{frames[0][0]}:{frames[0][1]} in {frames[0][2]}" if frames else "an unknown place"
 
 
 class _Returns:
@@ -130,6 +152,41 @@ class _Returns:
         self._warned: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
+    def reset(self, dbapi_connection: Any, record: Any, state: Any) -> None:
+        """Before the return's rollback: a checkout that took session advisory locks has
+        them counted and released (rolled back first: its transaction may have failed)."""
+        if record is None or state.terminate_only or not state.asyncio_safe:
+            return  # a connection being closed releases its locks
+        where = record.info.pop(_LOCKED, None)
+        if where is None:
+            return
+        dbapi_connection.rollback()
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(_HELD_AND_RELEASED)
+            held = int(cursor.fetchone()[0])
+        finally:
+            cursor.close()
+        if held and self._first(("advisory lock", where)):
+            log.warning(
+                "A pooled connection came back holding %s advisory lock%s, the first taken "
+                "at %s (pg_advisory_lock, held until released or the session ends): no "
+                "later user of the connection could release %s, so geosession did "
+                "(pg_advisory_unlock_all). Take them for the transaction alone with "
+                "pg_advisory_xact_lock, or release each before the session ends",
+                held,
+                "" if held == 1 else "s",
+                where,
+                "it" if held == 1 else "them",
+            )
+
+    def _first(self, told: tuple[str, str]) -> bool:
+        with self._lock:
+            if told in self._warned:
+                return False
+            self._warned.add(told)
+            return True
+
     def returned(self, dbapi_connection: Any, record: Any) -> None:
         if dbapi_connection is None or record is None:
             return
@@ -137,11 +194,7 @@ class _Returns:
         if not changed:
             return
         record.info[_REPLACE] = sorted(changed)
-        with self._lock:
-            fresh = {
-                name: where for name, where in changed.items() if (name, where) not in self._warned
-            }
-            self._warned.update(fresh.items())
+        fresh = {name: where for name, where in changed.items() if self._first((name, where))}
         if not fresh:
             return
         log.warning(
@@ -150,9 +203,7 @@ class _Returns:
             "%s, so geosession replaces the connection. Set it for the transaction alone: "
             "SET LOCAL %s ... inside db.transaction(), or set_config(name, value, true); "
             "for every connection, server_settings={...} (GEOSESSION_SERVER_SETTINGS)",
-            ", ".join(
-                f"{name} (set at {where or 'an unknown place'})" for name, where in fresh.items()
-            ),
+            ", ".join(f"{name} (set at {where})" for name, where in fresh.items()),
             "them" if len(fresh) > 1 else "it",
             next(iter(fresh)),
         )
