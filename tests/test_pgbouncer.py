@@ -6,6 +6,7 @@ work."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import subprocess
@@ -126,6 +127,26 @@ def test_every_transaction_has_the_settings_and_no_other_client_gets_them(
         s.execute(text("SELECT pg_sleep(5)"))
     with bounced.transaction(statement_timeout="10s") as s:  # SET LOCAL after the settings
         assert s.execute(text("SHOW statement_timeout")).scalar() == "10s"
+
+
+def test_session_advisory_locks_are_not_looked_up_behind_pgbouncer(
+    bounced: SpatialDatabase, admin: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without PgBouncer a checkout that took a session advisory lock has its locks
+    counted and released as it returns; in transaction pooling that would run on whichever
+    server session PgBouncer hands out (another client's), so behind it nothing is done."""
+    caplog.set_level(logging.WARNING, logger="geosession.pool")
+    try:
+        with bounced.session() as s:
+            s.execute(text("SELECT pg_advisory_lock(7101)"))
+        assert "advisory lock" not in caplog.text
+        with bounced.transaction() as s:  # the transaction's own lock works as anywhere
+            assert s.execute(text("SELECT pg_try_advisory_xact_lock(7102)")).scalar() is True
+    finally:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks "
+            "WHERE locktype = 'advisory' AND objid = 7101"
+        )
 
 
 @pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])

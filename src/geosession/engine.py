@@ -52,7 +52,7 @@ def build_engine(settings: DatabaseSettings) -> Engine:
     if settings.driver == "psycopg2":
         event.listen(engine, "connect", _bytea_as_bytes)
     install_error_translation(engine, idle_in_transaction_timeout=_idle_timeout_s(settings))
-    guard_session_state(engine)
+    guard_session_state(engine, pgbouncer=settings.pgbouncer)
     return engine
 
 
@@ -103,7 +103,7 @@ def build_async_engine(settings: DatabaseSettings, *, pooled: bool = True) -> As
     install_error_translation(
         engine.sync_engine, idle_in_transaction_timeout=_idle_timeout_s(settings)
     )
-    guard_session_state(engine.sync_engine)
+    guard_session_state(engine.sync_engine, pgbouncer=settings.pgbouncer)
     keep_to_own_loops(engine.sync_engine)
     return engine
 

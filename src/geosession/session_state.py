@@ -62,12 +62,14 @@ _SET_CONFIG = re.compile(
 )
 
 
-def guard_session_state(engine: Engine) -> None:
+def guard_session_state(engine: Engine, *, pgbouncer: bool = False) -> None:
     """Watches ``engine``'s statements for session-level settings and advisory locks
-    (see the module)."""
+    (see the module). Behind PgBouncer locks are not looked up: in transaction pooling
+    the next transaction may run on another server session (another client's)."""
     returns = _Returns()
     event.listen(engine, "before_cursor_execute", _seen)
-    event.listen(engine, "reset", returns.reset)
+    if not pgbouncer:
+        event.listen(engine, "reset", returns.reset)
     event.listen(engine, "checkin", returns.returned)
     event.listen(engine, "checkout", _lent)
 
