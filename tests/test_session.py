@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import shapely
@@ -76,6 +77,57 @@ def test_set_local_settings_never_leak_to_the_next_user(
         assert s.execute(text("SHOW lock_timeout")).scalar() == "0"
 
 
+def test_transaction_settings_by_name_are_local_to_each_transaction(
+    make_db: Callable[..., SpatialDatabase],
+) -> None:
+    """settings= sets any setting for the transaction alone (a tenant's search_path, a
+    row-level security key), in transaction(), run_transaction() and their async twins."""
+    db = make_db(pool_size=1, max_overflow=0, statement_timeout="30s")
+    shown = text(
+        "SELECT pg_backend_pid(), current_setting('search_path'), "
+        "current_setting('app.tenant', true), current_setting('enable_seqscan'), "
+        "current_setting('statement_timeout')"
+    )
+    tenant = {"search_path": "pg_catalog, public", "app.tenant": 7, "enable_seqscan": False}
+    with db.transaction(settings=tenant, statement_timeout="9s") as s:
+        pid, *inside = s.execute(shown).one()
+    assert inside == ["pg_catalog, public", "7", "off", "9s"]
+    with db.session() as s:
+        after = s.execute(shown).one()
+    assert after[0] == pid and after[1] == '"$user", public' and after[3:] == ("on", "30s")
+    assert not after[2]  # '' once the session has met the setting, else NULL
+    ran = db.run_transaction(lambda s: s.execute(shown).one(), settings={"app.tenant": "x"})
+    assert ran[0] == pid and ran[2] == "x"
+
+    async def in_async() -> list[object]:
+        try:
+            async with db.async_transaction(settings={"app.tenant": "a"}) as session:
+                first = (await session.execute(shown)).one()[2]
+
+            async def read(session: Any) -> object:
+                return (await session.execute(shown)).one()[2]
+
+            second = await db.async_run_transaction(read, settings={"app.tenant": "b"})
+            async with db.async_session() as session:
+                third = (await session.execute(shown)).one()[2]
+            return [first, second, third]
+        finally:
+            await db.adispose()
+
+    assert asyncio.run(in_async()) == ["a", "b", ""]
+    refused = [
+        ({"bad name": 1}, "'bad name' is not a PostgreSQL setting name"),
+        ({"Statement_Timeout": "1s"}, "Statement_Timeout is given twice"),
+        ({"app.tenant": None}, "app.tenant has no value"),
+    ]
+    for settings, message in refused:
+        with (
+            pytest.raises(ConfigurationError, match=message),
+            db.transaction(settings=settings, statement_timeout="2s"),
+        ):
+            pass
+
+
 @pytest.mark.parametrize("driver", ["psycopg", "psycopg2", "asyncpg", "psycopg async"])
 def test_settings_changed_for_the_whole_session_never_reach_the_next_user(
     make_db: Callable[..., SpatialDatabase], caplog: pytest.LogCaptureFixture, driver: str
@@ -132,7 +184,7 @@ def test_settings_changed_for_the_whole_session_never_reach_the_next_user(
     (warning,) = [r.getMessage() for r in caplog.records if "came back with" in r.getMessage()]
     assert f"search_path (set at {__file__}:" in warning and "app.tenant (set at" in warning
     assert "role (set at" in warning and "work_mem" not in warning
-    assert "SET LOCAL search_path ... inside db.transaction()" in warning
+    assert "db.transaction(settings={'search_path': ...})" in warning
     first, second = run(undone)
     assert first == second  # the same session: nothing outlived the checkout
 

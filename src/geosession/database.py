@@ -196,21 +196,25 @@ class SpatialDatabase:
         isolation: str | None = None,
         statement_timeout: str | int | None = None,
         lock_timeout: str | int | None = None,
+        settings: Mapping[str, object] | None = None,
         read_only: bool = False,
         replica: bool = False,
     ) -> Iterator[Session]:
         """One explicit transaction: committed when the block ends, rolled back on error.
 
-        ``statement_timeout`` and ``lock_timeout`` apply with SET LOCAL, so they end with
-        the transaction and never reach the next user of the pooled connection.
-        ``replica=True``: on a replica, as :meth:`session` says.
+        ``statement_timeout``, ``lock_timeout`` and ``settings`` (any others by name:
+        ``{"search_path": "tenant_7, public", "app.tenant": "7"}``) apply with SET LOCAL,
+        so they end with the transaction and never reach the next user of the pooled
+        connection. ``replica=True``: on a replica, as :meth:`session` says.
         """
         options = _transaction_options(isolation, read_only)
-        settings = local_settings(statement_timeout=statement_timeout, lock_timeout=lock_timeout)
+        local = local_settings(
+            settings, statement_timeout=statement_timeout, lock_timeout=lock_timeout
+        )
         with self.session(replica=replica) as session, session.begin():
             session.connection(execution_options=options)
-            if settings:
-                session.execute(*set_local(settings))
+            if local:
+                session.execute(*set_local(local))
             yield session
 
     def get_session(self) -> Iterator[Session]:
@@ -250,16 +254,19 @@ class SpatialDatabase:
         isolation: str | None = None,
         statement_timeout: str | int | None = None,
         lock_timeout: str | int | None = None,
+        settings: Mapping[str, object] | None = None,
         read_only: bool = False,
         replica: bool = False,
     ) -> AsyncIterator[AsyncSession]:
         """The async twin of :meth:`transaction`."""
         options = _transaction_options(isolation, read_only)
-        settings = local_settings(statement_timeout=statement_timeout, lock_timeout=lock_timeout)
+        local = local_settings(
+            settings, statement_timeout=statement_timeout, lock_timeout=lock_timeout
+        )
         async with self.async_session(replica=replica) as session, session.begin():
             await session.connection(execution_options=options)
-            if settings:
-                await session.execute(*set_local(settings))
+            if local:
+                await session.execute(*set_local(local))
             yield session
 
     def run_transaction(self, fn: Callable[[Session], T], **options: Unpack[RetryOptions]) -> T:

@@ -38,7 +38,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypedDict, TypeVar, overload
@@ -83,6 +83,8 @@ class RetryOptions(TypedDict, total=False):
     """SET LOCAL statement_timeout for each attempt."""
     lock_timeout: str | int | None
     """SET LOCAL lock_timeout for each attempt."""
+    settings: Mapping[str, object] | None
+    """Other settings by name, SET LOCAL for each attempt (``{"search_path": "tenant_7"}``)."""
     replica: bool
     """Run each attempt on a streaming replica (``replica_urls``), read only; a replica
     lost mid-attempt is passed over by the rerun, and so is its conflict with recovery
@@ -97,7 +99,14 @@ class RetryOptions(TypedDict, total=False):
     """Rerunning the function is harmless: also rerun after CommitOutcomeUnknown."""
 
 
-_TRANSACTION_OPTIONS = ("isolation", "read_only", "statement_timeout", "lock_timeout", "replica")
+_TRANSACTION_OPTIONS = (
+    "isolation",
+    "read_only",
+    "statement_timeout",
+    "lock_timeout",
+    "settings",
+    "replica",
+)
 
 
 @dataclass(frozen=True)

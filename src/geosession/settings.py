@@ -109,18 +109,40 @@ def check_duration(name: str, value: object) -> str:
         raise ConfigurationError(f"{name}: {exc}") from None
 
 
-def local_settings(**values: str | int | None) -> dict[str, str]:
-    """The durations given (``statement_timeout="5min"``), checked, for :func:`set_local`."""
-    return {
-        name: check_duration(name, value) for name, value in values.items() if value is not None
+def local_settings(
+    settings: Mapping[str, object] | None = None, **durations: str | int | None
+) -> dict[str, str]:
+    """The settings of one transaction, checked, for :func:`set_local`: the durations
+    given (``statement_timeout="5min"``) and any others by name (``settings=
+    {"search_path": "tenant_7, public", "app.tenant": "7"}``)."""
+    checked = {
+        name: check_duration(name, value) for name, value in durations.items() if value is not None
     }
+    for name, value in (settings or {}).items():
+        if not isinstance(name, str) or not _SETTING_NAME.match(name):
+            raise ConfigurationError(
+                f"settings: {name!r} is not a PostgreSQL setting name (such as search_path, "
+                "or app.tenant for one of the application's own)"
+            )
+        if name.lower() in checked:
+            raise ConfigurationError(
+                f"settings: {name} is given twice, in settings= and as {name.lower()}=; "
+                "give it once"
+            )
+        if value is None:
+            raise ConfigurationError(
+                f"settings: {name} has no value (None); leave it out to keep the session's"
+            )
+        checked[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    return checked
 
 
 def set_local(settings: Mapping[str, str]) -> tuple[TextClause, dict[str, str]]:
     """One round trip of ``set_config(name, value, is_local => true)`` for every setting:
-    they end with the transaction and never reach the next user of the pooled connection."""
-    calls = ", ".join(f"set_config('{name}', :{name}, true)" for name in settings)
-    return text(f"SELECT {calls}"), dict(settings)
+    they end with the transaction and never reach the next user of the pooled connection.
+    The names are checked ones (:data:`_SETTING_NAME`); the values are bound."""
+    calls = ", ".join(f"set_config('{name}', :v{n}, true)" for n, name in enumerate(settings))
+    return text(f"SELECT {calls}"), {f"v{n}": value for n, value in enumerate(settings.values())}
 
 
 Duration = Annotated[str, BeforeValidator(_check_duration)]
