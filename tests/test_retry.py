@@ -29,6 +29,7 @@ from geosession import (
     PoolExhausted,
     QueryTimeout,
     RetryPolicy,
+    SchemaChanged,
     SerializationConflict,
     SpatialDatabase,
 )
@@ -54,6 +55,7 @@ def test_delay_is_full_jitter_under_a_doubling_cap() -> None:
         (DeadlockDetected("x", sqlstate="40P01"), True),
         (ConnectionFailed("x"), True),
         (ConnectionFailed("too many clients", sqlstate="53300"), True),
+        (SchemaChanged("x"), True),
         (LockTimeout("x"), False),
         (CommitOutcomeUnknown("x"), False),
         (PoolExhausted("x"), False),
@@ -356,3 +358,42 @@ def test_many_async_writers_under_serializable_on_asyncpg(
 
     asyncio.run(run())
     assert stored(admin) == serial_result([b for w in work.values() for b in w])
+
+
+def test_a_table_changed_under_a_prepared_statement_is_schema_changed_and_rerun(
+    make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any]
+) -> None:
+    """asyncpg prepares every statement: after a migration added a column, a statement the
+    connection had prepared failed with a DatabaseError saying only "see the server's
+    message", and run_transaction gave up at once; it is SchemaChanged now, and rerun."""
+    db = make_db(pool_size=1, max_overflow=0)
+    admin.execute(
+        "DROP TABLE IF EXISTS migrated; CREATE TABLE migrated (id int, a int); "
+        "INSERT INTO migrated VALUES (1, 2)"
+    )
+    read = text("SELECT * FROM migrated")
+
+    async def run() -> tuple[SchemaChanged, list[Any]]:
+        try:
+            async with db.async_session() as session:
+                await session.execute(read)
+            admin.execute("ALTER TABLE migrated ADD COLUMN b int")
+            with pytest.raises(SchemaChanged) as caught:
+                async with db.async_session() as session:
+                    await session.execute(read)
+            async with db.async_session() as session:
+                await session.execute(read)  # prepared again: works
+            admin.execute("ALTER TABLE migrated ADD COLUMN c int")
+
+            async def fn(session: AsyncSession) -> list[Any]:
+                return list((await session.execute(read)).all())
+
+            return caught.value, await db.async_run_transaction(fn)
+        finally:
+            await db.adispose()
+            admin.execute("DROP TABLE migrated")
+
+    error, rows = asyncio.run(run())
+    assert error.transient and "cached plan must not change result type" in str(error)
+    assert "running it again works" in str(error)
+    assert rows == [(1, 2, None, None)]

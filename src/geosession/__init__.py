@@ -20,6 +20,7 @@ from geosession.errors import (
     PoolExhausted,
     PostGISNotInstalled,
     QueryTimeout,
+    SchemaChanged,
     SerializationConflict,
     SRIDMismatch,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "QueryTimeout",
     "RetryPolicy",
     "SRIDMismatch",
+    "SchemaChanged",
     "SerializationConflict",
     "SessionActivity",
     "SpatialDatabase",

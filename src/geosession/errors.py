@@ -104,6 +104,13 @@ class DeadlockDetected(DatabaseError):
     transient = True
 
 
+class SchemaChanged(DatabaseError):
+    """A statement the connection prepared before a table it reads changed (a migration
+    while the application ran): the server refused its cached plan."""
+
+    transient = True
+
+
 class IdleInTransactionTimeout(ConnectionFailed):
     """The server ended a session left idle inside a transaction for too long."""
 
@@ -233,6 +240,33 @@ _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
         "PostgreSQL chooses it: a cast may be missing (::geometry, ::geography, ::text)",
     ),
 }
+_BY_SQLSTATE_AND_MESSAGE: tuple[tuple[str, str, type[GeoSessionError], str], ...] = (
+    (
+        "57014",
+        "user request",  # not statement_timeout
+        QueryTimeout,
+        "the statement was cancelled: by pg_cancel_backend from another session, or by the "
+        "client itself (Ctrl-C); run it again if that was not meant",
+    ),
+    (
+        "28000",
+        "no encryption",
+        AccessDenied,
+        "the server takes this user only over TLS: set sslmode (require, or verify-full "
+        "with sslrootcert to check whose server it is)",
+    ),
+    (
+        "0A000",
+        "cached plan must not change result type",
+        SchemaChanged,
+        "a table the statement reads changed since this connection prepared it (a column "
+        "added, dropped or retyped while the application ran; asyncpg prepares every "
+        "statement); its prepared statements are dropped now, so running it again works: "
+        + _ADVICE_RETRY,
+    ),
+)
+"""Codes that mean different things by their message: (SQLSTATE, a fragment of the
+message, class, advice)."""
 _BY_SQLSTATE_CLASS: dict[str, tuple[type[GeoSessionError], str]] = {
     "08": (ConnectionFailed, "the connection was lost; " + _ADVICE_RETRY),
     "57": (ConnectionFailed, "the server ended the connection; " + _ADVICE_RETRY),
@@ -448,16 +482,9 @@ def classify(
     missing = _missing_type_advice(diag.message, postgis) if state in _MISSING_STATES else None
     if missing is not None:
         return missing
-    if state == "57014" and "user request" in diag.message:  # not statement_timeout
-        return QueryTimeout, (
-            "the statement was cancelled: by pg_cancel_backend from another session, or by "
-            "the client itself (Ctrl-C); run it again if that was not meant"
-        )
-    if state == "28000" and "no encryption" in diag.message:
-        return AccessDenied, (
-            "the server takes this user only over TLS: set sslmode (require, or verify-full "
-            "with sslrootcert to check whose server it is)"
-        )
+    for code, fragment, kind, advice in _BY_SQLSTATE_AND_MESSAGE:
+        if state == code and fragment in diag.message:
+            return kind, advice
     if state in _BY_SQLSTATE:
         return _BY_SQLSTATE[state]
     if state[:2] in _BY_SQLSTATE_CLASS:

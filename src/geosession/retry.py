@@ -11,6 +11,9 @@ What is retried, and why:
 
 - ``SerializationConflict`` (40001) and ``DeadlockDetected`` (40P01): the server rolled the
   transaction back; a rerun sees the other transaction's result.
+- ``SchemaChanged`` (0A000, "cached plan must not change result type"): a table changed
+  after the connection prepared a statement that reads it; the driver dropped its
+  prepared statements, so the rerun prepares anew.
 - ``ConnectionFailed``: the connection was lost, the backend terminated, the server was
   restarting or out of connection slots (53300), before COMMIT was sent, so nothing was
   committed. Pre-ping and pool invalidation give the next attempt a fresh connection.
