@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import subprocess
 import sys
@@ -241,6 +242,80 @@ def test_session_advisory_locks_never_stay_with_a_pooled_connection(
     (warning,) = [r.getMessage() for r in caplog.records if "advisory lock" in r.getMessage()]
     assert "holding 2 advisory locks, the first taken at " + __file__ in warning  # once a place
     assert "pg_advisory_xact_lock" in warning
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2", "asyncpg", "psycopg async"])
+def test_temporary_tables_never_reach_the_next_user_of_a_pooled_connection(
+    make_db: Callable[..., SpatialDatabase], caplog: pytest.LogCaptureFixture, driver: str
+) -> None:
+    """A temporary table made without ON COMMIT DROP lasts as long as the server session:
+    the next request on the pooled connection read its rows (CREATE TEMP TABLE IF NOT
+    EXISTS), or failed to make its own ("already exists")."""
+    db = make_db(
+        pool_size=1,
+        max_overflow=0,
+        driver="psycopg2" if driver == "psycopg2" else "psycopg",
+        async_driver="psycopg" if driver == "psycopg async" else "asyncpg",
+    )
+    shown = text(
+        "SELECT pg_backend_pid(), (SELECT count(*) FROM pg_class "
+        "WHERE relnamespace = pg_my_temp_schema() AND relkind = 'r')"
+    )
+    checkouts = [
+        [
+            "CREATE TEMP TABLE scratch (id int)",
+            "INSERT INTO scratch VALUES (1)",
+            'CREATE TEMPORARY TABLE IF NOT EXISTS "Tenant ""7""" (id int)',
+            "CREATE TEMP TABLE dropped_at_commit (id int) ON COMMIT DROP",
+        ],
+        ["CREATE TEMP TABLE IF NOT EXISTS scratch (id int)", "SELECT count(*) FROM scratch"],
+        ["CREATE TEMP TABLE failed (id int)", "SELECT 1 / 0"],  # rolled back: nothing left
+    ]
+
+    async def run_async() -> list[Any]:
+        seen = []
+        try:
+            for work in checkouts:
+                try:
+                    async with db.async_session() as session:
+                        seen.append(tuple((await session.execute(shown)).one()))
+                        for statement in work:
+                            result = await session.execute(text(statement))
+                            seen.append(result.all() if result.returns_rows else [])
+                        await session.commit()
+                except DatabaseError:
+                    pass
+            async with db.async_session() as session:
+                seen.append(tuple((await session.execute(shown)).one()))
+            return seen
+        finally:
+            await db.adispose()
+
+    def run() -> list[Any]:
+        if "async" in driver:
+            return asyncio.run(run_async())
+        seen = []
+        for work in checkouts:
+            with contextlib.suppress(DatabaseError), db.session() as session:
+                seen.append(tuple(session.execute(shown).one()))
+                for statement in work:
+                    result = session.execute(text(statement))
+                    seen.append(result.all() if result.returns_rows else [])
+                session.commit()
+        with db.session() as session:
+            seen.append(tuple(session.execute(shown).one()))
+        return seen
+
+    caplog.set_level(logging.WARNING, logger="geosession.pool")
+    seen = run()
+    pids = {row[0] for row in seen if isinstance(row, tuple)}
+    assert len(pids) == 1  # the same connection throughout: nothing was replaced
+    assert [row[1] for row in seen if isinstance(row, tuple)] == [0, 0, 0, 0]
+    assert [(0,)] in seen  # the second checkout's scratch was its own, empty
+    (told,) = [r.getMessage() for r in caplog.records if "temporary table" in r.getMessage()]
+    assert "temporary tables scratch (made at " in told  # once a table and place
+    assert 'Tenant "7" (made at ' in told and "dropped_at_commit" not in told
+    assert "ON COMMIT DROP" in told
 
 
 @pytest.mark.parametrize(

@@ -6,13 +6,14 @@ session, and a pooled connection's session outlives the checkout that changed it
 next request would run with another tenant's search_path, another user's role (row-level
 security keyed on a setting included). So do advisory locks taken with
 ``pg_advisory_lock`` (not ``pg_advisory_xact_lock``): held by a pooled connection, no
-one can release them. SQLAlchemy's return to the pool rolls back, which undoes none of
-it.
+one can release them; and temporary tables made without ``ON COMMIT DROP``: the next
+user would read their rows, or fail to make its own ("already exists"). SQLAlchemy's
+return to the pool rolls back, which undoes none of it.
 
 Such statements are seen as they are executed. A connection returned with a setting
 still changed is replaced before its next checkout (connect events run again on the new
-one); one that took session advisory locks has them looked up as it returns, and
-released. Each is logged once per setting and place. ``SET LOCAL`` (what
+one); one that took session advisory locks, or made temporary tables, has them looked up
+as it returns, and released or dropped. Each is logged once per kind and place. ``SET LOCAL`` (what
 ``db.transaction(statement_timeout=...)`` uses), ``RESET`` and ``DISCARD ALL`` change
 nothing that outlives the transaction or undo the change.
 """
@@ -27,6 +28,7 @@ from typing import Any
 from sqlalchemy import Engine, event, exc
 
 from geosession.observe.leaks import capture_stack
+from geosession.read.plan import quote_identifier
 
 log = logging.getLogger("geosession.pool")
 
@@ -36,6 +38,9 @@ _REPLACE = "geosession_replace"
 """Connection info key: the settings a returned connection still had changed."""
 _LOCKED = "geosession_advisory_locks"
 """Connection info key: where the checkout first took a session advisory lock."""
+_TEMPORARY = "geosession_temporary_tables"
+"""Connection info key: the temporary tables the checkout made to outlive its
+transaction, and where each was made."""
 
 _COMMAND = re.compile(r"\s*(SET|RESET|DISCARD)\s+(.*)", re.IGNORECASE | re.DOTALL)
 _NOT_SESSION = re.compile(r"(LOCAL|TRANSACTION|CONSTRAINTS)\b", re.IGNORECASE)
@@ -57,6 +62,17 @@ _HELD_AND_RELEASED = (
     "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
     "AND pid = pg_backend_pid() AND granted), pg_advisory_unlock_all()"
 )
+_IDENTIFIER = r'(?:"(?:[^"]|"")+"|[\w$]+)'
+_TEMPORARY_TABLE = re.compile(
+    r"\s*CREATE\s+(?:(?:GLOBAL|LOCAL)\s+)?TEMP(?:ORARY)?\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+    rf"((?:{_IDENTIFIER}\s*\.\s*)?{_IDENTIFIER})",
+    re.IGNORECASE,
+)
+_TEMPORARY_TABLES = (
+    "SELECT relname::text FROM pg_class "
+    "WHERE relnamespace = pg_my_temp_schema() AND relkind IN ('r', 'p')"
+)
+_ON_COMMIT_DROP = re.compile(r"\bON\s+COMMIT\s+DROP\b", re.IGNORECASE)
 _SET_CONFIG = re.compile(
     r"\bset_config\s*\(\s*'((?:[^']|'')+)'\s*,.*?,\s*false\s*\)", re.IGNORECASE | re.DOTALL
 )
@@ -119,8 +135,13 @@ def _setting(text: str) -> str | None:
 
 
 def _unquoted(name: str) -> str:
-    parts = re.findall(r'"((?:[^"]|"")+)"|([^".]+)', name)
-    return ".".join(quoted.replace('""', '"') if quoted else bare.lower() for quoted, bare in parts)
+    return ".".join(_parts(name))
+
+
+def _parts(name: str) -> list[str]:
+    """The parts of a dotted name, unquoted (``"A.b"`` is one part) or lower-cased."""
+    found = re.findall(r'"((?:[^"]|"")+)"|([^".\s]+)', name)
+    return [quoted.replace('""', '"') if quoted else bare.lower() for quoted, bare in found]
 
 
 def _seen(
@@ -128,6 +149,10 @@ def _seen(
 ) -> None:
     if "advisory_lock" in statement and _ADVISORY_LOCK.search(statement):
         conn.info.setdefault(_LOCKED, _where())
+    made = _TEMPORARY_TABLE.match(statement)
+    if made is not None and not _ON_COMMIT_DROP.search(statement):
+        name = _parts(made.group(1))[-1]  # pg_temp.name: the name
+        conn.info.setdefault(_TEMPORARY, {}).setdefault(name, _where())
     changes = session_changes(statement)
     if not changes:
         return
@@ -155,20 +180,23 @@ class _Returns:
         self._lock = threading.Lock()
 
     def reset(self, dbapi_connection: Any, record: Any, state: Any) -> None:
-        """Before the return's rollback: a checkout that took session advisory locks has
-        them counted and released (rolled back first: its transaction may have failed)."""
+        """Before the return's rollback: a checkout that took session advisory locks or
+        made temporary tables has them looked up, and released or dropped (rolled back
+        first: its transaction may have failed)."""
         if record is None or state.terminate_only or not state.asyncio_safe:
-            return  # a connection being closed releases its locks
-        where = record.info.pop(_LOCKED, None)
-        if where is None:
+            return  # a connection being closed releases its locks and drops its tables
+        locked = record.info.pop(_LOCKED, None)
+        temporary: dict[str, str] = record.info.pop(_TEMPORARY, {})
+        if locked is None and not temporary:
             return
         dbapi_connection.rollback()
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(_HELD_AND_RELEASED)
-            held = int(cursor.fetchone()[0])
-        finally:
-            cursor.close()
+        if locked is not None:
+            self._release_locks(dbapi_connection, locked)
+        if temporary:
+            self._drop_tables(dbapi_connection, temporary)
+
+    def _release_locks(self, dbapi_connection: Any, where: str) -> None:
+        ((held, _),) = _fetch(dbapi_connection, _HELD_AND_RELEASED)
         if held and self._first(("advisory lock", where)):
             log.warning(
                 "A pooled connection came back holding %s advisory lock%s, the first taken "
@@ -177,9 +205,30 @@ class _Returns:
                 "(pg_advisory_unlock_all). Take them for the transaction alone with "
                 "pg_advisory_xact_lock, or release each before the session ends",
                 held,
-                "" if held == 1 else "s",
+                "" if int(held) == 1 else "s",
                 where,
-                "it" if held == 1 else "them",
+                "it" if int(held) == 1 else "them",
+            )
+
+    def _drop_tables(self, dbapi_connection: Any, made: dict[str, str]) -> None:
+        present = {str(name) for (name,) in _fetch(dbapi_connection, _TEMPORARY_TABLES)}
+        kept = [name for name in made if name in present]
+        if not kept:
+            return
+        quoted = ", ".join("pg_temp." + quote_identifier(name) for name in kept)
+        _fetch(dbapi_connection, f"DROP TABLE IF EXISTS {quoted}", rows=False)
+        dbapi_connection.commit()
+        told = [name for name in kept if self._first((f"temporary table {name}", made[name]))]
+        if told:
+            log.warning(
+                "A pooled connection came back with temporary table%s %s in its session: "
+                'its next user would have read %s rows, or failed to make its own ("already '
+                'exists"), so geosession dropped %s. Make temporary tables ON COMMIT DROP '
+                "in the transaction that uses them, or drop them when done",
+                "" if len(told) == 1 else "s",
+                ", ".join(f"{name} (made at {made[name]})" for name in told),
+                "its" if len(told) == 1 else "their",
+                "it" if len(told) == 1 else "them",
             )
 
     def _first(self, told: tuple[str, str]) -> bool:
@@ -217,3 +266,13 @@ def _lent(dbapi_connection: Any, record: Any, proxy: Any) -> None:
         raise exc.DisconnectionError(
             "the connection had " + ", ".join(replace) + " changed for its session"
         )
+
+
+def _fetch(dbapi_connection: Any, statement: str, *, rows: bool = True) -> list[Any]:
+    """``statement``'s rows, run on the DB-API connection itself (the pool's reset)."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(statement)
+        return list(cursor.fetchall()) if rows else []
+    finally:
+        cursor.close()
