@@ -79,9 +79,10 @@ _SET_CONFIG = re.compile(
 
 
 def guard_session_state(engine: Engine, *, pgbouncer: bool = False) -> None:
-    """Watches ``engine``'s statements for session-level settings and advisory locks
-    (see the module). Behind PgBouncer locks are not looked up: in transaction pooling
-    the next transaction may run on another server session (another client's)."""
+    """Watches ``engine``'s statements for session-level settings, advisory locks and
+    temporary tables (see the module). Behind PgBouncer locks and tables are not looked
+    up: in transaction pooling the next transaction may run on another server session
+    (another client's)."""
     returns = _Returns()
     event.listen(engine, "before_cursor_execute", _seen)
     if not pgbouncer:
