@@ -499,6 +499,45 @@ def test_rejects_stay_in_memory_where_no_temporary_file_can_be_written(
     assert "stay in memory: they could not be written to a temporary file in " in caplog.text
 
 
+def test_coordinates_that_are_missing_or_no_numbers_are_rejects_that_name_them(
+    db: SpatialDatabase, scratch: Callable[..., None], tmp_path: Path
+) -> None:
+    """Coordinates that made no point were set aside with GEOS's words for WKT the user
+    never wrote ("Expected number but encountered ')'" for an empty longitude), or as a
+    NaN coordinate where every other value of the batch was a number."""
+    import pandas
+
+    scratch("coordinate_rejects")
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE coordinate_rejects (id int, geom geometry(Point, 4326))"))
+    expected = [
+        (2, "lon 'abc' is not a number (a point needs lon and lat)", "lon=abc; lat=50"),
+        (3, "lon is missing (a point needs lon and lat)", "lon=; lat=5"),
+        (4, "lat is missing (a point needs lon and lat)", "lon=7; lat="),
+    ]
+    csv = tmp_path / "points.csv"
+    csv.write_text("id,lon,lat\n1,1.5,2\n2,abc,50\n3,,5\n4,7,\n5,,\n")
+    rows = [
+        {"id": 1, "lon": 1.5, "lat": 2},
+        {"id": 2, "lon": "abc", "lat": 50},
+        {"id": 3, "lon": None, "lat": 5},
+        {"id": 4, "lon": 7, "lat": None},
+        {"id": 5, "lon": None, "lat": None},
+    ]
+    numeric = [row for row in rows if row["id"] != 2]  # the batch reads as numbers
+    frame = pandas.DataFrame(numeric)
+    arrow = pa.Table.from_pylist(numeric)
+    for number, source in enumerate([csv, rows, numeric, frame, arrow]):
+        report = db.ingest("coordinate_rejects", source, ingest_id=f"coordinates-{number}")
+        found = [(r.row, r.reason, r.value) for r in report.rejected]
+        wanted = expected  # as text: the CSV, and rows among which one is no number
+        if number >= 2:  # numbers read as numbers, shown as such
+            wanted = [(2, expected[1][1], "lon=; lat=5.0"), (3, expected[2][1], "lon=7.0; lat=")]
+        assert found == wanted, (number, found)
+        assert {r.kind for r in report.rejected} == {"unparsable"}
+        assert report.inserted == 2  # the first row, and the last with no point (NULL)
+
+
 def test_dropped_rejects_close_their_temporary_file() -> None:
     """The rejects' temporary file was closed by the garbage collector's finalization of
     the file object, which warns (ResourceWarning, shown under -W default and by pytest)."""
@@ -4558,8 +4597,10 @@ def test_arrow_data_and_parquet_with_coordinates_load_as_points(
     texts = pl.DataFrame({"name": ["t", "u"], "lon": ["1.5", "x"], "lat": ["2", "3"]})
     for source in (frame, frame.to_arrow(), parquet, feather):
         report = db.ingest("arrow_points", source)
-        assert report.inserted == 2, source  # a missing longitude: not finite
-        assert [(r.row, r.kind) for r in report.rejected] == [(3, "non_finite")], source
+        assert report.inserted == 2, source  # a missing longitude: no point
+        assert [(r.row, r.reason) for r in report.rejected] == [
+            (3, "lon is missing (a point needs lon and lat)")
+        ], source
     typed = db.ingest("arrow_points", texts)
     assert typed.inserted == 1 and [(r.row, r.kind) for r in typed.rejected] == [(2, "unparsable")]
     with db.session() as s:

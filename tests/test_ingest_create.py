@@ -1333,7 +1333,7 @@ def test_a_csv_of_longitudes_and_latitudes_makes_a_point_table(
     )
     report = db.ingest("made_points", path, create=True)
     assert report.inserted == 3 and [r.row for r in report.rejected] == [4]
-    assert "Expected number but encountered word: 'north'" in report.rejected[0].reason
+    assert report.rejected[0].reason == "lat 'north' is not a number (a point needs lng and lat)"
     assert columns(admin, "made_points") == {
         "fid": "bigint",
         "name": "text",

@@ -1021,7 +1021,11 @@ def test_a_csvs_coordinate_columns_make_points(tmp_path: Path) -> None:
     ]
     given = write_csv(tmp_path / "given.csv", [["id", "e", "n"], ["1", "abc", "2"]])
     (batch,) = batches(given, columns=["id", "geom"], xy_columns=("e", "n"))
-    assert batch.columns["geom"] == ["POINT (abc 2)"]  # the check refuses it, with GEOS's words
+    (unreadable,) = batch.columns["geom"]  # the check refuses it, with this reason
+    assert (unreadable.reason, str(unreadable)) == (
+        "e 'abc' is not a number (a point needs e and n)",
+        "e=abc; n=2",
+    )
     with pytest.raises(ConfigurationError, match=r"xy_columns names 'north', which .* does not"):
         batches(given, columns=["id", "geom"], xy_columns=("e", "north"))
     wkt = write_csv(tmp_path / "wkt.csv", [["x", "y", "wkt"], ["1", "2", "POINT (1 2)"]])

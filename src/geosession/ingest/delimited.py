@@ -52,7 +52,9 @@ def csv_batches(path: Path, landing: Landing, read: FileRead) -> Iterator[Batch]
             values = {names[i]: [row[i] or None for row in chunk] for i in loaded}
             for column, fields in made.items():
                 coordinates = [[row[i] for row in chunk] for i in fields]
-                values[column] = point_values(coordinates, decimal_comma=delimiter == ";")
+                values[column] = point_values(
+                    coordinates, [header[i] for i in fields], decimal_comma=delimiter == ";"
+                )
             kept = {c: values[c] for c in columns if c in values}
             yield Batch(first, kept, crs, decimal_comma=delimiter == ";")
 

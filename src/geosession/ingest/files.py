@@ -786,7 +786,7 @@ def arrow_batches(
             }
             if points is not None:
                 coordinates = [part.column(name) for name in points.fields]
-                values[str(landing.geometry_column)] = arrow_points(coordinates)
+                values[str(landing.geometry_column)] = arrow_points(coordinates, points.fields)
             yield Batch(first, {c: values[c] for c in landing.columns if c in values}, crs)
             first += part.num_rows
             offset += part.num_rows

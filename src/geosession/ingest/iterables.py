@@ -98,7 +98,8 @@ def _with_points(batch: Batch, points: PointColumns, landing: Landing) -> Batch:
         [
             columns[name] if name in landing.columns else columns.pop(name, [None] * rows)
             for name in points.fields
-        ]
+        ],
+        points.fields,
     )
     crs = dict(batch.crs) | ({geometry: points.srid} if points.srid is not None else {})
     return dataclasses.replace(batch, columns=columns, crs=crs)

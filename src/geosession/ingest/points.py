@@ -24,6 +24,7 @@ import numpy as np
 import shapely
 
 from geosession.errors import ConfigurationError
+from geosession.ingest.validate import Unreadable
 from geosession.ingest.values import with_decimal_point
 
 _WGS84 = 4326
@@ -59,13 +60,17 @@ class PointColumns:
 
 
 def point_values(
-    coordinates: Sequence[Sequence[str | None]], *, decimal_comma: bool = False
+    coordinates: Sequence[Sequence[str | None]],
+    fields: Sequence[str],
+    *,
+    decimal_comma: bool = False,
 ) -> list[Any]:
-    """Each row's point from the text of its coordinates (x, y and maybe z): shapely
-    points made in one call where every number reads as one (an empty one is NaN, which
-    the geometry check sets aside as non-finite), None where all are empty; else WKT
-    (:func:`point_texts`), for GEOS to name what is wrong. ``decimal_comma``: a number
-    with one comma and no point has a decimal comma (a semicolon-separated file, as
+    """Each row's point from the text of its coordinates (``fields``: x, y and maybe z):
+    shapely points made in one call where every number reads as one, None where all are
+    empty; else one row at a time (:func:`_rows_points`). A row missing x or y makes no
+    point: it is :class:`Unreadable`, saying which (an empty height is NaN, which the
+    geometry check sets aside as non-finite, or repairs). ``decimal_comma``: a number with
+    one comma and no point has a decimal comma (a semicolon-separated file, as
     spreadsheets write them where 52,52 is a number)."""
     if decimal_comma:
         coordinates = [list(map(with_decimal_point, values)) for values in coordinates]
@@ -75,24 +80,21 @@ def point_values(
             for values in coordinates
         ]
     except ValueError:
-        return point_texts(coordinates)
-    points = shapely.points(*arrays)
-    points[[not any(values) for values in zip(*coordinates, strict=True)]] = None
-    return list(points)
+        return _rows_points(coordinates, fields)
+    return _numeric_points(arrays, fields)
 
 
-def series_points(coordinates: Sequence[Any]) -> list[Any]:
-    """Each row's point from pandas Series of numbers (NaN where missing: a point with
-    one is set aside as non-finite, None where all are); of other values, as
-    :func:`point_values` reads text."""
+def series_points(coordinates: Sequence[Any], fields: Sequence[str]) -> list[Any]:
+    """Each row's point from pandas Series of numbers (NaN where missing); of other
+    values, as :func:`point_values` reads text."""
     try:
         arrays = [xs.to_numpy(dtype=np.float64, na_value=np.nan) for xs in coordinates]
     except (TypeError, ValueError):
-        return _text_points(coordinates)
-    return _numeric_points(arrays)
+        return _text_points(coordinates, fields)
+    return _numeric_points(arrays, fields)
 
 
-def value_points(coordinates: Sequence[Sequence[Any]]) -> list[Any]:
+def value_points(coordinates: Sequence[Sequence[Any]], fields: Sequence[str]) -> list[Any]:
     """Each row's point from lists of numbers (dict rows' values; None where missing), or
     of text, as :func:`point_values` reads it."""
     try:
@@ -101,11 +103,11 @@ def value_points(coordinates: Sequence[Sequence[Any]]) -> list[Any]:
             for values in coordinates
         ]
     except (TypeError, ValueError):
-        return _text_points(coordinates)
-    return _numeric_points(arrays)
+        return _text_points(coordinates, fields)
+    return _numeric_points(arrays, fields)
 
 
-def arrow_points(coordinates: Sequence[Any]) -> list[Any]:
+def arrow_points(coordinates: Sequence[Any], fields: Sequence[str]) -> list[Any]:
     """Each row's point from Arrow arrays of numbers (nulls: missing), or of text, as
     :func:`point_values` reads it."""
     import pyarrow
@@ -115,34 +117,68 @@ def arrow_points(coordinates: Sequence[Any]) -> list[Any]:
             values.cast(pyarrow.float64()).to_numpy(zero_copy_only=False) for values in coordinates
         ]
     except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError):
-        return _text_points([values.to_pylist() for values in coordinates])
-    return _numeric_points(arrays)
+        return _text_points([values.to_pylist() for values in coordinates], fields)
+    return _numeric_points(arrays, fields)
 
 
-def _numeric_points(arrays: Sequence[np.ndarray[Any, Any]]) -> list[Any]:
+def _numeric_points(arrays: Sequence[np.ndarray[Any, Any]], fields: Sequence[str]) -> list[Any]:
     points = shapely.points(*arrays)
+    missing = np.isnan(np.stack(arrays[:2]))
     points[np.logical_and.reduce([np.isnan(values) for values in arrays])] = None
+    for row in np.flatnonzero(missing.any(axis=0) & ~missing.all(axis=0)):
+        given = ["" if np.isnan(values[row]) else repr(float(values[row])) for values in arrays]
+        points[row] = _unreadable(fields, given)
     return list(points)
 
 
-def _text_points(coordinates: Sequence[Iterable[Any]]) -> list[Any]:
+def _text_points(coordinates: Sequence[Iterable[Any]], fields: Sequence[str]) -> list[Any]:
     """Values that are not all numbers, read as text (None and NaN: empty)."""
     return point_values(
-        [[None if v is None or v != v else str(v) for v in values] for values in coordinates]
+        [[None if v is None or v != v else str(v) for v in values] for values in coordinates],
+        fields,
     )
 
 
-def point_texts(coordinates: Sequence[Sequence[str | None]]) -> list[str | None]:
-    """Each row's point as WKT; None where all numbers are empty (a NULL geometry). A
-    number that is not one makes WKT that does not parse, which the geometry check sets
-    aside with GEOS's words ("Expected number but encountered word: 'abc'")."""
-    kind = "POINT" if len(coordinates) == 2 else "POINT Z"
-    return [
-        None
-        if not any(values)
-        else f"{kind} ({' '.join((value or '').strip() for value in values)})"
-        for values in zip(*coordinates, strict=True)
-    ]
+def _rows_points(coordinates: Sequence[Sequence[str | None]], fields: Sequence[str]) -> list[Any]:
+    """Each row's point read alone (some coordinate of the batch is no number): None where
+    all are empty, :class:`Unreadable` where x or y is empty or no number, or z no number."""
+    points: list[Any] = []
+    for values in zip(*coordinates, strict=True):
+        texts = [(value or "").strip() for value in values]
+        if not any(texts):
+            points.append(None)
+            continue
+        try:
+            numbers = [float(text) if text else float("nan") for text in texts]
+        except ValueError:
+            points.append(_unreadable(fields, texts))
+            continue
+        if any(not text for text in texts[:2]):
+            points.append(_unreadable(fields, texts))
+        else:
+            points.append(shapely.Point(numbers))
+    return points
+
+
+def _unreadable(fields: Sequence[str], texts: Sequence[str]) -> Unreadable:
+    """Why a row's coordinates (``texts``, as given) make no point."""
+    problems = []
+    for index, (name, text) in enumerate(zip(fields, texts, strict=True)):
+        if not text and index < 2:
+            problems.append(f"{name} is missing")
+        elif text and not _is_number(text):
+            problems.append(f"{name} {text!r} is not a number")
+    needs = " and ".join(fields[:2])
+    given = "; ".join(f"{name}={text}" for name, text in zip(fields, texts, strict=True))
+    return Unreadable(f"{'; '.join(problems)} (a point needs {needs})", given)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def coordinates_for(

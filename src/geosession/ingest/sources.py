@@ -214,7 +214,7 @@ def _dataframe_batches(
             values = {names[label]: _values(s.iloc[start:stop]) for label, s in series.items()}
             if points is not None:
                 coordinates = [frame[name].iloc[start:stop] for name in points.fields]
-                values[str(landing.geometry_column)] = series_points(coordinates)
+                values[str(landing.geometry_column)] = series_points(coordinates, points.fields)
             yield Batch(start + 1, {c: values[c] for c in columns if c in values}, known)
             start = min(stop, len(frame))
 

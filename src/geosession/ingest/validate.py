@@ -58,6 +58,18 @@ _DEMOTE = {"POINT": 4, "LINESTRING": 5, "POLYGON": 6}
 _REASON_LIMIT = 500
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A value a reader could make no geometry of (coordinates that are missing or no
+    numbers), with why; ``text``, the value as given, is the reject's value."""
+
+    reason: str
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
 @dataclass(frozen=True, slots=True)
 class Reject:
     """A source row that was not loaded, and why. Slotted, its texts shared between the
@@ -302,6 +314,9 @@ def _parse(
     if dict in kinds:
         _geojson_geometries(values, geoms, pending, default_srid)
     for index in np.flatnonzero(pending & (geoms == None)):  # noqa: E711
+        if isinstance(values[index], Unreadable):
+            problems[int(index)] = ("unparsable", values[index].reason)
+            continue
         try:
             with np.errstate(all="ignore"):  # NaN, 1e400: the non-finite check judges them
                 value = values[index]
