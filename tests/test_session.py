@@ -30,6 +30,20 @@ def notes(db: SpatialDatabase) -> Iterator[str]:
         s.execute(text("DROP TABLE notes"))
 
 
+DRIVERS = ["psycopg", "psycopg2", "asyncpg", "psycopg async"]
+"""The sync drivers, and the async ones (whose tests use the async sessions)."""
+
+
+def one_connection(make_db: Callable[..., SpatialDatabase], driver: str) -> SpatialDatabase:
+    """A database whose pool holds one connection, on ``driver`` (one of DRIVERS)."""
+    return make_db(
+        pool_size=1,
+        max_overflow=0,
+        driver="psycopg2" if driver == "psycopg2" else "psycopg",
+        async_driver="psycopg" if driver == "psycopg async" else "asyncpg",
+    )
+
+
 def count(db: SpatialDatabase) -> int:
     with db.session() as s:
         return int(s.execute(text("SELECT count(*) FROM notes")).scalar_one())
@@ -129,19 +143,14 @@ def test_transaction_settings_by_name_are_local_to_each_transaction(
             pass
 
 
-@pytest.mark.parametrize("driver", ["psycopg", "psycopg2", "asyncpg", "psycopg async"])
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_settings_changed_for_the_whole_session_never_reach_the_next_user(
     make_db: Callable[..., SpatialDatabase], caplog: pytest.LogCaptureFixture, driver: str
 ) -> None:
     """SET without LOCAL (a tenant's search_path, SET ROLE, an RLS key by set_config(...,
     false)) outlives the checkout: the next request ran with the previous one's settings
     on the same pooled connection. Such a connection is now replaced, with a warning."""
-    db = make_db(
-        pool_size=1,
-        max_overflow=0,
-        driver="psycopg2" if driver == "psycopg2" else "psycopg",
-        async_driver="psycopg" if driver == "psycopg async" else "asyncpg",
-    )
+    db = one_connection(make_db, driver)
     state = text(
         "SELECT pg_backend_pid(), current_setting('search_path'), "
         "current_setting('app.tenant', true), current_user, current_setting('work_mem')"
@@ -190,19 +199,14 @@ def test_settings_changed_for_the_whole_session_never_reach_the_next_user(
     assert first == second  # the same session: nothing outlived the checkout
 
 
-@pytest.mark.parametrize("driver", ["psycopg", "psycopg2", "asyncpg", "psycopg async"])
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_session_advisory_locks_never_stay_with_a_pooled_connection(
     make_db: Callable[..., SpatialDatabase], caplog: pytest.LogCaptureFixture, driver: str
 ) -> None:
     """pg_advisory_lock holds until it is released or the server session ends: a pooled
     connection returned holding one kept it, and no one could release it (another
     worker's pg_try_advisory_lock failed for as long as the pool lived)."""
-    db = make_db(
-        pool_size=1,
-        max_overflow=0,
-        driver="psycopg2" if driver == "psycopg2" else "psycopg",
-        async_driver="psycopg" if driver == "psycopg async" else "asyncpg",
-    )
+    db = one_connection(make_db, driver)
     other = make_db(pool_size=1, max_overflow=0)
     statements = [
         ["SELECT pg_advisory_lock(7001), pg_try_advisory_lock(7002)"],  # left held
@@ -244,19 +248,14 @@ def test_session_advisory_locks_never_stay_with_a_pooled_connection(
     assert "pg_advisory_xact_lock" in warning
 
 
-@pytest.mark.parametrize("driver", ["psycopg", "psycopg2", "asyncpg", "psycopg async"])
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_temporary_tables_never_reach_the_next_user_of_a_pooled_connection(
     make_db: Callable[..., SpatialDatabase], caplog: pytest.LogCaptureFixture, driver: str
 ) -> None:
     """A temporary table made without ON COMMIT DROP lasts as long as the server session:
     the next request on the pooled connection read its rows (CREATE TEMP TABLE IF NOT
     EXISTS), or failed to make its own ("already exists")."""
-    db = make_db(
-        pool_size=1,
-        max_overflow=0,
-        driver="psycopg2" if driver == "psycopg2" else "psycopg",
-        async_driver="psycopg" if driver == "psycopg async" else "asyncpg",
-    )
+    db = one_connection(make_db, driver)
     shown = text(
         "SELECT pg_backend_pid(), (SELECT count(*) FROM pg_class "
         "WHERE relnamespace = pg_my_temp_schema() AND relkind = 'r')"
