@@ -174,7 +174,7 @@ def _where() -> str:
 
 
 class _Returns:
-    """Connections coming back to one engine's pool; each setting and place is told once."""
+    """Connections coming back to one engine's pool; each thing left and place is told once."""
 
     def __init__(self) -> None:
         self._warned: set[tuple[str, str]] = set()
@@ -197,7 +197,8 @@ class _Returns:
             self._drop_tables(dbapi_connection, temporary)
 
     def _release_locks(self, dbapi_connection: Any, where: str) -> None:
-        ((held, _),) = _fetch(dbapi_connection, _HELD_AND_RELEASED)
+        ((count, _),) = _fetch(dbapi_connection, _HELD_AND_RELEASED)
+        held = int(count)
         if held and self._first(("advisory lock", where)):
             log.warning(
                 "A pooled connection came back holding %s advisory lock%s, the first taken "
@@ -206,9 +207,9 @@ class _Returns:
                 "(pg_advisory_unlock_all). Take them for the transaction alone with "
                 "pg_advisory_xact_lock, or release each before the session ends",
                 held,
-                "" if int(held) == 1 else "s",
+                "" if held == 1 else "s",
                 where,
-                "it" if int(held) == 1 else "them",
+                "it" if held == 1 else "them",
             )
 
     def _drop_tables(self, dbapi_connection: Any, made: dict[str, str]) -> None:
