@@ -23,24 +23,31 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, event, exc
+from sqlalchemy import Engine, event
 
 from geosession.observe.leaks import capture_stack
 from geosession.read.plan import quote_identifier
 
 log = logging.getLogger("geosession.pool")
 
-_CHANGED = "geosession_changed_settings"
-"""Connection info key: the settings changed for the session, and where each was."""
-_REPLACE = "geosession_replace"
-"""Connection info key: the settings a returned connection still had changed."""
-_LOCKED = "geosession_advisory_locks"
-"""Connection info key: where the checkout first took a session advisory lock."""
-_TEMPORARY = "geosession_temporary_tables"
-"""Connection info key: the temporary tables the checkout made to outlive its
-transaction, and where each was made."""
+_LEFT = "geosession_session_state"
+"""Connection info key: what the checkout left in the server session (:class:`_Left`)."""
+
+
+@dataclass
+class _Left:
+    """What a checkout's statements left in the server session, and where each was."""
+
+    settings: dict[str, str] = field(default_factory=dict)
+    """The settings changed for the session."""
+    locked: str | None = None
+    """Where it first took a session advisory lock."""
+    tables: dict[str, str] = field(default_factory=dict)
+    """The temporary tables it made to outlive their transaction."""
+
 
 _COMMAND = re.compile(r"\s*(SET|RESET|DISCARD)\s+(.*)", re.IGNORECASE | re.DOTALL)
 _NOT_SESSION = re.compile(r"(LOCAL|TRANSACTION|CONSTRAINTS)\b", re.IGNORECASE)
@@ -83,12 +90,8 @@ def guard_session_state(engine: Engine, *, pgbouncer: bool = False) -> None:
     temporary tables (see the module). Behind PgBouncer locks and tables are not looked
     up: in transaction pooling the next transaction may run on another server session
     (another client's)."""
-    returns = _Returns()
     event.listen(engine, "before_cursor_execute", _seen)
-    if not pgbouncer:
-        event.listen(engine, "reset", returns.reset)
-    event.listen(engine, "checkin", returns.returned)
-    event.listen(engine, "checkout", _lent)
+    event.listen(engine, "reset", _Returns(look_up=not pgbouncer).reset)
 
 
 def session_changes(statement: str) -> list[tuple[str, bool]]:
@@ -148,23 +151,25 @@ def _parts(name: str) -> list[str]:
 def _seen(
     conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool
 ) -> None:
-    if "advisory_lock" in statement and _ADVISORY_LOCK.search(statement):
-        conn.info.setdefault(_LOCKED, _where())
-    made = _TEMPORARY_TABLE.match(statement)
-    if made is not None and not _ON_COMMIT_DROP.search(statement):
-        name = _parts(made.group(1))[-1]  # pg_temp.name: the name
-        conn.info.setdefault(_TEMPORARY, {}).setdefault(name, _where())
     changes = session_changes(statement)
-    if not changes:
+    locks = "advisory_lock" in statement and _ADVISORY_LOCK.search(statement) is not None
+    made = _TEMPORARY_TABLE.match(statement)
+    if made is not None and _ON_COMMIT_DROP.search(statement):
+        made = None
+    if not (changes or locks or made):
         return
-    changed: dict[str, str] = conn.info.setdefault(_CHANGED, {})
+    left: _Left = conn.info.setdefault(_LEFT, _Left())
+    if locks and left.locked is None:
+        left.locked = _where()
+    if made is not None:
+        left.tables.setdefault(_parts(made.group(1))[-1], _where())  # pg_temp.name: name
     for name, change in changes:
         if not change and name == "*":
-            changed.clear()
+            left.settings.clear()
         elif not change:
-            changed.pop(name, None)
-        elif name not in changed:
-            changed[name] = _where()
+            left.settings.pop(name, None)
+        elif name not in left.settings:
+            left.settings[name] = _where()
 
 
 def _where() -> str:
@@ -174,27 +179,35 @@ def _where() -> str:
 
 
 class _Returns:
-    """Connections coming back to one engine's pool; each thing left and place is told once."""
+    """Connections coming back to one engine's pool (its reset event, before the return's
+    rollback); each thing left and place is told once."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, look_up: bool) -> None:
+        self._look_up = look_up  # locks and tables: not behind PgBouncer
         self._warned: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
     def reset(self, dbapi_connection: Any, record: Any, state: Any) -> None:
-        """Before the return's rollback: a checkout that took session advisory locks or
-        made temporary tables has them looked up, and released or dropped (rolled back
-        first: its transaction may have failed)."""
-        if record is None or state.terminate_only or not state.asyncio_safe:
-            return  # a connection being closed releases its locks and drops its tables
-        locked = record.info.pop(_LOCKED, None)
-        temporary: dict[str, str] = record.info.pop(_TEMPORARY, {})
-        if locked is None and not temporary:
+        """A checkout that changed settings has its connection replaced before the next
+        (soft invalidation: SQLAlchemy reconnects at the next checkout, connect events
+        included); one that took session advisory locks or made temporary tables has
+        them looked up, and released or dropped (rolled back first: its transaction may
+        have failed)."""
+        left: _Left | None = record.info.pop(_LEFT, None) if record is not None else None
+        if left is None:
             return
+        if left.settings:
+            record.invalidate(soft=True)
+            self._tell_changed(left.settings)
+        if not (left.locked or left.tables) or not self._look_up:
+            return
+        if state.terminate_only or not state.asyncio_safe:
+            return  # a connection being closed releases its locks and drops its tables
         dbapi_connection.rollback()
-        if locked is not None:
-            self._release_locks(dbapi_connection, locked)
-        if temporary:
-            self._drop_tables(dbapi_connection, temporary)
+        if left.locked is not None:
+            self._release_locks(dbapi_connection, left.locked)
+        if left.tables:
+            self._drop_tables(dbapi_connection, left.tables)
 
     def _release_locks(self, dbapi_connection: Any, where: str) -> None:
         ((count, _),) = _fetch(dbapi_connection, _HELD_AND_RELEASED)
@@ -240,13 +253,7 @@ class _Returns:
             self._warned.add(told)
             return True
 
-    def returned(self, dbapi_connection: Any, record: Any) -> None:
-        if dbapi_connection is None or record is None:
-            return
-        changed: dict[str, str] = record.info.pop(_CHANGED, {})
-        if not changed:
-            return
-        record.info[_REPLACE] = sorted(changed)
+    def _tell_changed(self, changed: dict[str, str]) -> None:
         fresh = {name: where for name, where in changed.items() if self._first((name, where))}
         if not fresh:
             return
@@ -259,14 +266,6 @@ class _Returns:
             ", ".join(f"{name} (set at {where})" for name, where in fresh.items()),
             "them" if len(fresh) > 1 else "it",
             next(iter(fresh)),
-        )
-
-
-def _lent(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-    replace = record.info.pop(_REPLACE, None)
-    if replace:
-        raise exc.DisconnectionError(
-            "the connection had " + ", ".join(replace) + " changed for its session"
         )
 
 
