@@ -317,6 +317,74 @@ def test_temporary_tables_never_reach_the_next_user_of_a_pooled_connection(
     assert "ON COMMIT DROP" in told
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_listens_prepared_statements_held_cursors_and_temporary_objects_are_undone(
+    make_db: Callable[..., SpatialDatabase], caplog: pytest.LogCaptureFixture, driver: str
+) -> None:
+    """LISTEN, PREPARE, DECLARE ... WITH HOLD, temporary sequences and views, SELECT ...
+    INTO TEMP: each outlived the checkout on the pooled connection (the next user was sent
+    the channel's notifications, or failed to make its own: "already exists")."""
+    db = one_connection(make_db, driver)
+    shown = text(
+        "SELECT pg_backend_pid(), (SELECT count(*) FROM pg_class "
+        "WHERE relnamespace = pg_my_temp_schema()), (SELECT count(*) FROM "
+        "pg_listening_channels()), (SELECT count(*) FROM pg_prepared_statements WHERE "
+        "from_sql), (SELECT count(*) FROM pg_cursors WHERE is_holdable)"
+    )
+    made = [
+        "LISTEN jobs",
+        'PREPARE "Nearby" (int) AS SELECT $1 + 1',
+        "DECLARE held NO SCROLL CURSOR WITH HOLD FOR SELECT generate_series(1, 3)",
+        "CREATE TEMP SEQUENCE tickets",
+        "SELECT 1 AS id INTO TEMP TABLE picked",
+        "CREATE TEMP VIEW picked_view AS SELECT id FROM picked",
+        "DECLARE gone NO SCROLL CURSOR FOR SELECT 1",  # without HOLD: the transaction's
+    ]
+    checkouts = [made, made[:-1], []]  # the same names again: none of them already exists
+
+    async def run_async() -> list[tuple[Any, ...]]:
+        seen = []
+        try:
+            for work in checkouts:
+                async with db.async_session() as session:
+                    seen.append(tuple((await session.execute(shown)).one()))
+                    for statement in work:
+                        await session.execute(text(statement))
+                    await session.commit()
+            return seen
+        finally:
+            await db.adispose()
+
+    def run() -> list[tuple[Any, ...]]:
+        if "async" in driver:
+            return asyncio.run(run_async())
+        seen = []
+        for work in checkouts:
+            with db.session() as session:
+                seen.append(tuple(session.execute(shown).one()))
+                for statement in work:
+                    session.execute(text(statement))
+                session.commit()
+        return seen
+
+    caplog.set_level(logging.WARNING, logger="geosession.pool")
+    seen = run()
+    assert len({row[0] for row in seen}) == 1  # the same connection throughout
+    assert [row[1:] for row in seen] == [(0, 0, 0, 0)] * 3
+    told = [r.getMessage() for r in caplog.records if "came back with" in r.getMessage()]
+    assert len(told) == 6  # once a kind and place
+    for kind, name in [
+        ("cursor", "held"),
+        ("temporary view", "picked_view"),
+        ("temporary table", "picked"),
+        ("temporary sequence", "tickets"),
+        ("LISTEN channel", "jobs"),
+        ("prepared statement", "Nearby"),
+    ]:
+        assert any(f"with {kind} {name} (made at {__file__}:" in m for m in told), kind
+    assert all("gone" not in m for m in told)
+
+
 @pytest.mark.parametrize(
     ("given", "shown"),
     [

@@ -6,24 +6,29 @@ session, and a pooled connection's session outlives the checkout that changed it
 next request would run with another tenant's search_path, another user's role (row-level
 security keyed on a setting included). So do advisory locks taken with
 ``pg_advisory_lock`` (not ``pg_advisory_xact_lock``): held by a pooled connection, no
-one can release them; and temporary tables made without ``ON COMMIT DROP``: the next
-user would read their rows, or fail to make its own ("already exists"). SQLAlchemy's
-return to the pool rolls back, which undoes none of it.
+one can release them; temporary tables, sequences and views (tables made without ``ON
+COMMIT DROP``): the next user would read their rows, or fail to make its own ("already
+exists"); ``LISTEN``: the next user would be sent the channel's notifications;
+``PREPARE``: the next user's own fails ("already exists"); and cursors declared ``WITH
+HOLD``, which keep their rows on the server. SQLAlchemy's return to the pool rolls back,
+which undoes none of it.
 
 Such statements are seen as they are executed. A connection returned with a setting
 still changed is replaced before its next checkout (connect events run again on the new
-one); one that took session advisory locks, or made temporary tables, has them looked up
-as it returns, and released or dropped. Each is logged once per kind and place. ``SET LOCAL`` (what
-``db.transaction(statement_timeout=...)`` uses), ``RESET`` and ``DISCARD ALL`` change
-nothing that outlives the transaction or undo the change.
+one); one that took session advisory locks, or left any of the others, has them looked up
+as it returns, and released, dropped, closed or deallocated. Each is logged once per kind
+and place. ``SET LOCAL`` (what ``db.transaction(statement_timeout=...)`` uses), ``RESET``
+and ``DISCARD ALL`` change nothing that outlives the transaction or undo the change.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import threading
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -45,8 +50,74 @@ class _Left:
     """The settings changed for the session."""
     locked: str | None = None
     """Where it first took a session advisory lock."""
-    tables: dict[str, str] = field(default_factory=dict)
-    """The temporary tables it made to outlive their transaction."""
+    made: dict[tuple[str, str], str] = field(default_factory=dict)
+    """The things it made to outlive its transaction, by (kind, name): see _KINDS."""
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """A kind of named thing a statement leaves in the server session, and its undoing."""
+
+    noun: str
+    undo: str
+    """The statement that removes one, for its quoted name."""
+    done: str
+    """What the undoing did, told in the warning."""
+    harm: str
+    """What the next user of the connection would have met."""
+    instead: str
+    """What to do instead."""
+
+
+_KINDS = {  # in the order they are undone: cursors and views before their tables
+    "cursor": _Kind(
+        "cursor",
+        "CLOSE {}",
+        "closed",
+        'failed to declare one of that name ("already exists"), the server keeping the rows '
+        "meanwhile",
+        "Close a cursor declared WITH HOLD when done, or read in pages with db.stream",
+    ),
+    "view": _Kind(
+        "temporary view",
+        "DROP VIEW IF EXISTS pg_temp.{}",
+        "dropped",
+        'read from what was left, or failed to make its own ("already exists")',
+        "Drop temporary views when done",
+    ),
+    "table": _Kind(
+        "temporary table",
+        "DROP TABLE IF EXISTS pg_temp.{}",
+        "dropped",
+        'read the rows left, or failed to make its own ("already exists")',
+        "Make temporary tables ON COMMIT DROP in the transaction that uses them, or drop "
+        "them when done",
+    ),
+    "sequence": _Kind(
+        "temporary sequence",
+        "DROP SEQUENCE IF EXISTS pg_temp.{}",
+        "dropped",
+        'drawn numbers on from the last, or failed to make its own ("already exists")',
+        "Drop temporary sequences when done",
+    ),
+    "channel": _Kind(
+        "LISTEN channel",
+        "UNLISTEN {}",
+        "stopped listening to",
+        "been sent the channel's notifications (psycopg2 keeps them in connection.notifies, "
+        "unread)",
+        "LISTEN on a connection kept for the listener alone (db.engine.connect(), held "
+        "open), or UNLISTEN when done",
+    ),
+    "statement": _Kind(
+        "prepared statement",
+        "DEALLOCATE {}",
+        "deallocated",
+        'failed to prepare one of that name ("already exists")',
+        "DEALLOCATE a statement PREPAREd in SQL when done (psycopg 3 prepares the "
+        "statements a connection runs often by itself: prepare_threshold)",
+    ),
+}
 
 
 _COMMAND = re.compile(r"\s*(SET|RESET|DISCARD)\s+(.*)", re.IGNORECASE | re.DOTALL)
@@ -70,14 +141,44 @@ _HELD_AND_RELEASED = (
     "AND pid = pg_backend_pid() AND granted), pg_advisory_unlock_all()"
 )
 _IDENTIFIER = r'(?:"(?:[^"]|"")+"|[\w$]+)'
-_TEMPORARY_TABLE = re.compile(
-    r"\s*CREATE\s+(?:(?:GLOBAL|LOCAL)\s+)?TEMP(?:ORARY)?\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"
-    rf"((?:{_IDENTIFIER}\s*\.\s*)?{_IDENTIFIER})",
-    re.IGNORECASE,
+_QUALIFIED = rf"((?:{_IDENTIFIER}\s*\.\s*)?{_IDENTIFIER})"
+_SELECT_INTO_TEMP = re.compile(
+    r"\s*\w+\b.*?\bINTO\s+(?:(?:GLOBAL|LOCAL)\s+)?TEMP(?:ORARY)?\s+"
+    rf"(?:UNLOGGED\s+)?(?:TABLE\s+)?{_QUALIFIED}",
+    re.IGNORECASE | re.DOTALL,
 )
-_TEMPORARY_TABLES = (
-    "SELECT relname::text FROM pg_class "
-    "WHERE relnamespace = pg_my_temp_schema() AND relkind IN ('r', 'p')"
+_MADE = {  # by first word, statements that make a thing outliving the transaction
+    "CREATE": (
+        re.compile(
+            r"\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:(?:GLOBAL|LOCAL)\s+)?TEMP(?:ORARY)?\s+"
+            r"(?:UNLOGGED\s+)?(TABLE|SEQUENCE|VIEW|RECURSIVE\s+VIEW)\s+"
+            rf"(?:IF\s+NOT\s+EXISTS\s+)?{_QUALIFIED}",
+            re.IGNORECASE,
+        ),
+        "",  # the kind is the word before the name
+    ),
+    "SELECT": (_SELECT_INTO_TEMP, "table"),
+    "WITH": (_SELECT_INTO_TEMP, "table"),
+    "LISTEN": (re.compile(rf"\s*LISTEN\s+({_IDENTIFIER})", re.IGNORECASE), "channel"),
+    "PREPARE": (
+        re.compile(rf"\s*PREPARE\s+({_IDENTIFIER})\s*(?:\(|AS\b)", re.IGNORECASE),
+        "statement",
+    ),
+    "DECLARE": (
+        re.compile(
+            rf"\s*DECLARE\s+({_IDENTIFIER})\s+(?:\w+\s+)*?CURSOR\s+WITH\s+HOLD\b",
+            re.IGNORECASE,
+        ),
+        "cursor",
+    ),
+}
+_STILL_THERE = (  # the things of _KINDS the server session has, by kind and name
+    "SELECT CASE WHEN relkind = 'S' THEN 'sequence' WHEN relkind = 'v' THEN 'view' "
+    "ELSE 'table' END, relname::text FROM pg_class "
+    "WHERE relnamespace = pg_my_temp_schema() AND relkind IN ('r', 'p', 'S', 'v') "
+    "UNION ALL SELECT 'channel', pg_listening_channels() "
+    "UNION ALL SELECT 'statement', name FROM pg_prepared_statements WHERE from_sql "
+    "UNION ALL SELECT 'cursor', name FROM pg_cursors WHERE is_holdable"
 )
 _ON_COMMIT_DROP = re.compile(r"\bON\s+COMMIT\s+DROP\b", re.IGNORECASE)
 _SET_CONFIG = re.compile(
@@ -86,10 +187,10 @@ _SET_CONFIG = re.compile(
 
 
 def guard_session_state(engine: Engine, *, pgbouncer: bool = False) -> None:
-    """Watches ``engine``'s statements for session-level settings, advisory locks and
-    temporary tables (see the module). Behind PgBouncer locks and tables are not looked
-    up: in transaction pooling the next transaction may run on another server session
-    (another client's)."""
+    """Watches ``engine``'s statements for session-level settings, advisory locks and the
+    named things of _KINDS (see the module). Behind PgBouncer only settings are: in
+    transaction pooling the next transaction may run on another server session (another
+    client's), where locks and such things cannot be looked up."""
     event.listen(engine, "before_cursor_execute", _seen)
     event.listen(engine, "reset", _Returns(look_up=not pgbouncer).reset)
 
@@ -148,21 +249,38 @@ def _parts(name: str) -> list[str]:
     return [quoted.replace('""', '"') if quoted else bare.lower() for quoted, bare in found]
 
 
+def made_things(statement: str) -> list[tuple[str, str]]:
+    """The named things of _KINDS ``statement`` makes to outlive its transaction, as
+    (kind, name); a temporary table ``ON COMMIT DROP`` is the transaction's own."""
+    words = statement[:64].split(None, 1)  # not a copy of a long INSERT's whole text
+    made = _MADE.get(words[0].upper()) if words else None
+    if made is None:
+        return []
+    pattern, kind = made
+    if pattern is _SELECT_INTO_TEMP and "into" not in statement and "INTO" not in statement:
+        return []  # most statements of all: searched only when they have an INTO
+    found = pattern.match(statement)
+    if found is None:
+        return []
+    kind = kind or found.group(1).split()[-1].lower()
+    if kind == "table" and _ON_COMMIT_DROP.search(statement):
+        return []
+    return [(kind, _parts(found.groups()[-1])[-1])]  # pg_temp.name: name
+
+
 def _seen(
     conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool
 ) -> None:
     changes = session_changes(statement)
     locks = "advisory_lock" in statement and _ADVISORY_LOCK.search(statement) is not None
-    made = _TEMPORARY_TABLE.match(statement)
-    if made is not None and _ON_COMMIT_DROP.search(statement):
-        made = None
+    made = made_things(statement)
     if not (changes or locks or made):
         return
     left: _Left = conn.info.setdefault(_LEFT, _Left())
     if locks and left.locked is None:
         left.locked = _where()
-    if made is not None:
-        left.tables.setdefault(_parts(made.group(1))[-1], _where())  # pg_temp.name: name
+    for thing in made:
+        left.made.setdefault(thing, _where())
     for name, change in changes:
         if not change and name == "*":
             left.settings.clear()
@@ -190,8 +308,8 @@ class _Returns:
     def reset(self, dbapi_connection: Any, record: Any, state: Any) -> None:
         """A checkout that changed settings has its connection replaced before the next
         (soft invalidation: SQLAlchemy reconnects at the next checkout, connect events
-        included); one that took session advisory locks or made temporary tables has
-        them looked up, and released or dropped (rolled back first: its transaction may
+        included); one that took session advisory locks or left things of _KINDS has
+        them looked up, and released or undone (rolled back first: its transaction may
         have failed)."""
         left: _Left | None = record.info.pop(_LEFT, None) if record is not None else None
         if left is None:
@@ -199,15 +317,15 @@ class _Returns:
         if left.settings:
             record.invalidate(soft=True)
             self._tell_changed(left.settings)
-        if not (left.locked or left.tables) or not self._look_up:
+        if not (left.locked or left.made) or not self._look_up:
             return
         if state.terminate_only or not state.asyncio_safe:
-            return  # a connection being closed releases its locks and drops its tables
+            return  # a connection being closed loses all its session has
         dbapi_connection.rollback()
         if left.locked is not None:
             self._release_locks(dbapi_connection, left.locked)
-        if left.tables:
-            self._drop_tables(dbapi_connection, left.tables)
+        if left.made:
+            self._undo(dbapi_connection, left.made)
 
     def _release_locks(self, dbapi_connection: Any, where: str) -> None:
         ((count, _),) = _fetch(dbapi_connection, _HELD_AND_RELEASED)
@@ -225,26 +343,37 @@ class _Returns:
                 "it" if held == 1 else "them",
             )
 
-    def _drop_tables(self, dbapi_connection: Any, made: dict[str, str]) -> None:
-        present = {str(name) for (name,) in _fetch(dbapi_connection, _TEMPORARY_TABLES)}
-        kept = [name for name in made if name in present]
+    def _undo(self, dbapi_connection: Any, made: dict[tuple[str, str], str]) -> None:
+        """Undoes the things the checkout made that its session still has, kind by kind."""
+        present = {(str(kind), str(name)) for kind, name in _fetch(dbapi_connection, _STILL_THERE)}
+        order = list(_KINDS)
+        kept = sorted(
+            (thing for thing in made if thing in present), key=lambda t: order.index(t[0])
+        )
         if not kept:
             return
-        quoted = ", ".join("pg_temp." + quote_identifier(name) for name in kept)
-        _fetch(dbapi_connection, f"DROP TABLE IF EXISTS {quoted}", rows=False)
+        for kind, name in kept:
+            _fetch(dbapi_connection, _KINDS[kind].undo.format(quote_identifier(name)), rows=False)
         dbapi_connection.commit()
-        told = [name for name in kept if self._first((f"temporary table {name}", made[name]))]
-        if told:
-            log.warning(
-                "A pooled connection came back with temporary table%s %s in its session: "
-                'its next user would have read %s rows, or failed to make its own ("already '
-                'exists"), so geosession dropped %s. Make temporary tables ON COMMIT DROP '
-                "in the transaction that uses them, or drop them when done",
-                "" if len(told) == 1 else "s",
-                ", ".join(f"{name} (made at {made[name]})" for name in told),
-                "its" if len(told) == 1 else "their",
-                "it" if len(told) == 1 else "them",
-            )
+        for kind, things in itertools.groupby(kept, key=itemgetter(0)):
+            where = {name: made[kind, name] for _, name in things}
+            told = {name: at for name, at in where.items() if self._first((f"{kind} {name}", at))}
+            if told:
+                self._tell_undone(_KINDS[kind], told)
+
+    def _tell_undone(self, kind: _Kind, undone: dict[str, str]) -> None:
+        one = len(undone) == 1
+        log.warning(
+            "A pooled connection came back with %s%s %s in its session: its next user would "
+            "have %s, so geosession %s %s. %s",
+            kind.noun,
+            "" if one else "s",
+            ", ".join(f"{name} (made at {where})" for name, where in undone.items()),
+            kind.harm,
+            kind.done,
+            "it" if one else "them",
+            kind.instead,
+        )
 
     def _first(self, told: tuple[str, str]) -> bool:
         with self._lock:
