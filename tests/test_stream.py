@@ -348,6 +348,110 @@ def test_a_bbox_crossing_the_antimeridian_keeps_both_sides(
         admin.execute("DROP TABLE rd_pacific")
 
 
+TENANTS_SQL = """
+DROP SCHEMA IF EXISTS rd_tenant_a, rd_tenant_b CASCADE;
+CREATE SCHEMA rd_tenant_a;
+CREATE SCHEMA rd_tenant_b;
+CREATE TABLE rd_tenant_a.sites (id int PRIMARY KEY, tenant text, geom geometry(Point, 4326));
+CREATE TABLE rd_tenant_b.sites (id int PRIMARY KEY, tenant text, geom geometry(Point, 3857));
+CREATE INDEX ON rd_tenant_b.sites USING gist (geom);
+INSERT INTO rd_tenant_a.sites
+SELECT i, 'a', ST_SetSRID(ST_MakePoint(i * 0.001, 0), 4326) FROM generate_series(1, 50) i;
+INSERT INTO rd_tenant_b.sites
+SELECT i, 'b', ST_Transform(ST_SetSRID(ST_MakePoint(i * 0.001, 0), 4326), 3857)
+FROM generate_series(1, 80) i;
+ANALYZE rd_tenant_b.sites;
+"""
+
+
+@pytest.fixture
+def tenants(admin: psycopg.Connection[Any]) -> Iterator[None]:
+    """Two tenants' schemas, each with its own ``sites`` (of another SRID)."""
+    admin.execute(TENANTS_SQL)
+    yield
+    admin.execute("DROP SCHEMA rd_tenant_a, rd_tenant_b CASCADE")
+
+
+@pytest.mark.usefixtures("tenants")
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_a_read_runs_with_the_settings_given_for_its_transactions(
+    make_db: Callable[..., SpatialDatabase], driver: str
+) -> None:
+    """A tenant's search_path (or a row-level security key) set for the session was
+    replaced on return to the pool, and a read had no other way to take one: settings=
+    sets them in each of its transactions (a cursor's, every page's) alone."""
+    db = make_db(driver=driver, pool_size=1, max_overflow=0)
+    b = {"search_path": "rd_tenant_b, public"}
+    rows = list(db.stream("sites", settings=b))
+    assert [(r.id, r.tenant) for r in rows] == [(i, "b") for i in range(1, 81)]
+    assert 111 < rows[0].geom.x < 112  # tenant b's sites are in metres (EPSG:3857)
+    boxed = db.stream("sites", settings=b, bbox=(0, -1, 0.0105, 1), pages_by="id", batch_size=4)
+    assert [r.id for r in boxed] == list(range(1, 11))  # the box in the column's SRID
+    a = {"search_path": "rd_tenant_a, public", "app.tenant": "a"}
+    query = "SELECT id, geom, current_setting('app.tenant') AS key FROM sites"
+    assert {(r.key, r.geom.x < 0.051) for r in db.stream(query, settings=a)} == {("a", True)}
+    with db.session() as s:  # SET LOCAL: the pooled connection keeps its own
+        assert s.execute(text("SELECT current_setting('app.tenant', true)")).scalar() in ("", None)
+        assert "rd_tenant" not in s.execute(text("SHOW search_path")).scalar_one()
+    with pytest.raises(DatabaseError, match="sites"):
+        list(db.stream("SELECT id FROM sites"))  # on the database's search_path: none
+
+    async def read_async() -> list[Any]:
+        try:
+            return [r async for r in db.async_stream("sites", settings=a, pages_by="id")]
+        finally:
+            await db.adispose()
+
+    assert [r.tenant for r in asyncio.run(read_async())] == ["a"] * 50
+    with pytest.raises(ConfigurationError, match="'search path' is not a PostgreSQL setting"):
+        db.stream("sites", settings={"search path": "x"})
+    with pytest.raises(ConfigurationError, match="statement_timeout is given twice"):
+        db.stream("sites", settings={"statement_timeout": "1s"}, statement_timeout="2s")
+
+
+@pytest.mark.usefixtures("tenants")
+def test_export_and_explain_take_a_tenants_settings(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], runner: CliRunner, tmp_path: Path
+) -> None:
+    """geosession export --setting and db.explain(settings=...) read as the application
+    does: a tenant's search_path, a role and a row-level security key."""
+    out = tmp_path / "a.geojsonl"
+    done = runner.invoke(
+        app, ["export", "sites", str(out), "--setting", "search_path=rd_tenant_a,public"]
+    )
+    assert done.exit_code == 0, done.output
+    features = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert [f["properties"]["tenant"] for f in features] == ["a"] * 50
+    missing = runner.invoke(app, ["export", "sites", str(tmp_path / "none.geojsonl")])
+    assert missing.exit_code != 0 and "no table" in str(missing.exception)
+    bad = runner.invoke(app, ["export", "sites", "-", "--setting", "search_path"])
+    assert bad.exit_code == 2 and "'search_path' is not NAME=VALUE" in bad.output
+    admin.execute(
+        "DO $$ BEGIN CREATE ROLE rd_tenant_reader NOLOGIN; "
+        "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+    )
+    admin.execute(
+        "GRANT USAGE ON SCHEMA rd_tenant_b TO rd_tenant_reader; "
+        "GRANT SELECT ON rd_tenant_b.sites TO rd_tenant_reader; "
+        "ALTER TABLE rd_tenant_b.sites ENABLE ROW LEVEL SECURITY; "
+        "CREATE POLICY by_key ON rd_tenant_b.sites "
+        "USING (id <= current_setting('app.max_id')::int)"
+    )
+    reader = {"role": "rd_tenant_reader", "app.max_id": "7"}
+    shown = db.stream("SELECT id, geom FROM rd_tenant_b.sites", settings=reader, pages_by="id")
+    assert [r.id for r in shown] == list(range(1, 8))
+    near = "SELECT id FROM sites WHERE geom && ST_MakeEnvelope(0, -1, 500, 1, 3857)"
+    report = db.explain(near, settings={"search_path": "rd_tenant_b, public"})
+    assert "sites" in " ".join(report.lines)
+    with pytest.raises(DatabaseError, match="sites"):
+        db.explain(near)
+    explained = runner.invoke(
+        app, ["explain", near, "--setting", "search_path=rd_tenant_b,public", "--json"]
+    )
+    assert explained.exit_code == 0, explained.output
+    assert "sites" in explained.output
+
+
 @pytest.mark.usefixtures("tables")
 def test_a_read_sets_its_own_statement_timeout_for_its_transactions(
     make_db: Callable[..., SpatialDatabase], database_url: str, tmp_path: Path
@@ -924,3 +1028,9 @@ def test_million_rows_in_bounded_memory(db: SpatialDatabase) -> None:
     assert count == 1_000_000 and total == 1_000_000 * 1_000_001 // 2
     growth = peak - baseline
     assert growth < 100 * 1024 * 1024, f"RSS grew by {growth / 2**20:.0f} MB"
+
+
+@pytest.fixture
+def runner(database_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    return CliRunner()

@@ -498,21 +498,24 @@ class SpatialDatabase:
         analyze: bool = False,
         buffers: bool = True,
         statement_timeout: str | int | None = None,
+        settings: Mapping[str, object] | None = None,
     ) -> PlanReport:
         """The server's plan for ``statement``, whether it uses a spatial index, and advice.
 
         ``params`` gives SQL text's ``:name`` placeholders their values, as in stream().
         ``analyze=True`` executes the statement (actual rows, times, buffers) inside a
         transaction that is always rolled back, so INSERT/UPDATE/DELETE change nothing;
-        ``statement_timeout`` (SET LOCAL) lets a slow one run longer than the database's.
+        ``statement_timeout`` (SET LOCAL) lets a slow one run longer than the database's;
+        ``settings`` (SET LOCAL too) plans it as the application runs it: a tenant's
+        search_path, a row-level security key.
         """
-        settings = local_settings(statement_timeout=statement_timeout)
+        local = local_settings(settings, statement_timeout=statement_timeout)
         with self.session() as session:
             connection = session.connection(
                 execution_options=_transaction_options(None, not analyze)
             )
-            if settings:
-                connection.execute(*set_local(settings))
+            if local:
+                connection.execute(*set_local(local))
             try:
                 return explain_statement(
                     connection, statement, params=params, analyze=analyze, buffers=buffers
@@ -552,8 +555,8 @@ class SpatialDatabase:
     ) -> GeometryStream:
         """Iterate ``statement``'s rows in bounded memory: a server-side cursor, or keyset
         pages with ``pages_by=``. Options: geometry, output, batch_size, geometry_column,
-        pages_by, bbox, bbox_srid, precision, statement_timeout (README: "Streaming reads
-        and GeoJSON export").
+        pages_by, bbox, bbox_srid, precision, statement_timeout, settings (README:
+        "Streaming reads and GeoJSON export").
         ``replica=True`` reads on a replica, as :meth:`session` says."""
         read = ReadOptions.build(**options)
         return GeometryStream(self._checkouts(replica=replica), statement, read, params)

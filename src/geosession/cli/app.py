@@ -99,3 +99,21 @@ def assignments(pairs: list[str], option: str, form: str) -> dict[str, str] | No
             raise typer.BadParameter(f"{pair!r} is not {form}", param_hint=option)
         assigned[name] = value
     return assigned or None
+
+
+SettingOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--setting",
+        metavar="NAME=VALUE",
+        help="A setting for the command's transactions alone (SET LOCAL; repeat for "
+        "several): a tenant's --setting search_path=tenant_7,public, or a row-level "
+        "security key --setting app.tenant=7.",
+    ),
+]
+"""``--setting``, of the commands that read as the application does."""
+
+
+def local_settings_given(pairs: list[str] | None) -> dict[str, str] | None:
+    """The ``--setting`` options as a dict (None when there are none)."""
+    return assignments(pairs or [], "--setting", "NAME=VALUE, e.g. app.tenant=7")

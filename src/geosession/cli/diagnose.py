@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from geosession.cli.app import assignments
+from geosession.cli.app import SettingOption, assignments, local_settings_given
 
 
 def activity(
@@ -95,6 +95,7 @@ def explain(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report and the raw plan as JSON.")
     ] = False,
+    setting: SettingOption = None,
     param: Annotated[
         list[str] | None,
         typer.Option(
@@ -130,6 +131,7 @@ def explain(
             analyze=analyze,
             buffers=buffers,
             statement_timeout=statement_timeout,
+            settings=local_settings_given(setting),
         )
     if as_json:
         print_json(report.as_dict())

@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from geosession.cli.app import assignments
+from geosession.cli.app import SettingOption, assignments, local_settings_given
 
 
 def export(
@@ -90,6 +90,7 @@ def export(
             "none answers.",
         ),
     ] = False,
+    setting: SettingOption = None,
     param: Annotated[
         list[str] | None,
         typer.Option(
@@ -119,6 +120,7 @@ def export(
         "precision": precision,
         "replica": replica,
         "statement_timeout": statement_timeout,
+        "settings": local_settings_given(setting),
     }
     box = parse_bbox(bbox)
     run_export(

@@ -67,7 +67,7 @@ def run_export(
     console = Console(stderr=True)
     started = time.perf_counter()
     with SpatialDatabase.from_env() as db, _reader_may_leave(output):
-        estimate = _estimate(db, source, options.get("replica", False))
+        estimate = _estimate(db, source, options)
         total = None if where or bbox else estimate
         with export_progress(total, console) as advance:
             result = db.export(
@@ -127,15 +127,16 @@ _NOT_A_QUERY = (
 )
 
 
-def _estimate(db: SpatialDatabase, source: str, replica: bool) -> int | None:
+def _estimate(db: SpatialDatabase, source: str, options: Mapping[str, Any]) -> int | None:
     """The planner's row count of a whole table, for the bar's total (None for queries);
     a table that does not exist is refused, naming those of the name in another case or
-    schema."""
+    schema. The name is looked up as the export's transactions will (their settings)."""
     name = table_name(source)
     if name is None:
         return None
     qualified = ".".join(quote_identifier(part) for part in name if part is not None)
-    with db.session(replica=replica) as session:
+    replica, settings = options.get("replica", False), options.get("settings")
+    with db.transaction(replica=replica, settings=settings, read_only=True) as session:
         (estimate,) = session.execute(_ESTIMATE_SQL, {"name": qualified}).one()
         if estimate is None:
             similar = session.execute(_SAME_NAME_SQL, {"table": name[1]}).scalars().all()

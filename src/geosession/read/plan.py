@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql
 
 from geosession.errors import ConfigurationError, refuse_unknown_options
 from geosession.geometry import GEOJSON_SRID, is_bbox
-from geosession.settings import check_duration
+from geosession.settings import local_settings
 
 OUTPUTS = ("shapely", "wkb", "geojson", "row")
 """What :meth:`SpatialDatabase.stream` yields per row (see :class:`ReadOptions`)."""
@@ -123,9 +123,10 @@ class ReadOptions:
     bbox: tuple[float, float, float, float] | None = None
     bbox_srid: int = GEOJSON_SRID
     precision: int = FULL_PRECISION
-    statement_timeout: str | None = None
-    """The read's own statement_timeout ("5min"; SET LOCAL in its transactions), else the
-    database's: a cursor's each FETCH, a page's each query, must end within it."""
+    transaction_settings: dict[str, str] = field(default_factory=dict)
+    """What the read's transactions SET LOCAL: its own statement_timeout ("5min", else the
+    database's: a cursor's each FETCH, a page's each query, must end within it) and the
+    ``settings`` given (a tenant's search_path, a row-level security key)."""
     postgres_text: bool = False
     """Read the types of ``types.POSTGRES_TEXT`` as PostgreSQL's text (file exports)."""
     pages_descending: bool = False
@@ -152,6 +153,7 @@ class ReadOptions:
         bbox_srid: int = GEOJSON_SRID,
         precision: int | None = None,
         statement_timeout: str | int | None = None,
+        settings: Mapping[str, object] | None = None,
     ) -> ReadOptions:
         """Checks every argument and says which one is wrong and what is accepted."""
         if output not in (*OUTPUTS, FEATURE_TEXT):
@@ -171,18 +173,8 @@ class ReadOptions:
             bbox=_check_bbox(bbox),
             bbox_srid=_check_srid("bbox_srid", bbox_srid),
             precision=_check_precision(precision),
-            statement_timeout=(
-                None
-                if statement_timeout is None
-                else check_duration("statement_timeout", statement_timeout)
-            ),
+            transaction_settings=local_settings(settings, statement_timeout=statement_timeout),
         )
-
-    @property
-    def transaction_settings(self) -> dict[str, str]:
-        """What the read's transactions SET LOCAL."""
-        timeout = self.statement_timeout
-        return {"statement_timeout": timeout} if timeout is not None else {}
 
     def for_features(self) -> ReadOptions:
         """The same read producing GeoJSON Feature text (export, ``output="geojson"``)."""
