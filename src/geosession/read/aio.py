@@ -106,13 +106,15 @@ class AsyncGeometryStream:
                 yield batch
 
     async def _describe(self, connection: AsyncConnection) -> ReadPlan:
+        spatial_rows = await fetch(connection, SPATIAL_TYPES_SQL)
         result = await connection.execute(describe_statement(self._source))
         try:
             description = result.cursor.description
+            lookup = typmod_lookup(
+                description, self._source, spatial_types(spatial_rows), _pgresult(result)
+            )
         finally:
             result.close()
-        spatial_rows = await fetch(connection, SPATIAL_TYPES_SQL)
-        lookup = typmod_lookup(description, self._source, spatial_types(spatial_rows))
         rows = await fetch(connection, lookup.query) if lookup.query is not None else []
         plan = make_plan(self.options, description, spatial_rows, typmods=lookup.complete(rows))
         if plan.srids:
@@ -145,3 +147,9 @@ async def fetch(connection: AsyncConnection, statement: Any) -> Rows:
     else:
         result = await connection.execute(statement)
     return all_rows(result)
+
+
+def _pgresult(result: Any) -> Any:
+    """psycopg 3's result of the describe step, through SQLAlchemy's async adapter (its
+    cursor's ``_cursor``: not public, so None where it is not there, as with asyncpg)."""
+    return getattr(getattr(result.cursor, "_cursor", None), "pgresult", None)

@@ -1,11 +1,12 @@
 """The SRID and type of a read's geometry columns before any row: their type modifiers.
 
-psycopg 3 reports each result column's type modifier and the table column it reads.
-psycopg2, asyncpg and psycopg's async driver report neither: there the table column is
-the one the statement selects as it is (``select(Parcel)``, a table's name, as SQLAlchemy
-traces it), and its modifier is the catalogue's. Without one a read knew a column's SRID
-only from its rows: a ``bbox`` filter then transformed its box row by row, which no GiST
-index serves, and a read of no rows had no CRS.
+psycopg 3 reports each result column's type modifier and the table column it reads
+(through SQLAlchemy's async adapter too); psycopg2 the table column only, whose modifier
+is the catalogue's. asyncpg reports neither: there the table column is the one the
+statement selects as it is (``select(Parcel)``, a table's name, as SQLAlchemy traces
+it). Without one a read knew a column's SRID only from its rows: a ``bbox`` filter then
+transformed its box row by row, which no GiST index serves, and a read of no rows had
+no CRS.
 
 A table's geometry column that CHECK constraints declare (PostGIS 1's,
 ``AddGeometryColumn(..., use_typmod => false)``) has no modifier: PostGIS's reading of
@@ -25,6 +26,9 @@ from geosession.read.decode import Rows
 from geosession.read.plan import quote_identifier, typmod_of
 
 _SPATIAL = ("geometry", "geography")
+
+_Wanted = tuple[int, int | None, int | None, str | None, str | None]
+"""A result column's index, and its table column: by OID and number, or by names."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ def typmod_lookup(
     """What is known of the modifiers of the result columns ``description`` gives (the
     describe step's, over the caller's statement ``source``); ``spatial``: PostGIS's type
     OIDs; ``result``: psycopg 3's ``pgresult`` of the describe step, where there is one."""
-    wanted: list[tuple[int, int | None, int | None, str | None, str | None]]
+    wanted: list[_Wanted]
     if result is not None:
         typmods: list[int | None] = [result.fmod(i) for i in range(result.nfields)]
         wanted = [
@@ -64,12 +68,7 @@ def typmod_lookup(
         ]
     else:
         typmods = [None] * len(description)
-        origins = table_columns(source, [str(entry[0]) for entry in description])
-        wanted = [
-            (i, None, None, *origin)
-            for i, origin in enumerate(origins)
-            if origin is not None and spatial.get(int(description[i][1])) in _SPATIAL
-        ]
+        wanted = _catalogued(description, source, spatial)
     if not wanted:
         return TypmodLookup(typmods, None)
     relids, attnums, tables, columns = ([entry[n] for entry in wanted] for n in range(1, 5))
@@ -81,6 +80,25 @@ def typmod_lookup(
         columns=columns,
     )
     return TypmodLookup(typmods, query)
+
+
+def _catalogued(
+    description: Sequence[Sequence[Any]], source: Subquery, spatial: Mapping[int, str]
+) -> list[_Wanted]:
+    """The spatial result columns whose table column is known: psycopg2's description
+    names it (``table_oid``, ``table_column``: any query's, SQL text's too), else
+    SQLAlchemy traces it in ``source``."""
+    origins = table_columns(source, [str(entry[0]) for entry in description])
+    wanted: list[_Wanted] = []
+    for index, (entry, origin) in enumerate(zip(description, origins, strict=True)):
+        if spatial.get(int(entry[1])) not in _SPATIAL:
+            continue
+        relid, attnum = getattr(entry, "table_oid", None), getattr(entry, "table_column", None)
+        if relid and attnum:
+            wanted.append((index, int(relid), int(attnum), None, None))
+        elif origin is not None:
+            wanted.append((index, None, None, *origin))
+    return wanted
 
 
 def table_columns(source: Subquery, names: Sequence[str]) -> list[tuple[str, str] | None]:
