@@ -204,7 +204,7 @@ def test_a_lock_held_on_the_table_is_waited_for_whole_and_named(
             r"locked by pid \d+ \(migration, idle in transaction, ShareLock", caplog.text
         )
         holder.execute(f"LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE")  # one that stays
-        monkeypatch.setattr(pipeline, "backoff", lambda attempt: 0.0)  # 10 waits of 0.5 s
+        monkeypatch.setattr(pipeline, "restart_backoff", lambda attempt: 0.0)  # 10 waits of 0.5 s
         with pytest.raises(LockTimeout) as info:
             db.ingest(table, rows(10, start=20_001))
         holder.rollback()

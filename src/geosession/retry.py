@@ -159,6 +159,13 @@ class RetryPolicy:
         return attempt < self.attempts and self.retryable(error)
 
 
+def restart_backoff(attempt: int) -> float:
+    """Seconds before retry ``attempt`` (0-based) of work that waits for a lost server to
+    come back: 0.1 doubling to 5, enough to outlast a restart (about 11 s over 7 retries).
+    Not jittered: what it waits for is the server, not other contenders."""
+    return float(min(5.0, 0.1 * 2**attempt))
+
+
 def split_options(options: RetryOptions) -> tuple[dict[str, Any], RetryPolicy]:
     """The keyword arguments for ``db.transaction`` and the policy, from ``options``."""
     refuse_unknown_options(options, RetryOptions.__annotations__, "run_transaction")

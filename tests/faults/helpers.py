@@ -69,6 +69,37 @@ def run_sql(db: SpatialDatabase, driver: str, sql: str) -> Any:
     return asyncio.run(run())
 
 
+def stream_ids(
+    db: SpatialDatabase,
+    driver: str,
+    query: str,
+    after_first: Callable[[], None] = lambda: None,
+    **options: Any,
+) -> list[int]:
+    """The first column of ``db.stream(query, **options)`` (``async_stream`` on asyncpg),
+    calling ``after_first`` once the first row is in."""
+    if driver != "asyncpg":
+        ids = []
+        for row in db.stream(query, **options):
+            ids.append(row[0])
+            if len(ids) == 1:
+                after_first()
+        return ids
+
+    async def run() -> list[int]:
+        ids = []
+        try:
+            async for row in db.async_stream(query, **options):
+                ids.append(row[0])
+                if len(ids) == 1:
+                    await asyncio.to_thread(after_first)
+            return ids
+        finally:
+            await db.adispose()
+
+    return asyncio.run(run())
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
     """Polls ``predicate`` until it returns something true; fails after ``timeout`` s."""
     deadline = time.monotonic() + timeout

@@ -16,7 +16,14 @@ from sqlalchemy.orm import Session
 
 from geosession import ConnectionFailed, SpatialDatabase
 from geosession.local import LocalCluster
-from tests.faults.helpers import DRIVERS, database_for, libpq_url, run_tx, wait_until
+from tests.faults.helpers import (
+    DRIVERS,
+    database_for,
+    libpq_url,
+    run_tx,
+    stream_ids,
+    wait_until,
+)
 
 SLEEPER = "SELECT pg_sleep(30)"
 
@@ -116,6 +123,41 @@ def test_run_transaction_waits_out_a_restart(
     assert run_tx(db, driver, work, attempts=10, backoff=(0.1, 0.5)) == 42
     assert len(calls) >= 2
     wait_until(dedicated_cluster.is_running)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_paged_stream_waits_out_a_restart(
+    make_db: Callable[..., SpatialDatabase],
+    dedicated_cluster: LocalCluster,
+    cluster_url: str,
+    driver: str,
+) -> None:
+    """The server goes away between two pages of a response (a restart, a failover): the
+    next page waits for it and the read goes on. A read that cannot connect at all fails
+    at once, as a session does (a wrong port is not waited for)."""
+    with psycopg.connect(libpq_url(cluster_url), autocommit=True) as conn:
+        conn.execute(
+            "DROP TABLE IF EXISTS restart_points; CREATE TABLE restart_points AS SELECT i AS id, "
+            "ST_SetSRID(ST_MakePoint(i, 0), 4326) AS geom FROM generate_series(1, 3000) i; "
+            "ALTER TABLE restart_points ADD PRIMARY KEY (id)"
+        )
+    db = database_for(make_db, driver, url=cluster_url, connect_timeout=2)
+    query = "SELECT id, geom FROM restart_points"
+
+    def away_for_a_moment() -> None:
+        dedicated_cluster.stop()
+        threading.Timer(0.5, dedicated_cluster.start).start()
+
+    ids = stream_ids(db, driver, query, away_for_a_moment, pages_by="id", batch_size=200)
+    assert ids == list(range(1, 3001))
+    dedicated_cluster.stop()
+    started = time.monotonic()
+    with pytest.raises(ConnectionFailed, match="Check that the server is running"):
+        stream_ids(db, driver, query, pages_by="id")
+    assert time.monotonic() - started < 2
+    dedicated_cluster.start()
+    assert len(stream_ids(db, driver, query)) == 3000
+    assert db.pool_stats(async_pool=driver == "asyncpg").checked_out == 0
 
 
 @pytest.fixture

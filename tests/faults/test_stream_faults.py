@@ -3,7 +3,7 @@ connection released, and the next stream works."""
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,7 +13,14 @@ import psycopg
 import pytest
 
 from geosession import ConnectionFailed, IdleInTransactionTimeout, SpatialDatabase
-from tests.faults.helpers import DRIVERS, database_for, terminate, wait_until
+from tests.faults.helpers import (
+    DRIVERS,
+    database_for,
+    stream_ids,
+    terminate,
+    terminate_when,
+    wait_until,
+)
 
 ROWS = 20_000
 QUERY = "SELECT id, geom FROM sf_points ORDER BY id"
@@ -25,7 +32,7 @@ def points(admin: psycopg.Connection[Any]) -> Iterator[None]:
     admin.execute(
         "CREATE TABLE sf_points AS SELECT i AS id, "
         "ST_SetSRID(ST_MakePoint(i % 360 - 180, i % 180 - 90), 4326) AS geom "
-        f"FROM generate_series(1, {ROWS}) i"
+        f"FROM generate_series(1, {ROWS}) i; ALTER TABLE sf_points ADD PRIMARY KEY (id)"
     )
     yield
     admin.execute("DROP TABLE sf_points")
@@ -33,26 +40,7 @@ def points(admin: psycopg.Connection[Any]) -> Iterator[None]:
 
 def consume(db: SpatialDatabase, driver: str, after_first: Callable[[], None]) -> int:
     """Streams QUERY in batches of 100 on ``driver``, calling ``after_first`` once."""
-    if driver != "asyncpg":
-        seen = 0
-        for _ in db.stream(QUERY, batch_size=100):
-            seen += 1
-            if seen == 1:
-                after_first()
-        return seen
-
-    async def run() -> int:
-        seen = 0
-        try:
-            async for _ in db.async_stream(QUERY, batch_size=100):
-                seen += 1
-                if seen == 1:
-                    await asyncio.to_thread(after_first)
-            return seen
-        finally:
-            await db.adispose()
-
-    return asyncio.run(run())
+    return len(stream_ids(db, driver, QUERY, after_first, batch_size=100))
 
 
 def pool_is_empty(db: SpatialDatabase, driver: str) -> bool:
@@ -70,10 +58,33 @@ def test_backend_terminated_mid_stream(
     def kill() -> None:
         assert terminate(admin, name) == 1
 
-    with pytest.raises(ConnectionFailed) as caught:
-        consume(db, driver, kill)
+    with pytest.raises(ConnectionFailed, match=r"read in pages \(pages_by=") as caught:
+        consume(db, driver, kill)  # a cursor cannot go on from where it was
     assert caught.value.transient and pool_is_empty(db, driver)
     assert consume(db, driver, lambda: None) == ROWS  # pre-ping replaced the connection
+
+
+@pytest.mark.usefixtures("points")
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_page_whose_backend_is_terminated_is_read_again(
+    make_db: Callable[..., SpatialDatabase],
+    admin_url: str,
+    caplog: pytest.LogCaptureFixture,
+    driver: str,
+) -> None:
+    """A page is a query in a transaction of its own: one whose backend is terminated
+    (an administrator's pg_terminate_backend, a failover) is read again on a fresh
+    connection after the last key delivered, and the caller sees every row once."""
+    name = f"pages-{uuid.uuid4().hex[:8]}"
+    db = database_for(make_db, driver, application_name=name)
+    query = "SELECT id, geom, CASE WHEN id = 1500 THEN pg_sleep(0.3) END AS pause FROM sf_points"
+    caplog.set_level(logging.INFO, logger="geosession.read")
+    terminator = terminate_when(admin_url, name, "wait_event = 'PgSleep'")
+    ids = stream_ids(db, driver, query, pages_by="id", batch_size=100)
+    terminator.join(timeout=10)
+    assert ids == list(range(1, ROWS + 1)) and pool_is_empty(db, driver)
+    (again,) = [r.getMessage() for r in caplog.records if "again" in r.getMessage()]
+    assert again.startswith("Reading a page again in 0.1 s (attempt 2 of 8): ConnectionFailed")
 
 
 @pytest.mark.usefixtures("points")

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 
 from geosession.engine_errors import translate_for
 from geosession.errors import ConfigurationError, ConnectionFailed, GeoSessionError
+from geosession.retry import restart_backoff
 
 T = TypeVar("T")
 _CONNECTION_LOST = ("08", "57P01", "57P02", "57P03")
@@ -82,13 +83,8 @@ class Connections:
                 if not connection_lost(error) or attempt == self.max_retries:
                     raise self.translated(error) from error
                 self.on_retry()
-                time.sleep(backoff(attempt))
+                time.sleep(restart_backoff(attempt))
         raise AssertionError("unreachable")
-
-
-def backoff(attempt: int) -> float:
-    """Seconds before retry ``attempt``: 0.1 doubling to 5, enough to outlast a restart."""
-    return float(min(5.0, 0.1 * 2**attempt))
 
 
 def connection_lost(error: psycopg.Error) -> bool:

@@ -30,7 +30,7 @@ from geosession.ingest import collector, ledger
 from geosession.ingest.batches import Batch
 from geosession.ingest.checking import check_batch
 from geosession.ingest.chunking import ChunkSizer, PendingRows, make_sizer
-from geosession.ingest.connections import Connections, backoff, connection_lost
+from geosession.ingest.connections import Connections, connection_lost
 from geosession.ingest.copy import (
     Chunk,
     WritePlan,
@@ -57,6 +57,7 @@ from geosession.ingest.validate import (
     Reject,
     invalid_geometry_error,
 )
+from geosession.retry import restart_backoff
 
 _BATCH = 5_000
 """Rows per source batch at most. About six are in flight (read ahead, validated two at
@@ -564,7 +565,7 @@ class Ingest:
                     return
                 if self.cancelled:  # not committed: a rerun with the same ingest_id writes it
                     raise
-                time.sleep(backoff(attempt))
+                time.sleep(restart_backoff(attempt))
                 continue
             self.sizer.observe(len(chunk), time.perf_counter() - started)
             self._record(chunk, result.inserted, result.rejects)
@@ -574,7 +575,7 @@ class Ingest:
         """After a lock wait reached lock_timeout: say who holds it, pause, try again."""
         self._count_retry()
         log.warning("ingest %s waits: %s", self.ingest_id, self._holders())
-        time.sleep(backoff(attempt))
+        time.sleep(restart_backoff(attempt))
 
     def _holders(self) -> str:
         return self.connections.retrying(lambda conn: lock_holders(conn, self.target))

@@ -8,18 +8,22 @@ left; an abandoned async iterator is closed by the event loop on its next turn.
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
+from itertools import count
 from typing import Any, Self, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from geosession.errors import GeoSessionError
 from geosession.read.decode import Rows
 from geosession.read.infinity import all_rows
 from geosession.read.loop import ReadLoop, make_plan, spatial_types
 from geosession.read.plan import ReadOptions
 from geosession.read.query import SPATIAL_TYPES_SQL, ReadPlan
+from geosession.read.rerun import read_again_after
 from geosession.read.source import as_subquery, describe_statement, paged_options
 from geosession.read.typmods import typmod_lookup
 from geosession.settings import set_local
@@ -85,25 +89,58 @@ class AsyncGeometryStream:
                     yield row
 
     async def _batches(self) -> AsyncGenerator[list[Any], None]:
-        async with read_transaction(self._connect, self.options.transaction_settings) as connection:
-            loop = ReadLoop(await self._describe(connection), self._source)
-            if not loop.paged:
-                await connection.execute(loop.declare())
-                while not loop.done:
-                    batch = loop.receive(await fetch(connection, loop.request()))
-                    self.rows_read += len(batch)
-                    if batch:
-                        yield batch
-                return
+        connected = False
+        for attempt in count(1):
+            delivered = False
+            try:
+                async with read_transaction(
+                    self._connect, self.options.transaction_settings
+                ) as connection:
+                    connected = True
+                    loop = ReadLoop(await self._describe(connection), self._source)
+                    if not loop.paged:
+                        cursor = self._cursor_batches(connection, loop)
+                        async with aclosing(cursor):  # closed with this generator
+                            async for batch in cursor:
+                                delivered = True
+                                yield batch
+                        return
+                break
+            except GeoSessionError as error:
+                delay = read_again_after(
+                    error, attempt, connected=connected, delivered=delivered, what="the read"
+                )
+            await asyncio.sleep(delay)
         while not loop.done:
-            async with read_transaction(
-                self._connect, self.options.transaction_settings
-            ) as connection:
-                rows = await fetch(connection, loop.request())
-            batch = loop.receive(rows)
+            batch = loop.receive(await self._page(loop.request()))
             self.rows_read += len(batch)
             if batch:
                 yield batch
+
+    async def _cursor_batches(
+        self, connection: AsyncConnection, loop: ReadLoop
+    ) -> AsyncGenerator[list[Any], None]:
+        await connection.execute(loop.declare())
+        while not loop.done:
+            batch = loop.receive(await fetch(connection, loop.request()))
+            self.rows_read += len(batch)
+            if batch:
+                yield batch
+
+    async def _page(self, statement: Any) -> Rows:
+        """One page's rows, in a transaction of its own, read again if it is lost."""
+        for attempt in count(1):
+            try:
+                async with read_transaction(
+                    self._connect, self.options.transaction_settings
+                ) as connection:
+                    return await fetch(connection, statement)
+            except GeoSessionError as error:
+                delay = read_again_after(
+                    error, attempt, connected=True, delivered=False, what="a page"
+                )
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     async def _describe(self, connection: AsyncConnection) -> ReadPlan:
         spatial_rows = await fetch(connection, SPATIAL_TYPES_SQL)

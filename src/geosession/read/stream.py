@@ -13,21 +13,24 @@ block's end, or when the abandoned iterator is garbage collected.
 from __future__ import annotations
 
 import datetime as dt
+import time
 import weakref
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from itertools import chain
+from itertools import chain, count
 from typing import Any, Self, TypeVar
 from zoneinfo import ZoneInfo
 
 from psycopg.pq import Format
 from sqlalchemy import Connection, event
 
+from geosession.errors import GeoSessionError
 from geosession.read.decode import Rows
 from geosession.read.infinity import all_rows
 from geosession.read.loop import ReadLoop, make_plan, spatial_types
 from geosession.read.plan import ReadOptions
 from geosession.read.query import SPATIAL_TYPES_SQL, ReadPlan
+from geosession.read.rerun import read_again_after
 from geosession.read.source import as_subquery, describe_statement, paged_options
 from geosession.read.typmods import typmod_lookup
 from geosession.settings import set_local
@@ -85,11 +88,24 @@ class GeometryStream:
         return generator
 
     def _batches(self) -> Generator[list[Any], None, None]:
-        with read_transaction(self._connect, self.options.transaction_settings) as connection:
-            loop = ReadLoop(self._describe(connection), self._source)
-            if not loop.paged:
-                yield from self._cursor_batches(connection, loop)
-                return
+        connected = False
+        for attempt in count(1):
+            delivered = False
+            try:
+                with read_transaction(self._connect, self.options.transaction_settings) as conn:
+                    connected = True
+                    loop = ReadLoop(self._describe(conn), self._source)
+                    if not loop.paged:
+                        for batch in self._cursor_batches(conn, loop):
+                            delivered = True
+                            yield batch
+                        return
+                break
+            except GeoSessionError as error:
+                delay = read_again_after(
+                    error, attempt, connected=connected, delivered=delivered, what="the read"
+                )
+            time.sleep(delay)
         yield from self._page_batches(loop)  # the first page opens its own transaction
 
     def _cursor_batches(self, connection: Connection, loop: ReadLoop) -> Iterator[list[Any]]:
@@ -102,13 +118,25 @@ class GeometryStream:
 
     def _page_batches(self, loop: ReadLoop) -> Iterator[list[Any]]:
         while not loop.done:
-            with read_transaction(self._connect, self.options.transaction_settings) as connection:
-                rows = fetch(connection, loop.request())
+            rows = self._page(loop.request())
             # the connection is back in the pool while the caller works on the page
             batch = loop.receive(rows)
             self.rows_read += len(batch)
             if batch:
                 yield batch
+
+    def _page(self, statement: Any) -> Rows:
+        """One page's rows, in a transaction of its own, read again if it is lost."""
+        for attempt in count(1):
+            try:
+                with read_transaction(self._connect, self.options.transaction_settings) as conn:
+                    return fetch(conn, statement)
+            except GeoSessionError as error:
+                delay = read_again_after(
+                    error, attempt, connected=True, delivered=False, what="a page"
+                )
+            time.sleep(delay)
+        raise AssertionError("unreachable")
 
     def _describe(self, connection: Connection) -> ReadPlan:
         result = connection.execute(describe_statement(self._source))
