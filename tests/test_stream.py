@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
+import logging
 import pickle
 import time
 import uuid
@@ -348,6 +349,55 @@ def test_a_bbox_crossing_the_antimeridian_keeps_both_sides(
         assert released(db, admin)
     finally:
         admin.execute("DROP TABLE rd_pacific")
+
+
+@pytest.mark.usefixtures("tables")
+def test_iter_geojson_pages_by_the_primary_key_unless_told_otherwise(
+    db: SpatialDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An HTTP response read by a cursor held its pooled connection and READ ONLY
+    transaction until the client had read it all (minutes for a slow one) unless the
+    caller knew to pass pages_by=: a select of one table's rows pages by its key now."""
+    caplog.set_level(logging.WARNING, logger="geosession.read")
+
+    def held(chunks: Iterator[bytes]) -> tuple[set[int], list[Any]]:
+        body, seen = [], set()
+        for chunk in chunks:
+            seen.add(db.pool_stats().checked_out)
+            body.append(chunk)
+        return seen, orjson.loads(b"".join(body))["features"]
+
+    seen, features = held(db.iter_geojson(select(ReadParcel).where(ReadParcel.id <= 1200)))
+    assert seen == {0} and len(features) == 1200  # pages: nothing held between chunks
+    pid = ReadParcel.id.label("pid")
+    newest = select(pid, ReadParcel.geom).order_by(pid.desc())
+    seen, features = held(db.iter_geojson(newest.limit(700), batch_size=300))
+    assert seen == {0}
+    assert [f["properties"]["pid"] for f in features] == list(range(ROWS, ROWS - 700, -1))
+    assert not caplog.records
+    by_name = select(ReadParcel).order_by(ReadParcel.name)  # not in the key's order
+    for _ in range(2):
+        seen, features = held(db.iter_geojson(by_name, batch_size=500))
+        assert 1 in seen and len(features) == ROWS  # a cursor keeps the order asked
+    (told,) = [r.getMessage() for r in caplog.records]  # once a place
+    assert f"db.iter_geojson at {__file__}:" in told and "pass pages_by= a unique" in told
+    assert 1 in held(db.iter_geojson(by_name, pages_by=None))[0]  # as asked: not told
+    assert len(caplog.records) == 1
+    assert db.stream(select(ReadParcel), pages_by="auto").options.pages_by == "id"
+    assert db.stream("rd_parcels", pages_by="auto").options.pages_by is None  # no key known
+
+    async def read_async() -> tuple[set[int], int]:
+        pool = db.async_engine.sync_engine.pool
+        seen, count = set(), 0
+        try:
+            async for chunk in db.async_iter_geojson(ReadParcel, newline_delimited=True):
+                seen.add(pool.checkedout())  # type: ignore[attr-defined]
+                count += len(chunk.splitlines())
+            return seen, count
+        finally:
+            await db.adispose()
+
+    assert asyncio.run(read_async()) == ({0}, ROWS)
 
 
 TENANTS_SQL = """

@@ -52,6 +52,7 @@ from geosession.read import (
     async_geojson_chunks,
     export,
     geojson_chunks,
+    tell_if_held,
 )
 from geosession.replicas import READ_ONLY, ReadAfter, Replicas
 from geosession.retry import RetryOptions, Transactional, arun_transaction, run_transaction
@@ -660,11 +661,15 @@ class SpatialDatabase:
         newline_delimited: bool = False,
         params: Mapping[str, Any] | None = None,
         replica: bool = False,
+        pages_by: str | None = "auto",
         **options: Any,
     ) -> Iterator[bytes]:
-        """GeoJSON bytes chunk by chunk, for streaming HTTP responses (with ``pages_by=``)."""
-        read = ReadOptions.build(**options).for_features()
+        """GeoJSON bytes chunk by chunk, for streaming HTTP responses: in keyset pages, so
+        a slow client holds no connection, by ``pages_by`` (by default the primary key of a
+        select of one table's rows; else a cursor, with a warning)."""
+        read = ReadOptions.build(pages_by=pages_by, **options).for_features()
         stream = GeometryStream(self._checkouts(replica=replica), statement, read, params)
+        tell_if_held(stream.options, "iter_geojson")
         return geojson_chunks(stream.batches(), newline_delimited=newline_delimited)
 
     def async_iter_geojson(
@@ -674,13 +679,15 @@ class SpatialDatabase:
         newline_delimited: bool = False,
         params: Mapping[str, Any] | None = None,
         replica: bool = False,
+        pages_by: str | None = "auto",
         **options: Any,
     ) -> AsyncIterator[bytes]:
         """The async twin of :meth:`iter_geojson`, on :attr:`async_engine`, for async
         endpoints (``StreamingResponse(db.async_iter_geojson(...))``)."""
-        read = ReadOptions.build(**options).for_features()
+        read = ReadOptions.build(pages_by=pages_by, **options).for_features()
         checkout = self._async_checkouts(replica=replica)
         stream = AsyncGeometryStream(checkout, statement, read, params)
+        tell_if_held(stream.options, "async_iter_geojson")
         return async_geojson_chunks(stream.batches(), newline_delimited=newline_delimited)
 
     def async_stream(

@@ -9,7 +9,12 @@ GeoPackage, FlatGeobuf, Shapefile, GeoParquet and CSV files that appear only onc
 
 from geosession.read.aio import AsyncGeometryStream
 from geosession.read.export import FORMATS, export
-from geosession.read.geojson import ExportResult, async_geojson_chunks, geojson_chunks
+from geosession.read.geojson import (
+    ExportResult,
+    async_geojson_chunks,
+    geojson_chunks,
+    tell_if_held,
+)
 from geosession.read.plan import OUTPUTS, PROJECTIONS, Projection, ReadOptions
 from geosession.read.source import raw_sql, source_query
 from geosession.read.stream import GeometryStream
@@ -28,4 +33,5 @@ __all__ = [
     "geojson_chunks",
     "raw_sql",
     "source_query",
+    "tell_if_held",
 ]

@@ -45,7 +45,7 @@ class AsyncGeometryStream:
     ) -> None:
         self._connect = connect
         self._source = as_subquery(statement, params)
-        self.options = paged_options(statement, options)
+        self.options = paged_options(self._source.element, options)
         self.plan: ReadPlan | None = None
         self.rows_read = 0
         self._open: weakref.WeakSet[AsyncGenerator[Any, None]] = weakref.WeakSet()

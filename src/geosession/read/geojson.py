@@ -14,8 +14,10 @@ machine losing power in the seconds after the rename.)
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,8 +25,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from geosession.errors import ConfigurationError
+from geosession.observe.leaks import capture_stack
+from geosession.read.plan import ReadOptions
 from geosession.urls import url_in
 
+log = logging.getLogger("geosession.read")
+_TOLD: set[tuple[str, int, str]] = set()
+_TOLD_LOCK = threading.Lock()
 _HEADER = b'{"type":"FeatureCollection","features":[\n'
 _FOOTER = b"\n]}\n"
 _EMPTY = b'{"type":"FeatureCollection","features":[]}\n'
@@ -67,6 +74,29 @@ class Framing:
         if self.newline_delimited:
             return b""
         return _FOOTER if self.started else _EMPTY
+
+
+def tell_if_held(options: ReadOptions, method: str) -> None:
+    """A response read by a cursor holds its pooled connection and READ ONLY transaction
+    until the client has read all of it: where ``pages_by="auto"`` found no key to page
+    by, that is said once per place."""
+    if options.pages_by is not None or not options.pages_by_auto:
+        return
+    frames = capture_stack(1)
+    where = frames[0] if frames else ("an unknown place", 0, "?")
+    with _TOLD_LOCK:
+        if where in _TOLD:
+            return
+        _TOLD.add(where)
+    log.warning(
+        "db.%s at %s:%d in %s reads with a server-side cursor: its pooled connection and "
+        "READ ONLY transaction are held until the client has read the whole response "
+        "(a slow client holds them for minutes). No key to page by was found (a select of "
+        "one table's rows with its one-column primary key, in no other order): pass "
+        "pages_by= a unique, non-null column of the query",
+        method,
+        *where,
+    )
 
 
 def geojson_chunks(batches: Iterator[list[str]], *, newline_delimited: bool) -> Iterator[bytes]:

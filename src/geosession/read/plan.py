@@ -111,6 +111,10 @@ def _number(value: str) -> float | None:
 # --- options -------------------------------------------------------------------------
 
 
+AUTO_KEY = "auto"
+"""``pages_by="auto"``: the primary key of the one table a select reads, else a cursor."""
+
+
 @dataclass(frozen=True)
 class ReadOptions:
     """Everything the caller chose for one read, validated at construction (no I/O)."""
@@ -131,6 +135,8 @@ class ReadOptions:
     """Read the types of ``types.POSTGRES_TEXT`` as PostgreSQL's text (file exports)."""
     pages_descending: bool = False
     """Pages go down the key (the statement is ordered by it descending)."""
+    pages_by_auto: bool = False
+    """``pages_by="auto"`` was given: the key found in the statement, else a cursor."""
 
     @classmethod
     def build(cls, **options: Any) -> ReadOptions:
@@ -170,6 +176,7 @@ class ReadOptions:
             geometry_column=geometry_column,
             batch_size=_check_batch_size(batch_size),
             pages_by=pages_by,
+            pages_by_auto=pages_by == AUTO_KEY,
             bbox=_check_bbox(bbox),
             bbox_srid=_check_srid("bbox_srid", bbox_srid),
             precision=_check_precision(precision),

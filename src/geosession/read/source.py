@@ -19,6 +19,7 @@ from sqlalchemy import (
     FromClause,
     Select,
     Subquery,
+    Table,
     TextClause,
     inspect,
     literal_column,
@@ -34,7 +35,7 @@ from sqlalchemy.sql.selectable import CompoundSelect, TextualSelect
 from geosession.errors import ConfigurationError
 from geosession.names import identifier_table_name, split_table_name
 from geosession.placeholders import mismatch
-from geosession.read.plan import ReadOptions
+from geosession.read.plan import AUTO_KEY, ReadOptions
 
 
 def as_subquery(statement: Any, params: Mapping[str, Any] | None = None) -> Subquery:
@@ -64,12 +65,16 @@ def as_subquery(statement: Any, params: Mapping[str, Any] | None = None) -> Subq
 
 def paged_options(statement: Any, options: ReadOptions) -> ReadOptions:
     """``options``, their pages going down the key where ``statement`` is ordered by it
-    descending (``select(Parcel).order_by(Parcel.id.desc())``, newest first).
+    descending (``select(Parcel).order_by(Parcel.id.desc())``, newest first), and
+    ``pages_by="auto"`` made the key it means, or no pages (a cursor).
 
     Pages come in the key's order (``WHERE key > :last ORDER BY key``): a select ordered
-    by anything else would come in an order it does not ask for, so it is refused. The
-    ORDER BY of SQL text is not read (it is lost)."""
+    by anything else would come in an order it does not ask for, so it is refused (read
+    by a cursor, for "auto"). The ORDER BY of SQL text is not read (it is lost)."""
     key = options.pages_by
+    if key == AUTO_KEY:
+        key = primary_key_name(statement)
+        options = replace(options, pages_by=key)
     if key is None or not isinstance(statement, Select | CompoundSelect):
         return options
     clauses = statement._order_by_clauses  # SQLAlchemy has no public reader of it
@@ -78,6 +83,8 @@ def paged_options(statement: Any, options: ReadOptions) -> ReadOptions:
     ordered_by, descending = _order_key(clauses[0])
     if len(clauses) == 1 and ordered_by == key:
         return replace(options, pages_descending=descending)
+    if options.pages_by_auto:
+        return replace(options, pages_by=None)
     order = ", ".join(str(clause) for clause in clauses)
     raise ConfigurationError(
         f"pages_by={key!r} (CLI: --pages-by) reads pages in the order of {key} (WHERE {key} "
@@ -85,6 +92,26 @@ def paged_options(statement: Any, options: ReadOptions) -> ReadOptions:
         f"order by {key} alone (ascending, or descending for pages that go down it), "
         "leave the ORDER BY out, or leave pages_by out (a server-side cursor keeps the order)"
     )
+
+
+def primary_key_name(statement: Any) -> str | None:
+    """The result name of the key of the one table ``statement`` reads rows of
+    (``select(Parcel)``, a WHERE, a label of the key included), where the key is one
+    column and the select has it; None for anything else (joins, SQL text, a table's
+    name, aggregates)."""
+    if not isinstance(statement, Select):
+        return None
+    froms = statement.get_final_froms()
+    if len(froms) != 1 or not isinstance(froms[0], Table):
+        return None
+    keys = list(froms[0].primary_key.columns)
+    if len(keys) != 1:
+        return None
+    for column in statement.selected_columns:
+        bare = column.element if isinstance(column, Label) else column
+        if isinstance(bare, ColumnClause) and bare.shares_lineage(keys[0]):
+            return str(column.name)
+    return None
 
 
 def _order_key(clause: Any) -> tuple[str | None, bool]:

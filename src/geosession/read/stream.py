@@ -56,7 +56,7 @@ class GeometryStream:
     ) -> None:
         self._connect = connect
         self._source = as_subquery(statement, params)
-        self.options = paged_options(statement, options)
+        self.options = paged_options(self._source.element, options)
         self.plan: ReadPlan | None = None
         """Columns and choices of the latest iteration (set before its first row)."""
         self.rows_read = 0
