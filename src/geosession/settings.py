@@ -121,17 +121,17 @@ def local_settings(
     for name, value in (settings or {}).items():
         if not isinstance(name, str) or not _SETTING_NAME.match(name):
             raise ConfigurationError(
-                f"settings: {name!r} is not a PostgreSQL setting name (such as search_path, "
-                "or app.tenant for one of the application's own)"
+                f"settings= (CLI: --setting): {name!r} is not a PostgreSQL setting name "
+                "(such as search_path, or app.tenant for one of the application's own)"
             )
         if name.lower() in checked:
             raise ConfigurationError(
-                f"settings: {name} is given twice, in settings= and as {name.lower()}=; "
-                "give it once"
+                f"settings= (CLI: --setting): {name} is given twice, there and as "
+                f"{name.lower()}= (--{name.lower().replace('_', '-')}); give it once"
             )
         if value is None:
             raise ConfigurationError(
-                f"settings: {name} has no value (None); leave it out to keep the session's"
+                f"settings=: {name} has no value (None); leave it out to keep the session's"
             )
         checked[name] = str(value).lower() if isinstance(value, bool) else str(value)
     return checked
