@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -102,6 +103,12 @@ def test_restart_on_asyncpg(
     asyncio.run(scenario())
 
 
+def away_for_a_moment(cluster: LocalCluster) -> None:
+    """Stops ``cluster``, and starts it again half a second later."""
+    cluster.stop()
+    threading.Timer(0.5, cluster.start).start()
+
+
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_run_transaction_waits_out_a_restart(
     make_db: Callable[..., SpatialDatabase],
@@ -116,8 +123,7 @@ def test_run_transaction_waits_out_a_restart(
     def work(s: Session) -> Any:
         calls.append(1)
         if len(calls) == 1:
-            dedicated_cluster.stop()
-            threading.Timer(0.5, dedicated_cluster.start).start()
+            away_for_a_moment(dedicated_cluster)
         return s.execute(text("SELECT 42")).scalar()
 
     assert run_tx(db, driver, work, attempts=10, backoff=(0.1, 0.5)) == 42
@@ -143,12 +149,8 @@ def test_a_paged_stream_waits_out_a_restart(
         )
     db = database_for(make_db, driver, url=cluster_url, connect_timeout=2)
     query = "SELECT id, geom FROM restart_points"
-
-    def away_for_a_moment() -> None:
-        dedicated_cluster.stop()
-        threading.Timer(0.5, dedicated_cluster.start).start()
-
-    ids = stream_ids(db, driver, query, away_for_a_moment, pages_by="id", batch_size=200)
+    away = functools.partial(away_for_a_moment, dedicated_cluster)
+    ids = stream_ids(db, driver, query, away, pages_by="id", batch_size=200)
     assert ids == list(range(1, 3001))
     dedicated_cluster.stop()
     started = time.monotonic()
