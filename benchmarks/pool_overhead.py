@@ -12,7 +12,8 @@ A checkout here is ``engine.raw_connection()`` then ``.close()`` (pool only), or
 ``with engine.connect()`` (the Connection path sessions use). Pre-ping is off so that the
 pool's own Python work is measured, not a server round trip; the last lines repeat the
 Connection path with pre-ping on, as geosession runs by default. Variants run in turns,
-``--rounds`` times, and the best round of each is reported.
+``--rounds`` times, and the best round of each is reported. The last table is what the
+session-state guard's reading of a statement costs it, by kind of statement.
 
     .venv/bin/python benchmarks/pool_overhead.py [--checkouts 20000] [--rounds 5]
 
@@ -24,9 +25,11 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 
 from sqlalchemy import Engine
 
+from geosession import session_state
 from geosession.database import SpatialDatabase
 from geosession.engine import build_engine
 from geosession.observe.metrics import DatabaseMetrics
@@ -91,6 +94,33 @@ def _variants(settings: DatabaseSettings) -> list[Variant]:
     ]
 
 
+_STATEMENTS = {
+    "an ORM select by key": "SELECT parcels.id, parcels.name, ST_AsEWKB(parcels.geom) AS geom "
+    "FROM parcels WHERE parcels.id = %(pk_1)s::INTEGER",
+    "an ORM insert": "INSERT INTO parcels (name, geom) VALUES (%(name)s, "
+    "ST_GeomFromEWKB(%(geom)s)) RETURNING parcels.id",
+    "a 1,000-row insertmanyvalues": "INSERT INTO parcels (name, geom) VALUES "  # noqa: S608
+    + ", ".join(f"(%(name__{i})s, ST_GeomFromEWKB(%(geom__{i})s))" for i in range(1000)),
+}
+
+
+def _statement_reading(rounds: int) -> None:
+    """What the session-state guard's before_cursor_execute listener costs a statement
+    (it reads each for session-level SETs, advisory locks and things made to last)."""
+
+    connection = SimpleNamespace(info={})
+    print("\nsession-state guard, per statement (best of rounds)")
+    for name, statement in _STATEMENTS.items():
+        count = 200 if len(statement) > 1000 else 20_000
+        best = float("inf")
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for _ in range(count):
+                session_state._seen(connection, None, statement, None, None, False)
+            best = min(best, (time.perf_counter() - started) / count)
+        print(f"{name:<32}{best * 1e6:>10.2f} µs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkouts", type=int, default=20_000)
@@ -116,6 +146,7 @@ def main() -> None:
     )
     for _, engine in variants + pinged:
         engine.dispose()
+    _statement_reading(args.rounds)
 
 
 if __name__ == "__main__":
