@@ -106,8 +106,9 @@ _KINDS = {  # in the order they are undone: cursors and views before their table
         "stopped listening to",
         "been sent the channel's notifications (psycopg2 keeps them in connection.notifies, "
         "unread)",
-        "LISTEN on a connection kept for the listener alone (db.engine.connect(), held "
-        "open), or UNLISTEN when done",
+        "LISTEN on a connection of the listener's own, outside the pool (psycopg.connect "
+        "or asyncpg.connect, open for as long as it listens), or UNLISTEN before the "
+        "connection goes back",
     ),
     "statement": _Kind(
         "prepared statement",
