@@ -73,7 +73,11 @@ def export(
     ] = False,
     pages_by: Annotated[
         str | None,
-        typer.Option(help="Read in keyset pages by this unique column (for slow consumers)."),
+        typer.Option(
+            help="Read in keyset pages by this unique column: no connection is held between "
+            "pages (for slow consumers), and a page whose connection is lost (a restart) is "
+            "read again."
+        ),
     ] = None,
     statement_timeout: Annotated[
         str | None,
