@@ -271,14 +271,19 @@ def test_prometheus_exporter_output(make_db: MakeDb) -> None:
     db = make_db(pool_size=3, max_overflow=1)
     registry = CollectorRegistry()
     register(db, registry, database="testdb")
-    with db.session() as s:
+    with db.transaction() as s:
         s.execute(text("SELECT 1"))
+        s.execute(text("CREATE TEMP TABLE left_behind (id int)"))  # dropped as it returns
     db.metrics.ingest.add(rows=5, batches=1, seconds=0.5)
     output = generate_latest(registry).decode()
     labels = 'database="testdb",pool="sync"'
     assert f"geosession_pool_size{{{labels}}} 3.0" in output
     assert f"geosession_pool_checked_out{{{labels}}} 0.0" in output
     assert f"geosession_pool_checkouts_total{{{labels}}} 1.0" in output
+    assert (
+        'geosession_session_state_total{database="testdb",kind="temporary_tables"} 1.0' in output
+    )
+    assert 'geosession_session_state_total{database="testdb",kind="settings"} 0.0' in output
     assert f"geosession_pool_waits_total{{{labels}}} 0.0" in output
     assert "# TYPE geosession_pool_checkout_wait_seconds histogram" in output
     assert (

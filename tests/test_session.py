@@ -197,6 +197,7 @@ def test_settings_changed_for_the_whole_session_never_reach_the_next_user(
     assert "db.transaction(settings={'search_path': ...})" in warning
     first, second = run(undone)
     assert first == second  # the same session: nothing outlived the checkout
+    assert db.metrics.session_state["settings"] == 1  # connections replaced
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
@@ -246,6 +247,7 @@ def test_session_advisory_locks_never_stay_with_a_pooled_connection(
     (warning,) = [r.getMessage() for r in caplog.records if "advisory lock" in r.getMessage()]
     assert "holding 2 advisory locks, the first taken at " + __file__ in warning  # once a place
     assert "pg_advisory_xact_lock" in warning
+    assert db.metrics.session_state["advisory_locks"] == 3  # released: two, then one
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
@@ -383,6 +385,15 @@ def test_listens_prepared_statements_held_cursors_and_temporary_objects_are_undo
     ]:
         assert any(f"with {kind} {name} (made at {__file__}:" in m for m in told), kind
     assert all("gone" not in m for m in told)
+    undone = {kind: count for kind, count in db.metrics.session_state.items() if count}
+    assert undone == {
+        "held_cursors": 2,
+        "temporary_views": 2,
+        "temporary_tables": 2,
+        "temporary_sequences": 2,
+        "listen_channels": 2,
+        "prepared_statements": 2,
+    }  # two checkouts left each
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ import itertools
 import logging
 import re
 import threading
+import weakref
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -59,6 +60,8 @@ class _Kind:
     """A kind of named thing a statement leaves in the server session, and its undoing."""
 
     noun: str
+    counted: str
+    """Its key in :class:`SessionStateCounts`."""
     undo: str
     """The statement that removes one, for its quoted name."""
     done: str
@@ -72,6 +75,7 @@ class _Kind:
 _KINDS = {  # in the order they are undone: cursors and views before their tables
     "cursor": _Kind(
         "cursor",
+        "held_cursors",
         "CLOSE {}",
         "closed",
         'failed to declare one of that name ("already exists"), the server keeping the rows '
@@ -80,6 +84,7 @@ _KINDS = {  # in the order they are undone: cursors and views before their table
     ),
     "view": _Kind(
         "temporary view",
+        "temporary_views",
         "DROP VIEW IF EXISTS pg_temp.{}",
         "dropped",
         'read from what was left, or failed to make its own ("already exists")',
@@ -87,6 +92,7 @@ _KINDS = {  # in the order they are undone: cursors and views before their table
     ),
     "table": _Kind(
         "temporary table",
+        "temporary_tables",
         "DROP TABLE IF EXISTS pg_temp.{}",
         "dropped",
         'read the rows left, or failed to make its own ("already exists")',
@@ -95,6 +101,7 @@ _KINDS = {  # in the order they are undone: cursors and views before their table
     ),
     "sequence": _Kind(
         "temporary sequence",
+        "temporary_sequences",
         "DROP SEQUENCE IF EXISTS pg_temp.{}",
         "dropped",
         'drawn numbers on from the last, or failed to make its own ("already exists")',
@@ -102,6 +109,7 @@ _KINDS = {  # in the order they are undone: cursors and views before their table
     ),
     "channel": _Kind(
         "LISTEN channel",
+        "listen_channels",
         "UNLISTEN {}",
         "stopped listening to",
         "been sent the channel's notifications (psycopg2 keeps them in connection.notifies, "
@@ -112,6 +120,7 @@ _KINDS = {  # in the order they are undone: cursors and views before their table
     ),
     "statement": _Kind(
         "prepared statement",
+        "prepared_statements",
         "DEALLOCATE {}",
         "deallocated",
         'failed to prepare one of that name ("already exists")',
@@ -187,13 +196,49 @@ _SET_CONFIG = re.compile(
 )
 
 
+class SessionStateCounts:
+    """What returned connections had left in their server sessions, since the engine was
+    made: connections replaced for settings changed, advisory locks released, and the
+    things of _KINDS undone, by kind."""
+
+    KINDS = ("settings", "advisory_locks", *(kind.counted for kind in _KINDS.values()))
+
+    def __init__(self) -> None:
+        self._counts = dict.fromkeys(self.KINDS, 0)
+        self._lock = threading.Lock()
+
+    def add(self, kind: str, count: int = 1) -> None:
+        with self._lock:
+            self._counts[kind] += count
+
+    def as_dict(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def clear(self) -> None:
+        """Back to 0 (a forked child's engines start afresh)."""
+        with self._lock:
+            self._counts = dict.fromkeys(self.KINDS, 0)
+
+
+_COUNTS: weakref.WeakKeyDictionary[Engine, SessionStateCounts] = weakref.WeakKeyDictionary()
+
+
 def guard_session_state(engine: Engine, *, pgbouncer: bool = False) -> None:
     """Watches ``engine``'s statements for session-level settings, advisory locks and the
-    named things of _KINDS (see the module). Behind PgBouncer only settings are: in
-    transaction pooling the next transaction may run on another server session (another
-    client's), where locks and such things cannot be looked up."""
+    named things of _KINDS (see the module), counted in :func:`session_state_counts`.
+    Behind PgBouncer only settings are: in transaction pooling the next transaction may
+    run on another server session (another client's), where locks and such things cannot
+    be looked up."""
+    returns = _Returns(look_up=not pgbouncer)
+    _COUNTS[engine] = returns.counts
     event.listen(engine, "before_cursor_execute", _seen)
-    event.listen(engine, "reset", _Returns(look_up=not pgbouncer).reset)
+    event.listen(engine, "reset", returns.reset)
+
+
+def session_state_counts(engine: Engine) -> SessionStateCounts | None:
+    """The counts of ``engine``'s guard (None for an engine geosession did not build)."""
+    return _COUNTS.get(engine)
 
 
 def session_changes(statement: str) -> list[tuple[str, bool]]:
@@ -305,6 +350,7 @@ class _Returns:
         self._look_up = look_up  # locks and tables: not behind PgBouncer
         self._warned: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
+        self.counts = SessionStateCounts()
 
     def reset(self, dbapi_connection: Any, record: Any, state: Any) -> None:
         """A checkout that changed settings has its connection replaced before the next
@@ -317,6 +363,7 @@ class _Returns:
             return
         if left.settings:
             record.invalidate(soft=True)
+            self.counts.add("settings")
             self._tell_changed(left.settings)
         if not (left.locked or left.made) or not self._look_up:
             return
@@ -331,6 +378,7 @@ class _Returns:
     def _release_locks(self, dbapi_connection: Any, where: str) -> None:
         ((count, _),) = _fetch(dbapi_connection, _HELD_AND_RELEASED)
         held = int(count)
+        self.counts.add("advisory_locks", held)
         if held and self._first(("advisory lock", where)):
             log.warning(
                 "A pooled connection came back holding %s advisory lock%s, the first taken "
@@ -358,6 +406,7 @@ class _Returns:
         dbapi_connection.commit()
         for kind, things in itertools.groupby(kept, key=itemgetter(0)):
             where = {name: made[kind, name] for _, name in things}
+            self.counts.add(_KINDS[kind].counted, len(where))
             told = {name: at for name, at in where.items() if self._first((f"{kind} {name}", at))}
             if told:
                 self._tell_undone(_KINDS[kind], told)

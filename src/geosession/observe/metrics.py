@@ -36,6 +36,7 @@ from geosession.errors import endpoint_of
 from geosession.observe.leaks import HoldTracker
 from geosession.observe.pool import PoolStats, pool_stats
 from geosession.observe.slow import SlowQueryLog
+from geosession.session_state import SessionStateCounts, session_state_counts
 
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Upper bounds (seconds) of the checkout wait histogram; a last bucket holds the rest."""
@@ -280,6 +281,22 @@ class DatabaseMetrics:
         replica's)."""
         return next((m for m in self._monitors() if m.engine is engine), None)
 
+    @property
+    def session_state(self) -> dict[str, int]:
+        """What connections of every pool came back with in their server sessions, since
+        start: ``settings`` (connections replaced), ``advisory_locks`` (released) and the
+        temporary tables, sequences, views, LISTEN channels, prepared statements and held
+        cursors undone (see :mod:`geosession.session_state`)."""
+        total = dict.fromkeys(SessionStateCounts.KINDS, 0)
+        for counts in self._session_state_counts():
+            for kind, count in counts.as_dict().items():
+                total[kind] += count
+        return total
+
+    def _session_state_counts(self) -> list[SessionStateCounts]:
+        found = (session_state_counts(monitor.engine) for monitor in self._monitors())
+        return [counts for counts in found if counts is not None]
+
     def lent(self) -> list[Any]:
         """The pool records of every connection lent now, of every pool."""
         return [record for monitor in self._monitors() for record in monitor.holds.lent()]
@@ -288,6 +305,8 @@ class DatabaseMetrics:
         """Every pool's monitor starts afresh in a forked child (see ``forks``)."""
         for monitor in self._monitors():
             monitor.restart_after_fork()
+        for counts in self._session_state_counts():
+            counts.clear()
 
     def close(self) -> None:
         """Stops the leak watchdogs (called by ``db.dispose()``)."""

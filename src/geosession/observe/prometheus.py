@@ -119,7 +119,21 @@ class GeoSessionCollector(Collector):
             flushes.add_metric([label], metrics.slow_queries.flushes)
         yield slow
         yield flushes
+        yield _session_state_metric(databases)
         yield from _ingest_metrics(databases)
+
+
+def _session_state_metric(databases: list[tuple[str, DatabaseMetrics]]) -> Metric:
+    left = CounterMetricFamily(
+        "geosession_session_state",
+        "What returned connections had left in their server sessions: settings (connections "
+        "replaced), advisory locks (released), temporary tables and the like (undone).",
+        labels=["database", "kind"],
+    )
+    for label, metrics in databases:
+        for kind, count in metrics.session_state.items():
+            left.add_metric([label, kind], count)
+    return left
 
 
 Pools = list[tuple[str, str, PoolMonitor]]
