@@ -280,9 +280,7 @@ def test_prometheus_exporter_output(make_db: MakeDb) -> None:
     assert f"geosession_pool_size{{{labels}}} 3.0" in output
     assert f"geosession_pool_checked_out{{{labels}}} 0.0" in output
     assert f"geosession_pool_checkouts_total{{{labels}}} 1.0" in output
-    assert (
-        'geosession_session_state_total{database="testdb",kind="temporary_tables"} 1.0' in output
-    )
+    assert 'geosession_session_state_total{database="testdb",kind="temporary_tables"} 1.0' in output
     assert 'geosession_session_state_total{database="testdb",kind="settings"} 0.0' in output
     assert f"geosession_pool_waits_total{{{labels}}} 0.0" in output
     assert "# TYPE geosession_pool_checkout_wait_seconds histogram" in output
