@@ -351,9 +351,17 @@ def test_a_bbox_crossing_the_antimeridian_keeps_both_sides(
         admin.execute("DROP TABLE rd_pacific")
 
 
+@pytest.fixture
+def parcels_view(tables: None, admin: psycopg.Connection[Any]) -> Iterator[str]:
+    """A view of rd_parcels: no primary key to page by."""
+    admin.execute("CREATE VIEW rd_parcels_view AS SELECT * FROM rd_parcels")
+    yield "rd_parcels_view"
+    admin.execute("DROP VIEW rd_parcels_view")
+
+
 @pytest.mark.usefixtures("tables")
 def test_iter_geojson_pages_by_the_primary_key_unless_told_otherwise(
-    db: SpatialDatabase, caplog: pytest.LogCaptureFixture
+    db: SpatialDatabase, parcels_view: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An HTTP response read by a cursor held its pooled connection and READ ONLY
     transaction until the client had read it all (minutes for a slow one) unless the
@@ -384,7 +392,12 @@ def test_iter_geojson_pages_by_the_primary_key_unless_told_otherwise(
     assert 1 in held(db.iter_geojson(by_name, pages_by=None))[0]  # as asked: not told
     assert len(caplog.records) == 1
     assert db.stream(select(ReadParcel), pages_by="auto").options.pages_by == "id"
-    assert db.stream("rd_parcels", pages_by="auto").options.pages_by is None  # no key known
+    seen, features = held(db.iter_geojson("rd_parcels", batch_size=1000))  # a table's name
+    assert seen == {0} and len(features) == ROWS and len(caplog.records) == 1
+    by_name = db.stream("rd_parcels", pages_by="auto")
+    assert sum(1 for _ in by_name) == ROWS and by_name.options.pages_by == "id"  # looked up
+    keyless = db.stream(parcels_view, pages_by="auto")  # a view has no primary key
+    assert sum(1 for _ in keyless) == ROWS and keyless.options.pages_by is None  # a cursor
 
     async def read_async() -> tuple[set[int], int]:
         pool = db.async_engine.sync_engine.pool

@@ -74,9 +74,9 @@ def export(
     pages_by: Annotated[
         str | None,
         typer.Option(
-            help="Read in keyset pages by this unique column: no connection is held between "
-            "pages (for slow consumers), and a page whose connection is lost (a restart) is "
-            "read again."
+            help="Read in keyset pages by this unique column (auto: a table's primary key): "
+            "no connection is held between pages (for slow consumers), and a page whose "
+            "connection is lost (a restart) is read again."
         ),
     ] = None,
     statement_timeout: Annotated[

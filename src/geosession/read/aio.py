@@ -24,7 +24,13 @@ from geosession.read.loop import ReadLoop, make_plan, spatial_types
 from geosession.read.plan import ReadOptions
 from geosession.read.query import SPATIAL_TYPES_SQL, ReadPlan
 from geosession.read.rerun import read_again_after
-from geosession.read.source import as_subquery, describe_statement, paged_options
+from geosession.read.source import (
+    as_subquery,
+    describe_statement,
+    key_lookup,
+    paged_options,
+    with_key,
+)
 from geosession.read.typmods import typmod_lookup
 from geosession.settings import set_local
 from geosession.srs import spatial_refs_sql
@@ -143,6 +149,9 @@ class AsyncGeometryStream:
         raise AssertionError("unreachable")
 
     async def _describe(self, connection: AsyncConnection) -> ReadPlan:
+        lookup_key = key_lookup(self._source, self.options)
+        if lookup_key is not None:
+            self.options = with_key(self.options, await fetch(connection, lookup_key))
         spatial_rows = await fetch(connection, SPATIAL_TYPES_SQL)
         result = await connection.execute(describe_statement(self._source))
         try:

@@ -39,8 +39,8 @@ def read_again_after(
         if _POLICY.retryable(error):
             error.reword(
                 f"{error.message} [a cursor's read cannot go on after its connection is "
-                "lost; read in pages (pages_by=, the primary key) to have a lost page "
-                "read again]"
+                "lost; read in pages (pages_by=, CLI: --pages-by, the primary key) to "
+                "have a lost page read again]"
             )
         raise error
     if not _POLICY.should_retry(error, attempt):

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Select,
     Subquery,
     Table,
+    TableClause,
     TextClause,
     inspect,
     literal_column,
@@ -35,7 +36,8 @@ from sqlalchemy.sql.selectable import CompoundSelect, TextualSelect
 from geosession.errors import ConfigurationError
 from geosession.names import identifier_table_name, split_table_name
 from geosession.placeholders import mismatch
-from geosession.read.plan import AUTO_KEY, ReadOptions
+from geosession.read.decode import Rows
+from geosession.read.plan import AUTO_KEY, ReadOptions, quote_identifier
 
 
 def as_subquery(statement: Any, params: Mapping[str, Any] | None = None) -> Subquery:
@@ -74,6 +76,8 @@ def paged_options(statement: Any, options: ReadOptions) -> ReadOptions:
     key = options.pages_by
     if key == AUTO_KEY:
         key = primary_key_name(statement)
+        if key is None and star_table(statement) is not None:
+            return options  # a table's name: its key is looked up as the read starts
         options = replace(options, pages_by=key)
     if key is None or not isinstance(statement, Select | CompoundSelect):
         return options
@@ -112,6 +116,46 @@ def primary_key_name(statement: Any) -> str | None:
         if isinstance(bare, ColumnClause) and bare.shares_lineage(keys[0]):
             return str(column.name)
     return None
+
+
+def key_lookup(source: Subquery, options: ReadOptions) -> Any | None:
+    """The query for the one-column primary key of the table whose name is read, where
+    ``pages_by="auto"`` is left to the read (None: nothing to look up)."""
+    table = star_table(source.element) if options.pages_by == AUTO_KEY else None
+    return None if table is None else _PRIMARY_KEY_SQL.bindparams(table=table)
+
+
+def with_key(options: ReadOptions, rows: Rows) -> ReadOptions:
+    """``options`` paging by the key :func:`key_lookup`'s ``rows`` name, or by none."""
+    names = [str(name) for (name,) in rows]
+    return replace(options, pages_by=names[0] if len(names) == 1 else None)
+
+
+_PRIMARY_KEY_SQL = text(
+    "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+    "AND a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass(:table) AND i.indisprimary "
+    "AND i.indnatts = 1"
+)
+
+
+def star_table(statement: Any) -> str | None:
+    """The table of ``SELECT * FROM table`` (how a table's name is read), quoted as
+    ``to_regclass`` reads it."""
+    if not isinstance(statement, Select) or len(statement.selected_columns) != 1:
+        return None
+    (selected,) = statement.selected_columns
+    froms = statement.get_final_froms()
+    if not (isinstance(selected, ColumnClause) and selected.is_literal and selected.name == "*"):
+        return None
+    if len(froms) != 1 or not isinstance(froms[0], TableClause):
+        return None
+    return quoted_table(froms[0])
+
+
+def quoted_table(table: TableClause) -> str:
+    """``"schema"."name"`` (or ``"name"``), as ``to_regclass`` reads it."""
+    parts = [table.schema, table.name] if table.schema else [table.name]
+    return ".".join(quote_identifier(part) for part in parts)
 
 
 def _order_key(clause: Any) -> tuple[str | None, bool]:

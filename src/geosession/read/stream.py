@@ -31,7 +31,13 @@ from geosession.read.loop import ReadLoop, make_plan, spatial_types
 from geosession.read.plan import ReadOptions
 from geosession.read.query import SPATIAL_TYPES_SQL, ReadPlan
 from geosession.read.rerun import read_again_after
-from geosession.read.source import as_subquery, describe_statement, paged_options
+from geosession.read.source import (
+    as_subquery,
+    describe_statement,
+    key_lookup,
+    paged_options,
+    with_key,
+)
 from geosession.read.typmods import typmod_lookup
 from geosession.settings import set_local
 from geosession.srs import spatial_refs_sql
@@ -139,6 +145,9 @@ class GeometryStream:
         raise AssertionError("unreachable")
 
     def _describe(self, connection: Connection) -> ReadPlan:
+        lookup_key = key_lookup(self._source, self.options)
+        if lookup_key is not None:
+            self.options = with_key(self.options, fetch(connection, lookup_key))
         result = connection.execute(describe_statement(self._source))
         try:
             cursor = result.cursor

@@ -23,7 +23,8 @@ from sqlalchemy import CompoundSelect, Select, Subquery, TableClause, text
 from sqlalchemy.sql.elements import ColumnClause
 
 from geosession.read.decode import Rows
-from geosession.read.plan import quote_identifier, typmod_of
+from geosession.read.plan import typmod_of
+from geosession.read.source import quoted_table, star_table
 
 _SPATIAL = ("geometry", "geography")
 
@@ -108,7 +109,7 @@ def table_columns(source: Subquery, names: Sequence[str]) -> list[tuple[str, str
     statement = source.element
     if not isinstance(statement, Select | CompoundSelect):
         return [None] * len(names)
-    star = _star_table(statement)
+    star = star_table(statement)
     if star is not None:
         return [(star, name) for name in names]
     columns = list(source.c)
@@ -125,25 +126,7 @@ def _origin(column: Any) -> tuple[str, str] | None:
     table = getattr(base, "table", None)
     if not isinstance(base, ColumnClause) or base.is_literal or not isinstance(table, TableClause):
         return None
-    return _qualified(table), str(base.name)
-
-
-def _star_table(statement: Select[Any] | CompoundSelect[Any]) -> str | None:
-    """The table of ``SELECT * FROM table`` (how a table's name is read)."""
-    if not isinstance(statement, Select) or len(statement.selected_columns) != 1:
-        return None
-    (selected,) = statement.selected_columns
-    froms = statement.get_final_froms()
-    if not (isinstance(selected, ColumnClause) and selected.is_literal and selected.name == "*"):
-        return None
-    if len(froms) != 1 or not isinstance(froms[0], TableClause):
-        return None
-    return _qualified(froms[0])
-
-
-def _qualified(table: TableClause) -> str:
-    parts = [table.schema, table.name] if table.schema else [table.name]
-    return ".".join(quote_identifier(part) for part in parts)
+    return quoted_table(table), str(base.name)
 
 
 _DECLARED_SQL = text(
