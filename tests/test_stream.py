@@ -382,6 +382,9 @@ def test_iter_geojson_pages_by_the_primary_key_unless_told_otherwise(
     seen, features = held(db.iter_geojson(newest.limit(700), batch_size=300))
     assert seen == {0}
     assert [f["properties"]["pid"] for f in features] == list(range(ROWS, ROWS - 700, -1))
+    by_column = select(pid, ReadParcel.geom).order_by(ReadParcel.id.desc()).limit(700)
+    seen, same = held(db.iter_geojson(by_column, batch_size=300))  # the labelled key's column
+    assert seen == {0} and same == features
     assert not caplog.records
     by_name = select(ReadParcel).order_by(ReadParcel.name)  # not in the key's order
     for _ in range(2):

@@ -85,7 +85,7 @@ def paged_options(statement: Any, options: ReadOptions) -> ReadOptions:
     if not clauses:
         return options
     ordered_by, descending = _order_key(clauses[0])
-    if len(clauses) == 1 and ordered_by == key:
+    if len(clauses) == 1 and _is_key(ordered_by, key, statement):
         return replace(options, pages_descending=descending)
     if options.pages_by_auto:
         return replace(options, pages_by=None)
@@ -158,8 +158,9 @@ def quoted_table(table: TableClause) -> str:
     return ".".join(quote_identifier(part) for part in parts)
 
 
-def _order_key(clause: Any) -> tuple[str | None, bool]:
-    """The column name an ORDER BY item sorts by, if a column's, and whether descending."""
+def _order_key(clause: Any) -> tuple[str | ColumnClause[Any] | Label[Any] | None, bool]:
+    """The column (or name) an ORDER BY item sorts by, if a column's, and whether
+    descending."""
     descending = False
     while not isinstance(clause, str | ColumnClause | Label):
         modifier = getattr(clause, "modifier", None)
@@ -168,7 +169,23 @@ def _order_key(clause: Any) -> tuple[str | None, bool]:
         clause = getattr(clause, "element", None)  # under ASC/DESC, NULLS LAST, a label
         if clause is None:
             return None, descending
-    return (clause if isinstance(clause, str) else str(clause.name)), descending
+    return clause, descending
+
+
+def _is_key(ordered_by: Any, key: str, statement: Select[Any] | CompoundSelect[Any]) -> bool:
+    """Whether an ORDER BY item is the key: by its name, or as the column the key's result
+    column labels (``select(Parcel.id.label("pid"), ...).order_by(Parcel.id)``)."""
+    if ordered_by is None:
+        return False
+    if (ordered_by if isinstance(ordered_by, str) else str(ordered_by.name)) == key:
+        return True
+    named = [column for column in statement.selected_columns if column.key == key]
+    bare = named[0].element if len(named) == 1 and isinstance(named[0], Label) else None
+    return (
+        isinstance(ordered_by, ColumnClause)
+        and isinstance(bare, ColumnClause)
+        and ordered_by.shares_lineage(bare)
+    )
 
 
 def _bound(statement: TextClause, params: Mapping[str, Any] | None) -> TextClause:
