@@ -91,9 +91,9 @@ def tell_if_held(options: ReadOptions, method: str) -> None:
     log.warning(
         "db.%s at %s:%d in %s reads with a server-side cursor: its pooled connection and "
         "READ ONLY transaction are held until the client has read the whole response "
-        "(a slow client holds them for minutes). No key to page by was found (a select of "
-        "one table's rows with its one-column primary key, in no other order): pass "
-        "pages_by= a unique, non-null column of the query",
+        "(a slow client holds them for minutes). No key to page by was found (a table's "
+        "name, or a select of one table's rows with its one-column primary key, in no "
+        "other order): pass pages_by= a unique, non-null column of the query",
         method,
         *where,
     )

@@ -112,7 +112,7 @@ def primary_key_name(statement: Any) -> str | None:
     if len(keys) != 1:
         return None
     for column in statement.selected_columns:
-        bare = column.element if isinstance(column, Label) else column
+        bare = _unlabelled(column)
         if isinstance(bare, ColumnClause) and bare.shares_lineage(keys[0]):
             return str(column.name)
     return None
@@ -180,12 +180,17 @@ def _is_key(ordered_by: Any, key: str, statement: Select[Any] | CompoundSelect[A
     if (ordered_by if isinstance(ordered_by, str) else str(ordered_by.name)) == key:
         return True
     named = [column for column in statement.selected_columns if column.key == key]
-    bare = named[0].element if len(named) == 1 and isinstance(named[0], Label) else None
+    bare = _unlabelled(named[0]) if len(named) == 1 else None
     return (
         isinstance(ordered_by, ColumnClause)
         and isinstance(bare, ColumnClause)
         and ordered_by.shares_lineage(bare)
     )
+
+
+def _unlabelled(column: Any) -> Any:
+    """A result column's expression without its label."""
+    return column.element if isinstance(column, Label) else column
 
 
 def _bound(statement: TextClause, params: Mapping[str, Any] | None) -> TextClause:
