@@ -666,7 +666,7 @@ class SpatialDatabase:
     ) -> Iterator[bytes]:
         """GeoJSON bytes chunk by chunk, for streaming HTTP responses: in keyset pages, so
         a slow client holds no connection, by ``pages_by`` (by default the primary key of a
-        select of one table's rows; else a cursor, with a warning)."""
+        table's name or of a select of one table's rows; else a cursor, with a warning)."""
         read = ReadOptions.build(pages_by=pages_by, **options).for_features()
         stream = GeometryStream(self._checkouts(replica=replica), statement, read, params)
         tell_if_held(stream.options, "iter_geojson")
