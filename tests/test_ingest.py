@@ -1381,6 +1381,72 @@ def grant_rejects_to_loader(db: SpatialDatabase) -> None:
         s.execute(text("GRANT USAGE ON SEQUENCE numbered_rejected_id_seq TO geosession_loader"))
 
 
+def test_settings_reach_the_ingests_connections_while_it_holds_them(
+    db: SpatialDatabase,
+    loader: SpatialDatabase,
+    make_db: Callable[..., SpatialDatabase],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+) -> None:
+    """A row-level security policy keyed on a setting (a tenant's key, a JWT's claims)
+    refused every row of an ingest, which had no way to set it: settings= sets them (a
+    role too) on its connections while it holds them, and resets them after."""
+    with db.transaction() as s:
+        s.execute(text("ALTER TABLE numbered ADD tenant text NOT NULL"))
+        s.execute(text("ALTER TABLE numbered ENABLE ROW LEVEL SECURITY"))
+        s.execute(
+            text(
+                "CREATE POLICY by_tenant ON numbered USING (tenant = current_setting("
+                "'app.tenant', true)) WITH CHECK (tenant = current_setting('app.tenant', true))"
+            )
+        )
+    db.ingest("numbered", [], progress=False)  # the owner makes the rejects table
+    grant_rejects_to_loader(db)
+    points = [
+        {"id": n, "geom": shapely.Point(n, n), "tenant": "b" if n == 3 else "a"}
+        for n in range(1, 6)
+    ]
+    one = make_db(pool_size=1, max_overflow=0)  # a superuser's, whom no policy binds
+    tenant_a = {"role": "geosession_loader", "app.tenant": "a"}
+    report = one.ingest("numbered", points, progress=False, settings=tenant_a)
+    assert report.inserted == 4 and [(r.row, r.kind) for r in report.rejected] == [(3, "server")]
+    assert "row-level security policy" in report.rejected[0].reason
+    unkeyed = one.ingest("numbered", points, settings={"role": "geosession_loader"})
+    assert unkeyed.inserted == 0 and len(unkeyed.rejected) == 5  # the policy sees no key
+    with one.session() as s:  # the pooled connection is the superuser's again, keyless
+        state = s.execute(text("SELECT current_user, current_setting('app.tenant', true)"))
+        assert state.one() in (("postgres", ""), ("postgres", None))
+    with db.session() as s:
+        stored = s.execute(text("SELECT id, tenant FROM numbered ORDER BY id")).all()
+    assert stored == [(1, "a"), (2, "a"), (4, "a"), (5, "a")]
+    with pytest.raises(ConfigurationError, match="Name the target's schema instead"):
+        one.ingest("numbered", points, settings={"search_path": "elsewhere, public"})
+    with pytest.raises(ConfigurationError, match="not taken by an ingest behind PgBouncer"):
+        make_db(pgbouncer=True).ingest("numbered", points, settings=tenant_a)
+    source = tmp_path / "late.geojsonl"
+    source.write_text(
+        json.dumps(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [9, 9]},
+                "properties": {"id": 9, "tenant": "a"},
+            }
+        )
+        + "\n"
+    )
+    from typer.testing import CliRunner
+
+    from geosession.cli import app
+
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    settings = ["--setting", "role=geosession_loader", "--setting", "app.tenant=a"]
+    done = CliRunner().invoke(app, ["ingest", str(source), "numbered", *settings])
+    assert done.exit_code == 0, done.output
+    with db.session() as s:
+        assert s.execute(text("SELECT tenant FROM numbered WHERE id = 9")).scalar() == "a"
+
+
 def test_a_role_that_may_not_create_temporary_tables_finds_refused_rows_by_halving(
     db: SpatialDatabase, loader: SpatialDatabase
 ) -> None:

@@ -329,6 +329,7 @@ class SpatialDatabase:
         create: bool = False,
         reproject: bool | int = False,
         dry_run: bool = False,
+        settings: Mapping[str, object] | None = None,
     ) -> IngestReport:
         """Loads rows by binary COPY in chunks that each commit with a ledger entry.
 
@@ -359,6 +360,8 @@ class SpatialDatabase:
         ``dry_run=True`` loads every chunk as a load would, then rolls it back: the report
         says what would be inserted and rejected (the server's refusals included), and
         nothing is kept (no rows, rejects or ledger entries).
+        ``settings`` are set on the ingest's connections while it holds them (a role, a
+        row-level security key: ``{"role": "tenant_writer", "app.tenant": "7"}``).
         ``create=True`` creates
         a table that does not exist: from its definition for a mapped class or Table, else
         from a file's or DataFrame's fields. ``reproject=True`` transforms geometries of
@@ -387,6 +390,7 @@ class SpatialDatabase:
             "create": create,
             "reproject": reproject,
             "dry_run": dry_run,
+            "settings": settings,
         }
         from geosession.ingest.termination import sigterm_stops_the_load
 
@@ -434,10 +438,12 @@ class SpatialDatabase:
         stop_source: Callable[[], None] | None = None,
     ) -> Ingest:
         """An ingest ready to run (its target resolved: this queries the server)."""
-        from geosession.ingest.options import IngestOptions
+        from geosession.ingest.options import IngestOptions, ingest_settings
         from geosession.ingest.pipeline import Ingest
 
-        settings = IngestOptions(**options)  # type: ignore[arg-type]  # checked by Ingest
+        local = ingest_settings(options.get("settings"), pgbouncer=self.settings.pgbouncer)
+        arguments = {**options, "settings": local}
+        settings = IngestOptions(**arguments)  # type: ignore[arg-type]  # checked by Ingest
         server = self.settings.server_options()  # the timeouts as the server has them
         return Ingest(
             self._copy_engine(),

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from geosession.cli.app import assignments, stderr
+from geosession.cli.app import assignments, local_settings_given, stderr
 from geosession.cli.sources import STDIN, check_sources, is_pipe, readable
 from geosession.errors import GeoSessionError
 
@@ -190,6 +190,16 @@ def ingest(
             "several files), for scripts; the progress bar stays on stderr.",
         ),
     ] = False,
+    setting: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--setting",
+            metavar="NAME=VALUE",
+            help="A setting for the load's connections while it holds them (repeat for "
+            "several): a role, --setting role=tenant_writer, or a row-level security key, "
+            "--setting app.tenant=7. Not search_path: name the table's schema instead.",
+        ),
+    ] = None,
 ) -> None:
     """Load files into a table by binary COPY, exactly once.
 
@@ -270,6 +280,7 @@ def ingest(
                     create=create,
                     reproject=reproject_to if reproject_to is not None else reproject,
                     dry_run=dry_run,
+                    settings=local_settings_given(setting),
                 )
             if not as_json:
                 console.print(report)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import psycopg
@@ -21,10 +21,18 @@ _CONNECTION_LOST = ("08", "57P01", "57P02", "57P03")
 class Connections:
     """Borrows driver connections from the engine's pool, and gives them back."""
 
-    def __init__(self, engine: Engine, max_retries: int, on_retry: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        max_retries: int,
+        on_retry: Callable[[], None],
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
         self.engine = engine
         self.max_retries = max_retries
         self.on_retry = on_retry
+        self.settings = dict(settings or {})
+        """Set on each connection for as long as the ingest holds it, and reset after."""
         self.connected = False
         """Whether a connection was opened: before, a server that cannot be reached fails
         the load at once, as a session would; after, it is waited for (a restart)."""
@@ -47,13 +55,40 @@ class Connections:
                 raise ConfigurationError(
                     f"ingest needs psycopg (3) connections, not {type(driver).__module__}'s"
                 )
+            self._set(driver)
             yield driver
         except psycopg.Error:
             if proxy.driver_connection is None or proxy.driver_connection.broken:
                 proxy.invalidate()
             raise
         finally:
+            self._reset(proxy)
             proxy.close()
+
+    def _set(self, driver: psycopg.Connection[Any]) -> None:
+        """The settings, for the whole server session (every transaction of the ingest on
+        it, and the statements outside its transaction blocks: resolving the target,
+        checking privileges as the role given)."""
+        if not self.settings:
+            return
+        calls = ", ".join("set_config(%s, %s, false)" for _ in self.settings)
+        driver.execute(f"SELECT {calls}", [part for item in self.settings.items() for part in item])
+        driver.commit()
+
+    def _reset(self, proxy: Any) -> None:
+        """The settings undone before the connection goes back to the pool: the next
+        user of it (a session) must not run as the ingest's role or with its keys. A
+        connection where that fails is discarded instead."""
+        driver = proxy.driver_connection
+        if not self.settings or driver is None or driver.closed or driver.broken:
+            return
+        try:
+            driver.rollback()
+            for name in self.settings:  # names checked: letters, digits, _ and dots
+                driver.execute(f"RESET {name}")
+            driver.commit()
+        except psycopg.Error:
+            proxy.invalidate()
 
     def _unopened(self, failed: GeoSessionError) -> Exception:
         """What a connection that could not be opened raises: a driver error, retried,

@@ -67,6 +67,7 @@ from geosession.ingest.target import (
 from geosession.ingest.text_types import TextKinds
 from geosession.read.layer_types import measured_types
 from geosession.read.plan import quote_identifier
+from geosession.settings import set_local
 from geosession.srs import SRID_BY_AUTHORITY_SQL, authority
 
 _OGR_TYPES = {
@@ -192,6 +193,8 @@ def create_target(engine: Engine, target: Any, source: Any, options: IngestOptio
     schema, name = schema_and_name(target)
     qualified = ".".join(quote_identifier(part) for part in (schema, name) if part)
     with engine.begin() as conn:
+        if options.settings:  # made as the role the ingest runs as
+            conn.execute(*set_local(options.settings))
         if schema and not _schema_exists(conn, schema):
             raise missing_schema(schema, qualified)
         if isinstance(table, Table):

@@ -11,6 +11,7 @@ from geosession.ingest.batches import repeated
 from geosession.ingest.copy import OnConflict
 from geosession.ingest.encodings import check_encoding
 from geosession.ingest.validate import OnInvalid
+from geosession.settings import local_settings
 
 DeferIndexes = Literal["auto"] | bool
 _MAX_SRID = 999_999  # PostGIS's SRID_MAXIMUM
@@ -44,6 +45,9 @@ class IngestOptions:
     geometry columns it makes (an existing table's must have it)."""
     dry_run: bool = False
     """Every chunk written and rolled back: the report of a load, nothing kept."""
+    settings: Mapping[str, str] | None = None
+    """Settings for the ingest's connections while it holds them (checked by
+    :func:`ingest_settings`): a row-level security key, a role."""
 
     @property
     def reprojecting(self) -> bool:
@@ -148,6 +152,31 @@ class IngestOptions:
             )
 
 
+def ingest_settings(
+    settings: Mapping[str, object] | None, *, pgbouncer: bool
+) -> dict[str, str] | None:
+    """``settings=`` of an ingest, checked as a transaction's, less what it cannot carry:
+    search_path (the ingest's own tables, its ledger above all, are found on it; name
+    the target's schema instead) and, behind PgBouncer, any (its connections are
+    PgBouncer's, whose server sessions other clients share)."""
+    checked = local_settings(settings)
+    if not checked:
+        return None
+    if "search_path" in (name.lower() for name in checked):
+        raise ConfigurationError(
+            "settings={'search_path': ...} is not taken by an ingest: its ledger and "
+            "rejects tables are found on the search_path too. Name the target's schema "
+            "instead: db.ingest('tenant_7.parcels', ...)"
+        )
+    if pgbouncer:
+        raise ConfigurationError(
+            "settings= is not taken by an ingest behind PgBouncer (pgbouncer=True): the "
+            "settings would reach server sessions other clients share. Ingest through a "
+            "SpatialDatabase connected to PostgreSQL itself"
+        )
+    return checked
+
+
 class IngestArguments(TypedDict, total=False):
     """The keyword options of ``db.ingest`` and ``db.async_ingest`` (checked when used)."""
 
@@ -171,3 +200,4 @@ class IngestArguments(TypedDict, total=False):
     create: bool
     reproject: bool | int
     dry_run: bool
+    settings: Mapping[str, object] | None

@@ -119,7 +119,9 @@ class Ingest:
         self.lock = threading.Lock()
         self.committed = ledger.CommittedRows()
         self.planner: Planner  # made by run, once the ledger says what was committed
-        self.connections = Connections(engine, options.max_retries, on_retry=self._count_retry)
+        self.connections = Connections(
+            engine, options.max_retries, on_retry=self._count_retry, settings=options.settings
+        )
         if options.create:
             self.report.created = create_target(engine, target, self.source, options)
         self.target: Target = self.connections.retrying(
