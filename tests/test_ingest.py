@@ -1422,6 +1422,8 @@ def test_settings_reach_the_ingests_connections_while_it_holds_them(
     assert stored == [(1, "a"), (2, "a"), (4, "a"), (5, "a")]
     with pytest.raises(ConfigurationError, match="Name the target's schema instead"):
         one.ingest("numbered", points, settings={"search_path": "elsewhere, public"})
+    with pytest.raises(ConfigurationError, match=r"role='nobody': .*role \"nobody\" does not"):
+        one.ingest("numbered", points, settings={"role": "nobody"})
     with pytest.raises(ConfigurationError, match="not taken by an ingest behind PgBouncer"):
         make_db(pgbouncer=True).ingest("numbered", points, settings=tenant_a)
     source = tmp_path / "late.geojsonl"

@@ -72,8 +72,19 @@ class Connections:
         if not self.settings:
             return
         calls = ", ".join("set_config(%s, %s, false)" for _ in self.settings)
-        driver.execute(f"SELECT {calls}", [part for item in self.settings.items() for part in item])
-        driver.commit()
+        values = [part for item in self.settings.items() for part in item]
+        try:
+            driver.execute(f"SELECT {calls}", values)
+            driver.commit()
+        except psycopg.Error as error:
+            if connection_lost(error):
+                raise
+            given = ", ".join(f"{name}={value!r}" for name, value in self.settings.items())
+            raise ConfigurationError(
+                f"settings= (--setting) {given}: the server refused them: "
+                f"{error.diag.message_primary or error}. Check the names and values (a role "
+                "must exist and be granted to the user the ingest connects as)"
+            ) from error
 
     def _reset(self, proxy: Any) -> None:
         """The settings undone before the connection goes back to the pool: the next
