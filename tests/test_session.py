@@ -144,6 +144,49 @@ def test_transaction_settings_by_name_are_local_to_each_transaction(
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
+def test_a_sessions_settings_begin_each_of_its_transactions(
+    make_db: Callable[..., SpatialDatabase], driver: str
+) -> None:
+    """A request's session that commits more than once (a tenant's writes, then its
+    reads) had its tenant only in an explicit db.transaction: session(settings=...) sets
+    them with SET LOCAL at the start of each transaction it begins."""
+    db = one_connection(make_db, driver)
+    shown = text("SELECT current_setting('app.tenant', true), current_setting('search_path')")
+    tenant = {"app.tenant": "7", "search_path": "pg_catalog, public"}
+
+    async def run_async() -> list[tuple[object, ...]]:
+        try:
+            async with db.async_session(settings=tenant) as session:
+                first = tuple((await session.execute(shown)).one())
+                await session.commit()
+                second = tuple((await session.execute(shown)).one())
+            async with db.async_session() as session:
+                after = tuple((await session.execute(shown)).one())
+            return [first, second, after]
+        finally:
+            await db.adispose()
+
+    def run() -> list[tuple[object, ...]]:
+        if "async" in driver:
+            return asyncio.run(run_async())
+        with db.session(settings=tenant) as session:
+            first = tuple(session.execute(shown).one())
+            session.commit()
+            with session.begin_nested():  # a savepoint: within the same transaction
+                second = tuple(session.execute(shown).one())
+        with db.session() as session:
+            after = tuple(session.execute(shown).one())
+        return [first, second, after]
+
+    first, second, after = run()
+    assert first == second == ("7", "pg_catalog, public")  # the second transaction's too
+    assert after[0] in ("", None) and after[1] != "pg_catalog, public"  # never the next's
+    refused = pytest.raises(ConfigurationError, match="'bad name' is not a PostgreSQL setting")
+    with refused, db.session(settings={"bad name": 1}):
+        pass
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_settings_changed_for_the_whole_session_never_reach_the_next_user(
     make_db: Callable[..., SpatialDatabase], caplog: pytest.LogCaptureFixture, driver: str
 ) -> None:

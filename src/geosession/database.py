@@ -20,7 +20,7 @@ from contextlib import (
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
-from sqlalchemy import URL, Connection, Engine
+from sqlalchemy import URL, Connection, Engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
@@ -173,22 +173,26 @@ class SpatialDatabase:
         return engine
 
     @scope("db.session()")
-    def session(self, *, replica: bool = False) -> Iterator[Session]:
+    def session(
+        self, *, replica: bool = False, settings: Mapping[str, object] | None = None
+    ) -> Iterator[Session]:
         """A Session that is always closed; an exception rolls it back and is re-raised.
 
         Nothing is committed for you: call ``s.commit()``, or use :meth:`transaction`.
         ``replica=True`` reads on a streaming replica (``replica_urls``; the primary when
-        none answers), read only.
+        none answers), read only. ``settings`` (``{"app.tenant": "7"}``) are set with SET
+        LOCAL at the start of every transaction the session begins.
         """
+        local = local_settings(settings)
         if not replica:
             with self._translated(), self._sessions() as session:
-                yield session
+                yield _setting_each_transaction(session, local)
             return
         with (
             self._checkout(replica=True, after=self._replicas.read_after()) as connection,
             self._sessions(bind=connection) as session,
         ):
-            yield session
+            yield _setting_each_transaction(session, local)
 
     @scope("db.transaction()")
     def transaction(
@@ -230,13 +234,17 @@ class SpatialDatabase:
             yield session
 
     @async_scope("db.async_session()")
-    async def async_session(self, *, replica: bool = False) -> AsyncIterator[AsyncSession]:
+    async def async_session(
+        self, *, replica: bool = False, settings: Mapping[str, object] | None = None
+    ) -> AsyncIterator[AsyncSession]:
         """The async twin of :meth:`session`: always closed, rolled back on error."""
+        local = local_settings(settings)
         if replica:
             async with (
                 self._async_checkout(replica=True, after=self._replicas.read_after()) as connection,
                 self._async_sessions(bind=connection) as session,
             ):
+                _setting_each_transaction(session.sync_session, local)
                 yield session
             return
         engine, pooled = self._async_engine_here()
@@ -244,6 +252,7 @@ class SpatialDatabase:
             await connected_once(engine)
         try:
             async with self._async_sessions(bind=engine) as session:
+                _setting_each_transaction(session.sync_session, local)
                 yield session
         except sa_exc.TimeoutError as error:
             raise self._pool_exhausted(engine.sync_engine) from error
@@ -882,6 +891,19 @@ def _merge_settings(
     if not overrides:
         return settings
     return DatabaseSettings(**{**settings.model_dump(exclude_unset=True), **overrides})
+
+
+def _setting_each_transaction(session: Session, settings: Mapping[str, str]) -> Session:
+    """``session``, each of whose transactions begins by setting ``settings`` (SET LOCAL:
+    they end with it, and never reach the next user of the pooled connection)."""
+    if settings:
+        statement, values = set_local(settings)
+
+        def begun(session: Session, transaction: Any, connection: Connection) -> None:
+            connection.execute(statement, values)
+
+        event.listen(session, "after_begin", begun)
+    return session
 
 
 def _transaction_options(isolation: str | None, read_only: bool) -> dict[str, Any]:
