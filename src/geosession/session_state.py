@@ -440,8 +440,9 @@ class _Returns:
             "A pooled connection came back with %s changed for its whole session (SET "
             "without LOCAL, or set_config(..., false)): its next user would have run with "
             "%s, so geosession replaces the connection. Set it for the transaction alone: "
-            "db.transaction(settings={'%s': ...}) (db.stream takes settings= too), or SET "
-            "LOCAL in a transaction; for every connection, server_settings={...} "
+            "db.transaction(settings={'%s': ...}), db.session(settings=...) for each of "
+            "a session's transactions (db.stream takes settings= too), or SET LOCAL in a "
+            "transaction; for every connection, server_settings={...} "
             "(GEOSESSION_SERVER_SETTINGS)",
             ", ".join(f"{name} (set at {where})" for name, where in fresh.items()),
             "them" if len(fresh) > 1 else "it",
