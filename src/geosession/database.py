@@ -216,10 +216,8 @@ class SpatialDatabase:
         local = local_settings(
             settings, statement_timeout=statement_timeout, lock_timeout=lock_timeout
         )
-        with self.session(replica=replica) as session, session.begin():
-            session.connection(execution_options=options)
-            if local:
-                session.execute(*set_local(local))
+        with self.session(replica=replica, settings=local) as session, session.begin():
+            session.connection(execution_options=options)  # begun: the settings are set
             yield session
 
     def get_session(self) -> Iterator[Session]:
@@ -273,10 +271,8 @@ class SpatialDatabase:
         local = local_settings(
             settings, statement_timeout=statement_timeout, lock_timeout=lock_timeout
         )
-        async with self.async_session(replica=replica) as session, session.begin():
-            await session.connection(execution_options=options)
-            if local:
-                await session.execute(*set_local(local))
+        async with self.async_session(replica=replica, settings=local) as session, session.begin():
+            await session.connection(execution_options=options)  # begun: the settings are set
             yield session
 
     def run_transaction(self, fn: Callable[[Session], T], **options: Unpack[RetryOptions]) -> T:
