@@ -1643,9 +1643,71 @@ def test_resume_with_the_same_ingest_id_after_a_crash(db: SpatialDatabase, table
     with pytest.raises(RuntimeError, match="source died"):
         db.ingest(table, crashing(), chunk_size=1_000, ingest_id="resume-me")
     assert table_state(db)[0] == 6_000
+    stopped = ledger_entries(db, "resume-me")  # an entry per chunk while a load is unfinished
+    assert [entry[:3] for entry in stopped] == [(n, n + 999, 1_000) for n in range(1, 6_000, 1_000)]
     report = db.ingest(table, rows(10_000), chunk_size=1_000, ingest_id="resume-me")
     assert (report.already_committed, report.inserted) == (6_000, 4_000)
     assert table_state(db) == (10_000, 10_000, source_checksum(10_000))
+    # completed: one entry for the load, the same rows committed
+    assert ledger_entries(db, "resume-me") == [(1, 10_000, 10_000, 0, "merged:10 chunks")]
+    again = db.ingest(table, rows(10_000), chunk_size=1_000, ingest_id="resume-me")
+    assert (again.already_committed, again.inserted) == (10_000, 0)
+
+
+def ledger_entries(db: SpatialDatabase, ingest_id: str) -> list[tuple[int, int, int, int, str]]:
+    """An ingest id's ledger entries: first and last source row, rows inserted and
+    rejected, and the checksum."""
+    with db.session() as s:
+        found = s.execute(
+            text(
+                "SELECT first_row, last_row, rows_inserted, rows_rejected, checksum "
+                "FROM geosession_ingest_ledger WHERE ingest_id = :id ORDER BY first_row"
+            ),
+            {"id": ingest_id},
+        )
+        return [tuple(entry) for entry in found]  # type: ignore[misc]
+
+
+def test_ledger_entries_merge_into_one_per_run_of_rows(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], table: str
+) -> None:
+    """Entries that meet or overlap (a resumed run's chunk spans the rows it skipped)
+    become one, their counts summed; a gap, another table's entries and another id's stay
+    apart, and what a run reads as committed is the same before and after."""
+    from types import SimpleNamespace
+
+    from geosession.ingest.ledger import committed_rows, merge_entries
+
+    db.ingest(table, [], progress=False)  # makes the ledger
+    with admin.transaction(), admin.cursor() as cursor:
+        oid = cursor.execute("SELECT %s::regclass::oid", (table,)).fetchone()[0]
+        database = cursor.execute("SELECT current_database()").fetchone()[0]
+        target = SimpleNamespace(quoted=f'"public"."{TABLE}"', oid=oid, database=database)
+        entries = [
+            ("merging", 1, 100, 90, 10),
+            ("merging", 101, 200, 100, 0),
+            ("merging", 301, 400, 50, 0),  # after a gap
+            ("merging", 302, 320, 19, 0),  # nested: a resumed run's chunk around it
+            ("merging", 401, 450, 50, 0),
+            ("other", 1, 100, 100, 0),
+        ]
+        for ingest_id, first, last, inserted, rejected in entries:
+            cursor.execute(
+                "INSERT INTO geosession_ingest_ledger (ingest_id, target, target_oid, "
+                "target_database, first_row, last_row, rows_inserted, rows_rejected, checksum) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'crc32:0')",
+                (ingest_id, target.quoted, oid, database, first, last, inserted, rejected),
+            )
+        before = committed_rows(cursor, "merging", target)  # type: ignore[arg-type]
+        merge_entries(cursor, "merging")
+        after = committed_rows(cursor, "merging", target)  # type: ignore[arg-type]
+    assert (after.starts, after.ends) == (before.starts, before.ends) == ([1, 301], [200, 450])
+    assert ledger_entries(db, "merging") == [
+        (1, 200, 190, 10, "merged:2 chunks"),
+        (301, 450, 119, 0, "merged:3 chunks"),
+    ]
+    assert ledger_entries(db, "other") == [(1, 100, 100, 0, "crc32:0")]
+    admin.execute("DELETE FROM geosession_ingest_ledger WHERE ingest_id IN ('merging', 'other')")
 
 
 def test_an_emptied_table_is_loaded_again_a_thinned_one_resumes(

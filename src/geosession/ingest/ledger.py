@@ -6,7 +6,8 @@ whether a chunk landed is never a guess: after a lost connection, a crash or Ctr
 ledger says which rows are in the table, and a rerun with the same ingest id skips
 exactly those. Each entry also says whether the table was empty when the load first
 started, which decides for a resumed load whether a file's feature ids are kept, as the
-first run decided. Index definitions dropped for a fast load are recorded too, so whatever
+first run decided. A completed load's entries are merged into one over the same rows.
+Index definitions dropped for a fast load are recorded too, so whatever
 fails, a later run puts them back.
 """
 
@@ -261,7 +262,7 @@ def refuse_overlap(
     where the table's key would only say "duplicate key")."""
     first, last = span
     if settled:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{LEDGER} {ingest_id}",))
+        _take_turns(cursor, ingest_id)
     cursor.execute(
         f"SELECT first_row, last_row FROM {LEDGER} WHERE ingest_id = %s AND first_row <= %s "
         "AND last_row >= %s",
@@ -277,6 +278,61 @@ def refuse_overlap(
                 "(one run) resumes after every committed row. Give loads that should run "
                 "together their own ingest_id"
             )
+
+
+def _take_turns(cursor: Any, ingest_id: str) -> None:
+    """Waits for the other writers of this id's entries until this transaction ends."""
+    cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{LEDGER} {ingest_id}",))
+
+
+_INT4_MAX = 2**31 - 1
+_MERGED = f"""
+SELECT ingest_id, (array_agg(target ORDER BY committed_at DESC))[1], target_oid,
+       target_database, min(first_row), max(last_row), sum(rows_inserted), sum(rows_rejected),
+       format('merged:%%s chunks',
+              sum(coalesce(substring(checksum FROM '^merged:([0-9]+) ')::bigint, 1))),
+       max(committed_at), bool_or(started_empty)
+FROM (SELECT *, sum(starts) OVER (PARTITION BY target_oid, target_database
+                                  ORDER BY first_row, last_row) AS span
+      FROM (SELECT *, CASE WHEN first_row <= 1 + max(last_row) OVER (
+                               PARTITION BY target_oid, target_database
+                               ORDER BY first_row, last_row
+                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+                           THEN 0 ELSE 1 END AS starts
+            FROM {LEDGER} WHERE ingest_id = %(id)s) entries) spans
+GROUP BY ingest_id, target_oid, target_database, span
+HAVING count(*) > 1 AND sum(rows_inserted) <= {_INT4_MAX} AND sum(rows_rejected) <= {_INT4_MAX}
+"""
+"""Each run of one id's entries whose rows meet or overlap, as one entry (its table's
+latest name, the counts summed, and in place of a checksum the chunks it holds): only
+runs of several."""
+
+
+def merge_entries(cursor: Any, ingest_id: str) -> None:
+    """Replaces each run of an ingest id's entries whose source rows meet or overlap by one
+    entry covering them all.
+
+    A load leaves an entry per chunk (hundreds for a million rows): merged when it
+    completes, the ledger keeps about one per load. What the entries say is unchanged: the
+    same rows are committed (those a rerun skips, and those another run of the id at once
+    must not load again), as many inserted and rejected. Only a chunk whose commit went
+    unanswered is looked up by its own entry (:func:`chunk_inserted`), and a run merges
+    once all of its chunks are answered."""
+    _take_turns(cursor, ingest_id)  # no commit of the id lands between the two steps
+    cursor.execute(_MERGED, {"id": ingest_id})
+    for merged in cursor.fetchall():
+        first, last, oid, database = merged[4], merged[5], merged[2], merged[3]
+        cursor.execute(
+            f"DELETE FROM {LEDGER} WHERE ingest_id = %s AND first_row BETWEEN %s AND %s "
+            "AND target_oid IS NOT DISTINCT FROM %s AND target_database IS NOT DISTINCT FROM %s",
+            (ingest_id, first, last, oid, database),
+        )
+        cursor.execute(
+            f"INSERT INTO {LEDGER} (ingest_id, target, target_oid, target_database, first_row, "
+            "last_row, rows_inserted, rows_rejected, checksum, committed_at, started_empty) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            merged,
+        )
 
 
 def secondary_indexes(cursor: Any, target: Target) -> list[tuple[str, str]]:

@@ -180,6 +180,7 @@ class Ingest:
                 if not self.options.dry_run:
                     self._finish_indexes(bar, analyze=deferred)
                     self._advance_sequences()
+                    self._merge_ledger_entries()
         except BaseException as error:
             error.ingest_report = self.report  # type: ignore[attr-defined]  # how far it got
             if isinstance(error, ConfigurationError) and self.report.inserted:
@@ -322,6 +323,24 @@ class Ingest:
         if plan is not None:
             self.connections.retrying(
                 lambda conn: advance_sequences(conn, self.target, plan.columns)
+            )
+
+    def _merge_ledger_entries(self) -> None:
+        """The id's entries merged into one per run of rows (:func:`.ledger.merge_entries`).
+        The load is done either way: failing, they stay one per chunk, with a warning."""
+
+        def merge(conn: psycopg.Connection[Any]) -> None:
+            with conn.transaction(), conn.cursor() as cursor:
+                ledger.merge_entries(cursor, self.ingest_id)
+
+        try:
+            self.connections.retrying(merge)
+        except GeoSessionError as error:
+            log.warning(
+                "ingest %s loaded everything, but its ledger entries were not merged (%s): "
+                "they stay one per chunk until a later run of the id merges them",
+                self.ingest_id,
+                error,
             )
 
     def _load(self, bar: Progress) -> None:
