@@ -1668,6 +1668,52 @@ def ledger_entries(db: SpatialDatabase, ingest_id: str) -> list[tuple[int, int, 
         return [tuple(entry) for entry in found]  # type: ignore[misc]
 
 
+def test_a_running_load_merges_its_entries_below_the_chunks_it_writes() -> None:
+    """A chunk whose commit goes unanswered is looked up by its own entry: a load merges
+    only the entries that end before every chunk its writers hold."""
+    from types import SimpleNamespace
+
+    from geosession.ingest.ledger_merges import MergePoints
+
+    first, second, third = (SimpleNamespace(first_row=n, last_row=n + 99) for n in (1, 101, 201))
+    points = MergePoints(every=2)
+    points.taken(first)
+    points.taken(second)
+    assert points.answered(first) is None  # one answered: not due
+    points.taken(third)
+    assert points.answered(third) == 100  # due, and the second is still held
+    assert points.answered(second) is None
+    points.taken(fourth := SimpleNamespace(first_row=301, last_row=400))
+    assert points.answered(fourth) == 400  # none held: all answered
+
+
+def test_a_feed_that_runs_on_merges_its_entries_as_it_goes(
+    db: SpatialDatabase, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load that never completes (a feed) merges its entries every so many chunks; where
+    it stops, the rows committed are what a rerun skips."""
+    from geosession.ingest import ledger_merges
+
+    monkeypatch.setattr(ledger_merges, "MERGE_EVERY", 4)
+
+    def feed() -> Iterator[dict[str, Any]]:
+        for number, row in enumerate(rows(3_000), start=1):
+            if number == 2_951:
+                raise RuntimeError("feed dropped")
+            yield row
+
+    with pytest.raises(RuntimeError, match="feed dropped"):
+        db.ingest(table, feed(), chunk_size=100, ingest_id="feed", workers=2, progress=False)
+    entries = ledger_entries(db, "feed")
+    assert entries[0][:3] == (1, entries[0][1], entries[0][1])  # merged from the start
+    assert entries[0][4].startswith("merged:") and 2 <= len(entries) <= 8
+    assert sum(entry[2] for entry in entries) == 2_900 == table_state(db)[0]
+    resumed = db.ingest(table, rows(3_000), chunk_size=100, ingest_id="feed", progress=False)
+    assert (resumed.already_committed, resumed.inserted) == (2_900, 100)
+    assert table_state(db) == (3_000, 3_000, source_checksum(3_000))
+    assert ledger_entries(db, "feed") == [(1, 3_000, 3_000, 0, "merged:30 chunks")]
+
+
 def test_ledger_entries_merge_into_one_per_run_of_rows(
     db: SpatialDatabase, admin: psycopg.Connection[Any], table: str
 ) -> None:
@@ -1676,7 +1722,8 @@ def test_ledger_entries_merge_into_one_per_run_of_rows(
     apart, and what a run reads as committed is the same before and after."""
     from types import SimpleNamespace
 
-    from geosession.ingest.ledger import committed_rows, merge_entries
+    from geosession.ingest.ledger import committed_rows
+    from geosession.ingest.ledger_merges import merge_entries
 
     db.ingest(table, [], progress=False)  # makes the ledger
     with admin.transaction(), admin.cursor() as cursor:
@@ -2179,28 +2226,36 @@ def test_a_chunk_whose_rows_another_run_of_the_id_committed_is_refused(
     target = SimpleNamespace(quoted=f'"public"."{TABLE}"', oid=None, database=None)
     before = CommittedRows()  # what a run saw committed when it began
 
-    def commit(first: int, last: int, known: CommittedRows) -> None:
+    def commit(first: int, last: int, known: CommittedRows, ingest_id: str = "twice") -> None:
         with admin.transaction(), admin.cursor() as cursor:
             span, counts = (first, last), (last - first + 1, 0)
             record_chunk(
-                cursor, "twice", target, span, counts, "0", started_empty=True, known=known
+                cursor, ingest_id, target, span, counts, "0", started_empty=True, known=known
             )
 
     commit(1, 7000, before)  # another run's
     for first, last in ((5001, 12000), (7000, 7000), (1, 1), (2, 100)):
-        with pytest.raises(IntegrityViolation, match=f"rows 1-7000 of ingest twice .* {first}-"):
+        shared = f"among {first}-{min(last, 7000)} of ingest twice .* rows {first}-{last}:"
+        with pytest.raises(IntegrityViolation, match=shared):
             commit(first, last, before)
     resumed = CommittedRows()
     resumed.add(1, 7000)  # a run that began after those were committed skips them
     commit(3001, 12000, resumed)  # its span covers 3001-7000, its rows do not
-    with pytest.raises(IntegrityViolation, match="rows 3001-12000 of ingest twice"):
+    with pytest.raises(IntegrityViolation, match="among 11000-12000 of ingest twice"):
         commit(11000, 13000, resumed)
     rows = admin.execute(
         "SELECT first_row, last_row FROM geosession_ingest_ledger WHERE ingest_id = 'twice' "
         "ORDER BY first_row"
     ).fetchall()
     assert rows == [(1, 7000), (3001, 12000)]
-    admin.execute("DELETE FROM geosession_ingest_ledger WHERE ingest_id = 'twice'")
+    # a merged entry: rows 4001-5000 that a run knew, 5001-7000 that it did not
+    commit(4001, 7000, before, "merged")
+    knew = CommittedRows()
+    knew.add(4001, 5000)
+    commit(3001, 4500, knew, "merged")  # writes 3001-4000: it shares known rows only
+    with pytest.raises(IntegrityViolation, match="among 4501-6000 of ingest merged"):
+        commit(4501, 6000, knew, "merged")
+    admin.execute("DELETE FROM geosession_ingest_ledger WHERE ingest_id IN ('twice', 'merged')")
 
 
 def test_two_runs_of_one_ingest_id_at_once_load_no_row_twice(

@@ -106,6 +106,35 @@ def test_backends_terminated_during_one_ingest(
     assert table_state(db) == (150_000, 150_000, source_checksum(150_000))
 
 
+def test_backends_terminated_while_a_load_merges_its_ledger_entries(
+    make_db: Callable[..., SpatialDatabase],
+    admin: psycopg.Connection[Any],
+    table: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Entries merged every few chunks while two writers commit and backends die: a
+    chunk whose commit went unanswered is still found by its own entry, and the load
+    ends with every row once and one entry."""
+    from geosession.ingest import ledger_merges
+
+    monkeypatch.setattr(ledger_merges, "MERGE_EVERY", 3)
+    db = make_db(application_name="merge-victim")
+    with db.session() as s:  # connected once: the load's own connections are the victims
+        s.execute(text("SELECT 1"))
+    with terminating(admin, "merge-victim", times=4, pause=0.2) as kills:
+        report = db.ingest(
+            table, rows(90_000), chunk_size=3_000, defer_indexes=False, workers=2, ingest_id="m"
+        )
+    assert len(kills) >= 2, "the test must terminate backends mid-ingest"
+    assert report.retries >= 1 and report.inserted == 90_000
+    assert table_state(db) == (90_000, 90_000, source_checksum(90_000))
+    entries = admin.execute(
+        "SELECT first_row, last_row, rows_inserted FROM geosession_ingest_ledger "
+        "WHERE ingest_id = 'm'"
+    ).fetchall()
+    assert entries == [(1, 90_000, 90_000)]
+
+
 @pytest.mark.parametrize("on_conflict", ["error", "update"])  # blocks, and rows by key
 def test_backends_terminated_in_the_servers_row_by_row_loop(
     make_db: Callable[..., SpatialDatabase],

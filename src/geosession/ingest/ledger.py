@@ -6,9 +6,8 @@ whether a chunk landed is never a guess: after a lost connection, a crash or Ctr
 ledger says which rows are in the table, and a rerun with the same ingest id skips
 exactly those. Each entry also says whether the table was empty when the load first
 started, which decides for a resumed load whether a file's feature ids are kept, as the
-first run decided. A completed load's entries are merged into one over the same rows.
-Index definitions dropped for a fast load are recorded too, so whatever
-fails, a later run puts them back.
+first run decided (:mod:`.ledger_merges` keeps the entries few). Index definitions
+dropped for a fast load are recorded too, so whatever fails, a later run puts them back.
 """
 
 from __future__ import annotations
@@ -255,24 +254,26 @@ def refuse_overlap(
 
     Two runs of one id at once cut their chunks differently: rows 1-7000 of one and
     5001-12000 of the other pass the ledger's key (their first rows differ), and rows
-    5001-7000 would be loaded twice. A ledger entry overlapping this chunk's rows that is
-    not within ``known`` is another run's. Checked just before the commit, ``settled``:
-    the commits of one id take turns (an advisory lock held to the commit), which no race
-    gets past; and after a key violation, whose owner may be the other run (a clear error
-    where the table's key would only say "duplicate key")."""
+    5001-7000 would be loaded twice. A ledger entry sharing rows with this chunk that are
+    not within ``known`` is another run's (merged entries hold known rows too). Checked
+    just before the commit, ``settled``: the commits of one id take turns (an advisory
+    lock held to the commit), which no race gets past; and after a key violation, whose
+    owner may be the other run (a clear error where the table's key would only say
+    "duplicate key")."""
     first, last = span
     if settled:
-        _take_turns(cursor, ingest_id)
+        take_turns(cursor, ingest_id)
     cursor.execute(
         f"SELECT first_row, last_row FROM {LEDGER} WHERE ingest_id = %s AND first_row <= %s "
         "AND last_row >= %s",
         (ingest_id, last, first),
     )
     for entry_first, entry_last in cursor.fetchall():
-        if not known.covers(int(entry_first), int(entry_last)):
+        shared = (max(int(entry_first), first), min(int(entry_last), last))
+        if not known.covers(*shared):  # rows the chunk writes (it skips the known ones)
             raise IntegrityViolation(
-                f"Source rows {entry_first}-{entry_last} of ingest {ingest_id} were committed "
-                f"by another run of the same ingest id while this one loaded rows "
+                f"Source rows among {shared[0]}-{shared[1]} of ingest {ingest_id} were "
+                f"committed by another run of the same ingest id while this one loaded rows "
                 f"{first}-{last}: two runs of one load at once. This one stops, keeping "
                 "nothing of the chunk; no row is loaded twice, and running the load again "
                 "(one run) resumes after every committed row. Give loads that should run "
@@ -280,59 +281,9 @@ def refuse_overlap(
             )
 
 
-def _take_turns(cursor: Any, ingest_id: str) -> None:
+def take_turns(cursor: Any, ingest_id: str) -> None:
     """Waits for the other writers of this id's entries until this transaction ends."""
     cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{LEDGER} {ingest_id}",))
-
-
-_INT4_MAX = 2**31 - 1
-_MERGED = f"""
-SELECT ingest_id, (array_agg(target ORDER BY committed_at DESC))[1], target_oid,
-       target_database, min(first_row), max(last_row), sum(rows_inserted), sum(rows_rejected),
-       format('merged:%%s chunks',
-              sum(coalesce(substring(checksum FROM '^merged:([0-9]+) ')::bigint, 1))),
-       max(committed_at), bool_or(started_empty)
-FROM (SELECT *, sum(starts) OVER (PARTITION BY target_oid, target_database
-                                  ORDER BY first_row, last_row) AS span
-      FROM (SELECT *, CASE WHEN first_row <= 1 + max(last_row) OVER (
-                               PARTITION BY target_oid, target_database
-                               ORDER BY first_row, last_row
-                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-                           THEN 0 ELSE 1 END AS starts
-            FROM {LEDGER} WHERE ingest_id = %(id)s) entries) spans
-GROUP BY ingest_id, target_oid, target_database, span
-HAVING count(*) > 1 AND sum(rows_inserted) <= {_INT4_MAX} AND sum(rows_rejected) <= {_INT4_MAX}
-"""
-"""Each run of one id's entries whose rows meet or overlap, as one entry (its table's
-latest name, the counts summed, and in place of a checksum the chunks it holds): only
-runs of several."""
-
-
-def merge_entries(cursor: Any, ingest_id: str) -> None:
-    """Replaces each run of an ingest id's entries whose source rows meet or overlap by one
-    entry covering them all.
-
-    A load leaves an entry per chunk (hundreds for a million rows): merged when it
-    completes, the ledger keeps about one per load. What the entries say is unchanged: the
-    same rows are committed (those a rerun skips, and those another run of the id at once
-    must not load again), as many inserted and rejected. Only a chunk whose commit went
-    unanswered is looked up by its own entry (:func:`chunk_inserted`), and a run merges
-    once all of its chunks are answered."""
-    _take_turns(cursor, ingest_id)  # no commit of the id lands between the two steps
-    cursor.execute(_MERGED, {"id": ingest_id})
-    for merged in cursor.fetchall():
-        first, last, oid, database = merged[4], merged[5], merged[2], merged[3]
-        cursor.execute(
-            f"DELETE FROM {LEDGER} WHERE ingest_id = %s AND first_row BETWEEN %s AND %s "
-            "AND target_oid IS NOT DISTINCT FROM %s AND target_database IS NOT DISTINCT FROM %s",
-            (ingest_id, first, last, oid, database),
-        )
-        cursor.execute(
-            f"INSERT INTO {LEDGER} (ingest_id, target, target_oid, target_database, first_row, "
-            "last_row, rows_inserted, rows_rejected, checksum, committed_at, started_empty) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            merged,
-        )
 
 
 def secondary_indexes(cursor: Any, target: Target) -> list[tuple[str, str]]:

@@ -43,6 +43,7 @@ from geosession.ingest.identity import default_ingest_id
 from geosession.ingest.indexes import rebuild_deferred
 from geosession.ingest.iterables import attribute_columns
 from geosession.ingest.lacking import Lacking
+from geosession.ingest.ledger_merges import MergePoints, merge_entries
 from geosession.ingest.locks import blocked, lock_holders, lock_wait_ms
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.planning import Planner
@@ -118,6 +119,7 @@ class Ingest:
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.committed = ledger.CommittedRows()
+        self.merge_points = MergePoints()
         self.planner: Planner  # made by run, once the ledger says what was committed
         self.connections = Connections(
             engine, options.max_retries, on_retry=self._count_retry, settings=options.settings
@@ -325,20 +327,21 @@ class Ingest:
                 lambda conn: advance_sequences(conn, self.target, plan.columns)
             )
 
-    def _merge_ledger_entries(self) -> None:
-        """The id's entries merged into one per run of rows (:func:`.ledger.merge_entries`).
-        The load is done either way: failing, they stay one per chunk, with a warning."""
+    def _merge_ledger_entries(self, through: int | None = None) -> None:
+        """The id's entries merged where their rows meet (:mod:`.ledger_merges`), those
+        ending by row ``through`` (all: None). Failing, they stay as they were, with a
+        warning: the rows are loaded either way."""
 
         def merge(conn: psycopg.Connection[Any]) -> None:
             with conn.transaction(), conn.cursor() as cursor:
-                ledger.merge_entries(cursor, self.ingest_id)
+                merge_entries(cursor, self.ingest_id, through)
 
         try:
             self.connections.retrying(merge)
         except GeoSessionError as error:
             log.warning(
-                "ingest %s loaded everything, but its ledger entries were not merged (%s): "
-                "they stay one per chunk until a later run of the id merges them",
+                "ingest %s: its ledger entries were not merged (%s); they stay one per "
+                "chunk until a later merge of the id",
                 self.ingest_id,
                 error,
             )
@@ -551,6 +554,7 @@ class Ingest:
                 continue
             if isinstance(item, _Stop):
                 return item.error
+            self.merge_points.taken(item)
             try:
                 self._write_with_retries(item)
                 bar.advance(item.last_row - item.first_row + 1)
@@ -558,6 +562,9 @@ class Ingest:
                 self.failure = self.failure or error
                 self.stop.set()
                 return None
+            through = self.merge_points.answered(item)
+            if through is not None and not self.options.dry_run:
+                self._merge_ledger_entries(through)
         return None
 
     def _write_with_retries(self, chunk: Chunk) -> None:
