@@ -16,7 +16,6 @@ import numpy as np
 from geosession.geometry import object_array
 from geosession.ingest.batches import Batch
 from geosession.ingest.chunking import ChunkSizer
-from geosession.ingest.copy import WritePlan
 from geosession.ingest.defaults import MISSING
 from geosession.ingest.lacking import Lacking, kept, lacking_rows
 from geosession.ingest.ledger import CommittedRows
@@ -29,6 +28,7 @@ from geosession.ingest.validate import (
     column_crs,
 )
 from geosession.ingest.values import coerce_values
+from geosession.ingest.write_plan import WritePlan
 
 Keep = np.ndarray[Any, np.dtype[np.bool_]]
 

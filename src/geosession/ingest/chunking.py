@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from geosession.errors import ConfigurationError
-from geosession.ingest.copy import Chunk, WritePlan
+from geosession.ingest.copy import Chunk
 from geosession.ingest.lacking import NOTHING, Lacking
 from geosession.ingest.validate import Reject
+from geosession.ingest.write_plan import WritePlan
 from geosession.settings import duration_ms
 
 AUTO_START = 5_000

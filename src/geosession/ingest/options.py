@@ -8,9 +8,9 @@ from typing import Literal, TypedDict
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.batches import repeated
-from geosession.ingest.copy import OnConflict
 from geosession.ingest.encodings import check_encoding
 from geosession.ingest.validate import OnInvalid
+from geosession.ingest.write_plan import OnConflict
 from geosession.settings import local_settings
 
 DeferIndexes = Literal["auto"] | bool

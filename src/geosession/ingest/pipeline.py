@@ -31,12 +31,7 @@ from geosession.ingest.batches import Batch
 from geosession.ingest.checking import check_batch
 from geosession.ingest.chunking import ChunkSizer, PendingRows, make_sizer
 from geosession.ingest.connections import Connections, connection_lost
-from geosession.ingest.copy import (
-    Chunk,
-    WritePlan,
-    ensure_quarantine,
-    write_chunk,
-)
+from geosession.ingest.copy import Chunk, write_chunk
 from geosession.ingest.create import create_target
 from geosession.ingest.defaults import column_defaults, with_defaults
 from geosession.ingest.identity import default_ingest_id
@@ -49,6 +44,7 @@ from geosession.ingest.options import IngestOptions
 from geosession.ingest.planning import Planner
 from geosession.ingest.privileges import require_privileges
 from geosession.ingest.progress import Progress
+from geosession.ingest.quarantine import ensure_quarantine
 from geosession.ingest.report import IngestReport
 from geosession.ingest.sequences import advance_sequences
 from geosession.ingest.sources import iter_batches, opened, source_length
@@ -58,6 +54,7 @@ from geosession.ingest.validate import (
     Reject,
     invalid_geometry_error,
 )
+from geosession.ingest.write_plan import WritePlan
 from geosession.retry import restart_backoff
 
 _BATCH = 5_000

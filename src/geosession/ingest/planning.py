@@ -19,10 +19,11 @@ from geosession.errors import ConfigurationError
 from geosession.ingest.batches import Batch
 from geosession.ingest.binary import TextCast
 from geosession.ingest.connections import Connections
-from geosession.ingest.copy import WritePlan, conflict_key, copy_types
 from geosession.ingest.lacking import left_to_server
 from geosession.ingest.privileges import require_column_privileges, require_sequence_usage
+from geosession.ingest.staging import conflict_key
 from geosession.ingest.target import check_required_columns, double_quoted
+from geosession.ingest.write_plan import WritePlan, copy_types
 
 
 class Planner:
