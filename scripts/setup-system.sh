@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what geosession's embedded PostGIS needs from the OS packages, when missing:
-# PostgreSQL server binaries, PostGIS for that PostgreSQL, PgBouncer, and openssl (the
-# tests make certificates with it for a server that requires TLS).
+# PostgreSQL server binaries, PostGIS for that PostgreSQL, PgBouncer, openssl (the tests
+# make certificates with it for a server that requires TLS) and GDAL's tools (the tests
+# read exported files back with ogrinfo; benchmarks/ingest.py compares with ogr2ogr).
 # With GEOSESSION_DATABASE_URL set nothing is installed: that server is used instead.
 set -euo pipefail
 
@@ -28,22 +29,23 @@ postgis_present() {
 
 bindir=$(pg_bindir)
 if [ -n "$bindir" ] && [ -x "$bindir/initdb" ] && postgis_present "$bindir" \
-   && command -v pgbouncer >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1; then
+   && command -v pgbouncer >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 \
+   && command -v ogrinfo >/dev/null 2>&1; then
   exit 0
 fi
 
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-  say "PostgreSQL with PostGIS is missing: install postgresql and postgresql-postgis (e.g. 'sudo apt-get install postgresql postgresql-postgis pgbouncer'), or set GEOSESSION_DATABASE_URL to a PostGIS database."
+  say "PostgreSQL with PostGIS is missing: install postgresql and postgresql-postgis (e.g. 'sudo apt-get install postgresql postgresql-postgis pgbouncer openssl gdal-bin'), or set GEOSESSION_DATABASE_URL to a PostGIS database."
   exit 1
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-say "installing PostgreSQL, PostGIS, PgBouncer and openssl from the OS packages"
+say "installing PostgreSQL, PostGIS, PgBouncer, openssl and GDAL's tools from the OS packages"
 apt-get update -qq
 if [ -z "$bindir" ]; then
   apt-get install -y -qq postgresql >/dev/null
   bindir=$(pg_bindir)
 fi
 major=$(basename "$(dirname "$bindir")")
-apt-get install -y -qq "postgresql-$major-postgis-3" pgbouncer openssl >/dev/null
+apt-get install -y -qq "postgresql-$major-postgis-3" pgbouncer openssl gdal-bin >/dev/null
 postgis_present "$bindir" || { say "PostGIS did not install for PostgreSQL $major"; exit 1; }
