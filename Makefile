@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 LINT_PATHS := $(wildcard src tests benchmarks examples)
 
-.PHONY: demo test setup system lint typecheck pytest clean
+OLDEST := .venv-oldest
+
+.PHONY: demo test test-oldest setup system lint typecheck pytest clean
 
 demo: setup
 	$(BIN)/geosession local start
@@ -25,6 +27,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	@touch $@
 
+# the suite on the oldest releases pyproject.toml allows (constraints/oldest.txt)
+test-oldest: system
+	@test -x $(OLDEST)/bin/python || $(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install -q --upgrade pip
+	$(OLDEST)/bin/python -m pip install -q -c constraints/oldest.txt -e ".[dev]"
+	$(OLDEST)/bin/pytest
+
 lint:
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
@@ -36,4 +45,4 @@ pytest:
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(OLDEST) .mypy_cache .ruff_cache .pytest_cache

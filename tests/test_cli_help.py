@@ -67,7 +67,7 @@ def test_flags_take_no_value_in_help(command: list[str]) -> None:
 def test_options_with_values_still_show_their_type() -> None:
     result = CliRunner().invoke(app, ["ingest", "--help"], env={"COLUMNS": "120"})
     srid = next(line for line in result.output.splitlines() if "--srid " in line)
-    assert "<int>" in srid, srid
+    assert "<int>" in srid or "INTEGER" in srid, srid  # typer 0.27 on, and before it
 
 
 def test_version_names_geosession_and_what_it_runs_on() -> None:
