@@ -14,7 +14,7 @@ of every chunk it has not had an answer for.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 from geosession.ingest.ledger import LEDGER, take_turns
 
@@ -68,6 +68,13 @@ def merge_entries(cursor: Any, ingest_id: str, through: int | None = None) -> No
         )
 
 
+class _Span(Protocol):
+    """A chunk's source rows."""
+
+    first_row: int
+    last_row: int
+
+
 class MergePoints:
     """Where a running load may merge its entries: below the first row of each chunk its
     writers hold (chunks are taken in source order, so those waiting come after), once
@@ -80,12 +87,12 @@ class MergePoints:
         self._since = 0
         self._every = every or MERGE_EVERY
 
-    def taken(self, chunk: Any) -> None:
+    def taken(self, chunk: _Span) -> None:
         """A writer holds ``chunk`` until it is answered (a failed one stays held)."""
         with self._lock:
             self._held[id(chunk)] = chunk.first_row
 
-    def answered(self, chunk: Any) -> int | None:
+    def answered(self, chunk: _Span) -> int | None:
         """Notes ``chunk`` committed (or known not to be); the last row entries may be
         merged through when a merge is due, else None."""
         with self._lock:
