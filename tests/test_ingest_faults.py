@@ -89,6 +89,16 @@ def terminating(
         thread.join()
 
 
+def victim(make_db: Callable[..., SpatialDatabase], application: str) -> SpatialDatabase:
+    """A database whose engine has connected once: the load's own connections, not the
+    engine's first (a load that cannot open its first connection fails at once), are
+    what the terminating thread kills."""
+    db = make_db(application_name=application)
+    with db.session() as s:
+        s.execute(text("SELECT 1"))
+    return db
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_backends_terminated_during_one_ingest(
     make_db: Callable[..., SpatialDatabase],
@@ -96,7 +106,7 @@ def test_backends_terminated_during_one_ingest(
     table: str,
     workers: int,
 ) -> None:
-    db = make_db(application_name="ingest-victim")
+    db = victim(make_db, "ingest-victim")
     with terminating(admin, "ingest-victim", times=3, pause=0.3) as kills:
         report = db.ingest(
             table, rows(150_000), chunk_size=5_000, defer_indexes=False, workers=workers
@@ -118,9 +128,7 @@ def test_backends_terminated_while_a_load_merges_its_ledger_entries(
     from geosession.ingest import ledger_merges
 
     monkeypatch.setattr(ledger_merges, "MERGE_EVERY", 3)
-    db = make_db(application_name="merge-victim")
-    with db.session() as s:  # connected once: the load's own connections are the victims
-        s.execute(text("SELECT 1"))
+    db = victim(make_db, "merge-victim")
     with terminating(admin, "merge-victim", times=4, pause=0.2) as kills:
         report = db.ingest(
             table, rows(90_000), chunk_size=3_000, defer_indexes=False, workers=2, ingest_id="m"
