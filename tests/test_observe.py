@@ -201,6 +201,18 @@ def test_stack_capture_skips_library_frames() -> None:
     assert not any("/sqlalchemy/" in f or "/geosession/" in f for f, _, _ in frames)
 
 
+def test_stack_capture_skips_code_sqlalchemy_generated_from_source() -> None:
+    """SQLAlchemy 2.0 execs its decorator wrappers (file "<string>") in the decorated
+    function's module globals; code a user execs is theirs and stays on the stack."""
+    source = "def wrapper(capture):\n    return capture()\n"
+    generated: dict[str, Any] = {"__name__": "sqlalchemy.orm.session"}
+    users: dict[str, Any] = {"__name__": "__main__"}
+    exec(source, generated)
+    exec(source, users)
+    assert all(name != "wrapper" for _, _, name in generated["wrapper"](capture_stack))
+    assert users["wrapper"](capture_stack)[-1] == ("<string>", 2, "wrapper")
+
+
 def test_slow_statements_are_logged_without_parameters(
     make_db: MakeDb, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -95,7 +95,9 @@ def _find_postgis(engine: Engine, dbapi_connection: Any, record: Any) -> None:
 
 
 def _connect_translated(engine: Engine) -> Any:
-    """asyncpg raises plain OSError / TimeoutError when it cannot connect; name the server."""
+    """asyncpg raises plain OSError / TimeoutError when it cannot connect; name the server.
+    SQLAlchemy 2.0's asyncpg dialect also passes on the server's refusals (a password, a
+    database, too many connections) as asyncpg's own errors, which no handle_error sees."""
 
     def do_connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
         try:
@@ -105,8 +107,17 @@ def _connect_translated(engine: Engine) -> Any:
             raise translate(
                 ConnectionError(reason), endpoint=endpoint_of(engine), connecting=True
             ) from error
+        except Exception as error:
+            if not _asyncpg_server_error(error):
+                raise
+            raise translate(error, endpoint=endpoint_of(engine), connecting=True) from error
 
     return do_connect
+
+
+def _asyncpg_server_error(error: Exception) -> bool:
+    """An asyncpg error carrying the server's SQLSTATE, not one SQLAlchemy wrapped."""
+    return type(error).__module__.startswith("asyncpg.") and bool(getattr(error, "sqlstate", None))
 
 
 def _on_handle_error(context: ExceptionContext) -> GeoSessionError | None:

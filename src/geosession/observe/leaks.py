@@ -42,7 +42,7 @@ Frame = tuple[str, int, str]
 _LIBRARY_PREFIXES = (
     str(Path(sqlalchemy.__file__ or "sqlalchemy").parent) + os.sep,
     str(Path(__file__).parents[1]) + os.sep,  # the geosession package
-    "<sqlalchemy generated",  # SQLAlchemy's generated decorator wrappers
+    "<sqlalchemy generated",  # SQLAlchemy 2.1's generated decorator wrappers
 )
 _LIBRARY_FILES = (contextlib.__file__,)
 _is_library_cache: dict[str, bool] = {}
@@ -56,6 +56,14 @@ def _is_library(filename: str) -> bool:
         known = filename.startswith(_LIBRARY_PREFIXES) or filename in _LIBRARY_FILES
         _is_library_cache[filename] = known
     return known
+
+
+def _generated_by_library(frame: FrameType) -> bool:
+    """SQLAlchemy 2.0 execs its decorator wrappers from source: their file is
+    ``<string>``, their globals the decorated function's module."""
+    if frame.f_code.co_filename != "<string>":
+        return False
+    return str(frame.f_globals.get("__name__", "")).startswith("sqlalchemy.")
 
 
 def _parent_greenlet_frame() -> FrameType | None:
@@ -79,7 +87,7 @@ def capture_stack(limit: int = _USER_FRAMES) -> tuple[Frame, ...]:
             frame, switched = _parent_greenlet_frame(), True
             continue
         code = frame.f_code
-        if not _is_library(code.co_filename):
+        if not _is_library(code.co_filename) and not _generated_by_library(frame):
             frames.append((code.co_filename, frame.f_lineno, code.co_name))
             if len(frames) == limit:
                 break
