@@ -18,13 +18,14 @@ import tempfile
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import make_url, text
+from sqlalchemy import event, make_url, text
 
 from geosession import (
     AccessDenied,
@@ -90,9 +91,9 @@ def terminating(
 
 
 def victim(make_db: Callable[..., SpatialDatabase], application: str) -> SpatialDatabase:
-    """A database whose engine has connected once: the load's own connections, not the
-    engine's first (a load that cannot open its first connection fails at once), are
-    what the terminating thread kills."""
+    """A database whose engine has connected once: the terminating thread then kills
+    connections the load is working on, not the engine's first while SQLAlchemy
+    initializes it (retried too, but not the fault these tests are about)."""
     db = make_db(application_name=application)
     with db.session() as s:
         s.execute(text("SELECT 1"))
@@ -266,6 +267,31 @@ def test_a_load_that_cannot_connect_fails_at_once_saying_why(
     with pytest.raises(ConnectionFailed, match="Could not connect to PostgreSQL at .*:1/"):
         nowhere.ingest(TABLE, rows(10))
     assert time.monotonic() - started < 10
+
+
+def test_a_first_connection_the_server_ends_while_it_opens_is_retried(
+    make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any], table: str
+) -> None:
+    """A backend terminated before SQLAlchemy has initialized the engine on it (a
+    failover at the start of a load): the server answered, so the load retries."""
+    name = f"first-{uuid.uuid4().hex[:8]}"
+    db = make_db(application_name=name)  # its engine has never connected
+    kills: list[int] = []
+
+    def terminate_first(dbapi_connection: Any, record: Any) -> None:
+        if not kills:  # before the dialect's first statements on it
+            kills.append(terminate_backend(admin, dbapi_connection.info.backend_pid))
+
+    event.listen(db.engine.pool, "connect", terminate_first, insert=True)
+    report = db.ingest(table, rows(2_000), defer_indexes=False)
+    assert kills == [1]
+    assert report.retries == 1 and report.inserted == 2_000
+    assert table_state(db) == (2_000, 2_000, source_checksum(2_000))
+
+
+def terminate_backend(admin: psycopg.Connection[Any], pid: int) -> int:
+    found = admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,)).fetchone()
+    return int(bool(found and found[0]))
 
 
 def stored(admin: psycopg.Connection[Any], table: str) -> int:

@@ -16,6 +16,8 @@ from geosession.retry import restart_backoff
 
 T = TypeVar("T")
 _CONNECTION_LOST = ("08", "57P01", "57P02", "57P03")
+_ENDED_BY_SERVER = ("57P01", "57P02")
+"""admin_shutdown, crash_shutdown: a server that answered, then ended the connection."""
 
 
 class Connections:
@@ -103,9 +105,11 @@ class Connections:
 
     def _unopened(self, failed: GeoSessionError) -> Exception:
         """What a connection that could not be opened raises: a driver error, retried,
-        once the load has connected (a server restarting); else ``failed`` itself, as a
+        once the load has connected (a server restarting) or where the server ended it
+        while it opened (a backend terminated, a failover); else ``failed`` itself, as a
         session would (a login refused, no server there)."""
-        if failed.transient and self.connected:
+        ended = (failed.sqlstate or "") in _ENDED_BY_SERVER
+        if failed.transient and (self.connected or ended):
             retried = psycopg.OperationalError(str(failed))
             retried.__cause__ = failed  # what translated() gives when retries run out
             return retried
