@@ -24,7 +24,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, make_transient_to_detached, 
 from geosession.errors import ConfigurationError
 from geosession.ingest.batches import Batch
 from geosession.ingest.columnar_bbox import BoxFilter
-from geosession.ingest.files import schema_geometry
+from geosession.ingest.geo_columns import schema_geometry
 from geosession.ingest.sources import iter_batches, source_length
 
 COLUMNS = ["id", "name", "val", "geom"]

@@ -17,7 +17,8 @@ from typing import Any
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.batches import Batch, Landing
-from geosession.ingest.files import arrow_batches, extension_storage, schema_geometry
+from geosession.ingest.columnar_files import arrow_batches, extension_storage
+from geosession.ingest.geo_columns import schema_geometry
 from geosession.read.arrow import ArrowStream
 
 _GATHER = 10_000

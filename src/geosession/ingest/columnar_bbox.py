@@ -24,7 +24,7 @@ from geosession.geometry import Bbox, bbox_parts
 from geosession.ingest.geoarrow import native_geometries
 
 if TYPE_CHECKING:
-    from geosession.ingest.files import GeoParquetColumns
+    from geosession.ingest.geo_columns import GeoParquetColumns
 
 _SIDES = ("xmin", "ymin", "xmax", "ymax")
 

@@ -47,13 +47,11 @@ from geosession.ingest.files import (
     file_kind,
     id_column,
     is_source_file,
-    parquet_arrow_schema,
     rereader,
-    schema_geometry,
-    usual_geometry,
     vector_layer,
 )
 from geosession.ingest.gdal_batches import mended
+from geosession.ingest.geo_columns import parquet_arrow_schema, schema_geometry, usual_geometry
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.points import NEW_Z_NAMES, PointColumns, point_columns
 from geosession.ingest.progress import counting

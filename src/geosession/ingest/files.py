@@ -8,11 +8,7 @@
   when installed, about 220 MB with geosession and pyarrow. ``read_dataframe`` with
   ``skip_features`` was rejected: it reopens the file per batch and is quadratic on
   GeoJSON (20 s against 1.8 s for 200,000 features). Hence pyarrow in the ``geo`` extra.
-- GeoParquet is read with pyarrow (the GDAL in pyogrio's wheels has no Parquet driver)
-  in record batches, a megabyte of a column chunk at a time; its WKB is read as it was
-  stored. Measured: 1,000,000 polygons in one row group, read in batches of 20,000 in
-  0.6 s with the peak RSS 137 MB above the baseline; loaded into an empty indexed table
-  in 6.1 s (2.1 s of it the index rebuild).
+- GeoParquet and Arrow IPC files are read by :mod:`.columnar_files`.
 - Geometries arrive as the WKB the driver read, and the batch carries the layer's EPSG
   SRID (None when the CRS has no EPSG code) for geometries without one.
 - CSV files are read by :mod:`.delimited`.
@@ -21,16 +17,11 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
-import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from geosession.errors import ConfigurationError
-from geosession.geometry import authority_code
 from geosession.ingest.archives import (
     ARCHIVE_SUFFIXES,
     GEODATABASE,
@@ -38,21 +29,24 @@ from geosession.ingest.archives import (
     gdal_source,
     shapefile_folder,
 )
-from geosession.ingest.arrow_files import ARROW_FILE_SUFFIXES, arrow_file_length, open_arrow_file
+from geosession.ingest.arrow_files import ARROW_FILE_SUFFIXES, arrow_file_length
 from geosession.ingest.batches import Batch, Landing
-from geosession.ingest.columnar_bbox import BoxFilter, bbox_covering
-from geosession.ingest.crs import SourceCrs, source_crs
+from geosession.ingest.columnar_files import (
+    FILE_BATCH,
+    arrow_batches,
+    arrow_file_batches,
+    parquet_batches,
+)
+from geosession.ingest.crs import source_crs
 from geosession.ingest.delimited import csv_batches
 from geosession.ingest.encodings import (
     check_encoding,
-    column_values,
     layer_text,
 )
 from geosession.ingest.file_read import FileRead, renamer
 from geosession.ingest.gdal_batches import Reread, mended
-from geosession.ingest.geoarrow import native_encoding, native_geometries, native_type
+from geosession.ingest.geo_columns import coordinate_fields
 from geosession.ingest.geojson_ids import has_integer_ids
-from geosession.ingest.points import PointColumns, arrow_points
 from geosession.read.layer_types import measured_types, name_types_pyogrio_lacks
 from geosession.urls import is_web, url_in
 
@@ -91,13 +85,6 @@ SUPPORTED = (
 _NAMED_ID_SUFFIXES = (".gpkg", ".gdb")
 """Files whose layers name their id column, so their ids are data (GDAL numbers the
 features of the others itself; asking pyogrio for those ids may clash with a field)."""
-_PARQUET_BUFFER = 1 << 20
-"""Bytes pyarrow reads of a column chunk at a time: without it (and with pre-buffering) a
-1M-row row group of polygons raised the peak RSS by ~290 MB, with it by ~105 MB."""
-_PANDAS_INDEX = re.compile(r"__index_level_\d+__")
-"""A column pandas stores for a DataFrame's index: not the data's."""
-_FILE_BATCH = 10_000
-"""Features per record batch read from a vector file; cut to the batch size asked for."""
 _GEOJSON_SUFFIXES = (".geojson", ".json", *_SEQUENCE_SUFFIXES)
 """Files GDAL reads whole to open (GeoJSON: a first pass finds the fields' types) or to
 count: asking their layers or length costs a pass over the file each time."""
@@ -207,9 +194,9 @@ def file_batches(path: Path, landing: Landing, read: FileRead | None = None) -> 
             raise ConfigurationError(
                 f"reading {path} needs pyarrow: pip install 'geosession[geo]'"
             ) from error
-        return _parquet_batches(pyarrow.parquet, path, landing, read)
+        return parquet_batches(pyarrow.parquet, path, landing, read)
     if kind == "arrow":
-        return _arrow_file_batches(path, landing, read)
+        return arrow_file_batches(path, landing, read)
     if empty_sequence(path):
         return iter(())
     try:
@@ -244,7 +231,7 @@ def _vector_batches(pyogrio: Any, path: Path, landing: Landing, read: FileRead) 
             encoding=text.open_with,
             where=read.where,
             **spatial,
-            batch_size=_FILE_BATCH,
+            batch_size=FILE_BATCH,
             use_pyarrow=True,
             return_fids=feature_ids,
         )
@@ -267,7 +254,7 @@ def _vector_batches(pyogrio: Any, path: Path, landing: Landing, read: FileRead) 
                 fields = fields[1:]
             loaded = [renamed(f) for f in fields]  # without geometries coordinates make points
             given = geometry in fields or landing.geometry_column in loaded
-            points = _coordinate_fields(fields, renamed, landing, given, read.xy_columns, str(path))
+            points = coordinate_fields(fields, renamed, landing, given, read.xy_columns, str(path))
             names = {f: landing.column_for(renamed(f), geometry) for f in fields}
             names = landing.land(names, points, str(path))
             read.check_crossing(meta["crs"], path)
@@ -463,339 +450,3 @@ def _feature_count(pyogrio: Any, source: GdalSource, layer: str) -> int:
     with measured_types():
         info = pyogrio.read_info(source.name, layer=layer, force_feature_count=True)
     return int(info["features"])
-
-
-def _parquet_batches(parquet: Any, path: Path, landing: Landing, read: FileRead) -> Iterator[Batch]:
-    """A (Geo)Parquet file's record batches, cut into batches of ``size()`` rows."""
-    try:
-        handle = parquet.ParquetFile(path, pre_buffer=False, buffer_size=_PARQUET_BUFFER)
-        schema = parquet_arrow_schema(handle)
-        names, known, points, native = _columnar_targets(schema, path, landing, read)
-        box = _box_filter(schema, path, read, points)
-        groups = box.row_groups(handle.metadata) if box else None
-        coordinates = points.fields if points else []
-        columns = list(dict.fromkeys([*names, *coordinates, *(box.fields if box else [])]))
-        reader = handle.iter_batches(batch_size=_FILE_BATCH, columns=columns, row_groups=groups)
-        kept = box.kept(reader) if box else reader
-        yield from arrow_batches(kept, names, landing, known, native=native, points=points)
-    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
-        raise ConfigurationError(f"cannot read {path} as Parquet: {error}") from error
-
-
-def _arrow_file_batches(path: Path, landing: Landing, read: FileRead) -> Iterator[Batch]:
-    """An Arrow IPC file's record batches, cut into batches of ``size()`` rows."""
-    import pyarrow
-
-    reader = open_arrow_file(path)
-    names, known, points, native = _columnar_targets(reader.schema, path, landing, read)
-    box = _box_filter(reader.schema, path, read, points)
-    try:
-        batches = (extension_storage(pyarrow, batch) for batch in reader)
-        kept = box.kept(batches) if box else batches
-        yield from arrow_batches(kept, names, landing, known, native=native, points=points)
-    except (OSError, ValueError) as error:
-        raise ConfigurationError(f"cannot read {path} as an Arrow IPC file: {error}") from error
-
-
-def _box_filter(
-    schema: Any, path: Path, read: FileRead, points: PointColumns | None
-) -> BoxFilter | None:
-    """``read.bbox`` on a Parquet or Arrow file's geometry field (:mod:`.columnar_bbox`),
-    or on the coordinate fields that make its points, checked against their CRS (minx >
-    maxx only in longitudes and latitudes)."""
-    if read.bbox is None:
-        return None
-    if points is not None:
-        read.check_crossing(points.srid, path)
-        return BoxFilter.of_points(read.bbox, points.x, points.y)
-    geo = schema_geometry(schema, path)
-    primary = geo.primary or usual_geometry(geo.fields(schema.names))
-    read.check_crossing(geo.crs.get(primary) if primary else None, path)
-    return BoxFilter.of(read.bbox, primary, geo, path)
-
-
-def _columnar_targets(
-    schema: Any, path: Path, landing: Landing, read: FileRead
-) -> tuple[dict[str, str], dict[str, SourceCrs], PointColumns | None, dict[str, str]]:
-    """A Parquet or Arrow file's fields to read, with their columns (renamed as asked),
-    the CRS of each geometry column's values, the coordinate fields that make points,
-    and the fields in a native encoding."""
-    geo = schema_geometry(schema, path)
-    renamed = renamer(read, geo.fields(schema.names), path)
-    names, known, points = geo.targets(schema.names, landing, str(path), renamed, read.xy_columns)
-    return names, known, points, geo.native
-
-
-def extension_storage(pyarrow: Any, batch: Any) -> Any:
-    """The batch with registered extension columns as their storage (WKB bytes, text)."""
-    if not any(isinstance(kind, pyarrow.BaseExtensionType) for kind in batch.schema.types):
-        return batch
-    arrays = [
-        column.storage if isinstance(column.type, pyarrow.BaseExtensionType) else column
-        for column in batch.columns
-    ]
-    return pyarrow.RecordBatch.from_arrays(arrays, names=batch.schema.names)
-
-
-def parquet_arrow_schema(handle: Any) -> Any:
-    """A Parquet file's Arrow schema, its columns of Parquet's own GEOMETRY and GEOGRAPHY
-    types (which DuckDB writes without GeoParquet metadata, and pyarrow reads as plain
-    binary) marked as GeoArrow WKB with their CRS."""
-    schema = handle.schema_arrow
-    described = handle.metadata.schema
-    for number in range(len(described)):
-        column = described.column(number)
-        index = schema.get_field_index(column.path)  # top-level columns only
-        if column.logical_type.type not in ("GEOMETRY", "GEOGRAPHY") or index < 0:
-            continue
-        crs = json.loads(column.logical_type.to_json()).get("crs", "OGC:CRS84")
-        extension = {"crs": _parquet_crs(crs, handle.metadata.metadata or {})}
-        marked = schema.field(index).with_metadata(
-            {
-                b"ARROW:extension:name": b"geoarrow.wkb",
-                b"ARROW:extension:metadata": json.dumps(extension).encode(),
-            }
-        )
-        schema = schema.set(index, marked)
-    return schema
-
-
-def _parquet_crs(crs: str, metadata: dict[bytes, bytes]) -> Any:
-    """The CRS a GEOMETRY column's ``crs`` names: inline PROJJSON, ``projjson:<key>`` (a
-    file metadata key holding it), ``srid:<n>`` (read as EPSG), or an identifier."""
-    if crs.startswith("projjson:"):
-        crs = metadata.get(crs.removeprefix("projjson:").encode(), b"null").decode()
-    elif crs.startswith("srid:"):
-        return f"EPSG:{crs.removeprefix('srid:')}"
-    try:
-        return json.loads(crs)
-    except ValueError:
-        return crs
-
-
-_GEOARROW_ENCODINGS = frozenset({"geoarrow.wkb", "geoarrow.wkt", "ogc.wkb"})
-"""GeoArrow extensions whose values are WKB or WKT, as the readers take geometries."""
-
-
-@dataclass(frozen=True)
-class GeoParquetColumns:
-    """What a Parquet file's or Arrow schema's metadata (GeoParquet's ``geo``, GeoArrow
-    extensions) says of its geometry columns; nothing for plain Parquet, where a column
-    named as the geometry column is read."""
-
-    primary: str | None = None
-    crs: dict[str, SourceCrs | None] = field(default_factory=dict)
-    """Each geometry column's CRS: its EPSG SRID, else its PROJJSON (None: unknown)."""
-    types: dict[str, list[str]] = field(default_factory=dict)
-    """Each geometry column's geometry types ("Polygon", "Point Z"; empty: any)."""
-    derived: frozenset[str] = frozenset()
-    """Columns derived from the geometries (a covering bbox): not data."""
-    native: dict[str, str] = field(default_factory=dict)
-    """Columns in a GeoArrow native encoding ("polygon"...), the others being WKB or WKT."""
-    spherical: frozenset[str] = frozenset()
-    """Columns whose edges are spherical (``"edges": "spherical"``): geography."""
-    coverings: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
-    """Each geometry column's covering bbox: xmin ... ymax as (struct column, field)."""
-
-    def fields(self, names: Iterable[str]) -> list[str]:
-        """The columns that are data: not derived, nor pandas' stored index."""
-        return [n for n in names if n not in self.derived and not _PANDAS_INDEX.fullmatch(n)]
-
-    def targets(
-        self,
-        names: Iterable[str],
-        landing: Landing,
-        where: str,
-        renamed: Callable[[str], str] = str,
-        xy_columns: Sequence[str] | None = None,
-    ) -> tuple[dict[str, str], dict[str, SourceCrs], PointColumns | None]:
-        """The data fields to read, each with the column it lands in (checked by the
-        landing's check; those left out are not read), the CRS each geometry column's
-        values have, and the coordinate fields that make the points of the geometry column
-        where no field holds geometries (:mod:`.points`, under their own names)."""
-        fields = self.fields(names)
-        primary = self.primary
-        loaded = [renamed(f) for f in fields]
-        if primary is None and landing.geometry_column not in loaded:  # a usual name then
-            primary = usual_geometry(loaded)
-        given = primary is not None or landing.geometry_column in loaded
-        points = _coordinate_fields(fields, renamed, landing, given, xy_columns, where)
-        lands = {f: landing.column_for(renamed(f), primary) for f in fields}
-        lands = landing.land(lands, points, where)
-        known = {lands[f]: crs for f, crs in self.crs.items() if crs is not None and f in lands}
-        return lands, known | landing.points_crs(points), points
-
-
-def _coordinate_fields(
-    fields: Sequence[str],
-    renamed: Callable[[str], str],
-    landing: Landing,
-    given_geometry: bool,
-    xy_columns: Sequence[str] | None,
-    where: str,
-) -> PointColumns | None:
-    """The fields (under the source's own names) whose coordinates make the points of the
-    geometry column, for a source without a geometry field (:mod:`.points`)."""
-    loaded = [renamed(f) for f in fields]
-    points = landing.coordinate_fields(loaded, given_geometry, xy_columns, where)
-    if points is None:
-        return None
-    original = {renamed(f): f for f in fields}
-    z = None if points.z is None else original[points.z]
-    return PointColumns(original[points.x], original[points.y], points.srid, z)
-
-
-_USUAL_GEOMETRY_NAMES = frozenset({"geometry", "geom", "wkb_geometry", "the_geom", "wkb", "shape"})
-"""What a geometry field is usually named (geopandas', GDAL's, older PostGIS tools', Esri's):
-without metadata, the first field so named (in any case) lands in the table's geometry
-column, as ogr2ogr's geometry does whatever its name."""
-
-
-def usual_geometry(names: Iterable[str]) -> str | None:
-    """The first of ``names`` that is a usual geometry field's name, if any."""
-    return next((name for name in names if name.casefold() in _USUAL_GEOMETRY_NAMES), None)
-
-
-def schema_geometry(schema: Any, where: str | Path) -> GeoParquetColumns:
-    """What an Arrow schema says of its geometry columns: GeoParquet's ``geo`` metadata,
-    else the GeoArrow extensions of its fields (pyarrow is imported by then)."""
-    import pyarrow
-
-    geo = geoparquet_columns(schema.metadata, where)
-    extensions, native = geoarrow_columns(pyarrow, schema, where)
-    native = {**native, **geo.native}
-    declared = {  # a native column's type is its encoding's (M refused here)
-        name: native_type(schema.field(name).type, encoding, name)
-        for name, encoding in native.items()
-    }
-    types = {name: geo.types.get(name) or [kind] for name, kind in declared.items()}
-    return dataclasses.replace(
-        geo,
-        primary=geo.primary or next(iter(extensions), None),
-        crs={**extensions, **geo.crs},
-        types={**geo.types, **types},
-        native=native,
-    )
-
-
-def geoparquet_columns(metadata: dict[bytes, bytes] | None, path: Path | str) -> GeoParquetColumns:
-    """The ``geo`` metadata of a (Geo)Parquet file (or of Arrow data read from one, named
-    ``path`` in messages): WKB columns, and those in a GeoArrow native encoding."""
-    if not metadata or b"geo" not in metadata:
-        return GeoParquetColumns()
-    geo = json.loads(metadata[b"geo"])
-    crs: dict[str, SourceCrs | None] = {}
-    types: dict[str, list[str]] = {}
-    derived: set[str] = set()
-    native: dict[str, str] = {}
-    spherical: set[str] = set()
-    coverings = {}
-    for name, column in geo.get("columns", {}).items():
-        if column.get("edges") == "spherical":
-            spherical.add(name)
-        for paths in column.get("covering", {}).values():
-            derived.update(str(steps[0]) for steps in paths.values() if steps)
-        if (covering := bbox_covering(column.get("covering", {}).get("bbox"))) is not None:
-            coverings[name] = covering
-        encoding = str(column.get("encoding", "WKB"))
-        if encoding.upper() != "WKB":
-            native[name] = _native_encoding(encoding, f"{path}: geometry column {name}")
-        crs[name] = projjson_crs(column["crs"]) if "crs" in column else 4326  # CRS84
-        types[name] = [str(kind) for kind in column.get("geometry_types") or []]
-    primary = geo.get("primary_column")
-    return GeoParquetColumns(
-        primary, crs, types, frozenset(derived), native, frozenset(spherical), coverings
-    )
-
-
-def _native_encoding(name: str, what: str) -> str:
-    """The GeoArrow native encoding ``name`` is; another encoding is refused."""
-    encoding = native_encoding(name)
-    if encoding is None:
-        raise ConfigurationError(
-            f"{what} is in the {name} encoding, which geosession does not read: WKB, WKT "
-            "and GeoArrow's point, linestring, polygon and multi types are read. Convert "
-            "it first, e.g. with geoarrow.pyarrow's as_wkb, or ST_AsWKB(geom) in DuckDB"
-        )
-    return encoding
-
-
-def geoarrow_columns(
-    pyarrow: Any, schema: Any, where: str | Path
-) -> tuple[dict[str, SourceCrs | None], dict[str, str]]:
-    """The CRS of each column an Arrow schema marks as GeoArrow (None: unknown), and the
-    native encoding of those not in WKB or WKT; other GeoArrow types are refused."""
-    found: dict[str, SourceCrs | None] = {}
-    native: dict[str, str] = {}
-    for arrow_field in schema:
-        name, metadata = _extension(pyarrow, arrow_field)
-        if name is None or not name.startswith(("geoarrow.", "ogc.")):
-            continue
-        if name not in _GEOARROW_ENCODINGS:
-            what = f"{where}: column {arrow_field.name}"
-            native[arrow_field.name] = _native_encoding(name, what)
-        crs = json.loads(metadata).get("crs") if metadata else None
-        found[arrow_field.name] = projjson_crs(crs)
-    return found, native
-
-
-def _extension(pyarrow: Any, arrow_field: Any) -> tuple[str | None, bytes | None]:
-    """A field's extension name and metadata: its registered extension type's, else the
-    field metadata an unregistered extension travels in."""
-    kind = arrow_field.type
-    if isinstance(kind, pyarrow.BaseExtensionType):  # Arrow's own (arrow.uuid) keep theirs
-        serialized = getattr(kind, "__arrow_ext_serialize__", None)
-        return kind.extension_name, serialized() if serialized else None
-    metadata = arrow_field.metadata or {}
-    name = metadata.get(b"ARROW:extension:name")
-    return (name.decode() if name else None), metadata.get(b"ARROW:extension:metadata")
-
-
-def projjson_crs(crs: Any) -> SourceCrs | None:
-    """A GeoParquet CRS (PROJJSON, or a string) as :func:`source_crs` reads it; None when
-    it is null (unknown)."""
-    if isinstance(crs, dict):  # its id read here: pyarrow may be installed without pyproj
-        ident = crs.get("id", {})
-        code = authority_code(str(ident.get("authority", "")), str(ident.get("code", "")))
-        return code if code is not None else source_crs(json.dumps(crs))
-    return source_crs(crs) if isinstance(crs, str) else None
-
-
-def arrow_batches(
-    record_batches: Iterable[Any],
-    names: dict[str, str],
-    landing: Landing,
-    crs: dict[str, SourceCrs],
-    text_encoding: str | None = None,
-    native: Mapping[str, str] | None = None,
-    points: PointColumns | None = None,
-) -> Iterator[Batch]:
-    """Arrow record batches cut into batches of ``size()`` rows without copying.
-
-    ``text_encoding`` decodes text that is not UTF-8 (see :mod:`.encodings`); ``native``
-    names the fields in a GeoArrow native encoding, read as shapely geometries; ``points``
-    the coordinate fields that make the points of the geometry column."""
-    first = 1
-    for record_batch in record_batches:
-        offset = 0
-        while offset < record_batch.num_rows:
-            part = record_batch.slice(offset, landing.size())
-            values = {
-                names[f]: _field_values(part.column(f), f, text_encoding, native or {})
-                for f in names
-            }
-            if points is not None:
-                coordinates = [part.column(name) for name in points.fields]
-                values[str(landing.geometry_column)] = arrow_points(coordinates, points.fields)
-            yield Batch(first, {c: values[c] for c in landing.columns if c in values}, crs)
-            first += part.num_rows
-            offset += part.num_rows
-
-
-def _field_values(
-    column: Any, name: str, text_encoding: str | None, native: Mapping[str, str]
-) -> list[Any]:
-    encoding = native.get(name)
-    if encoding is not None:
-        return native_geometries(column, encoding)
-    return column_values(column, text_encoding)
