@@ -1482,6 +1482,31 @@ def test_a_role_that_may_not_create_temporary_tables_finds_refused_rows_by_halvi
         assert s.execute(text("SELECT count(*) FROM numbered")).scalar() == 172
 
 
+def test_refusals_name_the_role_settings_made_current(
+    db: SpatialDatabase, loader: SpatialDatabase, make_db: Callable[..., SpatialDatabase]
+) -> None:
+    """A load that takes a role by settings= (SET ROLE) is checked as that role, and its
+    refusals name that role and grant to it, not to the user it logged in as."""
+    superuser = make_db()
+    as_loader = {"role": "geosession_loader"}
+    unnumbered = [{"geom": shapely.Point(1, 1)}]  # ids from numbered_id_seq
+    with pytest.raises(ConfigurationError, match="role geosession_loader may not make") as made:
+        superuser.ingest("numbered", unnumbered, progress=False, settings=as_loader)
+    assert 'numbered_rejected_id_seq" TO "geosession_loader";' in str(made.value)
+    with pytest.raises(ConfigurationError, match="role geosession_loader may not use it") as used:
+        superuser.ingest("numbered", unnumbered, settings=as_loader, on_invalid="skip")
+    assert 'numbered_id_seq TO "geosession_loader";' in str(used.value)
+    with db.transaction() as s:
+        s.execute(text("REVOKE SELECT ON numbered FROM geosession_loader"))
+    numbered = [{"id": 1, "geom": shapely.Point(1, 1)}]
+    with pytest.raises(ConfigurationError, match="role geosession_loader lacks SELECT") as read:
+        superuser.ingest(
+            "numbered", numbered, settings=as_loader, on_conflict="ignore", on_invalid="skip"
+        )
+    assert 'TO "geosession_loader";' in str(read.value) and "postgres" not in str(read.value)
+    assert superuser.ingest("numbered", numbered, progress=False).inserted == 1  # as itself
+
+
 def test_a_table_under_row_level_security_loads_through_its_policies(
     db: SpatialDatabase, loader: SpatialDatabase
 ) -> None:

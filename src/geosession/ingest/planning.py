@@ -20,7 +20,11 @@ from geosession.ingest.batches import Batch
 from geosession.ingest.binary import TextCast
 from geosession.ingest.connections import Connections
 from geosession.ingest.lacking import left_to_server
-from geosession.ingest.privileges import require_column_privileges, require_sequence_usage
+from geosession.ingest.privileges import (
+    current_role,
+    require_column_privileges,
+    require_sequence_usage,
+)
 from geosession.ingest.staging import conflict_key
 from geosession.ingest.target import check_required_columns, double_quoted
 from geosession.ingest.write_plan import WritePlan, copy_types
@@ -104,7 +108,8 @@ def _no_temporary_tables(plan: WritePlan, connections: Connections) -> Configura
     """The error for a load through a staging table by a role that may not make one."""
 
     def who(conn: psycopg.Connection[Any]) -> tuple[str, str]:
-        return conn.info.user, conn.info.dbname
+        with conn.cursor() as cursor:
+            return current_role(cursor), conn.info.dbname
 
     role, database = connections.retrying(who)
     return ConfigurationError(

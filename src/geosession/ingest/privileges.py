@@ -12,13 +12,20 @@ from geosession.errors import ConfigurationError
 from geosession.ingest.target import double_quoted
 
 
+def current_role(cursor: Any) -> str:
+    """The role whose privileges count: the one logged in as, or the one ``settings=``
+    (``SET ROLE``) made current, which is the one to name and grant to."""
+    cursor.execute("SELECT current_user")
+    return str(cursor.fetchone()[0])
+
+
 def run_as_owner(cursor: Any, statement: str, *, needed: str, then: str) -> None:
     """Runs DDL the ingest ``needed``; a role without the privilege is told what an owner
     must run for it (``statement``) and ``then`` (its grant)."""
+    role = current_role(cursor)  # asked first: a refused statement ends the transaction
     try:
         cursor.execute(statement)
     except psycopg.errors.InsufficientPrivilege as error:
-        role = cursor.connection.info.user
         raise ConfigurationError(
             f"{needed}, and role {role} may not make it so ({error.diag.message_primary}). "
             f"Have the schema's or table's owner run, once:\n{statement.strip()};\n"
@@ -50,7 +57,7 @@ def require_privileges(
         if "USAGE" in lacking:
             missing.append(f"USAGE on the sequence of {table}.id")
     if missing:
-        role = cursor.connection.info.user
+        role = current_role(cursor)
         raise ConfigurationError(
             f"{needed}, and role {role} lacks {'; '.join(missing)}. Have their owner run, "
             f"once:\n{grant.replace('{role}', double_quoted(role))}"
@@ -70,7 +77,7 @@ def require_column_privileges(
     )
     lacking = cursor.fetchall()
     if lacking:
-        role = cursor.connection.info.user
+        role = current_role(cursor)
         named = ", ".join(f"{privilege} on {column}" for column, privilege in lacking)
         grants = " ".join(
             f"GRANT {privilege} ({double_quoted(column)}) ON {table} TO {double_quoted(role)};"
@@ -101,10 +108,12 @@ def require_sequence_usage(cursor: Any, table: str, columns: Sequence[str]) -> N
     cursor.execute(_SERIALS_SQL, {"table": table, "columns": list(columns)})
     sequences = [row[0] for row in cursor.fetchall()]
     if sequences:
-        role = double_quoted(cursor.connection.info.user)
-        grants = " ".join(f"GRANT USAGE ON SEQUENCE {seq} TO {role};" for seq in sequences)
+        role = current_role(cursor)
+        grants = " ".join(
+            f"GRANT USAGE ON SEQUENCE {seq} TO {double_quoted(role)};" for seq in sequences
+        )
         raise ConfigurationError(
             f"rows loaded into {table} take the next value of {', '.join(sequences)}, and role "
-            f"{cursor.connection.info.user} may not use it. Give the column in the source, or "
+            f"{role} may not use it. Give the column in the source, or "
             f"have the sequence's owner run, once:\n{grants}"
         )
