@@ -29,8 +29,6 @@ from geosession.ingest.points import PointColumns, arrow_points
 _PARQUET_BUFFER = 1 << 20
 """Bytes pyarrow reads of a column chunk at a time: without it (and with pre-buffering) a
 1M-row row group of polygons raised the peak RSS by ~290 MB, with it by ~105 MB."""
-
-
 FILE_BATCH = 10_000
 """Rows per record batch read from a file (a Parquet file here, a vector file in
 :mod:`.files`); cut to the batch size asked for."""

@@ -24,8 +24,6 @@ from geosession.ingest.points import PointColumns
 
 _PANDAS_INDEX = re.compile(r"__index_level_\d+__")
 """A column pandas stores for a DataFrame's index: not the data's."""
-
-
 _GEOARROW_ENCODINGS = frozenset({"geoarrow.wkb", "geoarrow.wkt", "ogc.wkb"})
 """GeoArrow extensions whose values are WKB or WKT, as the readers take geometries."""
 
