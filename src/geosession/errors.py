@@ -4,7 +4,8 @@ Every class says whether retrying the whole unit of work is safe (``transient``)
 the driver's error as ``__cause__`` and carries a message that says what happened,
 where, and what to do. Errors from psycopg, psycopg2 and asyncpg are classified by
 SQLSTATE in one table (``_BY_SQLSTATE``), by PostGIS's message where PostGIS reuses a
-generic code, and by the driver's disconnect signal where there is no code at all.
+generic code (:mod:`geosession.postgis_errors`), and by the driver's disconnect signal
+where there is no code at all.
 """
 
 from __future__ import annotations
@@ -164,6 +165,10 @@ class PostGISPlace:
 
 
 _ADVICE_RETRY = "retrying the whole transaction is safe; db.run_transaction does it for you"
+FUNCTION_ARGUMENTS_ADVICE = (
+    "check the function's name and the number and types of its arguments, by which "
+    "PostgreSQL chooses it: a cast may be missing (::geometry, ::geography, ::text)"
+)
 
 _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
     "40001": (SerializationConflict, _ADVICE_RETRY),
@@ -234,11 +239,7 @@ _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
         "write placeholders as :name in SQL text and pass their values (params=, or "
         "--param NAME=VALUE on the command line); $1 and %s are the driver's, not SQLAlchemy's",
     ),
-    "42883": (
-        DatabaseError,
-        "check the function's name and the number and types of its arguments, by which "
-        "PostgreSQL chooses it: a cast may be missing (::geometry, ::geography, ::text)",
-    ),
+    "42883": (DatabaseError, FUNCTION_ARGUMENTS_ADVICE),
 }
 _BY_SQLSTATE_AND_MESSAGE: tuple[tuple[str, str, type[GeoSessionError], str], ...] = (
     (
@@ -277,87 +278,6 @@ PLACEHOLDERS = re.compile(r"%\(|%s|\$\d")
 """Placeholders: where they are, the server's text differs from ours, and so its positions."""
 _SHOWN = 40
 """Characters of the statement shown from where the server found the error."""
-_SRID_MISMATCH = re.compile(r"Geometry SRID \((-?\d+)\) does not match column SRID \((-?\d+)\)")
-_MIXED_SRIDS = re.compile(
-    r"(?:(\w+): )?Operation on mixed SRID geometries(?: \(\w+, (-?\d+)\) != \(\w+, (-?\d+)\))?"
-)
-_UNKNOWN_SRID = re.compile(r"Cannot find SRID \((-?\d+)\) in spatial_ref_sys")
-_TRANSFORM_SRID_ZERO = re.compile(r"Input geometry has unknown \(0\) SRID")
-_GEOGRAPHY_NOT_LONLAT = re.compile(r"Only lon/lat coordinate systems are supported in geography")
-_PROJ_REFUSED = re.compile(
-    r"transform: (?:Invalid coordinate|Point outside of projection domain"
-    r"|latitude or longitude exceeded limits|couldn't project point)",
-    re.IGNORECASE,
-)
-_INVALID_GEOMETRY = re.compile(
-    r"does not match column type|has Z dimension|has M dimension|parse error|invalid geometry"
-    r"|Invalid endian|Unknown WKB type|requires more points|must have at least|Invalid hex"
-    r"|TopologyException|not closed|non-closed|GEOS\w+\(\)|lwgeom|GeoJSON|must have type POINT"
-    r"|WKB structure",
-    re.IGNORECASE,
-)
-_UNREADABLE_GEOMETRY = re.compile(
-    r"parse error|Invalid hex|Invalid endian|Unknown WKB type|GeoJSON|WKB structure",
-    re.IGNORECASE,
-)
-_NOT_FOR_GEOGRAPHY = re.compile(
-    r"function (st_\w+)\([^)]*\bgeography\b[^)]*\) does not exist", re.IGNORECASE
-)
-_ON_GEOGRAPHY = {
-    "st_contains": "ST_Covers(a, b) says what ST_Contains(a, b) would; or ",
-    "st_within": "ST_CoveredBy(a, b) says what ST_Within(a, b) would; or ",
-}
-"""The geography function that answers what a geometry-only predicate asks."""
-_GEOGRAPHY_FORMS = frozenset(
-    [
-        "st_area",
-        "st_asbinary",
-        "st_asewkt",
-        "st_asgeojson",
-        "st_asgml",
-        "st_askml",
-        "st_assvg",
-        "st_astext",
-        "st_azimuth",
-        "st_buffer",
-        "st_centroid",
-        "st_coveredby",
-        "st_covers",
-        "st_distance",
-        "st_dwithin",
-        "st_intersection",
-        "st_intersects",
-        "st_length",
-        "st_perimeter",
-        "st_project",
-        "st_segmentize",
-        "st_summary",
-    ]
-)
-"""Functions PostGIS (3.0 on) has for geography: given one, other arguments were wrong."""
-_DIMENSION_REFUSED = re.compile(
-    r"has [ZM] dimension but column does not|Column has [ZM] dimension but geometry does not",
-    re.IGNORECASE,
-)
-_TOO_FEW_POINTS = re.compile(r"requires more points|must have at least", re.IGNORECASE)
-_CURVES_REFUSED = re.compile(
-    r"\b(?:CircularString|CompoundCurve|CurvePolygon|MultiCurve|MultiSurface)\b"
-    r"|lwgeom_get_basic_type: Invalid type \((?:8|9|10|11|12)\)",
-    re.IGNORECASE,
-)
-"""A PostGIS function that takes no curves refusing one (ST_AsGeoJSON, ST_Simplify,
-ST_AsMVTGeom...): its message names the type, or its number."""
-_POSTGIS_TYPE_MISSING = re.compile(
-    r'type "(geometry|geography|box2d|raster)" does not exist'
-    r'|relation "(geometry_columns|geography_columns|spatial_ref_sys)" does not exist'
-)
-"""PostGIS's types and tables, which a session finds on its search_path, or not at all."""
-_POSTGIS_MISSING = re.compile(  # a call with a geometry argument: PostGIS is there
-    rf"{_POSTGIS_TYPE_MISSING.pattern}"
-    r"|function st_\w+\((?![^)]*\b(?:geometry|geography|box2d|box3d|raster)\b)[^)]*\)"
-    r" does not exist",
-    re.IGNORECASE,
-)
 _BEYOND_DATETIME = re.compile(
     r"^(date|timestamp) too (large|small) \((after|before) year|^time not supported by Python"
 )
@@ -473,12 +393,15 @@ def classify(
 ) -> tuple[type[GeoSessionError], str]:
     """The error class and the advice for what the server (or the driver) reported;
     ``postgis``: where the database has PostGIS, if known."""
+    from geosession import postgis_errors  # it raises these errors: imported late
+
     state = diag.sqlstate or ""
-    srid_advice = _srid_advice(diag.message)
+    srid_advice = postgis_errors.srid_advice(diag.message)
     if srid_advice is not None:
         return srid_advice
-    if state in ("22023", "XX000", "22P02", "22000") and _INVALID_GEOMETRY.search(diag.message):
-        return InvalidGeometry, _invalid_geometry_advice(diag.message)
+    geometry_advice = postgis_errors.geometry_advice(state, diag.message)
+    if geometry_advice is not None:
+        return InvalidGeometry, geometry_advice
     missing = _missing_type_advice(diag.message, postgis) if state in _MISSING_STATES else None
     if missing is not None:
         return missing
@@ -507,56 +430,6 @@ def _driver_advice(message: str) -> str:
     return "see the driver's message above"
 
 
-def _invalid_geometry_advice(message: str) -> str:
-    """What to do about a geometry PostGIS refused, by what its message names."""
-    return next(
-        (advice for pattern, advice in _GEOMETRY_ADVICE if pattern.search(message)),
-        "fix or drop the geometry; shapely.make_valid repairs many",
-    )
-
-
-_GEOMETRY_ADVICE: tuple[tuple[re.Pattern[str], str], ...] = (
-    (
-        _CURVES_REFUSED,
-        "this function takes no curves (CircularString arcs): straighten them in the "
-        "query first, ST_CurveToLine(geom)",
-    ),
-    (
-        re.compile("non-closed rings"),
-        "close each polygon ring: its last point must be the same as its first "
-        "(POLYGON((0 0, 1 0, 1 1, 0 0)))",
-    ),
-    (
-        _UNREADABLE_GEOMETRY,
-        "the server could not read the geometry's text or bytes: check the WKT, WKB or "
-        "GeoJSON where the message points (a POINT takes two or three numbers; "
-        "ST_GeomFromGeoJSON takes a geometry object, not a Feature)",
-    ),
-    (
-        re.compile("does not match column type"),
-        "the geometry's type is not one the column takes: ST_Multi(geom) makes a Point a "
-        "MultiPoint (and a Polygon a MultiPolygon), ST_CollectionExtract(geom, 3) takes a "
-        "collection's polygons; or load it into a column of its type",
-    ),
-    (
-        _DIMENSION_REFUSED,
-        "the geometry's dimensions are not the column's: ST_Force2D(geom) drops Z and M, "
-        "ST_Force3D(geom) adds Z (0); or make the column take them, geometry(PointZ, <srid>)",
-    ),
-    (
-        re.compile("must have type POINT"),
-        "ST_X, ST_Y and ST_Z take points only: give them a point of the geometry, "
-        "ST_X(ST_Centroid(geom)) or ST_X(ST_StartPoint(line))",
-    ),
-    (
-        _TOO_FEW_POINTS,
-        "a line needs two points and a polygon ring four, its last the same as its first: "
-        "fix or drop the geometry",
-    ),
-)
-"""The first that matches a message says what to do; otherwise it is an invalid geometry."""
-
-
 _MISSING_STATES = ("42704", "42883", "42P01")
 """undefined_object (a type), undefined_function, undefined_table."""
 
@@ -566,101 +439,13 @@ def _missing_type_advice(
 ) -> tuple[type[GeoSessionError], str] | None:
     """A type or function the server lacks: PostGIS's, or hstore() of a dict that
     SQLAlchemy sent as hstore."""
-    if _POSTGIS_MISSING.search(message):
-        return _postgis_missing(message, postgis)
-    if geography := _NOT_FOR_GEOGRAPHY.search(message):
-        function = geography.group(1).lower()
-        if function in _GEOGRAPHY_FORMS:
-            return DatabaseError, (
-                f"PostGIS has {function} for geography, but no form of it takes these "
-                f"arguments: check their number and types (psql's \\df {function} lists "
-                "its forms)"
-            )
-        instead = _ON_GEOGRAPHY.get(function, "")
-        return DatabaseError, (
-            f"PostGIS has no {function} for geography, which takes fewer functions than "
-            "geometry (ST_Intersects, ST_DWithin, ST_Covers, ST_CoveredBy, ST_Distance, "
-            f"ST_Area, ST_Length, ST_Buffer ...): {instead}cast to geometry (col::geometry) "
-            "where planar degrees are right"
-        )
+    from geosession import postgis_errors  # it raises these errors: imported late
+
+    found = postgis_errors.missing_advice(message, postgis)
+    if found is not None:
+        return found
     if _HSTORE_DICT.search(message):
         return DatabaseError, HSTORE_DICT_ADVICE
-    return None
-
-
-INSTALL_POSTGIS = "connect as its owner or a superuser and run CREATE EXTENSION postgis;"
-
-
-def postgis_off_search_path(schema: str) -> str:
-    """What to do when PostGIS is installed in ``schema`` and a session cannot find it."""
-    return (
-        f"PostGIS is installed in schema {schema}, which must be on the search_path "
-        f'(ALTER DATABASE ... SET search_path = "$user", public, {schema}), or its names '
-        f"qualified ({schema}.geometry)"
-    )
-
-
-def _postgis_missing(
-    message: str, postgis: PostGISPlace | None
-) -> tuple[type[GeoSessionError], str]:
-    """A PostGIS type, or an ST_ function of no spatial argument, that the server cannot
-    find: PostGIS is not installed, unless the engine found it when it first connected;
-    then it is out of the search_path, or no form of the function takes those arguments
-    (ST_X(1.5), ST_MakeEnvelope(0, 0, 1): the server's message is the same)."""
-    if postgis is None or postgis.schema is None:
-        return PostGISNotInstalled, f"PostGIS is not installed in this database: {INSTALL_POSTGIS}"
-    outside = postgis_off_search_path(postgis.schema)
-    if _POSTGIS_TYPE_MISSING.search(message):
-        return ConfigurationError, outside
-    _, arguments = _BY_SQLSTATE["42883"]
-    return DatabaseError, arguments + ("" if postgis.schema == "public" else f"; {outside}")
-
-
-def _srid_advice(message: str) -> tuple[type[GeoSessionError], str] | None:
-    """PostGIS's words for a geometry written into a column of another SRID, two SRIDs in
-    one operation, an SRID it does not know, and a transform of a geometry without one."""
-    if _SRID_MISMATCH.search(message):
-        return SRIDMismatch, "transform the geometry (ST_Transform / shapely) or fix its SRID"
-    mixed = _MIXED_SRIDS.search(message)
-    if mixed is not None:
-        function, first, second = mixed.groups()
-        srids = f"SRID {first} and SRID {second}" if first else "different SRIDs"
-        return SRIDMismatch, (
-            f"geometries of {srids} met in {function or 'one operation'}: transform one side "
-            "into the other's SRID (ST_Transform(geom, <srid>)), choosing the side that is "
-            "not an indexed column, so that its spatial index can still be used; write a "
-            "literal in the column's SRID ('SRID=<srid>;POINT(...)')"
-        )
-    unknown = _UNKNOWN_SRID.search(message)
-    if unknown is not None:
-        return DatabaseError, (
-            f"SRID {unknown.group(1)} is not in this database's spatial_ref_sys, so PostGIS "
-            "cannot place it: check the number (spatial_ref_sys lists the EPSG codes it "
-            "knows), or add the CRS's row to spatial_ref_sys"
-        )
-    if _TRANSFORM_SRID_ZERO.search(message):
-        return SRIDMismatch, (
-            "the geometry has SRID 0 (none said), so there is nothing to transform from: say "
-            "which it is first, ST_Transform(ST_SetSRID(geom, <its srid>), <target srid>), or "
-            "fix the column (SELECT UpdateGeometrySRID(...))"
-        )
-    if "could not parse proj string" in message:
-        return DatabaseError, (
-            "ST_Transform takes the SRID of a spatial_ref_sys row (an integer: 3857), or a "
-            "CRS PROJ can read; 'EPSG:<code>' text works only where PROJ's database has it"
-        )
-    if _PROJ_REFUSED.search(message):
-        return DatabaseError, (
-            "PROJ could not transform a coordinate: one beyond the range of the geometry's "
-            "SRID (metres labelled 4326: compare ST_Extent(geom) with the SRID's bounds), or "
-            "outside what the target projection maps (a UTM zone far from the point)"
-        )
-    if _GEOGRAPHY_NOT_LONLAT.search(message):
-        return SRIDMismatch, (
-            "a geometry of a projected SRID met a geography (a geography column, or a cast to "
-            "geography), which holds longitudes and latitudes only: transform it first, "
-            "ST_Transform(geom, 4326)::geography"
-        )
     return None
 
 
@@ -712,8 +497,13 @@ def translate(
     if unsendable is not None:
         return _unsendable(unsendable, endpoint)
     cls, advice = classify(diag, is_disconnect=is_disconnect, postgis=postgis)
-    if cls is SRIDMismatch and _SRID_MISMATCH.search(diag.message):
-        return _srid_mismatch(diag, endpoint, statement, advice)
+    if cls is SRIDMismatch:
+        from geosession.postgis_errors import srid_mismatch  # it raises errors: imported late
+
+        table = _statement_table(statement)
+        mismatch = srid_mismatch(diag, endpoint, statement, table, advice)
+        if mismatch is not None:
+            return mismatch
     where = _where(diag, endpoint, statement)
     return cls(
         f"{diag.message}{_detail(diag)} ({where}). {advice[:1].upper()}{advice[1:]}",
@@ -787,33 +577,6 @@ def _statement_table(statement: Any) -> str | None:
         return str(table.fullname)
     match = _INSERT_TABLE.match(statement) if isinstance(statement, str) else None
     return match.group(1) if match else None
-
-
-def _srid_mismatch(diag: Diagnostics, endpoint: str, statement: Any, advice: str) -> SRIDMismatch:
-    match = _SRID_MISMATCH.search(diag.message)
-    assert match is not None
-    geometry_srid, column_srid = int(match.group(1)), int(match.group(2))
-    table = _statement_table(statement)
-    column = _geometry_column_with_srid(statement, column_srid)
-    column_name = f"{table}.{column}" if table and column else column or "the geometry column"
-    if not column and table:
-        column_name = f"a geometry column of {table}"
-    return SRIDMismatch(
-        f"Geometry SRID {geometry_srid} does not match SRID {column_srid} of {column_name} "
-        f"(on {endpoint}). {advice[:1].upper()}{advice[1:]}",
-        sqlstate=diag.sqlstate,
-        column=column,
-        geometry_srid=geometry_srid,
-        column_srid=column_srid,
-    )
-
-
-def _geometry_column_with_srid(statement: Any, srid: int) -> str | None:
-    """Names the target column when the statement's table has one geometry column of that SRID."""
-    table = getattr(statement, "table", None)
-    columns = getattr(table, "columns", ())
-    matches = [c.name for c in columns if getattr(c.type, "srid", None) == srid]
-    return matches[0] if len(matches) == 1 else None
 
 
 def endpoint_of(engine: Engine | None) -> str:

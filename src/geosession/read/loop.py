@@ -21,12 +21,8 @@ from typing import Any
 
 from sqlalchemy import Select, Subquery
 
-from geosession.errors import (
-    INSTALL_POSTGIS,
-    ConfigurationError,
-    PostGISNotInstalled,
-    postgis_off_search_path,
-)
+from geosession.errors import ConfigurationError, PostGISNotInstalled
+from geosession.postgis_errors import INSTALL_POSTGIS, postgis_off_search_path
 from geosession.read.decode import BatchSizer, Rows, batch_decoder
 from geosession.read.plan import ReadOptions, describe_columns
 from geosession.read.query import DeclareCursor, ReadPlan, fetch_sql
