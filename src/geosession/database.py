@@ -36,7 +36,6 @@ from geosession.errors import (
     LockTimeout,
     PoolExhausted,
     QueryTimeout,
-    endpoint_of,
 )
 from geosession.event_loops import LoopClaim, connected, connected_once
 from geosession.forks import cut_off, keep_inherited, on_fork
@@ -44,6 +43,7 @@ from geosession.ingest.report import IngestReport
 from geosession.observe.instances import count_database, forget_database
 from geosession.observe.metrics import DatabaseMetrics
 from geosession.observe.pool import PoolStats
+from geosession.observe.waits import note_waiting_on_itself, pool_exhausted
 from geosession.read import (
     AsyncGeometryStream,
     ExportResult,
@@ -836,45 +836,10 @@ class SpatialDatabase:
             raise
 
     def _note_waiting_on_itself(self, error: GeoSessionError) -> None:
-        """A lock wait that timed out while this thread holds another connection of the
-        pool (the session closed on the way here is returned already): likely a transaction
-        opened inside another, waiting for the outer's locks, which only its end releases."""
-        monitor = self.metrics.monitor_of(self._engine)
-        if monitor is None or not monitor.holds.held_by_this_thread():
-            return
-        if isinstance(error, QueryTimeout) and "statement timeout" not in error.message:
-            return  # cancelled, not a wait that ran out
-        error.reword(
-            error.message.removesuffix(".")
-            + ". This thread holds another connection of this database too, a session or "
-            "transaction open around this one: if that one holds the lock, this statement "
-            "waited on its own thread (a transaction opened inside another is a second "
-            "transaction, and waits for the first's locks until it ends). Do the work in "
-            "the open session (pass it down), or take a savepoint there: s.begin_nested()"
-        )
+        note_waiting_on_itself(error, self.metrics.monitor_of(self._engine))
 
     def _pool_exhausted(self, engine: Engine) -> PoolExhausted:
-        s = self.settings
-        monitor = self.metrics.monitor_of(engine)
-        holders = monitor.holders_note() if monitor is not None else ""
-        # asyncio tasks share a thread: only a sync checkout can be told waiting on itself
-        own = monitor.holds.held_by_this_thread() if monitor and not engine.dialect.is_async else 0
-        nested = (
-            f"This thread already holds {own} of them and waits for one more: a session, "
-            "transaction or stream opened while another of its own is open needs a second "
-            "connection (under load, threads doing so wait on each other). Pass the open "
-            "session down instead. "
-            if own
-            else ""
-        )
-        return PoolExhausted(
-            f"No pooled connection became free within pool_timeout={s.pool_timeout:g}s: all "
-            f"{s.pool_size} connections of the pool (pool_size={s.pool_size}) and "
-            f"{s.max_overflow} overflow (max_overflow={s.max_overflow}) are checked out "
-            f"(on {endpoint_of(engine)}). {nested}Close sessions promptly "
-            "(`with db.session()`), keep slow work outside them, or raise pool_size / "
-            "max_overflow" + (f". {holders}" if holders else "")
-        )
+        return pool_exhausted(self.settings, engine, self.metrics.monitor_of(engine))
 
 
 def _merge_settings(

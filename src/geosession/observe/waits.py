@@ -1,0 +1,59 @@
+"""What a wait that ran out says about who held what: a pool with no connection free (its
+sizes, its longest holders, this thread's own), and a lock wait that timed out while this
+thread holds another connection of the pool (a transaction opened inside another)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine
+
+from geosession.errors import GeoSessionError, PoolExhausted, QueryTimeout, endpoint_of
+from geosession.observe.metrics import PoolMonitor
+
+if TYPE_CHECKING:
+    from geosession.settings import DatabaseSettings
+
+
+def note_waiting_on_itself(error: GeoSessionError, monitor: PoolMonitor | None) -> None:
+    """A lock wait that timed out while this thread holds another connection of the
+    pool (the session closed on the way here is returned already): likely a transaction
+    opened inside another, waiting for the outer's locks, which only its end releases."""
+    if monitor is None or not monitor.holds.held_by_this_thread():
+        return
+    if isinstance(error, QueryTimeout) and "statement timeout" not in error.message:
+        return  # cancelled, not a wait that ran out
+    error.reword(
+        error.message.removesuffix(".")
+        + ". This thread holds another connection of this database too, a session or "
+        "transaction open around this one: if that one holds the lock, this statement "
+        "waited on its own thread (a transaction opened inside another is a second "
+        "transaction, and waits for the first's locks until it ends). Do the work in "
+        "the open session (pass it down), or take a savepoint there: s.begin_nested()"
+    )
+
+
+def pool_exhausted(
+    settings: DatabaseSettings, engine: Engine, monitor: PoolMonitor | None
+) -> PoolExhausted:
+    """The error for a checkout that waited pool_timeout in vain: the pool's sizes, the
+    longest holders, and this thread's own connections (a session opened inside another)."""
+    holders = monitor.holders_note() if monitor is not None else ""
+    # asyncio tasks share a thread: only a sync checkout can be told waiting on itself
+    own = monitor.holds.held_by_this_thread() if monitor and not engine.dialect.is_async else 0
+    nested = (
+        f"This thread already holds {own} of them and waits for one more: a session, "
+        "transaction or stream opened while another of its own is open needs a second "
+        "connection (under load, threads doing so wait on each other). Pass the open "
+        "session down instead. "
+        if own
+        else ""
+    )
+    return PoolExhausted(
+        f"No pooled connection became free within pool_timeout={settings.pool_timeout:g}s: all "
+        f"{settings.pool_size} connections of the pool (pool_size={settings.pool_size}) and "
+        f"{settings.max_overflow} overflow (max_overflow={settings.max_overflow}) are checked out "
+        f"(on {endpoint_of(engine)}). {nested}Close sessions promptly "
+        "(`with db.session()`), keep slow work outside them, or raise pool_size / "
+        "max_overflow" + (f". {holders}" if holders else "")
+    )
