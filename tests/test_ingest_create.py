@@ -102,6 +102,8 @@ TABLES = (
     "native_points",
     "made_typed_csv",
     "made_werte",
+    "made_exported_csv",
+    "made_two_wkt_csv",
 )
 
 
@@ -1442,6 +1444,39 @@ def test_a_csv_makes_columns_of_the_types_all_its_values_read_as(
         "geom": "geometry(Point,4326)",
     }
     assert admin.execute("SELECT wert FROM made_werte ORDER BY fid").fetchall() == [(12.5,), (7.0,)]
+
+
+def test_a_csv_field_of_wkt_values_is_the_geometry_column_under_its_own_name(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """A CSV export of a geometry column named otherwise than geom or wkt loads back with
+    create=True: the one field whose values are all WKT or EWKT (empty ones aside) is the
+    geometry column, under its name and with its spatial index; with two such fields no
+    guess is made (wkt_column= names one), and both stay text."""
+    path = tmp_path / "exported.csv"
+    path.write_text(
+        "id,footprint,label\n"
+        '1,"POLYGON ((0 0, 1 0, 1 1, 0 0))","POINT is a word"\n'
+        "2,,empty\n"
+        "3,SRID=4326;POINT(5 6),point\n"
+    )
+    report = db.ingest("made_exported_csv", path, create=True, srid=4326)
+    assert report.inserted == 3 and not report.rejected
+    assert columns(admin, "made_exported_csv") == {
+        "fid": "bigint",
+        "id": "integer",
+        "footprint": "geometry(Geometry,4326)",
+        "label": "text",
+    }
+    assert "gist (footprint)" in indexes(admin, "made_exported_csv")
+    stored = admin.execute(
+        "SELECT id, ST_AsText(footprint) FROM made_exported_csv ORDER BY id"
+    ).fetchall()
+    assert stored == [(1, "POLYGON((0 0,1 0,1 1,0 0))"), (2, None), (3, "POINT(5 6)")]
+    two = tmp_path / "two.csv"
+    two.write_text('a,b\nPOINT(1 2),"LINESTRING(0 0,1 1)"\n')
+    assert db.ingest("made_two_wkt_csv", two, create=True).inserted == 1
+    assert columns(admin, "made_two_wkt_csv") == {"fid": "bigint", "a": "text", "b": "text"}
 
 
 def test_digits_a_csv_quotes_while_numbers_are_bare_make_a_text_column(

@@ -560,7 +560,9 @@ def _scalar_kind(value: Any) -> str | None:
 def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
     """A column for each field, of the type all its values read as (:mod:`.text_types`),
     and a geometry column for the WKT column or the coordinates (a Point column, PointZ
-    with a z field, EPSG:4326 for longitude and latitude unless srid= says otherwise)."""
+    with a z field, EPSG:4326 for longitude and latitude unless srid= says otherwise).
+    Without either, the one field whose values are all WKT is the geometry column, under
+    its own name (a CSV export of a column named otherwise, loaded back)."""
     header, delimiter = csv_header(path, options.encoding)
     wkt = wkt_column_of(header, None, options.wkt_column, path)
     points = (
@@ -574,14 +576,17 @@ def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
             kinds.see(values)
             advance(rows)
     types, schema = kinds.sql_types(), SourceSchema()
+    sniffed = kinds.wkt_fields() if wkt is None and points is None else []
     for name in quoted_fields(path, (header, delimiter), options.encoding) & set(fields):
         types[name] = "text"  # digits in quotes where numbers are not: a postcode
     for name in fields:  # a name twice is refused as before, when the schema is renamed
-        schema.add(name, types[name])
+        if sniffed != [name]:
+            schema.add(name, types[name])
     wanted = options.reproject_srid
-    if wkt is not None:
+    if wkt is not None or len(sniffed) == 1:
         srid = wanted if wanted is not None else options.srid
-        schema.add_geometry(schema.free_name(), ["Geometry"], srid, multi=False)
+        name = sniffed[0] if sniffed else schema.free_name()  # the load finds it by name
+        schema.add_geometry(name, ["Geometry"], srid, multi=False)
     elif points is not None:
         _add_points(schema, points, wanted, options.srid)
     return schema

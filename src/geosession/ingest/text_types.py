@@ -2,7 +2,8 @@
 
 Every value of the file is looked at, so that the type fits them all: a field's values
 that all read as one kind make a column of it (integer or bigint, double precision,
-boolean, date, timestamp, timestamptz, time), any other field stays text. Each kind is
+boolean, date, timestamp, timestamptz, time), any other field stays text; a field of WKT
+values is told apart (:meth:`TextKinds.wkt_fields`) for a geometry column. Each kind is
 written as the load reads text into that type (:mod:`.readers`), no wider, so no row is
 refused for the type its own file gave: numbers with leading zeros (postal codes),
 numbers beyond bigint (identifiers) and NULL spelt as text (NA) keep a field text, and a
@@ -22,6 +23,13 @@ from geosession.ingest.readers import INTEGER_RANGES
 
 _MOMENT = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
 _ZONE = r"(?:Z|[-+][0-9]{2}(?::?[0-9]{2})?)"
+_WKT = (
+    r"(?i:(?:SRID=[0-9]+;)?(?:(?:MULTI)?(?:POINT|LINESTRING|POLYGON|CURVE|SURFACE)"
+    r"|GEOMETRYCOLLECTION|CIRCULARSTRING|COMPOUNDCURVE|CURVEPOLYGON|TRIANGLE|TIN"
+    r"|POLYHEDRALSURFACE) ?(?:ZM|Z|M)? ?(?:\([^\n]*\)|EMPTY))"
+)
+"""A geometry's WKT or EWKT by its shape (its type word, then parentheses or EMPTY): what
+makes a field a geometry column when no field is named as one (the load parses it)."""
 
 
 def _shapes(decimal_mark: str) -> dict[str, str]:
@@ -35,6 +43,7 @@ def _shapes(decimal_mark: str) -> dict[str, str]:
         "timestamp": _MOMENT,
         "timestamptz": _MOMENT + _ZONE,
         "time": r"[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?",
+        "wkt": _WKT,
     }
 
 
@@ -97,6 +106,10 @@ class TextKinds:
             distinct = set(column) - {""}
             if _TEXT not in kinds and distinct:
                 kinds |= self._batch_kinds(distinct)
+
+    def wkt_fields(self) -> list[str]:
+        """The fields whose every value (but empty ones) is a geometry's WKT or EWKT."""
+        return [name for name, kinds in self._kinds.items() if kinds == {"wkt"}]
 
     def sql_types(self) -> dict[str, str]:
         """Each field's column type: text for a field of no values, or of mixed kinds."""
