@@ -104,6 +104,7 @@ TABLES = (
     "made_werte",
     "made_exported_csv",
     "made_two_wkt_csv",
+    "made_copied_csv",
 )
 
 
@@ -1452,7 +1453,8 @@ def test_a_csv_field_of_wkt_values_is_the_geometry_column_under_its_own_name(
     """A CSV export of a geometry column named otherwise than geom or wkt loads back with
     create=True: the one field whose values are all WKT or EWKT (empty ones aside) is the
     geometry column, under its name and with its spatial index; with two such fields no
-    guess is made (wkt_column= names one), and both stay text."""
+    guess is made (wkt_column= names one), and both stay text. Hex EWKB (psql's CSV of a
+    geometry) is told the same way."""
     path = tmp_path / "exported.csv"
     path.write_text(
         "id,footprint,label\n"
@@ -1477,6 +1479,13 @@ def test_a_csv_field_of_wkt_values_is_the_geometry_column_under_its_own_name(
     two.write_text('a,b\nPOINT(1 2),"LINESTRING(0 0,1 1)"\n')
     assert db.ingest("made_two_wkt_csv", two, create=True).inserted == 1
     assert columns(admin, "made_two_wkt_csv") == {"fid": "bigint", "a": "text", "b": "text"}
+    located = shapely.set_srid(shapely.Point(7, 8), 4326)
+    copied = tmp_path / "copied.csv"  # as psql's \copy ... csv header writes a geometry
+    copied.write_text(f"id,shape\n1,{shapely.to_wkb(located, hex=True, include_srid=True)}\n")
+    assert db.ingest("made_copied_csv", copied, create=True, srid=4326).inserted == 1
+    assert columns(admin, "made_copied_csv")["shape"] == "geometry(Geometry,4326)"
+    shape = admin.execute("SELECT ST_AsEWKT(shape) FROM made_copied_csv").fetchone()
+    assert shape == ("SRID=4326;POINT(7 8)",)
 
 
 def test_digits_a_csv_quotes_while_numbers_are_bare_make_a_text_column(

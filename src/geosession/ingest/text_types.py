@@ -3,7 +3,7 @@
 Every value of the file is looked at, so that the type fits them all: a field's values
 that all read as one kind make a column of it (integer or bigint, double precision,
 boolean, date, timestamp, timestamptz, time), any other field stays text; a field of WKT
-values is told apart (:meth:`TextKinds.wkt_fields`) for a geometry column. Each kind is
+or hex WKB values is told apart (:meth:`TextKinds.wkt_fields`) for a geometry column. Each kind is
 written as the load reads text into that type (:mod:`.readers`), no wider, so no row is
 refused for the type its own file gave: numbers with leading zeros (postal codes),
 numbers beyond bigint (identifiers) and NULL spelt as text (NA) keep a field text, and a
@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from geosession.geometry import wkb_type_name
 from geosession.ingest.readers import INTEGER_RANGES
 
 _MOMENT = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
@@ -28,8 +29,10 @@ _WKT = (
     r"|GEOMETRYCOLLECTION|CIRCULARSTRING|COMPOUNDCURVE|CURVEPOLYGON|TRIANGLE|TIN"
     r"|POLYHEDRALSURFACE) ?(?:ZM|Z|M)? ?(?:\([^\n]*\)|EMPTY))"
 )
-"""A geometry's WKT or EWKT by its shape (its type word, then parentheses or EMPTY): what
-makes a field a geometry column when no field is named as one (the load parses it)."""
+"""A geometry's WKT or EWKT by its shape (its type word, then parentheses or EMPTY): with
+hex (E)WKB (psql's COPY ... CSV writes geometries so), what makes a field a geometry
+column when no field is named as one (the load parses it)."""
+_GEOMETRY_KINDS = frozenset({"wkt", "hexwkb"})
 
 
 def _shapes(decimal_mark: str) -> dict[str, str]:
@@ -44,6 +47,7 @@ def _shapes(decimal_mark: str) -> dict[str, str]:
         "timestamptz": _MOMENT + _ZONE,
         "time": r"[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?",
         "wkt": _WKT,
+        "hexwkb": r"0[01](?:[0-9A-Fa-f]{2}){20,}",
     }
 
 
@@ -108,8 +112,9 @@ class TextKinds:
                 kinds |= self._batch_kinds(distinct)
 
     def wkt_fields(self) -> list[str]:
-        """The fields whose every value (but empty ones) is a geometry's WKT or EWKT."""
-        return [name for name, kinds in self._kinds.items() if kinds == {"wkt"}]
+        """The fields whose every value (but empty ones) is a geometry's WKT, EWKT or hex
+        (E)WKB."""
+        return [n for n, kinds in self._kinds.items() if kinds and kinds <= _GEOMETRY_KINDS]
 
     def sql_types(self) -> dict[str, str]:
         """Each field's column type: text for a field of no values, or of mixed kinds."""
@@ -166,6 +171,8 @@ def _readable(kind: str, value: str) -> bool:
             dt.datetime.fromisoformat(value)
         elif kind == "time":
             dt.time.fromisoformat(value)
+        elif kind == "hexwkb":  # a hex identifier is no geometry of a known type
+            return not wkb_type_name(bytes.fromhex(value[:10])).startswith("Unknown")
     except ValueError:
         return False
     return True
