@@ -33,10 +33,10 @@ test-oldest: oldest
 
 # CI's share of that: the tests where the drivers' and SQLAlchemy's releases differ most
 # (their errors, lost connections and faults, pools, sessions, models, event loops,
-# streamed reads, PgBouncer, replicas)
+# streamed reads, PgBouncer, replicas, the ingest's binary COPY)
 COMPAT_TESTS := tests/faults tests/test_errors.py tests/test_observe.py tests/test_session.py \
 	tests/test_engine.py tests/test_models.py tests/test_event_loops.py tests/test_stream.py \
-	tests/test_pgbouncer.py tests/test_replicas.py
+	tests/test_pgbouncer.py tests/test_replicas.py tests/test_ingest.py
 test-compat: oldest
 	$(OLDEST)/bin/pytest $(COMPAT_TESTS)
 
