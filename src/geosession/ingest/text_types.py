@@ -127,7 +127,7 @@ class TextKinds:
         shape = next((k for k, p in self._patterns.all_of.items() if p.fullmatch(joined)), None)
         if shape == "integer" and max(map(len, values)) <= _INT4_DIGITS:
             return {"integer"}
-        if shape == "boolean" or (shape == "float" and _finite(joined, values)):
+        if shape in ("boolean", "wkt") or (shape == "float" and _finite(joined, values)):
             return {shape}
         kinds: set[str] = set()
         for value in values:
