@@ -105,6 +105,7 @@ TABLES = (
     "made_exported_csv",
     "made_two_wkt_csv",
     "made_copied_csv",
+    "made_mixed_csv",
 )
 
 
@@ -1454,7 +1455,8 @@ def test_a_csv_field_of_wkt_values_is_the_geometry_column_under_its_own_name(
     create=True: the one field whose values are all WKT or EWKT (empty ones aside) is the
     geometry column, under its name and with its spatial index; with two such fields no
     guess is made (wkt_column= names one), and both stay text. Hex EWKB (psql's CSV of a
-    geometry) is told the same way."""
+    geometry) is told the same way. Without srid=, the column takes the SRID every value
+    states (EWKT, EWKB), or none."""
     path = tmp_path / "exported.csv"
     path.write_text(
         "id,footprint,label\n"
@@ -1475,6 +1477,10 @@ def test_a_csv_field_of_wkt_values_is_the_geometry_column_under_its_own_name(
         "SELECT id, ST_AsText(footprint) FROM made_exported_csv ORDER BY id"
     ).fetchall()
     assert stored == [(1, "POLYGON((0 0,1 0,1 1,0 0))"), (2, None), (3, "POINT(5 6)")]
+    mixed = tmp_path / "mixed.csv"  # one value states an SRID, one does not: none
+    mixed.write_text("id,wkt\n1,SRID=4326;POINT(1 2)\n2,POINT(3 4)\n")
+    assert db.ingest("made_mixed_csv", mixed, create=True).inserted == 2
+    assert columns(admin, "made_mixed_csv")["geom"] == "geometry"
     two = tmp_path / "two.csv"
     two.write_text('a,b\nPOINT(1 2),"LINESTRING(0 0,1 1)"\n')
     assert db.ingest("made_two_wkt_csv", two, create=True).inserted == 1
@@ -1482,8 +1488,8 @@ def test_a_csv_field_of_wkt_values_is_the_geometry_column_under_its_own_name(
     located = shapely.set_srid(shapely.Point(7, 8), 4326)
     copied = tmp_path / "copied.csv"  # as psql's \copy ... csv header writes a geometry
     copied.write_text(f"id,shape\n1,{shapely.to_wkb(located, hex=True, include_srid=True)}\n")
-    assert db.ingest("made_copied_csv", copied, create=True, srid=4326).inserted == 1
-    assert columns(admin, "made_copied_csv")["shape"] == "geometry(Geometry,4326)"
+    assert db.ingest("made_copied_csv", copied, create=True).inserted == 1
+    assert columns(admin, "made_copied_csv")["shape"] == "geometry(Geometry,4326)"  # stated
     shape = admin.execute("SELECT ST_AsEWKT(shape) FROM made_copied_csv").fetchone()
     assert shape == ("SRID=4326;POINT(7 8)",)
 

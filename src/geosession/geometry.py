@@ -488,6 +488,17 @@ def wkb_srid(wkb: bytes) -> int:
     return int.from_bytes(wkb[5:9], order) if kind & _SRID_FLAG else 0
 
 
+def stated_srid(text: str) -> int:
+    """The SRID a geometry's text states: EWKT's ``SRID=`` prefix, or hex EWKB's header
+    (0: none, as in WKT and WKB)."""
+    if text[:5].upper() == "SRID=":
+        return _ewkt_srid(text) or 0
+    try:
+        return wkb_srid(bytes.fromhex(text[:18])) if len(text) >= 18 else 0
+    except ValueError:  # not hex: WKT
+        return 0
+
+
 def without_srid(wkb: bytes) -> bytes:
     """(E)WKB without an SRID in its header (GDAL reads EWKB's Z and M flags, not its
     SRID)."""

@@ -562,14 +562,15 @@ def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
     and a geometry column for the WKT column or the coordinates (a Point column, PointZ
     with a z field, EPSG:4326 for longitude and latitude unless srid= says otherwise).
     Without either, the one field whose values are all WKT is the geometry column, under
-    its own name (a CSV export of a column named otherwise, loaded back)."""
+    its own name (a CSV export of a column named otherwise, loaded back). The column's
+    SRID is srid='s, else the one every value states (EWKT, hex EWKB), else none."""
     header, delimiter = csv_header(path, options.encoding)
     wkt = wkt_column_of(header, None, options.wkt_column, path)
     points = (
         None if wkt is not None else point_columns(header, options.xy_columns, path, NEW_Z_NAMES)
     )
     fields = [h for h in header if h != wkt and (points is None or h not in points.fields)]
-    kinds = TextKinds(fields, decimal_comma=delimiter == ";")
+    kinds = TextKinds(fields + ([wkt] if wkt else []), decimal_comma=delimiter == ";")
     reading = f"reading the types of {path.name}'s fields"
     with counting(options.progress, reading) as advance:
         for rows, values in csv_field_values(path, options.encoding, lambda: kinds.open_fields):
@@ -584,9 +585,10 @@ def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
             schema.add(name, types[name])
     wanted = options.reproject_srid
     if wkt is not None or len(sniffed) == 1:
-        srid = wanted if wanted is not None else options.srid
+        given = next((s for s in (wanted, options.srid) if s is not None), None)
+        stated = kinds.stated_srid(wkt or sniffed[0])  # EWKT's, EWKB's: all the same
         name = sniffed[0] if sniffed else schema.free_name()  # the load finds it by name
-        schema.add_geometry(name, ["Geometry"], srid, multi=False)
+        schema.add_geometry(name, ["Geometry"], given if given is not None else stated, multi=False)
     elif points is not None:
         _add_points(schema, points, wanted, options.srid)
     return schema

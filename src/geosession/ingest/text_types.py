@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from geosession.geometry import wkb_type_name
+from geosession.geometry import stated_srid, wkb_type_name
 from geosession.ingest.readers import INTEGER_RANGES
 
 _MOMENT = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
@@ -96,6 +96,8 @@ class TextKinds:
 
     def __init__(self, fields: Sequence[str], *, decimal_comma: bool) -> None:
         self._kinds: dict[str, set[str]] = {name: set() for name in fields}
+        self._srids: dict[str, set[int]] = {name: set() for name in fields}
+        """The SRIDs the values of a field of geometries state (0: none), up to two."""
         self._patterns = _PATTERNS[decimal_comma]
 
     @property
@@ -110,11 +112,19 @@ class TextKinds:
             distinct = set(column) - {""}
             if _TEXT not in kinds and distinct:
                 kinds |= self._batch_kinds(distinct)
+                srids = self._srids[name]
+                if kinds <= _GEOMETRY_KINDS and len(srids) < 2 and 0 not in srids:
+                    srids.update(stated_srid(value) for value in distinct)  # until known
 
     def wkt_fields(self) -> list[str]:
         """The fields whose every value (but empty ones) is a geometry's WKT, EWKT or hex
         (E)WKB."""
         return [n for n, kinds in self._kinds.items() if kinds and kinds <= _GEOMETRY_KINDS]
+
+    def stated_srid(self, name: str) -> int | None:
+        """The SRID every value of a field of geometries states (EWKT, EWKB), if one."""
+        srids = self._srids[name]
+        return next(iter(srids)) if len(srids) == 1 and 0 not in srids else None
 
     def sql_types(self) -> dict[str, str]:
         """Each field's column type: text for a field of no values, or of mixed kinds."""
