@@ -106,6 +106,8 @@ TABLES = (
     "made_two_wkt_csv",
     "made_copied_csv",
     "made_mixed_csv",
+    "made_wkt_frame",
+    "made_shapely_frame",
 )
 
 
@@ -1492,6 +1494,29 @@ def test_a_csv_field_of_wkt_values_is_the_geometry_column_under_its_own_name(
     assert columns(admin, "made_copied_csv")["shape"] == "geometry(Geometry,4326)"  # stated
     shape = admin.execute("SELECT ST_AsEWKT(shape) FROM made_copied_csv").fetchone()
     assert shape == ("SRID=4326;POINT(7 8)",)
+
+
+def test_a_plain_dataframe_column_of_geometries_is_the_geometry_column(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    """A pandas DataFrame (not a GeoDataFrame) whose one text or object column holds
+    geometries, as WKT, EWKT or hex EWKB (read_csv's) or shapely objects (built from
+    records), makes a geometry column of that name with create=True, in the SRID its
+    values state or srid= names; before, it made a text column."""
+    footprints = ["SRID=4326;POLYGON((0 0,1 0,1 1,0 0))", None, "SRID=4326;POINT(3 4)"]
+    frame = pd.DataFrame({"id": [1, 2, 3], "footprint": footprints})
+    assert db.ingest("made_wkt_frame", frame, create=True).inserted == 3
+    assert columns(admin, "made_wkt_frame") == {
+        "fid": "bigint",
+        "id": "bigint",
+        "footprint": "geometry(Geometry,4326)",
+    }
+    stored = admin.execute("SELECT ST_AsText(footprint) FROM made_wkt_frame ORDER BY id")
+    assert stored.fetchall() == [("POLYGON((0 0,1 0,1 1,0 0))",), (None,), ("POINT(3 4)",)]
+    shapes = pd.DataFrame({"name": ["a", "b"], "shape": [shapely.Point(1, 2), None]})
+    report = db.ingest("made_shapely_frame", shapes, create=True, srid=3857)
+    assert report.inserted == 2 and not report.rejected
+    assert columns(admin, "made_shapely_frame")["shape"] == "geometry(Geometry,3857)"
 
 
 def test_digits_a_csv_quotes_while_numbers_are_bare_make_a_text_column(

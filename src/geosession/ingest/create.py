@@ -26,7 +26,7 @@ import shapely
 from sqlalchemy import Connection, Engine, Table, inspect, text
 
 from geosession.errors import ConfigurationError, DatabaseError
-from geosession.geometry import NOT_IN_GEOS, wkb_type_name
+from geosession.geometry import NOT_IN_GEOS, stated_srid, wkb_type_name
 from geosession.ingest.archives import GdalSource, gdal_source
 from geosession.ingest.arrow_files import open_arrow_file
 from geosession.ingest.arrow_streams import is_arrow_stream, opened_once
@@ -472,11 +472,16 @@ def _frame_schema(
     spatial = any(str(frame[label].dtype) == "geometry" for label in frame.columns)
     labels = [str(c) for c in frame]
     points = None if spatial else point_columns(labels, xy_columns, "", NEW_Z_NAMES)
+    held = None if spatial or points is not None else _geometries_held(frame)
     for label in frame.columns:
         series = frame[label]
         if points is not None and str(label) in points.fields:
             continue  # the point column's coordinates, as a CSV's
-        if str(series.dtype) == "geometry":
+        if label == held:
+            given = next((s for s in (srids.wanted, srids.given) if s is not None), None)
+            srid = given if given is not None else _stated_srid(series)
+            schema.add_geometry(str(label), ["Geometry"], srid, multi=False)
+        elif str(series.dtype) == "geometry":
             types = [str(t) for t in series.geom_type.dropna().unique()]
             z, m = bool(series.has_z.any()), bool(shapely.has_m(series.to_numpy()).any())
             suffix = ("Z" if z else "") + ("M" if m else "")
@@ -488,6 +493,46 @@ def _frame_schema(
     if points is not None:
         _add_points(schema, points, srids.wanted, srids.given)
     return schema
+
+
+_OBJECTS_OR_TEXT = ("object", "string", "str")
+"""Dtypes of a column of Python objects or text (pandas' string dtypes, its default for
+text since 3.0)."""
+
+
+def _geometries_held(frame: Any) -> Any:
+    """The label of a plain DataFrame's one object column whose first values are all
+    geometries (shapely objects, WKT, EWKT or hex EWKB: a DataFrame read from a CSV, or
+    built from records), else None."""
+    found = [
+        label
+        for label in frame.columns
+        if str(frame[label].dtype) in _OBJECTS_OR_TEXT and _holds_geometries(frame[label])
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def _holds_geometries(series: Any) -> bool:
+    values = series.dropna().head(_SAMPLE).tolist()
+    if not values:
+        return False
+    if all(isinstance(v, shapely.Geometry) for v in values):
+        return True
+    if not all(isinstance(v, str) for v in values):
+        return False
+    kinds = TextKinds(["values"], decimal_comma=False)
+    kinds.see({"values": values})
+    return kinds.wkt_fields() == ["values"]
+
+
+def _stated_srid(series: Any) -> int | None:
+    """The SRID every sampled value states (shapely's, EWKT's, EWKB's), if one."""
+    values = series.dropna().head(_SAMPLE).tolist()
+    stated = {
+        int(shapely.get_srid(v)) if isinstance(v, shapely.Geometry) else stated_srid(v)
+        for v in values
+    }
+    return stated.pop() if len(stated) == 1 and 0 not in stated else None
 
 
 def _series_type(series: Any) -> str:
