@@ -108,6 +108,7 @@ TABLES = (
     "made_mixed_csv",
     "made_wkt_frame",
     "made_shapely_frame",
+    "made_wkb_frame",
 )
 
 
@@ -1500,8 +1501,8 @@ def test_a_plain_dataframe_column_of_geometries_is_the_geometry_column(
     db: SpatialDatabase, admin: psycopg.Connection[Any]
 ) -> None:
     """A pandas DataFrame (not a GeoDataFrame) whose one text or object column holds
-    geometries, as WKT, EWKT or hex EWKB (read_csv's) or shapely objects (built from
-    records), makes a geometry column of that name with create=True, in the SRID its
+    geometries, as WKT, EWKT or hex EWKB (read_csv's), WKB (read_sql's) or shapely objects
+    (built from records), makes a geometry column of that name with create=True, in the SRID its
     values state or srid= names; before, it made a text column."""
     footprints = ["SRID=4326;POLYGON((0 0,1 0,1 1,0 0))", None, "SRID=4326;POINT(3 4)"]
     frame = pd.DataFrame({"id": [1, 2, 3], "footprint": footprints})
@@ -1517,6 +1518,11 @@ def test_a_plain_dataframe_column_of_geometries_is_the_geometry_column(
     report = db.ingest("made_shapely_frame", shapes, create=True, srid=3857)
     assert report.inserted == 2 and not report.rejected
     assert columns(admin, "made_shapely_frame")["shape"] == "geometry(Geometry,3857)"
+    located = shapely.set_srid(shapely.Point(5, 6), 4326)
+    queried = pd.DataFrame({"id": [1], "g": [shapely.to_wkb(located, include_srid=True)]})
+    assert db.ingest("made_wkb_frame", queried, create=True).inserted == 1  # read_sql's
+    assert columns(admin, "made_wkb_frame")["g"] == "geometry(Geometry,4326)"
+    assert columns(admin, "made_shapely_frame")["name"] == "text"  # text is not geometry
 
 
 def test_digits_a_csv_quotes_while_numbers_are_bare_make_a_text_column(

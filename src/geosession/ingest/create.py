@@ -26,7 +26,7 @@ import shapely
 from sqlalchemy import Connection, Engine, Table, inspect, text
 
 from geosession.errors import ConfigurationError, DatabaseError
-from geosession.geometry import NOT_IN_GEOS, stated_srid, wkb_type_name
+from geosession.geometry import NOT_IN_GEOS, stated_srid, wkb_srid, wkb_type_name
 from geosession.ingest.archives import GdalSource, gdal_source
 from geosession.ingest.arrow_files import open_arrow_file
 from geosession.ingest.arrow_streams import is_arrow_stream, opened_once
@@ -502,8 +502,8 @@ text since 3.0)."""
 
 def _geometries_held(frame: Any) -> Any:
     """The label of a plain DataFrame's one object column whose first values are all
-    geometries (shapely objects, WKT, EWKT or hex EWKB: a DataFrame read from a CSV, or
-    built from records), else None."""
+    geometries (shapely objects, WKB, or WKT, EWKT or hex EWKB: a DataFrame read from a
+    CSV or a query, or built from records), else None."""
     found = [
         label
         for label in frame.columns
@@ -518,6 +518,8 @@ def _holds_geometries(series: Any) -> bool:
         return False
     if all(isinstance(v, shapely.Geometry) for v in values):
         return True
+    if all(isinstance(v, bytes) for v in values):  # WKB of a known type, not other bytes
+        return all(len(v) >= 21 and not wkb_type_name(v).startswith("Unknown") for v in values)
     if not all(isinstance(v, str) for v in values):
         return False
     kinds = TextKinds(["values"], decimal_comma=False)
@@ -527,12 +529,15 @@ def _holds_geometries(series: Any) -> bool:
 
 def _stated_srid(series: Any) -> int | None:
     """The SRID every sampled value states (shapely's, EWKT's, EWKB's), if one."""
-    values = series.dropna().head(_SAMPLE).tolist()
-    stated = {
-        int(shapely.get_srid(v)) if isinstance(v, shapely.Geometry) else stated_srid(v)
-        for v in values
-    }
+    stated = {_value_srid(v) for v in series.dropna().head(_SAMPLE).tolist()}
     return stated.pop() if len(stated) == 1 and 0 not in stated else None
+
+
+def _value_srid(value: Any) -> int:
+    """The SRID a geometry value states: a shapely object's, (E)WKB's, EWKT's (0: none)."""
+    if isinstance(value, shapely.Geometry):
+        return int(shapely.get_srid(value))
+    return wkb_srid(value) if isinstance(value, bytes) else stated_srid(value)
 
 
 def _series_type(series: Any) -> str:
