@@ -636,7 +636,7 @@ def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
     wanted = options.reproject_srid
     if wkt is not None or len(sniffed) == 1:
         given = next((s for s in (wanted, options.srid) if s is not None), None)
-        stated = kinds.stated_srid(wkt or sniffed[0])  # EWKT's, EWKB's: all the same
+        stated = kinds.srid_of(wkt or sniffed[0])  # EWKT's, EWKB's: all the same
         name = sniffed[0] if sniffed else schema.free_name()  # the load finds it by name
         schema.add_geometry(name, ["Geometry"], given if given is not None else stated, multi=False)
     elif points is not None:

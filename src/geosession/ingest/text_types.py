@@ -3,11 +3,12 @@
 Every value of the file is looked at, so that the type fits them all: a field's values
 that all read as one kind make a column of it (integer or bigint, double precision,
 boolean, date, timestamp, timestamptz, time), any other field stays text; a field of WKT
-or hex WKB values is told apart (:meth:`TextKinds.wkt_fields`) for a geometry column. Each kind is
-written as the load reads text into that type (:mod:`.readers`), no wider, so no row is
-refused for the type its own file gave: numbers with leading zeros (postal codes),
-numbers beyond bigint (identifiers) and NULL spelt as text (NA) keep a field text, and a
-decimal comma counts only in a file separated by semicolons, as the load reads it.
+or hex WKB values is told apart (:meth:`TextKinds.wkt_fields`) for a geometry column.
+Each kind is written as the load reads text into that type (:mod:`.readers`), no wider,
+so no row is refused for the type its own file gave: numbers with leading zeros (postal
+codes), numbers beyond bigint (identifiers) and NULL spelt as text (NA) keep a field
+text, and a decimal comma counts only in a file separated by semicolons, as the load
+reads it.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class TextKinds:
         (E)WKB."""
         return [n for n, kinds in self._kinds.items() if kinds and kinds <= _GEOMETRY_KINDS]
 
-    def stated_srid(self, name: str) -> int | None:
+    def srid_of(self, name: str) -> int | None:
         """The SRID every value of a field of geometries states (EWKT, EWKB), if one."""
         srids = self._srids[name]
         return next(iter(srids)) if len(srids) == 1 and 0 not in srids else None
