@@ -498,10 +498,10 @@ def translate(
         return _unsendable(unsendable, endpoint)
     cls, advice = classify(diag, is_disconnect=is_disconnect, postgis=postgis)
     if cls is SRIDMismatch:
-        from geosession.postgis_errors import srid_mismatch  # it raises errors: imported late
+        from geosession import postgis_errors  # it raises these errors: imported late
 
         table = _statement_table(statement)
-        mismatch = srid_mismatch(diag, endpoint, statement, table, advice)
+        mismatch = postgis_errors.srid_mismatch(diag, endpoint, statement, table, advice)
         if mismatch is not None:
             return mismatch
     where = _where(diag, endpoint, statement)
