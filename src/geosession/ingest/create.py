@@ -620,7 +620,7 @@ def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
         None if wkt is not None else point_columns(header, options.xy_columns, path, NEW_Z_NAMES)
     )
     fields = [h for h in header if h != wkt and (points is None or h not in points.fields)]
-    kinds = TextKinds(fields + ([wkt] if wkt else []), decimal_comma=delimiter == ";")
+    kinds = TextKinds(fields, decimal_comma=delimiter == ";", geometry=wkt)
     reading = f"reading the types of {path.name}'s fields"
     with counting(options.progress, reading) as advance:
         for rows, values in csv_field_values(path, options.encoding, lambda: kinds.open_fields):

@@ -95,27 +95,46 @@ _TYPES: Final[dict[frozenset[str], str]] = {
 class TextKinds:
     """The kinds of value seen so far in each field of a file, batch by batch."""
 
-    def __init__(self, fields: Sequence[str], *, decimal_comma: bool) -> None:
+    def __init__(
+        self, fields: Sequence[str], *, decimal_comma: bool, geometry: str | None = None
+    ) -> None:
         self._kinds: dict[str, set[str]] = {name: set() for name in fields}
-        self._srids: dict[str, set[int]] = {name: set() for name in fields}
+        self._geometry = geometry
+        """A field that is a geometry by its name: only its values' SRIDs are read."""
+        names = [*fields, geometry] if geometry is not None else fields
+        self._srids: dict[str, set[int]] = {name: set() for name in names}
         """The SRIDs the values of a field of geometries state (0: none), up to two."""
         self._patterns = _PATTERNS[decimal_comma]
 
     @property
     def open_fields(self) -> list[str]:
-        """The fields whose kind a value may still change (text is settled)."""
-        return [name for name, kinds in self._kinds.items() if _TEXT not in kinds]
+        """The fields whose kind a value may still change (text is settled), and the
+        geometry field while its SRID is not settled."""
+        fields = [name for name, kinds in self._kinds.items() if _TEXT not in kinds]
+        geometry = self._geometry
+        if geometry is not None and self._reading_srids(geometry):
+            fields.append(geometry)
+        return fields
 
     def see(self, values: Mapping[str, Iterable[str]]) -> None:
         """Takes a batch's values by field ('' for an empty one)."""
         for name, column in values.items():
-            kinds = self._kinds[name]
             distinct = set(column) - {""}
+            if name == self._geometry:
+                if self._reading_srids(name):
+                    self._srids[name].update(stated_srid(value) for value in distinct)
+                continue
+            kinds = self._kinds[name]
             if _TEXT not in kinds and distinct:
                 kinds |= self._batch_kinds(distinct)
-                srids = self._srids[name]
-                if kinds <= _GEOMETRY_KINDS and len(srids) < 2 and 0 not in srids:
-                    srids.update(stated_srid(value) for value in distinct)  # until known
+                if kinds <= _GEOMETRY_KINDS and self._reading_srids(name):
+                    self._srids[name].update(stated_srid(value) for value in distinct)
+
+    def _reading_srids(self, name: str) -> bool:
+        """Whether a field's values could still state one SRID (none yet says none, or
+        another)."""
+        srids = self._srids[name]
+        return len(srids) < 2 and 0 not in srids
 
     def wkt_fields(self) -> list[str]:
         """The fields whose every value (but empty ones) is a geometry's WKT, EWKT or hex
