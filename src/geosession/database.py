@@ -32,7 +32,6 @@ from geosession.diagnose.explain import PlanReport, explain_statement
 from geosession.engine import build_async_engine, build_engine
 from geosession.errors import (
     ConfigurationError,
-    GeoSessionError,
     LockTimeout,
     PoolExhausted,
     QueryTimeout,
@@ -832,11 +831,8 @@ class SpatialDatabase:
         except sa_exc.TimeoutError as error:
             raise self._pool_exhausted(self._engine) from error
         except (LockTimeout, QueryTimeout) as error:
-            self._note_waiting_on_itself(error)
+            note_waiting_on_itself(error, self.metrics.monitor_of(self._engine))
             raise
-
-    def _note_waiting_on_itself(self, error: GeoSessionError) -> None:
-        note_waiting_on_itself(error, self.metrics.monitor_of(self._engine))
 
     def _pool_exhausted(self, engine: Engine) -> PoolExhausted:
         return pool_exhausted(self.settings, engine, self.metrics.monitor_of(engine))
