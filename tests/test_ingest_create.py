@@ -31,6 +31,7 @@ import pyogrio
 import pytest
 import shapely
 from geoalchemy2 import Geometry
+from pyarrow import feather
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from typer.testing import CliRunner
 
@@ -599,13 +600,49 @@ def test_polars_frames_and_parquet_with_geoarrow_fields_make_their_tables(
     pl.DataFrame({"id": [1], "wkb_geometry": [point]}).write_parquet(tmp_path / "plain.parquet")
     report = db.ingest("made_plain_parquet", tmp_path / "plain.parquet", create=True)
     assert columns(admin, "made_plain_parquet")["wkb_geometry"] == "geometry"  # no CRS given
-    unnamed = pl.DataFrame({"id": [1], "footprint": [point]})
+    unnamed = pl.DataFrame({"id": [1], "footprint": [b"\x00\x01"]})  # bytes, not WKB
     with pytest.raises(ConfigurationError, match="no field named geometry.*as_wkb"):
         db.ingest("made_unnamed", unnamed, create=True)
     assert admin.execute("SELECT to_regclass('made_unnamed')").fetchone() == (None,)
     unnamed.write_parquet(tmp_path / "unnamed.parquet")
     with pytest.raises(ConfigurationError, match="unnamed.parquet is a Parquet file .*to_parquet"):
         db.ingest("made_unnamed", tmp_path / "unnamed.parquet", create=True)
+
+
+def test_arrow_data_with_one_field_of_geometries_makes_it_the_geometry_column(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """Arrow data (a polars DataFrame, a pyarrow Table or stream, a Parquet or Arrow IPC
+    file) without GeoArrow or GeoParquet metadata whose one text or binary field holds WKB,
+    WKT, EWKT or hex EWKB under a name of its own was refused by create=True; that field is
+    now the geometry column, in the SRID srid= names or the values state. A stream's rows
+    read to tell are loaded too."""
+    points = [shapely.Point(i, i % 90) for i in range(2500)]
+    wkb = [None, *shapely.to_wkb(points[1:]).tolist()]
+    frame = pl.DataFrame({"name": [str(i) for i in range(2500)], "footprint": wkb})
+    assert db.ingest("held_polars", frame, create=True, srid=3857).inserted == 2500
+    assert columns(admin, "held_polars") == {
+        "fid": "bigint",
+        "name": "text",
+        "footprint": "geometry(Geometry,3857)",
+    }
+    ewkt = pa.table({"id": [7], "g": ["SRID=4326;POINT(5 6)"]})
+    assert db.ingest("held_table", ewkt, create=True).inserted == 1
+    assert columns(admin, "held_table")["g"] == "geometry(Geometry,4326)"  # stated
+    files = {"held.parquet": pq.write_table, "held.arrow": feather.write_feather}
+    for file, write in files.items():
+        write(pa.table({"label": ["a"] * 2500, "shape": shapely.to_wkt(points)}), tmp_path / file)
+        table = file.replace(".", "_")
+        assert db.ingest(table, tmp_path / file, create=True).inserted == 2500
+        assert columns(admin, table)["shape"] == "geometry"  # no SRID stated or given
+    one_by_one = [pa.record_batch({"where": [shapely.to_wkt(p)]}) for p in points]
+    stream = pa.RecordBatchReader.from_batches(one_by_one[0].schema, iter(one_by_one))
+    assert db.ingest("held_stream", stream, create=True).inserted == 2500
+    stored = admin.execute('SELECT ST_X("where") FROM held_stream ORDER BY fid').fetchall()
+    assert [x for (x,) in stored] == [float(i) for i in range(2500)]  # none lost or doubled
+    two = pa.table({"a": ["POINT(1 2)"], "b": ["POINT(3 4)"]})
+    with pytest.raises(ConfigurationError, match="nor just one text or binary field"):
+        db.ingest("held_two", two, create=True)  # no guess between two
 
 
 def test_arrow_data_and_parquet_of_coordinates_make_point_tables(

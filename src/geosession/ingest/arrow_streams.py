@@ -11,8 +11,8 @@ plain Parquet file; their values are read as the WKB or text they hold.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from geosession.errors import ConfigurationError
@@ -36,13 +36,36 @@ class OpenedArrow:
     """The source's type, which messages name (DataFrame, DuckDBPyRelation...)."""
     num_rows: int | None
     """Its rows when it held them (a Table, a polars DataFrame), for the progress bar."""
+    ahead: list[Any] = field(default_factory=list, compare=False, repr=False)
+    """Record batches read ahead (for create=True to sample), which the load reads first."""
 
     @property
     def where(self) -> str:
         return f"the {self.kind}"
 
+    def read_ahead(self, rows: int) -> list[Any]:
+        """The first record batches, of ``rows`` rows or more (fewer at the end of the
+        data), read now and kept for :meth:`batches`."""
+        while sum(batch.num_rows for batch in self.ahead) < rows:
+            try:
+                self.ahead.append(self.reader.read_next_batch())
+            except StopIteration:
+                break
+        return list(self.ahead)
+
+    def batches(self) -> Iterator[Any]:
+        """Every record batch once: those read ahead, then the rest."""
+        while self.ahead:
+            yield self.ahead.pop(0)
+        yield from self.reader
+
     def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
-        return self.reader.__arrow_c_stream__(requested_schema)
+        reader = self.reader
+        if self.ahead:
+            import pyarrow
+
+            reader = pyarrow.RecordBatchReader.from_batches(reader.schema, self.batches())
+        return reader.__arrow_c_stream__(requested_schema)
 
 
 def is_arrow_stream(source: Any) -> bool:
@@ -84,14 +107,14 @@ def arrow_stream_batches(
     opened = opened_once(source)  # imports pyarrow, or says how to install it
     import pyarrow
 
-    where, reader = opened.where, opened.reader
-    geo = schema_geometry(reader.schema, where)
-    names, known, points = geo.targets(reader.schema.names, landing, where, xy_columns=xy_columns)
-    batches = (extension_storage(pyarrow, batch) for batch in _gathered(pyarrow, reader))
+    where, schema = opened.where, opened.reader.schema
+    geo = schema_geometry(schema, where)
+    names, known, points = geo.targets(schema.names, landing, where, xy_columns=xy_columns)
+    batches = (extension_storage(pyarrow, b) for b in _gathered(pyarrow, opened.batches()))
     return arrow_batches(batches, names, landing, known, native=geo.native, points=points)
 
 
-def _gathered(pyarrow: Any, reader: Any) -> Iterator[Any]:
+def _gathered(pyarrow: Any, reader: Iterable[Any]) -> Iterator[Any]:
     """The reader's record batches, small ones joined into one of at least _GATHER rows:
     a stream of one-row batches (a producer that sends rows as they come) would otherwise
     cost a pipeline pass per row."""

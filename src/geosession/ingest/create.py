@@ -15,8 +15,9 @@ import datetime as dt
 import decimal
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import chain, count
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import shapely
 from sqlalchemy import Connection, Engine, Table, inspect, text
 
 from geosession.errors import ConfigurationError, DatabaseError
-from geosession.geometry import NOT_IN_GEOS, stated_srid, wkb_srid, wkb_type_name
+from geosession.geometry import NOT_IN_GEOS, wkb_type_name
 from geosession.ingest.archives import GdalSource, gdal_source
 from geosession.ingest.arrow_files import open_arrow_file
 from geosession.ingest.arrow_streams import is_arrow_stream, opened_once
@@ -52,6 +53,13 @@ from geosession.ingest.files import (
 )
 from geosession.ingest.gdal_batches import mended
 from geosession.ingest.geo_columns import parquet_arrow_schema, schema_geometry, usual_geometry
+from geosession.ingest.held_geometries import (
+    ARROW_CANDIDATES,
+    SAMPLE,
+    arrow_samples,
+    geometry_field,
+    srid_stated,
+)
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.points import NEW_Z_NAMES, PointColumns, point_columns
 from geosession.ingest.progress import counting
@@ -175,6 +183,12 @@ class Srids:
             "file, ogr2ogr -t_srs EPSG:<code>)"
         )
 
+    def held(self, values: list[Any]) -> int | None:
+        """The SRID for a column found holding geometries (held_geometries): srid='s
+        (reproject='s), else the one its values state, else none."""
+        given = next((s for s in (self.wanted, self.given) if s is not None), None)
+        return given if given is not None else srid_stated(values)
+
     def _filed(self, definition: str) -> int | None:
         code = authority(definition)
         if code is None:
@@ -250,7 +264,13 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
         opened = opened_once(source)
         remedy = "or mark the WKB field as GeoArrow WKB (geoarrow.pyarrow's as_wkb)"
         source_is = (opened.where, "Arrow data", remedy)
-        schema = _arrow_schema(opened.reader.schema, srids, source_is, options.xy_columns)
+        schema = _arrow_schema(
+            opened.reader.schema,
+            srids,
+            source_is,
+            options.xy_columns,
+            partial(opened.read_ahead, SAMPLE),
+        )
     else:
         raise ConfigurationError(
             f"Table {table} does not exist, and create=True cannot make it from a "
@@ -272,7 +292,8 @@ def _file_schema(path: Path, options: IngestOptions, srids: Srids) -> SourceSche
     if kind == "arrow":
         remedy = "or write it with GeoDataFrame.to_feather, which adds GeoParquet metadata"
         source_is = (str(path), "an Arrow IPC file", remedy)
-        return _arrow_schema(open_arrow_file(path).schema, srids, source_is, options.xy_columns)
+        reader = open_arrow_file(path)
+        return _arrow_schema(reader.schema, srids, source_is, options.xy_columns, lambda: reader)
     if empty_sequence(path):
         raise ConfigurationError(
             f"{path} is empty (0 bytes): GeoJSON Lines of no features, which declare no "
@@ -379,11 +400,14 @@ def _parquet_schema(
     import pyarrow.parquet
 
     try:
-        arrow = parquet_arrow_schema(pyarrow.parquet.ParquetFile(path))
+        file = pyarrow.parquet.ParquetFile(path)
+        arrow = parquet_arrow_schema(file)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise ConfigurationError(f"cannot read {path} as Parquet: {error}") from error
     remedy = "or write it with GeoDataFrame.to_parquet, which adds GeoParquet metadata"
-    return _arrow_schema(arrow, srids, (str(path), "a Parquet file", remedy), xy_columns)
+    source_is = (str(path), "a Parquet file", remedy)
+    first_batches = partial(file.iter_batches, batch_size=SAMPLE)
+    return _arrow_schema(arrow, srids, source_is, xy_columns, first_batches)
 
 
 def _arrow_schema(
@@ -391,11 +415,13 @@ def _arrow_schema(
     srids: Srids,
     source: tuple[str, str, str],
     xy_columns: tuple[str, ...] | None = None,
+    first_batches: Callable[[], Iterable[Any]] | None = None,
 ) -> SourceSchema:
     """The columns of Arrow data (a Parquet file's, a stream's): its geometry columns are
     those GeoParquet metadata or a GeoArrow extension declares, else a field of a usual
-    geometry name, else a Point column for coordinate fields. ``source``: where it comes
-    from, what it is and how to declare its geometry, for the refusal."""
+    geometry name, else a Point column for coordinate fields, else the one text or binary
+    field whose values in ``first_batches()`` are all geometries. ``source``: where it
+    comes from, what it is and how to declare its geometry, for the refusal."""
     import pyarrow
 
     where, kind, remedy = source
@@ -404,20 +430,26 @@ def _arrow_schema(
     named = usual_geometry(fields) if geo.primary is None else None
     undeclared = geo.primary is None and named is None
     points = point_columns(fields, xy_columns, where, NEW_Z_NAMES) if undeclared else None
-    if undeclared and points is None:
+    held = None
+    if undeclared and points is None and first_batches is not None:
+        held = _arrow_geometries_held(arrow, fields, first_batches)
+    if undeclared and points is None and held is None:
         raise ConfigurationError(
             f"{where} is {kind} that declares no geometry column (no GeoParquet metadata, "
             "no GeoArrow extension) and has no field named geometry, geom or wkb_geometry, "
-            "nor coordinate fields (longitude and latitude, x and y), so create=True cannot "
-            "tell which field holds geometries: name the WKB field so (with srid= for its "
-            f"CRS), give the coordinates' as xy_columns=, create the table first, {remedy}"
+            "nor coordinate fields (longitude and latitude, x and y), nor just one text or binary "
+            "field of WKT or WKB values only, so create=True cannot tell which field holds "
+            "geometries: name the WKB field so (with srid= for its CRS), give the "
+            f"coordinates' as xy_columns=, create the table first, {remedy}"
         )
     crs = geo.crs if named is None else {named: None}  # a usual name's: srid=, or none
     schema = SourceSchema()
     for name in fields:
         if points is not None and name in points.fields:
             continue  # the point column's coordinates, as a CSV's
-        if name in crs:
+        if held is not None and name == held[0]:
+            schema.add_geometry(name, ["Geometry"], srids.held(held[1]), multi=False)
+        elif name in crs:
             types = geo.types.get(name) or ["Geometry"]
             column = srids.column(crs[name], f"{where}'s CRS", name)
             schema.add_geometry(name, types, column, multi=False, geography=name in geo.spherical)
@@ -426,6 +458,19 @@ def _arrow_schema(
     if points is not None:
         _add_points(schema, points, srids.wanted, srids.given)
     return schema
+
+
+def _arrow_geometries_held(
+    arrow: Any, fields: list[str], first_batches: Callable[[], Iterable[Any]]
+) -> tuple[str, list[Any]] | None:
+    """The one text or binary field of Arrow data that holds geometries, and its sampled
+    values (for their SRID), else None."""
+    names = [name for name in fields if str(arrow.field(name).type) in ARROW_CANDIDATES]
+    if not names:
+        return None
+    samples = arrow_samples(first_batches(), names)
+    held = geometry_field(samples)
+    return None if held is None else (held, samples[held])
 
 
 def _arrow_type(pyarrow: Any, arrow_type: Any) -> str:
@@ -478,9 +523,8 @@ def _frame_schema(
         if points is not None and str(label) in points.fields:
             continue  # the point column's coordinates, as a CSV's
         if label == held:
-            given = next((s for s in (srids.wanted, srids.given) if s is not None), None)
-            srid = given if given is not None else _stated_srid(series)
-            schema.add_geometry(str(label), ["Geometry"], srid, multi=False)
+            values = series.dropna().head(SAMPLE).tolist()
+            schema.add_geometry(str(label), ["Geometry"], srids.held(values), multi=False)
         elif str(series.dtype) == "geometry":
             types = [str(t) for t in series.geom_type.dropna().unique()]
             z, m = bool(series.has_z.any()), bool(shapely.has_m(series.to_numpy()).any())
@@ -501,43 +545,14 @@ text since 3.0)."""
 
 
 def _geometries_held(frame: Any) -> Any:
-    """The label of a plain DataFrame's one object column whose first values are all
-    geometries (shapely objects, WKB, or WKT, EWKT or hex EWKB: a DataFrame read from a
-    CSV or a query, or built from records), else None."""
-    found = [
-        label
+    """The label of a plain DataFrame's one object or text column that holds geometries
+    (a DataFrame read from a CSV or a query, or built from records), else None."""
+    samples = {
+        label: frame[label].dropna().head(SAMPLE).tolist()
         for label in frame.columns
-        if str(frame[label].dtype) in _OBJECTS_OR_TEXT and _holds_geometries(frame[label])
-    ]
-    return found[0] if len(found) == 1 else None
-
-
-def _holds_geometries(series: Any) -> bool:
-    values = series.dropna().head(_SAMPLE).tolist()
-    if not values:
-        return False
-    if all(isinstance(v, shapely.Geometry) for v in values):
-        return True
-    if all(isinstance(v, bytes) for v in values):  # WKB of a known type, not other bytes
-        return all(len(v) >= 21 and not wkb_type_name(v).startswith("Unknown") for v in values)
-    if not all(isinstance(v, str) for v in values):
-        return False
-    kinds = TextKinds(["values"], decimal_comma=False)
-    kinds.see({"values": values})
-    return kinds.wkt_fields() == ["values"]
-
-
-def _stated_srid(series: Any) -> int | None:
-    """The SRID every sampled value states (shapely's, EWKT's, EWKB's), if one."""
-    stated = {_value_srid(v) for v in series.dropna().head(_SAMPLE).tolist()}
-    return stated.pop() if len(stated) == 1 and 0 not in stated else None
-
-
-def _value_srid(value: Any) -> int:
-    """The SRID a geometry value states: a shapely object's, (E)WKB's, EWKT's (0: none)."""
-    if isinstance(value, shapely.Geometry):
-        return int(shapely.get_srid(value))
-    return wkb_srid(value) if isinstance(value, bytes) else stated_srid(value)
+        if str(frame[label].dtype) in _OBJECTS_OR_TEXT
+    }
+    return geometry_field(samples)
 
 
 def _series_type(series: Any) -> str:

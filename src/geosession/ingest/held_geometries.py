@@ -1,0 +1,89 @@
+"""Which field of a source holds its geometries when nothing declares one (create=True).
+
+A plain DataFrame's object or text column, or a text or binary field of Arrow data
+without GeoArrow or GeoParquet metadata, holds geometries when its first values (nulls
+aside) all are: shapely objects, WKB or EWKB bytes of a known geometry type (as read_sql
+gives), or WKT, EWKT or hex EWKB text (as a CSV holds). One such field is the geometry
+column, under its own name; two make no guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import shapely
+
+from geosession.geometry import stated_srid, wkb_srid, wkb_type_name
+from geosession.ingest.text_types import TextKinds
+
+SAMPLE = 1000
+"""Values a field is judged by."""
+
+_SMALLEST_WKB = 21
+"""Bytes of the smallest WKB geometry (a point: byte order, type, two doubles)."""
+
+ARROW_CANDIDATES = (
+    "string",
+    "large_string",
+    "string_view",
+    "binary",
+    "large_binary",
+    "binary_view",
+)
+"""Arrow types a field of geometries has without an extension: text and bytes (polars'
+are views)."""
+
+
+def geometry_field(samples: Mapping[str, list[Any]]) -> str | None:
+    """The one field whose sampled values all are geometries, else None."""
+    found = [name for name, values in samples.items() if holds_geometries(values)]
+    return found[0] if len(found) == 1 else None
+
+
+def holds_geometries(values: list[Any]) -> bool:
+    """Whether ``values`` (no nulls among them) are all geometries of one form."""
+    if not values:
+        return False
+    if all(isinstance(v, shapely.Geometry) for v in values):
+        return True
+    if all(isinstance(v, bytes) for v in values):  # WKB of a known type, not other bytes
+        return all(_known_wkb(v) for v in values)
+    if not all(isinstance(v, str) for v in values):
+        return False
+    kinds = TextKinds(["values"], decimal_comma=False)
+    kinds.see({"values": values})
+    return kinds.wkt_fields() == ["values"]
+
+
+def _known_wkb(value: bytes) -> bool:
+    return len(value) >= _SMALLEST_WKB and not wkb_type_name(value).startswith("Unknown")
+
+
+def srid_stated(values: list[Any]) -> int | None:
+    """The SRID every value states (a shapely object's, EWKT's, EWKB's), if they agree on
+    one; None where any states none."""
+    stated = {_value_srid(v) for v in values}
+    return stated.pop() if len(stated) == 1 and 0 not in stated else None
+
+
+def _value_srid(value: Any) -> int:
+    if isinstance(value, shapely.Geometry):
+        return int(shapely.get_srid(value))
+    return wkb_srid(value) if isinstance(value, bytes) else stated_srid(value)
+
+
+def arrow_samples(batches: Iterable[Any], names: list[str]) -> dict[str, list[Any]]:
+    """The values of fields ``names`` in the first SAMPLE rows of record batches, nulls
+    aside."""
+    samples: dict[str, list[Any]] = {name: [] for name in names}
+    rows = 0
+    for batch in batches:
+        part = batch.slice(0, SAMPLE - rows)
+        for name in names:
+            values = part.column(name).to_pylist()  # (drop_null has no view kernels)
+            samples[name].extend(value for value in values if value is not None)
+        rows += part.num_rows
+        if rows >= SAMPLE:
+            break
+    return samples
