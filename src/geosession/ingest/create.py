@@ -11,10 +11,7 @@ columns in any case. Rows in an iterable have no schema to read: their table mus
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
 import os
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -22,7 +19,6 @@ from itertools import chain, count
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import shapely
 from sqlalchemy import Connection, Engine, Table, inspect, text
 
@@ -41,6 +37,7 @@ from geosession.ingest.delimited import (
 )
 from geosession.ingest.encodings import check_encoding, layer_text
 from geosession.ingest.features import as_features, features_frame
+from geosession.ingest.field_types import arrow_type, ogr_type, series_type
 from geosession.ingest.file_read import check_rename
 from geosession.ingest.files import (
     SUPPORTED,
@@ -76,46 +73,6 @@ from geosession.read.plan import quote_identifier
 from geosession.settings import set_local
 from geosession.srs import SRID_BY_AUTHORITY_SQL, authority
 
-_OGR_TYPES = {
-    ("OFTInteger", "OFSTBoolean"): "boolean",
-    ("OFTInteger", "OFSTInt16"): "smallint",
-    ("OFTInteger", "OFSTNone"): "integer",
-    ("OFTInteger64", "OFSTNone"): "bigint",
-    ("OFTReal", "OFSTFloat32"): "real",
-    ("OFTReal", "OFSTNone"): "double precision",
-    ("OFTDate", "OFSTNone"): "date",
-    ("OFTTime", "OFSTNone"): "time",
-    ("OFTDateTime", "OFSTNone"): "timestamptz",
-    ("OFTBinary", "OFSTNone"): "bytea",
-    ("OFTString", "OFSTJSON"): "jsonb",
-    ("OFTString", "OFSTUUID"): "uuid",
-    ("OFTIntegerList", "OFSTBoolean"): "boolean[]",
-    ("OFTIntegerList", "OFSTInt16"): "smallint[]",
-    ("OFTIntegerList", "OFSTNone"): "integer[]",
-    ("OFTInteger64List", "OFSTNone"): "bigint[]",
-    ("OFTRealList", "OFSTFloat32"): "real[]",
-    ("OFTRealList", "OFSTNone"): "double precision[]",
-    ("OFTStringList", "OFSTNone"): "text[]",
-}
-"""GDAL field types by (type, subtype), as ogr2ogr makes them (JSON as jsonb, which can
-be indexed); any other (plain strings) is text."""
-_DTYPES = {
-    "bool": "boolean",
-    "boolean": "boolean",
-    "int8": "smallint",
-    "int16": "smallint",
-    "int32": "integer",
-    "int64": "bigint",
-    "uint8": "smallint",
-    "uint16": "integer",
-    "uint32": "bigint",
-    "uint64": "numeric",
-    "float16": "real",
-    "float32": "real",
-    "float64": "double precision",
-}
-"""numpy, pandas (lowercased: Int64 is int64) and Arrow type names; datetimes are
-timestamp, or timestamptz with a time zone; any other is text."""
 _MULTI = {"POLYGON": "MULTIPOLYGON", "LINESTRING": "MULTILINESTRING"}
 _CREATED_MEANWHILE = ("42P07", "23505")
 """duplicate_table, or the unique violation on the table's row type when a concurrent
@@ -355,9 +312,7 @@ def _vector_schema(
     for name, kind, subtype in kinds:
         if points is not None and str(name) in points.fields:
             continue  # the point column's coordinates, as a CSV's
-        schema.add(
-            str(name), _OGR_TYPES.get((kind, subtype)) or _OGR_TYPES.get((kind, "OFSTNone"), "text")
-        )
+        schema.add(str(name), ogr_type(kind, subtype))
     if info["geometry_type"]:
         shapefile = info["driver"] == "ESRI Shapefile"
         name = info["geometry_name"] or schema.free_name()
@@ -454,7 +409,7 @@ def _arrow_schema(
             column = srids.column(crs[name], f"{where}'s CRS", name)
             schema.add_geometry(name, types, column, multi=False, geography=name in geo.spherical)
         else:
-            schema.add(name, _arrow_type(pyarrow, arrow.field(name).type))
+            schema.add(name, arrow_type(pyarrow, arrow.field(name).type))
     if points is not None:
         _add_points(schema, points, srids.wanted, srids.given)
     return schema
@@ -471,43 +426,6 @@ def _arrow_geometries_held(
     samples = arrow_samples(first_batches(), names)
     held = geometry_field(samples)
     return None if held is None else (held, samples[held])
-
-
-def _arrow_type(pyarrow: Any, arrow_type: Any) -> str:
-    """An Arrow field's SQL type: lists as arrays (of arrays: jsonb), structs and maps as
-    jsonb, a categorical as its values', an extension as its storage's (but Arrow's uuid
-    and json)."""
-    types = pyarrow.types
-    if types.is_list(arrow_type) or types.is_large_list(arrow_type):
-        element = _arrow_type(pyarrow, arrow_type.value_type)
-        return "jsonb" if element.endswith("[]") or element == "jsonb" else f"{element}[]"
-    if types.is_struct(arrow_type) or types.is_map(arrow_type):
-        return "jsonb"
-    if types.is_dictionary(arrow_type):  # a categorical stored in Parquet
-        return _arrow_type(pyarrow, arrow_type.value_type)
-    if isinstance(arrow_type, pyarrow.BaseExtensionType):
-        known = _ARROW_EXTENSIONS.get(arrow_type.extension_name)
-        return known or _arrow_type(pyarrow, arrow_type.storage_type)
-    return _arrow_scalar_type(types, arrow_type)
-
-
-_ARROW_EXTENSIONS = {"arrow.uuid": "uuid", "arrow.json": "jsonb"}
-_ARROW_TIMES = (("is_date", "date"), ("is_time", "time"), ("is_duration", "interval"))
-
-
-def _arrow_scalar_type(types: Any, arrow_type: Any) -> str:
-    if types.is_timestamp(arrow_type):
-        return "timestamptz" if arrow_type.tz else "timestamp"
-    if types.is_decimal(arrow_type):  # its precision and scale, as exported
-        return f"numeric({arrow_type.precision}, {arrow_type.scale})"
-    for test, sql_type in _ARROW_TIMES:
-        if getattr(types, test)(arrow_type):
-            return sql_type
-    name = str(arrow_type)
-    if name in ("binary", "large_binary", "binary_view"):  # polars' are views
-        return "bytea"
-    name = {"halffloat": "float32", "float": "float32", "double": "float64"}.get(name, name)
-    return _DTYPES.get(name, "text")
 
 
 def _frame_schema(
@@ -533,7 +451,7 @@ def _frame_schema(
             column = srids.column(series.crs, "the GeoDataFrame's CRS", str(label))
             schema.add_geometry(str(label), types, column, multi=False)
         else:
-            schema.add(str(label), _series_type(series))
+            schema.add(str(label), series_type(series))
     if points is not None:
         _add_points(schema, points, srids.wanted, srids.given)
     return schema
@@ -553,73 +471,6 @@ def _geometries_held(frame: Any) -> Any:
         if str(frame[label].dtype) in _OBJECTS_OR_TEXT
     }
     return geometry_field(samples)
-
-
-def _series_type(series: Any) -> str:
-    """A DataFrame column's type from its dtype: numpy's, pandas' nullable ones, Arrow's
-    (``dtype_backend="pyarrow"``), a categorical's categories', an object column's values."""
-    dtype = series.dtype
-    if hasattr(dtype, "pyarrow_dtype"):  # pandas.ArrowDtype
-        import pyarrow
-
-        return _arrow_type(pyarrow, dtype.pyarrow_dtype)
-    if str(dtype) == "category":
-        return _series_type(dtype.categories.to_series())
-    if dtype.kind == "m":
-        return "interval"
-    if dtype.kind == "M":
-        return "timestamptz" if getattr(dtype, "tz", None) else "timestamp"
-    if str(dtype) == "object":
-        return _object_type(series)
-    return _DTYPES.get(str(dtype).lower(), "text")
-
-
-_SAMPLE = 1000
-"""Values of an object column looked at for its type."""
-_SCALAR_TYPES = (
-    (bool, "boolean"),  # before int: a bool is an int
-    (int, "bigint"),
-    (float, "double precision"),
-    (decimal.Decimal, "numeric"),
-    (str, "text"),
-    (bytes, "bytea"),
-    (uuid.UUID, "uuid"),
-    (dt.date, "date"),  # datetimes are told apart first
-    (dt.time, "time"),
-    (dt.timedelta, "interval"),
-)
-
-
-def _object_type(series: Any) -> str:
-    """An object column's type from its first values: Python scalars of one kind (dates,
-    Decimals, UUIDs, bytes, booleans with None...) are that type, as an INSERT of them
-    would be; lists (or numpy arrays, as geopandas.read_file gives list fields) of one
-    scalar kind are an array of it, mappings and other lists jsonb, anything else text."""
-    values = series.dropna().head(_SAMPLE).tolist()
-    if not values:
-        return "text"
-    if all(isinstance(v, dict) for v in values):
-        return "jsonb"
-    if not all(isinstance(v, list | tuple | np.ndarray) for v in values):
-        return _scalar_type(values) or "text"
-    element = _scalar_type([e for v in values for e in v if e is not None])
-    return f"{element}[]" if element else "jsonb"
-
-
-def _scalar_type(values: list[Any]) -> str | None:
-    """The SQL type of values all of one kind (integers among floats: floats), else None."""
-    kinds = {_scalar_kind(v) for v in values}
-    if kinds == {"bigint", "double precision"}:
-        return "double precision"
-    return kinds.pop() if len(kinds) == 1 else None
-
-
-def _scalar_kind(value: Any) -> str | None:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, dt.datetime):
-        return "timestamptz" if value.tzinfo is not None else "timestamp"
-    return next((sql_type for kind, sql_type in _SCALAR_TYPES if isinstance(value, kind)), None)
 
 
 def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
