@@ -24,7 +24,7 @@ import numpy as np
 import shapely
 
 from geosession.errors import ConfigurationError
-from geosession.ingest.validate import Unreadable
+from geosession.ingest.geometry_values import Unreadable
 from geosession.ingest.values import with_decimal_point
 
 _WGS84 = 4326
