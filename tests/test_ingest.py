@@ -188,6 +188,8 @@ def test_generator_loads_every_row_exactly_once(db: SpatialDatabase, table: str)
     assert (report.chunk_size_min, report.chunk_size_max) == (2_000, 4_000)  # as committed
     assert table_state(db) == (30_000, 30_000, source_checksum(30_000))
     assert "30,000" in str(report) and "2,000 – 4,000 rows" in str(report)
+    title = f'Ingest {report.ingest_id} into "public"."{table}": complete'
+    assert str(report).splitlines()[0].strip() == title  # on one line, though wider than 72
 
 
 def test_a_source_smaller_than_a_chunk_reports_its_own_size(

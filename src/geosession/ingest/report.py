@@ -11,6 +11,9 @@ from rich.table import Table
 
 from geosession.ingest.rejects import Rejects
 
+_MIN_WIDTH = 72
+"""Characters a report's table is wide at least."""
+
 
 @dataclass
 class IngestReport:
@@ -101,9 +104,10 @@ class IngestReport:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         state = "complete" if self.completed else "INCOMPLETE"
         state += " (dry run: every chunk rolled back, nothing kept)" if self.dry_run else ""
-        table = Table(
-            min_width=72,
-            title=f"Ingest {self.ingest_id} into {self.target}: {state}",
+        title = f"Ingest {self.ingest_id} into {self.target}: {state}"
+        table = Table(  # as wide as its title, where the console allows: on one line
+            min_width=min(max(_MIN_WIDTH, len(title)), options.max_width),
+            title=title,
             show_header=False,
             title_justify="left",
         )
