@@ -899,6 +899,11 @@ def test_cli_loads_standard_input_and_resumes_when_the_same_data_comes_again(
     assert admin.execute("SELECT count(*) FROM piped").fetchone() == (25,)
     empty = runner.invoke(app, ["ingest", "-", "piped"], input=b"")
     assert empty.exit_code != 0 and "Standard input is empty" in str(empty.exception)
+    assert "--format geojson writes an empty FeatureCollection" in str(empty.exception)
+    none = runner.invoke(
+        app, ["ingest", "-", "piped"], input=b'{"type":"FeatureCollection","features":[]}'
+    )
+    assert none.exit_code == 0 and admin.execute("SELECT count(*) FROM piped").fetchone() == (25,)
     cut = runner.invoke(app, ["ingest", "-", "piped"], input=geojson.read_bytes()[:2000])
     assert cut.exit_code != 0 and "cannot read standard input as" in str(cut.exception)
     assert "stdin.geojson" not in str(cut.exception)  # the spooled copy is gone

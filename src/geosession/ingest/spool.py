@@ -90,7 +90,12 @@ def suffix_of(head: bytes, name: str = "standard input") -> str:
             return suffix
     text = head.lstrip(_BLANK)
     if not text:
-        raise ConfigurationError(f"{subject} is empty: nothing to load")
+        raise ConfigurationError(
+            f"{subject} is empty: nothing to load (a download that failed gives nothing; so "
+            "does an export of no rows as GeoJSON Lines, whose format has no header: "
+            "geosession export ... --format geojson writes an empty FeatureCollection, "
+            "which loads no rows)"
+        )
     if text.startswith(b"\x1e") or (text.startswith(b"{") and _is_feature_line(text)):
         return ".geojsonl"  # GeoJSON Text Sequence, or newline-delimited features
     if text.startswith(b"{"):
