@@ -1599,6 +1599,36 @@ def test_digits_a_csv_quotes_while_numbers_are_bare_make_a_text_column(
     admin.execute("DROP TABLE codes")
 
 
+def test_decimals_and_dates_a_csv_quotes_keep_their_types(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """Quoting where numbers are bare made every quoted field text: geosession's export
+    of a numeric column ("12.34", quoted to keep every digit) came back as text, and so
+    did the dates Python's csv.QUOTE_NONNUMERIC quotes. Quoted decimals are numeric now,
+    exact; quoted dates keep their type; quoted digits stay text (a postcode)."""
+    admin.execute(
+        "DROP TABLE IF EXISTS prices; CREATE TABLE prices (id int, price numeric(22, 2), "
+        "geom geometry(Point, 4326)); INSERT INTO prices VALUES "
+        "(1, 12345678901234567890.12, 'SRID=4326;POINT(1 2)'), (2, 0.5, NULL)"
+    )
+    exported = tmp_path / "prices.csv"
+    db.export("SELECT * FROM prices ORDER BY id", exported)
+    db.ingest("prices_again", exported, create=True)
+    assert columns(admin, "prices_again")["price"] == "numeric"
+    stored = admin.execute("SELECT price FROM prices_again ORDER BY id").fetchall()
+    assert stored == [(decimal.Decimal("12345678901234567890.12"),), (decimal.Decimal("0.50"),)]
+    path = tmp_path / "python.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, quoting=csv.QUOTE_NONNUMERIC)
+        writer.writerow(["id", "born", "postcode", "wkt"])
+        writer.writerow([1, dt.date(2020, 1, 2).isoformat(), "01234", "POINT(1 2)"])
+        writer.writerow([2, dt.date(2021, 3, 4).isoformat(), "75001", "POINT(3 4)"])
+    db.ingest("python_quoted", path, create=True)
+    made = columns(admin, "python_quoted")
+    assert (made["id"], made["born"], made["postcode"]) == ("integer", "date", "text")
+    admin.execute("DROP TABLE prices")
+
+
 def test_a_csv_of_x_y_and_z_makes_a_pointz_table(
     db: SpatialDatabase,
     admin: psycopg.Connection[Any],

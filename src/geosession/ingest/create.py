@@ -495,7 +495,7 @@ def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
     types, schema = kinds.sql_types(), SourceSchema()
     sniffed = kinds.wkt_fields() if wkt is None and points is None else []
     for name in quoted_fields(path, (header, delimiter), options.encoding) & set(fields):
-        types[name] = "text"  # digits in quotes where numbers are not: a postcode
+        types[name] = _QUOTED.get(types[name], types[name])
     for name in fields:  # a name twice is refused as before, when the schema is renamed
         if sniffed != [name]:
             schema.add(name, types[name])
@@ -508,6 +508,12 @@ def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
     elif points is not None:
         _add_points(schema, points, wanted, options.srid)
     return schema
+
+
+_QUOTED = {"integer": "text", "bigint": "text", "double precision": "numeric"}
+"""A field's type when a file quotes its values where it leaves numbers bare: digits so
+quoted are a code (a postcode, "75001"), decimals exact (Python's Decimal, geosession's
+export of numeric: every digit kept); dates, times and booleans are what they are."""
 
 
 def _add_points(
