@@ -609,6 +609,47 @@ def test_polars_frames_and_parquet_with_geoarrow_fields_make_their_tables(
         db.ingest("made_unnamed", tmp_path / "unnamed.parquet", create=True)
 
 
+def test_features_past_the_sample_widen_the_table_they_load_into(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    """create=True types GeoJSON Features' properties from the first 10,000: a float after
+    them in a property of integers, or text in one of numbers, was a reject, a property
+    first seen later stopped the load (no column took it), and another geometry type was a
+    reject. Every feature's kinds now widen the table."""
+    point = {"type": "Point", "coordinates": [1, 2]}
+    features = [
+        {"type": "Feature", "geometry": point, "properties": {"n": n, "h": 10, "kind": 3}}
+        for n in range(10_050)
+    ]
+    features[10_010]["properties"]["h"] = 10.5
+    features[10_011]["properties"]["kind"] = "tall"
+    features[10_020]["properties"]["note"] = "late"
+    features[10_030]["geometry"] = {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}
+    report = db.ingest(
+        "late_kinds", {"type": "FeatureCollection", "features": features}, create=True
+    )
+    assert (report.inserted, report.rejected) == (10_050, [])
+    assert columns(admin, "late_kinds") == {
+        "fid": "bigint",
+        "n": "bigint",
+        "h": "double precision",
+        "kind": "text",
+        "geom": "geometry(Geometry,4326)",
+        "note": "text",
+    }
+    stored = admin.execute(
+        "SELECT h, kind, note, GeometryType(geom) FROM late_kinds WHERE n IN (0, 10010, 10011, "
+        "10020, 10030) ORDER BY n"
+    ).fetchall()
+    assert stored == [
+        (10.0, "3", None, "POINT"),
+        (10.5, "3", None, "POINT"),
+        (10.0, "tall", None, "POINT"),
+        (10.0, "3", "late", "POINT"),
+        (10.0, "3", None, "LINESTRING"),
+    ]
+
+
 def test_arrow_data_with_one_field_of_geometries_makes_it_the_geometry_column(
     db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
 ) -> None:

@@ -12,7 +12,7 @@ columns in any case. Rows in an iterable have no schema to read: their table mus
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import chain, count
@@ -36,7 +36,7 @@ from geosession.ingest.delimited import (
     wkt_column_of,
 )
 from geosession.ingest.encodings import check_encoding, layer_text
-from geosession.ingest.features import as_features, features_frame
+from geosession.ingest.features import as_features, features_frame, later_kinds
 from geosession.ingest.field_types import arrow_type, ogr_type, series_type
 from geosession.ingest.file_read import check_rename
 from geosession.ingest.files import (
@@ -91,6 +91,14 @@ class SourceSchema:
 
     def add(self, name: str, sql_type: str) -> None:
         self.columns.append((name, sql_type))
+
+    def retype(self, name: str, sql_type: str) -> None:
+        """Column ``name`` of type ``sql_type``: its type changed, or a column added."""
+        at = next((i for i, (column, _) in enumerate(self.columns) if column == name), None)
+        if at is None:
+            self.add(name, sql_type)
+        else:
+            self.columns[at] = (name, sql_type)
 
     def free_name(self) -> str:
         """A name for a geometry the source does not name, that no field has."""
@@ -215,7 +223,10 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
         schema = _frame_schema(source, srids, options.xy_columns)
     elif (features := as_features(source)) is not None:
         frame, identified = features_frame(features)
-        schema = _frame_schema(frame, srids)
+        later = later_kinds(features)
+        schema = _frame_schema(frame, srids, later_geometry_types=later.geometry_types)
+        for name, sql_type in later.properties.items():
+            schema.retype(name, sql_type)
         schema.key = "id" if identified else schema.key  # the Features' ids go there
     elif is_arrow_stream(source):
         opened = opened_once(source)
@@ -429,8 +440,14 @@ def _arrow_geometries_held(
 
 
 def _frame_schema(
-    frame: Any, srids: Srids, xy_columns: tuple[str, ...] | None = None
+    frame: Any,
+    srids: Srids,
+    xy_columns: tuple[str, ...] | None = None,
+    *,
+    later_geometry_types: Collection[str] = (),
 ) -> SourceSchema:
+    """The columns of a DataFrame; ``later_geometry_types``: types of geometries of the
+    source's that the frame (a sample of it) does not hold."""
     schema = SourceSchema()
     spatial = any(str(frame[label].dtype) == "geometry" for label in frame.columns)
     labels = [str(c) for c in frame]
@@ -445,6 +462,7 @@ def _frame_schema(
             schema.add_geometry(str(label), ["Geometry"], srids.held(values), multi=False)
         elif str(series.dtype) == "geometry":
             types = [str(t) for t in series.geom_type.dropna().unique()]
+            types += sorted(set(later_geometry_types) - set(types))
             z, m = bool(series.has_z.any()), bool(shapely.has_m(series.to_numpy()).any())
             suffix = ("Z" if z else "") + ("M" if m else "")
             types = [f"{t} {suffix}" for t in types] if suffix else types
