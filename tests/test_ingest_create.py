@@ -1272,6 +1272,27 @@ def test_object_columns_of_python_values_get_their_types(
     assert stored[1][1:-1] == (*[None] * 6, 0.5, None, None, None, [])
 
 
+def test_an_object_column_of_other_kinds_after_its_first_values_is_typed_by_all(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    """An object column was typed by its first 1,000 values: codes that are numbers there
+    and text later ("n/a", as a spreadsheet's column reads) made a bigint column that set
+    the text aside, and integers before a float one that set the float aside."""
+    codes: list[object] = [*range(1_500), "n/a"]
+    shares: list[object] = [*range(1_500), 0.5]
+    frame = gpd.GeoDataFrame(
+        {"code": codes, "share": shares, "n": range(1_501)},
+        geometry=[shapely.Point(1, 2)] * 1_501,
+        crs=4326,
+    ).astype({"code": object, "share": object})
+    report = db.ingest("late_objects", frame, create=True)
+    assert (report.inserted, report.rejected) == (1_501, [])
+    made = columns(admin, "late_objects")
+    assert (made["code"], made["share"], made["n"]) == ("text", "double precision", "bigint")
+    last = admin.execute("SELECT code, share FROM late_objects WHERE n = 1500").fetchone()
+    assert last == ("n/a", 0.5)
+
+
 def test_arrow_backed_and_categorical_columns_get_their_types(
     db: SpatialDatabase, admin: psycopg.Connection[Any]
 ) -> None:

@@ -115,7 +115,8 @@ def series_type(series: Any) -> str:
 
 
 _SAMPLE = 1000
-"""Values of an object column looked at for its type."""
+"""Values of an object column its type is read from, when no later one is of another
+Python type."""
 _SCALAR_TYPES = (
     (bool, "boolean"),  # before int: a bool is an int
     (int, "bigint"),
@@ -131,11 +132,16 @@ _SCALAR_TYPES = (
 
 
 def _object_type(series: Any) -> str:
-    """An object column's type from its first values: Python scalars of one kind (dates,
-    Decimals, UUIDs, bytes, booleans with None...) are that type, as an INSERT of them
-    would be; lists (or numpy arrays, as geopandas.read_file gives list fields) of one
-    scalar kind are an array of it, mappings and other lists jsonb, anything else text."""
-    values = series.dropna().head(_SAMPLE).tolist()
+    """An object column's type from its first values, or from all of them where later
+    ones are of other Python types (text after numbers, as a spreadsheet's column of codes
+    and "n/a" reads): Python scalars of one kind (dates, Decimals, UUIDs, bytes, booleans
+    with None...) are that type, as an INSERT of them would be; lists (or numpy arrays, as
+    geopandas.read_file gives list fields) of one scalar kind are an array of it, mappings
+    and other lists jsonb, anything else text."""
+    present = series.dropna().tolist()
+    values = present[:_SAMPLE]
+    if set(map(type, present)) != set(map(type, values)):  # a pass in C
+        values = present
     if not values:
         return "text"
     if all(isinstance(v, dict) for v in values):
