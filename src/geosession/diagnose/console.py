@@ -32,7 +32,8 @@ from geosession.diagnose.activity import (
     hidden_sessions,
     see_all_advice,
 )
-from geosession.diagnose.doctor import Check, DoctorReport
+from geosession.diagnose.checklist import Check
+from geosession.diagnose.doctor import DoctorReport
 from geosession.diagnose.explain import PlanReport
 from geosession.diagnose.nodes import PlanNode
 

@@ -10,75 +10,28 @@ extension-owned tables (PostGIS's own), or only at ``schemas`` when given.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
 from geosession.diagnose.activity import hidden_sessions, see_all_advice
-from geosession.diagnose.advice import (
-    ANALYZED_SQL,
-    BUILDING_INDEXES_SQL,
-    INDEXED_SQL,
-    INVALID_INDEX_CAUSE,
-    INVALID_INDEXES_SQL,
-    SPATIAL_COLUMN_SQL,
-    USER_TABLES_SQL,
-    qualified,
-    quote,
+from geosession.diagnose.advice import quote
+from geosession.diagnose.checklist import Check, CheckContext, CheckFunction, Status
+from geosession.diagnose.table_checks import (
+    deferred_indexes,
+    degree_extents,
+    sequences,
+    spatial_indexes,
+    srid,
+    statistics,
 )
-from geosession.diagnose.sequences import behind_sequences
 from geosession.engine import build_engine
 from geosession.errors import GeoSessionError, endpoint_of
-from geosession.ingest.ledger import DEFERRED
-from geosession.ingest.target import DATABASE_IDENTITY
 from geosession.replicas import LAG_SQL
 from geosession.settings import DatabaseSettings
-from geosession.srs import in_degrees, spatial_ref
 
-Status = Literal["ok", "warn", "fail", "skip"]
-
-_UNINDEXED = text(
-    "SELECT n.nspname, c.relname, a.attname, "  # noqa: S608 (constants only)
-    f"{INVALID_INDEXES_SQL} AS invalid, {BUILDING_INDEXES_SQL} AS building FROM pg_attribute a "
-    "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-    f"WHERE {SPATIAL_COLUMN_SQL} AND a.attnum > 0 AND NOT a.attisdropped "
-    "AND c.relkind IN ('r', 'p', 'm') AND NOT c.relispartition AND "
-    f"{USER_TABLES_SQL} "
-    f"AND NOT {INDEXED_SQL} ORDER BY 1, 2, 3"
-)
-_NEVER_ANALYZED = text(
-    "SELECT n.nspname, c.relname FROM pg_class c "  # noqa: S608 (constants only)
-    "JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid "
-    "WHERE c.relkind IN ('r', 'm') AND "
-    f"{USER_TABLES_SQL} "
-    f"AND NOT {ANALYZED_SQL} "
-    "AND greatest(c.reltuples, coalesce(s.n_live_tup, 0)) "
-    "> CAST(current_setting('autovacuum_analyze_threshold') AS float8) ORDER BY 1, 2"
-)
-_SRID_ZERO = text(
-    "SELECT g.f_table_schema, g.f_table_name, g.f_geometry_column FROM geometry_columns g "
-    "WHERE g.srid = 0 AND (CAST(:schemas AS text[]) IS NULL "
-    "OR g.f_table_schema = ANY (CAST(:schemas AS text[]))) ORDER BY 1, 2, 3"
-)
-# DEFERRED is the ledger's constant table name, never user input. A record made here for
-# another table of the name (dropped and made again) is not this one's (the next ingest
-# forgets it); its table is read through to_jsonb, as a ledger made by an earlier
-# geosession lacks those columns until an ingest adds them.
-_DEFERRED = text(
-    "SELECT n.nspname, c.relname, d.index_name, d.definition "  # noqa: S608
-    f"FROM {DEFERRED} d JOIN pg_class c ON c.oid = to_regclass(d.target) "
-    "JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "CROSS JOIN LATERAL (SELECT (to_jsonb(d) ->> 'target_oid')::oid AS oid, "
-    "to_jsonb(d) ->> 'target_database' AS database) made_for "
-    "WHERE (CAST(:schemas AS text[]) IS NULL OR n.nspname = ANY (CAST(:schemas AS text[]))) "
-    "AND (made_for.oid IS NULL OR made_for.oid = c.oid "
-    f"OR NOT coalesce(made_for.database = {DATABASE_IDENTITY}, true)) "
-    "AND to_regclass(quote_ident(n.nspname) || '.' || quote_ident(d.index_name)) IS NULL "
-    "ORDER BY 1, 2, 3"
-)
 _IDLE_IN_TRANSACTION = text(
     "SELECT pid, application_name, extract(epoch FROM clock_timestamp() - state_change)::float8 "
     "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
@@ -91,42 +44,6 @@ _LONG_RUNNING = text(
     "AND backend_type = 'client backend' AND state = 'active' "
     "AND clock_timestamp() - query_start > make_interval(secs => :seconds) ORDER BY 3 DESC"
 )
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of the checklist."""
-
-    name: str
-    status: Status
-    detail: str
-    fix: str = ""
-    """What to do, with the SQL to run where there is one (all of ``statements``)."""
-    statements: tuple[str, ...] = ()
-    """The SQL of the fix, a statement (or a pair that goes together) for each object."""
-
-    @classmethod
-    def with_sql(
-        cls, name: str, status: Status, detail: str, statements: Sequence[str], advice: str = ""
-    ) -> Check:
-        """A check whose fix is SQL to run, one statement per object it names."""
-        fix = " ".join([advice, *statements]) if advice else " ".join(statements)
-        return cls(name, status, detail, fix, tuple(statements))
-
-    @property
-    def advice(self) -> str:
-        """What the fix says besides its statements (:meth:`with_sql` puts them last)."""
-        return self.fix.removesuffix(" ".join(self.statements)).strip()
-
-
-_LISTED = 10
-"""Objects a result names before it counts the rest (the fix's statements name all)."""
-
-
-def _listed(names: Sequence[str], separator: str = ", ") -> str:
-    if len(names) <= _LISTED:
-        return separator.join(names)
-    return f"{separator.join(names[:_LISTED])} and {len(names) - _LISTED} more"
 
 
 @dataclass(frozen=True)
@@ -154,17 +71,6 @@ class DoctorReport:
         return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class _Context:
-    settings: DatabaseSettings
-    schemas: list[str] | None
-    long_running: float
-    idle_after: float
-
-
-CheckFunction = Callable[[Connection, _Context], Check]
-
-
 def run_doctor(
     engine: Engine,
     settings: DatabaseSettings,
@@ -174,7 +80,7 @@ def run_doctor(
     idle_after: float = 1.0,
 ) -> DoctorReport:
     """Runs every check on ``engine``'s database; the connection check first."""
-    context = _Context(settings, list(schemas) if schemas else None, long_running, idle_after)
+    context = CheckContext(settings, list(schemas) if schemas else None, long_running, idle_after)
     try:
         with engine.connect() as connection:
             checks = [_connection(connection)]
@@ -189,16 +95,12 @@ def run_doctor(
     return DoctorReport(tuple(checks))
 
 
-def _run(engine: Engine, name: str, check: CheckFunction, context: _Context) -> Check:
+def _run(engine: Engine, name: str, check: CheckFunction, context: CheckContext) -> Check:
     try:
         with engine.connect() as connection:
             return check(connection, context)
     except GeoSessionError as error:
         return Check(name, "fail", f"could not check: {error.message}")
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _connection(connection: Connection) -> Check:
@@ -213,7 +115,7 @@ def _connection(connection: Connection) -> Check:
     return Check("connection", "ok", f"connected to {database} as {user}{server} ({ms:.1f} ms)")
 
 
-def _postgresql_version(connection: Connection, context: _Context) -> Check:
+def _postgresql_version(connection: Connection, context: CheckContext) -> Check:
     number = int(connection.execute(text("SHOW server_version_num")).scalar_one())
     version = connection.execute(text("SHOW server_version")).scalar_one()
     if number < 120000:
@@ -230,7 +132,7 @@ _POSTGIS = text(
 )
 
 
-def _postgis_version(connection: Connection, context: _Context) -> Check:
+def _postgis_version(connection: Connection, context: CheckContext) -> Check:
     """PostGIS installed, 3 or later, at the version of the server's PostGIS package (after
     the package is upgraded, a database keeps the old functions until it is updated too),
     and in a schema on the search_path."""
@@ -266,7 +168,7 @@ def _postgis_version(connection: Connection, context: _Context) -> Check:
     return Check("postgis version", "ok", str(version))
 
 
-def _pool_size(connection: Connection, context: _Context) -> Check:
+def _pool_size(connection: Connection, context: CheckContext) -> Check:
     s = context.settings
     per_process = s.pool_size + s.max_overflow
     if s.pgbouncer:  # the server's max_connections is PgBouncer's business, not this pool's
@@ -298,7 +200,7 @@ def _pool_size(connection: Connection, context: _Context) -> Check:
     return Check("pool size", "ok", f"{detail}; {available // per_process} processes fit")
 
 
-def _timeout(connection: Connection, context: _Context, name: str, example: str) -> Check:
+def _timeout(connection: Connection, context: CheckContext, name: str, example: str) -> Check:
     value = connection.execute(text("SELECT current_setting(:name)"), {"name": name}).scalar()
     if value not in (None, "0"):
         return Check(name, "ok", f"{value}")
@@ -312,190 +214,12 @@ def _timeout(connection: Connection, context: _Context, name: str, example: str)
     )
 
 
-def _statement_timeout(connection: Connection, context: _Context) -> Check:
+def _statement_timeout(connection: Connection, context: CheckContext) -> Check:
     return _timeout(connection, context, "statement_timeout", "30s")
 
 
-def _idle_in_transaction_session_timeout(connection: Connection, context: _Context) -> Check:
+def _idle_in_transaction_session_timeout(connection: Connection, context: CheckContext) -> Check:
     return _timeout(connection, context, "idle_in_transaction_session_timeout", "5min")
-
-
-def _spatial_indexes(connection: Connection, context: _Context) -> Check:
-    """Every geometry/geography column with a spatial index the planner may use: none is
-    a failure, one left INVALID too (rebuilt with REINDEX), one being built a warning."""
-    rows = connection.execute(_UNINDEXED, {"schemas": context.schemas}).all()
-    if not rows:
-        return Check("spatial indexes", "ok", "every geometry/geography column has one")
-    details, fixes = [], []
-    missing = [row for row in rows if not row.invalid and not row.building]
-    if missing:
-        details.append("no spatial index on " + _listed(_column_names(missing)))
-        fixes += [
-            f"CREATE INDEX ON {qualified(schema, table)} USING gist ({quote(column)});"
-            for schema, table, column, *_ in missing
-        ]
-    if invalid := [row for row in rows if row.invalid]:
-        details.append(
-            f"an INVALID spatial index on {_listed(_column_names(invalid))} ({INVALID_INDEX_CAUSE})"
-        )
-        fixes += [
-            f"REINDEX INDEX CONCURRENTLY {qualified(row.nspname, index)};"
-            for row in invalid
-            for index in row.invalid
-        ]
-    if building := [row for row in rows if row.building and not row.invalid]:
-        details.append(
-            f"a spatial index being built (CREATE INDEX CONCURRENTLY) on "
-            f"{_listed(_column_names(building))}: the planner uses it once it is done"
-        )
-    status: Status = "fail" if missing or invalid else "warn"
-    return Check.with_sql("spatial indexes", status, "; ".join(details), fixes)
-
-
-def _column_names(rows: Sequence[Any]) -> list[str]:
-    return [f"{row.nspname}.{row.relname}.{row.attname}" for row in rows]
-
-
-def _deferred_indexes(connection: Connection, context: _Context) -> Check:
-    """Indexes an ingest dropped for a load into an empty table and has not rebuilt: it is
-    loading now, or it was killed and not run again."""
-    if connection.execute(text(f"SELECT to_regclass('{DEFERRED}')")).scalar() is None:
-        return Check("deferred indexes", "ok", "no ingest has deferred indexes here")
-    rows = connection.execute(_DEFERRED, {"schemas": context.schemas}).all()
-    if not rows:
-        return Check("deferred indexes", "ok", "every index an ingest dropped is rebuilt")
-    names = _listed([f"{index} on {schema}.{table}" for schema, table, index, _ in rows])
-    fixes = [
-        f"{definition}; DELETE FROM {DEFERRED} WHERE index_name = {_literal(index)} "  # noqa: S608
-        f"AND to_regclass(target) = to_regclass({_literal(qualified(schema, table))});"
-        for schema, table, index, definition in rows
-    ]
-    return Check.with_sql(
-        "deferred indexes",
-        "warn",
-        f"dropped for a load and not rebuilt yet (a load in progress, or one that was killed): "
-        f"{names}",
-        fixes,
-        "run the ingest again (any ingest into the table rebuilds them), or:",
-    )
-
-
-def _sequences(connection: Connection, context: _Context) -> Check:
-    """Serial and identity columns whose sequence would hand out a value the table holds
-    (another tool loaded ids without moving it): the next INSERT would collide."""
-    behind = behind_sequences(connection, context.schemas)
-    if not behind:
-        return Check("sequences", "ok", "every serial and identity sequence is past its column")
-    names = _listed(
-        [
-            f"{b.schema}.{b.table}.{b.column} would get {b.following:,} from {b.sequence}, "
-            f"and holds up to {b.highest:,}"
-            for b in behind
-        ],
-        "; ",
-    )
-    return Check.with_sql(
-        "sequences",
-        "fail",
-        f"{names}: the next INSERT taking the default fails with a duplicate key",
-        [b.fix for b in behind],
-    )
-
-
-def _statistics(connection: Connection, context: _Context) -> Check:
-    rows = connection.execute(_NEVER_ANALYZED, {"schemas": context.schemas}).all()
-    if not rows:
-        return Check(
-            "statistics",
-            "ok",
-            "every table over autovacuum_analyze_threshold rows has been analyzed (autovacuum "
-            "leaves smaller ones, whose plans need no statistics)",
-        )
-    names = _listed([f"{schema}.{table}" for schema, table in rows])
-    fixes = [f"ANALYZE {qualified(schema, table)};" for schema, table in rows]
-    return Check.with_sql("statistics", "fail", f"never analyzed: {names}", fixes)
-
-
-def _srid(connection: Connection, context: _Context) -> Check:
-    if connection.execute(text("SELECT to_regclass('geometry_columns')")).scalar() is None:
-        return Check("srid", "skip", "PostGIS is not installed")
-    rows = connection.execute(_SRID_ZERO, {"schemas": context.schemas}).all()
-    if not rows:
-        return Check("srid", "ok", "no geometry column has SRID 0")
-    names = _listed([f"{schema}.{table}.{column}" for schema, table, column in rows])
-    fixes = [_relabel(schema, table, column) for schema, table, column in rows]
-    return Check.with_sql("srid", "warn", f"SRID 0 (unknown) on {names}", fixes)
-
-
-def _relabel(schema: str, table: str, column: str) -> str:
-    """The statement that gives a column and its rows another SRID, the coordinates kept."""
-    return (
-        f"SELECT UpdateGeometrySRID({_literal(schema)}, {_literal(table)}, {_literal(column)}, "
-        "<srid>);"
-    )
-
-
-_EXTENTS = text(
-    "SELECT g.f_table_schema, g.f_table_name, g.f_geometry_column, r.srid, r.auth_name, "
-    "r.auth_srid, r.srtext, r.proj4text, ST_YMin(e.box), ST_YMax(e.box) "
-    "FROM geometry_columns g JOIN spatial_ref_sys r ON r.srid = g.srid "
-    "JOIN pg_namespace n ON n.nspname = g.f_table_schema "
-    "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = g.f_table_name "
-    "AND c.relkind IN ('r', 'm') "  # a partitioned table's rows are its partitions'
-    "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = g.f_geometry_column "
-    "CROSS JOIN LATERAL (SELECT ST_EstimatedExtent(g.f_table_schema::text, "
-    "g.f_table_name::text, g.f_geometry_column::text) AS box) e "
-    "WHERE NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid "
-    "AND NOT i.indisvalid AND a.attnum = ANY (i.indkey::int2[])) "
-    "AND EXISTS (SELECT 1 FROM pg_stats s WHERE s.schemaname = g.f_table_schema "
-    "AND s.tablename = g.f_table_name AND s.attname = g.f_geometry_column) "
-    "AND (CAST(:schemas AS text[]) IS NULL OR g.f_table_schema = ANY (CAST(:schemas AS text[]))) "
-    "ORDER BY 1, 2, 3"
-)
-"""Each analyzed geometry column's SRID and the latitudes its statistics span
-(ST_EstimatedExtent reads them from the last ANALYZE, or the root of the column's spatial
-index: no scan of the table), of tables and materialized views (a partitioned table has
-no storage of its own to estimate), but not of a column whose spatial index is INVALID
-(PostGIS would read its empty file and fail; the spatial index check names it)."""
-_LATITUDE_SLACK = 1.0
-"""The statistics' extent is rounded outwards (float4): latitudes up to 91 pass."""
-
-
-def _degree_extents(connection: Connection, context: _Context) -> Check:
-    """Geometry columns of a geographic SRID whose data reach beyond latitude ±90: rows of
-    projected coordinates (metres) labelled 4326, or latitude and longitude swapped,
-    which PostGIS stored without a word."""
-    name = "coordinates in degrees"
-    if connection.execute(text("SELECT to_regclass('geometry_columns')")).scalar() is None:
-        return Check(name, "skip", "PostGIS is not installed")
-    rows = connection.execute(_EXTENTS, {"schemas": context.schemas}).all()
-    beyond = [
-        row
-        for row in rows
-        if in_degrees(spatial_ref(row[3:8]))
-        and row[8] is not None
-        and max(abs(row[8]), abs(row[9])) > 90 + _LATITUDE_SLACK
-    ]
-    if not beyond:
-        return Check(
-            name, "ok", "no column of longitudes and latitudes holds a latitude beyond ±90"
-        )
-    names = _listed(
-        [
-            f"{schema}.{table}.{column} (SRID {srid}: latitudes {low:,.1f} to {high:,.1f})"
-            for schema, table, column, srid, *_, low, high in beyond
-        ]
-    )
-    fixes = [_relabel(schema, table, column) for schema, table, column, *_ in beyond]
-    return Check.with_sql(
-        name,
-        "warn",
-        f"latitudes beyond ±90 in columns of longitudes and latitudes, by their statistics: "
-        f"{names}: projected coordinates given a geographic SRID, or latitude and longitude "
-        "swapped",
-        fixes,
-        "for coordinates of another CRS, give them its SRID (no coordinate changes):",
-    )
 
 
 def _unseen(connection: Connection, name: str) -> Check | None:
@@ -512,7 +236,7 @@ def _unseen(connection: Connection, name: str) -> Check | None:
     )
 
 
-def _idle_in_transaction(connection: Connection, context: _Context) -> Check:
+def _idle_in_transaction(connection: Connection, context: CheckContext) -> Check:
     rows = connection.execute(_IDLE_IN_TRANSACTION, {"seconds": context.idle_after}).all()
     if not rows:
         return _unseen(connection, "idle in transaction") or Check(
@@ -528,7 +252,7 @@ def _idle_in_transaction(connection: Connection, context: _Context) -> Check:
     )
 
 
-def _long_running(connection: Connection, context: _Context) -> Check:
+def _long_running(connection: Connection, context: CheckContext) -> Check:
     rows = connection.execute(_LONG_RUNNING, {"seconds": context.long_running}).all()
     if not rows:
         return _unseen(connection, "long-running queries") or Check(
@@ -544,7 +268,7 @@ def _long_running(connection: Connection, context: _Context) -> Check:
     )
 
 
-def _temporary_tables(connection: Connection, context: _Context) -> Check:
+def _temporary_tables(connection: Connection, context: CheckContext) -> Check:
     """The ingest stages rows in temporary tables: for on_conflict, for columns the server
     casts from text, for tables under row-level security or with INSERT rules, and to find
     the rows the server refuses."""
@@ -569,7 +293,7 @@ _TEMPORARY_STATE = text(
 )
 
 
-def _jit(connection: Connection, context: _Context) -> Check:
+def _jit(connection: Connection, context: CheckContext) -> Check:
     """JIT compilation is decided by a plan's estimated cost, and PostGIS declares its
     predicates and ST_Transform at 10,000 per call: a sequential scan of a few thousand
     rows passes jit_above_cost and spends tens to hundreds of ms compiling."""
@@ -594,7 +318,7 @@ _JIT_STATE = text(
 )
 
 
-def _replicas(connection: Connection, context: _Context) -> Check:
+def _replicas(connection: Connection, context: CheckContext) -> Check:
     """Each of replica_urls answers, is a standby, streams from the primary, and replays
     within replica_max_lag."""
     failed, warned, fine = [], [], []
@@ -639,7 +363,7 @@ _SCHEMAS = text(
 )
 
 
-def _schemas(connection: Connection, context: _Context) -> Check:
+def _schemas(connection: Connection, context: CheckContext) -> Check:
     """The schemas asked for exist: the table checks would pass a misspelt one, finding
     no table in it."""
     present = [str(name) for name in connection.execute(_SCHEMAS).scalars()]
@@ -662,12 +386,12 @@ _CHECKS: tuple[tuple[str, CheckFunction], ...] = (
     ("pool size", _pool_size),
     ("statement_timeout", _statement_timeout),
     ("idle_in_transaction_session_timeout", _idle_in_transaction_session_timeout),
-    ("spatial indexes", _spatial_indexes),
-    ("deferred indexes", _deferred_indexes),
-    ("sequences", _sequences),
-    ("statistics", _statistics),
-    ("srid", _srid),
-    ("coordinates in degrees", _degree_extents),
+    ("spatial indexes", spatial_indexes),
+    ("deferred indexes", deferred_indexes),
+    ("sequences", sequences),
+    ("statistics", statistics),
+    ("srid", srid),
+    ("coordinates in degrees", degree_extents),
     ("idle in transaction", _idle_in_transaction),
     ("long-running queries", _long_running),
     ("temporary tables", _temporary_tables),
