@@ -149,8 +149,8 @@ class Srids:
         )
 
     def held(self, values: list[Any]) -> int | None:
-        """The SRID for a column found holding geometries (held_geometries): srid='s
-        (reproject='s), else the one its values state, else none."""
+        """The SRID for a column found holding geometries (held_geometries): the one
+        reproject= names, else srid=, else the one its values state, else none."""
         given = next((s for s in (self.wanted, self.given) if s is not None), None)
         return given if given is not None else srid_stated(values)
 
