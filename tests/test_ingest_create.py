@@ -686,6 +686,43 @@ def test_arrow_data_with_one_field_of_geometries_makes_it_the_geometry_column(
         db.ingest("held_two", two, create=True)  # no guess between two
 
 
+def test_a_field_of_geometries_under_a_name_of_its_own_lands_in_the_geometry_column(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """A table made from such a source has its geometry column under the field's name;
+    loading the same data into a table whose geometry column is named otherwise (geom)
+    failed: the field was "not a column of the target". The one field that no column
+    takes and whose values are all geometries now lands in the table's one geometry
+    column, from a pandas or polars DataFrame, Arrow data, Parquet and Arrow IPC files
+    (and bbox= filters by it)."""
+    admin.execute(
+        "DROP TABLE IF EXISTS outlines; CREATE TABLE outlines "
+        "(id serial PRIMARY KEY, name text, geom geometry(Point, 4326))"
+    )
+    wkt = ["POINT(1 2)", None, "SRID=4326;POINT(30 40)"]
+    table = pa.table({"name": ["a", "b", "c"], "footprint": wkt})
+    sources: dict[str, Any] = {
+        "pandas": table.to_pandas(),
+        "polars": pl.from_arrow(table),
+        "arrow": table,
+        "parquet": tmp_path / "outlines.parquet",
+        "feather": tmp_path / "outlines.arrow",
+    }
+    pq.write_table(table, sources["parquet"])
+    feather.write_feather(table, sources["feather"])
+    for kind, source in sources.items():
+        report = db.ingest("outlines", source, srid=4326, ingest_id=kind)
+        assert (report.inserted, report.rejected) == (3, []), kind
+    stored = admin.execute("SELECT count(*), count(geom) FROM outlines").fetchone()
+    assert stored == (15, 10)
+    near = db.ingest("outlines", sources["parquet"], bbox=(0, 0, 2, 3), ingest_id="near")
+    assert near.inserted == 1  # POINT(1 2) alone
+    two = pa.table({"a": ["POINT(1 2)"], "b": ["POINT(3 4)"]})
+    with pytest.raises(ConfigurationError, match="not columns of the target: 'a', 'b'"):
+        db.ingest("outlines", two)  # no guess between two
+    admin.execute("DROP TABLE outlines")
+
+
 def test_arrow_data_and_parquet_of_coordinates_make_point_tables(
     db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
 ) -> None:

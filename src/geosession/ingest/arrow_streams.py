@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.batches import Batch, Landing
 from geosession.ingest.columnar_files import arrow_batches, extension_storage
 from geosession.ingest.geo_columns import schema_geometry
+from geosession.ingest.held_geometries import SAMPLE, arrow_geometries
 from geosession.read.arrow import ArrowStream
 
 _GATHER = 10_000
@@ -109,7 +111,15 @@ def arrow_stream_batches(
 
     where, schema = opened.where, opened.reader.schema
     geo = schema_geometry(schema, where)
-    names, known, points = geo.targets(schema.names, landing, where, xy_columns=xy_columns)
+    read = partial(opened.read_ahead, SAMPLE)  # kept for the load
+
+    def held(names: list[str]) -> str | None:
+        found = arrow_geometries(schema, names, read)
+        return None if found is None else found[0]
+
+    names, known, points = geo.targets(
+        schema.names, landing, where, xy_columns=xy_columns, held=held
+    )
     batches = (extension_storage(pyarrow, b) for b in _gathered(pyarrow, opened.batches()))
     return arrow_batches(batches, names, landing, known, native=geo.native, points=points)
 

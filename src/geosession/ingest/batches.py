@@ -117,6 +117,17 @@ class Landing:
         field (see :func:`target_name`)."""
         return target_name(name, geometry, self.columns, self.geometry_column)
 
+    def geometry_unnamed(self, names: Sequence[str]) -> list[str]:
+        """The fields among ``names`` that no column takes, where the target's one
+        geometry column is named by none of them (one of those may hold its geometries);
+        else none."""
+        if self.geometry_column is None:
+            return []
+        landed = {name: self.column_for(name, None) for name in names}
+        if self.geometry_column in landed.values():
+            return []
+        return [name for name, column in landed.items() if column not in self.columns]
+
 
 GEOMETRY_FIELD_NAMES = ("wkt", "wkt_geom", "geometry", "geom", "the_geom", "wkb_geometry", "wkb")
 """Names a geometry field usually has (WKT text, WKB), in order of preference."""

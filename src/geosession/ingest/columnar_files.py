@@ -11,7 +11,8 @@ it the index rebuild).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from geosession.ingest.encodings import column_values
 from geosession.ingest.file_read import FileRead, renamer
 from geosession.ingest.geo_columns import parquet_arrow_schema, schema_geometry, usual_geometry
 from geosession.ingest.geoarrow import native_geometries
+from geosession.ingest.held_geometries import SAMPLE, arrow_geometries
 from geosession.ingest.points import PointColumns, arrow_points
 
 _PARQUET_BUFFER = 1 << 20
@@ -39,8 +41,9 @@ def parquet_batches(parquet: Any, path: Path, landing: Landing, read: FileRead) 
     try:
         handle = parquet.ParquetFile(path, pre_buffer=False, buffer_size=_PARQUET_BUFFER)
         schema = parquet_arrow_schema(handle)
-        names, known, points, native = _columnar_targets(schema, path, landing, read)
-        box = _box_filter(schema, path, read, points)
+        first = partial(handle.iter_batches, batch_size=SAMPLE)
+        names, known, points, native = _columnar_targets(schema, path, landing, read, first)
+        box = _box_filter(schema, path, read, points, _landing_field(names, landing))
         groups = box.row_groups(handle.metadata) if box else None
         coordinates = points.fields if points else []
         columns = list(dict.fromkeys([*names, *coordinates, *(box.fields if box else [])]))
@@ -56,8 +59,9 @@ def arrow_file_batches(path: Path, landing: Landing, read: FileRead) -> Iterator
     import pyarrow
 
     reader = open_arrow_file(path)
-    names, known, points, native = _columnar_targets(reader.schema, path, landing, read)
-    box = _box_filter(reader.schema, path, read, points)
+    first = partial(open_arrow_file, path)  # read again from its start, to sample
+    names, known, points, native = _columnar_targets(reader.schema, path, landing, read, first)
+    box = _box_filter(reader.schema, path, read, points, _landing_field(names, landing))
     try:
         batches = (extension_storage(pyarrow, batch) for batch in reader)
         kept = box.kept(batches) if box else batches
@@ -67,32 +71,49 @@ def arrow_file_batches(path: Path, landing: Landing, read: FileRead) -> Iterator
 
 
 def _box_filter(
-    schema: Any, path: Path, read: FileRead, points: PointColumns | None
+    schema: Any, path: Path, read: FileRead, points: PointColumns | None, held: str | None
 ) -> BoxFilter | None:
     """``read.bbox`` on a Parquet or Arrow file's geometry field (:mod:`.columnar_bbox`),
     or on the coordinate fields that make its points, checked against their CRS (minx >
-    maxx only in longitudes and latitudes)."""
+    maxx only in longitudes and latitudes); ``held``: the field that lands in the target's
+    geometry column, where nothing else names one."""
     if read.bbox is None:
         return None
     if points is not None:
         read.check_crossing(points.srid, path)
         return BoxFilter.of_points(read.bbox, points.x, points.y)
     geo = schema_geometry(schema, path)
-    primary = geo.primary or usual_geometry(geo.fields(schema.names))
+    primary = geo.primary or usual_geometry(geo.fields(schema.names)) or held
     read.check_crossing(geo.crs.get(primary) if primary else None, path)
     return BoxFilter.of(read.bbox, primary, geo, path)
 
 
+def _landing_field(names: Mapping[str, str], landing: Landing) -> str | None:
+    """The field that lands in the target's one geometry column, if one does."""
+    geometry = landing.geometry_column
+    return next((field for field, column in names.items() if column == geometry), None)
+
+
 def _columnar_targets(
-    schema: Any, path: Path, landing: Landing, read: FileRead
+    schema: Any,
+    path: Path,
+    landing: Landing,
+    read: FileRead,
+    first_batches: Callable[[], Iterable[Any]],
 ) -> tuple[dict[str, str], dict[str, SourceCrs], PointColumns | None, dict[str, str]]:
     """A Parquet or Arrow file's fields to read, with their columns (renamed as asked),
     the CRS of each geometry column's values, the coordinate fields that make points,
-    and the fields in a native encoding."""
+    and the fields in a native encoding; ``first_batches``: the file's batches from its
+    start, read for a field of geometries under a name of its own."""
     geo = schema_geometry(schema, path)
     renamed = renamer(read, geo.fields(schema.names), path)
-    names, known, points = geo.targets(schema.names, landing, str(path), renamed, read.xy_columns)
-    return names, known, points, geo.native
+
+    def held(names: list[str]) -> str | None:
+        found = arrow_geometries(schema, names, first_batches)
+        return None if found is None else found[0]
+
+    targets = geo.targets(schema.names, landing, str(path), renamed, read.xy_columns, held)
+    return *targets, geo.native
 
 
 def extension_storage(pyarrow: Any, batch: Any) -> Any:

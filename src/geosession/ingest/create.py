@@ -51,10 +51,9 @@ from geosession.ingest.files import (
 from geosession.ingest.gdal_batches import mended
 from geosession.ingest.geo_columns import parquet_arrow_schema, schema_geometry, usual_geometry
 from geosession.ingest.held_geometries import (
-    ARROW_CANDIDATES,
     SAMPLE,
-    arrow_samples,
-    geometry_field,
+    arrow_geometries,
+    frame_geometries,
     srid_stated,
 )
 from geosession.ingest.options import IngestOptions
@@ -398,7 +397,7 @@ def _arrow_schema(
     points = point_columns(fields, xy_columns, where, NEW_Z_NAMES) if undeclared else None
     held = None
     if undeclared and points is None and first_batches is not None:
-        held = _arrow_geometries_held(arrow, fields, first_batches)
+        held = arrow_geometries(arrow, fields, first_batches)
     if undeclared and points is None and held is None:
         raise ConfigurationError(
             f"{where} is {kind} that declares no geometry column (no GeoParquet metadata, "
@@ -426,19 +425,6 @@ def _arrow_schema(
     return schema
 
 
-def _arrow_geometries_held(
-    arrow: Any, fields: list[str], first_batches: Callable[[], Iterable[Any]]
-) -> tuple[str, list[Any]] | None:
-    """The one text or binary field of Arrow data that holds geometries, and its sampled
-    values (for their SRID), else None."""
-    names = [name for name in fields if str(arrow.field(name).type) in ARROW_CANDIDATES]
-    if not names:
-        return None
-    samples = arrow_samples(first_batches(), names)
-    held = geometry_field(samples)
-    return None if held is None else (held, samples[held])
-
-
 def _frame_schema(
     frame: Any,
     srids: Srids,
@@ -452,7 +438,7 @@ def _frame_schema(
     spatial = any(str(frame[label].dtype) == "geometry" for label in frame.columns)
     labels = [str(c) for c in frame]
     points = None if spatial else point_columns(labels, xy_columns, "", NEW_Z_NAMES)
-    held = None if spatial or points is not None else _geometries_held(frame)
+    held = None if spatial or points is not None else frame_geometries(frame, frame.columns)
     for label in frame.columns:
         series = frame[label]
         if points is not None and str(label) in points.fields:
@@ -473,22 +459,6 @@ def _frame_schema(
     if points is not None:
         _add_points(schema, points, srids.wanted, srids.given)
     return schema
-
-
-_OBJECTS_OR_TEXT = ("object", "string", "str")
-"""Dtypes of a column of Python objects or text (pandas' string dtypes, its default for
-text since 3.0)."""
-
-
-def _geometries_held(frame: Any) -> Any:
-    """The label of a plain DataFrame's one object or text column that holds geometries
-    (a DataFrame read from a CSV or a query, or built from records), else None."""
-    samples = {
-        label: frame[label].dropna().head(SAMPLE).tolist()
-        for label in frame.columns
-        if str(frame[label].dtype) in _OBJECTS_OR_TEXT
-    }
-    return geometry_field(samples)
 
 
 def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:

@@ -59,16 +59,23 @@ class GeoParquetColumns:
         where: str,
         renamed: Callable[[str], str] = str,
         xy_columns: Sequence[str] | None = None,
+        held: Callable[[list[str]], str | None] | None = None,
     ) -> tuple[dict[str, str], dict[str, SourceCrs], PointColumns | None]:
         """The data fields to read, each with the column it lands in (checked by the
         landing's check; those left out are not read), the CRS each geometry column's
         values have, and the coordinate fields that make the points of the geometry column
-        where no field holds geometries (:mod:`.points`, under their own names)."""
+        where no field holds geometries (:mod:`.points`, under their own names). ``held``:
+        which of the fields (by the source's names) no column takes holds geometries, for
+        a geometry column that no field names (:mod:`.held_geometries`)."""
         fields = self.fields(names)
         primary = self.primary
         loaded = [renamed(f) for f in fields]
         if primary is None and landing.geometry_column not in loaded:  # a usual name then
             primary = usual_geometry(loaded)
+        if primary is None and held is not None and xy_columns is None:
+            unnamed = set(landing.geometry_unnamed(loaded))
+            found = held([f for f in fields if renamed(f) in unnamed]) if unnamed else None
+            primary = None if found is None else renamed(found)
         given = primary is not None or landing.geometry_column in loaded
         points = coordinate_fields(fields, renamed, landing, given, xy_columns, where)
         lands = {f: landing.column_for(renamed(f), primary) for f in fields}

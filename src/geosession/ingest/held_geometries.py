@@ -1,15 +1,16 @@
-"""Which field of a source holds its geometries when nothing declares one (create=True).
+"""Which field of a source holds its geometries when nothing declares or names one.
 
 A plain DataFrame's object or text column, or a text or binary field of Arrow data
 without GeoArrow or GeoParquet metadata, holds geometries when its first values (nulls
 aside) all are: shapely objects, WKB or EWKB bytes of a known geometry type (as read_sql
 gives), or WKT, EWKT or hex EWKB text (as a CSV holds). One such field is the geometry
-column, under its own name; two make no guess.
+column of the table create=True makes, under its own name, or lands in the target's one
+geometry column when the source has no field of that name; two make no guess.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import shapely
@@ -71,6 +72,36 @@ def _value_srid(value: Any) -> int:
     if isinstance(value, shapely.Geometry):
         return int(shapely.get_srid(value))
     return wkb_srid(value) if isinstance(value, bytes) else stated_srid(value)
+
+
+def frame_geometries(frame: Any, labels: Iterable[Any]) -> Any:
+    """The label, among ``labels``, of a DataFrame's one object or text column that holds
+    geometries, else None."""
+    samples = {
+        label: frame[label].dropna().head(SAMPLE).tolist()
+        for label in labels
+        if str(frame[label].dtype) in _OBJECTS_OR_TEXT
+    }
+    return geometry_field(samples)
+
+
+_OBJECTS_OR_TEXT = ("object", "string", "str")
+"""Dtypes of a column of Python objects or text (pandas' string dtypes, its default for
+text since 3.0)."""
+
+
+def arrow_geometries(
+    schema: Any, names: Iterable[str], first_batches: Callable[[], Iterable[Any]]
+) -> tuple[str, list[Any]] | None:
+    """The one field, among ``names``, of Arrow data of ``schema`` whose values in
+    ``first_batches()`` are all geometries, and those values (for their SRID), else None.
+    Only text and binary fields are read."""
+    typed = [name for name in names if str(schema.field(name).type) in ARROW_CANDIDATES]
+    if not typed:
+        return None
+    samples = arrow_samples(first_batches(), typed)
+    found = geometry_field(samples)
+    return None if found is None else (found, samples[found])
 
 
 def arrow_samples(batches: Iterable[Any], names: list[str]) -> dict[str, list[Any]]:

@@ -41,6 +41,7 @@ from geosession.ingest.files import (
     refuse_empty,
     refuse_url,
 )
+from geosession.ingest.held_geometries import frame_geometries
 from geosession.ingest.iterables import iterable_batches
 from geosession.ingest.points import series_points
 
@@ -186,7 +187,7 @@ def _dataframe_batches(
     _check_frame_labels(frame, landing)
     active = getattr(getattr(frame, "geometry", None), "name", None)
     if active is None and xy_columns is None:  # a DataFrame's WKT or WKB column
-        active = geometry_field([str(label) for label in frame], landing)
+        active = geometry_field([str(label) for label in frame], landing) or _held(frame, landing)
     names = {label: landing.column_for(str(label), active) for label in frame}
     points = landing.coordinate_fields(
         [str(label) for label in frame],
@@ -219,6 +220,15 @@ def _dataframe_batches(
             start = min(stop, len(frame))
 
     return batches()
+
+
+def _held(frame: Any, landing: Landing) -> str | None:
+    """The name of a DataFrame's one column of geometries under a name of its own, for the
+    target's one geometry column that no column of the frame names."""
+    labels = {str(label): label for label in frame.columns}
+    unnamed = landing.geometry_unnamed(list(labels))
+    found = frame_geometries(frame, [labels[name] for name in unnamed]) if unnamed else None
+    return None if found is None else str(found)
 
 
 def _check_frame_labels(frame: Any, landing: Landing) -> None:
