@@ -5155,22 +5155,29 @@ def test_csv_geometry_column_by_name_or_by_option(
     db: SpatialDatabase, database_url: str, table: str, tmp_path: Path, monkeypatch: Any
 ) -> None:
     """A CSV from QGIS or PostGIS names its geometry column the_geom (found in any case);
-    any other name is given with wkt_column / --wkt-column."""
+    any other name is given with wkt_column / --wkt-column, or found by its values when
+    it is the one field no column takes."""
     from typer.testing import CliRunner
 
     from geosession.cli import app
 
-    polygons = list(synthetic_polygons(4, seed=5))
+    polygons = list(synthetic_polygons(6, seed=5))
     lines = [f'{i},"{p.wkt}"' for i, p in enumerate(polygons, start=1)]
     found = tmp_path / "found.csv"
     found.write_text("id,The_Geom\n" + "\n".join(lines[:2]) + "\n")
     assert db.ingest(table, found).inserted == 2
+    outlined = tmp_path / "outlined.csv"
+    outlined.write_text("id,outline\n" + "\n".join(lines[2:4]) + "\n")
+    assert db.ingest(table, outlined).inserted == 2  # WKT values, and no geom field
     named = tmp_path / "named.csv"
-    named.write_text("id,outline\n" + "\n".join(lines[2:]) + "\n")
+    named.write_text("id,outline,note\n" + "\n".join(f"{line},POINT(0 0)" for line in lines[4:]))
     with pytest.raises(ConfigurationError, match=r"fields that are not columns .*'outline'"):
-        db.ingest(table, named)
+        db.ingest(table, named)  # two fields of WKT: no guess
     monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
-    loaded = CliRunner().invoke(app, ["ingest", str(named), table, "--wkt-column", "outline"])
+    loaded = CliRunner().invoke(
+        app,
+        ["ingest", str(named), table, "--wkt-column", "outline", "--ignore-extra-fields"],
+    )
     assert loaded.exit_code == 0, loaded.output
     with db.session() as s:
         stored = s.execute(text(f"SELECT id, ST_AsText(geom) FROM {TABLE} ORDER BY id")).all()

@@ -693,8 +693,8 @@ def test_a_field_of_geometries_under_a_name_of_its_own_lands_in_the_geometry_col
     loading the same data into a table whose geometry column is named otherwise (geom)
     failed: the field was "not a column of the target". The one field that no column
     takes and whose values are all geometries now lands in the table's one geometry
-    column, from a pandas or polars DataFrame, Arrow data, Parquet and Arrow IPC files
-    (and bbox= filters by it)."""
+    column, from a pandas or polars DataFrame, Arrow data, Parquet, Arrow IPC and CSV
+    files (and bbox= filters by it)."""
     admin.execute(
         "DROP TABLE IF EXISTS outlines; CREATE TABLE outlines "
         "(id serial PRIMARY KEY, name text, geom geometry(Point, 4326))"
@@ -707,14 +707,16 @@ def test_a_field_of_geometries_under_a_name_of_its_own_lands_in_the_geometry_col
         "arrow": table,
         "parquet": tmp_path / "outlines.parquet",
         "feather": tmp_path / "outlines.arrow",
+        "csv": tmp_path / "outlines.csv",
     }
     pq.write_table(table, sources["parquet"])
     feather.write_feather(table, sources["feather"])
+    table.to_pandas().to_csv(sources["csv"], index=False)
     for kind, source in sources.items():
         report = db.ingest("outlines", source, srid=4326, ingest_id=kind)
         assert (report.inserted, report.rejected) == (3, []), kind
     stored = admin.execute("SELECT count(*), count(geom) FROM outlines").fetchone()
-    assert stored == (15, 10)
+    assert stored == (18, 12)
     near = db.ingest("outlines", sources["parquet"], bbox=(0, 0, 2, 3), ingest_id="near")
     assert near.inserted == 1  # POINT(1 2) alone
     two = pa.table({"a": ["POINT(1 2)"], "b": ["POINT(3 4)"]})

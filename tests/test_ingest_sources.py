@@ -591,8 +591,11 @@ def test_csv_explicit_wkt_column_and_its_errors(tmp_path: Path) -> None:
     assert batch.columns == {"name": ["a"], "geom": ["POINT (0 0)"]}
     with pytest.raises(ConfigurationError, match=r"p.csv has no column 'wkt_text'"):
         batches(path, wkt_column="wkt_text")
-    with pytest.raises(ConfigurationError, match=r"p.csv has fields .*'shape'"):
-        iter_batches(path, columns=COLUMNS, geometry_column="geom")  # no known WKT name
+    (found,) = batches(path)  # no known WKT name: the one field of WKT values
+    assert found.columns == batch.columns
+    words = write_csv(tmp_path / "w.csv", [["name", "shape"], ["a", "round"]])
+    with pytest.raises(ConfigurationError, match=r"w.csv has fields .*'shape'"):
+        iter_batches(words, columns=COLUMNS, geometry_column="geom")  # no WKT there
 
 
 def test_csv_row_of_wrong_width_names_its_row(tmp_path: Path) -> None:

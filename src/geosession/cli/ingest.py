@@ -85,8 +85,8 @@ def ingest(
         typer.Option(
             help="A CSV's geometry column (WKT, EWKT or hex EWKB). Default: the column named "
             "as the table's geometry column, or wkt, geometry, geom, the_geom or wkt_geom, "
-            "in any case; with --create, else the one column all of whose values are "
-            "geometries."
+            "in any case; else the one column all of whose values are geometries (that no "
+            "column of the table takes)."
         ),
     ] = None,
     xy_columns: Annotated[

@@ -18,6 +18,7 @@ from geosession.ingest.batches import Batch, Landing
 from geosession.ingest.crs import SourceCrs
 from geosession.ingest.encodings import text_codec, undecodable_refused
 from geosession.ingest.file_read import FileRead, renamer
+from geosession.ingest.held_geometries import SAMPLE, geometry_field
 from geosession.ingest.points import PointColumns, point_columns, point_values
 
 WKT_NAMES = ("wkt", "geometry", "geom", "the_geom", "wkt_geom")
@@ -34,6 +35,8 @@ def csv_batches(path: Path, landing: Landing, read: FileRead) -> Iterator[Batch]
     wkt = wkt_column_of(header, geometry_column, read.wkt_column, path)
     points = _csv_points(header, wkt, landing, read, path)
     renamed = renamer(read, header, path)
+    if wkt is None and points is None:
+        wkt = _held_wkt(path, encoding, header, landing, renamed)
     names = [landing.column_for(renamed(h), wkt) for h in header]
     made: dict[str, list[int]] = {}  # the column the coordinates make points for
     crs: dict[str, SourceCrs] = {}
@@ -59,6 +62,24 @@ def csv_batches(path: Path, landing: Landing, read: FileRead) -> Iterator[Batch]
             yield Batch(first, kept, crs, decimal_comma=delimiter == ";")
 
     return batches()
+
+
+def _held_wkt(
+    path: Path,
+    encoding: str | None,
+    header: list[str],
+    landing: Landing,
+    renamed: Callable[[str], str],
+) -> str | None:
+    """The one field that no column takes whose values in the first rows are all WKT,
+    EWKT or hex EWKB (empty ones aside), for the target's one geometry column that no
+    field names: an export of a geometry column named otherwise."""
+    unnamed = set(landing.geometry_unnamed([renamed(name) for name in header]))
+    fields = [name for name in header if renamed(name) in unnamed]
+    if not fields:
+        return None
+    _, values = next(csv_field_values(path, encoding, lambda: fields, SAMPLE), (0, {}))
+    return geometry_field({name: [v for v in column if v] for name, column in values.items()})
 
 
 def csv_field_values(
