@@ -4909,9 +4909,18 @@ def test_a_geometry_field_of_another_usual_name_lands_in_the_geometry_column(
     assert db.ingest("named_geometries", frame, srid=4326).inserted == 1
     records = [{"name": "b", "the_geom": "SRID=4326;POINT(3 4)"}, {"name": "c"}]
     assert db.ingest("named_geometries", records).inserted == 2
+    api = [{"name": "d", "footprint": {"type": "Point", "coordinates": [5, 6]}}]
+    assert db.ingest("named_geometries", api).inserted == 1  # its one key of geometries
     with db.session() as s:
         stored = s.execute(text("SELECT name, ST_AsText(geom) FROM named_geometries ORDER BY 1"))
-        assert stored.all() == [("a", "POINT(1 2)"), ("b", "POINT(3 4)"), ("c", None)]
+        assert stored.all() == [
+            ("a", "POINT(1 2)"),
+            ("b", "POINT(3 4)"),
+            ("c", None),
+            ("d", "POINT(5 6)"),
+        ]
+    with pytest.raises(ConfigurationError, match="not columns of the target: 'colour'"):
+        db.ingest("named_geometries", [{"name": "e", "colour": "red"}])  # no geometries
 
 
 def test_a_dry_run_reports_the_load_and_keeps_nothing(

@@ -1666,6 +1666,9 @@ def test_a_plain_dataframe_column_of_geometries_is_the_geometry_column(
     assert db.ingest("made_wkb_frame", queried, create=True).inserted == 1  # read_sql's
     assert columns(admin, "made_wkb_frame")["g"] == "geometry(Geometry,4326)"
     assert columns(admin, "made_shapely_frame")["name"] == "text"  # text is not geometry
+    api = pd.DataFrame({"id": [1], "where": [{"type": "Point", "coordinates": [7, 8]}]})
+    assert db.ingest("made_geojson_frame", api, create=True).inserted == 1
+    assert columns(admin, "made_geojson_frame")["where"] == "geometry(Geometry,4326)"
 
 
 def test_digits_a_csv_quotes_while_numbers_are_bare_make_a_text_column(

@@ -81,7 +81,7 @@ def parse_geometries(
     return geoms, problems, wkb
 
 
-_GEOJSON_TYPES = frozenset(
+GEOJSON_TYPES = frozenset(
     {
         "Point",
         "MultiPoint",
@@ -92,6 +92,7 @@ _GEOJSON_TYPES = frozenset(
         "GeometryCollection",
     }
 )
+"""The types of a GeoJSON geometry object (a Feature's, or a record's from a web API)."""
 
 
 def _geojson_geometries(
@@ -105,7 +106,7 @@ def _geojson_geometries(
         int(i)
         for i in np.flatnonzero(pending)
         if type(values[i]) is dict
-        and values[i].get("type") in _GEOJSON_TYPES
+        and values[i].get("type") in GEOJSON_TYPES
         and "crs" not in values[i]
     ]
     if not plain:

@@ -3,7 +3,8 @@
 A plain DataFrame's object or text column, or a text or binary field of Arrow data
 without GeoArrow or GeoParquet metadata, holds geometries when its first values (nulls
 aside) all are: shapely objects, WKB or EWKB bytes of a known geometry type (as read_sql
-gives), or WKT, EWKT or hex EWKB text (as a CSV holds). One such field is the geometry
+gives), WKT, EWKT or hex EWKB text (as a CSV holds), or GeoJSON geometry objects (a web
+API's records). One such field is the geometry
 column of the table create=True makes, under its own name, or lands in the target's one
 geometry column when the source has no field of that name; two make no guess.
 """
@@ -15,7 +16,8 @@ from typing import Any
 
 import shapely
 
-from geosession.geometry import stated_srid, wkb_srid, wkb_type_name
+from geosession.geometry import GEOJSON_SRID, srid_of, stated_srid, wkb_srid, wkb_type_name
+from geosession.ingest.geometry_values import GEOJSON_TYPES
 from geosession.ingest.text_types import TextKinds
 
 SAMPLE = 1000
@@ -50,6 +52,8 @@ def holds_geometries(values: list[Any]) -> bool:
         return True
     if all(isinstance(v, bytes) for v in values):  # WKB of a known type, not other bytes
         return all(_known_wkb(v) for v in values)
+    if all(isinstance(v, Mapping) for v in values):  # an API's GeoJSON geometries
+        return all(v.get("type") in GEOJSON_TYPES for v in values)
     if not all(isinstance(v, str) for v in values):
         return False
     kinds = TextKinds(["values"], decimal_comma=False)
@@ -62,8 +66,8 @@ def _known_wkb(value: bytes) -> bool:
 
 
 def srid_stated(values: list[Any]) -> int | None:
-    """The SRID every value states (a shapely object's, EWKT's, EWKB's), if they agree on
-    one; None where any states none."""
+    """The SRID every value states (a shapely object's, EWKT's, EWKB's, GeoJSON's), if
+    they agree on one; None where any states none."""
     stated = {_value_srid(v) for v in values}
     return stated.pop() if len(stated) == 1 and 0 not in stated else None
 
@@ -71,6 +75,8 @@ def srid_stated(values: list[Any]) -> int | None:
 def _value_srid(value: Any) -> int:
     if isinstance(value, shapely.Geometry):
         return int(shapely.get_srid(value))
+    if isinstance(value, Mapping):  # RFC 7946's, unless a legacy crs member names another
+        return (srid_of(value) or 0) if "crs" in value else GEOJSON_SRID
     return wkb_srid(value) if isinstance(value, bytes) else stated_srid(value)
 
 

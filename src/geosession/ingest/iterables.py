@@ -22,6 +22,7 @@ from sqlalchemy import Column, inspect
 from sqlalchemy.orm import InstanceState, RelationshipDirection
 
 from geosession.errors import ConfigurationError
+from geosession.ingest import held_geometries
 from geosession.ingest.batches import Batch, Landing, geometry_field
 from geosession.ingest.defaults import MISSING
 from geosession.ingest.features import feature_values
@@ -60,7 +61,9 @@ def iterable_batches(
                 "the first row",
             )
             if points is None and isinstance(raw[0], Mapping):
-                field = geometry_field([str(key) for key in raw[0]], landing)
+                field = geometry_field([str(key) for key in raw[0]], landing) or _held_key(
+                    raw, landing
+                )
             extra = [] if points is None else list(points.fields)
             extra += [] if field is None else [field]
             columns = [*columns, *(name for name in extra if name not in columns)]
@@ -86,6 +89,18 @@ def iterable_batches(
             batch = dataclasses.replace(batch, columns=named)
         yield dataclasses.replace(batch, flush=True) if cut else batch
         first += len(raw)
+
+
+def _held_key(rows: list[Any], landing: Landing) -> str | None:
+    """The first dict row's one key that no column takes whose values in the first rows
+    are all geometries (an API's records of a ``footprint``), for the target's one
+    geometry column that no key names."""
+    keys = landing.geometry_unnamed([str(key) for key in rows[0]])
+    if not keys:
+        return None
+    named = [row for row in rows[: held_geometries.SAMPLE] if isinstance(row, Mapping)]
+    samples = {key: [v for row in named if (v := row.get(key)) is not None] for key in keys}
+    return held_geometries.geometry_field(samples)
 
 
 def _with_points(batch: Batch, points: PointColumns, landing: Landing) -> Batch:
