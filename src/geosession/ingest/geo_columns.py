@@ -72,16 +72,32 @@ class GeoParquetColumns:
         loaded = [renamed(f) for f in fields]
         if primary is None and landing.geometry_column not in loaded:  # a usual name then
             primary = usual_geometry(loaded)
-        if primary is None and held is not None and xy_columns is None:
-            unnamed = set(landing.geometry_unnamed(loaded))
-            found = held([f for f in fields if renamed(f) in unnamed]) if unnamed else None
-            primary = None if found is None else renamed(found)
+        if primary is None and held is not None and landing.geometry_column not in loaded:
+            primary = _held_field(fields, renamed, landing, (xy_columns, where), held)
         given = primary is not None or landing.geometry_column in loaded
         points = coordinate_fields(fields, renamed, landing, given, xy_columns, where)
         lands = {f: landing.column_for(renamed(f), primary) for f in fields}
         lands = landing.land(lands, points, where)
         known = {lands[f]: crs for f, crs in self.crs.items() if crs is not None and f in lands}
         return lands, known | landing.points_crs(points), points
+
+
+def _held_field(
+    fields: list[str],
+    renamed: Callable[[str], str],
+    landing: Landing,
+    points: tuple[Sequence[str] | None, str],
+    held: Callable[[list[str]], str | None],
+) -> str | None:
+    """The field (renamed) holding the geometries of the target's one geometry column,
+    which no field names, unless coordinate fields make its points (taken first, as
+    create=True does); ``points``: the xy_columns asked for, and where, for their check."""
+    loaded = [renamed(f) for f in fields]
+    unnamed = set(landing.geometry_unnamed(loaded))
+    if not unnamed or landing.coordinate_fields(loaded, False, *points):
+        return None
+    found = held([f for f in fields if renamed(f) in unnamed])
+    return None if found is None else renamed(found)
 
 
 def coordinate_fields(

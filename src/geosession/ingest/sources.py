@@ -227,7 +227,9 @@ def _held(frame: Any, landing: Landing) -> str | None:
     target's one geometry column that no column of the frame names."""
     labels = {str(label): label for label in frame.columns}
     unnamed = landing.geometry_unnamed(list(labels))
-    found = frame_geometries(frame, [labels[name] for name in unnamed]) if unnamed else None
+    if not unnamed or landing.coordinate_fields(list(labels), False, None, "the DataFrame"):
+        return None  # coordinates make the points, as create=True takes them first
+    found = frame_geometries(frame, [labels[name] for name in unnamed])
     return None if found is None else str(found)
 
 
