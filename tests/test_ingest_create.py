@@ -1669,6 +1669,9 @@ def test_a_plain_dataframe_column_of_geometries_is_the_geometry_column(
     api = pd.DataFrame({"id": [1], "where": [{"type": "Point", "coordinates": [7, 8]}]})
     assert db.ingest("made_geojson_frame", api, create=True).inserted == 1
     assert columns(admin, "made_geojson_frame")["where"] == "geometry(Geometry,4326)"
+    arrow_backed = frame.convert_dtypes(dtype_backend="pyarrow")  # string[pyarrow]
+    assert db.ingest("made_arrow_backed_frame", arrow_backed, create=True).inserted == 3
+    assert columns(admin, "made_arrow_backed_frame")["footprint"] == "geometry(Geometry,4326)"
 
 
 def test_digits_a_csv_quotes_while_numbers_are_bare_make_a_text_column(

@@ -86,14 +86,14 @@ def frame_geometries(frame: Any, labels: Iterable[Any]) -> Any:
     samples = {
         label: frame[label].dropna().head(SAMPLE).tolist()
         for label in labels
-        if str(frame[label].dtype) in _OBJECTS_OR_TEXT
+        if str(frame[label].dtype).startswith(_OBJECTS_TEXT_OR_BYTES)
     }
     return geometry_field(samples)
 
 
-_OBJECTS_OR_TEXT = ("object", "string", "str")
-"""Dtypes of a column of Python objects or text (pandas' string dtypes, its default for
-text since 3.0)."""
+_OBJECTS_TEXT_OR_BYTES = ("object", "str", "string", "large_string", "binary", "large_binary")
+"""Dtypes of a column of Python objects, text or bytes: pandas' string dtypes (its default
+for text since 3.0) and Arrow's (``dtype_backend="pyarrow"``: ``string[pyarrow]``)."""
 
 
 def arrow_geometries(
