@@ -4908,9 +4908,11 @@ def test_a_geometry_field_of_another_usual_name_lands_in_the_geometry_column(
     frame = pd.DataFrame({"name": ["a"], "WKT": ["POINT(1 2)"]})
     assert db.ingest("named_geometries", frame, srid=4326).inserted == 1
     records = [{"name": "b", "the_geom": "SRID=4326;POINT(3 4)"}, {"name": "c"}]
-    assert db.ingest("named_geometries", records).inserted == 2
+    named = db.ingest("named_geometries", records)
+    assert named.inserted == 2 and not named.geometry_fields_found  # found by its name
     api = [{"name": "d", "footprint": {"type": "Point", "coordinates": [5, 6]}}]
-    assert db.ingest("named_geometries", api).inserted == 1  # its one key of geometries
+    report = db.ingest("named_geometries", api)  # its one key of geometries
+    assert report.inserted == 1 and report.geometry_fields_found == {"footprint"}
     with db.session() as s:
         stored = s.execute(text("SELECT name, ST_AsText(geom) FROM named_geometries ORDER BY 1"))
         assert stored.all() == [

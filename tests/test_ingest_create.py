@@ -661,7 +661,9 @@ def test_arrow_data_with_one_field_of_geometries_makes_it_the_geometry_column(
     points = [shapely.Point(i, i % 90) for i in range(2500)]
     wkb = [None, *shapely.to_wkb(points[1:]).tolist()]
     frame = pl.DataFrame({"name": [str(i) for i in range(2500)], "footprint": wkb})
-    assert db.ingest("held_polars", frame, create=True, srid=3857).inserted == 2500
+    report = db.ingest("held_polars", frame, create=True, srid=3857)
+    assert report.inserted == 2500 and report.geometry_fields_found == {"footprint"}
+    assert "geometry field, found by its values │ footprint" in " ".join(str(report).split())
     assert columns(admin, "held_polars") == {
         "fid": "bigint",
         "name": "text",
@@ -715,6 +717,7 @@ def test_a_field_of_geometries_under_a_name_of_its_own_lands_in_the_geometry_col
     for kind, source in sources.items():
         report = db.ingest("outlines", source, srid=4326, ingest_id=kind)
         assert (report.inserted, report.rejected) == (3, []), kind
+        assert report.geometry_fields_found == {"footprint"}, kind
     stored = admin.execute("SELECT count(*), count(geom) FROM outlines").fetchone()
     assert stored == (18, 12)
     near = db.ingest("outlines", sources["parquet"], bbox=(0, 0, 2, 3), ingest_id="near")

@@ -67,6 +67,8 @@ class Landing:
     check: CheckFields
     geometry_z: bool = False
     geometry_m: bool = False
+    found: set[str] | None = None
+    """Where the field found by its values to hold the geometries is noted (the report)."""
 
     @property
     def heights(self) -> Sequence[str]:
@@ -116,6 +118,12 @@ class Landing:
         """The column field ``name`` lands in, ``geometry`` being the source's geometry
         field (see :func:`target_name`)."""
         return target_name(name, geometry, self.columns, self.geometry_column)
+
+    def found_by_values(self, field: str | None) -> str | None:
+        """``field``, noted as the one found by its values to hold the geometries."""
+        if field is not None and self.found is not None:
+            self.found.add(field)
+        return field
 
     def geometry_unnamed(self, names: Sequence[str]) -> list[str]:
         """The fields among ``names`` that no column takes, where the target's one

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import chain, count
 from pathlib import Path
@@ -87,6 +87,8 @@ class SourceSchema:
     geometries: list[str] = field(default_factory=list)
     key: str = "fid"
     """The identity primary key's name: the layer's id column where it names one."""
+    by_values: str | None = None
+    """The field found by its values to hold the geometries (:mod:`.held_geometries`)."""
 
     def add(self, name: str, sql_type: str) -> None:
         self.columns.append((name, sql_type))
@@ -163,8 +165,11 @@ class Srids:
         return int(found) if found is not None else None
 
 
-def create_target(engine: Engine, target: Any, source: Any, options: IngestOptions) -> bool:
-    """Creates ``target`` unless it exists (True when this call created it)."""
+def create_target(
+    engine: Engine, target: Any, source: Any, options: IngestOptions, found: set[str]
+) -> bool:
+    """Creates ``target`` unless it exists (True when this call created it); the field
+    found by its values to hold the geometries, if one was, is added to ``found``."""
     table = getattr(target, "__table__", target)
     schema, name = schema_and_name(target)
     qualified = ".".join(quote_identifier(part) for part in (schema, name) if part)
@@ -184,6 +189,7 @@ def create_target(engine: Engine, target: Any, source: Any, options: IngestOptio
             return False
         srids = Srids(options.srid, conn, options.reproject_srid)
         columns = source_schema(source, options, srids, table=qualified)
+        found.update([columns.by_values] if columns.by_values else [])
         try:
             with conn.begin_nested():
                 _create(conn, qualified, name, columns)
@@ -414,6 +420,7 @@ def _arrow_schema(
             continue  # the point column's coordinates, as a CSV's
         if held is not None and name == held[0]:
             schema.add_geometry(name, ["Geometry"], srids.held(held[1]), multi=False)
+            schema.by_values = name
         elif name in crs:
             types = geo.types.get(name) or ["Geometry"]
             column = srids.column(crs[name], f"{where}'s CRS", name)
@@ -446,6 +453,7 @@ def _frame_schema(
         if label == held:
             values = series.dropna().head(SAMPLE).tolist()
             schema.add_geometry(str(label), ["Geometry"], srids.held(values), multi=False)
+            schema.by_values = str(label)
         elif str(series.dtype) == "geometry":
             types = [str(t) for t in series.geom_type.dropna().unique()]
             types += sorted(set(later_geometry_types) - set(types))
@@ -492,6 +500,7 @@ def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
         given = next((s for s in (wanted, options.srid) if s is not None), None)
         stated = kinds.srid_of(wkt or sniffed[0])  # EWKT's, EWKB's: all the same
         name = sniffed[0] if sniffed else schema.free_name()  # the load finds it by name
+        schema.by_values = sniffed[0] if sniffed else None
         schema.add_geometry(name, ["Geometry"], given if given is not None else stated, multi=False)
     elif points is not None:
         _add_points(schema, points, wanted, options.srid)
@@ -525,10 +534,10 @@ def _renamed(schema: SourceSchema, rename: Mapping[str, str], path: Path) -> Sou
             f"rename={dict(rename)!r} gives {', '.join(twice)} to a field while {path} has a "
             "field of that name too: rename that one as well, or choose another name"
         )
-    return SourceSchema(
-        [(rename.get(name, name), sql_type) for name, sql_type in schema.columns],
-        [rename.get(name, name) for name in schema.geometries],
-        schema.key,
+    return replace(
+        schema,
+        columns=[(rename.get(name, name), sql_type) for name, sql_type in schema.columns],
+        geometries=[rename.get(name, name) for name in schema.geometries],
     )
 
 
@@ -541,8 +550,9 @@ def _lowercased(schema: SourceSchema, keep: Mapping[str, str] | None = None) -> 
         name: lower if folded.count(lower) == 1 and name not in given else name
         for (name, _), lower in zip(schema.columns, folded, strict=True)
     }
-    return SourceSchema(
-        [(rename[name], sql_type) for name, sql_type in schema.columns],
-        [rename[name] for name in schema.geometries],
-        schema.key.lower(),
+    return replace(
+        schema,
+        columns=[(rename[name], sql_type) for name, sql_type in schema.columns],
+        geometries=[rename[name] for name in schema.geometries],
+        key=schema.key.lower(),
     )

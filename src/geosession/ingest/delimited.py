@@ -79,7 +79,8 @@ def _held_wkt(
     if not fields:
         return None
     _, values = next(csv_field_values(path, encoding, lambda: fields, SAMPLE), (0, {}))
-    return geometry_field({name: [v for v in column if v] for name, column in values.items()})
+    samples = {name: [v for v in column if v] for name, column in values.items()}
+    return landing.found_by_values(geometry_field(samples))
 
 
 def csv_field_values(

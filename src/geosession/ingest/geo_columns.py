@@ -96,7 +96,7 @@ def _held_field(
     unnamed = set(landing.geometry_unnamed(loaded))
     if not unnamed or landing.coordinate_fields(loaded, False, *points):
         return None
-    found = held([f for f in fields if renamed(f) in unnamed])
+    found = landing.found_by_values(held([f for f in fields if renamed(f) in unnamed]))
     return None if found is None else renamed(found)
 
 

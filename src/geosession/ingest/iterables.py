@@ -100,7 +100,7 @@ def _held_key(rows: list[Any], landing: Landing) -> str | None:
         return None
     named = [row for row in rows[: held_geometries.SAMPLE] if isinstance(row, Mapping)]
     samples = {key: [v for row in named if (v := row.get(key)) is not None] for key in keys}
-    return held_geometries.geometry_field(samples)
+    return landing.found_by_values(held_geometries.geometry_field(samples))
 
 
 def _with_points(batch: Batch, points: PointColumns, landing: Landing) -> Batch:

@@ -122,7 +122,8 @@ class Ingest:
             engine, options.max_retries, on_retry=self._count_retry, settings=options.settings
         )
         if options.create:
-            self.report.created = create_target(engine, target, self.source, options)
+            found = self.report.geometry_fields_found
+            self.report.created = create_target(engine, target, self.source, options, found)
         self.target: Target = self.connections.retrying(
             lambda conn: resolve_target(conn.cursor(), target)
         )
@@ -425,6 +426,7 @@ class Ingest:
             rename=self.options.rename,
             xy_columns=self.options.xy_columns,
             left_out=self.report.fields_left_out if self.options.extra_fields == "ignore" else None,
+            found=self.report.geometry_fields_found,
             attributes=self.attributes,
             feature_ids=self.started_empty,
             defaulted=frozenset(self.defaults.python) | self.planner.may_lack,

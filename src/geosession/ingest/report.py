@@ -66,6 +66,10 @@ class IngestReport:
     chunk_size_max: int = 0
     created: bool = False
     """Whether this run created the table (``create=True``)."""
+    geometry_fields_found: set[str] = field(default_factory=set)
+    """The source's field whose values were found to be geometries, where no name said
+    so: the geometry column create=True made of it, or the field that loaded into the
+    table's geometry column."""
     fields_left_out: set[str] = field(default_factory=set)
     """The source's fields that are no column of the table, not loaded
     (``extra_fields='ignore'``)."""
@@ -98,6 +102,7 @@ class IngestReport:
         values["repaired"] = [asdict(reject) for reject in self.repaired]
         values["deferred_indexes"] = list(self.deferred_indexes)
         values["fields_left_out"] = sorted(self.fields_left_out)
+        values["geometry_fields_found"] = sorted(self.geometry_fields_found)
         values["rows_per_second"] = self.rows_per_second
         return values
 
@@ -121,6 +126,9 @@ class IngestReport:
 
     def _rows(self) -> list[tuple[str, str]]:
         rows = [("table", "created by this run")] if self.created else []
+        if self.geometry_fields_found:
+            found = ", ".join(sorted(self.geometry_fields_found))
+            rows.append(("geometry field, found by its values", found))
         rows += [
             ("rows read", f"{self.rows_read:,}"),
             ("would be inserted" if self.dry_run else "inserted", f"{self.inserted:,}"),

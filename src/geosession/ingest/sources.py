@@ -65,6 +65,7 @@ def iter_batches(
     rename: Mapping[str, str] | None = None,
     xy_columns: tuple[str, ...] | None = None,
     left_out: set[str] | None = None,
+    found: set[str] | None = None,
     defaulted: frozenset[str] = frozenset(),
     geometry_z: bool = False,
     geometry_m: bool = False,
@@ -91,9 +92,11 @@ def iter_batches(
     heights where ``geometry_z`` (the geometry column has Z), and refused where
     ``geometry_m`` (it has M).
     ``left_out``: fields that are no column of the target (or a generated one) are added
-    to it and not loaded, instead of refused. ``defaulted``: columns with a default (Python's,
-    or the table's), whose value a dict row or new instance lacks is MISSING (not None)
-    for :mod:`.defaults` or the server (:mod:`.lacking`) to fill.
+    to it and not loaded, instead of refused. ``found``: where the field found by its
+    values to hold the geometries is noted (:mod:`.held_geometries`). ``defaulted``:
+    columns with a default (Python's, or the table's), whose value a dict row or new
+    instance lacks is MISSING (not None) for :mod:`.defaults` or the server
+    (:mod:`.lacking`) to fill.
     """
     if (isinstance(batch_size, int) and batch_size < 1) or not columns:
         raise ConfigurationError("iter_batches needs batch_size >= 1 and the target's columns")
@@ -102,7 +105,7 @@ def iter_batches(
         check_fields, columns=columns, computed=computed or {}, left_out=left_out
     )
     read = FileRead(wkt_column, layer, encoding, where, bbox, feature_ids, rename, xy_columns)
-    landing = Landing(columns, geometry_column, size, check, geometry_z, geometry_m)
+    landing = Landing(columns, geometry_column, size, check, geometry_z, geometry_m, found)
     if isinstance(source, str | os.PathLike):
         return file_batches(Path(source), landing, read)
     described = f"the source (a {type(source).__name__})"
@@ -230,7 +233,7 @@ def _held(frame: Any, landing: Landing) -> str | None:
     if not unnamed or landing.coordinate_fields(list(labels), False, None, "the DataFrame"):
         return None  # coordinates make the points, as create=True takes them first
     found = frame_geometries(frame, [labels[name] for name in unnamed])
-    return None if found is None else str(found)
+    return None if found is None else landing.found_by_values(str(found))
 
 
 def _check_frame_labels(frame: Any, landing: Landing) -> None:
