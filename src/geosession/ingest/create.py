@@ -189,7 +189,6 @@ def create_target(
             return False
         srids = Srids(options.srid, conn, options.reproject_srid)
         columns = source_schema(source, options, srids, table=qualified)
-        found.update([columns.by_values] if columns.by_values else [])
         try:
             with conn.begin_nested():
                 _create(conn, qualified, name, columns)
@@ -197,6 +196,8 @@ def create_target(
             if error.sqlstate not in _CREATED_MEANWHILE:
                 raise
             return False  # another load made it while this one read the source
+    if columns.by_values:
+        found.add(columns.by_values)
     return True
 
 

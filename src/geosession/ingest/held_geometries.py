@@ -1,12 +1,12 @@
 """Which field of a source holds its geometries when nothing declares or names one.
 
-A plain DataFrame's object or text column, or a text or binary field of Arrow data
-without GeoArrow or GeoParquet metadata, holds geometries when its first values (nulls
-aside) all are: shapely objects, WKB or EWKB bytes of a known geometry type (as read_sql
-gives), WKT, EWKT or hex EWKB text (as a CSV holds), or GeoJSON geometry objects (a web
-API's records). One such field is the geometry
-column of the table create=True makes, under its own name, or lands in the target's one
-geometry column when the source has no field of that name; two make no guess.
+A field (a DataFrame's object, text or bytes column, a text or binary field of Arrow data
+without GeoArrow or GeoParquet metadata, a CSV's field, a dict row's key) holds
+geometries when its first values (nulls aside) all are: shapely objects, WKB or EWKB
+bytes of a known geometry type (as read_sql gives), WKT, EWKT or hex EWKB text (as a CSV
+holds), or GeoJSON geometry objects (a web API's records). One such field is the
+geometry column of the table create=True makes, under its own name, or lands in the
+target's one geometry column when no field names it; two make no guess.
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ def _value_srid(value: Any) -> int:
 
 
 def frame_geometries(frame: Any, labels: Iterable[Any]) -> Any:
-    """The label, among ``labels``, of a DataFrame's one object or text column that holds
-    geometries, else None."""
+    """The label, among ``labels``, of a DataFrame's one object, text or bytes column that
+    holds geometries, else None."""
     samples = {
         label: frame[label].dropna().head(SAMPLE).tolist()
         for label in labels
