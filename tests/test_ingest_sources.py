@@ -880,6 +880,25 @@ def test_a_bbox_filters_geoparquet_and_arrow_files(
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".arrow"])
+def test_a_bbox_filters_by_a_plain_field_that_lands_in_the_geometry_column(
+    tmp_path: Path, suffix: str
+) -> None:
+    """A plain Parquet or Arrow file's WKT field named as the target's geometry column
+    (footprint), or found by its values (outline), was "no geometry column" to bbox=."""
+    wkt = [f"POINT({x} 0)" for x in range(-5, 5)]
+    for field, columns in (("footprint", ["val", "footprint"]), ("outline", COLUMNS)):
+        path = tmp_path / f"{field}{suffix}"
+        table = pa.table({"val": list(range(10)), field: wkt})
+        if suffix == ".parquet":
+            pyarrow.parquet.write_table(table, path)
+        else:
+            pyarrow.feather.write_feather(table, path)
+        geometry = columns[-1]
+        kept = batches(path, bbox=(0, -1, 1, 1), columns=columns, geometry_column=geometry)
+        assert column(kept, "val") == [5, 6], field
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".arrow"])
 def test_a_bbox_filters_parquet_and_arrow_files_of_coordinates(tmp_path: Path, suffix: str) -> None:
     """A Parquet file of longitude and latitude columns (trips, sensor readings) was
     refused: "no geometry column". The coordinates are filtered as points, their row
