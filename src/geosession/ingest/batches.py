@@ -119,22 +119,29 @@ class Landing:
         field (see :func:`target_name`)."""
         return target_name(name, geometry, self.columns, self.geometry_column)
 
-    def found_by_values(self, field: str | None) -> str | None:
-        """``field``, noted as the one found by its values to hold the geometries."""
+    def held_field(
+        self,
+        names: Sequence[str],
+        judge: Callable[[list[str]], str | None],
+        where: str,
+        xy_columns: Sequence[str] | None = None,
+    ) -> str | None:
+        """The field for the target's one geometry column that none of ``names`` names:
+        the one ``judge`` finds holding geometries among those no column takes (noted in
+        :attr:`found`), unless coordinate fields make the column's points (taken first, as
+        create=True does)."""
+        if self.geometry_column is None:
+            return None
+        landed = {name: self.column_for(name, None) for name in names}
+        unnamed = [name for name, column in landed.items() if column not in self.columns]
+        if self.geometry_column in landed.values() or not unnamed:
+            return None
+        if self.coordinate_fields(names, False, xy_columns, where) is not None:
+            return None
+        field = judge(unnamed)
         if field is not None and self.found is not None:
             self.found.add(field)
         return field
-
-    def geometry_unnamed(self, names: Sequence[str]) -> list[str]:
-        """The fields among ``names`` that no column takes, where the target's one
-        geometry column is named by none of them (one of those may hold its geometries);
-        else none."""
-        if self.geometry_column is None:
-            return []
-        landed = {name: self.column_for(name, None) for name in names}
-        if self.geometry_column in landed.values():
-            return []
-        return [name for name, column in landed.items() if column not in self.columns]
 
 
 GEOMETRY_FIELD_NAMES = ("wkt", "wkt_geom", "geometry", "geom", "the_geom", "wkb_geometry", "wkb")

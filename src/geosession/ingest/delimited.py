@@ -74,13 +74,14 @@ def _held_wkt(
     """The one field that no column takes whose values in the first rows are all WKT,
     EWKT or hex EWKB (empty ones aside), for the target's one geometry column that no
     field names: an export of a geometry column named otherwise."""
-    unnamed = set(landing.geometry_unnamed([renamed(name) for name in header]))
-    fields = [name for name in header if renamed(name) in unnamed]
-    if not fields:
-        return None
-    _, values = next(csv_field_values(path, encoding, lambda: fields, SAMPLE), (0, {}))
-    samples = {name: [v for v in column if v] for name, column in values.items()}
-    return landing.found_by_values(geometry_field(samples))
+    original = {renamed(name): name for name in header}
+
+    def judge(unnamed: list[str]) -> str | None:
+        fields = [original[name] for name in unnamed]
+        _, values = next(csv_field_values(path, encoding, lambda: fields, SAMPLE), (0, {}))
+        return geometry_field({name: [v for v in column if v] for name, column in values.items()})
+
+    return landing.held_field(list(original), judge, str(path))
 
 
 def csv_field_values(

@@ -92,11 +92,13 @@ def _held_field(
     """The field (renamed) holding the geometries of the target's one geometry column,
     which no field names, unless coordinate fields make its points (taken first, as
     create=True does); ``points``: the xy_columns asked for, and where, for their check."""
-    loaded = [renamed(f) for f in fields]
-    unnamed = set(landing.geometry_unnamed(loaded))
-    if not unnamed or landing.coordinate_fields(loaded, False, *points):
-        return None
-    found = landing.found_by_values(held([f for f in fields if renamed(f) in unnamed]))
+    original = {renamed(f): f for f in fields}
+    xy_columns, where = points
+
+    def judge(unnamed: list[str]) -> str | None:
+        return held([original[name] for name in unnamed])
+
+    found = landing.held_field(list(original), judge, where, xy_columns)
     return None if found is None else renamed(found)
 
 

@@ -95,12 +95,13 @@ def _held_key(rows: list[Any], landing: Landing) -> str | None:
     """The first dict row's one key that no column takes whose values in the first rows
     are all geometries (an API's records of a ``footprint``), for the target's one
     geometry column that no key names."""
-    keys = landing.geometry_unnamed([str(key) for key in rows[0]])
-    if not keys:
-        return None
     named = [row for row in rows[: held_geometries.SAMPLE] if isinstance(row, Mapping)]
-    samples = {key: [v for row in named if (v := row.get(key)) is not None] for key in keys}
-    return landing.found_by_values(held_geometries.geometry_field(samples))
+
+    def judge(keys: list[str]) -> str | None:
+        samples = {key: [v for row in named if (v := row.get(key)) is not None] for key in keys}
+        return held_geometries.geometry_field(samples)
+
+    return landing.held_field([str(key) for key in rows[0]], judge, "the first row")
 
 
 def _with_points(batch: Batch, points: PointColumns, landing: Landing) -> Batch:

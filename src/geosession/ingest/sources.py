@@ -229,11 +229,12 @@ def _held(frame: Any, landing: Landing) -> str | None:
     """The name of a DataFrame's one column of geometries under a name of its own, for the
     target's one geometry column that no column of the frame names."""
     labels = {str(label): label for label in frame.columns}
-    unnamed = landing.geometry_unnamed(list(labels))
-    if not unnamed or landing.coordinate_fields(list(labels), False, None, "the DataFrame"):
-        return None  # coordinates make the points, as create=True takes them first
-    found = frame_geometries(frame, [labels[name] for name in unnamed])
-    return None if found is None else landing.found_by_values(str(found))
+
+    def judge(unnamed: list[str]) -> str | None:
+        found = frame_geometries(frame, [labels[name] for name in unnamed])
+        return None if found is None else str(found)
+
+    return landing.held_field(list(labels), judge, "the DataFrame")
 
 
 def _check_frame_labels(frame: Any, landing: Landing) -> None:
