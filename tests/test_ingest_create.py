@@ -1739,6 +1739,34 @@ def test_decimals_and_dates_a_csv_quotes_keep_their_types(
     admin.execute("DROP TABLE prices")
 
 
+def test_bare_numbers_double_precision_would_round_make_numeric(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """A CSV's bare decimals of more digits than double precision keeps, and whole
+    numbers past 2**53 among decimals, made a double precision column that rounded them.
+    They make numeric now, every digit kept; a float's shortest form (Python's repr,
+    what pandas and PostgreSQL write) still makes double precision, exact."""
+    path = tmp_path / "digits.csv"
+    path.write_text(
+        "ledger,mixed,measured,wkt\n"
+        "12345678901234.567891,1.5,0.30000000000000004,POINT(1 2)\n"
+        "0.1,9007199254740993,55.161553842425946,POINT(3 4)\n"
+    )
+    db.ingest("made_digits", path, create=True)
+    made = columns(admin, "made_digits")
+    assert (made["ledger"], made["mixed"], made["measured"]) == (
+        "numeric",
+        "numeric",
+        "double precision",
+    )
+    stored = admin.execute("SELECT ledger::text, mixed::text, measured FROM made_digits")
+    assert stored.fetchall() == [
+        ("12345678901234.567891", "1.5", 0.30000000000000004),
+        ("0.1", "9007199254740993", 55.161553842425946),
+    ]
+    admin.execute("DROP TABLE made_digits")
+
+
 def test_a_csv_of_x_y_and_z_makes_a_pointz_table(
     db: SpatialDatabase,
     admin: psycopg.Connection[Any],

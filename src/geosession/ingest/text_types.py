@@ -8,12 +8,14 @@ Each kind is written as the load reads text into that type (:mod:`.readers`), no
 so no row is refused for the type its own file gave: numbers with leading zeros (postal
 codes), numbers beyond bigint (identifiers) and NULL spelt as text (NA) keep a field
 text, and a decimal comma counts only in a file separated by semicolons, as the load
-reads it.
+reads it. Numbers that double precision would round (more significant digits than it
+keeps, a whole number past 2**53 among decimals) make numeric, which keeps every digit.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -74,14 +76,15 @@ _INT4_DIGITS = 9
 """Digits that every int4 holds."""
 _FINITE_DIGITS = 300
 """Characters of a plain decimal (no exponent) short enough for float8 to hold it."""
+_FLOAT8_DIGITS = 15
+"""Significant digits that float8 keeps of every decimal (DBL_DIG): a value of no more
+characters than these needs no check that it reads back as written."""
+_FLOAT8_WHOLE = 2**53
+"""Whole numbers up to this one in size are exact in float8."""
+_NUMBER_KINDS = frozenset({"integer", "bigint", "wide", "float", "exact"})
+"""Kinds of number: "wide" is a bigint beyond float8's whole numbers, "exact" a decimal of
+more digits than float8 keeps."""
 _TYPES: Final[dict[frozenset[str], str]] = {
-    frozenset({"integer"}): "integer",
-    frozenset({"bigint"}): "bigint",
-    frozenset({"integer", "bigint"}): "bigint",
-    frozenset({"float"}): "double precision",
-    frozenset({"integer", "float"}): "double precision",
-    frozenset({"bigint", "float"}): "double precision",
-    frozenset({"integer", "bigint", "float"}): "double precision",
     frozenset({"boolean"}): "boolean",
     frozenset({"date"}): "date",
     frozenset({"timestamp"}): "timestamp",
@@ -148,7 +151,7 @@ class TextKinds:
 
     def sql_types(self) -> dict[str, str]:
         """Each field's column type: text for a field of no values, or of mixed kinds."""
-        return {name: _TYPES.get(frozenset(kinds), _TEXT) for name, kinds in self._kinds.items()}
+        return {name: _sql_type(kinds) for name, kinds in self._kinds.items()}
 
     def _batch_kinds(self, values: set[str]) -> set[str]:
         """The kinds of a batch's distinct values: all of one shape in one match (the
@@ -157,8 +160,10 @@ class TextKinds:
         shape = next((k for k, p in self._patterns.all_of.items() if p.fullmatch(joined)), None)
         if shape == "integer" and max(map(len, values)) <= _INT4_DIGITS:
             return {"integer"}
-        if shape in ("boolean", "wkt") or (shape == "float" and _finite(joined, values)):
+        if shape in ("boolean", "wkt"):
             return {shape}
+        if shape == "float" and _finite(joined, values):
+            return {"float"} if _float8_keeps(values) else {"float", "exact"}
         kinds: set[str] = set()
         for value in values:
             kinds.add(self._kind(value))
@@ -173,7 +178,35 @@ class TextKinds:
             return _TEXT
         if kind == "integer":
             return _integer_kind(int(value))
-        return kind if _readable(kind, value) else _TEXT
+        if not _readable(kind, value):
+            return _TEXT
+        return "exact" if kind == "float" and not _float8_keeps([value]) else kind
+
+
+def _sql_type(kinds: set[str]) -> str:
+    """The column type of a field whose values came in these kinds: numbers in the
+    narrowest type that holds them all, digit for digit."""
+    if not kinds or not kinds <= _NUMBER_KINDS:
+        return _TYPES.get(frozenset(kinds), _TEXT)
+    if kinds == {"integer"}:
+        return "integer"
+    if kinds <= {"integer", "bigint", "wide"}:
+        return "bigint"
+    return "numeric" if kinds & {"wide", "exact"} else "double precision"
+
+
+def _float8_keeps(values: Iterable[str]) -> bool:
+    """Whether decimals read back from float8 as written, every digit (a float's shortest
+    form, as Python and PostgreSQL print it, or that with trailing zeros)."""
+    texts = [v.replace(",", ".") for v in values if len(v) > _FLOAT8_DIGITS]
+    shortest = list(map(repr, map(float, texts)))
+    return shortest == texts or all(map(_same_number, shortest, texts))
+
+
+def _same_number(shortest: str, text: str) -> bool:
+    if shortest == text or shortest in ("inf", "-inf", "nan"):
+        return True
+    return decimal.Decimal(shortest) == decimal.Decimal(text)
 
 
 def _finite(joined: str, values: set[str]) -> bool:
@@ -186,7 +219,7 @@ def _integer_kind(number: int) -> str:
     for kind, type_name in (("integer", "int4"), ("bigint", "int8")):
         low, high = INTEGER_RANGES[type_name]
         if low <= number <= high:
-            return kind
+            return "wide" if abs(number) > _FLOAT8_WHOLE else kind
     return _TEXT  # an identifier of more digits than bigint holds
 
 
