@@ -359,6 +359,43 @@ def test_common_sql_mistakes_say_what_to_check(
         assert advice in info.value.message.lower(), (sql, info.value.message)
 
 
+@pytest.fixture
+def clerk(admin: psycopg.Connection[Any], database_url: str) -> Iterator[str]:
+    """The URL of a role that may not read one table, and may write another's rows of its
+    own under a row-level security policy."""
+    admin.execute(
+        "DROP TABLE IF EXISTS ledger_secret, ledger_rows; DROP ROLE IF EXISTS geosession_clerk; "
+        "CREATE ROLE geosession_clerk LOGIN; CREATE TABLE ledger_secret (id int); "
+        "CREATE TABLE ledger_rows (id int, tenant text); "
+        "ALTER TABLE ledger_rows ENABLE ROW LEVEL SECURITY; "
+        "CREATE POLICY own ON ledger_rows USING (tenant = current_user) "
+        "WITH CHECK (tenant = current_user); "
+        "GRANT SELECT, INSERT ON ledger_rows TO geosession_clerk"
+    )
+    yield make_url(database_url).set(username="geosession_clerk").render_as_string(False)
+    admin.execute("DROP TABLE ledger_secret, ledger_rows; DROP ROLE geosession_clerk")
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_refused_privilege_names_the_role_and_a_policy_or_owner_say_theirs(
+    make_db: Callable[..., SpatialDatabase], driver: str, clerk: str
+) -> None:
+    """ "Permission denied" said to grant the privilege "to this role" without naming it;
+    a row-level security policy's refusal and a statement only the owner may run (both
+    42501 too) were told to grant a privilege, which neither needs."""
+    db = database_for(make_db, driver, url=clerk)
+    refusals = {
+        "SELECT * FROM ledger_secret": "grant the privilege to role geosession_clerk",
+        "INSERT INTO ledger_rows VALUES (1, 'b')": "row-level security policies",
+        "ALTER TABLE ledger_rows ADD COLUMN note text": "only the object's owner",
+    }
+    for sql, advice in refusals.items():
+        with pytest.raises(DatabaseError) as info:
+            run(db, driver, sql)
+        assert info.value.sqlstate == "42501", sql
+        assert advice in info.value.message.lower(), (sql, info.value.message)
+
+
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_statement_timeout_is_query_timeout(
     make_db: Callable[..., SpatialDatabase], driver: str

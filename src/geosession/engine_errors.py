@@ -74,7 +74,11 @@ def translate_for(
     pool used directly (the ingest's psycopg connections): its server and PostGIS named.
     ``connecting``: the pool could not open one (its driver's error, as the pool gives it)."""
     return translate(
-        error, endpoint=endpoint_of(engine), postgis=postgis_place(engine), connecting=connecting
+        error,
+        endpoint=endpoint_of(engine),
+        postgis=postgis_place(engine),
+        connecting=connecting,
+        role=engine.url.username,
     )
 
 
@@ -153,6 +157,7 @@ def _on_handle_error(context: ExceptionContext) -> GeoSessionError | None:
         statement=sql if statement is None else statement,
         statement_start=start,
         postgis=postgis_place(context.engine) if context.engine else None,
+        role=context.engine.url.username if context.engine else None,
     )
 
 

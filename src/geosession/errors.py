@@ -170,6 +170,8 @@ FUNCTION_ARGUMENTS_ADVICE = (
     "PostgreSQL chooses it: a cast may be missing (::geometry, ::geography, ::text)"
 )
 
+_PRIVILEGE = "42501"
+"""insufficient_privilege: a privilege not granted, a policy's refusal, not the owner."""
 _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
     "40001": (SerializationConflict, _ADVICE_RETRY),
     "40P01": (DeadlockDetected, _ADVICE_RETRY + "; taking locks in a consistent order avoids it"),
@@ -197,7 +199,7 @@ _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
     "28P01": (AccessDenied, "check the user name and the password (or password_file)"),
     "28000": (AccessDenied, "check pg_hba.conf and the user name"),
     "3D000": (AccessDenied, "create the database, or fix the database name in the settings"),
-    "42501": (DatabaseError, "grant the privilege to this role, or connect as another"),
+    _PRIVILEGE: (DatabaseError, "grant the privilege to this role, or connect as another"),
     "23505": (
         IntegrityViolation,
         "the key is taken: fix the data, or skip or update such rows (db.ingest's "
@@ -255,6 +257,21 @@ _BY_SQLSTATE_AND_MESSAGE: tuple[tuple[str, str, type[GeoSessionError], str], ...
         AccessDenied,
         "the server takes this user only over TLS: set sslmode (require, or verify-full "
         "with sslrootcert to check whose server it is)",
+    ),
+    (
+        "42501",
+        "row-level security policy",
+        DatabaseError,
+        "the table's row-level security policies do not let this role write that row (a "
+        "policy's WITH CHECK): check the row's values, and the settings the policies read "
+        "for the transaction (db.transaction(settings={'app.tenant': ...}))",
+    ),
+    (
+        "42501",
+        "must be owner of",
+        DatabaseError,
+        "only the object's owner (or a member of the role that owns it, or a superuser) may "
+        "do that: run it as that role, or have the owner run it",
     ),
     (
         "0A000",
@@ -389,10 +406,14 @@ def capitalized(advice: str) -> str:
 
 
 def classify(
-    diag: Diagnostics, *, is_disconnect: bool, postgis: PostGISPlace | None = None
+    diag: Diagnostics,
+    *,
+    is_disconnect: bool,
+    postgis: PostGISPlace | None = None,
+    role: str | None = None,
 ) -> tuple[type[GeoSessionError], str]:
     """The error class and the advice for what the server (or the driver) reported;
-    ``postgis``: where the database has PostGIS, if known."""
+    ``postgis``: where the database has PostGIS, if known; ``role``: the user connected."""
     from geosession import postgis_errors  # it raises these errors: imported late
 
     state = diag.sqlstate or ""
@@ -405,18 +426,30 @@ def classify(
     missing = _missing_type_advice(diag.message, postgis) if state in _MISSING_STATES else None
     if missing is not None:
         return missing
-    for code, fragment, kind, advice in _BY_SQLSTATE_AND_MESSAGE:
-        if state == code and fragment in diag.message:
-            return kind, advice
-    if state in _BY_SQLSTATE:
-        return _BY_SQLSTATE[state]
-    if state[:2] in _BY_SQLSTATE_CLASS:
-        return _BY_SQLSTATE_CLASS[state[:2]]
+    coded = _by_sqlstate(state, diag.message, role)
+    if coded is not None:
+        return coded
     if is_disconnect:
         return ConnectionFailed, "the connection was lost; " + _ADVICE_RETRY
     if not state:  # the driver refused the call, or its result: nothing from the server
         return DatabaseError, _driver_advice(diag.message)
     return DatabaseError, "see the server's message above"
+
+
+def _by_sqlstate(
+    state: str, message: str, role: str | None
+) -> tuple[type[GeoSessionError], str] | None:
+    """The class and advice the SQLSTATE gives (with the message, for codes of several
+    meanings), if any."""
+    for code, fragment, kind, advice in _BY_SQLSTATE_AND_MESSAGE:
+        if state == code and fragment in message:
+            return kind, advice
+    if state == _PRIVILEGE and role:
+        return DatabaseError, (
+            f"grant the privilege to role {role}, the user this database connects as (or to "
+            "the role a SET ROLE took), or connect as another"
+        )
+    return _BY_SQLSTATE.get(state) or _BY_SQLSTATE_CLASS.get(state[:2])
 
 
 def _driver_advice(message: str) -> str:
@@ -458,12 +491,14 @@ def translate(
     statement: Any = None,
     statement_start: int = 0,
     postgis: PostGISPlace | None = None,
+    role: str | None = None,
 ) -> GeoSessionError:
     """The geosession error for a driver error; the caller chains the original.
 
     ``statement_start``: characters that geosession put before the caller's ``statement``
     in the SQL it ran (``db.explain``'s ``EXPLAIN (...)``), so that a position the server
-    reports counts from the caller's first character.
+    reports counts from the caller's first character. ``role``: the user the database
+    connects as, named in the advice for a privilege not granted.
     """
     diag = diagnostics(error) or Diagnostics(sqlstate=None, message=first_line(error))
     if statement_start and diag.position:
@@ -496,7 +531,7 @@ def translate(
     unsendable = _UNSENDABLE.search(diag.message)  # the driver's own words, not the server's
     if unsendable is not None:
         return _unsendable(unsendable, endpoint)
-    cls, advice = classify(diag, is_disconnect=is_disconnect, postgis=postgis)
+    cls, advice = classify(diag, is_disconnect=is_disconnect, postgis=postgis, role=role)
     if cls is SRIDMismatch:
         from geosession import postgis_errors  # it raises these errors: imported late
 
