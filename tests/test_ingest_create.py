@@ -3,9 +3,12 @@ from files' and DataFrames' schemas, or from a mapped class, then loaded exactly
 
 from __future__ import annotations
 
+import bz2
 import csv
 import datetime as dt
 import decimal
+import gzip
+import lzma
 import os
 import shlex
 import subprocess
@@ -990,6 +993,75 @@ def test_cli_loads_standard_input_and_resumes_when_the_same_data_comes_again(
     cut = runner.invoke(app, ["ingest", "-", "piped"], input=geojson.read_bytes()[:2000])
     assert cut.exit_code != 0 and "cannot read standard input as" in str(cut.exception)
     assert "stdin.geojson" not in str(cut.exception)  # the spooled copy is gone
+
+
+def test_compressed_files_load_as_what_they_hold_and_resume_by_the_compressed_file(
+    db: SpatialDatabase,
+    admin: psycopg.Connection[Any],
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: Any,
+) -> None:
+    """Data is often downloaded gzipped (buildings.geojsonl.gz, a CSV's .csv.gz): such a
+    file was refused as of an unsupported type, and piped in it was "binary data of no
+    format". It is decompressed into a temporary file and loaded as what it holds; its
+    default id follows the compressed file, so the same load resumes."""
+    source = parcels(30).drop(columns="seen")
+    plain = {"geojsonl": tmp_path / "p.geojsonl", "gpkg": tmp_path / "p.gpkg"}
+    source.to_file(plain["geojsonl"], driver="GeoJSONSeq")
+    source.to_file(plain["gpkg"], layer="parcels")
+    csv_text = "id,wkt\n" + "".join(f"{i},POINT({i} {i / 2})\n" for i in range(1, 21))
+    compressed = {
+        "gz_lines": (
+            tmp_path / "buildings.geojsonl.gz",
+            gzip.compress(plain["geojsonl"].read_bytes()),
+            30,
+        ),
+        "bz_points": (tmp_path / "points.csv.bz2", bz2.compress(csv_text.encode()), 20),
+        "xz_parcels": (tmp_path / "parcels.gpkg.xz", lzma.compress(plain["gpkg"].read_bytes()), 30),
+        "gz_unnamed": (tmp_path / "download.gz", gzip.compress(plain["geojsonl"].read_bytes()), 30),
+    }
+    for table, (path, data, rows) in compressed.items():
+        path.write_bytes(data)
+        report = db.ingest(table, path, create=True)
+        assert report.inserted == rows, table
+        assert admin.execute(f"SELECT count(*) FROM {table}").fetchone() == (rows,)
+    expected = [shapely.normalize(g) for g in gpd.read_file(plain["geojsonl"]).geometry]
+    stored = [shapely.normalize(g) for g in stored_geometries(admin, "gz_lines")]
+    assert shapely.equals_exact(stored, expected, tolerance=0).all()
+    path = compressed["gz_lines"][0]
+    again = db.ingest("gz_lines", path)
+    assert (again.inserted, again.already_committed) == (0, 30)
+    assert again.ingest_id == db.ingest("gz_lines", path).ingest_id
+    bad_row = tmp_path / "bad.csv.gz"
+    bad_row.write_bytes(gzip.compress(b"wkt,b\nPOINT(1 2),1,3\n"))
+    with pytest.raises(ConfigurationError, match=f"^{bad_row}: row 1 has 3 fields"):
+        db.ingest("gz_bad", bad_row, create=True)
+    cut = tmp_path / "cut.geojsonl.gz"
+    cut.write_bytes(compressed["gz_lines"][1][:600])
+    with pytest.raises(ConfigurationError, match="cannot decompress .*cut short") as refused:
+        db.ingest("gz_lines", cut)
+    assert "a file that is not gzip data is named without .gz" in refused.value.message
+    notes = tmp_path / "notes.txt.gz"
+    notes.write_bytes(gzip.compress(b"hello"))
+    with pytest.raises(ConfigurationError, match="it holds notes.txt, a file type"):
+        db.ingest("gz_notes", notes, create=True)
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    runner = CliRunner()
+    piped = runner.invoke(
+        app, ["ingest", "-", "gz_piped", "--create"], input=compressed["gz_lines"][1]
+    )
+    assert piped.exit_code == 0, piped.output
+    assert admin.execute("SELECT count(*) FROM gz_piped").fetchone() == (30,)
+    cut_pipe = runner.invoke(app, ["ingest", "-", "gz_piped"], input=cut.read_bytes())
+    assert "cannot decompress standard input" in str(cut_pipe.exception)
+    named = runner.invoke(app, ["ingest", str(path), "gz_cli", "--create"])
+    assert named.exit_code == 0, named.output
+    again_named = runner.invoke(app, ["ingest", str(path), "gz_cli"])
+    assert "already committed (resumed)" in again_named.output
+    assert admin.execute("SELECT count(*) FROM gz_cli").fetchone() == (30,)
+    for table in (*compressed, "gz_piped", "gz_cli"):
+        admin.execute(f"DROP TABLE {table}")
 
 
 def test_a_real_pipe_from_export_into_ingest(

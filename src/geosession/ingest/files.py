@@ -37,6 +37,7 @@ from geosession.ingest.columnar_files import (
     arrow_file_batches,
     parquet_batches,
 )
+from geosession.ingest.compressed import COMPRESSED_SUFFIXES, is_compressed
 from geosession.ingest.crs import source_crs
 from geosession.ingest.delimited import csv_batches
 from geosession.ingest.encodings import (
@@ -80,7 +81,9 @@ SUPPORTED = (
     + ", ".join(_SEQUENCE_SUFFIXES)
     + "), GeoParquet (.parquet), Arrow IPC ("
     + ", ".join(ARROW_FILE_SUFFIXES)
-    + ") or .csv"
+    + ") or .csv; any of them compressed ("
+    + ", ".join(COMPRESSED_SUFFIXES)
+    + ")"
 )
 _NAMED_ID_SUFFIXES = (".gpkg", ".gdb")
 """Files whose layers name their id column, so their ids are data (GDAL numbers the
@@ -165,8 +168,11 @@ def is_source_file(path: Path) -> bool:
 
 
 def file_kind(path: Path) -> str:
-    """ "csv", "vector", "parquet" or "arrow"; a file of no kind read here is refused."""
+    """ "csv", "vector", "parquet", "arrow" or "compressed" (which the load decompresses
+    first: :mod:`.compressed`); a file of no kind read here is refused."""
     suffix = path.suffix.lower()
+    if is_compressed(path):
+        return "compressed"
     if suffix == ".csv":
         return "csv"
     if suffix in PARQUET_SUFFIXES:

@@ -30,6 +30,7 @@ from geosession.ingest import collector, ledger
 from geosession.ingest.batches import Batch
 from geosession.ingest.checking import check_batch
 from geosession.ingest.chunking import ChunkSizer, PendingRows, make_sizer
+from geosession.ingest.compressed import Unpacked
 from geosession.ingest.connections import Connections, connection_lost
 from geosession.ingest.copy import Chunk, write_chunk
 from geosession.ingest.create import create_target
@@ -106,8 +107,26 @@ class Ingest:
         """``stop_source`` ends a source that may be waiting for its next row (an async
         one) when reading stops early, so that the reading threads can end."""
         options.check()
+        self.unpacked = Unpacked(source, progress=options.progress)  # a .gz's data
+        try:
+            self._set_up(engine, target, options, statement_timeout, stop_source, lock_timeout)
+        except BaseException as error:
+            self.unpacked.close()
+            self.unpacked.name_in(error)
+            raise
+
+    def _set_up(
+        self,
+        engine: Engine,
+        target: Any,
+        options: IngestOptions,
+        statement_timeout: str | None,
+        stop_source: Callable[[], None] | None,
+        lock_timeout: str | None,
+    ) -> None:
+        source = self.unpacked.source
         self.lock_wait_ms = lock_wait_ms(statement_timeout, lock_timeout)
-        self.engine, self.source, self.options = engine, opened(source), options
+        self.engine, self.source, self.options = engine, opened(self.unpacked.readable), options
         self.stop_source = stop_source
         self.sizer: ChunkSizer = make_sizer(options.chunk_size, statement_timeout)
         self.report = IngestReport("", str(target), dry_run=options.dry_run)
@@ -153,6 +172,7 @@ class Ingest:
                 self._run()
         finally:
             self.report.duration = time.perf_counter() - started
+            self.unpacked.close()
         return self.report
 
     def _run(self) -> None:
@@ -182,6 +202,7 @@ class Ingest:
                     self._advance_sequences()
                     self._merge_ledger_entries()
         except BaseException as error:
+            self.unpacked.name_in(error)
             error.ingest_report = self.report  # type: ignore[attr-defined]  # how far it got
             if isinstance(error, ConfigurationError) and self.report.inserted:
                 error.reword(f"{error.message}. {self._resumes()}")  # the rows before stay

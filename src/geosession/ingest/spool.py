@@ -2,8 +2,9 @@
 
 The readers need a file they can open: a GeoPackage is a database, GDAL reads a GeoJSON
 twice (once for its fields), the CSV reader sniffs its dialect first. So the stream is
-copied to a temporary file in blocks (memory stays flat whatever its size), the file's
-suffix chosen from its first bytes, and its digest taken on the way: piping the same data
+copied to a temporary file in blocks (memory stays flat whatever its size), decompressed
+on the way if it is gzip, bzip2 or xz data, the file's suffix chosen from its first
+bytes, and its digest taken on the way: piping the same data
 again is then the same load, which resumes after the chunks already committed.
 """
 
@@ -13,13 +14,19 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import orjson
 
 from geosession.errors import ConfigurationError
+from geosession.ingest.compressed import (
+    BLOCK,
+    Reader,
+    compression_of,
+    decompressing,
+    read_block,
+)
 
-_BLOCK = 1 << 20
 _SQLITE = b"SQLite format 3\x00"
 _GEOPACKAGE_IDS = (b"GPKG", b"GP10", b"GP11")
 """A GeoPackage's SQLite application_id (header bytes 68-71); a SpatiaLite file has none."""
@@ -45,15 +52,24 @@ class Spooled:
 
 
 def spool(
-    stream: BinaryIO,
+    stream: IO[bytes],
     directory: Path,
     *,
     name: str = "standard input",
     on_block: Callable[[int], None] | None = None,
 ) -> Spooled:
-    """Copies ``stream`` (``name``: what messages call it) into ``directory/stdin.<format>``;
-    ``on_block`` gets each block's size."""
-    head = stream.read(_BLOCK)
+    """Copies ``stream`` (``name``: what messages call it) into ``directory/stdin.<format>``,
+    decompressed if it is gzip, bzip2 or xz data; ``on_block`` gets each block's size."""
+    head = stream.read(BLOCK)
+    compression = compression_of(head)
+    data: Reader = stream
+    if compression is not None:
+        data = decompressing(head, stream, compression)
+        head = read_block(data, name, compression)
+
+    def read() -> bytes:
+        return data.read(BLOCK) if compression is None else read_block(data, name, compression)
+
     path = directory / f"stdin{suffix_of(head, name)}"
     digest = hashlib.sha256()
     size = 0
@@ -65,7 +81,7 @@ def spool(
             size += len(block)
             if on_block is not None:
                 on_block(len(block))
-            block = stream.read(_BLOCK)
+            block = read()
     return Spooled(path, digest.hexdigest(), size)
 
 
