@@ -392,6 +392,41 @@ def test_explain_says_when_the_predicate_wraps_the_indexed_column(
     assert "geom && <the other geometry> (boxes meet), geom ~ <it>" in advice
 
 
+def test_explain_of_a_spatial_join_asks_nothing_of_the_table_that_drives_it(
+    db: SpatialDatabase, points: Table, admin: psycopg.Connection[Any]
+) -> None:
+    """A join of zones and points through the points' spatial index reads every zone
+    once: that sequential scan was flagged ("has a spatial index but was read
+    sequentially", or its column "wrapped in a function"), the value each index search
+    takes. The join's own side still gets advice where its index is missing."""
+    zones = f"diag_zones_{SUFFIX}"
+    admin.execute(
+        f"DROP TABLE IF EXISTS {zones}; CREATE TABLE {zones} (id int, geom geometry(Polygon, "
+        f"4326)); INSERT INTO {zones} SELECT i, ST_MakeEnvelope(i / 100.0, 0, i / 100.0 + "
+        f"0.005, 0.005, 4326) FROM generate_series(1, 50) i; ANALYZE {zones}"
+    )
+    try:
+        join = (
+            f"SELECT z.id, p.id FROM {zones} z JOIN {points.name} p ON "
+            "ST_Intersects(p.geom, {zone})"
+        )
+        unindexed = db.explain(join.format(zone="z.geom"))
+        assert not unindexed.uses_spatial_index
+        assert set(unindexed.spatial_seq_scans) == {zones, points.name}
+        assert f"table public.{points.name} has no spatial index" in str(unindexed.advice)
+        admin.execute(f"CREATE INDEX ON {zones} USING gist (geom)")
+        admin.execute(f"CREATE INDEX ON {points.name} USING gist (geom)")
+        admin.execute(f"ANALYZE {points.name}")
+        for zone in ("z.geom", "ST_Transform(ST_Transform(z.geom, 3857), 4326)"):
+            report = db.explain(join.format(zone=zone))
+            assert report.uses_spatial_index, zone
+            assert report.sequential_scans == (zones,), zone
+            assert _index_advice(report) == [], (zone, report.advice)
+            assert report.spatial_seq_scans == (), zone
+    finally:
+        admin.execute(f"DROP TABLE {zones}")
+
+
 def test_explain_says_st_distance_has_index_assisted_forms(
     db: SpatialDatabase, points: Table, admin: psycopg.Connection[Any]
 ) -> None:

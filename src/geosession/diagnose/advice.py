@@ -256,11 +256,14 @@ def _spatial_refs(
     nodes: list[PlanNode], scans: dict[str, PlanNode], facts: PlanFacts
 ) -> list[_Ref]:
     refs = []
-    for condition in (c for n in nodes for c in n.conditions):
+    owners = _spatial_index_owners(nodes, facts.spatial_indexes)
+    for node, condition in ((n, c) for n in nodes for c in n.conditions):
         if not _SPATIAL_CONDITION.search(condition):
             continue
         for match in _COLUMN_REF.finditer(condition):
             alias, column = unquote(match.group(1)), unquote(match.group(2))
+            if owners.get(id(node), alias) != alias:
+                continue  # the value another table's spatial index is searched with (a join)
             scan = scans.get(alias)
             table = facts.tables.get((scan.schema or "", scan.table or "")) if scan else None
             if table is not None and column in table.geo_columns:
@@ -271,6 +274,19 @@ def _spatial_refs(
                     expression = expression.replace(match.group(1) + ".", "")
                 refs.append(_Ref(alias, column, wrapper, expression))
     return refs
+
+
+def _spatial_index_owners(nodes: list[PlanNode], spatial_indexes: set[str]) -> dict[int, str]:
+    """The alias of the table whose spatial index serves each node that uses one (by the
+    node's id): an index scan, a bitmap heap scan and its bitmap index scans."""
+    owners: dict[int, str] = {}
+    for node in nodes:
+        if node.alias is None:
+            continue
+        bitmaps = list(node.walk())[1:] if node.node_type == "Bitmap Heap Scan" else []
+        if node.index in spatial_indexes or any(b.index in spatial_indexes for b in bitmaps):
+            owners.update((id(served), node.alias) for served in [node, *bitmaps])
+    return owners
 
 
 def _wrapper(condition: str, start: int, end: int) -> tuple[str | None, str | None]:
