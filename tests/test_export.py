@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import bz2
 import decimal
+import gzip
 import io
 import logging
+import lzma
 import math
 import os
 import signal
@@ -1001,6 +1004,45 @@ def test_the_format_follows_the_suffix(db: SpatialDatabase, tmp_path: Path) -> N
         db.export("SELECT * FROM rd_metric", tmp_path / "x.txt")
     stream = io.BytesIO()
     assert db.export("SELECT * FROM rd_metric WHERE id = 1", stream).format == "geojson"
+
+
+def test_a_compressed_suffix_compresses_the_file_as_it_is_written(
+    db: SpatialDatabase, tmp_path: Path, runner: CliRunner
+) -> None:
+    """parcels.geojsonl.gz was "cannot tell the format": the export is compressed as it is
+    written for the formats written front to back, and reads back as written; a format
+    finished in place is refused before the query runs, and so is a missing directory."""
+    query = "SELECT * FROM rd_parcels ORDER BY id"
+    plain = tmp_path / "plain.geojsonl"
+    db.export(query, plain)
+    for name, opener in (("p.geojsonl.gz", gzip.open), ("p.geojsonl.bz2", bz2.open)):
+        result = db.export(query, tmp_path / name)
+        assert (result.format, result.path, result.features) == (
+            "geojsonl",
+            str(tmp_path / name),
+            ROWS,
+        )
+        with opener(tmp_path / name) as packed:
+            assert packed.read() == plain.read_bytes()
+    assert db.export(query, tmp_path / "p.parquet.xz").format == "parquet"
+    table = pq.read_table(io.BytesIO(lzma.decompress((tmp_path / "p.parquet.xz").read_bytes())))
+    assert table.num_rows == ROWS and b"geo" in table.schema.metadata
+    csv = runner.invoke(app, ["export", query, str(tmp_path / "p.csv.gz")])
+    assert csv.exit_code == 0 and "(csv)" in csv.output, csv.output
+    assert gzip.decompress((tmp_path / "p.csv.gz").read_bytes()).count(b"\n") == ROWS + 1
+    for refused, reason in (
+        ("p.gpkg.gz", "a gpkg file is finished in place"),
+        ("none/p.geojson.gz", "does not exist"),
+    ):
+        with pytest.raises(ConfigurationError, match=reason):
+            db.export(query, tmp_path / refused)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "p.csv.gz",
+        "p.geojsonl.bz2",
+        "p.geojsonl.gz",
+        "p.parquet.xz",
+        "plain.geojsonl",
+    ]
 
 
 def test_geopackage_of_two_geometry_columns_and_of_no_rows(

@@ -10,8 +10,6 @@ the compressed file (its path, size and time), so running it again resumes.
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import io
 import lzma
 import os
@@ -32,13 +30,11 @@ from rich.progress import (
 )
 from rich.progress import Progress as RichProgress
 
+from geosession.compression import KINDS, compression_suffix, decompressor
 from geosession.errors import ConfigurationError, GeoSessionError
 from geosession.ingest.features import is_geojson_text
 
 BLOCK = 1 << 20
-_FORMATS = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}
-COMPRESSED_SUFFIXES = tuple(_FORMATS)
-_MAGIC = ((b"\x1f\x8b", ".gz"), (b"BZh", ".bz2"), (b"\xfd7zXZ\x00", ".xz"))
 _CORRUPT = (OSError, EOFError, zlib.error, lzma.LZMAError)
 """What the decompressors raise for damaged or cut data (gzip's BadGzipFile is an
 OSError; a file cut short is an EOFError)."""
@@ -54,27 +50,13 @@ def is_compressed(source: Any) -> bool:
     """Whether ``source`` is the path of a gzip, bzip2 or xz file (by its suffix)."""
     if not isinstance(source, str | os.PathLike) or is_geojson_text(source):
         return False
-    return Path(source).suffix.lower() in COMPRESSED_SUFFIXES
-
-
-def compression_of(head: bytes) -> str | None:
-    """The suffix of the compression that data starting with ``head`` is in, if any."""
-    return next((suffix for magic, suffix in _MAGIC if head.startswith(magic)), None)
-
-
-def _decompressor(raw: Any, compression: str) -> io.BufferedIOBase:
-    """A reader of the decompressed data of ``raw``; its caller closes it."""
-    if compression == ".gz":
-        return gzip.GzipFile(fileobj=raw)
-    if compression == ".bz2":
-        return bz2.BZ2File(raw)
-    return lzma.LZMAFile(raw)
+    return compression_suffix(source) is not None
 
 
 def decompressing(head: bytes, stream: Reader, compression: str) -> Reader:
     """The decompressed data of a stream (standard input's) whose first bytes, ``head``,
     were read to tell its ``compression``."""
-    return _decompressor(_Prefixed(head, stream), compression)
+    return decompressor(_Prefixed(head, stream), compression)
 
 
 class _Prefixed:
@@ -132,7 +114,7 @@ def _check_kind(copy: Path, path: Path) -> None:
 
 @contextmanager
 def _decompressed_stream(path: Path, raw: IO[bytes]) -> Iterator[io.BufferedIOBase]:
-    with _decompressor(raw, path.suffix.lower()) as stream:
+    with decompressor(raw, path.suffix.lower()) as stream:
         yield stream
 
 
@@ -142,7 +124,7 @@ def read_block(stream: Reader, name: str, compression: str, *, by_suffix: bool =
     try:
         return stream.read(BLOCK)
     except _CORRUPT as error:
-        kind = _FORMATS[compression]
+        kind = KINDS[compression]
         named = f"; a file that is not {kind} data is named without {compression}" * by_suffix
         raise ConfigurationError(
             f"cannot decompress {name}: {error or type(error).__name__}. The {kind} data is "

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from geosession.compression import SUFFIXES as COMPRESSION_SUFFIXES
 from geosession.errors import ConfigurationError
 from geosession.ingest.archives import (
     ARCHIVE_SUFFIXES,
@@ -37,7 +38,7 @@ from geosession.ingest.columnar_files import (
     arrow_file_batches,
     parquet_batches,
 )
-from geosession.ingest.compressed import COMPRESSED_SUFFIXES, is_compressed
+from geosession.ingest.compressed import is_compressed
 from geosession.ingest.crs import source_crs
 from geosession.ingest.delimited import csv_batches
 from geosession.ingest.encodings import (
@@ -82,7 +83,7 @@ SUPPORTED = (
     + "), GeoParquet (.parquet), Arrow IPC ("
     + ", ".join(ARROW_FILE_SUFFIXES)
     + ") or .csv; any of them compressed ("
-    + ", ".join(COMPRESSED_SUFFIXES)
+    + ", ".join(COMPRESSION_SUFFIXES)
     + ")"
 )
 _NAMED_ID_SUFFIXES = (".gpkg", ".gdb")

@@ -18,14 +18,9 @@ from typing import IO
 
 import orjson
 
+from geosession.compression import compression_of
 from geosession.errors import ConfigurationError
-from geosession.ingest.compressed import (
-    BLOCK,
-    Reader,
-    compression_of,
-    decompressing,
-    read_block,
-)
+from geosession.ingest.compressed import BLOCK, Reader, decompressing, read_block
 
 _SQLITE = b"SQLite format 3\x00"
 _GEOPACKAGE_IDS = (b"GPKG", b"GP10", b"GP11")

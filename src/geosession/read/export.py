@@ -11,12 +11,14 @@ import contextlib
 import errno
 import io
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
-from geosession.errors import ConfigurationError, ExportFailed
+from geosession.compression import compression_suffix, compressor
+from geosession.errors import ConfigurationError, ExportFailed, GeoSessionError
 from geosession.read.geojson import (
     ExportResult,
     Progress,
@@ -67,6 +69,8 @@ def format_for(dest: Destination, format: str | None, *, option: str = "format="
     if hasattr(dest, "write"):
         return "geojson"
     name = Path(os.fspath(dest)).name.lower()
+    if compression_suffix(name) is not None:
+        name = Path(name).stem  # parcels.geojson.gz is GeoJSON, compressed as it is written
     chosen = "shp" if name.endswith(".shp.zip") else BY_SUFFIX.get(Path(name).suffix)
     if chosen is None:
         raise ConfigurationError(
@@ -95,13 +99,63 @@ def export(
     ``progress``: True for a bar on stderr, or a function given the features written;
     ``spatial_index=False`` leaves a GeoPackage's, FlatGeobuf's or Shapefile's spatial
     index out; ``coordinates`` writes a CSV's points as two number columns."""
-    output = _Output(dest, format_for(dest, format), layer, spatial_index, coordinates)
+    chosen = format_for(dest, format)
+    path = None if isinstance(dest, IO) or hasattr(dest, "write") else os.fspath(dest)
+    compression = None if path is None else compression_suffix(path)
+    if path is not None and compression is not None:
+        written = partial(
+            export,
+            connect,
+            statement,
+            format=chosen,
+            options=options,
+            params=params,
+            progress=progress,
+            layer=layer,
+            spatial_index=spatial_index,
+            coordinates=coordinates,
+        )
+        return _compressed(written, path, chosen, compression)
+    output = _Output(dest, chosen, layer, spatial_index, coordinates)
     with progress_callback(progress) as advance, _file_failures(output):
         if output.format in ("geojson", "geojsonl"):
             return _write_geojson(connect, statement, options, params, output, advance)
         by_row = replace(options, output="row", postgres_text=True)
         stream = GeometryStream(connect, statement, by_row, params)
         return _write_file(stream, output, advance)  # from Arrow batches of plain rows
+
+
+def _compressed(
+    written: Callable[[IO[bytes]], ExportResult], path: str, format: str, compression: str
+) -> ExportResult:
+    """An export of a format written front to back, compressed as it is written into
+    ``path`` (``parcels.geojsonl.gz``), which appears only once complete."""
+    if format not in _STREAMED:
+        inner = Path(path).stem
+        raise ConfigurationError(
+            f"cannot write {path}: a {format} file is finished in place after its rows, so "
+            f"it is not compressed as it is written; export {inner}, then compress it, or "
+            f"choose {', '.join(_STREAMED[:-1])} or {_STREAMED[-1]}"
+        )
+    output = _Output(path, format, None, spatial_index=True)
+    with (
+        _file_failures(output),
+        atomic_output(path) as sink,
+        _naming(sink.name, path),
+        compressor(sink, compression) as packed,
+    ):
+        result = written(cast(IO[bytes], packed))
+    return replace(result, path=path)
+
+
+@contextlib.contextmanager
+def _naming(temporary: str, path: str) -> Iterator[None]:
+    """Errors name the file written, not its temporary name."""
+    try:
+        yield
+    except GeoSessionError as error:
+        error.reword(error.message.replace(temporary, path))
+        raise
 
 
 @dataclass(frozen=True)
