@@ -13,6 +13,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import uuid
@@ -1021,6 +1022,12 @@ def test_compressed_files_load_as_what_they_hold_and_resume_by_the_compressed_fi
         "xz_parcels": (tmp_path / "parcels.gpkg.xz", lzma.compress(plain["gpkg"].read_bytes()), 30),
         "gz_unnamed": (tmp_path / "download.gz", gzip.compress(plain["geojsonl"].read_bytes()), 30),
     }
+    (tmp_path / "shp").mkdir()
+    source.to_file(tmp_path / "shp" / "parcels.shp")  # a download's Shapefile in a folder
+    with tarfile.open(tmp_path / "shapefiles.tar", "w") as tar:
+        tar.add(tmp_path / "shp", "download/data")
+    tarred = (tmp_path / "shapefiles.tar").read_bytes()
+    compressed["tar_shapes"] = (tmp_path / "shapefiles.tar.gz", gzip.compress(tarred), 30)
     for table, (path, data, rows) in compressed.items():
         path.write_bytes(data)
         report = db.ingest(table, path, create=True)
@@ -1053,6 +1060,11 @@ def test_compressed_files_load_as_what_they_hold_and_resume_by_the_compressed_fi
     )
     assert piped.exit_code == 0, piped.output
     assert admin.execute("SELECT count(*) FROM gz_piped").fetchone() == (30,)
+    piped_tar = runner.invoke(
+        app, ["ingest", "-", "gz_piped_tar", "--create"], input=compressed["tar_shapes"][1]
+    )
+    assert piped_tar.exit_code == 0, piped_tar.output
+    assert admin.execute("SELECT count(*) FROM gz_piped_tar").fetchone() == (30,)
     cut_pipe = runner.invoke(app, ["ingest", "-", "gz_piped"], input=cut.read_bytes())
     assert "cannot decompress standard input" in str(cut_pipe.exception)
     named = runner.invoke(app, ["ingest", str(path), "gz_cli", "--create"])
@@ -1060,7 +1072,7 @@ def test_compressed_files_load_as_what_they_hold_and_resume_by_the_compressed_fi
     again_named = runner.invoke(app, ["ingest", str(path), "gz_cli"])
     assert "already committed (resumed)" in again_named.output
     assert admin.execute("SELECT count(*) FROM gz_cli").fetchone() == (30,)
-    for table in (*compressed, "gz_piped", "gz_cli"):
+    for table in (*compressed, "gz_piped", "gz_piped_tar", "gz_cli"):
         admin.execute(f"DROP TABLE {table}")
 
 

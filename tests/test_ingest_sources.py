@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import tarfile
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -744,6 +745,39 @@ def test_zipped_vector_files_are_read_in_place_at_the_top_or_in_a_folder(tmp_pat
     pyogrio.write_dataframe(frame(3), package)
     nested = _zipped(tmp_path / "package.zip", {"deep/down/parcels.gpkg": package, **readme})
     assert len(column(batches(nested), "name")) == 3
+
+
+def _tarred(archive: Path, files: dict[str, Path], mode: str = "w") -> Path:
+    with tarfile.open(archive, mode) as tar:
+        for name, path in files.items():
+            tar.add(path, name)
+    return archive
+
+
+def test_tar_archives_are_read_in_place_as_zips_are(tmp_path: Path) -> None:
+    """Shapefiles in a folder of a .tar or .tgz download were "unsupported file type";
+    GDAL reads them in place (/vsitar/). GeoJSON's own ids are read from the member too,
+    and a damaged archive is refused naming its kind."""
+    pyogrio.write_dataframe(frame(12), tmp_path / "parcels.shp")
+    parts = sorted(tmp_path.glob("parcels.*"))
+    (tmp_path / "README.txt").write_text("parcels of the county")
+    members = {"README.txt": tmp_path / "README.txt", **{f"data/{p.name}": p for p in parts}}
+    plain = _tarred(tmp_path / "download.tar", members)
+    packed = _tarred(tmp_path / "download.tgz", members, "w:gz")
+    top = _tarred(tmp_path / "top.tar", {p.name: p for p in parts})
+    for archive in (plain, packed, top):
+        assert column(batches(archive), "name") == list(frame(12)["name"]), archive
+        assert source_length(archive) == 12
+    features = tmp_path / "ids.geojson"
+    features.write_text(
+        '{"type": "FeatureCollection", "features": [{"type": "Feature", "id": 7, '
+        '"properties": {"name": "a"}, "geometry": {"type": "Point", "coordinates": [1, 2]}}]}'
+    )
+    (batch,) = batches(_tarred(tmp_path / "ids.tar", {"in/ids.geojson": features}))
+    assert batch.columns["id"] == [7]
+    (tmp_path / "broken.tar").write_bytes(b"not a tar" * 100)
+    with pytest.raises(ConfigurationError, match=r"cannot read .*broken.tar as a tar archive"):
+        batches(tmp_path / "broken.tar")
 
 
 def test_a_folder_of_shapefiles_is_read_as_its_zip_would_be(tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ def ingest(
         list[Path],
         typer.Argument(
             help="Vector files (GeoPackage, Shapefile, GeoJSON, GeoJSON Lines, FlatGeobuf, "
-            "KML, GPX, a File Geodatabase's .gdb folder, MapInfo, SpatiaLite; zipped too; a "
+            "KML, GPX, a File Geodatabase's .gdb folder, MapInfo, SpatiaLite; in a zip or tar "
+            "archive too; a "
             "folder of Shapefiles), "
             "GeoParquet, Arrow IPC (.arrow, .feather, .arrows), CSV (a WKT column, or "
             "longitude and latitude) or a spreadsheet (.xlsx, .ods: a sheet of longitude and "

@@ -1,13 +1,15 @@
 """What GDAL is given to open a vector file, a zip archive of one included.
 
-GDAL reads the files of a zip archive in place (``/vsizip/``), but only at its top level,
-while many downloads keep their Shapefiles in a folder, next to a README or metadata.
-So the archive is looked into: a single vector file in it is opened by its path inside;
-Shapefiles in one folder are opened as that folder, each Shapefile a layer.
+GDAL reads the files of a zip or tar archive in place (``/vsizip/``, ``/vsitar/``, a
+.tgz's too), but opens a zip by itself only at its top level, while many downloads keep
+their Shapefiles in a folder, next to a README or metadata. So the archive is looked into:
+a single vector file in it is opened by its path inside; Shapefiles in one folder are
+opened as that folder, each Shapefile a layer.
 """
 
 from __future__ import annotations
 
+import tarfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +17,8 @@ from pathlib import Path, PurePosixPath
 
 from geosession.errors import ConfigurationError
 
-ARCHIVE_SUFFIXES = (".zip",)
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz")
+_ZIP = ".zip"
 GEODATABASE = ".gdb"
 """An Esri File Geodatabase: a folder of files that GDAL opens as one dataset."""
 _DATASET_SUFFIXES = (".shp", ".gpkg", ".geojson", ".fgb", ".kml", ".gpx", ".tab", ".mif", ".sqlite")
@@ -65,13 +68,9 @@ def gdal_source(path: Path) -> GdalSource:
 
 
 def _archive_source(path: Path) -> GdalSource:
-    """What in a zip archive holds the data: its one vector file, its File Geodatabase,
-    or its folder of Shapefiles."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = [PurePosixPath(name) for name in archive.namelist()]
-    except (zipfile.BadZipFile, OSError) as error:
-        raise ConfigurationError(f"cannot read {path} as a zip archive: {error}") from error
+    """What in a zip or tar archive holds the data: its one vector file, its File
+    Geodatabase, or its folder of Shapefiles."""
+    members = _members(path)
     data = [
         member
         for member in members
@@ -99,6 +98,20 @@ def _archive_source(path: Path) -> GdalSource:
         f"{path} holds several vector files ({listed}) that GDAL cannot open as one: "
         "unzip it and load them one by one"
     )
+
+
+def _members(path: Path) -> list[PurePosixPath]:
+    """The names of the files and folders in a zip or tar archive."""
+    zipped = path.suffix.lower() == _ZIP
+    try:
+        if zipped:
+            with zipfile.ZipFile(path) as archive:
+                return [PurePosixPath(name) for name in archive.namelist()]
+        with tarfile.open(path) as archive:  # a .tgz's compression told by its bytes
+            return [PurePosixPath(member.name) for member in archive.getmembers()]
+    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as error:
+        kind = "zip" if zipped else "tar"
+        raise ConfigurationError(f"cannot read {path} as a {kind} archive: {error}") from error
 
 
 def _geodatabases(members: list[PurePosixPath]) -> set[PurePosixPath]:
@@ -139,5 +152,17 @@ def _check_parts(shp: str, beside: Callable[[str], bool], where: str) -> None:
 
 
 def _inside(path: Path, member: PurePosixPath) -> str | Path:
-    """The archive itself when ``member`` is its top level, else GDAL's path into it."""
-    return path if str(member) == "." else f"/vsizip/{path}/{member}"
+    """GDAL's path to ``member`` of the archive (a zip itself for its top level)."""
+    zipped = path.suffix.lower() == _ZIP
+    if str(member) == ".":
+        return path if zipped else f"/vsitar/{path}"
+    return f"/vsi{'zip' if zipped else 'tar'}/{path}/{member}"
+
+
+def archive_member(name: str, path: Path) -> tuple[str, str] | None:
+    """The archive kind (zip, tar) and member a GDAL path into archive ``path`` names."""
+    for kind in ("zip", "tar"):
+        prefix = f"/vsi{kind}/{path}/"
+        if name.startswith(prefix):
+            return kind, name[len(prefix) :]
+    return None

@@ -76,7 +76,7 @@ VECTOR_SUFFIXES = _GDAL_SUFFIXES + _SEQUENCE_SUFFIXES
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
 SUPPORTED = (
     "GeoPackage, Shapefile, GeoJSON, FlatGeobuf, KML, GPX, File Geodatabase, MapInfo, "
-    "SpatiaLite, spreadsheets of coordinates (zipped too: "
+    "SpatiaLite, spreadsheets of coordinates (in a zip or tar archive too: "
     + ", ".join(_GDAL_SUFFIXES)
     + "), GeoJSON Lines ("
     + ", ".join(_SEQUENCE_SUFFIXES)

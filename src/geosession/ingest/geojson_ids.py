@@ -8,12 +8,13 @@ file's first feature can: it is read from the file's first megabyte.
 
 from __future__ import annotations
 
+import tarfile
 import zipfile
 from pathlib import Path
 
 import orjson
 
-from geosession.ingest.archives import GdalSource
+from geosession.ingest.archives import GdalSource, archive_member
 
 _PEEK = 1 << 20
 """Bytes read to find the first feature (a feature larger than this: no ids assumed)."""
@@ -35,16 +36,21 @@ def has_integer_ids(source: GdalSource, *, sequence: bool) -> bool:
 
 
 def _head(source: GdalSource) -> bytes:
-    """The first bytes of the file, or of the member of a zip archive GDAL is given."""
+    """The first bytes of the file, or of the member of a zip or tar archive GDAL is
+    given."""
     name = str(source.name)
-    prefix = f"/vsizip/{source.path}/"
+    inside = archive_member(name, source.path)
     try:
-        if name.startswith(prefix):
-            with zipfile.ZipFile(source.path) as archive, archive.open(name[len(prefix) :]) as f:
+        if inside is None:
+            with Path(name).open("rb") as file:
+                return file.read(_PEEK)
+        if inside[0] == "zip":
+            with zipfile.ZipFile(source.path) as archive, archive.open(inside[1]) as f:
                 return f.read(_PEEK)
-        with Path(name).open("rb") as file:
-            return file.read(_PEEK)
-    except (OSError, KeyError, zipfile.BadZipFile):
+        with tarfile.open(source.path) as tar:
+            member = tar.extractfile(inside[1])
+            return member.read(_PEEK) if member is not None else b""
+    except (OSError, KeyError, EOFError, zipfile.BadZipFile, tarfile.TarError):
         return b""
 
 

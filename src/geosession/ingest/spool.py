@@ -26,6 +26,7 @@ _SQLITE = b"SQLite format 3\x00"
 _GEOPACKAGE_IDS = (b"GPKG", b"GP10", b"GP11")
 """A GeoPackage's SQLite application_id (header bytes 68-71); a SpatiaLite file has none."""
 _ZIP = b"PK\x03\x04"
+_TAR = b"ustar"
 _ODS = b"application/vnd.oasis.opendocument.spreadsheet"
 _MAGIC = (
     (b"PAR1", ".parquet"),
@@ -89,16 +90,23 @@ def _spreadsheet(head: bytes) -> str | None:
     return ".xlsx" if b"xl/workbook.xml" in head else None
 
 
-def suffix_of(head: bytes, name: str = "standard input") -> str:
-    """The file suffix for data that starts with ``head``, by its signature or first text."""
-    subject = name[:1].upper() + name[1:]
+def _signed_suffix(head: bytes) -> str | None:
+    """The suffix of a binary format whose signature ``head`` starts with, if any."""
     if head.startswith(_SQLITE):
         return ".gpkg" if head[68:72] in _GEOPACKAGE_IDS else ".sqlite"
     if head.startswith(_ZIP):
         return _spreadsheet(head) or ".zip"
-    for magic, suffix in _MAGIC:
-        if head.startswith(magic):
-            return suffix
+    if head[257:262] == _TAR:  # POSIX tar's header names its format there
+        return ".tar"
+    return next((suffix for magic, suffix in _MAGIC if head.startswith(magic)), None)
+
+
+def suffix_of(head: bytes, name: str = "standard input") -> str:
+    """The file suffix for data that starts with ``head``, by its signature or first text."""
+    subject = name[:1].upper() + name[1:]
+    binary = _signed_suffix(head)
+    if binary is not None:
+        return binary
     text = head.lstrip(_BLANK)
     if not text:
         raise ConfigurationError(
@@ -116,8 +124,9 @@ def suffix_of(head: bytes, name: str = "standard input") -> str:
     if b"\x00" in head:
         raise ConfigurationError(
             f"{subject} is binary data of no format geosession reads from a stream "
-            "(GeoPackage, SpatiaLite, FlatGeobuf, GeoParquet, Arrow IPC, zip). A Shapefile, "
-            "being several files, must come zipped; or give the file's path instead"
+            "(GeoPackage, SpatiaLite, FlatGeobuf, GeoParquet, Arrow IPC, zip, tar; gzip, "
+            "bzip2 or xz of any). A Shapefile, being several files, must come in an "
+            "archive; or give the file's path instead"
         )
     return ".csv"
 
