@@ -1072,7 +1072,17 @@ def test_compressed_files_load_as_what_they_hold_and_resume_by_the_compressed_fi
     again_named = runner.invoke(app, ["ingest", str(path), "gz_cli"])
     assert "already committed (resumed)" in again_named.output
     assert admin.execute("SELECT count(*) FROM gz_cli").fetchone() == (30,)
-    for table in (*compressed, "gz_piped", "gz_piped_tar", "gz_cli"):
+    layered = tmp_path / "layered.gpkg"
+    source.head(4).to_file(layered, layer="alpha")
+    source.head(2).to_file(layered, layer="beta")
+    (tmp_path / "layered.gpkg.gz").write_bytes(gzip.compress(layered.read_bytes()))
+    each = runner.invoke(
+        app, ["ingest", str(tmp_path / "layered.gpkg.gz"), "gz_{layer}", "--create"]
+    )
+    assert each.exit_code == 0, each.output
+    counted = "SELECT (SELECT count(*) FROM gz_alpha), (SELECT count(*) FROM gz_beta)"
+    assert admin.execute(counted).fetchone() == (4, 2)
+    for table in (*compressed, "gz_piped", "gz_piped_tar", "gz_cli", "gz_alpha", "gz_beta"):
         admin.execute(f"DROP TABLE {table}")
 
 

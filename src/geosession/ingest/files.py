@@ -38,7 +38,7 @@ from geosession.ingest.columnar_files import (
     arrow_file_batches,
     parquet_batches,
 )
-from geosession.ingest.compressed import is_compressed
+from geosession.ingest.compressed import decompressed, is_compressed
 from geosession.ingest.crs import source_crs
 from geosession.ingest.delimited import csv_batches
 from geosession.ingest.encodings import (
@@ -430,7 +430,11 @@ def vector_layer(pyogrio: Any, source: GdalSource, layer: str | None) -> str | N
 def filled_layers(path: Path) -> tuple[list[str], list[str]] | None:
     """A file's layers with geometries, as (those with features, the empty ones); None for
     a file of one layer by its format (GeoJSON, FlatGeobuf, a Shapefile, CSV, Parquet,
-    Arrow), or for a file of several whose layers hold no geometries."""
+    Arrow), or for a file of several whose layers hold no geometries. A compressed file's
+    are those of the data it holds (decompressed here to list them, and by each load)."""
+    if is_compressed(path):
+        with decompressed(path) as copy:
+            return filled_layers(copy)
     if file_kind(path) != "vector" or path.suffix.lower() in _ONE_LAYER_SUFFIXES:
         return None
     try:
