@@ -1086,6 +1086,42 @@ def test_compressed_files_load_as_what_they_hold_and_resume_by_the_compressed_fi
         admin.execute(f"DROP TABLE {table}")
 
 
+def test_decompressing_into_a_full_temporary_disk_says_where_and_leaves_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A file size limit (RLIMIT_FSIZE) makes the temporary copy's writes fail as a full
+    disk would: the load is refused naming the file, the directory and TMPDIR, before
+    any row, and the temporary directory is gone."""
+    source = tmp_path / "big.csv.gz"
+    rows = "".join(f"{i},POINT({i} {i})\n" for i in range(20_000))
+    source.write_bytes(gzip.compress(("id,wkt\n" + rows).encode()))
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    script = (
+        "import resource, signal, sys\n"
+        "from geosession import SpatialDatabase, ConfigurationError\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))\n"
+        "with SpatialDatabase(sys.argv[1]) as db:\n"
+        "    try:\n"
+        "        db.ingest('gz_too_big', sys.argv[2], create=True)\n"
+        "    except ConfigurationError as error:\n"
+        "        print(error.message)\n"
+    )
+    env = {**os.environ, "TMPDIR": str(spool)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, database_url, str(source)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"Could not decompress {source} into {spool}/"), done.stdout
+    assert "Point TMPDIR at a disk with room for the data uncompressed" in done.stdout
+    assert list(spool.iterdir()) == []
+
+
 def test_a_real_pipe_from_export_into_ingest(
     admin: psycopg.Connection[Any], database_url: str, tmp_path: Path
 ) -> None:
