@@ -10,7 +10,6 @@ the compressed file (its path, size and time), so running it again resumes.
 
 from __future__ import annotations
 
-import io
 import lzma
 import os
 import tempfile
@@ -75,11 +74,6 @@ class _Prefixed:
         return data
 
 
-def inner_name(path: Path) -> Path:
-    """The name of the data inside: ``parcels.csv`` for ``parcels.csv.gz``."""
-    return Path(path.stem)
-
-
 @contextmanager
 def decompressed(path: Path, *, progress: bool = False) -> Iterator[Path]:
     """The data of compressed file ``path``, in a temporary file removed at exit;
@@ -87,9 +81,10 @@ def decompressed(path: Path, *, progress: bool = False) -> Iterator[Path]:
     from geosession.ingest.spool import suffix_of
 
     with tempfile.TemporaryDirectory(prefix="geosession-") as directory:
-        with path.open("rb") as raw, _decompressed_stream(path, raw) as stream:
-            head = read_block(stream, str(path), path.suffix.lower(), by_suffix=True)
-            name = inner_name(path)
+        compression = path.suffix.lower()
+        with path.open("rb") as raw, decompressor(raw, compression) as stream:
+            head = read_block(stream, str(path), compression, by_suffix=True)
+            name = Path(path.stem)  # parcels.csv for parcels.csv.gz
             if not name.suffix:  # data.gz: named by what it holds
                 name = name.with_name(name.name + suffix_of(head, str(path)))
             copy = Path(directory) / name.name
@@ -110,12 +105,6 @@ def _check_kind(copy: Path, path: Path) -> None:
             f"cannot ingest {path}: it holds {copy.name}, a file type geosession does not "
             f"read; use {SUPPORTED}"
         ) from error
-
-
-@contextmanager
-def _decompressed_stream(path: Path, raw: IO[bytes]) -> Iterator[io.BufferedIOBase]:
-    with decompressor(raw, path.suffix.lower()) as stream:
-        yield stream
 
 
 def read_block(stream: Reader, name: str, compression: str, *, by_suffix: bool = False) -> bytes:
@@ -143,9 +132,7 @@ def _write(
                 out.write(block)
                 advance()
                 block = read_block(stream, str(path), path.suffix.lower(), by_suffix=True)
-    except ConfigurationError:
-        raise
-    except OSError as error:
+    except OSError as error:  # the copy's writes: damaged data is refused by read_block
         raise ConfigurationError(
             f"Could not decompress {path} into {copy.parent}: {error.strerror or error}. "
             "Point TMPDIR at a disk with room for the data uncompressed, or decompress it "
@@ -186,6 +173,7 @@ class Unpacked:
 
     @property
     def readable(self) -> Any:
+        """What the readers are given: the copy, or the source itself."""
         return self.source if self._copy is None else self._copy
 
     def name_in(self, error: BaseException) -> None:
