@@ -4,8 +4,8 @@ The readers need a file they can open: a GeoPackage is a database, GDAL reads a 
 twice (once for its fields), the CSV reader sniffs its dialect first. So the stream is
 copied to a temporary file in blocks (memory stays flat whatever its size), decompressed
 on the way if it is gzip, bzip2 or xz data, the file's suffix chosen from its first
-bytes, and its digest taken on the way: piping the same data
-again is then the same load, which resumes after the chunks already committed.
+bytes, and its digest taken on the way: piping the same data again is then the same
+load, which resumes after the chunks already committed.
 """
 
 from __future__ import annotations
