@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 import psycopg
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pyogrio
 import pytest
@@ -1024,6 +1025,9 @@ def test_a_compressed_suffix_compresses_the_file_as_it_is_written(
         )
         with opener(tmp_path / name) as packed:
             assert packed.read() == plain.read_bytes()
+    assert db.export(query, tmp_path / "p.geojsonl.zst").features == ROWS
+    unpacked = pa.CompressedInputStream(str(tmp_path / "p.geojsonl.zst"), "zstd").read()
+    assert unpacked == plain.read_bytes()
     assert db.export(query, tmp_path / "p.parquet.xz").format == "parquet"
     table = pq.read_table(io.BytesIO(lzma.decompress((tmp_path / "p.parquet.xz").read_bytes())))
     assert table.num_rows == ROWS and b"geo" in table.schema.metadata
@@ -1040,6 +1044,7 @@ def test_a_compressed_suffix_compresses_the_file_as_it_is_written(
         "p.csv.gz",
         "p.geojsonl.bz2",
         "p.geojsonl.gz",
+        "p.geojsonl.zst",
         "p.parquet.xz",
         "plain.geojsonl",
     ]

@@ -1028,6 +1028,10 @@ def test_compressed_files_load_as_what_they_hold_and_resume_by_the_compressed_fi
         tar.add(tmp_path / "shp", "download/data")
     tarred = (tmp_path / "shapefiles.tar").read_bytes()
     compressed["tar_shapes"] = (tmp_path / "shapefiles.tar.gz", gzip.compress(tarred), 30)
+    zstd = tmp_path / "lines.geojsonl.zst"
+    with pa.CompressedOutputStream(str(zstd), "zstd") as out:
+        out.write(plain["geojsonl"].read_bytes())
+    compressed["zst_lines"] = (zstd, zstd.read_bytes(), 30)
     for table, (path, data, rows) in compressed.items():
         path.write_bytes(data)
         report = db.ingest(table, path, create=True)
@@ -1060,6 +1064,11 @@ def test_compressed_files_load_as_what_they_hold_and_resume_by_the_compressed_fi
     )
     assert piped.exit_code == 0, piped.output
     assert admin.execute("SELECT count(*) FROM gz_piped").fetchone() == (30,)
+    piped_zstd = runner.invoke(
+        app, ["ingest", "-", "gz_piped_zstd", "--create"], input=zstd.read_bytes()
+    )
+    assert piped_zstd.exit_code == 0, piped_zstd.output
+    assert admin.execute("SELECT count(*) FROM gz_piped_zstd").fetchone() == (30,)
     piped_tar = runner.invoke(
         app, ["ingest", "-", "gz_piped_tar", "--create"], input=compressed["tar_shapes"][1]
     )
@@ -1082,7 +1091,8 @@ def test_compressed_files_load_as_what_they_hold_and_resume_by_the_compressed_fi
     assert each.exit_code == 0, each.output
     counted = "SELECT (SELECT count(*) FROM gz_alpha), (SELECT count(*) FROM gz_beta)"
     assert admin.execute(counted).fetchone() == (4, 2)
-    for table in (*compressed, "gz_piped", "gz_piped_tar", "gz_cli", "gz_alpha", "gz_beta"):
+    made = ("gz_piped", "gz_piped_zstd", "gz_piped_tar", "gz_cli", "gz_alpha", "gz_beta")
+    for table in (*compressed, *made):
         admin.execute(f"DROP TABLE {table}")
 
 

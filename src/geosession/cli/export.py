@@ -18,7 +18,7 @@ def export(
             "--format",
             help="geojson, geojsonl, gpkg, fgb, shp (Shapefile; a .shp.zip OUTPUT is one zip), "
             "parquet (GeoParquet), arrow (Arrow IPC: Feather) or csv (geometry as WKT) "
-            "(default: from OUTPUT's suffix). OUTPUT ending in .gz, .bz2 or .xz is "
+            "(default: from OUTPUT's suffix). OUTPUT ending in .gz, .bz2, .xz or .zst is "
             "compressed as it is written (parcels.geojsonl.gz; not gpkg, fgb, shp).",
         ),
     ] = None,

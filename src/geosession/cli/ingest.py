@@ -25,7 +25,7 @@ def ingest(
             "folder of Shapefiles), "
             "GeoParquet, Arrow IPC (.arrow, .feather, .arrows), CSV (a WKT column, or "
             "longitude and latitude) or a spreadsheet (.xlsx, .ods: a sheet of longitude and "
-            "latitude, --layer names one), any of them gzip, bzip2 or xz compressed too "
+            "latitude, --layer names one), any of them gzip, bzip2, xz or zstd compressed too "
             "(buildings.geojsonl.gz: decompressed into $TMPDIR first): one, or several "
             "loaded one after the other. - reads standard input (any of these but an "
             "unzipped Shapefile or a folder), copied to a temporary file in $TMPDIR first; "

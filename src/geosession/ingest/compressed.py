@@ -1,4 +1,4 @@
-"""Compressed sources (gzip, bzip2, xz: ``buildings.geojsonl.gz``), decompressed first.
+"""Compressed sources (gzip, bzip2, xz, zstd: ``buildings.geojsonl.gz``), decompressed first.
 
 The readers need the file itself: GDAL reads a GeoJSON twice (once for its fields), a CSV
 is sniffed before it is read, a GeoPackage is a database. So the data is decompressed in
@@ -46,7 +46,7 @@ class Reader(Protocol):
 
 
 def is_compressed(source: Any) -> bool:
-    """Whether ``source`` is the path of a gzip, bzip2 or xz file (by its suffix)."""
+    """Whether ``source`` is the path of a gzip, bzip2, xz or zstd file (by its suffix)."""
     if not isinstance(source, str | os.PathLike) or is_geojson_text(source):
         return False
     return compression_suffix(source) is not None
@@ -61,8 +61,13 @@ def decompressing(head: bytes, stream: Reader, compression: str) -> Reader:
 class _Prefixed:
     """``head`` and then the rest of ``stream``, for a reader that reads, never seeks."""
 
+    closed = False  # pyarrow's codec streams ask
+
     def __init__(self, head: bytes, stream: Reader) -> None:
         self._head, self._stream = head, stream
+
+    def readable(self) -> bool:
+        return True
 
     def read(self, size: int = -1) -> bytes:
         if not self._head:

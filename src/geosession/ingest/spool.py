@@ -3,7 +3,7 @@
 The readers need a file they can open: a GeoPackage is a database, GDAL reads a GeoJSON
 twice (once for its fields), the CSV reader sniffs its dialect first. So the stream is
 copied to a temporary file in blocks (memory stays flat whatever its size), decompressed
-on the way if it is gzip, bzip2 or xz data, the file's suffix chosen from its first
+on the way if it is gzip, bzip2, xz or zstd data, the file's suffix chosen from its first
 bytes, and its digest taken on the way: piping the same data again is then the same
 load, which resumes after the chunks already committed.
 """
@@ -55,7 +55,7 @@ def spool(
     on_block: Callable[[int], None] | None = None,
 ) -> Spooled:
     """Copies ``stream`` (``name``: what messages call it) into ``directory/stdin.<format>``,
-    decompressed if it is gzip, bzip2 or xz data; ``on_block`` gets each block's size."""
+    decompressed if it is compressed data; ``on_block`` gets each block's size."""
     head = stream.read(BLOCK)
     compression = compression_of(head)
     data: Reader = stream
@@ -125,7 +125,7 @@ def suffix_of(head: bytes, name: str = "standard input") -> str:
         raise ConfigurationError(
             f"{subject} is binary data of no format geosession reads from a stream "
             "(GeoPackage, SpatiaLite, FlatGeobuf, GeoParquet, Arrow IPC, zip, tar; gzip, "
-            "bzip2 or xz of any). A Shapefile, being several files, must come in an "
+            "bzip2, xz or zstd of any). A Shapefile, being several files, must come in an "
             "archive; or give the file's path instead"
         )
     return ".csv"
