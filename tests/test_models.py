@@ -302,7 +302,7 @@ def test_hybrid_properties_agree_between_python_and_postgis(tables: SpatialDatab
             assert (bounds, centroid, envelope) == (None, None, None)
             assert (shape.bounds, shape.centroid, shape.envelope) == (None, None, None)
             continue
-        assert isinstance(shape.bounds, tuple)
+        assert isinstance(shape.bounds, tuple) and isinstance(bounds, tuple)  # both sides
         assert all(close(a, b) for a, b in zip(shape.bounds, bounds, strict=True)), where
         assert close_geometry(shape.centroid, centroid), where
         assert close_geometry(shape.envelope, envelope), where

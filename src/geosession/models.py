@@ -53,8 +53,8 @@ GEOMETRY_TYPES: frozenset[str] = frozenset(
 """The PostGIS geometry type names :func:`geometry_column` accepts."""
 
 _MAX_SRID = 999_999  # PostGIS's SRID_MAXIMUM
-# float8[] indexed from 0 in SQLAlchemy expressions, like the Python tuple.
-_BOUNDS_TYPE = ARRAY(Float(precision=53), dimensions=1, zero_indexes=True)
+# float8[] indexed from 0 in SQLAlchemy expressions and read as a tuple, like the Python one.
+_BOUNDS_TYPE = ARRAY(Float(precision=53), dimensions=1, zero_indexes=True, as_tuple=True)
 
 
 class _Comparator(geoalchemy2.comparator.Comparator):
