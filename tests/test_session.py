@@ -244,6 +244,69 @@ def test_settings_changed_for_the_whole_session_never_reach_the_next_user(
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
+def test_a_set_its_transaction_rolled_back_is_undone_and_keeps_the_connection(
+    make_db: Callable[..., SpatialDatabase], caplog: pytest.LogCaptureFixture, driver: str
+) -> None:
+    """PostgreSQL undoes a SET whose transaction rolls back (a session closed without a
+    commit, a failed SET, a rollback to a savepoint before it): such a checkout was told
+    it had changed the setting for the whole session, and its connection was replaced.
+    Only a SET that commits (here inside a released savepoint) outlives it."""
+    db = one_connection(make_db, driver)
+    shown = text("SELECT pg_backend_pid(), current_setting('search_path')")
+    checkouts: list[tuple[list[str], str]] = [  # statements, then commit, savepoint or not
+        (["SET search_path = pg_catalog, public"], "close"),
+        (["SET work_mem = 'lots'"], "close"),  # fails
+        (["SET search_path = pg_catalog, public"], "savepoint rolled back"),
+        (["SET search_path = pg_catalog, public"], "savepoint released"),
+    ]
+
+    async def run_async() -> list[tuple[Any, ...]]:
+        seen = []
+        try:
+            for work, end in checkouts:
+                with contextlib.suppress(DatabaseError):
+                    async with db.async_session() as session:
+                        seen.append(tuple((await session.execute(shown)).one()))
+                        nested = await session.begin_nested() if "savepoint" in end else None
+                        for statement in work:
+                            await session.execute(text(statement))
+                        if nested is not None:
+                            await (nested.rollback() if "rolled" in end else nested.commit())
+                            await session.commit()
+            async with db.async_session() as session:
+                seen.append(tuple((await session.execute(shown)).one()))
+            return seen
+        finally:
+            await db.adispose()
+
+    def run() -> list[tuple[Any, ...]]:
+        if "async" in driver:
+            return asyncio.run(run_async())
+        seen = []
+        for work, end in checkouts:
+            with contextlib.suppress(DatabaseError), db.session() as session:
+                seen.append(tuple(session.execute(shown).one()))
+                nested = session.begin_nested() if "savepoint" in end else None
+                for statement in work:
+                    session.execute(text(statement))
+                if nested is not None:
+                    nested.rollback() if "rolled" in end else nested.commit()
+                    session.commit()
+        with db.session() as session:
+            seen.append(tuple(session.execute(shown).one()))
+        return seen
+
+    caplog.set_level(logging.WARNING, logger="geosession.pool")
+    seen = run()
+    pids = [pid for pid, _ in seen]
+    assert len(set(pids[:4])) == 1 and pids[4] != pids[0]  # replaced after the last alone
+    assert {path for _, path in seen} == {'"$user", public'}
+    (warning,) = [r.getMessage() for r in caplog.records if "came back with" in r.getMessage()]
+    assert warning.count("search_path (set at") == 1
+    assert db.metrics.session_state["settings"] == 1
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_session_advisory_locks_never_stay_with_a_pooled_connection(
     make_db: Callable[..., SpatialDatabase], caplog: pytest.LogCaptureFixture, driver: str
 ) -> None:

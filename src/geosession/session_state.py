@@ -11,9 +11,12 @@ COMMIT DROP``): the next user would read their rows, or fail to make its own ("a
 exists"); ``LISTEN``: the next user would be sent the channel's notifications;
 ``PREPARE``: the next user's own fails ("already exists"); and cursors declared ``WITH
 HOLD``, which keep their rows on the server. SQLAlchemy's return to the pool rolls back,
-which undoes none of it.
+which undoes none of it once committed.
 
-Such statements are seen as they are executed. A connection returned with a setting
+Such statements are seen as they are executed. A SET in a transaction lasts only if the
+transaction commits (a rollback, or a rollback to a savepoint before it, undoes it, as a
+failed SET is), so a setting counts once its transaction commits, or at once outside a
+transaction (autocommit). A connection returned with a setting
 still changed is replaced before its next checkout (connect events run again on the new
 one); one that took session advisory locks, or left any of the others, has them looked up
 as it returns, and released, dropped, closed or deallocated. Each is logged once per kind
@@ -43,12 +46,20 @@ _LEFT = "geosession_session_state"
 """Connection info key: what the checkout left in the server session (:class:`_Left`)."""
 
 
+Change = tuple[str, bool, str]
+"""A setting a statement changed (True) or undid (False; "*" for all), and where."""
+
+
 @dataclass
 class _Left:
     """What a checkout's statements left in the server session, and where each was."""
 
     settings: dict[str, str] = field(default_factory=dict)
-    """The settings changed for the session."""
+    """The settings changed for the session: committed, or set outside a transaction."""
+    open: list[tuple[str, list[Change]]] = field(default_factory=list)
+    """The changes of the open transaction ("") and of each savepoint in it, by name ("?"
+    where SQLAlchemy names it after its event): a rollback to one undoes its own and those
+    after it, as PostgreSQL does."""
     locked: str | None = None
     """Where it first took a session advisory lock."""
     made: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -233,6 +244,11 @@ def guard_session_state(engine: Engine, *, pgbouncer: bool = False) -> None:
     returns = _Returns(look_up=not pgbouncer)
     _COUNTS[engine] = returns.counts
     event.listen(engine, "before_cursor_execute", _seen)
+    event.listen(engine, "commit", _committed)
+    event.listen(engine, "rollback", _rolled_back)
+    event.listen(engine, "savepoint", _savepoint)
+    event.listen(engine, "rollback_savepoint", _rolled_back_to)
+    event.listen(engine, "release_savepoint", _released)
     event.listen(engine, "reset", returns.reset)
 
 
@@ -327,13 +343,78 @@ def _seen(
         left.locked = _where()
     for thing in made:
         left.made.setdefault(thing, _where())
-    for name, change in changes:
+    if not changes:
+        return
+    where = _where()
+    done = [(name, change, where) for name, change in changes]
+    if getattr(conn.connection.dbapi_connection, "autocommit", False):
+        _apply(left.settings, done)  # no transaction to undo them
+    else:
+        if not left.open:
+            left.open.append(("", []))
+        left.open[-1][1].extend(done)
+
+
+def _apply(settings: dict[str, str], changes: list[Change]) -> None:
+    """Changes made for good: a setting keeps the place where it was first changed."""
+    for name, change, where in changes:
         if not change and name == "*":
-            left.settings.clear()
+            settings.clear()
         elif not change:
-            left.settings.pop(name, None)
-        elif name not in left.settings:
-            left.settings[name] = _where()
+            settings.pop(name, None)
+        elif name not in settings:
+            settings[name] = where
+
+
+def _committed(conn: Any) -> None:
+    left: _Left | None = conn.info.get(_LEFT)
+    if left is not None:
+        for _, changes in left.open:
+            _apply(left.settings, changes)
+        left.open.clear()
+
+
+def _rolled_back(conn: Any) -> None:
+    """A SET in a transaction that rolls back is undone with it (a failed SET too)."""
+    left: _Left | None = conn.info.get(_LEFT)
+    if left is not None:
+        left.open.clear()
+
+
+def _savepoint(conn: Any, name: str | None) -> None:
+    left: _Left = conn.info.setdefault(_LEFT, _Left())
+    if not left.open:
+        left.open.append(("", []))
+    left.open.append((name or "?", []))  # begin_nested's name is made after the event
+
+
+def _rolled_back_to(conn: Any, name: str, context: Any) -> None:
+    """ROLLBACK TO SAVEPOINT undoes the changes since, and releases the later ones."""
+    left: _Left | None = conn.info.get(_LEFT)
+    if left is not None:
+        del left.open[_level(left, name) :]
+
+
+def _released(conn: Any, name: str, context: Any) -> None:
+    """RELEASE SAVEPOINT: its changes (and later ones') are the enclosing level's."""
+    left: _Left | None = conn.info.get(_LEFT)
+    if left is None:
+        return
+    level = _level(left, name)
+    if level > 0:
+        for _, changes in left.open[level:]:
+            left.open[level - 1][1].extend(changes)
+        del left.open[level:]
+
+
+def _level(left: _Left, name: str) -> int:
+    """The index of savepoint ``name`` among the open levels, else of the latest unnamed
+    one (len when there is neither)."""
+    names = [level for level, _ in left.open]
+    for known in (name, "?"):
+        if known in names[1:]:
+            return len(names) - 1 - names[::-1].index(known)
+    return len(names)
 
 
 def _where() -> str:
