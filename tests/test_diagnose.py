@@ -448,6 +448,14 @@ def test_explain_says_st_distance_has_index_assisted_forms(
     assert "ORDER BY geom <-> <the other geometry> LIMIT <k>" in advice
     knn = f"SELECT id FROM {points.name} ORDER BY geom <-> {here} LIMIT 5"
     assert db.explain(knn).uses_spatial_index and not db.explain(knn).advice
+    boxed = db.explain(
+        f"SELECT id FROM {points.name} WHERE geom && ST_Expand({here}, 0.01) "
+        f"AND ST_Distance(geom, {here}) < 0.01"
+    )
+    assert boxed.uses_spatial_index  # the box finds the rows; the advice says so
+    (advice,) = _index_advice(boxed)
+    assert "is computed for each row the spatial index found by the box" in advice
+    assert "ST_DWithin(geom, <the other geometry>, <distance>)" in advice
     outside = f"SELECT id FROM {points.name} WHERE ST_Distance(geom, {here}) > 0.3"
     assert not _index_advice(db.explain(outside))  # no index form finds the far rows
 

@@ -463,6 +463,7 @@ def _distance_advice(
     in a condition (ST_DWithin), and rows sorted by ST_Distance (KNN, ``<->``). Both
     compute the distance of every row; the rewrites let a spatial index find the rows."""
     advice = []
+    indexed = _spatial_index_owners(nodes, facts.spatial_indexes)
     for node in nodes:
         texts = [(c, False) for c in node.conditions] + [(k, True) for k in node.sort_keys]
         for expression, sorting in texts:
@@ -474,16 +475,31 @@ def _distance_advice(
                 if found is None:
                     continue
                 table, column = found
-                advice.append(
-                    f"rows of {table} are sorted by ST_Distance({column}, ...), computed for "
-                    f"every row: for the nearest ones, ORDER BY {column} <-> <the other "
-                    "geometry> LIMIT <k> lets the spatial index return them nearest first"
-                    if sorting
-                    else f"ST_Distance({column}, ...) < <distance> on {table} is computed for "
-                    f"every row, and no index serves it: ST_DWithin({column}, <the other "
-                    "geometry>, <distance>) selects the same rows and uses the spatial index"
-                )
+                if sorting:
+                    advice.append(
+                        f"rows of {table} are sorted by ST_Distance({column}, ...), computed "
+                        f"for every row: for the nearest ones, ORDER BY {column} <-> <the "
+                        "other geometry> LIMIT <k> lets the spatial index return them nearest "
+                        "first"
+                    )
+                else:
+                    advice.append(_distance_filter_advice(table, column, id(node) in indexed))
     return advice
+
+
+def _distance_filter_advice(table: str, column: str, indexed: bool) -> str:
+    """ST_Distance(...) < d: computed for every row, or for those a box the query adds
+    (&&, ST_Expand) let the index find."""
+    rows = (
+        "for each row the spatial index found by the box the query adds (&&, ST_Expand)"
+        if indexed
+        else "for every row, and no index serves it"
+    )
+    return (
+        f"ST_Distance({column}, ...) < <distance> on {table} is computed {rows}: "
+        f"ST_DWithin({column}, <the other geometry>, <distance>) selects the same rows "
+        "and uses the spatial index by itself"
+    )
 
 
 def _geo_column(
