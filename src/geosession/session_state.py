@@ -366,8 +366,17 @@ def _apply(settings: dict[str, str], changes: list[Change]) -> None:
             settings[name] = where
 
 
-def _committed(conn: Any) -> None:
+def _open_left(conn: Any) -> _Left | None:
+    """What the checkout left so far; None on a connection invalidated (a lost server
+    session keeps nothing, and asking for its info would try to reconnect)."""
+    if conn.invalidated or conn.closed:
+        return None
     left: _Left | None = conn.info.get(_LEFT)
+    return left
+
+
+def _committed(conn: Any) -> None:
+    left = _open_left(conn)
     if left is not None:
         for _, changes in left.open:
             _apply(left.settings, changes)
@@ -376,12 +385,14 @@ def _committed(conn: Any) -> None:
 
 def _rolled_back(conn: Any) -> None:
     """A SET in a transaction that rolls back is undone with it (a failed SET too)."""
-    left: _Left | None = conn.info.get(_LEFT)
+    left = _open_left(conn)
     if left is not None:
         left.open.clear()
 
 
 def _savepoint(conn: Any, name: str | None) -> None:
+    if conn.invalidated or conn.closed:
+        return
     left: _Left = conn.info.setdefault(_LEFT, _Left())
     if not left.open:
         left.open.append(("", []))
@@ -390,14 +401,14 @@ def _savepoint(conn: Any, name: str | None) -> None:
 
 def _rolled_back_to(conn: Any, name: str, context: Any) -> None:
     """ROLLBACK TO SAVEPOINT undoes the changes since, and releases the later ones."""
-    left: _Left | None = conn.info.get(_LEFT)
+    left = _open_left(conn)
     if left is not None:
         del left.open[_level(left, name) :]
 
 
 def _released(conn: Any, name: str, context: Any) -> None:
     """RELEASE SAVEPOINT: its changes (and later ones') are the enclosing level's."""
-    left: _Left | None = conn.info.get(_LEFT)
+    left = _open_left(conn)
     if left is None:
         return
     level = _level(left, name)
