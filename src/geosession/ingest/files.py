@@ -433,9 +433,11 @@ def filled_layers(path: Path) -> tuple[list[str], list[str]] | None:
     Arrow), or for a file of several whose layers hold no geometries. A compressed file's
     are those of the data it holds (decompressed here to list them, and by each load)."""
     if is_compressed(path):
+        if _one_layer_by_name(Path(path.stem)):  # parcels.geojson.gz: nothing to list
+            return None
         with decompressed(path) as copy:
             return filled_layers(copy)
-    if file_kind(path) != "vector" or path.suffix.lower() in _ONE_LAYER_SUFFIXES:
+    if file_kind(path) != "vector" or _one_layer_by_name(path):
         return None
     try:
         import pyogrio
@@ -454,6 +456,12 @@ def filled_layers(path: Path) -> tuple[list[str], list[str]] | None:
         return None
     counts = {name: _feature_count(pyogrio, source, name) for name in spatial}
     return [n for n in spatial if counts[n] != 0], [n for n in spatial if counts[n] == 0]
+
+
+def _one_layer_by_name(path: Path) -> bool:
+    """Whether a file's suffix names a format of one layer (a CSV, a GeoJSON ...)."""
+    suffix = path.suffix.lower()
+    return suffix in (*_ONE_LAYER_SUFFIXES, ".csv", *PARQUET_SUFFIXES, *ARROW_FILE_SUFFIXES)
 
 
 def _feature_count(pyogrio: Any, source: GdalSource, layer: str) -> int:
