@@ -427,6 +427,35 @@ def test_explain_of_a_spatial_join_asks_nothing_of_the_table_that_drives_it(
         admin.execute(f"DROP TABLE {zones}")
 
 
+def test_explain_says_a_cte_or_subquery_filtered_outside_keeps_the_index_out(
+    db: SpatialDatabase, points: Table, admin: psycopg.Connection[Any]
+) -> None:
+    """A spatial predicate on a MATERIALIZED CTE's rows, or on a subquery's that
+    PostgreSQL cannot move it into (DISTINCT ON), filters them once all are made: the
+    plan used no spatial index and the report said nothing of why."""
+    admin.execute(f"CREATE INDEX ON {points.name} USING gist (geom)")
+    admin.execute(f"ANALYZE {points.name}")
+    box = "ST_MakeEnvelope(0.1, 0.1, 0.12, 0.12, 4326)"
+    cte = (
+        f"WITH w AS {{}} (SELECT * FROM {points.name}) "
+        f"SELECT w.id FROM w WHERE ST_Intersects(w.geom, {box})"
+    )
+    materialized = db.explain(cte.format("MATERIALIZED"))
+    assert not materialized.uses_spatial_index
+    (advice,) = _index_advice(materialized)
+    assert advice.startswith("the spatial predicate on w.geom filters the rows of the CTE w")
+    assert "WITH w AS NOT MATERIALIZED (...)" in advice
+    inlined = db.explain(cte.format("NOT MATERIALIZED"))
+    assert inlined.uses_spatial_index and not _index_advice(inlined)
+    distinct = db.explain(
+        f"SELECT s.id FROM (SELECT DISTINCT ON (name) id, name, geom FROM {points.name} "
+        f"ORDER BY name) s WHERE ST_Intersects(s.geom, {box})"
+    )
+    (advice,) = _index_advice(distinct)
+    assert "filters the rows of subquery s once they are all made" in advice
+    assert advice.endswith("Filter inside the subquery")
+
+
 def test_explain_says_st_distance_has_index_assisted_forms(
     db: SpatialDatabase, points: Table, admin: psycopg.Connection[Any]
 ) -> None:
