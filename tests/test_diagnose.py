@@ -456,6 +456,26 @@ def test_explain_says_a_cte_or_subquery_filtered_outside_keeps_the_index_out(
     assert advice.endswith("Filter inside the subquery")
 
 
+def test_explain_says_a_negated_predicate_reads_every_row_as_expected(
+    db: SpatialDatabase, points: Table, admin: psycopg.Connection[Any]
+) -> None:
+    """NOT ST_Intersects(...) keeps the rows an index would not find: the advice said to
+    refresh the statistics and compare again, which cannot help."""
+    admin.execute(f"CREATE INDEX ON {points.name} USING gist (geom)")
+    admin.execute(f"ANALYZE {points.name}")
+    box = "ST_MakeEnvelope(0.1, 0.1, 0.12, 0.12, 4326)"
+    for negated in (f"NOT ST_Intersects(geom, {box})", f"ST_Intersects(geom, {box}) IS NOT TRUE"):
+        report = db.explain(f"SELECT id FROM {points.name} WHERE {negated} AND id > 5")
+        (advice,) = _index_advice(report)
+        assert f"the spatial predicate on public.{points.name}.geom is negated" in advice
+        assert "ANALYZE" not in advice and "NOT EXISTS (SELECT 1 FROM <shapes> s" in advice
+    both = (
+        f"SELECT id FROM {points.name} WHERE NOT ST_Intersects(geom, {box}) "
+        f"OR ST_DWithin(geom, {box}, 0.5)"
+    )
+    assert "read sequentially" in str(db.explain(both).advice)  # one side is not negated
+
+
 def test_explain_says_st_distance_has_index_assisted_forms(
     db: SpatialDatabase, points: Table, admin: psycopg.Connection[Any]
 ) -> None:

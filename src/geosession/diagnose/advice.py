@@ -217,6 +217,8 @@ class _Ref:
     """``st_transform()`` or ``a cast to geography``."""
     expression: str | None
     """The wrapping expression as SQL on the bare column, e.g. ``st_transform(geom, 3857)``."""
+    negated: bool = False
+    """Whether the predicate is negated (NOT st_intersects(...)): no index finds its rows."""
 
 
 def analyse(
@@ -273,7 +275,8 @@ def _spatial_refs(
                     wrapper = expression = None  # read as its base type: the index serves it
                 if expression is not None:
                     expression = expression.replace(match.group(1) + ".", "")
-                refs.append(_Ref(alias, column, wrapper, expression))
+                negated = _negated(condition, match.start())
+                refs.append(_Ref(alias, column, wrapper, expression, negated))
     return refs
 
 
@@ -288,6 +291,26 @@ def _spatial_index_owners(nodes: list[PlanNode], spatial_indexes: set[str]) -> d
         if node.index in spatial_indexes or any(b.index in spatial_indexes for b in bitmaps):
             owners.update((id(served), node.alias) for served in [node, *bitmaps])
     return owners
+
+
+_PREDICATE_CALL = re.compile(rf"\b({PREDICATES})\s*\(", re.IGNORECASE)
+_NOT_BEFORE = re.compile(r"\bNOT\s*\(?\s*$", re.IGNORECASE)
+_FALSE_AFTER = re.compile(r"\s*IS\s+(?:NOT\s+TRUE|FALSE)\b", re.IGNORECASE)
+
+
+def _negated(condition: str, at: int) -> bool:
+    """Whether the predicate call around position ``at`` is negated: NOT before it, or
+    IS NOT TRUE / IS FALSE after it."""
+    around = [
+        (call.start(), close)
+        for call in _PREDICATE_CALL.finditer(condition, 0, at)
+        if (close := closing_paren(condition, call.end() - 1)) is not None and close > at
+    ]
+    if not around:
+        return False
+    start, close = around[-1]
+    before = condition[max(0, start - 8) : start]
+    return bool(_NOT_BEFORE.search(before) or _FALSE_AFTER.match(condition, close + 1))
 
 
 def _wrapper(condition: str, start: int, end: int) -> tuple[str | None, str | None]:
@@ -345,6 +368,14 @@ def _scan_advice(node: PlanNode, refs: list[_Ref], facts: PlanFacts) -> list[str
             advice.append(
                 f"table {name} has no spatial index on {column}: "
                 f"CREATE INDEX ON {sql_name} USING gist ({quote(column)});"
+            )
+        elif all(ref.negated for ref in refs if ref.column == column):
+            advice.append(
+                f"the spatial predicate on {name}.{column} is negated (NOT ..., IS NOT "  # noqa: S608 (advice, not SQL run)
+                "TRUE): it keeps the rows the spatial index would not find, so every row is "
+                "read, as expected. For rows outside any of another table's shapes, NOT "
+                "EXISTS (SELECT 1 FROM <shapes> s WHERE ST_Intersects(s.geom, "
+                f"{quote(column)})) has that table's spatial index serve each search"
             )
         elif facts.tables[(schema, table)].analyzed:
             advice.append(
