@@ -505,6 +505,17 @@ def test_explain_says_st_distance_has_index_assisted_forms(
     (advice,) = _index_advice(boxed)
     assert "is computed for each row the spatial index found by the box" in advice
     assert "ST_DWithin(geom, <the other geometry>, <distance>)" in advice
+    sphere = db.explain(
+        f"SELECT id FROM {points.name} WHERE ST_DistanceSphere(geom, {here}) < 1000"
+    )  # metres: ST_DWithin(geom, ...) would read 1000 as degrees
+    (advice,) = _index_advice(sphere)
+    assert "ST_DWithin(geom::geography, <the other geometry>::geography, <distance>)" in advice
+    made = f"CREATE INDEX ON public.{points.name} USING gist ((geom::geography));"
+    assert advice.endswith(made)
+    admin.execute(made)
+    admin.execute(f"ANALYZE {points.name}")
+    metres = f"ST_DWithin(geom::geography, {here}::geography, 1000)"
+    assert db.explain(f"SELECT id FROM {points.name} WHERE {metres}").uses_spatial_index
     outside = f"SELECT id FROM {points.name} WHERE ST_Distance(geom, {here}) > 0.3"
     assert not _index_advice(db.explain(outside))  # no index form finds the far rows
 

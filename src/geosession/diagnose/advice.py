@@ -506,16 +506,15 @@ def _distance_advice(
                 found = _geo_column(expression[call.end() : close], scans, facts)
                 if found is None:
                     continue
-                table, column = found
                 if sorting:
                     advice.append(
-                        f"rows of {table} are sorted by ST_Distance({column}, ...), computed "
-                        f"for every row: for the nearest ones, ORDER BY {column} <-> <the "
-                        "other geometry> LIMIT <k> lets the spatial index return them nearest "
-                        "first"
+                        f"rows of {found.table} are sorted by ST_Distance({found.subject}, "
+                        "...), computed for every row: for the nearest ones, ORDER BY "
+                        f"{found.subject} <-> {found.other} LIMIT <k> returns them nearest "
+                        f"first and {found.served}"
                     )
                 else:
-                    advice.append(_distance_filter_advice(table, column, id(node) in indexed))
+                    advice.append(_distance_filter_advice(found, id(node) in indexed))
     return advice
 
 
@@ -564,7 +563,7 @@ def _derived_advice(nodes: list[PlanNode], facts: PlanFacts) -> list[str]:
     return advice
 
 
-def _distance_filter_advice(table: str, column: str, indexed: bool) -> str:
+def _distance_filter_advice(found: _Measured, indexed: bool) -> str:
     """ST_Distance(...) < d: computed for every row, or for those a box the query adds
     (&&, ST_Expand) let the index find."""
     rows = (
@@ -572,22 +571,62 @@ def _distance_filter_advice(table: str, column: str, indexed: bool) -> str:
         if indexed
         else "for every row, and no index serves it"
     )
+    sphere = " (ST_DistanceSphere inlines to it)" if found.as_geography else ""
     return (
-        f"ST_Distance({column}, ...) < <distance> on {table} is computed {rows}: "
-        f"ST_DWithin({column}, <the other geometry>, <distance>) selects the same rows "
-        "and uses the spatial index by itself"
+        f"ST_Distance({found.subject}, ...){sphere} < <distance> on {found.table} is "
+        f"computed {rows}: ST_DWithin({found.subject}, {found.other}, <distance>) selects "
+        f"the same rows and {found.served}"
     )
 
 
-def _geo_column(
-    arguments: str, scans: dict[str, PlanNode], facts: PlanFacts
-) -> tuple[str, str] | None:
-    """The table (``schema.table``) and quoted name of the first geometry or geography
-    column in ``arguments``."""
+@dataclass(frozen=True)
+class _Measured:
+    """The column a distance is measured from, as a condition or a sort key has it."""
+
+    table: str
+    """``schema.table``, for messages."""
+    sql_table: str
+    column: str
+    """Quoted."""
+    as_geography: bool
+    """Cast to geography (metres; what ST_DistanceSphere inlines to)."""
+
+    @property
+    def subject(self) -> str:
+        return f"{self.column}::geography" if self.as_geography else self.column
+
+    @property
+    def other(self) -> str:
+        return "<the other geometry>" + ("::geography" if self.as_geography else "")
+
+    @property
+    def served(self) -> str:
+        """How the spatial index serves the rewrite: the column's own, or one on the cast
+        expression, made by the statement given."""
+        if not self.as_geography:
+            return "uses the spatial index by itself"
+        return (
+            "is served by an index on that expression: CREATE INDEX ON "
+            f"{self.sql_table} USING gist (({self.subject}));"
+        )
+
+
+_GEOGRAPHY_CALL_BEFORE = re.compile(r"\bgeography\(\s*$", re.IGNORECASE)
+_GEOGRAPHY_CAST_AFTER = re.compile(r"\s*\)::geography\b", re.IGNORECASE)
+
+
+def _geo_column(arguments: str, scans: dict[str, PlanNode], facts: PlanFacts) -> _Measured | None:
+    """The first geometry or geography column in ``arguments``."""
     for match in _COLUMN_REF.finditer(arguments):
         alias, column = unquote(match.group(1)), unquote(match.group(2))
         scan = scans.get(alias)
         table = facts.tables.get((scan.schema or "", scan.table or "")) if scan else None
         if scan is not None and table is not None and column in table.geo_columns:
-            return f"{scan.schema}.{scan.table}", quote(column)
+            before, after = arguments[: match.start()], arguments[match.end() :]
+            cast = bool(
+                _GEOGRAPHY_CALL_BEFORE.search(before)
+                or (before.rstrip().endswith("(") and _GEOGRAPHY_CAST_AFTER.match(after))
+            )
+            schema, name = scan.schema or "", scan.table or ""
+            return _Measured(f"{schema}.{name}", qualified(schema, name), quote(column), cast)
     return None
