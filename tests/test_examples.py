@@ -101,16 +101,17 @@ def test_the_readmes_quickstart_runs_as_written(
     admin.execute("DROP TABLE IF EXISTS parcels")
     environment = {**os.environ, "GEOSESSION_DATABASE_URL": database_url}
     try:
-        done = subprocess.run(
-            [sys.executable, str(script)],
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        for _ in range(2):  # again on the table it made: its ids come from the sequence
+            done = subprocess.run(
+                [sys.executable, str(script)],
+                env=environment,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            area, uses_index, pool = done.stdout.splitlines()
+            assert area.startswith("0.5 POINT (0.666") and uses_index == "True"
+            assert "0 checked out" in pool
     finally:
         admin.execute("DROP TABLE IF EXISTS parcels")
-    assert done.returncode == 0, done.stdout + done.stderr
-    area, uses_index, pool = done.stdout.splitlines()
-    assert area.startswith("0.5 POINT (0.666") and uses_index == "True"
-    assert "0 checked out" in pool
