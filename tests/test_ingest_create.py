@@ -11,6 +11,7 @@ import gzip
 import lzma
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tarfile
@@ -1130,6 +1131,36 @@ def test_decompressing_into_a_full_temporary_disk_says_where_and_leaves_nothing(
     assert done.stdout.startswith(f"Could not decompress {source} into {spool}/"), done.stdout
     assert "Point TMPDIR at a disk with room for the data uncompressed" in done.stdout
     assert list(spool.iterdir()) == []
+
+
+def test_ctrl_c_before_any_row_says_nothing_was_loaded(database_url: str, tmp_path: Path) -> None:
+    """Stopped while a named pipe's data was still coming (or a compressed file was
+    decompressed, or a CSV's types read), the command ended with status 130 and said
+    nothing: no report exists yet to say how far it got."""
+    pipe = tmp_path / "feed"
+    os.mkfifo(pipe)
+    writer = os.open(pipe, os.O_RDWR)  # open, and sends nothing
+    command = str(Path(sys.executable).parent / "geosession")
+    env = {**os.environ, "GEOSESSION_DATABASE_URL": database_url}
+    process = subprocess.Popen(
+        [command, "ingest", str(pipe), "never_fed", "--create"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        fds = Path(f"/proc/{process.pid}/fd")
+        deadline = time.monotonic() + 30
+        while not any(str(fd.resolve()) == str(pipe) for fd in fds.iterdir()):
+            assert time.monotonic() < deadline, "the command never opened the pipe"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, said = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        os.close(writer)
+    assert process.returncode == 130
+    assert f"Stopped before any row of {pipe} was loaded" in said, said
 
 
 def test_a_real_pipe_from_export_into_ingest(

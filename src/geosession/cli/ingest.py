@@ -377,37 +377,52 @@ def _resumable(
     the file's size and time, or the data piped in, so repaired data needs the id given)."""
     from geosession.ingest.identity import ingest_id_for
 
-    with readable(source, console) as (path, name, identity):
-        try:
-            return ingest(
+    piped = source == STDIN or is_pipe(source)
+    try:
+        with readable(source, console) as (path, name, identity):
+            return _ingest_named(
+                ingest,
                 table,
                 path,
+                name,
+                piped=piped,
                 ingest_id=ingest_id or ingest_id_for(identity, table, *filters, prefix="cli-"),
                 **options,
             )
-        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (see main)
-            _say_how_to_resume(stop, name, piped=source == STDIN or is_pipe(source))
-            raise
-        except GeoSessionError as error:
-            message = error.message.replace(str(path), name)  # not the spooled copy
-            report = getattr(error, "ingest_report", None)
-            if report is not None and report.inserted and not report.dry_run:
-                piped = source == STDIN or is_pipe(source)
-                same = "the same data is piped in" if piped else "the file is unchanged"
-                message += (
-                    f"\n{report.inserted:,} rows of {name} committed before this (ingest id "
-                    f"{report.ingest_id}). Running the same command again resumes after them "
-                    f"while {same}; for replaced or repaired data, add "
-                    f"--ingest-id {report.ingest_id}"
-                )
-            error.reword(message)
-            raise
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (see main); also while piped in
+        _say_how_to_resume(stop, "standard input" if source == STDIN else str(source), piped=piped)
+        raise
+
+
+def _ingest_named(
+    ingest: Any, table: str, path: Path, name: str, *, piped: bool, **options: Any
+) -> Any:
+    """``ingest(table, path, **options)``; an error names ``name``, not a spooled copy, and
+    says how to resume after the chunks committed before it."""
+    try:
+        return ingest(table, path, **options)
+    except GeoSessionError as error:
+        message = error.message.replace(str(path), name)  # not the spooled copy
+        report = getattr(error, "ingest_report", None)
+        if report is not None and report.inserted and not report.dry_run:
+            same = "the same data is piped in" if piped else "the file is unchanged"
+            message += (
+                f"\n{report.inserted:,} rows of {name} committed before this (ingest id "
+                f"{report.ingest_id}). Running the same command again resumes after them "
+                f"while {same}; for replaced or repaired data, add "
+                f"--ingest-id {report.ingest_id}"
+            )
+        error.reword(message)
+        raise
 
 
 def _say_how_to_resume(stop: BaseException, name: str, *, piped: bool) -> None:
     """After an ingest was stopped: what it committed and how to go on from there."""
     report = getattr(stop, "ingest_report", None)
-    if report is None or report.dry_run:
+    if report is None:  # reading it in, its fields' types, making the table
+        stderr.print(f"Stopped before any row of {name} was loaded", style="yellow", markup=False)
+        return
+    if report.dry_run:
         return
     again = "piping the same data into the same command" if piped else "the same command"
     stderr.print(
