@@ -57,9 +57,8 @@ class _Left:
     settings: dict[str, str] = field(default_factory=dict)
     """The settings changed for the session: committed, or set outside a transaction."""
     open: list[tuple[str, list[Change]]] = field(default_factory=list)
-    """The changes of the open transaction ("") and of each savepoint in it, by name ("?"
-    where SQLAlchemy names it after its event): a rollback to one undoes its own and those
-    after it, as PostgreSQL does."""
+    """The changes of the open transaction ("") and of each savepoint in it, by name: a
+    rollback to one undoes its own and those after it, as PostgreSQL does."""
     locked: str | None = None
     """Where it first took a session advisory lock."""
     made: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -244,11 +243,8 @@ def guard_session_state(engine: Engine, *, pgbouncer: bool = False) -> None:
     returns = _Returns(look_up=not pgbouncer)
     _COUNTS[engine] = returns.counts
     event.listen(engine, "before_cursor_execute", _seen)
-    event.listen(engine, "commit", _committed)
+    event.listen(engine, "commit", _committed)  # the driver's: no SQL for _seen to read
     event.listen(engine, "rollback", _rolled_back)
-    event.listen(engine, "savepoint", _savepoint)
-    event.listen(engine, "rollback_savepoint", _rolled_back_to)
-    event.listen(engine, "release_savepoint", _released)
     event.listen(engine, "reset", returns.reset)
 
 
@@ -333,6 +329,10 @@ def made_things(statement: str) -> list[tuple[str, str]]:
 def _seen(
     conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool
 ) -> None:
+    control = _TRANSACTION_SQL.match(statement)
+    if control is not None:
+        _controlled(conn, control.group(1).upper(), control.group(2))
+        return
     changes = session_changes(statement)
     locks = "advisory_lock" in statement and _ADVISORY_LOCK.search(statement) is not None
     made = made_things(statement)
@@ -353,6 +353,33 @@ def _seen(
         if not left.open:
             left.open.append(("", []))
         left.open[-1][1].extend(done)
+
+
+_TRANSACTION_SQL = re.compile(
+    r"\s*(COMMIT|END|ROLLBACK|ABORT|SAVEPOINT|RELEASE)\b\s*(.*)", re.IGNORECASE | re.DOTALL
+)
+"""Transaction control sent as SQL: SQLAlchemy's savepoints (begin_nested sends SAVEPOINT,
+ROLLBACK TO and RELEASE as statements), and a COMMIT or ROLLBACK in text()."""
+_TO_SAVEPOINT = re.compile(
+    rf"(?:(?:WORK|TRANSACTION)\s+)?TO\s+(?:SAVEPOINT\s+)?({_IDENTIFIER})", re.IGNORECASE
+)
+
+
+def _controlled(conn: Any, verb: str, rest: str) -> None:
+    """COMMIT, ROLLBACK [TO], SAVEPOINT or RELEASE sent as SQL."""
+    if verb in ("COMMIT", "END"):
+        _committed(conn)
+    elif verb == "SAVEPOINT":
+        _savepoint(conn, _unquoted(rest.strip().rstrip(";")))
+    elif verb == "RELEASE":
+        name = re.sub(r"^SAVEPOINT\s+", "", rest.strip().rstrip(";"), flags=re.IGNORECASE)
+        _released(conn, _unquoted(name))
+    else:  # ROLLBACK or ABORT, to a savepoint or not
+        to = _TO_SAVEPOINT.match(rest)
+        if to is None:
+            _rolled_back(conn)
+        else:
+            _rolled_back_to(conn, _unquoted(to.group(1)))
 
 
 def _apply(settings: dict[str, str], changes: list[Change]) -> None:
@@ -390,23 +417,21 @@ def _rolled_back(conn: Any) -> None:
         left.open.clear()
 
 
-def _savepoint(conn: Any, name: str | None) -> None:
-    if conn.invalidated or conn.closed:
-        return
+def _savepoint(conn: Any, name: str) -> None:
     left: _Left = conn.info.setdefault(_LEFT, _Left())
     if not left.open:
         left.open.append(("", []))
-    left.open.append((name or "?", []))  # begin_nested's name is made after the event
+    left.open.append((name, []))
 
 
-def _rolled_back_to(conn: Any, name: str, context: Any) -> None:
+def _rolled_back_to(conn: Any, name: str) -> None:
     """ROLLBACK TO SAVEPOINT undoes the changes since, and releases the later ones."""
     left = _open_left(conn)
     if left is not None:
         del left.open[_level(left, name) :]
 
 
-def _released(conn: Any, name: str, context: Any) -> None:
+def _released(conn: Any, name: str) -> None:
     """RELEASE SAVEPOINT: its changes (and later ones') are the enclosing level's."""
     left = _open_left(conn)
     if left is None:
@@ -419,13 +444,9 @@ def _released(conn: Any, name: str, context: Any) -> None:
 
 
 def _level(left: _Left, name: str) -> int:
-    """The index of savepoint ``name`` among the open levels, else of the latest unnamed
-    one (len when there is neither)."""
+    """The index of the latest savepoint ``name`` among the open levels (len if none)."""
     names = [level for level, _ in left.open]
-    for known in (name, "?"):
-        if known in names[1:]:
-            return len(names) - 1 - names[::-1].index(known)
-    return len(names)
+    return len(names) - 1 - names[::-1].index(name) if name in names[1:] else len(names)
 
 
 def _where() -> str:
