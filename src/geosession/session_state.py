@@ -140,7 +140,15 @@ _KINDS = {  # in the order they are undone: cursors and views before their table
 }
 
 
-_COMMAND = re.compile(r"\s*(SET|RESET|DISCARD)\s+(.*)", re.IGNORECASE | re.DOTALL)
+_COMMAND = re.compile(
+    r"\s*(SET|RESET|DISCARD|COMMIT|END|ROLLBACK|ABORT|SAVEPOINT|RELEASE)\b\s*(.*)",
+    re.IGNORECASE | re.DOTALL,
+)
+"""Statements that change settings, and transaction control sent as SQL: SQLAlchemy's
+savepoints (begin_nested sends SAVEPOINT, ROLLBACK TO and RELEASE as statements), and a
+COMMIT or ROLLBACK in text(), which SQLAlchemy's events never hear of. One match a
+statement serves both."""
+_CONTROL = frozenset({"COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE"})
 _NOT_SESSION = re.compile(r"(LOCAL|TRANSACTION|CONSTRAINTS)\b", re.IGNORECASE)
 _NAMED = (  # SET's own syntax for some settings, and the setting it changes
     (re.compile(r"SESSION\s+AUTHORIZATION\b", re.IGNORECASE), "session_authorization"),
@@ -256,10 +264,13 @@ def session_state_counts(engine: Engine) -> SessionStateCounts | None:
 def session_changes(statement: str) -> list[tuple[str, bool]]:
     """The settings ``statement`` changes for the session: (setting, True) for a change,
     (setting, False) for one it undoes ("*" for all)."""
+    return _changes(statement, _COMMAND.match(statement))
+
+
+def _changes(statement: str, command: re.Match[str] | None) -> list[tuple[str, bool]]:
     changes: list[tuple[str, bool]] = []
-    command = _COMMAND.match(statement)
-    if command is not None:
-        verb, rest = command.group(1).upper(), command.group(2)
+    verb, rest = (command.group(1).upper(), command.group(2)) if command else ("", "")
+    if verb in ("SET", "RESET", "DISCARD"):
         if verb == "DISCARD":
             changes += [("*", False)] if rest.strip().upper().startswith("ALL") else []
         elif verb == "RESET":
@@ -329,11 +340,12 @@ def made_things(statement: str) -> list[tuple[str, str]]:
 def _seen(
     conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool
 ) -> None:
-    control = _TRANSACTION_SQL.match(statement)
-    if control is not None:
-        _controlled(conn, control.group(1).upper(), control.group(2))
+    command = _COMMAND.match(statement)
+    verb = command.group(1).upper() if command is not None else ""
+    if verb in _CONTROL:
+        _controlled(conn, verb, command.group(2) if command is not None else "")
         return
-    changes = session_changes(statement)
+    changes = _changes(statement, command)
     locks = "advisory_lock" in statement and _ADVISORY_LOCK.search(statement) is not None
     made = made_things(statement)
     if not (changes or locks or made):
@@ -355,11 +367,6 @@ def _seen(
         left.open[-1][1].extend(done)
 
 
-_TRANSACTION_SQL = re.compile(
-    r"\s*(COMMIT|END|ROLLBACK|ABORT|SAVEPOINT|RELEASE)\b\s*(.*)", re.IGNORECASE | re.DOTALL
-)
-"""Transaction control sent as SQL: SQLAlchemy's savepoints (begin_nested sends SAVEPOINT,
-ROLLBACK TO and RELEASE as statements), and a COMMIT or ROLLBACK in text()."""
 _TO_SAVEPOINT = re.compile(
     rf"(?:(?:WORK|TRANSACTION)\s+)?TO\s+(?:SAVEPOINT\s+)?({_IDENTIFIER})", re.IGNORECASE
 )
