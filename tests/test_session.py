@@ -258,6 +258,17 @@ def test_a_set_its_transaction_rolled_back_is_undone_and_keeps_the_connection(
         (["SET work_mem = 'lots'"], "close"),  # fails
         (["SET search_path = pg_catalog, public"], "savepoint rolled back"),
         (["SAVEPOINT s", "SET search_path = pg_catalog", "ROLLBACK TO SAVEPOINT s"], "close"),
+        (  # the savepoint stays after a rollback to it: a second one undoes the second SET
+            [
+                "SAVEPOINT s",
+                "SET search_path = x",
+                "ROLLBACK TO s",
+                "SET search_path = y",
+                "ROLLBACK TO SAVEPOINT s",
+                "COMMIT",
+            ],
+            "close",
+        ),
         (["SET search_path = pg_catalog", "ROLLBACK", "SELECT 1"], "close"),
         (["SET search_path = pg_catalog, public"], "savepoint released"),
         (["SET search_path = pg_catalog", "COMMIT"], "close"),  # committed in SQL
@@ -302,8 +313,8 @@ def test_a_set_its_transaction_rolled_back_is_undone_and_keeps_the_connection(
     caplog.set_level(logging.WARNING, logger="geosession.pool")
     seen = run()
     pids = [pid for pid, _ in seen]
-    assert len(set(pids[:6])) == 1  # kept until the released savepoint's SET committed
-    assert pids[6] != pids[0] and pids[7] != pids[6]  # each committed SET: replaced
+    assert len(set(pids[:7])) == 1  # kept until the released savepoint's SET committed
+    assert pids[7] != pids[0] and pids[8] != pids[7]  # each committed SET: replaced
     assert {path for _, path in seen} == {'"$user", public'}
     (warning,) = [r.getMessage() for r in caplog.records if "came back with" in r.getMessage()]
     assert warning.count("search_path (set at") == 1  # once a place: both SETs are sent there

@@ -46,7 +46,7 @@ _LEFT = "geosession_session_state"
 """Connection info key: what the checkout left in the server session (:class:`_Left`)."""
 
 
-Change = tuple[str, bool, str]
+_Change = tuple[str, bool, str]
 """A setting a statement changed (True) or undid (False; "*" for all), and where."""
 
 
@@ -56,7 +56,7 @@ class _Left:
 
     settings: dict[str, str] = field(default_factory=dict)
     """The settings changed for the session: committed, or set outside a transaction."""
-    open: list[tuple[str, list[Change]]] = field(default_factory=list)
+    open: list[tuple[str, list[_Change]]] = field(default_factory=list)
     """The changes of the open transaction ("") and of each savepoint in it, by name: a
     rollback to one undoes its own and those after it, as PostgreSQL does."""
     locked: str | None = None
@@ -373,7 +373,10 @@ _TO_SAVEPOINT = re.compile(
 
 
 def _controlled(conn: Any, verb: str, rest: str) -> None:
-    """COMMIT, ROLLBACK [TO], SAVEPOINT or RELEASE sent as SQL."""
+    """COMMIT, ROLLBACK [TO], SAVEPOINT or RELEASE sent as SQL (not COMMIT PREPARED or
+    ROLLBACK PREPARED, which end another, prepared transaction)."""
+    if rest[:8].upper() == "PREPARED":
+        return
     if verb in ("COMMIT", "END"):
         _committed(conn)
     elif verb == "SAVEPOINT":
@@ -389,7 +392,7 @@ def _controlled(conn: Any, verb: str, rest: str) -> None:
             _rolled_back_to(conn, _unquoted(to.group(1)))
 
 
-def _apply(settings: dict[str, str], changes: list[Change]) -> None:
+def _apply(settings: dict[str, str], changes: list[_Change]) -> None:
     """Changes made for good: a setting keeps the place where it was first changed."""
     for name, change, where in changes:
         if not change and name == "*":
@@ -432,10 +435,12 @@ def _savepoint(conn: Any, name: str) -> None:
 
 
 def _rolled_back_to(conn: Any, name: str) -> None:
-    """ROLLBACK TO SAVEPOINT undoes the changes since, and releases the later ones."""
+    """ROLLBACK TO SAVEPOINT undoes the changes since, releases the later savepoints and
+    keeps this one (it can be rolled back to again)."""
     left = _open_left(conn)
-    if left is not None:
-        del left.open[_level(left, name) :]
+    if left is not None and (level := _level(left, name)) < len(left.open):
+        del left.open[level:]
+        left.open.append((name, []))
 
 
 def _released(conn: Any, name: str) -> None:
