@@ -14,9 +14,9 @@ HOLD``, which keep their rows on the server. SQLAlchemy's return to the pool rol
 which undoes none of it once committed.
 
 Such statements are seen as they are executed. A SET in a transaction lasts only if the
-transaction commits (a rollback, or a rollback to a savepoint before it, undoes it, as a
-failed SET is), so a setting counts once its transaction commits, or at once outside a
-transaction (autocommit). A connection returned with a setting
+transaction commits (a rollback, or a rollback to a savepoint made before it, undoes it,
+as a failed SET is), so a setting counts once its transaction commits, or at once outside
+a transaction (autocommit). A connection returned with a setting
 still changed is replaced before its next checkout (connect events run again on the new
 one); one that took session advisory locks, or left any of the others, has them looked up
 as it returns, and released, dropped, closed or deallocated. Each is logged once per kind
