@@ -259,7 +259,7 @@ _BY_SQLSTATE_AND_MESSAGE: tuple[tuple[str, str, type[GeoSessionError], str], ...
         "with sslrootcert to check whose server it is)",
     ),
     (
-        "42501",
+        _PRIVILEGE,
         "row-level security policy",
         DatabaseError,
         "the table's row-level security policies do not let this role write that row (a "
@@ -267,7 +267,7 @@ _BY_SQLSTATE_AND_MESSAGE: tuple[tuple[str, str, type[GeoSessionError], str], ...
         "for the transaction (db.transaction(settings={'app.tenant': ...}))",
     ),
     (
-        "42501",
+        _PRIVILEGE,
         "must be owner of",
         DatabaseError,
         "only the object's owner (or a member of the role that owns it, or a superuser) may "

@@ -518,51 +518,6 @@ def _distance_advice(
     return advice
 
 
-_DERIVED = {
-    "CTE Scan": (
-        "the CTE {alias}",
-        "(MATERIALIZED, or a CTE read more than once)",
-        "Put the condition inside the CTE, or write WITH {alias} AS NOT MATERIALIZED (...) "
-        "so that PostgreSQL applies it to the table under it",
-    ),
-    "Subquery Scan": (
-        "subquery {alias}",
-        "(its DISTINCT, LIMIT, window functions or set operations keep PostgreSQL from "
-        "moving the condition inside)",
-        "Filter inside the subquery",
-    ),
-}
-"""Scans of rows a query makes itself, whose filters no index serves: what they are, why
-the condition stays outside, and what to do."""
-
-
-def _derived_advice(nodes: list[PlanNode], facts: PlanFacts) -> list[str]:
-    """A spatial predicate filtering a CTE's or a subquery's rows once they are made,
-    where no spatial index serves the rows under it."""
-    advice = []
-    for node in nodes:
-        kind = _DERIVED.get(node.node_type)
-        if kind is None or node.alias is None:
-            continue
-        if any(n.index in facts.spatial_indexes for n in node.walk()):
-            continue
-        columns = [
-            unquote(match.group(2))
-            for condition in node.conditions
-            if _SPATIAL_CONDITION.search(condition)
-            for match in _COLUMN_REF.finditer(condition)
-            if unquote(match.group(1)) == node.alias
-        ]
-        if columns:
-            what, why, instead = (part.format(alias=quote(node.alias)) for part in kind)
-            advice.append(
-                f"the spatial predicate on {quote(node.alias)}.{quote(columns[0])} filters "
-                f"the rows of {what} once they are all made {why}: no index serves it "
-                f"there. {instead}"
-            )
-    return advice
-
-
 def _distance_filter_advice(found: _Measured, indexed: bool) -> str:
     """ST_Distance(...) < d: computed for every row, or for those a box the query adds
     (&&, ST_Expand) let the index find."""
@@ -630,3 +585,48 @@ def _geo_column(arguments: str, scans: dict[str, PlanNode], facts: PlanFacts) ->
             schema, name = scan.schema or "", scan.table or ""
             return _Measured(f"{schema}.{name}", qualified(schema, name), quote(column), cast)
     return None
+
+
+_DERIVED = {
+    "CTE Scan": (
+        "the CTE {alias}",
+        "(MATERIALIZED, or a CTE read more than once)",
+        "Put the condition inside the CTE, or write WITH {alias} AS NOT MATERIALIZED (...) "
+        "so that PostgreSQL applies it to the table under it",
+    ),
+    "Subquery Scan": (
+        "subquery {alias}",
+        "(its DISTINCT, LIMIT, window functions or set operations keep PostgreSQL from "
+        "moving the condition inside)",
+        "Filter inside the subquery",
+    ),
+}
+"""Scans of rows a query makes itself, whose filters no index serves: what they are, why
+the condition stays outside, and what to do."""
+
+
+def _derived_advice(nodes: list[PlanNode], facts: PlanFacts) -> list[str]:
+    """A spatial predicate filtering a CTE's or a subquery's rows once they are made,
+    where no spatial index serves the rows under it."""
+    advice = []
+    for node in nodes:
+        kind = _DERIVED.get(node.node_type)
+        if kind is None or node.alias is None:
+            continue
+        if any(n.index in facts.spatial_indexes for n in node.walk()):
+            continue
+        columns = [
+            unquote(match.group(2))
+            for condition in node.conditions
+            if _SPATIAL_CONDITION.search(condition)
+            for match in _COLUMN_REF.finditer(condition)
+            if unquote(match.group(1)) == node.alias
+        ]
+        if columns:
+            what, why, instead = (part.format(alias=quote(node.alias)) for part in kind)
+            advice.append(
+                f"the spatial predicate on {quote(node.alias)}.{quote(columns[0])} filters "
+                f"the rows of {what} once they are all made {why}: no index serves it "
+                f"there. {instead}"
+            )
+    return advice
