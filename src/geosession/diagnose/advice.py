@@ -13,24 +13,22 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, text
-from sqlalchemy.dialects import postgresql
-
+from geosession.diagnose.catalog import INVALID_INDEX_CAUSE, PlanFacts
 from geosession.diagnose.nodes import PlanNode
-from geosession.srs import in_degrees, spatial_ref, spatial_refs_sql
-
-_PREPARER = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
-PREDICATES = (
-    r"_?st_(?:3d)?(?:intersects|dwithin|dfullywithin|contains|containsproperly|within|covers"
-    r"|coveredby|crosses|overlaps|touches|equals|orderingequals)"
+from geosession.diagnose.plan_text import (
+    COLUMN_REF,
+    PREDICATE_NAME,
+    PREDICATES,
+    SPATIAL_CONDITION,
+    closing_paren,
+    qualified,
+    quote,
+    unquote,
 )
-_PREDICATE_NAME = re.compile(PREDICATES, re.IGNORECASE)
-_SPATIAL_CONDITION = re.compile(rf"\b{PREDICATES}\s*\(|&&|~=|\s[~@]\s|<->|<#>", re.IGNORECASE)
-IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
-_COLUMN_REF = re.compile(rf"(?<![\w\"$.])({IDENT})\.({IDENT})(?![\w\"$(])")
+
 _CALL_BEFORE = re.compile(r"(\w+)\(\s*$")
 _CAST_AFTER = re.compile(r"^\)::(\w+)")
 _MISESTIMATE = 10.0
@@ -38,173 +36,6 @@ _MISESTIMATE_MIN_ROWS = 100
 _JIT_NOTABLE_MS = 10.0
 _JIT_NOTABLE_SHARE = 0.2
 _POSTGIS_CALL = re.compile(r"\b_?st_\w+\(", re.IGNORECASE)
-
-# Analyzed: the last ANALYZE's time (lost when the server recovers from a crash, on
-# pg_stat_reset and on a standby, which keeps its own counters), or else the statistics
-# it wrote, which survive all three. Over pg_class c, pg_namespace n, pg_stat_all_tables s.
-ANALYZED_SQL = (
-    "(s.last_analyze IS NOT NULL OR s.last_autoanalyze IS NOT NULL OR EXISTS "
-    "(SELECT 1 FROM pg_stats st WHERE st.schemaname = n.nspname AND st.tablename = c.relname))"
-)
-
-_SPATIAL_TYPES = (
-    "WITH RECURSIVE spatial(oid, base) AS ("
-    "SELECT oid, typname FROM pg_type WHERE typname IN ('geometry', 'geography') "
-    "AND typtype = 'b' UNION SELECT d.oid, spatial.base FROM pg_type d "
-    "JOIN spatial ON d.typbasetype = spatial.oid WHERE d.typtype = 'd') "
-)
-"""geometry and geography, and the domains over them at any depth (CREATE DOMAIN
-valid_point AS geometry(Point, 4326) CHECK (ST_IsValid(VALUE))), each with its base type."""
-SPATIAL_COLUMN_SQL = f"a.atttypid IN ({_SPATIAL_TYPES}SELECT oid FROM spatial)"  # noqa: S608
-"""Whether column ``a`` is of a spatial type (:data:`_SPATIAL_TYPES`)."""
-
-USER_TABLES_SQL = (  # over pg_class c and pg_namespace n; :schemas, a text[] or NULL
-    "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
-    "AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%' "
-    "AND (CAST(:schemas AS text[]) IS NULL OR n.nspname = ANY (CAST(:schemas AS text[]))) "
-    "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
-    "AND d.objid = c.oid AND d.deptype = 'e')"
-)
-"""The tables doctor looks at: not the system's, not an extension's (PostGIS's own), and
-only those of ``:schemas`` when given."""
-
-_SPATIAL_INDEXES_ON = (  # over pg_class c and pg_attribute a
-    "FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
-    "JOIN pg_am am ON am.oid = ic.relam WHERE i.indrelid = c.oid "
-    "AND a.attnum = ANY (i.indkey::int2[]) AND am.amname IN ('gist', 'spgist', 'brin')"
-)
-INDEXED_SQL = f"EXISTS (SELECT 1 {_SPATIAL_INDEXES_ON} AND i.indisvalid)"
-"""Whether column ``a`` of table ``c`` has a spatial index the planner may use."""
-
-
-def _unusable_indexes(*, building: bool) -> str:
-    """The names of the spatial indexes on column ``a`` of table ``c`` that the planner
-    may not use: those a CREATE INDEX CONCURRENTLY is building now, or (``building``
-    False) those one that failed or was cancelled left INVALID."""
-    running = "EXISTS" if building else "NOT EXISTS"
-    return (
-        f"ARRAY(SELECT ic.relname::text {_SPATIAL_INDEXES_ON} "  # noqa: S608 (constants only)
-        f"AND NOT i.indisvalid AND {running} (SELECT 1 FROM pg_stat_progress_create_index p "
-        "WHERE p.index_relid = i.indexrelid) ORDER BY 1)"
-    )
-
-
-INVALID_INDEXES_SQL = _unusable_indexes(building=False)
-BUILDING_INDEXES_SQL = _unusable_indexes(building=True)
-INVALID_INDEX_CAUSE = (
-    "a CREATE INDEX CONCURRENTLY that failed or was cancelled left it, and the planner "
-    "never uses it"
-)
-
-_SPATIAL_INDEX_NAMES = text(
-    "SELECT DISTINCT ic.relname FROM pg_index i "
-    "JOIN pg_class ic ON ic.oid = i.indexrelid "
-    "JOIN pg_am am ON am.oid = ic.relam "
-    "JOIN pg_opclass oc ON oc.oid = ANY (i.indclass::oid[]) "
-    "JOIN pg_type t ON t.oid = oc.opcintype "
-    "WHERE ic.relname = ANY (:names) AND am.amname IN ('gist', 'spgist', 'brin') "
-    "AND t.typname IN ('geometry', 'geography')"
-)
-_TABLE_FACTS = text(
-    "SELECT r.schema_name, r.table_name, a.attname, "  # noqa: S608 (constants only)
-    f"{INDEXED_SQL} AS indexed, {INVALID_INDEXES_SQL} AS invalid, {ANALYZED_SQL} AS analyzed, "
-    f"({_SPATIAL_TYPES}SELECT base FROM spatial WHERE spatial.oid = a.atttypid) AS base, "
-    "CASE WHEN a.atttypmod >= 0 THEN a.atttypmod "
-    "ELSE (SELECT t.typtypmod FROM pg_type t WHERE t.oid = a.atttypid) END AS typmod, "
-    "CASE WHEN a.atttypmod < 0 AND a.attname IS NOT NULL "  # PostGIS 1's CHECK constraints
-    "THEN postgis_constraint_srid(r.schema_name, r.table_name, a.attname) END AS checked "
-    "FROM unnest(CAST(:schemas AS text[]), CAST(:tables AS text[])) AS r(schema_name, table_name) "
-    "JOIN pg_namespace n ON n.nspname = r.schema_name "
-    "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = r.table_name "
-    "LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid "
-    "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
-    f"  AND {SPATIAL_COLUMN_SQL}"
-)
-
-
-def quote(name: str) -> str:
-    """``name`` as an SQL identifier, quoted only where PostgreSQL needs it."""
-    return _PREPARER.quote(name)
-
-
-def qualified(schema: str | None, table: str) -> str:
-    """``schema.table`` as SQL, each part quoted where needed."""
-    return f"{quote(schema)}.{quote(table)}" if schema else quote(table)
-
-
-@dataclass
-class TableFacts:
-    """A scanned table's geometry/geography columns (indexed or not) and its statistics."""
-
-    analyzed: bool = True
-    geo_columns: dict[str, bool] = field(default_factory=dict)
-    """Column name -> whether a valid GiST/SP-GiST/BRIN index covers it."""
-    invalid_indexes: dict[str, list[str]] = field(default_factory=dict)
-    """Column name -> its spatial indexes left INVALID (:data:`INVALID_INDEXES_SQL`)."""
-    base_types: dict[str, str] = field(default_factory=dict)
-    """Column name -> geometry or geography (a domain's column: the type it is over)."""
-    srids: dict[str, int] = field(default_factory=dict)
-    """Column name -> the SRID its type declares (geometry(Point, 4326)), or a CHECK
-    constraint (AddGeometryColumn(..., use_typmod => false)); 0 for any."""
-
-
-def typmod_srid(typmod: int | None) -> int:
-    """The SRID a geometry or geography type modifier holds (PostGIS packs it in bits 8 to
-    28, with a sign bit above); 0 when the type declares none."""
-    if typmod is None or typmod < 0:
-        return 0
-    return ((typmod & 0x0FFFFF00) - (typmod & 0x10000000)) >> 8
-
-
-@dataclass
-class PlanFacts:
-    """What the catalog says about the indexes and tables of one plan."""
-
-    spatial_indexes: set[str] = field(default_factory=set)
-    tables: dict[tuple[str, str], TableFacts] = field(default_factory=dict)
-    degree_srids: set[int] = field(default_factory=set)
-    """The columns' SRIDs whose coordinates are longitudes and latitudes (EPSG:4326 ...)."""
-
-    @classmethod
-    def load(cls, connection: Connection, root: PlanNode) -> PlanFacts:
-        nodes = list(root.walk())
-        indexes = sorted({n.index for n in nodes if n.index})
-        tables = sorted({(n.schema, n.table) for n in nodes if n.schema and n.table})
-        facts = cls()
-        if indexes:
-            rows = connection.execute(_SPATIAL_INDEX_NAMES, {"names": indexes})
-            facts.spatial_indexes = {row[0] for row in rows}
-        if tables:
-            params = {"schemas": [s for s, _ in tables], "tables": [t for _, t in tables]}
-            for row in connection.execute(_TABLE_FACTS, params):
-                schema, table, column, indexed, invalid, analyzed, base, typmod, checked = row
-                entry = facts.tables.setdefault((schema, table), TableFacts(analyzed=analyzed))
-                if column is not None:
-                    entry.geo_columns[column] = indexed
-                    entry.invalid_indexes[column] = invalid
-                    entry.base_types[column] = base
-                    entry.srids[column] = typmod_srid(typmod) or checked or 0
-        facts.degree_srids = _degree_srids(connection, facts)
-        return facts
-
-
-def _degree_srids(connection: Connection, facts: PlanFacts) -> set[int]:
-    """Those of the geometry columns' SRIDs that spatial_ref_sys calls geographic."""
-    srids = sorted(
-        {
-            srid
-            for table in facts.tables.values()
-            for column, srid in table.srids.items()
-            if srid > 0 and table.base_types.get(column) == "geometry"
-        }
-    )
-    if not srids or connection.execute(text(_SPATIAL_REF_SYS)).scalar() is None:
-        return set()
-    refs = map(spatial_ref, connection.execute(spatial_refs_sql(srids)))
-    return {ref[0] for ref in refs if in_degrees(ref)}
-
-
-_SPATIAL_REF_SYS = "SELECT to_regclass('spatial_ref_sys')"
 
 
 @dataclass(frozen=True)
@@ -246,13 +77,7 @@ def spatially_filtered(root: PlanNode) -> bool:
     """Whether any step of the plan filters, joins or orders rows by a spatial predicate
     or operator: a plan without one has no use for a spatial index."""
     texts = (t for n in root.walk() for t in (*n.conditions, *n.sort_keys, n.order_by) if t)
-    return any(_SPATIAL_CONDITION.search(text) for text in texts)
-
-
-def unquote(identifier: str) -> str:
-    if identifier.startswith('"'):
-        return identifier[1:-1].replace('""', '"')
-    return identifier
+    return any(SPATIAL_CONDITION.search(text) for text in texts)
 
 
 def _spatial_refs(
@@ -261,9 +86,9 @@ def _spatial_refs(
     refs = []
     owners = _spatial_index_owners(nodes, facts.spatial_indexes)
     for node, condition in ((n, c) for n in nodes for c in n.conditions):
-        if not _SPATIAL_CONDITION.search(condition):
+        if not SPATIAL_CONDITION.search(condition):
             continue
-        for match in _COLUMN_REF.finditer(condition):
+        for match in COLUMN_REF.finditer(condition):
             alias, column = unquote(match.group(1)), unquote(match.group(2))
             if owners.get(id(node), alias) != alias:
                 continue  # the value another table's spatial index is searched with (a join)
@@ -317,7 +142,7 @@ def _wrapper(condition: str, start: int, end: int) -> tuple[str | None, str | No
     """The function or cast applied to the column reference at ``start:end``, and its text."""
     window_start = max(0, start - 80)
     call = _CALL_BEFORE.search(condition[window_start:start])
-    if call is not None and not _PREDICATE_NAME.fullmatch(call.group(1)):
+    if call is not None and not PREDICATE_NAME.fullmatch(call.group(1)):
         call_start = window_start + call.start()
         close = closing_paren(condition, window_start + call.end() - 1)
         return f"{call.group(1)}()", condition[call_start : close + 1] if close else None
@@ -325,20 +150,6 @@ def _wrapper(condition: str, start: int, end: int) -> tuple[str | None, str | No
     if cast is not None and condition[:start].endswith("("):
         return f"a cast to {cast.group(1)}", condition[start - 1 : end + cast.end()]
     return None, None
-
-
-def closing_paren(text: str, opening: int) -> int | None:
-    """Index of the parenthesis closing the one at ``opening`` (skipping string literals)."""
-    depth, quoted = 0, False
-    for index in range(opening, len(text)):
-        char = text[index]
-        if char == "'":
-            quoted = not quoted
-        elif not quoted and char in "()":
-            depth += 1 if char == "(" else -1
-            if depth == 0:
-                return index
-    return None
 
 
 def _scan_advice(node: PlanNode, refs: list[_Ref], facts: PlanFacts) -> list[str]:
@@ -572,7 +383,7 @@ _GEOGRAPHY_CAST_AFTER = re.compile(r"\s*\)::geography\b", re.IGNORECASE)
 
 def _geo_column(arguments: str, scans: dict[str, PlanNode], facts: PlanFacts) -> _Measured | None:
     """The first geometry or geography column in ``arguments``."""
-    for match in _COLUMN_REF.finditer(arguments):
+    for match in COLUMN_REF.finditer(arguments):
         alias, column = unquote(match.group(1)), unquote(match.group(2))
         scan = scans.get(alias)
         table = facts.tables.get((scan.schema or "", scan.table or "")) if scan else None
@@ -618,8 +429,8 @@ def _derived_advice(nodes: list[PlanNode], facts: PlanFacts) -> list[str]:
         columns = [
             unquote(match.group(2))
             for condition in node.conditions
-            if _SPATIAL_CONDITION.search(condition)
-            for match in _COLUMN_REF.finditer(condition)
+            if SPATIAL_CONDITION.search(condition)
+            for match in COLUMN_REF.finditer(condition)
             if unquote(match.group(1)) == node.alias
         ]
         if columns:

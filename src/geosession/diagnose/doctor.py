@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 
 from geosession.diagnose.activity import hidden_sessions, see_all_advice
-from geosession.diagnose.advice import quote
 from geosession.diagnose.checklist import Check, CheckContext, CheckFunction, Status
+from geosession.diagnose.plan_text import quote
 from geosession.diagnose.table_checks import (
     deferred_indexes,
     degree_extents,

@@ -19,7 +19,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from geosession.diagnose.advice import PlanFacts, analyse, jit_advice, spatially_filtered
+from geosession.diagnose.advice import analyse, jit_advice, spatially_filtered
+from geosession.diagnose.catalog import PlanFacts
 from geosession.diagnose.nodes import PlanNode, parse_plan
 from geosession.diagnose.srids import (
     degree_measure_advice,

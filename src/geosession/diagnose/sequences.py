@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
-from geosession.diagnose.advice import USER_TABLES_SQL, qualified, quote
+from geosession.diagnose.catalog import USER_TABLES_SQL
+from geosession.diagnose.plan_text import qualified, quote
 
 _SEQUENCED = text(
     "SELECT n.nspname, c.relname, a.attname, "  # noqa: S608 (constants only)

@@ -22,17 +22,16 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from geosession.diagnose.advice import (
+from geosession.diagnose.catalog import PlanFacts, TableFacts
+from geosession.diagnose.nodes import PlanNode
+from geosession.diagnose.plan_text import (
     IDENT,
     PREDICATES,
-    PlanFacts,
-    TableFacts,
     closing_paren,
     qualified,
     quote,
     unquote,
 )
-from geosession.diagnose.nodes import PlanNode
 
 _COLUMN = re.compile(rf"\(?({IDENT})\.({IDENT})(?:\)::(\w+))?")
 _BARE_COLUMN = re.compile(rf"\(?()({IDENT})(?:\)::(\w+))?")

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from geosession.diagnose.advice import (
+from geosession.diagnose.catalog import (
     ANALYZED_SQL,
     BUILDING_INDEXES_SQL,
     INDEXED_SQL,
@@ -20,10 +20,9 @@ from geosession.diagnose.advice import (
     INVALID_INDEXES_SQL,
     SPATIAL_COLUMN_SQL,
     USER_TABLES_SQL,
-    qualified,
-    quote,
 )
 from geosession.diagnose.checklist import Check, CheckContext, Status, listed, sql_literal
+from geosession.diagnose.plan_text import qualified, quote
 from geosession.diagnose.sequences import behind_sequences
 from geosession.ingest.ledger import DEFERRED
 from geosession.ingest.target import DATABASE_IDENTITY
