@@ -5304,24 +5304,20 @@ def test_every_column_type_round_trips_with_nulls(db: SpatialDatabase) -> None:
             s.execute(text("DROP TABLE IF EXISTS typed, typed_rejected"))
 
 
-def test_source_batches_stay_small_until_the_rows_size_is_known(
-    db: SpatialDatabase, table: str
-) -> None:
+def test_source_batches_stay_small_until_the_rows_size_is_known() -> None:
     """Several batches are in flight at once (read ahead, validated two at a time), so for
     large geometries they must hold a few chunks' worth, not 5,000 rows each."""
-    from geosession.ingest.chunking import MAX_CHUNK_BYTES
-    from geosession.ingest.options import IngestOptions
-    from geosession.ingest.pipeline import Ingest
+    from geosession.ingest.chunk_reader import batch_rows
+    from geosession.ingest.chunking import MAX_CHUNK_BYTES, make_sizer
 
-    ingest = Ingest(db.engine, table, [], IngestOptions(), None)
-    assert ingest._batch_rows() == 500
-    ingest.sizer.observe_bytes(500, 500 * 32_000)  # 32 kB polygons
-    assert ingest._batch_rows() == MAX_CHUNK_BYTES // 32_000 == 131
-    small = Ingest(db.engine, table, [], IngestOptions(), None)
-    small.sizer.observe_bytes(500, 500 * 200)  # 200-byte polygons
-    assert small._batch_rows() == 5_000  # at most
-    fixed = Ingest(db.engine, table, [], IngestOptions(chunk_size=2_000), None)
-    assert fixed._batch_rows() == 2_000  # a size the caller chose
+    sizer = make_sizer("auto", None)
+    assert batch_rows(sizer) == 500
+    sizer.observe_bytes(500, 500 * 32_000)  # 32 kB polygons
+    assert batch_rows(sizer) == MAX_CHUNK_BYTES // 32_000 == 131
+    small = make_sizer("auto", None)
+    small.observe_bytes(500, 500 * 200)  # 200-byte polygons
+    assert batch_rows(small) == 5_000  # at most
+    assert batch_rows(make_sizer(2_000, None)) == 2_000  # a size the caller chose
 
 
 def test_automatic_chunks_are_capped_by_their_encoded_size() -> None:

@@ -1,4 +1,5 @@
-"""The ingest pipeline: read, validate and encode on threads of their own, COPY in others.
+"""The ingest pipeline: read, validate and encode on threads of their own
+(:mod:`.chunk_reader`), COPY in others.
 
 Bounded queues between the stages keep memory flat (each waits when the next falls
 behind) while reading, validation, encoding and the server's work overlap. Each chunk
@@ -8,13 +9,12 @@ the chunk already committed, so a lost connection never duplicates or loses a ro
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -22,23 +22,20 @@ from sqlalchemy import Engine
 
 from geosession.errors import (
     ConfigurationError,
-    DatabaseError,
     GeoSessionError,
     LockTimeout,
 )
 from geosession.ingest import collector, ledger
-from geosession.ingest.batches import Batch
-from geosession.ingest.checking import check_batch
-from geosession.ingest.chunking import ChunkSizer, PendingRows, make_sizer
+from geosession.ingest.chunk_reader import ChunkReader
+from geosession.ingest.chunking import ChunkSizer, make_sizer
 from geosession.ingest.compressed import Unpacked
 from geosession.ingest.connections import Connections, connection_lost
 from geosession.ingest.copy import Chunk, write_chunk
 from geosession.ingest.create import create_target
-from geosession.ingest.defaults import column_defaults, with_defaults
+from geosession.ingest.defaults import column_defaults
 from geosession.ingest.identity import default_ingest_id
 from geosession.ingest.indexes import rebuild_deferred
 from geosession.ingest.iterables import attribute_columns
-from geosession.ingest.lacking import Lacking
 from geosession.ingest.ledger_merges import MergePoints, merge_entries
 from geosession.ingest.locks import blocked, lock_holders, lock_wait_ms
 from geosession.ingest.options import IngestOptions
@@ -48,35 +45,18 @@ from geosession.ingest.progress import Progress
 from geosession.ingest.quarantine import ensure_quarantine
 from geosession.ingest.report import IngestReport
 from geosession.ingest.sequences import advance_sequences
-from geosession.ingest.sources import iter_batches, opened, source_length
-from geosession.ingest.stages import map_in_order, put_until, read_ahead
+from geosession.ingest.sources import opened, source_length
+from geosession.ingest.stages import put_until
 from geosession.ingest.target import Target, resolve_target
 from geosession.ingest.validate import (
     Reject,
-    invalid_geometry_error,
 )
 from geosession.ingest.write_plan import WritePlan
 from geosession.retry import restart_backoff
 
-_BATCH = 5_000
-"""Rows per source batch at most. About six are in flight (read ahead, validated two at
-a time); 10,000 measured no faster and grew peak RSS by up to 40 MB more."""
-_FIRST_BATCH = 500
-"""Rows per source batch until their size is known: 500 rows of large polygons (tens of
-kB each) still fit in memory several times over."""
-_VALIDATORS = 2
-"""Threads validating batches at once: GEOS releases the GIL, so two keep two cores busy."""
 _TIMEOUT = "57014"
 _LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout
 log = logging.getLogger(__name__)
-
-
-Validated = tuple[
-    WritePlan | None, list[list[Any]], list[int], list[Reject], list[Lacking] | None, bool
-]
-"""A validated batch: the plan it was checked for (None for a quiet source's flush), its kept rows
-column-wise, their source row numbers, its rejects, the columns each kept row lacks
-(:mod:`.lacking`), and whether it was cut by the flush interval."""
 
 
 class Cancelled(Exception):
@@ -410,7 +390,23 @@ class Ingest:
 
     def _read(self) -> None:
         try:
-            with contextlib.closing(self._chunks()) as chunks:  # joins its threads at once
+            reader = ChunkReader(
+                source=self.source,
+                target=self.target,
+                options=self.options,
+                planner=self.planner,
+                sizer=self.sizer,
+                committed=self.committed,
+                report=self.report,
+                report_lock=self.lock,
+                defaults=self.defaults,
+                attributes=self.attributes,
+                started_empty=self.started_empty,
+                ingest_id=self.ingest_id,
+                stopped=self.stop.is_set,
+                stop_source=self.stop_source,
+            )
+            with contextlib.closing(reader.chunks()) as chunks:  # joins its threads at once
                 for chunk in chunks:
                     if not self._put(chunk):
                         return
@@ -422,144 +418,6 @@ class Ingest:
 
     def _put(self, item: Chunk | _Stop) -> bool:
         return put_until(self.queue, item, self.stop.is_set)
-
-    def _chunks(self) -> Generator[Chunk]:
-        finished = threading.Event()
-
-        def stopped() -> bool:
-            return finished.is_set() or self.stop.is_set()
-
-        geometry = self.target.geometry_columns
-        spec = geometry[0].geometry if len(geometry) == 1 else None
-        source = iter_batches(
-            self.source,
-            columns=[c.name for c in self.target.columns if not c.generated],
-            computed={c.name: c.generated_as for c in self.target.columns if c.generated},
-            geometry_column=geometry[0].name if len(geometry) == 1 else None,
-            batch_size=self._batch_rows,
-            flush_interval=self.options.flush_interval,
-            stopped=stopped,
-            wkt_column=self.options.wkt_column,
-            layer=self.options.layer,
-            encoding=self.options.encoding,
-            where=self.options.where,
-            bbox=self.options.bbox,
-            rename=self.options.rename,
-            xy_columns=self.options.xy_columns,
-            left_out=self.report.fields_left_out if self.options.extra_fields == "ignore" else None,
-            found=self.report.geometry_fields_found,
-            attributes=self.attributes,
-            feature_ids=self.started_empty,
-            defaulted=frozenset(self.defaults.python) | self.planner.may_lack,
-            geometry_z=spec is not None and spec.has_z,
-            geometry_m=spec is not None and spec.measured,
-        )
-        batches = with_defaults(self._source_errors_named(source), self.defaults)
-        # reading, validating and COPY-encoding each on a thread: the GEOS work of one
-        # overlaps the Python work of the others
-        read = read_ahead(batches, "read", stopped)
-        validated = map_in_order(
-            self._encode, read, "validate", _VALIDATORS, urgent=lambda batch: batch.flush
-        )
-        try:
-            yield from self._sealed(validated)
-        finally:
-            finished.set()
-            validated.close()
-            if self.stop_source is not None:
-                self.stop_source()
-            read.close()
-
-    def _source_errors_named(self, batches: Iterator[Batch]) -> Iterator[Batch]:
-        """The source's batches; a database error raised by the source (db.stream_arrow's
-        stream, a query's rows) says it is the source's, which its text would not tell
-        from the target's, and how to go on."""
-        try:
-            yield from batches
-        except DatabaseError as error:
-            error.reword(
-                f"{error.message}. Raised by the source the ingest reads, not its target: "
-                f"ingest {self.ingest_id}'s committed chunks stay, and rerunning it with the "
-                "same ingest_id resumes after them (a query's rows in the same order: ORDER BY)"
-            )
-            raise
-
-    def _batch_rows(self) -> int:
-        """Rows per source batch: few until the rows' size is known, then at most what
-        fits an automatic chunk, so the batches in flight hold a few chunks' worth."""
-        if self.sizer.adaptive and not self.sizer.measured:
-            return min(_FIRST_BATCH, self.sizer.size)
-        return min(_BATCH, self.sizer.size, self.sizer.row_limit)
-
-    def _sealed(self, validated: Iterator[Validated]) -> Iterator[Chunk]:
-        """Chunks of the sizer's size from validated batches (sealed by PendingRows.take);
-        a batch cut by the flush interval sends what is pending at once, and so does a
-        failing source: the rows read before its error still load, then it is raised."""
-        pending: PendingRows | None = None
-        try:
-            for batch in validated:
-                (plan, columns, numbers, rejects, lacking, flush), first_bad = self._cut(batch)
-                pending, left = _pending_for(plan, pending)
-                yield from left
-                if pending is None:  # a quiet source's flush before any row
-                    continue
-                if columns:  # none in a quiet source's flush
-                    pending.add(columns, numbers, rejects, lacking)
-                while len(pending) >= self.sizer.size or ((first_bad or flush) and len(pending)):
-                    chunk = pending.take(min(self.sizer.size, len(pending)))
-                    self.sizer.observe_bytes(len(chunk), chunk.nbytes)
-                    yield chunk
-                if first_bad is not None:
-                    raise invalid_geometry_error(first_bad)
-        except Exception:
-            if pending is not None and len(pending) and not self.stop.is_set():
-                yield pending.take(len(pending))
-            raise
-        if pending is not None and len(pending):
-            yield pending.take(len(pending))
-
-    def _cut(self, batch: Validated) -> tuple[Validated, Reject | None]:
-        """With on_invalid="raise", the rows of ``batch`` before its first bad geometry,
-        and that geometry's reject (the load stops there)."""
-        plan, columns, numbers, rejects, lacking, flush = batch
-        first_bad = self._first_invalid(rejects)
-        if first_bad is None:
-            return batch, None
-        cut = bisect.bisect_left(numbers, first_bad.row)
-        kept_rejects = [r for r in rejects if r.row < first_bad.row]  # values only
-        kept_lacking = None if lacking is None else lacking[:cut]
-        columns = [c[:cut] for c in columns]
-        return (plan, columns, numbers[:cut], kept_rejects, kept_lacking, flush), first_bad
-
-    def _first_invalid(self, rejects: list[Reject]) -> Reject | None:
-        """With on_invalid="raise", the first bad geometry (values that cannot be sent, and
-        NULLs in other NOT NULL columns, are set aside whatever on_invalid says, as when
-        the server refuses them)."""
-        if self.options.on_invalid != "raise":
-            return None
-        geometries = {column.name for column in self.target.geometry_columns}
-        return next((r for r in rejects if r.kind != "value" and r.column in geometries), None)
-
-    def _encode(self, batch: Batch) -> Validated:
-        """Validated, encoded rows of one source batch (rows committed earlier are skipped)."""
-        if not len(batch):  # a quiet source's flush: nothing to check
-            return None, [], [], [], None, batch.flush
-        plan = self.planner.plan_for(batch)
-        checked = check_batch(
-            batch,
-            plan,
-            self.options,
-            self.committed,
-            self.sizer,
-        )
-        with self.lock:  # batches are validated on several threads
-            self.report.rows_read += checked.fresh
-            self.report.repaired.extend(checked.repaired)
-            self.report.reprojected += checked.reprojected
-            self.report.srid_assumed += checked.srid_assumed
-            self.report.beyond_latitudes += checked.beyond_latitudes
-            self.report.z_dropped += checked.z_dropped
-        return plan, checked.columns, checked.numbers, checked.rejects, checked.lacking, batch.flush
 
     # -- writing ----------------------------------------------------------------------
 
@@ -674,17 +532,6 @@ class Ingest:
             "rerunning with the same ingest_id resumes after them"
         )
         return translated
-
-
-def _pending_for(
-    plan: WritePlan | None, pending: PendingRows | None
-) -> tuple[PendingRows | None, list[Chunk]]:
-    """The rows pending for ``plan`` (None: a quiet source's flush, for any): rows pending
-    for another, narrower plan leave as a chunk of their own."""
-    if plan is None or (pending is not None and pending.plan is plan):
-        return pending, []
-    left = [pending.take(len(pending))] if pending is not None and len(pending) else []
-    return PendingRows(plan), left
 
 
 def _check_reproject_srid(target: Target, wanted: int | None) -> None:
