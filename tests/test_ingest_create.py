@@ -115,6 +115,10 @@ TABLES = (
     "made_wkt_frame",
     "made_shapely_frame",
     "made_wkb_frame",
+    "made_unknown_type",
+    "made_kml_heights",
+    "made_kml_flat",
+    "made_points_z",
 )
 
 
@@ -502,6 +506,71 @@ def test_geojson_of_mixed_types_with_a_field_named_geom(
     }
     stored = admin.execute("SELECT geom, ST_GeometryType(wkb_geometry) FROM made_gpkg ORDER BY fid")
     assert stored.fetchall() == [("box", "ST_Polygon"), ("line", "ST_LineString")]
+
+
+KML = """<?xml version="1.0" encoding="UTF-8"?>
+<kml xmlns="http://www.opengis.net/kml/2.2"><Document>
+<Placemark><name>summit</name><Point><coordinates>13.4,52.5,{z}</coordinates></Point></Placemark>
+<Placemark><name>trail</name><LineString><coordinates>13.4,52.5,{z} 13.5,52.6,0</coordinates>
+</LineString></Placemark></Document></kml>
+"""
+
+
+def test_a_layer_of_unknown_type_gets_its_features_types_and_heights(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """GeoJSON and KML declare no type: pyogrio says Unknown, without Z. The column was
+    geometry(Geometry) 2D: a file of Polygons and MultiPolygons loaded into a column of
+    any type, and every feature of a KML with heights, or of a 3D GeoJSON of two types,
+    was a dimension reject. Every feature's type is read now."""
+    ring = [[0, 0], [1, 0], [1, 1], [0, 0]]
+    mixed = tmp_path / "regions.geojson"
+    mixed.write_bytes(orjson.dumps(feature_collection(
+        {"type": "Polygon", "coordinates": [ring]},
+        *[{"type": "MultiPolygon", "coordinates": [[ring]]}] * 3,
+    )))  # fmt: skip
+    assert db.ingest("made_unknown_type", mixed, create=True).inserted == 4
+    assert columns(admin, "made_unknown_type")["geom"] == "geometry(MultiPolygon,4326)"
+    assert stored_types(admin, "made_unknown_type") == ["ST_MultiPolygon"] * 4
+
+    heights = tmp_path / "trail.kml"
+    heights.write_text(KML.format(z=34))
+    report = db.ingest("made_kml_heights", heights, create=True)
+    assert report.inserted == 2 and not report.rejected
+    assert columns(admin, "made_kml_heights")["geom"] == "geometry(GeometryZ,4326)"
+    (z,) = admin.execute("SELECT ST_Z(geom) FROM made_kml_heights WHERE name = 'summit'")
+    assert z == (34.0,)
+
+    flat = tmp_path / "flat.kml"  # altitudes of 0, as Google Earth writes them
+    flat.write_text(KML.format(z=0))
+    report = db.ingest("made_kml_flat", flat, create=True)
+    assert report.inserted == 2 and report.z_dropped == 2
+    assert columns(admin, "made_kml_flat")["geom"] == "geometry(Geometry,4326)"
+
+    points = tmp_path / "points.geojson"
+    points.write_bytes(orjson.dumps(feature_collection(
+        {"type": "Point", "coordinates": [1, 2, 3]},
+        {"type": "MultiPoint", "coordinates": [[1, 2, 0], [2, 3, 0]]},
+    )))  # fmt: skip
+    assert db.ingest("made_points_z", points, create=True).inserted == 2
+    assert columns(admin, "made_points_z")["geom"] == "geometry(MultiPointZ,4326)"
+
+
+def feature_collection(*geometries: dict[str, Any]) -> dict[str, Any]:
+    features = [
+        {"type": "Feature", "properties": {"n": n}, "geometry": geometry}
+        for n, geometry in enumerate(geometries)
+    ]
+    return {"type": "FeatureCollection", "features": features}
+
+
+def as_multi(polygon: Any) -> Any:
+    return shapely.MultiPolygon([polygon]) if polygon.geom_type == "Polygon" else polygon
+
+
+def stored_types(admin: psycopg.Connection[Any], table: str) -> list[str]:
+    rows = admin.execute(f"SELECT ST_GeometryType(geom) FROM {table} ORDER BY fid")
+    return [row[0] for row in rows]
 
 
 def test_async_ingest_creates_the_table_too(
@@ -1038,7 +1107,9 @@ def test_compressed_files_load_as_what_they_hold_and_resume_by_the_compressed_fi
         report = db.ingest(table, path, create=True)
         assert report.inserted == rows, table
         assert admin.execute(f"SELECT count(*) FROM {table}").fetchone() == (rows,)
-    expected = [shapely.normalize(g) for g in gpd.read_file(plain["geojsonl"]).geometry]
+    assert columns(admin, "gz_lines")["geom"] == "geometry(MultiPolygon,4326)"  # its features'
+    source_geometries = gpd.read_file(plain["geojsonl"]).geometry
+    expected = [shapely.normalize(as_multi(g)) for g in source_geometries]
     stored = [shapely.normalize(g) for g in stored_geometries(admin, "gz_lines")]
     assert shapely.equals_exact(stored, expected, tolerance=0).all()
     path = compressed["gz_lines"][0]

@@ -23,8 +23,7 @@ import shapely
 from sqlalchemy import Connection, Engine, Table, inspect, text
 
 from geosession.errors import ConfigurationError, DatabaseError
-from geosession.geometry import NOT_IN_GEOS, wkb_type_name
-from geosession.ingest.archives import GdalSource, gdal_source
+from geosession.ingest.archives import gdal_source
 from geosession.ingest.arrow_files import open_arrow_file
 from geosession.ingest.arrow_streams import is_arrow_stream, opened_once
 from geosession.ingest.batches import repeated
@@ -45,10 +44,9 @@ from geosession.ingest.files import (
     file_kind,
     id_column,
     is_source_file,
-    rereader,
     vector_layer,
 )
-from geosession.ingest.gdal_batches import mended
+from geosession.ingest.found_types import curved_types, feature_types
 from geosession.ingest.geo_columns import parquet_arrow_schema, schema_geometry, usual_geometry
 from geosession.ingest.held_geometries import (
     SAMPLE,
@@ -274,7 +272,9 @@ def _file_schema(path: Path, options: IngestOptions, srids: Srids) -> SourceSche
             "columns to create the table from; create the table first, or load it once it "
             "holds features"
         )
-    return _vector_schema(path, srids, options.layer, options.encoding, options.xy_columns)
+    return _vector_schema(
+        path, srids, options.layer, options.encoding, options.xy_columns, options.progress
+    )
 
 
 def geometry_type(types: list[str], srid: int | None, *, multi: bool = False) -> str:
@@ -305,9 +305,11 @@ def _vector_schema(
     layer: str | None,
     encoding: str | None,
     xy_columns: tuple[str, ...] | None = None,
+    progress: bool = False,
 ) -> SourceSchema:
     """A vector layer's fields and geometry column; a layer without one (a spreadsheet's
-    sheet) gets a Point column for its coordinate fields, as a CSV does."""
+    sheet) gets a Point column for its coordinate fields, as a CSV does. The column's type
+    is the layer's, else its features' (:mod:`.found_types`)."""
     import pyogrio
 
     check_encoding(encoding, path)
@@ -334,36 +336,15 @@ def _vector_schema(
         shapefile = info["driver"] == "ESRI Shapefile"
         name = info["geometry_name"] or schema.free_name()
         column = srids.column(info["crs"], f"{path}'s CRS", name)
-        types = _curved_types(pyogrio, source, layer) or measured or [info["geometry_type"]]
+        declared = measured or [info["geometry_type"]]
+        if declared == ["Unknown"]:  # GeoJSON, KML: read the features' own
+            types = feature_types(pyogrio, source, layer, progress=progress) or declared
+        else:
+            types = curved_types(pyogrio, source, layer) or declared
         schema.add_geometry(name, types, column, multi=shapefile)
     elif points is not None:
         _add_points(schema, points, srids.wanted, srids.given)
     return schema
-
-
-_CURVED_SUFFIXES = (".gpkg", ".gdb", ".fgb", ".sqlite")
-"""Formats whose layers may hold curves, which pyogrio reports under linear types."""
-_CURVE_SAMPLE = 1000
-"""Features whose geometry types are looked at for curves."""
-
-
-def _curved_types(pyogrio: Any, source: GdalSource, layer: str | None) -> list[str]:
-    """The geometry types of a layer's first features when any is a curve or surface
-    (a cadastre's CurvePolygons), which pyogrio's layer type names as linear (Polygon);
-    [] otherwise, the declared type then standing."""
-    if source.suffix not in _CURVED_SUFFIXES:
-        return []
-    with measured_types():
-        meta, table = pyogrio.read_arrow(
-            source.name, layer=layer, columns=[], max_features=_CURVE_SAMPLE
-        )
-    name = meta.get("geometry_name") or "wkb_geometry"
-    again = rereader(pyogrio, source, layer)
-    batches = mended(table.to_batches(), name, again, source.path, quiet=True)
-    geometries = [g for batch in batches for g in batch.column(name).to_pylist()]
-    kinds = {wkb_type_name(bytes(g)) for g in geometries if g}
-    curved = any(kind.split(" ")[0] in NOT_IN_GEOS.values() for kind in kinds)
-    return sorted(kinds) if curved else []
 
 
 def _parquet_schema(

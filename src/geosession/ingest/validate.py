@@ -379,21 +379,26 @@ def _drop_flat_z(geoms: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.boo
     """Makes 2D, in place, the geometries whose every Z is 0 (KML writes an altitude of 0
     by default: Google Earth's points are 13.4,52.5,0), for a 2D column, which loses
     nothing by it; any other Z stays, a dimension reject. Returns which were changed."""
-    dropped = np.zeros(len(geoms), dtype=bool)
+    zero = flat_z(geoms)
+    if zero.any():
+        srids = shapely.get_srid(geoms[zero])
+        geoms[zero] = shapely.set_srid(shapely.force_2d(geoms[zero]), srids)
+    return zero
+
+
+def flat_z(geoms: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """Which geometries have a Z of 0 at every point and no M: 2D in all but name."""
+    flat = np.zeros(len(geoms), dtype=bool)
     candidates = np.flatnonzero(shapely.has_z(geoms))  # none, mostly: one pass in C
     candidates = candidates[~shapely.has_m(geoms[candidates])]
     if not len(candidates):
-        return dropped
+        return flat
     coordinates, owner = shapely.get_coordinates(
         geoms[candidates], include_z=True, return_index=True
     )
     raised = np.bincount(owner, weights=coordinates[:, 2] != 0, minlength=len(candidates))
-    zero = candidates[raised == 0]
-    if len(zero):
-        srids = shapely.get_srid(geoms[zero])
-        geoms[zero] = shapely.set_srid(shapely.force_2d(geoms[zero]), srids)
-        dropped[zero] = True
-    return dropped
+    flat[candidates[raised == 0]] = True
+    return flat
 
 
 def _check_srid(
