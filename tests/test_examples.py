@@ -73,8 +73,8 @@ def test_duckdb_and_polars_results_load_back_with_their_srid(database_url: str) 
     out = run_example("duckdb_and_polars.py", database_url, "--rows", "5000")
     assert "example_parcels: 5,000 parcels loaded" in out
     assert "example_priciest: 15 parcels ranked by DuckDB" in out
-    assert "example_priciest.geom: geometry(GEOMETRY, 4326)" in out
-    assert "example_valuable.geom: geometry(GEOMETRY, 4326)" in out
+    assert "example_priciest.geom: geometry(POLYGON, 4326)" in out
+    assert "example_valuable.geom: geometry(POLYGON, 4326)" in out
     assert out.count("  priciest ") == 5
     valuable = int(out.split("example_valuable: ")[1].split()[0].replace(",", ""))
     assert 0 < valuable < 5_000

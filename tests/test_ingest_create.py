@@ -119,6 +119,10 @@ TABLES = (
     "made_kml_heights",
     "made_kml_flat",
     "made_points_z",
+    "made_untyped_parquet",
+    "made_untyped_ipc",
+    "made_untyped_stream",
+    "made_wkt_heights",
 )
 
 
@@ -556,6 +560,45 @@ def test_a_layer_of_unknown_type_gets_its_features_types_and_heights(
     assert columns(admin, "made_points_z")["geom"] == "geometry(MultiPointZ,4326)"
 
 
+def test_geometries_of_undeclared_types_give_arrow_data_and_csvs_their_column_type(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """GeoParquet metadata with "geometry_types": [] (any: geosession's Arrow export,
+    which writes the schema before the rows), a GeoArrow WKB field, and a CSV's WKT field
+    declare no type: the column was geometry(Geometry) 2D, so heights were all refused.
+    The values' types are read: every value of a file, a stream's first rows."""
+    import pyarrow.ipc
+
+    lines = [shapely.LineString([(0, 0, 5), (1, 1, 6)]), shapely.Point(2, 2, 7)]
+    frame = gpd.GeoDataFrame({"n": [1, 2]}, geometry=lines, crs=4326).rename_geometry("geom")
+    parquet = tmp_path / "untyped.parquet"
+    frame.to_parquet(parquet)
+    table = pq.read_table(parquet)
+    geo = orjson.loads(table.schema.metadata[b"geo"])
+    geo["columns"]["geom"]["geometry_types"] = []
+    untyped = table.replace_schema_metadata({b"geo": orjson.dumps(geo)})
+    pq.write_table(untyped, parquet)
+    assert db.ingest("made_untyped_parquet", parquet, create=True).inserted == 2
+    assert columns(admin, "made_untyped_parquet")["geom"] == "geometry(GeometryZ,4326)"
+
+    made = tmp_path / "exported.arrow"
+    db.export("made_untyped_parquet", made)  # GeoArrow WKB, geometry_types []
+    assert db.ingest("made_untyped_ipc", made, create=True).inserted == 2
+    assert columns(admin, "made_untyped_ipc")["geom"] == "geometry(GeometryZ,4326)"
+    with pyarrow.ipc.open_file(made) as reader:
+        stream = reader.read_all().to_reader()
+    assert db.ingest("made_untyped_stream", stream, create=True).inserted == 2
+    assert columns(admin, "made_untyped_stream")["geom"] == "geometry(GeometryZ,4326)"
+
+    csv_file = tmp_path / "heights.csv"  # psql's EWKT: a Z by its third coordinate
+    csv_file.write_text(
+        "name,wkt\nsummit,SRID=4326;POINT(13.4 52.5 34)\n"
+        'trail,"SRID=4326;MULTIPOINT((13.4 52.5 30),(13.5 52.6 31))"\n'
+    )
+    assert db.ingest("made_wkt_heights", csv_file, create=True).inserted == 2
+    assert columns(admin, "made_wkt_heights")["geom"] == "geometry(MultiPointZ,4326)"
+
+
 def feature_collection(*geometries: dict[str, Any]) -> dict[str, Any]:
     features = [
         {"type": "Feature", "properties": {"n": n}, "geometry": geometry}
@@ -621,7 +664,7 @@ def test_arrow_data_makes_its_table_from_its_schema_and_is_read_once(
     report = db.ingest("made_arrow", data.to_reader(max_chunksize=7), create=True)
     assert report.created and report.inserted == 30 and not report.rejected
     made = columns(admin, "made_arrow")
-    assert made["geometry"] == "geometry(Geometry,4326)"  # GeoArrow declares no type
+    assert made["geometry"] == "geometry(MultiPolygon,4326)"  # GeoArrow's WKB: its values
     assert (made["value"], made["key"], made["big"]) == ("numeric(10,2)", "uuid", "bigint")
     assert made["seen"] == "timestamp with time zone" and made["ok"] == "boolean"
     assert made["note"] == "jsonb"
@@ -631,12 +674,12 @@ def test_arrow_data_makes_its_table_from_its_schema_and_is_read_once(
     assert [(v, k, n) for v, k, n, _ in stored] == [
         (decimal.Decimal(f"{i}.25"), uuid.UUID(int=i), {"n": i}) for i in range(30)
     ]
-    assert [shapely.from_wkb(g) for *_, g in stored] == list(parcels(30).geometry)
+    assert [shapely.from_wkb(g) for *_, g in stored] == list(map(as_multi, parcels(30).geometry))
     reader = data.to_reader(max_chunksize=7)  # noqa: F841  # read by the query below
     query = duckdb.sql("SELECT * EXCLUDE (key, note) FROM reader")
     report = db.ingest("made_duckdb", query, create=True)
     assert report.created and report.inserted == 30
-    assert columns(admin, "made_duckdb")["geometry"] == "geometry(Geometry,4326)"
+    assert columns(admin, "made_duckdb")["geometry"] == "geometry(MultiPolygon,4326)"
 
 
 def test_a_duckdb_result_over_a_stream_loads_every_row_into_a_table(
@@ -665,15 +708,15 @@ def test_polars_frames_and_parquet_with_geoarrow_fields_make_their_tables(
     pq.write_table(data.replace_schema_metadata(None), path)  # no GeoParquet metadata
     report = db.ingest("made_geoarrow_parquet", path, create=True)
     assert report.created and report.inserted == 20
-    assert columns(admin, "made_geoarrow_parquet")["geometry"] == "geometry(Geometry,4326)"
+    assert columns(admin, "made_geoarrow_parquet")["geometry"] == "geometry(MultiPolygon,4326)"
     point = shapely.to_wkb(shapely.Point(1, 2))
     plain = pl.DataFrame({"id": [1], "geometry": [point]})  # WKB named as geopandas names it
     report = db.ingest("made_polars_plain", plain, create=True, srid=4326)
     assert report.created and report.inserted == 1
-    assert columns(admin, "made_polars_plain")["geometry"] == "geometry(Geometry,4326)"
+    assert columns(admin, "made_polars_plain")["geometry"] == "geometry(Point,4326)"
     pl.DataFrame({"id": [1], "wkb_geometry": [point]}).write_parquet(tmp_path / "plain.parquet")
     report = db.ingest("made_plain_parquet", tmp_path / "plain.parquet", create=True)
-    assert columns(admin, "made_plain_parquet")["wkb_geometry"] == "geometry"  # no CRS given
+    assert columns(admin, "made_plain_parquet")["wkb_geometry"] == "geometry(Point)"  # no CRS
     unnamed = pl.DataFrame({"id": [1], "footprint": [b"\x00\x01"]})  # bytes, not WKB
     with pytest.raises(ConfigurationError, match="no field named geometry.*as_wkb"):
         db.ingest("made_unnamed", unnamed, create=True)
@@ -741,17 +784,17 @@ def test_arrow_data_with_one_field_of_geometries_makes_it_the_geometry_column(
     assert columns(admin, "held_polars") == {
         "fid": "bigint",
         "name": "text",
-        "footprint": "geometry(Geometry,3857)",
+        "footprint": "geometry(Point,3857)",
     }
     ewkt = pa.table({"id": [7], "g": ["SRID=4326;POINT(5 6)"]})
     assert db.ingest("held_table", ewkt, create=True).inserted == 1
-    assert columns(admin, "held_table")["g"] == "geometry(Geometry,4326)"  # stated
+    assert columns(admin, "held_table")["g"] == "geometry(Point,4326)"  # stated
     files = {"held.parquet": pq.write_table, "held.arrow": feather.write_feather}
     for file, write in files.items():
         write(pa.table({"label": ["a"] * 2500, "shape": shapely.to_wkt(points)}), tmp_path / file)
         table = file.replace(".", "_")
         assert db.ingest(table, tmp_path / file, create=True).inserted == 2500
-        assert columns(admin, table)["shape"] == "geometry"  # no SRID stated or given
+        assert columns(admin, table)["shape"] == "geometry(Point)"  # no SRID stated or given
     one_by_one = [pa.record_batch({"where": [shapely.to_wkt(p)]}) for p in points]
     stream = pa.RecordBatchReader.from_batches(one_by_one[0].schema, iter(one_by_one))
     assert db.ingest("held_stream", stream, create=True).inserted == 2500
@@ -905,7 +948,7 @@ def test_parquets_own_geometry_type_is_read_with_its_crs(
     report = db.ingest("made_native_parquet", path, create=True)
     assert report.created and report.inserted == 5 and not report.rejected
     made = columns(admin, "made_native_parquet")
-    assert (made["geom"], made["plain"]) == ("geometry(Geometry,3857)", "geometry(Geometry,4326)")
+    assert (made["geom"], made["plain"]) == ("geometry(Point,3857)", "geometry(Point,4326)")
     admin.execute("DROP TABLE made_native_parquet")
     admin.execute(
         "CREATE TABLE made_native_parquet (id int, geom geometry(Point, 4326), plain geometry)"
@@ -1795,7 +1838,7 @@ def test_a_csv_makes_columns_of_the_types_all_its_values_read_as(
         "gap": "text",
         "na": "text",
         "far": "text",
-        "geom": "geometry",
+        "geom": "geometry(Point)",  # its values' type
     }
     admin.execute("SET TimeZone = 'UTC'")
     stored = admin.execute(
@@ -1871,7 +1914,7 @@ def test_a_csv_field_of_wkt_values_is_the_geometry_column_under_its_own_name(
     mixed = tmp_path / "mixed.csv"  # one value states an SRID, one does not: none
     mixed.write_text("id,wkt\n1,SRID=4326;POINT(1 2)\n2,POINT(3 4)\n")
     assert db.ingest("made_mixed_csv", mixed, create=True).inserted == 2
-    assert columns(admin, "made_mixed_csv")["geom"] == "geometry"
+    assert columns(admin, "made_mixed_csv")["geom"] == "geometry(Point)"
     two = tmp_path / "two.csv"
     two.write_text('a,b\nPOINT(1 2),"LINESTRING(0 0,1 1)"\n')
     assert db.ingest("made_two_wkt_csv", two, create=True).inserted == 1
@@ -1880,7 +1923,7 @@ def test_a_csv_field_of_wkt_values_is_the_geometry_column_under_its_own_name(
     copied = tmp_path / "copied.csv"  # as psql's \copy ... csv header writes a geometry
     copied.write_text(f"id,shape\n1,{shapely.to_wkb(located, hex=True, include_srid=True)}\n")
     assert db.ingest("made_copied_csv", copied, create=True).inserted == 1
-    assert columns(admin, "made_copied_csv")["shape"] == "geometry(Geometry,4326)"  # stated
+    assert columns(admin, "made_copied_csv")["shape"] == "geometry(Point,4326)"  # stated
     shape = admin.execute("SELECT ST_AsEWKT(shape) FROM made_copied_csv").fetchone()
     assert shape == ("SRID=4326;POINT(7 8)",)
 
@@ -1905,15 +1948,15 @@ def test_a_plain_dataframe_column_of_geometries_is_the_geometry_column(
     shapes = pd.DataFrame({"name": ["a", "b"], "shape": [shapely.Point(1, 2), None]})
     report = db.ingest("made_shapely_frame", shapes, create=True, srid=3857)
     assert report.inserted == 2 and not report.rejected
-    assert columns(admin, "made_shapely_frame")["shape"] == "geometry(Geometry,3857)"
+    assert columns(admin, "made_shapely_frame")["shape"] == "geometry(Point,3857)"
     located = shapely.set_srid(shapely.Point(5, 6), 4326)
     queried = pd.DataFrame({"id": [1], "g": [shapely.to_wkb(located, include_srid=True)]})
     assert db.ingest("made_wkb_frame", queried, create=True).inserted == 1  # read_sql's
-    assert columns(admin, "made_wkb_frame")["g"] == "geometry(Geometry,4326)"
+    assert columns(admin, "made_wkb_frame")["g"] == "geometry(Point,4326)"
     assert columns(admin, "made_shapely_frame")["name"] == "text"  # text is not geometry
     api = pd.DataFrame({"id": [1], "where": [{"type": "Point", "coordinates": [7, 8]}]})
     assert db.ingest("made_geojson_frame", api, create=True).inserted == 1
-    assert columns(admin, "made_geojson_frame")["where"] == "geometry(Geometry,4326)"
+    assert columns(admin, "made_geojson_frame")["where"] == "geometry(Point,4326)"
     arrow_backed = frame.convert_dtypes(dtype_backend="pyarrow")  # string[pyarrow]
     assert db.ingest("made_arrow_backed_frame", arrow_backed, create=True).inserted == 3
     assert columns(admin, "made_arrow_backed_frame")["footprint"] == "geometry(Geometry,4326)"

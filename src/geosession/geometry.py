@@ -442,6 +442,8 @@ _WKB_TYPES = {
     7: "GeometryCollection",
     **NOT_IN_GEOS,
 }
+WKT_TYPE_NAMES = {name.upper(): name for name in _WKB_TYPES.values()}
+"""The types by WKT's word for them (MULTIPOLYGON: MultiPolygon)."""
 
 
 def wkb_type_name(wkb: bytes) -> str:

@@ -12,7 +12,7 @@ columns in any case. Rows in an iterable have no schema to read: their table mus
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import chain, count
@@ -57,6 +57,7 @@ from geosession.ingest.held_geometries import (
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.points import NEW_Z_NAMES, PointColumns, point_columns
 from geosession.ingest.progress import counting
+from geosession.ingest.seen_types import FoundTypes
 from geosession.ingest.sources import is_dataframe
 from geosession.ingest.target import (
     SCHEMA_EXISTS_SQL,
@@ -242,6 +243,7 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
             source_is,
             options.xy_columns,
             partial(opened.read_ahead, SAMPLE),
+            lambda names: opened.read_ahead(SAMPLE),  # read once: its first rows say
         )
     else:
         raise ConfigurationError(
@@ -265,7 +267,9 @@ def _file_schema(path: Path, options: IngestOptions, srids: Srids) -> SourceSche
         remedy = "or write it with GeoDataFrame.to_feather, which adds GeoParquet metadata"
         source_is = (str(path), "an Arrow IPC file", remedy)
         reader = open_arrow_file(path)
-        return _arrow_schema(reader.schema, srids, source_is, options.xy_columns, lambda: reader)
+        every = partial(_arrow_file_columns, path)
+        schema = reader.schema
+        return _arrow_schema(schema, srids, source_is, options.xy_columns, lambda: reader, every)
     if empty_sequence(path):
         raise ConfigurationError(
             f"{path} is empty (0 bytes): GeoJSON Lines of no features, which declare no "
@@ -360,7 +364,20 @@ def _parquet_schema(
     remedy = "or write it with GeoDataFrame.to_parquet, which adds GeoParquet metadata"
     source_is = (str(path), "a Parquet file", remedy)
     first_batches = partial(file.iter_batches, batch_size=SAMPLE)
-    return _arrow_schema(arrow, srids, source_is, xy_columns, first_batches)
+    every = partial(_parquet_columns, file)
+    return _arrow_schema(arrow, srids, source_is, xy_columns, first_batches, every)
+
+
+def _arrow_file_columns(path: Path, names: list[str]) -> Iterator[Any]:
+    return (batch.select(names) for batch in open_arrow_file(path))
+
+
+def _parquet_columns(file: Any, names: list[str]) -> Iterator[Any]:
+    return iter(file.iter_batches(columns=names, batch_size=_TYPES_BATCH))
+
+
+_TYPES_BATCH = 65_536
+"""Rows per batch read for geometry types."""
 
 
 def _arrow_schema(
@@ -369,12 +386,15 @@ def _arrow_schema(
     source: tuple[str, str, str],
     xy_columns: tuple[str, ...] | None = None,
     first_batches: Callable[[], Iterable[Any]] | None = None,
+    read: Callable[[list[str]], Iterable[Any]] | None = None,
 ) -> SourceSchema:
     """The columns of Arrow data (a Parquet file's, a stream's): its geometry columns are
     those GeoParquet metadata or a GeoArrow extension declares, else a field of a usual
     geometry name, else a Point column for coordinate fields, else the one text or binary
     field whose values in ``first_batches()`` are all geometries. ``source``: where it
-    comes from, what it is and how to declare its geometry, for the refusal."""
+    comes from, what it is and how to declare its geometry, for the refusal. ``read``
+    gives batches of the named fields, whose geometry types make a geometry column's type
+    where no metadata declares it: every batch of a file, the first ones of a stream."""
     import pyarrow
 
     where, kind, remedy = source
@@ -396,15 +416,18 @@ def _arrow_schema(
             f"coordinates' as xy_columns=, create the table first, {remedy}"
         )
     crs = geo.crs if named is None else {named: None}  # a usual name's: srid=, or none
+    untyped = [n for n in crs if not geo.types.get(n) and n not in geo.native]
+    found = _value_types(arrow, read, untyped + ([held[0]] if held else [])) if read else {}
     schema = SourceSchema()
     for name in fields:
         if points is not None and name in points.fields:
             continue  # the point column's coordinates, as a CSV's
         if held is not None and name == held[0]:
-            schema.add_geometry(name, ["Geometry"], srids.held(held[1]), multi=False)
+            types = found.get(name) or ["Geometry"]
+            schema.add_geometry(name, types, srids.held(held[1]), multi=False)
             schema.by_values = name
         elif name in crs:
-            types = geo.types.get(name) or ["Geometry"]
+            types = geo.types.get(name) or found.get(name) or ["Geometry"]
             column = srids.column(crs[name], f"{where}'s CRS", name)
             schema.add_geometry(name, types, column, multi=False, geography=name in geo.spherical)
         else:
@@ -412,6 +435,29 @@ def _arrow_schema(
     if points is not None:
         _add_points(schema, points, srids.wanted, srids.given)
     return schema
+
+
+def _value_types(
+    arrow: Any, read: Callable[[list[str]], Iterable[Any]], names: list[str]
+) -> dict[str, list[str]]:
+    """The geometry types of the WKB or WKT values of fields ``names`` (:mod:`.seen_types`);
+    a GeoArrow extension's field is read as its storage."""
+    kinds = {name: str(getattr(arrow.field(name).type, "storage_type", "")) for name in names}
+    kinds = {n: kind or str(arrow.field(n).type) for n, kind in kinds.items()}
+    found = {name: FoundTypes() for name, kind in kinds.items() if kind in _HELD_TYPES}
+    for batch in read(list(found)) if found else ():
+        for name, types in found.items():
+            column = batch.column(name)
+            values = getattr(column, "storage", column)
+            if "string" in kinds[name]:
+                types.see_text(v for v in values.to_pylist() if v is not None)
+            else:
+                types.see_wkb(values)
+    return {name: types.types for name, types in found.items()}
+
+
+_HELD_TYPES = ("binary", "large_binary", "binary_view", "string", "large_string", "string_view")
+"""Arrow types of a field of WKB or WKT values."""
 
 
 def _frame_schema(
@@ -433,8 +479,11 @@ def _frame_schema(
         if points is not None and str(label) in points.fields:
             continue  # the point column's coordinates, as a CSV's
         if label == held:
-            values = series.dropna().head(SAMPLE).tolist()
-            schema.add_geometry(str(label), ["Geometry"], srids.held(values), multi=False)
+            values = series.dropna().tolist()
+            shapes = FoundTypes()
+            shapes.see_values(values)
+            srid = srids.held(values[:SAMPLE])
+            schema.add_geometry(str(label), shapes.types or ["Geometry"], srid, multi=False)
             schema.by_values = str(label)
         elif str(series.dtype) == "geometry":
             types = [str(t) for t in series.geom_type.dropna().unique()]
@@ -483,7 +532,8 @@ def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
         stated = kinds.srid_of(wkt or sniffed[0])  # EWKT's, EWKB's: all the same
         name = sniffed[0] if sniffed else schema.free_name()  # the load finds it by name
         schema.by_values = sniffed[0] if sniffed else None
-        schema.add_geometry(name, ["Geometry"], given if given is not None else stated, multi=False)
+        shapes = kinds.geometry_types(wkt or sniffed[0]) or ["Geometry"]
+        schema.add_geometry(name, shapes, given if given is not None else stated, multi=False)
     elif points is not None:
         _add_points(schema, points, wanted, options.srid)
     return schema

@@ -24,6 +24,7 @@ from typing import Final
 
 from geosession.geometry import stated_srid, wkb_type_name
 from geosession.ingest.readers import INTEGER_RANGES
+from geosession.ingest.seen_types import FoundTypes
 
 _MOMENT = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
 _ZONE = r"(?:Z|[-+][0-9]{2}(?::?[0-9]{2})?)"
@@ -103,35 +104,42 @@ class TextKinds:
     ) -> None:
         self._kinds: dict[str, set[str]] = {name: set() for name in fields}
         self._geometry = geometry
-        """A field that is a geometry by its name: only its values' SRIDs are read."""
+        """A field that is a geometry by its name: only its values' SRIDs and types are read."""
         names = [*fields, geometry] if geometry is not None else fields
         self._srids: dict[str, set[int]] = {name: set() for name in names}
         """The SRIDs the values of a field of geometries state (0: none), up to two."""
+        self._shapes: dict[str, FoundTypes] = {name: FoundTypes() for name in names}
+        """The geometry types of a field of geometries' values."""
         self._patterns = _PATTERNS[decimal_comma]
 
     @property
     def open_fields(self) -> list[str]:
         """The fields whose kind a value may still change (text is settled), and the
-        geometry field while its SRID is not settled."""
+        geometry field, whose every value's type is read."""
         fields = [name for name, kinds in self._kinds.items() if _TEXT not in kinds]
-        geometry = self._geometry
-        if geometry is not None and self._reading_srids(geometry):
-            fields.append(geometry)
-        return fields
+        return fields if self._geometry is None else [*fields, self._geometry]
 
     def see(self, values: Mapping[str, Iterable[str]]) -> None:
         """Takes a batch's values by field ('' for an empty one)."""
         for name, column in values.items():
             distinct = set(column) - {""}
             if name == self._geometry:
-                if self._reading_srids(name):
-                    self._srids[name].update(stated_srid(value) for value in distinct)
+                self._see_geometries(name, distinct)
                 continue
             kinds = self._kinds[name]
             if _TEXT not in kinds and distinct:
                 kinds |= self._batch_kinds(distinct)
-                if kinds <= _GEOMETRY_KINDS and self._reading_srids(name):
-                    self._srids[name].update(stated_srid(value) for value in distinct)
+                if kinds <= _GEOMETRY_KINDS:
+                    self._see_geometries(name, distinct)
+
+    def _see_geometries(self, name: str, values: set[str]) -> None:
+        if self._reading_srids(name):
+            self._srids[name].update(stated_srid(value) for value in values)
+        self._shapes[name].see_text(values)
+
+    def geometry_types(self, name: str) -> list[str]:
+        """The geometry types of a field of geometries' values ("Polygon", "Point Z")."""
+        return self._shapes[name].types
 
     def _reading_srids(self, name: str) -> bool:
         """Whether a field's values could still state one SRID (none yet says none, or
