@@ -444,6 +444,37 @@ def test_a_load_of_many_rejects_keeps_the_first_in_memory_and_every_one_in_the_r
     assert len(report.as_dict()["rejected"]) == 24_975
     assert report.as_dict()["rejected"][-1]["value"] == square
     assert "Rejected rows (first 20 of 24,975)" in str(report)
+    by_kind = " ".join(str(report).split("Rejected rows by kind")[1].split())
+    assert "geom │ srid │ 24,975 │ 2 │ SRID 27700 where column geom" in by_kind
+    assert not report.all_rejected
+
+
+def test_cli_exits_1_when_every_row_was_rejected(
+    database_url: str, table: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Points loaded into a table of polygons: every row a reject, and the command said
+    so with exit status 0, which a cron job took for a success."""
+    import geopandas
+    from typer.testing import CliRunner
+
+    from geosession.cli import app
+
+    points = geopandas.GeoDataFrame(
+        {"id": range(1, 31)}, geometry=shapely.points(np.arange(30), 0), crs=4326
+    ).rename_geometry("geom")
+    path = tmp_path / "points.geojson"
+    points.to_file(path)
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    refused = CliRunner().invoke(app, ["ingest", str(path), table])
+    assert refused.exit_code == 1, refused.output
+    output = " ".join(refused.output.split())
+    assert "points.geojson was loaded: every row read was rejected" in output
+    assert "geom │ type │ 30 │ 1 │ Point where column geom takes POLYGON" in output
+    mixed = tmp_path / "mixed.geojson"
+    polygon = geopandas.GeoSeries([shapely.box(0, 0, 1, 1)], crs=4326)
+    points.assign(geom=polygon.reindex(range(30)).fillna(points.geom)).to_file(mixed)
+    loaded = CliRunner().invoke(app, ["ingest", str(mixed), table])
+    assert loaded.exit_code == 0, loaded.output  # one row loaded: rejects are the file's own
 
 
 def test_the_garbage_collector_stays_paused_until_the_last_of_two_loads_ends(

@@ -289,6 +289,22 @@ def ingest(
                 console.print(report)
             reports.append((load, report))
     _print_reports(reports, console, as_json=as_json)
+    _exit_if_all_rejected(reports, console)
+
+
+def _exit_if_all_rejected(reports: list[tuple["Load", Any]], console: Any) -> None:
+    """Exit status 1 when every row of a load was rejected, which a script must not take
+    for a success (the reports above say why)."""
+    refused = [load.label for load, report in reports if report.all_rejected]
+    if refused:
+        console.print(
+            f"No row of {', '.join(refused)} was loaded: every row read was rejected (the "
+            "reasons are above). Check that the table and its column types, SRID and "
+            "geometry type are the ones meant for this data",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
 
 
 def _print_reports(reports: list[tuple["Load", Any]], console: Any, *, as_json: bool) -> None:

@@ -10,6 +10,7 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 
 from geosession.ingest.rejects import Rejects
+from geosession.ingest.validate import Reject
 
 _MIN_WIDTH = 72
 """Characters a report's table is wide at least."""
@@ -94,6 +95,12 @@ class IngestReport:
     def rows_per_second(self) -> float:
         return self.rows_read / self.duration if self.duration > 0 else 0.0
 
+    @property
+    def all_rejected(self) -> bool:
+        """Whether rows were read and every one was rejected: data loaded into the wrong
+        table, or in the wrong CRS, more likely than a file of nothing but bad rows."""
+        return bool(self.rows_read) and not self.inserted and len(self.rejected) >= self.rows_read
+
     def as_dict(self) -> dict[str, Any]:
         """Every field and rows_per_second, ready for JSON (a log line, an API's answer):
         rejects and repairs as dicts of row, column, kind, reason and value."""
@@ -123,6 +130,8 @@ class IngestReport:
         yield table
         if self.rejected:
             yield _rejects_table(self.rejected)
+        if len(self.rejected) > _LISTED:
+            yield _reject_kinds_table(self.rejected)
 
     def _rows(self) -> list[tuple[str, str]]:
         rows = [("table", "created by this run")] if self.created else []
@@ -191,7 +200,11 @@ class IngestReport:
         return capture.get()
 
 
-def _rejects_table(rejects: Rejects, limit: int = 20) -> Table:
+_LISTED = 20
+"""Rejects a printed report lists; past them, it counts them by column and kind."""
+
+
+def _rejects_table(rejects: Rejects, limit: int = _LISTED) -> Table:
     table = Table(
         title=f"Rejected rows (first {min(limit, len(rejects))} of {len(rejects):,})",
         title_justify="left",
@@ -201,3 +214,22 @@ def _rejects_table(rejects: Rejects, limit: int = 20) -> Table:
     for reject in heapq.nsmallest(limit, rejects, key=lambda r: r.row):  # chunks end unordered
         table.add_row(str(reject.row), reject.column or "", reject.kind, reject.reason)
     return table
+
+
+def _reject_kinds_table(rejects: Rejects) -> Table:
+    """The rejects counted by column and kind, each kind with its first row's reason: what
+    went wrong with a load that set aside thousands, told in a few lines."""
+    kinds: dict[tuple[str, str], tuple[int, Reject]] = {}
+    for reject in rejects:
+        count, first = kinds.get((reject.column or "", reject.kind), (0, reject))
+        kinds[reject.column or "", reject.kind] = (count + 1, min(first, reject, key=_row))
+    table = Table(title="Rejected rows by kind", title_justify="left")
+    for name in ("column", "kind", "rows", "first row", "its reason"):
+        table.add_column(name, overflow="fold", justify="right" if name == "rows" else "left")
+    for (column, kind), (count, first) in sorted(kinds.items(), key=lambda k: -k[1][0]):
+        table.add_row(column, kind, f"{count:,}", str(first.row), first.reason)
+    return table
+
+
+def _row(reject: Reject) -> int:
+    return reject.row
