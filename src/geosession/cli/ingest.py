@@ -210,7 +210,8 @@ def ingest(
     a lost server resumes when you run the same command again, without duplicates. Bad
     geometries go to TABLE_rejected with the source row and the reason (see
     --on-invalid). Several files are loaded one after the other, each its own load.
-    Examples: geosession ingest parcels.gpkg parcels --create;
+    Exit status 1 when a load fails, or when every row of one was rejected (the wrong
+    table or CRS, most likely); 130 after Ctrl-C. Examples: geosession ingest parcels.gpkg parcels --create;
     geosession ingest tiles/*.fgb parcels;
     geosession ingest city.gpkg '{layer}' --create (each layer into its own table);
     geosession ingest os_parcels.shp parcels --reproject (EPSG:27700 into SRID 4326);
