@@ -17,7 +17,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 import shapely
@@ -26,6 +26,7 @@ import shapely.geometry
 from geoalchemy2.elements import WKBElement, WKTElement
 
 from geosession.errors import ConfigurationError, InvalidGeometry, SRIDMismatch
+from geosession.wkb import NOT_IN_GEOS, type_code, wkb_srid
 
 GeometryLike: TypeAlias = Any
 """Anything :func:`to_shape` reads (shapely is untyped, so this cannot be narrower)."""
@@ -53,20 +54,6 @@ TYPE_NAMES = (
 )
 """Geometry type names by shapely's type id (``shapely.get_type_id``), as OGC and
 GeoParquet spell them."""
-
-NOT_IN_GEOS = {
-    8: "CircularString",
-    9: "CompoundCurve",
-    10: "CurvePolygon",
-    11: "MultiCurve",
-    12: "MultiSurface",
-    15: "PolyhedralSurface",
-    16: "TIN",
-    17: "Triangle",
-}
-"""The (E)WKB type codes of the PostGIS types shapely (GEOS) cannot hold: curves (shapely
-raises NotImplementedError for a whole array holding one), surfaces and TINs."""
-
 
 Bbox: TypeAlias = tuple[float, float, float, float]
 """A bounding box: minx, miny, maxx, maxy."""
@@ -422,72 +409,7 @@ def not_in_geos(value: Any) -> str | None:
         return None
     if len(data) < 5 or data[0] not in (0, 1):
         return None
-    return NOT_IN_GEOS.get((_type_word(data)[1] & 0x0FFFFFFF) % 1000)
-
-
-def _type_word(wkb: bytes) -> tuple[Literal["little", "big"], int]:
-    """An (E)WKB header's byte order and type word: EWKB's flags in its top bits (Z, M,
-    SRID), ISO's dimensions in its thousands."""
-    order: Literal["little", "big"] = "little" if wkb[0] == 1 else "big"
-    return order, int.from_bytes(wkb[1:5], order)
-
-
-_WKB_TYPES = {
-    1: "Point",
-    2: "LineString",
-    3: "Polygon",
-    4: "MultiPoint",
-    5: "MultiLineString",
-    6: "MultiPolygon",
-    7: "GeometryCollection",
-    **NOT_IN_GEOS,
-}
-WKT_TYPE_NAMES = {name.upper(): name for name in _WKB_TYPES.values()}
-"""The types by WKT's word for them (MULTIPOLYGON: MultiPolygon)."""
-
-
-def wkb_type_name(wkb: bytes) -> str:
-    """The type an (E)WKB header declares, with its dimensions ("CurvePolygon", "Polygon
-    Z"): EWKB's flags or ISO's thousands."""
-    code = _type_word(wkb)[1]
-    iso = (code & 0x0FFFFFFF) // 1000
-    z = bool(code & 0x80000000) or iso in (1, 3)
-    m = bool(code & 0x40000000) or iso in (2, 3)
-    suffix = ("Z" if z else "") + ("M" if m else "")
-    base = _WKB_TYPES.get((code & 0x0FFFFFFF) % 1000, "Unknown")
-    return f"{base} {suffix}" if suffix else base
-
-
-def as_wkb(value: Any) -> bytes | None:
-    """``value`` as (E)WKB bytes: bytes as they are, hex text decoded; None otherwise."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    if isinstance(value, str):
-        try:
-            return bytes.fromhex(value.strip())
-        except ValueError:
-            return None
-    return None
-
-
-_SRID_FLAG = 0x20000000
-"""EWKB's flag on the type word: an SRID follows it."""
-
-
-def with_srid(wkb: bytes, srid: int) -> bytes:
-    """(E)WKB with ``srid`` in its header, unless it has one (PostGIS reads the flag on ISO
-    type codes too, so a curve shapely cannot parse keeps its SRID)."""
-    order, kind = _type_word(wkb)
-    if kind & _SRID_FLAG:
-        return wkb
-    header = wkb[:1] + (kind | _SRID_FLAG).to_bytes(4, order) + srid.to_bytes(4, order)
-    return header + wkb[5:]
-
-
-def wkb_srid(wkb: bytes) -> int:
-    """The SRID in an EWKB header (0: none)."""
-    order, kind = _type_word(wkb)
-    return int.from_bytes(wkb[5:9], order) if kind & _SRID_FLAG else 0
+    return NOT_IN_GEOS.get(type_code(data))
 
 
 def stated_srid(text: str) -> int:
@@ -499,25 +421,6 @@ def stated_srid(text: str) -> int:
         return wkb_srid(bytes.fromhex(text[:18])) if len(text) >= 18 else 0
     except ValueError:  # not hex: WKT
         return 0
-
-
-def without_srid(wkb: bytes) -> bytes:
-    """(E)WKB without an SRID in its header (GDAL reads EWKB's Z and M flags, not its
-    SRID)."""
-    order, kind = _type_word(wkb)
-    if not kind & _SRID_FLAG:
-        return wkb
-    return wkb[:1] + (kind & ~_SRID_FLAG).to_bytes(4, order) + wkb[9:]
-
-
-def wkb_is_empty(wkb: bytes) -> bool:
-    """Whether an (E)WKB value is empty: a point of NaN coordinates (as WKB writes POINT
-    EMPTY), or anything else of no parts, rings or points."""
-    order, kind = _type_word(wkb)
-    body = 9 if kind & _SRID_FLAG else 5
-    if (kind & 0x0FFFFFFF) % 1000 == 1:
-        return bool(np.isnan(np.frombuffer(wkb, "<f8" if order == "little" else ">f8", 1, body)[0]))
-    return int.from_bytes(wkb[body : body + 4], order) == 0
 
 
 def from_wkb_each(values: Any) -> np.ndarray[Any, Any]:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from geosession.geometry import wkb_type_name
 from geosession.ingest.archives import GdalSource
 from geosession.ingest.files import rereader
 from geosession.ingest.gdal_batches import mended
 from geosession.ingest.progress import counting
 from geosession.ingest.seen_types import FoundTypes, is_curved
 from geosession.read.layer_types import measured_types
+from geosession.wkb import wkb_type_name
 
 _CURVED_SUFFIXES = (".gpkg", ".gdb", ".fgb", ".sqlite")
 """Formats whose layers may hold curves, which pyogrio reports under linear types."""

@@ -16,9 +16,10 @@ from typing import Any
 
 import shapely
 
-from geosession.geometry import GEOJSON_SRID, srid_of, stated_srid, wkb_srid, wkb_type_name
+from geosession.geometry import GEOJSON_SRID, srid_of, stated_srid
 from geosession.ingest.geometry_values import GEOJSON_TYPES
 from geosession.ingest.text_types import TextKinds
+from geosession.wkb import wkb_srid, wkb_type_name
 
 SAMPLE = 1000
 """Values a field is judged by."""

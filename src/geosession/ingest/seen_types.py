@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import shapely
 
-from geosession.geometry import NOT_IN_GEOS, WKT_TYPE_NAMES, wkb_type_name
 from geosession.ingest.geometry_values import parse_geometries
 from geosession.ingest.validate import flat_z
+from geosession.wkb import NOT_IN_GEOS, WKT_TYPE_NAMES, wkb_type_name
 
 _HEADER = 5
 """Bytes of a WKB header that say its type: the byte order and the type word."""

@@ -22,9 +22,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from geosession.geometry import stated_srid, wkb_type_name
+from geosession.geometry import stated_srid
 from geosession.ingest.readers import INTEGER_RANGES
 from geosession.ingest.seen_types import FoundTypes
+from geosession.wkb import wkb_type_name
 
 _MOMENT = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
 _ZONE = r"(?:Z|[-+][0-9]{2}(?::?[0-9]{2})?)"

@@ -21,18 +21,17 @@ from geosession.errors import ConfigurationError, InvalidGeometry
 from geosession.geometry import (
     GEOJSON_SRID,
     TYPE_NAMES,
-    as_wkb,
     is_geojson,
     is_valid,
     not_in_geos,
     object_array,
-    with_srid,
 )
 from geosession.ingest.crs import SourceCrs, crs_label, horizontal_code
 from geosession.ingest.geometry_values import nulls, parse_geometries
 from geosession.ingest.reproject import reprojected
 from geosession.ingest.target import Column, GeometrySpec
 from geosession.srs import same_crs
+from geosession.wkb import as_wkb, with_srid
 
 OnInvalid = Literal["quarantine", "raise", "repair", "skip"]
 

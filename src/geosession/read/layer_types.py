@@ -20,9 +20,10 @@ import numpy as np
 import shapely
 
 from geosession.errors import ExportFailed
-from geosession.geometry import NOT_IN_GEOS, TYPE_NAMES
+from geosession.geometry import TYPE_NAMES
 from geosession.read.passthrough import PassedThrough
 from geosession.warning_filters import recorded, shown
+from geosession.wkb import NOT_IN_GEOS
 
 UNKNOWN = "Unknown"
 _UNNAMED_CODES = {

@@ -19,7 +19,8 @@ import numpy as np
 import shapely
 
 from geosession.errors import InvalidGeometry
-from geosession.geometry import not_in_geos, without_srid, wkb_is_empty, wkb_srid, wkb_type_name
+from geosession.geometry import not_in_geos
+from geosession.wkb import without_srid, wkb_is_empty, wkb_srid, wkb_type_name
 
 
 @dataclass(frozen=True)
