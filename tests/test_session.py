@@ -322,6 +322,72 @@ def test_a_set_its_transaction_rolled_back_is_undone_and_keeps_the_connection(
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
+def test_a_set_whose_commit_failed_keeps_the_connection(
+    make_db: Callable[..., SpatialDatabase], caplog: pytest.LogCaptureFixture, driver: str
+) -> None:
+    """A COMMIT that fails (a deferred constraint's violation) rolls its transaction back,
+    SET included; the guard counted the SET at SQLAlchemy's commit event, which comes
+    before the COMMIT is sent, and replaced the connection with a false warning. A COMMIT
+    sent as SQL fails the same way; a SET committed after them is still seen."""
+    db = one_connection(make_db, driver)
+    shown = text("SELECT pg_backend_pid(), current_setting('search_path')")
+    twice = text("INSERT INTO public.guard_deferred VALUES (1), (1)")
+    endings = ["commit", "COMMIT in SQL", "a committed SET"]
+
+    async def run_async() -> list[tuple[Any, ...]]:
+        seen = []
+        try:
+            for ending in endings:
+                async with db.async_session() as session:
+                    seen.append(tuple((await session.execute(shown)).one()))
+                with contextlib.suppress(DatabaseError):
+                    async with db.async_session() as session:
+                        await session.execute(text("SET search_path = pg_catalog, public"))
+                        if ending != "a committed SET":
+                            await session.execute(twice)
+                        if ending == "COMMIT in SQL":
+                            await session.execute(text("COMMIT"))
+                        await session.commit()
+            async with db.async_session() as session:
+                seen.append(tuple((await session.execute(shown)).one()))
+            return seen
+        finally:
+            await db.adispose()
+
+    def run() -> list[tuple[Any, ...]]:
+        if "async" in driver:
+            return asyncio.run(run_async())
+        seen = []
+        for ending in endings:
+            with db.session() as session:
+                seen.append(tuple(session.execute(shown).one()))
+            with contextlib.suppress(DatabaseError), db.session() as session:
+                session.execute(text("SET search_path = pg_catalog, public"))
+                if ending != "a committed SET":
+                    session.execute(twice)
+                if ending == "COMMIT in SQL":
+                    session.execute(text("COMMIT"))
+                session.commit()
+        with db.session() as session:
+            seen.append(tuple(session.execute(shown).one()))
+        return seen
+
+    with db.transaction() as session:
+        session.execute(text("DROP TABLE IF EXISTS public.guard_deferred"))
+        session.execute(
+            text("CREATE TABLE public.guard_deferred (id int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+        )
+    caplog.set_level(logging.WARNING, logger="geosession.pool")
+    seen = run()
+    pids = [pid for pid, _ in seen]
+    assert pids[0] == pids[1] == pids[2]  # each failed COMMIT undid its SET: kept
+    assert pids[3] != pids[2]  # the committed one: replaced
+    assert {path for _, path in seen} == {'"$user", public'}
+    warned = [r.getMessage() for r in caplog.records if "came back with" in r.getMessage()]
+    assert len(warned) == 1 and db.metrics.session_state["settings"] == 1
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_session_advisory_locks_never_stay_with_a_pooled_connection(
     make_db: Callable[..., SpatialDatabase], caplog: pytest.LogCaptureFixture, driver: str
 ) -> None:

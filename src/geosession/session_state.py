@@ -63,6 +63,9 @@ class _Left:
     """Where it first took a session advisory lock."""
     made: dict[tuple[str, str], str] = field(default_factory=dict)
     """The things it made to outlive its transaction, by (kind, name): see _KINDS."""
+    before_commit: dict[str, str] | None = None
+    """The settings before the last COMMIT counted its changes, until another transaction
+    begins: a COMMIT that fails (a deferred constraint) rolls them back instead."""
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,8 @@ def guard_session_state(engine: Engine, *, pgbouncer: bool = False) -> None:
     event.listen(engine, "before_cursor_execute", _seen)
     event.listen(engine, "commit", _committed)  # the driver's: no SQL for _seen to read
     event.listen(engine, "rollback", _rolled_back)
+    event.listen(engine, "begin", _began)
+    event.listen(engine, "handle_error", _commit_failed)
     event.listen(engine, "reset", returns.reset)
 
 
@@ -375,7 +380,7 @@ _TO_SAVEPOINT = re.compile(
 def _controlled(conn: Any, verb: str, rest: str) -> None:
     """COMMIT, ROLLBACK [TO], SAVEPOINT or RELEASE sent as SQL (not COMMIT PREPARED or
     ROLLBACK PREPARED, which end another, prepared transaction)."""
-    if rest[:8].upper() == "PREPARED":
+    if _prepared(rest):
         return
     if verb in ("COMMIT", "END"):
         _committed(conn)
@@ -415,9 +420,40 @@ def _open_left(conn: Any) -> _Left | None:
 def _committed(conn: Any) -> None:
     left = _open_left(conn)
     if left is not None:
+        left.before_commit = dict(left.settings)
         for _, changes in left.open:
             _apply(left.settings, changes)
         left.open.clear()
+
+
+def _commit_failed(context: Any) -> None:
+    """A COMMIT that failed without losing the connection (a deferred constraint's
+    violation) rolled its transaction back, SETs included: the settings are as before."""
+    conn, statement = context.connection, context.statement
+    if conn is None or context.is_disconnect:
+        return  # the server session is gone, and all it had
+    command = _COMMAND.match(statement) if statement is not None else None
+    if statement is not None and (command is None or not _is_commit(command)):
+        return  # a statement's error (a commit's has none, or is COMMIT sent as SQL)
+    left = _open_left(conn)
+    if left is not None and left.before_commit is not None:
+        left.settings, left.before_commit = left.before_commit, None
+
+
+def _is_commit(command: re.Match[str]) -> bool:
+    return command.group(1).upper() in ("COMMIT", "END") and not _prepared(command.group(2))
+
+
+def _prepared(rest: str) -> bool:
+    """COMMIT PREPARED or ROLLBACK PREPARED: another, prepared transaction's end."""
+    return rest[:8].upper() == "PREPARED"
+
+
+def _began(conn: Any) -> None:
+    """A new transaction: the last COMMIT succeeded."""
+    left = _open_left(conn)
+    if left is not None:
+        left.before_commit = None
 
 
 def _rolled_back(conn: Any) -> None:
@@ -425,6 +461,7 @@ def _rolled_back(conn: Any) -> None:
     left = _open_left(conn)
     if left is not None:
         left.open.clear()
+        left.before_commit = None
 
 
 def _savepoint(conn: Any, name: str) -> None:
