@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,7 @@ TABLES = (
     "made_untyped_ipc",
     "made_untyped_stream",
     "made_wkt_heights",
+    "made_slowly",
 )
 
 
@@ -597,6 +598,32 @@ def test_geometries_of_undeclared_types_give_arrow_data_and_csvs_their_column_ty
     )
     assert db.ingest("made_wkt_heights", csv_file, create=True).inserted == 2
     assert columns(admin, "made_wkt_heights")["geom"] == "geometry(MultiPointZ,4326)"
+
+
+def test_reading_a_source_for_its_types_holds_no_transaction_open(
+    make_db: Callable[..., SpatialDatabase],
+    admin: psycopg.Connection[Any],
+    tmp_path: Path,
+    monkeypatch: Any,
+) -> None:
+    """The source was read for its columns' types (a CSV's every value, a GeoJSON's every
+    feature: seconds per million rows) inside the transaction that then made the table:
+    idle in transaction all along, so a server's idle_in_transaction_session_timeout
+    ended the session, and the load with it."""
+    from geosession.ingest import create
+
+    db = make_db(server_settings={"idle_in_transaction_session_timeout": "300"})
+    reading = create.source_schema
+
+    def slowly(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.6)  # a large file's pass, past the server's timeout
+        return reading(*args, **kwargs)
+
+    monkeypatch.setattr(create, "source_schema", slowly)
+    path = tmp_path / "slow.csv"
+    path.write_text("name,wkt\na,POINT(1 2)\n")
+    assert db.ingest("made_slowly", path, create=True, srid=4326).inserted == 1
+    assert columns(admin, "made_slowly")["geom"] == "geometry(Point,4326)"
 
 
 def feature_collection(*geometries: dict[str, Any]) -> dict[str, Any]:

@@ -168,7 +168,10 @@ def create_target(
     engine: Engine, target: Any, source: Any, options: IngestOptions, found: set[str]
 ) -> bool:
     """Creates ``target`` unless it exists (True when this call created it); the field
-    found by its values to hold the geometries, if one was, is added to ``found``."""
+    found by its values to hold the geometries, if one was, is added to ``found``. The
+    source is read for its columns' types (seconds per million rows) between two short
+    transactions, never inside one: a server's idle_in_transaction_session_timeout would
+    end it."""
     table = getattr(target, "__table__", target)
     schema, name = schema_and_name(target)
     qualified = ".".join(quote_identifier(part) for part in (schema, name) if part)
@@ -186,8 +189,13 @@ def create_target(
             text("SELECT to_regclass(:name) IS NOT NULL"), {"name": qualified}
         ).scalar():
             return False
-        srids = Srids(options.srid, conn, options.reproject_srid)
+    with engine.connect() as lookups:  # spatial_ref_sys, a statement at a time
+        each = lookups.execution_options(isolation_level="AUTOCOMMIT")
+        srids = Srids(options.srid, each, options.reproject_srid)
         columns = source_schema(source, options, srids, table=qualified)
+    with engine.begin() as conn:
+        if options.settings:
+            conn.execute(*set_local(options.settings))
         try:
             with conn.begin_nested():
                 _create(conn, qualified, name, columns)
