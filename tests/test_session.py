@@ -243,6 +243,56 @@ def test_settings_changed_for_the_whole_session_never_reach_the_next_user(
     assert db.metrics.session_state["settings"] == 1  # connections replaced
 
 
+SHOWN = text("SELECT pg_backend_pid(), current_setting('search_path')")
+
+
+def run_checkouts(
+    db: SpatialDatabase, driver: str, checkouts: list[tuple[list[str], str]]
+) -> list[tuple[Any, ...]]:
+    """Each checkout's server pid and search_path before its statements, then its
+    statements and its end ("close", "commit", "savepoint rolled back" or "savepoint
+    released"), errors suppressed; then the pid and path of one more checkout."""
+    if "async" in driver:
+        return asyncio.run(_checkouts_async(db, checkouts))
+    seen = []
+    for work, end in checkouts:
+        with contextlib.suppress(DatabaseError), db.session() as session:
+            seen.append(tuple(session.execute(SHOWN).one()))
+            nested = session.begin_nested() if "savepoint" in end else None
+            for statement in work:
+                session.execute(text(statement))
+            if nested is not None:
+                nested.rollback() if "rolled" in end else nested.commit()
+            if nested is not None or end == "commit":
+                session.commit()
+    with db.session() as session:
+        seen.append(tuple(session.execute(SHOWN).one()))
+    return seen
+
+
+async def _checkouts_async(
+    db: SpatialDatabase, checkouts: list[tuple[list[str], str]]
+) -> list[tuple[Any, ...]]:
+    seen = []
+    try:
+        for work, end in checkouts:
+            with contextlib.suppress(DatabaseError):
+                async with db.async_session() as session:
+                    seen.append(tuple((await session.execute(SHOWN)).one()))
+                    nested = await session.begin_nested() if "savepoint" in end else None
+                    for statement in work:
+                        await session.execute(text(statement))
+                    if nested is not None:
+                        await (nested.rollback() if "rolled" in end else nested.commit())
+                    if nested is not None or end == "commit":
+                        await session.commit()
+        async with db.async_session() as session:
+            seen.append(tuple((await session.execute(SHOWN)).one()))
+        return seen
+    finally:
+        await db.adispose()
+
+
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_a_set_its_transaction_rolled_back_is_undone_and_keeps_the_connection(
     make_db: Callable[..., SpatialDatabase], caplog: pytest.LogCaptureFixture, driver: str
@@ -252,7 +302,6 @@ def test_a_set_its_transaction_rolled_back_is_undone_and_keeps_the_connection(
     it had changed the setting for the whole session, and its connection was replaced.
     Only a SET that commits (here inside a released savepoint) outlives it."""
     db = one_connection(make_db, driver)
-    shown = text("SELECT pg_backend_pid(), current_setting('search_path')")
     checkouts: list[tuple[list[str], str]] = [  # statements, then commit, savepoint or not
         (["SET search_path = pg_catalog, public"], "close"),
         (["SET work_mem = 'lots'"], "close"),  # fails
@@ -274,44 +323,8 @@ def test_a_set_its_transaction_rolled_back_is_undone_and_keeps_the_connection(
         (["SET search_path = pg_catalog", "COMMIT"], "close"),  # committed in SQL
     ]
 
-    async def run_async() -> list[tuple[Any, ...]]:
-        seen = []
-        try:
-            for work, end in checkouts:
-                with contextlib.suppress(DatabaseError):
-                    async with db.async_session() as session:
-                        seen.append(tuple((await session.execute(shown)).one()))
-                        nested = await session.begin_nested() if "savepoint" in end else None
-                        for statement in work:
-                            await session.execute(text(statement))
-                        if nested is not None:
-                            await (nested.rollback() if "rolled" in end else nested.commit())
-                            await session.commit()
-            async with db.async_session() as session:
-                seen.append(tuple((await session.execute(shown)).one()))
-            return seen
-        finally:
-            await db.adispose()
-
-    def run() -> list[tuple[Any, ...]]:
-        if "async" in driver:
-            return asyncio.run(run_async())
-        seen = []
-        for work, end in checkouts:
-            with contextlib.suppress(DatabaseError), db.session() as session:
-                seen.append(tuple(session.execute(shown).one()))
-                nested = session.begin_nested() if "savepoint" in end else None
-                for statement in work:
-                    session.execute(text(statement))
-                if nested is not None:
-                    nested.rollback() if "rolled" in end else nested.commit()
-                    session.commit()
-        with db.session() as session:
-            seen.append(tuple(session.execute(shown).one()))
-        return seen
-
     caplog.set_level(logging.WARNING, logger="geosession.pool")
-    seen = run()
+    seen = run_checkouts(db, driver, checkouts)
     pids = [pid for pid, _ in seen]
     assert len(set(pids[:7])) == 1  # kept until the released savepoint's SET committed
     assert pids[7] != pids[0] and pids[8] != pids[7]  # each committed SET: replaced
@@ -330,55 +343,20 @@ def test_a_set_whose_commit_failed_keeps_the_connection(
     before the COMMIT is sent, and replaced the connection with a false warning. A COMMIT
     sent as SQL fails the same way; a SET committed after them is still seen."""
     db = one_connection(make_db, driver)
-    shown = text("SELECT pg_backend_pid(), current_setting('search_path')")
-    twice = text("INSERT INTO public.guard_deferred VALUES (1), (1)")
-    endings = ["commit", "COMMIT in SQL", "a committed SET"]
-
-    async def run_async() -> list[tuple[Any, ...]]:
-        seen = []
-        try:
-            for ending in endings:
-                async with db.async_session() as session:
-                    seen.append(tuple((await session.execute(shown)).one()))
-                with contextlib.suppress(DatabaseError):
-                    async with db.async_session() as session:
-                        await session.execute(text("SET search_path = pg_catalog, public"))
-                        if ending != "a committed SET":
-                            await session.execute(twice)
-                        if ending == "COMMIT in SQL":
-                            await session.execute(text("COMMIT"))
-                        await session.commit()
-            async with db.async_session() as session:
-                seen.append(tuple((await session.execute(shown)).one()))
-            return seen
-        finally:
-            await db.adispose()
-
-    def run() -> list[tuple[Any, ...]]:
-        if "async" in driver:
-            return asyncio.run(run_async())
-        seen = []
-        for ending in endings:
-            with db.session() as session:
-                seen.append(tuple(session.execute(shown).one()))
-            with contextlib.suppress(DatabaseError), db.session() as session:
-                session.execute(text("SET search_path = pg_catalog, public"))
-                if ending != "a committed SET":
-                    session.execute(twice)
-                if ending == "COMMIT in SQL":
-                    session.execute(text("COMMIT"))
-                session.commit()
-        with db.session() as session:
-            seen.append(tuple(session.execute(shown).one()))
-        return seen
-
+    twice = "INSERT INTO public.guard_deferred VALUES (1), (1)"
+    tenant = "SET search_path = pg_catalog, public"
+    checkouts = [
+        ([tenant, twice], "commit"),
+        ([tenant, twice, "COMMIT"], "close"),
+        ([tenant], "commit"),
+    ]
     with db.transaction() as session:
         session.execute(text("DROP TABLE IF EXISTS public.guard_deferred"))
         session.execute(
             text("CREATE TABLE public.guard_deferred (id int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
         )
     caplog.set_level(logging.WARNING, logger="geosession.pool")
-    seen = run()
+    seen = run_checkouts(db, driver, checkouts)
     pids = [pid for pid, _ in seen]
     assert pids[0] == pids[1] == pids[2]  # each failed COMMIT undid its SET: kept
     assert pids[3] != pids[2]  # the committed one: replaced
