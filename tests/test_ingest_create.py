@@ -124,6 +124,8 @@ TABLES = (
     "made_untyped_stream",
     "made_wkt_heights",
     "made_slowly",
+    "made_records",
+    "made_record_shapes",
 )
 
 
@@ -624,6 +626,48 @@ def test_reading_a_source_for_its_types_holds_no_transaction_open(
     path.write_text("name,wkt\na,POINT(1 2)\n")
     assert db.ingest("made_slowly", path, create=True, srid=4326).inserted == 1
     assert columns(admin, "made_slowly")["geom"] == "geometry(Point,4326)"
+
+
+def test_a_list_of_dict_rows_makes_its_table(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    """An API's JSON records (response.json(): a list of dicts) were refused by
+    create=True: "its rows declare no column types". They are typed as a DataFrame of
+    Python objects is, an integer with None staying bigint; keys past the first 10,000
+    records widen the table as Features' properties do; keys land in the lower-cased
+    columns in any case."""
+    records: list[dict[str, Any]] = [
+        {"Name": "Berlin", "lat": 52.52, "lon": 13.405, "visits": 3, "tags": ["capital"]},
+        {"Name": "Nowhere", "lat": None, "lon": None, "visits": None, "tags": None},
+        *({"Name": f"stop {n}", "lat": 1.0, "lon": 2.0, "visits": n} for n in range(10_000)),
+        {"Name": "late", "lat": 1.0, "lon": 2.0, "visits": 2.5, "note": "first seen here"},
+    ]
+    report = db.ingest("made_records", records, create=True)
+    assert report.created and report.inserted == 10_003 and not report.rejected
+    assert columns(admin, "made_records") == {
+        "fid": "bigint",
+        "name": "text",
+        "visits": "double precision",  # 2.5 after 10,000 integers
+        "tags": "text[]",
+        "geom": "geometry(Point,4326)",
+        "note": "text",
+    }
+    stored = admin.execute(
+        "SELECT name, visits, tags, ST_AsText(geom), note FROM made_records "
+        "WHERE name IN ('Berlin', 'Nowhere', 'late') ORDER BY fid"
+    )
+    assert stored.fetchall() == [
+        ("Berlin", 3.0, ["capital"], "POINT(13.405 52.52)", None),
+        ("Nowhere", None, None, None, None),
+        ("late", 2.5, None, "POINT(2 1)", "first seen here"),
+    ]
+    shapes = [{"id": n, "footprint": {"type": "Point", "coordinates": [n, n]}} for n in (1, 2)]
+    report = db.ingest("made_record_shapes", shapes, create=True)
+    assert report.inserted == 2 and report.geometry_fields_found == {"footprint"}
+    made = columns(admin, "made_record_shapes")
+    assert made["id"] == "bigint" and made["footprint"] == "geometry(Point,4326)"
+    with pytest.raises(ConfigurationError, match="or a list of dict rows"):
+        db.ingest("made_from_a_generator", (row for row in shapes), create=True)
 
 
 def feature_collection(*geometries: dict[str, Any]) -> dict[str, Any]:

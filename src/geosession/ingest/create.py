@@ -35,7 +35,14 @@ from geosession.ingest.delimited import (
     wkt_column_of,
 )
 from geosession.ingest.encodings import check_encoding, layer_text
-from geosession.ingest.features import as_features, features_frame, later_kinds
+from geosession.ingest.features import (
+    as_features,
+    as_records,
+    features_frame,
+    later_kinds,
+    later_record_kinds,
+    records_frame,
+)
 from geosession.ingest.field_types import arrow_type, ogr_type, series_type
 from geosession.ingest.file_read import check_rename
 from geosession.ingest.files import (
@@ -241,6 +248,13 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
         for name, sql_type in later.properties.items():
             schema.retype(name, sql_type)
         schema.key = "id" if identified else schema.key  # the Features' ids go there
+    elif (records := as_records(source)) is not None:
+        frame = records_frame(records)
+        schema = _frame_schema(frame, srids, options.xy_columns)
+        taken = {column for column, _ in schema.columns} - set(schema.geometries)
+        for name, sql_type in later_record_kinds(records).items():
+            if name in taken or name not in frame.columns:  # not a geometry, nor a point's
+                schema.retype(name, sql_type)
     elif is_arrow_stream(source):
         opened = opened_once(source)
         remedy = "or mark the WKB field as GeoArrow WKB (geoarrow.pyarrow's as_wkb)"
@@ -257,7 +271,8 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
         raise ConfigurationError(
             f"Table {table} does not exist, and create=True cannot make it from a "
             f"{type(source).__name__}: its rows declare no column types. Create the table "
-            "first, or load a file, a (Geo)DataFrame, Arrow data or GeoJSON Features"
+            "first, or load a file, a (Geo)DataFrame, Arrow data, GeoJSON Features or a "
+            "list of dict rows"
         )
     return _lowercased(schema)
 

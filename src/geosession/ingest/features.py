@@ -11,7 +11,7 @@ geometries carry EPSG:4326 (RFC 7946), as GeoJSON values always do here.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,20 +159,53 @@ def later_kinds(features: list[Any]) -> LaterKinds:
     return found
 
 
-def _kinds(features: list[Any]) -> tuple[dict[str, set[type]], set[str]]:
-    """The Python types of each property's values (None aside), and the geometry types."""
+def as_records(source: Any) -> list[Any] | None:
+    """``source`` as a list of dict rows (an API's JSON records), else None."""
+    if not isinstance(source, list) or not source:
+        return None
+    return source if all(isinstance(row, Mapping) for row in source) else None
+
+
+def records_frame(records: list[Any]) -> Any:
+    """A DataFrame of the first records, for create=True to make the table from: of
+    Python objects, typed by their values as an INSERT of them would be (integers with
+    None stay integers)."""
+    import pandas
+
+    return pandas.DataFrame(records[:FRAME_SAMPLE], dtype=object)
+
+
+def later_record_kinds(records: list[Any]) -> dict[str, str]:
+    """Column types, over every record, of the keys the sample of :func:`records_frame`
+    typed too narrowly (a float after integers) or not at all (a key first seen late)."""
+    if len(records) <= FRAME_SAMPLE:
+        return {}
+    sample = _value_kinds(records[:FRAME_SAMPLE])
+    later = _value_kinds(records[FRAME_SAMPLE:])
+    return {
+        name: _json_type(sample.get(name, set()) | kinds)
+        for name, kinds in later.items()
+        if name not in sample or not kinds <= sample[name]
+    }
+
+
+def _value_kinds(rows: Iterable[Mapping[str, Any]]) -> dict[str, set[type]]:
+    """The Python types of each key's values (None aside)."""
     kinds: dict[str, set[type]] = {}
-    geometry_types: set[str] = set()
-    for each in features:
-        feature = _geo_interface(each, "Feature") or each
-        for name, value in (feature.get("properties") or {}).items():
+    for row in rows:
+        for name, value in row.items():
             seen = kinds.setdefault(name, set())
             if value is not None:
                 seen.add(type(value))
-        geometry = feature.get("geometry")
-        if geometry:
-            geometry_types.add(str(geometry.get("type")))
-    return kinds, geometry_types
+    return kinds
+
+
+def _kinds(features: list[Any]) -> tuple[dict[str, set[type]], set[str]]:
+    """The Python types of each property's values (None aside), and the geometry types."""
+    opened = [_geo_interface(each, "Feature") or each for each in features]
+    kinds = _value_kinds(feature.get("properties") or {} for feature in opened)
+    geometries = (feature.get("geometry") for feature in opened)
+    return kinds, {str(geometry.get("type")) for geometry in geometries if geometry}
 
 
 _JSON_TYPES = {

@@ -13,6 +13,7 @@ the table's: :mod:`.lacking`). Unset attributes of new mapped instances are lack
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -191,13 +192,42 @@ def _row_values(
         return dict(zip(columns, row, strict=True))
     else:
         values = _instance_values(row, number)
-    if not values.keys() <= allowed and attributes:
-        values = {attributes.get(key, key): value for key, value in values.items()}
+    values = _landed(values, allowed, attributes)
     if not values.keys() <= allowed:  # named without the coordinates a point is made of
         check([k for k in values if k in columns or k not in allowed], where=f"row {number}")
     if not values:
         raise ConfigurationError(f"row {number} has no value for any column of the target")
     return values
+
+
+def _landed(
+    values: Mapping[str, Any], allowed: frozenset[str], attributes: Mapping[str, str]
+) -> Mapping[str, Any]:
+    """A row's values keyed by the columns they land in: by a mapped class's attribute
+    names, or by names in another case."""
+    if values.keys() <= allowed:
+        return values
+    if attributes:
+        values = {attributes.get(key, key): value for key, value in values.items()}
+    return values if values.keys() <= allowed else _in_any_case(values, allowed)
+
+
+def _in_any_case(values: Mapping[str, Any], allowed: frozenset[str]) -> Mapping[str, Any]:
+    """Values keyed by the columns their keys name in another case, where only one column
+    has the name so (a record's "Name" in the column name that create=True lower-cased, as
+    a DataFrame's field lands); a key beside one already of that name stays as it is."""
+    landed: dict[str, Any] = {}
+    for key, value in values.items():
+        named = key in allowed or not isinstance(key, str)  # a key of 1234: refused as before
+        name = key if named else _column_in_any_case(key, allowed)
+        landed[key if name in values and name != key else name] = value
+    return landed
+
+
+@functools.lru_cache(maxsize=1024)
+def _column_in_any_case(key: str, allowed: frozenset[str]) -> str:
+    folded = [column for column in allowed if column.casefold() == key.casefold()]
+    return folded[0] if len(folded) == 1 else key
 
 
 def _geometry_column(landing: Landing, number: int) -> str:
