@@ -126,6 +126,7 @@ TABLES = (
     "made_slowly",
     "made_records",
     "made_record_shapes",
+    "made_from_a_generator",
 )
 
 
@@ -628,14 +629,12 @@ def test_reading_a_source_for_its_types_holds_no_transaction_open(
     assert columns(admin, "made_slowly")["geom"] == "geometry(Point,4326)"
 
 
-def test_a_list_of_dict_rows_makes_its_table(
-    db: SpatialDatabase, admin: psycopg.Connection[Any]
-) -> None:
+def test_dict_rows_make_their_table(db: SpatialDatabase, admin: psycopg.Connection[Any]) -> None:
     """An API's JSON records (response.json(): a list of dicts) were refused by
     create=True: "its rows declare no column types". They are typed as a DataFrame of
     Python objects is, an integer with None staying bigint; keys past the first 10,000
-    records widen the table as Features' properties do; keys land in the lower-cased
-    columns in any case."""
+    records of a list widen the table as Features' properties do (a generator, read once,
+    is typed by its first 10,000); keys land in the lower-cased columns in any case."""
     records: list[dict[str, Any]] = [
         {"Name": "Berlin", "lat": 52.52, "lon": 13.405, "visits": 3, "tags": ["capital"]},
         {"Name": "Nowhere", "lat": None, "lon": None, "visits": None, "tags": None},
@@ -666,8 +665,11 @@ def test_a_list_of_dict_rows_makes_its_table(
     assert report.inserted == 2 and report.geometry_fields_found == {"footprint"}
     made = columns(admin, "made_record_shapes")
     assert made["id"] == "bigint" and made["footprint"] == "geometry(Point,4326)"
-    with pytest.raises(ConfigurationError, match="or a list of dict rows"):
-        db.ingest("made_from_a_generator", (row for row in shapes), create=True)
+    pages = ({"id": n, "lat": 1.0, "lon": 2.0} for n in range(10_001))  # a paged API's
+    assert db.ingest("made_from_a_generator", pages, create=True).inserted == 10_001
+    assert columns(admin, "made_from_a_generator")["id"] == "bigint"
+    with pytest.raises(ConfigurationError, match="from a generator: its rows declare no"):
+        db.ingest("made_from_tuples", ((n, "a") for n in range(3)), create=True)
 
 
 def feature_collection(*geometries: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
-from itertools import chain, count
+from itertools import chain, count, islice
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from geosession.ingest.delimited import (
 )
 from geosession.ingest.encodings import check_encoding, layer_text
 from geosession.ingest.features import (
+    FRAME_SAMPLE,
     as_features,
     as_records,
     features_frame,
@@ -173,8 +174,9 @@ class Srids:
 
 def create_target(
     engine: Engine, target: Any, source: Any, options: IngestOptions, found: set[str]
-) -> bool:
-    """Creates ``target`` unless it exists (True when this call created it); the field
+) -> tuple[bool, Any]:
+    """Creates ``target`` unless it exists (True when this call created it), and the
+    source to load: a generator's rows read to type the table, then the rest. The field
     found by its values to hold the geometries, if one was, is added to ``found``. The
     source is read for its columns' types (seconds per million rows) between two short
     transactions, never inside one: a server's idle_in_transaction_session_timeout would
@@ -189,17 +191,18 @@ def create_target(
             raise missing_schema(schema, qualified)
         if isinstance(table, Table):
             if inspect(conn).has_table(table.name, schema=table.schema):
-                return False
+                return False, source
             table.create(conn)
-            return True
+            return True, source
         if conn.execute(
             text("SELECT to_regclass(:name) IS NOT NULL"), {"name": qualified}
         ).scalar():
-            return False
+            return False, source
+    first, source = first_rows(source)
     with engine.connect() as lookups:  # spatial_ref_sys, a statement at a time
         each = lookups.execution_options(isolation_level="AUTOCOMMIT")
         srids = Srids(options.srid, each, options.reproject_srid)
-        columns = source_schema(source, options, srids, table=qualified)
+        columns = source_schema(first, options, srids, table=qualified)
     with engine.begin() as conn:
         if options.settings:
             conn.execute(*set_local(options.settings))
@@ -209,10 +212,26 @@ def create_target(
         except DatabaseError as error:  # the engine's errors arrive translated
             if error.sqlstate not in _CREATED_MEANWHILE:
                 raise
-            return False  # another load made it while this one read the source
+            return False, source  # another load made it while this one read the source
     if columns.by_values:
         found.add(columns.by_values)
-    return True
+    return True, source
+
+
+def first_rows(source: Any) -> tuple[Any, Any]:
+    """What to type a table from, and the source to load then: for a generator of dict
+    rows or GeoJSON Features, its first 10,000 as a list, and those followed by the rest
+    (a generator gives its rows once); any other source twice as it is."""
+    if not isinstance(source, Iterator) or hasattr(source, "read") or is_arrow_stream(source):
+        return source, source
+    head = next(source, None)
+    if head is None:
+        return source, source  # nothing to type a table from: refused as such
+    rest = chain([head], source)
+    if not (isinstance(head, Mapping) or hasattr(head, "__geo_interface__")):
+        return source, rest  # tuples, geometries: no names to make columns of
+    sample = list(islice(rest, FRAME_SAMPLE))
+    return sample, chain(sample, source)
 
 
 def _schema_exists(conn: Connection, schema: str) -> bool:
@@ -271,8 +290,8 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
         raise ConfigurationError(
             f"Table {table} does not exist, and create=True cannot make it from a "
             f"{type(source).__name__}: its rows declare no column types. Create the table "
-            "first, or load a file, a (Geo)DataFrame, Arrow data, GeoJSON Features or a "
-            "list of dict rows"
+            "first, or load a file, a (Geo)DataFrame, Arrow data, GeoJSON Features or dict "
+            "rows (whose keys name the columns)"
         )
     return _lowercased(schema)
 

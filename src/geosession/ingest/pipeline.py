@@ -122,7 +122,8 @@ class Ingest:
         )
         if options.create:
             found = self.report.geometry_fields_found
-            self.report.created = create_target(engine, target, self.source, options, found)
+            created, self.source = create_target(engine, target, self.source, options, found)
+            self.report.created = created
         self.target: Target = self.connections.retrying(
             lambda conn: resolve_target(conn.cursor(), target)
         )
