@@ -127,6 +127,7 @@ TABLES = (
     "made_records",
     "made_record_shapes",
     "made_from_a_generator",
+    "made_feed",
 )
 
 
@@ -703,6 +704,26 @@ def test_async_ingest_creates_the_table_too(
     report = asyncio.run(load())
     assert report.created and report.inserted == 25
     assert columns(admin, "made_parquet")["geometry"] == "geometry(MultiPolygon,4326)"
+
+    async def trickling() -> Any:  # a live feed's records, through the async bridge
+        for n in range(6):
+            await asyncio.sleep(0.1)
+            yield {"id": n, "lat": 1.0, "lon": 2.0 + n}
+
+    async def feed() -> Any:
+        try:
+            rows = trickling()
+            return await db.async_ingest("made_feed", rows, create=True, flush_interval=0.3)
+        finally:
+            await db.adispose()
+
+    report = asyncio.run(feed())
+    assert report.created and report.inserted == 6
+    assert columns(admin, "made_feed") == {
+        "fid": "bigint",
+        "id": "bigint",
+        "geom": "geometry(Point,4326)",
+    }
 
 
 def test_geoparquet_types_from_its_metadata_without_the_bbox_columns(

@@ -12,7 +12,8 @@ columns in any case. Rows in an iterable have no schema to read: their table mus
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import chain, count, islice
@@ -198,7 +199,7 @@ def create_target(
             text("SELECT to_regclass(:name) IS NOT NULL"), {"name": qualified}
         ).scalar():
             return False, source
-    first, source = first_rows(source)
+    first, source = first_rows(source, options.flush_interval)
     with engine.connect() as lookups:  # spatial_ref_sys, a statement at a time
         each = lookups.execution_options(isolation_level="AUTOCOMMIT")
         srids = Srids(options.srid, each, options.reproject_srid)
@@ -218,20 +219,33 @@ def create_target(
     return True, source
 
 
-def first_rows(source: Any) -> tuple[Any, Any]:
-    """What to type a table from, and the source to load then: for a generator of dict
-    rows or GeoJSON Features, its first 10,000 as a list, and those followed by the rest
-    (a generator gives its rows once); any other source twice as it is."""
-    if not isinstance(source, Iterator) or hasattr(source, "read") or is_arrow_stream(source):
+def first_rows(source: Any, within: float | None = None) -> tuple[Any, Any]:
+    """What to type a table from, and the source to load then: for rows read once (a
+    generator, an async iterable's) of dicts or GeoJSON Features, the first 10,000 as a
+    list (those come ``within`` a flush interval, for a source that trickles), and those
+    followed by the rest; any other source twice as it is."""
+    if not _read_once(source):
         return source, source
-    head = next(source, None)
+    rows = iter(source)
+    head = next(rows, None)
     if head is None:
-        return source, source  # nothing to type a table from: refused as such
-    rest = chain([head], source)
+        return source, rows  # nothing to type a table from: refused as such
     if not (isinstance(head, Mapping) or hasattr(head, "__geo_interface__")):
-        return source, rest  # tuples, geometries: no names to make columns of
-    sample = list(islice(rest, FRAME_SAMPLE))
-    return sample, chain(sample, source)
+        return source, chain([head], rows)  # tuples, geometries: no names for columns
+    sample, started = [head], time.monotonic()
+    for row in islice(rows, FRAME_SAMPLE - 1):
+        sample.append(row)
+        if within is not None and time.monotonic() - started >= within:
+            break
+    return sample, chain(sample, rows)
+
+
+def _read_once(source: Any) -> bool:
+    """Whether ``source`` gives its rows once, as a generator does (not a collection, a
+    file, a path or Arrow data)."""
+    if isinstance(source, Sized | str | bytes | os.PathLike) or hasattr(source, "read"):
+        return False
+    return isinstance(source, Iterable) and not is_arrow_stream(source)
 
 
 def _schema_exists(conn: Connection, schema: str) -> bool:
