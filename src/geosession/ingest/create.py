@@ -230,7 +230,7 @@ def first_rows(source: Any, within: float | None = None) -> tuple[Any, Any]:
     head = next(rows, None)
     if head is None:
         return source, rows  # nothing to type a table from: refused as such
-    if not (isinstance(head, Mapping) or hasattr(head, "__geo_interface__")):
+    if not (isinstance(head, Mapping) or as_features([head])):
         return source, chain([head], rows)  # tuples, geometries: no names for columns
     sample, started = [head], time.monotonic()
     for row in islice(rows, FRAME_SAMPLE - 1):
