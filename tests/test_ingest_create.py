@@ -128,6 +128,11 @@ TABLES = (
     "made_record_shapes",
     "made_from_a_generator",
     "made_feed",
+    "json_array",
+    "json_lines",
+    "piped_array",
+    "piped_lines",
+    "json_features",
 )
 
 
@@ -671,6 +676,54 @@ def test_dict_rows_make_their_table(db: SpatialDatabase, admin: psycopg.Connecti
     assert columns(admin, "made_from_a_generator")["id"] == "bigint"
     with pytest.raises(ConfigurationError, match="from a generator: its rows declare no"):
         db.ingest("made_from_tuples", ((n, "a") for n in range(3)), create=True)
+
+
+def test_json_files_of_records_load_as_dict_rows(
+    db: SpatialDatabase,
+    admin: psycopg.Connection[Any],
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: Any,
+) -> None:
+    """An API's answer saved by curl (a JSON array of records) went to GDAL, which refused
+    it; piped in, it was read as CSV: a table of columns named '[{"name":"a"' and no row.
+    A JSON array of objects and JSON Lines of them load as dict rows, from a file or
+    standard input, and resume as files do; an array of Features loads as Features."""
+    records = [{"name": "Berlin", "lat": 52.52, "lon": 13.405, "visits": 3},
+               {"name": "Paris", "lat": 48.86, "lon": 2.35, "visits": None}]  # fmt: skip
+    array = tmp_path / "stops.json"
+    array.write_bytes(orjson.dumps(records))
+    lines = tmp_path / "stops.jsonl"
+    lines.write_bytes(b"\n".join(orjson.dumps(row) for row in records) + b"\n\n")
+    for path, table in ((array, "json_array"), (lines, "json_lines")):
+        assert db.ingest(table, path, create=True).inserted == 2
+        assert columns(admin, table) == {
+            "fid": "bigint",
+            "name": "text",
+            "visits": "bigint",
+            "geom": "geometry(Point,4326)",
+        }
+        again = db.ingest(table, path)
+        assert again.already_committed == 2 and again.inserted == 0
+    stored = admin.execute("SELECT name, ST_AsText(geom) FROM json_lines ORDER BY fid")
+    assert stored.fetchall() == [("Berlin", "POINT(13.405 52.52)"), ("Paris", "POINT(2.35 48.86)")]
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    for path, table in ((array, "piped_array"), (lines, "piped_lines")):
+        piped = CliRunner().invoke(app, ["ingest", "-", table, "--create"], input=path.read_bytes())
+        assert piped.exit_code == 0, piped.output
+        assert admin.execute(f"SELECT count(*) FROM {table}").fetchone() == (2,)
+    features = tmp_path / "features.json"
+    point = {"type": "Point", "coordinates": [1, 2]}
+    features.write_bytes(orjson.dumps([{"type": "Feature", "properties": {}, "geometry": point}]))
+    assert db.ingest("json_features", features, create=True).inserted == 1
+    numbers = tmp_path / "numbers.json"
+    numbers.write_text("[1, 2]")
+    with pytest.raises(ConfigurationError, match="a JSON array holding int values"):
+        db.ingest("json_numbers", numbers, create=True)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"a": 1}\nnot json\n')
+    with pytest.raises(ConfigurationError, match="broken.jsonl, line 2: not JSON"):
+        db.ingest("json_broken", broken, create=True)
 
 
 def feature_collection(*geometries: dict[str, Any]) -> dict[str, Any]:
@@ -1780,7 +1833,7 @@ def test_rows_without_a_schema_cannot_make_a_table(
     db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
     with pytest.raises(ConfigurationError, match="made_rows does not exist, and create=True"):
-        db.ingest("made_rows", iter([{"id": 1}]), create=True)
+        db.ingest("made_rows", iter([(1, "a")]), create=True)  # tuples name no columns
     sheet = tmp_path / "rows.docx"
     sheet.write_bytes(b"")
     with pytest.raises(ConfigurationError, match="rows.docx: unsupported file type"):

@@ -43,6 +43,7 @@ from geosession.ingest.files import (
 )
 from geosession.ingest.held_geometries import frame_geometries
 from geosession.ingest.iterables import iterable_batches
+from geosession.ingest.json_records import json_rows
 from geosession.ingest.points import series_points
 
 
@@ -142,12 +143,15 @@ def iter_batches(
 def opened(source: Any) -> Any:
     """``source`` as the load (and create=True) reads it: Arrow data opened once, since a
     stream gives its rows once (DataFrames, which export Arrow too, are read as frames);
-    a GeoJSON FeatureCollection as its features."""
+    a GeoJSON FeatureCollection as its features; a JSON file of records as its rows."""
     if is_dataframe(source):  # its __geo_interface__ is a FeatureCollection too
         return _as_frame(source)
     if isinstance(source, str | os.PathLike):
         refuse_url(str(source))
         refuse_empty(Path(source))
+        rows = json_rows(Path(source))  # an API's records, not GeoJSON
+        if rows is not None:
+            return rows
     return opened_once(feature_collection(source))
 
 
