@@ -772,6 +772,18 @@ def test_async_ingest_creates_the_table_too(
 
     report = asyncio.run(feed())
     assert report.created and report.inserted == 6
+
+    async def tuples() -> Any:
+        yield (1, "a")
+
+    async def refused() -> None:
+        try:
+            await db.async_ingest("made_from_async_tuples", tuples(), create=True)
+        finally:
+            await db.adispose()
+
+    with pytest.raises(ConfigurationError, match="from an async iterable: its rows declare"):
+        asyncio.run(refused())
     assert columns(admin, "made_feed") == {
         "fid": "bigint",
         "id": "bigint",

@@ -302,12 +302,22 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
         )
     else:
         raise ConfigurationError(
-            f"Table {table} does not exist, and create=True cannot make it from a "
-            f"{type(source).__name__}: its rows declare no column types. Create the table "
+            f"Table {table} does not exist, and create=True cannot make it from "
+            f"{_described(source)}: its rows declare no column types. Create the table "
             "first, or load a file, a (Geo)DataFrame, Arrow data, GeoJSON Features or dict "
             "rows (whose keys name the columns)"
         )
     return _lowercased(schema)
+
+
+def _described(source: Any) -> str:
+    """``source`` as the refusal names it: "a generator", "an async iterable", "a list"."""
+    from geosession.ingest.aio import AsyncRows  # it runs the pipeline, which makes tables
+
+    if isinstance(source, AsyncRows):
+        return "an async iterable"
+    name = type(source).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def _file_schema(path: Path, options: IngestOptions, srids: Srids) -> SourceSchema:
