@@ -6,17 +6,17 @@ source's geometry type, dimensions and EPSG SRID and a GiST index, and the table
 ``fid`` identity primary key (named as the layer's own id column, such as a GeoPackage's
 fid, whose ids it then takes; none when a field has that name). Field names are lowercased
 when that keeps them apart, so SQL need not quote them; the ingest matches fields to
-columns in any case. Rows in an iterable have no schema to read: their table must exist.
+columns in any case. Rows in an iterable have no schema to read: their table must exist,
+but for dict rows and GeoJSON Features, typed from their values as a DataFrame's are.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
-from itertools import chain, count, islice
+from itertools import chain, count
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,10 @@ from geosession.ingest.delimited import (
 )
 from geosession.ingest.encodings import check_encoding, layer_text
 from geosession.ingest.features import (
-    FRAME_SAMPLE,
     as_features,
     as_records,
     features_frame,
+    first_rows,
     later_kinds,
     later_record_kinds,
     records_frame,
@@ -66,7 +66,7 @@ from geosession.ingest.held_geometries import (
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.points import NEW_Z_NAMES, PointColumns, point_columns
 from geosession.ingest.progress import counting
-from geosession.ingest.seen_types import FoundTypes
+from geosession.ingest.seen_types import FoundTypes, arrow_value_types
 from geosession.ingest.sources import is_dataframe
 from geosession.ingest.target import (
     SCHEMA_EXISTS_SQL,
@@ -217,35 +217,6 @@ def create_target(
     if columns.by_values:
         found.add(columns.by_values)
     return True, source
-
-
-def first_rows(source: Any, within: float | None = None) -> tuple[Any, Any]:
-    """What to type a table from, and the source to load then: for rows read once (a
-    generator, an async iterable's) of dicts or GeoJSON Features, the first 10,000 as a
-    list (those come ``within`` a flush interval, for a source that trickles), and those
-    followed by the rest; any other source twice as it is."""
-    if not _read_once(source):
-        return source, source
-    rows = iter(source)
-    head = next(rows, None)
-    if head is None:
-        return source, rows  # nothing to type a table from: refused as such
-    if not (isinstance(head, Mapping) or as_features([head])):
-        return source, chain([head], rows)  # tuples, geometries: no names for columns
-    sample, started = [head], time.monotonic()
-    for row in islice(rows, FRAME_SAMPLE - 1):
-        sample.append(row)
-        if within is not None and time.monotonic() - started >= within:
-            break
-    return sample, chain(sample, rows)
-
-
-def _read_once(source: Any) -> bool:
-    """Whether ``source`` gives its rows once, as a generator does (not a collection, a
-    file, a path or Arrow data)."""
-    if isinstance(source, Sized | str | bytes | os.PathLike) or hasattr(source, "read"):
-        return False
-    return isinstance(source, Iterable) and not is_arrow_stream(source)
 
 
 def _schema_exists(conn: Connection, schema: str) -> bool:
@@ -483,7 +454,8 @@ def _arrow_schema(
         )
     crs = geo.crs if named is None else {named: None}  # a usual name's: srid=, or none
     untyped = [n for n in crs if not geo.types.get(n) and n not in geo.native]
-    found = _value_types(arrow, read, untyped + ([held[0]] if held else [])) if read else {}
+    wanted = untyped + ([held[0]] if held else [])
+    found = arrow_value_types(arrow, read, wanted) if read else {}
     schema = SourceSchema()
     for name in fields:
         if points is not None and name in points.fields:
@@ -501,29 +473,6 @@ def _arrow_schema(
     if points is not None:
         _add_points(schema, points, srids.wanted, srids.given)
     return schema
-
-
-def _value_types(
-    arrow: Any, read: Callable[[list[str]], Iterable[Any]], names: list[str]
-) -> dict[str, list[str]]:
-    """The geometry types of the WKB or WKT values of fields ``names`` (:mod:`.seen_types`);
-    a GeoArrow extension's field is read as its storage."""
-    kinds = {name: str(getattr(arrow.field(name).type, "storage_type", "")) for name in names}
-    kinds = {n: kind or str(arrow.field(n).type) for n, kind in kinds.items()}
-    found = {name: FoundTypes() for name, kind in kinds.items() if kind in _HELD_TYPES}
-    for batch in read(list(found)) if found else ():
-        for name, types in found.items():
-            column = batch.column(name)
-            values = getattr(column, "storage", column)
-            if "string" in kinds[name]:
-                types.see_text(v for v in values.to_pylist() if v is not None)
-            else:
-                types.see_wkb(values)
-    return {name: types.types for name, types in found.items()}
-
-
-_HELD_TYPES = ("binary", "large_binary", "binary_view", "string", "large_string", "string_view")
-"""Arrow types of a field of WKB or WKT values."""
 
 
 def _frame_schema(

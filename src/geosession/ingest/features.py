@@ -7,18 +7,26 @@ its id in the column ``id`` when the table has one and the properties do not, as
 GeoJSON file's ids load. A FeatureCollection (a dict, an object's ``__geo_interface__``,
 or GeoJSON text such as an HTTP response's body) is the iterable of its features. GeoJSON
 geometries carry EPSG:4326 (RFC 7946), as GeoJSON values always do here.
+
+For create=True, Features and dict rows (an API's records) are typed from their first
+10,000 as a DataFrame, widened by the rest of a list; a generator's first rows are read
+ahead for it and loaded first (:func:`first_rows`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+import os
+import time
+from collections.abc import Collection, Iterable, Mapping, Sized
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from typing import Any
 
 import orjson
 
 from geosession.errors import ConfigurationError
 from geosession.geometry import srid_of
+from geosession.ingest.arrow_streams import is_arrow_stream
 
 
 def _geo_interface(value: Any, kind: str) -> Mapping[str, Any] | None:
@@ -222,3 +230,32 @@ def _json_type(kinds: set[type]) -> str:
     if kinds and kinds <= {dict, list}:
         return "jsonb"
     return _JSON_TYPES.get(frozenset(kinds), "text")
+
+
+def first_rows(source: Any, within: float | None = None) -> tuple[Any, Any]:
+    """What to type a table from, and the source to load then: for rows read once (a
+    generator, an async iterable's) of dicts or GeoJSON Features, the first 10,000 as a
+    list (those come ``within`` a flush interval, for a source that trickles), and those
+    followed by the rest; any other source twice as it is."""
+    if not _read_once(source):
+        return source, source
+    rows = iter(source)
+    head = next(rows, None)
+    if head is None:
+        return source, rows  # nothing to type a table from: refused as such
+    if not (isinstance(head, Mapping) or as_features([head])):
+        return source, chain([head], rows)  # tuples, geometries: no names for columns
+    sample, started = [head], time.monotonic()
+    for row in islice(rows, FRAME_SAMPLE - 1):
+        sample.append(row)
+        if within is not None and time.monotonic() - started >= within:
+            break
+    return sample, chain(sample, rows)
+
+
+def _read_once(source: Any) -> bool:
+    """Whether ``source`` gives its rows once, as a generator does (not a collection, a
+    file, a path or Arrow data)."""
+    if isinstance(source, Sized | str | bytes | os.PathLike) or hasattr(source, "read"):
+        return False
+    return isinstance(source, Iterable) and not is_arrow_stream(source)

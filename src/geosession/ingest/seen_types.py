@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,3 +118,26 @@ def _flat(kind: str) -> str:
 def is_curved(kind: str) -> bool:
     """Whether a type is one shapely cannot hold (a curve, a surface)."""
     return kind.split(" ")[0] in NOT_IN_GEOS.values()
+
+
+def arrow_value_types(
+    arrow: Any, read: Callable[[list[str]], Iterable[Any]], names: list[str]
+) -> dict[str, list[str]]:
+    """The geometry types of the WKB or WKT values of fields ``names`` (:mod:`.seen_types`);
+    a GeoArrow extension's field is read as its storage."""
+    kinds = {name: str(getattr(arrow.field(name).type, "storage_type", "")) for name in names}
+    kinds = {n: kind or str(arrow.field(n).type) for n, kind in kinds.items()}
+    found = {name: FoundTypes() for name, kind in kinds.items() if kind in _HELD_TYPES}
+    for batch in read(list(found)) if found else ():
+        for name, types in found.items():
+            column = batch.column(name)
+            values = getattr(column, "storage", column)
+            if "string" in kinds[name]:
+                types.see_text(v for v in values.to_pylist() if v is not None)
+            else:
+                types.see_wkb(values)
+    return {name: types.types for name, types in found.items()}
+
+
+_HELD_TYPES = ("binary", "large_binary", "binary_view", "string", "large_string", "string_view")
+"""Arrow types of a field of WKB or WKT values."""
