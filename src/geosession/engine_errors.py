@@ -149,6 +149,8 @@ def _on_handle_error(context: ExceptionContext) -> GeoSessionError | None:
         sql, start = _typed_part(statement, sql, context.original_exception) or (sql, 0)
     if getattr(statement, "table", None) is None:
         statement = None
+    if not context.is_disconnect and _driver_lost(context):
+        context.is_disconnect = True  # the pool then drops it, as it drops any lost one
     return translate(
         context.original_exception,
         endpoint=endpoint_of(context.engine),
@@ -159,6 +161,33 @@ def _on_handle_error(context: ExceptionContext) -> GeoSessionError | None:
         postgis=postgis_place(context.engine) if context.engine else None,
         role=context.engine.url.username if context.engine else None,
     )
+
+
+def _driver_lost(context: ExceptionContext) -> bool:
+    """Whether the driver says its connection is lost where SQLAlchemy does not see it:
+    psycopg's "connection socket closed" (its socket failed under it: psycopg leaves
+    ``broken`` unset, by which SQLAlchemy judges), psycopg's ``broken``, psycopg2's
+    ``closed`` of 2, asyncpg's ``is_closed()``; SQLAlchemy's async adapters wrap the
+    driver's connection."""
+    error = context.original_exception
+    if type(error).__module__.split(".")[0] == "psycopg" and str(error) == _SOCKET_CLOSED:
+        return True
+    try:
+        dbapi = context.connection.connection.dbapi_connection if context.connection else None
+    except Exception:  # an invalidated or closed connection: nothing to ask
+        return False
+    driver = getattr(dbapi, "_connection", dbapi)
+    closed = getattr(driver, "closed", False)
+    is_closed = getattr(driver, "is_closed", None)
+    return (
+        getattr(driver, "broken", False) is True
+        or (type(closed) is int and closed == 2)
+        or (callable(is_closed) and is_closed() is True)
+    )
+
+
+_SOCKET_CLOSED = "connection socket closed"
+"""psycopg's OperationalError when waiting on its socket failed (closed, reset)."""
 
 
 def shortened(sql: str, limit: int = 100) -> str:

@@ -212,6 +212,30 @@ def test_a_plain_session_commit_is_watched_too(
     assert ids_in(admin, committed) == [8]
 
 
+def test_a_socket_that_failed_under_psycopg_is_a_lost_connection(
+    make_db: Callable[..., SpatialDatabase], committed: str
+) -> None:
+    """psycopg says "connection socket closed" when waiting on its socket fails (a reset
+    seen as the socket closes, here the socket closed under it), without marking the
+    connection broken, by which SQLAlchemy judges: a COMMIT so lost was a plain
+    DatabaseError instead of CommitOutcomeUnknown, and the dead connection went back to
+    the pool."""
+    import os
+
+    db = make_db(pool_size=1, max_overflow=0)
+    with pytest.raises(CommitOutcomeUnknown), db.session() as s:
+        s.execute(text("INSERT INTO committed_rows VALUES (9)"))
+        os.close(s.connection().connection.dbapi_connection.pgconn.socket)
+        s.commit()
+    assert db.pool_stats().invalidations == 1  # dropped, not pooled
+    with pytest.raises(ConnectionFailed, match="connection socket closed"), db.session() as s:
+        s.execute(text("SELECT 1"))
+        os.close(s.connection().connection.dbapi_connection.pgconn.socket)
+        s.execute(text("SELECT 2"))
+    with db.session() as s:
+        assert s.execute(text("SELECT 3")).scalar_one() == 3
+
+
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_an_error_the_server_answers_to_commit_keeps_its_class(
     make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any], driver: str
