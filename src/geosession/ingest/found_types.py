@@ -18,7 +18,6 @@ from geosession.ingest.gdal_batches import mended
 from geosession.ingest.progress import counting
 from geosession.ingest.seen_types import FoundTypes, is_curved
 from geosession.read.layer_types import measured_types
-from geosession.wkb import wkb_type_name
 
 _CURVED_SUFFIXES = (".gpkg", ".gdb", ".fgb", ".sqlite")
 """Formats whose layers may hold curves, which pyogrio reports under linear types."""
@@ -38,10 +37,10 @@ def curved_types(pyogrio: Any, source: GdalSource, layer: str | None) -> list[st
         )
     name = meta.get("geometry_name") or "wkb_geometry"
     again = rereader(pyogrio, source, layer)
-    batches = mended(table.to_batches(), name, again, source.path, quiet=True)
-    geometries = [g for batch in batches for g in batch.column(name).to_pylist()]
-    kinds = {wkb_type_name(bytes(g)) for g in geometries if g}
-    return sorted(kinds) if any(map(is_curved, kinds)) else []
+    found = FoundTypes()
+    for batch in mended(table.to_batches(), name, again, source.path, quiet=True):
+        found.see_wkb(batch.column(name))
+    return sorted(found.kinds) if any(map(is_curved, found.kinds)) else []
 
 
 def feature_types(

@@ -123,7 +123,7 @@ def is_curved(kind: str) -> bool:
 def arrow_value_types(
     arrow: Any, read: Callable[[list[str]], Iterable[Any]], names: list[str]
 ) -> dict[str, list[str]]:
-    """The geometry types of the WKB or WKT values of fields ``names`` (:mod:`.seen_types`);
+    """The geometry types of the WKB or WKT values of fields ``names`` (:class:`FoundTypes`);
     a GeoArrow extension's field is read as its storage."""
     kinds = {name: str(getattr(arrow.field(name).type, "storage_type", "")) for name in names}
     kinds = {n: kind or str(arrow.field(n).type) for n, kind in kinds.items()}
