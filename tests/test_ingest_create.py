@@ -726,6 +726,29 @@ def test_json_files_of_records_load_as_dict_rows(
         db.ingest("json_broken", broken, create=True)
 
 
+def test_an_option_of_another_kind_of_source_is_refused_before_a_table_is_made(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """where= given for a CSV or a JSON records file was refused only once create=True had
+    made the table (an empty one stayed), and a JSON file was named "the source (a
+    chain)". The options are checked against the source first, which is named."""
+    lines = tmp_path / "stops.jsonl"
+    lines.write_bytes(orjson.dumps({"id": 1, "lat": 1.0, "lon": 2.0}) + b"\n")
+    csv_file = tmp_path / "stops.csv"
+    csv_file.write_text("id,wkt\n1,POINT(1 2)\n")
+    frame = pd.DataFrame({"id": [1], "wkt": ["POINT(1 2)"]})
+    refused = {
+        "refused_lines": (lines, {"where": "id > 1"}, r"stops\.jsonl \(JSON records\) is not"),
+        "refused_csv": (csv_file, {"layer": "stops"}, r"stops\.csv is not one"),
+        "refused_frame": (frame, {"bbox": (0, 0, 1, 1)}, r"the source \(a DataFrame\) is not"),
+        "refused_list": ([{"id": 1}], {"encoding": "latin-1"}, r"the source \(a list\) is not"),
+    }
+    for table, (source, option, named) in refused.items():
+        with pytest.raises(ConfigurationError, match=named):
+            db.ingest(table, source, create=True, **option)
+        assert admin.execute("SELECT to_regclass(%s)", [table]).fetchone() == (None,)
+
+
 def feature_collection(*geometries: dict[str, Any]) -> dict[str, Any]:
     features = [
         {"type": "Feature", "properties": {"n": n}, "geometry": geometry}

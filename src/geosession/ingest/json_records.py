@@ -27,18 +27,24 @@ _BLANK = b" \t\r\n\xef\xbb\xbf"  # and a UTF-8 byte order mark
 _GEOJSON_TYPES = ("Feature", "FeatureCollection")
 
 
-def json_rows(path: Path) -> list[Any] | Iterator[Any] | None:
-    """The rows of a JSON file of records (a list of an array's objects, or a line at a
-    time), else None: the file is GeoJSON, or no JSON at all."""
-    if path.suffix.lower() not in _SUFFIXES:
+def records_form(path: Path) -> str | None:
+    """ "array" or "lines" for a JSON file of records, else None: the file is GeoJSON, no
+    JSON at all, or not there (its reader says so)."""
+    if path.suffix.lower() not in _SUFFIXES or not path.is_file():
         return None
     with path.open("rb") as handle:
         head = handle.read(_HEAD).lstrip(_BLANK)
     if head.startswith(b"["):
-        return _array(path)
+        return "array"
     if path.suffix.lower() in _LINES and is_record_line(head):
-        return _lines(path)
+        return "lines"
     return None
+
+
+def json_rows(path: Path, form: str) -> list[Any] | Iterator[Any]:
+    """The rows of a JSON file of records of ``form`` (:func:`records_form`): a list of an
+    array's objects, or a line at a time."""
+    return _array(path) if form == "array" else _lines(path)
 
 
 def is_record_line(text: bytes) -> bool:

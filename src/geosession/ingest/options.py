@@ -9,6 +9,7 @@ from typing import Literal, TypedDict
 from geosession.errors import ConfigurationError
 from geosession.ingest.batches import repeated
 from geosession.ingest.encodings import check_encoding
+from geosession.ingest.file_read import FileRead
 from geosession.ingest.validate import OnInvalid
 from geosession.ingest.write_plan import OnConflict
 from geosession.settings import local_settings
@@ -63,6 +64,19 @@ class IngestOptions:
     def filtered(self) -> bool:
         """Whether only some of a file's features load (where=, bbox=)."""
         return self.where is not None or self.bbox is not None
+
+    @property
+    def file_read(self) -> FileRead:
+        """The options that apply to some kinds of source only."""
+        return FileRead(
+            self.wkt_column,
+            self.layer,
+            self.encoding,
+            self.where,
+            self.bbox,
+            rename=self.rename,
+            xy_columns=self.xy_columns,
+        )
 
     def check(self) -> None:
         """Refuses option values no ingest can run with, naming the valid ones."""

@@ -106,7 +106,11 @@ class Ingest:
     ) -> None:
         source = self.unpacked.source
         self.lock_wait_ms = lock_wait_ms(statement_timeout, lock_timeout)
-        self.engine, self.source, self.options = engine, opened(self.unpacked.readable), options
+        self.engine, self.source, self.options = (
+            engine,
+            opened(self.unpacked.readable, options.file_read),
+            options,
+        )
         self.stop_source = stop_source
         self.sizer: ChunkSizer = make_sizer(options.chunk_size, statement_timeout)
         self.report = IngestReport("", str(target), dry_run=options.dry_run)

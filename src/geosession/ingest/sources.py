@@ -37,13 +37,14 @@ from geosession.ingest.file_read import FileRead
 from geosession.ingest.files import (
     SUPPORTED,
     file_batches,
+    file_kind,
     file_length,
     refuse_empty,
     refuse_url,
 )
 from geosession.ingest.held_geometries import frame_geometries
 from geosession.ingest.iterables import iterable_batches
-from geosession.ingest.json_records import json_rows
+from geosession.ingest.json_records import json_rows, records_form
 from geosession.ingest.points import series_points
 
 
@@ -109,14 +110,11 @@ def iter_batches(
     landing = Landing(columns, geometry_column, size, check, geometry_z, geometry_m, found)
     if isinstance(source, str | os.PathLike):
         return file_batches(Path(source), landing, read)
-    described = f"the source (a {type(source).__name__})"
+    check_read(source, read)
     if is_dataframe(source):
-        read.check("frame", described)
         return _dataframe_batches(source, landing, xy_columns)
     if is_arrow_stream(source):
-        read.check("arrow data", described)  # takes xy_columns alone
         return arrow_stream_batches(source, landing, xy_columns)
-    read.check("rows", described)
     if hasattr(source, "__aiter__") and not isinstance(source, Iterable):
         raise ConfigurationError(
             f"cannot ingest a {type(source).__name__} with db.ingest: it is an async "
@@ -140,19 +138,35 @@ def iter_batches(
     )
 
 
-def opened(source: Any) -> Any:
+_NO_OPTIONS = FileRead()
+
+
+def opened(source: Any, read: FileRead = _NO_OPTIONS) -> Any:
     """``source`` as the load (and create=True) reads it: Arrow data opened once, since a
     stream gives its rows once (DataFrames, which export Arrow too, are read as frames);
-    a GeoJSON FeatureCollection as its features; a JSON file of records as its rows."""
+    a GeoJSON FeatureCollection as its features; a JSON file of records as its rows.
+    Options ``read`` holds that do not apply to it are refused here, before create=True
+    makes a table for it."""
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        refuse_url(str(source))
+        refuse_empty(path)
+        form = records_form(path)  # an API's records, not GeoJSON
+        if form is None:
+            read.check(file_kind(path), str(path))
+            return source
+        read.check("rows", f"{path} (JSON records)")
+        return json_rows(path, form)
+    check_read(source, read)
     if is_dataframe(source):  # its __geo_interface__ is a FeatureCollection too
         return _as_frame(source)
-    if isinstance(source, str | os.PathLike):
-        refuse_url(str(source))
-        refuse_empty(Path(source))
-        rows = json_rows(Path(source))  # an API's records, not GeoJSON
-        if rows is not None:
-            return rows
     return opened_once(feature_collection(source))
+
+
+def check_read(source: Any, read: FileRead) -> None:
+    """Refuses the options of ``read`` that do not apply to a source that is no file."""
+    kind = "arrow data" if is_arrow_stream(source) else "rows"  # takes xy_columns alone
+    read.check("frame" if is_dataframe(source) else kind, f"the source (a {type(source).__name__})")
 
 
 def _as_frame(source: Any) -> Any:
