@@ -1521,7 +1521,47 @@ def test_a_csv_of_points_as_coordinate_columns_loads_back(
         ConfigurationError, match=r"a gpkg file holds geometries: write CSV .* or leave it out"
     ):
         db.export(query, tmp_path / "x.gpkg", coordinates=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["centroids.csv", "e.csv", "m.csv"]
+    made = sorted(p.name for p in tmp_path.iterdir())
+    assert made == ["centroids.csv", "centroids.prj", "e.csv", "e.prj", "m.csv", "m.prj"]
+
+
+def test_a_csv_export_names_its_crs_in_a_prj_beside_it_which_the_ingest_reads(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """A CSV holds no CRS: an EPSG:3857 table exported to CSV came back with create=True
+    as SRID 0 (doctor then flags the table), and with coordinates=True and a transform to
+    3857 its metres were written as longitude and latitude (the column's declared 4326),
+    so they loaded back as degrees. The export writes the CRS into a .prj (GeoCSV's
+    sidecar, read by GDAL and QGIS), and the ingest of a CSV reads it."""
+    out = tmp_path / "metric.csv"
+    db.export("SELECT id, geom FROM rd_metric ORDER BY id", out)
+    assert pyogrio.read_info(out, GEOM_POSSIBLE_NAMES="geom")["crs"] == "EPSG:3857"  # GDAL
+    admin.execute("DROP TABLE IF EXISTS rd_metric_back, rd_moved_back")
+    try:
+        assert db.ingest("rd_metric_back", out, create=True).inserted == ROWS
+        moved = tmp_path / "moved.csv"
+        query = "SELECT id, ST_Centroid(geom) AS geom FROM rd_parcels ORDER BY id"
+        db.export(query, moved, geometry="transform:3857", coordinates=True)
+        assert moved.read_text().splitlines()[0] == '"id","x","y"'
+        assert db.ingest("rd_moved_back", moved, create=True).inserted == ROWS
+        srids = admin.execute(
+            "SELECT f_table_name, srid FROM geometry_columns "
+            "WHERE f_table_name IN ('rd_metric_back', 'rd_moved_back') ORDER BY 1"
+        )
+        assert srids.fetchall() == [("rd_metric_back", 3857), ("rd_moved_back", 3857)]
+        same = admin.execute(
+            "SELECT count(*) FROM rd_moved_back b JOIN rd_parcels p ON p.id = b.id::int "
+            "WHERE ST_DWithin(b.geom, ST_Transform(ST_Centroid(p.geom), 3857), 1e-6)"
+        )
+        assert same.fetchone() == (ROWS - 1,)  # row 17's geometry is NULL
+        with pytest.raises(ConfigurationError, match=r"CRS is EPSG:3857, but column geom .* 4326"):
+            db.ingest("rd_parcels", out)
+        db.export("SELECT id, geom FROM rd_parcels WHERE id < 0", out)  # no rows, 4326
+        assert "WGS 84" in (tmp_path / "metric.prj").read_text()
+        db.export("SELECT 1 AS id, 'POINT (1 2)'::geometry AS geom", out)  # no CRS
+        assert not (tmp_path / "metric.prj").exists()  # the earlier one would be wrong
+    finally:
+        admin.execute("DROP TABLE IF EXISTS rd_metric_back, rd_moved_back")
 
 
 def test_points_with_z_as_coordinate_columns_keep_their_z(

@@ -28,7 +28,7 @@ from geosession.ingest.archives import gdal_source
 from geosession.ingest.arrow_files import open_arrow_file
 from geosession.ingest.arrow_streams import is_arrow_stream, opened_once
 from geosession.ingest.batches import repeated
-from geosession.ingest.crs import crs_label, geographic_2d, source_crs
+from geosession.ingest.crs import crs_label, geographic_2d, sidecar_crs, source_crs
 from geosession.ingest.delimited import (
     csv_field_values,
     csv_header,
@@ -297,7 +297,7 @@ def _file_schema(path: Path, options: IngestOptions, srids: Srids) -> SourceSche
         raise ConfigurationError(f"cannot ingest {path}: no such file")
     kind = file_kind(path)  # an unsupported one is refused
     if kind == "csv":
-        return _csv_schema(path, options)
+        return _csv_schema(path, options, srids)
     if kind == "parquet":
         return _parquet_schema(path, srids, options.xy_columns)
     if kind == "arrow":
@@ -515,13 +515,14 @@ def _frame_schema(
     return schema
 
 
-def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
+def _csv_schema(path: Path, options: IngestOptions, srids: Srids) -> SourceSchema:
     """A column for each field, of the type all its values read as (:mod:`.text_types`),
     and a geometry column for the WKT column or the coordinates (a Point column, PointZ
     with a z field, EPSG:4326 for longitude and latitude unless srid= says otherwise).
     Without either, the one field whose values are all WKT is the geometry column, under
     its own name (a CSV export of a column named otherwise, loaded back). The column's
-    SRID is srid='s, else the one every value states (EWKT, hex EWKB), else none."""
+    SRID is that of the CRS in a ``.prj`` beside the file (as for a file of layers), else
+    srid='s, else the one every value states (EWKT, hex EWKB), else none."""
     header, delimiter = csv_header(path, options.encoding)
     wkt = wkt_column_of(header, None, options.wkt_column, path)
     points = (
@@ -541,16 +542,19 @@ def _csv_schema(path: Path, options: IngestOptions) -> SourceSchema:
     for name in fields:  # a name twice is refused as before, when the schema is renamed
         if sniffed != [name]:
             schema.add(name, types[name])
-    wanted = options.reproject_srid
+    prj = sidecar_crs(path)
     if wkt is not None or len(sniffed) == 1:
-        given = next((s for s in (wanted, options.srid) if s is not None), None)
-        stated = kinds.srid_of(wkt or sniffed[0])  # EWKT's, EWKB's: all the same
         name = sniffed[0] if sniffed else schema.free_name()  # the load finds it by name
         schema.by_values = sniffed[0] if sniffed else None
         shapes = kinds.geometry_types(wkt or sniffed[0]) or ["Geometry"]
-        schema.add_geometry(name, shapes, given if given is not None else stated, multi=False)
+        given = next((s for s in (srids.wanted, srids.given) if s is not None), None)
+        stated = kinds.srid_of(wkt or sniffed[0])  # EWKT's, EWKB's: all the same
+        srid = given if given is not None else stated
+        srid = srids.column(prj[1], f"The CRS of {prj[0]}", name) if prj else srid
+        schema.add_geometry(name, shapes, srid, multi=False)
     elif points is not None:
-        _add_points(schema, points, wanted, options.srid)
+        chosen = srids.column(prj[1], f"The CRS of {prj[0]}", "geometry") if prj else None
+        _add_points(schema, points, chosen or srids.wanted, srids.given)
     return schema
 
 
@@ -564,8 +568,8 @@ def _add_points(
     schema: SourceSchema, points: PointColumns, wanted: int | None, given: int | None
 ) -> None:
     """The geometry column coordinate fields make (PointZ with a field of heights): in the
-    SRID reproject= (``wanted``) or srid= names, else the one their names imply (4326 for
-    longitude and latitude)."""
+    SRID reproject= or a CSV's ``.prj`` (``wanted``) or srid= names, else the one their
+    names imply (4326 for longitude and latitude)."""
     srid = next((s for s in (wanted, given) if s is not None), points.srid)
     kind = "Point" if points.z is None else "Point Z"
     schema.add_geometry(schema.free_name(), [kind], srid, multi=False)

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from geosession.geometry import authority_code
@@ -43,6 +44,16 @@ def source_crs(crs: Any) -> SourceCrs | None:
     if code is not None:
         return code
     return crs if isinstance(crs, str) else str(parsed.to_wkt())
+
+
+def sidecar_crs(path: Path) -> tuple[Path, SourceCrs] | None:
+    """The ``.prj`` beside a CSV file (GeoCSV's sidecar, which geosession's export and
+    GDAL's writers leave) and the CRS it holds, else None."""
+    prj = path.with_suffix(".prj")
+    if not prj.is_file():
+        return None
+    crs = source_crs(prj.read_text(encoding="utf-8", errors="replace"))
+    return (prj, crs) if crs is not None else None
 
 
 @functools.cache

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.batches import Batch, Landing
-from geosession.ingest.crs import SourceCrs
+from geosession.ingest.crs import SourceCrs, sidecar_crs
 from geosession.ingest.encodings import text_codec, undecodable_refused
 from geosession.ingest.file_read import FileRead, renamer
 from geosession.ingest.held_geometries import SAMPLE, geometry_field
@@ -40,9 +40,13 @@ def csv_batches(path: Path, landing: Landing, read: FileRead) -> Iterator[Batch]
     names = [landing.column_for(renamed(h), wkt) for h in header]
     made: dict[str, list[int]] = {}  # the column the coordinates make points for
     crs: dict[str, SourceCrs] = {}
+    stated = sidecar_crs(path)  # the .prj beside it
     if points is not None and geometry_column is not None:
         made[geometry_column] = [header.index(name) for name in points.fields]
-        crs = {geometry_column: points.srid} if points.srid is not None else {}
+        srid = stated[1] if stated is not None else points.srid
+        crs = {geometry_column: srid} if srid is not None else {}
+    elif wkt is not None and stated is not None:
+        crs = {names[header.index(wkt)]: stated[1]}
     loaded = [  # coordinates load as numbers too only into columns of their names
         i
         for i, h in enumerate(header)

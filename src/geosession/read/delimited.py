@@ -7,8 +7,9 @@ WKT (every double exact) in the columns of their names, the form spreadsheets, Q
 delimited-text layers and ``geosession ingest`` read. With ``coordinates``, the active
 geometry column's points become ``longitude`` and ``latitude`` columns (a geographic CRS)
 or ``x`` and ``y`` (any other), as spreadsheets and the ingest read them too. bytea is
-written as PostgreSQL prints it (``\\x`` and hex). The SRID is not in the file: say it when
-loading (``--srid``), except that longitude and latitude are EPSG:4326.
+written as PostgreSQL prints it (``\\x`` and hex). A CSV holds no CRS: one written to a
+path gets the active geometry column's in a ``.prj`` file beside it (GeoCSV's sidecar,
+which GDAL, QGIS and ``geosession ingest`` read), as WKT.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 from itertools import chain
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -52,20 +54,38 @@ def write_csv(
 
     with stream, atomic_output(dest, ".csv") as sink:
         plan, schema, batches = record_batches(pa, stream, on_chunk, text=True)
+        first = next(batches, None)  # its chunk tells the CRS of a column that declares none
+        batches = chain([] if first is None else [first], batches)
+        crs = latest[0].crs if latest else plan.column_crs(plan.geometry, _NONE, active=True)
         as_points = None
-        if coordinates:  # the first batch tells the CRS of a column that declares none
-            first = next(batches, None)
-            batches = chain([] if first is None else [first], batches)
-            crs = plan.crs_for(plan.geometry.srid) if plan.geometry.srid else None
+        if coordinates:
             declared_z = "Z" in (plan.geometry.geometry_type or "").partition(" ")[2]
             z = declared_z or bool(latest and shapely.has_z(latest[0].geometry).any())
-            as_points = _Coordinates(
-                pa, schema, plan, crs or (latest[0].crs if latest else None), z=z
-            )
+            as_points = _Coordinates(pa, schema, plan, crs, z=z)
         with csv.CSVWriter(sink, as_points.schema if as_points else schema) as writer:
             for batch in batches:
                 writer.write_batch(as_points.batch(batch, latest[0]) if as_points else batch)
+    if not hasattr(dest, "write"):
+        write_prj(Path(os.fspath(dest)), crs)
     return count
+
+
+_NONE = np.empty(0, dtype=object)
+"""No geometries: a column's CRS as declared (or transformed into), for an empty export."""
+
+
+def write_prj(path: Path, crs: str | None) -> None:
+    """The CRS of the CSV at ``path`` in the ``.prj`` beside it (WKT1 as GDAL writes it,
+    with the EPSG code; WKT2 for a CRS WKT1 cannot hold). Without one, a ``.prj`` left by
+    an earlier export to that name is removed: it would give the new file a wrong CRS."""
+    prj = path.with_suffix(".prj")
+    if crs is None:
+        prj.unlink(missing_ok=True)
+        return
+    from pyproj import CRS
+
+    parsed = CRS.from_user_input(crs)
+    prj.write_text(parsed.to_wkt("WKT1_GDAL") or parsed.to_wkt("WKT2_2019"))
 
 
 class _Coordinates:
