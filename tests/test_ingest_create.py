@@ -718,12 +718,47 @@ def test_json_files_of_records_load_as_dict_rows(
     assert db.ingest("json_features", features, create=True).inserted == 1
     numbers = tmp_path / "numbers.json"
     numbers.write_text("[1, 2]")
-    with pytest.raises(ConfigurationError, match="a JSON array holding int values"):
+    with pytest.raises(ConfigurationError, match=r"numbers\.json, item 1 of its array: a JSON nu"):
         db.ingest("json_numbers", numbers, create=True)
+    cut = tmp_path / "cut.json"
+    cut.write_bytes(orjson.dumps(records)[:-20])
+    with pytest.raises(ConfigurationError, match=r"cut\.json is not JSON after item 1 of its arr"):
+        db.ingest("json_cut", cut, create=True)
+    assert admin.execute("SELECT to_regclass('json_cut')").fetchone() == (None,)
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"a": 1}\nnot json\n')
     with pytest.raises(ConfigurationError, match="broken.jsonl, line 2: not JSON"):
         db.ingest("json_broken", broken, create=True)
+
+
+def test_a_json_file_of_records_is_read_a_record_at_a_time_and_typed_whole(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """A JSON array was read whole into Python objects (a gigabyte's API dump, gigabytes
+    of memory), and JSON Lines typed from their first 10,000 records, so a float or a key
+    first seen later was a reject. Both stream, and create=True reads every record for
+    the types before the load, as for a CSV."""
+    rows = [{"id": n, "lat": 1.0, "lon": 2.0, "score": n} for n in range(12_000)]
+    rows[-1] |= {"score": 0.5, "note": "late"}
+    array, lines = tmp_path / "scores.json", tmp_path / "scores.jsonl"
+    array.write_bytes(orjson.dumps(rows))
+    lines.write_bytes(b"\n".join(map(orjson.dumps, rows)))
+    for path, table in ((array, "json_scores"), (lines, "jsonl_scores")):
+        report = db.ingest(table, path, create=True)
+        assert report.inserted == 12_000 and not report.rejected
+        made = columns(admin, table)
+        assert made["score"] == "double precision" and made["note"] == "text"
+        late = admin.execute(f"SELECT score, note FROM {table} WHERE id = 11999").fetchone()
+        assert late == (0.5, "late")
+    piece = {"type": "Point", "coordinates": [1.0, 2.0]}
+    features = [
+        {"type": "Feature", "properties": {"n": n}, "geometry": piece} for n in range(10_001)
+    ]
+    features[-1]["properties"]["n"] = "text at last"
+    collection = tmp_path / "features.json"
+    collection.write_bytes(orjson.dumps(features))
+    assert db.ingest("json_late_features", collection, create=True).inserted == 10_001
+    assert columns(admin, "json_late_features")["n"] == "text"
 
 
 def test_an_option_of_another_kind_of_source_is_refused_before_a_table_is_made(

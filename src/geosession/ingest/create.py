@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
-from itertools import chain, count
+from itertools import chain, count, islice
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from geosession.ingest.delimited import (
 )
 from geosession.ingest.encodings import check_encoding, layer_text
 from geosession.ingest.features import (
+    FRAME_SAMPLE,
     as_features,
     as_records,
     features_frame,
@@ -63,9 +64,10 @@ from geosession.ingest.held_geometries import (
     frame_geometries,
     srid_stated,
 )
+from geosession.ingest.json_records import json_rows, records_form
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.points import NEW_Z_NAMES, PointColumns, point_columns
-from geosession.ingest.progress import counting
+from geosession.ingest.progress import counted, counting
 from geosession.ingest.seen_types import FoundTypes, arrow_value_types
 from geosession.ingest.sources import is_dataframe
 from geosession.ingest.target import (
@@ -239,26 +241,19 @@ def _create(conn: Connection, qualified: str, name: str, schema: SourceSchema) -
 
 def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: str) -> SourceSchema:
     """The columns for ``source``'s fields; refused for sources that do not declare them."""
-    if isinstance(source, str | os.PathLike):
+    if isinstance(source, str | os.PathLike) and (form := records_form(Path(source))):
+        schema = _json_schema(Path(source), form, options, srids)
+    elif isinstance(source, str | os.PathLike):
         path = Path(source)
         schema = _file_schema(path, options, srids)
         return _lowercased(_renamed(schema, options.rename or {}, path), keep=options.rename)
     elif is_dataframe(source):
         schema = _frame_schema(source, srids, options.xy_columns)
     elif (features := as_features(source)) is not None:
-        frame, identified = features_frame(features)
-        later = later_kinds(features)
-        schema = _frame_schema(frame, srids, later_geometry_types=later.geometry_types)
-        for name, sql_type in later.properties.items():
-            schema.retype(name, sql_type)
-        schema.key = "id" if identified else schema.key  # the Features' ids go there
+        schema = _features_schema(features[:FRAME_SAMPLE], features[FRAME_SAMPLE:], srids)
     elif (records := as_records(source)) is not None:
-        frame = records_frame(records)
-        schema = _frame_schema(frame, srids, options.xy_columns)
-        taken = {column for column, _ in schema.columns} - set(schema.geometries)
-        for name, sql_type in later_record_kinds(records).items():
-            if name in taken or name not in frame.columns:  # not a geometry, nor a point's
-                schema.retype(name, sql_type)
+        rest = records[FRAME_SAMPLE:]
+        schema = _records_schema(records[:FRAME_SAMPLE], rest, srids, options.xy_columns)
     elif is_arrow_stream(source):
         opened = opened_once(source)
         remedy = "or mark the WKB field as GeoArrow WKB (geoarrow.pyarrow's as_wkb)"
@@ -279,6 +274,50 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
             "rows (whose keys name the columns)"
         )
     return _lowercased(schema)
+
+
+def _features_schema(sample: list[Any], rest: Iterable[Any], srids: Srids) -> SourceSchema:
+    """GeoJSON Features' columns: the ``sample``'s frame, widened by the ``rest``'s kinds
+    of value (:func:`.features.later_kinds`); their ids, if they have them, the key."""
+    frame, identified = features_frame(sample)
+    later = later_kinds(sample, rest)
+    schema = _frame_schema(frame, srids, later_geometry_types=later.geometry_types)
+    for name, sql_type in later.properties.items():
+        schema.retype(name, sql_type)
+    schema.key = "id" if identified else schema.key
+    return schema
+
+
+def _records_schema(
+    sample: list[Any], rest: Iterable[Any], srids: Srids, xy_columns: tuple[str, ...] | None
+) -> SourceSchema:
+    """Dict rows' columns: the ``sample``'s frame of Python objects, widened by the
+    ``rest``'s kinds of value (:func:`.features.later_record_kinds`)."""
+    frame = records_frame(sample)
+    schema = _frame_schema(frame, srids, xy_columns)
+    taken = {column for column, _ in schema.columns} - set(schema.geometries)
+    for name, sql_type in later_record_kinds(sample, rest).items():
+        if name in taken or name not in frame.columns:  # not a geometry, nor a point's
+            schema.retype(name, sql_type)
+    return schema
+
+
+def _json_schema(path: Path, form: str, options: IngestOptions, srids: Srids) -> SourceSchema:
+    """A JSON records file's columns, as for a list of its rows: a pass over the whole
+    file, counted with ``progress=True``, before the load reads it again."""
+    rows = json_rows(path, form)
+    sample = list(islice(rows, FRAME_SAMPLE))
+    if not sample:
+        raise ConfigurationError(
+            f"{path} holds no records, which declare no columns to create the table from; "
+            "create the table first, or load it once it holds records"
+        )
+    with counting(options.progress, f"reading the types of {path.name}'s records") as advance:
+        advance(len(sample))
+        rest = counted(rows, advance)
+        if as_features(sample) is not None:
+            return _features_schema(sample, rest, srids)
+        return _records_schema(sample, rest, srids, options.xy_columns)
 
 
 def _described(source: Any) -> str:

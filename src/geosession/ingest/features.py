@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Collection, Iterable, Mapping, Sized
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from typing import Any
@@ -152,17 +152,15 @@ class LaterKinds:
     """Geometry types ("LineString") past the sample's."""
 
 
-def later_kinds(features: list[Any]) -> LaterKinds:
-    """What the features past :data:`FRAME_SAMPLE` add to the sample's kinds of value (a
-    pass over them in Python: about 1 s per million features)."""
+def later_kinds(sample: list[Any], rest: Iterable[Any]) -> LaterKinds:
+    """What the features past the ``sample`` add to its kinds of value (a pass over them
+    in Python: about 1 s per million features)."""
     found = LaterKinds()
-    if len(features) <= FRAME_SAMPLE:
-        return found
-    sample, sample_types = _kinds(features[:FRAME_SAMPLE])
-    later, later_types = _kinds(features[FRAME_SAMPLE:])
+    sample_kinds, sample_types = _kinds(sample)
+    later, later_types = _kinds(rest)
     for name, kinds in later.items():
-        if name not in sample or not kinds <= sample[name]:
-            found.properties[name] = _json_type(sample.get(name, set()) | kinds)
+        if name not in sample_kinds or not kinds <= sample_kinds[name]:
+            found.properties[name] = _json_type(sample_kinds.get(name, set()) | kinds)
     found.geometry_types = later_types - sample_types
     return found
 
@@ -183,17 +181,15 @@ def records_frame(records: list[Any]) -> Any:
     return pandas.DataFrame(records[:FRAME_SAMPLE], dtype=object)
 
 
-def later_record_kinds(records: list[Any]) -> dict[str, str]:
-    """Column types, over every record, of the keys the sample of :func:`records_frame`
-    typed too narrowly (a float after integers) or not at all (a key first seen late)."""
-    if len(records) <= FRAME_SAMPLE:
-        return {}
-    sample = _value_kinds(records[:FRAME_SAMPLE])
-    later = _value_kinds(records[FRAME_SAMPLE:])
+def later_record_kinds(sample: list[Any], rest: Iterable[Any]) -> dict[str, str]:
+    """Column types, over every record, of the keys the ``sample`` (of
+    :func:`records_frame`) typed too narrowly (a float after integers) or not at all (a
+    key first seen late)."""
+    sample_kinds, later = _value_kinds(sample), _value_kinds(rest)
     return {
-        name: _json_type(sample.get(name, set()) | kinds)
+        name: _json_type(sample_kinds.get(name, set()) | kinds)
         for name, kinds in later.items()
-        if name not in sample or not kinds <= sample[name]
+        if name not in sample_kinds or not kinds <= sample_kinds[name]
     }
 
 
@@ -208,12 +204,18 @@ def _value_kinds(rows: Iterable[Mapping[str, Any]]) -> dict[str, set[type]]:
     return kinds
 
 
-def _kinds(features: list[Any]) -> tuple[dict[str, set[type]], set[str]]:
+def _kinds(features: Iterable[Any]) -> tuple[dict[str, set[type]], set[str]]:
     """The Python types of each property's values (None aside), and the geometry types."""
-    opened = [_geo_interface(each, "Feature") or each for each in features]
-    kinds = _value_kinds(feature.get("properties") or {} for feature in opened)
-    geometries = (feature.get("geometry") for feature in opened)
-    return kinds, {str(geometry.get("type")) for geometry in geometries if geometry}
+    geometry_types: set[str] = set()
+
+    def properties() -> Iterator[Mapping[str, Any]]:
+        for each in features:
+            feature = _geo_interface(each, "Feature") or each
+            if geometry := feature.get("geometry"):
+                geometry_types.add(str(geometry.get("type")))
+            yield feature.get("properties") or {}
+
+    return _value_kinds(properties()), geometry_types
 
 
 _JSON_TYPES = {

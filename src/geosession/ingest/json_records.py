@@ -1,10 +1,10 @@
 """JSON that is not GeoJSON, an API's records saved or piped in, loaded as dict rows.
 
 A JSON array of objects (``[{"name": ..., "lat": ..., "lon": ...}, ...]``, as ``curl``
-saves an API's answer) is read whole: JSON gives no way to take an array's items one at
-a time without a streaming parser. JSON Lines of objects (``.jsonl``, ``.ndjson``) are
-read a line at a time. Their rows load as dict rows do (coordinate keys or a key of
-geometries make the geometry; create=True types the table from them); an array of
+saves an API's answer) is read an item at a time by ijson's streaming parser, so memory
+stays flat however long the array; JSON Lines of objects (``.jsonl``, ``.ndjson``) a line
+at a time. Their rows load as dict rows do (coordinate keys or a key of geometries make
+the geometry; create=True types the table from them, over the whole file); an array of
 GeoJSON Features loads as Features. GeoJSON itself (a FeatureCollection, a Feature per
 line) and any other JSON object (Esri JSON) are left to GDAL.
 """
@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import ijson
 import orjson
 
 from geosession.errors import ConfigurationError
@@ -41,9 +42,9 @@ def records_form(path: Path) -> str | None:
     return None
 
 
-def json_rows(path: Path, form: str) -> list[Any] | Iterator[Any]:
-    """The rows of a JSON file of records of ``form`` (:func:`records_form`): a list of an
-    array's objects, or a line at a time."""
+def json_rows(path: Path, form: str) -> Iterator[dict[str, Any]]:
+    """The rows of a JSON file of records of ``form`` (:func:`records_form`), one at a
+    time, from each call anew."""
     return _array(path) if form == "array" else _lines(path)
 
 
@@ -61,19 +62,29 @@ def is_record_line(text: bytes) -> bool:
     )
 
 
-def _array(path: Path) -> list[Any]:
-    try:
-        rows = orjson.loads(path.read_bytes())
-    except orjson.JSONDecodeError as error:
-        raise ConfigurationError(f"{path} is not JSON: {error}") from error
-    kinds = {type(row).__name__ for row in rows if not isinstance(row, dict)}
-    if kinds:
-        raise ConfigurationError(
-            f"{path} is a JSON array holding {', '.join(sorted(kinds))} values: geosession "
-            "loads an array of objects (records, whose keys name the columns, or GeoJSON "
-            "Features)"
-        )
-    return rows  # type: ignore[no-any-return]
+def _array(path: Path) -> Iterator[dict[str, Any]]:
+    number = 0
+    with path.open("rb") as handle:
+        try:
+            for number, row in enumerate(ijson.items(handle, "item", use_float=True), start=1):
+                if not isinstance(row, dict):
+                    raise ConfigurationError(
+                        f"{path}, item {number} of its array: a JSON {_json_kind(row)}, where "
+                        "geosession loads an array of objects (records, whose keys name the "
+                        "columns, or GeoJSON Features)"
+                    )
+                yield row
+        except ijson.JSONError as error:
+            reason = str(error).splitlines()[0]
+            raise ConfigurationError(
+                f"{path} is not JSON after item {number} of its array: {reason}"
+            ) from error
+
+
+def _json_kind(value: Any) -> str:
+    """A JSON value's kind as JSON names it."""
+    kinds = {bool: "boolean", int: "number", float: "number", str: "string", list: "array"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
@@ -90,7 +101,7 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
                 ) from error
             if not isinstance(row, dict):
                 raise ConfigurationError(
-                    f"{path}, line {number}: a JSON {type(row).__name__}, where each line "
+                    f"{path}, line {number}: a JSON {_json_kind(row)}, where each line "
                     "must hold one JSON object (a record)"
                 )
             yield row

@@ -7,9 +7,10 @@ server reports them, so the minutes a large GiST build takes are not a silent wa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
+from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -119,3 +120,19 @@ def counting(
     with line:
         task = line.add_task(description, total=None)
         yield lambda rows: line.advance(task, rows)
+
+
+Row = TypeVar("Row")
+
+
+def counted(
+    rows: Iterable[Row], advance: Callable[[int], None], every: int = 10_000
+) -> Iterator[Row]:
+    """``rows`` as they come, advancing a :func:`counting` line by each ``every`` of them
+    (a line redrawn per row would cost more than reading it)."""
+    done = 0
+    for done, row in enumerate(rows, start=1):
+        yield row
+        if done % every == 0:
+            advance(every)
+    advance(done % every)

@@ -109,7 +109,10 @@ def iter_batches(
     read = FileRead(wkt_column, layer, encoding, where, bbox, feature_ids, rename, xy_columns)
     landing = Landing(columns, geometry_column, size, check, geometry_z, geometry_m, found)
     if isinstance(source, str | os.PathLike):
-        return file_batches(Path(source), landing, read)
+        form = records_checked(Path(source), read)
+        if form is None:
+            return file_batches(Path(source), landing, read)
+        source = json_rows(Path(source), form)
     check_read(source, read)
     if is_dataframe(source):
         return _dataframe_batches(source, landing, xy_columns)
@@ -144,23 +147,31 @@ _NO_OPTIONS = FileRead()
 def opened(source: Any, read: FileRead = _NO_OPTIONS) -> Any:
     """``source`` as the load (and create=True) reads it: Arrow data opened once, since a
     stream gives its rows once (DataFrames, which export Arrow too, are read as frames);
-    a GeoJSON FeatureCollection as its features; a JSON file of records as its rows.
+    a GeoJSON FeatureCollection as its features; a path as it is.
     Options ``read`` holds that do not apply to it are refused here, before create=True
     makes a table for it."""
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         refuse_url(str(source))
         refuse_empty(path)
-        form = records_form(path)  # an API's records, not GeoJSON
-        if form is None:
-            read.check(file_kind(path), str(path))
-            return source
-        read.check("rows", f"{path} (JSON records)")
-        return json_rows(path, form)
+        records_checked(path, read)
+        return source
     check_read(source, read)
     if is_dataframe(source):  # its __geo_interface__ is a FeatureCollection too
         return _as_frame(source)
     return opened_once(feature_collection(source))
+
+
+def records_checked(path: Path, read: FileRead) -> str | None:
+    """The form of a file of JSON records (:func:`.json_records.records_form`: an API's
+    records, not GeoJSON), read as dict rows; None for any other file. The options of
+    ``read`` that do not apply to the file are refused."""
+    form = records_form(path)
+    if form is None:
+        read.check(file_kind(path), str(path))
+    else:
+        read.check("rows", f"{path} (JSON records)")
+    return form
 
 
 def check_read(source: Any, read: FileRead) -> None:
