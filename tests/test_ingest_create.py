@@ -43,7 +43,7 @@ from typer.testing import CliRunner
 from geosession import ConfigurationError, InvalidGeometry, SpatialDatabase
 from geosession.cli import app
 from geosession.demo import synthetic_polygons
-from geosession.ingest.create import geometry_type
+from geosession.ingest.source_schema import geometry_type
 from geosession.ingest.spool import suffix_of
 
 TABLES = (

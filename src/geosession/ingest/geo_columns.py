@@ -2,7 +2,7 @@
 extension types, Parquet's own GEOMETRY and GEOGRAPHY types, or else a field of a usual
 geometry name; with each geometry column's CRS, geometry types and encoding. Read for
 (Geo)Parquet and Arrow IPC files (:mod:`.columnar_files`), Arrow data in memory
-(:mod:`.arrow_streams`) and the tables ``create=True`` makes (:mod:`.create`)."""
+(:mod:`.arrow_streams`) and the tables ``create=True`` makes (:mod:`.source_schema`)."""
 
 from __future__ import annotations
 
