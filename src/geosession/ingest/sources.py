@@ -32,7 +32,7 @@ from geosession.ingest.arrow_streams import (
 )
 from geosession.ingest.batches import Batch, Landing, check_fields, geometry_field, repeated
 from geosession.ingest.crs import SourceCrs, source_crs
-from geosession.ingest.features import feature_collection
+from geosession.ingest.features import feature_collection, is_geojson_text
 from geosession.ingest.file_read import FileRead
 from geosession.ingest.files import (
     SUPPORTED,
@@ -150,7 +150,7 @@ def opened(source: Any, read: FileRead = _NO_OPTIONS) -> Any:
     a GeoJSON FeatureCollection as its features; a path as it is.
     Options ``read`` holds that do not apply to it are refused here, before create=True
     makes a table for it."""
-    if isinstance(source, str | os.PathLike):
+    if isinstance(source, str | os.PathLike) and not is_geojson_text(source):
         path = Path(source)
         refuse_url(str(source))
         refuse_empty(path)
