@@ -1046,6 +1046,7 @@ def test_a_compressed_suffix_compresses_the_file_as_it_is_written(
         "p.geojsonl.gz",
         "p.geojsonl.zst",
         "p.parquet.xz",
+        "p.prj",  # the CSV's CRS
         "plain.geojsonl",
     ]
 
@@ -1536,7 +1537,7 @@ def test_a_csv_export_names_its_crs_in_a_prj_beside_it_which_the_ingest_reads(
     out = tmp_path / "metric.csv"
     db.export("SELECT id, geom FROM rd_metric ORDER BY id", out)
     assert pyogrio.read_info(out, GEOM_POSSIBLE_NAMES="geom")["crs"] == "EPSG:3857"  # GDAL
-    admin.execute("DROP TABLE IF EXISTS rd_metric_back, rd_moved_back")
+    admin.execute("DROP TABLE IF EXISTS rd_metric_back, rd_moved_back, rd_packed_back")
     try:
         assert db.ingest("rd_metric_back", out, create=True).inserted == ROWS
         moved = tmp_path / "moved.csv"
@@ -1556,12 +1557,18 @@ def test_a_csv_export_names_its_crs_in_a_prj_beside_it_which_the_ingest_reads(
         assert same.fetchone() == (ROWS - 1,)  # row 17's geometry is NULL
         with pytest.raises(ConfigurationError, match=r"CRS is EPSG:3857, but column geom .* 4326"):
             db.ingest("rd_parcels", out)
+        packed = tmp_path / "packed.csv.gz"  # compressed as it is written: packed.prj
+        db.export("SELECT id, geom FROM rd_metric WHERE id <= 10", packed)
+        assert (tmp_path / "packed.prj").read_text() == (tmp_path / "metric.prj").read_text()
+        assert db.ingest("rd_packed_back", packed, create=True).inserted == 10
+        made = admin.execute("SELECT Find_SRID('public', 'rd_packed_back', 'geom')").fetchone()
+        assert made == (3857,)
         db.export("SELECT id, geom FROM rd_parcels WHERE id < 0", out)  # no rows, 4326
         assert "WGS 84" in (tmp_path / "metric.prj").read_text()
         db.export("SELECT 1 AS id, 'POINT (1 2)'::geometry AS geom", out)  # no CRS
         assert not (tmp_path / "metric.prj").exists()  # the earlier one would be wrong
     finally:
-        admin.execute("DROP TABLE IF EXISTS rd_metric_back, rd_moved_back")
+        admin.execute("DROP TABLE IF EXISTS rd_metric_back, rd_moved_back, rd_packed_back")
 
 
 def test_points_with_z_as_coordinate_columns_keep_their_z(

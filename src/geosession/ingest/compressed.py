@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import lzma
 import os
+import shutil
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ from rich.progress import Progress as RichProgress
 from geosession.compression import KINDS, compression_suffix, decompressor
 from geosession.errors import ConfigurationError, GeoSessionError
 from geosession.ingest.features import is_geojson_text
+from geosession.sidecar import prj_path
 
 BLOCK = 1 << 20
 _CORRUPT = (OSError, EOFError, zlib.error, lzma.LZMAError)
@@ -96,6 +98,8 @@ def decompressed(path: Path, *, progress: bool = False) -> Iterator[Path]:
             _check_kind(copy, path)
             with _bytes_read(path, raw, progress) as advance:
                 _write(stream, head, copy, path, advance)
+        if (prj := prj_path(path)).is_file():  # a CSV's CRS, as the export leaves it
+            shutil.copyfile(prj, prj_path(copy))
         yield copy
 
 

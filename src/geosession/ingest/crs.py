@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from geosession.geometry import authority_code
+from geosession.sidecar import prj_path
 
 SourceCrs = int | str
 """An EPSG code (the SRID), or the definition (WKT, PROJJSON) of a CRS without one."""
@@ -49,7 +50,7 @@ def source_crs(crs: Any) -> SourceCrs | None:
 def sidecar_crs(path: Path) -> tuple[Path, SourceCrs] | None:
     """The ``.prj`` beside a CSV file (GeoCSV's sidecar, which geosession's export and
     GDAL's writers leave) and the CRS it holds, else None."""
-    prj = path.with_suffix(".prj")
+    prj = prj_path(path)
     if not prj.is_file():
         return None
     crs = source_crs(prj.read_text(encoding="utf-8", errors="replace"))

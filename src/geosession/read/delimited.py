@@ -8,8 +8,8 @@ delimited-text layers and ``geosession ingest`` read. With ``coordinates``, the 
 geometry column's points become ``longitude`` and ``latitude`` columns (a geographic CRS)
 or ``x`` and ``y`` (any other), as spreadsheets and the ingest read them too. bytea is
 written as PostgreSQL prints it (``\\x`` and hex). A CSV holds no CRS: one written to a
-path gets the active geometry column's in a ``.prj`` file beside it (GeoCSV's sidecar,
-which GDAL, QGIS and ``geosession ingest`` read), as WKT.
+path gets the active geometry column's in a ``.prj`` file beside it
+(:mod:`geosession.sidecar`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 from itertools import chain
-from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -36,8 +35,9 @@ def write_csv(
     *,
     progress: Progress | None,
     coordinates: bool = False,
-) -> int:
-    """Writes ``stream`` as CSV to ``dest`` (a path, or a binary file); returns the count.
+) -> tuple[int, str | None]:
+    """Writes ``stream`` as CSV to ``dest`` (a path, or a binary file); returns the count
+    and the CRS of the active geometry column (for its ``.prj``: :mod:`geosession.sidecar`).
     ``coordinates``: the points of the active geometry column as two number columns."""
     pa = pyarrow()
     from pyarrow import csv
@@ -65,27 +65,11 @@ def write_csv(
         with csv.CSVWriter(sink, as_points.schema if as_points else schema) as writer:
             for batch in batches:
                 writer.write_batch(as_points.batch(batch, latest[0]) if as_points else batch)
-    if not hasattr(dest, "write"):
-        write_prj(Path(os.fspath(dest)), crs)
-    return count
+    return count, crs
 
 
 _NONE = np.empty(0, dtype=object)
 """No geometries: a column's CRS as declared (or transformed into), for an empty export."""
-
-
-def write_prj(path: Path, crs: str | None) -> None:
-    """The CRS of the CSV at ``path`` in the ``.prj`` beside it (WKT1 as GDAL writes it,
-    with the EPSG code; WKT2 for a CRS WKT1 cannot hold). Without one, a ``.prj`` left by
-    an earlier export to that name is removed: it would give the new file a wrong CRS."""
-    prj = path.with_suffix(".prj")
-    if crs is None:
-        prj.unlink(missing_ok=True)
-        return
-    from pyproj import CRS
-
-    parsed = CRS.from_user_input(crs)
-    prj.write_text(parsed.to_wkt("WKT1_GDAL") or parsed.to_wkt("WKT2_2019"))
 
 
 class _Coordinates:

@@ -29,6 +29,7 @@ from geosession.read.geojson import (
 from geosession.read.plan import ReadOptions
 from geosession.read.progress import progress_callback
 from geosession.read.stream import Connect, GeometryStream
+from geosession.sidecar import write_prj
 
 FORMATS = ("geojson", "geojsonl", "gpkg", "fgb", "shp", "parquet", "arrow", "csv")
 """Export formats: GeoJSON FeatureCollection, GeoJSON Lines, GeoPackage, FlatGeobuf,
@@ -115,8 +116,24 @@ def export(
             spatial_index=spatial_index,
             coordinates=coordinates,
         )
-        return _compressed(written, path, chosen, compression)
-    output = _Output(dest, chosen, layer, spatial_index, coordinates)
+        result = _compressed(written, path, chosen, compression)
+    else:
+        output = _Output(dest, chosen, layer, spatial_index, coordinates)
+        result = _export_plain(connect, statement, output, options, params, progress)
+    if result.format == "csv" and path is not None:
+        write_prj(path, result.crs)  # a CSV's CRS: parcels.prj
+    return result
+
+
+def _export_plain(
+    connect: Connect,
+    statement: Any,
+    output: _Output,
+    options: ReadOptions,
+    params: Mapping[str, Any] | None,
+    progress: bool | Progress | None,
+) -> ExportResult:
+    """An export written as it is, to a path or a file."""
     with progress_callback(progress) as advance, _file_failures(output):
         if output.format in ("geojson", "geojsonl"):
             return _write_geojson(connect, statement, options, params, output, advance)
@@ -256,15 +273,18 @@ def _write_file(stream: GeometryStream, output: _Output, progress: Progress | No
             stream, output.path, progress=progress, spatial_index=output.spatial_index
         )
         return ExportResult(written.count, output.path, output.format, written.renamed)
+    if output.format == "csv":
+        from geosession.read.delimited import write_csv
+
+        count, crs = write_csv(
+            stream, output.dest, progress=progress, coordinates=output.coordinates
+        )
+        return ExportResult(count, output.path, output.format, crs=crs)
     return ExportResult(_write_plain_file(stream, output, progress), output.path, output.format)
 
 
 def _write_plain_file(stream: GeometryStream, output: _Output, progress: Progress | None) -> int:
     """Writes a file of a format without limits of its own on names; returns the rows."""
-    if output.format == "csv":
-        from geosession.read.delimited import write_csv
-
-        return write_csv(stream, output.dest, progress=progress, coordinates=output.coordinates)
     if output.format == "parquet":
         from geosession.read.parquet import write_parquet
 

@@ -50,6 +50,8 @@ class ExportResult:
     path: str | None
     format: str
     renamed: Mapping[str, str] = field(default_factory=dict)
+    crs: str | None = None
+    """The CRS of a CSV's geometry column, which the file cannot hold (its ``.prj``'s)."""
 
 
 class Framing:
