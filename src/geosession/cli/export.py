@@ -17,7 +17,8 @@ def export(
         typer.Option(
             "--format",
             help="geojson, geojsonl, gpkg, fgb, shp (Shapefile; a .shp.zip OUTPUT is one zip), "
-            "parquet (GeoParquet), arrow (Arrow IPC: Feather) or csv (geometry as WKT) "
+            "parquet (GeoParquet), arrow (Arrow IPC: Feather) or csv (geometry as WKT, its CRS "
+            "in a .prj beside it) "
             "(default: from OUTPUT's suffix). OUTPUT ending in .gz, .bz2, .xz or .zst is "
             "compressed as it is written (parcels.geojsonl.gz; not gpkg, fgb, shp).",
         ),
