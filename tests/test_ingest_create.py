@@ -731,6 +731,63 @@ def test_json_files_of_records_load_as_dict_rows(
         db.ingest("json_broken", broken, create=True)
 
 
+def test_records_in_a_member_of_a_json_object_load_as_dict_rows(
+    db: SpatialDatabase,
+    admin: psycopg.Connection[Any],
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: Any,
+) -> None:
+    """Most APIs wrap their records ({"count": 2, "results": [...]}): such a file went to
+    GDAL, whose error was "not recognized as being in a supported file format", and piped
+    in on one line it loaded as one row of a count and a jsonb of the records. The array
+    of objects in a member loads, streamed (layer= names the member when several hold
+    one); GeoJSON and Esri JSON objects stay GDAL's."""
+    records = [{"id": 1, "lat": 1.0, "lon": 2.0}, {"id": 2, "lat": 3.0, "lon": 4.0}]
+    answer = {"count": 2, "meta": {"page": 1}, "results": records, "next": None}
+    wrapped = tmp_path / "answer.json"
+    wrapped.write_bytes(orjson.dumps(answer, option=orjson.OPT_INDENT_2))
+    assert db.ingest("wrapped_records", wrapped, create=True).inserted == 2
+    stored = admin.execute("SELECT id, ST_AsText(geom) FROM wrapped_records ORDER BY id")
+    assert stored.fetchall() == [(1, "POINT(2 1)"), (2, "POINT(4 3)")]
+    two = tmp_path / "two.json"
+    two.write_bytes(orjson.dumps({"errors": [{"code": 7}], "results": records}))
+    with pytest.raises(ConfigurationError, match=r"members 'errors' and 'results' each .* lay"):
+        db.ingest("two_records", two, create=True)
+    assert db.ingest("two_records", two, create=True, layer="results").inserted == 2
+    with pytest.raises(ConfigurationError, match=r"layer='data' names no member .*: 'errors', "):
+        db.ingest("two_records", two, layer="data")
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    piped = CliRunner().invoke(
+        app, ["ingest", "-", "piped_answer", "--create"], input=orjson.dumps(answer)
+    )
+    assert piped.exit_code == 0, piped.output
+    assert admin.execute("SELECT count(*), max(id) FROM piped_answer").fetchone() == (2, 2)
+    point = {"type": "Point", "coordinates": [1, 2]}
+    collection = {  # a member of metadata records before GeoJSON's own: GDAL's still
+        "metadata": [{"source": "survey"}],
+        "type": "FeatureCollection",
+        "features": [{"type": "Feature", "properties": {"n": 1}, "geometry": point}],
+    }
+    geojson = tmp_path / "collection.json"
+    geojson.write_bytes(orjson.dumps(collection))
+    assert db.ingest("collection_with_metadata", geojson, create=True).inserted == 1
+    assert "n" in columns(admin, "collection_with_metadata")
+    esri = tmp_path / "esri.json"  # its fields are an array of objects too
+    esri.write_bytes(
+        orjson.dumps(
+            {
+                "geometryType": "esriGeometryPoint",
+                "spatialReference": {"wkid": 4326},
+                "fields": [{"name": "n", "type": "esriFieldTypeInteger", "alias": "n"}],
+                "features": [{"attributes": {"n": 1}, "geometry": {"x": 1, "y": 2}}],
+            }
+        )
+    )
+    assert db.ingest("esri_points", esri, create=True).inserted == 1
+    assert columns(admin, "esri_points")["geom"] == "geometry(Point,4326)"
+
+
 def test_a_json_file_of_records_is_read_a_record_at_a_time_and_typed_whole(
     db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
 ) -> None:

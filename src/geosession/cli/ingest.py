@@ -108,7 +108,8 @@ def ingest(
         str | None,
         typer.Option(
             help="The layer to load, for a file that has several (a GeoPackage, a File "
-            "Geodatabase); ogrinfo FILE lists them."
+            "Geodatabase; ogrinfo FILE lists them), or the member of a JSON object whose "
+            'array holds the records ({"results": [...]}) when several members hold one.'
         ),
     ] = None,
     where: Annotated[

@@ -35,8 +35,8 @@ class FileRead:
 
     def check(self, kind: str, source: str) -> None:
         """Refuses an option given for a source (``kind``: "csv", "vector", "parquet",
-        "arrow" (a file), "arrow data", "frame" or "rows") it does not apply to, and a bbox
-        that is no box."""
+        "arrow" (a file), "arrow data", "frame", "rows" or "json object": records in a JSON
+        object's member) it does not apply to, and a bbox that is no box."""
         for name, (kinds, purpose) in _FILE_OPTIONS.items():
             value = getattr(self, name)
             if value is not None and kind not in kinds:
@@ -77,7 +77,11 @@ class FileRead:
 
 _FILE_OPTIONS = {
     "wkt_column": (("csv",), "names the geometry column of a CSV file"),
-    "layer": (("vector",), "names a layer of a vector file (GeoPackage, ...)"),
+    "layer": (
+        ("vector", "json object"),
+        "names a layer of a vector file (GeoPackage, ...) or the member of a JSON object "
+        "that holds its records",
+    ),
     "encoding": (("csv", "vector"), "is the text encoding of a Shapefile or CSV file"),
     "where": (("vector",), "filters the features of a vector file (GeoPackage, Shapefile, ...)"),
     "bbox": (
@@ -85,7 +89,7 @@ _FILE_OPTIONS = {
         "filters the features of a file (GeoPackage, Shapefile, GeoParquet, ...)",
     ),
     "xy_columns": (
-        ("csv", "vector", "frame", "rows", "parquet", "arrow", "arrow data"),
+        ("csv", "vector", "frame", "rows", "json object", "parquet", "arrow", "arrow data"),
         "names the coordinate columns of a file, a DataFrame, Arrow data or dict rows "
         "without geometries",
     ),

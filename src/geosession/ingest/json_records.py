@@ -1,17 +1,21 @@
 """JSON that is not GeoJSON, an API's records saved or piped in, loaded as dict rows.
 
 A JSON array of objects (``[{"name": ..., "lat": ..., "lon": ...}, ...]``, as ``curl``
-saves an API's answer) is read an item at a time by ijson's streaming parser, so memory
-stays flat however long the array; JSON Lines of objects (``.jsonl``, ``.ndjson``) a line
-at a time. Their rows load as dict rows do (coordinate keys or a key of geometries make
-the geometry; create=True types the table from them, over the whole file); an array of
-GeoJSON Features loads as Features. GeoJSON itself (a FeatureCollection, a Feature per
-line) and any other JSON object (Esri JSON) are left to GDAL.
+saves an API's answer), or such an array in a JSON object (``{"count": 2, "results":
+[...]}``: the first member that is one, or the one ``layer=`` names), is read an item at
+a time by ijson's streaming parser, so memory stays flat however long the array; JSON
+Lines of objects (``.jsonl``, ``.ndjson``) a line at a time. Their rows load as dict rows
+do (coordinate keys or a key of geometries make the geometry; create=True types the
+table from them, over the whole file); an array of GeoJSON Features loads as Features.
+GeoJSON itself (a FeatureCollection, a Feature per line), TopoJSON and Esri JSON are left
+to GDAL.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,28 +28,120 @@ _SUFFIXES = (".json", ".jsonl", ".ndjson")
 _LINES = (".jsonl", ".ndjson")
 _HEAD = 1 << 16
 """Bytes read to tell records from GeoJSON: the first line of JSON Lines must fit."""
+_OBJECT_HEAD = 1 << 20
+"""Bytes of a JSON object read for the member that holds its records."""
 _BLANK = b" \t\r\n\xef\xbb\xbf"  # and a UTF-8 byte order mark
 _GEOJSON_TYPES = ("Feature", "FeatureCollection")
+_GDAL_KEYS = ("features", "geometryType", "spatialReference", "arcs")
+"""Members of a JSON object GDAL reads (GeoJSON's and Esri JSON's features, Esri JSON's
+geometry type and CRS, TopoJSON's arcs)."""
 
 
-def records_form(path: Path) -> str | None:
-    """ "array" or "lines" for a JSON file of records, else None: the file is GeoJSON, no
-    JSON at all, or not there (its reader says so)."""
+@dataclass(frozen=True)
+class RecordsForm:
+    """How a JSON file holds its records: an array, lines, or an array in an object."""
+
+    kind: str
+    """"array", "lines" or "object"."""
+    key: str | None = None
+    """The object's member whose array holds the records."""
+
+    @property
+    def items(self) -> str:
+        """ijson's prefix of the records."""
+        return "item" if self.key is None else f"{self.key}.item"
+
+    @property
+    def array(self) -> str:
+        return "its array" if self.key is None else f"its {self.key!r} array"
+
+
+def records_form(path: Path, layer: str | None = None) -> RecordsForm | None:
+    """How a JSON file of records holds them, else None: the file is GeoJSON, TopoJSON,
+    Esri JSON, an object holding no array of objects, no JSON at all, or not there (its
+    reader says so). ``layer`` names the member of an object that holds them."""
     if path.suffix.lower() not in _SUFFIXES or not path.is_file():
         return None
     with path.open("rb") as handle:
-        head = handle.read(_HEAD).lstrip(_BLANK)
+        head = handle.read(_OBJECT_HEAD).lstrip(_BLANK)
     if head.startswith(b"["):
-        return "array"
-    if path.suffix.lower() in _LINES and is_record_line(head):
-        return "lines"
-    return None
+        return RecordsForm("array")
+    if path.suffix.lower() in _LINES and is_record_line(head[:_HEAD]):
+        return RecordsForm("lines")
+    if path.suffix.lower() != ".json" or not head.startswith(b"{"):
+        return None
+    found = ObjectScan.of(head)
+    if found.gdal or not (key := layer or next(iter(found.record_keys), None)):
+        return None
+    if layer is None and len(found.record_keys) > 1:
+        held = " and ".join(map(repr, found.record_keys))
+        raise ConfigurationError(
+            f"{path} is a JSON object whose members {held} each hold an array of objects: "
+            f"name the one to load with layer= (CLI: --layer {found.record_keys[0]})"
+        )
+    if found.complete and key not in found.record_keys:
+        held = ", ".join(map(repr, found.record_keys)) or "none"
+        raise ConfigurationError(
+            f"layer={key!r} names no member of {path} holding an array of objects (its "
+            f"records); the members that do: {held}"
+        )
+    return RecordsForm("object", key)
 
 
-def json_rows(path: Path, form: str) -> Iterator[dict[str, Any]]:
-    """The rows of a JSON file of records of ``form`` (:func:`records_form`), one at a
-    time, from each call anew."""
-    return _array(path) if form == "array" else _lines(path)
+def json_rows(path: Path, form: RecordsForm) -> Iterator[dict[str, Any]]:
+    """The rows of a JSON file of records held as ``form`` says, one at a time, from each
+    call anew."""
+    return _lines(path) if form.kind == "lines" else _items(path, form)
+
+
+@dataclass
+class ObjectScan:
+    """What the start of a JSON object shows: the members holding arrays of objects
+    (records), whether GDAL reads it, and whether it ended there with nothing after it."""
+
+    record_keys: list[str] = field(default_factory=list)
+    gdal: bool = False
+    complete: bool = False
+    trailing: bool = False
+    """Something follows the object: JSON Lines, not one object."""
+    _array: str | None = None
+
+    @classmethod
+    def of(cls, head: bytes) -> ObjectScan:
+        """The scan of ``head``, to its end or until GDAL's members show (a GeoJSON
+        object's "type" may follow an array of objects in its metadata)."""
+        scan = cls()
+        try:
+            for prefix, event, value in ijson.parse(io.BytesIO(head)):
+                scan._see(prefix, event, value)
+                if scan.gdal or scan.trailing:
+                    break
+        except ijson.JSONError:  # the head ends inside the object, or after it
+            scan.trailing = scan.complete
+        return scan
+
+    def _see(self, prefix: str, event: str, value: Any) -> None:
+        """Notes one event of the parser."""
+        if self.complete:
+            self.trailing = True
+        elif prefix == "" and event == "end_map":
+            self.complete = True
+        elif prefix == "" and event == "map_key":
+            self.gdal |= value in _GDAL_KEYS
+        elif prefix == "type" and event == "string":
+            self.gdal |= value in (*_GEOJSON_TYPES, "Topology")
+        elif prefix and "." not in prefix and event == "start_array":
+            self._array = prefix
+        elif self._array is not None and prefix == f"{self._array}.item" and event == "start_map":
+            self.record_keys.append(self._array)
+            self._array = None
+
+
+def holds_records(head: bytes) -> bool:
+    """Whether ``head`` starts one JSON object (nothing after it: not JSON Lines) that
+    holds records in a member and that GDAL does not read: an API's answer piped in."""
+    found = ObjectScan.of(head)
+    return bool(found.record_keys) and not (found.gdal or found.trailing)
 
 
 def is_record_line(text: bytes) -> bool:
@@ -62,22 +158,23 @@ def is_record_line(text: bytes) -> bool:
     )
 
 
-def _array(path: Path) -> Iterator[dict[str, Any]]:
+def _items(path: Path, form: RecordsForm) -> Iterator[dict[str, Any]]:
     number = 0
     with path.open("rb") as handle:
         try:
-            for number, row in enumerate(ijson.items(handle, "item", use_float=True), start=1):
+            items = ijson.items(handle, form.items, use_float=True)
+            for number, row in enumerate(items, start=1):
                 if not isinstance(row, dict):
                     raise ConfigurationError(
-                        f"{path}, item {number} of its array: a JSON {_json_kind(row)}, where "
-                        "geosession loads an array of objects (records, whose keys name the "
-                        "columns, or GeoJSON Features)"
+                        f"{path}, item {number} of {form.array}: a JSON {_json_kind(row)}, "
+                        "where geosession loads an array of objects (records, whose keys name "
+                        "the columns, or GeoJSON Features)"
                     )
                 yield row
         except ijson.JSONError as error:
             reason = str(error).splitlines()[0]
             raise ConfigurationError(
-                f"{path} is not JSON after item {number} of its array: {reason}"
+                f"{path} is not JSON after item {number} of {form.array}: {reason}"
             ) from error
 
 

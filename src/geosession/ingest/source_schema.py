@@ -62,7 +62,7 @@ from geosession.ingest.held_geometries import (
     frame_geometries,
     srid_stated,
 )
-from geosession.ingest.json_records import json_rows, records_form
+from geosession.ingest.json_records import RecordsForm, json_rows, records_form
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.points import NEW_Z_NAMES, PointColumns, point_columns
 from geosession.ingest.progress import counted, counting
@@ -164,7 +164,9 @@ class Srids:
 
 def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: str) -> SourceSchema:
     """The columns for ``source``'s fields; refused for sources that do not declare them."""
-    if isinstance(source, str | os.PathLike) and (form := records_form(Path(source))):
+    if isinstance(source, str | os.PathLike) and (
+        form := records_form(Path(source), options.layer)
+    ):
         schema = _json_schema(Path(source), form, options, srids)
     elif isinstance(source, str | os.PathLike):
         path = Path(source)
@@ -225,7 +227,9 @@ def _records_schema(
     return schema
 
 
-def _json_schema(path: Path, form: str, options: IngestOptions, srids: Srids) -> SourceSchema:
+def _json_schema(
+    path: Path, form: RecordsForm, options: IngestOptions, srids: Srids
+) -> SourceSchema:
     """A JSON records file's columns, as for a list of its rows: a pass over the whole
     file, counted with ``progress=True``, before the load reads it again."""
     rows = json_rows(path, form)

@@ -44,7 +44,7 @@ from geosession.ingest.files import (
 )
 from geosession.ingest.held_geometries import frame_geometries
 from geosession.ingest.iterables import iterable_batches
-from geosession.ingest.json_records import json_rows, records_form
+from geosession.ingest.json_records import RecordsForm, json_rows, records_form
 from geosession.ingest.points import series_points
 
 
@@ -113,7 +113,8 @@ def iter_batches(
         if form is None:
             return file_batches(Path(source), landing, read)
         source = json_rows(Path(source), form)
-    check_read(source, read)
+    else:
+        check_read(source, read)
     if is_dataframe(source):
         return _dataframe_batches(source, landing, xy_columns)
     if is_arrow_stream(source):
@@ -162,15 +163,15 @@ def opened(source: Any, read: FileRead = _NO_OPTIONS) -> Any:
     return opened_once(feature_collection(source))
 
 
-def records_checked(path: Path, read: FileRead) -> str | None:
-    """The form of a file of JSON records (:func:`.json_records.records_form`: an API's
-    records, not GeoJSON), read as dict rows; None for any other file. The options of
-    ``read`` that do not apply to the file are refused."""
-    form = records_form(path)
+def records_checked(path: Path, read: FileRead) -> RecordsForm | None:
+    """How a file of JSON records (an API's, not GeoJSON: :mod:`.json_records`) holds
+    them, read as dict rows; None for any other file. The options of ``read`` that do not
+    apply to the file are refused (``layer`` names an object's member of records)."""
+    form = records_form(path, read.layer)
     if form is None:
         read.check(file_kind(path), str(path))
     else:
-        read.check("rows", f"{path} (JSON records)")
+        read.check("json object" if form.kind == "object" else "rows", f"{path} (JSON records)")
     return form
 
 
