@@ -786,6 +786,22 @@ def test_records_in_a_member_of_a_json_object_load_as_dict_rows(
     )
     assert db.ingest("esri_points", esri, create=True).inserted == 1
     assert columns(admin, "esri_points")["geom"] == "geometry(Point,4326)"
+    one = tmp_path / "stop.json"  # GET /stops/5: one record
+    one.write_bytes(orjson.dumps(records[0], option=orjson.OPT_INDENT_2))
+    assert db.ingest("one_record", one, create=True).inserted == 1
+    assert admin.execute("SELECT id, ST_AsText(geom) FROM one_record").fetchone() == (
+        1,
+        "POINT(2 1)",
+    )
+    piped = CliRunner().invoke(
+        app, ["ingest", "-", "piped_record", "--create"], input=one.read_bytes()
+    )  # its first line, "{", is no whole record: it went to GDAL
+    assert piped.exit_code == 0, piped.output
+    assert admin.execute("SELECT count(*) FROM piped_record").fetchone() == (1,)
+    shapes = tmp_path / "shapes.json"  # a geometry: GDAL's, though it holds objects
+    shapes.write_bytes(orjson.dumps({"type": "GeometryCollection", "geometries": [point]}))
+    assert db.ingest("one_collection", shapes, create=True).inserted == 1
+    assert columns(admin, "one_collection")["geom"] == "geometry(Geometry,4326)"
 
 
 def test_a_json_file_of_records_is_read_a_record_at_a_time_and_typed_whole(

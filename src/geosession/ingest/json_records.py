@@ -2,13 +2,13 @@
 
 A JSON array of objects (``[{"name": ..., "lat": ..., "lon": ...}, ...]``, as ``curl``
 saves an API's answer), or such an array in a JSON object (``{"count": 2, "results":
-[...]}``: the first member that is one, or the one ``layer=`` names), is read an item at
+[...]}``: the member that is one, or the one ``layer=`` names of several), is read an item at
 a time by ijson's streaming parser, so memory stays flat however long the array; JSON
 Lines of objects (``.jsonl``, ``.ndjson``) a line at a time. Their rows load as dict rows
 do (coordinate keys or a key of geometries make the geometry; create=True types the
 table from them, over the whole file); an array of GeoJSON Features loads as Features.
-GeoJSON itself (a FeatureCollection, a Feature per line), TopoJSON and Esri JSON are left
-to GDAL.
+One object of no such shape is one record. GeoJSON itself (a FeatureCollection, a
+geometry, a Feature per line), TopoJSON and Esri JSON are left to GDAL.
 """
 
 from __future__ import annotations
@@ -32,6 +32,12 @@ _OBJECT_HEAD = 1 << 20
 """Bytes of a JSON object read for the member that holds its records."""
 _BLANK = b" \t\r\n\xef\xbb\xbf"  # and a UTF-8 byte order mark
 _GEOJSON_TYPES = ("Feature", "FeatureCollection")
+_GDAL_TYPES = (
+    *_GEOJSON_TYPES,
+    *("Point", "LineString", "Polygon", "MultiPoint", "MultiLineString", "MultiPolygon"),
+    *("GeometryCollection", "Topology"),
+)
+"""The "type" of a JSON object GDAL reads: GeoJSON's (a geometry too), TopoJSON's."""
 _GDAL_KEYS = ("features", "geometryType", "spatialReference", "arcs")
 """Members of a JSON object GDAL reads (GeoJSON's and Esri JSON's features, Esri JSON's
 geometry type and CRS, TopoJSON's arcs)."""
@@ -42,17 +48,21 @@ class RecordsForm:
     """How a JSON file holds its records: an array, lines, or an array in an object."""
 
     kind: str
-    """"array", "lines" or "object"."""
+    """"array", "lines", "object" (an array in a member) or "record" (one object)."""
     key: str | None = None
     """The object's member whose array holds the records."""
 
     @property
     def items(self) -> str:
         """ijson's prefix of the records."""
+        if self.kind == "record":
+            return ""
         return "item" if self.key is None else f"{self.key}.item"
 
     @property
     def array(self) -> str:
+        if self.kind == "record":
+            return "its object"
         return "its array" if self.key is None else f"its {self.key!r} array"
 
 
@@ -71,7 +81,11 @@ def records_form(path: Path, layer: str | None = None) -> RecordsForm | None:
     if path.suffix.lower() != ".json" or not head.startswith(b"{"):
         return None
     found = ObjectScan.of(head)
-    if found.gdal or not (key := layer or next(iter(found.record_keys), None)):
+    if found.gdal:
+        return None
+    if layer is None and found.complete and not (found.record_keys or found.trailing):
+        return RecordsForm("record")  # one API record (GET /stops/5)
+    if not (key := layer or next(iter(found.record_keys), None)):
         return None
     if layer is None and len(found.record_keys) > 1:
         held = " and ".join(map(repr, found.record_keys))
@@ -129,7 +143,7 @@ class ObjectScan:
         elif prefix == "" and event == "map_key":
             self.gdal |= value in _GDAL_KEYS
         elif prefix == "type" and event == "string":
-            self.gdal |= value in (*_GEOJSON_TYPES, "Topology")
+            self.gdal |= value in _GDAL_TYPES
         elif prefix and "." not in prefix and event == "start_array":
             self._array = prefix
         elif self._array is not None and prefix == f"{self._array}.item" and event == "start_map":
@@ -137,11 +151,11 @@ class ObjectScan:
             self._array = None
 
 
-def holds_records(head: bytes) -> bool:
-    """Whether ``head`` starts one JSON object (nothing after it: not JSON Lines) that
-    holds records in a member and that GDAL does not read: an API's answer piped in."""
+def is_api_answer(head: bytes) -> bool:
+    """Whether ``head`` starts one JSON object (nothing after it: not JSON Lines) of no
+    shape GDAL reads, holding records in a member or being one: an API's answer."""
     found = ObjectScan.of(head)
-    return bool(found.record_keys) and not (found.gdal or found.trailing)
+    return bool(found.record_keys or found.complete) and not (found.gdal or found.trailing)
 
 
 def is_record_line(text: bytes) -> bool:

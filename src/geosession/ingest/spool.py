@@ -21,7 +21,7 @@ import orjson
 from geosession.compression import compression_of
 from geosession.errors import ConfigurationError
 from geosession.ingest.compressed import BLOCK, Reader, decompressing, read_block
-from geosession.ingest.json_records import holds_records, is_record_line
+from geosession.ingest.json_records import is_api_answer, is_record_line
 
 _SQLITE = b"SQLite format 3\x00"
 _GEOPACKAGE_IDS = (b"GPKG", b"GP10", b"GP11")
@@ -118,8 +118,8 @@ def suffix_of(head: bytes, name: str = "standard input") -> str:
         )
     if text.startswith(b"\x1e") or (text.startswith(b"{") and _is_feature_line(text)):
         return ".geojsonl"  # GeoJSON Text Sequence, or newline-delimited features
-    if text.startswith(b"{") and holds_records(text):
-        return ".json"  # an API's answer: its records in a member of one object
+    if text.startswith(b"{") and is_api_answer(text):
+        return ".json"  # an API's answer: records in a member of one object, or one record
     if text.startswith(b"{") and is_record_line(text):
         return ".jsonl"  # JSON Lines of an API's records
     if text.startswith(b"{"):
