@@ -731,6 +731,30 @@ def test_json_files_of_records_load_as_dict_rows(
         db.ingest("json_broken", broken, create=True)
 
 
+def test_the_report_names_geometry_columns_made_without_an_srid(
+    db: SpatialDatabase, tmp_path: Path
+) -> None:
+    """A CSV of WKT loaded with create=True made a geometry column of no SRID without a
+    word (doctor found it later): the report names such columns, unless srid=0 asked for
+    one, or the file's .prj or srid= gave one."""
+    path = tmp_path / "places.csv"
+    path.write_text("name,wkt\na,POINT(1 2)\n")
+    report = db.ingest("made_unreferenced", path, create=True)
+    assert report.made_without_srid == ["geom"]
+    assert "made without an SRID (none stated: give --srid)" in str(report)
+    assert report.as_dict()["made_without_srid"] == ["geom"]
+    assert db.ingest("made_srid_0", path, create=True, srid=0).made_without_srid == []
+    assert db.ingest("made_srid_4326", path, create=True, srid=4326).made_without_srid == []
+    (tmp_path / "places.prj").write_text(pyproj_wkt(3857))
+    assert db.ingest("made_by_prj", path, create=True).made_without_srid == []
+
+
+def pyproj_wkt(code: int) -> str:
+    import pyproj
+
+    return str(pyproj.CRS.from_epsg(code).to_wkt())
+
+
 def test_records_in_a_member_of_a_json_object_load_as_dict_rows(
     db: SpatialDatabase,
     admin: psycopg.Connection[Any],

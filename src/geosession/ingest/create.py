@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, Table, inspect, text
 from geosession.errors import DatabaseError
 from geosession.ingest.features import first_rows
 from geosession.ingest.options import IngestOptions
+from geosession.ingest.report import IngestReport
 from geosession.ingest.source_schema import SourceSchema, Srids, source_schema
 from geosession.ingest.target import (
     SCHEMA_EXISTS_SQL,
@@ -32,11 +33,12 @@ CREATE TABLE committed while this one waited for it."""
 
 
 def create_target(
-    engine: Engine, target: Any, source: Any, options: IngestOptions, found: set[str]
+    engine: Engine, target: Any, source: Any, options: IngestOptions, report: IngestReport
 ) -> tuple[bool, Any]:
     """Creates ``target`` unless it exists (True when this call created it), and the
     source to load: a generator's rows read to type the table, then the rest. The field
-    found by its values to hold the geometries, if one was, is added to ``found``. The
+    found by its values to hold the geometries, if one was, and the geometry columns made
+    without an SRID (none stated, and srid= not given) go into ``report``. The
     source is read for its columns' types (seconds per million rows) between two short
     transactions, never inside one: a server's idle_in_transaction_session_timeout would
     end it."""
@@ -72,9 +74,17 @@ def create_target(
             if error.sqlstate not in _CREATED_MEANWHILE:
                 raise
             return False, source  # another load made it while this one read the source
-    if columns.by_values:
-        found.add(columns.by_values)
+    _note(report, columns, options)
     return True, source
+
+
+def _note(report: IngestReport, schema: SourceSchema, options: IngestOptions) -> None:
+    """Tells the report what the user may not expect of the table made: the field found
+    by its values to hold its geometries, and its geometry columns of no SRID."""
+    if schema.by_values:
+        report.geometry_fields_found.add(schema.by_values)
+    if options.srid is None:  # srid=0 asked for none
+        report.made_without_srid = schema.without_srid()
 
 
 def _schema_exists(conn: Connection, schema: str) -> bool:

@@ -125,8 +125,8 @@ class Ingest:
             engine, options.max_retries, on_retry=self._count_retry, settings=options.settings
         )
         if options.create:
-            found = self.report.geometry_fields_found
-            created, self.source = create_target(engine, target, self.source, options, found)
+            report = self.report
+            created, self.source = create_target(engine, target, self.source, options, report)
             self.report.created = created
         self.target: Target = self.connections.retrying(
             lambda conn: resolve_target(conn.cursor(), target)

@@ -67,6 +67,10 @@ class IngestReport:
     chunk_size_max: int = 0
     created: bool = False
     """Whether this run created the table (``create=True``)."""
+    made_without_srid: list[str] = field(default_factory=list)
+    """The geometry columns this run created without an SRID: the source stated none
+    (WKT, a CSV without a ``.prj``) and ``srid=`` did not name one. Their coordinates
+    have no CRS in PostGIS until ``UpdateGeometrySRID`` gives them one."""
     geometry_fields_found: set[str] = field(default_factory=set)
     """The source's field whose values were found to be geometries, where no name said
     so: the geometry column create=True made of it, or the field that loaded into the
@@ -110,6 +114,7 @@ class IngestReport:
         values["deferred_indexes"] = list(self.deferred_indexes)
         values["fields_left_out"] = sorted(self.fields_left_out)
         values["geometry_fields_found"] = sorted(self.geometry_fields_found)
+        values["made_without_srid"] = list(self.made_without_srid)
         values["rows_per_second"] = self.rows_per_second
         return values
 
@@ -135,6 +140,9 @@ class IngestReport:
 
     def _rows(self) -> list[tuple[str, str]]:
         rows = [("table", "created by this run")] if self.created else []
+        if self.made_without_srid:
+            made = ", ".join(self.made_without_srid)
+            rows.append(("made without an SRID (none stated: give --srid)", made))
         if self.geometry_fields_found:
             found = ", ".join(sorted(self.geometry_fields_found))
             rows.append(("geometry field, found by its values", found))

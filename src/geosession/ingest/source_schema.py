@@ -90,6 +90,13 @@ class SourceSchema:
     def add(self, name: str, sql_type: str) -> None:
         self.columns.append((name, sql_type))
 
+    def without_srid(self) -> list[str]:
+        """The geometry columns of no SRID (a geography's is 4326 without one)."""
+        types = dict(self.columns)
+        return [
+            g for g in self.geometries if types[g].startswith("geometry(") and "," not in types[g]
+        ]
+
     def retype(self, name: str, sql_type: str) -> None:
         """Column ``name`` of type ``sql_type``: its type changed, or a column added."""
         at = next((i for i, (column, _) in enumerate(self.columns) if column == name), None)
