@@ -68,8 +68,8 @@ class RecordsForm:
 
 def records_form(path: Path, layer: str | None = None) -> RecordsForm | None:
     """How a JSON file of records holds them, else None: the file is GeoJSON, TopoJSON,
-    Esri JSON, an object holding no array of objects, no JSON at all, or not there (its
-    reader says so). ``layer`` names the member of an object that holds them."""
+    Esri JSON, an object whose first megabyte shows no records, no JSON at all, or not
+    there (its reader says so). ``layer`` names the member of an object that holds them."""
     if path.suffix.lower() not in _SUFFIXES or not path.is_file():
         return None
     with path.open("rb") as handle:
