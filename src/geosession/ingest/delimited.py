@@ -46,7 +46,7 @@ def csv_batches(path: Path, landing: Landing, read: FileRead) -> Iterator[Batch]
         srid = stated[1] if stated is not None else points.srid
         crs = {geometry_column: srid} if srid is not None else {}
     elif wkt is not None and stated is not None:
-        crs = {names[header.index(wkt)]: stated[1]}
+        crs = {landing.column_for(renamed(wkt), wkt): stated[1]}
     loaded = [  # coordinates load as numbers too only into columns of their names
         i
         for i, h in enumerate(header)
