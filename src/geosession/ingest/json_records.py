@@ -118,7 +118,7 @@ class ObjectScan:
     complete: bool = False
     trailing: bool = False
     """Something follows the object: JSON Lines, not one object."""
-    _array: str | None = None
+    _array: str | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, head: bytes) -> ObjectScan:
