@@ -858,6 +858,27 @@ def test_a_json_file_of_records_is_read_a_record_at_a_time_and_typed_whole(
     assert columns(admin, "json_late_features")["n"] == "text"
 
 
+def test_a_json_records_file_takes_rename_as_a_files_fields_do(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """rename= (--rename) was refused for a JSON records file as for rows in Python ("rows'
+    keys are renamed in Python"), which a command-line user cannot do. It renames the
+    records' keys, checked against those of the first 1,000 records before any is loaded."""
+    records = [{"Stop Name": "Central", "lat": 1.0, "lon": 2.0}, {"Stop Name": "Park"}]
+    lines = tmp_path / "stops.jsonl"
+    lines.write_bytes(b"\n".join(map(orjson.dumps, records)))
+    rename = {"Stop Name": "stop_name"}
+    report = db.ingest("renamed_stops", lines, create=True, rename=rename)
+    assert report.inserted == 2
+    assert list(columns(admin, "renamed_stops")) == ["fid", "stop_name", "geom"]
+    answer = tmp_path / "answer.json"
+    answer.write_bytes(orjson.dumps({"results": records}))
+    assert db.ingest("renamed_stops", answer, rename=rename).inserted == 2
+    with pytest.raises(ConfigurationError, match=r"rename names 'Name', which .*: Stop Name, lat"):
+        db.ingest("renamed_wrong", lines, create=True, rename={"Name": "stop_name"})
+    assert admin.execute("SELECT to_regclass('renamed_wrong')").fetchone() == (None,)
+
+
 def test_an_option_of_another_kind_of_source_is_refused_before_a_table_is_made(
     db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
 ) -> None:

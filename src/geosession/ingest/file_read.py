@@ -35,8 +35,9 @@ class FileRead:
 
     def check(self, kind: str, source: str) -> None:
         """Refuses an option given for a source (``kind``: "csv", "vector", "parquet",
-        "arrow" (a file), "arrow data", "frame", "rows" or "json object": records in a JSON
-        object's member) it does not apply to, and a bbox that is no box."""
+        "arrow" (a file), "arrow data", "frame", "rows", "json" (a file of JSON records) or
+        "json object" (records in a member of one) it does not apply to, and a bbox that is
+        no box."""
         for name, (kinds, purpose) in _FILE_OPTIONS.items():
             value = getattr(self, name)
             if value is not None and kind not in kinds:
@@ -89,13 +90,17 @@ _FILE_OPTIONS = {
         "filters the features of a file (GeoPackage, Shapefile, GeoParquet, ...)",
     ),
     "xy_columns": (
-        ("csv", "vector", "frame", "rows", "json object", "parquet", "arrow", "arrow data"),
+        (
+            *("csv", "vector", "parquet", "arrow", "json", "json object"),
+            *("frame", "rows", "arrow data"),
+        ),
         "names the coordinate columns of a file, a DataFrame, Arrow data or dict rows "
         "without geometries",
     ),
     "rename": (
-        ("csv", "vector", "parquet", "arrow"),
-        "renames a file's fields (a DataFrame's columns or rows' keys are renamed in Python)",
+        ("csv", "vector", "json", "json object", "parquet", "arrow"),
+        "renames a file's fields or a JSON records file's keys (a DataFrame's columns or "
+        "rows' keys are renamed in Python)",
     ),
 }
 

@@ -14,8 +14,9 @@ geometry, a Feature per line), TopoJSON and Esri JSON are left to GDAL.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +103,27 @@ def records_form(path: Path, layer: str | None = None) -> RecordsForm | None:
     return RecordsForm("object", key)
 
 
-def json_rows(path: Path, form: RecordsForm) -> Iterator[dict[str, Any]]:
+def json_rows(
+    path: Path, form: RecordsForm, rename: Mapping[str, str] | None = None
+) -> Iterator[dict[str, Any]]:
     """The rows of a JSON file of records held as ``form`` says, one at a time, from each
-    call anew."""
-    return _lines(path) if form.kind == "lines" else _items(path, form)
+    call anew; their keys renamed as ``rename`` says (as a file's fields are)."""
+    rows = _lines(path) if form.kind == "lines" else _items(path, form)
+    if not rename:
+        return rows
+    return ({rename.get(key, key): value for key, value in row.items()} for row in rows)
+
+
+def record_keys(path: Path, form: RecordsForm) -> list[str]:
+    """The keys of the file's first records (:data:`KEYS_SAMPLE` of them), in order."""
+    keys: dict[str, None] = {}
+    for row in islice(json_rows(path, form), KEYS_SAMPLE):
+        keys.update(dict.fromkeys(row))
+    return list(keys)
+
+
+KEYS_SAMPLE = 1_000
+"""Records whose keys a rename= of a JSON records file is checked against."""
 
 
 @dataclass

@@ -205,7 +205,7 @@ def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: s
             "first, or load a file, a (Geo)DataFrame, Arrow data, GeoJSON Features or dict "
             "rows (whose keys name the columns)"
         )
-    return _lowercased(schema)
+    return _lowercased(schema, keep=options.rename)
 
 
 def _features_schema(sample: list[Any], rest: Iterable[Any], srids: Srids) -> SourceSchema:
@@ -239,7 +239,7 @@ def _json_schema(
 ) -> SourceSchema:
     """A JSON records file's columns, as for a list of its rows: a pass over the whole
     file, counted with ``progress=True``, before the load reads it again."""
-    rows = json_rows(path, form)
+    rows = json_rows(path, form, options.rename)
     sample = list(islice(rows, FRAME_SAMPLE))
     if not sample:
         raise ConfigurationError(

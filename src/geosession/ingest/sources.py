@@ -33,7 +33,7 @@ from geosession.ingest.arrow_streams import (
 from geosession.ingest.batches import Batch, Landing, check_fields, geometry_field, repeated
 from geosession.ingest.crs import SourceCrs, source_crs
 from geosession.ingest.features import feature_collection, is_geojson_text
-from geosession.ingest.file_read import FileRead
+from geosession.ingest.file_read import FileRead, check_rename
 from geosession.ingest.files import (
     SUPPORTED,
     file_batches,
@@ -44,7 +44,7 @@ from geosession.ingest.files import (
 )
 from geosession.ingest.held_geometries import frame_geometries
 from geosession.ingest.iterables import iterable_batches
-from geosession.ingest.json_records import RecordsForm, json_rows, records_form
+from geosession.ingest.json_records import RecordsForm, json_rows, record_keys, records_form
 from geosession.ingest.points import series_points
 
 
@@ -112,7 +112,7 @@ def iter_batches(
         form = records_checked(Path(source), read)
         if form is None:
             return file_batches(Path(source), landing, read)
-        source = json_rows(Path(source), form)
+        source = json_rows(Path(source), form, read.rename)
     else:
         check_read(source, read)
     if is_dataframe(source):
@@ -170,8 +170,10 @@ def records_checked(path: Path, read: FileRead) -> RecordsForm | None:
     form = records_form(path, read.layer)
     if form is None:
         read.check(file_kind(path), str(path))
-    else:
-        read.check("json object" if form.kind == "object" else "rows", f"{path} (JSON records)")
+        return None
+    read.check("json object" if form.kind == "object" else "json", f"{path} (JSON records)")
+    if read.rename:
+        check_rename(read.rename, record_keys(path, form), path)
     return form
 
 
