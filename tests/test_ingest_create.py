@@ -781,6 +781,11 @@ def test_records_in_a_member_of_a_json_object_load_as_dict_rows(
     assert db.ingest("two_records", two, create=True, layer="results").inserted == 2
     with pytest.raises(ConfigurationError, match=r"layer='data' names no member .*: 'errors', "):
         db.ingest("two_records", two, layer="data")
+    far = tmp_path / "far.json"  # its records past the first megabyte that is scanned
+    far.write_bytes(orjson.dumps({"notes": "x" * 1_100_000, "results": records}))
+    with pytest.raises(ConfigurationError, match=r"further on holds its records .* layer="):
+        db.ingest("far_records", far, create=True)
+    assert db.ingest("far_records", far, create=True, layer="results").inserted == 2
     monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
     piped = CliRunner().invoke(
         app, ["ingest", "-", "piped_answer", "--create"], input=orjson.dumps(answer)

@@ -49,6 +49,7 @@ from geosession.ingest.file_read import FileRead, renamer
 from geosession.ingest.gdal_batches import Reread, mended
 from geosession.ingest.geo_columns import coordinate_fields
 from geosession.ingest.geojson_ids import has_integer_ids
+from geosession.ingest.json_records import records_further_on
 from geosession.read.layer_types import measured_types, name_types_pyogrio_lacks
 from geosession.urls import is_web, url_in
 
@@ -159,6 +160,18 @@ def _is_empty(path: Path) -> bool:
         return path.is_file() and path.stat().st_size == 0
     except OSError:  # no file's name (a GeoJSON text given as a str)
         return False
+
+
+def unreadable_file(path: Path, error: Exception) -> ConfigurationError:
+    """GDAL's refusal of ``path``, with what may read it: for a large JSON object whose
+    first megabyte shows no records, layer= naming the member further on that holds them."""
+    hint = (
+        "; if a member of this JSON object further on holds its records (an array of "
+        "objects), name it with layer= (CLI: --layer MEMBER)"
+        if records_further_on(path)
+        else ""
+    )
+    return ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}{hint}")
 
 
 def is_source_file(path: Path) -> bool:
@@ -277,7 +290,7 @@ def _vector_batches(pyogrio: Any, path: Path, landing: Landing, read: FileRead) 
                     features, names, landing, known, text.fallback, points=points
                 )
     except unreadable as error:
-        raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
+        raise unreadable_file(path, error) from error
 
 
 def rereader(
@@ -406,7 +419,7 @@ def vector_layer(pyogrio: Any, source: GdalSource, layer: str | None) -> str | N
             listed = pyogrio.list_layers(source.name)
             layers = [(str(name), kind) for name, kind in listed]
     except pyogrio.errors.DataSourceError as error:
-        raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
+        raise unreadable_file(path, error) from error
     names = [name for name, _ in layers]
     spatial = [name for name, kind in layers if kind is not None] or names
     if layer is None and len(spatial) == 1:
@@ -450,7 +463,7 @@ def filled_layers(path: Path) -> tuple[list[str], list[str]] | None:
         with measured_types():
             listed = [(str(name), kind) for name, kind in pyogrio.list_layers(source.name)]
     except pyogrio.errors.DataSourceError as error:
-        raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
+        raise unreadable_file(path, error) from error
     spatial = [name for name, kind in listed if kind is not None]
     if not spatial:
         return None

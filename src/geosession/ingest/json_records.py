@@ -176,6 +176,17 @@ def is_api_answer(head: bytes) -> bool:
     return bool(found.record_keys or found.complete) and not (found.gdal or found.trailing)
 
 
+def records_further_on(path: Path) -> bool:
+    """Whether ``path`` is a JSON object too large to scan whole that shows neither records
+    nor GDAL's members in its first megabyte: a member further on may hold its records."""
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return False
+    with path.open("rb") as handle:
+        head = handle.read(_OBJECT_HEAD).lstrip(_BLANK)
+    found = ObjectScan.of(head) if head.startswith(b"{") else ObjectScan(gdal=True)
+    return not (found.gdal or found.complete or found.record_keys)
+
+
 def is_record_line(text: bytes) -> bool:
     """Whether the first line is a whole JSON object of no GeoJSON or Esri JSON shape
     (a record, so the rest are lines of them)."""

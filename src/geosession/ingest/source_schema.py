@@ -47,11 +47,11 @@ from geosession.ingest.features import (
 from geosession.ingest.field_types import arrow_type, ogr_type, series_type
 from geosession.ingest.file_read import check_rename
 from geosession.ingest.files import (
-    SUPPORTED,
     empty_sequence,
     file_kind,
     id_column,
     is_source_file,
+    unreadable_file,
     vector_layer,
 )
 from geosession.ingest.found_types import curved_types, feature_types
@@ -336,7 +336,7 @@ def _vector_schema(
         with measured_types() as measured:  # pyogrio names no type with M: its own word
             info = pyogrio.read_info(source.name, layer=layer, encoding=names_in)
     except unreadable as error:
-        raise ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}") from error
+        raise unreadable_file(path, error) from error
     key = id_column(source, info["fid_column"])
     fields = [str(name) for name in info["fields"]]  # a GeoJSON file's ids and an id field
     schema = SourceSchema(key=key if key and key not in fields else "fid")
