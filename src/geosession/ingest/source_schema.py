@@ -520,14 +520,15 @@ def _csv_schema(path: Path, options: IngestOptions, srids: Srids) -> SourceSchem
         name = sniffed[0] if sniffed else schema.free_name()  # the load finds it by name
         schema.by_values = sniffed[0] if sniffed else None
         shapes = kinds.geometry_types(wkt or sniffed[0]) or ["Geometry"]
-        given = next((s for s in (srids.wanted, srids.given) if s is not None), None)
-        stated = kinds.srid_of(wkt or sniffed[0])  # EWKT's, EWKB's: all the same
-        srid = given if given is not None else stated
-        srid = srids.column(prj[1], f"The CRS of {prj[0]}", name) if prj else srid
+        if prj:
+            srid = srids.column(prj[1], f"The CRS of {prj[0]}", name)
+        else:  # reproject='s, srid='s, else the one every value states (EWKT, EWKB)
+            stated = kinds.srid_of(wkt or sniffed[0])
+            srid = next((s for s in (srids.wanted, srids.given, stated) if s is not None), None)
         schema.add_geometry(name, shapes, srid, multi=False)
     elif points is not None:
-        chosen = srids.column(prj[1], f"The CRS of {prj[0]}", "geometry") if prj else None
-        _add_points(schema, points, chosen or srids.wanted, srids.given)
+        srid = srids.column(prj[1], f"The CRS of {prj[0]}", "geometry") if prj else None
+        _add_points(schema, points, srids.wanted if srid is None else srid, srids.given)
     return schema
 
 
