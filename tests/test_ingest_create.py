@@ -815,6 +815,9 @@ def test_records_in_a_member_of_a_json_object_load_as_dict_rows(
     )
     assert db.ingest("esri_points", esri, create=True).inserted == 1
     assert columns(admin, "esri_points")["geom"] == "geometry(Point,4326)"
+    saved = tmp_path / "saved_lines.json"  # JSON Lines saved under .json: GDAL refused it
+    saved.write_bytes(b"\n".join(map(orjson.dumps, records)))
+    assert db.ingest("saved_lines", saved, create=True).inserted == 2
     one = tmp_path / "stop.json"  # GET /stops/5: one record
     one.write_bytes(orjson.dumps(records[0], option=orjson.OPT_INDENT_2))
     assert db.ingest("one_record", one, create=True).inserted == 1

@@ -73,17 +73,24 @@ def records_form(path: Path, layer: str | None = None) -> RecordsForm | None:
     there (its reader says so). ``layer`` names the member of an object that holds them."""
     if path.suffix.lower() not in _SUFFIXES or not path.is_file():
         return None
-    with path.open("rb") as handle:
-        head = handle.read(_OBJECT_HEAD).lstrip(_BLANK)
+    head = _head(path)
     if head.startswith(b"["):
         return RecordsForm("array")
     if path.suffix.lower() in _LINES and is_record_line(head[:_HEAD]):
         return RecordsForm("lines")
     if path.suffix.lower() != ".json" or not head.startswith(b"{"):
         return None
+    return _object_form(path, head, layer)
+
+
+def _object_form(path: Path, head: bytes, layer: str | None) -> RecordsForm | None:
+    """How a .json file that starts with an object holds its records (see
+    :func:`records_form`)."""
     found = ObjectScan.of(head)
     if found.gdal:
         return None
+    if found.trailing and is_record_line(head[:_HEAD]):
+        return RecordsForm("lines")  # JSON Lines saved as .json
     if layer is None and found.complete and not (found.record_keys or found.trailing):
         return RecordsForm("record")  # one API record (GET /stops/5)
     if not (key := layer or next(iter(found.record_keys), None)):
@@ -101,6 +108,12 @@ def records_form(path: Path, layer: str | None = None) -> RecordsForm | None:
             f"records); the members that do: {held}"
         )
     return RecordsForm("object", key)
+
+
+def _head(path: Path) -> bytes:
+    """The file's first megabyte, from its first character (blanks and a BOM skipped)."""
+    with path.open("rb") as handle:
+        return handle.read(_OBJECT_HEAD).lstrip(_BLANK)
 
 
 def json_rows(
@@ -181,8 +194,7 @@ def records_further_on(path: Path) -> bool:
     nor GDAL's members in its first megabyte: a member further on may hold its records."""
     if path.suffix.lower() != ".json" or not path.is_file():
         return False
-    with path.open("rb") as handle:
-        head = handle.read(_OBJECT_HEAD).lstrip(_BLANK)
+    head = _head(path)
     found = ObjectScan.of(head) if head.startswith(b"{") else ObjectScan(gdal=True)
     return not (found.gdal or found.complete or found.record_keys)
 
