@@ -1033,6 +1033,7 @@ def test_a_compressed_suffix_compresses_the_file_as_it_is_written(
     assert table.num_rows == ROWS and b"geo" in table.schema.metadata
     csv = runner.invoke(app, ["export", query, str(tmp_path / "p.csv.gz")])
     assert csv.exit_code == 0 and "(csv)" in csv.output, csv.output
+    assert "Its CRS, which CSV cannot hold:" in csv.output and "p.prj" in csv.output
     assert gzip.decompress((tmp_path / "p.csv.gz").read_bytes()).count(b"\n") == ROWS + 1
     for refused, reason in (
         ("p.gpkg.gz", "a gpkg file is finished in place"),

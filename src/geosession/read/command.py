@@ -22,6 +22,7 @@ from geosession.read.geojson import ExportResult
 from geosession.read.plan import quote_identifier
 from geosession.read.progress import export_progress
 from geosession.read.source import source_query, table_name
+from geosession.sidecar import prj_path
 
 _ESTIMATE_SQL = text(
     "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(:name) "
@@ -90,6 +91,8 @@ def run_export(
         f"{target} ({kind}) in {seconds:.1f} s",
         highlight=False,
     )
+    if result.crs is not None and output != "-":
+        console.print(f"Its CRS, which CSV cannot hold: {prj_path(output)}", highlight=False)
     if result.renamed:
         fields = ", ".join(f"{column} -> {field}" for column, field in result.renamed.items())
         console.print(f"Field names shortened to a Shapefile's 10 bytes: {fields}", highlight=False)
