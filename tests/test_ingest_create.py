@@ -127,6 +127,7 @@ TABLES = (
     "made_records",
     "made_record_shapes",
     "made_from_a_generator",
+    "made_late_key",
     "made_feed",
     "json_array",
     "json_lines",
@@ -640,7 +641,8 @@ def test_dict_rows_make_their_table(db: SpatialDatabase, admin: psycopg.Connecti
     create=True: "its rows declare no column types". They are typed as a DataFrame of
     Python objects is, an integer with None staying bigint; keys past the first 10,000
     records of a list widen the table as Features' properties do (a generator, read once,
-    is typed by its first 10,000); keys land in the lower-cased columns in any case."""
+    is typed by its first 10,000, and a key first seen past them is refused saying so);
+    keys land in the lower-cased columns in any case."""
     records: list[dict[str, Any]] = [
         {"Name": "Berlin", "lat": 52.52, "lon": 13.405, "visits": 3, "tags": ["capital"]},
         {"Name": "Nowhere", "lat": None, "lon": None, "visits": None, "tags": None},
@@ -674,6 +676,12 @@ def test_dict_rows_make_their_table(db: SpatialDatabase, admin: psycopg.Connecti
     pages = ({"id": n, "lat": 1.0, "lon": 2.0} for n in range(10_001))  # a paged API's
     assert db.ingest("made_from_a_generator", pages, create=True).inserted == 10_001
     assert columns(admin, "made_from_a_generator")["id"] == "bigint"
+    late = ({"id": n, **({"note": "late"} if n == 10_500 else {})} for n in range(11_000))
+    with pytest.raises(ConfigurationError) as refused:
+        db.ingest("made_late_key", late, create=True, chunk_size=1_000)
+    assert "row 10501 has fields that are not columns of the target: 'note'" in str(refused.value)
+    assert "create=True made the table from the source's first 10,000 rows" in str(refused.value)
+    assert "give the rows as a list" in str(refused.value)
     with pytest.raises(ConfigurationError, match="from a generator: its rows declare no"):
         db.ingest("made_from_tuples", ((n, "a") for n in range(3)), create=True)
 

@@ -199,10 +199,12 @@ def check_fields(
     columns: Sequence[str],
     computed: Mapping[str, str],
     left_out: set[str] | None = None,
+    typed_from: int = 0,
 ) -> None:
     """Refuses, before the first row, fields the target cannot take: values for generated
     columns (``computed``: what generates each), names that are no column, several fields
-    for one column. ``left_out`` collects the first two instead: they are not loaded."""
+    for one column. ``left_out`` collects the first two instead: they are not loaded.
+    ``typed_from``: the first rows of a generator create=True made the table from."""
     generated = [name for name in names if name in computed]
     if generated and left_out is None:
         raise ConfigurationError(_generated_message(where, {n: computed[n] for n in generated}))
@@ -213,13 +215,26 @@ def check_fields(
         raise ConfigurationError(
             f"{where} has fields that are not columns of the target: "
             f"{', '.join(map(repr, unknown))}; the target's columns: {', '.join(columns)}. "
-            "Add those columns to the table, or leave the fields out: "
+            + _add_columns(typed_from)
+            + ", or leave the fields out: "
             "extra_fields='ignore' (CLI: --ignore-extra-fields) loads only those the table has"
             + _cut_names_hint(unknown, [c for c in columns if c not in names])
         )
     duplicated = repeated(names)
     if duplicated:
         raise ConfigurationError(f"{where}: several fields map to {', '.join(duplicated)}")
+
+
+def _add_columns(typed_from: int) -> str:
+    """How to have columns for fields the target lacks; for a table create=True made from
+    a generator's first rows, why it lacks them."""
+    if not typed_from:
+        return "Add those columns to the table"
+    return (
+        f"create=True made the table from the source's first {typed_from:,} rows (a "
+        "generator is read once), which lack them: give the rows as a list (typed over "
+        "every row), add those columns to the table"
+    )
 
 
 def _generated_message(where: str, generated: Mapping[str, str]) -> str:

@@ -73,6 +73,8 @@ class ChunkReader:
     """Whether the ingest is stopping (a failure, Ctrl-C, cancel())."""
     stop_source: Callable[[], None] | None = None
     """Ends a source waiting for its next row (an async one) when reading stops early."""
+    typed_from: int = 0
+    """The first rows of a source read once that create=True typed the table from."""
 
     def chunks(self) -> Generator[Chunk]:
         """The chunks in source order; closing the generator stops the threads."""
@@ -105,6 +107,7 @@ class ChunkReader:
             defaulted=frozenset(self.defaults.python) | self.planner.may_lack,
             geometry_z=spec is not None and spec.has_z,
             geometry_m=spec is not None and spec.measured,
+            typed_from=self.typed_from,
         )
         batches = with_defaults(self._source_errors_named(source), self.defaults)
         # reading, validating and COPY-encoding each on a thread: the GEOS work of one

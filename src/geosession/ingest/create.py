@@ -9,7 +9,7 @@ never inside one, and a table another load made meanwhile is taken as made.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, Table, inspect, text
 
@@ -32,11 +32,22 @@ _CREATED_MEANWHILE = ("42P07", "23505")
 CREATE TABLE committed while this one waited for it."""
 
 
+class Created(NamedTuple):
+    """What :func:`create_target` did, and the source to load then."""
+
+    created: bool
+    """Whether this call made the table."""
+    source: Any
+    """The source: a generator's rows read to type the table, then the rest."""
+    typed_from: int = 0
+    """The rows of a source read once (a generator's) the table was typed from, or 0 (a
+    source read whole for its types): a field first seen past them has no column."""
+
+
 def create_target(
     engine: Engine, target: Any, source: Any, options: IngestOptions, report: IngestReport
-) -> tuple[bool, Any]:
-    """Creates ``target`` unless it exists (True when this call created it), and the
-    source to load: a generator's rows read to type the table, then the rest. The field
+) -> Created:
+    """Creates ``target`` unless it exists, and says so (:class:`Created`). The field
     found by its values to hold the geometries, if one was, and the geometry columns made
     without an SRID (none stated, and srid= not given) go into ``report``. The
     source is read for its columns' types (seconds per million rows) between two short
@@ -52,14 +63,14 @@ def create_target(
             raise missing_schema(schema, qualified)
         if isinstance(table, Table):
             if inspect(conn).has_table(table.name, schema=table.schema):
-                return False, source
+                return Created(False, source)
             table.create(conn)
-            return True, source
+            return Created(True, source)
         if conn.execute(
             text("SELECT to_regclass(:name) IS NOT NULL"), {"name": qualified}
         ).scalar():
-            return False, source
-    first, source = first_rows(source, options.flush_interval)
+            return Created(False, source)
+    first, loaded = first_rows(source, options.flush_interval)
     with engine.connect() as lookups:  # spatial_ref_sys, a statement at a time
         each = lookups.execution_options(isolation_level="AUTOCOMMIT")
         srids = Srids(options.srid, each, options.reproject_srid)
@@ -73,9 +84,9 @@ def create_target(
         except DatabaseError as error:  # the engine's errors arrive translated
             if error.sqlstate not in _CREATED_MEANWHILE:
                 raise
-            return False, source  # another load made it while this one read the source
+            return Created(False, loaded)  # another load made it while this one read
     _note(report, columns, options)
-    return True, source
+    return Created(True, loaded, len(first) if first is not source else 0)
 
 
 def _note(report: IngestReport, schema: SourceSchema, options: IngestOptions) -> None:

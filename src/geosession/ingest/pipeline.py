@@ -124,10 +124,10 @@ class Ingest:
         self.connections = Connections(
             engine, options.max_retries, on_retry=self._count_retry, settings=options.settings
         )
+        self.typed_from = 0  # the first rows of a generator create=True typed the table from
         if options.create:
-            report = self.report
-            created, self.source = create_target(engine, target, self.source, options, report)
-            self.report.created = created
+            made = create_target(engine, target, self.source, options, self.report)
+            self.report.created, self.source, self.typed_from = made
         self.target: Target = self.connections.retrying(
             lambda conn: resolve_target(conn.cursor(), target)
         )
@@ -410,6 +410,7 @@ class Ingest:
                 ingest_id=self.ingest_id,
                 stopped=self.stop.is_set,
                 stop_source=self.stop_source,
+                typed_from=self.typed_from,
             )
             with contextlib.closing(reader.chunks()) as chunks:  # joins its threads at once
                 for chunk in chunks:

@@ -71,6 +71,7 @@ def iter_batches(
     defaulted: frozenset[str] = frozenset(),
     geometry_z: bool = False,
     geometry_m: bool = False,
+    typed_from: int = 0,
 ) -> Iterator[Batch]:
     """Batches of at most ``batch_size`` rows from ``source``, in source order.
 
@@ -104,7 +105,11 @@ def iter_batches(
         raise ConfigurationError("iter_batches needs batch_size >= 1 and the target's columns")
     size = batch_size if callable(batch_size) else (lambda: batch_size)
     check = functools.partial(
-        check_fields, columns=columns, computed=computed or {}, left_out=left_out
+        check_fields,
+        columns=columns,
+        computed=computed or {},
+        left_out=left_out,
+        typed_from=typed_from,
     )
     read = FileRead(wkt_column, layer, encoding, where, bbox, feature_ids, rename, xy_columns)
     landing = Landing(columns, geometry_column, size, check, geometry_z, geometry_m, found)
