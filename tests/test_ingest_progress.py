@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -13,6 +15,7 @@ from sqlalchemy import text
 
 from geosession import IngestReport, SpatialDatabase
 from geosession.ingest import ledger
+from geosession.ingest.line_rows import count_rows, lines_before_rows, rows_by_lines
 from geosession.ingest.progress import Progress, counting
 from tests.test_ingest import (
     TABLE,
@@ -70,6 +73,56 @@ def test_work_before_a_load_gets_a_line_counting_its_rows() -> None:
     assert not quiet.export_text()
 
 
+def test_files_of_a_row_a_line_are_counted_by_their_lines(tmp_path: Path) -> None:
+    """A CSV, GeoJSON Lines or JSON Lines file states no row count (a GeoPackage does):
+    its line breaks are counted, less a CSV's header; a last line without a break counts."""
+    csv_file = tmp_path / "stops.csv"
+    csv_file.write_text("id,wkt\n1,POINT(1 2)\n2,POINT(3 4)")  # no break after the last
+    lines = tmp_path / "stops.geojsonl"
+    lines.write_text('{"type": "Feature"}\n' * 3)
+    records = tmp_path / "stops.json"
+    records.write_text('{"id": 1}\n{"id": 2}\n')
+    array = tmp_path / "array.json"
+    array.write_text(json.dumps([{"id": 1}, {"id": 2}], indent=1))
+    assert [lines_before_rows(p) for p in (csv_file, lines, records, array)] == [1, 0, 0, None]
+    assert lines_before_rows(tmp_path / "stops.gpkg") is None
+    never: Callable[[], bool] = lambda: False  # noqa: E731
+    assert count_rows(csv_file, 1, never) == 2
+    assert [rows_by_lines(p, None)(never) for p in (lines, records, array)] == [3, 2, None]
+    assert rows_by_lines([{"id": 1}], None)(never) is None  # no file
+    assert count_rows(lines, 0, lambda: True) is None  # the bar no longer wants it
+    assert count_rows(tmp_path / "gone.csv", 1, never) is None
+
+
+def test_a_bar_gets_the_total_counted_on_a_thread_and_is_full_once_completed() -> None:
+    console = recording_console()
+    progress = Progress(True, None, IngestReport(ingest_id="t", target="boxes"), console)
+    counted = threading.Event()
+
+    def count(stopped: Callable[[], bool]) -> int:
+        counted.set()
+        return 1_000
+
+    with progress:
+        progress.total_from(count)
+        assert counted.wait(5)
+        progress.advance(250)
+    assert "250/1000" in console.export_text()
+    assert not ingest_threads()  # the bar's exit joins its count
+    estimated = Progress(True, None, IngestReport(ingest_id="t", target="boxes"), console)
+    with estimated:
+        estimated.total_from(lambda stopped: 1_200)  # a CSV value with a line break in it
+        estimated.advance(1_100)
+        estimated.completed()
+    assert "1100/1100" in console.export_text()
+    stated = Progress(True, 10, IngestReport(ingest_id="t", target="boxes"), console)
+    stated.total_from(lambda stopped: pytest.fail("a stated total is not counted"))
+    resumed = IngestReport(ingest_id="t", target="boxes", already_committed=400)
+    with Progress(True, None, resumed, console) as again:  # an earlier run's rows are skipped
+        again.total_from(lambda stopped: 1_000)
+    assert "0/600" in console.export_text()
+
+
 def test_a_disabled_bar_ignores_builds() -> None:
     progress = Progress(False, None, IngestReport(ingest_id="t", target="boxes"))
     progress.show_builds([("index x", "building index", 1, 2)])
@@ -113,6 +166,22 @@ def test_build_progress_reports_a_running_build(
     assert seen, "the build ended before the progress view showed its work"
     backend, what, _, done, total = seen[0]
     assert (backend, what) == (pid, kind) and 0 <= done <= total
+
+
+def test_a_csv_loads_with_a_bar_of_its_rows(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path, capsys: Any
+) -> None:
+    """The bar of a CSV (no row count in it) had no total: "3000/?" and no time left."""
+    source = tmp_path / "stops.csv"
+    source.write_text("id,wkt\n" + "".join(f"{n},POINT({n} 1)\n" for n in range(3_000)))
+    admin.execute("DROP TABLE IF EXISTS progress_stops")
+    try:
+        report = db.ingest("progress_stops", source, create=True, srid=4326, progress=True)
+        assert report.inserted == 3_000
+        assert "3000/3000" in capsys.readouterr().err
+        assert not ingest_threads()
+    finally:
+        admin.execute("DROP TABLE IF EXISTS progress_stops")
 
 
 @pytest.mark.usefixtures("table")

@@ -70,9 +70,9 @@ _GDAL_SUFFIXES = (
     ".ods",
     *ARCHIVE_SUFFIXES,
 )
-_SEQUENCE_SUFFIXES = (".geojsonl", ".geojsons", ".jsonl", ".ndjson")
+SEQUENCE_SUFFIXES = (".geojsonl", ".geojsons", ".jsonl", ".ndjson")
 """GeoJSON Lines (GDAL's GeoJSONSeq, read a feature at a time), as export writes them."""
-VECTOR_SUFFIXES = _GDAL_SUFFIXES + _SEQUENCE_SUFFIXES
+VECTOR_SUFFIXES = _GDAL_SUFFIXES + SEQUENCE_SUFFIXES
 """Files read through GDAL (pyogrio)."""
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
 SUPPORTED = (
@@ -80,7 +80,7 @@ SUPPORTED = (
     "SpatiaLite, spreadsheets of coordinates (in a zip or tar archive too: "
     + ", ".join(_GDAL_SUFFIXES)
     + "), GeoJSON Lines ("
-    + ", ".join(_SEQUENCE_SUFFIXES)
+    + ", ".join(SEQUENCE_SUFFIXES)
     + "), GeoParquet (.parquet), Arrow IPC ("
     + ", ".join(ARROW_FILE_SUFFIXES)
     + ") or .csv; any of them compressed ("
@@ -90,7 +90,7 @@ SUPPORTED = (
 _NAMED_ID_SUFFIXES = (".gpkg", ".gdb")
 """Files whose layers name their id column, so their ids are data (GDAL numbers the
 features of the others itself; asking pyogrio for those ids may clash with a field)."""
-_GEOJSON_SUFFIXES = (".geojson", ".json", *_SEQUENCE_SUFFIXES)
+_GEOJSON_SUFFIXES = (".geojson", ".json", *SEQUENCE_SUFFIXES)
 """Files GDAL reads whole to open (GeoJSON: a first pass finds the fields' types) or to
 count: asking their layers or length costs a pass over the file each time."""
 _ONE_LAYER_SUFFIXES = (".shp", ".fgb", *_GEOJSON_SUFFIXES)
@@ -152,7 +152,7 @@ def refuse_empty(path: Path) -> None:
 
 def empty_sequence(path: Path) -> bool:
     """Whether ``path`` is GeoJSON Lines of no features, which GDAL refuses to open."""
-    return path.suffix.lower() in _SEQUENCE_SUFFIXES and _is_empty(path)
+    return path.suffix.lower() in SEQUENCE_SUFFIXES and _is_empty(path)
 
 
 def _is_empty(path: Path) -> bool:
@@ -395,7 +395,7 @@ def _geojson_ids(source: GdalSource) -> bool:
     """Whether a GeoJSON file's features have integer ids (GDAL's FIDs, not a field)."""
     if source.suffix not in _GEOJSON_SUFFIXES:
         return False
-    return has_integer_ids(source, sequence=source.suffix in _SEQUENCE_SUFFIXES)
+    return has_integer_ids(source, sequence=source.suffix in SEQUENCE_SUFFIXES)
 
 
 def _ids_as(fid_field: str, name: str, renamed: Callable[[str], str]) -> Callable[[str], str]:

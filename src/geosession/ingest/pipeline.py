@@ -37,6 +37,7 @@ from geosession.ingest.identity import default_ingest_id
 from geosession.ingest.indexes import rebuild_deferred
 from geosession.ingest.iterables import attribute_columns
 from geosession.ingest.ledger_merges import MergePoints, merge_entries
+from geosession.ingest.line_rows import rows_by_lines
 from geosession.ingest.locks import blocked, lock_holders, lock_wait_ms
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.planning import Planner
@@ -172,6 +173,8 @@ class Ingest:
                 source_length(self.source, self.options.layer, filtered=self.options.filtered),
                 self.report,
             ) as bar:
+                if not self.options.filtered:
+                    bar.total_from(rows_by_lines(self.source, self.options.layer))
                 try:
                     self._load(bar)
                 except BaseException:
@@ -182,6 +185,7 @@ class Ingest:
                             self._advance_sequences()  # the committed chunks' ids
                     raise
                 self.report.completed = True
+                bar.completed()
                 if not self.options.dry_run:
                     self._finish_indexes(bar, analyze=deferred)
                     self._advance_sequences()

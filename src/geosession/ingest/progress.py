@@ -7,6 +7,7 @@ server reports them, so the minutes a large GiST build takes are not a silent wa
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
@@ -17,6 +18,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     SpinnerColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
@@ -32,7 +34,9 @@ the server's phase, and the work done and in all (table blocks, or tuples)."""
 
 
 class Progress:
-    """Advances by source rows written; shows rows/s and rejects as it goes."""
+    """Advances by source rows written; shows rows/s and rejects as it goes. Rows an
+    earlier run of the ingest id committed (``report.already_committed``) are not in its
+    total: this run skips them."""
 
     def __init__(
         self, enabled: bool, total: int | None, report: IngestReport, console: Console | None = None
@@ -41,6 +45,10 @@ class Progress:
         self._bar: RichProgress | None = None
         self._task: TaskID | None = None
         self._builds: dict[str, TaskID] = {}
+        self._closing = threading.Event()  # a count under way gives up
+        self._final = False  # completed() set the total: a count comes too late
+        self._lock = threading.Lock()
+        self._counting: threading.Thread | None = None
         if enabled:
             self._bar = RichProgress(
                 TextColumn("{task.description}"),
@@ -52,7 +60,7 @@ class Progress:
                 console=console or Console(stderr=True),
             )
             self._task = self._bar.add_task(
-                f"[bold]ingest[/bold] {report.target}", total=total, note="0 rejected"
+                f"[bold]ingest[/bold] {report.target}", total=self._left(total), note="0 rejected"
             )
 
     @property
@@ -63,6 +71,40 @@ class Progress:
         if self._bar is not None:
             self._bar.start()
         return self
+
+    def total_from(self, count: Callable[[Callable[[], bool]], int | None]) -> None:
+        """Gives a bar without a total the one ``count`` finds (an estimate), counted on a
+        thread while the load runs; ``count`` is told when the bar no longer needs it, and
+        the bar's exit joins the thread."""
+        if self._bar is None or self._of(self._task).total is not None:
+            return
+
+        def counted() -> None:
+            total = count(self._closing.is_set)
+            with self._lock:
+                if total is not None and not self._final:
+                    self._set_total(self._left(total))
+
+        self._counting = threading.Thread(target=counted, name="geosession-ingest-count")
+        self._counting.start()
+
+    def completed(self) -> None:
+        """The load read every row: the bar is full, whatever the estimate said."""
+        with self._lock:
+            self._final = True
+            if self._bar is not None:
+                self._set_total(self._of(self._task).completed)
+
+    def _left(self, total: int | None) -> int | None:
+        return None if total is None else max(0, total - self.report.already_committed)
+
+    def _of(self, task: TaskID | None) -> Task:
+        assert self._bar is not None
+        return next(t for t in self._bar.tasks if t.id == task)
+
+    def _set_total(self, total: float | None) -> None:
+        assert self._bar is not None and self._task is not None
+        self._bar.update(self._task, total=total)
 
     def advance(self, rows: int) -> None:
         if self._bar is not None and self._task is not None:
@@ -87,7 +129,7 @@ class Progress:
 
     def _finish(self, task: TaskID) -> None:
         assert self._bar is not None
-        total = next(t.total for t in self._bar.tasks if t.id == task) or 1
+        total = self._of(task).total or 1
         self._bar.update(task, total=total, completed=total, note="done")
 
     def __exit__(
@@ -96,6 +138,9 @@ class Progress:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._closing.set()
+        if self._counting is not None:
+            self._counting.join()
         if self._bar is not None:
             self._bar.stop()
 
