@@ -15,8 +15,8 @@ from sqlalchemy import text
 
 from geosession import IngestReport, SpatialDatabase
 from geosession.ingest import ledger
-from geosession.ingest.line_rows import count_rows, lines_before_rows, rows_by_lines
 from geosession.ingest.progress import Progress, counting
+from geosession.ingest.row_estimate import count_marks, row_mark, rows_counted
 from tests.test_ingest import (
     TABLE,
     ingest_threads,
@@ -73,9 +73,10 @@ def test_work_before_a_load_gets_a_line_counting_its_rows() -> None:
     assert not quiet.export_text()
 
 
-def test_files_of_a_row_a_line_are_counted_by_their_lines(tmp_path: Path) -> None:
-    """A CSV, GeoJSON Lines or JSON Lines file states no row count (a GeoPackage does):
-    its line breaks are counted, less a CSV's header; a last line without a break counts."""
+def test_files_that_state_no_row_count_are_counted_by_their_bytes(tmp_path: Path) -> None:
+    """A CSV, GeoJSON Lines, JSON Lines or GeoJSON file states no row count (a GeoPackage
+    does): its line breaks are counted, less a CSV's header (a last line without a break
+    counts), or a GeoJSON file's "Feature" strings, also where one spans two blocks."""
     csv_file = tmp_path / "stops.csv"
     csv_file.write_text("id,wkt\n1,POINT(1 2)\n2,POINT(3 4)")  # no break after the last
     lines = tmp_path / "stops.geojsonl"
@@ -84,14 +85,29 @@ def test_files_of_a_row_a_line_are_counted_by_their_lines(tmp_path: Path) -> Non
     records.write_text('{"id": 1}\n{"id": 2}\n')
     array = tmp_path / "array.json"
     array.write_text(json.dumps([{"id": 1}, {"id": 2}], indent=1))
-    assert [lines_before_rows(p) for p in (csv_file, lines, records, array)] == [1, 0, 0, None]
-    assert lines_before_rows(tmp_path / "stops.gpkg") is None
+    feature = {"type": "Feature", "properties": {"pad": "x" * 1_000}, "geometry": None}
+    collection = tmp_path / "stops.geojson"  # 3,000 features over some 3 MB: blocks of 1 MB
+    collection.write_text(json.dumps({"type": "FeatureCollection", "features": [feature] * 3_000}))
+    files = (csv_file, lines, records, array, collection)
+    assert [row_mark(p) for p in files] == [
+        (b"\n", 1),
+        (b"\n", 0),
+        (b"\n", 0),
+        None,
+        (b'"Feature"', 0),
+    ]
+    assert row_mark(tmp_path / "stops.gpkg") is None
     never: Callable[[], bool] = lambda: False  # noqa: E731
-    assert count_rows(csv_file, 1, never) == 2
-    assert [rows_by_lines(p, None)(never) for p in (lines, records, array)] == [3, 2, None]
-    assert rows_by_lines([{"id": 1}], None)(never) is None  # no file
-    assert count_rows(lines, 0, lambda: True) is None  # the bar no longer wants it
-    assert count_rows(tmp_path / "gone.csv", 1, never) is None
+    assert [rows_counted(p, None)(never) for p in files] == [2, 3, 2, None, 3_000]
+    assert rows_counted([{"id": 1}], None)(never) is None  # no file
+    assert count_marks(lines, b"\n", 0, lambda: True) is None  # the bar no longer wants it
+    assert count_marks(tmp_path / "gone.csv", b"\n", 1, never) is None
+    spanning = tmp_path / "spanning.geojson"  # read in blocks of 1 MiB
+    spanning.write_bytes(b" " * ((1 << 20) - 4) + b'"Feature"' + b" " * 10 + b'"Feature"')
+    assert count_marks(spanning, b'"Feature"', 0, never) == 2
+    header_only = tmp_path / "empty.csv"
+    header_only.write_text("id,wkt\n")
+    assert rows_counted(header_only, None)(never) is None  # nothing to show a total of
 
 
 def test_a_bar_gets_the_total_counted_on_a_thread_and_is_full_once_completed() -> None:

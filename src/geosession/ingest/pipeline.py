@@ -37,7 +37,6 @@ from geosession.ingest.identity import default_ingest_id
 from geosession.ingest.indexes import rebuild_deferred
 from geosession.ingest.iterables import attribute_columns
 from geosession.ingest.ledger_merges import MergePoints, merge_entries
-from geosession.ingest.line_rows import rows_by_lines
 from geosession.ingest.locks import blocked, lock_holders, lock_wait_ms
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.planning import Planner
@@ -45,6 +44,7 @@ from geosession.ingest.privileges import require_privileges
 from geosession.ingest.progress import Progress
 from geosession.ingest.quarantine import ensure_quarantine
 from geosession.ingest.report import IngestReport
+from geosession.ingest.row_estimate import rows_counted
 from geosession.ingest.sequences import advance_sequences
 from geosession.ingest.sources import opened, source_length
 from geosession.ingest.stages import put_until
@@ -174,7 +174,7 @@ class Ingest:
                 self.report,
             ) as bar:
                 if not self.options.filtered:
-                    bar.total_from(rows_by_lines(self.source, self.options.layer))
+                    bar.total_from(rows_counted(self.source, self.options.layer))
                 try:
                     self._load(bar)
                 except BaseException:
