@@ -14,7 +14,7 @@ from rich.console import Console
 from sqlalchemy import text
 
 from geosession import IngestReport, SpatialDatabase
-from geosession.ingest import ledger
+from geosession.ingest import ledger, pipeline
 from geosession.ingest.progress import Progress, counting
 from geosession.ingest.row_estimate import count_marks, row_mark, rows_counted
 from tests.test_ingest import (
@@ -67,6 +67,12 @@ def test_work_before_a_load_gets_a_line_counting_its_rows() -> None:
         advance(50_000)
         advance(50_000)
     assert "reading the types of big.csv's fields 100,000 rows" in console.export_text()
+    counted_too = Console(record=True, width=120, force_terminal=True, color_system=None)
+    with counting(True, "reading", counted_too, total=lambda stopped: 400_000) as advance:
+        advance(100_000)
+    shown = counted_too.export_text()  # a bar, a quarter full, and the time left
+    assert f"reading 100,000 rows {'━' * 10} " in shown  # 10 of the bar's 40
+    assert not ingest_threads()  # the count is joined
     quiet = Console(record=True, width=120, force_terminal=True, color_system=None)
     with counting(False, "unseen", quiet) as advance:
         advance(50_000)
@@ -198,6 +204,32 @@ def test_a_csv_loads_with_a_bar_of_its_rows(
         assert not ingest_threads()
     finally:
         admin.execute("DROP TABLE IF EXISTS progress_stops")
+
+
+def test_a_json_array_read_for_its_types_gives_the_bar_its_rows(
+    db: SpatialDatabase,
+    admin: psycopg.Connection[Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A JSON array holds no count its bytes tell cheaply; create=True reads every record
+    for the types, which counts them."""
+    totals: list[int | None] = []
+
+    class Recording(Progress):
+        def __init__(self, enabled: bool, total: int | None, report: IngestReport) -> None:
+            totals.append(total)
+            super().__init__(enabled, total, report)
+
+    monkeypatch.setattr(pipeline, "Progress", Recording)
+    source = tmp_path / "stops.json"
+    source.write_text(json.dumps([{"id": n, "lat": 1.0, "lon": 2.0} for n in range(12_000)]))
+    admin.execute("DROP TABLE IF EXISTS progress_array")
+    try:
+        assert db.ingest("progress_array", source, create=True, progress=True).inserted == 12_000
+        assert totals == [12_000]
+    finally:
+        admin.execute("DROP TABLE IF EXISTS progress_array")
 
 
 @pytest.mark.usefixtures("table")

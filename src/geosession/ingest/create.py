@@ -42,6 +42,8 @@ class Created(NamedTuple):
     typed_from: int = 0
     """The rows of a source read once (a generator's) the table was typed from, or 0 (a
     source read whole for its types): a field first seen past them has no column."""
+    rows: int | None = None
+    """The source's rows, where reading it for its types counted them all."""
 
 
 def create_target(
@@ -86,7 +88,7 @@ def create_target(
                 raise
             return Created(False, loaded)  # another load made it while this one read
     _note(report, columns, options)
-    return Created(True, loaded, len(first) if first is not source else 0)
+    return Created(True, loaded, len(first) if first is not source else 0, columns.rows)
 
 
 def _note(report: IngestReport, schema: SourceSchema, options: IngestOptions) -> None:

@@ -126,9 +126,10 @@ class Ingest:
             engine, options.max_retries, on_retry=self._count_retry, settings=options.settings
         )
         self.typed_from = 0  # the first rows of a generator create=True typed the table from
+        self.rows_typed: int | None = None  # the source's rows, if typing it counted them
         if options.create:
             made = create_target(engine, target, self.source, options, self.report)
-            self.report.created, self.source, self.typed_from = made
+            self.report.created, self.source, self.typed_from, self.rows_typed = made
         self.target: Target = self.connections.retrying(
             lambda conn: resolve_target(conn.cursor(), target)
         )
@@ -170,7 +171,8 @@ class Ingest:
             self.planner = Planner(self._base_plan(), self.connections)
             with Progress(
                 self.options.progress,
-                source_length(self.source, self.options.layer, filtered=self.options.filtered),
+                source_length(self.source, self.options.layer, filtered=self.options.filtered)
+                or self.rows_typed,
                 self.report,
             ) as bar:
                 if not self.options.filtered:

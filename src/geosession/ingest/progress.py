@@ -28,9 +28,32 @@ from rich.progress import Progress as RichProgress
 
 from geosession.ingest.report import IngestReport
 
+Count = Callable[[Callable[[], bool]], int | None]
+"""A count of a source's rows that stops when its argument says so (:mod:`.row_estimate`)."""
+
 Build = tuple[str, str, int, int]
 """Server work after a load as a line of the bar: what (``index <name>``, ``analyze``),
 the server's phase, and the work done and in all (table blocks, or tuples)."""
+
+
+class _Counting:
+    """``count`` run on a thread of its own; ``found`` is given what it finds. Closing it
+    tells the count to give up, and joins the thread."""
+
+    def __init__(self, count: Count, found: Callable[[int], None]) -> None:
+        self._closing = threading.Event()
+
+        def run() -> None:
+            total = count(self._closing.is_set)
+            if total is not None:
+                found(total)
+
+        self._thread = threading.Thread(target=run, name="geosession-ingest-count")
+        self._thread.start()
+
+    def close(self) -> None:
+        self._closing.set()
+        self._thread.join()
 
 
 class Progress:
@@ -45,10 +68,9 @@ class Progress:
         self._bar: RichProgress | None = None
         self._task: TaskID | None = None
         self._builds: dict[str, TaskID] = {}
-        self._closing = threading.Event()  # a count under way gives up
         self._final = False  # completed() set the total: a count comes too late
         self._lock = threading.Lock()
-        self._counting: threading.Thread | None = None
+        self._counting: _Counting | None = None
         if enabled:
             self._bar = RichProgress(
                 TextColumn("{task.description}"),
@@ -72,21 +94,18 @@ class Progress:
             self._bar.start()
         return self
 
-    def total_from(self, count: Callable[[Callable[[], bool]], int | None]) -> None:
+    def total_from(self, count: Count) -> None:
         """Gives a bar without a total the one ``count`` finds (an estimate), counted on a
-        thread while the load runs; ``count`` is told when the bar no longer needs it, and
-        the bar's exit joins the thread."""
+        thread while the load runs, which the bar's exit stops and joins."""
         if self._bar is None or self._of(self._task).total is not None:
             return
 
-        def counted() -> None:
-            total = count(self._closing.is_set)
+        def found(total: int) -> None:
             with self._lock:
-                if total is not None and not self._final:
+                if not self._final:
                     self._set_total(self._left(total))
 
-        self._counting = threading.Thread(target=counted, name="geosession-ingest-count")
-        self._counting.start()
+        self._counting = _Counting(count, found)
 
     def completed(self) -> None:
         """The load read every row: the bar is full, whatever the estimate said."""
@@ -138,33 +157,52 @@ class Progress:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._closing.set()
         if self._counting is not None:
-            self._counting.join()
+            self._counting.close()
         if self._bar is not None:
             self._bar.stop()
 
 
+class Tally:
+    """Rows of work done, and what each step advances (a line of :func:`counting`)."""
+
+    def __init__(self, advance: Callable[[int], None] = lambda rows: None) -> None:
+        self.rows = 0
+        self._advance = advance
+
+    def __call__(self, rows: int) -> None:
+        self.rows += rows
+        self._advance(rows)
+
+
 @contextmanager
 def counting(
-    enabled: bool, description: str, console: Console | None = None
-) -> Iterator[Callable[[int], None]]:
+    enabled: bool, description: str, console: Console | None = None, *, total: Count | None = None
+) -> Iterator[Tally]:
     """A line counting the rows of work done before a load starts (reading a CSV for its
-    fields' types), gone when it ends; the callable advances it by rows."""
+    fields' types), gone when it ends; the tally advances it by rows. With ``total``,
+    the rows in all are counted on a thread, for a bar and the time left."""
     if not enabled:
-        yield lambda rows: None
+        yield Tally()
         return
     line = RichProgress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         TextColumn("{task.completed:,.0f} rows"),
+        BarColumn(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=console or Console(stderr=True),
         transient=True,
     )
     with line:
         task = line.add_task(description, total=None)
-        yield lambda rows: line.advance(task, rows)
+        counts = _Counting(total, lambda rows: line.update(task, total=rows)) if total else None
+        try:
+            yield Tally(lambda rows: line.advance(task, rows))
+        finally:
+            if counts is not None:
+                counts.close()
 
 
 Row = TypeVar("Row")

@@ -66,6 +66,7 @@ from geosession.ingest.json_records import RecordsForm, json_rows, records_form
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.points import NEW_Z_NAMES, PointColumns, point_columns
 from geosession.ingest.progress import counted, counting
+from geosession.ingest.row_estimate import rows_counted
 from geosession.ingest.seen_types import FoundTypes, arrow_value_types
 from geosession.ingest.sources import is_dataframe
 from geosession.ingest.text_types import TextKinds
@@ -86,6 +87,9 @@ class SourceSchema:
     """The identity primary key's name: the layer's id column where it names one."""
     by_values: str | None = None
     """The field found by its values to hold the geometries (:mod:`.held_geometries`)."""
+    rows: int | None = None
+    """The source's rows, where reading it for its types counted every one (a JSON
+    array's, whose count nothing else gives): the load's progress bar shows them."""
 
     def add(self, name: str, sql_type: str) -> None:
         self.columns.append((name, sql_type))
@@ -246,12 +250,17 @@ def _json_schema(
             f"{path} holds no records, which declare no columns to create the table from; "
             "create the table first, or load it once it holds records"
         )
-    with counting(options.progress, f"reading the types of {path.name}'s records") as advance:
-        advance(len(sample))
-        rest = counted(rows, advance)
+    reading = f"reading the types of {path.name}'s records"
+    total = rows_counted(path, options.layer)
+    with counting(options.progress, reading, total=total) as tally:
+        tally(len(sample))
+        rest = counted(rows, tally)
         if as_features(sample) is not None:
-            return _features_schema(sample, rest, srids)
-        return _records_schema(sample, rest, srids, options.xy_columns)
+            schema = _features_schema(sample, rest, srids)
+        else:
+            schema = _records_schema(sample, rest, srids, options.xy_columns)
+    schema.rows = tally.rows  # every record was read
+    return schema
 
 
 def _described(source: Any) -> str:
@@ -504,7 +513,7 @@ def _csv_schema(path: Path, options: IngestOptions, srids: Srids) -> SourceSchem
     fields = [h for h in header if h != wkt and (points is None or h not in points.fields)]
     kinds = TextKinds(fields, decimal_comma=delimiter == ";", geometry=wkt)
     reading = f"reading the types of {path.name}'s fields"
-    with counting(options.progress, reading) as advance:
+    with counting(options.progress, reading, total=rows_counted(path, None)) as advance:
         for rows, values in csv_field_values(path, options.encoding, lambda: kinds.open_fields):
             kinds.see(values)
             advance(rows)
