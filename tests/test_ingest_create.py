@@ -127,6 +127,10 @@ TABLES = (
     "made_records",
     "made_record_shapes",
     "made_from_a_generator",
+    "made_stops",
+    "made_routes",
+    "packed_stops",
+    "packed_routes",
     "made_late_key",
     "made_feed",
     "json_array",
@@ -1344,6 +1348,32 @@ def test_cli_loads_the_layers_of_one_file_as_separate_loads(
         assert loaded.exit_code == 0, loaded.output
     assert "already committed (resumed)" in loaded.output
     assert admin.execute("SELECT count(*) FROM made_gpkg").fetchone() == (50,)
+
+
+def test_cli_loads_each_member_of_records_of_a_json_object_into_its_own_table(
+    admin: psycopg.Connection[Any], database_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """'{layer}' loads a GeoPackage's layers each into its table; an API's answer of
+    several arrays of records was refused ("name the one to load with layer=")."""
+    answer = {
+        "stops": [{"id": 1, "lat": 1.0, "lon": 2.0}, {"id": 2, "lat": 3.0, "lon": 4.0}],
+        "routes": [{"id": 7, "name": "A"}],
+        "count": 3,
+    }
+    plain, packed = tmp_path / "network.json", tmp_path / "packed.json.gz"
+    plain.write_bytes(orjson.dumps(answer))
+    packed.write_bytes(gzip.compress(orjson.dumps(answer)))
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    runner = CliRunner()
+    unasked = runner.invoke(app, ["ingest", str(plain), "made_network", "--create"])
+    assert f"geosession ingest {plain} '{{layer}}' --create" in str(unasked.exception)
+    for path, table in ((plain, "made_{layer}"), (packed, "packed_{layer}")):
+        loaded = runner.invoke(app, ["ingest", str(path), table, "--create"])
+        assert loaded.exit_code == 0, loaded.output
+        prefix = table.replace("{layer}", "")
+        stops = admin.execute(f"SELECT id, ST_AsText(geom) FROM {prefix}stops ORDER BY id")
+        assert stops.fetchall() == [(1, "POINT(2 1)"), (2, "POINT(4 3)")]
+        assert admin.execute(f"SELECT id, name FROM {prefix}routes").fetchall() == [(7, "A")]
 
 
 def test_cli_loads_the_features_a_where_and_a_bbox_keep_each_as_its_own_load(

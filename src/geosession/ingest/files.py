@@ -49,7 +49,7 @@ from geosession.ingest.file_read import FileRead, renamer
 from geosession.ingest.gdal_batches import Reread, mended
 from geosession.ingest.geo_columns import coordinate_fields
 from geosession.ingest.geojson_ids import has_integer_ids
-from geosession.ingest.json_records import records_further_on
+from geosession.ingest.json_records import record_members, records_further_on
 from geosession.read.layer_types import measured_types, name_types_pyogrio_lacks
 from geosession.urls import is_web, url_in
 
@@ -444,12 +444,17 @@ def filled_layers(path: Path) -> tuple[list[str], list[str]] | None:
     """A file's layers with geometries, as (those with features, the empty ones); None for
     a file of one layer by its format (GeoJSON, FlatGeobuf, a Shapefile, CSV, Parquet,
     Arrow), or for a file of several whose layers hold no geometries. A compressed file's
-    are those of the data it holds (decompressed here to list them, and by each load)."""
+    are those of the data it holds (decompressed here to list them, and by each load).
+    A JSON object's members that hold records are its layers where there are several."""
+    inner = Path(path.stem) if is_compressed(path) else path
+    is_json = inner.suffix.lower() == ".json"
     if is_compressed(path):
-        if _one_layer_by_name(Path(path.stem)):  # parcels.geojson.gz: nothing to list
+        if _one_layer_by_name(inner) and not is_json:  # parcels.geojson.gz: nothing to list
             return None
         with decompressed(path) as copy:
             return filled_layers(copy)
+    if is_json and (members := record_members(path)) is not None:
+        return members, []
     if file_kind(path) != "vector" or _one_layer_by_name(path):
         return None
     try:

@@ -99,7 +99,8 @@ def _object_form(path: Path, head: bytes, layer: str | None) -> RecordsForm | No
         held = " and ".join(map(repr, found.record_keys))
         raise ConfigurationError(
             f"{path} is a JSON object whose members {held} each hold an array of objects: "
-            f"name the one to load with layer= (CLI: --layer {found.record_keys[0]})"
+            f"name the one to load with layer= (CLI: --layer {found.record_keys[0]}), or "
+            f"load each into a table of its own: geosession ingest {path} '{{layer}}' --create"
         )
     if found.complete and key not in found.record_keys:
         held = ", ".join(map(repr, found.record_keys)) or "none"
@@ -108,6 +109,19 @@ def _object_form(path: Path, head: bytes, layer: str | None) -> RecordsForm | No
             f"records); the members that do: {held}"
         )
     return RecordsForm("object", key)
+
+
+def record_members(path: Path) -> list[str] | None:
+    """The members of a .json file's object that hold arrays of objects (records), as
+    its first megabyte shows them, where there are several: the file's layers. None for
+    any other file."""
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return None
+    head = _head(path)
+    found = ObjectScan.of(head) if head.startswith(b"{") else None
+    if found is None or found.gdal or found.trailing or len(found.record_keys) < 2:
+        return None
+    return found.record_keys
 
 
 def _head(path: Path) -> bytes:
