@@ -40,7 +40,8 @@ def ingest(
             help="Target table, optionally schema.table. {layer} in it loads each layer with "
             "features into a table of its own, named after the layer in lower case "
             "(with --create, as ogr2ogr loads a whole GeoPackage): '{layer}', 'osm.{layer}'; "
-            "a file of one layer (a Shapefile, a GeoJSON) is named after the file.",
+            "a JSON object's arrays of records are its layers; a file of one layer (a "
+            "Shapefile, a GeoJSON) is named after the file.",
         ),
     ],
     srid: Annotated[
