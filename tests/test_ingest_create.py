@@ -119,6 +119,9 @@ TABLES = (
     "made_kml_heights",
     "made_kml_flat",
     "made_points_z",
+    "made_filtered_type",
+    "made_boxed_type",
+    "made_unfiltered_type",
     "made_untyped_parquet",
     "made_untyped_ipc",
     "made_untyped_stream",
@@ -541,7 +544,8 @@ def test_a_layer_of_unknown_type_gets_its_features_types_and_heights(
     """GeoJSON and KML declare no type: pyogrio says Unknown, without Z. The column was
     geometry(Geometry) 2D: a file of Polygons and MultiPolygons loaded into a column of
     any type, and every feature of a KML with heights, or of a 3D GeoJSON of two types,
-    was a dimension reject. Every feature's type is read now."""
+    was a dimension reject. Every feature's type is read now, of those where= and bbox=
+    keep (a superset's types made a column of any type)."""
     ring = [[0, 0], [1, 0], [1, 1], [0, 0]]
     mixed = tmp_path / "regions.geojson"
     mixed.write_bytes(orjson.dumps(feature_collection(
@@ -573,6 +577,23 @@ def test_a_layer_of_unknown_type_gets_its_features_types_and_heights(
     )))  # fmt: skip
     assert db.ingest("made_points_z", points, create=True).inserted == 2
     assert columns(admin, "made_points_z")["geom"] == "geometry(MultiPointZ,4326)"
+
+    places = tmp_path / "places.geojson"  # a filter keeps the areas: a column of theirs
+    places.write_bytes(orjson.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"kind": "area"},
+         "geometry": {"type": "Polygon", "coordinates": [ring]}},
+        {"type": "Feature", "properties": {"kind": "spot"},
+         "geometry": {"type": "Point", "coordinates": [5, 5]}},
+    ]}))  # fmt: skip
+    report = db.ingest("made_filtered_type", places, create=True, where="kind = 'area'")
+    assert report.inserted == 1
+    assert columns(admin, "made_filtered_type")["geom"] == "geometry(Polygon,4326)"
+    report = db.ingest("made_boxed_type", places, create=True, bbox=(4, 4, 6, 6))
+    assert report.inserted == 1
+    assert columns(admin, "made_boxed_type")["geom"] == "geometry(Point,4326)"
+    with pytest.raises(ConfigurationError, match=r"where='nokind = 1' cannot filter"):
+        db.ingest("made_unfiltered_type", places, create=True, where="nokind = 1")
+    assert admin.execute("SELECT to_regclass('made_unfiltered_type')").fetchone() == (None,)
 
 
 def test_geometries_of_undeclared_types_give_arrow_data_and_csvs_their_column_type(

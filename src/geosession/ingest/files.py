@@ -258,7 +258,7 @@ def _vector_batches(pyogrio: Any, path: Path, landing: Landing, read: FileRead) 
         with contextlib.ExitStack() as stack:
             with (  # only while it opens
                 measured_types(),
-                _filtering(read, path),
+                filtering(read, path),
                 _heights_as_z(pyogrio, source, landing),
             ):
                 meta, reader = stack.enter_context(opened)
@@ -281,7 +281,7 @@ def _vector_batches(pyogrio: Any, path: Path, landing: Landing, read: FileRead) 
             crs = source_crs(meta["crs"])
             known = {names[geometry]: crs} if crs is not None and geometry in names else {}
             known |= landing.points_crs(points)
-            with _filtering(read, path):  # some drivers apply the condition as they read
+            with filtering(read, path):  # some drivers apply the condition as they read
                 features = _read_through(reader, path, filtered=read.where is not None)
                 if geometry in fields:
                     again = rereader(pyogrio, source, layer, text.open_with, read.where, spatial)
@@ -350,7 +350,7 @@ def _read_through(reader: Any, path: Path, *, filtered: bool) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def _filtering(read: FileRead, path: Path) -> Iterator[None]:
+def filtering(read: FileRead, path: Path) -> Iterator[None]:
     """GDAL's refusal of a where= condition (an unknown field, bad syntax), said as such."""
     try:
         yield

@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from geosession.ingest.archives import GdalSource
-from geosession.ingest.files import rereader
+from geosession.ingest.file_read import FileRead
+from geosession.ingest.files import filtering, rereader
 from geosession.ingest.gdal_batches import mended
 from geosession.ingest.progress import counting
 from geosession.ingest.seen_types import FoundTypes, is_curved
@@ -44,20 +45,23 @@ def curved_types(pyogrio: Any, source: GdalSource, layer: str | None) -> list[st
 
 
 def feature_types(
-    pyogrio: Any, source: GdalSource, layer: str | None, *, progress: bool
+    pyogrio: Any, source: GdalSource, layer: str | None, read: FileRead, *, progress: bool
 ) -> list[str]:
-    """The geometry types of every feature of a layer whose type is unknown, read once,
-    geometries only (:class:`FoundTypes`)."""
+    """The geometry types of every feature of a layer whose type is unknown that ``read``'s
+    where= and bbox= keep (those the load reads), read once, geometries only
+    (:class:`FoundTypes`)."""
     found = FoundTypes()
     reading = f"reading the geometry types of {source.path.name}"
-    again = rereader(pyogrio, source, layer)
+    spatial = read.spatial_filter()
+    again = rereader(pyogrio, source, layer, where=read.where, spatial_filter=spatial)
+    opened = pyogrio.open_arrow(
+        source.name, layer=layer, columns=[], where=read.where, **spatial, use_pyarrow=True
+    )
     with (
         counting(progress, reading) as advance,
         measured_types(),
-        pyogrio.open_arrow(source.name, layer=layer, columns=[], use_pyarrow=True) as (
-            meta,
-            reader,
-        ),
+        filtering(read, source.path),
+        opened as (meta, reader),
     ):
         name = meta.get("geometry_name") or "wkb_geometry"
         for batch in mended(reader, name, again, source.path, quiet=True):

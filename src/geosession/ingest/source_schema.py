@@ -45,7 +45,7 @@ from geosession.ingest.features import (
     records_frame,
 )
 from geosession.ingest.field_types import arrow_type, ogr_type, series_type
-from geosession.ingest.file_read import check_rename
+from geosession.ingest.file_read import FileRead, check_rename
 from geosession.ingest.files import (
     empty_sequence,
     file_kind,
@@ -295,9 +295,7 @@ def _file_schema(path: Path, options: IngestOptions, srids: Srids) -> SourceSche
             "columns to create the table from; create the table first, or load it once it "
             "holds features"
         )
-    return _vector_schema(
-        path, srids, options.layer, options.encoding, options.xy_columns, options.progress
-    )
+    return _vector_schema(path, srids, options.file_read, options.progress)
 
 
 def geometry_type(types: list[str], srid: int | None, *, multi: bool = False) -> str:
@@ -322,22 +320,17 @@ def _dimensions(geometry_type: str) -> str:
     return words[-1] if len(words) > 1 and words[-1] in ("Z", "M", "ZM") else ""
 
 
-def _vector_schema(
-    path: Path,
-    srids: Srids,
-    layer: str | None,
-    encoding: str | None,
-    xy_columns: tuple[str, ...] | None = None,
-    progress: bool = False,
-) -> SourceSchema:
+def _vector_schema(path: Path, srids: Srids, read: FileRead, progress: bool) -> SourceSchema:
     """A vector layer's fields and geometry column; a layer without one (a spreadsheet's
     sheet) gets a Point column for its coordinate fields, as a CSV does. The column's type
-    is the layer's, else its features' (:mod:`.found_types`)."""
+    is the layer's, else that of its features ``read`` keeps (:mod:`.found_types`)."""
     import pyogrio
+
+    encoding, xy_columns = read.encoding, read.xy_columns
 
     check_encoding(encoding, path)
     source = gdal_source(path)
-    layer = vector_layer(pyogrio, source, layer)
+    layer = vector_layer(pyogrio, source, read.layer)
     text = layer_text(pyogrio, source, layer, encoding)  # field names as the load reads them
     names_in = text.open_with or ("UTF-8" if text.fallback else None)
     unreadable = (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError)
@@ -361,7 +354,7 @@ def _vector_schema(
         column = srids.column(info["crs"], f"{path}'s CRS", name)
         declared = measured or [info["geometry_type"]]
         if declared == ["Unknown"]:  # GeoJSON, KML: read the features' own
-            types = feature_types(pyogrio, source, layer, progress=progress) or declared
+            types = feature_types(pyogrio, source, layer, read, progress=progress) or declared
         else:
             types = curved_types(pyogrio, source, layer) or declared
         schema.add_geometry(name, types, column, multi=shapefile)
