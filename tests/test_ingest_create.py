@@ -1444,6 +1444,10 @@ def test_cli_loads_several_files_each_as_its_own_load(
     assert admin.execute("SELECT count(*) FROM made_gpkg").fetchone() == (33,)
     totals = next(line for line in again.output.splitlines() if "│ all" in line)
     assert [cell.strip() for cell in totals.split("│")[2:6]] == ["0", "0", "0", "33"]
+    listed = again.output[again.output.index("3 files") :]
+    assert "…" not in listed  # a long path wraps in its cell (it was cut: /tmp/pytest-o…)
+    files = "".join(line.split("│")[1].strip() for line in listed.splitlines() if "│" in line)
+    assert all(tile in files for tile in tiles)
     as_json = runner.invoke(app, ["ingest", *tiles, "made_gpkg", "--json"])
     assert as_json.exit_code == 0, as_json.output
     reported = orjson.loads(as_json.stdout)  # the progress bars went to stderr

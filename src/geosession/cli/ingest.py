@@ -483,10 +483,11 @@ def _files_table(reports: list[tuple["Load", Any]]) -> Any:
     layers = any(load.layer is not None for load, _ in reports)
     title = f"{len(reports)} {'loads' if layers else 'files'}"
     table = Table(title=title, title_justify="left")
-    for name in ("file", "rows read", "inserted", "rejected", "already committed"):
-        table.add_column(name, justify="left" if name == "file" else "right")
+    table.add_column("file", overflow="fold")  # a path wraps whole rather than cut
+    for name in ("rows read", "inserted", "rejected", "already committed"):
+        table.add_column(name, justify="right")
     if layers:
-        table.add_column("table")
+        table.add_column("table", overflow="fold")
     totals = [0, 0, 0, 0]
     for load, report in reports:
         counts = [
