@@ -82,7 +82,8 @@ def test_work_before_a_load_gets_a_line_counting_its_rows() -> None:
 def test_files_that_state_no_row_count_are_counted_by_their_bytes(tmp_path: Path) -> None:
     """A CSV, GeoJSON Lines, JSON Lines or GeoJSON file states no row count (a GeoPackage
     does): its line breaks are counted, less a CSV's header (a last line without a break
-    counts), or a GeoJSON file's "Feature" strings, also where one spans two blocks."""
+    counts), or a GeoJSON file's "Feature" strings, also where one spans two blocks; in
+    a file larger than the sample, those of the sample scaled by the file's size."""
     csv_file = tmp_path / "stops.csv"
     csv_file.write_text("id,wkt\n1,POINT(1 2)\n2,POINT(3 4)")  # no break after the last
     lines = tmp_path / "stops.geojsonl"
@@ -111,6 +112,10 @@ def test_files_that_state_no_row_count_are_counted_by_their_bytes(tmp_path: Path
     spanning = tmp_path / "spanning.geojson"  # read in blocks of 1 MiB
     spanning.write_bytes(b" " * ((1 << 20) - 4) + b'"Feature"' + b" " * 10 + b'"Feature"')
     assert count_marks(spanning, b'"Feature"', 0, never) == 2
+    assert count_marks(lines, b"\n", 0, never, sample=20) == 3  # 1 in 20 of 60 bytes
+    long_csv = tmp_path / "long.csv"  # a header, then rows of 10 bytes: 1,000 rows
+    long_csv.write_text("id,wkt_xx\n" + "0123456,x\n" * 1_000)
+    assert count_marks(long_csv, b"\n", 1, never, sample=1_000) == 1_000
     header_only = tmp_path / "empty.csv"
     header_only.write_text("id,wkt\n")
     assert rows_counted(header_only, None)(never) is None  # nothing to show a total of

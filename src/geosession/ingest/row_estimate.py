@@ -1,10 +1,13 @@
-"""The rows of a file that holds one a line (CSV, GeoJSON Lines, JSON Lines), counted
-while it loads, so that its progress bar gets a total and a time remaining.
+"""The rows of a file that states no count (a CSV, GeoJSON Lines, JSON Lines, a GeoJSON
+FeatureCollection), estimated while it loads, so that its progress bar gets a total and
+a time remaining.
 
-A GeoPackage or a Parquet file states how many rows it has; these need a pass. Line
-breaks are counted in blocks (a fraction of a second per gigabyte from the page cache),
-not parsed: a CSV value holding a line break counts twice, so the total is an estimate,
-which the bar replaces by the rows read once the load completes.
+A GeoPackage or a Parquet file says how many rows it has; these need a look, which reads
+bytes instead of parsing them: line breaks, less a CSV's header, or a GeoJSON file's
+``"Feature"`` strings, in the first 64 MiB (a fraction of a second), then scaled by the
+file's size, so that a file of many gigabytes is not read twice. A CSV value holding a
+line break, a property whose value is "Feature" or rows that grow longer down the file
+make it an estimate, which the bar replaces by the rows read once the load completes.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from geosession.ingest.files import SEQUENCE_SUFFIXES
 from geosession.ingest.json_records import records_form
 
 _BLOCK = 1 << 20
+_SAMPLE = 64 << 20
+"""Bytes counted; a larger file's count is scaled from them."""
 _LINE = b"\n"
 _FEATURE = b'"Feature"'
 
@@ -35,21 +40,27 @@ def row_mark(path: Path, layer: str | None = None) -> tuple[bytes, int] | None:
     return (_LINE, 0) if form is not None and form.kind == "lines" else None
 
 
-def count_marks(path: Path, mark: bytes, before: int, stopped: Callable[[], bool]) -> int | None:
+def count_marks(
+    path: Path, mark: bytes, before: int, stopped: Callable[[], bool], *, sample: int = _SAMPLE
+) -> int | None:
     """The ``mark``s in ``path`` (for line breaks, a last line without one too), less
-    ``before``; None when it cannot be read, holds none, or once ``stopped()``."""
-    found, tail, last = 0, b"", b""
+    ``before``: counted in its first ``sample`` bytes, and scaled by its size past them;
+    None when it cannot be read, holds none, or once ``stopped()``."""
+    found, tail, last, read = 0, b"", b"", 0
     try:
         with path.open("rb", buffering=0) as file:
-            while block := file.read(_BLOCK):
+            size = os.fstat(file.fileno()).st_size
+            while read < sample and (block := file.read(min(_BLOCK, sample - read))):
                 if stopped():
                     return None
                 found += (tail + block).count(mark)  # a mark across two blocks too
                 tail = block[-(len(mark) - 1) :] if len(mark) > 1 else b""
-                last = block
+                last, read = block, read + len(block)
     except OSError:
         return None
-    if mark == _LINE and found and not last.endswith(_LINE):
+    if 0 < read < size:
+        found = round(found * size / read)
+    elif mark == _LINE and found and not last.endswith(_LINE):
         found += 1
     return max(0, found - before) or None
 
