@@ -135,6 +135,9 @@ TABLES = (
     "packed_stops",
     "packed_routes",
     "made_late_key",
+    "gz_streamed_csv",
+    "gz_resumed",
+    "gz_streamed_jsonl",
     "made_feed",
     "json_array",
     "json_lines",
@@ -1524,8 +1527,8 @@ def test_compressed_files_load_as_what_they_hold_and_resume_by_the_compressed_fi
 ) -> None:
     """Data is often downloaded gzipped (buildings.geojsonl.gz, a CSV's .csv.gz): such a
     file was refused as of an unsupported type, and piped in it was "binary data of no
-    format". It is decompressed into a temporary file and loaded as what it holds; its
-    default id follows the compressed file, so the same load resumes."""
+    format". It loads as what it holds (a CSV read as it decompresses, others from a
+    temporary file); its default id follows the compressed file, so the same load resumes."""
     source = parcels(30).drop(columns="seen")
     plain = {"geojsonl": tmp_path / "p.geojsonl", "gpkg": tmp_path / "p.gpkg"}
     source.to_file(plain["geojsonl"], driver="GeoJSONSeq")
@@ -1617,15 +1620,51 @@ def test_compressed_files_load_as_what_they_hold_and_resume_by_the_compressed_fi
         admin.execute(f"DROP TABLE {table}")
 
 
+def test_a_csv_read_as_it_decompresses_resumes_after_damage_under_its_ingest_id(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """A .csv.gz is read as it decompresses: a download cut short loads the rows before
+    the damage, is refused naming the file, and the file fetched again resumes after them
+    under the same ingest id, each row once."""
+    rows = "".join(f"{i},POINT({i} {i})\n" for i in range(200_000))
+    whole = gzip.compress(("id,wkt\n" + rows).encode())
+    path = tmp_path / "points.csv.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    admin.execute("CREATE TABLE gz_resumed (id int, geom geometry(Point, 4326))")
+    with pytest.raises(ConfigurationError, match=f"^cannot decompress {path}: .*cut short") as cut:
+        db.ingest("gz_resumed", path)
+    first = cut.value.ingest_report  # type: ignore[attr-defined]
+    assert 0 < first.inserted < 200_000
+    assert f"rerunning with the same ingest id ({first.ingest_id})" in cut.value.message
+    path.write_bytes(whole)  # fetched again: another size and time, so the id is named
+    again = db.ingest("gz_resumed", path, ingest_id=first.ingest_id)
+    assert (again.already_committed, again.inserted) == (first.inserted, 200_000 - first.inserted)
+    stored = admin.execute("SELECT count(*), count(DISTINCT id) FROM gz_resumed").fetchone()
+    assert stored == (200_000, 200_000)
+
+
 def test_decompressing_into_a_full_temporary_disk_says_where_and_leaves_nothing(
     database_url: str, tmp_path: Path
 ) -> None:
     """A file size limit (RLIMIT_FSIZE) makes the temporary copy's writes fail as a full
-    disk would: the load is refused naming the file, the directory and TMPDIR, before
-    any row, and the temporary directory is gone."""
-    source = tmp_path / "big.csv.gz"
+    disk would: the load of a GeoJSON Lines file (GDAL reads it from a copy) is refused
+    naming the file, the directory and TMPDIR, before any row, and the temporary
+    directory is gone. A CSV and JSON records, read as they decompress, need no copy: they
+    were refused so too."""
+    source = tmp_path / "big.geojsonl.gz"
+    features = "".join(
+        orjson.dumps({"type": "Feature", "properties": {"n": i}, "geometry": None}).decode() + "\n"
+        for i in range(20_000)
+    )
+    source.write_bytes(gzip.compress(features.encode()))
+    points = tmp_path / "big.csv.gz"
     rows = "".join(f"{i},POINT({i} {i})\n" for i in range(20_000))
-    source.write_bytes(gzip.compress(("id,wkt\n" + rows).encode()))
+    points.write_bytes(gzip.compress(("id,wkt\n" + rows).encode()))
+    records = tmp_path / "big.jsonl.xz"
+    lines = "".join(
+        orjson.dumps({"id": i, "lat": 1.0, "lon": 2.0}).decode() + "\n" for i in range(20_000)
+    )
+    records.write_bytes(lzma.compress(lines.encode()))
     spool = tmp_path / "tmp"
     spool.mkdir()
     script = (
@@ -1634,6 +1673,8 @@ def test_decompressing_into_a_full_temporary_disk_says_where_and_leaves_nothing(
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))\n"
         "with SpatialDatabase(sys.argv[1]) as db:\n"
+        "    for table, path in zip(('gz_streamed_csv', 'gz_streamed_jsonl'), sys.argv[3:]):\n"
+        "        print(db.ingest(table, path, create=True, srid=4326).inserted)\n"
         "    try:\n"
         "        db.ingest('gz_too_big', sys.argv[2], create=True)\n"
         "    except ConfigurationError as error:\n"
@@ -1641,15 +1682,17 @@ def test_decompressing_into_a_full_temporary_disk_says_where_and_leaves_nothing(
     )
     env = {**os.environ, "TMPDIR": str(spool)}
     done = subprocess.run(
-        [sys.executable, "-c", script, database_url, str(source)],
+        [sys.executable, "-c", script, database_url, str(source), str(points), str(records)],
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(f"Could not decompress {source} into {spool}/"), done.stdout
-    assert "Point TMPDIR at a disk with room for the data uncompressed" in done.stdout
+    loaded, refused = done.stdout.split("\n", 2)[:2], done.stdout.split("\n", 2)[2]
+    assert loaded == ["20000", "20000"]
+    assert refused.startswith(f"Could not decompress {source} into {spool}/"), done.stdout
+    assert "Point TMPDIR at a disk with room for the data uncompressed" in refused
     assert list(spool.iterdir()) == []
 
 

@@ -1,15 +1,18 @@
-"""Compressed sources (gzip, bzip2, xz, zstd: ``buildings.geojsonl.gz``), decompressed first.
+"""Compressed sources (gzip, bzip2, xz, zstd: ``points.csv.gz``, ``buildings.geojsonl.gz``).
 
-The readers need the file itself: GDAL reads a GeoJSON twice (once for its fields), a CSV
-is sniffed before it is read, a GeoPackage is a database. So the data is decompressed in
-blocks (memory stays flat whatever its size) into a temporary directory, under the name it
-has inside (``buildings.geojsonl``; a name without a format's suffix, ``data.gz``, gets
-the one its first bytes show), and loaded from there. The load's default id still follows
-the compressed file (its path, size and time), so running it again resumes.
+A CSV or a file of JSON records, which geosession's own readers read front to back, is
+read as it decompresses (:func:`data_of`): no copy, however large. The other formats'
+readers need the file itself: GDAL reads a GeoJSON twice (once for its fields), a
+GeoPackage is a database. So their data is decompressed in blocks (memory stays flat
+whatever its size) into a temporary directory, under the name it has inside
+(``buildings.geojsonl``; a name without a format's suffix, ``data.gz``, gets the one its
+first bytes show), and loaded from there. The load's default id follows the compressed
+file (its path, size and time) either way, so running it again resumes.
 """
 
 from __future__ import annotations
 
+import io
 import lzma
 import os
 import shutil
@@ -32,7 +35,6 @@ from rich.progress import Progress as RichProgress
 
 from geosession.compression import KINDS, compression_suffix, decompressor
 from geosession.errors import ConfigurationError, GeoSessionError
-from geosession.ingest.features import is_geojson_text
 from geosession.sidecar import prj_path
 
 BLOCK = 1 << 20
@@ -49,9 +51,65 @@ class Reader(Protocol):
 
 def is_compressed(source: Any) -> bool:
     """Whether ``source`` is the path of a gzip, bzip2, xz or zstd file (by its suffix)."""
+    from geosession.ingest.features import is_geojson_text  # its imports reach this module
+
     if not isinstance(source, str | os.PathLike) or is_geojson_text(source):
         return False
     return compression_suffix(source) is not None
+
+
+def streamed(path: Path, layer: str | None = None) -> bool:
+    """Whether compressed file ``path`` is read as it decompresses: a CSV, or JSON records
+    (not GeoJSON, which GDAL reads; ``layer`` names an object's member of records)."""
+    from geosession.ingest.json_records import RECORD_SUFFIXES, records_form
+
+    suffix = inner_suffix(path)
+    if suffix in RECORD_SUFFIXES:
+        return records_form(path, layer) is not None
+    return suffix == ".csv"
+
+
+def inner_suffix(path: Path) -> str:
+    """The suffix of a file's data: ``.csv`` for ``points.csv.gz`` as for ``points.csv``."""
+    return (Path(path.stem) if is_compressed(path) else path).suffix.lower()
+
+
+@contextmanager
+def data_of(path: Path) -> Iterator[IO[bytes]]:
+    """The bytes of ``path``'s data: a compressed file's as they decompress (damaged or
+    cut data refused naming the file), any other's as they are."""
+    if not is_compressed(path):
+        with path.open("rb") as file:
+            yield file
+        return
+    compression = path.suffix.lower()
+    with path.open("rb") as raw, decompressor(raw, compression) as stream:
+        yield io.BufferedReader(_Refusing(stream, str(path), compression), BLOCK)
+
+
+@contextmanager
+def text_of(path: Path, encoding: str) -> Iterator[IO[str]]:
+    """The text of ``path``'s data (:func:`data_of`), lines ending as they do in it, as
+    the csv module wants them."""
+    with data_of(path) as data, io.TextIOWrapper(data, encoding=encoding, newline="") as text:
+        yield text
+
+
+class _Refusing(io.RawIOBase):
+    """A decompressing stream as a file, whose damaged data is refused naming the file."""
+
+    def __init__(self, stream: Reader, name: str, compression: str) -> None:
+        self._stream, self._name, self._compression = stream, name, compression
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = read_block(
+            self._stream, self._name, self._compression, by_suffix=True, size=len(buffer)
+        )
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def decompressing(head: bytes, stream: Reader, compression: str) -> Reader:
@@ -116,11 +174,13 @@ def _check_kind(copy: Path, path: Path) -> None:
         ) from error
 
 
-def read_block(stream: Reader, name: str, compression: str, *, by_suffix: bool = False) -> bytes:
+def read_block(
+    stream: Reader, name: str, compression: str, *, by_suffix: bool = False, size: int = BLOCK
+) -> bytes:
     """The next block of decompressed data; damaged data is refused naming ``name`` (a
     file whose ``compression`` its suffix says, ``by_suffix``, may be no such data)."""
     try:
-        return stream.read(BLOCK)
+        return stream.read(size)
     except _CORRUPT as error:
         kind = KINDS[compression]
         named = f"; a file that is not {kind} data is named without {compression}" * by_suffix
@@ -171,13 +231,15 @@ def _bytes_read(path: Path, raw: IO[bytes], enabled: bool) -> Iterator[Callable[
 
 class Unpacked:
     """A source as the readers take it: a compressed file's data decompressed into a
-    temporary file (removed by :meth:`close`), any other source as it is."""
+    temporary file (removed by :meth:`close`), unless it is read as it decompresses
+    (:func:`streamed`); any other source as it is."""
 
-    def __init__(self, source: Any, *, progress: bool) -> None:
+    def __init__(self, source: Any, *, progress: bool, layer: str | None = None) -> None:
         self.source = source
         self._files = ExitStack()
         self._copy: Path | None = None
-        if is_compressed(source) and Path(source).is_file():  # else refused as any file
+        compressed = is_compressed(source) and Path(source).is_file()  # else refused as any
+        if compressed and not streamed(Path(source), layer):
             self._copy = self._files.enter_context(decompressed(Path(source), progress=progress))
 
     @property

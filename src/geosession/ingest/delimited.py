@@ -10,11 +10,12 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Callable, Iterator
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.batches import Batch, Landing
+from geosession.ingest.compressed import text_of
 from geosession.ingest.crs import SourceCrs, sidecar_crs
 from geosession.ingest.encodings import text_codec, undecodable_refused
 from geosession.ingest.file_read import FileRead, renamer
@@ -107,7 +108,7 @@ def _chunks(
     """The file's rows after the header, ``size()`` at a time, each chunk with the number
     of its first row; a row of another width than the header's is refused."""
     header, delimiter = layout
-    with path.open(newline="", encoding=text_codec(encoding, path)) as handle:
+    with text_of(path, text_codec(encoding, path)) as handle:
         reader = csv.reader(handle, delimiter=delimiter)
         with undecodable_refused(path, encoding):
             next(reader, None)
@@ -152,11 +153,11 @@ def csv_header(path: Path, encoding: str | None = None) -> tuple[list[str], str]
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
     with (
         undecodable_refused(path, encoding),
-        path.open(newline="", encoding=text_codec(encoding, path)) as handle,
+        text_of(path, text_codec(encoding, path)) as handle,
     ):
-        delimiter = _delimiter(handle.readline())
-        handle.seek(0)
-        return next(csv.reader(handle, delimiter=delimiter), []), delimiter
+        first = handle.readline()
+        delimiter = _delimiter(first)
+        return next(csv.reader(chain([first], handle), delimiter=delimiter), []), delimiter
 
 
 def quoted_fields(path: Path, layout: tuple[list[str], str], encoding: str | None) -> set[str]:
@@ -166,7 +167,7 @@ def quoted_fields(path: Path, layout: tuple[list[str], str], encoding: str | Non
     "75001") is text. A file that quotes every field says nothing. Python's csv reader
     does not tell quoted values apart, so the first records are read here again."""
     header, delimiter = layout
-    with path.open(newline="", encoding=text_codec(encoding, path)) as handle:
+    with text_of(path, text_codec(encoding, path)) as handle:
         sample = handle.read(_QUOTING_SAMPLE)
     always, seen, unquoted = [True] * len(header), [False] * len(header), False
     for record in islice(_quoting(sample, delimiter), 1, None):  # after the header

@@ -22,6 +22,7 @@ from typing import Any
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.archives import GdalSource
+from geosession.ingest.compressed import data_of, inner_suffix
 from geosession.read.layer_types import measured_types
 
 CHOSEN_SUFFIXES = (".shp", ".zip", ".csv")
@@ -49,7 +50,7 @@ def check_encoding(encoding: str | None, path: Path | None = None) -> None:
             f"encoding={encoding!r} is not a known text encoding: use a name such as "
             "'utf-8', 'latin1' (ISO-8859-1), 'cp1252' or 'cp437'"
         ) from None
-    if path is not None and path.suffix.lower() not in CHOSEN_SUFFIXES and not is_utf8(encoding):
+    if path is not None and inner_suffix(path) not in CHOSEN_SUFFIXES and not is_utf8(encoding):
         raise _utf8_only(encoding, f"the text of {path}")
 
 
@@ -140,7 +141,7 @@ def text_codec(encoding: str | None, path: Path) -> str:
     """UTF-8 skipping a byte order mark (spreadsheets write one), unless told otherwise;
     UTF-16 when the file begins with its byte order mark (a spreadsheet's "Unicode text")."""
     if encoding is None:
-        with path.open("rb") as raw:
+        with data_of(path) as raw:
             if raw.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
                 return "utf-16"
     return "utf-8-sig" if encoding is None or is_utf8(encoding) else encoding
@@ -170,7 +171,7 @@ def undecodable_refused(path: Path, encoding: str | None) -> Iterator[None]:
 def _first_undecodable(path: Path, codec: str) -> tuple[int, int]:
     """The line and byte where decoding first fails (in UTF-8 and the usual code pages a
     newline never splits a character, so lines decode on their own)."""
-    with path.open("rb") as raw:
+    with data_of(path) as raw:
         for number, line in enumerate(raw, start=1):
             try:
                 line.decode(codec)

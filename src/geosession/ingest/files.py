@@ -38,7 +38,7 @@ from geosession.ingest.columnar_files import (
     arrow_file_batches,
     parquet_batches,
 )
-from geosession.ingest.compressed import decompressed, is_compressed
+from geosession.ingest.compressed import decompressed, inner_suffix, is_compressed
 from geosession.ingest.crs import source_crs
 from geosession.ingest.delimited import csv_batches
 from geosession.ingest.encodings import (
@@ -185,8 +185,8 @@ def file_kind(path: Path) -> str:
     """ "csv", "vector", "parquet", "arrow" or "compressed" (which the load decompresses
     first: :mod:`.compressed`); a file of no kind read here is refused."""
     suffix = path.suffix.lower()
-    if is_compressed(path):
-        return "compressed"
+    if is_compressed(path):  # a CSV is read as it decompresses
+        return "csv" if inner_suffix(path) == ".csv" else "compressed"
     if suffix == ".csv":
         return "csv"
     if suffix in PARQUET_SUFFIXES:

@@ -24,8 +24,9 @@ import ijson
 import orjson
 
 from geosession.errors import ConfigurationError
+from geosession.ingest.compressed import data_of, inner_suffix
 
-_SUFFIXES = (".json", ".jsonl", ".ndjson")
+RECORD_SUFFIXES = (".json", ".jsonl", ".ndjson")
 _LINES = (".jsonl", ".ndjson")
 _HEAD = 1 << 16
 """Bytes read to tell records from GeoJSON: the first line of JSON Lines must fit."""
@@ -71,14 +72,14 @@ def records_form(path: Path, layer: str | None = None) -> RecordsForm | None:
     """How a JSON file of records holds them, else None: the file is GeoJSON, TopoJSON,
     Esri JSON, an object whose first megabyte shows no records, no JSON at all, or not
     there (its reader says so). ``layer`` names the member of an object that holds them."""
-    if path.suffix.lower() not in _SUFFIXES or not path.is_file():
+    if inner_suffix(path) not in RECORD_SUFFIXES or not path.is_file():
         return None
     head = _head(path)
     if head.startswith(b"["):
         return RecordsForm("array")
-    if path.suffix.lower() in _LINES and is_record_line(head[:_HEAD]):
+    if inner_suffix(path) in _LINES and is_record_line(head[:_HEAD]):
         return RecordsForm("lines")
-    if path.suffix.lower() != ".json" or not head.startswith(b"{"):
+    if inner_suffix(path) != ".json" or not head.startswith(b"{"):
         return None
     return _object_form(path, head, layer)
 
@@ -115,7 +116,7 @@ def record_members(path: Path) -> list[str] | None:
     """The members of a .json file's object that hold arrays of objects (records), as
     its first megabyte shows them, where there are several: the file's layers. None for
     any other file."""
-    if path.suffix.lower() != ".json" or not path.is_file():
+    if inner_suffix(path) != ".json" or not path.is_file():
         return None
     head = _head(path)
     found = ObjectScan.of(head) if head.startswith(b"{") else None
@@ -126,7 +127,7 @@ def record_members(path: Path) -> list[str] | None:
 
 def _head(path: Path) -> bytes:
     """The file's first megabyte, from its first character (blanks and a BOM skipped)."""
-    with path.open("rb") as handle:
+    with data_of(path) as handle:
         return handle.read(_OBJECT_HEAD).lstrip(_BLANK)
 
 
@@ -206,7 +207,7 @@ def is_api_answer(head: bytes) -> bool:
 def records_further_on(path: Path) -> bool:
     """Whether ``path`` is a JSON object too large to scan whole that shows neither records
     nor GDAL's members in its first megabyte: a member further on may hold its records."""
-    if path.suffix.lower() != ".json" or not path.is_file():
+    if inner_suffix(path) != ".json" or not path.is_file():
         return False
     head = _head(path)
     found = ObjectScan.of(head) if head.startswith(b"{") else ObjectScan(gdal=True)
@@ -229,7 +230,7 @@ def is_record_line(text: bytes) -> bool:
 
 def _items(path: Path, form: RecordsForm) -> Iterator[dict[str, Any]]:
     number = 0
-    with path.open("rb") as handle:
+    with data_of(path) as handle:
         try:
             items = ijson.items(handle, form.items, use_float=True)
             for number, row in enumerate(items, start=1):
@@ -254,7 +255,7 @@ def _json_kind(value: Any) -> str:
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open("rb") as handle:
+    with data_of(path) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip(_BLANK):
                 continue

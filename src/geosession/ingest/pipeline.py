@@ -88,7 +88,7 @@ class Ingest:
         """``stop_source`` ends a source that may be waiting for its next row (an async
         one) when reading stops early, so that the reading threads can end."""
         options.check()
-        self.unpacked = Unpacked(source, progress=options.progress)  # a .gz's data
+        self.unpacked = Unpacked(source, progress=options.progress, layer=options.layer)
         try:
             self._set_up(engine, target, options, statement_timeout, stop_source, lock_timeout)
         except BaseException as error:
