@@ -446,15 +446,14 @@ def filled_layers(path: Path) -> tuple[list[str], list[str]] | None:
     Arrow), or for a file of several whose layers hold no geometries. A compressed file's
     are those of the data it holds (decompressed here to list them, and by each load).
     A JSON object's members that hold records are its layers where there are several."""
-    inner = Path(path.stem) if is_compressed(path) else path
-    is_json = inner.suffix.lower() == ".json"
+    if inner_suffix(path) == ".json":  # a compressed one read as it decompresses
+        members = record_members(path)
+        return None if members is None else (members, [])
     if is_compressed(path):
-        if _one_layer_by_name(inner) and not is_json:  # parcels.geojson.gz: nothing to list
+        if _one_layer_by_name(Path(path.stem)):  # parcels.geojson.gz: nothing to list
             return None
         with decompressed(path) as copy:
             return filled_layers(copy)
-    if is_json and (members := record_members(path)) is not None:
-        return members, []
     if file_kind(path) != "vector" or _one_layer_by_name(path):
         return None
     try:
