@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import random
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -116,6 +118,14 @@ def test_files_that_state_no_row_count_are_counted_by_their_bytes(tmp_path: Path
     long_csv = tmp_path / "long.csv"  # a header, then rows of 10 bytes: 1,000 rows
     long_csv.write_text("id,wkt_xx\n" + "0123456,x\n" * 1_000)
     assert count_marks(long_csv, b"\n", 1, never, sample=1_000) == 1_000
+    packed = tmp_path / "points.csv.gz"  # read as it decompresses: scaled by gzip's bytes
+    randoms = random.Random(7)
+    packed.write_bytes(gzip.compress(("id,wkt\n" + "".join(
+        f"{n:06d},POINT({randoms.random():.6f} {randoms.random():.6f})\n" for n in range(300_000)
+    )).encode()))  # fmt: skip
+    assert row_mark(packed) == (b"\n", 1) and rows_counted(packed, None)(never) == 300_000
+    estimate = count_marks(packed, b"\n", 1, never, sample=2_000_000)  # a fifth of it
+    assert estimate is not None and abs(estimate - 300_000) < 15_000
     header_only = tmp_path / "empty.csv"
     header_only.write_text("id,wkt\n")
     assert rows_counted(header_only, None)(never) is None  # nothing to show a total of

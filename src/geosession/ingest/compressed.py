@@ -38,7 +38,7 @@ from geosession.errors import ConfigurationError, GeoSessionError
 from geosession.sidecar import prj_path
 
 BLOCK = 1 << 20
-_CORRUPT = (OSError, EOFError, zlib.error, lzma.LZMAError)
+CORRUPT = (OSError, EOFError, zlib.error, lzma.LZMAError)
 """What the decompressors raise for damaged or cut data (gzip's BadGzipFile is an
 OSError; a file cut short is an EOFError)."""
 
@@ -181,7 +181,7 @@ def read_block(
     file whose ``compression`` its suffix says, ``by_suffix``, may be no such data)."""
     try:
         return stream.read(size)
-    except _CORRUPT as error:
+    except CORRUPT as error:
         kind = KINDS[compression]
         named = f"; a file that is not {kind} data is named without {compression}" * by_suffix
         raise ConfigurationError(

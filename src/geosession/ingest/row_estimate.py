@@ -4,8 +4,9 @@ a time remaining.
 
 A GeoPackage or a Parquet file says how many rows it has; these need a look, which reads
 bytes instead of parsing them: line breaks, less a CSV's header, or a GeoJSON file's
-``"Feature"`` strings, in the first 64 MiB (a fraction of a second), then scaled by the
-file's size, so that a file of many gigabytes is not read twice. A CSV value holding a
+``"Feature"`` strings, in the first 64 MiB (a fraction of a second; a compressed file's
+as they decompress), then scaled by the file's size (by the compressed bytes those took),
+so that a file of many gigabytes is not read twice. A CSV value holding a
 line break, a property whose value is "Feature" or rows that grow longer down the file
 make it an estimate, which the bar replaces by the rows read once the load completes.
 """
@@ -14,8 +15,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import IO, Any
 
+from geosession.compression import decompressor
+from geosession.ingest.compressed import CORRUPT, inner_suffix, is_compressed
 from geosession.ingest.files import SEQUENCE_SUFFIXES
 from geosession.ingest.json_records import records_form
 
@@ -29,7 +34,7 @@ _FEATURE = b'"Feature"'
 def row_mark(path: Path, layer: str | None = None) -> tuple[bytes, int] | None:
     """What marks each row of ``path`` and how many marks come before the rows (a CSV's
     header line), or None for a file that states its count, or holds rows another way."""
-    suffix = path.suffix.lower()
+    suffix = inner_suffix(path)  # points.csv.gz's data is a CSV's
     if suffix == ".csv":
         return _LINE, 1
     if suffix in SEQUENCE_SUFFIXES:
@@ -43,26 +48,33 @@ def row_mark(path: Path, layer: str | None = None) -> tuple[bytes, int] | None:
 def count_marks(
     path: Path, mark: bytes, before: int, stopped: Callable[[], bool], *, sample: int = _SAMPLE
 ) -> int | None:
-    """The ``mark``s in ``path`` (for line breaks, a last line without one too), less
-    ``before``: counted in its first ``sample`` bytes, and scaled by its size past them;
-    None when it cannot be read, holds none, or once ``stopped()``."""
+    """The ``mark``s in ``path``'s data (for line breaks, a last line without one too),
+    less ``before``: counted in its first ``sample`` bytes, and scaled past them by the
+    file's size (a compressed file's by the compressed bytes those took); None when it
+    cannot be read, holds none, or once ``stopped()``."""
     found, tail, last, read = 0, b"", b"", 0
     try:
-        with path.open("rb", buffering=0) as file:
-            size = os.fstat(file.fileno()).st_size
-            while read < sample and (block := file.read(min(_BLOCK, sample - read))):
+        with path.open("rb") as raw, _decompressed(raw, path) as data:
+            while read < sample and (block := data.read(min(_BLOCK, sample - read))):
                 if stopped():
                     return None
                 found += (tail + block).count(mark)  # a mark across two blocks too
                 tail = block[-(len(mark) - 1) :] if len(mark) > 1 else b""
                 last, read = block, read + len(block)
-    except OSError:
+            taken, size = raw.tell(), os.fstat(raw.fileno()).st_size
+            ended = read < sample or not data.read(1)
+    except CORRUPT:  # OSError among them
         return None
-    if 0 < read < size:
-        found = round(found * size / read)
+    if not ended and taken:
+        found = round(found * size / taken)
     elif mark == _LINE and found and not last.endswith(_LINE):
         found += 1
     return max(0, found - before) or None
+
+
+def _decompressed(raw: IO[bytes], path: Path) -> AbstractContextManager[Any]:
+    """``raw``'s data: decompressed as it is read for a compressed file."""
+    return decompressor(raw, path.suffix.lower()) if is_compressed(path) else nullcontext(raw)
 
 
 def rows_counted(source: object, layer: str | None) -> Callable[[Callable[[], bool]], int | None]:
