@@ -136,6 +136,7 @@ TABLES = (
     "packed_routes",
     "made_late_key",
     "gz_streamed_csv",
+    "gz_streamed_seq",
     "gz_resumed",
     "gz_streamed_jsonl",
     "made_feed",
@@ -338,10 +339,17 @@ def test_a_geojson_files_integer_feature_ids_load_into_its_id_column(
     with zipfile.ZipFile(zipped, "w") as archive:
         archive.write(geojson_with_ids(tmp_path / "more.geojson", [47]), "data/more.geojson")
     assert db.ingest("geojson_ids", zipped).inserted == 1
+    gzipped = tmp_path / "gz.geojson.gz"  # read through GDAL's /vsigzip/: its ids too
+    gzipped.write_bytes(gzip.compress(geojson_with_ids(tmp_path / "gz.geojson", [57]).read_bytes()))
+    assert db.ingest("geojson_ids", gzipped).inserted == 1
     assert db.ingest("geojson_ids_made", source, create=True).inserted == 3
     assert list(columns(admin, "geojson_ids_made")) == ["id", "name", "geom"]
     lines = geojson_with_ids(tmp_path / "ids.geojsonl", [5, 6], lines=True)
     assert db.ingest("geojson_seq_ids", lines, create=True).inserted == 2
+    assert admin.execute("SELECT id FROM geojson_ids WHERE id > 40 ORDER BY id").fetchall() == [
+        (47,),
+        (57,),
+    ]
     made = admin.execute("SELECT id FROM geojson_ids_made ORDER BY id").fetchall()
     seq = admin.execute("SELECT id FROM geojson_seq_ids ORDER BY id").fetchall()
     assert (made, seq) == ([(17,), (27,), (37,)], [(5,), (6,)])
@@ -1647,16 +1655,18 @@ def test_decompressing_into_a_full_temporary_disk_says_where_and_leaves_nothing(
     database_url: str, tmp_path: Path
 ) -> None:
     """A file size limit (RLIMIT_FSIZE) makes the temporary copy's writes fail as a full
-    disk would: the load of a GeoJSON Lines file (GDAL reads it from a copy) is refused
+    disk would: the load of bzip2'd GeoJSON Lines (GDAL reads it from a copy) is refused
     naming the file, the directory and TMPDIR, before any row, and the temporary
-    directory is gone. A CSV and JSON records, read as they decompress, need no copy: they
-    were refused so too."""
-    source = tmp_path / "big.geojsonl.gz"
+    directory is gone. A CSV, JSON records and gzipped GeoJSON Lines (through GDAL's
+    /vsigzip/), read as they decompress, need no copy: they were refused so too."""
+    source = tmp_path / "big.geojsonl.bz2"
     features = "".join(
         orjson.dumps({"type": "Feature", "properties": {"n": i}, "geometry": None}).decode() + "\n"
         for i in range(20_000)
     )
-    source.write_bytes(gzip.compress(features.encode()))
+    source.write_bytes(bz2.compress(features.encode()))
+    gzipped = tmp_path / "big_too.geojsonl.gz"
+    gzipped.write_bytes(gzip.compress(features.encode()))
     points = tmp_path / "big.csv.gz"
     rows = "".join(f"{i},POINT({i} {i})\n" for i in range(20_000))
     points.write_bytes(gzip.compress(("id,wkt\n" + rows).encode()))
@@ -1673,7 +1683,8 @@ def test_decompressing_into_a_full_temporary_disk_says_where_and_leaves_nothing(
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))\n"
         "with SpatialDatabase(sys.argv[1]) as db:\n"
-        "    for table, path in zip(('gz_streamed_csv', 'gz_streamed_jsonl'), sys.argv[3:]):\n"
+        "    streamed = ('gz_streamed_csv', 'gz_streamed_jsonl', 'gz_streamed_seq')\n"
+        "    for table, path in zip(streamed, sys.argv[3:]):\n"
         "        print(db.ingest(table, path, create=True, srid=4326).inserted)\n"
         "    try:\n"
         "        db.ingest('gz_too_big', sys.argv[2], create=True)\n"
@@ -1682,15 +1693,15 @@ def test_decompressing_into_a_full_temporary_disk_says_where_and_leaves_nothing(
     )
     env = {**os.environ, "TMPDIR": str(spool)}
     done = subprocess.run(
-        [sys.executable, "-c", script, database_url, str(source), str(points), str(records)],
+        [sys.executable, "-c", script, database_url, *map(str, (source, points, records, gzipped))],
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    loaded, refused = done.stdout.split("\n", 2)[:2], done.stdout.split("\n", 2)[2]
-    assert loaded == ["20000", "20000"]
+    *loaded, refused = done.stdout.split("\n", 3)
+    assert loaded == ["20000", "20000", "20000"]
     assert refused.startswith(f"Could not decompress {source} into {spool}/"), done.stdout
     assert "Point TMPDIR at a disk with room for the data uncompressed" in refused
     assert list(spool.iterdir()) == []

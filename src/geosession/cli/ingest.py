@@ -28,7 +28,8 @@ def ingest(
             ".ods: a sheet of longitude and latitude, --layer names one) or JSON records "
             "(.json: an API's array of objects; "
             ".jsonl, .ndjson: one per line), any of them gzip, bzip2, xz or zstd compressed too "
-            "(buildings.geojsonl.gz: decompressed into $TMPDIR first): one, or several "
+            "(points.csv.gz, buildings.geojsonl.gz read as they decompress; other formats "
+            "decompressed into $TMPDIR first): one, or several "
             "loaded one after the other. - reads standard input (any of these but an "
             "unzipped Shapefile or a folder), copied to a temporary file in $TMPDIR first; "
             "so is a named pipe, such as bash's <(unzip -p data.zip parcels.geojson).",

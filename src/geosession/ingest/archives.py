@@ -16,8 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from geosession.errors import ConfigurationError
+from geosession.ingest.compressed import gdal_gzip
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz")
+GZIPPED = "/vsigzip/"
+"""GDAL's path prefix of a gzipped file, read as it decompresses."""
 _ZIP = ".zip"
 GEODATABASE = ".gdb"
 """An Esri File Geodatabase: a folder of files that GDAL opens as one dataset."""
@@ -38,8 +41,10 @@ class GdalSource:
 
     @property
     def suffix(self) -> str:
-        """The data's suffix, in lower case: ``.gpkg`` for a GeoPackage in a zip archive."""
-        return PurePosixPath(str(self.name)).suffix.lower()
+        """The data's suffix, in lower case: ``.gpkg`` for a GeoPackage in a zip archive,
+        ``.geojson`` for gzipped GeoJSON."""
+        name = PurePosixPath(str(self.name))
+        return (name.with_suffix("") if str(name).startswith(GZIPPED) else name).suffix.lower()
 
 
 def shapefile_folder(path: Path) -> bool:
@@ -54,11 +59,14 @@ def shapefile_folder(path: Path) -> bool:
 
 def gdal_source(path: Path) -> GdalSource:
     """``path`` itself (a file, or a folder of Shapefiles, each checked for its parts), or
-    for a zip archive what in it holds the data."""
+    for a zip archive what in it holds the data, or gzipped GeoJSON as GDAL decompresses
+    it."""
     if shapefile_folder(path):
         for shp in (child for child in path.iterdir() if child.suffix.lower() == ".shp"):
             _check_parts(shp.name, lambda name: (path / name).exists(), str(path))
         return GdalSource(path, path, shapefiles=True)
+    if gdal_gzip(path):
+        return GdalSource(path, f"{GZIPPED}{path}", shapefiles=False)
     if path.suffix.lower() not in ARCHIVE_SUFFIXES:
         shapefile = path.suffix.lower() == ".shp"
         if shapefile:

@@ -38,6 +38,9 @@ from geosession.errors import ConfigurationError, GeoSessionError
 from geosession.sidecar import prj_path
 
 BLOCK = 1 << 20
+_GDAL_STREAMED = (".geojson", ".geojsonl", ".geojsons", ".json", ".jsonl", ".ndjson")
+"""GDAL's GeoJSON data, read front to back: gzipped, through /vsigzip/ (GDAL has no such
+reader of bzip2, xz or zstd)."""
 CORRUPT = (OSError, EOFError, zlib.error, lzma.LZMAError)
 """What the decompressors raise for damaged or cut data (gzip's BadGzipFile is an
 OSError; a file cut short is an EOFError)."""
@@ -59,14 +62,23 @@ def is_compressed(source: Any) -> bool:
 
 
 def streamed(path: Path, layer: str | None = None) -> bool:
-    """Whether compressed file ``path`` is read as it decompresses: a CSV, or JSON records
-    (not GeoJSON, which GDAL reads; ``layer`` names an object's member of records)."""
+    """Whether compressed file ``path`` is read as it decompresses: a CSV or JSON records
+    (``layer`` names an object's member of records), or gzipped GeoJSON, which GDAL reads
+    through its /vsigzip/ (:func:`gdal_gzip`)."""
     from geosession.ingest.json_records import RECORD_SUFFIXES, records_form
 
     suffix = inner_suffix(path)
+    if gdal_gzip(path):
+        return True
     if suffix in RECORD_SUFFIXES:
         return records_form(path, layer) is not None
     return suffix == ".csv"
+
+
+def gdal_gzip(path: Path) -> bool:
+    """Whether ``path`` is gzipped GeoJSON or GeoJSON Lines, which GDAL reads as it
+    decompresses (JSON records too, which are geosession's to read)."""
+    return path.suffix.lower() == ".gz" and inner_suffix(path) in _GDAL_STREAMED
 
 
 def inner_suffix(path: Path) -> str:

@@ -38,7 +38,13 @@ from geosession.ingest.columnar_files import (
     arrow_file_batches,
     parquet_batches,
 )
-from geosession.ingest.compressed import decompressed, inner_suffix, is_compressed
+from geosession.ingest.compressed import (
+    data_of,
+    decompressed,
+    gdal_gzip,
+    inner_suffix,
+    is_compressed,
+)
 from geosession.ingest.crs import source_crs
 from geosession.ingest.delimited import csv_batches
 from geosession.ingest.encodings import (
@@ -151,13 +157,17 @@ def refuse_empty(path: Path) -> None:
 
 
 def empty_sequence(path: Path) -> bool:
-    """Whether ``path`` is GeoJSON Lines of no features, which GDAL refuses to open."""
-    return path.suffix.lower() in SEQUENCE_SUFFIXES and _is_empty(path)
+    """Whether ``path`` is GeoJSON Lines of no features, which GDAL refuses to open (also
+    gzipped)."""
+    return inner_suffix(path) in SEQUENCE_SUFFIXES and _is_empty(path)
 
 
 def _is_empty(path: Path) -> bool:
     try:
-        return path.is_file() and path.stat().st_size == 0
+        if not path.is_file():
+            return False
+        with data_of(path) as data:
+            return not data.read(1)
     except OSError:  # no file's name (a GeoJSON text given as a str)
         return False
 
@@ -185,6 +195,8 @@ def file_kind(path: Path) -> str:
     """ "csv", "vector", "parquet", "arrow" or "compressed" (which the load decompresses
     first: :mod:`.compressed`); a file of no kind read here is refused."""
     suffix = path.suffix.lower()
+    if gdal_gzip(path):  # gzipped GeoJSON: GDAL reads it as it decompresses
+        return "vector"
     if is_compressed(path):  # a CSV is read as it decompresses
         return "csv" if inner_suffix(path) == ".csv" else "compressed"
     if suffix == ".csv":
@@ -412,7 +424,7 @@ def vector_layer(pyogrio: Any, source: GdalSource, layer: str | None) -> str | N
     file would be read whole for it."""
     name_types_pyogrio_lacks()  # a layer of several types with Z (FlatGeobuf makes them)
     path = source.path
-    if layer is None and path.suffix.lower() in _ONE_LAYER_SUFFIXES:
+    if layer is None and inner_suffix(path) in _ONE_LAYER_SUFFIXES:  # parcels.geojson.gz too
         return None
     try:
         with measured_types():

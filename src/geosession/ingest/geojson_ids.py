@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 
 from geosession.ingest.archives import GdalSource, archive_member
+from geosession.ingest.compressed import data_of, gdal_gzip
 
 _PEEK = 1 << 20
 """Bytes read to find the first feature (a feature larger than this: no ids assumed)."""
@@ -41,6 +42,9 @@ def _head(source: GdalSource) -> bytes:
     name = str(source.name)
     inside = archive_member(name, source.path)
     try:
+        if gdal_gzip(source.path):
+            with data_of(source.path) as data:
+                return data.read(_PEEK)
         if inside is None:
             with Path(name).open("rb") as file:
                 return file.read(_PEEK)
