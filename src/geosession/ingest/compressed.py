@@ -1,9 +1,10 @@
 """Compressed sources (gzip, bzip2, xz, zstd: ``points.csv.gz``, ``buildings.geojsonl.gz``).
 
 A CSV or a file of JSON records, which geosession's own readers read front to back, is
-read as it decompresses (:func:`data_of`): no copy, however large. The other formats'
-readers need the file itself: GDAL reads a GeoJSON twice (once for its fields), a
-GeoPackage is a database. So their data is decompressed in blocks (memory stays flat
+read as it decompresses (:func:`data_of`), and so is gzipped GeoJSON, which GDAL reads
+through its /vsigzip/: no copy, however large. The other formats' readers need the file
+itself: a GeoPackage is a database, GDAL reads no bzip2, xz or zstd. So their data is
+decompressed in blocks (memory stays flat
 whatever its size) into a temporary directory, under the name it has inside
 (``buildings.geojsonl``; a name without a format's suffix, ``data.gz``, gets the one its
 first bytes show), and loaded from there. The load's default id follows the compressed
@@ -67,9 +68,9 @@ def streamed(path: Path, layer: str | None = None) -> bool:
     through its /vsigzip/ (:func:`gdal_gzip`)."""
     from geosession.ingest.json_records import RECORD_SUFFIXES, records_form
 
-    suffix = inner_suffix(path)
     if gdal_gzip(path):
         return True
+    suffix = inner_suffix(path)
     if suffix in RECORD_SUFFIXES:
         return records_form(path, layer) is not None
     return suffix == ".csv"
@@ -77,7 +78,8 @@ def streamed(path: Path, layer: str | None = None) -> bool:
 
 def gdal_gzip(path: Path) -> bool:
     """Whether ``path`` is gzipped GeoJSON or GeoJSON Lines, which GDAL reads as it
-    decompresses (JSON records too, which are geosession's to read)."""
+    decompresses (a .json.gz may hold JSON records instead, which are asked for first and
+    read by :mod:`.json_records`, as they decompress too)."""
     return path.suffix.lower() == ".gz" and inner_suffix(path) in _GDAL_STREAMED
 
 

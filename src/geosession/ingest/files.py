@@ -193,7 +193,8 @@ def is_source_file(path: Path) -> bool:
 
 def file_kind(path: Path) -> str:
     """ "csv", "vector", "parquet", "arrow" or "compressed" (which the load decompresses
-    first: :mod:`.compressed`); a file of no kind read here is refused."""
+    first: :mod:`.compressed`; a compressed CSV and gzipped GeoJSON are read as they
+    decompress); a file of no kind read here is refused."""
     suffix = path.suffix.lower()
     if gdal_gzip(path):  # gzipped GeoJSON: GDAL reads it as it decompresses
         return "vector"
