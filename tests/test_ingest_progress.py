@@ -126,6 +126,9 @@ def test_files_that_state_no_row_count_are_counted_by_their_bytes(tmp_path: Path
     assert row_mark(packed) == (b"\n", 1) and rows_counted(packed, None)(never) == 300_000
     estimate = count_marks(packed, b"\n", 1, never, sample=2_000_000)  # a fifth of it
     assert estimate is not None and abs(estimate - 300_000) < 15_000
+    cut = tmp_path / "cut.json.gz"  # damaged: the load says so, the count gives up
+    cut.write_bytes(gzip.compress(b'{"id": 1}\n' * 10_000)[:100])
+    assert rows_counted(cut, None)(never) is None
     header_only = tmp_path / "empty.csv"
     header_only.write_text("id,wkt\n")
     assert rows_counted(header_only, None)(never) is None  # nothing to show a total of

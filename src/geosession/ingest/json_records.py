@@ -72,14 +72,15 @@ def records_form(path: Path, layer: str | None = None) -> RecordsForm | None:
     """How a JSON file of records holds them, else None: the file is GeoJSON, TopoJSON,
     Esri JSON, an object whose first megabyte shows no records, no JSON at all, or not
     there (its reader says so). ``layer`` names the member of an object that holds them."""
-    if inner_suffix(path) not in RECORD_SUFFIXES or not path.is_file():
+    suffix = inner_suffix(path)  # api.json.gz is JSON too
+    if suffix not in RECORD_SUFFIXES or not path.is_file():
         return None
     head = _head(path)
     if head.startswith(b"["):
         return RecordsForm("array")
-    if inner_suffix(path) in _LINES and is_record_line(head[:_HEAD]):
+    if suffix in _LINES and is_record_line(head[:_HEAD]):
         return RecordsForm("lines")
-    if inner_suffix(path) != ".json" or not head.startswith(b"{"):
+    if suffix != ".json" or not head.startswith(b"{"):
         return None
     return _object_form(path, head, layer)
 

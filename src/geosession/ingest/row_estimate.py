@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from geosession.compression import decompressor
+from geosession.errors import GeoSessionError
 from geosession.ingest.compressed import CORRUPT, inner_suffix, is_compressed
 from geosession.ingest.files import SEQUENCE_SUFFIXES
 from geosession.ingest.json_records import records_form
@@ -84,7 +85,10 @@ def rows_counted(source: object, layer: str | None) -> Callable[[Callable[[], bo
     def count(stopped: Callable[[], bool]) -> int | None:
         if not isinstance(source, str | os.PathLike):
             return None
-        found = row_mark(Path(source), layer)
+        try:
+            found = row_mark(Path(source), layer)
+        except GeoSessionError:  # damaged data, an object of several arrays: the load says
+            return None
         return None if found is None else count_marks(Path(source), *found, stopped)
 
     return count
