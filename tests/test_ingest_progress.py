@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -109,6 +110,9 @@ def test_files_that_state_no_row_count_are_counted_by_their_bytes(tmp_path: Path
     never: Callable[[], bool] = lambda: False  # noqa: E731
     assert [rows_counted(p, None)(never) for p in files] == [2, 3, 2, None, 3_000]
     assert rows_counted([{"id": 1}], None)(never) is None  # no file
+    fifo = tmp_path / "feed.csv"
+    os.mkfifo(fifo)  # opening it to count would wait for a writer, then take its data
+    assert rows_counted(fifo, None)(never) is None
     assert count_marks(lines, b"\n", 0, lambda: True) is None  # the bar no longer wants it
     assert count_marks(tmp_path / "gone.csv", b"\n", 1, never) is None
     spanning = tmp_path / "spanning.geojson"  # read in blocks of 1 MiB

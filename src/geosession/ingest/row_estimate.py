@@ -83,8 +83,8 @@ def rows_counted(source: object, layer: str | None) -> Callable[[Callable[[], bo
     :meth:`.Progress.total_from`; it counts nothing for any other source."""
 
     def count(stopped: Callable[[], bool]) -> int | None:
-        if not isinstance(source, str | os.PathLike):
-            return None
+        if not isinstance(source, str | os.PathLike) or not Path(source).is_file():
+            return None  # a named pipe's data is the load's alone
         try:
             found = row_mark(Path(source), layer)
         except GeoSessionError:  # damaged data, an object of several arrays: the load says
