@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import tarfile
 import zipfile
-from pathlib import Path
 
 import orjson
 
 from geosession.ingest.archives import GdalSource, archive_member
-from geosession.ingest.compressed import data_of, gdal_gzip
+from geosession.ingest.compressed import data_of
 
 _PEEK = 1 << 20
 """Bytes read to find the first feature (a feature larger than this: no ids assumed)."""
@@ -37,17 +36,13 @@ def has_integer_ids(source: GdalSource, *, sequence: bool) -> bool:
 
 
 def _head(source: GdalSource) -> bytes:
-    """The first bytes of the file, or of the member of a zip or tar archive GDAL is
-    given."""
-    name = str(source.name)
-    inside = archive_member(name, source.path)
+    """The first bytes of the file's data (gzipped too), or of the member of a zip or tar
+    archive GDAL is given."""
+    inside = archive_member(str(source.name), source.path)
     try:
-        if gdal_gzip(source.path):
+        if inside is None:
             with data_of(source.path) as data:
                 return data.read(_PEEK)
-        if inside is None:
-            with Path(name).open("rb") as file:
-                return file.read(_PEEK)
         if inside[0] == "zip":
             with zipfile.ZipFile(source.path) as archive, archive.open(inside[1]) as f:
                 return f.read(_PEEK)
