@@ -13,6 +13,7 @@ geometry, a Feature per line), TopoJSON and Esri JSON are left to GDAL.
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -75,23 +76,23 @@ def records_form(path: Path, layer: str | None = None) -> RecordsForm | None:
     suffix = inner_suffix(path)  # api.json.gz is JSON too
     if suffix not in RECORD_SUFFIXES or not path.is_file():
         return None
-    head = _head(path)
-    if head.startswith(b"["):
+    start = _start(path)
+    if start.head.startswith(b"["):
         return RecordsForm("array")
-    if suffix in _LINES and is_record_line(head[:_HEAD]):
+    if suffix in _LINES and is_record_line(start.head[:_HEAD]):
         return RecordsForm("lines")
-    if suffix != ".json" or not head.startswith(b"{"):
+    if suffix != ".json" or start.scan is None:
         return None
-    return _object_form(path, head, layer)
+    return _object_form(path, start, layer)
 
 
-def _object_form(path: Path, head: bytes, layer: str | None) -> RecordsForm | None:
+def _object_form(path: Path, start: _Start, layer: str | None) -> RecordsForm | None:
     """How a .json file that starts with an object holds its records (see
     :func:`records_form`)."""
-    found = ObjectScan.of(head)
-    if found.gdal:
+    found = start.scan
+    if found is None or found.gdal:
         return None
-    if found.trailing and is_record_line(head[:_HEAD]):
+    if found.trailing and is_record_line(start.head[:_HEAD]):
         return RecordsForm("lines")  # JSON Lines saved as .json
     if layer is None and found.complete and not (found.record_keys or found.trailing):
         return RecordsForm("record")  # one API record (GET /stops/5)
@@ -119,17 +120,38 @@ def record_members(path: Path) -> list[str] | None:
     any other file."""
     if inner_suffix(path) != ".json" or not path.is_file():
         return None
-    head = _head(path)
-    found = ObjectScan.of(head) if head.startswith(b"{") else None
+    found = _start(path).scan
     if found is None or found.gdal or found.trailing or len(found.record_keys) < 2:
         return None
     return found.record_keys
 
 
-def _head(path: Path) -> bytes:
-    """The file's first megabyte, from its first character (blanks and a BOM skipped)."""
-    with data_of(path) as handle:
-        return handle.read(_OBJECT_HEAD).lstrip(_BLANK)
+class _Start:
+    """The start of a JSON file: its first megabyte, from its first character (blanks
+    and a BOM skipped), and the scan of the object it starts, if one."""
+
+    def __init__(self, path: Path) -> None:
+        with data_of(path) as handle:
+            self.head = handle.read(_OBJECT_HEAD).lstrip(_BLANK)
+
+    @functools.cached_property
+    def scan(self) -> ObjectScan | None:
+        return ObjectScan.of(self.head) if self.head.startswith(b"{") else None
+
+
+def _start(path: Path) -> _Start:
+    """The file's start, read once for a load's several questions (the load, create=True's
+    pass, the row count's thread: each asks how the file holds its records) while the file
+    stays as it was."""
+    stat = path.stat()
+    return _start_of(path, (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4)
+def _start_of(path: Path, identity: tuple[int, ...]) -> _Start:
+    """``identity``: the file's device, inode, size and modification time, so a file
+    written again is read again."""
+    return _Start(path)
 
 
 def json_rows(
@@ -210,8 +232,7 @@ def records_further_on(path: Path) -> bool:
     nor GDAL's members in its first megabyte: a member further on may hold its records."""
     if inner_suffix(path) != ".json" or not path.is_file():
         return False
-    head = _head(path)
-    found = ObjectScan.of(head) if head.startswith(b"{") else ObjectScan(gdal=True)
+    found = _start(path).scan or ObjectScan(gdal=True)
     return not (found.gdal or found.complete or found.record_keys)
 
 
