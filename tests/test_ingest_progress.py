@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 from rich.console import Console
@@ -83,10 +84,11 @@ def test_work_before_a_load_gets_a_line_counting_its_rows() -> None:
 
 
 def test_files_that_state_no_row_count_are_counted_by_their_bytes(tmp_path: Path) -> None:
-    """A CSV, GeoJSON Lines, JSON Lines or GeoJSON file states no row count (a GeoPackage
-    does): its line breaks are counted, less a CSV's header (a last line without a break
-    counts), or a GeoJSON file's "Feature" strings, also where one spans two blocks; in
-    a file larger than the sample, those of the sample scaled by the file's size."""
+    """A CSV, GeoJSON Lines, JSON Lines, JSON or GeoJSON file states no row count (a
+    GeoPackage does): its line breaks are counted, less a CSV's header (a last line
+    without a break counts), what stands between two records of a JSON array (plus one),
+    or a GeoJSON file's "Feature" strings, also where one spans two blocks; in a file
+    larger than the sample, those of the sample scaled by the file's size."""
     csv_file = tmp_path / "stops.csv"
     csv_file.write_text("id,wkt\n1,POINT(1 2)\n2,POINT(3 4)")  # no break after the last
     lines = tmp_path / "stops.geojsonl"
@@ -98,17 +100,29 @@ def test_files_that_state_no_row_count_are_counted_by_their_bytes(tmp_path: Path
     feature = {"type": "Feature", "properties": {"pad": "x" * 1_000}, "geometry": None}
     collection = tmp_path / "stops.geojson"  # 3,000 features over some 3 MB: blocks of 1 MB
     collection.write_text(json.dumps({"type": "FeatureCollection", "features": [feature] * 3_000}))
-    files = (csv_file, lines, records, array, collection)
+    answer = tmp_path / "answer.json"  # records in a member, after an object of an "id"
+    answer.write_text(json.dumps({"meta": {"id": 0}, "results": [{"id": 1}, {"id": 2}] * 2}))
+    files = (csv_file, lines, records, array, collection, answer)
     assert [row_mark(p) for p in files] == [
         (b"\n", 1),
         (b"\n", 0),
         (b"\n", 0),
-        None,
+        (b'},\n {\n  "id"', -1),  # between two records, as the file spaces it
         (b'"Feature"', 0),
+        (b'}, {"id"', -1),
     ]
     assert row_mark(tmp_path / "stops.gpkg") is None
     never: Callable[[], bool] = lambda: False  # noqa: E731
-    assert [rows_counted(p, None)(never) for p in files] == [2, 3, 2, None, 3_000]
+    assert [rows_counted(p, None)(never) for p in files] == [2, 3, 2, 2, 3_000, 4]
+    nested = tmp_path / "nested.json"  # an object as a record's member opens the same way
+    nested.write_bytes(orjson.dumps([{"id": n, "owner": {"id": 7}} for n in range(5)]))
+    assert rows_counted(nested, None)(never) == 5
+    escaped = tmp_path / "escaped.json"  # Python's json writes such keys as \u escapes
+    escaped.write_text(json.dumps([{"name\u00e9": n} for n in range(3)]))
+    assert rows_counted(escaped, None)(never) == 3
+    one = tmp_path / "one.json"  # one record: no array to count
+    one.write_text(json.dumps({"id": 1}))
+    assert row_mark(one) is None
     assert rows_counted([{"id": 1}], None)(never) is None  # no file
     fifo = tmp_path / "feed.csv"
     os.mkfifo(fifo)  # opening it to count would wait for a writer, then take its data

@@ -13,8 +13,11 @@ geometry, a Feature per line), TopoJSON and Esri JSON are left to GDAL.
 
 from __future__ import annotations
 
+import collections
 import functools
 import io
+import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
@@ -218,6 +221,30 @@ class ObjectScan:
         elif self._array is not None and prefix == f"{self._array}.item" and event == "start_map":
             self.record_keys.append(self._array)
             self._array = None
+
+
+def record_mark(path: Path, form: RecordsForm) -> bytes | None:
+    """What stands between two records of a file's array of them: the end of one, the
+    comma and the opening of the next up to its first key, spaced as the file spaces them
+    (``},{"id"``, ``},\\n  {\\n    "id"``), to count the records without parsing them
+    (an array of objects in each record whose first key is the same, spaced alike, counts
+    too; an object that is a member's value does not); None where the file's first
+    megabyte shows no two records."""
+    if form.kind not in ("array", "object"):
+        return None
+    head = _start(path).head
+    try:
+        key = next(
+            value
+            for prefix, event, value in ijson.parse(io.BytesIO(head))
+            if prefix == form.items and event == "map_key"
+        )
+    except (ijson.JSONError, StopIteration):  # no key of a record in the first megabyte
+        return None
+    written = (orjson.dumps(key), json.dumps(key).encode())  # raw UTF-8, or \\u escapes
+    between = re.compile(rb"\}\s*,\s*\{\s*(?:%b|%b)" % tuple(map(re.escape, written)))
+    seen = collections.Counter(between.findall(head))  # the records' spacing is most seen
+    return max(seen, key=seen.__getitem__, default=None)
 
 
 def is_api_answer(head: bytes) -> bool:

@@ -1,13 +1,14 @@
-"""The rows of a file that states no count (a CSV, GeoJSON Lines, JSON Lines, a GeoJSON
-FeatureCollection), estimated while it loads, so that its progress bar gets a total and
-a time remaining.
+"""The rows of a file that states no count (a CSV, GeoJSON Lines, JSON Lines, a JSON
+array of records, a GeoJSON FeatureCollection), estimated while it loads, so that its
+progress bar gets a total and a time remaining.
 
 A GeoPackage or a Parquet file says how many rows it has; these need a look, which reads
-bytes instead of parsing them: line breaks, less a CSV's header, or a GeoJSON file's
-``"Feature"`` strings, in the first 64 MiB (a fraction of a second; a compressed file's
-as they decompress), then scaled by the file's size (by the compressed bytes those took),
-so that a file of many gigabytes is not read twice. A CSV value holding a
-line break, a property whose value is "Feature" or rows that grow longer down the file
+bytes instead of parsing them: line breaks, less a CSV's header, what stands between two
+records of a JSON array, or a GeoJSON file's ``"Feature"`` strings, in the first 64 MiB
+(a fraction of a second; a compressed file's as they decompress), then scaled by the
+file's size (by the compressed bytes those took), so that a file of many gigabytes is not
+read twice. A CSV value holding a line break, a property whose value is "Feature", records
+holding arrays of objects that open as they do, or rows that grow longer down the file
 make it an estimate, which the bar replaces by the rows read once the load completes.
 """
 
@@ -23,7 +24,7 @@ from geosession.compression import decompressor
 from geosession.errors import GeoSessionError
 from geosession.ingest.compressed import CORRUPT, inner_suffix, is_compressed
 from geosession.ingest.files import SEQUENCE_SUFFIXES
-from geosession.ingest.json_records import records_form
+from geosession.ingest.json_records import record_mark, records_form
 
 _BLOCK = 1 << 20
 _SAMPLE = 64 << 20
@@ -34,7 +35,8 @@ _FEATURE = b'"Feature"'
 
 def row_mark(path: Path, layer: str | None = None) -> tuple[bytes, int] | None:
     """What marks each row of ``path`` and how many marks come before the rows (a CSV's
-    header line), or None for a file that states its count, or holds rows another way."""
+    header line; -1 where a mark stands between rows), or None for a file that states its
+    count, or holds rows another way."""
     suffix = inner_suffix(path)  # points.csv.gz's data is a CSV's
     if suffix == ".csv":
         return _LINE, 1
@@ -43,7 +45,12 @@ def row_mark(path: Path, layer: str | None = None) -> tuple[bytes, int] | None:
     if suffix == ".geojson":
         return _FEATURE, 0
     form = records_form(path, layer) if suffix == ".json" else None
-    return (_LINE, 0) if form is not None and form.kind == "lines" else None
+    if form is None:
+        return None
+    if form.kind == "lines":
+        return _LINE, 0
+    mark = record_mark(path, form)
+    return None if mark is None else (mark, -1)  # one fewer than the records
 
 
 def count_marks(
