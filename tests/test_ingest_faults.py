@@ -403,6 +403,45 @@ def test_server_restarted_mid_ingest(
     assert table_state(db) == (120_000, 120_000, source_checksum(120_000))
 
 
+def test_a_load_started_while_the_server_shuts_down_for_a_restart_waits_for_it(
+    own_cluster: LocalCluster, make_db: Callable[..., SpatialDatabase]
+) -> None:
+    """A server shutting down or starting up refuses connections with SQLSTATE 57P03
+    (libpq gives its words alone): a load whose first connection met that failed at once,
+    as if no server were there. It waits for the server now, through its refusals while
+    it is down, as a load that had connected does; a session is told what happened."""
+    setup = make_db(own_cluster.url())
+    create_table(setup)
+    setup.dispose()  # a smart shutdown waits for every session, pooled ones too
+    conninfo = own_cluster.url().replace("postgresql+psycopg://", "postgresql://")
+    held = psycopg.connect(conninfo)  # the shutdown waits for it to end
+    restart = threading.Thread(target=own_cluster.restart, args=("smart",))
+    restart.start()
+    try:
+        wait_until(lambda: not _connects(conninfo))
+        session_db = make_db(own_cluster.url())
+        refused = pytest.raises(ConnectionFailed, match="takes no connections until it is")
+        with refused as told, session_db.session() as s:
+            s.execute(text("SELECT 1"))
+        assert told.value.sqlstate == "57P03" and told.value.transient
+        threading.Timer(1.0, held.close).start()  # then the server stops and starts again
+        db = make_db(own_cluster.url(), application_name="ingest-smart-restart")
+        report = db.ingest(TABLE, rows(10_000), chunk_size=5_000, defer_indexes=False)
+    finally:
+        restart.join()
+        held.close()
+    assert report.retries >= 1 and report.inserted == 10_000
+    assert table_state(db) == (10_000, 10_000, source_checksum(10_000))
+
+
+def _connects(conninfo: str) -> bool:
+    try:
+        psycopg.connect(conninfo).close()
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
 KILLABLE = textwrap.dedent(
     """
     import sys

@@ -196,6 +196,12 @@ _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
         "the server has no connection slots left: lower pool_size + max_overflow across your "
         "processes, or raise max_connections, or put PgBouncer in front",
     ),
+    "57P03": (
+        ConnectionFailed,
+        "the server takes no connections until it is ready (it is starting up, shutting "
+        "down or recovering; a standby without hot_standby never is): try again in a "
+        "moment (an ingest waits for it)",
+    ),
     "28P01": (AccessDenied, "check the user name and the password (or password_file)"),
     "28000": (AccessDenied, "check pg_hba.conf and the user name"),
     "3D000": (AccessDenied, "create the database, or fix the database name in the settings"),
@@ -319,7 +325,13 @@ _LIBPQ_CONNECT_FAILURES = (  # libpq reports login failures without a SQLSTATE
     (re.compile(r"no pg_hba\.conf entry|pg_hba\.conf rejects connection"), "28000"),
     (re.compile(r"certificate authentication failed|requires a valid client certificate"), "28000"),
     (re.compile(r"too many (clients|connections)|remaining connection slots"), "53300"),
-    (re.compile(r"the database system is (starting up|shutting down|in recovery)"), "57P03"),
+    (  # a restart, a crash's recovery, a standby without hot_standby
+        re.compile(
+            r"the database system is (starting up|shutting down|in recovery"
+            r"|not (yet )?accepting connections)"
+        ),
+        "57P03",
+    ),
 )
 
 

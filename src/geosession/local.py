@@ -61,7 +61,7 @@ HOST = "127.0.0.1"
 _TIMEOUT_S = 60
 _SERVER_SETTINGS = {"listen_addresses": HOST, "max_connections": "200", "shared_buffers": "256MB"}
 _SETTING_LINE = re.compile(r"^\s*(?P<key>[A-Za-z_][\w.]*)\s*=?\s*(?P<value>'(?:[^']|'')*'|[^\s#]+)")
-_STOP_MODES = ("fast", "immediate")
+_STOP_MODES = ("fast", "immediate", "smart")
 
 
 def _install_hint(major: str = "15") -> str:
@@ -129,7 +129,8 @@ class LocalCluster:
                 self._pg_ctl_or_raise("stop", "-m", "fast")
 
     def restart(self, mode: str = "fast") -> None:
-        """Restart the server; ``mode="immediate"`` simulates a crash (recovery on start)."""
+        """Restart the server; ``mode="immediate"`` simulates a crash (recovery on start),
+        ``"smart"`` waits for every session to end (refusing new ones meanwhile)."""
         if mode not in _STOP_MODES:
             raise ValueError(f"restart mode must be one of {_STOP_MODES}, not {mode!r}")
         with self._lock():

@@ -18,6 +18,8 @@ T = TypeVar("T")
 _CONNECTION_LOST = ("08", "57P01", "57P02", "57P03")
 _ENDED_BY_SERVER = ("57P01", "57P02")
 """admin_shutdown, crash_shutdown: a server that answered, then ended the connection."""
+_CANNOT_CONNECT_NOW = "57P03"
+"""A server starting up, shutting down or recovering: it will take connections again."""
 
 
 class Connections:
@@ -38,6 +40,9 @@ class Connections:
         self.connected = False
         """Whether a connection was opened: before, a server that cannot be reached fails
         the load at once, as a session would; after, it is waited for (a restart)."""
+        self.restarting = False
+        """Whether the server said it is starting up or shutting down: then it is waited
+        for, and its refusals while it is down too, before any connection was opened."""
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -105,11 +110,13 @@ class Connections:
 
     def _unopened(self, failed: GeoSessionError) -> Exception:
         """What a connection that could not be opened raises: a driver error, retried,
-        once the load has connected (a server restarting) or where the server ended it
-        while it opened (a backend terminated, a failover); else ``failed`` itself, as a
-        session would (a login refused, no server there)."""
-        ended = (failed.sqlstate or "") in _ENDED_BY_SERVER
-        if failed.transient and (self.connected or ended):
+        once the load has connected (a server restarting), where the server ended it
+        while it opened (a backend terminated, a failover) or once it said it is starting
+        up or shutting down; else ``failed`` itself, as a session would (a login refused,
+        no server there)."""
+        state = failed.sqlstate or ""
+        self.restarting = self.restarting or state == _CANNOT_CONNECT_NOW
+        if failed.transient and (self.connected or self.restarting or state in _ENDED_BY_SERVER):
             retried = psycopg.OperationalError(str(failed))
             retried.__cause__ = failed  # what translated() gives when retries run out
             return retried
