@@ -1635,6 +1635,34 @@ def test_on_conflict_update_writes_the_last_row_of_a_key_the_source_repeats(
         assert s.execute(text(f"SELECT name FROM {TABLE} WHERE id = 12")).scalar() == "a"
 
 
+@pytest.mark.parametrize(("on_conflict", "stands"), [("update", "later"), ("ignore", "slow")])
+def test_a_key_repeated_across_chunks_is_applied_in_source_order(
+    db: SpatialDatabase,
+    table: str,
+    row_trigger: Callable[[str, str, str], None],
+    on_conflict: str,
+    stands: str,
+) -> None:
+    """Into a table with a GiST index the load wrote two chunks at once by default, so a
+    key in two chunks ended with the row of whichever committed last: a slow first chunk
+    overwrote the second's newer row (update), or lost its own to it (ignore); so did a
+    chunk retried after a lost connection. Such loads write one chunk at a time, in turn."""
+    db.ingest(table, rows(10))  # not empty: its GiST index is kept up during the load
+    slow = "IF NEW.name = 'slow' THEN PERFORM pg_sleep(1); END IF;"
+    row_trigger(table, "BEFORE INSERT OR UPDATE", slow)
+    square = "POLYGON((0 0,1 0,1 1,0 0))"
+    feed = [
+        {"id": 21, "name": "slow", "geom": square},
+        {"id": 22, "name": "a", "geom": square},
+        {"id": 21, "name": "later", "geom": square},
+        {"id": 23, "name": "b", "geom": square},
+    ]
+    report = db.ingest(table, feed, on_conflict=on_conflict, chunk_size=2)
+    assert (report.chunks, report.workers) == (2, 1)
+    with db.session() as s:
+        assert s.execute(text(f"SELECT name FROM {TABLE} WHERE id = 21")).scalar() == stands
+
+
 def test_on_conflict_matches_on_a_unique_key_when_the_source_has_no_primary_key(
     db: SpatialDatabase, scratch: Callable[..., None]
 ) -> None:

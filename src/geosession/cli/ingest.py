@@ -76,7 +76,9 @@ def ingest(
         str,
         typer.Option(
             help="Parallel COPY connections (1-32), or 'auto': 2 while the table's indexes "
-            "are maintained during the load, else 1."
+            "are maintained during the load, else 1 (and 1 with --on-conflict update or "
+            "ignore, which apply a key's rows in the source's order; more apply a key "
+            "repeated in another chunk in the order the chunks commit)."
         ),
     ] = "auto",
     defer_indexes: Annotated[

@@ -309,7 +309,12 @@ class Ingest:
     def _auto_workers(self, cursor: Any) -> int:
         """Two COPY connections while the server maintains secondary (GiST) indexes during
         the load: then it, not the client, is the bottleneck, and a second backend adds
-        about a tenth. One when there are none, or none left after deferring them."""
+        about a tenth. One when there are none, or none left after deferring them; and
+        one under on_conflict "update" or "ignore", whose rows of a key that comes again
+        in a later chunk must apply in the source's order (two writers commit chunks in
+        either order, a retried one after those behind it)."""
+        if self.options.on_conflict in ("update", "ignore"):
+            return 1
         return 2 if ledger.maintains_secondary_indexes(cursor, self.target) else 1
 
     def _finish_indexes(self, bar: Progress, *, analyze: bool, stoppable: bool = True) -> None:
