@@ -150,7 +150,7 @@ def _start(path: Path) -> _Start:
     return _start_of(path, (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)  # a megabyte each, kept: the file of a load, and one more
 def _start_of(path: Path, identity: tuple[int, ...]) -> _Start:
     """``identity``: the file's device, inode, size and modification time, so a file
     written again is read again."""
