@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ import shapely
 from sqlalchemy import make_url, text
 
 from geosession import ConnectionFailed, QueryTimeout, SpatialDatabase
-from tests.faults.helpers import free_port, libpq_url
+from tests.faults.helpers import free_port, libpq_url, wait_until
 
 POOL_SIZES = {"transaction": 2, "session": 20}
 """Server connections PgBouncer keeps per database and user. In transaction pooling fewer
@@ -221,6 +222,54 @@ def test_ingest_stream_and_export_through_pgbouncer(
     finally:
         with bounced.transaction() as s:
             s.execute(text("DROP TABLE IF EXISTS bounced_points, bounced_points_rejected"))
+
+
+def test_a_server_connection_lost_in_a_copy_through_pgbouncer_is_retried(
+    bounced: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    """When the server's backend dies during a COPY, PgBouncer answers its end with an
+    error and closes: psycopg raised ValueError ('too many values to unpack') there, which
+    no retry caught, and the load stopped with it. The chunk is written again now."""
+    with bounced.transaction() as s:
+        s.execute(text("DROP TABLE IF EXISTS bounced_copy, bounced_copy_rejected"))
+        s.execute(text("CREATE TABLE bounced_copy (id int PRIMARY KEY, name text)"))
+        s.execute(text("DROP SEQUENCE IF EXISTS bounced_once"))
+        s.execute(text("CREATE SEQUENCE bounced_once"))  # outlives the rolled-back chunk
+        s.execute(
+            text(
+                "CREATE FUNCTION bounced_slow() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN "
+                "IF NEW.name = 'slow' AND nextval('bounced_once') = 1 THEN "
+                "PERFORM pg_sleep(10); END IF; RETURN NEW; END$$"
+            )
+        )
+        s.execute(
+            text(
+                "CREATE TRIGGER slow BEFORE INSERT ON bounced_copy "
+                "FOR EACH ROW EXECUTE FUNCTION bounced_slow()"
+            )
+        )
+    sleeping = (
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE wait_event = 'PgSleep' AND query LIKE 'COPY%'"
+    )
+    killer = threading.Thread(
+        target=wait_until, args=(lambda: admin.execute(sleeping).fetchone()[0],)
+    )
+    killer.start()
+    try:
+        rows = [{"id": n, "name": "slow" if n == 3 else "x"} for n in range(1, 11)]
+        report = bounced.ingest("bounced_copy", rows, chunk_size=5, workers=1)
+        killer.join()
+        assert (report.inserted, report.retries) == (10, 1)
+        with bounced.session() as s:
+            counted = s.execute(text("SELECT count(*), count(DISTINCT id) FROM bounced_copy"))
+            assert counted.one() == (10, 10)
+    finally:
+        killer.join()
+        with bounced.transaction() as s:
+            s.execute(text("DROP TABLE IF EXISTS bounced_copy, bounced_copy_rejected"))
+            s.execute(text("DROP FUNCTION IF EXISTS bounced_slow()"))
+            s.execute(text("DROP SEQUENCE IF EXISTS bounced_once"))
 
 
 def test_the_doctor_checks_through_pgbouncer(bounced: SpatialDatabase) -> None:

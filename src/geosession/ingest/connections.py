@@ -144,6 +144,21 @@ class Connections:
         raise AssertionError("unreachable")
 
 
+@contextlib.contextmanager
+def copying(cursor: psycopg.Cursor[Any], statement: Any) -> Iterator[psycopg.Copy]:
+    """``cursor.copy(statement)``, where a connection lost as the COPY ends raises the
+    driver's OperationalError, which the load retries: psycopg (3.3) expects one result
+    there, and PgBouncer's answer when the server connection died during the COPY (its
+    error, then the connection's end) raised ValueError('too many values to unpack')."""
+    try:
+        with cursor.copy(statement) as copy:
+            yield copy
+    except ValueError as error:
+        if not cursor.connection.broken:
+            raise
+        raise psycopg.OperationalError(f"the connection was lost ending a COPY: {error}") from error
+
+
 def connection_lost(error: psycopg.Error) -> bool:
     """The connection (not the statement) failed: the work may be retried elsewhere."""
     state = error.sqlstate or ""

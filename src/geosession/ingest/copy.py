@@ -20,6 +20,7 @@ from psycopg import sql
 from geosession.errors import IntegrityViolation
 from geosession.ingest import binary, row_by_row
 from geosession.ingest.binary import SIGNATURE, TRAILER, Encoded, Refused
+from geosession.ingest.connections import copying
 from geosession.ingest.lacking import NOTHING, Lacking, groups
 from geosession.ingest.ledger import record_chunk, refuse_overlap
 from geosession.ingest.quarantine import keep_rejects
@@ -286,7 +287,7 @@ def _stage_numbered(
     rejects: list[Reject] = []
     while start < stop:
         try:
-            with conn.transaction(), conn.cursor() as cursor, cursor.copy(statement) as copy:
+            with conn.transaction(), conn.cursor() as cursor, copying(cursor, statement) as copy:
                 copy.write(SIGNATURE)
                 copy.write(chunk.numbered(start, stop))
                 copy.write(TRAILER)
@@ -321,7 +322,7 @@ def _write(conn: psycopg.Connection[Any], chunk: Chunk, start: int, stop: int) -
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in sent)
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(table, columns)
     with conn.cursor() as cursor:
-        with cursor.copy(statement) as copy:
+        with copying(cursor, statement) as copy:
             copy.write(SIGNATURE)
             copy.write(chunk.encoded.rows(start, stop))
             copy.write(TRAILER)

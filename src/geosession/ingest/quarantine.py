@@ -7,6 +7,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from geosession.ingest.connections import copying
 from geosession.ingest.privileges import require_privileges, run_as_owner
 from geosession.ingest.target import Target
 from geosession.ingest.validate import Reject
@@ -44,7 +45,7 @@ def keep_rejects(cursor: psycopg.Cursor[Any], plan: WritePlan, rejects: list[Rej
     statement = sql.SQL(
         "COPY {} (ingest_id, source_row, column_name, kind, reason, original_value) FROM STDIN"
     ).format(sql.SQL(plan.target.sibling("_rejected")))
-    with cursor.copy(statement) as copy:
+    with copying(cursor, statement) as copy:
         for r in rejects:
             copy.write_row(
                 (plan.ingest_id, r.row, r.column, r.kind, _storable(r.reason), _storable(r.value))
