@@ -289,6 +289,49 @@ def test_a_first_connection_the_server_ends_while_it_opens_is_retried(
     assert table_state(db) == (2_000, 2_000, source_checksum(2_000))
 
 
+def test_a_table_create_true_makes_is_made_again_when_its_connection_is_lost(
+    make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any]
+) -> None:
+    """create=True made its table in transactions of the engine's own, outside the load's
+    retries: a backend terminated there (a failover as a load starts) failed the load.
+    Its steps run again on a fresh connection now, as the load's own do."""
+    admin.execute("DROP TABLE IF EXISTS made_again, made_again_rejected")
+    admin.execute("CREATE SEQUENCE made_again_once")  # outlives the rolled-back CREATE
+    admin.execute(
+        "CREATE FUNCTION made_again_slow() RETURNS event_trigger LANGUAGE plpgsql AS $$BEGIN "
+        "IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() "
+        "WHERE object_identity = 'public.made_again') AND nextval('made_again_once') = 1 "
+        "THEN PERFORM pg_sleep(10); END IF; END$$"
+    )
+    admin.execute(
+        "CREATE EVENT TRIGGER made_again_slow ON ddl_command_end "
+        "WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION made_again_slow()"
+    )
+    sleeping = (
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE wait_event = 'PgSleep' AND query LIKE 'CREATE TABLE%'"
+    )
+    killer = threading.Thread(target=wait_until, args=(lambda: stored_count(admin, sleeping),))
+    killer.start()
+    try:
+        db = make_db(application_name="made-again")
+        report = db.ingest("made_again", rows(2_000), create=True)
+        killer.join()
+        assert report.created and report.retries >= 1 and report.inserted == 2_000
+        assert stored(admin, "made_again") == 2_000
+    finally:
+        killer.join()
+        admin.execute("DROP EVENT TRIGGER IF EXISTS made_again_slow")
+        admin.execute("DROP FUNCTION IF EXISTS made_again_slow()")
+        admin.execute("DROP SEQUENCE IF EXISTS made_again_once")
+        admin.execute("DROP TABLE IF EXISTS made_again, made_again_rejected")
+
+
+def stored_count(admin: psycopg.Connection[Any], query: str) -> int:
+    found = admin.execute(query).fetchone()
+    return int(found[0]) if found else 0
+
+
 def terminate_backend(admin: psycopg.Connection[Any], pid: int) -> int:
     found = admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,)).fetchone()
     return int(bool(found and found[0]))

@@ -114,13 +114,18 @@ class Connections:
         while it opened (a backend terminated, a failover) or once it said it is starting
         up or shutting down; else ``failed`` itself, as a session would (a login refused,
         no server there)."""
-        state = failed.sqlstate or ""
-        self.restarting = self.restarting or state == _CANNOT_CONNECT_NOW
-        if failed.transient and (self.connected or self.restarting or state in _ENDED_BY_SERVER):
+        if self._waits_for(failed):
             retried = psycopg.OperationalError(str(failed))
             retried.__cause__ = failed  # what translated() gives when retries run out
             return retried
         return failed
+
+    def _waits_for(self, failed: GeoSessionError) -> bool:
+        """Whether the work ``failed`` ended may run again on a fresh connection (see
+        :meth:`_unopened`)."""
+        state = failed.sqlstate or ""
+        self.restarting = self.restarting or state == _CANNOT_CONNECT_NOW
+        return failed.transient and (self.connected or self.restarting or state in _ENDED_BY_SERVER)
 
     def translated(self, error: psycopg.Error) -> GeoSessionError:
         """The error to raise: the pool's own where connecting failed (it names the server
@@ -129,6 +134,19 @@ class Connections:
         if isinstance(error.__cause__, GeoSessionError):
             return error.__cause__
         return translate_for(self.engine, error)
+
+    def again(self, step: Callable[[], T]) -> T:
+        """Runs ``step`` (short transactions on the engine's own connections: create=True's
+        table), again when a connection it used was lost as :meth:`retrying` judges one."""
+        for attempt in range(self.max_retries + 1):
+            try:
+                return step()
+            except ConnectionFailed as error:
+                if attempt == self.max_retries or not self._waits_for(error):
+                    raise
+                self.on_retry()
+                time.sleep(restart_backoff(attempt))
+        raise AssertionError("unreachable")
 
     def retrying(self, step: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Runs ``step`` on a connection, again on a fresh one if the connection is lost."""

@@ -9,11 +9,14 @@ never inside one, and a table another load made meanwhile is taken as made.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sized
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, Table, inspect, text
 
-from geosession.errors import DatabaseError
+from geosession.errors import CommitOutcomeUnknown, ConnectionFailed, DatabaseError
+from geosession.ingest.connections import Connections
 from geosession.ingest.features import first_rows
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.report import IngestReport
@@ -47,48 +50,98 @@ class Created(NamedTuple):
 
 
 def create_target(
-    engine: Engine, target: Any, source: Any, options: IngestOptions, report: IngestReport
+    engine: Engine,
+    target: Any,
+    source: Any,
+    options: IngestOptions,
+    report: IngestReport,
+    connections: Connections,
 ) -> Created:
     """Creates ``target`` unless it exists, and says so (:class:`Created`). The field
     found by its values to hold the geometries, if one was, and the geometry columns made
     without an SRID (none stated, and srid= not given) go into ``report``. The
     source is read for its columns' types (seconds per million rows) between two short
     transactions, never inside one: a server's idle_in_transaction_session_timeout would
-    end it."""
+    end it. Each step runs again when its connection is lost, as the load's do."""
     table = getattr(target, "__table__", target)
     schema, name = schema_and_name(target)
     qualified = ".".join(quote_identifier(part) for part in (schema, name) if part)
-    with engine.begin() as conn:
-        if options.settings:  # made as the role the ingest runs as
-            conn.execute(*set_local(options.settings))
-        if schema and not _schema_exists(conn, schema):
-            raise missing_schema(schema, qualified)
-        if isinstance(table, Table):
-            if inspect(conn).has_table(table.name, schema=table.schema):
-                return Created(False, source)
-            table.create(conn)
-            return Created(True, source)
-        if conn.execute(
-            text("SELECT to_regclass(:name) IS NOT NULL"), {"name": qualified}
-        ).scalar():
-            return Created(False, source)
+    found = connections.again(lambda: _found(engine, table, schema, qualified, options))
+    if found is not None:
+        return Created(found, source)
     first, loaded = first_rows(source, options.flush_interval)
-    with engine.connect() as lookups:  # spatial_ref_sys, a statement at a time
-        each = lookups.execution_options(isolation_level="AUTOCOMMIT")
-        srids = Srids(options.srid, each, options.reproject_srid)
-        columns = source_schema(first, options, srids, table=qualified)
-    with engine.begin() as conn:
-        if options.settings:
-            conn.execute(*set_local(options.settings))
-        try:
-            with conn.begin_nested():
-                _create(conn, qualified, name, columns)
-        except DatabaseError as error:  # the engine's errors arrive translated
-            if error.sqlstate not in _CREATED_MEANWHILE:
-                raise
-            return Created(False, loaded)  # another load made it while this one read
+
+    def typed() -> SourceSchema:
+        return _typed(engine, first, options, qualified)
+
+    # typed again only from what can be read again: kept rows, a file's path, a DataFrame
+    again = isinstance(first, Sized | str | os.PathLike)
+    columns = connections.again(typed) if again else typed()
+    if not connections.again(lambda: _made(engine, qualified, name, columns, options)):
+        return Created(False, loaded)  # another load made it while this one read
     _note(report, columns, options)
     return Created(True, loaded, len(first) if first is not source else 0, columns.rows)
+
+
+def _found(
+    engine: Engine, table: Any, schema: str | None, qualified: str, options: IngestOptions
+) -> bool | None:
+    """Whether a mapped class's or Table's table was made now (False: it was there), or,
+    for a table to make from the source, False when it is there and None when not."""
+    try:
+        with engine.begin() as conn:
+            if options.settings:  # made as the role the ingest runs as
+                conn.execute(*set_local(options.settings))
+            if schema and not _schema_exists(conn, schema):
+                raise missing_schema(schema, qualified)
+            if isinstance(table, Table):
+                if inspect(conn).has_table(table.name, schema=table.schema):
+                    return False
+                table.create(conn)
+                return True
+            exists = text("SELECT to_regclass(:name) IS NOT NULL")
+            return False if conn.execute(exists, {"name": qualified}).scalar() else None
+    except CommitOutcomeUnknown as error:  # only a Table's CREATE commits here
+        return _landed(engine, qualified, error)
+
+
+def _typed(engine: Engine, first: Any, options: IngestOptions, qualified: str) -> SourceSchema:
+    """The columns the source's rows need (``first``: a generator's first rows, kept, or
+    the source itself), with the SRIDs of their CRSs looked up a statement at a time."""
+    with engine.connect() as lookups:
+        each = lookups.execution_options(isolation_level="AUTOCOMMIT")
+        srids = Srids(options.srid, each, options.reproject_srid)
+        return source_schema(first, options, srids, table=qualified)
+
+
+def _made(
+    engine: Engine, qualified: str, name: str, columns: SourceSchema, options: IngestOptions
+) -> bool:
+    """Makes the table; False where another load made it meanwhile."""
+    try:
+        with engine.begin() as conn:
+            if options.settings:
+                conn.execute(*set_local(options.settings))
+            try:
+                with conn.begin_nested():
+                    _create(conn, qualified, name, columns)
+            except DatabaseError as error:  # the engine's errors arrive translated
+                if error.sqlstate not in _CREATED_MEANWHILE:
+                    raise
+                return False
+    except CommitOutcomeUnknown as error:
+        return _landed(engine, qualified, error)
+    return True
+
+
+def _landed(engine: Engine, qualified: str, unknown: CommitOutcomeUnknown) -> bool:
+    """After a CREATE whose COMMIT went unanswered: True when the table is there (made
+    then); else the connection's loss, for the step to run again."""
+    with engine.connect() as conn:
+        exists = text("SELECT to_regclass(:name) IS NOT NULL")
+        if conn.execute(exists, {"name": qualified}).scalar():
+            return True
+    raise ConnectionFailed(unknown.message, sqlstate=unknown.sqlstate) from unknown
 
 
 def _note(report: IngestReport, schema: SourceSchema, options: IngestOptions) -> None:

@@ -128,7 +128,9 @@ class Ingest:
         self.typed_from = 0  # the first rows of a generator create=True typed the table from
         self.rows_typed: int | None = None  # the source's rows, if typing it counted them
         if options.create:
-            made = create_target(engine, target, self.source, options, self.report)
+            made = create_target(
+                engine, target, self.source, options, self.report, self.connections
+            )
             self.report.created, self.source, self.typed_from, self.rows_typed = made
         self.target: Target = self.connections.retrying(
             lambda conn: resolve_target(conn.cursor(), target)
