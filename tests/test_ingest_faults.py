@@ -471,8 +471,8 @@ def test_a_load_started_while_the_server_shuts_down_for_a_restart_waits_for_it(
         db = make_db(own_cluster.url(), application_name="ingest-smart-restart")
         report = db.ingest(TABLE, rows(10_000), chunk_size=5_000, defer_indexes=False)
     finally:
+        held.close()  # else a failure above leaves the shutdown waiting for it
         restart.join()
-        held.close()
     assert report.retries >= 1 and report.inserted == 10_000
     assert table_state(db) == (10_000, 10_000, source_checksum(10_000))
 
