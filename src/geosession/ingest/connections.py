@@ -138,25 +138,34 @@ class Connections:
     def again(self, step: Callable[[], T]) -> T:
         """Runs ``step`` (short transactions on the engine's own connections: create=True's
         table), again when a connection it used was lost as :meth:`retrying` judges one."""
-        for attempt in range(self.max_retries + 1):
-            try:
-                return step()
-            except ConnectionFailed as error:
-                if attempt == self.max_retries or not self._waits_for(error):
-                    raise
-                self.on_retry()
-                time.sleep(restart_backoff(attempt))
-        raise AssertionError("unreachable")
+        return self._repeated(
+            step, lambda error: isinstance(error, ConnectionFailed) and self._waits_for(error)
+        )
 
     def retrying(self, step: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Runs ``step`` on a connection, again on a fresh one if the connection is lost."""
+
+        def on_a_connection() -> T:
+            with self.connection() as conn:
+                return step(conn)
+
+        try:
+            return self._repeated(
+                on_a_connection,
+                lambda error: isinstance(error, psycopg.Error) and connection_lost(error),
+            )
+        except psycopg.Error as error:
+            raise self.translated(error) from error
+
+    def _repeated(self, step: Callable[[], T], lost: Callable[[Exception], bool]) -> T:
+        """``step``, run again after the restart backoff while what it raises is ``lost``
+        (a connection, not the work), up to max_retries times; the last error raised."""
         for attempt in range(self.max_retries + 1):
             try:
-                with self.connection() as conn:
-                    return step(conn)
-            except psycopg.Error as error:
-                if not connection_lost(error) or attempt == self.max_retries:
-                    raise self.translated(error) from error
+                return step()
+            except Exception as error:
+                if attempt == self.max_retries or not lost(error):
+                    raise
                 self.on_retry()
                 time.sleep(restart_backoff(attempt))
         raise AssertionError("unreachable")
