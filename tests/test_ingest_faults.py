@@ -35,7 +35,7 @@ from geosession import (
     LockTimeout,
     SpatialDatabase,
 )
-from geosession.ingest import pipeline
+from geosession.ingest import connections, pipeline
 from geosession.local import LocalCluster
 from tests.faults import helpers
 from tests.faults.helpers import record_dropped_gist, wait_until
@@ -708,6 +708,41 @@ def test_an_index_rebuild_whose_backend_is_terminated_is_retried(
         rebuild.join(timeout=30)
     assert reports and reports[0].retries == 1
     assert index_state(db) == (True, [])
+
+
+def test_an_analyze_whose_backend_dies_every_time_warns_and_the_load_completes(
+    db: SpatialDatabase,
+    table: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ANALYZE evaluates an expression index's function on its sample rows: this one
+    terminates its own backend there (not while the COPY or the rebuild runs it), on every
+    retry. The rows and indexes are all in, so the load completes with a warning."""
+    breaker = f"{TABLE}_analyze_breaker"
+    monkeypatch.setattr(connections, "restart_backoff", lambda attempt: 0.0)  # 10 retries
+    with db.transaction() as s:
+        s.execute(
+            text(
+                f"CREATE FUNCTION {breaker}(n int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$"
+                " BEGIN IF current_query() ILIKE 'ANALYZE%' THEN"
+                " PERFORM pg_terminate_backend(pg_backend_pid()); END IF; RETURN n; END $$"
+            )
+        )
+        s.execute(text(f"CREATE INDEX {TABLE}_breaker_idx ON {TABLE} (({breaker}(id)))"))
+    try:
+        with caplog.at_level("WARNING", logger="geosession.ingest.indexes"):
+            report = db.ingest(table, rows(2_000), progress=False)
+    finally:
+        with db.transaction() as s:
+            s.execute(text(f"DROP INDEX IF EXISTS {TABLE}_breaker_idx"))
+            s.execute(text(f"DROP FUNCTION IF EXISTS {breaker}"))
+    assert report.completed and report.inserted == 2_000 and report.retries == 10
+    assert f"{TABLE}_breaker_idx" in report.deferred_indexes  # rebuilt, then ANALYZE
+    [warning] = [r.getMessage() for r in caplog.records if "ANALYZE" in r.getMessage()]
+    assert "statistics were not refreshed" in warning
+    assert f'run ANALYZE "public"."{TABLE}"' in warning
+    assert table_state(db) == (2_000, 2_000, source_checksum(2_000))
 
 
 def test_cancelling_an_async_ingest_cancels_its_index_rebuilds(

@@ -8,6 +8,7 @@ the bar; Ctrl-C, or cancelling an async ingest, cancels the builds on the server
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -16,12 +17,14 @@ from typing import Any
 
 import psycopg
 
-from geosession.errors import GeoSessionError
+from geosession.errors import GeoSessionError, diagnostics
 from geosession.ingest import ledger
 from geosession.ingest.connections import Connections
 from geosession.ingest.progress import Progress
 from geosession.ingest.report import IngestReport
 from geosession.ingest.target import Target
+
+log = logging.getLogger(__name__)
 
 _REBUILDERS = 2
 """Deferred indexes rebuilt at once: a GiST build runs on one core (PostgreSQL 15), so a
@@ -53,7 +56,7 @@ def rebuild_deferred(
         with _BuildWatch(connections, target, bar, enabled=watched) as watch:
             _rebuild_all(connections, target, indexes, watch, stopped)
             if analyze:
-                connections.retrying(lambda conn: _analyze(conn, target))
+                _refresh_statistics(connections, target)
     finally:
         if indexes or analyze:
             report.rebuild_seconds = time.perf_counter() - started
@@ -64,9 +67,26 @@ def _deferred(conn: psycopg.Connection[Any], target: Target) -> list[tuple[str, 
         return ledger.deferred_indexes(cursor, target)
 
 
-def _analyze(conn: psycopg.Connection[Any], target: Target) -> None:
-    with conn.transaction(), conn.cursor() as cursor:
-        cursor.execute(f"ANALYZE {target.quoted}")
+def _refresh_statistics(connections: Connections, target: Target) -> None:
+    """ANALYZE, for the planner's sake only: where it fails (its connections lost past the
+    retries, a lock it waited for too long), a warning says so, not an error for a load
+    whose rows and indexes are all in."""
+
+    def analyze(conn: psycopg.Connection[Any]) -> None:
+        with conn.transaction(), conn.cursor() as cursor:
+            cursor.execute(f"ANALYZE {target.quoted}")
+
+    try:
+        connections.retrying(analyze)
+    except GeoSessionError as error:
+        found = diagnostics(error.__cause__ or error)  # the server's words, not the advice
+        log.warning(
+            "%s is loaded and indexed, but its planner statistics were not refreshed "
+            "(ANALYZE failed: %s): run ANALYZE %s before querying it (autovacuum does in time)",
+            target.quoted,
+            found.message if found else error.message,
+            target.quoted,
+        )
 
 
 def _rebuild_all(
