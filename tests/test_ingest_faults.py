@@ -117,6 +117,73 @@ def test_backends_terminated_during_one_ingest(
     assert table_state(db) == (150_000, 150_000, source_checksum(150_000))
 
 
+def test_a_copy_whose_backend_dies_while_the_client_writes_is_retried_without_psycopgs_warning(
+    db: SpatialDatabase,
+    admin: psycopg.Connection[Any],
+    table: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The first row's trigger sleeps, so the server stops reading and the client's write
+    of a chunk larger than the socket's buffers waits; the backend is then terminated. The
+    write fails, then psycopg's end of the COPY, which it logs ("error ignored terminating
+    <psycopg.Copy [BAD]>"): for the ingest's COPYs, retried, that warning is dropped."""
+    with db.transaction() as s:
+        s.execute(
+            text(
+                f"CREATE FUNCTION {TABLE}_stall() RETURNS trigger LANGUAGE plpgsql AS $$"
+                " BEGIN IF NEW.id = 1 AND NOT EXISTS (SELECT FROM pg_stat_activity"
+                " WHERE query = 'SELECT ''stalled once''') THEN PERFORM pg_sleep(30); END IF;"
+                " RETURN NEW; END $$"
+            )
+        )
+        s.execute(
+            text(
+                f"CREATE TRIGGER stall BEFORE INSERT ON {TABLE} "
+                f"FOR EACH ROW EXECUTE FUNCTION {TABLE}_stall()"
+            )
+        )
+    marker = psycopg.connect(admin.info.dsn, password=admin.info.password, autocommit=True)
+    loads: list[Any] = []
+    try:
+        with caplog.at_level("WARNING", logger="psycopg"):
+            load = threading.Thread(
+                target=lambda: loads.append(db.ingest(table, rows(50_000), chunk_size=50_000))
+            )
+            load.start()
+            [pid] = wait_until(lambda: sleeping_backends(admin), timeout=30)
+            wait_until(lambda: client_write_waits(admin, pid), timeout=30)
+            marker.execute("SELECT 'stalled once'")  # held as its last query: no more sleeps
+            terminate_backend(admin, pid)
+            load.join(timeout=60)
+    finally:
+        marker.close()
+        with db.transaction() as s:
+            s.execute(text(f"DROP TRIGGER IF EXISTS stall ON {TABLE}"))
+            s.execute(text(f"DROP FUNCTION IF EXISTS {TABLE}_stall()"))
+    assert loads and loads[0].retries == 1 and loads[0].inserted == 50_000
+    assert not [r for r in caplog.records if "error ignored terminating" in r.getMessage()]
+    assert table_state(db) == (50_000, 50_000, source_checksum(50_000))
+
+
+def sleeping_backends(admin: psycopg.Connection[Any]) -> list[int]:
+    found = admin.execute(
+        "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE 'COPY%%'"
+    )
+    return [int(pid) for (pid,) in found.fetchall()]
+
+
+def client_write_waits(admin: psycopg.Connection[Any], pid: int) -> bool:
+    """Whether the client's socket to the backend holds more than a megabyte it could not
+    send yet (Linux's /proc/net/tcp: the client's port, its send queue)."""
+    found = admin.execute("SELECT client_port FROM pg_stat_activity WHERE pid = %s", (pid,))
+    port = f":{found.fetchone()[0]:04X}"  # type: ignore[index]
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, queues = line.split()[1], line.split()[4]
+        if local.endswith(port):
+            return int(queues.split(":")[0], 16) > 1_000_000
+    return False
+
+
 def test_backends_terminated_while_a_load_merges_its_ledger_entries(
     make_db: Callable[..., SpatialDatabase],
     admin: psycopg.Connection[Any],

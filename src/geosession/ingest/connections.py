@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -20,6 +22,25 @@ _ENDED_BY_SERVER = ("57P01", "57P02")
 """admin_shutdown, crash_shutdown: a server that answered, then ended the connection."""
 _CANNOT_CONNECT_NOW = "57P03"
 """A server starting up, shutting down or recovering: it will take connections again."""
+
+
+_RETRIED_COPIES: weakref.WeakSet[psycopg.Copy] = weakref.WeakSet()
+"""The ingest's COPYs: a failed one is retried, so psycopg's word on ending it is noise."""
+
+
+class _RetriedCopyEnds(logging.Filter):
+    """Drops psycopg's warning that ending a COPY failed too, after the COPY itself failed
+    ("error ignored terminating <psycopg.Copy [BAD]>: the connection is lost"), for the
+    ingest's own COPYs only: the load retries the chunk and says so in its report, and
+    the warning (printed by Python's last-resort handler where logging is not set up)
+    broke into the progress bar without saying whose COPY. Other COPYs keep it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (isinstance(args, tuple) and args and args[0] in _RETRIED_COPIES)
+
+
+logging.getLogger("psycopg").addFilter(_RetriedCopyEnds())
 
 
 class Connections:
@@ -179,6 +200,7 @@ def copying(cursor: psycopg.Cursor[Any], statement: Any) -> Iterator[psycopg.Cop
     error, then the connection's end) raised ValueError('too many values to unpack')."""
     try:
         with cursor.copy(statement) as copy:
+            _RETRIED_COPIES.add(copy)
             yield copy
     except ValueError as error:
         if not cursor.connection.broken:
