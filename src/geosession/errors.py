@@ -397,6 +397,14 @@ def advice_for(sqlstate: str) -> str:
     return capitalized(_BY_SQLSTATE[sqlstate][1])
 
 
+def without_retry_advice(message: str) -> str:
+    """``message`` without the advice to retry the transaction, for work that cannot be
+    retried that way (a cursor's read) or that retried itself already."""
+    for advice in ("; " + _ADVICE_RETRY, ". " + capitalized(_ADVICE_RETRY)):
+        message = message.replace(advice, "")
+    return message
+
+
 def refuse_unknown_options(given: Iterable[str], known: Collection[str], call: str) -> None:
     """Raises ConfigurationError for keywords that are no option of ``call``, naming the
     option each resembles and the options there are."""

@@ -58,9 +58,10 @@ def test_backend_terminated_mid_stream(
     def kill() -> None:
         assert terminate(admin, name) == 1
 
-    with pytest.raises(ConnectionFailed, match=r"read in pages \(pages_by=") as caught:
+    with pytest.raises(ConnectionFailed, match=r"Read in pages \(pages_by=") as caught:
         consume(db, driver, kill)  # a cursor cannot go on from where it was
     assert caught.value.transient and pool_is_empty(db, driver)
+    assert "run_transaction" not in str(caught.value)  # a transaction's retry cannot resume it
     assert consume(db, driver, lambda: None) == ROWS  # pre-ping replaced the connection
 
 

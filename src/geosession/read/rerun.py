@@ -7,15 +7,15 @@ recovery) is read again on a fresh connection, after the last key delivered: the
 sees every row once, late. So is the start of any read that has connected, before its
 first row. A read that could not connect at all fails at once, as a session would (a
 server that is not there is more often a setting than a restart). A cursor that has
-delivered rows cannot go on from where it was (the cursor was the lost session's): that
-error says so, and how to read in pages instead.
+delivered rows cannot go on from where it was (the cursor was the failed transaction's):
+that error says so, and how to read in pages instead, not to retry the transaction.
 """
 
 from __future__ import annotations
 
 import logging
 
-from geosession.errors import GeoSessionError
+from geosession.errors import GeoSessionError, without_retry_advice
 from geosession.retry import RetryPolicy, restart_backoff
 
 log = logging.getLogger("geosession.read")
@@ -38,14 +38,15 @@ def read_again_after(
     if delivered:
         if _POLICY.retryable(error):
             error.reword(
-                f"{error.message} [a cursor's read cannot go on after its connection is "
-                "lost; read in pages (pages_by=, CLI: --pages-by, the primary key) to "
-                "have a lost page read again]"
+                f"{without_retry_advice(error.message)}, so the read stopped: a cursor's "
+                "read cannot go on once its transaction has failed (the cursor was that "
+                "transaction's). Read in pages (pages_by=, CLI: --pages-by, the primary key) "
+                "to have a lost page read again"
             )
         raise error
     if not _POLICY.should_retry(error, attempt):
         if _POLICY.retryable(error):
-            error.reword(f"{error.message} [{what} was read {attempt} times]")
+            error.reword(f"{without_retry_advice(error.message)} [{what} was read {attempt} times]")
         raise error
     delay = restart_backoff(attempt - 1)
     log.info(
