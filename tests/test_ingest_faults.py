@@ -282,6 +282,58 @@ def test_oversized_chunk_hits_statement_timeout_and_shrinks(
     assert table_state(make_db()) == (60_000, 60_000, source_checksum(60_000))
 
 
+def test_a_watchdog_that_terminates_long_statements_makes_the_chunks_smaller(
+    make_db: Callable[..., SpatialDatabase],
+    admin: psycopg.Connection[Any],
+    table: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A monitoring job that terminates statements running past 0.4 s, and a trigger that
+    makes each row take 0.1 ms or more (1 ms of sleep every tenth): a 10,000-row chunk
+    (1.1 s) is terminated on every attempt, and failed the load after its retries. Lost
+    twice running, it is written in halves."""
+    monkeypatch.setattr(pipeline, "restart_backoff", lambda attempt: 0.0)
+    with make_db().transaction() as s:
+        s.execute(
+            text(
+                f"CREATE FUNCTION {TABLE}_slow() RETURNS trigger LANGUAGE plpgsql AS $$"
+                " BEGIN IF NEW.id % 10 = 0 THEN PERFORM pg_sleep(0.001); END IF; RETURN NEW; END $$"
+            )
+        )
+        s.execute(
+            text(
+                f"CREATE TRIGGER slow BEFORE INSERT ON {TABLE} "
+                f"FOR EACH ROW EXECUTE FUNCTION {TABLE}_slow()"
+            )
+        )
+    db = victim(make_db, "ingest-watched")
+    done = threading.Event()
+    kills: list[int] = []
+
+    def watchdog() -> None:
+        while not done.wait(0.05):
+            found = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'ingest-watched' AND state = 'active' "
+                "AND now() - query_start > interval '0.4 s'"
+            ).fetchone()
+            kills.append(int(found[0]) if found else 0)
+
+    watching = threading.Thread(target=watchdog)
+    watching.start()
+    try:
+        report = db.ingest(table, rows(10_000), chunk_size=10_000, defer_indexes=False)
+    finally:
+        done.set()
+        watching.join()
+        with db.transaction() as s:
+            s.execute(text(f"DROP TRIGGER IF EXISTS slow ON {TABLE}"))
+            s.execute(text(f"DROP FUNCTION IF EXISTS {TABLE}_slow()"))
+    assert sum(kills) >= 2 and report.retries == sum(kills)
+    assert report.inserted == 10_000 and report.chunk_size_min < 5_000
+    assert table_state(db) == (10_000, 10_000, source_checksum(10_000))
+
+
 def test_a_lock_held_on_the_table_is_waited_for_whole_and_named(
     make_db: Callable[..., SpatialDatabase],
     table: str,

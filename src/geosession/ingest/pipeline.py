@@ -464,8 +464,13 @@ class Ingest:
                 self._merge_ledger_entries(through)
         return None
 
-    def _write_with_retries(self, chunk: Chunk) -> None:
-        for attempt in range(self.options.max_retries + 1):
+    def _write_with_retries(self, chunk: Chunk, first_attempt: int = 0) -> None:
+        """Writes ``chunk``, again after a lost connection (the ledger says first whether
+        it committed anyway). Lost twice running, it is written in halves, which share
+        what is left of its attempts: a watchdog that terminates statements running past
+        some seconds would end every attempt of a chunk that takes longer, and a smaller
+        one gets through (a restart loses nothing by it: chunks grow again as they finish)."""
+        for attempt in range(first_attempt, self.options.max_retries + 1):
             started = time.perf_counter()
             try:
                 with self.connections.connection() as conn:
@@ -473,28 +478,53 @@ class Ingest:
             except psycopg.Error as error:
                 state = error.sqlstate or ""
                 if state == _LOCK_NOT_AVAILABLE:  # not the chunk's size: wait, whole
-                    if attempt == self.options.max_retries or self.cancelled:
-                        where = f"at source rows {chunk.first_row}-{chunk.last_row}"
-                        raise self._blocked(where) from error
-                    self._wait_for_lock(attempt)
+                    self._lock_waited(chunk, error, attempt)
                     continue
                 if state == _TIMEOUT and len(chunk) > 1:
-                    self.sizer.shrink()
-                    for half in chunk.split(len(chunk) // 2):
-                        self._write_with_retries(half)
+                    self._write_halves(chunk, 0)
                     return
-                if not connection_lost(error) or attempt == self.options.max_retries:
-                    raise self._translated(error, chunk) from error
-                self._count_retry()
-                if self._landed(chunk):
+                if self._lost(chunk, error, attempt):
+                    return  # it committed after all
+                if attempt > first_attempt and len(chunk) > 1:
+                    self._write_halves(chunk, attempt + 1)
                     return
-                if self.cancelled:  # not committed: a rerun with the same ingest_id writes it
-                    raise
-                time.sleep(restart_backoff(attempt))
                 continue
             self.sizer.observe(len(chunk), time.perf_counter() - started)
             self._record(chunk, result.inserted, result.rejects)
             return
+
+    def _write_halves(self, chunk: Chunk, first_attempt: int, *, shrink: bool = True) -> None:
+        """``chunk`` in two, and the chunks after it smaller too (``shrink``). A half
+        larger than the size, which a half before it shrank again, is cut again before
+        it is sent, rather than fail as that one did."""
+        if shrink:
+            self.sizer.shrink()
+        for half in chunk.split(len(chunk) // 2):
+            if len(half) > self.sizer.size:
+                self._write_halves(half, first_attempt, shrink=False)
+            else:
+                self._write_with_retries(half, first_attempt)
+
+    def _lost(self, chunk: Chunk, error: psycopg.Error, attempt: int) -> bool:
+        """After ``error`` ended ``attempt`` at the chunk: True when it committed all the
+        same (the ledger says so), else False once the backoff is waited out. Raises the
+        error where it is no lost connection, the attempts are used up or the load was
+        cancelled (a rerun with the same ingest_id writes what did not commit)."""
+        if not connection_lost(error) or attempt == self.options.max_retries:
+            raise self._translated(error, chunk) from error
+        self._count_retry()
+        if self._landed(chunk):
+            return True
+        if self.cancelled:
+            raise error
+        time.sleep(restart_backoff(attempt))
+        return False
+
+    def _lock_waited(self, chunk: Chunk, error: psycopg.Error, attempt: int) -> None:
+        """After a lock wait ended ``attempt``: waits to try again, or raises LockTimeout."""
+        if attempt == self.options.max_retries or self.cancelled:
+            raise self._blocked(f"at source rows {chunk.first_row}-{chunk.last_row}") from error
+        self._wait_for_lock(attempt)
 
     def _wait_for_lock(self, attempt: int) -> None:
         """After a lock wait reached lock_timeout: say who holds it, pause, try again."""
