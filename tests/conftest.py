@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from geosession import SpatialDatabase
@@ -132,3 +133,33 @@ def _idle_in_transaction(admin: psycopg.Connection[Any], grace: float = 2.0) -> 
         if not idle or time.monotonic() > deadline:
             return idle
         time.sleep(0.05)
+
+
+@pytest.fixture
+def row_trigger(db: SpatialDatabase) -> Iterator[Callable[[str, str, str], None]]:
+    """``row_trigger(table, "BEFORE INSERT", body)``: a PL/pgSQL row trigger running
+    ``body`` (its function ends with RETURN NEW unless the body returns); dropped with its
+    function after the test."""
+    functions: list[str] = []
+
+    def create(table: str, when: str, body: str) -> None:
+        function = f"{table}_trigger_{len(functions)}"
+        functions.append(function)
+        with db.transaction() as s:
+            s.execute(
+                text(
+                    f"CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS "
+                    f"$$BEGIN {body} RETURN NEW; END$$"
+                )
+            )
+            s.execute(
+                text(
+                    f"CREATE TRIGGER {function} {when} ON {table} "
+                    f"FOR EACH ROW EXECUTE FUNCTION {function}()"
+                )
+            )
+
+    yield create
+    with db.transaction() as s:
+        for function in functions:
+            s.execute(text(f"DROP FUNCTION IF EXISTS {function}() CASCADE"))

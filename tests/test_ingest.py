@@ -79,36 +79,6 @@ def scratch(db: SpatialDatabase) -> Iterator[Callable[..., None]]:
             s.execute(text(f"DROP TABLE IF EXISTS {name}, {name}_rejected CASCADE"))
 
 
-@pytest.fixture
-def row_trigger(db: SpatialDatabase) -> Iterator[Callable[[str, str, str], None]]:
-    """``row_trigger(table, "BEFORE INSERT", body)``: a PL/pgSQL row trigger running
-    ``body`` (its function ends with RETURN NEW unless the body returns); dropped with its
-    function after the test."""
-    functions: list[str] = []
-
-    def create(table: str, when: str, body: str) -> None:
-        function = f"{table}_trigger_{len(functions)}"
-        functions.append(function)
-        with db.transaction() as s:
-            s.execute(
-                text(
-                    f"CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS "
-                    f"$$BEGIN {body} RETURN NEW; END$$"
-                )
-            )
-            s.execute(
-                text(
-                    f"CREATE TRIGGER {function} {when} ON {table} "
-                    f"FOR EACH ROW EXECUTE FUNCTION {function}()"
-                )
-            )
-
-    yield create
-    with db.transaction() as s:
-        for function in functions:
-            s.execute(text(f"DROP FUNCTION IF EXISTS {function}() CASCADE"))
-
-
 def ingest_threads() -> list[str]:
     """Threads of the ingest pipeline still alive: every ingest joins its own."""
     return [t.name for t in threading.enumerate() if t.name.startswith("geosession-ingest")]

@@ -50,12 +50,16 @@ def table(db: SpatialDatabase) -> Iterator[str]:
         s.execute(text(f"DROP TABLE IF EXISTS {TABLE}, {TABLE}_rejected"))
 
 
-def terminate(admin: psycopg.Connection[Any], application: str, query: str = "%") -> int:
-    """Terminates the application's backends running a statement (``query``: LIKE)."""
+def terminate(
+    admin: psycopg.Connection[Any], application: str, query: str = "%", running_for: float = 0
+) -> int:
+    """Terminates the application's backends running a statement (``query``: LIKE) for
+    ``running_for`` seconds or more."""
     found = admin.execute(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE application_name = %s AND state = 'active' AND query LIKE %s",
-        (application, query),
+        "WHERE application_name = %s AND state = 'active' AND query LIKE %s "
+        "AND now() - query_start >= make_interval(secs => %s)",
+        (application, query, running_for),
     ).fetchone()
     return int(found[0]) if found else 0
 
@@ -68,15 +72,17 @@ def terminating(
     times: int,
     query: str = "%",
     pause: float = 0.0,
+    running_for: float = 0,
 ) -> Iterator[list[int]]:
     """Terminates the application's matching backends from a thread, up to ``times``
-    (``pause`` after each); yields the kills so far."""
+    (``pause`` after each); yields the kills so far. ``running_for``: only statements
+    running that long (a watchdog's rule)."""
     kills: list[int] = []
     done = threading.Event()
 
     def killer() -> None:
         while not done.is_set() and len(kills) < times:
-            if killed := terminate(admin, application, query):
+            if killed := terminate(admin, application, query, running_for):
                 kills.extend([1] * killed)
                 time.sleep(pause)
             time.sleep(0.01)
@@ -122,26 +128,18 @@ def test_a_copy_whose_backend_dies_while_the_client_writes_is_retried_without_ps
     admin: psycopg.Connection[Any],
     table: str,
     caplog: pytest.LogCaptureFixture,
+    row_trigger: Callable[[str, str, str], None],
 ) -> None:
     """The first row's trigger sleeps, so the server stops reading and the client's write
     of a chunk larger than the socket's buffers waits; the backend is then terminated. The
     write fails, then psycopg's end of the COPY, which it logs ("error ignored terminating
     <psycopg.Copy [BAD]>"): for the ingest's COPYs, retried, that warning is dropped."""
-    with db.transaction() as s:
-        s.execute(
-            text(
-                f"CREATE FUNCTION {TABLE}_stall() RETURNS trigger LANGUAGE plpgsql AS $$"
-                " BEGIN IF NEW.id = 1 AND NOT EXISTS (SELECT FROM pg_stat_activity"
-                " WHERE query = 'SELECT ''stalled once''') THEN PERFORM pg_sleep(30); END IF;"
-                " RETURN NEW; END $$"
-            )
-        )
-        s.execute(
-            text(
-                f"CREATE TRIGGER stall BEFORE INSERT ON {TABLE} "
-                f"FOR EACH ROW EXECUTE FUNCTION {TABLE}_stall()"
-            )
-        )
+    row_trigger(
+        table,
+        "BEFORE INSERT",
+        "IF NEW.id = 1 AND NOT EXISTS (SELECT FROM pg_stat_activity"
+        " WHERE query = 'SELECT ''stalled once''') THEN PERFORM pg_sleep(30); END IF;",
+    )
     marker = psycopg.connect(admin.info.dsn, password=admin.info.password, autocommit=True)
     loads: list[Any] = []
     try:
@@ -157,9 +155,6 @@ def test_a_copy_whose_backend_dies_while_the_client_writes_is_retried_without_ps
             load.join(timeout=60)
     finally:
         marker.close()
-        with db.transaction() as s:
-            s.execute(text(f"DROP TRIGGER IF EXISTS stall ON {TABLE}"))
-            s.execute(text(f"DROP FUNCTION IF EXISTS {TABLE}_stall()"))
     assert loads and loads[0].retries == 1 and loads[0].inserted == 50_000
     assert not [r for r in caplog.records if "error ignored terminating" in r.getMessage()]
     assert table_state(db) == (50_000, 50_000, source_checksum(50_000))
@@ -287,49 +282,18 @@ def test_a_watchdog_that_terminates_long_statements_makes_the_chunks_smaller(
     admin: psycopg.Connection[Any],
     table: str,
     monkeypatch: pytest.MonkeyPatch,
+    row_trigger: Callable[[str, str, str], None],
 ) -> None:
     """A monitoring job that terminates statements running past 0.4 s, and a trigger that
     makes each row take 0.1 ms or more (1 ms of sleep every tenth): a 10,000-row chunk
     (1.1 s) is terminated on every attempt, and failed the load after its retries. Lost
     twice running, it is written in halves."""
     monkeypatch.setattr(pipeline, "restart_backoff", lambda attempt: 0.0)
-    with make_db().transaction() as s:
-        s.execute(
-            text(
-                f"CREATE FUNCTION {TABLE}_slow() RETURNS trigger LANGUAGE plpgsql AS $$"
-                " BEGIN IF NEW.id % 10 = 0 THEN PERFORM pg_sleep(0.001); END IF; RETURN NEW; END $$"
-            )
-        )
-        s.execute(
-            text(
-                f"CREATE TRIGGER slow BEFORE INSERT ON {TABLE} "
-                f"FOR EACH ROW EXECUTE FUNCTION {TABLE}_slow()"
-            )
-        )
+    row_trigger(table, "BEFORE INSERT", "IF NEW.id % 10 = 0 THEN PERFORM pg_sleep(0.001); END IF;")
     db = victim(make_db, "ingest-watched")
-    done = threading.Event()
-    kills: list[int] = []
-
-    def watchdog() -> None:
-        while not done.wait(0.05):
-            found = admin.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = 'ingest-watched' AND state = 'active' "
-                "AND now() - query_start > interval '0.4 s'"
-            ).fetchone()
-            kills.append(int(found[0]) if found else 0)
-
-    watching = threading.Thread(target=watchdog)
-    watching.start()
-    try:
+    with terminating(admin, "ingest-watched", times=100, running_for=0.4) as kills:
         report = db.ingest(table, rows(10_000), chunk_size=10_000, defer_indexes=False)
-    finally:
-        done.set()
-        watching.join()
-        with db.transaction() as s:
-            s.execute(text(f"DROP TRIGGER IF EXISTS slow ON {TABLE}"))
-            s.execute(text(f"DROP FUNCTION IF EXISTS {TABLE}_slow()"))
-    assert sum(kills) >= 2 and report.retries == sum(kills)
+    assert len(kills) >= 2 and report.retries == len(kills)
     assert report.inserted == 10_000 and report.chunk_size_min < 5_000
     assert table_state(db) == (10_000, 10_000, source_checksum(10_000))
 
