@@ -359,6 +359,31 @@ def test_common_sql_mistakes_say_what_to_check(
         assert advice in info.value.message.lower(), (sql, info.value.message)
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_the_servers_resource_limits_say_what_to_do(
+    make_db: Callable[..., SpatialDatabase], driver: str
+) -> None:
+    """A value too large for a B-tree entry (a real one); a full disk and an exhausted
+    memory as the server signals them (their SQLSTATEs, raised by the server)."""
+    db = database_for(make_db, driver)
+    block = "DO $$ BEGIN {} END $$"  # one statement: asyncpg prepares what it runs
+    wide = (
+        "CREATE TEMP TABLE wide (v text PRIMARY KEY); INSERT INTO wide "
+        "SELECT string_agg(md5(n::text), '') FROM generate_series(1, 200) AS n;"
+    )
+    signalled = "RAISE EXCEPTION 'could not extend file' USING ERRCODE = '{}';"
+    limits = {
+        block.format(wide): "index a hash of it instead",
+        block.format(signalled.format("disk_full")): "free space there, or move the table",
+        block.format(signalled.format("out_of_memory")): "lower work_mem",
+    }
+    for sql, advice in limits.items():
+        with pytest.raises(DatabaseError) as info:
+            run(db, driver, sql)
+        assert advice in info.value.message, (sql, info.value.message)
+        assert not info.value.transient
+
+
 @pytest.fixture
 def clerk(admin: psycopg.Connection[Any], database_url: str) -> Iterator[str]:
     """The URL of a role that may not read one table, and may write another's rows of its

@@ -202,6 +202,16 @@ _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
         "down or recovering; a standby without hot_standby never is): try again in a "
         "moment (an ingest waits for it)",
     ),
+    "53100": (
+        DatabaseError,
+        "the server's disk (or the tablespace's) is full: free space there, or move the "
+        "table to another tablespace (ALTER TABLE ... SET TABLESPACE), then run it again",
+    ),
+    "53200": (
+        DatabaseError,
+        "the server ran out of memory: lower work_mem (maintenance_work_mem for an index "
+        "build) for this work, do it in smaller parts, or give the server more memory",
+    ),
     "28P01": (AccessDenied, "check the user name and the password (or password_file)"),
     "28000": (AccessDenied, "check pg_hba.conf and the user name"),
     "3D000": (AccessDenied, "create the database, or fix the database name in the settings"),
@@ -250,6 +260,14 @@ _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
     "42883": (DatabaseError, FUNCTION_ARGUMENTS_ADVICE),
 }
 _BY_SQLSTATE_AND_MESSAGE: tuple[tuple[str, str, type[GeoSessionError], str], ...] = (
+    (
+        "54000",
+        "index row size",
+        DatabaseError,
+        "a value is too large for a B-tree index entry (about a third of a page): index a "
+        "hash of it instead (an expression index on md5(column), or USING hash), or leave "
+        "the column out of the index",
+    ),
     (
         "57014",
         "user request",  # not statement_timeout
