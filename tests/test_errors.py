@@ -360,6 +360,27 @@ def test_common_sql_mistakes_say_what_to_check(
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
+def test_values_that_do_not_fit_say_what_to_do(
+    make_db: Callable[..., SpatialDatabase], driver: str
+) -> None:
+    db = database_for(make_db, driver)
+    short = "CREATE TEMP TABLE short (v varchar(2)); INSERT INTO short VALUES ('abc');"
+    mistakes = {
+        "SELECT 'abc'::int": "the text is no value of that type",
+        "SELECT 40000::smallint": "give the column a wider type",
+        "SELECT 1 / 0": "NULLIF(y, 0)",
+        "SELECT '2024-13-45'::date": "ISO 8601",
+        f"DO $$ BEGIN {short} END $$": "widen the column",
+        "SELECT ln(0)": "a value does not fit its type",
+    }
+    for sql, advice in mistakes.items():
+        with pytest.raises(DatabaseError) as info:
+            run(db, driver, sql)
+        assert type(info.value) is DatabaseError, sql
+        assert advice.lower() in info.value.message.lower(), (sql, info.value.message)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_the_servers_resource_limits_say_what_to_do(
     make_db: Callable[..., SpatialDatabase], driver: str
 ) -> None:

@@ -202,6 +202,29 @@ _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
         "down or recovering; a standby without hot_standby never is): try again in a "
         "moment (an ingest waits for it)",
     ),
+    "22001": (
+        DatabaseError,
+        "the text is longer than its column takes (varchar(n), char(n)): widen the column "
+        "(ALTER TABLE ... ALTER COLUMN ... TYPE text) or shorten the value",
+    ),
+    "22003": (
+        DatabaseError,
+        "the number is beyond what its type holds: give the column a wider type (bigint, "
+        "numeric, double precision), or check the value",
+    ),
+    "22012": (DatabaseError, "guard the divisor: x / NULLIF(y, 0) gives NULL instead"),
+    "22P02": (
+        DatabaseError,
+        "the text is no value of that type: check the value, and the column or cast it goes to",
+    ),
+    **dict.fromkeys(
+        ("22007", "22008"),
+        (
+            DatabaseError,
+            "check the date or time: ISO 8601 (2024-03-31, 2024-03-31T14:05:00Z) reads the "
+            "same under every DateStyle",
+        ),
+    ),
     "53100": (
         DatabaseError,
         "the server's disk (or the tablespace's) is full: free space there, or move the "
@@ -313,6 +336,7 @@ _BY_SQLSTATE_CLASS: dict[str, tuple[type[GeoSessionError], str]] = {
     "08": (ConnectionFailed, "the connection was lost; " + _ADVICE_RETRY),
     "57": (ConnectionFailed, "the server ended the connection; " + _ADVICE_RETRY),
     "23": (IntegrityViolation, "fix the data to meet the named constraint"),
+    "22": (DatabaseError, "a value does not fit its type or the operation: check the value"),
 }
 
 PLACEHOLDERS = re.compile(r"%\(|%s|\$\d")
