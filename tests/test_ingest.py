@@ -2389,6 +2389,33 @@ def test_a_partitioned_tables_index_is_rebuilt_on_every_partition(
     assert "no partition of relation" in homeless.rejected[0].reason
 
 
+def test_an_index_rebuild_and_analyze_longer_than_statement_timeout_complete(
+    make_db: Callable[..., SpatialDatabase], table: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """statement_timeout bounds the application's statements; the rebuild of an index the
+    load dropped cannot be made shorter (a GiST over tens of millions of rows takes longer
+    than the default 30 s), and failed on every run. Here an expression index whose
+    function sleeps 1 ms on every fourth row takes 0.5 s to build (and to ANALYZE)."""
+    db = make_db(statement_timeout="300ms")
+    with db.transaction() as s:
+        s.execute(
+            text(
+                f"CREATE FUNCTION {TABLE}_slow(n int) RETURNS int IMMUTABLE LANGUAGE plpgsql "
+                "AS $$BEGIN IF n % 4 = 0 THEN PERFORM pg_sleep(0.001); END IF; RETURN n; END$$"
+            )
+        )
+        s.execute(text(f"CREATE INDEX {TABLE}_slow_idx ON {TABLE} (({TABLE}_slow(id)))"))
+    try:
+        with caplog.at_level("WARNING", logger="geosession.ingest"):
+            report = db.ingest(table, rows(2_000))
+        assert f"{TABLE}_slow_idx" in report.deferred_indexes and report.rebuild_seconds > 0.6
+        assert f"{TABLE}_slow_idx" in index_names(db) and not deferred_records(db)
+        assert not [r.getMessage() for r in caplog.records]  # the ANALYZE ran too
+    finally:
+        with db.transaction() as s:
+            s.execute(text(f"DROP FUNCTION IF EXISTS {TABLE}_slow CASCADE"))
+
+
 def test_an_index_that_cannot_be_rebuilt_stays_recorded_and_undoes_no_other(
     db: SpatialDatabase, table: str
 ) -> None:

@@ -34,6 +34,16 @@ _WATCH_INTERVAL = 0.25
 _POLL = 0.1
 """Seconds between looks at whether the ingest was cancelled, while builds run."""
 
+_WITHOUT_STATEMENT_TIMEOUT = (
+    "SELECT set_config('lock_timeout', CASE current_setting('lock_timeout') WHEN '0' THEN "
+    "current_setting('statement_timeout') ELSE current_setting('lock_timeout') END, true), "
+    "set_config('statement_timeout', '0', true)"
+)
+"""For the transaction of an index rebuild or the ANALYZE. statement_timeout bounds the
+application's statements (30 s by default), not the ingest's upkeep of the table, which
+no chunk size makes shorter: a GiST build over 20M rows takes longer, failed on every
+run, and left the table without its index. Lock waits keep the bound they had."""
+
 Stopped = Callable[[], BaseException | None]
 """The error to stop the rebuilds with (the ingest was cancelled), or None to go on."""
 
@@ -74,6 +84,7 @@ def _refresh_statistics(connections: Connections, target: Target) -> None:
 
     def analyze(conn: psycopg.Connection[Any]) -> None:
         with conn.transaction(), conn.cursor() as cursor:
+            cursor.execute(_WITHOUT_STATEMENT_TIMEOUT)
             cursor.execute(f"ANALYZE {target.quoted}")
 
     try:
@@ -105,6 +116,7 @@ def _rebuild_all(
             building[name] = conn
             watch.building(conn.info.backend_pid, name)
             with conn.transaction(), conn.cursor() as cursor:
+                cursor.execute(_WITHOUT_STATEMENT_TIMEOUT)
                 ledger.restore_index(cursor, target, name, definition)
 
         try:
@@ -112,9 +124,9 @@ def _rebuild_all(
         except GeoSessionError as error:
             raise type(error)(
                 f"Rebuilding index {name} of {target.quoted} after the load failed: "
-                f"{error.message}. The index stays recorded in {ledger.DEFERRED}: once the "
-                f"data is fixed, the next ingest into the table rebuilds it (or run: "
-                f"{definition})",
+                f"{error.message}. The index stays recorded in {ledger.DEFERRED}: once that "
+                f"is dealt with (the data, a lock, the server), the next ingest into the "
+                f"table rebuilds it (or run: {definition})",
                 sqlstate=error.sqlstate,
             ) from error
         finally:
