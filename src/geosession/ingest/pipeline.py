@@ -469,7 +469,8 @@ class Ingest:
         it committed anyway). Lost twice running, it is written in halves, which share
         what is left of its attempts: a watchdog that terminates statements running past
         some seconds would end every attempt of a chunk that takes longer, and a smaller
-        one gets through (a restart loses nothing by it: chunks grow again as they finish)."""
+        one gets through (after a restart, automatic chunk sizes grow again as chunks
+        finish; a chunk_size given stays halved for the rest of the load)."""
         for attempt in range(first_attempt, self.options.max_retries + 1):
             started = time.perf_counter()
             try:
