@@ -337,6 +337,17 @@ def test_postgis_out_of_the_search_path_is_not_called_missing(
         list(rows)
 
 
+def assert_advised(db: SpatialDatabase, driver: str, mistakes: dict[str, str]) -> None:
+    """Each SQL fails with a DatabaseError (no narrower class) whose message holds its
+    advice (in any case)."""
+    for sql, advice in mistakes.items():
+        with pytest.raises(DatabaseError) as info:
+            run(db, driver, sql)
+        assert type(info.value) is DatabaseError, sql
+        assert not info.value.transient, sql
+        assert advice.lower() in info.value.message.lower(), (sql, info.value.message)
+
+
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_common_sql_mistakes_say_what_to_check(
     make_db: Callable[..., SpatialDatabase], driver: str
@@ -352,11 +363,7 @@ def test_common_sql_mistakes_say_what_to_check(
         "SELECT no_such_column FROM spatial_ref_sys": "check the column's name",
         "SELECT FROM WHERE": "fix the sql where the server points",
     }
-    for sql, advice in mistakes.items():
-        with pytest.raises(DatabaseError) as info:
-            run(db, driver, sql)
-        assert type(info.value) is DatabaseError, sql
-        assert advice in info.value.message.lower(), (sql, info.value.message)
+    assert_advised(db, driver, mistakes)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
@@ -373,11 +380,7 @@ def test_values_that_do_not_fit_say_what_to_do(
         f"DO $$ BEGIN {short} END $$": "widen the column",
         "SELECT ln(0)": "a value does not fit its type",
     }
-    for sql, advice in mistakes.items():
-        with pytest.raises(DatabaseError) as info:
-            run(db, driver, sql)
-        assert type(info.value) is DatabaseError, sql
-        assert advice.lower() in info.value.message.lower(), (sql, info.value.message)
+    assert_advised(db, driver, mistakes)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
@@ -398,11 +401,7 @@ def test_the_servers_resource_limits_say_what_to_do(
         block.format(signalled.format("disk_full")): "free space there, or move the table",
         block.format(signalled.format("out_of_memory")): "lower work_mem",
     }
-    for sql, advice in limits.items():
-        with pytest.raises(DatabaseError) as info:
-            run(db, driver, sql)
-        assert advice in info.value.message, (sql, info.value.message)
-        assert not info.value.transient
+    assert_advised(db, driver, limits)
 
 
 @pytest.fixture
