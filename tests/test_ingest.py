@@ -36,6 +36,7 @@ from geosession import (
     IngestReport,
     IntegrityViolation,
     InvalidGeometry,
+    LockTimeout,
     SpatialDatabase,
 )
 from geosession.demo import synthetic_polygons
@@ -1263,6 +1264,69 @@ def test_sequences_move_past_the_ids_a_load_wrote(
             for name in ("numbered", "drawn_ahead")
         ]
     assert drawn == [11, 501]
+
+
+def test_a_sequence_moves_past_the_ids_however_long_their_max_takes(
+    make_db: Callable[..., SpatialDatabase], scratch: Callable[..., None]
+) -> None:
+    """The max() that moves a sequence reads the whole table where its column has no index
+    (hundreds of millions of rows past statement_timeout). Here the column's domain has
+    a max() that sleeps 1 ms a row: 600 rows take 0.6 s, under a 300 ms statement_timeout."""
+    scratch("slow_max")
+    db = make_db(statement_timeout="300ms")
+    with db.transaction() as s:
+        s.execute(text("DROP DOMAIN IF EXISTS slow_id CASCADE"))
+        s.execute(text("CREATE DOMAIN slow_id AS integer"))
+        s.execute(
+            text(
+                "CREATE FUNCTION slow_larger(a slow_id, b slow_id) RETURNS slow_id "
+                "LANGUAGE plpgsql AS $$BEGIN PERFORM pg_sleep(0.001); "
+                "RETURN greatest(a, b); END$$"
+            )
+        )
+        s.execute(text("CREATE AGGREGATE max(slow_id) (SFUNC = slow_larger, STYPE = slow_id)"))
+        s.execute(text("CREATE SEQUENCE slow_max_id_seq"))
+        s.execute(
+            text(
+                "CREATE TABLE slow_max (id slow_id DEFAULT nextval('slow_max_id_seq'), "
+                "geom geometry)"
+            )
+        )
+        s.execute(text("ALTER SEQUENCE slow_max_id_seq OWNED BY slow_max.id"))
+    try:
+        points = [{"id": n, "geom": shapely.Point(n, n)} for n in range(1, 601)]
+        assert db.ingest("slow_max", points, progress=False).inserted == 600
+        with db.transaction() as s:
+            drawn = s.execute(text("INSERT INTO slow_max (geom) VALUES (NULL) RETURNING id"))
+            assert drawn.scalar() == 601
+    finally:
+        with db.transaction() as s:
+            s.execute(text("DROP TABLE IF EXISTS slow_max, slow_max_rejected"))
+            s.execute(text("DROP DOMAIN IF EXISTS slow_id CASCADE"))
+
+
+def test_a_sequence_that_could_not_be_moved_is_moved_by_the_rerun(
+    make_db: Callable[..., SpatialDatabase], scratch: Callable[..., None]
+) -> None:
+    """The rows are in when the sequence's lock is not granted: the error says so and how
+    to move it, and the rerun with the ingest id loads nothing twice."""
+    scratch("numbered")
+    db = make_db(statement_timeout="1s")
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE numbered (id serial PRIMARY KEY, geom geometry)"))
+    points = [{"id": n, "geom": shapely.Point(n, n)} for n in range(1, 11)]
+    with db.transaction(statement_timeout="10s") as holder:
+        holder.execute(text("ALTER SEQUENCE numbered_id_seq INCREMENT BY 1"))  # locks it
+        with pytest.raises(LockTimeout) as info:
+            db.ingest("numbered", points, ingest_id="numbered-1", progress=False)
+    assert '"public"."numbered" is loaded, but moving its sequences' in str(info.value)
+    assert "the same ingest id (numbered-1) loads no row again" in str(info.value)
+    assert info.value.ingest_report.inserted == 10  # type: ignore[attr-defined]
+    report = db.ingest("numbered", points, ingest_id="numbered-1", progress=False)
+    assert (report.inserted, report.already_committed) == (0, 10)
+    with db.transaction() as s:
+        drawn = s.execute(text("INSERT INTO numbered (geom) VALUES (NULL) RETURNING id"))
+        assert drawn.scalar() == 11
 
 
 @pytest.fixture

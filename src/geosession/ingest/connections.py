@@ -24,6 +24,18 @@ _CANNOT_CONNECT_NOW = "57P03"
 """A server starting up, shutting down or recovering: it will take connections again."""
 
 
+WITHOUT_STATEMENT_TIMEOUT = (
+    "SELECT set_config('lock_timeout', CASE current_setting('lock_timeout') WHEN '0' THEN "
+    "current_setting('statement_timeout') ELSE current_setting('lock_timeout') END, true), "
+    "set_config('statement_timeout', '0', true)"
+)
+"""For the transactions of the table's upkeep after a load: an index rebuild, the ANALYZE,
+the max() that moves a sequence. statement_timeout bounds the application's statements
+(30 s by default), not these, which no chunk size makes shorter: a GiST build over 20M
+rows takes longer, failed on every run, and left the table without its index. Lock waits
+keep the bound they had."""
+
+
 _RETRIED_COPIES: weakref.WeakSet[psycopg.Copy] = weakref.WeakSet()
 """The ingest's COPYs: a failed one is retried, so psycopg's word on ending it is noise."""
 

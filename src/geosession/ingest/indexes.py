@@ -19,7 +19,7 @@ import psycopg
 
 from geosession.errors import GeoSessionError, diagnostics
 from geosession.ingest import ledger
-from geosession.ingest.connections import Connections
+from geosession.ingest.connections import WITHOUT_STATEMENT_TIMEOUT, Connections
 from geosession.ingest.progress import Progress
 from geosession.ingest.report import IngestReport
 from geosession.ingest.target import Target
@@ -33,16 +33,6 @@ _WATCH_INTERVAL = 0.25
 """Seconds between looks at the server's progress of index builds after a load."""
 _POLL = 0.1
 """Seconds between looks at whether the ingest was cancelled, while builds run."""
-
-_WITHOUT_STATEMENT_TIMEOUT = (
-    "SELECT set_config('lock_timeout', CASE current_setting('lock_timeout') WHEN '0' THEN "
-    "current_setting('statement_timeout') ELSE current_setting('lock_timeout') END, true), "
-    "set_config('statement_timeout', '0', true)"
-)
-"""For the transaction of an index rebuild or the ANALYZE. statement_timeout bounds the
-application's statements (30 s by default), not the ingest's upkeep of the table, which
-no chunk size makes shorter: a GiST build over 20M rows takes longer, failed on every
-run, and left the table without its index. Lock waits keep the bound they had."""
 
 Stopped = Callable[[], BaseException | None]
 """The error to stop the rebuilds with (the ingest was cancelled), or None to go on."""
@@ -84,7 +74,7 @@ def _refresh_statistics(connections: Connections, target: Target) -> None:
 
     def analyze(conn: psycopg.Connection[Any]) -> None:
         with conn.transaction(), conn.cursor() as cursor:
-            cursor.execute(_WITHOUT_STATEMENT_TIMEOUT)
+            cursor.execute(WITHOUT_STATEMENT_TIMEOUT)
             cursor.execute(f"ANALYZE {target.quoted}")
 
     try:
@@ -116,7 +106,7 @@ def _rebuild_all(
             building[name] = conn
             watch.building(conn.info.backend_pid, name)
             with conn.transaction(), conn.cursor() as cursor:
-                cursor.execute(_WITHOUT_STATEMENT_TIMEOUT)
+                cursor.execute(WITHOUT_STATEMENT_TIMEOUT)
                 ledger.restore_index(cursor, target, name, definition)
 
         try:

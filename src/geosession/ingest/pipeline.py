@@ -339,10 +339,19 @@ class Ingest:
     def _advance_sequences(self) -> None:
         """Sequences of the columns the load wrote, past the values it loaded."""
         plan = self.planner.plan
-        if plan is not None:
+        if plan is None:
+            return
+        try:
             self.connections.retrying(
                 lambda conn: advance_sequences(conn, self.target, plan.columns)
             )
+        except GeoSessionError as error:
+            error.reword(
+                f"{self.target.quoted} is loaded, but moving its sequences past the ids the "
+                f"load wrote failed: {error.message}. Rerunning with the same ingest id "
+                f"({self.ingest_id}) loads no row again and moves them"
+            )
+            raise
 
     def _merge_ledger_entries(self, through: int | None = None) -> None:
         """The id's entries merged where their rows meet (:mod:`.ledger_merges`), those

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 
+from geosession.ingest.connections import WITHOUT_STATEMENT_TIMEOUT
 from geosession.ingest.target import Target
 from geosession.read.plan import quote_identifier
 
@@ -35,8 +36,11 @@ def advance_sequences(
     conn: psycopg.Connection[Any], target: Target, columns: Sequence[str]
 ) -> None:
     """Moves the sequences of the loaded ``columns`` past their highest value (one
-    transaction). Where the role may not set a sequence, a warning says what to run."""
+    transaction, whose max() reads the whole table where the column has no index, so it
+    is not bounded by statement_timeout). Where the role may not set a sequence, a warning
+    says what to run."""
     with conn.transaction(), conn.cursor() as cursor:
+        cursor.execute(WITHOUT_STATEMENT_TIMEOUT)
         found = {"table": target.quoted, "oid": target.oid, "columns": list(columns)}
         cursor.execute(_SEQUENCES_SQL, found)
         for column, sequence in cursor.fetchall():
