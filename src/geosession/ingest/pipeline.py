@@ -517,9 +517,12 @@ class Ingest:
 
     def _lost(self, chunk: Chunk, error: psycopg.Error, attempt: int) -> bool:
         """After ``error`` ended ``attempt`` at the chunk: True when it committed all the
-        same (the ledger says so), else False once the backoff is waited out. Raises the
-        error where it is no lost connection, the attempts are used up or the load was
-        cancelled (a rerun with the same ingest_id writes what did not commit)."""
+        same (the ledger says so), else False: write it again. Raises the error where it
+        is no lost connection, the attempts are used up or the load was cancelled (a rerun
+        with the same ingest_id writes what did not commit). No backoff before the next
+        attempt: asking the ledger waited out a server that was down (a restart), and it
+        answered; backoffs of 0.4-5 s after every terminated backend slowed a load whose
+        backends were terminated every 0.05-0.2 s to 100 rows/s."""
         if not connection_lost(error) or attempt == self.options.max_retries:
             raise self._translated(error, chunk) from error
         self._count_retry()
@@ -527,7 +530,6 @@ class Ingest:
             return True
         if self.cancelled:
             raise error
-        time.sleep(restart_backoff(attempt))
         return False
 
     def _lock_waited(self, chunk: Chunk, error: psycopg.Error, attempt: int) -> None:
