@@ -172,27 +172,42 @@ class Connections:
         """Runs ``step`` (short transactions on the engine's own connections: create=True's
         table), again when a connection it used was lost as :meth:`retrying` judges one."""
         return self._repeated(
-            step, lambda error: isinstance(error, ConnectionFailed) and self._waits_for(error)
+            step,
+            lambda error: isinstance(error, ConnectionFailed) and self._waits_for(error),
+            connected=lambda: False,  # not known: the backoff every time
         )
 
     def retrying(self, step: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Runs ``step`` on a connection, again on a fresh one if the connection is lost."""
+        connected = False
 
         def on_a_connection() -> T:
+            nonlocal connected
+            connected = False
             with self.connection() as conn:
+                connected = True
                 return step(conn)
 
         try:
             return self._repeated(
                 on_a_connection,
                 lambda error: isinstance(error, psycopg.Error) and connection_lost(error),
+                connected=lambda: connected,
             )
         except psycopg.Error as error:
             raise self.translated(error) from error
 
-    def _repeated(self, step: Callable[[], T], lost: Callable[[Exception], bool]) -> T:
-        """``step``, run again after the restart backoff while what it raises is ``lost``
-        (a connection, not the work), up to max_retries times; the last error raised."""
+    def _repeated(
+        self,
+        step: Callable[[], T],
+        lost: Callable[[Exception], bool],
+        *,
+        connected: Callable[[], bool],
+    ) -> T:
+        """``step``, run again while what it raises is ``lost`` (a connection, not the
+        work), up to max_retries times; the last error raised. After the restart backoff
+        where connecting failed (a server that is down); at once where the step had
+        connected (a terminated backend: the server is up)."""
         for attempt in range(self.max_retries + 1):
             try:
                 return step()
@@ -200,7 +215,8 @@ class Connections:
                 if attempt == self.max_retries or not lost(error):
                     raise
                 self.on_retry()
-                time.sleep(restart_backoff(attempt))
+                if not connected():
+                    time.sleep(restart_backoff(attempt))
         raise AssertionError("unreachable")
 
 
