@@ -813,10 +813,12 @@ def test_an_analyze_whose_backend_dies_every_time_warns_and_the_load_completes(
 ) -> None:
     """ANALYZE evaluates an expression index's function on its sample rows: this one
     terminates its own backend there (not while the COPY or the rebuild runs it), on every
-    retry. The rows and indexes are all in, so the load completes with a warning. Each
-    retry runs at once: the ANALYZE had connected, so the server is up."""
+    retry. The rows and indexes are all in, so the load completes with a warning. The
+    first retry runs at once (the ANALYZE had connected: the server was up), the others
+    after the backoff (a proxy takes connections while the server behind it is down)."""
     breaker = f"{TABLE}_analyze_breaker"
-    monkeypatch.setattr(connections, "restart_backoff", waited_out)
+    waits: list[int] = []
+    monkeypatch.setattr(connections, "restart_backoff", lambda n: waits.append(n) or 0.0)
     with db.transaction() as s:
         s.execute(
             text(
@@ -834,6 +836,7 @@ def test_an_analyze_whose_backend_dies_every_time_warns_and_the_load_completes(
             s.execute(text(f"DROP INDEX IF EXISTS {TABLE}_breaker_idx"))
             s.execute(text(f"DROP FUNCTION IF EXISTS {breaker}"))
     assert report.completed and report.inserted == 2_000 and report.retries == 10
+    assert waits == list(range(1, 10))
     assert f"{TABLE}_breaker_idx" in report.deferred_indexes  # rebuilt, then ANALYZE
     [warning] = [r.getMessage() for r in caplog.records if "ANALYZE" in r.getMessage()]
     assert "statistics were not refreshed" in warning

@@ -205,9 +205,10 @@ class Connections:
         connected: Callable[[], bool],
     ) -> T:
         """``step``, run again while what it raises is ``lost`` (a connection, not the
-        work), up to max_retries times; the last error raised. After the restart backoff
-        where connecting failed (a server that is down); at once where the step had
-        connected (a terminated backend: the server is up)."""
+        work), up to max_retries times; the last error raised. The first time at once
+        where the step had connected (a terminated backend: the server was up), else
+        after the restart backoff (connecting failed: a server that is down; lost again:
+        a proxy such as PgBouncer takes connections while the server behind it is down)."""
         for attempt in range(self.max_retries + 1):
             try:
                 return step()
@@ -215,7 +216,7 @@ class Connections:
                 if attempt == self.max_retries or not lost(error):
                     raise
                 self.on_retry()
-                if not connected():
+                if attempt > 0 or not connected():
                     time.sleep(restart_backoff(attempt))
         raise AssertionError("unreachable")
 
