@@ -364,20 +364,24 @@ def test_a_load_that_cannot_connect_fails_at_once_saying_why(
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.parametrize("before", ["connect", "first_connect"])
 def test_a_first_connection_the_server_ends_while_it_opens_is_retried(
-    make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any], table: str
+    make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any], table: str, before: str
 ) -> None:
     """A backend terminated before SQLAlchemy has initialized the engine on it (a
-    failover at the start of a load): the server answered, so the load retries."""
+    failover at the start of a load): the server answered, so the load retries. Before
+    the dialect's first statement, or before geosession's look for PostGIS, which had
+    taken the server's error for a connection that cannot say, and the dialect's
+    statement then failed as "the connection is closed", which failed the load."""
     name = f"first-{uuid.uuid4().hex[:8]}"
     db = make_db(application_name=name)  # its engine has never connected
     kills: list[int] = []
 
     def terminate_first(dbapi_connection: Any, record: Any) -> None:
-        if not kills:  # before the dialect's first statements on it
+        if not kills:
             kills.append(terminate_backend(admin, dbapi_connection.info.backend_pid))
 
-    event.listen(db.engine.pool, "connect", terminate_first, insert=True)
+    event.listen(db.engine.pool, before, terminate_first, insert=True)
     report = db.ingest(table, rows(2_000), defer_indexes=False)
     assert kills == [1]
     assert report.retries == 1 and report.inserted == 2_000

@@ -10,6 +10,7 @@ messages) is in ``errors``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from functools import partial
 from typing import Any
@@ -84,7 +85,10 @@ def translate_for(
 
 def _find_postgis(engine: Engine, dbapi_connection: Any, record: Any) -> None:
     """Reads where the database has PostGIS, once, on the engine's first connection (its
-    transaction rolled back); when that fails, errors keep their general advice."""
+    transaction rolled back); when that fails, errors keep their general advice. A
+    connection the server ended meanwhile fails with the server's words: taken for one
+    that cannot say, it went on to fail at the dialect's first statement as "the
+    connection is closed", which no retry took for the server's doing."""
     try:
         cursor = dbapi_connection.cursor()
         try:
@@ -92,10 +96,22 @@ def _find_postgis(engine: Engine, dbapi_connection: Any, record: Any) -> None:
             found = cursor.fetchone()
         finally:
             cursor.close()
+        dbapi_connection.rollback()
+    except Exception as error:
+        if _disconnected(engine, error, dbapi_connection):
+            raise
+        with contextlib.suppress(Exception):
             dbapi_connection.rollback()
-    except Exception:  # a connection that cannot say is used all the same
-        return
+        return  # a connection that cannot say is used all the same
     _postgis_places[engine] = PostGISPlace(found[0] if found else None)
+
+
+def _disconnected(engine: Engine, error: Any, dbapi_connection: Any) -> bool:
+    """Whether the driver's ``error`` ended the connection, as the dialect judges it."""
+    dialect = engine.dialect
+    return isinstance(error, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
+        error, dbapi_connection, None
+    )
 
 
 def _connect_translated(engine: Engine) -> Any:
