@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -111,6 +112,35 @@ def waited_out(attempt: int) -> float:
     raise AssertionError(
         f"the load waited a backoff (attempt {attempt}) for a server that answered"
     )
+
+
+def test_a_connection_lost_before_it_goes_back_to_the_pool_logs_no_error(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A step's read leaves its transaction open, and its backend is terminated before the
+    connection goes back: the pool's rollback of it logged "Exception during reset or
+    similar" at ERROR with a traceback. The ingest ends the transaction itself, and
+    discards a connection where that fails."""
+    ingest_connections = connections.Connections(db.engine, 2, on_retry=lambda: None)
+
+    def read_then_lose(conn: psycopg.Connection[Any]) -> int:
+        pid = int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        wait_until(
+            lambda: (
+                not admin.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)
+                ).fetchone()
+            )
+        )
+        return pid
+
+    with caplog.at_level("DEBUG", logger="sqlalchemy.pool"):
+        ingest_connections.retrying(read_then_lose)
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    with db.session() as s:
+        assert s.execute(text("SELECT 1")).scalar() == 1  # the pool's next one works
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -127,17 +127,24 @@ class Connections:
             ) from error
 
     def _reset(self, proxy: Any) -> None:
-        """The settings undone before the connection goes back to the pool: the next
-        user of it (a session) must not run as the ingest's role or with its keys. A
-        connection where that fails is discarded instead."""
+        """The connection's transaction ended and the settings undone before it goes
+        back to the pool: the next user of it (a session) must not run as the ingest's
+        role or with its keys. A connection where that fails, or that is lost already, is
+        discarded instead: the pool's own rollback of it logged SQLAlchemy's "Exception
+        during reset or similar" at ERROR with a traceback (a backend terminated between
+        a step's read and the connection's return), which Python prints on stderr
+        through the progress bar where logging is not set up."""
         driver = proxy.driver_connection
-        if not self.settings or driver is None or driver.closed or driver.broken:
+        if driver is None:
             return
         try:
-            driver.rollback()
+            if driver.closed or driver.broken:
+                raise psycopg.OperationalError("the connection is lost")
+            driver.rollback()  # nothing is sent outside a transaction
             for name in self.settings:  # names checked: letters, digits, _ and dots
                 driver.execute(f"RESET {name}")
-            driver.commit()
+            if self.settings:
+                driver.commit()
         except psycopg.Error:
             proxy.invalidate()
 
