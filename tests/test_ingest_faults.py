@@ -575,6 +575,41 @@ def test_server_restarted_mid_ingest(
     assert table_state(db) == (120_000, 120_000, source_checksum(120_000))
 
 
+def test_a_server_down_for_longer_than_the_retries_fails_the_load_saying_how_to_resume(
+    own_cluster: LocalCluster,
+    make_db: Callable[..., SpatialDatabase],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server stops mid-load and stays down (no backoff here, so the retries run out at
+    once): the error says where the load stopped and how to go on, also where it was the
+    ledger's question whether the lost chunk committed that failed last (which said only
+    "retrying the whole transaction is safe"). The rerun, the server back, resumes."""
+    monkeypatch.setattr(connections, "restart_backoff", lambda attempt: 0.0)
+    db = make_db(own_cluster.url())
+    create_table(db)
+
+    def stop_when_loading() -> None:
+        with db.session() as s:
+            while s.execute(text(f"SELECT count(*) FROM {TABLE}")).scalar_one() < 20_000:
+                s.rollback()
+                time.sleep(0.05)
+        own_cluster.stop()
+
+    thread = threading.Thread(target=stop_when_loading)
+    thread.start()
+    try:
+        with pytest.raises(ConnectionFailed) as info:
+            db.ingest(TABLE, rows(120_000), chunk_size=5_000, ingest_id="down", progress=False)
+    finally:
+        thread.join()
+        own_cluster.start()
+    assert re.search(r"Ingest down stopped at source rows \d+-\d+; committed", str(info.value))
+    assert "rerunning with the same ingest_id resumes after them" in str(info.value)
+    report = db.ingest(TABLE, rows(120_000), chunk_size=5_000, ingest_id="down", progress=False)
+    assert report.already_committed >= 20_000
+    assert table_state(db) == (120_000, 120_000, source_checksum(120_000))
+
+
 def test_a_load_started_while_the_server_shuts_down_for_a_restart_waits_for_it(
     own_cluster: LocalCluster, make_db: Callable[..., SpatialDatabase]
 ) -> None:

@@ -200,7 +200,7 @@ _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
         ConnectionFailed,
         "the server takes no connections until it is ready (it is starting up, shutting "
         "down or recovering; a standby without hot_standby never is): try again in a "
-        "moment (an ingest waits for it)",
+        "moment (an ingest retries for a while by itself)",
     ),
     "22001": (
         DatabaseError,

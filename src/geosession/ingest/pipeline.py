@@ -561,7 +561,11 @@ class Ingest:
                 span = (chunk.first_row, chunk.last_row)
                 return ledger.chunk_inserted(cursor, self.ingest_id, span, chunk.checksum)
 
-        inserted = self.connections.retrying(ask)
+        try:
+            inserted = self.connections.retrying(ask)
+        except GeoSessionError as error:  # the server gone for longer than the retries
+            error.reword(f"{error.message}. {self._stopped_at(chunk)}")
+            raise
         if inserted is None:
             return False
         self._record(chunk, inserted, chunk.rejects)
@@ -587,12 +591,16 @@ class Ingest:
 
     def _translated(self, error: psycopg.Error, chunk: Chunk) -> GeoSessionError:
         translated = self.connections.translated(error)
-        translated.reword(
-            f"{translated.message}. Ingest {self.ingest_id} stopped at source rows "
-            f"{chunk.first_row}-{chunk.last_row}; committed chunks stay, and "
-            "rerunning with the same ingest_id resumes after them"
-        )
+        translated.reword(f"{translated.message}. {self._stopped_at(chunk)}")
         return translated
+
+    def _stopped_at(self, chunk: Chunk) -> str:
+        """Where the load stopped, and how to go on."""
+        return (
+            f"Ingest {self.ingest_id} stopped at source rows {chunk.first_row}-"
+            f"{chunk.last_row}; committed chunks stay, and rerunning with the same "
+            "ingest_id resumes after them"
+        )
 
 
 def _check_reproject_srid(target: Target, wanted: int | None) -> None:
