@@ -476,9 +476,10 @@ def stored(admin: psycopg.Connection[Any], table: str) -> int:
     [
         ("ALTER COLUMN value TYPE real", "value was double precision, is real now"),
         ("ALTER COLUMN value TYPE bigint", "value was double precision, is bigint now"),
-        ("DROP COLUMN name", "name was text, dropped"),
+        ("DROP COLUMN name", "name was text, renamed or dropped"),
+        ("RENAME COLUMN name TO title", "name was text, renamed or dropped"),
     ],
-    ids=["refused in every row", "read as another type", "dropped"],
+    ids=["refused in every row", "read as another type", "dropped", "renamed"],
 )
 def test_a_table_altered_during_the_load_stops_it_and_a_rerun_resumes(
     db: SpatialDatabase, admin: psycopg.Connection[Any], table: str, alter: str, changed: str

@@ -353,7 +353,8 @@ def ensure_unchanged(cursor: Any, target: Target, columns: Sequence[str], where:
             "went with the table, so a new run starts over"
         )
     changes = [
-        f"{c.name} was {c.declared}, " + (f"is {now[c.name]} now" if c.name in now else "dropped")
+        f"{c.name} was {c.declared}, "
+        + (f"is {now[c.name]} now" if c.name in now else "renamed or dropped")
         for c in known
         if now.get(c.name) != c.declared
     ]
