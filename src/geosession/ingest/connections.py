@@ -137,9 +137,10 @@ class Connections:
         driver = proxy.driver_connection
         if driver is None:
             return
+        if driver.closed or driver.broken:
+            proxy.invalidate()
+            return
         try:
-            if driver.closed or driver.broken:
-                raise psycopg.OperationalError("the connection is lost")
             driver.rollback()  # nothing is sent outside a transaction
             for name in self.settings:  # names checked: letters, digits, _ and dots
                 driver.execute(f"RESET {name}")
