@@ -259,6 +259,38 @@ def test_an_error_the_server_answers_to_commit_keeps_its_class(
         admin.execute("DROP TABLE deferred_unique")
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_backend_terminated_before_the_engines_first_statements_says_the_server_ended_it(
+    make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any], driver: str
+) -> None:
+    """Terminated by another session before any statement of the engine's first connection
+    (a failover as the application starts): the look for PostGIS took the server's error
+    for a connection that cannot say, and the dialect's next statement failed as "the
+    connection is closed" (asyncpg's raw InterfaceError); asyncpg's own words were then
+    read as a server out of reach. psycopg and asyncpg say the server ended it now;
+    psycopg2 has libpq's words alone ("server closed the connection unexpectedly")."""
+    db = database_for(make_db, driver)
+    terminated: list[int] = []
+
+    def terminate_first(dbapi_connection: Any, _record: Any) -> None:
+        if not terminated:
+            raw = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+            pid = raw.get_server_pid() if driver == "asyncpg" else raw.info.backend_pid
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            terminated.append(pid)
+
+    engine = db.async_engine.sync_engine if driver == "asyncpg" else db.engine
+    event.listen(engine.pool, "first_connect", terminate_first, insert=True)
+    with pytest.raises(ConnectionFailed) as lost:
+        run_sql(db, driver, "SELECT 1")
+    if driver == "psycopg2":
+        assert "server closed the connection unexpectedly" in str(lost.value)
+    else:
+        assert "terminating connection due to administrator command" in str(lost.value)
+        assert "The server ended the connection" in str(lost.value)
+    assert run_sql(db, driver, "SELECT 1") == 1
+
+
 @pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
 def test_backend_lost_during_the_engines_first_connect_is_connection_failed(
     make_db: Callable[..., SpatialDatabase], driver: str
