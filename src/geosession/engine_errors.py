@@ -69,26 +69,29 @@ def postgis_place(engine: Engine) -> PostGISPlace | None:
 
 
 def translate_for(
-    engine: Engine, error: BaseException, *, connecting: bool = False
+    engine: Engine, error: BaseException, *, connecting: bool = False, lost: bool = False
 ) -> GeoSessionError:
     """:func:`~geosession.errors.translate` for an error of a connection of ``engine``'s
     pool used directly (the ingest's psycopg connections): its server and PostGIS named.
-    ``connecting``: the pool could not open one (its driver's error, as the pool gives it)."""
+    ``connecting``: the pool could not open one (its driver's error, as the pool gives it);
+    ``lost``: the dialect judged the connection lost."""
     return translate(
         error,
         endpoint=endpoint_of(engine),
         postgis=postgis_place(engine),
         connecting=connecting,
         role=engine.url.username,
+        is_disconnect=lost,
     )
 
 
 def _find_postgis(engine: Engine, dbapi_connection: Any, record: Any) -> None:
     """Reads where the database has PostGIS, once, on the engine's first connection (its
     transaction rolled back); when that fails, errors keep their general advice. A
-    connection the server ended meanwhile fails with the server's words: taken for one
-    that cannot say, it went on to fail at the dialect's first statement as "the
-    connection is closed", which no retry took for the server's doing."""
+    connection the server ended meanwhile fails with the server's words, as a lost
+    connection (it had opened: not a server out of reach): taken for one that cannot
+    say, it went on to fail at the dialect's first statement as "the connection is
+    closed", which no retry took for the server's doing."""
     try:
         cursor = dbapi_connection.cursor()
         try:
@@ -99,7 +102,7 @@ def _find_postgis(engine: Engine, dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.rollback()
     except Exception as error:
         if _disconnected(engine, error, dbapi_connection):
-            raise
+            raise translate_for(engine, error, lost=True) from error
         with contextlib.suppress(Exception):
             dbapi_connection.rollback()
         return  # a connection that cannot say is used all the same

@@ -377,12 +377,13 @@ _LIBPQ_CONNECT_FAILURES = (  # libpq reports login failures without a SQLSTATE
 )
 
 
-_ENDED_AS_IT_OPENED = re.compile(
+_SERVER_ENDED_IT = re.compile(
     r"terminating connection (?:due to (administrator command)|because of crash)"
 )
 """The server's words on ending a connection, which asyncpg passes on in an error of its
-own (08003, "connection was closed in the middle of operation: ..."): a backend ended as
-the connection opened is the server's doing (57P01/57P02), not a server out of reach."""
+own (08003, "connection was closed in the middle of operation: ..."): the server's doing
+(57P01/57P02), not a server out of reach nor a network's loss."""
+_LOST_STATES = (None, "08003", "08006")
 
 
 _TLS_REFUSED = re.compile(
@@ -576,7 +577,7 @@ def translate(
         diag = replace(diag, position=position if position > 0 else None)
     if connecting and diag.sqlstate is None:
         diag = replace(diag, sqlstate=_inferred_sqlstate(str(error)))
-    if connecting and (ended := _ENDED_AS_IT_OPENED.search(diag.message)):
+    if diag.sqlstate in _LOST_STATES and (ended := _SERVER_ENDED_IT.search(diag.message)):
         diag = replace(diag, sqlstate="57P01" if ended.group(1) else "57P02")
     if connecting and "unsupported startup parameter" in diag.message:
         return ConnectionFailed(

@@ -268,7 +268,8 @@ def test_backend_terminated_before_the_engines_first_statements_says_the_server_
     for a connection that cannot say, and the dialect's next statement failed as "the
     connection is closed" (asyncpg's raw InterfaceError); asyncpg's own words were then
     read as a server out of reach. psycopg and asyncpg say the server ended it now;
-    psycopg2 has libpq's words alone ("server closed the connection unexpectedly")."""
+    psycopg2, with libpq's words alone ("server closed the connection unexpectedly"),
+    that the connection was lost (it had opened)."""
     db = database_for(make_db, driver)
     terminated: list[int] = []
 
@@ -285,6 +286,7 @@ def test_backend_terminated_before_the_engines_first_statements_says_the_server_
         run_sql(db, driver, "SELECT 1")
     if driver == "psycopg2":
         assert "server closed the connection unexpectedly" in str(lost.value)
+        assert "The connection was lost" in str(lost.value)
     else:
         assert "terminating connection due to administrator command" in str(lost.value)
         assert "The server ended the connection" in str(lost.value)
