@@ -1266,33 +1266,30 @@ def test_sequences_move_past_the_ids_a_load_wrote(
     assert drawn == [11, 501]
 
 
+SLOW_MAX = """
+DROP DOMAIN IF EXISTS slow_id CASCADE;
+CREATE DOMAIN slow_id AS integer;
+CREATE FUNCTION slow_larger(a slow_id, b slow_id) RETURNS slow_id LANGUAGE plpgsql
+    AS $$BEGIN PERFORM pg_sleep(0.001); RETURN greatest(a, b); END$$;
+CREATE AGGREGATE max(slow_id) (SFUNC = slow_larger, STYPE = slow_id);
+CREATE SEQUENCE slow_max_id_seq;
+CREATE TABLE slow_max (id slow_id DEFAULT nextval('slow_max_id_seq'), geom geometry);
+ALTER SEQUENCE slow_max_id_seq OWNED BY slow_max.id;
+"""
+"""A table whose id's domain has a max() that sleeps 1 ms a row."""
+
+
 def test_a_sequence_moves_past_the_ids_however_long_their_max_takes(
-    make_db: Callable[..., SpatialDatabase], scratch: Callable[..., None]
+    make_db: Callable[..., SpatialDatabase],
+    admin: psycopg.Connection[Any],
+    scratch: Callable[..., None],
 ) -> None:
     """The max() that moves a sequence reads the whole table where its column has no index
     (hundreds of millions of rows past statement_timeout). Here the column's domain has
     a max() that sleeps 1 ms a row: 600 rows take 0.6 s, under a 300 ms statement_timeout."""
     scratch("slow_max")
     db = make_db(statement_timeout="300ms")
-    with db.transaction() as s:
-        s.execute(text("DROP DOMAIN IF EXISTS slow_id CASCADE"))
-        s.execute(text("CREATE DOMAIN slow_id AS integer"))
-        s.execute(
-            text(
-                "CREATE FUNCTION slow_larger(a slow_id, b slow_id) RETURNS slow_id "
-                "LANGUAGE plpgsql AS $$BEGIN PERFORM pg_sleep(0.001); "
-                "RETURN greatest(a, b); END$$"
-            )
-        )
-        s.execute(text("CREATE AGGREGATE max(slow_id) (SFUNC = slow_larger, STYPE = slow_id)"))
-        s.execute(text("CREATE SEQUENCE slow_max_id_seq"))
-        s.execute(
-            text(
-                "CREATE TABLE slow_max (id slow_id DEFAULT nextval('slow_max_id_seq'), "
-                "geom geometry)"
-            )
-        )
-        s.execute(text("ALTER SEQUENCE slow_max_id_seq OWNED BY slow_max.id"))
+    admin.execute(SLOW_MAX)
     try:
         points = [{"id": n, "geom": shapely.Point(n, n)} for n in range(1, 601)]
         assert db.ingest("slow_max", points, progress=False).inserted == 600
@@ -1300,9 +1297,8 @@ def test_a_sequence_moves_past_the_ids_however_long_their_max_takes(
             drawn = s.execute(text("INSERT INTO slow_max (geom) VALUES (NULL) RETURNING id"))
             assert drawn.scalar() == 601
     finally:
-        with db.transaction() as s:
-            s.execute(text("DROP TABLE IF EXISTS slow_max, slow_max_rejected"))
-            s.execute(text("DROP DOMAIN IF EXISTS slow_id CASCADE"))
+        admin.execute("DROP TABLE IF EXISTS slow_max, slow_max_rejected")
+        admin.execute("DROP DOMAIN IF EXISTS slow_id CASCADE")
 
 
 def test_a_sequence_that_could_not_be_moved_is_moved_by_the_rerun(

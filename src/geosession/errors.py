@@ -384,6 +384,7 @@ _SERVER_ENDED_IT = re.compile(
 own (08003, "connection was closed in the middle of operation: ..."): the server's doing
 (57P01/57P02), not a server out of reach nor a network's loss."""
 _LOST_STATES = (None, "08003", "08006")
+"""A lost connection's states (or none), where those words say the server ended it."""
 
 
 _TLS_REFUSED = re.compile(
