@@ -80,21 +80,9 @@ class Connections:
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled psycopg connection; invalidated when it broke, else returned."""
+        proxy = self._checked_out()
         try:
-            proxy = self.engine.raw_connection()
-        except ConnectionFailed as error:
-            raise self._unopened(error)  # noqa: B904 - error itself, or chained to it
-        except psycopg.Error as error:  # the pool gives the driver's own error
-            failed = translate_for(self.engine, error, connecting=True)
-            failed.__cause__ = error
-            raise self._unopened(failed)  # noqa: B904 - chained above
-        self.connected = True
-        try:
-            driver = proxy.driver_connection
-            if not isinstance(driver, psycopg.Connection):
-                raise ConfigurationError(
-                    f"ingest needs psycopg (3) connections, not {type(driver).__module__}'s"
-                )
+            driver = _psycopg(proxy)
             self._set(driver)
             yield driver
         except psycopg.Error:
@@ -104,6 +92,44 @@ class Connections:
         finally:
             self._reset(proxy)
             proxy.close()
+
+    def _checked_out(self) -> Any:
+        """A connection from the engine's pool (its proxy), or the error to raise."""
+        try:
+            proxy = self.engine.raw_connection()
+        except ConnectionFailed as error:
+            raise self._unopened(error)  # noqa: B904 - error itself, or chained to it
+        except psycopg.Error as error:  # the pool gives the driver's own error
+            failed = translate_for(self.engine, error, connecting=True)
+            failed.__cause__ = error
+            raise self._unopened(failed)  # noqa: B904 - chained above
+        self.connected = True
+        return proxy
+
+    def kept(self, step: Callable[[psycopg.Connection[Any]], None]) -> psycopg.Connection[Any]:
+        """A connection taken out of the pool once ``step`` ran on it (retried as
+        :meth:`retrying` is), for the caller to close: held for a whole load, it takes no
+        room the writers need, and closing it ends what its server session holds."""
+        connected = False
+
+        def on_a_connection() -> psycopg.Connection[Any]:
+            nonlocal connected
+            proxy = self._checked_out()
+            connected = True
+            try:
+                driver = _psycopg(proxy)
+            except ConfigurationError:
+                proxy.close()
+                raise
+            proxy.detach()
+            try:
+                step(driver)
+            except BaseException:
+                driver.close()
+                raise
+            return driver
+
+        return self._retried(on_a_connection, connected=lambda: connected)
 
     def _set(self, driver: psycopg.Connection[Any]) -> None:
         """The settings, for the whole server session (every transaction of the ingest on
@@ -196,11 +222,16 @@ class Connections:
                 connected = True
                 return step(conn)
 
+        return self._retried(on_a_connection, connected=lambda: connected)
+
+    def _retried(self, attempt: Callable[[], T], *, connected: Callable[[], bool]) -> T:
+        """``attempt`` (work on a fresh connection), again while its connection is lost;
+        the last failure translated."""
         try:
             return self._repeated(
-                on_a_connection,
+                attempt,
                 lambda error: isinstance(error, psycopg.Error) and connection_lost(error),
-                connected=lambda: connected,
+                connected=connected,
             )
         except psycopg.Error as error:
             raise self.translated(error) from error
@@ -227,6 +258,16 @@ class Connections:
                 if attempt > 0 or not connected():
                     time.sleep(restart_backoff(attempt))
         raise AssertionError("unreachable")
+
+
+def _psycopg(proxy: Any) -> psycopg.Connection[Any]:
+    """The pooled connection's driver connection, which binary COPY needs to be psycopg's."""
+    driver = proxy.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        raise ConfigurationError(
+            f"ingest needs psycopg (3) connections, not {type(driver).__module__}'s"
+        )
+    return driver
 
 
 @contextlib.contextmanager
