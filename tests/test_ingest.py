@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import decimal
 import hashlib
@@ -16,7 +17,7 @@ import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -2284,14 +2285,16 @@ def at_once(
     make_db: Callable[..., SpatialDatabase],
     load: Callable[[SpatialDatabase, Any], Any],
     arguments: tuple[Any, ...],
+    **settings: Any,
 ) -> list[Any]:
     """``load(db, argument)`` for each argument, on threads released together, each with
-    a database of its own; what each returned or raised (a GeoSessionError), as it ended."""
+    a database of its own (with ``settings``); what each returned or raised (a
+    GeoSessionError), as it ended."""
     start = threading.Barrier(len(arguments))
     outcomes: list[Any] = []
 
     def run(argument: Any) -> None:
-        loader = make_db(pool_size=3)
+        loader = make_db(pool_size=3, **settings)
         start.wait()
         try:
             outcomes.append(load(loader, argument))
@@ -2377,7 +2380,9 @@ def test_a_chunk_whose_rows_another_run_of_the_id_committed_is_refused(
 def test_two_runs_of_one_ingest_id_at_once_load_no_row_twice(
     db: SpatialDatabase, make_db: Callable[..., SpatialDatabase], table: str
 ) -> None:
-    """Into a table without a key, which would not refuse a row loaded twice itself."""
+    """Into a table without a key, which would not refuse a row loaded twice itself.
+    Behind PgBouncer (pgbouncer=True) no run lock keeps the second run out: the ledger's
+    check stops the run whose commit comes second."""
     with db.transaction() as s:
         s.execute(text(f"ALTER TABLE {TABLE} DROP CONSTRAINT {TABLE}_pkey"))
     outcomes = at_once(
@@ -2386,6 +2391,7 @@ def test_two_runs_of_one_ingest_id_at_once_load_no_row_twice(
             table, rows(30_000), ingest_id="at-once", chunk_size=size, workers=2
         ),
         (3_000, 5_000),
+        pgbouncer=True,
     )
     refused = [o for o in outcomes if isinstance(o, IntegrityViolation)]
     assert all("another run of the same ingest id" in str(error) for error in refused), refused
@@ -2393,6 +2399,160 @@ def test_two_runs_of_one_ingest_id_at_once_load_no_row_twice(
     assert count == distinct  # whoever stopped, no row twice
     db.ingest(table, rows(30_000), ingest_id="at-once")  # one run finishes the load
     assert table_state(db) == (30_000, 30_000, source_checksum(30_000))
+
+
+def half_loaded(
+    pool: ThreadPoolExecutor, db: SpatialDatabase, count: int, ingest_id: str
+) -> tuple[Future[IngestReport], threading.Event]:
+    """A load of ``rows(count)`` on ``pool`` that has committed the first half and waits
+    for the event returned before it reads on: a run that goes on for a while."""
+    go_on = threading.Event()
+
+    def paused() -> Iterator[dict[str, Any]]:
+        for row in rows(count):
+            if row["id"] == count // 2 + 1:
+                go_on.wait(30)
+            yield row
+
+    load = pool.submit(
+        db.ingest, TABLE, paused(), ingest_id=ingest_id, chunk_size=1_000, flush_interval=0.05
+    )
+    assert watch_for_rows(db, count // 2) == count // 2
+    return load, go_on
+
+
+RUN_LOCKS = (
+    "SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 2 "
+    "AND l.classid = hashtext('geosession ingest')::oid AND l.objid = hashtext(%s)::oid"
+)
+"""The backends holding an ingest id's run lock."""
+
+
+def run_lock_holders(admin: psycopg.Connection[Any], ingest_id: str) -> list[int]:
+    return [pid for (pid,) in admin.execute(RUN_LOCKS, (ingest_id,)).fetchall()]
+
+
+@contextlib.contextmanager
+def run_lock_held(database_url: str, ingest_id: str, application: str = "") -> Iterator[int]:
+    """``ingest_id``'s run lock, held as a run holds it, on a connection of its own (its
+    backend's pid yielded); released as that connection closes or is terminated."""
+    with psycopg.connect(database_url, application_name=application, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_advisory_lock(hashtext('geosession ingest'), hashtext(%s))", (ingest_id,)
+        )
+        yield conn.info.backend_pid
+
+
+def test_a_second_run_of_one_ingest_id_is_refused_while_the_first_runs(
+    make_db: Callable[..., SpatialDatabase], admin: psycopg.Connection[Any], table: str
+) -> None:
+    """A cron job that overlaps its last run: the second run is refused before it loads
+    a row, naming the first run's session, and the first goes on to load every row. The
+    lock's connection is out of the pool: a pool of one still serves the writer."""
+    first_db = make_db(pool_size=1, max_overflow=0, pool_timeout=5)
+    with ThreadPoolExecutor(1) as pool:
+        first, go_on = half_loaded(pool, first_db, 20_000, "nightly")
+        (holder,) = run_lock_holders(admin, "nightly")
+        second_db = make_db(pool_size=3)
+        with pytest.raises(LockTimeout, match="already running") as refused:
+            second_db.ingest(table, rows(20_000), ingest_id="nightly")
+        assert f"pid {holder} (" in str(refused.value)
+        assert f"pg_terminate_backend({holder})" in str(refused.value)
+        assert refused.value.ingest_report.inserted == 0  # type: ignore[attr-defined]
+        assert table_state(first_db)[0] == 10_000
+        go_on.set()
+        assert first.result().inserted == 20_000
+    assert table_state(first_db) == (20_000, 20_000, source_checksum(20_000))
+    assert run_lock_holders(admin, "nightly") == []  # released with the run
+    assert second_db.ingest(table, rows(20_000), ingest_id="nightly").inserted == 0
+
+
+def test_a_run_lock_held_by_a_lingering_connection_is_named_until_it_ends(
+    db: SpatialDatabase, database_url: str, admin: psycopg.Connection[Any], table: str
+) -> None:
+    """A run whose host went away leaves its connection (and lock) on the server until
+    TCP keepalives end it: the refusal says which backend to terminate, and once it is
+    gone the load runs."""
+    with run_lock_held(database_url, "hourly", "vanished host") as pid:
+        with pytest.raises(LockTimeout, match="application 'vanished host'") as refused:
+            db.ingest(table, rows(100), ingest_id="hourly")
+        assert f"SELECT pg_terminate_backend({pid})" in str(refused.value)
+        assert table_state(db)[0] == 0
+        admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+        assert db.ingest(table, rows(100), ingest_id="hourly").inserted == 100
+    assert run_lock_holders(admin, "hourly") == []
+
+
+def test_cli_refuses_a_second_run_of_a_load_with_exit_status_1(
+    db: SpatialDatabase,
+    database_url: str,
+    admin: psycopg.Connection[Any],
+    table: str,
+    tmp_path: Path,
+    monkeypatch: Any,
+) -> None:
+    """The same command started while its last run still runs (a cron job)."""
+    import geopandas
+    from typer.testing import CliRunner
+
+    from geosession.cli import app
+
+    path = tmp_path / "parcels.geojson"
+    geopandas.GeoDataFrame(
+        {"id": range(1, 11)}, geometry=list(synthetic_polygons(10)), crs=4326
+    ).rename_geometry("geom").to_file(path)
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    command = ["ingest", str(path), table, "--ingest-id", "cron-load"]
+    with run_lock_held(database_url, "cron-load") as pid:
+        refused = CliRunner().invoke(app, command)
+    assert refused.exit_code == 1, refused.output
+    assert isinstance(refused.exception, LockTimeout)  # main() prints it in red on stderr
+    message = str(refused.exception)
+    assert 'Ingest cron-load into "public"."ingest_parcels" is already running' in message
+    assert f"pg_terminate_backend({pid})" in message
+    assert "Stopped" not in refused.output  # nothing was loaded to resume after
+    loaded = CliRunner().invoke(app, command)
+    assert loaded.exit_code == 0, loaded.output
+    assert table_state(db)[0] == 10
+
+
+def test_a_failed_or_async_run_releases_its_lock(
+    db: SpatialDatabase, database_url: str, admin: psycopg.Connection[Any], table: str
+) -> None:
+    """The lock ends with the run however it ends; async_ingest takes it as well."""
+    bad = [*rows(10), {"id": 11, "geom": "POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))", "name": "x"}]
+    with pytest.raises(InvalidGeometry):
+        db.ingest(table, bad, ingest_id="weekly", on_invalid="raise", chunk_size=5)
+    assert run_lock_holders(admin, "weekly") == []
+    committed = table_state(db)[0]  # the chunks before the bad row's, as far as written
+
+    async def while_held() -> None:
+        running = "Ingest weekly into .* is already running"
+        with run_lock_held(database_url, "weekly"), pytest.raises(LockTimeout, match=running):
+            await db.async_ingest(table, rows(20), ingest_id="weekly")
+        resumed = await db.async_ingest(table, rows(20), ingest_id="weekly")
+        assert resumed.inserted == 20 - committed
+
+    asyncio.run(while_held())
+    assert run_lock_holders(admin, "weekly") == []
+    assert table_state(db)[0] == 20
+
+
+def test_no_run_lock_is_taken_for_a_dry_run_or_behind_pgbouncer(
+    db: SpatialDatabase,
+    make_db: Callable[..., SpatialDatabase],
+    database_url: str,
+    admin: psycopg.Connection[Any],
+    table: str,
+) -> None:
+    """A dry run writes nothing to keep; behind PgBouncer's transaction pooling a session
+    lock would stay on a server connection other clients use."""
+    with run_lock_held(database_url, "hold") as pid:
+        assert db.ingest(table, rows(50), ingest_id="hold", dry_run=True).inserted == 50
+        bouncing = make_db(pgbouncer=True, pool_size=2)
+        assert bouncing.ingest(table, rows(50), ingest_id="hold").inserted == 50
+        assert run_lock_holders(admin, "hold") == [pid]
+    assert table_state(db)[0] == 50
 
 
 def test_a_unique_index_is_never_deferred(db: SpatialDatabase, table: str) -> None:

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,15 @@ from geosession.ingest import connections, pipeline
 from geosession.local import LocalCluster
 from tests.faults import helpers
 from tests.faults.helpers import record_dropped_gist, wait_until
-from tests.test_ingest import TABLE, create_table, rows, source_checksum, table_state
+from tests.test_ingest import (
+    TABLE,
+    create_table,
+    half_loaded,
+    rows,
+    run_lock_holders,
+    source_checksum,
+    table_state,
+)
 
 
 @pytest.fixture
@@ -549,6 +558,22 @@ def own_cluster() -> Iterator[LocalCluster]:
     yield cluster
     cluster.stop()
     shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_run_whose_lock_connection_is_terminated_loads_on(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], table: str
+) -> None:
+    """The run lock's backend terminated mid-load (its session, and the lock, end): the
+    load goes on without it, every row once, and closes the lost connection quietly."""
+    with ThreadPoolExecutor(1) as pool:
+        load, go_on = half_loaded(pool, db, 30_000, "lock-lost")
+        (holder,) = run_lock_holders(admin, "lock-lost")
+        admin.execute("SELECT pg_terminate_backend(%s, 5000)", (holder,))
+        assert run_lock_holders(admin, "lock-lost") == []
+        go_on.set()
+        report = load.result()
+    assert report.inserted == 30_000 and report.retries == 0
+    assert table_state(db) == (30_000, 30_000, source_checksum(30_000))
 
 
 def test_server_restarted_mid_ingest(

@@ -343,7 +343,8 @@ class SpatialDatabase:
 
         Rerunning with the same ``ingest_id`` resumes after the committed chunks (a file's
         load without one is named by the file, table and filters, so rerunning it resumes;
-        other sources get a new id each run); bad
+        other sources get a new id each run; a second run of an id while one runs is
+        refused with LockTimeout); bad
         geometries go to ``<table>_rejected`` (``on_invalid="quarantine"``), are raised,
         repaired or skipped. ``flush_interval`` (seconds) writes the rows of a source that
         trickles once they have waited that long, instead of when a chunk is full.
@@ -457,6 +458,7 @@ class SpatialDatabase:
             server.get("statement_timeout"),
             stop_source,
             lock_timeout=server.get("lock_timeout"),
+            pgbouncer=self.settings.pgbouncer,
         )
 
     def _copy_engine(self) -> Engine:

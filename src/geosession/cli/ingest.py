@@ -56,7 +56,8 @@ def ingest(
         str | None,
         typer.Option(
             help="Name of this load in the ledger. Default: derived from the file and table, "
-            "so running the same command again resumes where it stopped."
+            "so running the same command again resumes where it stopped (and is refused "
+            "while the last run still runs)."
         ),
     ] = None,
     on_invalid: Annotated[
@@ -214,7 +215,8 @@ def ingest(
     """Load files into a table by binary COPY, exactly once.
 
     Every chunk commits with a ledger entry, so a load interrupted by Ctrl-C, a crash or
-    a lost server resumes when you run the same command again, without duplicates. Bad
+    a lost server resumes when you run the same command again, without duplicates; run
+    again while the last run still runs (an overlapping cron job), it is refused. Bad
     geometries go to TABLE_rejected with the source row and the reason (see
     --on-invalid). Several files are loaded one after the other, each its own load.
     Exit status 1 when a load fails, or when every row of one was rejected (the wrong

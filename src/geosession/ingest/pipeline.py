@@ -45,6 +45,7 @@ from geosession.ingest.progress import Progress
 from geosession.ingest.quarantine import ensure_quarantine
 from geosession.ingest.report import IngestReport
 from geosession.ingest.row_estimate import rows_counted
+from geosession.ingest.run_lock import one_run_at_a_time
 from geosession.ingest.sequences import advance_sequences
 from geosession.ingest.sources import opened, source_length
 from geosession.ingest.stages import put_until
@@ -84,10 +85,14 @@ class Ingest:
         statement_timeout: str | None,
         stop_source: Callable[[], None] | None = None,
         lock_timeout: str | None = None,
+        *,
+        pgbouncer: bool = False,
     ) -> None:
         """``stop_source`` ends a source that may be waiting for its next row (an async
-        one) when reading stops early, so that the reading threads can end."""
+        one) when reading stops early, so that the reading threads can end; behind
+        PgBouncer (``pgbouncer``) no run lock is taken (:mod:`.run_lock`)."""
         options.check()
+        self.locks_run = not (pgbouncer or options.dry_run)
         self.unpacked = Unpacked(source, progress=options.progress, layer=options.layer)
         try:
             self._set_up(engine, target, options, statement_timeout, stop_source, lock_timeout)
@@ -169,31 +174,10 @@ class Ingest:
         try:
             if self.cancelled:  # before it started: nothing to prepare or undo
                 raise Cancelled(f"ingest {self.ingest_id} was cancelled before it started")
-            deferred = self._prepare()
-            self.planner = Planner(self._base_plan(), self.connections)
-            with Progress(
-                self.options.progress,
-                source_length(self.source, self.options.layer, filtered=self.options.filtered)
-                or self.rows_typed,
-                self.report,
-            ) as bar:
-                if not self.options.filtered:
-                    bar.total_from(rows_counted(self.source, self.options.layer))
-                try:
-                    self._load(bar)
-                except BaseException:
-                    if not self.options.dry_run:
-                        with contextlib.suppress(Exception):  # the server may be gone
-                            self._finish_indexes(bar, analyze=False, stoppable=False)
-                        with contextlib.suppress(Exception):
-                            self._advance_sequences()  # the committed chunks' ids
-                    raise
-                self.report.completed = True
-                bar.completed()
-                if not self.options.dry_run:
-                    self._finish_indexes(bar, analyze=deferred)
-                    self._advance_sequences()
-                    self._merge_ledger_entries()
+            with one_run_at_a_time(
+                self.connections, self.ingest_id, self.target.quoted, locked=self.locks_run
+            ):
+                self._prepare_and_load()
         except BaseException as error:
             self.unpacked.name_in(error)
             error.ingest_report = self.report  # type: ignore[attr-defined]  # how far it got
@@ -201,6 +185,34 @@ class Ingest:
                 error.reword(f"{error.message}. {self._resumes()}")  # the rows before stay
             self.report.error = str(error) or type(error).__name__
             raise
+
+    def _prepare_and_load(self) -> None:
+        """The load, with what comes before it and the table's upkeep after it."""
+        deferred = self._prepare()
+        self.planner = Planner(self._base_plan(), self.connections)
+        with Progress(
+            self.options.progress,
+            source_length(self.source, self.options.layer, filtered=self.options.filtered)
+            or self.rows_typed,
+            self.report,
+        ) as bar:
+            if not self.options.filtered:
+                bar.total_from(rows_counted(self.source, self.options.layer))
+            try:
+                self._load(bar)
+            except BaseException:
+                if not self.options.dry_run:
+                    with contextlib.suppress(Exception):  # the server may be gone
+                        self._finish_indexes(bar, analyze=False, stoppable=False)
+                    with contextlib.suppress(Exception):
+                        self._advance_sequences()  # the committed chunks' ids
+                raise
+            self.report.completed = True
+            bar.completed()
+            if not self.options.dry_run:
+                self._finish_indexes(bar, analyze=deferred)
+                self._advance_sequences()
+                self._merge_ledger_entries()
 
     def _resumes(self) -> str:
         """How to go on after a source row stopped the load."""
