@@ -2483,6 +2483,19 @@ def test_a_run_lock_held_by_a_lingering_connection_is_named_until_it_ends(
     assert run_lock_holders(admin, "hourly") == []
 
 
+def test_a_run_lock_released_a_moment_later_is_taken(
+    db: SpatialDatabase, database_url: str, admin: psycopg.Connection[Any], table: str
+) -> None:
+    """Run again at once after a crash, the last run's backend may not have seen its
+    connection close yet: a lock released within a second is waited for, not refused."""
+    with run_lock_held(database_url, "again") as pid:
+        ending = threading.Timer(0.3, admin.execute, ("SELECT pg_terminate_backend(%s)", (pid,)))
+        ending.start()
+        assert db.ingest(table, rows(100), ingest_id="again").inserted == 100
+        ending.join()
+    assert run_lock_holders(admin, "again") == []
+
+
 def test_cli_refuses_a_second_run_of_a_load_with_exit_status_1(
     db: SpatialDatabase,
     database_url: str,

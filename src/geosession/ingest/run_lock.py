@@ -17,6 +17,7 @@ lost mid-run (a terminated backend, a restart), the ledger's check keeps every r
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,8 +46,11 @@ _HOLDER = """
       AND l.classid = hashtext('geosession ingest')::oid AND l.objid = hashtext(%(id)s)::oid
 """
 
-_TRIES = 3
-"""Refused, then no holder found: it ended in between, so the lock is tried again."""
+_GRACE = 1.0
+"""Seconds a refused run tries again for (every _PAUSE): a process killed a moment ago
+holds its lock until its backend has seen the connection close (a rerun at once after a
+crash), which must not be taken for a run going on."""
+_PAUSE = 0.1
 
 
 @contextlib.contextmanager
@@ -67,14 +71,12 @@ def one_run_at_a_time(
 
 def _take(conn: psycopg.Connection[Any], ingest_id: str, table: str) -> None:
     conn.execute(_KEEP_IDLE)
-    for _ in range(_TRIES):
-        taken = _fetched(conn, _TAKE, ingest_id)
-        if taken and taken[0][0]:
-            return
-        found = _fetched(conn, _HOLDER, ingest_id)
-        if found:
-            raise _running(ingest_id, table, found[0])
-    raise _running(ingest_id, table, None)
+    deadline = time.monotonic() + _GRACE
+    while not _fetched(conn, _TAKE, ingest_id)[0][0]:
+        if time.monotonic() >= deadline:
+            found = _fetched(conn, _HOLDER, ingest_id)
+            raise _running(ingest_id, table, found[0] if found else None)
+        time.sleep(_PAUSE)
 
 
 def _fetched(conn: psycopg.Connection[Any], query: str, ingest_id: str) -> list[Any]:
