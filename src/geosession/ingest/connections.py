@@ -114,6 +114,7 @@ class Connections:
 
         def on_a_connection() -> psycopg.Connection[Any]:
             nonlocal connected
+            connected = False
             proxy = self._checked_out()
             connected = True
             try:
