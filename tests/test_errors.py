@@ -406,11 +406,13 @@ def test_the_servers_resource_limits_say_what_to_do(
 
 @pytest.fixture
 def clerk(admin: psycopg.Connection[Any], database_url: str) -> Iterator[str]:
-    """The URL of a role that may not read one table, and may write another's rows of its
-    own under a row-level security policy."""
+    """The URL of a role that may not read one table nor draw from two sequences, and may
+    write another table's rows of its own under a row-level security policy."""
     admin.execute(
-        "DROP TABLE IF EXISTS ledger_secret, ledger_rows; DROP ROLE IF EXISTS geosession_clerk; "
-        "CREATE ROLE geosession_clerk LOGIN; CREATE TABLE ledger_secret (id int); "
+        "DROP TABLE IF EXISTS ledger_secret, ledger_rows; "
+        'DROP SEQUENCE IF EXISTS "Ledger Numbers"; DROP ROLE IF EXISTS geosession_clerk; '
+        "CREATE ROLE geosession_clerk LOGIN; CREATE TABLE ledger_secret (id serial); "
+        'CREATE SEQUENCE "Ledger Numbers"; '
         "CREATE TABLE ledger_rows (id int, tenant text); "
         "ALTER TABLE ledger_rows ENABLE ROW LEVEL SECURITY; "
         "CREATE POLICY own ON ledger_rows USING (tenant = current_user) "
@@ -418,19 +420,29 @@ def clerk(admin: psycopg.Connection[Any], database_url: str) -> Iterator[str]:
         "GRANT SELECT, INSERT ON ledger_rows TO geosession_clerk"
     )
     yield make_url(database_url).set(username="geosession_clerk").render_as_string(False)
-    admin.execute("DROP TABLE ledger_secret, ledger_rows; DROP ROLE geosession_clerk")
+    admin.execute(
+        'DROP TABLE ledger_secret, ledger_rows; DROP SEQUENCE "Ledger Numbers"; '
+        "DROP ROLE geosession_clerk"
+    )
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_a_refused_privilege_names_the_role_and_a_policy_or_owner_say_theirs(
     make_db: Callable[..., SpatialDatabase], driver: str, clerk: str
 ) -> None:
-    """ "Permission denied" said to grant the privilege "to this role" without naming it;
-    a row-level security policy's refusal and a statement only the owner may run (both
-    42501 too) were told to grant a privilege, which neither needs."""
+    """ "Permission denied" said to grant the privilege "to this role" without naming it
+    (nor, for a sequence, that it is USAGE); a row-level security policy's refusal and a
+    statement only the owner may run (both 42501 too) were told to grant a privilege,
+    which neither needs."""
     db = database_for(make_db, driver, url=clerk)
     refusals = {
         "SELECT * FROM ledger_secret": "grant the privilege to role geosession_clerk",
+        "SELECT nextval('ledger_secret_id_seq')": (
+            "grant usage on sequence ledger_secret_id_seq to geosession_clerk;"
+        ),
+        """SELECT nextval('"Ledger Numbers"')""": (
+            'grant usage on sequence "ledger numbers" to geosession_clerk;'
+        ),
         "INSERT INTO ledger_rows VALUES (1, 'b')": "row-level security policies",
         "ALTER TABLE ledger_rows ADD COLUMN note text": "only the object's owner",
     }

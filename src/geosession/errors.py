@@ -172,6 +172,8 @@ FUNCTION_ARGUMENTS_ADVICE = (
 
 _PRIVILEGE = "42501"
 """insufficient_privilege: a privilege not granted, a policy's refusal, not the owner."""
+_SEQUENCE_REFUSED = re.compile(r"permission denied for sequence (.+)")
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
 _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
     "40001": (SerializationConflict, _ADVICE_RETRY),
     "40P01": (DeadlockDetected, _ADVICE_RETRY + "; taking locks in a consistent order avoids it"),
@@ -517,11 +519,28 @@ def _by_sqlstate(
         if state == code and fragment in message:
             return kind, advice
     if state == _PRIVILEGE and role:
-        return DatabaseError, (
-            f"grant the privilege to role {role}, the user this database connects as (or to "
-            "the role a SET ROLE took), or connect as another"
-        )
+        return DatabaseError, _privilege_advice(message, role)
     return _BY_SQLSTATE.get(state) or _BY_SQLSTATE_CLASS.get(state[:2])
+
+
+def _privilege_advice(message: str, role: str) -> str:
+    """What to grant ``role``: USAGE where a sequence refused it (nextval, a serial
+    column's default), which the server's message does not say."""
+    to = f"role {role}, the user this database connects as (or to the role a SET ROLE took)"
+    sequence = _SEQUENCE_REFUSED.search(message)
+    if sequence is None:
+        return f"grant the privilege to {to}, or connect as another"
+    return (
+        f"grant USAGE on the sequence to {to}: GRANT USAGE ON SEQUENCE "
+        f"{_sql_name(sequence[1].strip())} TO {_sql_name(role)}; or connect as another"
+    )
+
+
+def _sql_name(name: str) -> str:
+    """``name`` as SQL writes it: bare where that reads back the same, else quoted."""
+    if _PLAIN_NAME.fullmatch(name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _driver_advice(message: str) -> str:
