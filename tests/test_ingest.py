@@ -2456,7 +2456,8 @@ def test_a_second_run_of_one_ingest_id_is_refused_while_the_first_runs(
         second_db = make_db(pool_size=3)
         with pytest.raises(LockTimeout, match="already running") as refused:
             second_db.ingest(table, rows(20_000), ingest_id="nightly")
-        assert f"pid {holder} (" in str(refused.value)
+        assert f"pid {holder} (user " in str(refused.value)
+        assert "application 'geosession ingest nightly'" in str(refused.value)  # the load's
         assert f"pg_terminate_backend({holder})" in str(refused.value)
         assert refused.value.ingest_report.inserted == 0  # type: ignore[attr-defined]
         assert table_state(first_db)[0] == 10_000

@@ -33,6 +33,14 @@ _KEEP_IDLE = (
 """The lock's connection idles for the whole load: a server that ends idle sessions
 (PostgreSQL 14's idle_session_timeout) would end the lock with it."""
 
+_NAMED = (
+    "SELECT set_config('application_name', concat_ws(' ', "
+    "nullif(current_setting('application_name'), ''), 'ingest', %(id)s::text), false)"
+)
+"""The lock's connection is named after the load (``geosession ingest nightly``), so that
+pg_stat_activity, ``geosession activity`` and a refused run's error show which loads run;
+the server cuts the name at 63 bytes."""
+
 _TAKE = "SELECT pg_try_advisory_lock(hashtext('geosession ingest'), hashtext(%(id)s))"
 """A pair of 32-bit keys: a space of its own, apart from the single 64-bit keys that
 applications and the ledger's turns take."""
@@ -71,6 +79,7 @@ def one_run_at_a_time(
 
 def _take(conn: psycopg.Connection[Any], ingest_id: str, table: str) -> None:
     conn.execute(_KEEP_IDLE)
+    conn.execute(_NAMED, {"id": ingest_id})
     deadline = time.monotonic() + _GRACE
     while not _fetched(conn, _TAKE, ingest_id)[0][0]:
         if time.monotonic() >= deadline:
