@@ -560,20 +560,57 @@ def own_cluster() -> Iterator[LocalCluster]:
     shutil.rmtree(home, ignore_errors=True)
 
 
-def test_a_run_whose_lock_connection_is_terminated_loads_on(
-    db: SpatialDatabase, admin: psycopg.Connection[Any], table: str
+def test_a_run_whose_lock_connection_is_terminated_takes_it_again(
+    db: SpatialDatabase,
+    make_db: Callable[..., SpatialDatabase],
+    admin: psycopg.Connection[Any],
+    table: str,
 ) -> None:
     """The run lock's backend terminated mid-load (its session, and the lock, end): the
-    load goes on without it, every row once, and closes the lost connection quietly."""
+    load goes on, takes the lock again on a new connection within seconds, so a second
+    run is still refused, and loads every row once."""
     with ThreadPoolExecutor(1) as pool:
         load, go_on = half_loaded(pool, db, 30_000, "lock-lost")
         (holder,) = run_lock_holders(admin, "lock-lost")
         admin.execute("SELECT pg_terminate_backend(%s, 5000)", (holder,))
-        assert run_lock_holders(admin, "lock-lost") == []
+        (again,) = wait_until(lambda: run_lock_holders(admin, "lock-lost"))
+        assert again != holder
+        with pytest.raises(LockTimeout, match=f"pid {again} "):
+            make_db(pool_size=2).ingest(table, rows(30_000), ingest_id="lock-lost")
         go_on.set()
         report = load.result()
     assert report.inserted == 30_000 and report.retries == 0
     assert table_state(db) == (30_000, 30_000, source_checksum(30_000))
+    assert run_lock_holders(admin, "lock-lost") == []
+
+
+def test_a_run_whose_lock_another_run_took_meanwhile_goes_on_saying_so(
+    db: SpatialDatabase,
+    database_url: str,
+    admin: psycopg.Connection[Any],
+    table: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its lock lost, a run finds it taken by another before it could take it again: it
+    warns, goes on (the ledger keeps every row once) and stops looking."""
+    take = "SELECT pg_try_advisory_lock(hashtext('geosession ingest'), hashtext('lock-taken'))"
+    with (
+        ThreadPoolExecutor(1) as pool,
+        caplog.at_level(logging.WARNING, "geosession"),
+        psycopg.connect(database_url, autocommit=True) as other,
+    ):
+        load, go_on = half_loaded(pool, db, 20_000, "lock-taken")
+        taken = False
+        while not taken:  # the run looks again every 2 s: rarely, it takes the lock first
+            (holder,) = wait_until(lambda: run_lock_holders(admin, "lock-taken"))
+            admin.execute("SELECT pg_terminate_backend(%s, 5000)", (holder,))
+            taken = other.execute(take).fetchone()[0]  # type: ignore[index]
+        wait_until(lambda: "another run took it" in caplog.text)
+        other.close()
+        go_on.set()
+        assert load.result().inserted == 20_000
+    assert caplog.text.count("lost its run lock with its connection") == 1
+    assert table_state(db) == (20_000, 20_000, source_checksum(20_000))
 
 
 def test_server_restarted_mid_ingest(

@@ -106,10 +106,13 @@ class Connections:
         self.connected = True
         return proxy
 
-    def kept(self, step: Callable[[psycopg.Connection[Any]], None]) -> psycopg.Connection[Any]:
+    def kept(
+        self, step: Callable[[psycopg.Connection[Any]], None], *, retried: bool = True
+    ) -> psycopg.Connection[Any]:
         """A connection taken out of the pool once ``step`` ran on it (retried as
-        :meth:`retrying` is), for the caller to close: held for a whole load, it takes no
-        room the writers need, and closing it ends what its server session holds."""
+        :meth:`retrying` is, unless not ``retried``), for the caller to close: held for a
+        whole load, it takes no room the writers need, and closing it ends what its
+        server session holds."""
         connected = False
 
         def on_a_connection() -> psycopg.Connection[Any]:
@@ -130,6 +133,8 @@ class Connections:
                 raise
             return driver
 
+        if not retried:
+            return on_a_connection()
         return self._retried(on_a_connection, connected=lambda: connected)
 
     def _set(self, driver: psycopg.Connection[Any]) -> None:

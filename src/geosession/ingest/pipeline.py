@@ -45,7 +45,7 @@ from geosession.ingest.progress import Progress
 from geosession.ingest.quarantine import ensure_quarantine
 from geosession.ingest.report import IngestReport
 from geosession.ingest.row_estimate import rows_counted
-from geosession.ingest.run_lock import one_run_at_a_time
+from geosession.ingest.run_lock import RunLock, one_run_at_a_time
 from geosession.ingest.sequences import advance_sequences
 from geosession.ingest.sources import opened, source_length
 from geosession.ingest.stages import put_until
@@ -56,6 +56,8 @@ from geosession.ingest.validate import (
 from geosession.ingest.write_plan import WritePlan
 from geosession.retry import restart_backoff
 
+_LOOK_EVERY = 0.5
+"""Seconds between the waiting thread's looks at the run lock while chunks load."""
 _TIMEOUT = "57014"
 _LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout
 log = logging.getLogger(__name__)
@@ -151,6 +153,7 @@ class Ingest:
         self.failure: BaseException | None = None
         self.cancelled = False
         self.started_empty = False  # set by _prepare
+        self.run_lock: RunLock  # taken by _run
 
     def cancel(self) -> None:
         """Stops the ingest from another thread, as Ctrl-C does: the chunks being written
@@ -176,7 +179,7 @@ class Ingest:
                 raise Cancelled(f"ingest {self.ingest_id} was cancelled before it started")
             with one_run_at_a_time(
                 self.connections, self.ingest_id, self.target.quoted, locked=self.locks_run
-            ):
+            ) as self.run_lock:
                 self._prepare_and_load()
         except BaseException as error:
             self.unpacked.name_in(error)
@@ -405,7 +408,9 @@ class Ingest:
             writer.start()
         try:
             for writer in writers:
-                writer.join()
+                while writer.is_alive():
+                    writer.join(_LOOK_EVERY)
+                    self.run_lock.keep()
         finally:
             self.stop.set()  # Ctrl-C: writers finish the chunk in flight, then stop
             self._drain()

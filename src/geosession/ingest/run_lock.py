@@ -8,23 +8,27 @@ runs, and a second run is refused before it reads a row, naming the holder.
 
 The lock lives on a connection of its own taken out of the pool: it takes no room the
 writers need, and it ends with its server session, so a process that died without
-releasing it holds nothing once its connection is gone. Behind PgBouncer in transaction
-pooling (``pgbouncer=True``) a session lock would stay on a server connection that other
-clients go on to use, so none is taken there; there, and after the lock's connection was
-lost mid-run (a terminated backend, a restart), the ledger's check keeps every row once.
+releasing it holds nothing once its connection is gone; a run whose lock went with its
+connection (a terminated backend, a restart) takes it again. Behind PgBouncer in
+transaction pooling (``pgbouncer=True``) a session lock would stay on a server
+connection that other clients go on to use, so none is taken there; there, and where
+another run took a lost lock first, the ledger's check keeps every row once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 
-from geosession.errors import LockTimeout
+from geosession.errors import GeoSessionError, LockTimeout
 from geosession.ingest.connections import Connections
+
+log = logging.getLogger(__name__)
 
 _KEEP_IDLE = (
     "SELECT set_config('idle_session_timeout', '0', false) "
@@ -61,39 +65,105 @@ crash), which must not be taken for a run going on."""
 _PAUSE = 0.1
 
 
+_CHECK_EVERY = 2.0
+"""Seconds between looks at whether the lock's connection is still there while chunks
+load, and between tries to take the lock again once it was lost."""
+
+
+class RunLock:
+    """An ingest id's run lock, held on a connection of its own while the load runs."""
+
+    def __init__(self, connections: Connections, ingest_id: str, table: str) -> None:
+        self.connections, self.ingest_id, self.table = connections, ingest_id, table
+        self.holder: psycopg.Connection[Any] | None = None
+        self.checked = time.monotonic()
+        self.gone_to_another = False
+
+    def take(self) -> None:
+        """Takes the lock, or raises LockTimeout naming the run that holds it."""
+        self.holder = self.connections.kept(self._take)
+
+    def keep(self) -> None:
+        """Takes the lock again where its connection was lost (a restarted server, a
+        terminated backend), looked at every _CHECK_EVERY seconds while chunks load:
+        unheld, it would let a second run in. Where a second run took it meanwhile, both
+        go on (the ledger keeps every row once) and a warning says so."""
+        if self.gone_to_another or time.monotonic() - self.checked < _CHECK_EVERY:
+            return
+        self.checked = time.monotonic()
+        if self.holder is not None and _answers(self.holder):
+            return
+        self.release()
+        try:
+            self.holder = self.connections.kept(self._take, retried=False)
+        except LockTimeout as error:
+            self.gone_to_another = True
+            log.warning(
+                "ingest %s lost its run lock with its connection, and another run took it "
+                "before it could take it again: both go on, and the first to commit rows "
+                "the other committed stops (no row is loaded twice). %s",
+                self.ingest_id,
+                error,
+            )
+        except (GeoSessionError, psycopg.Error):
+            pass  # the server is not back yet: tried again at the next look
+        finally:
+            self.checked = time.monotonic()
+
+    def release(self) -> None:
+        """Closes the lock's connection: its session ends, and the lock with it."""
+        if self.holder is not None:
+            self.holder.close()
+            self.holder = None
+
+    def _take(self, conn: psycopg.Connection[Any]) -> None:
+        conn.rollback()  # nothing open (a pre-ping's), so that autocommit may be set
+        conn.autocommit = True  # idle, never in a transaction: a session lock outlives them
+        conn.execute(_KEEP_IDLE)
+        conn.execute(_NAMED, {"id": self.ingest_id})
+        deadline = time.monotonic() + _GRACE
+        while not _fetched(conn, _TAKE, self.ingest_id)[0][0]:
+            if time.monotonic() >= deadline:
+                found = _fetched(conn, _HOLDER, self.ingest_id)
+                raise _running(self.ingest_id, self.table, found[0] if found else None)
+            time.sleep(_PAUSE)
+
+
+class _Unlocked(RunLock):
+    """No run lock: a dry run, or a load behind PgBouncer."""
+
+    def take(self) -> None:
+        pass
+
+    def keep(self) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def one_run_at_a_time(
     connections: Connections, ingest_id: str, table: str, *, locked: bool
-) -> Iterator[None]:
-    """Holds ``ingest_id``'s run lock while the body runs (nothing when not ``locked``:
-    a dry run, or behind PgBouncer); raises LockTimeout if another run holds it."""
-    if not locked:
-        yield
-        return
-    holder = connections.kept(lambda conn: _take(conn, ingest_id, table))
+) -> Iterator[RunLock]:
+    """Holds ``ingest_id``'s run lock while the body runs (none when not ``locked``: a
+    dry run, or behind PgBouncer); raises LockTimeout if another run holds it."""
+    lock = (RunLock if locked else _Unlocked)(connections, ingest_id, table)
+    lock.take()
     try:
-        yield
+        yield lock
     finally:
-        holder.close()  # its session ends, and the lock with it
+        lock.release()
 
 
-def _take(conn: psycopg.Connection[Any], ingest_id: str, table: str) -> None:
-    conn.execute(_KEEP_IDLE)
-    conn.execute(_NAMED, {"id": ingest_id})
-    deadline = time.monotonic() + _GRACE
-    while not _fetched(conn, _TAKE, ingest_id)[0][0]:
-        if time.monotonic() >= deadline:
-            found = _fetched(conn, _HOLDER, ingest_id)
-            raise _running(ingest_id, table, found[0] if found else None)
-        time.sleep(_PAUSE)
+def _answers(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the lock's connection still answers (its session, and the lock, live)."""
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True
 
 
 def _fetched(conn: psycopg.Connection[Any], query: str, ingest_id: str) -> list[Any]:
-    """Rows of ``query``, its transaction ended: the lock's connection idles, never in
-    a transaction (a session lock outlives it)."""
-    rows = conn.execute(query, {"id": ingest_id}).fetchall()
-    conn.commit()
-    return rows
+    return conn.execute(query, {"id": ingest_id}).fetchall()
 
 
 def _running(ingest_id: str, table: str, holder: tuple[Any, ...] | None) -> LockTimeout:
