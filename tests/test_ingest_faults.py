@@ -584,6 +584,30 @@ def test_a_run_whose_lock_connection_is_terminated_takes_it_again(
     assert run_lock_holders(admin, "lock-lost") == []
 
 
+def test_a_run_lock_lost_while_indexes_are_rebuilt_is_taken_again(
+    db: SpatialDatabase, database_url: str, admin: psycopg.Connection[Any], table: str
+) -> None:
+    """The rebuild of an index deferred for the load waits for a session's lock on the
+    table; the run lock's backend is terminated meanwhile, and taken again."""
+    with psycopg.connect(database_url) as blocker, ThreadPoolExecutor(1) as pool:
+        load, go_on = half_loaded(pool, db, 20_000, "rebuilding")  # its GiST index dropped
+        blocker.execute(f"LOCK TABLE {TABLE} IN ROW EXCLUSIVE MODE")  # COPY goes on
+        go_on.set()
+        rebuild_waits = (
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE '%CREATE INDEX%'"
+        )
+        wait_until(lambda: admin.execute(rebuild_waits).fetchone(), timeout=30)
+        (holder,) = run_lock_holders(admin, "rebuilding")
+        admin.execute("SELECT pg_terminate_backend(%s, 5000)", (holder,))
+        (again,) = wait_until(lambda: run_lock_holders(admin, "rebuilding"))
+        assert again != holder
+        blocker.rollback()
+        report = load.result()
+    assert report.deferred_indexes and report.inserted == 20_000
+    assert table_state(db) == (20_000, 20_000, source_checksum(20_000))
+
+
 def test_a_run_whose_lock_another_run_took_meanwhile_goes_on_saying_so(
     db: SpatialDatabase,
     database_url: str,

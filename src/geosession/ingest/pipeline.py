@@ -337,9 +337,11 @@ class Ingest:
     def _finish_indexes(self, bar: Progress, *, analyze: bool, stoppable: bool = True) -> None:
         """Rebuilds the deferred indexes (then ANALYZE when ``analyze``). After a failed or
         stopped load the rebuild is not ``stoppable`` by cancel(): the table gets its
-        indexes back before the error is raised."""
+        indexes back before the error is raised. The rebuilds' watch looks after the run
+        lock meanwhile, as the wait for the writers does."""
 
         def stopped() -> Cancelled | None:
+            self.run_lock.keep()
             if not (stoppable and self.cancelled):
                 return None
             return Cancelled(

@@ -66,8 +66,8 @@ _PAUSE = 0.1
 
 
 _CHECK_EVERY = 2.0
-"""Seconds between looks at whether the lock's connection is still there while chunks
-load, and between tries to take the lock again once it was lost."""
+"""Seconds between looks at whether the lock's connection is still there while the load
+runs, and between tries to take the lock again once it was lost."""
 
 
 class RunLock:
@@ -85,9 +85,10 @@ class RunLock:
 
     def keep(self) -> None:
         """Takes the lock again where its connection was lost (a restarted server, a
-        terminated backend), looked at every _CHECK_EVERY seconds while chunks load:
-        unheld, it would let a second run in. Where a second run took it meanwhile, both
-        go on (the ledger keeps every row once) and a warning says so."""
+        terminated backend), looked at every _CHECK_EVERY seconds while chunks load and
+        deferred indexes are rebuilt: unheld, it would let a second run in. Where a
+        second run took it meanwhile, both go on (the ledger keeps every row once) and a
+        warning says so."""
         if self.gone_to_another or time.monotonic() - self.checked < _CHECK_EVERY:
             return
         self.checked = time.monotonic()
