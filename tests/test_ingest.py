@@ -2575,8 +2575,8 @@ def test_a_unique_index_is_never_deferred(db: SpatialDatabase, table: str) -> No
     with db.transaction() as s:
         s.execute(text(f"CREATE UNIQUE INDEX {TABLE}_name_key ON {TABLE} (name)"))
     source = [{**row, "name": "same"} if row["id"] in (3, 7) else row for row in rows(10)]
-    with pytest.raises(IntegrityViolation, match="Row 7"):
-        db.ingest(table, source, chunk_size=5)
+    with pytest.raises(IntegrityViolation, match="Row 7"):  # one writer: chunks in order
+        db.ingest(table, source, chunk_size=5, workers=1)
     assert index_names(db) == {f"{TABLE}_pkey", f"{TABLE}_geom_idx", f"{TABLE}_name_key"}
     assert table_state(db)[0] == 5  # the chunk before the duplicate
     report = db.ingest(table, source, on_conflict="ignore")  # ids 1-5 are in; 7's name too
