@@ -91,9 +91,14 @@ class RunLock:
         warning says so."""
         if self.gone_to_another or time.monotonic() - self.checked < _CHECK_EVERY:
             return
-        self.checked = time.monotonic()
-        if self.holder is not None and _answers(self.holder):
-            return
+        try:
+            if self.holder is None or not _answers(self.holder):
+                self._take_again()
+        finally:
+            self.checked = time.monotonic()
+
+    def _take_again(self) -> None:
+        """One try on a new connection; a server not back yet is tried at the next look."""
         self.release()
         try:
             self.holder = self.connections.kept(self._take, retried=False)
@@ -107,9 +112,7 @@ class RunLock:
                 error,
             )
         except (GeoSessionError, psycopg.Error):
-            pass  # the server is not back yet: tried again at the next look
-        finally:
-            self.checked = time.monotonic()
+            pass
 
     def release(self) -> None:
         """Closes the lock's connection: its session ends, and the lock with it."""
