@@ -145,6 +145,8 @@ TABLES = (
     "piped_array",
     "piped_lines",
     "json_features",
+    "made_long_names",
+    "made_names_alike",
 )
 
 
@@ -1882,6 +1884,43 @@ def test_mapped_class_is_created_from_its_definition(
     assert "gist (geom)" in indexes(admin, "made_mapped")
     later = db.ingest(Made, [{"id": 11, "geom": "POINT(0 0)"}], create=True)
     assert not later.created and later.inserted == 1
+
+
+def test_fields_named_past_63_bytes_load_into_the_columns_postgresql_cut_them_to(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    total = "population_estimate_for_the_year_two_thousand_and_twenty_three_total"
+    accented = "é" * 40  # 80 bytes: cut between characters, at 62
+    path = tmp_path / "long.gpkg"
+    frame = gpd.GeoDataFrame(
+        {total: [1, 2], accented: ["a", "b"]}, geometry=[shapely.Point(0, 0)] * 2, crs=4326
+    )
+    frame.to_file(path, layer="long")
+    made = db.ingest("made_long_names", path, create=True, progress=False)
+    assert made.created and made.inserted == 2
+    assert list(columns(admin, "made_long_names"))[1:3] == [total[:63], "é" * 31]
+    rows = [{total: 3, accented: "c", "geom": shapely.Point(1, 1)}]
+    assert db.ingest("made_long_names", rows, progress=False).inserted == 1
+    frame.index = [10, 11]
+    assert db.ingest("made_long_names", frame.rename_geometry("geom"), progress=False).inserted == 2
+    stored = admin.execute(
+        f'SELECT "{total[:63]}", "{"é" * 31}" FROM made_long_names ORDER BY 1, 2'
+    )
+    assert stored.fetchall() == [(1, "a"), (1, "a"), (2, "b"), (2, "b"), (3, "c")]
+
+
+def test_fields_postgresql_would_cut_to_one_name_are_refused_before_a_table_is_made(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    frame = gpd.GeoDataFrame(
+        {"x" * 70: [1], "x" * 72: [2]}, geometry=[shapely.Point(0, 0)], crs=4326
+    )
+    with pytest.raises(ConfigurationError) as refused:
+        db.ingest("made_names_alike", frame, create=True, progress=False)
+    message = str(refused.value)
+    assert "first 63 bytes" in message and repr("x" * 70) in message and repr("x" * 72) in message
+    assert "--rename" in message
+    assert admin.execute("SELECT to_regclass('made_names_alike')").fetchone() == (None,)
 
 
 def test_a_table_created_meanwhile_by_another_load_is_loaded(

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.crs import SourceCrs
 from geosession.ingest.points import Z_NAMES, PointColumns, coordinates_for
-from geosession.ingest.target import double_quoted
+from geosession.ingest.target import double_quoted, stored_identifier
 
 
 class CheckFields(Protocol):
@@ -43,13 +43,22 @@ def target_name(
     name: str, geometry: str | None, columns: Sequence[str], geometry_column: str | None
 ) -> str:
     """The source's geometry field lands in the geometry column unless it names a column;
-    another field lands in the column of its name, or of its name in any case when only one
-    column has it (a Shapefile's NAME in name, as ogr2ogr's laundering does)."""
+    another field lands in the column :func:`column_named` finds."""
     if name in columns:
         return name
     if name == geometry and geometry_column is not None:
         return geometry_column
-    folded = [column for column in columns if column.casefold() == name.casefold()]
+    return column_named(name, columns)
+
+
+def column_named(name: str, columns: Collection[str]) -> str:
+    """The column ``name`` names: its own, or the one of its name in any case when only
+    one column has it (a Shapefile's NAME in name, as ogr2ogr's laundering does), a name
+    over 63 bytes cut as PostgreSQL cuts it; ``name`` itself when none does."""
+    stored = stored_identifier(name)
+    if stored in columns:
+        return stored
+    folded = [column for column in columns if column.casefold() == stored.casefold()]
     return folded[0] if len(folded) == 1 else name
 
 

@@ -15,17 +15,24 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, Table, inspect, text
 
-from geosession.errors import CommitOutcomeUnknown, ConnectionFailed, DatabaseError
+from geosession.errors import (
+    CommitOutcomeUnknown,
+    ConfigurationError,
+    ConnectionFailed,
+    DatabaseError,
+)
 from geosession.ingest.connections import Connections
 from geosession.ingest.features import first_rows
 from geosession.ingest.options import IngestOptions
 from geosession.ingest.report import IngestReport
 from geosession.ingest.source_schema import SourceSchema, Srids, source_schema
 from geosession.ingest.target import (
+    IDENTIFIER_BYTES,
     SCHEMA_EXISTS_SQL,
     double_quoted,
     missing_schema,
     schema_and_name,
+    stored_identifier,
 )
 from geosession.read.plan import quote_identifier
 from geosession.settings import set_local
@@ -77,6 +84,7 @@ def create_target(
     # typed again only from what can be read again: kept rows, a file's path, a DataFrame
     again = isinstance(first, Sized | str | os.PathLike)
     columns = connections.again(typed) if again else typed()
+    _refuse_names_cut_alike(columns, qualified)
     if not connections.again(lambda: _made(engine, qualified, name, columns, options)):
         return Created(False, loaded)  # another load made it while this one read
     _note(report, columns, options)
@@ -112,6 +120,25 @@ def _typed(engine: Engine, first: Any, options: IngestOptions, qualified: str) -
         each = lookups.execution_options(isolation_level="AUTOCOMMIT")
         srids = Srids(options.srid, each, options.reproject_srid)
         return source_schema(first, options, srids, table=qualified)
+
+
+def _refuse_names_cut_alike(schema: SourceSchema, qualified: str) -> None:
+    """Refuses, before CREATE TABLE, fields whose names PostgreSQL would cut to one."""
+    by_column: dict[str, list[str]] = {}
+    for name, _ in schema.columns:
+        by_column.setdefault(stored_identifier(name), []).append(name)
+    alike = [names for names in by_column.values() if len(names) > 1]
+    if not alike:
+        return
+    both = "; ".join(" and ".join(map(repr, names)) for names in alike)
+    field = alike[0][0]
+    shorter = stored_identifier(field)[:50]
+    raise ConfigurationError(
+        f"Table {qualified} cannot be made: PostgreSQL keeps the first "
+        f"{IDENTIFIER_BYTES} bytes of a column's name, which are the same for the fields "
+        f"{both}. Name them apart: rename={{{field!r}: {shorter!r}}} for a file's field "
+        f"(CLI: --rename '{field}={shorter}'), or rename the DataFrame's or rows' fields"
+    )
 
 
 def _made(

@@ -24,7 +24,7 @@ from sqlalchemy.orm import InstanceState, RelationshipDirection
 
 from geosession.errors import ConfigurationError
 from geosession.ingest import held_geometries
-from geosession.ingest.batches import Batch, Landing, geometry_field
+from geosession.ingest.batches import Batch, Landing, column_named, geometry_field
 from geosession.ingest.defaults import MISSING
 from geosession.ingest.features import feature_values
 from geosession.ingest.points import PointColumns, value_points
@@ -226,8 +226,7 @@ def _in_any_case(values: Mapping[str, Any], allowed: frozenset[str]) -> Mapping[
 
 @functools.lru_cache(maxsize=1024)
 def _column_in_any_case(key: str, allowed: frozenset[str]) -> str:
-    folded = [column for column in allowed if column.casefold() == key.casefold()]
-    return folded[0] if len(folded) == 1 else key
+    return column_named(key, allowed)
 
 
 def _geometry_column(landing: Landing, number: int) -> str:

@@ -246,6 +246,19 @@ def double_quoted(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+IDENTIFIER_BYTES = 63
+"""The bytes of a name PostgreSQL keeps (NAMEDATALEN - 1): a longer one is cut."""
+
+
+def stored_identifier(name: str) -> str:
+    """The name PostgreSQL keeps of ``name``: its first 63 bytes, cut between characters
+    (so a field named longer lands in the column CREATE TABLE made of it, as in SQL)."""
+    encoded = name.encode()
+    if len(encoded) <= IDENTIFIER_BYTES:
+        return name
+    return encoded[:IDENTIFIER_BYTES].decode(errors="ignore")
+
+
 SCHEMA_EXISTS_SQL = "SELECT to_regnamespace(%s) IS NOT NULL"
 """Takes the schema's name as :func:`double_quoted` gives it (to_regnamespace parses it)."""
 
