@@ -2032,6 +2032,39 @@ def test_reproject_into_an_srid_a_user_added(
         admin.execute("DELETE FROM spatial_ref_sys WHERE srid = 910001")
 
 
+@pytest.mark.parametrize(
+    ("options", "flag"),
+    [
+        ({"reproject": 990001, "create": True}, "--reproject-to 990001"),
+        ({"srid": 990001, "create": True}, "--srid 990001"),
+        ({"srid": 990001, "reproject": True}, "--srid 990001"),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:'crs' was not provided")
+def test_an_srid_spatial_ref_sys_lacks_is_refused_before_a_table_is_made(
+    db: SpatialDatabase,
+    admin: psycopg.Connection[Any],
+    tmp_path: Path,
+    options: dict[str, Any],
+    flag: str,
+) -> None:
+    """A typo in an SRID made a column of it and rejected every row PROJ could not move."""
+    admin.execute("DROP TABLE IF EXISTS made_local")
+    if not options.get("create"):
+        admin.execute("CREATE TABLE made_local (id int, geom geometry(Point, 4326))")
+    path = tmp_path / "grid.gpkg"
+    gpd.GeoDataFrame({"id": [1]}, geometry=[shapely.Point(530000, 180000)]).to_file(path)
+    try:
+        with pytest.raises(ConfigurationError) as refused:
+            db.ingest("made_local", path, progress=False, **options)
+        assert f"(CLI: {flag})" in str(refused.value)
+        assert "spatial_ref_sys does not hold" in str(refused.value)
+        made = admin.execute("SELECT to_regclass('made_local') IS NOT NULL").fetchone()
+        assert made == (not options.get("create"),)
+    finally:
+        admin.execute("DROP TABLE IF EXISTS made_local")
+
+
 @pytest.mark.parametrize("suffix", [".geojson", ".parquet"])
 def test_lists_and_objects_become_arrays_and_jsonb(
     db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path, suffix: str

@@ -13,10 +13,14 @@ import functools
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from geosession.errors import ConfigurationError
 from geosession.geometry import authority_code
 from geosession.sidecar import prj_path
+
+if TYPE_CHECKING:
+    from geosession.ingest.options import IngestOptions
 
 SourceCrs = int | str
 """An EPSG code (the SRID), or the definition (WKT, PROJJSON) of a CRS without one."""
@@ -106,3 +110,25 @@ def crs_label(crs: SourceCrs) -> str:
         return f"{json.loads(crs)['name']!r} (no EPSG code)"
     named = re.match(r'\s*\w+\[\s*"([^"]*)"', crs)  # WKT: PROJCS["name", ...
     return f"{named.group(1)!r} (no EPSG code)" if named else "a CRS without an EPSG code"
+
+
+def refuse_unknown_srids(cursor: Any, options: IngestOptions) -> None:
+    """Refuses, before a table is made or a row read, srid= or reproject= naming an SRID
+    spatial_ref_sys does not hold where it would be needed: a column made of it, or a
+    transformation from or into it (PROJ finds no CRS, so every row would be rejected)."""
+    wanted = options.reproject_srid
+    given = options.srid if options.srid and (options.create or options.reprojecting) else None
+    asked = {srid for srid in (wanted, given) if srid is not None}
+    if not asked:
+        return
+    cursor.execute("SELECT srid FROM spatial_ref_sys WHERE srid = ANY(%s)", (sorted(asked),))
+    unknown = asked - {row[0] for row in cursor.fetchall()}
+    for srid, option, flag in ((wanted, "reproject", "--reproject-to"), (given, "srid", "--srid")):
+        if srid in unknown:
+            raise ConfigurationError(
+                f"{option}={srid} (CLI: {flag} {srid}) names SRID {srid}, which this "
+                "database's spatial_ref_sys does not hold, so no column can be made of it "
+                "and PROJ cannot transform geometries from or into it: check the number "
+                "(an EPSG code, such as 4326 or 3857), or add the CRS to spatial_ref_sys "
+                f"first (a row of srid {srid} with its srtext and proj4text)"
+            )

@@ -32,6 +32,7 @@ from geosession.ingest.compressed import Unpacked
 from geosession.ingest.connections import Connections, connection_lost
 from geosession.ingest.copy import Chunk, write_chunk
 from geosession.ingest.create import create_target
+from geosession.ingest.crs import refuse_unknown_srids
 from geosession.ingest.defaults import column_defaults
 from geosession.ingest.identity import default_ingest_id
 from geosession.ingest.indexes import rebuild_deferred
@@ -134,6 +135,7 @@ class Ingest:
         )
         self.typed_from = 0  # the first rows of a generator create=True typed the table from
         self.rows_typed: int | None = None  # the source's rows, if typing it counted them
+        self.connections.retrying(lambda conn: refuse_unknown_srids(conn.cursor(), options))
         if options.create:
             made = create_target(
                 engine, target, self.source, options, self.report, self.connections
