@@ -348,6 +348,25 @@ def test_explain_analyze_of_a_data_changing_statement_changes_nothing(
         assert s.scalar(select(func.count()).where(points.c.id == 0)) == 0
 
 
+@pytest.mark.parametrize("analyze", [False, True])
+def test_explain_refuses_a_script_whose_later_statements_would_run_unexplained(
+    db: SpatialDatabase, points: Table, analyze: bool, database_url: str
+) -> None:
+    """EXPLAIN applied to the first statement, and a COMMIT after it ended the read-only
+    (or rolled-back) transaction: the DELETE after that ran for real."""
+    script = f"SELECT 1; COMMIT; DELETE FROM {points.name}"
+    with pytest.raises(ConfigurationError, match="holds 3 \\(the second: 'COMMIT'\\)"):
+        db.explain(script, analyze=analyze)
+    flags = ["--analyze"] if analyze else []
+    env = {"GEOSESSION_DATABASE_URL": database_url}
+    refused = CliRunner().invoke(app, ["explain", *flags, script], env=env)
+    assert refused.exit_code == 1 and "one SQL statement" in str(refused.exception)
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(points)) == 20_000
+    pasted = f"SELECT * FROM {points.name} WHERE id = 1; -- from psql"
+    assert db.explain(pasted).root is not None
+
+
 def test_explain_says_when_the_predicate_wraps_the_indexed_column(
     db: SpatialDatabase, points: Table, admin: psycopg.Connection[Any]
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
+import json
 import logging
 import pickle
 import time
@@ -203,6 +204,33 @@ def test_every_kind_of_statement(db: SpatialDatabase) -> None:
     assert counts == [ROWS, ROWS, 10, 5, 3]
     with pytest.raises(ConfigurationError, match="no geometry column"):
         list(db.stream(table))
+
+
+@pytest.mark.usefixtures("tables")
+def test_sql_pasted_from_psql_reads_and_a_script_is_refused(
+    db: SpatialDatabase, database_url: str, tmp_path: Any
+) -> None:
+    """A trailing semicolon was a syntax error inside the subquery, and a comment on the
+    last line hid the rest of the select ("syntax error at end of input")."""
+    pasted = "SELECT * FROM rd_parcels WHERE id <= 5; -- five\n"
+    assert sum(1 for _ in db.stream(pasted, output="wkb")) == 5
+    commented = "SELECT * FROM rd_parcels -- every parcel"
+    assert sum(len(f) for f in db.stream_frames(commented)) == ROWS
+    with pytest.raises(
+        ConfigurationError, match="holds 2 \\(the second: 'DELETE FROM rd_parcels'\\)"
+    ):
+        list(db.stream("SELECT * FROM rd_parcels; DELETE FROM rd_parcels"))
+    env = {"GEOSESSION_DATABASE_URL": database_url}
+    out = tmp_path / "few.geojson"
+    where = ["--where", "id < 4 -- the first three"]
+    done = CliRunner().invoke(
+        app, ["export", "SELECT * FROM rd_parcels;", str(out), *where], env=env
+    )
+    assert done.exit_code == 0, done.output
+    assert len(json.loads(out.read_text())["features"]) == 3
+    done = CliRunner().invoke(app, ["export", pasted, str(out)], env=env)
+    assert done.exit_code == 0 and len(json.loads(out.read_text())["features"]) == 5
+    assert sum(1 for _ in db.stream("rd_parcels", output="wkb")) == ROWS
 
 
 @pytest.mark.usefixtures("tables")

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, TextClause, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -29,6 +29,7 @@ from geosession.diagnose.srids import (
 )
 from geosession.errors import ConfigurationError
 from geosession.placeholders import mismatch, unbound
+from geosession.sql_text import one_statement
 
 _BUFFER_KEYS = {
     "shared_hit": "Shared Hit Blocks",
@@ -141,6 +142,9 @@ def explain_statement(
         statement = text(statement)
     if not isinstance(statement, ClauseElement):
         raise TypeError(f"cannot EXPLAIN {type(statement).__name__}; pass a select() or SQL text")
+    if isinstance(statement, TextClause):  # a script's later statements would run unexplained
+        quoting = connection.exec_driver_sql("SHOW standard_conforming_strings").scalar()
+        one_statement(statement.text, what="explain", backslash_quotes=quoting == "off")
     _check_values(statement, params or {}, connection)
     options = ["VERBOSE", "FORMAT JSON"]
     if analyze:

@@ -38,6 +38,7 @@ from geosession.names import identifier_table_name, split_table_name
 from geosession.placeholders import mismatch
 from geosession.read.decode import Rows
 from geosession.read.plan import AUTO_KEY, ReadOptions, quote_identifier
+from geosession.sql_text import one_statement
 
 
 def as_subquery(statement: Any, params: Mapping[str, Any] | None = None) -> Subquery:
@@ -45,7 +46,7 @@ def as_subquery(statement: Any, params: Mapping[str, Any] | None = None) -> Subq
     query, SQL as a string, a table's name, a Table or a mapped class."""
     if isinstance(statement, str):
         name = identifier_table_name(statement)
-        statement = text(statement) if name is None else _every_column(*name)
+        statement = text(_query(statement)) if name is None else _every_column(*name)
     if isinstance(statement, TextClause):
         statement = _bound(statement, params)
         subquery: Subquery = statement.columns().subquery("q")
@@ -245,11 +246,19 @@ def source_query(source: str, *, where: str | None = None, binds: Collection[str
     if name is not None:
         statement = _every_column(*name)
     elif where is None:
-        return raw_sql(source, binds)
+        return raw_sql(_query(source), binds)
     else:
         statement = select(literal_column("*")).select_from(
-            raw_sql(source, binds).columns().subquery("source")
+            raw_sql(_query(source), binds).columns().subquery("source")
         )
     if where is not None:
-        statement = statement.where(raw_sql(where, binds))
+        condition = one_statement(where, what="A where condition (CLI: --where)")
+        statement = statement.where(raw_sql(condition + "\n", binds))
     return statement
+
+
+def _query(sql: str) -> str:
+    """SQL read as a subquery: its one statement, without the semicolon psql's habits
+    leave after it, and ended by a new line so that a comment on its last line does not
+    hide the rest of the select it goes into."""
+    return one_statement(sql, what="A read") + "\n"
