@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
@@ -59,6 +60,24 @@ def test_pool_stats_during_and_after_a_session(db: SpatialDatabase) -> None:
     assert values["checkouts"] == during.checkouts and values["long_holders"] == 0
     assert all(isinstance(v, int | float) for v in values.values())
     assert {"size", "checked_out", "checked_in", "overflow", "wait_p95_ms"} <= values.keys()
+
+
+def test_overflow_counts_connections_beyond_pool_size_and_is_never_negative(
+    make_db: MakeDb,
+) -> None:
+    """SQLAlchemy's own count starts at -pool_size: dashboards showed -9 with nothing in
+    overflow."""
+    db = make_db(pool_size=2, max_overflow=2)
+    with contextlib.ExitStack() as held:
+        assert db.pool_stats().overflow == 0
+        sessions = [held.enter_context(db.session()) for _ in range(3)]
+        for s in sessions:
+            s.execute(text("SELECT 1"))
+        stats = db.pool_stats()
+        assert (stats.checked_out, stats.overflow, stats.as_dict()["overflow"]) == (3, 1, 1)
+        assert "overflow 1" in str(stats)
+    after = db.pool_stats()  # the third was closed as it came back to a full pool
+    assert (after.checked_in, after.overflow) == (2, 0)
 
 
 def test_a_connection_held_past_the_threshold_is_reported_with_this_file_and_line(
@@ -292,6 +311,7 @@ def test_prometheus_exporter_output(make_db: MakeDb) -> None:
     assert f"geosession_pool_size{{{labels}}} 3.0" in output
     assert f"geosession_pool_checked_out{{{labels}}} 0.0" in output
     assert f"geosession_pool_checkouts_total{{{labels}}} 1.0" in output
+    assert f"geosession_pool_overflow{{{labels}}} 0.0" in output  # SQLAlchemy's count: -2
     assert 'geosession_session_state_total{database="testdb",kind="temporary_tables"} 1.0' in output
     assert 'geosession_session_state_total{database="testdb",kind="settings"} 0.0' in output
     assert f"geosession_pool_waits_total{{{labels}}} 0.0" in output

@@ -25,7 +25,8 @@ class PoolStats:
     checked_in: int
     """Open and idle in the pool."""
     overflow: int
-    """Open beyond pool_size (negative while the pool has not filled up yet)."""
+    """Open beyond pool_size: 0 until the pool has filled (SQLAlchemy's own count starts
+    at -pool_size, which dashboards would show as a negative gauge)."""
     checkouts: int = 0
     """Connections lent since the database object was made."""
     connects: int = 0
@@ -56,7 +57,7 @@ class PoolStats:
     def __str__(self) -> str:
         text = (
             f"pool size {self.size}: {self.checked_out} checked out, "
-            f"{self.checked_in} idle, overflow {max(self.overflow, 0)}"
+            f"{self.checked_in} idle, overflow {self.overflow}"
         )
         if self.checkouts:
             text += (
@@ -79,5 +80,5 @@ def pool_stats(engine: Engine) -> PoolStats:
         size=pool.size(),
         checked_out=pool.checkedout(),
         checked_in=pool.checkedin(),
-        overflow=pool.overflow(),
+        overflow=max(pool.overflow(), 0),
     )

@@ -44,7 +44,7 @@ _POOL_GAUGES = (
     ("size", "Configured pool_size."),
     ("checked_out", "Connections lent to sessions now."),
     ("checked_in", "Idle connections in the pool now."),
-    ("overflow", "Connections open beyond pool_size (negative until the pool fills)."),
+    ("overflow", "Connections open beyond pool_size (0 until the pool fills)."),
     ("longest_hold_seconds", "Seconds the longest current holder has had its connection."),
     ("long_holders", "Connections held longer than leak_threshold."),
 )
