@@ -119,6 +119,26 @@ def test_text_too_long_for_a_dbase_field_fails_naming_column_and_feature(
     assert pyogrio.read_dataframe(out).note[0] == "é" * 127
 
 
+def test_a_number_too_wide_for_a_dbase_field_fails_naming_field_and_feature(
+    db: SpatialDatabase, tmp_path: Path
+) -> None:
+    """GDAL wrote another number (1e30 read back as 1e23) and only warned."""
+    out = tmp_path / "sums.shp"
+    db.export("SELECT id, geom FROM rd_parcels WHERE id = 1", out)
+    before = {name: (tmp_path / name).read_bytes() for name in files(tmp_path)}
+    for wide in ("1e30::float8", "123456789012345678901234567890.5::numeric(40, 2)"):
+        query = (
+            f"SELECT id, CASE WHEN id = 2345 THEN {wide} ELSE id END AS total, geom "
+            "FROM rd_parcels ORDER BY id"
+        )
+        with pytest.raises(ExportFailed, match="field total of feature 2,345 holds 1.*e\\+"):
+            db.export(query, out, batch_size=500)
+        assert {name: (tmp_path / name).read_bytes() for name in files(tmp_path)} == before
+    fits = "SELECT id, 1e20::float8 AS total, geom FROM rd_parcels WHERE id <= 3"
+    db.export(fits, out)
+    assert pyogrio.read_dataframe(out).total[0] == 1e20
+
+
 def test_one_shape_type_single_and_multi_lines_or_polygons_together(
     db: SpatialDatabase, tmp_path: Path
 ) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sqlite3
 from collections.abc import Iterator, Mapping
@@ -37,7 +38,7 @@ from geosession.read.layer_types import (
 )
 from geosession.read.passthrough import unindexable
 from geosession.read.stream import GeometryStream
-from geosession.warning_filters import quieted
+from geosession.warning_filters import quieted, recorded, shown
 
 
 def write_ogr(
@@ -71,6 +72,10 @@ def gdal_failures(target: Path, stream: GeometryStream) -> Iterator[None]:
     """GDAL's refusals as ExportFailed naming ``target``; the stream is closed either way."""
     try:
         yield
+    except _ValueNotWritten as error:
+        raise ExportFailed(
+            f"Writing {target} failed: {error}; {target} is left as it was"
+        ) from None
     except _gdal_errors() as error:
         raise _export_failed(error, target, stream) from error
     finally:
@@ -353,16 +358,36 @@ def _geopackage_options(schema: Any, geometry: str, *, staged: bool) -> dict[str
     return options
 
 
+class _ValueNotWritten(Exception):
+    """A value GDAL could not write as it is (:data:`_NOT_WRITTEN`), in geosession's words."""
+
+
+_NOT_WRITTEN = re.compile(
+    r"Value (?P<value>\S+) of field (?P<field>.+) of feature (?P<feature>\d+) not "
+    r"successfully written"
+)
+"""GDAL's warning for a value its format's field cannot hold (a Shapefile's numbers are
+24 characters wide): the file would hold another value in its place."""
+
+
 def _write_arrow(reader: Any, path: Path, **options: Any) -> None:
-    """pyogrio's write_arrow, without its warning that a layer has no CRS: geometries of
-    SRID 0 have none to give it."""
+    """pyogrio's write_arrow, without its warning that a layer has no CRS (geometries of
+    SRID 0 have none to give it), and failing where GDAL says it wrote a value wrong."""
     from pyogrio.raw import write_arrow
 
-    if options.get("crs") is not None:
+    with recorded() as caught:
         write_arrow(reader, path, **options)
-        return
-    with quieted("'crs' was not provided"):
-        write_arrow(reader, path, **options)
+    for warning in caught:
+        text = str(warning.message)
+        if (wrong := _NOT_WRITTEN.match(text)) is not None:
+            raise _ValueNotWritten(
+                f"field {wrong['field']} of feature {int(wrong['feature']) + 1:,} holds "
+                f"{wrong['value']}, which the file's field is too narrow to hold (GDAL "
+                "would have written another number): scale or round it in the query, or "
+                "export to GeoPackage or GeoParquet, which hold any double"
+            )
+        if not (options.get("crs") is None and text.startswith("'crs' was not provided")):
+            shown(warning)
 
 
 def _narrow_declared_type(package: Path, layer: str, kinds: set[str]) -> None:

@@ -4,7 +4,8 @@ A Shapefile is a set of files (.shp, .shx, .dbf, .prj, .cpg and the .qix spatial
 or one zip of them when the name ends in ``.shp.zip``. Its dBase table has limits that
 GDAL meets by truncating in silence; here they are met in the open: field names longer
 than 10 bytes are shortened (made unique, as GDAL would) and reported; a text value
-longer than 254 bytes fails the export, naming the column and the feature; one geometry
+longer than 254 bytes, or a number wider than its field, fails the export, naming the
+column and the feature; one geometry
 column of one shape type (points, multipoints, lines or polygons, single and multi lines
 or polygons together). Text is UTF-8, as the .cpg file declares; the files stop at 2 GB,
 which older readers cannot go past.
