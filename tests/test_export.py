@@ -1568,6 +1568,14 @@ def test_a_csv_export_names_its_crs_in_a_prj_beside_it_which_the_ingest_reads(
         assert "WGS 84" in (tmp_path / "metric.prj").read_text()
         db.export("SELECT 1 AS id, 'POINT (1 2)'::geometry AS geom", out)  # no CRS
         assert not (tmp_path / "metric.prj").exists()  # the earlier one would be wrong
+        shapefile = tmp_path / "shapes.shp"
+        db.export("SELECT id, geom FROM rd_metric WHERE id <= 3", shapefile)
+        kept = (tmp_path / "shapes.prj").read_text()
+        for beside in ("shapes.csv", "shapes.csv.gz"):  # the Shapefile's CRS was replaced
+            with pytest.raises(ConfigurationError, match="holds the CRS of the Shapefile"):
+                db.export("SELECT id, geom FROM rd_parcels", tmp_path / beside)
+            assert not (tmp_path / beside).exists()
+        assert (tmp_path / "shapes.prj").read_text() == kept
     finally:
         admin.execute("DROP TABLE IF EXISTS rd_metric_back, rd_moved_back, rd_packed_back")
 

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from geosession.compression import compression_suffix
+from geosession.errors import ConfigurationError
 
 
 def prj_path(path: str | os.PathLike[str]) -> Path:
@@ -18,6 +19,21 @@ def prj_path(path: str | os.PathLike[str]) -> Path:
     if compression_suffix(plain) is not None:
         plain = plain.with_suffix("")
     return plain.with_suffix(".prj")
+
+
+def refuse_a_shapefiles_prj(path: str | os.PathLike[str]) -> None:
+    """Refuses a CSV whose ``.prj`` is a Shapefile's: ``parcels.csv`` beside
+    ``parcels.shp`` would replace that Shapefile's CRS with its own, or remove it."""
+    prj = prj_path(path)
+    shapefile = next(
+        (prj.with_suffix(s) for s in (".shp", ".SHP") if prj.with_suffix(s).is_file()), None
+    )
+    if shapefile is not None:
+        raise ConfigurationError(
+            f"{os.fspath(path)} would keep its CRS in {prj}, which holds the CRS of the "
+            f"Shapefile {shapefile} beside it: name the CSV otherwise ({prj.stem}_rows.csv, "
+            "say) or write it to another directory"
+        )
 
 
 def write_prj(path: str | os.PathLike[str], crs: str | None) -> None:

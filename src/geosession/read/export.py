@@ -29,7 +29,7 @@ from geosession.read.geojson import (
 from geosession.read.plan import ReadOptions
 from geosession.read.progress import progress_callback
 from geosession.read.stream import Connect, GeometryStream
-from geosession.sidecar import write_prj
+from geosession.sidecar import refuse_a_shapefiles_prj, write_prj
 
 FORMATS = ("geojson", "geojsonl", "gpkg", "fgb", "shp", "parquet", "arrow", "csv")
 """Export formats: GeoJSON FeatureCollection, GeoJSON Lines, GeoPackage, FlatGeobuf,
@@ -103,6 +103,8 @@ def export(
     chosen = format_for(dest, format)
     path = None if isinstance(dest, IO) or hasattr(dest, "write") else os.fspath(dest)
     compression = None if path is None else compression_suffix(path)
+    if chosen == "csv" and path is not None:
+        refuse_a_shapefiles_prj(path)
     if path is not None and compression is not None:
         written = partial(
             export,
