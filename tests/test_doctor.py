@@ -456,3 +456,46 @@ def test_doctor_warns_of_a_role_that_may_not_create_temporary_tables(
         admin.execute(f'GRANT TEMPORARY ON DATABASE "{database}" TO PUBLIC')
         admin.execute(f'REVOKE ALL ON DATABASE "{database}" FROM geosession_no_temp')
         admin.execute("DROP ROLE geosession_no_temp")
+
+
+def test_tables_the_role_may_not_read_are_named_not_passed_as_checked(
+    make_db: MakeDb, admin: psycopg.Connection[Any], database_url: str, schema: str
+) -> None:
+    """geometry_columns, pg_stats and the sequences' max() hide such tables from the role:
+    the checks said ✔ for a sequence behind its ids and latitudes beyond ±90."""
+    admin.execute(f"CREATE TABLE {schema}.seqs (id serial PRIMARY KEY, geom geometry(Point, 4326))")
+    admin.execute(f"INSERT INTO {schema}.seqs (id) SELECT generate_series(1, 100)")
+    admin.execute(f"CREATE TABLE {schema}.swapped (id int PRIMARY KEY, geom geometry(Point, 4326))")
+    admin.execute(
+        f"INSERT INTO {schema}.swapped SELECT i, ST_SetSRID(ST_MakePoint(10, -74 - i), 4326) "
+        "FROM generate_series(1, 100) i"
+    )
+    for table in ("seqs", "swapped"):
+        admin.execute(f"CREATE INDEX ON {schema}.{table} USING gist (geom)")
+        admin.execute(f"ANALYZE {schema}.{table}")
+    admin.execute("DROP ROLE IF EXISTS geosession_doctor_reader")
+    admin.execute("CREATE ROLE geosession_doctor_reader LOGIN")
+    admin.execute(f"GRANT USAGE ON SCHEMA {schema} TO geosession_doctor_reader")
+    try:
+        url = make_url(database_url).set(username="geosession_doctor_reader")
+        checks = {c.name: c for c in make_db(url).doctor(schemas=[schema]).checks}
+        for name in ("sequences", "srid", "coordinates in degrees"):
+            assert checks[name].status == "warn", checks[name]
+            assert f"may not read them: {schema}.seqs" in checks[name].detail
+        grant = f"GRANT SELECT ON {schema}.seqs, {schema}.swapped TO geosession_doctor_reader;"
+        assert checks["srid"].fix.endswith(grant)
+        assert checks["deferred indexes"].status in ("ok", "warn")  # never a failure
+        admin.execute(grant)
+        admin.execute(
+            f"GRANT SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO geosession_doctor_reader"
+        )
+        checks = {c.name: c for c in make_db(url).doctor(schemas=[schema]).checks}
+        assert (
+            checks["sequences"].status == "fail"
+            and f"{schema}.seqs.id" in checks["sequences"].detail
+        )
+        assert f"{schema}.swapped.geom" in checks["coordinates in degrees"].detail
+        assert checks["srid"].status == "ok"
+    finally:
+        admin.execute("DROP OWNED BY geosession_doctor_reader")
+        admin.execute("DROP ROLE geosession_doctor_reader")

@@ -71,6 +71,9 @@ class DoctorReport:
         return "\n".join(lines)
 
 
+_PRIVILEGE = "42501"  # insufficient_privilege
+
+
 def run_doctor(
     engine: Engine,
     settings: DatabaseSettings,
@@ -100,7 +103,14 @@ def _run(engine: Engine, name: str, check: CheckFunction, context: CheckContext)
         with engine.connect() as connection:
             return check(connection, context)
     except GeoSessionError as error:
-        return Check(name, "fail", f"could not check: {error.message}")
+        if getattr(error, "sqlstate", None) != _PRIVILEGE:
+            return Check(name, "fail", f"could not check: {error.message}")
+        return Check(  # the role's view, not the database's fault
+            name,
+            "warn",
+            f"could not check: {error.message}",
+            "run doctor as a role that may read what it names, or grant the privilege",
+        )
 
 
 def _connection(connection: Connection) -> Check:

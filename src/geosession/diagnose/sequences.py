@@ -61,14 +61,17 @@ class Behind:
         )
 
 
-def behind_sequences(connection: Connection, schemas: Sequence[str] | None) -> list[Behind]:
-    """The serial and identity columns whose sequence is at or below their highest value
-    (one the role may not read, the sequence or the table, is passed over)."""
-    behind = []
+def behind_sequences(
+    connection: Connection, schemas: Sequence[str] | None
+) -> tuple[list[Behind], list[str]]:
+    """The serial and identity columns whose sequence is at or below their highest value,
+    and the tables passed over, whose sequence or rows the role may not read."""
+    behind, unread = [], []
     for row in connection.execute(_SEQUENCED, {"schemas": schemas}).all():
-        if not row.readable:
-            continue
         table = qualified(row.nspname, row.relname)
+        if not row.readable:
+            unread.append(table)
+            continue
         where = text(
             f"SELECT (SELECT max({quote(row.attname)}) FROM {table}), "  # noqa: S608 (quoted)
             f"last_value, is_called FROM {row.sequence}"
@@ -77,10 +80,11 @@ def behind_sequences(connection: Connection, schemas: Sequence[str] | None) -> l
             with connection.begin_nested():  # a table the role may not read fails alone
                 highest, last_value, is_called = connection.execute(where).one()
         except DBAPIError:
+            unread.append(table)
             continue
         following = last_value + row.increment if is_called else last_value
         if highest is not None and highest >= following:
             behind.append(
                 Behind(row.nspname, row.relname, row.attname, row.sequence, following, highest)
             )
-    return behind
+    return behind, sorted(set(unread))

@@ -52,6 +52,16 @@ _SRID_ZERO = text(
     "WHERE g.srid = 0 AND (CAST(:schemas AS text[]) IS NULL "
     "OR g.f_table_schema = ANY (CAST(:schemas AS text[]))) ORDER BY 1, 2, 3"
 )
+_UNREADABLE_SPATIAL = text(
+    "SELECT n.nspname, c.relname FROM pg_class c "  # noqa: S608 (constants only)
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind IN ('r', 'p', 'm') AND NOT c.relispartition "
+    "AND NOT has_table_privilege(c.oid, 'SELECT') AND "
+    f"{USER_TABLES_SQL} AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid "
+    f"AND a.attnum > 0 AND NOT a.attisdropped AND {SPATIAL_COLUMN_SQL}) ORDER BY 1, 2"
+)
+"""Tables with spatial columns the role may not read: geometry_columns and pg_stats hide
+them, so the checks that read those would pass them unseen."""
 # DEFERRED is the ledger's constant table name, never user input. A record made here for
 # another table of the name (dropped and made again) is not this one's (the next ingest
 # forgets it); its table is read through to_jsonb, as a ledger made by an earlier
@@ -133,9 +143,10 @@ def deferred_indexes(connection: Connection, context: CheckContext) -> Check:
 def sequences(connection: Connection, context: CheckContext) -> Check:
     """Serial and identity columns whose sequence would hand out a value the table holds
     (another tool loaded ids without moving it): the next INSERT would collide."""
-    behind = behind_sequences(connection, context.schemas)
+    behind, unread = behind_sequences(connection, context.schemas)
     if not behind:
-        return Check("sequences", "ok", "every serial and identity sequence is past its column")
+        done = "every serial and identity sequence is past its column"
+        return _unread_too(connection, "sequences", done, unread)
     names = listed(
         [
             f"{b.schema}.{b.table}.{b.column} would get {b.following:,} from {b.sequence}, "
@@ -171,7 +182,9 @@ def srid(connection: Connection, context: CheckContext) -> Check:
         return Check("srid", "skip", "PostGIS is not installed")
     rows = connection.execute(_SRID_ZERO, {"schemas": context.schemas}).all()
     if not rows:
-        return Check("srid", "ok", "no geometry column has SRID 0")
+        return _unread_too(
+            connection, "srid", "no geometry column has SRID 0", _unread(connection, context)
+        )
     names = listed([f"{schema}.{table}.{column}" for schema, table, column in rows])
     fixes = [_relabel(schema, table, column) for schema, table, column in rows]
     return Check.with_sql("srid", "warn", f"SRID 0 (unknown) on {names}", fixes)
@@ -225,9 +238,8 @@ def degree_extents(connection: Connection, context: CheckContext) -> Check:
         and max(abs(row[8]), abs(row[9])) > 90 + _LATITUDE_SLACK
     ]
     if not beyond:
-        return Check(
-            name, "ok", "no column of longitudes and latitudes holds a latitude beyond ±90"
-        )
+        done = "no column of longitudes and latitudes holds a latitude beyond ±90"
+        return _unread_too(connection, name, done, _unread(connection, context))
     names = listed(
         [
             f"{schema}.{table}.{column} (SRID {srid}: latitudes {low:,.1f} to {high:,.1f})"
@@ -243,4 +255,26 @@ def degree_extents(connection: Connection, context: CheckContext) -> Check:
         "swapped",
         fixes,
         "for coordinates of another CRS, give them its SRID (no coordinate changes):",
+    )
+
+
+def _unread(connection: Connection, context: CheckContext) -> list[str]:
+    """The tables with spatial columns the role may not read (:data:`_UNREADABLE_SPATIAL`)."""
+    rows = connection.execute(_UNREADABLE_SPATIAL, {"schemas": context.schemas}).all()
+    return [qualified(schema, table) for schema, table in rows]
+
+
+def _unread_too(connection: Connection, name: str, done: str, unread: Sequence[str]) -> Check:
+    """``done`` as the check's result, or, where it could not read every table, a warning
+    naming those it passed over, with the GRANT that lets it."""
+    if not unread:
+        return Check(name, "ok", done)
+    role = connection.execute(text("SELECT current_user")).scalar_one()
+    return Check(
+        name,
+        "warn",
+        f"{done} among the tables role {role} may read; not checked, as it may not read "
+        f"them: {listed(list(unread))}",
+        f"check as a role that may read them, or GRANT SELECT ON {', '.join(unread)} TO "
+        f"{quote(role)};",
     )
