@@ -91,6 +91,8 @@ def test_values_with_spaces_reach_the_server(make_db: Callable[..., SpatialDatab
 URL_PARAMETERS = {
     "options": r"-c search_path=pg_catalog -c work_mem=8MB --lock-timeout=2s",
     "application_name": "nightly",
+    "sslmode": "disable",  # a provider's URL ends in ?sslmode=require
+    "connect_timeout": "4",
 }
 URL_SHOWS = [
     text(f"SHOW {name}")
@@ -115,8 +117,8 @@ def test_libpq_parameters_in_the_url_are_kept(
 def test_async_drivers_take_the_urls_libpq_parameters(
     make_db: Callable[..., SpatialDatabase], database_url: str, driver: str
 ) -> None:
-    """asyncpg.connect() has no options parameter (a URL with one failed with a TypeError):
-    they become server_settings."""
+    """asyncpg.connect() has no options, sslmode or connect_timeout parameter (a URL with
+    one failed with a TypeError): they become server_settings, its ssl and its timeout."""
     url = make_url(database_url).update_query_dict(URL_PARAMETERS)
     db = make_db(url.render_as_string(hide_password=False), async_driver=driver)
 
@@ -128,6 +130,44 @@ def test_async_drivers_take_the_urls_libpq_parameters(
             await db.adispose()
 
     assert asyncio.run(show()) == URL_SHOWN
+
+
+@pytest.mark.parametrize(
+    ("parameter", "driver"),
+    [
+        (parameter, driver)
+        for parameter in ("sslmode=bogus", "connect_timeout=abc", "statement_timeout=5")
+        for driver in ("psycopg", "psycopg2", "asyncpg")
+    ],
+)
+def test_a_url_parameter_the_driver_refuses_is_a_configuration_error_not_retried(
+    make_db: Callable[..., SpatialDatabase], database_url: str, parameter: str, driver: str
+) -> None:
+    """libpq refuses these before it tries the server: they were a transient
+    ConnectionFailed ("check that the server is running"), retried five times, and on
+    asyncpg a TypeError."""
+    name, value = parameter.split("=")
+    url = make_url(database_url).update_query_dict({name: value})
+    if driver == "asyncpg":
+        db = make_db(url.render_as_string(hide_password=False), async_driver=driver)
+
+        async def connect() -> None:
+            try:
+                async with db.async_session() as s:
+                    await s.execute(text("SELECT 1"))
+            finally:
+                await db.adispose()
+
+        with pytest.raises(ConfigurationError, match=name) as refused:
+            asyncio.run(connect())
+    else:
+        db = make_db(url.render_as_string(hide_password=False), driver=driver)
+        with pytest.raises(ConfigurationError, match=name) as refused:
+            db.run_transaction(lambda s: s.execute(text("SELECT 1")))
+        assert "gave up after" not in str(refused.value)
+    assert not refused.value.transient
+    if name == "statement_timeout":
+        assert "server_settings" in str(refused.value)
 
 
 def test_url_options_are_server_settings_and_what_is_not_one_is_refused(

@@ -17,11 +17,13 @@ dialect documents for PgBouncer.
 from __future__ import annotations
 
 import functools
+import inspect
 import ssl
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, get_args
 
 import psycopg
 from psycopg.pq import TransactionStatus
@@ -30,10 +32,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from geosession.engine_errors import install_error_translation
+from geosession.errors import ConfigurationError
 from geosession.event_loops import keep_to_own_loops
 from geosession.geoalchemy_srids import compile_srids_each_time
 from geosession.session_state import guard_session_state
-from geosession.settings import DatabaseSettings, duration_ms
+from geosession.settings import DatabaseSettings, SSLMode, duration_ms
 
 _COMMAND_TIMEOUT_MARGIN_S = 30
 
@@ -115,6 +118,7 @@ def _engine_url(settings: DatabaseSettings, driver: str) -> URL:
     url = settings.url(driver)
     if driver == "asyncpg":
         url = url.difference_update_query(_LIBPQ_SESSION_PARAMETERS)
+        _refuse_unknown_to_asyncpg(url)
         if settings.pgbouncer:
             url = url.update_query_dict({"prepared_statement_cache_size": "0"})
     elif settings.pgbouncer:
@@ -234,7 +238,7 @@ def asyncpg_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
             **settings.server_options(),
             "application_name": query.get("application_name", settings.application_name),
         },
-        "timeout": settings.connect_timeout,
+        "timeout": _url_connect_timeout(query) or settings.connect_timeout,
     }
     command_timeout = asyncpg_command_timeout(settings)
     if command_timeout is not None:
@@ -243,18 +247,72 @@ def asyncpg_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
         args["server_settings"] = {"application_name": args["server_settings"]["application_name"]}
         args["statement_cache_size"] = 0
         args["prepared_statement_name_func"] = _statement_name
-    tls = _asyncpg_ssl(settings)
+    tls = _asyncpg_ssl(_with_url_tls(settings, query))
     if tls is not None:
         args["ssl"] = tls
     return args
+
+
+_SQLALCHEMY_ASYNCPG_ARGS = ("prepared_statement_cache_size", "prepared_statement_name_func")
+
+
+def _refuse_unknown_to_asyncpg(url: URL) -> None:
+    """URL query parameters asyncpg.connect() would refuse with a TypeError at the first
+    connection (libpq's others, a server setting), refused as the engine is made."""
+    import asyncpg
+
+    known = {*inspect.signature(asyncpg.connect).parameters, *_SQLALCHEMY_ASYNCPG_ARGS}
+    unknown = sorted(name for name in url.query if name not in known)
+    if unknown:
+        raise ConfigurationError(
+            f"The URL's {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} no "
+            "setting of asyncpg, the async driver: server settings go in server_settings "
+            '(GEOSESSION_SERVER_SETTINGS=\'{"statement_timeout": "30s"}\', say), or in '
+            "the URL as options=-c name=value; or use async_driver='psycopg', which reads "
+            "libpq's parameters"
+        )
+
+
+def _url_connect_timeout(query: Mapping[str, Any]) -> int | None:
+    """The URL's connect_timeout (libpq's, in seconds), which asyncpg takes as timeout."""
+    given = query.get("connect_timeout")
+    if given is None:
+        return None
+    try:
+        return max(int(str(given)), 1)
+    except ValueError:
+        raise ConfigurationError(
+            f"connect_timeout={given!r} in the URL is not valid: use whole seconds, e.g. 10"
+        ) from None
+
+
+def _with_url_tls(settings: DatabaseSettings, query: Mapping[str, Any]) -> DatabaseSettings:
+    """``settings`` with the URL's sslmode and certificates where the settings give none
+    (a provider's URL ends in ?sslmode=require), which asyncpg takes as its ``ssl``."""
+    given = {
+        name: str(query[name])
+        for name in _LIBPQ_TLS
+        if name in query and getattr(settings, name) is None
+    }
+    if not given:
+        return settings
+    mode = given.get("sslmode")
+    if mode is not None and mode not in get_args(SSLMode):
+        raise ConfigurationError(
+            f"sslmode={mode!r} in the URL is not valid: use one of {', '.join(get_args(SSLMode))}"
+        )
+    files = {name: Path(value) for name, value in given.items() if name != "sslmode"}
+    return settings.model_copy(update={**given, **files})
 
 
 def _statement_name() -> str:
     return f"__asyncpg_{uuid.uuid4()}__"
 
 
-_LIBPQ_SESSION_PARAMETERS = ("options", "application_name")
-"""URL query parameters libpq reads and asyncpg does not: given as server_settings."""
+_LIBPQ_TLS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
+_LIBPQ_SESSION_PARAMETERS = ("options", "application_name", "connect_timeout", *_LIBPQ_TLS)
+"""URL query parameters libpq reads and asyncpg does not: given as server_settings, its
+timeout and its ssl instead."""
 
 
 def _asyncpg_ssl(settings: DatabaseSettings) -> ssl.SSLContext | str | None:

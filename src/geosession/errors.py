@@ -379,6 +379,13 @@ _LIBPQ_CONNECT_FAILURES = (  # libpq reports login failures without a SQLSTATE
 )
 
 
+_LIBPQ_REFUSED = re.compile(
+    r'invalid (?:connection option|port number|integer value|[\w ]+ value)\b|missing "=" after'
+    r"|invalid URI|bad value for \w+:"
+)
+"""libpq's words for a connection setting it refuses, before it tries any server."""
+
+
 _SERVER_ENDED_IT = re.compile(
     r"terminating connection (?:due to (administrator command)|because of crash)"
 )
@@ -599,28 +606,9 @@ def translate(
         diag = replace(diag, sqlstate=_inferred_sqlstate(str(error)))
     if diag.sqlstate in _LOST_STATES and (ended := _SERVER_ENDED_IT.search(diag.message)):
         diag = replace(diag, sqlstate="57P01" if ended.group(1) else "57P02")
-    if connecting and "unsupported startup parameter" in diag.message:
-        return ConnectionFailed(
-            f"Could not connect to {endpoint}: {diag.message}. That is PgBouncer, which "
-            "refuses server settings at start-up: set pgbouncer=True (GEOSESSION_PGBOUNCER="
-            "true) so that they are set in each transaction instead",
-            sqlstate=diag.sqlstate,
-        )
-    if connecting and _TLS_REFUSED.search(diag.message):
-        refused = ConnectionFailed(
-            f"Could not connect to PostgreSQL at {endpoint}: {diag.message}. The server's "
-            "certificate did not pass the check sslmode asks for: sslrootcert must hold the "
-            "authority that signed it, and with verify-full it must name the host connected to",
-            sqlstate=diag.sqlstate,
-        )
-        refused.transient = False  # the same certificate fails the same check again
-        return refused
-    if connecting and (diag.sqlstate is None or diag.sqlstate.startswith("08")):
-        return ConnectionFailed(
-            f"Could not connect to PostgreSQL at {endpoint}: {diag.message}. Check that the "
-            "server is running and reachable, and host, port and connect_timeout in the settings",
-            sqlstate=diag.sqlstate,
-        )
+    failed = _connect_failure(diag, endpoint) if connecting else None
+    if failed is not None:
+        return failed
     unsendable = _UNSENDABLE.search(diag.message)  # the driver's own words, not the server's
     if unsendable is not None:
         return _unsendable(unsendable, endpoint)
@@ -636,6 +624,54 @@ def translate(
     return cls(
         f"{diag.message}{_detail(diag)} ({where}). {advice[:1].upper()}{advice[1:]}",
         sqlstate=diag.sqlstate,
+    )
+
+
+def _connect_failure(diag: Diagnostics, endpoint: str) -> GeoSessionError | None:
+    """The error for a connection that did not open, where its words say why (PgBouncer's
+    refusal of settings, a certificate, a setting libpq refuses, a server out of reach);
+    None for the server's own refusals (a login, a database), classified as any error."""
+    if "unsupported startup parameter" in diag.message:
+        return ConnectionFailed(
+            f"Could not connect to {endpoint}: {diag.message}. That is PgBouncer, which "
+            "refuses server settings at start-up: set pgbouncer=True (GEOSESSION_PGBOUNCER="
+            "true) so that they are set in each transaction instead",
+            sqlstate=diag.sqlstate,
+        )
+    if _TLS_REFUSED.search(diag.message):
+        refused = ConnectionFailed(
+            f"Could not connect to PostgreSQL at {endpoint}: {diag.message}. The server's "
+            "certificate did not pass the check sslmode asks for: sslrootcert must hold the "
+            "authority that signed it, and with verify-full it must name the host connected to",
+            sqlstate=diag.sqlstate,
+        )
+        refused.transient = False  # the same certificate fails the same check again
+        return refused
+    if diag.sqlstate is None and _LIBPQ_REFUSED.search(diag.message):
+        return _refused_setting(diag.message, endpoint)
+    if diag.sqlstate is None or diag.sqlstate.startswith("08"):
+        return ConnectionFailed(
+            f"Could not connect to PostgreSQL at {endpoint}: {diag.message}. Check that the "
+            "server is running and reachable, and host, port and connect_timeout in the settings",
+            sqlstate=diag.sqlstate,
+        )
+    return None
+
+
+def _refused_setting(message: str, endpoint: str) -> ConfigurationError:
+    """libpq refused a connection setting before it tried the server: no retry can help."""
+    option = re.search(r'connection option "([^"]+)"', message)
+    server_side = (
+        f". {option.group(1)} is no libpq setting: a server setting goes in server_settings "
+        "(GEOSESSION_SERVER_SETTINGS='{\"" + option.group(1) + "\": ...}'), or in the URL "
+        f"as options=-c {option.group(1)}=..."
+        if option and "integer value" not in message
+        else ""
+    )
+    refused = message.removeprefix("connection is bad: ")
+    return ConfigurationError(
+        f"Could not connect to {endpoint}: {refused}: the URL (GEOSESSION_DATABASE_URL) or "
+        f"the connection settings give libpq a value it refuses; fix it there{server_side}"
     )
 
 
