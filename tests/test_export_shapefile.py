@@ -178,6 +178,18 @@ def test_one_shape_type_single_and_multi_lines_or_polygons_together(
     for name, query in mixed.items():
         with pytest.raises(ExportFailed, match="a Shapefile holds one kind of shape"):
             db.export(query, tmp_path / f"{name}.shp", batch_size=200)
+    apart = (  # an empty collection among points, as ST_Collect of nothing kept gives
+        "SELECT g AS id, CASE WHEN g < 2 THEN ST_MakePoint(g, 0) "
+        "ELSE 'GEOMETRYCOLLECTION EMPTY'::geometry END AS geom FROM generate_series(0, 3) g"
+    )
+    with pytest.raises(ExportFailed, match=r"ST_CollectionExtract\(geom, 1\) makes the"):
+        db.export(apart, tmp_path / "apart.shp")  # the advice was for polygons
+    extracted = apart.replace("CASE WHEN", "ST_CollectionExtract(CASE WHEN")
+    db.export(extracted.replace(" END AS geom", " END, 1) AS geom"), tmp_path / "apart.shp")
+    read = pyogrio.read_dataframe(tmp_path / "apart.shp")
+    assert [g is None for g in read.geometry] == [False, False, True, True]
+    for suffix in ("cpg", "dbf", "qix", "shp", "shx", "prj"):
+        (tmp_path / f"apart.{suffix}").unlink(missing_ok=True)
     with pytest.raises(ConfigurationError, match="holds one geometry column.*a and b"):
         db.export("SELECT id, a, b FROM rd_two", tmp_path / "two.shp", geometry_column="a")
     assert files(tmp_path) == sorted(

@@ -126,12 +126,26 @@ def shape_type(kinds: set[str], target: Path) -> str:
         raise ExportFailed(
             f"Writing {target} failed: a Shapefile holds one kind of shape (points, "
             f"multipoints, lines or polygons) and the rows have {' and '.join(sorted(bases))}"
-            ": make them one in the query (ST_CollectionExtract(geom, 3) takes a "
-            "collection's polygons), or export to "
+            f": make them one in the query ({_extract_advice(bases)}), or export to "
             f"GeoPackage, which holds any; {target} is left as it was"
         )
     shape = bases.pop() if len(bases) == 1 else str(shapes.pop())
     return named(shape, any(z for _, z, _ in parts), any(m for _, _, m in parts))
+
+
+_EXTRACTED = {"Point": 1, "MultiPoint": 1, "MultiLineString": 2, "MultiPolygon": 3}
+"""ST_CollectionExtract's number for each shape type."""
+
+
+def _extract_advice(bases: set[str]) -> str:
+    """How to make collections the rows' one other shape type: ST_CollectionExtract of that
+    type (an empty collection, as ST_Intersection gives for shapes apart, becomes an empty
+    one of it, which a Shapefile writes as a NULL shape)."""
+    shapes = {_SHAPES[base] for base in bases if base in _SHAPES}
+    if len(shapes) == 1 and "GeometryCollection" in bases:
+        number = _EXTRACTED[shapes.pop()]
+        return f"ST_CollectionExtract(geom, {number}) makes the collections of that type"
+    return "ST_CollectionExtract(geom, 1), 2 or 3 takes a collection's points, lines or polygons"
 
 
 def _shortened(name: str, size: int) -> str:
