@@ -55,7 +55,28 @@ def planned_loads(
             empty += [f"{source} ({name})" for name in found[1]]
         for name in layers:
             loads.append(Load(source, name, table.replace(LAYER, laundered(name or _stem(source)))))
+    _refuse_names_alike(loads)
     return loads, empty
+
+
+def _refuse_names_alike(loads: Sequence[Load]) -> None:
+    """Refuses layers of different names whose tables' names are the same once laundered
+    ("Road Segments-2024" and "road_segments_2024"): their rows would go into one table
+    unseen. Layers of one name in several files (tiles of one layer) load into one."""
+    named: dict[str, Load] = {}
+    for load in loads:
+        other = named.setdefault(load.table, load)
+        if _layer_name(other) != _layer_name(load):
+            raise ConfigurationError(
+                f"{other.label} and {load.label} would both load into table {load.table} "
+                "(names are made lower case, other characters than letters, digits and _ "
+                "made _): load them one at a time, each with --layer NAME and a table name "
+                "of its own"
+            )
+
+
+def _layer_name(load: Load) -> str:
+    return load.layer or _stem(load.source)
 
 
 def laundered(name: str) -> str:
