@@ -418,6 +418,7 @@ def test_a_load_of_many_rejects_keeps_the_first_in_memory_and_every_one_in_the_r
     assert "Rejected rows (first 20 of 24,975)" in str(report)
     by_kind = " ".join(str(report).split("Rejected rows by kind")[1].split())
     assert "geom │ srid │ 24,975 │ 2 │ SRID 27700 where column geom" in by_kind
+    assert "rejected │ 24,975, listed here only" in " ".join(str(report).split())
     assert not report.all_rejected
 
 
@@ -442,6 +443,7 @@ def test_cli_exits_1_when_every_row_was_rejected(
     output = " ".join(refused.output.split())
     assert "points.geojson was loaded: every row read was rejected" in output
     assert "geom │ type │ 30 │ 1 │ Point where column geom takes POLYGON" in output
+    assert "rejected │ 30, kept in" in output  # the table's name may wrap
     mixed = tmp_path / "mixed.geojson"
     polygon = geopandas.GeoSeries([shapely.box(0, 0, 1, 1)], crs=4326)
     points.assign(geom=polygon.reindex(range(30)).fillna(points.geom)).to_file(mixed)
@@ -1214,7 +1216,7 @@ def test_a_staged_duplicate_key_found_one_by_one_still_ends_the_load(
     source = [
         {"id": n, "mac": "08:00:2b:01:02:03", "size": -1 if n == 3 else 1} for n in range(1, 51)
     ]
-    with pytest.raises(IntegrityViolation, match=r"Row 40 duplicates a key .*ingest_macs"):
+    with pytest.raises(IntegrityViolation, match=r"Row 40.s key is already in .*ingest_macs"):
         db.ingest("ingest_macs", source, progress=False)
     with db.session() as s:
         assert s.execute(text("SELECT count(*) FROM ingest_macs")).scalar() == 1
@@ -1623,7 +1625,7 @@ def test_on_conflict_error_ignore_update(db: SpatialDatabase, table: str) -> Non
         {"id": 50, "name": "changed", "value": -5.0, "geom": "POLYGON((0 0,1 0,1 1,0 0))"},
         {"id": 101, "name": "new", "value": 1.0, "geom": "POLYGON((0 0,1 0,1 1,0 0))"},
     ]
-    with pytest.raises(IntegrityViolation, match="Row 1 duplicates a key.*--on-conflict ignore"):
+    with pytest.raises(IntegrityViolation, match="Row 1.s key is already in.*--on-conflict ignore"):
         db.ingest(table, changed)
     ignored = db.ingest(table, changed, on_conflict="ignore")
     assert (ignored.inserted, ignored.conflicts) == (1, 1)
@@ -2666,7 +2668,8 @@ def test_an_index_that_cannot_be_rebuilt_stays_recorded_and_undoes_no_other(
     with db.transaction() as s:
         s.execute(text(f"DELETE FROM {TABLE} WHERE id = 3"))  # the data fixed
     wait_until(lambda: not older_snapshots(db))
-    assert db.ingest(table, rows(1, start=20)).inserted == 1  # the next ingest rebuilds it
+    later = db.ingest(table, rows(1, start=20))  # the next ingest rebuilds it, and says so
+    assert later.inserted == 1 and later.deferred_indexes == [f"{TABLE}_inverse_idx"]
     assert f"{TABLE}_inverse_idx" in index_names(db) and not deferred_records(db)
 
 
@@ -4560,6 +4563,7 @@ def test_a_key_first_given_after_the_first_batch_is_loaded_from_there_on(
     ("kwargs", "needle"),
     [
         ({"chunk_size": 0}, "chunk_size"),
+        ({"chunk_size": 60_000}, "chunk_size=60000 is not valid: .* from 1 to 50,000"),
         ({"on_invalid": "ignore"}, "on_invalid"),
         ({"on_conflict": "merge"}, "on_conflict"),
         ({"workers": 0}, "workers"),
@@ -4578,6 +4582,34 @@ def test_invalid_options_fail_before_any_row(
     with pytest.raises(ConfigurationError, match=needle):
         db.ingest(table, rows(10), **kwargs)
     assert table_state(db)[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--on-conflict", "bogus"], "'bogus': use error, ignore, update"),
+        (["--on-invalid", "drop"], "'drop': use quarantine, raise, repair, skip"),
+        (["--chunk-size", "100000"], "'100000': use auto, or 1 to 50,000 rows"),
+        (["--chunk-size", "-5"], "'-5': use auto, or 1 to 50,000 rows"),
+        (["--workers", "0"], "'0': use auto, or 1 to 32 COPY connections"),
+    ],
+)
+def test_cli_options_out_of_range_are_usage_errors_naming_the_flag(
+    database_url: str, tmp_path: Path, flags: list[str], needle: str
+) -> None:
+    """They were the Python API's errors (on_conflict='bogus' ...), and a chunk size over
+    50,000 was cut to it unsaid."""
+    from typer.testing import CliRunner
+
+    from geosession.cli import app
+
+    path = tmp_path / "few.geojson"
+    path.write_text('{"type": "FeatureCollection", "features": []}')
+    env = {"GEOSESSION_DATABASE_URL": database_url}
+    refused = CliRunner().invoke(app, ["ingest", str(path), TABLE, *flags], env=env)
+    assert refused.exit_code == 2
+    assert needle in " ".join(refused.output.replace("│", " ").split())
+    assert flags[0] in refused.output
 
 
 def test_generated_columns_are_computed_by_the_server_and_refused_from_the_source(

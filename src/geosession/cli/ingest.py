@@ -61,7 +61,13 @@ def ingest(
         ),
     ] = None,
     on_invalid: Annotated[
-        str, typer.Option(help="Bad geometries: quarantine, raise, repair or skip.")
+        str,
+        typer.Option(
+            help="Bad geometries: quarantine (into TABLE_rejected, and the rest load), raise "
+            "(stop at the first), repair or skip. Rows with a value their column cannot take "
+            "are set aside whatever it says: kept in TABLE_rejected with quarantine, listed "
+            "in the report only otherwise."
+        ),
     ] = "quarantine",
     on_conflict: Annotated[
         str,
@@ -230,11 +236,14 @@ def ingest(
     from rich.console import Console
 
     from geosession.database import SpatialDatabase
+    from geosession.ingest.chunking import MAXIMUM
     from geosession.ingest.layer_tables import planned_loads
     from geosession.read.command import parse_bbox
 
-    size: int | str = int(chunk_size) if chunk_size.isdigit() else chunk_size
-    connections: int | str = int(workers) if workers.isdigit() else workers
+    _choice(on_invalid, ("quarantine", "raise", "repair", "skip"), "--on-invalid")
+    _choice(on_conflict, ("error", "ignore", "update"), "--on-conflict")
+    size = _auto_or_number(chunk_size, MAXIMUM, "--chunk-size", "rows")
+    connections = _auto_or_number(workers, 32, "--workers", "COPY connections")
     box = parse_bbox(bbox)
     area = (box[0], box[1], box[2], box[3]) if box is not None else None
     renames = _renames(rename or [])
@@ -474,6 +483,20 @@ def _coordinate_names(value: str | None) -> tuple[str, ...] | None:
             param_hint="--xy-columns",
         )
     return names
+
+
+def _choice(value: str, allowed: tuple[str, ...], flag: str) -> None:
+    if value not in allowed:
+        raise typer.BadParameter(f"{value!r}: use {', '.join(allowed)}", param_hint=flag)
+
+
+def _auto_or_number(value: str, most: int, flag: str, unit: str) -> int | str:
+    """'auto', or a whole number from 1 to ``most``; else a usage error naming ``flag``."""
+    if value == "auto":
+        return value
+    if not value.isdigit() or not 1 <= int(value) <= most:
+        raise typer.BadParameter(f"{value!r}: use auto, or 1 to {most:,} {unit}", param_hint=flag)
+    return int(value)
 
 
 def _renames(pairs: list[str]) -> dict[str, str] | None:

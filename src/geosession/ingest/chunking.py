@@ -80,8 +80,12 @@ def make_sizer(chunk_size: int | str, statement_timeout: str | None) -> ChunkSiz
     target = min(2.0, timeout_s / 4) if timeout_s > 0 else 2.0
     if chunk_size == "auto":
         return ChunkSizer(AUTO_START, adaptive=True, target_seconds=target)
-    if isinstance(chunk_size, int) and not isinstance(chunk_size, bool) and chunk_size >= 1:
-        return ChunkSizer(min(chunk_size, MAXIMUM), adaptive=False, target_seconds=target)
+    if (
+        isinstance(chunk_size, int)
+        and not isinstance(chunk_size, bool)
+        and 1 <= chunk_size <= MAXIMUM
+    ):
+        return ChunkSizer(chunk_size, adaptive=False, target_seconds=target)
     raise ConfigurationError(
         f"chunk_size={chunk_size!r} is not valid: use 'auto' or a number of rows "
         f"from 1 to {MAXIMUM:,}"

@@ -55,6 +55,8 @@ def rebuild_deferred(
     try:
         with _BuildWatch(connections, target, bar, enabled=watched) as watch:
             _rebuild_all(connections, target, indexes, watch, stopped)
+            rebuilt = [name for name, _ in indexes]  # an earlier, killed run's included
+            report.deferred_indexes = list(dict.fromkeys([*report.deferred_indexes, *rebuilt]))
             if analyze:
                 _refresh_statistics(connections, target)
     finally:

@@ -275,7 +275,7 @@ class Ingest:
         the indexes deferred for a load into an empty table (True if any)."""
         ledger.ensure_ledger(cursor)
         if self.options.on_invalid == "quarantine":
-            ensure_quarantine(cursor, self.target)
+            self.report.rejects_kept_in = ensure_quarantine(cursor, self.target)
         self.committed = ledger.committed_rows(cursor, self.ingest_id, self.target)
         if self.committed:
             forgotten = ledger.forget_if_emptied(cursor, self.ingest_id, self.target)

@@ -53,7 +53,8 @@ class Planner:
         with self.lock:
             written = {*batch.columns, *self.base.sql_defaults} & self.writable
             if self.plan is None:
-                check_required_columns(self.base.target, written)
+                started_empty = self.base.started_empty
+                check_required_columns(self.base.target, written, started_empty=started_empty)
                 self.plan = self._plan(written)
             elif not written <= set(self.plan.columns):
                 self.plan = self._widened(self.plan, written, batch)

@@ -66,9 +66,9 @@ def server_reject(
     detail = f" ({hex_as_wkt(refusal.detail)})" if refusal.detail else ""
     if refusal.sqlstate == _UNIQUE_VIOLATION and plan.on_conflict == "error":
         raise IntegrityViolation(
-            f"Row {row} duplicates a key already in {plan.target.quoted}: "
-            f"{refusal.message}{detail}. Pass on_conflict='ignore' (CLI: --on-conflict ignore) "
-            "to keep the existing rows, or 'update' to overwrite them",
+            f"Row {row}'s key is already in {plan.target.quoted} (a row there, or an "
+            f"earlier row of the source): {refusal.message}{detail}. "
+            + _duplicate_advice(plan, refusal.detail),
             sqlstate=refusal.sqlstate,
         )
     column = (
@@ -80,6 +80,32 @@ def server_reject(
     )
     value = dict(zip(plan.columns, values, strict=True)).get(column) if column else None
     return Reject(row, column, "server", f"{refusal.message}{detail}", shown(value))
+
+
+def _duplicate_advice(plan: WritePlan, detail: str | None) -> str:
+    """What to do about a duplicate key: where the source gave no value for it, the
+    column's default (its sequence) handed out one the table holds, which ignoring
+    conflicts would turn into rows lost."""
+    named = _key_column(detail, tuple(c.name for c in plan.target.columns))
+    if named is None or named in plan.columns:
+        return (
+            "Pass on_conflict='ignore' (CLI: --on-conflict ignore) to keep the existing rows, "
+            "or 'update' to overwrite them"
+        )
+    column, table = plan.target.quote(named), plan.target.quoted
+    sequence = f"pg_get_serial_sequence({_literal(table)}, {_literal(named)})"
+    setval = f"SELECT setval({sequence}, max({column})) FROM {table}"  # noqa: S608 - advice
+    return (
+        f"The source gives no {named}: its default (a sequence) handed out an id the table "
+        "holds, as it does when rows were loaded with their own ids (another load keeping a "
+        "GeoPackage's fids, a restore, INSERTs naming the id) without moving the sequence. "
+        f"Move it past them ({setval}) and run the same load again; on_conflict='ignore' "
+        "would drop these rows"
+    )
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _failed_cast(

@@ -78,7 +78,12 @@ class IngestReport:
     fields_left_out: set[str] = field(default_factory=set)
     """The source's fields that are no column of the table, not loaded
     (``extra_fields='ignore'``)."""
+    rejects_kept_in: str = ""
+    """The table the rejects went to (``<table>_rejected``, on_invalid="quarantine"); ""
+    where they were kept in the report only (on_invalid="raise" or "skip", a dry run)."""
     deferred_indexes: list[str] = field(default_factory=list)
+    """Indexes dropped for the load and built after it: this run's, and those an earlier
+    run of the table that was killed left to rebuild."""
     rebuild_seconds: float = 0.0
     """Of ``duration``: rebuilding indexes (deferred by this run or an earlier one) and
     the ANALYZE after a load into an empty table."""
@@ -149,7 +154,7 @@ class IngestReport:
         rows += [
             ("rows read", f"{self.rows_read:,}"),
             ("would be inserted" if self.dry_run else "inserted", f"{self.inserted:,}"),
-            ("rejected", f"{len(self.rejected):,}"),
+            ("rejected", self._rejected()),
         ]
         rows += [
             (n, f"{v:,}")
@@ -189,6 +194,15 @@ class IngestReport:
         if self.rebuild_seconds:
             rows.append(("rebuilding indexes, ANALYZE", f"{self.rebuild_seconds:.2f} s"))
         return rows
+
+    def _rejected(self) -> str:
+        """How many rows were rejected, and where they went."""
+        count = f"{len(self.rejected):,}"
+        if not self.rejected:
+            return count
+        if self.rejects_kept_in and not self.dry_run:
+            return f"{count}, kept in {self.rejects_kept_in}"
+        return f"{count}, listed here only"
 
     def _chunks_over_connections(self) -> str:
         parallel = min(self.workers, self.chunks)  # a writer with no chunk opened nothing
