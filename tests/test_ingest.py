@@ -5396,6 +5396,9 @@ def test_cli_ingest_of_a_geopackage_resumes_by_default(
     again = CliRunner().invoke(app, ["ingest", str(path), table])
     assert again.exit_code == 0, again.output
     assert "already committed (resumed)" in again.output
+    said = " ".join(again.output.split())  # a changed --srid would load nothing either
+    assert "Nothing to load: an earlier run of this load (ingest id cli-" in said
+    assert "committed all 2,000 rows" in said and "pass another --ingest-id" in said
     assert table_state(db)[:2] == (1_999, 1_999)
 
 

@@ -307,9 +307,26 @@ def ingest(
                 )
             if not as_json:
                 console.print(report)
+                _say_if_loaded_before(report, console)
             reports.append((load, report))
     _print_reports(reports, console, as_json=as_json)
     _exit_if_all_rejected(reports, console)
+
+
+def _say_if_loaded_before(report: Any, console: Any) -> None:
+    """A run that found every row committed by an earlier one loads nothing: said in
+    words, since a changed option (--srid, --reproject) does not load the rows again."""
+    if report.rows_read or not report.already_committed or report.dry_run:
+        return
+    console.print(
+        f"Nothing to load: an earlier run of this load (ingest id {report.ingest_id}) "
+        f"committed all {report.already_committed:,} rows. Options changed since (--srid, "
+        "--reproject, --on-invalid ...) do not load them again: to reload them so, empty "
+        "the table (a run into a table emptied since loads again), or delete those rows "
+        "and pass another --ingest-id",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _exit_if_all_rejected(reports: list[tuple["Load", Any]], console: Any) -> None:
