@@ -1357,6 +1357,9 @@ def test_cli_params_bind_the_query_and_where_and_leave_other_colons_alone(
     assert table.exit_code == 0 and [f["properties"]["id"] for f in load(out)["features"]] == [3]
     unused = runner.invoke(app, [*arguments, "--param", "first=1", "--param", "lsat=2"])
     assert "--param lsat=...: neither the query nor --where has :lsat" in str(unused.exception)
+    unbound = runner.invoke(app, [*arguments, "--param", "first=1"])  # was a bare syntax error
+    assert isinstance(unbound.exception, ConfigurationError)
+    assert "The query's :last has no value: give --param last=VALUE" in str(unbound.exception)
 
 
 def test_cli_quotes_identifiers_and_reports_errors(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -16,7 +17,7 @@ from rich.console import Console
 from sqlalchemy import text
 
 from geosession.database import SpatialDatabase
-from geosession.errors import ConfigurationError
+from geosession.errors import ConfigurationError, DatabaseError
 from geosession.read.export import format_for
 from geosession.read.geojson import ExportResult
 from geosession.read.plan import quote_identifier
@@ -67,7 +68,11 @@ def run_export(
     kind = format_for(dest, format, option="--format ")
     console = Console(stderr=True)
     started = time.perf_counter()
-    with SpatialDatabase.from_env() as db, _reader_may_leave(output):
+    with (
+        SpatialDatabase.from_env() as db,
+        _reader_may_leave(output),
+        _placeholders_named(source, where, params or {}),
+    ):
         estimate = _estimate(db, source, options)
         total = None if where or bbox else estimate
         with export_progress(total, console) as advance:
@@ -111,6 +116,30 @@ def _reader_may_leave(output: str) -> Iterator[None]:
             raise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(141) from None
+
+
+_PLACEHOLDER = re.compile(r"(?<![:\w\\]):([A-Za-z_]\w*)")
+_SYNTAX_ERROR = "42601"
+
+
+@contextlib.contextmanager
+def _placeholders_named(
+    source: str, where: str | None, params: Mapping[str, str]
+) -> Iterator[None]:
+    """The server's syntax error at a ``:name`` no ``--param`` binds (written as the colon
+    it is) in words: the query's placeholder needs its value."""
+    try:
+        yield
+    except DatabaseError as error:
+        texts = (source, where or "")
+        unbound = [n for s in texts for n in _PLACEHOLDER.findall(s) if n not in params]
+        if error.sqlstate != _SYNTAX_ERROR or not unbound:
+            raise
+        flags = " ".join(f"--param {name}=VALUE" for name in dict.fromkeys(unbound))
+        raise ConfigurationError(
+            f"{error.message}. The query's :{unbound[0]} has no value: give {flags} (a "
+            "colon meant as text goes inside a string literal)"
+        ) from error
 
 
 def bound_query(source: str, where: str | None, params: Mapping[str, str]) -> Any:
