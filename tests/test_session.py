@@ -134,6 +134,8 @@ def test_transaction_settings_by_name_are_local_to_each_transaction(
         ({"bad name": 1}, "'bad name' is not a PostgreSQL setting name"),
         ({"Statement_Timeout": "1s"}, "Statement_Timeout is given twice"),
         ({"app.tenant": None}, "app.tenant has no value"),
+        ({"lock_timeout": "5"}, "lock_timeout: '5' has no unit"),  # 5 ms, meant as seconds
+        ({"idle_session_timeout": 60}, "idle_session_timeout: 60 has no unit"),
     ]
     for settings, message in refused:
         with (
@@ -141,6 +143,13 @@ def test_transaction_settings_by_name_are_local_to_each_transaction(
             db.transaction(settings=settings, statement_timeout="2s"),
         ):
             pass
+    misspelt = {"statment_timeout": "1s"}
+    with (
+        pytest.raises(DatabaseError, match="no setting of that name: check its spelling"),
+        db.transaction(settings=misspelt),
+    ):
+        pass
+    assert db.pool_stats().checked_out == 0
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

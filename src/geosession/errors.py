@@ -286,6 +286,14 @@ _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
 }
 _BY_SQLSTATE_AND_MESSAGE: tuple[tuple[str, str, type[GeoSessionError], str], ...] = (
     (
+        "42704",
+        "unrecognized configuration parameter",
+        DatabaseError,
+        "the server has no setting of that name: check its spelling (SHOW ALL lists the "
+        "server's); an extension's (postgis.gdal_enabled_drivers) exists once the extension "
+        "is loaded, and one of the application's own needs a dot (app.tenant)",
+    ),
+    (
         "54000",
         "index row size",
         DatabaseError,

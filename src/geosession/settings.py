@@ -133,8 +133,24 @@ def local_settings(
             raise ConfigurationError(
                 f"settings=: {name} has no value (None); leave it out to keep the session's"
             )
+        if name.lower() in _TIMEOUTS:
+            checked[name] = check_duration(f"settings= (CLI: --setting) {name}", value)
+            continue
         checked[name] = str(value).lower() if isinstance(value, bool) else str(value)
     return checked
+
+
+_TIMEOUTS = frozenset(
+    (
+        "statement_timeout",
+        "lock_timeout",
+        "idle_in_transaction_session_timeout",
+        "idle_session_timeout",
+        "transaction_timeout",
+    )
+)
+"""Settings that are durations: a bare number is refused in settings= as in
+statement_timeout= (milliseconds to the server, often meant as seconds)."""
 
 
 def set_local(settings: Mapping[str, str]) -> tuple[TextClause, dict[str, str]]:
