@@ -450,6 +450,9 @@ def test_the_doctor_says_when_a_replica_url_is_not_a_standby(
     db = make_db(replica_urls=[database_url])  # the primary itself, by mistake
     checked = {check.name: check for check in db.doctor().checks}["replicas"]
     assert checked.status == "fail" and "is not a standby" in checked.detail
+    assert (
+        checked.fix.startswith("take a primary out of replica_urls") and "start" not in checked.fix
+    )
     assert "replicas" not in {check.name for check in make_db().doctor().checks}
 
 

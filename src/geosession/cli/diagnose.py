@@ -148,14 +148,17 @@ def doctor(
 ) -> None:
     """Check the database for what makes spatial sessions slow or unsafe; exit 1 if any fails.
 
-    Checks: the connection, PostgreSQL and PostGIS versions, pool_size + max_overflow
-    against max_connections, statement_timeout and idle_in_transaction_session_timeout
-    set, a valid spatial index on every geometry/geography column (named
-    schema.table.column), serial and identity sequences behind their column's ids, tables
-    over 50 rows never analyzed, SRID 0 columns, columns in degrees holding latitudes
-    beyond ±90 (metres stored as 4326), sessions idle in transaction now,
-    long-running queries. Each problem comes with its fix (the SQL to run). Warnings (!) do
-    not fail.
+    Checks: the connection, the schemas named by --schema, PostgreSQL and PostGIS
+    versions, pool_size + max_overflow against max_connections, statement_timeout and
+    idle_in_transaction_session_timeout set, a valid spatial index on every
+    geometry/geography column (named schema.table.column), indexes an ingest dropped and
+    has not rebuilt, serial and identity sequences behind their column's ids, tables over
+    50 rows never analyzed, SRID 0 columns, columns in degrees holding latitudes beyond
+    ±90 (metres stored as 4326), sessions idle in transaction now, long-running queries,
+    the TEMPORARY privilege the ingest's staging tables need, JIT compilation, and each
+    of GEOSESSION_REPLICA_URLS (a standby, streaming, within replica_max_lag). Tables the
+    role may not read are named, not passed. Each problem comes with its fix (the SQL to
+    run). Warnings (!) do not fail.
     """
     from geosession.database import SpatialDatabase
     from geosession.diagnose.console import print_doctor, print_json

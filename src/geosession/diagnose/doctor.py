@@ -332,6 +332,7 @@ def _replicas(connection: Connection, context: CheckContext) -> Check:
     """Each of replica_urls answers, is a standby, streams from the primary, and replays
     within replica_max_lag."""
     failed, warned, fine = [], [], []
+    fixes: dict[str, None] = {}
     for number in range(len(context.settings.replica_urls)):
         settings = context.settings.for_replica(number)
         engine = build_engine(settings.model_copy(update={"pool_size": 1, "max_overflow": 0}))
@@ -341,12 +342,14 @@ def _replicas(connection: Connection, context: CheckContext) -> Check:
                 standby, lag, streaming = replica.execute(_REPLICA_STATE).one()
         except GeoSessionError as error:
             failed.append(f"{name} cannot be reached ({error.message})")
+            fixes["start what cannot be reached, or take it out of replica_urls"] = None
             continue
         finally:
             engine.dispose()
         limit = context.settings.replica_max_lag
         if not standby:
             failed.append(f"{name} is not a standby (pg_is_in_recovery() is false)")
+            fixes["take a primary out of replica_urls (replica reads there see no lag)"] = None
         elif streaming != "streaming":
             warned.append(f"{name} receives no WAL from the primary ({streaming or 'no receiver'})")
         elif limit is not None and lag is not None and lag > limit:
@@ -354,7 +357,7 @@ def _replicas(connection: Connection, context: CheckContext) -> Check:
         else:
             fine.append(f"{name} streaming, {lag or 0:.1f} s behind")
     if failed:
-        fix = "start it, or take it out of replica_urls: reads pass over it for the primary"
+        fix = "; ".join(fixes) + ": meanwhile reads pass over a failing one for the primary"
         return Check("replicas", "fail", "; ".join(failed + warned + fine), fix)
     if warned:
         fix = "check the standby's primary_conninfo and its log"
