@@ -130,6 +130,13 @@ def test_cli_export_reads_on_the_replica(
             assert json.loads(out.read_text())["features"][0]["properties"] == {"id": 7}
             on_primary = runner.invoke(app, ["export", "replicated", str(out)])
             assert "Exported 2 features" in on_primary.output
+            assert "No replica is configured" not in exported.output
+            monkeypatch.delenv("GEOSESSION_REPLICA_URLS")  # asked for one, none to ask
+            unrouted = runner.invoke(app, ["export", "replicated", str(out), "--replica"])
+            assert "No replica is configured (GEOSESSION_REPLICA_URLS is empty)" in (
+                unrouted.output
+            )
+            assert "Exported 2 features" in unrouted.output
         finally:
             on_standby.execute("SELECT pg_wal_replay_resume()")
 

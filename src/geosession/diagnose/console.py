@@ -241,7 +241,7 @@ def plan_tree(report: PlanReport) -> RenderableType:
     if report.uses_spatial_index:
         verdict = Text(f"Uses a spatial index: {', '.join(report.spatial_indexes)}", style="green")
     elif not report.spatial_predicate:
-        verdict = Text("No spatial index is used: the statement has no spatial predicate.")
+        verdict = Text("No spatial index is used: the statement has no predicate one serves.")
     parts: list[RenderableType] = [tree, verdict]
     if report.execution_ms is not None:
         parts.append(

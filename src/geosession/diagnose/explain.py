@@ -102,7 +102,7 @@ class PlanReport:
         if self.spatial_indexes:
             return f"uses a spatial index ({', '.join(self.spatial_indexes)})"
         if not self.spatial_predicate:
-            return "no spatial index used: the statement has no spatial predicate to use one"
+            return "no spatial index used: the statement has no predicate one serves"
         return "no spatial index used"
 
     def __str__(self) -> str:

@@ -73,6 +73,12 @@ def run_export(
         _reader_may_leave(output),
         _placeholders_named(source, where, params or {}),
     ):
+        if options.get("replica") and not db.settings.replica_urls:
+            console.print(
+                "No replica is configured (GEOSESSION_REPLICA_URLS is empty): reading on "
+                "the primary",
+                highlight=False,
+            )
         estimate = _estimate(db, source, options)
         total = None if where or bbox else estimate
         with export_progress(total, console) as advance:
