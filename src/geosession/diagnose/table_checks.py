@@ -187,7 +187,14 @@ def srid(connection: Connection, context: CheckContext) -> Check:
         )
     names = listed([f"{schema}.{table}.{column}" for schema, table, column in rows])
     fixes = [_relabel(schema, table, column) for schema, table, column in rows]
-    return Check.with_sql("srid", "warn", f"SRID 0 (unknown) on {names}", fixes)
+    return Check.with_sql(
+        "srid",
+        "warn",
+        f"no SRID declared (SRID 0) on {names}: tools and exports see no CRS there, and "
+        "rows of any SRID go in",
+        fixes,
+        "give each its rows' SRID (which also declares it):",
+    )
 
 
 def _relabel(schema: str, table: str, column: str) -> str:
