@@ -260,6 +260,9 @@ def test_srid_mistakes_in_queries_say_which_srids_and_what_to_do(
     with pytest.raises(GeoSessionError) as unknown:
         run(db, driver, f"SELECT ST_Transform({point.format(4326)}, 99999)")
     assert "SRID 99999 is not in this database's spatial_ref_sys" in str(unknown.value)
+    with pytest.raises(GeoSessionError) as reserved:  # said only "see the server's message"
+        run(db, driver, f"SELECT ST_Transform({point.format(4326)}, 999999)")
+    assert "SRID 999999 is not in this database's spatial_ref_sys" in str(reserved.value)
     with pytest.raises(SRIDMismatch, match=r"SRID 0 .* ST_Transform\(ST_SetSRID\(geom"):
         run(db, driver, "SELECT ST_Transform('POINT(1 1)'::geometry, 4326)")
     with pytest.raises(SRIDMismatch, match=r"transform it first, ST_Transform\(geom, 4326\)"):

@@ -27,7 +27,10 @@ _SRID_MISMATCH = re.compile(r"Geometry SRID \((-?\d+)\) does not match column SR
 _MIXED_SRIDS = re.compile(
     r"(?:(\w+): )?Operation on mixed SRID geometries(?: \(\w+, (-?\d+)\) != \(\w+, (-?\d+)\))?"
 )
-_UNKNOWN_SRID = re.compile(r"Cannot find SRID \((-?\d+)\) in spatial_ref_sys")
+_UNKNOWN_SRID = re.compile(
+    r"Cannot find SRID \((-?\d+)\) in spatial_ref_sys|Invalid reserved SRID \((-?\d+)\)"
+)
+"""An SRID spatial_ref_sys lacks, or one of PostGIS's own reserved range (999000 up)."""
 _TRANSFORM_SRID_ZERO = re.compile(r"Input geometry has unknown \(0\) SRID")
 _GEOGRAPHY_NOT_LONLAT = re.compile(r"Only lon/lat coordinate systems are supported in geography")
 _PROJ_REFUSED = re.compile(
@@ -202,7 +205,8 @@ def srid_advice(message: str) -> tuple[type[GeoSessionError], str] | None:
     unknown = _UNKNOWN_SRID.search(message)
     if unknown is not None:
         return DatabaseError, (
-            f"SRID {unknown.group(1)} is not in this database's spatial_ref_sys, so PostGIS "
+            f"SRID {unknown.group(1) or unknown.group(2)} is not in this database's "
+            "spatial_ref_sys, so PostGIS "
             "cannot place it: check the number (spatial_ref_sys lists the EPSG codes it "
             "knows), or add the CRS's row to spatial_ref_sys"
         )
