@@ -287,13 +287,10 @@ def _url_connect_timeout(query: Mapping[str, Any]) -> int | None:
 
 
 def _with_url_tls(settings: DatabaseSettings, query: Mapping[str, Any]) -> DatabaseSettings:
-    """``settings`` with the URL's sslmode and certificates where the settings give none
-    (a provider's URL ends in ?sslmode=require), which asyncpg takes as its ``ssl``."""
-    given = {
-        name: str(query[name])
-        for name in _LIBPQ_TLS
-        if name in query and getattr(settings, name) is None
-    }
+    """``settings`` with the URL's sslmode and certificates (a provider's URL ends in
+    ?sslmode=require), which asyncpg takes as its ``ssl``: the URL's win, as libpq's
+    parameters in the URL do for the other drivers (:func:`_with_url_parameters`)."""
+    given = {name: str(query[name]) for name in _LIBPQ_TLS if name in query}
     if not given:
         return settings
     mode = given.get("sslmode")
