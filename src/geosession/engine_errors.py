@@ -11,6 +11,7 @@ messages) is in ``errors``.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from functools import partial
 from typing import Any
@@ -344,7 +345,7 @@ def _refine_loss(context: ExceptionContext, *, idle_timeout: float | None) -> An
             "sessions in the child (db.session() connects afresh there)",
             sqlstate=error.sqlstate,
         )
-    if committing:
+    if committing and not _NEVER_SENT.search(said):
         return _commit_outcome_unknown(error, said, idle if idled_out else None)
     if idled_out:
         return IdleInTransactionTimeout(
@@ -387,6 +388,14 @@ def _command_timeout_error(context: ExceptionContext) -> ConnectionFailed:
         "does it); if the statement is merely slow, raise command_timeout above "
         "statement_timeout"
     )
+
+
+_NEVER_SENT = re.compile(
+    r"cannot call [\w.]+\(\): the underlying connection is closed|the connection is closed$"
+)
+"""The driver's refusal to send anything, a COMMIT included, on a connection it already
+knew was lost (asyncpg's, psycopg's): nothing was committed, so the loss is an ordinary
+one, which a rerun may repeat."""
 
 
 def _commit_outcome_unknown(

@@ -169,6 +169,53 @@ def committed(admin: psycopg.Connection[Any]) -> Iterator[str]:
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
+def test_backend_terminated_before_commit_is_sent(
+    make_db: Callable[..., SpatialDatabase],
+    admin: psycopg.Connection[Any],
+    committed: str,
+    driver: str,
+) -> None:
+    """The backend is terminated while the work sits idle in its transaction (a failover
+    during a call to another service). asyncpg learns of it and refuses to send COMMIT:
+    nothing was committed, so the work runs again (it was CommitOutcomeUnknown, never
+    rerun). psycopg and psycopg2 send COMMIT and read the server's FATAL as its answer,
+    which a backend ended just after committing gives too: that stays unknown."""
+    name = f"before-commit-{driver}"
+    db = database_for(make_db, driver, application_name=name)
+    calls: list[int] = []
+    insert = text(f"INSERT INTO {committed} VALUES (:n)")
+
+    def work(s: Session) -> None:
+        calls.append(1)
+        s.execute(insert, {"n": len(calls)})
+        if len(calls) == 1:
+            terminate(admin, name)
+
+    async def async_work(s: Any) -> None:
+        calls.append(1)
+        await s.execute(insert, {"n": len(calls)})
+        if len(calls) == 1:
+            terminate(admin, name)
+            await asyncio.sleep(0.3)  # the loop's turn: asyncpg sees the connection go
+
+    if driver == "asyncpg":
+
+        async def run() -> None:
+            try:
+                await db.async_run_transaction(async_work)
+            finally:
+                await db.adispose()
+
+        asyncio.run(run())
+        assert len(calls) == 2 and ids_in(admin, committed) == [2]
+    else:
+        with pytest.raises(CommitOutcomeUnknown):
+            run_tx(db, driver, work)
+        assert len(calls) == 1 and ids_in(admin, committed) == []
+    assert db.pool_stats().checked_out == 0
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_commit_that_applied_but_whose_answer_was_lost(
     make_db: Callable[..., SpatialDatabase],
     admin: psycopg.Connection[Any],
