@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -665,3 +666,35 @@ def test_a_parameter_the_driver_cannot_send_is_named_with_the_fix(
     with pytest.raises(DatabaseError, match="WKBElement cannot be sent.*element.desc"):
         run(db, driver, sql, {"value": element})
     assert run(db, driver, sql, {"value": element.desc}) == [(2.0,)]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_statement_after_a_failed_one_says_the_transaction_is_aborted_and_why(
+    make_db: Callable[..., SpatialDatabase], driver: str
+) -> None:
+    """It said "see the server's message above" (there is none) and named the table of
+    the statement refused, which did nothing wrong."""
+    db = database_for(make_db, driver)
+    failing, next_one = text("SELECT 1 / 0"), text("SELECT count(*) FROM pg_class")
+
+    def sync() -> None:
+        with db.transaction() as s:
+            with contextlib.suppress(DatabaseError):
+                s.execute(failing)
+            s.execute(next_one)
+
+    async def in_async() -> None:
+        try:
+            async with db.async_transaction() as s:
+                with contextlib.suppress(DatabaseError):
+                    await s.execute(failing)
+                await s.execute(next_one)
+        finally:
+            await db.adispose()
+
+    with pytest.raises(DatabaseError) as aborted:
+        asyncio.run(in_async()) if driver == "asyncpg" else sync()
+    message = str(aborted.value)
+    assert "An earlier statement of this transaction failed" in message
+    assert "s.begin_nested()" in message and "table pg_class" not in message
+    assert db.pool_stats(async_pool=driver == "asyncpg").checked_out == 0

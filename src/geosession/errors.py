@@ -171,10 +171,18 @@ FUNCTION_ARGUMENTS_ADVICE = (
 )
 
 _PRIVILEGE = "42501"
+_ABORTED = "25P02"  # in_failed_sql_transaction
 """insufficient_privilege: a privilege not granted, a policy's refusal, not the owner."""
 _SEQUENCE_REFUSED = re.compile(r"permission denied for sequence (.+)")
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
 _BY_SQLSTATE: dict[str, tuple[type[GeoSessionError], str]] = {
+    _ABORTED: (
+        DatabaseError,
+        "an earlier statement of this transaction failed (its error was raised then, and "
+        "caught and passed over), so the server refuses the rest: roll back (leave the "
+        "with block) and run the work again; to go on after a statement that may fail, "
+        "run that one in a savepoint (with s.begin_nested(): ...)",
+    ),
     "40001": (SerializationConflict, _ADVICE_RETRY),
     "40P01": (DeadlockDetected, _ADVICE_RETRY + "; taking locks in a consistent order avoids it"),
     "57014": (
@@ -724,7 +732,8 @@ def _detail(diag: Diagnostics) -> str:
 
 
 def _where(diag: Diagnostics, endpoint: str, statement: Any) -> str:
-    table = diag.table or _statement_table(statement)
+    named = diag.sqlstate != _ABORTED  # refused for an earlier statement, not this one's table
+    table = diag.table or (_statement_table(statement) if named else None)
     parts = [f"on {endpoint}"]
     if table:
         parts.append(f"table {table}")
