@@ -168,12 +168,14 @@ def _compressed(
 
 
 @contextlib.contextmanager
-def _naming(temporary: str, path: str) -> Iterator[None]:
-    """Errors name the file written, not its temporary name."""
+def _naming(temporary: object, path: str) -> Iterator[None]:
+    """Errors name the file written, not its temporary name (which a sink opened from a
+    file descriptor does not have: its name is the descriptor's number)."""
     try:
         yield
     except GeoSessionError as error:
-        error.reword(error.message.replace(temporary, path))
+        if isinstance(temporary, str):
+            error.reword(error.message.replace(temporary, path))
         raise
 
 
