@@ -2298,9 +2298,47 @@ def test_an_unreadable_file_is_said_to_be_so_before_a_table_is_made(
 ) -> None:
     path = tmp_path / "broken.geojson"
     path.write_text('{"type": "FeatureCollection", "features": [')
-    with pytest.raises(ConfigurationError, match=r"cannot read .*broken.geojson as GeoPackage"):
+    with pytest.raises(ConfigurationError, match=r"cannot read .*broken.geojson as a GeoJSON"):
         db.ingest("made_broken", path, create=True)
     assert admin.execute("SELECT to_regclass('made_broken')").fetchone() == (None,)
+
+
+def test_a_flatgeobuf_cut_short_is_refused_however_it_was_cut(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """Cut inside its spatial index, GDAL read it as a file of no features: 0 rows, a
+    complete load, exit status 0. Cut inside its header, or with --create through its
+    features, the load ended in pyogrio's IndexError or GDAL's OSError."""
+    whole = tmp_path / "whole.fgb"
+    db.export(
+        "SELECT g AS id, ST_Buffer(ST_MakePoint(g, 0), 0.4) AS geom "
+        "FROM generate_series(1, 20000) g",
+        whole,
+    )
+    unindexed = tmp_path / "unindexed.fgb"
+    db.export(
+        "SELECT g AS id, ST_MakePoint(g, 0) AS geom FROM generate_series(1, 1000) g",
+        unindexed,
+        spatial_index=False,
+    )
+    data, plain = whole.read_bytes(), unindexed.read_bytes()
+    cuts = {
+        "in_index.fgb": data[:200_000],  # its index takes its first ~850 kB
+        "in_header.fgb": data[:20],
+        "in_features.fgb": plain[: len(plain) // 2],
+    }
+    for name, cut in cuts.items():
+        (tmp_path / name).write_bytes(cut)
+        said = "GDAL finds no layer in it" if name == "in_header.fgb" else "damaged or cut short"
+        with pytest.raises(ConfigurationError, match=said):
+            db.ingest("made_cut", tmp_path / name, create=True, progress=False)
+        assert admin.execute("SELECT to_regclass('made_cut')").fetchone() == (None,)
+    admin.execute("CREATE TABLE made_cut (id int, geom geometry)")
+    try:
+        with pytest.raises(ConfigurationError, match="its header declares 20,000 features"):
+            db.ingest("made_cut", tmp_path / "in_index.fgb", progress=False)
+    finally:
+        admin.execute("DROP TABLE IF EXISTS made_cut, made_cut_rejected")
 
 
 def test_rows_without_a_schema_cannot_make_a_table(

@@ -181,7 +181,32 @@ def unreadable_file(path: Path, error: Exception) -> ConfigurationError:
         if records_further_on(path)
         else ""
     )
+    named = _FORMAT_NAMES.get(path.suffix.lower())
+    if isinstance(error, IndexError):  # pyogrio's, for a file with no layer GDAL can list
+        error = ValueError("GDAL finds no layer in it")
+    if named is not None and not hint:
+        return ConfigurationError(
+            f"cannot read {path} as a {named} file: {error}. It is damaged or cut short (a "
+            "copy or download that did not finish?), or not that format"
+        )
     return ConfigurationError(f"cannot read {path} as {SUPPORTED}: {error}{hint}")
+
+
+_FORMAT_NAMES = {
+    ".gpkg": "GeoPackage",
+    ".fgb": "FlatGeobuf",
+    ".shp": "Shapefile",
+    ".geojson": "GeoJSON",
+    ".kml": "KML",
+    ".kmz": "KMZ",
+    ".gpx": "GPX",
+    ".tab": "MapInfo",
+    ".mif": "MapInfo",
+    ".sqlite": "SpatiaLite",
+    ".xlsx": "spreadsheet",
+    ".ods": "spreadsheet",
+}
+"""The format a file's suffix names, for the refusal of one GDAL cannot open."""
 
 
 def is_source_file(path: Path) -> bool:
@@ -273,6 +298,7 @@ def _vector_batches(pyogrio: Any, path: Path, landing: Landing, read: FileRead) 
                 measured_types(),
                 filtering(read, path),
                 _heights_as_z(pyogrio, source, landing),
+                _no_layer_is_unreadable(pyogrio),
             ):
                 meta, reader = stack.enter_context(opened)
             geometry = meta["geometry_name"] or "wkb_geometry"  # pyogrio's name for no name
@@ -295,7 +321,14 @@ def _vector_batches(pyogrio: Any, path: Path, landing: Landing, read: FileRead) 
             known = {names[geometry]: crs} if crs is not None and geometry in names else {}
             known |= landing.points_crs(points)
             with filtering(read, path):  # some drivers apply the condition as they read
-                features = _read_through(reader, path, filtered=read.where is not None)
+                unfiltered = read.where is None and not spatial
+                declared = file_length(path, layer) if source.suffix == ".fgb" else None
+                features = _read_through(
+                    reader,
+                    path,
+                    filtered=read.where is not None,
+                    declared=declared if unfiltered else None,
+                )
                 if geometry in fields:
                     again = rereader(pyogrio, source, layer, text.open_with, read.where, spatial)
                     features = mended(features, geometry, again, path)
@@ -304,6 +337,16 @@ def _vector_batches(pyogrio: Any, path: Path, landing: Landing, read: FileRead) 
                 )
     except unreadable as error:
         raise unreadable_file(path, error) from error
+
+
+@contextlib.contextmanager
+def _no_layer_is_unreadable(pyogrio: Any) -> Iterator[None]:
+    """pyogrio's IndexError for a file GDAL opens and finds no layer in (a FlatGeobuf cut
+    inside its header) as the refusal of an unreadable file."""
+    try:
+        yield
+    except IndexError as error:
+        raise pyogrio.errors.DataSourceError(f"it holds no layer ({error})") from error
 
 
 def rereader(
@@ -338,28 +381,59 @@ def rereader(
     return again
 
 
-def _read_through(reader: Any, path: Path, *, filtered: bool) -> Iterator[Any]:
+def _read_through(
+    reader: Any, path: Path, *, filtered: bool, declared: int | None = None
+) -> Iterator[Any]:
     """A layer's record batches; GDAL's failure to read one (a file cut short or damaged)
     is refused naming the file and how far it was read (``filtered``: left to the where=
-    condition's refusal, which it may be)."""
+    condition's refusal, which it may be), and so is an end before the ``declared``
+    features a FlatGeobuf's header counts (GDAL reads a file cut inside its spatial index
+    as one of no features, without a word)."""
     features = 0
     batches = iter(reader)
     while True:
         try:
             batch = next(batches)
         except StopIteration:
+            if declared is not None and features < declared:
+                raise damaged(
+                    path, f"its header declares {declared:,} features", features
+                ) from None
             return
         except (OSError, ValueError) as error:
             if filtered:
                 raise
-            raise ConfigurationError(
-                f"cannot read {path} past its feature {features:,}: GDAL: {error}. The file "
-                "is damaged or cut short (a copy or download that did not finish?); the "
-                "chunks read before committed: load the repaired file with the same "
-                "ingest_id to resume after them"
-            ) from error
+            raise damaged(path, f"GDAL: {error}", features) from error
         features += batch.num_rows
         yield batch
+
+
+def refuse_cut_in_its_index(
+    pyogrio: Any, source: GdalSource, layer: str | None, path: Path, declared: int
+) -> None:
+    """Refuses a FlatGeobuf whose header declares features of which GDAL reads none (a
+    file cut inside its spatial index reads as one of no features, without a word)."""
+    try:
+        _, first = pyogrio.read_arrow(source.name, layer=layer, columns=[], max_features=1)
+    except OSError as error:
+        raise damaged(path, f"GDAL: {error}", 0) from error
+    if first.num_rows == 0:
+        raise damaged(path, f"its header declares {declared:,} features", 0)
+
+
+def damaged(path: Path, why: str, features: int | None = None) -> ConfigurationError:
+    """The refusal of a file GDAL cannot read to its end, ``why``, after ``features``."""
+    past = f" past its feature {features:,}" if features is not None else ""
+    resume = (
+        "; the chunks read before committed: load the repaired file with the same "
+        "ingest_id to resume after them"
+        if features
+        else ""
+    )
+    return ConfigurationError(
+        f"cannot read {path}{past}: {why}. The file is damaged or cut short (a copy or "
+        f"download that did not finish?){resume}"
+    )
 
 
 @contextlib.contextmanager

@@ -47,10 +47,12 @@ from geosession.ingest.features import (
 from geosession.ingest.field_types import arrow_type, ogr_type, series_type
 from geosession.ingest.file_read import FileRead, check_rename
 from geosession.ingest.files import (
+    damaged,
     empty_sequence,
     file_kind,
     id_column,
     is_source_file,
+    refuse_cut_in_its_index,
     unreadable_file,
     vector_layer,
 )
@@ -333,12 +335,14 @@ def _vector_schema(path: Path, srids: Srids, read: FileRead, progress: bool) -> 
     layer = vector_layer(pyogrio, source, read.layer)
     text = layer_text(pyogrio, source, layer, encoding)  # field names as the load reads them
     names_in = text.open_with or ("UTF-8" if text.fallback else None)
-    unreadable = (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError)
-    try:
+    unreadable = (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, IndexError)
+    try:  # (pyogrio's IndexError: a file GDAL opens and finds no layer in)
         with measured_types() as measured:  # pyogrio names no type with M: its own word
             info = pyogrio.read_info(source.name, layer=layer, encoding=names_in)
     except unreadable as error:
         raise unreadable_file(path, error) from error
+    if source.suffix == ".fgb" and info["features"] > 0:
+        refuse_cut_in_its_index(pyogrio, source, layer, path, info["features"])
     key = id_column(source, info["fid_column"])
     fields = [str(name) for name in info["fields"]]  # a GeoJSON file's ids and an id field
     schema = SourceSchema(key=key if key and key not in fields else "fid")
@@ -353,10 +357,13 @@ def _vector_schema(path: Path, srids: Srids, read: FileRead, progress: bool) -> 
         name = info["geometry_name"] or schema.free_name()
         column = srids.column(info["crs"], f"{path}'s CRS", name)
         declared = measured or [info["geometry_type"]]
-        if declared == ["Unknown"]:  # GeoJSON, KML: read the features' own
-            types = feature_types(pyogrio, source, layer, read, progress=progress) or declared
-        else:
-            types = curved_types(pyogrio, source, layer) or declared
+        try:
+            if declared == ["Unknown"]:  # GeoJSON, KML: read the features' own
+                types = feature_types(pyogrio, source, layer, read, progress=progress) or declared
+            else:
+                types = curved_types(pyogrio, source, layer) or declared
+        except OSError as error:  # GDAL failed to read a feature: the file is cut short
+            raise damaged(path, f"GDAL: {error}") from error
         schema.add_geometry(name, types, column, multi=shapefile)
     elif points is not None:
         _add_points(schema, points, srids.wanted, srids.given)
