@@ -688,7 +688,7 @@ def test_geopackage_and_flatgeobuf(db: SpatialDatabase, tmp_path: Path) -> None:
     )
     frame = pyogrio.read_dataframe(typed)
     assert frame.loc[0, "uid"] == "00000000-0000-0000-0000-000000000001"
-    assert frame.loc[0, "value"] == 0.25 and frame.loc[0, "meta"] == '{"n":1}'
+    assert frame.loc[0, "value"] == 0.25 and frame.loc[0, "meta"] == '{"n": 1}'
     assert frame.loc[0, "blob"] == b"\x01\x02"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "parcels.fgb",
@@ -737,7 +737,7 @@ def test_geoparquet_schema_metadata_and_round_trip(
     ).fetchone()
     assert column["bbox"] == pytest.approx(list(bounds))
     table = pq.read_table(out)
-    assert table.column("meta")[2].as_py() == '{"n":3}'
+    assert table.column("meta")[2].as_py() == '{"n": 3}'  # the server's text of jsonb
     assert table.column("uid")[0].as_py() == "00000000-0000-0000-0000-000000000001"
     admin.execute(
         "DROP TABLE IF EXISTS rd_trip; "
@@ -995,6 +995,46 @@ def test_csv_with_wkt_round_trips_through_ingest(
         assert same == (ROWS - 1,)  # row 17's geometry is NULL in both
     finally:
         admin.execute("DROP TABLE IF EXISTS rd_trip")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".gpkg", ".fgb"])
+def test_json_values_go_into_files_as_postgresqls_text_and_load_back_as_they_were(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path, suffix: str
+) -> None:
+    """A JSON string was written bare (123 for "123", so it loaded back as a number, and
+    "just a string" not at all), 2**64 crashed orjson, and decimals lost their digits:
+    the server's text of json and jsonb is exact."""
+    values = [
+        '"123"',
+        '"true"',
+        '"just a string"',
+        "null",
+        '{"big": 18446744073709551616, "p": 0.12345678901234567890123, "n": 1.50}',
+        '[1, {"a": [true, null]}]',
+        None,
+    ]
+    admin.execute(
+        "DROP TABLE IF EXISTS rd_json, rd_json_back, rd_json_back_rejected; "
+        "CREATE TABLE rd_json (id int PRIMARY KEY, j jsonb, t json, geom geometry(Point, 4326))"
+    )
+    try:
+        for n, value in enumerate(values, start=1):
+            admin.execute(
+                "INSERT INTO rd_json VALUES (%s, %s::jsonb, %s::json, 'SRID=4326;POINT(1 2)')",
+                (n, value, value),
+            )
+        out = tmp_path / f"json{suffix}"
+        assert db.export("SELECT * FROM rd_json ORDER BY id", out).features == len(values)
+        admin.execute("CREATE TABLE rd_json_back (LIKE rd_json)")
+        report = db.ingest("rd_json_back", out, progress=False)
+        assert report.inserted == len(values) and not report.rejected
+        differing = admin.execute(
+            "SELECT id FROM rd_json a FULL JOIN rd_json_back b USING (id) WHERE a.j IS "
+            "DISTINCT FROM b.j OR a.t::text IS DISTINCT FROM b.t::text"
+        ).fetchall()
+        assert differing == []
+    finally:
+        admin.execute("DROP TABLE IF EXISTS rd_json, rd_json_back, rd_json_back_rejected")
 
 
 def test_the_format_follows_the_suffix(db: SpatialDatabase, tmp_path: Path) -> None:

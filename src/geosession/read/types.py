@@ -56,6 +56,8 @@ def _array_oid(name: str) -> int:
 
 COLUMN_TYPES = {_oid(name): column_type for name, column_type in _BY_NAME.items()}
 _AS_POSTGRES_WRITES = (
+    "json",  # exact: a JSON string keeps its quotes, a number its digits (2**64 included)
+    "jsonb",
     "interval",
     "timetz",
     "int4range",
