@@ -537,6 +537,15 @@ def test_a_shapefile_without_cpg_zipped_or_not_and_a_latin1_csv_load_their_text(
     )
     assert loaded.exit_code == 0, loaded.output
     assert admin.execute("SELECT name FROM made_latin_csv").fetchall() == [("5 €",)]
+    told = runner.invoke(app, ["ingest", str(path), "made_latin", "--encoding", "utf-8"])
+    assert "orte.shp holds text that is not utf-8" in str(told.exception)  # a traceback
+    assert "--encoding latin1" in str(told.exception)
+    geojson = tmp_path / "orte.geojson"
+    feature = '{"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 2]}, '
+    geojson.write_bytes((feature + '"properties": {"straße": "Zürich"}}').encode("latin1"))
+    refused = runner.invoke(app, ["ingest", str(geojson), "made_latin"])
+    assert "orte.geojson holds text that is not UTF-8" in str(refused.exception)
+    assert "iconv -f latin1 -t utf-8 orte.geojson" in str(refused.exception)
 
 
 def test_geodataframe_keeps_its_names_and_types_z_and_srid(

@@ -293,7 +293,7 @@ def _vector_batches(pyogrio: Any, path: Path, landing: Landing, read: FileRead) 
             use_pyarrow=True,
             return_fids=feature_ids,
         )
-        with contextlib.ExitStack() as stack:
+        with _not_utf8_refused(path, source, read.encoding), contextlib.ExitStack() as stack:
             with (  # only while it opens
                 measured_types(),
                 filtering(read, path),
@@ -337,6 +337,26 @@ def _vector_batches(pyogrio: Any, path: Path, landing: Landing, read: FileRead) 
                 )
     except unreadable as error:
         raise unreadable_file(path, error) from error
+
+
+@contextlib.contextmanager
+def _not_utf8_refused(path: Path, source: GdalSource, encoding: str | None) -> Iterator[None]:
+    """Text GDAL hands over undecoded (not UTF-8 where the file says or implies it is) as
+    a refusal naming the file and what to do, not Python's UnicodeDecodeError."""
+    try:
+        yield
+    except UnicodeDecodeError as error:
+        read_as = encoding or "UTF-8"
+        remedy = (
+            "give the encoding it is in with encoding= (CLI: --encoding latin1, cp1252...)"
+            if source.shapefiles
+            else "a file of this format is UTF-8 by its specification: convert it "
+            f"(iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}) and load that"
+        )
+        raise ConfigurationError(
+            f"{path} holds text that is not {read_as} (byte {error.object[error.start]:#04x}"
+            f" of a value): {remedy}"
+        ) from error
 
 
 @contextlib.contextmanager
