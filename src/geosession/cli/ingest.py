@@ -264,7 +264,10 @@ def ingest(
     console = Console(stderr=as_json)  # stdout is the JSON's
     if empty:
         console.print(
-            f"Empty layers, not loaded: {', '.join(empty)}", highlight=False, soft_wrap=True
+            f"Layers not loaded: {', '.join(empty)}; --layer NAME with a table name of "
+            "its own loads one",
+            highlight=False,
+            soft_wrap=True,
         )
     reports: list[tuple[Load, Any]] = []
     stopped_json = _json_even_if_stopped(reports, as_json=as_json, several=len(loads) > 1)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from geosession.compression import SUFFIXES as COMPRESSION_SUFFIXES
 from geosession.errors import ConfigurationError
@@ -547,15 +547,26 @@ def vector_layer(pyogrio: Any, source: GdalSource, layer: str | None) -> str | N
     return layer
 
 
-def filled_layers(path: Path) -> tuple[list[str], list[str]] | None:
-    """A file's layers with geometries, as (those with features, the empty ones); None for
-    a file of one layer by its format (GeoJSON, FlatGeobuf, a Shapefile, CSV, Parquet,
-    Arrow), or for a file of several whose layers hold no geometries. A compressed file's
-    are those of the data it holds (decompressed here to list them, and by each load).
-    A JSON object's members that hold records are its layers where there are several."""
+class Layers(NamedTuple):
+    """A file's layers, as a load of each into its own table sees them."""
+
+    filled: list[str]
+    """With geometries and features."""
+    empty: list[str]
+    """With geometries, and no feature."""
+    without_geometries: tuple[str, ...] = ()
+    """Attribute tables (a GeoPackage's lookup tables), but QGIS's layer_styles."""
+
+
+def filled_layers(path: Path) -> Layers | None:
+    """A file's layers (:class:`Layers`); None for a file of one layer by its format
+    (GeoJSON, FlatGeobuf, a Shapefile, CSV, Parquet, Arrow), or for a file of several
+    whose layers hold no geometries. A compressed file's are those of the data it holds
+    (decompressed here to list them, and by each load). A JSON object's members that
+    hold records are its layers where there are several."""
     if inner_suffix(path) == ".json":  # a compressed one read as it decompresses
         members = record_members(path)
-        return None if members is None else (members, [])
+        return None if members is None else Layers(members, [])
     if is_compressed(path):
         if _one_layer_by_name(Path(path.stem)):  # parcels.geojson.gz: nothing to list
             return None
@@ -579,7 +590,16 @@ def filled_layers(path: Path) -> tuple[list[str], list[str]] | None:
     if not spatial:
         return None
     counts = {name: _feature_count(pyogrio, source, name) for name in spatial}
-    return [n for n in spatial if counts[n] != 0], [n for n in spatial if counts[n] == 0]
+    tables = [name for name, kind in listed if kind is None and name not in _STYLE_TABLES]
+    return Layers(
+        [n for n in spatial if counts[n] != 0],
+        [n for n in spatial if counts[n] == 0],
+        tuple(tables),
+    )
+
+
+_STYLE_TABLES = ("layer_styles",)
+"""Tables a GIS keeps beside the data (QGIS's styles), not data to load."""
 
 
 def _one_layer_by_name(path: Path) -> bool:

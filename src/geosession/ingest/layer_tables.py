@@ -36,8 +36,9 @@ class Load:
 def planned_loads(
     sources: Sequence[Path], table: str, layer: str | None, *, piped: Sequence[Path] = ()
 ) -> tuple[list[Load], list[str]]:
-    """The loads, and the empty layers a ``{layer}`` table name passed over (as
-    ``file (layer)``). Without ``{layer}``, one load per file into ``table``."""
+    """The loads, and the layers a ``{layer}`` table name passed over (as ``file (layer,
+    why)``: empty, or a table without geometries). Without ``{layer}``, one load per
+    file into ``table``."""
     if LAYER not in table:
         return [Load(source, layer, table) for source in sources], []
     loads: list[Load] = []
@@ -51,8 +52,9 @@ def planned_loads(
         found = filled_layers(source) if layer is None else None
         layers: list[str | None] = [layer]
         if found is not None:
-            layers = list(found[0])
-            empty += [f"{source} ({name})" for name in found[1]]
+            layers = list(found.filled)
+            empty += [f"{source} ({name}, empty)" for name in found.empty]
+            empty += [f"{source} ({name}, no geometries)" for name in found.without_geometries]
         for name in layers:
             loads.append(Load(source, name, table.replace(LAYER, laundered(name or _stem(source)))))
     _refuse_names_alike(loads)
