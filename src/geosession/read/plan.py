@@ -33,7 +33,7 @@ OUTPUTS = ("shapely", "wkb", "geojson", "row")
 PROJECTIONS = ("full", "envelope", "centroid", "simplify:<tolerance>", "transform:<srid>")
 """The accepted ``geometry=`` forms."""
 FEATURE_TEXT = "feature_text"  # internal output: one GeoJSON Feature as text per row
-FULL_PRECISION = 15  # ST_AsGeoJSON's maximum decimal digits: exact for degrees and metres
+FULL_PRECISION = 15  # ST_AsGeoJSON's most decimals (older PostGIS): 1e-10 m in degrees
 
 _PREPARER = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 _MAX_SRID = 999_999
