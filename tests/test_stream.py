@@ -1064,6 +1064,12 @@ def test_infinite_dates_and_times_read_as_the_largest_and_smallest_on_every_driv
         list(db.stream(before_christ))
     with pytest.raises(DatabaseError, match=r"columns are midnight \(time\).*or the time 24:00"):
         list(db.stream("SELECT '24:00'::time AS midnight, 'POINT(1 1)'::geometry AS geom"))
+    late = "SELECT now()::date AS day, '24:00'::time AS midnight, 'POINT(1 1)'::geometry AS g"
+    with pytest.raises(DatabaseError) as hour_24:  # the advice was the date's, and no SQL
+        list(db.stream(late))
+    assert "(midnight::text), or without those values (NULLIF(midnight, '24:00'))" in str(
+        hour_24.value
+    )
     with db.session() as s, pytest.raises(DatabaseError, match="infinity or -infinity"):
         s.execute(text("SELECT 'infinity'::date")).all()  # the ORM's reads: advice only
 

@@ -107,8 +107,20 @@ def unreadable(error: Exception, description: Sequence[Any] | None) -> DatabaseE
         for column in description or ()
     ]
     named = [f"{name} ({type_name})" for name, type_name in columns if type_name]
-    first = next((name for name, type_name in columns if type_name), "the_column")
-    kept = f"CASE WHEN extract(year FROM {first}) BETWEEN 1 AND 9999 THEN {first} END"
+    hour_24 = "hour=24" in str(error)  # psycopg's words for a time of 24:00:00
+    first = next(
+        (
+            name
+            for name, type_name in columns
+            if type_name and type_name.startswith("time") == hour_24 and "stamp" not in type_name
+        ),
+        next((name for name, type_name in columns if type_name), "the_column"),
+    )
+    kept = (
+        f"NULLIF({first}, '24:00')"
+        if hour_24
+        else f"CASE WHEN extract(year FROM {first}) BETWEEN 1 AND 9999 THEN {first} END"
+    )
     return DatabaseError(
         f"a value of the result cannot be read into Python ({error}): "
         + (f"the date and time columns are {', '.join(named)}; " if named else "")
