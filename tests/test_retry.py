@@ -93,6 +93,18 @@ def test_invalid_options_are_named(db: SpatialDatabase, options: Any, named: str
         db.run_transaction(lambda s: None, **options)
     with pytest.raises(ConfigurationError):
         db.transactional(**options)
+    if "atempts" in options:  # each names the method the option was given to
+        with pytest.raises(ConfigurationError, match="^transactional takes no option"):
+            db.transactional(**options)
+
+        async def given() -> None:
+            async def work(s: Any) -> None:
+                return None
+
+            await db.async_run_transaction(work, **options)
+
+        with pytest.raises(ConfigurationError, match="^async_run_transaction takes no option"):
+            asyncio.run(given())
 
 
 # -- on the server ---------------------------------------------------------------------

@@ -346,7 +346,8 @@ def _refine_loss(context: ExceptionContext, *, idle_timeout: float | None) -> An
             sqlstate=error.sqlstate,
         )
     if committing and not _NEVER_SENT.search(said):
-        return _commit_outcome_unknown(error, said, idle if idled_out else None)
+        rerun = "async_run_transaction" if context.dialect.is_async else "run_transaction"
+        return _commit_outcome_unknown(error, said, idle if idled_out else None, rerun)
     if idled_out:
         return IdleInTransactionTimeout(
             f"The server ended the session: it sat idle in a transaction for {idle:.1f}s, "
@@ -399,7 +400,7 @@ one, which a rerun may repeat."""
 
 
 def _commit_outcome_unknown(
-    error: ConnectionFailed, said: str, idle: float | None
+    error: ConnectionFailed, said: str, idle: float | None, rerun: str
 ) -> CommitOutcomeUnknown:
     likely = (
         f" It had been idle for {idle:.1f}s, longer than idle_in_transaction_session_timeout, "
@@ -411,6 +412,6 @@ def _commit_outcome_unknown(
         f"The connection was lost while COMMIT was in flight: the transaction may or may not "
         f"have been committed ({said}).{likely} Check whether its effects are in "
         "the database before running it again; work that is safe to repeat (upserts, "
-        "unique keys) can say so with run_transaction(..., idempotent=True)",
+        f"unique keys) can say so with {rerun}(..., idempotent=True)",
         sqlstate=error.sqlstate,
     )

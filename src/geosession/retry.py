@@ -166,9 +166,12 @@ def restart_backoff(attempt: int) -> float:
     return float(min(5.0, 0.1 * 2**attempt))
 
 
-def split_options(options: RetryOptions) -> tuple[dict[str, Any], RetryPolicy]:
-    """The keyword arguments for ``db.transaction`` and the policy, from ``options``."""
-    refuse_unknown_options(options, RetryOptions.__annotations__, "run_transaction")
+def split_options(
+    options: RetryOptions, call: str = "run_transaction"
+) -> tuple[dict[str, Any], RetryPolicy]:
+    """The keyword arguments for ``db.transaction`` and the policy, from ``options``;
+    ``call`` names the method an unknown option was given to."""
+    refuse_unknown_options(options, RetryOptions.__annotations__, call)
     transaction = {k: v for k, v in options.items() if k in _TRANSACTION_OPTIONS}
     base, cap = options.get("backoff", (RetryPolicy.base, RetryPolicy.cap))
     policy = RetryPolicy(
@@ -199,7 +202,7 @@ async def arun_transaction(
     db: SpatialDatabase, fn: Callable[[AsyncSession], Awaitable[T]], options: RetryOptions
 ) -> T:
     """``await fn(session)`` in ``db.async_transaction(...)``, rerun as ``options`` say."""
-    transaction, policy = split_options(options)
+    transaction, policy = split_options(options, "async_run_transaction")
     attempt = 0
     while True:
         attempt += 1
@@ -279,7 +282,7 @@ class Transactional:
     """
 
     def __init__(self, db: SpatialDatabase, options: RetryOptions) -> None:
-        split_options(options)  # invalid options fail at decoration time
+        split_options(options, "transactional")  # invalid options fail at decoration time
         self._db = db
         self._options = options
 

@@ -130,7 +130,8 @@ def test_backend_terminated_during_commit_is_commit_outcome_unknown(
     killer.join()
     assert len(calls) == 1  # never rerun: the work may have been committed
     message = str(info.value)
-    assert "may or may not" in message and "idempotent=True" in message
+    rerun = "async_run_transaction" if driver == "asyncpg" else "run_transaction"
+    assert "may or may not" in message and f" {rerun}(..., idempotent=True)" in message
     assert not info.value.transient and isinstance(info.value, ConnectionFailed)
     assert ids_in(admin, slow_commit) == []  # this time the server died before committing
 
