@@ -714,11 +714,18 @@ def test_a_session_used_without_with_says_to_write_with(db: SpatialDatabase) -> 
             await db.async_session().execute(text("SELECT 1"))
         with pytest.raises(AttributeError, match=r"`async with db.async_transaction\(\) as s"):
             db.async_transaction().add(object())
+        sync_in_async = r"in async code write `async with db.async_session\(\) as s:`"
+        with pytest.raises(TypeError, match=sync_in_async):  # "does not support the
+            async with db.session():  # asynchronous context manager protocol"
+                pass
         async with db.async_transaction() as session:
             assert (await session.execute(text("SELECT 1"))).scalar() == 1
         await db.adispose()
 
     asyncio.run(misuse())
+    sync_twin = r"or `with db.transaction\(\) as s:` in sync code"
+    with pytest.raises(TypeError, match=sync_twin), db.async_transaction():
+        pass
     with db.session() as s:
         assert s.execute(text("SELECT 1")).scalar() == 1
     assert db.pool_stats().checked_out == 0

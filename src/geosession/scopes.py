@@ -46,6 +46,16 @@ class Scope(AbstractContextManager[T], Generic[T]):
         def __getattr__(self, name: str) -> NoReturn:
             raise _misused(self._call, name, "with")
 
+        async def __aenter__(self) -> NoReturn:
+            twin = self._call.replace("db.", "db.async_", 1)
+            raise TypeError(
+                f"{self._call} is for `with` in sync code; in async code write `async with "
+                f"{twin} as s:` and await s.execute(...) inside it"
+            )
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
 
 class AsyncScope(AbstractAsyncContextManager[T], Generic[T]):
     """The async twin of :class:`Scope`, for ``async with``."""
@@ -68,6 +78,16 @@ class AsyncScope(AbstractAsyncContextManager[T], Generic[T]):
 
         def __getattr__(self, name: str) -> NoReturn:
             raise _misused(self._call, name, "async with")
+
+        def __enter__(self) -> NoReturn:
+            twin = self._call.replace("db.async_", "db.", 1)
+            raise TypeError(
+                f"{self._call} is for `async with` in async code; write `async with "
+                f"{self._call} as s:` there, or `with {twin} as s:` in sync code"
+            )
+
+        def __exit__(self, *exc: object) -> None:
+            return None
 
 
 def _misused(call: str, name: str, statement: str) -> AttributeError:
