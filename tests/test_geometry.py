@@ -233,6 +233,10 @@ def test_element_whose_srid_contradicts_its_ewkb_raises() -> None:
         ({"type": "Pointless", "coordinates": [1, 2]}, "invalid GeoJSON"),
         ({"type": "Point"}, "invalid GeoJSON"),
         ({"type": "Feature", "geometry": None}, "the Feature has no geometry"),
+        (  # it quoted numpy's repr of the value, np.str_('x')
+            {"type": "Point", "coordinates": ["x", 1]},
+            "invalid GeoJSON (could not convert string to float: 'x')",
+        ),
         ('{"type": "Point", "coordinates": [1, 2]', "invalid GeoJSON"),
         ("[1, 2]", "ParseException"),
         (WKTElement("POINT (1"), "ParseException"),

@@ -336,9 +336,14 @@ def _parse_geojson(obj: Mapping[str, Any] | str, original: Any) -> shapely.Geome
         geom = shapely.geometry.shape(data)
         return shapely.set_srid(geom, srid) if srid else geom
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-        raise _unreadable(original, f"invalid GeoJSON ({exc})") from exc
+        raise _unreadable(original, f"invalid GeoJSON ({_plain(exc)})") from exc
     except shapely.errors.ShapelyError as exc:
-        raise _unreadable(original, f"invalid GeoJSON ({exc})") from exc
+        raise _unreadable(original, f"invalid GeoJSON ({_plain(exc)})") from exc
+
+
+def _plain(error: Exception) -> str:
+    """An error's words without numpy's reprs of the values it quotes (np.str_('x'))."""
+    return re.sub(r"np\.(?:str_|float64|int64)\((.*?)\)", r"\1", str(error))
 
 
 def _geojson_crs(data: Mapping[str, Any]) -> int | None:

@@ -226,7 +226,8 @@ def ingest(
     geometries go to TABLE_rejected with the source row and the reason (see
     --on-invalid). Several files are loaded one after the other, each its own load.
     Exit status 1 when a load fails, or when every row of one was rejected (the wrong
-    table or CRS, most likely); 130 after Ctrl-C.
+    table or CRS, most likely); 130 after Ctrl-C, 143 after SIGTERM (kill, a container
+    stopping), each after the chunks being written commit.
     Examples: geosession ingest parcels.gpkg parcels --create;
     geosession ingest tiles/*.fgb parcels;
     geosession ingest city.gpkg '{layer}' --create (each layer into its own table);
