@@ -451,6 +451,28 @@ def test_cli_exits_1_when_every_row_was_rejected(
     assert loaded.exit_code == 0, loaded.output  # one row loaded: rejects are the file's own
 
 
+def test_cli_exits_1_when_every_row_loaded_has_a_latitude_no_degrees_have(
+    database_url: str, table: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A Shapefile of British National Grid metres without its .prj, into a column of
+    4326: every row stored with latitudes of 180,000, and exit status 0."""
+    import geopandas
+    from typer.testing import CliRunner
+
+    from geosession.cli import app
+
+    squares = [shapely.box(530_000 + i, 180_000, 530_001 + i, 180_001) for i in range(5)]
+    frame = geopandas.GeoDataFrame({"id": range(1, 6)}, geometry=squares)
+    path = tmp_path / "grid.shp"
+    frame.to_file(path)  # no CRS: no .prj
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    loaded = CliRunner().invoke(app, ["ingest", str(path), table, "--ignore-extra-fields"])
+    assert loaded.exit_code == 1, loaded.output
+    said = " ".join(loaded.output.split())
+    assert "was loaded with a latitude beyond ±90 into a column of degrees" in said
+    assert "--srid with its EPSG code and --reproject" in said
+
+
 def test_the_garbage_collector_stays_paused_until_the_last_of_two_loads_ends(
     db: SpatialDatabase, table: str
 ) -> None:

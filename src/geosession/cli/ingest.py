@@ -334,14 +334,25 @@ def _say_if_loaded_before(report: Any, console: Any) -> None:
 
 
 def _exit_if_all_rejected(reports: list[tuple["Load", Any]], console: Any) -> None:
-    """Exit status 1 when every row of a load was rejected, which a script must not take
-    for a success (the reports above say why)."""
+    """Exit status 1 when every row of a load was rejected, or loaded with latitudes no
+    degrees have, which a script must not take for a success (the reports above say why)."""
     refused = [load.label for load, report in reports if report.all_rejected]
     if refused:
         console.print(
             f"No row of {', '.join(refused)} was loaded: every row read was rejected (the "
             "reasons are above). Check that the table and its column types, SRID and "
             "geometry type are the ones meant for this data",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    misplaced = [load.label for load, report in reports if report.all_beyond_latitudes]
+    if misplaced:
+        console.print(
+            f"Every row of {', '.join(misplaced)} was loaded with a latitude beyond ±90 into "
+            "a column of degrees: projected coordinates (metres) given a geographic SRID, or "
+            "latitude and longitude swapped. Check the file's CRS (a .prj that is missing: "
+            "--srid with its EPSG code and --reproject), then load it again",
             highlight=False,
             soft_wrap=True,
         )

@@ -110,6 +110,12 @@ class IngestReport:
         table, or in the wrong CRS, more likely than a file of nothing but bad rows."""
         return bool(self.rows_read) and not self.inserted and len(self.rejected) >= self.rows_read
 
+    @property
+    def all_beyond_latitudes(self) -> bool:
+        """Whether rows were loaded and every one has a latitude beyond ±90 in a column of
+        degrees: projected coordinates given a geographic SRID, or axes swapped."""
+        return bool(self.inserted) and self.beyond_latitudes >= self.inserted
+
     def as_dict(self) -> dict[str, Any]:
         """Every field and rows_per_second, ready for JSON (a log line, an API's answer):
         rejects and repairs as dicts of row, column, kind, reason and value."""
