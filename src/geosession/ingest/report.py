@@ -53,7 +53,8 @@ class IngestReport:
     superseded: int = 0
     """Rows not written because a later row of their chunk has the same key
     (on_conflict='update': the last one is written, as if the rows were applied in turn),
-    and those a trigger discarded."""
+    rows that give nothing but a key already there (nothing to update: the row stays as
+    it was), and those a trigger discarded (the server's count does not tell them apart)."""
     discarded: int = 0
     """Rows the server took but did not store in the table: a BEFORE INSERT trigger
     returned NULL for them (trigger-based partitioning does so after writing them into
@@ -176,7 +177,7 @@ class IngestReport:
                 ("already committed (resumed)", self.already_committed),
                 ("loaded again (deleted since the last run)", self.reloaded),
                 ("key conflicts ignored", self.conflicts),
-                ("superseded by a later row of the same key", self.superseded),
+                ("superseded by a later row of its key, or giving only the key", self.superseded),
                 ("not stored: a BEFORE INSERT trigger returned NULL", self.discarded),
             )
             if v
