@@ -126,7 +126,7 @@ def test_server_config_is_the_source_of_truth(cluster: LocalCluster) -> None:
         "listen_addresses": "127.0.0.1",
         "max_connections": "200",
         "fsync": "on",
-        "unix_socket_directories": str(cluster.run_dir),
+        "unix_socket_directories": f'"{cluster.run_dir}"',  # quoted: a comma would split it
     }
 
 
@@ -178,6 +178,8 @@ def test_stop_then_status_is_none(spare: LocalCluster) -> None:
     result = CliRunner().invoke(app, ["local", "--home", str(spare.home), "status"])
     assert result.exit_code == 1
     assert "not running" in result.stderr
+    # the bare command would start the default home instead of this one
+    assert f"(geosession local --home {spare.home} start)" in " ".join(result.stderr.split())
 
 
 @pytest.mark.parametrize("owner", ["dead-process", "live-non-postgres-process"])
@@ -266,3 +268,49 @@ def test_start_recovers_after_the_server_was_killed(spare: LocalCluster) -> None
             assert conn.execute(text("SELECT count(*) FROM survivor")).scalar_one() >= 1
     finally:
         engine.dispose()
+
+
+def test_a_home_moved_or_named_with_a_comma_starts_with_its_own_socket_and_settings() -> None:
+    """The socket directory, written once at initdb, kept a moved home's old path (the
+    start failed), a comma split it in two, and a first start stopped after initdb left
+    the cluster without its settings for good."""
+    base = _new_home()
+    base.chmod(0o755)  # the postgres user reaches the homes inside it
+    first, moved = base / "with,comma", base / "moved,home"
+    try:
+        LocalCluster(first).start()
+        LocalCluster(first).stop()
+        conf = first / "data" / "postgresql.auto.conf"
+        port = [line for line in conf.read_text().splitlines() if line.startswith("port")]
+        conf.write_text("\n".join(port) + "\n")  # as a start stopped after initdb leaves it
+        first.rename(moved)
+        local = LocalCluster(moved)
+        url = local.start()
+        with psycopg.connect(url) as conn:
+            shown = conn.execute(
+                "SELECT current_setting('unix_socket_directories'), "
+                "current_setting('listen_addresses'), current_setting('max_connections')"
+            ).fetchone()
+        assert shown == (f'"{local.run_dir}"', "127.0.0.1", "200")
+        assert list(local.run_dir.glob(".s.PGSQL.*"))
+        local.stop()
+    finally:
+        LocalCluster(moved).stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_home_that_cannot_hold_a_cluster_is_refused_in_words(tmp_path: Path) -> None:
+    """A file where the home goes, or a path too long for the server's Unix socket (107
+    bytes), ended in a Python traceback, or in an initdb'd cluster that never starts."""
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    with pytest.raises(ConfigurationError, match="Cannot keep the embedded PostGIS in"):
+        LocalCluster(a_file).start()
+    base = _new_home()
+    try:
+        deep = base / ("d" * 60) / ("e" * 40)
+        with pytest.raises(ConfigurationError, match="too long a path: its server's socket"):
+            LocalCluster(deep).start()
+        assert not (deep / "data").exists()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

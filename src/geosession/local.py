@@ -34,6 +34,7 @@ import logging
 import os
 import pwd
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -62,6 +63,7 @@ _TIMEOUT_S = 60
 _SERVER_SETTINGS = {"listen_addresses": HOST, "max_connections": "200", "shared_buffers": "256MB"}
 _SETTING_LINE = re.compile(r"^\s*(?P<key>[A-Za-z_][\w.]*)\s*=?\s*(?P<value>'(?:[^']|'')*'|[^\s#]+)")
 _STOP_MODES = ("fast", "immediate", "smart")
+_SOCKET_PATH_BYTES = 107  # sun_path's 108 bytes, its last the terminating NUL
 
 
 def _install_hint(major: str = "15") -> str:
@@ -113,9 +115,9 @@ class LocalCluster:
         return f"LocalCluster(home={str(self.home)!r})"
 
     def start(self) -> str:
-        """Start the cluster (creating it on first use) and return its SQLAlchemy URL."""
-        if self.is_running():
-            return self.url()
+        """Start the cluster (creating it on first use) and return its SQLAlchemy URL, once
+        it is ready: another process starting it holds the lock until its database and
+        PostGIS are there, so this waits for it rather than trust its postmaster.pid."""
         with self._lock():
             self._start_locked()
         return self.url()
@@ -166,9 +168,17 @@ class LocalCluster:
         if not self.is_running():
             raise ConfigurationError(
                 f"The embedded PostGIS in {self.home} is not running; "
-                "start it with `geosession local start`."
+                f"start it with `{self.start_command}`."
             )
         return _make_url(self._running_port(), database, driver)
+
+    @property
+    def start_command(self) -> str:
+        """The command that starts this cluster (naming its home where it is not the
+        default one, which the bare command would start instead)."""
+        if self.home == LocalCluster().home:
+            return "geosession local start"
+        return f"geosession local --home {shlex.quote(str(self.home))} start"
 
     def is_running(self) -> bool:
         """True when ``postmaster.pid`` names a live server process of this data directory."""
@@ -184,6 +194,7 @@ class LocalCluster:
         binaries = self._binaries
         self._prepare_home()
         self._ensure_initialized(binaries)
+        self._ensure_settings()
         self._remove_stale_files()
         port = self._ensure_free_port()
         self._pg_ctl_or_raise("start", "-l", str(self.log_file))
@@ -193,12 +204,26 @@ class LocalCluster:
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         """Serialize start/stop across processes sharing this home."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        with open(self.home / ".lock", "a") as lock_file:
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            lock_file = open(self.home / ".lock", "a")  # noqa: SIM115 - closed below
+        except OSError as error:
+            raise ConfigurationError(
+                f"Cannot keep the embedded PostGIS in {self.home}: {error.strerror}. Choose "
+                "a directory geosession may create and write (--home, GEOSESSION_HOME)."
+            ) from None
+        with lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             yield
 
     def _prepare_home(self) -> None:
+        socket_path = f"{self.run_dir}/.s.PGSQL.65535"
+        if len(socket_path.encode()) > _SOCKET_PATH_BYTES:
+            raise ConfigurationError(
+                f"The embedded PostGIS's home {self.home} is too long a path: its server's "
+                f"socket ({socket_path}) would pass the {_SOCKET_PATH_BYTES} bytes a Unix socket's "
+                "path may have. Choose a shorter one (--home, GEOSESSION_HOME)."
+            )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.chmod(0o700)
         if not _is_root():
@@ -229,8 +254,20 @@ class LocalCluster:
                 )
             return
         self._initdb(binaries)
-        settings = {**_SERVER_SETTINGS, "unix_socket_directories": str(self.run_dir)}
-        self._write_settings({**settings, "port": str(_free_port())})
+
+    def _ensure_settings(self) -> None:
+        """The cluster's settings, written where missing (a first start stopped after
+        initdb, before it wrote them) and its socket directory always this home's own
+        (the home moved, or copied), quoted, as a comma would split it in two."""
+        current = self._read_settings()
+        updates = {key: value for key, value in _SERVER_SETTINGS.items() if key not in current}
+        sockets = '"' + str(self.run_dir).replace('"', '""') + '"'
+        if current.get("unix_socket_directories") != sockets:
+            updates["unix_socket_directories"] = sockets
+        if "port" not in current:
+            updates["port"] = str(_free_port())
+        if updates:
+            self._write_settings(updates)
 
     def _initdb(self, binaries: _Binaries) -> None:
         stderr = ""

@@ -70,7 +70,7 @@ def local_status(ctx: typer.Context) -> None:
     cluster = _cluster(ctx)
     status = cluster.status()
     if status is None:
-        fail(f"The embedded PostGIS in {cluster.home} is not running (geosession local start).")
+        fail(f"The embedded PostGIS in {cluster.home} is not running ({cluster.start_command}).")
         raise typer.Exit(1)
     Console().print(_status_table(status))
 
