@@ -118,8 +118,8 @@ def test_server_config_is_the_source_of_truth(cluster: LocalCluster) -> None:
     with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres") as conn:
         settings: dict[str, str] = dict(
             conn.execute(
-                "SELECT name, setting FROM pg_settings WHERE name IN "
-                "('listen_addresses', 'max_connections', 'fsync', 'unix_socket_directories')"
+                "SELECT name, setting FROM pg_settings WHERE name IN ('listen_addresses', "
+                "'max_connections', 'fsync', 'unix_socket_directories', 'jit')"
             ).fetchall()
         )
     assert settings == {
@@ -127,6 +127,7 @@ def test_server_config_is_the_source_of_truth(cluster: LocalCluster) -> None:
         "max_connections": "200",
         "fsync": "on",
         "unix_socket_directories": f'"{cluster.run_dir}"',  # quoted: a comma would split it
+        "jit": "off",  # the doctor's advice for spatial queries, taken by its own cluster
     }
 
 

@@ -102,7 +102,8 @@ def run_demo(
         note.append("demo_parcels with a GiST index on geom")
     with report.step("load parcels") as note:
         loaded = _load(db, rows, console)
-        note.append(f"{loaded.inserted:,} polygons by db.ingest in {loaded.chunks} chunks")
+        chunks = f"{loaded.chunks} chunk{'' if loaded.chunks == 1 else 's'}"
+        note.append(f"{loaded.inserted:,} polygons by db.ingest in {chunks}")
         if loaded.deferred_indexes:  # the table was empty: index built after, then ANALYZE
             note.append("(GiST index built after the load, table analyzed)")
     _query(db, report)

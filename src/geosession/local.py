@@ -60,7 +60,12 @@ DATABASE = "geosession"
 SUPERUSER = "postgres"
 HOST = "127.0.0.1"
 _TIMEOUT_S = 60
-_SERVER_SETTINGS = {"listen_addresses": HOST, "max_connections": "200", "shared_buffers": "256MB"}
+_SERVER_SETTINGS = {
+    "listen_addresses": HOST,
+    "max_connections": "200",
+    "shared_buffers": "256MB",
+    "jit": "off",  # PostGIS's costs make short spatial queries compile first (doctor's check)
+}
 _SETTING_LINE = re.compile(r"^\s*(?P<key>[A-Za-z_][\w.]*)\s*=?\s*(?P<value>'(?:[^']|'')*'|[^\s#]+)")
 _STOP_MODES = ("fast", "immediate", "smart")
 _SOCKET_PATH_BYTES = 107  # sun_path's 108 bytes, its last the terminating NUL

@@ -11,8 +11,9 @@ from rich.console import Console
 app = typer.Typer(
     help=(
         "geosession: safe, fast SQLAlchemy sessions for PostGIS.\n\n"
-        "With no database configured (GEOSESSION_DATABASE_URL unset), geosession runs a "
-        "private PostGIS on this machine: see `geosession local --help`."
+        "With no database configured (GEOSESSION_DATABASE_URL unset), geosession uses the "
+        "private PostGIS that `geosession local start` runs on this machine: see "
+        "`geosession local --help`."
     ),
     no_args_is_help=True,
     rich_markup_mode="markdown",  # help paragraphs reflow to the terminal's width

@@ -1,5 +1,6 @@
 """``geosession local``: the embedded PostGIS."""
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -54,6 +55,12 @@ def local_start(ctx: typer.Context) -> None:
     is taken by another program, a free one is chosen and saved.
     """
     typer.echo(_cluster(ctx).start())
+    if os.environ.get("GEOSESSION_DATABASE_URL"):
+        fail(
+            "GEOSESSION_DATABASE_URL is set: the other geosession commands use that "
+            "database, not this one (unset it, or export GEOSESSION_DATABASE_URL="
+            '"$(geosession local url)")'
+        )
 
 
 @local_app.command("stop")
