@@ -4598,6 +4598,8 @@ def test_a_key_first_given_after_the_first_batch_is_loaded_from_there_on(
         ({"xy_columns": ("x",)}, "xy_columns=.* is not valid"),
         ({"ingest_id": ""}, "ingest_id='' is not valid: name the load"),  # was a new id
         ({"ingest_id": 42}, "ingest_id=42 is not valid"),
+        ({"dry_run": "false"}, "dry_run='false' is not valid: use True or False"),
+        ({"create": "no"}, "create='no' is not valid: use True or False"),
     ],
 )
 def test_invalid_options_fail_before_any_row(

@@ -129,11 +129,7 @@ class IngestOptions:
                 "SRID) or the SRID to transform into, such as 4326, which create=True then "
                 "gives the new table's geometry columns"
             )
-        if self.dry_run and self.create:
-            raise ConfigurationError(
-                "dry_run=True tries a load into an existing table, and create=True would make "
-                "one (committed): create the table first, or leave dry_run out"
-            )
+        self._check_flags()
         ingest_id = self.ingest_id
         if ingest_id is not None and (not isinstance(ingest_id, str) or not ingest_id.strip()):
             raise ConfigurationError(  # '' was taken as none given: a new id, no resume
@@ -144,6 +140,20 @@ class IngestOptions:
         if workers != "auto" and (type(workers) is not int or not 1 <= workers <= 32):
             raise ConfigurationError(
                 f"workers={workers!r} is not valid: use 'auto' or 1 to 32 COPY connections"
+            )
+
+    def _check_flags(self) -> None:
+        """dry_run and create are booleans (dry_run="false" from a config file was a dry
+        run), and not both."""
+        for name in ("dry_run", "create"):
+            if type(getattr(self, name)) is not bool:
+                raise ConfigurationError(
+                    f"{name}={getattr(self, name)!r} is not valid: use True or False"
+                )
+        if self.dry_run and self.create:
+            raise ConfigurationError(
+                "dry_run=True tries a load into an existing table, and create=True would make "
+                "one (committed): create the table first, or leave dry_run out"
             )
 
     def _check_rename(self) -> None:
