@@ -451,6 +451,7 @@ def test_cli_exits_1_when_every_row_was_rejected(
     assert loaded.exit_code == 0, loaded.output  # one row loaded: rejects are the file's own
 
 
+@pytest.mark.filterwarnings("ignore:'crs' was not provided")  # the Shapefile has no .prj
 def test_cli_exits_1_when_every_row_loaded_has_a_latitude_no_degrees_have(
     database_url: str, table: str, tmp_path: Path, monkeypatch: Any
 ) -> None:

@@ -366,7 +366,7 @@ def _no_layer_is_unreadable(pyogrio: Any) -> Iterator[None]:
     try:
         yield
     except IndexError as error:
-        raise pyogrio.errors.DataSourceError(f"it holds no layer ({error})") from error
+        raise pyogrio.errors.DataSourceError("GDAL finds no layer in it") from error
 
 
 def rereader(
