@@ -3949,6 +3949,9 @@ def test_dict_rows_for_a_mapped_class_may_use_attribute_names(
     report = db.ingest(Thing, extra, extra_fields="ignore")
     assert report.inserted == 1 and report.fields_left_out == {"nope"}
     assert "fields not loaded (no column takes them) │ nope" in " ".join(str(report).split())
+    both = [{"id": 5, "name": "column", "label": "attribute", "geom": point}]  # last one won
+    with pytest.raises(ConfigurationError, match="row 1 gives column name twice, as 'label'"):
+        db.ingest(Thing, both)
 
 
 def test_related_objects_set_on_new_instances_are_refused_not_left_out(

@@ -192,7 +192,7 @@ def _row_values(
         return dict(zip(columns, row, strict=True))
     else:
         values = _instance_values(row, number)
-    values = _landed(values, allowed, attributes)
+    values = _landed(values, allowed, attributes, number)
     if not values.keys() <= allowed:  # named without the coordinates a point is made of
         check([k for k in values if k in columns or k not in allowed], where=f"row {number}")
     if not values:
@@ -201,14 +201,26 @@ def _row_values(
 
 
 def _landed(
-    values: Mapping[str, Any], allowed: frozenset[str], attributes: Mapping[str, str]
+    values: Mapping[str, Any], allowed: frozenset[str], attributes: Mapping[str, str], number: int
 ) -> Mapping[str, Any]:
     """A row's values keyed by the columns they land in: by a mapped class's attribute
-    names, or by names in another case."""
+    names, or by names in another case; a row keyed by an attribute and by its column
+    both is refused (one of the two values was kept unsaid)."""
     if values.keys() <= allowed:
         return values
     if attributes:
-        values = {attributes.get(key, key): value for key, value in values.items()}
+        landed = {attributes.get(key, key): value for key, value in values.items()}
+        if len(landed) < len(values):
+            twice = next(
+                key
+                for key in values
+                if attributes.get(key, key) != key and attributes[key] in values
+            )
+            raise ConfigurationError(
+                f"row {number} gives column {attributes[twice]} twice, as {twice!r} (the "
+                f"attribute) and {attributes[twice]!r} (the column): give one of them"
+            )
+        values = landed
     return values if values.keys() <= allowed else _in_any_case(values, allowed)
 
 
