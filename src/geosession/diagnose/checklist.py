@@ -63,8 +63,3 @@ class CheckContext:
 
 
 CheckFunction = Callable[[Connection, CheckContext], Check]
-
-
-def sql_literal(value: str) -> str:
-    """``value`` as an SQL string literal, for the fixes' statements."""
-    return "'" + value.replace("'", "''") + "'"

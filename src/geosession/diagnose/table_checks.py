@@ -21,11 +21,11 @@ from geosession.diagnose.catalog import (
     SPATIAL_COLUMN_SQL,
     USER_TABLES_SQL,
 )
-from geosession.diagnose.checklist import Check, CheckContext, Status, listed, sql_literal
+from geosession.diagnose.checklist import Check, CheckContext, Status, listed
 from geosession.diagnose.plan_text import qualified, quote
 from geosession.diagnose.sequences import behind_sequences
 from geosession.ingest.ledger import DEFERRED
-from geosession.ingest.target import DATABASE_IDENTITY
+from geosession.ingest.target import DATABASE_IDENTITY, sql_literal
 from geosession.srs import in_degrees, spatial_ref
 
 _UNINDEXED = text(

@@ -14,6 +14,7 @@ from psycopg.types.json import Json, Jsonb
 from geosession.errors import IntegrityViolation
 from geosession.geometry import hex_as_wkt
 from geosession.ingest.row_by_row import Refusal
+from geosession.ingest.target import sql_literal
 from geosession.ingest.validate import Reject, as_text
 from geosession.ingest.write_plan import WritePlan, is_text_cast
 
@@ -93,7 +94,7 @@ def _duplicate_advice(plan: WritePlan, detail: str | None) -> str:
             "or 'update' to overwrite them"
         )
     column, table = plan.target.quote(named), plan.target.quoted
-    sequence = f"pg_get_serial_sequence({_literal(table)}, {_literal(named)})"
+    sequence = f"pg_get_serial_sequence({sql_literal(table)}, {sql_literal(named)})"
     setval = f"SELECT setval({sequence}, max({column})) FROM {table}"  # noqa: S608 - advice
     return (
         f"The source gives no {named}: its default (a sequence) handed out an id the table "
@@ -102,10 +103,6 @@ def _duplicate_advice(plan: WritePlan, detail: str | None) -> str:
         f"Move it past them ({setval}) and run the same load again; on_conflict='ignore' "
         "would drop these rows"
     )
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _failed_cast(

@@ -246,6 +246,11 @@ def double_quoted(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+def sql_literal(value: str) -> str:
+    """``value`` as an SQL string literal, for SQL that advice gives to run."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 IDENTIFIER_BYTES = 63
 """The bytes of a name PostgreSQL keeps (NAMEDATALEN - 1): a longer one is cut."""
 
