@@ -220,6 +220,24 @@ def test_activity_command_prints_a_table_and_watches(database_url: str) -> None:
     assert "--watch" in runner.invoke(app, ["activity", "--help"]).output
 
 
+def test_flags_that_apply_only_with_another_are_refused_before_connecting() -> None:
+    """--count without --watch, --statement-timeout without --analyze: usage errors, not
+    accepted and ignored. The URL leads nowhere: nothing connects before the refusal."""
+    env = {"GEOSESSION_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "COLUMNS": "200"}
+    cases = {
+        ("activity", "--count", "3"): "Invalid value for --count: it applies only with --watch",
+        ("activity", "--interval", "1", "--count", "2"): "--interval / --count: they apply only",
+        ("activity", "--json", "--watch"): "--json writes one snapshot; leave out --watch",
+        ("explain", "SELECT 1", "--statement-timeout", "5s"): "it applies only with --analyze",
+        ("explain", "SELECT 1", "--no-buffers"): "--no-buffers: it applies only with --analyze",
+        ("explain", "SELECT 1", "--analyze", "--statement-timeout", "5"): "'5' has no unit",
+    }
+    for args, said in cases.items():
+        refused = CliRunner().invoke(app, list(args), env=env)
+        shown = " ".join(refused.output.replace("│", " ").split())
+        assert refused.exit_code == 2 and said in shown, (args, refused.output)
+
+
 # -- explain ------------------------------------------------------------------------------
 
 

@@ -1406,6 +1406,27 @@ def test_cli_params_bind_the_query_and_where_and_leave_other_colons_alone(
     assert "The query's :last has no value: give --param last=VALUE" in str(unbound.exception)
 
 
+def test_cli_flags_it_cannot_take_are_usage_errors_naming_them(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """Refused before the query runs, in the flag's words (was geometry='simplify', and
+    bbox_srid and statement_timeout as Python spells them)."""
+    out = tmp_path / "never.geojson"
+    cases = {
+        "--geometry": ("simplify", "'simplify' is not a projection; use one of 'full'"),
+        "--statement-timeout": ("5", "'5' has no unit: write '5s' or '5ms'"),
+        "--bbox-srid": ("0", "greater than or equal to 1"),
+    }
+    for flag, (value, said) in cases.items():
+        refused = runner.invoke(app, ["export", "rd_parcels", str(out), flag, value])
+        assert refused.exit_code == 2, refused.output
+        shown = " ".join(refused.output.replace("│", " ").split())
+        assert f"Invalid value for '{flag}'" in shown and said in shown
+    assert not out.exists()
+    kept = runner.invoke(app, ["export", "rd_parcels", str(out), "--geometry", "simplify:0.5"])
+    assert kept.exit_code == 0, kept.output
+
+
 def test_cli_quotes_identifiers_and_reports_errors(
     runner: CliRunner, admin: psycopg.Connection[Any], tmp_path: Path
 ) -> None:

@@ -82,7 +82,9 @@ def duration_ms(value: object) -> float:
     return _parse_quantity(value, _DURATION_UNITS_MS, "ms")
 
 
-def _check_duration(value: object) -> str:
+def checked_duration(value: object) -> str:
+    """A duration as PostgreSQL spells it ("30s", "250ms", 0); ValueError saying what is
+    wrong otherwise (a bare number, an unknown unit, beyond PostgreSQL's range)."""
     ms = _parse_quantity(value, _DURATION_UNITS_MS, "ms", bare="0 alone disables it")
     if ms > _MAX_INT:
         raise ValueError(f"{value!r} is longer than PostgreSQL allows (about 24 days)")
@@ -104,7 +106,7 @@ def _check_size(value: object) -> str:
 def check_duration(name: str, value: object) -> str:
     """Validates a duration given outside the settings object, naming the argument."""
     try:
-        return _check_duration(value)
+        return checked_duration(value)
     except ValueError as exc:
         raise ConfigurationError(f"{name}: {exc}") from None
 
@@ -161,7 +163,7 @@ def set_local(settings: Mapping[str, str]) -> tuple[TextClause, dict[str, str]]:
     return text(f"SELECT {calls}"), {f"v{n}": value for n, value in enumerate(settings.values())}
 
 
-Duration = Annotated[str, BeforeValidator(_check_duration)]
+Duration = Annotated[str, BeforeValidator(checked_duration)]
 """A PostgreSQL duration: "250ms", "30s", "5min", "2h"; 0 disables the timeout. A bare
 number is refused: PostgreSQL reads it as milliseconds, a Python caller often means
 seconds."""

@@ -115,6 +115,31 @@ SettingOption = Annotated[
 """``--setting``, of the commands that read as the application does."""
 
 
+def duration(value: str | None) -> str | None:
+    """A duration flag's callback: a bare number or a misspelt unit is a usage error naming
+    the flag, before anything connects."""
+    from geosession.settings import checked_duration
+
+    if value is None:
+        return None
+    try:
+        return checked_duration(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+def refuse_without(needed: str, given: dict[str, bool]) -> None:
+    """Flags that only apply with ``needed`` are a usage error without it, not ignored."""
+    stray = [flag for flag, present in given.items() if present]
+    if stray:
+        they = "they apply" if len(stray) > 1 else "it applies"
+        them = "them" if len(stray) > 1 else "it"
+        raise typer.BadParameter(
+            f"{they} only with {needed} (add {needed}, or leave {them} out)",
+            param_hint=" / ".join(stray),
+        )
+
+
 def local_settings_given(pairs: list[str] | None) -> dict[str, str] | None:
     """The ``--setting`` options as a dict (None when there are none)."""
     return assignments(pairs or [], "--setting", "NAME=VALUE, e.g. app.tenant=7")

@@ -8,7 +8,13 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from geosession.cli.app import SettingOption, assignments, local_settings_given
+from geosession.cli.app import (
+    SettingOption,
+    assignments,
+    duration,
+    local_settings_given,
+    refuse_without,
+)
 
 
 def activity(
@@ -19,8 +25,9 @@ def activity(
         bool, typer.Option("--all", help="Sessions of every database, not only this one.")
     ] = False,
     interval: Annotated[
-        float, typer.Option(min=0.1, help="Seconds between refreshes with --watch.")
-    ] = 2.0,
+        float | None,
+        typer.Option(min=0.1, help="Seconds between refreshes with --watch (default 2)."),
+    ] = None,
     count: Annotated[
         int | None,
         typer.Option(min=1, help="With --watch: stop after this many refreshes."),
@@ -50,14 +57,20 @@ def activity(
     from geosession.diagnose.console import activity_view, print_json
     from geosession.diagnose.console import watch as watch_live
 
+    if as_json and watch:
+        raise typer.BadParameter(
+            "--json writes one snapshot; leave out --watch", param_hint="--json / --watch"
+        )
+    if not watch:
+        refuse_without(
+            "--watch", {"--interval": interval is not None, "--count": count is not None}
+        )
     with SpatialDatabase.from_env() as db:
 
         def view() -> Any:
             return activity_view(db, all_databases=all_databases, long_running=long_running)
 
         if as_json:
-            if watch:
-                raise typer.BadParameter("--json writes one snapshot: leave out --watch")
             sessions = db.activity(all_databases=all_databases, long_running=long_running)
             waits = db.locks(all_databases=all_databases)
             print_json(
@@ -68,7 +81,7 @@ def activity(
             )
             return
         if watch:
-            watch_live(view, interval=interval, count=count, console=Console())
+            watch_live(view, interval=interval or 2.0, count=count, console=Console())
         else:
             Console().print(view())
 
@@ -88,8 +101,9 @@ def explain(
     statement_timeout: Annotated[
         str | None,
         typer.Option(
+            callback=duration,
             help='With --analyze: how long the statement may run ("10min"; default: the '
-            "database's statement_timeout)."
+            "database's statement_timeout).",
         ),
     ] = None,
     as_json: Annotated[
@@ -122,6 +136,11 @@ def explain(
     from geosession.database import SpatialDatabase
     from geosession.diagnose.console import plan_tree, print_json
 
+    if not analyze:
+        refuse_without(
+            "--analyze",
+            {"--statement-timeout": statement_timeout is not None, "--no-buffers": not buffers},
+        )
     statement = sys.stdin.read() if sql == "-" else sql
     with SpatialDatabase.from_env() as db:
         params = assignments(param or [], "--param", "NAME=VALUE, e.g. id=42")

@@ -4,7 +4,19 @@ from typing import Annotated
 
 import typer
 
-from geosession.cli.app import SettingOption, assignments, local_settings_given
+from geosession.cli.app import SettingOption, assignments, duration, local_settings_given
+
+
+def projection(value: str) -> str:
+    """--geometry's callback: a form it does not take is a usage error, before any query."""
+    from geosession.errors import ConfigurationError
+    from geosession.read.plan import Projection, not_a_projection
+
+    try:
+        Projection.parse(value)
+    except ConfigurationError:
+        raise typer.BadParameter(not_a_projection(value)) from None
+    return value
 
 
 def export(
@@ -34,14 +46,17 @@ def export(
             "crosses the antimeridian (177,-20,-178,-10).",
         ),
     ] = None,
-    bbox_srid: Annotated[int, typer.Option(help="SRID of the --bbox numbers.")] = 4326,
+    bbox_srid: Annotated[
+        int, typer.Option(min=1, max=999_999, help="SRID of the --bbox numbers.")
+    ] = 4326,
     geometry_column: Annotated[
         str | None, typer.Option(help="The geometry column, when there are several.")
     ] = None,
     geometry: Annotated[
         str,
         typer.Option(
-            help="`full`, `envelope`, `centroid`, `simplify:<tolerance>` or `transform:<srid>`."
+            callback=projection,
+            help="`full`, `envelope`, `centroid`, `simplify:<tolerance>` or `transform:<srid>`.",
         ),
     ] = "full",
     precision: Annotated[
@@ -84,6 +99,7 @@ def export(
     statement_timeout: Annotated[
         str | None,
         typer.Option(
+            callback=duration,
             help='The export\'s own statement_timeout ("10min"): each FETCH of a slow '
             "query must end within it (default: the database's, GEOSESSION_STATEMENT_TIMEOUT).",
         ),

@@ -32,11 +32,21 @@ OUTPUTS = ("shapely", "wkb", "geojson", "row")
 """What :meth:`SpatialDatabase.stream` yields per row (see :class:`ReadOptions`)."""
 PROJECTIONS = ("full", "envelope", "centroid", "simplify:<tolerance>", "transform:<srid>")
 """The accepted ``geometry=`` forms."""
+
 FEATURE_TEXT = "feature_text"  # internal output: one GeoJSON Feature as text per row
 FULL_PRECISION = 15  # ST_AsGeoJSON's most decimals (older PostGIS): 1e-10 m in degrees
 
 _PREPARER = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 _MAX_SRID = 999_999
+
+
+def not_a_projection(spec: object) -> str:
+    """Why ``spec`` is refused, and the forms a projection takes."""
+    return (
+        f"{spec!r} is not a projection; use one of "
+        + ", ".join(repr(form) for form in PROJECTIONS)
+        + " (tolerance a number >= 0 in the geometry's units, srid a positive integer)"
+    )
 
 
 def quote_identifier(name: str) -> str:
@@ -70,11 +80,7 @@ class Projection:
             srid = int(argument)
             if 0 < srid <= _MAX_SRID:
                 return cls("transform", srid)
-        raise ConfigurationError(
-            f"geometry={spec!r} is not a projection; use one of "
-            + ", ".join(repr(form) for form in PROJECTIONS)
-            + " (tolerance a number >= 0 in the geometry's units, srid a positive integer)"
-        )
+        raise ConfigurationError(f"geometry={not_a_projection(spec)}")
 
     def apply(self, geom: ColumnElement[Any]) -> ColumnElement[Any]:
         """The SQL expression computing this projection of ``geom``."""
