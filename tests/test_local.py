@@ -181,6 +181,19 @@ def test_stop_then_status_is_none(spare: LocalCluster) -> None:
     assert "not running" in result.stderr
     # the bare command would start the default home instead of this one
     assert f"(geosession local --home {spare.home} start)" in " ".join(result.stderr.split())
+    stopped = CliRunner().invoke(app, ["local", "--home", str(spare.home), "stop"])
+    assert stopped.exit_code == 0 and "is stopped" in stopped.stdout
+
+
+def test_a_home_without_a_cluster_is_said_to_hold_none(tmp_path: Path) -> None:
+    """A mistyped --home is not reported as a stopped cluster (exit 0, "is stopped")."""
+    for command in ("stop", "status"):
+        result = CliRunner().invoke(app, ["local", "--home", str(tmp_path), command])
+        said = " ".join(result.stderr.split())
+        assert result.exit_code == 1 and "is stopped" not in result.stdout, result.output
+        assert f"There is no embedded PostGIS in {tmp_path}" in said
+        assert f"`geosession local --home {tmp_path} start`" in said
+    assert not LocalCluster(tmp_path).is_created() and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("owner", ["dead-process", "live-non-postgres-process"])

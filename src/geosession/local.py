@@ -185,6 +185,10 @@ class LocalCluster:
             return "geosession local start"
         return f"geosession local --home {shlex.quote(str(self.home))} start"
 
+    def is_created(self) -> bool:
+        """True once a first start has made the cluster here (initdb's PG_VERSION)."""
+        return (self.data_dir / "PG_VERSION").exists()
+
     def is_running(self) -> bool:
         """True when ``postmaster.pid`` names a live server process of this data directory."""
         return self._running_pid() is not None

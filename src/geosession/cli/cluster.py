@@ -67,6 +67,7 @@ def local_start(ctx: typer.Context) -> None:
 def local_stop(ctx: typer.Context) -> None:
     """Stop the embedded PostGIS (open sessions are disconnected). Data is kept."""
     cluster = _cluster(ctx)
+    _refuse_no_cluster(cluster)
     cluster.stop()
     typer.echo(f"The embedded PostGIS in {cluster.home} is stopped.")
 
@@ -75,6 +76,7 @@ def local_stop(ctx: typer.Context) -> None:
 def local_status(ctx: typer.Context) -> None:
     """Show port, pid, data directory and versions; exit status 1 if not running."""
     cluster = _cluster(ctx)
+    _refuse_no_cluster(cluster)
     status = cluster.status()
     if status is None:
         fail(f"The embedded PostGIS in {cluster.home} is not running ({cluster.start_command}).")
@@ -86,6 +88,18 @@ def local_status(ctx: typer.Context) -> None:
 def local_url(ctx: typer.Context) -> None:
     """Print only the SQLAlchemy URL of the running cluster, for $(geosession local url)."""
     typer.echo(_cluster(ctx).url())
+
+
+def _refuse_no_cluster(cluster: LocalCluster) -> None:
+    """A home no start has made a cluster in (a mistyped --home or GEOSESSION_HOME) is said
+    to hold none, exit status 1, rather than reported stopped."""
+    if not cluster.is_created():
+        fail(
+            f"There is no embedded PostGIS in {cluster.home} (no cluster in "
+            f"{cluster.data_dir}): check --home or GEOSESSION_HOME, or create it with "
+            f"`{cluster.start_command}`."
+        )
+        raise typer.Exit(1)
 
 
 def _status_table(status: ClusterStatus) -> Table:
