@@ -5372,6 +5372,31 @@ def test_a_url_as_the_source_says_how_to_read_it(
     assert refused.exit_code == 2 and "curl" in refused.output  # the message boxed by typer
 
 
+def test_a_file_given_last_is_not_taken_for_the_table(
+    db: SpatialDatabase, table: str, tmp_path: Path, database_url: str, monkeypatch: Any
+) -> None:
+    """`ingest a.geojson b.geojson` with the table forgotten loaded a.geojson into a table
+    named b.geojson (schema b) or failed on that schema; b.geojson was never read."""
+    from typer.testing import CliRunner
+
+    from geosession.cli import app
+
+    first, second = tmp_path / "a.geojson", tmp_path / "b.geojson"
+    for path in (first, second):
+        path.write_text('{"type": "FeatureCollection", "features": []}')
+    monkeypatch.setenv("GEOSESSION_DATABASE_URL", database_url)
+    monkeypatch.chdir(tmp_path)
+    refused = CliRunner().invoke(app, ["ingest", "a.geojson", "b.geojson", "--create"])
+    shown = " ".join(refused.output.replace("│", " ").split())
+    assert refused.exit_code == 2, refused.output
+    assert "'b.geojson', the last argument, is a file" in shown
+    assert "(geosession ingest a.geojson b.geojson TABLE)" in shown
+    with db.session() as session:
+        assert session.execute(text("SELECT to_regnamespace('b')")).scalar() is None
+    loaded = CliRunner().invoke(app, ["ingest", "a.geojson", "b.geojson", table, "--create"])
+    assert loaded.exit_code == 0, loaded.output
+
+
 @pytest.mark.parametrize("name", ["parcels.gpkg", "parcels.geojson", "parcels.csv"])
 def test_a_file_of_no_bytes_is_refused_by_name(
     db: SpatialDatabase, table: str, tmp_path: Path, name: str

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from geosession.cli.app import assignments, local_settings_given, stderr
-from geosession.cli.sources import STDIN, check_sources, is_pipe, readable
+from geosession.cli.sources import STDIN, check_arguments, is_pipe, readable
 from geosession.errors import GeoSessionError
 
 if TYPE_CHECKING:
@@ -253,7 +253,7 @@ def ingest(
     deferral = deferrals.get(defer_indexes)
     if deferral is None:
         raise typer.BadParameter("use auto, yes or no", param_hint="--defer-indexes")
-    check_sources(sources)
+    check_arguments(sources, table)
     piped = [source for source in sources if source == STDIN or is_pipe(source)]
     loads, empty = planned_loads(sources, table, layer, piped=piped)
     if ingest_id is not None and len(loads) > 1:

@@ -3,6 +3,7 @@ temporary file first, since the readers need a file)."""
 
 import contextlib
 import functools
+import shlex
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -16,7 +17,20 @@ from geosession.errors import ConfigurationError
 STDIN = Path("-")
 
 
-def check_sources(sources: list[Path]) -> None:
+def check_arguments(sources: list[Path], table: str) -> None:
+    """The sources, then the table: a file given last (``ingest a.gpkg b.gpkg``, the
+    table forgotten) is a usage error saying that the last argument is the table."""
+    if table == str(STDIN) or Path(table).is_file():
+        given = " ".join(shlex.quote(str(source)) for source in [*sources, Path(table)])
+        raise typer.BadParameter(
+            f"{table!r}, the last argument, is a file; the last argument names the table to "
+            f"load into (geosession ingest {given} TABLE)",
+            param_hint="TABLE",
+        )
+    _check_each_source(sources)
+
+
+def _check_each_source(sources: list[Path]) -> None:
     """Every source is a file (or a File Geodatabase's folder), a named pipe, or -
     (standard input, once, and not a terminal)."""
     from geosession.ingest.files import is_source_file, refuse_url
