@@ -698,3 +698,40 @@ def test_a_statement_after_a_failed_one_says_the_transaction_is_aborted_and_why(
     assert "An earlier statement of this transaction failed" in message
     assert "s.begin_nested()" in message and "table pg_class" not in message
     assert db.pool_stats(async_pool=driver == "asyncpg").checked_out == 0
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_missing_sequence_a_default_draws_from_is_named_as_a_sequence(
+    make_db: Callable[..., SpatialDatabase], driver: str, admin: psycopg.Connection[Any]
+) -> None:
+    """A Sequence default whose CREATE SEQUENCE never ran was blamed on the table ("check
+    the table's name"), which is there."""
+    from sqlalchemy import Sequence
+
+    admin.execute("DROP TABLE IF EXISTS drawn_ids; CREATE TABLE drawn_ids (id int PRIMARY KEY)")
+    drawn = Table(
+        "drawn_ids", MetaData(), Column("id", Integer, Sequence("ids_never_made"), primary_key=True)
+    )
+    db = database_for(make_db, driver)
+
+    def sync() -> None:
+        with db.transaction() as s:
+            s.execute(insert(drawn).values())
+
+    async def in_async() -> None:
+        try:
+            async with db.async_transaction() as s:
+                await s.execute(insert(drawn).values())
+        finally:
+            await db.adispose()
+
+    for attempt in (sync, lambda: run(db, driver, "SELECT nextval('ids_never_made')")):
+        with pytest.raises(DatabaseError) as missing:
+            asyncio.run(in_async()) if driver == "asyncpg" and attempt is sync else attempt()
+        message = str(missing.value)
+        assert "The sequence ids_never_made, which nextval() draws from" in message
+        assert "CREATE SEQUENCE ids_never_made" in message and "table's name" not in message
+    with pytest.raises(DatabaseError, match="Check the table's name and schema"):
+        run(db, driver, "SELECT * FROM no_such_table_here")
+    assert db.pool_stats(async_pool=driver == "asyncpg").checked_out == 0
+    admin.execute("DROP TABLE drawn_ids")

@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Sequence
 from sqlalchemy import exc as sa_exc
 
 
@@ -376,6 +376,7 @@ HSTORE_DICT_ADVICE = (
 )
 _HSTORE_DICT = re.compile(r"function hstore\(text\[\], (?!text\[\])[\w ]+\[\]\) does not exist")
 """A dict of other than text values that SQLAlchemy's psycopg dialects sent as hstore."""
+_MISSING_RELATION = re.compile(r'relation "([^"]+)" does not exist')
 _INSERT_TABLE = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|COPY)\s+([\w.\"]+)", re.IGNORECASE)
 
 
@@ -629,6 +630,8 @@ def translate(
     if unsendable is not None:
         return _unsendable(unsendable, endpoint)
     cls, advice = classify(diag, is_disconnect=is_disconnect, postgis=postgis, role=role)
+    if diag.sqlstate == "42P01":
+        advice = _missing_sequence_advice(diag.message, statement) or advice
     if cls is SRIDMismatch:
         from geosession import postgis_errors  # it raises these errors: imported late
 
@@ -750,6 +753,34 @@ def _where(diag: Diagnostics, endpoint: str, statement: Any) -> str:
             shown = whole if len(whole) <= _SHOWN else "..." + whole[-_SHOWN:].lstrip()
             parts.append(f"at the end of {shown!r}")
     return ", ".join(parts)
+
+
+def _missing_sequence_advice(message: str, statement: Any) -> str | None:
+    """A nextval() of a sequence that is not there reads as a missing table: the advice
+    for the sequence (a SQLAlchemy Sequence default whose CREATE SEQUENCE never ran)."""
+    missing = _MISSING_RELATION.search(message)
+    if missing is None:
+        return None
+    name = missing.group(1)
+    if isinstance(statement, str):
+        nextval = r"nextval\(\s*'[^']*" + re.escape(name)
+        drawn = re.search(nextval, statement, re.IGNORECASE) is not None
+    else:  # an Insert, whose SQL is not at hand: its table's Sequence defaults
+        columns = getattr(getattr(statement, "table", None), "columns", ())
+        defaults = (column.default for column in columns)
+        drawn = any(
+            isinstance(default, Sequence)
+            and name in (default.name, f"{default.schema}.{default.name}")
+            for default in defaults
+        )
+    if not drawn:
+        return None
+    return (
+        f"the sequence {name}, which nextval() draws from (a column default such as "
+        f"SQLAlchemy's Sequence({name!r})), does not exist: create it (CREATE SEQUENCE "
+        f"{name}; metadata.create_all makes a model's sequences with its tables), or "
+        "correct its name and schema"
+    )
 
 
 def _statement_table(statement: Any) -> str | None:
