@@ -310,6 +310,37 @@ def test_a_sequence_behind_the_ids_another_load_kept_is_named_not_met_with_ignor
     assert fids(admin, "race_fids")[-1] == (4, "drawn")
 
 
+def test_a_default_drawing_from_a_sequence_no_column_owns_gets_its_own_setval(
+    db: SpatialDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    """A legacy table's DEFAULT nextval('loose_ids'), no serial or identity: the advice's
+    pg_get_serial_sequence() was NULL there, and its setval() moved nothing. A default
+    drawing no sequence gets no setval at all."""
+    admin.execute(
+        'CREATE SEQUENCE "Loose Ids"; CREATE TABLE loose_keys (id int PRIMARY KEY '
+        "DEFAULT nextval('\"Loose Ids\"'), name text, geom geometry(Point, 4326)); "
+        "INSERT INTO loose_keys (id, name) VALUES (1, 'a'), (2, 'b')"
+    )
+    rows = [{"name": "drawn", "geom": shapely.Point(5, 5)}]
+    with pytest.raises(IntegrityViolation) as refused:
+        db.ingest("loose_keys", rows, progress=False)
+    fix = str(refused.value).split("Move it past them (")[1].split(") and run")[0]
+    assert fix == 'SELECT setval(\'"Loose Ids"\', max("id")) FROM "public"."loose_keys"'
+    admin.execute(fix)
+    assert db.ingest("loose_keys", rows, progress=False).inserted == 1
+    assert admin.execute("SELECT max(id), max(name) FROM loose_keys").fetchone() == (3, "drawn")
+    admin.execute(
+        "CREATE TABLE computed_keys (id int PRIMARY KEY DEFAULT 1, name text, "
+        "geom geometry(Point, 4326)); INSERT INTO computed_keys VALUES (1, 'a', NULL)"
+    )
+    with pytest.raises(IntegrityViolation) as refused:
+        db.ingest("computed_keys", rows, progress=False)
+    message = str(refused.value)
+    assert "The source gives no id: its default handed out a value the table holds" in message
+    assert "setval" not in message and "would drop these rows" in message
+    admin.execute('DROP TABLE loose_keys, computed_keys; DROP SEQUENCE "Loose Ids"')
+
+
 def test_a_file_geodatabase_folder_or_zipped_is_loaded_with_its_objectids(
     db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
 ) -> None:

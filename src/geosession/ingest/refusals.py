@@ -69,7 +69,7 @@ def server_reject(
         raise IntegrityViolation(
             f"Row {row}'s key is already in {plan.target.quoted} (a row there, or an "
             f"earlier row of the source): {refusal.message}{detail}. "
-            + _duplicate_advice(plan, refusal.detail),
+            + _duplicate_advice(conn, plan, refusal.detail),
             sqlstate=refusal.sqlstate,
         )
     column = (
@@ -83,7 +83,17 @@ def server_reject(
     return Reject(row, column, "server", f"{refusal.message}{detail}", shown(value))
 
 
-def _duplicate_advice(plan: WritePlan, detail: str | None) -> str:
+_DRAWN_SEQUENCE = r"""
+SELECT coalesce(pg_get_serial_sequence(%(table)s, %(column)s),
+    (regexp_match(pg_get_expr(d.adbin, d.adrelid), '^nextval\(''(.+)''::regclass\)$'))[1])
+FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attrelid = %(oid)s AND a.attname = %(column)s
+"""
+"""The sequence a column's default draws from: a serial's or identity's, or the one its
+own DEFAULT nextval('...') names (a sequence no column owns)."""
+
+
+def _duplicate_advice(conn: psycopg.Connection[Any], plan: WritePlan, detail: str | None) -> str:
     """What to do about a duplicate key: where the source gave no value for it, the
     column's default (its sequence) handed out one the table holds, which ignoring
     conflicts would turn into rows lost."""
@@ -93,9 +103,19 @@ def _duplicate_advice(plan: WritePlan, detail: str | None) -> str:
             "Pass on_conflict='ignore' (CLI: --on-conflict ignore) to keep the existing rows, "
             "or 'update' to overwrite them"
         )
-    column, table = plan.target.quote(named), plan.target.quoted
-    sequence = f"pg_get_serial_sequence({sql_literal(table)}, {sql_literal(named)})"
-    setval = f"SELECT setval({sequence}, max({column})) FROM {table}"  # noqa: S608 - advice
+    target = plan.target
+    found = conn.execute(
+        _DRAWN_SEQUENCE, {"table": target.quoted, "column": named, "oid": target.oid}
+    )
+    sequence = (found.fetchone() or (None,))[0]
+    if sequence is None:
+        return (
+            f"The source gives no {named}: its default handed out a value the table holds. "
+            f"Give the rows their own {named}, or a default that draws new values; "
+            "on_conflict='ignore' would drop these rows"
+        )
+    column, table = target.quote(named), target.quoted
+    setval = f"SELECT setval({sql_literal(sequence)}, max({column})) FROM {table}"  # noqa: S608 - advice
     return (
         f"The source gives no {named}: its default (a sequence) handed out an id the table "
         "holds, as it does when rows were loaded with their own ids (another load keeping a "
