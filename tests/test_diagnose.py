@@ -187,6 +187,42 @@ def test_lock_waits_name_the_blocking_pid(
             waiter.rollback()
 
 
+def test_lock_waits_of_another_role_hide_their_state_and_query_in_words(
+    make_db: Callable[..., SpatialDatabase], points: Table, database_url: str, watcher: str
+) -> None:
+    """A role without pg_read_all_stats saw the holder's state as "(None)" and both
+    queries as "<insufficient privilege>", where its sessions table says hidden."""
+    looking = make_db(watcher, pool_size=1)
+    update_row = f"UPDATE {points.name} SET name = 'x' WHERE id = 1"
+    with (
+        psycopg.connect(_libpq(database_url), application_name="holder") as holder,
+        psycopg.connect(_libpq(database_url), application_name="waiter") as waiter,
+    ):
+        holder.execute(update_row)
+        waiter.execute("SET lock_timeout = '20s'")
+        thread = threading.Thread(target=lambda: waiter.execute(update_row))
+        thread.start()
+        try:
+            (wait,) = _wait_for(looking.locks)
+            assert wait.hidden and wait.query == "" and wait.application == "waiter"
+            (blocker,) = wait.blockers
+            assert blocker.hidden and blocker.query == "" and blocker.state is None
+            env = {"GEOSESSION_DATABASE_URL": watcher, "COLUMNS": "250"}
+            shown = CliRunner().invoke(app, ["activity"], env=env)
+            assert shown.exit_code == 0, shown.output
+            assert f"{holder.info.backend_pid} holder (hidden)" in shown.output
+            assert "None" not in shown.output and "insufficient" not in shown.output
+            as_json = CliRunner().invoke(app, ["activity", "--json"], env=env)
+            (listed,) = json.loads(as_json.stdout)["lock_waits"]
+            assert listed["hidden"] and listed["blockers"][0]["hidden"]
+            assert "insufficient" not in as_json.stdout
+        finally:
+            holder.rollback()
+            thread.join()
+            waiter.rollback()
+    assert not looking.locks()  # its own lock waits are not hidden from it: none now
+
+
 def test_activity_command_prints_a_table_and_watches(database_url: str) -> None:
     runner = CliRunner()
     env = {"GEOSESSION_DATABASE_URL": database_url, "COLUMNS": "250"}

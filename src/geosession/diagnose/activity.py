@@ -44,9 +44,10 @@ _LOCK_WAITS = text(
     "extract(epoch FROM clock_timestamp() - w.query_start)::float8, "
     "pg_blocking_pids(w.pid), left(w.query, :chars), "
     "(SELECT coalesce(json_agg(json_build_object('pid', b.pid, 'application', "
-    "  b.application_name, 'state', b.state, 'query', left(b.query, :chars)) "
-    "  ORDER BY b.pid), '[]'::json) "
-    " FROM pg_stat_activity b WHERE b.pid = ANY (pg_blocking_pids(w.pid))) "
+    "  b.application_name, 'state', b.state, 'query', left(b.query, :chars), "
+    "  'hidden', b.backend_type IS NULL) ORDER BY b.pid), '[]'::json) "
+    " FROM pg_stat_activity b WHERE b.pid = ANY (pg_blocking_pids(w.pid))), "
+    "w.backend_type IS NULL "
     "FROM pg_locks l JOIN pg_stat_activity w ON w.pid = l.pid "
     "WHERE NOT l.granted AND (:all_databases OR w.datname = current_database()) "
     "ORDER BY w.query_start, w.pid"
@@ -96,6 +97,8 @@ class Blocker:
     application: str
     state: str | None
     query: str
+    hidden: bool = False
+    """Another role's session whose state and query this role may not see."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,8 @@ class LockWait:
     blocked_by: tuple[int, ...]
     query: str
     blockers: tuple[Blocker, ...]
+    hidden: bool = False
+    """Another role's session whose query this role may not see."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,7 +173,7 @@ def lock_waits(connection: Connection, *, all_databases: bool = False) -> list[L
 
 
 def _lock_wait(row: Any) -> LockWait:
-    pid, app, user, lock_type, mode, relation, waiting, blocked_by, query, blockers = row
+    pid, app, user, lock_type, mode, relation, waiting, blocked_by, query, blockers, hidden = row
     return LockWait(
         pid=pid,
         application=app or "",
@@ -178,9 +183,16 @@ def _lock_wait(row: Any) -> LockWait:
         relation=relation,
         waiting=waiting,
         blocked_by=tuple(blocked_by or ()),
-        query=query or "",
+        query="" if hidden else query or "",
         blockers=tuple(
-            Blocker(b["pid"], b["application"] or "", b["state"], b["query"] or "")
+            Blocker(
+                b["pid"],
+                b["application"] or "",
+                b["state"],
+                "" if b["hidden"] else b["query"] or "",
+                hidden=b["hidden"],
+            )
             for b in blockers or ()
         ),
+        hidden=hidden,
     )

@@ -192,7 +192,12 @@ def locks_table(waits: list[LockWait]) -> _FittedTable:
 
 
 def _blockers(wait: LockWait) -> str:
-    blockers = "; ".join(f"{b.pid} {b.application} ({b.state})" for b in wait.blockers)
+    blockers = "; ".join(
+        f"{b.pid} {b.application} ({'hidden' if b.hidden else b.state})"
+        if b.hidden or b.state
+        else f"{b.pid} {b.application}"
+        for b in wait.blockers
+    )
     return blockers or ", ".join(map(str, wait.blocked_by))
 
 
