@@ -64,6 +64,14 @@ def test_flags_take_no_value_in_help(command: list[str]) -> None:
     assert "<bool>" not in result.output and "--help" in result.output
 
 
+def test_repeatable_options_show_what_each_value_is() -> None:
+    """--schema showed Python's <list[str]>; each repeatable option names its value."""
+    for command in COMMANDS:
+        result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
+        options = result.output.split("Options", 1)[-1]
+        assert "<list[" not in options, (command, options)
+
+
 def test_options_with_values_still_show_their_type() -> None:
     result = CliRunner().invoke(app, ["ingest", "--help"], env={"COLUMNS": "120"})
     srid = next(line for line in result.output.splitlines() if "--srid " in line)

@@ -162,7 +162,10 @@ def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Print the checklist as JSON.")] = False,
     schema: Annotated[
         list[str] | None,
-        typer.Option(help="Check only the tables of this schema (repeatable). Default: all."),
+        typer.Option(
+            metavar="SCHEMA",
+            help="Check only the tables of this schema (repeatable). Default: all.",
+        ),
     ] = None,
 ) -> None:
     """Check the database for what makes spatial sessions slow or unsafe; exit 1 if any fails.
