@@ -194,6 +194,7 @@ def test_async_pool_holders_have_the_awaiting_coroutine_in_their_stack(make_db: 
 
 def test_async_pool_exhausted_names_the_pool_size_and_the_holder(make_db: MakeDb) -> None:
     db = make_db(pool_size=1, max_overflow=0, pool_timeout=0.3, leak_threshold=60)
+    assert db.pool_stats(async_pool=True).size == 1  # before the async pool is made (was 0)
 
     async def main() -> tuple[str, int]:
         try:
@@ -210,6 +211,7 @@ def test_async_pool_exhausted_names_the_pool_size_and_the_holder(make_db: MakeDb
     message, line = asyncio.run(main())
     assert "pool_size=1" in message and "Held longest: " in message
     assert "This thread" not in message  # tasks share the thread: not a sign of nesting
+    assert "(`async with db.async_session()`)" in message and "`with db.session()`" not in message
     assert f"{__file__}:{line} in main" in message
     assert db.pool_stats(async_pool=True).timeouts == 1
 

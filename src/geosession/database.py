@@ -477,8 +477,8 @@ class SpatialDatabase:
     def pool_stats(self, *, async_pool: bool = False) -> PoolStats:
         """The sync (or async) pool: connections lent and idle, waits, longest holders."""
         monitor = self.metrics.async_pool if async_pool else self.metrics.pool
-        if monitor is None:  # the async engine is made on first use
-            return PoolStats(size=0, checked_out=0, checked_in=0, overflow=0)
+        if monitor is None:  # the async engine is made on first use, of this size
+            return PoolStats(size=self.settings.pool_size, checked_out=0, checked_in=0, overflow=0)
         return monitor.stats()
 
     def write_position(self) -> str:

@@ -49,11 +49,12 @@ def pool_exhausted(
         if own
         else ""
     )
+    scope = "async with db.async_session()" if engine.dialect.is_async else "with db.session()"
     return PoolExhausted(
         f"No pooled connection became free within pool_timeout={settings.pool_timeout:g}s: all "
         f"{settings.pool_size} connections of the pool (pool_size={settings.pool_size}) and "
         f"{settings.max_overflow} overflow (max_overflow={settings.max_overflow}) are checked out "
         f"(on {endpoint_of(engine)}). {nested}Close sessions promptly "
-        "(`with db.session()`), keep slow work outside them, or raise pool_size / "
+        f"(`{scope}`), keep slow work outside them, or raise pool_size / "
         "max_overflow" + (f". {holders}" if holders else "")
     )
