@@ -1070,8 +1070,43 @@ def test_infinite_dates_and_times_read_as_the_largest_and_smallest_on_every_driv
     assert "(midnight::text), or without those values (NULLIF(midnight, '24:00'))" in str(
         hour_24.value
     )
+    beside = (
+        "SELECT 'infinity'::timestamptz AS until, '24:00'::time AS ends, 'POINT(1 1)'::geometry"
+    )
+    with pytest.raises(DatabaseError) as infinity_first:  # was blamed on the infinity
+        list(db.stream(beside))
+    assert "hour=24" in str(infinity_first.value) and "NULLIF(ends, '24:00')" in str(
+        infinity_first.value
+    )
     with db.session() as s, pytest.raises(DatabaseError, match="infinity or -infinity"):
         s.execute(text("SELECT 'infinity'::date")).all()  # the ORM's reads: advice only
+
+
+def test_async_streams_read_timestamptz_infinities_in_utc_as_their_other_values(
+    make_db: Callable[..., SpatialDatabase],
+) -> None:
+    """asyncpg read 'infinity'::timestamptz as the naive datetime.max beside the aware
+    values of the other rows, so that max() of the column raised TypeError."""
+    import datetime as dt
+
+    query = (
+        "SELECT *, 'POINT(1 1)'::geometry AS geom FROM (VALUES (1, '2024-01-01 00:00+00'::"
+        "timestamptz, ARRAY['-infinity'::timestamptz]), (2, 'infinity', ARRAY[now()])) "
+        "v (id, until, moments) ORDER BY id"
+    )
+    db = make_db(async_driver="asyncpg")
+
+    async def read() -> list[Any]:
+        try:
+            return [row async for row in db.async_stream(query)]
+        finally:
+            await db.adispose()
+
+    rows = asyncio.run(read())
+    assert rows[1].until == dt.datetime.max.replace(tzinfo=dt.UTC)
+    assert max(row.until for row in rows) == rows[1].until  # comparable: all aware
+    assert rows[0].moments == [dt.datetime.min.replace(tzinfo=dt.UTC)]
+    assert [row.until for row in rows] == [row.until for row in db.stream(query)]
 
 
 def test_arrays_of_geometries_read_as_lists_of_ewkb_and_files_hold_geojson(

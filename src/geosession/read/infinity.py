@@ -1,4 +1,4 @@
-"""PostgreSQL's infinite dates and times, read as psycopg2 and asyncpg read them.
+"""PostgreSQL's infinite dates and times, read as psycopg2 reads them on every driver.
 
 ``'infinity'`` and ``'-infinity'`` (a ``valid_to`` that never ends) have no Python date:
 psycopg 3's loaders refuse them ("timestamp too large (after year 10K)"), where psycopg2
@@ -72,19 +72,27 @@ def all_rows(result: Any) -> list[Any]:
     cursor = result.cursor
     refused = (result.context.dialect.loaded_dbapi.DataError, ValueError, OverflowError)
     try:
-        return list(cursor.fetchall())
+        rows = list(cursor.fetchall())
     except refused as error:  # a value the driver cannot load, in its words
-        reloaded = _reloaded(cursor) if isinstance(error, psycopg.DataError) else None
+        if not isinstance(error, psycopg.DataError):
+            raise unreadable(error, cursor.description) from error
+        try:
+            reloaded = _reloaded(cursor)
+        except psycopg.DataError as still:  # no infinity: a year before 1, a time of 24:00
+            raise unreadable(still, cursor.description) from still
         if reloaded is None:
             raise unreadable(error, cursor.description) from error
         return reloaded
     finally:
         result.close()
+    if result.context.dialect.driver == "asyncpg":
+        return _in_utc(rows, cursor.description)
+    return rows
 
 
 def _reloaded(cursor: Any) -> list[Any] | None:
-    """The cursor's whole result loaded again with the infinity-reading loaders; None when
-    a value is still unreadable (a year before 1), or the cursor keeps no result."""
+    """The cursor's whole result loaded again with the infinity-reading loaders (a value
+    still unreadable raises psycopg's DataError); None when the cursor keeps no result."""
     pgresult = getattr(cursor, "pgresult", None)
     if pgresult is None:
         return None
@@ -93,10 +101,37 @@ def _reloaded(cursor: Any) -> list[Any] | None:
         adapters.register_loader(name, loader)
     transformer = Transformer(_Context(adapters, cursor.connection))
     transformer.set_pgresult(pgresult)
-    try:
-        return transformer.load_rows(0, pgresult.ntuples, tuple)
-    except psycopg.DataError:
-        return None
+    return transformer.load_rows(0, pgresult.ntuples, tuple)
+
+
+def _in_utc(rows: list[Any], description: Sequence[Any] | None) -> list[Any]:
+    """asyncpg reads a timestamptz's infinities as the naive ``datetime.max`` and ``.min``,
+    beside its other values in UTC (a comparison of the two fails): made UTC's, as
+    psycopg's and psycopg2's are."""
+    columns = [i for i, column in enumerate(description or ()) if column[1] in (1184, 1185)]
+    if not columns:
+        return rows
+    return [_row_in_utc(row, columns) for row in rows]
+
+
+def _row_in_utc(row: Any, columns: list[int]) -> Any:
+    values = list(row)
+    for i in columns:
+        value = values[i]
+        values[i] = [_utc(v) for v in value] if isinstance(value, list) else _utc(value)
+    return tuple(values)
+
+
+def _utc(value: Any) -> Any:
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return (
+            _UTC_MAX
+            if value == dt.datetime.max
+            else _UTC_MIN
+            if value == dt.datetime.min
+            else value
+        )
+    return value
 
 
 def unreadable(error: Exception, description: Sequence[Any] | None) -> DatabaseError:
