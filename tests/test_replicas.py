@@ -452,15 +452,27 @@ def _elsewhere(work: Callable[[], tuple[bool, int]]) -> tuple[bool, int]:
 
 
 def test_the_doctor_says_when_a_replica_url_is_not_a_standby(
-    make_db: Callable[..., SpatialDatabase], database_url: str
+    make_db: Callable[..., SpatialDatabase], database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """With replica_max_lag reads pass over a server that is no standby (a promoted
+    replica, the primary listed), whose lag cannot be told: it read as current."""
     db = make_db(replica_urls=[database_url])  # the primary itself, by mistake
     checked = {check.name: check for check in db.doctor().checks}["replicas"]
     assert checked.status == "fail" and "is not a standby" in checked.detail
-    assert (
-        checked.fix.startswith("take a primary out of replica_urls") and "start" not in checked.fix
-    )
+    assert checked.fix.startswith("take a primary out of replica_urls (reads pass over it with")
+    assert "start" not in checked.fix and "cannot be reached" not in checked.fix
     assert "replicas" not in {check.name for check in make_db().doctor().checks}
+    strict = make_db(replica_urls=[database_url], replica_max_lag=30)
+    checkouts = db.pool_stats().checkouts
+    with caplog.at_level("WARNING", logger="geosession.replicas"):
+        with db.session(replica=True) as s:  # no limit: read there, unasked
+            s.execute(text("SELECT 1"))
+        assert "no standby" not in caplog.text
+        with strict.session(replica=True) as s:
+            s.execute(text("SELECT 1"))
+    assert "is no standby (pg_is_in_recovery() is false: a promoted replica" in caplog.text
+    assert strict.pool_stats().checkouts == 1  # the read went to the primary's pool
+    assert db.pool_stats().checkouts == checkouts  # without the limit: the replica pool's
 
 
 def test_a_busy_replica_pool_is_pool_exhausted_naming_the_replica(

@@ -5,8 +5,10 @@ the next one, spreading reads); one that cannot be reached (down, restarting, ou
 connection slots) is logged and passed over, and left alone for ``RETRY_AFTER`` seconds
 (so that reads do not each wait for a host that does not answer); when none answers the
 primary serves the read. With ``replica_max_lag``, a replica whose replay trails the WAL
-it received by more (``now() - pg_last_xact_replay_timestamp()`` while the two differ)
-is passed over the same way, asked at most once a second. Replica connections are read
+it received by more (``now() - pg_last_xact_replay_timestamp()`` while the two differ:
+at most that, since the primary's quiet time before its next commit counts too) is
+passed over the same way, asked at most once a second, and so is a server in the list
+that is no standby. Replica connections are read
 only wherever they land, so code written for a replica fails the same way on the
 primary when it tries to write. A standby that receives no WAL from the primary (cut off
 from it, or fed from an archive) replays all it has and so looks current however old
@@ -63,7 +65,7 @@ RECEIVING_SQL = (
 )
 """Whether a standby streams WAL from the primary (a role without pg_read_all_stats sees
 the receiver's row, not its status)."""
-_LAG = text(f"SELECT {LAG_SQL}, NOT pg_is_in_recovery() OR {RECEIVING_SQL}")
+_LAG = text(f"SELECT {LAG_SQL}, {RECEIVING_SQL}, pg_is_in_recovery()")
 
 _PRIMARY_LSN = text("SELECT pg_current_wal_lsn()::text")
 _REPLAYED = text(  # the LSN travels as text: asyncpg would want an integer for a pg_lsn
@@ -217,9 +219,9 @@ class Replicas:
                 raise self._exhausted(engine) from error
             try:
                 if self._lag_due(number):
-                    lag, receiving = connection.execute(_LAG).one()
+                    lag, receiving, standby = connection.execute(_LAG).one()
                     connection.rollback()  # the session begins its own transaction
-                    if self._behind(number, lag, receiving):
+                    if self._behind(number, lag, receiving, standby):
                         connection.close()
                         continue
                 if written is not None and number not in written.replayed:
@@ -255,9 +257,9 @@ class Replicas:
             try:
                 await connection.execution_options(**READ_ONLY)
                 if self._lag_due(number):
-                    lag, receiving = (await connection.execute(_LAG)).one()
+                    lag, receiving, standby = (await connection.execute(_LAG)).one()
                     await connection.rollback()
-                    if self._behind(number, lag, receiving):
+                    if self._behind(number, lag, receiving, standby):
                         await connection.close()
                         continue
                 if written is not None and number not in written.replayed:
@@ -331,21 +333,26 @@ class Replicas:
             time.monotonic() - self._lag_asked.get(number, float("-inf")) >= LAG_EVERY
         )
 
-    def _behind(self, number: int, lag: Any, receiving: bool) -> bool:
-        """Whether ``lag`` seconds is more than replica_max_lag, or the replica receives no
-        WAL (its lag cannot be told); such a replica is passed over until asked again."""
+    def _behind(self, number: int, lag: Any, receiving: bool, standby: bool) -> bool:
+        """Whether ``lag`` seconds is more than replica_max_lag, or the replica's lag cannot
+        be told (a standby receiving no WAL, or no standby at all: a promoted replica, the
+        primary listed); such a replica is passed over until asked again."""
         now = time.monotonic()
         self._lag_asked[number] = now
         if self.max_lag is None:
             return False
-        if receiving and (lag is None or float(lag) <= self.max_lag):
+        if standby and receiving and (lag is None or float(lag) <= self.max_lag):
             return False
         self._down_until[number] = now + LAG_EVERY
-        why = (
-            f"is {float(lag):.1f} s behind (replica_max_lag is {self.max_lag:g} s)"
-            if receiving
-            else "receives no WAL from the primary, so its data may be of any age"
-        )
+        if not standby:
+            why = (
+                "is no standby (pg_is_in_recovery() is false: a promoted replica, or the "
+                "primary listed in replica_urls): its lag cannot be told"
+            )
+        elif receiving:  # the age of its last replayed commit: an idle primary's time too
+            why = f"is up to {float(lag):.1f} s behind (replica_max_lag is {self.max_lag:g} s)"
+        else:
+            why = "receives no WAL from the primary, so its data may be of any age"
         log.warning(
             "replica %s %s, so reads go to the next (the primary when none answers) and it "
             "is asked again in %.0f s",

@@ -342,14 +342,20 @@ def _replicas(connection: Connection, context: CheckContext) -> Check:
                 standby, lag, streaming = replica.execute(_REPLICA_STATE).one()
         except GeoSessionError as error:
             failed.append(f"{name} cannot be reached ({error.message})")
-            fixes["start what cannot be reached, or take it out of replica_urls"] = None
+            fixes[
+                "start what cannot be reached, or take it out of replica_urls (meanwhile reads "
+                "pass over it for the next, the primary when none answers)"
+            ] = None
             continue
         finally:
             engine.dispose()
         limit = context.settings.replica_max_lag
         if not standby:
             failed.append(f"{name} is not a standby (pg_is_in_recovery() is false)")
-            fixes["take a primary out of replica_urls (replica reads there see no lag)"] = None
+            fixes[
+                "take a primary out of replica_urls (reads pass over it with replica_max_lag, "
+                "else go to it as to a replica)"
+            ] = None
         elif streaming != "streaming":
             warned.append(f"{name} receives no WAL from the primary ({streaming or 'no receiver'})")
         elif limit is not None and lag is not None and lag > limit:
@@ -357,7 +363,7 @@ def _replicas(connection: Connection, context: CheckContext) -> Check:
         else:
             fine.append(f"{name} streaming, {lag or 0:.1f} s behind")
     if failed:
-        fix = "; ".join(fixes) + ": meanwhile reads pass over a failing one for the primary"
+        fix = "; ".join(fixes)
         return Check("replicas", "fail", "; ".join(failed + warned + fine), fix)
     if warned:
         fix = "check the standby's primary_conninfo and its log"
