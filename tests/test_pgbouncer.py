@@ -6,6 +6,7 @@ work."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -34,7 +35,14 @@ session pooling each client connection holds one while it is open (pooled ones t
 @pytest.fixture(scope="module", params=list(POOL_SIZES))
 def pgbouncer_url(database_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """The test database through a PgBouncer of this module, in each pooling mode."""
-    mode = request.param
+    with _pgbouncer(database_url, request.param, POOL_SIZES[request.param]) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _pgbouncer(database_url: str, mode: str, pool_size: int, more: str = "") -> Iterator[str]:
+    """A PgBouncer in front of the test database's server, pooling ``pool_size`` server
+    connections per database and user; ``more``: lines of its own for pgbouncer.ini."""
     binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
     assert Path(binary).is_file(), "PgBouncer is missing: make setup installs it"
     server = make_url(database_url)
@@ -45,8 +53,8 @@ def pgbouncer_url(database_url: str, request: pytest.FixtureRequest) -> Iterator
         f"[databases]\n* = host={server.host} port={server.port}\n\n[pgbouncer]\n"
         f"listen_addr = 127.0.0.1\nlisten_port = {port}\nauth_type = trust\n"
         f"auth_file = {home / 'users.txt'}\npool_mode = {mode}\n"
-        f"default_pool_size = {POOL_SIZES[mode]}\nmax_client_conn = 200\n"
-        f"logfile = {home / 'pgbouncer.log'}\nunix_socket_dir =\n"
+        f"default_pool_size = {pool_size}\nmax_client_conn = 200\n"
+        f"logfile = {home / 'pgbouncer.log'}\nunix_socket_dir =\n{more}"
     )
     command = [binary, str(home / "pgbouncer.ini")]
     if os.geteuid() == 0:  # PgBouncer refuses to run as root
@@ -100,10 +108,30 @@ def test_without_pgbouncer_mode_the_error_says_to_set_it(
 ) -> None:
     db = make_db(pgbouncer_url)
     with (
-        pytest.raises(ConnectionFailed, match=r"That is PgBouncer.*pgbouncer=True"),
+        pytest.raises(ConnectionFailed, match=r"That is PgBouncer.*pgbouncer=True") as refused,
         db.session() as s,
     ):
         s.execute(text("SELECT 1"))
+    assert not refused.value.transient  # a setting to change: run_transaction reruns nothing
+
+
+def test_pgbouncers_query_wait_timeout_says_its_pool_was_busy(
+    make_db: Callable[..., SpatialDatabase], database_url: str
+) -> None:
+    """It read as a lost connection; PgBouncer's pool of server connections was busy."""
+    with _pgbouncer(database_url, "transaction", 1, "query_wait_timeout = 1\n") as url:
+        db = make_db(url, pgbouncer=True, pool_size=2)
+        with psycopg.connect(libpq_url(url)) as holder:
+            holder.execute("SELECT 1")  # in a transaction: PgBouncer's one server connection
+            with pytest.raises(ConnectionFailed) as waited, db.session() as s:
+                s.execute(text("SELECT 1"))
+            holder.rollback()
+        message = str(waited.value)
+        assert "PgBouncer found no free server connection for this client within its" in message
+        assert "default_pool_size" in message and "was lost" not in message
+        assert waited.value.transient
+        with db.session() as s:  # the pool's connection PgBouncer closed is not lent again
+            assert s.execute(text("SELECT 2")).scalar() == 2
 
 
 def test_every_transaction_has_the_settings_and_no_other_client_gets_them(

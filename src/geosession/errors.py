@@ -310,6 +310,16 @@ _BY_SQLSTATE_AND_MESSAGE: tuple[tuple[str, str, type[GeoSessionError], str], ...
         "the column out of the index",
     ),
     (
+        "08P01",
+        "query_wait_timeout",  # PgBouncer's words, as it closes the client's connection
+        ConnectionFailed,
+        "PgBouncer found no free server connection for this client within its "
+        "query_wait_timeout: its pool for this database and user (default_pool_size) was "
+        "busy all that time, and it closed the connection. Shorten the transactions that "
+        "hold them, or raise default_pool_size (within the server's max_connections) or "
+        "query_wait_timeout in pgbouncer.ini; " + _ADVICE_RETRY,
+    ),
+    (
         "57014",
         "user request",  # not statement_timeout
         QueryTimeout,
@@ -651,12 +661,14 @@ def _connect_failure(diag: Diagnostics, endpoint: str) -> GeoSessionError | None
     refusal of settings, a certificate, a setting libpq refuses, a server out of reach);
     None for the server's own refusals (a login, a database), classified as any error."""
     if "unsupported startup parameter" in diag.message:
-        return ConnectionFailed(
+        refused = ConnectionFailed(
             f"Could not connect to {endpoint}: {diag.message}. That is PgBouncer, which "
             "refuses server settings at start-up: set pgbouncer=True (GEOSESSION_PGBOUNCER="
             "true) so that they are set in each transaction instead",
             sqlstate=diag.sqlstate,
         )
+        refused.transient = False  # a setting to change: trying again fails the same way
+        return refused
     if _TLS_REFUSED.search(diag.message):
         refused = ConnectionFailed(
             f"Could not connect to PostgreSQL at {endpoint}: {diag.message}. The server's "
