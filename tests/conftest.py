@@ -69,6 +69,22 @@ _created: list[SpatialDatabase] = []
 
 
 @pytest.fixture
+def postgis_elsewhere(server_url: str) -> Iterator[str]:
+    """A database with PostGIS in a schema of its own, not on the search_path."""
+    admin_url = make_url(server_url).set(drivername="postgresql")
+    url = make_url(server_url).set(database="geosession_postgis_elsewhere")
+    with psycopg.connect(admin_url.render_as_string(hide_password=False), autocommit=True) as c:
+        c.execute("DROP DATABASE IF EXISTS geosession_postgis_elsewhere WITH (FORCE)")
+        c.execute("CREATE DATABASE geosession_postgis_elsewhere")
+        plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(plain, autocommit=True) as elsewhere:
+            elsewhere.execute("CREATE SCHEMA gis")
+            elsewhere.execute("CREATE EXTENSION postgis SCHEMA gis")
+        yield url.render_as_string(hide_password=False)
+        c.execute("DROP DATABASE geosession_postgis_elsewhere WITH (FORCE)")
+
+
+@pytest.fixture
 def make_db(database_url: str) -> Iterator[Callable[..., SpatialDatabase]]:
     """Factory for SpatialDatabase objects on the test database; disposed after the test."""
 

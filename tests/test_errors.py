@@ -297,22 +297,6 @@ def test_missing_postgis_says_how_to_install_it(
             run(db, driver, sql)
 
 
-@pytest.fixture
-def postgis_elsewhere(server_url: str) -> Iterator[str]:
-    """A database with PostGIS in a schema of its own, not on the search_path."""
-    admin_url = make_url(server_url).set(drivername="postgresql")
-    url = make_url(server_url).set(database="geosession_postgis_elsewhere")
-    with psycopg.connect(admin_url.render_as_string(hide_password=False), autocommit=True) as c:
-        c.execute("DROP DATABASE IF EXISTS geosession_postgis_elsewhere WITH (FORCE)")
-        c.execute("CREATE DATABASE geosession_postgis_elsewhere")
-        plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        with psycopg.connect(plain, autocommit=True) as elsewhere:
-            elsewhere.execute("CREATE SCHEMA gis")
-            elsewhere.execute("CREATE EXTENSION postgis SCHEMA gis")
-        yield url.render_as_string(hide_password=False)
-        c.execute("DROP DATABASE geosession_postgis_elsewhere WITH (FORCE)")
-
-
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_postgis_out_of_the_search_path_is_not_called_missing(
     make_db: Callable[..., SpatialDatabase], postgis_elsewhere: str, driver: str

@@ -308,3 +308,26 @@ def test_the_doctor_checks_through_pgbouncer(bounced: SpatialDatabase) -> None:
     pool = checks["pool size"]
     assert pool.status == "ok" and "max_client_conn" in pool.detail
     assert "max_connections" not in pool.detail
+
+
+def test_create_looks_up_a_crs_with_the_settings_behind_pgbouncer_too(
+    make_db: Callable[..., SpatialDatabase], postgis_elsewhere: str
+) -> None:
+    """create=True's lookup of an ESRI CRS's SRID ran autocommitted: behind PgBouncer the
+    settings (set per transaction) were not there, so a spatial_ref_sys off the bare
+    search_path was "not installed" though server_settings put it there."""
+    import geopandas as gpd
+
+    frame = gpd.GeoDataFrame(
+        {"name": ["a", "b"]}, geometry=[shapely.Point(0, 0), shapely.Point(1e5, 1e5)]
+    ).set_crs("ESRI:102003")
+    path_with_gis = {"search_path": "public, gis"}
+    direct = make_db(postgis_elsewhere, server_settings=path_with_gis)
+    assert direct.ingest("albers", frame, create=True, progress=False).inserted == 2
+    with _pgbouncer(postgis_elsewhere, "transaction", 2) as url:
+        bounced = make_db(url, pgbouncer=True, server_settings=path_with_gis)
+        report = bounced.ingest("albers_bounced", frame, create=True, progress=False)
+        assert report.inserted == 2
+        with bounced.session() as s:
+            srid = "SELECT gis.Find_SRID('public', 'albers_bounced', 'geometry')"
+            assert s.execute(text(srid)).scalar() == 102003

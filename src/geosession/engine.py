@@ -162,9 +162,18 @@ def _set_config_sql(count: int, placeholder: str) -> str:
 
 class PgBouncerConnection(psycopg.Connection[Any]):
     """A psycopg connection whose outermost ``transaction()`` blocks begin by setting the
-    server settings (PgBouncer mode): the ingest runs each chunk in such a block."""
+    server settings (PgBouncer mode): the ingest runs each chunk in such a block. While
+    ``implicit_settings`` is on (the ingest holds it), a statement that begins a
+    transaction of psycopg's own (its implicit BEGIN: the target's lookup, the checks
+    before the load) is preceded by them too; SQLAlchemy's transactions get them from
+    its begin event instead, so they are not set twice."""
 
     per_transaction: tuple[str, dict[str, str]] | None = None
+    implicit_settings = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cursor_factory = _SettingsFirstCursor
 
     @contextmanager
     def transaction(
@@ -173,8 +182,23 @@ class PgBouncerConnection(psycopg.Connection[Any]):
         outermost = self.info.transaction_status == TransactionStatus.IDLE
         with super().transaction(savepoint_name, force_rollback) as transaction:
             if outermost and self.per_transaction is not None:
-                self.execute(*self.per_transaction)
+                psycopg.Cursor(self).execute(*self.per_transaction)
             yield transaction
+
+    def settings_first(self) -> None:
+        """The settings, where the next statement would begin a transaction."""
+        idle = self.info.transaction_status == TransactionStatus.IDLE
+        if self.implicit_settings and idle and not self.autocommit and self.per_transaction:
+            psycopg.Cursor(self).execute(*self.per_transaction)
+
+
+class _SettingsFirstCursor(psycopg.Cursor[Any]):
+    """A cursor whose statements follow the settings where they begin a transaction."""
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(self.connection, PgBouncerConnection):
+            self.connection.settings_first()
+        return super().execute(*args, **kwargs)
 
 
 def _pool_arguments(settings: DatabaseSettings) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import psycopg
 from sqlalchemy import Engine
 
+from geosession.engine import PgBouncerConnection
 from geosession.engine_errors import translate_for
 from geosession.errors import ConfigurationError, ConnectionFailed, GeoSessionError
 from geosession.retry import restart_backoff
@@ -84,6 +85,8 @@ class Connections:
         try:
             driver = _psycopg(proxy)
             self._set(driver)
+            if isinstance(driver, PgBouncerConnection):
+                driver.implicit_settings = True  # its lookups outside chunks get them too
             yield driver
         except psycopg.Error:
             if proxy.driver_connection is None or proxy.driver_connection.broken:
@@ -169,6 +172,8 @@ class Connections:
         driver = proxy.driver_connection
         if driver is None:
             return
+        if isinstance(driver, PgBouncerConnection):
+            driver.implicit_settings = False
         if driver.closed or driver.broken:
             proxy.invalidate()
             return

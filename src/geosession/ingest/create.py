@@ -36,6 +36,7 @@ from geosession.ingest.target import (
 )
 from geosession.read.plan import quote_identifier
 from geosession.settings import set_local
+from geosession.srs import SRID_BY_AUTHORITY_SQL
 
 _CREATED_MEANWHILE = ("42P07", "23505")
 """duplicate_table, or the unique violation on the table's row type when a concurrent
@@ -115,11 +116,22 @@ def _found(
 
 def _typed(engine: Engine, first: Any, options: IngestOptions, qualified: str) -> SourceSchema:
     """The columns the source's rows need (``first``: a generator's first rows, kept, or
-    the source itself), with the SRIDs of their CRSs looked up a statement at a time."""
-    with engine.connect() as lookups:
-        each = lookups.execution_options(isolation_level="AUTOCOMMIT")
-        srids = Srids(options.srid, each, options.reproject_srid)
-        return source_schema(first, options, srids, table=qualified)
+    the source itself), with the SRIDs of their CRSs looked up a transaction at a time:
+    none is held open while the source is read, and each has the ingest's settings and
+    the database's (behind PgBouncer they are set per transaction: an autocommitted
+    lookup had no search_path, and missed a spatial_ref_sys outside public)."""
+
+    def filed(name: str, code: int) -> int | None:
+        with engine.begin() as conn:
+            if options.settings:
+                conn.execute(*set_local(options.settings))
+            query = SRID_BY_AUTHORITY_SQL
+            found = conn.exec_driver_sql(query, {"name": name, "code": code}).scalar()
+        return int(found) if found is not None else None
+
+    return source_schema(
+        first, options, Srids(options.srid, filed, options.reproject_srid), table=qualified
+    )
 
 
 def _refuse_names_cut_alike(schema: SourceSchema, qualified: str) -> None:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import shapely
-from sqlalchemy import Connection
 
 from geosession.errors import ConfigurationError
 from geosession.ingest.archives import gdal_source
@@ -73,7 +72,7 @@ from geosession.ingest.seen_types import FoundTypes, arrow_value_types
 from geosession.ingest.sources import is_dataframe
 from geosession.ingest.text_types import TextKinds
 from geosession.read.layer_types import measured_types
-from geosession.srs import SRID_BY_AUTHORITY_SQL, authority
+from geosession.srs import authority
 
 _MULTI = {"POLYGON": "MULTIPOLYGON", "LINESTRING": "MULTILINESTRING"}
 
@@ -135,7 +134,8 @@ class Srids:
     102003 in PostGIS's spatial_ref_sys), else ``given`` (srid=)."""
 
     given: int | None
-    conn: Connection
+    filed: Callable[[str, int], int | None]
+    """The SRID this database files an authority's code under (``"ESRI", "102003"``)."""
     wanted: int | None = None
     """The SRID reproject= names: every new geometry column's, whatever the source's."""
 
@@ -167,12 +167,7 @@ class Srids:
 
     def _filed(self, definition: str) -> int | None:
         code = authority(definition)
-        if code is None:
-            return None
-        found = self.conn.exec_driver_sql(
-            SRID_BY_AUTHORITY_SQL, {"name": code[0], "code": code[1]}
-        ).scalar()
-        return int(found) if found is not None else None
+        return None if code is None else self.filed(*code)
 
 
 def source_schema(source: Any, options: IngestOptions, srids: Srids, *, table: str) -> SourceSchema:
