@@ -19,7 +19,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from geosession import ConfigurationError, PoolExhausted, SpatialDatabase
+from geosession import (
+    ConfigurationError,
+    DatabaseError,
+    PoolExhausted,
+    QueryTimeout,
+    SpatialDatabase,
+)
 from geosession.models import geometry_column
 from geosession.observe.leaks import capture_stack
 from geosession.observe.prometheus import register
@@ -245,6 +251,17 @@ def test_slow_statements_are_logged_without_parameters(
     assert db.metrics.slow_queries.count == 1
     assert "Slow statement" in caplog.text and "pg_sleep" in caplog.text
     assert "hunter2" not in caplog.text
+    caplog.clear()
+    failing = "SELECT 1 / (count(*) - count(*)) FROM (SELECT pg_sleep(0.1)) s"  # slow, then fails
+    with pytest.raises(DatabaseError), db.session() as s:
+        s.execute(text(failing))
+    with pytest.raises(QueryTimeout), db.transaction(statement_timeout="60ms") as s:
+        s.execute(text("SELECT pg_sleep(1)"))
+    with db.session() as s, contextlib.suppress(DatabaseError):  # fast and failing: not slow
+        s.execute(text("SELECT 1 / 0"))
+    assert db.metrics.slow_queries.count == 3  # were never counted nor logged
+    assert "failed (DivisionByZero), on" in caplog.text and "failed (QueryCanceled)" in caplog.text
+    assert "SELECT 1 / 0" not in caplog.text
 
 
 class FlushBase(DeclarativeBase):

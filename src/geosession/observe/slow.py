@@ -1,11 +1,11 @@
 """Slow-statement logging: a WARNING for every statement slower than a threshold.
 
-Engine events ``before_cursor_execute`` / ``after_cursor_execute`` time each statement on
-the client (network and driver included). The log names the server and shows the SQL,
-shortened, never its parameters (they may hold personal data or passwords). Session
-events ``before_flush`` / ``after_flush_postexec`` time each ORM flush the same way: a
-flush of many objects is slow in many statements none of which is slow alone. Nothing
-is installed without a threshold.
+Engine events ``before_cursor_execute`` / ``after_cursor_execute`` (``handle_error`` for
+one that failed) time each statement on the client (network and driver included). The
+log names the server and shows the SQL, shortened, never its parameters (they may hold
+personal data or passwords). Session events ``before_flush`` / ``after_flush_postexec``
+time each ORM flush the same way: a flush of many objects is slow in many statements
+none of which is slow alone. Nothing is installed without a threshold.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class SlowQueryLog:
             return
         event.listen(engine, "before_cursor_execute", self._before)
         event.listen(engine, "after_cursor_execute", self._after)
+        event.listen(engine, "handle_error", self._failed)
 
     def _before(
         self, conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
@@ -59,6 +60,16 @@ class SlowQueryLog:
     def _after(
         self, conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
     ) -> None:
+        self._timed(context, conn.engine, statement, "")
+
+    def _failed(self, context: Any) -> None:
+        """A statement that failed once slow (cancelled by statement_timeout, an error at
+        its end) was slow all the same: the after event never comes for it."""
+        if not context.is_pre_ping and context.statement is not None:
+            failed = type(context.original_exception).__name__
+            self._timed(context.execution_context, context.engine, context.statement, failed)
+
+    def _timed(self, context: Any, engine: Engine | None, statement: str, failed: str) -> None:
         started = getattr(context, "geosession_started", None)
         threshold = self.threshold
         if started is None or threshold is None:
@@ -69,10 +80,11 @@ class SlowQueryLog:
         with self._lock:
             self.count += 1
         logger.warning(
-            "Slow statement: %.3fs (slow_query_threshold=%gs) on %s: %s",
+            "Slow statement: %.3fs (slow_query_threshold=%gs)%s on %s: %s",
             seconds,
             threshold,
-            endpoint_of(conn.engine),
+            f", failed ({failed})," if failed else "",
+            endpoint_of(engine),
             shorten(statement),
         )
 
