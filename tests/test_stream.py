@@ -8,7 +8,10 @@ import gc
 import hashlib
 import json
 import logging
+import os
 import pickle
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -663,6 +666,26 @@ def test_dropped_iterator_is_released_by_gc(
     del iterator
     gc.collect()
     assert released(db, admin)
+
+
+@pytest.mark.usefixtures("tables")
+def test_an_iteration_a_script_leaves_open_ends_quietly_with_it(database_url: str) -> None:
+    """The garbage collector closed it during the interpreter's teardown, where its
+    cleanup met modules already gone: "Exception ignored in: <generator object
+    GeometryStream._batches>" and a TypeError from psycopg's rollback on stderr."""
+    script = (
+        "from geosession import SpatialDatabase\n"
+        "db = SpatialDatabase.from_env()\n"
+        "rows = iter(db.stream('SELECT * FROM rd_parcels', batch_size=100))\n"
+        "batches = db.stream('SELECT * FROM rd_parcels', batch_size=100).batches()\n"
+        "print(next(rows).id, len(next(batches)))\n"
+    )
+    env = {**os.environ, "GEOSESSION_DATABASE_URL": database_url}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout.split() == ["1", "100"], done.stderr
+    assert done.stderr == ""
 
 
 @pytest.mark.usefixtures("tables")

@@ -12,6 +12,8 @@ block's end, or when the abandoned iterator is garbage collected.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import datetime as dt
 import time
 import weakref
@@ -44,6 +46,19 @@ from geosession.srs import spatial_refs_sql
 
 Connect = Callable[[], AbstractContextManager[Connection]]
 _T = TypeVar("_T")
+
+_LEFT_OPEN: weakref.WeakSet[Generator[Any, None, None]] = weakref.WeakSet()
+"""The iterations still open, of every stream."""
+
+
+@atexit.register
+def _close_left_open() -> None:
+    """Iterations a script left open are closed as it exits, before the interpreter tears
+    its modules down: closed by the garbage collector during that teardown, their cleanup
+    (rollback, the connection's return) met modules already gone and printed tracebacks."""
+    for generator in list(_LEFT_OPEN):
+        with contextlib.suppress(Exception):  # one running in another thread, still
+            generator.close()
 
 
 class GeometryStream:
@@ -91,6 +106,7 @@ class GeometryStream:
 
     def _track(self, generator: Generator[_T, None, None]) -> Generator[_T, None, None]:
         self._open.add(generator)
+        _LEFT_OPEN.add(generator)
         return generator
 
     def _batches(self) -> Generator[list[Any], None, None]:
