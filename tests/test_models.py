@@ -419,6 +419,32 @@ def test_shapely_geometries_wkb_and_geojson_bind_to_geosessions_columns(
         s.add(Parcel(id=12, boundary=b"\x01\x03"))
 
 
+def test_text_and_elements_take_the_columns_srid_or_say_theirs_differs(
+    tables: SpatialDatabase,
+) -> None:
+    """WKT went with SRID 0: INSERT stamped it with the column's, but `==` found nothing
+    and ST_Intersects refused it; EWKT or an element of another SRID went through
+    intersects() (&& compares no SRIDs) matching rows of any."""
+    with tables.transaction() as s:
+        s.add(Parcel(id=1, boundary="POLYGON((0 0,1 0,1 1,0 0))"))
+        s.add(Parcel(id=2, boundary=shapely.box(5, 5, 6, 6)))
+    wkt = "POLYGON((0 0,1 0,1 1,0 0))"
+    hex_wkb = shapely.to_wkb(shapely.box(0, 0, 1, 1), hex=True)
+    geojson = '{"type": "Point", "coordinates": [0.5, 0.25]}'
+    curve = "CURVEPOLYGON(CIRCULARSTRING(0 0, 1 1, 2 0, 1 -1, 0 0))"  # shapely reads none
+    with tables.session() as s:
+        assert s.scalars(select(Parcel.id).where(Parcel.boundary == wkt)).all() == [1]
+        for value in (wkt, hex_wkb, geojson, curve, f"SRID=4326;{wkt}"):
+            found = s.scalars(select(Parcel.id).where(Parcel.boundary.ST_Intersects(value)))
+            assert found.all() == [1], value
+        near = Parcel.boundary.ST_DWithin("POINT(5 5)", 0.5)
+        assert s.scalars(select(Parcel.id).where(near)).all() == [2]
+    mismatch = r"has SRID 3857 but SRID 4326 was expected.*for a geometry\(POLYGON, 4326\)"
+    for other in (f"SRID=3857;{wkt}", to_element(shapely.box(0, 0, 1, 1), 3857)):
+        with pytest.raises(SRIDMismatch, match=mismatch), tables.session() as s:
+            s.scalars(select(Parcel.id).where(Parcel.boundary.intersects(other))).all()
+
+
 def test_geography_columns_bind_shapely_as_text_and_measure_in_metres(
     db: SpatialDatabase,
 ) -> None:

@@ -157,7 +157,7 @@ def encode_ewkb(geoms: Sequence[Any], srid: int) -> list[bytes | None]:
     conflicts = np.flatnonzero((current > 0) & (current != srid))
     if conflicts.size:
         index = int(conflicts[0])
-        raise _mismatch(int(current[index]), srid, f"item {index}")
+        raise srid_mismatch(int(current[index]), srid, f"item {index}")
     encoded = shapely.to_wkb(
         shapely.set_srid(arr, srid), include_srid=True, byte_order=_LITTLE_ENDIAN
     )
@@ -465,7 +465,7 @@ def _apply_srid(geom: shapely.Geometry, srid: int | None, original: Any) -> shap
     if current is None:
         return shapely.set_srid(geom, wanted)
     if current != wanted:
-        raise _mismatch(current, wanted, _describe(original))
+        raise srid_mismatch(current, wanted, _describe(original))
     return geom
 
 
@@ -480,7 +480,8 @@ def _check_srid_arg(srid: int) -> int:
     return srid
 
 
-def _mismatch(current: int, wanted: int, what: str) -> SRIDMismatch:
+def srid_mismatch(current: int, wanted: int, what: str) -> SRIDMismatch:
+    """The error for ``what``, of SRID ``current``, where SRID ``wanted`` was expected."""
     return SRIDMismatch(
         f"{what} has SRID {current} but SRID {wanted} was expected; "
         "transform it (ST_Transform or pyproj) instead of relabelling it",

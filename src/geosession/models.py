@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -33,7 +34,13 @@ from sqlalchemy.sql.expression import Grouping
 
 from geosession import geodesic
 from geosession.errors import ConfigurationError, GeoSessionError
-from geosession.geometry import to_element, to_geography_element, to_shape
+from geosession.geometry import (
+    is_geojson,
+    srid_mismatch,
+    to_element,
+    to_geography_element,
+    to_shape,
+)
 
 _BASE_TYPES = (
     "GEOMETRY",
@@ -82,15 +89,38 @@ class _TakesShapes:
         return lambda value: bind(self.converted(value))
 
     def converted(self, value: Any) -> Any:
-        """``value`` as GeoAlchemy2 binds it: shapely, WKB and GeoJSON as an element."""
-        if not isinstance(value, shapely.Geometry | bytes | bytearray | memoryview | Mapping):
-            return value
+        """``value`` as GeoAlchemy2 binds it: shapely, WKB and GeoJSON as an element, text
+        and elements with the column's SRID."""
         try:
-            return self._element(value)
+            if isinstance(value, str):
+                return self._text(value)
+            if isinstance(value, geoalchemy2.elements._SpatialElement):
+                self._check_srid(int(value.srid), value)
+                return value
+            if isinstance(value, shapely.Geometry | bytes | bytearray | memoryview | Mapping):
+                return self._element(value)
+            return value
         except GeoSessionError as error:
             declared = f"{self.name}({self.geometry_type}, {self._srid})"  # type: ignore[attr-defined]
             error.reword(f"{error.message} (for a {declared} column)")
             raise
+
+    def _text(self, text: str) -> Any:
+        """WKT gets the column's SRID: bound with none (SRID 0), which an INSERT stamps
+        with the column's, a comparison found nothing and a function refused it. EWKT of
+        another SRID is SRIDMismatch (&& compares no SRIDs: it matched in any). Hex WKB
+        and GeoJSON text are read as bytes and dicts are."""
+        if _HEX.fullmatch(text) or is_geojson(text):
+            return self._element(text)
+        stated = _EWKT_SRID.match(text)
+        if stated is None:
+            return f"SRID={self._srid};{text.strip()}" if self._srid else text
+        self._check_srid(int(stated.group(1)), text)
+        return text
+
+    def _check_srid(self, srid: int, value: Any) -> None:
+        if srid > 0 and self._srid > 0 and srid != self._srid:
+            raise srid_mismatch(srid, self._srid, _shown(value))
 
     @property
     def _srid(self) -> int:
@@ -132,6 +162,14 @@ class Geography(_TakesShapes, geoalchemy2.Geography):
 
 _GEOGRAPHY_SRID = 4326
 """The SRID of a geography column that names none (PostGIS's default)."""
+_HEX = re.compile(r"\s*(?:[0-9A-Fa-f]{2})+\s*")
+_EWKT_SRID = re.compile(r"\s*SRID=(-?\d+)\s*;", re.IGNORECASE)
+
+
+def _shown(value: Any) -> str:
+    """A value in an error, cut short."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:79] + "…"
 
 
 def geometry_column(
