@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import random
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -206,6 +208,10 @@ def test_work_that_would_run_after_the_transaction_is_refused_and_rolled_back(
     def count(s: Session) -> int:
         return 3
 
+    def transfer(s: Session) -> int:  # the README's, given to the async twin
+        moved = s.execute(text("UPDATE points SET geom = geom WHERE id = 1"))
+        return moved.rowcount  # type: ignore[attr-defined]  # a coroutine's, here
+
     with pytest.raises(ConfigurationError, match="insert_async, which is async.*async_run"):
         db.run_transaction(insert_async)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="insert_lazily returned a generator"):
@@ -215,6 +221,16 @@ def test_work_that_would_run_after_the_transaction_is_refused_and_rolled_back(
         try:
             with pytest.raises(ConfigurationError, match="needs an async function.*count"):
                 await db.async_run_transaction(count)  # type: ignore[arg-type]
+            used = "needs an async function (async def fn(session), awaiting each call of "
+            with warnings.catch_warnings():  # the coroutine transfer made and dropped
+                warnings.simplefilter("ignore", RuntimeWarning)
+                try:
+                    await db.async_run_transaction(transfer)  # type: ignore[arg-type]
+                except ConfigurationError as error:
+                    assert used in str(error) and "transfer is sync: it used" in str(error)
+                else:
+                    pytest.fail("a sync transfer was taken")
+                gc.collect()  # it is dropped here, its warning ignored
         finally:
             await db.adispose()
 

@@ -208,7 +208,7 @@ async def arun_transaction(
         attempt += 1
         try:
             async with db.async_transaction(**transaction) as session:
-                return await _awaitable(fn(session), fn)
+                return await _awaitable(_called_async(fn, session), fn)
         except GeoSessionError as error:
             delay = _after_failure(policy, error, attempt, fn)
         await asyncio.sleep(delay)
@@ -230,6 +230,22 @@ def _finished(result: T, fn: Callable[..., Any]) -> T:
             "after the transaction ended: return a list instead (return list(...))"
         )
     return result
+
+
+def _called_async(fn: Callable[..., Any], session: Any) -> Any:
+    """``fn(session)``, where a sync ``fn`` that used a result of the async session (a
+    coroutine: ``s.execute(...).rowcount``) fails in words, not with its AttributeError."""
+    try:
+        return fn(session)
+    except (AttributeError, TypeError) as error:
+        if inspect.iscoroutinefunction(fn) or "'coroutine' object" not in str(error):
+            raise
+        raise ConfigurationError(
+            f"async_run_transaction needs an async function (async def fn(session), awaiting "
+            f"each call of the session), and {_name_of(fn)} is sync: it used what the async "
+            f"session returns, a coroutine, as a result ({error}). Write it async, or use "
+            "db.run_transaction(fn) for a sync one"
+        ) from error
 
 
 def _awaitable(result: Awaitable[T], fn: Callable[..., Any]) -> Awaitable[T]:
