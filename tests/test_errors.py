@@ -630,6 +630,7 @@ def test_a_streams_error_points_into_the_sql_typed_not_the_query_around_it(
     with pytest.raises(DatabaseError) as ended:
         list(db.stream(cut_short))
     assert "at the end of \"...OM pg_class WHERE relname LIKE 'pg%' AND\"" in str(ended.value)
+    assert str(ended.value).startswith("syntax error at end of input (")  # not near ")"
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

@@ -629,6 +629,8 @@ def translate(
     if statement_start and diag.position:
         position = diag.position - statement_start
         diag = replace(diag, position=position if position > 0 else None)
+        if _past_the_end(diag, statement) and diag.message.startswith("syntax error at or near"):
+            diag = replace(diag, message="syntax error at end of input")  # the wrapper's token
     if connecting and diag.sqlstate is None:
         diag = replace(diag, sqlstate=_inferred_sqlstate(str(error)))
     if diag.sqlstate in _LOST_STATES and (ended := _SERVER_ENDED_IT.search(diag.message)):
@@ -746,6 +748,14 @@ def _detail(diag: Diagnostics) -> str:
     return f" [{'; '.join(parts)}]" if parts else ""
 
 
+def _past_the_end(diag: Diagnostics, statement: Any) -> bool:
+    """Whether the server points past the caller's statement: at what geosession wrote
+    after it (a stream's closing parenthesis), the statement having ended too soon."""
+    if not diag.position or not isinstance(statement, str):
+        return False
+    return not statement[diag.position - 1 :].strip()
+
+
 def _where(diag: Diagnostics, endpoint: str, statement: Any) -> str:
     named = diag.sqlstate != _ABORTED  # refused for an earlier statement, not this one's table
     table = diag.table or (_statement_table(statement) if named else None)
@@ -758,7 +768,7 @@ def _where(diag: Diagnostics, endpoint: str, statement: Any) -> str:
         parts.append(f"constraint {diag.constraint}")
     if diag.position and isinstance(statement, str) and not PLACEHOLDERS.search(statement):
         rest = statement[diag.position - 1 :].strip()
-        if rest:
+        if not _past_the_end(diag, statement):
             parts.append(f"at character {diag.position}: {rest.splitlines()[0][:_SHOWN]!r}")
         else:  # "syntax error at end of input", or the wrapper's next token after it
             whole = statement.strip()
