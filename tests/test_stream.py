@@ -1132,6 +1132,40 @@ def test_async_streams_read_timestamptz_infinities_in_utc_as_their_other_values(
     assert [row.until for row in rows] == [row.until for row in db.stream(query)]
 
 
+def test_arrays_of_enums_read_as_lists_on_every_reader(
+    db: SpatialDatabase, admin: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """psycopg read an enum[] as PostgreSQL's text of it, '{walk,bus}' (SQL NULL and a
+    label 'NULL' told apart only by quotes), and Arrow and files kept that text, where
+    asyncpg and GeoJSON gave lists."""
+    admin.execute(
+        "DROP TABLE IF EXISTS rd_trips; DROP TYPE IF EXISTS rd_mode; "
+        "CREATE TYPE rd_mode AS ENUM ('walk', 'bus', 'NULL'); "
+        "CREATE TABLE rd_trips (id int PRIMARY KEY, modes rd_mode[], one rd_mode, "
+        "geom geometry(Point, 4326)); INSERT INTO rd_trips VALUES "
+        "(1, '{walk,bus}', 'bus', 'SRID=4326;POINT(1 2)'), "
+        """(2, '{NULL,"NULL"}', NULL, 'SRID=4326;POINT(1 2)')"""
+    )
+    query = "SELECT id, modes, one, geom FROM rd_trips ORDER BY id"
+    lists = [["walk", "bus"], [None, "NULL"]]
+    assert [row.modes for row in db.stream(query)] == lists
+    assert [row.one for row in db.stream(query)] == ["bus", None]
+    assert next(iter(db.stream_frames(query)))["modes"].tolist() == lists
+    arrow = next(iter(db.stream_arrow(query))).column("modes").to_pylist()
+    assert [json.loads(text) for text in arrow] == lists
+    assert db.export(query, tmp_path / "trips.csv").features == 2
+    assert '"[""walk"",""bus""]"' in (tmp_path / "trips.csv").read_text()
+
+    async def read() -> list[Any]:
+        try:
+            return [row.modes async for row in db.async_stream(query)]
+        finally:
+            await db.adispose()
+
+    assert asyncio.run(read()) == lists
+    admin.execute("DROP TABLE rd_trips; DROP TYPE rd_mode")
+
+
 def test_arrays_of_geometries_read_as_lists_of_ewkb_and_files_hold_geojson(
     db: SpatialDatabase, make_db: Callable[..., SpatialDatabase], tmp_path: Path
 ) -> None:

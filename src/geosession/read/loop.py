@@ -34,7 +34,7 @@ def spatial_types(rows: Rows) -> dict[int, Any]:
     the session does not search."""
     rows = list(rows)
     found = {int(oid): str(name) for oid, name in rows if oid is not None}
-    if found:
+    if any(name in ("geometry", "geography") for name in found.values()):
         return found
     elsewhere = next((str(schema) for oid, schema in rows if oid is None), None)
     if elsewhere is not None:

@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql
 
 from geosession.errors import ConfigurationError, refuse_unknown_options
 from geosession.geometry import GEOJSON_SRID, is_bbox
+from geosession.read.types import TEXT_ARRAY
 from geosession.settings import local_settings
 
 OUTPUTS = ("shapely", "wkb", "geojson", "row")
@@ -328,6 +329,7 @@ def describe_columns(
             )
         seen.add(name)
         found = spatial_oids.get(oid)
+        oid = TEXT_ARRAY if found == "enum[]" else oid  # read as text[] (.query)
         array_of = _ARRAYS.get(found or "")
         spatial = None if array_of else _TYPES.get(found or "")
         typmod = typmods[index] if typmods is not None and spatial else None

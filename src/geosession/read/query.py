@@ -50,7 +50,7 @@ from geosession.read.plan import (
     column_index,
     quote_identifier,
 )
-from geosession.read.types import POSTGRES_JSON, POSTGRES_TEXT
+from geosession.read.types import POSTGRES_JSON, POSTGRES_TEXT, TEXT_ARRAY
 from geosession.srs import SpatialRef, crs_of, in_degrees, spatial_ref
 
 CURSOR_NAME = "geosession_stream"
@@ -67,11 +67,13 @@ SPATIAL_TYPES_SQL = text(
     "WHERE t.oid IN (to_regtype('geometry'), to_regtype('geography')) "
     "UNION ALL SELECT NULL, n.nspname::text FROM pg_extension e "
     "JOIN pg_namespace n ON n.oid = e.extnamespace "
-    "WHERE e.extname = 'postgis' AND to_regtype('geometry') IS NULL"
+    "WHERE e.extname = 'postgis' AND to_regtype('geometry') IS NULL "
+    "UNION ALL SELECT t.typarray::int, 'enum[]' FROM pg_type t WHERE t.typtype = 'e'"
 )
 """The OIDs of PostGIS's types (and of their arrays, ``geometry[]``) in this database (they
 differ between databases), as the session's search_path finds them; where it finds none,
-the schema PostGIS is in (with no OID), if any."""
+the schema PostGIS is in (with no OID), if any. Then the arrays of enums, which the drivers
+read as PostgreSQL's text of the array (``'{walk,bus}'``): read as ``text[]``, lists."""
 
 
 def fetch_sql(size: int, cursor: str) -> str:
@@ -282,6 +284,8 @@ class ReadPlan:
                 value = self._other_geometry(column)
             elif column.array_of is not None:
                 value = self._geometry_array(column)
+            elif column.type_oid == TEXT_ARRAY:  # an array of enums too: a list of labels
+                value = literal_column(f"q.{quote_identifier(column.name)}::text[]")
             elif self._as_text(column) and not self.features:
                 value = literal_column(f"q.{quote_identifier(column.name)}::text")
             elif self._as_json(column) and not self.features:

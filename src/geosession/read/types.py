@@ -77,3 +77,4 @@ other arrays as JSON."""
 BYTEA = _oid("bytea")
 NUMERIC = _oid("numeric")
 TIMESTAMPTZ = _oid("timestamptz")
+TEXT_ARRAY = _array_oid("text")
