@@ -7,6 +7,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import shapely
 from geoalchemy2 import Geometry
@@ -289,6 +290,25 @@ def test_to_geography_element_refuses_a_geometry_of_another_srid() -> None:
     assert element.desc == "SRID=4326;POINT (1 2)"
     with pytest.raises(SRIDMismatch, match="has SRID 4269 but SRID 4326 was expected"):
         to_geography_element(shapely.set_srid(shapely.Point(1, 2), 4269))
+
+
+def test_numpy_integers_are_srids_and_geojson_and_surfaces_are_explained() -> None:
+    """NumPy's integers were "not an integer"; GeoJSON without its members said
+    "('coordinates')" or "'NoneType' object has no attribute 'lower'"; a TIN was told to
+    take ST_CurveToLine, which returns it as it is."""
+    point = shapely.Point(1, 2)
+    assert to_ewkb(point, np.int32(4326)) == to_ewkb(point, 4326)
+    assert to_geography_element(point, np.int64(4326)).desc == "SRID=4326;POINT (1 2)"
+    said = {
+        "{}": 'it has no "type" member naming a geometry',
+        '{"type": "Point"}': 'its Point has no "coordinates" member',
+        '{"type": "GeometryCollection"}': 'its GeometryCollection has no "geometries" member',
+    }
+    for given, words in said.items():
+        with pytest.raises(InvalidGeometry, match=words):
+            to_shape(json.loads(given))
+    with pytest.raises(InvalidGeometry, match="make its faces polygons first .ST_ForceCollection"):
+        to_shape("TIN(((0 0 0,0 1 0,1 0 0,0 0 0)))")
 
 
 @pytest.mark.parametrize("srid", [-1, 1.5, "4326", True])

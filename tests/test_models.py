@@ -8,6 +8,7 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 import shapely
 from geoalchemy2 import Geography, WKBElement
@@ -45,6 +46,14 @@ class Zone(SpatialMixin, Base):
     __tablename__ = "gs_models_zone"
     id: Mapped[int] = mapped_column(primary_key=True)
     geom: Mapped[WKBElement | None] = mapped_column(Geography("GEOMETRY", 4326))
+
+
+class Beacon(SpatialMixin, Base):
+    """A geography with heights: its planar properties cast it to geometry in SQL."""
+
+    __tablename__ = "gs_models_beacon"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    geom: Mapped[WKBElement | None] = geography_column("POINT", dimension=3)
 
 
 class Sensor(Base):
@@ -93,6 +102,7 @@ def test_create_all_makes_exactly_one_gist_index_per_indexed_column(
     with tables.session() as session:
         indexes = session.execute(query).all()
     assert [(table, "USING gist" in definition) for table, definition in indexes] == [
+        ("gs_models_beacon", True),
         ("gs_models_depot", True),
         ("gs_models_parcel", True),
         ("gs_models_sensor", True),
@@ -100,7 +110,7 @@ def test_create_all_makes_exactly_one_gist_index_per_indexed_column(
         ("gs_models_store", True),
         ("gs_models_zone", True),  # GeoAlchemy2's Geography, indexed by default too
     ]
-    assert "(location)" in indexes[2][1], "the unindexed track column has none"
+    assert "(location)" in indexes[3][1], "the unindexed track column has none"
 
 
 def test_columns_have_the_declared_type_srid_and_dimension(tables: SpatialDatabase) -> None:
@@ -443,6 +453,35 @@ def test_text_and_elements_take_the_columns_srid_or_say_theirs_differs(
     for other in (f"SRID=3857;{wkt}", to_element(shapely.box(0, 0, 1, 1), 3857)):
         with pytest.raises(SRIDMismatch, match=mismatch), tables.session() as s:
             s.scalars(select(Parcel.id).where(Parcel.boundary.intersects(other))).all()
+
+
+def test_planar_properties_of_a_geography_with_heights_read_in_sql(
+    tables: SpatialDatabase,
+) -> None:
+    """centroid, envelope, bounds and num_points cast a geography to geometry(GEOMETRY,
+    -1), which takes no Z: "Geometry has Z dimension but column does not"."""
+    with tables.transaction() as s:
+        s.add(Beacon(id=1, geom=shapely.Point(10, 20, 30)))
+    with tables.session() as s:
+        in_sql = select(Beacon.centroid, Beacon.envelope, Beacon.bounds, Beacon.num_points)
+        centroid, envelope, bounds, points = s.execute(in_sql).one()
+        beacon = s.get_one(Beacon, 1)
+        centroid = to_shape(centroid)
+        assert (centroid.x, centroid.y) == (10.0, 20.0) == (beacon.centroid.x, beacon.centroid.y)
+        assert tuple(bounds) == beacon.bounds == (10.0, 20.0, 10.0, 20.0)
+        assert points == beacon.num_points == 1 and envelope is not None
+
+
+def test_coordinates_and_numpy_srids(tables: SpatialDatabase) -> None:
+    """A tuple of coordinates went to the server ("parse error at position 2"); NumPy's
+    integer SRIDs (shapely.get_srid gives one) were refused as no integer."""
+    coordinates = r"\(5, 5\) is a tuple of coordinates, not a"
+    with pytest.raises(InvalidGeometry, match=coordinates), tables.transaction() as s:
+        s.add(Parcel(id=1, boundary=(5, 5)))
+    column = geometry_column("POINT", np.int64(4326))
+    assert column.column.type.srid == 4326
+    srid = shapely.get_srid(shapely.set_srid(shapely.Point(1, 2), 4326))
+    assert to_element(shapely.Point(1, 2), srid).srid == 4326
 
 
 def test_geography_columns_bind_shapely_as_text_and_measure_in_metres(

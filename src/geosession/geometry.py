@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import numbers
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
@@ -327,12 +328,18 @@ def _parse_geojson(obj: Mapping[str, Any] | str, original: Any) -> shapely.Geome
         data = json.loads(obj) if isinstance(obj, str) else obj
         if not isinstance(data, Mapping):
             raise ValueError(f"JSON value is a {type(data).__name__}, not an object")
+        if not isinstance(data.get("type"), str):
+            raise ValueError('it has no "type" member naming a geometry, such as "Point"')
         srid = _geojson_crs(data)
         if data.get("type") == "Feature":
             data = data.get("geometry")
             if data is None:
                 raise ValueError("the Feature has no geometry")
             srid = _geojson_crs(data) or srid
+        members = ("geometries",) if data.get("type") == "GeometryCollection" else ("coordinates",)
+        missing = [member for member in members if member not in data]
+        if missing:
+            raise ValueError(f'its {data.get("type")} has no "{missing[0]}" member')
         geom = shapely.geometry.shape(data)
         return shapely.set_srid(geom, srid) if srid else geom
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
@@ -392,7 +399,15 @@ def _load(loader: Any, data: Any, original: Any) -> shapely.Geometry:
         raise _unreadable(original, str(exc)) from exc
 
 
+_SURFACES = ("PolyhedralSurface", "TIN", "Triangle")
+
+
 def _not_in_geos(kind: str) -> str:
+    if kind in _SURFACES:  # ST_CurveToLine returns them as they are
+        return (
+            f"it is a {kind}, which shapely (GEOS) cannot hold: make its faces polygons "
+            "first (ST_ForceCollection in PostGIS, ogr2ogr -nlt CONVERT_TO_LINEAR)"
+        )
     return (
         f"it is a {kind}, which shapely (GEOS) cannot hold: make it linear first "
         "(ST_CurveToLine in PostGIS, ogr2ogr -nlt CONVERT_TO_LINEAR)"
@@ -475,9 +490,10 @@ def _known(srid: int | None) -> int | None:
 
 
 def _check_srid_arg(srid: int) -> int:
-    if isinstance(srid, bool) or not isinstance(srid, int) or srid < 0:
+    """``srid`` as an int: NumPy's integers too (shapely.get_srid gives one)."""
+    if isinstance(srid, bool) or not isinstance(srid, numbers.Integral) or srid < 0:
         raise ConfigurationError(f"srid must be an integer >= 0, got {srid!r}")
-    return srid
+    return int(srid)
 
 
 def srid_mismatch(current: int, wanted: int, what: str) -> SRIDMismatch:

@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -33,7 +34,7 @@ from sqlalchemy.orm import MappedColumn, QueryableAttribute, mapped_column
 from sqlalchemy.sql.expression import Grouping
 
 from geosession import geodesic
-from geosession.errors import ConfigurationError, GeoSessionError
+from geosession.errors import ConfigurationError, GeoSessionError, InvalidGeometry
 from geosession.geometry import (
     is_geojson,
     srid_mismatch,
@@ -99,6 +100,11 @@ class _TakesShapes:
                 return value
             if isinstance(value, shapely.Geometry | bytes | bytearray | memoryview | Mapping):
                 return self._element(value)
+            if isinstance(value, tuple | list):  # the server's "parse error at position 2"
+                raise InvalidGeometry(
+                    f"{_shown(value)} is a {type(value).__name__} of coordinates, not a "
+                    "geometry: give a shapely geometry (shapely.Point(x, y)), WKT or GeoJSON"
+                )
             return value
         except GeoSessionError as error:
             declared = f"{self.name}({self.geometry_type}, {self._srid})"  # type: ignore[attr-defined]
@@ -267,12 +273,17 @@ def _split_suffix(name: str) -> tuple[str, str]:
 
 
 def _check_srid(srid: int) -> int:
-    if isinstance(srid, bool) or not isinstance(srid, int) or not 0 <= srid <= _MAX_SRID:
+    """``srid`` as an int (NumPy's integers too), in PostGIS's range."""
+    if (
+        isinstance(srid, bool)
+        or not isinstance(srid, numbers.Integral)
+        or not 0 <= srid <= _MAX_SRID
+    ):
         raise ConfigurationError(
             f"srid must be an integer from 0 to {_MAX_SRID} (an EPSG code such as 4326; "
             f"0 means unknown and is discouraged), got {srid!r}"
         )
-    return srid
+    return int(srid)
 
 
 class SpatialMixin:
@@ -310,7 +321,9 @@ class SpatialMixin:
     def _planar_sql(cls) -> ColumnElement[Any] | QueryableAttribute[Any]:
         """The column as geometry: a geography's longitudes and latitudes on a plane."""
         geometry = cls._geometry_sql()
-        return cast(geometry, geoalchemy2.Geometry) if cls._geography() is not None else geometry
+        if cls._geography() is None:
+            return geometry
+        return cast(geometry, geoalchemy2.Geometry(geometry_type=None))  # not (GEOMETRY, -1): 2D
 
     def _measure(self, planar: Any, on_ellipsoid: Any) -> float | None:
         """``planar(shape)``, or for a geography ``on_ellipsoid(shape, srid)``."""
