@@ -222,6 +222,28 @@ def test_async_pool_exhausted_names_the_pool_size_and_the_holder(make_db: MakeDb
     assert db.pool_stats(async_pool=True).timeouts == 1
 
 
+def test_a_write_position_waiting_for_a_busy_pool_is_pool_exhausted(make_db: MakeDb) -> None:
+    """write_position and its async twin raised SQLAlchemy's TimeoutError, not the
+    PoolExhausted a web application maps to 503."""
+    db = make_db(pool_size=1, max_overflow=0, pool_timeout=0.3)
+    with db.session() as s:
+        s.execute(text("SELECT 1"))
+        with pytest.raises(PoolExhausted, match="pool_size=1"):
+            db.write_position()
+
+    async def main() -> None:
+        try:
+            async with db.async_session() as held:
+                await held.execute(text("SELECT 1"))
+                with pytest.raises(PoolExhausted, match="async with db.async_session"):
+                    await db.async_write_position()
+        finally:
+            await db.async_engine.dispose()
+
+    asyncio.run(main())
+    assert db.write_position()  # the pool free again
+
+
 def test_stack_capture_skips_library_frames() -> None:
     frames = capture_stack()
     assert frames[-1][0] == __file__ and frames[-1][2] == "test_stack_capture_skips_library_frames"

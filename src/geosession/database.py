@@ -486,11 +486,15 @@ class SpatialDatabase:
         committed so far: hand it to a client (a cookie, a header) after it wrote, and read
         its next request's replica reads in ``with db.reads_after(position):`` so they see
         the write."""
-        return self._replicas.position()
+        with self._translated():
+            return self._replicas.position()
 
     async def async_write_position(self) -> str:
         """The async twin of :meth:`write_position`, on :attr:`async_engine`."""
-        return await self._replicas.async_position()
+        try:
+            return await self._replicas.async_position()
+        except sa_exc.TimeoutError as error:
+            raise self._pool_exhausted(self._async_engine_here()[0].sync_engine) from error
 
     def reads_after(self, position: str | None) -> AbstractContextManager[None]:
         """Within the block, replica reads (sync and async, and streams made there) go to
