@@ -253,6 +253,9 @@ class SpatialDatabase:
                 yield session
         except sa_exc.TimeoutError as error:
             raise self._pool_exhausted(engine.sync_engine) from error
+        except (LockTimeout, QueryTimeout) as error:  # its session closed: what is held now
+            note_waiting_on_itself(error, self.metrics.monitor_of(engine.sync_engine))
+            raise
 
     @async_scope("db.async_transaction()")
     async def async_transaction(

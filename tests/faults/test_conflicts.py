@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -127,3 +128,56 @@ def test_a_transaction_waiting_on_its_own_threads_outer_one_says_so(
         other.rollback()
     assert "This thread holds" not in str(elsewhere.value)
     assert db.pool_stats().checked_out == 0
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+def test_an_async_transaction_waiting_on_its_own_tasks_outer_one_says_so(
+    make_db: Callable[..., SpatialDatabase],
+    accounts: str,
+    admin: psycopg.Connection[Any],
+    driver: str,
+) -> None:
+    """The async twin: said nothing of the task's own outer transaction. Another task's
+    lock is no sign of it, though tasks share their thread."""
+    db = make_db(async_driver=driver)
+    update = text("UPDATE accounts SET balance = balance + 1 WHERE id = 1")
+
+    async def nested() -> str:
+        async with db.async_transaction() as outer:
+            await outer.execute(update)
+            with pytest.raises(LockTimeout) as locked:
+                async with db.async_transaction(lock_timeout="200ms") as inner:
+                    await inner.execute(update)
+        return str(locked.value)
+
+    async def beside() -> str:
+        held, done = asyncio.Event(), asyncio.Event()
+
+        async def holder() -> None:
+            async with db.async_transaction() as s:
+                await s.execute(update)
+                held.set()
+                await done.wait()
+
+        holding = asyncio.create_task(holder())
+        await held.wait()
+        try:
+            with pytest.raises(LockTimeout) as locked:
+                async with db.async_transaction(lock_timeout="200ms") as s:
+                    await s.execute(update)
+        finally:
+            done.set()
+            await holding
+        return str(locked.value)
+
+    async def main() -> tuple[str, str]:
+        try:
+            return await nested(), await beside()
+        finally:
+            await db.adispose()
+
+    own, other = asyncio.run(main())
+    assert "This task holds another connection of this database too" in own
+    assert "waited on its own task" in own and "s.begin_nested()" in own
+    assert "This task holds" not in other and "This thread holds" not in other
+    assert balances(admin) == [102, 100]  # the outer transaction's and the holder's

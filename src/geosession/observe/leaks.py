@@ -19,6 +19,7 @@ thread holds only a weak reference and stops with :meth:`HoldTracker.close`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import linecache
 import logging
@@ -124,13 +125,23 @@ class Holder:
         return f"held {self.age:.1f}s by {self.where} (thread {self.thread})"
 
 
+def taker() -> tuple[int, int | None]:
+    """Who takes a connection: the thread, and the asyncio task running there if any
+    (tasks share their loop's thread; SQLAlchemy's checkout runs inside the task)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no event loop runs in this thread
+        task = None
+    return threading.get_ident(), None if task is None else id(task)
+
+
 @dataclass(slots=True)
 class _Checkout:
     started: float
     stack: tuple[Frame, ...]
     thread: str
-    ident: int
-    """threading.get_ident() of the taker: tells a thread waiting on itself (nested sessions)."""
+    taker: tuple[int, int | None]
+    """The taker's thread and asyncio task (:func:`taker`): tells one waiting on itself."""
     warned: bool = False
 
     def where(self) -> str:
@@ -160,11 +171,11 @@ class HoldTracker:
 
     def checked_out(self, record: Any) -> None:
         if self.threshold is None:  # the fast path: only the time of the checkout
-            self._held[record] = _Checkout(time.monotonic(), (), "", threading.get_ident())
+            self._held[record] = _Checkout(time.monotonic(), (), "", taker())
             return
         stack = capture_stack()
         thread = threading.current_thread()
-        self._held[record] = _Checkout(time.monotonic(), stack, thread.name, threading.get_ident())
+        self._held[record] = _Checkout(time.monotonic(), stack, thread.name, taker())
         if self._stop is None:
             self._start_watchdog(self.threshold)
 
@@ -186,10 +197,10 @@ class HoldTracker:
         """The pool records of the connections lent now."""
         return list(self._held)
 
-    def held_by_this_thread(self) -> int:
-        """How many connections the calling thread holds now."""
-        ident = threading.get_ident()
-        return sum(1 for checkout in list(self._held.values()) if checkout.ident == ident)
+    def held_here(self) -> int:
+        """How many connections the caller (its thread, its asyncio task) holds now."""
+        here = taker()
+        return sum(1 for checkout in list(self._held.values()) if checkout.taker == here)
 
     def holders(self, min_age: float = 0.0) -> list[Holder]:
         """Current holders held at least ``min_age`` seconds, longest first."""

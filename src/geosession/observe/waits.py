@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 
 from geosession.errors import GeoSessionError, PoolExhausted, QueryTimeout, endpoint_of
+from geosession.observe.leaks import taker
 from geosession.observe.metrics import PoolMonitor
 
 if TYPE_CHECKING:
@@ -19,18 +20,24 @@ def note_waiting_on_itself(error: GeoSessionError, monitor: PoolMonitor | None) 
     """A lock wait that timed out while this thread holds another connection of the
     pool (the session closed on the way here is returned already): likely a transaction
     opened inside another, waiting for the outer's locks, which only its end releases."""
-    if monitor is None or not monitor.holds.held_by_this_thread():
+    if monitor is None or not monitor.holds.held_here():
         return
     if isinstance(error, QueryTimeout) and "statement timeout" not in error.message:
         return  # cancelled, not a wait that ran out
+    here = _here()
     error.reword(
         error.message.removesuffix(".")
-        + ". This thread holds another connection of this database too, a session or "
-        "transaction open around this one: if that one holds the lock, this statement "
-        "waited on its own thread (a transaction opened inside another is a second "
+        + f". This {here} holds another connection of this database too, a session or "
+        f"transaction open around this one: if that one holds the lock, this statement "
+        f"waited on its own {here} (a transaction opened inside another is a second "
         "transaction, and waits for the first's locks until it ends). Do the work in "
         "the open session (pass it down), or take a savepoint there: s.begin_nested()"
     )
+
+
+def _here() -> str:
+    """What waits on itself: an asyncio task, or a thread."""
+    return "task" if taker()[1] is not None else "thread"
 
 
 def pool_exhausted(
@@ -39,12 +46,11 @@ def pool_exhausted(
     """The error for a checkout that waited pool_timeout in vain: the pool's sizes, the
     longest holders, and this thread's own connections (a session opened inside another)."""
     holders = monitor.holders_note() if monitor is not None else ""
-    # asyncio tasks share a thread: only a sync checkout can be told waiting on itself
-    own = monitor.holds.held_by_this_thread() if monitor and not engine.dialect.is_async else 0
+    own = monitor.holds.held_here() if monitor else 0
     nested = (
-        f"This thread already holds {own} of them and waits for one more: a session, "
+        f"This {_here()} already holds {own} of them and waits for one more: a session, "
         "transaction or stream opened while another of its own is open needs a second "
-        "connection (under load, threads doing so wait on each other). Pass the open "
+        f"connection (under load, {_here()}s doing so wait on each other). Pass the open "
         "session down instead. "
         if own
         else ""
