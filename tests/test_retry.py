@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import logging
@@ -425,3 +426,52 @@ def test_a_table_changed_under_a_prepared_statement_is_schema_changed_and_rerun(
     assert error.transient and "cached plan must not change result type" in str(error)
     assert "running it again works" in str(error)
     assert rows == [(1, 2, None, None)]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_commit_after_a_caught_statement_error_is_refused_and_reruns_when_transient(
+    make_db: Callable[..., SpatialDatabase], points: str, driver: str
+) -> None:
+    """PostgreSQL answers COMMIT in a failed transaction with a ROLLBACK, which no driver
+    reports: fn catching an error went on and run_transaction "committed" nothing without
+    a word, and a serialization failure caught so was never rerun (increments lost)."""
+    db = database_for(make_db, driver)
+    insert = text("INSERT INTO points VALUES (:id, NULL)")
+    attempts: list[int] = []
+
+    def best_effort(s: Session) -> str:
+        s.execute(insert, {"id": 1})
+        with contextlib.suppress(IntegrityViolation):
+            s.execute(insert, {"id": 1})  # the duplicate fails, and is passed over
+        return "placed"
+
+    def in_a_savepoint(s: Session) -> str:
+        s.execute(insert, {"id": 2})
+        with contextlib.suppress(IntegrityViolation), s.begin_nested():
+            s.execute(insert, {"id": 2})
+        return "placed"
+
+    def conflict_caught_once(s: Session) -> str:
+        attempts.append(1)
+        s.execute(insert, {"id": 3})
+        if len(attempts) == 1:
+            with contextlib.suppress(SerializationConflict):
+                s.execute(text("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '40001'; END $$"))
+        return "placed"
+
+    with pytest.raises(IntegrityViolation) as refused:
+        run_tx(db, driver, best_effort)
+    assert str(refused.value).startswith("Nothing was committed: a statement of this")
+    assert "duplicate key value" in str(refused.value) and "s.begin_nested()" in str(refused.value)
+    assert run_tx(db, driver, in_a_savepoint) == "placed"  # its rollback keeps the rest
+    assert run_tx(db, driver, conflict_caught_once, backoff=(0.001, 0.002)) == "placed"
+    assert len(attempts) == 2  # the refusal is a SerializationConflict: rerun
+    with db.session() as s:
+        assert s.execute(text("SELECT id FROM points ORDER BY id")).scalars().all() == [2, 3]
+    if driver != "asyncpg":
+        refused_at_exit = pytest.raises(IntegrityViolation, match="Nothing was committed")
+        with refused_at_exit, db.transaction() as s:
+            s.execute(insert, {"id": 4})
+            with contextlib.suppress(IntegrityViolation):
+                s.execute(insert, {"id": 4})
+        assert db.pool_stats().checked_out == 0

@@ -39,6 +39,7 @@ from geosession.errors import (
     first_line,
     translate,
 )
+from geosession.failed_commits import refuse_commits_after_failures
 from geosession.forks import was_cut_off
 
 
@@ -54,6 +55,7 @@ def install_error_translation(
     event.listen(engine, "do_connect", _connect_translated(engine))
     event.listen(engine, "first_connect", partial(_find_postgis, engine))
     _watch_connection_losses(engine, idle_in_transaction_timeout)
+    refuse_commits_after_failures(engine)
 
 
 _POSTGIS_SCHEMA = (
