@@ -592,6 +592,12 @@ def test_a_password_of_url_characters_connects_and_a_wrong_one_is_never_shown(
     with pytest.raises(ConfigurationError, match="more than one '@'.*%40") as refused:
         make_db(f"postgresql://{PASSWORD_ROLE}:Secr@tPart@{where}")  # host 'tPart@127...'
     assert "tPart" not in str(refused.value)
+    for cut in ("Secr@tPa/rt", "Secr@tPa?rt", "@tPa/"):  # the rest went to the database
+        with pytest.raises(ConfigurationError, match="more than one '@'") as refused:  # or query
+            make_db(f"postgresql://{PASSWORD_ROLE}:{cut}@{where}", replica_urls=[])
+        assert "tPa" not in str(refused.value)
+        with pytest.raises(ConfigurationError, match=r"replica_urls\[0\] has more than one"):
+            make_db(replica_urls=[f"postgresql://{PASSWORD_ROLE}:{cut}@{where}"])
     with pytest.raises(ConfigurationError, match="not a valid URL") as invalid:
         make_db(f"postgresql://{PASSWORD_ROLE}:{PASSWORD}@{where}")
     assert "w/rd" not in str(invalid.value) and "ss:w" not in str(invalid.value)

@@ -7,14 +7,19 @@ import asyncio
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import JSON, bindparam, text
+from sqlalchemy.exc import StatementError
 
 from geosession import SpatialDatabase
+
+TOKEN = "-".join(["t0k", "3n"])
+"""A parameter no output shows (its source line in a traceback would show a literal)."""
 
 
 async def backend_pid(db: SpatialDatabase, hold: float = 0.0) -> int:
@@ -97,7 +102,16 @@ def test_a_loop_beside_the_pooled_one_gets_connections_of_its_own(
         async def twice() -> list[int]:
             return [await backend_pid(db), await backend_pid(db)]
 
+        async def unsendable() -> str:  # a bind error there showed the parameters
+            with pytest.raises((StatementError, TypeError)) as refused:  # psycopg: TypeError
+                async with db.async_session() as s:
+                    document = bindparam("doc", type_=JSON)  # cannot hold an object()
+                    statement = text("SELECT CAST(:doc AS text), :token").bindparams(document)
+                    await s.execute(statement, {"doc": {"bad": object()}, "token": TOKEN})
+            return "".join(traceback.format_exception(refused.value))  # the causes too
+
         beside = asyncio.run(twice())
+        assert TOKEN not in asyncio.run(unsendable())
     finally:
         leave.set()
         other.join()

@@ -99,7 +99,7 @@ def build_async_engine(settings: DatabaseSettings, *, pooled: bool = True) -> As
     engine = create_async_engine(
         _engine_url(settings, driver),
         connect_args=connect_args,
-        **(_pool_arguments(settings) if pooled else {"poolclass": NullPool}),
+        **(_pool_arguments(settings) if pooled else _unpooled_arguments(settings)),
     )
     if settings.pgbouncer:
         _set_per_transaction(engine.sync_engine, settings, raw_psycopg=False)
@@ -199,6 +199,12 @@ class _SettingsFirstCursor(psycopg.Cursor[Any]):
         if isinstance(self.connection, PgBouncerConnection):
             self.connection.settings_first()
         return super().execute(*args, **kwargs)
+
+
+def _unpooled_arguments(settings: DatabaseSettings) -> dict[str, Any]:
+    """An engine without a pool (a connection per checkout) that hides parameters and
+    echoes as the pooled ones do: a bind error printed them, a token among them."""
+    return {"poolclass": NullPool, "hide_parameters": True, "echo": settings.echo}
 
 
 def _pool_arguments(settings: DatabaseSettings) -> dict[str, Any]:

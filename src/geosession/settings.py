@@ -315,8 +315,9 @@ class DatabaseSettings(BaseSettings):
         urls = [("database_url", self.database_url)] if self.database_url is not None else []
         urls += [(f"replica_urls[{n}]", url) for n, url in enumerate(self.replica_urls)]
         for name, url in urls:
+            text = url.get_secret_value()
             try:
-                parsed = make_url(url.get_secret_value())
+                parsed = make_url(text)
             except Exception:
                 raise ValueError(
                     f"{name} is not a valid URL; expected postgresql://user:password@host:5432/"
@@ -324,11 +325,12 @@ class DatabaseSettings(BaseSettings):
                     "quote(password, safe='')) or the password given as password= / "
                     "GEOSESSION_PASSWORD (the password is not shown)"
                 ) from None
-            if "@" in (parsed.host or ""):  # the rest of a password would pass for the host
-                raise ValueError(
+            if str(text).partition("://")[2].count("@") > 1:  # the rest of a password would
+                raise ValueError(  # pass for the host, the database or the query: shown, sent
                     f"{name} has more than one '@': the password or user name holds one, which "
-                    "a URL must write as %40 (urllib.parse.quote(password, safe='')), or give "
-                    "the password as password= / GEOSESSION_PASSWORD (the password is not shown)"
+                    "a URL must write as %40 (urllib.parse.quote(password, safe=''); another "
+                    "part too, such as application_name), or give the password as password= / "
+                    "GEOSESSION_PASSWORD (the password is not shown)"
                 )
             self._take_driver(name, parsed)
         return self
