@@ -281,6 +281,10 @@ def test_invalid_url_error_hides_the_password() -> None:
         DatabaseSettings(database_url="not a url at all :s3cret-pw@")
     assert "database_url" in str(info.value)
     assert "s3cret-pw" not in str(info.value)
+    twice = "postgresql://u@host/db?password=s3cret-a&password=s3cret-b"  # was "('s3cret-a', ..."
+    with pytest.raises(ConfigurationError, match=r"gives \?password= more than once") as info:
+        DatabaseSettings(database_url=twice)
+    assert "s3cret" not in str(info.value)
 
 
 def test_from_env_falls_back_to_the_running_embedded_cluster(

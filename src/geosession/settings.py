@@ -332,6 +332,11 @@ class DatabaseSettings(BaseSettings):
                     "part too, such as application_name), or give the password as password= / "
                     "GEOSESSION_PASSWORD (the password is not shown)"
                 )
+            if isinstance(parsed.query.get("password"), tuple):  # sent as "('a', 'b')"
+                raise ValueError(
+                    f"{name} gives ?password= more than once: give it once (the password is "
+                    "not shown)"
+                )
             self._take_driver(name, parsed)
         return self
 
