@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -197,3 +198,21 @@ def test_parameters_are_hidden_from_logs(
         s.execute(text("SELECT :secret"), {"secret": "top-secret-value"})
     assert "SELECT" in caplog.text
     assert "top-secret-value" not in caplog.text
+
+
+def test_asyncpg_tls_files_that_cannot_be_read_are_a_configuration_error(
+    make_db: Callable[..., SpatialDatabase], tmp_path: Path
+) -> None:
+    """A missing sslrootcert was Python's bare FileNotFoundError as the async engine was
+    made; a file that holds no certificate, ssl's SSLError."""
+    not_pem = tmp_path / "root.crt"
+    not_pem.write_text("not a certificate")
+
+    async def connect(db: SpatialDatabase) -> None:
+        async with db.async_session() as s:
+            await s.execute(text("SELECT 1"))
+
+    for path in (tmp_path / "missing.crt", not_pem):
+        db = make_db(async_driver="asyncpg", sslmode="verify-full", sslrootcert=str(path))
+        with pytest.raises(ConfigurationError, match=f"could not be read .sslrootcert={path}"):
+            asyncio.run(connect(db))

@@ -346,16 +346,27 @@ def _asyncpg_ssl(settings: DatabaseSettings) -> ssl.SSLContext | str | None:
     """asyncpg takes libpq's sslmode names, or an SSLContext when certificates are given."""
     if not (settings.sslrootcert or settings.sslcert):
         return settings.sslmode
-    context = ssl.create_default_context(
-        cafile=str(settings.sslrootcert) if settings.sslrootcert else None
-    )
-    context.check_hostname = settings.sslmode == "verify-full"
-    if settings.sslmode not in ("verify-ca", "verify-full"):
-        context.verify_mode = ssl.CERT_NONE
-    if settings.sslcert:
-        context.load_cert_chain(
-            str(settings.sslcert), str(settings.sslkey) if settings.sslkey else None
+    try:
+        context = ssl.create_default_context(
+            cafile=str(settings.sslrootcert) if settings.sslrootcert else None
         )
+        context.check_hostname = settings.sslmode == "verify-full"
+        if settings.sslmode not in ("verify-ca", "verify-full"):
+            context.verify_mode = ssl.CERT_NONE
+        if settings.sslcert:
+            context.load_cert_chain(
+                str(settings.sslcert), str(settings.sslkey) if settings.sslkey else None
+            )
+    except (OSError, ssl.SSLError) as error:  # a file missing, unreadable, or no certificate
+        files = ", ".join(
+            f"{name}={value}"
+            for name in ("sslrootcert", "sslcert", "sslkey")
+            if (value := getattr(settings, name))
+        )
+        raise ConfigurationError(
+            f"The TLS files for asyncpg could not be read ({files}): {error}. Check the paths "
+            "and that they hold PEM certificates (and the key for sslcert)"
+        ) from error
     return context
 
 
