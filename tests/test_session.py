@@ -252,6 +252,49 @@ def test_settings_changed_for_the_whole_session_never_reach_the_next_user(
     assert db.metrics.session_state["settings"] == 1  # connections replaced
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_session_setting_is_seen_however_the_statement_spells_it(
+    make_db: Callable[..., SpatialDatabase], driver: str
+) -> None:
+    """An RLS key set for the session reached the next user where the statement was
+    SQLAlchemy's func.set_config (its three arguments bound), a SET after a comment or
+    after another statement of the same text, or a name cast to text."""
+    db = one_connection(make_db, driver)
+    tenant = text("SELECT current_setting('app.tenant', true)")
+    spellings: list[Any] = [
+        select(func.set_config("app.tenant", "7", False)),
+        text("-- the tenant\nSET app.tenant = 7"),
+        text("/* the tenant */ SET app.tenant = 7"),
+        text("SELECT set_config('app.tenant'::text, '7', false)"),
+    ]
+    kept: list[Any] = [select(func.set_config("app.tenant", "7", True))]
+    if "async" not in driver and driver != "asyncpg":  # one statement per execute there
+        spellings.append(text("SELECT 1; SET app.tenant = 7"))
+        kept.append(text("SELECT 1; SELECT 2"))
+
+    async def run_async(statement: Any) -> Any:
+        try:
+            async with db.async_transaction() as session:
+                await session.execute(statement)
+            async with db.async_session() as session:
+                return (await session.execute(tenant)).scalar()
+        finally:
+            await db.adispose()
+
+    def next_user_sees(statement: Any) -> Any:
+        if "async" in driver or driver == "asyncpg":
+            return asyncio.run(run_async(statement))
+        with db.transaction() as session:
+            session.execute(statement)
+        with db.session() as session:
+            return session.execute(tenant).scalar()
+
+    assert [next_user_sees(statement) for statement in spellings] == [None] * len(spellings)
+    assert db.metrics.session_state["settings"] == len(spellings)  # each one replaced
+    assert {next_user_sees(statement) for statement in kept} == {""}  # LOCAL: defined, kept
+    assert db.metrics.session_state["settings"] == len(spellings)  # nothing more replaced
+
+
 SHOWN = text("SELECT pg_backend_pid(), current_setting('search_path')")
 
 

@@ -31,6 +31,7 @@ import logging
 import re
 import threading
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -39,6 +40,7 @@ from sqlalchemy import Engine, event
 
 from geosession.observe.leaks import capture_stack
 from geosession.read.plan import quote_identifier
+from geosession.sql_text import statements, without_leading_comments
 
 log = logging.getLogger("geosession.pool")
 
@@ -212,9 +214,10 @@ _STILL_THERE = (  # the things of _KINDS the server session has, by kind and nam
     "UNION ALL SELECT 'cursor', name FROM pg_cursors WHERE is_holdable"
 )
 _ON_COMMIT_DROP = re.compile(r"\bON\s+COMMIT\s+DROP\b", re.IGNORECASE)
-_SET_CONFIG = re.compile(
-    r"\bset_config\s*\(\s*'((?:[^']|'')+)'\s*,.*?,\s*false\s*\)", re.IGNORECASE | re.DOTALL
-)
+_SET_CONFIG_CALL = re.compile(r"\bset_config\s*\(", re.IGNORECASE)
+_CAST = re.compile(r"::\s*(?:\w+(?:\s+varying)?|\"[^\"]+\")(?:\s*\(\d+\))?", re.IGNORECASE)
+_PYFORMAT = re.compile(r"%\((\w+)\)s")
+_NUMBERED = re.compile(r"\$(\d+)")
 
 
 class SessionStateCounts:
@@ -266,13 +269,15 @@ def session_state_counts(engine: Engine) -> SessionStateCounts | None:
     return _COUNTS.get(engine)
 
 
-def session_changes(statement: str) -> list[tuple[str, bool]]:
+def session_changes(statement: str, params: Any = None) -> list[tuple[str, bool]]:
     """The settings ``statement`` changes for the session: (setting, True) for a change,
-    (setting, False) for one it undoes ("*" for all)."""
-    return _changes(statement, _COMMAND.match(statement))
+    (setting, False) for one it undoes ("*" for all); ``params``: its bound values."""
+    return _changes(statement, _COMMAND.match(statement), params)
 
 
-def _changes(statement: str, command: re.Match[str] | None) -> list[tuple[str, bool]]:
+def _changes(
+    statement: str, command: re.Match[str] | None, params: Any = None
+) -> list[tuple[str, bool]]:
     changes: list[tuple[str, bool]] = []
     verb, rest = (command.group(1).upper(), command.group(2)) if command else ("", "")
     if verb in ("SET", "RESET", "DISCARD"):
@@ -284,11 +289,61 @@ def _changes(statement: str, command: re.Match[str] | None) -> list[tuple[str, b
         else:
             changes += _set(rest)
     if "set_config" in statement or "SET_CONFIG" in statement:
-        changes += [
-            (_unquoted(m.group(1).replace("''", "'")), True)
-            for m in _SET_CONFIG.finditer(statement)
-        ]
+        changes += [(name, True) for name in _session_set_configs(statement, params)]
     return changes
+
+
+def _session_set_configs(statement: str, params: Any) -> list[str]:
+    """The settings the statement's ``set_config(name, value, false)`` calls set for the
+    session: their arguments literals, or bound (SQLAlchemy's ``func.set_config`` binds
+    all three: ``%(set_config_1)s::VARCHAR``, ``$1::VARCHAR`` on asyncpg)."""
+    names = []
+    for call in _SET_CONFIG_CALL.finditer(statement):
+        arguments = _arguments(statement, call.end())
+        if len(arguments) != 3:
+            continue
+        is_local = _value(arguments[2], params)
+        if is_local is None or str(is_local).strip().lower() in ("false", "f", "off", "0", "no"):
+            name = _value(arguments[0], params)  # not known: counted as a change all the same
+            names.append(_unquoted(str(name)) if name is not None else arguments[0].strip())
+    return names
+
+
+def _arguments(statement: str, at: int) -> list[str]:
+    """The comma-separated arguments of the call whose ``(`` ends at ``at``."""
+    found, depth, start, quoted = [], 0, at, False
+    for position in range(at, len(statement)):
+        char = statement[position]
+        if char == "'":
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif char in ",)" and not depth:
+            found.append(statement[start:position])
+            start = position + 1
+            if char == ")":
+                return found
+    return []
+
+
+def _value(argument: str, params: Any) -> Any:
+    """An argument's value: a literal's, or a bound parameter's; None when not known."""
+    text = _CAST.sub("", argument).strip()
+    if text.startswith("'") and text.endswith("'") and len(text) > 1:
+        return text[1:-1].replace("''", "'")
+    if text.lower() in ("true", "false"):
+        return text.lower()
+    bound = params[0] if isinstance(params, list) and params else params  # executemany
+    if (named := _PYFORMAT.fullmatch(text)) and isinstance(bound, Mapping):
+        return bound.get(named.group(1))
+    if (numbered := _NUMBERED.fullmatch(text)) and isinstance(bound, list | tuple):
+        index = int(numbered.group(1)) - 1
+        return bound[index] if 0 <= index < len(bound) else None
+    return None
 
 
 def _set(rest: str) -> list[tuple[str, bool]]:
@@ -345,12 +400,20 @@ def made_things(statement: str) -> list[tuple[str, str]]:
 def _seen(
     conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool
 ) -> None:
+    if ";" in statement or statement.lstrip().startswith(("--", "/*")):  # a comment before
+        for piece in statements(statement):  # its SET hid it, and so did a statement before
+            _seen_one(conn, without_leading_comments(piece), params)
+        return
+    _seen_one(conn, statement, params)
+
+
+def _seen_one(conn: Any, statement: str, params: Any) -> None:
     command = _COMMAND.match(statement)
     verb = command.group(1).upper() if command is not None else ""
     if verb in _CONTROL:
         _controlled(conn, verb, command.group(2) if command is not None else "")
         return
-    changes = _changes(statement, command)
+    changes = _changes(statement, command, params)
     locks = "advisory_lock" in statement and _ADVISORY_LOCK.search(statement) is not None
     made = made_things(statement)
     if not (changes or locks or made):

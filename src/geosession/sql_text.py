@@ -59,6 +59,16 @@ def one_statement(sql: str, *, what: str, backslash_quotes: bool = False) -> str
     )
 
 
+def without_leading_comments(sql: str) -> str:
+    """``sql`` from its first word: the spaces and comments before it left out."""
+    at = 0
+    while (match := _START.match(sql, len(sql) - len(sql[at:].lstrip()))) is not None:
+        if match.group() not in ("--", "/*"):
+            break
+        at = _past(sql, match.group(), match.end(), False)
+    return sql[at:].lstrip()
+
+
 def _past(sql: str, token: str, at: int, backslash_quotes: bool) -> int:
     """Where the comment, string, quoted name or dollar-quoted body ``token`` opened
     (ending at ``at``) ends; the text's end when it is not closed."""
