@@ -475,3 +475,21 @@ def test_a_commit_after_a_caught_statement_error_is_refused_and_reruns_when_tran
             with contextlib.suppress(IntegrityViolation):
                 s.execute(insert, {"id": 4})
         assert db.pool_stats().checked_out == 0
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_rerun_that_gave_up_names_its_runner_and_no_longer_advises_it(
+    make_db: Callable[..., SpatialDatabase], driver: str
+) -> None:
+    """The async give-up said "run_transaction gave up", and both kept the error's own
+    advice to rerun: "db.run_transaction does it for you"."""
+    db = database_for(make_db, driver)
+
+    def conflicts(s: Session) -> None:
+        s.execute(text("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '40001'; END $$"))
+
+    with pytest.raises(SerializationConflict) as gave_up:
+        run_tx(db, driver, conflicts, attempts=2, backoff=(0.001, 0.002))
+    runner = "async_run_transaction" if driver == "asyncpg" else "run_transaction"
+    assert str(gave_up.value).endswith(f"[{runner} gave up after 2 attempts: raise attempts=]")
+    assert "does it for you" not in str(gave_up.value)

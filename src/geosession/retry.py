@@ -194,7 +194,7 @@ def run_transaction(db: SpatialDatabase, fn: Callable[[Session], T], options: Re
             with db.transaction(**transaction) as session:
                 return _finished(fn(session), fn)
         except GeoSessionError as error:
-            delay = _after_failure(policy, error, attempt, fn)
+            delay = _after_failure(policy, error, attempt, fn, "run_transaction")
         time.sleep(delay)
 
 
@@ -210,7 +210,7 @@ async def arun_transaction(
             async with db.async_transaction(**transaction) as session:
                 return await _awaitable(_called_async(fn, session), fn)
         except GeoSessionError as error:
-            delay = _after_failure(policy, error, attempt, fn)
+            delay = _after_failure(policy, error, attempt, fn, "async_run_transaction")
         await asyncio.sleep(delay)
 
 
@@ -260,14 +260,20 @@ def _awaitable(result: Awaitable[T], fn: Callable[..., Any]) -> Awaitable[T]:
 
 
 def _after_failure(
-    policy: RetryPolicy, error: GeoSessionError, attempt: int, fn: Callable[..., Any]
+    policy: RetryPolicy,
+    error: GeoSessionError,
+    attempt: int,
+    fn: Callable[..., Any],
+    runner: str,
 ) -> float:
-    """The wait before the next attempt; re-raises ``error`` when there is none to make."""
+    """The wait before the next attempt; re-raises ``error`` when there is none to make,
+    saying which of ``runner``'s attempts raised it."""
     if not policy.should_retry(error, attempt):
-        if policy.retryable(error):
-            _note(error, f"run_transaction gave up after {attempt} attempts: raise attempts=")
+        if policy.retryable(error):  # its advice to rerun with run_transaction: done
+            error.reword(error.message.replace(_RERUN_ADVICE, ""))
+            _note(error, f"{runner} gave up after {attempt} attempts: raise attempts=")
         elif attempt > 1:
-            _note(error, f"raised by attempt {attempt} of {policy.attempts} of run_transaction")
+            _note(error, f"raised by attempt {attempt} of {policy.attempts} of {runner}")
         raise error
     delay = policy.delay(attempt, _RNG)
     log.info(
@@ -280,6 +286,10 @@ def _after_failure(
         delay * 1000,
     )
     return delay
+
+
+_RERUN_ADVICE = "; db.run_transaction does it for you"
+"""The end of a transient error's advice, which a rerun that gave up has followed."""
 
 
 def _note(error: GeoSessionError, note: str) -> None:
