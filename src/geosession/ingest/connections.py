@@ -154,7 +154,7 @@ class Connections:
         except psycopg.Error as error:
             if connection_lost(error):
                 raise
-            given = ", ".join(f"{name}={value!r}" for name, value in self.settings.items())
+            given = ", ".join(self.settings)  # names only: a key's value may be a secret
             raise ConfigurationError(
                 f"settings= (--setting) {given}: the server refused them: "
                 f"{error.diag.message_primary or error}. Check the names and values (a role "
