@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -149,10 +150,13 @@ def test_sessions_another_role_may_not_see_are_listed_as_hidden_and_doctor_says_
             other.rollback()
 
 
-def test_lock_waits_name_the_blocking_pid(
-    db: SpatialDatabase, points: Table, database_url: str
-) -> None:
-    update_row = f"UPDATE {points.name} SET name = 'x' WHERE id = 1"
+@contextlib.contextmanager
+def lock_wait(
+    database_url: str, table: str
+) -> Iterator[tuple[psycopg.Connection[Any], psycopg.Connection[Any]]]:
+    """A session ("holder") holding a row lock of ``table`` and another ("waiter")
+    waiting for it, until the block ends."""
+    update_row = f"UPDATE {table} SET name = 'x' WHERE id = 1"
     with (
         psycopg.connect(_libpq(database_url), application_name="holder") as holder,
         psycopg.connect(_libpq(database_url), application_name="waiter") as waiter,
@@ -162,29 +166,36 @@ def test_lock_waits_name_the_blocking_pid(
         thread = threading.Thread(target=lambda: waiter.execute(update_row))
         thread.start()
         try:
-            waits = _wait_for(db.locks)
-            assert waits[0].pid == waiter.info.backend_pid
-            assert waits[0].blocked_by == (holder.info.backend_pid,)
-            assert waits[0].blockers[0].application == "holder"
-            assert waits[0].blockers[0].state == "idle in transaction"
-            assert waits[0].application == "waiter" and "UPDATE" in waits[0].query
-            waiting = next(s for s in db.activity() if s.pid == waiter.info.backend_pid)
-            assert waiting.blocked_by == (holder.info.backend_pid,)
-            assert waiting.wait_event is not None and waiting.wait_event.startswith("Lock:")
-            for columns in (80, 100, 250):  # the query readable, not folded to a few letters
-                env = {"GEOSESSION_DATABASE_URL": database_url, "COLUMNS": str(columns)}
-                shown = CliRunner().invoke(app, ["activity"], env=env)
-                assert shown.exit_code == 0, shown.output
-                lines = shown.output.splitlines()
-                assert max(map(len, lines)) <= columns and "Lock waits (1)" in shown.output
-                query_headers = [re.search(r"┃ query +┃$", line.rstrip()) for line in lines]
-                widths = [len(found.group()) for found in query_headers if found]
-                assert len(widths) == 2 and min(widths) > 20, shown.output
-                assert any(f"{holder.info.backend_pid}" in line for line in lines)
+            yield holder, waiter
         finally:
             holder.rollback()
             thread.join()
             waiter.rollback()
+
+
+def test_lock_waits_name_the_blocking_pid(
+    db: SpatialDatabase, points: Table, database_url: str
+) -> None:
+    with lock_wait(database_url, points.name) as (holder, waiter):
+        waits = _wait_for(db.locks)
+        assert waits[0].pid == waiter.info.backend_pid
+        assert waits[0].blocked_by == (holder.info.backend_pid,)
+        assert waits[0].blockers[0].application == "holder"
+        assert waits[0].blockers[0].state == "idle in transaction"
+        assert waits[0].application == "waiter" and "UPDATE" in waits[0].query
+        waiting = next(s for s in db.activity() if s.pid == waiter.info.backend_pid)
+        assert waiting.blocked_by == (holder.info.backend_pid,)
+        assert waiting.wait_event is not None and waiting.wait_event.startswith("Lock:")
+        for columns in (80, 100, 250):  # the query readable, not folded to a few letters
+            env = {"GEOSESSION_DATABASE_URL": database_url, "COLUMNS": str(columns)}
+            shown = CliRunner().invoke(app, ["activity"], env=env)
+            assert shown.exit_code == 0, shown.output
+            lines = shown.output.splitlines()
+            assert max(map(len, lines)) <= columns and "Lock waits (1)" in shown.output
+            query_headers = [re.search(r"┃ query +┃$", line.rstrip()) for line in lines]
+            widths = [len(found.group()) for found in query_headers if found]
+            assert len(widths) == 2 and min(widths) > 20, shown.output
+            assert any(f"{holder.info.backend_pid}" in line for line in lines)
 
 
 def test_lock_waits_of_another_role_hide_their_state_and_query_in_words(
@@ -193,33 +204,20 @@ def test_lock_waits_of_another_role_hide_their_state_and_query_in_words(
     """A role without pg_read_all_stats saw the holder's state as "(None)" and both
     queries as "<insufficient privilege>", where its sessions table says hidden."""
     looking = make_db(watcher, pool_size=1)
-    update_row = f"UPDATE {points.name} SET name = 'x' WHERE id = 1"
-    with (
-        psycopg.connect(_libpq(database_url), application_name="holder") as holder,
-        psycopg.connect(_libpq(database_url), application_name="waiter") as waiter,
-    ):
-        holder.execute(update_row)
-        waiter.execute("SET lock_timeout = '20s'")
-        thread = threading.Thread(target=lambda: waiter.execute(update_row))
-        thread.start()
-        try:
-            (wait,) = _wait_for(looking.locks)
-            assert wait.hidden and wait.query == "" and wait.application == "waiter"
-            (blocker,) = wait.blockers
-            assert blocker.hidden and blocker.query == "" and blocker.state is None
-            env = {"GEOSESSION_DATABASE_URL": watcher, "COLUMNS": "250"}
-            shown = CliRunner().invoke(app, ["activity"], env=env)
-            assert shown.exit_code == 0, shown.output
-            assert f"{holder.info.backend_pid} holder (hidden)" in shown.output
-            assert "None" not in shown.output and "insufficient" not in shown.output
-            as_json = CliRunner().invoke(app, ["activity", "--json"], env=env)
-            (listed,) = json.loads(as_json.stdout)["lock_waits"]
-            assert listed["hidden"] and listed["blockers"][0]["hidden"]
-            assert "insufficient" not in as_json.stdout
-        finally:
-            holder.rollback()
-            thread.join()
-            waiter.rollback()
+    with lock_wait(database_url, points.name) as (holder, _):
+        (wait,) = _wait_for(looking.locks)
+        assert wait.hidden and wait.query == "" and wait.application == "waiter"
+        (blocker,) = wait.blockers
+        assert blocker.hidden and blocker.query == "" and blocker.state is None
+        env = {"GEOSESSION_DATABASE_URL": watcher, "COLUMNS": "250"}
+        shown = CliRunner().invoke(app, ["activity"], env=env)
+        assert shown.exit_code == 0, shown.output
+        assert f"{holder.info.backend_pid} holder (hidden)" in shown.output
+        assert "None" not in shown.output and "insufficient" not in shown.output
+        as_json = CliRunner().invoke(app, ["activity", "--json"], env=env)
+        (listed,) = json.loads(as_json.stdout)["lock_waits"]
+        assert listed["hidden"] and listed["blockers"][0]["hidden"]
+        assert "insufficient" not in as_json.stdout
     assert not looking.locks()  # its own lock waits are not hidden from it: none now
 
 

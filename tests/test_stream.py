@@ -668,6 +668,14 @@ def test_dropped_iterator_is_released_by_gc(
     assert released(db, admin)
 
 
+def script_run(script: str, database_url: str) -> subprocess.CompletedProcess[str]:
+    """``script`` run by a Python of its own on the test database, to its exit."""
+    env = {**os.environ, "GEOSESSION_DATABASE_URL": database_url}
+    return subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
 @pytest.mark.usefixtures("tables")
 def test_an_iteration_a_script_leaves_open_ends_quietly_with_it(database_url: str) -> None:
     """The garbage collector closed it during the interpreter's teardown, where its
@@ -680,10 +688,7 @@ def test_an_iteration_a_script_leaves_open_ends_quietly_with_it(database_url: st
         "batches = db.stream('SELECT * FROM rd_parcels', batch_size=100).batches()\n"
         "print(next(rows).id, len(next(batches)))\n"
     )
-    env = {**os.environ, "GEOSESSION_DATABASE_URL": database_url}
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
-    )
+    done = script_run(script, database_url)
     assert done.returncode == 0 and done.stdout.split() == ["1", "100"], done.stderr
     assert done.stderr == ""
 
@@ -713,10 +718,7 @@ def test_an_async_loop_left_just_before_asyncio_run_ends_ends_quietly(
         "except ValueError as error:\n"
         "    print(error)\n"
     )
-    env = {**os.environ, "GEOSESSION_DATABASE_URL": database_url}
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
-    )
+    done = script_run(script, database_url)
     assert done.returncode == 0 and done.stdout == "raised in the loop\n", done.stderr
     assert "already running" not in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not admin.execute(

@@ -39,7 +39,6 @@ from geosession.errors import (
     first_line,
     translate,
 )
-from geosession.failed_commits import refuse_commits_after_failures
 from geosession.forks import was_cut_off
 
 
@@ -55,6 +54,8 @@ def install_error_translation(
     event.listen(engine, "do_connect", _connect_translated(engine))
     event.listen(engine, "first_connect", partial(_find_postgis, engine))
     _watch_connection_losses(engine, idle_in_transaction_timeout)
+    from geosession.failed_commits import refuse_commits_after_failures  # it reads our info
+
     refuse_commits_after_failures(engine)
 
 
@@ -294,27 +295,27 @@ def _ping_within_command_timeout(ping: Any) -> Any:
 
 
 def _on_begin(conn: Connection) -> None:
-    info = _connection_info(conn)
+    info = connection_info(conn)
     for key in (_COMMITTING, _LAST_DONE, _IDLE_GAP):
         info.pop(key, None)
 
 
 def _on_rollback(conn: Connection) -> None:
-    _connection_info(conn).pop(_COMMITTING, None)
+    connection_info(conn).pop(_COMMITTING, None)
 
 
 def _on_commit(conn: Connection) -> None:
-    info = _connection_info(conn)
+    info = connection_info(conn)
     _note_idle_gap(info)
     info[_COMMITTING] = True
 
 
 def _before_statement(conn: Connection, *_: Any) -> None:
-    _note_idle_gap(_connection_info(conn))
+    _note_idle_gap(connection_info(conn))
 
 
 def _after_statement(conn: Connection, *_: Any) -> None:
-    _connection_info(conn)[_LAST_DONE] = time.monotonic()
+    connection_info(conn)[_LAST_DONE] = time.monotonic()
 
 
 def _note_idle_gap(info: dict[Any, Any]) -> None:
@@ -325,7 +326,7 @@ def _note_idle_gap(info: dict[Any, Any]) -> None:
 def _refine_loss(context: ExceptionContext, *, idle_timeout: float | None) -> Any:
     if context.is_pre_ping or context.connection is None:
         return None
-    info = _connection_info(context.connection)
+    info = connection_info(context.connection)
     committing = info.pop(_COMMITTING, False)
     error = getattr(context, "chained_exception", None)  # set once a handler returned one
     if error is None and _is_command_timeout(context):
@@ -360,7 +361,7 @@ def _refine_loss(context: ExceptionContext, *, idle_timeout: float | None) -> An
     return error
 
 
-def _connection_info(conn: Connection) -> dict[Any, Any]:
+def connection_info(conn: Connection) -> dict[Any, Any]:
     """The pooled connection's info dict; a throwaway one once the connection is gone, or
     during the engine's first connect (its ad-hoc connection has no info)."""
     if conn.invalidated or conn.closed:

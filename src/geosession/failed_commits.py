@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy import exc as sa_exc
 
+from geosession.engine_errors import connection_info
 from geosession.errors import DatabaseError, GeoSessionError
 
 _FAILED = "geosession.failed_statement"
@@ -43,15 +44,15 @@ def _remember(context: Any) -> None:
         return
     autocommit = connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
     if isinstance(error, GeoSessionError) and error.sqlstate and not autocommit:
-        _info(connection)[_FAILED] = error
+        connection_info(connection)[_FAILED] = error
 
 
 def _forget(conn: Connection, *_: Any) -> None:
-    _info(conn).pop(_FAILED, None)
+    connection_info(conn).pop(_FAILED, None)
 
 
 def _refuse(conn: Connection) -> None:
-    failed = _info(conn).pop(_FAILED, None)
+    failed = connection_info(conn).pop(_FAILED, None)
     status = _status(conn)
     if status is None and failed is None:  # asyncpg, and no server error seen
         return
@@ -88,12 +89,3 @@ def _status(conn: Connection) -> int | None:
         return int(info.transaction_status)
     status = getattr(driver, "get_transaction_status", None)  # psycopg2
     return int(status()) if callable(status) else None
-
-
-def _info(conn: Connection) -> dict[Any, Any]:
-    if conn.invalidated or conn.closed:
-        return {}
-    try:
-        return conn.info
-    except (sa_exc.SQLAlchemyError, NotImplementedError):
-        return {}
