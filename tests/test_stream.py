@@ -694,40 +694,6 @@ def test_an_iteration_a_script_leaves_open_ends_quietly_with_it(database_url: st
 
 
 @pytest.mark.usefixtures("tables")
-@pytest.mark.parametrize("driver", ["psycopg", "asyncpg"])
-def test_an_async_loop_left_just_before_asyncio_run_ends_ends_quietly(
-    database_url: str, admin: psycopg.Connection[Any], driver: str
-) -> None:
-    """asyncio.run's end closes every async generator it lists at once, and cancels the
-    tasks finalizing abandoned ones: the stream's nested generators were closed twice
-    ("aclose(): asynchronous generator is already running"), and on psycopg the process
-    hung at 100 % CPU. An exception raised in the loop reaches the caller."""
-    script = (
-        "import asyncio\n"
-        "from geosession import SpatialDatabase\n"
-        f"db = SpatialDatabase.from_env(async_driver={driver!r})\n"
-        "async def left():\n"
-        "    async for row in db.async_stream('rd_parcels', batch_size=100):\n"
-        "        break\n"
-        "async def failed():\n"
-        "    async for row in db.async_stream('SELECT id, geom FROM rd_parcels'):\n"
-        "        raise ValueError('raised in the loop')\n"
-        "asyncio.run(left())\n"
-        "try:\n"
-        "    asyncio.run(failed())\n"
-        "except ValueError as error:\n"
-        "    print(error)\n"
-    )
-    done = script_run(script, database_url)
-    assert done.returncode == 0 and done.stdout == "raised in the loop\n", done.stderr
-    assert "already running" not in done.stderr and "Traceback" not in done.stderr, done.stderr
-    assert not admin.execute(
-        "SELECT pid FROM pg_stat_activity WHERE state LIKE 'idle in transaction%' "
-        "AND datname = current_database()"
-    ).fetchall()
-
-
-@pytest.mark.usefixtures("tables")
 def test_with_block_and_close_release(db: SpatialDatabase, admin: psycopg.Connection[Any]) -> None:
     with db.stream("SELECT * FROM rd_parcels", batch_size=100) as stream:
         iterator = iter(stream)

@@ -9,7 +9,6 @@ left; an abandoned async iterator is closed by the event loop on its next turn.
 from __future__ import annotations
 
 import asyncio
-import sys
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
@@ -90,7 +89,7 @@ class AsyncGeometryStream:
         return generator
 
     async def _rows(self) -> AsyncGenerator[Any, None]:
-        async with aclosing(unlisted(self._batches())) as batches:  # closed with this one
+        async with aclosing(self._batches()) as batches:  # closed with this generator
             async for batch in batches:
                 for row in batch:
                     yield row
@@ -100,13 +99,13 @@ class AsyncGeometryStream:
         for attempt in count(1):
             delivered = False
             try:
-                async with unlisted_context(
-                    read_transaction(self._connect, self.options.transaction_settings)
+                async with read_transaction(
+                    self._connect, self.options.transaction_settings
                 ) as connection:
                     connected = True
                     loop = ReadLoop(await self._describe(connection), self._source)
                     if not loop.paged:
-                        cursor = unlisted(self._cursor_batches(connection, loop))
+                        cursor = self._cursor_batches(connection, loop)
                         async with aclosing(cursor):  # closed with this generator
                             async for batch in cursor:
                                 delivered = True
@@ -138,8 +137,8 @@ class AsyncGeometryStream:
         """One page's rows, in a transaction of its own, read again if it is lost."""
         for attempt in count(1):
             try:
-                async with unlisted_context(
-                    read_transaction(self._connect, self.options.transaction_settings)
+                async with read_transaction(
+                    self._connect, self.options.transaction_settings
                 ) as connection:
                     return await fetch(connection, statement)
             except GeoSessionError as error:
@@ -176,7 +175,7 @@ async def read_transaction(
 ) -> AsyncIterator[AsyncConnection]:
     """A pooled connection in a READ ONLY transaction, rolled back and returned at exit;
     ``local``: settings for the transaction alone (the read's statement_timeout)."""
-    async with unlisted_context(connect()) as connection:
+    async with connect() as connection:
         await connection.exec_driver_sql("SET TRANSACTION READ ONLY")
         if local:
             await connection.execute(*set_local(local))
@@ -185,37 +184,6 @@ async def read_transaction(
         finally:
             if connection.in_transaction() and not connection.invalidated:
                 await connection.rollback()
-
-
-def unlisted(generator: AsyncGenerator[_T, None]) -> AsyncGenerator[_T, None]:
-    """``generator``, run inside another async generator that closes it, left to that
-    one alone: off the event loop's list of async generators, and without its finalizer.
-    At ``asyncio.run``'s end the loop closes every listed one at once, and an inner one
-    closed by the loop and by its outer one together failed ("aclose(): asynchronous
-    generator is already running"; on psycopg the shutdown hung); one whose outer's
-    cleanup the shutdown cancelled was closed again by the finalizer, with the same error.
-    Its hooks are set as a first ``__anext__`` sets them, with neither of the loop's."""
-    hooks = sys.get_asyncgen_hooks()
-    sys.set_asyncgen_hooks(firstiter=None, finalizer=_closed_by_its_outer)
-    try:
-        generator.asend(None).close()  # an awaitable never awaited: only the hooks are set
-    finally:
-        sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=hooks.finalizer)
-    return generator
-
-
-def _closed_by_its_outer(generator: AsyncGenerator[Any, None]) -> None:
-    """The finalizer of an :func:`unlisted` generator: its outer one closes it, or the
-    loop's end left neither to be closed."""
-
-
-def unlisted_context(manager: AbstractAsyncContextManager[_T]) -> AbstractAsyncContextManager[_T]:
-    """An ``asynccontextmanager``'s, whose generator is :func:`unlisted` (read inside
-    an async generator: closed by it, at the loop's end too)."""
-    generator = getattr(manager, "gen", None)
-    if isinstance(generator, AsyncGenerator):
-        unlisted(generator)
-    return manager
 
 
 async def fetch(connection: AsyncConnection, statement: Any) -> Rows:
